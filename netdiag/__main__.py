@@ -1,0 +1,3 @@
+from netdiag.cli.main import main
+
+main()

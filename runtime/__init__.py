@@ -1,0 +1,1 @@
+"""netdiag's container runtime: images, containers, networks. Never imports netdiag."""

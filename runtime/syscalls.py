@@ -1,0 +1,127 @@
+"""The few Linux syscalls Python 3.11's os module lacks, via libc (no subprocesses, no strings)."""
+import ctypes
+import ctypes.util
+import errno
+import os
+
+from .errors import KernelError
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MNT_DETACH = 2
+
+SYS_pivot_root = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, 155)
+
+NS_FLAGS = {
+    "mnt": CLONE_NEWNS,
+    "uts": CLONE_NEWUTS,
+    "ipc": CLONE_NEWIPC,
+    "pid": CLONE_NEWPID,
+    "net": CLONE_NEWNET,
+    "cgroup": CLONE_NEWCGROUP,
+}
+
+
+def _check(ret: int, what: str) -> int:
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return ret
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+    enc = lambda s: s.encode() if s is not None else None  # noqa: E731
+    ret = _libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data))
+    _check(ret, f"mount {fstype or ''} {target}")
+
+
+def umount(target: str, flags: int = 0) -> None:
+    _check(_libc.umount2(target.encode(), ctypes.c_int(flags)), f"umount {target}")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _check(_libc.syscall(SYS_pivot_root, new_root.encode(), put_old.encode()), "pivot_root")
+
+
+def sethostname(name: str) -> None:
+    data = name.encode()
+    _check(_libc.sethostname(data, ctypes.c_size_t(len(data))), "sethostname")
+
+
+def require_root(action: str) -> None:
+    if os.geteuid() != 0:
+        raise KernelError(
+            f"Cannot {action} as uid {os.geteuid()}",
+            "creating namespaces, mounts and cgroups needs root (CAP_SYS_ADMIN)",
+            "run the command as root, e.g. with sudo",
+        )
+
+
+def set_link_up(ifname: str) -> None:
+    """Bring an interface of the current network namespace up (SIOCSIFFLAGS), without pyroute2."""
+    import fcntl
+    import socket
+    import struct
+
+    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH14s", ifname.encode(), 0, b"")
+        flags = struct.unpack("16sH14s", fcntl.ioctl(s, SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14s", ifname.encode(), flags | IFF_UP, b""))
+
+
+def pid_alive(pid: int, start_time: int | None = None) -> bool:
+    """True if `pid` exists (and, when given, is the same process: same start time)."""
+    if pid <= 0:
+        return False
+    if start_time is None:
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    st = proc_start_time(pid)
+    return st is not None and st == start_time
+
+
+def proc_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (start time in clock ticks): guards against pid reuse."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = data.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":  # a zombie has exited; only its parent's wait is missing
+        return None
+    return int(fields[19])
+
+
+__all__ = [n for n in dir() if not n.startswith("_")] + ["errno"]
