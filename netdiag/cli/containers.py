@@ -1,0 +1,264 @@
+"""Container commands with Docker's names and flags: run, ps, exec, logs, stop, kill, rm, inspect, start, restart."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import List, Optional
+
+import typer
+
+from .main import app
+from .output import json_lines, print_json, table
+
+_CMD_CTX = {"allow_interspersed_args": False, "help_option_names": ["--help"]}
+
+
+@app.command(context_settings=_CMD_CTX)
+def run(
+    image: str = typer.Argument(..., help="Image to run, e.g. busybox"),
+    command: Optional[List[str]] = typer.Argument(None, help="Command and arguments (default: the image's CMD)"),
+    detach: bool = typer.Option(False, "-d", "--detach", help="Run in the background and print the container id"),
+    rm: bool = typer.Option(False, "--rm", help="Remove the container when it exits"),
+    name: Optional[str] = typer.Option(None, "--name", help="Name the container (unique)"),
+    env: List[str] = typer.Option([], "-e", "--env", help="Set an environment variable KEY=VALUE"),
+    workdir: Optional[str] = typer.Option(None, "-w", "--workdir", help="Working directory inside the container"),
+    hostname: Optional[str] = typer.Option(None, "--hostname", "-h", help="Container hostname"),
+    user: Optional[str] = typer.Option(None, "-u", "--user", help="User name or uid[:group]"),
+    entrypoint: Optional[str] = typer.Option(None, "--entrypoint", help="Override the image's ENTRYPOINT"),
+    memory: Optional[str] = typer.Option(None, "-m", "--memory", help="Memory limit, e.g. 64m"),
+    cpus: Optional[str] = typer.Option(None, "--cpus", help="CPU limit, e.g. 0.5"),
+    pids_limit: Optional[int] = typer.Option(None, "--pids-limit", help="Process limit"),
+    network: str = typer.Option("none", "--network", "--net", help="Network: none or host"),
+    publish: List[str] = typer.Option([], "-p", "--publish", help="Publish a port (bridge networks only)"),
+    interactive: bool = typer.Option(False, "-i", "--interactive", help="Keep stdin open"),
+    tty: bool = typer.Option(False, "-t", "--tty", help="Accepted for Docker compatibility; stdio is passed through"),
+    health_cmd: Optional[str] = typer.Option(None, "--health-cmd", help="Health check command (run with /bin/sh -c)"),
+    health_interval: float = typer.Option(30.0, "--health-interval", help="Seconds between health checks"),
+    health_timeout: float = typer.Option(30.0, "--health-timeout", help="Seconds before a check counts as failed"),
+    health_retries: int = typer.Option(3, "--health-retries", help="Failures in a row before unhealthy"),
+):
+    """Create and start a container (like `docker run`)."""
+    from runtime.containers import lifecycle, model
+    from runtime.images import store as images
+    from runtime.syscalls import require_root
+
+    require_root("run a container")
+    img = images.get(image)
+    config = lifecycle.build_config(
+        img, image, command or [], entrypoint=entrypoint, env=env, workdir=workdir, hostname=hostname,
+        user=user, network=network, memory=memory, cpus=cpus, pids_limit=pids_limit, auto_remove=rm,
+        publish=publish, health_cmd=health_cmd, health_interval=health_interval,
+        health_timeout=health_timeout, health_retries=health_retries,
+    )
+    c = lifecycle.create(config, name)
+    try:
+        status = lifecycle.start(c, attach=not detach, interactive=interactive)
+    except BaseException:
+        lifecycle.remove_stopped(c)  # a `run` that did not start leaves nothing behind
+        raise
+    if detach:
+        os.close(status)
+        print(c.id)
+        return
+    sys.stdout.flush()
+    raise typer.Exit(lifecycle.wait_exit(status, c))
+
+
+@app.command()
+def ps(
+    all: bool = typer.Option(False, "-a", "--all", help="Show stopped containers too"),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Only ids"),
+    format: Optional[str] = typer.Option(None, "--format", help="'json' for one JSON object per line"),
+    json_out: bool = typer.Option(False, "--json", help="Same as --format json"),
+):
+    """List containers (like `docker ps`)."""
+    from runtime.containers import model
+
+    rows = [c for c in model.list_all() if all or c.running]
+    if quiet:
+        for c in rows:
+            print(c.id[:12])
+        return
+    items = [_ps_item(c) for c in rows]
+    if json_out or format == "json":
+        json_lines(items)
+        return
+    table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
+          [[i["ID"], i["Image"], i["Command"], i["CreatedAt"], i["Status"], i["Ports"], i["Names"]] for i in items])
+
+
+def _ps_item(c) -> dict:
+    from runtime.containers import model
+
+    cmd = " ".join([c.config.get("Path", "")] + list(c.config.get("Args", [])))
+    cmd = f'"{cmd[:20]}…"' if len(cmd) > 20 else f'"{cmd}"'
+    created = model.human_duration(time.time() - model.parse_iso(c.config.get("Created", ""))) + " ago"
+    return {"ID": c.id[:12], "Image": c.config.get("ImageRef", ""), "Command": cmd, "CreatedAt": created,
+            "Status": model.status_line(c), "State": c.status, "Ports": "", "Names": c.name,
+            "ExitCode": c.state.get("ExitCode", 0), "Networks": c.config["HostConfig"].get("NetworkMode", "")}
+
+
+@app.command("exec", context_settings=_CMD_CTX)
+def exec_(
+    container: str = typer.Argument(..., help="Container name or id"),
+    command: List[str] = typer.Argument(..., help="Command and arguments"),
+    interactive: bool = typer.Option(False, "-i", "--interactive", help="Keep stdin open"),
+    tty: bool = typer.Option(False, "-t", "--tty", help="Accepted for Docker compatibility; stdio is passed through"),
+    env: List[str] = typer.Option([], "-e", "--env", help="Set an environment variable"),
+    workdir: Optional[str] = typer.Option(None, "-w", "--workdir", help="Working directory"),
+    user: Optional[str] = typer.Option(None, "-u", "--user", help="User name or uid[:group]"),
+):
+    """Run a command in a running container."""
+    from runtime import validate
+    from runtime.containers import execute, model
+    from runtime.syscalls import require_root
+
+    require_root("exec in a container")
+    c = model.get(container)
+    sys.stdout.flush()
+    raise typer.Exit(execute.exec_in(c, command, env=validate.env_pairs(env), workdir=workdir, user=user,
+                                     interactive=interactive or tty))
+
+
+@app.command()
+def logs(
+    container: str = typer.Argument(..., help="Container name or id"),
+    follow: bool = typer.Option(False, "-f", "--follow", help="Keep printing until the container stops"),
+    tail: Optional[int] = typer.Option(None, "--tail", help="Only the last N lines"),
+    timestamps: bool = typer.Option(False, "-t", "--timestamps", help="Prefix each line with its time"),
+):
+    """Print a container's output (stdout to stdout, stderr to stderr)."""
+    from runtime.containers import model
+    from runtime.containers.stdio import read_log
+
+    c = model.get(container)
+    path = c.dir / "container.log"
+    records, offset = read_log(path)
+    if tail is not None:
+        records = records[-tail:] if tail > 0 else []
+    _print_records(records, timestamps)
+    while follow:
+        time.sleep(0.1)
+        records, offset = read_log(path, offset)
+        _print_records(records, timestamps)
+        if not records and not model.get(c.id).running:
+            records, offset = read_log(path, offset)
+            _print_records(records, timestamps)
+            break
+
+
+def _print_records(records, timestamps: bool) -> None:
+    for r in records:
+        out = sys.stderr if r.get("stream") == "stderr" else sys.stdout
+        out.write((r["time"] + " " if timestamps else "") + r.get("log", ""))
+        out.flush()
+
+
+def _each(refs: List[str], action) -> None:
+    """Apply `action` to each container; report errors per container like Docker, exit 1 if any."""
+    from runtime.containers import model
+    from runtime.errors import NetdiagError
+
+    failed = False
+    for ref in refs:
+        try:
+            c = model.get(ref)
+            action(c)
+            print(ref)
+        except NetdiagError as e:
+            print(f"netdiag: error: {e}", file=sys.stderr)
+            failed = True
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def stop(
+    containers: List[str] = typer.Argument(..., help="Container names or ids"),
+    time_: float = typer.Option(10, "-t", "--time", help="Seconds to wait before SIGKILL"),
+):
+    """Stop containers: SIGTERM, then SIGKILL after --time seconds."""
+    from runtime.containers import lifecycle
+
+    _each(containers, lambda c: lifecycle.stop(c, time_))
+
+
+@app.command()
+def kill(
+    containers: List[str] = typer.Argument(..., help="Container names or ids"),
+    signal_: str = typer.Option("KILL", "-s", "--signal", help="Signal to send"),
+):
+    """Send a signal (default KILL) to containers."""
+    from runtime.containers import lifecycle
+
+    sig = lifecycle.signal_number(signal_)
+    _each(containers, lambda c: lifecycle.kill(c, sig))
+
+
+@app.command()
+def rm(
+    containers: List[str] = typer.Argument(..., help="Container names or ids"),
+    force: bool = typer.Option(False, "-f", "--force", help="Kill running containers first"),
+):
+    """Remove containers."""
+    from runtime.containers import lifecycle
+
+    _each(containers, lambda c: lifecycle.remove(c, force))
+
+
+@app.command()
+def start(
+    containers: List[str] = typer.Argument(..., help="Container names or ids"),
+    attach: bool = typer.Option(False, "-a", "--attach", help="Attach to output and wait (one container)"),
+):
+    """Start stopped containers."""
+    from runtime.containers import lifecycle, model
+    from runtime.syscalls import require_root
+
+    require_root("start a container")
+    if attach:
+        c = model.get(containers[0])
+        raise typer.Exit(lifecycle.wait_exit(lifecycle.start(c, attach=True), c))
+    _each(containers, lambda c: os.close(lifecycle.start(c)))
+
+
+@app.command()
+def restart(
+    containers: List[str] = typer.Argument(..., help="Container names or ids"),
+    time_: float = typer.Option(10, "-t", "--time", help="Seconds to wait before SIGKILL"),
+):
+    """Stop and start containers again."""
+    from runtime.containers import lifecycle, model
+    from runtime.syscalls import require_root
+
+    require_root("restart a container")
+
+    def again(c):
+        lifecycle.stop(c, time_)
+        os.close(lifecycle.start(model.get(c.id)))
+
+    _each(containers, again)
+
+
+@app.command()
+def inspect(
+    objects: List[str] = typer.Argument(..., help="Container or image names or ids"),
+    type_: Optional[str] = typer.Option(None, "--type", help="container or image (default: try both)"),
+):
+    """Low-level JSON about containers or images, with Docker's field names."""
+    from runtime.containers import inspect as ins, model
+    from runtime.errors import NotFound
+    from runtime.images import store as images
+
+    out = []
+    for ref in objects:
+        if type_ in (None, "container"):
+            try:
+                out.append(ins.container_json(model.get(ref)))
+                continue
+            except NotFound:
+                if type_ == "container":
+                    raise
+        out.append(ins.image_json(images.get(ref)))
+    print_json(out)

@@ -1,0 +1,166 @@
+"""Image commands: images, image ls|inspect|rm, rmi, import, save, load (and build, in build.py)."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import List, Optional
+
+import typer
+
+from .main import app
+from .output import json_lines, print_json, table
+
+image_app = typer.Typer(help="Manage images.", no_args_is_help=True)
+app.add_typer(image_app, name="image")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.3g}{unit}" if unit != "B" else f"{n}B"
+        n /= 1000
+    return f"{n}"
+
+
+def _rows():
+    from runtime.images import store as images
+
+    out = []
+    for img in images.list_images():
+        for tag in img.tags or ["<none>:<none>"]:
+            repo, _, t = tag.rpartition(":")
+            out.append({"Repository": repo, "Tag": t, "ID": img.short_id, "CreatedAt": img.config.get("created", ""),
+                        "Size": _size(img.size), "Digest": img.manifest_digest})
+    return out
+
+
+@app.command("images")
+@image_app.command("ls")
+def images_(
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Only ids"),
+    format: Optional[str] = typer.Option(None, "--format", help="'json' for one JSON object per line"),
+    json_out: bool = typer.Option(False, "--json", help="Same as --format json"),
+):
+    """List images."""
+    rows = _rows()
+    if quiet:
+        for r in rows:
+            print(r["ID"])
+    elif json_out or format == "json":
+        json_lines(rows)
+    else:
+        table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"],
+              [[r["Repository"], r["Tag"], r["ID"], r["CreatedAt"], r["Size"]] for r in rows])
+
+
+@image_app.command("inspect")
+def image_inspect(images_: List[str] = typer.Argument(..., metavar="IMAGE...", help="Image names or ids")):
+    """Low-level JSON about images (config, layers, history)."""
+    from runtime.containers.inspect import image_json
+    from runtime.images import store as images
+
+    print_json([image_json(images.get(ref)) for ref in images_])
+
+
+@app.command("rmi")
+@image_app.command("rm")
+def image_rm(
+    images_: List[str] = typer.Argument(..., metavar="IMAGE...", help="Image names or ids"),
+    force: bool = typer.Option(False, "-f", "--force", help="Remove even if containers use it"),
+):
+    """Remove images (refused while a container uses one)."""
+    from runtime.containers import model
+    from runtime.images import store as images
+
+    for ref in images_:
+        img = images.get(ref)
+        users = [c.name for c in model.list_all() if c.config.get("Image") == img.id]
+        for line in images.remove(ref, users=users, force=force):
+            print(line)
+
+
+@app.command("import")
+def import_(
+    file: str = typer.Argument(..., help="A root filesystem tar (or tar.gz); '-' for stdin"),
+    reference: Optional[str] = typer.Argument(None, help="NAME[:TAG] for the new image"),
+    change: List[str] = typer.Option([], "-c", "--change", help="Apply a Dockerfile instruction: CMD, ENV, WORKDIR, ENTRYPOINT, EXPOSE, USER, LABEL"),
+):
+    """Make a one-layer image from a root filesystem tar (like `docker import`)."""
+    from runtime.images import archive
+
+    changes = _changes(change)
+    with _open_in(file) as f:
+        img = archive.import_rootfs(f, reference, changes)
+    print(img.id)
+
+
+def _changes(lines: List[str]) -> dict:
+    if not lines:
+        return {}
+    from runtime.images.build import apply_config_instruction
+    from runtime.images.dockerfile import parse
+
+    cfg: dict = {}
+    for ins in parse("FROM scratch\n" + "\n".join(lines), "--change")[1:]:
+        apply_config_instruction(cfg, ins)
+    return cfg
+
+
+class _open_in:
+    def __init__(self, name: str):
+        self.name = name
+
+    def __enter__(self):
+        if self.name == "-":
+            return sys.stdin.buffer
+        try:
+            self.f = open(self.name, "rb")
+        except OSError as e:
+            from runtime.errors import InvalidArgument
+
+            raise InvalidArgument(f"Cannot read {self.name}", e.strerror or str(e), "check the path") from None
+        return self.f
+
+    def __exit__(self, *exc):
+        if self.name != "-":
+            self.f.close()
+
+
+@app.command("save")
+@image_app.command("save")
+def save(
+    images_: List[str] = typer.Argument(..., metavar="IMAGE...", help="Images to save"),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout"),
+):
+    """Write images to a tar in the OCI image layout."""
+    from runtime.errors import InvalidArgument
+    from runtime.images import archive
+
+    if output is None and sys.stdout.isatty():
+        raise InvalidArgument("Refusing to write a tar to a terminal", "", "use -o FILE or redirect stdout")
+    if output is None:
+        archive.save(images_, sys.stdout.buffer)
+        return
+    tmp = output + ".partial"
+    try:
+        with open(tmp, "wb") as f:
+            archive.save(images_, f)
+        import os
+
+        os.replace(tmp, output)
+    finally:
+        import os
+
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@app.command("load")
+@image_app.command("load")
+def load(input_: Optional[str] = typer.Option(None, "-i", "--input", help="Read from FILE instead of stdin")):
+    """Load images from an OCI layout tar (as written by `netdiag save`)."""
+    from runtime.images import archive
+
+    with _open_in(input_ or "-") as f:
+        for line in archive.load(f):
+            print(line)

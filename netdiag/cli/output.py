@@ -1,0 +1,19 @@
+"""Plain output helpers (tables like Docker's, JSON). rich is imported only where colour helps."""
+import json
+import sys
+
+
+def table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)] if rows else [len(h) for h in headers]
+    for row in [headers, *rows]:
+        print("   ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+def print_json(data) -> None:
+    json.dump(data, sys.stdout, indent=4)
+    sys.stdout.write("\n")
+
+
+def json_lines(items) -> None:
+    for item in items:
+        print(json.dumps(item))

@@ -1,0 +1,40 @@
+"""`system` commands: prune and info."""
+import typer
+
+from .main import app
+
+system_app = typer.Typer(help="Manage netdiag itself.", no_args_is_help=True)
+app.add_typer(system_app, name="system")
+
+
+@system_app.command("prune")
+def prune(force: bool = typer.Option(False, "-f", "--force", help="Do not ask (always on: prune only removes netdiag's own objects)")):
+    """Remove stopped containers and everything a killed command left behind.
+
+    Only netdiag's own objects are touched: its records under NETDIAG_ROOT and the cgroups under
+    its cgroup parent. Running containers stay."""
+    from runtime.containers import lifecycle
+
+    removed = lifecycle.prune()
+    for item in removed:
+        print(f"Deleted: {item}")
+    print(f"Total reclaimed: {len(removed)} object(s)")
+
+
+@system_app.command("info")
+def info():
+    """Where netdiag keeps its state and which kernel features it uses."""
+    from runtime import paths
+    from runtime.containers import cgroups
+
+    print(f"Root dir: {paths.root()}")
+    print(f"Cgroup version: {'2' if cgroups.is_v2() else '1'} (parent: {paths.cgroup_parent()})")
+    print("Storage driver: overlay (mounted only inside each container's mount namespace)")
+
+
+@app.command()
+def version():
+    """Print netdiag's version."""
+    from netdiag import __version__
+
+    print(f"netdiag {__version__}")

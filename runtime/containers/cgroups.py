@@ -1,0 +1,150 @@
+"""Per-container cgroups for memory, CPU and pids, on cgroup v2 or v1, whichever the host has."""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+from pathlib import Path
+
+from .. import paths
+
+BASE = Path("/sys/fs/cgroup")
+V1_CONTROLLERS = ("memory", "cpu", "pids")
+
+
+def is_v2() -> bool:
+    return (BASE / "cgroup.controllers").exists()
+
+
+def _dirs(container_id: str) -> list[Path]:
+    rel = Path(paths.cgroup_parent()) / container_id[:12]
+    if is_v2():
+        return [BASE / rel]
+    return [BASE / c / rel for c in V1_CONTROLLERS if (BASE / c).is_dir()]
+
+
+def _write(path: Path, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def create(container_id: str, memory: int = 0, nano_cpus: int = 0, pids: int = 0) -> None:
+    """Make the container's cgroups and set its limits (0 = no limit)."""
+    if is_v2():
+        parent = BASE
+        for part in Path(paths.cgroup_parent()).parts:
+            _enable_controllers(parent)
+            parent = parent / part
+            parent.mkdir(exist_ok=True)
+        _enable_controllers(parent)
+        d = _dirs(container_id)[0]
+        d.mkdir(exist_ok=True)
+        if memory:
+            _write(d / "memory.max", str(memory))
+            if (d / "memory.swap.max").exists():
+                _write(d / "memory.swap.max", "0")
+        if nano_cpus:
+            _write(d / "cpu.max", f"{nano_cpus * 100000 // 10**9} 100000")
+        if pids:
+            _write(d / "pids.max", "max" if pids < 0 else str(pids))
+        return
+    for d in _dirs(container_id):
+        d.mkdir(parents=True, exist_ok=True)
+        controller = d.relative_to(BASE).parts[0]
+        if controller == "memory" and memory:
+            _write(d / "memory.limit_in_bytes", str(memory))
+            if (d / "memory.memsw.limit_in_bytes").exists():
+                _write(d / "memory.memsw.limit_in_bytes", str(memory))
+        elif controller == "cpu" and nano_cpus:
+            _write(d / "cpu.cfs_period_us", "100000")
+            _write(d / "cpu.cfs_quota_us", str(nano_cpus * 100000 // 10**9))
+        elif controller == "pids" and pids:
+            _write(d / "pids.max", "max" if pids < 0 else str(pids))
+
+
+def _enable_controllers(d: Path) -> None:
+    try:
+        available = (d / "cgroup.controllers").read_text().split()
+        wanted = " ".join(f"+{c}" for c in ("memory", "cpu", "pids") if c in available)
+        if wanted:
+            _write(d / "cgroup.subtree_control", wanted)
+    except OSError:
+        pass
+
+
+def add(container_id: str, pid: int) -> None:
+    for d in _dirs(container_id):
+        if d.is_dir():
+            _write(d / "cgroup.procs", str(pid))
+
+
+def procs(container_id: str) -> set[int]:
+    out: set[int] = set()
+    for d in _dirs(container_id):
+        try:
+            out.update(int(x) for x in (d / "cgroup.procs").read_text().split())
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def oom_killed(container_id: str) -> bool:
+    for d in _dirs(container_id):
+        for name in ("memory.events", "memory.oom_control"):
+            try:
+                for line in (d / name).read_text().splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill" and int(value) > 0:
+                        return True
+            except FileNotFoundError:
+                continue
+    return False
+
+
+def remove(container_id: str, timeout: float = 2.0) -> None:
+    """Kill whatever is left in the cgroups, then remove them. Succeeds when already gone."""
+    deadline = time.monotonic() + timeout
+    for d in _dirs(container_id):
+        while d.exists():
+            try:
+                d.rmdir()
+            except FileNotFoundError:
+                break
+            except OSError as e:
+                if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                    raise
+                for pid in procs(container_id):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                time.sleep(0.01)
+
+
+def orphans(live_ids: set[str]) -> list[str]:
+    """Short ids of container cgroups under netdiag's parent that no known container owns."""
+    found: set[str] = set()
+    for d in _parent_dirs():
+        if d.is_dir():
+            found.update(p.name for p in d.iterdir() if p.is_dir())
+    live_short = {i[:12] for i in live_ids}
+    return sorted(found - live_short)
+
+
+def _parent_dirs() -> list[Path]:
+    rel = Path(paths.cgroup_parent())
+    if is_v2():
+        return [BASE / rel]
+    return [BASE / c / rel for c in V1_CONTROLLERS if (BASE / c).is_dir()]
+
+
+def remove_parent() -> None:
+    """Remove netdiag's (empty) parent cgroups, e.g. at the end of a test lab."""
+    for d in _parent_dirs():
+        for part in range(len(Path(paths.cgroup_parent()).parts)):
+            try:
+                d.rmdir()
+            except OSError:
+                break
+            d = d.parent

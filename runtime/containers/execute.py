@@ -1,0 +1,143 @@
+"""Run a process inside a running container: join its namespaces and cgroup, then exec."""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+
+from .. import syscalls as sc
+from ..errors import ContainerError
+from . import cgroups, model
+from .monitor import _env, _user  # imported now: after setns(mnt) the host's modules are out of reach
+
+_NS_ORDER = ("ipc", "uts", "net", "pid", "mnt")  # mnt last: after it /proc is the container's
+
+
+def _require_running(c: model.Container) -> None:
+    if not model.proc_ok(c):
+        raise ContainerError(
+            f"Container {c.name} is not running",
+            f"its state is {c.status}",
+            f"start it first ('netdiag start {c.name}')",
+        )
+
+
+def _enter(c: model.Container) -> None:
+    """Join the container's namespaces and cgroup (in a forked child; PID ns applies to its children)."""
+    fds = []
+    for ns in _NS_ORDER:
+        path = f"/proc/{c.pid}/ns/{ns}"
+        if os.stat(path).st_ino != os.stat(f"/proc/self/ns/{ns}").st_ino:
+            fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+    for fd in fds:
+        sc.setns(fd, 0)
+        os.close(fd)
+    cgroups.add(c.id, os.getpid())
+
+
+def _exec(c: model.Container, argv: list[str], env_extra: list[str], workdir: str | None, user: str | None) -> None:
+    cfg = c.config["Config"]
+    env = _env({**cfg, "Env": list(cfg.get("Env") or []) + list(env_extra)})
+    uid, gid, groups, home = _user(user if user is not None else cfg.get("User") or "")
+    env.setdefault("HOME", home)
+    os.chdir(workdir or cfg.get("WorkingDir") or "/")
+    os.setgroups(groups)
+    os.setgid(gid)
+    os.setuid(uid)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.execvpe(argv[0], argv, env)
+
+
+def exec_in(c: model.Container, argv: list[str], *, env: list[str] = (), workdir: str | None = None,
+            user: str | None = None, interactive: bool = False) -> int:
+    """`netdiag exec`: run argv in the container with the CLI's stdio; returns its exit code."""
+    _require_running(c)
+    if not argv:
+        raise ContainerError("No command given to exec", "", "give a command, e.g. 'netdiag exec web sh -c \"ip addr\"'")
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover
+        os.close(err_r)
+        try:
+            if not interactive:
+                devnull = os.open("/dev/null", os.O_RDONLY)
+                os.dup2(devnull, 0)
+            _enter(c)
+            inner = os.fork()
+            if inner == 0:
+                try:
+                    _exec(c, argv, env, workdir, user)
+                except FileNotFoundError:
+                    os.write(err_w, f'exec: "{argv[0]}": executable file not found in $PATH'.encode())
+                    os._exit(127)
+                except BaseException as e:  # noqa: BLE001
+                    os.write(err_w, str(e).encode())
+                    os._exit(126)
+            os.close(err_w)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            _, status = os.waitpid(inner, 0)
+            code = os.waitstatus_to_exitcode(status)
+            os._exit(128 - code if code < 0 else code)
+        except BaseException as e:  # noqa: BLE001
+            os.write(err_w, str(e).encode())
+            os._exit(126)
+    os.close(err_w)
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the process in the container gets ^C
+    try:
+        _, status = os.waitpid(pid, 0)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    err = b""
+    while chunk := os.read(err_r, 4096):
+        err += chunk
+    os.close(err_r)
+    code = os.waitstatus_to_exitcode(status)
+    if err:
+        raise ContainerError(f"Cannot exec in container {c.name}", err.decode(errors="replace"),
+                             "check that the program exists in the image ('netdiag exec NAME ls /bin')")
+    return 128 - code if code < 0 else code
+
+
+def run_captured(c: model.Container, argv: list[str], timeout: float) -> tuple[int, str]:
+    """Run argv in the container, capturing output, killed after `timeout` s (health checks)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover
+        try:
+            os.close(r)
+            devnull = os.open("/dev/null", os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.dup2(w, 1)
+            os.dup2(w, 2)
+            _enter(c)
+            os.setpgid(0, 0)
+            _exec(c, argv, [], None, None)
+        except BaseException as e:  # noqa: BLE001
+            os.write(2, str(e).encode())
+        os._exit(127)
+    os.close(w)
+    out, deadline, timed_out = b"", time.monotonic() + timeout, False
+    while True:
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([r], [], [], max(0.0, left))
+        if not ready:
+            timed_out = True
+            break
+        chunk = os.read(r, 4096)
+        if not chunk:
+            break
+        out += chunk[: max(0, 4096 - len(out))]
+    os.close(r)
+    if timed_out:
+        for target in (-pid, pid):
+            try:
+                os.kill(target, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if timed_out:
+        return -1, f"Health check exceeded timeout ({timeout:g}s)"
+    return (128 - code if code < 0 else code), out.decode(errors="replace")

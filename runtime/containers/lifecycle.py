@@ -1,0 +1,254 @@
+"""Container lifecycle: create, start, stop, kill, remove, prune. Validation happens before any
+side effect, and a failed `run` removes what it made."""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+from pathlib import Path
+
+from .. import store, validate
+from ..errors import Conflict, ContainerError, InvalidArgument
+from ..images import store as images
+from . import cgroups, model, monitor
+
+NETWORK_MODES = ("none", "host")
+
+
+def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypoint: str | None = None,
+                 env: list[str] = (), workdir: str | None = None, hostname: str | None = None,
+                 user: str | None = None, network: str = "none", memory: str | None = None,
+                 cpus: str | None = None, pids_limit: int | None = None, auto_remove: bool = False,
+                 publish: list[str] = (), health_cmd: str | None = None, health_interval: float = 30,
+                 health_timeout: float = 30, health_retries: int = 3, labels: dict | None = None) -> dict:
+    """The container's config (Docker's field names), from the image and the run options."""
+    if network not in NETWORK_MODES:
+        raise InvalidArgument(
+            f"Unknown network {network!r}",
+            f"this runtime knows the networks {', '.join(NETWORK_MODES)}",
+            "use --network none or --network host",
+        )
+    if publish:
+        raise InvalidArgument(
+            f"Cannot publish ports with --network {network}",
+            "none has no interface to publish on, and host shares the host's ports already",
+            "drop -p, or use a bridge network",
+        )
+    ic = image.run_config
+    cfg_env = list(ic.get("Env") or [])
+    for item in validate.env_pairs(list(env)):
+        if "=" not in item:
+            value = os.environ.get(item)
+            if value is None:
+                continue
+            item = f"{item}={value}"
+        key = item.split("=", 1)[0]
+        cfg_env = [e for e in cfg_env if e.split("=", 1)[0] != key] + [item]
+    ep = list(ic.get("Entrypoint") or [])
+    if entrypoint is not None:
+        ep = [entrypoint] if entrypoint else []
+    command = list(cmd) if cmd else ([] if entrypoint is not None else list(ic.get("Cmd") or []))
+    health = ic.get("Healthcheck")
+    if health_cmd:
+        ns = 1_000_000_000
+        health = {"Test": ["CMD-SHELL", health_cmd], "Interval": int(health_interval * ns),
+                  "Timeout": int(health_timeout * ns), "Retries": health_retries}
+    return {
+        "Image": image.id,
+        "ImageRef": image_ref,
+        "Path": (ep + command)[0] if ep + command else "",
+        "Args": (ep + command)[1:],
+        "Config": {
+            "Hostname": validate.hostname(hostname) if hostname else "",
+            "User": user if user is not None else ic.get("User", ""),
+            "Env": cfg_env,
+            "Cmd": command,
+            "Entrypoint": ep,
+            "WorkingDir": workdir or ic.get("WorkingDir") or "",
+            "ExposedPorts": ic.get("ExposedPorts") or {},
+            "Healthcheck": health,
+            "Labels": {**(ic.get("Labels") or {}), **(labels or {})},
+            "Image": image_ref,
+        },
+        "HostConfig": {
+            "NetworkMode": network,
+            "Memory": validate.memory_bytes(memory) if memory else 0,
+            "NanoCpus": validate.nano_cpus(cpus) if cpus else 0,
+            "PidsLimit": validate.pids_limit(pids_limit) if pids_limit is not None else 0,
+            "AutoRemove": auto_remove,
+        },
+    }
+
+
+def create(config: dict, name: str | None) -> model.Container:
+    if name:
+        validate.container_name(name)
+    c = model.create_record(config, name)
+    try:
+        for d in ("upper", "work", "merged"):
+            (c.dir / d).mkdir()
+        if not c.config["Config"]["Hostname"]:
+            c.config["Config"]["Hostname"] = c.id[:12] if config["HostConfig"]["NetworkMode"] != "host" else socket.gethostname()
+            store.write_json(c.dir / "config.json", c.config)
+        _write_etc_files(c)
+    except BaseException:
+        model.delete_record(c)
+        raise
+    return c
+
+
+def _write_etc_files(c: model.Container) -> None:
+    hostname = c.config["Config"]["Hostname"]
+    (c.dir / "hostname").write_text(hostname + "\n")
+    if c.config["HostConfig"]["NetworkMode"] == "host":
+        hosts = _read("/etc/hosts") or "127.0.0.1\tlocalhost\n"
+    else:
+        hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    (c.dir / "hosts").write_text(hosts)
+    (c.dir / "resolv.conf").write_text(_read("/etc/resolv.conf") or "")
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def lower_dirs(c: model.Container) -> list[Path]:
+    img = images.get(c.config["Image"])
+    return [images.layer_dir(d) for d in img.layers]
+
+
+def start(c: model.Container, *, attach: bool = False, interactive: bool = False) -> int:
+    """Start a created or exited container; returns the monitor's status pipe."""
+    if model.proc_ok(c):
+        raise Conflict(f"Container {c.name} is already running", "", f"stop it first ('netdiag stop {c.name}')")
+    return monitor.spawn(c, lower_dirs(c), attach=attach, interactive=interactive)
+
+
+def wait_exit(status_fd: int, c: model.Container) -> int:
+    """Block until an attached container exits; forward ^C and TERM to it. Returns its exit code."""
+
+    def forward(sig, _frame):
+        fresh = model.get(c.id)
+        if fresh.running and fresh.pid:
+            try:
+                os.kill(fresh.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        msg = monitor.read_status(status_fd)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        os.close(status_fd)
+    if msg is None:
+        return 125
+    return int(msg.get("exit", 125))
+
+
+def _wait_pid_gone(pid: int, start_time: int | None, timeout: float) -> bool:
+    from ..syscalls import pid_alive
+
+    try:
+        fd = os.pidfd_open(pid)
+    except (ProcessLookupError, OSError):
+        return True
+    try:
+        if start_time is not None and not pid_alive(pid, start_time):
+            return True
+        ready, _, _ = select.select([fd], [], [], timeout)
+        return bool(ready)
+    finally:
+        os.close(fd)
+
+
+def stop(c: model.Container, timeout: float = 10, sig: int = signal.SIGTERM) -> None:
+    """SIGTERM, then SIGKILL after `timeout` seconds; returns once the monitor recorded the exit."""
+    if not model.proc_ok(c):
+        return
+    try:
+        os.kill(c.pid, sig)
+    except ProcessLookupError:
+        pass
+    if not _wait_pid_gone(c.pid, c.state.get("PidStart"), timeout):
+        try:
+            os.kill(c.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _wait_pid_gone(c.pid, c.state.get("PidStart"), 5)
+    _wait_monitor(c)
+
+
+def _wait_monitor(c: model.Container) -> None:
+    mpid = int(c.state.get("MonitorPid") or 0)
+    if mpid and not _wait_pid_gone(mpid, c.state.get("MonitorStart"), 5):
+        raise ContainerError(f"The monitor of container {c.name} did not finish", "it may be stuck", "run 'netdiag rm -f' on it")
+
+
+def kill(c: model.Container, sig: int = signal.SIGKILL) -> None:
+    if not model.proc_ok(c):
+        raise Conflict(f"Container {c.name} is not running", "", "")
+    os.kill(c.pid, sig)
+    if sig == signal.SIGKILL:
+        _wait_pid_gone(c.pid, c.state.get("PidStart"), 5)
+        _wait_monitor(c)
+
+
+def remove(c: model.Container, force: bool = False) -> None:
+    if model.proc_ok(c):
+        if not force:
+            raise Conflict(
+                f"Cannot remove running container {c.name}",
+                "removing it would kill its processes",
+                f"stop it first ('netdiag stop {c.name}') or use 'netdiag rm -f {c.name}'",
+            )
+        os.kill(c.pid, signal.SIGKILL)
+        _wait_pid_gone(c.pid, c.state.get("PidStart"), 5)
+        _wait_monitor(c)
+    remove_stopped(model.get(c.id) if c.dir.exists() else c)
+
+
+def remove_stopped(c: model.Container) -> None:
+    """Remove everything a stopped container owns. Idempotent: missing pieces are fine."""
+    cgroups.remove(c.id)
+    model.delete_record(c)
+
+
+def signal_number(name: str) -> int:
+    name = name.upper()
+    if name.isdigit():
+        return int(name)
+    try:
+        return int(getattr(signal, name if name.startswith("SIG") else f"SIG{name}"))
+    except AttributeError:
+        raise InvalidArgument(f"Invalid signal {name!r}", "", "use a name like TERM, KILL, HUP or a number") from None
+
+
+def prune() -> list[str]:
+    """`system prune`: stopped containers, records a killed CLI left half-written, and cgroups
+    under netdiag's parent that no container owns. Running containers and others' objects stay."""
+    import shutil
+
+    from .. import paths
+
+    removed = []
+    for c in model.list_all():
+        if not model.proc_ok(c):
+            remove_stopped(c)
+            removed.append(c.id)
+    d = paths.containers_dir()
+    if d.is_dir():
+        for sub in d.iterdir():
+            if sub.is_dir() and not (sub / "config.json").exists():
+                shutil.rmtree(sub, ignore_errors=True)
+                removed.append(sub.name)
+    live = {c.id for c in model.list_all()}
+    for short in cgroups.orphans(live):
+        cgroups.remove(short)
+        removed.append(f"cgroup {short}")
+    return removed

@@ -1,0 +1,197 @@
+"""Container records in the state store, and the truth about their state.
+
+NETDIAG_ROOT/containers/<id>/config.json is written once at create (plus renames); state.json is
+written by whoever changes the state (the monitor, stop, rm). `load` checks the recorded pids
+against the kernel, so `ps` and `inspect` tell the truth even after a monitor was killed.
+"""
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .. import paths, store
+from ..errors import Conflict, InvalidArgument, NotFound
+from ..syscalls import pid_alive
+
+RUNNING, CREATED, EXITED, DEAD = "running", "created", "exited", "dead"
+
+_ADJ = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
+        "nifty", "proud", "quirky", "serene", "sharp", "tender", "upbeat", "vivid", "witty", "zealous")
+_NOUN = ("turing", "hopper", "lovelace", "torvalds", "ritchie", "thompson", "knuth", "dijkstra",
+         "cerf", "kahn", "metcalfe", "postel", "hamilton", "liskov", "perlman", "baran", "clark",
+         "floyd", "jacobson", "mockapetris")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Container:
+    id: str
+    config: dict
+    state: dict
+
+    @property
+    def name(self) -> str:
+        return self.config["Name"]
+
+    @property
+    def dir(self) -> Path:
+        return paths.containers_dir() / self.id
+
+    @property
+    def status(self) -> str:
+        return self.state.get("Status", CREATED)
+
+    @property
+    def running(self) -> bool:
+        return self.status == RUNNING
+
+    @property
+    def pid(self) -> int:
+        return int(self.state.get("Pid") or 0)
+
+    def save_state(self, **changes) -> None:
+        self.state.update(changes)
+        store.write_json(self.dir / "state.json", self.state)
+
+
+def new_id() -> str:
+    return secrets.token_hex(32)
+
+
+def _names_in_use() -> dict[str, str]:
+    out = {}
+    for c in list_all():
+        out[c.name] = c.id
+    return out
+
+
+def create_record(config: dict, name: str | None) -> Container:
+    """Reserve a unique name and id and write the record (under the names lock)."""
+    with store.locked("names"):
+        used = _names_in_use()
+        if name:
+            if name in used:
+                raise Conflict(
+                    f"The container name {name!r} is already in use by container {used[name][:12]}",
+                    "names are unique",
+                    f"remove that container ('netdiag rm -f {name}') or choose another name",
+                )
+        else:
+            rng = random.Random()
+            while True:
+                name = f"{rng.choice(_ADJ)}_{rng.choice(_NOUN)}"
+                if name not in used:
+                    break
+        cid = new_id()
+        c = Container(cid, {**config, "Id": cid, "Name": name, "Created": now_iso()}, {"Status": CREATED})
+        c.dir.mkdir(parents=True)
+        store.write_json(c.dir / "config.json", c.config)
+        store.write_json(c.dir / "state.json", c.state)
+    return c
+
+
+def _load_dir(d: Path) -> Container | None:
+    cfg = store.read_json(d / "config.json")
+    if not cfg:
+        return None
+    st = store.read_json(d / "state.json", {}) or {}
+    c = Container(d.name, cfg, st)
+    _reconcile(c)
+    return c
+
+
+def _reconcile(c: Container) -> None:
+    """A record that says running while its monitor and process are gone is a dead container."""
+    if c.status != RUNNING:
+        return
+    alive = pid_alive(c.pid, c.state.get("PidStart"))
+    monitor = pid_alive(int(c.state.get("MonitorPid") or 0), c.state.get("MonitorStart"))
+    if alive or monitor:
+        return
+    c.state.update(Status=EXITED, ExitCode=c.state.get("ExitCode", 137) or 137,
+                   Error="the container's monitor process died; exit code unknown",
+                   FinishedAt=c.state.get("FinishedAt") or now_iso(), Pid=0)
+
+
+def list_all() -> list[Container]:
+    d = paths.containers_dir()
+    if not d.is_dir():
+        return []
+    out = []
+    for sub in d.iterdir():
+        if sub.is_dir() and not sub.name.startswith("."):
+            c = _load_dir(sub)
+            if c:
+                out.append(c)
+    out.sort(key=lambda c: c.config.get("Created", ""), reverse=True)
+    return out
+
+
+def get(ref: str) -> Container:
+    """By exact name, full id, or unique id prefix (like Docker)."""
+    if not ref:
+        raise InvalidArgument("A container name or id is required")
+    ref = ref.removeprefix("/")
+    full = paths.containers_dir() / ref
+    if len(ref) == 64 and full.is_dir():
+        c = _load_dir(full)
+        if c:
+            return c
+    every = list_all()
+    for c in every:
+        if c.name == ref:
+            return c
+    hits = [c for c in every if c.id.startswith(ref)] if all(ch in "0123456789abcdef" for ch in ref) else []
+    if len(hits) == 1:
+        return hits[0]
+    if len(hits) > 1:
+        raise Conflict(f"Container id prefix {ref!r} is ambiguous", f"{len(hits)} containers match", "give more characters of the id, or the name")
+    raise NotFound(f"No such container: {ref}", "", "list containers with 'netdiag ps -a'")
+
+
+def delete_record(c: Container) -> None:
+    shutil.rmtree(c.dir, ignore_errors=True)
+
+
+def human_duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s < 60:
+        return f"{s} second{'s' if s > 1 else ''}"
+    if s < 3600:
+        return f"{s // 60} minutes" if s >= 120 else "About a minute"
+    if s < 86400:
+        return f"{s // 3600} hours" if s >= 7200 else "About an hour"
+    return f"{s // 86400} days"
+
+
+def parse_iso(ts: str) -> float:
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    except (ValueError, AttributeError):
+        return time.time()
+
+
+def status_line(c: Container) -> str:
+    now = time.time()
+    if c.status == RUNNING:
+        line = f"Up {human_duration(now - parse_iso(c.state.get('StartedAt', '')))}"
+        health = (c.state.get("Health") or {}).get("Status")
+        return f"{line} ({health})" if health else line
+    if c.status == EXITED:
+        return f"Exited ({c.state.get('ExitCode', 0)}) {human_duration(now - parse_iso(c.state.get('FinishedAt', '')))} ago"
+    return c.status.capitalize()
+
+
+def proc_ok(c: Container) -> bool:
+    return c.running and pid_alive(c.pid, c.state.get("PidStart")) and os.path.exists(f"/proc/{c.pid}/ns/net")

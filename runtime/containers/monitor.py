@@ -1,0 +1,277 @@
+"""The per-container monitor: starts the container, records its state, keeps its logs, reaps it.
+
+Why a monitor per container and not a daemon: `-d` containers must outlive the CLI, and a monitor
+per container (like conmon or containerd-shim) gives that without a daemon to install, start and
+keep alive; one crashing affects one container, and the CLI stays a plain command.
+
+CLI --fork--> [setsid, fork again] monitor --unshare(NEWPID)+fork--> container init (PID 1)
+Pipes: monitor -> CLI status (JSON lines: started/error/exit); init -> monitor ready/error
+(close-on-exec, so EOF means exec succeeded); monitor -> init "go" once cgroup and network are set.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import traceback
+from pathlib import Path
+
+from .. import syscalls as sc
+from ..errors import ContainerError
+from . import cgroups, model, rootfs
+from .stdio import LogWriter, pump
+
+
+def spawn(c: model.Container, lower_dirs: list[Path], *, attach: bool, interactive: bool) -> int:
+    """Start the container's monitor; returns the read end of its status pipe once started.
+
+    Raises ContainerError (with the init's own message) when the container cannot start."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the forked child
+        code = 0
+        try:
+            os.close(r)
+            os.setsid()
+            if os.fork():
+                os._exit(0)
+            _monitor(c, lower_dirs, w, attach, interactive)
+        except BaseException:
+            code = 1
+            try:
+                os.write(w, json.dumps({"error": traceback.format_exc(limit=3)}).encode() + b"\n")
+            except OSError:
+                pass
+        os._exit(code)
+    os.close(w)
+    os.waitpid(pid, 0)
+    msg = read_status(r)
+    if msg is None or "error" in msg:
+        os.close(r)
+        err = ContainerError(
+            f"Cannot start container {c.name}",
+            (msg or {}).get("error", "its monitor exited without a word").strip(),
+            (msg or {}).get("fix") or "check the command and the image ('netdiag image inspect IMAGE')",
+        )
+        err.exit_code = (msg or {}).get("code", 125)
+        raise err
+    return r
+
+
+def read_status(fd: int) -> dict | None:
+    """One JSON line from a status pipe (byte by byte: the pipe carries several messages)."""
+    buf = b""
+    while not buf.endswith(b"\n"):
+        try:
+            ch = os.read(fd, 1)
+        except InterruptedError:
+            continue
+        if not ch:
+            return None
+        buf += ch
+    return json.loads(buf)
+
+
+def _send(fd: int | None, **msg) -> None:
+    if fd is not None:
+        try:
+            os.write(fd, json.dumps(msg).encode() + b"\n")
+        except OSError:
+            pass
+
+
+def _argv(cfg: dict) -> list[str]:
+    return list(cfg.get("Entrypoint") or []) + list(cfg.get("Cmd") or [])
+
+
+def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: bool, interactive: bool) -> None:
+    cfg, host = c.config["Config"], c.config["HostConfig"]
+    devnull = os.open("/dev/null", os.O_RDWR)
+    cli_in = os.dup(0) if interactive else os.dup(devnull)
+    cli_out, cli_err = (os.dup(1), os.dup(2)) if attach else (None, None)
+    for fd in (0, 1, 2):  # never hold the CLI's terminal or pipes open past its exit
+        os.dup2(devnull, fd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    c2m_r, c2m_w = os.pipe2(os.O_CLOEXEC)
+    m2c_r, m2c_w = os.pipe2(os.O_CLOEXEC)
+    own_net = host.get("NetworkMode", "none") != "host"
+    cgroups.create(c.id, host.get("Memory", 0), host.get("NanoCpus", 0), host.get("PidsLimit", 0))
+
+    sc.unshare(sc.CLONE_NEWPID)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - becomes the container
+        for fd in (c2m_r, m2c_w, out_r, err_r, status_w):
+            os.close(fd)
+        _init(c, lower_dirs, own_net, (cli_in, out_w, err_w), c2m_w, m2c_r)
+    for fd in (c2m_w, m2c_r, out_w, err_w, cli_in):
+        os.close(fd)
+    pidfd = os.pidfd_open(child)
+
+    def fail(code: int, message: str, fix: str = "") -> None:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(child, 0)
+        cgroups.remove(c.id)
+        c.save_state(Status=model.CREATED if not c.state.get("StartedAt") else model.EXITED,
+                     Error=message, ExitCode=code, Pid=0)
+        _send(status_w, error=message, fix=fix, code=code)
+
+    ready = os.read(c2m_r, 1)
+    if ready != b"R":
+        return fail(*_init_error(ready + _read_all(c2m_r)))
+    cgroups.add(c.id, child)
+    os.write(m2c_w, b"G")
+    os.close(m2c_w)
+    err = _read_all(c2m_r)
+    os.close(c2m_r)
+    if err:
+        return fail(*_init_error(err))
+
+    me = os.getpid()
+    c.save_state(Status=model.RUNNING, Pid=child, PidStart=sc.proc_start_time(child), MonitorPid=me,
+                 MonitorStart=sc.proc_start_time(me), StartedAt=model.now_iso(), FinishedAt="",
+                 ExitCode=0, Error="", OOMKilled=False)
+    _send(status_w, started=child)
+    if not attach:
+        os.close(status_w)
+        status_w = None
+
+    log = LogWriter(c.dir / "container.log")
+    health = _health_ticker(c)
+    pump({out_r: "stdout", err_r: "stderr"}, {"stdout": cli_out, "stderr": cli_err}, log, pidfd,
+         on_tick=health.tick if health else None, tick=health.interval if health else None)
+    log.close()
+    _, status = os.waitpid(child, 0)
+    code = os.waitstatus_to_exitcode(status)
+    code = 128 - code if code < 0 else code
+    oom = cgroups.oom_killed(c.id)
+    cgroups.remove(c.id)
+    fresh = model.get(c.id) if (c.dir / "config.json").exists() else None
+    if fresh is not None:
+        fresh.save_state(Status=model.EXITED, ExitCode=code, OOMKilled=oom, Pid=0, MonitorPid=0,
+                         FinishedAt=model.now_iso())
+        if c.config["HostConfig"].get("AutoRemove"):
+            from .lifecycle import remove_stopped
+
+            remove_stopped(fresh)
+    _send(status_w, exit=code, oom=oom)
+
+
+def _read_all(fd: int) -> bytes:
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+    return data
+
+
+def _init_error(data: bytes) -> tuple[int, str, str]:
+    """(exit code, why, fix) from what the init wrote: E<msg> setup failed, N/P exec not found/denied."""
+    text = data.decode("utf-8", "replace")
+    if text[:2] in ("N\n", "P\n"):
+        why, _, fix = text[2:].partition("\n")
+        return (127 if text[0] == "N" else 126), why, fix
+    return 125, (text[1:] if text.startswith("E") else text) or "the container's init died while setting up", ""
+
+
+def _init(c: model.Container, lower_dirs: list[Path], own_net: bool, stdio: tuple[int, int, int],
+          c2m: int, m2c: int) -> None:  # pragma: no cover - runs as the container's PID 1
+    cfg = c.config["Config"]
+    try:
+        flags = sc.CLONE_NEWNS | sc.CLONE_NEWIPC | (sc.CLONE_NEWNET | sc.CLONE_NEWUTS if own_net else 0)
+        sc.unshare(flags)
+        os.write(c2m, b"R")
+        sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+        rootfs.mount_overlay(lower_dirs, c.dir / "upper", c.dir / "work", c.dir / "merged")
+        binds = {f"/etc/{n}": c.dir / n for n in ("hostname", "hosts", "resolv.conf")}
+        rootfs.setup(c.dir / "merged", binds, own_net, cfg.get("Hostname") if own_net else None)
+        if os.read(m2c, 1) != b"G":
+            os._exit(1)
+        env = _env(cfg)
+        argv = _argv(cfg)
+        uid, gid, groups, home = _user(cfg.get("User") or "")
+        env.setdefault("HOME", home)
+        workdir = cfg.get("WorkingDir") or "/"
+        os.makedirs(workdir, exist_ok=True)
+        os.chdir(workdir)
+        for target, fd in enumerate(stdio):
+            os.dup2(fd, target)
+        os.closerange(3, c2m)
+        os.closerange(c2m + 1, 65536)
+        os.setsid()
+        os.setgroups(groups)
+        os.setgid(gid)
+        os.setuid(uid)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        if not argv:
+            raise ContainerError("No command specified", "the image has no CMD or ENTRYPOINT", "give a command after the image name")
+        try:
+            os.execvpe(argv[0], argv, env)
+        except FileNotFoundError:
+            os.write(c2m, f'N\nexec: "{argv[0]}": executable file not found in $PATH\ngive a program the image has, e.g. "sh"'.encode())
+            os._exit(127)
+        except PermissionError:
+            os.write(c2m, f'P\nexec: "{argv[0]}": permission denied\nthe file is not executable for user "{cfg.get("User") or "root"}"'.encode())
+            os._exit(126)
+    except BaseException as e:  # noqa: BLE001 - report anything to the monitor, then die
+        os.write(c2m, b"E" + str(e).encode())
+    os._exit(127)
+
+
+def _env(cfg: dict) -> dict[str, str]:
+    env = {}
+    for item in cfg.get("Env") or []:
+        k, _, v = item.partition("=")
+        env[k] = v
+    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    if cfg.get("Hostname"):
+        env.setdefault("HOSTNAME", cfg["Hostname"])
+    return env
+
+
+def _user(spec: str) -> tuple[int, int, list[int], str]:
+    """USER as Docker reads it: name or uid, optionally :group, looked up in the container's files."""
+    if not spec:
+        return 0, 0, [], "/root"
+    name, _, group = spec.partition(":")
+    users = _table("/etc/passwd")
+    if name.isdigit():
+        uid = int(name)
+        entry = next((u for u in users if u[2] == name), None)
+    else:
+        entry = next((u for u in users if u[0] == name), None)
+        if entry is None:
+            raise ContainerError(f'unable to find user {name}: no matching entries in passwd file')
+        uid = int(entry[2])
+    gid = int(entry[3]) if entry else uid
+    home = entry[5] if entry and len(entry) > 5 else "/"
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            g = next((g for g in _table("/etc/group") if g[0] == group), None)
+            if g is None:
+                raise ContainerError(f"unable to find group {group}: no matching entries in group file")
+            gid = int(g[2])
+    return uid, gid, [gid], home
+
+
+def _table(path: str) -> list[list[str]]:
+    try:
+        with open(path) as f:
+            return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
+    except FileNotFoundError:
+        return []
+
+
+def _health_ticker(c: model.Container):
+    from .health import Ticker
+
+    return Ticker.for_container(c)

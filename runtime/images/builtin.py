@@ -1,0 +1,89 @@
+"""The built-in `busybox` image, made offline from the host's busybox-static (no registry needed)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .. import paths, store
+from ..errors import ImageError
+
+BUSYBOX_REF = "busybox:latest"
+_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
+
+_PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n"
+_GROUP = "root:x:0:\nnogroup:x:65534:\n"
+
+
+def provides(ref: str) -> bool:
+    return ref == BUSYBOX_REF
+
+
+def host_busybox() -> Path:
+    for c in _CANDIDATES:
+        p = Path(c)
+        if p.is_file():
+            return p
+    raise ImageError(
+        "Cannot make the built-in busybox image",
+        "no busybox binary was found at /bin/busybox",
+        "install Debian's busybox-static ('apt-get install busybox-static'), or run scripts/setup",
+    )
+
+
+def _is_static(binary: Path) -> bool:
+    with open(binary, "rb") as f:
+        head = f.read(4096)
+    return b"/lib64/ld-linux" not in head and b"/lib/ld-linux" not in head
+
+
+def ensure(ref: str = BUSYBOX_REF):
+    """Create the busybox image if the store lacks it; returns the Image."""
+    from . import layers
+    from .store import commit, get, put_layer_file
+
+    binary = host_busybox()
+    if not _is_static(binary):
+        raise ImageError(
+            f"{binary} is dynamically linked",
+            "a container root has no shared libraries, so only a static busybox works",
+            "install Debian's busybox-static",
+        )
+    # List applets with their install paths (bin/sh, sbin/ip, usr/bin/wget...). Fixed argv, no shell.
+    applets = subprocess.run([str(binary), "--list-full"], capture_output=True, text=True, check=True).stdout.split()
+    paths.root().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=paths.root(), prefix=".busybox-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        for d, mode in (("bin", 0o755), ("sbin", 0o755), ("usr/bin", 0o755), ("usr/sbin", 0o755), ("etc", 0o755),
+                        ("root", 0o700), ("tmp", 0o1777), ("var/www", 0o755), ("home", 0o755),
+                        ("proc", 0o555), ("sys", 0o555), ("dev", 0o755)):
+            (rootfs / d).mkdir(parents=True, exist_ok=True)
+            os.chmod(rootfs / d, mode)
+        shutil.copyfile(binary, rootfs / "bin/busybox")
+        os.chmod(rootfs / "bin/busybox", 0o755)
+        for applet in applets:
+            target = rootfs / applet
+            if applet == "bin/busybox" or target.exists() or target.is_symlink():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink("/bin/busybox", target)
+        (rootfs / "etc/passwd").write_text(_PASSWD)
+        (rootfs / "etc/group").write_text(_GROUP)
+        tar = Path(tmp) / "layer.tar"
+        layers.tar_directory(rootfs, tar)
+        digest = put_layer_file(tar)
+    config = {
+        "created": "1970-01-01T00:00:00Z",
+        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
+        "history": [{"created_by": f"netdiag: built-in image from the host's {binary}"}],
+    }
+    with store.locked("builtin-busybox"):
+        from .store import list_images
+
+        for img in list_images():
+            if ref in img.tags:
+                return img
+        commit(config, [digest], tag=ref)
+    return get(ref)

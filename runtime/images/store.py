@@ -1,0 +1,283 @@
+"""The content-addressed image store, laid out as an OCI image layout under NETDIAG_ROOT/images.
+
+blobs/sha256/<hex> holds layer tars (uncompressed), image configs and manifests; index.json names
+the manifests (annotation org.opencontainers.image.ref.name = "name:tag"). An image's id is the
+digest of its config, as in Docker. Layers are extracted once, on demand, to layers/<hex>/ for use
+as overlayfs lowerdirs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import paths, store
+from ..errors import Conflict, ImageError, InvalidArgument, NotFound
+from . import layers
+from .refs import normalize
+
+MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
+LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar"
+REF_ANNOTATION = "org.opencontainers.image.ref.name"
+
+
+@dataclass
+class Image:
+    id: str  # sha256:<config digest>
+    manifest_digest: str
+    config: dict  # the whole OCI image config (config, rootfs, history, created...)
+    layers: list[str]  # layer digests, bottom first
+    tags: list[str] = field(default_factory=list)
+    size: int = 0
+
+    @property
+    def short_id(self) -> str:
+        return self.id.split(":", 1)[1][:12]
+
+    @property
+    def run_config(self) -> dict:
+        """Docker's container config part: Env, Cmd, Entrypoint, WorkingDir, ExposedPorts..."""
+        return self.config.get("config") or {}
+
+
+def _hex(digest: str) -> str:
+    algo, _, hexpart = digest.partition(":")
+    if algo != "sha256" or len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
+        raise ImageError(f"Invalid digest {digest!r}", "digests are sha256:<64 hex digits>")
+    return hexpart
+
+
+def blob_path(digest: str) -> Path:
+    return paths.images_dir() / "blobs" / "sha256" / _hex(digest)
+
+
+def _put_blob_bytes(data: bytes) -> str:
+    import hashlib
+
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    p = blob_path(digest)
+    if not p.exists():
+        store.write_bytes(p, data)
+    return digest
+
+
+def _json_bytes(obj: dict) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def put_layer_file(tar_path: Path) -> str:
+    """Move a finished layer tar into the store; returns its digest."""
+    digest = layers.file_digest(tar_path)
+    p = blob_path(digest)
+    if p.exists():
+        tar_path.unlink()
+    else:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(tar_path), p)
+    return digest
+
+
+def _init_layout() -> None:
+    d = paths.images_dir()
+    if not (d / "oci-layout").exists():
+        store.write_json(d / "oci-layout", {"imageLayoutVersion": "1.0.0"})
+    if not (d / "index.json").exists():
+        store.write_json(d / "index.json", {"schemaVersion": 2, "manifests": []})
+
+
+def _index() -> dict:
+    _init_layout()
+    return store.read_json(paths.images_dir() / "index.json")
+
+
+def _load(manifest_digest: str, tags: list[str]) -> Image:
+    manifest = json.loads(blob_path(manifest_digest).read_bytes())
+    cfg_digest = manifest["config"]["digest"]
+    config = json.loads(blob_path(cfg_digest).read_bytes())
+    lys = [ly["digest"] for ly in manifest["layers"]]
+    size = sum(ly.get("size", 0) for ly in manifest["layers"])
+    return Image(cfg_digest, manifest_digest, config, lys, tags, size)
+
+
+def list_images() -> list[Image]:
+    by_manifest: dict[str, list[str]] = {}
+    for m in _index()["manifests"]:
+        ref = (m.get("annotations") or {}).get(REF_ANNOTATION)
+        by_manifest.setdefault(m["digest"], [])
+        if ref:
+            by_manifest[m["digest"]].append(ref)
+    return [_load(d, sorted(t)) for d, t in by_manifest.items()]
+
+
+def get(ref_or_id: str) -> Image:
+    """Resolve NAME[:TAG], a full id or a unique id prefix (like Docker)."""
+    from . import builtin
+
+    if not ref_or_id:
+        raise InvalidArgument("An image name is required", "", "give a name like 'busybox'")
+    images = list_images()
+    want = None
+    if ":" not in ref_or_id or not ref_or_id.startswith("sha256:"):
+        try:
+            want = normalize(ref_or_id)
+        except InvalidArgument:
+            want = None
+    if want:
+        for img in images:
+            if want in img.tags:
+                return img
+        if builtin.provides(want):
+            return builtin.ensure(want)
+    prefix = ref_or_id.removeprefix("sha256:")
+    if len(prefix) >= 4 and all(c in "0123456789abcdef" for c in prefix):
+        hits = [i for i in images if i.id.removeprefix("sha256:").startswith(prefix)]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise Conflict(f"Image id prefix {ref_or_id!r} is ambiguous", f"{len(hits)} images match", "give more characters of the id")
+    raise NotFound(
+        f"No such image: {ref_or_id}",
+        "netdiag has no registry access; images come from 'netdiag build', 'import' or 'load', plus the built-in busybox",
+        "list images with 'netdiag images'",
+    )
+
+
+def commit(config: dict, layer_digests: list[str], tag: str | None = None) -> Image:
+    """Write config + manifest blobs and (optionally) point `tag` at them. Returns the image."""
+    config = dict(config)
+    config.setdefault("architecture", {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine))
+    config.setdefault("os", "linux")
+    config["rootfs"] = {"type": "layers", "diff_ids": list(layer_digests)}
+    cfg_bytes = _json_bytes(config)
+    cfg_digest = _put_blob_bytes(cfg_bytes)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "config": {"mediaType": CONFIG_TYPE, "digest": cfg_digest, "size": len(cfg_bytes)},
+        "layers": [
+            {"mediaType": LAYER_TYPE, "digest": d, "size": blob_path(d).stat().st_size} for d in layer_digests
+        ],
+    }
+    man_digest = _put_blob_bytes(_json_bytes(manifest))
+    return tag_manifest(man_digest, tag)
+
+
+def tag_manifest(man_digest: str, tag: str | None) -> Image:
+    """Add a manifest (already in blobs/) to the index, moving `tag` to it."""
+    size = blob_path(man_digest).stat().st_size
+    with store.locked("images"):
+        index = _index()
+        replaced = []
+        if tag:
+            tag = normalize(tag)
+            replaced = [m["digest"] for m in index["manifests"] if (m.get("annotations") or {}).get(REF_ANNOTATION) == tag]
+            index["manifests"] = [m for m in index["manifests"] if (m.get("annotations") or {}).get(REF_ANNOTATION) != tag]
+        entry = {"mediaType": MANIFEST_TYPE, "digest": man_digest, "size": size}
+        if tag:
+            entry["annotations"] = {REF_ANNOTATION: tag}
+        if tag or not any(m["digest"] == man_digest for m in index["manifests"]):
+            index["manifests"].append(entry)
+        store.write_json(paths.images_dir() / "index.json", index)
+        _drop_unreferenced(index, [d for d in replaced if d != man_digest])
+    return _load(man_digest, [tag] if tag else [])
+
+
+def layer_dir(digest: str) -> Path:
+    """The extracted layer (an overlay lowerdir), extracting it on first use."""
+    d = paths.layers_dir() / _hex(digest)
+    if d.is_dir():
+        return d
+    with store.locked("layer-" + _hex(digest)[:16]):
+        if d.is_dir():
+            return d
+        tmp = d.with_name(f".{d.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        layers.extract_layer(blob_path(digest), tmp)
+        os.replace(tmp, d)
+    return d
+
+
+def remove(ref_or_id: str, *, users: list[str] = (), force: bool = False) -> list[str]:
+    """Untag (and delete when no tag is left). `users` are containers using the image."""
+    img = get(ref_or_id)
+    if users and not force:
+        raise Conflict(
+            f"Image {ref_or_id} is in use by container(s) {', '.join(users)}",
+            "removing it would leave those containers without their root filesystem",
+            "remove the containers first ('netdiag rm -f NAME')",
+        )
+    removed: list[str] = []
+    with store.locked("images"):
+        index = _index()
+        by_tag = normalize(ref_or_id) if _looks_like_ref(ref_or_id) and not _is_id(ref_or_id, img) else None
+        keep = []
+        for m in index["manifests"]:
+            t = (m.get("annotations") or {}).get(REF_ANNOTATION)
+            if m["digest"] == img.manifest_digest and (by_tag is None or t == by_tag):
+                removed.append(f"Untagged: {t}" if t else f"Deleted: {img.id}")
+                continue
+            keep.append(m)
+        index["manifests"] = keep
+        store.write_json(paths.images_dir() / "index.json", index)
+        if not any(m["digest"] == img.manifest_digest for m in keep):
+            removed.append(f"Deleted: {img.id}")
+        _drop_unreferenced(index, [img.manifest_digest])
+    return removed
+
+
+def _looks_like_ref(s: str) -> bool:
+    try:
+        normalize(s)
+        return True
+    except InvalidArgument:
+        return False
+
+
+def _is_id(s: str, img: Image) -> bool:
+    p = s.removeprefix("sha256:")
+    return len(p) >= 4 and img.id.removeprefix("sha256:").startswith(p)
+
+
+def _manifest_blobs(manifest_digest: str) -> set[str]:
+    try:
+        man = json.loads(blob_path(manifest_digest).read_bytes())
+    except FileNotFoundError:
+        return set()
+    return {manifest_digest, man["config"]["digest"], *(ly["digest"] for ly in man["layers"])}
+
+
+def drop_unreferenced(manifests: list[str]) -> None:
+    """Delete the blobs (and extracted layers) of `manifests` that nothing else still needs."""
+    with store.locked("images"):
+        _drop_unreferenced(_index(), manifests)
+
+
+def _drop_unreferenced(index: dict, manifests: list[str]) -> None:
+    candidates: set[str] = set()
+    for m in manifests:
+        candidates |= _manifest_blobs(m)
+    if not candidates:
+        return
+    live: set[str] = set()
+    for m in index["manifests"]:
+        live |= _manifest_blobs(m["digest"])
+    live |= _build_cache_blobs()
+    for digest in candidates - live:
+        blob_path(digest).unlink(missing_ok=True)
+        shutil.rmtree(paths.layers_dir() / _hex(digest), ignore_errors=True)
+
+
+def _build_cache_blobs() -> set[str]:
+    """Manifests kept alive by the build cache (intermediate images of `netdiag build`)."""
+    live: set[str] = set()
+    d = paths.build_cache_dir()
+    if not d.is_dir():
+        return live
+    for p in d.glob("*.json"):
+        entry = store.read_json(p, {}) or {}
+        for digest in entry.get("blobs", []):
+            live.add(digest)
+    return live

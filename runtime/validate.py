@@ -1,0 +1,75 @@
+"""Validation of user input before it reaches the kernel or the state store."""
+import re
+
+from .errors import InvalidArgument
+
+_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+_HOSTNAME = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
+_ENV_KEY = re.compile(r"^[^=\0]+$")
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def container_name(name: str) -> str:
+    n = name.removeprefix("/")
+    if not _NAME.match(n):
+        raise InvalidArgument(
+            f"Invalid container name {name!r}",
+            "names start with a letter or digit and contain only letters, digits, '_', '.' and '-' (at most 128)",
+            "choose a name like 'web1'",
+        )
+    return n
+
+
+def hostname(name: str) -> str:
+    if len(name) > 64 or not _HOSTNAME.match(name):
+        raise InvalidArgument(
+            f"Invalid hostname {name!r}",
+            "a hostname is at most 64 characters of letters, digits and '-', in dot-separated labels",
+            "choose a hostname like 'web1'",
+        )
+    return name
+
+
+def memory_bytes(text: str) -> int:
+    """'512m' -> 536870912, like Docker's --memory (b, k, m, g, t; at least 6 MiB)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)b?\s*", text.lower())
+    if not m:
+        raise InvalidArgument(
+            f"Invalid memory size {text!r}",
+            "a size is a number with an optional unit b, k, m, g or t",
+            "use e.g. --memory 64m",
+        )
+    value = int(float(m.group(1)) * _UNITS[m.group(2)])
+    if value < 6 * 1024**2:
+        raise InvalidArgument(
+            f"Memory limit {text!r} is too small",
+            "the kernel needs at least 6 MiB to run a container",
+            "use --memory 6m or more",
+        )
+    return value
+
+
+def nano_cpus(text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if not 0.01 <= value <= 1024:
+        raise InvalidArgument(f"Invalid --cpus value {text!r}", "it is a number of CPUs such as 0.5 or 2", "use e.g. --cpus 0.5")
+    return int(value * 1e9)
+
+
+def pids_limit(value: int) -> int:
+    if value < 1 and value != -1:
+        raise InvalidArgument(f"Invalid --pids-limit {value}", "it must be a positive number (or -1 for unlimited)", "use e.g. --pids-limit 100")
+    return value
+
+
+def env_pairs(items: list[str]) -> list[str]:
+    out = []
+    for item in items:
+        key = item.split("=", 1)[0]
+        if not key or not _ENV_KEY.match(key) or "\0" in item:
+            raise InvalidArgument(f"Invalid environment variable {item!r}", "the form is KEY=VALUE (or KEY to pass it through)", "use e.g. -e MODE=debug")
+        out.append(item)
+    return out
