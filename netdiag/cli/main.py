@@ -25,7 +25,8 @@ def _register() -> None:
 def main() -> None:
     _register()
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # returns typer.Exit's code instead of exiting
+        sys.exit(rc if isinstance(rc, int) else 0)
     except NetdiagError as e:
         print(f"netdiag: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
@@ -33,14 +34,10 @@ def main() -> None:
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as e:  # click usage errors and aborts
-        import click
-
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        if isinstance(e, click.ClickException):
+    except Exception as e:  # click's usage errors (typer may vendor click, so no import of it)
+        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show()
-            sys.exit(2 if isinstance(e, click.UsageError) else e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+            sys.exit(e.exit_code)
+        if type(e).__name__ == "Abort":
             sys.exit(130)
         raise

@@ -1,0 +1,165 @@
+"""Pure runtime logic: validation, references, the image store on a temp root, logs, lifecycle config."""
+import json
+
+import pytest
+
+from runtime import validate
+from runtime.errors import Conflict, InvalidArgument, KernelError, NotFound
+from runtime.images import refs
+
+
+@pytest.mark.parametrize("text,value", [("6m", 6 * 2**20), ("64M", 64 * 2**20), ("1g", 2**30), ("1.5g", int(1.5 * 2**30)),
+                                        ("7000000", 7000000), ("10mb", 10 * 2**20)])
+def test_memory_sizes(text, value):
+    assert validate.memory_bytes(text) == value
+
+
+@pytest.mark.parametrize("text", ["lots", "-1m", "5m", "1x", ""])
+def test_bad_memory_sizes(text):
+    with pytest.raises(InvalidArgument) as e:
+        validate.memory_bytes(text)
+    assert "--memory" in str(e.value) or "too small" in str(e.value)
+
+
+@pytest.mark.parametrize("name,ok", [("web1", True), ("a.b-c_d", True), ("-x", False), ("bad name", False),
+                                     ("/web", True), ("x" * 129, False), ("", False)])
+def test_container_names(name, ok):
+    if ok:
+        assert validate.container_name(name) == name.removeprefix("/")
+    else:
+        with pytest.raises(InvalidArgument):
+            validate.container_name(name)
+
+
+def test_cpus_and_pids():
+    assert validate.nano_cpus("0.5") == 500_000_000
+    for bad in ("0", "abc", "-1", "5000"):
+        with pytest.raises(InvalidArgument):
+            validate.nano_cpus(bad)
+    assert validate.pids_limit(-1) == -1
+    with pytest.raises(InvalidArgument):
+        validate.pids_limit(0)
+
+
+@pytest.mark.parametrize("ref,want", [("busybox", ("busybox", "latest")), ("lab/web:1.0", ("lab/web", "1.0")),
+                                      ("localhost:5000/x", ("localhost:5000/x", "latest"))])
+def test_refs(ref, want):
+    if ":" in want[0]:
+        with pytest.raises(InvalidArgument):
+            refs.parse_ref(ref)  # registries are not part of this runtime's names
+    else:
+        assert refs.parse_ref(ref) == want
+
+
+@pytest.mark.parametrize("ref", ["Upper", "a:", "a:-x", "a//b", "-a"])
+def test_bad_refs(ref):
+    with pytest.raises(InvalidArgument):
+        refs.parse_ref(ref)
+
+
+def test_require_root_says_what_to_do(monkeypatch):
+    from runtime import syscalls
+
+    monkeypatch.setattr(syscalls.os, "geteuid", lambda: 1000)
+    with pytest.raises(KernelError) as e:
+        syscalls.require_root("run a container")
+    assert "as root" in str(e.value) and e.value.exit_code == 3
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    monkeypatch.setenv("NETDIAG_ROOT", str(tmp_path / "nd"))
+    return tmp_path / "nd"
+
+
+def _image(tmp_path, name, content=b"x"):
+    from runtime.images import layers, store
+
+    src = tmp_path / f"src-{name}-{content.hex()}"
+    (src / "etc").mkdir(parents=True)
+    (src / "etc" / "f").write_bytes(content)
+    tar = tmp_path / f"{name}-{content.hex()}.tar"
+    layers.tar_directory(src, tar)
+    digest = store.put_layer_file(tar)
+    return store.commit({"config": {"Cmd": ["sh"]}}, [digest], name)
+
+
+def test_store_commit_get_prefix_and_remove(root, tmp_path):
+    from runtime.images import store
+
+    a = _image(tmp_path, "a:1", b"aaa")
+    b = _image(tmp_path, "b:1", b"bbb")
+    assert store.get("a:1").id == a.id and store.get(a.id[7:19]).id == a.id
+    assert (root / "images" / "oci-layout").exists()
+    index = json.loads((root / "images" / "index.json").read_text())
+    assert {m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]} == {"a:1", "b:1"}
+    assert (store.layer_dir(a.layers[0]) / "etc" / "f").read_bytes() == b"aaa"
+    with pytest.raises(Conflict):
+        store.remove("a:1", users=["web"])
+    store.remove("a:1")
+    with pytest.raises(NotFound):
+        store.get("a:1")
+    assert not store.blob_path(a.layers[0]).exists() and not store.blob_path(a.id).exists()
+    assert store.blob_path(b.layers[0]).exists()
+
+
+def test_shared_layers_survive_removal_of_one_tag(root, tmp_path):
+    from runtime.images import store
+
+    a = _image(tmp_path, "a:1", b"same")
+    b = _image(tmp_path, "b:1", b"same")
+    assert a.layers == b.layers
+    store.remove("a:1")
+    assert store.blob_path(b.layers[0]).exists()
+    assert store.get("b:1").id == b.id
+
+
+def test_retag_moves_the_tag(root, tmp_path):
+    from runtime.images import store
+
+    old = _image(tmp_path, "app", b"v1")
+    new = _image(tmp_path, "app", b"v2")
+    assert store.get("app").id == new.id
+    assert not store.blob_path(old.layers[0]).exists()  # nothing else needed the old layer
+
+
+def test_log_writer_splits_lines_and_streams(tmp_path):
+    from runtime.containers.stdio import LogWriter, read_log
+
+    w = LogWriter(tmp_path / "log")
+    w.write("stdout", b"one\ntw")
+    w.write("stderr", b"err\n")
+    w.write("stdout", b"o\n")
+    w.write("stdout", b"tail")
+    records, offset = read_log(tmp_path / "log")
+    assert [(r["stream"], r["log"]) for r in records] == [("stdout", "one\n"), ("stderr", "err\n"), ("stdout", "two\n")]
+    w.close()
+    more, _ = read_log(tmp_path / "log", offset)
+    assert [(r["stream"], r["log"]) for r in more] == [("stdout", "tail")]
+
+
+class _Img:
+    id = "sha256:" + "0" * 64
+    run_config = {"Env": ["PATH=/bin", "A=1"], "Cmd": ["sh"], "Entrypoint": None, "WorkingDir": "/app"}
+
+
+def test_build_config_merges_image_and_flags():
+    from runtime.containers.lifecycle import build_config
+
+    cfg = build_config(_Img(), "img", ["echo", "hi"], env=["A=2", "B=3"], memory="64m")
+    assert cfg["Config"]["Env"] == ["PATH=/bin", "A=2", "B=3"]
+    assert (cfg["Path"], cfg["Args"]) == ("echo", ["hi"])
+    assert cfg["Config"]["WorkingDir"] == "/app" and cfg["HostConfig"]["Memory"] == 64 * 2**20
+    assert build_config(_Img(), "img", [])["Path"] == "sh"
+    with pytest.raises(InvalidArgument):
+        build_config(_Img(), "img", [], network="bridge2")
+    with pytest.raises(InvalidArgument):
+        build_config(_Img(), "img", [], network="none", publish=["80:80"])
+
+
+def test_status_lines():
+    from runtime.containers import model
+
+    c = model.Container("x" * 64, {"Name": "n", "Created": model.now_iso()}, {"Status": "exited", "ExitCode": 3, "FinishedAt": model.now_iso()})
+    assert model.status_line(c).startswith("Exited (3)")
+    assert model.human_duration(1) == "1 second" and model.human_duration(90) == "About a minute"
