@@ -38,3 +38,14 @@ def version():
     from netdiag import __version__
 
     print(f"netdiag {__version__}")
+
+
+@app.command()
+def demo(keep: bool = typer.Option(False, "--keep", help="Leave the lab running (remove it with its namespaces by hand)")):
+    """A guided tour on the built-in defaults, in a throwaway lab namespace (needs root)."""
+    from runtime.syscalls import require_root
+
+    from ..demo import run_demo
+
+    require_root("build the demo lab")
+    raise typer.Exit(run_demo(keep))

@@ -73,7 +73,7 @@ def test_default_hostname_is_the_short_id(lab):
 
 def test_host_network_shares_the_labs_interfaces(lab):
     out = lab.ok("run", "--rm", "--network", "host", "busybox", "ip", "-o", "addr")
-    assert "198.18.0.2" in out   # the lab host's eth0, not the machine's
+    assert "203.0.113.2" in out   # the lab host's eth0, not the machine's
 
 
 def test_only_fds_0_to_2_reach_the_container(lab):

@@ -26,7 +26,7 @@ def _cgroups(lab):
 def test_killed_run_at_any_point_is_cleaned_by_prune(lab):
     lab.ok("images")  # make the busybox image outside the timed window
     lab.ok("run", "--rm", "busybox", "true")
-    foreign = Path("/sys/fs/cgroup/memory") / f"{lab.cgroup_parent}-foreign"
+    foreign = Path("/sys/fs/cgroup/memory") / f"{lab.cgroup_parent}-foreign"  # not netdiag's
     foreign.mkdir()
     try:
         for delay_ms in (5, 20, 40, 60, 80, 100, 130, 160, 200, 300):

@@ -1,0 +1,82 @@
+"""`netdiag demo`: a guided tour on the built-in defaults, inside a throwaway lab (never the real host)."""
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import time
+
+from .lab import OUTSIDE_IP, HOST_IP, Lab, leaks
+
+STEPS: list[tuple[str, list[str], str]] = [
+    ("The built-in busybox image is made offline from the host's busybox-static.", ["images"], ""),
+    ("A container with --network none has only a loopback interface, up, and no routes.",
+     ["run", "--rm", "--network", "none", "busybox", "sh", "-c", "ip -o link; echo routes: $(ip route | wc -l)"], ""),
+    ("Its PID 1 is its own command, and its hostname is its short id.",
+     ["run", "--rm", "busybox", "sh", "-c", "ps -o pid,comm; hostname"], ""),
+    ("A detached web server on the lab host's network (--network host).",
+     ["run", "-d", "--name", "web", "--network", "host", "--health-cmd", "wget -q -O /dev/null http://127.0.0.1:8080/",
+      "--health-interval", "0.5", "busybox", "sh", "-c",
+      "mkdir -p /www && echo hello from netdiag > /www/index.html && exec httpd -f -v -p 8080 -h /www"], ""),
+    ("`ps` reads the truth from the kernel, after the CLI that started it has exited.", ["ps"], ""),
+    ("From the 'outside' namespace (the lab's internet), the lab host's port 8080 answers.",
+     [], f"wget -q -O - http://{HOST_IP}:8080/"),
+    ("The server's log, kept by the container's monitor.", ["logs", "web"], ""),
+    ("A memory limit that an over-allocating process hits: the kernel's OOM killer ends it (exit 137).",
+     ["run", "--rm", "-m", "16m", "busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"], ""),
+    ("Stop and remove; `system prune` finds nothing left over.", ["rm", "-f", "web"], ""),
+    ("", ["system", "prune", "-f"], ""),
+]
+
+
+def run_demo(keep: bool = False) -> int:
+    from rich.console import Console
+
+    con = Console(highlight=False)
+    lab = Lab()
+    con.print(f"[bold]netdiag demo[/] — building lab [cyan]{lab.name}[/]: a namespace that plays the host "
+              f"(eth0 {HOST_IP}) behind an 'outside' namespace ({OUTSIDE_IP}). Your host's network is not touched.\n")
+    failures = 0
+    try:
+        lab.create()
+        for text, args, outside in STEPS:
+            if text:
+                con.print(f"[bold green]#[/] {text}")
+            if outside:
+                con.print(f"[dim](outside)[/] [bold]$ {outside}[/]")
+                time.sleep(0.3)
+                p = lab.outside_run("busybox", "sh", "-c", f"timeout 5 {outside}")
+            else:
+                con.print(f"[bold]$ netdiag {' '.join(shlex.quote(a) for a in args)}[/]")
+                p = lab.netdiag(*args, timeout=120)
+                if args[:1] == ["run"] and "-d" in args:
+                    _wait_for_health(lab, "web")
+            sys.stdout.write(p.stdout)
+            sys.stdout.write(p.stderr)
+            expected_fail = "bs=64M" in args
+            if (p.returncode != 0) != expected_fail:
+                failures += 1
+                con.print(f"[red]unexpected exit code {p.returncode}[/]")
+            elif expected_fail:
+                con.print(f"[yellow]exit {p.returncode}: killed by the memory limit, as intended[/]")
+            con.print()
+    finally:
+        if not keep:
+            lab.destroy()
+            left = leaks(lab)
+            con.print(f"Lab removed{'; LEFT BEHIND: ' + ', '.join(left) if left else ', nothing left behind'}.")
+            failures += bool(left)
+    con.print("[bold green]demo finished[/]" if not failures else f"[bold red]demo had {failures} failure(s)[/]")
+    return 1 if failures else 0
+
+
+def _wait_for_health(lab: Lab, name: str, timeout: float = 10) -> bool:
+    import json
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        p = lab.netdiag("inspect", name)
+        if p.returncode == 0 and json.loads(p.stdout)[0]["State"].get("Health", {}).get("Status") == "healthy":
+            return True
+        time.sleep(0.2)
+    return False
