@@ -27,7 +27,9 @@ class Lab:
         self.outside = f"{self.name}-out"[:32]
         self.state_dir = Path(state_dir or f"/tmp/{self.name}")
         self.cgroup_parent = f"{self.name}"
-        self.env = {**os.environ, "NETDIAG_ROOT": str(self.state_dir), "NETDIAG_CGROUP_PARENT": self.cgroup_parent}
+        # the lab's upstream DNS is the outside namespace, never the machine's own resolver
+        self.env = {**os.environ, "NETDIAG_ROOT": str(self.state_dir), "NETDIAG_CGROUP_PARENT": self.cgroup_parent,
+                    "NETDIAG_DNS_UPSTREAM": OUTSIDE_IP}
 
     # -- building and tearing down -------------------------------------------------------------
     def create(self) -> "Lab":
@@ -108,6 +110,11 @@ def kill_recorded(state_dir: Path, cgroup_parent: str) -> None:
             except (OSError, ValueError):
                 continue
             pids.update(int(st.get(k) or 0) for k in ("MonitorPid", "Pid"))
+    for rec in (Path(state_dir) / "networks").glob("*.json"):  # each network's DNS resolver
+        try:
+            pids.add(int(json.loads(rec.read_text()).get("netdiag", {}).get("DnsPid") or 0))
+        except (OSError, ValueError, AttributeError):
+            pass
     for parent in _cgroup_parents(cgroup_parent):
         for procs in parent.glob("*/cgroup.procs"):
             try:

@@ -11,12 +11,9 @@ class NetdiagError(Exception):
         super().__init__(self.render())
 
     def render(self) -> str:
-        parts = [self.what.rstrip(".") + "."]
-        if self.why:
-            parts.append(self.why.rstrip(".") + ".")
-        if self.fix:
-            parts.append(self.fix.rstrip(".") + ".")
-        return " ".join(parts)
+        what = self.what.strip().rstrip(".") + "."
+        rest = [p.strip().rstrip(".") for p in (self.why, self.fix) if p and p.strip()]
+        return " ".join([what] + [p[0].upper() + p[1:] + "." for p in rest])
 
 
 class InvalidArgument(NetdiagError):

@@ -11,6 +11,10 @@ from netdiag.lab import Lab
 class World(Lab):
     """A Lab with test conveniences. `run` returns the CompletedProcess; `ok` asserts exit 0."""
 
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self._procs: list[subprocess.Popen] = []
+
     @property
     def root(self) -> Path:
         return self.state_dir
@@ -31,3 +35,26 @@ class World(Lab):
 
     def in_lab(self, *argv: str) -> subprocess.CompletedProcess:
         return subprocess.run(list(argv), capture_output=True, text=True, timeout=30, preexec_fn=self.enter())
+
+    def outside_server(self, tmp_path: Path, port: int = 80, body: str = "outside\n") -> subprocess.Popen:
+        """busybox httpd in the outside namespace, logging client addresses to its stderr."""
+        www = tmp_path / f"www-{port}"
+        www.mkdir(exist_ok=True)
+        (www / "index.html").write_text(body)
+        p = subprocess.Popen(["busybox", "httpd", "-f", "-v", "-p", str(port), "-h", str(www)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=self.enter(self.outside))
+        self._procs.append(p)
+        return p
+
+    def outside_get(self, url: str, timeout: int = 3) -> subprocess.CompletedProcess:
+        return self.outside_run("timeout", str(timeout), "busybox", "wget", "-q", "-O", "-", url, timeout=timeout + 5)
+
+    def lab_get(self, url: str, timeout: int = 3) -> subprocess.CompletedProcess:
+        return subprocess.run(["timeout", str(timeout), "busybox", "wget", "-q", "-O", "-", url], capture_output=True,
+                              text=True, timeout=timeout + 5, preexec_fn=self.enter())
+
+    def destroy(self) -> None:
+        for p in getattr(self, "_procs", []):
+            p.kill()
+            p.wait()
+        super().destroy()

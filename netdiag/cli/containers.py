@@ -29,8 +29,12 @@ def run(
     memory: Optional[str] = typer.Option(None, "-m", "--memory", help="Memory limit, e.g. 64m"),
     cpus: Optional[str] = typer.Option(None, "--cpus", help="CPU limit, e.g. 0.5"),
     pids_limit: Optional[int] = typer.Option(None, "--pids-limit", help="Process limit"),
-    network: str = typer.Option("none", "--network", "--net", help="Network: none or host"),
-    publish: List[str] = typer.Option([], "-p", "--publish", help="Publish a port (bridge networks only)"),
+    network: str = typer.Option("bridge", "--network", "--net", help="Network: bridge (default), a user-defined network, host or none"),
+    publish: List[str] = typer.Option([], "-p", "--publish", help="Publish [HOSTIP:][HOSTPORT:]PORT[/udp], ranges allowed (bridge networks)"),
+    publish_all: bool = typer.Option(False, "-P", "--publish-all", help="Publish every EXPOSEd port to a free host port"),
+    ip: Optional[str] = typer.Option(None, "--ip", help="Static IPv4 address on the network"),
+    network_alias: List[str] = typer.Option([], "--network-alias", help="Extra DNS name on a user-defined network"),
+    dns: List[str] = typer.Option([], "--dns", help="DNS server for the container's resolv.conf"),
     interactive: bool = typer.Option(False, "-i", "--interactive", help="Keep stdin open"),
     tty: bool = typer.Option(False, "-t", "--tty", help="Accepted for Docker compatibility; stdio is passed through"),
     health_cmd: Optional[str] = typer.Option(None, "--health-cmd", help="Health check command (run with /bin/sh -c)"),
@@ -48,7 +52,7 @@ def run(
     config = lifecycle.build_config(
         img, image, command or [], entrypoint=entrypoint, env=env, workdir=workdir, hostname=hostname,
         user=user, network=network, memory=memory, cpus=cpus, pids_limit=pids_limit, auto_remove=rm,
-        publish=publish, health_cmd=health_cmd, health_interval=health_interval,
+        publish=publish, publish_all=publish_all, ip=ip, aliases=network_alias, dns=dns, health_cmd=health_cmd, health_interval=health_interval,
         health_timeout=health_timeout, health_retries=health_retries,
     )
     c = lifecycle.create(config, name)
@@ -89,13 +93,16 @@ def ps(
 
 
 def _ps_item(c) -> dict:
-    from runtime.containers import model
+    from runtime.containers import model, networking
+    from runtime.networks.ports import describe
 
     cmd = " ".join([c.config.get("Path", "")] + list(c.config.get("Args", [])))
     cmd = f'"{cmd[:20]}…"' if len(cmd) > 20 else f'"{cmd}"'
     created = model.human_duration(time.time() - model.parse_iso(c.config.get("Created", ""))) + " ago"
+    eps = networking.endpoints(c) if c.running else {}
+    ports = ", ".join(describe(p) for e in eps.values() for p in e.get("Ports", []))
     return {"ID": c.id[:12], "Image": c.config.get("ImageRef", ""), "Command": cmd, "CreatedAt": created,
-            "Status": model.status_line(c), "State": c.status, "Ports": "", "Names": c.name,
+            "Status": model.status_line(c), "State": c.status, "Ports": ports, "Names": c.name,
             "ExitCode": c.state.get("ExitCode", 0), "Networks": c.config["HostConfig"].get("NetworkMode", "")}
 
 

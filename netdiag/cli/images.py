@@ -101,8 +101,10 @@ def _changes(lines: List[str]) -> dict:
     from runtime.images.dockerfile import parse
 
     cfg: dict = {}
+    cmd_set = False
     for ins in parse("FROM scratch\n" + "\n".join(lines), "--change")[1:]:
-        apply_config_instruction(cfg, ins)
+        apply_config_instruction(cfg, ins, cmd_set=cmd_set)
+        cmd_set = cmd_set or ins.cmd == "CMD"
     return cfg
 
 

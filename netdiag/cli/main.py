@@ -19,7 +19,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from . import build, containers, images, system  # noqa: F401  (each registers its commands)
+    from . import build, containers, images, network, system  # noqa: F401  (each registers its commands)
 
 
 def main() -> None:

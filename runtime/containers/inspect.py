@@ -53,7 +53,7 @@ def container_json(c: model.Container) -> dict:
             },
         },
         "Config": c.config["Config"],
-        "NetworkSettings": {"Networks": {host.get("NetworkMode", "none"): {}}, "Ports": {}},
+        "NetworkSettings": _network_settings(c),
     }
 
 
@@ -71,3 +71,34 @@ def image_json(img) -> dict:
         "History": cfg.get("history", []),
         "Manifest": img.manifest_digest,
     }
+
+
+def _network_settings(c: model.Container) -> dict:
+    """Docker's NetworkSettings, plus the host-side veth of each endpoint (Docker lacks it)."""
+    from . import networking
+    from ..networks import model as nets
+
+    mode = c.config["HostConfig"].get("NetworkMode", "none")
+    eps = networking.endpoints(c) if c.running else {}
+    networks, ports = {}, {}
+    if mode in ("host", "none"):
+        networks[mode] = {}
+    for name in networking.bridge_networks(c):
+        e = eps.get(name) or {}
+        net = nets.find(name)
+        networks[name] = {
+            "Aliases": (c.config["NetworkSettings"]["Networks"][name] or {}).get("Aliases") or [],
+            "NetworkID": net["Id"] if net else "",
+            "EndpointID": e.get("EndpointID", ""),
+            "Gateway": nets.ipam(net).get("Gateway", "") if net and e else "",
+            "IPAddress": e.get("IPv4Address", "").split("/")[0],
+            "IPPrefixLen": int(e["IPv4Address"].split("/")[1]) if e else 0,
+            "MacAddress": e.get("MacAddress", ""),
+            "Interface": e.get("Interface", ""),
+            "HostVeth": e.get("HostVeth", ""),
+        }
+        for p in e.get("Ports", []):
+            for offset in range(p["ctr_end"] - p["ctr_start"] + 1):
+                ports.setdefault(f"{p['ctr_start'] + offset}/{p['proto']}", []).append(
+                    {"HostIp": p["host_ip"] or "0.0.0.0", "HostPort": str(p["host_start"] + offset)})
+    return {"Networks": networks, "Ports": ports}

@@ -18,23 +18,35 @@ NETWORK_MODES = ("none", "host")
 
 def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypoint: str | None = None,
                  env: list[str] = (), workdir: str | None = None, hostname: str | None = None,
-                 user: str | None = None, network: str = "none", memory: str | None = None,
+                 user: str | None = None, network: str = "bridge", memory: str | None = None,
                  cpus: str | None = None, pids_limit: int | None = None, auto_remove: bool = False,
-                 publish: list[str] = (), health_cmd: str | None = None, health_interval: float = 30,
-                 health_timeout: float = 30, health_retries: int = 3, labels: dict | None = None) -> dict:
+                 publish: list[str] = (), publish_all: bool = False, ip: str | None = None,
+                 aliases: list[str] = (), dns: list[str] = (), health_cmd: str | None = None,
+                 health_interval: float = 30, health_timeout: float = 30, health_retries: int = 3,
+                 labels: dict | None = None) -> dict:
     """The container's config (Docker's field names), from the image and the run options."""
-    if network not in NETWORK_MODES:
-        raise InvalidArgument(
-            f"Unknown network {network!r}",
-            f"this runtime knows the networks {', '.join(NETWORK_MODES)}",
-            "use --network none or --network host",
-        )
-    if publish:
-        raise InvalidArgument(
-            f"Cannot publish ports with --network {network}",
-            "none has no interface to publish on, and host shares the host's ports already",
-            "drop -p, or use a bridge network",
-        )
+    from ..networks import ipam, model as nets, ports
+
+    if network in NETWORK_MODES:
+        if publish or publish_all:
+            raise InvalidArgument(
+                f"Cannot publish ports with --network {network}",
+                "none has no interface to publish on, and host shares the host's ports already",
+                "drop -p, or use a bridge network",
+            )
+        if ip or aliases:
+            raise InvalidArgument(f"--ip and --network-alias need a bridge network, not {network}", "", "drop them or use --network bridge")
+    elif network != "bridge" and nets.find(network) is None:
+        raise InvalidArgument(f"Unknown network {network!r}", "no network has that name",
+                              f"create it with 'netdiag network create {network}', or list them with 'netdiag network ls'")
+    if network == "bridge" and aliases:
+        raise InvalidArgument("Network aliases need a user-defined network", "the default bridge has no name resolution (like Docker)",
+                              "create a network with 'netdiag network create NAME' and use --network NAME")
+    if ip:
+        ipam.parse_ip(ip)
+    for server in dns:
+        ipam.parse_ip(server, "DNS server")
+    publish_specs = [ports.parse(p) for p in publish]
     ic = image.run_config
     cfg_env = list(ic.get("Env") or [])
     for item in validate.env_pairs(list(env)):
@@ -49,6 +61,12 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
     if entrypoint is not None:
         ep = [entrypoint] if entrypoint else []
     command = list(cmd) if cmd else ([] if entrypoint is not None else list(ic.get("Cmd") or []))
+    if publish_all:
+        publish_specs += ports.exposed_to_specs(ic.get("ExposedPorts") or {})
+    exposed = dict(ic.get("ExposedPorts") or {})
+    for p in publish_specs:
+        for port in range(p["ctr_start"], p["ctr_end"] + 1):
+            exposed.setdefault(f"{port}/{p['proto']}", {})
     health = ic.get("Healthcheck")
     if health_cmd:
         ns = 1_000_000_000
@@ -66,7 +84,7 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
             "Cmd": command,
             "Entrypoint": ep,
             "WorkingDir": workdir or ic.get("WorkingDir") or "",
-            "ExposedPorts": ic.get("ExposedPorts") or {},
+            "ExposedPorts": exposed,
             "Healthcheck": health,
             "Labels": {**(ic.get("Labels") or {}), **(labels or {})},
             "Image": image_ref,
@@ -77,13 +95,21 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
             "NanoCpus": validate.nano_cpus(cpus) if cpus else 0,
             "PidsLimit": validate.pids_limit(pids_limit) if pids_limit is not None else 0,
             "AutoRemove": auto_remove,
+            "Publish": publish_specs,
+            "Dns": list(dns),
         },
+        "NetworkSettings": {"Networks": {} if network in NETWORK_MODES else
+                            {network: {"IPAMConfig": {"IPv4Address": ip} if ip else None, "Aliases": list(aliases)}}},
     }
 
 
 def create(config: dict, name: str | None) -> model.Container:
     if name:
         validate.container_name(name)
+    if config["HostConfig"]["NetworkMode"] == "bridge":
+        from ..networks import bridge
+
+        bridge.ensure_default()
     c = model.create_record(config, name)
     try:
         for d in ("upper", "work", "merged"):
@@ -215,6 +241,9 @@ def remove(c: model.Container, force: bool = False) -> None:
 
 def remove_stopped(c: model.Container) -> None:
     """Remove everything a stopped container owns. Idempotent: missing pieces are fine."""
+    from . import networking
+
+    networking.detach_all(c)
     cgroups.remove(c.id)
     model.delete_record(c)
 
@@ -248,6 +277,14 @@ def prune() -> list[str]:
                 shutil.rmtree(sub, ignore_errors=True)
                 removed.append(sub.name)
     live = {c.id for c in model.list_all()}
+    from ..networks import bridge, model as nets
+
+    running = {c.id for c in model.list_all() if model.proc_ok(c)}
+    for net in nets.bridges():  # endpoints whose container died without its monitor to detach them
+        for cid in list(net["Containers"]):
+            if cid not in running:
+                bridge.detach(net, cid)
+                removed.append(f"endpoint {cid[:12]} on {net['Name']}")
     for short in cgroups.orphans(live):
         cgroups.remove(short)
         removed.append(f"cgroup {short}")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .. import syscalls as sc
 from ..errors import ContainerError
-from . import cgroups, model, rootfs
+from . import cgroups, model, networking, rootfs
 from .stdio import LogWriter, pump
 
 
@@ -126,6 +126,10 @@ def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: 
     if ready != b"R":
         return fail(*_init_error(ready + _read_all(c2m_r)))
     cgroups.add(c.id, child)
+    try:
+        networking.attach_all(c, child)
+    except BaseException as e:  # noqa: BLE001 - any failure to attach fails the start, cleanly
+        return fail(125, f"cannot attach its network: {e}", getattr(e, "fix", ""))
     os.write(m2c_w, b"G")
     os.close(m2c_w)
     err = _read_all(c2m_r)
@@ -151,6 +155,10 @@ def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: 
     code = os.waitstatus_to_exitcode(status)
     code = 128 - code if code < 0 else code
     oom = cgroups.oom_killed(c.id)
+    try:
+        networking.detach_all(c)
+    except Exception:  # noqa: BLE001 - the exit must be recorded even if a rule cannot be removed
+        pass
     cgroups.remove(c.id)
     fresh = model.get(c.id) if (c.dir / "config.json").exists() else None
     if fresh is not None:

@@ -194,6 +194,8 @@ class Config:
     upstreams: list[tuple[str, int]] = field(default_factory=list)
     names: dict[str, list] = field(default_factory=dict)    # name -> [ip_address]
     reverse: dict[str, str] = field(default_factory=dict)   # "2.0.18.172.in-addr.arpa" -> name
+    # names a client sees through its *other* networks (Docker resolves across all of them)
+    clients: dict[str, dict[str, list]] = field(default_factory=dict)  # client ip -> name -> [ip]
 
 
 def parse_upstream(entry: str) -> tuple[str, int]:
@@ -231,6 +233,9 @@ def load_config(path: str) -> Config:
             if addr not in addrs:
                 addrs.append(addr)
             cfg.reverse.setdefault(addr.reverse_pointer, key)
+    for client, names in (raw.get("clients") or {}).items():
+        ipaddress.ip_address(client)
+        cfg.clients[client] = {n.lower().rstrip("."): [ipaddress.ip_address(i) for i in ips] for n, ips in names.items()}
     return cfg
 
 
@@ -258,6 +263,10 @@ class _Forward:
 class _TCPConn:
     def __init__(self, server: "Resolver", sock: socket.socket):
         self.server, self.sock = server, sock
+        try:
+            self.peer = sock.getpeername()[0]
+        except OSError:
+            self.peer = None
         self.inbuf = self.outbuf = b""
         self.closed = False
         self.last = time.monotonic()
@@ -280,7 +289,7 @@ class _TCPConn:
                     if len(self.inbuf) < 2 + n:
                         break
                     msg, self.inbuf = self.inbuf[2:2 + n], self.inbuf[2 + n:]
-                    self.server.handle(msg, self.send, udp=False)
+                    self.server.handle(msg, self.send, udp=False, client=self.peer)
         if mask & selectors.EVENT_WRITE and not self.closed:
             self._flush()
 
@@ -344,7 +353,7 @@ class Resolver:
         return True
 
     # queries ---------------------------------------------------------------------------------
-    def handle(self, data: bytes, reply, udp: bool) -> None:
+    def handle(self, data: bytes, reply, udp: bool, client: str | None = None) -> None:
         try:
             q = parse_query(data)
         except MalformedPacket:
@@ -360,6 +369,8 @@ class Resolver:
                 return reply(build_response(q, answers=[(PTR, _encode_name(_labels(cfg.reverse[name])))],
                                             ra=ra, max_size=limit))
             addrs = cfg.names.get(name)
+            if addrs is None and client in cfg.clients:
+                addrs = cfg.clients[client].get(name)
             if addrs is not None:
                 if q.qclass not in (CLASS_IN, ANY):
                     return reply(build_response(q, REFUSED, aa=False, ra=ra))
@@ -388,7 +399,7 @@ class Resolver:
                     sock.sendto(msg, addr)
                 except OSError:
                     pass
-            self.handle(data, reply, udp=True)
+            self.handle(data, reply, udp=True, client=addr[0])
 
     def _on_accept(self, sock: socket.socket, mask: int) -> None:
         try:

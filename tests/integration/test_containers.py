@@ -46,7 +46,7 @@ def test_files_are_isolated_and_never_reach_the_image(lab):
 
 
 def test_pid_uts_ipc_and_network_namespaces(lab):
-    lab.ok("run", "-d", "--name", "iso", "--hostname", "box1", "busybox", "sleep", "60")
+    lab.ok("run", "-d", "--name", "iso", "--network", "none", "--hostname", "box1", "busybox", "sleep", "60")
     info = _inspect(lab, "iso")
     host_pid = info["State"]["Pid"]
     assert host_pid > 1 and Path(f"/proc/{host_pid}").exists()
@@ -169,7 +169,7 @@ def test_names_ids_and_removal_rules(lab):
     assert lab.ok("inspect", cid[:6])  # id prefix
     assert _inspect(lab, "/dup")["Id"] == cid
     p = lab.run("rm", "dup")
-    assert p.returncode != 0 and "stop it first" in p.stderr
+    assert p.returncode != 0 and "Stop it first" in p.stderr
     lab.ok("rm", "-f", "dup")
     assert lab.ok("ps", "-a", "-q") == ""
     p = lab.run("inspect", "dup")

@@ -192,5 +192,5 @@ def test_expand(word, env, expected):
 
 def test_expand_backtick_escape_and_errors():
     assert expand("C:\\x `$A", {"A": "1"}, escape="`") == "C:\\x $A"
-    with pytest.raises(InvalidArgument, match="unterminated double quote"):
+    with pytest.raises(InvalidArgument, match="(?i)unterminated double quote"):
         expand('"open', {})

@@ -1,0 +1,193 @@
+"""`netdiag network ...`: Docker's network commands, with what Docker lacks (host veths, published ports)."""
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+import typer
+
+from .main import app
+from .output import json_lines, print_json, table
+
+net_app = typer.Typer(help="Manage networks (bridge, host, none).", no_args_is_help=True)
+app.add_typer(net_app, name="network")
+
+
+def _kv(items: List[str], what: str) -> dict:
+    from runtime.errors import InvalidArgument
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidArgument(f"Invalid {what} {item!r}", "the form is KEY=VALUE", f"use e.g. --{what} key=value")
+        out[key] = value
+    return out
+
+
+def _prepare():
+    from runtime.networks import bridge, model, sync
+
+    model.ensure_builtin_records()
+    if model.bridges():
+        sync.reconcile()
+    return bridge, model
+
+
+@net_app.command("create")
+def create(
+    name: str = typer.Argument(..., help="Network name"),
+    driver: str = typer.Option("bridge", "-d", "--driver", help="Driver (bridge)"),
+    subnet: Optional[str] = typer.Option(None, "--subnet", help="Subnet in CIDR, e.g. 172.20.0.0/16 (default: a free pool)"),
+    gateway: Optional[str] = typer.Option(None, "--gateway", help="Gateway address (default: the subnet's first host)"),
+    ip_range: Optional[str] = typer.Option(None, "--ip-range", help="Allocate container addresses from this sub-range"),
+    internal: bool = typer.Option(False, "--internal", help="No route out, no upstream DNS"),
+    opt: List[str] = typer.Option([], "-o", "--opt", help="Driver option, e.g. com.docker.network.bridge.enable_icc=false"),
+    label: List[str] = typer.Option([], "--label", help="Label KEY=VALUE"),
+):
+    """Create a network (a Linux bridge with its own subnet, firewall rules and DNS)."""
+    from runtime.errors import InvalidArgument
+    from runtime.syscalls import require_root
+
+    require_root("create a network")
+    if driver != "bridge":
+        raise InvalidArgument(f"Unknown network driver {driver!r}", "this runtime creates bridge networks (overlay comes later)", "use -d bridge")
+    bridge, _ = _prepare()
+    net = bridge.create(name, subnet=subnet or "", gateway=gateway or "", ip_range=ip_range or "", internal=internal,
+                        options=_kv(opt, "opt"), labels=_kv(label, "label"))
+    print(net["Id"])
+
+
+@net_app.command("ls")
+def ls(
+    filter_: List[str] = typer.Option([], "-f", "--filter", help="name=..., driver=..., id=..., label=KEY[=VALUE]"),
+    format: Optional[str] = typer.Option(None, "--format", help="'json' for one JSON object per line"),
+    json_out: bool = typer.Option(False, "--json", help="Same as --format json"),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Only ids"),
+):
+    """List networks."""
+    _, model = _prepare()
+    rows = []
+    for n in model.list_all():
+        if not _matches(n, filter_):
+            continue
+        rows.append({"ID": n["Id"][:12], "Name": n["Name"], "Driver": n["Driver"], "Scope": n["Scope"],
+                     "Subnet": model.ipam(n).get("Subnet", ""), "Bridge": n["netdiag"].get("Bridge", ""),
+                     "Internal": n["Internal"], "Containers": len(n["Containers"])})
+    if quiet:
+        for r in rows:
+            print(r["ID"])
+    elif json_out or format == "json":
+        json_lines(rows)
+    else:
+        table(["NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNET", "BRIDGE"],
+              [[r["ID"], r["Name"], r["Driver"], r["Scope"], r["Subnet"], r["Bridge"]] for r in rows])
+
+
+def _matches(n: dict, filters: List[str]) -> bool:
+    from runtime.errors import InvalidArgument
+
+    for f in filters:
+        key, _, value = f.partition("=")
+        if key == "name":
+            ok = value in n["Name"]
+        elif key == "driver":
+            ok = n["Driver"] == value
+        elif key == "id":
+            ok = n["Id"].startswith(value)
+        elif key == "label":
+            k, sep, v = value.partition("=")
+            ok = k in n["Labels"] and (not sep or n["Labels"][k] == v)
+        else:
+            raise InvalidArgument(f"Unknown filter {key!r}", "filters are name, driver, id and label", "use e.g. -f name=back")
+        if not ok:
+            return False
+    return True
+
+
+@net_app.command("inspect")
+def inspect(networks: List[str] = typer.Argument(..., help="Network names or ids")):
+    """Docker's JSON for networks, plus each endpoint's host-side veth and published ports."""
+    _, model = _prepare()
+    out = []
+    for ref in networks:
+        n = model.get(ref)
+        view = {k: v for k, v in n.items() if k != "netdiag"}
+        view["Containers"] = {cid: {k: e[k] for k in ("Name", "EndpointID", "MacAddress", "IPv4Address", "IPv6Address",
+                                                      "HostVeth", "Interface", "Aliases", "Ports") if k in e}
+                              for cid, e in n["Containers"].items()}
+        view["Bridge"] = n["netdiag"].get("Bridge", "")
+        out.append(view)
+    print_json(out)
+
+
+@net_app.command("connect")
+def connect(
+    network: str = typer.Argument(..., help="Network name or id"),
+    container: str = typer.Argument(..., help="Container name or id"),
+    ip: Optional[str] = typer.Option(None, "--ip", help="Static IPv4 address"),
+    alias: List[str] = typer.Option([], "--alias", help="Extra DNS name"),
+):
+    """Connect a container to a network (adds eth1, eth2... to a running container)."""
+    from runtime.containers import model as cmodel, networking
+    from runtime.syscalls import require_root
+
+    require_root("connect a container")
+    _, model = _prepare()
+    net = model.get(network)
+    networking.connect(cmodel.get(container), net["Name"], ip, list(alias))
+
+
+@net_app.command("disconnect")
+def disconnect(
+    network: str = typer.Argument(..., help="Network name or id"),
+    container: str = typer.Argument(..., help="Container name or id"),
+    force: bool = typer.Option(False, "-f", "--force", help="Accepted for Docker compatibility"),
+):
+    """Disconnect a container from a network (removes its interface)."""
+    from runtime.containers import model as cmodel, networking
+    from runtime.syscalls import require_root
+
+    require_root("disconnect a container")
+    _, model = _prepare()
+    networking.disconnect(cmodel.get(container), model.get(network)["Name"])
+
+
+@net_app.command("rm")
+def rm(
+    networks: List[str] = typer.Argument(..., help="Network names or ids"),
+    force: bool = typer.Option(False, "-f", "--force", help="Disconnect attached containers first"),
+):
+    """Remove networks (refused while containers are attached, unless -f)."""
+    from runtime.errors import Conflict, NetdiagError
+    from runtime.syscalls import require_root
+
+    require_root("remove a network")
+    bridge, model = _prepare()
+    failed = False
+    for ref in networks:
+        try:
+            n = model.get(ref)
+            if n["Name"] in model.BUILTIN:
+                raise Conflict(f"{n['Name']} is a pre-defined network and cannot be removed", "", "")
+            bridge.delete(n, force=force)
+            print(ref)
+        except NetdiagError as e:
+            print(f"netdiag: error: {e}", file=sys.stderr)
+            failed = True
+    if failed:
+        raise typer.Exit(1)
+
+
+@net_app.command("prune")
+def prune(force: bool = typer.Option(False, "-f", "--force", help="Do not ask (prune never removes networks in use)")):
+    """Remove user-defined networks that no container uses."""
+    from runtime.syscalls import require_root
+
+    require_root("prune networks")
+    bridge, model = _prepare()
+    print("Deleted Networks:")
+    for n in model.bridges():
+        if n["Name"] not in model.BUILTIN and not n["Containers"]:
+            bridge.delete(n)
+            print(n["Name"])

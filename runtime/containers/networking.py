@@ -1,0 +1,129 @@
+"""A container's networks: attached by its monitor after the namespace exists and before the
+command runs; detached when it exits. eth0 is the first network, eth1... the ones connected later."""
+from __future__ import annotations
+
+from .. import store
+from ..errors import NetdiagError
+from . import model
+
+NO_NETNS = ("host",)
+
+
+def primary(c: model.Container) -> str:
+    return c.config["HostConfig"].get("NetworkMode", "none")
+
+
+def bridge_networks(c: model.Container) -> list[str]:
+    """Names of the bridge networks to attach, in interface order."""
+    if primary(c) in ("none", "host"):
+        return []
+    return list((c.config.get("NetworkSettings") or {}).get("Networks") or {})
+
+
+def attach_all(c: model.Container, pid: int) -> None:
+    """Attach every network (all or nothing), then write the container's hosts and resolv.conf."""
+    from ..networks import bridge, model as nets, ports
+
+    netns = f"/proc/{pid}/ns/net"
+    attached = []
+    try:
+        for i, name in enumerate(bridge_networks(c)):
+            net = nets.get(name)
+            bridge.ensure_resolver(net)
+            want = c.config["NetworkSettings"]["Networks"][name]
+            publish = []
+            if i == 0:
+                with store.locked("ports"):
+                    taken = [dict(p, container=cid) for n in nets.bridges() for cid, e in n["Containers"].items()
+                             if cid != c.id for p in e.get("Ports", [])]
+                    publish = ports.assign(c.config["HostConfig"].get("Publish") or [], taken)
+                    bridge.attach(net, c.config, netns, f"eth{i}", ip=(want.get("IPAMConfig") or {}).get("IPv4Address"),
+                                  aliases=want.get("Aliases") or [], default_route=True, publish=publish)
+            else:
+                bridge.attach(net, c.config, netns, f"eth{i}", ip=(want.get("IPAMConfig") or {}).get("IPv4Address"),
+                              aliases=want.get("Aliases") or [], default_route=False)
+            attached.append(net)
+    except BaseException:
+        for net in reversed(attached):
+            bridge.detach(net, c.id)
+        raise
+    write_etc(c)
+
+
+def connect(c: model.Container, name: str, ip: str | None, aliases: list[str]) -> dict:
+    """`network connect`: a new interface in a running container (or recorded for its next start)."""
+    from ..networks import bridge, model as nets
+
+    net = nets.get(name)
+    if net["Driver"] != "bridge":
+        raise NetdiagError(f"Cannot connect to network {name}", f"it is a {net['Driver']} network", "connect to a bridge network")
+    if primary(c) in ("none", "host"):
+        raise NetdiagError(f"Container {c.name} uses --network {primary(c)}", "it cannot join other networks", "run it on a bridge network")
+    settings = c.config.setdefault("NetworkSettings", {}).setdefault("Networks", {})
+    if name in settings:
+        raise NetdiagError(f"Container {c.name} is already connected to network {name}", "", "")
+    endpoint = None
+    if model.proc_ok(c):
+        endpoint = bridge.attach(net, c.config, f"/proc/{c.pid}/ns/net", f"eth{len(settings)}", ip=ip,
+                                 aliases=aliases, default_route=False)
+    settings[name] = {"IPAMConfig": {"IPv4Address": ip} if ip else None, "Aliases": aliases}
+    store.write_json(c.dir / "config.json", c.config)
+    if endpoint:
+        write_etc(c)
+    return endpoint or {}
+
+
+def disconnect(c: model.Container, name: str) -> None:
+    from ..networks import bridge, model as nets
+
+    settings = (c.config.get("NetworkSettings") or {}).get("Networks") or {}
+    net = nets.get(name)
+    if name not in settings and c.id not in net["Containers"]:
+        raise NetdiagError(f"Container {c.name} is not connected to network {name}", "", "")
+    bridge.detach(net, c.id)
+    settings.pop(name, None)
+    store.write_json(c.dir / "config.json", c.config)
+
+
+def detach_all(c: model.Container) -> None:
+    """After the container exited: release addresses, ports and rules. Never raises for missing pieces."""
+    from ..networks import bridge, model as nets
+
+    for net in nets.bridges():
+        if c.id in net["Containers"]:
+            bridge.detach(net, c.id)
+
+
+def endpoints(c: model.Container) -> dict[str, dict]:
+    from ..networks import model as nets
+
+    return {n["Name"]: n["Containers"][c.id] for n in nets.bridges() if c.id in n["Containers"]}
+
+
+def write_etc(c: model.Container) -> None:
+    """Rewrite hosts and resolv.conf in place: they are bind-mounted into the container."""
+    from ..networks import model as nets
+
+    eps = endpoints(c)
+    hostname = c.config["Config"]["Hostname"]
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    for e in eps.values():
+        lines.append(f"{e['IPv4Address'].split('/')[0]}\t{hostname}")
+    _write_in_place(c.dir / "hosts", "\n".join(lines) + "\n")
+    dns = c.config["HostConfig"].get("Dns") or []
+    first = bridge_networks(c)[:1]
+    if dns:
+        text = "".join(f"nameserver {s}\n" for s in dns)
+    elif first and first[0] != "bridge":
+        gw = nets.ipam(nets.get(first[0]))["Gateway"]
+        text = f"# netdiag embedded DNS of network {first[0]}\nnameserver {gw}\noptions ndots:0\n"
+    else:
+        return
+    _write_in_place(c.dir / "resolv.conf", text)
+
+
+def _write_in_place(path, text: str) -> None:
+    with open(path, "r+" if path.exists() else "w") as f:
+        f.seek(0)
+        f.write(text)
+        f.truncate()

@@ -1,0 +1,314 @@
+"""The bridge driver: Docker's default `bridge` (docker0, 172.17.0.0/16) and user-defined bridges.
+
+create/delete for networks, attach/detach for endpoints. Config is validated before any side
+effect; attach is all-or-nothing (rolled back in reverse order); detach and delete succeed when
+the kernel objects are already gone. Teardown removes firewall rules before links.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from ipaddress import IPv4Address, IPv4Network
+
+from .. import netlink, store
+from ..errors import Conflict, InvalidArgument, NetdiagError
+from . import ipam, model, sync
+
+DEFAULT_NAME, DEFAULT_DEVICE, FALLBACK_DEVICE = "bridge", "docker0", "netdiag0"
+_IFNAME = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")
+
+
+class SubnetOverlap(Conflict):
+    code = "SUBNET_OVERLAP"
+
+
+def _bool_opt(options: dict, key: str) -> None:
+    if key in options and str(options[key]).lower() not in ("true", "false", "1", "0"):
+        raise InvalidArgument(f"Invalid value {options[key]!r} for {key}", "it is true or false", f"use -o {key}=false")
+
+
+def validate_options(options: dict) -> dict:
+    for key in options:
+        if key not in model.KNOWN_OPTS:
+            raise InvalidArgument(f"Unknown bridge option {key!r}", f"known options: {', '.join(model.KNOWN_OPTS)}", "check the spelling")
+    name = options.get(model.OPT_BRIDGE_NAME)
+    if name is not None and not _IFNAME.match(name):
+        raise InvalidArgument(f"Invalid bridge name {name!r}", "interface names are 1-15 letters, digits, '_', '.' or '-'",
+                              "choose a shorter name, e.g. br-web")
+    if model.OPT_MTU in options:
+        try:
+            mtu = int(options[model.OPT_MTU])
+        except ValueError:
+            mtu = 0
+        if not 68 <= mtu <= 65535:
+            raise InvalidArgument(f"Invalid MTU {options[model.OPT_MTU]!r}", "the MTU is a number from 68 to 65535", "use e.g. -o com.docker.network.driver.mtu=1450")
+    for key in (model.OPT_ICC, model.OPT_MASQ):
+        _bool_opt(options, key)
+    return options
+
+
+def _used_subnets(exclude_id: str = "") -> list[tuple[IPv4Network, str]]:
+    """Subnets netdiag networks use, and the host's routes (other than via netdiag's own bridges)."""
+    ours = {n["netdiag"].get("Bridge") for n in model.bridges()}
+    out = [(IPv4Network(model.ipam(n)["Subnet"]), f"network {n['Name']}") for n in model.bridges()
+           if n["Id"] != exclude_id and model.ipam(n).get("Subnet")]
+    for dst, dev in netlink.routes_v4():
+        if dev not in ours:
+            out.append((dst, f"the host's route to {dst} via {dev or '?'}"))
+    return out
+
+
+def _check_overlap(subnet: IPv4Network, used: list[tuple[IPv4Network, str]]) -> None:
+    for other, what in used:
+        if subnet.overlaps(other):
+            raise SubnetOverlap(f"Subnet {subnet} overlaps {what}",
+                                "two networks with overlapping addresses make routing ambiguous (SUBNET_OVERLAP)",
+                                "choose another --subnet, or leave it out to get a free one")
+
+
+def create(name: str, *, subnet: str = "", gateway: str = "", ip_range: str = "", internal: bool = False,
+           options: dict | None = None, labels: dict | None = None, default: bool = False) -> dict:
+    """Validate, record, then realize (bridge device, firewall, resolver); undo all on failure."""
+    model.validate_name(name)
+    options = validate_options(dict(options or {}))
+    if name in model.BUILTIN and not default:
+        raise Conflict(f"Network name {name!r} is reserved", "bridge, host and none are the built-in networks", "choose another name")
+    if gateway and not subnet:
+        raise InvalidArgument("--gateway needs --subnet", "a gateway is chosen inside a subnet", "give --subnet too")
+    if ip_range and not subnet:
+        raise InvalidArgument("--ip-range needs --subnet", "", "give --subnet too")
+    sub = ipam.parse_subnet(subnet) if subnet else None
+    gw = ipam.parse_ip(gateway, "gateway") if gateway else None
+    rng = ipam.parse_subnet(ip_range) if ip_range else None
+    with store.locked("networks"):
+        if model.find(name) is not None:
+            raise Conflict(f"Network {name!r} already exists", "", f"use it, or remove it first ('netdiag network rm {name}')")
+        net = model.new_record(name, "bridge", internal=internal, options=options, labels=labels)
+        used = _used_subnets()
+        if sub is None:
+            sub = _pick_default_subnet(used) if default else ipam.free_pool([u for u, _ in used])
+        else:
+            _check_overlap(sub, used)
+        gw = gw or ipam.default_gateway(sub)
+        ipam.check_pool(sub, gw, rng)
+        device = options.get(model.OPT_BRIDGE_NAME) or (_default_device() if default else f"br-{net['Id'][:12]}")
+        if device != _default_device() and netlink.link_exists(device):
+            raise Conflict(f"Interface {device} already exists", "netdiag will not take over an interface it did not make",
+                           "choose another -o com.docker.network.bridge.name")
+        net["IPAM"]["Config"] = [{"Subnet": str(sub), "Gateway": str(gw), **({"IPRange": str(rng)} if rng else {})}]
+        net["netdiag"] = {"Bridge": device, "MTU": int(options.get(model.OPT_MTU, 1500))}
+        if default:
+            net["Options"].setdefault("com.docker.network.bridge.default_bridge", "true")
+            net["Options"].setdefault(model.OPT_BRIDGE_NAME, device)
+        model.save(net)
+    try:
+        realize(net)
+        if not default:
+            _start_resolver(net)
+    except BaseException:
+        delete(model.reload(net), force=True)
+        raise
+    return model.reload(net)
+
+
+def _default_device() -> str:
+    """docker0, unless a real Docker engine (or anyone else) owns it: then netdiag0."""
+    mine = [n for n in model.bridges() if n["Name"] == DEFAULT_NAME]
+    if mine:
+        return mine[0]["netdiag"]["Bridge"]
+    return FALLBACK_DEVICE if netlink.link_exists(DEFAULT_DEVICE) else DEFAULT_DEVICE
+
+
+def _pick_default_subnet(used: list[tuple[IPv4Network, str]]) -> IPv4Network:
+    if not any(ipam.DEFAULT_BRIDGE_SUBNET.overlaps(u) for u, _ in used):
+        return ipam.DEFAULT_BRIDGE_SUBNET
+    return ipam.free_pool([u for u, _ in used])
+
+
+def ensure_default() -> dict:
+    """The default `bridge` network, made on first use (like dockerd does at start)."""
+    net = model.find(DEFAULT_NAME)
+    if net is not None:
+        return net
+    net = create(DEFAULT_NAME, default=True)
+    cfg = model.ipam(net)
+    if net["netdiag"]["Bridge"] != DEFAULT_DEVICE or cfg["Subnet"] != str(ipam.DEFAULT_BRIDGE_SUBNET):
+        print(f"netdiag: note: the default bridge network uses {net['netdiag']['Bridge']} on {cfg['Subnet']}, because "
+              f"{DEFAULT_DEVICE} or {ipam.DEFAULT_BRIDGE_SUBNET} is already taken on this host", file=sys.stderr)
+    return net
+
+
+def realize(net: dict) -> None:
+    """Make the kernel match the record: bridge up with its gateway address, forwarding, firewall."""
+    cfg = model.ipam(net)
+    sub = IPv4Network(cfg["Subnet"])
+    netlink.ensure_bridge(net["netdiag"]["Bridge"], IPv4Address(cfg["Gateway"]), sub, net["netdiag"].get("MTU", 1500))
+    netlink.set_sysctl("net/ipv4/ip_forward", "1")
+    # published on 127.0.0.1: DNAT'd loopback traffic must be routable onto the bridge
+    netlink.set_sysctl(f"net/ipv4/conf/{net['netdiag']['Bridge']}/route_localnet", "1")
+    sync.apply()
+
+
+def delete(net: dict, force: bool = False) -> None:
+    """Remove a network: resolver, firewall rules, then the bridge device, then the record."""
+    if net["Containers"] and not force:
+        names = ", ".join(sorted(e["Name"] for e in net["Containers"].values()))
+        raise Conflict(f"Network {net['Name']} has active endpoints ({names})", "removing it would cut those containers off",
+                       f"disconnect them ('netdiag network disconnect {net['Name']} NAME') or use 'netdiag network rm -f'")
+    from . import dns
+
+    for cid in list(net["Containers"]):
+        detach(net, cid)
+    net = model.find(net["Id"]) or net
+    if net["netdiag"].get("DnsPid"):
+        dns.stop(net["netdiag"]["DnsPid"])
+    model.delete(net)
+    _records_file(net).unlink(missing_ok=True)
+    sync.apply()
+    netlink.delete_link(net["netdiag"]["Bridge"])
+
+
+# -- endpoints --------------------------------------------------------------------------------------
+
+def veth_name(container_id: str, net_id: str) -> str:
+    return "veth" + hashlib.sha256(f"{container_id}:{net_id}".encode()).hexdigest()[:7]
+
+
+def attach(net: dict, container: dict, netns_path: str, ifname: str, *, ip: str | None = None,
+           aliases: list[str] = (), default_route: bool = True, publish: list[dict] = ()) -> dict:
+    """Give a container (namespace at netns_path) an interface on this network. All or nothing."""
+    cid = container["Id"]
+    cfg = model.ipam(net)
+    sub, gw = IPv4Network(cfg["Subnet"]), IPv4Address(cfg["Gateway"])
+    rng = IPv4Network(cfg["IPRange"]) if cfg.get("IPRange") else None
+    with model.locked(net) as fresh:
+        used = [e["IPv4Address"].split("/")[0] for k, e in fresh["Containers"].items() if k != cid]
+        addr = ipam.allocate(sub, gw, rng, used, ip)
+        endpoint = {
+            "Name": container["Name"], "EndpointID": hashlib.sha256(f"{cid}:{net['Id']}:ep".encode()).hexdigest(),
+            "MacAddress": ipam.mac_for(addr), "IPv4Address": f"{addr}/{sub.prefixlen}", "IPv6Address": "",
+            "HostVeth": veth_name(cid, net["Id"]), "Interface": ifname, "Aliases": list(aliases),
+            "Ports": [dict(p) for p in publish],
+        }
+        fresh["Containers"][cid] = endpoint
+    done = []
+    try:
+        realize_if_missing(net)
+        netlink.add_veth_to_bridge(endpoint["HostVeth"], ifname, netns_path, net["netdiag"]["Bridge"],
+                                   net["netdiag"].get("MTU", 1500), endpoint["MacAddress"])
+        done.append("veth")
+        netlink.configure_endpoint(netns_path, ifname, addr, sub, gw if default_route and not net["Internal"] else None)
+        sync.apply()
+        done.append("firewall")
+        refresh_records()
+    except BaseException:
+        _undo_attach(net, cid, endpoint, done)
+        raise
+    return endpoint
+
+
+def _undo_attach(net: dict, cid: str, endpoint: dict, done: list[str]) -> None:
+    with model.locked(net) as fresh:
+        fresh["Containers"].pop(cid, None)
+    try:
+        sync.apply()
+    except NetdiagError:
+        pass
+    if "veth" in done:
+        netlink.delete_link(endpoint["HostVeth"])
+
+
+def realize_if_missing(net: dict) -> None:
+    if not netlink.link_exists(net["netdiag"]["Bridge"]):
+        realize(net)
+
+
+def detach(net: dict, cid: str) -> None:
+    """Remove a container's endpoint: record and rules first, then the link. Idempotent."""
+    endpoint = None
+    try:
+        with model.locked(net) as fresh:
+            endpoint = fresh["Containers"].pop(cid, None)
+    except NetdiagError:
+        return
+    sync.apply()
+    if endpoint:
+        netlink.delete_link(endpoint["HostVeth"])
+    refresh_records()
+
+
+# -- embedded DNS -----------------------------------------------------------------------------------
+
+def _records_file(net: dict):
+    return model.nets_dir() / f"{net['Id']}.dns.json"
+
+
+def _upstream() -> list[str]:
+    import os
+
+    env = os.environ.get("NETDIAG_DNS_UPSTREAM")
+    if env is not None:
+        return [s for s in env.split(",") if s]
+    servers = []
+    try:
+        for line in open("/etc/resolv.conf"):
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "nameserver" and not parts[1].startswith("127."):
+                servers.append(parts[1])
+    except OSError:
+        pass
+    return servers
+
+
+def _names(net: dict) -> dict[str, list[str]]:
+    records: dict[str, list[str]] = {}
+    for cid, e in net["Containers"].items():
+        ip = e["IPv4Address"].split("/")[0]
+        for name in [e["Name"], cid[:12], *e.get("Aliases", [])]:
+            records.setdefault(name.lower(), []).append(ip)
+    return records
+
+
+def _write_records(net: dict | None) -> None:
+    """The resolver's view of a network: its own names, and for each of its containers the names of
+    the other user-defined networks that container is on (Docker resolves across all of them)."""
+    if net is None or net["Name"] == DEFAULT_NAME:
+        return
+    others = [n for n in model.bridges() if n["Id"] != net["Id"] and n["Name"] != DEFAULT_NAME]
+    clients = {}
+    for cid, e in net["Containers"].items():
+        seen: dict[str, list[str]] = {}
+        for other in others:
+            if cid in other["Containers"]:
+                for name, ips in _names(other).items():
+                    seen.setdefault(name, []).extend(ips)
+        if seen:
+            clients[e["IPv4Address"].split("/")[0]] = seen
+    store.write_json(_records_file(net), {"network": net["Id"], "internal": net["Internal"],
+                                          "upstream": [] if net["Internal"] else _upstream(),
+                                          "records": _names(net), "clients": clients})
+
+
+def refresh_records() -> None:
+    """Rewrite every resolver's view (after an endpoint anywhere came or went)."""
+    for net in model.bridges():
+        _write_records(net)
+
+
+def _start_resolver(net: dict) -> None:
+    from . import dns
+
+    _write_records(net)
+    pid = dns.start(model.ipam(net)["Gateway"], str(_records_file(net)))
+    with model.locked(net) as fresh:
+        fresh["netdiag"]["DnsPid"] = pid
+
+
+def ensure_resolver(net: dict) -> None:
+    """Restart a network's resolver if it died (e.g. after the lab or host restarted)."""
+    from ..syscalls import pid_alive
+
+    if net["Name"] == DEFAULT_NAME or pid_alive(int(net["netdiag"].get("DnsPid") or 0)):
+        return
+    _start_resolver(net)

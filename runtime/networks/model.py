@@ -1,0 +1,134 @@
+"""Network records: NETDIAG_ROOT/networks/<id>.json, with Docker's field names.
+
+A record holds the network's config (IPAM, options, labels) and its endpoints under "Containers",
+plus netdiag's own facts under "netdiag" (bridge device, resolver pid). Endpoint changes happen
+under the network's lock, so parallel `run`s never hand out one address twice.
+"""
+from __future__ import annotations
+
+import contextlib
+import secrets
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from .. import paths, store
+from ..errors import Conflict, InvalidArgument, NotFound
+
+BUILTIN = ("bridge", "host", "none")
+OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
+OPT_MTU = "com.docker.network.driver.mtu"
+OPT_ICC = "com.docker.network.bridge.enable_icc"
+OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
+KNOWN_OPTS = (OPT_BRIDGE_NAME, OPT_MTU, OPT_ICC, OPT_MASQ, "com.docker.network.bridge.default_bridge")
+
+
+def nets_dir() -> Path:
+    return paths.root() / "networks"
+
+
+def _path(net_id: str) -> Path:
+    return nets_dir() / f"{net_id}.json"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def list_all() -> list[dict]:
+    d = nets_dir()
+    if not d.is_dir():
+        return []
+    out = [store.read_json(p) for p in d.glob("*.json") if not p.name.endswith(".dns.json")]
+    return sorted((n for n in out if n), key=lambda n: (n["Name"] not in BUILTIN, n["Name"]))
+
+
+def bridges() -> list[dict]:
+    return [n for n in list_all() if n["Driver"] == "bridge"]
+
+
+def get(ref: str) -> dict:
+    every = list_all()
+    for n in every:
+        if n["Name"] == ref or n["Id"] == ref:
+            return n
+    hits = [n for n in every if len(ref) >= 3 and n["Id"].startswith(ref)]
+    if len(hits) == 1:
+        return hits[0]
+    if len(hits) > 1:
+        raise Conflict(f"Network id prefix {ref!r} is ambiguous", "", "give more of the id, or the name")
+    raise NotFound(f"No such network: {ref}", "", "list networks with 'netdiag network ls', or create it with 'netdiag network create'")
+
+
+def find(ref: str) -> dict | None:
+    try:
+        return get(ref)
+    except NotFound:
+        return None
+
+
+def save(net: dict) -> None:
+    store.write_json(_path(net["Id"]), net)
+
+
+def delete(net: dict) -> None:
+    _path(net["Id"]).unlink(missing_ok=True)
+
+
+def reload(net: dict) -> dict:
+    fresh = store.read_json(_path(net["Id"]))
+    if fresh is None:
+        raise NotFound(f"Network {net['Name']} was removed", "", "")
+    return fresh
+
+
+@contextlib.contextmanager
+def locked(net: dict) -> Iterator[dict]:
+    """The network's record, fresh, under its lock; saved on exit unless an exception escapes."""
+    with store.locked("net-" + net["Id"][:16]):
+        fresh = reload(net)
+        yield fresh
+        save(fresh)
+
+
+def new_record(name: str, driver: str, *, subnet: str = "", gateway: str = "", ip_range: str = "",
+               internal: bool = False, options: dict | None = None, labels: dict | None = None) -> dict:
+    ipam_cfg = []
+    if subnet:
+        entry = {"Subnet": subnet, "Gateway": gateway}
+        if ip_range:
+            entry["IPRange"] = ip_range
+        ipam_cfg.append(entry)
+    return {
+        "Name": name, "Id": secrets.token_hex(32), "Created": now_iso(), "Scope": "local", "Driver": driver,
+        "EnableIPv6": False, "IPAM": {"Driver": "default", "Options": {}, "Config": ipam_cfg},
+        "Internal": internal, "Attachable": False, "Ingress": False, "ConfigOnly": False,
+        "Options": dict(options or {}), "Labels": dict(labels or {}), "Containers": {}, "netdiag": {},
+    }
+
+
+def validate_name(name: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}", name):
+        raise InvalidArgument(f"Invalid network name {name!r}", "names start with a letter or digit and contain letters, digits, '_', '.', '-' (at most 64)",
+                              "choose a name like 'backend'")
+    return name
+
+
+def ensure_builtin_records() -> None:
+    """`host` and `none` exist as records (as in `docker network ls`); `bridge` is made by its driver."""
+    for name, driver in (("host", "host"), ("none", "null")):
+        if find(name) is None:
+            with store.locked("networks"):
+                if find(name) is None:
+                    save(new_record(name, driver))
+
+
+def flag(net: dict, option: str, default: bool = True) -> bool:
+    value = str(net["Options"].get(option, str(default))).lower()
+    return value in ("true", "1", "yes")
+
+
+def ipam(net: dict) -> dict:
+    return net["IPAM"]["Config"][0] if net["IPAM"]["Config"] else {}

@@ -1,0 +1,239 @@
+"""Bridge networking in a lab host: Docker's default bridge, user-defined bridges, publishing,
+isolation, DNS, IPAM under parallel load, idempotent teardown, reconciliation after a flush."""
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _net(lab, name):
+    return json.loads(lab.ok("network", "inspect", name))[0]
+
+
+def _ip_of(lab, ctr, net="bridge"):
+    return json.loads(lab.ok("inspect", ctr))[0]["NetworkSettings"]["Networks"][net]["IPAddress"]
+
+
+def _web(lab, name, *extra, body=None, port=80):
+    body = body or name
+    lab.ok("run", "-d", "--name", name, *extra, "busybox", "sh", "-c",
+           f"mkdir -p /www && echo {body} > /www/index.html && exec httpd -f -p {port} -h /www")
+
+
+def _get(lab, ctr, url, timeout=3):
+    return lab.run("exec", ctr, "timeout", str(timeout), "wget", "-q", "-O", "-", url)
+
+
+def test_default_bridge_is_docker0_with_sequential_addresses_and_docker_macs(lab):
+    lab.ok("run", "-d", "--name", "a", "busybox", "sleep", "60")
+    lab.ok("run", "-d", "--name", "b", "busybox", "sleep", "60")
+    net = _net(lab, "bridge")
+    assert net["Bridge"] == "docker0" and net["IPAM"]["Config"] == [{"Subnet": "172.17.0.0/16", "Gateway": "172.17.0.1"}]
+    eps = {e["Name"]: e for e in net["Containers"].values()}
+    assert eps["a"]["IPv4Address"] == "172.17.0.2/16" and eps["b"]["IPv4Address"] == "172.17.0.3/16"
+    assert eps["a"]["MacAddress"] == "02:42:ac:11:00:02"
+    # the veth's host end is on docker0, its peer is the container's eth0 (born there, same MAC)
+    link = lab.in_lab("ip", "-o", "link", "show", eps["a"]["HostVeth"]).stdout
+    assert "master docker0" in link and "state UP" in link
+    inside = lab.ok("exec", "a", "ip", "-o", "link", "show", "eth0")
+    assert "02:42:ac:11:00:02" in inside
+    assert "default via 172.17.0.1" in lab.ok("exec", "a", "ip", "route")
+    # by IP yes, by name no: the default bridge has no name resolution, exactly like Docker
+    assert lab.run("exec", "a", "ping", "-c", "1", "-W", "2", "172.17.0.3").returncode == 0
+    assert lab.run("exec", "a", "ping", "-c", "1", "-W", "2", "b").returncode != 0
+    assert "172.17.0.2" in lab.ok("ps") or "a" in lab.ok("ps")
+
+
+def test_default_bridge_falls_back_when_docker0_is_taken(lab):
+    lab.in_lab("ip", "link", "add", "docker0", "type", "bridge")  # e.g. a real Docker engine's
+    lab.in_lab("ip", "addr", "add", "172.17.0.1/16", "dev", "docker0")
+    lab.in_lab("ip", "link", "set", "docker0", "up")
+    p = lab.run("run", "--rm", "busybox", "ip", "-o", "addr", "show", "eth0")
+    assert p.returncode == 0, p.stderr
+    assert "netdiag0" in p.stderr and "172.18.0.2" in p.stdout
+    assert _net(lab, "bridge")["Bridge"] == "netdiag0"
+
+
+def test_container_reaches_outside_through_masquerade(lab, tmp_path):
+    server = lab.outside_server(tmp_path)
+    lab.ok("run", "-d", "--name", "c", "busybox", "sleep", "60")
+    p = _get(lab, "c", "http://203.0.113.1/")
+    assert p.stdout == "outside\n", p.stderr
+    server.kill()
+    log = server.communicate()[1]
+    assert "203.0.113.2" in log and "172.17." not in log  # the outside saw the lab host, not the container
+
+
+def test_published_port_from_outside_host_and_hairpin_but_not_unpublished(lab):
+    _web(lab, "web", "-p", "8080:80", body="hello")
+    assert lab.outside_get("http://203.0.113.2:8080/").stdout == "hello\n"          # from another host
+    assert lab.lab_get("http://203.0.113.2:8080/").stdout == "hello\n"              # from the host itself
+    assert lab.lab_get("http://127.0.0.1:8080/").stdout == "hello\n"                # host loopback
+    assert _get(lab, "web", "http://203.0.113.2:8080/").stdout == "hello\n"         # hairpin to itself
+    assert "0.0.0.0:8080->80/tcp" in lab.ok("ps")
+    # an unpublished port and the container's address are not reachable from outside the host
+    lab.outside_run("ip", "route", "add", "172.17.0.0/16", "via", "203.0.113.2")
+    assert lab.outside_get("http://172.17.0.2:80/", timeout=2).returncode != 0
+    assert lab.outside_get("http://203.0.113.2:80/", timeout=2).returncode != 0
+
+
+def test_port_published_on_loopback_is_not_reachable_from_other_hosts(lab):
+    _web(lab, "local", "-p", "127.0.0.1:9090:80", body="local")
+    assert lab.lab_get("http://127.0.0.1:9090/").stdout == "local\n"
+    assert lab.outside_get("http://203.0.113.2:9090/", timeout=2).returncode != 0
+
+
+def test_port_range_is_one_rule_and_works(lab):
+    lab.ok("run", "-d", "--name", "r", "-p", "20000-20999:20000-20999", "busybox", "sh", "-c",
+           "mkdir /www && echo range > /www/index.html && httpd -p 20500 -h /www && exec sleep 60")
+    rules = lab.in_lab("nft", "list", "chain", "ip", "netdiag", "published").stdout
+    assert rules.count("dnat") == 1 and "20000-20999" in rules
+    assert lab.outside_get("http://203.0.113.2:20500/").stdout == "range\n"
+
+
+def test_user_networks_are_isolated_and_resolve_names_and_aliases(lab):
+    lab.ok("network", "create", "front")
+    lab.ok("network", "create", "back", "--subnet", "10.50.0.0/24", "--gateway", "10.50.0.254")
+    _web(lab, "api", "--network", "back", "--network-alias", "db", body="api")
+    lab.ok("run", "-d", "--name", "cli", "--network", "back", "busybox", "sleep", "60")
+    lab.ok("run", "-d", "--name", "other", "--network", "front", "busybox", "sleep", "60")
+    assert _ip_of(lab, "api", "back") == "10.50.0.1"
+    assert _get(lab, "cli", "http://api/").stdout == "api\n"
+    assert _get(lab, "cli", "http://db/").stdout == "api\n"
+    assert "nameserver 10.50.0.254" in lab.ok("exec", "cli", "cat", "/etc/resolv.conf")
+    # a different bridge network cannot reach it, by address or by name
+    assert _get(lab, "other", "http://10.50.0.1/", timeout=2).returncode != 0
+    assert _get(lab, "other", "http://api/", timeout=2).returncode != 0
+    # network connect adds eth1 and makes it reachable; disconnect takes it away
+    lab.ok("network", "connect", "back", "other")
+    assert "eth1" in lab.ok("exec", "other", "ip", "-o", "link")
+    assert _get(lab, "other", "http://api/").stdout == "api\n"
+    lab.ok("network", "disconnect", "back", "other")
+    assert "eth1" not in lab.ok("exec", "other", "ip", "-o", "link")
+
+
+def test_icc_disabled_blocks_container_to_container_only(lab, tmp_path):
+    lab.outside_server(tmp_path)
+    lab.ok("network", "create", "-o", "com.docker.network.bridge.enable_icc=false", "noicc")
+    _web(lab, "s1", "--network", "noicc")
+    lab.ok("run", "-d", "--name", "s2", "--network", "noicc", "busybox", "sleep", "60")
+    assert _get(lab, "s2", f"http://{_ip_of(lab, 's1', 'noicc')}/", timeout=2).returncode != 0
+    assert _get(lab, "s2", "http://203.0.113.1/").stdout == "outside\n"
+
+
+def test_internal_network_has_no_way_out(lab, tmp_path):
+    lab.outside_server(tmp_path)
+    lab.ok("network", "create", "--internal", "vault")
+    _web(lab, "secret", "--network", "vault")
+    lab.ok("run", "-d", "--name", "peer", "--network", "vault", "busybox", "sleep", "60")
+    assert _get(lab, "peer", "http://secret/").stdout == "secret\n"
+    assert lab.ok("exec", "peer", "ip", "route").count("default") == 0
+    assert _get(lab, "peer", "http://203.0.113.1/", timeout=2).returncode != 0
+
+
+def test_fifty_parallel_runs_get_fifty_distinct_addresses(lab):
+    lab.ok("network", "create", "par", "--subnet", "10.60.0.0/24", "--ip-range", "10.60.0.128/25")
+    lab.ok("images")
+
+    def one(i):
+        return lab.run("run", "-d", "--network", "par", "--name", f"p{i}", "busybox", "sleep", "120", timeout=120)
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        results = list(pool.map(one, range(50)))
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results if r.returncode]
+    addrs = [e["IPv4Address"] for e in _net(lab, "par")["Containers"].values()]
+    assert len(set(addrs)) == 50
+    assert all(a.startswith("10.60.0.") and 128 <= int(a.split(".")[3].split("/")[0]) < 255 for a in addrs)
+
+
+def test_static_ip_and_its_conflicts(lab):
+    lab.ok("network", "create", "st", "--subnet", "10.70.0.0/24")
+    lab.ok("run", "-d", "--name", "fixed", "--network", "st", "--ip", "10.70.0.50", "busybox", "sleep", "60")
+    assert _ip_of(lab, "fixed", "st") == "10.70.0.50"
+    p = lab.run("run", "-d", "--name", "clash", "--network", "st", "--ip", "10.70.0.50", "busybox", "sleep", "60")
+    assert p.returncode != 0 and "already in use" in p.stderr
+    p = lab.run("run", "-d", "--network", "st", "--ip", "10.70.0.1", "busybox", "true")
+    assert p.returncode != 0 and "gateway" in p.stderr
+    # the failed attaches left nothing: no record, no veth, no endpoint
+    assert [c["Name"] for c in _net(lab, "st")["Containers"].values()] == ["fixed"]
+    assert lab.in_lab("ip", "-o", "link").stdout.count("veth") == 1
+
+
+def test_restart_brings_networking_back(lab):
+    lab.ok("network", "create", "rs")
+    _web(lab, "w", "--network", "rs", "-p", "8181:80")
+    lab.ok("restart", "-t", "0", "w")
+    assert lab.outside_get("http://203.0.113.2:8181/").stdout == "w\n"
+    lab.ok("stop", "-t", "0", "w")
+    assert _net(lab, "rs")["Containers"] == {}
+    assert lab.outside_get("http://203.0.113.2:8181/", timeout=2).returncode != 0
+
+
+def test_network_rm_refuses_with_endpoints_and_teardown_is_idempotent(lab):
+    lab.ok("network", "create", "gone")
+    lab.ok("run", "-d", "--name", "g", "--network", "gone", "busybox", "sleep", "60")
+    p = lab.run("network", "rm", "gone")
+    assert p.returncode != 0 and "(g)" in p.stderr
+    bridge = _net(lab, "gone")["Bridge"]
+    lab.in_lab("ip", "link", "del", bridge)  # the kernel object vanished behind netdiag's back
+    lab.ok("network", "rm", "-f", "gone")
+    assert "gone" not in lab.ok("network", "ls")
+    lab.ok("rm", "-f", "g")
+    assert "netdiag" not in lab.in_lab("nft", "list", "tables").stdout or lab.ok("network", "ls")
+
+
+def test_rules_are_restored_after_a_flush(lab):
+    _web(lab, "f", "-p", "8282:80")
+    assert lab.outside_get("http://203.0.113.2:8282/").stdout == "f\n"
+    lab.in_lab("nft", "flush", "table", "ip", "netdiag")
+    assert lab.outside_get("http://203.0.113.2:8282/", timeout=2).returncode != 0
+    lab.ok("network", "ls")  # any netdiag network command reconciles
+    assert lab.outside_get("http://203.0.113.2:8282/").stdout == "f\n"
+
+
+def test_other_tables_are_never_touched(lab):
+    lab.in_lab("nft", "add", "table", "inet", "theirs")
+    lab.in_lab("nft", "add", "chain", "inet", "theirs", "c", "{ type filter hook input priority 0; }")
+    _web(lab, "t", "-p", "8383:80")
+    lab.ok("rm", "-f", "t")
+    assert "table inet theirs" in lab.in_lab("nft", "list", "tables").stdout
+
+
+def test_dns_forwards_upstream_except_from_internal_networks(lab, tmp_path):
+    records = tmp_path / "upstream.json"
+    records.write_text(json.dumps({"network": "x", "internal": True, "upstream": [], "records": {"example.test": ["203.0.113.99"]}}))
+    upstream = subprocess.Popen([sys.executable, "-m", "runtime.networks.dns", "--listen", "203.0.113.1", "--port", "53",
+                                 "--records", str(records)], preexec_fn=lab.enter(lab.outside))
+    lab._procs.append(upstream)
+    lab.ok("network", "create", "open")
+    lab.ok("network", "create", "--internal", "closed")
+    lab.ok("run", "-d", "--name", "o", "--network", "open", "busybox", "sleep", "60")
+    lab.ok("run", "-d", "--name", "i", "--network", "closed", "busybox", "sleep", "60")
+    assert "203.0.113.99" in lab.ok("exec", "o", "nslookup", "example.test")
+    assert "203.0.113.99" not in lab.run("exec", "i", "nslookup", "example.test").stdout
+
+
+@pytest.mark.parametrize("args,words", [
+    (["network", "create", "--subnet", "10.0.0.0/33", "x"], "Invalid subnet"),
+    (["network", "create", "--subnet", "10.1.0.0/24", "--gateway", "10.2.0.1", "x"], "outside subnet"),
+    (["network", "create", "-o", "com.docker.network.bridge.name=averyveryverylongname", "x"], "Invalid bridge name"),
+    (["network", "create", "--subnet", "203.0.113.0/25", "x"], "overlaps"),
+    (["run", "--rm", "-p", "70000:80", "busybox", "true"], "Invalid host port"),
+    (["run", "--rm", "--network", "nosuchnet", "busybox", "true"], "Unknown network"),
+    (["network", "create", "bridge"], "reserved"),
+])
+def test_bad_network_input_is_a_clear_error_and_creates_nothing(lab, args, words):
+    p = lab.run(*args)
+    assert p.returncode != 0 and words in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert "x" not in [n["Name"] for n in map(json.loads, lab.ok("network", "ls", "--format", "json").splitlines())]
+    assert "br-" not in lab.in_lab("ip", "-o", "link").stdout
+
+
+def test_overlapping_user_subnets_are_refused(lab):
+    lab.ok("network", "create", "--subnet", "10.80.0.0/16", "one")
+    p = lab.run("network", "create", "--subnet", "10.80.5.0/24", "two")
+    assert p.returncode != 0 and "SUBNET_OVERLAP" in p.stderr
