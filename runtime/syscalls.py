@@ -1,12 +1,12 @@
 """The few Linux syscalls Python 3.11's os module lacks, via libc (no subprocesses, no strings)."""
 import ctypes
-import ctypes.util
 import errno
 import os
 
 from .errors import KernelError
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# glibc's soname, loaded directly: ctypes.util.find_library would spawn `ldconfig -p` on every command
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000

@@ -18,12 +18,28 @@ app = typer.Typer(
 )
 
 
-def _register() -> None:
-    from . import build, containers, images, network, system  # noqa: F401  (each registers its commands)
+# Which module registers which top-level command: a command line imports (and typer converts)
+# only its own module, which keeps every command's start-up short. `--help` alone loads them all.
+_MODULES = {
+    "containers": ("run", "ps", "exec", "logs", "stop", "kill", "rm", "start", "restart", "inspect"),
+    "images": ("images", "image", "rmi", "import", "save", "load"),
+    "build": ("build",),
+    "network": ("network",),
+    "system": ("system", "version", "demo"),
+}
+
+
+def _register(argv: list[str] | None = None) -> None:
+    import importlib
+
+    first = next((a for a in (argv or []) if not a.startswith("-")), None)
+    wanted = [m for m, cmds in _MODULES.items() if first in cmds] or list(_MODULES)
+    for module in wanted:
+        importlib.import_module(f"{__package__}.{module}")
 
 
 def main() -> None:
-    _register()
+    _register(sys.argv[1:])
     try:
         rc = app(standalone_mode=False)  # returns typer.Exit's code instead of exiting
         sys.exit(rc if isinstance(rc, int) else 0)

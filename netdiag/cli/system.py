@@ -9,13 +9,18 @@ app.add_typer(system_app, name="system")
 
 @system_app.command("prune")
 def prune(force: bool = typer.Option(False, "-f", "--force", help="Do not ask (always on: prune only removes netdiag's own objects)")):
-    """Remove stopped containers and everything a killed command left behind.
+    """Remove stopped containers, unused networks, and everything a killed command left behind.
 
-    Only netdiag's own objects are touched: its records under NETDIAG_ROOT and the cgroups under
-    its cgroup parent. Running containers stay."""
+    Only netdiag's own objects are touched: its records under NETDIAG_ROOT, the cgroups under its
+    cgroup parent, its own bridges and nftables tables. Running containers stay."""
     from runtime.containers import lifecycle
+    from runtime.networks import bridge, model
 
     removed = lifecycle.prune()
+    for net in model.bridges():  # like Docker: user-defined networks no container uses
+        if net["Name"] not in model.BUILTIN and not net["Containers"]:
+            bridge.delete(net)
+            removed.append(f"network {net['Name']}")
     for item in removed:
         print(f"Deleted: {item}")
     print(f"Total reclaimed: {len(removed)} object(s)")

@@ -22,6 +22,8 @@ def bridge_networks(c: model.Container) -> list[str]:
 
 def attach_all(c: model.Container, pid: int) -> None:
     """Attach every network (all or nothing), then write the container's hosts and resolv.conf."""
+    if not bridge_networks(c):
+        return
     from ..networks import bridge, model as nets, ports
 
     netns = f"/proc/{pid}/ns/net"
@@ -87,6 +89,8 @@ def disconnect(c: model.Container, name: str) -> None:
 
 def detach_all(c: model.Container) -> None:
     """After the container exited: release addresses, ports and rules. Never raises for missing pieces."""
+    if not bridge_networks(c):
+        return
     from ..networks import bridge, model as nets
 
     for net in nets.bridges():
