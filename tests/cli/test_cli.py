@@ -1,0 +1,42 @@
+"""The CLI as a user meets it: help that explains, fast start-up paths, clear usage errors, the demo."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def _netdiag(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "netdiag", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def test_help_lists_the_docker_commands():
+    out = _netdiag("--help").stdout
+    for cmd in ("run", "ps", "exec", "logs", "stop", "rm", "inspect", "images", "build", "network", "system"):
+        assert cmd in out
+
+
+def test_commands_do_not_import_scapy_or_pyroute2():
+    code = ("import sys; sys.argv=['netdiag', 'ps']; from netdiag.cli import main as m\n"
+            "try:\n    m.main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted(k for k in sys.modules if k.split('.')[0] in ('scapy', 'pyroute2')))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "NETDIAG_ROOT": "/nonexistent-netdiag-root"})
+    assert p.stdout.strip().endswith("[]"), p.stdout + p.stderr
+
+
+def test_usage_errors_exit_2_without_traceback():
+    p = _netdiag("run", "--bogus", "busybox")
+    assert p.returncode == 2 and "No such option" in p.stderr and "Traceback" not in p.stderr
+    p = _netdiag("nosuchcommand")
+    assert p.returncode == 2
+
+
+@pytest.mark.integration
+def test_demo_runs_on_the_defaults_and_leaves_nothing(tmp_path):
+    before = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    p = _netdiag("demo")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    assert "nothing left behind" in p.stdout and "api says hi" in p.stdout and "hello from netdiag" in p.stdout
+    assert subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout == before
