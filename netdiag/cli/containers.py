@@ -250,10 +250,20 @@ def restart(
 
 @app.command()
 def inspect(
-    objects: List[str] = typer.Argument(..., help="Container or image names or ids"),
+    objects: List[str] = typer.Argument(..., help="Containers or images (Docker JSON); with --net: container, ns:NAME, pid:N, host or an IP"),
     type_: Optional[str] = typer.Option(None, "--type", help="container or image (default: try both)"),
+    net: bool = typer.Option(False, "--net", help="The network view: interfaces, routes, sockets, resolver, veth peer, bridge, published ports, rules"),
+    json_out: bool = typer.Option(False, "--json", help="With --net: print the view as JSON"),
+    snapshot: Optional[str] = typer.Option(None, "--snapshot", help="With --net: read a snapshot file instead of the live host"),
 ):
-    """Low-level JSON about containers or images, with Docker's field names."""
+    """Docker's JSON for containers or images; with --net, what a namespace's network looks like.
+
+    ns:NAME, pid:N, host and IP targets always get the network view."""
+    if net or snapshot or json_out or any(_is_net_target(o) for o in objects):
+        from .observe import net_inspect
+
+        net_inspect(objects, json_out, snapshot)
+        return
     from runtime.containers import inspect as ins, model
     from runtime.errors import NotFound
     from runtime.images import store as images
@@ -269,3 +279,15 @@ def inspect(
                     raise
         out.append(ins.image_json(images.get(ref)))
     print_json(out)
+
+
+def _is_net_target(ref: str) -> bool:
+    import ipaddress
+
+    if ref == "host" or ref.startswith(("ns:", "pid:")):
+        return True
+    try:
+        ipaddress.ip_address(ref)
+        return True
+    except ValueError:
+        return False

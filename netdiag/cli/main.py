@@ -26,6 +26,7 @@ _MODULES = {
     "build": ("build",),
     "network": ("network",),
     "system": ("system", "version", "demo"),
+    "observe": ("snapshot", "topo"),
 }
 
 

@@ -1,0 +1,170 @@
+"""The host model: a read-only view over a snapshot (live or loaded from a file) with the lookups
+reasoning needs. Pure: no kernel access, so every diagnosis can be replayed offline."""
+from __future__ import annotations
+
+import ipaddress
+import json
+from pathlib import Path
+
+from runtime.errors import InvalidArgument, NetdiagError, NotFound
+
+from .observe.snapshot import SCHEMA
+
+
+class Model:
+    def __init__(self, snap: dict):
+        if snap.get("schema") != SCHEMA:
+            raise InvalidArgument(f"Unsupported snapshot format {snap.get('schema')!r}", f"this netdiag reads {SCHEMA}",
+                                  "take the snapshot again with this version ('netdiag snapshot -o FILE')")
+        self.snap = snap
+        self.namespaces: dict[str, dict] = snap["namespaces"]
+        self.host: dict = self.namespaces[snap["host"]]
+
+    # -- loading -----------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str) -> "Model":
+        try:
+            with open(path) as f:
+                return cls(json.load(f))
+        except OSError as e:
+            raise InvalidArgument(f"Cannot read snapshot {path}", e.strerror or str(e), "check the path") from None
+        except ValueError as e:
+            raise InvalidArgument(f"Snapshot {path} is not valid JSON", str(e), "take it again with 'netdiag snapshot -o FILE'") from None
+
+    @classmethod
+    def live(cls, only_targets: list[str] | None = None) -> "Model":
+        from .observe.snapshot import build
+
+        return cls(build())
+
+    def save(self, path: str) -> None:
+        Path(path).write_text(json.dumps(self.snap, indent=1, sort_keys=True) + "\n")
+
+    # -- lookups -----------------------------------------------------------------------------------
+    def containers(self) -> list[dict]:
+        return self.snap.get("containers", [])
+
+    def container(self, ref: str) -> dict | None:
+        hits = [c for c in self.containers() if c["name"] == ref.lstrip("/") or c["id"] == ref]
+        if not hits and len(ref) >= 3 and all(ch in "0123456789abcdef" for ch in ref):
+            hits = [c for c in self.containers() if c["id"].startswith(ref)]
+        if len(hits) > 1:
+            raise NetdiagError(f"{ref!r} matches {len(hits)} containers", "", "give more of the id, or the name")
+        return hits[0] if hits else None
+
+    def resolve(self, target: str) -> dict:
+        """A target (container name/id, ns:NAME, pid:N, host, or an IP address) -> its namespace."""
+        if target == "host":
+            return self.host
+        if target.startswith("ns:"):
+            name = target[3:]
+            for ns in self.namespaces.values():
+                if name in ns.get("netns_names", []):
+                    return ns
+            raise NotFound(f"No network namespace named {name!r}", "", "list them with 'ip netns list'")
+        if target.startswith("pid:"):
+            pid = target[4:]
+            if not pid.isdigit():
+                raise InvalidArgument(f"Invalid target {target!r}", "pid:N takes a process id", "e.g. pid:1234")
+            for ns in self.namespaces.values():
+                if int(pid) in ns.get("pids", []):
+                    return ns
+            raise NotFound(f"No process {pid} in any observed namespace", "", "check the pid (it may have exited)")
+        c = self.container(target)
+        if c is not None:
+            if c.get("ns") in self.namespaces:
+                return self.namespaces[c["ns"]]
+            if c.get("network_mode") == "host":
+                return self.host
+            raise NotFound(f"Container {target} has no observable network namespace", "it may have just exited", "")
+        try:
+            ip = ipaddress.ip_address(target)
+        except ValueError:
+            raise NotFound(f"No such target: {target}",
+                           "a target is a container name or id, ns:NAME, pid:N, host, or an IP address",
+                           "list containers with 'netdiag ps' and namespaces with 'ip netns list'") from None
+        owner = self.owner_of_ip(str(ip))
+        if owner is None:
+            raise NotFound(f"No observed namespace has the address {ip}", "", "")
+        return owner
+
+    def owner_of_ip(self, ip: str) -> dict | None:
+        """The namespace with `ip` on an interface; a container beats the host (hairpin DNAT aside)."""
+        hits = [ns for ns in self.namespaces.values() for a in ns["addresses"] if a.get("local", a["address"]) == ip]
+        hits.sort(key=lambda ns: ns["kind"] != "container")
+        return hits[0] if hits else None
+
+    def link(self, ns: dict, name: str) -> dict | None:
+        return next((link for link in ns["links"] if link["name"] == name), None)
+
+    def peer(self, ns: dict, link: dict) -> tuple[dict, dict] | None:
+        p = link.get("peer") or {}
+        other = self.namespaces.get(p.get("ns"))
+        if not other:
+            return None
+        peer = next((x for x in other["links"] if x["index"] == p["index"]), None)
+        return (other, peer) if peer else None
+
+    def addresses(self, ns: dict, ifname: str) -> list[str]:
+        return [f"{a['address']}/{a['prefixlen']}" for a in ns["addresses"] if a["ifname"] == ifname]
+
+    def container_of(self, ns: dict) -> dict | None:
+        return next((c for c in self.containers() if c.get("ns") == ns["id"]), None)
+
+    def nft_rules(self, ns: dict) -> list[dict]:
+        """Every rule of the namespace's nftables ruleset as {family, table, chain, handle, text, expr}."""
+        rules = []
+        for item in (ns.get("nftables") or {}).get("nftables", []):
+            rule = item.get("rule")
+            if rule:
+                rules.append({"family": rule["family"], "table": rule["table"], "chain": rule["chain"],
+                              "handle": rule.get("handle"), "comment": rule.get("comment", ""), "expr": rule.get("expr", []),
+                              "text": rule_text(rule)})
+        return rules
+
+
+def rule_text(rule: dict) -> str:
+    """A compact nft-like rendering of a JSON rule, for people (exact evaluation uses `expr`)."""
+    parts = []
+    for e in rule.get("expr", []):
+        if "match" in e:
+            m = e["match"]
+            parts.append(f"{_operand(m['left'])} {'' if m['op'] in ('==', 'in') else m['op'] + ' '}{_operand(m['right'])}")
+        elif "counter" in e:
+            c = e["counter"]
+            if isinstance(c, dict):
+                parts.append(f"counter packets {c.get('packets', 0)} bytes {c.get('bytes', 0)}")
+        else:
+            key = next(iter(e))
+            val = e[key]
+            parts.append(key if val is None else f"{key} {_operand(val)}")
+    text = " ".join(p for p in parts if p)
+    return text + (f' comment "{rule["comment"]}"' if rule.get("comment") else "")
+
+
+def _operand(v) -> str:
+    if isinstance(v, dict):
+        if "payload" in v:
+            return f"{v['payload'].get('protocol', '')} {v['payload'].get('field', '')}".strip()
+        if "meta" in v:
+            return v["meta"]["key"]
+        if "set" in v:
+            return "{ " + ", ".join(_operand(x) for x in v["set"]) + " }"
+        if "range" in v:
+            return f"{_operand(v['range'][0])}-{_operand(v['range'][1])}"
+        if "prefix" in v:
+            return f"{v['prefix']['addr']}/{v['prefix']['len']}"
+        if "ct" in v:
+            return f"ct {v['ct']['key']}"
+        if "fib" in v:
+            return f"fib {' . '.join(v['fib'].get('flags', []))} {v['fib'].get('result', '')}"
+        if "addr" in v and "port" in v:
+            return f"to {v['addr']}:{v['port']}"
+        if "addr" in v:
+            return f"to {_operand(v['addr'])}"
+        if "jump" in v:
+            return v["jump"]["target"]
+        return json.dumps(v, sort_keys=True)
+    if isinstance(v, list):
+        return ",".join(_operand(x) for x in v)
+    return str(v)

@@ -1,0 +1,233 @@
+"""Read one network namespace's state: links, addresses, routes, rules, neighbours, bridge and VXLAN
+FDB, listening sockets, sysctls, nftables rules with counters, conntrack.
+
+The process joins the namespace (setns; allowed for a multi-threaded process, unlike mount
+namespaces), opens its netlink sockets there, reads /proc/self/net and /proc/sys/net (which follow
+the reader's namespace), then returns. Read-only: nothing is written to the kernel.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from typing import Iterator
+
+from runtime import syscalls
+
+IFF = {0x1: "UP", 0x2: "BROADCAST", 0x8: "LOOPBACK", 0x10: "POINTOPOINT", 0x40: "RUNNING", 0x100: "PROMISC",
+       0x1000: "MULTICAST", 0x10000: "LOWER_UP"}
+NUD = {0x01: "INCOMPLETE", 0x02: "REACHABLE", 0x04: "STALE", 0x08: "DELAY", 0x10: "PROBE", 0x20: "FAILED",
+       0x40: "NOARP", 0x80: "PERMANENT"}
+RT_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
+RT_SCOPES = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
+SYSCTLS = ("net/ipv4/ip_forward", "net/ipv4/conf/all/rp_filter", "net/ipv4/conf/default/rp_filter",
+           "net/ipv4/conf/all/route_localnet", "net/bridge/bridge-nf-call-iptables", "net/ipv4/ip_local_port_range")
+PER_IF_SYSCTLS = ("rp_filter", "route_localnet", "forwarding", "proxy_arp")
+
+
+@contextlib.contextmanager
+def inside(path: str) -> Iterator[None]:
+    """Run the block in the network namespace at `path`, then come back."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        syscalls.setns(target, syscalls.CLONE_NEWNET)
+        yield
+    finally:
+        syscalls.setns(home, syscalls.CLONE_NEWNET)
+        os.close(target)
+        os.close(home)
+
+
+def _flags(value: int) -> list[str]:
+    return [name for bit, name in IFF.items() if value & bit]
+
+
+def collect_here(errors: list[dict], ns_id: str, with_sockets: bool = True) -> dict:
+    """Everything about the namespace this thread is in now."""
+    from pyroute2 import IPRoute
+
+    out: dict = {"links": [], "addresses": [], "routes": [], "rules": [], "neighbours": [], "fdb": [],
+                 "sockets": [], "sysctls": {}, "nftables": None, "conntrack": []}
+    with IPRoute() as r:
+        names = {}
+        for link in r.get_links():
+            names[link["index"]] = link.get_attr("IFLA_IFNAME")
+        for link in r.get_links():
+            out["links"].append(_link(link, names))
+        for a in r.get_addr(family=socket.AF_INET):
+            out["addresses"].append({"ifname": names.get(a["index"], ""), "address": a.get_attr("IFA_ADDRESS"),
+                                     "local": a.get_attr("IFA_LOCAL"), "prefixlen": a["prefixlen"],
+                                     "scope": RT_SCOPES.get(a["scope"], str(a["scope"]))})
+        for rt in r.get_routes(family=socket.AF_INET):
+            out["routes"].append(_route(rt, names))
+        for rule in r.get_rules(family=socket.AF_INET):
+            out["rules"].append({"priority": rule.get_attr("FRA_PRIORITY") or 0, "table": rule.get_attr("FRA_TABLE") or rule["table"],
+                                 "src": _prefix(rule.get_attr("FRA_SRC"), rule["src_len"]), "dst": _prefix(rule.get_attr("FRA_DST"), rule["dst_len"]),
+                                 "iif": rule.get_attr("FRA_IIFNAME"), "oif": rule.get_attr("FRA_OIFNAME"),
+                                 "fwmark": rule.get_attr("FRA_FWMARK"), "action": rule["action"]})
+        for n in r.get_neighbours(family=socket.AF_INET):
+            out["neighbours"].append({"ifname": names.get(n["ifindex"], ""), "address": n.get_attr("NDA_DST"),
+                                      "lladdr": n.get_attr("NDA_LLADDR"), "state": _nud(n["state"])})
+        for n in r.get_neighbours(family=socket.AF_BRIDGE):
+            out["fdb"].append({"ifname": names.get(n["ifindex"], ""), "lladdr": n.get_attr("NDA_LLADDR"),
+                               "master": names.get(n.get_attr("NDA_MASTER")), "dst": n.get_attr("NDA_DST"),
+                               "vni": n.get_attr("NDA_VNI"), "state": _nud(n["state"]), "self": bool(n["flags"] & 2)})
+    if with_sockets:
+        out["sockets"] = _sockets()
+    out["sysctls"] = _sysctls([link["name"] for link in out["links"]])
+    try:
+        from runtime import nft
+
+        out["nftables"] = nft.ruleset_json()
+    except Exception as e:  # noqa: BLE001 - missing nftables is reported, not fatal
+        errors.append({"ns": ns_id, "what": "nftables", "error": str(e)})
+    out["conntrack"] = _conntrack(errors, ns_id)
+    return out
+
+
+def _link(link, names: dict) -> dict:
+    info = link.get_attr("IFLA_LINKINFO")
+    kind = info.get_attr("IFLA_INFO_KIND") if info else None
+    entry = {"index": link["index"], "name": link.get_attr("IFLA_IFNAME"), "kind": kind or ("loopback" if link["flags"] & 0x8 else "device"),
+             "mac": link.get_attr("IFLA_ADDRESS"), "mtu": link.get_attr("IFLA_MTU"), "state": link.get_attr("IFLA_OPERSTATE"),
+             "flags": _flags(link["flags"]), "up": bool(link["flags"] & 0x1),
+             "master": names.get(link.get_attr("IFLA_MASTER")), "link": link.get_attr("IFLA_LINK"),
+             "link_netnsid": link.get_attr("IFLA_LINK_NETNSID")}
+    if kind == "vxlan":
+        data = info.get_attr("IFLA_INFO_DATA")
+        entry["vxlan"] = {"vni": data.get_attr("IFLA_VXLAN_ID"), "local": data.get_attr("IFLA_VXLAN_LOCAL"),
+                          "group": data.get_attr("IFLA_VXLAN_GROUP"), "port": data.get_attr("IFLA_VXLAN_PORT"),
+                          "dev": names.get(data.get_attr("IFLA_VXLAN_LINK")), "learning": bool(data.get_attr("IFLA_VXLAN_LEARNING"))}
+    if kind == "bridge" or info and info.get_attr("IFLA_INFO_SLAVE_KIND") == "bridge":
+        slave = info.get_attr("IFLA_INFO_SLAVE_DATA") if info else None
+        if slave is not None:
+            entry["bridge_port"] = {"hairpin": bool(slave.get_attr("IFLA_BRPORT_MODE")),
+                                    "isolated": bool(slave.get_attr("IFLA_BRPORT_ISOLATED")),
+                                    "state": slave.get_attr("IFLA_BRPORT_STATE")}
+    return entry
+
+
+def _prefix(addr, length) -> str | None:
+    return f"{addr}/{length}" if addr else None
+
+
+def _nud(state: int) -> str:
+    return "|".join(name for bit, name in NUD.items() if state & bit) or "NONE"
+
+
+def _route(rt, names: dict) -> dict:
+    dst = rt.get_attr("RTA_DST")
+    return {"table": rt.get_attr("RTA_TABLE") or rt["table"], "dst": f"{dst}/{rt['dst_len']}" if dst else "default",
+            "gateway": rt.get_attr("RTA_GATEWAY"), "dev": names.get(rt.get_attr("RTA_OIF")), "prefsrc": rt.get_attr("RTA_PREFSRC"),
+            "type": RT_TYPES.get(rt["type"], str(rt["type"])), "scope": RT_SCOPES.get(rt["scope"], str(rt["scope"])),
+            "proto": rt["proto"], "metric": rt.get_attr("RTA_PRIORITY") or 0}
+
+
+def _sockets() -> list[dict]:
+    """Listening TCP and bound UDP sockets of this namespace, from the kernel's sock_diag netlink.
+
+    The netlink socket is opened in this thread, so it is bound to the namespace we joined
+    (pyroute2's DiagSocket may open it from a helper thread, still in the old namespace)."""
+    out = []
+    for family in (socket.AF_INET, socket.AF_INET6):
+        for proto, number, states in (("tcp", socket.IPPROTO_TCP, 1 << 10), ("udp", socket.IPPROTO_UDP, 0xFFF)):
+            for local, port, inode in _inet_diag(family, number, states):
+                if proto == "udp" and port == 0:
+                    continue
+                if local.startswith("::ffff:") and "." in local:
+                    local = local[7:]  # an IPv4 address on an IPv6 socket
+                out.append({"proto": proto, "state": "LISTEN" if proto == "tcp" else "UNCONN", "local": local,
+                            "family": 6 if ":" in local else 4, "port": port, "inode": inode,
+                            "loopback_only": local.startswith("127.") or local == "::1"})
+    return out
+
+
+def _inet_diag(family: int, protocol: int, states: int) -> list[tuple[str, int, int]]:
+    """SOCK_DIAG_BY_FAMILY dump: (local address, port, inode) per socket. An IPv6 socket bound to
+    :: also accepts IPv4 (unless v6only), which is how busybox httpd listens: "*:80"."""
+    import struct
+
+    NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, NLM_F_DUMP, NLMSG_DONE, NLMSG_ERROR = 4, 20, 1, 0x300, 3, 2
+    req = struct.pack("=BBBBI", family, protocol, 0, 0, states) + bytes(48) + struct.pack("=II", 0xFFFFFFFF, 0xFFFFFFFF)
+    msg = struct.pack("=IHHII", 16 + len(req), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + req
+    out = []
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG) as nl:
+        nl.send(msg)
+        while True:
+            data = nl.recv(65536)
+            off = 0
+            while off + 16 <= len(data):
+                length, mtype = struct.unpack_from("=IH", data, off)
+                if mtype in (NLMSG_DONE, NLMSG_ERROR) or length < 16:
+                    return out
+                body = off + 16
+                sport = struct.unpack_from("!H", data, body + 4)[0]
+                raw = data[body + 8: body + (12 if family == socket.AF_INET else 24)]
+                src = socket.inet_ntop(family, raw)
+                inode = struct.unpack_from("=I", data, body + 68)[0]
+                out.append((src, sport, inode))
+                off += (length + 3) & ~3
+
+
+def _sysctls(ifnames: list[str]) -> dict:
+    values = {}
+    for key in SYSCTLS:
+        try:
+            with open(f"/proc/sys/{key}") as f:
+                values[key.replace("/", ".")] = f.read().strip()
+        except OSError:
+            pass
+    for ifname in ifnames:
+        for key in PER_IF_SYSCTLS:
+            try:
+                with open(f"/proc/sys/net/ipv4/conf/{ifname}/{key}") as f:
+                    values[f"net.ipv4.conf.{ifname}.{key}"] = f.read().strip()
+            except OSError:
+                pass
+    return values
+
+
+def _conntrack(errors: list[dict], ns_id: str) -> list[dict]:
+    try:
+        from pyroute2 import Conntrack
+    except ImportError:
+        return []
+    out = []
+    try:
+        with Conntrack() as ct:
+            for entry in ct.dump():
+                tup = entry.get_attr("CTA_TUPLE_ORIG")
+                ip = tup.get_attr("CTA_TUPLE_IP")
+                pr = tup.get_attr("CTA_TUPLE_PROTO")
+                out.append({"src": ip.get_attr("CTA_IP_V4_SRC"), "dst": ip.get_attr("CTA_IP_V4_DST"),
+                            "proto": pr.get_attr("CTA_PROTO_NUM"), "sport": pr.get_attr("CTA_PROTO_SRC_PORT"),
+                            "dport": pr.get_attr("CTA_PROTO_DST_PORT"), "status": entry.get_attr("CTA_STATUS")})
+    except Exception as e:  # noqa: BLE001
+        errors.append({"ns": ns_id, "what": "conntrack", "error": str(e)})
+    return out
+
+
+def socket_owners(pids: list[int]) -> dict[int, dict]:
+    """socket inode -> {pid, comm} for the given processes (what the kernel lets us see)."""
+    owners: dict[int, dict] = {}
+    for pid in pids:
+        try:
+            fds = os.scandir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        comm = None
+        with fds:
+            for fd in fds:
+                try:
+                    target = os.readlink(fd.path)
+                except OSError:
+                    continue
+                if target.startswith("socket:["):
+                    if comm is None:
+                        try:
+                            comm = open(f"/proc/{pid}/comm").read().strip()
+                        except OSError:
+                            comm = ""
+                    owners.setdefault(int(target[8:-1]), {"pid": pid, "process": comm})
+    return owners

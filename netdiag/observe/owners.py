@@ -1,0 +1,129 @@
+"""Who owns each network namespace: netdiag containers, Docker containers, `ip netns` names, any
+process, and the namespace netdiag runs in. A namespace is known by its inode ("ns-<inode>")."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+@dataclass
+class NsRef:
+    inode: int
+    path: str                    # something to open for setns: /run/netns/X or /proc/PID/ns/net
+    kind: str = "pid"            # host | container | netns | pid
+    name: str = ""
+    runtime: str = ""            # netdiag | docker | ""
+    container: dict = field(default_factory=dict)
+    pids: list[int] = field(default_factory=list)
+    netns_names: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return f"ns-{self.inode}"
+
+    def label(self) -> str:
+        if self.kind == "host":
+            return "host"
+        if self.kind == "container":
+            return f"{self.name} ({self.runtime} container)"
+        if self.kind == "netns":
+            return f"ns:{self.name}"
+        return f"pid:{self.pids[0]}" + (f" ({self.name})" if self.name else "")
+
+
+def _inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def netdiag_containers() -> list[dict]:
+    from runtime.containers import model, networking
+
+    out = []
+    for c in model.list_all():
+        if not model.proc_ok(c):
+            continue
+        eps = networking.endpoints(c)
+        out.append({
+            "runtime": "netdiag", "id": c.id, "name": c.name, "image": c.config.get("ImageRef", ""), "pid": c.pid,
+            "state": c.status, "network_mode": c.config["HostConfig"].get("NetworkMode", ""),
+            "networks": {n: {"ip": e["IPv4Address"].split("/")[0], "prefix": int(e["IPv4Address"].split("/")[1]),
+                             "mac": e["MacAddress"], "host_veth": e["HostVeth"], "interface": e.get("Interface", ""),
+                             "aliases": e.get("Aliases", [])} for n, e in eps.items()},
+            "ports": [{"proto": p["proto"], "ctr_port": p["ctr_start"], "ctr_end": p["ctr_end"], "host_ip": p["host_ip"] or "",
+                       "host_port": p["host_start"], "host_end": p["host_end"]} for e in eps.values() for p in e.get("Ports", [])],
+        })
+    return out
+
+
+def discover(errors: list[dict]) -> tuple[dict[int, NsRef], list[dict], list[dict]]:
+    """Every network namespace visible from here, with its owner. Returns (refs, containers, docker networks)."""
+    refs: dict[int, NsRef] = {}
+    host_ino = _inode("/proc/self/ns/net")
+    refs[host_ino] = NsRef(host_ino, "/proc/self/ns/net", kind="host", name="host", pids=[os.getpid()])
+
+    # every process: the namespaces that have something running in them
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        ino = _inode(f"/proc/{entry.name}/ns/net")
+        if ino is None:
+            continue
+        pid = int(entry.name)
+        ref = refs.setdefault(ino, NsRef(ino, f"/proc/{pid}/ns/net", name=_comm(pid)))
+        ref.pids.append(pid)
+
+    # ip netns names (a namespace may have no process at all)
+    try:
+        for name in sorted(os.listdir("/run/netns")):
+            path = f"/run/netns/{name}"
+            ino = _inode(path)
+            if ino is None:
+                continue
+            ref = refs.setdefault(ino, NsRef(ino, path))
+            ref.netns_names.append(name)
+            if ref.kind in ("pid",):
+                ref.kind, ref.name, ref.path = "netns", name, path
+    except FileNotFoundError:
+        pass
+
+    containers = []
+    try:
+        containers += netdiag_containers()
+    except Exception as e:  # noqa: BLE001 - a broken state dir must not hide the rest
+        errors.append({"what": "netdiag containers", "error": str(e)})
+    docker_nets: list[dict] = []
+    from . import docker_api
+
+    sock = docker_api.socket_path()
+    if sock:
+        try:
+            containers += docker_api.containers(sock)
+            docker_nets = docker_api.networks(sock)
+        except OSError as e:
+            errors.append({"what": f"Docker API at {sock}", "error": str(e)})
+    for c in containers:
+        ino = _inode(f"/proc/{c['pid']}/ns/net") if c.get("pid") else None
+        if ino is None:
+            continue
+        c["ns"] = f"ns-{ino}"
+        ref = refs.setdefault(ino, NsRef(ino, f"/proc/{c['pid']}/ns/net"))
+        if ref.kind == "host":  # --network host: the container shares the host's namespace
+            continue
+        ref.kind, ref.name, ref.runtime, ref.container = "container", c["name"], c["runtime"], c
+        ref.path = f"/proc/{c['pid']}/ns/net"
+    for ref in refs.values():
+        ref.pids.sort()
+        if ref.kind == "pid" and ref.pids:
+            ref.path = f"/proc/{ref.pids[0]}/ns/net"
+    return refs, containers, docker_nets

@@ -1,0 +1,136 @@
+"""Build the host model: every namespace's state plus who owns it, veth pairs matched across
+namespaces, and the runtimes' own records. The result is plain JSON (a versioned snapshot) so it
+can be saved, loaded elsewhere, and reasoned over offline without root."""
+from __future__ import annotations
+
+import os
+import platform
+from datetime import datetime, timezone
+
+from . import collect, owners
+
+SCHEMA = "netdiag.snapshot/1"
+
+
+def build(*, with_sockets: bool = True, only: set[str] | None = None) -> dict:
+    """Observe the host now. `only` limits collection to these namespace ids (plus the host)."""
+    errors: list[dict] = []
+    refs, containers, docker_nets = owners.discover(errors)
+    namespaces = {}
+    for ino, ref in sorted(refs.items(), key=lambda kv: (kv[1].kind != "host", kv[1].label())):
+        if only is not None and ref.id not in only and ref.kind != "host":
+            continue
+        try:
+            if ref.kind == "host":  # where we are already: no setns, so this works without root too
+                data = collect.collect_here(errors, ref.id, with_sockets)
+            else:
+                with collect.inside(ref.path):
+                    data = collect.collect_here(errors, ref.id, with_sockets)
+        except PermissionError as e:
+            errors.append({"ns": ref.id, "what": f"cannot enter {ref.label()}",
+                           "error": f"{e.strerror}: entering another network namespace needs CAP_SYS_ADMIN (run as root)"})
+            continue
+        except OSError as e:
+            errors.append({"ns": ref.id, "what": f"cannot enter {ref.label()}", "error": str(e)})
+            continue
+        if with_sockets and data["sockets"]:
+            owned = collect.socket_owners(ref.pids)
+            for s in data["sockets"]:
+                s.update(owned.get(s["inode"], {}))
+        namespaces[ref.id] = {
+            "id": ref.id, "inode": ino, "kind": ref.kind, "name": ref.name, "label": ref.label(),
+            "runtime": ref.runtime, "container": ref.container.get("id", ""), "netns_names": ref.netns_names,
+            "pids": ref.pids[:20], "resolv_conf": _resolv_conf(ref), **data,
+        }
+    _match_veths(namespaces)
+    return {
+        "schema": SCHEMA,
+        "captured_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "hostname": platform.node(), "kernel": platform.release(),
+        "host": next(n["id"] for n in namespaces.values() if n["kind"] == "host"),
+        "namespaces": namespaces,
+        "containers": containers,
+        "networks": _netdiag_networks(errors) + docker_nets,
+        "errors": errors,
+    }
+
+
+def _resolv_conf(ref: owners.NsRef) -> str | None:
+    if ref.kind != "container" or not ref.pids:
+        return None
+    try:
+        with open(f"/proc/{ref.container.get('pid') or ref.pids[0]}/root/etc/resolv.conf") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _netdiag_networks(errors: list[dict]) -> list[dict]:
+    try:
+        from runtime.networks import model
+    except ImportError:
+        return []
+    out = []
+    try:
+        for n in model.bridges():
+            cfg = model.ipam(n)
+            out.append({"runtime": "netdiag", "id": n["Id"], "name": n["Name"], "driver": n["Driver"],
+                        "subnet": cfg.get("Subnet", ""), "gateway": cfg.get("Gateway", ""), "internal": n["Internal"],
+                        "options": n["Options"], "bridge": n["netdiag"].get("Bridge", ""),
+                        "endpoints": {cid: {"name": e["Name"], "ip": e["IPv4Address"], "host_veth": e["HostVeth"]}
+                                      for cid, e in n["Containers"].items()}})
+    except Exception as e:  # noqa: BLE001
+        errors.append({"what": "netdiag networks", "error": str(e)})
+    return out
+
+
+def _match_veths(namespaces: dict) -> None:
+    """Pair each veth with its peer: the peer has our ifindex as its link, and we have its index.
+    Several candidates (index collisions across namespaces) are settled by the kernel's nsid."""
+    by_index: dict[int, list[tuple[str, dict]]] = {}
+    for ns_id, ns in namespaces.items():
+        for link in ns["links"]:
+            if link["kind"] == "veth":
+                by_index.setdefault(link["index"], []).append((ns_id, link))
+    for ns_id, ns in namespaces.items():
+        for link in ns["links"]:
+            if link["kind"] != "veth" or link.get("link") is None:
+                continue
+            same_ns = link.get("link_netnsid") is None
+            cands = [(other, peer) for other, peer in by_index.get(link["link"], [])
+                     if peer.get("link") == link["index"] and (other == ns_id) == same_ns and peer is not link]
+            if len(cands) > 1:
+                cands = _by_nsid(namespaces, ns_id, link, cands)
+            if len(cands) == 1:
+                other, peer = cands[0]
+                link["peer"] = {"ns": other, "index": peer["index"], "name": peer["name"]}
+            else:
+                link["peer"] = {"ns": None, "ambiguous": len(cands) > 1, "index": link["link"]}
+
+
+def _by_nsid(namespaces: dict, ns_id: str, link: dict, cands: list) -> list:
+    """Ask the kernel, inside ns_id, which nsid each candidate namespace has."""
+    from pyroute2 import IPRoute
+
+    paths = {}
+    for other, _ in cands:
+        ns = namespaces[other]
+        paths[other] = f"/run/netns/{ns['netns_names'][0]}" if ns["netns_names"] else f"/proc/{ns['pids'][0]}/ns/net" if ns["pids"] else None
+    home = namespaces[ns_id]
+    home_path = f"/run/netns/{home['netns_names'][0]}" if home["netns_names"] else f"/proc/{home['pids'][0]}/ns/net"
+    hits = []
+    try:
+        with collect.inside(home_path), IPRoute() as r:
+            for other, peer in cands:
+                if not paths[other]:
+                    continue
+                fd = os.open(paths[other], os.O_RDONLY)
+                try:
+                    reply = r.get_netnsid(fd=fd)
+                finally:
+                    os.close(fd)
+                if reply and reply.get("nsid") == link["link_netnsid"]:
+                    hits.append((other, peer))
+    except OSError:
+        return cands
+    return hits or cands
