@@ -28,8 +28,12 @@ PER_IF_SYSCTLS = ("rp_filter", "route_localnet", "forwarding", "proxy_arp")
 @contextlib.contextmanager
 def inside(path: str) -> Iterator[None]:
     """Run the block in the network namespace at `path`, then come back."""
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        os.close(target)
+        raise
     try:
         syscalls.setns(target, syscalls.CLONE_NEWNET)
         yield
