@@ -18,6 +18,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _group() -> None:
+    """A callback keeps netdiag a command group even when only one command's module is loaded."""
+
+
 # Which module registers which top-level command: a command line imports (and typer converts)
 # only its own module, which keeps every command's start-up short. `--help` alone loads them all.
 _MODULES = {
@@ -27,6 +32,7 @@ _MODULES = {
     "network": ("network",),
     "system": ("system", "version", "demo"),
     "observe": ("snapshot", "topo"),
+    "trace": ("trace",),
 }
 
 

@@ -512,6 +512,9 @@ class _Capture:
                 frame, addr = self.sock.recvfrom(SNAPLEN)
             except (BlockingIOError, InterruptedError):
                 break
+            except OSError as e:  # e.g. ENETDOWN: the interface went down, nothing passed it
+                entry["error"] = e.strerror
+                break
             if hop.ifname == "lo" and addr[2] == PACKET_OUTGOING:
                 continue  # loopback shows every frame twice: outgoing and incoming
             m = match_frame(frame, mark, proto)

@@ -1,0 +1,113 @@
+"""`netdiag trace SRC DST`: where a packet dies, why, the evidence and the fix."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Optional
+
+import typer
+
+from .main import app
+
+EXIT = {"delivered": 0, "blocked": 1, "unknown": 3}
+
+
+@app.command()
+def trace(
+    src: str = typer.Argument(..., help="Source: container name or id, ns:NAME, pid:N, host, or an IP address"),
+    dst: str = typer.Argument(..., help="Destination: a container, ns:NAME, pid:N, host, or an IP (e.g. the host's address with a published port)"),
+    port: int = typer.Option(0, "--port", "-p", help="Destination port (tcp/udp)"),
+    proto: str = typer.Option("tcp", "--proto", help="tcp, udp or icmp"),
+    size: int = typer.Option(0, "--size", help="Payload size in bytes (checks MTUs on the path)"),
+    static: bool = typer.Option(False, "--static", help="Only the static path from the model: send no probe"),
+    snapshot: Optional[str] = typer.Option(None, "--snapshot", help="Reason over a snapshot file (implies --static)"),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object"),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Draw the path on the topology map: FILE.svg or FILE.html"),
+    timeout: float = typer.Option(2.0, "--timeout", help="Seconds the live probe may take"),
+):
+    """Follow a packet hop by hop and name the exact reason it dies.
+
+    Exit codes: 0 delivered, 1 not delivered (diagnosed), 2 bad input, 3 could not diagnose."""
+    from runtime.errors import InvalidArgument
+
+    from ..model import Model
+    from ..reason import path
+
+    if proto not in ("tcp", "udp", "icmp"):
+        raise InvalidArgument(f"Unknown protocol {proto!r}", "trace speaks tcp, udp and icmp", "use --proto tcp|udp|icmp")
+    if proto != "icmp" and not 1 <= port <= 65535:
+        raise InvalidArgument(f"{proto} needs a destination port", f"--port {port} is not 1-65535", "give e.g. --port 80, or use --proto icmp")
+    if not 0 <= size <= 65000:
+        raise InvalidArgument(f"Invalid --size {size}", "it is a payload size from 0 to 65000 bytes", "")
+    from .observe import _model
+
+    model = _model(snapshot)
+    result = path.trace(model, src, dst, proto=proto, port=port, size=size)
+    live_ok = not (static or snapshot)
+    if live_ok:
+        result = _live(model, result, timeout)
+    if output:
+        from ..views import topo
+
+        topo.write(model.snap, output, trace=result)
+    if json_out:
+        print(json.dumps(result, indent=2))
+    else:
+        render(result)
+    raise typer.Exit(EXIT.get(result["verdict"], 3))
+
+
+def _live(model, result: dict, timeout: float) -> dict:
+    import os
+
+    from ..reason import reconcile
+
+    if os.geteuid() != 0:
+        result["live"] = {"outcome": "skipped", "detail": "the live probe needs root (CAP_SYS_ADMIN, CAP_NET_RAW); static result only"}
+        return result
+    from ..probe import live
+
+    hops = []
+    for hop in result["hops"]:
+        ns = model.namespaces.get(hop["namespace"])
+        p = reconcile.ns_path(ns) if ns else None
+        hop["ns_path"] = p
+        if p and hop["kind"] in ("veth", "bridge", "vxlan", "device", "loopback") and hop["direction"] in ("egress", "ingress", "forward"):
+            hops.append(live.Hop(p, hop["interface"], f"{hop['label']} {hop['interface']}"))
+    src = model.namespaces[result["hops"][0]["namespace"]] if result["hops"] else None
+    if src is None or reconcile.ns_path(src) is None:
+        return result
+    res = live.probe(reconcile.ns_path(src), result["dst_ip"], proto=result["proto"], dport=result["port"],
+                     size=result["size"], hops=hops, timeout=timeout)
+    return reconcile.merge(result, res)
+
+
+def render(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    colour = {"delivered": "green", "blocked": "red"}.get(r["verdict"], "yellow")
+    head = f"[bold {colour}]{r['verdict'].upper()}[/]" + (f" [bold]{r['cause']}[/]" if r["cause"] else "")
+    con.print(f"{head}  {r['src']} -> {r['dst']}"
+              + (f" ({r['dst_ip']})" if r["dst_ip"] != r["dst"] else "")
+              + (f" {r['proto']}/{r['port']}" if r["proto"] != "icmp" else " icmp") + (f" size {r['size']}" if r["size"] else ""))
+    t = Table("#", "namespace", "interface", "kind", "", "seen", "detail", box=None, header_style="bold")
+    for h in r["hops"]:
+        dead = r.get("blocked_at") == h["n"]
+        seen = {True: "[green]✓[/]", False: "[red]✗[/]", None: "[dim]-[/]"}[h["seen"]]
+        style = "bold red" if dead else None
+        t.add_row(str(h["n"]), h["label"], h["interface"], h["kind"], h["direction"], seen, h["detail"], style=style)
+    con.print(t)
+    con.print(f"[bold]why[/]  {r['summary']}")
+    if r["evidence"]:
+        con.print("[bold]evidence[/]")
+        for e in r["evidence"]:
+            con.print(f"  [dim]{e['kind']}:[/] {e['detail']}")
+    if r.get("live"):
+        lv = r["live"]
+        con.print(f"[bold]live[/]  {lv['outcome']}: {lv['detail']}" + (f" (last seen at hop {lv.get('last_seen_hop')})" if lv.get("last_seen_hop") else ""))
+    if r.get("reconciled"):
+        con.print(f"[bold]check[/] {r['reconciled']}")
+    if r["fix"]:
+        con.print(f"[bold]fix[/]  {r['fix']}")

@@ -1,0 +1,51 @@
+"""Put the static prediction and the live probe side by side: agree, or say how they differ."""
+from __future__ import annotations
+
+REFUSED_CAUSES = {"NO_LISTENER", "LISTENER_LOOPBACK_ONLY", "PORT_NOT_PUBLISHED"}
+DELIVERED = {"connected", "replied"}
+
+
+def ns_path(ns: dict) -> str | None:
+    if ns.get("netns_names"):
+        return f"/run/netns/{ns['netns_names'][0]}"
+    if ns.get("pids"):
+        return f"/proc/{ns['pids'][0]}/ns/net"
+    return None
+
+
+def merge(result: dict, live) -> dict:
+    """`live` is a netdiag.probe.live.LiveResult. Marks hops seen/unseen and reconciles verdicts."""
+    seen = {(s["ns_path"], s["ifname"]): s for s in live.seen}
+    last_seen = None
+    for hop in result["hops"]:
+        key = (hop.get("ns_path"), hop["interface"])
+        if key in seen:
+            hop["seen"] = seen[key]["count"] > 0
+            if hop["seen"]:
+                last_seen = hop["n"]
+    for hop in result["hops"]:
+        # frames bridged port-to-port never reach the bridge device's own capture: not a miss
+        if hop["kind"] == "bridge" and hop["seen"] is False and last_seen and last_seen > hop["n"]:
+            hop["seen"] = None
+    result["live"] = {"outcome": live.outcome, "detail": live.detail, "elapsed": round(live.elapsed, 3),
+                      "last_seen_hop": last_seen, "drops": live.drops}
+    for d in live.drops:
+        result["evidence"].append({"kind": "kernel_drop", "detail": f"{d['reason']} at {d.get('location', '?')} x{d.get('count', 1)}"})
+    static, outcome, cause = result["verdict"], live.outcome, result["cause"]
+    agree = ((static == "delivered" and outcome in DELIVERED)
+             or (static == "blocked" and cause in REFUSED_CAUSES and outcome == "refused")
+             or (static == "blocked" and cause not in REFUSED_CAUSES and outcome in ("timeout", "unreachable", "too_big", "refused")))
+    if agree:
+        result["reconciled"] = "static and live agree"
+        return result
+    result["reconciled"] = f"DISAGREE: the static path says {static}" + (f" ({cause})" if cause else "") + f", the live probe {outcome} ({live.detail})"
+    if outcome in DELIVERED:
+        result.update(verdict="delivered", cause=None, blocked_at=None, fix="",
+                      summary=f"The live probe got through ({outcome}) although the static path predicted {cause or static}: "
+                              "a rule or state netdiag could not model decides differently")
+    elif static == "delivered":
+        result.update(verdict="unknown", cause=None, blocked_at=last_seen,
+                      summary=f"The static path reaches the destination, but the live probe {outcome}"
+                              + (f"; it was last seen at hop {last_seen}" if last_seen else "")
+                              + ": something outside the model drops it (see evidence)")
+    return result

@@ -1,0 +1,209 @@
+"""`netdiag trace` in a lab: every path kind delivered, every planted fault diagnosed with the right
+cause at the right hop, and the suggested fix, once applied, makes the trace pass."""
+import json
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def trace(lab, src, dst, *args):
+    p = lab.run("trace", src, dst, "--json", *args, timeout=60)
+    assert p.returncode in (0, 1, 3), p.stderr
+    r = json.loads(p.stdout)
+    assert p.returncode == {"delivered": 0, "blocked": 1, "unknown": 3}[r["verdict"]]
+    return r
+
+
+def dead_hop(r):
+    return r["hops"][r["blocked_at"] - 1]
+
+
+def web(lab, name, *extra, port=80, network=None):
+    net = ["--network", network] if network else []
+    lab.ok("run", "-d", "--name", name, *net, *extra, "busybox", "httpd", "-f", "-p", str(port))
+
+
+def sh(lab, name, script, network=None):
+    net = ["--network", network] if network else []
+    lab.ok("run", "-d", "--name", name, *net, "busybox", "sh", "-c", script)
+
+
+def ip_of(lab, name, net="bridge"):
+    return json.loads(lab.ok("inspect", name))[0]["NetworkSettings"]["Networks"][net]["IPAddress"]
+
+
+@pytest.fixture
+def two(lab):
+    web(lab, "web", "-p", "8080:80")
+    sh(lab, "client", "exec sleep 300")
+    return lab
+
+
+def test_paths_that_work_are_delivered(two, tmp_path):
+    lab = two
+    lab.outside_server(tmp_path)
+    r = trace(lab, "client", "web", "--port", "80")
+    assert r["verdict"] == "delivered" and r["live"]["outcome"] == "connected", r
+    assert [h["interface"] for h in r["hops"]][:3] == ["eth0", r["hops"][1]["interface"], "docker0"]
+    assert all(h["seen"] for h in r["hops"] if h["seen"] is not None)
+    assert trace(lab, "client", "203.0.113.1", "--port", "80")["verdict"] == "delivered"          # to the outside
+    r = trace(lab, f"ns:{lab.outside}", "203.0.113.2", "--port", "8080")                          # to a published port
+    assert r["verdict"] == "delivered" and any(e["kind"] == "dnat" for e in r["evidence"])
+    assert trace(lab, "host", "web", "--port", "80")["verdict"] == "delivered"                     # host to container
+    assert trace(lab, "web", "203.0.113.2", "--port", "8080")["verdict"] == "delivered"            # hairpin
+    assert trace(lab, "client", "web", "--proto", "icmp")["verdict"] == "delivered"
+
+
+def test_firewall_drop_names_the_rule_and_deleting_it_fixes_it(two):
+    lab = two
+    web_ip = ip_of(lab, "web")
+    lab.in_lab("nft", "add", "table", "inet", "user")
+    lab.in_lab("nft", "add", "chain", "inet", "user", "guard", "{ type filter hook forward priority 0 ; }")
+    lab.in_lab("nft", "add", "rule", "inet", "user", "guard", "ip", "daddr", web_ip, "tcp", "dport", "80", "drop")
+    r = trace(lab, f"ns:{lab.outside}", "203.0.113.2", "--port", "8080")
+    assert (r["verdict"], r["cause"]) == ("blocked", "FIREWALL_DROP")
+    rule = next(e for e in r["evidence"] if e["kind"] == "nft_rule")
+    assert rule["table"] == "inet user" and rule["chain"] == "guard" and "drop" in rule["rule"]
+    assert r["live"]["outcome"] == "timeout"
+    assert "nft delete rule inet user guard handle" in r["fix"]
+    lab.in_lab("nft", "delete", "table", "inet", "user")
+    assert trace(lab, f"ns:{lab.outside}", "203.0.113.2", "--port", "8080")["verdict"] == "delivered"
+
+
+def test_ip_forward_off(two, tmp_path):
+    lab = two
+    lab.outside_server(tmp_path)
+    lab.in_lab("sysctl", "-w", "net.ipv4.ip_forward=0")
+    r = trace(lab, "client", "203.0.113.1", "--port", "80")
+    assert (r["verdict"], r["cause"]) == ("blocked", "FORWARDING_DISABLED")
+    assert dead_hop(r)["label"] == "host"
+    lab.in_lab("sysctl", "-w", "net.ipv4.ip_forward=1")
+    assert trace(lab, "client", "203.0.113.1", "--port", "80")["verdict"] == "delivered"
+
+
+def test_missing_masquerade(lab, tmp_path):
+    lab.outside_server(tmp_path)
+    lab.ok("network", "create", "--subnet", "10.77.0.0/24", "-o", "com.docker.network.bridge.enable_ip_masquerade=false", "nomasq")
+    sh(lab, "c", "exec sleep 300", network="nomasq")
+    r = trace(lab, "c", "203.0.113.1", "--port", "80")
+    assert (r["verdict"], r["cause"]) == ("blocked", "NO_NAT")
+    assert "route back" in r["fix"]
+    lab.outside_run("ip", "route", "add", "10.77.0.0/24", "via", "203.0.113.2")
+    assert trace(lab, "c", "203.0.113.1", "--port", "80")["verdict"] == "delivered"
+
+
+def test_port_not_published(lab):
+    web(lab, "shy")
+    r = trace(lab, f"ns:{lab.outside}", "203.0.113.2", "--port", "80")
+    assert (r["verdict"], r["cause"]) == ("blocked", "PORT_NOT_PUBLISHED") and "-p 80:80" in r["fix"]
+    lab.ok("rm", "-f", "shy")
+    web(lab, "shy", "-p", "80:80")
+    assert trace(lab, f"ns:{lab.outside}", "203.0.113.2", "--port", "80")["verdict"] == "delivered"
+
+
+def test_nothing_listening_and_loopback_only(two):
+    lab = two
+    r = trace(lab, "client", "web", "--port", "81")
+    assert (r["verdict"], r["cause"]) == ("blocked", "NO_LISTENER") and r["live"]["outcome"] == "refused"
+    lab.ok("exec", "web", "httpd", "-p", "81")
+    assert trace(lab, "client", "web", "--port", "81")["verdict"] == "delivered"
+    lab.ok("exec", "web", "httpd", "-p", "127.0.0.1:9000")
+    r = trace(lab, "client", "web", "--port", "9000")
+    assert (r["verdict"], r["cause"]) == ("blocked", "LISTENER_LOOPBACK_ONLY")
+    assert "127.0.0.1:9000" in r["summary"] and "0.0.0.0:9000" in r["fix"]
+    lab.ok("exec", "web", "sh", "-c", "kill $(ps -o pid,args | grep '[1]27.0.0.1:9000' | awk '{print $1}'); sleep 0.2; httpd -p 9000")
+    assert trace(lab, "client", "web", "--port", "9000")["verdict"] == "delivered"
+
+
+def test_veth_down(two):
+    lab = two
+    veth = json.loads(lab.ok("inspect", "web"))[0]["NetworkSettings"]["Networks"]["bridge"]["HostVeth"]
+    lab.in_lab("ip", "link", "set", veth, "down")
+    r = trace(lab, "client", "web", "--port", "80")
+    assert (r["verdict"], r["cause"]) == ("blocked", "LINK_DOWN") and dead_hop(r)["interface"] == veth
+    lab.in_lab("ip", "link", "set", veth, "up")
+    assert trace(lab, "client", "web", "--port", "80")["verdict"] == "delivered"
+
+
+def test_no_route(two, tmp_path):
+    lab = two
+    lab.outside_server(tmp_path)
+    lab.ok("exec", "client", "ip", "route", "del", "default")
+    r = trace(lab, "client", "203.0.113.1", "--port", "80")
+    assert (r["verdict"], r["cause"]) == ("blocked", "NO_ROUTE") and dead_hop(r)["label"].startswith("client")
+    lab.ok("exec", "client", "ip", "route", "add", "default", "via", "172.17.0.1")
+    assert trace(lab, "client", "203.0.113.1", "--port", "80")["verdict"] == "delivered"
+
+
+def test_rp_filter(two):
+    lab = two
+    lab.outside_run("ip", "addr", "add", "198.51.100.7/32", "dev", "eth0")
+    lab.outside_run("ip", "route", "change", "203.0.113.0/24", "dev", "eth0", "src", "198.51.100.7")
+    lab.in_lab("ip", "route", "add", "198.51.100.0/24", "dev", "docker0")
+    lab.in_lab("sysctl", "-w", "net.ipv4.conf.all.rp_filter=1")
+    r = trace(lab, f"ns:{lab.outside}", "203.0.113.2", "--port", "8080")
+    assert (r["verdict"], r["cause"]) == ("blocked", "RP_FILTER") and dead_hop(r)["interface"] == "eth0"
+    lab.in_lab("ip", "route", "del", "198.51.100.0/24", "dev", "docker0")
+    lab.in_lab("ip", "route", "add", "198.51.100.0/24", "via", "203.0.113.1")
+    assert trace(lab, f"ns:{lab.outside}", "203.0.113.2", "--port", "8080")["verdict"] == "delivered"
+
+
+def test_icc_disabled(lab):
+    lab.ok("network", "create", "-o", "com.docker.network.bridge.enable_icc=false", "quiet")
+    web(lab, "a", network="quiet")
+    sh(lab, "b", "exec sleep 300", network="quiet")
+    r = trace(lab, "b", "a", "--port", "80")
+    assert (r["verdict"], r["cause"]) == ("blocked", "ICC_DISABLED")
+    lab.ok("rm", "-f", "a", "b")
+    lab.ok("network", "rm", "quiet")
+    lab.ok("network", "create", "quiet")
+    web(lab, "a", network="quiet")
+    sh(lab, "b", "exec sleep 300", network="quiet")
+    assert trace(lab, "b", "a", "--port", "80")["verdict"] == "delivered"
+
+
+def test_different_networks(lab):
+    lab.ok("network", "create", "front")
+    lab.ok("network", "create", "back")
+    web(lab, "api", network="back")
+    sh(lab, "ui", "exec sleep 300", network="front")
+    r = trace(lab, "ui", ip_of(lab, "api", "back"), "--port", "80")
+    assert (r["verdict"], r["cause"]) == ("blocked", "NETWORK_ISOLATION") and "network connect" in r["fix"]
+    lab.ok("network", "connect", "back", "ui")
+    assert trace(lab, "ui", ip_of(lab, "api", "back"), "--port", "80")["verdict"] == "delivered"
+
+
+def test_lowered_veth_mtu_with_size(two):
+    lab = two
+    veth = json.loads(lab.ok("inspect", "web"))[0]["NetworkSettings"]["Networks"]["bridge"]["HostVeth"]
+    lab.in_lab("ip", "link", "set", veth, "mtu", "1000")
+    r = trace(lab, "client", "web", "--proto", "icmp", "--size", "1400")
+    assert (r["verdict"], r["cause"]) == ("blocked", "MTU_BLACKHOLE") and dead_hop(r)["interface"] == veth
+    lab.in_lab("ip", "link", "set", veth, "mtu", "1500")
+    assert trace(lab, "client", "web", "--proto", "icmp", "--size", "1400")["verdict"] == "delivered"
+
+
+def test_none_network(lab):
+    lab.ok("run", "-d", "--name", "lonely", "--network", "none", "busybox", "sleep", "300")
+    r = trace(lab, "lonely", "203.0.113.1", "--port", "80")
+    assert (r["verdict"], r["cause"]) == ("blocked", "NETWORK_NONE")
+
+
+def test_duplicate_ip(two):
+    lab = two
+    web_ip = ip_of(lab, "web")
+    sh(lab, "thief", "exec sleep 300")
+    lab.ok("exec", "thief", "ip", "addr", "add", f"{web_ip}/16", "dev", "eth0")
+    r = trace(lab, "client", web_ip, "--port", "80", "--static")
+    assert (r["verdict"], r["cause"]) == ("blocked", "ADDRESS_CONFLICT")
+    lab.ok("exec", "thief", "ip", "addr", "del", f"{web_ip}/16", "dev", "eth0")
+    assert trace(lab, "client", web_ip, "--port", "80")["verdict"] == "delivered"
+
+
+def test_static_trace_offline_from_a_snapshot_gives_the_same_answer(two, tmp_path):
+    lab = two
+    snap = tmp_path / "s.json"
+    lab.ok("snapshot", "-o", str(snap))
+    r = trace(lab, "client", "web", "--port", "81", "--snapshot", str(snap))
+    assert (r["verdict"], r["cause"], r["mode"]) == ("blocked", "NO_LISTENER", "static") and "live" not in r
