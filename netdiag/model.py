@@ -32,17 +32,42 @@ class Model:
             raise InvalidArgument(f"Snapshot {path} is not valid JSON", str(e), "take it again with 'netdiag snapshot -o FILE'") from None
 
     @classmethod
-    def live(cls, only_targets: list[str] | None = None) -> "Model":
-        from .observe.snapshot import build
+    def live(cls) -> "Model":
+        """The live host, each namespace read when first needed."""
+        from .observe.snapshot import live
 
-        return cls(build())
+        return cls(live())
 
-    def save(self, path: str) -> None:
-        Path(path).write_text(json.dumps(self.snap, indent=1, sort_keys=True) + "\n")
+    def full(self) -> dict:
+        """The snapshot with every namespace read (for a map of the whole host, or to save)."""
+        if isinstance(self.namespaces, dict):
+            return self.snap
+        from .observe.snapshot import _match_veths
+
+        namespaces = self.namespaces.materialize()
+        _match_veths(namespaces)
+        return {**self.snap, "namespaces": namespaces}
+
+    def metas(self):
+        """Every namespace's identity (id, kind, name, label, netns_names, pids) without reading its state."""
+        if isinstance(self.namespaces, dict):
+            return list(self.namespaces.values())
+        return [self.namespaces.meta(i) for i in self.namespaces]
 
     # -- lookups -----------------------------------------------------------------------------------
     def containers(self) -> list[dict]:
         return self.snap.get("containers", [])
+
+    def ns(self, ns_id: str) -> dict:
+        """A namespace's state, or a clear error saying why it could not be read."""
+        try:
+            return self.namespaces[ns_id]
+        except KeyError:
+            why = next((e["error"] for e in self.snap.get("errors", []) if e.get("ns") == ns_id), "it is not in the snapshot")
+            from runtime.errors import PermissionDenied
+
+            err = PermissionDenied if "CAP_SYS_ADMIN" in why else NetdiagError
+            raise err(f"Cannot read namespace {ns_id}", why, "run netdiag as root" if "CAP_SYS_ADMIN" in why else "") from None
 
     def container(self, ref: str) -> dict | None:
         hits = [c for c in self.containers() if c["name"] == ref.lstrip("/") or c["id"] == ref]
@@ -58,22 +83,22 @@ class Model:
             return self.host
         if target.startswith("ns:"):
             name = target[3:]
-            for ns in self.namespaces.values():
+            for ns in self.metas():
                 if name in ns.get("netns_names", []):
-                    return ns
+                    return self.ns(ns["id"])
             raise NotFound(f"No network namespace named {name!r}", "", "list them with 'ip netns list'")
         if target.startswith("pid:"):
             pid = target[4:]
             if not pid.isdigit():
                 raise InvalidArgument(f"Invalid target {target!r}", "pid:N takes a process id", "e.g. pid:1234")
-            for ns in self.namespaces.values():
+            for ns in self.metas():
                 if int(pid) in ns.get("pids", []):
-                    return ns
+                    return self.ns(ns["id"])
             raise NotFound(f"No process {pid} in any observed namespace", "", "check the pid (it may have exited)")
         c = self.container(target)
         if c is not None:
             if c.get("ns") in self.namespaces:
-                return self.namespaces[c["ns"]]
+                return self.ns(c["ns"])
             if c.get("network_mode") == "host":
                 return self.host
             raise NotFound(f"Container {target} has no observable network namespace", "it may have just exited", "")
@@ -88,9 +113,16 @@ class Model:
             raise NotFound(f"No observed namespace has the address {ip}", "", "")
         return owner
 
+    def owners_of(self, ip: str) -> list[str]:
+        """Ids of the namespaces with `ip` on an interface."""
+        if isinstance(self.namespaces, dict):
+            return list(dict.fromkeys(ns["id"] for ns in self.namespaces.values() for a in ns["addresses"]
+                                      if (a.get("local") or a["address"]) == ip))
+        return [i for i in self.namespaces.owners_of(ip) if i in self.namespaces]
+
     def owner_of_ip(self, ip: str) -> dict | None:
         """The namespace with `ip` on an interface; a container beats the host (hairpin DNAT aside)."""
-        hits = [ns for ns in self.namespaces.values() for a in ns["addresses"] if a.get("local", a["address"]) == ip]
+        hits = [self.namespaces[i] for i in self.owners_of(ip)]
         hits.sort(key=lambda ns: ns["kind"] != "container")
         return hits[0] if hits else None
 

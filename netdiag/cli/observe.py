@@ -17,7 +17,6 @@ def _model(snapshot: Optional[str]):
         return Model.load(snapshot)
     with _progress("observing the host's namespaces"):
         model = Model.live()
-    _warn_partial(model)
     return model
 
 
@@ -53,6 +52,7 @@ def net_inspect(targets: List[str], json_out: bool, snapshot: Optional[str]) -> 
 
     model = _model(snapshot)
     views = [inspect_view.view(model, t) for t in targets]
+    _warn_partial(model)
     if json_out:
         print(json.dumps(views if len(views) > 1 else views[0], indent=2))
         return
@@ -97,12 +97,14 @@ def topo(
     if trace:
         with open(trace) as f:
             trace_data = json.load(f)
+    snap = model.full()
+    _warn_partial(model)
     if json_out:
-        print(json.dumps(topo_view.graph(model.snap, trace=trace_data), indent=2))
+        print(json.dumps(topo_view.graph(snap, trace=trace_data), indent=2))
     else:
         from rich.console import Console
 
-        Console().print(topo_view.render_tree(model.snap, trace=trace_data))
+        Console().print(topo_view.render_tree(snap, trace=trace_data))
     if output:
-        topo_view.write(model.snap, output, trace=trace_data)
+        topo_view.write(snap, output, trace=trace_data)
         print(f"wrote {output}", file=sys.stderr)

@@ -49,7 +49,7 @@ def trace(
     if output:
         from ..views import topo
 
-        topo.write(model.snap, output, trace=result)
+        topo.write(model.full(), output, trace=result)
     if json_out:
         print(json.dumps(result, indent=2))
     else:

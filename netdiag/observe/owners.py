@@ -46,6 +46,18 @@ def _comm(pid: int) -> str:
         return ""
 
 
+_HOST_FD: int | None = None
+
+
+def _host_path() -> str:
+    """A path to the namespace we started in that stays right after this thread joins another one
+    (/proc/self/ns/net would then name the other): an fd kept open for the process's lifetime."""
+    global _HOST_FD
+    if _HOST_FD is None:
+        _HOST_FD = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    return f"/proc/self/fd/{_HOST_FD}"
+
+
 def netdiag_containers() -> list[dict]:
     from runtime.containers import model, networking
 
@@ -70,7 +82,7 @@ def discover(errors: list[dict]) -> tuple[dict[int, NsRef], list[dict], list[dic
     """Every network namespace visible from here, with its owner. Returns (refs, containers, docker networks)."""
     refs: dict[int, NsRef] = {}
     host_ino = _inode("/proc/self/ns/net")
-    refs[host_ino] = NsRef(host_ino, "/proc/self/ns/net", kind="host", name="host", pids=[os.getpid()])
+    refs[host_ino] = NsRef(host_ino, _host_path(), kind="host", name="host", pids=[os.getpid()])
 
     # every process: the namespaces that have something running in them
     for entry in os.scandir("/proc"):
@@ -126,4 +138,6 @@ def discover(errors: list[dict]) -> tuple[dict[int, NsRef], list[dict], list[dic
         ref.pids.sort()
         if ref.kind == "pid" and ref.pids:
             ref.path = f"/proc/{ref.pids[0]}/ns/net"
+        if ref.kind == "host":
+            ref.path = _host_path()
     return refs, containers, docker_nets

@@ -12,47 +12,67 @@ from . import collect, owners
 SCHEMA = "netdiag.snapshot/1"
 
 
-def build(*, with_sockets: bool = True, only: set[str] | None = None) -> dict:
-    """Observe the host now. `only` limits collection to these namespace ids (plus the host)."""
-    errors: list[dict] = []
-    refs, containers, docker_nets = owners.discover(errors)
-    namespaces = {}
-    for ino, ref in sorted(refs.items(), key=lambda kv: (kv[1].kind != "host", kv[1].label())):
-        if only is not None and ref.id not in only and ref.kind != "host":
-            continue
-        try:
-            if ref.kind == "host":  # where we are already: no setns, so this works without root too
+def collect_ns(ref: owners.NsRef, errors: list[dict], with_sockets: bool = True) -> dict | None:
+    """One namespace's full state, or None (with the reason in `errors`) when it cannot be entered."""
+    try:
+        if ref.kind == "host":  # where we are already: no setns, so this works without root too
+            data = collect.collect_here(errors, ref.id, with_sockets, conntrack=True)
+        else:
+            with collect.inside(ref.path):
                 data = collect.collect_here(errors, ref.id, with_sockets)
-            else:
-                with collect.inside(ref.path):
-                    data = collect.collect_here(errors, ref.id, with_sockets)
-        except PermissionError as e:
-            errors.append({"ns": ref.id, "what": f"cannot enter {ref.label()}",
-                           "error": f"{e.strerror}: entering another network namespace needs CAP_SYS_ADMIN (run as root)"})
-            continue
-        except OSError as e:
-            errors.append({"ns": ref.id, "what": f"cannot enter {ref.label()}", "error": str(e)})
-            continue
-        if with_sockets and data["sockets"]:
-            owned = collect.socket_owners(ref.pids)
-            for s in data["sockets"]:
-                s.update(owned.get(s["inode"], {}))
-        namespaces[ref.id] = {
-            "id": ref.id, "inode": ino, "kind": ref.kind, "name": ref.name, "label": ref.label(),
+    except PermissionError as e:
+        errors.append({"ns": ref.id, "what": f"cannot enter {ref.label()}",
+                       "error": f"{e.strerror}: entering another network namespace needs CAP_SYS_ADMIN (run as root)"})
+        return None
+    except OSError as e:
+        errors.append({"ns": ref.id, "what": f"cannot enter {ref.label()}", "error": str(e)})
+        return None
+    if with_sockets and data["sockets"]:
+        owned = collect.socket_owners(ref.pids)
+        for s in data["sockets"]:
+            s.update(owned.get(s["inode"], {}))
+    return {**meta(ref), "resolv_conf": _resolv_conf(ref), **data}
+
+
+def meta(ref: owners.NsRef) -> dict:
+    return {"id": ref.id, "inode": ref.inode, "kind": ref.kind, "name": ref.name, "label": ref.label(),
             "runtime": ref.runtime, "container": ref.container.get("id", ""), "netns_names": ref.netns_names,
-            "pids": ref.pids[:20], "resolv_conf": _resolv_conf(ref), **data,
-        }
-    _match_veths(namespaces)
+            "pids": ref.pids[:20]}
+
+
+def _envelope(namespaces, host_id: str, containers: list, networks: list, errors: list) -> dict:
     return {
         "schema": SCHEMA,
         "captured_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "hostname": platform.node(), "kernel": platform.release(),
-        "host": next(n["id"] for n in namespaces.values() if n["kind"] == "host"),
-        "namespaces": namespaces,
-        "containers": containers,
-        "networks": _netdiag_networks(errors) + docker_nets,
-        "errors": errors,
+        "host": host_id, "namespaces": namespaces, "containers": containers, "networks": networks, "errors": errors,
     }
+
+
+def build(*, with_sockets: bool = True) -> dict:
+    """Observe every namespace now: the whole host in one JSON document."""
+    errors: list[dict] = []
+    refs, containers, docker_nets = owners.discover(errors)
+    namespaces = {}
+    for ref in sorted(refs.values(), key=lambda r: (r.kind != "host", r.label())):
+        data = collect_ns(ref, errors, with_sockets)
+        if data is not None:
+            namespaces[ref.id] = data
+    _match_veths(namespaces)
+    host = next(r.id for r in refs.values() if r.kind == "host")
+    return _envelope(namespaces, host, containers, _netdiag_networks(errors) + docker_nets, errors)
+
+
+def live(*, with_sockets: bool = True) -> dict:
+    """The same document, but each namespace is read only when something asks for it: a trace or an
+    inspect touches a handful of namespaces, not every one on a host with hundreds."""
+    from .lazy import LazyNamespaces
+
+    errors: list[dict] = []
+    refs, containers, docker_nets = owners.discover(errors)
+    namespaces = LazyNamespaces(refs, errors, with_sockets)
+    host = next(r.id for r in refs.values() if r.kind == "host")
+    return _envelope(namespaces, host, containers, _netdiag_networks(errors) + docker_nets, errors)
 
 
 def _resolv_conf(ref: owners.NsRef) -> str | None:

@@ -38,6 +38,7 @@ class Trace:
     hops: list[dict] = field(default_factory=list)
     evidence: list[dict] = field(default_factory=list)
     unknown_rules: list[dict] = field(default_factory=list)
+    outer_df: bool = False
 
     # -- bookkeeping ---------------------------------------------------------------------------------
     def hop(self, ns: dict, interface: str, kind: str, direction: str, detail: str = "") -> int:
@@ -171,6 +172,10 @@ class Trace:
         if not self.size:
             return
         size = self.size + HEADERS.get(self.proto, 28) + (VXLAN_OVERHEAD if encap else 0)
+        if link.get("mtu") and size > link["mtu"] and encap and not self.outer_df:
+            self.note("mtu", f"{ns['label']} {link['name']}: the {size}-byte VXLAN packet exceeds MTU {link['mtu']}; "
+                      "the outer packet has no DF bit (vxlan df unset), so the kernel fragments it: slower, but delivered")
+            return
         if link.get("mtu") and size > link["mtu"]:
             inner = " (inner packet plus 50 bytes of VXLAN)" if encap else ""
             raise Stop("blocked", "MTU_BLACKHOLE",
@@ -207,6 +212,7 @@ class Trace:
 
     # -- bridges -------------------------------------------------------------------------------------
     def bridge_port_for(self, ns: dict, bridge: dict, ip: str, exclude: str | None) -> tuple[dict, dict]:
+        holders = set(self.model.owners_of(ip)) if not ip.startswith("127.") else set()
         owners = []
         for port in ns["links"]:
             if port.get("master") != bridge["name"] or port["name"] == exclude:
@@ -214,9 +220,8 @@ class Trace:
             if port["kind"] == "vxlan":
                 owners.append((port, None))
                 continue
-            pair = self.model.peer(ns, port)
-            if pair and routing.is_local(pair[0], ip) and not ip.startswith("127."):
-                owners.append((port, pair[0]))
+            if (port.get("peer") or {}).get("ns") in holders:  # known without reading the peer
+                owners.append((port, self.model.namespaces[port["peer"]["ns"]]))
         real = [o for o in owners if o[1] is not None]
         if len(real) > 1:
             names = ", ".join(o[1]["label"] for o in real)
@@ -351,6 +356,8 @@ class Trace:
                        f"add the peer VTEP: bridge fdb append 00:00:00:00:00:00 dev {dev['name']} dst REMOTE_IP (in {ns['label']})",
                        [{"kind": "fdb", "detail": f"{dev['name']}: " + (", ".join(f"{f['lladdr']} dst {f['dst']}" for f in fdb) or "no entries")}])
         remote = chosen[0]["dst"]
+        # the outer packet carries DF when the device says so, or inherits it from our DF probe
+        self.outer_df = v.get("df") in ("set", "inherit") and bool(self.size)
         self.note("vxlan", f"{ns['label']}: {dev['name']} VNI {v.get('vni')} encapsulates to {remote}:{v.get('port') or 4789}")
         outer = Packet(src=v.get("local") or "0.0.0.0", dst=remote, proto="udp", sport=EPHEMERAL_SPORT, dport=v.get("port") or 4789,
                        length=pkt.length + VXLAN_OVERHEAD)
@@ -382,9 +389,10 @@ class Trace:
         return self.l3_in(ns, dev["name"], inner, None)
 
     def mac_of(self, ip: str) -> str | None:
-        for ns in self.model.namespaces.values():
+        for ns_id in self.model.owners_of(ip):
+            ns = self.model.namespaces[ns_id]
             for a in ns["addresses"]:
-                if a["address"] == ip and not ip.startswith("127."):
+                if a["address"] == ip:
                     link = self.model.link(ns, a["ifname"])
                     return link["mac"] if link else None
         return None
