@@ -39,6 +39,7 @@ class Trace:
     evidence: list[dict] = field(default_factory=list)
     unknown_rules: list[dict] = field(default_factory=list)
     outer_df: bool = False
+    stale_neighbour: tuple | None = None
 
     # -- bookkeeping ---------------------------------------------------------------------------------
     def hop(self, ns: dict, interface: str, kind: str, direction: str, detail: str = "") -> int:
@@ -156,10 +157,11 @@ class Trace:
         self.check_mtu(ns, link, pkt, encap)
         nexthop = route.gateway or pkt.dst
         for neigh in ns["neighbours"]:
-            if neigh["address"] == nexthop and neigh["ifname"] == link["name"] and "FAILED" in neigh["state"]:
-                raise Stop("blocked", "NO_NEIGHBOR", f"{nexthop} does not answer ARP on {link['name']} in {ns['label']} (neighbour state FAILED)",
-                           f"check that something on {link['name']}'s network has {nexthop}: the gateway may be wrong",
-                           [{"kind": "neighbour", "detail": f"{nexthop} dev {link['name']} {neigh['state']}"}])
+            if neigh["address"] == nexthop and neigh["ifname"] == link["name"] and ("FAILED" in neigh["state"] or "INCOMPLETE" in neigh["state"]):
+                # history, not fate: the kernel resolves again on new traffic, after a short refusal
+                self.note("neighbour", f"{ns['label']}: ARP for {nexthop} on {link['name']} is {neigh['state']}; "
+                          "until it resolves, new connections may get 'No route to host'")
+                self.stale_neighbour = (ns["label"], nexthop, link["name"])
         return self.transmit(ns, link, pkt, nexthop, encap)
 
     def check_link(self, ns: dict, link: dict, n: int) -> None:
@@ -446,4 +448,5 @@ def trace(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int = 0
     return {"verdict": verdict, "cause": cause, "summary": summary[0].upper() + summary[1:] if summary else summary,
             "src": src_ns["label"], "dst": dst, "dst_ip": dst_ip, "proto": proto, "port": port, "size": size,
             "hops": t.hops, "blocked_at": blocked_at if verdict != "delivered" else None,
-            "evidence": t.evidence, "fix": fix, "unevaluated_rules": t.unknown_rules, "mode": "static"}
+            "evidence": t.evidence, "fix": fix, "unevaluated_rules": t.unknown_rules, "mode": "static",
+            "stale_neighbour": list(t.stale_neighbour) if t.stale_neighbour else None}

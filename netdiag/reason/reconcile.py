@@ -43,6 +43,13 @@ def merge(result: dict, live) -> dict:
         result.update(verdict="delivered", cause=None, blocked_at=None, fix="",
                       summary=f"The live probe got through ({outcome}) although the static path predicted {cause or static}: "
                               "a rule or state netdiag could not model decides differently")
+    elif static == "delivered" and outcome == "unreachable" and result.get("stale_neighbour"):
+        where, nexthop, dev = result["stale_neighbour"]
+        result.update(verdict="blocked", cause="NO_NEIGHBOR", blocked_at=1,
+                      summary=f"The path is sound, but {where} recently failed to resolve {nexthop} on {dev} (ARP), and the kernel "
+                              "refuses new packets to it for a few seconds (No route to host)",
+                      fix=f"retry in a few seconds, or clear the entry now: ip neigh flush {nexthop} dev {dev} (in {where})")
+        result["reconciled"] = "static and live agree once the failed ARP entry is taken into account"
     elif static == "delivered":
         result.update(verdict="unknown", cause=None, blocked_at=last_seen,
                       summary=f"The static path reaches the destination, but the live probe {outcome}"
