@@ -65,7 +65,24 @@ class Trace:
                        f"a rule in {ns['label']} ({hook}) could decide this packet, but netdiag cannot evaluate it exactly: {reasons}",
                        "check the rules listed under evidence, or run the live trace",
                        [{"kind": "nft_unknown", "detail": f"{u['family']} {u['table']} {u['chain']}: {u['text']}"} for u in res.unknown])
+        if not res.packet_exact and "dnat" in res.packet.ct_status and res.packet.dst == pkt.dst:
+            res.packet = self.published_target(ns, res.packet)
         return res
+
+    def published_target(self, ns: dict, pkt: Packet) -> Packet:
+        """iptables-nft DNAT targets are opaque in nft's JSON: take the destination from the
+        runtimes' own port tables (Docker's API, netdiag's records), which programmed that rule."""
+        for c in self.model.containers():
+            for p in c.get("ports", []):
+                end = p.get("host_end") or p["host_port"]
+                if p["proto"] == pkt.proto and p["host_port"] <= pkt.dport <= end and p.get("host_ip") in ("", "0.0.0.0", None, pkt.dst):
+                    ip = next((n["ip"] for n in c.get("networks", {}).values() if n.get("ip")), None)
+                    if ip:
+                        port = p["ctr_port"] + (pkt.dport - p["host_port"])
+                        self.note("dnat", f"{ns['label']}: the DNAT target of {pkt.dst}:{pkt.dport} is not readable from nft; "
+                                  f"{c['runtime']} publishes it to {c['name']} {ip}:{port}")
+                        return replace(pkt, dst=ip, dport=port)
+        return pkt
 
     # -- walking -------------------------------------------------------------------------------------
     def run(self, src_ns: dict, dst_ip: str) -> tuple[dict, Packet]:
