@@ -111,7 +111,7 @@ def exec_(
     container: str = typer.Argument(..., help="Container name or id"),
     command: List[str] = typer.Argument(..., help="Command and arguments"),
     interactive: bool = typer.Option(False, "-i", "--interactive", help="Keep stdin open"),
-    tty: bool = typer.Option(False, "-t", "--tty", help="Accepted for Docker compatibility; stdio is passed through"),
+    tty: bool = typer.Option(False, "-t", "--tty", help="Allocate a terminal (a pty in the container's /dev/pts)"),
     env: List[str] = typer.Option([], "-e", "--env", help="Set an environment variable"),
     workdir: Optional[str] = typer.Option(None, "-w", "--workdir", help="Working directory"),
     user: Optional[str] = typer.Option(None, "-u", "--user", help="User name or uid[:group]"),
@@ -125,7 +125,7 @@ def exec_(
     c = model.get(container)
     sys.stdout.flush()
     raise typer.Exit(execute.exec_in(c, command, env=validate.env_pairs(env), workdir=workdir, user=user,
-                                     interactive=interactive or tty))
+                                     interactive=interactive, tty=tty))
 
 
 @app.command()

@@ -1,9 +1,11 @@
 """Run a process inside a running container: join its namespaces and cgroup, then exec."""
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import signal
+import termios
 import time
 
 from .. import syscalls as sc
@@ -51,7 +53,7 @@ def _exec(c: model.Container, argv: list[str], env_extra: list[str], workdir: st
 
 
 def exec_in(c: model.Container, argv: list[str], *, env: list[str] = (), workdir: str | None = None,
-            user: str | None = None, interactive: bool = False) -> int:
+            user: str | None = None, interactive: bool = False, tty: bool = False) -> int:
     """`netdiag exec`: run argv in the container with the CLI's stdio; returns its exit code."""
     _require_running(c)
     if not argv:
@@ -65,9 +67,14 @@ def exec_in(c: model.Container, argv: list[str], *, env: list[str] = (), workdir
                 devnull = os.open("/dev/null", os.O_RDONLY)
                 os.dup2(devnull, 0)
             _enter(c)
+            master = slave = None
+            if tty:  # opened after joining the mount namespace: the pty lives in the container's devpts
+                master, slave = os.openpty()
             inner = os.fork()
             if inner == 0:
                 try:
+                    if tty:
+                        _take_terminal(master, slave)
                     _exec(c, argv, env, workdir, user)
                 except FileNotFoundError:
                     os.write(err_w, f'exec: "{argv[0]}": executable file not found in $PATH'.encode())
@@ -77,6 +84,9 @@ def exec_in(c: model.Container, argv: list[str], *, env: list[str] = (), workdir
                     os._exit(126)
             os.close(err_w)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            if tty:
+                os.close(slave)
+                _proxy(master, interactive)
             _, status = os.waitpid(inner, 0)
             code = os.waitstatus_to_exitcode(status)
             os._exit(128 - code if code < 0 else code)
@@ -86,7 +96,8 @@ def exec_in(c: model.Container, argv: list[str], *, env: list[str] = (), workdir
     os.close(err_w)
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the process in the container gets ^C
     try:
-        _, status = os.waitpid(pid, 0)
+        with _raw_terminal(tty and interactive):
+            _, status = os.waitpid(pid, 0)
     finally:
         signal.signal(signal.SIGINT, old)
     err = b""
@@ -141,3 +152,60 @@ def run_captured(c: model.Container, argv: list[str], timeout: float) -> tuple[i
     if timed_out:
         return -1, f"Health check exceeded timeout ({timeout:g}s)"
     return (128 - code if code < 0 else code), out.decode(errors="replace")
+
+
+def _take_terminal(master: int, slave: int) -> None:
+    """In the exec'd process: a new session whose controlling terminal is the pty."""
+    os.close(master)
+    os.setsid()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+
+
+def _proxy(master: int, interactive: bool) -> None:
+    """Copy the CLI's stdin to the pty and the pty to the CLI's stdout until the program exits."""
+    sources = [master] + ([0] if interactive else [])
+    while True:
+        ready, _, _ = select.select(sources, [], [])
+        if 0 in ready:
+            data = os.read(0, 4096)
+            if data:
+                os.write(master, data)
+            else:  # stdin ended: pass an end-of-file (^D) and stop reading it
+                os.write(master, b"\x04")
+                sources.remove(0)
+        if master in ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the program closed the terminal
+                data = b""
+            if not data:
+                os.close(master)
+                return
+            os.write(1, data)
+
+
+class _raw_terminal:
+    """Put the CLI's own terminal in raw mode while a pty is attached, and restore it after."""
+
+    def __init__(self, wanted: bool):
+        self.saved = None
+        self.wanted = wanted and os.isatty(0)
+
+    def __enter__(self):
+        if self.wanted:
+            import termios
+            import tty as ttymod
+
+            self.saved = termios.tcgetattr(0)
+            ttymod.setraw(0)
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            import termios
+
+            termios.tcsetattr(0, termios.TCSADRAIN, self.saved)

@@ -209,3 +209,11 @@ def test_health_cmd_reports_healthy_then_unhealthy(lab):
     lab.ok("exec", "hc", "rm", "/tmp/ok")
     assert _wait(lambda: health() == "unhealthy")
     assert "(unhealthy)" in lab.ok("ps")
+
+
+def test_exec_with_a_terminal(lab):
+    lab.ok("run", "-d", "--name", "term", "busybox", "sleep", "60")
+    out = lab.ok("exec", "-t", "term", "sh", "-c", "tty; test -t 0 && echo interactive")
+    assert out.replace("\r", "").split("\n")[:2] == ["/dev/pts/0", "interactive"]
+    p = lab.run("exec", "-i", "-t", "term", "sh", input="echo hi-from-stdin; exit 3\n")
+    assert p.returncode == 3 and "hi-from-stdin" in p.stdout
