@@ -77,9 +77,15 @@ def _live(model, result: dict, timeout: float) -> dict:
     src = model.namespaces[result["hops"][0]["namespace"]] if result["hops"] else None
     if src is None or reconcile.ns_path(src) is None:
         return result
+    from ..probe import counters
+
+    paths = {h.ns_path: h.label.rsplit(" ", 1)[0] for h in hops}
+    before = counters.read(list(paths))
     res = live.probe(reconcile.ns_path(src), result["dst_ip"], proto=result["proto"], dport=result["port"],
                      size=result["size"], hops=hops, timeout=timeout)
-    return reconcile.merge(result, res)
+    result = reconcile.merge(result, res)
+    result["evidence"].extend(counters.deltas(before, counters.read(list(paths)), paths))
+    return result
 
 
 def render(r: dict) -> None:

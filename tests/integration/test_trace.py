@@ -74,12 +74,14 @@ def test_firewall_drop_names_the_rule_and_deleting_it_fixes_it(two):
     web_ip = ip_of(lab, "web")
     lab.in_lab("nft", "add", "table", "inet", "user")
     lab.in_lab("nft", "add", "chain", "inet", "user", "guard", "{ type filter hook forward priority 0 ; }")
-    lab.in_lab("nft", "add", "rule", "inet", "user", "guard", "ip", "daddr", web_ip, "tcp", "dport", "80", "drop")
+    lab.in_lab("nft", "add", "rule", "inet", "user", "guard", "ip", "daddr", web_ip, "tcp", "dport", "80", "counter", "drop")
     r = trace(lab, f"ns:{lab.outside}", "203.0.113.2", "--port", "8080")
     assert (r["verdict"], r["cause"]) == ("blocked", "FIREWALL_DROP")
     rule = next(e for e in r["evidence"] if e["kind"] == "nft_rule")
     assert rule["table"] == "inet user" and rule["chain"] == "guard" and "drop" in rule["rule"]
     assert r["live"]["outcome"] == "timeout"
+    moved = [e for e in r["evidence"] if e["kind"] == "nft_counter"]
+    assert moved and moved[0]["table"] == "inet user" and moved[0]["packets"] >= 1  # the live probe hit that rule
     assert "nft delete rule inet user guard handle" in r["fix"]
     lab.in_lab("nft", "delete", "table", "inet", "user")
     assert trace(lab, f"ns:{lab.outside}", "203.0.113.2", "--port", "8080")["verdict"] == "delivered"
