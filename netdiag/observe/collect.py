@@ -149,16 +149,14 @@ def _sockets() -> list[dict]:
     return out
 
 
-def _inet_diag(family: int, protocol: int, states: int) -> list[tuple[str, int, int]]:
-    """SOCK_DIAG_BY_FAMILY dump: (local address, port, inode) per socket. An IPv6 socket bound to
-    :: also accepts IPv4 (unless v6only), which is how busybox httpd listens: "*:80"."""
+def _netlink_dump(protocol: int, msg_type: int, payload: bytes):
+    """Send one NLM_F_DUMP request on a raw netlink socket opened in this thread (so in the namespace
+    it has joined) and yield (data, start, end) for the body of each answer message."""
     import struct
 
-    NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, NLM_F_DUMP, NLMSG_DONE, NLMSG_ERROR = 4, 20, 1, 0x300, 3, 2
-    req = struct.pack("=BBBBI", family, protocol, 0, 0, states) + bytes(48) + struct.pack("=II", 0xFFFFFFFF, 0xFFFFFFFF)
-    msg = struct.pack("=IHHII", 16 + len(req), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + req
-    out = []
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG) as nl:
+    NLM_F_REQUEST, NLM_F_DUMP, NLMSG_DONE, NLMSG_ERROR = 1, 0x300, 3, 2
+    msg = struct.pack("=IHHII", 16 + len(payload), msg_type, NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + payload
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol) as nl:
         nl.send(msg)
         while True:
             data = nl.recv(65536)
@@ -166,14 +164,25 @@ def _inet_diag(family: int, protocol: int, states: int) -> list[tuple[str, int, 
             while off + 16 <= len(data):
                 length, mtype = struct.unpack_from("=IH", data, off)
                 if mtype in (NLMSG_DONE, NLMSG_ERROR) or length < 16:
-                    return out
-                body = off + 16
-                sport = struct.unpack_from("!H", data, body + 4)[0]
-                raw = data[body + 8: body + (12 if family == socket.AF_INET else 24)]
-                src = socket.inet_ntop(family, raw)
-                inode = struct.unpack_from("=I", data, body + 68)[0]
-                out.append((src, sport, inode))
+                    return
+                yield data, off + 16, off + length
                 off += (length + 3) & ~3
+
+
+def _inet_diag(family: int, protocol: int, states: int) -> list[tuple[str, int, int]]:
+    """SOCK_DIAG_BY_FAMILY dump: (local address, port, inode) per socket. An IPv6 socket bound to
+    :: also accepts IPv4 (unless v6only), which is how busybox httpd listens: "*:80"."""
+    import struct
+
+    NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY = 4, 20
+    req = struct.pack("=BBBBI", family, protocol, 0, 0, states) + bytes(48) + struct.pack("=II", 0xFFFFFFFF, 0xFFFFFFFF)
+    out = []
+    for data, body, _ in _netlink_dump(NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, req):
+        sport = struct.unpack_from("!H", data, body + 4)[0]
+        src = socket.inet_ntop(family, data[body + 8: body + (12 if family == socket.AF_INET else 24)])
+        inode = struct.unpack_from("=I", data, body + 68)[0]
+        out.append((src, sport, inode))
+    return out
 
 
 def _sysctls(ifnames: list[str]) -> dict:
@@ -244,24 +253,15 @@ def ipv4_addresses() -> list[str]:
     namespace on a host with hundreds when looking for who owns an address."""
     import struct
 
-    RTM_GETADDR, NLM_F_REQUEST, NLM_F_DUMP, NLMSG_DONE, NLMSG_ERROR, IFA_LOCAL = 22, 1, 0x300, 3, 2, 2
-    msg = struct.pack("=IHHII", 16 + 8, RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + struct.pack("=BBBBI", socket.AF_INET, 0, 0, 0, 0)
+    RTM_GETADDR, IFA_LOCAL = 22, 2
     out = []
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0) as nl:
-        nl.send(msg)
-        while True:
-            data = nl.recv(65536)
-            off = 0
-            while off + 16 <= len(data):
-                length, mtype = struct.unpack_from("=IH", data, off)
-                if mtype in (NLMSG_DONE, NLMSG_ERROR) or length < 16:
-                    return out
-                attr = off + 16 + 8
-                while attr + 4 <= off + length:
-                    alen, atype = struct.unpack_from("=HH", data, attr)
-                    if alen < 4:
-                        break
-                    if atype == IFA_LOCAL:
-                        out.append(socket.inet_ntoa(data[attr + 4: attr + 8]))
-                    attr += (alen + 3) & ~3
-                off += (length + 3) & ~3
+    for data, body, end in _netlink_dump(0, RTM_GETADDR, struct.pack("=BBBBI", socket.AF_INET, 0, 0, 0, 0)):
+        attr = body + 8
+        while attr + 4 <= end:
+            alen, atype = struct.unpack_from("=HH", data, attr)
+            if alen < 4:
+                break
+            if atype == IFA_LOCAL:
+                out.append(socket.inet_ntoa(data[attr + 4: attr + 8]))
+            attr += (alen + 3) & ~3
+    return out
