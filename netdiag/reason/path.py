@@ -65,13 +65,19 @@ class Trace:
                        f"a rule in {ns['label']} ({hook}) could decide this packet, but netdiag cannot evaluate it exactly: {reasons}",
                        "check the rules listed under evidence, or run the live trace",
                        [{"kind": "nft_unknown", "detail": f"{u['family']} {u['table']} {u['chain']}: {u['text']}"} for u in res.unknown])
-        if not res.packet_exact and "dnat" in res.packet.ct_status and res.packet.dst == pkt.dst:
+        # Docker reaches its xt DNAT through `-m addrtype --dst-type LOCAL` (an xt match too), so the
+        # path netdiag follows (xt match: no) has no DNAT: the DNAT is then only in the other paths
+        if not res.packet_exact and res.packet.dst == pkt.dst and ("dnat" in res.packet.ct_status or any(
+                u.get("verdict") == "dnat" and u.get("changes_outcome") for u in res.unknown)):
             res.packet = self.published_target(ns, res.packet)
         return res
 
     def published_target(self, ns: dict, pkt: Packet) -> Packet:
         """iptables-nft DNAT targets are opaque in nft's JSON: take the destination from the
-        runtimes' own port tables (Docker's API, netdiag's records), which programmed that rule."""
+        runtimes' own port tables (Docker's API, netdiag's records), which programmed that rule.
+        Ports are published on the host's own addresses only (addrtype LOCAL, fib daddr type local)."""
+        if not routing.is_local(ns, pkt.dst):
+            return pkt
         for c in self.model.containers():
             for p in c.get("ports", []):
                 end = p.get("host_end") or p["host_port"]
@@ -81,7 +87,7 @@ class Trace:
                         port = p["ctr_port"] + (pkt.dport - p["host_port"])
                         self.note("dnat", f"{ns['label']}: the DNAT target of {pkt.dst}:{pkt.dport} is not readable from nft; "
                                   f"{c['runtime']} publishes it to {c['name']} {ip}:{port}")
-                        return replace(pkt, dst=ip, dport=port)
+                        return replace(pkt, dst=ip, dport=port, ct_status=pkt.ct_status | {"dnat"})
         return pkt
 
     # -- walking -------------------------------------------------------------------------------------
