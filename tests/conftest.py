@@ -1,4 +1,5 @@
 import os
+import subprocess
 
 import pytest
 
@@ -11,3 +12,30 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "integration" in item.keywords:
             item.add_marker(skip)
+
+
+def _root_namespace_state() -> dict:
+    """What no test may change in the machine's own network namespace."""
+    def run(*argv):
+        return subprocess.run(list(argv), capture_output=True, text=True).stdout
+
+    return {
+        "links": sorted(line.split()[0] for line in run("ip", "-br", "link").splitlines()),
+        "routes": run("ip", "-4", "route", "show", "table", "all"),
+        "rules": run("ip", "rule"),
+        "nft tables": run("nft", "list", "tables"),
+        "ip_forward": open("/proc/sys/net/ipv4/ip_forward").read(),
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def root_namespace_untouched():
+    """Tests build their own worlds (labs); the machine's namespace must end as it began."""
+    if os.geteuid() != 0:
+        yield
+        return
+    before = _root_namespace_state()
+    yield
+    after = _root_namespace_state()
+    changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+    assert not changed, f"tests changed the machine's network namespace: {changed}"

@@ -2,11 +2,9 @@
 nothing behind. Each test has its own NETDIAG_ROOT and cgroup parent."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
-import uuid
 from pathlib import Path
 
 import pytest
@@ -17,12 +15,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class Nd:
-    def __init__(self, root: Path):
-        self.root = root
+    """The CLI inside a lab (a namespace playing the host): builds, RUN containers and the runs that
+    check the images never touch the machine's own network namespace."""
+
+    def __init__(self, lab):
+        self.lab, self.root = lab, lab.root
 
     def run(self, *args: str, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "netdiag", *args], capture_output=True, text=True,
-                              input=input, timeout=timeout, cwd=REPO, env=dict(os.environ))
+        return self.lab.netdiag(*args, input=input, timeout=timeout, cwd=REPO)
 
     def ok(self, *args: str, **kw) -> str:
         p = self.run(*args, **kw)
@@ -38,21 +38,9 @@ class Nd:
 
 
 @pytest.fixture
-def nd(tmp_path, monkeypatch):
-    """A private netdiag root and cgroup parent; leftovers are killed and removed afterwards."""
-    from runtime.containers import cgroups, lifecycle, model
-
-    root = tmp_path / "ndroot"
-    monkeypatch.setenv("NETDIAG_ROOT", str(root))
-    monkeypatch.setenv("NETDIAG_CGROUP_PARENT", f"ndbuild-test-{uuid.uuid4().hex[:8]}")
-    try:
-        yield Nd(root)
-    finally:
-        for c in model.list_all():
-            lifecycle.remove(c, force=True)
-        lifecycle.prune()
-        cgroups.remove_parent()
-        shutil.rmtree(root, ignore_errors=True)
+def nd(lab):
+    """A private netdiag root and cgroup parent in a lab; the lab removes everything afterwards."""
+    yield Nd(lab)
 
 
 def context(tmp_path: Path, dockerfile: str, files: dict | None = None) -> Path:
