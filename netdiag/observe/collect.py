@@ -79,7 +79,8 @@ def collect_here(errors: list[dict], ns_id: str, with_sockets: bool = True, conn
                                "vni": n.get_attr("NDA_VNI"), "state": _nud(n["state"]), "self": bool(n["flags"] & 2)})
     if with_sockets:
         out["sockets"] = _sockets()
-    out["sysctls"] = _sysctls([link["name"] for link in out["links"]])
+    # a bridge port has no IP layer of its own: its rp_filter or forwarding never applies
+    out["sysctls"] = _sysctls([link["name"] for link in out["links"] if not link.get("master")])
     try:
         from runtime import nft
 

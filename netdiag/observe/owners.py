@@ -59,13 +59,18 @@ def _host_path() -> str:
 
 
 def netdiag_containers() -> list[dict]:
-    from runtime.containers import model, networking
+    from runtime.containers import model
+    from runtime.networks import model as nets
 
+    by_container: dict[str, dict] = {}  # read every network record once, not once per container
+    for n in nets.bridges():
+        for cid, e in n["Containers"].items():
+            by_container.setdefault(cid, {})[n["Name"]] = e
     out = []
     for c in model.list_all():
         if not model.proc_ok(c):
             continue
-        eps = networking.endpoints(c)
+        eps = by_container.get(c.id, {})
         out.append({
             "runtime": "netdiag", "id": c.id, "name": c.name, "image": c.config.get("ImageRef", ""), "pid": c.pid,
             "state": c.status, "network_mode": c.config["HostConfig"].get("NetworkMode", ""),
