@@ -67,6 +67,16 @@ def new_id() -> str:
     return secrets.token_hex(32)
 
 
+def _free_name(used) -> str:
+    """Docker-style adjective_noun; once those run low (400 of them), a number is appended."""
+    rng = random.Random()
+    for attempt in range(1000):
+        name = f"{rng.choice(_ADJ)}_{rng.choice(_NOUN)}" + (f"{rng.randrange(1, 10 ** (2 + attempt // 100))}" if attempt >= 20 else "")
+        if name not in used:
+            return name
+    return f"{rng.choice(_ADJ)}_{rng.choice(_NOUN)}_{secrets.token_hex(4)}"
+
+
 def _names_in_use() -> dict[str, str]:
     out = {}
     for c in list_all():
@@ -86,11 +96,7 @@ def create_record(config: dict, name: str | None) -> Container:
                     f"remove that container ('netdiag rm -f {name}') or choose another name",
                 )
         else:
-            rng = random.Random()
-            while True:
-                name = f"{rng.choice(_ADJ)}_{rng.choice(_NOUN)}"
-                if name not in used:
-                    break
+            name = _free_name(used)
         cid = new_id()
         c = Container(cid, {**config, "Id": cid, "Name": name, "Created": now_iso()}, {"Status": CREATED})
         c.dir.mkdir(parents=True)

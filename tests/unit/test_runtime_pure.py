@@ -163,3 +163,14 @@ def test_status_lines():
     c = model.Container("x" * 64, {"Name": "n", "Created": model.now_iso()}, {"Status": "exited", "ExitCode": 3, "FinishedAt": model.now_iso()})
     assert model.status_line(c).startswith("Exited (3)")
     assert model.human_duration(1) == "1 second" and model.human_duration(90) == "About a minute"
+
+
+def test_generated_names_never_run_out():
+    from runtime.containers import model
+
+    used = {f"{a}_{n}" for a in model._ADJ for n in model._NOUN}  # every plain name is taken
+    names = set()
+    for _ in range(200):
+        name = model._free_name(used | names)
+        assert name not in used and name not in names
+        names.add(name)
