@@ -58,48 +58,55 @@ def ensure_bridge(name: str, address: IPv4Address, subnet: IPv4Network, mtu: int
 
 def delete_link(name: str, netns: str | None = None) -> None:
     """Delete a link; fine when it is already gone."""
-    with ipr(netns) as r:
-        idx = _index(r, name)
+    from . import rtnl
+
+    with rtnl.netns(netns) if netns else contextlib.nullcontext():
+        idx = rtnl.index(name)
         if idx is None:
             return
         try:
-            r.link("del", index=idx)
-        except Exception as e:  # noqa: BLE001 - pyroute2 raises NetlinkError
-            if getattr(e, "code", None) != errno.ENODEV:
+            rtnl.delete(idx)
+        except OSError as e:
+            if e.errno != errno.ENODEV:
                 raise
 
 
 def link_exists(name: str, netns: str | None = None) -> bool:
-    with ipr(netns) as r:
-        return _index(r, name) is not None
+    from . import rtnl
+
+    with rtnl.netns(netns) if netns else contextlib.nullcontext():
+        return rtnl.index(name) is not None
 
 
 def add_veth_to_bridge(host_name: str, peer_name: str, peer_netns: str, bridge: str, mtu: int, peer_mac: str) -> None:
-    """Create a veth pair whose peer is born in `peer_netns` (no move), host end enslaved and up."""
+    """Create a veth pair whose peer is born in `peer_netns` (no move), host end enslaved, up, and
+    in hairpin mode (a container reaching its own published port is DNAT'd back out of its port).
+    The hot path of every `run`: raw rtnetlink (runtime/rtnl.py), no pyroute2 import."""
+    from . import rtnl
+
+    br = rtnl.index(bridge)
+    if br is None:
+        raise KernelError(f"Bridge {bridge} is missing", "its network's device was deleted", "recreate the network or run 'netdiag network ls' to restore it")
     fd = os.open(peer_netns, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        with ipr() as r:
-            br = _index(r, bridge)
-            if br is None:
-                raise KernelError(f"Bridge {bridge} is missing", "its network's device was deleted", "recreate the network or run 'netdiag network ls' to restore it")
-            r.link("add", ifname=host_name, kind="veth", mtu=mtu,
-                   peer={"ifname": peer_name, "net_ns_fd": fd, "address": peer_mac, "mtu": mtu})
-            idx = _index(r, host_name)
-            r.link("set", index=idx, master=br, state="up")
-            # hairpin: a container reaching its own published port is DNAT'd back out of its own port
-            r.brport("set", index=idx, mode=1)
+        rtnl.create_veth(host_name, peer_name, fd, mtu, peer_mac)
     finally:
         os.close(fd)
+    idx = rtnl.index(host_name)
+    rtnl.set_up(idx, master=br)
+    rtnl.set_hairpin(idx)
 
 
 def configure_endpoint(netns: str, ifname: str, ip: IPv4Address, subnet: IPv4Network, gateway: IPv4Address | None) -> None:
     """Inside the container's namespace: address, link up, and the default route via the gateway."""
-    with ipr(netns) as r:
-        idx = _index(r, ifname)
-        r.addr("add", index=idx, address=str(ip), prefixlen=subnet.prefixlen)
-        r.link("set", index=idx, state="up")
+    from . import rtnl
+
+    with rtnl.netns(netns):
+        idx = rtnl.index(ifname)
+        rtnl.add_address(idx, ip, subnet.prefixlen)
+        rtnl.set_up(idx)
         if gateway is not None:
-            r.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=idx)
+            rtnl.add_default_route(gateway, idx)
 
 
 def routes_v4(netns: str | None = None) -> list[tuple[IPv4Network, str]]:

@@ -115,7 +115,7 @@ def test_port_not_published(lab):
     assert (r["verdict"], r["cause"]) == ("blocked", "PORT_NOT_PUBLISHED") and "-p 80:80" in r["fix"]
     lab.ok("rm", "-f", "shy")
     web(lab, "shy", "-p", "80:80")
-    assert trace(lab, f"ns:{lab.outside}", "203.0.113.2", "--port", "80")["verdict"] == "delivered"
+    assert eventually_delivered(lab, f"ns:{lab.outside}", "203.0.113.2", "--port", "80")
 
 
 def test_nothing_listening_and_loopback_only(two):
