@@ -188,7 +188,10 @@ class Trace:
         return self.transmit(ns, link, pkt, nexthop, encap)
 
     def check_link(self, ns: dict, link: dict, n: int) -> None:
-        if not link["up"] or link.get("state") == "DOWN" and link["kind"] != "bridge":
+        # flags, not operstate: the kernel updates operstate lazily (linkwatch), a new link can read
+        # DOWN for a moment while it is UP with carrier (LOWER_UP)
+        no_carrier = link["kind"] not in ("bridge", "loopback", "vxlan") and "LOWER_UP" not in link.get("flags", ["LOWER_UP"])
+        if not link["up"] or no_carrier:
             raise Stop("blocked", "LINK_DOWN", f"{link['name']} in {ns['label']} is down, so nothing passes through it",
                        f"bring it up: ip link set {link['name']} up (in {ns['label']})",
                        [{"kind": "link", "detail": f"{ns['label']} {link['name']}: state {link.get('state')}, flags {','.join(link['flags'])}"}])

@@ -34,7 +34,8 @@ def merge(result: dict, live) -> dict:
     static, outcome, cause = result["verdict"], live.outcome, result["cause"]
     agree = ((static == "delivered" and outcome in DELIVERED)
              or (static == "blocked" and cause in REFUSED_CAUSES and outcome == "refused")
-             or (static == "blocked" and cause not in REFUSED_CAUSES and outcome in ("timeout", "unreachable", "too_big", "refused")))
+             or (static == "blocked" and cause not in REFUSED_CAUSES and outcome in ("timeout", "unreachable", "too_big"))
+             or (static == "blocked" and outcome == "refused" and " rejects " in result["summary"]))
     if agree:
         result["reconciled"] = "static and live agree"
         return result

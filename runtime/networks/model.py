@@ -39,7 +39,7 @@ def list_all() -> list[dict]:
     d = nets_dir()
     if not d.is_dir():
         return []
-    out = [store.read_json(p) for p in d.glob("*.json") if not p.name.endswith(".dns.json")]
+    out = [store.read_json(p) for p in d.glob("*.json") if not p.name.endswith(".dns.json") and not p.name.startswith(".")]
     return sorted((n for n in out if n), key=lambda n: (n["Name"] not in BUILTIN, n["Name"]))
 
 
