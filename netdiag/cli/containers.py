@@ -8,65 +8,19 @@ from typing import List, Optional
 
 import typer
 
-from .main import app
+from .app import app
 from .output import json_lines, print_json, table
 
 _CMD_CTX = {"allow_interspersed_args": False, "help_option_names": ["--help"]}
 
 
-@app.command(context_settings=_CMD_CTX)
-def run(
-    image: str = typer.Argument(..., help="Image to run, e.g. busybox"),
-    command: Optional[List[str]] = typer.Argument(None, help="Command and arguments (default: the image's CMD)"),
-    detach: bool = typer.Option(False, "-d", "--detach", help="Run in the background and print the container id"),
-    rm: bool = typer.Option(False, "--rm", help="Remove the container when it exits"),
-    name: Optional[str] = typer.Option(None, "--name", help="Name the container (unique)"),
-    env: List[str] = typer.Option([], "-e", "--env", help="Set an environment variable KEY=VALUE"),
-    workdir: Optional[str] = typer.Option(None, "-w", "--workdir", help="Working directory inside the container"),
-    hostname: Optional[str] = typer.Option(None, "--hostname", "-h", help="Container hostname"),
-    user: Optional[str] = typer.Option(None, "-u", "--user", help="User name or uid[:group]"),
-    entrypoint: Optional[str] = typer.Option(None, "--entrypoint", help="Override the image's ENTRYPOINT"),
-    memory: Optional[str] = typer.Option(None, "-m", "--memory", help="Memory limit, e.g. 64m"),
-    cpus: Optional[str] = typer.Option(None, "--cpus", help="CPU limit, e.g. 0.5"),
-    pids_limit: Optional[int] = typer.Option(None, "--pids-limit", help="Process limit"),
-    network: str = typer.Option("bridge", "--network", "--net", help="Network: bridge (default), a user-defined network, host or none"),
-    publish: List[str] = typer.Option([], "-p", "--publish", help="Publish [HOSTIP:][HOSTPORT:]PORT[/udp], ranges allowed (bridge networks)"),
-    publish_all: bool = typer.Option(False, "-P", "--publish-all", help="Publish every EXPOSEd port to a free host port"),
-    ip: Optional[str] = typer.Option(None, "--ip", help="Static IPv4 address on the network"),
-    network_alias: List[str] = typer.Option([], "--network-alias", help="Extra DNS name on a user-defined network"),
-    dns: List[str] = typer.Option([], "--dns", help="DNS server for the container's resolv.conf"),
-    interactive: bool = typer.Option(False, "-i", "--interactive", help="Keep stdin open"),
-    tty: bool = typer.Option(False, "-t", "--tty", help="Accepted for Docker compatibility; stdio is passed through"),
-    health_cmd: Optional[str] = typer.Option(None, "--health-cmd", help="Health check command (run with /bin/sh -c)"),
-    health_interval: float = typer.Option(30.0, "--health-interval", help="Seconds between health checks"),
-    health_timeout: float = typer.Option(30.0, "--health-timeout", help="Seconds before a check counts as failed"),
-    health_retries: int = typer.Option(3, "--health-retries", help="Failures in a row before unhealthy"),
-):
-    """Create and start a container (like `docker run`)."""
-    from runtime.containers import lifecycle, model
-    from runtime.images import store as images
-    from runtime.syscalls import require_root
+@app.command("run", add_help_option=False, help="Create and start a container (like `docker run`). See 'netdiag run --help'.",
+             context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "allow_interspersed_args": False})
+def run(ctx: typer.Context):
+    """Only reached through typer when main() did not take the fast path (e.g. tests calling the app)."""
+    from .run_cmd import main as run_main
 
-    require_root("run a container")
-    img = images.get(image)
-    config = lifecycle.build_config(
-        img, image, command or [], entrypoint=entrypoint, env=env, workdir=workdir, hostname=hostname,
-        user=user, network=network, memory=memory, cpus=cpus, pids_limit=pids_limit, auto_remove=rm,
-        publish=publish, publish_all=publish_all, ip=ip, aliases=network_alias, dns=dns, health_cmd=health_cmd, health_interval=health_interval,
-        health_timeout=health_timeout, health_retries=health_retries,
-    )
-    c = lifecycle.create(config, name)
-    try:
-        status = lifecycle.start(c, attach=not detach, interactive=interactive)
-    except BaseException:
-        lifecycle.remove_stopped(c)  # a `run` that did not start leaves nothing behind
-        raise
-    if detach:
-        os.close(status)
-        print(c.id)
-        return
-    sys.stdout.flush()
-    raise typer.Exit(lifecycle.wait_exit(status, c))
+    raise typer.Exit(run_main(list(ctx.args)))
 
 
 @app.command()

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from .main import app
+from .app import app
 from .output import json_lines, print_json, table
 
 image_app = typer.Typer(help="Manage images.", no_args_is_help=True)

@@ -1,27 +1,11 @@
-"""The one CLI. Each command group lives in its own module and registers itself on `app`.
+"""The one CLI. Each command group lives in its own module and registers itself on the typer app
+(app.py); `run` is parsed without typer (run_cmd.py) because start-up time is measured.
 
 Heavy modules (scapy, pyroute2, rich tables) are imported inside commands, never here.
 """
 import sys
 
-import typer
-
 from runtime.errors import NetdiagError
-
-app = typer.Typer(
-    name="netdiag",
-    help="A container runtime with Docker's commands, and the network diagnostics it deserves.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
-@app.callback()
-def _group() -> None:
-    """A callback keeps netdiag a command group even when only one command's module is loaded."""
-
 
 # Which module registers which top-level command: a command line imports (and typer converts)
 # only its own module, which keeps every command's start-up short. `--help` alone loads them all.
@@ -46,8 +30,14 @@ def _register(argv: list[str] | None = None) -> None:
 
 
 def main() -> None:
-    _register(sys.argv[1:])
     try:
+        if sys.argv[1:2] == ["run"]:  # the hot path: no typer, no click (see run_cmd.py)
+            from .run_cmd import main as run_main
+
+            sys.exit(run_main(sys.argv[2:]))
+        _register(sys.argv[1:])
+        from .app import app
+
         rc = app(standalone_mode=False)  # returns typer.Exit's code instead of exiting
         sys.exit(rc if isinstance(rc, int) else 0)
     except NetdiagError as e:

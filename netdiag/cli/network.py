@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from .main import app
+from .app import app
 from .output import json_lines, print_json, table
 
 net_app = typer.Typer(help="Manage networks (bridge, host, none).", no_args_is_help=True)

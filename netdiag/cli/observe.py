@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from .main import app
+from .app import app
 
 
 def _model(snapshot: Optional[str]):

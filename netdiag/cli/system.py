@@ -1,7 +1,7 @@
 """`system` commands: prune and info."""
 import typer
 
-from .main import app
+from .app import app
 
 system_app = typer.Typer(help="Manage netdiag itself.", no_args_is_help=True)
 app.add_typer(system_app, name="system")

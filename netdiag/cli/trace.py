@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .main import app
+from .app import app
 
 EXIT = {"delivered": 0, "blocked": 1, "unknown": 3}
 

@@ -28,7 +28,9 @@ def test_commands_do_not_import_scapy_or_pyroute2():
 
 def test_usage_errors_exit_2_without_traceback():
     p = _netdiag("run", "--bogus", "busybox")
-    assert p.returncode == 2 and "No such option" in p.stderr and "Traceback" not in p.stderr
+    assert p.returncode == 2 and "unrecognized arguments: --bogus" in p.stderr and "Traceback" not in p.stderr
+    p = _netdiag("ps", "--bogus")
+    assert p.returncode == 2 and "No such option" in p.stderr
     p = _netdiag("nosuchcommand")
     assert p.returncode == 2
 
