@@ -54,11 +54,9 @@ def collect_here(errors: list[dict], ns_id: str, with_sockets: bool = True, conn
     out: dict = {"links": [], "addresses": [], "routes": [], "rules": [], "neighbours": [], "fdb": [],
                  "sockets": [], "sysctls": {}, "nftables": None, "conntrack": []}
     with IPRoute() as r:
-        names = {}
-        for link in r.get_links():
-            names[link["index"]] = link.get_attr("IFLA_IFNAME")
-        for link in r.get_links():
-            out["links"].append(_link(link, names))
+        raw_links = list(r.get_links())  # one dump: on a bridge with hundreds of ports it is the big one
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in raw_links}
+        out["links"] = [_link(link, names) for link in raw_links]
         for a in r.get_addr(family=socket.AF_INET):
             out["addresses"].append({"ifname": names.get(a["index"], ""), "address": a.get_attr("IFA_ADDRESS"),
                                      "local": a.get_attr("IFA_LOCAL"), "prefixlen": a["prefixlen"],
