@@ -223,3 +223,28 @@ def test_static_trace_offline_from_a_snapshot_gives_the_same_answer(two, tmp_pat
     lab.ok("snapshot", "-o", str(snap))
     r = trace(lab, "client", "web", "--port", "81", "--snapshot", str(snap))
     assert (r["verdict"], r["cause"], r["mode"]) == ("blocked", "NO_LISTENER", "static") and "live" not in r
+
+
+def test_wrong_gateway(two, tmp_path):
+    lab = two
+    lab.outside_server(tmp_path)
+    lab.ok("exec", "client", "ip", "route", "replace", "default", "via", "172.17.0.254")
+    r = trace(lab, "client", "203.0.113.1", "--port", "80")
+    assert (r["verdict"], r["cause"]) == ("blocked", "NO_NEIGHBOR") and "172.17.0.254" in r["summary"]
+    lab.ok("exec", "client", "ip", "route", "replace", "default", "via", "172.17.0.1")
+    assert eventually_delivered(lab, "client", "203.0.113.1", "--port", "80")
+
+
+def test_trace_draws_its_path_on_the_map(two, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    lab = two
+    svg, html = tmp_path / "path.svg", tmp_path / "path.html"
+    p = lab.run("trace", "client", "web", "--port", "81", "-o", str(svg))
+    assert p.returncode == 1 and "NO_LISTENER" in p.stdout
+    root = ET.parse(svg).getroot()
+    marks = {el.get("data-trace") for el in root.iter()}
+    assert "path" in marks  # the hops the packet took are drawn on the map
+    assert 'data-verdict="blocked"' in svg.read_text() and "listens on tcp port 81" in svg.read_text()
+    assert lab.run("trace", "client", "web", "--port", "80", "--static", "-o", str(html)).returncode == 0
+    assert "<svg" in html.read_text() and "web" in html.read_text()
