@@ -7,12 +7,9 @@ the reader's namespace), then returns. Read-only: nothing is written to the kern
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
-from typing import Iterator
 
-from runtime import syscalls
 
 IFF = {0x1: "UP", 0x2: "BROADCAST", 0x8: "LOOPBACK", 0x10: "POINTOPOINT", 0x40: "RUNNING", 0x100: "PROMISC",
        0x1000: "MULTICAST", 0x10000: "LOWER_UP"}
@@ -25,22 +22,11 @@ SYSCTLS = ("net/ipv4/ip_forward", "net/ipv4/conf/all/rp_filter", "net/ipv4/conf/
 PER_IF_SYSCTLS = ("rp_filter", "route_localnet", "forwarding", "proxy_arp")
 
 
-@contextlib.contextmanager
-def inside(path: str) -> Iterator[None]:
-    """Run the block in the network namespace at `path`, then come back."""
-    target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        os.close(target)
-        raise
-    try:
-        syscalls.setns(target, syscalls.CLONE_NEWNET)
-        yield
-    finally:
-        syscalls.setns(home, syscalls.CLONE_NEWNET)
-        os.close(target)
-        os.close(home)
+def inside(path: str):
+    """Run the block in the network namespace at `path` (this thread only), then come back."""
+    from runtime.rtnl import netns
+
+    return netns(path)
 
 
 def _flags(value: int) -> list[str]:
