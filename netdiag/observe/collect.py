@@ -37,11 +37,13 @@ def collect_here(errors: list[dict], ns_id: str, with_sockets: bool = True, conn
     """Everything about the namespace this thread is in now."""
     from pyroute2 import IPRoute
 
+    from . import rawlink
+
     out: dict = {"links": [], "addresses": [], "routes": [], "rules": [], "neighbours": [], "fdb": [],
                  "sockets": [], "sysctls": {}, "nftables": None, "conntrack": []}
     with IPRoute() as r:
-        raw_links = list(r.get_links())  # one dump: on a bridge with hundreds of ports it is the big one
-        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in raw_links}
+        raw_links = rawlink.links()  # raw dumps: a bridge with hundreds of ports means thousands of messages
+        names = {link["index"]: link["name"] for link in raw_links}
         out["links"] = [_link(link, names) for link in raw_links]
         for a in r.get_addr(family=socket.AF_INET):
             out["addresses"].append({"ifname": names.get(a["index"], ""), "address": a.get_attr("IFA_ADDRESS"),
@@ -54,13 +56,12 @@ def collect_here(errors: list[dict], ns_id: str, with_sockets: bool = True, conn
                                  "src": _prefix(rule.get_attr("FRA_SRC"), rule["src_len"]), "dst": _prefix(rule.get_attr("FRA_DST"), rule["dst_len"]),
                                  "iif": rule.get_attr("FRA_IIFNAME"), "oif": rule.get_attr("FRA_OIFNAME"),
                                  "fwmark": rule.get_attr("FRA_FWMARK"), "action": rule["action"]})
-        for n in r.get_neighbours(family=socket.AF_INET):
-            out["neighbours"].append({"ifname": names.get(n["ifindex"], ""), "address": n.get_attr("NDA_DST"),
-                                      "lladdr": n.get_attr("NDA_LLADDR"), "state": _nud(n["state"])})
-        for n in r.get_neighbours(family=socket.AF_BRIDGE):
-            out["fdb"].append({"ifname": names.get(n["ifindex"], ""), "lladdr": n.get_attr("NDA_LLADDR"),
-                               "master": names.get(n.get_attr("NDA_MASTER")), "dst": n.get_attr("NDA_DST"),
-                               "vni": n.get_attr("NDA_VNI"), "state": _nud(n["state"]), "self": bool(n["flags"] & 2)})
+    for n in rawlink.neighbours(socket.AF_INET):
+        out["neighbours"].append({"ifname": names.get(n["ifindex"], ""), "address": n["dst"], "lladdr": n["lladdr"],
+                                  "state": _nud(n["state"])})
+    for n in rawlink.neighbours(socket.AF_BRIDGE):
+        out["fdb"].append({"ifname": names.get(n["ifindex"], ""), "lladdr": n["lladdr"], "master": names.get(n["master"]),
+                           "dst": n["dst"], "vni": n["vni"], "state": _nud(n["state"]), "self": bool(n["flags"] & 2)})
     if with_sockets:
         out["sockets"] = _sockets()
     # a bridge port has no IP layer of its own: its rp_filter or forwarding never applies
@@ -76,26 +77,19 @@ def collect_here(errors: list[dict], ns_id: str, with_sockets: bool = True, conn
     return out
 
 
-def _link(link, names: dict) -> dict:
-    info = link.get_attr("IFLA_LINKINFO")
-    kind = info.get_attr("IFLA_INFO_KIND") if info else None
-    entry = {"index": link["index"], "name": link.get_attr("IFLA_IFNAME"), "kind": kind or ("loopback" if link["flags"] & 0x8 else "device"),
-             "mac": link.get_attr("IFLA_ADDRESS"), "mtu": link.get_attr("IFLA_MTU"), "state": link.get_attr("IFLA_OPERSTATE"),
-             "flags": _flags(link["flags"]), "up": bool(link["flags"] & 0x1),
-             "master": names.get(link.get_attr("IFLA_MASTER")), "link": link.get_attr("IFLA_LINK"),
-             "link_netnsid": link.get_attr("IFLA_LINK_NETNSID")}
-    if kind == "vxlan":
-        data = info.get_attr("IFLA_INFO_DATA")
-        entry["vxlan"] = {"vni": data.get_attr("IFLA_VXLAN_ID"), "local": data.get_attr("IFLA_VXLAN_LOCAL"),
-                          "group": data.get_attr("IFLA_VXLAN_GROUP"), "port": data.get_attr("IFLA_VXLAN_PORT"),
-                          "dev": names.get(data.get_attr("IFLA_VXLAN_LINK")), "learning": bool(data.get_attr("IFLA_VXLAN_LEARNING")),
-                          "df": {0: "unset", 1: "set", 2: "inherit"}.get(data.get_attr("IFLA_VXLAN_DF") or 0, "unset")}
-    if kind == "bridge" or info and info.get_attr("IFLA_INFO_SLAVE_KIND") == "bridge":
-        slave = info.get_attr("IFLA_INFO_SLAVE_DATA") if info else None
-        if slave is not None:
-            entry["bridge_port"] = {"hairpin": bool(slave.get_attr("IFLA_BRPORT_MODE")),
-                                    "isolated": bool(slave.get_attr("IFLA_BRPORT_ISOLATED")),
-                                    "state": slave.get_attr("IFLA_BRPORT_STATE")}
+def _link(link: dict, names: dict) -> dict:
+    kind = link["kind"]
+    entry = {"index": link["index"], "name": link["name"], "kind": kind or ("loopback" if link["flags"] & 0x8 else "device"),
+             "mac": link["mac"], "mtu": link["mtu"], "state": link["state"], "flags": _flags(link["flags"]),
+             "up": bool(link["flags"] & 0x1), "master": names.get(link["master"]), "link": link["link"],
+             "link_netnsid": link["link_netnsid"]}
+    if "vxlan" in link:
+        v = link["vxlan"]
+        entry["vxlan"] = {"vni": v["vni"], "local": v["local"], "group": v["group"], "port": v["port"],
+                          "dev": names.get(v["link"]), "learning": v["learning"],
+                          "df": {0: "unset", 1: "set", 2: "inherit"}.get(v["df"] or 0, "unset")}
+    if "bridge_port" in link:
+        entry["bridge_port"] = link["bridge_port"]
     return entry
 
 
