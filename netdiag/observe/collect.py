@@ -34,28 +34,20 @@ def _flags(value: int) -> list[str]:
 
 
 def collect_here(errors: list[dict], ns_id: str, with_sockets: bool = True, conntrack: bool = False) -> dict:
-    """Everything about the namespace this thread is in now."""
-    from pyroute2 import IPRoute
-
+    """Everything about the namespace this thread is in now, from raw netlink dumps (a bridge with
+    hundreds of ports means thousands of messages; a library decoding each costs seconds)."""
     from . import rawlink
 
     out: dict = {"links": [], "addresses": [], "routes": [], "rules": [], "neighbours": [], "fdb": [],
                  "sockets": [], "sysctls": {}, "nftables": None, "conntrack": []}
-    with IPRoute() as r:
-        raw_links = rawlink.links()  # raw dumps: a bridge with hundreds of ports means thousands of messages
-        names = {link["index"]: link["name"] for link in raw_links}
-        out["links"] = [_link(link, names) for link in raw_links]
-        for a in r.get_addr(family=socket.AF_INET):
-            out["addresses"].append({"ifname": names.get(a["index"], ""), "address": a.get_attr("IFA_ADDRESS"),
-                                     "local": a.get_attr("IFA_LOCAL"), "prefixlen": a["prefixlen"],
-                                     "scope": RT_SCOPES.get(a["scope"], str(a["scope"]))})
-        for rt in r.get_routes(family=socket.AF_INET):
-            out["routes"].append(_route(rt, names))
-        for rule in r.get_rules(family=socket.AF_INET):
-            out["rules"].append({"priority": rule.get_attr("FRA_PRIORITY") or 0, "table": rule.get_attr("FRA_TABLE") or rule["table"],
-                                 "src": _prefix(rule.get_attr("FRA_SRC"), rule["src_len"]), "dst": _prefix(rule.get_attr("FRA_DST"), rule["dst_len"]),
-                                 "iif": rule.get_attr("FRA_IIFNAME"), "oif": rule.get_attr("FRA_OIFNAME"),
-                                 "fwmark": rule.get_attr("FRA_FWMARK"), "action": rule["action"]})
+    raw_links = rawlink.links()
+    names = {link["index"]: link["name"] for link in raw_links}
+    out["links"] = [_link(link, names) for link in raw_links]
+    out["addresses"] = [{"ifname": names.get(a["index"], ""), "address": a["address"], "local": a["local"],
+                         "prefixlen": a["prefixlen"], "scope": RT_SCOPES.get(a["scope"], str(a["scope"]))}
+                        for a in rawlink.addresses()]
+    out["routes"] = [_route(rt, names) for rt in rawlink.routes()]
+    out["rules"] = rawlink.rules()
     for n in rawlink.neighbours(socket.AF_INET):
         out["neighbours"].append({"ifname": names.get(n["ifindex"], ""), "address": n["dst"], "lladdr": n["lladdr"],
                                   "state": _nud(n["state"])})
@@ -93,20 +85,15 @@ def _link(link: dict, names: dict) -> dict:
     return entry
 
 
-def _prefix(addr, length) -> str | None:
-    return f"{addr}/{length}" if addr else None
-
-
 def _nud(state: int) -> str:
     return "|".join(name for bit, name in NUD.items() if state & bit) or "NONE"
 
 
-def _route(rt, names: dict) -> dict:
-    dst = rt.get_attr("RTA_DST")
-    return {"table": rt.get_attr("RTA_TABLE") or rt["table"], "dst": f"{dst}/{rt['dst_len']}" if dst else "default",
-            "gateway": rt.get_attr("RTA_GATEWAY"), "dev": names.get(rt.get_attr("RTA_OIF")), "prefsrc": rt.get_attr("RTA_PREFSRC"),
+def _route(rt: dict, names: dict) -> dict:
+    return {"table": rt["table"], "dst": f"{rt['dst']}/{rt['dst_len']}" if rt["dst"] else "default",
+            "gateway": rt["gateway"], "dev": names.get(rt["oif"]), "prefsrc": rt["prefsrc"],
             "type": RT_TYPES.get(rt["type"], str(rt["type"])), "scope": RT_SCOPES.get(rt["scope"], str(rt["scope"])),
-            "proto": rt["proto"], "metric": rt.get_attr("RTA_PRIORITY") or 0}
+            "proto": rt["proto"], "metric": rt["metric"]}
 
 
 def _sockets() -> list[dict]:

@@ -97,12 +97,12 @@ class LazyNamespaces(Mapping):
                 link["peer"] = {"ns": None, "index": link["link"]}
 
     def _nsid_map(self, ns: dict, wanted: set[int]) -> dict[int, str]:
-        from pyroute2 import IPRoute
+        from .rawlink import NsidQuery
 
         ref = self.refs[ns["id"]]
         found: dict[int, str] = {}
         try:
-            with collect.inside(ref.path) if ref.kind != "host" else _nothing(), IPRoute() as r:
+            with collect.inside(ref.path) if ref.kind != "host" else _nothing(), NsidQuery() as q:
                 for other_id, other in self.refs.items():
                     if other_id == ns["id"] or len(found) == len(wanted):
                         continue
@@ -111,12 +111,9 @@ class LazyNamespaces(Mapping):
                     except OSError:
                         continue
                     try:
-                        reply = r.get_netnsid(fd=fd)
-                    except Exception:  # noqa: BLE001 - a namespace that vanished meanwhile
-                        reply = None
+                        nsid = q.nsid(fd)
                     finally:
                         os.close(fd)
-                    nsid = reply.get("nsid") if reply else None
                     if nsid in wanted:
                         found[nsid] = other_id
         except OSError:
