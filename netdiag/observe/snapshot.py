@@ -12,11 +12,12 @@ from . import collect, owners
 SCHEMA = "netdiag.snapshot/1"
 
 
-def collect_ns(ref: owners.NsRef, errors: list[dict], with_sockets: bool = True) -> dict | None:
-    """One namespace's full state, or None (with the reason in `errors`) when it cannot be entered."""
+def collect_ns(ref: owners.NsRef, errors: list[dict], with_sockets: bool = True, conntrack: bool = False) -> dict | None:
+    """One namespace's full state, or None (with the reason in `errors`) when it cannot be entered.
+    `conntrack` adds the host's connection table (full snapshots; live diagnoses do not read it)."""
     try:
         if ref.kind == "host":  # where we are already: no setns, so this works without root too
-            data = collect.collect_here(errors, ref.id, with_sockets, conntrack=True)
+            data = collect.collect_here(errors, ref.id, with_sockets, conntrack=conntrack)
         else:
             with collect.inside(ref.path):
                 data = collect.collect_here(errors, ref.id, with_sockets)
@@ -55,7 +56,7 @@ def build(*, with_sockets: bool = True) -> dict:
     refs, containers, docker_nets = owners.discover(errors)
     namespaces = {}
     for ref in sorted(refs.values(), key=lambda r: (r.kind != "host", r.label())):
-        data = collect_ns(ref, errors, with_sockets)
+        data = collect_ns(ref, errors, with_sockets, conntrack=True)
         if data is not None:
             namespaces[ref.id] = data
     _match_veths(namespaces)
