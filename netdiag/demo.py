@@ -29,6 +29,10 @@ STEPS: list[tuple[str, list[str], str]] = [
     ("Networks, with their subnets and bridge devices.",
      ["network", "ls"], ""),
     ("The web server's log, kept by the container's monitor (the outside's request came via DNAT).", ["logs", "web"], ""),
+    ("Why does port 80 of the lab host not answer from outside? `netdiag trace` follows the packet hop by hop.",
+     ["trace", "ns:{outside}", HOST_IP, "--port", "80"], ""),
+    ("And the published port: delivered, through the DNAT rule, to the container's socket.",
+     ["trace", "ns:{outside}", HOST_IP, "--port", "8080"], ""),
     ("A memory limit that an over-allocating process hits: the kernel's OOM killer ends it (exit 137).",
      ["run", "--rm", "--network", "none", "-m", "16m", "busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"], ""),
     ("Remove everything; `system prune` removes the unused network too.", ["rm", "-f", "web", "api"], ""),
@@ -54,18 +58,20 @@ def run_demo(keep: bool = False) -> int:
                 time.sleep(0.3)
                 p = lab.outside_run("busybox", "sh", "-c", f"timeout 5 {outside}")
             else:
+                args = [a.replace("{outside}", lab.outside) for a in args]
                 con.print(f"[bold]$ netdiag {' '.join(shlex.quote(a) for a in args)}[/]")
-                p = lab.netdiag(*args, timeout=120)
+                p = lab.netdiag(*args, timeout=120, env={**lab.env, "COLUMNS": "100"})
                 if args[:1] == ["run"] and "-d" in args:
                     _wait_for_health(lab, "web")
             sys.stdout.write(p.stdout)
             sys.stdout.write(p.stderr)
-            expected_fail = "bs=64M" in args
+            expected_fail = "bs=64M" in args or args[-1:] == ["80"] and args[:1] == ["trace"]
             if (p.returncode != 0) != expected_fail:
                 failures += 1
                 con.print(f"[red]unexpected exit code {p.returncode}[/]")
             elif expected_fail:
-                con.print(f"[yellow]exit {p.returncode}: killed by the memory limit, as intended[/]")
+                why = "not delivered, and diagnosed" if args[:1] == ["trace"] else "killed by the memory limit, as intended"
+                con.print(f"[yellow]exit {p.returncode}: {why}[/]")
             con.print()
     finally:
         if not keep:

@@ -91,7 +91,8 @@ class Lab:
         """Run the netdiag CLI as if on the lab host."""
         kw.setdefault("capture_output", True)
         kw.setdefault("text", True)
-        return subprocess.run([sys.executable, "-m", "netdiag", *args], env=self.env, preexec_fn=self.enter(), **kw)
+        kw.setdefault("env", self.env)
+        return subprocess.run([sys.executable, "-m", "netdiag", *args], preexec_fn=self.enter(), **kw)
 
     def outside_run(self, *argv: str, **kw) -> subprocess.CompletedProcess:
         kw.setdefault("capture_output", True)

@@ -41,4 +41,5 @@ def test_demo_runs_on_the_defaults_and_leaves_nothing(tmp_path):
     p = _netdiag("demo")
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
     assert "nothing left behind" in p.stdout and "api says hi" in p.stdout and "hello from netdiag" in p.stdout
+    assert "PORT_NOT_PUBLISHED" in p.stdout and "DELIVERED" in p.stdout
     assert subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout == before
