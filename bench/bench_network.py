@@ -49,6 +49,7 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(REPO))
 
 import run_bench as rb  # noqa: E402  (helpers shared with the cold-CLI bench)
+from nd_lab import NdLab  # noqa: E402
 from netdiag.lab import HOST_IP, Lab, leaks  # noqa: E402
 
 GOAL_START = 0.5        # netdiag bridge run <= 0.5 x docker bridge run
@@ -191,43 +192,6 @@ def snapshot_diff(before: dict[str, str], after: dict[str, str]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- the netdiag lab
-
-class NdLab:
-    """A netdiag Lab plus a way to run the installed `netdiag` CLI in it, the way a user would."""
-
-    def __init__(self, lab: Lab, netdiag_bin: str):
-        self.lab, self.bin = lab, netdiag_bin
-        self.enter = ["nsenter", f"--net=/run/netns/{lab.name}", "--"]
-
-    def argv(self, *args: str) -> list[str]:
-        return self.enter + [self.bin, *args]
-
-    def nd(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-        p = subprocess.run(self.argv(*args), env=self.lab.env, capture_output=True, text=True, timeout=timeout,
-                           stdin=subprocess.DEVNULL)
-        if check and p.returncode != 0:
-            raise RuntimeError(f"netdiag {' '.join(args)} exited {p.returncode}: {p.stderr.strip()[-600:]}")
-        return p
-
-    def sh(self, script: str, check: bool = True) -> subprocess.CompletedProcess:
-        p = subprocess.run(self.enter + ["sh", "-c", script], capture_output=True, text=True, timeout=60)
-        if check and p.returncode != 0:
-            raise RuntimeError(f"in lab: {script!r} exited {p.returncode}: {p.stderr.strip()[-400:]}")
-        return p
-
-    def rm(self, ids: list[str], chunk: int = 50, workers: int = 2) -> None:
-        chunks = [ids[i:i + chunk] for i in range(0, len(ids), chunk)]
-        with ThreadPoolExecutor(workers) as ex:
-            for p in ex.map(lambda c: self.nd("rm", "-f", *c, check=False), chunks):
-                if p.returncode != 0:
-                    raise RuntimeError(f"netdiag rm -f exited {p.returncode}: {p.stderr.strip()[-400:]}")
-
-    def inspect(self, ref: str) -> dict:
-        return json.loads(self.nd("inspect", ref).stdout)[0]
-
-    def ps_ids(self) -> list[str]:
-        return self.nd("ps", "-aq").stdout.split()
-
 
 # ----------------------------------------------------------------------------- docker
 

@@ -53,6 +53,7 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(REPO))
 
 import run_bench as rb  # noqa: E402  (timing, signals, process tracking, root netns snapshot)
+from nd_lab import NdLab  # noqa: E402
 from netdiag.lab import HOST_IP, Lab, leaks  # noqa: E402
 
 GOAL_INSPECT_MS = 300.0   # inspect --net on one container: under 0.3 s of work at 500 containers
@@ -283,29 +284,8 @@ print(json.dumps(out))
 '''
 
 
-class InLab:
-    """The lab, the installed `netdiag` CLI run in it the way a user would, and Python in it."""
-
-    def __init__(self, lab: Lab, netdiag_bin: str):
-        self.lab, self.bin = lab, netdiag_bin
-        self.enter = ["nsenter", f"--net=/run/netns/{lab.name}", "--"]
-
-    def argv(self, *args: str) -> list[str]:
-        return self.enter + [self.bin, *args]
-
-    def nd(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-        p = subprocess.run(self.argv(*args), env=self.lab.env, capture_output=True, text=True, timeout=timeout,
-                           stdin=subprocess.DEVNULL)
-        if check and p.returncode != 0:
-            raise RuntimeError(f"netdiag {' '.join(args[:6])} exited {p.returncode}: {p.stderr.strip()[-600:]}")
-        return p
-
-    def sh(self, script: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-        p = subprocess.run(self.enter + ["sh", "-c", script], capture_output=True, text=True, timeout=timeout,
-                           stdin=subprocess.DEVNULL)
-        if check and p.returncode != 0:
-            raise RuntimeError(f"in lab: {script[:120]!r} exited {p.returncode}: {p.stderr.strip()[-400:]}")
-        return p
+class InLab(NdLab):
+    """The lab with the installed `netdiag` CLI (NdLab), plus Python run inside it."""
 
     def python(self, mode: str, **args) -> dict:
         p = subprocess.run(self.enter + [sys.executable, "-c", INPROC, mode, json.dumps(args)], env=self.lab.env,
@@ -313,9 +293,6 @@ class InLab:
         if p.returncode != 0:
             raise RuntimeError(f"in-process {mode} exited {p.returncode}: {p.stderr.strip()[-800:]}")
         return json.loads(p.stdout.strip().splitlines()[-1])
-
-    def inspect(self, ref: str) -> dict:
-        return json.loads(self.nd("inspect", ref).stdout)[0]
 
     def container_pids(self) -> list[int]:
         pids = []
@@ -327,13 +304,6 @@ class InLab:
             if pid and os.path.exists(f"/proc/{pid}/ns/net"):
                 pids.append(pid)
         return pids
-
-    def rm(self, names: list[str], chunk: int = 50, workers: int = 2) -> None:
-        chunks = [names[i:i + chunk] for i in range(0, len(names), chunk)]
-        with ThreadPoolExecutor(workers) as ex:
-            for p in ex.map(lambda c: self.nd("rm", "-f", *c, check=False), chunks):
-                if p.returncode != 0:
-                    raise RuntimeError(f"netdiag rm -f exited {p.returncode}: {p.stderr.strip()[-400:]}")
 
 
 def in_process(ctx: InLab, mode: str, procs: int, warm: int, **args) -> dict:
