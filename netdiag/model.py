@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from pathlib import Path
 
 from runtime.errors import InvalidArgument, NetdiagError, NotFound
 

@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from .app import app
-from .output import json_lines, print_json, table
+from .output import for_each, json_lines, print_json, table
 
 _CMD_CTX = {"allow_interspersed_args": False, "help_option_names": ["--help"]}
 
@@ -119,19 +119,8 @@ def _print_records(records, timestamps: bool) -> None:
 def _each(refs: List[str], action) -> None:
     """Apply `action` to each container; report errors per container like Docker, exit 1 if any."""
     from runtime.containers import model
-    from runtime.errors import NetdiagError
 
-    failed = False
-    for ref in refs:
-        try:
-            c = model.get(ref)
-            action(c)
-            print(ref)
-        except NetdiagError as e:
-            print(f"netdiag: error: {e}", file=sys.stderr)
-            failed = True
-    if failed:
-        raise typer.Exit(1)
+    for_each(refs, model.get, action)
 
 
 @app.command()

@@ -1,13 +1,12 @@
 """`netdiag network ...`: Docker's network commands, with what Docker lacks (host veths, published ports)."""
 from __future__ import annotations
 
-import sys
 from typing import List, Optional
 
 import typer
 
 from .app import app
-from .output import json_lines, print_json, table
+from .output import for_each, json_lines, print_json, table
 
 net_app = typer.Typer(help="Manage networks (bridge, host, none).", no_args_is_help=True)
 app.add_typer(net_app, name="network")
@@ -159,24 +158,18 @@ def rm(
     force: bool = typer.Option(False, "-f", "--force", help="Disconnect attached containers first"),
 ):
     """Remove networks (refused while containers are attached, unless -f)."""
-    from runtime.errors import Conflict, NetdiagError
+    from runtime.errors import Conflict
     from runtime.syscalls import require_root
 
     require_root("remove a network")
     bridge, model = _prepare()
-    failed = False
-    for ref in networks:
-        try:
-            n = model.get(ref)
-            if n["Name"] in model.BUILTIN:
-                raise Conflict(f"{n['Name']} is a pre-defined network and cannot be removed", "", "")
-            bridge.delete(n, force=force)
-            print(ref)
-        except NetdiagError as e:
-            print(f"netdiag: error: {e}", file=sys.stderr)
-            failed = True
-    if failed:
-        raise typer.Exit(1)
+
+    def remove(n: dict) -> None:
+        if n["Name"] in model.BUILTIN:
+            raise Conflict(f"{n['Name']} is a pre-defined network and cannot be removed", "", "")
+        bridge.delete(n, force=force)
+
+    for_each(networks, model.get, remove)
 
 
 @net_app.command("prune")

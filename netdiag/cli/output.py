@@ -17,3 +17,20 @@ def print_json(data) -> None:
 def json_lines(items) -> None:
     for item in items:
         print(json.dumps(item))
+
+
+def for_each(refs, lookup, action) -> None:
+    """Look up and act on each object; like Docker, report errors per object, print the names that
+    worked, and exit 1 at the end if any failed."""
+    from runtime.errors import NetdiagError
+
+    failed = False
+    for ref in refs:
+        try:
+            action(lookup(ref))
+            print(ref)
+        except NetdiagError as e:
+            print(f"netdiag: error: {e}", file=sys.stderr)
+            failed = True
+    if failed:
+        raise SystemExit(1)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Optional
 
 import typer
@@ -30,7 +29,6 @@ def trace(
     Exit codes: 0 delivered, 1 not delivered (diagnosed), 2 bad input, 3 could not diagnose."""
     from runtime.errors import InvalidArgument
 
-    from ..model import Model
     from ..reason import path
 
     if proto not in ("tcp", "udp", "icmp"):

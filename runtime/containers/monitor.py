@@ -85,7 +85,7 @@ def _argv(cfg: dict) -> list[str]:
 
 
 def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: bool, interactive: bool) -> None:
-    cfg, host = c.config["Config"], c.config["HostConfig"]
+    host = c.config["HostConfig"]
     devnull = os.open("/dev/null", os.O_RDWR)
     cli_in = os.dup(0) if interactive else os.dup(devnull)
     cli_out, cli_err = (os.dup(1), os.dup(2)) if attach else (None, None)

@@ -3,7 +3,6 @@ nothing behind. Each test has its own NETDIAG_ROOT and cgroup parent."""
 import json
 import os
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 

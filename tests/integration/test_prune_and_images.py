@@ -2,7 +2,6 @@
 own objects. Image save/load/import round trips."""
 import io
 import json
-import os
 import signal
 import subprocess
 import tarfile
