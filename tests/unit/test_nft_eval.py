@@ -125,44 +125,7 @@ table inet x {
 
 # Docker (24, iptables-nft) for docker0 with 172.17.0.2:80 published on 8080, plus a user-defined
 # network br-1; a DOCKER-USER rule of the admin's and Docker 25's raw direct-routing protection.
-DOCKER_IPTABLES = """\
-set -e
-ipt=iptables-nft
-$ipt -t raw -A PREROUTING -d 172.17.0.2/32 ! -i docker0 -j DROP
-$ipt -t nat -N DOCKER
-$ipt -t nat -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
-$ipt -t nat -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
-$ipt -t nat -A POSTROUTING -s 172.18.0.0/16 ! -o br-1 -j MASQUERADE
-$ipt -t nat -A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
-$ipt -t nat -A POSTROUTING -s 172.17.0.2/32 -d 172.17.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE
-$ipt -t nat -A DOCKER -i br-1 -j RETURN
-$ipt -t nat -A DOCKER -i docker0 -j RETURN
-$ipt -t nat -A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80
-$ipt -P FORWARD DROP
-$ipt -N DOCKER
-$ipt -N DOCKER-ISOLATION-STAGE-1
-$ipt -N DOCKER-ISOLATION-STAGE-2
-$ipt -N DOCKER-USER
-$ipt -A FORWARD -j DOCKER-USER
-$ipt -A FORWARD -j DOCKER-ISOLATION-STAGE-1
-$ipt -A FORWARD -o br-1 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
-$ipt -A FORWARD -o br-1 -j DOCKER
-$ipt -A FORWARD -i br-1 ! -o br-1 -j ACCEPT
-$ipt -A FORWARD -i br-1 -o br-1 -j ACCEPT
-$ipt -A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
-$ipt -A FORWARD -o docker0 -j DOCKER
-$ipt -A FORWARD -i docker0 ! -o docker0 -j ACCEPT
-$ipt -A FORWARD -i docker0 -o docker0 -j ACCEPT
-$ipt -A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT
-$ipt -A DOCKER-ISOLATION-STAGE-1 -i br-1 ! -o br-1 -j DOCKER-ISOLATION-STAGE-2
-$ipt -A DOCKER-ISOLATION-STAGE-1 -i docker0 ! -o docker0 -j DOCKER-ISOLATION-STAGE-2
-$ipt -A DOCKER-ISOLATION-STAGE-1 -j RETURN
-$ipt -A DOCKER-ISOLATION-STAGE-2 -o br-1 -j DROP
-$ipt -A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP
-$ipt -A DOCKER-ISOLATION-STAGE-2 -j RETURN
-$ipt -A DOCKER-USER -s 10.9.9.9/32 -j REJECT
-$ipt -A DOCKER-USER -j RETURN
-"""
+DOCKER_IPTABLES = (FIXTURES / "docker_iptables.sh").read_text()  # the script is the fixture's source
 
 
 def sources() -> dict[str, tuple[str, str]]:
