@@ -58,6 +58,7 @@ def trace(
 def _live(model, result: dict, timeout: float) -> dict:
     import os
 
+    from ..observe.snapshot import ns_path
     from ..reason import reconcile
 
     if os.geteuid() != 0:
@@ -68,18 +69,18 @@ def _live(model, result: dict, timeout: float) -> dict:
     hops = []
     for hop in result["hops"]:
         ns = model.namespaces.get(hop["namespace"])
-        p = reconcile.ns_path(ns) if ns else None
+        p = ns_path(ns) if ns else None
         hop["ns_path"] = p
         if p and hop["kind"] in ("veth", "bridge", "vxlan", "device", "loopback") and hop["direction"] in ("egress", "ingress", "forward"):
             hops.append(live.Hop(p, hop["interface"], f"{hop['label']} {hop['interface']}"))
     src = model.namespaces[result["hops"][0]["namespace"]] if result["hops"] else None
-    if src is None or reconcile.ns_path(src) is None:
+    if src is None or ns_path(src) is None:
         return result
     from ..probe import counters
 
     paths = {h.ns_path: h.label.rsplit(" ", 1)[0] for h in hops}
     before = counters.read(list(paths))
-    res = live.probe(reconcile.ns_path(src), result["dst_ip"], proto=result["proto"], dport=result["port"],
+    res = live.probe(ns_path(src), result["dst_ip"], proto=result["proto"], dport=result["port"],
                      size=result["size"], hops=hops, timeout=timeout)
     result = reconcile.merge(result, res)
     result["evidence"].extend(counters.deltas(before, counters.read(list(paths)), paths))

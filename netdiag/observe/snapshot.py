@@ -129,29 +129,34 @@ def _match_veths(namespaces: dict) -> None:
                 link["peer"] = {"ns": None, "ambiguous": len(cands) > 1, "index": link["link"]}
 
 
+def ns_path(ns: dict) -> str | None:
+    """A path to open a snapshot namespace by, while it still exists: its ip netns name or a pid."""
+    if ns.get("netns_names"):
+        return f"/run/netns/{ns['netns_names'][0]}"
+    if ns.get("pids"):
+        return f"/proc/{ns['pids'][0]}/ns/net"
+    return None
+
+
 def _by_nsid(namespaces: dict, ns_id: str, link: dict, cands: list) -> list:
     """Ask the kernel, inside ns_id, which nsid each candidate namespace has."""
-    from pyroute2 import IPRoute
+    from .rawlink import NsidQuery
 
-    paths = {}
-    for other, _ in cands:
-        ns = namespaces[other]
-        paths[other] = f"/run/netns/{ns['netns_names'][0]}" if ns["netns_names"] else f"/proc/{ns['pids'][0]}/ns/net" if ns["pids"] else None
-    home = namespaces[ns_id]
-    home_path = f"/run/netns/{home['netns_names'][0]}" if home["netns_names"] else f"/proc/{home['pids'][0]}/ns/net"
+    home = ns_path(namespaces[ns_id])
     hits = []
     try:
-        with collect.inside(home_path), IPRoute() as r:
+        with collect.inside(home), NsidQuery() as q:
             for other, peer in cands:
-                if not paths[other]:
+                path = ns_path(namespaces[other])
+                if not path:
                     continue
-                fd = os.open(paths[other], os.O_RDONLY)
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
                 try:
-                    reply = r.get_netnsid(fd=fd)
+                    nsid = q.nsid(fd)
                 finally:
                     os.close(fd)
-                if reply and reply.get("nsid") == link["link_netnsid"]:
+                if nsid == link["link_netnsid"]:
                     hits.append((other, peer))
-    except OSError:
+    except (OSError, TypeError):
         return cands
     return hits or cands

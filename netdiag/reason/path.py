@@ -270,9 +270,7 @@ class Trace:
         bridge = self.model.link(ns, port["master"])
         n = self.hop(ns, bridge["name"], "bridge", "forward")
         self.check_link(ns, bridge, n)
-        if routing.is_local(ns, nexthop) and nexthop in {a["address"] for a in ns["addresses"] if a["ifname"] == bridge["name"]}:
-            return self.l3_in(ns, bridge["name"], pkt, encap)
-        if routing.is_local(ns, nexthop):
+        if routing.is_local(ns, nexthop):  # addressed to this host (its gateway address): up to layer 3
             return self.l3_in(ns, bridge["name"], pkt, encap)
         out, _ = self.bridge_port_for(ns, bridge, nexthop, exclude=port["name"])
         bp = replace(pkt, iif=port["name"], oif=out["name"])

@@ -5,14 +5,6 @@ REFUSED_CAUSES = {"NO_LISTENER", "LISTENER_LOOPBACK_ONLY", "PORT_NOT_PUBLISHED"}
 DELIVERED = {"connected", "replied"}
 
 
-def ns_path(ns: dict) -> str | None:
-    if ns.get("netns_names"):
-        return f"/run/netns/{ns['netns_names'][0]}"
-    if ns.get("pids"):
-        return f"/proc/{ns['pids'][0]}/ns/net"
-    return None
-
-
 def merge(result: dict, live) -> dict:
     """`live` is a netdiag.probe.live.LiveResult. Marks hops seen/unseen and reconciles verdicts."""
     seen = {(s["ns_path"], s["ifname"]): s for s in live.seen}
