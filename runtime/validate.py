@@ -1,4 +1,5 @@
 """Validation of user input before it reaches the kernel or the state store."""
+import os
 import re
 
 from .errors import InvalidArgument
@@ -56,6 +57,10 @@ def nano_cpus(text: str) -> int:
         value = -1
     if not 0.01 <= value <= 1024:
         raise InvalidArgument(f"Invalid --cpus value {text!r}", "it is a number of CPUs such as 0.5 or 2", "use e.g. --cpus 0.5")
+    have = len(os.sched_getaffinity(0))
+    if value > have:  # Docker: "range of CPUs is from 0.01 to N.00, as there are only N CPUs available"
+        raise InvalidArgument(f"Invalid --cpus value {text}", f"the range of CPUs is from 0.01 to {have}.00, as there are only "
+                              f"{have} CPUs available", f"use --cpus {have} or less")
     return int(value * 1e9)
 
 

@@ -80,7 +80,7 @@ def create(name: str, *, subnet: str = "", gateway: str = "", ip_range: str = ""
         raise InvalidArgument("--ip-range needs --subnet", "", "give --subnet too")
     sub = ipam.parse_subnet(subnet) if subnet else None
     gw = ipam.parse_ip(gateway, "gateway") if gateway else None
-    rng = ipam.parse_subnet(ip_range) if ip_range else None
+    rng = ipam.parse_subnet(ip_range, "IP range") if ip_range else None
     with store.locked("networks"):
         if model.find(name) is not None:
             raise Conflict(f"Network {name!r} already exists", "", f"use it, or remove it first ('netdiag network rm {name}')")
@@ -93,7 +93,12 @@ def create(name: str, *, subnet: str = "", gateway: str = "", ip_range: str = ""
         gw = gw or ipam.default_gateway(sub)
         ipam.check_pool(sub, gw, rng)
         device = options.get(model.OPT_BRIDGE_NAME) or (_default_device() if default else f"br-{net['Id'][:12]}")
-        if device != _default_device() and netlink.link_exists(device):
+        owner = next((n["Name"] for n in model.bridges() if n["netdiag"].get("Bridge") == device), None)
+        if owner is not None:
+            raise Conflict(f"Bridge {device} is already used by network {owner}", "one bridge device carries one network",
+                           "choose another -o com.docker.network.bridge.name, or leave it out")
+        existed = netlink.link_exists(device)
+        if existed and not default:
             raise Conflict(f"Interface {device} already exists", "netdiag will not take over an interface it did not make",
                            "choose another -o com.docker.network.bridge.name")
         net["IPAM"]["Config"] = [{"Subnet": str(sub), "Gateway": str(gw), **({"IPRange": str(rng)} if rng else {})}]
@@ -107,7 +112,8 @@ def create(name: str, *, subnet: str = "", gateway: str = "", ip_range: str = ""
         if not default:
             _start_resolver(net)
     except BaseException:
-        delete(model.reload(net), force=True)
+        # undo only what this command made: a bridge that existed before stays (it may carry traffic)
+        delete(model.reload(net), force=True, keep_link=existed)
         raise
     return model.reload(net)
 
@@ -150,8 +156,9 @@ def realize(net: dict) -> None:
     sync.apply()
 
 
-def delete(net: dict, force: bool = False) -> None:
-    """Remove a network: resolver, firewall rules, then the bridge device, then the record."""
+def delete(net: dict, force: bool = False, keep_link: bool = False) -> None:
+    """Remove a network: resolver, firewall rules, then the bridge device (unless `keep_link`: a
+    failed create never deletes a device it did not make), then the record."""
     if net["Containers"] and not force:
         names = ", ".join(sorted(e["Name"] for e in net["Containers"].values()))
         raise Conflict(f"Network {net['Name']} has active endpoints ({names})", "removing it would cut those containers off",
@@ -166,7 +173,8 @@ def delete(net: dict, force: bool = False) -> None:
     model.delete(net)
     _records_file(net).unlink(missing_ok=True)
     sync.apply()
-    netlink.delete_link(net["netdiag"]["Bridge"])
+    if not keep_link:
+        netlink.delete_link(net["netdiag"]["Bridge"])
 
 
 # -- endpoints --------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ Behaviour follows Docker's bridge driver:
   * hairpin: masquerade DNATed traffic from a bridge back into it, and 127.0.0.0/8 sources
     (ports reached from the host on 127.0.0.1; needs net.ipv4.conf.BRIDGE.route_localnet=1);
   * isolation between netdiag bridges, internal networks, no access from outside to container
-    IPs except published ports;
+    IPs except published ports; packets for 127.0.0.0/8 that did not come from lo are dropped
+    before DNAT (a neighbour must not reach ports published on 127.0.0.1);
   * icc=false: bridge-family drop between the network's own veth ports.
 
 Every name, address and port is validated before it reaches nft (InvalidArgument/Conflict).
@@ -297,6 +298,11 @@ def render(nets: list[NetSpec], ports: list[PortSpec]) -> str:
     lines = ["table ip netdiag {}", "delete table ip netdiag", "table bridge netdiag {}", "delete table bridge netdiag"]
     lines += ["table ip netdiag {", f"\t{marker}"]
     lines += _set("bridges", (n.bridge for n in nets))
+    # a neighbour can send a frame to the host's MAC addressed to 127.0.0.1: before routing (which
+    # would call it a martian) DNAT would rewrite it to a port published on 127.0.0.1 (Docker 28
+    # drops these in its raw table too); only the host's own lo may carry loopback addresses
+    lines += _chain("guard", "type filter hook prerouting priority raw; policy accept;",
+                    ['iifname != "lo" ip daddr 127.0.0.0/8 drop comment "loopback addresses only from lo"'])
     lines += _chain("prerouting", "type nat hook prerouting priority dstnat; policy accept;",
                     ['fib daddr type local jump published comment "published ports"'])
     lines += _chain("output", "type nat hook output priority -100; policy accept;",

@@ -9,8 +9,26 @@ from ..errors import Conflict, InvalidArgument
 
 DEFAULT_BRIDGE_SUBNET = IPv4Network("172.17.0.0/16")
 
+# ranges that are not usable unicast: a bridge on them breaks the host or every later container
+# (127/8 shadows the host's own loopback services, 224/4 makes every route "unreachable")
+_NOT_UNICAST = (
+    (IPv4Network("0.0.0.0/8"), "is 'this network' (0.0.0.0/8), never a real address"),
+    (IPv4Network("127.0.0.0/8"), "is loopback (127.0.0.0/8): containers would route their own lo, and the host's "
+                                 "127.0.0.1 services (its DNS forwarder) would be shadowed"),
+    (IPv4Network("169.254.0.0/16"), "is link-local (169.254.0.0/16), which the kernel never forwards"),
+    (IPv4Network("224.0.0.0/4"), "is multicast (224.0.0.0/4): no container can have such an address"),
+    (IPv4Network("240.0.0.0/4"), "is reserved class E (240.0.0.0/4), dropped by the kernel"),
+)
 
-def parse_subnet(text: str) -> IPv4Network:
+
+def check_unicast(net: IPv4Network, what: str = "Subnet") -> None:
+    for bad, why in _NOT_UNICAST:
+        if net.overlaps(bad):
+            raise InvalidArgument(f"{what} {net} cannot be used for containers", f"it {why}",
+                                  "choose a private range such as 10.x.0.0/16, 172.16-31.0.0/16 or 192.168.x.0/24")
+
+
+def parse_subnet(text: str, what: str = "Subnet") -> IPv4Network:
     try:
         net = ipaddress.ip_network(text, strict=True)
     except ValueError as e:
@@ -19,6 +37,7 @@ def parse_subnet(text: str) -> IPv4Network:
         raise InvalidArgument(f"Subnet {text} is IPv6", "bridge networks here are IPv4 only", "use an IPv4 CIDR")
     if net.prefixlen > 30:
         raise InvalidArgument(f"Subnet {text} is too small", "it needs room for a gateway and at least one container", "use a /30 or larger")
+    check_unicast(net, what)
     return net
 
 
@@ -30,6 +49,14 @@ def parse_ip(text: str, what: str = "address") -> IPv4Address:
     if ip.version != 4:
         raise InvalidArgument(f"Invalid {what} {text!r}", "only IPv4 is supported", "use an IPv4 address")
     return ip
+
+
+def check_host_address(ip: IPv4Address, subnet: IPv4Network, what: str = "--ip") -> None:
+    """An address a container (or gateway) can have on `subnet`: inside it, not its network or broadcast address."""
+    if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address):
+        raise InvalidArgument(f"Address {ip} ({what}) is not a host address of subnet {subnet}",
+                              "it must lie inside the network's subnet, and not be its first or last address",
+                              f"choose an address inside {subnet}, e.g. {subnet.network_address + 2}")
 
 
 def check_pool(subnet: IPv4Network, gateway: IPv4Address, ip_range: IPv4Network | None) -> None:
@@ -49,8 +76,7 @@ def allocate(subnet: IPv4Network, gateway: IPv4Address, ip_range: IPv4Network | 
     taken = {IPv4Address(u) for u in used} | {gateway}
     if requested:
         ip = parse_ip(requested)
-        if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address):
-            raise InvalidArgument(f"Address {ip} is not a host address of subnet {subnet}", "", f"choose an --ip inside {subnet}")
+        check_host_address(ip, subnet)
         if ip in taken:
             raise Conflict(f"Address {ip} is already in use on this network",
                            "it is the gateway" if ip == gateway else "another container has it", "choose another --ip, or leave --ip out")

@@ -87,6 +87,43 @@ def test_port_published_on_loopback_is_not_reachable_from_other_hosts(lab):
     assert lab.outside_get("http://203.0.113.2:9090/", timeout=2).returncode != 0
 
 
+SPOOF = """
+import os, socket, sys, time
+from runtime.syscalls import CLONE_NEWNET, setns
+lab, outside, mac, port = sys.argv[1:5]
+def enter(path):
+    fd = os.open(path, os.O_RDONLY); setns(fd, CLONE_NEWNET); os.close(fd)
+enter(lab)  # the capture on docker0, where a DNATed SYN would go to the container
+# ETH_P_ALL: packet sockets bound to one protocol never see frames a device sends
+cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)); cap.bind(("docker0", 3))  # bind() converts to network order itself
+cap.settimeout(0.2)
+enter(outside)  # a neighbour on the lab's eth0 link sends to the host's MAC, destination 127.0.0.1
+from scapy.all import Ether, IP, TCP, sendp
+sendp(Ether(dst=mac) / IP(src="203.0.113.1", dst="127.0.0.1") / TCP(sport=41234, dport=int(port), flags="S"),
+      iface="eth0", count=3, verbose=False)
+deadline, seen = time.monotonic() + 1.0, 0
+while time.monotonic() < deadline:
+    try:
+        frame = cap.recv(2048)
+    except socket.timeout:
+        continue
+    if frame[12:14] == b"\\x08\\x00" and frame[23] == 6 and int.from_bytes(frame[34:36], "big") == 41234:
+        seen += 1
+print(seen)
+"""
+
+
+def test_spoofed_syn_to_loopback_never_reaches_a_port_published_on_127(lab):
+    _web(lab, "local2", "-p", "127.0.0.1:9191:80", body="local")
+    assert lab.lab_get("http://127.0.0.1:9191/").stdout == "local\n"
+    mac = json.loads(lab.in_lab("ip", "-j", "link", "show", "eth0").stdout)[0]["address"]
+    p = subprocess.run([sys.executable, "-c", SPOOF, f"/run/netns/{lab.name}", f"/run/netns/{lab.outside}", mac, "9191"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "0", "a spoofed SYN to 127.0.0.1 from the outside was DNATed to the container"
+    assert lab.lab_get("http://127.0.0.1:9191/").stdout == "local\n"
+
+
 def test_port_range_is_one_rule_and_works(lab):
     lab.ok("run", "-d", "--name", "r", "-p", "20000-20999:20000-20999", "busybox", "sh", "-c",
            "mkdir /www && echo range > /www/index.html && httpd -p 20500 -h /www && exec sleep 60")
@@ -225,12 +262,39 @@ def test_dns_forwards_upstream_except_from_internal_networks(lab, tmp_path):
     (["run", "--rm", "-p", "70000:80", "busybox", "true"], "Invalid host port"),
     (["run", "--rm", "--network", "nosuchnet", "busybox", "true"], "Unknown network"),
     (["network", "create", "bridge"], "reserved"),
+    (["network", "create", "--subnet", "127.0.0.0/24", "x"], "is loopback"),
+    (["network", "create", "--subnet", "224.0.0.0/24", "x"], "is multicast"),
+    (["network", "create", "--subnet", "169.254.0.0/24", "x"], "is link-local"),
+    (["network", "create", "--subnet", "0.0.0.0/24", "x"], "this network"),
+    (["network", "create", "--subnet", "240.0.0.0/24", "x"], "class E"),
+    (["network", "create", "--subnet", "10.9.0.0/24", "--ip-range", "224.0.0.0/28", "x"], "is multicast"),
 ])
 def test_bad_network_input_is_a_clear_error_and_creates_nothing(lab, args, words):
     p = lab.run(*args)
     assert p.returncode != 0 and words in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert "x" not in [n["Name"] for n in map(json.loads, lab.ok("network", "ls", "--format", "json").splitlines())]
     assert "br-" not in lab.in_lab("ip", "-o", "link").stdout
+
+
+def test_bad_run_input_is_refused_before_anything_starts(lab):
+    lab.ok("network", "create", "v", "--subnet", "10.71.0.0/24")
+    for args, words in ((["--network", "v", "--ip", "10.72.0.5"], "not a host address of subnet 10.71.0.0/24"),
+                        (["--network", "v", "--ip", "10.71.0.255"], "not a host address"),
+                        (["--ip", "172.17.0.9"], "user-defined network"),
+                        (["--cpus", "1000"], "CPUs available")):
+        p = lab.run("run", "--rm", *args, "busybox", "true")
+        assert p.returncode == 2 and words in p.stderr and "Traceback" not in p.stderr, (args, p.returncode, p.stderr)
+    assert lab.ok("ps", "-aq").strip() == ""
+
+
+def test_a_failed_create_never_deletes_a_bridge_it_did_not_make(lab):
+    lab.ok("run", "-d", "--name", "keep", "busybox", "sleep", "60")  # the default bridge: docker0 in this lab
+    gw = _net(lab, "bridge")["IPAM"]["Config"][0]["Gateway"]
+    p = lab.run("network", "create", "-o", "com.docker.network.bridge.name=docker0", "steal")
+    assert p.returncode != 0 and "already used by network bridge" in p.stderr, p.stderr
+    assert "docker0" in lab.in_lab("ip", "-o", "link", "show", "docker0").stdout
+    assert lab.run("exec", "keep", "ping", "-c", "1", "-W", "2", gw).returncode == 0
+    assert "steal" not in lab.ok("network", "ls")
 
 
 def test_overlapping_user_subnets_are_refused(lab):

@@ -79,3 +79,18 @@ def test_port_assignment_refuses_clashes_and_picks_free_ports():
     auto = ports.assign([ports.parse("80"), ports.parse("81")], [])
     assert auto[0]["host_start"] == 32768 and auto[1]["host_start"] == 32769
     assert ports.describe(ports.parse("127.0.0.1:8000-8001:80-81")) == "127.0.0.1:8000-8001->80-81/tcp"
+
+
+@pytest.mark.parametrize("subnet", ["127.0.0.0/24", "224.0.0.0/24", "169.254.0.0/24", "0.0.0.0/8", "240.0.0.0/24",
+                                    "0.0.0.0/0", "192.0.0.0/2"])
+def test_subnets_that_are_not_usable_unicast_are_refused(subnet):
+    with pytest.raises(InvalidArgument, match="cannot be used for containers"):
+        ipam.parse_subnet(subnet)
+
+
+def test_a_host_address_is_inside_and_not_network_or_broadcast():
+    net = IPv4Network("10.1.0.0/24")
+    ipam.check_host_address(IPv4Address("10.1.0.7"), net)
+    for bad in ("10.1.0.0", "10.1.0.255", "10.2.0.7"):
+        with pytest.raises(InvalidArgument, match="not a host address"):
+            ipam.check_host_address(IPv4Address(bad), net)

@@ -353,7 +353,15 @@ def replace_status(pkt, status):
 def test_chain_type_filter(nd):
     pkt = Packet("203.0.113.5", HOST, "tcp", 40000, 8080, iif="eth0")
     res = evaluate(nd, "prerouting", pkt, chain_type="filter", local_addrs=LOCAL)
-    assert res.verdict == "accept" and res.steps == [] and res.packet == pkt
+    assert res.verdict == "accept" and verdicts(res) == [("guard", "policy accept")] and res.packet == pkt
+
+
+def test_loopback_destination_from_a_neighbour_is_dropped_before_dnat(nd):
+    spoofed = Packet("203.0.113.5", "127.0.0.1", "tcp", 40000, 6000, iif="eth0")
+    res = evaluate(nd, "prerouting", spoofed, chain_type="filter", local_addrs=LOCAL)
+    assert res.verdict == "drop" and res.deciding.comment == "loopback addresses only from lo"
+    local = Packet("127.0.0.1", "127.0.0.1", "tcp", 40000, 6000, iif="lo")
+    assert evaluate(nd, "prerouting", local, chain_type="filter", local_addrs=LOCAL).verdict == "accept"
 
 
 # ---------------------------------------------------------------------------------------------
