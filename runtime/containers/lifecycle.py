@@ -42,8 +42,14 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
     if network == "bridge" and aliases:
         raise InvalidArgument("Network aliases need a user-defined network", "the default bridge has no name resolution (like Docker)",
                               "create a network with 'netdiag network create NAME' and use --network NAME")
-    if ip:
-        ipam.parse_ip(ip)
+    if ip:  # checked now (exit 2), not when the monitor attaches (exit 125), like Docker
+        if network == "bridge":
+            raise InvalidArgument("--ip needs a user-defined network", "user specified IP addresses are supported on user "
+                                  "defined networks only (like Docker); the default bridge hands out addresses in order",
+                                  "create a network with 'netdiag network create --subnet ... NAME' and use --network NAME")
+        from ipaddress import IPv4Network
+
+        ipam.check_host_address(ipam.parse_ip(ip), IPv4Network(nets.ipam(nets.get(network))["Subnet"]))
     for server in dns:
         ipam.parse_ip(server, "DNS server")
     publish_specs = [ports.parse(p) for p in publish]
