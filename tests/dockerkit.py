@@ -81,7 +81,7 @@ class Engine:
 
     def start(self) -> None:
         for d in (self.data, self.exec_root):
-            d.mkdir(parents=True)
+            d.mkdir(parents=True, exist_ok=True)  # exist: a restart
         cfg = self.work / "daemon.json"
         cfg.write_text("{}\n")  # never the machine's /etc/docker/daemon.json
         # Docker's defaults otherwise: docker0, iptables (-nft here), ip_forward, masquerade, userland proxy
