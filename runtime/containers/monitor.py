@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 
 from .. import syscalls as sc
-from ..errors import ContainerError
+from ..errors import ContainerError, NetdiagError
 from . import cgroups, model, networking, rootfs
 from .stdio import LogWriter, pump
 
@@ -129,7 +129,7 @@ def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: 
     try:
         networking.attach_all(c, child)
     except BaseException as e:  # noqa: BLE001 - any failure to attach fails the start, cleanly
-        return fail(125, f"cannot attach its network: {e}", getattr(e, "fix", ""))
+        return fail(125, f"cannot attach its network: {_what_why(e)}", getattr(e, "fix", ""))
     os.write(m2c_w, b"G")
     os.close(m2c_w)
     err = _read_all(c2m_r)
@@ -184,7 +184,15 @@ def _init_error(data: bytes) -> tuple[int, str, str]:
     if text[:2] in ("N\n", "P\n"):
         why, _, fix = text[2:].partition("\n")
         return (127 if text[0] == "N" else 126), why, fix
-    return 125, (text[1:] if text.startswith("E") else text) or "the container's init died while setting up", ""
+    why, _, fix = (text[1:] if text.startswith("E") else text).partition("\n")
+    return 125, why or "the container's init died while setting up", fix
+
+
+def _what_why(e: BaseException) -> str:
+    """An error without its fix, which travels separately (else the user reads it twice)."""
+    if isinstance(e, NetdiagError):
+        return f"{e.what.rstrip('.')}: {e.why}" if e.why else e.what
+    return str(e)
 
 
 def _init(c: model.Container, lower_dirs: list[Path], own_net: bool, stdio: tuple[int, int, int],
@@ -229,7 +237,7 @@ def _init(c: model.Container, lower_dirs: list[Path], own_net: bool, stdio: tupl
             os.write(c2m, f'P\nexec: "{argv[0]}": permission denied\nthe file is not executable for user "{cfg.get("User") or "root"}"'.encode())
             os._exit(126)
     except BaseException as e:  # noqa: BLE001 - report anything to the monitor, then die
-        os.write(c2m, b"E" + str(e).encode())
+        os.write(c2m, b"E" + f"{_what_why(e)}\n{getattr(e, 'fix', '')}".encode())
     os._exit(127)
 
 
