@@ -147,8 +147,9 @@ def packet(network: bytes | None, transport: bytes | None) -> dict | None:
     if not network or len(network) < 20 or network[0] >> 4 != 4:
         return None
     proto = network[9]
+    length, ip_id = struct.unpack_from("!HH", network, 2)
     pkt = {"src": socket.inet_ntoa(network[12:16]), "dst": socket.inet_ntoa(network[16:20]), "proto": proto,
-           "sport": None, "dport": None, "ip_id": struct.unpack_from("!H", network, 4)[0]}
+           "sport": None, "dport": None, "ip_len": length, "ip_id": ip_id}
     t = transport or b""
     if proto in (6, 17) and len(t) >= 4:
         pkt["sport"], pkt["dport"] = struct.unpack_from("!HH", t)
@@ -181,12 +182,15 @@ def direction(pkt: dict | None, proto: str, mark: int) -> str | None:
 
 def select(raw: list[tuple[str, dict]], proto: str, mark: int, own_table: str,
            ifnames: dict[str, dict[int, str]] | None = None) -> list[dict]:
-    """The probe's events from (ns_path, raw event) pairs in arrival order. An event is the probe's
-    if its walk was marked by our own table (which matched the probe in the kernel, ICMP errors
-    with their quoted ports included) or its headers carry the mark; our own table's events are
-    left out. Each event inherits the headers and interfaces of its walk."""
+    """The probe's events from (ns_path, raw event) pairs in arrival order. A walk (the events of
+    one packet through one namespace's hooks: same trace id) is the probe's if its headers carry
+    the mark, or if one of our own marking rules matched it (the kernel checked the mark, in ICMP
+    errors the quoted ports too, which the 20 transport bytes copied here do not reach). An ICMP
+    error can change trace id between hooks; it is recognised by its IP id, length and type.
+    Our own table's events are left out. Each event inherits the headers and interfaces of its walk."""
     ifnames = ifnames or {}
     walk: dict[tuple[str, str], dict] = {}  # (ns, trace id) -> {"packet", "dir", "iif", "oif", "ours", "end"}
+    marked: set[tuple] = set()  # (ns, identity of a packet our rules marked)
     out: list[dict | None] = []
     for ns, ev in raw:
         key = (ns, ev["trace_id"])
@@ -203,8 +207,12 @@ def select(raw: list[tuple[str, dict]], proto: str, mark: int, own_table: str,
         if ev.get("network"):
             pkt = packet(ev["network"], ev.get("transport"))
             w.update(packet=pkt, iif=ev["iif"], oif=ev["oif"], dir=direction(pkt, proto, mark))
+            w["ours"] = w["ours"] or (ns, _identity(pkt)) in marked
         if ev["table"] == own_table:
-            w["ours"] = True
+            # only a marking rule that matched says "ours": our chains' other events come for any traced packet
+            if ev["type"] == "rule" and ev["handle"] is not None:
+                w["ours"] = True
+                marked.add((ns, _identity(w["packet"])))
             continue
         if not w["ours"] and w["dir"] not in ("probe", "reply"):
             continue
@@ -222,6 +230,12 @@ def select(raw: list[tuple[str, dict]], proto: str, mark: int, own_table: str,
         if w["end"] is not None:
             out[w["end"]].update(type="return", verdict="return")
     return [e for e in out if e is not None]
+
+
+def _identity(pkt: dict | None) -> tuple | None:
+    if pkt is None:
+        return None
+    return (pkt["proto"], pkt["ip_id"], pkt["ip_len"], pkt.get("icmp_type"), pkt.get("icmp_code"))
 
 
 def _ifname(names: dict[int, str], index: int | None) -> str | None:
