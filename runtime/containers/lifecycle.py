@@ -255,6 +255,12 @@ def remove_stopped(c: model.Container) -> None:
     from . import networking
 
     networking.detach_all(c)
+    if c.broken:  # its config, and so the list of its networks, may be lost: find endpoints by id
+        from ..networks import bridge, model as nets
+
+        for net in nets.bridges():
+            if c.id in net["Containers"]:
+                bridge.detach(net, c.id)
     cgroups.remove(c.id)
     model.delete_record(c)
 
@@ -282,8 +288,8 @@ def prune() -> list[str]:
             remove_stopped(c)
             removed.append(c.id)
     d = paths.containers_dir()
-    if d.is_dir():
-        for sub in d.iterdir():
+    with store.locked("names"):  # create_record makes the directory and its config.json under it
+        for sub in (d.iterdir() if d.is_dir() else ()):
             if sub.is_dir() and not (sub / "config.json").exists():
                 shutil.rmtree(sub, ignore_errors=True)
                 removed.append(sub.name)
