@@ -1,7 +1,7 @@
 """Docker's iptables-nft rules, exactly: the parts nft's JSON hides, read back from iptables-nft-save.
 
 iptables-nft stores what it cannot express in native nftables as `xt` blobs (the conntrack,
-addrtype, comment and multiport matches; the DNAT/SNAT/REJECT/REDIRECT targets), and `nft -j`
+addrtype, comment and multiport matches; the DNAT/SNAT/REJECT/REDIRECT/MASQUERADE targets), and `nft -j`
 shows only their names. iptables-nft-save prints every rule with its arguments. So:
 
   observe  `save_text(ruleset, errors, ns_id)`: when the namespace's ruleset (already read) has
@@ -395,8 +395,8 @@ def _nat_to(spec: str, family: str):
 
 
 def translate_target(rule: Rule, family: str):
-    """The nft statement for -j DNAT/SNAT/MASQUERADE/REDIRECT/REJECT, or why it stays opaque (None:
-    a target the evaluator knows by name alone, LOG, MARK ...)."""
+    """The nft statement for -j DNAT/SNAT/REDIRECT/REJECT, or why it stays opaque (None: a target the
+    evaluator knows by name alone: MASQUERADE, whose --to-ports only picks source ports, LOG, MARK ...)."""
     name, opts = rule.target, {o.name: o for o in rule.target_opts}
     flags = [o for o in rule.target_opts if not o.args and o.name in ("--random", "--random-fully", "--persistent")]
     valued = [o for o in rule.target_opts if o not in flags]
@@ -409,7 +409,7 @@ def translate_target(rule: Rule, family: str):
                 return f"netdiag does not evaluate -j {name} {' '.join(o.text() for o in rule.target_opts)}"
             stmt = _nat_to(opts[key].args[0], family)
             kind = name.lower()
-        elif name in ("MASQUERADE", "REDIRECT"):
+        elif name == "REDIRECT":
             if [o.name for o in valued] not in ([], ["--to-ports"]) or any(len(o.args) != 1 for o in valued):
                 return f"netdiag does not evaluate -j {name} {' '.join(o.text() for o in rule.target_opts)}"
             stmt = {"port": _ports(valued[0].args[0], "-")} if valued else {}
