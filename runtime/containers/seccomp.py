@@ -15,8 +15,8 @@ import ctypes
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 DEFAULT_PROFILE = Path(__file__).with_name("seccomp_default.json")
 
@@ -42,23 +42,21 @@ class ProfileError(ValueError):
     """The profile is not a valid Docker seccomp profile; the message says where."""
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     names: tuple[str, ...]
     action: str
     errno: int | None
     args: tuple[tuple[int, int, int, str], ...] = ()  # (index, value, valueTwo, op)
 
 
-@dataclass(frozen=True)
-class Filter:
+class Filter(NamedTuple):
     default_action: str
     default_errno: int | None
     arches: tuple[str, ...]
     rules: tuple[Rule, ...]
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+        return hashlib.sha256(json.dumps(self).encode()).hexdigest()
 
 
 def native() -> tuple[str, str]:

@@ -19,7 +19,7 @@ import ctypes
 import json
 import os
 import stat
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .. import paths
 from ..errors import InvalidArgument
@@ -229,8 +229,7 @@ def devices(host: dict) -> tuple[tuple[bool, str], ...]:
     return ALL_DEVICES if host.get("Privileged") else DEFAULT_DEVICES
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     """What a process of the container gets: computed before fork, applied in the child."""
     caps: tuple[int, ...]
     seccomp_bpf: bytes | None
