@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass, field
 
 TOOLS = {"ip": "iptables-nft-save", "ip6": "ip6tables-nft-save"}
 SBIN = ("/usr/sbin", "/sbin")  # root's tools, also when PATH lacks them (cron, sudo -E ...)
@@ -55,13 +54,12 @@ def save_text(ruleset, errors: list[dict], ns_id: str) -> dict | None:
     families = xt_families(ruleset)
     if not families:
         return None
-    import shutil
     import subprocess
 
     search = os.pathsep.join([os.environ.get("PATH", ""), *SBIN])
     out = {}
     for family in families:
-        tool = shutil.which(TOOLS[family], path=search)
+        tool = _which(TOOLS[family], search)
         if tool is None:
             errors.append({"ns": ns_id, "what": "iptables", "error": f"{TOOLS[family]} is not installed, so the "
                            "arguments of iptables-nft's xt rules (conntrack, addrtype, DNAT ...) cannot be read; "
@@ -81,45 +79,66 @@ def save_text(ruleset, errors: list[dict], ns_id: str) -> dict | None:
     return out or None
 
 
+def _which(name: str, search: str) -> str | None:
+    for d in search.split(os.pathsep):
+        path = os.path.join(d, name)
+        if d and os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # parsing iptables-save
 
 
-@dataclass
+# plain classes, not dataclasses: this module is imported by every trace, and @dataclass costs
+# about a millisecond per class at import
+
+
 class Opt:
-    name: str  # "--ctstate"
-    args: list[str]
-    neg: bool = False
+    """One option of a match or target: `! --ctstate NEW,DNAT` -> ("--ctstate", ["NEW,DNAT"], True)."""
+
+    __slots__ = ("name", "args", "neg")
+
+    def __init__(self, name: str, args: list[str], neg: bool = False):
+        self.name, self.args, self.neg = name, args, neg
 
     def text(self) -> str:
         return " ".join((["!"] if self.neg else []) + [self.name] + [_quote(a) for a in self.args])
 
 
-@dataclass
 class Module:
-    name: str
-    opts: list[Opt] = field(default_factory=list)
+    """`-m NAME` and its options."""
+
+    __slots__ = ("name", "opts")
+
+    def __init__(self, name: str):
+        self.name, self.opts = name, []
 
     def text(self) -> str:
         return " ".join([f"-m {self.name}"] + [o.text() for o in self.opts])
 
 
-@dataclass
 class Rule:
-    chain: str
-    line: str  # as iptables-save printed it
-    basic: dict[str, tuple[bool, str]] = field(default_factory=dict)  # "-s" -> (negated, value) ...
-    modules: list[Module] = field(default_factory=list)
-    target: str | None = None
-    target_opts: list[Opt] = field(default_factory=list)
-    goto: bool = False
-    error: str | None = None
+    """One -A line. basic: "-s" -> (negated, value) for -s -d -i -o -p -f; error: why it cannot be read."""
+
+    __slots__ = ("chain", "line", "basic", "modules", "target", "target_opts", "goto", "error")
+
+    def __init__(self, chain: str, line: str, error: str | None = None):
+        self.chain, self.line, self.error = chain, line, error
+        self.basic: dict[str, tuple[bool, str]] = {}
+        self.modules: list[Module] = []
+        self.target: str | None = None
+        self.target_opts: list[Opt] = []
+        self.goto = False
 
 
-@dataclass
 class Table:
-    name: str
-    chains: dict[str, list[Rule]] = field(default_factory=dict)  # every declared chain, in order
+    __slots__ = ("name", "chains")
+
+    def __init__(self, name: str):
+        self.name = name
+        self.chains: dict[str, list[Rule]] = {}  # every declared chain, in order
 
 
 _BASIC = frozenset({"-s", "-d", "-i", "-o", "-p", "-f"})
