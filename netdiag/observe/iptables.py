@@ -1,8 +1,8 @@
 """Docker's iptables-nft rules, exactly: the parts nft's JSON hides, read back from iptables-nft-save.
 
 iptables-nft stores what it cannot express in native nftables as `xt` blobs (the conntrack,
-addrtype, comment and multiport matches; the DNAT/SNAT/REJECT/REDIRECT/MASQUERADE targets), and `nft -j`
-shows only their names. iptables-nft-save prints every rule with its arguments. So:
+addrtype, comment and multiport matches; the DNAT/SNAT/REJECT/REDIRECT/MASQUERADE targets), and
+`nft -j` shows only their names. iptables-nft-save prints every rule with its arguments. So:
 
   observe  `save_text(ruleset, errors, ns_id)`: when the namespace's ruleset (already read) has
            xt expressions in ip/ip6 tables, run iptables-nft-save (ip6tables-nft-save for ip6)
@@ -185,15 +185,17 @@ def tokens(line: str) -> list[tuple[str, bool]]:
 def parse_rule(line: str) -> Rule:
     """One `-A CHAIN ...` line. A line that cannot be parsed gives a Rule with `error` set."""
     line = line.strip()
+    head = line.split()[1:] if line.startswith("[") else line.split()  # iptables-save -c: "[pkts:bytes] -A ..."
+    chain = head[1] if len(head) > 1 and head[0] == "-A" else ""  # kept on errors: the chain is then not translated
     try:
         toks = tokens(line)
     except ValueError as e:
-        return Rule(chain="", line=line, error=f"cannot parse {line!r}: {e}")
-    if toks and toks[0][0].startswith("[") and not toks[0][1]:  # iptables-save -c: "[pkts:bytes] -A ..."
+        return Rule(chain, line, error=f"cannot parse {line!r}: {e}")
+    if toks and toks[0][0].startswith("[") and not toks[0][1]:
         toks = toks[1:]
     if len(toks) < 2 or toks[0] != ("-A", False):
-        return Rule(chain="", line=line, error=f"not an -A line: {line!r}")
-    rule = Rule(chain=toks[1][0], line=line)
+        return Rule(chain, line, error=f"not an -A line: {line!r}")
+    rule = Rule(toks[1][0], line)
     words = toks[2:]
     i, neg = 0, False
     current: list[Opt] | None = None  # where --options go: the last module's, or the target's

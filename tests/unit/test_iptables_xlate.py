@@ -29,6 +29,7 @@ FIX = Path(__file__).resolve().parents[1] / "fixtures" / "docker"
 LAB = json.loads((FIX / "lab.json").read_text())
 HOST = LAB["host_ip"]
 OUTSIDE_IP = "203.0.113.1"
+OUTSIDE_NS = "ns:" + LAB["outside"]
 CT = LAB["containers"]
 BR = LAB["bridges"]["noicc"]
 LOCAL = {HOST, "127.0.0.1"} | {c["gateway"] for c in CT.values()}
@@ -58,7 +59,7 @@ def prerouting_nat(rs, dst, dport, iif="eth0", src=OUTSIDE_IP, proto="tcp", fami
                     local_addrs=LOCAL, families=families)
 
 
-def deciding_outcome(res) -> bool:
+def could_change(res) -> bool:
     """Some rule netdiag could not evaluate could change this result."""
     return any(u["changes_outcome"] for u in res.unknown)
 
@@ -104,6 +105,14 @@ def test_parse_rule_multiport_tcp_flags_goto_counters_and_long_options():
                                   "-A X -j ACCEPT !", '-A X -m comment --comment "open'])
 def test_parse_rule_refuses_what_it_does_not_understand(line):
     assert parse_rule(line).error
+
+
+def test_a_rule_that_cannot_be_parsed_leaves_its_chain_untranslated():
+    rs, saves = pair_of("icc_false")
+    bad = _edit(saves["ip"], "-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+                '-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT -m comment --comment "open')
+    (u,) = translate(rs, {"ip": bad})["iptables_untranslated"]
+    assert u["chain"] == "FORWARD" and "rule 6 of filter FORWARD" in u["why"] and "unterminated quote" in u["why"]
 
 
 def test_parse_tables_chains_and_rules_in_order():
@@ -156,7 +165,7 @@ def test_icc_false_container_to_container_drops_at_dockers_rule(icc):
     raw, rs = icc
     c1, c2 = CT["c1"]["ip"], CT["c2"]["ip"]
     before = fwd(raw, c1, c2, 80, BR, BR)  # the issue: the opaque conntrack rule could accept it
-    assert before.verdict == "unknown" and deciding_outcome(before)
+    assert before.verdict == "unknown" and could_change(before)
     res = fwd(rs, c1, c2, 80, BR, BR)
     assert res.verdict == "drop" and res.unknown == []
     assert (res.deciding.table, res.deciding.chain, res.deciding.verdict) == ("filter", "FORWARD", "drop")
@@ -227,10 +236,6 @@ def snap():
     return json.loads((FIX / "icc_false.snapshot.json").read_text())
 
 
-def outside_ns(s: dict) -> str:
-    return "ns:" + LAB["outside"]
-
-
 def without_iptables(s: dict) -> dict:
     s = copy.deepcopy(s)
     for ns in s["namespaces"].values():
@@ -258,12 +263,12 @@ def test_trace_between_icc_false_containers_is_exact_offline(snap):
 
 def test_trace_to_published_ports_is_exact_offline_and_the_fallback_stays_a_fallback(snap):
     for port, name in ((8080, "web"), (8081, "c2")):
-        r = trace(Model(snap), outside_ns(snap), HOST, port=port)
+        r = trace(Model(snap), OUTSIDE_NS, HOST, port=port)
         assert r["verdict"] == "delivered" and r["hops"][-1]["label"] == f"{name} (docker container)"
         assert r["unevaluated_rules"] == []
         dnat = [e["detail"] for e in r["evidence"] if e["kind"] == "dnat"]
         assert dnat == [f"host: {HOST}:{port} rewritten to {CT[name]['ip']}:80"], dnat
-    old = trace(Model(without_iptables(snap)), outside_ns(snap), HOST, port=8080)
+    old = trace(Model(without_iptables(snap)), OUTSIDE_NS, HOST, port=8080)
     assert old["verdict"] == "delivered"
     assert any("not readable from nft" in e["detail"] for e in old["evidence"] if e["kind"] == "dnat")
 
