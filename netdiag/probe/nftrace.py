@@ -376,19 +376,29 @@ class Session:
         return evs
 
     def disarm(self) -> None:
-        """Remove the trace tables wherever they were added (a vanished namespace took them along)."""
+        """Remove the trace tables wherever they were added. Each removal waits ~15 ms for the kernel
+        (an RCU grace period per transaction): one thread per namespace lets the waits overlap."""
+        import threading
+
         from runtime import nft
         from runtime.rtnl import netns
 
-        for ns in self.ns:
-            if not ns.armed:
-                continue
+        def remove(ns: _Ns) -> None:
             try:
                 with netns(f"/proc/self/fd/{ns.fd}"):
                     nft.run(_removal(self.name))
                 ns.armed = False
             except Exception as e:  # noqa: BLE001 - reported; `prune` finds it later
                 self.notes.append(f"nftrace: could not remove table {self.name} in {ns.path}: {_text(e)}")
+
+        armed = [ns for ns in self.ns if ns.armed]
+        threads = [threading.Thread(target=remove, args=(ns,)) for ns in armed[1:]]
+        for t in threads:
+            t.start()
+        if armed:
+            remove(armed[0])
+        for t in threads:
+            t.join()
 
     def close(self) -> None:
         try:
