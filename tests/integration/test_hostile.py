@@ -77,6 +77,14 @@ def test_proc_or_sys_that_is_no_directory_is_refused_like_runc(lab, tmp_path, mo
     assert _tree(host) == before and _no_containers(lab)
 
 
+def test_an_init_error_says_its_fix_once(lab):
+    """The init's error crossed two layers (init -> monitor -> CLI), each adding a fix."""
+    p = lab.run("run", "--rm", "--entrypoint", "", "busybox")
+    assert p.returncode == 125 and "No command specified" in p.stderr
+    assert p.stderr.count(". ") + p.stderr.count(".\n") == 3, p.stderr  # what, why, one fix
+    assert "netdiag image inspect" not in p.stderr  # the generic fix is only for errors without one
+
+
 def test_dev_as_a_symlink_is_followed_inside_the_root_like_runc(lab, tmp_path):
     host = _host_dir(tmp_path)
     before = _tree(host)
