@@ -145,7 +145,12 @@ class _Child:
         try:
             with _parent_fds_lock:
                 ctl_r, ctl_w = os.pipe()
-                rep_r, rep_w = os.pipe()
+                try:
+                    rep_r, rep_w = os.pipe()
+                except BaseException:  # EMFILE: nothing may leak
+                    os.close(ctl_r)
+                    os.close(ctl_w)
+                    raise
                 self.ctl, self.rep = ctl_w, rep_r
                 _parent_fds.update((ctl_w, rep_r))
                 try:

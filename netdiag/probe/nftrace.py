@@ -207,12 +207,13 @@ def select(raw: list[tuple[str, dict]], proto: str, mark: int, own_table: str,
         if ev.get("network"):
             pkt = packet(ev["network"], ev.get("transport"))
             w.update(packet=pkt, iif=ev["iif"], oif=ev["oif"], dir=direction(pkt, proto, mark))
-            w["ours"] = w["ours"] or (ns, _identity(pkt)) in marked
+            w["ours"] = w["ours"] or (pkt is not None and (ns, _identity(pkt)) in marked)
         if ev["table"] == own_table:
             # only a marking rule that matched says "ours": our chains' other events come for any traced packet
             if ev["type"] == "rule" and ev["handle"] is not None:
                 w["ours"] = True
-                marked.add((ns, _identity(w["packet"])))
+                if w["packet"] is not None:
+                    marked.add((ns, _identity(w["packet"])))
             continue
         if not w["ours"] and w["dir"] not in ("probe", "reply"):
             continue
