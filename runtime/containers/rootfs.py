@@ -64,7 +64,7 @@ def _setup_dev(root: int) -> None:
     """A tmpfs /dev with the usual nodes, its own devpts and shm. Where the image's /dev links to
     another directory of the image, that is where it goes (runc resolves it the same way)."""
     _mount_on(root, "/dev", "tmpfs", "tmpfs", sc.MS_NOSUID, "mode=755,size=65536k")
-    dev = _open(root, "/dev")  # resolved again: now the fresh tmpfs, which holds nothing of the image
+    dev = _open_dir(root, "/dev")  # resolved again: now the fresh tmpfs, which holds nothing of the image
     try:
         for name, major, minor in _DEVICES:
             os.mknod(name, 0o666 | stat.S_IFCHR, os.makedev(major, minor), dir_fd=dev)
@@ -93,6 +93,14 @@ def _open(root: int, inside: str, **kw) -> int:
         raise _fail(inside, f"the image's path to it is unusable ({e.strerror})") from None
 
 
+def _open_dir(root: int, inside: str, **kw) -> int:
+    fd = _open(root, inside, **kw)
+    if not stat.S_ISDIR(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _fail(inside, "the image has a file there, not a directory")
+    return fd
+
+
 def _kernel_fs_dir(root: int, inside: str, fstype: str) -> int:
     """procfs and sysfs go onto a real directory at exactly /proc or /sys, as runc demands ("must be
     mounted on ordinary directory", CVE-2019-19921): following an image's link would mount them
@@ -116,10 +124,8 @@ def _kernel_fs_dir(root: int, inside: str, fstype: str) -> int:
 
 def _mount_on(root: int, inside: str, source: str | None, fstype: str | None, flags: int = 0,
               data: str | None = None, *, kernel_fs: bool = False) -> None:
-    fd = _kernel_fs_dir(root, inside, fstype or "sysfs") if kernel_fs else _open(root, inside, mkdir_mode=0o755)
+    fd = _kernel_fs_dir(root, inside, fstype or "sysfs") if kernel_fs else _open_dir(root, inside, mkdir_mode=0o755)
     try:
-        if not stat.S_ISDIR(os.fstat(fd).st_mode):
-            raise _fail(inside, "the image has a file there, not a directory")
         sc.mount(source, fsroot.fd_path(fd), fstype, flags, data)
     finally:
         os.close(fd)
@@ -128,7 +134,7 @@ def _mount_on(root: int, inside: str, source: str | None, fstype: str | None, fl
 def _bind_file(root: int, inside: str, host_file: Path) -> None:
     """Bind a host file (hosts, resolv.conf, hostname) over `inside`. Its directory is resolved in
     the root; an image symlink in its place is replaced, so the bind never lands where a link says."""
-    parent = _open(root, os.path.dirname(inside), mkdir_mode=0o755)
+    parent = _open_dir(root, os.path.dirname(inside), mkdir_mode=0o755)
     name = os.path.basename(inside)
     try:
         try:
