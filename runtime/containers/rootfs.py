@@ -38,6 +38,7 @@ def setup(merged: Path, binds: dict[str, Path], own_netns: bool, hostname: str |
     root = os.open(m, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         _mount_on(root, "/proc", "proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, kernel_fs=True)
+        _KERNEL_FS.add(_dev_of(root, "/proc"))
         _setup_dev(root)
         ro = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
         if own_netns:
@@ -45,6 +46,7 @@ def setup(merged: Path, binds: dict[str, Path], own_netns: bool, hostname: str |
         else:  # sysfs belongs to the netns that mounts it; with the host's network, bind the host's
             _mount_on(root, "/sys", "/sys", None, sc.MS_BIND | sc.MS_REC, kernel_fs=True)
             _mount_on(root, "/sys", None, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY, kernel_fs=True)
+        _KERNEL_FS.add(_dev_of(root, "/sys"))
         for inside, host_file in binds.items():
             _bind_file(root, inside, host_file)
     finally:
@@ -98,6 +100,26 @@ def _open_dir(root: int, inside: str, **kw) -> int:
     if not stat.S_ISDIR(os.fstat(fd).st_mode):
         os.close(fd)
         raise _fail(inside, "the image has a file there, not a directory")
+    return _not_kernel_fs(fd, inside)
+
+
+# procfs and sysfs as mounted here: an image link must not send a mount or a bind onto them (runc's
+# checkProcMount), where it would cover what the kernel shows or what confinement masks there.
+_KERNEL_FS: set[int] = set()
+
+
+def _dev_of(root: int, inside: str) -> int:
+    fd = _open(root, inside, follow_last=False)
+    try:
+        return os.fstat(fd).st_dev
+    finally:
+        os.close(fd)
+
+
+def _not_kernel_fs(fd: int, inside: str) -> int:
+    if os.fstat(fd).st_dev in _KERNEL_FS:
+        os.close(fd)
+        raise _fail(inside, "the image's links send it into /proc or /sys")
     return fd
 
 
@@ -148,7 +170,7 @@ def _bind_file(root: int, inside: str, host_file: Path) -> None:
             raise _fail(inside, "the image has a directory there, and a file is bound onto it")
         if st is None:
             os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=parent))
-        target = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        target = _not_kernel_fs(os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent), inside)
     finally:
         os.close(parent)
     try:

@@ -81,7 +81,9 @@ def test_proc_or_sys_that_is_no_directory_is_refused_like_runc(lab, tmp_path, mo
     ("/etc", [entry("etc", data=b"x")], "has a file there, not a directory"),
     ("/dev", [entry("dev", data=b"x")], "has a file there, not a directory"),
     ("/etc/hosts", [entry("etc", tarfile.DIRTYPE), entry("etc/hosts", tarfile.DIRTYPE)], "has a directory there"),
-], ids=["etc file", "dev file", "hosts directory"])
+    ("/etc", [entry("etc", tarfile.SYMTYPE, linkname="/proc/sys/kernel")], "send it into /proc or /sys"),
+    ("/dev", [entry("dev", tarfile.SYMTYPE, linkname="../proc/sys")], "send it into /proc or /sys"),
+], ids=["etc file", "dev file", "hosts directory", "etc into proc", "dev into proc"])
 def test_a_mount_target_of_the_wrong_kind_is_a_clear_error(lab, tmp_path, path, members, says):
     proc_sys = [entry("proc", tarfile.DIRTYPE), entry("sys", tarfile.DIRTYPE)]
     _import(lab, tmp_path, "odd", busybox_root(*proc_sys, *members, proc=False))
