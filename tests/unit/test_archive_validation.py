@@ -46,8 +46,17 @@ def _load(path: Path):
 
 # ------------------------------------------------------------------------------ pure checks
 
+def test_index_takes_dockers_full_name_over_the_bare_tag():
+    d = digest(b"m")
+    notes = {"io.containerd.image.name": "docker.io/library/hello-world:latest", oci.REF_ANNOTATION: "latest"}
+    assert oci.index(json.dumps({"manifests": [{"digest": d, "annotations": notes}]}).encode()) == [(d, "hello-world:latest")]
+    notes = {"io.containerd.image.name": "docker.io/lab/web:1"}
+    assert oci.index(json.dumps({"manifests": [{"digest": d, "annotations": notes}]}).encode()) == [(d, "lab/web:1")]
+    assert oci.index(json.dumps({"manifests": [{"digest": d}]}).encode()) == [(d, None)]
+
+
 @pytest.mark.parametrize("data, says", [
-    (b"{nope", "not valid JSON"), (b"[]", "not a JSON object"), (b'{"manifests": []}', "lists no manifests"),
+    (b"{nope", "not valid JSON"), (b'{"manifests": null}', "lists no manifests"), (b"[]", "not a JSON object"), (b'{"manifests": []}', "lists no manifests"),
     (b'{"manifests": [{"digest": "sha256:12"}]}', "not a sha256 digest"),
     (json.dumps({"manifests": [{"digest": digest(b"x"), "mediaType": oci.INDEX_TYPE}]}).encode(), "nested image index"),
     (json.dumps({"manifests": [{"digest": digest(b"x"), "annotations": {oci.REF_ANNOTATION: 7}}]}).encode(), "not a string"),
