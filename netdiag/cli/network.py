@@ -116,6 +116,10 @@ def inspect(networks: List[str] = typer.Argument(..., help="Network names or ids
                                                       "HostVeth", "Interface", "Aliases", "Ports") if k in e}
                               for cid, e in n["Containers"].items()}
         view["Bridge"] = n["netdiag"].get("Bridge", "")
+        if view["Bridge"]:  # what Docker never shows: other managers' rules that decide this network's traffic
+            from runtime.networks import foreign
+
+            view["ForeignRules"] = foreign.affecting(view["Bridge"])
         out.append(view)
     print_json(out)
 

@@ -1,0 +1,155 @@
+"""Fixes that can be checked: each is the command a user runs (concrete names, never placeholders)
+and, where the model can express it, the same change applied to a copy of the model, so the
+diagnosis can trace again and say whether the fix makes the path deliver. Pure: no kernel access.
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import Callable
+
+# apply(model, overlay): edit namespaces through overlay.edit(ns_id) (a private copy)
+Apply = Callable[[object, object], None]
+
+
+@dataclass
+class Fix:
+    command: str  # what to run (on the host netdiag observes; container namespaces via nsenter)
+    apply: Apply | None = None  # the same change on a model copy; None: the model cannot express it
+    why_unchecked: str = ""  # when apply is None: why the fix cannot be checked statically
+    alternatives: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        alt = "".join(f"; or: {a}" for a in self.alternatives)
+        return self.command + alt
+
+
+def in_ns(ns: dict, argv: list[str]) -> str:
+    """A command line that runs argv in the namespace `ns`, as root on the host."""
+    cmd = shlex.join(argv)
+    if ns.get("kind") == "host":
+        return cmd
+    if ns.get("netns_names"):
+        return f"ip netns exec {shlex.quote(ns['netns_names'][0])} {cmd}"
+    pids = ns.get("pids") or []
+    return f"nsenter -t {pids[0]} -n {cmd}" if pids else f"{cmd}  (in {ns.get('label')})"
+
+
+# -- edits of a model copy --------------------------------------------------------------------------
+
+def _rules(ns: dict) -> list:
+    return (ns.get("nftables") or {}).get("nftables", [])
+
+
+def remove_rule(ns_id: str, family: str, table: str, chain: str, handle: int) -> Apply:
+    def apply(model, ov):
+        ns = ov.edit(ns_id)
+        items = _rules(ns)
+        items[:] = [i for i in items if not ("rule" in i and (i["rule"]["family"], i["rule"]["table"], i["rule"]["chain"],
+                                                              i["rule"].get("handle")) == (family, table, chain, handle))]
+    return apply
+
+
+def insert_rules(ns_id: str, family: str, table: str, chain: str, rules: list[list[dict]]) -> Apply:
+    """Rules (lists of nft JSON expressions) at the top of a chain, like `nft insert rule` / `iptables -I`."""
+    def apply(model, ov):
+        items = _rules(ov.edit(ns_id))
+        first = next((k for k, i in enumerate(items) if "rule" in i and (i["rule"]["family"], i["rule"]["table"],
+                                                                        i["rule"]["chain"]) == (family, table, chain)), None)
+        if first is None:  # an empty chain: after its declaration
+            first = next(k for k, i in enumerate(items) if "chain" in i and (i["chain"]["family"], i["chain"]["table"],
+                                                                           i["chain"]["name"]) == (family, table, chain)) + 1
+        items[first:first] = [{"rule": {"family": family, "table": table, "chain": chain, "handle": -1 - n,
+                                        "comment": "netdiag fix check", "expr": expr}} for n, expr in enumerate(rules)]
+    return apply
+
+
+def iface_accept(key: str, name: str) -> list[dict]:
+    return [{"match": {"op": "==", "left": {"meta": {"key": key}}, "right": name}}, {"accept": None}]
+
+
+def flow_accept(dst: str, proto: str, dport: int) -> list[dict]:
+    expr = [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": dst}}]
+    if proto in ("tcp", "udp") and dport:
+        expr.append({"match": {"op": "==", "left": {"payload": {"protocol": proto, "field": "dport"}}, "right": dport}})
+    return expr + [{"accept": None}]
+
+
+def set_sysctl(ns_id: str, key: str, value: str) -> Apply:
+    def apply(model, ov):
+        ov.edit(ns_id).setdefault("sysctls", {})[key] = value
+    return apply
+
+
+def link_up(ns_id: str, ifname: str) -> Apply:
+    def apply(model, ov):
+        for link in ov.edit(ns_id)["links"]:
+            if link["name"] == ifname:
+                link["up"] = True
+                link["flags"] = sorted(set(link.get("flags", [])) | {"UP", "LOWER_UP", "RUNNING"})
+                link["state"] = "UP"
+    return apply
+
+
+def set_mtu(ns_id: str, ifname: str, mtu: int) -> Apply:
+    def apply(model, ov):
+        for link in ov.edit(ns_id)["links"]:
+            if link["name"] == ifname:
+                link["mtu"] = mtu
+    return apply
+
+
+def replace_route(ns_id: str, dst: str, gateway: str | None, dev: str) -> Apply:
+    """Like `ip route replace DST [via GW] dev DEV` in the main table."""
+    def apply(model, ov):
+        ns = ov.edit(ns_id)
+        ns["routes"] = [r for r in ns["routes"] if not (r["table"] == 254 and r["dst"] == dst)]
+        ns["routes"].append({"table": 254, "dst": dst, "gateway": gateway, "dev": dev, "prefsrc": None, "type": "unicast",
+                             "scope": "global" if gateway else "link", "proto": 3, "metric": 0})
+    return apply
+
+
+def listen_everywhere(ns_id: str, proto: str, port: int) -> Apply:
+    def apply(model, ov):
+        for s in ov.edit(ns_id).get("sockets", []):
+            if s["proto"] == proto and s["port"] == port and s.get("loopback_only"):
+                s.update(local="0.0.0.0", loopback_only=False)
+    return apply
+
+
+def add_fdb(ns_id: str, dev: str, mac: str, dst: str) -> Apply:
+    def apply(model, ov):
+        ov.edit(ns_id)["fdb"].append({"ifname": dev, "lladdr": mac, "master": None, "dst": dst, "vni": None,
+                                      "state": "PERMANENT", "self": True})
+    return apply
+
+
+def add_masquerade(ns_id: str, subnet: str, oif: str) -> Apply:
+    def apply(model, ov):
+        items = _rules(ov.edit(ns_id))
+        items.append({"table": {"family": "ip", "name": "netdiag_fix_check"}})
+        items.append({"chain": {"family": "ip", "table": "netdiag_fix_check", "name": "post", "type": "nat", "hook": "postrouting",
+                                "prio": 100, "policy": "accept"}})
+        net, plen = subnet.split("/")
+        items.append({"rule": {"family": "ip", "table": "netdiag_fix_check", "chain": "post", "handle": 1, "expr": [
+            {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                       "right": {"prefix": {"addr": net, "len": int(plen)}}}},
+            {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": oif}}, {"masquerade": None}]}})
+    return apply
+
+
+def check(model, fix: Fix, retrace) -> dict:
+    """Apply `fix` to a copy of the model and trace again: does the path deliver now?"""
+    if fix.apply is None:
+        return {"checked": False, "delivers": None, "detail": fix.why_unchecked or "the model cannot express this change"}
+    copy, ov = model.overlay()
+    try:
+        fix.apply(copy, ov)
+        after = retrace(copy)
+    except Exception as e:  # noqa: BLE001 - a check that cannot run is reported, never fatal
+        return {"checked": False, "delivers": None, "detail": f"the check could not run: {type(e).__name__}: {e}"}
+    delivers = after["verdict"] == "delivered"
+    detail = "with this fix the static path delivers" if delivers else \
+        f"with this fix the path is still {after['verdict']}" + (f" ({after['cause']}: {after['summary']})" if after.get("cause") else "")
+    return {"checked": True, "delivers": delivers, "detail": detail,
+            "after": {k: after.get(k) for k in ("verdict", "cause", "summary", "blocked_at")}}
