@@ -36,6 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 CGROUP_BASE = Path("/sys/fs/cgroup")
 GOAL_RATIO = 0.5
+CONFINEMENT_GOAL = 1.10  # Docker's default confinement may cost at most 10% of a `run --rm`
 DOCKERD_START_TIMEOUT = 30.0
 DOCKERD_STOP_TIMEOUT = 15.0
 
@@ -458,11 +459,11 @@ def import_profile(cmd_tail: list[str], env: dict, netns: str, repeat: int = 3, 
 # ----------------------------------------------------------------------------- report
 
 def fmt_table(benches: list[Bench]) -> str:
-    lines = [f"{'command':<11} {'runs':>5} {'median ms':>10} {'p90 ms':>9} {'min ms':>8} {'first ms':>9}"]
+    lines = [f"{'command':<13} {'runs':>5} {'median ms':>10} {'p90 ms':>9} {'min ms':>8} {'first ms':>9}"]
     for b in benches:
         s = b.stats()
         first = f"{s['first_run_ms']:.1f}" if s["first_run_ms"] is not None else "-"
-        lines.append(f"{b.name:<11} {s['runs']:>5} {s['median_ms']:>10.1f} {s['p90_ms']:>9.1f} "
+        lines.append(f"{b.name:<13} {s['runs']:>5} {s['median_ms']:>10.1f} {s['p90_ms']:>9.1f} "
                      f"{s['min_ms']:>8.1f} {first:>9}")
     return "\n".join(lines)
 
@@ -510,6 +511,9 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError("no netdiag executable beside this Python or on PATH (pip install -e .)")
         nd_tail = ["run", "--rm", "--network", "none", "busybox", "true"]
         benches.append(Bench("netdiag", enter + [netdiag_bin, *nd_tail], nd_env))
+        # the same container without confinement (no capability drop, seccomp, masks or device
+        # list): the cost of Docker's default confinement is netdiag / nd-privileged
+        benches.append(Bench("nd-privileged", enter + [netdiag_bin, "run", "--rm", "--privileged", *nd_tail[2:]], nd_env))
         benches.append(Bench("unshare", enter + ["unshare", "--fork", "--pid", "--mount", "--uts", "--ipc",
                                                  "--net", "true"]))
 
@@ -559,7 +563,8 @@ def main(argv: list[str] | None = None) -> int:
         by = {b.name: b.stats() for b in benches}
         nd, us = by["netdiag"]["median_ms"], by["unshare"]["median_ms"]
         ratios = {"netdiag/unshare": round(nd / us, 2),
-                  "cli_start/netdiag": round(by["nd-version"]["median_ms"] / nd, 2)}
+                  "cli_start/netdiag": round(by["nd-version"]["median_ms"] / nd, 2),
+                  "confined/privileged": round(nd / by["nd-privileged"]["median_ms"], 3)}
         if "docker" in by:
             ratios["netdiag/docker"] = round(nd / by["docker"]["median_ms"], 3)
 
@@ -570,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
         print()
         cli = by["nd-version"]["median_ms"]
         print(f"netdiag/unshare (median): {ratios['netdiag/unshare']:.2f}x")
+        print(f"confinement: netdiag/nd-privileged (median): {ratios['confined/privileged']:.3f}x "
+              f"(goal <= {CONFINEMENT_GOAL}x: {'MET' if ratios['confined/privileged'] <= CONFINEMENT_GOAL else 'NOT MET'})")
         print(f"netdiag's CLI start alone (`netdiag version`): {cli:.1f} ms = {100 * cli / nd:.0f}% of its run median")
         if "docker" in by:
             print(f"netdiag/docker  (median): {ratios['netdiag/docker']:.2f}x   "

@@ -133,7 +133,9 @@ def _cgroup_parents(cgroup_parent: str) -> list[Path]:
     base = Path("/sys/fs/cgroup")
     if (base / "cgroup.controllers").exists():
         return [base / cgroup_parent]
-    return [base / c / cgroup_parent for c in ("memory", "cpu", "pids")]
+    from runtime.containers.cgroups import V1_CONTROLLERS
+
+    return [base / c / cgroup_parent for c in V1_CONTROLLERS]
 
 
 def remove_cgroups(cgroup_parent: str, kill, timeout: float = 5.0) -> None:

@@ -41,9 +41,13 @@ def ps(
     items = [_ps_item(c) for c in rows]
     if json_out or format == "json":
         json_lines(items)
-        return
-    table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
-          [[i["ID"], i["Image"], i["Command"], i["CreatedAt"], i["Status"], i["Ports"], i["Names"]] for i in items])
+    else:
+        table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
+              [[i["ID"], i["Image"], i["Command"], i["CreatedAt"], i["Status"], i["Ports"], i["Names"]] for i in items])
+    for c in rows:  # on stderr, so scripts reading the list still get only the list
+        if c.broken:
+            print(f"netdiag: warning: container {c.id[:12]} is dead: {c.broken}. "
+                  f"Remove it with 'netdiag rm -f {c.id[:12]}' or 'netdiag system prune'", file=sys.stderr)
 
 
 def _ps_item(c) -> dict:
@@ -57,7 +61,8 @@ def _ps_item(c) -> dict:
     ports = ", ".join(describe(p) for e in eps.values() for p in e.get("Ports", []))
     return {"ID": c.id[:12], "Image": c.config.get("ImageRef", ""), "Command": cmd, "CreatedAt": created,
             "Status": model.status_line(c), "State": c.status, "Ports": ports, "Names": c.name,
-            "ExitCode": c.state.get("ExitCode", 0), "Networks": c.config["HostConfig"].get("NetworkMode", "")}
+            "ExitCode": c.state.get("ExitCode", 0), "Networks": c.config["HostConfig"].get("NetworkMode", ""),
+            **({"Error": c.state["Error"]} if c.broken else {})}
 
 
 @app.command("exec", context_settings=_CMD_CTX)
@@ -123,6 +128,16 @@ def _each(refs: List[str], action) -> None:
     for_each(refs, model.get, action)
 
 
+def _usable(c):
+    """Refuse to start a container whose record is unusable (it shows as dead in `ps -a`)."""
+    if c.broken:
+        from runtime.errors import ContainerError
+
+        raise ContainerError(f"Cannot start container {c.id[:12]}", c.broken,
+                             f"remove it with 'netdiag rm -f {c.id[:12]}' and run it again")
+    return c
+
+
 @app.command()
 def stop(
     containers: List[str] = typer.Argument(..., help="Container names or ids"),
@@ -168,9 +183,9 @@ def start(
 
     require_root("start a container")
     if attach:
-        c = model.get(containers[0])
+        c = _usable(model.get(containers[0]))
         raise typer.Exit(lifecycle.wait_exit(lifecycle.start(c, attach=True), c))
-    _each(containers, lambda c: os.close(lifecycle.start(c)))
+    _each(containers, lambda c: os.close(lifecycle.start(_usable(c))))
 
 
 @app.command()
@@ -185,6 +200,7 @@ def restart(
     require_root("restart a container")
 
     def again(c):
+        _usable(c)
         lifecycle.stop(c, time_)
         os.close(lifecycle.start(model.get(c.id)))
 

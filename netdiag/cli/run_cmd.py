@@ -34,6 +34,11 @@ OPTIONS = [
     ("health_interval", ("--health-interval",), "float", 30.0, "Seconds between health checks"),
     ("health_timeout", ("--health-timeout",), "float", 30.0, "Seconds before a check counts as failed"),
     ("health_retries", ("--health-retries",), "int", 3, "Failures in a row before unhealthy"),
+    ("cap_add", ("--cap-add",), "list", [], "Add a Linux capability, e.g. NET_ADMIN, or ALL (repeatable)"),
+    ("cap_drop", ("--cap-drop",), "list", [], "Drop a Linux capability, or ALL (repeatable)"),
+    ("privileged", ("--privileged",), "flag", False, "All capabilities and devices, no seccomp, no masked /proc paths"),
+    ("security_opt", ("--security-opt",), "list", [],
+     "seccomp=unconfined|FILE, no-new-privileges[=true|false], systempaths=unconfined (repeatable)"),
 ]
 
 
@@ -67,7 +72,8 @@ def main(argv: list[str]) -> int:
         user=a.user, network=a.network, memory=a.memory, cpus=a.cpus, pids_limit=a.pids_limit, auto_remove=a.rm,
         publish=a.publish, publish_all=a.publish_all, ip=a.ip, aliases=a.network_alias, dns=a.dns,
         health_cmd=a.health_cmd, health_interval=a.health_interval, health_timeout=a.health_timeout,
-        health_retries=a.health_retries,
+        health_retries=a.health_retries, cap_add=a.cap_add, cap_drop=a.cap_drop, privileged=a.privileged,
+        security_opt=a.security_opt,
     )
     c = lifecycle.create(config, a.name)
     try:

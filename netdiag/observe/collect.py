@@ -64,6 +64,9 @@ def collect_here(errors: list[dict], ns_id: str, with_sockets: bool = True, conn
         out["nftables"] = nft.ruleset_json()
     except Exception as e:  # noqa: BLE001 - missing nftables is reported, not fatal
         errors.append({"ns": ns_id, "what": "nftables", "error": str(e)})
+    from .iptables import save_text  # only namespaces whose rules use xt (iptables-nft) pay for it
+
+    out["iptables_save"] = save_text(out["nftables"], errors, ns_id)
     if conntrack:  # costly per namespace; the host's table is the one diagnoses read
         out["conntrack"] = _conntrack(errors, ns_id)
     return out

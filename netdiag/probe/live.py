@@ -11,8 +11,18 @@
 3. Optionally a second forked child watches skb:kfree_skb in a private tracefs *instance*
    (never the top-level one), in a private mount namespace so that a tracefs mount it may need
    vanishes with it.
-4. "go": the child probes within `timeout` and reports through a pipe (JSON); the parent kills
-   it at timeout + 1 s at the latest. Then the captures are read, the drop events collected.
+4. Optionally (`trace_ns`) a third forked child has the kernel trace the probe through netfilter
+   in those namespaces (nftrace.py: a table of its own per namespace, NFNLGRP_NFTRACE events);
+   it subscribes before anything is sent, adds its tables once it knows the mark, removes them
+   before it reports (also on SIGTERM, which a dying parent sends it).
+5. "go": the child probes within `timeout` and reports through a pipe (JSON); the parent kills
+   it at timeout + 1 s at the latest. Then the captures are read (with kernel timestamps: the
+   frames are kept, bounded, for a pcap), the drop events and trace events collected.
+
+probe() does not raise for what can go wrong on a live system (a capture that cannot open, a
+namespace that vanished, a child that dies or hangs, a tracer that fails): each becomes a note or
+an error field, and the outcome is "error" with a detail when nothing better is known. Only
+KeyboardInterrupt goes through, after the clean-up.
 
 Nothing is left behind, also on KeyboardInterrupt: captures are closed, children reaped, the
 tracefs instance removed (the tracer removes it itself on "stop", on EOF of its control pipe -
@@ -40,6 +50,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from netdiag.observe.collect import inside
+from netdiag.probe import nftrace
 from runtime import syscalls
 
 ETH_P_ALL = 0x0003
@@ -51,8 +62,12 @@ SO_RCVBUFFORCE = 33
 IP_MTU_DISCOVER, IP_PMTUDISC_DO, IP_MTU = 10, 2, 14
 SIOCOUTQ = 0x5411
 PR_SET_PDEATHSIG = 1
+SOL_PACKET, PACKET_AUXDATA, SO_TIMESTAMPNS = 263, 8, 35
 SNAPLEN = 256  # enough for outer Ethernet/IP/UDP/VXLAN + inner Ethernet/IP/L4, or an ICMP error's quote
 CAPTURE_RCVBUF = 4 << 20
+MAX_FRAMES = 300  # frames kept for a pcap, shared among the hops (each hop gets at least MIN_HOP_FRAMES)
+MIN_HOP_FRAMES = 16
+_ANCILLARY = socket.CMSG_SPACE(16) + socket.CMSG_SPACE(20)  # a timespec, a tpacket_auxdata
 SETTLE = 0.03  # veth delivers through the receiving CPU's backlog: let in-flight frames land
 DROPS_SCOPE = "all packets on the host during the probe window"
 INSTANCE_PREFIX = "netdiag-"
@@ -83,10 +98,17 @@ class LiveResult:
     detail: str
     sport: int  # the mark: our source port (TCP/UDP) or ICMP echo id
     seen: list[dict]  # per hop, in order; "count" 0 = not seen, None = could not capture ("error")
-    drops: list[dict]  # kfree_skb events during the window: {"reason","location","protocol","count"}
+    drops: list[dict]  # kfree_skb events during the window: {"reason","location","protocol","count","scope"}
     elapsed: float
     drops_scope: str = DROPS_SCOPE
     notes: list[str] = field(default_factory=list)
+    # captured frames of the probe and its answers, by time: {"hop" (index into seen), "ts" (epoch,
+    # kernel timestamp), "dir" in|out, "kind" probe|reply, "len" (on the wire), "data" (hex, <= SNAPLEN)}
+    frames: list[dict] = field(default_factory=list)
+    nftrace: list[dict] = field(default_factory=list)  # nftrace.select() events, in arrival order
+    nftrace_ns: list[str] = field(default_factory=list)  # namespaces actually traced (no event there = no chain saw it)
+    nftrace_drop: dict | None = None  # nftrace.first_drop(nftrace): the rule or policy that dropped the probe
+    nftrace_error: str | None = None  # tracing requested but impossible (per-namespace trouble is in notes)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -132,6 +154,7 @@ class _Child:
             self.pid, self.ctl, self.rep = pid, ctl_w, rep_r
             self._buf = b""
             self.eof = False
+            self.status: int | None = None  # its wait status, once reaped
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def send(self, obj) -> None:
@@ -173,10 +196,11 @@ class _Child:
         deadline = time.monotonic() + grace
         while True:
             try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
+                done, status = os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 return True
             if done:
+                self.status = status
                 return True
             if time.monotonic() >= deadline:
                 break
@@ -187,7 +211,7 @@ class _Child:
             pass
         while True:
             try:
-                os.waitpid(pid, 0)
+                self.status = os.waitpid(pid, 0)[1]
                 return False
             except ChildProcessError:
                 return False
@@ -476,6 +500,8 @@ class _Capture:
         self.hop = hop
         self.sock: socket.socket | None = None
         self.error: str | None = None
+        self.frames: list[dict] = []
+        self.frames_left_out = 0
         nsfd = None
         try:
             # opened here first: collect.inside() leaks an fd when the path cannot be opened
@@ -488,6 +514,8 @@ class _Capture:
                     except OSError:
                         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CAPTURE_RCVBUF)
                     _attach_filter(s, _bpf_program(mark))
+                    s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)  # the kernel's receive time, for the pcap
+                    s.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)  # the frame's length before SNAPLEN
                     s.bind((hop.ifname, ETH_P_ALL))  # resolved in the socket's (the hop's) namespace
                     s.setblocking(False)
                 except BaseException:
@@ -500,7 +528,8 @@ class _Capture:
             if nsfd is not None:
                 os.close(nsfd)
 
-    def read(self, mark: int, proto: str) -> dict:
+    def read(self, mark: int, proto: str, keep: int = 0) -> dict:
+        """What passed this hop; the first `keep` matching frames go to self.frames."""
         hop = self.hop
         entry = {"label": hop.label or hop.ifname, "ifname": hop.ifname, "ns_path": hop.ns_path,
                  "count": 0, "first": None, "replies": 0, "first_reply": None}
@@ -509,7 +538,7 @@ class _Capture:
             return entry
         while True:
             try:
-                frame, addr = self.sock.recvfrom(SNAPLEN)
+                frame, anc, _, addr = self.sock.recvmsg(SNAPLEN, _ANCILLARY)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:  # e.g. ENETDOWN: the interface went down, nothing passed it
@@ -528,12 +557,30 @@ class _Capture:
             else:
                 entry["replies"] += 1
                 entry["first_reply"] = entry["first_reply"] or info
+            if len(self.frames) < keep:
+                ts, wire = _ancillary(anc)
+                self.frames.append({"ts": ts, "dir": info["dir"], "kind": kind, "len": wire or len(frame),
+                                    "data": frame.hex()})
+            else:
+                self.frames_left_out += 1
         return entry
 
     def close(self) -> None:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+
+
+def _ancillary(anc: list) -> tuple[float, int | None]:
+    """The kernel timestamp (SO_TIMESTAMPNS; now if missing) and the frame's original length (PACKET_AUXDATA)."""
+    ts, wire = None, None
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            sec, nsec = struct.unpack_from("qq", data)
+            ts = sec + nsec / 1e9
+        elif level == SOL_PACKET and kind == PACKET_AUXDATA and len(data) >= 8:
+            wire = struct.unpack_from("I", data, 4)[0]  # tp_len
+    return (ts if ts is not None else time.time()), wire
 
 
 def match_frame(frame: bytes, mark: int, proto: str, _depth: int = 0) -> tuple[str, dict] | None:
@@ -751,24 +798,83 @@ class _Tracer:
                 pass
 
 
+# -- nftrace in a forked child -----------------------------------------------------------------------
+
+def _nftrace_main(ctl: int, rep: int, ns_paths: list[str], proto: str, token: str, max_life: float) -> None:
+    """Subscribe at once, add the trace tables when the mark comes, read events until "stop" (or EOF,
+    or SIGTERM from a dying parent), remove the tables, then report. Table names carry our pid, so
+    tables of a child killed outright are found by nftrace.prune()."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C; we stop on EOF or "stop"
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGHUP, _raise_stop)
+    deadline = time.monotonic() + max_life
+    session = nftrace.Session(ns_paths, proto, name=nftrace.table_name(os.getpid(), token))
+    try:
+        msg = _wait_line(ctl, deadline)
+        if not isinstance(msg, dict) or "mark" not in msg:
+            return  # the parent gave up before the probe was ready
+        armed = session.arm(int(msg["mark"]))
+        _send(rep, {"ready": armed > 0, "traced": [ns.path for ns in session.ns if ns.armed], "notes": session.notes})
+        session.notes = []
+        poller = select.poll()
+        for fd in [ctl] + session.fds():
+            poller.register(fd, select.POLLIN)
+        while time.monotonic() < deadline:  # read as events come: the order across namespaces is kept
+            ready = {fd for fd, _ in poller.poll(max(deadline - time.monotonic(), 0) * 1000)}
+            session.read()
+            if ctl in ready:
+                break  # "stop", or EOF: the parent is done (or gone)
+        session.read()
+        events = session.events()
+        session.close()  # the tables go before we report: when probe() returns, they are gone
+        _send(rep, {"events": events, "notes": session.notes})
+    finally:
+        session.close()
+
+
+class _NfTracer:
+    def __init__(self, ns_paths: list[str], proto: str, max_life: float):
+        from runtime import nft
+
+        nft._load()  # dlopen before fork: the child must not need the loader lock another thread may hold
+        token = secrets.token_hex(4)
+        self.ns_paths = list(ns_paths)
+        self.child = _Child(lambda ctl, rep: _nftrace_main(ctl, rep, self.ns_paths, proto, token, max_life), signal.SIGTERM)
+        self.name = nftrace.table_name(self.child.pid, token)
+
+    def close(self) -> None:
+        if self.child.pid is None:
+            return
+        if not self.child.close(grace=3.0):  # it was killed before it could clean up
+            nftrace.remove(self.ns_paths, self.name)
+
+
 # -- the probe --------------------------------------------------------------------------------------
 
 def probe(src_ns_path: str, dst: str, *, proto: str = "tcp", dport: int = 0, size: int = 0,
-          hops: list[Hop] | tuple = (), timeout: float = 2.0, trace_drops: bool = True) -> LiveResult:
+          hops: list[Hop] | tuple = (), timeout: float = 2.0, trace_drops: bool = True,
+          trace_ns: list[str] | tuple = ()) -> LiveResult:
     """Send one probe from the namespace at `src_ns_path` to `dst` and gather the evidence: the
-    outcome as the sender saw it, where along `hops` the probe (and answers) were seen, and the
-    kernel's annotated drops during the window."""
+    outcome as the sender saw it, where along `hops` the probe (and answers) were seen (and the
+    frames), the kernel's annotated drops during the window (host-wide), and with `trace_ns` the
+    probe's own walk through netfilter in those namespaces. Never raises but for ^C."""
     t0 = time.monotonic()
     hops = list(hops)
     notes: list[str] = []
+    got: dict = {"sport": 0, "seen": None, "drops": [], "frames": [], "nftrace": [], "nftrace_ns": [], "nftrace_error": None}
 
-    def done(outcome, detail, sport=0, seen=None, drops=None) -> LiveResult:
+    def done(outcome: str, detail: str) -> LiveResult:
+        seen = got["seen"]
         if seen is None:
             seen = [{"label": h.label or h.ifname, "ifname": h.ifname, "ns_path": h.ns_path, "count": None,
                      "first": None, "replies": None, "first_reply": None, "error": "not captured"} for h in hops]
-        return LiveResult(outcome, detail, sport, seen, drops or [], round(time.monotonic() - t0, 4), notes=notes)
+        if trace_ns and not got["nftrace_ns"] and got["nftrace_error"] is None:
+            got["nftrace_error"] = "not traced: the probe ended before tracing was set up"
+        return LiveResult(outcome, detail, got["sport"], seen, got["drops"], round(time.monotonic() - t0, 4), notes=notes,
+                          frames=got["frames"], nftrace=got["nftrace"], nftrace_ns=got["nftrace_ns"],
+                          nftrace_drop=nftrace.first_drop(got["nftrace"]), nftrace_error=got["nftrace_error"])
 
-    proto = proto.lower()
+    proto = proto.lower() if isinstance(proto, str) else proto
     if proto not in PROTOS:
         return done("error", f"unknown protocol {proto!r} (tcp, udp, icmp)")
     try:
@@ -781,18 +887,26 @@ def probe(src_ns_path: str, dst: str, *, proto: str = "tcp", dport: int = 0, siz
     if size < 0:
         return done("error", "size must be >= 0")
 
-    child = tracer = None
+    child = tracer = nft_tracer = None
     reported = False
     caps: list[_Capture] = []
     try:
         child = _Child(lambda ctl, rep: _probe_main(ctl, rep, src_ns_path, dst, proto, dport, size, timeout), signal.SIGKILL)
         if trace_drops:  # sets itself up while we wait for the probe socket and open the captures
             tracer = _Tracer(max_life=timeout + 30)
+        if trace_ns:  # subscribes while we wait; adds its tables once it has the mark
+            try:
+                nft_tracer = _NfTracer(list(trace_ns), proto, max_life=timeout + 30)
+            except Exception as e:  # noqa: BLE001 - no libnftables, no fork: the probe goes on untraced
+                got["nftrace_error"] = f"cannot start: {e}"
         hello = child.recv(time.monotonic() + 5)
         if not hello or "sport" not in hello:
-            return done("error", f"probe child failed: {(hello or {}).get('error', 'no answer')}")
-        mark = hello["sport"]
+            return done("error", f"probe child failed: {_child_failure(child, hello)}")
+        mark = got["sport"] = hello["sport"]
+        if nft_tracer is not None:
+            nft_tracer.child.send({"mark": mark})
         caps = [_Capture(h, mark) for h in hops]
+        notes += [c.error for c in caps if c.error]
         if tracer is not None:
             ready = tracer.child.recv(time.monotonic() + 5)
             if not ready or not ready.get("ready"):
@@ -801,29 +915,55 @@ def probe(src_ns_path: str, dst: str, *, proto: str = "tcp", dport: int = 0, siz
                 tracer = None
             else:
                 notes += ready.get("notes", [])
+        if nft_tracer is not None:
+            ready = nft_tracer.child.recv(time.monotonic() + 5)
+            notes += (ready or {}).get("notes", [])
+            if not ready or not ready.get("ready"):
+                got["nftrace_error"] = (ready or {}).get("error") or ("no namespace could be traced (see notes)" if ready
+                                                                       else "the tracer did not start")
+                nft_tracer.close()
+                nft_tracer = None
+            else:
+                got["nftrace_ns"] = ready["traced"]
         child.send("go")
         res = child.recv(time.monotonic() + timeout + 1.0)
         reported = res is not None
         if res is None:
-            res = _result("timeout", f"probe child gave no answer within {timeout + 1:g}s; killed")
+            res = _result("error", f"probe child gave no answer within {timeout + 1:g}s ({_child_failure(child, None)})")
         elif "error" in res and "outcome" not in res:
             res = _result("error", res["error"])
         if caps:
             time.sleep(SETTLE)
-        drops = []
         if tracer is not None:
             tracer.child.send("stop")
-            got = tracer.child.recv(time.monotonic() + 3)
-            if got and "drops" in got:
-                drops = got["drops"]
-                notes += got.get("notes", [])
+            out = tracer.child.recv(time.monotonic() + 3)
+            if out and "drops" in out:
+                got["drops"] = [dict(d, scope="host") for d in out["drops"]]
+                notes += out.get("notes", [])
             else:
-                notes.append(f"drops: unreadable ({(got or {}).get('error', 'no answer from tracer')})")
-        seen = [c.read(mark, proto) for c in caps]
+                notes.append(f"drops: unreadable ({(out or {}).get('error', 'no answer from tracer')})")
+        if nft_tracer is not None:
+            nft_tracer.child.send("stop")
+            out = nft_tracer.child.recv(time.monotonic() + 5)
+            if out and "events" in out:
+                got["nftrace"] = out["events"]
+                notes += out.get("notes", [])
+            else:
+                got["nftrace_error"] = f"no trace events: {(out or {}).get('error', 'no answer from the tracer')}"
+        keep = max(MIN_HOP_FRAMES, MAX_FRAMES // max(len(caps), 1))
+        got["seen"] = [c.read(mark, proto, keep) for c in caps]
+        got["frames"] = sorted((dict(f, hop=i) for i, c in enumerate(caps) for f in c.frames), key=lambda f: f["ts"])
+        left_out = sum(c.frames_left_out for c in caps)
+        if left_out:
+            notes.append(f"frames: {left_out} captured frame(s) not kept (at most {keep} per hop)")
+        _link_drops(got, notes)
         detail = res["detail"]
         if trace_drops and tracer is None:
             detail += "; kernel drops not traced (see notes)"
-        return done(res["outcome"], detail, mark, seen, drops)
+        return done(res["outcome"], detail)
+    except Exception as e:  # noqa: BLE001 - a live system can fail in ways we did not foresee: evidence, not a crash
+        notes.append(f"live probe failed: {type(e).__name__}: {e}")
+        return done("error", f"the live probe failed: {type(e).__name__}: {e}")
     finally:
         for c in caps:
             c.close()
@@ -831,7 +971,36 @@ def probe(src_ns_path: str, dst: str, *, proto: str = "tcp", dport: int = 0, siz
             child.close(grace=0.5 if reported else 0)
         if tracer is not None:
             tracer.close()
+        if nft_tracer is not None:
+            nft_tracer.close()
+
+
+def _child_failure(child: _Child, hello: dict | None) -> str:
+    """Why a child said nothing: its own error, or how it ended (reaped here if it did)."""
+    if hello and hello.get("error"):
+        return hello["error"]
+    if not child.eof:
+        return "no answer (hung?); killed"
+    child.close(grace=0.2)
+    status = child.status
+    if status is None:
+        return "it ended without a word"
+    if os.WIFSIGNALED(status):
+        return f"it died from signal {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"it exited with status {os.WEXITSTATUS(status)} without a word"
+
+
+def _link_drops(got: dict, notes: list[str]) -> None:
+    """Tie the host-wide kfree_skb drops to the probe where nftrace saw netfilter drop it."""
+    ev = nftrace.first_drop(got["nftrace"])
+    if ev is None:
+        return
+    where = f"{nftrace.describe(ev)} in {ev['ns_path']}"
+    notes.append(f"nftrace: the {ev['direction']} was dropped by netfilter: {where}")
+    for d in got["drops"]:
+        if d.get("reason") == "NETFILTER_DROP":
+            d["probe_dropped_by"] = where
 
 
 __all__ = ["Hop", "LiveResult", "probe", "match_frame", "parse_trace", "drop_filter", "list_instances",
-           "remove_instance", "DROPS_SCOPE"]
+           "remove_instance", "DROPS_SCOPE", "MAX_FRAMES"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import shlex
 
+from ..observe.iptables import ruleset_for
 from . import fixes
 from .fixes import Fix
 from .stop import Stop
@@ -26,10 +27,15 @@ _IFACE_KEYS = {"iifname", "oifname", "iif", "oif"}
 _NEUTRAL = {"counter", "comment", "log", "accept", "drop", "reject", "jump", "goto", "return", "continue"}
 
 
+def _items(ns: dict) -> list:
+    """The namespace's rules as netdiag reasons over them (iptables-nft's xt parts translated)."""
+    return ruleset_for(ns).get("nftables", [])
+
+
 def find_rule(ns: dict, family: str, table: str, chain: str, handle) -> dict | None:
     if handle is None:
         return None
-    for item in (ns.get("nftables") or {}).get("nftables", []):
+    for item in _items(ns):
         r = item.get("rule")
         if r and (r["family"], r["table"], r["chain"], r.get("handle")) == (family, table, chain, handle):
             return r
@@ -37,7 +43,7 @@ def find_rule(ns: dict, family: str, table: str, chain: str, handle) -> dict | N
 
 
 def _set_elements(ns: dict, family: str, table: str, name: str) -> set[str]:
-    for item in (ns.get("nftables") or {}).get("nftables", []):
+    for item in _items(ns):
         s = item.get("set")
         if s and (s.get("family"), s.get("table"), s.get("name")) == (family, table, name):
             return {e for e in s.get("elem") or [] if isinstance(e, str)}
@@ -101,7 +107,7 @@ class Networks:
     def governed_by(self, ns: dict, family: str, table: str) -> list[dict]:
         """Networks whose bridges the table's rules name: the networks that table governs."""
         names: set[str] = set()
-        for item in (ns.get("nftables") or {}).get("nftables", []):
+        for item in _items(ns):
             r = item.get("rule")
             if r and (r["family"], r["table"]) == (family, table):
                 names |= interface_names(ns, r)
@@ -182,7 +188,7 @@ def explain_drop(model, ns: dict, hook: str, pkt, step, src_ns: dict | None = No
     if policy and ours is not None and governed and ours not in governed:
         bridge = ours["bridge"]
         manager = ", ".join(sorted({n.get("runtime") or "?" for n in governed}))
-        user_chain = next((c for c in ((ns.get("nftables") or {}).get("nftables", [])) if "chain" in c and
+        user_chain = next((c for c in _items(ns) if "chain" in c and
                            (c["chain"]["family"], c["chain"]["table"], c["chain"]["name"]) == (step.family, step.table, "DOCKER-USER")), None)
         chain = "DOCKER-USER" if user_chain else step.chain
         cmd = _accept_command(ns, step.family, step.table, chain, bridge, rule_style=_iptables_table(ns, step.family, step.table))
@@ -200,7 +206,7 @@ def explain_drop(model, ns: dict, hook: str, pkt, step, src_ns: dict | None = No
 
 def _iptables_table(ns: dict, family: str, table: str) -> bool:
     """A table iptables-nft made: it holds xt expressions or rules translated from iptables-save."""
-    for item in (ns.get("nftables") or {}).get("nftables", []):
+    for item in _items(ns):
         r = item.get("rule")
         if r and (r["family"], r["table"]) == (family, table) and (r.get("iptables") or any("xt" in e for e in r.get("expr", []))):
             return True

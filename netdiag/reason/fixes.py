@@ -38,7 +38,15 @@ def in_ns(ns: dict, argv: list[str]) -> str:
 # -- edits of a model copy --------------------------------------------------------------------------
 
 def _rules(ns: dict) -> list:
-    return (ns.get("nftables") or {}).get("nftables", [])
+    """The editable rule list of a (copied) namespace: iptables-nft rules translated once, so an
+    edit does not break the pairing with the iptables-nft-save text observed with them."""
+    if ns.get("iptables_save"):
+        from ..observe.iptables import ruleset_for
+
+        ns["nftables"] = {**ruleset_for(ns)}
+        ns["nftables"]["nftables"] = list(ns["nftables"]["nftables"])
+        ns.pop("iptables_save")
+    return ns.setdefault("nftables", {"nftables": []}).setdefault("nftables", [])
 
 
 def remove_rule(ns_id: str, family: str, table: str, chain: str, handle: int) -> Apply:

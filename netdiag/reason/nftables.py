@@ -22,6 +22,10 @@ length; ct state; ct status dnat/snat; fib daddr type (from local_addrs); values
 ranges, anonymous and named sets (prefix/range elements too), concatenations, maps for dnat/snat,
 verdict maps; the comparison operators. iptables-nft `xt` targets whose effect is fixed by their
 name alone: REJECT (drop), MASQUERADE, and non-terminal ones (LOG, MARK, TCPMSS, ...).
+Docker's other xt parts become exact when the ruleset has been translated from iptables-nft-save
+(netdiag/observe/iptables.py): translated expressions are ordinary nft JSON (marked "xt": ORIGIN,
+which is ignored here); such rules carry "iptables" (their -A line), copied to their steps and
+`unknown` entries; an xt expression left opaque may carry "why", which its reason then gives.
 
 What cannot be evaluated is never guessed. `xt` matches (iptables matches stored as opaque blobs
 whose arguments nft's JSON does not show: addrtype, conntrack, ...), meta mark, socket, limit,
@@ -100,6 +104,7 @@ class Step:
     text: str
     comment: str
     verdict: str  # accept|drop|reject|jump X|goto X|return|continue|dnat|snat|masquerade|redirect|queue|policy accept|policy drop
+    iptables: str = ""  # the rule as iptables-nft-save prints it (translated iptables-nft rules)
 
 
 @dataclass
@@ -307,7 +312,8 @@ def _stmt_text(e: dict) -> str:
         return "counter" if not isinstance(v, str) else f"counter name {_q(v)}"
     if kind == "reject":
         t = (v or {}).get("type") if isinstance(v, dict) else None
-        return f"reject with {t}" if t else "reject"
+        how = f"{t} {v['expr']}" if t and v.get("expr") else t
+        return f"reject with {how}" if how else "reject"
     if kind in ("dnat", "snat", "masquerade", "redirect"):
         return _nat_text(kind, v)
     if kind == "xt":
@@ -411,11 +417,13 @@ class _Run:
                 "handle": rule.get("handle"), "text": rule_text(rule), "reason": reason,
                 "verdict": verdict or _rule_verdict(rule), "changes_outcome": False,
             }
+            if rule.get("iptables"):
+                self.records[key]["iptables"] = rule["iptables"]
         return key
 
     def step(self, rule: dict, verdict: str) -> Step:
         s = Step(rule.get("family"), rule.get("table"), rule.get("chain"), rule.get("handle"), rule_text(rule),
-                 rule.get("comment", "") or "", verdict)
+                 rule.get("comment", "") or "", verdict, rule.get("iptables") or "")
         self.steps.append(s)
         return s
 
@@ -498,8 +506,8 @@ class _Run:
             elif kind == "quota":
                 reasons.append("quota: matches depending on the bytes already counted")
             elif kind == "xt" and v.get("type") == "match" and v.get("name") != "comment":
-                reasons.append(f"iptables match {_q(v.get('name'))} (xt): its arguments are not in nft's JSON, "
-                               "so it cannot be evaluated")
+                reasons.append(f"iptables match {_q(v.get('name'))} (xt): " + (
+                    v.get("why") or "its arguments are not in nft's JSON, so it cannot be evaluated"))
         if reasons:
             verdict = _rule_verdict(rule)
             if numgen is not None:
@@ -528,7 +536,7 @@ class _Run:
             if kind == "xt":
                 if v.get("type") == "match":
                     continue
-                r = self.xt_target(rule, v.get("name"))
+                r = self.xt_target(rule, v)
                 if r is not None:
                     return r
                 continue
@@ -569,22 +577,24 @@ class _Run:
         self.step(rule, "continue")
         return None
 
-    def xt_target(self, rule: dict, name: str | None):
+    def xt_target(self, rule: dict, xt: dict):
+        name = xt.get("name")
         if name == "REJECT":
             return ("final", "drop", self.step(rule, "reject"))
         if name == "MASQUERADE":
             return self.nat(rule, "masquerade", None)
         if name in _XT_NAT:
             kind = _XT_NAT[name]
-            key = self.record(rule, f"iptables target {name} (xt): the new address is in an opaque xt blob that nft's "
-                                    "JSON does not show", kind)
+            key = self.record(rule, f"iptables target {name} (xt): " + (
+                xt.get("why") or "the new address is in an opaque xt blob that nft's JSON does not show"), kind)
             self.inexact_keys.add(key)
             flag = "snat" if kind == "snat" else "dnat"
             self.pkt = replace(self.pkt, ct_status=frozenset(self.pkt.ct_status | {flag}))
             return ("final", "nat", self.step(rule, kind if kind != "netmap" else "dnat"))
         if name in _XT_CONTINUE:
             return None
-        key = self.record(rule, f"iptables target {_q(name)} (xt) is not modeled", f"xt target {name}")
+        why = f": {xt['why']}" if xt.get("why") else ""
+        key = self.record(rule, f"iptables target {_q(name)} (xt) is not modeled{why}", f"xt target {name}")
         if self.choose(2, key) == 1:
             return ("final", "unknown", self.step(rule, f"xt target {name}"))
         return None
@@ -625,15 +635,18 @@ class _Run:
             inexact = u.reason
         if isinstance(addr, tuple):  # a map to address . port
             addr, port = addr[0], (addr[1] if len(addr) > 1 else port)
+        # no address (iptables' `--to-source :53`): the kernel keeps it and maps the port only
+        known = inexact is None and (isinstance(addr, str) or (addr is None and isinstance(port, int))) \
+            and (port is None or isinstance(port, int))
         if kind == "dnat":
-            if inexact is None and isinstance(addr, str) and (port is None or isinstance(port, int)):
-                pkt = replace(pkt, dst=addr, dport=pkt.dport if port is None else port)
+            if known:
+                pkt = replace(pkt, dst=addr or pkt.dst, dport=pkt.dport if port is None else port)
             elif inexact is None:
                 inexact = f"dnat to {_val_text(d.get('addr'))}: the kernel picks the address/port from a range"
             pkt = replace(pkt, ct_status=frozenset(pkt.ct_status | {"dnat"}))
         elif kind == "snat":
-            if inexact is None and isinstance(addr, str) and (port is None or isinstance(port, int)):
-                pkt = replace(pkt, src=addr, sport=pkt.sport if port is None else port)
+            if known:
+                pkt = replace(pkt, src=addr or pkt.src, sport=pkt.sport if port is None else port)
             elif inexact is None:
                 inexact = f"snat to {_val_text(d.get('addr'))}: the kernel picks the address/port from a range"
             pkt = replace(pkt, ct_status=frozenset(pkt.ct_status | {"snat"}))

@@ -12,6 +12,7 @@ import ipaddress
 from dataclasses import dataclass, field, replace
 
 from ..model import Model
+from ..observe.iptables import ruleset_for
 from . import attribute, fixes, routing
 from .fixes import Fix
 from .nftables import Packet, evaluate
@@ -51,7 +52,7 @@ class Trace:
 
     def nft(self, ns: dict, hook: str, pkt: Packet, *, chain_type: str | None, families=("ip", "inet"),
             masq: str | None = None):
-        ruleset = ns.get("nftables") or {"nftables": []}
+        ruleset = ruleset_for(ns)  # Docker's iptables-nft xt rules translated from iptables-nft-save
         res = evaluate(ruleset, hook, pkt, families=families, chain_type=chain_type,
                        local_addrs=routing.local_addresses(ns), masquerade_addr=masq)
         for u in res.unknown:

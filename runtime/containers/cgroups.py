@@ -1,4 +1,5 @@
-"""Per-container cgroups for memory, CPU and pids, on cgroup v2 or v1, whichever the host has."""
+"""Per-container cgroups for memory, CPU and pids, on cgroup v2 or v1, whichever the host has, plus
+the devices allow-list on v1 (the devices controller; see the note at `create` for v2)."""
 from __future__ import annotations
 
 import errno
@@ -10,7 +11,7 @@ from pathlib import Path
 from .. import paths
 
 BASE = Path("/sys/fs/cgroup")
-V1_CONTROLLERS = ("memory", "cpu", "pids")
+V1_CONTROLLERS = ("memory", "cpu", "pids", "devices")
 
 
 def is_v2() -> bool:
@@ -29,8 +30,11 @@ def _write(path: Path, value: str) -> None:
         f.write(value)
 
 
-def create(container_id: str, memory: int = 0, nano_cpus: int = 0, pids: int = 0) -> None:
-    """Make the container's cgroups and set its limits (0 = no limit)."""
+def create(container_id: str, memory: int = 0, nano_cpus: int = 0, pids: int = 0,
+           devices: tuple[tuple[bool, str], ...] = ()) -> None:
+    """Make the container's cgroups and set its limits (0 = no limit). `devices`: (allow, "c 1:3 rwm")
+    rules in order, written to devices.allow/deny on v1. On v2 the kernel has no devices files: the
+    allow-list would need a BPF_PROG_TYPE_CGROUP_DEVICE program, which netdiag does not load yet."""
     if is_v2():
         parent = BASE
         for part in Path(paths.cgroup_parent()).parts:
@@ -61,6 +65,9 @@ def create(container_id: str, memory: int = 0, nano_cpus: int = 0, pids: int = 0
             _write(d / "cpu.cfs_quota_us", str(nano_cpus * 100000 // 10**9))
         elif controller == "pids" and pids:
             _write(d / "pids.max", "max" if pids < 0 else str(pids))
+        elif controller == "devices":
+            for allow, rule in devices:  # the first rule ("deny a") empties what the parent allowed
+                _write(d / ("devices.allow" if allow else "devices.deny"), rule)
 
 
 def _enable_controllers(d: Path) -> None:
@@ -77,6 +84,53 @@ def add(container_id: str, pid: int) -> None:
     for d in _dirs(container_id):
         if d.is_dir():
             _write(d / "cgroup.procs", str(pid))
+
+
+def join(pid: int, me: int) -> None:
+    """Move process `me` into every cgroup process `pid` is in, on every mounted hierarchy (v1
+    controllers, named v1 hierarchies, the v2 one): what `exec` needs to be limited and counted
+    like the container's init. Read from the caller's mount namespace, so call it before setns."""
+    mounts = _hierarchies()
+    with open(f"/proc/{pid}/cgroup") as f:
+        lines = f.read().splitlines()
+    for line in lines:
+        hid, controllers, path = line.split(":", 2)
+        key = "" if hid == "0" else frozenset(controllers.split(","))
+        where = mounts.get(key)
+        if where is None:
+            continue
+        mountpoint, root = where
+        if root != "/" and not (path == root or path.startswith(root + "/")):
+            continue  # that cgroup lies outside what this mount shows
+        rel = path[len(root):] if root != "/" else path
+        _write(Path(mountpoint + rel.rstrip("/")) / "cgroup.procs", str(me))
+
+
+def _hierarchies() -> dict:
+    """{frozenset of v1 controllers (or name=X), or "" for v2: (mount point, root inside the fs)}."""
+    out: dict = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields, rfields = left.split(), right.split()
+            if len(rfields) < 3 or rfields[0] not in ("cgroup", "cgroup2"):
+                continue
+            root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
+            if rfields[0] == "cgroup2":
+                out.setdefault("", (mountpoint, root))
+                continue
+            opts = set(rfields[2].split(","))
+            ctrl = frozenset(o for o in opts if o in _V1_ALL or o.startswith("name="))
+            out.setdefault(ctrl, (mountpoint, root))
+    return out
+
+
+_V1_ALL = {"cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls", "net_prio", "blkio", "perf_event",
+           "hugetlb", "pids", "rdma", "misc"}
+
+
+def _unescape(field: str) -> str:
+    return field.replace(r"\040", " ").replace(r"\011", "\t").replace(r"\012", "\n").replace(r"\134", "\\")
 
 
 def procs(container_id: str) -> set[int]:

@@ -1,4 +1,9 @@
-"""Run a process inside a running container: join its namespaces and cgroup, then exec."""
+"""Run a process inside a running container: join its cgroups and namespaces, take on the same
+confinement as its init (capabilities, seccomp, no_new_privs), then exec.
+
+Every descriptor but stdio is closed first: a descriptor the caller holds open on a host directory
+would otherwise follow the process in, and /proc/self/fd/N/.. walks out of the container's root
+(CVE-2024-21626)."""
 from __future__ import annotations
 
 import fcntl
@@ -10,10 +15,10 @@ import time
 
 from .. import syscalls as sc
 from ..errors import ContainerError
-from . import cgroups, model
-from .monitor import _env, _user  # imported now: after setns(mnt) the host's modules are out of reach
+from . import cgroups, model, procenv, security  # imported now: after setns(mnt) the host's modules are out of reach
+from . import seccomp  # noqa: F401 - loaded by security.enter after setns(mnt)
 
-_NS_ORDER = ("ipc", "uts", "net", "pid", "mnt")  # mnt last: after it /proc is the container's
+_NS_ORDER = ("cgroup", "ipc", "uts", "net", "pid", "mnt")  # mnt last: after it /proc is the container's
 
 
 def _require_running(c: model.Container) -> None:
@@ -25,8 +30,16 @@ def _require_running(c: model.Container) -> None:
         )
 
 
+def _close_fds(keep: int) -> None:
+    """Close every descriptor but stdio and `keep` (a close-on-exec error pipe)."""
+    os.closerange(3, keep)
+    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+
+
 def _enter(c: model.Container) -> None:
-    """Join the container's namespaces and cgroup (in a forked child; PID ns applies to its children)."""
+    """Join the container's cgroups (all hierarchies the init is in, read while the host's /sys is
+    still ours), then its namespaces (in a forked child: the PID ns applies to its children)."""
+    cgroups.join(c.pid, os.getpid())
     fds = []
     for ns in _NS_ORDER:
         path = f"/proc/{c.pid}/ns/{ns}"
@@ -35,18 +48,16 @@ def _enter(c: model.Container) -> None:
     for fd in fds:
         sc.setns(fd, 0)
         os.close(fd)
-    cgroups.add(c.id, os.getpid())
 
 
-def _exec(c: model.Container, argv: list[str], env_extra: list[str], workdir: str | None, user: str | None) -> None:
+def _exec(c: model.Container, plan: security.Plan, argv: list[str], env_extra: list[str], workdir: str | None,
+          user: str | None) -> None:
     cfg = c.config["Config"]
-    env = _env({**cfg, "Env": list(cfg.get("Env") or []) + list(env_extra)})
-    uid, gid, groups, home = _user(user if user is not None else cfg.get("User") or "")
+    env = procenv.env({**cfg, "Env": list(cfg.get("Env") or []) + list(env_extra)})
+    uid, gid, groups, home = procenv.user(user if user is not None else cfg.get("User") or "")
     env.setdefault("HOME", home)
     os.chdir(workdir or cfg.get("WorkingDir") or "/")
-    os.setgroups(groups)
-    os.setgid(gid)
-    os.setuid(uid)
+    security.enter(plan, uid, gid, groups)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     os.execvpe(argv[0], argv, env)
@@ -58,11 +69,13 @@ def exec_in(c: model.Container, argv: list[str], *, env: list[str] = (), workdir
     _require_running(c)
     if not argv:
         raise ContainerError("No command given to exec", "", "give a command, e.g. 'netdiag exec web sh -c \"ip addr\"'")
+    plan = security.plan(c.config["HostConfig"])
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # pragma: no cover
         os.close(err_r)
         try:
+            _close_fds(err_w)
             if not interactive:
                 devnull = os.open("/dev/null", os.O_RDONLY)
                 os.dup2(devnull, 0)
@@ -75,7 +88,7 @@ def exec_in(c: model.Container, argv: list[str], *, env: list[str] = (), workdir
                 try:
                     if tty:
                         _take_terminal(master, slave)
-                    _exec(c, argv, env, workdir, user)
+                    _exec(c, plan, argv, env, workdir, user)
                 except FileNotFoundError:
                     os.write(err_w, f'exec: "{argv[0]}": executable file not found in $PATH'.encode())
                     os._exit(127)
@@ -113,6 +126,7 @@ def exec_in(c: model.Container, argv: list[str], *, env: list[str] = (), workdir
 
 def run_captured(c: model.Container, argv: list[str], timeout: float) -> tuple[int, str]:
     """Run argv in the container, capturing output, killed after `timeout` s (health checks)."""
+    plan = security.plan(c.config["HostConfig"])
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover
@@ -122,9 +136,10 @@ def run_captured(c: model.Container, argv: list[str], timeout: float) -> tuple[i
             os.dup2(devnull, 0)
             os.dup2(w, 1)
             os.dup2(w, 2)
+            _close_fds(2)
             _enter(c)
             os.setpgid(0, 0)
-            _exec(c, argv, [], None, None)
+            _exec(c, plan, argv, [], None, None)
         except BaseException as e:  # noqa: BLE001
             os.write(2, str(e).encode())
         os._exit(127)

@@ -54,7 +54,16 @@ def container_json(c: model.Container) -> dict:
         },
         "Config": c.config["Config"],
         "NetworkSettings": _network_settings(c),
+        "Confinement": _confinement(host),
     }
+
+
+def _confinement(host: dict) -> dict:
+    """What Docker leaves the reader to derive from HostConfig: the capability set, which seccomp
+    profile, no_new_privs, the masked and read-only paths and the device rules that apply."""
+    from . import security
+
+    return security.describe(host)
 
 
 def image_json(img) -> dict:

@@ -23,9 +23,13 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
                  publish: list[str] = (), publish_all: bool = False, ip: str | None = None,
                  aliases: list[str] = (), dns: list[str] = (), health_cmd: str | None = None,
                  health_interval: float = 30, health_timeout: float = 30, health_retries: int = 3,
-                 labels: dict | None = None) -> dict:
+                 labels: dict | None = None, cap_add: list[str] = (), cap_drop: list[str] = (),
+                 privileged: bool = False, security_opt: list[str] = ()) -> dict:
     """The container's config (Docker's field names), from the image and the run options."""
     from ..networks import ipam, model as nets, ports
+    from . import security
+
+    confinement = security.host_config(cap_add, cap_drop, privileged, security_opt)  # exit 2 before anything exists
 
     if network in NETWORK_MODES:
         if publish or publish_all:
@@ -103,6 +107,7 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
             "AutoRemove": auto_remove,
             "Publish": publish_specs,
             "Dns": list(dns),
+            **confinement,
         },
         "NetworkSettings": {"Networks": {} if network in NETWORK_MODES else
                             {network: {"IPAMConfig": {"IPv4Address": ip} if ip else None, "Aliases": list(aliases)}}},
@@ -257,6 +262,12 @@ def remove_stopped(c: model.Container) -> None:
     from . import networking
 
     networking.detach_all(c)
+    if c.broken:  # its config, and so the list of its networks, may be lost: find endpoints by id
+        from ..networks import bridge, model as nets
+
+        for net in nets.bridges():
+            if c.id in net["Containers"]:
+                bridge.detach(net, c.id)
     cgroups.remove(c.id)
     model.delete_record(c)
 
@@ -284,8 +295,8 @@ def prune() -> list[str]:
             remove_stopped(c)
             removed.append(c.id)
     d = paths.containers_dir()
-    if d.is_dir():
-        for sub in d.iterdir():
+    with store.locked("names"):  # create_record makes the directory and its config.json under it
+        for sub in (d.iterdir() if d.is_dir() else ()):
             if sub.is_dir() and not (sub / "config.json").exists():
                 shutil.rmtree(sub, ignore_errors=True)
                 removed.append(sub.name)

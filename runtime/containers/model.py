@@ -37,6 +37,8 @@ class Container:
     id: str
     config: dict
     state: dict
+    broken: str = ""  # why its record cannot be used ("" when it can): shown as a dead container
+
 
     @property
     def name(self) -> str:
@@ -48,7 +50,7 @@ class Container:
 
     @property
     def status(self) -> str:
-        return self.state.get("Status", CREATED)
+        return DEAD if self.broken else self.state.get("Status", CREATED)
 
     @property
     def running(self) -> bool:
@@ -106,13 +108,41 @@ def create_record(config: dict, name: str | None) -> Container:
 
 
 def _load_dir(d: Path) -> Container | None:
-    cfg = store.read_json(d / "config.json")
-    if not cfg:
-        return None
-    st = store.read_json(d / "state.json", {}) or {}
+    """The container in `d`; None while it is being created (no config.json yet: prune removes those
+    a killed `run` left). A corrupt record becomes a dead container carrying the reason, so one bad
+    file never breaks commands about the others, and `rm -f` and `system prune` can remove it."""
+    try:
+        cfg = store.read_json(d / "config.json", expect=dict)
+        if cfg is None:
+            return None
+        missing = [k for k, kind in _CONFIG_SHAPE if not isinstance(cfg.get(k), kind)]
+        if missing:
+            raise store.CorruptRecord(d / "config.json", f"it lacks {', '.join(missing)}")
+    except store.CorruptRecord as e:
+        return _broken(d, {}, e)
+    try:
+        st = store.read_json(d / "state.json", {}, expect=dict)
+    except store.CorruptRecord as e:
+        return _broken(d, cfg, e)
     c = Container(d.name, cfg, st)
     _reconcile(c)
     return c
+
+
+_CONFIG_SHAPE = (("Name", str), ("Config", dict), ("HostConfig", dict))
+
+
+def _broken(d: Path, cfg: dict, e: store.CorruptRecord) -> Container:
+    """A dead container for an unusable record: what config there is, else a skeleton named by its
+    short id (the name is in the lost file)."""
+    try:
+        created = datetime.fromtimestamp(d.stat().st_mtime, timezone.utc).isoformat().replace("+00:00", "Z")
+    except OSError:
+        created = ""
+    skeleton = {"Id": d.name, "Name": d.name[:12], "Created": created, "Path": "", "Args": [], "Image": "",
+                "ImageRef": "", "Config": {}, "HostConfig": {}, "NetworkSettings": {"Networks": {}}}
+    why = f"its {e.path.name} is unusable: {e.why}"
+    return Container(d.name, {**skeleton, **cfg}, {"Status": DEAD, "Error": why}, broken=why)
 
 
 def _reconcile(c: Container) -> None:
@@ -138,7 +168,7 @@ def list_all() -> list[Container]:
             c = _load_dir(sub)
             if c:
                 out.append(c)
-    out.sort(key=lambda c: c.config.get("Created", ""), reverse=True)
+    out.sort(key=lambda c: str(c.config.get("Created", "")), reverse=True)
     return out
 
 

@@ -17,8 +17,8 @@ import traceback
 from pathlib import Path
 
 from .. import syscalls as sc
-from ..errors import ContainerError
-from . import cgroups, model, networking, rootfs
+from ..errors import ContainerError, NetdiagError
+from . import cgroups, model, networking, procenv, rootfs, security
 from .stdio import LogWriter, pump
 
 
@@ -26,6 +26,7 @@ def spawn(c: model.Container, lower_dirs: list[Path], *, attach: bool, interacti
     """Start the container's monitor; returns the read end of its status pipe once started.
 
     Raises ContainerError (with the init's own message) when the container cannot start."""
+    plan = security.plan(c.config["HostConfig"])  # seccomp compiled (or read from its cache) here, once
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the forked child
@@ -35,7 +36,7 @@ def spawn(c: model.Container, lower_dirs: list[Path], *, attach: bool, interacti
             os.setsid()
             if os.fork():
                 os._exit(0)
-            _monitor(c, lower_dirs, w, attach, interactive)
+            _monitor(c, lower_dirs, w, attach, interactive, plan)
         except BaseException:
             code = 1
             try:
@@ -84,7 +85,8 @@ def _argv(cfg: dict) -> list[str]:
     return list(cfg.get("Entrypoint") or []) + list(cfg.get("Cmd") or [])
 
 
-def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: bool, interactive: bool) -> None:
+def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: bool, interactive: bool,
+             plan: security.Plan) -> None:
     host = c.config["HostConfig"]
     devnull = os.open("/dev/null", os.O_RDWR)
     cli_in = os.dup(0) if interactive else os.dup(devnull)
@@ -99,14 +101,15 @@ def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: 
     c2m_r, c2m_w = os.pipe2(os.O_CLOEXEC)
     m2c_r, m2c_w = os.pipe2(os.O_CLOEXEC)
     own_net = host.get("NetworkMode", "none") != "host"
-    cgroups.create(c.id, host.get("Memory", 0), host.get("NanoCpus", 0), host.get("PidsLimit", 0))
+    cgroups.create(c.id, host.get("Memory", 0), host.get("NanoCpus", 0), host.get("PidsLimit", 0),
+                   devices=security.devices(host))
 
     sc.unshare(sc.CLONE_NEWPID)
     child = os.fork()
     if child == 0:  # pragma: no cover - becomes the container
         for fd in (c2m_r, m2c_w, out_r, err_r, status_w):
             os.close(fd)
-        _init(c, lower_dirs, own_net, (cli_in, out_w, err_w), c2m_w, m2c_r)
+        _init(c, lower_dirs, own_net, (cli_in, out_w, err_w), c2m_w, m2c_r, plan)
     for fd in (c2m_w, m2c_r, out_w, err_w, cli_in):
         os.close(fd)
     pidfd = os.pidfd_open(child)
@@ -129,7 +132,7 @@ def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: 
     try:
         networking.attach_all(c, child)
     except BaseException as e:  # noqa: BLE001 - any failure to attach fails the start, cleanly
-        return fail(125, f"cannot attach its network: {e}", getattr(e, "fix", ""))
+        return fail(125, f"cannot attach its network: {_what_why(e)}", getattr(e, "fix", ""))
     os.write(m2c_w, b"G")
     os.close(m2c_w)
     err = _read_all(c2m_r)
@@ -184,12 +187,20 @@ def _init_error(data: bytes) -> tuple[int, str, str]:
     if text[:2] in ("N\n", "P\n"):
         why, _, fix = text[2:].partition("\n")
         return (127 if text[0] == "N" else 126), why, fix
-    return 125, (text[1:] if text.startswith("E") else text) or "the container's init died while setting up", ""
+    why, _, fix = (text[1:] if text.startswith("E") else text).partition("\n")
+    return 125, why or "the container's init died while setting up", fix
+
+
+def _what_why(e: BaseException) -> str:
+    """An error without its fix, which travels separately (else the user reads it twice)."""
+    if isinstance(e, NetdiagError):
+        return f"{e.what.rstrip('.')}: {e.why}" if e.why else e.what
+    return str(e)
 
 
 def _init(c: model.Container, lower_dirs: list[Path], own_net: bool, stdio: tuple[int, int, int],
-          c2m: int, m2c: int) -> None:  # pragma: no cover - runs as the container's PID 1
-    cfg = c.config["Config"]
+          c2m: int, m2c: int, plan: security.Plan) -> None:  # pragma: no cover - runs as the container's PID 1
+    cfg, host = c.config["Config"], c.config["HostConfig"]
     try:
         flags = sc.CLONE_NEWNS | sc.CLONE_NEWIPC | (sc.CLONE_NEWNET | sc.CLONE_NEWUTS if own_net else 0)
         sc.unshare(flags)
@@ -197,12 +208,14 @@ def _init(c: model.Container, lower_dirs: list[Path], own_net: bool, stdio: tupl
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
         rootfs.mount_overlay(lower_dirs, c.dir / "upper", c.dir / "work", c.dir / "merged")
         binds = {f"/etc/{n}": c.dir / n for n in ("hostname", "hosts", "resolv.conf")}
+        host_devs = security.host_devices() if host.get("Privileged") else []  # the host's /dev, before pivot_root
         rootfs.setup(c.dir / "merged", binds, own_net, cfg.get("Hostname") if own_net else None)
+        security.apply_paths(host, host_devs)
         if os.read(m2c, 1) != b"G":
             os._exit(1)
-        env = _env(cfg)
+        env = procenv.env(cfg)
         argv = _argv(cfg)
-        uid, gid, groups, home = _user(cfg.get("User") or "")
+        uid, gid, groups, home = procenv.user(cfg.get("User") or "")
         env.setdefault("HOME", home)
         workdir = cfg.get("WorkingDir") or "/"
         os.makedirs(workdir, exist_ok=True)
@@ -212,9 +225,7 @@ def _init(c: model.Container, lower_dirs: list[Path], own_net: bool, stdio: tupl
         os.closerange(3, c2m)
         os.closerange(c2m + 1, 65536)
         os.setsid()
-        os.setgroups(groups)
-        os.setgid(gid)
-        os.setuid(uid)
+        security.enter(plan, uid, gid, groups)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -229,54 +240,8 @@ def _init(c: model.Container, lower_dirs: list[Path], own_net: bool, stdio: tupl
             os.write(c2m, f'P\nexec: "{argv[0]}": permission denied\nthe file is not executable for user "{cfg.get("User") or "root"}"'.encode())
             os._exit(126)
     except BaseException as e:  # noqa: BLE001 - report anything to the monitor, then die
-        os.write(c2m, b"E" + str(e).encode())
+        os.write(c2m, b"E" + f"{_what_why(e)}\n{getattr(e, 'fix', '')}".encode())
     os._exit(127)
-
-
-def _env(cfg: dict) -> dict[str, str]:
-    env = {}
-    for item in cfg.get("Env") or []:
-        k, _, v = item.partition("=")
-        env[k] = v
-    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-    if cfg.get("Hostname"):
-        env.setdefault("HOSTNAME", cfg["Hostname"])
-    return env
-
-
-def _user(spec: str) -> tuple[int, int, list[int], str]:
-    """USER as Docker reads it: name or uid, optionally :group, looked up in the container's files."""
-    if not spec:
-        return 0, 0, [], "/root"
-    name, _, group = spec.partition(":")
-    users = _table("/etc/passwd")
-    if name.isdigit():
-        uid = int(name)
-        entry = next((u for u in users if u[2] == name), None)
-    else:
-        entry = next((u for u in users if u[0] == name), None)
-        if entry is None:
-            raise ContainerError(f'unable to find user {name}: no matching entries in passwd file')
-        uid = int(entry[2])
-    gid = int(entry[3]) if entry else uid
-    home = entry[5] if entry and len(entry) > 5 else "/"
-    if group:
-        if group.isdigit():
-            gid = int(group)
-        else:
-            g = next((g for g in _table("/etc/group") if g[0] == group), None)
-            if g is None:
-                raise ContainerError(f"unable to find group {group}: no matching entries in group file")
-            gid = int(g[2])
-    return uid, gid, [gid], home
-
-
-def _table(path: str) -> list[list[str]]:
-    try:
-        with open(path) as f:
-            return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
-    except FileNotFoundError:
-        return []
 
 
 def _health_ticker(c: model.Container):

@@ -9,20 +9,10 @@ import os
 import stat
 from pathlib import Path
 
-from .. import syscalls as sc
+from .. import fsroot, syscalls as sc
+from ..errors import ContainerError
 
 _DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0))
-
-
-def _mkdir(path: str, mode: int = 0o755) -> None:
-    os.makedirs(path, mode=mode, exist_ok=True)
-
-
-def _touch(path: str) -> None:
-    if not os.path.lexists(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "a"):
-            pass
 
 
 def mount_overlay(lower_dirs: list[Path], upper: Path, work: Path, merged: Path) -> None:
@@ -40,39 +30,25 @@ def mount_overlay(lower_dirs: list[Path], upper: Path, work: Path, merged: Path)
 
 
 def setup(merged: Path, binds: dict[str, Path], own_netns: bool, hostname: str | None) -> None:
-    """Finish the root at `merged` and pivot into it. `binds` maps in-container file -> host file."""
+    """Finish the root at `merged` and pivot into it. `binds` maps in-container file -> host file.
+
+    Every target is resolved inside the root (runtime/fsroot.py) and mounted onto its descriptor,
+    so an image's symlinks (an /etc that links to a host directory, say) never reach the host."""
     m = str(merged)
-    _mkdir(f"{m}/proc", 0o555)
-    sc.mount("proc", f"{m}/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
-
-    dev = f"{m}/dev"
-    _mkdir(dev)
-    sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID, "mode=755,size=65536k")
-    for name, major, minor in _DEVICES:
-        os.mknod(f"{dev}/{name}", 0o666 | stat.S_IFCHR, os.makedev(major, minor))
-        os.chmod(f"{dev}/{name}", 0o666)
-    _mkdir(f"{dev}/pts")
-    sc.mount("devpts", f"{dev}/pts", "devpts", sc.MS_NOSUID | sc.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
-    os.symlink("pts/ptmx", f"{dev}/ptmx")
-    _mkdir(f"{dev}/shm", 0o1777)
-    sc.mount("shm", f"{dev}/shm", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "mode=1777,size=65536k")
-    for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
-        os.symlink(target, f"{dev}/{link}")
-
-    _mkdir(f"{m}/sys", 0o555)
-    ro = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
-    if own_netns:
-        sc.mount("sysfs", f"{m}/sys", "sysfs", ro)
-    else:  # sysfs belongs to the netns that mounts it; with the host's network, bind the host's
-        sc.mount("/sys", f"{m}/sys", None, sc.MS_BIND | sc.MS_REC)
-        sc.mount(None, f"{m}/sys", None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
-
-    for inside, host_file in binds.items():
-        target = f"{m}{inside}"
-        if os.path.islink(target):  # never let an image's symlink redirect a bind onto the host
-            os.unlink(target)
-        _touch(target)
-        sc.mount(str(host_file), target, None, sc.MS_BIND)
+    root = os.open(m, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _mount_on(root, "/proc", "proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, kernel_fs=True)
+        _setup_dev(root)
+        ro = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+        if own_netns:
+            _mount_on(root, "/sys", "sysfs", "sysfs", ro, kernel_fs=True)
+        else:  # sysfs belongs to the netns that mounts it; with the host's network, bind the host's
+            _mount_on(root, "/sys", "/sys", None, sc.MS_BIND | sc.MS_REC, kernel_fs=True)
+            _mount_on(root, "/sys", None, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY, kernel_fs=True)
+        for inside, host_file in binds.items():
+            _bind_file(root, inside, host_file)
+    finally:
+        os.close(root)
 
     os.chdir(m)
     sc.pivot_root(".", ".")  # stack the new root over the old one, then detach the old one
@@ -82,3 +58,94 @@ def setup(merged: Path, binds: dict[str, Path], own_netns: bool, hostname: str |
         sc.sethostname(hostname)
     if own_netns:
         sc.set_link_up("lo")
+
+
+def _setup_dev(root: int) -> None:
+    """A tmpfs /dev with the usual nodes, its own devpts and shm. Where the image's /dev links to
+    another directory of the image, that is where it goes (runc resolves it the same way)."""
+    _mount_on(root, "/dev", "tmpfs", "tmpfs", sc.MS_NOSUID, "mode=755,size=65536k")
+    dev = _open(root, "/dev")  # resolved again: now the fresh tmpfs, which holds nothing of the image
+    try:
+        for name, major, minor in _DEVICES:
+            os.mknod(name, 0o666 | stat.S_IFCHR, os.makedev(major, minor), dir_fd=dev)
+            os.chmod(name, 0o666, dir_fd=dev)
+        os.mkdir("pts", 0o755, dir_fd=dev)
+        os.mkdir("shm", 0o1777, dir_fd=dev)
+        os.symlink("pts/ptmx", "ptmx", dir_fd=dev)
+        for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+            os.symlink(target, link, dir_fd=dev)
+    finally:
+        os.close(dev)
+    _mount_on(root, "/dev/pts", "devpts", "devpts", sc.MS_NOSUID | sc.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
+    _mount_on(root, "/dev/shm", "shm", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "mode=1777,size=65536k")
+
+
+def _fail(inside: str, why: str) -> ContainerError:
+    return ContainerError(f"Cannot prepare {inside} in the container's root", why,
+                          "fix the image: rebuild it with a plain directory or file there")
+
+
+def _open(root: int, inside: str, **kw) -> int:
+    """`inside` resolved within the root, as an O_PATH descriptor."""
+    try:
+        return fsroot.open_in_root(root, inside, **kw)
+    except OSError as e:
+        raise _fail(inside, f"the image's path to it is unusable ({e.strerror})") from None
+
+
+def _kernel_fs_dir(root: int, inside: str, fstype: str) -> int:
+    """procfs and sysfs go onto a real directory at exactly /proc or /sys, as runc demands ("must be
+    mounted on ordinary directory", CVE-2019-19921): following an image's link would mount them
+    elsewhere and leave the container without them. A missing directory is made."""
+    name = inside.lstrip("/")
+    try:
+        st = os.stat(name, dir_fd=root, follow_symlinks=False)
+    except FileNotFoundError:
+        os.mkdir(name, 0o555, dir_fd=root)
+        st = os.stat(name, dir_fd=root, follow_symlinks=False)
+    if stat.S_ISDIR(st.st_mode):
+        fd = _open(root, inside, follow_last=False)
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            return fd
+        os.close(fd)
+    kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
+    raise ContainerError(f"The image's {inside} is {kind}",
+                         f"{fstype} must be mounted on an ordinary directory at {inside}; runc refuses such an image too",
+                         f"rebuild the image with {inside} as an empty directory")
+
+
+def _mount_on(root: int, inside: str, source: str | None, fstype: str | None, flags: int = 0,
+              data: str | None = None, *, kernel_fs: bool = False) -> None:
+    fd = _kernel_fs_dir(root, inside, fstype or "sysfs") if kernel_fs else _open(root, inside, mkdir_mode=0o755)
+    try:
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise _fail(inside, "the image has a file there, not a directory")
+        sc.mount(source, fsroot.fd_path(fd), fstype, flags, data)
+    finally:
+        os.close(fd)
+
+
+def _bind_file(root: int, inside: str, host_file: Path) -> None:
+    """Bind a host file (hosts, resolv.conf, hostname) over `inside`. Its directory is resolved in
+    the root; an image symlink in its place is replaced, so the bind never lands where a link says."""
+    parent = _open(root, os.path.dirname(inside), mkdir_mode=0o755)
+    name = os.path.basename(inside)
+    try:
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            os.unlink(name, dir_fd=parent)
+            st = None
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            raise _fail(inside, "the image has a directory there, and a file is bound onto it")
+        if st is None:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=parent))
+        target = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    finally:
+        os.close(parent)
+    try:
+        sc.mount(str(host_file), fsroot.fd_path(target), None, sc.MS_BIND)
+    finally:
+        os.close(target)

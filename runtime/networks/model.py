@@ -36,11 +36,57 @@ def now_iso() -> str:
 
 
 def list_all() -> list[dict]:
+    """Every network record. An unusable one (corrupt, unreadable) is listed as a network of driver
+    "unreadable" named by its short id, with the reason under "Error": never among bridges(), so
+    the firewall, IPAM and DNS derive from the sound records alone, and `network rm` or `system
+    prune` can remove it."""
     d = nets_dir()
     if not d.is_dir():
         return []
-    out = [store.read_json(p) for p in d.glob("*.json") if not p.name.endswith(".dns.json") and not p.name.startswith(".")]
-    return sorted((n for n in out if n), key=lambda n: (n["Name"] not in BUILTIN, n["Name"]))
+    out = []
+    for p in d.glob("*.json"):
+        if p.name.endswith(".dns.json") or p.name.startswith("."):
+            continue
+        try:
+            net = store.read_json(p, expect=dict)
+            problem = _problem(net) if net is not None else ""
+            if problem:
+                raise store.CorruptRecord(p, problem)
+        except store.CorruptRecord as e:
+            net = unreadable_record(p.stem, f"its record {p.name} is unusable: {e.why}")
+        if net is not None:
+            out.append(net)
+    return sorted(out, key=lambda n: (n["Name"] not in BUILTIN, n["Name"]))
+
+
+_SHAPE = (("Name", str), ("Id", str), ("Driver", str), ("IPAM", dict), ("Options", dict), ("Labels", dict),
+          ("Containers", dict), ("netdiag", dict))
+UNREADABLE = "unreadable"
+
+
+def _problem(net: dict) -> str:
+    """What makes a parsed record unusable by the code that reads it ("" when nothing does)."""
+    missing = [k for k, kind in _SHAPE if not isinstance(net.get(k), kind)]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    if net["Driver"] == "bridge":
+        cfg = net["IPAM"].get("Config")
+        if not (isinstance(cfg, list) and cfg and all(isinstance(c, dict) for c in cfg)
+                and isinstance(cfg[0].get("Subnet"), str) and isinstance(cfg[0].get("Gateway"), str)):
+            return "its IPAM config has no subnet and gateway"
+        if not isinstance(net["netdiag"].get("Bridge"), str):
+            return "it names no bridge device"
+        if not all(isinstance(e, dict) for e in net["Containers"].values()):
+            return "an endpoint under Containers is not an object"
+    return ""
+
+
+def unreadable_record(net_id: str, why: str) -> dict:
+    """Stands for a record that cannot be read. Its bridge is the one netdiag derives from the id
+    (br-<id>), removed with it when it exists; a custom-named device cannot be known any more."""
+    rec = new_record(net_id[:12], UNREADABLE)
+    rec.update(Id=net_id, Created="", Error=why, netdiag={"Bridge": f"br-{net_id[:12]}"})
+    return rec
 
 
 def bridges() -> list[dict]:

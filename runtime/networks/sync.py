@@ -59,7 +59,10 @@ def apply(force: bool = False) -> bool:
         _stamp_path().unlink(missing_ok=True)
         return True
     digest = hashlib.sha256(firewall.render(nets, ports).encode()).hexdigest()
-    stamp = store.read_json(_stamp_path(), {}) or {}
+    try:
+        stamp = store.read_json(_stamp_path(), {}, expect=dict)
+    except store.CorruptRecord:  # only a cache of what was applied last: rewrite
+        stamp = {}
     if not force and stamp.get("digest") == digest and stamp.get("listing") == _listing():
         return False
     firewall.apply(nets, ports)

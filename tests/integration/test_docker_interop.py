@@ -17,11 +17,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.skipif(not HAVE_DOCKER, reaso
 
 @pytest.fixture(scope="module")
 def dlab(tmp_path_factory):
-    """dweb (-p 8080:80, on docker0) and dapi (on the user network dnet), both busybox httpd on 80."""
+    """dweb (-p 8080:80, on docker0) and dapi (on the user network dnet), both busybox httpd on 80;
+    c1 and c2 (-p 8081:80) on noicc, a network created with enable_icc=false."""
     def setup(d):
         d.docker("run", "-d", "--name", "dweb", "-p", "8080:80", IMAGE, "httpd", "-f", "-p", "80")
         d.docker("network", "create", "dnet")
         d.docker("run", "-d", "--network", "dnet", "--name", "dapi", IMAGE, "httpd", "-f", "-p", "80")
+        d.docker("network", "create", "-o", "com.docker.network.bridge.enable_icc=false", "noicc")
+        d.docker("run", "-d", "--network", "noicc", "--name", "c1", IMAGE, "httpd", "-f", "-p", "80")
+        d.docker("run", "-d", "--network", "noicc", "--name", "c2", "-p", "8081:80", IMAGE, "httpd", "-f", "-p", "80")
 
     with docker_lab(tmp_path_factory.mktemp("docker-lab"), setup) as d:
         yield d
@@ -113,22 +117,19 @@ def test_trace_through_dockers_own_rules(dlab):
     assert (rule["table"], rule["chain"]) == ("ip filter", "DOCKER-ISOLATION-STAGE-2") and "drop" in rule["rule"]
     assert r["hops"][r["blocked_at"] - 1]["interface"] == "docker0"
     assert r["live"]["outcome"] == "timeout"
-    # the xt match Docker uses for published ports cannot be read, but cannot change this verdict
-    assert {(u["chain"], u["changes_outcome"]) for u in r["unevaluated_rules"]} <= {("PREROUTING", False)}
+    # Docker's xt matches (addrtype, conntrack) are read from iptables-nft-save: nothing left unevaluated
+    assert r["unevaluated_rules"] == []
 
     # the internet to a published port: Docker's DNAT (an xt target behind an xt addrtype match)
     r = trace(lab, f"ns:{lab.outside}", "203.0.113.2", "--port", "8080")
     assert r["verdict"] == "delivered", r["summary"]
     end = r["hops"][-1]
     assert (end["label"], end["interface"], end["kind"]) == ("dweb (docker container)", "tcp/80", "socket")
-    dnat = [e["detail"] for e in r["evidence"] if e["kind"] == "dnat"]
-    assert any("not readable from nft" in d and f"docker publishes it to dweb {dweb_ip}:80" in d for d in dnat), dnat
-    # what netdiag cannot read in Docker's rules, and says so: the addrtype match and the DNAT
-    # target (both could change the outcome: the port table settles it), the conntrack match in
-    # FORWARD (it cannot: Docker's DOCKER chain accepts the new connection anyway)
-    unevaluated = {(u["chain"], u["reason"].split(" (xt)")[0], u["changes_outcome"]) for u in r["unevaluated_rules"]}
-    assert unevaluated == {("PREROUTING", 'iptables match "addrtype"', True), ("DOCKER", "iptables target DNAT", True),
-                           ("FORWARD", 'iptables match "conntrack"', False)}
+    # the DNAT target is Docker's own rule, read from iptables-nft-save (not the port-table fallback)
+    dnat = [e for e in r["evidence"] if e["kind"] == "dnat"]
+    assert [e["detail"] for e in dnat] == [f"host: 203.0.113.2:8080 rewritten to {dweb_ip}:80"], dnat
+    assert dnat[0]["rule"].endswith(f"dnat to {dweb_ip}:80")
+    assert r["unevaluated_rules"] == []  # addrtype, DNAT and conntrack: all evaluated
     assert r["live"]["outcome"] == "connected" and r["reconciled"] == "static and live agree"
 
     # a container to the internet: masqueraded by Docker's POSTROUTING rule
@@ -146,3 +147,34 @@ def test_trace_through_dockers_own_rules(dlab):
     assert r["hops"][-1]["label"] == "host" and not any(e["kind"] == "dnat" for e in r["evidence"])
     assert any(e["kind"] == "socket" and "docker-proxy" in e["detail"] for e in r["evidence"])
     assert r["live"]["outcome"] == "connected"
+
+
+def test_icc_false_and_published_ports_are_decided_exactly_from_iptables_save(dlab, tmp_path):
+    """Docker programs enable_icc=false as `-i BR -o BR -j DROP` behind an xt conntrack rule, and
+    its DNATs as xt targets: with iptables-nft-save read in the lab, both are exact (issue 8)."""
+    lab = dlab.lab
+    br = "br-" + json.loads(dlab.docker("network", "inspect", "noicc").stdout)[0]["Id"][:12]
+    c2_ip = dlab.inspect("c2")["NetworkSettings"]["Networks"]["noicc"]["IPAddress"]
+
+    r = trace(lab, "c1", "c2", "--port", "80")  # was "unknown" (exit 3)
+    assert (r["verdict"], r["cause"]) == ("blocked", "ICC_DISABLED"), r["summary"]
+    rule = next(e for e in r["evidence"] if e["kind"] == "nft_rule")
+    assert (rule["table"], rule["chain"], rule["rule"]) == ("ip filter", "FORWARD", f'iifname "{br}" oifname "{br}" counter drop')
+    assert r["unevaluated_rules"] == []
+    assert r["live"]["outcome"] == "timeout" and r["reconciled"] == "static and live agree"
+
+    # c2's published port, from the internet: the DNAT of Docker's rule, accepted by its DOCKER chain
+    r = trace(lab, f"ns:{lab.outside}", "203.0.113.2", "--port", "8081")
+    assert r["verdict"] == "delivered" and r["hops"][-1]["label"] == "c2 (docker container)", r["summary"]
+    assert [e["detail"] for e in r["evidence"] if e["kind"] == "dnat"] == [f"host: 203.0.113.2:8081 rewritten to {c2_ip}:80"]
+    assert r["unevaluated_rules"] == []
+    assert r["live"]["outcome"] == "connected"
+
+    # offline: the snapshot carries the iptables-nft-save text, and replays to the same verdicts
+    out = tmp_path / "snap.json"
+    lab.ok("snapshot", "-o", str(out))
+    snap = json.loads(out.read_text())
+    assert f"-A FORWARD -i {br} -o {br} -j DROP" in snap["namespaces"][snap["host"]]["iptables_save"]["ip"]
+    r = trace(lab, "c1", "c2", "--port", "80", "--snapshot", str(out))
+    assert (r["verdict"], r["cause"], r["unevaluated_rules"]) == ("blocked", "ICC_DISABLED", [])
+    assert not any(e.get("ns") == snap["host"] and e.get("what") == "iptables" for e in snap["errors"])

@@ -38,9 +38,9 @@ def web(lab, name, *extra, port=80, network=None):
     lab.ok("run", "-d", "--name", name, *net, *extra, "busybox", "httpd", "-f", "-p", str(port))
 
 
-def sh(lab, name, script, network=None):
+def sh(lab, name, script, *extra, network=None):
     net = ["--network", network] if network else []
-    lab.ok("run", "-d", "--name", name, *net, "busybox", "sh", "-c", script)
+    lab.ok("run", "-d", "--name", name, *net, *extra, "busybox", "sh", "-c", script)
 
 
 def ip_of(lab, name, net="bridge"):
@@ -50,7 +50,7 @@ def ip_of(lab, name, net="bridge"):
 @pytest.fixture
 def two(lab):
     web(lab, "web", "-p", "8080:80")
-    sh(lab, "client", "exec sleep 300")
+    sh(lab, "client", "exec sleep 300", "--cap-add", "NET_ADMIN")  # some tests break its routes, as a Docker user would
     return lab
 
 
@@ -209,7 +209,7 @@ def test_none_network(lab):
 def test_duplicate_ip(two):
     lab = two
     web_ip = ip_of(lab, "web")
-    sh(lab, "thief", "exec sleep 300")
+    sh(lab, "thief", "exec sleep 300", "--cap-add", "NET_ADMIN")
     lab.ok("exec", "thief", "ip", "addr", "add", f"{web_ip}/16", "dev", "eth0")
     r = trace(lab, "client", web_ip, "--port", "80", "--static")
     assert (r["verdict"], r["cause"]) == ("blocked", "ADDRESS_CONFLICT")
