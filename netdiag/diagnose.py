@@ -19,8 +19,9 @@ def diagnose(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int 
     if live and result["dst_ip"]:
         result, live_fix = _live(model, result, timeout, pcap)
         fix = live_fix or fix
+    result["fix_command"] = None
     if result["verdict"] == "blocked" and fix is not None:
-        result["fix"] = fix.text()
+        result["fix"], result["fix_command"] = fix.text(), fix.command or None
         result["fix_check"] = fixes.check(model, fix, lambda m: path.run_static(m, src, dst, proto=proto, port=port, size=size)[0])
     return result
 

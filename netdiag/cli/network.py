@@ -171,6 +171,17 @@ def rm(
     def remove(n: dict) -> None:
         if n["Name"] in model.BUILTIN:
             raise Conflict(f"{n['Name']} is a pre-defined network and cannot be removed", "", "")
+        if force:  # disconnect for real: the containers forget the network, so it can be connected again
+            from runtime.containers import model as cmodel, networking
+
+            from runtime.errors import NetdiagError
+
+            for cid in list(n["Containers"]):
+                try:
+                    networking.disconnect(cmodel.get(cid), n["Name"])
+                except NetdiagError:  # a container record that is gone or unreadable: its endpoint goes below
+                    continue
+            n = model.get(n["Id"])
         bridge.delete(n, force=force)
 
     for_each(networks, model.get, remove)

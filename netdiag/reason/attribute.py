@@ -146,42 +146,42 @@ def explain_drop(model, ns: dict, hook: str, pkt, step, src_ns: dict | None = No
 
     if iface_rule and in_net is not None and in_net is out_net and in_net["name"] in named and not icc_enabled(in_net):
         apply = fixes.remove_rule(ns["id"], step.family, step.table, step.chain, step.handle)
-        name, cli = in_net["name"], _cli(in_net)
         return Stop("blocked", "ICC_DISABLED",
-                    f"containers on network {name} may not talk to each other (enable_icc=false): {where} drops {pkt.src} -> {pkt.dst}",
-                    Fix(f"{cli} network rm -f {name} && {cli} network create --subnet {in_net.get('subnet')} {name}  "
-                        f"(recreate {name} without -o com.docker.network.bridge.enable_icc=false, then reconnect its containers)",
-                        apply, alternatives=[f"reach {pkt.dst} through a port it publishes on the host"]), ev)
+                    f"containers on network {in_net['name']} may not talk to each other (enable_icc=false): {where} drops {pkt.src} -> {pkt.dst}",
+                    Fix(_recreate_network(model, in_net), apply,
+                        advice=f"recreate {in_net['name']} without -o com.docker.network.bridge.enable_icc=false and reconnect its containers",
+                        alternatives=[f"reach {pkt.dst} through a port it publishes on the host"]), ev)
     for net, leaving in ((in_net, True), (out_net, False)):
         if iface_rule and net is not None and net.get("internal") and in_net is not out_net and net["name"] in named:
             way = "leave" if leaving else "enter"
             who = src_ctr["name"] if src_ctr and leaving else "the container"
             return Stop("blocked", "INTERNAL_NETWORK",
                         f"network {net['name']} is internal: packets may not {way} it ({where} drops {pkt.src} -> {pkt.dst})",
-                        Fix(f"{_cli(net)} network connect bridge {who}  (give it a second, non-internal network)",
+                        Fix(f"{_cli(net)} network connect bridge {who}" if src_ctr and leaving else "",
+                            advice="give it a second, non-internal network" if src_ctr and leaving else
+                            f"connect the container that must reach it to {net['name']}, or make {net['name']} not internal",
                             why_unchecked="connecting adds an interface, which the model of today cannot add"), ev)
     if iface_rule and in_net is not None and out_net is not None and in_net is not out_net and named & {in_net["name"], out_net["name"]}:
         to = out_net["name"]
-        cmd = f"{_cli(out_net)} network connect {to} {src_ctr['name']}" if src_ctr else \
-            f"{_cli(out_net)} network connect {to} CONTAINER  (the container that sends from {in_net['name']})"
+        cmd = f"{_cli(out_net)} network connect {to} {src_ctr['name']}" if src_ctr else ""
         return Stop("blocked", "NETWORK_ISOLATION",
                     f"{pkt.src} (network {in_net['name']}) and {pkt.dst} (network {to}) are on different networks, "
                     f"and {ns['label']} isolates them ({where})",
-                    Fix(cmd, why_unchecked="connecting adds an interface, which the model of today cannot add"), ev)
+                    Fix(cmd, advice=f"connect the sender to network {to}" if not cmd else f"{src} joins network {to}",
+                        why_unchecked="connecting adds an interface, which the model of today cannot add"), ev)
     if out_net is not None and in_net is not out_net and "dnat" not in pkt.ct_status and _in_subnet(pkt.dst, out_net) and (
             (iface_rule and out_net["name"] in named)
             or (policy and out_net in nets.governed_by(ns, step.family, step.table))):
         ctr = next((c for c in model.containers() if any(n.get("ip") == pkt.dst for n in (c.get("networks") or {}).values())), None)
         who = ctr["name"] if ctr else pkt.dst
         port = pkt.dport or 80
-        cli = "docker" if (ctr or {}).get("runtime") == "docker" else "netdiag"
         host_ip = next((a["address"] for a in model.host["addresses"] if a.get("scope") == "global"
                         and not any(_in_subnet(a["address"], n) for n in nets.by_bridge.values())), "the host's address")
         return Stop("blocked", "PORT_NOT_PUBLISHED",
                     f"{pkt.dst}:{pkt.dport} is a container address ({who} on network {out_net['name']}): from outside that network "
                     f"only published ports reach it, and {where} drops it",
-                    Fix(f"{cli} rm -f {who} && {cli} run -d --name {who} -p {port}:{port} ...  (recreate it publishing the port), "
-                        f"then connect to {host_ip}:{port}",
+                    Fix(fixes.recreate(ctr, "-p", f"{port}:{port}") if ctr else "",
+                        advice=f"publish port {port} of {who}, then connect to {host_ip}:{port}",
                         why_unchecked="publishing adds a DNAT rule and a new container, which the model cannot add"), ev)
     governed = nets.governed_by(ns, step.family, step.table)
     ours = out_net or in_net
@@ -202,6 +202,20 @@ def explain_drop(model, ns: dict, hook: str, pkt, step, src_ns: dict | None = No
                     f"drops the traffic of network {ours['name']} (bridge {bridge}), which it does not manage",
                     Fix(cmd, apply, alternatives=alt), ev)
     return _firewall_drop(ns, hook, pkt, step, rule, where, ev, policy)
+
+
+def _recreate_network(model, net: dict) -> str:
+    """Remove and recreate a network with the same subnet and gateway (default options), then
+    reconnect the containers it had: its icc setting cannot change in place, with Docker either."""
+    cli = _cli(net)
+    members = [c["name"] for c in model.containers() if net["name"] in (c.get("networks") or {})]
+    parts = [f"{cli} network disconnect -f {net['name']} {m}" for m in members] if cli == "docker" else []
+    parts.append(f"{cli} network rm {'-f ' if cli == 'netdiag' else ''}{net['name']}")
+    create = [cli, "network", "create"] + (["--subnet", net["subnet"]] if net.get("subnet") else []) + \
+        (["--gateway", net["gateway"]] if net.get("gateway") else []) + [net["name"]]
+    parts.append(shlex.join(create))
+    parts += [f"{cli} network connect {net['name']} {m}" for m in members]
+    return " && ".join(parts)
 
 
 def _iptables_table(ns: dict, family: str, table: str) -> bool:

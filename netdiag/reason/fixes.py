@@ -14,14 +14,30 @@ Apply = Callable[[object, object], None]
 
 @dataclass
 class Fix:
-    command: str  # what to run (on the host netdiag observes; container namespaces via nsenter)
+    command: str = ""  # a shell line to run as root on the host netdiag observes ("" when none fits)
     apply: Apply | None = None  # the same change on a model copy; None: the model cannot express it
+    advice: str = ""  # what the command does or, without one, what to do
     why_unchecked: str = ""  # when apply is None: why the fix cannot be checked statically
     alternatives: list[str] = field(default_factory=list)
 
     def text(self) -> str:
-        alt = "".join(f"; or: {a}" for a in self.alternatives)
-        return self.command + alt
+        head = self.command + (f"  # {self.advice}" if self.command and self.advice else self.advice if not self.command else "")
+        return head + "".join(f"; or: {a}" for a in self.alternatives)
+
+
+def recreate(c: dict, *extra: str, network: str | None = None) -> str:
+    """The command that recreates container `c` as it runs now (image, command, published ports,
+    network), plus `extra` run options: a fix that needs a new container is still one command."""
+    cli = "docker" if c.get("runtime") == "docker" else "netdiag"
+    mode = network or c.get("network_mode") or "bridge"
+    args = [cli, "run", "-d", "--name", c["name"]]
+    if mode not in ("bridge", "default"):
+        args += ["--network", mode]
+    for p in c.get("ports", []):
+        host = (f"{p['host_ip']}:" if p.get("host_ip") not in ("", "0.0.0.0", None) else "")
+        args += ["-p", f"{host}{p['host_port']}:{p['ctr_port']}/{p['proto']}"]
+    args += list(extra) + [c.get("image") or "IMAGE"] + list(c.get("command") or [])
+    return f"{cli} rm -f {shlex.quote(c['name'])} && {shlex.join(args)}"
 
 
 def in_ns(ns: dict, argv: list[str]) -> str:
@@ -90,12 +106,19 @@ def set_sysctl(ns_id: str, key: str, value: str) -> Apply:
 
 
 def link_up(ns_id: str, ifname: str) -> Apply:
+    """`ip link set IF up`; a veth's peer gets its carrier back with it (if it is up itself)."""
     def apply(model, ov):
         for link in ov.edit(ns_id)["links"]:
             if link["name"] == ifname:
                 link["up"] = True
                 link["flags"] = sorted(set(link.get("flags", [])) | {"UP", "LOWER_UP", "RUNNING"})
                 link["state"] = "UP"
+                peer = link.get("peer") or {}
+                if peer.get("ns") in ov:
+                    for other in ov.edit(peer["ns"])["links"]:
+                        if other["index"] == peer.get("index") and other["up"]:
+                            other["flags"] = sorted(set(other.get("flags", [])) | {"LOWER_UP", "RUNNING"})
+                            other["state"] = "UP"
     return apply
 
 

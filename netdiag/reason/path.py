@@ -94,7 +94,7 @@ class Trace:
         if src_ns["kind"] == "container" and not real and not routing.is_local(src_ns, dst_ip):
             self.hop(src_ns, "lo", "loopback", "egress")
             raise Stop("blocked", "NETWORK_NONE", f"{src_ns['name']} has no network interface but lo: it runs with --network none",
-                       _none_fix(src_ns))
+                       _none_fix(self.model, src_ns))
         pkt = Packet(src="0.0.0.0", dst=dst_ip, proto=self.proto, sport=EPHEMERAL_SPORT, dport=self.dport,
                      length=self.size or 64)
         return self.output(src_ns, pkt)
@@ -147,7 +147,7 @@ class Trace:
                 if gw:
                     return Fix(fixes.in_ns(ns, ["ip", "route", "add", "default", "via", gw, "dev", link["name"]]),
                                fixes.replace_route(ns["id"], "default", gw, link["name"]))
-        return Fix(f"connect {ns['label']} to a network that reaches {dst} (it has no interface with a gateway)",
+        return Fix(advice=f"connect {ns['label']} to a network that reaches {dst} (it has no interface with a gateway)",
                    why_unchecked="no gateway was found on the namespace's own subnets")
 
     def filter(self, ns: dict, hook: str, pkt: Packet, families=("ip", "inet")) -> None:
@@ -215,14 +215,16 @@ class Trace:
         sender = self.src_ns
         first = self.hops[0]["interface"] if self.hops else None
         inner = link["mtu"] - (VXLAN_OVERHEAD if encap else 0)
-        lower = f"-o com.docker.network.driver.mtu={inner}" if sender and sender.get("kind") == "container" else ""
-        lower_cmd = (fixes.in_ns(sender, ["ip", "link", "set", "dev", first, "mtu", str(inner)]) if sender and first else
-                     f"lower the sender's MTU to {inner}") + (f" (for new containers: {lower})" if lower else "")
+        lower_cmd = fixes.in_ns(sender, ["ip", "link", "set", "dev", first, "mtu", str(inner)]) if sender and first else ""
+        new_ctrs = " (for new containers: -o com.docker.network.driver.mtu=%d on the network)" % inner \
+            if sender and sender.get("kind") == "container" else ""
         if encap:
-            return Fix(lower_cmd, why_unchecked="a smaller MTU changes how TCP segments, which the model does not follow",
+            return Fix(lower_cmd, advice=f"lower the sender's MTU to {inner}, so TCP segments fit the encapsulation{new_ctrs}",
+                       why_unchecked="a smaller MTU changes how TCP segments, which the model does not follow",
                        alternatives=[fixes.in_ns(ns, ["ip", "link", "set", "dev", link["name"], "mtu", str(size)]) + " (if the underlay carries it)"])
         return Fix(fixes.in_ns(ns, ["ip", "link", "set", "dev", link["name"], "mtu", str(max(size, 1500))]),
-                   fixes.set_mtu(ns["id"], link["name"], max(size, 1500)), alternatives=[lower_cmd])
+                   fixes.set_mtu(ns["id"], link["name"], max(size, 1500)), advice=f"raise {link['name']}'s MTU to what the path carries",
+                   alternatives=[f"{lower_cmd} (lower the sender's MTU){new_ctrs}"] if lower_cmd else [])
 
     def transmit(self, ns: dict, link: dict, pkt: Packet, nexthop: str, encap: Packet | None):
         kind = link["kind"]
@@ -303,7 +305,7 @@ class Trace:
         holders = [f"{a['address']} ({n['label']})" for p in ns["links"] if p.get("master") == bridge["name"]
                    for n in [self.model.namespaces.get((p.get("peer") or {}).get("ns"))] if n
                    for a in n["addresses"] if not a["address"].startswith("127.")]
-        return Fix(f"use an address that is on bridge {bridge['name']}: " + (", ".join(holders) or "none is"),
+        return Fix(advice=f"use an address that is on bridge {bridge['name']}: " + (", ".join(holders) or "none is"),
                    why_unchecked=f"nothing owns {ip}: start the container that should have it, or correct the address")
 
     def bridge_in(self, ns: dict, port: dict, pkt: Packet, nexthop: str, encap: Packet | None):
@@ -342,12 +344,9 @@ class Trace:
                 self.hop(ns, ifname, "rp_filter", "ingress", f"rp_filter={mode}")
                 raise Stop("blocked", "RP_FILTER",
                            f"{ns['label']} drops packets from {pkt.src} arriving on {ifname}: its route back to {pkt.src} "
-                           f"goes {('via ' + back.dev) if back.dev else 'nowhere'} and rp_filter={mode} (strict) requires the same interface",
-                           Fix(fixes.in_ns(ns, ["sysctl", "-w", f"net.ipv4.conf.{ifname}.rp_filter=2"]),
-                               fixes.set_sysctl(ns["id"], f"net.ipv4.conf.{ifname}.rp_filter", "2"),
-                               alternatives=[f"route {pkt.src} back through {ifname} in {ns['label']} (strict mode then passes); "
-                                             f"loose mode (2) only needs some route back, and the effective value is the "
-                                             f"larger of net.ipv4.conf.all.rp_filter and net.ipv4.conf.{ifname}.rp_filter"]),
+                           f"goes {('via ' + back.dev) if back.dev else 'nowhere'} and rp_filter={mode} "
+                           f"({'strict: the same interface' if mode == 1 else 'loose: some route back'}) is required",
+                           self.rp_fix(ns, ifname, pkt.src, back, mode),
                            [{"kind": "sysctl", "detail": f"net.ipv4.conf.{ifname}.rp_filter / all.rp_filter -> {mode}"},
                             {"kind": "route", "detail": f"reverse lookup {pkt.src} -> {back.text}"}])
         pkt = replace(pkt, iif=ifname, oif=None)
@@ -388,6 +387,23 @@ class Trace:
         fwd = self.postrouting(ns, fwd, route)
         return self.egress(ns, route, fwd, encap)
 
+    def rp_fix(self, ns: dict, ifname: str, src: str, back: routing.Route, mode: int) -> Fix:
+        """The route back through the interface the packet came in on, via the neighbour that sent it
+        (replies take that route too, so this is the fix that makes the path work both ways);
+        loose mode is the alternative, and only helps where replies still find their way."""
+        prev = next((h for h in reversed(self.hops) if h["namespace"] != ns["id"]), None)
+        sender = self.model.namespaces.get(prev["namespace"]) if prev else None
+        gw = next((a["address"] for a in (sender or {}).get("addresses", []) if a["ifname"] == prev["interface"]), None) if prev else None
+        loose = fixes.in_ns(ns, ["sysctl", "-w", f"net.ipv4.conf.{ifname}.rp_filter=2"])
+        why = (f"loose mode only needs some route back: the effective value is the larger of net.ipv4.conf.all.rp_filter "
+               f"and net.ipv4.conf.{ifname}.rp_filter, and replies to {src} still follow the route table")
+        if gw and back.type != "local":
+            dst = back.dst if back.type != "none" and back.dst not in ("default", "0.0.0.0/0") else f"{src}/32"
+            return Fix(fixes.in_ns(ns, ["ip", "route", "replace", dst, "via", gw, "dev", ifname]),
+                       fixes.replace_route(ns["id"], dst, gw, ifname),
+                       advice=f"route {dst} back through {ifname}, where its packets arrive", alternatives=[f"{loose} ({why})"])
+        return Fix(loose, fixes.set_sysctl(ns["id"], f"net.ipv4.conf.{ifname}.rp_filter", "2"), advice=why)
+
     def input(self, ns: dict, pkt: Packet, encap: Packet | None):
         self.filter(ns, "input", pkt)
         vx = self.vxlan_device_for(ns, pkt)
@@ -411,9 +427,9 @@ class Trace:
             who = s.get("process") or "the server"
             raise Stop("blocked", "LISTENER_LOOPBACK_ONLY",
                        f"{who} in {ns['label']} is listening only on {s['local']}:{s['port']}, so connections to {pkt.dst}:{pkt.dport} are refused",
-                       Fix(f"restart {who} in {ns['label']} listening on 0.0.0.0:{s['port']} (all addresses) instead of {s['local']}"
-                           + (f" (its pid is {s['pid']})" if s.get("pid") else ""),
-                           fixes.listen_everywhere(ns["id"], self.proto, s["port"])),
+                       Fix(apply=fixes.listen_everywhere(ns["id"], self.proto, s["port"]),
+                           advice=f"restart {who} in {ns['label']} listening on 0.0.0.0:{s['port']} (all addresses) instead of {s['local']}"
+                           + (f" (its pid is {s['pid']})" if s.get("pid") else "")),
                        [{"kind": "socket", "detail": f"{ns['label']}: {s['proto']} {s['local']}:{s['port']} ({who})"}])
         if ns["kind"] == "host":
             exposed = [c for c in self.model.containers() if c.get("ns") in self.model.namespaces and any(
@@ -421,18 +437,16 @@ class Trace:
             if exposed:
                 names = ", ".join(c["name"] for c in exposed)
                 c = exposed[0]
-                cli = "docker" if c.get("runtime") == "docker" else "netdiag"
-                image = c.get("image") or "IMAGE"
                 raise Stop("blocked", "PORT_NOT_PUBLISHED",
                            f"nothing on the host listens on {pkt.dst}:{pkt.dport}, and no published port forwards it; "
                            f"{names} listen(s) on {pkt.dport} inside the container",
-                           Fix(f"{cli} rm -f {c['name']} && {cli} run -d --name {c['name']} -p {pkt.dport}:{pkt.dport} {image} ...  "
-                               f"(recreate it with the port published; its command as before)",
+                           Fix(fixes.recreate(c, "-p", f"{pkt.dport}:{pkt.dport}"),
+                               advice=f"recreate {c['name']} with port {pkt.dport} published (same image and command)",
                                why_unchecked="publishing adds a DNAT rule and a new container, which the model cannot add"),
                            [{"kind": "socket", "detail": f"container {c['name']} listens on {pkt.dport}/{self.proto}"} for c in exposed])
         ports = sorted({s["port"] for s in ns.get("sockets", []) if s["proto"] == self.proto and not s.get("loopback_only")})
         raise Stop("blocked", "NO_LISTENER", f"nothing in {ns['label']} listens on {self.proto} port {pkt.dport}: the connection is refused",
-                   Fix(f"start the server in {ns['label']} on port {pkt.dport}"
+                   Fix(advice=f"start the server in {ns['label']} on port {pkt.dport}"
                        + (f", or use a port it listens on: {', '.join(map(str, ports))}" if ports else ""),
                        why_unchecked="starting a server is not a change of the network model"),
                    [{"kind": "socket", "detail": f"{ns['label']} listens on: " + (", ".join(
@@ -481,8 +495,8 @@ class Trace:
                     vtep = v.get("local") or next((a["address"] for a in other["addresses"] if a.get("scope") == "global"), None)
         lladdr = mac or "00:00:00:00:00:00"
         if vtep is None:
-            return Fix(f"add an FDB entry on {dev['name']} for {lladdr} pointing at the VTEP address of the host that runs {nexthop}: "
-                       + fixes.in_ns(ns, ["bridge", "fdb", "append", lladdr, "dev", dev["name"], "dst", "VTEP"]),
+            return Fix(advice=f"add an FDB entry on {dev['name']} for {lladdr} pointing at the VTEP address of the host that "
+                       f"runs {nexthop} (bridge fdb append {lladdr} dev {dev['name']} dst THAT_ADDRESS in {ns['label']})",
                        why_unchecked=f"no observed namespace has a VXLAN device with VNI {vni} next to {nexthop}")
         return Fix(fixes.in_ns(ns, ["bridge", "fdb", "append", lladdr, "dev", dev["name"], "dst", vtep]),
                    fixes.add_fdb(ns["id"], dev["name"], lladdr, vtep))
@@ -532,11 +546,10 @@ def destination_ip(model: Model, src_ns: dict, dst: str) -> str | None:
     return addrs[0] if addrs else None
 
 
-def _none_fix(ns: dict) -> Fix:
-    c = ns.get("container") and ns.get("runtime") == "docker"
-    cli = "docker" if c else "netdiag"
-    return Fix(f"{cli} rm -f {ns['name']} && {cli} run -d --name {ns['name']} --network bridge ...  (recreate it on a network; "
-               "a --network none container cannot be connected later)",
+def _none_fix(model: Model, ns: dict) -> Fix:
+    c = model.container_of(ns)
+    return Fix(fixes.recreate(c, network="bridge") if c else "",
+               advice=f"recreate {ns['name']} on a network (a --network none container cannot be connected later)",
                why_unchecked="recreating a container is not a change of the network model")
 
 
@@ -551,11 +564,11 @@ def _no_nat_fix(t: Trace, end: dict, pkt: Packet) -> Fix:
         gw = next((a["address"] for a in prev["addresses"] if a["ifname"] == before["interface"]), None)
         dev = next((h["interface"] for h in t.hops if h["namespace"] == end["id"] and h["direction"] == "ingress"), None)
         if gw and dev:
-            return Fix(fixes.in_ns(end, ["ip", "route", "add", str(src_net), "via", gw, "dev", dev]) + "  (a route back)",
-                       fixes.replace_route(end["id"], str(src_net), gw, dev),
+            return Fix(fixes.in_ns(end, ["ip", "route", "add", str(src_net), "via", gw, "dev", dev]),
+                       fixes.replace_route(end["id"], str(src_net), gw, dev), advice=f"a route back to {src_net}",
                        alternatives=["masquerade the network again: recreate it without "
                                      "-o com.docker.network.bridge.enable_ip_masquerade=false"])
-    return Fix(f"give {end['label']} a route back to {pkt.src}, or masquerade traffic leaving the container network",
+    return Fix(advice=f"give {end['label']} a route back to {pkt.src}, or masquerade traffic leaving the container network",
                why_unchecked="the hop that forwarded the packet is not known")
 
 
@@ -571,7 +584,7 @@ def run_static(model: Model, src: str, dst: str, *, proto: str = "tcp", port: in
             ns = model.resolve(dst)
             t.hop(ns, "lo", "loopback", "ingress", "no interface but lo")
             raise Stop("blocked", "NETWORK_NONE", f"{ns['label']} has no network interface but lo (--network none): "
-                       "nothing can reach it over the network", _none_fix(ns),
+                       "nothing can reach it over the network", _none_fix(model, ns),
                        [{"kind": "link", "detail": f"{ns['label']} links: " + ", ".join(link["name"] for link in ns["links"])}])
         end, pkt = t.run(src_ns, dst_ip)
         ret = routing.lookup(end["ns"], pkt.src)

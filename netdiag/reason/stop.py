@@ -14,5 +14,5 @@ class Stop(Exception):
         if cause is not None and cause not in CAUSES:
             raise ValueError(f"unknown cause code {cause!r}")  # every code is in the catalogue
         if isinstance(fix, str):
-            fix = Fix(fix, why_unchecked="the model cannot express this change") if fix else None
+            fix = Fix(advice=fix, why_unchecked="the model cannot express this change") if fix else None
         self.verdict, self.cause, self.summary, self.fix, self.evidence = verdict, cause, summary, fix, evidence or []
