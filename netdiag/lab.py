@@ -110,6 +110,8 @@ def kill_recorded(state_dir: Path, cgroup_parent: str) -> None:
                 st = json.loads((d / "state.json").read_text())
             except (OSError, ValueError):
                 continue
+            if not isinstance(st, dict):  # a corrupt record (tests make them): no pids to find there
+                continue
             pids.update(int(st.get(k) or 0) for k in ("MonitorPid", "Pid"))
     for rec in (Path(state_dir) / "networks").glob("*.json"):  # each network's DNS resolver
         try:

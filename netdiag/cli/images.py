@@ -29,7 +29,7 @@ def _rows():
         for tag in img.tags or ["<none>:<none>"]:
             repo, _, t = tag.rpartition(":")
             out.append({"Repository": repo, "Tag": t, "ID": img.short_id, "CreatedAt": img.config.get("created", ""),
-                        "Size": _size(img.size), "Digest": img.manifest_digest})
+                        "Size": _size(img.size), "Digest": img.manifest_digest, **({"Error": img.broken} if img.broken else {})})
     return out
 
 
@@ -42,6 +42,10 @@ def images_(
 ):
     """List images."""
     rows = _rows()
+    for r in rows:  # on stderr, so scripts reading the list still get only the list
+        if "Error" in r:
+            shown = f"{r['Repository']}:{r['Tag']}" if r["Tag"] != "<none>" else r["ID"]
+            print(f"netdiag: warning: image {shown} is damaged: {r['Error']}. Remove it with 'netdiag rmi {shown}'", file=sys.stderr)
     if quiet:
         for r in rows:
             print(r["ID"])
@@ -72,7 +76,7 @@ def image_rm(
     from runtime.images import store as images
 
     for ref in images_:
-        img = images.get(ref)
+        img = images.get(ref, allow_broken=True)
         users = [c.name for c in model.list_all() if c.config.get("Image") == img.id]
         for line in images.remove(ref, users=users, force=force):
             print(line)
@@ -89,7 +93,7 @@ def import_(
 
     changes = _changes(change)
     with _open_in(file) as f:
-        img = archive.import_rootfs(f, reference, changes)
+        img = archive.import_rootfs(f, reference, changes, name=file)
     print(img.id)
 
 
@@ -163,5 +167,28 @@ def load(input_: Optional[str] = typer.Option(None, "-i", "--input", help="Read 
     from runtime.images import archive
 
     with _open_in(input_ or "-") as f:
-        for line in archive.load(f):
+        for line in archive.load(f, input_ or "-"):
             print(line)
+
+
+@image_app.command("prune")
+def image_prune(
+    all_: bool = typer.Option(False, "-a", "--all", help="Remove every image no container uses, not only untagged ones"),
+    force: bool = typer.Option(False, "-f", "--force", help="Do not ask (always on: prune never removes an image a container uses)"),
+):
+    """Remove untagged images (all unused ones with -a), then every blob and extracted layer no image,
+    container or build cache entry refers to, and what killed commands left half-written."""
+    from runtime.images import store as images
+
+    lines, freed = images.prune("all" if all_ else "dangling")
+    print_prune(lines, freed)
+
+
+def print_prune(lines: list, freed: int) -> None:
+    """Docker's prune report."""
+    if lines:
+        print("Deleted Images:")
+        for line in lines:
+            print(line)
+        print()
+    print(f"Total reclaimed space: {_size(freed)}")

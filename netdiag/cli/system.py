@@ -14,16 +14,23 @@ def prune(force: bool = typer.Option(False, "-f", "--force", help="Do not ask (a
     Only netdiag's own objects are touched: its records under NETDIAG_ROOT, the cgroups under its
     cgroup parent, its own bridges and nftables tables. Running containers stay."""
     from runtime.containers import lifecycle
+    from runtime.images import store as images
     from runtime.networks import bridge, model
 
     removed = lifecycle.prune()
-    for net in model.bridges():  # like Docker: user-defined networks no container uses
-        if net["Name"] not in model.BUILTIN and not net["Containers"]:
-            bridge.delete(net)
+    for net in model.list_all():
+        if net["Driver"] == model.UNREADABLE:  # its record is unusable: remove it and its br-<id>
+            bridge.delete(net, force=True)
+            removed.append(f"network {net['Name']} (unusable record)")
+        elif net["Driver"] == "bridge" and net["Name"] not in model.BUILTIN and not net["Containers"]:
+            bridge.delete(net)  # like Docker: user-defined networks no container uses
             removed.append(f"network {net['Name']}")
+    lines, freed = images.prune("dangling")  # like Docker: untagged images, then unreferenced blobs
+    deleted = [line.removeprefix("deleted: ") for line in lines if line.startswith("deleted: ")]
+    removed += [f"image {d}" if d.startswith("sha256:") else d for d in deleted]
     for item in removed:
         print(f"Deleted: {item}")
-    print(f"Total reclaimed: {len(removed)} object(s)")
+    print(f"Total reclaimed: {len(removed)} object(s), {freed} bytes of image blobs")
 
 
 @system_app.command("info")

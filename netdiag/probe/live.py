@@ -34,6 +34,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import gc
 import ipaddress
 import json
 import os
@@ -81,7 +82,7 @@ ICMP_UNREACH = {0: "net unreachable", 1: "host unreachable", 2: "protocol unreac
 ICMP_TYPES = {0: "echo reply", 3: "destination unreachable", 8: "echo request", 11: "time exceeded", 12: "parameter problem"}
 
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
-_parent_fds: set[int] = set()  # parent ends of live children's pipes: closed in every new child
+_parent_fds: set[int] = set()  # parent ends of live children's pipes (owned by the parent)
 _parent_fds_lock = threading.Lock()
 
 
@@ -118,44 +119,83 @@ class LiveResult:
 
 class _Child:
     """A forked child with a control pipe (parent -> child) and a report pipe (child -> parent),
-    both carrying JSON lines. `main(ctl_fd, rep_fd)` runs in the child, which then _exits."""
+    both carrying JSON lines. `main(ctl_fd, rep_fd)` runs in the child, which then _exits.
+    Construct, keep the reference, then start(): whatever interrupts start(), close() cleans up."""
 
     def __init__(self, main: Callable[[int, int], None], deathsig: int):
-        ctl_r, ctl_w = os.pipe()
-        rep_r, rep_w = os.pipe()
+        self.main, self.deathsig = main, deathsig
+        self.pid: int | None = None
+        self.ctl = self.rep = None
+        self._buf = b""
+        self.eof = False
+        self.status: int | None = None  # its wait status, once reaped
+
+    def start(self) -> "_Child":
+        main, deathsig = self.main, self.deathsig
         parent = os.getpid()
-        # ^C between fork() and the bookkeeping would orphan the child: hold SIGINT/SIGTERM back
-        # (fully effective in a single-threaded caller such as the CLI)
+        # ^C between fork() and the bookkeeping would orphan the child: hold SIGINT/SIGTERM back. The
+        # mask covers this thread; a ^C another thread receives would raise at any bytecode here (in
+        # os.fork()'s own after-fork hooks it is even lost), so SIGINT is only noted meanwhile and
+        # raised again once the child is on the books
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-        with _parent_fds_lock:
-            inherited = list(_parent_fds)
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - runs in the child
-                code = 1
+        noted: list[int] = []
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
+        try:
+            with _parent_fds_lock:
+                ctl_r, ctl_w = os.pipe()
                 try:
-                    for fd in inherited + [ctl_w, rep_r]:
-                        _close_quietly(fd)
-                    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-                    _libc.prctl(PR_SET_PDEATHSIG, deathsig, 0, 0, 0)
-                    if os.getppid() != parent:  # the parent died before prctl took effect
-                        os._exit(1)
-                    main(ctl_r, rep_w)
-                    code = 0
-                except BaseException as e:  # noqa: BLE001 - report anything, never unwind into the parent's code
+                    rep_r, rep_w = os.pipe()
+                except BaseException:  # EMFILE: nothing may leak
+                    os.close(ctl_r)
+                    os.close(ctl_w)
+                    raise
+                self.ctl, self.rep = ctl_w, rep_r
+                _parent_fds.update((ctl_w, rep_r))
+                try:
+                    pid = os.fork()
+                except BaseException:
+                    os.close(ctl_r)
+                    os.close(rep_w)
+                    raise
+                if pid == 0:  # pragma: no cover - runs in the child
+                    code = 1
                     try:
-                        _send(rep_w, {"error": f"{type(e).__name__}: {e}"})
-                    except BaseException:  # noqa: BLE001
-                        pass
-                finally:
-                    os._exit(code)
-            _parent_fds.update((ctl_w, rep_r))
-            os.close(ctl_r)
-            os.close(rep_w)
-            self.pid, self.ctl, self.rep = pid, ctl_w, rep_r
-            self._buf = b""
-            self.eof = False
-            self.status: int | None = None  # its wait status, once reaped
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                        # keep only our pipes: a pipe another thread of the caller has open (a subprocess's
+                        # stdout, a sibling child's) must not stay open here until we exit, we never exec.
+                        # No cyclic GC from now on: a parent's garbage socket collected here would close
+                        # an fd number we may have reused
+                        gc.disable()
+                        low, high = sorted((ctl_r, rep_w))
+                        os.closerange(3, low)
+                        os.closerange(low + 1, high)
+                        os.closerange(high + 1, os.sysconf("SC_OPEN_MAX"))
+                        if previous is not None:  # not our note-taker: the caller's own handling
+                            signal.signal(signal.SIGINT, previous)
+                        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                        _libc.prctl(PR_SET_PDEATHSIG, deathsig, 0, 0, 0)
+                        if os.getppid() != parent:  # the parent died before prctl took effect
+                            os._exit(1)
+                        main(ctl_r, rep_w)
+                        code = 0
+                    except BaseException as e:  # noqa: BLE001 - report anything, never unwind into the parent's code
+                        try:
+                            _send(rep_w, {"error": f"{type(e).__name__}: {e}"})
+                        except BaseException:  # noqa: BLE001
+                            pass
+                    finally:
+                        os._exit(code)
+                self.pid = pid
+                os.close(ctl_r)
+                os.close(rep_w)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            if noted:
+                signal.raise_signal(signal.SIGINT)  # now the caller's handler raises it, with us on the books
+        return self
 
     def send(self, obj) -> None:
         try:
@@ -187,7 +227,7 @@ class _Child:
         reaps. True if the child ended by itself."""
         with _parent_fds_lock:
             for fd in (self.ctl, self.rep):
-                if fd in _parent_fds:
+                if fd is not None and fd in _parent_fds:
                     _parent_fds.discard(fd)
                     _close_quietly(fd)
         if self.pid is None:
@@ -763,6 +803,7 @@ def _in_private_tracefs(fn: Callable[[str], object], timeout: float = 5.0):
 
     child = _Child(main, signal.SIGKILL)
     try:
+        child.start()
         res = child.recv(time.monotonic() + timeout)
     finally:
         child.close(grace=1.0)
@@ -788,8 +829,13 @@ class _Tracer:
         self.name = f"{INSTANCE_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         self.child = _Child(lambda ctl, rep: _tracer_main(ctl, rep, self.name, max_life), signal.SIGTERM)
 
+    def start(self) -> "_Tracer":
+        self.child.start()
+        return self
+
     def close(self) -> None:
         if self.child.pid is None:
+            self.child.close(grace=0)
             return
         if not self.child.close(grace=3.0):
             try:  # it was killed before it could clean up
@@ -834,19 +880,32 @@ def _nftrace_main(ctl: int, rep: int, ns_paths: list[str], proto: str, token: st
 
 class _NfTracer:
     def __init__(self, ns_paths: list[str], proto: str, max_life: float):
+        self.token = secrets.token_hex(4)
+        self.ns_paths = list(ns_paths)
+        self.child = _Child(lambda ctl, rep: _nftrace_main(ctl, rep, self.ns_paths, proto, self.token, max_life),
+                            signal.SIGTERM)
+        self.reported = False  # its final report comes after it removed its tables
+
+    def start(self) -> "_NfTracer":
         from runtime import nft
 
         nft._load()  # dlopen before fork: the child must not need the loader lock another thread may hold
-        token = secrets.token_hex(4)
-        self.ns_paths = list(ns_paths)
-        self.child = _Child(lambda ctl, rep: _nftrace_main(ctl, rep, self.ns_paths, proto, token, max_life), signal.SIGTERM)
-        self.name = nftrace.table_name(self.child.pid, token)
+        self.child.start()
+        return self
 
-    def close(self) -> None:
+    @property
+    def name(self) -> str:  # the child names its tables after its own pid
+        return nftrace.table_name(self.child.pid, self.token)
+
+    def close(self) -> list[str]:
         if self.child.pid is None:
-            return
-        if not self.child.close(grace=3.0):  # it was killed before it could clean up
-            nftrace.remove(self.ns_paths, self.name)
+            self.child.close(grace=0)  # never forked (or already closed): only pipes to close
+            return []
+        name = self.name
+        self.child.close(grace=3.0)
+        if self.reported:
+            return []
+        return nftrace.remove(self.ns_paths, name)  # it died (or was killed) before it could clean up
 
 
 # -- the probe --------------------------------------------------------------------------------------
@@ -892,13 +951,18 @@ def probe(src_ns_path: str, dst: str, *, proto: str = "tcp", dport: int = 0, siz
     caps: list[_Capture] = []
     try:
         child = _Child(lambda ctl, rep: _probe_main(ctl, rep, src_ns_path, dst, proto, dport, size, timeout), signal.SIGKILL)
+        child.start()
         if trace_drops:  # sets itself up while we wait for the probe socket and open the captures
             tracer = _Tracer(max_life=timeout + 30)
+            tracer.start()
         if trace_ns:  # subscribes while we wait; adds its tables once it has the mark
+            nft_tracer = _NfTracer(list(trace_ns), proto, max_life=timeout + 30)
             try:
-                nft_tracer = _NfTracer(list(trace_ns), proto, max_life=timeout + 30)
+                nft_tracer.start()
             except Exception as e:  # noqa: BLE001 - no libnftables, no fork: the probe goes on untraced
                 got["nftrace_error"] = f"cannot start: {e}"
+                notes += nft_tracer.close()
+                nft_tracer = None
         hello = child.recv(time.monotonic() + 5)
         if not hello or "sport" not in hello:
             return done("error", f"probe child failed: {_child_failure(child, hello)}")
@@ -921,7 +985,7 @@ def probe(src_ns_path: str, dst: str, *, proto: str = "tcp", dport: int = 0, siz
             if not ready or not ready.get("ready"):
                 got["nftrace_error"] = (ready or {}).get("error") or ("no namespace could be traced (see notes)" if ready
                                                                        else "the tracer did not start")
-                nft_tracer.close()
+                notes += nft_tracer.close()
                 nft_tracer = None
             else:
                 got["nftrace_ns"] = ready["traced"]
@@ -946,6 +1010,7 @@ def probe(src_ns_path: str, dst: str, *, proto: str = "tcp", dport: int = 0, siz
             nft_tracer.child.send("stop")
             out = nft_tracer.child.recv(time.monotonic() + 5)
             if out and "events" in out:
+                nft_tracer.reported = True
                 got["nftrace"] = out["events"]
                 notes += out.get("notes", [])
             else:
@@ -972,7 +1037,7 @@ def probe(src_ns_path: str, dst: str, *, proto: str = "tcp", dport: int = 0, siz
         if tracer is not None:
             tracer.close()
         if nft_tracer is not None:
-            nft_tracer.close()
+            notes += nft_tracer.close()
 
 
 def _child_failure(child: _Child, hello: dict | None) -> str:

@@ -207,12 +207,13 @@ def select(raw: list[tuple[str, dict]], proto: str, mark: int, own_table: str,
         if ev.get("network"):
             pkt = packet(ev["network"], ev.get("transport"))
             w.update(packet=pkt, iif=ev["iif"], oif=ev["oif"], dir=direction(pkt, proto, mark))
-            w["ours"] = w["ours"] or (ns, _identity(pkt)) in marked
+            w["ours"] = w["ours"] or (pkt is not None and (ns, _identity(pkt)) in marked)
         if ev["table"] == own_table:
             # only a marking rule that matched says "ours": our chains' other events come for any traced packet
             if ev["type"] == "rule" and ev["handle"] is not None:
                 w["ours"] = True
-                marked.add((ns, _identity(w["packet"])))
+                if w["packet"] is not None:
+                    marked.add((ns, _identity(w["packet"])))
             continue
         if not w["ours"] and w["dir"] not in ("probe", "reply"):
             continue
@@ -376,19 +377,29 @@ class Session:
         return evs
 
     def disarm(self) -> None:
-        """Remove the trace tables wherever they were added (a vanished namespace took them along)."""
+        """Remove the trace tables wherever they were added. Each removal waits ~15 ms for the kernel
+        (an RCU grace period per transaction): one thread per namespace lets the waits overlap."""
+        import threading
+
         from runtime import nft
         from runtime.rtnl import netns
 
-        for ns in self.ns:
-            if not ns.armed:
-                continue
+        def remove(ns: _Ns) -> None:
             try:
                 with netns(f"/proc/self/fd/{ns.fd}"):
                     nft.run(_removal(self.name))
                 ns.armed = False
             except Exception as e:  # noqa: BLE001 - reported; `prune` finds it later
                 self.notes.append(f"nftrace: could not remove table {self.name} in {ns.path}: {_text(e)}")
+
+        armed = [ns for ns in self.ns if ns.armed]
+        threads = [threading.Thread(target=remove, args=(ns,)) for ns in armed[1:]]
+        for t in threads:
+            t.start()
+        if armed:
+            remove(armed[0])
+        for t in threads:
+            t.join()
 
     def close(self) -> None:
         try:

@@ -132,6 +132,10 @@ def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: 
     try:
         networking.attach_all(c, child)
     except BaseException as e:  # noqa: BLE001 - any failure to attach fails the start, cleanly
+        os.kill(child, signal.SIGKILL)  # then the pipe ends: the init may have failed first, and says why
+        early = _read_all(c2m_r)
+        if early:
+            return fail(*_init_error(early))
         return fail(125, f"cannot attach its network: {_what_why(e)}", getattr(e, "fix", ""))
     os.write(m2c_w, b"G")
     os.close(m2c_w)

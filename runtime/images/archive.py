@@ -1,37 +1,48 @@
 """Moving images in and out: `import` a root filesystem tar, `save`/`load` OCI-layout tars."""
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
 import json
+import lzma
 import os
 import shutil
+import signal
 import tarfile
-import tempfile
+import zlib
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
-from .. import paths
-from ..errors import ImageError, InvalidArgument
-from . import layers
+from .. import paths, store
+from ..errors import ImageError, InvalidArgument, UnsafeArchive
+from . import layers, oci
 from . import store as st
 from .refs import normalize
 
 
-def _tmpdir() -> tempfile.TemporaryDirectory:
-    paths.root().mkdir(parents=True, exist_ok=True)
-    return tempfile.TemporaryDirectory(dir=paths.root(), prefix=".archive-")
+def _shown(name: str) -> str:
+    return "standard input" if name == "-" else name
 
 
-def _plain_tar(src: BinaryIO, out: Path) -> None:
+def _bad(name: str, why: str, fix: str = "", verb: str = "load") -> InvalidArgument:
+    """The user's archive is unusable: bad input (exit 2), naming the file (and member, in `why`)."""
+    return InvalidArgument(f"Cannot {verb} {_shown(name)}", why,
+                           fix or "check the file; 'netdiag save' and 'docker save' write usable archives")
+
+
+def _plain_tar(src: BinaryIO, out: Path, name: str) -> None:
     """Copy src to out, gunzipping when it is gzip-compressed."""
     head = src.read(2)
     rest = io.BufferedReader(_Prefixed(head, src)) if head else src
     with open(out, "wb") as f:
         if head == b"\x1f\x8b":
-            with gzip.GzipFile(fileobj=rest) as gz:
-                shutil.copyfileobj(gz, f, 1 << 20)
+            try:
+                with gzip.GzipFile(fileobj=rest) as gz:
+                    shutil.copyfileobj(gz, f, 1 << 20)
+            except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
+                raise _bad(name, f"its gzip stream is corrupt ({e})", verb="import") from None
         else:
             shutil.copyfileobj(rest, f, 1 << 20)
 
@@ -53,22 +64,50 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
-def import_rootfs(src: BinaryIO, ref: str | None, changes: dict | None = None) -> st.Image:
-    """`netdiag import`: a root filesystem tar (optionally gzip) becomes a one-layer image.
-    The layer is extracted (and so checked for hostile members) before it is stored."""
-    tag = normalize(ref) if ref else None
-    with _tmpdir() as tmp:
-        tar = Path(tmp) / "layer.tar"
-        _plain_tar(src, tar)
-        layers.extract_layer(tar, Path(tmp) / "check")
-        digest = layers.file_digest(tar)
-        target = paths.layers_dir() / digest.split(":", 1)[1]
+def _check_layer(tar: Path, dest: Path, name: str, label: str, verb: str = "load") -> None:
+    """Extract a layer into `dest` under layers.py's rules for hostile tars; a refusal or a broken
+    tar is the user's bad input, reported with their file's name."""
+    try:
+        layers.extract_layer(tar, dest, label)
+    except ImageError as e:
+        raise _bad(name, f"{e.what.rstrip('.')}: {e.why}" if e.why else e.what,
+                   e.fix if isinstance(e, UnsafeArchive) else "", verb) from None
+
+
+@contextlib.contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Ctrl-C and TERM wait until the store is consistent: they act right after, not half-way."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _install_layer(extracted: Path, digest: str) -> None:
+    """Keep a layer extracted while checking it: it is what the runtime would extract on first use."""
+    hexpart = digest.split(":", 1)[1]
+    target = paths.layers_dir() / hexpart
+    with store.locked("layer-" + hexpart[:16]):  # the lock store.layer_dir extracts under
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(Path(tmp) / "check", target)
-        digest = st.put_layer_file(tar)
-    config = {"created": _now(), "config": dict(changes or {}), "history": [{"created_by": "netdiag import"}]}
-    return st.commit(config, [digest], tag)
+            os.replace(extracted, target)
+
+
+def import_rootfs(src: BinaryIO, ref: str | None, changes: dict | None = None, *, name: str = "-") -> st.Image:
+    """`netdiag import`: a root filesystem tar (optionally gzip) becomes a one-layer image.
+    The layer is extracted (and so checked for hostile members) before anything is stored."""
+    tag = normalize(ref) if ref else None
+    with store.scratch_dir("import") as tmp:
+        tar = tmp / "layer.tar"
+        _plain_tar(src, tar, name)
+        _check_layer(tar, tmp / "layer", name, "the tar", "import")
+        digest = layers.file_digest(tar)
+        config = {"created": _now(), "config": dict(changes or {}), "history": [{"created_by": "netdiag import"}]}
+        with _uninterrupted(), st.writing():
+            _install_layer(tmp / "layer", digest)
+            st.put_layer_file(tar)
+            return st.commit(config, [digest], tag)
 
 
 def _now() -> str:
@@ -117,41 +156,114 @@ def _add_bytes(tf: tarfile.TarFile, name: str, data: bytes) -> None:
     tf.addfile(info, io.BytesIO(data))
 
 
-def load(src: BinaryIO) -> list[str]:
-    """Read an OCI layout tar; every blob is checked against its digest before it is stored."""
-    index = None
-    loaded: list[str] = []
-    blob_dir = paths.images_dir() / "blobs" / "sha256"
-    blob_dir.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=src, mode="r|*") as tf:
-        for m in tf:
-            name = m.name.removeprefix("./")
-            if name == "index.json" and m.isfile():
-                index = json.loads(tf.extractfile(m).read())
-            elif name.startswith("blobs/sha256/") and m.isfile():
-                hexpart = name.split("/")[-1]
-                if len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
-                    raise ImageError(f"Archive member {m.name!r} is not a sha256 blob", "", "")
-                h = hashlib.sha256()
-                tmp = blob_dir / f".{hexpart}.{os.getpid()}.load"
-                with tf.extractfile(m) as f, open(tmp, "wb") as out:
-                    while chunk := f.read(1 << 20):
-                        h.update(chunk)
-                        out.write(chunk)
-                if h.hexdigest() != hexpart:
-                    tmp.unlink()
-                    raise ImageError(f"Blob {hexpart[:12]} in the archive is corrupt", "its content does not match its digest", "save the image again")
-                os.replace(tmp, blob_dir / hexpart)
-    if index is None:
-        raise ImageError("The archive has no index.json", "it is not an OCI image layout (netdiag save writes one)", "")
-    for m in index.get("manifests", []):
-        man = json.loads(st.blob_path(m["digest"]).read_bytes())
-        if not st.blob_path(man["config"]["digest"]).exists():
-            raise ImageError(f"Config {man['config']['digest'][:19]} is missing from the archive", "", "")
-        for ly in man["layers"]:
-            if not st.blob_path(ly["digest"]).exists():
-                raise ImageError(f"Layer {ly['digest'][:19]} is missing from the archive", "", "")
-        ref = (m.get("annotations") or {}).get(st.REF_ANNOTATION)
-        img = st.tag_manifest(m["digest"], ref)
-        loaded.append(f"Loaded image: {ref}" if ref else f"Loaded image ID: {img.id}")
+_MAX_JSON = 16 << 20  # an index, manifest or config larger than this is not one
+
+
+def load(src: BinaryIO, name: str = "-") -> list[str]:
+    """Read an OCI layout tar (`netdiag save`, `docker save`). Everything is checked before anything
+    is stored: the index, each manifest and config, every blob against its digest, every layer
+    against the hostile-tar rules. Blobs are staged in a scratch directory and moved into the
+    store at the end, in one step that Ctrl-C does not cut."""
+    with store.scratch_dir("load") as tmp:
+        staged = tmp / "blobs"
+        staged.mkdir()
+        index = _read_archive(src, name, staged)
+        if index is None:
+            raise _bad(name, "it has no index.json, so it is not an OCI image layout",
+                       "write it with 'netdiag save' or 'docker save' (Docker 25 or later)")
+        try:
+            entries = [(d, normalize(ref) if ref else None) for d, ref in oci.index(index)]
+        except oci.Malformed as e:
+            raise _bad(name, f"its {e}") from None
+        except InvalidArgument as e:
+            raise _bad(name, f"index.json names an invalid image: {e.what}", e.fix) from None
+        blobs: dict[str, oci.Manifest] = {}
+        checked: set[str] = set()
+        for digest, _ref in entries:
+            man = blobs.get(digest) or _check_manifest(staged, digest, name)
+            blobs[digest] = man
+            for layer in man.layers:
+                if layer not in checked:
+                    _check_layer(staged / _hex(layer), tmp / "layers" / _hex(layer), name, f"layer {layer[7:19]}")
+                    checked.add(layer)
+        with _uninterrupted(), st.writing():
+            wanted = set(blobs) | {m.config for m in blobs.values()} | checked
+            for digest in sorted(wanted):
+                target = st.blob_path(digest)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not target.exists():
+                    os.replace(staged / _hex(digest), target)
+            for layer in checked:
+                _install_layer(tmp / "layers" / _hex(layer), layer)
+            st.tag_manifests(entries)
+    loaded = []
+    for digest, ref in entries:
+        loaded.append(f"Loaded image: {ref}" if ref else f"Loaded image ID: {blobs[digest].config}")
     return loaded
+
+
+def _hex(digest: str) -> str:
+    return digest.split(":", 1)[1]
+
+
+def _read_archive(src: BinaryIO, name: str, staged: Path) -> bytes | None:
+    """Stage every blob of the tar stream (each checked against its digest); return index.json."""
+    index = None
+    member = None
+    try:
+        with tarfile.open(fileobj=src, mode="r|*") as tf:
+            for m in tf:
+                member = m.name
+                path = m.name.removeprefix("./")
+                if path == "index.json":
+                    if not m.isfile() or m.size > _MAX_JSON:
+                        raise _bad(name, "its index.json is not a regular file of sensible size")
+                    index = tf.extractfile(m).read()
+                elif path.startswith("blobs/") and not m.isdir():
+                    _stage_blob(tf, m, path, name, staged)
+    except tarfile.TarError as e:
+        where = f" after member {member!r}" if member else ""
+        raise _bad(name, f"it is not a readable tar archive{where} ({e})") from None
+    except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:
+        if isinstance(e, OSError) and e.errno is not None:  # disk full...: a failed operation, not bad input
+            raise ImageError(f"Cannot load {_shown(name)}", e.strerror or str(e), "check the free space under NETDIAG_ROOT") from None
+        raise _bad(name, f"its compressed stream is corrupt ({e})") from None
+    return index
+
+
+def _stage_blob(tf: tarfile.TarFile, m: tarfile.TarInfo, path: str, name: str, staged: Path) -> None:
+    parts = path.split("/")
+    if len(parts) != 3 or parts[1] != "sha256" or not oci.is_digest("sha256:" + parts[2]):
+        raise _bad(name, f"member {m.name!r} is not a blob named by its sha256 digest")
+    if not m.isfile():
+        raise _bad(name, f"member {m.name!r} is not a regular file")
+    h = hashlib.sha256()
+    with tf.extractfile(m) as f, open(staged / parts[2], "wb") as out:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            out.write(chunk)
+    if h.hexdigest() != parts[2]:
+        raise _bad(name, f"member {m.name!r} is corrupt: its content does not match its digest",
+                   "save the image again")
+
+
+def _blob(staged: Path, digest: str, name: str, named_by: str) -> bytes:
+    p = staged / _hex(digest)
+    if not p.exists():
+        raise _bad(name, f"blob {digest} named by {named_by} is missing from the archive")
+    if p.stat().st_size > _MAX_JSON:
+        raise _bad(name, f"blob {digest} named by {named_by} is far too large for a JSON document")
+    return p.read_bytes()
+
+
+def _check_manifest(staged: Path, digest: str, name: str) -> oci.Manifest:
+    what = f"manifest {digest[7:19]}"
+    try:
+        man = oci.manifest(_blob(staged, digest, name, "index.json"), what)
+        oci.config(_blob(staged, man.config, name, what), man.layers, f"config {man.config[7:19]}")
+    except oci.Malformed as e:
+        raise _bad(name, f"its {e}") from None
+    for layer in man.layers:
+        if not (staged / _hex(layer)).exists():
+            raise _bad(name, f"layer {layer} named by {what} is missing from the archive")
+    return man

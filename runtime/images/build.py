@@ -225,9 +225,10 @@ class Builder:
             made = self._run(ins, out, where)
         else:
             made = self._copy(ins, sources, out, where)
-        layer = store.put_layer_file(out) if made else None
         created = _now()
-        self.cache.put(key, layer, created, ins.original)
+        with store.writing():  # the new blob is referenced by the cache entry before prune may look
+            layer = store.put_layer_file(out) if made else None
+            self.cache.put(key, layer, created, ins.original)
         self.st.record(ins, layer, created)
 
     def _run(self, ins: Instruction, out: Path, where: str) -> bool:
@@ -284,8 +285,8 @@ def build(context: str | Path, *, dockerfile: str | None = None, tags: list[str]
     if unused:
         print(f"[Warning] One or more build-args {unused} were not consumed", file=sys.stderr)
     paths.root().mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=paths.root(), prefix=".build-") as tmp:
-        b = Builder(ctx, filename, no_cache=no_cache, quiet=quiet, say=emit, tmp=Path(tmp))
+    with state_store.scratch_dir("build") as tmp:  # prune removes it if the build is killed
+        b = Builder(ctx, filename, no_cache=no_cache, quiet=quiet, say=emit, tmp=tmp)
         for n, ins in enumerate(instructions, 1):
             emit(f"Step {n}/{len(instructions)} : {ins.original}")
             b.step(ins)

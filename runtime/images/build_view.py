@@ -13,11 +13,9 @@ import os
 import stat
 from pathlib import Path
 
+from .. import fsroot
 from ..errors import BuildError
 from .layers import OPAQUE_XATTR
-
-_MAX_SYMLINKS = 40
-
 
 def _is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
@@ -70,29 +68,17 @@ class ImageView:
 
     def resolve(self, path: str, *, follow_last: bool = True) -> tuple[str, ...]:
         """The components of `path` with the image's symlinks followed, scoped to the image root
-        (an absolute link or '..' never leaves it). Missing components are kept as written."""
-        todo = [p for p in path.split("/") if p not in ("", ".")]
-        done: list[str] = []
-        hops = 0
-        while todo:
-            comp = todo.pop(0)
-            if comp == "..":
-                if done:
-                    done.pop()
-                continue
-            hit = self.find(tuple(done + [comp]))
-            if hit and stat.S_ISLNK(hit[1].st_mode) and (todo or follow_last):
-                hops += 1
-                if hops > _MAX_SYMLINKS:
-                    raise BuildError(f"Too many levels of symbolic links in {path!r} in the image",
-                                     fix="Fix the image's symlinks, or use another destination")
-                target = os.readlink(hit[0])
-                if target.startswith("/"):
-                    done = []
-                todo = [p for p in target.split("/") if p not in ("", ".")] + todo
-                continue
-            done.append(comp)
-        return tuple(done)
+        (an absolute link or '..' never leaves it; the runtime's rule, runtime/fsroot.py). Missing
+        components are kept as written."""
+        def readlink(parts: tuple[str, ...]) -> str | None:
+            hit = self.find(parts)
+            return os.readlink(hit[0]) if hit and stat.S_ISLNK(hit[1].st_mode) else None
+
+        try:
+            return fsroot.resolve(path, readlink, follow_last=follow_last)
+        except OSError:  # ELOOP
+            raise BuildError(f"Too many levels of symbolic links in {path!r} in the image",
+                             fix="Fix the image's symlinks, or use another destination") from None
 
     def read_text(self, path: str) -> str | None:
         hit = self.find(self.resolve(path))

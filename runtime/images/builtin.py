@@ -4,10 +4,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
-from .. import paths, store
+from .. import store
 from ..errors import ImageError
 
 BUSYBOX_REF = "busybox:latest"
@@ -42,7 +41,7 @@ def _is_static(binary: Path) -> bool:
 def ensure(ref: str = BUSYBOX_REF):
     """Create the busybox image if the store lacks it; returns the Image."""
     from . import layers
-    from .store import commit, get, put_layer_file
+    from .store import commit, get, list_images, put_layer_file, writing
 
     binary = host_busybox()
     if not _is_static(binary):
@@ -53,9 +52,8 @@ def ensure(ref: str = BUSYBOX_REF):
         )
     # List applets with their install paths (bin/sh, sbin/ip, usr/bin/wget...). Fixed argv, no shell.
     applets = subprocess.run([str(binary), "--list-full"], capture_output=True, text=True, check=True).stdout.split()
-    paths.root().mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=paths.root(), prefix=".busybox-") as tmp:
-        rootfs = Path(tmp) / "rootfs"
+    with store.scratch_dir("busybox") as tmp:
+        rootfs = tmp / "rootfs"
         for d, mode in (("bin", 0o755), ("sbin", 0o755), ("usr/bin", 0o755), ("usr/sbin", 0o755), ("etc", 0o755),
                         ("root", 0o700), ("tmp", 0o1777), ("var/www", 0o755), ("home", 0o755),
                         ("proc", 0o555), ("sys", 0o555), ("dev", 0o755)):
@@ -71,19 +69,17 @@ def ensure(ref: str = BUSYBOX_REF):
             os.symlink("/bin/busybox", target)
         (rootfs / "etc/passwd").write_text(_PASSWD)
         (rootfs / "etc/group").write_text(_GROUP)
-        tar = Path(tmp) / "layer.tar"
+        tar = tmp / "layer.tar"
         layers.tar_directory(rootfs, tar)
-        digest = put_layer_file(tar)
-    config = {
-        "created": "1970-01-01T00:00:00Z",
-        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
-        "history": [{"created_by": f"netdiag: built-in image from the host's {binary}"}],
-    }
-    with store.locked("builtin-busybox"):
-        from .store import list_images
-
-        for img in list_images():
-            if ref in img.tags:
-                return img
-        commit(config, [digest], tag=ref)
+        config = {
+            "created": "1970-01-01T00:00:00Z",
+            "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
+            "history": [{"created_by": f"netdiag: built-in image from the host's {binary}"}],
+        }
+        with store.locked("builtin-busybox"):
+            for img in list_images():
+                if ref in img.tags:
+                    return img
+            with writing():  # the layer blob is referenced by the index before prune may look
+                commit(config, [put_layer_file(tar)], tag=ref)
     return get(ref)

@@ -30,19 +30,21 @@ def file_digest(path: Path | str) -> str:
 # --- extraction -------------------------------------------------------------------------------
 
 
-def extract_layer(tar_path: Path, dest: Path) -> None:
-    """Extract an uncompressed layer tar into the fresh directory `dest`.
+def extract_layer(tar_path: Path, dest: Path, name: str | None = None) -> None:
+    """Extract an uncompressed layer tar into the fresh directory `dest`. Errors call the layer
+    `name` (what the user knows it as, e.g. "layer abc123 of image.tar") instead of its path.
 
     On any failure `dest` is removed entirely, so callers never see a half-extracted layer.
     """
     tar_path, dest = Path(tar_path), Path(dest)
+    name = name or f"Layer {tar_path}"
     try:
         tf = tarfile.open(tar_path, "r:")
     except (OSError, tarfile.TarError) as exc:
-        raise ImageError(f"Cannot read layer {tar_path}", str(exc), "Pull or build the image again") from exc
+        raise ImageError(f"Cannot read {name}", str(exc), "Pull or build the image again") from exc
     with tf:
         _make_fresh_dir(dest)
-        extractor = _Extractor(tar_path, dest)
+        extractor = _Extractor(name, dest)
         try:
             for member in tf:
                 extractor.add(member, tf)
@@ -54,7 +56,7 @@ def extract_layer(tar_path: Path, dest: Path) -> None:
             ):
                 raise
             raise ImageError(
-                f"Cannot extract layer {tar_path}",
+                f"Cannot extract {name}",
                 f"Member {extractor.current!r}: {exc}",
                 "The layer may be corrupt (pull it again); whiteouts need root",
             ) from exc
@@ -74,8 +76,8 @@ def _make_fresh_dir(dest: Path) -> None:
 
 
 class _Extractor:
-    def __init__(self, tar_path: Path, dest: Path):
-        self.tar_path, self.dest = tar_path, dest
+    def __init__(self, name: str, dest: Path):
+        self.name, self.dest = name, dest
         self.current = ""
         # Directory metadata is applied last: writing children would otherwise bump mtimes, and
         # a read-only mode would stop an unprivileged extraction from writing the children at all.
@@ -84,7 +86,7 @@ class _Extractor:
         self.chown = os.geteuid() == 0
 
     def refuse(self, why: str) -> UnsafeArchive:
-        return UnsafeArchive(f"Layer {self.tar_path} member {self.current!r} refused", why,
+        return UnsafeArchive(f"{self.name}: member {self.current!r} refused", why,
                              "The image is malformed or hostile; do not use it")
 
     def parts(self, name: str) -> tuple[str, ...]:
@@ -117,7 +119,7 @@ class _Extractor:
             if stat.S_ISLNK(st.st_mode):
                 raise self.refuse(f"Its path goes through the symlink {cur.relative_to(self.dest)}")
             if not stat.S_ISDIR(st.st_mode):
-                raise ImageError(f"Layer {self.tar_path} member {self.current!r} cannot be created",
+                raise ImageError(f"{self.name}: member {self.current!r} cannot be created",
                                  f"{cur.relative_to(self.dest)} is not a directory", "Rebuild the image")
         return cur
 

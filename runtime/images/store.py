@@ -7,21 +7,19 @@ as overlayfs lowerdirs.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from .. import paths, store
 from ..errors import Conflict, ImageError, InvalidArgument, NotFound
-from . import layers
+from . import layers, oci
+from .oci import CONFIG_TYPE, LAYER_TYPE, MANIFEST_TYPE, REF_ANNOTATION  # noqa: F401 - the store's vocabulary
 from .refs import normalize
-
-MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
-CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
-LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar"
-REF_ANNOTATION = "org.opencontainers.image.ref.name"
 
 
 @dataclass
@@ -32,6 +30,7 @@ class Image:
     layers: list[str]  # layer digests, bottom first
     tags: list[str] = field(default_factory=list)
     size: int = 0
+    broken: str = ""  # why its manifest or config cannot be read ("" when they can)
 
     @property
     def short_id(self) -> str:
@@ -90,16 +89,34 @@ def _init_layout() -> None:
 
 def _index() -> dict:
     _init_layout()
-    return store.read_json(paths.images_dir() / "index.json")
+    path = paths.images_dir() / "index.json"
+    index = store.read_json(path, expect=dict)
+    if not isinstance(index.get("manifests"), list) or not all(
+            isinstance(m, dict) and oci.is_digest(m.get("digest")) for m in index["manifests"]):
+        raise store.CorruptRecord(path, "its manifests are not a list of descriptors with digests",
+                                  "restore it from a backup; without it netdiag does not know its images")
+    return index
+
+
+def _read_manifest(manifest_digest: str) -> oci.Manifest:
+    what = f"manifest {manifest_digest[7:19]}"
+    try:
+        return oci.manifest(blob_path(manifest_digest).read_bytes(), what)
+    except FileNotFoundError:
+        raise oci.Malformed(f"{what} is missing from the store") from None
 
 
 def _load(manifest_digest: str, tags: list[str]) -> Image:
-    manifest = json.loads(blob_path(manifest_digest).read_bytes())
-    cfg_digest = manifest["config"]["digest"]
-    config = json.loads(blob_path(cfg_digest).read_bytes())
-    lys = [ly["digest"] for ly in manifest["layers"]]
-    size = sum(ly.get("size", 0) for ly in manifest["layers"])
-    return Image(cfg_digest, manifest_digest, config, lys, tags, size)
+    """The image of a manifest in the store; a broken Image when its blobs are missing or corrupt."""
+    try:
+        man = _read_manifest(manifest_digest)
+        try:
+            config = oci.config(blob_path(man.config).read_bytes(), man.layers, f"config {man.config[7:19]}")
+        except FileNotFoundError:
+            raise oci.Malformed(f"config {man.config[7:19]} is missing from the store") from None
+    except oci.Malformed as e:
+        return Image(manifest_digest, manifest_digest, {}, [], tags, 0, broken=str(e))
+    return Image(man.config, manifest_digest, config, man.layers, tags, man.size)
 
 
 def list_images() -> list[Image]:
@@ -112,8 +129,18 @@ def list_images() -> list[Image]:
     return [_load(d, sorted(t)) for d, t in by_manifest.items()]
 
 
-def get(ref_or_id: str) -> Image:
-    """Resolve NAME[:TAG], a full id or a unique id prefix (like Docker)."""
+def get(ref_or_id: str, *, allow_broken: bool = False) -> Image:
+    """Resolve NAME[:TAG], a full id or a unique id prefix (like Docker). A broken image (its blobs
+    are missing or corrupt) is an error unless `allow_broken` (for removing it)."""
+    img = _find(ref_or_id)
+    if img.broken and not allow_broken:
+        shown = img.tags[0] if img.tags else img.short_id
+        raise ImageError(f"Image {shown} is damaged in the store", img.broken,
+                         f"remove it ('netdiag rmi {shown}') and build, import or load it again")
+    return img
+
+
+def _find(ref_or_id: str) -> Image:
     from . import builtin
 
     if not ref_or_id:
@@ -145,8 +172,21 @@ def get(ref_or_id: str) -> Image:
     )
 
 
+@contextlib.contextmanager
+def writing() -> Iterator[None]:
+    """Held (shared) from writing blobs until an index entry or the build cache refers to them, so
+    `prune`, which sweeps unreferenced blobs holding it exclusively, never takes them meanwhile."""
+    with store.locked("blobs", shared=True):
+        yield
+
+
 def commit(config: dict, layer_digests: list[str], tag: str | None = None) -> Image:
     """Write config + manifest blobs and (optionally) point `tag` at them. Returns the image."""
+    with writing():
+        return _commit(config, layer_digests, tag)
+
+
+def _commit(config: dict, layer_digests: list[str], tag: str | None) -> Image:
     config = dict(config)
     config.setdefault("architecture", {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine))
     config.setdefault("os", "linux")
@@ -167,22 +207,31 @@ def commit(config: dict, layer_digests: list[str], tag: str | None = None) -> Im
 
 def tag_manifest(man_digest: str, tag: str | None) -> Image:
     """Add a manifest (already in blobs/) to the index, moving `tag` to it."""
-    size = blob_path(man_digest).stat().st_size
+    tag = normalize(tag) if tag else None
+    tag_manifests([(man_digest, tag)])
+    return _load(man_digest, [tag] if tag else [])
+
+
+def tag_manifests(entries: list[tuple[str, str | None]]) -> None:
+    """Add manifests (already in blobs/) to the index in one write, moving each tag to its manifest;
+    the blobs of images left without an entry are deleted."""
     with store.locked("images"):
         index = _index()
         replaced = []
-        if tag:
-            tag = normalize(tag)
-            replaced = [m["digest"] for m in index["manifests"] if (m.get("annotations") or {}).get(REF_ANNOTATION) == tag]
-            index["manifests"] = [m for m in index["manifests"] if (m.get("annotations") or {}).get(REF_ANNOTATION) != tag]
-        entry = {"mediaType": MANIFEST_TYPE, "digest": man_digest, "size": size}
-        if tag:
-            entry["annotations"] = {REF_ANNOTATION: tag}
-        if tag or not any(m["digest"] == man_digest for m in index["manifests"]):
-            index["manifests"].append(entry)
+        for man_digest, tag in entries:
+            size = blob_path(man_digest).stat().st_size
+            if tag:
+                tag = normalize(tag)
+                replaced += [m["digest"] for m in index["manifests"] if (m.get("annotations") or {}).get(REF_ANNOTATION) == tag]
+                index["manifests"] = [m for m in index["manifests"] if (m.get("annotations") or {}).get(REF_ANNOTATION) != tag]
+            entry = {"mediaType": MANIFEST_TYPE, "digest": man_digest, "size": size}
+            if tag:
+                entry["annotations"] = {REF_ANNOTATION: tag}
+            if tag or not any(m["digest"] == man_digest for m in index["manifests"]):
+                index["manifests"].append(entry)
         store.write_json(paths.images_dir() / "index.json", index)
-        _drop_unreferenced(index, [d for d in replaced if d != man_digest])
-    return _load(man_digest, [tag] if tag else [])
+        added = {d for d, _ in entries}
+        _drop_unreferenced(index, [d for d in replaced if d not in added])
 
 
 def layer_dir(digest: str) -> Path:
@@ -202,7 +251,7 @@ def layer_dir(digest: str) -> Path:
 
 def remove(ref_or_id: str, *, users: list[str] = (), force: bool = False) -> list[str]:
     """Untag (and delete when no tag is left). `users` are containers using the image."""
-    img = get(ref_or_id)
+    img = get(ref_or_id, allow_broken=True)
     if users and not force:
         raise Conflict(
             f"Image {ref_or_id} is in use by container(s) {', '.join(users)}",
@@ -242,11 +291,12 @@ def _is_id(s: str, img: Image) -> bool:
 
 
 def _manifest_blobs(manifest_digest: str) -> set[str]:
+    """The manifest and the blobs it names (only itself when it cannot be read)."""
     try:
-        man = json.loads(blob_path(manifest_digest).read_bytes())
-    except FileNotFoundError:
-        return set()
-    return {manifest_digest, man["config"]["digest"], *(ly["digest"] for ly in man["layers"])}
+        man = _read_manifest(manifest_digest)
+    except oci.Malformed:
+        return {manifest_digest}
+    return {manifest_digest, man.config, *man.layers}
 
 
 def drop_unreferenced(manifests: list[str]) -> None:
@@ -264,7 +314,7 @@ def _drop_unreferenced(index: dict, manifests: list[str]) -> None:
     live: set[str] = set()
     for m in index["manifests"]:
         live |= _manifest_blobs(m["digest"])
-    live |= _build_cache_blobs()
+    live |= _build_cache_blobs() | _container_blobs()
     for digest in candidates - live:
         blob_path(digest).unlink(missing_ok=True)
         shutil.rmtree(paths.layers_dir() / _hex(digest), ignore_errors=True)
@@ -277,7 +327,86 @@ def _build_cache_blobs() -> set[str]:
     if not d.is_dir():
         return live
     for p in d.glob("*.json"):
-        entry = store.read_json(p, {}) or {}
-        for digest in entry.get("blobs", []):
-            live.add(digest)
+        try:
+            entry = store.read_json(p, {}, expect=dict)
+        except store.CorruptRecord:
+            continue  # the builder ignores it too (a cache miss)
+        blobs = entry.get("blobs")
+        if isinstance(blobs, list):
+            live.update(b for b in blobs if isinstance(b, str))
     return live
+
+
+def _container_blobs() -> set[str]:
+    """What containers still need though their image may be untagged or removed (`rmi -f`): its
+    config and the layers it lists, which a running container has mounted."""
+    from ..containers import model
+
+    live: set[str] = set()
+    for c in model.list_all():
+        image = c.config.get("Image")
+        if not oci.is_digest(image):
+            continue
+        live.add(image)
+        try:
+            cfg = json.loads(blob_path(image).read_bytes())
+            live.update(d for d in cfg["rootfs"]["diff_ids"] if oci.is_digest(d))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return live
+
+
+def prune(images: str = "") -> tuple[list[str], int]:
+    """`image prune` (images "dangling": untagged images; "all": every image) and `system prune`:
+    removes those images unless a container uses them, then every blob and extracted layer that no
+    image, build cache entry or container refers to, and what killed commands left half-written.
+    Returns (Docker-style lines, bytes reclaimed)."""
+    lines: list[str] = []
+    used = _container_blobs()
+    with store.locked("blobs"), store.locked("images"):  # writers hold "blobs" shared: none is mid-way
+        index = _index()
+        if images:
+            index["manifests"], lines = _prune_index(index["manifests"], images == "all", used)
+            store.write_json(paths.images_dir() / "index.json", index)
+        live = used | _build_cache_blobs()
+        for m in index["manifests"]:
+            live |= _manifest_blobs(m["digest"])
+        freed = _sweep(live)
+    lines += [f"deleted: leftover {d.name}" for d in store.sweep_scratch()]
+    return lines, freed
+
+
+def _prune_index(entries: list[dict], every: bool, used: set[str]) -> tuple[list[dict], list[str]]:
+    by_manifest: dict[str, list[dict]] = {}
+    for m in entries:
+        by_manifest.setdefault(m["digest"], []).append(m)
+    keep, lines = [], []
+    for digest, group in by_manifest.items():
+        tags = [t for t in ((m.get("annotations") or {}).get(REF_ANNOTATION) for m in group) if t]
+        image_id = _load(digest, tags).id
+        if image_id in used or (tags and not every):
+            keep += group
+            continue
+        lines += [f"untagged: {t}" for t in tags] + [f"deleted: {image_id}"]
+    return keep, lines
+
+
+def _sweep(live: set[str]) -> int:
+    """Delete blobs and extracted layers not in `live`, and temp files of dead writers."""
+    from ..syscalls import pid_alive
+
+    freed = 0
+    for d, is_layer in ((paths.images_dir() / "blobs" / "sha256", False), (paths.layers_dir(), True)):
+        for p in sorted(d.iterdir()) if d.is_dir() else ():
+            if p.name.startswith("."):  # .<name>.<pid>.tmp of a write or an extraction
+                parts = p.name.split(".")
+                if len(parts) < 4 or not parts[-2].isdigit() or pid_alive(int(parts[-2])):
+                    continue
+            elif "sha256:" + p.name in live:
+                continue
+            if is_layer or p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                freed += p.stat().st_size
+                p.unlink(missing_ok=True)
+    return freed

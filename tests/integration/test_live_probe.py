@@ -3,10 +3,12 @@
 Every test checks afterwards that the probe left nothing behind: no forked child of this process,
 no netdiag tracefs instance of this process (looked up in a private mount namespace), no open fd.
 """
+import json
 import os
 import secrets
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -210,6 +212,7 @@ def test_bad_hop_is_reported_not_fatal(net):
     assert res.seen[0]["count"] >= 1
     assert res.seen[1]["count"] is None and "nosuchif" in res.seen[1]["error"]
     assert res.seen[2]["count"] is None and res.seen[2]["error"]
+    assert any("nosuchif" in n for n in res.notes) and any("ndlive-missing" in n for n in res.notes), res.notes
 
 
 def test_unreachable_destination(net):
@@ -341,3 +344,107 @@ def test_trace_parsing_and_filter():
            'print fmt: "... reason: %s", __print_symbolic(REC->reason, { 2, "NOT_SPECIFIED" }, { 3, "NO_SOCKET" })')
     assert drop_filter(fmt) == "reason != 2"
     assert drop_filter("field:void * location;") is None
+
+
+# -- robustness: probe() answers with evidence, never with an exception --------------------------------
+
+def trace_tables(ns_name: str) -> list[str]:
+    out = sh("ip", "netns", "exec", ns_name, "nft", "-j", "list", "tables")
+    return [t["table"]["name"] for t in json.loads(out or '{"nftables": []}')["nftables"]
+            if "table" in t and t["table"]["name"].startswith("netdiag_trace_")]
+
+
+def test_frames_are_kept_with_kernel_timestamps(net):
+    t0 = time.time()
+    res = probe(net.path["a"], B_IP, proto="tcp", dport=PORT, hops=net.hops(), timeout=2, trace_drops=False)
+    assert res.outcome == "connected", res
+    assert len(res.frames) == sum(h["count"] + h["replies"] for h in res.seen), (res.frames, res.seen)
+    assert [f["ts"] for f in res.frames] == sorted(f["ts"] for f in res.frames)
+    assert all(t0 - 1 < f["ts"] < time.time() + 1 for f in res.frames)
+    first = res.frames[0]
+    assert (first["hop"], first["dir"], first["kind"]) == (0, "out", "probe")
+    syn = bytes.fromhex(first["data"])
+    assert first["len"] == len(syn) == 74 and struct.unpack_from("!H", syn, 34)[0] == res.sport  # Ethernet + IP + TCP with options
+    assert {f["hop"] for f in res.frames if f["kind"] == "reply"} == {0, 1, 2, 3}
+
+
+def test_frames_are_bounded(net, monkeypatch):
+    import netdiag.probe.live as live
+
+    monkeypatch.setattr(live, "MAX_FRAMES", 4)
+    monkeypatch.setattr(live, "MIN_HOP_FRAMES", 1)
+    res = probe(net.path["a"], B_IP, proto="tcp", dport=PORT, hops=net.hops(), timeout=2, trace_drops=False)
+    assert res.outcome == "connected" and len(res.frames) == 4 and {f["hop"] for f in res.frames} == {0, 1, 2, 3}
+    assert any("not kept" in n for n in res.notes), res.notes
+
+
+def test_forward_drop_is_traced_to_the_rule_and_the_host_wide_drops_say_so(net):
+    sh("ip", "netns", "exec", net.names["r"], "nft", "-f", "-", input=textwrap.dedent(f"""
+        table inet probe_test {{
+            chain filter_fwd {{
+                type filter hook forward priority 0; policy accept;
+                ip daddr {B_IP} tcp dport {PORT} counter drop
+            }}
+        }}"""))
+    rules = json.loads(sh("ip", "netns", "exec", net.names["r"], "nft", "-a", "-j", "list", "chain", "inet", "probe_test", "filter_fwd"))
+    handle, = [i["rule"]["handle"] for i in rules["nftables"] if "rule" in i]
+    paths = list(net.path.values())
+    res = probe(net.path["a"], B_IP, proto="tcp", dport=PORT, hops=net.hops(), timeout=1.5, trace_ns=paths)
+    assert res.outcome == "timeout", res
+    assert res.nftrace_ns == paths and res.nftrace_error is None
+    d = res.nftrace_drop
+    assert (d["ns_path"], d["table"], d["chain"], d["handle"], d["iif"], d["oif"]) == \
+           (net.path["r"], "probe_test", "filter_fwd", handle, "r-a", "r-b"), res.nftrace
+    assert all(x["scope"] == "host" for x in res.drops) and res.drops_scope == "all packets on the host during the probe window"
+    assert any(x["reason"] == "NETFILTER_DROP" and "probe_test filter_fwd" in x["probe_dropped_by"] for x in res.drops), res.drops
+    assert all(trace_tables(n) == [] for n in net.names.values())
+
+
+def test_probe_from_a_vanished_namespace_is_an_error_result(net):
+    res = probe("/run/netns/ndlive-vanished", B_IP, proto="tcp", dport=PORT, hops=net.hops(), timeout=1,
+                trace_ns=[net.path["r"]])
+    assert res.outcome == "error" and "No such file" in res.detail, res
+    assert [h["count"] for h in res.seen] == [None] * 4 and res.nftrace == [] and res.nftrace_error
+    assert trace_tables(net.names["r"]) == []
+
+
+def test_tracing_that_cannot_be_set_up_is_a_note(net):
+    res = probe(net.path["a"], B_IP, proto="tcp", dport=PORT, timeout=2, trace_drops=False,
+                trace_ns=["/run/netns/ndlive-gone", "/proc/999999999/ns/net"])
+    assert res.outcome == "connected", res
+    assert res.nftrace == [] and res.nftrace_ns == [] and "no namespace could be traced" in res.nftrace_error
+    assert sum("ndlive-gone" in n or "999999999" in n for n in res.notes) == 2, res.notes
+
+
+def test_a_hung_probe_child_is_killed_and_reported(net, monkeypatch):
+    import netdiag.probe.live as live
+
+    monkeypatch.setattr(live, "_run", lambda *a: time.sleep(60))  # the forked child inherits it
+    res = probe(net.path["a"], B_IP, proto="tcp", dport=PORT, hops=net.hops()[:1], timeout=0.5, trace_drops=False,
+                trace_ns=[net.path["r"]])
+    assert res.outcome == "error" and "hung" in res.detail, res
+    assert res.elapsed < 2.5 and res.sport > 0 and res.nftrace_error is None
+    assert trace_tables(net.names["r"]) == []
+
+
+@pytest.mark.parametrize("where,expect", [("_prepare", "died from signal SIGKILL"), ("_run", "exited with status 7")])
+def test_a_dying_probe_child_is_reported(net, monkeypatch, where, expect):
+    import netdiag.probe.live as live
+
+    die = (lambda *a: os.kill(os.getpid(), signal.SIGKILL)) if where == "_prepare" else (lambda *a: os._exit(7))
+    monkeypatch.setattr(live, where, die)
+    res = probe(net.path["a"], B_IP, proto="tcp", dport=PORT, hops=net.hops(), timeout=1, trace_ns=[net.path["r"]])
+    assert res.outcome == "error" and expect in res.detail, res
+    assert trace_tables(net.names["r"]) == []
+
+
+def test_an_unforeseen_failure_is_an_error_result(net, monkeypatch):
+    import netdiag.probe.live as live
+
+    def broken(self, *a, **kw):
+        raise RuntimeError("capture buffer on fire")
+
+    monkeypatch.setattr(live._Capture, "read", broken)
+    res = probe(net.path["a"], B_IP, proto="tcp", dport=PORT, hops=net.hops(), timeout=1, trace_ns=list(net.path.values()))
+    assert res.outcome == "error" and "RuntimeError: capture buffer on fire" in res.detail, res
+    assert all(trace_tables(n) == [] for n in net.names.values())
