@@ -5,7 +5,6 @@ store (which reads back what it wrote); the caller names the file when it report
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
@@ -22,11 +21,15 @@ class Malformed(ValueError):
     """Why a document cannot be used; the caller says which file it was."""
 
 
-@dataclass(frozen=True)
 class Manifest:
-    config: str          # the config's digest: the image id
-    layers: list[str]    # layer digests, bottom first
-    size: int            # the layers' total size, as the manifest states it
+    """What the store needs of an image manifest (a plain class: this module is on `run`'s path)."""
+
+    __slots__ = ("config", "layers", "size")
+
+    def __init__(self, config: str, layers: list[str], size: int):
+        self.config = config  # the config's digest: the image id
+        self.layers = layers  # layer digests, bottom first
+        self.size = size      # the layers' total size, as the manifest states it
 
 
 def is_digest(value) -> bool:
