@@ -269,3 +269,45 @@ def test_trace_draws_its_path_on_the_map(two, tmp_path):
     assert 'data-verdict="blocked"' in svg.read_text() and "listens on tcp port 81" in svg.read_text()
     assert lab.run("trace", "client", "web", "--port", "80", "--static", "-o", str(html)).returncode == 0
     assert "<svg" in html.read_text() and "web" in html.read_text()
+
+
+def test_when_the_model_cannot_decide_the_kernels_own_trace_does(two):
+    lab = two
+    web_ip = ip_of(lab, "web")
+    lab.in_lab("nft", "add", "table", "inet", "marks")
+    lab.in_lab("nft", "add", "chain", "inet", "marks", "deny", "{ type filter hook forward priority 0 ; }")
+    lab.in_lab("nft", "add", "rule", "inet", "marks", "deny", "ip", "daddr", web_ip, "meta", "mark", "0", "drop")
+    r = trace(lab, f"ns:{lab.outside}", "203.0.113.2", "--port", "8080", "--static")
+    assert r["verdict"] == "unknown"  # packet marks are not in the model
+    r = trace(lab, f"ns:{lab.outside}", "203.0.113.2", "--port", "8080")
+    assert (r["verdict"], r["cause"]) == ("blocked", "FIREWALL_DROP"), r["summary"]
+    assert r["reconciled"].startswith("the kernel's packet trace decides") and "inet marks deny" in r["reconciled"]
+    assert dead_hop(r)["label"] == "host" and "nft delete rule inet marks deny handle" in r["fix_command"]
+    apply_fix(lab, r, checked=False)  # checked, but the model still cannot decide without the rule's twin
+    assert trace(lab, f"ns:{lab.outside}", "203.0.113.2", "--port", "8080")["verdict"] == "delivered"
+
+
+def test_pcap_holds_every_hops_capture_of_the_probe(two, tmp_path):
+    from scapy.utils import PcapNgReader
+
+    lab = two
+    out = tmp_path / "probe.pcapng"
+    p = lab.run("trace", "client", "web", "--port", "80", "--pcap", str(out), timeout=60)
+    assert p.returncode == 0 and "pcap" in p.stdout, p.stdout + p.stderr
+    with PcapNgReader(str(out)) as reader:
+        frames = list(reader)
+    names = {f.sniffed_on for f in frames}
+    assert {"client (netdiag container) eth0", "web (netdiag container) eth0"} <= names and len(names) >= 4, names
+    assert lab.run("trace", "client", "web", "--port", "80", "--pcap", str(out), "--static").returncode == 2
+
+
+def test_system_prune_removes_what_a_killed_trace_left(lab):
+    dead = 4194303  # above any pid this machine hands out (pid_max)
+    for family in ("inet", "bridge"):
+        lab.in_lab("nft", "add", "table", family, f"netdiag_trace_{dead}_abcd")
+    lab.in_lab("nft", "add", "table", "inet", "netdiag_trace_1_live")  # pid 1 lives: not ours to touch
+    out = lab.ok("system", "prune", "-f")
+    assert f"netdiag_trace_{dead}_abcd" in out
+    tables = lab.in_lab("nft", "list", "tables").stdout
+    assert f"netdiag_trace_{dead}" not in tables and "netdiag_trace_1_live" in tables
+    lab.in_lab("nft", "delete", "table", "inet", "netdiag_trace_1_live")
