@@ -9,7 +9,8 @@ app.add_typer(system_app, name="system")
 
 @system_app.command("prune")
 def prune(force: bool = typer.Option(False, "-f", "--force", help="Do not ask (always on: prune only removes netdiag's own objects)")):
-    """Remove stopped containers, unused networks, and everything a killed command left behind.
+    """Remove stopped containers, unused networks, untagged images, image blobs nothing refers to,
+    unusable records, and everything a killed command left behind.
 
     Only netdiag's own objects are touched: its records under NETDIAG_ROOT, the cgroups under its
     cgroup parent, its own bridges and nftables tables. Running containers stay."""

@@ -38,6 +38,7 @@ def setup(merged: Path, binds: dict[str, Path], own_netns: bool, hostname: str |
     root = os.open(m, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         _mount_on(root, "/proc", "proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, kernel_fs=True)
+        _KERNEL_FS.add(_dev_of(root, "/proc"))
         _setup_dev(root)
         ro = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
         if own_netns:
@@ -45,6 +46,7 @@ def setup(merged: Path, binds: dict[str, Path], own_netns: bool, hostname: str |
         else:  # sysfs belongs to the netns that mounts it; with the host's network, bind the host's
             _mount_on(root, "/sys", "/sys", None, sc.MS_BIND | sc.MS_REC, kernel_fs=True)
             _mount_on(root, "/sys", None, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY, kernel_fs=True)
+        _KERNEL_FS.add(_dev_of(root, "/sys"))
         for inside, host_file in binds.items():
             _bind_file(root, inside, host_file)
     finally:
@@ -64,7 +66,7 @@ def _setup_dev(root: int) -> None:
     """A tmpfs /dev with the usual nodes, its own devpts and shm. Where the image's /dev links to
     another directory of the image, that is where it goes (runc resolves it the same way)."""
     _mount_on(root, "/dev", "tmpfs", "tmpfs", sc.MS_NOSUID, "mode=755,size=65536k")
-    dev = _open(root, "/dev")  # resolved again: now the fresh tmpfs, which holds nothing of the image
+    dev = _open_dir(root, "/dev")  # resolved again: now the fresh tmpfs, which holds nothing of the image
     try:
         for name, major, minor in _DEVICES:
             os.mknod(name, 0o666 | stat.S_IFCHR, os.makedev(major, minor), dir_fd=dev)
@@ -93,6 +95,34 @@ def _open(root: int, inside: str, **kw) -> int:
         raise _fail(inside, f"the image's path to it is unusable ({e.strerror})") from None
 
 
+def _open_dir(root: int, inside: str, **kw) -> int:
+    fd = _open(root, inside, **kw)
+    if not stat.S_ISDIR(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _fail(inside, "the image has a file there, not a directory")
+    return _not_kernel_fs(fd, inside)
+
+
+# procfs and sysfs as mounted here: an image link must not send a mount or a bind onto them (runc's
+# checkProcMount), where it would cover what the kernel shows or what confinement masks there.
+_KERNEL_FS: set[int] = set()
+
+
+def _dev_of(root: int, inside: str) -> int:
+    fd = _open(root, inside, follow_last=False)
+    try:
+        return os.fstat(fd).st_dev
+    finally:
+        os.close(fd)
+
+
+def _not_kernel_fs(fd: int, inside: str) -> int:
+    if os.fstat(fd).st_dev in _KERNEL_FS:
+        os.close(fd)
+        raise _fail(inside, "the image's links send it into /proc or /sys")
+    return fd
+
+
 def _kernel_fs_dir(root: int, inside: str, fstype: str) -> int:
     """procfs and sysfs go onto a real directory at exactly /proc or /sys, as runc demands ("must be
     mounted on ordinary directory", CVE-2019-19921): following an image's link would mount them
@@ -116,10 +146,8 @@ def _kernel_fs_dir(root: int, inside: str, fstype: str) -> int:
 
 def _mount_on(root: int, inside: str, source: str | None, fstype: str | None, flags: int = 0,
               data: str | None = None, *, kernel_fs: bool = False) -> None:
-    fd = _kernel_fs_dir(root, inside, fstype or "sysfs") if kernel_fs else _open(root, inside, mkdir_mode=0o755)
+    fd = _kernel_fs_dir(root, inside, fstype or "sysfs") if kernel_fs else _open_dir(root, inside, mkdir_mode=0o755)
     try:
-        if not stat.S_ISDIR(os.fstat(fd).st_mode):
-            raise _fail(inside, "the image has a file there, not a directory")
         sc.mount(source, fsroot.fd_path(fd), fstype, flags, data)
     finally:
         os.close(fd)
@@ -128,7 +156,7 @@ def _mount_on(root: int, inside: str, source: str | None, fstype: str | None, fl
 def _bind_file(root: int, inside: str, host_file: Path) -> None:
     """Bind a host file (hosts, resolv.conf, hostname) over `inside`. Its directory is resolved in
     the root; an image symlink in its place is replaced, so the bind never lands where a link says."""
-    parent = _open(root, os.path.dirname(inside), mkdir_mode=0o755)
+    parent = _open_dir(root, os.path.dirname(inside), mkdir_mode=0o755)
     name = os.path.basename(inside)
     try:
         try:
@@ -142,7 +170,7 @@ def _bind_file(root: int, inside: str, host_file: Path) -> None:
             raise _fail(inside, "the image has a directory there, and a file is bound onto it")
         if st is None:
             os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=parent))
-        target = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        target = _not_kernel_fs(os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent), inside)
     finally:
         os.close(parent)
     try:

@@ -11,6 +11,7 @@ INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
 LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar"
 REF_ANNOTATION = "org.opencontainers.image.ref.name"
+NAME_ANNOTATION = "io.containerd.image.name"  # `docker save` (25+) puts the full name here, the tag alone in REF
 
 _MANIFEST_TYPES = (MANIFEST_TYPE, "application/vnd.docker.distribution.manifest.v2+json")
 _LAYER_TYPES = (LAYER_TYPE, "application/vnd.docker.image.rootfs.diff.tar")
@@ -73,10 +74,15 @@ def index(data: bytes) -> list[tuple[str, str | None]]:
         if media not in _MANIFEST_TYPES:
             raise Malformed(f"{where} has media type {media!r}, not an image manifest")
         notes = m.get("annotations") or {}
-        ref = notes.get(REF_ANNOTATION) if isinstance(notes, dict) else None
-        if ref is not None and not isinstance(ref, str):
-            raise Malformed(f"{where}: its {REF_ANNOTATION} annotation is not a string")
-        out.append((digest, ref))
+        if not isinstance(notes, dict):
+            raise Malformed(f"{where}: its annotations are not an object")
+        for key in (NAME_ANNOTATION, REF_ANNOTATION):
+            if notes.get(key) is not None and not isinstance(notes[key], str):
+                raise Malformed(f"{where}: its {key} annotation is not a string")
+        name = notes.get(NAME_ANNOTATION)
+        if name:  # Docker's short form: docker.io/library/busybox:1 is busybox:1
+            name = name.removeprefix("docker.io/").removeprefix("library/")
+        out.append((digest, name or notes.get(REF_ANNOTATION)))
     return out
 
 

@@ -90,11 +90,15 @@ def _init_layout() -> None:
 def _index() -> dict:
     _init_layout()
     path = paths.images_dir() / "index.json"
-    index = store.read_json(path, expect=dict)
+    fix = ("restore it from a backup, or remove it to start an empty image store (then "
+           "'netdiag image prune' removes the blobs it named)")
+    try:
+        index = store.read_json(path, expect=dict)
+    except store.CorruptRecord as e:
+        raise store.CorruptRecord(path, e.why, fix) from None
     if not isinstance(index.get("manifests"), list) or not all(
             isinstance(m, dict) and oci.is_digest(m.get("digest")) for m in index["manifests"]):
-        raise store.CorruptRecord(path, "its manifests are not a list of descriptors with digests",
-                                  "restore it from a backup; without it netdiag does not know its images")
+        raise store.CorruptRecord(path, "its manifests are not a list of descriptors with digests", fix)
     return index
 
 
@@ -244,7 +248,7 @@ def layer_dir(digest: str) -> Path:
             return d
         tmp = d.with_name(f".{d.name}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        layers.extract_layer(blob_path(digest), tmp)
+        layers.extract_layer(blob_path(digest), tmp, f"layer {_hex(digest)[:12]}")
         os.replace(tmp, d)
     return d
 

@@ -77,6 +77,21 @@ def test_proc_or_sys_that_is_no_directory_is_refused_like_runc(lab, tmp_path, mo
     assert _tree(host) == before and _no_containers(lab)
 
 
+@pytest.mark.parametrize("path, members, says", [
+    ("/etc", [entry("etc", data=b"x")], "has a file there, not a directory"),
+    ("/dev", [entry("dev", data=b"x")], "has a file there, not a directory"),
+    ("/etc/hosts", [entry("etc", tarfile.DIRTYPE), entry("etc/hosts", tarfile.DIRTYPE)], "has a directory there"),
+    ("/etc", [entry("etc", tarfile.SYMTYPE, linkname="/proc/sys/kernel")], "send it into /proc or /sys"),
+    ("/dev", [entry("dev", tarfile.SYMTYPE, linkname="../proc/sys")], "send it into /proc or /sys"),
+], ids=["etc file", "dev file", "hosts directory", "etc into proc", "dev into proc"])
+def test_a_mount_target_of_the_wrong_kind_is_a_clear_error(lab, tmp_path, path, members, says):
+    proc_sys = [entry("proc", tarfile.DIRTYPE), entry("sys", tarfile.DIRTYPE)]
+    _import(lab, tmp_path, "odd", busybox_root(*proc_sys, *members, proc=False))
+    p = lab.run("run", "--rm", "odd", "true")
+    assert p.returncode == 125 and f"Cannot prepare {path} in the container's root" in p.stderr and says in p.stderr, p.stderr
+    assert _no_containers(lab)
+
+
 def test_an_init_error_says_its_fix_once(lab):
     """The init's error crossed two layers (init -> monitor -> CLI), each adding a fix."""
     p = lab.run("run", "--rm", "--entrypoint", "", "busybox")

@@ -46,8 +46,17 @@ def _load(path: Path):
 
 # ------------------------------------------------------------------------------ pure checks
 
+def test_index_takes_dockers_full_name_over_the_bare_tag():
+    d = digest(b"m")
+    notes = {"io.containerd.image.name": "docker.io/library/hello-world:latest", oci.REF_ANNOTATION: "latest"}
+    assert oci.index(json.dumps({"manifests": [{"digest": d, "annotations": notes}]}).encode()) == [(d, "hello-world:latest")]
+    notes = {"io.containerd.image.name": "docker.io/lab/web:1"}
+    assert oci.index(json.dumps({"manifests": [{"digest": d, "annotations": notes}]}).encode()) == [(d, "lab/web:1")]
+    assert oci.index(json.dumps({"manifests": [{"digest": d}]}).encode()) == [(d, None)]
+
+
 @pytest.mark.parametrize("data, says", [
-    (b"{nope", "not valid JSON"), (b"[]", "not a JSON object"), (b'{"manifests": []}', "lists no manifests"),
+    (b"{nope", "not valid JSON"), (b'{"manifests": null}', "lists no manifests"), (b"[]", "not a JSON object"), (b'{"manifests": []}', "lists no manifests"),
     (b'{"manifests": [{"digest": "sha256:12"}]}', "not a sha256 digest"),
     (json.dumps({"manifests": [{"digest": digest(b"x"), "mediaType": oci.INDEX_TYPE}]}).encode(), "nested image index"),
     (json.dumps({"manifests": [{"digest": digest(b"x"), "annotations": {oci.REF_ANNOTATION: 7}}]}).encode(), "not a string"),
@@ -266,3 +275,20 @@ def test_layer_errors_name_the_layer_not_a_temp_path(tmp_path):
         extract_layer(t, tmp_path / "d", "layer 0123456789ab")
     assert str(e.value).startswith("layer 0123456789ab: member '../x' refused") and str(t) not in str(e.value)
     assert os.listdir(tmp_path) == ["x.tar"]
+
+
+def test_rmi_force_keeps_what_a_container_still_has_mounted_until_it_is_gone(root, tmp_path):
+    from runtime.containers import model
+
+    a, path = _good(tmp_path)
+    _load(path)
+    img = store.get("ok:1")
+    c = model.create_record({"Image": img.id, "Config": {}, "HostConfig": {}}, "user")
+    store.remove("ok:1", users=["user"], force=True)
+    assert store.blob_path(img.id).exists() and store.blob_path(img.layers[0]).exists()
+    assert (root / "layers" / img.layers[0][7:]).is_dir()  # a running container's lowerdir
+    store.prune()
+    assert store.blob_path(img.layers[0]).exists()
+    model.delete_record(c)
+    store.prune()
+    assert not store.blob_path(img.layers[0]).exists() and not (root / "layers" / img.layers[0][7:]).exists()
