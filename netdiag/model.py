@@ -2,12 +2,78 @@
 reasoning needs. Pure: no kernel access, so every diagnosis can be replayed offline."""
 from __future__ import annotations
 
+import copy
 import ipaddress
 import json
+from collections.abc import Mapping
 
 from runtime.errors import InvalidArgument, NetdiagError, NotFound
 
 from .observe.snapshot import SCHEMA
+
+
+class LoadedNamespaces(Mapping):
+    """The namespaces of a snapshot file: already read, with the same interface as the live,
+    lazily read set (netdiag.observe.lazy.LazyNamespaces), so reasoning never asks which it has."""
+
+    def __init__(self, namespaces: dict[str, dict]):
+        self.data = namespaces
+
+    def __getitem__(self, ns_id: str) -> dict:
+        return self.data[ns_id]
+
+    def __iter__(self):
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def meta(self, ns_id: str) -> dict:
+        return self.data[ns_id]
+
+    def materialize(self) -> dict:
+        return self.data
+
+    def owners_of(self, ip: str) -> list[str]:
+        return list(dict.fromkeys(ns["id"] for ns in self.data.values() for a in ns["addresses"]
+                                  if (a.get("local") or a["address"]) == ip))
+
+
+class Overlay(Mapping):
+    """A copy-on-write view of a namespace set: `edit(ns_id)` returns a private deep copy that
+    later reads see, the base stays untouched. A fix is checked by applying it to an overlay and
+    tracing again."""
+
+    def __init__(self, base):
+        self.base, self.changed = base, {}
+
+    def edit(self, ns_id: str) -> dict:
+        if ns_id not in self.changed:
+            self.changed[ns_id] = copy.deepcopy(self.base[ns_id])
+        return self.changed[ns_id]
+
+    def __getitem__(self, ns_id: str) -> dict:
+        return self.changed[ns_id] if ns_id in self.changed else self.base[ns_id]
+
+    def __iter__(self):
+        return iter(self.base)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __contains__(self, ns_id) -> bool:
+        return ns_id in self.changed or ns_id in self.base
+
+    def meta(self, ns_id: str) -> dict:
+        return self.base.meta(ns_id)
+
+    def materialize(self) -> dict:
+        return {**self.base.materialize(), **self.changed}
+
+    def owners_of(self, ip: str) -> list[str]:
+        found = [i for i in self.base.owners_of(ip) if i not in self.changed]
+        return found + [i for i, ns in self.changed.items()
+                        if any((a.get("local") or a["address"]) == ip for a in ns["addresses"])]
 
 
 class Model:
@@ -16,7 +82,8 @@ class Model:
             raise InvalidArgument(f"Unsupported snapshot format {snap.get('schema')!r}", f"this netdiag reads {SCHEMA}",
                                   "take the snapshot again with this version ('netdiag snapshot -o FILE')")
         self.snap = snap
-        self.namespaces: dict[str, dict] = snap["namespaces"]
+        spaces = snap["namespaces"]
+        self.namespaces = LoadedNamespaces(spaces) if isinstance(spaces, dict) else spaces
         self.host: dict = self.namespaces[snap["host"]]
 
     # -- loading -----------------------------------------------------------------------------------
@@ -37,9 +104,17 @@ class Model:
 
         return cls(live())
 
+    def overlay(self) -> tuple["Model", Overlay]:
+        """A model whose namespaces can be edited without touching this one's (for fix checks)."""
+        ov = Overlay(self.namespaces)
+        other = Model.__new__(Model)
+        other.snap, other.namespaces = {**self.snap, "namespaces": ov}, ov
+        other.host = ov[self.snap["host"]]
+        return other, ov
+
     def full(self) -> dict:
         """The snapshot with every namespace read (for a map of the whole host, or to save)."""
-        if isinstance(self.namespaces, dict):
+        if isinstance(self.namespaces, LoadedNamespaces):
             return self.snap
         from .observe.snapshot import _match_veths
 
@@ -49,8 +124,6 @@ class Model:
 
     def metas(self):
         """Every namespace's identity (id, kind, name, label, netns_names, pids) without reading its state."""
-        if isinstance(self.namespaces, dict):
-            return list(self.namespaces.values())
         return [self.namespaces.meta(i) for i in self.namespaces]
 
     # -- lookups -----------------------------------------------------------------------------------
@@ -114,9 +187,6 @@ class Model:
 
     def owners_of(self, ip: str) -> list[str]:
         """Ids of the namespaces with `ip` on an interface."""
-        if isinstance(self.namespaces, dict):
-            return list(dict.fromkeys(ns["id"] for ns in self.namespaces.values() for a in ns["addresses"]
-                                      if (a.get("local") or a["address"]) == ip))
         return [i for i in self.namespaces.owners_of(ip) if i in self.namespaces]
 
     def owner_of_ip(self, ip: str) -> dict | None:

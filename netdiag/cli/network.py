@@ -116,6 +116,10 @@ def inspect(networks: List[str] = typer.Argument(..., help="Network names or ids
                                                       "HostVeth", "Interface", "Aliases", "Ports") if k in e}
                               for cid, e in n["Containers"].items()}
         view["Bridge"] = n["netdiag"].get("Bridge", "")
+        if view["Bridge"]:  # what Docker never shows: other managers' rules that decide this network's traffic
+            from runtime.networks import foreign
+
+            view["ForeignRules"] = foreign.affecting(view["Bridge"])
         out.append(view)
     print_json(out)
 
@@ -167,6 +171,17 @@ def rm(
     def remove(n: dict) -> None:
         if n["Name"] in model.BUILTIN:
             raise Conflict(f"{n['Name']} is a pre-defined network and cannot be removed", "", "")
+        if force:  # disconnect for real: the containers forget the network, so it can be connected again
+            from runtime.containers import model as cmodel, networking
+
+            from runtime.errors import NetdiagError
+
+            for cid in list(n["Containers"]):
+                try:
+                    networking.disconnect(cmodel.get(cid), n["Name"])
+                except NetdiagError:  # a container record that is gone or unreadable: its endpoint goes below
+                    continue
+            n = model.get(n["Id"])
         bridge.delete(n, force=force)
 
     for_each(networks, model.get, remove)

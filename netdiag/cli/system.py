@@ -26,12 +26,37 @@ def prune(force: bool = typer.Option(False, "-f", "--force", help="Do not ask (a
         elif net["Driver"] == "bridge" and net["Name"] not in model.BUILTIN and not net["Containers"]:
             bridge.delete(net)  # like Docker: user-defined networks no container uses
             removed.append(f"network {net['Name']}")
+    removed += _probe_leftovers()
     lines, freed = images.prune("dangling")  # like Docker: untagged images, then unreferenced blobs
     deleted = [line.removeprefix("deleted: ") for line in lines if line.startswith("deleted: ")]
     removed += [f"image {d}" if d.startswith("sha256:") else d for d in deleted]
     for item in removed:
         print(f"Deleted: {item}")
     print(f"Total reclaimed: {len(removed)} object(s), {freed} bytes of image blobs")
+
+
+def _probe_leftovers() -> list[str]:
+    """What a trace killed with SIGKILL can leave: its nftables trace tables (in any namespace it
+    traced: the host, containers, ip netns namespaces) and its private tracefs instance."""
+    import os
+
+    from runtime.containers import model as cmodel
+
+    from ..probe import live, nftrace
+
+    paths = [None] + [f"/proc/{c.pid}/ns/net" for c in cmodel.list_all() if cmodel.proc_ok(c)]
+    if os.path.isdir("/run/netns"):
+        paths += [f"/run/netns/{n}" for n in sorted(os.listdir("/run/netns"))]
+    out = [f"trace table {t}" for t in nftrace.prune(paths)]
+    try:
+        for name in live.list_instances():
+            pid = name.removeprefix(live.INSTANCE_PREFIX).split("-", 1)[0]
+            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                live.remove_instance(name)
+                out.append(f"tracefs instance {name}")
+    except OSError:
+        pass  # no tracefs here: nothing can be left in it
+    return out
 
 
 @system_app.command("info")

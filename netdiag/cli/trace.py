@@ -22,14 +22,20 @@ def trace(
     snapshot: Optional[str] = typer.Option(None, "--snapshot", help="Reason over a snapshot file (implies --static)"),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object"),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Draw the path on the topology map: FILE.svg or FILE.html"),
+    pcap: Optional[str] = typer.Option(None, "--pcap", help="Write every hop's capture of the probe to FILE (pcapng, for Wireshark)"),
     timeout: float = typer.Option(2.0, "--timeout", help="Seconds the live probe may take"),
 ):
     """Follow a packet hop by hop and name the exact reason it dies.
 
+    The static path is followed through the model (routes, nftables, sysctls, bridges, VXLAN); then,
+    as root, a real probe is sent, captured at every hop and traced by the kernel's own nftables
+    packet trace, which decides when it names the rule that dropped the probe. The fix is checked
+    on a copy of the model before it is printed.
+
     Exit codes: 0 delivered, 1 not delivered (diagnosed), 2 bad input, 3 could not diagnose."""
     from runtime.errors import InvalidArgument
 
-    from ..reason import path
+    from ..diagnose import diagnose
 
     if proto not in ("tcp", "udp", "icmp"):
         raise InvalidArgument(f"Unknown protocol {proto!r}", "trace speaks tcp, udp and icmp", "use --proto tcp|udp|icmp")
@@ -37,13 +43,13 @@ def trace(
         raise InvalidArgument(f"{proto} needs a destination port", f"--port {port} is not 1-65535", "give e.g. --port 80, or use --proto icmp")
     if not 0 <= size <= 65000:
         raise InvalidArgument(f"Invalid --size {size}", "it is a payload size from 0 to 65000 bytes", "")
+    if pcap and (static or snapshot):
+        raise InvalidArgument("--pcap needs the live probe", "--static and --snapshot send no packet", "drop --static/--snapshot")
     from .observe import _model
 
     model = _model(snapshot)
-    result = path.trace(model, src, dst, proto=proto, port=port, size=size)
-    live_ok = not (static or snapshot)
-    if live_ok:
-        result = _live(model, result, timeout)
+    result = diagnose(model, src, dst, proto=proto, port=port, size=size, live=not (static or snapshot),
+                      timeout=timeout, pcap=pcap)
     if output:
         from ..views import topo
 
@@ -53,38 +59,6 @@ def trace(
     else:
         render(result)
     raise typer.Exit(EXIT.get(result["verdict"], 3))
-
-
-def _live(model, result: dict, timeout: float) -> dict:
-    import os
-
-    from ..observe.snapshot import ns_path
-    from ..reason import reconcile
-
-    if os.geteuid() != 0:
-        result["live"] = {"outcome": "skipped", "detail": "the live probe needs root (CAP_SYS_ADMIN, CAP_NET_RAW); static result only"}
-        return result
-    from ..probe import live
-
-    hops = []
-    for hop in result["hops"]:
-        ns = model.namespaces.get(hop["namespace"])
-        p = ns_path(ns) if ns else None
-        hop["ns_path"] = p
-        if p and hop["kind"] in ("veth", "bridge", "vxlan", "device", "loopback") and hop["direction"] in ("egress", "ingress", "forward"):
-            hops.append(live.Hop(p, hop["interface"], f"{hop['label']} {hop['interface']}"))
-    src = model.namespaces[result["hops"][0]["namespace"]] if result["hops"] else None
-    if src is None or ns_path(src) is None:
-        return result
-    from ..probe import counters
-
-    paths = {h.ns_path: h.label.rsplit(" ", 1)[0] for h in hops}
-    before = counters.read(list(paths))
-    res = live.probe(ns_path(src), result["dst_ip"], proto=result["proto"], dport=result["port"],
-                     size=result["size"], hops=hops, timeout=timeout)
-    result = reconcile.merge(result, res)
-    result["evidence"].extend(counters.deltas(before, counters.read(list(paths)), paths))
-    return result
 
 
 def render(r: dict) -> None:
@@ -116,3 +90,9 @@ def render(r: dict) -> None:
         con.print(f"[bold]check[/] {r['reconciled']}")
     if r["fix"]:
         con.print(f"[bold]fix[/]  {r['fix']}")
+    check = r.get("fix_check")
+    if check:
+        mark = {True: "[green]✓[/]", False: "[red]✗[/]"}.get(check.get("delivers"), "[dim]?[/]")
+        con.print(f"[bold]checked[/] {mark} {check['detail']}")
+    if r.get("pcap"):
+        con.print(f"[bold]pcap[/] {r['pcap']} (every hop's capture of the probe)")

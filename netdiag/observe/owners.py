@@ -73,6 +73,7 @@ def netdiag_containers() -> list[dict]:
         eps = by_container.get(c.id, {})
         out.append({
             "runtime": "netdiag", "id": c.id, "name": c.name, "image": c.config.get("ImageRef", ""), "pid": c.pid,
+            "command": [c.config.get("Path", "")] + list(c.config.get("Args") or []) if c.config.get("Path") else [],
             "state": c.status, "network_mode": c.config["HostConfig"].get("NetworkMode", ""),
             "networks": {n: {"ip": e["IPv4Address"].split("/")[0], "prefix": int(e["IPv4Address"].split("/")[1]),
                              "mac": e["MacAddress"], "host_veth": e["HostVeth"], "interface": e.get("Interface", ""),

@@ -1,5 +1,6 @@
-"""The cause catalogue: each code has a plain-language meaning. Summaries and fixes are written by
-the engine with the concrete names (interface, rule, port), so they read as an answer, not a code."""
+"""The cause catalogue, the one list of codes: each has a plain-language meaning. Summaries and fixes
+are written by the engine with the concrete names (interface, rule, port), so they read as an
+answer, not a code. Stop() refuses a code that is not here; the README's list is checked against it."""
 
 CAUSES = {
     "NO_ROUTE": "no route to the destination",
@@ -24,4 +25,6 @@ CAUSES = {
     "SLOW_RESPONSE": "the application answers, but too slowly",
     "PACKET_LOSS": "a rule or link drops a share of the packets",
     "SUBNET_OVERLAP": "two networks use overlapping addresses",
+    "FOREIGN_FIREWALL": "another manager's firewall (e.g. Docker's FORWARD policy drop) kills traffic of a network it does not manage",
+    "INTERNAL_NETWORK": "the network is internal (--internal): nothing enters or leaves it",
 }

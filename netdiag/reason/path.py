@@ -13,21 +13,15 @@ from dataclasses import dataclass, field, replace
 
 from ..model import Model
 from ..observe.iptables import ruleset_for
-from . import routing
+from . import attribute, fixes, routing
+from .fixes import Fix
 from .nftables import Packet, evaluate
+from .stop import Stop
 
 EPHEMERAL_SPORT = 40000
 VXLAN_OVERHEAD = 50
 HEADERS = {"tcp": 40, "udp": 28, "icmp": 28}
 MAX_HOPS = 64
-
-
-class Stop(Exception):
-    """The packet dies here (or the walk cannot go on): carries the verdict."""
-
-    def __init__(self, verdict: str, cause: str | None, summary: str, fix: str = "", evidence: list | None = None):
-        super().__init__(summary)
-        self.verdict, self.cause, self.summary, self.fix, self.evidence = verdict, cause, summary, fix, evidence or []
 
 
 @dataclass
@@ -41,6 +35,9 @@ class Trace:
     unknown_rules: list[dict] = field(default_factory=list)
     outer_df: bool = False
     stale_neighbour: tuple | None = None
+    src_ns: dict | None = None
+    decapsulated: bool = False  # past a VXLAN decapsulation: failures there keep their own cause
+    last_route: tuple | None = None  # (namespace, route) of the last routing decision
 
     # -- bookkeeping ---------------------------------------------------------------------------------
     def hop(self, ns: dict, interface: str, kind: str, direction: str, detail: str = "") -> int:
@@ -97,7 +94,7 @@ class Trace:
         if src_ns["kind"] == "container" and not real and not routing.is_local(src_ns, dst_ip):
             self.hop(src_ns, "lo", "loopback", "egress")
             raise Stop("blocked", "NETWORK_NONE", f"{src_ns['name']} has no network interface but lo: it runs with --network none",
-                       f"run it on a network instead: netdiag run --network bridge ... (or 'netdiag network connect NET {src_ns['name']}')")
+                       _none_fix(self.model, src_ns))
         pkt = Packet(src="0.0.0.0", dst=dst_ip, proto=self.proto, sport=EPHEMERAL_SPORT, dport=self.dport,
                      length=self.size or 64)
         return self.output(src_ns, pkt)
@@ -128,11 +125,30 @@ class Trace:
         if route.type in ("none", "unreachable", "blackhole", "prohibit"):
             self.hop(ns, iif or "-", "route", "lookup", route.text)
             word = "has no route to" if route.type == "none" else f"has a {route.type} route for"
-            raise Stop("blocked", "NO_ROUTE", f"{ns['label']} {word} {dst}",
-                       f"add a route, e.g. 'ip route add {dst} via GATEWAY' in {ns['label']}, or connect it to a network that reaches {dst}",
+            raise Stop("blocked", "NO_ROUTE", f"{ns['label']} {word} {dst}", self.route_fix(ns, dst),
                        [{"kind": "route", "detail": f"{ns['label']}: lookup {dst} -> {route.text}"}])
         self.note("route", f"{ns['label']}: {dst} -> {route.text}")
+        self.last_route = (ns, route)
         return route
+
+    def route_fix(self, ns: dict, dst: str) -> Fix:
+        """A default route via a gateway on one of the namespace's own subnets: the bridge address of
+        the network the interface is on (a container), else a neighbour that forwards."""
+        for link in ns["links"]:
+            for a in ns["addresses"]:
+                if a["ifname"] != link["name"] or a["address"].startswith("127."):
+                    continue
+                subnet = ipaddress.ip_network(f"{a['address']}/{a['prefixlen']}", strict=False)
+                gw = next((n.get("gateway") for n in self.model.snap.get("networks") or []
+                           if n.get("gateway") and n.get("subnet") == str(subnet)), None)
+                if gw is None:
+                    gw = next((x["address"] for x in ns["neighbours"] if x["ifname"] == link["name"] and x["address"] != a["address"]
+                               and "FAILED" not in x["state"] and ipaddress.ip_address(x["address"]) in subnet), None)
+                if gw:
+                    return Fix(fixes.in_ns(ns, ["ip", "route", "add", "default", "via", gw, "dev", link["name"]]),
+                               fixes.replace_route(ns["id"], "default", gw, link["name"]))
+        return Fix(advice=f"connect {ns['label']} to a network that reaches {dst} (it has no interface with a gateway)",
+                   why_unchecked="no gateway was found on the namespace's own subnets")
 
     def filter(self, ns: dict, hook: str, pkt: Packet, families=("ip", "inet")) -> None:
         res = self.nft(ns, hook, pkt, chain_type="filter", families=families)
@@ -141,27 +157,7 @@ class Trace:
             raise self.firewall_stop(ns, hook, pkt, res.deciding)
 
     def firewall_stop(self, ns: dict, hook: str, pkt: Packet, step) -> Stop:
-        where = f"{step.family} {step.table} {step.chain}" + (f" (handle {step.handle})" if step.handle else "")
-        shown = step.text + (f' comment "{step.comment}"' if step.comment and step.comment not in step.text else "")
-        ev = [{"kind": "nft_rule", "detail": f"{where}: {shown}", "table": f"{step.family} {step.table}",
-               "chain": step.chain, "handle": step.handle, "rule": step.text}]
-        comment = (step.comment or "").lower()
-        if comment.startswith("isolate") or step.chain.startswith("DOCKER-ISOLATION"):
-            return Stop("blocked", "NETWORK_ISOLATION",
-                        f"{pkt.src} and {pkt.dst} are on different networks, and {ns['label']} isolates them ({where})",
-                        "connect the source container to the destination's network: netdiag network connect NETWORK CONTAINER", ev)
-        if "icc off" in comment or (step.table == "filter" and step.chain in ("FORWARD", "DOCKER-FORWARD") and pkt.iif == pkt.oif):
-            return Stop("blocked", "ICC_DISABLED",
-                        f"containers on {pkt.oif} may not talk to each other (enable_icc=false): {where} drops {pkt.src} -> {pkt.dst}",
-                        "recreate the network without -o com.docker.network.bridge.enable_icc=false, or talk through a published port", ev)
-        if comment.startswith("unpublished"):
-            return Stop("blocked", "PORT_NOT_PUBLISHED",
-                        f"{pkt.dst}:{pkt.dport} is a container address: it is not reachable from outside the host, only published ports are",
-                        f"publish the port (netdiag run -p HOSTPORT:{pkt.dport} ...) and connect to the host's address", ev)
-        verdict = "rejects" if step.verdict == "reject" else "drops"
-        return Stop("blocked", "FIREWALL_DROP", f"{ns['label']} {verdict} the packet at {hook}: rule {step.text!r} in {where}",
-                    f"remove or change that rule, e.g. 'nft delete rule {step.family} {step.table} {step.chain} handle {step.handle}'"
-                    if step.handle else "change the chain's policy or add an accept rule before it", ev)
+        return attribute.explain_drop(self.model, ns, hook, pkt, step, self.src_ns)
 
     def postrouting(self, ns: dict, pkt: Packet, route: routing.Route) -> Packet:
         masq = routing.source_for(ns, route)
@@ -194,7 +190,7 @@ class Trace:
         no_carrier = link["kind"] not in ("bridge", "loopback", "vxlan") and "LOWER_UP" not in link.get("flags", ["LOWER_UP"])
         if not link["up"] or no_carrier:
             raise Stop("blocked", "LINK_DOWN", f"{link['name']} in {ns['label']} is down, so nothing passes through it",
-                       f"bring it up: ip link set {link['name']} up (in {ns['label']})",
+                       Fix(fixes.in_ns(ns, ["ip", "link", "set", link["name"], "up"]), fixes.link_up(ns["id"], link["name"])),
                        [{"kind": "link", "detail": f"{ns['label']} {link['name']}: state {link.get('state')}, flags {','.join(link['flags'])}"}])
 
     def check_mtu(self, ns: dict, link: dict, pkt: Packet, encap: Packet | None) -> None:
@@ -210,9 +206,25 @@ class Trace:
             raise Stop("blocked", "MTU_BLACKHOLE",
                        f"a {size}-byte packet{inner} does not fit {link['name']}'s MTU of {link['mtu']} in {ns['label']}; "
                        "with DF set it is dropped, and if the ICMP 'fragmentation needed' is lost the connection hangs",
-                       f"lower the MTU of the sender's interface to {link['mtu'] - (VXLAN_OVERHEAD if encap else 0)} "
-                       "(e.g. -o com.docker.network.driver.mtu=...), or raise the MTU of the path",
+                       self.mtu_fix(ns, link, size, encap),
                        [{"kind": "mtu", "detail": f"{ns['label']} {link['name']} mtu {link['mtu']} < packet {size}"}])
+
+    def mtu_fix(self, ns: dict, link: dict, size: int, encap: Packet | None) -> Fix:
+        """Raise the narrow link to what the rest of the path carries; or lower the sender's MTU so
+        TCP sizes its segments to fit (the only fix when the narrow link is the underlay)."""
+        sender = self.src_ns
+        first = self.hops[0]["interface"] if self.hops else None
+        inner = link["mtu"] - (VXLAN_OVERHEAD if encap else 0)
+        lower_cmd = fixes.in_ns(sender, ["ip", "link", "set", "dev", first, "mtu", str(inner)]) if sender and first else ""
+        new_ctrs = " (for new containers: -o com.docker.network.driver.mtu=%d on the network)" % inner \
+            if sender and sender.get("kind") == "container" else ""
+        if encap:
+            return Fix(lower_cmd, advice=f"lower the sender's MTU to {inner}, so TCP segments fit the encapsulation{new_ctrs}",
+                       why_unchecked="a smaller MTU changes how TCP segments, which the model does not follow",
+                       alternatives=[fixes.in_ns(ns, ["ip", "link", "set", "dev", link["name"], "mtu", str(size)]) + " (if the underlay carries it)"])
+        return Fix(fixes.in_ns(ns, ["ip", "link", "set", "dev", link["name"], "mtu", str(max(size, 1500))]),
+                   fixes.set_mtu(ns["id"], link["name"], max(size, 1500)), advice=f"raise {link['name']}'s MTU to what the path carries",
+                   alternatives=[f"{lower_cmd} (lower the sender's MTU){new_ctrs}"] if lower_cmd else [])
 
     def transmit(self, ns: dict, link: dict, pkt: Packet, nexthop: str, encap: Packet | None):
         kind = link["kind"]
@@ -255,7 +267,7 @@ class Trace:
         if len(real) > 1:
             names = ", ".join(o[1]["label"] for o in real)
             raise Stop("blocked", "ADDRESS_CONFLICT", f"{ip} is configured in {len(real)} namespaces on bridge {bridge['name']}: {names}",
-                       "give each container its own address (remove the duplicate --ip or the hand-made address)",
+                       self.conflict_fix(ip, [o[1] for o in real]),
                        [{"kind": "address", "detail": f"{o[1]['label']} has {ip}"} for o in real])
         if real:
             return real[0]
@@ -263,9 +275,38 @@ class Trace:
         if vx:
             return vx[0]
         raise Stop("blocked", "NO_NEIGHBOR", f"nothing on bridge {bridge['name']} in {ns['label']} has the address {ip}",
-                   f"check the address: no container on {bridge['name']}'s network owns {ip} (is it running? is the gateway right?)",
+                   self.neighbour_fix(ns, bridge, ip),
                    [{"kind": "bridge", "detail": f"ports of {bridge['name']}: " + ", ".join(
                        p["name"] for p in ns["links"] if p.get("master") == bridge["name"])}])
+
+    def conflict_fix(self, ip: str, holders: list[dict]) -> Fix:
+        """Remove the address from the namespace the runtime did not give it to (a hand-made copy)."""
+        def recorded(ns):
+            c = self.model.container_of(ns) or {}
+            return any(n.get("ip") == ip for n in (c.get("networks") or {}).values())
+        extra = [ns for ns in holders if not recorded(ns)] or holders[1:]
+        ns = extra[0]
+        a = next(a for a in ns["addresses"] if a["address"] == ip)
+
+        def apply(model, ov):
+            e = ov.edit(ns["id"])
+            e["addresses"] = [x for x in e["addresses"] if x["address"] != ip]
+        return Fix(fixes.in_ns(ns, ["ip", "addr", "del", f"{ip}/{a['prefixlen']}", "dev", a["ifname"]]), apply)
+
+    def neighbour_fix(self, ns: dict, bridge: dict, ip: str) -> Fix:
+        """A wrong gateway: route via the bridge's own address. Else name who is on the bridge."""
+        here = [a for a in ns["addresses"] if a["ifname"] == bridge["name"]]
+        if self.last_route and self.last_route[1].gateway == ip and here:
+            sender, route = self.last_route
+            gw = here[0]["address"]
+            dst = route.dst if route.dst != "0.0.0.0/0" else "default"
+            return Fix(fixes.in_ns(sender, ["ip", "route", "replace", dst, "via", gw, "dev", route.dev]),
+                       fixes.replace_route(sender["id"], dst, gw, route.dev))
+        holders = [f"{a['address']} ({n['label']})" for p in ns["links"] if p.get("master") == bridge["name"]
+                   for n in [self.model.namespaces.get((p.get("peer") or {}).get("ns"))] if n
+                   for a in n["addresses"] if not a["address"].startswith("127.")]
+        return Fix(advice=f"use an address that is on bridge {bridge['name']}: " + (", ".join(holders) or "none is"),
+                   why_unchecked=f"nothing owns {ip}: start the container that should have it, or correct the address")
 
     def bridge_in(self, ns: dict, port: dict, pkt: Packet, nexthop: str, encap: Packet | None):
         bridge = self.model.link(ns, port["master"])
@@ -303,30 +344,65 @@ class Trace:
                 self.hop(ns, ifname, "rp_filter", "ingress", f"rp_filter={mode}")
                 raise Stop("blocked", "RP_FILTER",
                            f"{ns['label']} drops packets from {pkt.src} arriving on {ifname}: its route back to {pkt.src} "
-                           f"goes {('via ' + back.dev) if back.dev else 'nowhere'} and rp_filter={mode} (strict) requires the same interface",
-                           f"fix the route back to {pkt.src} in {ns['label']}, or set net.ipv4.conf.{ifname}.rp_filter=2 (loose) there",
+                           f"goes {('via ' + back.dev) if back.dev else 'nowhere'} and rp_filter={mode} "
+                           f"({'strict: the same interface' if mode == 1 else 'loose: some route back'}) is required",
+                           self.rp_fix(ns, ifname, pkt.src, back, mode),
                            [{"kind": "sysctl", "detail": f"net.ipv4.conf.{ifname}.rp_filter / all.rp_filter -> {mode}"},
                             {"kind": "route", "detail": f"reverse lookup {pkt.src} -> {back.text}"}])
         pkt = replace(pkt, iif=ifname, oif=None)
-        res = self.nft(ns, "prerouting", pkt, chain_type="nat")
+        # every chain on the hook in priority order: a raw-priority filter runs before DNAT
+        res = self.nft(ns, "prerouting", pkt, chain_type=None)
+        if res.verdict == "drop":
+            self.hop(ns, ifname, "firewall", "prerouting", res.deciding.text if res.deciding else "")
+            raise self.firewall_stop(ns, "prerouting", pkt, res.deciding)
         if (res.packet.dst, res.packet.dport) != (pkt.dst, pkt.dport):
+            dnat = next((st for st in res.steps if st.verdict == "dnat"), res.steps[-1] if res.steps else None)
             self.note("dnat", f"{ns['label']}: {pkt.dst}:{pkt.dport} rewritten to {res.packet.dst}:{res.packet.dport}",
-                      rule=res.steps[-1].text if res.steps else "")
+                      rule=dnat.text if dnat else "")
             pkt = res.packet
-        self.filter(ns, "prerouting", pkt)
         route = self.route(ns, pkt.dst, pkt.src, ifname)
         if route.type == "local":
             return self.input(ns, pkt, encap)
         if not routing.forwarding_enabled(ns, ifname):
-            self.hop(ns, ifname, "forward", "forward", "ip_forward=0")
+            sysctls = ns.get("sysctls", {})
+            # the receiving interface's forwarding decides; ip_forward=1 turns it on for every interface
+            per_if = f"net.ipv4.conf.{ifname}.forwarding"
+            knob = per_if if sysctls.get("net.ipv4.ip_forward") == "1" and sysctls.get(per_if) == "0" else "net.ipv4.ip_forward"
+            self.hop(ns, ifname, "forward", "forward", f"{knob}=0")
+
+            def enable(model, ov, ns_id=ns["id"], knob=knob):
+                values = ov.edit(ns_id).setdefault("sysctls", {})
+                values[knob] = "1"
+                if knob == "net.ipv4.ip_forward":  # like the kernel: every interface follows
+                    for key in list(values):
+                        if key.endswith(".forwarding"):
+                            values[key] = "1"
             raise Stop("blocked", "FORWARDING_DISABLED",
-                       f"{ns['label']} receives the packet for {pkt.dst} on {ifname} but does not forward: net.ipv4.ip_forward=0",
-                       f"enable forwarding in {ns['label']}: sysctl -w net.ipv4.ip_forward=1",
-                       [{"kind": "sysctl", "detail": f"{ns['label']}: net.ipv4.ip_forward={ns.get('sysctls', {}).get('net.ipv4.ip_forward')}"}])
+                       f"{ns['label']} receives the packet for {pkt.dst} on {ifname} but does not forward it: {knob}=0",
+                       Fix(fixes.in_ns(ns, ["sysctl", "-w", f"{knob}=1"]), enable),
+                       [{"kind": "sysctl", "detail": f"{ns['label']}: {knob}={sysctls.get(knob)}"
+                         + (f" (net.ipv4.ip_forward={sysctls.get('net.ipv4.ip_forward')})" if knob != "net.ipv4.ip_forward" else "")}])
         fwd = replace(pkt, oif=route.dev)
         self.filter(ns, "forward", fwd)
         fwd = self.postrouting(ns, fwd, route)
         return self.egress(ns, route, fwd, encap)
+
+    def rp_fix(self, ns: dict, ifname: str, src: str, back: routing.Route, mode: int) -> Fix:
+        """The route back through the interface the packet came in on, via the neighbour that sent it
+        (replies take that route too, so this is the fix that makes the path work both ways);
+        loose mode is the alternative, and only helps where replies still find their way."""
+        prev = next((h for h in reversed(self.hops) if h["namespace"] != ns["id"]), None)
+        sender = self.model.namespaces.get(prev["namespace"]) if prev else None
+        gw = next((a["address"] for a in (sender or {}).get("addresses", []) if a["ifname"] == prev["interface"]), None) if prev else None
+        loose = fixes.in_ns(ns, ["sysctl", "-w", f"net.ipv4.conf.{ifname}.rp_filter=2"])
+        why = (f"loose mode only needs some route back: the effective value is the larger of net.ipv4.conf.all.rp_filter "
+               f"and net.ipv4.conf.{ifname}.rp_filter, and replies to {src} still follow the route table")
+        if gw and back.type != "local":
+            dst = back.dst if back.type != "none" and back.dst not in ("default", "0.0.0.0/0") else f"{src}/32"
+            return Fix(fixes.in_ns(ns, ["ip", "route", "replace", dst, "via", gw, "dev", ifname]),
+                       fixes.replace_route(ns["id"], dst, gw, ifname),
+                       advice=f"route {dst} back through {ifname}, where its packets arrive", alternatives=[f"{loose} ({why})"])
+        return Fix(loose, fixes.set_sysctl(ns["id"], f"net.ipv4.conf.{ifname}.rp_filter", "2"), advice=why)
 
     def input(self, ns: dict, pkt: Packet, encap: Packet | None):
         self.filter(ns, "input", pkt)
@@ -351,22 +427,28 @@ class Trace:
             who = s.get("process") or "the server"
             raise Stop("blocked", "LISTENER_LOOPBACK_ONLY",
                        f"{who} in {ns['label']} is listening only on {s['local']}:{s['port']}, so connections to {pkt.dst}:{pkt.dport} are refused",
-                       f"make the server listen on 0.0.0.0:{s['port']} (all addresses)",
+                       Fix(apply=fixes.listen_everywhere(ns["id"], self.proto, s["port"]),
+                           advice=f"restart {who} in {ns['label']} listening on 0.0.0.0:{s['port']} (all addresses) instead of {s['local']}"
+                           + (f" (its pid is {s['pid']})" if s.get("pid") else "")),
                        [{"kind": "socket", "detail": f"{ns['label']}: {s['proto']} {s['local']}:{s['port']} ({who})"}])
         if ns["kind"] == "host":
-            exposed = [(c["name"], c["ns"]) for c in self.model.containers() if c.get("ns") in self.model.namespaces and any(
+            exposed = [c for c in self.model.containers() if c.get("ns") in self.model.namespaces and any(
                 s["port"] == pkt.dport and s["proto"] == self.proto for s in self.model.namespaces[c["ns"]].get("sockets", []))]
             if exposed:
-                names = ", ".join(name for name, _ in exposed)
+                names = ", ".join(c["name"] for c in exposed)
+                c = exposed[0]
                 raise Stop("blocked", "PORT_NOT_PUBLISHED",
                            f"nothing on the host listens on {pkt.dst}:{pkt.dport}, and no published port forwards it; "
                            f"{names} listen(s) on {pkt.dport} inside the container",
-                           f"publish it: netdiag run -p {pkt.dport}:{pkt.dport} ... (or -p HOSTPORT:{pkt.dport})",
-                           [{"kind": "socket", "detail": f"container {n} listens on {pkt.dport}/{self.proto}"} for n, _ in exposed])
+                           Fix(fixes.recreate(c, "-p", f"{pkt.dport}:{pkt.dport}"),
+                               advice=f"recreate {c['name']} with port {pkt.dport} published (same image and command)",
+                               why_unchecked="publishing adds a DNAT rule and a new container, which the model cannot add"),
+                           [{"kind": "socket", "detail": f"container {c['name']} listens on {pkt.dport}/{self.proto}"} for c in exposed])
+        ports = sorted({s["port"] for s in ns.get("sockets", []) if s["proto"] == self.proto and not s.get("loopback_only")})
         raise Stop("blocked", "NO_LISTENER", f"nothing in {ns['label']} listens on {self.proto} port {pkt.dport}: the connection is refused",
-                   f"start the server in {ns['label']}, or use the port it really listens on"
-                   + (f" ({', '.join(str(s['port']) for s in ns.get('sockets', []) if s['proto'] == self.proto)})"
-                      if ns.get("sockets") else ""),
+                   Fix(advice=f"start the server in {ns['label']} on port {pkt.dport}"
+                       + (f", or use a port it listens on: {', '.join(map(str, ports))}" if ports else ""),
+                       why_unchecked="starting a server is not a change of the network model"),
                    [{"kind": "socket", "detail": f"{ns['label']} listens on: " + (", ".join(
                        f"{s['local']}:{s['port']}/{s['proto']}" for s in ns.get("sockets", [])) or "nothing")}])
 
@@ -380,7 +462,7 @@ class Trace:
             raise Stop("blocked", "OVERLAY_PEER_UNKNOWN",
                        f"{dev['name']} (VNI {v.get('vni')}) in {ns['label']} has no forwarding entry for {nexthop}"
                        + (f" (MAC {mac})" if mac else "") + ": it does not know which host to send it to",
-                       f"add the peer VTEP: bridge fdb append 00:00:00:00:00:00 dev {dev['name']} dst REMOTE_IP (in {ns['label']})",
+                       self.fdb_fix(ns, dev, nexthop, mac),
                        [{"kind": "fdb", "detail": f"{dev['name']}: " + (", ".join(f"{f['lladdr']} dst {f['dst']}" for f in fdb) or "no entries")}])
         remote = chosen[0]["dst"]
         # the outer packet carries DF when the device says so, or inherits it from our DF probe
@@ -391,11 +473,33 @@ class Trace:
         try:
             return self.output(ns, outer, encap=pkt)
         except Stop as stop:
-            if stop.cause in ("MTU_BLACKHOLE",) or stop.verdict != "blocked":
+            # past the far end's decapsulation a failure is that host's own (a missing listener...)
+            if stop.cause in ("MTU_BLACKHOLE",) or stop.verdict != "blocked" or self.decapsulated:
                 raise
             raise Stop("blocked", "UNDERLAY_UNREACHABLE",
                        f"the VXLAN peer {remote} cannot be reached from {ns['label']} over the underlay: {stop.summary}",
                        stop.fix, stop.evidence) from None
+
+    def fdb_fix(self, ns: dict, dev: dict, nexthop: str, mac: str | None) -> Fix:
+        """The FDB entry that sends `nexthop`'s MAC to the VTEP of the host that has it: a namespace
+        with a VXLAN device of the same VNI that bridges the owner of `nexthop`."""
+        vni = (dev.get("vxlan") or {}).get("vni")
+        owners = set(self.model.owners_of(nexthop))
+        vtep = None
+        for meta in self.model.metas():
+            other = self.model.namespaces.get(meta["id"]) if meta["id"] != ns["id"] else None
+            for link in (other or {}).get("links", []):
+                v = link.get("vxlan") or {}
+                peers = {(p.get("peer") or {}).get("ns") for p in other["links"] if p.get("master") == link.get("master")}
+                if v.get("vni") == vni and (peers & owners or not owners):
+                    vtep = v.get("local") or next((a["address"] for a in other["addresses"] if a.get("scope") == "global"), None)
+        lladdr = mac or "00:00:00:00:00:00"
+        if vtep is None:
+            return Fix(advice=f"add an FDB entry on {dev['name']} for {lladdr} pointing at the VTEP address of the host that "
+                       f"runs {nexthop} (bridge fdb append {lladdr} dev {dev['name']} dst THAT_ADDRESS in {ns['label']})",
+                       why_unchecked=f"no observed namespace has a VXLAN device with VNI {vni} next to {nexthop}")
+        return Fix(fixes.in_ns(ns, ["bridge", "fdb", "append", lladdr, "dev", dev["name"], "dst", vtep]),
+                   fixes.add_fdb(ns["id"], dev["name"], lladdr, vtep))
 
     def vxlan_device_for(self, ns: dict, pkt: Packet) -> dict | None:
         if pkt.proto != "udp":
@@ -410,6 +514,7 @@ class Trace:
         if inner is None:
             raise Stop("unknown", None, f"a VXLAN packet reached {dev['name']} in {ns['label']}, but its inner packet is unknown")
         n = self.hop(ns, dev["name"], "vxlan", "ingress", f"decapsulated VNI {dev['vxlan'].get('vni')}")
+        self.decapsulated = True
         self.check_link(ns, dev, n)
         if dev.get("master"):
             return self.bridge_in(ns, dev, inner, inner.dst, None)
@@ -425,9 +530,9 @@ class Trace:
         return None
 
 
-def destination_ip(model: Model, src_ns: dict, dst: str) -> str:
+def destination_ip(model: Model, src_ns: dict, dst: str) -> str | None:
     """DST as an address: an IP as given; a container or namespace by the address it shares a subnet
-    with the source on, else its first non-loopback address."""
+    with the source on, else its first non-loopback address; None when it has none (--network none)."""
     try:
         return str(ipaddress.ip_address(dst))
     except ValueError:
@@ -438,21 +543,49 @@ def destination_ip(model: Model, src_ns: dict, dst: str) -> str:
     for a in addrs:
         if any(ipaddress.ip_address(a) in net for net in mine):
             return a
-    if not addrs:
-        from runtime.errors import NetdiagError
-
-        raise NetdiagError(f"{ns['label']} has no address but loopback", "it cannot be reached over the network",
-                           "attach it to a network (it may run with --network none)")
-    return addrs[0]
+    return addrs[0] if addrs else None
 
 
-def trace(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int = 0, size: int = 0) -> dict:
-    """The static verdict as the JSON object of the diagnosis contract."""
+def _none_fix(model: Model, ns: dict) -> Fix:
+    c = model.container_of(ns)
+    return Fix(fixes.recreate(c, network="bridge") if c else "",
+               advice=f"recreate {ns['name']} on a network (a --network none container cannot be connected later)",
+               why_unchecked="recreating a container is not a change of the network model")
+
+
+def _no_nat_fix(t: Trace, end: dict, pkt: Packet) -> Fix:
+    """A route back to the unmasqueraded source, via the host that forwarded the packet."""
+    ingress = t.hops[-2] if len(t.hops) >= 2 else None  # the interface it arrived on in `end`
+    before = next((h for h in reversed(t.hops) if h["namespace"] != end["id"] and h["direction"] == "egress"), None)
+    src_net = next((ipaddress.ip_network(f"{a['address']}/{a['prefixlen']}", strict=False) for ns in [t.src_ns or {}]
+                    for a in ns.get("addresses", []) if a["address"] == pkt.src), None)
+    if before and ingress and src_net:
+        prev = t.model.namespaces[before["namespace"]]
+        gw = next((a["address"] for a in prev["addresses"] if a["ifname"] == before["interface"]), None)
+        dev = next((h["interface"] for h in t.hops if h["namespace"] == end["id"] and h["direction"] == "ingress"), None)
+        if gw and dev:
+            return Fix(fixes.in_ns(end, ["ip", "route", "add", str(src_net), "via", gw, "dev", dev]),
+                       fixes.replace_route(end["id"], str(src_net), gw, dev), advice=f"a route back to {src_net}",
+                       alternatives=["masquerade the network again: recreate it without "
+                                     "-o com.docker.network.bridge.enable_ip_masquerade=false"])
+    return Fix(advice=f"give {end['label']} a route back to {pkt.src}, or masquerade traffic leaving the container network",
+               why_unchecked="the hop that forwarded the packet is not known")
+
+
+def run_static(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int = 0, size: int = 0) -> tuple[dict, Fix | None]:
+    """The static verdict as the JSON object of the diagnosis contract, and the fix as an object
+    (its command is the JSON's "fix"; diagnose.py checks it on a copy of the model)."""
     src_ns = model.resolve(src)
     dst_ip = destination_ip(model, src_ns, dst)
-    t = Trace(model, proto, port, size)
-    verdict, cause, summary, fix, blocked_at = "delivered", None, "", "", None
+    t = Trace(model, proto, port, size, src_ns=src_ns)
+    verdict, cause, summary, fix, blocked_at = "delivered", None, "", None, None
     try:
+        if dst_ip is None:
+            ns = model.resolve(dst)
+            t.hop(ns, "lo", "loopback", "ingress", "no interface but lo")
+            raise Stop("blocked", "NETWORK_NONE", f"{ns['label']} has no network interface but lo (--network none): "
+                       "nothing can reach it over the network", _none_fix(model, ns),
+                       [{"kind": "link", "detail": f"{ns['label']} links: " + ", ".join(link["name"] for link in ns["links"])}])
         end, pkt = t.run(src_ns, dst_ip)
         ret = routing.lookup(end["ns"], pkt.src)
         summary = f"{proto.upper()} {'port ' + str(port) + ' ' if proto != 'icmp' else ''}from {src_ns['label']} reaches {end['ns']['label']}"
@@ -462,16 +595,21 @@ def trace(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int = 0
             verdict, cause = "blocked", "NO_NAT"
             summary = (f"the packet reaches {end['ns']['label']}, but its source {pkt.src} was not masqueraded and "
                        f"{end['ns']['label']} has no route back to it, so replies are lost")
-            fix = (f"masquerade traffic leaving the container network (drop -o com.docker.network.bridge.enable_ip_masquerade=false), "
-                   f"or give {end['ns']['label']} a route back to {pkt.src} via the host")
+            fix = _no_nat_fix(t, end["ns"], pkt)
             blocked_at = len(t.hops)
             t.note("route", f"{end['ns']['label']}: route back to {pkt.src} -> none")
     except Stop as stop:
         verdict, cause, summary, fix = stop.verdict, stop.cause, stop.summary, stop.fix
         t.evidence.extend(stop.evidence)
         blocked_at = len(t.hops) if t.hops else None
-    return {"verdict": verdict, "cause": cause, "summary": summary[0].upper() + summary[1:] if summary else summary,
-            "src": src_ns["label"], "dst": dst, "dst_ip": dst_ip, "proto": proto, "port": port, "size": size,
-            "hops": t.hops, "blocked_at": blocked_at if verdict != "delivered" else None,
-            "evidence": t.evidence, "fix": fix, "unevaluated_rules": t.unknown_rules, "mode": "static",
-            "stale_neighbour": list(t.stale_neighbour) if t.stale_neighbour else None}
+    result = {"verdict": verdict, "cause": cause, "summary": summary[0].upper() + summary[1:] if summary else summary,
+              "src": src_ns["label"], "dst": dst, "dst_ip": dst_ip, "proto": proto, "port": port, "size": size,
+              "hops": t.hops, "blocked_at": blocked_at if verdict != "delivered" else None,
+              "evidence": t.evidence, "fix": fix.text() if fix else "", "unevaluated_rules": t.unknown_rules, "mode": "static",
+              "stale_neighbour": list(t.stale_neighbour) if t.stale_neighbour else None}
+    return result, fix
+
+
+def trace(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int = 0, size: int = 0) -> dict:
+    """The static verdict alone (see run_static)."""
+    return run_static(model, src, dst, proto=proto, port=port, size=size)[0]

@@ -1,37 +1,59 @@
-"""Put the static prediction and the live probe side by side: agree, or say how they differ."""
+"""Static prediction and live evidence side by side; where the kernel itself says what happened
+to the probe (its nftables packet trace names the rule or policy that dropped it), the kernel
+decides. Disagreements are reported, never hidden. Pure: works on the probe's result object.
+
+Branches: the static path and the live outcome agree; the kernel's trace names a drop (it decides
+the verdict and the cause, whatever the static path said); the probe got through although the
+static path predicted a block (delivered, with the disagreement shown); the static path delivers
+but the probe did not (unknown: something outside the model, with the host-wide drop reasons as
+hints); a recently failed ARP entry (NO_NEIGHBOR); the probe could not run (the static result
+stands, the failure is evidence).
+"""
 from __future__ import annotations
+
+from . import attribute
+from .nftables import Packet, Step, rule_text
 
 REFUSED_CAUSES = {"NO_LISTENER", "LISTENER_LOOPBACK_ONLY", "PORT_NOT_PUBLISHED"}
 DELIVERED = {"connected", "replied"}
+LOST = {"timeout", "unreachable", "too_big"}
 
 
-def merge(result: dict, live) -> dict:
-    """`live` is a netdiag.probe.live.LiveResult. Marks hops seen/unseen and reconciles verdicts."""
-    seen = {(s["ns_path"], s["ifname"]): s for s in live.seen}
-    last_seen = None
-    for hop in result["hops"]:
-        key = (hop.get("ns_path"), hop["interface"])
-        if key in seen:
-            hop["seen"] = seen[key]["count"] > 0
-            if hop["seen"]:
-                last_seen = hop["n"]
-    for hop in result["hops"]:
-        # frames bridged port-to-port never reach the bridge device's own capture: not a miss
-        if hop["kind"] == "bridge" and hop["seen"] is False and last_seen and last_seen > hop["n"]:
-            hop["seen"] = None
+def merge(model, result: dict, live) -> tuple[dict, object]:
+    """`live` is a netdiag.probe.live.LiveResult. Marks hops seen/unseen, records the kernel's
+    trace, reconciles the verdicts. Returns the result and the fix when the kernel's verdict
+    replaced the static one (else None: the static fix stands)."""
+    last_seen = _mark_hops(result, live.seen)
+    events = list(getattr(live, "nftrace", None) or [])
     result["live"] = {"outcome": live.outcome, "detail": live.detail, "elapsed": round(live.elapsed, 3),
-                      "last_seen_hop": last_seen, "drops": live.drops}
-    for d in live.drops:
-        result["evidence"].append({"kind": "kernel_drop", "detail": f"{d['reason']} at {d.get('location', '?')} x{d.get('count', 1)}"})
+                      "last_seen_hop": last_seen, "drops": live.drops, "drops_scope": getattr(live, "drops_scope", "host-wide"),
+                      "nftrace": events, "notes": list(getattr(live, "notes", []) or [])}
+    if getattr(live, "nftrace_error", None):
+        result["evidence"].append({"kind": "nft_trace", "detail": f"the kernel's packet trace was incomplete: {live.nftrace_error}"})
+    for d in live.drops:  # kfree_skb is not filtered to the probe: every packet dropped on the host meanwhile
+        result["evidence"].append({"kind": "kernel_drop", "scope": "host-wide",
+                                   "detail": f"{d['reason']} at {d.get('location', '?')} x{d.get('count', 1)} (host-wide, not only the probe)"})
+    drop = first_drop(events)
+    ns_by_path = {h.get("ns_path"): h["namespace"] for h in result["hops"] if h.get("ns_path")}
+    for e in events:
+        if e.get("verdict") in ("drop", "reject") or e is drop:
+            result["evidence"].append({"kind": "nft_trace", "detail": _event_text(e), "namespace": ns_by_path.get(e.get("ns_path"))})
     static, outcome, cause = result["verdict"], live.outcome, result["cause"]
+
+    if outcome == "error":
+        result["reconciled"] = f"the live probe could not run ({live.detail}); the static result stands"
+        return result, None
+    if drop is not None:
+        return _kernel_decides(model, result, drop, ns_by_path, last_seen)
     agree = ((static == "delivered" and outcome in DELIVERED)
              or (static == "blocked" and cause in REFUSED_CAUSES and outcome == "refused")
-             or (static == "blocked" and cause not in REFUSED_CAUSES and outcome in ("timeout", "unreachable", "too_big"))
+             or (static == "blocked" and cause not in REFUSED_CAUSES and outcome in LOST)
              or (static == "blocked" and outcome == "refused" and " rejects " in result["summary"]))
     if agree:
         result["reconciled"] = "static and live agree"
-        return result
-    result["reconciled"] = f"DISAGREE: the static path says {static}" + (f" ({cause})" if cause else "") + f", the live probe {outcome} ({live.detail})"
+        return result, None
+    result["reconciled"] = f"DISAGREE: the static path says {static}" + (f" ({cause})" if cause else "") + \
+        f", the live probe {outcome} ({live.detail})"
     if outcome in DELIVERED:
         result.update(verdict="delivered", cause=None, blocked_at=None, fix="",
                       summary=f"The live probe got through ({outcome}) although the static path predicted {cause or static}: "
@@ -47,5 +69,92 @@ def merge(result: dict, live) -> dict:
         result.update(verdict="unknown", cause=None, blocked_at=last_seen,
                       summary=f"The static path reaches the destination, but the live probe {outcome}"
                               + (f"; it was last seen at hop {last_seen}" if last_seen else "")
-                              + ": something outside the model drops it (see evidence)")
-    return result
+                              + "; no netfilter rule dropped it (the kernel's packet trace saw none): something outside "
+                                "the model drops it (see the host-wide drop reasons under evidence)")
+    return result, None
+
+
+def _mark_hops(result: dict, seen_list) -> int | None:
+    """hop["seen"]: True/False where a capture ran, None where it could not (never compared as a number)."""
+    seen = {(s.get("ns_path"), s.get("ifname")): s for s in seen_list or []}
+    last_seen = None
+    for hop in result["hops"]:
+        s = seen.get((hop.get("ns_path"), hop["interface"]))
+        if s is not None:
+            count = s.get("count")
+            hop["seen"] = None if count is None else count > 0
+            if s.get("error"):
+                hop["capture_error"] = s["error"]
+            if hop["seen"]:
+                last_seen = hop["n"]
+    for hop in result["hops"]:
+        # frames bridged port-to-port never reach the bridge device's own capture: not a miss
+        if hop["kind"] == "bridge" and hop["seen"] is False and last_seen and last_seen > hop["n"]:
+            hop["seen"] = None
+    return last_seen
+
+
+def first_drop(events: list[dict]) -> dict | None:
+    """The trace event whose verdict ended the probe: a rule or a chain policy that dropped it
+    (iptables' REJECT shows as a rule with a drop verdict)."""
+    return next((e for e in events if e.get("verdict") in ("drop", "reject") and e.get("type") in ("rule", "policy")), None)
+
+
+def _event_text(e: dict) -> str:
+    what = f"rule handle {e.get('handle')}" if e.get("type") == "rule" else "policy"
+    p = e.get("packet") or {}
+    return (f"kernel trace: {e.get('family')} {e.get('table')} {e.get('chain')} {what}: verdict {e.get('verdict')} "
+            f"for {p.get('src')}:{p.get('sport')} -> {p.get('dst')}:{p.get('dport')} "
+            f"(iif {e.get('iif') or '-'}, oif {e.get('oif') or '-'})")
+
+
+def _kernel_decides(model, result: dict, e: dict, ns_by_path: dict, last_seen: int | None):
+    """The kernel's packet trace names the drop: that is the verdict, and the rule says the cause."""
+    ns_id = ns_by_path.get(e.get("ns_path"))
+    ns = model.namespaces.get(ns_id) if ns_id else None
+    static = (result["verdict"], result["cause"])
+    if ns is None:
+        result["reconciled"] = f"the kernel's trace saw a drop in a namespace the static path did not visit: {_event_text(e)}"
+        result.update(verdict="blocked", cause="FIREWALL_DROP", summary=_event_text(e).capitalize())
+        return result, None
+    rule = attribute.find_rule(ns, e.get("family"), e.get("table"), e.get("chain"), e.get("handle"))
+    text = rule_text(rule) if rule else ("policy drop" if e.get("type") == "policy" else f"rule handle {e.get('handle')}")
+    step = Step(e.get("family"), e.get("table"), e.get("chain"), e.get("handle") if e.get("type") == "rule" else None,
+                text, (rule or {}).get("comment", ""), "drop" if e.get("type") == "rule" else "policy drop")
+    p = e.get("packet") or {}
+    probe_dst = result["dst_ip"]
+    pkt = Packet(src=p.get("src") or "0.0.0.0", dst=p.get("dst") or probe_dst, proto=p.get("proto") or result["proto"],
+                 sport=p.get("sport") or 0, dport=p.get("dport") or 0, iif=e.get("iif"), oif=e.get("oif"),
+                 ct_status=frozenset({"dnat"}) if p.get("dst") and p.get("dst") != probe_dst else frozenset())
+    hook = e.get("hook") or ("forward" if e.get("iif") and e.get("oif") else "input" if e.get("iif") else "output")
+    src_ns = model.namespaces.get(result["hops"][0]["namespace"]) if result["hops"] else None
+    stop = attribute.explain_drop(model, ns, hook, pkt, step, src_ns)
+    same = static == ("blocked", stop.cause) and any(ev.get("handle") == step.handle and ev.get("kind") == "nft_rule"
+                                                     for ev in result["evidence"])
+    if same:
+        result["reconciled"] = "static and live agree: the kernel's packet trace names the same rule"
+        return result, None
+    hop_n = _hop_in(result, ns_id, last_seen)
+    result["reconciled"] = (f"the kernel's packet trace decides: the static path said {static[0]}"
+                            + (f" ({static[1]})" if static[1] else "") + f", the kernel dropped the probe at {e.get('family')} "
+                            f"{e.get('table')} {e.get('chain')} ({'handle ' + str(e.get('handle')) if e.get('type') == 'rule' else 'policy'})")
+    result.update(verdict="blocked", cause=stop.cause, summary=stop.summary[0].upper() + stop.summary[1:], blocked_at=hop_n,
+                  fix=stop.fix.text() if stop.fix else "")
+    result["evidence"].extend(stop.evidence)
+    return result, stop.fix
+
+
+def _hop_in(result: dict, ns_id: str, last_seen: int | None) -> int:
+    """The hop where the kernel dropped it: in that namespace, the first hop after the last one the
+    probe was seen at (or the last hop there); a new hop when the static path never went there."""
+    here = [h for h in result["hops"] if h["namespace"] == ns_id]
+    if here:
+        after = [h for h in here if last_seen is None or h["n"] >= last_seen]
+        return (after or here)[0]["n"] if after else here[-1]["n"]
+    ns_label = ns_id
+    result["hops"].append({"n": len(result["hops"]) + 1, "namespace": ns_id, "label": ns_label, "interface": "-",
+                           "kind": "firewall", "direction": "forward", "seen": None, "detail": "where the kernel dropped the probe"})
+    return len(result["hops"])
+
+
+__all__ = ["merge", "first_drop"]

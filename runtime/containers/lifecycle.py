@@ -117,10 +117,17 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
 def create(config: dict, name: str | None) -> model.Container:
     if name:
         validate.container_name(name)
-    if config["HostConfig"]["NetworkMode"] == "bridge":
+    mode = config["HostConfig"]["NetworkMode"]
+    if mode == "bridge":
         from ..networks import bridge
 
         bridge.ensure_default()
+    if mode not in NETWORK_MODES:  # here, not in the monitor: its notes and warnings reach the user
+        from ..networks import model as nets, sync
+
+        sync.apply()
+        net = nets.get(mode)
+        sync.warn_blocked(net["netdiag"]["Bridge"], net["Name"])
     c = model.create_record(config, name)
     try:
         for d in ("upper", "work", "merged"):

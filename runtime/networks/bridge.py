@@ -111,6 +111,7 @@ def create(name: str, *, subnet: str = "", gateway: str = "", ip_range: str = ""
         realize(net)
         if not default:
             _start_resolver(net)
+            sync.warn_blocked(device, name)  # the default bridge's first `run` warns itself
     except BaseException:
         # undo only what this command made: a bridge that existed before stays (it may carry traffic)
         delete(model.reload(net), force=True, keep_link=existed)
@@ -175,6 +176,7 @@ def delete(net: dict, force: bool = False, keep_link: bool = False) -> None:
     sync.apply()
     if not keep_link:
         netlink.delete_link(net["netdiag"]["Bridge"])
+        sync.apply()  # now that the bridge is gone, its accept rules in Docker's DOCKER-USER go too
 
 
 # -- endpoints --------------------------------------------------------------------------------------

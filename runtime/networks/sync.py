@@ -53,6 +53,7 @@ def apply(force: bool = False) -> bool:
     from . import firewall
 
     nets, ports = desired()
+    _coexist([n.bridge for n in nets])
     if not nets:
         firewall.remove()
         _stamp_path().unlink(missing_ok=True)
@@ -67,6 +68,31 @@ def apply(force: bool = False) -> bool:
     firewall.apply(nets, ports)
     store.write_json(_stamp_path(), {"digest": digest, "listing": _listing()})
     return True
+
+
+def _coexist(bridges: list[str]) -> None:
+    """Keep Docker's DOCKER-USER accepting our bridges (after a Docker restart or a firewall reload
+    too): another manager's drop policy must not silently kill netdiag's networks."""
+    import socket
+    import sys
+
+    from . import foreign
+
+    links = {name for _, name in socket.if_nameindex()}
+    for note in foreign.sync(bridges, links):
+        print(f"netdiag: note: {note}.", file=sys.stderr)
+
+
+def warn_blocked(bridge: str, network: str) -> None:
+    """Where no DOCKER-USER exists but another table drops forwarded traffic, say what fixes it."""
+    import sys
+
+    from . import foreign
+
+    for b in foreign.blocking_policies(bridge):
+        print(f"netdiag: warning: {b['table']} {b['chain']} ({b['what']}) drops the forwarded traffic of network "
+              f"{network} (bridge {bridge}), and netdiag does not edit other managers' tables; "
+              f"to let it through: {b['fix']}", file=sys.stderr)
 
 
 def reconcile() -> bool:

@@ -301,3 +301,23 @@ def test_overlapping_user_subnets_are_refused(lab):
     lab.ok("network", "create", "--subnet", "10.80.0.0/16", "one")
     p = lab.run("network", "create", "--subnet", "10.80.5.0/24", "two")
     assert p.returncode != 0 and "SUBNET_OVERLAP" in p.stderr
+
+
+def test_a_foreign_forward_drop_policy_is_named_with_the_command_that_fixes_it(lab):
+    """No DOCKER-USER here: netdiag edits no other table, but says what would let its traffic through."""
+    import os
+    import re
+
+    lab.in_lab("nft", "add", "table", "inet", "strict")
+    lab.in_lab("nft", "add", "chain", "inet", "strict", "forward", "{ type filter hook forward priority 0 ; policy drop ; }")
+    p = lab.run("network", "create", "--subnet", "10.91.0.0/24", "walled")
+    assert p.returncode == 0 and "inet strict forward (policy drop)" in p.stderr, p.stderr
+    br = _net(lab, "walled")["Bridge"]
+    fix = re.search(r"to let it through: (.*)$", p.stderr.strip()).group(1)
+    assert fix == f'nft insert rule inet strict forward iifname "{br}" accept; nft insert rule inet strict forward oifname "{br}" accept'
+    _web(lab, "inner", "--network", "walled")
+    p = lab.run("run", "-d", "--name", "outer", "--network", "walled", "busybox", "sleep", "60")
+    assert p.returncode == 0 and "policy drop" in p.stderr  # run warns too
+    assert _get(lab, "outer", "http://inner/", timeout=2).returncode != 0
+    subprocess.run(["sh", "-c", fix], check=True, preexec_fn=lab.enter(), env={**os.environ})
+    assert _get(lab, "outer", "http://inner/").stdout == "inner\n"

@@ -1,0 +1,65 @@
+"""The one diagnosis pipeline: static trace -> live probe (captures per hop, the kernel's own
+nftables packet trace, drop reasons) -> counters -> reconcile -> fix check.
+
+`diagnose()` is what `netdiag trace` prints, and what health checks, CI checks and scenarios call:
+the CLI only parses arguments and renders. Live steps need root; without it (or with
+`live=False`, or on a snapshot) the static result stands and says why.
+"""
+from __future__ import annotations
+
+import os
+
+from .model import Model
+from .reason import fixes, path, reconcile
+
+
+def diagnose(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int = 0, size: int = 0,
+             live: bool = True, timeout: float = 2.0, pcap: str | None = None) -> dict:
+    result, fix = path.run_static(model, src, dst, proto=proto, port=port, size=size)
+    if live and result["dst_ip"]:
+        result, live_fix = _live(model, result, timeout, pcap)
+        fix = live_fix or fix
+    result["fix_command"] = None
+    if result["verdict"] == "blocked" and fix is not None:
+        result["fix"], result["fix_command"] = fix.text(), fix.command or None
+        result["fix_check"] = fixes.check(model, fix, lambda m: path.run_static(m, src, dst, proto=proto, port=port, size=size)[0])
+    return result
+
+
+def _live(model: Model, result: dict, timeout: float, pcap: str | None):
+    """Probe for real and reconcile. Returns the result and, when the kernel's verdict replaced the
+    static one, the fix for the rule it named."""
+    from .observe.snapshot import ns_path
+
+    if os.geteuid() != 0:
+        result["live"] = {"outcome": "skipped", "detail": "the live probe needs root (CAP_SYS_ADMIN, CAP_NET_RAW); static result only"}
+        return result, None
+    hops = []
+    for hop in result["hops"]:
+        ns = model.namespaces.get(hop["namespace"])
+        hop["ns_path"] = ns_path(ns) if ns else None
+    src = model.namespaces.get(result["hops"][0]["namespace"]) if result["hops"] else None
+    if src is None or ns_path(src) is None:
+        result["live"] = {"outcome": "skipped", "detail": "the source namespace has no path to enter it by"}
+        return result, None
+    from .probe import counters, live
+
+    for hop in result["hops"]:
+        if hop["ns_path"] and hop["kind"] in ("veth", "bridge", "vxlan", "device", "loopback") and \
+                hop["direction"] in ("egress", "ingress", "forward"):
+            hops.append(live.Hop(hop["ns_path"], hop["interface"], f"{hop['label']} {hop['interface']}"))
+    labels = {h["ns_path"]: h["label"] for h in result["hops"] if h.get("ns_path")}
+    before = counters.read(list(labels))
+    res = live.probe(ns_path(src), result["dst_ip"], proto=result["proto"], dport=result["port"],
+                     size=result["size"], hops=hops, timeout=timeout, trace_ns=list(labels))
+    result, fix = reconcile.merge(model, result, res)
+    result["evidence"].extend(counters.deltas(before, counters.read(list(labels)), labels))
+    if pcap:
+        from .probe import pcap as pcap_writer
+
+        try:
+            pcap_writer.write(pcap, res)
+            result["pcap"] = pcap
+        except (OSError, ValueError) as e:
+            result["evidence"].append({"kind": "pcap", "detail": f"could not write {pcap}: {e}"})
+    return result, fix

@@ -1,0 +1,186 @@
+"""Fixes that can be checked: each is the command a user runs (concrete names, never placeholders)
+and, where the model can express it, the same change applied to a copy of the model, so the
+diagnosis can trace again and say whether the fix makes the path deliver. Pure: no kernel access.
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import Callable
+
+# apply(model, overlay): edit namespaces through overlay.edit(ns_id) (a private copy)
+Apply = Callable[[object, object], None]
+
+
+@dataclass
+class Fix:
+    command: str = ""  # a shell line to run as root on the host netdiag observes ("" when none fits)
+    apply: Apply | None = None  # the same change on a model copy; None: the model cannot express it
+    advice: str = ""  # what the command does or, without one, what to do
+    why_unchecked: str = ""  # when apply is None: why the fix cannot be checked statically
+    alternatives: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        head = self.command + (f"  # {self.advice}" if self.command and self.advice else self.advice if not self.command else "")
+        return head + "".join(f"; or: {a}" for a in self.alternatives)
+
+
+def recreate(c: dict, *extra: str, network: str | None = None) -> str:
+    """The command that recreates container `c` as it runs now (image, command, published ports,
+    network), plus `extra` run options: a fix that needs a new container is still one command."""
+    cli = "docker" if c.get("runtime") == "docker" else "netdiag"
+    mode = network or c.get("network_mode") or "bridge"
+    args = [cli, "run", "-d", "--name", c["name"]]
+    if mode not in ("bridge", "default"):
+        args += ["--network", mode]
+    for p in c.get("ports", []):
+        host = (f"{p['host_ip']}:" if p.get("host_ip") not in ("", "0.0.0.0", None) else "")
+        args += ["-p", f"{host}{p['host_port']}:{p['ctr_port']}/{p['proto']}"]
+    args += list(extra) + [c.get("image") or "IMAGE"] + list(c.get("command") or [])
+    return f"{cli} rm -f {shlex.quote(c['name'])} && {shlex.join(args)}"
+
+
+def in_ns(ns: dict, argv: list[str]) -> str:
+    """A command line that runs argv in the namespace `ns`, as root on the host."""
+    cmd = shlex.join(argv)
+    if ns.get("kind") == "host":
+        return cmd
+    if ns.get("netns_names"):
+        return f"ip netns exec {shlex.quote(ns['netns_names'][0])} {cmd}"
+    pids = ns.get("pids") or []
+    return f"nsenter -t {pids[0]} -n {cmd}" if pids else f"{cmd}  (in {ns.get('label')})"
+
+
+# -- edits of a model copy --------------------------------------------------------------------------
+
+def _rules(ns: dict) -> list:
+    """The editable rule list of a (copied) namespace: iptables-nft rules translated once, so an
+    edit does not break the pairing with the iptables-nft-save text observed with them."""
+    if ns.get("iptables_save"):
+        from ..observe.iptables import ruleset_for
+
+        ns["nftables"] = {**ruleset_for(ns)}
+        ns["nftables"]["nftables"] = list(ns["nftables"]["nftables"])
+        ns.pop("iptables_save")
+    return ns.setdefault("nftables", {"nftables": []}).setdefault("nftables", [])
+
+
+def remove_rule(ns_id: str, family: str, table: str, chain: str, handle: int) -> Apply:
+    def apply(model, ov):
+        ns = ov.edit(ns_id)
+        items = _rules(ns)
+        items[:] = [i for i in items if not ("rule" in i and (i["rule"]["family"], i["rule"]["table"], i["rule"]["chain"],
+                                                              i["rule"].get("handle")) == (family, table, chain, handle))]
+    return apply
+
+
+def insert_rules(ns_id: str, family: str, table: str, chain: str, rules: list[list[dict]]) -> Apply:
+    """Rules (lists of nft JSON expressions) at the top of a chain, like `nft insert rule` / `iptables -I`."""
+    def apply(model, ov):
+        items = _rules(ov.edit(ns_id))
+        first = next((k for k, i in enumerate(items) if "rule" in i and (i["rule"]["family"], i["rule"]["table"],
+                                                                        i["rule"]["chain"]) == (family, table, chain)), None)
+        if first is None:  # an empty chain: after its declaration
+            first = next(k for k, i in enumerate(items) if "chain" in i and (i["chain"]["family"], i["chain"]["table"],
+                                                                           i["chain"]["name"]) == (family, table, chain)) + 1
+        items[first:first] = [{"rule": {"family": family, "table": table, "chain": chain, "handle": -1 - n,
+                                        "comment": "netdiag fix check", "expr": expr}} for n, expr in enumerate(rules)]
+    return apply
+
+
+def iface_accept(key: str, name: str) -> list[dict]:
+    return [{"match": {"op": "==", "left": {"meta": {"key": key}}, "right": name}}, {"accept": None}]
+
+
+def flow_accept(dst: str, proto: str, dport: int) -> list[dict]:
+    expr = [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": dst}}]
+    if proto in ("tcp", "udp") and dport:
+        expr.append({"match": {"op": "==", "left": {"payload": {"protocol": proto, "field": "dport"}}, "right": dport}})
+    return expr + [{"accept": None}]
+
+
+def set_sysctl(ns_id: str, key: str, value: str) -> Apply:
+    def apply(model, ov):
+        ov.edit(ns_id).setdefault("sysctls", {})[key] = value
+    return apply
+
+
+def link_up(ns_id: str, ifname: str) -> Apply:
+    """`ip link set IF up`; a veth's peer gets its carrier back with it (if it is up itself)."""
+    def apply(model, ov):
+        for link in ov.edit(ns_id)["links"]:
+            if link["name"] == ifname:
+                link["up"] = True
+                link["flags"] = sorted(set(link.get("flags", [])) | {"UP", "LOWER_UP", "RUNNING"})
+                link["state"] = "UP"
+                peer = link.get("peer") or {}
+                if peer.get("ns") in ov:
+                    for other in ov.edit(peer["ns"])["links"]:
+                        if other["index"] == peer.get("index") and other["up"]:
+                            other["flags"] = sorted(set(other.get("flags", [])) | {"LOWER_UP", "RUNNING"})
+                            other["state"] = "UP"
+    return apply
+
+
+def set_mtu(ns_id: str, ifname: str, mtu: int) -> Apply:
+    def apply(model, ov):
+        for link in ov.edit(ns_id)["links"]:
+            if link["name"] == ifname:
+                link["mtu"] = mtu
+    return apply
+
+
+def replace_route(ns_id: str, dst: str, gateway: str | None, dev: str) -> Apply:
+    """Like `ip route replace DST [via GW] dev DEV` in the main table."""
+    def apply(model, ov):
+        ns = ov.edit(ns_id)
+        ns["routes"] = [r for r in ns["routes"] if not (r["table"] == 254 and r["dst"] == dst)]
+        ns["routes"].append({"table": 254, "dst": dst, "gateway": gateway, "dev": dev, "prefsrc": None, "type": "unicast",
+                             "scope": "global" if gateway else "link", "proto": 3, "metric": 0})
+    return apply
+
+
+def listen_everywhere(ns_id: str, proto: str, port: int) -> Apply:
+    def apply(model, ov):
+        for s in ov.edit(ns_id).get("sockets", []):
+            if s["proto"] == proto and s["port"] == port and s.get("loopback_only"):
+                s.update(local="0.0.0.0", loopback_only=False)
+    return apply
+
+
+def add_fdb(ns_id: str, dev: str, mac: str, dst: str) -> Apply:
+    def apply(model, ov):
+        ov.edit(ns_id)["fdb"].append({"ifname": dev, "lladdr": mac, "master": None, "dst": dst, "vni": None,
+                                      "state": "PERMANENT", "self": True})
+    return apply
+
+
+def add_masquerade(ns_id: str, subnet: str, oif: str) -> Apply:
+    def apply(model, ov):
+        items = _rules(ov.edit(ns_id))
+        items.append({"table": {"family": "ip", "name": "netdiag_fix_check"}})
+        items.append({"chain": {"family": "ip", "table": "netdiag_fix_check", "name": "post", "type": "nat", "hook": "postrouting",
+                                "prio": 100, "policy": "accept"}})
+        net, plen = subnet.split("/")
+        items.append({"rule": {"family": "ip", "table": "netdiag_fix_check", "chain": "post", "handle": 1, "expr": [
+            {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                       "right": {"prefix": {"addr": net, "len": int(plen)}}}},
+            {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": oif}}, {"masquerade": None}]}})
+    return apply
+
+
+def check(model, fix: Fix, retrace) -> dict:
+    """Apply `fix` to a copy of the model and trace again: does the path deliver now?"""
+    if fix.apply is None:
+        return {"checked": False, "delivers": None, "detail": fix.why_unchecked or "the model cannot express this change"}
+    copy, ov = model.overlay()
+    try:
+        fix.apply(copy, ov)
+        after = retrace(copy)
+    except Exception as e:  # noqa: BLE001 - a check that cannot run is reported, never fatal
+        return {"checked": False, "delivers": None, "detail": f"the check could not run: {type(e).__name__}: {e}"}
+    delivers = after["verdict"] == "delivered"
+    detail = "with this fix the static path delivers" if delivers else \
+        f"with this fix the path is still {after['verdict']}" + (f" ({after['cause']}: {after['summary']})" if after.get("cause") else "")
+    return {"checked": True, "delivers": delivers, "detail": detail,
+            "after": {k: after.get(k) for k in ("verdict", "cause", "summary", "blocked_at")}}

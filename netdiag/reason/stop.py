@@ -1,0 +1,18 @@
+"""Where a walk ends: the verdict, the cause code, a sentence, the evidence and a checkable fix."""
+from __future__ import annotations
+
+from .causes import CAUSES
+from .fixes import Fix
+
+
+class Stop(Exception):
+    """The packet dies here (or the walk cannot go on)."""
+
+    def __init__(self, verdict: str, cause: str | None, summary: str, fix: Fix | str | None = None,
+                 evidence: list | None = None):
+        super().__init__(summary)
+        if cause is not None and cause not in CAUSES:
+            raise ValueError(f"unknown cause code {cause!r}")  # every code is in the catalogue
+        if isinstance(fix, str):
+            fix = Fix(advice=fix, why_unchecked="the model cannot express this change") if fix else None
+        self.verdict, self.cause, self.summary, self.fix, self.evidence = verdict, cause, summary, fix, evidence or []

@@ -1,0 +1,184 @@
+"""The diagnosis over a lab snapshot (no root): causes chosen from what a rule is, fixes checked on a
+copy of the model, and the reconcile branches between the static path and the live evidence."""
+import copy
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from netdiag.model import Model
+from netdiag.reason import fixes, reconcile
+from netdiag.reason.causes import CAUSES
+from netdiag.reason.path import run_static, trace
+from netdiag.reason.stop import Stop
+
+FIXTURE = json.loads((Path(__file__).parent.parent / "fixtures" / "lab_snapshot.json").read_text())
+
+
+@pytest.fixture
+def model():
+    return Model(copy.deepcopy(FIXTURE))
+
+
+def ns_of(model, name):
+    return next(ns for ns in model.namespaces.values() if ns["name"] == name)
+
+
+def host(model):
+    return model.namespaces[model.snap["host"]]
+
+
+def rules(ns):
+    return ns["nftables"]["nftables"]
+
+
+def outside(m):
+    return "ns:" + next(n for ns in m.namespaces.values() for n in ns["netns_names"] if n.endswith("-out"))
+
+
+# -- causes from what the rule is -----------------------------------------------------------------
+
+def test_a_rule_named_like_docker_isolation_but_matching_a_port_is_a_firewall_drop(model):
+    h = host(model)
+    db_ip = next(a["address"] for a in ns_of(model, "db")["addresses"] if a["ifname"] == "eth0")
+    rules(h).append({"chain": {"family": "ip", "table": "mine", "name": "DOCKER-ISOLATION-STAGE-2", "type": "filter",
+                               "hook": "forward", "prio": -10, "policy": "accept"}})
+    rules(h).append({"rule": {"family": "ip", "table": "mine", "chain": "DOCKER-ISOLATION-STAGE-2", "handle": 7,
+                              "comment": "isolate everything", "expr": [
+                                  {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": db_ip}},
+                                  {"drop": None}]}})
+    r, fix = run_static(model, "api", "db", port=5432)
+    assert (r["verdict"], r["cause"]) == ("blocked", "FIREWALL_DROP"), r["summary"]  # not NETWORK_ISOLATION by name
+    assert fix.command == "nft delete rule ip mine DOCKER-ISOLATION-STAGE-2 handle 7"
+    check = fixes.check(model, fix, lambda m: trace(m, "api", "db", port=5432))
+    assert check["checked"] and check["delivers"], check
+    assert run_static(model, "api", "db", port=5432)[0]["cause"] == "FIREWALL_DROP"  # the check edited a copy only
+
+
+def test_icc_needs_the_networks_icc_off_not_the_rules_shape(model):
+    h = host(model)
+    bridge = next(n["bridge"] for n in model.snap["networks"] if n["name"] == "back")
+    rules(h).append({"chain": {"family": "ip", "table": "mine", "name": "fw", "type": "filter", "hook": "forward",
+                               "prio": -10, "policy": "accept"}})
+    rules(h).append({"rule": {"family": "ip", "table": "mine", "chain": "fw", "handle": 9, "expr": [
+        {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": bridge}},
+        {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": bridge}}, {"drop": None}]}})
+    model.snap["networks"] = [dict(n) for n in model.snap["networks"]]
+    h.setdefault("sysctls", {})["net.bridge.bridge-nf-call-iptables"] = "1"
+    assert trace(model, "api", "db", port=5432)["cause"] == "FIREWALL_DROP"  # icc is on: a user's rule
+    for n in model.snap["networks"]:
+        if n["name"] == "back":
+            n["options"] = {**n.get("options", {}), "com.docker.network.bridge.enable_icc": "false"}
+    assert trace(model, "api", "db", port=5432)["cause"] == "ICC_DISABLED"
+
+
+def test_a_policy_drop_of_a_table_that_governs_other_networks_is_a_foreign_firewall(model):
+    h = host(model)
+    backend = next(n for n in model.snap["networks"] if n["name"] == "back")
+    model.snap["networks"].append({"runtime": "docker", "name": "dnet", "bridge": "docker-x", "subnet": "10.99.0.0/24",
+                                   "options": {}})
+    rules(h).append({"chain": {"family": "ip", "table": "filter", "name": "FORWARD", "type": "filter", "hook": "forward",
+                               "prio": 0, "policy": "drop"}})
+    rules(h).append({"chain": {"family": "ip", "table": "filter", "name": "DOCKER-USER"}})
+    rules(h).append({"rule": {"family": "ip", "table": "filter", "chain": "FORWARD", "handle": 3,
+                              "expr": [{"jump": {"target": "DOCKER-USER"}}]}})
+    rules(h).append({"rule": {"family": "ip", "table": "filter", "chain": "FORWARD", "handle": 4, "expr": [
+        {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "docker-x"}}, {"accept": None}]}})
+    h.setdefault("sysctls", {})["net.bridge.bridge-nf-call-iptables"] = "1"
+    r, fix = run_static(model, "api", "db", port=5432)
+    assert (r["verdict"], r["cause"]) == ("blocked", "FOREIGN_FIREWALL"), r["summary"]
+    br = backend["bridge"]
+    assert fix.command == f"nft insert rule ip filter DOCKER-USER iifname {br} accept && nft insert rule ip filter DOCKER-USER oifname {br} accept"
+    assert fixes.check(model, fix, lambda m: trace(m, "api", "db", port=5432))["delivers"]
+
+
+def test_every_cause_the_engine_can_name_is_in_the_catalogue():
+    import re
+
+    src = "".join((Path(__file__).parents[2] / "netdiag" / "reason" / f).read_text()
+                  for f in ("path.py", "attribute.py", "reconcile.py"))
+    named = set(re.findall(r'"([A-Z_]{6,})"', src)) & {c for c in re.findall(r'Stop\([^,]+, "([A-Z_]+)"', src)} | \
+        set(re.findall(r'cause="([A-Z_]+)"', src))
+    assert named and named <= set(CAUSES), named - set(CAUSES)
+    with pytest.raises(ValueError):
+        Stop("blocked", "NOT_A_CAUSE", "x")
+
+
+# -- fix checks -----------------------------------------------------------------------------------------
+
+def test_a_fix_the_model_cannot_express_is_reported_unchecked(model):
+    r, fix = run_static(model, outside(model), "203.0.113.2", port=80)
+    assert r["cause"] == "PORT_NOT_PUBLISHED" and fix.apply is None
+    check = fixes.check(model, fix, lambda m: trace(m, outside(model), "203.0.113.2", port=80))
+    assert check == {"checked": False, "delivers": None, "detail": fix.why_unchecked}
+
+
+def test_a_fix_that_does_not_help_says_what_still_blocks(model):
+    r, fix = run_static(model, "db", "api", port=9000)
+    assert r["cause"] == "LISTENER_LOOPBACK_ONLY"
+    useless = fixes.Fix("true", lambda m, ov: None)
+    check = fixes.check(model, useless, lambda m: trace(m, "db", "api", port=9000))
+    assert check["checked"] and not check["delivers"] and "LISTENER_LOOPBACK_ONLY" in check["detail"]
+    assert fixes.check(model, fix, lambda m: trace(m, "db", "api", port=9000))["delivers"]
+
+
+# -- reconcile ------------------------------------------------------------------------------------------
+
+def live(outcome, detail="", seen=(), nftrace=(), drops=()):
+    return SimpleNamespace(outcome=outcome, detail=detail, seen=list(seen), nftrace=list(nftrace), drops=list(drops),
+                           elapsed=0.1, notes=[], nftrace_error=None, drops_scope="host")
+
+
+def seen_all(r, count=1):
+    return [{"ns_path": h.get("ns_path"), "ifname": h["interface"], "count": count} for h in r["hops"]]
+
+
+def test_reconcile_agree(model):
+    r = trace(model, "api", "db", port=5432)
+    out, fix = reconcile.merge(model, r, live("connected", "ok", seen_all(r)))
+    assert out["reconciled"] == "static and live agree" and out["verdict"] == "delivered" and fix is None
+
+
+def test_reconcile_disagree_live_delivered_wins_and_says_so(model):
+    r = trace(model, "db", "api", port=81)
+    out, _ = reconcile.merge(model, r, live("connected", "handshake"))
+    assert out["verdict"] == "delivered" and out["reconciled"].startswith("DISAGREE")
+
+
+def test_reconcile_static_delivered_probe_lost_without_a_netfilter_drop_is_unknown(model):
+    r = trace(model, "api", "db", port=5432)
+    out, _ = reconcile.merge(model, r, live("timeout", "no answer", drops=[{"reason": "NO_SOCKET", "count": 2}]))
+    assert out["verdict"] == "unknown" and "kernel's packet trace saw none" in out["summary"]
+    assert any(e["kind"] == "kernel_drop" and e["scope"] == "host-wide" for e in out["evidence"])
+
+
+def test_reconcile_the_kernels_trace_decides_over_the_static_path(model):
+    r = trace(model, "api", "db", port=5432)
+    h = host(model)
+    rules(h).append({"chain": {"family": "inet", "table": "t", "name": "c", "type": "filter", "hook": "forward",
+                               "prio": 0, "policy": "accept"}})
+    rules(h).append({"rule": {"family": "inet", "table": "t", "chain": "c", "handle": 5,
+                              "expr": [{"match": {"op": "==", "left": {"meta": {"key": "mark"}}, "right": 0}}, {"drop": None}]}})
+    for hp in r["hops"]:
+        hp["ns_path"] = f"/fake/{hp['namespace']}"
+    host_path = f"/fake/{h['id']}"
+    event = {"ns_path": host_path, "family": "inet", "table": "t", "chain": "c", "handle": 5, "type": "rule",
+             "verdict": "drop", "iif": r["hops"][1]["interface"], "oif": r["hops"][3]["interface"],
+             "packet": {"src": "10.50.0.2", "dst": r["dst_ip"], "proto": "tcp", "sport": 40000, "dport": 5432}}
+    out, fix = reconcile.merge(model, r, live("timeout", "no answer", nftrace=[event]))
+    assert (out["verdict"], out["cause"]) == ("blocked", "FIREWALL_DROP")
+    assert out["reconciled"].startswith("the kernel's packet trace decides") and out["blocked_at"]
+    assert fix.command == "nft delete rule inet t c handle 5"
+
+
+def test_reconcile_when_captures_failed_and_the_probe_could_not_run(model):
+    r = trace(model, "api", "db", port=5432)
+    for hp in r["hops"]:
+        hp["ns_path"] = "/fake"
+    failed = [{"ns_path": "/fake", "ifname": hp["interface"], "count": None, "error": "cannot capture"} for hp in r["hops"]]
+    out, _ = reconcile.merge(model, r, live("connected", "ok", failed))
+    assert all(hp["seen"] is None for hp in out["hops"]) and out["live"]["last_seen_hop"] is None
+    assert out["reconciled"] == "static and live agree"
+    out, _ = reconcile.merge(model, trace(model, "api", "db", port=5432), live("error", "probe child died"))
+    assert out["verdict"] == "delivered" and "could not run" in out["reconciled"]
