@@ -1,5 +1,5 @@
 """Per-container cgroups for memory, CPU and pids, on cgroup v2 or v1, whichever the host has, plus
-the devices allow-list on v1 (the devices controller; see the note at `create` for v2)."""
+the devices allow-list: the devices controller on v1, an eBPF device filter on v2 (devices_bpf)."""
 from __future__ import annotations
 
 import errno
@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from .. import paths
+from . import devices_bpf
 
 BASE = Path("/sys/fs/cgroup")
 V1_CONTROLLERS = ("memory", "cpu", "pids", "devices")
@@ -33,8 +34,8 @@ def _write(path: Path, value: str) -> None:
 def create(container_id: str, memory: int = 0, nano_cpus: int = 0, pids: int = 0,
            devices: tuple[tuple[bool, str], ...] = ()) -> None:
     """Make the container's cgroups and set its limits (0 = no limit). `devices`: (allow, "c 1:3 rwm")
-    rules in order, written to devices.allow/deny on v1. On v2 the kernel has no devices files: the
-    allow-list would need a BPF_PROG_TYPE_CGROUP_DEVICE program, which netdiag does not load yet."""
+    rules in order, written to devices.allow/deny on v1; on v2, which has no devices files, turned
+    into runc's BPF_PROG_TYPE_CGROUP_DEVICE program and attached to the container's cgroup."""
     if is_v2():
         parent = BASE
         for part in Path(paths.cgroup_parent()).parts:
@@ -52,6 +53,15 @@ def create(container_id: str, memory: int = 0, nano_cpus: int = 0, pids: int = 0
             _write(d / "cpu.max", f"{nano_cpus * 100000 // 10**9} 100000")
         if pids:
             _write(d / "pids.max", "max" if pids < 0 else str(pids))
+        if devices:  # nothing is attached for --privileged (its rules allow every device)
+            try:
+                devices_bpf.attach(d, devices)
+            except BaseException:
+                try:  # no process is in it yet: a start that fails leaves no cgroup behind
+                    d.rmdir()
+                except OSError:
+                    pass
+                raise
         return
     for d in _dirs(container_id):
         d.mkdir(parents=True, exist_ok=True)
