@@ -301,7 +301,10 @@ def attach(cgroup: Path, rules: Iterable[tuple[bool, str]]) -> bool:
         raise _error(f"open the cgroup {cgroup}", e) from None
     old: list[int] = []
     try:
-        old = [fd for fd in (_prog_fd(i) for i in _programs(dfd, cgroup)) if fd is not None]
+        for prog_id in _programs(dfd, cgroup):  # a cgroup netdiag makes anew has none
+            fd = _prog_fd(prog_id)
+            if fd is not None:
+                old.append(fd)
         prog = load(code)
         try:
             _attach_cmd(BPF_PROG_ATTACH, dfd, prog, BPF_F_ALLOW_MULTI)
@@ -355,13 +358,14 @@ def _attach_cmd(cmd: int, dfd: int, prog: int, flags: int) -> None:
 def _error(action: str, e: OSError, log: str = "") -> KernelError:
     what = f"Cannot {action} for the container's device allow-list"
     if log:  # its last lines say why (the whole log can run to megabytes)
-        return KernelError(what, "the kernel's verifier refused the program: " + " | ".join(log.splitlines()[-12:]),
+        words = " | ".join(log.splitlines()[-12:])
+        return KernelError(what, f"the kernel's verifier refused the program: {words}",
                            "this is a bug in netdiag's device filter; report it with these words")
     why, fix = {
         errno.ENOSYS: ("this kernel has no bpf() syscall (CONFIG_BPF_SYSCALL)",
-                       "use a kernel with CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF, as every cgroup v2 distribution has"),
+                       "use a kernel with CONFIG_BPF_SYSCALL and CONFIG_CGROUP_BPF (distribution kernels have both)"),
         errno.EINVAL: ("this kernel does not know cgroup device programs (CONFIG_CGROUP_BPF is off)",
-                       "use a kernel built with CONFIG_CGROUP_BPF, or boot with cgroup v1"),
+                       "use a kernel built with CONFIG_CGROUP_BPF, or a host with cgroup v1"),
         errno.EBADF: ("the target is not a directory of the cgroup v2 hierarchy",
                       "check NETDIAG_CGROUP_PARENT and that /sys/fs/cgroup is cgroup2"),
         errno.EPERM: ("loading and attaching device programs needs CAP_SYS_ADMIN (or CAP_BPF and CAP_NET_ADMIN) "
@@ -371,7 +375,7 @@ def _error(action: str, e: OSError, log: str = "") -> KernelError:
                       "run netdiag as root on the host (not in a user namespace or an unprivileged container), "
                       "or raise 'ulimit -l' on an old kernel"),
         errno.E2BIG: ("the cgroup already has the most device programs the kernel allows (64)",
-                      "remove the container's cgroup ('netdiag rm -f', then 'netdiag system prune') and start it again"),
+                      "detach what other tools attached to it ('bpftool cgroup show PATH' lists them)"),
     }.get(errno.EPERM if e.errno == errno.EACCES else e.errno,
           ("the kernel refused it", "check dmesg; a kernel with CONFIG_CGROUP_BPF is needed"))
     return KernelError(what, f"{os.strerror(e.errno)}: {why}", fix)
