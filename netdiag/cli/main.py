@@ -17,6 +17,7 @@ _MODULES = {
     "system": ("system", "version", "demo"),
     "observe": ("snapshot", "topo"),
     "trace": ("trace",),
+    "health": ("health", "explain"),
 }
 
 

@@ -1,0 +1,12 @@
+"""Health checks done the way a load balancer does them, and the reason when they fail.
+
+spec.py      what to check (TARGET, --tcp/--http, --expect ...), validated before anything is sent
+resolve.py   a name resolved the way the source namespace resolves it (its hosts file, its resolv.conf)
+check.py     one check from inside the source namespace, with timings (dns, connect, first byte, total)
+classify.py  pure: a check's outcome (+ the trace pipeline's diagnosis) -> cause, and the verdict in
+             HAProxy's, AWS's and Kubernetes' words
+run.py       the whole `netdiag health`: resolve, check (N times), diagnose what failed, the JSON
+haproxy.py   a real HAProxy's stats socket and configuration
+explain.py   `netdiag explain CONTAINER` and `netdiag explain --lb haproxy[:SOCKET]`
+fix.py       running a printed fix command (no shell), for `--fix`
+"""

@@ -1,0 +1,315 @@
+"""`netdiag health`: resolve like the source, check like a load balancer (N times), and when the
+check fails, find out why before answering:
+
+- the handshake failed: the trace pipeline (netdiag.diagnose) on the same source, address and
+  port names the cause, the hop, the evidence and a checked fix; when it cannot (the path works
+  now, or a rule drops packets at random), a burst of handshakes measures the share that gets
+  through (PACKET_LOSS);
+- the answer did not come in time: while the check keeps listening for the late answer (to
+  measure it), a full-size packet is traced from the server back to the source: MTU_BLACKHOLE if
+  it dies on the way, SLOW_RESPONSE otherwise.
+
+Everything is read-only; `--fix` lives in the CLI and fix.py.
+"""
+from __future__ import annotations
+
+import shlex
+import threading
+import time
+
+from runtime.errors import InvalidArgument, NetdiagError, NotFound, PermissionDenied
+
+from . import classify, resolve
+from .check import Check, burst
+from .spec import Spec
+
+GRACE = 2.0          # how long past the deadline a late answer is waited for (and measured)
+PROBE_TIMEOUT = 1.0  # the trace pipeline's live probe: a dropped SYN costs this long
+
+
+class Source:
+    """The namespace a check runs from: how to enter it, whose resolver files it reads."""
+
+    def __init__(self, model, target: str):
+        from netdiag.observe.snapshot import ns_path
+
+        try:
+            self.ns = model.resolve(target)
+        except NotFound as e:
+            raise InvalidArgument(f"Unknown source {target!r}", e.why or str(e.what),
+                                  "give a container name or id, ns:NAME, pid:N or host") from None
+        self.target, self.model = target, model
+        self.path = ns_path(self.ns)
+        if self.path is None:
+            raise PermissionDenied(f"Cannot enter {self.ns['label']}", "it has no process and no ip netns name to enter it by", "")
+        self.files = resolve.files_for(model, self.ns)
+        self.label = self.ns["label"]
+        self.container = model.container_of(self.ns)
+
+
+def _check_once(spec: Spec, src: Source) -> tuple[dict, Check | None, dict | None]:
+    """One check: (its result, the Check while an answer may still come, the resolution)."""
+    t0 = time.monotonic()
+    deadline = t0 + spec.timeout
+    resolution, address, dns_time = None, spec.host, None
+    try:
+        if not spec.is_ip:
+            resolution = resolve.resolve(src.path, spec.host, src.files, deadline)
+            dns_time = resolution["elapsed"]
+            if resolution["address"] is None:
+                return ({"ok": False, "stage": "resolve", "error": resolution["error"], "detail": resolution["answer"],
+                         "status": None, "address": None, "port": spec.port, "local": None, "received": 0, "body": "",
+                         "timings": {"dns": dns_time, "connect": None, "first_byte": None, "total": round(time.monotonic() - t0, 4)}},
+                        None, resolution)
+            address = resolution["address"]
+        c = Check(src.path, address, spec, started=t0, deadline=deadline, dns_time=dns_time)
+        res = c.run()
+    except PermissionError as e:
+        raise PermissionDenied(f"Cannot enter {src.label}'s network namespace", e.strerror or str(e), "run netdiag as root") from None
+    except FileNotFoundError as e:
+        raise NetdiagError(f"{src.label} is gone", str(e), "") from None
+    if not c.pending:
+        c.close()
+        c = None
+    return res, c, resolution
+
+
+class Measured:
+    """The checks of one `health` run: their results, the last one whose answer may still come,
+    and how the name resolved."""
+
+    def __init__(self):
+        self.checks: list[dict] = []
+        self.pending: Check | None = None
+        self.resolution: dict | None = None
+
+    def close(self) -> None:
+        if self.pending is not None:
+            self.pending.close()
+            self.pending = None
+
+
+def measure(spec: Spec, src: Source) -> Measured:
+    """Run the check spec.count times (no model access: safe in a thread of its own)."""
+    m = Measured()
+    try:
+        for i in range(spec.count):
+            started = time.monotonic()
+            res, c, m.resolution = _check_once(spec, src)
+            m.checks.append(res)
+            if c is not None:
+                m.close()
+                m.pending = c
+            if i + 1 < spec.count:
+                time.sleep(max(0.0, started + spec.interval - time.monotonic()))
+    except BaseException:
+        m.close()
+        raise
+    return m
+
+
+def conclude(model, spec: Spec, src: Source, m: Measured, *, probe_timeout: float = PROBE_TIMEOUT) -> dict:
+    """The verdict on measured checks; a failure is diagnosed first (the trace pipeline)."""
+    try:
+        checks = m.checks
+        failed = [r for r in checks if not r["ok"]]
+        series = _series(checks) if spec.count > 1 else None
+        rep = _representative(failed) if failed else checks[-1]
+        t_fail = time.monotonic()
+        extra = _explain(model, spec, src, rep, m.resolution, m.pending, series, probe_timeout) if failed else {}
+    finally:
+        m.close()
+    verdict = classify.classify(spec, rep, src=src.label, resolution=m.resolution, series=series, **extra)
+    out = {**verdict, "target": spec.show(), "from": src.label, "check": spec.to_dict(),
+           "address": rep.get("address"), "port": spec.port, "timings": rep["timings"], "status": rep.get("status"),
+           "failure": None if rep["ok"] else {"stage": rep["stage"], "error": rep["error"], "detail": rep["detail"]},
+           "body": rep.get("body") or None, "resolution": _public(m.resolution),
+           "diagnosis": extra.get("diagnosis") or (extra.get("mtu") or {}).get("live"), "series": series}
+    if failed:
+        out["diagnosed_in"] = round(time.monotonic() - t_fail, 3)
+    return out
+
+
+def health(spec: Spec, src_target: str, *, model=None, probe_timeout: float = PROBE_TIMEOUT) -> dict:
+    from netdiag.model import Model
+
+    model = model or Model.live()
+    src = Source(model, src_target)
+    return conclude(model, spec, src, measure(spec, src), probe_timeout=probe_timeout)
+
+
+def _series(checks: list[dict]) -> dict:
+    ok = [r for r in checks if r["ok"]]
+    totals = sorted(r["timings"]["total"] for r in ok)
+    failures: dict[str, int] = {}
+    for r in checks:
+        if not r["ok"]:
+            key = f"{r['stage']}:{r['error']}"
+            failures[key] = failures.get(key, 0) + 1
+    return {"count": len(checks), "ok": len(ok), "success_rate": round(len(ok) / len(checks), 3),
+            "p50": _pct(totals, 50), "p95": _pct(totals, 95), "failures": failures}
+
+
+def _pct(values: list[float], p: int) -> float | None:
+    if not values:
+        return None
+    k = max(0, min(len(values) - 1, -(-len(values) * p // 100) - 1))  # nearest rank
+    return values[k]
+
+
+def _representative(failed: list[dict]) -> dict:
+    """The most common way the checks failed (the last of them: the freshest evidence)."""
+    counts: dict[tuple, int] = {}
+    for r in failed:
+        counts[(r["stage"], r["error"])] = counts.get((r["stage"], r["error"]), 0) + 1
+    top = max(counts, key=counts.get)
+    return [r for r in failed if (r["stage"], r["error"]) == top][-1]
+
+
+def _explain(model, spec: Spec, src: Source, rep: dict, resolution, pending: Check | None, series, probe_timeout) -> dict:
+    from netdiag.diagnose import diagnose
+
+    stage = rep["stage"]
+    if stage == "resolve":
+        resolution["hint"] = _dns_hint(model, src, spec.host)
+        return {}
+    if stage == "connect":
+        diag = _diagnose(diagnose, model, src.target, rep["address"], proto="tcp", port=spec.port, timeout=probe_timeout)
+        loss = None
+        if series and 0 < series["ok"] < series["count"]:
+            loss = {"rate": series["success_rate"], "ok": series["ok"], "attempts": series["count"], "source": "series",
+                    "errors": series["failures"]}
+        elif diag is None or diag["verdict"] != "blocked" or classify._probabilistic(diag):
+            loss = burst(src.path, rep["address"], spec.port)
+        rule = classify._probabilistic(diag)
+        if loss and rule:
+            loss["fix_command"] = _delete_rule_cmd(model, rule)
+        return {"diagnosis": diag, "loss": loss}
+    if stage == "response" and rep["error"] == "timeout":
+        late: dict = {}
+        waiter = None
+        if pending is not None and pending.pending and rep.get("local") == (list(pending.local) if pending.local else None):
+            waiter = threading.Thread(target=lambda: late.update(r=pending.finish(pending.deadline + GRACE)), daemon=True)
+            waiter.start()
+        mtu = _mtu_trace(diagnose, model, src, rep, probe_timeout)
+        if waiter is not None:
+            waiter.join()
+        rep["waited"] = round(spec.timeout + (GRACE if waiter is not None else 0), 3)
+        return {"mtu": mtu, "late": late.get("r")}
+    return {}
+
+
+def _diagnose(diagnose, model, src: str, dst: str, **kw) -> dict | None:
+    try:
+        return diagnose(model, src, dst, **kw)
+    except NetdiagError as e:
+        return {"verdict": "unknown", "cause": None, "summary": f"the trace could not run: {e}", "evidence": [], "hops": [],
+                "blocked_at": None}
+
+
+def _mtu_trace(diagnose, model, src: Source, rep: dict, probe_timeout: float) -> dict | None:
+    """A full-size packet from the server back to the source, as ICMP with DF, so an MTU step on the
+    way back shows. The server is where the static path delivers the check's SYN (after any DNAT),
+    the size what its segments can be: the smaller of the two ends' MTUs."""
+    local = rep.get("local")
+    if not local:
+        return None
+    static = _diagnose(diagnose, model, src.target, rep["address"], proto="tcp", port=rep["port"], live=False)
+    hops = (static or {}).get("hops") or []
+    if not hops:
+        return None
+    ns = model.namespaces[hops[-1]["namespace"]]
+    ifname = next((h["interface"] for h in hops if h["namespace"] == ns["id"] and h["direction"] == "ingress"), None)
+    sizes = [m for m in (rep.get("path_mtu"), (model.link(ns, ifname) or {}).get("mtu") if ifname else None) if m]
+    server = target_of(model, ns)
+    if not sizes or server is None:
+        return None
+    kw = dict(proto="icmp", size=min(sizes) - 28)
+    # the static path names the MTU step; the live probe shows whether the server would learn of it
+    # (an ICMP 'fragmentation needed' that a rule drops is what turns the step into a black hole)
+    return {"static": _diagnose(diagnose, model, server, local[0], live=False, **kw),
+            "live": _diagnose(diagnose, model, server, local[0], timeout=probe_timeout, **kw)}
+
+
+def target_of(model, ns: dict) -> str | None:
+    """A target string (as trace takes it) that names this namespace."""
+    if ns.get("kind") == "host":
+        return "host"
+    c = model.container_of(ns)
+    if c is not None:
+        return c["name"]
+    if ns.get("netns_names"):
+        return f"ns:{ns['netns_names'][0]}"
+    return f"pid:{ns['pids'][0]}" if ns.get("pids") else None
+
+
+def _in_ns(ns: dict, argv: list[str]) -> str:
+    """A command line that runs argv in the namespace `ns`, as root on the host netdiag observes."""
+    cmd = shlex.join(argv)
+    if ns.get("kind") == "host":
+        return cmd
+    if ns.get("netns_names"):
+        return f"ip netns exec {shlex.quote(ns['netns_names'][0])} {cmd}"
+    return f"nsenter -t {ns['pids'][0]} -n {cmd}" if ns.get("pids") else cmd
+
+
+def _delete_rule_cmd(model, rule: dict) -> str | None:
+    ns = next((m for m in model.metas() if m.get("label") == rule.get("namespace")), None)
+    if ns is None or rule.get("handle") is None:
+        return None
+    return _in_ns(ns, ["nft", "delete", "rule", rule["family"], rule["table"], rule["chain"], "handle", str(rule["handle"])])
+
+
+def _dns_hint(model, src: Source, name: str) -> dict:
+    """When netdiag knows the name the source cannot resolve: why the source's resolver does not,
+    and the change that makes it resolve there."""
+    key = name.rstrip(".").lower()
+    target = next((c for c in model.containers() if c["name"].lower() == key or c["id"].startswith(key) and len(key) >= 12
+                   or any(key in [a.lower() for a in n.get("aliases", [])] for n in (c.get("networks") or {}).values())), None)
+    if target is None:
+        return {"fix": f"check the name: {src.label} resolves through {src.files.where}; use a name its resolver knows, "
+                       "or the address"}
+    nets = target.get("networks") or {}
+    where = ", ".join(f"{n['ip']} on network {k}" for k, n in nets.items() if n.get("ip")) or "no network address"
+    detail = f"{name} is a {target.get('runtime') or ''} container ({where})".replace("  ", " ")
+    mine = set((src.container or {}).get("networks") or {})
+    user_nets = [k for k in nets if k not in ("bridge", "host", "none")]
+    cli = "docker" if (src.container or {}).get("runtime") == "docker" else "netdiag"
+    if src.container is None:
+        return {"detail": detail + f", but {src.label} is no container: it resolves through {src.files.where}",
+                "fix": f"use the address ({where}), or add the name to {src.files.hosts}"}
+    if mine <= {"bridge"}:
+        detail += (f"; {src.label} is on the default bridge only, which has no container DNS (exactly like Docker): "
+                   f"it asks the host's nameservers, which do not know container names")
+        if user_nets and target.get("runtime") == src.container.get("runtime"):
+            return {"detail": detail, "fix_command": _recreate(src.container, user_nets[0]),
+                    "fix": f"{_recreate(src.container, user_nets[0])}  # run {src.container['name']} on {user_nets[0]}, "
+                           f"whose DNS knows {name}; or use the address"}
+        return {"detail": detail, "fix": f"run both on a user-defined network ({cli} network create NET, then --network NET), "
+                                         f"whose DNS resolves container names; or use the address ({where})"}
+    if not mine & set(nets):
+        net = user_nets[0] if user_nets else next(iter(nets), None)
+        detail += f"; {src.label} is on {', '.join(sorted(mine))}, not on {', '.join(nets) or 'its network'}: its DNS only knows its own networks' names"
+        if net and net != "bridge":
+            cmd = f"{cli} network connect {shlex.quote(net)} {shlex.quote(src.container['name'])}"
+            return {"detail": detail, "fix_command": cmd, "fix": f"{cmd}  # then {name} resolves (and is reachable) from it"}
+    return {"detail": detail + f"; yet {src.label}'s resolver ({src.files.where}) does not answer for it",
+            "fix": "check the network's DNS resolver (netdiag network inspect) and the container's resolv.conf"}
+
+
+def _recreate(c: dict, network: str) -> str:
+    """The container recreated as it runs now (image, command, published ports) on `network`."""
+    cli = "docker" if c.get("runtime") == "docker" else "netdiag"
+    args = [cli, "run", "-d", "--name", c["name"], "--network", network]
+    for p in c.get("ports", []):
+        host = f"{p['host_ip']}:" if p.get("host_ip") not in ("", "0.0.0.0", None) else ""
+        args += ["-p", f"{host}{p['host_port']}:{p['ctr_port']}/{p['proto']}"]
+    args += [c.get("image") or "IMAGE", *(c.get("command") or [])]
+    return f"{cli} rm -f {shlex.quote(c['name'])} && {shlex.join(args)}"
+
+
+def _public(resolution: dict | None) -> dict | None:
+    if resolution is None:
+        return None
+    keep = ("name", "address", "source", "server", "answer", "error", "where", "resolv_conf", "nameservers", "search", "attempts", "elapsed")
+    return {k: resolution.get(k) for k in keep}
