@@ -82,7 +82,12 @@ def _hop(diag: dict | None) -> dict | None:
 def _from_diagnosis(out: dict, diag: dict, cause: str | None = None, summary: str | None = None) -> dict:
     out.update(cause=cause or diag["cause"], summary=summary or diag["summary"], hop=_hop(diag),
                fix=diag.get("fix") or "", fix_command=diag.get("fix_command"), fix_check=diag.get("fix_check"))
-    out["evidence"] += [e for e in diag.get("evidence", []) if e.get("kind") != "kernel_drop" or not out["evidence"]]
+    # host-wide drop counts stay in the diagnosis; a retransmitted SYN traced twice is said once
+    seen = {(e.get("kind"), e.get("detail")) for e in out["evidence"]}
+    for e in diag.get("evidence", []):
+        if e.get("kind") != "kernel_drop" and (e.get("kind"), e.get("detail")) not in seen:
+            seen.add((e.get("kind"), e.get("detail")))
+            out["evidence"].append(e)
     return out
 
 

@@ -68,6 +68,8 @@ def _check_once(spec: Spec, src: Source) -> tuple[dict, Check | None, dict | Non
         raise PermissionDenied(f"Cannot enter {src.label}'s network namespace", e.strerror or str(e), "run netdiag as root") from None
     except FileNotFoundError as e:
         raise NetdiagError(f"{src.label} is gone", str(e), "") from None
+    except OSError as e:  # the namespace vanished under us, or the kernel refused a socket
+        raise NetdiagError(f"Cannot check from {src.label}", e.strerror or str(e), "") from None
     if not c.pending:
         c.close()
         c = None
