@@ -27,7 +27,7 @@ import time
 from runtime.errors import InvalidArgument, NetdiagError, NotFound
 
 from . import haproxy, healthcmd
-from .run import Source, conclude, health, measure, target_of
+from .run import Source, conclude, find_container, health, measure, target_of
 from .spec import Spec, check_host, check_method, check_path, parse_expect
 
 MAX_TIMEOUT = 10.0  # a re-run check waits at most this long (Docker's default health timeout is 30 s)
@@ -82,7 +82,7 @@ def explain_container(ref: str, *, timeout: float | None = None, model=None) -> 
     from netdiag.model import Model
 
     model = model or Model.live()
-    c = model.container(ref)
+    c = find_container(model, ref)
     if c is None:
         raise InvalidArgument(f"No such container: {ref}", "netdiag knows its own containers and a Docker engine's",
                               "list them with 'netdiag ps' (or 'docker ps')")
@@ -157,7 +157,7 @@ def _find(model, sock: str | None, target: str | None):
     if ns is not None:
         procs = [p for p in procs if p.netns_inode == ns.get("inode")]
     if sock:
-        procs = [p for p in procs if any(haproxy.same_file(s, sock) or haproxy.same_file(s, haproxy._in_root(p.pid, sock))
+        procs = [p for p in procs if any(haproxy.same_file(s, sock) or haproxy.same_file(s, haproxy.in_root(p.pid, sock))
                                          for s in p.sockets)]
     if len(procs) > 1:
         raise InvalidArgument("Several HAProxy processes match", ", ".join(f"pid {p.pid} ({' '.join(p.configs)})" for p in procs),
@@ -168,17 +168,18 @@ def _find(model, sock: str | None, target: str | None):
         raise CannotDiagnose(f"No running HAProxy found{where}" + (f" with the stats socket {sock}" if sock else ""),
                              "netdiag reads a HAProxy process's config through /proc",
                              "give the stats socket and the load balancer's container or namespace")
-    path = sock if sock and os.path.exists(sock) else (haproxy._in_root(proc.pid, sock) if sock and proc else None)
+    path = sock if sock and os.path.exists(sock) else (haproxy.in_root(proc.pid, sock) if sock and proc else None)
     if path is None:
         if proc is None or not proc.sockets:
             raise CannotDiagnose(f"HAProxy pid {proc.pid if proc else '?'} has no stats socket",
                                  "its global section has no 'stats socket' line", "add 'stats socket /run/haproxy.sock level admin' and reload it")
         path = proc.sockets[0]
     if ns is None:
-        meta = next((m for m in model.metas() if m.get("inode") == proc.netns_inode), None)
-        if meta is None:
-            raise CannotDiagnose(f"Cannot find HAProxy pid {proc.pid}'s network namespace", "", "")
-        ns = model.ns(meta["id"])
+        try:
+            ns = model.resolve(f"pid:{proc.pid}")
+        except NotFound:
+            raise CannotDiagnose(f"Cannot find HAProxy pid {proc.pid}'s network namespace", "it may have just exited",
+                                 "give its container or namespace") from None
     src = target or target_of(model, ns)
     if src is None:
         raise CannotDiagnose(f"Cannot name {ns['label']} to check from", "", "")
@@ -234,10 +235,10 @@ def explain_lb(lb: str, target: str | None = None, *, timeout: float | None = No
             jobs.append((entry, "health", spec))
         elif status.startswith("UP") or status == "no check":
             if spec is None or spec.port != row["port"] or status == "no check" or spec.host != row["ip"]:
-                if row["ip"] and row["port"]:
-                    jobs.append((entry, "traffic", Spec(host=row["ip"], port=row["port"], mode="tcp",
-                                                        timeout=timeout or min(haproxy.check_timeout(
-                                                            haproxy.CheckConf(), None)[0], MAX_TIMEOUT))))
+                if row["ip"] and row["port"]:  # requests wait `timeout connect` for the handshake
+                    backend = conf.backends.get(row["backend"], (None, {}))[0] if conf else None
+                    limit = timeout or min((backend.timeout_connect if backend else None) or haproxy.DEFAULT_INTER, MAX_TIMEOUT)
+                    jobs.append((entry, "traffic", Spec(host=row["ip"], port=row["port"], mode="tcp", timeout=limit)))
     measured: list = [None] * len(jobs)
 
     def run(i: int, spec: Spec) -> None:

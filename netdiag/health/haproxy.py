@@ -297,7 +297,7 @@ class Process:
     netns_inode: int | None
 
 
-def _in_root(pid: int, path: str) -> str:
+def in_root(pid: int, path: str) -> str:
     return f"/proc/{pid}/root{path}" if path.startswith("/") else f"/proc/{pid}/cwd/{path}"
 
 
@@ -314,7 +314,7 @@ def _config_files(pid: int, args: list[str]) -> list[str]:
 def _read_config(pid: int, files: list[str]) -> str:
     parts = []
     for f in files:
-        path = _in_root(pid, f)
+        path = in_root(pid, f)
         try:
             if os.path.isdir(path):
                 for name in sorted(os.listdir(path)):
@@ -352,7 +352,7 @@ def processes() -> list[Process]:
         seen.add(key)
         text = _read_config(pid, files)
         conf = parse_config(text)
-        out.append(Process(pid, files, text, [_in_root(pid, s) for s in conf.stats_sockets], ino))
+        out.append(Process(pid, files, text, [in_root(pid, s) for s in conf.stats_sockets], ino))
     return out
 
 

@@ -99,11 +99,12 @@ class Files:
     where: str        # for people: whose files these are
 
 
-def files_for(model, ns: dict) -> Files:
-    """Where the source namespace's processes read their resolver configuration."""
+def files_for(ns: dict, container: dict | None) -> Files:
+    """Where the source namespace's processes read their resolver configuration (`container`: the
+    container whose namespace it is, if any)."""
     pid = None
     if ns.get("kind") == "container":
-        c = model.container_of(ns) or {}
+        c = container or {}
         pid = c.get("pid") or (ns.get("pids") or [None])[0]
         who = f"{c.get('name') or ns.get('label')}'s"
     elif ns.get("kind") == "pid" and ns.get("pids"):

@@ -27,6 +27,22 @@ GRACE = 2.0          # how long past the deadline a late answer is waited for (a
 PROBE_TIMEOUT = 1.0  # the trace pipeline's live probe: a dropped SYN costs this long
 
 
+def container_of(model, ns: dict) -> dict | None:
+    """The container (netdiag's or Docker's) whose namespace `ns` is."""
+    return next((c for c in model.containers() if c.get("ns") == ns.get("id")), None)
+
+
+def find_container(model, ref: str) -> dict | None:
+    """A container by name, id or unique id prefix (like Docker), or None."""
+    ref = ref.lstrip("/")
+    hits = [c for c in model.containers() if ref in (c["name"], c["id"])]
+    if not hits and len(ref) >= 3 and all(ch in "0123456789abcdef" for ch in ref):
+        hits = [c for c in model.containers() if c["id"].startswith(ref)]
+    if len(hits) > 1:
+        raise InvalidArgument(f"{ref!r} matches {len(hits)} containers", "", "give more of the id, or the name")
+    return hits[0] if hits else None
+
+
 class Source:
     """The namespace a check runs from: how to enter it, whose resolver files it reads."""
 
@@ -42,9 +58,9 @@ class Source:
         self.path = ns_path(self.ns)
         if self.path is None:
             raise PermissionDenied(f"Cannot enter {self.ns['label']}", "it has no process and no ip netns name to enter it by", "")
-        self.files = resolve.files_for(model, self.ns)
+        self.container = container_of(model, self.ns)
+        self.files = resolve.files_for(self.ns, self.container)
         self.label = self.ns["label"]
-        self.container = model.container_of(self.ns)
 
 
 def _check_once(spec: Spec, src: Source) -> tuple[dict, Check | None, dict | None]:
@@ -185,7 +201,7 @@ def _explain(model, spec: Spec, src: Source, rep: dict, resolution, pending: Che
             loss = burst(src.path, rep["address"], spec.port)
         rule = classify._probabilistic(diag)
         if loss and rule:
-            loss["fix_command"] = _delete_rule_cmd(model, rule)
+            loss["fix_command"] = _delete_rule_cmd(model, rule, diag)
         return {"diagnosis": diag, "loss": loss}
     if stage == "response" and rep["error"] == "timeout":
         late: dict = {}
@@ -222,7 +238,8 @@ def _mtu_trace(diagnose, model, src: Source, rep: dict, probe_timeout: float) ->
         return None
     ns = model.namespaces[hops[-1]["namespace"]]
     ifname = next((h["interface"] for h in hops if h["namespace"] == ns["id"] and h["direction"] == "ingress"), None)
-    sizes = [m for m in (rep.get("path_mtu"), (model.link(ns, ifname) or {}).get("mtu") if ifname else None) if m]
+    link = next((x for x in ns["links"] if x["name"] == ifname), {}) if ifname else {}
+    sizes = [m for m in (rep.get("path_mtu"), link.get("mtu")) if m]
     server = target_of(model, ns)
     if not sizes or server is None:
         return None
@@ -237,7 +254,7 @@ def target_of(model, ns: dict) -> str | None:
     """A target string (as trace takes it) that names this namespace."""
     if ns.get("kind") == "host":
         return "host"
-    c = model.container_of(ns)
+    c = container_of(model, ns)
     if c is not None:
         return c["name"]
     if ns.get("netns_names"):
@@ -255,10 +272,12 @@ def _in_ns(ns: dict, argv: list[str]) -> str:
     return f"nsenter -t {ns['pids'][0]} -n {cmd}" if ns.get("pids") else cmd
 
 
-def _delete_rule_cmd(model, rule: dict) -> str | None:
-    ns = next((m for m in model.metas() if m.get("label") == rule.get("namespace")), None)
-    if ns is None or rule.get("handle") is None:
+def _delete_rule_cmd(model, rule: dict, diag: dict) -> str | None:
+    """The command that deletes the loss rule, in the namespace of the hop the trace found it in."""
+    ns_id = next((h["namespace"] for h in diag.get("hops", []) if h.get("label") == rule.get("namespace")), None)
+    if ns_id is None or ns_id not in model.namespaces or rule.get("handle") is None:
         return None
+    ns = model.namespaces[ns_id]
     return _in_ns(ns, ["nft", "delete", "rule", rule["family"], rule["table"], rule["chain"], "handle", str(rule["handle"])])
 
 

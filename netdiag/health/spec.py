@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from runtime.errors import InvalidArgument
@@ -30,7 +30,6 @@ class Spec:
     url: str = ""             # the URL given, if one was
     method: str = "GET"       # HAProxy's checks may use another (OPTIONS by default)
     connect_timeout: float | None = None  # HAProxy's own limit on the handshake (None: the whole timeout)
-    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def is_ip(self) -> bool:

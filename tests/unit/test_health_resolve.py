@@ -32,15 +32,12 @@ def test_hosts_file():
 
 
 def test_the_source_files_are_its_own(tmp_path):
-    class M:
-        def container_of(self, ns):
-            return {"name": "api", "pid": 4242}
-
-    f = resolve.files_for(M(), {"kind": "container", "pids": [1]})
+    f = resolve.files_for({"kind": "container", "pids": [1]}, {"name": "api", "pid": 4242})
     assert (f.resolv_conf, f.hosts) == ("/proc/4242/root/etc/resolv.conf", "/proc/4242/root/etc/hosts") and "api" in f.where
-    f = resolve.files_for(M(), {"kind": "netns", "netns_names": ["no-such-netns-here"], "pids": []})
+    f = resolve.files_for({"kind": "netns", "netns_names": ["no-such-netns-here"], "pids": []}, None)
     assert f.resolv_conf == "/etc/resolv.conf"  # no /etc/netns/NAME/resolv.conf: what ip netns exec leaves
-    assert resolve.files_for(M(), {"kind": "host"}).resolv_conf == "/etc/resolv.conf"
+    assert resolve.files_for({"kind": "host"}, None).resolv_conf == "/etc/resolv.conf"
+    assert resolve.files_for({"kind": "pid", "pids": [77]}, None).hosts == "/proc/77/root/etc/hosts"
 
 
 def test_a_name_in_the_hosts_file_needs_no_nameserver(tmp_path):
