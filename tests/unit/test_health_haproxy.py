@@ -100,3 +100,18 @@ def test_network_health_checks_are_recognised():
     assert healthcmd.parse(["CMD-SHELL", "curl -f https://localhost/"]) is None  # TLS: not re-run
     assert healthcmd.parse(["NONE"]) is None
     assert healthcmd.command_text(["CMD", "curl", "-f", "http://x/a b"]) == "curl -f 'http://x/a b'"
+
+
+def test_the_check_haproxy_does_becomes_the_check_netdiag_runs():
+    from netdiag.health import explain
+
+    conf = haproxy.parse_config(CONFIG)
+    row = {"backend": "web", "server": "web2", "ip": "10.61.0.12", "port": 80, "check_port": None, "check_addr": None,
+           "check_status": "L4TOUT"}
+    spec, info = explain._spec_for(row, conf, None)
+    assert (spec.mode, spec.host, spec.port, spec.method, spec.path, spec.header_host) == \
+        ("http", "10.61.0.12", 8081, "GET", "/health", "web.example")  # the server's `check port`, the backend's send
+    assert (spec.connect_timeout, spec.timeout, spec.expect) == (1.0, 3.0, ((200, 200),))  # min(connect, inter 3s) + check
+    assert info["from_config"] and info["expect"] == "200"
+    spec, info = explain._spec_for({**row, "backend": "gone", "server": "x", "check_status": "L4CON"}, conf, 0.7)
+    assert (spec.mode, spec.port, spec.timeout) == ("tcp", 80, 0.7) and not info["from_config"]  # stats alone: a TCP check
