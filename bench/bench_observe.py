@@ -206,19 +206,18 @@ elif mode == "snapshot":
         snap = build()
         return {"namespaces": len(snap["namespaces"]), "containers": len(snap["containers"]), "errors": len(snap["errors"])}
 elif mode == "trace":
-    from netdiag.reason import path
+    from netdiag.reason import static_trace
     t0 = time.perf_counter()
     model = Model.load(args["snapshot"])
     out["load_ms"] = (time.perf_counter() - t0) * 1000
     def fn():
-        r = path.trace(model, args["src"], args["dst"], proto="tcp", port=args["port"])
+        r = static_trace.trace(model, args["src"], args["dst"], proto="tcp", port=args["port"])
         return {"verdict": r["verdict"], "cause": r["cause"], "hops": len(r["hops"])}
 elif mode == "live":
-    from netdiag.cli.trace import _live
-    from netdiag.reason import path
+    from netdiag.diagnose import diagnose
     def fn():
         m = Model.live()
-        r = _live(m, path.trace(m, args["src"], args["dst"], proto="tcp", port=args["port"]), 2.0)
+        r = diagnose(m, args["src"], args["dst"], proto="tcp", port=args["port"], timeout=2.0)
         return {"verdict": r["verdict"], "cause": r["cause"], "live": (r.get("live") or {}).get("outcome")}
 else:
     raise SystemExit(f"unknown mode {mode}")
@@ -240,14 +239,12 @@ def _wrap(owner, attr, label):
             st[0] += 1
             st[1] += (time.perf_counter() - t0) * 1000
     setattr(owner, attr, timed_step)
-import netdiag.observe.lazy as _lazy, netdiag.observe.owners as _owners, netdiag.observe.snapshot as _snap
-_wrap(_owners, "discover", "owners.discover: every /proc pid, netns names, container records")
-_wrap(_owners, "netdiag_containers", "  netdiag_containers: the runtime's container records")
-_wrap(_snap, "collect_ns", lambda a: f"collect_ns: read a namespace ({getattr(a[0], 'kind', '?')})")
-_wrap(_snap, "_netdiag_networks", "netdiag networks")
-_wrap(_snap, "_match_veths", "match veth pairs")
-_wrap(_lazy.LazyNamespaces, "_find_peers", "lazy: find veth peers by nsid")
-_wrap(_lazy.LazyNamespaces, "owners_of", "lazy: address index over every namespace")
+import netdiag.observe.discover as _discover, netdiag.observe.namespaces as _ns, runtime.records as _records  # noqa: E402
+_wrap(_discover, "discover", "discover: every /proc pid, netns names, container records")
+_wrap(_records, "containers", "  records.containers: the runtime's container records")
+_wrap(_records, "networks", "records.networks: the runtime's network records")
+_wrap(_ns, "collect_ns", lambda a: f"collect_ns: read a namespace ({getattr(a[0], 'kind', '?')})")
+_wrap(_ns.LazyNamespaces, "owners_of", "namespaces: address index over every namespace")
 
 def short(key):
     f, line, name = key

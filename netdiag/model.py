@@ -9,12 +9,21 @@ from collections.abc import Mapping
 
 from runtime.errors import InvalidArgument, NetdiagError, NotFound
 
-from .observe.snapshot import SCHEMA
+SCHEMA = "netdiag.snapshot/1"
+
+
+def ns_path(ns: dict) -> str | None:
+    """A path to open a snapshot namespace by, while it still exists: its ip netns name or a pid."""
+    if ns.get("netns_names"):
+        return f"/run/netns/{ns['netns_names'][0]}"
+    if ns.get("pids"):
+        return f"/proc/{ns['pids'][0]}/ns/net"
+    return None
 
 
 class LoadedNamespaces(Mapping):
     """The namespaces of a snapshot file: already read, with the same interface as the live,
-    lazily read set (netdiag.observe.lazy.LazyNamespaces), so reasoning never asks which it has."""
+    lazily read set (netdiag.observe.namespaces.LazyNamespaces), so reasoning never asks which it has."""
 
     def __init__(self, namespaces: dict[str, dict]):
         self.data = namespaces
@@ -116,11 +125,7 @@ class Model:
         """The snapshot with every namespace read (for a map of the whole host, or to save)."""
         if isinstance(self.namespaces, LoadedNamespaces):
             return self.snap
-        from .observe.snapshot import _match_veths
-
-        namespaces = self.namespaces.materialize()
-        _match_veths(namespaces)
-        return {**self.snap, "namespaces": namespaces}
+        return {**self.snap, "namespaces": self.namespaces.materialize()}
 
     def metas(self):
         """Every namespace's identity (id, kind, name, label, netns_names, pids) without reading its state."""

@@ -25,11 +25,11 @@ def _kv(items: List[str], what: str) -> dict:
 
 
 def _prepare():
-    from runtime.networks import bridge, model, sync
+    from runtime.networks import bridge, enforce, model
 
     model.ensure_builtin_records()
     if model.bridges():
-        sync.reconcile()
+        enforce.apply()  # restores netdiag's rules (and its DOCKER-USER accepts) if something removed them
     return bridge, model
 
 
@@ -46,7 +46,7 @@ def create(
 ):
     """Create a network (a Linux bridge with its own subnet, firewall rules and DNS)."""
     from runtime.errors import InvalidArgument
-    from runtime.syscalls import require_root
+    from runtime.kernel.syscalls import require_root
 
     require_root("create a network")
     if driver != "bridge":
@@ -132,13 +132,13 @@ def connect(
     alias: List[str] = typer.Option([], "--alias", help="Extra DNS name"),
 ):
     """Connect a container to a network (adds eth1, eth2... to a running container)."""
-    from runtime.containers import model as cmodel, networking
-    from runtime.syscalls import require_root
+    from runtime.containers import endpoints, model as cmodel
+    from runtime.kernel.syscalls import require_root
 
     require_root("connect a container")
     _, model = _prepare()
     net = model.get(network)
-    networking.connect(cmodel.get(container), net["Name"], ip, list(alias))
+    endpoints.connect(cmodel.get(container), net["Name"], ip, list(alias))
 
 
 @net_app.command("disconnect")
@@ -148,12 +148,12 @@ def disconnect(
     force: bool = typer.Option(False, "-f", "--force", help="Accepted for Docker compatibility"),
 ):
     """Disconnect a container from a network (removes its interface)."""
-    from runtime.containers import model as cmodel, networking
-    from runtime.syscalls import require_root
+    from runtime.containers import endpoints, model as cmodel
+    from runtime.kernel.syscalls import require_root
 
     require_root("disconnect a container")
     _, model = _prepare()
-    networking.disconnect(cmodel.get(container), model.get(network)["Name"])
+    endpoints.disconnect(cmodel.get(container), model.get(network)["Name"])
 
 
 @net_app.command("rm")
@@ -163,7 +163,7 @@ def rm(
 ):
     """Remove networks (refused while containers are attached, unless -f)."""
     from runtime.errors import Conflict
-    from runtime.syscalls import require_root
+    from runtime.kernel.syscalls import require_root
 
     require_root("remove a network")
     bridge, model = _prepare()
@@ -172,13 +172,13 @@ def rm(
         if n["Name"] in model.BUILTIN:
             raise Conflict(f"{n['Name']} is a pre-defined network and cannot be removed", "", "")
         if force:  # disconnect for real: the containers forget the network, so it can be connected again
-            from runtime.containers import model as cmodel, networking
+            from runtime.containers import endpoints, model as cmodel
 
             from runtime.errors import NetdiagError
 
             for cid in list(n["Containers"]):
                 try:
-                    networking.disconnect(cmodel.get(cid), n["Name"])
+                    endpoints.disconnect(cmodel.get(cid), n["Name"])
                 except NetdiagError:  # a container record that is gone or unreadable: its endpoint goes below
                     continue
             n = model.get(n["Id"])
@@ -190,7 +190,7 @@ def rm(
 @net_app.command("prune")
 def prune(force: bool = typer.Option(False, "-f", "--force", help="Do not ask (prune never removes networks in use)")):
     """Remove user-defined networks that no container uses."""
-    from runtime.syscalls import require_root
+    from runtime.kernel.syscalls import require_root
 
     require_root("prune networks")
     bridge, model = _prepare()

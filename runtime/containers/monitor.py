@@ -16,9 +16,9 @@ import signal
 import traceback
 from pathlib import Path
 
-from .. import syscalls as sc
+from ..kernel import syscalls as sc
 from ..errors import ContainerError, NetdiagError
-from . import cgroups, model, networking, procenv, rootfs, security
+from . import cgroups, endpoints, model, procenv, rootfs, security
 from .stdio import LogWriter, pump
 
 
@@ -130,7 +130,7 @@ def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: 
         return fail(*_init_error(ready + _read_all(c2m_r)))
     cgroups.add(c.id, child)
     try:
-        networking.attach_all(c, child)
+        endpoints.attach_all(c, child)
     except BaseException as e:  # noqa: BLE001 - any failure to attach fails the start, cleanly
         os.kill(child, signal.SIGKILL)  # then the pipe ends: the init may have failed first, and says why
         early = _read_all(c2m_r)
@@ -163,7 +163,7 @@ def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: 
     code = 128 - code if code < 0 else code
     oom = cgroups.oom_killed(c.id)
     try:
-        networking.detach_all(c)
+        endpoints.detach_all(c)
     except Exception:  # noqa: BLE001 - the exit must be recorded even if a rule cannot be removed
         pass
     cgroups.remove(c.id)

@@ -340,7 +340,7 @@ def host_devices() -> list[tuple[str, int, int, int, int]]:
 def apply_paths(host: dict, devs: list[tuple[str, int, int, int, int]] = ()) -> None:
     """Mask and make read-only what Docker does (none with --privileged, which gets a writable
     /sys and the host's devices instead). Paths the kernel lacks are skipped, like runc."""
-    from .. import syscalls as sc
+    from ..kernel import syscalls as sc
 
     if host.get("Privileged"):
         flags = os.statvfs("/sys").f_flag & (sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)

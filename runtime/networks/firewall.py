@@ -27,7 +27,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from .. import nft
+from ..kernel import nft
 from ..errors import Conflict, InvalidArgument, KernelError
 
 TABLE = "netdiag"
@@ -397,7 +397,7 @@ def expected_state(script: str) -> list:
     key = hashlib.sha256(script.encode()).hexdigest()
     if key in _expected_cache:
         return _expected_cache[key]
-    from .. import syscalls
+    from ..kernel import syscalls
 
     r, w = os.pipe()
     pid = os.fork()

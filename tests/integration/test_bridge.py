@@ -89,7 +89,7 @@ def test_port_published_on_loopback_is_not_reachable_from_other_hosts(lab):
 
 SPOOF = """
 import os, socket, sys, time
-from runtime.syscalls import CLONE_NEWNET, setns
+from runtime.kernel.syscalls import CLONE_NEWNET, setns
 lab, outside, mac, port = sys.argv[1:5]
 def enter(path):
     fd = os.open(path, os.O_RDONLY); setns(fd, CLONE_NEWNET); os.close(fd)

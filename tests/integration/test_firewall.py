@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from runtime import nft, syscalls
+from runtime.kernel import nft, syscalls
 from runtime.errors import KernelError
 from runtime.networks import firewall
 from runtime.networks.firewall import NetSpec, PortSpec

@@ -23,7 +23,7 @@ from netdiag.model import Model
 from netdiag.observe import iptables
 from netdiag.observe.iptables import parse, parse_rule, tokens, translate
 from netdiag.reason.nftables import Packet, evaluate, rule_text
-from netdiag.reason.path import trace
+from netdiag.reason.static_trace import trace
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "docker"
 LAB = json.loads((FIX / "lab.json").read_text())

@@ -200,7 +200,7 @@ def test_the_program_is_cached_by_rules(tmp_path, monkeypatch):
 
 
 def test_default_profile_refuses_a_new_user_namespace_with_eperm():
-    from runtime import syscalls
+    from runtime.kernel import syscalls
 
     new_userns = lambda: syscalls.unshare(0x10000000)  # noqa: E731 - CLONE_NEWUSER: needs no privilege by itself
     if _in_child(new_userns, None) != 0:
