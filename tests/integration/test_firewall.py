@@ -11,7 +11,8 @@ import uuid
 
 import pytest
 
-from runtime.kernel import nft, syscalls
+from runtime.kernel import nft
+from runtime.kernel.ns import join
 from runtime.errors import KernelError
 from runtime.networks import firewall
 from runtime.networks.firewall import NetSpec, PortSpec
@@ -30,9 +31,7 @@ def in_netns(name: str, fn, *args, **kwargs):
     if pid == 0:
         try:
             os.close(r)
-            fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-            syscalls.setns(fd, syscalls.CLONE_NEWNET)
-            os.close(fd)
+            join(f"/run/netns/{name}")
             try:
                 payload = ("ok", fn(*args, **kwargs))
             except BaseException as e:  # noqa: BLE001 - shipped to the parent

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from netdiag.observe.collect import inside
+from runtime.kernel.ns import netns as inside
 from netdiag.probe.capture import match_frame
 from netdiag.probe.live import Hop, list_instances, probe
 
