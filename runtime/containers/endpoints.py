@@ -25,13 +25,14 @@ def attach_all(c: model.Container, pid: int) -> None:
     if not bridge_networks(c):
         return
     from ..networks import bridge, model as nets, ports
+    from ..networks.dns import records as dns_records
 
     netns = f"/proc/{pid}/ns/net"
     attached = []
     try:
         for i, name in enumerate(bridge_networks(c)):
             net = nets.get(name)
-            bridge.ensure_resolver(net)
+            dns_records.ensure_resolver(net)
             want = c.config["NetworkSettings"]["Networks"][name]
             publish = []
             if i == 0:

@@ -15,8 +15,10 @@ from .. import state
 from ..kernel import addr, link, route, sysctl
 from ..errors import Conflict, InvalidArgument, NetdiagError
 from . import enforce, ipam, model
+from .dns import records as dns_records
 
-DEFAULT_NAME, DEFAULT_DEVICE, FALLBACK_DEVICE = "bridge", "docker0", "netdiag0"
+DEFAULT_NAME = model.DEFAULT_NAME
+DEFAULT_DEVICE, FALLBACK_DEVICE = "docker0", "netdiag0"
 _IFNAME = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")
 
 
@@ -111,7 +113,7 @@ def create(name: str, *, subnet: str = "", gateway: str = "", ip_range: str = ""
     try:
         realize(net)
         if not default:
-            _start_resolver(net)
+            dns_records.start_resolver(net)
             enforce.warn_blocked(device, name)  # the default bridge's first `run` warns itself
     except BaseException:
         # undo only what this command made: a bridge that existed before stays (it may carry traffic)
@@ -173,7 +175,7 @@ def delete(net: dict, force: bool = False, keep_link: bool = False) -> None:
     if net["netdiag"].get("DnsPid"):
         dns.stop(net["netdiag"]["DnsPid"])
     model.delete(net)
-    _records_file(net).unlink(missing_ok=True)
+    dns_records.records_file(net).unlink(missing_ok=True)
     enforce.apply()
     if not keep_link:
         link.delete(net["netdiag"]["Bridge"])
@@ -212,7 +214,7 @@ def attach(net: dict, container: dict, netns_path: str, ifname: str, *, ip: str 
         _configure_endpoint(netns_path, ifname, ip_addr, sub, gw if default_route and not net["Internal"] else None)
         enforce.apply()
         done.append("firewall")
-        refresh_records()
+        dns_records.refresh()
     except BaseException:
         _undo_attach(net, cid, endpoint, done)
         raise
@@ -258,80 +260,4 @@ def detach(net: dict, cid: str) -> None:
     enforce.apply()
     if endpoint:
         link.delete(endpoint["HostVeth"])
-    refresh_records()
-
-
-# -- embedded DNS -----------------------------------------------------------------------------------
-
-def _records_file(net: dict):
-    return model.nets_dir() / f"{net['Id']}.dns.json"
-
-
-def _upstream() -> list[str]:
-    import os
-
-    env = os.environ.get("NETDIAG_DNS_UPSTREAM")
-    if env is not None:
-        return [s for s in env.split(",") if s]
-    servers = []
-    try:
-        for line in open("/etc/resolv.conf"):
-            parts = line.split()
-            if len(parts) >= 2 and parts[0] == "nameserver" and not parts[1].startswith("127."):
-                servers.append(parts[1])
-    except OSError:
-        pass
-    return servers
-
-
-def _names(net: dict) -> dict[str, list[str]]:
-    records: dict[str, list[str]] = {}
-    for cid, e in net["Containers"].items():
-        ip = e["IPv4Address"].split("/")[0]
-        for name in [e["Name"], cid[:12], *e.get("Aliases", [])]:
-            records.setdefault(name.lower(), []).append(ip)
-    return records
-
-
-def _write_records(net: dict | None) -> None:
-    """The resolver's view of a network: its own names, and for each of its containers the names of
-    the other user-defined networks that container is on (Docker resolves across all of them)."""
-    if net is None or net["Name"] == DEFAULT_NAME:
-        return
-    others = [n for n in model.bridges() if n["Id"] != net["Id"] and n["Name"] != DEFAULT_NAME]
-    clients = {}
-    for cid, e in net["Containers"].items():
-        seen: dict[str, list[str]] = {}
-        for other in others:
-            if cid in other["Containers"]:
-                for name, ips in _names(other).items():
-                    seen.setdefault(name, []).extend(ips)
-        if seen:
-            clients[e["IPv4Address"].split("/")[0]] = seen
-    state.write_json(_records_file(net), {"network": net["Id"], "internal": net["Internal"],
-                                          "upstream": [] if net["Internal"] else _upstream(),
-                                          "records": _names(net), "clients": clients})
-
-
-def refresh_records() -> None:
-    """Rewrite every resolver's view (after an endpoint anywhere came or went)."""
-    for net in model.bridges():
-        _write_records(net)
-
-
-def _start_resolver(net: dict) -> None:
-    from . import dns
-
-    _write_records(net)
-    pid = dns.start(model.ipam(net)["Gateway"], str(_records_file(net)))
-    with model.locked(net) as fresh:
-        fresh["netdiag"]["DnsPid"] = pid
-
-
-def ensure_resolver(net: dict) -> None:
-    """Restart a network's resolver if it died (e.g. after the lab or host restarted)."""
-    from ..kernel.syscalls import pid_alive
-
-    if net["Name"] == DEFAULT_NAME or pid_alive(int(net["netdiag"].get("DnsPid") or 0)):
-        return
-    _start_resolver(net)
+    dns_records.refresh()

@@ -16,6 +16,7 @@ from .. import paths, state
 from ..errors import Conflict, InvalidArgument, NotFound
 
 BUILTIN = ("bridge", "host", "none")
+DEFAULT_NAME = "bridge"  # the default bridge network (docker0)
 OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
 OPT_MTU = "com.docker.network.driver.mtu"
 OPT_ICC = "com.docker.network.bridge.enable_icc"

@@ -14,6 +14,7 @@ import pytest
 
 from runtime.errors import KernelError
 from runtime.networks import dns
+from runtime.networks.dns import control as dns_control
 
 pytestmark = pytest.mark.integration
 
@@ -196,12 +197,12 @@ def test_records_file_edits_are_picked_up(resolver):
 def test_deleting_the_records_file_ends_the_resolver(resolver):
     pid, port, path = resolver(RECORDS, internal=True)
     path.unlink()
-    assert dns._children[pid].wait(timeout=1.0) == 0
+    assert dns_control._children[pid].wait(timeout=1.0) == 0
 
 
 def test_sigterm_ends_the_resolver_and_stop_is_idempotent(resolver):
     pid, port, _ = resolver(RECORDS, internal=True)
-    proc = dns._children[pid]
+    proc = dns_control._children[pid]
     dns.stop(pid)
     assert proc.returncode == 0
     dns.stop(pid)  # already gone: fine
@@ -260,7 +261,7 @@ def test_garbage_does_not_kill_it(resolver):
         except TimeoutError:
             assert attempt < 2, "resolver stopped answering UDP"
     assert addrs(query(port, "web1", tcp=True)) == ["172.18.0.2"]
-    assert dns._children[pid].poll() is None
+    assert dns_control._children[pid].poll() is None
 
 
 def test_start_fails_clearly_when_the_address_is_not_on_this_host(tmp_path):
@@ -275,7 +276,7 @@ def test_start_fails_clearly_when_the_address_is_not_on_this_host(tmp_path):
     assert time.monotonic() - t0 < 5
     msg = str(e.value)
     assert "192.0.2.1" in msg and "Cannot assign requested address" in msg
-    assert not dns._children
+    assert not dns_control._children
 
 
 def test_start_fails_clearly_on_a_bad_records_file(tmp_path):
