@@ -9,6 +9,9 @@ from collections.abc import Mapping
 
 from runtime.errors import InvalidArgument, NetdiagError, NotFound
 
+from .reason.iptables import ruleset_for
+from .reason.nftables.text import rule_text
+
 SCHEMA = "netdiag.snapshot/1"
 
 
@@ -218,59 +221,13 @@ class Model:
         return next((c for c in self.containers() if c.get("ns") == ns["id"]), None)
 
     def nft_rules(self, ns: dict) -> list[dict]:
-        """Every rule of the namespace's nftables ruleset as {family, table, chain, handle, text, expr}."""
+        """Every rule of the namespace's nftables ruleset as {family, table, chain, handle, text, expr}
+        (iptables-nft rules with their xt parts translated, as reasoning sees them)."""
         rules = []
-        for item in (ns.get("nftables") or {}).get("nftables", []):
+        for item in ruleset_for(ns).get("nftables", []):
             rule = item.get("rule")
             if rule:
                 rules.append({"family": rule["family"], "table": rule["table"], "chain": rule["chain"],
                               "handle": rule.get("handle"), "comment": rule.get("comment", ""), "expr": rule.get("expr", []),
                               "text": rule_text(rule)})
         return rules
-
-
-def rule_text(rule: dict) -> str:
-    """A compact nft-like rendering of a JSON rule, for people (exact evaluation uses `expr`)."""
-    parts = []
-    for e in rule.get("expr", []):
-        if "match" in e:
-            m = e["match"]
-            parts.append(f"{_operand(m['left'])} {'' if m['op'] in ('==', 'in') else m['op'] + ' '}{_operand(m['right'])}")
-        elif "counter" in e:
-            c = e["counter"]
-            if isinstance(c, dict):
-                parts.append(f"counter packets {c.get('packets', 0)} bytes {c.get('bytes', 0)}")
-        else:
-            key = next(iter(e))
-            val = e[key]
-            parts.append(key if val is None else f"{key} {_operand(val)}")
-    text = " ".join(p for p in parts if p)
-    return text + (f' comment "{rule["comment"]}"' if rule.get("comment") else "")
-
-
-def _operand(v) -> str:
-    if isinstance(v, dict):
-        if "payload" in v:
-            return f"{v['payload'].get('protocol', '')} {v['payload'].get('field', '')}".strip()
-        if "meta" in v:
-            return v["meta"]["key"]
-        if "set" in v:
-            return "{ " + ", ".join(_operand(x) for x in v["set"]) + " }"
-        if "range" in v:
-            return f"{_operand(v['range'][0])}-{_operand(v['range'][1])}"
-        if "prefix" in v:
-            return f"{v['prefix']['addr']}/{v['prefix']['len']}"
-        if "ct" in v:
-            return f"ct {v['ct']['key']}"
-        if "fib" in v:
-            return f"fib {' . '.join(v['fib'].get('flags', []))} {v['fib'].get('result', '')}"
-        if "addr" in v and "port" in v:
-            return f"to {v['addr']}:{v['port']}"
-        if "addr" in v:
-            return f"to {_operand(v['addr'])}"
-        if "jump" in v:
-            return v["jump"]["target"]
-        return json.dumps(v, sort_keys=True)
-    if isinstance(v, list):
-        return ",".join(_operand(x) for x in v)
-    return str(v)
