@@ -10,9 +10,10 @@ from collections.abc import Mapping
 from runtime.errors import InvalidArgument, NetdiagError, NotFound
 
 from .reason.iptables import ruleset_for
+from .schemas import SNAPSHOT
 from .reason.nftables.text import rule_text
 
-SCHEMA = "netdiag.snapshot/1"
+SCHEMA = SNAPSHOT
 
 
 def ns_path(ns: dict) -> str | None:
@@ -108,13 +109,6 @@ class Model:
             raise InvalidArgument(f"Cannot read snapshot {path}", e.strerror or str(e), "check the path") from None
         except ValueError as e:
             raise InvalidArgument(f"Snapshot {path} is not valid JSON", str(e), "take it again with 'netdiag snapshot -o FILE'") from None
-
-    @classmethod
-    def live(cls) -> "Model":
-        """The live host, each namespace read when first needed."""
-        from .observe.snapshot import live
-
-        return cls(live())
 
     def overlay(self) -> tuple["Model", Overlay]:
         """A model whose namespaces can be edited without touching this one's (for fix checks)."""

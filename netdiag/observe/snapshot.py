@@ -6,7 +6,8 @@ from __future__ import annotations
 import platform
 from datetime import datetime, timezone
 
-from ..model import SCHEMA
+from ..model import Model
+from ..schemas import SNAPSHOT as SCHEMA
 from . import discover
 
 
@@ -46,3 +47,8 @@ def _netdiag_networks(errors: list[dict]) -> list[dict]:
     except Exception as e:  # noqa: BLE001 - a broken state dir must not hide the rest
         errors.append({"what": "netdiag networks", "error": str(e)})
         return []
+
+
+def live_model() -> Model:
+    """The live host as a Model, each namespace read when first needed."""
+    return Model(live())

@@ -12,6 +12,7 @@ from .. import state, validate
 from ..errors import Conflict, ContainerError, InvalidArgument
 from ..images import store as images
 from . import cgroups, model, monitor
+from .cleanup import remove_stopped  # noqa: F401 - part of this module's API (run, build)
 
 NETWORK_MODES = ("none", "host")
 
@@ -255,21 +256,6 @@ def remove(c: model.Container, force: bool = False) -> None:
         _wait_pid_gone(c.pid, c.state.get("PidStart"), 5)
         _wait_monitor(c)
     remove_stopped(model.get(c.id) if c.dir.exists() else c)
-
-
-def remove_stopped(c: model.Container) -> None:
-    """Remove everything a stopped container owns. Idempotent: missing pieces are fine."""
-    from . import endpoints
-
-    endpoints.detach_all(c)
-    if c.broken:  # its config, and so the list of its networks, may be lost: find endpoints by id
-        from ..networks import bridge, model as nets
-
-        for net in nets.bridges():
-            if c.id in net["Containers"]:
-                bridge.detach(net, c.id)
-    cgroups.remove(c.id)
-    model.delete_record(c)
 
 
 def signal_number(name: str) -> int:

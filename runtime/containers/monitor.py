@@ -19,6 +19,7 @@ from pathlib import Path
 from ..kernel import syscalls as sc
 from ..errors import ContainerError, NetdiagError
 from . import cgroups, endpoints, model, procenv, rootfs, security
+from .cleanup import remove_stopped
 from .stdio import LogWriter, pump
 
 
@@ -172,8 +173,6 @@ def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: 
         fresh.save_state(Status=model.EXITED, ExitCode=code, OOMKilled=oom, Pid=0, MonitorPid=0,
                          FinishedAt=model.now_iso())
         if c.config["HostConfig"].get("AutoRemove"):
-            from .lifecycle import remove_stopped
-
             remove_stopped(fresh)
     _send(status_w, exit=code, oom=oom)
 

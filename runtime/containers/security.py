@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from .. import paths
 from ..errors import InvalidArgument
-from ..kernel.syscalls import libc
+from ..kernel.syscalls import libc, prctl
 
 CAPS = ("CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
         "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
@@ -50,15 +50,6 @@ ALL_DEVICES = ((True, "a *:* rwm"),)
 
 _PR_CAPBSET_DROP, _PR_SET_KEEPCAPS, _PR_SET_NO_NEW_PRIVS, _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 24, 8, 38, 47, 4
 _CAP_V3 = 0x20080522
-
-
-def prctl(option: int, *args: int, what: str = "prctl") -> int:
-    ulong = [ctypes.c_ulong(a) for a in (list(args) + [0, 0, 0, 0])[:4]]
-    ret = libc.prctl(ctypes.c_int(option), *ulong)
-    if ret < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-    return ret
 
 
 def last_cap() -> int:

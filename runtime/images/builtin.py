@@ -38,6 +38,11 @@ def _is_static(binary: Path) -> bool:
     return b"/lib64/ld-linux" not in head and b"/lib/ld-linux" not in head
 
 
+def provide(ref: str):
+    """The store's fallback for `ref`: the busybox image, made on first use; None for other names."""
+    return ensure(ref) if provides(ref) else None
+
+
 def ensure(ref: str = BUSYBOX_REF):
     """Create the busybox image if the store lacks it; returns the Image."""
     from . import layers

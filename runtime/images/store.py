@@ -144,9 +144,12 @@ def get(ref_or_id: str, *, allow_broken: bool = False) -> Image:
     return img
 
 
-def _find(ref_or_id: str) -> Image:
-    from . import builtin
+# name -> Image makers for images that exist without being stored first (the built-in busybox):
+# the package wires them in (runtime/images/__init__.py), so the store depends on none of them
+PROVIDERS: list = []
 
+
+def _find(ref_or_id: str) -> Image:
     if not ref_or_id:
         raise InvalidArgument("An image name is required", "", "give a name like 'busybox'")
     images = list_images()
@@ -160,8 +163,10 @@ def _find(ref_or_id: str) -> Image:
         for img in images:
             if want in img.tags:
                 return img
-        if builtin.provides(want):
-            return builtin.ensure(want)
+        for provider in PROVIDERS:
+            img = provider(want)
+            if img is not None:
+                return img
     prefix = ref_or_id.removeprefix("sha256:")
     if len(prefix) >= 4 and all(c in "0123456789abcdef" for c in prefix):
         hits = [i for i in images if i.id.removeprefix("sha256:").startswith(prefix)]

@@ -79,6 +79,15 @@ def sethostname(name: str) -> None:
     _check(_libc.sethostname(data, ctypes.c_size_t(len(data))), "sethostname")
 
 
+def prctl(option: int, *args: int, what: str = "prctl") -> int:
+    ulong = [ctypes.c_ulong(a) for a in (list(args) + [0, 0, 0, 0])[:4]]
+    ret = _libc.prctl(ctypes.c_int(option), *ulong)
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return ret
+
+
 def require_root(action: str) -> None:
     if os.geteuid() != 0:
         raise KernelError(
