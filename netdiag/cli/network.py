@@ -6,7 +6,7 @@ from typing import List, Optional
 import typer
 
 from .app import app
-from .output import for_each, json_lines, print_json, table
+from .output import for_each, listing, print_json
 
 net_app = typer.Typer(help="Manage networks (bridge, host, none).", no_args_is_help=True)
 app.add_typer(net_app, name="network")
@@ -73,14 +73,8 @@ def ls(
         rows.append({"ID": n["Id"][:12], "Name": n["Name"], "Driver": n["Driver"], "Scope": n["Scope"],
                      "Subnet": model.ipam(n).get("Subnet", ""), "Bridge": n["netdiag"].get("Bridge", ""),
                      "Internal": n["Internal"], "Containers": len(n["Containers"])})
-    if quiet:
-        for r in rows:
-            print(r["ID"])
-    elif json_out or format == "json":
-        json_lines(rows)
-    else:
-        table(["NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNET", "BRIDGE"],
-              [[r["ID"], r["Name"], r["Driver"], r["Scope"], r["Subnet"], r["Bridge"]] for r in rows])
+    listing(rows, [("NETWORK ID", "ID"), ("NAME", "Name"), ("DRIVER", "Driver"), ("SCOPE", "Scope"), ("SUBNET", "Subnet"),
+                   ("BRIDGE", "Bridge")], quiet=quiet, as_json=json_out or format == "json")
 
 
 def _matches(n: dict, filters: List[str]) -> bool:

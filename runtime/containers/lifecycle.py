@@ -184,13 +184,7 @@ def wait_exit(status_fd: int, c: model.Container) -> int:
             except ProcessLookupError:
                 pass
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        msg = monitor.read_status(status_fd)
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        os.close(status_fd)
+    msg = monitor.wait_status(status_fd, forward)
     if msg is None:
         return 125
     return int(msg.get("exit", 125))

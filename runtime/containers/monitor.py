@@ -60,6 +60,20 @@ def spawn(c: model.Container, lower_dirs: list[Path], *, attach: bool, interacti
     return r
 
 
+def wait_status(fd: int, on_signal) -> dict | None:
+    """The next status message, with SIGINT and SIGTERM handled by `on_signal` meanwhile (a CLI
+    waiting on its container forwards them); closes `fd`."""
+    import signal
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return read_status(fd)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        os.close(fd)
+
+
 def read_status(fd: int) -> dict | None:
     """One JSON line from a status pipe (byte by byte: the pipe carries several messages)."""
     buf = b""
