@@ -15,15 +15,21 @@ from . import collect
 from .discover import NsRef
 
 
-def collect_ns(ref: NsRef, errors: list[dict], with_sockets: bool = True, conntrack: bool = False) -> dict | None:
+def collect_ns(ref: NsRef, errors: list[dict], with_sockets: bool = True, conntrack: bool = False,
+               while_inside=None) -> dict | None:
     """One namespace's full state, or None (with the reason in `errors`) when it cannot be entered.
-    `conntrack` adds the host's connection table (full snapshots; live diagnoses do not read it)."""
+    `conntrack` adds the host's connection table (full snapshots; live diagnoses do not read it).
+    `while_inside(data)` runs before leaving the namespace (one visit per namespace, not two)."""
     try:
         if ref.kind == "host":  # where we are already: no setns, so this works without root too
             data = collect.collect_here(errors, ref.id, with_sockets, conntrack=conntrack)
+            if while_inside:
+                while_inside(data)
         else:
             with netns(ref.path):
                 data = collect.collect_here(errors, ref.id, with_sockets)
+                if while_inside:
+                    while_inside(data)
     except PermissionError as e:
         errors.append({"ns": ref.id, "what": f"cannot enter {ref.label()}",
                        "error": f"{e.strerror}: entering another network namespace needs CAP_SYS_ADMIN (run as root)"})
@@ -69,11 +75,11 @@ class LazyNamespaces(Mapping):
             return self.cache[ns_id]
         if ns_id not in self.refs or ns_id in self.failed:
             raise KeyError(ns_id)
-        data = collect_ns(self.refs[ns_id], self.errors, self.with_sockets, conntrack=self.conntrack)
+        data = collect_ns(self.refs[ns_id], self.errors, self.with_sockets, conntrack=self.conntrack,
+                          while_inside=lambda d: self._find_peers(ns_id, d))
         if data is None:
             self.failed.add(ns_id)
             raise KeyError(ns_id)
-        self._find_peers(data)
         self.cache[ns_id] = data
         return data
 
@@ -126,29 +132,32 @@ class LazyNamespaces(Mapping):
             self._addr_index = index
         return self._addr_index.get(ip, [])
 
-    def _find_peers(self, ns: dict) -> None:
-        """Fill link["peer"] for veths: same namespace by index, others by the kernel's nsid."""
+    def _find_peers(self, ns_id: str, ns: dict) -> None:
+        """Fill link["peer"] for veths: same namespace by index, others by the kernel's nsid. Runs
+        inside the namespace (while it is being read)."""
         wanted = {link["link_netnsid"] for link in ns["links"] if link["kind"] == "veth" and link.get("link_netnsid") is not None}
-        by_nsid = self._nsid_map(ns, wanted) if wanted else {}
+        by_nsid = self._nsid_map(ns_id, wanted) if wanted else {}
         for link in ns["links"]:
             if link["kind"] != "veth" or link.get("link") is None:
                 continue
             nsid = link.get("link_netnsid")
             if nsid is None:
                 peer = next((x for x in ns["links"] if x["index"] == link["link"]), None)
-                link["peer"] = {"ns": ns["id"], "index": link["link"], "name": peer["name"] if peer else None}
+                link["peer"] = {"ns": ns_id, "index": link["link"], "name": peer["name"] if peer else None}
             elif nsid in by_nsid:
                 link["peer"] = {"ns": by_nsid[nsid], "index": link["link"], "name": None}
             else:
                 link["peer"] = {"ns": None, "index": link["link"]}
 
-    def _nsid_map(self, ns: dict, wanted: set[int]) -> dict[int, str]:
-        ref = self.refs[ns["id"]]
+    def _nsid_map(self, ns_id: str, wanted: set[int]) -> dict[int, str]:
+        """nsid -> namespace id, asked in the namespace this thread is in (the one being read)."""
         found: dict[int, str] = {}
         try:
-            with netns(None if ref.kind == "host" else ref.path), NsidQuery() as q:
+            with NsidQuery() as q:
                 for other_id, other in self.refs.items():
-                    if other_id == ns["id"] or len(found) == len(wanted):
+                    if len(found) == len(wanted):
+                        break
+                    if other_id == ns_id:
                         continue
                     try:
                         fd = os.open(other.path, os.O_RDONLY | os.O_CLOEXEC)
