@@ -38,6 +38,13 @@ def spawn(c: model.Container, lower_dirs: list[Path], *, attach: bool, interacti
             if os.fork():
                 os._exit(0)
             _monitor(c, lower_dirs, w, attach, interactive, plan)
+        except NetdiagError as e:  # a clear error (a cgroup the kernel refused...): what, why, fix
+            code = 1
+            why = " ".join(p.strip().rstrip(".") + "." for p in (e.what, e.why) if p and p.strip())
+            try:
+                os.write(w, json.dumps({"error": why, "fix": e.fix, "code": 125}).encode() + b"\n")
+            except OSError:
+                pass
         except BaseException:
             code = 1
             try:
