@@ -200,37 +200,8 @@ class BridgeDockerd(rb.PrivateDockerd):
     iptables, ip forwarding, masquerade, userland proxy). It runs inside its own Lab netns, so the
     bridge, the veths and every iptables rule it makes live and die with that namespace."""
 
-    def start(self) -> None:
-        if os.path.exists("/run/containerd/containerd.sock"):
-            log("docker: note: a system containerd socket exists; dockerd 20.10 would use it instead of its own")
-        self.host_paths_before = {p for p in rb.HOST_PATHS if os.path.lexists(p)}
-        for d in (self.data, self.exec_root):
-            d.mkdir(parents=True)
-        cfg = self.work / "daemon.json"
-        cfg.write_text("{}\n")  # do not pick up the host's /etc/docker/daemon.json
-        argv = ["nsenter", f"--net=/run/netns/{self.netns}", "--", self.dockerd,
-                "--config-file", str(cfg), "--data-root", str(self.data), "--exec-root", str(self.exec_root),
-                "-H", f"unix://{self.sock}", "--pidfile", str(self.pidfile),
-                "--cgroup-parent", f"/{self.cgroup_parent}", "--log-level", "warn"]
-        env = dict(os.environ, DOCKER_CONFIG=str(self.work / "client"))
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=open(self.logfile, "wb"),
-                                     stderr=subprocess.STDOUT, start_new_session=True, env=env)
-        deadline = time.monotonic() + rb.DOCKERD_START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"dockerd exited {self.proc.returncode}: {self.log_tail()}")
-            if self._ping():
-                break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(f"dockerd socket {self.sock} not answering after {rb.DOCKERD_START_TIMEOUT:.0f}s: "
-                               f"{self.log_tail()}")
-        v = subprocess.run(self.docker("version", "--format", "{{.Server.Version}} {{.Client.Version}}"),
-                           capture_output=True, text=True, env=self.cli_env())
-        self.server_version, _, self.client_version = v.stdout.strip().partition(" ")
+    networking = True
 
-    def cli_env(self) -> dict:
-        return dict(os.environ, DOCKER_CONFIG=str(self.work / "client"))
 
 
 def setup_docker(args, dk_lab: Lab, work: Path, cgroup: str, status: dict) -> BridgeDockerd | None:

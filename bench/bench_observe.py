@@ -5,7 +5,7 @@ same run.
 
 A. inspect/snapshot, with N containers (500) on one user network:
    - `netdiag inspect --net --json cN`: cold CLI, and its work in-process (`inspect_view.view(
-     Model.live(), "cN")` timed inside a Python process, imports of netdiag.model and the view
+     live_model(), "cN")` timed inside a Python process, imports of netdiag.model and the view
      excluded, everything they import lazily included). Goal: under 0.3 s of work.
    - `netdiag snapshot -o FILE` against the reference, one shell pass
      `for pid in PIDS; do nsenter --net=/proc/$pid/ns/net ip -o addr; done` (what
@@ -195,30 +195,30 @@ def _forked():
     return _fork()
 os.fork = _forked
 from netdiag.model import Model
+from netdiag.observe.snapshot import live_model
 out = {}
 if mode == "inspect":
     from netdiag.views import inspect_view
     def fn():
-        return inspect_view.view(Model.live(), args["name"])
+        return inspect_view.view(live_model(), args["name"])
 elif mode == "snapshot":
     from netdiag.observe.snapshot import build
     def fn():
         snap = build()
         return {"namespaces": len(snap["namespaces"]), "containers": len(snap["containers"]), "errors": len(snap["errors"])}
 elif mode == "trace":
-    from netdiag.reason import path
+    from netdiag.reason import static_trace
     t0 = time.perf_counter()
     model = Model.load(args["snapshot"])
     out["load_ms"] = (time.perf_counter() - t0) * 1000
     def fn():
-        r = path.trace(model, args["src"], args["dst"], proto="tcp", port=args["port"])
+        r = static_trace.trace(model, args["src"], args["dst"], proto="tcp", port=args["port"])
         return {"verdict": r["verdict"], "cause": r["cause"], "hops": len(r["hops"])}
 elif mode == "live":
-    from netdiag.cli.trace import _live
-    from netdiag.reason import path
+    from netdiag.diagnose import diagnose
     def fn():
-        m = Model.live()
-        r = _live(m, path.trace(m, args["src"], args["dst"], proto="tcp", port=args["port"]), 2.0)
+        m = live_model()
+        r = diagnose(m, args["src"], args["dst"], proto="tcp", port=args["port"], timeout=2.0)
         return {"verdict": r["verdict"], "cause": r["cause"], "live": (r.get("live") or {}).get("outcome")}
 else:
     raise SystemExit(f"unknown mode {mode}")
@@ -240,14 +240,12 @@ def _wrap(owner, attr, label):
             st[0] += 1
             st[1] += (time.perf_counter() - t0) * 1000
     setattr(owner, attr, timed_step)
-import netdiag.observe.lazy as _lazy, netdiag.observe.owners as _owners, netdiag.observe.snapshot as _snap
-_wrap(_owners, "discover", "owners.discover: every /proc pid, netns names, container records")
-_wrap(_owners, "netdiag_containers", "  netdiag_containers: the runtime's container records")
-_wrap(_snap, "collect_ns", lambda a: f"collect_ns: read a namespace ({getattr(a[0], 'kind', '?')})")
-_wrap(_snap, "_netdiag_networks", "netdiag networks")
-_wrap(_snap, "_match_veths", "match veth pairs")
-_wrap(_lazy.LazyNamespaces, "_find_peers", "lazy: find veth peers by nsid")
-_wrap(_lazy.LazyNamespaces, "owners_of", "lazy: address index over every namespace")
+import netdiag.observe.discover as _discover, netdiag.observe.namespaces as _ns, runtime.records as _records  # noqa: E402
+_wrap(_discover, "discover", "discover: every /proc pid, netns names, container records")
+_wrap(_records, "containers", "  records.containers: the runtime's container records")
+_wrap(_records, "networks", "records.networks: the runtime's network records")
+_wrap(_ns, "collect_ns", lambda a: f"collect_ns: read a namespace ({getattr(a[0], 'kind', '?')})")
+_wrap(_ns.LazyNamespaces, "owners_of", "namespaces: address index over every namespace")
 
 def short(key):
     f, line, name = key
@@ -453,7 +451,7 @@ def part_a(args, ctx: InLab, n: int, target: str) -> dict:
             Row("ip-one", ctx.enter + ["nsenter", f"--net=/proc/{pid_t}/ns/net", "ip", "-o", "addr"], None,
                 f"nsenter --net=/proc/PID/ns/net ip -o addr for {target} alone")]
     inspect_stats = round_robin(rows, args.runs, 1)
-    log("  inspect in-process: view(Model.live(), name)")
+    log("  inspect in-process: view(live_model(), name)")
     inspect_work = in_process(ctx, "inspect", args.runs, 2, name=target)
 
     # b/c. snapshot, cold CLI, against one nsenter + ip -o addr pass over every container
@@ -479,7 +477,7 @@ def part_a(args, ctx: InLab, n: int, target: str) -> dict:
     print(f"== A. inspect and snapshot with {n} containers on benchnet ({SUBNET}); load {load0[0]} -> {load1[0]}")
     print(fmt_table(inspect_stats))
     w = inspect_work
-    print(f"inspect in-process, view(Model.live(), {target!r}) in a fresh Python each time (imports of "
+    print(f"inspect in-process, view(live_model(), {target!r}) in a fresh Python each time (imports of "
           f"netdiag.model/inspect_view excluded):")
     print(f"  first call: median {w['first_call']['median_ms']:.1f} ms, p90 {w['first_call']['p90_ms']:.1f} "
           f"({args.runs} processes); later calls in the same process: median {w['warm_call']['median_ms']:.1f} ms, "
@@ -623,7 +621,7 @@ def part_b_live(args, ctx: InLab, n: int, a: dict, b: dict) -> dict:
     print(f"== B2. live trace with {n} containers (cb runs httpd -f -p 80); load {load0[0]} -> {load1[0]}")
     print(fmt_table(stats))
     print(f"  verdicts: trace-live {v}; trace-live+rules {v_rules}")
-    print(f"  in-process Model.live + trace() + live probe: {inproc['first_call']['median_ms']:.0f} ms, "
+    print(f"  in-process live_model() + diagnose() + live probe: {inproc['first_call']['median_ms']:.0f} ms, "
           f"{inproc['result']}")
     print_steps("live trace", inproc)
     print_profile("the live trace (model, static path, probe)", inproc["profile"])

@@ -334,8 +334,18 @@ def remove_created(before: set[str]) -> list[str]:
     return left
 
 
+NO_NETWORKING = ["--bridge", "none", "--iptables=false", "--ip6tables=false", "--ip-forward=false",
+                 "--ip-masq=false", "--userland-proxy=false"]
+
+
 class PrivateDockerd:
-    """A dockerd of our own inside the bench netns, all its state in temp dirs."""
+    """A dockerd of our own inside a network namespace (entered with nsenter: `ip netns exec` would
+    remount /sys and hide the cgroup mounts dockerd needs), all its state in temp dirs. Without
+    `networking` it makes no bridge and touches no firewall; with it, Docker's defaults (docker0,
+    iptables, forwarding, masquerade, userland proxy), all inside that namespace. The one starter
+    the benches and the tests (tests/dockerkit.py) share."""
+
+    networking = False
 
     def __init__(self, dockerd: str, cli: str, netns: str, work: Path, cgroup_parent: str):
         self.dockerd, self.cli, self.netns, self.work = dockerd, cli, netns, work
@@ -343,29 +353,32 @@ class PrivateDockerd:
         self.data, self.exec_root = work / "data", work / "exec"
         self.sock, self.pidfile, self.logfile = work / "docker.sock", work / "docker.pid", work / "dockerd.log"
         self.proc: subprocess.Popen | None = None
-        self.server_version = ""
+        self.server_version = self.client_version = ""
         self.host_paths_before = {p for p in HOST_PATHS if os.path.lexists(p)}
 
     def docker(self, *args: str) -> list[str]:
         return [self.cli, "-H", f"unix://{self.sock}", *args]
 
+    def cli_env(self) -> dict:
+        return dict(os.environ, DOCKER_HOST=f"unix://{self.sock}", DOCKER_CONFIG=str(self.work / "client"))
+
     def start(self) -> None:
+        """Start it (again, after a stop: its state stays) and wait until it answers."""
         if os.path.exists("/run/containerd/containerd.sock"):
             log("docker: note: a system containerd socket exists; dockerd 20.10 would use it instead of its own")
-        self.host_paths_before = {p for p in HOST_PATHS if os.path.lexists(p)}
+        if self.proc is None:
+            self.host_paths_before = {p for p in HOST_PATHS if os.path.lexists(p)}
         for d in (self.data, self.exec_root):
-            d.mkdir(parents=True)
+            d.mkdir(parents=True, exist_ok=True)
         cfg = self.work / "daemon.json"
         cfg.write_text("{}\n")  # do not pick up the host's /etc/docker/daemon.json
         argv = ["nsenter", f"--net=/run/netns/{self.netns}", "--", self.dockerd,
                 "--config-file", str(cfg), "--data-root", str(self.data), "--exec-root", str(self.exec_root),
-                "-H", f"unix://{self.sock}", "--pidfile", str(self.pidfile),
-                "--bridge", "none", "--iptables=false", "--ip6tables=false", "--ip-forward=false",
-                "--ip-masq=false", "--userland-proxy=false", "--cgroup-parent", f"/{self.cgroup_parent}",
-                "--log-level", "warn"]
-        env = dict(os.environ, DOCKER_CONFIG=str(self.work / "client"))
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=open(self.logfile, "wb"),
-                                     stderr=subprocess.STDOUT, start_new_session=True, env=env)
+                "-H", f"unix://{self.sock}", "--pidfile", str(self.pidfile)] + ([] if self.networking else NO_NETWORKING) + \
+               ["--cgroup-parent", f"/{self.cgroup_parent}", "--log-level", "warn"]
+        with open(self.logfile, "ab") as out:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True, env=self.cli_env())
         deadline = time.monotonic() + DOCKERD_START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -376,8 +389,9 @@ class PrivateDockerd:
         else:
             raise RuntimeError(f"dockerd socket {self.sock} not answering after {DOCKERD_START_TIMEOUT:.0f}s: "
                                f"{self.log_tail()}")
-        v = subprocess.run(self.docker("version", "--format", "{{.Server.Version}}"), capture_output=True, text=True)
-        self.server_version = v.stdout.strip()
+        v = subprocess.run(self.docker("version", "--format", "{{.Server.Version}} {{.Client.Version}}"),
+                           capture_output=True, text=True, env=self.cli_env())
+        self.server_version, _, self.client_version = v.stdout.strip().partition(" ")
 
     def _ping(self) -> bool:
         if not self.sock.exists():

@@ -9,28 +9,26 @@ from __future__ import annotations
 
 import os
 
-from .model import Model
-from .reason import fixes, path, reconcile
+from .model import Model, ns_path
+from .reason import fixes, reconcile, static_trace
 
 
 def diagnose(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int = 0, size: int = 0,
              live: bool = True, timeout: float = 2.0, pcap: str | None = None) -> dict:
-    result, fix = path.run_static(model, src, dst, proto=proto, port=port, size=size)
+    result, fix = static_trace.run_static(model, src, dst, proto=proto, port=port, size=size)
     if live and result["dst_ip"]:
         result, live_fix = _live(model, result, timeout, pcap)
         fix = live_fix or fix
     result["fix_command"] = None
     if result["verdict"] == "blocked" and fix is not None:
         result["fix"], result["fix_command"] = fix.text(), fix.command or None
-        result["fix_check"] = fixes.check(model, fix, lambda m: path.run_static(m, src, dst, proto=proto, port=port, size=size)[0])
+        result["fix_check"] = fixes.check(model, fix, lambda m: static_trace.run_static(m, src, dst, proto=proto, port=port, size=size)[0])
     return result
 
 
 def _live(model: Model, result: dict, timeout: float, pcap: str | None):
     """Probe for real and reconcile. Returns the result and, when the kernel's verdict replaced the
     static one, the fix for the rule it named."""
-    from .observe.snapshot import ns_path
-
     if os.geteuid() != 0:
         result["live"] = {"outcome": "skipped", "detail": "the live probe needs root (CAP_SYS_ADMIN, CAP_NET_RAW); static result only"}
         return result, None

@@ -7,7 +7,6 @@ namespace has no other interface. `destroy()` kills what ran in the lab and remo
 """
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -33,23 +32,26 @@ class Lab:
 
     # -- building and tearing down -------------------------------------------------------------
     def create(self) -> "Lab":
-        from pyroute2 import NetNS, netns
+        import ipaddress
+
+        from runtime.kernel import addr, link, ns, route
 
         try:
-            netns.create(self.name)
-            netns.create(self.outside)
-            with NetNS(self.name) as host:
-                host.link("add", ifname="eth0", kind="veth", peer={"ifname": "eth0", "net_ns_fd": self.outside})
-                eth0 = host.link_lookup(ifname="eth0")[0]
-                host.addr("add", index=eth0, address=HOST_IP, prefixlen=PREFIX)
-                for idx in (eth0, host.link_lookup(ifname="lo")[0]):
-                    host.link("set", index=idx, state="up")
-                host.route("add", dst="0.0.0.0/0", gateway=OUTSIDE_IP)
-            with NetNS(self.outside) as out:
-                eth0 = out.link_lookup(ifname="eth0")[0]
-                out.addr("add", index=eth0, address=OUTSIDE_IP, prefixlen=PREFIX)
-                for idx in (eth0, out.link_lookup(ifname="lo")[0]):
-                    out.link("set", index=idx, state="up")
+            host, outside = ns.create(self.name), ns.create(self.outside)
+            with ns.netns(host):
+                fd = os.open(outside, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    link.create_veth("eth0", "eth0", fd)
+                finally:
+                    os.close(fd)
+            for path, ip, gateway in ((host, HOST_IP, OUTSIDE_IP), (outside, OUTSIDE_IP, None)):
+                with ns.netns(path):
+                    eth0 = link.index("eth0")
+                    addr.add(eth0, ipaddress.IPv4Address(ip), PREFIX)
+                    link.set_up(eth0)
+                    link.set_up(link.index("lo"))
+                    if gateway:
+                        route.add_default(ipaddress.IPv4Address(gateway), eth0)
             self.state_dir.mkdir(parents=True, exist_ok=True)
         except BaseException:
             self.destroy()
@@ -58,13 +60,12 @@ class Lab:
 
     def destroy(self) -> None:
         """Kill every process netdiag started in the lab, remove its cgroups, namespaces, state."""
-        from pyroute2 import netns
+        from runtime.kernel import ns
 
         kill_recorded(self.state_dir, self.cgroup_parent)
         remove_cgroups(self.cgroup_parent, lambda: kill_recorded(self.state_dir, self.cgroup_parent))
-        for ns in (self.name, self.outside):
-            if os.path.exists(f"/run/netns/{ns}"):
-                netns.remove(ns)
+        for name in (self.name, self.outside):
+            ns.remove(name)
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def __enter__(self) -> "Lab":
@@ -76,16 +77,9 @@ class Lab:
     # -- running things in it ---------------------------------------------------------------------
     def enter(self, ns: str | None = None):
         """A preexec_fn that moves a child process into the lab's (or `ns`'s) network namespace."""
-        path = f"/run/netns/{ns or self.name}"
+        from runtime.kernel.ns import enter
 
-        def _enter():
-            from runtime.syscalls import CLONE_NEWNET, setns
-
-            fd = os.open(path, os.O_RDONLY)
-            setns(fd, CLONE_NEWNET)
-            os.close(fd)
-
-        return _enter
+        return enter(f"/run/netns/{ns or self.name}")
 
     def netdiag(self, *args: str, **kw) -> subprocess.CompletedProcess:
         """Run the netdiag CLI as if on the lab host."""
@@ -102,22 +96,9 @@ class Lab:
 
 def kill_recorded(state_dir: Path, cgroup_parent: str) -> None:
     """SIGKILL every monitor and container process a state dir's records or cgroups know."""
-    pids: set[int] = set()
-    cdir = Path(state_dir) / "containers"
-    if cdir.is_dir():
-        for d in cdir.iterdir():
-            try:
-                st = json.loads((d / "state.json").read_text())
-            except (OSError, ValueError):
-                continue
-            if not isinstance(st, dict):  # a corrupt record (tests make them): no pids to find there
-                continue
-            pids.update(int(st.get(k) or 0) for k in ("MonitorPid", "Pid"))
-    for rec in (Path(state_dir) / "networks").glob("*.json"):  # each network's DNS resolver
-        try:
-            pids.add(int(json.loads(rec.read_text()).get("netdiag", {}).get("DnsPid") or 0))
-        except (OSError, ValueError, AttributeError):
-            pass
+    from runtime.records import recorded_pids
+
+    pids = recorded_pids(Path(state_dir))
     for parent in _cgroup_parents(cgroup_parent):
         for procs in parent.glob("*/cgroup.procs"):
             try:

@@ -9,12 +9,25 @@ from collections.abc import Mapping
 
 from runtime.errors import InvalidArgument, NetdiagError, NotFound
 
-from .observe.snapshot import SCHEMA
+from .reason.iptables import ruleset_for
+from .schemas import SNAPSHOT
+from .reason.nftables.text import rule_text
+
+SCHEMA = SNAPSHOT
+
+
+def ns_path(ns: dict) -> str | None:
+    """A path to open a snapshot namespace by, while it still exists: its ip netns name or a pid."""
+    if ns.get("netns_names"):
+        return f"/run/netns/{ns['netns_names'][0]}"
+    if ns.get("pids"):
+        return f"/proc/{ns['pids'][0]}/ns/net"
+    return None
 
 
 class LoadedNamespaces(Mapping):
     """The namespaces of a snapshot file: already read, with the same interface as the live,
-    lazily read set (netdiag.observe.lazy.LazyNamespaces), so reasoning never asks which it has."""
+    lazily read set (netdiag.observe.namespaces.LazyNamespaces), so reasoning never asks which it has."""
 
     def __init__(self, namespaces: dict[str, dict]):
         self.data = namespaces
@@ -97,13 +110,6 @@ class Model:
         except ValueError as e:
             raise InvalidArgument(f"Snapshot {path} is not valid JSON", str(e), "take it again with 'netdiag snapshot -o FILE'") from None
 
-    @classmethod
-    def live(cls) -> "Model":
-        """The live host, each namespace read when first needed."""
-        from .observe.snapshot import live
-
-        return cls(live())
-
     def overlay(self) -> tuple["Model", Overlay]:
         """A model whose namespaces can be edited without touching this one's (for fix checks)."""
         ov = Overlay(self.namespaces)
@@ -116,11 +122,7 @@ class Model:
         """The snapshot with every namespace read (for a map of the whole host, or to save)."""
         if isinstance(self.namespaces, LoadedNamespaces):
             return self.snap
-        from .observe.snapshot import _match_veths
-
-        namespaces = self.namespaces.materialize()
-        _match_veths(namespaces)
-        return {**self.snap, "namespaces": namespaces}
+        return {**self.snap, "namespaces": self.namespaces.materialize()}
 
     def metas(self):
         """Every namespace's identity (id, kind, name, label, netns_names, pids) without reading its state."""
@@ -213,59 +215,13 @@ class Model:
         return next((c for c in self.containers() if c.get("ns") == ns["id"]), None)
 
     def nft_rules(self, ns: dict) -> list[dict]:
-        """Every rule of the namespace's nftables ruleset as {family, table, chain, handle, text, expr}."""
+        """Every rule of the namespace's nftables ruleset as {family, table, chain, handle, text, expr}
+        (iptables-nft rules with their xt parts translated, as reasoning sees them)."""
         rules = []
-        for item in (ns.get("nftables") or {}).get("nftables", []):
+        for item in ruleset_for(ns).get("nftables", []):
             rule = item.get("rule")
             if rule:
                 rules.append({"family": rule["family"], "table": rule["table"], "chain": rule["chain"],
                               "handle": rule.get("handle"), "comment": rule.get("comment", ""), "expr": rule.get("expr", []),
                               "text": rule_text(rule)})
         return rules
-
-
-def rule_text(rule: dict) -> str:
-    """A compact nft-like rendering of a JSON rule, for people (exact evaluation uses `expr`)."""
-    parts = []
-    for e in rule.get("expr", []):
-        if "match" in e:
-            m = e["match"]
-            parts.append(f"{_operand(m['left'])} {'' if m['op'] in ('==', 'in') else m['op'] + ' '}{_operand(m['right'])}")
-        elif "counter" in e:
-            c = e["counter"]
-            if isinstance(c, dict):
-                parts.append(f"counter packets {c.get('packets', 0)} bytes {c.get('bytes', 0)}")
-        else:
-            key = next(iter(e))
-            val = e[key]
-            parts.append(key if val is None else f"{key} {_operand(val)}")
-    text = " ".join(p for p in parts if p)
-    return text + (f' comment "{rule["comment"]}"' if rule.get("comment") else "")
-
-
-def _operand(v) -> str:
-    if isinstance(v, dict):
-        if "payload" in v:
-            return f"{v['payload'].get('protocol', '')} {v['payload'].get('field', '')}".strip()
-        if "meta" in v:
-            return v["meta"]["key"]
-        if "set" in v:
-            return "{ " + ", ".join(_operand(x) for x in v["set"]) + " }"
-        if "range" in v:
-            return f"{_operand(v['range'][0])}-{_operand(v['range'][1])}"
-        if "prefix" in v:
-            return f"{v['prefix']['addr']}/{v['prefix']['len']}"
-        if "ct" in v:
-            return f"ct {v['ct']['key']}"
-        if "fib" in v:
-            return f"fib {' . '.join(v['fib'].get('flags', []))} {v['fib'].get('result', '')}"
-        if "addr" in v and "port" in v:
-            return f"to {v['addr']}:{v['port']}"
-        if "addr" in v:
-            return f"to {_operand(v['addr'])}"
-        if "jump" in v:
-            return v["jump"]["target"]
-        return json.dumps(v, sort_keys=True)
-    if isinstance(v, list):
-        return ",".join(_operand(x) for x in v)
-    return str(v)

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -31,7 +28,6 @@ from tests.labkit import World
 HAVE_DOCKER = shutil.which("dockerd") is not None and shutil.which("docker") is not None
 
 
-START_TIMEOUT = 30.0
 IMAGE = "bbox"
 
 
@@ -56,61 +52,27 @@ def other_engines() -> list[int]:
     return out
 
 
-class Engine:
-    """A dockerd of our own inside the lab's network namespace, all its state in `work`."""
+class Engine(rb.PrivateDockerd):
+    """A dockerd of our own inside the lab's network namespace with Docker's default networking,
+    all its state in `work` (bench/run_bench.py's starter)."""
+
+    networking = True
 
     def __init__(self, lab: World, work: Path):
-        self.lab, self.work = lab, work
-        self.dockerd = shutil.which("dockerd")
-        self.cli = rb.find_docker_cli(self.dockerd)
-        self.data, self.exec_root = work / "data", work / "exec"
-        self.sock, self.pidfile, self.logfile = work / "docker.sock", work / "docker.pid", work / "dockerd.log"
-        self.cgroup_parent = f"{lab.name}-docker"
-        self.env = dict(os.environ, DOCKER_HOST=f"unix://{self.sock}", DOCKER_CONFIG=str(work / "client"))
-        self.proc: subprocess.Popen | None = None
-        self.host_paths_before = {p for p in rb.HOST_PATHS if os.path.lexists(p)}
+        dockerd = shutil.which("dockerd")
+        super().__init__(dockerd, rb.find_docker_cli(dockerd), lab.name, work, f"{lab.name}-docker")
+        self.lab = lab
+        self.env = self.cli_env()
         self.tracked = rb.Tracked()
 
-    def docker(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    def run(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        """The docker CLI against this engine."""
         if self.cli is None:
             raise RuntimeError("no docker CLI found")
         p = subprocess.run([self.cli, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
         if check and p.returncode != 0:
             raise RuntimeError(f"docker {' '.join(args)} exited {p.returncode}: {p.stderr.strip()[-600:]}")
         return p
-
-    def start(self) -> None:
-        for d in (self.data, self.exec_root):
-            d.mkdir(parents=True, exist_ok=True)  # exist: a restart
-        cfg = self.work / "daemon.json"
-        cfg.write_text("{}\n")  # never the machine's /etc/docker/daemon.json
-        # Docker's defaults otherwise: docker0, iptables (-nft here), ip_forward, masquerade, userland proxy
-        argv = ["nsenter", f"--net=/run/netns/{self.lab.name}", "--", self.dockerd,
-                "--config-file", str(cfg), "--data-root", str(self.data), "--exec-root", str(self.exec_root),
-                "-H", f"unix://{self.sock}", "--pidfile", str(self.pidfile),
-                "--cgroup-parent", f"/{self.cgroup_parent}", "--log-level", "warn"]
-        with open(self.logfile, "wb") as log:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True, env=self.env)
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self._ping():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"dockerd exited {self.proc.returncode}: {self.log_tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"dockerd at {self.sock} not answering after {START_TIMEOUT:.0f}s: {self.log_tail()}")
-            time.sleep(0.1)
-
-    def _ping(self) -> bool:
-        if not self.sock.exists():
-            return False
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(1)
-                s.connect(str(self.sock))
-                s.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-                return b" 200 " in s.recv(256)
-        except OSError:
-            return False
 
     def log_tail(self, n: int = 5) -> str:
         try:
@@ -136,9 +98,9 @@ class Engine:
         self.tracked.add(rb.pids_mentioning(str(self.work)))
         if self.proc is not None and self.proc.poll() is None:
             try:  # SIGKILL the containers now rather than wait out dockerd's 15 s shutdown timeout
-                ids = self.docker("ps", "-aq", check=False, timeout=20).stdout.split()
+                ids = self.run("ps", "-aq", check=False, timeout=20).stdout.split()
                 if ids:
-                    self.docker("rm", "-f", *ids, check=False, timeout=30)
+                    self.run("rm", "-f", *ids, check=False, timeout=30)
             except subprocess.TimeoutExpired:
                 left.append("docker rm -f timed out")
             self.proc.send_signal(signal.SIGTERM)  # nsenter execs dockerd: this pid is dockerd
@@ -173,7 +135,7 @@ class DockerLab:
         self.lab, self.engine = lab, engine
 
     def docker(self, *args: str, **kw) -> subprocess.CompletedProcess:
-        return self.engine.docker(*args, **kw)
+        return self.engine.run(*args, **kw)
 
     def inspect(self, name: str) -> dict:
         return json.loads(self.docker("inspect", name).stdout)[0]

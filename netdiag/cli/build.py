@@ -23,7 +23,7 @@ def build(
     """Build an image from a Dockerfile (FROM, ARG, ENV, RUN, COPY, ADD, WORKDIR, USER, EXPOSE, CMD,
     ENTRYPOINT, HEALTHCHECK, LABEL)."""
     from runtime.images.build import build as build_image
-    from runtime.syscalls import require_root
+    from runtime.kernel.syscalls import require_root
 
     require_root("build an image")
     # TERM unwinds like Ctrl-C, so the build's container and temp files are removed on the way out

@@ -51,13 +51,13 @@ def ps(
 
 
 def _ps_item(c) -> dict:
-    from runtime.containers import model, networking
+    from runtime.containers import endpoints, model
     from runtime.networks.ports import describe
 
     cmd = " ".join([c.config.get("Path", "")] + list(c.config.get("Args", [])))
     cmd = f'"{cmd[:20]}…"' if len(cmd) > 20 else f'"{cmd}"'
     created = model.human_duration(time.time() - model.parse_iso(c.config.get("Created", ""))) + " ago"
-    eps = networking.endpoints(c) if c.running else {}
+    eps = endpoints.endpoints(c) if c.running else {}
     ports = ", ".join(describe(p) for e in eps.values() for p in e.get("Ports", []))
     return {"ID": c.id[:12], "Image": c.config.get("ImageRef", ""), "Command": cmd, "CreatedAt": created,
             "Status": model.status_line(c), "State": c.status, "Ports": ports, "Names": c.name,
@@ -78,7 +78,7 @@ def exec_(
     """Run a command in a running container."""
     from runtime import validate
     from runtime.containers import execute, model
-    from runtime.syscalls import require_root
+    from runtime.kernel.syscalls import require_root
 
     require_root("exec in a container")
     c = model.get(container)
@@ -179,7 +179,7 @@ def start(
 ):
     """Start stopped containers."""
     from runtime.containers import lifecycle, model
-    from runtime.syscalls import require_root
+    from runtime.kernel.syscalls import require_root
 
     require_root("start a container")
     if attach:
@@ -195,7 +195,7 @@ def restart(
 ):
     """Stop and start containers again."""
     from runtime.containers import lifecycle, model
-    from runtime.syscalls import require_root
+    from runtime.kernel.syscalls import require_root
 
     require_root("restart a container")
 

@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from .app import app
-from .output import json_lines, print_json, table
+from .output import listing, print_json
 
 image_app = typer.Typer(help="Manage images.", no_args_is_help=True)
 app.add_typer(image_app, name="image")
@@ -46,14 +46,8 @@ def images_(
         if "Error" in r:
             shown = f"{r['Repository']}:{r['Tag']}" if r["Tag"] != "<none>" else r["ID"]
             print(f"netdiag: warning: image {shown} is damaged: {r['Error']}. Remove it with 'netdiag rmi {shown}'", file=sys.stderr)
-    if quiet:
-        for r in rows:
-            print(r["ID"])
-    elif json_out or format == "json":
-        json_lines(rows)
-    else:
-        table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"],
-              [[r["Repository"], r["Tag"], r["ID"], r["CreatedAt"], r["Size"]] for r in rows])
+    listing(rows, [("REPOSITORY", "Repository"), ("TAG", "Tag"), ("IMAGE ID", "ID"), ("CREATED", "CreatedAt"), ("SIZE", "Size")],
+            quiet=quiet, as_json=json_out or format == "json")
 
 
 @image_app.command("inspect")

@@ -6,7 +6,7 @@ from typing import List, Optional
 import typer
 
 from .app import app
-from .output import for_each, json_lines, print_json, table
+from .output import for_each, listing, print_json
 
 net_app = typer.Typer(help="Manage networks (bridge, host, none).", no_args_is_help=True)
 app.add_typer(net_app, name="network")
@@ -25,11 +25,11 @@ def _kv(items: List[str], what: str) -> dict:
 
 
 def _prepare():
-    from runtime.networks import bridge, model, sync
+    from runtime.networks import bridge, enforce, model
 
     model.ensure_builtin_records()
     if model.bridges():
-        sync.reconcile()
+        enforce.apply()  # restores netdiag's rules (and its DOCKER-USER accepts) if something removed them
     return bridge, model
 
 
@@ -46,7 +46,7 @@ def create(
 ):
     """Create a network (a Linux bridge with its own subnet, firewall rules and DNS)."""
     from runtime.errors import InvalidArgument
-    from runtime.syscalls import require_root
+    from runtime.kernel.syscalls import require_root
 
     require_root("create a network")
     if driver != "bridge":
@@ -73,14 +73,8 @@ def ls(
         rows.append({"ID": n["Id"][:12], "Name": n["Name"], "Driver": n["Driver"], "Scope": n["Scope"],
                      "Subnet": model.ipam(n).get("Subnet", ""), "Bridge": n["netdiag"].get("Bridge", ""),
                      "Internal": n["Internal"], "Containers": len(n["Containers"])})
-    if quiet:
-        for r in rows:
-            print(r["ID"])
-    elif json_out or format == "json":
-        json_lines(rows)
-    else:
-        table(["NETWORK ID", "NAME", "DRIVER", "SCOPE", "SUBNET", "BRIDGE"],
-              [[r["ID"], r["Name"], r["Driver"], r["Scope"], r["Subnet"], r["Bridge"]] for r in rows])
+    listing(rows, [("NETWORK ID", "ID"), ("NAME", "Name"), ("DRIVER", "Driver"), ("SCOPE", "Scope"), ("SUBNET", "Subnet"),
+                   ("BRIDGE", "Bridge")], quiet=quiet, as_json=json_out or format == "json")
 
 
 def _matches(n: dict, filters: List[str]) -> bool:
@@ -132,13 +126,13 @@ def connect(
     alias: List[str] = typer.Option([], "--alias", help="Extra DNS name"),
 ):
     """Connect a container to a network (adds eth1, eth2... to a running container)."""
-    from runtime.containers import model as cmodel, networking
-    from runtime.syscalls import require_root
+    from runtime.containers import endpoints, model as cmodel
+    from runtime.kernel.syscalls import require_root
 
     require_root("connect a container")
     _, model = _prepare()
     net = model.get(network)
-    networking.connect(cmodel.get(container), net["Name"], ip, list(alias))
+    endpoints.connect(cmodel.get(container), net["Name"], ip, list(alias))
 
 
 @net_app.command("disconnect")
@@ -148,12 +142,12 @@ def disconnect(
     force: bool = typer.Option(False, "-f", "--force", help="Accepted for Docker compatibility"),
 ):
     """Disconnect a container from a network (removes its interface)."""
-    from runtime.containers import model as cmodel, networking
-    from runtime.syscalls import require_root
+    from runtime.containers import endpoints, model as cmodel
+    from runtime.kernel.syscalls import require_root
 
     require_root("disconnect a container")
     _, model = _prepare()
-    networking.disconnect(cmodel.get(container), model.get(network)["Name"])
+    endpoints.disconnect(cmodel.get(container), model.get(network)["Name"])
 
 
 @net_app.command("rm")
@@ -163,7 +157,7 @@ def rm(
 ):
     """Remove networks (refused while containers are attached, unless -f)."""
     from runtime.errors import Conflict
-    from runtime.syscalls import require_root
+    from runtime.kernel.syscalls import require_root
 
     require_root("remove a network")
     bridge, model = _prepare()
@@ -172,13 +166,13 @@ def rm(
         if n["Name"] in model.BUILTIN:
             raise Conflict(f"{n['Name']} is a pre-defined network and cannot be removed", "", "")
         if force:  # disconnect for real: the containers forget the network, so it can be connected again
-            from runtime.containers import model as cmodel, networking
+            from runtime.containers import endpoints, model as cmodel
 
             from runtime.errors import NetdiagError
 
             for cid in list(n["Containers"]):
                 try:
-                    networking.disconnect(cmodel.get(cid), n["Name"])
+                    endpoints.disconnect(cmodel.get(cid), n["Name"])
                 except NetdiagError:  # a container record that is gone or unreadable: its endpoint goes below
                     continue
             n = model.get(n["Id"])
@@ -190,7 +184,7 @@ def rm(
 @net_app.command("prune")
 def prune(force: bool = typer.Option(False, "-f", "--force", help="Do not ask (prune never removes networks in use)")):
     """Remove user-defined networks that no container uses."""
-    from runtime.syscalls import require_root
+    from runtime.kernel.syscalls import require_root
 
     require_root("prune networks")
     bridge, model = _prepare()

@@ -10,14 +10,15 @@ import typer
 from .app import app
 
 
-def _model(snapshot: Optional[str]):
+def load_model(snapshot: Optional[str]):
+    """The model every read command works on: a snapshot file, or the live host (with a spinner)."""
     from ..model import Model
+    from ..observe.snapshot import live_model
 
     if snapshot:
         return Model.load(snapshot)
     with _progress("observing the host's namespaces"):
-        model = Model.live()
-    return model
+        return live_model()
 
 
 class _progress:
@@ -50,7 +51,7 @@ def _warn_partial(model) -> None:
 def net_inspect(targets: List[str], json_out: bool, snapshot: Optional[str]) -> None:
     from ..views import inspect_view
 
-    model = _model(snapshot)
+    model = load_model(snapshot)
     views = [inspect_view.view(model, t) for t in targets]
     _warn_partial(model)
     if json_out:
@@ -92,7 +93,7 @@ def topo(
     """The map: namespaces, veth pairs, bridges, VXLAN devices and the uplink."""
     from ..views import topo as topo_view
 
-    model = _model(snapshot)
+    model = load_model(snapshot)
     trace_data = None
     if trace:
         with open(trace) as f:

@@ -9,6 +9,18 @@ def table(headers: list[str], rows: list[list[str]]) -> None:
         print("   ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
 
 
+def listing(rows: list[dict], columns: list[tuple[str, str]], *, quiet: bool = False, as_json: bool = False) -> None:
+    """A `ls`-style command's output: ids only (-q), one JSON object per line, or a table of
+    (header, key) columns."""
+    if quiet:
+        for r in rows:
+            print(r["ID"])
+    elif as_json:
+        json_lines(rows)
+    else:
+        table([h for h, _ in columns], [[r[k] for _, k in columns] for r in rows])
+
+
 def print_json(data) -> None:
     json.dump(data, sys.stdout, indent=4)
     sys.stdout.write("\n")

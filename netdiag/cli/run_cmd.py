@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
     a = parser().parse_args(argv)
     from runtime.containers import lifecycle
     from runtime.images import store as images
-    from runtime.syscalls import require_root
+    from runtime.kernel.syscalls import require_root
 
     require_root("run a container")
     img = images.get(a.image)

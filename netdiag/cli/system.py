@@ -81,7 +81,7 @@ def version():
 @app.command()
 def demo(keep: bool = typer.Option(False, "--keep", help="Leave the lab running (remove it with its namespaces by hand)")):
     """A guided tour on the built-in defaults, in a throwaway lab namespace (needs root)."""
-    from runtime.syscalls import require_root
+    from runtime.kernel.syscalls import require_root
 
     from ..demo import run_demo
 

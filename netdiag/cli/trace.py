@@ -45,9 +45,9 @@ def trace(
         raise InvalidArgument(f"Invalid --size {size}", "it is a payload size from 0 to 65000 bytes", "")
     if pcap and (static or snapshot):
         raise InvalidArgument("--pcap needs the live probe", "--static and --snapshot send no packet", "drop --static/--snapshot")
-    from .observe import _model
+    from .observe import load_model
 
-    model = _model(snapshot)
+    model = load_model(snapshot)
     result = diagnose(model, src, dst, proto=proto, port=port, size=size, live=not (static or snapshot),
                       timeout=timeout, pcap=pcap)
     if output:

@@ -1,6 +1,6 @@
 """One health check from inside a network namespace, timed like a load balancer's.
 
-The socket is created while this thread is in the source namespace (runtime.rtnl.netns): a socket
+The socket is created while this thread is in the source namespace (runtime.kernel.ns.netns): a socket
 belongs to the namespace it was created in for its whole life, so the connect, the request and
 the reading happen in the source's namespace without a helper process to fork, watch and reap.
 All waiting is select() against one deadline (time.monotonic()), which covers the whole check
@@ -48,7 +48,7 @@ class Check:
 
     # -- the check ----------------------------------------------------------------------------------
     def run(self) -> dict:
-        from runtime.rtnl import netns
+        from runtime.kernel.ns import netns
 
         with netns(self.ns_path):
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
@@ -208,7 +208,7 @@ class Check:
 def burst(ns_path: str, address: str, port: int, n: int = 20, timeout: float = 0.8) -> dict:
     """n TCP handshakes at once from the namespace, each allowed `timeout` (below the 1 s SYN
     retransmission, so one lost SYN or SYN-ACK fails it): the share that gets through."""
-    from runtime.rtnl import netns
+    from runtime.kernel.ns import netns
 
     socks = []
     try:

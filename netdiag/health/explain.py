@@ -14,11 +14,9 @@ The checks run at once; the failures are then diagnosed one after the other.
 """
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -48,40 +46,23 @@ def _netdiag_inspect(cid: str) -> dict:
     return json.loads(p.stdout)[0]
 
 
-class _Unix(http.client.HTTPConnection):
-    def __init__(self, path: str):
-        super().__init__("docker", timeout=5)
-        self.unix = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self.unix)
-        self.sock = s
-
-
 def _docker_inspect(cid: str) -> dict:
-    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    if not host.startswith("unix://"):
-        raise CannotDiagnose(f"Cannot read Docker container {cid[:12]}", f"DOCKER_HOST {host} is not a unix socket", "")
-    conn = _Unix(host[len("unix://"):])
+    from ..observe import docker_api
+
+    sock = docker_api.socket_path()
+    if sock is None:
+        raise CannotDiagnose(f"Cannot read Docker container {cid[:12]}", "no Docker API socket (DOCKER_HOST, /var/run/docker.sock)",
+                             "is the Docker engine running?")
     try:
-        conn.request("GET", f"/containers/{cid}/json", headers={"Host": "docker"})
-        resp = conn.getresponse()
-        body = resp.read()
-        if resp.status != 200:
-            raise CannotDiagnose(f"Cannot read Docker container {cid[:12]}", f"the Docker API answered HTTP {resp.status}", "")
-        return json.loads(body)
+        return docker_api.get(f"/containers/{cid}/json", sock)
     except OSError as e:
         raise CannotDiagnose(f"Cannot read Docker container {cid[:12]}", str(e), "is the Docker engine running?") from None
-    finally:
-        conn.close()
 
 
 def explain_container(ref: str, *, timeout: float | None = None, model=None) -> dict:
-    from netdiag.model import Model
+    from netdiag.observe.snapshot import live_model
 
-    model = model or Model.live()
+    model = model or live_model()
     c = find_container(model, ref)
     if c is None:
         raise InvalidArgument(f"No such container: {ref}", "netdiag knows its own containers and a Docker engine's",
@@ -213,10 +194,10 @@ def _spec_for(row: dict, conf: haproxy.Config | None, timeout: float | None) -> 
 
 
 def explain_lb(lb: str, target: str | None = None, *, timeout: float | None = None, model=None) -> dict:
-    from netdiag.model import Model
+    from netdiag.observe.snapshot import live_model
 
     sock = _parse_lb(lb)[1]
-    model = model or Model.live()
+    model = model or live_model()
     proc, path, src_target, ns = _find(model, sock, target)
     rows = haproxy.servers(path)
     conf = haproxy.parse_config(proc.config_text) if proc else None

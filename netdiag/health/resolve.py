@@ -163,7 +163,7 @@ def resolve(ns_path: str, name: str, files: Files, deadline: float) -> dict:
 def _ask_all(ns_path: str, name: str, conf: ResolvConf, servers: list[str], deadline: float, out: dict) -> None:
     """The stub resolver's loop: for each candidate name, each server (attempts rounds) until one
     answers with an address, or says the name does not exist."""
-    from runtime.rtnl import netns
+    from runtime.kernel.ns import netns
 
     worst = None  # the most telling failure seen: an answer beats silence
     rank = {"nxdomain": 5, "nodata": 4, "servfail": 3, "refused": 3, "unreachable": 2, "timeout": 1}

@@ -19,6 +19,7 @@ import time
 
 from runtime.errors import InvalidArgument, NetdiagError, NotFound, PermissionDenied
 
+from ..reason.fixes import in_ns, recreate
 from . import classify, resolve
 from .check import Check, burst
 from .spec import Spec
@@ -47,7 +48,7 @@ class Source:
     """The namespace a check runs from: how to enter it, whose resolver files it reads."""
 
     def __init__(self, model, target: str):
-        from netdiag.observe.snapshot import ns_path
+        from netdiag.model import ns_path
 
         try:
             self.ns = model.resolve(target)
@@ -149,9 +150,9 @@ def conclude(model, spec: Spec, src: Source, m: Measured, *, probe_timeout: floa
 
 
 def health(spec: Spec, src_target: str, *, model=None, probe_timeout: float = PROBE_TIMEOUT) -> dict:
-    from netdiag.model import Model
+    from netdiag.observe.snapshot import live_model
 
-    model = model or Model.live()
+    model = model or live_model()
     src = Source(model, src_target)
     return conclude(model, spec, src, measure(spec, src), probe_timeout=probe_timeout)
 
@@ -262,23 +263,13 @@ def target_of(model, ns: dict) -> str | None:
     return f"pid:{ns['pids'][0]}" if ns.get("pids") else None
 
 
-def _in_ns(ns: dict, argv: list[str]) -> str:
-    """A command line that runs argv in the namespace `ns`, as root on the host netdiag observes."""
-    cmd = shlex.join(argv)
-    if ns.get("kind") == "host":
-        return cmd
-    if ns.get("netns_names"):
-        return f"ip netns exec {shlex.quote(ns['netns_names'][0])} {cmd}"
-    return f"nsenter -t {ns['pids'][0]} -n {cmd}" if ns.get("pids") else cmd
-
-
 def _delete_rule_cmd(model, rule: dict, diag: dict) -> str | None:
     """The command that deletes the loss rule, in the namespace of the hop the trace found it in."""
     ns_id = next((h["namespace"] for h in diag.get("hops", []) if h.get("label") == rule.get("namespace")), None)
     if ns_id is None or ns_id not in model.namespaces or rule.get("handle") is None:
         return None
     ns = model.namespaces[ns_id]
-    return _in_ns(ns, ["nft", "delete", "rule", rule["family"], rule["table"], rule["chain"], "handle", str(rule["handle"])])
+    return in_ns(ns, ["nft", "delete", "rule", rule["family"], rule["table"], rule["chain"], "handle", str(rule["handle"])])
 
 
 def _dns_hint(model, src: Source, name: str) -> dict:
@@ -303,8 +294,8 @@ def _dns_hint(model, src: Source, name: str) -> dict:
         detail += (f"; {src.label} is on the default bridge only, which has no container DNS (exactly like Docker): "
                    f"it asks the host's nameservers, which do not know container names")
         if user_nets and target.get("runtime") == src.container.get("runtime"):
-            return {"detail": detail, "fix_command": _recreate(src.container, user_nets[0]),
-                    "fix": f"{_recreate(src.container, user_nets[0])}  # run {src.container['name']} on {user_nets[0]}, "
+            return {"detail": detail, "fix_command": recreate(src.container, network=user_nets[0]),
+                    "fix": f"{recreate(src.container, network=user_nets[0])}  # run {src.container['name']} on {user_nets[0]}, "
                            f"whose DNS knows {name}; or use the address"}
         return {"detail": detail, "fix": f"run both on a user-defined network ({cli} network create NET, then --network NET), "
                                          f"whose DNS resolves container names; or use the address ({where})"}
@@ -316,17 +307,6 @@ def _dns_hint(model, src: Source, name: str) -> dict:
             return {"detail": detail, "fix_command": cmd, "fix": f"{cmd}  # then {name} resolves (and is reachable) from it"}
     return {"detail": detail + f"; yet {src.label}'s resolver ({src.files.where}) does not answer for it",
             "fix": "check the network's DNS resolver (netdiag network inspect) and the container's resolv.conf"}
-
-
-def _recreate(c: dict, network: str) -> str:
-    """The container recreated as it runs now (image, command, published ports) on `network`."""
-    cli = "docker" if c.get("runtime") == "docker" else "netdiag"
-    args = [cli, "run", "-d", "--name", c["name"], "--network", network]
-    for p in c.get("ports", []):
-        host = f"{p['host_ip']}:" if p.get("host_ip") not in ("", "0.0.0.0", None) else ""
-        args += ["-p", f"{host}{p['host_port']}:{p['ctr_port']}/{p['proto']}"]
-    args += [c.get("image") or "IMAGE", *(c.get("command") or [])]
-    return f"{cli} rm -f {shlex.quote(c['name'])} && {shlex.join(args)}"
 
 
 def _public(resolution: dict | None) -> dict | None:

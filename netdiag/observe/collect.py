@@ -8,8 +8,8 @@ the reader's namespace), then returns. Read-only: nothing is written to the kern
 from __future__ import annotations
 
 import os
-import socket
 
+from runtime.kernel import addr, conntrack as ct, link as kernel_link, neigh, nft, route, sockdiag, sysctl
 
 IFF = {0x1: "UP", 0x2: "BROADCAST", 0x8: "LOOPBACK", 0x10: "POINTOPOINT", 0x40: "RUNNING", 0x100: "PROMISC",
        0x1000: "MULTICAST", 0x10000: "LOWER_UP"}
@@ -22,13 +22,6 @@ SYSCTLS = ("net/ipv4/ip_forward", "net/ipv4/conf/all/rp_filter", "net/ipv4/conf/
 PER_IF_SYSCTLS = ("rp_filter", "route_localnet", "forwarding", "proxy_arp")
 
 
-def inside(path: str):
-    """Run the block in the network namespace at `path` (this thread only), then come back."""
-    from runtime.rtnl import netns
-
-    return netns(path)
-
-
 def _flags(value: int) -> list[str]:
     return [name for bit, name in IFF.items() if value & bit]
 
@@ -36,31 +29,27 @@ def _flags(value: int) -> list[str]:
 def collect_here(errors: list[dict], ns_id: str, with_sockets: bool = True, conntrack: bool = False) -> dict:
     """Everything about the namespace this thread is in now, from raw netlink dumps (a bridge with
     hundreds of ports means thousands of messages; a library decoding each costs seconds)."""
-    from . import rawlink
-
     out: dict = {"links": [], "addresses": [], "routes": [], "rules": [], "neighbours": [], "fdb": [],
                  "sockets": [], "sysctls": {}, "nftables": None, "conntrack": []}
-    raw_links = rawlink.links()
+    raw_links = kernel_link.dump()
     names = {link["index"]: link["name"] for link in raw_links}
     out["links"] = [_link(link, names) for link in raw_links]
     out["addresses"] = [{"ifname": names.get(a["index"], ""), "address": a["address"], "local": a["local"],
                          "prefixlen": a["prefixlen"], "scope": RT_SCOPES.get(a["scope"], str(a["scope"]))}
-                        for a in rawlink.addresses()]
-    out["routes"] = [_route(rt, names) for rt in rawlink.routes()]
-    out["rules"] = rawlink.rules()
-    for n in rawlink.neighbours(socket.AF_INET):
+                        for a in addr.dump()]
+    out["routes"] = [_route(rt, names) for rt in route.dump()]
+    out["rules"] = route.rules()
+    for n in neigh.dump():
         out["neighbours"].append({"ifname": names.get(n["ifindex"], ""), "address": n["dst"], "lladdr": n["lladdr"],
                                   "state": _nud(n["state"])})
-    for n in rawlink.neighbours(socket.AF_BRIDGE):
+    for n in neigh.fdb():
         out["fdb"].append({"ifname": names.get(n["ifindex"], ""), "lladdr": n["lladdr"], "master": names.get(n["master"]),
                            "dst": n["dst"], "vni": n["vni"], "state": _nud(n["state"]), "self": bool(n["flags"] & 2)})
     if with_sockets:
-        out["sockets"] = _sockets()
+        out["sockets"] = sockdiag.listening()
     # a bridge port has no IP layer of its own: its rp_filter or forwarding never applies
     out["sysctls"] = _sysctls([link["name"] for link in out["links"] if not link.get("master")])
     try:
-        from runtime import nft
-
         out["nftables"] = nft.ruleset_json()
     except Exception as e:  # noqa: BLE001 - missing nftables is reported, not fatal
         errors.append({"ns": ns_id, "what": "nftables", "error": str(e)})
@@ -99,97 +88,24 @@ def _route(rt: dict, names: dict) -> dict:
             "proto": rt["proto"], "metric": rt["metric"]}
 
 
-def _sockets() -> list[dict]:
-    """Listening TCP and bound UDP sockets of this namespace, from the kernel's sock_diag netlink.
-
-    The netlink socket is opened in this thread, so it is bound to the namespace we joined
-    (pyroute2's DiagSocket may open it from a helper thread, still in the old namespace)."""
-    out = []
-    for family in (socket.AF_INET, socket.AF_INET6):
-        for proto, number, states in (("tcp", socket.IPPROTO_TCP, 1 << 10), ("udp", socket.IPPROTO_UDP, 0xFFF)):
-            for local, port, inode in _inet_diag(family, number, states):
-                if proto == "udp" and port == 0:
-                    continue
-                if local.startswith("::ffff:") and "." in local:
-                    local = local[7:]  # an IPv4 address on an IPv6 socket
-                out.append({"proto": proto, "state": "LISTEN" if proto == "tcp" else "UNCONN", "local": local,
-                            "family": 6 if ":" in local else 4, "port": port, "inode": inode,
-                            "loopback_only": local.startswith("127.") or local == "::1"})
-    return out
-
-
-def _netlink_dump(protocol: int, msg_type: int, payload: bytes):
-    """Send one NLM_F_DUMP request on a raw netlink socket opened in this thread (so in the namespace
-    it has joined) and yield (data, start, end) for the body of each answer message."""
-    import struct
-
-    NLM_F_REQUEST, NLM_F_DUMP, NLMSG_DONE, NLMSG_ERROR = 1, 0x300, 3, 2
-    msg = struct.pack("=IHHII", 16 + len(payload), msg_type, NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + payload
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol) as nl:
-        nl.send(msg)
-        while True:
-            data = nl.recv(65536)
-            off = 0
-            while off + 16 <= len(data):
-                length, mtype = struct.unpack_from("=IH", data, off)
-                if mtype in (NLMSG_DONE, NLMSG_ERROR) or length < 16:
-                    return
-                yield data, off + 16, off + length
-                off += (length + 3) & ~3
-
-
-def _inet_diag(family: int, protocol: int, states: int) -> list[tuple[str, int, int]]:
-    """SOCK_DIAG_BY_FAMILY dump: (local address, port, inode) per socket. An IPv6 socket bound to
-    :: also accepts IPv4 (unless v6only), which is how busybox httpd listens: "*:80"."""
-    import struct
-
-    NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY = 4, 20
-    req = struct.pack("=BBBBI", family, protocol, 0, 0, states) + bytes(48) + struct.pack("=II", 0xFFFFFFFF, 0xFFFFFFFF)
-    out = []
-    for data, body, _ in _netlink_dump(NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, req):
-        sport = struct.unpack_from("!H", data, body + 4)[0]
-        src = socket.inet_ntop(family, data[body + 8: body + (12 if family == socket.AF_INET else 24)])
-        inode = struct.unpack_from("=I", data, body + 68)[0]
-        out.append((src, sport, inode))
-    return out
-
-
 def _sysctls(ifnames: list[str]) -> dict:
-    values = {}
-    for key in SYSCTLS:
-        try:
-            with open(f"/proc/sys/{key}") as f:
-                values[key.replace("/", ".")] = f.read().strip()
-        except OSError:
-            pass
+    values = {key.replace("/", "."): v for key in SYSCTLS if (v := sysctl.read(key)) is not None}
     for ifname in ifnames:
         for key in PER_IF_SYSCTLS:
-            try:
-                with open(f"/proc/sys/net/ipv4/conf/{ifname}/{key}") as f:
-                    values[f"net.ipv4.conf.{ifname}.{key}"] = f.read().strip()
-            except OSError:
-                pass
+            v = sysctl.read(f"net/ipv4/conf/{ifname}/{key}")
+            if v is not None:
+                values[f"net.ipv4.conf.{ifname}.{key}"] = v
     return values
 
 
 def _conntrack(errors: list[dict], ns_id: str) -> list[dict]:
     try:
-        from pyroute2 import Conntrack
+        return ct.dump()
     except ImportError:
         return []
-    out = []
-    try:
-        with Conntrack() as ct:
-            for entry in ct.dump():
-                tup = entry.get_attr("CTA_TUPLE_ORIG")
-                ip = tup.get_attr("CTA_TUPLE_IP")
-                pr = tup.get_attr("CTA_TUPLE_PROTO")
-                out.append({"src": ip.get_attr("CTA_IP_V4_SRC"), "dst": ip.get_attr("CTA_IP_V4_DST"),
-                            "proto": pr.get_attr("CTA_PROTO_NUM"), "sport": pr.get_attr("CTA_PROTO_SRC_PORT"),
-                            "dport": pr.get_attr("CTA_PROTO_DST_PORT"), "status": entry.get_attr("CTA_STATUS")})
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 - a missing nf_conntrack is reported, not fatal
         errors.append({"ns": ns_id, "what": "conntrack", "error": str(e)})
-    return out
+        return []
 
 
 def socket_owners(pids: list[int]) -> dict[int, dict]:
@@ -215,22 +131,3 @@ def socket_owners(pids: list[int]) -> dict[int, dict]:
                             comm = ""
                     owners.setdefault(int(target[8:-1]), {"pid": pid, "process": comm})
     return owners
-
-
-def ipv4_addresses() -> list[str]:
-    """This namespace's IPv4 addresses from one raw RTM_GETADDR dump: cheap enough to ask every
-    namespace on a host with hundreds when looking for who owns an address."""
-    import struct
-
-    RTM_GETADDR, IFA_LOCAL = 22, 2
-    out = []
-    for data, body, end in _netlink_dump(0, RTM_GETADDR, struct.pack("=BBBBI", socket.AF_INET, 0, 0, 0, 0)):
-        attr = body + 8
-        while attr + 4 <= end:
-            alen, atype = struct.unpack_from("=HH", data, attr)
-            if alen < 4:
-                break
-            if atype == IFA_LOCAL:
-                out.append(socket.inet_ntoa(data[attr + 4: attr + 8]))
-            attr += (alen + 3) & ~3
-    return out

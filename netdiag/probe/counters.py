@@ -2,18 +2,18 @@
 `counter` statement count; netdiag adds none to other people's rules)."""
 from __future__ import annotations
 
-from ..model import rule_text
-from ..observe import collect
+from runtime.kernel import nft
+from runtime.kernel.ns import netns
+
+from ..reason.nftables import rule_text
 
 
 def read(ns_paths: list[str]) -> dict[tuple, tuple[int, dict]]:
     """(ns_path, family, table, chain, handle) -> (packets, rule) for every counted rule."""
-    from runtime import nft
-
     out: dict[tuple, tuple[int, dict]] = {}
     for path in dict.fromkeys(ns_paths):
         try:
-            with collect.inside(path):
+            with netns(path):
                 ruleset = nft.ruleset_json()
         except Exception:  # noqa: BLE001 - a namespace that vanished or no nftables: no counters
             continue

@@ -29,7 +29,7 @@ import select as _select
 import socket
 import struct
 
-from netdiag.observe.rawlink import attrs
+from runtime.kernel.wire import attrs
 
 NETLINK_NETFILTER = 12
 NFNLGRP_NFTRACE = 9
@@ -277,9 +277,8 @@ class Session:
     finally). A namespace that cannot be entered or armed becomes a note."""
 
     def __init__(self, ns_paths, proto: str, *, name: str | None = None, keep_raw: bool = False):
-        from runtime.rtnl import netns
-
-        from ..observe import rawlink
+        from runtime.kernel import link
+        from runtime.kernel.ns import netns
 
         if proto not in PROTOS:
             raise ValueError(f"unknown protocol {proto!r}")
@@ -308,7 +307,7 @@ class Session:
                         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
                     sock.bind((0, 0))
                     sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTRACE)
-                    names = {link["index"]: link["name"] for link in rawlink.links()}
+                    names = {x["index"]: x["name"] for x in link.dump()}
                 seen_inodes.add((st.st_dev, st.st_ino))
                 self.ns.append(_Ns(path, fd, sock, names))
             except OSError as e:
@@ -320,8 +319,8 @@ class Session:
 
     def arm(self, mark: int) -> int:
         """Add the trace tables in every subscribed namespace; how many were armed."""
-        from runtime import nft
-        from runtime.rtnl import netns
+        from runtime.kernel import nft
+        from runtime.kernel.ns import netns
 
         self.mark = mark
         text = script(self.name, self.proto, mark)
@@ -381,8 +380,8 @@ class Session:
         (an RCU grace period per transaction): one thread per namespace lets the waits overlap."""
         import threading
 
-        from runtime import nft
-        from runtime.rtnl import netns
+        from runtime.kernel import nft
+        from runtime.kernel.ns import netns
 
         def remove(ns: _Ns) -> None:
             try:
@@ -433,8 +432,8 @@ def tables(ns_path: str | None = None) -> list[tuple[str, str]]:
     import contextlib
     import json
 
-    from runtime import nft
-    from runtime.rtnl import netns
+    from runtime.kernel import nft
+    from runtime.kernel.ns import netns
 
     with netns(ns_path) if ns_path else contextlib.nullcontext():
         out = nft.run("list tables", json_out=True)
@@ -446,8 +445,8 @@ def tables(ns_path: str | None = None) -> list[tuple[str, str]]:
 def remove(ns_paths, name: str) -> list[str]:
     """Remove the trace tables called `name` (e.g. a killed tracer's) from these namespaces; notes
     for the namespaces where that failed (a vanished namespace took its tables along: no note)."""
-    from runtime import nft
-    from runtime.rtnl import netns
+    from runtime.kernel import nft
+    from runtime.kernel.ns import netns
 
     if not _TABLE.match(name):
         raise ValueError(f"not a netdiag trace table: {name!r}")
@@ -478,8 +477,8 @@ def prune(ns_paths=(None,)) -> list[str]:
     each namespace given (None: this thread's). What was removed, as `NS: family name`."""
     import contextlib
 
-    from runtime import nft
-    from runtime.rtnl import netns
+    from runtime.kernel import nft
+    from runtime.kernel.ns import netns
 
     removed = []
     for path in ns_paths:

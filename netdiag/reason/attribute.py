@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import shlex
 
-from ..observe.iptables import ruleset_for
+from .iptables import ruleset_for
 from . import fixes
 from .fixes import Fix
 from .stop import Stop

@@ -57,7 +57,7 @@ def _rules(ns: dict) -> list:
     """The editable rule list of a (copied) namespace: iptables-nft rules translated once, so an
     edit does not break the pairing with the iptables-nft-save text observed with them."""
     if ns.get("iptables_save"):
-        from ..observe.iptables import ruleset_for
+        from .iptables import ruleset_for
 
         ns["nftables"] = {**ruleset_for(ns)}
         ns["nftables"]["nftables"] = list(ns["nftables"]["nftables"])

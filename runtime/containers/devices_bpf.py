@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterable, NamedTuple
 
 from ..errors import InvalidArgument, KernelError
+from ..kernel.syscalls import libc
 
 # -- the rules ------------------------------------------------------------------------------------
 
@@ -219,7 +220,6 @@ _LOG_MIN, _LOG_MAX = 64 * 1024, 16 * 1024 * 1024 - 1  # runc's verifier log size
 _MAX_PROGS = 64  # BPF_CGROUP_MAX_PROGS per cgroup and attach type
 
 _u32, _u64 = ctypes.c_uint32, ctypes.c_uint64
-_libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 
 class _ProgLoad(ctypes.Structure):  # the head of union bpf_attr for BPF_PROG_LOAD; the kernel zeroes the rest
@@ -248,7 +248,7 @@ def _bpf(cmd: int, attr: ctypes.Structure) -> int:
                           "netdiag knows the bpf() syscall number of x86_64 and aarch64 only",
                           "run on one of those, or on a cgroup v1 host")
     for _ in range(30):  # runc's bound on retries: a signal makes the verifier return EAGAIN
-        ret = _libc.syscall(ctypes.c_long(nr), ctypes.c_long(cmd), ctypes.byref(attr),
+        ret = libc.syscall(ctypes.c_long(nr), ctypes.c_long(cmd), ctypes.byref(attr),
                             ctypes.c_ulong(ctypes.sizeof(attr)))
         if ret >= 0:
             return ret

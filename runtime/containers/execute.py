@@ -13,7 +13,7 @@ import signal
 import termios
 import time
 
-from .. import syscalls as sc
+from ..kernel import syscalls as sc
 from ..errors import ContainerError
 from . import cgroups, model, procenv, security  # imported now: after setns(mnt) the host's modules are out of reach
 from . import seccomp  # noqa: F401 - loaded by security.enter after setns(mnt)

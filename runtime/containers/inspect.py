@@ -84,15 +84,15 @@ def image_json(img) -> dict:
 
 def _network_settings(c: model.Container) -> dict:
     """Docker's NetworkSettings, plus the host-side veth of each endpoint (Docker lacks it)."""
-    from . import networking
+    from . import endpoints
     from ..networks import model as nets
 
     mode = c.config["HostConfig"].get("NetworkMode", "none")
-    eps = networking.endpoints(c) if c.running else {}
+    eps = endpoints.endpoints(c) if c.running else {}
     networks, ports = {}, {}
     if mode in ("host", "none"):
         networks[mode] = {}
-    for name in networking.bridge_networks(c):
+    for name in endpoints.bridge_networks(c):
         e = eps.get(name) or {}
         net = nets.find(name)
         networks[name] = {

@@ -8,10 +8,11 @@ import signal
 import socket
 from pathlib import Path
 
-from .. import store, validate
+from .. import state, validate
 from ..errors import Conflict, ContainerError, InvalidArgument
 from ..images import store as images
 from . import cgroups, model, monitor
+from .cleanup import remove_stopped  # noqa: F401 - part of this module's API (run, build)
 
 NETWORK_MODES = ("none", "host")
 
@@ -123,18 +124,18 @@ def create(config: dict, name: str | None) -> model.Container:
 
         bridge.ensure_default()
     if mode not in NETWORK_MODES:  # here, not in the monitor: its notes and warnings reach the user
-        from ..networks import model as nets, sync
+        from ..networks import enforce, model as nets
 
-        sync.apply()
+        enforce.apply()
         net = nets.get(mode)
-        sync.warn_blocked(net["netdiag"]["Bridge"], net["Name"])
+        enforce.warn_blocked(net["netdiag"]["Bridge"], net["Name"])
     c = model.create_record(config, name)
     try:
         for d in ("upper", "work", "merged"):
             (c.dir / d).mkdir()
         if not c.config["Config"]["Hostname"]:
             c.config["Config"]["Hostname"] = c.id[:12] if config["HostConfig"]["NetworkMode"] != "host" else socket.gethostname()
-            store.write_json(c.dir / "config.json", c.config)
+            state.write_json(c.dir / "config.json", c.config)
         _write_etc_files(c)
     except BaseException:
         model.delete_record(c)
@@ -183,20 +184,14 @@ def wait_exit(status_fd: int, c: model.Container) -> int:
             except ProcessLookupError:
                 pass
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        msg = monitor.read_status(status_fd)
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        os.close(status_fd)
+    msg = monitor.wait_status(status_fd, forward)
     if msg is None:
         return 125
     return int(msg.get("exit", 125))
 
 
 def _wait_pid_gone(pid: int, start_time: int | None, timeout: float) -> bool:
-    from ..syscalls import pid_alive
+    from ..kernel.syscalls import pid_alive
 
     try:
         fd = os.pidfd_open(pid)
@@ -257,21 +252,6 @@ def remove(c: model.Container, force: bool = False) -> None:
     remove_stopped(model.get(c.id) if c.dir.exists() else c)
 
 
-def remove_stopped(c: model.Container) -> None:
-    """Remove everything a stopped container owns. Idempotent: missing pieces are fine."""
-    from . import networking
-
-    networking.detach_all(c)
-    if c.broken:  # its config, and so the list of its networks, may be lost: find endpoints by id
-        from ..networks import bridge, model as nets
-
-        for net in nets.bridges():
-            if c.id in net["Containers"]:
-                bridge.detach(net, c.id)
-    cgroups.remove(c.id)
-    model.delete_record(c)
-
-
 def signal_number(name: str) -> int:
     name = name.upper()
     if name.isdigit():
@@ -295,7 +275,7 @@ def prune() -> list[str]:
             remove_stopped(c)
             removed.append(c.id)
     d = paths.containers_dir()
-    with store.locked("names"):  # create_record makes the directory and its config.json under it
+    with state.locked("names"):  # create_record makes the directory and its config.json under it
         for sub in (d.iterdir() if d.is_dir() else ()):
             if sub.is_dir() and not (sub / "config.json").exists():
                 shutil.rmtree(sub, ignore_errors=True)

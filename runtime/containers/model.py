@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .. import paths, store
+from .. import paths, state
 from ..errors import Conflict, InvalidArgument, NotFound
-from ..syscalls import pid_alive
+from ..kernel.syscalls import pid_alive
 
 RUNNING, CREATED, EXITED, DEAD = "running", "created", "exited", "dead"
 
@@ -62,7 +62,7 @@ class Container:
 
     def save_state(self, **changes) -> None:
         self.state.update(changes)
-        store.write_json(self.dir / "state.json", self.state)
+        state.write_json(self.dir / "state.json", self.state)
 
 
 def new_id() -> str:
@@ -88,7 +88,7 @@ def _names_in_use() -> dict[str, str]:
 
 def create_record(config: dict, name: str | None) -> Container:
     """Reserve a unique name and id and write the record (under the names lock)."""
-    with store.locked("names"):
+    with state.locked("names"):
         used = _names_in_use()
         if name:
             if name in used:
@@ -102,8 +102,8 @@ def create_record(config: dict, name: str | None) -> Container:
         cid = new_id()
         c = Container(cid, {**config, "Id": cid, "Name": name, "Created": now_iso()}, {"Status": CREATED})
         c.dir.mkdir(parents=True)
-        store.write_json(c.dir / "config.json", c.config)
-        store.write_json(c.dir / "state.json", c.state)
+        state.write_json(c.dir / "config.json", c.config)
+        state.write_json(c.dir / "state.json", c.state)
     return c
 
 
@@ -112,27 +112,27 @@ def _load_dir(d: Path) -> Container | None:
     a killed `run` left). A corrupt record becomes a dead container carrying the reason, so one bad
     file never breaks commands about the others, and `rm -f` and `system prune` can remove it."""
     try:
-        cfg = store.read_json(d / "config.json", expect=dict)
+        cfg = state.read_json(d / "config.json", expect=dict)
         if cfg is None:
             return None
         missing = [k for k, kind in _CONFIG_SHAPE if not isinstance(cfg.get(k), kind)]
         if missing:
-            raise store.CorruptRecord(d / "config.json", f"it lacks {', '.join(missing)}")
-    except store.CorruptRecord as e:
+            raise state.CorruptRecord(d / "config.json", f"it lacks {', '.join(missing)}")
+    except state.CorruptRecord as e:
         return _broken(d, {}, e)
     try:
-        st = store.read_json(d / "state.json", {}, expect=dict)
-    except store.CorruptRecord as e:
+        st = state.read_json(d / "state.json", {}, expect=dict)
+    except state.CorruptRecord as e:
         return _broken(d, cfg, e)
     c = Container(d.name, cfg, st)
-    _reconcile(c)
+    _settle_dead(c)
     return c
 
 
 _CONFIG_SHAPE = (("Name", str), ("Config", dict), ("HostConfig", dict))
 
 
-def _broken(d: Path, cfg: dict, e: store.CorruptRecord) -> Container:
+def _broken(d: Path, cfg: dict, e: state.CorruptRecord) -> Container:
     """A dead container for an unusable record: what config there is, else a skeleton named by its
     short id (the name is in the lost file)."""
     try:
@@ -145,7 +145,7 @@ def _broken(d: Path, cfg: dict, e: store.CorruptRecord) -> Container:
     return Container(d.name, {**skeleton, **cfg}, {"Status": DEAD, "Error": why}, broken=why)
 
 
-def _reconcile(c: Container) -> None:
+def _settle_dead(c: Container) -> None:
     """A record that says running while its monitor and process are gone is a dead container."""
     if c.status != RUNNING:
         return

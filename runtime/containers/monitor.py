@@ -16,9 +16,10 @@ import signal
 import traceback
 from pathlib import Path
 
-from .. import syscalls as sc
+from ..kernel import syscalls as sc
 from ..errors import ContainerError, NetdiagError
-from . import cgroups, model, networking, procenv, rootfs, security
+from . import cgroups, endpoints, model, procenv, rootfs, security
+from .cleanup import remove_stopped
 from .stdio import LogWriter, pump
 
 
@@ -37,6 +38,13 @@ def spawn(c: model.Container, lower_dirs: list[Path], *, attach: bool, interacti
             if os.fork():
                 os._exit(0)
             _monitor(c, lower_dirs, w, attach, interactive, plan)
+        except NetdiagError as e:  # a clear error (a cgroup the kernel refused...): what, why, fix
+            code = 1
+            why = " ".join(p.strip().rstrip(".") + "." for p in (e.what, e.why) if p and p.strip())
+            try:
+                os.write(w, json.dumps({"error": why, "fix": e.fix, "code": 125}).encode() + b"\n")
+            except OSError:
+                pass
         except BaseException:
             code = 1
             try:
@@ -57,6 +65,20 @@ def spawn(c: model.Container, lower_dirs: list[Path], *, attach: bool, interacti
         err.exit_code = (msg or {}).get("code", 125)
         raise err
     return r
+
+
+def wait_status(fd: int, on_signal) -> dict | None:
+    """The next status message, with SIGINT and SIGTERM handled by `on_signal` meanwhile (a CLI
+    waiting on its container forwards them); closes `fd`."""
+    import signal
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return read_status(fd)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        os.close(fd)
 
 
 def read_status(fd: int) -> dict | None:
@@ -130,7 +152,7 @@ def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: 
         return fail(*_init_error(ready + _read_all(c2m_r)))
     cgroups.add(c.id, child)
     try:
-        networking.attach_all(c, child)
+        endpoints.attach_all(c, child)
     except BaseException as e:  # noqa: BLE001 - any failure to attach fails the start, cleanly
         os.kill(child, signal.SIGKILL)  # then the pipe ends: the init may have failed first, and says why
         early = _read_all(c2m_r)
@@ -163,7 +185,7 @@ def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: 
     code = 128 - code if code < 0 else code
     oom = cgroups.oom_killed(c.id)
     try:
-        networking.detach_all(c)
+        endpoints.detach_all(c)
     except Exception:  # noqa: BLE001 - the exit must be recorded even if a rule cannot be removed
         pass
     cgroups.remove(c.id)
@@ -172,8 +194,6 @@ def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: 
         fresh.save_state(Status=model.EXITED, ExitCode=code, OOMKilled=oom, Pid=0, MonitorPid=0,
                          FinishedAt=model.now_iso())
         if c.config["HostConfig"].get("AutoRemove"):
-            from .lifecycle import remove_stopped
-
             remove_stopped(fresh)
     _send(status_w, exit=code, oom=oom)
 

@@ -9,7 +9,8 @@ import os
 import stat
 from pathlib import Path
 
-from .. import fsroot, syscalls as sc
+from .. import fsroot
+from ..kernel import link, syscalls as sc
 from ..errors import ContainerError
 
 _DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0))
@@ -59,7 +60,7 @@ def setup(merged: Path, binds: dict[str, Path], own_netns: bool, hostname: str |
     if hostname:
         sc.sethostname(hostname)
     if own_netns:
-        sc.set_link_up("lo")
+        link.set_up(link.index("lo"))
 
 
 def _setup_dev(root: int) -> None:
@@ -74,8 +75,8 @@ def _setup_dev(root: int) -> None:
         os.mkdir("pts", 0o755, dir_fd=dev)
         os.mkdir("shm", 0o1777, dir_fd=dev)
         os.symlink("pts/ptmx", "ptmx", dir_fd=dev)
-        for link, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
-            os.symlink(target, link, dir_fd=dev)
+        for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+            os.symlink(target, name, dir_fd=dev)
     finally:
         os.close(dev)
     _mount_on(root, "/dev/pts", "devpts", "devpts", sc.MS_NOSUID | sc.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")

@@ -264,7 +264,7 @@ _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
 def load(program: bytes) -> None:
     """Install a BPF program (struct sock_filter[]) on the calling thread. Needs no_new_privs or
     CAP_SYS_ADMIN."""
-    from .security import prctl
+    from ..kernel.syscalls import prctl
 
     buf = ctypes.create_string_buffer(program, len(program))
     prog = _SockFprog(len(program) // 8, ctypes.addressof(buf))

@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 from .. import paths
 from ..errors import InvalidArgument
+from ..kernel.syscalls import libc, prctl
 
 CAPS = ("CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
         "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
@@ -47,18 +48,8 @@ DEFAULT_DEVICES = ((False, "a *:* rwm"), (True, "c 1:5 rwm"), (True, "c 1:3 rwm"
                    (True, "c 136:* rwm"), (True, "c 5:2 rwm"), (True, "c 10:200 rwm"))
 ALL_DEVICES = ((True, "a *:* rwm"),)
 
-_libc = ctypes.CDLL("libc.so.6", use_errno=True)
 _PR_CAPBSET_DROP, _PR_SET_KEEPCAPS, _PR_SET_NO_NEW_PRIVS, _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 24, 8, 38, 47, 4
 _CAP_V3 = 0x20080522
-
-
-def prctl(option: int, *args: int, what: str = "prctl") -> int:
-    ulong = [ctypes.c_ulong(a) for a in (list(args) + [0, 0, 0, 0])[:4]]
-    ret = _libc.prctl(ctypes.c_int(option), *ulong)
-    if ret < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-    return ret
 
 
 def last_cap() -> int:
@@ -278,7 +269,7 @@ def _capset(mask: int) -> None:
     for i in range(2):
         word = (mask >> (32 * i)) & 0xFFFFFFFF
         data[i].effective, data[i].permitted, data[i].inheritable = word, word, 0
-    if _libc.capset(ctypes.byref(header), data) < 0:
+    if libc.capset(ctypes.byref(header), data) < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"capset: {os.strerror(err)}")
 
@@ -340,7 +331,7 @@ def host_devices() -> list[tuple[str, int, int, int, int]]:
 def apply_paths(host: dict, devs: list[tuple[str, int, int, int, int]] = ()) -> None:
     """Mask and make read-only what Docker does (none with --privileged, which gets a writable
     /sys and the host's devices instead). Paths the kernel lacks are skipped, like runc."""
-    from .. import syscalls as sc
+    from ..kernel import syscalls as sc
 
     if host.get("Privileged"):
         flags = os.statvfs("/sys").f_flag & (sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)

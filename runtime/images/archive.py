@@ -15,7 +15,7 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from .. import paths, store
+from .. import paths, state
 from ..errors import ImageError, InvalidArgument, UnsafeArchive
 from . import layers, oci
 from . import store as st
@@ -88,7 +88,7 @@ def _install_layer(extracted: Path, digest: str) -> None:
     """Keep a layer extracted while checking it: it is what the runtime would extract on first use."""
     hexpart = digest.split(":", 1)[1]
     target = paths.layers_dir() / hexpart
-    with store.locked("layer-" + hexpart[:16]):  # the lock store.layer_dir extracts under
+    with state.locked("layer-" + hexpart[:16]):  # the lock store.layer_dir extracts under
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(extracted, target)
@@ -98,7 +98,7 @@ def import_rootfs(src: BinaryIO, ref: str | None, changes: dict | None = None, *
     """`netdiag import`: a root filesystem tar (optionally gzip) becomes a one-layer image.
     The layer is extracted (and so checked for hostile members) before anything is stored."""
     tag = normalize(ref) if ref else None
-    with store.scratch_dir("import") as tmp:
+    with state.scratch_dir("import") as tmp:
         tar = tmp / "layer.tar"
         _plain_tar(src, tar, name)
         _check_layer(tar, tmp / "layer", name, "the tar", "import")
@@ -164,7 +164,7 @@ def load(src: BinaryIO, name: str = "-") -> list[str]:
     is stored: the index, each manifest and config, every blob against its digest, every layer
     against the hostile-tar rules. Blobs are staged in a scratch directory and moved into the
     store at the end, in one step that Ctrl-C does not cut."""
-    with store.scratch_dir("load") as tmp:
+    with state.scratch_dir("load") as tmp:
         staged = tmp / "blobs"
         staged.mkdir()
         index = _read_archive(src, name, staged)

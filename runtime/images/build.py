@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from .. import paths, store as state_store
+from .. import paths, state as state_store
 from ..errors import BuildError, InvalidArgument, NotFound
 from . import build_copy, build_run, layers, store
 from .build_view import ImageView

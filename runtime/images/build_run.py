@@ -102,13 +102,7 @@ def _wait(status_fd: int, c: model.Container) -> int:
         except Exception:  # noqa: BLE001 - best effort (it may be gone already); removal follows
             pass
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        msg = monitor.read_status(status_fd)
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        os.close(status_fd)
+    msg = monitor.wait_status(status_fd, on_signal)
     if interrupted:
         raise KeyboardInterrupt
     return 125 if msg is None else int(msg.get("exit", 125))

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .. import store
+from .. import state
 from ..errors import ImageError
 
 BUSYBOX_REF = "busybox:latest"
@@ -38,6 +38,11 @@ def _is_static(binary: Path) -> bool:
     return b"/lib64/ld-linux" not in head and b"/lib/ld-linux" not in head
 
 
+def provide(ref: str):
+    """The store's fallback for `ref`: the busybox image, made on first use; None for other names."""
+    return ensure(ref) if provides(ref) else None
+
+
 def ensure(ref: str = BUSYBOX_REF):
     """Create the busybox image if the store lacks it; returns the Image."""
     from . import layers
@@ -52,7 +57,7 @@ def ensure(ref: str = BUSYBOX_REF):
         )
     # List applets with their install paths (bin/sh, sbin/ip, usr/bin/wget...). Fixed argv, no shell.
     applets = subprocess.run([str(binary), "--list-full"], capture_output=True, text=True, check=True).stdout.split()
-    with store.scratch_dir("busybox") as tmp:
+    with state.scratch_dir("busybox") as tmp:
         rootfs = tmp / "rootfs"
         for d, mode in (("bin", 0o755), ("sbin", 0o755), ("usr/bin", 0o755), ("usr/sbin", 0o755), ("etc", 0o755),
                         ("root", 0o700), ("tmp", 0o1777), ("var/www", 0o755), ("home", 0o755),
@@ -76,7 +81,7 @@ def ensure(ref: str = BUSYBOX_REF):
             "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
             "history": [{"created_by": f"netdiag: built-in image from the host's {binary}"}],
         }
-        with store.locked("builtin-busybox"):
+        with state.locked("builtin-busybox"):
             for img in list_images():
                 if ref in img.tags:
                     return img

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from .. import paths, store
+from .. import paths, state
 from ..errors import Conflict, ImageError, InvalidArgument, NotFound
 from . import layers, oci
 from .oci import CONFIG_TYPE, LAYER_TYPE, MANIFEST_TYPE, REF_ANNOTATION  # noqa: F401 - the store's vocabulary
@@ -59,7 +59,7 @@ def _put_blob_bytes(data: bytes) -> str:
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     p = blob_path(digest)
     if not p.exists():
-        store.write_bytes(p, data)
+        state.write_bytes(p, data)
     return digest
 
 
@@ -82,9 +82,9 @@ def put_layer_file(tar_path: Path) -> str:
 def _init_layout() -> None:
     d = paths.images_dir()
     if not (d / "oci-layout").exists():
-        store.write_json(d / "oci-layout", {"imageLayoutVersion": "1.0.0"})
+        state.write_json(d / "oci-layout", {"imageLayoutVersion": "1.0.0"})
     if not (d / "index.json").exists():
-        store.write_json(d / "index.json", {"schemaVersion": 2, "manifests": []})
+        state.write_json(d / "index.json", {"schemaVersion": 2, "manifests": []})
 
 
 def _index() -> dict:
@@ -93,12 +93,12 @@ def _index() -> dict:
     fix = ("restore it from a backup, or remove it to start an empty image store (then "
            "'netdiag image prune' removes the blobs it named)")
     try:
-        index = store.read_json(path, expect=dict)
-    except store.CorruptRecord as e:
-        raise store.CorruptRecord(path, e.why, fix) from None
+        index = state.read_json(path, expect=dict)
+    except state.CorruptRecord as e:
+        raise state.CorruptRecord(path, e.why, fix) from None
     if not isinstance(index.get("manifests"), list) or not all(
             isinstance(m, dict) and oci.is_digest(m.get("digest")) for m in index["manifests"]):
-        raise store.CorruptRecord(path, "its manifests are not a list of descriptors with digests", fix)
+        raise state.CorruptRecord(path, "its manifests are not a list of descriptors with digests", fix)
     return index
 
 
@@ -144,9 +144,12 @@ def get(ref_or_id: str, *, allow_broken: bool = False) -> Image:
     return img
 
 
-def _find(ref_or_id: str) -> Image:
-    from . import builtin
+# name -> Image makers for images that exist without being stored first (the built-in busybox):
+# the package wires them in (runtime/images/__init__.py), so the store depends on none of them
+PROVIDERS: list = []
 
+
+def _find(ref_or_id: str) -> Image:
     if not ref_or_id:
         raise InvalidArgument("An image name is required", "", "give a name like 'busybox'")
     images = list_images()
@@ -160,8 +163,10 @@ def _find(ref_or_id: str) -> Image:
         for img in images:
             if want in img.tags:
                 return img
-        if builtin.provides(want):
-            return builtin.ensure(want)
+        for provider in PROVIDERS:
+            img = provider(want)
+            if img is not None:
+                return img
     prefix = ref_or_id.removeprefix("sha256:")
     if len(prefix) >= 4 and all(c in "0123456789abcdef" for c in prefix):
         hits = [i for i in images if i.id.removeprefix("sha256:").startswith(prefix)]
@@ -180,7 +185,7 @@ def _find(ref_or_id: str) -> Image:
 def writing() -> Iterator[None]:
     """Held (shared) from writing blobs until an index entry or the build cache refers to them, so
     `prune`, which sweeps unreferenced blobs holding it exclusively, never takes them meanwhile."""
-    with store.locked("blobs", shared=True):
+    with state.locked("blobs", shared=True):
         yield
 
 
@@ -219,7 +224,7 @@ def tag_manifest(man_digest: str, tag: str | None) -> Image:
 def tag_manifests(entries: list[tuple[str, str | None]]) -> None:
     """Add manifests (already in blobs/) to the index in one write, moving each tag to its manifest;
     the blobs of images left without an entry are deleted."""
-    with store.locked("images"):
+    with state.locked("images"):
         index = _index()
         replaced = []
         for man_digest, tag in entries:
@@ -233,7 +238,7 @@ def tag_manifests(entries: list[tuple[str, str | None]]) -> None:
                 entry["annotations"] = {REF_ANNOTATION: tag}
             if tag or not any(m["digest"] == man_digest for m in index["manifests"]):
                 index["manifests"].append(entry)
-        store.write_json(paths.images_dir() / "index.json", index)
+        state.write_json(paths.images_dir() / "index.json", index)
         added = {d for d, _ in entries}
         _drop_unreferenced(index, [d for d in replaced if d not in added])
 
@@ -243,7 +248,7 @@ def layer_dir(digest: str) -> Path:
     d = paths.layers_dir() / _hex(digest)
     if d.is_dir():
         return d
-    with store.locked("layer-" + _hex(digest)[:16]):
+    with state.locked("layer-" + _hex(digest)[:16]):
         if d.is_dir():
             return d
         tmp = d.with_name(f".{d.name}.{os.getpid()}.tmp")
@@ -263,7 +268,7 @@ def remove(ref_or_id: str, *, users: list[str] = (), force: bool = False) -> lis
             "remove the containers first ('netdiag rm -f NAME')",
         )
     removed: list[str] = []
-    with store.locked("images"):
+    with state.locked("images"):
         index = _index()
         by_tag = normalize(ref_or_id) if _looks_like_ref(ref_or_id) and not _is_id(ref_or_id, img) else None
         keep = []
@@ -274,7 +279,7 @@ def remove(ref_or_id: str, *, users: list[str] = (), force: bool = False) -> lis
                 continue
             keep.append(m)
         index["manifests"] = keep
-        store.write_json(paths.images_dir() / "index.json", index)
+        state.write_json(paths.images_dir() / "index.json", index)
         if not any(m["digest"] == img.manifest_digest for m in keep):
             removed.append(f"Deleted: {img.id}")
         _drop_unreferenced(index, [img.manifest_digest])
@@ -305,7 +310,7 @@ def _manifest_blobs(manifest_digest: str) -> set[str]:
 
 def drop_unreferenced(manifests: list[str]) -> None:
     """Delete the blobs (and extracted layers) of `manifests` that nothing else still needs."""
-    with store.locked("images"):
+    with state.locked("images"):
         _drop_unreferenced(_index(), manifests)
 
 
@@ -332,8 +337,8 @@ def _build_cache_blobs() -> set[str]:
         return live
     for p in d.glob("*.json"):
         try:
-            entry = store.read_json(p, {}, expect=dict)
-        except store.CorruptRecord:
+            entry = state.read_json(p, {}, expect=dict)
+        except state.CorruptRecord:
             continue  # the builder ignores it too (a cache miss)
         blobs = entry.get("blobs")
         if isinstance(blobs, list):
@@ -367,16 +372,16 @@ def prune(images: str = "") -> tuple[list[str], int]:
     Returns (Docker-style lines, bytes reclaimed)."""
     lines: list[str] = []
     used = _container_blobs()
-    with store.locked("blobs"), store.locked("images"):  # writers hold "blobs" shared: none is mid-way
+    with state.locked("blobs"), state.locked("images"):  # writers hold "blobs" shared: none is mid-way
         index = _index()
         if images:
             index["manifests"], lines = _prune_index(index["manifests"], images == "all", used)
-            store.write_json(paths.images_dir() / "index.json", index)
+            state.write_json(paths.images_dir() / "index.json", index)
         live = used | _build_cache_blobs()
         for m in index["manifests"]:
             live |= _manifest_blobs(m["digest"])
         freed = _sweep(live)
-    lines += [f"deleted: leftover {d.name}" for d in store.sweep_scratch()]
+    lines += [f"deleted: leftover {d.name}" for d in state.sweep_scratch()]
     return lines, freed
 
 
@@ -397,7 +402,7 @@ def _prune_index(entries: list[dict], every: bool, used: set[str]) -> tuple[list
 
 def _sweep(live: set[str]) -> int:
     """Delete blobs and extracted layers not in `live`, and temp files of dead writers."""
-    from ..syscalls import pid_alive
+    from ..kernel.syscalls import pid_alive
 
     freed = 0
     for d, is_layer in ((paths.images_dir() / "blobs" / "sha256", False), (paths.layers_dir(), True)):

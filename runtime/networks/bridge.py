@@ -11,11 +11,14 @@ import re
 import sys
 from ipaddress import IPv4Address, IPv4Network
 
-from .. import netlink, store
+from .. import state
+from ..kernel import addr, link, route, sysctl
 from ..errors import Conflict, InvalidArgument, NetdiagError
-from . import ipam, model, sync
+from . import enforce, ipam, model
+from .dns import records as dns_records
 
-DEFAULT_NAME, DEFAULT_DEVICE, FALLBACK_DEVICE = "bridge", "docker0", "netdiag0"
+DEFAULT_NAME = model.DEFAULT_NAME
+DEFAULT_DEVICE, FALLBACK_DEVICE = "docker0", "netdiag0"
 _IFNAME = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")
 
 
@@ -53,7 +56,7 @@ def _used_subnets(exclude_id: str = "") -> list[tuple[IPv4Network, str]]:
     ours = {n["netdiag"].get("Bridge") for n in model.bridges()}
     out = [(IPv4Network(model.ipam(n)["Subnet"]), f"network {n['Name']}") for n in model.bridges()
            if n["Id"] != exclude_id and model.ipam(n).get("Subnet")]
-    for dst, dev in netlink.routes_v4():
+    for dst, dev in route.subnets():
         if dev not in ours:
             out.append((dst, f"the host's route to {dst} via {dev or '?'}"))
     return out
@@ -81,7 +84,7 @@ def create(name: str, *, subnet: str = "", gateway: str = "", ip_range: str = ""
     sub = ipam.parse_subnet(subnet) if subnet else None
     gw = ipam.parse_ip(gateway, "gateway") if gateway else None
     rng = ipam.parse_subnet(ip_range, "IP range") if ip_range else None
-    with store.locked("networks"):
+    with state.locked("networks"):
         if model.find(name) is not None:
             raise Conflict(f"Network {name!r} already exists", "", f"use it, or remove it first ('netdiag network rm {name}')")
         net = model.new_record(name, "bridge", internal=internal, options=options, labels=labels)
@@ -97,7 +100,7 @@ def create(name: str, *, subnet: str = "", gateway: str = "", ip_range: str = ""
         if owner is not None:
             raise Conflict(f"Bridge {device} is already used by network {owner}", "one bridge device carries one network",
                            "choose another -o com.docker.network.bridge.name, or leave it out")
-        existed = netlink.link_exists(device)
+        existed = link.exists(device)
         if existed and not default:
             raise Conflict(f"Interface {device} already exists", "netdiag will not take over an interface it did not make",
                            "choose another -o com.docker.network.bridge.name")
@@ -110,8 +113,8 @@ def create(name: str, *, subnet: str = "", gateway: str = "", ip_range: str = ""
     try:
         realize(net)
         if not default:
-            _start_resolver(net)
-            sync.warn_blocked(device, name)  # the default bridge's first `run` warns itself
+            dns_records.start_resolver(net)
+            enforce.warn_blocked(device, name)  # the default bridge's first `run` warns itself
     except BaseException:
         # undo only what this command made: a bridge that existed before stays (it may carry traffic)
         delete(model.reload(net), force=True, keep_link=existed)
@@ -124,7 +127,7 @@ def _default_device() -> str:
     mine = [n for n in model.bridges() if n["Name"] == DEFAULT_NAME]
     if mine:
         return mine[0]["netdiag"]["Bridge"]
-    return FALLBACK_DEVICE if netlink.link_exists(DEFAULT_DEVICE) else DEFAULT_DEVICE
+    return FALLBACK_DEVICE if link.exists(DEFAULT_DEVICE) else DEFAULT_DEVICE
 
 
 def _pick_default_subnet(used: list[tuple[IPv4Network, str]]) -> IPv4Network:
@@ -150,11 +153,11 @@ def realize(net: dict) -> None:
     """Make the kernel match the record: bridge up with its gateway address, forwarding, firewall."""
     cfg = model.ipam(net)
     sub = IPv4Network(cfg["Subnet"])
-    netlink.ensure_bridge(net["netdiag"]["Bridge"], IPv4Address(cfg["Gateway"]), sub, net["netdiag"].get("MTU", 1500))
-    netlink.set_sysctl("net/ipv4/ip_forward", "1")
+    link.ensure_bridge(net["netdiag"]["Bridge"], IPv4Address(cfg["Gateway"]), sub, net["netdiag"].get("MTU", 1500))
+    sysctl.write("net/ipv4/ip_forward", "1")
     # published on 127.0.0.1: DNAT'd loopback traffic must be routable onto the bridge
-    netlink.set_sysctl(f"net/ipv4/conf/{net['netdiag']['Bridge']}/route_localnet", "1")
-    sync.apply()
+    sysctl.write(f"net/ipv4/conf/{net['netdiag']['Bridge']}/route_localnet", "1")
+    enforce.apply()
 
 
 def delete(net: dict, force: bool = False, keep_link: bool = False) -> None:
@@ -172,11 +175,11 @@ def delete(net: dict, force: bool = False, keep_link: bool = False) -> None:
     if net["netdiag"].get("DnsPid"):
         dns.stop(net["netdiag"]["DnsPid"])
     model.delete(net)
-    _records_file(net).unlink(missing_ok=True)
-    sync.apply()
+    dns_records.records_file(net).unlink(missing_ok=True)
+    enforce.apply()
     if not keep_link:
-        netlink.delete_link(net["netdiag"]["Bridge"])
-        sync.apply()  # now that the bridge is gone, its accept rules in Docker's DOCKER-USER go too
+        link.delete(net["netdiag"]["Bridge"])
+        enforce.apply()  # now that the bridge is gone, its accept rules in Docker's DOCKER-USER go too
 
 
 # -- endpoints --------------------------------------------------------------------------------------
@@ -194,10 +197,10 @@ def attach(net: dict, container: dict, netns_path: str, ifname: str, *, ip: str 
     rng = IPv4Network(cfg["IPRange"]) if cfg.get("IPRange") else None
     with model.locked(net) as fresh:
         used = [e["IPv4Address"].split("/")[0] for k, e in fresh["Containers"].items() if k != cid]
-        addr = ipam.allocate(sub, gw, rng, used, ip)
+        ip_addr = ipam.allocate(sub, gw, rng, used, ip)
         endpoint = {
             "Name": container["Name"], "EndpointID": hashlib.sha256(f"{cid}:{net['Id']}:ep".encode()).hexdigest(),
-            "MacAddress": ipam.mac_for(addr), "IPv4Address": f"{addr}/{sub.prefixlen}", "IPv6Address": "",
+            "MacAddress": ipam.mac_for(ip_addr), "IPv4Address": f"{ip_addr}/{sub.prefixlen}", "IPv6Address": "",
             "HostVeth": veth_name(cid, net["Id"]), "Interface": ifname, "Aliases": list(aliases),
             "Ports": [dict(p) for p in publish],
         }
@@ -205,32 +208,44 @@ def attach(net: dict, container: dict, netns_path: str, ifname: str, *, ip: str 
     done = []
     try:
         realize_if_missing(net)
-        netlink.add_veth_to_bridge(endpoint["HostVeth"], ifname, netns_path, net["netdiag"]["Bridge"],
+        link.veth_to_bridge(endpoint["HostVeth"], ifname, netns_path, net["netdiag"]["Bridge"],
                                    net["netdiag"].get("MTU", 1500), endpoint["MacAddress"])
         done.append("veth")
-        netlink.configure_endpoint(netns_path, ifname, addr, sub, gw if default_route and not net["Internal"] else None)
-        sync.apply()
+        _configure_endpoint(netns_path, ifname, ip_addr, sub, gw if default_route and not net["Internal"] else None)
+        enforce.apply()
         done.append("firewall")
-        refresh_records()
+        dns_records.refresh()
     except BaseException:
         _undo_attach(net, cid, endpoint, done)
         raise
     return endpoint
 
 
+def _configure_endpoint(ns_path: str, ifname: str, ip: IPv4Address, subnet: IPv4Network, gateway: IPv4Address | None) -> None:
+    """Inside the container's namespace: the address, the link up, the default route via the gateway."""
+    from ..kernel.ns import netns
+
+    with netns(ns_path):
+        idx = link.index(ifname)
+        addr.add(idx, ip, subnet.prefixlen)
+        link.set_up(idx)
+        if gateway is not None:
+            route.add_default(gateway, idx)
+
+
 def _undo_attach(net: dict, cid: str, endpoint: dict, done: list[str]) -> None:
     with model.locked(net) as fresh:
         fresh["Containers"].pop(cid, None)
     try:
-        sync.apply()
+        enforce.apply()
     except NetdiagError:
         pass
     if "veth" in done:
-        netlink.delete_link(endpoint["HostVeth"])
+        link.delete(endpoint["HostVeth"])
 
 
 def realize_if_missing(net: dict) -> None:
-    if not netlink.link_exists(net["netdiag"]["Bridge"]):
+    if not link.exists(net["netdiag"]["Bridge"]):
         realize(net)
 
 
@@ -242,83 +257,7 @@ def detach(net: dict, cid: str) -> None:
             endpoint = fresh["Containers"].pop(cid, None)
     except NetdiagError:
         return
-    sync.apply()
+    enforce.apply()
     if endpoint:
-        netlink.delete_link(endpoint["HostVeth"])
-    refresh_records()
-
-
-# -- embedded DNS -----------------------------------------------------------------------------------
-
-def _records_file(net: dict):
-    return model.nets_dir() / f"{net['Id']}.dns.json"
-
-
-def _upstream() -> list[str]:
-    import os
-
-    env = os.environ.get("NETDIAG_DNS_UPSTREAM")
-    if env is not None:
-        return [s for s in env.split(",") if s]
-    servers = []
-    try:
-        for line in open("/etc/resolv.conf"):
-            parts = line.split()
-            if len(parts) >= 2 and parts[0] == "nameserver" and not parts[1].startswith("127."):
-                servers.append(parts[1])
-    except OSError:
-        pass
-    return servers
-
-
-def _names(net: dict) -> dict[str, list[str]]:
-    records: dict[str, list[str]] = {}
-    for cid, e in net["Containers"].items():
-        ip = e["IPv4Address"].split("/")[0]
-        for name in [e["Name"], cid[:12], *e.get("Aliases", [])]:
-            records.setdefault(name.lower(), []).append(ip)
-    return records
-
-
-def _write_records(net: dict | None) -> None:
-    """The resolver's view of a network: its own names, and for each of its containers the names of
-    the other user-defined networks that container is on (Docker resolves across all of them)."""
-    if net is None or net["Name"] == DEFAULT_NAME:
-        return
-    others = [n for n in model.bridges() if n["Id"] != net["Id"] and n["Name"] != DEFAULT_NAME]
-    clients = {}
-    for cid, e in net["Containers"].items():
-        seen: dict[str, list[str]] = {}
-        for other in others:
-            if cid in other["Containers"]:
-                for name, ips in _names(other).items():
-                    seen.setdefault(name, []).extend(ips)
-        if seen:
-            clients[e["IPv4Address"].split("/")[0]] = seen
-    store.write_json(_records_file(net), {"network": net["Id"], "internal": net["Internal"],
-                                          "upstream": [] if net["Internal"] else _upstream(),
-                                          "records": _names(net), "clients": clients})
-
-
-def refresh_records() -> None:
-    """Rewrite every resolver's view (after an endpoint anywhere came or went)."""
-    for net in model.bridges():
-        _write_records(net)
-
-
-def _start_resolver(net: dict) -> None:
-    from . import dns
-
-    _write_records(net)
-    pid = dns.start(model.ipam(net)["Gateway"], str(_records_file(net)))
-    with model.locked(net) as fresh:
-        fresh["netdiag"]["DnsPid"] = pid
-
-
-def ensure_resolver(net: dict) -> None:
-    """Restart a network's resolver if it died (e.g. after the lab or host restarted)."""
-    from ..syscalls import pid_alive
-
-    if net["Name"] == DEFAULT_NAME or pid_alive(int(net["netdiag"].get("DnsPid") or 0)):
-        return
-    _start_resolver(net)
+        link.delete(endpoint["HostVeth"])
+    dns_records.refresh()

@@ -1,4 +1,4 @@
-"""netdiag's bridge-network firewall: pure rendering of nft scripts, plus apply / remove / in_sync.
+"""netdiag's bridge-network firewall: pure rendering of nft scripts, plus apply / remove.
 
 All state lives in two tables of netdiag's own, `ip netdiag` and `bridge netdiag`. Every change
 replaces both in ONE nft script (`table X {}` + `delete table X` + full definition), which nft
@@ -20,15 +20,12 @@ Every name, address and port is validated before it reaches nft (InvalidArgument
 """
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-import json
-import os
 import re
 from dataclasses import dataclass
 
-from .. import nft
-from ..errors import Conflict, InvalidArgument, KernelError
+from ..kernel import nft
+from ..errors import Conflict, InvalidArgument
 
 TABLE = "netdiag"
 FAMILIES = ("ip", "bridge")
@@ -341,108 +338,4 @@ def remove() -> None:
     nft.run(REMOVE_SCRIPT)
 
 
-def _normalize(items: list) -> list:
-    """nft JSON of our tables without what differs between two identical loads: handles, the
-    metainfo header, and the order of set elements (hash sets list them in bucket order)."""
-
-    def norm(x):
-        if isinstance(x, dict):
-            return {k: norm(v) for k, v in x.items() if k != "handle"}
-        if isinstance(x, list):
-            return [norm(v) for v in x]
-        return x
-
-    def sort_sets(x, key=None):
-        if isinstance(x, dict):
-            return {k: sort_sets(v, k) for k, v in x.items()}
-        if isinstance(x, list):
-            vals = [sort_sets(v) for v in x]
-            if key in ("elem", "set"):
-                vals.sort(key=lambda v: json.dumps(v, sort_keys=True))
-            return vals
-        return x
-
-    out = []
-    for item in items:
-        if "metainfo" in item:
-            continue
-        body = next(iter(item.values()))
-        if isinstance(body, dict) and (body.get("family"), body.get("table", body.get("name"))) not in {
-            (f, TABLE) for f in FAMILIES
-        }:
-            continue
-        out.append(sort_sets(norm(item)))
-    return out
-
-
-def kernel_state() -> list | None:
-    """Normalized nft JSON of netdiag's tables in the current netns; None if one is missing."""
-    listing = json.loads(nft.run("list tables", json_out=True) or '{"nftables": []}')
-    present = {(i["table"]["family"], i["table"]["name"]) for i in listing["nftables"] if "table" in i}
-    if any((f, TABLE) not in present for f in FAMILIES):
-        return None
-    items: list = []
-    for f in FAMILIES:
-        items += nft.ruleset_json(f, TABLE)["nftables"]
-    return _normalize(items)
-
-
-_expected_cache: dict[str, list] = {}
-
-
-def expected_state(script: str) -> list:
-    """What the kernel lists after loading `script`: loaded into a scratch network namespace
-    (a forked child that unshares one; it vanishes with the child), listed and normalized.
-    This compares like with like, whatever nft's listing normalizes. Cached per script."""
-    key = hashlib.sha256(script.encode()).hexdigest()
-    if key in _expected_cache:
-        return _expected_cache[key]
-    from .. import syscalls
-
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never returns
-        code = 1
-        try:
-            os.close(r)
-            syscalls.unshare(syscalls.CLONE_NEWNET)
-            nft.run(script)
-            data = json.dumps({"ok": kernel_state()})
-        except BaseException as e:  # noqa: BLE001 - report anything to the parent
-            data = json.dumps({"error": f"{type(e).__name__}: {e}"})
-        try:
-            with os.fdopen(w, "w") as f:
-                f.write(data)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    with os.fdopen(r) as f:
-        data = f.read()
-    os.waitpid(pid, 0)
-    try:
-        result = json.loads(data)
-    except ValueError:
-        raise KernelError("Cannot compute the expected firewall state", "the scratch namespace child died") from None
-    if "error" in result:
-        raise KernelError("Cannot compute the expected firewall state", result["error"])
-    if len(_expected_cache) > 32:
-        _expected_cache.clear()
-    _expected_cache[key] = result["ok"]
-    return result["ok"]
-
-
-def in_sync(nets: list[NetSpec], ports: list[PortSpec]) -> bool:
-    """True if the kernel's netdiag tables are exactly what render(nets, ports) makes; False when
-    they are missing, flushed, edited by hand or out of date."""
-    script = render(nets, ports)
-    actual = kernel_state()
-    if actual is None:
-        return False
-    return actual == expected_state(script)
-
-
-__all__ = [
-    "NetSpec", "PortSpec", "render", "apply", "remove", "in_sync", "validate",
-    "kernel_state", "expected_state", "TABLE",
-]
+__all__ = ["NetSpec", "PortSpec", "render", "apply", "remove", "validate", "TABLE"]

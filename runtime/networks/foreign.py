@@ -21,7 +21,7 @@ import re
 import shutil
 import subprocess
 
-from .. import nft
+from ..kernel import nft
 from ..errors import KernelError
 
 TAG = "netdiag:"

@@ -12,10 +12,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from .. import paths, store
+from .. import paths, state
 from ..errors import Conflict, InvalidArgument, NotFound
 
 BUILTIN = ("bridge", "host", "none")
+DEFAULT_NAME = "bridge"  # the default bridge network (docker0)
 OPT_BRIDGE_NAME = "com.docker.network.bridge.name"
 OPT_MTU = "com.docker.network.driver.mtu"
 OPT_ICC = "com.docker.network.bridge.enable_icc"
@@ -48,11 +49,11 @@ def list_all() -> list[dict]:
         if p.name.endswith(".dns.json") or p.name.startswith("."):
             continue
         try:
-            net = store.read_json(p, expect=dict)
+            net = state.read_json(p, expect=dict)
             problem = _problem(net) if net is not None else ""
             if problem:
-                raise store.CorruptRecord(p, problem)
-        except store.CorruptRecord as e:
+                raise state.CorruptRecord(p, problem)
+        except state.CorruptRecord as e:
             net = unreadable_record(p.stem, f"its record {p.name} is unusable: {e.why}")
         if net is not None:
             out.append(net)
@@ -114,7 +115,7 @@ def find(ref: str) -> dict | None:
 
 
 def save(net: dict) -> None:
-    store.write_json(_path(net["Id"]), net)
+    state.write_json(_path(net["Id"]), net)
 
 
 def delete(net: dict) -> None:
@@ -122,7 +123,7 @@ def delete(net: dict) -> None:
 
 
 def reload(net: dict) -> dict:
-    fresh = store.read_json(_path(net["Id"]))
+    fresh = state.read_json(_path(net["Id"]))
     if fresh is None:
         raise NotFound(f"Network {net['Name']} was removed", "", "")
     return fresh
@@ -131,7 +132,7 @@ def reload(net: dict) -> dict:
 @contextlib.contextmanager
 def locked(net: dict) -> Iterator[dict]:
     """The network's record, fresh, under its lock; saved on exit unless an exception escapes."""
-    with store.locked("net-" + net["Id"][:16]):
+    with state.locked("net-" + net["Id"][:16]):
         fresh = reload(net)
         yield fresh
         save(fresh)
@@ -166,7 +167,7 @@ def ensure_builtin_records() -> None:
     """`host` and `none` exist as records (as in `docker network ls`); `bridge` is made by its driver."""
     for name, driver in (("host", "host"), ("none", "null")):
         if find(name) is None:
-            with store.locked("networks"):
+            with state.locked("networks"):
                 if find(name) is None:
                     save(new_record(name, driver))
 

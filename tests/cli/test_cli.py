@@ -49,3 +49,13 @@ def test_demo_runs_on_the_defaults_and_leaves_nothing(tmp_path):
     assert "PORT_NOT_PUBLISHED" in p.stdout and "DELIVERED" in p.stdout
     name = re.search(r"building lab (ndlab-[0-9a-f]+)", p.stdout).group(1)
     assert not {name, f"{name}-out"} & labs()  # the demo's own lab is gone (other tests' labs may come and go)
+
+
+def test_cli_inspect_works_offline_from_a_snapshot():
+    import json
+    from pathlib import Path
+
+    fixture = Path(__file__).parent.parent / "fixtures" / "lab_snapshot.json"
+    p = _netdiag("inspect", "--snapshot", str(fixture), "api", "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["container"]["name"] == "api"

@@ -89,15 +89,13 @@ def test_port_published_on_loopback_is_not_reachable_from_other_hosts(lab):
 
 SPOOF = """
 import os, socket, sys, time
-from runtime.syscalls import CLONE_NEWNET, setns
+from runtime.kernel.ns import join
 lab, outside, mac, port = sys.argv[1:5]
-def enter(path):
-    fd = os.open(path, os.O_RDONLY); setns(fd, CLONE_NEWNET); os.close(fd)
-enter(lab)  # the capture on docker0, where a DNATed SYN would go to the container
+join(lab)  # the capture on docker0, where a DNATed SYN would go to the container
 # ETH_P_ALL: packet sockets bound to one protocol never see frames a device sends
 cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)); cap.bind(("docker0", 3))  # bind() converts to network order itself
 cap.settimeout(0.2)
-enter(outside)  # a neighbour on the lab's eth0 link sends to the host's MAC, destination 127.0.0.1
+join(outside)  # a neighbour on the lab's eth0 link sends to the host's MAC, destination 127.0.0.1
 from scapy.all import Ether, IP, TCP, sendp
 sendp(Ether(dst=mac) / IP(src="203.0.113.1", dst="127.0.0.1") / TCP(sport=41234, dport=int(port), flags="S"),
       iface="eth0", count=3, verbose=False)

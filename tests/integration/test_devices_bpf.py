@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime import syscalls as sc
+from runtime.kernel import syscalls as sc
 from runtime.containers import cgroups, devices_bpf, security
 from runtime.errors import InvalidArgument, KernelError
 

@@ -49,6 +49,7 @@ SCENARIO = textwrap.dedent("""
     import json, os, socket, struct, sys, threading, time
     from runtime.errors import KernelError
     from runtime.networks import dns
+    from runtime.networks.dns import control as dns_control
 
     records = sys.argv[1]
     out = {}
@@ -104,7 +105,7 @@ SCENARIO = textwrap.dedent("""
         except KernelError as e:
             out["absent_ip_error"] = str(e)
         os.unlink(records)
-        proc = dns._children[pid]
+        proc = dns_control._children[pid]
         out["exit_after_unlink"] = proc.wait(timeout=1.0)
     finally:
         dns.stop(pid)

@@ -1,5 +1,6 @@
 """The firewall against the real kernel, always inside throwaway network namespaces (never the
-host's): apply/remove/in_sync, foreign tables untouched, atomic idempotent re-apply."""
+host's): apply/remove, in sync with render(), foreign tables untouched, atomic idempotent re-apply."""
+import hashlib
 import json
 import os
 import pickle
@@ -11,7 +12,8 @@ import uuid
 
 import pytest
 
-from runtime import nft, syscalls
+from runtime.kernel import nft
+from runtime.kernel.ns import join
 from runtime.errors import KernelError
 from runtime.networks import firewall
 from runtime.networks.firewall import NetSpec, PortSpec
@@ -30,9 +32,7 @@ def in_netns(name: str, fn, *args, **kwargs):
     if pid == 0:
         try:
             os.close(r)
-            fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-            syscalls.setns(fd, syscalls.CLONE_NEWNET)
-            os.close(fd)
+            join(f"/run/netns/{name}")
             try:
                 payload = ("ok", fn(*args, **kwargs))
             except BaseException as e:  # noqa: BLE001 - shipped to the parent
@@ -56,6 +56,110 @@ def in_netns(name: str, fn, *args, **kwargs):
         exc, tb = value
         raise exc from RuntimeError(tb)
     return value
+
+
+# -- whether the kernel holds exactly what render() makes (test helpers: the runtime itself keeps a
+# cheaper stamp of what it applied, see runtime/networks/enforce.py)
+
+def _normalize(items: list) -> list:
+    """nft JSON of our tables without what differs between two identical loads: handles, the
+    metainfo header, and the order of set elements (hash sets list them in bucket order)."""
+
+    def norm(x):
+        if isinstance(x, dict):
+            return {k: norm(v) for k, v in x.items() if k != "handle"}
+        if isinstance(x, list):
+            return [norm(v) for v in x]
+        return x
+
+    def sort_sets(x, key=None):
+        if isinstance(x, dict):
+            return {k: sort_sets(v, k) for k, v in x.items()}
+        if isinstance(x, list):
+            vals = [sort_sets(v) for v in x]
+            if key in ("elem", "set"):
+                vals.sort(key=lambda v: json.dumps(v, sort_keys=True))
+            return vals
+        return x
+
+    out = []
+    for item in items:
+        if "metainfo" in item:
+            continue
+        body = next(iter(item.values()))
+        if isinstance(body, dict) and (body.get("family"), body.get("table", body.get("name"))) not in {
+            (f, firewall.TABLE) for f in firewall.FAMILIES
+        }:
+            continue
+        out.append(sort_sets(norm(item)))
+    return out
+
+
+def kernel_state() -> list | None:
+    """Normalized nft JSON of netdiag's tables in the current netns; None if one is missing."""
+    listing = json.loads(nft.run("list tables", json_out=True) or '{"nftables": []}')
+    present = {(i["table"]["family"], i["table"]["name"]) for i in listing["nftables"] if "table" in i}
+    if any((f, firewall.TABLE) not in present for f in firewall.FAMILIES):
+        return None
+    items: list = []
+    for f in firewall.FAMILIES:
+        items += nft.ruleset_json(f, firewall.TABLE)["nftables"]
+    return _normalize(items)
+
+
+_expected_cache: dict[str, list] = {}
+
+
+def expected_state(script: str) -> list:
+    """What the kernel lists after loading `script`: loaded into a scratch network namespace
+    (a forked child that unshares one; it vanishes with the child), listed and normalized.
+    This compares like with like, whatever nft's listing normalizes. Cached per script."""
+    key = hashlib.sha256(script.encode()).hexdigest()
+    if key in _expected_cache:
+        return _expected_cache[key]
+    from runtime.kernel import syscalls
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never returns
+        code = 1
+        try:
+            os.close(r)
+            syscalls.unshare(syscalls.CLONE_NEWNET)
+            nft.run(script)
+            data = json.dumps({"ok": kernel_state()})
+        except BaseException as e:  # noqa: BLE001 - report anything to the parent
+            data = json.dumps({"error": f"{type(e).__name__}: {e}"})
+        try:
+            with os.fdopen(w, "w") as f:
+                f.write(data)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r) as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    try:
+        result = json.loads(data)
+    except ValueError:
+        raise KernelError("Cannot compute the expected firewall state", "the scratch namespace child died") from None
+    if "error" in result:
+        raise KernelError("Cannot compute the expected firewall state", result["error"])
+    if len(_expected_cache) > 32:
+        _expected_cache.clear()
+    _expected_cache[key] = result["ok"]
+    return result["ok"]
+
+
+def in_sync(nets: list[NetSpec], ports: list[PortSpec]) -> bool:
+    """True if the kernel's netdiag tables are exactly what render(nets, ports) makes; False when
+    they are missing, flushed, edited by hand or out of date."""
+    script = firewall.render(nets, ports)
+    actual = kernel_state()
+    if actual is None:
+        return False
+    return actual == expected_state(script)
 
 
 @pytest.fixture
@@ -107,7 +211,7 @@ def test_empty_apply_and_remove(netns):
     def body():
         firewall.apply([], [])
         after_apply = tables()
-        ok = firewall.in_sync([], [])
+        ok = in_sync([], [])
         firewall.remove()
         firewall.remove()  # idempotent
         return after_apply, ok, tables()
@@ -145,23 +249,23 @@ def test_reapply_is_idempotent_and_in_sync(netns):
     def body():
         firewall.apply(NETS, PORTS)
         first = listing()
-        sync1 = firewall.in_sync(NETS, PORTS)
+        sync1 = in_sync(NETS, PORTS)
         firewall.apply(NETS, PORTS)
         second = listing()
-        sync2 = firewall.in_sync(NETS, PORTS)
-        other = firewall.in_sync(NETS, PORTS[:2])  # a different configuration is not in sync
+        sync2 = in_sync(NETS, PORTS)
+        other = in_sync(NETS, PORTS[:2])  # a different configuration is not in sync
         nft.run("flush table ip netdiag")
-        flushed = firewall.in_sync(NETS, PORTS)
+        flushed = in_sync(NETS, PORTS)
         firewall.apply(NETS, PORTS)
-        sync3 = firewall.in_sync(NETS, PORTS)
+        sync3 = in_sync(NETS, PORTS)
         nft.run("delete table bridge netdiag")
-        deleted = firewall.in_sync(NETS, PORTS)
+        deleted = in_sync(NETS, PORTS)
         firewall.apply(NETS, PORTS)
         nft.run('add element bridge netdiag ports_0123456789ab { "veth9z" }')
-        extra_elem = firewall.in_sync(NETS, PORTS)
+        extra_elem = in_sync(NETS, PORTS)
         firewall.apply(NETS, PORTS)
         nft.run('add rule ip netdiag forward iifname "eth0" drop')
-        extra_rule = firewall.in_sync(NETS, PORTS)
+        extra_rule = in_sync(NETS, PORTS)
         return first, second, sync1, sync2, other, flushed, sync3, deleted, extra_elem, extra_rule
 
     first, second, sync1, sync2, other, flushed, sync3, deleted, extra_elem, extra_rule = in_netns(netns, body)
@@ -202,7 +306,7 @@ def test_thousand_port_ranges_apply(netns):
 
     def body():
         firewall.apply([net], ports)
-        return nft.ruleset_json("ip", "netdiag"), firewall.in_sync([net], ports)
+        return nft.ruleset_json("ip", "netdiag"), in_sync([net], ports)
 
     js, ok = in_netns(netns, body)
     rules = [i["rule"] for i in js["nftables"] if "rule" in i and i["rule"]["chain"] == "published"]
@@ -339,7 +443,7 @@ def test_real_packets(world):
     assert connect(ns["client"], "172.30.0.2", 80) == "198.51.100.2"
 
     in_netns(ns["host"], firewall.apply, nets, ports)
-    assert in_netns(ns["host"], firewall.in_sync, nets, ports)
+    assert in_netns(ns["host"], in_sync, nets, ports)
 
     # published port from outside: DNAT, client address preserved
     assert connect(ns["client"], "198.51.100.1", 8080) == "198.51.100.2"

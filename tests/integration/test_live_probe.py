@@ -17,8 +17,9 @@ import time
 
 import pytest
 
-from netdiag.observe.collect import inside
-from netdiag.probe.live import Hop, list_instances, match_frame, probe
+from runtime.kernel.ns import netns as inside
+from netdiag.probe.capture import match_frame
+from netdiag.probe.live import Hop, list_instances, probe
 
 pytestmark = pytest.mark.integration
 
@@ -324,16 +325,16 @@ def test_match_frame_ignores_other_traffic():
 
 
 def test_without_tracefs_the_probe_still_answers(net, monkeypatch):
-    import netdiag.probe.live as live
+    import netdiag.probe.tracers as tracers
 
-    monkeypatch.setattr(live, "TRACEFS_DIRS", ("/nonexistent/tracing",))  # the forked tracer inherits it
+    monkeypatch.setattr(tracers, "TRACEFS_DIRS", ("/nonexistent/tracing",))  # the forked tracer inherits it
     res = probe(net.path["a"], B_IP, proto="tcp", dport=PORT, hops=net.hops(), timeout=2)
     assert res.outcome == "connected" and res.drops == []
     assert "not traced" in res.detail and any("drops: not traced" in n for n in res.notes), res
 
 
 def test_trace_parsing_and_filter():
-    from netdiag.probe.live import drop_filter, parse_trace
+    from netdiag.probe.tracers import drop_filter, parse_trace
 
     line = ("          <idle>-0       [001] ..s1.   123.456789: kfree_skb: skbaddr=000000001234abcd "
             "rx_sk=0000000000000000 protocol=2048 location=nft_do_chain+0x3e8/0x610 reason: NETFILTER_DROP")
@@ -417,9 +418,9 @@ def test_tracing_that_cannot_be_set_up_is_a_note(net):
 
 
 def test_a_hung_probe_child_is_killed_and_reported(net, monkeypatch):
-    import netdiag.probe.live as live
+    import netdiag.probe.sender as sender
 
-    monkeypatch.setattr(live, "_run", lambda *a: time.sleep(60))  # the forked child inherits it
+    monkeypatch.setattr(sender, "_run", lambda *a: time.sleep(60))  # the forked child inherits it
     res = probe(net.path["a"], B_IP, proto="tcp", dport=PORT, hops=net.hops()[:1], timeout=0.5, trace_drops=False,
                 trace_ns=[net.path["r"]])
     assert res.outcome == "error" and "hung" in res.detail, res
@@ -429,22 +430,22 @@ def test_a_hung_probe_child_is_killed_and_reported(net, monkeypatch):
 
 @pytest.mark.parametrize("where,expect", [("_prepare", "died from signal SIGKILL"), ("_run", "exited with status 7")])
 def test_a_dying_probe_child_is_reported(net, monkeypatch, where, expect):
-    import netdiag.probe.live as live
+    import netdiag.probe.sender as sender
 
     die = (lambda *a: os.kill(os.getpid(), signal.SIGKILL)) if where == "_prepare" else (lambda *a: os._exit(7))
-    monkeypatch.setattr(live, where, die)
+    monkeypatch.setattr(sender, where, die)
     res = probe(net.path["a"], B_IP, proto="tcp", dport=PORT, hops=net.hops(), timeout=1, trace_ns=[net.path["r"]])
     assert res.outcome == "error" and expect in res.detail, res
     assert trace_tables(net.names["r"]) == []
 
 
 def test_an_unforeseen_failure_is_an_error_result(net, monkeypatch):
-    import netdiag.probe.live as live
+    from netdiag.probe.capture import Capture
 
     def broken(self, *a, **kw):
         raise RuntimeError("capture buffer on fire")
 
-    monkeypatch.setattr(live._Capture, "read", broken)
+    monkeypatch.setattr(Capture, "read", broken)
     res = probe(net.path["a"], B_IP, proto="tcp", dport=PORT, hops=net.hops(), timeout=1, trace_ns=list(net.path.values()))
     assert res.outcome == "error" and "RuntimeError: capture buffer on fire" in res.detail, res
     assert all(trace_tables(n) == [] for n in net.names.values())

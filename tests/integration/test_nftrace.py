@@ -17,7 +17,7 @@ import time
 import pytest
 
 from netdiag.lab import HOST_IP
-from netdiag.observe.collect import inside
+from runtime.kernel.ns import netns as inside
 from netdiag.probe import nftrace, pcap
 from netdiag.probe.live import Hop, probe
 from tests.dockerkit import HAVE_DOCKER, IMAGE, docker_lab, root_netns_state

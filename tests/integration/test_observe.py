@@ -3,6 +3,7 @@ to the right container and bridge, inspect's network view, snapshots, and read-o
 import json
 import subprocess
 
+import jsonschema
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -47,6 +48,9 @@ def test_snapshot_matches_every_veth_to_its_container_and_bridge(populated, tmp_
     out = tmp_path / "snap.json"
     lab.ok("snapshot", "-o", str(out))
     snap = json.loads(out.read_text())
+    from tests.unit.test_schemas import schema
+
+    jsonschema.validate(snap, schema("snapshot"))  # what it writes is what the schema documents
     host = snap["namespaces"][snap["host"]]
     assert "ndlab" in host["netns_names"][0]
     by_name = {ns["name"]: ns for ns in snap["namespaces"].values() if ns["kind"] == "container"}

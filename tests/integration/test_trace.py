@@ -2,15 +2,20 @@
 cause at the right hop, and the suggested fix, once applied, makes the trace pass."""
 import json
 
+import jsonschema
 import pytest
 
+from tests.unit.test_schemas import schema
+
 pytestmark = pytest.mark.integration
+TRACE_SCHEMA = schema("trace")
 
 
 def trace(lab, src, dst, *args):
     p = lab.run("trace", src, dst, "--json", *args, timeout=60)
     assert p.returncode in (0, 1, 3), p.stderr
     r = json.loads(p.stdout)
+    jsonschema.validate(r, TRACE_SCHEMA)  # every live answer is what the schema documents
     assert p.returncode == {"delivered": 0, "blocked": 1, "unknown": 3}[r["verdict"]]
     return r
 

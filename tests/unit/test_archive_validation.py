@@ -214,7 +214,7 @@ def test_prune_removes_exactly_the_unreferenced_blobs(root, tmp_path, monkeypatc
     (root / "build-cache" / "junk.json").write_text("{")  # a corrupt cache entry keeps nothing, breaks nothing
     dead = root / ".scratch-load-999999999-1-abc"
     dead.mkdir()
-    mine = store.store.scratch_dir("build")
+    mine = store.state.scratch_dir("build")
     live_dir = mine.__enter__()
     stale_tmp = root / "images/blobs/sha256" / ".deadbeef.999999999.tmp"
     stale_tmp.write_bytes(b"half")

@@ -10,7 +10,7 @@ import pytest
 from netdiag.model import Model
 from netdiag.reason import fixes, reconcile
 from netdiag.reason.causes import CAUSES
-from netdiag.reason.path import run_static, trace
+from netdiag.reason.static_trace import run_static, trace
 from netdiag.reason.stop import Stop
 
 FIXTURE = json.loads((Path(__file__).parent.parent / "fixtures" / "lab_snapshot.json").read_text())
@@ -97,7 +97,7 @@ def test_every_cause_the_engine_can_name_is_in_the_catalogue():
     import re
 
     src = "".join((Path(__file__).parents[2] / "netdiag" / "reason" / f).read_text()
-                  for f in ("path.py", "attribute.py", "reconcile.py"))
+                  for f in ("static_trace.py", "attribute.py", "reconcile.py"))
     named = set(re.findall(r'"([A-Z_]{6,})"', src)) & {c for c in re.findall(r'Stop\([^,]+, "([A-Z_]+)"', src)} | \
         set(re.findall(r'cause="([A-Z_]+)"', src))
     assert named and named <= set(CAUSES), named - set(CAUSES)

@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from runtime import nft
+from runtime.kernel import nft
 from runtime.errors import Conflict, InvalidArgument, KernelError
 from runtime.networks.firewall import NetSpec, PortSpec, render
 

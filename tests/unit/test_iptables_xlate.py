@@ -1,4 +1,4 @@
-"""netdiag.observe.iptables: Docker's iptables-nft rules evaluated exactly, from iptables-nft-save.
+"""netdiag.reason.iptables (and observe.iptables, which reads the text): Docker's iptables-nft rules evaluated exactly, from iptables-nft-save.
 
 The fixtures under tests/fixtures/docker/ were recorded from a real Docker 20.10 engine in a lab
 (and extras.sh in a plain netns): each pair is `iptables-nft-save` and `nft -j list ruleset` read
@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import copy
 import json
-import stat
 from pathlib import Path
 
 import pytest
 
 from netdiag.model import Model
-from netdiag.observe import iptables
-from netdiag.observe.iptables import parse, parse_rule, tokens, translate
+from netdiag.observe import iptables as reading
+from netdiag.reason import iptables
+from netdiag.reason.iptables import parse, parse_rule, tokens, translate
 from netdiag.reason.nftables import Packet, evaluate, rule_text
-from netdiag.reason.path import trace
+from netdiag.reason.static_trace import trace
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "docker"
 LAB = json.loads((FIX / "lab.json").read_text())
@@ -454,35 +454,7 @@ def test_ruleset_for_translates_once_per_namespace():
 
 def test_xt_families_scans_the_json_already_read():
     rs, _ = pair_of("extras")
-    assert iptables.xt_families(rs) == ["ip", "ip6"]
-    assert iptables.xt_families(pair_of("icc_false")[0]) == ["ip"]
-    assert iptables.xt_families({"nftables": [{"rule": {"family": "inet", "expr": [{"xt": {}}]}}]}) == []
-    assert iptables.xt_families(None) == []
-
-
-def _tool(dir: Path, name: str, script: str) -> None:
-    p = dir / name
-    p.write_text("#!/bin/sh\n" + script)
-    p.chmod(p.stat().st_mode | stat.S_IXUSR)
-
-
-def test_save_text_without_the_tool_records_an_error_and_reads_nothing(tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(iptables, "SBIN", ())
-    errors: list = []
-    assert iptables.save_text(pair_of("icc_false")[0], errors, "ns-1") is None
-    assert errors[0]["ns"] == "ns-1" and "iptables-nft-save is not installed" in errors[0]["error"]
-    assert iptables.save_text({"nftables": []}, errors, "ns-1") is None and len(errors) == 1
-
-
-def test_save_text_runs_one_fixed_argv_per_family(tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
-    monkeypatch.setattr(iptables, "SBIN", ())
-    log = tmp_path / "argv"
-    _tool(tmp_path, "iptables-nft-save", f'echo "$0 $#" >> {log}\ncat {FIX / "extras.save"}\n')
-    _tool(tmp_path, "ip6tables-nft-save", "echo 'broken' >&2\nexit 4\n")
-    errors: list = []
-    got = iptables.save_text(pair_of("extras")[0], errors, "ns-2")
-    assert got == {"ip": (FIX / "extras.save").read_text()}
-    assert log.read_text() == f"{tmp_path / 'iptables-nft-save'} 0\n"  # no arguments, no shell
-    assert errors == [{"ns": "ns-2", "what": "iptables", "error": "ip6tables-nft-save exited 4: broken"}]
+    assert reading.xt_families(rs) == ["ip", "ip6"]
+    assert reading.xt_families(pair_of("icc_false")[0]) == ["ip"]
+    assert reading.xt_families({"nftables": [{"rule": {"family": "inet", "expr": [{"xt": {}}]}}]}) == []
+    assert reading.xt_families(None) == []

@@ -86,11 +86,3 @@ def test_snapshot_of_another_format_is_refused(tmp_path):
         Model.load(str(tmp_path / "missing.json"))
 
 
-def test_cli_inspect_works_offline_from_a_snapshot():
-    import subprocess
-    import sys
-
-    p = subprocess.run([sys.executable, "-m", "netdiag", "inspect", "--snapshot", str(FIXTURE), "api", "--json"],
-                       capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout)["container"]["name"] == "api"

@@ -1,170 +1,21 @@
 """netdiag.reason.nftables: the exact nft evaluator, on rulesets listed by the REAL kernel.
 
 The JSON fixtures under tests/fixtures/nft/ are `nft -j list ruleset` of rulesets loaded into a
-throwaway network namespace; the sources they came from sit beside them (.nft, .sh). Regenerate
-them (root, nft, iptables-nft) with:
+throwaway network namespace; their sources sit beside them (.nft, .sh) and in
+tests/fixtures/regen_nft.py, which regenerates them (root, nft, iptables-nft):
 
-    .venv/bin/python tests/unit/test_nft_eval.py
+    .venv/bin/python tests/fixtures/regen_nft.py
 
-which loads every source below into its own `ip netns add ndnfte-PID-N` namespace, lists it and
-deletes the namespace (also on failure). The tests themselves need no root.
+The tests themselves are pure: no root, no processes.
 """
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-if __name__ == "__main__":  # run as a script: make the project importable
-    sys.path.insert(0, str(ROOT))
+import pytest
 
-import pytest  # noqa: E402
-
-from netdiag.reason.nftables import Packet, base_chains, evaluate, rule_text  # noqa: E402
-from runtime.networks.firewall import NetSpec, PortSpec, render  # noqa: E402
-
-FIXTURES = ROOT / "tests" / "fixtures" / "nft"
-
-# ---------------------------------------------------------------------------------------------
-# fixture sources
-
-DEFAULT = NetSpec("a" * 64, "docker0", "172.17.0.0/16", "172.17.0.1", internal=False, icc=True, masquerade=True)
-USER = NetSpec("0123456789abcdef" * 4, "br-0123456789ab", "172.18.0.0/16", "172.18.0.1",
-               internal=False, icc=False, masquerade=True, ports=("veth1a", "veth1b"))
-INTERNAL = NetSpec("fedcba9876543210" * 4, "br-fedcba987654", "172.19.0.0/16", "172.19.0.1",
-                   internal=True, icc=True, masquerade=True)
-PORTS = [
-    PortSpec("tcp", None, 8080, 8080, "172.18.0.2", 80, 80, "br-0123456789ab", "c0ffee00c0ffee00"),  # single
-    PortSpec("tcp", None, 8081, 8081, "172.17.0.2", 80, 80, "docker0", "beef00"),
-    PortSpec("tcp", None, 9000, 9002, "172.17.0.3", 80, 82, "docker0", "def"),  # offset range: a map
-    PortSpec("udp", None, 5000, 5002, "172.17.0.2", 5000, 5002, "docker0", "abc"),  # same-port range
-    PortSpec("tcp", "127.0.0.1", 6000, 6000, "172.17.0.3", 60, 60, "docker0", "def"),  # loopback only
-]
-
-USER_DROP = """\
-table inet filter {
-	chain forward {
-		type filter hook forward priority 0; policy accept;
-		ip daddr 172.17.0.2 tcp dport 80 drop comment "user: no web on .2"
-	}
-}
-"""
-
-POLICY_JUMP = """\
-table ip t {
-	chain pre {
-		type filter hook prerouting priority raw; policy accept;
-		ip saddr 10.66.0.0/16 numgen random mod 100 < 10 drop comment "emulated loss"
-	}
-	chain early {
-		type filter hook forward priority filter - 10; policy accept;
-		iifname "eth*" accept comment "early accept"
-	}
-	chain main {
-		type filter hook forward priority filter; policy drop;
-		ct state established,related accept comment "replies"
-		jump checks
-		ip daddr 10.1.0.0/24 tcp dport { 22, 80 } accept comment "web and ssh"
-		ip daddr 10.1.0.0/24 goto tail
-	}
-	chain checks {
-		ip saddr 10.9.9.9 return comment "trusted"
-		ip saddr 10.9.0.0/16 drop comment "blocked range"
-	}
-	chain tail {
-		udp dport 53 accept comment "dns"
-	}
-	chain inbound {
-		type filter hook input priority filter; policy accept;
-		ip saddr 10.77.0.0/16 meta mark 0x1 drop comment "marked"
-		tcp dport 22 limit rate 5/minute accept comment "ssh rate"
-	}
-}
-"""
-
-CONSTRUCTS = """\
-table inet x {
-	set blocked {
-		type ipv4_addr; flags interval;
-		elements = { 10.0.0.0/8, 192.168.1.1-192.168.1.9, 1.2.3.4 }
-	}
-	map portmap {
-		type ipv4_addr . inet_service : ipv4_addr . inet_service
-		elements = { 192.0.2.1 . 443 : 10.0.0.2 . 8443 }
-	}
-	chain forward {
-		type filter hook forward priority 0; policy accept;
-		ip saddr @blocked drop comment "named set"
-		iifname "veth*" oifname != "eth\\*" accept comment "wildcard"
-		ip saddr != { 1.1.1.1, 2.2.2.0/24 } th dport { 53, 1000-2000 } accept comment "anon sets"
-		ip saddr . tcp dport { 5.6.7.8 . 443 } accept comment "concat"
-		ct state new ct status != dnat drop comment "status word"
-		iifname vmap { "eth0" : accept, "eth1" : jump sub, "eth2" : drop } comment "vmap"
-	}
-	chain sub {
-		meta l4proto udp return
-		drop comment "sub drop"
-	}
-	chain nat {
-		type nat hook prerouting priority dstnat - 10; policy accept;
-		dnat ip to ip daddr . tcp dport map { 192.0.2.1 . 80 : 10.0.0.2 . 8080 } comment "concat map"
-		dnat ip to ip daddr . tcp dport map @portmap comment "named map"
-		tcp dport 81 dnat ip to 10.0.0.3 comment "keep port"
-		tcp dport 82 redirect to :8080 comment "redirect"
-		tcp dport 83 dnat ip to 10.0.0.1-10.0.0.5:80-90 comment "range"
-	}
-	chain post {
-		type nat hook postrouting priority srcnat + 5; policy accept;
-		oifname "eth0" meta l4proto tcp snat ip to 192.0.2.9:1000 comment "snat"
-	}
-}
-"""
-
-# Docker (24, iptables-nft) for docker0 with 172.17.0.2:80 published on 8080, plus a user-defined
-# network br-1; a DOCKER-USER rule of the admin's and Docker 25's raw direct-routing protection.
-DOCKER_IPTABLES = (FIXTURES / "docker_iptables.sh").read_text()  # the script is the fixture's source
-
-
-def sources() -> dict[str, tuple[str, str]]:
-    """name -> (kind, text): "nft" scripts for `nft -f`, "sh" scripts run in the namespace."""
-    netdiag = render([DEFAULT, USER, INTERNAL], PORTS)
-    return {
-        "netdiag": ("nft", netdiag),
-        "user_drop": ("nft", netdiag + USER_DROP),
-        "policy_jump": ("nft", POLICY_JUMP),
-        "constructs": ("nft", CONSTRUCTS),
-        "docker_iptables": ("sh", DOCKER_IPTABLES),
-    }
-
-
-def _dump(ruleset: dict) -> str:
-    """One item per line: small, stable diffs."""
-    items = ruleset["nftables"]
-    return '{"nftables": [\n' + ",\n".join(json.dumps(i) for i in items) + "\n]}\n"
-
-
-def regenerate() -> None:
-    """Load each source into a throwaway netns, list it as JSON, write the fixtures (root)."""
-    FIXTURES.mkdir(parents=True, exist_ok=True)
-    for i, (name, (kind, text)) in enumerate(sources().items()):
-        ns = f"ndnfte-{os.getpid()}-{i}"
-        subprocess.run(["ip", "netns", "add", ns], check=True)
-        try:
-            if kind == "nft":
-                subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=text, text=True, check=True)
-            else:
-                subprocess.run(["ip", "netns", "exec", ns, "sh", "-c", text], check=True)
-            out = subprocess.run(["ip", "netns", "exec", ns, "nft", "-j", "list", "ruleset"],
-                                 capture_output=True, text=True, check=True).stdout
-        finally:
-            subprocess.run(["ip", "netns", "del", ns], check=False)
-        (FIXTURES / f"{name}.{kind}").write_text(text)
-        (FIXTURES / f"{name}.json").write_text(_dump(json.loads(out)))
-        print(f"wrote {name}.json ({len(json.loads(out)['nftables'])} items)")
-
+from netdiag.reason.nftables import Packet, base_chains, evaluate, rule_text
+from tests.fixtures.regen_nft import FIXTURES, sources
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -197,7 +48,7 @@ def verdicts(res) -> list[tuple[str, str]]:
 def test_netdiag_fixture_is_current_render():
     for name, (kind, text) in sources().items():
         assert (FIXTURES / f"{name}.{kind}").read_text() == text, \
-            f"{name}: the source changed; regenerate: .venv/bin/python tests/unit/test_nft_eval.py"
+            f"{name}: the source changed; regenerate: .venv/bin/python tests/fixtures/regen_nft.py"
         assert load(name)["nftables"], name
 
 
@@ -638,9 +489,3 @@ def test_rule_text_of_every_fixture_rule_is_nft_like():
             if "rule" in item:
                 text = rule_text(item["rule"])
                 assert text and "{\"" not in text, (name, text)
-
-
-if __name__ == "__main__":
-    if os.geteuid() != 0:
-        sys.exit("regenerating the fixtures needs root (it creates throwaway network namespaces)")
-    regenerate()

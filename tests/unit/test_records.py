@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from runtime import store
+from runtime import state as store
 from runtime.errors import NetdiagError
 
 BAD = {"truncated": b'{"Name": "vic', "empty": b"", "array": b"[1, 2]", "string": b'"x"', "null": b"null",

@@ -58,7 +58,7 @@ def test_bad_refs(ref):
 
 
 def test_require_root_says_what_to_do(monkeypatch):
-    from runtime import syscalls
+    from runtime.kernel import syscalls
 
     monkeypatch.setattr(syscalls.os, "geteuid", lambda: 1000)
     with pytest.raises(KernelError) as e:

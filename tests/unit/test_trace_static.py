@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from netdiag.model import Model
-from netdiag.reason.path import trace
+from netdiag.reason.static_trace import trace
 
 FIXTURE = json.loads((Path(__file__).parent.parent / "fixtures" / "lab_snapshot.json").read_text())
 

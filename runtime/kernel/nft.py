@@ -8,7 +8,7 @@ import json
 import re
 import threading
 
-from .errors import InvalidArgument, KernelError
+from ..errors import InvalidArgument, KernelError
 
 LIBRARY = "libnftables.so.1"
 NFT_CTX_DEFAULT = 0

@@ -1,4 +1,5 @@
-"""Derive netdiag's whole firewall from the network records and write it in one transaction.
+"""Enforce the firewall the network records imply: netdiag's own tables (derived from the records,
+written in one transaction), and Docker's DOCKER-USER accepting netdiag's bridges.
 
 The rules are a pure function of the records, so "apply" after any change, and "reconcile" on
 the next command after someone flushed them, are the same operation.
@@ -30,7 +31,7 @@ def desired():
 
 def _listing() -> str:
     """The kernel's text listing of netdiag's tables (about half a millisecond; no counters in them)."""
-    from .. import nft
+    from ..kernel import nft
     from ..errors import KernelError
 
     try:
@@ -49,7 +50,7 @@ def apply(force: bool = False) -> bool:
     then; anything else (a change, a flush, a deleted table) rewrites. True if it wrote."""
     import hashlib
 
-    from .. import store
+    from .. import state
     from . import firewall
 
     nets, ports = desired()
@@ -60,13 +61,13 @@ def apply(force: bool = False) -> bool:
         return True
     digest = hashlib.sha256(firewall.render(nets, ports).encode()).hexdigest()
     try:
-        stamp = store.read_json(_stamp_path(), {}, expect=dict)
-    except store.CorruptRecord:  # only a cache of what was applied last: rewrite
+        stamp = state.read_json(_stamp_path(), {}, expect=dict)
+    except state.CorruptRecord:  # only a cache of what was applied last: rewrite
         stamp = {}
     if not force and stamp.get("digest") == digest and stamp.get("listing") == _listing():
         return False
     firewall.apply(nets, ports)
-    store.write_json(_stamp_path(), {"digest": digest, "listing": _listing()})
+    state.write_json(_stamp_path(), {"digest": digest, "listing": _listing()})
     return True
 
 
@@ -93,8 +94,3 @@ def warn_blocked(bridge: str, network: str) -> None:
         print(f"netdiag: warning: {b['table']} {b['chain']} ({b['what']}) drops the forwarded traffic of network "
               f"{network} (bridge {bridge}), and netdiag does not edit other managers' tables; "
               f"to let it through: {b['fix']}", file=sys.stderr)
-
-
-def reconcile() -> bool:
-    """Restore netdiag's rules if something else flushed or changed them. True if it had to."""
-    return apply()

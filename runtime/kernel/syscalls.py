@@ -3,10 +3,11 @@ import ctypes
 import errno
 import os
 
-from .errors import KernelError
+from ..errors import KernelError
 
-# glibc's soname, loaded directly: ctypes.util.find_library would spawn `ldconfig -p` on every command
-_libc = ctypes.CDLL("libc.so.6", use_errno=True)
+# glibc's soname, loaded directly: ctypes.util.find_library would spawn `ldconfig -p` on every command.
+# The one libc handle: other modules call libc.syscall/prctl/capset through it.
+libc = _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -37,6 +38,11 @@ NS_FLAGS = {
     "net": CLONE_NEWNET,
     "cgroup": CLONE_NEWCGROUP,
 }
+
+
+def check(ret: int, what: str) -> int:
+    """ret, or OSError with errno and `what` when a libc call failed (returned < 0)."""
+    return _check(ret, what)
 
 
 def _check(ret: int, what: str) -> int:
@@ -73,6 +79,15 @@ def sethostname(name: str) -> None:
     _check(_libc.sethostname(data, ctypes.c_size_t(len(data))), "sethostname")
 
 
+def prctl(option: int, *args: int, what: str = "prctl") -> int:
+    ulong = [ctypes.c_ulong(a) for a in (list(args) + [0, 0, 0, 0])[:4]]
+    ret = _libc.prctl(ctypes.c_int(option), *ulong)
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return ret
+
+
 def require_root(action: str) -> None:
     if os.geteuid() != 0:
         raise KernelError(
@@ -80,19 +95,6 @@ def require_root(action: str) -> None:
             "creating namespaces, mounts and cgroups needs root (CAP_SYS_ADMIN)",
             "run the command as root, e.g. with sudo",
         )
-
-
-def set_link_up(ifname: str) -> None:
-    """Bring an interface of the current network namespace up (SIOCSIFFLAGS), without pyroute2."""
-    import fcntl
-    import socket
-    import struct
-
-    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        req = struct.pack("16sH14s", ifname.encode(), 0, b"")
-        flags = struct.unpack("16sH14s", fcntl.ioctl(s, SIOCGIFFLAGS, req))[1]
-        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14s", ifname.encode(), flags | IFF_UP, b""))
 
 
 def pid_alive(pid: int, start_time: int | None = None) -> bool:

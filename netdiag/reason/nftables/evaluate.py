@@ -1,57 +1,11 @@
-"""Exact evaluation of an nftables ruleset (nft JSON, as `nft -j list ruleset` prints it) for one
-packet at one netfilter hook: which rules it meets, which verdict it gets, what NAT does to it.
-
-Semantics follow Linux netfilter:
-  * every base chain attached to the hook, across the tables and families asked for, runs in
-    priority order (ties: the order of the listing, which is creation order, as in the kernel).
-    NAT chains (type nat) are run by the conntrack NAT core, which sits at -100 (prerouting,
-    output) or 100 (postrouting, input) among the other chains, and runs its nat chains there by
-    their own priority; the first NAT statement (dnat/snat/masquerade/redirect) that fires ends
-    that chain AND skips the remaining nat chains at the hook (the binding is made). NAT chains see
-    only a connection's first packet: for ct_state "established" they are skipped (the caller's
-    packet already carries the connection's addresses);
-  * in a chain, rules run in order; `accept` ends that base chain only (the next base chain at the
-    hook still runs); `drop`/`reject` end everything; `jump X` runs X and comes back; `goto X`
-    does not come back; `return` leaves the current chain; falling off a base chain applies its
-    policy; counter, log, comment and mark-setting statements do not decide;
-  * a failed lookup in a NAT map or a verdict map ends the rule without effect, as in the kernel.
-
-Evaluated exactly: ip/ip6 saddr, daddr, protocol, length; tcp/udp/th sport, dport; icmp type;
-meta iifname/oifname/iif/oif (names; nft's trailing-`*` wildcard), l4proto, nfproto, protocol,
-length; ct state; ct status dnat/snat; fib daddr type (from local_addrs); values, prefixes,
-ranges, anonymous and named sets (prefix/range elements too), concatenations, maps for dnat/snat,
-verdict maps; the comparison operators. iptables-nft `xt` targets whose effect is fixed by their
-name alone: REJECT (drop), MASQUERADE, and non-terminal ones (LOG, MARK, TCPMSS, ...).
-Docker's other xt parts become exact when the ruleset has been translated from iptables-nft-save
-(netdiag/observe/iptables.py): translated expressions are ordinary nft JSON (marked "xt": ORIGIN,
-which is ignored here); such rules carry "iptables" (their -A line), copied to their steps and
-`unknown` entries; an xt expression left opaque may carry "why", which its reason then gives.
-
-What cannot be evaluated is never guessed. `xt` matches (iptables matches stored as opaque blobs
-whose arguments nft's JSON does not show: addrtype, conntrack, ...), meta mark, socket, limit,
-quota, numgen, unknown keys or statements: such a rule "might match". The evaluator follows the
-path where it does not match (that path gives steps, deciding and packet), AND the paths where it
-does (every combination, up to a bound). The HOOK VERDICT IS "unknown" WHEN THOSE PATHS DO NOT ALL
-END IN THE SAME VERDICT, i.e. when a rule it could not evaluate could change the outcome;
-otherwise the verdict stands and the rule is only listed in `unknown` (changes_outcome False).
-A NAT rewrite whose result is not in the JSON (xt DNAT/SNAT, address ranges, masquerade without
-masquerade_addr) keeps the verdict but sets packet_exact False (listed in `unknown` too).
-`numgen random mod M < N drop` (emulated packet loss) is reported with the reason
-"probabilistic (numgen random): drops about P% of packets".
-
-Each `unknown` entry: {"family", "table", "chain", "handle", "text", "reason", "verdict" (what the
-rule does when it matches), "changes_outcome" (it could change the verdict or the packet)}.
-"""
+"""Evaluation of one packet at one hook over a ruleset: the semantics are in the package docstring."""
 from __future__ import annotations
 
 import ipaddress
-import json
 from dataclasses import dataclass, replace
 
-# named priorities (nft's `priority NAME [+|- N]`)
-PRIORITIES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50, "srcnat": 100}
-BRIDGE_PRIORITIES = {"dstnat": -300, "filter": -200, "out": 100, "srcnat": 300}
-NAT_CORE_PRIORITY = {"prerouting": -100, "output": -100, "postrouting": 100, "input": 100}
+from .index import Index, prio
+from .text import _expr_text, _q, _stmt_text, _val_text, rule_text
 
 MAX_PATHS = 256  # combinations of "might match" rules explored per hook
 MAX_DEPTH = 64  # jump nesting (the kernel refuses loops; this only guards malformed input)
@@ -67,9 +21,27 @@ _XT_CONTINUE = frozenset({"LOG", "NFLOG", "ULOG", "TRACE", "MARK", "CONNMARK", "
                           "CLASSIFY", "DSCP", "TOS", "TTL", "HL", "AUDIT", "SECMARK", "CONNSECMARK", "IDLETIMER"})
 _XT_NAT = {"DNAT": "dnat", "SNAT": "snat", "REDIRECT": "redirect", "NETMAP": "netmap"}
 _NOOP_STATEMENTS = frozenset({"counter", "log", "comment", "set", "map", "meter"})
-_UNQUALIFIED_META = frozenset({"iif", "oif", "iifname", "oifname", "iiftype", "oiftype", "iifgroup", "oifgroup",
-                               "skuid", "skgid", "mark", "rtclassid", "cgroup"})
-_IFNAME_META = frozenset({"iifname", "oifname", "iif", "oif", "ibrname", "obrname"})
+
+
+def _rule_verdict(rule: dict) -> str:
+    """What the rule does when it matches (for `unknown` entries)."""
+    out = "continue"
+    for e in rule.get("expr") or []:
+        if not isinstance(e, dict) or not e:
+            continue
+        kind = next(iter(e))
+        v = e[kind]
+        if kind in ("accept", "drop", "reject", "return", "queue", "dnat", "snat", "masquerade", "redirect"):
+            out = kind
+        elif kind in ("jump", "goto"):
+            out = f"{kind} {v.get('target')}"
+        elif kind == "vmap":
+            out = "vmap"
+        elif kind == "xt" and v.get("type") == "target":
+            name = v.get("name")
+            out = "reject" if name == "REJECT" else "masquerade" if name == "MASQUERADE" else \
+                _XT_NAT.get(name) or ("continue" if name in _XT_CONTINUE else f"xt target {name}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -115,252 +87,6 @@ class HookResult:
     deciding: Step | None  # the rule or policy that dropped it (on that path), else None
     unknown: list[dict]  # rules that could not be evaluated, see the module docstring
     packet_exact: bool = True  # False when a NAT rewrite (or a possible one) is not known exactly
-
-
-# ---------------------------------------------------------------------------------------------
-# ruleset index
-
-
-def _items(ruleset) -> list:
-    if isinstance(ruleset, dict):
-        return ruleset.get("nftables") or []
-    return list(ruleset or [])
-
-
-def _prio(chain: dict) -> int:
-    p = chain.get("prio", 0)
-    if isinstance(p, bool):
-        return 0
-    if isinstance(p, int):
-        return p
-    names = BRIDGE_PRIORITIES if chain.get("family") == "bridge" else PRIORITIES
-    s = str(p).replace(" ", "")
-    for sign in ("+", "-"):
-        head, sep, tail = s.partition(sign)
-        if sep and head in names and tail.lstrip("-").isdigit():
-            return names[head] + (int(tail) if sign == "+" else -int(tail))
-    if s in names:
-        return names[s]
-    try:
-        return int(s)
-    except ValueError:
-        return 0
-
-
-class _Index:
-    def __init__(self, ruleset):
-        self.chains: dict[tuple, dict] = {}
-        self.order: dict[tuple, int] = {}
-        self.rules: dict[tuple, list] = {}
-        self.sets: dict[tuple, dict] = {}
-        for i, item in enumerate(_items(ruleset)):
-            if not isinstance(item, dict):
-                continue
-            if "chain" in item:
-                c = item["chain"]
-                key = (c.get("family"), c.get("table"), c.get("name"))
-                self.chains[key] = c
-                self.order[key] = i
-            elif "rule" in item:
-                r = item["rule"]
-                self.rules.setdefault((r.get("family"), r.get("table"), r.get("chain")), []).append(r)
-            elif "set" in item or "map" in item:
-                s = item.get("set") or item.get("map")
-                self.sets[(s.get("family"), s.get("table"), s.get("name"))] = s
-
-    def base_chains(self, family_hooks) -> list[dict]:
-        wanted = {(f, h) for f, h in family_hooks}
-        found = [(k, c) for k, c in self.chains.items() if c.get("hook") and (c.get("family"), c.get("hook")) in wanted]
-        nat_first: dict[str, int] = {}
-        for k, c in found:
-            if c.get("type") == "nat" and c.get("family") != "bridge":
-                nat_first[c["hook"]] = min(nat_first.get(c["hook"], 1 << 30), self.order[k])
-
-        def key(kc):
-            k, c = kc
-            prio, idx = _prio(c), self.order[k]
-            if c.get("type") == "nat" and c.get("family") != "bridge" and c.get("hook") in NAT_CORE_PRIORITY:
-                return (NAT_CORE_PRIORITY[c["hook"]], nat_first[c["hook"]], prio, idx)
-            return (prio, idx, prio, idx)
-
-        return [c for _, c in sorted(found, key=key)]
-
-
-def base_chains(ruleset: dict, family_hooks: list[tuple[str, str]]) -> list[dict]:
-    """The base chains attached to the given (family, hook) pairs, in the order the kernel runs
-    them: by priority (numeric or named), nat chains at the NAT core's place (see module doc)."""
-    return _Index(ruleset).base_chains(family_hooks)
-
-
-# ---------------------------------------------------------------------------------------------
-# rendering (nft-like text, for humans)
-
-
-def _q(s) -> str:
-    return f'"{s}"' if isinstance(s, str) else str(s)  # as nft prints it (no JSON escaping of `\*`)
-
-
-def _val_text(v, quote: bool = False) -> str:
-    if isinstance(v, dict):
-        if "prefix" in v:
-            return f"{v['prefix'].get('addr')}/{v['prefix'].get('len')}"
-        if "range" in v:
-            a, b = v["range"]
-            return f"{_val_text(a, quote)}-{_val_text(b, quote)}"
-        if "set" in v:
-            s = v["set"]
-            if isinstance(s, list):
-                return "{ " + ", ".join(_elem_text(e, quote) for e in s) + " }"
-            return _val_text(s, quote)
-        if "concat" in v:
-            return " . ".join(_val_text(e, quote) for e in v["concat"])
-        if "elem" in v:
-            return _val_text(v["elem"].get("val"), quote)
-        if "map" in v:
-            m = v["map"]
-            return f"{_expr_text(m.get('key'))} map {_val_text(m.get('data'), quote)}"
-        return _expr_text(v)
-    if isinstance(v, list):
-        return ",".join(_val_text(e, quote) for e in v)
-    if isinstance(v, str):
-        if v.startswith("@"):
-            return v
-        return _q(v) if quote else v
-    return str(v)
-
-
-def _elem_text(e, quote: bool) -> str:
-    if isinstance(e, list) and len(e) == 2:  # map element [key, value]
-        k, v = e
-        if isinstance(v, dict) and len(v) == 1 and next(iter(v)) in ("accept", "drop", "jump", "goto", "return", "continue"):
-            return f"{_val_text(k, quote)} : {_stmt_text(v)}"
-        return f"{_val_text(k, quote)} : {_val_text(v)}"
-    return _val_text(e, quote)
-
-
-def _expr_text(x) -> str:
-    if not isinstance(x, dict):
-        return _val_text(x)
-    if "payload" in x:
-        p = x["payload"]
-        if "base" in p:
-            return f"@{p['base']},{p.get('offset')},{p.get('len')}"
-        return f"{p.get('protocol')} {p.get('field')}"
-    if "meta" in x:
-        k = x["meta"].get("key")
-        return k if k in _UNQUALIFIED_META else f"meta {k}"
-    if "ct" in x:
-        c = x["ct"]
-        return " ".join(p for p in ("ct", c.get("dir"), c.get("family"), c.get("key")) if p)
-    if "fib" in x:
-        f = x["fib"]
-        return f"fib {' . '.join(f.get('flags') or [])} {f.get('result')}"
-    if "numgen" in x:
-        n = x["numgen"]
-        off = f" offset {n['offset']}" if n.get("offset") else ""
-        return f"numgen {n.get('mode')} mod {n.get('mod')}{off}"
-    if "concat" in x:
-        return " . ".join(_expr_text(e) for e in x["concat"])
-    if "tcp option" in x:
-        o = x["tcp option"]
-        return f"tcp option {o.get('name')} {o.get('field', '')}".strip()
-    if "rt" in x:
-        return f"rt {x['rt'].get('key')}"
-    return json.dumps(x, separators=(",", ":"))
-
-
-def _quote_for(left) -> bool:
-    if isinstance(left, dict) and "meta" in left:
-        return left["meta"].get("key") in _IFNAME_META
-    if isinstance(left, dict) and "concat" in left:
-        return False
-    return False
-
-
-def _match_text(m: dict) -> str:
-    left, op, right = m.get("left"), m.get("op", "=="), m.get("right")
-    ops = "" if op in ("==", "in") else f" {op}"
-    return f"{_expr_text(left)}{ops} {_val_text(right, _quote_for(left))}"
-
-
-def _nat_text(kind: str, d) -> str:
-    if not isinstance(d, dict):
-        return kind
-    fam = f" {d['family']}" if d.get("family") else ""
-    addr, port = d.get("addr"), d.get("port")
-    if kind in ("masquerade", "redirect"):
-        to = f" to :{_val_text(port)}" if port is not None else ""
-        return f"{kind}{to}"
-    if isinstance(addr, dict) and "map" in addr:
-        return f"{kind}{fam} to {_val_text(addr)}"
-    target = _val_text(addr) if addr is not None else ""
-    if port is not None:
-        target += f":{_val_text(port)}"
-    return f"{kind}{fam} to {target}"
-
-
-def _stmt_text(e: dict) -> str:
-    kind = next(iter(e))
-    v = e[kind]
-    if kind == "match":
-        return _match_text(v)
-    if kind in ("accept", "drop", "return", "continue", "notrack"):
-        return kind
-    if kind in ("jump", "goto"):
-        return f"{kind} {v.get('target')}"
-    if kind == "counter":
-        return "counter" if not isinstance(v, str) else f"counter name {_q(v)}"
-    if kind == "reject":
-        t = (v or {}).get("type") if isinstance(v, dict) else None
-        how = f"{t} {v['expr']}" if t and v.get("expr") else t
-        return f"reject with {how}" if how else "reject"
-    if kind in ("dnat", "snat", "masquerade", "redirect"):
-        return _nat_text(kind, v)
-    if kind == "xt":
-        return f"xt {v.get('type')} {_q(v.get('name'))}"
-    if kind == "log":
-        return f"log prefix {_q(v['prefix'])}" if isinstance(v, dict) and v.get("prefix") else "log"
-    if kind == "limit":
-        over = "over " if v.get("inv") else ""
-        unit = v.get("rate_unit", "")
-        return f"limit rate {over}{v.get('rate')}{(' ' + unit) if unit and unit != 'packets' else ''}/{v.get('per')}"
-    if kind == "vmap":
-        return f"{_expr_text(v.get('key'))} vmap {_val_text(v.get('data'), _quote_for(v.get('key')))}"
-    if kind == "mangle":
-        return f"{_expr_text(v.get('key'))} set {_val_text(v.get('value'))}"
-    if kind == "queue":
-        return "queue"
-    return json.dumps(e, separators=(",", ":"))
-
-
-def rule_text(rule: dict) -> str:
-    """A compact nft-like rendering of a rule's expressions (without its comment)."""
-    return " ".join(_stmt_text(e) for e in rule.get("expr") or [] if isinstance(e, dict) and e)
-
-
-def _rule_verdict(rule: dict) -> str:
-    """What the rule does when it matches (for `unknown` entries)."""
-    out = "continue"
-    for e in rule.get("expr") or []:
-        if not isinstance(e, dict) or not e:
-            continue
-        kind = next(iter(e))
-        v = e[kind]
-        if kind in ("accept", "drop", "reject", "return", "queue", "dnat", "snat", "masquerade", "redirect"):
-            out = kind
-        elif kind in ("jump", "goto"):
-            out = f"{kind} {v.get('target')}"
-        elif kind == "vmap":
-            out = "vmap"
-        elif kind == "xt" and v.get("type") == "target":
-            name = v.get("name")
-            out = "reject" if name == "REJECT" else "masquerade" if name == "MASQUERADE" else \
-                _XT_NAT.get(name) or ("continue" if name in _XT_CONTINUE else f"xt target {name}")
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# evaluation
 
 
 class _Unknown(Exception):
@@ -440,7 +166,7 @@ class _Run:
             if out[0] == "return":  # fell off the base chain (or returned from it): policy
                 policy = chain.get("policy", "accept")
                 s = Step(chain.get("family"), chain.get("table"), chain.get("name"), None,
-                         f"type {chain.get('type')} hook {chain.get('hook')} priority {_prio(chain)}; policy {policy};",
+                         f"type {chain.get('type')} hook {chain.get('hook')} priority {prio(chain)}; policy {policy};",
                          "", f"policy {policy}")
                 self.steps.append(s)
                 if policy == "drop":
@@ -933,7 +659,7 @@ class _Run:
 
 
 class _Context:
-    def __init__(self, index: _Index, hook: str, packet: Packet, chains: list[dict], local_addrs, masquerade_addr):
+    def __init__(self, index: Index, hook: str, packet: Packet, chains: list[dict], local_addrs, masquerade_addr):
         self.index, self.hook, self.packet, self.chains = index, hook, packet, chains
         self._ips: dict[str, object] = {}
         self.local_addrs = frozenset(self.ip(a) for a in local_addrs)
@@ -958,7 +684,7 @@ def evaluate(ruleset: dict, hook: str, packet: Packet, *, families=("ip", "inet"
     masquerade_addr: the source masquerade gives (the output interface's address)."""
     for a in (packet.src, packet.dst):
         ipaddress.ip_address(a)  # ValueError for a bad address: a caller's bug, not an unknown
-    index = _Index(ruleset)
+    index = Index(ruleset)
     wrong_family = "ip6" if ipaddress.ip_address(packet.src).version == 4 else "ip"  # never sees this packet
     chains = [c for c in index.base_chains([(f, hook) for f in families if f != wrong_family])
               if chain_type is None or c.get("type") == chain_type]
@@ -1003,6 +729,3 @@ def evaluate(ruleset: dict, hook: str, packet: Packet, *, families=("ip", "inet"
     return HookResult(verdict=verdict, packet=primary.pkt, steps=primary.steps,
                       deciding=primary.deciding if primary.verdict == "drop" else None,
                       unknown=unknown, packet_exact=exact)
-
-
-__all__ = ["Packet", "Step", "HookResult", "evaluate", "base_chains", "rule_text", "PRIORITIES", "BRIDGE_PRIORITIES"]

@@ -12,7 +12,7 @@ import ipaddress
 from dataclasses import dataclass, field, replace
 
 from ..model import Model
-from ..observe.iptables import ruleset_for
+from .iptables import ruleset_for
 from . import attribute, fixes, routing
 from .fixes import Fix
 from .nftables import Packet, evaluate

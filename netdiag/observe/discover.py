@@ -1,4 +1,4 @@
-"""Who owns each network namespace: netdiag containers, Docker containers, `ip netns` names, any
+"""Namespace discovery: who owns each network namespace: netdiag containers, Docker containers, `ip netns` names, any
 process, and the namespace netdiag runs in. A namespace is known by its inode ("ns-<inode>")."""
 from __future__ import annotations
 
@@ -58,32 +58,6 @@ def _host_path() -> str:
     return f"/proc/self/fd/{_HOST_FD}"
 
 
-def netdiag_containers() -> list[dict]:
-    from runtime.containers import model
-    from runtime.networks import model as nets
-
-    by_container: dict[str, dict] = {}  # read every network record once, not once per container
-    for n in nets.bridges():
-        for cid, e in n["Containers"].items():
-            by_container.setdefault(cid, {})[n["Name"]] = e
-    out = []
-    for c in model.list_all():
-        if not model.proc_ok(c):
-            continue
-        eps = by_container.get(c.id, {})
-        out.append({
-            "runtime": "netdiag", "id": c.id, "name": c.name, "image": c.config.get("ImageRef", ""), "pid": c.pid,
-            "command": [c.config.get("Path", "")] + list(c.config.get("Args") or []) if c.config.get("Path") else [],
-            "state": c.status, "network_mode": c.config["HostConfig"].get("NetworkMode", ""),
-            "networks": {n: {"ip": e["IPv4Address"].split("/")[0], "prefix": int(e["IPv4Address"].split("/")[1]),
-                             "mac": e["MacAddress"], "host_veth": e["HostVeth"], "interface": e.get("Interface", ""),
-                             "aliases": e.get("Aliases", [])} for n, e in eps.items()},
-            "ports": [{"proto": p["proto"], "ctr_port": p["ctr_start"], "ctr_end": p["ctr_end"], "host_ip": p["host_ip"] or "",
-                       "host_port": p["host_start"], "host_end": p["host_end"]} for e in eps.values() for p in e.get("Ports", [])],
-        })
-    return out
-
-
 def discover(errors: list[dict]) -> tuple[dict[int, NsRef], list[dict], list[dict]]:
     """Every network namespace visible from here, with its owner. Returns (refs, containers, docker networks)."""
     refs: dict[int, NsRef] = {}
@@ -117,7 +91,9 @@ def discover(errors: list[dict]) -> tuple[dict[int, NsRef], list[dict], list[dic
 
     containers = []
     try:
-        containers += netdiag_containers()
+        from runtime import records
+
+        containers += records.containers()
     except Exception as e:  # noqa: BLE001 - a broken state dir must not hide the rest
         errors.append({"what": "netdiag containers", "error": str(e)})
     docker_nets: list[dict] = []

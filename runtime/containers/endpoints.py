@@ -2,7 +2,7 @@
 command runs; detached when it exits. eth0 is the first network, eth1... the ones connected later."""
 from __future__ import annotations
 
-from .. import store
+from .. import state
 from ..errors import NetdiagError
 from . import model
 
@@ -25,17 +25,18 @@ def attach_all(c: model.Container, pid: int) -> None:
     if not bridge_networks(c):
         return
     from ..networks import bridge, model as nets, ports
+    from ..networks.dns import records as dns_records
 
     netns = f"/proc/{pid}/ns/net"
     attached = []
     try:
         for i, name in enumerate(bridge_networks(c)):
             net = nets.get(name)
-            bridge.ensure_resolver(net)
+            dns_records.ensure_resolver(net)
             want = c.config["NetworkSettings"]["Networks"][name]
             publish = []
             if i == 0:
-                with store.locked("ports"):
+                with state.locked("ports"):
                     taken = [dict(p, container=cid) for n in nets.bridges() for cid, e in n["Containers"].items()
                              if cid != c.id for p in e.get("Ports", [])]
                     publish = ports.assign(c.config["HostConfig"].get("Publish") or [], taken)
@@ -69,7 +70,7 @@ def connect(c: model.Container, name: str, ip: str | None, aliases: list[str]) -
         endpoint = bridge.attach(net, c.config, f"/proc/{c.pid}/ns/net", f"eth{len(settings)}", ip=ip,
                                  aliases=aliases, default_route=False)
     settings[name] = {"IPAMConfig": {"IPv4Address": ip} if ip else None, "Aliases": aliases}
-    store.write_json(c.dir / "config.json", c.config)
+    state.write_json(c.dir / "config.json", c.config)
     if endpoint:
         write_etc(c)
     return endpoint or {}
@@ -84,7 +85,7 @@ def disconnect(c: model.Container, name: str) -> None:
         raise NetdiagError(f"Container {c.name} is not connected to network {name}", "", "")
     bridge.detach(net, c.id)
     settings.pop(name, None)
-    store.write_json(c.dir / "config.json", c.config)
+    state.write_json(c.dir / "config.json", c.config)
 
 
 def detach_all(c: model.Container) -> None:

@@ -1,0 +1,18 @@
+"""Removing a stopped container: its endpoints, cgroups and record (used by rm, prune, a failed
+run, and the monitor of an --rm container)."""
+from __future__ import annotations
+
+from . import cgroups, endpoints, model
+
+
+def remove_stopped(c: model.Container) -> None:
+    """Remove everything a stopped container owns. Idempotent: missing pieces are fine."""
+    endpoints.detach_all(c)
+    if c.broken:  # its config, and so the list of its networks, may be lost: find endpoints by id
+        from ..networks import bridge, model as nets
+
+        for net in nets.bridges():
+            if c.id in net["Containers"]:
+                bridge.detach(net, c.id)
+    cgroups.remove(c.id)
+    model.delete_record(c)

@@ -1,0 +1,25 @@
+"""The embedded DNS resolver of a user-defined network (like Docker's 127.0.0.11).
+
+One process per network, listening on the network's gateway IP, UDP and TCP, in the host's
+network namespace. It answers A (and AAAA, PTR) for the container names and aliases listed in a
+JSON records file, forwards other names upstream unless the network is internal, and exits when
+the records file disappears (so it dies with its network even if the CLI was killed) or on SIGTERM.
+
+Records file (rewritten by the runtime; re-read when it changes):
+    {"network": "<id>", "internal": false, "upstream": ["203.0.113.1", "127.0.0.2:5353"],
+     "records": {"web1": ["172.18.0.2"], "alias": ["172.18.0.2", "172.18.0.3"]}}
+An upstream is "IP" (port 53), "IPv4:port" or "[IPv6]:port".
+
+    python -m runtime.networks.dns --listen IP --port 53 --records FILE [--ready-fd N]
+writes "ok PORT\\n" to the ready fd once bound (PORT is the bound port, useful with --port 0),
+or "error: ...\\n" and exits 1. The runtime uses start()/spawn() and stop().
+
+Stdlib only, single-threaded (selectors); imports kept light because it starts per network.
+
+Layout: codec.py (DNS messages), config.py (the records file as the server reads it), server.py
+(the process), control.py (spawn, start, stop), records.py (the runtime writes each network's
+records file). The server imports only codec and config: it starts once per network.
+"""
+from .codec import CLASS_IN, TTL, UDP_MAX, MalformedPacket, Query, parse_query, build_query, build_response, Response, parse_response, A, NS, CNAME, PTR, AAAA, ANY, NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED  # noqa: F401
+from .config import Config, load_config, parse_upstream  # noqa: F401
+from .control import spawn, start, stop  # noqa: F401

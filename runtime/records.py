@@ -1,0 +1,73 @@
+"""The runtime's records as the rest of netdiag reads them: the one reader of NETDIAG_ROOT for code
+outside the runtime (observation, the lab, snapshots), so none of them parses the record files
+itself. Read-only."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def containers() -> list[dict]:
+    """Running netdiag containers with their pid, command, networks and published ports."""
+    from .containers import model
+    from .networks import model as nets
+
+    by_container: dict[str, dict] = {}  # every network record read once, not once per container
+    for n in nets.bridges():
+        for cid, e in n["Containers"].items():
+            by_container.setdefault(cid, {})[n["Name"]] = e
+    out = []
+    for c in model.list_all():
+        if not model.proc_ok(c):
+            continue
+        eps = by_container.get(c.id, {})
+        out.append({
+            "runtime": "netdiag", "id": c.id, "name": c.name, "image": c.config.get("ImageRef", ""), "pid": c.pid,
+            "command": [c.config.get("Path", "")] + list(c.config.get("Args") or []) if c.config.get("Path") else [],
+            "state": c.status, "network_mode": c.config["HostConfig"].get("NetworkMode", ""),
+            "networks": {n: {"ip": e["IPv4Address"].split("/")[0], "prefix": int(e["IPv4Address"].split("/")[1]),
+                             "mac": e["MacAddress"], "host_veth": e["HostVeth"], "interface": e.get("Interface", ""),
+                             "aliases": e.get("Aliases", [])} for n, e in eps.items()},
+            "ports": [{"proto": p["proto"], "ctr_port": p["ctr_start"], "ctr_end": p["ctr_end"], "host_ip": p["host_ip"] or "",
+                       "host_port": p["host_start"], "host_end": p["host_end"]} for e in eps.values() for p in e.get("Ports", [])],
+        })
+    return out
+
+
+def networks() -> list[dict]:
+    """netdiag's bridge networks: subnet, gateway, options, bridge device and endpoints."""
+    from .networks import model
+
+    out = []
+    for n in model.bridges():
+        cfg = model.ipam(n)
+        out.append({"runtime": "netdiag", "id": n["Id"], "name": n["Name"], "driver": n["Driver"],
+                    "subnet": cfg.get("Subnet", ""), "gateway": cfg.get("Gateway", ""), "internal": n["Internal"],
+                    "options": n["Options"], "bridge": n["netdiag"].get("Bridge", ""),
+                    "endpoints": {cid: {"name": e["Name"], "ip": e["IPv4Address"], "host_veth": e["HostVeth"]}
+                                  for cid, e in n["Containers"].items()}})
+    return out
+
+
+def recorded_pids(root: Path) -> set[int]:
+    """Every process a state root's records name (monitors, containers, DNS resolvers), read
+    tolerantly: records may be half-written or corrupt when a lab is torn down."""
+    def load(path: Path):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    pids: set[int] = set()
+    cdir = Path(root) / "containers"
+    if cdir.is_dir():
+        for d in cdir.iterdir():
+            st = load(d / "state.json") or {}
+            pids.update(int(st.get(k) or 0) for k in ("MonitorPid", "Pid"))
+    for rec in (Path(root) / "networks").glob("*.json"):
+        net = load(rec) or {}
+        extra = net.get("netdiag") if isinstance(net.get("netdiag"), dict) else {}
+        pids.add(int(extra.get("DnsPid") or 0))
+    return pids - {0, os.getpid()}

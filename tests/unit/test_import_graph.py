@@ -1,0 +1,121 @@
+"""The layout is the architecture: no import circles between netdiag's modules (counting imports
+inside functions: a lazy import may save start-up time, never hide a circle), and the reasoning
+and view layers import nothing that touches the kernel, so every diagnosis and picture can be made
+offline from a snapshot, without root."""
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("netdiag", "runtime")
+# modules that touch the kernel (netlink, namespaces, nftables, processes, mounts) or the host's state
+KERNEL = ("runtime.kernel", "runtime.containers", "runtime.networks", "runtime.images", "runtime.records",
+          "runtime.state", "runtime.fsroot", "netdiag.observe", "netdiag.probe", "netdiag.lab", "netdiag.diagnose")
+PURE_LAYERS = ("netdiag.reason", "netdiag.views", "netdiag.model")
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for pkg in PACKAGES:
+        for path in (ROOT / pkg).rglob("*.py"):
+            rel = path.relative_to(ROOT).with_suffix("")
+            parts = list(rel.parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out[".".join(parts)] = path
+    return out
+
+
+def imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """Project modules `name` imports anywhere in its body (function-level imports included)."""
+    is_pkg = path.name == "__init__.py"
+    base = name.split(".") if is_pkg else name.split(".")[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                head = ".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else []))
+            else:
+                head = node.module or ""
+            targets = [head] + [f"{head}.{a.name}" for a in node.names]
+        else:
+            continue
+        for t in targets:
+            while t and t not in known:  # `from pkg import name` where name is not a module: pkg
+                t = t.rpartition(".")[0]
+            if t and t != name:
+                found.add(t)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    known = set(mods)
+    return {name: imports(name, path, known) for name, path in mods.items()}
+
+
+def cycles(g: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in g.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    import sys
+    sys.setrecursionlimit(10000)
+    for v in sorted(g):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _parents(name: str) -> set[str]:
+    """A package's __init__ runs before any of its modules: importing a.b.c imports a and a.b."""
+    parts = name.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts))}
+
+
+def test_no_import_circles_between_modules():
+    g = graph()
+    # a package importing its own submodules (re-exports) is not a circle with them
+    g = {m: {t for t in targets if not t.startswith(m + ".")} for m, targets in g.items()}
+    assert cycles(g) == []
+
+
+def test_reasoning_and_views_import_nothing_that_touches_the_kernel():
+    g = graph()
+    bad = {}
+    for name in g:
+        if not name.startswith(PURE_LAYERS):
+            continue
+        seen, todo = set(), [name]
+        while todo:
+            m = todo.pop()
+            for t in g.get(m, ()) | _parents(m):
+                if t not in seen:
+                    seen.add(t)
+                    todo.append(t)
+        touching = sorted(t for t in seen if t.startswith(KERNEL))
+        if touching:
+            bad[name] = touching
+    assert bad == {}
