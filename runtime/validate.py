@@ -50,6 +50,25 @@ def memory_bytes(text: str) -> int:
     return value
 
 
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration(text: str, what: str = "duration") -> float:
+    """Seconds from Docker's duration syntax ("1s", "500ms", "1m30s"); a bare number is seconds."""
+    t = str(text).strip()
+    try:
+        value = float(t)
+    except ValueError:
+        parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", t)
+        if not parts or "".join(n + u for n, u in parts) != t:
+            raise InvalidArgument(f"Invalid {what} {text!r}", "a duration is a number with a unit (ms, s, m, h), like Docker's",
+                                  f"use e.g. {what.split()[0]} 5s or 500ms") from None
+        value = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if value <= 0:
+        raise InvalidArgument(f"Invalid {what} {text!r}", "it must be positive", "use e.g. 5s")
+    return value
+
+
 def nano_cpus(text: str) -> int:
     try:
         value = float(text)

@@ -31,8 +31,8 @@ OPTIONS = [
     ("interactive", ("-i", "--interactive"), "flag", False, "Keep stdin open"),
     ("tty", ("-t", "--tty"), "flag", False, "Accepted for Docker compatibility; stdio is passed through (exec -t gives a pty)"),
     ("health_cmd", ("--health-cmd",), "value", None, "Health check command (run with /bin/sh -c)"),
-    ("health_interval", ("--health-interval",), "float", 30.0, "Seconds between health checks"),
-    ("health_timeout", ("--health-timeout",), "float", 30.0, "Seconds before a check counts as failed"),
+    ("health_interval", ("--health-interval",), "value", "30s", "Time between health checks (Docker's durations: 5s, 500ms, 1m)"),
+    ("health_timeout", ("--health-timeout",), "value", "30s", "Time before a check counts as failed (e.g. 3s)"),
     ("health_retries", ("--health-retries",), "int", 3, "Failures in a row before unhealthy"),
     ("cap_add", ("--cap-add",), "list", [], "Add a Linux capability, e.g. NET_ADMIN, or ALL (repeatable)"),
     ("cap_drop", ("--cap-drop",), "list", [], "Drop a Linux capability, or ALL (repeatable)"),
@@ -61,6 +61,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     a = parser().parse_args(argv)
+    from runtime import validate
     from runtime.containers import lifecycle
     from runtime.images import store as images
     from runtime.kernel.syscalls import require_root
@@ -71,7 +72,8 @@ def main(argv: list[str]) -> int:
         img, a.image, a.command or [], entrypoint=a.entrypoint, env=a.env, workdir=a.workdir, hostname=a.hostname,
         user=a.user, network=a.network, memory=a.memory, cpus=a.cpus, pids_limit=a.pids_limit, auto_remove=a.rm,
         publish=a.publish, publish_all=a.publish_all, ip=a.ip, aliases=a.network_alias, dns=a.dns,
-        health_cmd=a.health_cmd, health_interval=a.health_interval, health_timeout=a.health_timeout,
+        health_cmd=a.health_cmd, health_interval=validate.duration(a.health_interval, "--health-interval"),
+        health_timeout=validate.duration(a.health_timeout, "--health-timeout"),
         health_retries=a.health_retries, cap_add=a.cap_add, cap_drop=a.cap_drop, privileged=a.privileged,
         security_opt=a.security_opt,
     )

@@ -37,7 +37,13 @@ def merge(model, result: dict, live) -> tuple[dict, object]:
     ns_by_path = {h.get("ns_path"): h["namespace"] for h in result["hops"] if h.get("ns_path")}
     for e in events:
         if e.get("verdict") in ("drop", "reject") or e is drop:
-            result["evidence"].append({"kind": "nft_trace", "detail": _event_text(e), "namespace": ns_by_path.get(e.get("ns_path"))})
+            detail = _event_text(e)
+            if icmp_error_back(e):
+                p = e.get("packet") or {}
+                detail += (f": the ICMP error (type {p.get('icmp_type')} code {p.get('icmp_code')}) that would tell the sender "
+                           "was dropped on its way back, so the sender never learns"
+                           + (" the path MTU: that is what makes it a black hole" if p.get("icmp_type") == 3 and p.get("icmp_code") == 4 else ""))
+            result["evidence"].append({"kind": "nft_trace", "detail": detail, "namespace": ns_by_path.get(e.get("ns_path"))})
     static, outcome, cause = result["verdict"], live.outcome, result["cause"]
 
     if outcome == "error":
@@ -96,8 +102,15 @@ def _mark_hops(result: dict, seen_list) -> int | None:
 
 def first_drop(events: list[dict]) -> dict | None:
     """The trace event whose verdict ended the probe: a rule or a chain policy that dropped it
-    (iptables' REJECT shows as a rule with a drop verdict)."""
-    return next((e for e in events if e.get("verdict") in ("drop", "reject") and e.get("type") in ("rule", "policy")), None)
+    (iptables' REJECT shows as a rule with a drop verdict). An ICMP error on its way back to the
+    sender does not count: it did not kill the probe, it kept the sender from learning why."""
+    return next((e for e in events if e.get("verdict") in ("drop", "reject") and e.get("type") in ("rule", "policy")
+                 and not icmp_error_back(e)), None)
+
+
+def icmp_error_back(e: dict) -> bool:
+    p = e.get("packet") or {}
+    return e.get("direction") == "reply" and p.get("proto") == "icmp" and p.get("icmp_type") in (3, 11, 12)
 
 
 def _event_text(e: dict) -> str:

@@ -182,3 +182,15 @@ def test_reconcile_when_captures_failed_and_the_probe_could_not_run(model):
     assert out["reconciled"] == "static and live agree"
     out, _ = reconcile.merge(model, trace(model, "api", "db", port=5432), live("error", "probe child died"))
     assert out["verdict"] == "delivered" and "could not run" in out["reconciled"]
+
+
+def test_reconcile_a_dropped_icmp_error_back_to_the_sender_is_evidence_not_the_cause(model):
+    r = trace(model, "api", "db", port=5432)
+    r.update(verdict="blocked", cause="MTU_BLACKHOLE", summary="a 1500-byte packet does not fit", blocked_at=3)
+    event = {"ns_path": "/fake", "family": "inet", "table": "t", "chain": "out", "handle": 9, "type": "rule",
+             "verdict": "drop", "direction": "reply", "iif": None, "oif": "eth0",
+             "packet": {"src": "10.0.0.1", "dst": "10.50.0.2", "proto": "icmp", "icmp_type": 3, "icmp_code": 4}}
+    out, fix = reconcile.merge(model, r, live("timeout", "no answer", nftrace=[event]))
+    assert (out["verdict"], out["cause"], fix) == ("blocked", "MTU_BLACKHOLE", None)
+    assert out["reconciled"] == "static and live agree"
+    assert any("what makes it a black hole" in e["detail"] for e in out["evidence"] if e["kind"] == "nft_trace")

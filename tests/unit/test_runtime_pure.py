@@ -174,3 +174,18 @@ def test_generated_names_never_run_out():
         name = model._free_name(used | names)
         assert name not in used and name not in names
         names.add(name)
+
+
+@pytest.mark.parametrize("text,seconds", [("5", 5.0), ("1s", 1.0), ("500ms", 0.5), ("1m30s", 90.0), ("0.5", 0.5), ("2h", 7200.0)])
+def test_durations_like_docker(text, seconds):
+    from runtime import validate
+
+    assert validate.duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "5x", "1s2", "-1s", "0"])
+def test_bad_durations_are_clear_errors(text):
+    from runtime import validate
+
+    with pytest.raises(InvalidArgument):
+        validate.duration(text, "--health-interval")
