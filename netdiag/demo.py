@@ -78,8 +78,59 @@ def run_demo(keep: bool = False) -> int:
             left = leaks(lab)
             con.print(f"Lab removed{'; LEFT BEHIND: ' + ', '.join(left) if left else ', nothing left behind'}.")
             failures += bool(left)
+    if not keep:
+        failures += scenario_tour(con)
     con.print("[bold green]demo finished[/]" if not failures else f"[bold red]demo had {failures} failure(s)[/]")
     return 1 if failures else 0
+
+
+# The study notes' first failure as a training scenario, from start to fixed: (text, scenario
+# arguments, the exit codes that are right at that point).
+SCENARIO = "lb_health_check_failed"
+SCENARIO_STEPS: list[tuple[str, list[str], tuple[int, ...]]] = [
+    ("Training scenarios: broken worlds to diagnose and fix. The library:", ["list"], (0,)),
+    ("The notes' three-tier story: the external load balancer says 'Health checks failed'.", ["start", SCENARIO], (0,)),
+    ("The grader agrees: it is broken.", ["check"], (1,)),
+    ("Ask netdiag, from the scenario's own lab host: why are the LB's servers DOWN?",
+     ["shell", SCENARIO, "-c", "netdiag explain --lb haproxy"], (1,)),
+    ("A hint costs nothing but pride.", ["hint"], (0,)),
+    ("The reference solution, applied.", ["solution", "--apply"], (0,)),
+    ("Graded again (HAProxy needs a check or two to see it).", ["check"], (0,)),
+    ("And the world is removed.", ["stop"], (0,)),
+]
+
+
+def scenario_tour(con) -> int:
+    """Run SCENARIO_STEPS with a netdiag state of their own (never the user's scenarios)."""
+    import os
+    import subprocess
+    import tempfile
+
+    failures = 0
+    with tempfile.TemporaryDirectory(prefix="netdiag-demo-") as root:
+        env = {**os.environ, "NETDIAG_ROOT": root, "COLUMNS": "100"}
+
+        def run(args):
+            return subprocess.run([sys.executable, "-m", "netdiag", "scenario", *args], capture_output=True, text=True,
+                                  env=env, timeout=180)
+        try:
+            for text, args, ok in SCENARIO_STEPS:
+                con.print(f"[bold green]#[/] {text}")
+                con.print(f"[bold]$ netdiag scenario {' '.join(shlex.quote(a) for a in args)}[/]")
+                p = run(args)
+                deadline = time.monotonic() + 15
+                while args == ["check"] and ok == (0,) and p.returncode == 1 and time.monotonic() < deadline:
+                    time.sleep(1)
+                    p = run(args)
+                sys.stdout.write(p.stdout)
+                sys.stdout.write(p.stderr if p.returncode not in ok else "")
+                if p.returncode not in ok:
+                    failures += 1
+                    con.print(f"[red]unexpected exit code {p.returncode}[/]")
+                con.print()
+        finally:
+            run(["stop", "--all"])
+    return failures
 
 
 def _wait_for_health(lab: Lab, name: str, timeout: float = 10) -> bool:

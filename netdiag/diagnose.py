@@ -3,7 +3,9 @@ nftables packet trace, drop reasons) -> counters -> reconcile -> fix check.
 
 `diagnose()` is what `netdiag trace` prints, and what health checks, CI checks and scenarios call:
 the CLI only parses arguments and renders. Live steps need root; without it (or with
-`live=False`, or on a snapshot) the static result stands and says why.
+`live=False`, or on a snapshot) the static result stands and says why, unless the snapshot
+carries a recorded probe for the same packet (`trace --record`): then that probe's evidence is
+reconciled exactly as it was live, so a diagnosis replays offline.
 """
 from __future__ import annotations
 
@@ -14,10 +16,15 @@ from .reason import fixes, reconcile, static_trace
 
 
 def diagnose(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int = 0, size: int = 0,
-             live: bool = True, timeout: float = 2.0, pcap: str | None = None) -> dict:
+             live: bool = True, timeout: float = 2.0, pcap: str | None = None, record: list | None = None) -> dict:
+    """`record`: a list to which the live probe's raw results are appended (see `recorded_probe`)."""
     result, fix = static_trace.run_static(model, src, dst, proto=proto, port=port, size=size)
-    if live and result["dst_ip"]:
-        result, live_fix = _live(model, result, timeout, pcap)
+    recorded = None if live else recorded_probe(model, result)
+    if recorded is not None:
+        result, live_fix = _replay(model, result, recorded)
+        fix = live_fix or fix
+    elif live and result["dst_ip"]:
+        result, live_fix = _live(model, result, timeout, pcap, record)
         fix = live_fix or fix
     result["fix_command"] = None
     if result["verdict"] == "blocked" and fix is not None:
@@ -26,7 +33,31 @@ def diagnose(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int 
     return result
 
 
-def _live(model: Model, result: dict, timeout: float, pcap: str | None):
+def _key(result: dict) -> dict:
+    """What identifies a probe: where it starts, where it goes, and the packet."""
+    return {"src_ns": result["hops"][0]["namespace"] if result["hops"] else None, "dst_ip": result["dst_ip"],
+            "proto": result["proto"], "port": result["port"], "size": result["size"]}
+
+
+def recorded_probe(model: Model, result: dict) -> dict | None:
+    """The snapshot's recorded probe of this same packet, if it has one."""
+    key = _key(result)
+    return next((p for p in model.snap.get("probes") or [] if all(p.get(k) == v for k, v in key.items())), None)
+
+
+def _replay(model: Model, result: dict, recorded: dict):
+    from .probe.live import LiveResult
+
+    for hop in result["hops"]:
+        ns = model.namespaces.get(hop["namespace"])
+        hop["ns_path"] = ns_path(ns) if ns else None
+    result, fix = reconcile.merge(model, result, LiveResult(**recorded["live"]))
+    result["evidence"].extend(recorded.get("counters") or [])
+    result["live"]["recorded_at"] = model.snap.get("captured_at")
+    return result, fix
+
+
+def _live(model: Model, result: dict, timeout: float, pcap: str | None, record: list | None = None):
     """Probe for real and reconcile. Returns the result and, when the kernel's verdict replaced the
     static one, the fix for the rule it named."""
     if os.geteuid() != 0:
@@ -51,7 +82,12 @@ def _live(model: Model, result: dict, timeout: float, pcap: str | None):
     res = live.probe(ns_path(src), result["dst_ip"], proto=result["proto"], dport=result["port"],
                      size=result["size"], hops=hops, timeout=timeout, trace_ns=list(labels))
     result, fix = reconcile.merge(model, result, res)
-    result["evidence"].extend(counters.deltas(before, counters.read(list(labels)), labels))
+    deltas = counters.deltas(before, counters.read(list(labels)), labels)
+    result["evidence"].extend(deltas)
+    if record is not None:
+        import dataclasses
+
+        record.append({**_key(result), "live": dataclasses.asdict(res), "counters": deltas})
     if pcap:
         from .probe import pcap as pcap_writer
 

@@ -24,6 +24,8 @@ def trace(
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Draw the path on the topology map: FILE.svg or FILE.html"),
     pcap: Optional[str] = typer.Option(None, "--pcap", help="Write every hop's capture of the probe to FILE (pcapng, for Wireshark)"),
     timeout: float = typer.Option(2.0, "--timeout", help="Seconds the live probe may take"),
+    record: Optional[str] = typer.Option(None, "--record", help="Write a snapshot of the host with this probe's results to FILE: "
+                                         "`trace --snapshot FILE` with the same SRC DST replays the diagnosis offline, without root"),
 ):
     """Follow a packet hop by hop and name the exact reason it dies.
 
@@ -43,13 +45,17 @@ def trace(
         raise InvalidArgument(f"{proto} needs a destination port", f"--port {port} is not 1-65535", "give e.g. --port 80, or use --proto icmp")
     if not 0 <= size <= 65000:
         raise InvalidArgument(f"Invalid --size {size}", "it is a payload size from 0 to 65000 bytes", "")
-    if pcap and (static or snapshot):
-        raise InvalidArgument("--pcap needs the live probe", "--static and --snapshot send no packet", "drop --static/--snapshot")
+    for flag, value in (("--pcap", pcap), ("--record", record)):
+        if value and (static or snapshot):
+            raise InvalidArgument(f"{flag} needs the live probe", "--static and --snapshot send no packet", "drop --static/--snapshot")
     from .observe import load_model
 
     model = load_model(snapshot)
+    probes: list = []
     result = diagnose(model, src, dst, proto=proto, port=port, size=size, live=not (static or snapshot),
-                      timeout=timeout, pcap=pcap)
+                      timeout=timeout, pcap=pcap, record=probes)
+    if record:
+        write_recording(model, probes, record)
     if output:
         from ..views import topo
 
@@ -59,6 +65,26 @@ def trace(
     else:
         render(result)
     raise typer.Exit(EXIT.get(result["verdict"], 3))
+
+
+def write_recording(model, probes: list, path: str) -> None:
+    """The whole host as a snapshot, with the probes' raw results (written atomically)."""
+    import os
+
+    from runtime.errors import InvalidArgument
+
+    if not probes:
+        raise InvalidArgument("Nothing to record", "no live probe ran (it needs root, and a destination address)", "run as root")
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            json.dump({**model.full(), "probes": probes}, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise InvalidArgument(f"Cannot write {path}", e.strerror or str(e), "check the path") from None
 
 
 def render(r: dict) -> None:
@@ -85,7 +111,9 @@ def render(r: dict) -> None:
             con.print(f"  [dim]{e['kind']}:[/] {e['detail']}")
     if r.get("live"):
         lv = r["live"]
-        con.print(f"[bold]live[/]  {lv['outcome']}: {lv['detail']}" + (f" (last seen at hop {lv.get('last_seen_hop')})" if lv.get("last_seen_hop") else ""))
+        when = f" (recorded {lv['recorded_at']})" if lv.get("recorded_at") else ""
+        con.print(f"[bold]live[/]  {lv['outcome']}: {lv['detail']}{when}"
+                  + (f" (last seen at hop {lv.get('last_seen_hop')})" if lv.get("last_seen_hop") else ""))
     if r.get("reconciled"):
         con.print(f"[bold]check[/] {r['reconciled']}")
     if r["fix"]:

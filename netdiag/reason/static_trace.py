@@ -432,18 +432,7 @@ class Trace:
                            + (f" (its pid is {s['pid']})" if s.get("pid") else "")),
                        [{"kind": "socket", "detail": f"{ns['label']}: {s['proto']} {s['local']}:{s['port']} ({who})"}])
         if ns["kind"] == "host":
-            exposed = [c for c in self.model.containers() if c.get("ns") in self.model.namespaces and any(
-                s["port"] == pkt.dport and s["proto"] == self.proto for s in self.model.namespaces[c["ns"]].get("sockets", []))]
-            if exposed:
-                names = ", ".join(c["name"] for c in exposed)
-                c = exposed[0]
-                raise Stop("blocked", "PORT_NOT_PUBLISHED",
-                           f"nothing on the host listens on {pkt.dst}:{pkt.dport}, and no published port forwards it; "
-                           f"{names} listen(s) on {pkt.dport} inside the container",
-                           Fix(fixes.recreate(c, "-p", f"{pkt.dport}:{pkt.dport}"),
-                               advice=f"recreate {c['name']} with port {pkt.dport} published (same image and command)",
-                               why_unchecked="publishing adds a DNAT rule and a new container, which the model cannot add"),
-                           [{"kind": "socket", "detail": f"container {c['name']} listens on {pkt.dport}/{self.proto}"} for c in exposed])
+            self.unpublished(pkt)
         ports = sorted({s["port"] for s in ns.get("sockets", []) if s["proto"] == self.proto and not s.get("loopback_only")})
         raise Stop("blocked", "NO_LISTENER", f"nothing in {ns['label']} listens on {self.proto} port {pkt.dport}: the connection is refused",
                    Fix(advice=f"start the server in {ns['label']} on port {pkt.dport}"
@@ -451,6 +440,29 @@ class Trace:
                        why_unchecked="starting a server is not a change of the network model"),
                    [{"kind": "socket", "detail": f"{ns['label']} listens on: " + (", ".join(
                        f"{s['local']}:{s['port']}/{s['proto']}" for s in ns.get("sockets", [])) or "nothing")}])
+
+    def unpublished(self, pkt: Packet) -> None:
+        """Nothing on the host has the port: is there a container that serves it but was never
+        published? One listening on that very port, else one that publishes nothing at all."""
+        def listening(c):
+            socks = self.model.namespaces[c["ns"]].get("sockets", []) if c.get("ns") in self.model.namespaces else []
+            return sorted({s["port"] for s in socks if s["proto"] == self.proto and not s.get("loopback_only")})
+
+        same = [c for c in self.model.containers() if pkt.dport in listening(c)]
+        bare = [(c, listening(c)) for c in self.model.containers() if not c.get("ports") and listening(c)]
+        if same:
+            c, port, who = same[0], pkt.dport, ", ".join(c["name"] for c in same) + f" listen(s) on {pkt.dport} inside the container"
+        elif len(bare) == 1 and len(bare[0][1]) == 1:
+            (c, (port,)), who = bare[0], f"{bare[0][0]['name']} listens on {bare[0][1][0]} but publishes no port"
+        else:
+            return
+        raise Stop("blocked", "PORT_NOT_PUBLISHED",
+                   f"nothing on the host listens on {pkt.dst}:{pkt.dport}, and no published port forwards it; {who}",
+                   Fix(fixes.recreate(c, "-p", f"{pkt.dport}:{port}"),
+                       advice=f"recreate {c['name']} with -p {pkt.dport}:{port} (same image and command)",
+                       why_unchecked="publishing adds a DNAT rule and a new container, which the model cannot add"),
+                   [{"kind": "socket", "detail": f"container {c['name']} listens on {port}/{self.proto} and publishes "
+                     + (", ".join(f"{p['host_port']}->{p['ctr_port']}" for p in c.get("ports") or []) or "nothing")}])
 
     # -- VXLAN ----------------------------------------------------------------------------------------
     def vxlan_out(self, ns: dict, dev: dict, pkt: Packet, nexthop: str):

@@ -114,6 +114,16 @@ def test_a_fix_the_model_cannot_express_is_reported_unchecked(model):
     assert check == {"checked": False, "delivers": None, "detail": fix.why_unchecked}
 
 
+def test_a_host_port_nobody_serves_names_the_one_container_that_publishes_nothing(model):
+    # db (5432) and api (80) both publish nothing: which one was meant is a guess, so no attribution
+    assert run_static(model, outside(model), "203.0.113.2", port=9999)[0]["cause"] == "NO_LISTENER"
+    api = next(c for c in model.containers() if c["name"] == "api")
+    model.namespaces[api["ns"]]["sockets"] = []
+    r, fix = run_static(model, outside(model), "203.0.113.2", port=9999)
+    assert r["cause"] == "PORT_NOT_PUBLISHED" and "db listens on 5432 but publishes no port" in r["summary"]
+    assert "-p 9999:5432" in fix.command and fix.apply is None
+
+
 def test_a_fix_that_does_not_help_says_what_still_blocks(model):
     r, fix = run_static(model, "db", "api", port=9000)
     assert r["cause"] == "LISTENER_LOOPBACK_ONLY"

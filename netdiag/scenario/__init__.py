@@ -1,0 +1,10 @@
+"""Training scenarios: broken networks a learner starts, diagnoses, fixes and gets graded on.
+
+A scenario is data (scenarios/NN_slug/scenario.yaml + README.md, schema in
+netdiag/schemas/scenario.schema.json): the world, built with netdiag's own runtime inside a lab
+namespace with its own state, so it never touches the real host's network; the faults planted in
+real kernel objects; what netdiag must diagnose; the grader's checks in `netdiag check`'s format;
+hints and the reference solution. library.py finds and validates scenarios, session.py builds,
+grades and tears down one running scenario, registry.py remembers which are running.
+May import netdiag.lab, netdiag.yamlfile, netdiag.schemas, runtime.state/paths/errors.
+"""

@@ -1,0 +1,71 @@
+"""Which scenarios are running: NETDIAG_ROOT/scenarios/<name>.json holds each one's lab name, its
+state directory, when it started and how many hints were shown. Written atomically under a lock,
+so two `start`s of one scenario cannot both win."""
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from runtime import paths, state
+
+
+def _dir() -> Path:
+    return paths.root() / "scenarios"
+
+
+def record_path(name: str) -> Path:
+    return _dir() / f"{name}.json"
+
+
+def get(name: str) -> dict | None:
+    try:
+        return state.read_json(record_path(name), None, expect=dict)
+    except state.CorruptRecord:
+        return {"name": name, "corrupt": True}
+
+
+def running() -> list[dict]:
+    d = _dir()
+    if not d.is_dir():
+        return []
+    return [r for p in sorted(d.glob("*.json")) if (r := get(p.stem))]
+
+
+@contextlib.contextmanager
+def locked() -> Iterator[None]:
+    with state.locked("scenarios"):
+        yield
+
+
+def save(rec: dict) -> None:
+    state.write_json(record_path(rec["name"]), rec)
+
+
+def forget(name: str) -> None:
+    record_path(name).unlink(missing_ok=True)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# -- progress: which scenarios were fixed, with how many hints (kept after stop) ------------------
+def _progress_path() -> Path:
+    return paths.root() / "scenario-progress.json"
+
+
+def progress() -> dict:
+    try:
+        return state.read_json(_progress_path(), {}, expect=dict)
+    except state.CorruptRecord:
+        return {}
+
+
+def mark_done(name: str, hints: int) -> None:
+    with locked():
+        done = progress()
+        best = done.get(name, {}).get("hints")
+        done[name] = {"fixed_at": now(), "hints": hints if best is None else min(best, hints)}
+        state.write_json(_progress_path(), done)

@@ -1,0 +1,334 @@
+"""One running scenario: its world built with netdiag's own runtime in a lab namespace (a host of its
+own: eth0, nftables, netdiag state), the faults planted, the learner's diagnosis and the grader
+run there, and everything removed at the end — also processes started in the world's namespaces
+(HAProxy, servers in the outside namespace), found by the namespace they run in.
+
+Steps (faults, solutions) are argument lists, never shell strings; `netdiag` as the first word is
+this netdiag, acting on the scenario's state.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from runtime.errors import Conflict, InvalidArgument, NetdiagError, NotFound
+
+from ..lab import HOST_IP, OUTSIDE_IP, Lab, leaks
+from . import registry, verdict
+from .library import Scenario
+
+STEP_TIMEOUT = 120
+_VAR = re.compile(r"\$\{([a-z_]+)(?::([A-Za-z0-9_.-]+))?(?::([A-Za-z0-9_.-]+))?\}")
+
+
+class StepFailed(NetdiagError):
+    """A fault or solution step that did not run: the scenario cannot be what it says."""
+
+
+class Session:
+    def __init__(self, scenario: Scenario, lab: Lab):
+        self.scenario, self.lab = scenario, lab
+        self._ips: dict = {}
+
+    # -- life ----------------------------------------------------------------------------------------
+    @classmethod
+    def start(cls, scenario: Scenario, progress=None) -> "Session":
+        """Build the world, plant the faults; refused when that scenario already runs."""
+        say = progress or (lambda text: None)
+        with registry.locked():
+            if registry.get(scenario.name):
+                raise Conflict(f"Scenario {scenario.name} is already running", "one copy of a scenario runs at a time",
+                               f"use it ('netdiag scenario shell {scenario.slug}'), or 'netdiag scenario stop {scenario.slug}'")
+            root = registry.record_path(scenario.name).with_suffix("")
+            lab = Lab(state_dir=root / "root")
+            registry.save({"name": scenario.name, "lab": lab.name, "state_dir": str(lab.state_dir), "started": registry.now(),
+                           "hints": 0, "building": True})
+        s = cls(scenario, lab)
+        try:
+            say(f"lab {lab.name}: a host of its own (eth0 {HOST_IP}) behind an outside namespace ({OUTSIDE_IP})")
+            lab.create()
+            s.build(say)
+            for step in scenario.spec.get("faults", []):
+                say(step.get("say") or "planting a fault")
+                s.step(step)
+            for lb in scenario.spec["world"].get("haproxy", []):  # last: its first checks see the faults
+                say(f"HAProxy {lb['name']} on {lb['network']}")
+                s.start_haproxy(lb)
+        except BaseException:
+            s.destroy()
+            raise
+        rec = registry.get(scenario.name) or {}
+        rec.pop("building", None)
+        registry.save(rec)
+        return s
+
+    @classmethod
+    def attach(cls, scenario: Scenario) -> "Session":
+        rec = registry.get(scenario.name)
+        if not rec or rec.get("corrupt"):
+            raise NotFound(f"Scenario {scenario.name} is not running", "", f"start it with 'netdiag scenario start {scenario.slug}'")
+        return cls(scenario, Lab(name=rec["lab"], state_dir=Path(rec["state_dir"])))
+
+    def destroy(self) -> list[str]:
+        """Remove the world: every process in its namespaces, the containers, the lab. What was
+        left behind (should be nothing)."""
+        kill_world(self.lab)
+        self.lab.destroy()
+        shutil.rmtree(self.lab.state_dir.parent, ignore_errors=True)
+        registry.forget(self.scenario.name)
+        return leaks(self.lab)
+
+    # -- building the world ----------------------------------------------------------------------------
+    def build(self, say) -> None:
+        """The world without its load balancers (they start after the faults)."""
+        world = self.scenario.spec["world"]
+        if world.get("docker"):
+            raise InvalidArgument(f"{self.scenario.name}: world.docker is not supported yet", "", "")
+        for srv in (world.get("outside") or {}).get("http", []):
+            www = self.lab.state_dir.parent / f"www-{srv['port']}"
+            www.mkdir(parents=True, exist_ok=True)
+            (www / "index.html").write_text(srv.get("body", "outside\n"))
+            say(f"a web server on the outside ({OUTSIDE_IP}:{srv['port']})")
+            self.run(["busybox", "httpd", "-p", str(srv["port"]), "-h", str(www)], "outside")
+        for net in world.get("networks", []):
+            say(f"network {net['name']}")
+            argv = ["netdiag", "network", "create"]
+            for key in ("subnet", "gateway"):
+                if net.get(key):
+                    argv += [f"--{key}", self.expand(net[key])]
+            if net.get("internal"):
+                argv.append("--internal")
+            for k, v in (net.get("options") or {}).items():
+                argv += ["-o", f"{k}={v}"]
+            self.run(argv + [net["name"]])
+        for c in world.get("containers", []):
+            say(f"container {c['name']}")
+            self.run(container_argv(c))
+            for net in c.get("connect", []):
+                self.run(["netdiag", "network", "connect", net, c["name"]])
+
+    def start_haproxy(self, lb: dict) -> None:
+        """A real HAProxy (master-worker: SIGUSR2 to ${haproxy_pid:NAME} reloads
+        ${haproxy_cfg:NAME}) in the network namespace of a netdiag container made for it (the
+        container cannot run the host's dynamically linked haproxy; its namespace can). Returns
+        when every server's first checks have settled, so the world is as broken as it will be."""
+        from ..health import haproxy
+
+        if shutil.which("haproxy") is None:
+            raise StepFailed(f"{self.scenario.name} needs HAProxy", "haproxy is not installed", "run scripts/setup")
+        publish = [x for p in lb.get("publish", []) for x in ("-p", p)]
+        self.run(["netdiag", "run", "-d", "--name", lb["name"], "--network", lb["network"], *publish, "busybox", "sleep", "2147483647"])
+        sock, cfg, pid = (self.haproxy_path(lb["name"], ext) for ext in ("sock", "cfg", "pid"))
+        cfg.parent.mkdir(parents=True, exist_ok=True)
+        cfg.write_text(self.expand(lb["config"], stats=str(sock)))
+        self.run(["haproxy", "-W", "-D", "-f", str(cfg), "-p", str(pid)], lb["name"])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if all(s["status"] in ("UP", "DOWN", "MAINT", "no check") and s["check_status"] not in ("", "INI")
+                       for s in haproxy.servers(str(sock))):
+                    return
+            except (OSError, NetdiagError):
+                pass  # not answering yet
+            time.sleep(0.1)
+        if not sock.exists():
+            raise StepFailed(f"HAProxy {lb['name']} did not start", f"no stats socket {sock}", "check its config")
+
+    def haproxy_path(self, name: str, ext: str) -> Path:
+        return self.lab.state_dir.parent / "haproxy" / f"{name}.{ext}"
+
+    # -- running things in the world -----------------------------------------------------------------
+    def run(self, argv: list[str], where: str = "lab", check: bool = True, timeout: float = STEP_TIMEOUT) -> subprocess.CompletedProcess:
+        argv = [self.expand(a) for a in argv]
+        if argv[0] == "netdiag":
+            argv = [sys.executable, "-m", "netdiag", *argv[1:]]
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=self.env(),
+                           preexec_fn=self.enter(where))
+        if check and p.returncode != 0:
+            shown = " ".join(argv[2:] if argv[0] == sys.executable else argv)
+            raise StepFailed(f"Step '{shown}' ({where}) of scenario {self.scenario.name} failed with exit {p.returncode}",
+                             (p.stderr or p.stdout).strip()[-600:], "the scenario file is wrong, or the host lacks something")
+        return p
+
+    def step(self, step: dict, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run(step["run"], step.get("in", "lab"), check=check)
+
+    def env(self) -> dict:
+        path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+        return {**self.lab.env, "PATH": path}
+
+    def enter(self, where: str):
+        from runtime.kernel.ns import enter
+
+        if where == "lab":
+            return self.lab.enter()
+        if where == "outside":
+            return self.lab.enter(self.lab.outside)
+        return enter(f"/proc/{self.pid_of(where)}/ns/net")
+
+    def inspect(self, name: str) -> dict:
+        p = self.run(["netdiag", "inspect", name], check=False)
+        if p.returncode != 0:
+            raise NotFound(f"No container {name} in scenario {self.scenario.name}", p.stderr.strip(), "")
+        return json.loads(p.stdout)[0]
+
+    def pid_of(self, name: str) -> int:
+        pid = self.inspect(name)["State"]["Pid"]
+        if not pid:
+            raise StepFailed(f"Container {name} of scenario {self.scenario.name} is not running", "", "")
+        return pid
+
+    def expand(self, text: str, **extra) -> str:
+        """${lab} ${outside} ${host_ip} ${outside_ip} ${ip:CTR} ${ip:CTR:NET}, and `extra`."""
+        fixed = {"lab": self.lab.name, "outside": f"ns:{self.lab.outside}", "outside_ns": self.lab.outside,
+                 "host_ip": HOST_IP, "outside_ip": OUTSIDE_IP, **extra}
+
+        def one(m: re.Match) -> str:
+            key, arg, net = m.group(1), m.group(2), m.group(3)
+            if key == "file" and arg:
+                return str(self.file(arg))
+            if key == "haproxy_cfg" and arg:
+                return str(self.haproxy_path(arg, "cfg"))
+            if key == "haproxy_pid" and arg:  # the master's pid, read now (a reload keeps it)
+                try:
+                    return self.haproxy_path(arg, "pid").read_text().split()[0]
+                except (OSError, IndexError):
+                    raise StepFailed(f"${{haproxy_pid:{arg}}}: HAProxy {arg} is not running", "", "") from None
+            if key == "ip" and arg:
+                nets = self.inspect(arg)["NetworkSettings"]["Networks"]
+                chosen = nets.get(net) if net else next(iter(nets.values()), None)
+                if not chosen or not chosen.get("IPAddress"):
+                    raise StepFailed(f"${{ip:{arg}{':' + net if net else ''}}}: no such address", f"networks: {list(nets)}", "")
+                return chosen["IPAddress"]
+            if key in fixed and arg is None:
+                return fixed[key]
+            raise InvalidArgument(f"Unknown variable ${{{m.group(0)[2:-1]}}} in scenario {self.scenario.name}",
+                                  "known: lab, outside, host_ip, outside_ip, ip:CONTAINER[:NETWORK], file:NAME, haproxy_cfg:NAME, haproxy_pid:NAME", "")
+
+        return _VAR.sub(one, text)
+
+    def file(self, name: str) -> Path:
+        """A file of the scenario's `files`, written (variables expanded) on first use."""
+        files = self.scenario.spec.get("files") or {}
+        if name not in files:
+            raise InvalidArgument(f"${{file:{name}}}: scenario {self.scenario.name} has no such file", f"files: {sorted(files)}", "")
+        path = self.lab.state_dir.parent / "files" / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(self.expand(files[name]))
+        return path
+
+    # -- diagnosis and grading -----------------------------------------------------------------------------
+    def diagnose(self) -> dict:
+        """What netdiag says, run the way a learner would (the scenario's diagnosis command, --json),
+        and whether it names the planted cause at the right hop."""
+        d = self.scenario.spec["diagnosis"]
+        p = self.run(list(d["run"]) + ["--json"], check=False)
+        if p.returncode not in (0, 1, 3):
+            raise StepFailed(f"The diagnosis of {self.scenario.name} did not run (exit {p.returncode})", p.stderr.strip()[-600:], "")
+        result = json.loads(p.stdout)
+        ok, named = verdict.matches(result, d)
+        return {"ok": ok, "expected": {"cause": d["cause"], "at": d.get("at") or {}}, "named": named, "result": result}
+
+    def record(self) -> dict:
+        """The broken world's snapshot with the live probe of the scenario's trace (`trace
+        --record`), so `trace --snapshot FILE ARGS...` replays the diagnosis offline."""
+        d = self.scenario.spec["diagnosis"]
+        argv = list(d.get("replay") or d["run"])
+        if argv[:2] != ["netdiag", "trace"]:
+            raise InvalidArgument(f"{self.scenario.name} has no trace to record", "its diagnosis is not a `netdiag trace`",
+                                  "give the scenario a diagnosis.replay trace")
+        out = self.lab.state_dir / "recording.json"
+        try:
+            p = self.run(argv + ["--json", "--record", str(out)], check=False)
+            if p.returncode not in (0, 1, 3) or not out.exists():
+                raise StepFailed(f"Recording {self.scenario.name} failed (exit {p.returncode})", p.stderr.strip()[-600:], "")
+            snap = json.loads(out.read_text())
+        finally:
+            out.unlink(missing_ok=True)
+        result = json.loads(p.stdout)
+        snap["recorded"] = {"scenario": self.scenario.name, "argv": [self.expand(a) for a in argv[2:]],
+                            "live": {"verdict": result["verdict"], "cause": result["cause"]}}
+        return snap
+
+    def grade(self) -> list[dict]:
+        """The grader: the scenario's checks run by `netdiag check` in the world. One entry per
+        check: name, passed (True/False/None for skipped), and the diagnosis of a failure."""
+        import yaml
+
+        checks = self.scenario.spec["checks"]
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=self.lab.state_dir, delete=False) as f:
+            yaml.safe_dump({"checks": json.loads(self.expand(json.dumps(checks)))}, f, sort_keys=False)
+        try:
+            p = self.run(["netdiag", "check", f.name, "--format", "json"], check=False)
+        finally:
+            os.unlink(f.name)
+        if p.returncode not in (0, 1):
+            raise StepFailed(f"The grader of {self.scenario.name} could not run (exit {p.returncode})", p.stderr.strip()[-600:], "")
+        return checks_of(json.loads(p.stdout))
+
+
+def checks_of(report) -> list[dict]:
+    """`netdiag check --format json` output -> [{name, passed, detail}]."""
+    items = report.get("checks", report) if isinstance(report, dict) else report
+    out = []
+    for c in items:
+        status = c.get("status") or ("passed" if c.get("passed") else "failed")
+        out.append({"name": c.get("name", "?"), "passed": {"passed": True, "failed": False}.get(status),
+                    "status": status, "detail": c.get("summary") or c.get("detail") or "",
+                    "cause": c.get("cause"), "fix": c.get("fix")})
+    return out
+
+
+def container_argv(c: dict) -> list[str]:
+    argv = ["netdiag", "run", "-d", "--name", c["name"]]
+    if c.get("network"):
+        argv += ["--network", c["network"]]
+    for p in c.get("publish", []):
+        argv += ["-p", p]
+    if c.get("ip"):
+        argv += ["--ip", c["ip"]]
+    for a in c.get("aliases", []):
+        argv += ["--network-alias", a]
+    for cap in c.get("cap_add", []):
+        argv += ["--cap-add", cap]
+    health = c.get("health")
+    if health:
+        argv += ["--health-cmd", health["cmd"], "--health-interval", health.get("interval", "1s"),
+                 "--health-timeout", health.get("timeout", "1s"), "--health-retries", str(health.get("retries", 1))]
+    return argv + [c.get("image", "busybox")] + list(c.get("command") or ["sleep", "2147483647"])
+
+
+def kill_world(lab: Lab) -> None:
+    """SIGKILL every process whose network namespace is the lab's, its outside's, or a container's
+    of the lab: what netdiag's records do not know (HAProxy, servers started by a step)."""
+    from runtime.records import recorded_pids
+
+    inodes = set()
+    for ns in (lab.name, lab.outside):
+        try:
+            inodes.add(os.stat(f"/run/netns/{ns}").st_ino)
+        except OSError:
+            pass
+    for pid in recorded_pids(lab.state_dir):
+        try:
+            inodes.add(os.stat(f"/proc/{pid}/ns/net").st_ino)
+        except OSError:
+            pass
+    me = os.getpid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            if os.stat(f"/proc/{entry.name}/ns/net").st_ino in inodes:
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue

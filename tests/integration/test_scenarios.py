@@ -1,0 +1,147 @@
+"""Every scenario, for real: start it; the learner's diagnosis command names the planted cause at
+the right hop; the grader (`netdiag check`) fails; the reference solution is applied; the grader
+passes; stop leaves nothing behind. And the `netdiag scenario` commands as a learner uses them."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from netdiag.scenario import library, registry
+from netdiag.scenario.session import Session
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def state(tmp_path, monkeypatch):
+    """A NETDIAG_ROOT of the test's own: its scenario registry and every world's state."""
+    root = tmp_path / "root"
+    monkeypatch.setenv("NETDIAG_ROOT", str(root))
+    yield root
+    for rec in registry.running():  # a failed test must not leave a world running
+        Session.attach(library.load(rec["name"])).destroy()
+
+
+def grade_until(session: Session, fixed: bool, timeout: float) -> list[dict]:
+    """Grade until the verdict is `fixed` (a load balancer needs a check or two to notice)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        graded = session.grade()
+        if all(c["passed"] for c in graded) == fixed or time.monotonic() > deadline:
+            return graded
+        time.sleep(0.5)
+
+
+def world_pids(session: Session) -> set[int]:
+    """Every process in the world's network namespaces (HAProxy, servers, containers)."""
+    inodes = set()
+    for ns in (session.lab.name, session.lab.outside):
+        inodes.add(os.stat(f"/run/netns/{ns}").st_ino)
+    pids = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if os.stat(f"/proc/{entry.name}/ns/net").st_ino in inodes:
+                    pids.add(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.mark.parametrize("name", library.names())
+def test_scenario_from_broken_to_fixed(name, state):
+    s = library.load(name)
+    session = Session.start(s)
+    try:
+        assert registry.get(s.name)["lab"] == session.lab.name
+        pids = world_pids(session)
+        d = session.diagnose()
+        assert d["ok"], f"netdiag named {d['named']}, the scenario expects {d['expected']}: {d['result'].get('summary')}"
+        graded = session.grade()
+        assert not all(c["passed"] for c in graded), f"the grader passes a broken world: {graded}"
+        for step in s.spec["solution"]["steps"]:
+            session.step(step)
+        graded = grade_until(session, True, 20)
+        assert all(c["passed"] for c in graded), [c for c in graded if not c["passed"]]
+    finally:
+        left = session.destroy()
+    assert left == [], left
+    assert registry.get(s.name) is None
+    alive = [p for p in pids if os.path.exists(f"/proc/{p}")]
+    assert not alive, f"processes of the world still run: {alive}"
+
+
+def cli(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "netdiag", *args], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def test_the_scenario_commands_as_a_learner_uses_them(state, tmp_path):
+    assert cli("scenario", "status").stdout.startswith("No scenario is running")
+    p = cli("scenario", "start", "1")
+    assert p.returncode == 0, p.stderr
+    assert "The web server nobody can reach" in p.stdout and "netdiag scenario shell port_not_published" in p.stdout
+    again = cli("scenario", "start", "port_not_published")
+    assert again.returncode != 0 and "already running" in again.stderr and "Traceback" not in again.stderr
+    assert cli("scenario", "start", "02").returncode == 0  # two different scenarios at once
+    running = json.loads(cli("scenario", "status", "--json").stdout)
+    assert {r["name"]: r["containers"] for r in running} == {"01_port_not_published": ["web"], "02_loopback_listener": ["web"]}
+    assert len({r["lab"] for r in running}) == 2
+    amb = cli("scenario", "hint")
+    assert amb.returncode == 2 and "Several scenarios are running" in amb.stderr
+
+    # the lab shell: netdiag acts on the scenario's world
+    p = cli("scenario", "shell", "1", "-c", "netdiag ps --format json")
+    assert p.returncode == 0 and json.loads(p.stdout.splitlines()[0])["Names"] == "web"
+    hints = [cli("scenario", "hint", "1").stdout for _ in range(4)]
+    assert hints[0].startswith("Hint 1/3") and hints[2].startswith("Hint 3/3") and hints[3].startswith("No more hints")
+    assert registry.get("01_port_not_published")["hints"] == 3
+
+    p = cli("scenario", "check", "1", "--json")
+    assert p.returncode == 1 and json.loads(p.stdout)["fixed"] is False
+    assert cli("scenario", "solution", "1", "--apply").returncode == 0
+    p = cli("scenario", "check", "1")
+    assert p.returncode == 0 and "Fixed" in p.stdout, p.stdout + p.stderr
+    done = {r["name"]: r for r in json.loads(cli("scenario", "list", "--json").stdout)}
+    assert done["01_port_not_published"]["done"] and done["01_port_not_published"]["hints_used"] == 3
+    assert not done["02_loopback_listener"]["done"] and done["02_loopback_listener"]["running"]
+
+    # record: the broken world and its live probe; the diagnosis replays offline, as nobody
+    rec = tmp_path / "broken.json"
+    p = cli("scenario", "record", "2", "-o", str(rec))
+    assert p.returncode == 0, p.stderr
+    snap = json.loads(rec.read_text())
+    argv = snap["recorded"]["argv"]
+    assert snap["recorded"]["live"]["cause"] == "LISTENER_LOOPBACK_ONLY" and snap["probes"][0]["live"]["outcome"] == "refused"
+    os.chmod(tmp_path, 0o755)
+    os.chmod(rec, 0o644)
+    nobody = cli("trace", "--snapshot", str(rec), *argv, "--json", cwd="/", preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)),
+                 env={**os.environ, "HOME": "/nonexistent"})
+    assert nobody.returncode == 1, nobody.stderr
+    offline = json.loads(nobody.stdout)
+    assert offline["cause"] == "LISTENER_LOOPBACK_ONLY" and offline["live"]["outcome"] == "refused"
+    assert offline["live"]["recorded_at"] == snap["captured_at"] and offline["reconciled"] == "static and live agree"
+
+    # reset: broken again; stop: everything gone
+    assert cli("scenario", "solution", "2", "--apply").returncode == 0
+    assert cli("scenario", "reset", "2").returncode == 0
+    assert cli("scenario", "check", "2").returncode == 1
+    labs = [r["lab"] for r in json.loads(cli("scenario", "status", "--json").stdout)]
+    p = cli("scenario", "stop", "--all")
+    assert p.returncode == 0 and p.stdout.split() == ["stopped", "01_port_not_published", "stopped", "02_loopback_listener"]
+    assert not any(os.path.exists(f"/run/netns/{lab}") for lab in labs)
+    assert cli("scenario", "status", "--json").stdout.strip() == "[]"
+    assert not (state / "scenarios" / "01_port_not_published").exists()
+
+
+def test_bad_names_and_stopped_scenarios_are_clear_errors(state):
+    p = cli("scenario", "start", "nope")
+    assert p.returncode == 1 and "No scenario 'nope'" in p.stderr and "netdiag scenario list" in p.stderr
+    p = cli("scenario", "check", "1")
+    assert p.returncode == 1 and "is not running" in p.stderr and "netdiag scenario start port_not_published" in p.stderr
+    p = cli("scenario", "stop")
+    assert p.returncode == 1 and "No scenario is running" in p.stderr

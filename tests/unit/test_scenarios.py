@@ -1,0 +1,134 @@
+"""The scenario library as data: every scenario validates, names a known cause and grades with
+checks `netdiag check` accepts; a broken file is reported with its line and field; the pure parts
+of a session (argument lists, variables) and of grading the diagnosis."""
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from netdiag import yamlfile
+from netdiag.reason.causes import CAUSES
+from netdiag.scenario import library, verdict
+from netdiag.scenario.session import _VAR, container_argv
+from runtime.errors import InvalidArgument, NotFound
+
+ALL = library.names()
+
+
+def test_the_library_has_at_least_twelve_scenarios_easy_to_hard():
+    assert len(ALL) >= 12
+    levels = {library.load(n).spec["difficulty"] for n in ALL}
+    assert levels == {"easy", "medium", "hard"}
+    assert [int(n[:2]) for n in ALL] == list(range(1, len(ALL) + 1))  # numbered in order, no gaps
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_scenario_is_valid_and_complete(name):
+    s = library.load(name)
+    assert s.spec["diagnosis"]["cause"] in CAUSES
+    assert s.readme().startswith("# ") and "## What you learn" in s.readme()
+    names = {c["name"] for c in s.spec["world"].get("containers", [])} | {lb["name"] for lb in s.spec["world"].get("haproxy", [])}
+    names |= {step["run"][step["run"].index("--name") + 1] for step in s.spec.get("faults", []) if "--name" in step["run"]}
+    for step in s.spec.get("faults", []) + s.spec["solution"]["steps"]:
+        assert step.get("in", "lab") in ({"lab", "outside"} | names), step
+    text = yamlfile.load(s.path / "scenario.yaml").path.read_text()
+    for m in _VAR.finditer(text):  # every ${...} is one the session knows
+        assert m.group(1) in ("lab", "outside", "host_ip", "outside_ip", "ip", "file", "haproxy_cfg", "haproxy_pid", "stats"), m.group(0)
+        if m.group(1) == "ip":
+            assert m.group(2) in names, m.group(0)
+        if m.group(1) == "file":
+            assert m.group(2) in (s.spec.get("files") or {}), m.group(0)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_scenarios_checks_are_a_valid_check_file(name):
+    import jsonschema
+
+    checks = library.load(name).spec["checks"]
+    schema = yamlfile.schema("checkfile")
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors({"version": 1, "checks": checks}))
+    assert not errors, [e.message for e in errors]
+
+
+def test_scenarios_are_found_by_number_slug_or_folder():
+    first = ALL[0]
+    assert library.load(first).name == first
+    assert library.load(first[3:]).name == first
+    assert library.load(str(int(first[:2]))).name == first
+    with pytest.raises(NotFound, match="No scenario 'nope'"):
+        library.load("nope")
+
+
+def broken(tmp_path: Path, edit) -> Path:
+    src = library.root() / ALL[0]
+    dst = tmp_path / "scenarios" / "99_broken"
+    shutil.copytree(src, dst)
+    text = (dst / "scenario.yaml").read_text()
+    (dst / "scenario.yaml").write_text(edit(text))
+    return dst
+
+
+def test_a_broken_scenario_names_its_file_line_and_field(tmp_path):
+    dst = broken(tmp_path, lambda t: t.replace("difficulty: easy", "difficulty: impossible"))
+    line = next(i for i, ln in enumerate((dst / "scenario.yaml").read_text().splitlines(), 1) if "impossible" in ln)
+    with pytest.raises(InvalidArgument) as e:
+        library.read(dst)
+    assert f"scenario.yaml:{line}: difficulty:" in str(e.value) and "impossible" in str(e.value)
+
+
+def test_an_unknown_key_and_bad_yaml_are_errors_with_lines(tmp_path):
+    dst = broken(tmp_path, lambda t: t.replace("hints:", "hintz: [x]\nhints:"))
+    with pytest.raises(InvalidArgument, match=r"scenario.yaml:\d+: \(the document\): Additional properties .*hintz"):
+        library.read(dst)
+    dst2 = broken(tmp_path / "b", lambda t: t + "\n  bad: [\n")
+    with pytest.raises(InvalidArgument, match=r"scenario.yaml:\d+: not valid YAML"):
+        library.read(dst2)
+
+
+def test_a_step_is_an_argument_list_never_a_shell_string(tmp_path):
+    dst = broken(tmp_path, lambda t: t.replace("  - run: [netdiag, rm, -f, web]", "  - run: netdiag rm -f web"))
+    with pytest.raises(InvalidArgument, match=r"solution\.steps\.0\.run: 'netdiag rm -f web' is not of type 'array'"):
+        library.read(dst)
+
+
+def test_a_container_on_the_host_network_is_refused(tmp_path):
+    dst = broken(tmp_path, lambda t: t.replace("world:\n", "world:\n  containers:\n    - {name: x, network: host}\n", 1))
+    with pytest.raises(InvalidArgument, match=r"world\.containers\.0\.network: a scenario's containers may not use the host network"):
+        library.read(dst)
+
+
+def test_container_argv_is_netdiag_run_with_each_option_its_own_argument():
+    argv = container_argv({"name": "web", "network": "front", "publish": ["8080:80"], "ip": "10.1.0.5", "aliases": ["w"],
+                           "cap_add": ["NET_ADMIN"], "health": {"cmd": "wget -q http://127.0.0.1/"},
+                           "command": ["httpd", "-f"]})
+    assert argv == ["netdiag", "run", "-d", "--name", "web", "--network", "front", "-p", "8080:80", "--ip", "10.1.0.5",
+                    "--network-alias", "w", "--cap-add", "NET_ADMIN", "--health-cmd", "wget -q http://127.0.0.1/",
+                    "--health-interval", "1s", "--health-timeout", "1s", "--health-retries", "1", "busybox", "httpd", "-f"]
+    assert container_argv({"name": "x"})[-3:] == ["busybox", "sleep", "2147483647"]
+
+
+TRACE = {"verdict": "blocked", "cause": "LISTENER_LOOPBACK_ONLY", "blocked_at": 3,
+         "hops": [{"n": 1, "label": "ns:out", "interface": "eth0", "kind": "veth"},
+                  {"n": 3, "label": "web (netdiag container)", "interface": "tcp/80", "kind": "socket"}]}
+LB = {"servers": [{"server": "web1", "health": {"cause": "FIREWALL_DROP", "hop": {"label": "web1 (netdiag container)", "interface": "eth0",
+                                                                                   "kind": "firewall"}}},
+                  {"server": "web2", "health": None}]}
+
+
+def test_the_diagnosis_is_graded_by_cause_and_hop():
+    assert verdict.matches(TRACE, {"cause": "LISTENER_LOOPBACK_ONLY"})[0]
+    assert verdict.matches(TRACE, {"cause": "LISTENER_LOOPBACK_ONLY", "at": {"label": "web", "kind": "socket"}})[0]
+    assert not verdict.matches(TRACE, {"cause": "LISTENER_LOOPBACK_ONLY", "at": {"label": "api"}})[0]
+    assert not verdict.matches(TRACE, {"cause": "NO_LISTENER"})[0]
+    ok, named = verdict.matches(LB, {"cause": "FIREWALL_DROP", "at": {"label": "web1", "interface": "eth0"}})
+    assert ok and named == [{"cause": "FIREWALL_DROP", "label": "web1 (netdiag container)", "interface": "eth0", "kind": "firewall"}]
+    assert verdict.causes({"verdict": "delivered", "cause": None, "hops": []}) == []
+
+
+def test_the_readme_lists_every_scenario():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for n in ALL:
+        assert re.search(rf"\b{n[:2]}\b.*{n[3:]}", readme), f"README does not list {n}"
