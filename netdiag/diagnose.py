@@ -3,7 +3,9 @@ nftables packet trace, drop reasons) -> counters -> reconcile -> fix check.
 
 `diagnose()` is what `netdiag trace` prints, and what health checks, CI checks and scenarios call:
 the CLI only parses arguments and renders. Live steps need root; without it (or with
-`live=False`, or on a snapshot) the static result stands and says why.
+`live=False`, or on a snapshot) the static result stands and says why. `host_evidence=False`
+leaves out what is not filtered to the probe (the kernel's drop reasons, counters that moved): a
+caller running probes concurrently would get other probes' packets in them.
 """
 from __future__ import annotations
 
@@ -14,10 +16,10 @@ from .reason import fixes, reconcile, static_trace
 
 
 def diagnose(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int = 0, size: int = 0,
-             live: bool = True, timeout: float = 2.0, pcap: str | None = None) -> dict:
+             live: bool = True, timeout: float = 2.0, pcap: str | None = None, host_evidence: bool = True) -> dict:
     result, fix = static_trace.run_static(model, src, dst, proto=proto, port=port, size=size)
     if live and result["dst_ip"]:
-        result, live_fix = _live(model, result, timeout, pcap)
+        result, live_fix = _live(model, result, timeout, pcap, host_evidence)
         fix = live_fix or fix
     result["fix_command"] = None
     if result["verdict"] == "blocked" and fix is not None:
@@ -26,7 +28,7 @@ def diagnose(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int 
     return result
 
 
-def _live(model: Model, result: dict, timeout: float, pcap: str | None):
+def _live(model: Model, result: dict, timeout: float, pcap: str | None, host_evidence: bool = True):
     """Probe for real and reconcile. Returns the result and, when the kernel's verdict replaced the
     static one, the fix for the rule it named."""
     if os.geteuid() != 0:
@@ -47,11 +49,12 @@ def _live(model: Model, result: dict, timeout: float, pcap: str | None):
                 hop["direction"] in ("egress", "ingress", "forward"):
             hops.append(live.Hop(hop["ns_path"], hop["interface"], f"{hop['label']} {hop['interface']}"))
     labels = {h["ns_path"]: h["label"] for h in result["hops"] if h.get("ns_path")}
-    before = counters.read(list(labels))
+    before = counters.read(list(labels)) if host_evidence else {}
     res = live.probe(ns_path(src), result["dst_ip"], proto=result["proto"], dport=result["port"],
-                     size=result["size"], hops=hops, timeout=timeout, trace_ns=list(labels))
+                     size=result["size"], hops=hops, timeout=timeout, trace_ns=list(labels), trace_drops=host_evidence)
     result, fix = reconcile.merge(model, result, res)
-    result["evidence"].extend(counters.deltas(before, counters.read(list(labels)), labels))
+    if host_evidence:
+        result["evidence"].extend(counters.deltas(before, counters.read(list(labels)), labels))
     if pcap:
         from .probe import pcap as pcap_writer
 
