@@ -166,6 +166,11 @@ def reach(p: dict, model, *, live: bool) -> dict:
     if r["verdict"] == "unknown" and not ok and want["state"] != "reachable":
         return {**out, "status": "error", "summary": r["summary"]}
     summary = r["summary"] if ok else _mismatch(expected, observed, r)
+    if not ok and r["verdict"] == "delivered":  # it should have been blocked: where it got through
+        hops = r.get("hops") or []
+        out["hop"] = {k: hops[-1].get(k) for k in ("n", "label", "interface", "kind", "direction", "detail")} if hops else None
+        out["fix"] = (f"nothing on the path blocks it: drop it with a firewall rule, put {p['to']} on a network {p['from']} "
+                      "is not on (or make that network --internal), or stop publishing the port")
     return {**out, "status": "passed" if ok else "failed", "summary": summary}
 
 
@@ -267,10 +272,12 @@ def dns(p: dict, model, *, live: bool) -> dict:
         return {**out, "status": "failed", "cause": "DNS_FAILURE", "fix": hint.get("fix", ""), "fix_command": hint.get("fix_command"),
                 "summary": f"{p['name']} does not resolve from {src.label}: {r['answer'] or r.get('error')}"}
     if p["resolves"] and p["address"] and got not in p["address"]:
-        return {**out, "status": "failed", "summary": f"{p['name']} resolves from {src.label} to {got}, not {' or '.join(p['address'])} "
+        return {**out, "status": "failed", "fix": f"check the record the answering resolver holds ({r.get('server') or r['source']})",
+                "summary": f"{p['name']} resolves from {src.label} to {got}, not {' or '.join(p['address'])} "
                                                         f"({r['answer']})"}
     if not p["resolves"] and got is not None:
-        return {**out, "status": "failed", "summary": f"{p['name']} resolves from {src.label} to {got} ({r['answer']}), "
+        return {**out, "status": "failed", "fix": f"remove the name where it is answered ({r.get('server') or r['source']})",
+                "summary": f"{p['name']} resolves from {src.label} to {got} ({r['answer']}), "
                                                         "but it must not"}
     summary = (f"{p['name']} resolves from {src.label} to {got} ({r['answer']})" if got
                else f"{p['name']} does not resolve from {src.label}, as expected ({r['answer'] or r.get('error')})")
