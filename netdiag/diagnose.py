@@ -5,7 +5,9 @@ nftables packet trace, drop reasons) -> counters -> reconcile -> fix check.
 the CLI only parses arguments and renders. Live steps need root; without it (or with
 `live=False`, or on a snapshot) the static result stands and says why, unless the snapshot
 carries a recorded probe for the same packet (`trace --record`): then that probe's evidence is
-reconciled exactly as it was live, so a diagnosis replays offline.
+reconciled exactly as it was live, so a diagnosis replays offline. `host_evidence=False` leaves
+out what is not filtered to the probe (the kernel's drop reasons, counters that moved): a caller
+running probes concurrently would get other probes' packets in them.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from .reason import fixes, reconcile, static_trace
 
 
 def diagnose(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int = 0, size: int = 0,
-             live: bool = True, timeout: float = 2.0, pcap: str | None = None, record: list | None = None) -> dict:
+             live: bool = True, timeout: float = 2.0, pcap: str | None = None, host_evidence: bool = True,
+             record: list | None = None) -> dict:
     """`record`: a list to which the live probe's raw results are appended (see `recorded_probe`)."""
     result, fix = static_trace.run_static(model, src, dst, proto=proto, port=port, size=size)
     recorded = None if live else recorded_probe(model, result)
@@ -24,7 +27,7 @@ def diagnose(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int 
         result, live_fix = _replay(model, result, recorded)
         fix = live_fix or fix
     elif live and result["dst_ip"]:
-        result, live_fix = _live(model, result, timeout, pcap, record)
+        result, live_fix = _live(model, result, timeout, pcap, host_evidence, record)
         fix = live_fix or fix
     result["fix_command"] = None
     if result["verdict"] == "blocked" and fix is not None:
@@ -57,7 +60,8 @@ def _replay(model: Model, result: dict, recorded: dict):
     return result, fix
 
 
-def _live(model: Model, result: dict, timeout: float, pcap: str | None, record: list | None = None):
+def _live(model: Model, result: dict, timeout: float, pcap: str | None, host_evidence: bool = True,
+          record: list | None = None):
     """Probe for real and reconcile. Returns the result and, when the kernel's verdict replaced the
     static one, the fix for the rule it named."""
     if os.geteuid() != 0:
@@ -78,11 +82,11 @@ def _live(model: Model, result: dict, timeout: float, pcap: str | None, record: 
                 hop["direction"] in ("egress", "ingress", "forward"):
             hops.append(live.Hop(hop["ns_path"], hop["interface"], f"{hop['label']} {hop['interface']}"))
     labels = {h["ns_path"]: h["label"] for h in result["hops"] if h.get("ns_path")}
-    before = counters.read(list(labels))
+    before = counters.read(list(labels)) if host_evidence else {}
     res = live.probe(ns_path(src), result["dst_ip"], proto=result["proto"], dport=result["port"],
-                     size=result["size"], hops=hops, timeout=timeout, trace_ns=list(labels))
+                     size=result["size"], hops=hops, timeout=timeout, trace_ns=list(labels), trace_drops=host_evidence)
     result, fix = reconcile.merge(model, result, res)
-    deltas = counters.deltas(before, counters.read(list(labels)), labels)
+    deltas = counters.deltas(before, counters.read(list(labels)), labels) if host_evidence else []
     result["evidence"].extend(deltas)
     if record is not None:
         import dataclasses

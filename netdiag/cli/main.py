@@ -18,6 +18,7 @@ _MODULES = {
     "observe": ("snapshot", "topo"),
     "trace": ("trace",),
     "health": ("health", "explain"),
+    "check": ("check",),
     "scenario": ("scenario",),
 }
 

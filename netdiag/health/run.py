@@ -190,7 +190,7 @@ def _explain(model, spec: Spec, src: Source, rep: dict, resolution, pending: Che
 
     stage = rep["stage"]
     if stage == "resolve":
-        resolution["hint"] = _dns_hint(model, src, spec.host)
+        resolution["hint"] = dns_hint(model, src, spec.host)
         return {}
     if stage == "connect":
         diag = _diagnose(diagnose, model, src.target, rep["address"], proto="tcp", port=spec.port, timeout=probe_timeout)
@@ -272,7 +272,7 @@ def _delete_rule_cmd(model, rule: dict, diag: dict) -> str | None:
     return in_ns(ns, ["nft", "delete", "rule", rule["family"], rule["table"], rule["chain"], "handle", str(rule["handle"])])
 
 
-def _dns_hint(model, src: Source, name: str) -> dict:
+def dns_hint(model, src: Source, name: str) -> dict:
     """When netdiag knows the name the source cannot resolve: why the source's resolver does not,
     and the change that makes it resolve there."""
     key = name.rstrip(".").lower()

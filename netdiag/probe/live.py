@@ -34,6 +34,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -44,6 +45,10 @@ from .sender import probe_main, result
 from .tracers import DROPS_SCOPE, INSTANCE_PREFIX, DropTracer, NfTracer, list_instances, remove_instance
 
 SETTLE = 0.03  # veth delivers through the receiving CPU's backlog: let in-flight frames land
+# marks of this process's probes in flight: concurrent probes (parallel CI checks) never share one,
+# so no capture, trace or answer of one probe is taken for another's
+_marks: set[int] = set()
+_marks_lock = threading.Lock()
 
 
 @dataclass
@@ -113,9 +118,14 @@ def probe(src_ns_path: str, dst: str, *, proto: str = "tcp", dport: int = 0, siz
 
     child = tracer = nft_tracer = None
     reported = False
+    claimed = None
     caps: list[Capture] = []
+
+    def sender() -> Child:
+        return Child(lambda ctl, rep: probe_main(ctl, rep, src_ns_path, dst, proto, dport, size, timeout), signal.SIGKILL)
+
     try:
-        child = Child(lambda ctl, rep: probe_main(ctl, rep, src_ns_path, dst, proto, dport, size, timeout), signal.SIGKILL)
+        child = sender()
         child.start()
         if trace_drops:  # sets itself up while we wait for the probe socket and open the captures
             tracer = DropTracer(max_life=timeout + 30)
@@ -129,8 +139,18 @@ def probe(src_ns_path: str, dst: str, *, proto: str = "tcp", dport: int = 0, siz
                 notes += nft_tracer.close()
                 nft_tracer = None
         hello = child.recv(time.monotonic() + 5)
+        for _ in range(8):
+            if not hello or "sport" not in hello or _claim(hello["sport"]):
+                break
+            child.close(grace=0)  # another probe of ours has that mark: a new sender picks another
+            child = sender()
+            child.start()
+            hello = child.recv(time.monotonic() + 5)
+        else:
+            return done("error", "no mark free of this process's other probes")
         if not hello or "sport" not in hello:
             return done("error", f"probe child failed: {_child_failure(child, hello)}")
+        claimed = hello["sport"]
         mark = got["sport"] = hello["sport"]
         if nft_tracer is not None:
             nft_tracer.child.send({"mark": mark})
@@ -195,6 +215,9 @@ def probe(src_ns_path: str, dst: str, *, proto: str = "tcp", dport: int = 0, siz
         notes.append(f"live probe failed: {type(e).__name__}: {e}")
         return done("error", f"the live probe failed: {type(e).__name__}: {e}")
     finally:
+        if claimed is not None:
+            with _marks_lock:
+                _marks.discard(claimed)
         for c in caps:
             c.close()
         if child is not None:  # after its report it only waits for our EOF; otherwise it is killed at once
@@ -203,6 +226,14 @@ def probe(src_ns_path: str, dst: str, *, proto: str = "tcp", dport: int = 0, siz
             tracer.close()
         if nft_tracer is not None:
             notes += nft_tracer.close()
+
+
+def _claim(mark: int) -> bool:
+    with _marks_lock:
+        if mark in _marks:
+            return False
+        _marks.add(mark)
+        return True
 
 
 def _child_failure(child: Child, hello: dict | None) -> str:

@@ -1,0 +1,287 @@
+"""Run checks: each kind through the engine that already does its job, so a failed check carries
+that engine's diagnosis (cause, hop, evidence, a checked fix) instead of a bare "failed".
+
+- reach, mtu: netdiag.diagnose (static path, live probe, the kernel's packet trace); on a snapshot
+  the static path alone. `blocked: CAUSE` passes only when the verdict is blocked with that cause.
+- http, latency: netdiag.health (a load balancer's check from the source namespace; a failure is
+  diagnosed there); dns: netdiag.health.resolve (the source's own resolver). Skipped on a snapshot.
+- listening, published, internal, route, no_listener: the model only (checks.py), also offline.
+
+Checks are independent and run in a thread pool (--parallel). Live probes are safe side by side:
+each carries its own mark (distinct among this process's probes in flight) that its captures and
+kernel trace filter on. What is not filtered to a probe - the kernel's host-wide drop reasons,
+counters that moved - is never collected here, so a check's result does not depend on --parallel.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+from runtime.errors import InvalidArgument, NetdiagError, NotFound
+
+from . import checks as static_checks
+from .spec import PROBE_ONLY, STATIC, Check
+
+RETRY_SLEEP = 1.0
+STATUSES = ("passed", "failed", "skipped", "error")
+
+
+def run(checks: list[Check], model_factory: Callable, *, snapshot: bool = False, parallel: int = 1, fail_fast: bool = False,
+        retry_timeout: float = 0.0, on_start: Callable | None = None, on_done: Callable | None = None) -> list[dict]:
+    """Every check's result, in the order given. `model_factory()` gives the model to check against
+    (a fresh live one for each retry; a snapshot's own). `on_start(check)`/`on_done(check, result)`
+    are called from the worker threads, one at a time."""
+    stop = threading.Event()
+    lock = threading.Lock()
+    first = model_factory()
+    results: list[dict | None] = [None] * len(checks)
+
+    def one(i: int, check: Check) -> None:
+        if stop.is_set():
+            res = _result(check, "skipped", "not run: --fail-fast stopped the run after a failure")
+        else:
+            if on_start:
+                with lock:
+                    on_start(check)
+            res = _attempts(check, first, model_factory, snapshot, retry_timeout, stop)
+            if fail_fast and res["status"] in ("failed", "error"):
+                stop.set()
+        results[i] = res
+        if on_done:
+            with lock:
+                on_done(check, res)
+
+    if parallel <= 1:
+        for i, c in enumerate(checks):
+            one(i, c)
+    else:
+        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="check") as pool:
+            for f in [pool.submit(one, i, c) for i, c in enumerate(checks)]:
+                f.result()
+    return [r for r in results if r is not None]
+
+
+def _attempts(check: Check, model, model_factory, snapshot: bool, retry_timeout: float, stop: threading.Event) -> dict:
+    """The check, tried again (on a fresh model) after a failure until `retry_timeout` seconds
+    have passed since its first try: for CI jobs that start checking while the stack comes up."""
+    t0 = time.monotonic()
+    attempt = 0
+    while True:
+        attempt += 1
+        res = evaluate(check, model, snapshot=snapshot)
+        res["attempts"] = attempt
+        res["duration"] = round(time.monotonic() - t0, 3)
+        if res["status"] != "failed" or snapshot or time.monotonic() - t0 + RETRY_SLEEP > retry_timeout or stop.is_set():
+            return res
+        time.sleep(RETRY_SLEEP)
+        try:
+            model = model_factory()
+        except NetdiagError as e:
+            return {**res, "status": "error", "summary": f"the host could not be read again for a retry: {e}"}
+
+
+def evaluate(check: Check, model, *, snapshot: bool = False) -> dict:
+    """One check, once: its result object (see schemas of the report in report.py)."""
+    if check.skip:
+        return _result(check, "skipped", check.skip)
+    if snapshot and check.kind in PROBE_ONLY:
+        return _result(check, "skipped", f"a {check.kind} check needs a live probe: not evaluated on a snapshot")
+    t0 = time.monotonic()
+    try:
+        if check.kind in STATIC:
+            out = static_checks.evaluate(check.kind, check.params, model)
+            mode = "model"
+        else:
+            out = LIVE[check.kind](check.params, model, live=not snapshot)
+            mode = "static" if snapshot else "live"
+    except (NotFound, InvalidArgument) as e:  # the file is valid: the world does not have what it names
+        out, mode = {"status": "failed", "summary": str(e), "observed": "not found"}, "model"
+    except NetdiagError as e:
+        out, mode = {"status": "error", "summary": f"could not run: {e}"}, "live"
+    res = _result(check, out.pop("status"), out.pop("summary"), **out)
+    res["mode"] = mode
+    res["duration"] = round(time.monotonic() - t0, 3)
+    return res
+
+
+def _result(check: Check, status: str, summary: str, **extra) -> dict:
+    base = {"name": check.name, "kind": check.kind, "file": check.file, "line": check.line, "status": status,
+            "summary": summary, "expected": None, "observed": None, "cause": None, "hop": None, "fix": "", "fix_command": None,
+            "fix_check": None, "evidence": [], "mode": None, "attempts": 1, "duration": 0.0, "params": check.params,
+            "diagnosis": None}
+    base.update(extra)
+    return base
+
+
+# -- the trace pipeline: reach, mtu -----------------------------------------------------------------
+def _diagnosis_fields(r: dict) -> dict:
+    return {"cause": r.get("cause"), "hop": hop_of(r), "fix": r.get("fix") or "", "fix_command": r.get("fix_command"),
+            "fix_check": r.get("fix_check"), "evidence": list(r.get("evidence") or []), "diagnosis": r}
+
+
+def hop_of(r: dict) -> dict | None:
+    """The hop where the diagnosis says the packet died (the trace's own hop object, trimmed)."""
+    n = r.get("blocked_at")
+    if not n or n > len(r.get("hops") or []):
+        return None
+    h = r["hops"][n - 1]
+    return {k: h.get(k) for k in ("n", "label", "interface", "kind", "direction", "detail")}
+
+
+def _observed(r: dict) -> str:
+    if r["verdict"] == "delivered":
+        return "reachable"
+    if r["verdict"] == "blocked":
+        return f"blocked: {r['cause']}" if r.get("cause") else "blocked"
+    return "not delivered (cause unknown)"
+
+
+def _probe_not_run(r: dict, live: bool) -> str | None:
+    lv = r.get("live") or {}
+    if live and r.get("dst_ip") and lv.get("outcome") == "skipped":
+        return lv.get("detail") or "the live probe did not run"
+    return None
+
+
+def reach(p: dict, model, *, live: bool) -> dict:
+    from ..diagnose import diagnose
+
+    r = diagnose(model, p["from"], p["to"], proto=p["proto"], port=p["port"], live=live, timeout=p["timeout"], host_evidence=False)
+    want = p["expect"]
+    expected = want["state"] if not want["causes"] else f"blocked: {' or '.join(want['causes'])}"
+    observed = _observed(r)
+    out = {"expected": expected, "observed": observed, **_diagnosis_fields(r)}
+    skipped_probe = _probe_not_run(r, live)
+    if skipped_probe:
+        return {**out, "status": "error", "summary": f"could not probe: {skipped_probe}"}
+    lost = (r.get("live") or {}).get("outcome") in ("timeout", "unreachable", "refused", "too_big")
+    if want["state"] == "reachable":
+        ok = r["verdict"] == "delivered"
+    elif want["causes"]:
+        ok = r["verdict"] == "blocked" and r.get("cause") in want["causes"]
+    else:
+        ok = r["verdict"] == "blocked" or (r["verdict"] == "unknown" and lost)
+    if r["verdict"] == "unknown" and not ok and want["state"] != "reachable":
+        return {**out, "status": "error", "summary": r["summary"]}
+    summary = r["summary"] if ok else _mismatch(expected, observed, r)
+    if not ok and r["verdict"] == "delivered":  # it should have been blocked: where it got through
+        hops = r.get("hops") or []
+        out["hop"] = {k: hops[-1].get(k) for k in ("n", "label", "interface", "kind", "direction", "detail")} if hops else None
+        out["fix"] = (f"nothing on the path blocks it: drop it with a firewall rule, put {p['to']} on a network {p['from']} "
+                      "is not on (or make that network --internal), or stop publishing the port")
+    return {**out, "status": "passed" if ok else "failed", "summary": summary}
+
+
+def _mismatch(expected: str, observed: str, r: dict) -> str:
+    where = hop_of(r)
+    at = f" at hop {where['n']} ({where['label']} {where['interface']})" if where else ""
+    return f"expected {expected}, but {observed}{at}: {r['summary']}"
+
+
+def mtu(p: dict, model, *, live: bool) -> dict:
+    from ..diagnose import diagnose
+
+    r = diagnose(model, p["from"], p["to"], proto="icmp", size=p["size"] - 28, live=live, timeout=p["timeout"], host_evidence=False)
+    out = {"expected": f"{p['size']}-byte packets delivered", "observed": _observed(r), **_diagnosis_fields(r)}
+    skipped_probe = _probe_not_run(r, live)
+    if skipped_probe:
+        return {**out, "status": "error", "summary": f"could not probe: {skipped_probe}"}
+    ok = r["verdict"] == "delivered"
+    if r["verdict"] == "unknown":
+        return {**out, "status": "failed", "summary": _mismatch(out["expected"], out["observed"], r)}
+    return {**out, "status": "passed" if ok else "failed",
+            "summary": r["summary"] if ok else _mismatch(out["expected"], out["observed"], r)}
+
+
+# -- health: http, latency; its resolver: dns -------------------------------------------------------
+def _health_fields(h: dict) -> dict:
+    # host-wide drop counts are not the check's (other checks' probes may be in them)
+    evidence = [e for e in h.get("evidence") or [] if e.get("kind") not in ("kernel_drop", "nft_counter")]
+    return {"cause": h.get("cause"), "hop": h.get("hop"), "fix": h.get("fix") or "", "fix_command": h.get("fix_command"),
+            "fix_check": h.get("fix_check"), "evidence": evidence, "diagnosis": h}
+
+
+def http(p: dict, model, *, live: bool) -> dict:
+    from ..health import spec as hspec
+    from ..health.run import health
+
+    spec = hspec.parse(p["url"], host=p.get("host"), expect=p["status"], timeout=p["within"])
+    h = health(spec, p["from"], model=model)
+    expected = f"HTTP {p['status']}" + (f" with {p['body_contains']!r} in the body" if p["body_contains"] else "") + \
+        f" within {p['within']:g}s"
+    observed = f"HTTP {h['status']}" if h.get("status") else (h.get("failure") or {}).get("error") or "no answer"
+    out = {"expected": expected, "observed": observed, **_health_fields(h)}
+    if not h["healthy"]:
+        return {**out, "status": "failed", "summary": h["summary"]}
+    body = h.get("body") or ""
+    if p["body_contains"] and p["body_contains"] not in body:
+        return {**out, "status": "failed", "cause": "APP_ERROR",
+                "summary": f"{p['url']} answered HTTP {h['status']} from {h['from']}, but the first {len(body)} bytes of the "
+                           f"body do not contain {p['body_contains']!r}: {body[:120]!r}"}
+    return {**out, "status": "passed", "summary": h["summary"]}
+
+
+def latency(p: dict, model, *, live: bool) -> dict:
+    from ..health.run import health
+    from ..health.spec import Spec
+    from ..reason.static_trace import destination_ip
+
+    ip = destination_ip(model, model.resolve(p["from"]), p["to"])
+    if ip is None:
+        return {"status": "failed", "cause": "NETWORK_NONE", "summary": f"{p['to']} has no address to connect to",
+                "expected": f"handshake below {p['below'] * 1000:g} ms", "observed": "no address"}
+    spec = Spec(host=ip, port=p["port"], mode="tcp", timeout=max(2.0, p["below"] * 2), count=p["count"],
+                interval=0.05 if p["count"] > 1 else 1.0)
+    h = health(spec, p["from"], model=model)
+    series = h.get("series")
+    p95 = series["p95"] if series else h["timings"].get("connect")
+    expected = f"p95 handshake below {p['below'] * 1000:g} ms ({p['count']} handshakes)"
+    observed = f"p95 {p95 * 1000:.2f} ms" if p95 is not None else "no handshake completed"
+    out = {"expected": expected, "observed": observed, **_health_fields(h)}
+    if not h["healthy"]:
+        return {**out, "status": "failed", "summary": h["summary"]}
+    ok = p95 is not None and p95 < p["below"]
+    summary = (f"{p['count']} handshakes from {h['from']} to {ip}:{p['port']}: p95 {p95 * 1000:.2f} ms"
+               + (f" (p50 {series['p50'] * 1000:.2f} ms)" if series and series.get("p50") is not None else ""))
+    if not ok:
+        return {**out, "status": "failed", "cause": "SLOW_RESPONSE", "summary": summary + f", not below {p['below'] * 1000:g} ms"}
+    return {**out, "status": "passed", "summary": summary}
+
+
+def dns(p: dict, model, *, live: bool) -> dict:
+    from ..health import resolve as resolver
+    from ..health.run import Source, dns_hint
+
+    src = Source(model, p["from"])
+    r = resolver.resolve(src.path, p["name"], src.files, time.monotonic() + p["within"])
+    got = r["address"]
+    expected = ("resolves" + (f" to {' or '.join(p['address'])}" if p["address"] else "")) if p["resolves"] else "does not resolve"
+    observed = f"resolves to {got}" if got else f"does not resolve ({r.get('error')})"
+    evidence = [{"kind": "resolver", "detail": f"{r['where']}: nameservers {', '.join(r['nameservers']) or 'none'}"
+                 + (f", search {' '.join(r['search'])}" if r.get("search") else "")}]
+    evidence += [{"kind": "dns", "detail": a["answer"], "server": a["server"], "name": a["name"]} for a in r["attempts"]]
+    if got and r.get("source") == "hosts":
+        evidence.append({"kind": "hosts", "detail": r["answer"]})
+    out = {"expected": expected, "observed": observed, "evidence": evidence, "diagnosis": r}
+    if p["resolves"] and got is None:
+        hint = dns_hint(model, src, p["name"])
+        if hint.get("detail"):
+            evidence.append({"kind": "hint", "detail": hint["detail"]})
+        return {**out, "status": "failed", "cause": "DNS_FAILURE", "fix": hint.get("fix", ""), "fix_command": hint.get("fix_command"),
+                "summary": f"{p['name']} does not resolve from {src.label}: {r['answer'] or r.get('error')}"}
+    if p["resolves"] and p["address"] and got not in p["address"]:
+        return {**out, "status": "failed", "fix": f"check the record the answering resolver holds ({r.get('server') or r['source']})",
+                "summary": f"{p['name']} resolves from {src.label} to {got}, not {' or '.join(p['address'])} "
+                                                        f"({r['answer']})"}
+    if not p["resolves"] and got is not None:
+        return {**out, "status": "failed", "fix": f"remove the name where it is answered ({r.get('server') or r['source']})",
+                "summary": f"{p['name']} resolves from {src.label} to {got} ({r['answer']}), "
+                                                        "but it must not"}
+    summary = (f"{p['name']} resolves from {src.label} to {got} ({r['answer']})" if got
+               else f"{p['name']} does not resolve from {src.label}, as expected ({r['answer'] or r.get('error')})")
+    return {**out, "status": "passed", "summary": summary}
+
+
+LIVE = {"reach": reach, "mtu": mtu, "http": http, "latency": latency, "dns": dns}
