@@ -78,20 +78,20 @@ class Session:
         return cls(scenario, Lab(name=rec["lab"], state_dir=Path(rec["state_dir"])))
 
     def destroy(self) -> list[str]:
-        """Remove the world: every process in its namespaces, the containers, the lab. What was
-        left behind (should be nothing)."""
+        """Remove the world: its Docker engine, every process in its namespaces, the containers, the
+        lab. What was left behind (should be nothing)."""
+        left = self.stop_docker()
         kill_world(self.lab)
         self.lab.destroy()
         shutil.rmtree(self.lab.state_dir.parent, ignore_errors=True)
         registry.forget(self.scenario.name)
-        return leaks(self.lab)
+        return left + leaks(self.lab)
 
     # -- building the world ----------------------------------------------------------------------------
     def build(self, say) -> None:
-        """The world without its load balancers (they start after the faults)."""
+        """The world without its load balancers (they start after the faults). A Docker engine
+        (`docker: true`) starts last: it is the one installed on the host later."""
         world = self.scenario.spec["world"]
-        if world.get("docker"):
-            raise InvalidArgument(f"{self.scenario.name}: world.docker is not supported yet", "", "")
         for srv in (world.get("outside") or {}).get("http", []):
             www = self.lab.state_dir.parent / f"www-{srv['port']}"
             www.mkdir(parents=True, exist_ok=True)
@@ -114,6 +114,47 @@ class Session:
             self.run(container_argv(c))
             for net in c.get("connect", []):
                 self.run(["netdiag", "network", "connect", net, c["name"]])
+        if world.get("docker"):
+            say("Docker installed and started on the host (a real engine, Docker's default networking)")
+            self.start_docker()
+
+    def docker_engine(self):
+        """The scenario host's Docker engine (netdiag/labdocker.py), the same one in every process:
+        its work directory is in the scenario's record (else where start puts it), its containers'
+        cgroup is the lab's name + '-docker'."""
+        from .. import labdocker
+
+        if getattr(self, "_docker", None) is None:  # this process did not start it
+            work = (registry.get(self.scenario.name) or {}).get("docker") or \
+                labdocker.work_dir(self.lab.state_dir.parent / "docker", self.lab.name)
+            self._docker = labdocker.Dockerd.installed(self.lab.name, Path(work), f"{self.lab.name}-docker")
+        return self._docker
+
+    def start_docker(self) -> None:
+        try:
+            engine = self.docker_engine()
+        except RuntimeError as e:
+            raise StepFailed(f"Scenario {self.scenario.name} needs Docker", str(e), "run scripts/setup") from None
+        rec = registry.get(self.scenario.name) or {"name": self.scenario.name}
+        registry.save({**rec, "docker": str(engine.work)})  # before it starts: a stop from any process finds it
+        # It starts as on a host that booted without forwarding (the kernel's default): Docker turns
+        # forwarding on itself and therefore sets ip filter FORWARD's policy to DROP, as on nearly
+        # every Docker host (where forwarding was already on, Docker leaves the policy alone).
+        self.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=0"])
+        try:
+            engine.start()
+        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+            raise StepFailed(f"The Docker engine of scenario {self.scenario.name} did not start", str(e),
+                             f"its log: {engine.logfile}") from None
+
+    def stop_docker(self) -> list[str]:
+        """Stop the world's Docker engine and remove everything it made (from any process); what is left."""
+        if not ((registry.get(self.scenario.name) or {}).get("docker") or self.scenario.spec["world"].get("docker")):
+            return []
+        try:
+            return self.docker_engine().remove()
+        except RuntimeError:  # Docker not installed: no engine ever started
+            return []
 
     def start_haproxy(self, lb: dict) -> None:
         """A real HAProxy (master-worker: SIGUSR2 to ${haproxy_pid:NAME} reloads
@@ -323,12 +364,25 @@ def kill_world(lab: Lab) -> None:
             inodes.add(os.stat(f"/proc/{pid}/ns/net").st_ino)
         except OSError:
             pass
-    me = os.getpid()
+    me, killed = os.getpid(), []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
         try:
             if os.stat(f"/proc/{entry.name}/ns/net").st_ino in inodes:
                 os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
         except (OSError, ProcessLookupError):
             continue
+    deadline = time.monotonic() + 5
+    while [p for p in killed if alive(p)] and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for its parent to reap it is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False

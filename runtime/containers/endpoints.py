@@ -116,12 +116,14 @@ def write_etc(c: model.Container) -> None:
         lines.append(f"{e['IPv4Address'].split('/')[0]}\t{hostname}")
     _write_in_place(c.dir / "hosts", "\n".join(lines) + "\n")
     dns = c.config["HostConfig"].get("Dns") or []
-    first = bridge_networks(c)[:1]
+    # like Docker: the embedded DNS as soon as one network is user-defined, also one connected
+    # later to a container started on the default bridge (until then it has the host's resolv.conf)
+    user = [n for n in bridge_networks(c) if n != "bridge"][:1]
     if dns:
         text = "".join(f"nameserver {s}\n" for s in dns)
-    elif first and first[0] != "bridge":
-        gw = nets.ipam(nets.get(first[0]))["Gateway"]
-        text = f"# netdiag embedded DNS of network {first[0]}\nnameserver {gw}\noptions ndots:0\n"
+    elif user:
+        gw = nets.ipam(nets.get(user[0]))["Gateway"]
+        text = f"# netdiag embedded DNS of network {user[0]}\nnameserver {gw}\noptions ndots:0\n"
     else:
         return
     _write_in_place(c.dir / "resolv.conf", text)

@@ -151,6 +151,20 @@ def test_user_networks_are_isolated_and_resolve_names_and_aliases(lab):
     assert "eth1" not in lab.ok("exec", "other", "ip", "-o", "link")
 
 
+def test_a_default_bridge_container_connected_to_a_user_network_gets_its_dns_like_docker(lab):
+    # Docker 20.10 rewrites resolv.conf to its embedded DNS when such a container joins a
+    # user-defined network (checked against dockerd in a lab); until then the host's copy stays
+    lab.ok("network", "create", "--subnet", "10.52.0.0/24", "apps")
+    _web(lab, "db", body="db")
+    lab.ok("run", "-d", "--name", "app", "busybox", "sleep", "60")
+    host_copy = lab.ok("exec", "app", "cat", "/etc/resolv.conf")
+    assert "10.52.0.1" not in host_copy and _get(lab, "app", "http://db/", timeout=2).returncode != 0
+    lab.ok("network", "connect", "apps", "db")
+    lab.ok("network", "connect", "apps", "app")
+    assert "nameserver 10.52.0.1" in lab.ok("exec", "app", "cat", "/etc/resolv.conf")
+    assert _get(lab, "app", "http://db/").stdout == "db\n"
+
+
 def test_icc_disabled_blocks_container_to_container_only(lab, tmp_path):
     lab.outside_server(tmp_path)
     lab.ok("network", "create", "-o", "com.docker.network.bridge.enable_icc=false", "noicc")

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from netdiag.scenario import library, registry
-from netdiag.scenario.session import Session
+from netdiag.scenario.session import Session, alive
 
 pytestmark = pytest.mark.integration
 
@@ -72,8 +72,8 @@ def test_scenario_from_broken_to_fixed(name, state):
         left = session.destroy()
     assert left == [], left
     assert registry.get(s.name) is None
-    alive = [p for p in pids if os.path.exists(f"/proc/{p}")]
-    assert not alive, f"processes of the world still run: {alive}"
+    running = [p for p in pids if alive(p)]
+    assert not running, f"processes of the world still run: {running}"
 
 
 def cli(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
