@@ -120,17 +120,19 @@ def status(json_out: bool = _JSON):
     rows = registry.running()
     for r in rows:
         r["containers"] = _containers(r) if not r.get("corrupt") else []
+    replays = [{"name": f"replay {r['prefix']}", "lab": r["host"], "started": r.get("started", "?"), "hints": "-",
+                "containers": sorted(set(r["namespaces"].values()) - {r["host"]}), "replay": r["prefix"]} for r in registry.replays()]
     if json_out:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows + replays, indent=2))
         return
-    if not rows:
+    if not rows + replays:
         print("No scenario is running. 'netdiag scenario list' shows the library.")
         return
     from .output import table
 
     table(["SCENARIO", "LAB", "STARTED", "HINTS", "CONTAINERS"],
           [[r["name"], r.get("lab", "?"), r.get("started", "?") + (" (building)" if r.get("building") else ""),
-            str(r.get("hints", 0)), ", ".join(r["containers"])] for r in rows])
+            str(r.get("hints", 0)), ", ".join(r["containers"])] for r in rows + replays])
 
 
 def _containers(rec: dict) -> list[str]:
@@ -222,18 +224,23 @@ def reset(name: Optional[str] = _NAME):
 
 
 @scenario_app.command()
-def stop(name: Optional[str] = _NAME, all_: bool = typer.Option(False, "--all", help="Stop every running scenario")):
-    """Remove everything the scenario made: processes, containers, namespaces, state."""
+def stop(name: Optional[str] = typer.Argument(None, help="The scenario (default: the one running), or a replay's prefix"),
+         all_: bool = typer.Option(False, "--all", help="Stop every running scenario and replay")):
+    """Remove everything the scenario (or replay) made: processes, containers, namespaces, state."""
     from runtime.errors import NetdiagError
 
     from ..scenario import registry
     from ..scenario.session import Session
 
+    if name and not all_ and registry.replay(name):
+        return _stop_replay(name)
     names = [r["name"] for r in registry.running()] if all_ else [_running_one(name).name]
     left = []
     for n in names:
         left += Session.attach(_lib().load(n)).destroy()
         print(f"stopped {n}")
+    for r in registry.replays() if all_ else []:
+        _stop_replay(r["prefix"])
     if left:
         raise NetdiagError("Something was left behind", "; ".join(left), "report it; 'netdiag system prune' may remove it")
 
@@ -276,3 +283,49 @@ def record(name: Optional[str] = _NAME,
     d = snap["recorded"]
     print(f"wrote {output}: {len(snap['namespaces'])} namespaces, live diagnosis {d['live'].get('cause') or d['live'].get('verdict')}.\n"
           f"Replay it offline: netdiag trace --snapshot {output} {' '.join(d['argv'])}")
+
+
+def _stop_replay(prefix: str) -> None:
+    from runtime.errors import NetdiagError
+
+    from ..scenario import registry, replay
+
+    left = replay.remove(registry.replay(prefix))
+    registry.forget_replay(prefix)
+    print(f"stopped replay {prefix}")
+    if left:
+        raise NetdiagError("Something was left behind", "; ".join(left), "report it")
+
+
+@scenario_app.command("replay")
+def replay_(snapshot: Path = typer.Argument(..., help="A snapshot file (`netdiag snapshot -o FILE` on a real host)"),
+            prefix: str = typer.Option("rp", "--prefix", help="Names of the new namespaces: PREFIX-host, PREFIX-<container>, ..."),
+            json_out: bool = _JSON):
+    """Rebuild a snapshot's network as a lab, so a real incident becomes an exercise.
+
+    Every namespace of the snapshot becomes a fresh named namespace with its links, addresses,
+    routes, rules, sysctls, nftables rules and, for every listening socket, a stand-in server.
+    Run `netdiag trace` inside PREFIX-host; `netdiag scenario stop PREFIX` removes it all."""
+    from runtime.errors import Conflict, InvalidArgument
+
+    from ..scenario import registry, replay
+
+    try:
+        snap = json.loads(snapshot.read_text())
+    except OSError as e:
+        raise InvalidArgument(f"Cannot read {snapshot}", e.strerror or str(e), "check the path") from None
+    except ValueError as e:
+        raise InvalidArgument(f"{snapshot} is not JSON", str(e), "take it with 'netdiag snapshot -o FILE'") from None
+    if registry.replay(prefix):
+        raise Conflict(f"A replay with prefix {prefix} is running", "", f"stop it ('netdiag scenario stop {prefix}') or use --prefix")
+    rec = replay.rebuild(snap, prefix, say=_say)
+    rec["snapshot"], rec["started"] = str(snapshot.resolve()), registry.now()
+    registry.save_replay(rec)
+    if json_out:
+        print(json.dumps(rec, indent=2))
+        return
+    print(f"Replay {prefix} of {snapshot}: {len(rec['namespaces'])} namespaces ({', '.join(sorted(rec['namespaces'].values()))}).")
+    if rec["skipped"]:
+        print("Not reproduced:\n" + "\n".join(f"  - {s}" for s in rec["skipped"]))
+    print(f"Diagnose it from its host:  ip netns exec {rec['host']} netdiag trace ns:{prefix}-<name> ADDRESS --port N\n"
+          f"Remove it:                  netdiag scenario stop {prefix}")

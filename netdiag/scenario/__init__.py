@@ -5,6 +5,9 @@ netdiag/schemas/scenario.schema.json): the world, built with netdiag's own runti
 namespace with its own state, so it never touches the real host's network; the faults planted in
 real kernel objects; what netdiag must diagnose; the grader's checks in `netdiag check`'s format;
 hints and the reference solution. library.py finds and validates scenarios, session.py builds,
-grades and tears down one running scenario, registry.py remembers which are running.
-May import netdiag.lab, netdiag.yamlfile, netdiag.schemas, runtime.state/paths/errors.
+grades and tears down one running scenario, registry.py remembers which are running (and which
+replays), verdict.py grades a diagnosis. replay.py (planned by replay_plan.py, pure) goes the
+other way: a real host's snapshot rebuilt as namespaces, with stand-in servers (standin.py).
+May import netdiag.lab, netdiag.yamlfile, netdiag.schemas, runtime.state/paths/errors, and
+runtime.kernel (replay only).
 """

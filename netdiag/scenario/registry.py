@@ -69,3 +69,28 @@ def mark_done(name: str, hints: int) -> None:
         best = done.get(name, {}).get("hints")
         done[name] = {"fixed_at": now(), "hints": hints if best is None else min(best, hints)}
         state.write_json(_progress_path(), done)
+
+
+# -- replays: worlds rebuilt from a snapshot (`scenario replay`), by prefix -------------------------
+def _replay_path(prefix: str) -> Path:
+    return paths.root() / "replays" / f"{prefix}.json"
+
+
+def save_replay(rec: dict) -> None:
+    state.write_json(_replay_path(rec["prefix"]), rec)
+
+
+def replay(prefix: str) -> dict | None:
+    try:
+        return state.read_json(_replay_path(prefix), None, expect=dict)
+    except state.CorruptRecord:
+        return None
+
+
+def replays() -> list[dict]:
+    d = paths.root() / "replays"
+    return [r for p in sorted(d.glob("*.json")) if (r := replay(p.stem))] if d.is_dir() else []
+
+
+def forget_replay(prefix: str) -> None:
+    _replay_path(prefix).unlink(missing_ok=True)

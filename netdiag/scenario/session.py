@@ -8,6 +8,7 @@ this netdiag, acting on the scenario's state.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -82,10 +83,13 @@ class Session:
         lab. What was left behind (should be nothing)."""
         left = self.stop_docker()
         kill_world(self.lab)
+        shutil.rmtree(haproxy_dir(self.lab), ignore_errors=True)
+        with contextlib.suppress(OSError):  # the parent, once no scenario uses it
+            haproxy_dir(self.lab).parent.rmdir()
         self.lab.destroy()
         shutil.rmtree(self.lab.state_dir.parent, ignore_errors=True)
         registry.forget(self.scenario.name)
-        return left + leaks(self.lab)
+        return left + leaks(self.lab) + [str(p) for p in [haproxy_dir(self.lab)] if p.exists()]
 
     # -- building the world ----------------------------------------------------------------------------
     def build(self, say) -> None:
@@ -147,6 +151,14 @@ class Session:
             raise StepFailed(f"The Docker engine of scenario {self.scenario.name} did not start", str(e),
                              f"its log: {engine.logfile}") from None
 
+    def docker_env(self) -> dict:
+        """DOCKER_HOST of the world's engine, for everything run in the world (netdiag finds Docker's
+        networks and containers through it, `docker` works in the scenario's shell)."""
+        from ..labdocker import client_env
+
+        work = (registry.get(self.scenario.name) or {}).get("docker")
+        return client_env(Path(work)) if work else {}
+
     def stop_docker(self) -> list[str]:
         """Stop the world's Docker engine and remove everything it made (from any process); what is left."""
         if not ((registry.get(self.scenario.name) or {}).get("docker") or self.scenario.spec["world"].get("docker")):
@@ -184,7 +196,8 @@ class Session:
             raise StepFailed(f"HAProxy {lb['name']} did not start", f"no stats socket {sock}", "check its config")
 
     def haproxy_path(self, name: str, ext: str) -> Path:
-        return self.lab.state_dir.parent / "haproxy" / f"{name}.{ext}"
+        """Beside the lab's network namespace in /run: short, as a unix socket path must be (108 bytes)."""
+        return haproxy_dir(self.lab) / f"{name}.{ext}"
 
     # -- running things in the world -----------------------------------------------------------------
     def run(self, argv: list[str], where: str = "lab", check: bool = True, timeout: float = STEP_TIMEOUT) -> subprocess.CompletedProcess:
@@ -204,7 +217,7 @@ class Session:
 
     def env(self) -> dict:
         path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
-        return {**self.lab.env, "PATH": path}
+        return {**self.lab.env, "PATH": path, **self.docker_env()}
 
     def enter(self, where: str):
         from runtime.kernel.ns import enter
@@ -309,7 +322,7 @@ class Session:
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=self.lab.state_dir, delete=False) as f:
             yaml.safe_dump({"checks": json.loads(self.expand(json.dumps(checks)))}, f, sort_keys=False)
         try:
-            p = self.run(["netdiag", "check", f.name, "--format", "json"], check=False)
+            p = self.run(["netdiag", "check", f.name, "--format", "json", "--parallel", "4"], check=False)
         finally:
             os.unlink(f.name)
         if p.returncode not in (0, 1):
@@ -327,6 +340,10 @@ def checks_of(report) -> list[dict]:
                     "status": status, "detail": c.get("summary") or c.get("detail") or "",
                     "cause": c.get("cause"), "fix": c.get("fix")})
     return out
+
+
+def haproxy_dir(lab: Lab) -> Path:
+    return Path("/run/netdiag-scenarios") / lab.name
 
 
 def container_argv(c: dict) -> list[str]:

@@ -9,6 +9,8 @@ and the few libc syscalls Python lacks. The CNI plugins' pkg/ip + pkg/ns are the
   sysctl    read, write              conntrack dump (pyroute2)
   nft       libnftables (one transaction per script)
   syscalls  unshare, setns, mount, pivot_root, sethostname, pid checks (libc via ctypes)
+  objects   what a replay rebuilds: bridges, VXLAN devices, link settings, routes and rules in any
+            table, permanent neighbours and FDB entries (pyroute2)
 
 Everything acts in the network namespace of the calling thread. May import only runtime.errors
 and the standard library (pyroute2 lazily, where it is the better tool and off the hot path).

@@ -145,3 +145,28 @@ def test_bad_names_and_stopped_scenarios_are_clear_errors(state):
     assert p.returncode == 1 and "is not running" in p.stderr and "netdiag scenario start port_not_published" in p.stderr
     p = cli("scenario", "stop")
     assert p.returncode == 1 and "No scenario is running" in p.stderr
+
+
+def test_a_snapshot_of_a_broken_world_replays_as_a_lab_from_the_cli(state, tmp_path):
+    snap = tmp_path / "incident.json"
+    assert cli("scenario", "start", "loopback_listener").returncode == 0
+    assert cli("scenario", "shell", "2", "-c", f"netdiag snapshot -o {snap}").returncode == 0
+    assert cli("scenario", "stop").returncode == 0
+    prefix = f"t{os.getpid() % 10000}"
+    p = cli("scenario", "replay", str(snap), "--prefix", prefix)
+    try:
+        assert p.returncode == 0, p.stderr
+        assert f"ip netns exec {prefix}-host netdiag trace" in p.stdout and "Not reproduced" in p.stdout
+        again = cli("scenario", "replay", str(snap), "--prefix", prefix)
+        assert again.returncode == 1 and "is running" in again.stderr
+        assert any(r.get("replay") == prefix for r in json.loads(cli("scenario", "status", "--json").stdout))
+        from runtime.kernel.ns import enter
+
+        t = subprocess.run([sys.executable, "-m", "netdiag", "trace", f"ns:{prefix}-out", "203.0.113.2", "--port", "8080", "--json"],
+                           capture_output=True, text=True, timeout=120, preexec_fn=enter(f"/run/netns/{prefix}-host"))
+        r = json.loads(t.stdout)
+        assert r["cause"] == "LISTENER_LOOPBACK_ONLY" and r["live"]["outcome"] == "refused", r["summary"]
+    finally:
+        stopped = cli("scenario", "stop", prefix)
+    assert stopped.returncode == 0 and stopped.stdout.strip() == f"stopped replay {prefix}"
+    assert not [n for n in os.listdir("/run/netns") if n.startswith(f"{prefix}-")]
