@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import math
 import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,11 +34,14 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-CGROUP_BASE = Path("/sys/fs/cgroup")
+sys.path.insert(0, str(REPO))
+from netdiag import labdocker  # noqa: E402  (the private dockerd and its clean-up helpers)
+from netdiag.labdocker import (  # noqa: E402,F401  (re-exported: the other benches use them from here)
+    Tracked, find_docker_cli, find_dockerd, mounts_under, pids_mentioning, remove_cgroup_tree, remove_created,
+    unmount_under)
+
 GOAL_RATIO = 0.5
 CONFINEMENT_GOAL = 1.10  # Docker's default confinement may cost at most 10% of a `run --rm`
-DOCKERD_START_TIMEOUT = 30.0
-DOCKERD_STOP_TIMEOUT = 15.0
 
 
 class Interrupted(Exception):
@@ -117,101 +120,22 @@ def netns_listed(name: str) -> bool:
     return any(line.split()[0] == name for line in out.splitlines() if line.strip())
 
 
-# ----------------------------------------------------------------------------- mounts, processes, cgroups
+# ----------------------------------------------------------------------------- mounts, processes, cgroups, docker
+# The private dockerd and its clean-up helpers live in netdiag/labdocker.py (scenarios and the tests
+# start engines too); the other benches reach them through this module.
 
-def mounts_under(prefix: Path) -> list[str]:
-    """Mount points at or below prefix, deepest first (from /proc/self/mountinfo)."""
-    found = []
-    pre = str(prefix).rstrip("/")
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mp = line.split()[4].encode().decode("unicode_escape")
-            if mp == pre or mp.startswith(pre + "/"):
-                found.append(mp)
-    return sorted(set(found), key=lambda m: m.count("/"), reverse=True)
+end_processes = functools.partial(labdocker.end_processes, log=log)
 
 
-def unmount_under(prefix: Path) -> None:
-    for _ in range(3):
-        mps = mounts_under(prefix)
-        if not mps:
-            return
-        for mp in mps:
-            if subprocess.run(["umount", "-R", mp], capture_output=True).returncode != 0:
-                subprocess.run(["umount", "-l", mp], capture_output=True)
+class PrivateDockerd(labdocker.Dockerd):
+    """labdocker's engine without networking (--bridge none, iptables off) unless a subclass sets
+    `networking`, reporting on stderr."""
 
+    networking = False
 
-def pids_mentioning(needle: str) -> list[int]:
-    """PIDs whose command line or environment mentions needle (our unique temp dir, e.g. in
-    NETDIAG_ROOT): only processes this bench started."""
-    out = []
-    raw = needle.encode()
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
-            continue
-        try:
-            if raw in (d / "cmdline").read_bytes() or raw in (d / "environ").read_bytes():
-                out.append(int(d.name))
-        except OSError:
-            pass
-    return out
-
-
-def proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, start time) of pid, or None when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return fields[0], int(fields[19])
-
-
-class Tracked:
-    """Processes we started, remembered by (pid, start time) so a reused pid is never touched."""
-
-    def __init__(self):
-        self.procs: dict[int, int] = {}
-
-    def add(self, pids) -> None:
-        for pid in pids:
-            st = proc_stat(pid)
-            if st and pid not in self.procs:
-                self.procs[pid] = st[1]
-
-    def _mine(self, pid: int) -> tuple[str, int] | None:
-        st = proc_stat(pid)
-        return st if st and st[1] == self.procs[pid] else None
-
-    def running(self) -> list[int]:
-        return [p for p in self.procs if (st := self._mine(p)) and st[0] != "Z"]
-
-    def zombies(self) -> list[int]:
-        return [p for p in self.procs if (st := self._mine(p)) and st[0] == "Z"]
-
-    def signal_all(self, sig: int) -> None:
-        for pid in self.running():
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-
-
-def end_processes(work: Path, tracked: Tracked, timeout: float = 10.0) -> None:
-    """Wait for every process we started (dockerd's containerd and shims, netdiag's monitors) to
-    end; SIGKILL what is still running after timeout; then give their parents a moment to reap."""
-    deadline = time.monotonic() + timeout
-    while True:
-        tracked.add(pids_mentioning(str(work)))
-        if not tracked.running():
-            break
-        if time.monotonic() > deadline:
-            log(f"cleanup: SIGKILL to stragglers {tracked.running()}")
-            tracked.signal_all(signal.SIGKILL)
-            deadline = time.monotonic() + 5
-        time.sleep(0.1)
-    end = time.monotonic() + 5  # orphans are reaped by PID 1, not by us
-    while tracked.zombies() and time.monotonic() < end:
-        time.sleep(0.1)
+    def __init__(self, *args, **kw):
+        kw.setdefault("log", log)
+        super().__init__(*args, **kw)
 
 
 # ----------------------------------------------------------------------------- root network namespace guard
@@ -227,48 +151,6 @@ def root_netns_snapshot() -> str:
                                      for line in p.stdout.splitlines())))
     return "\n".join(out)
 
-
-def cgroup_hierarchies() -> list[Path]:
-    if (CGROUP_BASE / "cgroup.controllers").exists():  # v2 only
-        return [CGROUP_BASE]
-    return [d for d in CGROUP_BASE.iterdir() if d.is_dir() and (d / "cgroup.procs").exists()]
-
-
-def remove_cgroup_tree(name: str) -> list[str]:
-    """rmdir /sys/fs/cgroup/<hier>/<name> bottom-up in every hierarchy; returns what is left."""
-    left = []
-    for h in cgroup_hierarchies():
-        top = h / name
-        if not top.is_dir():
-            continue
-        for _ in range(50):
-            dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
-            for d in dirs + [top]:
-                try:
-                    d.rmdir()
-                except OSError:
-                    pass
-            if not top.exists():
-                break
-            time.sleep(0.1)
-        if top.exists():
-            left.append(str(top))
-    return left
-
-
-# ----------------------------------------------------------------------------- docker
-
-def find_dockerd() -> str | None:
-    return shutil.which("dockerd") or next(
-        (p for p in ("/usr/sbin/dockerd", "/usr/bin/dockerd") if os.access(p, os.X_OK)), None)
-
-
-def find_docker_cli(dockerd: str) -> str | None:
-    """Prefer the CLI shipped beside dockerd (same release), else whatever is on PATH."""
-    beside = Path(dockerd).with_name("docker")
-    if os.access(beside, os.X_OK):
-        return str(beside)
-    return shutil.which("docker")
 
 
 def install_docker() -> None:
@@ -289,154 +171,6 @@ def install_docker() -> None:
     finally:
         if made_policy:
             policy.unlink(missing_ok=True)
-
-
-def make_busybox_rootfs(dest: Path) -> None:
-    busybox = next((p for p in ("/bin/busybox", "/usr/bin/busybox") if os.path.isfile(p)), None)
-    if not busybox:
-        raise RuntimeError("no /bin/busybox to build the image from")
-    (dest / "bin").mkdir(parents=True)
-    shutil.copy2(busybox, dest / "bin" / "busybox")
-    applets = subprocess.run([busybox, "--list-full"], capture_output=True, text=True, check=True).stdout.split()
-    for rel in applets:
-        link = dest / rel
-        if link.exists() or link.is_symlink():
-            continue
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to("/bin/busybox")
-    for d in ("etc", "tmp", "proc", "sys", "dev", "root"):
-        (dest / d).mkdir(exist_ok=True)
-
-
-# Paths outside --data-root/--exec-root that dockerd/containerd 20.10 create on their own
-# (shim sockets in /run/containerd/s, /run/docker/plugins, the trust key /etc/docker/key.json).
-HOST_PATHS = ("/etc/docker/key.json", "/etc/docker", "/run/containerd", "/run/docker",
-              "/var/lib/docker", "/var/lib/containerd")
-
-
-def remove_created(before: set[str]) -> list[str]:
-    """Remove the HOST_PATHS that did not exist before our dockerd; returns those that stay."""
-    left = []
-    for p in HOST_PATHS:
-        if p in before or not os.path.lexists(p):
-            continue
-        if mounts_under(Path(p)):
-            left.append(f"{p} (mounts under it)")
-            continue
-        if p == "/etc/docker" and any(Path(p).iterdir()):
-            continue  # something else lives there now: not ours to delete
-        if os.path.isdir(p) and not os.path.islink(p):
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            Path(p).unlink(missing_ok=True)
-        if os.path.lexists(p):
-            left.append(p)
-    return left
-
-
-NO_NETWORKING = ["--bridge", "none", "--iptables=false", "--ip6tables=false", "--ip-forward=false",
-                 "--ip-masq=false", "--userland-proxy=false"]
-
-
-class PrivateDockerd:
-    """A dockerd of our own inside a network namespace (entered with nsenter: `ip netns exec` would
-    remount /sys and hide the cgroup mounts dockerd needs), all its state in temp dirs. Without
-    `networking` it makes no bridge and touches no firewall; with it, Docker's defaults (docker0,
-    iptables, forwarding, masquerade, userland proxy), all inside that namespace. The one starter
-    the benches and the tests (tests/dockerkit.py) share."""
-
-    networking = False
-
-    def __init__(self, dockerd: str, cli: str, netns: str, work: Path, cgroup_parent: str):
-        self.dockerd, self.cli, self.netns, self.work = dockerd, cli, netns, work
-        self.cgroup_parent = cgroup_parent
-        self.data, self.exec_root = work / "data", work / "exec"
-        self.sock, self.pidfile, self.logfile = work / "docker.sock", work / "docker.pid", work / "dockerd.log"
-        self.proc: subprocess.Popen | None = None
-        self.server_version = self.client_version = ""
-        self.host_paths_before = {p for p in HOST_PATHS if os.path.lexists(p)}
-
-    def docker(self, *args: str) -> list[str]:
-        return [self.cli, "-H", f"unix://{self.sock}", *args]
-
-    def cli_env(self) -> dict:
-        return dict(os.environ, DOCKER_HOST=f"unix://{self.sock}", DOCKER_CONFIG=str(self.work / "client"))
-
-    def start(self) -> None:
-        """Start it (again, after a stop: its state stays) and wait until it answers."""
-        if os.path.exists("/run/containerd/containerd.sock"):
-            log("docker: note: a system containerd socket exists; dockerd 20.10 would use it instead of its own")
-        if self.proc is None:
-            self.host_paths_before = {p for p in HOST_PATHS if os.path.lexists(p)}
-        for d in (self.data, self.exec_root):
-            d.mkdir(parents=True, exist_ok=True)
-        cfg = self.work / "daemon.json"
-        cfg.write_text("{}\n")  # do not pick up the host's /etc/docker/daemon.json
-        argv = ["nsenter", f"--net=/run/netns/{self.netns}", "--", self.dockerd,
-                "--config-file", str(cfg), "--data-root", str(self.data), "--exec-root", str(self.exec_root),
-                "-H", f"unix://{self.sock}", "--pidfile", str(self.pidfile)] + ([] if self.networking else NO_NETWORKING) + \
-               ["--cgroup-parent", f"/{self.cgroup_parent}", "--log-level", "warn"]
-        with open(self.logfile, "ab") as out:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True, env=self.cli_env())
-        deadline = time.monotonic() + DOCKERD_START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"dockerd exited {self.proc.returncode}: {self.log_tail()}")
-            if self._ping():
-                break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(f"dockerd socket {self.sock} not answering after {DOCKERD_START_TIMEOUT:.0f}s: "
-                               f"{self.log_tail()}")
-        v = subprocess.run(self.docker("version", "--format", "{{.Server.Version}} {{.Client.Version}}"),
-                           capture_output=True, text=True, env=self.cli_env())
-        self.server_version, _, self.client_version = v.stdout.strip().partition(" ")
-
-    def _ping(self) -> bool:
-        if not self.sock.exists():
-            return False
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(1)
-                s.connect(str(self.sock))
-                s.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-                return b" 200 " in s.recv(256)
-        except OSError:
-            return False
-
-    def log_tail(self, n: int = 3) -> str:
-        """The last error lines of dockerd's log (or its last lines), short enough for one line."""
-        try:
-            lines = self.logfile.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return "(no log)"
-        errors = [ln for ln in lines if "level=error" in ln or "level=fatal" in ln or "failed" in ln.lower()]
-        tail = " | ".join((errors or lines)[-n:]) or "(empty log)"
-        return tail if len(tail) <= 500 else tail[:500] + "..."
-
-    def import_busybox(self, tag: str) -> None:
-        rootfs = self.work / "rootfs"
-        make_busybox_rootfs(rootfs)
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        imp = subprocess.run(self.docker("import", "-", tag), stdin=tar.stdout, capture_output=True, text=True)
-        tar.stdout.close()
-        tar.wait()
-        if tar.returncode != 0 or imp.returncode != 0:
-            raise RuntimeError(f"docker import failed: {imp.stderr.strip()[-400:]}")
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # nsenter execs dockerd: this pid is dockerd
-            try:
-                self.proc.wait(DOCKERD_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                log("docker: dockerd ignored SIGTERM, sending SIGKILL")
-                self.proc.kill()
-                self.proc.wait(5)
-        # Its containerd and shims are waited for (and killed if need be) by end_processes().
 
 
 # ----------------------------------------------------------------------------- import profile
@@ -653,8 +387,8 @@ def cleanup(work: Path, netns: str, dockerd: PrivateDockerd | None, cgroups: lis
     left = []
     tracked = Tracked()
     tracked.add(pids_mentioning(str(work)))  # dockerd, its containerd and shims, netdiag monitors
-    steps = [
-        ("dockerd", lambda: dockerd and dockerd.stop()),
+    steps = [  # the engine first: dockerd, containerd, shims, its mounts, cgroup and host paths
+        ("dockerd", lambda: left.extend(dockerd.remove()) if dockerd is not None else None),
         ("processes", lambda: end_processes(work, tracked)),
         ("mounts", lambda: unmount_under(work)),
         ("netns", lambda: netns_del(netns)),
@@ -668,8 +402,6 @@ def cleanup(work: Path, netns: str, dockerd: PrivateDockerd | None, cgroups: lis
         left += [f"cgroup {d}" for d in remove_cgroup_tree(cg)]
     if not mounts_under(work):
         shutil.rmtree(work, ignore_errors=True)
-    if dockerd is not None:
-        left += [f"path {p}" for p in remove_created(dockerd.host_paths_before)]
     if work.exists():
         left.append(f"dir {work}")
     left += [f"mount {m}" for m in mounts_under(work)]
