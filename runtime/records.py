@@ -14,7 +14,7 @@ def containers() -> list[dict]:
     from .networks import model as nets
 
     by_container: dict[str, dict] = {}  # every network record read once, not once per container
-    for n in nets.bridges():
+    for n in nets.attachable():
         for cid, e in n["Containers"].items():
             by_container.setdefault(cid, {})[n["Name"]] = e
     out = []
@@ -36,17 +36,21 @@ def containers() -> list[dict]:
 
 
 def networks() -> list[dict]:
-    """netdiag's bridge networks: subnet, gateway, options, bridge device and endpoints."""
+    """netdiag's bridge and overlay networks: subnet, gateway, options, bridge device and endpoints
+    (an overlay's: this host's only; its VNI and VXLAN device too)."""
     from .networks import model
 
     out = []
-    for n in model.bridges():
+    for n in model.attachable():
         cfg = model.ipam(n)
-        out.append({"runtime": "netdiag", "id": n["Id"], "name": n["Name"], "driver": n["Driver"],
-                    "subnet": cfg.get("Subnet", ""), "gateway": cfg.get("Gateway", ""), "internal": n["Internal"],
-                    "options": n["Options"], "bridge": n["netdiag"].get("Bridge", ""),
-                    "endpoints": {cid: {"name": e["Name"], "ip": e["IPv4Address"], "host_veth": e["HostVeth"]}
-                                  for cid, e in n["Containers"].items()}})
+        entry = {"runtime": "netdiag", "id": n["Id"], "name": n["Name"], "driver": n["Driver"],
+                 "subnet": cfg.get("Subnet", ""), "gateway": cfg.get("Gateway", ""), "internal": n["Internal"],
+                 "options": n["Options"], "bridge": n["netdiag"].get("Bridge", ""),
+                 "endpoints": {cid: {"name": e["Name"], "ip": e["IPv4Address"], "host_veth": e["HostVeth"]}
+                               for cid, e in n["Containers"].items()}}
+        if n["Driver"] == "overlay":
+            entry.update(vni=n["netdiag"].get("VNI"), vxlan=n["netdiag"].get("Vxlan", ""))
+        out.append(entry)
     return out
 
 
@@ -70,4 +74,6 @@ def recorded_pids(root: Path) -> set[int]:
         net = load(rec) or {}
         extra = net.get("netdiag") if isinstance(net.get("netdiag"), dict) else {}
         pids.add(int(extra.get("DnsPid") or 0))
+    member = load(Path(root) / "cluster" / "member.json") or {}
+    pids.add(int(member.get("agent_pid") or 0))
     return pids - {0, os.getpid()}

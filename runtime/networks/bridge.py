@@ -51,7 +51,7 @@ def validate_options(options: dict) -> dict:
     return options
 
 
-def _used_subnets(exclude_id: str = "") -> list[tuple[IPv4Network, str]]:
+def used_subnets(exclude_id: str = "") -> list[tuple[IPv4Network, str]]:
     """Subnets netdiag networks use, and the host's routes (other than via netdiag's own bridges)."""
     ours = {n["netdiag"].get("Bridge") for n in model.bridges()}
     out = [(IPv4Network(model.ipam(n)["Subnet"]), f"network {n['Name']}") for n in model.bridges()
@@ -88,7 +88,7 @@ def create(name: str, *, subnet: str = "", gateway: str = "", ip_range: str = ""
         if model.find(name) is not None:
             raise Conflict(f"Network {name!r} already exists", "", f"use it, or remove it first ('netdiag network rm {name}')")
         net = model.new_record(name, "bridge", internal=internal, options=options, labels=labels)
-        used = _used_subnets()
+        used = used_subnets()
         if sub is None:
             sub = _pick_default_subnet(used) if default else ipam.free_pool([u for u, _ in used])
         else:
