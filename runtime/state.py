@@ -91,7 +91,7 @@ def scratch_dir(kind: str) -> Iterator[Path]:
     import shutil
     import tempfile
 
-    from .syscalls import proc_start_time
+    from .kernel.syscalls import proc_start_time
 
     paths.root().mkdir(parents=True, exist_ok=True)
     me = os.getpid()
@@ -106,7 +106,7 @@ def sweep_scratch() -> list[Path]:
     """Remove the scratch directories of commands that are gone; returns them."""
     import shutil
 
-    from .syscalls import pid_alive
+    from .kernel.syscalls import pid_alive
 
     gone = []
     root = paths.root()
