@@ -90,7 +90,7 @@ def open_in_root(root_fd: int, path: str, *, follow_last: bool = True, mkdir_mod
 
 
 def _openat2(dirfd: int, path: str, flags: int) -> int:
-    from .syscalls import _libc
+    from .kernel.syscalls import _libc
 
     how = _OpenHow(flags, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
     fd = _libc.syscall(SYS_openat2, ctypes.c_int(dirfd), path.encode() or b".", ctypes.byref(how),
