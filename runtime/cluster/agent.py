@@ -25,6 +25,8 @@ import threading
 import time
 
 REACH_PORT = 7946
+ORPHAN_GRACE = 10.0  # seconds an endpoint of this host may be in the store without a local record:
+# an attach claims its address in the store before it writes the record, and must not lose it
 
 
 def ttl() -> int:
@@ -60,6 +62,7 @@ class Agent:
         self.events: queue.Queue = queue.Queue()
         self.cancel_watch = None
         self.stopping = threading.Event()
+        self.orphans: dict[str, float] = {}  # endpoint id -> when first seen without a local record
 
     # -- membership ------------------------------------------------------------------------------
     def register(self) -> None:
@@ -121,17 +124,22 @@ class Agent:
         if local.save_peers([{"id": h["id"], "name": h.get("name", ""), "vtep": h.get("vtep")} for h in hosts.values()]):
             enforce.apply()
         overlay.mirror(networks)
+        now, seen = time.monotonic(), set()
         for net in model.overlays():
             mine = set(net["Containers"])
             for ep in endpoints.get(net["Id"], []):
-                if ep.get("host") == self.me and ep.get("container") not in mine:
-                    # detached while the store was away: remove it now
+                if ep.get("host") != self.me or ep.get("container") in mine:
+                    continue
+                seen.add(ep["id"])
+                if now - self.orphans.setdefault(ep["id"], now) > ORPHAN_GRACE:
+                    # detached while the store was away (or an attach died half-way): remove it now
                     alloc.release_address(self.store, net["Id"], ep["id"], ep.get("ip", "0.0.0.0"))
                     log(f"removed stale endpoint {ep.get('name')} of this host on {net['Name']}")
             if net["Containers"]:
                 res = overlay.program(net, overlay.remote_endpoints(endpoints.get(net["Id"], []), hosts, self.me))
                 if res["added"] or res["removed"] or res["errors"]:
                     log(f"{net['Name']}: +{res['added']} -{res['removed']} {res['errors'] or ''}")
+        self.orphans = {k: v for k, v in self.orphans.items() if k in seen}
 
     def on_event(self, kind: str, key: str, value) -> None:
         self.events.put((kind, key, value))
@@ -170,6 +178,7 @@ class Agent:
                     if self.view != before:
                         self.watch(rev)  # the watch missed something: it may be dead
                         dirty = True
+                    dirty |= bool(self.orphans)
                 if dirty:
                     self.apply()
             except Exception as e:  # noqa: BLE001 - the store away, a kernel hiccup: retry, never die

@@ -211,7 +211,7 @@ def leave(force: bool = False) -> None:
         raise NotFound("This host is not a cluster member", "", "")
     busy = [f"{e['Name']} on {n['Name']}" for n in model.overlays() for e in n["Containers"].values()]
     if busy and not force:
-        raise Conflict("Containers of this host are on overlay networks", ", ".join(busy),
+        raise Conflict(f"Containers of this host are on overlay networks ({', '.join(busy)})", "leaving would cut them off",
                        "stop or disconnect them first, or use 'netdiag cluster leave -f'")
     for n in model.overlays():
         for cid in list(n["Containers"]):

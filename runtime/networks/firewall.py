@@ -316,7 +316,7 @@ def render(nets: list[NetSpec], ports: list[PortSpec], vteps: list[str] = ()) ->
     if vteps:
         lines += ["\tset vteps {", "\t\ttype ipv4_addr", "\t\telements = { " + ", ".join(vteps) + " }", "\t}"]
         lines += _chain("vxlan_guard", "type filter hook input priority filter; policy accept;",
-                        [f'udp dport {VXLAN_PORT} ip saddr != @vteps drop comment "VXLAN only from cluster members"'])
+                        [f'udp dport {VXLAN_PORT} ip saddr != @vteps counter drop comment "VXLAN only from cluster members"'])
     lines.append("}")
 
     lines += ["table bridge netdiag {", f"\t{marker}"]
