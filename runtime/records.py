@@ -54,6 +54,33 @@ def networks() -> list[dict]:
     return out
 
 
+def cluster() -> dict | None:
+    """The overlay cluster as the store lists it now, when this host is a member (None otherwise):
+    members with their VTEPs, overlay networks with their VNIs, every endpoint with its host. One
+    read of the store; its error (ClusterUnreachable) when it does not answer."""
+    from .cluster import keys, local
+    from .cluster.store import Store
+
+    member = local.member()
+    if member is None:
+        return None
+    found, _ = Store(member["store"]).prefix(keys.ROOT)
+    out = {"store": member["store"], "host": member["host"], "hosts": [], "networks": [], "endpoints": []}
+    for key, v, _ in found:
+        kind, rest = keys.split(key)
+        if not isinstance(v, dict):
+            continue
+        if kind == "hosts" and v.get("id") and v.get("vtep"):
+            out["hosts"].append({"id": v["id"], "name": v.get("name", ""), "vtep": v["vtep"]})
+        elif kind == "networks" and v.get("Id"):
+            out["networks"].append({"id": v["Id"], "name": v.get("Name", ""), "vni": v.get("VNI"), "subnet": v.get("Subnet", "")})
+        elif kind == "endpoints" and len(rest) == 2 and v.get("ip") and v.get("mac"):
+            out["endpoints"].append({"network": rest[0], "id": v.get("id", ""), "container": v.get("container", ""),
+                                     "name": v.get("name", ""), "ip": v["ip"].split("/")[0], "mac": v["mac"].lower(),
+                                     "host": v.get("host", "")})
+    return out
+
+
 def recorded_pids(root: Path) -> set[int]:
     """Every process a state root's records name (monitors, containers, DNS resolvers), read
     tolerantly: records may be half-written or corrupt when a lab is torn down."""

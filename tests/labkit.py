@@ -84,5 +84,6 @@ class Cluster(ClusterLab):
         return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
                               preexec_fn=enter(f"/proc/{self.pid(i, name)}/ns/net"))
 
-    def in_host(self, i: int, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess:
-        return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, preexec_fn=self.hosts[i].enter())
+    def in_host(self, i: int, *argv: str, timeout: float = 30, input_text: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, input=input_text,
+                              preexec_fn=self.hosts[i].enter())
