@@ -11,7 +11,6 @@ import ipaddress
 import os
 import secrets
 import socket
-import sys
 import time
 
 from ..errors import Conflict, InvalidArgument, NetdiagError, NotFound
@@ -140,34 +139,10 @@ def _check_peer(source: str, peer: str, probe) -> str:
 
 def start_agent(timeout: float = 15.0) -> int:
     """Spawn the agent (its own session, like the DNS resolver) and wait for it to register."""
-    import select
-    import subprocess
-    from pathlib import Path
-
+    from .. import daemon
     from ..kernel.syscalls import proc_start_time
 
-    root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-    r, w = os.pipe()
-    try:
-        proc = subprocess.Popen([sys.executable, "-m", "runtime.cluster.agent", "--ready-fd", str(w)],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                close_fds=True, pass_fds=(w,), start_new_session=True, env=env)
-    finally:
-        os.close(w)
-    buf, deadline = b"", time.monotonic() + timeout
-    try:
-        while b"\n" not in buf:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([r], [], [], left)[0]:
-                break
-            chunk = os.read(r, 4096)
-            if not chunk:
-                break
-            buf += chunk
-    finally:
-        os.close(r)
-    line = buf.decode(errors="replace").strip()
+    proc, line = daemon.start("runtime.cluster.agent", [], timeout)
     if line == "ok":
         local.update(agent_pid=proc.pid, agent_start=proc_start_time(proc.pid))
         return proc.pid

@@ -39,13 +39,7 @@ def validate_options(options: dict) -> dict:
     if name is not None and not _IFNAME.match(name):
         raise InvalidArgument(f"Invalid bridge name {name!r}", "interface names are 1-15 letters, digits, '_', '.' or '-'",
                               "choose a shorter name, e.g. br-web")
-    if model.OPT_MTU in options:
-        try:
-            mtu = int(options[model.OPT_MTU])
-        except ValueError:
-            mtu = 0
-        if not 68 <= mtu <= 65535:
-            raise InvalidArgument(f"Invalid MTU {options[model.OPT_MTU]!r}", "the MTU is a number from 68 to 65535", "use e.g. -o com.docker.network.driver.mtu=1450")
+    model.mtu_option(options)
     for key in (model.OPT_ICC, model.OPT_MASQ):
         _bool_opt(options, key)
     return options

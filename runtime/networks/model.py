@@ -185,6 +185,20 @@ def ensure_builtin_records() -> None:
                     save(new_record(name, driver))
 
 
+def mtu_option(options: dict) -> int | None:
+    """-o com.docker.network.driver.mtu=N, checked (68..65535); None when not given."""
+    if OPT_MTU not in options:
+        return None
+    try:
+        mtu = int(options[OPT_MTU])
+    except ValueError:
+        mtu = 0
+    if not 68 <= mtu <= 65535:
+        raise InvalidArgument(f"Invalid MTU {options[OPT_MTU]!r}", "the MTU is a number from 68 to 65535",
+                              "use e.g. -o com.docker.network.driver.mtu=1450")
+    return mtu
+
+
 def flag(net: dict, option: str, default: bool = True) -> bool:
     value = str(net["Options"].get(option, str(default))).lower()
     return value in ("true", "1", "yes")

@@ -46,16 +46,7 @@ def validate_options(options: dict) -> tuple[dict, int | None, int | None]:
         if key not in model.OVERLAY_OPTS:
             raise InvalidArgument(f"Unknown overlay option {key!r}", f"known options: {', '.join(model.OVERLAY_OPTS)}", "check the spelling")
     vni = alloc.parse_vni(options[model.OPT_VXLANID]) if model.OPT_VXLANID in options else None
-    mtu = None
-    if model.OPT_MTU in options:
-        try:
-            mtu = int(options[model.OPT_MTU])
-        except ValueError:
-            mtu = 0
-        if not 68 <= mtu <= 65535:
-            raise InvalidArgument(f"Invalid MTU {options[model.OPT_MTU]!r}", "the MTU is a number from 68 to 65535",
-                                  "use e.g. -o com.docker.network.driver.mtu=1400")
-    return options, vni, mtu
+    return options, vni, model.mtu_option(options)
 
 
 def _store(member: dict):
