@@ -54,9 +54,19 @@ def live(*, with_sockets: bool = True, conntrack: bool = False) -> dict:
 
     errors: list[dict] = []
     refs, containers, docker_nets = discover.discover(errors)
-    namespaces = LazyNamespaces(refs, errors, with_sockets, conntrack=conntrack)
+    cluster = _cluster(errors)
+    namespaces = LazyNamespaces(refs, errors, with_sockets, conntrack=conntrack, remote_names=_remote_names(cluster))
     host = next(r.id for r in refs.values() if r.kind == "host")
-    return _envelope(namespaces, host, containers, _netdiag_networks(errors) + docker_nets, errors, _cluster(errors))
+    return _envelope(namespaces, host, containers, _netdiag_networks(errors) + docker_nets, errors, cluster)
+
+
+def _remote_names(cluster: dict | None) -> dict[str, str]:
+    """Address -> "NAME (container on HOST)" for the overlay endpoints of other members."""
+    if not cluster:
+        return {}
+    hosts = {h["id"]: h.get("name") or h["id"][:12] for h in cluster["hosts"]}
+    return {e["ip"]: f"{e['name']} (container on {hosts.get(e['host'], e['host'][:12])})"
+            for e in cluster["endpoints"] if e["host"] != cluster["host"]}
 
 
 def _netdiag_networks(errors: list[dict]) -> list[dict]:

@@ -53,6 +53,7 @@ def test_trace_follows_the_packet_through_both_hosts(cl):
     kinds = [(h["kind"], h["direction"]) for h in r["hops"]]
     assert kinds[:4] == [("veth", "egress"), ("veth", "ingress"), ("bridge", "forward"), ("vxlan", "egress")]
     assert ("vxlan", "ingress") in kinds and kinds[-1] == ("socket", "deliver")
+    assert r["hops"][-1]["label"] == "b1 (container on h2)"  # named from the store, though not this host's
     vx = next(e["detail"] for e in r["evidence"] if e["kind"] == "vxlan")
     assert "198.51.100.2:4789" in vx and "b1 on h2" in vx and "outer UDP 198.51.100.1" in vx
     r = trace(cl, "a1", "b1", "--port", "80")
