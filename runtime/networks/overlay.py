@@ -16,6 +16,7 @@ overlay never gives a container its default route: a bridge network does, as in 
 from __future__ import annotations
 
 import hashlib
+import re
 from ipaddress import IPv4Address, IPv4Network
 
 from .. import state
@@ -251,19 +252,25 @@ def program(net: dict, remotes: dict[str, tuple[str, str]]) -> dict:
     return done
 
 
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
 def remote_endpoints(endpoints: list[dict], hosts: dict[str, dict], me: str) -> dict[str, tuple[str, str]]:
-    """MAC -> (IP, VTEP) of the endpoints of live members other than this host. Pure."""
+    """MAC -> (IP, VTEP) of the endpoints of live members other than this host; anything in the
+    store that is not a well-formed address or MAC is skipped, never sent to the kernel. Pure."""
     out = {}
     for ep in endpoints:
-        h = hosts.get(ep.get("host"))
-        if not isinstance(ep, dict) or ep.get("host") == me or h is None or not h.get("vtep"):
+        h = hosts.get(ep.get("host")) if isinstance(ep, dict) else None
+        if h is None or ep.get("host") == me:
             continue
         try:
             ip = str(IPv4Address(str(ep["ip"]).split("/")[0]))
+            vtep = str(IPv4Address(str(h.get("vtep"))))
             mac = str(ep["mac"]).lower()
         except (KeyError, ValueError):
             continue
-        out[mac] = (ip, h["vtep"])
+        if _MAC.fullmatch(mac):
+            out[mac] = (ip, vtep)
     return out
 
 

@@ -70,7 +70,8 @@ def test_a_host_programs_the_endpoints_of_live_members_but_its_own():
     eps = [{"host": "a" * 16, "ip": "10.0.1.2/24", "mac": "02:42:0a:00:01:02"},
            {"host": "c" * 16, "ip": "10.0.1.3/24", "mac": "02:42:0A:00:01:03"},
            {"host": "d" * 16, "ip": "10.0.1.4/24", "mac": "02:42:0a:00:01:04"},  # its host's lease is gone
-           {"host": "c" * 16, "ip": "garbage", "mac": "x"}]
+           {"host": "c" * 16, "ip": "garbage", "mac": "x"},
+           {"host": "c" * 16, "ip": "10.0.1.9/24", "mac": "02:42:0a:00:01:09 dev lo"}]  # never reaches netlink
     assert overlay.remote_endpoints(eps, hosts, "a" * 16) == {"02:42:0a:00:01:03": ("10.0.1.3", "198.51.100.3")}
 
 
