@@ -117,8 +117,10 @@ def test_a_new_remote_endpoint_is_reachable_within_a_second(cl):
 
 def test_concurrent_creates_and_attaches_never_share_a_vni_subnet_or_address(cl):
     names = [f"p{i}" for i in range(4)]
+    mtu = ["-o", "com.docker.network.driver.mtu=1400"]  # p0's endpoints: lower than the 1450 the underlay allows
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda n: cl.run(names.index(n) % 3, "network", "create", "-d", "overlay", n), names))
+        results = list(pool.map(lambda n: cl.run(names.index(n) % 3, "network", "create", "-d", "overlay",
+                                                 *(mtu if n == "p0" else []), n), names))
     assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
     nets = [_inspect(cl, 0, n) for n in names]
     vnis = {n["VNI"] for n in nets} | {_inspect(cl, 0, "ov")["VNI"]}
@@ -137,6 +139,7 @@ def test_concurrent_creates_and_attaches_never_share_a_vni_subnet_or_address(cl)
     assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
     ips = {e["IPv4Address"] for e in _inspect(cl, 1, "p0")["ClusterEndpoints"].values()}
     assert len(ips) == 4
+    assert "mtu 1400" in cl.ok(2, "exec", "q1", "ip", "link", "show", "eth0")
     for i, name in ctrs:
         cl.ok(i, "rm", "-f", name)
     for n in names:
