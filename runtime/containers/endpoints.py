@@ -92,6 +92,31 @@ def disconnect(c: model.Container, name: str) -> None:
     drivers.of(net).detach(net, c.id)
     settings.pop(name, None)
     state.write_json(c.dir / "config.json", c.config)
+    if model.proc_ok(c):
+        _regain_gateway(c)
+        write_etc(c)
+
+
+def _regain_gateway(c: model.Container) -> None:
+    """Like Docker: when the network that held the default route goes, the next connected bridge
+    network (not internal) takes it, so a container keeps its way out."""
+    from ipaddress import IPv4Address
+
+    from ..kernel import link, route
+    from ..kernel.ns import netns
+    from ..networks import model as nets
+
+    eps = endpoints(c)
+    with netns(f"/proc/{c.pid}/ns/net"):
+        if any(r["dst_len"] == 0 and r["table"] == route.RT_TABLE_MAIN for r in route.dump()):
+            return
+        for name in bridge_networks(c):
+            net = nets.find(name)
+            if net and net["Driver"] == "bridge" and not net["Internal"] and name in eps:
+                idx = link.index(eps[name]["Interface"])
+                if idx:
+                    route.add_default(IPv4Address(nets.ipam(net)["Gateway"]), idx)
+                    return
 
 
 def detach_all(c: model.Container) -> None:
