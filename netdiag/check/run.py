@@ -25,7 +25,6 @@ from . import checks as static_checks
 from .spec import PROBE_ONLY, STATIC, Check
 
 RETRY_SLEEP = 1.0
-STATUSES = ("passed", "failed", "skipped", "error")
 
 
 def run(checks: list[Check], model_factory: Callable, *, snapshot: bool = False, parallel: int = 1, fail_fast: bool = False,
