@@ -25,7 +25,6 @@ from . import checks as static_checks
 from .spec import PROBE_ONLY, STATIC, Check
 
 RETRY_SLEEP = 1.0
-STATUSES = ("passed", "failed", "skipped", "error")
 
 
 def run(checks: list[Check], model_factory: Callable, *, snapshot: bool = False, parallel: int = 1, fail_fast: bool = False,
@@ -36,6 +35,7 @@ def run(checks: list[Check], model_factory: Callable, *, snapshot: bool = False,
     stop = threading.Event()
     lock = threading.Lock()
     first = model_factory()
+    blind = None if snapshot else blindness()
     results: list[dict | None] = [None] * len(checks)
 
     def one(i: int, check: Check) -> None:
@@ -45,7 +45,7 @@ def run(checks: list[Check], model_factory: Callable, *, snapshot: bool = False,
             if on_start:
                 with lock:
                     on_start(check)
-            res = _attempts(check, first, model_factory, snapshot, retry_timeout, stop)
+            res = _attempts(check, first, model_factory, snapshot, retry_timeout, stop, blind)
             if fail_fast and res["status"] in ("failed", "error"):
                 stop.set()
         results[i] = res
@@ -63,14 +63,15 @@ def run(checks: list[Check], model_factory: Callable, *, snapshot: bool = False,
     return [r for r in results if r is not None]
 
 
-def _attempts(check: Check, model, model_factory, snapshot: bool, retry_timeout: float, stop: threading.Event) -> dict:
+def _attempts(check: Check, model, model_factory, snapshot: bool, retry_timeout: float, stop: threading.Event,
+              blind: str | None = None) -> dict:
     """The check, tried again (on a fresh model) after a failure until `retry_timeout` seconds
     have passed since its first try: for CI jobs that start checking while the stack comes up."""
     t0 = time.monotonic()
     attempt = 0
     while True:
         attempt += 1
-        res = evaluate(check, model, snapshot=snapshot)
+        res = evaluate(check, model, snapshot=snapshot, blind=blind)
         res["attempts"] = attempt
         res["duration"] = round(time.monotonic() - t0, 3)
         if res["status"] != "failed" or snapshot or time.monotonic() - t0 + RETRY_SLEEP > retry_timeout or stop.is_set():
@@ -82,8 +83,18 @@ def _attempts(check: Check, model, model_factory, snapshot: bool, retry_timeout:
             return {**res, "status": "error", "summary": f"the host could not be read again for a retry: {e}"}
 
 
-def evaluate(check: Check, model, *, snapshot: bool = False) -> dict:
-    """One check, once: its result object (see schemas of the report in report.py)."""
+def blindness() -> str | None:
+    """Why this process cannot see the live host whole, or None. Without CAP_SYS_ADMIN other
+    namespaces (and so containers) are invisible: a target not found means "could not look"."""
+    from runtime.containers.security import available
+
+    missing = [c for c in ("CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_NET_RAW") if c not in set(available())]
+    return (f"netdiag runs without {', '.join(missing)}: run it as root, or check a snapshot (--snapshot)") if missing else None
+
+
+def evaluate(check: Check, model, *, snapshot: bool = False, blind: str | None = None) -> dict:
+    """One check, once: its result object (its fields: README, "Checks in CI"). `blind`: why the
+    host cannot be seen whole (then a missing target is "could not run", not "failed")."""
     if check.skip:
         return _result(check, "skipped", check.skip)
     if snapshot and check.kind in PROBE_ONLY:
@@ -98,6 +109,8 @@ def evaluate(check: Check, model, *, snapshot: bool = False) -> dict:
             mode = "static" if snapshot else "live"
     except (NotFound, InvalidArgument) as e:  # the file is valid: the world does not have what it names
         out, mode = {"status": "failed", "summary": str(e), "observed": "not found"}, "model"
+        if blind:
+            out.update(status="error", summary=f"could not run: {e} ({blind})")
     except NetdiagError as e:
         out, mode = {"status": "error", "summary": f"could not run: {e}"}, "live"
     res = _result(check, out.pop("status"), out.pop("summary"), **out)
@@ -218,6 +231,7 @@ def http(p: dict, model, *, live: bool) -> dict:
     body = h.get("body") or ""
     if p["body_contains"] and p["body_contains"] not in body:
         return {**out, "status": "failed", "cause": "APP_ERROR",
+                "fix": f"the network delivers; the application serves other content at {p['url']}: check what it serves there",
                 "summary": f"{p['url']} answered HTTP {h['status']} from {h['from']}, but the first {len(body)} bytes of the "
                            f"body do not contain {p['body_contains']!r}: {body[:120]!r}"}
     return {**out, "status": "passed", "summary": h["summary"]}
@@ -246,7 +260,9 @@ def latency(p: dict, model, *, live: bool) -> dict:
     summary = (f"{p['count']} handshakes from {h['from']} to {ip}:{p['port']}: p95 {p95 * 1000:.2f} ms"
                + (f" (p50 {series['p50'] * 1000:.2f} ms)" if series and series.get("p50") is not None else ""))
     if not ok:
-        return {**out, "status": "failed", "cause": "SLOW_RESPONSE", "summary": summary + f", not below {p['below'] * 1000:g} ms"}
+        return {**out, "status": "failed", "cause": "SLOW_RESPONSE", "summary": summary + f", not below {p['below'] * 1000:g} ms",
+                "fix": f"the handshake itself is slow: look for a loaded host, a shaping qdisc or a user-space relay between "
+                       f"{h['from']} and {ip}, or raise below: if {p95 * 1000:.2f} ms is acceptable"}
     return {**out, "status": "passed", "summary": summary}
 
 

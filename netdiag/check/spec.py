@@ -57,10 +57,6 @@ class Check:
     skip: str | None = None
     index: int = 0        # position in the run, from 0
 
-    @property
-    def where(self) -> str:
-        return f"{self.file}:{self.line}"
-
 
 @dataclass
 class Suite:
