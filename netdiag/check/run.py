@@ -5,6 +5,7 @@ that engine's diagnosis (cause, hop, evidence, a checked fix) instead of a bare 
   the static path alone. `blocked: CAUSE` passes only when the verdict is blocked with that cause.
 - http, latency: netdiag.health (a load balancer's check from the source namespace; a failure is
   diagnosed there); dns: netdiag.health.resolve (the source's own resolver). Skipped on a snapshot.
+- lb: HAProxy's stats socket, sampled; a failing server's check is re-run by netdiag.health.explain.
 - listening, published, internal, route, no_listener: the model only (checks.py), also offline.
 
 Checks are independent and run in a thread pool (--parallel). Live probes are safe side by side:
@@ -300,4 +301,57 @@ def dns(p: dict, model, *, live: bool) -> dict:
     return {**out, "status": "passed", "summary": summary}
 
 
-LIVE = {"reach": reach, "mtu": mtu, "http": http, "latency": latency, "dns": dns}
+LB_SAMPLE = 0.25
+
+
+def lb(p: dict, model, *, live: bool) -> dict:
+    """Every selected server UP (or none, with up: false) in HAProxy's own stats, for p["for"] s."""
+    from ..health import explain, haproxy
+
+    proc, path, src, _ = explain.locate(model, p["socket"], p["target"])
+    seen: dict[tuple, dict] = {}
+    deadline = time.monotonic() + p["for"]
+    while True:
+        for r in haproxy.servers(path):
+            if (p["backend"] and r["backend"] != p["backend"]) or (p["servers"] and r["server"] not in p["servers"]):
+                continue
+            s = seen.setdefault((r["backend"], r["server"]), {"samples": 0, "wrong": 0, "row": r, "wrong_row": None})
+            s["samples"] += 1
+            s["row"] = r
+            if r["status"].startswith("UP") != p["up"]:
+                s["wrong"] += 1
+                s["wrong_row"] = r
+        if time.monotonic() + LB_SAMPLE > deadline:
+            break
+        time.sleep(LB_SAMPLE)
+    want = "UP" if p["up"] else "not UP"
+    window = f" for {p['for']:g}s" if p["for"] else ""
+    expected = f"{', '.join(p['servers']) if p['servers'] else 'every server'} {want}{window}"
+    if not seen:
+        return {"status": "failed", "expected": expected, "observed": "no such server",
+                "summary": f"HAProxy ({path}) has no server" + (f" {', '.join(p['servers'])}" if p["servers"] else "")
+                           + (f" in backend {p['backend']}" if p["backend"] else "")}
+    def text(k, s):
+        r = s["wrong_row"] or s["row"]
+        return (f"{k[0]}/{k[1]} {r['status']} ({r['check_status'] or 'no check'}"
+                + (f", {r['check_duration']} ms" if r.get("check_duration") is not None else "") + ")"
+                + (f" in {s['wrong']} of {s['samples']} samples" if s["samples"] > 1 else ""))
+    bad = {k: s for k, s in seen.items() if s["wrong"]}
+    observed = "; ".join(text(k, s) for k, s in seen.items())
+    if not bad:
+        return {"status": "passed", "expected": expected, "observed": observed, "summary": f"HAProxy ({path}): {observed}"}
+    summary = f"HAProxy ({path}): {'; '.join(text(k, s) for k, s in bad.items())}, expected {want}{window}"
+    if not p["up"]:
+        return {"status": "failed", "expected": expected, "observed": observed, "summary": summary}
+    (_, server), s = next(iter(bad.items()))
+    h = explain.recheck(model, proc, src, s["wrong_row"])
+    out = {"status": "failed", "expected": expected, "observed": observed, "summary": summary}
+    if h is None:
+        return out
+    if h["healthy"]:  # it passes now: it flaps (or HAProxy is about to see it UP)
+        return {**out, "summary": summary + f"; {server}'s check passes right now ({h['summary']}): it flaps",
+                "evidence": [{"kind": "check", "detail": h["summary"]}], "diagnosis": h}
+    return {**out, **_health_fields(h), "summary": summary + f"; {server}: {h['summary']}"}
+
+
+LIVE = {"reach": reach, "mtu": mtu, "http": http, "latency": latency, "dns": dns, "lb": lb}
