@@ -147,3 +147,171 @@ def leaks(lab: Lab) -> list[str]:
     if lab.state_dir.exists():
         out.append(str(lab.state_dir))
     return out
+
+
+# -- several hosts on one underlay: a cluster for overlay networks ------------------------------------
+UNDERLAY_PREFIX = "198.51.100."  # TEST-NET-2: never routed anywhere, only on the lab's underlay bridge
+STORE_IP = UNDERLAY_PREFIX + "254"
+
+
+class ClusterHost(Lab):
+    """A lab host on the cluster's underlay: its own namespace, eth0 on the underlay bridge (no
+    "outside" namespace), its own netdiag state and cgroup parent."""
+
+    def __init__(self, name: str, state_dir: Path, address: str):
+        super().__init__(name, state_dir)
+        self.address = address
+        self.env["NETDIAG_DNS_UPSTREAM"] = ""  # no upstream on the underlay: nothing leaves the lab
+
+
+class ClusterLab:
+    """An underlay bridge in its own namespace, N host namespaces on it (`hosts[i].netdiag(...)`
+    runs the CLI as that host) and a real etcd (Debian's etcd-server) in a namespace of its own,
+    listening only on the underlay (its data in the lab's state dir). `destroy()` stops etcd,
+    kills what the hosts ran and removes everything, also after a failure half-way."""
+
+    def __init__(self, hosts: int = 3, name: str | None = None, state_dir: Path | None = None, mtu: int = 1500):
+        tag = secrets.token_hex(3)
+        self.name = name or f"ndcl-{tag}"
+        self.state_dir = Path(state_dir or f"/tmp/{self.name}")
+        self.underlay, self.kv = f"{self.name}-ul", f"{self.name}-kv"
+        self.mtu = mtu
+        self.hosts = [ClusterHost(f"{self.name}-h{i + 1}", self.state_dir / f"h{i + 1}", f"{UNDERLAY_PREFIX}{i + 1}")
+                      for i in range(hosts)]
+        self.etcd: subprocess.Popen | None = None
+        self.store_url = f"etcd://{STORE_IP}:2379"
+
+    def create(self) -> "ClusterLab":
+        import ipaddress
+
+        from runtime.kernel import addr, link, ns
+
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            ul = ns.create(self.underlay)
+            with ns.netns(ul):
+                link.ensure_bridge("ul0", None, None, self.mtu)
+                link.set_up(link.index("lo"))
+            ends = [(h.name, h.address) for h in self.hosts] + [(self.kv, STORE_IP)]
+            for i, (name, address) in enumerate(ends):
+                path = ns.create(name)
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    with ns.netns(ul):
+                        link.create_veth(f"p{i}", "eth0", fd, self.mtu)
+                        link.set_up(link.index(f"p{i}"), master=link.index("ul0"))
+                finally:
+                    os.close(fd)
+                with ns.netns(path):
+                    eth0 = link.index("eth0")
+                    addr.add(eth0, ipaddress.IPv4Address(address), 24)
+                    link.set_up(eth0)
+                    link.set_up(link.index("lo"))
+            for h in self.hosts:
+                h.state_dir.mkdir(parents=True, exist_ok=True)
+            self.start_store()
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    # -- the store ----------------------------------------------------------------------------------
+    def start_store(self, timeout: float = 20.0) -> None:
+        import shutil as _shutil
+        import socket
+
+        from runtime.kernel import ns
+
+        etcd = _shutil.which("etcd")
+        if etcd is None:
+            raise RuntimeError("etcd is not installed (apt-get install etcd-server; scripts/setup does it)")
+        data = self.state_dir / "etcd"
+        log = open(self.state_dir / "etcd.log", "ab")
+        peer = "http://127.0.0.1:2380"  # peers only inside the store's own namespace: one member
+        self.etcd = subprocess.Popen(
+            [etcd, "--name", "kv", "--data-dir", str(data), "--logger", "zap", "--log-level", "error",
+             "--listen-client-urls", f"http://{STORE_IP}:2379", "--advertise-client-urls", f"http://{STORE_IP}:2379",
+             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", f"kv={peer}"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=ns.enter(f"/run/netns/{self.kv}"), start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.etcd.poll() is not None:
+                raise RuntimeError(f"etcd exited with status {self.etcd.returncode}: see {self.state_dir / 'etcd.log'}")
+            with ns.netns(f"/run/netns/{self.kv}"):
+                try:
+                    socket.create_connection((STORE_IP, 2379), timeout=0.5).close()
+                    return
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        raise RuntimeError(f"etcd did not listen on {STORE_IP}:2379 within {timeout:g} s")
+
+    def stop_store(self) -> None:
+        if self.etcd is None:
+            return
+        if self.etcd.poll() is None:
+            self.etcd.terminate()
+            try:
+                self.etcd.wait(10)
+            except subprocess.TimeoutExpired:
+                self.etcd.kill()
+                self.etcd.wait()
+        self.etcd = None
+
+    # -- running things ------------------------------------------------------------------------------
+    def join_all(self, ttl: int | None = None) -> None:
+        for h in self.hosts:
+            if ttl is not None:
+                h.env["NETDIAG_CLUSTER_TTL"] = str(ttl)
+            p = h.netdiag("cluster", "join", "--store", self.store_url, "--advertise", h.address, "--name", h.name.rsplit("-", 1)[1],
+                          timeout=60)
+            if p.returncode != 0:
+                raise RuntimeError(f"{h.name}: cluster join failed: {p.stderr.strip()}")
+
+    def underlay_run(self, *argv: str, **kw) -> subprocess.CompletedProcess:
+        from runtime.kernel.ns import enter
+
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        return subprocess.run(list(argv), preexec_fn=enter(f"/run/netns/{self.underlay}"), **kw)
+
+    def destroy(self) -> None:
+        from runtime.kernel import ns
+
+        self.stop_store()
+        for h in self.hosts:
+            h.destroy()
+        for name in (self.underlay, self.kv):
+            ns.remove(name)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def __enter__(self) -> "ClusterLab":
+        return self.create()
+
+    def __exit__(self, *exc) -> None:
+        self.destroy()
+
+
+def cluster_leaks(lab: ClusterLab) -> list[str]:
+    """What a destroyed cluster lab left behind: namespaces, cgroups, mounts, state, processes."""
+    out = [f"netns {n}" for n in (lab.underlay, lab.kv) if os.path.exists(f"/run/netns/{n}")]
+    for h in lab.hosts:
+        out += leaks(h)
+    if lab.state_dir.exists():
+        out.append(str(lab.state_dir))
+    needle = str(lab.state_dir).encode()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                cmd = f.read()
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        if needle in cmd or needle in env:
+            text = cmd.replace(b"\0", b" ").decode(errors="replace")[:80]
+            out.append(f"process {entry.name}: {text}")
+    return out

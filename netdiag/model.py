@@ -101,14 +101,23 @@ class Model:
 
     # -- loading -----------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str) -> "Model":
-        try:
-            with open(path) as f:
-                return cls(json.load(f))
-        except OSError as e:
-            raise InvalidArgument(f"Cannot read snapshot {path}", e.strerror or str(e), "check the path") from None
-        except ValueError as e:
-            raise InvalidArgument(f"Snapshot {path} is not valid JSON", str(e), "take it again with 'netdiag snapshot -o FILE'") from None
+    def load(cls, path: str | list[str]) -> "Model":
+        """One snapshot file, or several merged into one model (hosts of a cluster: see merge())."""
+        paths = [path] if isinstance(path, str) else list(path)
+        snaps = []
+        for p in paths:
+            try:
+                with open(p) as f:
+                    snaps.append(json.load(f))
+            except OSError as e:
+                raise InvalidArgument(f"Cannot read snapshot {p}", e.strerror or str(e), "check the path") from None
+            except ValueError as e:
+                raise InvalidArgument(f"Snapshot {p} is not valid JSON", str(e), "take it again with 'netdiag snapshot -o FILE'") from None
+        for p, snap in zip(paths, snaps):
+            if snap.get("schema") != SCHEMA:
+                raise InvalidArgument(f"Unsupported snapshot format {snap.get('schema')!r} in {p}", f"this netdiag reads {SCHEMA}",
+                                      "take the snapshot again with this version ('netdiag snapshot -o FILE')")
+        return cls(merge(snaps) if len(snaps) > 1 else snaps[0])
 
     def overlay(self) -> tuple["Model", Overlay]:
         """A model whose namespaces can be edited without touching this one's (for fix checks)."""
@@ -131,6 +140,23 @@ class Model:
     # -- lookups -----------------------------------------------------------------------------------
     def containers(self) -> list[dict]:
         return self.snap.get("containers", [])
+
+    def cluster(self) -> dict:
+        """The overlay cluster as the store listed it (empty lists when the host is no member)."""
+        return self.snap.get("cluster") or {"hosts": [], "networks": [], "endpoints": [], "host": "", "store": ""}
+
+    def cluster_endpoint(self, ref: str) -> dict | None:
+        """An overlay endpoint anywhere in the cluster by container name, id (prefix) or address,
+        with its host's name and VTEP."""
+        cl = self.cluster()
+        hits = [e for e in cl["endpoints"] if ref in (e["name"], e["ip"], e["container"])
+                or (len(ref) >= 3 and e["container"].startswith(ref))]
+        if not hits:
+            return None
+        hosts = {h["id"]: h for h in cl["hosts"]}
+        e = hits[0]
+        h = hosts.get(e["host"], {})
+        return {**e, "host_name": h.get("name", ""), "vtep": h.get("vtep"), "local": e["host"] == cl["host"]}
 
     def ns(self, ns_id: str) -> dict:
         """A namespace's state, or a clear error saying why it could not be read."""
@@ -225,3 +251,53 @@ class Model:
                               "handle": rule.get("handle"), "comment": rule.get("comment", ""), "expr": rule.get("expr", []),
                               "text": rule_text(rule)})
         return rules
+
+
+def merge(snaps: list[dict]) -> dict:
+    """Several hosts' snapshots as one. Namespaces are known by inode: snapshots of one kernel (the
+    same boot id, e.g. the hosts of a lab) share ids and are united; another kernel's ids get its
+    hostname appended wherever they appear, so they never collide. Containers, networks, errors
+    and cluster views add up. The first snapshot's host stays the model's host."""
+    out = copy.deepcopy(snaps[0])
+    seen_containers = {(c.get("runtime"), c.get("id")) for c in out.get("containers", [])}
+    seen_networks = {(n.get("runtime"), n.get("id")) for n in out.get("networks", [])}
+    for i, snap in enumerate(snaps[1:], 1):
+        snap = copy.deepcopy(snap)
+        if not (snap.get("boot_id") and snap.get("boot_id") == out.get("boot_id")):
+            tag = f"@{snap.get('hostname') or 'host'}-{i}"
+            snap = _renamed(snap, {ns_id: ns_id + tag for ns_id in snap["namespaces"]})
+        for ns_id, ns in snap["namespaces"].items():
+            out["namespaces"].setdefault(ns_id, ns)
+        for c in snap.get("containers", []):
+            if (c.get("runtime"), c.get("id")) not in seen_containers:
+                out.setdefault("containers", []).append(c)
+                seen_containers.add((c.get("runtime"), c.get("id")))
+        for n in snap.get("networks", []):
+            if (n.get("runtime"), n.get("id")) not in seen_networks:
+                out.setdefault("networks", []).append(n)
+                seen_networks.add((n.get("runtime"), n.get("id")))
+        out.setdefault("errors", []).extend(snap.get("errors", []))
+        if not out.get("cluster") and snap.get("cluster"):
+            out["cluster"] = snap["cluster"]
+    return out
+
+
+def _renamed(snap: dict, names: dict[str, str]) -> dict:
+    """A snapshot whose namespace ids are replaced everywhere they are referenced."""
+    spaces = {}
+    for ns_id, ns in snap["namespaces"].items():
+        ns["id"] = names.get(ns_id, ns_id)
+        for link in ns.get("links", []):
+            peer = link.get("peer")
+            if isinstance(peer, dict) and peer.get("ns") in names:
+                peer["ns"] = names[peer["ns"]]
+        spaces[ns["id"]] = ns
+    snap["namespaces"] = spaces
+    snap["host"] = names.get(snap["host"], snap["host"])
+    for c in snap.get("containers", []):
+        if c.get("ns") in names:
+            c["ns"] = names[c["ns"]]
+    for e in snap.get("errors", []):
+        if e.get("ns") in names:
+            e["ns"] = names[e["ns"]]
+    return snap

@@ -14,7 +14,7 @@ def containers() -> list[dict]:
     from .networks import model as nets
 
     by_container: dict[str, dict] = {}  # every network record read once, not once per container
-    for n in nets.bridges():
+    for n in nets.attachable():
         for cid, e in n["Containers"].items():
             by_container.setdefault(cid, {})[n["Name"]] = e
     out = []
@@ -36,17 +36,48 @@ def containers() -> list[dict]:
 
 
 def networks() -> list[dict]:
-    """netdiag's bridge networks: subnet, gateway, options, bridge device and endpoints."""
+    """netdiag's bridge and overlay networks: subnet, gateway, options, bridge device and endpoints
+    (an overlay's: this host's only; its VNI and VXLAN device too)."""
     from .networks import model
 
     out = []
-    for n in model.bridges():
+    for n in model.attachable():
         cfg = model.ipam(n)
-        out.append({"runtime": "netdiag", "id": n["Id"], "name": n["Name"], "driver": n["Driver"],
-                    "subnet": cfg.get("Subnet", ""), "gateway": cfg.get("Gateway", ""), "internal": n["Internal"],
-                    "options": n["Options"], "bridge": n["netdiag"].get("Bridge", ""),
-                    "endpoints": {cid: {"name": e["Name"], "ip": e["IPv4Address"], "host_veth": e["HostVeth"]}
-                                  for cid, e in n["Containers"].items()}})
+        entry = {"runtime": "netdiag", "id": n["Id"], "name": n["Name"], "driver": n["Driver"],
+                 "subnet": cfg.get("Subnet", ""), "gateway": cfg.get("Gateway", ""), "internal": n["Internal"],
+                 "options": n["Options"], "bridge": n["netdiag"].get("Bridge", ""),
+                 "endpoints": {cid: {"name": e["Name"], "ip": e["IPv4Address"], "host_veth": e["HostVeth"]}
+                               for cid, e in n["Containers"].items()}}
+        if n["Driver"] == "overlay":
+            entry.update(vni=n["netdiag"].get("VNI"), vxlan=n["netdiag"].get("Vxlan", ""))
+        out.append(entry)
+    return out
+
+
+def cluster() -> dict | None:
+    """The overlay cluster as the store lists it now, when this host is a member (None otherwise):
+    members with their VTEPs, overlay networks with their VNIs, every endpoint with its host. One
+    read of the store; its error (ClusterUnreachable) when it does not answer."""
+    from .cluster import keys, local
+    from .cluster.store import Store
+
+    member = local.member()
+    if member is None:
+        return None
+    found, _ = Store(member["store"]).prefix(keys.ROOT)
+    out = {"store": member["store"], "host": member["host"], "hosts": [], "networks": [], "endpoints": []}
+    for key, v, _ in found:
+        kind, rest = keys.split(key)
+        if not isinstance(v, dict):
+            continue
+        if kind == "hosts" and v.get("id") and v.get("vtep"):
+            out["hosts"].append({"id": v["id"], "name": v.get("name", ""), "vtep": v["vtep"]})
+        elif kind == "networks" and v.get("Id"):
+            out["networks"].append({"id": v["Id"], "name": v.get("Name", ""), "vni": v.get("VNI"), "subnet": v.get("Subnet", "")})
+        elif kind == "endpoints" and len(rest) == 2 and v.get("ip") and v.get("mac"):
+            out["endpoints"].append({"network": rest[0], "id": v.get("id", ""), "container": v.get("container", ""),
+                                     "name": v.get("name", ""), "ip": v["ip"].split("/")[0], "mac": v["mac"].lower(),
+                                     "host": v.get("host", "")})
     return out
 
 
@@ -70,4 +101,6 @@ def recorded_pids(root: Path) -> set[int]:
         net = load(rec) or {}
         extra = net.get("netdiag") if isinstance(net.get("netdiag"), dict) else {}
         pids.add(int(extra.get("DnsPid") or 0))
+    member = load(Path(root) / "cluster" / "member.json") or {}
+    pids.add(int(member.get("agent_pid") or 0))
     return pids - {0, os.getpid()}

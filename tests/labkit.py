@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from netdiag.lab import Lab
+from netdiag.lab import ClusterLab, Lab
 
 
 class World(Lab):
@@ -58,3 +58,32 @@ class World(Lab):
             p.kill()
             p.wait()
         super().destroy()
+
+
+class Cluster(ClusterLab):
+    """A ClusterLab with test conveniences: `ok(i, ...)` runs the CLI on host i and asserts exit 0,
+    `in_ctr(i, name, argv)` runs a host binary in a container's network namespace."""
+
+    def run(self, i: int, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return self.hosts[i].netdiag(*args, timeout=timeout)
+
+    def ok(self, i: int, *args: str, timeout: float = 60) -> str:
+        p = self.run(i, *args, timeout=timeout)
+        if p.returncode != 0:
+            raise AssertionError(f"h{i + 1}: netdiag {' '.join(args)} exited {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}")
+        return p.stdout
+
+    def pid(self, i: int, name: str) -> int:
+        import json
+
+        return json.loads(self.ok(i, "inspect", name))[0]["State"]["Pid"]
+
+    def in_ctr(self, i: int, name: str, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess:
+        from runtime.kernel.ns import enter
+
+        return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+                              preexec_fn=enter(f"/proc/{self.pid(i, name)}/ns/net"))
+
+    def in_host(self, i: int, *argv: str, timeout: float = 30, input_text: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, input=input_text,
+                              preexec_fn=self.hosts[i].enter())

@@ -87,7 +87,7 @@ def junit(results: list[dict], s: dict, files: list[str]) -> str:
     """One <testsuite> per check file, one <testcase> per check; a failed check is a <failure> whose
     message is the cause and the one-line why, its body the details; a check that could not run is
     an <error>, a skipped one <skipped>. Only attributes Jenkins' junit-10.xsd allows."""
-    from junitparser import Error, Failure, JUnitXml, Skipped, SystemOut, TestCase, TestSuite
+    from junitparser import Error, Failure, JUnitXml, Skipped, TestCase, TestSuite
 
     xml = JUnitXml("netdiag check")
     for f in files or sorted({r["file"] for r in results}):

@@ -5,6 +5,7 @@ that engine's diagnosis (cause, hop, evidence, a checked fix) instead of a bare 
   the static path alone. `blocked: CAUSE` passes only when the verdict is blocked with that cause.
 - http, latency: netdiag.health (a load balancer's check from the source namespace; a failure is
   diagnosed there); dns: netdiag.health.resolve (the source's own resolver). Skipped on a snapshot.
+- lb: HAProxy's stats socket, sampled; a failing server's check is re-run by netdiag.health.explain.
 - listening, published, internal, route, no_listener: the model only (checks.py), also offline.
 
 Checks are independent and run in a thread pool (--parallel). Live probes are safe side by side:
@@ -25,7 +26,6 @@ from . import checks as static_checks
 from .spec import PROBE_ONLY, STATIC, Check
 
 RETRY_SLEEP = 1.0
-STATUSES = ("passed", "failed", "skipped", "error")
 
 
 def run(checks: list[Check], model_factory: Callable, *, snapshot: bool = False, parallel: int = 1, fail_fast: bool = False,
@@ -36,6 +36,7 @@ def run(checks: list[Check], model_factory: Callable, *, snapshot: bool = False,
     stop = threading.Event()
     lock = threading.Lock()
     first = model_factory()
+    blind = None if snapshot else blindness()
     results: list[dict | None] = [None] * len(checks)
 
     def one(i: int, check: Check) -> None:
@@ -45,7 +46,7 @@ def run(checks: list[Check], model_factory: Callable, *, snapshot: bool = False,
             if on_start:
                 with lock:
                     on_start(check)
-            res = _attempts(check, first, model_factory, snapshot, retry_timeout, stop)
+            res = _attempts(check, first, model_factory, snapshot, retry_timeout, stop, blind)
             if fail_fast and res["status"] in ("failed", "error"):
                 stop.set()
         results[i] = res
@@ -63,14 +64,15 @@ def run(checks: list[Check], model_factory: Callable, *, snapshot: bool = False,
     return [r for r in results if r is not None]
 
 
-def _attempts(check: Check, model, model_factory, snapshot: bool, retry_timeout: float, stop: threading.Event) -> dict:
+def _attempts(check: Check, model, model_factory, snapshot: bool, retry_timeout: float, stop: threading.Event,
+              blind: str | None = None) -> dict:
     """The check, tried again (on a fresh model) after a failure until `retry_timeout` seconds
     have passed since its first try: for CI jobs that start checking while the stack comes up."""
     t0 = time.monotonic()
     attempt = 0
     while True:
         attempt += 1
-        res = evaluate(check, model, snapshot=snapshot)
+        res = evaluate(check, model, snapshot=snapshot, blind=blind)
         res["attempts"] = attempt
         res["duration"] = round(time.monotonic() - t0, 3)
         if res["status"] != "failed" or snapshot or time.monotonic() - t0 + RETRY_SLEEP > retry_timeout or stop.is_set():
@@ -82,8 +84,18 @@ def _attempts(check: Check, model, model_factory, snapshot: bool, retry_timeout:
             return {**res, "status": "error", "summary": f"the host could not be read again for a retry: {e}"}
 
 
-def evaluate(check: Check, model, *, snapshot: bool = False) -> dict:
-    """One check, once: its result object (see schemas of the report in report.py)."""
+def blindness() -> str | None:
+    """Why this process cannot see the live host whole, or None. Without CAP_SYS_ADMIN other
+    namespaces (and so containers) are invisible: a target not found means "could not look"."""
+    from runtime.containers.security import available
+
+    missing = [c for c in ("CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_NET_RAW") if c not in set(available())]
+    return (f"netdiag runs without {', '.join(missing)}: run it as root, or check a snapshot (--snapshot)") if missing else None
+
+
+def evaluate(check: Check, model, *, snapshot: bool = False, blind: str | None = None) -> dict:
+    """One check, once: its result object (its fields: README, "Checks in CI"). `blind`: why the
+    host cannot be seen whole (then a missing target is "could not run", not "failed")."""
     if check.skip:
         return _result(check, "skipped", check.skip)
     if snapshot and check.kind in PROBE_ONLY:
@@ -98,6 +110,8 @@ def evaluate(check: Check, model, *, snapshot: bool = False) -> dict:
             mode = "static" if snapshot else "live"
     except (NotFound, InvalidArgument) as e:  # the file is valid: the world does not have what it names
         out, mode = {"status": "failed", "summary": str(e), "observed": "not found"}, "model"
+        if blind:
+            out.update(status="error", summary=f"could not run: {e} ({blind})")
     except NetdiagError as e:
         out, mode = {"status": "error", "summary": f"could not run: {e}"}, "live"
     res = _result(check, out.pop("status"), out.pop("summary"), **out)
@@ -218,6 +232,7 @@ def http(p: dict, model, *, live: bool) -> dict:
     body = h.get("body") or ""
     if p["body_contains"] and p["body_contains"] not in body:
         return {**out, "status": "failed", "cause": "APP_ERROR",
+                "fix": f"the network delivers; the application serves other content at {p['url']}: check what it serves there",
                 "summary": f"{p['url']} answered HTTP {h['status']} from {h['from']}, but the first {len(body)} bytes of the "
                            f"body do not contain {p['body_contains']!r}: {body[:120]!r}"}
     return {**out, "status": "passed", "summary": h["summary"]}
@@ -246,7 +261,9 @@ def latency(p: dict, model, *, live: bool) -> dict:
     summary = (f"{p['count']} handshakes from {h['from']} to {ip}:{p['port']}: p95 {p95 * 1000:.2f} ms"
                + (f" (p50 {series['p50'] * 1000:.2f} ms)" if series and series.get("p50") is not None else ""))
     if not ok:
-        return {**out, "status": "failed", "cause": "SLOW_RESPONSE", "summary": summary + f", not below {p['below'] * 1000:g} ms"}
+        return {**out, "status": "failed", "cause": "SLOW_RESPONSE", "summary": summary + f", not below {p['below'] * 1000:g} ms",
+                "fix": f"the handshake itself is slow: look for a loaded host, a shaping qdisc or a user-space relay between "
+                       f"{h['from']} and {ip}, or raise below: if {p95 * 1000:.2f} ms is acceptable"}
     return {**out, "status": "passed", "summary": summary}
 
 
@@ -284,4 +301,57 @@ def dns(p: dict, model, *, live: bool) -> dict:
     return {**out, "status": "passed", "summary": summary}
 
 
-LIVE = {"reach": reach, "mtu": mtu, "http": http, "latency": latency, "dns": dns}
+LB_SAMPLE = 0.25
+
+
+def lb(p: dict, model, *, live: bool) -> dict:
+    """Every selected server UP (or none, with up: false) in HAProxy's own stats, for p["for"] s."""
+    from ..health import explain, haproxy
+
+    proc, path, src, _ = explain.locate(model, p["socket"], p["target"])
+    seen: dict[tuple, dict] = {}
+    deadline = time.monotonic() + p["for"]
+    while True:
+        for r in haproxy.servers(path):
+            if (p["backend"] and r["backend"] != p["backend"]) or (p["servers"] and r["server"] not in p["servers"]):
+                continue
+            s = seen.setdefault((r["backend"], r["server"]), {"samples": 0, "wrong": 0, "row": r, "wrong_row": None})
+            s["samples"] += 1
+            s["row"] = r
+            if r["status"].startswith("UP") != p["up"]:
+                s["wrong"] += 1
+                s["wrong_row"] = r
+        if time.monotonic() + LB_SAMPLE > deadline:
+            break
+        time.sleep(LB_SAMPLE)
+    want = "UP" if p["up"] else "not UP"
+    window = f" for {p['for']:g}s" if p["for"] else ""
+    expected = f"{', '.join(p['servers']) if p['servers'] else 'every server'} {want}{window}"
+    if not seen:
+        return {"status": "failed", "expected": expected, "observed": "no such server",
+                "summary": f"HAProxy ({path}) has no server" + (f" {', '.join(p['servers'])}" if p["servers"] else "")
+                           + (f" in backend {p['backend']}" if p["backend"] else "")}
+    def text(k, s):
+        r = s["wrong_row"] or s["row"]
+        return (f"{k[0]}/{k[1]} {r['status']} ({r['check_status'] or 'no check'}"
+                + (f", {r['check_duration']} ms" if r.get("check_duration") is not None else "") + ")"
+                + (f" in {s['wrong']} of {s['samples']} samples" if s["samples"] > 1 else ""))
+    bad = {k: s for k, s in seen.items() if s["wrong"]}
+    observed = "; ".join(text(k, s) for k, s in seen.items())
+    if not bad:
+        return {"status": "passed", "expected": expected, "observed": observed, "summary": f"HAProxy ({path}): {observed}"}
+    summary = f"HAProxy ({path}): {'; '.join(text(k, s) for k, s in bad.items())}, expected {want}{window}"
+    if not p["up"]:
+        return {"status": "failed", "expected": expected, "observed": observed, "summary": summary}
+    (_, server), s = next(iter(bad.items()))
+    h = explain.recheck(model, proc, src, s["wrong_row"])
+    out = {"status": "failed", "expected": expected, "observed": observed, "summary": summary}
+    if h is None:
+        return out
+    if h["healthy"]:  # it passes now: it flaps (or HAProxy is about to see it UP)
+        return {**out, "summary": summary + f"; {server}'s check passes right now ({h['summary']}): it flaps",
+                "evidence": [{"kind": "check", "detail": h["summary"]}], "diagnosis": h}
+    return {**out, **_health_fields(h), "summary": summary + f"; {server}: {h['summary']}"}
+
+
+LIVE = {"reach": reach, "mtu": mtu, "http": http, "latency": latency, "dns": dns, "lb": lb}

@@ -23,8 +23,8 @@ from runtime.errors import InvalidArgument
 
 from ..schemas import path as schema_path
 
-KINDS = ("reach", "http", "dns", "mtu", "latency", "listening", "published", "internal", "route", "no_listener")
-PROBE_ONLY = frozenset({"http", "dns", "latency"})        # need a real answer: skipped on a snapshot
+KINDS = ("reach", "http", "dns", "mtu", "latency", "listening", "published", "internal", "route", "no_listener", "lb")
+PROBE_ONLY = frozenset({"http", "dns", "latency", "lb"})  # need a real answer: skipped on a snapshot
 STATIC = frozenset({"listening", "published", "internal", "route", "no_listener"})  # the model alone
 # reach and mtu: the trace pipeline live, its static path on a snapshot
 DEFAULT_PROBE_TIMEOUT = 1.0
@@ -56,10 +56,6 @@ class Check:
     line: int
     skip: str | None = None
     index: int = 0        # position in the run, from 0
-
-    @property
-    def where(self) -> str:
-        return f"{self.file}:{self.line}"
 
 
 @dataclass
@@ -467,8 +463,18 @@ def _no_listener(p: dict) -> dict:
             "targets": [_target(t, "targets") for t in p.get("targets") or []]}
 
 
+def _lb(p: dict) -> dict:
+    where = p["haproxy"]
+    if where.startswith("/"):
+        target, sock = None, where
+    else:
+        target, sock = _target(where, "haproxy"), None
+    return {"target": target, "socket": sock, "backend": p.get("backend"), "servers": p.get("servers"), "up": p.get("up", True),
+            "for": _seconds(p["for"], "for") if "for" in p else 0.0}
+
+
 NORMALISE = {"reach": _reach, "http": _http, "dns": _dns, "mtu": _mtu, "latency": _latency, "listening": _listening,
-             "published": _published, "internal": _internal, "route": _route, "no_listener": _no_listener}
+             "published": _published, "internal": _internal, "route": _route, "no_listener": _no_listener, "lb": _lb}
 
 
 def describe(kind: str, p: dict) -> str:
@@ -495,6 +501,10 @@ def describe(kind: str, p: dict) -> str:
                 + (f" on host port {p['host_port']}" if p["host_port"] else ""))
     if kind == "internal":
         return f"network {p['network']} is {'' if p['expect'] else 'not '}internal"
+    if kind == "lb":
+        which = ", ".join(p["servers"]) if p["servers"] else f"every server of {p['backend']}" if p["backend"] else "every server"
+        return (f"HAProxy {p['target'] or p['socket']}: {which} {'UP' if p['up'] else 'not UP'}"
+                + (f" for {p['for']:g}s" if p["for"] else ""))
     if kind == "route":
         return (f"{p['in']} has {'a' if p['expect'] else 'no'} route to {p['to']}" + (f" via {p['via']}" if p["via"] else "")
                 + (f" dev {p['dev']}" if p["dev"] else ""))

@@ -93,13 +93,22 @@ def check(
     s = report.summary(results, time.monotonic() - t0)
     text = report.render(fmt, results, s, suite.files)
     if output:
-        with open(output, "w", encoding="utf-8") as f:
-            f.write(text)
+        _write(output, text)
     if output or fmt == "text":
         shown.finish(s)
     if not output and fmt != "text":
         sys.stdout.write(text)
     raise typer.Exit(report.exit_code(results))
+
+
+def _write(path: str, text: str) -> None:
+    from runtime.errors import InvalidArgument
+
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise InvalidArgument(f"Cannot write {path}", e.strerror or str(e), "check the -o path") from None
 
 
 def _seconds(text: str) -> float:
@@ -133,8 +142,7 @@ def _generate(snapshot: str | None, output: str | None) -> None:
         model, source = Model(live(conntrack=True)), "this host"
     text = to_yaml(generate(model), source)
     if output:
-        with open(output, "w", encoding="utf-8") as f:
-            f.write(text)
+        _write(output, text)
         print(f"wrote {output} ({text.count(chr(10) + '  - ')} checks)", file=sys.stderr)
     else:
         sys.stdout.write(text)

@@ -14,6 +14,7 @@ _MODULES = {
     "images": ("images", "image", "rmi", "import", "save", "load"),
     "build": ("build",),
     "network": ("network",),
+    "cluster": ("cluster",),
     "system": ("system", "version", "demo"),
     "observe": ("snapshot", "topo"),
     "trace": ("trace",),

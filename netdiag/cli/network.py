@@ -8,7 +8,7 @@ import typer
 from .app import app
 from .output import for_each, listing, print_json
 
-net_app = typer.Typer(help="Manage networks (bridge, host, none).", no_args_is_help=True)
+net_app = typer.Typer(help="Manage networks (bridge, overlay, host, none).", no_args_is_help=True)
 app.add_typer(net_app, name="network")
 
 
@@ -24,11 +24,27 @@ def _kv(items: List[str], what: str) -> dict:
     return out
 
 
-def _prepare():
+def _prepare(cluster: bool = True):
+    """The built-in records, netdiag's rules restored if something removed them, and on a cluster
+    member the overlay networks mirrored from the store (a warning, not an error, when it is away)."""
+    import sys
+
     from runtime.networks import bridge, enforce, model
 
     model.ensure_builtin_records()
-    if model.bridges():
+    if cluster:
+        from runtime.cluster import local
+
+        if local.member() is not None:
+            from runtime.errors import NetdiagError
+            from runtime.networks import overlay
+
+            try:
+                for note in overlay.refresh():
+                    print(f"netdiag: note: {note}", file=sys.stderr)
+            except NetdiagError as e:
+                print(f"netdiag: warning: overlay networks are shown as this host last saw them: {e}", file=sys.stderr)
+    if model.bridges() or model.overlays():
         enforce.apply()  # restores netdiag's rules (and its DOCKER-USER accepts) if something removed them
     return bridge, model
 
@@ -36,7 +52,7 @@ def _prepare():
 @net_app.command("create")
 def create(
     name: str = typer.Argument(..., help="Network name"),
-    driver: str = typer.Option("bridge", "-d", "--driver", help="Driver (bridge)"),
+    driver: str = typer.Option("bridge", "-d", "--driver", help="Driver: bridge, or overlay (cluster-wide, VXLAN; needs 'netdiag cluster join')"),
     subnet: Optional[str] = typer.Option(None, "--subnet", help="Subnet in CIDR, e.g. 172.20.0.0/16 (default: a free pool)"),
     gateway: Optional[str] = typer.Option(None, "--gateway", help="Gateway address (default: the subnet's first host)"),
     ip_range: Optional[str] = typer.Option(None, "--ip-range", help="Allocate container addresses from this sub-range"),
@@ -44,13 +60,23 @@ def create(
     opt: List[str] = typer.Option([], "-o", "--opt", help="Driver option, e.g. com.docker.network.bridge.enable_icc=false"),
     label: List[str] = typer.Option([], "--label", help="Label KEY=VALUE"),
 ):
-    """Create a network (a Linux bridge with its own subnet, firewall rules and DNS)."""
+    """Create a network: a Linux bridge with its own subnet, firewall rules and DNS; or (-d overlay)
+    a network shared by the cluster's hosts, its subnet, VNI and addresses allocated in etcd."""
     from runtime.errors import InvalidArgument
     from runtime.kernel.syscalls import require_root
 
     require_root("create a network")
+    if driver == "overlay":
+        from runtime.networks import overlay
+
+        if ip_range or internal:
+            raise InvalidArgument("--ip-range and --internal are not supported on overlay networks", "", "drop them")
+        _prepare(cluster=False)
+        net = overlay.create(name, subnet=subnet or "", gateway=gateway or "", options=_kv(opt, "opt"), labels=_kv(label, "label"))
+        print(net["Id"])
+        return
     if driver != "bridge":
-        raise InvalidArgument(f"Unknown network driver {driver!r}", "this runtime creates bridge networks (overlay comes later)", "use -d bridge")
+        raise InvalidArgument(f"Unknown network driver {driver!r}", "this runtime creates bridge and overlay networks", "use -d bridge or -d overlay")
     bridge, _ = _prepare()
     net = bridge.create(name, subnet=subnet or "", gateway=gateway or "", ip_range=ip_range or "", internal=internal,
                         options=_kv(opt, "opt"), labels=_kv(label, "label"))
@@ -70,7 +96,7 @@ def ls(
     for n in model.list_all():
         if not _matches(n, filter_):
             continue
-        rows.append({"ID": n["Id"][:12], "Name": n["Name"], "Driver": n["Driver"], "Scope": n["Scope"],
+        rows.append({"ID": n["Id"][:12], "Name": n["Name"], "Driver": n["Driver"], "Scope": n.get("Scope", "local"),
                      "Subnet": model.ipam(n).get("Subnet", ""), "Bridge": n["netdiag"].get("Bridge", ""),
                      "Internal": n["Internal"], "Containers": len(n["Containers"])})
     listing(rows, [("NETWORK ID", "ID"), ("NAME", "Name"), ("DRIVER", "Driver"), ("SCOPE", "Scope"), ("SUBNET", "Subnet"),
@@ -110,7 +136,11 @@ def inspect(networks: List[str] = typer.Argument(..., help="Network names or ids
                                                       "HostVeth", "Interface", "Aliases", "Ports") if k in e}
                               for cid, e in n["Containers"].items()}
         view["Bridge"] = n["netdiag"].get("Bridge", "")
-        if view["Bridge"]:  # what Docker never shows: other managers' rules that decide this network's traffic
+        if n["Driver"] == "overlay":
+            from runtime.networks import overlay
+
+            view.update(overlay.inspect(n))
+        elif view["Bridge"]:  # what Docker never shows: other managers' rules that decide this network's traffic
             from runtime.networks import foreign
 
             view["ForeignRules"] = foreign.affecting(view["Bridge"])
@@ -176,7 +206,12 @@ def rm(
                 except NetdiagError:  # a container record that is gone or unreadable: its endpoint goes below
                     continue
             n = model.get(n["Id"])
-        bridge.delete(n, force=force)
+        if n["Driver"] == "overlay":
+            from runtime.networks import overlay
+
+            overlay.delete(n, force=force)
+        else:
+            bridge.delete(n, force=force)
 
     for_each(networks, model.get, remove)
 

@@ -10,8 +10,9 @@ import typer
 from .app import app
 
 
-def load_model(snapshot: Optional[str]):
-    """The model every read command works on: a snapshot file, or the live host (with a spinner)."""
+def load_model(snapshot):
+    """The model every read command works on: a snapshot file (or several, merged: the hosts of a
+    cluster), or the live host (with a spinner)."""
     from ..model import Model
     from ..observe.snapshot import live_model
 

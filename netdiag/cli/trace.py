@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -19,7 +19,7 @@ def trace(
     proto: str = typer.Option("tcp", "--proto", help="tcp, udp or icmp"),
     size: int = typer.Option(0, "--size", help="Payload size in bytes (checks MTUs on the path)"),
     static: bool = typer.Option(False, "--static", help="Only the static path from the model: send no probe"),
-    snapshot: Optional[str] = typer.Option(None, "--snapshot", help="Reason over a snapshot file (implies --static)"),
+    snapshot: List[str] = typer.Option([], "--snapshot", help="Reason over a snapshot file (implies --static); repeat it to merge several hosts' snapshots"),
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object"),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Draw the path on the topology map: FILE.svg or FILE.html"),
     pcap: Optional[str] = typer.Option(None, "--pcap", help="Write every hop's capture of the probe to FILE (pcapng, for Wireshark)"),
@@ -50,7 +50,7 @@ def trace(
             raise InvalidArgument(f"{flag} needs the live probe", "--static and --snapshot send no packet", "drop --static/--snapshot")
     from .observe import load_model
 
-    model = load_model(snapshot)
+    model = load_model(snapshot or None)
     probes: list = []
     result = diagnose(model, src, dst, proto=proto, port=port, size=size, live=not (static or snapshot),
                       timeout=timeout, pcap=pcap, record=probes)

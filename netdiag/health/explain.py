@@ -193,6 +193,21 @@ def _spec_for(row: dict, conf: haproxy.Config | None, timeout: float | None) -> 
     return spec, info
 
 
+def locate(model, socket: str | None, target: str | None):
+    """(the HAProxy process or None, its stats socket, the target to check from, its namespace)."""
+    return _find(model, socket, target)
+
+
+def recheck(model, proc, src_target: str, row: dict, timeout: float | None = None) -> dict | None:
+    """HAProxy's check of one server (a `servers()` row) done again from its namespace, with the
+    diagnosis of a failure; None when the server is not checked."""
+    spec, _ = _spec_for(row, haproxy.parse_config(proc.config_text) if proc else None, timeout)
+    if spec is None:
+        return None
+    src = Source(model, src_target)
+    return conclude(model, spec, src, measure(spec, src))
+
+
 def explain_lb(lb: str, target: str | None = None, *, timeout: float | None = None, model=None) -> dict:
     from netdiag.observe.snapshot import live_model
 

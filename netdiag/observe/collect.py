@@ -70,7 +70,7 @@ def _link(link: dict, names: dict) -> dict:
     if "vxlan" in link:
         v = link["vxlan"]
         entry["vxlan"] = {"vni": v["vni"], "local": v["local"], "group": v["group"], "port": v["port"],
-                          "dev": names.get(v["link"]), "learning": v["learning"],
+                          "dev": names.get(v["link"]), "learning": v["learning"], "proxy": v.get("proxy", False),
                           "df": {0: "unset", 1: "set", 2: "inherit"}.get(v["df"] or 0, "unset")}
     if "bridge_port" in link:
         entry["bridge_port"] = link["bridge_port"]

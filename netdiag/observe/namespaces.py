@@ -63,8 +63,12 @@ def _resolv_conf(ref: NsRef) -> str | None:
 
 
 class LazyNamespaces(Mapping):
-    def __init__(self, refs: dict[int, NsRef], errors: list[dict], with_sockets: bool = True, conntrack: bool = False):
+    def __init__(self, refs: dict[int, NsRef], errors: list[dict], with_sockets: bool = True, conntrack: bool = False,
+                 remote_names: dict[str, str] | None = None):
         self.refs = {r.id: r for r in refs.values()}
+        # address -> label of overlay containers other hosts run (the cluster store's view): in a lab
+        # their namespaces are visible here, and read better by name than as pid:N
+        self.remote_names = remote_names or {}
         self.errors, self.with_sockets, self.conntrack = errors, with_sockets, conntrack
         self.cache: dict[str, dict] = {}
         self.failed: set[str] = set()
@@ -80,6 +84,10 @@ class LazyNamespaces(Mapping):
         if data is None:
             self.failed.add(ns_id)
             raise KeyError(ns_id)
+        if data["kind"] in ("pid", "netns"):
+            named = [self.remote_names[a["address"]] for a in data["addresses"] if a["address"] in self.remote_names]
+            if named:
+                data["label"] = named[0]
         self.cache[ns_id] = data
         return data
 

@@ -148,10 +148,23 @@ def listen_everywhere(ns_id: str, proto: str, port: int) -> Apply:
     return apply
 
 
-def add_fdb(ns_id: str, dev: str, mac: str, dst: str) -> Apply:
+def add_fdb(ns_id: str, dev: str, mac: str, dst: str, replace_all: bool = False) -> Apply:
+    """`bridge fdb append` (or, with replace_all, `bridge fdb replace`: the MAC's other entries go)."""
     def apply(model, ov):
-        ov.edit(ns_id)["fdb"].append({"ifname": dev, "lladdr": mac, "master": None, "dst": dst, "vni": None,
-                                      "state": "PERMANENT", "self": True})
+        ns = ov.edit(ns_id)
+        if replace_all:
+            ns["fdb"] = [f for f in ns["fdb"] if not (f["ifname"] == dev and f["lladdr"] == mac and f.get("dst"))]
+        ns["fdb"].append({"ifname": dev, "lladdr": mac, "master": None, "dst": dst, "vni": None,
+                          "state": "PERMANENT", "self": True})
+    return apply
+
+
+def add_neighbour(ns_id: str, dev: str, ip: str, mac: str) -> Apply:
+    """`ip neigh replace IP lladdr MAC dev DEV nud permanent`."""
+    def apply(model, ov):
+        ns = ov.edit(ns_id)
+        ns["neighbours"] = [n for n in ns["neighbours"] if not (n["ifname"] == dev and n["address"] == ip)]
+        ns["neighbours"].append({"ifname": dev, "address": ip, "lladdr": mac, "state": "PERMANENT"})
     return apply
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field, replace
 
+from runtime.errors import NotFound
+
 from ..model import Model
 from .iptables import ruleset_for
-from . import attribute, fixes, routing
+from . import attribute, fixes, overlay, routing
 from .fixes import Fix
 from .nftables import Packet, evaluate
 from .stop import Stop
@@ -193,11 +195,13 @@ class Trace:
                        Fix(fixes.in_ns(ns, ["ip", "link", "set", link["name"], "up"]), fixes.link_up(ns["id"], link["name"])),
                        [{"kind": "link", "detail": f"{ns['label']} {link['name']}: state {link.get('state')}, flags {','.join(link['flags'])}"}])
 
-    def check_mtu(self, ns: dict, link: dict, pkt: Packet, encap: Packet | None) -> None:
+    def check_mtu(self, ns: dict, link: dict, pkt: Packet, encap: Packet | None, bridged: bool = False) -> None:
         if not self.size:
             return
         size = self.size + HEADERS.get(self.proto, 28) + (VXLAN_OVERHEAD if encap else 0)
-        if link.get("mtu") and size > link["mtu"] and encap and not self.outer_df:
+        # only the encapsulating host's IP output fragments an outer packet without DF; a bridge
+        # (the underlay's switch) drops a frame larger than its port, DF or not
+        if link.get("mtu") and size > link["mtu"] and encap and not self.outer_df and not bridged:
             self.note("mtu", f"{ns['label']} {link['name']}: the {size}-byte VXLAN packet exceeds MTU {link['mtu']}; "
                       "the outer packet has no DF bit (vxlan df unset), so the kernel fragments it: slower, but delivered")
             return
@@ -215,6 +219,8 @@ class Trace:
         sender = self.src_ns
         first = self.hops[0]["interface"] if self.hops else None
         inner = link["mtu"] - (VXLAN_OVERHEAD if encap else 0)
+        if link["kind"] == "vxlan":  # the overlay's own MTU: senders must fit it, it cannot grow
+            encap = encap or Packet(src="", dst="", proto="udp")
         lower_cmd = fixes.in_ns(sender, ["ip", "link", "set", "dev", first, "mtu", str(inner)]) if sender and first else ""
         new_ctrs = " (for new containers: -o com.docker.network.driver.mtu=%d on the network)" % inner \
             if sender and sender.get("kind") == "container" else ""
@@ -231,8 +237,7 @@ class Trace:
         if kind == "veth":
             pair = self.model.peer(ns, link)
             if not pair:
-                raise Stop("unknown", None, f"the other end of {link['name']} in {ns['label']} is in a namespace netdiag could not observe",
-                           "run netdiag as root, or take the snapshot where both ends are visible")
+                return self.across(ns, link, pkt, nexthop, encap)
             return self.ingress(*pair, pkt, nexthop, encap)
         if kind == "bridge":
             port, owner = self.bridge_port_for(ns, link, nexthop, exclude=None)
@@ -241,8 +246,31 @@ class Trace:
             return self.vxlan_out(ns, link, pkt, nexthop)
         if kind == "loopback":
             return self.input(ns, replace(pkt, iif="lo"), encap)
-        raise Stop("unknown", None, f"the packet leaves {ns['label']} through {link['name']} ({kind}): beyond it netdiag sees nothing",
-                   "trace from a namespace on the other side, or observe that host too")
+        return self.across(ns, link, pkt, nexthop, encap)
+
+    def across(self, ns: dict, link: dict, pkt: Packet, nexthop: str, encap: Packet | None):
+        """The far side of `link` is not observed (another machine): continue in the namespace that
+        owns the next hop when the model has it (merged snapshots of several hosts), else say where
+        the packet went and what would show the rest."""
+        owners = [o for o in self.model.owners_of(nexthop) if o != ns["id"]]
+        if owners:
+            other = self.model.namespaces[owners[0]]
+            ifname = next(a["ifname"] for a in other["addresses"] if (a.get("local") or a["address"]) == nexthop)
+            self.note("wire", f"{ns['label']} {link['name']} -> {other['label']} {ifname}: the wire between them is not in "
+                      "the model (another host's snapshot); filters on it are not checked")
+            dev = self.model.link(other, ifname) or {"name": ifname, "kind": "device", "up": True, "flags": ["LOWER_UP"]}
+            n = self.hop(other, ifname, dev.get("kind", "device"), "ingress", "across the underlay")
+            self.check_link(other, dev, n)
+            return self.l3_in(other, ifname, pkt, encap)
+        if encap is not None:
+            host = next((h for h in self.model.cluster()["hosts"] if h["vtep"] == nexthop), None)
+            who = f"member {host['name'] or host['id']}" if host else "a host netdiag does not observe"
+            raise Stop("unknown", None, f"the encapsulated packet leaves {ns['label']} through {link['name']} for VTEP {nexthop} "
+                       f"({who}); netdiag does not observe that host, so the rest of the path is not checked",
+                       "give that host's snapshot too: netdiag trace SRC DST --snapshot THIS.json --snapshot THAT.json "
+                       "(take them with 'netdiag snapshot -o FILE' on each host)")
+        raise Stop("unknown", None, f"the packet leaves {ns['label']} through {link['name']} ({link['kind']}): beyond it netdiag sees nothing",
+                   "trace from a namespace on the other side, or observe that host too (--snapshot may be repeated)")
 
     def ingress(self, ns: dict, link: dict, pkt: Packet, nexthop: str, encap: Packet | None):
         n = self.hop(ns, link["name"], link["kind"], "ingress")
@@ -327,7 +355,7 @@ class Trace:
     def out_port(self, ns: dict, bridge: dict, port: dict, pkt: Packet, nexthop: str, encap: Packet | None):
         n = self.hop(ns, port["name"], port["kind"], "egress", f"port of {bridge['name']}")
         self.check_link(ns, port, n)
-        self.check_mtu(ns, port, pkt, encap)  # a bridge drops frames larger than the port's MTU, silently
+        self.check_mtu(ns, port, pkt, encap, bridged=True)  # a bridge drops frames larger than the port's MTU, silently
         if port["kind"] == "vxlan":
             return self.vxlan_out(ns, port, pkt, nexthop)
         pair = self.model.peer(ns, port)
@@ -470,6 +498,25 @@ class Trace:
         mac = self.mac_of(nexthop)
         fdb = [f for f in ns["fdb"] if f["ifname"] == dev["name"] and f.get("dst")]
         chosen = [f for f in fdb if mac and f["lladdr"] == mac] or [f for f in fdb if f["lladdr"] == "00:00:00:00:00:00"]
+        want = (overlay.expected(self.model, dev) or {}).get(mac or "")
+        if v.get("proxy") and want and not any(n["address"] == nexthop and n.get("lladdr") for n in ns["neighbours"]
+                                               if n["ifname"] == dev["name"]):
+            raise Stop("blocked", "OVERLAY_PEER_UNKNOWN",
+                       f"{dev['name']} (VNI {v.get('vni')}) in {ns['label']} answers ARP for remote endpoints from its neighbour "
+                       f"table (proxy), which has no entry for {nexthop} ({want['name']} on {want['host']}): the sender never "
+                       "learns its MAC",
+                       Fix(fixes.in_ns(ns, ["ip", "neigh", "replace", nexthop, "lladdr", mac, "dev", dev["name"], "nud", "permanent"]),
+                           fixes.add_neighbour(ns["id"], dev["name"], nexthop, mac)),
+                       [{"kind": "neighbour", "detail": f"{dev['name']}: no ARP entry for {nexthop}; the cluster store lists "
+                         f"{want['name']} {nexthop} {mac} on {want['host']} ({want['vtep']})"}])
+        if want and chosen and not any(f["dst"] == want["vtep"] for f in chosen):
+            raise Stop("blocked", "OVERLAY_PEER_UNKNOWN",
+                       f"{dev['name']} (VNI {v.get('vni')}) in {ns['label']} sends {nexthop} (MAC {mac}) to {chosen[0]['dst']}, but the "
+                       f"cluster store says {want['name']} lives on {want['host']} at VTEP {want['vtep']}: a stale forwarding entry",
+                       Fix(fixes.in_ns(ns, ["bridge", "fdb", "replace", mac, "dev", dev["name"], "dst", want["vtep"], "self", "permanent"]),
+                           fixes.add_fdb(ns["id"], dev["name"], mac, want["vtep"], replace_all=True)),
+                       [{"kind": "fdb", "detail": f"{dev['name']}: {mac} dst {chosen[0]['dst']} (stale)"},
+                        {"kind": "cluster", "detail": f"the store: {want['name']} {nexthop} {mac} on {want['host']} (VTEP {want['vtep']})"}])
         if not chosen:
             raise Stop("blocked", "OVERLAY_PEER_UNKNOWN",
                        f"{dev['name']} (VNI {v.get('vni')}) in {ns['label']} has no forwarding entry for {nexthop}"
@@ -479,9 +526,11 @@ class Trace:
         remote = chosen[0]["dst"]
         # the outer packet carries DF when the device says so, or inherits it from our DF probe
         self.outer_df = v.get("df") in ("set", "inherit") and bool(self.size)
-        self.note("vxlan", f"{ns['label']}: {dev['name']} VNI {v.get('vni')} encapsulates to {remote}:{v.get('port') or 4789}")
         outer = Packet(src=v.get("local") or "0.0.0.0", dst=remote, proto="udp", sport=EPHEMERAL_SPORT, dport=v.get("port") or 4789,
                        length=pkt.length + VXLAN_OVERHEAD)
+        who = f" ({want['name']} on {want['host']}, as the cluster store lists it)" if want else ""
+        self.note("vxlan", f"{ns['label']}: {dev['name']} VNI {v.get('vni')} encapsulates to {remote}:{v.get('port') or 4789}{who}; "
+                  f"outer UDP {outer.src}:{outer.sport}-{outer.sport + 1000} -> {remote}:{outer.dport} (the source port hashes the inner flow)")
         try:
             return self.output(ns, outer, encap=pkt)
         except Stop as stop:
@@ -497,10 +546,10 @@ class Trace:
         with a VXLAN device of the same VNI that bridges the owner of `nexthop`."""
         vni = (dev.get("vxlan") or {}).get("vni")
         owners = set(self.model.owners_of(nexthop))
-        vtep = None
+        vtep = ((overlay.expected(self.model, dev) or {}).get(mac or "") or {}).get("vtep")
         for meta in self.model.metas():
             other = self.model.namespaces.get(meta["id"]) if meta["id"] != ns["id"] else None
-            for link in (other or {}).get("links", []):
+            for link in (other or {}).get("links", []) if vtep is None else []:
                 v = link.get("vxlan") or {}
                 peers = {(p.get("peer") or {}).get("ns") for p in other["links"] if p.get("master") == link.get("master")}
                 if v.get("vni") == vni and (peers & owners or not owners):
@@ -539,7 +588,8 @@ class Trace:
                 if a["address"] == ip:
                     link = self.model.link(ns, a["ifname"])
                     return link["mac"] if link else None
-        return None
+        ep = self.model.cluster_endpoint(ip)  # a remote endpoint: the store knows its MAC
+        return ep["mac"] if ep else None
 
 
 def destination_ip(model: Model, src_ns: dict, dst: str) -> str | None:
@@ -549,7 +599,13 @@ def destination_ip(model: Model, src_ns: dict, dst: str) -> str | None:
         return str(ipaddress.ip_address(dst))
     except ValueError:
         pass
-    ns = model.resolve(dst)
+    try:
+        ns = model.resolve(dst)
+    except NotFound:
+        ep = model.cluster_endpoint(dst)  # a container on another host of the cluster: its address from the store
+        if ep is None:
+            raise
+        return ep["ip"]
     mine = [ipaddress.ip_network(f"{a['address']}/{a['prefixlen']}", strict=False) for a in src_ns["addresses"]]
     addrs = [a["address"] for a in ns["addresses"] if not a["address"].startswith("127.")]
     for a in addrs:

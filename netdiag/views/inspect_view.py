@@ -4,6 +4,7 @@ ports and the nftables rules that mention it. Pure over the model."""
 from __future__ import annotations
 
 from ..model import Model
+from ..reason import overlay
 
 
 def view(model: Model, target: str) -> dict:
@@ -31,6 +32,24 @@ def view(model: Model, target: str) -> dict:
         if s.get("loopback_only") and ns["kind"] == "container":
             notes.append(f"{s.get('process') or 'a process'} listens on {s['local']}:{s['port']}/{s['proto']} only: "
                          f"other containers and published ports cannot reach it; make it listen on 0.0.0.0:{s['port']}")
+    overlays = []
+    for link in ns["links"]:
+        rep = overlay.report(model, ns, link) if link["kind"] == "vxlan" else None
+        if rep is None:
+            continue
+        overlays.append(rep)
+        for e in rep["fdb"]:
+            if e["status"] == "stale":
+                notes.append(f"{link['name']}: the FDB entry for {e['mac']} ({e['endpoint']}) points at {e['dst']}, but the cluster "
+                             f"store has it on {e['host']} ({e['expected']}): stale; fix: bridge fdb replace {e['mac']} dev "
+                             f"{link['name']} dst {e['expected']} self permanent")
+            elif e["status"] == "unknown":
+                notes.append(f"{link['name']}: the FDB entry for {e['mac']} -> {e['dst']} names no endpoint the cluster store lists: "
+                             f"stale; fix: bridge fdb del {e['mac']} dev {link['name']} self")
+        for m in rep["missing"]:
+            what = " and ".join(w for w, miss in (("FDB", m["fdb"]), ("ARP", m["arp"])) if miss)
+            notes.append(f"{link['name']}: no {what} entry for {m['name']} ({m['ip']}, {m['mac']} on {m['host']} at {m['vtep']}), "
+                         "which the cluster store lists: its traffic cannot reach it")
     routes = [r for r in ns["routes"] if r["table"] != 255]
     if ns["kind"] == "container" and not any(r["dst"] == "default" for r in routes) and len(ns["links"]) > 1:
         notes.append("no default route: only directly connected subnets are reachable")
@@ -42,7 +61,7 @@ def view(model: Model, target: str) -> dict:
         "container": {k: c.get(k) for k in ("runtime", "id", "name", "image", "pid")} if c else None,
         "interfaces": interfaces, "routes": routes, "rules": [r for r in ns["rules"] if r["table"] not in (253, 254, 255)],
         "neighbours": ns["neighbours"], "sockets": sockets, "resolv_conf": ns.get("resolv_conf"), "sysctls": sysctls,
-        "host_side": host_side, "findings": notes,
+        "host_side": host_side, "overlay": overlays, "findings": notes,
     }
 
 
@@ -104,6 +123,17 @@ def render(v: dict) -> None:
             con.print(f"  published {host_ip}:{p['host_port']} -> {p['ctr_port']}/{p['proto']}")
         for r in h["nft_rules"]:
             con.print(f"  [dim]{r['table']} {r['chain']}:[/] {r['rule']}")
+    for o in v.get("overlay", []):
+        con.print(f"[bold]overlay {o['network']}[/] (VNI {o['vni']}) on {o['device']}, against the cluster store")
+        colour = {"ok": "green", "stale": "red", "unknown": "red"}
+        for e in o["fdb"]:
+            where = f" ({e['endpoint']} on {e['host']})" if e["endpoint"] else ""
+            con.print(f"  fdb {e['mac']} dst {e['dst']}{where} [{colour[e['status']]}]{e['status']}[/]"
+                      + (f", the store says {e['expected']}" if e["status"] == "stale" else ""))
+        for n in o["neighbours"]:
+            con.print(f"  arp {n['ip']} -> {n['mac']} [{colour[n['status']]}]{n['status']}[/]")
+        for m in o["missing"]:
+            con.print(f"  [red]missing[/] {m['name']} {m['ip']} {m['mac']} on {m['host']} ({m['vtep']})")
     if v["sysctls"]:
         con.print("[bold]sysctls[/] " + "  ".join(f"{k}={val}" for k, val in sorted(v["sysctls"].items())))
     for note in v["findings"]:

@@ -9,10 +9,10 @@ def remove_stopped(c: model.Container) -> None:
     """Remove everything a stopped container owns. Idempotent: missing pieces are fine."""
     endpoints.detach_all(c)
     if c.broken:  # its config, and so the list of its networks, may be lost: find endpoints by id
-        from ..networks import bridge, model as nets
+        from ..networks import drivers, model as nets
 
-        for net in nets.bridges():
+        for net in nets.attachable():
             if c.id in net["Containers"]:
-                bridge.detach(net, c.id)
+                drivers.of(net).detach(net, c.id)
     cgroups.remove(c.id)
     model.delete_record(c)

@@ -14,52 +14,55 @@ def primary(c: model.Container) -> str:
 
 
 def bridge_networks(c: model.Container) -> list[str]:
-    """Names of the bridge networks to attach, in interface order."""
+    """Names of the bridge and overlay networks to attach, in interface order."""
     if primary(c) in ("none", "host"):
         return []
     return list((c.config.get("NetworkSettings") or {}).get("Networks") or {})
 
 
 def attach_all(c: model.Container, pid: int) -> None:
-    """Attach every network (all or nothing), then write the container's hosts and resolv.conf."""
+    """Attach every network (all or nothing), then write the container's hosts and resolv.conf. The
+    first bridge network gets the default route and the published ports: an overlay never does
+    (as in Docker, outside traffic leaves through a bridge)."""
     if not bridge_networks(c):
         return
-    from ..networks import bridge, model as nets, ports
+    from ..networks import drivers, model as nets, ports
     from ..networks.dns import records as dns_records
 
     netns = f"/proc/{pid}/ns/net"
     attached = []
+    wanted = [nets.get(name) for name in bridge_networks(c)]
+    first_bridge = next((n["Id"] for n in wanted if n["Driver"] == "bridge"), None)
     try:
-        for i, name in enumerate(bridge_networks(c)):
-            net = nets.get(name)
-            dns_records.ensure_resolver(net)
-            want = c.config["NetworkSettings"]["Networks"][name]
-            publish = []
-            if i == 0:
+        for i, net in enumerate(wanted):
+            want = c.config["NetworkSettings"]["Networks"][net["Name"]]
+            kw = dict(ip=(want.get("IPAMConfig") or {}).get("IPv4Address"), aliases=want.get("Aliases") or [])
+            driver = drivers.of(net)
+            if net["Driver"] == "bridge":
+                dns_records.ensure_resolver(net)
+            if net["Id"] == first_bridge:
                 with state.locked("ports"):
                     taken = [dict(p, container=cid) for n in nets.bridges() for cid, e in n["Containers"].items()
                              if cid != c.id for p in e.get("Ports", [])]
                     publish = ports.assign(c.config["HostConfig"].get("Publish") or [], taken)
-                    bridge.attach(net, c.config, netns, f"eth{i}", ip=(want.get("IPAMConfig") or {}).get("IPv4Address"),
-                                  aliases=want.get("Aliases") or [], default_route=True, publish=publish)
+                    driver.attach(net, c.config, netns, f"eth{i}", default_route=True, publish=publish, **kw)
             else:
-                bridge.attach(net, c.config, netns, f"eth{i}", ip=(want.get("IPAMConfig") or {}).get("IPv4Address"),
-                              aliases=want.get("Aliases") or [], default_route=False)
+                driver.attach(net, c.config, netns, f"eth{i}", default_route=False, **kw)
             attached.append(net)
     except BaseException:
         for net in reversed(attached):
-            bridge.detach(net, c.id)
+            drivers.of(net).detach(net, c.id)
         raise
     write_etc(c)
 
 
 def connect(c: model.Container, name: str, ip: str | None, aliases: list[str]) -> dict:
     """`network connect`: a new interface in a running container (or recorded for its next start)."""
-    from ..networks import bridge, model as nets
+    from ..networks import drivers, model as nets
 
     net = nets.get(name)
-    if net["Driver"] != "bridge":
-        raise NetdiagError(f"Cannot connect to network {name}", f"it is a {net['Driver']} network", "connect to a bridge network")
+    if net["Driver"] not in nets.ATTACHABLE:
+        raise NetdiagError(f"Cannot connect to network {name}", f"it is a {net['Driver']} network", "connect to a bridge or overlay network")
     if primary(c) in ("none", "host"):
         raise NetdiagError(f"Container {c.name} uses --network {primary(c)}", "it cannot join other networks", "run it on a bridge network")
     settings = c.config.setdefault("NetworkSettings", {}).setdefault("Networks", {})
@@ -67,8 +70,11 @@ def connect(c: model.Container, name: str, ip: str | None, aliases: list[str]) -
         raise NetdiagError(f"Container {c.name} is already connected to network {name}", "", "")
     endpoint = None
     if model.proc_ok(c):
-        endpoint = bridge.attach(net, c.config, f"/proc/{c.pid}/ns/net", f"eth{len(settings)}", ip=ip,
-                                 aliases=aliases, default_route=False)
+        # a bridge connected to a container that has none yet (only overlays) carries its default route
+        first_bridge = net["Driver"] == "bridge" and not any(
+            (nets.find(n) or {}).get("Driver") == "bridge" for n in settings)
+        endpoint = drivers.of(net).attach(net, c.config, f"/proc/{c.pid}/ns/net", f"eth{len(settings)}", ip=ip,
+                                          aliases=aliases, default_route=first_bridge)
     settings[name] = {"IPAMConfig": {"IPv4Address": ip} if ip else None, "Aliases": aliases}
     state.write_json(c.dir / "config.json", c.config)
     if endpoint:
@@ -77,32 +83,57 @@ def connect(c: model.Container, name: str, ip: str | None, aliases: list[str]) -
 
 
 def disconnect(c: model.Container, name: str) -> None:
-    from ..networks import bridge, model as nets
+    from ..networks import drivers, model as nets
 
     settings = (c.config.get("NetworkSettings") or {}).get("Networks") or {}
     net = nets.get(name)
     if name not in settings and c.id not in net["Containers"]:
         raise NetdiagError(f"Container {c.name} is not connected to network {name}", "", "")
-    bridge.detach(net, c.id)
+    drivers.of(net).detach(net, c.id)
     settings.pop(name, None)
     state.write_json(c.dir / "config.json", c.config)
+    if model.proc_ok(c):
+        _regain_gateway(c)
+        write_etc(c)
+
+
+def _regain_gateway(c: model.Container) -> None:
+    """Like Docker: when the network that held the default route goes, the next connected bridge
+    network (not internal) takes it, so a container keeps its way out."""
+    from ipaddress import IPv4Address
+
+    from ..kernel import link, route
+    from ..kernel.ns import netns
+    from ..networks import model as nets
+
+    eps = endpoints(c)
+    with netns(f"/proc/{c.pid}/ns/net"):
+        if any(r["dst_len"] == 0 and r["table"] == route.RT_TABLE_MAIN for r in route.dump()):
+            return
+        for name in bridge_networks(c):
+            net = nets.find(name)
+            if net and net["Driver"] == "bridge" and not net["Internal"] and name in eps:
+                idx = link.index(eps[name]["Interface"])
+                if idx:
+                    route.add_default(IPv4Address(nets.ipam(net)["Gateway"]), idx)
+                    return
 
 
 def detach_all(c: model.Container) -> None:
     """After the container exited: release addresses, ports and rules. Never raises for missing pieces."""
     if not bridge_networks(c):
         return
-    from ..networks import bridge, model as nets
+    from ..networks import drivers, model as nets
 
-    for net in nets.bridges():
+    for net in nets.attachable():
         if c.id in net["Containers"]:
-            bridge.detach(net, c.id)
+            drivers.of(net).detach(net, c.id)
 
 
 def endpoints(c: model.Container) -> dict[str, dict]:
     from ..networks import model as nets
 
-    return {n["Name"]: n["Containers"][c.id] for n in nets.bridges() if c.id in n["Containers"]}
+    return {n["Name"]: n["Containers"][c.id] for n in nets.attachable() if c.id in n["Containers"]}
 
 
 def write_etc(c: model.Container) -> None:
@@ -117,8 +148,9 @@ def write_etc(c: model.Container) -> None:
     _write_in_place(c.dir / "hosts", "\n".join(lines) + "\n")
     dns = c.config["HostConfig"].get("Dns") or []
     # like Docker: the embedded DNS as soon as one network is user-defined, also one connected
-    # later to a container started on the default bridge (until then it has the host's resolv.conf)
-    user = [n for n in bridge_networks(c) if n != "bridge"][:1]
+    # later to a container started on the default bridge (until then it has the host's resolv.conf);
+    # overlays have no resolver of their own here
+    user = [n for n in bridge_networks(c) if n != "bridge" and (nets.find(n) or {}).get("Driver") == "bridge"][:1]
     if dns:
         text = "".join(f"nameserver {s}\n" for s in dns)
     elif user:

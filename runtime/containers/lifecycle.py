@@ -44,6 +44,9 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
     elif network != "bridge" and nets.find(network) is None:
         raise InvalidArgument(f"Unknown network {network!r}", "no network has that name",
                               f"create it with 'netdiag network create {network}', or list them with 'netdiag network ls'")
+    elif network != "bridge" and nets.get(network)["Driver"] == "overlay" and (publish or publish_all):
+        raise InvalidArgument(f"Cannot publish ports on overlay network {network}", "published ports need a bridge network "
+                              "(Docker publishes through docker_gwbridge)", f"run on a bridge network and connect {network} too")
     if network == "bridge" and aliases:
         raise InvalidArgument("Network aliases need a user-defined network", "the default bridge has no name resolution (like Docker)",
                               "create a network with 'netdiag network create NAME' and use --network NAME")
@@ -128,7 +131,12 @@ def create(config: dict, name: str | None) -> model.Container:
 
         enforce.apply()
         net = nets.get(mode)
-        enforce.warn_blocked(net["netdiag"]["Bridge"], net["Name"])
+        if net["Driver"] == "overlay":
+            from ..cluster import local
+
+            local.require()  # a clear error now, not from the monitor
+        else:
+            enforce.warn_blocked(net["netdiag"]["Bridge"], net["Name"])
     c = model.create_record(config, name)
     try:
         for d in ("upper", "work", "merged"):
@@ -281,13 +289,13 @@ def prune() -> list[str]:
                 shutil.rmtree(sub, ignore_errors=True)
                 removed.append(sub.name)
     live = {c.id for c in model.list_all()}
-    from ..networks import bridge, model as nets
+    from ..networks import drivers, model as nets
 
     running = {c.id for c in model.list_all() if model.proc_ok(c)}
-    for net in nets.bridges():  # endpoints whose container died without its monitor to detach them
+    for net in nets.attachable():  # endpoints whose container died without its monitor to detach them
         for cid in list(net["Containers"]):
             if cid not in running:
-                bridge.detach(net, cid)
+                drivers.of(net).detach(net, cid)
                 removed.append(f"endpoint {cid[:12]} on {net['Name']}")
     for short in cgroups.orphans(live):
         cgroups.remove(short)

@@ -5,7 +5,9 @@ and the few libc syscalls Python lacks. The CNI plugins' pkg/ip + pkg/ns are the
   ns        netns(path) (this thread, for a block), enter(path) (a child, before exec), NsidQuery
   link      dump, create_veth, veth_to_bridge, set_up, set_hairpin, delete, ensure_bridge (pyroute2)
   addr      dump, ipv4, add          route  dump, rules, subnets, add_default
-  neigh     dump (ARP), fdb          sockdiag  listening sockets
+  neigh     dump (ARP), fdb, permanent ARP entries in bulk (raw)
+  fdb       a VXLAN device's forwarding entries in bulk (raw)
+  vxlan     an overlay's VXLAN device (pyroute2)        sockdiag  listening sockets
   sysctl    read, write              conntrack dump (pyroute2)
   nft       libnftables (one transaction per script)
   syscalls  unshare, setns, mount, pivot_root, sethostname, pid checks (libc via ctypes)

@@ -49,6 +49,7 @@ def dump() -> list[dict]:
             d = wire.attrs(info[IFLA.INFO_DATA], 0, len(info[IFLA.INFO_DATA]))
             entry["vxlan"] = {"vni": wire.u32(d.get(1)), "group": wire.ip(d.get(2)), "link": wire.u32(d.get(3)),
                               "local": wire.ip(d.get(4)), "learning": bool(d[7][0]) if 7 in d else False,
+                              "proxy": bool(d[11][0]) if 11 in d else False,
                               "port": struct.unpack("!H", d[15][:2])[0] if 15 in d else None, "df": d[29][0] if 29 in d else 0}
         if entry["slave_kind"] == "bridge" and IFLA.INFO_SLAVE_DATA in info:
             d = wire.attrs(info[IFLA.INFO_SLAVE_DATA], 0, len(info[IFLA.INFO_SLAVE_DATA]))
@@ -115,9 +116,10 @@ def veth_to_bridge(host_name: str, peer_name: str, peer_ns_path: str, bridge: st
     set_hairpin(idx)
 
 
-def ensure_bridge(name: str, address: IPv4Address, subnet: IPv4Network, mtu: int = 1500) -> bool:
-    """Bridge `name` with the gateway address, up. True if this call created it. Through pyroute2:
-    made once per network, so its import cost does not matter here."""
+def ensure_bridge(name: str, address: IPv4Address | None, subnet: IPv4Network | None, mtu: int = 1500) -> bool:
+    """Bridge `name` with the gateway address (none for an overlay's bridge, which only switches),
+    up. True if this call created it. Through pyroute2: made once per network, so its import cost
+    does not matter here."""
     from pyroute2 import IPRoute
 
     with IPRoute() as r:
@@ -133,7 +135,7 @@ def ensure_bridge(name: str, address: IPv4Address, subnet: IPv4Network, mtu: int
                                "choose another bridge name (-o com.docker.network.bridge.name=...)")
         idx = found[0]
         have = {a.get_attr("IFA_ADDRESS") for a in r.get_addr(index=idx, family=2)}
-        if str(address) not in have:
+        if address is not None and str(address) not in have:
             r.addr("add", index=idx, address=str(address), prefixlen=subnet.prefixlen)
         r.link("set", index=idx, state="up")
         return created

@@ -1,7 +1,9 @@
-"""Neighbour tables: ARP entries (AF_INET) and the bridge/VXLAN forwarding database (AF_BRIDGE)."""
+"""Neighbour tables: ARP entries (AF_INET) and the bridge/VXLAN forwarding database (AF_BRIDGE);
+permanent ARP entries made and removed in bulk (an overlay's remote endpoints, raw netlink)."""
 from __future__ import annotations
 
 import socket
+from ipaddress import IPv4Address
 
 from . import wire
 from .wire import NDA
@@ -20,3 +22,24 @@ def dump(family: int = socket.AF_INET) -> list[dict]:
 
 def fdb() -> list[dict]:
     return dump(socket.AF_BRIDGE)
+
+
+def _arp(ifindex: int, ip: IPv4Address, state: int, mac: str | None = None) -> bytes:
+    body = wire.NDMSG.pack(socket.AF_INET, ifindex, state, 0, 0) + wire.attr(NDA.DST, ip.packed)
+    return body + (wire.attr(NDA.LLADDR, bytes.fromhex(mac.replace(":", ""))) if mac else b"")
+
+
+def arp_entries(ifindex: int) -> dict[str, str]:
+    """IP -> MAC of the permanent ARP entries on one device."""
+    return {n["dst"]: n["lladdr"] for n in dump() if n["ifindex"] == ifindex and n["state"] & wire.NUD_PERMANENT and n["lladdr"]}
+
+
+def replace_arp(ifindex: int, entries: dict[IPv4Address, str]) -> list[OSError | None]:
+    """Permanent entries IP -> MAC on one device (a VXLAN device with `proxy` answers ARP from them)."""
+    flags = wire.NLM_F_CREATE | wire.NLM_F_REPLACE
+    return wire.request_many([(wire.RTM.NEWNEIGH, _arp(ifindex, ip, wire.NUD_PERMANENT, mac), flags) for ip, mac in entries.items()])
+
+
+def remove_arp(ifindex: int, ips: list[IPv4Address]) -> list[OSError | None]:
+    errors = wire.request_many([(wire.RTM.DELNEIGH, _arp(ifindex, ip, 0), 0) for ip in ips])
+    return [e for e in errors if e is not None and e.errno != 2]

@@ -17,6 +17,8 @@ import struct
 NETLINK_ROUTE, NETLINK_SOCK_DIAG, NETLINK_NETFILTER = 0, 4, 12
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE, NLM_F_DUMP = 0x1, 0x4, 0x200, 0x400, 0x300
+NLM_F_REPLACE = 0x100
+SOL_NETLINK, NETLINK_CAP_ACK = 270, 10  # acks without a copy of the request: batches stay small
 NLA_F_NESTED = 0x8000
 HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, seq, pid
 
@@ -46,7 +48,7 @@ class IFLA:
     VETH_INFO_PEER = 1
     BRPORT_STATE, BRPORT_MODE, BRPORT_ISOLATED = 1, 4, 33
     # IFLA_VXLAN_*: the attributes netdiag reads of a VXLAN device
-    VXLAN = {1: "vni", 2: "group", 3: "link", 4: "local", 7: "learning", 15: "port", 29: "df"}
+    VXLAN = {1: "vni", 2: "group", 3: "link", 4: "local", 7: "learning", 11: "proxy", 15: "port", 29: "df"}
 
 
 class IFA:
@@ -63,6 +65,13 @@ class FRA:
 
 class NDA:
     DST, LLADDR, VNI, MASTER = 1, 2, 7, 9
+
+
+# neighbour states and flags (ndm_state, ndm_flags): a VXLAN forwarding entry is NTF_SELF (the
+# device's own table, with a remote VTEP); the bridge's entry for the same MAC is NTF_MASTER and
+# "static" (NUD_NOARP; NUD_PERMANENT there would mean a local address of the bridge)
+NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
+NTF_SELF, NTF_MASTER = 0x02, 0x04
 
 
 class NETNSA:
@@ -141,6 +150,35 @@ def request(msg_type: int, body: bytes, flags: int = 0, protocol: int = NETLINK_
                         raise OSError(-err, os.strerror(-err))
                     return
                 off += (length + 3) & ~3
+
+
+def request_many(messages: list[tuple[int, bytes, int]], protocol: int = NETLINK_ROUTE, chunk: int = 256) -> list[OSError | None]:
+    """Many requests (type, body, flags) on one socket, acknowledged one by one: the kernel handles
+    each on send, so a batch of hundreds of FDB entries costs one socket and a few syscalls. Returns
+    each request's error (None when it was applied), in order."""
+    out: list[OSError | None] = [None] * len(messages)
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol) as nl:
+        try:
+            nl.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+        except OSError:
+            pass
+        for start in range(0, len(messages), chunk):
+            part = messages[start:start + chunk]
+            for i, (msg_type, body, flags) in enumerate(part, start + 1):
+                nl.send(HEADER.pack(16 + len(body), msg_type, NLM_F_REQUEST | NLM_F_ACK | flags, i, 0) + body)
+            waiting = set(range(start + 1, start + len(part) + 1))
+            while waiting:
+                data = nl.recv(65536)
+                off = 0
+                while off + 16 <= len(data):
+                    length, mtype, _, seq, _ = HEADER.unpack_from(data, off)
+                    if mtype == NLMSG_ERROR:
+                        err = struct.unpack_from("=i", data, off + 16)[0]
+                        if err:
+                            out[seq - 1] = OSError(-err, os.strerror(-err))
+                        waiting.discard(seq)
+                    off += (length + 3) & ~3
+    return out
 
 
 def dump(msg_type: int, payload: bytes, protocol: int = NETLINK_ROUTE):

@@ -39,19 +39,13 @@ def validate_options(options: dict) -> dict:
     if name is not None and not _IFNAME.match(name):
         raise InvalidArgument(f"Invalid bridge name {name!r}", "interface names are 1-15 letters, digits, '_', '.' or '-'",
                               "choose a shorter name, e.g. br-web")
-    if model.OPT_MTU in options:
-        try:
-            mtu = int(options[model.OPT_MTU])
-        except ValueError:
-            mtu = 0
-        if not 68 <= mtu <= 65535:
-            raise InvalidArgument(f"Invalid MTU {options[model.OPT_MTU]!r}", "the MTU is a number from 68 to 65535", "use e.g. -o com.docker.network.driver.mtu=1450")
+    model.mtu_option(options)
     for key in (model.OPT_ICC, model.OPT_MASQ):
         _bool_opt(options, key)
     return options
 
 
-def _used_subnets(exclude_id: str = "") -> list[tuple[IPv4Network, str]]:
+def used_subnets(exclude_id: str = "") -> list[tuple[IPv4Network, str]]:
     """Subnets netdiag networks use, and the host's routes (other than via netdiag's own bridges)."""
     ours = {n["netdiag"].get("Bridge") for n in model.bridges()}
     out = [(IPv4Network(model.ipam(n)["Subnet"]), f"network {n['Name']}") for n in model.bridges()
@@ -88,7 +82,7 @@ def create(name: str, *, subnet: str = "", gateway: str = "", ip_range: str = ""
         if model.find(name) is not None:
             raise Conflict(f"Network {name!r} already exists", "", f"use it, or remove it first ('netdiag network rm {name}')")
         net = model.new_record(name, "bridge", internal=internal, options=options, labels=labels)
-        used = _used_subnets()
+        used = used_subnets()
         if sub is None:
             sub = _pick_default_subnet(used) if default else ipam.free_pool([u for u, _ in used])
         else:

@@ -1,8 +1,9 @@
 """Enforce the firewall the network records imply: netdiag's own tables (derived from the records,
 written in one transaction), and Docker's DOCKER-USER accepting netdiag's bridges.
 
-The rules are a pure function of the records, so "apply" after any change, and "reconcile" on
-the next command after someone flushed them, are the same operation.
+The rules are a pure function of the records (and, on a cluster member, of the members' VTEPs the
+agent mirrors from the store), so "apply" after any change, and "reconcile" on the next command
+after someone flushed them, are the same operation.
 """
 from __future__ import annotations
 
@@ -54,21 +55,29 @@ def apply(force: bool = False) -> bool:
     from . import firewall
 
     nets, ports = desired()
-    _coexist([n.bridge for n in nets])
-    if not nets:
+    vteps = _vteps()
+    _coexist([n.bridge for n in nets] + [n["netdiag"]["Bridge"] for n in model.overlays()])
+    if not nets and not vteps:
         firewall.remove()
         _stamp_path().unlink(missing_ok=True)
         return True
-    digest = hashlib.sha256(firewall.render(nets, ports).encode()).hexdigest()
+    digest = hashlib.sha256(firewall.render(nets, ports, vteps).encode()).hexdigest()
     try:
         stamp = state.read_json(_stamp_path(), {}, expect=dict)
     except state.CorruptRecord:  # only a cache of what was applied last: rewrite
         stamp = {}
     if not force and stamp.get("digest") == digest and stamp.get("listing") == _listing():
         return False
-    firewall.apply(nets, ports)
+    firewall.apply(nets, ports, vteps)
     state.write_json(_stamp_path(), {"digest": digest, "listing": _listing()})
     return True
+
+
+def _vteps() -> list[str]:
+    """The cluster members' VTEPs when this host is one (the agent mirrors them from the store)."""
+    from ..cluster import local
+
+    return local.vteps() if local.member() is not None else []
 
 
 def _coexist(bridges: list[str]) -> None:

@@ -14,7 +14,9 @@ Behaviour follows Docker's bridge driver:
   * isolation between netdiag bridges, internal networks, no access from outside to container
     IPs except published ports; packets for 127.0.0.0/8 that did not come from lo are dropped
     before DNAT (a neighbour must not reach ports published on 127.0.0.1);
-  * icc=false: bridge-family drop between the network's own veth ports.
+  * icc=false: bridge-family drop between the network's own veth ports;
+  * on a cluster member: VXLAN (UDP 4789) is accepted only from the members' VTEPs, so nobody
+    else can inject frames into an overlay (the set is derived from the cluster store).
 
 Every name, address and port is validated before it reaches nft (InvalidArgument/Conflict).
 """
@@ -261,10 +263,14 @@ def _published_rule(p: PortSpec) -> str:
     return f"{match}{dport} {action} comment {_q(comment)}"
 
 
-def render(nets: list[NetSpec], ports: list[PortSpec]) -> str:
+VXLAN_PORT = 4789
+
+
+def render(nets: list[NetSpec], ports: list[PortSpec], vteps: list[str] = ()) -> str:
     """ONE nft script replacing `ip netdiag` and `bridge netdiag` atomically. Deterministic."""
     nets, ports = list(nets), list(ports)
     validate(nets, ports)
+    vteps = sorted({str(_ipv4(v, "a cluster member's VTEP")) for v in vteps}, key=ipaddress.IPv4Address)
     nets = sorted(nets, key=lambda n: n.bridge)
     ports = sorted(ports, key=_port_key)
 
@@ -307,6 +313,10 @@ def render(nets: list[NetSpec], ports: list[PortSpec]) -> str:
     lines += _chain("published", None, published)
     lines += _chain("postrouting", "type nat hook postrouting priority srcnat; policy accept;", postrouting)
     lines += _chain("forward", "type filter hook forward priority filter; policy accept;", forward)
+    if vteps:
+        lines += ["\tset vteps {", "\t\ttype ipv4_addr", "\t\telements = { " + ", ".join(vteps) + " }", "\t}"]
+        lines += _chain("vxlan_guard", "type filter hook input priority filter; policy accept;",
+                        [f'udp dport {VXLAN_PORT} ip saddr != @vteps counter drop comment "VXLAN only from cluster members"'])
     lines.append("}")
 
     lines += ["table bridge netdiag {", f"\t{marker}"]
@@ -328,9 +338,9 @@ REMOVE_SCRIPT = "".join(f"table {f} {TABLE} {{}}\ndelete table {f} {TABLE}\n" fo
 # kernel side (acts in the calling thread's network namespace)
 
 
-def apply(nets: list[NetSpec], ports: list[PortSpec]) -> None:
+def apply(nets: list[NetSpec], ports: list[PortSpec], vteps: list[str] = ()) -> None:
     """Replace netdiag's tables with the rendered ruleset: one transaction, all or nothing."""
-    nft.run(render(nets, ports))
+    nft.run(render(nets, ports, vteps))
 
 
 def remove() -> None:

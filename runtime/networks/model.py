@@ -22,6 +22,9 @@ OPT_MTU = "com.docker.network.driver.mtu"
 OPT_ICC = "com.docker.network.bridge.enable_icc"
 OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
 KNOWN_OPTS = (OPT_BRIDGE_NAME, OPT_MTU, OPT_ICC, OPT_MASQ, "com.docker.network.bridge.default_bridge")
+OPT_VXLANID = "com.docker.network.driver.overlay.vxlanid_list"
+OVERLAY_OPTS = (OPT_MTU, OPT_VXLANID)
+ATTACHABLE = ("bridge", "overlay")  # drivers whose networks give containers an interface
 
 
 def nets_dir() -> Path:
@@ -70,7 +73,7 @@ def _problem(net: dict) -> str:
     missing = [k for k, kind in _SHAPE if not isinstance(net.get(k), kind)]
     if missing:
         return f"it lacks {', '.join(missing)}"
-    if net["Driver"] == "bridge":
+    if net["Driver"] in ATTACHABLE:
         cfg = net["IPAM"].get("Config")
         if not (isinstance(cfg, list) and cfg and all(isinstance(c, dict) for c in cfg)
                 and isinstance(cfg[0].get("Subnet"), str) and isinstance(cfg[0].get("Gateway"), str)):
@@ -92,6 +95,16 @@ def unreadable_record(net_id: str, why: str) -> dict:
 
 def bridges() -> list[dict]:
     return [n for n in list_all() if n["Driver"] == "bridge"]
+
+
+def overlays() -> list[dict]:
+    """This host's mirrors of the cluster's overlay networks (the cluster store holds the truth)."""
+    return [n for n in list_all() if n["Driver"] == "overlay"]
+
+
+def attachable() -> list[dict]:
+    """Bridge and overlay networks: those a container has an endpoint on."""
+    return [n for n in list_all() if n["Driver"] in ATTACHABLE]
 
 
 def get(ref: str) -> dict:
@@ -170,6 +183,20 @@ def ensure_builtin_records() -> None:
             with state.locked("networks"):
                 if find(name) is None:
                     save(new_record(name, driver))
+
+
+def mtu_option(options: dict) -> int | None:
+    """-o com.docker.network.driver.mtu=N, checked (68..65535); None when not given."""
+    if OPT_MTU not in options:
+        return None
+    try:
+        mtu = int(options[OPT_MTU])
+    except ValueError:
+        mtu = 0
+    if not 68 <= mtu <= 65535:
+        raise InvalidArgument(f"Invalid MTU {options[OPT_MTU]!r}", "the MTU is a number from 68 to 65535",
+                              "use e.g. -o com.docker.network.driver.mtu=1450")
+    return mtu
 
 
 def flag(net: dict, option: str, default: bool = True) -> bool:

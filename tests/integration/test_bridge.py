@@ -165,6 +165,19 @@ def test_a_default_bridge_container_connected_to_a_user_network_gets_its_dns_lik
     assert _get(lab, "app", "http://db/").stdout == "db\n"
 
 
+def test_disconnecting_the_network_with_the_default_route_hands_it_to_the_next_like_docker(lab, tmp_path):
+    lab.outside_server(tmp_path)
+    lab.ok("network", "create", "--subnet", "10.53.0.0/24", "old")
+    lab.ok("network", "create", "--subnet", "10.54.0.0/24", "new")
+    lab.ok("run", "-d", "--name", "app", "--network", "old", "busybox", "sleep", "60")
+    lab.ok("network", "connect", "new", "app")
+    assert "default via 10.53.0.1 dev eth0" in lab.ok("exec", "app", "ip", "route")
+    lab.ok("network", "disconnect", "old", "app")
+    assert "default via 10.54.0.1 dev eth1" in lab.ok("exec", "app", "ip", "route")
+    assert "nameserver 10.54.0.1" in lab.ok("exec", "app", "cat", "/etc/resolv.conf")
+    assert _get(lab, "app", "http://203.0.113.1/").stdout == "outside\n"
+
+
 def test_icc_disabled_blocks_container_to_container_only(lab, tmp_path):
     lab.outside_server(tmp_path)
     lab.ok("network", "create", "-o", "com.docker.network.bridge.enable_icc=false", "noicc")

@@ -65,7 +65,7 @@ def test_fixture_files_and_the_readme_examples_validate_against_the_schema(tmp_p
         for inc in re.findall(r"^\s+- (\S+\.yaml)", text, re.M):  # included files: empty stand-ins
             write(tmp_path, inc, "checks: []\n")
     for path in files + [str(f) for f in sorted(FIXTURES.glob("*.yaml"))]:
-        suite = spec.load([path], environ={"APP_PORT": "8080", "ENV": "staging"})
+        suite = spec.load([path], environ={"APP_PORT": "8080", "ENV": "staging", "OUTSIDE": "ns:outside"})
         assert suite.checks, path
         text = Path(path).read_text()
         if "${" not in text and "include:" not in text:

@@ -12,40 +12,16 @@ _children: dict = {}  # pid -> Popen, so stop() can reap what we started
 def spawn(listen_ip: str, records_file: str, port: int = 53, timeout: float = 5.0) -> tuple[int, int]:
     """Start a resolver process; return (pid, bound port) once it listens. Port 0 = any free port.
     Raises KernelError (and leaves no process behind) if it cannot start."""
-    import select
-    import subprocess
-    from pathlib import Path
-
+    from runtime import daemon
     from runtime.errors import KernelError
 
     what = f"Cannot start the DNS resolver on {listen_ip} port {port}"
-    root = str(Path(__file__).resolve().parents[3])  # the directory holding the runtime package
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-    r, w = os.pipe()
+    started = time.monotonic()
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "runtime.networks.dns", "--listen", listen_ip, "--port", str(port),
-             "--records", os.path.abspath(records_file), "--ready-fd", str(w)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            close_fds=True, pass_fds=(w,), start_new_session=True, env=env)
+        proc, line = daemon.start("runtime.networks.dns", ["--listen", listen_ip, "--port", str(port),
+                                                            "--records", os.path.abspath(records_file)], timeout)
     except OSError as e:
-        os.close(r)
         raise KernelError(what, f"could not run {sys.executable}: {e}") from e
-    finally:
-        os.close(w)
-    buf, deadline = b"", time.monotonic() + timeout
-    try:
-        while b"\n" not in buf:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([r], [], [], left)[0]:
-                break
-            chunk = os.read(r, 4096)
-            if not chunk:
-                break
-            buf += chunk
-    finally:
-        os.close(r)
-    line = buf.decode(errors="replace").strip()
     if line.startswith("ok "):
         _children[proc.pid] = proc
         return proc.pid, int(line.split()[1])
@@ -53,7 +29,7 @@ def spawn(listen_ip: str, records_file: str, port: int = 53, timeout: float = 5.
     proc.wait()
     if line:
         why = line.removeprefix("error: ")
-    elif time.monotonic() >= deadline:
+    elif time.monotonic() >= started + timeout:
         why = f"it did not report ready within {timeout:g} s"
     else:
         why = f"it exited with status {proc.returncode} before listening"

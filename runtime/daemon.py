@@ -1,0 +1,41 @@
+"""The runtime's own long-lived helper processes (a network's DNS resolver, the cluster agent): a
+`python -m MODULE ... --ready-fd N` in a session of its own, with this runtime on its path, that
+says `ok ...` or `error: ...` on the ready pipe once it serves or has failed."""
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def start(module: str, args: list[str], timeout: float) -> tuple[subprocess.Popen, str]:
+    """Start the helper; return it and its first line ('' when it said nothing within `timeout` or
+    exited first). OSError when the interpreter cannot run at all."""
+    root = str(Path(__file__).resolve().parents[1])  # the directory holding the runtime package
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    r, w = os.pipe()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", module, *args, "--ready-fd", str(w)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                close_fds=True, pass_fds=(w,), start_new_session=True, env=env)
+    except OSError:
+        os.close(r)
+        raise
+    finally:
+        os.close(w)
+    buf, deadline = b"", time.monotonic() + timeout
+    try:
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                break
+            chunk = os.read(r, 4096)
+            if not chunk:
+                break
+            buf += chunk
+    finally:
+        os.close(r)
+    return proc, buf.decode(errors="replace").strip()
