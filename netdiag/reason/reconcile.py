@@ -136,7 +136,8 @@ def _kernel_decides(model, result: dict, e: dict, ns_by_path: dict, last_seen: i
                 text, (rule or {}).get("comment", ""), "drop" if e.get("type") == "rule" else "policy drop")
     p = e.get("packet") or {}
     probe_dst = result["dst_ip"]
-    pkt = Packet(src=p.get("src") or "0.0.0.0", dst=p.get("dst") or probe_dst, proto=p.get("proto") or result["proto"],
+    proto = {6: "tcp", 17: "udp", 1: "icmp"}.get(p.get("proto"), p.get("proto")) if isinstance(p.get("proto"), int) else p.get("proto")
+    pkt = Packet(src=p.get("src") or "0.0.0.0", dst=p.get("dst") or probe_dst, proto=proto or result["proto"],
                  sport=p.get("sport") or 0, dport=p.get("dport") or 0, iif=e.get("iif"), oif=e.get("oif"),
                  ct_status=frozenset({"dnat"}) if p.get("dst") and p.get("dst") != probe_dst else frozenset())
     hook = e.get("hook") or ("forward" if e.get("iif") and e.get("oif") else "input" if e.get("iif") else "output")

@@ -163,7 +163,8 @@ def test_reconcile_static_delivered_probe_lost_without_a_netfilter_drop_is_unkno
     assert any(e["kind"] == "kernel_drop" and e["scope"] == "host-wide" for e in out["evidence"])
 
 
-def test_reconcile_the_kernels_trace_decides_over_the_static_path(model):
+@pytest.mark.parametrize("proto", ["tcp", 6])  # the kernel's trace events carry the protocol number
+def test_reconcile_the_kernels_trace_decides_over_the_static_path(model, proto):
     r = trace(model, "api", "db", port=5432)
     h = host(model)
     rules(h).append({"chain": {"family": "inet", "table": "t", "name": "c", "type": "filter", "hook": "forward",
@@ -175,11 +176,27 @@ def test_reconcile_the_kernels_trace_decides_over_the_static_path(model):
     host_path = f"/fake/{h['id']}"
     event = {"ns_path": host_path, "family": "inet", "table": "t", "chain": "c", "handle": 5, "type": "rule",
              "verdict": "drop", "iif": r["hops"][1]["interface"], "oif": r["hops"][3]["interface"],
-             "packet": {"src": "10.50.0.2", "dst": r["dst_ip"], "proto": "tcp", "sport": 40000, "dport": 5432}}
+             "packet": {"src": "10.50.0.2", "dst": r["dst_ip"], "proto": proto, "sport": 40000, "dport": 5432}}
     out, fix = reconcile.merge(model, r, live("timeout", "no answer", nftrace=[event]))
     assert (out["verdict"], out["cause"]) == ("blocked", "FIREWALL_DROP")
     assert out["reconciled"].startswith("the kernel's packet trace decides") and out["blocked_at"]
     assert fix.command == "nft delete rule inet t c handle 5"
+
+
+@pytest.mark.parametrize("proto", ["tcp", 6])
+def test_reconcile_a_policy_drop_named_by_the_kernel_gets_an_accept_for_this_flow(model, proto):
+    r = trace(model, "api", "db", port=5432)
+    h = host(model)
+    rules(h).append({"chain": {"family": "inet", "table": "t", "name": "c", "type": "filter", "hook": "forward",
+                               "prio": 0, "policy": "drop"}})
+    for hp in r["hops"]:
+        hp["ns_path"] = f"/fake/{hp['namespace']}"
+    event = {"ns_path": f"/fake/{h['id']}", "family": "inet", "table": "t", "chain": "c", "type": "policy", "verdict": "drop",
+             "iif": r["hops"][1]["interface"], "oif": r["hops"][3]["interface"],
+             "packet": {"src": "10.50.0.2", "dst": r["dst_ip"], "proto": proto, "sport": 40000, "dport": 5432}}
+    out, fix = reconcile.merge(model, r, live("timeout", "no answer", nftrace=[event]))
+    assert (out["verdict"], out["cause"]) == ("blocked", "FIREWALL_DROP")
+    assert fix.command.endswith(f"nft insert rule inet t c ip daddr {r['dst_ip']} tcp dport 5432 accept")
 
 
 def test_reconcile_when_captures_failed_and_the_probe_could_not_run(model):
