@@ -24,9 +24,11 @@ def _kv(items: List[str], what: str) -> dict:
     return out
 
 
-def _prepare(cluster: bool = True):
-    """The built-in records, netdiag's rules restored if something removed them, and on a cluster
-    member the overlay networks mirrored from the store (a warning, not an error, when it is away)."""
+def _prepare(cluster: bool = True, reconcile: bool = True):
+    """The built-in records, on a cluster member the overlay networks mirrored from the store (a
+    warning, not an error, when it is away), and for a command that changes networks netdiag's
+    rules rewritten as a whole. Reading commands (ls, inspect) never touch the firewall: a
+    diagnosis must find the host as it is (`netdiag system repair` restores the rules on purpose)."""
     import sys
 
     from runtime.networks import bridge, enforce, model
@@ -44,7 +46,7 @@ def _prepare(cluster: bool = True):
                     print(f"netdiag: note: {note}", file=sys.stderr)
             except NetdiagError as e:
                 print(f"netdiag: warning: overlay networks are shown as this host last saw them: {e}", file=sys.stderr)
-    if model.bridges() or model.overlays():
+    if reconcile and (model.bridges() or model.overlays()):
         enforce.apply()  # restores netdiag's rules (and its DOCKER-USER accepts) if something removed them
     return bridge, model
 
@@ -91,7 +93,7 @@ def ls(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Only ids"),
 ):
     """List networks."""
-    _, model = _prepare()
+    _, model = _prepare(reconcile=False)
     rows = []
     for n in model.list_all():
         if not _matches(n, filter_):
@@ -127,7 +129,7 @@ def _matches(n: dict, filters: List[str]) -> bool:
 @net_app.command("inspect")
 def inspect(networks: List[str] = typer.Argument(..., help="Network names or ids")):
     """Docker's JSON for networks, plus each endpoint's host-side veth and published ports."""
-    _, model = _prepare()
+    _, model = _prepare(reconcile=False)
     out = []
     for ref in networks:
         n = model.get(ref)

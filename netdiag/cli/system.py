@@ -1,4 +1,4 @@
-"""`system` commands: prune and info."""
+"""`system` commands: prune, repair and info."""
 import typer
 
 from .app import app
@@ -33,6 +33,24 @@ def prune(force: bool = typer.Option(False, "-f", "--force", help="Do not ask (a
     for item in removed:
         print(f"Deleted: {item}")
     print(f"Total reclaimed: {len(removed)} object(s), {freed} bytes of image blobs")
+
+
+@system_app.command("repair")
+def repair():
+    """Rewrite netdiag's firewall rules from its records, as dockerd does when it starts.
+
+    After something removed them (`nft flush ruleset`, a firewall reload, another manager): its
+    own nftables tables as a whole, and its accept rules in Docker's DOCKER-USER chain where a
+    Docker engine runs. Commands that change networks (run, network create/connect/disconnect/rm)
+    do this too; reading commands never do, so a diagnosis sees the host as it is."""
+    from runtime.kernel.syscalls import require_root
+    from runtime.networks import enforce, model
+
+    require_root("rewrite netdiag's firewall rules")
+    model.ensure_builtin_records()
+    nets = model.bridges() + model.overlays()
+    enforce.apply()
+    print(f"netdiag's rules rewritten for {len(nets)} network(s): {', '.join(n['Name'] for n in nets) or 'none'}")
 
 
 def _probe_leftovers() -> list[str]:

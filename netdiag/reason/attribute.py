@@ -194,7 +194,7 @@ def explain_drop(model, ns: dict, hook: str, pkt, step, src_ns: dict | None = No
         cmd = _accept_command(ns, step.family, step.table, chain, bridge, rule_style=_iptables_table(ns, step.family, step.table))
         apply = fixes.insert_rules(ns["id"], step.family, step.table, chain,
                                    [fixes.iface_accept("iifname", bridge), fixes.iface_accept("oifname", bridge)])
-        alt = ["any netdiag network command (e.g. 'netdiag network ls') puts netdiag's own DOCKER-USER rules back"] \
+        alt = ["'netdiag system repair' puts netdiag's own DOCKER-USER rules back (tagged, removed with the network)"] \
             if user_chain and ours.get("runtime") == "netdiag" else []
         return Stop("blocked", "FOREIGN_FIREWALL",
                     f"{where} belongs to the firewall of another network manager ({manager}: it governs "

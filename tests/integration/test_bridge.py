@@ -253,7 +253,14 @@ def test_rules_are_restored_after_a_flush(lab):
     assert lab.outside_get("http://203.0.113.2:8282/").stdout == "f\n"
     lab.in_lab("nft", "flush", "table", "ip", "netdiag")
     assert lab.outside_get("http://203.0.113.2:8282/", timeout=2).returncode != 0
-    lab.ok("network", "ls")  # any netdiag network command reconciles
+    lab.ok("network", "ls")  # reading never touches the firewall: the evidence stays
+    lab.ok("network", "inspect", "bridge")
+    assert lab.outside_get("http://203.0.113.2:8282/", timeout=2).returncode != 0
+    assert "repair" in lab.ok("system", "--help")
+    lab.ok("system", "repair")  # on purpose, as dockerd does when it starts
+    assert lab.outside_get("http://203.0.113.2:8282/").stdout == "f\n"
+    lab.in_lab("nft", "flush", "table", "ip", "netdiag")
+    lab.ok("network", "create", "another")  # and a command that changes networks rewrites them whole
     assert lab.outside_get("http://203.0.113.2:8282/").stdout == "f\n"
 
 
