@@ -312,11 +312,11 @@ def attach(net: dict, container: dict, netns_path: str, ifname: str, *, ip: str 
                 "Interface": ifname, "Aliases": list(aliases), "Ports": []}
     done = ["store"]
     try:
-        with model.locked(net) as fresh:
-            fresh["Containers"][cid] = endpoint
-        done.append("record")
-        if ensure_sandbox(net, member):
-            done.append("sandbox")
+        with model.locked(net) as fresh:  # the sandbox under the record's lock: two attaches on one
+            fresh["Containers"][cid] = endpoint  # host must not both create it, nor a detach tear it down
+            done.append("record")
+            made = ensure_sandbox(net, member)
+        if made:
             from . import enforce
 
             enforce.apply()  # Docker's DOCKER-USER must let the new bridge through too
@@ -343,11 +343,11 @@ def _undo(net: dict, cid: str, endpoint: dict, done: list[str], store) -> None:
         try:
             if step == "veth":
                 link.delete(endpoint["HostVeth"])
-            elif step == "sandbox":
-                teardown(net)
-            elif step == "record":
+            elif step == "record":  # and the sandbox with it when no other endpoint uses it (as detach)
                 with model.locked(net) as fresh:
                     fresh["Containers"].pop(cid, None)
+                    if not fresh["Containers"]:
+                        teardown(fresh)
             elif step == "store":
                 alloc.release_address(store, net["Id"], endpoint["EndpointID"], endpoint["IPv4Address"])
         except NetdiagError:
