@@ -116,7 +116,7 @@ def scenario_tour(con) -> int:
         try:
             for text, args, ok in SCENARIO_STEPS:
                 con.print(f"[bold green]#[/] {text}")
-                con.print(f"[bold]$ netdiag scenario {' '.join(shlex.quote(a) for a in args)}[/]")
+                con.print(f"[bold]$ netdiag scenario {' '.join(shlex.quote(a) for a in args)}[/]", soft_wrap=True)
                 p = run(args)
                 deadline = time.monotonic() + 15
                 while args == ["check"] and ok == (0,) and p.returncode == 1 and time.monotonic() < deadline:
