@@ -102,10 +102,14 @@ def start(name: str = typer.Argument(..., help="Number, slug or folder name"), j
     print(f"Starting {s.name}: {s.spec['title']}", file=sys.stderr)
     session = Session.start(s, progress=_say)
     if json_out:
-        print(json.dumps({"name": s.name, "lab": session.lab.name, "state_dir": str(session.lab.state_dir)}, indent=2))
+        print(json.dumps({"name": s.name, "lab": session.lab.name, "state_dir": str(session.lab.state_dir),
+                          **({"hosts": list(session.hosts)} if session.multi_host else {})}, indent=2))
         return
     story = s.readme().split("\n## ")[0].strip()
     print(f"\n{story}\n")
+    if session.multi_host:
+        print(session.briefing())
+        return
     print(f"The world runs in lab {session.lab.name}: a host of its own. Get a shell there, where `netdiag` acts on it:\n"
           f"    netdiag scenario shell {s.slug}            (the lab host)\n"
           f"    netdiag scenario shell {s.slug} CONTAINER  (inside a container)\n"
@@ -136,13 +140,12 @@ def status(json_out: bool = _JSON):
 
 
 def _containers(rec: dict) -> list[str]:
-    """The world's containers, as its own `netdiag ps` sees them (best effort: status must show the
-    other scenarios whatever happens to one)."""
+    """The world's containers, as its own `netdiag ps` sees them (on each host of a cluster world;
+    best effort: status must show the other scenarios whatever happens to one)."""
     from ..scenario.session import Session
 
     try:
-        p = Session.attach(_lib().load(rec["name"])).run(["netdiag", "ps", "-a", "--json"], check=False, timeout=20)
-        return sorted(json.loads(line)["Names"] for line in p.stdout.splitlines() if line.strip())
+        return Session.attach(_lib().load(rec["name"])).containers()
     except Exception:  # noqa: BLE001
         return []
 
@@ -192,6 +195,7 @@ def check(name: Optional[str] = _NAME, json_out: bool = _JSON):
 def solution(name: Optional[str] = _NAME, apply: bool = typer.Option(False, "--apply", help="Run the solution's steps in the world"),
              json_out: bool = _JSON):
     """The reference fix, explained, as commands (run them yourself, or --apply)."""
+    from ..scenario.cluster import step_label
     from ..scenario.session import Session
 
     s = _running_one(name) if apply else (_lib().load(name) if name else _running_one(None))
@@ -201,8 +205,7 @@ def solution(name: Optional[str] = _NAME, apply: bool = typer.Option(False, "--a
         return
     print(sol["explain"].strip() + "\n")
     for step in sol["steps"]:
-        where = step.get("in", "lab")
-        print(f"  [{where}] $ {' '.join(step['run'])}")
+        print(f"  [{step_label(s, step)}] $ {' '.join(step['run'])}")
     if apply:
         session = Session.attach(s)
         for step in sol["steps"]:
@@ -247,15 +250,19 @@ def stop(name: Optional[str] = typer.Argument(None, help="The scenario (default:
 
 @scenario_app.command()
 def shell(name: str = typer.Argument(..., help="Number, slug or folder name"),
-          container: Optional[str] = typer.Argument(None, help="A container of the world (default: the lab host)"),
+          container: Optional[str] = typer.Argument(None, help="A container of the world (default: the lab host); "
+                                                    "in a world of several hosts, a host or a container (default: the first host)"),
           command: Optional[str] = typer.Option(None, "-c", help="Run this shell command instead of an interactive shell")):
-    """A shell on the scenario's lab host (netdiag, ip, nft act on the world), or in a container."""
+    """A shell on the scenario's lab host (netdiag, ip, nft act on the world), or in a container.
+    In a world of several hosts: on a host (`shell NAME h2`), or in a container on the host that runs it."""
     import shutil
     import subprocess
 
     session = _session(name)
     sh = shutil.which("bash") or "sh"
-    env = {**session.env(), "PS1": f"[{session.scenario.slug}] \\w# ", "NETDIAG_SCENARIO": session.scenario.name}
+    base_env, enter, container, host = session.shell_target(container)
+    label = session.scenario.slug + (f" {host}" if host else "")
+    env = {**base_env, "PS1": f"[{label}] \\w# ", "NETDIAG_SCENARIO": session.scenario.name}
     if container:
         argv = [sys.executable, "-m", "netdiag", "exec"] + (["-it"] if sys.stdin.isatty() and not command else ["-i"]) + \
                [container, "sh"] + (["-c", command] if command else [])
@@ -264,9 +271,10 @@ def shell(name: str = typer.Argument(..., help="Number, slug or folder name"),
         if command:
             argv += ["-c", command]
         elif sys.stdin.isatty():
-            print(f"Lab host of {session.scenario.name}: `netdiag ps`, `netdiag trace ...`, `ip`, `nft` act on the world. "
+            where = f"Host {host}" if host else "Lab host"
+            print(f"{where} of {session.scenario.name}: `netdiag ps`, `netdiag trace ...`, `ip`, `nft` act on the world. "
                   "Exit to leave.", file=sys.stderr)
-    raise typer.Exit(subprocess.call(argv, env=env, preexec_fn=session.lab.enter()))
+    raise typer.Exit(subprocess.call(argv, env=env, preexec_fn=enter))
 
 
 @scenario_app.command()

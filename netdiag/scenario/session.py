@@ -4,7 +4,8 @@ run there, and everything removed at the end — also processes started in the w
 (HAProxy, servers in the outside namespace), found by the namespace they run in.
 
 Steps (faults, solutions) are argument lists, never shell strings; `netdiag` as the first word is
-this netdiag, acting on the scenario's state.
+this netdiag, acting on the scenario's state. A world of several hosts (`world.cluster`) is
+cluster.py's ClusterSession, which `Session.start` and `Session.attach` pick by the scenario.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,17 +24,13 @@ from runtime.errors import Conflict, InvalidArgument, NetdiagError, NotFound
 
 from ..lab import HOST_IP, OUTSIDE_IP, Lab, leaks
 from . import registry, verdict
+from .common import STEP_TIMEOUT, _VAR, StepFailed, checks_of, container_argv, kill_in, netns_inodes, network_argv
 from .library import Scenario
-
-STEP_TIMEOUT = 120
-_VAR = re.compile(r"\$\{([a-z_]+)(?::([A-Za-z0-9_.-]+))?(?::([A-Za-z0-9_.-]+))?\}")
-
-
-class StepFailed(NetdiagError):
-    """A fault or solution step that did not run: the scenario cannot be what it says."""
 
 
 class Session:
+    multi_host = False  # a world of several hosts is a cluster.ClusterSession
+
     def __init__(self, scenario: Scenario, lab: Lab):
         self.scenario, self.lab = scenario, lab
         self._ips: dict = {}
@@ -43,6 +39,11 @@ class Session:
     @classmethod
     def start(cls, scenario: Scenario, progress=None) -> "Session":
         """Build the world, plant the faults; refused when that scenario already runs."""
+        from .cluster import ClusterSession, check_world, is_cluster
+
+        check_world(scenario)
+        if is_cluster(scenario):
+            return ClusterSession.start(scenario, progress)
         say = progress or (lambda text: None)
         with registry.locked():
             if registry.get(scenario.name):
@@ -73,6 +74,10 @@ class Session:
 
     @classmethod
     def attach(cls, scenario: Scenario) -> "Session":
+        from .cluster import ClusterSession, is_cluster
+
+        if is_cluster(scenario):
+            return ClusterSession.attach(scenario)
         rec = registry.get(scenario.name)
         if not rec or rec.get("corrupt"):
             raise NotFound(f"Scenario {scenario.name} is not running", "", f"start it with 'netdiag scenario start {scenario.slug}'")
@@ -91,6 +96,20 @@ class Session:
         registry.forget(self.scenario.name)
         return left + leaks(self.lab) + [str(p) for p in [haproxy_dir(self.lab)] if p.exists()]
 
+    def namespaces(self) -> list[str]:
+        """Every named network namespace of the world: the lab host and its outside."""
+        return [self.lab.name, self.lab.outside]
+
+    def containers(self) -> list[str]:
+        """The world's containers, as its own `netdiag ps -a` sees them."""
+        p = self.run(["netdiag", "ps", "-a", "--json"], check=False, timeout=20)
+        return sorted(json.loads(line)["Names"] for line in p.stdout.splitlines() if line.strip())
+
+    def shell_target(self, name: str | None) -> tuple[dict, object, str | None, str | None]:
+        """Where `netdiag scenario shell SCENARIO [NAME]` goes: (env, preexec_fn, the container to
+        exec into or None, the host or None for the lab host). Always the lab host; NAME is a container."""
+        return self.env(), self.lab.enter(), name, None
+
     # -- building the world ----------------------------------------------------------------------------
     def build(self, say) -> None:
         """The world without its load balancers (they start after the faults). A Docker engine
@@ -104,15 +123,7 @@ class Session:
             self.run(["busybox", "httpd", "-p", str(srv["port"]), "-h", str(www)], "outside")
         for net in world.get("networks", []):
             say(f"network {net['name']}")
-            argv = ["netdiag", "network", "create"]
-            for key in ("subnet", "gateway"):
-                if net.get(key):
-                    argv += [f"--{key}", self.expand(net[key])]
-            if net.get("internal"):
-                argv.append("--internal")
-            for k, v in (net.get("options") or {}).items():
-                argv += ["-o", f"{k}={v}"]
-            self.run(argv + [net["name"]])
+            self.run(network_argv(net, self.expand))
         for c in world.get("containers", []):
             say(f"container {c['name']}")
             self.run(container_argv(c))
@@ -330,39 +341,8 @@ class Session:
         return checks_of(json.loads(p.stdout))
 
 
-def checks_of(report) -> list[dict]:
-    """`netdiag check --format json` output -> [{name, passed, detail}]."""
-    items = report.get("checks", report) if isinstance(report, dict) else report
-    out = []
-    for c in items:
-        status = c.get("status") or ("passed" if c.get("passed") else "failed")
-        out.append({"name": c.get("name", "?"), "passed": {"passed": True, "failed": False}.get(status),
-                    "status": status, "detail": c.get("summary") or c.get("detail") or "",
-                    "cause": c.get("cause"), "fix": c.get("fix")})
-    return out
-
-
 def haproxy_dir(lab: Lab) -> Path:
     return Path("/run/netdiag-scenarios") / lab.name
-
-
-def container_argv(c: dict) -> list[str]:
-    argv = ["netdiag", "run", "-d", "--name", c["name"]]
-    if c.get("network"):
-        argv += ["--network", c["network"]]
-    for p in c.get("publish", []):
-        argv += ["-p", p]
-    if c.get("ip"):
-        argv += ["--ip", c["ip"]]
-    for a in c.get("aliases", []):
-        argv += ["--network-alias", a]
-    for cap in c.get("cap_add", []):
-        argv += ["--cap-add", cap]
-    health = c.get("health")
-    if health:
-        argv += ["--health-cmd", health["cmd"], "--health-interval", health.get("interval", "1s"),
-                 "--health-timeout", health.get("timeout", "1s"), "--health-retries", str(health.get("retries", 1))]
-    return argv + [c.get("image", "busybox")] + list(c.get("command") or ["sleep", "2147483647"])
 
 
 def kill_world(lab: Lab) -> None:
@@ -370,36 +350,4 @@ def kill_world(lab: Lab) -> None:
     of the lab: what netdiag's records do not know (HAProxy, servers started by a step)."""
     from runtime.records import recorded_pids
 
-    inodes = set()
-    for ns in (lab.name, lab.outside):
-        try:
-            inodes.add(os.stat(f"/run/netns/{ns}").st_ino)
-        except OSError:
-            pass
-    for pid in recorded_pids(lab.state_dir):
-        try:
-            inodes.add(os.stat(f"/proc/{pid}/ns/net").st_ino)
-        except OSError:
-            pass
-    me, killed = os.getpid(), []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            if os.stat(f"/proc/{entry.name}/ns/net").st_ino in inodes:
-                os.kill(int(entry.name), signal.SIGKILL)
-                killed.append(int(entry.name))
-        except (OSError, ProcessLookupError):
-            continue
-    deadline = time.monotonic() + 5
-    while [p for p in killed if alive(p)] and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waiting for its parent to reap it is not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+    kill_in(netns_inodes((lab.name, lab.outside), recorded_pids(lab.state_dir)))

@@ -125,6 +125,41 @@ def test_the_scenario_commands_as_a_learner_uses_them(state, tmp_path):
     assert not (state / "scenarios" / "01_port_not_published").exists()
 
 
+def test_a_scenario_on_two_hosts_from_the_cli(state):
+    """A cluster world from the learner's side: shells on each host and in a container on the
+    other host, the grader, the solution, and `stop` from another process removing etcd, the
+    agents, the hosts and their cgroups."""
+    from pathlib import Path
+
+    from netdiag.lab import cluster_leaks
+    from netdiag.scenario.cluster import make_lab
+
+    p = cli("scenario", "start", "16", "--json")
+    assert p.returncode == 0, p.stderr
+    world = json.loads(p.stdout)
+    assert world["hosts"] == ["h1", "h2"] and "waiting for the agents" in p.stderr
+    status = json.loads(cli("scenario", "status", "--json").stdout)
+    assert status[0]["containers"] == ["api (h2)", "cache (h2)", "frontend (h1)"] and status[0]["lab"] == world["lab"]
+    p = cli("scenario", "shell", "16", "-c", "netdiag cluster ls --json; netdiag ps --format json")
+    lines = [json.loads(line) for line in p.stdout.splitlines()]
+    assert p.returncode == 0 and {m["name"] for m in lines[:2]} == {"h1", "h2"} and lines[2]["Names"] == "frontend", p.stdout
+    p = cli("scenario", "shell", "16", "h2", "-c", "netdiag ps --format json")
+    assert sorted(json.loads(line)["Names"] for line in p.stdout.splitlines()) == ["api", "cache"]
+    p = cli("scenario", "shell", "16", "api", "-c", "cat /www/index.html")
+    assert p.returncode == 0 and p.stdout == "api ok\n", p.stderr
+    p = cli("scenario", "check", "16", "--json")
+    assert p.returncode == 1 and [c["cause"] for c in json.loads(p.stdout)["checks"] if not c["passed"]] == ["OVERLAY_PEER_UNKNOWN"] * 3
+    p = cli("scenario", "solution", "16", "--apply")
+    assert p.returncode == 0 and "[h1] $ bridge fdb append ${mac:api} dev ${vxlan:app} dst ${host_ip:h2}" in p.stdout
+    p = cli("scenario", "check", "16")
+    assert p.returncode == 0 and "Fixed" in p.stdout, p.stdout + p.stderr
+    p = cli("scenario", "stop")
+    assert p.returncode == 0 and p.stdout.strip() == "stopped 16_overlay_fdb_missing", p.stderr
+    lab = make_lab(world["lab"], Path(world["state_dir"]), world["hosts"])
+    assert cluster_leaks(lab) == [] and not (state / "scenarios" / "16_overlay_fdb_missing").exists()
+    assert not [n for n in os.listdir("/run/netns") if n.startswith(world["lab"])]
+
+
 def test_bad_names_and_stopped_scenarios_are_clear_errors(state):
     p = cli("scenario", "start", "nope")
     assert p.returncode == 1 and "No scenario 'nope'" in p.stderr and "netdiag scenario list" in p.stderr

@@ -12,6 +12,7 @@ import pytest
 from netdiag import yamlfile
 from netdiag.reason.causes import CAUSES
 from netdiag.scenario import library, verdict
+from netdiag.scenario.cluster import check_world, host_names, is_cluster, step_label, world_names
 from netdiag.scenario.session import _VAR, container_argv
 from runtime.errors import InvalidArgument, NotFound
 
@@ -25,22 +26,35 @@ def test_the_library_has_at_least_twelve_scenarios_easy_to_hard():
     assert [int(n[:2]) for n in ALL] == list(range(1, len(ALL) + 1))  # numbered in order, no gaps
 
 
+ONE_HOST_VARS = ("lab", "outside", "host_ip", "outside_ip", "ip", "file", "haproxy_cfg", "haproxy_pid", "stats")
+CLUSTER_VARS = ("lab", "host_ip", "store", "store_ip", "ip", "mac", "vxlan", "file")
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_every_scenario_is_valid_and_complete(name):
     s = library.load(name)
+    check_world(s)  # placements (host:, in:) name the world's hosts and containers
     assert s.spec["diagnosis"]["cause"] in CAUSES
     assert s.readme().startswith("# ") and "## What you learn" in s.readme()
-    names = {c["name"] for c in s.spec["world"].get("containers", [])} | {lb["name"] for lb in s.spec["world"].get("haproxy", [])}
-    names |= {step["run"][step["run"].index("--name") + 1] for step in s.spec.get("faults", []) if "--name" in step["run"]}
+    names = world_names(s.spec)
+    hosts = set(host_names(s.spec))
+    assert not names & hosts
+    places = (hosts | names) if is_cluster(s) else ({"lab", "outside"} | names)
     for step in s.spec.get("faults", []) + s.spec["solution"]["steps"]:
-        assert step.get("in", "lab") in ({"lab", "outside"} | names), step
+        assert step.get("in", "lab" if not hosts else next(iter(hosts))) in places, step
+        assert step.get("host") is None or step["host"] in hosts, step
+    networks = {n["name"] for n in s.spec["world"].get("networks", [])}
     text = yamlfile.load(s.path / "scenario.yaml").path.read_text()
-    for m in _VAR.finditer(text):  # every ${...} is one the session knows
-        assert m.group(1) in ("lab", "outside", "host_ip", "outside_ip", "ip", "file", "haproxy_cfg", "haproxy_pid", "stats"), m.group(0)
-        if m.group(1) == "ip":
-            assert m.group(2) in names, m.group(0)
+    for m in _VAR.finditer(text):  # every ${...} is one the session (of this kind of world) knows
+        assert m.group(1) in (CLUSTER_VARS if is_cluster(s) else ONE_HOST_VARS), m.group(0)
+        if m.group(1) in ("ip", "mac"):
+            assert m.group(2) in names and (m.group(3) is None or m.group(3) in networks), m.group(0)
         if m.group(1) == "file":
             assert m.group(2) in (s.spec.get("files") or {}), m.group(0)
+        if m.group(1) == "host_ip" and is_cluster(s):
+            assert m.group(2) is None or m.group(2) in hosts, m.group(0)
+        if m.group(1) == "vxlan":
+            assert m.group(2) in networks, m.group(0)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -98,6 +112,46 @@ def test_a_container_on_the_host_network_is_refused(tmp_path):
     dst = broken(tmp_path, lambda t: t.replace("world:\n", "world:\n  containers:\n    - {name: x, network: host}\n", 1))
     with pytest.raises(InvalidArgument, match=r"world\.containers\.0\.network: a scenario's containers may not use the host network"):
         library.read(dst)
+
+
+CLUSTER = next(n for n in ALL if is_cluster(library.load(n)))
+
+
+def cluster_broken(tmp_path: Path, edit) -> Path:
+    src = library.root() / CLUSTER
+    dst = tmp_path / "scenarios" / "98_cluster"
+    shutil.copytree(src, dst)
+    (dst / "scenario.yaml").write_text(edit((dst / "scenario.yaml").read_text()))
+    return dst
+
+
+def test_a_cluster_world_places_everything_on_its_hosts(tmp_path):
+    dst = cluster_broken(tmp_path, lambda t: t.replace("      host: h2\n", "      host: h9\n", 1))
+    line = next(i for i, ln in enumerate((dst / "scenario.yaml").read_text().splitlines(), 1) if "host: h9" in ln)
+    with pytest.raises(InvalidArgument, match=rf"scenario.yaml:{line}: world\.containers\.\d\.host: no host 'h9'.*hosts: h1, h2"):
+        check_world(library.read(dst))
+    dst = cluster_broken(tmp_path / "b", lambda t: t.replace("    in: h1\n", "    in: nowhere\n", 1).replace("    in: h2\n", "    in: nowhere\n", 1))
+    with pytest.raises(InvalidArgument, match=r"faults\.0\.in: no host or container 'nowhere'"):
+        check_world(library.read(dst))
+    dst = cluster_broken(tmp_path / "c", lambda t: t.replace("cluster: {hosts: [h1, h2]}", "cluster: {hosts: [h1, h2, h1]}"))
+    with pytest.raises(InvalidArgument, match=r"world\.cluster\.hosts: .*non-unique"):
+        library.read(dst)
+
+
+def test_cluster_keys_need_a_cluster_world(tmp_path):
+    dst = broken(tmp_path, lambda t: t.replace("  networks: []\n", "  networks:\n    - {name: ov, driver: overlay}\n", 1))
+    with pytest.raises(InvalidArgument, match=r"world\.networks\.0\.driver: driver: overlay needs a world of several hosts"):
+        check_world(library.read(dst))
+    dst = broken(tmp_path / "b", lambda t: t + "grade_host: h1\n")
+    with pytest.raises(InvalidArgument, match=r"grade_host: grade_host needs a world of several hosts"):
+        check_world(library.read(dst))
+
+
+def test_where_a_solution_step_runs_is_printed_by_host_or_container():
+    one, cl = library.load(ALL[0]), library.load(CLUSTER)
+    assert step_label(one, {"run": ["x"]}) == "lab" and step_label(one, {"run": ["x"], "in": "web"}) == "web"
+    assert step_label(cl, {"run": ["x"]}) == "h1" and step_label(cl, {"run": ["x"], "in": "h2"}) == "h2"
+    assert step_label(cl, {"run": ["x"], "host": "h2"}) == "h2" and step_label(cl, {"run": ["x"], "in": "api", "host": "h1"}) == "h1:api"
 
 
 def test_container_argv_is_netdiag_run_with_each_option_its_own_argument():

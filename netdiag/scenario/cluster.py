@@ -1,0 +1,441 @@
+"""A scenario on several hosts: `world.cluster: {hosts: [h1, h2]}` is built as a ClusterLab
+(netdiag/lab.py: an underlay bridge in a namespace of its own, one namespace per host with its own
+netdiag state and cgroup parent, a real etcd in a namespace of its own), every host joined to the
+cluster; then the world's `networks` (`driver: overlay` for one the hosts share; created on
+`host:`, default the first) and its `containers`, each started on its `host:` (default the first).
+
+Where things run:
+  * a step's `in:` is a host (its network namespace and netdiag state) or a container (its network
+    namespace, on whichever host runs it); `host: HOST` is the host whose netdiag state the step
+    uses (and whose namespace, without `in`); both default to the first host. (Not `on:`: YAML
+    1.1, which PyYAML reads, takes that key for the boolean true.)
+  * the diagnosis runs on `diagnosis.host`, the grader (`netdiag check` of `checks`) on the
+    top-level `grade_host`; both default to the first host.
+
+Faults are planted once the hosts' agents have programmed every overlay (each host's VXLAN
+devices hold what etcd lists), so an agent catching up cannot undo one. `destroy` works from any
+process: the registry keeps the lab's name, its state directory and its hosts; every process in
+the world's namespaces (etcd, the agents, the containers' monitors, whatever a learner started)
+is killed, then the lab is removed and `cluster_leaks` says what is left.
+
+Variables: ${lab}, ${host_ip} (the first host's underlay address) and ${host_ip:HOST} (that host's,
+its VTEP), ${store} (`ns:` + the store's namespace: a machine on the underlay that is no member),
+${store_ip}, ${ip:CONTAINER[:NETWORK]}, ${mac:CONTAINER[:NETWORK]}, ${vxlan:NETWORK} (the overlay
+network's VXLAN device on the hosts) and ${file:NAME}.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from runtime.errors import Conflict, InvalidArgument, NetdiagError, NotFound
+
+from ..lab import STORE_IP, UNDERLAY_PREFIX, ClusterHost, ClusterLab, cluster_leaks
+from . import registry, verdict
+from .common import STEP_TIMEOUT, _VAR, StepFailed, checks_of, container_argv, kill_in, netns_inodes, network_argv
+from .library import Scenario
+
+SETTLE_TIMEOUT = 20.0
+VARIABLES = ("lab", "host_ip", "store", "store_ip", "ip:CONTAINER[:NETWORK]", "mac:CONTAINER[:NETWORK]", "vxlan:NETWORK", "file:NAME")
+
+
+def is_cluster(scenario: Scenario) -> bool:
+    return "cluster" in scenario.spec["world"]
+
+
+def host_names(spec: dict) -> list[str]:
+    return list(((spec.get("world") or {}).get("cluster") or {}).get("hosts") or [])
+
+
+def world_names(spec: dict) -> set[str]:
+    """The containers a world has: its `containers` and those a step starts with `--name`."""
+    world = spec.get("world") or {}
+    names = {c["name"] for c in world.get("containers", [])} | {lb["name"] for lb in world.get("haproxy", [])}
+    for step in steps_of(spec):
+        if "--name" in step["run"][:-1]:
+            names.add(step["run"][step["run"].index("--name") + 1])
+    return names
+
+
+def steps_of(spec: dict) -> list[dict]:
+    return list(spec.get("faults", [])) + list((spec.get("solution") or {}).get("steps", []))
+
+
+def _step_paths(spec: dict):
+    for i, step in enumerate(spec.get("faults", [])):
+        yield ("faults", i), step
+    for i, step in enumerate((spec.get("solution") or {}).get("steps", [])):
+        yield ("solution", "steps", i), step
+
+
+def check_world(scenario: Scenario) -> None:
+    """What the schema cannot say about where things run: a cluster world's host, container and
+    step placements name its hosts and containers; a one-host world uses none of the cluster keys.
+    Raises the file's error (line and field)."""
+    spec, doc = scenario.spec, scenario.doc
+    world = spec["world"]
+    hosts = host_names(spec)
+    if not is_cluster(scenario):
+        found = [(("world", "containers", i, "host"), "host") for i, c in enumerate(world.get("containers", [])) if "host" in c]
+        found += [(("world", "networks", i, "host"), "host") for i, n in enumerate(world.get("networks", [])) if "host" in n]
+        found += [(("world", "networks", i, "driver"), "driver: overlay") for i, n in enumerate(world.get("networks", []))
+                  if n.get("driver") == "overlay"]
+        found += [(path + ("host",), "host") for path, step in _step_paths(spec) if "host" in step]
+        found += [(("diagnosis", "host"), "host")] if "host" in spec["diagnosis"] else []
+        found += [(("grade_host",), "grade_host")] if "grade_host" in spec else []
+        if found:
+            where, key = found[0]
+            raise doc.error(where, f"{key} needs a world of several hosts", "add world.cluster: {hosts: [h1, h2]}, or remove it")
+        return
+    for key in ("haproxy", "outside", "docker"):
+        if key in world:
+            raise doc.error(("world", key), f"a cluster world has no {key} (yet)", "use a one-host world for it")
+    containers = world_names(spec)
+    for i, c in enumerate(world.get("containers", [])):
+        if c["name"] in hosts:
+            raise doc.error(("world", "containers", i, "name"), f"{c['name']} is a host's name", "name containers and hosts apart")
+    placed = [(("world", "containers", i, "host"), c.get("host")) for i, c in enumerate(world.get("containers", []))]
+    placed += [(("world", "networks", i, "host"), n.get("host")) for i, n in enumerate(world.get("networks", []))]
+    placed += [(path + ("host",), step.get("host")) for path, step in _step_paths(spec)]
+    placed += [(("diagnosis", "host"), spec["diagnosis"].get("host")), (("grade_host",), spec.get("grade_host"))]
+    for where, name in placed:
+        if name is not None and name not in hosts:
+            raise doc.error(where, f"no host {name!r}", f"the hosts: {', '.join(hosts)}")
+    for path, step in _step_paths(spec):
+        if step.get("in") is not None and step["in"] not in set(hosts) | containers:
+            raise doc.error(path + ("in",), f"no host or container {step['in']!r}",
+                            f"a host ({', '.join(hosts)}) or a container ({', '.join(sorted(containers)) or 'none'})")
+
+
+def step_label(scenario: Scenario, step: dict) -> str:
+    """Where a step runs, as `solution` prints it: `lab`, `outside`, a container; in a cluster
+    world a host, a container, or `HOST:CONTAINER` when its netdiag runs on another host."""
+    if not is_cluster(scenario):
+        return step.get("in", "lab")
+    first = host_names(scenario.spec)[0]
+    where, on = step.get("in"), step.get("host")
+    if where is None:
+        return on or first
+    return f"{on}:{where}" if on and on != where else where
+
+
+class ClusterSession:
+    """A running scenario of several hosts; the same interface as session.Session."""
+
+    multi_host = True
+
+    def __init__(self, scenario: Scenario, lab: ClusterLab, names: list[str]):
+        self.scenario, self.lab = scenario, lab
+        self.hosts: dict[str, ClusterHost] = dict(zip(names, lab.hosts))
+        self.first = names[0]
+        self.root = lab.state_dir.parent  # the scenario's directory: the lab's state, files, grader's files
+
+    # -- life ----------------------------------------------------------------------------------------
+    @classmethod
+    def start(cls, scenario: Scenario, progress=None) -> "ClusterSession":
+        """Build the hosts, join them, make the world, wait for the overlays, plant the faults;
+        refused when that scenario already runs."""
+        check_world(scenario)
+        say = progress or (lambda text: None)
+        names = host_names(scenario.spec)
+        with registry.locked():
+            if registry.get(scenario.name):
+                raise Conflict(f"Scenario {scenario.name} is already running", "one copy of a scenario runs at a time",
+                               f"use it ('netdiag scenario shell {scenario.slug}'), or 'netdiag scenario stop {scenario.slug}'")
+            lab = make_lab(None, registry.record_path(scenario.name).with_suffix("") / "root", names)
+            registry.save({"name": scenario.name, "lab": lab.name, "state_dir": str(lab.state_dir), "hosts": names,
+                           "started": registry.now(), "hints": 0, "building": True})
+        s = cls(scenario, lab, names)
+        try:
+            say(f"cluster lab {lab.name}: hosts " + ", ".join(f"{n} ({h.address})" for n, h in s.hosts.items())
+                + f" on one underlay, etcd at {STORE_IP}")
+            try:
+                lab.create()
+            except RuntimeError as e:  # etcd missing or not answering
+                raise StepFailed(f"The cluster of scenario {scenario.name} did not start", str(e), "run scripts/setup") from None
+            s.build(say)
+            for step in scenario.spec.get("faults", []):
+                say(step.get("say") or "planting a fault")
+                s.step(step)
+        except BaseException:
+            s.destroy()
+            raise
+        rec = registry.get(scenario.name) or {}
+        rec.pop("building", None)
+        registry.save(rec)
+        return s
+
+    @classmethod
+    def attach(cls, scenario: Scenario) -> "ClusterSession":
+        rec = registry.get(scenario.name)
+        if not rec or rec.get("corrupt"):
+            raise NotFound(f"Scenario {scenario.name} is not running", "", f"start it with 'netdiag scenario start {scenario.slug}'")
+        names = rec.get("hosts") or host_names(scenario.spec)
+        return cls(scenario, make_lab(rec["lab"], Path(rec["state_dir"]), names), names)
+
+    def destroy(self) -> list[str]:
+        """Remove the world: every process in its namespaces (etcd, agents, monitors, a learner's
+        shells), the hosts, the underlay, the state. What was left behind (should be nothing)."""
+        from runtime.records import recorded_pids
+
+        pids = set().union(*(recorded_pids(h.state_dir) for h in self.hosts.values()))
+        kill_in(netns_inodes(self.namespaces(), pids))
+        self.lab.destroy()
+        shutil.rmtree(self.root, ignore_errors=True)
+        registry.forget(self.scenario.name)
+        return cluster_leaks(self.lab) + ([str(self.root)] if self.root.exists() else [])
+
+    def namespaces(self) -> list[str]:
+        """Every named network namespace of the world: the underlay, the store's, each host's."""
+        return [self.lab.underlay, self.lab.kv] + [h.name for h in self.hosts.values()]
+
+    def containers(self) -> list[str]:
+        """The world's containers with their hosts ("api (h2)"), as each host's `netdiag ps -a` sees them."""
+        out = []
+        for name in self.hosts:
+            p = self.run(["netdiag", "ps", "-a", "--json"], name, check=False, timeout=20)
+            out += [f"{json.loads(line)['Names']} ({name})" for line in p.stdout.splitlines() if line.strip()]
+        return sorted(out)
+
+    def briefing(self) -> str:
+        slug, hosts = self.scenario.slug, ", ".join(f"{n} ({h.address})" for n, h in self.hosts.items())
+        return (f"The world runs in cluster lab {self.lab.name}: hosts {hosts} on one underlay, etcd at {STORE_IP}.\n"
+                f"Get a shell on a host, where `netdiag` acts on it:\n"
+                f"    netdiag scenario shell {slug}            ({self.first})\n"
+                f"    netdiag scenario shell {slug} HOST       (another host: {', '.join(self.hosts)})\n"
+                f"    netdiag scenario shell {slug} CONTAINER  (inside a container, on its host)\n"
+                f"Then: netdiag scenario hint | check | solution | reset | stop")
+
+    def shell_target(self, name: str | None) -> tuple[dict, object, str | None, str]:
+        """(env, preexec_fn, container or None, host) of `scenario shell SCENARIO [NAME]`: the
+        first host, the host NAME, or the container NAME on the host that runs it."""
+        if name is None or name in self.hosts:
+            host = name or self.first
+            return self.env(host), self.hosts[host].enter(), None, host
+        host = self.host_of(name)
+        return self.env(host), self.hosts[host].enter(), name, host
+
+    # -- building the world ----------------------------------------------------------------------------
+    def build(self, say) -> None:
+        world = self.scenario.spec["world"]
+        for name, h in self.hosts.items():
+            say(f"{name} joins the cluster (VTEP {h.address})")
+            self.run(["netdiag", "cluster", "join", "--store", self.lab.store_url, "--advertise", h.address, "--name", name], name)
+        for net in world.get("networks", []):
+            host = net.get("host") or self.first
+            say(f"network {net['name']}" + (f" ({net['driver']})" if net.get("driver") else "") + f" on {host}")
+            self.run(network_argv(net, self.expand), host)
+        for c in world.get("containers", []):
+            host = c.get("host") or self.first
+            say(f"container {c['name']} on {host}")
+            self.run(container_argv(c), host)
+            for net in c.get("connect", []):
+                self.run(["netdiag", "network", "connect", net, c["name"]], host)
+        if any(n.get("driver") == "overlay" for n in world.get("networks", [])):
+            say("waiting for the agents to program the overlay")
+            self.settle()
+
+    def settle(self, timeout: float = SETTLE_TIMEOUT) -> None:
+        """Until every host's VXLAN devices hold exactly what the store lists (`netdiag inspect
+        --net host`): an agent applies a change about 0.1 s after it, and a fault planted before
+        would be undone."""
+        deadline = time.monotonic() + timeout
+        while True:
+            behind = [name for name in self.hosts if not self._programmed(name)]
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                raise StepFailed(f"The overlay of scenario {self.scenario.name} was not programmed within {timeout:g} s",
+                                 f"hosts behind the store: {', '.join(behind)}", "see the hosts' cluster/agent.log")
+            time.sleep(0.2)
+
+    def _programmed(self, host: str) -> bool:
+        try:
+            view = self.net_view(host)
+        except (ValueError, NetdiagError):
+            return False
+        return all(not rep["missing"] and all(e["status"] == "ok" for e in rep["fdb"] + rep["neighbours"])
+                   for rep in view.get("overlay") or [])
+
+    def net_view(self, host: str) -> dict:
+        p = self.run(["netdiag", "inspect", "--net", "host", "--json"], host, check=False, timeout=60)
+        if p.returncode != 0:
+            raise StepFailed(f"netdiag inspect --net host failed on {host}", p.stderr.strip()[-600:], "")
+        return json.loads(p.stdout)
+
+    # -- running things in the world -----------------------------------------------------------------
+    def run(self, argv: list[str], where: str | None = None, check: bool = True, timeout: float = STEP_TIMEOUT,
+            on: str | None = None) -> subprocess.CompletedProcess:
+        """argv (`netdiag` first: this netdiag) in `where`'s network namespace (a host or a
+        container; default `on`, else the first host) with the netdiag state of `on` (default:
+        the host of `where`)."""
+        argv = [self.expand(a) for a in argv]
+        if argv[0] == "netdiag":
+            argv = [sys.executable, "-m", "netdiag", *argv[1:]]
+        host, preexec = self.place(where, on)
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=self.env(host), preexec_fn=preexec)
+        if check and p.returncode != 0:
+            shown = " ".join(argv[2:] if argv[0] == sys.executable else argv)
+            label = f"{on}:{where}" if on and where and on != where else where or host
+            raise StepFailed(f"Step '{shown}' ({label}) of scenario {self.scenario.name} failed with exit {p.returncode}",
+                             (p.stderr or p.stdout).strip()[-600:], "the scenario file is wrong, or the host lacks something")
+        return p
+
+    def step(self, step: dict, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run(step["run"], step.get("in"), check=check, on=step.get("host"))
+
+    def place(self, where: str | None, on: str | None) -> tuple[str, object]:
+        """(the host whose netdiag state is used, a preexec_fn entering the namespace)."""
+        from runtime.kernel.ns import enter
+
+        if on is not None and on not in self.hosts:
+            raise InvalidArgument(f"No host {on} in scenario {self.scenario.name}", f"hosts: {', '.join(self.hosts)}", "")
+        if where is None or where in self.hosts:
+            target = where or on or self.first
+            return on or target, self.hosts[target].enter()
+        host, info = self.locate(where)
+        return on or host, enter(f"/proc/{self._pid(where, info)}/ns/net")
+
+    def env(self, host: str | None = None) -> dict:
+        path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+        return {**self.hosts[host or self.first].env, "PATH": path}
+
+    def locate(self, container: str) -> tuple[str, dict]:
+        """(the host that runs a container, its `netdiag inspect` there): where the world puts it,
+        else the host that knows it (a step may start one anywhere)."""
+        placed = next((c.get("host") or self.first for c in self.scenario.spec["world"].get("containers", [])
+                       if c["name"] == container), None)
+        for host in ([placed] if placed else []) + [h for h in self.hosts if h != placed]:
+            p = self.run(["netdiag", "inspect", container], host, check=False)
+            if p.returncode == 0:
+                return host, json.loads(p.stdout)[0]
+        raise NotFound(f"No container {container} in scenario {self.scenario.name}", f"on none of {', '.join(self.hosts)}", "")
+
+    def host_of(self, container: str) -> str:
+        return self.locate(container)[0]
+
+    def inspect(self, name: str) -> dict:
+        return self.locate(name)[1]
+
+    def pid_of(self, name: str) -> int:
+        return self._pid(name, self.inspect(name))
+
+    def _pid(self, name: str, info: dict) -> int:
+        if not info["State"]["Pid"]:
+            raise StepFailed(f"Container {name} of scenario {self.scenario.name} is not running", "", "")
+        return info["State"]["Pid"]
+
+    def expand(self, text: str, **extra) -> str:
+        """The variables of a cluster world (see the module's docstring), and `extra`."""
+        first = self.hosts[self.first]
+        fixed = {"lab": self.lab.name, "host_ip": first.address, "store": f"ns:{self.lab.kv}", "store_ip": STORE_IP, **extra}
+
+        def one(m) -> str:
+            key, arg, net = m.group(1), m.group(2), m.group(3)
+            if key == "file" and arg:
+                return str(self.file(arg))
+            if key == "host_ip" and arg and net is None:
+                if arg not in self.hosts:
+                    raise InvalidArgument(f"${{host_ip:{arg}}}: no host {arg} in scenario {self.scenario.name}",
+                                          f"hosts: {', '.join(self.hosts)}", "")
+                return self.hosts[arg].address
+            if key in ("ip", "mac") and arg:
+                nets = self.inspect(arg)["NetworkSettings"]["Networks"]
+                chosen = nets.get(net) if net else next(iter(nets.values()), None)
+                value = (chosen or {}).get("IPAddress" if key == "ip" else "MacAddress")
+                if not value:
+                    raise StepFailed(f"${{{key}:{arg}{':' + net if net else ''}}}: no such address", f"networks: {list(nets)}", "")
+                return value
+            if key == "vxlan" and arg and net is None:
+                return self.vxlan_device(arg)
+            if key in fixed and arg is None:
+                return fixed[key]
+            raise InvalidArgument(f"Unknown variable ${{{m.group(0)[2:-1]}}} in scenario {self.scenario.name}",
+                                  f"known in a cluster world: {', '.join(VARIABLES)}", "")
+
+        return _VAR.sub(one, text)
+
+    def vxlan_device(self, network: str) -> str:
+        """The VXLAN device of an overlay network, as the hosts' own view shows it."""
+        for host in self.hosts:
+            for rep in self.net_view(host).get("overlay") or []:
+                if rep["network"] == network:
+                    return rep["device"]
+        raise StepFailed(f"${{vxlan:{network}}}: no host has a VXLAN device for {network}",
+                         "a host has one once a container of it is on the network", "")
+
+    def file(self, name: str) -> Path:
+        """A file of the scenario's `files`, written (variables expanded) on first use."""
+        files = self.scenario.spec.get("files") or {}
+        if name not in files:
+            raise InvalidArgument(f"${{file:{name}}}: scenario {self.scenario.name} has no such file", f"files: {sorted(files)}", "")
+        path = self.root / "files" / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(self.expand(files[name]))
+        return path
+
+    # -- diagnosis and grading -----------------------------------------------------------------------------
+    def diagnose(self) -> dict:
+        """The scenario's diagnosis command (--json) on its host (`diagnosis.host`), and whether it
+        names the planted cause at the right hop."""
+        d = self.scenario.spec["diagnosis"]
+        p = self.run(list(d["run"]) + ["--json"], on=d.get("host"), check=False)
+        if p.returncode not in (0, 1, 3):
+            raise StepFailed(f"The diagnosis of {self.scenario.name} did not run (exit {p.returncode})", p.stderr.strip()[-600:], "")
+        result = json.loads(p.stdout)
+        expected = json.loads(self.expand(json.dumps({"cause": d["cause"], "at": d.get("at") or {}})))
+        ok, named = verdict.matches(result, expected)
+        return {"ok": ok, "expected": expected, "named": named, "result": result}
+
+    def record(self) -> dict:
+        """The diagnosis host's snapshot with the live probe of the scenario's trace (`trace --record`)."""
+        d = self.scenario.spec["diagnosis"]
+        argv = list(d.get("replay") or d["run"])
+        if argv[:2] != ["netdiag", "trace"]:
+            raise InvalidArgument(f"{self.scenario.name} has no trace to record", "its diagnosis is not a `netdiag trace`",
+                                  "give the scenario a diagnosis.replay trace")
+        out = self.root / "recording.json"
+        try:
+            p = self.run(argv + ["--json", "--record", str(out)], on=d.get("host"), check=False)
+            if p.returncode not in (0, 1, 3) or not out.exists():
+                raise StepFailed(f"Recording {self.scenario.name} failed (exit {p.returncode})", p.stderr.strip()[-600:], "")
+            snap = json.loads(out.read_text())
+        finally:
+            out.unlink(missing_ok=True)
+        result = json.loads(p.stdout)
+        snap["recorded"] = {"scenario": self.scenario.name, "host": d.get("host") or self.first,
+                            "argv": [self.expand(a) for a in argv[2:]],
+                            "live": {"verdict": result["verdict"], "cause": result["cause"]}}
+        return snap
+
+    def grade(self) -> list[dict]:
+        """The grader: the scenario's checks run by `netdiag check` on `grade_host` (default the
+        first host). One entry per check: name, passed (True/False/None for skipped), detail."""
+        import yaml
+
+        checks = json.loads(self.expand(json.dumps(self.scenario.spec["checks"])))
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=self.root, delete=False) as f:
+            yaml.safe_dump({"checks": checks}, f, sort_keys=False)
+        try:
+            p = self.run(["netdiag", "check", f.name, "--format", "json", "--parallel", "4"], on=self.scenario.spec.get("grade_host"),
+                         check=False)
+        finally:
+            os.unlink(f.name)
+        if p.returncode not in (0, 1):
+            raise StepFailed(f"The grader of {self.scenario.name} could not run (exit {p.returncode})", p.stderr.strip()[-600:], "")
+        return checks_of(json.loads(p.stdout))
+
+
+def make_lab(name: str | None, state_dir: Path, names: list[str]) -> ClusterLab:
+    """A ClusterLab whose hosts carry the scenario's names: namespace LAB-NAME, state STATE/NAME,
+    underlay address 198.51.100.N in the world's order."""
+    lab = ClusterLab(hosts=0, name=name, state_dir=state_dir)
+    lab.hosts = [ClusterHost(f"{lab.name}-{n}", lab.state_dir / n, f"{UNDERLAY_PREFIX}{i + 1}") for i, n in enumerate(names)]
+    return lab

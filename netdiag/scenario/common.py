@@ -1,0 +1,120 @@
+"""What every kind of scenario world shares (one lab host: session.py; several hosts on an overlay:
+cluster.py): steps as argument lists, the grader's report, a network's and a container's `netdiag`
+command, and killing what runs in the world's network namespaces. Imports neither of them."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+
+from runtime.errors import NetdiagError
+
+STEP_TIMEOUT = 120
+_VAR = re.compile(r"\$\{([a-z_]+)(?::([A-Za-z0-9_.-]+))?(?::([A-Za-z0-9_.-]+))?\}")
+
+
+class StepFailed(NetdiagError):
+    """A fault or solution step that did not run: the scenario cannot be what it says."""
+
+
+def checks_of(report) -> list[dict]:
+    """`netdiag check --format json` output -> [{name, passed, detail}]."""
+    items = report.get("checks", report) if isinstance(report, dict) else report
+    out = []
+    for c in items:
+        status = c.get("status") or ("passed" if c.get("passed") else "failed")
+        out.append({"name": c.get("name", "?"), "passed": {"passed": True, "failed": False}.get(status),
+                    "status": status, "detail": c.get("summary") or c.get("detail") or "",
+                    "cause": c.get("cause"), "fix": c.get("fix")})
+    return out
+
+
+def network_argv(net: dict, expand=lambda text: text) -> list[str]:
+    """`netdiag network create` for one of the world's `networks`."""
+    argv = ["netdiag", "network", "create"]
+    if net.get("driver"):
+        argv += ["-d", net["driver"]]
+    for key in ("subnet", "gateway"):
+        if net.get(key):
+            argv += [f"--{key}", expand(net[key])]
+    if net.get("internal"):
+        argv.append("--internal")
+    for k, v in (net.get("options") or {}).items():
+        argv += ["-o", f"{k}={v}"]
+    return argv + [net["name"]]
+
+
+def container_argv(c: dict) -> list[str]:
+    argv = ["netdiag", "run", "-d", "--name", c["name"]]
+    if c.get("network"):
+        argv += ["--network", c["network"]]
+    for p in c.get("publish", []):
+        argv += ["-p", p]
+    if c.get("ip"):
+        argv += ["--ip", c["ip"]]
+    for a in c.get("aliases", []):
+        argv += ["--network-alias", a]
+    for cap in c.get("cap_add", []):
+        argv += ["--cap-add", cap]
+    health = c.get("health")
+    if health:
+        argv += ["--health-cmd", health["cmd"], "--health-interval", health.get("interval", "1s"),
+                 "--health-timeout", health.get("timeout", "1s"), "--health-retries", str(health.get("retries", 1))]
+    return argv + [c.get("image", "busybox")] + list(c.get("command") or ["sleep", "2147483647"])
+
+
+def netns_inodes(names, pids=()) -> set[int]:
+    """The inodes of named network namespaces (/run/netns/NAME) and of the namespaces `pids` run in,
+    never this process's nor init's: a recorded pid that died and was reused by a process of the
+    machine must not make the machine's own namespace part of a world."""
+    paths = [f"/run/netns/{n}" for n in names] + [f"/proc/{p}/ns/net" for p in pids]
+    inodes = set()
+    for path in paths:
+        try:
+            inodes.add(os.stat(path).st_ino)
+        except OSError:
+            pass
+    for own in ("/proc/self/ns/net", "/proc/1/ns/net"):
+        try:
+            inodes.discard(os.stat(own).st_ino)
+        except OSError:
+            pass
+    return inodes
+
+
+def pids_in(inodes: set[int]) -> set[int]:
+    """Every process (but this one) whose network namespace is one of `inodes`."""
+    me, found = os.getpid(), set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            if os.stat(f"/proc/{entry.name}/ns/net").st_ino in inodes:
+                found.add(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def kill_in(inodes: set[int], timeout: float = 5.0) -> None:
+    """SIGKILL every process in those network namespaces and wait (up to `timeout`) until they are gone."""
+    killed = []
+    for pid in pids_in(inodes):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except (ProcessLookupError, PermissionError):
+            continue
+    deadline = time.monotonic() + timeout
+    while [p for p in killed if alive(p)] and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for its parent to reap it is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
