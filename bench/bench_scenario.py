@@ -9,7 +9,7 @@ of the library, round-robin, as a cold CLI each time (`NETDIAG_ROOT` a temp dir 
 | `start` | `netdiag scenario start N` | lab, world, faults, load balancers settled: what a learner waits for |
 | `check` | `netdiag scenario check N` (broken: exit 1) | the grader: `netdiag check` of the scenario's checks in its world |
 | `stop` | `netdiag scenario stop N` | everything removed |
-| `by-hand` | the world's own `netdiag network create` / `run -d` / `network connect` commands, run one by one in a bare lab (reference) | what the same containers and networks cost without the scenario layer (no faults, no HAProxy, no settling) |
+| `by-hand` | the world's own `netdiag network create` / `run -d` / `network connect` commands, run one by one in a bare lab (reference; not for a world of several hosts) | what the same containers and networks cost without the scenario layer (no faults, no HAProxy, no settling) |
 | `lab` | a bare lab created and destroyed (reference) | the floor every scenario pays for a host of its own |
 
 Prints per scenario the medians and `start / (by-hand + lab)`, then the largest start and the
@@ -143,19 +143,23 @@ def main(argv: list[str] | None = None) -> int:
                     s["check"].append(timed(nd + ["scenario", "check", n], env, (1,)))
                 finally:
                     s["stop"].append(timed(nd + ["scenario", "stop", n], env, (0,)))
-                lab, world = reference(spec, env)
-                s["lab"].append(lab)
-                s["by-hand"].append(world)
+                if "cluster" not in spec["world"]:  # a cluster world has no by-hand reference here
+                    lab, world = reference(spec, env)
+                    s["lab"].append(lab)
+                    s["by-hand"].append(world)
             rb.log(f"round {i + 1}/{args.runs} done")
         report = {"runs": args.runs, "load": os.getloadavg(), "budgets": {"start": START_BUDGET, "check": CHECK_BUDGET},
                   "scenarios": {}}
         print(f"\n{'scenario':<28} {'start':>7} {'check':>7} {'stop':>6} {'lab':>6} {'by-hand':>8} {'start/(lab+by-hand)':>20}")
         for n in names:
-            med = {r: statistics.median(samples[n][r]) for r in rows}
-            ratio = med["start"] / (med["lab"] + med["by-hand"])
+            med = {r: statistics.median(samples[n][r]) if samples[n][r] else None for r in rows}
+            ratio = med["start"] / (med["lab"] + med["by-hand"]) if med["lab"] is not None else None
             report["scenarios"][n] = {"median": med, "ratio": ratio, "samples": samples[n]}
-            print(f"{n:<28} {med['start']:>7.2f} {med['check']:>7.2f} {med['stop']:>6.2f} {med['lab']:>6.2f} "
-                  f"{med['by-hand']:>8.2f} {ratio:>19.2f}x")
+
+            def f(x, width):
+                return f"{x:>{width}.2f}" if x is not None else f"{'-':>{width}}"
+            print(f"{n:<28} {f(med['start'], 7)} {f(med['check'], 7)} {f(med['stop'], 6)} {f(med['lab'], 6)} "
+                  f"{f(med['by-hand'], 8)} {f(ratio, 19)}{'x' if ratio else ' '}")
         slowest_start = max(names, key=lambda n: max(samples[n]["start"]))
         slowest_check = max(names, key=lambda n: max(samples[n]["check"]))
         st, ck = max(samples[slowest_start]["start"]), max(samples[slowest_check]["check"])

@@ -4,9 +4,10 @@ A scenario is data (scenarios/NN_slug/scenario.yaml + README.md, schema in
 netdiag/schemas/scenario.schema.json): the world, built with netdiag's own runtime inside a lab
 namespace with its own state, so it never touches the real host's network; the faults planted in
 real kernel objects; what netdiag must diagnose; the grader's checks in `netdiag check`'s format;
-hints and the reference solution. library.py finds and validates scenarios, session.py builds,
-grades and tears down one running scenario, registry.py remembers which are running (and which
-replays), verdict.py grades a diagnosis. replay.py (planned by replay_plan.py, pure) goes the
+hints and the reference solution. library.py finds and validates scenarios (placement.py: where
+things run), session.py builds, grades and tears down a one-host world, cluster.py a world of
+several hosts with a real etcd (common.py: what both share), registry.py remembers which are
+running (and which replays), verdict.py grades a diagnosis. replay.py (planned by replay_plan.py, pure) goes the
 other way: a real host's snapshot rebuilt as namespaces, with stand-in servers (standin.py).
 May import netdiag.lab, netdiag.yamlfile, netdiag.schemas, runtime.state/paths/errors, and
 runtime.kernel (replay only).

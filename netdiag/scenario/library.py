@@ -12,6 +12,7 @@ from pathlib import Path
 from runtime.errors import InvalidArgument, NotFound
 
 from .. import yamlfile
+from . import placement
 
 _DIR = re.compile(r"^(\d{2})_([a-z0-9_]+)$")
 
@@ -74,6 +75,7 @@ def read(path: Path) -> Scenario:
         if c.get("network") in ("host",):
             raise doc.error(("world", "containers", i, "network"), "a scenario's containers may not use the host network",
                             "use bridge or a network of the world")
+    placement.check(doc.data, doc)
     return Scenario(path.name, path, doc.data, doc)
 
 

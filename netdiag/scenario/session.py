@@ -39,9 +39,8 @@ class Session:
     @classmethod
     def start(cls, scenario: Scenario, progress=None) -> "Session":
         """Build the world, plant the faults; refused when that scenario already runs."""
-        from .cluster import ClusterSession, check_world, is_cluster
+        from .cluster import ClusterSession, is_cluster
 
-        check_world(scenario)
         if is_cluster(scenario):
             return ClusterSession.start(scenario, progress)
         say = progress or (lambda text: None)

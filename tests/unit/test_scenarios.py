@@ -12,7 +12,8 @@ import pytest
 from netdiag import yamlfile
 from netdiag.reason.causes import CAUSES
 from netdiag.scenario import library, verdict
-from netdiag.scenario.cluster import check_world, host_names, is_cluster, step_label, world_names
+from netdiag.scenario.cluster import is_cluster, step_label
+from netdiag.scenario.placement import host_names, world_names
 from netdiag.scenario.session import _VAR, container_argv
 from runtime.errors import InvalidArgument, NotFound
 
@@ -33,7 +34,6 @@ CLUSTER_VARS = ("lab", "host_ip", "store", "store_ip", "ip", "mac", "vxlan", "fi
 @pytest.mark.parametrize("name", ALL)
 def test_every_scenario_is_valid_and_complete(name):
     s = library.load(name)
-    check_world(s)  # placements (host:, in:) name the world's hosts and containers
     assert s.spec["diagnosis"]["cause"] in CAUSES
     assert s.readme().startswith("# ") and "## What you learn" in s.readme()
     names = world_names(s.spec)
@@ -129,10 +129,10 @@ def test_a_cluster_world_places_everything_on_its_hosts(tmp_path):
     dst = cluster_broken(tmp_path, lambda t: t.replace("      host: h2\n", "      host: h9\n", 1))
     line = next(i for i, ln in enumerate((dst / "scenario.yaml").read_text().splitlines(), 1) if "host: h9" in ln)
     with pytest.raises(InvalidArgument, match=rf"scenario.yaml:{line}: world\.containers\.\d\.host: no host 'h9'.*hosts: h1, h2"):
-        check_world(library.read(dst))
+        library.read(dst)
     dst = cluster_broken(tmp_path / "b", lambda t: t.replace("    in: h1\n", "    in: nowhere\n", 1).replace("    in: h2\n", "    in: nowhere\n", 1))
     with pytest.raises(InvalidArgument, match=r"faults\.0\.in: no host or container 'nowhere'"):
-        check_world(library.read(dst))
+        library.read(dst)
     dst = cluster_broken(tmp_path / "c", lambda t: t.replace("cluster: {hosts: [h1, h2]}", "cluster: {hosts: [h1, h2, h1]}"))
     with pytest.raises(InvalidArgument, match=r"world\.cluster\.hosts: .*non-unique"):
         library.read(dst)
@@ -141,10 +141,10 @@ def test_a_cluster_world_places_everything_on_its_hosts(tmp_path):
 def test_cluster_keys_need_a_cluster_world(tmp_path):
     dst = broken(tmp_path, lambda t: t.replace("  networks: []\n", "  networks:\n    - {name: ov, driver: overlay}\n", 1))
     with pytest.raises(InvalidArgument, match=r"world\.networks\.0\.driver: driver: overlay needs a world of several hosts"):
-        check_world(library.read(dst))
+        library.read(dst)
     dst = broken(tmp_path / "b", lambda t: t + "grade_host: h1\n")
     with pytest.raises(InvalidArgument, match=r"grade_host: grade_host needs a world of several hosts"):
-        check_world(library.read(dst))
+        library.read(dst)
 
 
 def test_where_a_solution_step_runs_is_printed_by_host_or_container():
