@@ -76,8 +76,11 @@ def list_(json_out: bool = _JSON):
     def state(r):
         return "running" if r["running"] else (f"fixed ({r['hints_used']} hints)" if r["done"] else "")
 
-    table(["#", "SCENARIO", "DIFFICULTY", "TOPICS", "STATE"],
-          [[r["name"][:2], f"{r['name'][3:]}: {r['title']}", r["difficulty"], ", ".join(r["topics"]), state(r)] for r in rows])
+    def topics(r):  # the first three; `show` and --json have them all
+        return ", ".join(r["topics"][:3]) + (", ..." if len(r["topics"]) > 3 else "")
+
+    table(["#", "SLUG", "TITLE", "LEVEL", "TOPICS", "STATE"],
+          [[r["name"][:2], r["name"][3:], r["title"], r["difficulty"], topics(r), state(r)] for r in rows])
 
 
 @scenario_app.command()
@@ -94,8 +97,10 @@ def show(name: str = typer.Argument(..., help="Number, slug or folder name"), js
 
 @scenario_app.command()
 def start(name: str = typer.Argument(..., help="Number, slug or folder name"), json_out: bool = _JSON):
-    """Build the broken world in a lab namespace of its own (its own eth0, nftables and netdiag
-    state; your host's network is not touched) and print the briefing."""
+    """Build the broken world and print the briefing.
+
+    The world runs in a lab namespace of its own (its own eth0, nftables and netdiag state): your
+    host's network is not touched."""
     from ..scenario.session import Session
 
     s = _lib().load(name)
@@ -253,8 +258,10 @@ def shell(name: str = typer.Argument(..., help="Number, slug or folder name"),
           container: Optional[str] = typer.Argument(None, help="A container of the world (default: the lab host); "
                                                     "in a world of several hosts, a host or a container (default: the first host)"),
           command: Optional[str] = typer.Option(None, "-c", help="Run this shell command instead of an interactive shell")):
-    """A shell on the scenario's lab host (netdiag, ip, nft act on the world), or in a container.
-    In a world of several hosts: on a host (`shell NAME h2`), or in a container on the host that runs it."""
+    """A shell on the scenario's lab host, or in a container.
+
+    On the lab host, netdiag, ip and nft act on the world. In a world of several hosts: on a host
+    (`shell NAME h2`), or in a container on the host that runs it."""
     import shutil
     import subprocess
 
@@ -280,8 +287,9 @@ def shell(name: str = typer.Argument(..., help="Number, slug or folder name"),
 @scenario_app.command()
 def record(name: Optional[str] = _NAME,
            output: Path = typer.Option(..., "-o", "--output", help="The snapshot file to write (JSON)")):
-    """Save the broken world's snapshot with the diagnosis netdiag made live in it, so the
-    diagnosis replays offline, without root: `netdiag trace --snapshot FILE ...`."""
+    """Save the broken world's snapshot with the live probe of its diagnosis.
+
+    The diagnosis then replays offline, without root: `netdiag trace --snapshot FILE ...`."""
     session = _session(name)
     print(f"Recording {session.scenario.name} ...", file=sys.stderr)
     snap = session.record()
