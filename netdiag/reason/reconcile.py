@@ -13,10 +13,15 @@ from __future__ import annotations
 
 from . import attribute
 from .nftables import Packet, Step, rule_text
+from .stop import sentence
 
 REFUSED_CAUSES = {"NO_LISTENER", "LISTENER_LOOPBACK_ONLY", "PORT_NOT_PUBLISHED"}
 DELIVERED = {"connected", "replied"}
 LOST = {"timeout", "unreachable", "too_big"}
+
+
+def _labels(result: dict) -> list[str]:
+    return [h["label"] for h in result.get("hops") or []] + [result.get("src") or ""]
 
 
 def merge(model, result: dict, live) -> tuple[dict, object]:
@@ -128,7 +133,7 @@ def _kernel_decides(model, result: dict, e: dict, ns_by_path: dict, last_seen: i
     static = (result["verdict"], result["cause"])
     if ns is None:
         result["reconciled"] = f"the kernel's trace saw a drop in a namespace the static path did not visit: {_event_text(e)}"
-        result.update(verdict="blocked", cause="FIREWALL_DROP", summary=_event_text(e).capitalize())
+        result.update(verdict="blocked", cause="FIREWALL_DROP", summary=sentence(_event_text(e), _labels(result)))
         return result, None
     rule = attribute.find_rule(ns, e.get("family"), e.get("table"), e.get("chain"), e.get("handle"))
     text = rule_text(rule) if rule else ("policy drop" if e.get("type") == "policy" else f"rule handle {e.get('handle')}")
@@ -152,7 +157,7 @@ def _kernel_decides(model, result: dict, e: dict, ns_by_path: dict, last_seen: i
     result["reconciled"] = (f"the kernel's packet trace decides: the static path said {static[0]}"
                             + (f" ({static[1]})" if static[1] else "") + f", the kernel dropped the probe at {e.get('family')} "
                             f"{e.get('table')} {e.get('chain')} ({'handle ' + str(e.get('handle')) if e.get('type') == 'rule' else 'policy'})")
-    result.update(verdict="blocked", cause=stop.cause, summary=stop.summary[0].upper() + stop.summary[1:], blocked_at=hop_n,
+    result.update(verdict="blocked", cause=stop.cause, summary=sentence(stop.summary, _labels(result)), blocked_at=hop_n,
                   fix=stop.fix.text() if stop.fix else "")
     result["evidence"].extend(stop.evidence)
     return result, stop.fix

@@ -18,7 +18,7 @@ from .iptables import ruleset_for
 from . import attribute, fixes, overlay, routing
 from .fixes import Fix
 from .nftables import Packet, evaluate
-from .stop import Stop
+from .stop import Stop, sentence
 
 EPHEMERAL_SPORT = 40000
 VXLAN_OVERHEAD = 50
@@ -670,7 +670,7 @@ def run_static(model: Model, src: str, dst: str, *, proto: str = "tcp", port: in
         verdict, cause, summary, fix = stop.verdict, stop.cause, stop.summary, stop.fix
         t.evidence.extend(stop.evidence)
         blocked_at = len(t.hops) if t.hops else None
-    result = {"verdict": verdict, "cause": cause, "summary": summary[0].upper() + summary[1:] if summary else summary,
+    result = {"verdict": verdict, "cause": cause, "summary": sentence(summary, [h["label"] for h in t.hops] + [src_ns["label"]]),
               "src": src_ns["label"], "dst": dst, "dst_ip": dst_ip, "proto": proto, "port": port, "size": size,
               "hops": t.hops, "blocked_at": blocked_at if verdict != "delivered" else None,
               "evidence": t.evidence, "fix": fix.text() if fix else "", "unevaluated_rules": t.unknown_rules, "mode": "static",

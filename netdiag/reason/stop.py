@@ -16,3 +16,11 @@ class Stop(Exception):
         if isinstance(fix, str):
             fix = Fix(advice=fix, why_unchecked="the model cannot express this change") if fix else None
         self.verdict, self.cause, self.summary, self.fix, self.evidence = verdict, cause, summary, fix, evidence or []
+
+
+def sentence(text: str, names: list[str]) -> str:
+    """`text` as a sentence: its first letter upper case, unless it begins with a name (a
+    container, a namespace, a device), whose spelling is not ours to change."""
+    if not text or any(n and text.startswith(n) for n in names):
+        return text
+    return text[0].upper() + text[1:]

@@ -221,3 +221,13 @@ def test_reconcile_a_dropped_icmp_error_back_to_the_sender_is_evidence_not_the_c
     assert (out["verdict"], out["cause"], fix) == ("blocked", "MTU_BLACKHOLE", None)
     assert out["reconciled"] == "static and live agree"
     assert any("what makes it a black hole" in e["detail"] for e in out["evidence"] if e["kind"] == "nft_trace")
+
+
+def test_a_summary_is_a_sentence_but_a_name_keeps_its_spelling():
+    from netdiag.reason.stop import sentence
+
+    assert sentence("nothing in web listens on tcp port 81", ["web"]) == "Nothing in web listens on tcp port 81"
+    assert sentence("web1 (netdiag container) drops the packet", ["web1 (netdiag container)"]) == \
+        "web1 (netdiag container) drops the packet"
+    assert sentence("vx-8aa0 has no FDB entry for 02:42:0a:00:01:03", ["h1", "vx-8aa0"]).startswith("vx-8aa0 ")
+    assert sentence("", ["x"]) == ""
