@@ -51,6 +51,13 @@ def _raise_stop(signum, frame):
     raise _Stop()
 
 
+def _cleaning_up() -> None:
+    """From here on a stop signal (the parent dying while we finish) must not cut the clean-up
+    short: an interrupted removal is what leaves a table or an instance behind."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
 def _write(path: str, value: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
     try:
@@ -100,6 +107,7 @@ def _tracer_main(ctl: int, rep: int, name: str, max_life: float) -> None:
             send_line(rep, {"ready": True, "filter": filt, "notes": notes})
             wait_line(ctl, time.monotonic() + max_life)
         finally:
+            _cleaning_up()
             _write(f"{ev}/enable", "0")
         drops, lost = parse_trace(_read(f"{inst}/trace"))
         if lost:
@@ -109,6 +117,7 @@ def _tracer_main(ctl: int, rep: int, name: str, max_life: float) -> None:
         except OSError:
             pass  # the parent is gone; still remove the instance
     finally:
+        _cleaning_up()
         _rmdir_instance(inst)
 
 
@@ -226,9 +235,11 @@ def _nftrace_main(ctl: int, rep: int, ns_paths: list[str], proto: str, token: st
                 break  # "stop", or EOF: the parent is done (or gone)
         session.read()
         events = session.events()
+        _cleaning_up()
         session.close()  # the tables go before we report: when probe() returns, they are gone
         send_line(rep, {"events": events, "notes": session.notes})
     finally:
+        _cleaning_up()
         session.close()
 
 
