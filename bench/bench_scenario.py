@@ -39,24 +39,13 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(REPO))
 
-import run_bench as rb  # noqa: E402  (log, Interrupted, root netns snapshot)
+import run_bench as rb  # noqa: E402  (log, Interrupted)
+from bench_health import on_signal, root_state  # noqa: E402
 from netdiag.lab import Lab, leaks  # noqa: E402
 from netdiag.scenario import library  # noqa: E402
 from netdiag.scenario.session import container_argv  # noqa: E402
 
 START_BUDGET, CHECK_BUDGET = 10.0, 5.0
-MAIN_PID = os.getpid()
-
-
-def on_signal(signum, _frame):
-    if os.getpid() != MAIN_PID:
-        os._exit(128 + signum)
-    raise rb.Interrupted(f"interrupted by {signal.Signals(signum).name}")
-
-
-def root_state() -> str:
-    nft = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
-    return rb.root_netns_snapshot() + "\n" + "\n".join(ln for ln in nft.splitlines() if "counter" not in ln)
 
 
 def timed(argv: list[str], env: dict, ok: tuple[int, ...], **kw) -> float:

@@ -48,12 +48,17 @@ def recorded_probe(model: Model, result: dict) -> dict | None:
     return next((p for p in model.snap.get("probes") or [] if all(p.get(k) == v for k, v in key.items())), None)
 
 
-def _replay(model: Model, result: dict, recorded: dict):
-    from .probe.live import LiveResult
-
+def _hop_paths(model: Model, result: dict) -> None:
+    """Each hop's namespace path: what the probe entered, and what its evidence names."""
     for hop in result["hops"]:
         ns = model.namespaces.get(hop["namespace"])
         hop["ns_path"] = ns_path(ns) if ns else None
+
+
+def _replay(model: Model, result: dict, recorded: dict):
+    from .probe.live import LiveResult
+
+    _hop_paths(model, result)
     result, fix = reconcile.merge(model, result, LiveResult(**recorded["live"]))
     result["evidence"].extend(recorded.get("counters") or [])
     result["live"]["recorded_at"] = model.snap.get("captured_at")
@@ -68,9 +73,7 @@ def _live(model: Model, result: dict, timeout: float, pcap: str | None, host_evi
         result["live"] = {"outcome": "skipped", "detail": "the live probe needs root (CAP_SYS_ADMIN, CAP_NET_RAW); static result only"}
         return result, None
     hops = []
-    for hop in result["hops"]:
-        ns = model.namespaces.get(hop["namespace"])
-        hop["ns_path"] = ns_path(ns) if ns else None
+    _hop_paths(model, result)
     src = model.namespaces.get(result["hops"][0]["namespace"]) if result["hops"] else None
     if src is None or ns_path(src) is None:
         result["live"] = {"outcome": "skipped", "detail": "the source namespace has no path to enter it by"}

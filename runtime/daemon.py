@@ -1,10 +1,11 @@
 """The runtime's own long-lived helper processes (a network's DNS resolver, the cluster agent): a
 `python -m MODULE ... --ready-fd N` in a session of its own, with this runtime on its path, that
-says `ok ...` or `error: ...` on the ready pipe once it serves or has failed."""
+says `ok ...` or `error: ...` on the ready pipe once it serves or has failed; and their stop."""
 from __future__ import annotations
 
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -39,3 +40,18 @@ def start(module: str, args: list[str], timeout: float) -> tuple[subprocess.Pope
     finally:
         os.close(r)
     return proc, buf.decode(errors="replace").strip()
+
+
+def stop(pid: int, still_ours, term_wait: float, kill_wait: float) -> None:
+    """SIGTERM, then SIGKILL if it lingers, while `still_ours()` says the pid is still our helper
+    (a pid reused by another program is left alone). Fine when it is already gone."""
+    for sig, wait in ((signal.SIGTERM, term_wait), (signal.SIGKILL, kill_wait)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not still_ours():
+                return
+            time.sleep(0.02)

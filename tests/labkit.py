@@ -8,6 +8,18 @@ from pathlib import Path
 from netdiag.lab import ClusterLab, Lab
 
 
+def wait_for(pred, timeout: float = 5.0) -> bool:
+    """Poll `pred` until it is true (True) or `timeout` seconds pass (False)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 class World(Lab):
     """A Lab with test conveniences. `run` returns the CompletedProcess; `ok` asserts exit 0."""
 
@@ -27,6 +39,12 @@ class World(Lab):
         if p.returncode != 0:
             raise AssertionError(f"netdiag {' '.join(args)} exited {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}")
         return p.stdout
+
+    def inspect(self, name: str) -> dict:
+        """`netdiag inspect NAME`: the container's Docker-style record."""
+        import json
+
+        return json.loads(self.ok("inspect", name))[0]
 
     def popen(self, *args: str, **kw) -> subprocess.Popen:
         import sys

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from .nftables.evaluate import PROTO_NAMES
+
 TOOLS = {"ip": "iptables-nft-save", "ip6": "ip6tables-nft-save"}
 
 
@@ -399,8 +401,7 @@ def translate_target(rule: Rule, family: str):
 # pairing iptables rules with nft rules
 
 
-_PROTO_NUMBERS = {"1": "icmp", "6": "tcp", "17": "udp", "58": "ipv6-icmp", "132": "sctp", "33": "dccp",
-                  "136": "udplite", "47": "gre", "50": "esp", "51": "ah", "icmpv6": "ipv6-icmp"}
+_PROTO_NUMBERS = {str(n): name for n, name in PROTO_NAMES.items()} | {"icmpv6": "ipv6-icmp"}
 _VERDICTS = {"ACCEPT": "accept", "DROP": "drop", "RETURN": "return"}
 # nft statements iptables-nft writes natively for some targets (a newer iptables, or no options)
 _NATIVE_TARGETS = {"reject": ("REJECT",), "masquerade": ("MASQUERADE",), "dnat": ("DNAT",), "snat": ("SNAT",),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from . import attribute
 from .nftables import Packet, Step, rule_text
+from .nftables.evaluate import PROTO_NAMES
 from .stop import sentence
 
 REFUSED_CAUSES = {"NO_LISTENER", "LISTENER_LOOPBACK_ONLY", "PORT_NOT_PUBLISHED"}
@@ -141,7 +142,7 @@ def _kernel_decides(model, result: dict, e: dict, ns_by_path: dict, last_seen: i
                 text, (rule or {}).get("comment", ""), "drop" if e.get("type") == "rule" else "policy drop")
     p = e.get("packet") or {}
     probe_dst = result["dst_ip"]
-    proto = {6: "tcp", 17: "udp", 1: "icmp"}.get(p.get("proto"), p.get("proto")) if isinstance(p.get("proto"), int) else p.get("proto")
+    proto = PROTO_NAMES.get(p.get("proto"), p.get("proto"))  # the trace's events carry the number
     pkt = Packet(src=p.get("src") or "0.0.0.0", dst=p.get("dst") or probe_dst, proto=proto or result["proto"],
                  sport=p.get("sport") or 0, dport=p.get("dport") or 0, iif=e.get("iif"), oif=e.get("oif"),
                  ct_status=frozenset({"dnat"}) if p.get("dst") and p.get("dst") != probe_dst else frozenset())

@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from runtime.errors import Conflict, InvalidArgument, NetdiagError, NotFound
+from runtime.errors import InvalidArgument, NetdiagError, NotFound
 
 from ..lab import STORE_IP, UNDERLAY_PREFIX, ClusterHost, ClusterLab, cluster_leaks
 from . import registry, verdict
@@ -80,13 +80,7 @@ class ClusterSession:
         refused when that scenario already runs."""
         say = progress or (lambda text: None)
         names = host_names(scenario.spec)
-        with registry.locked():
-            if registry.get(scenario.name):
-                raise Conflict(f"Scenario {scenario.name} is already running", "one copy of a scenario runs at a time",
-                               f"use it ('netdiag scenario shell {scenario.slug}'), or 'netdiag scenario stop {scenario.slug}'")
-            lab = make_lab(None, registry.record_path(scenario.name).with_suffix("") / "root", names)
-            registry.save({"name": scenario.name, "lab": lab.name, "state_dir": str(lab.state_dir), "hosts": names,
-                           "started": registry.now(), "hints": 0, "building": True})
+        lab = registry.claim(scenario.name, scenario.slug, lambda root: make_lab(None, root, names), hosts=names)
         s = cls(scenario, lab, names)
         try:
             say(f"cluster lab {lab.name}: hosts " + ", ".join(f"{n} ({h.address})" for n, h in s.hosts.items())
@@ -102,16 +96,12 @@ class ClusterSession:
         except BaseException:
             s.destroy()
             raise
-        rec = registry.get(scenario.name) or {}
-        rec.pop("building", None)
-        registry.save(rec)
+        registry.built(scenario.name)
         return s
 
     @classmethod
     def attach(cls, scenario: Scenario) -> "ClusterSession":
-        rec = registry.get(scenario.name)
-        if not rec or rec.get("corrupt"):
-            raise NotFound(f"Scenario {scenario.name} is not running", "", f"start it with 'netdiag scenario start {scenario.slug}'")
+        rec = registry.of_running(scenario.name, scenario.slug)
         names = rec.get("hosts") or host_names(scenario.spec)
         return cls(scenario, make_lab(rec["lab"], Path(rec["state_dir"]), names), names)
 

@@ -3,6 +3,7 @@ cluster.py): steps as argument lists, the grader's report, a network's and a con
 command, and killing what runs in the world's network namespaces. Imports neither of them."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -18,16 +19,11 @@ class StepFailed(NetdiagError):
     """A fault or solution step that did not run: the scenario cannot be what it says."""
 
 
-def checks_of(report) -> list[dict]:
-    """`netdiag check --format json` output -> [{name, passed, detail}]."""
-    items = report.get("checks", report) if isinstance(report, dict) else report
-    out = []
-    for c in items:
-        status = c.get("status") or ("passed" if c.get("passed") else "failed")
-        out.append({"name": c.get("name", "?"), "passed": {"passed": True, "failed": False}.get(status),
-                    "status": status, "detail": c.get("summary") or c.get("detail") or "",
-                    "cause": c.get("cause"), "fix": c.get("fix")})
-    return out
+def checks_of(report: dict) -> list[dict]:
+    """`netdiag check --format json` output -> [{name, passed (None: skipped or error), status,
+    detail, cause, fix}]."""
+    return [{"name": c["name"], "passed": {"passed": True, "failed": False}.get(c["status"]), "status": c["status"],
+             "detail": c["summary"], "cause": c.get("cause"), "fix": c.get("fix")} for c in report["checks"]]
 
 
 def network_argv(net: dict, expand=lambda text: text) -> list[str]:
@@ -97,17 +93,24 @@ def pids_in(inodes: set[int]) -> set[int]:
     return found
 
 
-def kill_in(inodes: set[int], timeout: float = 5.0) -> None:
-    """SIGKILL every process in those network namespaces and wait (up to `timeout`) until they are gone."""
-    killed = []
+def kill_in(inodes: set[int], timeout: float = 5.0) -> set[int]:
+    """SIGKILL every process in those network namespaces and wait (up to `timeout`) until they are
+    gone, reaping those that are this process's children. The pids still running at the end."""
+    killed = set()
     for pid in pids_in(inodes):
         try:
             os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
+            killed.add(pid)
         except (ProcessLookupError, PermissionError):
             continue
     deadline = time.monotonic() + timeout
-    while [p for p in killed if alive(p)] and time.monotonic() < deadline:
+    while True:
+        for pid in killed:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        killed = {p for p in killed if alive(p)}
+        if not killed or time.monotonic() > deadline:
+            return killed
         time.sleep(0.02)
 
 

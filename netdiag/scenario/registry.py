@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterator
 
 from runtime import paths, state
+from runtime.errors import Conflict, NotFound
 
 
 def _dir() -> Path:
@@ -45,6 +46,34 @@ def save(rec: dict) -> None:
 
 def forget(name: str) -> None:
     record_path(name).unlink(missing_ok=True)
+
+
+def claim(name: str, slug: str, make_lab, **extra):
+    """Reserve scenario `name` (refused while it runs): the lab `make_lab(state_root)` returns,
+    recorded as building, so a stop from any process finds it even if the start dies."""
+    with locked():
+        if get(name):
+            raise Conflict(f"Scenario {name} is already running", "one copy of a scenario runs at a time",
+                           f"use it ('netdiag scenario shell {slug}'), or 'netdiag scenario stop {slug}'")
+        lab = make_lab(record_path(name).with_suffix("") / "root")
+        save({"name": name, "lab": lab.name, "state_dir": str(lab.state_dir), "started": now(), "hints": 0,
+              "building": True, **extra})
+    return lab
+
+
+def built(name: str) -> None:
+    """The scenario's world is complete."""
+    rec = get(name) or {"name": name}
+    rec.pop("building", None)
+    save(rec)
+
+
+def of_running(name: str, slug: str) -> dict:
+    """The record of a running scenario, or NotFound that says how to start it."""
+    rec = get(name)
+    if not rec or rec.get("corrupt"):
+        raise NotFound(f"Scenario {name} is not running", "", f"start it with 'netdiag scenario start {slug}'")
+    return rec
 
 
 def now() -> str:

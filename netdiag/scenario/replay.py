@@ -13,7 +13,6 @@ import os
 import re
 import select
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from runtime.errors import Conflict, KernelError, NetdiagError
 from runtime.kernel import addr, link, ns, objects, route, sysctl
 
 from . import replay_plan
+from .common import kill_in, netns_inodes
 
 SBIN = ("/usr/sbin", "/sbin")
 READY_TIMEOUT = 10.0
@@ -74,19 +74,7 @@ def remove(record: dict) -> list[str]:
     prefix = str(record.get("prefix") or "")
     names = [n for n in [*dict(record.get("namespaces") or {}).values(), *(record.get("stubs") or [])]
              if isinstance(n, str) and NAME.fullmatch(n) and n.startswith(prefix + "-")]
-    inodes = set()
-    for n in names:
-        try:
-            inodes.add(os.stat(_path(n)).st_ino)
-        except OSError:
-            pass
-    pids = {p for p in record.get("pids") or [] if isinstance(p, int) and _is_standin(p)} | _running_in(inodes)
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    alive = _wait_gone(pids)
+    alive = kill_in(netns_inodes(names))  # the stand-ins, and whatever a learner started in there
     for n in names:
         try:
             ns.remove(n)
@@ -288,54 +276,6 @@ def _ready(proc: subprocess.Popen) -> dict:
     except ValueError:
         raise KernelError("A stand-in server did not start", f"it printed {line[:200]!r}",
                           "run 'python -m netdiag.scenario.standin tcp/127.0.0.1/8080' to see why") from None
-
-
-# -- taking it down ----------------------------------------------------------------------------------
-def _is_standin(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"netdiag.scenario.standin" in f.read()
-    except OSError:
-        return False
-
-
-def _running_in(inodes: set) -> set[int]:
-    """Every process whose network namespace is one of ours (stand-ins, and whatever a learner ran)."""
-    me, out = os.getpid(), set()
-    if not inodes:
-        return out
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and int(entry.name) != me:
-            try:
-                if os.stat(f"/proc/{entry.name}/ns/net").st_ino in inodes:
-                    out.add(int(entry.name))
-            except OSError:
-                continue
-    return out
-
-
-def _wait_gone(pids: set, timeout: float = 5.0) -> set[int]:
-    """Reap our own children, wait for the others; the pids still running at the end."""
-    deadline, alive = time.monotonic() + timeout, set(pids)
-    while alive and time.monotonic() < deadline:
-        for pid in list(alive):
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-            if not _running(pid):
-                alive.discard(pid)
-        if alive:
-            time.sleep(0.02)
-    return alive
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 __all__ = ["rebuild", "remove"]

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from runtime.errors import Conflict, InvalidArgument, NetdiagError, NotFound
+from runtime.errors import InvalidArgument, NetdiagError, NotFound
 
 from ..lab import HOST_IP, OUTSIDE_IP, Lab, leaks
 from . import registry, verdict
@@ -33,7 +33,6 @@ class Session:
 
     def __init__(self, scenario: Scenario, lab: Lab):
         self.scenario, self.lab = scenario, lab
-        self._ips: dict = {}
 
     # -- life ----------------------------------------------------------------------------------------
     @classmethod
@@ -44,14 +43,7 @@ class Session:
         if is_cluster(scenario):
             return ClusterSession.start(scenario, progress)
         say = progress or (lambda text: None)
-        with registry.locked():
-            if registry.get(scenario.name):
-                raise Conflict(f"Scenario {scenario.name} is already running", "one copy of a scenario runs at a time",
-                               f"use it ('netdiag scenario shell {scenario.slug}'), or 'netdiag scenario stop {scenario.slug}'")
-            root = registry.record_path(scenario.name).with_suffix("")
-            lab = Lab(state_dir=root / "root")
-            registry.save({"name": scenario.name, "lab": lab.name, "state_dir": str(lab.state_dir), "started": registry.now(),
-                           "hints": 0, "building": True})
+        lab = registry.claim(scenario.name, scenario.slug, lambda root: Lab(state_dir=root))
         s = cls(scenario, lab)
         try:
             say(f"lab {lab.name}: a host of its own (eth0 {HOST_IP}) behind an outside namespace ({OUTSIDE_IP})")
@@ -66,9 +58,7 @@ class Session:
         except BaseException:
             s.destroy()
             raise
-        rec = registry.get(scenario.name) or {}
-        rec.pop("building", None)
-        registry.save(rec)
+        registry.built(scenario.name)
         return s
 
     @classmethod
@@ -77,9 +67,7 @@ class Session:
 
         if is_cluster(scenario):
             return ClusterSession.attach(scenario)
-        rec = registry.get(scenario.name)
-        if not rec or rec.get("corrupt"):
-            raise NotFound(f"Scenario {scenario.name} is not running", "", f"start it with 'netdiag scenario start {scenario.slug}'")
+        rec = registry.of_running(scenario.name, scenario.slug)
         return cls(scenario, Lab(name=rec["lab"], state_dir=Path(rec["state_dir"])))
 
     def destroy(self) -> list[str]:

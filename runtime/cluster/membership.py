@@ -11,7 +11,6 @@ import ipaddress
 import os
 import secrets
 import socket
-import time
 
 from ..errors import Conflict, InvalidArgument, NetdiagError, NotFound
 from . import keys, local
@@ -154,8 +153,7 @@ def start_agent(timeout: float = 15.0) -> int:
 
 def stop_agent(rec: dict, timeout: float = 5.0) -> None:
     """SIGTERM the agent (it revokes the lease: the host and its endpoints leave at once)."""
-    import signal
-
+    from .. import daemon
     from ..kernel.syscalls import pid_alive
 
     pid, start = int(rec.get("agent_pid") or 0), rec.get("agent_start")
@@ -166,16 +164,7 @@ def stop_agent(rec: dict, timeout: float = 5.0) -> None:
             except NetdiagError:
                 pass
         return
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 2.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not pid_alive(pid, start):
-                return
-            time.sleep(0.05)
+    daemon.stop(pid, lambda: pid_alive(pid, start), timeout, 2.0)
 
 
 def leave(force: bool = False) -> None:

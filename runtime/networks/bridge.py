@@ -157,10 +157,8 @@ def realize(net: dict) -> None:
 def delete(net: dict, force: bool = False, keep_link: bool = False) -> None:
     """Remove a network: resolver, firewall rules, then the bridge device (unless `keep_link`: a
     failed create never deletes a device it did not make), then the record."""
-    if net["Containers"] and not force:
-        names = ", ".join(sorted(e["Name"] for e in net["Containers"].values()))
-        raise Conflict(f"Network {net['Name']} has active endpoints ({names})", "removing it would cut those containers off",
-                       f"disconnect them ('netdiag network disconnect {net['Name']} NAME') or use 'netdiag network rm -f'")
+    if not force:
+        model.refuse_in_use(net)
     from . import dns
 
     for cid in list(net["Containers"]):

@@ -131,6 +131,14 @@ def save(net: dict) -> None:
     state.write_json(_path(net["Id"]), net)
 
 
+def refuse_in_use(net: dict) -> None:
+    """A network with endpoints is not removed without -f (Docker's rule, for every driver)."""
+    if net["Containers"]:
+        names = ", ".join(sorted(e["Name"] for e in net["Containers"].values()))
+        raise Conflict(f"Network {net['Name']} has active endpoints ({names})", "removing it would cut those containers off",
+                       f"disconnect them ('netdiag network disconnect {net['Name']} NAME') or use 'netdiag network rm -f'")
+
+
 def delete(net: dict) -> None:
     _path(net["Id"]).unlink(missing_ok=True)
 

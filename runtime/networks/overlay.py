@@ -183,10 +183,8 @@ def delete(net: dict, force: bool = False, keep_link: bool = False) -> None:
     this host's sandbox and mirror."""
     from ..cluster import alloc
 
-    if net["Containers"] and not force:
-        names = ", ".join(sorted(e["Name"] for e in net["Containers"].values()))
-        raise Conflict(f"Network {net['Name']} has active endpoints ({names})", "removing it would cut those containers off",
-                       f"disconnect them ('netdiag network disconnect {net['Name']} NAME') or use 'netdiag network rm -f'")
+    if not force:
+        model.refuse_in_use(net)
     for cid in list(net["Containers"]):
         detach(net, cid)
     member = _member()

@@ -3,10 +3,11 @@ seccomp and no_new_privs of the init, of `exec` and of health checks; what they 
 links, the host's disk, sysctls, masked /proc files); exec's descriptors and cgroups; the options."""
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.labkit import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -30,17 +31,6 @@ def _my_caps() -> int:
                 if line.startswith("CapEff:"))
 
 
-def _inspect(lab, name):
-    return json.loads(lab.ok("inspect", name))[0]
-
-
-def _wait(pred, timeout=8.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.mark.parametrize("opts, eff, bnd, seccomp, nnp", [
@@ -144,8 +134,8 @@ def test_exec_does_not_carry_the_callers_descriptors_into_the_container(lab, tmp
 def test_health_checks_are_confined_like_the_init(lab):
     cid = lab.ok("run", "-d", "--name", "hc", "--health-cmd", STATUS + "; cat /proc/self/cgroup",
                  "--health-interval", "0.2", "busybox", "sleep", "60").strip()
-    assert _wait(lambda: _inspect(lab, "hc")["State"].get("Health", {}).get("Status") == "healthy")
-    out = _inspect(lab, "hc")["State"]["Health"]["Log"][-1]["Output"]
+    assert wait_for(lambda: lab.inspect("hc")["State"].get("Health", {}).get("Status") == "healthy", timeout=8.0)
+    out = lab.inspect("hc")["State"]["Health"]["Log"][-1]["Output"]
     st = _status("\n".join(line for line in out.splitlines() if not line[0].isdigit()))
     assert (st["CapEff"], st["CapBnd"], st["Seccomp"]) == (DEFAULT_CAPS, DEFAULT_CAPS, 2)
     assert f"devices:/{lab.cgroup_parent}/{cid[:12]}" in out
@@ -157,7 +147,7 @@ def test_a_seccomp_profile_file_in_dockers_format(lab, tmp_path):
     (tmp_path / "p.json").write_text(json.dumps(profile, indent=2))
     p = lab.run("run", "--name", "sc", "--security-opt", f"seccomp={tmp_path / 'p.json'}", "busybox", "mkdir", "/x")
     assert p.returncode == 1 and "Permission denied" in p.stderr  # errnoRet 13 = EACCES, not the default EPERM
-    info = _inspect(lab, "sc")
+    info = lab.inspect("sc")
     assert info["HostConfig"]["SecurityOpt"] == ["seccomp=" + json.dumps(profile, separators=(",", ":"))]
     assert info["Confinement"]["Seccomp"] == "custom"
     (tmp_path / "p.json").unlink()  # the profile travels with the container, like Docker's
@@ -189,7 +179,7 @@ def test_bad_options_exit_2_before_anything_is_created(lab, tmp_path, opts, word
 def test_inspect_shows_what_applies(lab):
     lab.ok("run", "-d", "--name", "i", "--cap-add", "net_admin", "--cap-drop", "CAP_MKNOD",
            "--security-opt", "no-new-privileges", "busybox", "sleep", "60")
-    info = _inspect(lab, "i")
+    info = lab.inspect("i")
     host, conf = info["HostConfig"], info["Confinement"]
     assert (host["CapAdd"], host["CapDrop"], host["Privileged"], host["SecurityOpt"]) == \
         (["CAP_NET_ADMIN"], ["CAP_MKNOD"], False, ["no-new-privileges"])
@@ -198,6 +188,6 @@ def test_inspect_shows_what_applies(lab):
     assert "/proc/kcore" in host["MaskedPaths"] and "/proc/sys" in host["ReadonlyPaths"]
     assert conf["DeviceCgroupRules"][0] == "deny a *:* rwm"
     lab.ok("run", "-d", "--name", "p", "--privileged", "busybox", "sleep", "60")
-    info = _inspect(lab, "p")
+    info = lab.inspect("p")
     assert info["HostConfig"]["Privileged"] is True and info["HostConfig"]["MaskedPaths"] == []
     assert info["Confinement"]["Seccomp"] == "unconfined" and info["Confinement"]["DeviceCgroupRules"] == ["allow a *:* rwm"]

@@ -7,20 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.labkit import wait_for
+
 pytestmark = pytest.mark.integration
 
 
-def _inspect(lab, name):
-    return json.loads(lab.ok("inspect", name))[0]
-
-
-def _wait(pred, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_run_prints_output_and_exit_code_and_rm_leaves_nothing(lab):
@@ -47,7 +38,7 @@ def test_files_are_isolated_and_never_reach_the_image(lab):
 
 def test_pid_uts_ipc_and_network_namespaces(lab):
     lab.ok("run", "-d", "--name", "iso", "--network", "none", "--hostname", "box1", "busybox", "sleep", "60")
-    info = _inspect(lab, "iso")
+    info = lab.inspect("iso")
     host_pid = info["State"]["Pid"]
     assert host_pid > 1 and Path(f"/proc/{host_pid}").exists()
     ps = lab.ok("exec", "iso", "ps", "-o", "pid,comm")
@@ -84,7 +75,7 @@ def test_only_fds_0_to_2_reach_the_container(lab):
 def test_memory_limit_kills_an_over_allocating_process(lab):
     p = lab.run("run", "--name", "hog", "-m", "16m", "busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1")
     assert p.returncode == 137, p.stderr
-    state = _inspect(lab, "hog")["State"]
+    state = lab.inspect("hog")["State"]
     assert state["OOMKilled"] is True and state["ExitCode"] == 137
     # the same allocation under the limit's headroom succeeds
     assert lab.run("run", "--rm", "-m", "128m", "busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=16M", "count=1").returncode == 0
@@ -95,7 +86,7 @@ def test_pids_and_cpu_limits_are_applied(lab):
                   "for i in 1 2 3 4 5 6; do sleep 2 & done; wait")
     assert "can't fork" in out.stderr or "Resource temporarily unavailable" in out.stderr
     lab.ok("run", "-d", "--name", "cpu", "--cpus", "0.5", "busybox", "sleep", "30")
-    cid = _inspect(lab, "cpu")["Id"]
+    cid = lab.inspect("cpu")["Id"]
     from runtime.containers import cgroups
 
     if cgroups.is_v2():
@@ -110,10 +101,10 @@ def test_detached_container_outlives_the_cli_and_ps_tells_the_truth(lab):
     assert len(cid) == 64
     rows = [json.loads(x) for x in lab.ok("ps", "--format", "json").splitlines()]
     assert [(r["Names"], r["State"]) for r in rows] == [("bg", "running")]
-    pid = _inspect(lab, "bg")["State"]["Pid"]
+    pid = lab.inspect("bg")["State"]["Pid"]
     os.kill(pid, signal.SIGKILL)  # killed behind netdiag's back
-    assert _wait(lambda: _inspect(lab, "bg")["State"]["Status"] == "exited")
-    st = _inspect(lab, "bg")["State"]
+    assert wait_for(lambda: lab.inspect("bg")["State"]["Status"] == "exited")
+    st = lab.inspect("bg")["State"]
     assert st["ExitCode"] == 137 and not st["Running"]
     assert lab.ok("ps", "-q") == ""
     assert "Exited (137)" in lab.ok("ps", "-a")
@@ -122,12 +113,12 @@ def test_detached_container_outlives_the_cli_and_ps_tells_the_truth(lab):
 
 def test_ps_is_truthful_when_the_monitor_itself_was_killed(lab):
     lab.ok("run", "-d", "--name", "orphan", "busybox", "sleep", "60")
-    st = _inspect(lab, "orphan")["State"]
-    info = json.loads((lab.root / "containers" / _inspect(lab, "orphan")["Id"] / "state.json").read_text())
+    st = lab.inspect("orphan")["State"]
+    info = json.loads((lab.root / "containers" / lab.inspect("orphan")["Id"] / "state.json").read_text())
     os.kill(info["MonitorPid"], signal.SIGKILL)
     os.kill(st["Pid"], signal.SIGKILL)
-    assert _wait(lambda: _inspect(lab, "orphan")["State"]["Status"] == "exited")
-    assert "monitor" in _inspect(lab, "orphan")["State"]["Error"]
+    assert wait_for(lambda: lab.inspect("orphan")["State"]["Status"] == "exited")
+    assert "monitor" in lab.inspect("orphan")["State"]["Error"]
 
 
 def test_stop_escalates_to_kill_and_start_restarts(lab):
@@ -135,14 +126,14 @@ def test_stop_escalates_to_kill_and_start_restarts(lab):
     t = time.monotonic()
     lab.ok("stop", "-t", "1", "s")  # PID 1 ignores SIGTERM without a handler: KILL after 1 s
     assert time.monotonic() - t < 8
-    assert _inspect(lab, "s")["State"]["ExitCode"] == 137
+    assert lab.inspect("s")["State"]["ExitCode"] == 137
     lab.ok("start", "s")
-    assert _inspect(lab, "s")["State"]["Running"]
+    assert lab.inspect("s")["State"]["Running"]
     lab.ok("restart", "-t", "0", "s")
-    assert _inspect(lab, "s")["State"]["Running"]
+    assert lab.inspect("s")["State"]["Running"]
     lab.ok("run", "-d", "--name", "trap", "busybox", "sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done")
     lab.ok("stop", "-t", "5", "trap")
-    assert _inspect(lab, "trap")["State"]["ExitCode"] == 0
+    assert lab.inspect("trap")["State"]["ExitCode"] == 0
 
 
 def test_logs_keep_streams_apart_and_follow(lab):
@@ -167,7 +158,7 @@ def test_names_ids_and_removal_rules(lab):
     p = lab.run("run", "-d", "--name", "dup", "busybox", "true")
     assert p.returncode != 0 and "already in use" in p.stderr
     assert lab.ok("inspect", cid[:6])  # id prefix
-    assert _inspect(lab, "/dup")["Id"] == cid
+    assert lab.inspect("/dup")["Id"] == cid
     p = lab.run("rm", "dup")
     assert p.returncode != 0 and "Stop it first" in p.stderr
     lab.ok("rm", "-f", "dup")
@@ -204,10 +195,10 @@ def test_image_in_use_cannot_be_removed(lab):
 def test_health_cmd_reports_healthy_then_unhealthy(lab):
     lab.ok("run", "-d", "--name", "hc", "--health-cmd", "test -f /tmp/ok", "--health-interval", "0.2",
            "--health-retries", "1", "busybox", "sh", "-c", "touch /tmp/ok; sleep 60")
-    health = lambda: _inspect(lab, "hc")["State"].get("Health", {}).get("Status")  # noqa: E731
-    assert _wait(lambda: health() == "healthy")
+    health = lambda: lab.inspect("hc")["State"].get("Health", {}).get("Status")  # noqa: E731
+    assert wait_for(lambda: health() == "healthy")
     lab.ok("exec", "hc", "rm", "/tmp/ok")
-    assert _wait(lambda: health() == "unhealthy")
+    assert wait_for(lambda: health() == "unhealthy")
     assert "(unhealthy)" in lab.ok("ps")
 
 

@@ -10,7 +10,8 @@ from .text import _expr_text, _q, _stmt_text, _val_text, rule_text
 MAX_PATHS = 256  # combinations of "might match" rules explored per hook
 MAX_DEPTH = 64  # jump nesting (the kernel refuses loops; this only guards malformed input)
 
-_PROTO_NUMBERS = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp", 33: "dccp"}
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp", 33: "dccp", 136: "udplite", 47: "gre",
+               50: "esp", 51: "ah"}  # IP protocol numbers -> the names nft and iptables print
 _ICMP_NUMBERS = {0: "echo-reply", 3: "destination-unreachable", 4: "source-quench", 5: "redirect",
                  8: "echo-request", 11: "time-exceeded", 12: "parameter-problem", 13: "timestamp-request",
                  14: "timestamp-reply"}
@@ -603,7 +604,7 @@ class _Run:
 
     def contains(self, value, right, left) -> bool:
         names = _ICMP_NUMBERS if isinstance(left, dict) and "payload" in left and left["payload"].get("protocol") == "icmp" \
-            else _PROTO_NUMBERS
+            else PROTO_NAMES
         return any(self.member(value, e, names) for e in self.elements(right))
 
     def scalar(self, value, right, left):
@@ -613,7 +614,7 @@ class _Run:
             return self.ctx.ip(right)
         raise _Unknown(f"comparison of {_expr_text(left)} with {_val_text(right)}")
 
-    def member(self, value, elem, names=_PROTO_NUMBERS) -> bool:
+    def member(self, value, elem, names=PROTO_NAMES) -> bool:
         if isinstance(elem, dict):
             if "elem" in elem:
                 return self.member(value, elem["elem"].get("val"), names)
@@ -638,7 +639,7 @@ class _Run:
         c = self.coerce(value, elem, names)
         return c is not None and value == c
 
-    def coerce(self, value, const, names=_PROTO_NUMBERS):
+    def coerce(self, value, const, names=PROTO_NAMES):
         if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
             if isinstance(const, str):
                 ip = self.ctx.ip(const)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 
@@ -65,13 +64,6 @@ def stop(pid: int, timeout: float = 2.0) -> None:
         return
     if pid <= 0 or not _is_resolver(pid):
         return
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 1.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not _is_resolver(pid):
-                return
-            time.sleep(0.02)
+    from runtime import daemon
+
+    daemon.stop(pid, lambda: _is_resolver(pid), timeout, 1.0)
