@@ -7,6 +7,7 @@ from .errors import InvalidArgument
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 _HOSTNAME = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
 _ENV_KEY = re.compile(r"^[^=\0]+$")
+_MEMORY_MAX = 2**63 - 1
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
@@ -40,7 +41,15 @@ def memory_bytes(text: str) -> int:
             "a size is a number with an optional unit b, k, m, g or t",
             "use e.g. --memory 64m",
         )
-    value = int(float(m.group(1)) * _UNITS[m.group(2)])
+    from decimal import Decimal
+
+    value = int(Decimal(m.group(1)) * _UNITS[m.group(2)])  # exact: a float rounds large sizes
+    if value > _MEMORY_MAX:
+        raise InvalidArgument(
+            f"Memory limit {text[:40]!r} is too large",
+            "the kernel takes at most 8 EiB (a signed 64-bit byte count)",
+            "give a limit below the machine's memory, e.g. --memory 512m; leave -m out for no limit",
+        )
     if value < 6 * 1024**2:
         raise InvalidArgument(
             f"Memory limit {text!r} is too small",

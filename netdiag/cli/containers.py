@@ -236,7 +236,13 @@ def inspect(
             except NotFound:
                 if type_ == "container":
                     raise
-        out.append(ins.image_json(images.get(ref)))
+        try:
+            out.append(ins.image_json(images.get(ref)))
+        except NotFound as e:
+            if type_ == "image":
+                raise
+            raise NotFound(f"No such object: {ref}", "no container or image has that name or id",
+                           "list them with 'netdiag ps -a' and 'netdiag images'") from e
     print_json(out)
 
 

@@ -61,6 +61,7 @@ def _probe_leftovers() -> list[str]:
     from runtime.containers import model as cmodel
 
     from ..probe import live, nftrace
+    from ..probe.tracers import instance_owner_gone
 
     paths = [None] + [f"/proc/{c.pid}/ns/net" for c in cmodel.list_all() if cmodel.proc_ok(c)]
     if os.path.isdir("/run/netns"):
@@ -68,8 +69,7 @@ def _probe_leftovers() -> list[str]:
     out = [f"trace table {t}" for t in nftrace.prune(paths)]
     try:
         for name in live.list_instances():
-            pid = name.removeprefix(live.INSTANCE_PREFIX).split("-", 1)[0]
-            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            if instance_owner_gone(name):
                 live.remove_instance(name)
                 out.append(f"tracefs instance {name}")
     except OSError:

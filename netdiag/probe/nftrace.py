@@ -49,12 +49,25 @@ PROTOS = {"tcp": 6, "udp": 17, "icmp": 1}
 ICMP_ERRORS = (3, 11, 12)
 PRIORITY = -350
 TABLE_PREFIX = "netdiag_trace_"
-_TABLE = re.compile(r"^netdiag_trace_(\d+)_[0-9a-f]+$")
+# netdiag_trace_PID_START_TOKEN: the creator's pid and start time (a reused pid is another process);
+# names without START are an older netdiag's
+_TABLE = re.compile(r"^netdiag_trace_(\d+)_(?:(\d+)_)?[0-9a-f]+$")
 MAX_EVENTS = 1000  # a large TCP payload makes thousands; drop verdicts are always kept
 
 
 def table_name(pid: int | None = None, token: str | None = None) -> str:
-    return f"{TABLE_PREFIX}{pid or os.getpid()}_{token or secrets.token_hex(4)}"
+    """The trace table of process `pid` (this one's when None), while that process lives."""
+    from runtime.kernel.syscalls import proc_start_time
+
+    pid = pid or os.getpid()
+    return f"{TABLE_PREFIX}{pid}_{proc_start_time(pid) or 0}_{token or secrets.token_hex(4)}"
+
+
+def owner_alive(pid: str, start: str | None) -> bool:
+    """Whether the process that named a table or instance (pid, start time as written) still runs."""
+    from runtime.kernel.syscalls import pid_alive
+
+    return pid_alive(int(pid), int(start) if start and start != "0" else None)
 
 
 def script(name: str, proto: str, mark: int) -> str:
@@ -462,16 +475,6 @@ def remove(ns_paths, name: str) -> list[str]:
     return notes
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
 def prune(ns_paths=(None,)) -> list[str]:
     """Remove trace tables whose creating process is gone (killed before it could clean up), in
     each namespace given (None: this thread's). What was removed, as `NS: family name`."""
@@ -483,7 +486,7 @@ def prune(ns_paths=(None,)) -> list[str]:
     removed = []
     for path in ns_paths:
         try:
-            stale = [(f, n) for f, n in tables(path) if not _alive(int(_TABLE.match(n).group(1)))]
+            stale = [(f, n) for f, n in tables(path) if not owner_alive(*_TABLE.match(n).groups())]
             for family, name in stale:
                 with netns(path) if path else contextlib.nullcontext():
                     nft.run(_removal(name, (family,)))
@@ -494,4 +497,4 @@ def prune(ns_paths=(None,)) -> list[str]:
 
 
 __all__ = ["Session", "select", "parse", "parse_message", "packet", "direction", "first_drop", "describe",
-           "script", "table_name", "tables", "remove", "prune", "TABLE_PREFIX", "PRIORITY"]
+           "script", "table_name", "owner_alive", "tables", "remove", "prune", "TABLE_PREFIX", "PRIORITY"]

@@ -180,6 +180,14 @@ def list_instances(prefix: str = INSTANCE_PREFIX) -> list[str]:
     return _in_private_tracefs(lambda root: sorted(n for n in os.listdir(f"{root}/instances") if n.startswith(prefix)))
 
 
+def instance_owner_gone(name: str) -> bool:
+    """Whether the process that made this tracefs instance (netdiag-PID[-START]-TOKEN) is gone."""
+    parts = name.removeprefix(INSTANCE_PREFIX).split("-")
+    if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[:-1]):
+        return False
+    return not nftrace.owner_alive(parts[0], parts[1] if len(parts) == 3 else None)
+
+
 def remove_instance(name: str) -> None:
     """Remove one tracefs instance (e.g. one a killed tracer left)."""
     if not name.startswith(INSTANCE_PREFIX) or "/" in name:
@@ -189,7 +197,10 @@ def remove_instance(name: str) -> None:
 
 class DropTracer:
     def __init__(self, max_life: float):
-        self.name = f"{INSTANCE_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        from runtime.kernel.syscalls import proc_start_time
+
+        # PID-START-TOKEN: system prune tells a dead owner from a reused pid
+        self.name = f"{INSTANCE_PREFIX}{os.getpid()}-{proc_start_time(os.getpid()) or 0}-{secrets.token_hex(4)}"
         self.child = Child(lambda ctl, rep: _tracer_main(ctl, rep, self.name, max_life), signal.SIGTERM)
 
     def start(self) -> "DropTracer":
@@ -250,17 +261,19 @@ class NfTracer:
         self.child = Child(lambda ctl, rep: _nftrace_main(ctl, rep, self.ns_paths, proto, self.token, max_life),
                             signal.SIGTERM)
         self.reported = False  # its final report comes after it removed its tables
+        self._name: str | None = None
 
     def start(self) -> "NfTracer":
         from runtime.kernel import nft
 
         nft._load()  # dlopen before fork: the child must not need the loader lock another thread may hold
         self.child.start()
+        self._name = nftrace.table_name(self.child.pid, self.token)  # read while the child lives
         return self
 
     @property
-    def name(self) -> str:  # the child names its tables after its own pid
-        return nftrace.table_name(self.child.pid, self.token)
+    def name(self) -> str:  # the child names its tables after its own pid and start time
+        return self._name or nftrace.table_name(self.child.pid, self.token)
 
     def close(self) -> list[str]:
         if self.child.pid is None:

@@ -59,3 +59,11 @@ def test_cli_inspect_works_offline_from_a_snapshot():
     p = _netdiag("inspect", "--snapshot", str(fixture), "api", "--json")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["container"]["name"] == "api"
+
+
+def test_inspect_of_nothing_says_no_such_object_like_docker(tmp_path):
+    env = {"NETDIAG_ROOT": str(tmp_path)}
+    p = _netdiag("inspect", "MISSING", env=env)
+    assert p.returncode == 1 and "No such object: MISSING" in p.stderr and "Traceback" not in p.stderr
+    p = _netdiag("inspect", "--type", "image", "MISSING", env=env)
+    assert p.returncode == 1 and "No such image: MISSING" in p.stderr

@@ -5,6 +5,8 @@ import json
 import jsonschema
 import pytest
 
+from netdiag.probe import nftrace
+from runtime.kernel.syscalls import proc_start_time
 from tests.unit.test_schemas import schema
 
 pytestmark = pytest.mark.integration
@@ -310,9 +312,13 @@ def test_system_prune_removes_what_a_killed_trace_left(lab):
     dead = 4194303  # above any pid this machine hands out (pid_max)
     for family in ("inet", "bridge"):
         lab.in_lab("nft", "add", "table", family, f"netdiag_trace_{dead}_abcd")
-    lab.in_lab("nft", "add", "table", "inet", "netdiag_trace_1_live")  # pid 1 lives: not ours to touch
+    # pid 1 lives with its own start time: not ours to touch; the same pid with another start time
+    # is a tracer that died and whose pid was handed out again
+    live, reused = nftrace.table_name(1, "abcd"), f"netdiag_trace_1_{proc_start_time(1) + 1}_abcd"
+    for name in (live, reused):
+        lab.in_lab("nft", "add", "table", "inet", name)
     out = lab.ok("system", "prune", "-f")
-    assert f"netdiag_trace_{dead}_abcd" in out
+    assert f"netdiag_trace_{dead}_abcd" in out and reused in out
     tables = lab.in_lab("nft", "list", "tables").stdout
-    assert f"netdiag_trace_{dead}" not in tables and "netdiag_trace_1_live" in tables
-    lab.in_lab("nft", "delete", "table", "inet", "netdiag_trace_1_live")
+    assert f"netdiag_trace_{dead}" not in tables and reused not in tables and live in tables
+    lab.in_lab("nft", "delete", "table", "inet", live)

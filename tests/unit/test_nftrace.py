@@ -4,12 +4,14 @@ by tests/fixtures/nftrace/record.py (regenerate: sudo .venv/bin/python tests/fix
 The expected rules are named by the handles `nft -a -j list ruleset` gave when recording (stored
 next to the messages), never by what the parser itself produced."""
 import json
+import os
 import struct
 from pathlib import Path
 
 import pytest
 
 from netdiag.probe import nftrace
+from runtime.kernel.syscalls import proc_start_time
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "nftrace" / "traces.json"
 DATA = json.loads(FIXTURE.read_text())
@@ -157,9 +159,10 @@ def test_first_drop_takes_the_first_rule_or_policy_drop():
 
 
 def test_script_is_bounded_to_the_probe_and_refuses_bad_names():
-    name = nftrace.table_name(4242, "0a1b2c3d")
+    name = nftrace.table_name(4194303, "0a1b2c3d")  # no such pid: its start time is unknown (0)
     text = nftrace.script(name, "tcp", 40123)
-    assert name == "netdiag_trace_4242_0a1b2c3d"
+    assert name == "netdiag_trace_4194303_0_0a1b2c3d"
+    assert nftrace.table_name(os.getpid(), "ab").startswith(f"netdiag_trace_{os.getpid()}_{proc_start_time(os.getpid())}_")
     assert text.count("priority -350") == 4 and "table inet " + name in text and "table bridge " + name in text
     assert "th sport 40123 meta nftrace set 1" in text and "th dport 40123 meta nftrace set 1" in text
     assert "icmp id 40123" in nftrace.script(name, "icmp", 40123)
@@ -172,3 +175,14 @@ def test_describe():
     _, events = trace("tcp_user_drop")
     assert nftrace.describe(nftrace.first_drop(events)) == \
         f"inet user input handle {rule(B, 'tcp dport 83')['handle']}: drop (probe, iif b-r)"
+
+
+def test_a_leftover_is_stale_when_its_owner_is_gone_or_its_pid_was_reused():
+    from netdiag.probe.tracers import instance_owner_gone
+
+    start = proc_start_time(1)
+    assert not instance_owner_gone(f"netdiag-1-{start}-ab12")        # pid 1, the same process
+    assert instance_owner_gone(f"netdiag-1-{start + 1}-ab12")         # pid 1 handed out again
+    assert instance_owner_gone("netdiag-4194303-ab12")                # an older netdiag's name, owner gone
+    assert not instance_owner_gone("netdiag-someone-else")            # not a name netdiag makes
+    assert nftrace.owner_alive("1", str(start)) and not nftrace.owner_alive("1", str(start + 1))

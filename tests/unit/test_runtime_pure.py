@@ -14,11 +14,15 @@ def test_memory_sizes(text, value):
     assert validate.memory_bytes(text) == value
 
 
-@pytest.mark.parametrize("text", ["lots", "-1m", "5m", "1x", ""])
+@pytest.mark.parametrize("text", ["lots", "-1m", "5m", "1x", "", "99999999999999999999t", "8388608t"])
 def test_bad_memory_sizes(text):
     with pytest.raises(InvalidArgument) as e:
         validate.memory_bytes(text)
     assert "--memory" in str(e.value) or "too small" in str(e.value)
+
+
+def test_the_largest_memory_size_is_exact():
+    assert validate.memory_bytes("8388607t") == 8388607 * 2**40  # under 2**63, no float rounding
 
 
 @pytest.mark.parametrize("name,ok", [("web1", True), ("a.b-c_d", True), ("-x", False), ("bad name", False),
