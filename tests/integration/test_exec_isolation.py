@@ -134,3 +134,10 @@ def test_a_health_check_runs_inside_the_containers_pid_namespace(lab):
     state = lambda: lab.inspect("hp")["State"].get("Health", {})  # noqa: E731
     assert wait_for(lambda: state().get("Status") in ("healthy", "unhealthy")), state()
     assert state()["Status"] == "healthy", state()["Log"]
+
+
+def test_exec_into_a_container_at_its_pids_limit_says_so(lab):
+    lab.ok("run", "-d", "--name", "full", "--pids-limit", "2", "busybox", "sh", "-c", "sleep 600 & exec sleep 600")
+    p = lab.run("exec", "full", "true")
+    assert p.returncode != 0 and "--pids-limit" in p.stderr, p.stderr
+    assert "exists in the image" not in p.stderr and "Traceback" not in p.stderr
