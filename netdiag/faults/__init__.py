@@ -1,0 +1,15 @@
+"""Fault injection: seeded random worlds with one planted fault each, to prove diagnoses and fixes
+on cases nobody wrote by hand.
+
+- `world.py`: a world generator. A lab host (netdiag/lab.py) plus plain namespaces wired at random
+  (routed through the host, through a second router, or bridged on a plain Linux bridge), with
+  random subnets, interface names and ports, a real server and a control server.
+- `catalogue.py`: the fault kinds. Each plants one fault in a world with ip/nft/iptables/sysctl and
+  says what a correct diagnosis names: the top-level cause and the hop (namespace) where the flow
+  dies, and whether a command can exist for it.
+- `case.py`: one case end to end: build, plant, `netdiag trace --json`, compare the top-level cause
+  and hop, apply `fix_command` as printed, then prove with real connections (not netdiag) that the
+  flow works and a control flow still works; always tear down.
+
+`python -m netdiag.faults --seed S --cases N` runs cases and prints the confusion table
+(tests/faults runs a fixed set in CI; bench/bench_faults.py reports accuracy over many)."""

@@ -1,0 +1,170 @@
+"""One fault-injection case, end to end, and the plan of many.
+
+A case is (seed, kind, shape): build the world, plant the fault, prove it breaks the flow with a
+real connection, run `netdiag trace --json` on the lab host, compare the top-level cause and the
+hop, apply `fix_command` exactly as printed (bash, on the lab host, as a user would paste it), then
+prove with real connections (busybox wget, ping; never netdiag) that the flow works again and that
+a control flow of the same world still works. The world is torn down whatever happens.
+"""
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+from .catalogue import KINDS, Expect
+from .world import World, build
+
+
+@dataclass
+class Case:
+    seed: int
+    kind: str
+    shape: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}[{self.shape}]-seed{self.seed}"
+
+
+@dataclass
+class Result:
+    case: Case
+    expected: str = ""
+    expected_at: str = ""
+    cause: str | None = None
+    at: str | None = None
+    fix_command: str | None = None
+    fix: str = ""
+    checked: str = ""
+    fix_works: bool | None = None  # None: no command (and none expected), or not tried
+    control_works: bool | None = None
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def diagnosed(self) -> bool:
+        return self.cause == self.expected and self.at == self.expected_at
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def explain(self) -> str:
+        head = f"{self.case.id}: expected {self.expected} at {self.expected_at}, got {self.cause} at {self.at}"
+        tail = f"\n  fix_command: {self.fix_command!r} ({self.checked})" if self.fix_command else f"\n  fix: {self.fix!r}"
+        return head + tail + "".join(f"\n  - {p}" for p in self.problems) + \
+            f"\n  reproduce: python -m netdiag.faults --seed {self.case.seed} --kind {self.case.kind} --shape {self.case.shape}"
+
+
+def plan(seed: int, count: int, kinds: list[str] | None = None) -> list[Case]:
+    """`count` cases from `seed`: kinds in turn (so every kind is covered), shapes and world seeds
+    drawn from the seed."""
+    rng = random.Random(seed)
+    names = kinds or sorted(KINDS)
+    out = []
+    for i in range(count):
+        k = KINDS[names[i % len(names)]]
+        out.append(Case(rng.randrange(1, 2**31), k.name, rng.choice(k.shapes)))
+    return out
+
+
+def label(w: World, ns: str | None) -> str:
+    return "host" if ns is None or ns == w.lab.name else f"ns:{ns}"
+
+
+def run(case: Case, trace_timeout: float = 1.5) -> Result:
+    started = time.monotonic()
+    res = Result(case)
+    rng = random.Random(case.seed ^ 0x5EED)
+    w = build(case.seed, case.shape)
+    try:
+        try:
+            exp = KINDS[case.kind].plant(w, rng)
+        except Exception as e:  # noqa: BLE001 - a generator bug, reported as this case's failure
+            res.problems.append(f"planting failed: {e}")
+            return res
+        res.expected, res.expected_at = exp.cause, label(w, exp.at)
+        if _flow_works(w, exp):
+            res.problems.append(f"the planted fault ({exp.detail}) does not break the flow: a generator bug")
+            return res
+        r = _trace(w, exp, trace_timeout)
+        if r is None:
+            res.problems.append("trace printed no JSON")
+            return res
+        res.cause, res.fix_command, res.fix = r.get("cause"), r.get("fix_command"), r.get("fix") or ""
+        res.checked = _checked(r)
+        hop = next((h for h in r.get("hops", []) if h.get("n") == r.get("blocked_at")), None)
+        res.at = hop.get("label") if hop else None
+        if r.get("verdict") == "delivered":
+            res.problems.append("trace says delivered")
+        if res.cause != exp.cause:
+            res.problems.append(f"top-level cause {res.cause}, planted {exp.cause} ({exp.detail})")
+        elif res.at != res.expected_at:
+            res.problems.append(f"blocked at {res.at}, planted at {res.expected_at}")
+        if exp.no_command:
+            if res.fix_command:
+                res.problems.append(f"a command where none can exist ({exp.no_command})")
+            elif not res.fix:
+                res.problems.append("no fix text: say what to change and why no command is given")
+        elif not res.fix_command:
+            res.problems.append("no fix_command")
+        else:
+            applied = subprocess.run(["bash", "-c", res.fix_command], capture_output=True, text=True, timeout=30,
+                                     preexec_fn=_enter(w, None))
+            if applied.returncode != 0:
+                res.problems.append(f"fix_command failed: {applied.stderr.strip()[:300]}")
+            res.fix_works = _flow_works(w, exp, settle=True)
+            if not res.fix_works:
+                res.problems.append("after fix_command the real flow still fails")
+            res.control_works = w.connects(w.control_port)
+            if not res.control_works:
+                res.problems.append("after fix_command the control flow fails")
+        return res
+    finally:
+        res.seconds = round(time.monotonic() - started, 2)
+        w.destroy()
+
+
+def _enter(w: World, ns: str | None):
+    from runtime.kernel.ns import enter
+
+    return enter(w.ns_path(ns))
+
+
+def _flow_works(w: World, exp: Expect, settle: bool = False) -> bool:
+    """The flow for real: an HTTP request and its answer (tcp), an echo and its reply (icmp).
+    `settle`: a fix may take a moment (a route's neighbour resolving), so try a few times."""
+    for attempt in range(3 if settle else 1):
+        if exp.flow.proto == "icmp":
+            ok = w.run(exp.flow.src, "ping", "-c", "1", "-W", "1", exp.flow.dst, check=False).returncode == 0
+        else:
+            ok = w.connects(exp.flow.port, src=exp.flow.src, dst=exp.flow.dst, timeout=2)
+        if ok:
+            return True
+    return False
+
+
+def _trace(w: World, exp: Expect, timeout: float) -> dict | None:
+    p = subprocess.run([sys.executable, "-m", "netdiag", "trace", *exp.flow.argv(), "--json", "--timeout", str(timeout)],
+                       capture_output=True, text=True, timeout=120, env=w.lab.env, preexec_fn=_enter(w, None))
+    try:
+        return json.loads(p.stdout)
+    except ValueError:
+        return None
+
+
+def _checked(r: dict) -> str:
+    fc = r.get("fix_check") or {}
+    if not fc:
+        return "unchecked"
+    return "checked on the model: " + ("delivers" if fc.get("delivers") else "does not deliver" if fc.get("checked") else "could not check")
+
+
+def as_json(res: Result) -> dict:
+    d = asdict(res)
+    d["ok"], d["diagnosed"] = res.ok, res.diagnosed
+    return d
