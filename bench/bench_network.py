@@ -50,7 +50,7 @@ sys.path.insert(0, str(REPO))
 
 import run_bench as rb  # noqa: E402  (helpers shared with the cold-CLI bench)
 from nd_lab import NdLab  # noqa: E402
-from netdiag.lab import HOST_IP, Lab, leaks  # noqa: E402
+from netdiag.lab import HOST_IP, Lab, fresh_sysctls, leaks  # noqa: E402
 
 GOAL_START = 0.5        # netdiag bridge run <= 0.5 x docker bridge run
 GOAL_PUBLISH = 1.5      # 1000-port range <= 1.5 x one port
@@ -537,6 +537,7 @@ def make_refs(lab: Lab) -> dict[str, str]:
     ns = {k: f"{lab.name}-r{k}" for k in "abcdh"}
     for name in ns.values():
         subprocess.run(["ip", "netns", "add", name], check=True)
+        fresh_sysctls(f"/run/netns/{name}")  # a lab's explicit sysctls, not the machine's
     a, b, c, d, h = (ns[k] for k in "abcdh")
     cmds = [["ip", "-n", a, "link", "add", "ra0", "type", "veth", "peer", "name", "rb0", "netns", b],
             ["ip", "-n", a, "addr", "add", f"{REF_NET}.1/24", "dev", "ra0"],

@@ -106,7 +106,10 @@ class Bench:
 # ----------------------------------------------------------------------------- network namespace
 
 def netns_add(name: str) -> None:
+    from netdiag.lab import fresh_sysctls
+
     subprocess.run(["ip", "netns", "add", name], check=True)
+    fresh_sysctls(f"/run/netns/{name}")  # a lab's explicit sysctls, not the machine's (netdiag/lab.py)
     subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
 
 

@@ -29,6 +29,8 @@ def diagnose(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int 
     elif live and result["dst_ip"]:
         result, live_fix = _live(model, result, timeout, pcap, host_evidence, record)
         fix = live_fix or fix
+    if result["verdict"] == "delivered":  # the contract: a delivered result names no cause and no hop
+        result.update(cause=None, blocked_at=None)
     result["fix_command"] = None
     if result["verdict"] == "blocked" and fix is not None:
         result["fix"], result["fix_command"] = fix.text(), fix.command or None

@@ -4,6 +4,33 @@ The lab host has its own `eth0`, a veth to an "outside" namespace that plays the
 (203.0.113.1, TEST-NET-3; the lab host is 203.0.113.2 behind it), its own nftables and its own
 netdiag state (NETDIAG_ROOT, cgroup parent). Nothing is routed off the machine: the outside
 namespace has no other interface. `destroy()` kills what ran in the lab and removes everything.
+
+Sysctls. A new network namespace does not start from the kernel's defaults: it inherits the root
+namespace's IPv4 `conf/all`, `conf/default` and `ip_forward` (net.core.devconf_inherit_init_net=0),
+so a lab on a host where Docker runs would start with forwarding on, and a dockerd started in it
+would then leave FORWARD at accept (Docker sets policy drop only when it turns forwarding on
+itself). So every namespace a lab makes (`fresh_sysctls`, right after it is made, before any
+interface but lo exists, so new interfaces copy `conf/default`) gets explicit values:
+
+  * `net.ipv4.ip_forward=0` and `conf/all|default/forwarding=0`: a host that just booted, like a
+    fresh Debian. netdiag's runtime turns forwarding on when it makes a bridge network
+    (runtime/networks/bridge.py realize), as Docker does; a scenario fault or a test that needs
+    it off or on sets it after the lab is made.
+  * `rp_filter`, `route_localnet`, `proxy_arp` = 0 in conf/all, conf/default and lo: the kernel's
+    defaults and a fresh Debian's (distributions that ship rp_filter=2 would otherwise change what
+    the lab's diagnoses see: netdiag's model reads exactly these).
+  * `net.bridge.bridge-nf-call-iptables|ip6tables|arptables=1` where br_netfilter exists: since
+    Linux 5.3 they are per namespace and a new one starts at 1 whatever the root holds; written
+    anyway so the value is the lab's choice. 1 is what every host where Docker runs has (Docker
+    loads br_netfilter, whose default is 1; it does not write these itself: a dockerd started in
+    a lab with them at 0 leaves them at 0), and the lab's Docker must drop other bridges' bridged
+    frames as a real one does. A fresh Debian has br_netfilter unloaded (no bridged frame reaches
+    the ip hooks); a namespace cannot unload a module, and netdiag's own rules work either way
+    (icc is a bridge-family rule). Where br_netfilter is not loaded the keys do not exist and
+    nothing is written.
+
+Routes need nothing of the kind: a namespace starts with no routes and no firewall, whatever the
+machine has (a VPN's routes, firewalld's tables stay in the root namespace, unseen by a lab).
 """
 from __future__ import annotations
 
@@ -17,6 +44,27 @@ import time
 from pathlib import Path
 
 OUTSIDE_IP, HOST_IP, PREFIX = "203.0.113.1", "203.0.113.2", 24
+
+# What every lab namespace starts with (see the module's docstring), in writing order: ip_forward
+# first, since writing it sets conf/all, conf/default and every interface's forwarding.
+FRESH_SYSCTLS = (("net/ipv4/ip_forward", "0"),
+                 *((f"net/ipv4/conf/{dev}/{key}", "0") for dev in ("all", "default", "lo")
+                   for key in ("forwarding", "rp_filter", "route_localnet", "proxy_arp")))
+BRIDGE_NF_SYSCTLS = tuple((f"net/bridge/bridge-nf-call-{x}", "1") for x in ("iptables", "ip6tables", "arptables"))
+
+
+def fresh_sysctls(path: str) -> None:
+    """Give the namespace at `path` the lab's explicit sysctls instead of the root namespace's
+    (FRESH_SYSCTLS, and BRIDGE_NF_SYSCTLS where br_netfilter exists). Call it right after the
+    namespace is made: interfaces made later copy conf/default."""
+    from runtime.kernel import ns, sysctl
+
+    with ns.netns(path):
+        for key, value in FRESH_SYSCTLS:
+            sysctl.write(key, value)
+        for key, value in BRIDGE_NF_SYSCTLS:
+            if sysctl.read(key) is not None:
+                sysctl.write(key, value)
 
 
 class Lab:
@@ -38,6 +86,8 @@ class Lab:
 
         try:
             host, outside = ns.create(self.name), ns.create(self.outside)
+            for path in (host, outside):
+                fresh_sysctls(path)
             with ns.netns(host):
                 fd = os.open(outside, os.O_RDONLY | os.O_CLOEXEC)
                 try:
@@ -167,8 +217,9 @@ class ClusterHost(Lab):
 class ClusterLab:
     """An underlay bridge in its own namespace, N host namespaces on it (`hosts[i].netdiag(...)`
     runs the CLI as that host) and a real etcd (Debian's etcd-server) in a namespace of its own,
-    listening only on the underlay (its data in the lab's state dir). `destroy()` stops etcd,
-    kills what the hosts ran and removes everything, also after a failure half-way."""
+    listening only on the underlay (its data in the lab's state dir). Every namespace gets the
+    lab's sysctls (fresh_sysctls). `destroy()` stops etcd, kills what the hosts ran and removes
+    everything, also after a failure half-way."""
 
     def __init__(self, hosts: int = 3, name: str | None = None, state_dir: Path | None = None, mtu: int = 1500):
         tag = secrets.token_hex(3)
@@ -189,12 +240,14 @@ class ClusterLab:
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             ul = ns.create(self.underlay)
+            fresh_sysctls(ul)
             with ns.netns(ul):
                 link.ensure_bridge("ul0", None, None, self.mtu)
                 link.set_up(link.index("lo"))
             ends = [(h.name, h.address) for h in self.hosts] + [(self.kv, STORE_IP)]
             for i, (name, address) in enumerate(ends):
                 path = ns.create(name)
+                fresh_sysctls(path)
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
                 try:
                     with ns.netns(ul):

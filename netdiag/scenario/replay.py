@@ -5,6 +5,8 @@ in it (run in the replayed host namespace) reaches the same diagnosis.
 The plan (which namespaces, links, routes ...; what cannot be rebuilt and why) is pure and
 validated: replay_plan.py. This module applies it through runtime.kernel, inside the new namespaces
 only (never the one it runs in), starts stand-in servers (standin.py) and takes it all down.
+Each namespace starts from a lab's explicit sysctls (netdiag/lab.py fresh_sysctls), never the
+machine's, and then gets the snapshot's own.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from ipaddress import IPv4Address
 from runtime.errors import Conflict, KernelError, NetdiagError
 from runtime.kernel import addr, link, ns, objects, route, sysctl
 
+from ..lab import fresh_sysctls
 from . import replay_plan
 from .common import kill_in, netns_inodes
 
@@ -49,6 +52,8 @@ def rebuild(snapshot: dict, prefix: str, say=lambda text: None) -> dict:
         for s in spaces:
             _do(f"create namespace {s['name']}", ns.create, s["name"])
             made["stubs"].append(s["name"])
+            # a lab's explicit sysctls, not the machine's; _layer3 then sets the snapshot's own
+            _do(f"set the sysctls of namespace {s['name']}", fresh_sysctls, _path(s["name"]))
         say(f"{sum(len(s['links']) for s in spaces)} interfaces, {len(p['veths'])} veth pairs")
         _links(spaces, p["veths"])
         for s in spaces:

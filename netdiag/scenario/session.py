@@ -139,10 +139,14 @@ class Session:
             raise StepFailed(f"Scenario {self.scenario.name} needs Docker", str(e), "run scripts/setup") from None
         rec = registry.get(self.scenario.name) or {"name": self.scenario.name}
         registry.save({**rec, "docker": str(engine.work)})  # before it starts: a stop from any process finds it
-        # It starts as on a host that booted without forwarding (the kernel's default): Docker turns
+        # It starts as on a host that booted without forwarding (the kernel's default; the lab
+        # starts so, but netdiag's networks built before it turned forwarding on): Docker turns
         # forwarding on itself and therefore sets ip filter FORWARD's policy to DROP, as on nearly
         # every Docker host (where forwarding was already on, Docker leaves the policy alone).
-        self.run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=0"])
+        from runtime.kernel import ns, sysctl
+
+        with ns.netns(f"/run/netns/{self.lab.name}"):
+            sysctl.write("net/ipv4/ip_forward", "0")
         try:
             engine.start()
         except (RuntimeError, OSError, subprocess.SubprocessError) as e:

@@ -267,7 +267,10 @@ def test_explain_a_netdiag_container(lab):
     assert (h["cause"], h["address"]) == ("NO_LISTENER", "127.0.0.1") and "8080" in h["summary"]
     assert any(e["kind"] == "socket" and ":80" in e["detail"] for e in h["evidence"])  # what does listen
     p = lab.run("explain", "api")
-    assert p.returncode == 1 and "NO_LISTENER" in p.stdout and "localhost:8080" in p.stdout
+    heads = [line.split()[:3] for line in p.stdout.splitlines() if line.startswith("UNHEALTHY")]
+    # the container's status, then its re-run check's headline with the cause it names
+    assert p.returncode == 1 and heads == [["UNHEALTHY", "api", "(netdiag"], ["UNHEALTHY", "NO_LISTENER", "http://localhost:8080/"]], \
+        p.stdout
     wait_status(lab, "worker", "unhealthy")
     p = lab.run("explain", "worker", "--json")
     r = json.loads(p.stdout)

@@ -167,7 +167,7 @@ def test_container_argv_is_netdiag_run_with_each_option_its_own_argument():
 TRACE = {"verdict": "blocked", "cause": "LISTENER_LOOPBACK_ONLY", "blocked_at": 3,
          "hops": [{"n": 1, "label": "ns:out", "interface": "eth0", "kind": "veth"},
                   {"n": 3, "label": "web (netdiag container)", "interface": "tcp/80", "kind": "socket"}]}
-LB = {"servers": [{"server": "web1", "health": {"cause": "FIREWALL_DROP", "hop": {"label": "web1 (netdiag container)", "interface": "eth0",
+LB = {"servers": [{"server": "web1", "health": {"healthy": False, "cause": "FIREWALL_DROP", "hop": {"label": "web1 (netdiag container)", "interface": "eth0",
                                                                                    "kind": "firewall"}}},
                   {"server": "web2", "health": None}]}
 
@@ -180,6 +180,46 @@ def test_the_diagnosis_is_graded_by_cause_and_hop():
     ok, named = verdict.matches(LB, {"cause": "FIREWALL_DROP", "at": {"label": "web1", "interface": "eth0"}})
     assert ok and named == [{"cause": "FIREWALL_DROP", "label": "web1 (netdiag container)", "interface": "eth0", "kind": "firewall"}]
     assert verdict.causes({"verdict": "delivered", "cause": None, "hops": []}) == []
+
+
+# A cause quoted inside a diagnosis (a fix check's "after", an evidence entry, a health check's
+# embedded trace) is not what the diagnosis names: only the top-level cause is graded.
+FIREWALL = {"verdict": "blocked", "cause": "FIREWALL_DROP", "blocked_at": 2, "summary": "lab drops it",
+            "hops": [{"n": 1, "label": "app (netdiag container)", "interface": "eth0", "kind": "veth"},
+                     {"n": 2, "label": "lab", "interface": "eth0", "kind": "firewall"}],
+            "evidence": [{"kind": "route", "detail": "NO_NAT would follow: no masquerade for 10.46.0.0/24", "cause": "NO_NAT"}],
+            "fix_check": {"checked": True, "delivers": False, "detail": "with this fix the path is still blocked (NO_NAT: ...)",
+                          "after": {"verdict": "blocked", "cause": "NO_NAT", "summary": "no route back", "blocked_at": 2}}}
+DELIVERED = {"verdict": "delivered", "cause": None, "blocked_at": None, "summary": "it gets through",
+             "hops": [{"n": 1, "label": "files (netdiag container)", "interface": "eth0", "kind": "veth"}],
+             "evidence": [{"kind": "mtu", "detail": "1500 > 1400", "cause": "MTU_BLACKHOLE", "hop": {"label": "lab", "interface": "wg0"}}],
+             "fix_check": {"checked": True, "delivers": True, "detail": "",
+                           "after": {"verdict": "blocked", "cause": "MTU_BLACKHOLE", "summary": "", "blocked_at": 1}}}
+
+
+def test_a_firewall_drop_does_not_pass_as_the_no_nat_its_fix_check_mentions():
+    ok, named = verdict.matches(FIREWALL, {"cause": "NO_NAT"})
+    assert not ok and named == [{"cause": "FIREWALL_DROP", "label": "lab", "interface": "eth0", "kind": "firewall"}]
+    assert verdict.matches(FIREWALL, {"cause": "FIREWALL_DROP", "at": {"label": "lab", "kind": "firewall"}})[0]
+
+
+def test_a_delivered_result_names_no_cause_whatever_it_quotes():
+    assert verdict.matches(DELIVERED, {"cause": "MTU_BLACKHOLE"}) == (False, [])
+    # a delivered verdict with a cause field is a contradiction, not a diagnosis
+    assert verdict.causes({**DELIVERED, "cause": "MTU_BLACKHOLE"}) == []
+    assert verdict.causes({"healthy": True, "cause": "SLOW_RESPONSE", "hop": None}) == []
+
+
+def test_health_and_explain_are_graded_by_each_diagnosis_top_level_cause():
+    health = {"healthy": False, "cause": "FIREWALL_DROP", "hop": {"label": "web", "interface": "eth0", "kind": "firewall"},
+              "diagnosis": {"verdict": "blocked", "cause": "NO_ROUTE", "blocked_at": None, "hops": []},
+              "fix_check": {"after": {"verdict": "blocked", "cause": "NO_NAT"}}}
+    assert [c["cause"] for c in verdict.causes(health)] == ["FIREWALL_DROP"]
+    assert verdict.causes({"kind": "container", "health": health, "summary": "NO_ROUTE"}) == verdict.causes(health)
+    lb = {"kind": "lb", "servers": [{"server": "a", "health": {**health, "healthy": True, "cause": None}, "traffic": None},
+                                    {"server": "b", "health": None, "traffic": {**health, "cause": "NO_LISTENER"}}]}
+    assert [c["cause"] for c in verdict.causes(lb)] == ["NO_LISTENER"]
+    assert not verdict.matches(lb, {"cause": "FIREWALL_DROP"})[0] and not verdict.matches(lb, {"cause": "NO_ROUTE"})[0]
 
 
 def test_the_readme_lists_every_scenario():
