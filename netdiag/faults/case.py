@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from .catalogue import KINDS, Expect
-from .world import World, build
+from .world import build
 
 
 @dataclass
@@ -72,10 +72,6 @@ def plan(seed: int, count: int, kinds: list[str] | None = None) -> list[Case]:
     return out
 
 
-def label(w: World, ns: str | None) -> str:
-    return "host" if ns is None or ns == w.lab.name else f"ns:{ns}"
-
-
 def run(case: Case, trace_timeout: float = 1.5) -> Result:
     started = time.monotonic()
     res = Result(case)
@@ -87,7 +83,7 @@ def run(case: Case, trace_timeout: float = 1.5) -> Result:
         except Exception as e:  # noqa: BLE001 - a generator bug, reported as this case's failure
             res.problems.append(f"planting failed: {e}")
             return res
-        res.expected, res.expected_at = exp.cause, label(w, exp.at)
+        res.expected, res.expected_at = exp.cause, w.label(exp.at)
         if _flow_works(w, exp):
             res.problems.append(f"the planted fault ({exp.detail}) does not break the flow: a generator bug")
             return res
@@ -113,10 +109,14 @@ def run(case: Case, trace_timeout: float = 1.5) -> Result:
         elif not res.fix_command:
             res.problems.append("no fix_command")
         else:
-            applied = subprocess.run(["bash", "-c", res.fix_command], capture_output=True, text=True, timeout=30,
-                                     preexec_fn=_enter(w, None))
+            applied = subprocess.run(["bash", "-c", res.fix_command], capture_output=True, text=True, timeout=120,
+                                     env=w.fix_env(), preexec_fn=_enter(w, None))
             if applied.returncode != 0:
                 res.problems.append(f"fix_command failed: {applied.stderr.strip()[:300]}")
+            before = w.server_ip
+            w.refresh()  # a recreated server may have a new address: the flow goes to the server
+            if exp.flow.dst == before:
+                exp.flow.dst = w.server_ip
             res.fix_works = _flow_works(w, exp, settle=True)
             if not res.fix_works:
                 res.problems.append("after fix_command the real flow still fails")
@@ -129,18 +129,18 @@ def run(case: Case, trace_timeout: float = 1.5) -> Result:
         w.destroy()
 
 
-def _enter(w: World, ns: str | None):
+def _enter(w, ns: str | None):
     from runtime.kernel.ns import enter
 
     return enter(w.ns_path(ns))
 
 
-def _flow_works(w: World, exp: Expect, settle: bool = False) -> bool:
+def _flow_works(w, exp: Expect, settle: bool = False) -> bool:
     """The flow for real: an HTTP request and its answer (tcp), an echo and its reply (icmp).
     `settle`: a fix may take a moment (a route's neighbour resolving), so try a few times."""
     for attempt in range(3 if settle else 1):
         if exp.flow.proto == "icmp":
-            ok = w.run(exp.flow.src, "ping", "-c", "1", "-W", "1", exp.flow.dst, check=False).returncode == 0
+            ok = w.pings(exp.flow.src, exp.flow.dst)
         else:
             ok = w.connects(exp.flow.port, src=exp.flow.src, dst=exp.flow.dst, timeout=2)
         if ok:
@@ -148,7 +148,7 @@ def _flow_works(w: World, exp: Expect, settle: bool = False) -> bool:
     return False
 
 
-def _trace(w: World, exp: Expect, timeout: float) -> dict | None:
+def _trace(w, exp: Expect, timeout: float) -> dict | None:
     p = subprocess.run([sys.executable, "-m", "netdiag", "trace", *exp.flow.argv(), "--json", "--timeout", str(timeout)],
                        capture_output=True, text=True, timeout=120, env=w.lab.env, preexec_fn=_enter(w, None))
     try:

@@ -16,14 +16,14 @@ from .world import World
 
 @dataclass
 class Flow:
-    src: str  # a namespace name
+    src: str  # a trace target: "ns:NAME" or a container's name
     dst: str  # an address
     port: int
     proto: str = "tcp"
     size: int = 0
 
     def argv(self) -> list[str]:
-        out = [f"ns:{self.src}", self.dst, "--proto", self.proto]
+        out = [self.src, self.dst, "--proto", self.proto]
         if self.proto != "icmp":
             out += ["--port", str(self.port)]
         if self.size:
@@ -60,7 +60,7 @@ def kind(name: str, shapes=("routed", "chain", "bridged"), note: str = ""):
 
 
 def _flow(w: World, proto: str = "tcp") -> Flow:
-    return Flow(w.client, w.server_ip, w.port, proto)
+    return Flow(f"ns:{w.client}", w.server_ip, w.port, proto)
 
 
 def _forwarder(w: World, rng: random.Random) -> str | None:
@@ -257,7 +257,7 @@ def _(w, rng):
     from netdiag.lab import OUTSIDE_IP
 
     w.serve(w.port, ns=w.lab.outside, address=OUTSIDE_IP)
-    return Expect("NO_NAT", None, Flow(w.client, OUTSIDE_IP, w.port), detail="no masquerade towards the outside")
+    return Expect("NO_NAT", None, Flow(f"ns:{w.client}", OUTSIDE_IP, w.port), detail="no masquerade towards the outside")
 
 
 @kind("duplicate-address", ("bridged",))
@@ -281,3 +281,6 @@ def _(w, rng):
     mac = json.loads(mac)[0]["address"]
     w.ip(w.client, "neigh", "replace", w.server_ip, "lladdr", mac, "dev", "eth0", "nud", "reachable")
     return Expect("ADDRESS_CONFLICT", w.client, _flow(w), detail=f"{impostor} holds the server's address too")
+
+
+from . import containers  # noqa: E402,F401 - registers the container kinds

@@ -98,9 +98,26 @@ class World:
         """A real HTTP request (request and response: both directions) from the client, without
         netdiag: busybox wget, bounded by `timeout` (busybox's own -T is broken on Debian 12)."""
         url = f"http://{dst or self.server_ip}:{port or self.port}/index.html"
-        p = self.run(src or self.client, "timeout", str(timeout), "busybox", "wget", "-q", "-O", "-", url,
+        p = self.run(_ns(src) or self.client, "timeout", str(timeout), "busybox", "wget", "-q", "-O", "-", url,
                      check=False, timeout=timeout + 5)
         return p.returncode == 0 and p.stdout == PAGE
+
+    def pings(self, src: str, dst: str) -> bool:
+        return self.run(_ns(src), "ping", "-c", "1", "-W", "1", dst, check=False).returncode == 0
+
+    def label(self, at: str | None) -> str:
+        """How trace names the hop of namespace `at` (None: the lab host)."""
+        return "host" if at is None or at == self.lab.name else f"ns:{at}"
+
+    def fix_env(self) -> dict:
+        """What a user's shell has on the lab host: netdiag on PATH, the lab's state."""
+        import os
+        import sys
+
+        return {**self.lab.env, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', '')}"}
+
+    def refresh(self) -> None:
+        """After a fix: nothing of a plain world moves."""
 
     def destroy(self) -> None:
         from runtime.kernel import ns
@@ -111,6 +128,11 @@ class World:
             if name:
                 ns.remove(name)
         self.lab.destroy()
+
+
+def _ns(target: str | None) -> str | None:
+    """The namespace of a trace target "ns:NAME" (plain worlds know no other kind)."""
+    return target.removeprefix("ns:") if target else None
 
 
 def _wait_listening(w: World, ns: str, port: int, timeout: float = 3.0) -> None:
@@ -137,12 +159,16 @@ def _ifname(rng: random.Random, prefix: str) -> str:
     return f"{prefix}{rng.randrange(16**4):04x}"
 
 
-def build(seed: int, shape: str | None = None) -> World:
+def build(seed: int, shape: str | None = None):
     """Build the world of `seed` (its shape drawn from the seed unless given). Torn down whole if
     anything fails half-way."""
     from netdiag.lab import Lab
     from runtime.kernel import ns
 
+    if shape == "netdiag":
+        from . import containers
+
+        return containers.build(seed)
     rng = random.Random(seed)
     shape = shape or rng.choice(SHAPES)
     lab = Lab().create()

@@ -34,6 +34,7 @@ GAPS = {
     "no-route-at-client": "on a bridged world the fix adds a default route through a gateway the client cannot reach",
     "no-route-at-host": "a private destination routed out of the default route is blamed on the outside",
     "no-route-back-at-server": "named NO_NAT: nothing is NATed there, the reply has no route",
+    "network-none": "the fix recreates the client on the default bridge, which cannot reach the server's network",
 }
 
 PLAN = cases.plan(SEED, COUNT)
