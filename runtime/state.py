@@ -69,6 +69,8 @@ def space_for(what: str, where: str | Path | None = None) -> Iterator[None]:
     directory; other errors pass unchanged."""
     try:
         yield
+    except DiskFull as e:  # a state write inside: the user asked for `what`, not for that file
+        raise DiskFull(what, where or e.path) from None
     except OSError as e:
         if not is_disk_full(e):
             raise

@@ -28,6 +28,8 @@ def container_json(c: model.Container) -> dict:
     }
     if st.get("Health"):
         state["Health"] = st["Health"]
+    if st.get("LogLinesDropped"):  # netdiag's own: output lost while the state directory was full
+        state["LogLinesDropped"] = st["LogLinesDropped"]
     return {
         "Id": c.id,
         "Created": c.config.get("Created"),

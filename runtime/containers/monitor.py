@@ -17,6 +17,7 @@ import traceback
 from pathlib import Path
 
 from ..kernel import syscalls as sc
+from .. import state
 from ..errors import ContainerError, NetdiagError
 from . import cgroups, endpoints, model, procenv, rootfs, security
 from .cleanup import remove_stopped
@@ -143,8 +144,11 @@ def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: 
             pass
         os.waitpid(child, 0)
         cgroups.remove(c.id)
-        c.save_state(Status=model.CREATED if not c.state.get("StartedAt") else model.EXITED,
-                     Error=message, ExitCode=code, Pid=0)
+        try:
+            c.save_state(Status=model.CREATED if not c.state.get("StartedAt") else model.EXITED,
+                         Error=message, ExitCode=code, Pid=0, must_land=True)
+        except state.DiskFull:
+            pass  # the record keeps its last state; the CLI is told why the start failed, below
         _send(status_w, error=message, fix=fix, code=code)
 
     ready = os.read(c2m_r, 1)
@@ -167,18 +171,36 @@ def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: 
         return fail(*_init_error(err))
 
     me = os.getpid()
-    c.save_state(Status=model.RUNNING, Pid=child, PidStart=sc.proc_start_time(child), MonitorPid=me,
-                 MonitorStart=sc.proc_start_time(me), StartedAt=model.now_iso(), FinishedAt="",
-                 ExitCode=0, Error="", OOMKilled=False)
+    model.clear_exit_markers(c)
+    try:
+        c.save_state(Status=model.RUNNING, Pid=child, PidStart=sc.proc_start_time(child), MonitorPid=me,
+                     MonitorStart=sc.proc_start_time(me), StartedAt=model.now_iso(), FinishedAt="",
+                     ExitCode=0, Error="", OOMKilled=False, LogLinesDropped=0, must_land=True)
+    except state.DiskFull as e:  # no record of a running container: it must not run unrecorded
+        try:
+            endpoints.detach_all(c)
+        except Exception:  # noqa: BLE001 - the start fails anyway; prune removes what stays
+            pass
+        return fail(125, _what_why(e), e.fix)
     _send(status_w, started=child)
     if not attach:
         os.close(status_w)
         status_w = None
 
-    log = LogWriter(c.dir / "container.log")
+    def logs_dropped(total: int) -> None:  # space is back: put the count where `inspect` shows it
+        try:
+            model.get(c.id).save_state(LogLinesDropped=total)
+        except NetdiagError:
+            pass
+
+    log = LogWriter(c.dir / "container.log", on_notice=logs_dropped)
     health = _health_ticker(c)
-    pump({out_r: "stdout", err_r: "stderr"}, {"stdout": cli_out, "stderr": cli_err}, log, pidfd,
-         on_tick=health.tick if health else None, tick=health.interval if health else None)
+    try:
+        pump({out_r: "stdout", err_r: "stderr"}, {"stdout": cli_out, "stderr": cli_err}, log, pidfd,
+             on_tick=health.tick if health else None, tick=health.interval if health else None)
+    except Exception:  # noqa: BLE001 - whatever broke the copying, the exit must still be recorded
+        for fd in (out_r, err_r):  # the container's writes fail (EPIPE) instead of blocking forever
+            os.close(fd)
     log.close()
     _, status = os.waitpid(child, 0)
     code = os.waitstatus_to_exitcode(status)
@@ -188,14 +210,25 @@ def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: 
         endpoints.detach_all(c)
     except Exception:  # noqa: BLE001 - the exit must be recorded even if a rule cannot be removed
         pass
-    cgroups.remove(c.id)
-    fresh = model.get(c.id) if (c.dir / "config.json").exists() else None
-    if fresh is not None:
-        fresh.save_state(Status=model.EXITED, ExitCode=code, OOMKilled=oom, Pid=0, MonitorPid=0,
-                         FinishedAt=model.now_iso())
-        if c.config["HostConfig"].get("AutoRemove"):
-            remove_stopped(fresh)
+    _remove_cgroups(c)
+    _record_exit(c, code, oom, log.dropped_total)
     _send(status_w, exit=code, oom=oom)
+
+
+def _record_exit(c: model.Container, code: int, oom: bool, dropped: int) -> None:
+    """Write the exit into the record (into its spare if the disk is full); as a last resort an
+    empty marker file carries the code, and `ps` says the record could not be written."""
+    if not (c.dir / "config.json").exists():
+        return  # removed meanwhile (rm -f)
+    try:
+        fresh = model.get(c.id)
+        fresh.save_state(Status=model.EXITED, ExitCode=code, OOMKilled=oom, Pid=0, MonitorPid=0,
+                         FinishedAt=model.now_iso(), LogLinesDropped=dropped, must_land=True)
+    except NetdiagError:  # DiskFull, or a record someone damaged meanwhile
+        model.exit_marker(c, code)
+        return
+    if c.config["HostConfig"].get("AutoRemove"):
+        remove_stopped(fresh)
 
 
 def _read_all(fd: int) -> bytes:
@@ -272,3 +305,10 @@ def _health_ticker(c: model.Container):
     from .health import Ticker
 
     return Ticker.for_container(c)
+
+
+def _remove_cgroups(c: model.Container) -> None:
+    try:
+        cgroups.remove(c.id)
+    except OSError:  # still busy: `system prune` removes orphaned cgroups; the exit record comes first
+        pass
