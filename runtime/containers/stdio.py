@@ -106,15 +106,27 @@ def read_log(path: Path, offset: int = 0) -> tuple[list[dict], int]:
 def pump(sources: dict[int, str], sinks: dict[str, int | None], log: LogWriter | None, stop_fd: int | None,
          on_tick=None, tick: float | None = None) -> None:
     """Copy from `sources` (fd -> stream name) to the log and to `sinks` (stream -> fd) until every
-    source is closed. `stop_fd` (a pidfd) becoming readable means the writer exited: then drain
-    what is left for at most a second, since nothing in the dead container can write any more."""
+    source is closed and, with `stop_fd` (a pidfd), the writer has exited: a container that closed
+    its output keeps its health checks. `stop_fd` becoming readable means the writer exited: then
+    drain what is left for at most a second, since nothing in the dead container can write any more."""
     import time
 
     open_fds = dict(sources)
     deadline = None
-    while open_fds:
+    next_tick = time.monotonic() + tick if on_tick and tick else None
+    while open_fds or (stop_fd is not None and deadline is None):
         watch = list(open_fds) + ([stop_fd] if stop_fd is not None and deadline is None else [])
-        timeout = tick if deadline is None else max(0.0, deadline - time.monotonic())
+        now = time.monotonic()
+        if deadline is not None:
+            timeout = max(0.0, deadline - now)
+        elif next_tick is not None:
+            if now >= next_tick:  # on time even while output flows: a chatty container is checked too
+                on_tick()
+                next_tick = time.monotonic() + tick
+                continue
+            timeout = next_tick - now
+        else:
+            timeout = None
         try:
             ready, _, _ = select.select(watch, [], [], timeout)
         except InterruptedError:
@@ -122,8 +134,6 @@ def pump(sources: dict[int, str], sinks: dict[str, int | None], log: LogWriter |
         if not ready:
             if deadline is not None:
                 break
-            if on_tick:
-                on_tick()
             continue
         for fd in ready:
             if fd == stop_fd:

@@ -202,6 +202,17 @@ def test_health_cmd_reports_healthy_then_unhealthy(lab):
     assert "(unhealthy)" in lab.ok("ps")
 
 
+def test_health_checks_run_on_time_for_a_chatty_container_and_one_that_closed_its_output(lab):
+    # the checks used to run only after a whole interval without output, and stopped with the output
+    lab.ok("run", "-d", "--name", "chatty", "--health-cmd", "true", "--health-interval", "0.3",
+           "busybox", "sh", "-c", "while true; do echo x; sleep 0.1; done")
+    lab.ok("run", "-d", "--name", "quiet", "--health-cmd", "true", "--health-interval", "0.3",
+           "busybox", "sh", "-c", "exec >&- 2>&-; sleep 60")
+    for name in ("chatty", "quiet"):
+        assert wait_for(lambda: (lab.inspect(name)["State"].get("Health") or {}).get("Status") == "healthy", 10), name
+        assert "(healthy)" in [line for line in lab.ok("ps").splitlines() if line.endswith(name)][0]
+
+
 def test_exec_with_a_terminal(lab):
     lab.ok("run", "-d", "--name", "term", "busybox", "sleep", "60")
     out = lab.ok("exec", "-t", "term", "sh", "-c", "tty; test -t 0 && echo interactive")
