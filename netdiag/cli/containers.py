@@ -118,6 +118,8 @@ def logs(
         if not any(r.get("log", "").startswith(LOG_NOTICE) and DROPPED in r["log"] for r in read_log(path)[0]):
             print(f"{LOG_NOTICE}{dropped} {DROPPED}: the log could not be written (no space left in the state "
                   "directory)", file=sys.stderr)
+    if c.unsupervised:
+        print("netdiag: the log stops where its monitor died (run 'netdiag system repair')", file=sys.stderr)
 
 
 def _print_records(records, timestamps: bool) -> None:

@@ -239,6 +239,19 @@ def stop(c: model.Container, timeout: float = 10, sig: int = signal.SIGTERM) -> 
             pass
         _wait_pid_gone(c.pid, c.state.get("PidStart"), 5)
     _wait_monitor(c)
+    _finish_if_unsupervised(c)
+
+
+def _finish_if_unsupervised(c: model.Container) -> None:
+    """No monitor recorded the exit of a container whose monitor had died: do its part here."""
+    if c.unsupervised:
+        monitor.finish_unsupervised(c, "stopped while its monitor was dead: exit code unknown")
+
+
+def adopt_unsupervised() -> list[str]:
+    """`system repair`: a new monitor for every running container whose monitor died. Names the
+    containers adopted."""
+    return [c.name for c in model.list_all() if c.unsupervised and monitor.adopt(c)]
 
 
 def _wait_monitor(c: model.Container) -> None:
@@ -254,6 +267,7 @@ def kill(c: model.Container, sig: int = signal.SIGKILL) -> None:
     if sig == signal.SIGKILL:
         _wait_pid_gone(c.pid, c.state.get("PidStart"), 5)
         _wait_monitor(c)
+        _finish_if_unsupervised(c)
 
 
 def remove(c: model.Container, force: bool = False) -> None:

@@ -39,6 +39,7 @@ class Container:
     config: dict
     state: dict
     broken: str = ""  # why its record cannot be used ("" when it can): shown as a dead container
+    unsupervised: bool = False  # running, but its monitor died: no logs, health checks or exit record
 
     @property
     def name(self) -> str:
@@ -154,6 +155,8 @@ def _broken(d: Path, cfg: dict, e: state.CorruptRecord) -> Container:
     return Container(d.name, {**skeleton, **cfg}, {"Status": DEAD, "Error": why}, broken=why)
 
 
+UNKNOWN_EXIT = 255  # what Docker records when an exit code was lost (a daemon that died)
+UNSUPERVISED = "its monitor died: nothing keeps its logs, runs its health checks or records its exit"
 _EXIT_MARK = ".exit-unrecorded-"  # + code: a monitor's last word when even its record's spare failed
 
 
@@ -187,11 +190,15 @@ def clear_exit_markers(c: Container) -> None:
 
 
 def _settle_dead(c: Container) -> None:
-    """A record that says running while its monitor and process are gone is a dead container."""
+    """A record that says running while its monitor and process are gone is a dead container; one
+    whose process runs without its monitor is unsupervised (shown so, and `system repair` adopts it)."""
     if c.status != RUNNING:
         return
     alive = pid_alive(c.pid, c.state.get("PidStart"))
     monitor = pid_alive(int(c.state.get("MonitorPid") or 0), c.state.get("MonitorStart"))
+    if alive and not monitor:
+        c.unsupervised = True
+        return
     if alive or monitor:
         return
     kept = _exit_mark(c)
@@ -201,7 +208,7 @@ def _settle_dead(c: Container) -> None:
                        Error="its monitor could not write the exit record (the state directory was full): "
                              "the exit code was kept, its logs may be incomplete")
         return
-    c.state.update(Status=EXITED, ExitCode=c.state.get("ExitCode", 137) or 137,
+    c.state.update(Status=EXITED, ExitCode=UNKNOWN_EXIT,
                    Error="the container's monitor process died; exit code unknown",
                    FinishedAt=c.state.get("FinishedAt") or now_iso(), Pid=0)
 
@@ -270,6 +277,8 @@ def status_line(c: Container) -> str:
     now = time.time()
     if c.status == RUNNING:
         line = f"Up {human_duration(now - parse_iso(c.state.get('StartedAt', '')))}"
+        if c.unsupervised:  # its Health is stale: nobody runs the checks
+            return f"{line} (unsupervised: monitor died; run 'netdiag system repair')"
         health = (c.state.get("Health") or {}).get("Status")
         return f"{line} ({health})" if health else line
     if c.status == EXITED:
