@@ -96,7 +96,7 @@ def logs(
 ):
     """Print a container's output (stdout to stdout, stderr to stderr)."""
     from runtime.containers import model
-    from runtime.containers.stdio import read_log
+    from runtime.containers.stdio import DROPPED, LOG_NOTICE, read_log
 
     c = model.get(container)
     path = c.dir / "container.log"
@@ -112,6 +112,14 @@ def logs(
             records, offset = read_log(path, offset)
             _print_records(records, timestamps)
             break
+    c = model.get(c.id)
+    dropped = c.state.get("LogLinesDropped") or 0
+    if dropped and c.status != model.RUNNING:  # its monitor could not write the notice line itself
+        if not any(r.get("log", "").startswith(LOG_NOTICE) and DROPPED in r["log"] for r in read_log(path)[0]):
+            print(f"{LOG_NOTICE}{dropped} {DROPPED}: the log could not be written (no space left in the state "
+                  "directory)", file=sys.stderr)
+    if c.unsupervised:
+        print("netdiag: the log stops where its monitor died (run 'netdiag system repair')", file=sys.stderr)
 
 
 def _print_records(records, timestamps: bool) -> None:

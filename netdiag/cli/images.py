@@ -132,6 +132,7 @@ def save(
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout"),
 ):
     """Write images to a tar in the OCI image layout."""
+    from runtime import state
     from runtime.errors import InvalidArgument
     from runtime.images import archive
 
@@ -142,7 +143,7 @@ def save(
         return
     tmp = output + ".partial"
     try:
-        with open(tmp, "wb") as f:
+        with state.space_for(f"save to {output}", output), open(tmp, "wb") as f:
             archive.save(images_, f)
         import os
 

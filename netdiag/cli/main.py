@@ -51,6 +51,16 @@ def main() -> None:
         sys.exit(130)
     except SystemExit:
         raise
+    except OSError as e:  # a full disk met where no command named it (the runtime's own say what failed)
+        import errno
+
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        from runtime.state import DiskFull
+
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+        print(f"netdiag: error: {DiskFull(f'finish netdiag {command}'.strip(), e.filename, cleaned=False)}", file=sys.stderr)
+        sys.exit(1)
     except Exception as e:  # click's usage errors (typer may vendor click, so no import of it)
         if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show()

@@ -37,12 +37,18 @@ def prune(force: bool = typer.Option(False, "-f", "--force", help="Do not ask (a
 
 @system_app.command("repair")
 def repair():
-    """Rewrite netdiag's firewall rules from its records, as dockerd does when it starts.
+    """Rewrite netdiag's firewall rules from its records, as dockerd does when it starts, and give
+    running containers whose monitor died a new one.
 
     After something removed them (`nft flush ruleset`, a firewall reload, another manager): its
     own nftables tables as a whole, and its accept rules in Docker's DOCKER-USER chain where a
     Docker engine runs. Commands that change networks (run, network create/connect/disconnect/rm)
-    do this too; reading commands never do, so a diagnosis sees the host as it is."""
+    do this too; reading commands never do, so a diagnosis sees the host as it is.
+
+    A container whose monitor was killed keeps running unsupervised (`ps` says so); the new monitor
+    keeps its logs and health checks again and cleans up when it exits, but cannot learn its exit
+    code (only a parent can): that exit is recorded as 255, "exit code unknown"."""
+    from runtime.containers import lifecycle
     from runtime.kernel.syscalls import require_root
     from runtime.networks import enforce, model
 
@@ -51,6 +57,9 @@ def repair():
     nets = model.bridges() + model.overlays()
     enforce.apply()
     print(f"netdiag's rules rewritten for {len(nets)} network(s): {', '.join(n['Name'] for n in nets) or 'none'}")
+    adopted = lifecycle.adopt_unsupervised()
+    if adopted:
+        print(f"New monitor for {len(adopted)} container(s) whose monitor had died: {', '.join(adopted)}")
 
 
 def _probe_leftovers() -> list[str]:

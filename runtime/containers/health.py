@@ -43,6 +43,11 @@ class Ticker:
         self._save(status)
 
     def _save(self, status: str) -> None:
+        from ..errors import NetdiagError
+
         fresh = model.get(self.c.id)
-        fresh.save_state(Health={"Status": status, "FailingStreak": self.streak, "Log": self.log})
+        try:
+            fresh.save_state(Health={"Status": status, "FailingStreak": self.streak, "Log": self.log})
+        except NetdiagError:  # a full disk: the next check tries again; never the monitor's end
+            return
         self.c.state = fresh.state

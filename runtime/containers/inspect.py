@@ -22,12 +22,15 @@ def container_json(c: model.Container) -> dict:
         "Dead": c.status == model.DEAD,
         "Pid": c.pid if c.status == model.RUNNING else 0,
         "ExitCode": st.get("ExitCode", 0),
-        "Error": st.get("Error", ""),
+        "Error": (f"{model.UNSUPERVISED}; run 'netdiag system repair' to adopt it" if c.unsupervised
+                  else st.get("Error", "")),
         "StartedAt": st.get("StartedAt") or "0001-01-01T00:00:00Z",
         "FinishedAt": st.get("FinishedAt") or "0001-01-01T00:00:00Z",
     }
     if st.get("Health"):
         state["Health"] = st["Health"]
+    if st.get("LogLinesDropped"):  # netdiag's own: output lost while the state directory was full
+        state["LogLinesDropped"] = st["LogLinesDropped"]
     return {
         "Id": c.id,
         "Created": c.config.get("Created"),

@@ -2,6 +2,7 @@
 side effect, and a failed `run` removes what it made."""
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
@@ -121,6 +122,11 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
 def create(config: dict, name: str | None) -> model.Container:
     if name:
         validate.container_name(name)
+    with state.space_for(f"create container {name}" if name else "create a container"):
+        return _create(config, name)
+
+
+def _create(config: dict, name: str | None) -> model.Container:
     mode = config["HostConfig"]["NetworkMode"]
     if mode == "bridge":
         from ..networks import bridge
@@ -153,13 +159,13 @@ def create(config: dict, name: str | None) -> model.Container:
 
 def _write_etc_files(c: model.Container) -> None:
     hostname = c.config["Config"]["Hostname"]
-    (c.dir / "hostname").write_text(hostname + "\n")
+    state.write_bytes(c.dir / "hostname", (hostname + "\n").encode())
     if c.config["HostConfig"]["NetworkMode"] == "host":
         hosts = _read("/etc/hosts") or "127.0.0.1\tlocalhost\n"
     else:
         hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-    (c.dir / "hosts").write_text(hosts)
-    (c.dir / "resolv.conf").write_text(_read("/etc/resolv.conf") or "")
+    state.write_bytes(c.dir / "hosts", hosts.encode())
+    state.write_bytes(c.dir / "resolv.conf", (_read("/etc/resolv.conf") or "").encode())
 
 
 def _read(path: str) -> str:
@@ -178,7 +184,11 @@ def start(c: model.Container, *, attach: bool = False, interactive: bool = False
     """Start a created or exited container; returns the monitor's status pipe."""
     if model.proc_ok(c):
         raise Conflict(f"Container {c.name} is already running", "", f"stop it first ('netdiag stop {c.name}')")
-    return monitor.spawn(c, lower_dirs(c), attach=attach, interactive=interactive)
+    with state.space_for(f"start container {c.name}"):
+        if not state.reserve(c.dir / "state.json"):  # its exit record must have room, whatever fills the disk
+            raise OSError(errno.ENOSPC, "no room for the state record's spare", str(c.dir))
+        lowers = lower_dirs(c)  # extracts the image's layers on first use
+    return monitor.spawn(c, lowers, attach=attach, interactive=interactive)
 
 
 def wait_exit(status_fd: int, c: model.Container) -> int:
@@ -229,6 +239,19 @@ def stop(c: model.Container, timeout: float = 10, sig: int = signal.SIGTERM) -> 
             pass
         _wait_pid_gone(c.pid, c.state.get("PidStart"), 5)
     _wait_monitor(c)
+    _finish_if_unsupervised(c)
+
+
+def _finish_if_unsupervised(c: model.Container) -> None:
+    """No monitor recorded the exit of a container whose monitor had died: do its part here."""
+    if c.unsupervised:
+        monitor.finish_unsupervised(c, "stopped while its monitor was dead: exit code unknown")
+
+
+def adopt_unsupervised() -> list[str]:
+    """`system repair`: a new monitor for every running container whose monitor died. Names the
+    containers adopted."""
+    return [c.name for c in model.list_all() if c.unsupervised and monitor.adopt(c)]
 
 
 def _wait_monitor(c: model.Container) -> None:
@@ -244,6 +267,7 @@ def kill(c: model.Container, sig: int = signal.SIGKILL) -> None:
     if sig == signal.SIGKILL:
         _wait_pid_gone(c.pid, c.state.get("PidStart"), 5)
         _wait_monitor(c)
+        _finish_if_unsupervised(c)
 
 
 def remove(c: model.Container, force: bool = False) -> None:

@@ -6,6 +6,7 @@ against the kernel, so `ps` and `inspect` tell the truth even after a monitor wa
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
 import secrets
@@ -38,7 +39,7 @@ class Container:
     config: dict
     state: dict
     broken: str = ""  # why its record cannot be used ("" when it can): shown as a dead container
-
+    unsupervised: bool = False  # running, but its monitor died: no logs, health checks or exit record
 
     @property
     def name(self) -> str:
@@ -60,9 +61,11 @@ class Container:
     def pid(self) -> int:
         return int(self.state.get("Pid") or 0)
 
-    def save_state(self, **changes) -> None:
+    def save_state(self, *, must_land: bool = False, **changes) -> None:
+        """Update the record. `must_land` (the monitor's start and exit records) falls back to the
+        record's spare when the disk is full, so a container's exit is kept however full it is."""
         self.state.update(changes)
-        state.write_json(self.dir / "state.json", self.state)
+        (state.write_json_reserved if must_land else state.write_json)(self.dir / "state.json", self.state)
 
 
 def new_id() -> str:
@@ -102,8 +105,15 @@ def create_record(config: dict, name: str | None) -> Container:
         cid = new_id()
         c = Container(cid, {**config, "Id": cid, "Name": name, "Created": now_iso()}, {"Status": CREATED})
         c.dir.mkdir(parents=True)
-        state.write_json(c.dir / "config.json", c.config)
-        state.write_json(c.dir / "state.json", c.state)
+        try:
+            with state.space_for(f"create container {name}"):
+                state.write_json(c.dir / "state.json", c.state)
+                if not state.reserve(c.dir / "state.json"):  # the room its exit record will need
+                    raise OSError(errno.ENOSPC, "no room for the state record's spare", str(c.dir))
+                state.write_json(c.dir / "config.json", c.config)  # last: it makes the record visible
+        except BaseException:
+            shutil.rmtree(c.dir, ignore_errors=True)
+            raise
     return c
 
 
@@ -145,15 +155,60 @@ def _broken(d: Path, cfg: dict, e: state.CorruptRecord) -> Container:
     return Container(d.name, {**skeleton, **cfg}, {"Status": DEAD, "Error": why}, broken=why)
 
 
+UNKNOWN_EXIT = 255  # what Docker records when an exit code was lost (a daemon that died)
+UNSUPERVISED = "its monitor died: nothing keeps its logs, runs its health checks or records its exit"
+_EXIT_MARK = ".exit-unrecorded-"  # + code: a monitor's last word when even its record's spare failed
+
+
+def exit_marker(c: Container, code: int) -> bool:
+    """The monitor's last resort when no exit record could be written: an empty file whose name
+    holds the exit code (it needs an inode, no data block). True when it was made."""
+    try:
+        (c.dir / f"{_EXIT_MARK}{int(code)}").touch()
+        return True
+    except OSError:
+        return False
+
+
+def _exit_mark(c: Container) -> tuple[int, str] | None:
+    """(exit code, when) from the newest marker a monitor left, if any."""
+    found = []
+    for m in c.dir.glob(_EXIT_MARK + "*"):
+        try:
+            found.append((m.stat().st_mtime, int(m.name[len(_EXIT_MARK):])))
+        except (OSError, ValueError):  # removed meanwhile (a start), or not one of ours
+            continue
+    if not found:
+        return None
+    mtime, code = max(found)
+    return code, datetime.fromtimestamp(mtime, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def clear_exit_markers(c: Container) -> None:
+    for m in c.dir.glob(_EXIT_MARK + "*"):
+        m.unlink(missing_ok=True)
+
+
 def _settle_dead(c: Container) -> None:
-    """A record that says running while its monitor and process are gone is a dead container."""
+    """A record that says running while its monitor and process are gone is a dead container; one
+    whose process runs without its monitor is unsupervised (shown so, and `system repair` adopts it)."""
     if c.status != RUNNING:
         return
     alive = pid_alive(c.pid, c.state.get("PidStart"))
     monitor = pid_alive(int(c.state.get("MonitorPid") or 0), c.state.get("MonitorStart"))
+    if alive and not monitor:
+        c.unsupervised = True
+        return
     if alive or monitor:
         return
-    c.state.update(Status=EXITED, ExitCode=c.state.get("ExitCode", 137) or 137,
+    kept = _exit_mark(c)
+    if kept is not None:
+        code, when = kept
+        c.state.update(Status=EXITED, ExitCode=int(code), FinishedAt=when, Pid=0,
+                       Error="its monitor could not write the exit record (the state directory was full): "
+                             "the exit code was kept, its logs may be incomplete")
+        return
+    c.state.update(Status=EXITED, ExitCode=UNKNOWN_EXIT,
                    Error="the container's monitor process died; exit code unknown",
                    FinishedAt=c.state.get("FinishedAt") or now_iso(), Pid=0)
 
@@ -222,6 +277,8 @@ def status_line(c: Container) -> str:
     now = time.time()
     if c.status == RUNNING:
         line = f"Up {human_duration(now - parse_iso(c.state.get('StartedAt', '')))}"
+        if c.unsupervised:  # its Health is stale: nobody runs the checks
+            return f"{line} (unsupervised: monitor died; run 'netdiag system repair')"
         health = (c.state.get("Health") or {}).get("Status")
         return f"{line} ({health})" if health else line
     if c.status == EXITED:

@@ -17,6 +17,7 @@ import traceback
 from pathlib import Path
 
 from ..kernel import syscalls as sc
+from .. import state
 from ..errors import ContainerError, NetdiagError
 from . import cgroups, endpoints, model, procenv, rootfs, security
 from .cleanup import remove_stopped
@@ -143,8 +144,11 @@ def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: 
             pass
         os.waitpid(child, 0)
         cgroups.remove(c.id)
-        c.save_state(Status=model.CREATED if not c.state.get("StartedAt") else model.EXITED,
-                     Error=message, ExitCode=code, Pid=0)
+        try:
+            c.save_state(Status=model.CREATED if not c.state.get("StartedAt") else model.EXITED,
+                         Error=message, ExitCode=code, Pid=0, must_land=True)
+        except state.DiskFull:
+            pass  # the record keeps its last state; the CLI is told why the start failed, below
         _send(status_w, error=message, fix=fix, code=code)
 
     ready = os.read(c2m_r, 1)
@@ -167,18 +171,36 @@ def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: 
         return fail(*_init_error(err))
 
     me = os.getpid()
-    c.save_state(Status=model.RUNNING, Pid=child, PidStart=sc.proc_start_time(child), MonitorPid=me,
-                 MonitorStart=sc.proc_start_time(me), StartedAt=model.now_iso(), FinishedAt="",
-                 ExitCode=0, Error="", OOMKilled=False)
+    model.clear_exit_markers(c)
+    try:
+        c.save_state(Status=model.RUNNING, Pid=child, PidStart=sc.proc_start_time(child), MonitorPid=me,
+                     MonitorStart=sc.proc_start_time(me), StartedAt=model.now_iso(), FinishedAt="",
+                     ExitCode=0, Error="", OOMKilled=False, LogLinesDropped=0, must_land=True)
+    except state.DiskFull as e:  # no record of a running container: it must not run unrecorded
+        try:
+            endpoints.detach_all(c)
+        except Exception:  # noqa: BLE001 - the start fails anyway; prune removes what stays
+            pass
+        return fail(125, _what_why(e), e.fix)
     _send(status_w, started=child)
     if not attach:
         os.close(status_w)
         status_w = None
 
-    log = LogWriter(c.dir / "container.log")
+    def logs_dropped(total: int) -> None:  # space is back: put the count where `inspect` shows it
+        try:
+            model.get(c.id).save_state(LogLinesDropped=total)
+        except NetdiagError:
+            pass
+
+    log = LogWriter(c.dir / "container.log", on_notice=logs_dropped)
     health = _health_ticker(c)
-    pump({out_r: "stdout", err_r: "stderr"}, {"stdout": cli_out, "stderr": cli_err}, log, pidfd,
-         on_tick=health.tick if health else None, tick=health.interval if health else None)
+    try:
+        pump({out_r: "stdout", err_r: "stderr"}, {"stdout": cli_out, "stderr": cli_err}, log, pidfd,
+             on_tick=health.tick if health else None, tick=health.interval if health else None)
+    except Exception:  # noqa: BLE001 - whatever broke the copying, the exit must still be recorded
+        for fd in (out_r, err_r):  # the container's writes fail (EPIPE) instead of blocking forever
+            os.close(fd)
     log.close()
     _, status = os.waitpid(child, 0)
     code = os.waitstatus_to_exitcode(status)
@@ -188,14 +210,25 @@ def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: 
         endpoints.detach_all(c)
     except Exception:  # noqa: BLE001 - the exit must be recorded even if a rule cannot be removed
         pass
-    cgroups.remove(c.id)
-    fresh = model.get(c.id) if (c.dir / "config.json").exists() else None
-    if fresh is not None:
-        fresh.save_state(Status=model.EXITED, ExitCode=code, OOMKilled=oom, Pid=0, MonitorPid=0,
-                         FinishedAt=model.now_iso())
-        if c.config["HostConfig"].get("AutoRemove"):
-            remove_stopped(fresh)
+    _remove_cgroups(c)
+    _record_exit(c, code, oom, log.dropped_total)
     _send(status_w, exit=code, oom=oom)
+
+
+def _record_exit(c: model.Container, code: int, oom: bool, dropped: int) -> None:
+    """Write the exit into the record (into its spare if the disk is full); as a last resort an
+    empty marker file carries the code, and `ps` says the record could not be written."""
+    if not (c.dir / "config.json").exists():
+        return  # removed meanwhile (rm -f)
+    try:
+        fresh = model.get(c.id)
+        fresh.save_state(Status=model.EXITED, ExitCode=code, OOMKilled=oom, Pid=0, MonitorPid=0,
+                         FinishedAt=model.now_iso(), LogLinesDropped=dropped, must_land=True)
+    except NetdiagError:  # DiskFull, or a record someone damaged meanwhile
+        model.exit_marker(c, code)
+        return
+    if c.config["HostConfig"].get("AutoRemove"):
+        remove_stopped(fresh)
 
 
 def _read_all(fd: int) -> bytes:
@@ -272,3 +305,132 @@ def _health_ticker(c: model.Container):
     from .health import Ticker
 
     return Ticker.for_container(c)
+
+
+# -- adopting a container whose monitor died (`netdiag system repair`) ---------------------------
+#
+# What a new monitor can take over: the init's exit (a pidfd works for any process, not only a
+# child), its output (opening /proc/PID/fd/1 of a pipe gives a new read end of that same pipe, so
+# logging resumes; what the container wrote while no one read was lost, and a writer without a
+# SIGPIPE handler was killed by it), its health checks, and the cleanup at exit (endpoints,
+# cgroup, --rm). What it cannot: the exit code. Only a process's parent (or a subreaper above it)
+# can wait for it, and the init's parent was the dead monitor: the host's init reaped it. So an
+# adopted container's exit is recorded as Docker records a lost one, 255, saying why.
+
+ADOPTED_EXIT = ("exit code unknown: its monitor had died and 'netdiag system repair' adopted it; "
+                "only a process's parent learns its exit code")
+
+
+def adopt(c: model.Container) -> int:
+    """Give an unsupervised container a new monitor; returns its pid (0 when there was nothing to
+    adopt: it exited meanwhile, or another repair adopted it first)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the forked child
+        code = 0
+        try:
+            os.close(r)
+            os.setsid()
+            if os.fork():
+                os._exit(0)
+            _adopting(c.id, w)
+        except BaseException as e:  # noqa: BLE001 - say why to the repairing CLI, then die
+            code = 1
+            _send(w, error=_what_why(e) if isinstance(e, NetdiagError) else traceback.format_exc(limit=3))
+        os._exit(code)
+    os.close(w)
+    os.waitpid(pid, 0)
+    try:
+        msg = read_status(r)
+    finally:
+        os.close(r)
+    if msg is None or "error" in msg:
+        raise ContainerError(f"Cannot adopt container {c.name}", (msg or {}).get("error", "its new monitor died at once"),
+                             f"stop it with 'netdiag rm -f {c.name}'")
+    return int(msg.get("adopted") or 0)
+
+
+def _reopen_output(pid: int) -> dict[int, str]:
+    """New read ends of the pipes the init's stdout and stderr are (nothing for a file, a pty, a
+    closed descriptor: the container redirected them itself)."""
+    out: dict[int, str] = {}
+    seen = set()
+    for n, stream in ((1, "stdout"), (2, "stderr")):
+        path = f"/proc/{pid}/fd/{n}"
+        try:
+            if not os.readlink(path).startswith("pipe:") or os.stat(path).st_ino in seen:
+                continue
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # never wait for a writer
+        except OSError:
+            continue
+        os.set_blocking(fd, True)
+        seen.add(os.fstat(fd).st_ino)
+        out[fd] = stream
+    return out
+
+
+def _adopting(cid: str, status_w: int) -> None:
+    devnull = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    with state.locked(f"adopt-{cid[:16]}"):  # two repairs at once adopt it once
+        c = model.get(cid)
+        if not c.unsupervised:
+            return _send(status_w, adopted=0)
+        try:
+            pidfd = os.pidfd_open(c.pid)
+        except ProcessLookupError:
+            return _send(status_w, adopted=0)
+        if not sc.pid_alive(c.pid, c.state.get("PidStart")):  # the pid was reused before the pidfd
+            os.close(pidfd)
+            return _send(status_w, adopted=0)
+        sources = _reopen_output(c.pid)
+        me = os.getpid()
+        c.save_state(MonitorPid=me, MonitorStart=sc.proc_start_time(me), must_land=True)
+    _send(status_w, adopted=me)
+    os.close(status_w)
+
+    def logs_dropped(total: int) -> None:
+        try:
+            model.get(c.id).save_state(LogLinesDropped=total)
+        except NetdiagError:
+            pass
+
+    log = LogWriter(c.dir / "container.log", on_notice=logs_dropped)
+    health = _health_ticker(c)
+    try:
+        pump(sources, {}, log, pidfd, on_tick=health.tick if health else None, tick=health.interval if health else None)
+    except Exception:  # noqa: BLE001 - the exit is recorded whatever broke the copying
+        pass
+    log.close()
+    finish_unsupervised(c, ADOPTED_EXIT, log.dropped_total)
+
+
+def finish_unsupervised(c: model.Container, why: str, dropped: int = 0) -> None:
+    """What a monitor does when its container has exited, for one whose monitor could not wait for
+    it (adopted, or stopped while unsupervised): endpoints, cgroup, the exit record (code unknown)."""
+    oom = cgroups.oom_killed(c.id)
+    try:
+        endpoints.detach_all(c)
+    except Exception:  # noqa: BLE001 - the exit must be recorded even if a rule cannot be removed
+        pass
+    _remove_cgroups(c)
+    if not (c.dir / "config.json").exists():
+        return
+    try:
+        fresh = model.get(c.id)
+        fresh.save_state(Status=model.EXITED, ExitCode=model.UNKNOWN_EXIT, OOMKilled=oom, Pid=0, MonitorPid=0,
+                         FinishedAt=model.now_iso(), Error=why, LogLinesDropped=dropped, must_land=True)
+    except NetdiagError:
+        return  # `ps` still says what is known: its monitor died, exit code unknown
+    if c.config["HostConfig"].get("AutoRemove"):
+        remove_stopped(fresh)
+
+
+def _remove_cgroups(c: model.Container) -> None:
+    try:
+        cgroups.remove(c.id)
+    except OSError:  # still busy: `system prune` removes orphaned cgroups; the exit record comes first
+        pass

@@ -18,6 +18,8 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
+from .. import state
+
 DEFAULT_PROFILE = Path(__file__).with_name("seccomp_default.json")
 
 ACTIONS = ("SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_TRAP",
@@ -247,10 +249,10 @@ def bpf(flt: Filter, cache_dir: Path) -> bytes:
     except OSError:
         pass
     data = compile_bpf(flt)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        state.write_bytes(path, data)
+    except state.DiskFull:
+        pass  # only a cache: the program is compiled again next time
     return data
 
 

@@ -42,6 +42,8 @@ def _plain_tar(src: BinaryIO, out: Path, name: str) -> None:
                 with gzip.GzipFile(fileobj=rest) as gz:
                     shutil.copyfileobj(gz, f, 1 << 20)
             except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
+                if state.is_disk_full(e):
+                    raise  # our disk, not their archive: store.adding reports it
                 raise _bad(name, f"its gzip stream is corrupt ({e})", verb="import") from None
         else:
             shutil.copyfileobj(rest, f, 1 << 20)
@@ -98,7 +100,7 @@ def import_rootfs(src: BinaryIO, ref: str | None, changes: dict | None = None, *
     """`netdiag import`: a root filesystem tar (optionally gzip) becomes a one-layer image.
     The layer is extracted (and so checked for hostile members) before anything is stored."""
     tag = normalize(ref) if ref else None
-    with state.scratch_dir("import") as tmp:
+    with st.adding(f"import {_shown(name)}"), state.scratch_dir("import") as tmp:
         tar = tmp / "layer.tar"
         _plain_tar(src, tar, name)
         _check_layer(tar, tmp / "layer", name, "the tar", "import")
@@ -164,7 +166,7 @@ def load(src: BinaryIO, name: str = "-") -> list[str]:
     is stored: the index, each manifest and config, every blob against its digest, every layer
     against the hostile-tar rules. Blobs are staged in a scratch directory and moved into the
     store at the end, in one step that Ctrl-C does not cut."""
-    with state.scratch_dir("load") as tmp:
+    with st.adding(f"load {_shown(name)}"), state.scratch_dir("load") as tmp:
         staged = tmp / "blobs"
         staged.mkdir()
         index = _read_archive(src, name, staged)
@@ -225,8 +227,10 @@ def _read_archive(src: BinaryIO, name: str, staged: Path) -> bytes | None:
         where = f" after member {member!r}" if member else ""
         raise _bad(name, f"it is not a readable tar archive{where} ({e})") from None
     except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:
-        if isinstance(e, OSError) and e.errno is not None:  # disk full...: a failed operation, not bad input
-            raise ImageError(f"Cannot load {_shown(name)}", e.strerror or str(e), "check the free space under NETDIAG_ROOT") from None
+        if state.is_disk_full(e):
+            raise  # our disk, not their archive: store.adding reports it
+        if isinstance(e, OSError) and e.errno is not None:  # a failed operation, not bad input
+            raise ImageError(f"Cannot load {_shown(name)}", e.strerror or str(e)) from None
         raise _bad(name, f"its compressed stream is corrupt ({e})") from None
     return index
 

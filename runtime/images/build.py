@@ -285,7 +285,7 @@ def build(context: str | Path, *, dockerfile: str | None = None, tags: list[str]
     if unused:
         print(f"[Warning] One or more build-args {unused} were not consumed", file=sys.stderr)
     paths.root().mkdir(parents=True, exist_ok=True)
-    with state_store.scratch_dir("build") as tmp:  # prune removes it if the build is killed
+    with store.adding("build the image"), state_store.scratch_dir("build") as tmp:  # prune removes it if the build is killed
         b = Builder(ctx, filename, no_cache=no_cache, quiet=quiet, say=emit, tmp=tmp)
         for n, ins in enumerate(instructions, 1):
             emit(f"Step {n}/{len(instructions)} : {ins.original}")

@@ -46,7 +46,7 @@ def provide(ref: str):
 def ensure(ref: str = BUSYBOX_REF):
     """Create the busybox image if the store lacks it; returns the Image."""
     from . import layers
-    from .store import commit, get, list_images, put_layer_file, writing
+    from .store import adding, commit, get, list_images, put_layer_file, writing
 
     binary = host_busybox()
     if not _is_static(binary):
@@ -57,7 +57,7 @@ def ensure(ref: str = BUSYBOX_REF):
         )
     # List applets with their install paths (bin/sh, sbin/ip, usr/bin/wget...). Fixed argv, no shell.
     applets = subprocess.run([str(binary), "--list-full"], capture_output=True, text=True, check=True).stdout.split()
-    with state.scratch_dir("busybox") as tmp:
+    with adding(f"install the built-in {ref} image"), state.scratch_dir("busybox") as tmp:
         rootfs = tmp / "rootfs"
         for d, mode in (("bin", 0o755), ("sbin", 0o755), ("usr/bin", 0o755), ("usr/sbin", 0o755), ("etc", 0o755),
                         ("root", 0o700), ("tmp", 0o1777), ("var/www", 0o755), ("home", 0o755),

@@ -51,6 +51,8 @@ def extract_layer(tar_path: Path, dest: Path, name: str | None = None) -> None:
             extractor.finish()
         except BaseException as exc:
             shutil.rmtree(dest, ignore_errors=True)
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise  # not the layer's fault: the caller names the full filesystem (state.DiskFull)
             if isinstance(exc, ImageError) or not isinstance(
                 exc, (OSError, tarfile.TarError, ValueError, OverflowError)
             ):

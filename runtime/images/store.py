@@ -182,6 +182,32 @@ def _find(ref_or_id: str) -> Image:
 
 
 @contextlib.contextmanager
+def adding(what: str) -> Iterator[None]:
+    """Around a command that adds to the store (import, load, build, the built-in image): a full disk
+    met inside becomes state.DiskFull("Cannot {what}"), after the blobs and extracted layers the
+    command stored but no index entry refers to are removed again (the sweep `prune` does: under
+    its exclusive lock, so no other writer's blob is taken half-way). Call it outside `writing()`."""
+    try:
+        with state.space_for(what):
+            yield
+    except state.DiskFull:
+        try:
+            with state.locked("blobs"), state.locked("images"):
+                _sweep(_live(_index()))
+        except (OSError, state.NetdiagError):
+            pass  # prune sweeps them later; the error to report is the full disk
+        raise
+
+
+def _live(index: dict) -> set[str]:
+    """Every blob something refers to: index entries, the build cache, containers."""
+    live = _build_cache_blobs() | _container_blobs()
+    for m in index["manifests"]:
+        live |= _manifest_blobs(m["digest"])
+    return live
+
+
+@contextlib.contextmanager
 def writing() -> Iterator[None]:
     """Held (shared) from writing blobs until an index entry or the build cache refers to them, so
     `prune`, which sweeps unreferenced blobs holding it exclusively, never takes them meanwhile."""
@@ -377,10 +403,7 @@ def prune(images: str = "") -> tuple[list[str], int]:
         if images:
             index["manifests"], lines = _prune_index(index["manifests"], images == "all", used)
             state.write_json(paths.images_dir() / "index.json", index)
-        live = used | _build_cache_blobs()
-        for m in index["manifests"]:
-            live |= _manifest_blobs(m["digest"])
-        freed = _sweep(live)
+        freed = _sweep(_live(index))
     lines += [f"deleted: leftover {d.name}" for d in state.sweep_scratch()]
     return lines, freed
 

@@ -121,6 +121,80 @@ def test_ps_is_truthful_when_the_monitor_itself_was_killed(lab):
     assert "monitor" in lab.inspect("orphan")["State"]["Error"]
 
 
+def _monitor_pid(lab, name: str) -> int:
+    return json.loads((lab.root / "containers" / lab.inspect(name)["Id"] / "state.json").read_text())["MonitorPid"]
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie is not: the host's init reaps a double-forked monitor in its own time)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def _ticks(lab, name: str) -> list[int]:
+    return [int(x.split()[1]) for x in lab.ok("logs", name).splitlines() if x.startswith("tick ")]
+
+
+TICKER = "trap '' PIPE; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"
+
+
+def test_a_container_whose_monitor_died_is_unsupervised_until_repair_adopts_it(lab):
+    lab.ok("run", "-d", "--name", "svc", "--health-cmd", "true", "--health-interval", "300ms", "busybox", "sh", "-c", TICKER)
+    assert wait_for(lambda: (lab.inspect("svc")["State"].get("Health") or {}).get("Status") == "healthy", 10)
+    old = _monitor_pid(lab, "svc")
+    os.kill(old, signal.SIGKILL)
+    assert wait_for(lambda: not _alive(old))
+    row = json.loads(lab.ok("ps", "--format", "json"))
+    assert row["State"] == "running"  # it is: the kernel runs it, only nobody watches it
+    assert row["Status"].endswith("(unsupervised: monitor died; run 'netdiag system repair')"), row
+    st = lab.inspect("svc")["State"]
+    assert st["Running"] and "monitor died" in st["Error"] and "system repair" in st["Error"]
+    p = lab.run("logs", "svc")
+    assert "stops where its monitor died" in p.stderr
+
+    out = lab.ok("system", "repair")
+    assert "New monitor for 1 container(s) whose monitor had died: svc" in out
+    new = _monitor_pid(lab, "svc")
+    assert new != old and _alive(new)
+    assert "unsupervised" not in lab.ok("ps") and lab.inspect("svc")["State"]["Error"] == ""
+    assert "New monitor" not in lab.ok("system", "repair")  # adopted once, not again
+    before = max(_ticks(lab, "svc"))
+    assert wait_for(lambda: max(_ticks(lab, "svc")) >= before + 3, 10)  # its output is logged again
+    repaired = time.time()
+    assert wait_for(lambda: _newest_check(lab, "svc") > repaired, 10)  # health checks run again
+
+    lab.ok("stop", "-t", "1", "svc")  # the new monitor records the exit and cleans up
+    st = lab.inspect("svc")["State"]
+    assert st["Status"] == "exited" and st["ExitCode"] == 255 and "exit code unknown" in st["Error"], st
+    assert "repair" in st["Error"]
+    assert not _alive(new)
+    assert json.loads(lab.ok("network", "inspect", "bridge"))[0]["Containers"] == {}
+
+
+def _newest_check(lab, name: str) -> float:
+    from runtime.containers.model import parse_iso
+
+    log = (lab.inspect(name)["State"].get("Health") or {}).get("Log") or []
+    return max((parse_iso(e["Start"]) for e in log), default=0.0)
+
+
+def test_stopping_an_unsupervised_container_does_its_dead_monitors_cleanup(lab):
+    lab.ok("run", "-d", "--name", "u", "busybox", "sleep", "60")
+    cid = lab.inspect("u")["Id"]
+    os.kill(_monitor_pid(lab, "u"), signal.SIGKILL)
+    assert wait_for(lambda: "unsupervised" in lab.ok("ps"))
+    lab.ok("stop", "-t", "1", "u")
+    st = lab.inspect("u")["State"]
+    assert (st["Status"], st["ExitCode"]) == ("exited", 255) and "stopped while its monitor was dead" in st["Error"]
+    assert json.loads(lab.ok("network", "inspect", "bridge"))[0]["Containers"] == {}  # its endpoint is gone
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/{lab.cgroup_parent}/{cid[:12]}"))
+    assert not (Path("/sys/fs/cgroup") / lab.cgroup_parent / cid[:12]).exists()
+    lab.ok("start", "u")  # and it starts again under a monitor of its own
+    assert lab.inspect("u")["State"]["Running"] and "unsupervised" not in lab.ok("ps")
+
+
 def test_stop_escalates_to_kill_and_start_restarts(lab):
     lab.ok("run", "-d", "--name", "s", "busybox", "sleep", "60")
     t = time.monotonic()
@@ -200,6 +274,17 @@ def test_health_cmd_reports_healthy_then_unhealthy(lab):
     lab.ok("exec", "hc", "rm", "/tmp/ok")
     assert wait_for(lambda: health() == "unhealthy")
     assert "(unhealthy)" in lab.ok("ps")
+
+
+def test_health_checks_run_on_time_for_a_chatty_container_and_one_that_closed_its_output(lab):
+    # the checks used to run only after a whole interval without output, and stopped with the output
+    lab.ok("run", "-d", "--name", "chatty", "--health-cmd", "true", "--health-interval", "0.3",
+           "busybox", "sh", "-c", "while true; do echo x; sleep 0.1; done")
+    lab.ok("run", "-d", "--name", "quiet", "--health-cmd", "true", "--health-interval", "0.3",
+           "busybox", "sh", "-c", "exec >&- 2>&-; sleep 60")
+    for name in ("chatty", "quiet"):
+        assert wait_for(lambda: (lab.inspect(name)["State"].get("Health") or {}).get("Status") == "healthy", 10), name
+        assert "(healthy)" in [line for line in lab.ok("ps").splitlines() if line.endswith(name)][0]
 
 
 def test_exec_with_a_terminal(lab):
