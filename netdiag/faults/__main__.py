@@ -11,7 +11,7 @@ import sys
 from collections import Counter, defaultdict
 
 from . import case as cases
-from .catalogue import KINDS
+from .case import KINDS
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,8 +15,13 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
+from . import containers
 from .catalogue import KINDS, Expect
-from .world import build
+from .world import build as build_plain
+
+
+def build(seed: int, shape: str):
+    return containers.build(seed) if shape == containers.SHAPE else build_plain(seed, shape)
 
 
 @dataclass

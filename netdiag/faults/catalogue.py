@@ -281,6 +281,3 @@ def _(w, rng):
     mac = json.loads(mac)[0]["address"]
     w.ip(w.client, "neigh", "replace", w.server_ip, "lladdr", mac, "dev", "eth0", "nud", "reachable")
     return Expect("ADDRESS_CONFLICT", w.client, _flow(w), detail=f"{impostor} holds the server's address too")
-
-
-from . import containers  # noqa: E402,F401 - registers the container kinds

@@ -159,16 +159,12 @@ def _ifname(rng: random.Random, prefix: str) -> str:
     return f"{prefix}{rng.randrange(16**4):04x}"
 
 
-def build(seed: int, shape: str | None = None):
+def build(seed: int, shape: str | None = None) -> World:
     """Build the world of `seed` (its shape drawn from the seed unless given). Torn down whole if
     anything fails half-way."""
     from netdiag.lab import Lab
     from runtime.kernel import ns
 
-    if shape == "netdiag":
-        from . import containers
-
-        return containers.build(seed)
     rng = random.Random(seed)
     shape = shape or rng.choice(SHAPES)
     lab = Lab().create()

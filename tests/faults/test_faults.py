@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from netdiag.faults import case as cases
-from netdiag.faults.catalogue import KINDS
+from netdiag.faults.case import KINDS
 
 pytestmark = pytest.mark.integration
 

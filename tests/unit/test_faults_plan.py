@@ -1,6 +1,6 @@
 """The fault-injection plan (netdiag/faults): pure, no root."""
 from netdiag.faults import case as cases
-from netdiag.faults.catalogue import KINDS
+from netdiag.faults.case import KINDS
 
 
 def test_the_plan_covers_every_kind_and_is_reproducible():
