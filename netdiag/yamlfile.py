@@ -47,13 +47,15 @@ def load(path: str | Path) -> Document:
             todo += [(where + (k.value,), v) for k, v in node.value]
         elif isinstance(node, yaml.SequenceNode):
             todo += [(where + (i,), v) for i, v in enumerate(node.value)]
-    return Document(path, bounded.yaml_data(root), lines)
+    return Document(path, bounded.yaml_data(root, str(path)), lines)
 
 
 def validate(doc: Document, schema: dict) -> None:
     """Raise InvalidArgument naming FILE:LINE and the field of the first schema violation (the
     deepest one, which is the most precise)."""
     import jsonschema
+
+    from .schemas import message
 
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(doc.data),
                     key=lambda e: (-len(e.absolute_path), e.message))
@@ -62,15 +64,6 @@ def validate(doc: Document, schema: dict) -> None:
         what = message(e)
         raise doc.error(tuple(e.absolute_path), what, f"see {e.schema.get('description') or 'the file format in the README'}"
                         if isinstance(e.schema, dict) and e.schema.get("description") else "see the file format in the README")
-
-
-def message(err) -> str:
-    """A jsonschema error's message quoting at most an excerpt of the value (which may be huge)."""
-    text = err.message
-    for shown in (repr(err.instance), json.dumps(err.instance, default=str)):
-        if len(shown) > bounded.EXCERPT and shown in text:
-            text = text.replace(shown, bounded.excerpt(err.instance))
-    return text if len(text) <= 4 * bounded.EXCERPT else text[:4 * bounded.EXCERPT] + "..."
 
 
 def schema(name: str) -> dict:

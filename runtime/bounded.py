@@ -158,13 +158,17 @@ def compose_yaml(text: str, display: str):
         loader.dispose()
 
 
-def yaml_data(node):
+def yaml_data(node, display: str):
     """Python values of a node tree from compose_yaml (YAML's safe types only)."""
     import yaml
 
     if node is None:
         return None
-    return yaml.SafeLoader("").construct_document(node)
+    try:
+        return yaml.SafeLoader("").construct_document(node)
+    except yaml.YAMLError as e:  # an unknown !tag, a bad timestamp: not quoted (the tag is text of the file)
+        mark = getattr(e, "problem_mark", None)
+        raise refused(display, mark.line + 1 if mark else 1, "a value of a type YAML's safe loader does not know (a !tag?)") from None
 
 
 _LOADER = None

@@ -397,7 +397,7 @@ def _message(err, friendly: dict) -> str:
     if err.validator == "required":
         missing = [k for k in err.validator_value if k not in (err.instance or {})]
         return "missing " + ", ".join(missing)
-    from ..yamlfile import message
+    from ..schemas import message
 
     return message(err)
 
