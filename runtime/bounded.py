@@ -44,8 +44,16 @@ def excerpt(value, limit: int = EXCERPT) -> str:
     return f"{text[:limit]}...{f' ({size})' if size else ''}"
 
 
-def refused(display: str, line: int | None, what: str, fix: str = "") -> InvalidArgument:
-    return InvalidArgument(f"{display}:{line or 1}: {what}", "", fix)
+class Refused(InvalidArgument):
+    """FILE:LINE: what is wrong with a file's content, or FILE: why it cannot be read at all (line
+    None); `problem` alone for callers that name the file their own way."""
+
+    def __init__(self, display: str, line: int | None, problem: str, fix: str = ""):
+        self.display, self.line, self.problem = display, line, problem
+        super().__init__(f"{display}:{line}: {problem}" if line else f"{display}: {problem}", "", fix)
+
+
+refused = Refused
 
 
 def read_bytes(path: str | os.PathLike, limit: int, display: str | None = None) -> bytes:
@@ -56,13 +64,13 @@ def read_bytes(path: str | os.PathLike, limit: int, display: str | None = None) 
         # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as e:
-        raise InvalidArgument(f"{display}: cannot read it", e.strerror or str(e), "check the path") from None
+        raise Refused(display, None, e.strerror or str(e), "check the path") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
                     else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket")
-            raise InvalidArgument(f"{display}: is {kind}, not a regular file", "", "give the path of a file")
+            raise Refused(display, None, f"is {kind}, not a regular file", "give the path of a file")
         if st.st_size > limit:
             raise _too_large(display, limit)
         chunks, got = [], 0
@@ -76,14 +84,22 @@ def read_bytes(path: str | os.PathLike, limit: int, display: str | None = None) 
             raise _too_large(display, limit)
         return b"".join(chunks)
     except OSError as e:
-        raise InvalidArgument(f"{display}: cannot read it", e.strerror or str(e), "check the path") from None
+        raise Refused(display, None, e.strerror or str(e), "check the path") from None
     finally:
         os.close(fd)
 
 
-def _too_large(display: str, limit: int) -> InvalidArgument:
-    return InvalidArgument(f"{display}: larger than {limit >> 20} MiB", "no file of this kind is that large",
-                           "check that this is the file you meant")
+def read_stream(f, limit: int, display: str) -> bytes:
+    """At most `limit` bytes of an open binary stream (standard input), refused when longer."""
+    data = f.read(limit + 1)
+    if len(data) > limit:
+        raise _too_large(display, limit)
+    return data
+
+
+def _too_large(display: str, limit: int) -> Refused:
+    return Refused(display, None, f"larger than {limit >> 20} MiB, more than any file of this kind",
+                   "check that this is the file you meant")
 
 
 def decode(data: bytes, display: str) -> str:

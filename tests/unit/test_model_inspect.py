@@ -82,7 +82,7 @@ def test_snapshot_of_another_format_is_refused(tmp_path):
     bad.write_text(json.dumps({"schema": "something/9"}))
     with pytest.raises(InvalidArgument, match="s.json: unsupported snapshot format"):
         Model.load(str(bad))
-    with pytest.raises(InvalidArgument, match="missing.json: cannot read it"):
+    with pytest.raises(InvalidArgument, match="missing.json: No such file or directory"):
         Model.load(str(tmp_path / "missing.json"))
 
 
