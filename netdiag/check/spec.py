@@ -164,7 +164,9 @@ def _read_tree(path: str, display: str, stack: list[str], seen: set, outer: dict
     out: list[_File] = []
     inc = top.get("include")
     if isinstance(inc, yaml.SequenceNode):
-        known = _expand_vars({**own_vars, **outer}, set(own_vars) - set(outer), var_lines, problems)
+        used = {m.group(1) for item in inc.value if isinstance(item, yaml.ScalarNode) for m in _VAR.finditer(item.value) if m.group(1)}
+        # only what the paths use: other variables may use variables of the files about to be included
+        known = _expand_vars({**own_vars, **outer}, set(own_vars) - set(outer), var_lines, problems, used)
         for item in inc.value:
             if not isinstance(item, yaml.ScalarNode):
                 continue  # the schema names it
@@ -208,9 +210,10 @@ def _subst(text: str, values: dict, here: str, problems: list) -> str:
     return "".join(out) + text[last:]
 
 
-def _expand_vars(values: dict, expand: set, where: dict, problems: list) -> dict:
+def _expand_vars(values: dict, expand: set, where: dict, problems: list, wanted=None) -> dict:
     """`values` with ${NAME} substituted in the values of the variables in `expand` (those of the
-    files: the environment's and --var's are taken as given). A cycle is refused."""
+    files: the environment's and --var's are taken as given), or only in those `wanted` and what
+    they use. A cycle is refused."""
     out, state = dict(values), {}
 
     def visit(name: str, chain: list[str]) -> None:
@@ -232,7 +235,7 @@ def _expand_vars(values: dict, expand: set, where: dict, problems: list) -> dict
         out[name] = _subst(v, out, here, problems)
         state[name] = "done"
 
-    for name in sorted(expand):
+    for name in sorted(expand if wanted is None else wanted):
         visit(name, [])
     return out
 
