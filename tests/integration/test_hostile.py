@@ -224,7 +224,12 @@ def _archives(tmp_path: Path) -> dict:
            "manifest without layers": (no_layers.write(tmp_path / "nolayers.tar"), ["no list of layers"]),
            "missing blob": (a.write(tmp_path / "missing.tar", drop=(layer,)), [layer, "missing"]),
            "digest mismatch": (a.write(tmp_path / "flip.tar", replace={layer: SMALL[:-1] + b"\x01"}),
-                               [layer[7:], "does not match its digest"])}
+                               [layer[7:], "does not match its digest"]),
+           "deep index": (a.write(tmp_path / "deep.tar", index=b"[" * 100_000 + b"]" * 100_000),
+                          ["index.json is nested more than 64 levels deep"])}
+    huge = Archive()  # a layer claiming 10**18 bytes ('images' showed 1e+09GB)
+    huge.image([SMALL], manifest_edit=lambda m: m["layers"][0].update(size=10**18))
+    out["layer of 10**18 bytes"] = (huge.write(tmp_path / "huge.tar"), ["invalid size 1000000000000000000"])
     for name, member, says in (("dotdot", entry("../../escaped", data=b"x"), "contains '..'"),
                                ("absolute", entry("/escaped", data=b"x"), "absolute path"),
                                ("device", entry("dev/mem", tarfile.CHRTYPE, dev=(1, 1)), "device node")):

@@ -142,6 +142,24 @@ checks:
     assert got == [f"{top}:8: ${{want}} is not defined (set it under vars:, in the environment, or with --var want=VALUE)"]
 
 
+def test_variables_may_use_variables_and_cycles_and_blow_ups_are_refused(tmp_path):
+    write(tmp_path, "inc.yaml", 'vars: {net: "${prefix}-${side}", side: back}\nchecks: []\n')
+    top = write(tmp_path, "top.yaml", """include: [inc.yaml]
+vars: {prefix: "br", port: "${p}", n: "${net}"}
+checks:
+  - internal: {network: "${n}"}
+  - reach: {from: web, to: app, port: "${port}"}
+""")
+    suite = spec.load([top], environ={"p": "8080"})
+    assert suite.checks[0].params["network"] == "br-back" and suite.checks[1].params["port"] == 8080  # the type it spells
+    assert spec.load([top], environ={"p": "1"}, cli_vars={"side": "front"}).checks[0].params["network"] == "br-front"
+    cyc = write(tmp_path, "cyc.yaml", 'vars:\n  a: "${b}"\n  b: "x${c}"\n  c: "${a}"\nchecks:\n  - internal: {network: "${a}"}\n')
+    assert problems([cyc]) == [f"{cyc}:2: vars: a: variable cycle a -> b -> c -> a"]
+    doubling = "".join(f'  v{i}: "${{v{i + 1}}}${{v{i + 1}}}"\n' for i in range(30)) + '  v30: "xxxxxxxx"\n'
+    bomb = write(tmp_path, "double.yaml", f'vars:\n{doubling}checks:\n  - internal: {{network: "${{v0}}"}}\n')
+    assert any(f"grows past {spec.MAX_VALUE} characters" in p for p in problems([bomb]))
+
+
 def test_includes_are_relative_read_once_and_cycles_are_refused(tmp_path):
     (tmp_path / "sub").mkdir()
     write(tmp_path, "sub/a.yaml", "include: [../shared.yaml]\nchecks:\n  - internal: {network: a}\n")
