@@ -53,9 +53,6 @@ class Refused(InvalidArgument):
         super().__init__(f"{display}:{line}: {problem}" if line else f"{display}: {problem}", "", fix)
 
 
-refused = Refused
-
-
 def read_bytes(path: str | os.PathLike, limit: int, display: str | None = None) -> bytes:
     """The bytes of the regular file at `path`, refused when it is something else or larger than
     `limit`."""
@@ -108,7 +105,7 @@ def decode(data: bytes, display: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        raise refused(display, line, "not UTF-8 text", "save the file as UTF-8") from None
+        raise Refused(display, line, "not UTF-8 text", "save the file as UTF-8") from None
 
 
 def read_text(path: str | os.PathLike, limit: int, display: str | None = None) -> str:
@@ -122,13 +119,13 @@ def loads_json(data: bytes | str, display: str, max_depth: int = MAX_DEPTH):
     try:
         value = json.loads(data)
     except RecursionError:  # the C decoder stops at the interpreter's limit: far deeper than ours
-        raise refused(display, 1, f"nested more than {max_depth} levels deep") from None
+        raise Refused(display, 1, f"nested more than {max_depth} levels deep") from None
     except UnicodeDecodeError:
-        raise refused(display, 1, "not UTF-8 text") from None
+        raise Refused(display, 1, "not UTF-8 text") from None
     except ValueError as e:  # JSONDecodeError: its message names a position, never the text
-        raise refused(display, getattr(e, "lineno", 1), f"not valid JSON: {getattr(e, 'msg', e)}") from None
+        raise Refused(display, getattr(e, "lineno", 1), f"not valid JSON: {getattr(e, 'msg', e)}") from None
     if depth(value, max_depth) > max_depth:
-        raise refused(display, 1, f"nested more than {max_depth} levels deep")
+        raise Refused(display, 1, f"nested more than {max_depth} levels deep")
     return value
 
 
@@ -169,7 +166,7 @@ def compose_yaml(text: str, display: str):
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         # the problem alone: str(e) would quote the offending line of a file that may be a secret
         problem = getattr(e, "problem", None) or "cannot be parsed"
-        raise refused(display, mark.line + 1 if mark else 1, f"not valid YAML: {problem}", "fix the syntax at that line") from None
+        raise Refused(display, mark.line + 1 if mark else 1, f"not valid YAML: {problem}", "fix the syntax at that line") from None
     finally:
         loader.dispose()
 
@@ -184,7 +181,7 @@ def yaml_data(node, display: str):
         return yaml.SafeLoader("").construct_document(node)
     except yaml.YAMLError as e:  # an unknown !tag, a bad timestamp: not quoted (the tag is text of the file)
         mark = getattr(e, "problem_mark", None)
-        raise refused(display, mark.line + 1 if mark else 1, "a value of a type YAML's safe loader does not know (a !tag?)") from None
+        raise Refused(display, mark.line + 1 if mark else 1, "a value of a type YAML's safe loader does not know (a !tag?)") from None
 
 
 _LOADER = None
@@ -226,15 +223,15 @@ def _loader():
                 self.total += self.sizes.get(id(node), 1)
                 self.expanded += self.sizes.get(id(node), 1)
                 if self.aliases > MAX_ALIASES:
-                    raise refused(self.display, line, f"more than {MAX_ALIASES} aliases (*name)", "write the values out")
+                    raise Refused(self.display, line, f"more than {MAX_ALIASES} aliases (*name)", "write the values out")
                 if self.expanded > MAX_ALIAS_NODES:
-                    raise refused(self.display, line, f"aliases (*name) expand to more than {MAX_ALIAS_NODES} values",
+                    raise Refused(self.display, line, f"aliases (*name) expand to more than {MAX_ALIAS_NODES} values",
                                   "write the values out")
                 return node
             self.levels += 1
             if self.levels > MAX_DEPTH:
                 line = self.peek_event().start_mark.line + 1
-                raise refused(self.display, line, f"nested more than {MAX_DEPTH} levels deep")
+                raise Refused(self.display, line, f"nested more than {MAX_DEPTH} levels deep")
             before = self.total
             node = super().compose_node(parent, index)
             self.levels -= 1
