@@ -63,6 +63,14 @@ def read_bytes(path: str | os.PathLike, limit: int, display: str | None = None) 
     except OSError as e:
         raise Refused(display, None, e.strerror or str(e), "check the path") from None
     try:
+        return read_fd(fd, limit, display)
+    finally:
+        os.close(fd)
+
+
+def read_fd(fd: int, limit: int, display: str) -> bytes:
+    """What read_bytes reads, from a descriptor the caller opened (and closes)."""
+    try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
@@ -82,8 +90,6 @@ def read_bytes(path: str | os.PathLike, limit: int, display: str | None = None) 
         return b"".join(chunks)
     except OSError as e:
         raise Refused(display, None, e.strerror or str(e), "check the path") from None
-    finally:
-        os.close(fd)
 
 
 def read_stream(f, limit: int, display: str) -> bytes:
