@@ -2,7 +2,8 @@
 CI) would: an alias bomb, /dev/zero, a FIFO, a huge file, deep nesting, a secret file included,
 snapshots of the wrong shape. Each must end in exit 2 with FILE: and what is wrong, without a
 traceback and without quoting the file. The real CLI runs in a child capped at 1 GiB of address
-space and a timeout, so a regression fails the test instead of the machine. No root needed."""
+space, 64 MiB per written file and a timeout, so a regression fails the test instead of the
+machine. No root needed."""
 import copy
 import json
 import os
@@ -20,12 +21,13 @@ SNAP = json.loads(FIXTURE.read_text())
 SECRET = "SECRETMARKER-5f1c"
 
 
-def netdiag(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def netdiag(*args: str, timeout: float = 60, root: str = "/nonexistent-netdiag-root", stdin=None) -> subprocess.CompletedProcess:
     def limit():
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 20, 64 << 20))  # a runaway copy dies of SIGXFSZ, the disk stays
 
     return subprocess.run([sys.executable, "-m", "netdiag", *args], capture_output=True, text=True, timeout=timeout,
-                          preexec_fn=limit, env={**os.environ, "NETDIAG_ROOT": "/nonexistent-netdiag-root"})
+                          preexec_fn=limit, env={**os.environ, "NETDIAG_ROOT": root}, stdin=stdin)
 
 
 def bad_input(p: subprocess.CompletedProcess, *says: str) -> str:
@@ -152,3 +154,12 @@ def test_other_readers_of_snapshots_and_traces_validate_too(tmp_path):
     bad_input(netdiag("check", "--generate", "--snapshot", str(f), "-o", str(tmp_path / "out.yaml")), f"{f}: ")
     bad_input(netdiag("scenario", "replay", str(f)), f"{f}: ")
     bad_input(netdiag("topo", "--snapshot", str(FIXTURE), "--trace", str(f)), f"{f}: (the document): [] is not of type 'object'")
+
+
+def test_import_and_load_refuse_a_device_instead_of_copying_it_forever(tmp_path):
+    root = str(tmp_path / "nd")
+    for args in (["import", "/dev/zero", "x"], ["load", "-i", "/dev/zero"]):
+        bad_input(netdiag(*args, root=root, timeout=30), "Cannot read /dev/zero. It is a device, not a tar archive")
+    with open("/dev/zero", "rb") as zero:
+        bad_input(netdiag("import", "-", "x", root=root, stdin=zero, timeout=30), "Cannot read standard input. It is a device")
+    assert not list(Path(root).rglob("layer.tar"))
