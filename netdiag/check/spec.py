@@ -149,9 +149,12 @@ def _read_tree(path: str, display: str, stack: list[str], seen: set, outer: dict
     if not isinstance(node, yaml.MappingNode):
         problems.append(f"{display}:{node.start_mark.line + 1}: the file must be a mapping (version, vars, include, checks)")
         return None
-    if not any(isinstance(k, yaml.ScalarNode) and k.value in TOP_KEYS for k, _ in node.value):
-        # an included /etc/shadow parses as a mapping of its lines: name none of them
-        problems.append(f"{display}:{node.start_mark.line + 1}: not a check file (it has none of {', '.join(TOP_KEYS)})")
+    keys = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode) and isinstance(k.value, str)]
+    if not set(keys) & set(TOP_KEYS):
+        # an included /etc/shadow parses as a mapping of its lines: quote none of them, only a typo
+        near = [f"{k!r} (did you mean {n[0]!r}?)" for k in keys if _WORD.match(k) and (n := difflib.get_close_matches(k, TOP_KEYS, 1))]
+        problems.append(f"{display}:{node.start_mark.line + 1}: not a check file (it has none of {', '.join(TOP_KEYS)})"
+                        + (f": {near[0]}" if near else ""))
         return None
     top = {_scalar(k): v for k, v in node.value if isinstance(k, yaml.ScalarNode)}
     own_vars, var_lines = {}, {}

@@ -112,6 +112,9 @@ def test_yaml_syntax_errors_and_empty_files_are_invalid_files(tmp_path):
     assert re.match(r".*broken\.yaml:\d+: not valid YAML", got[0])
     assert "the file is empty" in problems([write(tmp_path, "empty.yaml", "")])[0]
     assert problems([str(tmp_path / "missing.yaml")])[0].endswith("missing.yaml: No such file or directory")
+    typo = write(tmp_path, "typo.yaml", "chekcs:\n  - internal: {network: n}\n")
+    assert problems([typo]) == [f"{typo}:1: not a check file (it has none of version, vars, include, checks): "
+                                "'chekcs' (did you mean 'checks'?)"]
 
 
 def test_variables_precedence_defaults_escapes_and_types(tmp_path):
