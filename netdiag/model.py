@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import ipaddress
-import json
 from collections.abc import Mapping
 
 from runtime.errors import InvalidArgument, NetdiagError, NotFound
@@ -104,19 +103,7 @@ class Model:
     def load(cls, path: str | list[str]) -> "Model":
         """One snapshot file, or several merged into one model (hosts of a cluster: see merge())."""
         paths = [path] if isinstance(path, str) else list(path)
-        snaps = []
-        for p in paths:
-            try:
-                with open(p) as f:
-                    snaps.append(json.load(f))
-            except OSError as e:
-                raise InvalidArgument(f"Cannot read snapshot {p}", e.strerror or str(e), "check the path") from None
-            except ValueError as e:
-                raise InvalidArgument(f"Snapshot {p} is not valid JSON", str(e), "take it again with 'netdiag snapshot -o FILE'") from None
-        for p, snap in zip(paths, snaps):
-            if snap.get("schema") != SCHEMA:
-                raise InvalidArgument(f"Unsupported snapshot format {snap.get('schema')!r} in {p}", f"this netdiag reads {SCHEMA}",
-                                      "take the snapshot again with this version ('netdiag snapshot -o FILE')")
+        snaps = [read_snapshot(p) for p in paths]
         return cls(merge(snaps) if len(snaps) > 1 else snaps[0])
 
     def overlay(self) -> tuple["Model", Overlay]:
@@ -251,6 +238,31 @@ class Model:
                               "handle": rule.get("handle"), "comment": rule.get("comment", ""), "expr": rule.get("expr", []),
                               "text": rule_text(rule)})
         return rules
+
+
+def read_snapshot(path: str) -> dict:
+    """A snapshot or recording (`snapshot -o`, `trace --record`) from a file, bounded (see
+    runtime.bounded) and checked against snapshot.schema.json before anything uses it: any
+    mistake is an InvalidArgument naming the file and the field, never a traceback later."""
+    from runtime import bounded
+
+    from .schemas import validate
+
+    snap = bounded.load_json(path, bounded.MAX_SNAPSHOT)
+    fix = "take it again with 'netdiag snapshot -o FILE' (or 'netdiag trace --record FILE')"
+    if isinstance(snap, dict) and "schema" in snap and snap["schema"] != SCHEMA:
+        raise InvalidArgument(f"{path}: unsupported snapshot format {bounded.excerpt(snap['schema'])}",
+                              f"this netdiag reads {SCHEMA}", fix)
+    validate(snap, "snapshot", path, fix)
+    if snap["host"] not in snap["namespaces"]:
+        raise InvalidArgument(f"{path}: host: {snap['host']} is not one of its namespaces", "", fix)
+    for ns_id, ns in snap["namespaces"].items():  # what the schema cannot say: names that refer to each other
+        names = {link["name"] for link in ns["links"]}
+        for i, link in enumerate(ns["links"]):
+            if link["master"] is not None and link["master"] not in names:
+                raise InvalidArgument(f"{path}: namespaces.{ns_id}.links[{i}].master: {bounded.excerpt(link['master'])} "
+                                      "is no link of its namespace", "", fix)
+    return snap
 
 
 def merge(snaps: list[dict]) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from runtime import bounded
 from runtime.errors import InvalidArgument
 
 
@@ -29,35 +30,24 @@ class Document:
 
 
 def load(path: str | Path) -> Document:
-    """Parse `path` keeping the line of every mapping value and list item."""
+    """Parse `path` (bounded: see runtime.bounded) keeping the line of every mapping value and list item."""
     import yaml
 
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise InvalidArgument(f"Cannot read {path}", e.strerror or str(e), "check the path") from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise InvalidArgument(f"{where}: not valid YAML", str(getattr(e, "problem", e)), "fix the syntax at that line") from None
+    root = bounded.compose_yaml(bounded.read_text(path, bounded.MAX_YAML), str(path))
     lines: dict[tuple, int] = {}
-
-    def walk(node, where: tuple):
+    todo, seen = ([((), root)] if root is not None else []), set()
+    while todo:  # no recursion; a node an alias shares is walked once (its other uses keep the line of what the alias names)
+        where, node = todo.pop()
         lines[where] = node.start_mark.line + 1
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                walk(v, where + (k.value,))
+            todo += [(where + (k.value,), v) for k, v in node.value]
         elif isinstance(node, yaml.SequenceNode):
-            for i, v in enumerate(node.value):
-                walk(v, where + (i,))
-
-    if root is not None:
-        walk(root, ())
-    data = yaml.safe_load(text)
-    return Document(path, data, lines)
+            todo += [(where + (i,), v) for i, v in enumerate(node.value)]
+    return Document(path, bounded.yaml_data(root, str(path)), lines)
 
 
 def validate(doc: Document, schema: dict) -> None:
@@ -65,11 +55,13 @@ def validate(doc: Document, schema: dict) -> None:
     deepest one, which is the most precise)."""
     import jsonschema
 
+    from .schemas import message
+
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(doc.data),
                     key=lambda e: (-len(e.absolute_path), e.message))
     if errors:
         e = errors[0]
-        what = e.message if len(e.message) < 200 else e.message[:200] + "..."
+        what = message(e)
         raise doc.error(tuple(e.absolute_path), what, f"see {e.schema.get('description') or 'the file format in the README'}"
                         if isinstance(e.schema, dict) and e.schema.get("description") else "see the file format in the README")
 

@@ -89,6 +89,62 @@ def open_in_root(root_fd: int, path: str, *, follow_last: bool = True, mkdir_mod
     return _walk(root_fd, path, follow_last, mkdir_mode)
 
 
+def read_in_root(root: str, path: str, limit: int) -> bytes:
+    """The bytes of the regular file `path` inside the directory `root` (a container's
+    /proc/PID/root): its links followed inside the root, never to the host's files (the kernel
+    would resolve an absolute link under /proc/PID/root against netdiag's own root), and read as
+    runtime.bounded reads (a FIFO or device refused without blocking, at most `limit` bytes).
+    Raises bounded.Refused."""
+    from . import bounded
+
+    display = f"{root}{path}"
+    try:
+        pfd = _under(root, path)
+    except OSError as e:
+        raise bounded.Refused(display, None, e.strerror or str(e)) from None
+    try:
+        if not stat.S_ISREG(os.fstat(pfd).st_mode):  # before any open: a FIFO's open could block
+            return bounded.read_fd(pfd, limit, display)  # refuses it, naming what it is
+        fd = os.open(fd_path(pfd), os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        raise bounded.Refused(display, None, e.strerror or str(e)) from None
+    finally:
+        os.close(pfd)
+    try:
+        return bounded.read_fd(fd, limit, display)
+    finally:
+        os.close(fd)
+
+
+def list_in_root(root: str, path: str) -> list[str] | None:
+    """The names in the directory `path` inside `root` (resolved as read_in_root does); None when
+    it is missing or no directory."""
+    try:
+        pfd = _under(root, path)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISDIR(os.fstat(pfd).st_mode):
+            return None
+        fd = os.open(fd_path(pfd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    finally:
+        os.close(pfd)
+    try:
+        return os.listdir(fd)
+    finally:
+        os.close(fd)
+
+
+def _under(root: str, path: str) -> int:
+    rfd = os.open(root, _PATH | os.O_DIRECTORY)
+    try:
+        return open_in_root(rfd, path)
+    finally:
+        os.close(rfd)
+
+
 def _openat2(dirfd: int, path: str, flags: int) -> int:
     from .kernel.syscalls import libc
 

@@ -8,8 +8,10 @@ reported as FILE:LINE: FIELD: what is wrong, all of them at once.
 Variables, weakest first: an included file's `vars:`, the including file's `vars:`, the
 environment, `--var NAME=VALUE`. `${NAME:-default}` has a default, `$$` is a literal `$`. A value
 that is exactly one ${NAME} (quoted or not) takes the type its text spells: 8080 a number.
+A variable's value may use other variables (`url: http://${host}:${port}`); a cycle is refused.
 Includes are paths relative to the including file; a file already read is not read twice, a
-cycle is refused.
+cycle is refused. Every file is read through runtime.bounded (size, depth and aliases bounded,
+regular files only), and an error quotes at most a short excerpt of a value.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from runtime import bounded
 from runtime.errors import InvalidArgument
 
 from ..schemas import path as schema_path
@@ -30,8 +33,12 @@ STATIC = frozenset({"listening", "published", "internal", "route", "no_listener"
 DEFAULT_PROBE_TIMEOUT = 1.0
 DEFAULT_WITHIN = 2.0
 MAX_PROBLEMS = 20
+MAX_VALUE = 64 << 10  # characters a value may grow to by substitution (a doubling chain of variables grows fast)
+MAX_VAR_DEPTH = 16    # variables naming variables naming...: no real file needs more
+TOP_KEYS = ("version", "vars", "include", "checks")
 _VAR = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\})")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,40}$")  # a key worth quoting back (a typo of a known one)
 
 
 class CheckFileError(InvalidArgument):
@@ -85,15 +92,17 @@ def load(paths: list[str], *, cli_vars: dict[str, str] | None = None, environ: d
         files = _read_tree(p, p, [], seen, {**environ, **(cli_vars or {})}, problems)
         if files is None:
             continue
-        merged: dict = {}
+        merged, where = {}, {}
         for f in files:  # post-order: included files' vars are defaults for the includer's
             merged.update(f.vars)
-        values = {**merged, **environ, **(cli_vars or {})}
+            where.update(f.var_lines)
+        overrides = {**environ, **(cli_vars or {})}
+        values = _expand_vars({**merged, **overrides}, set(merged) - set(overrides), where, problems)
         for f in files:
             suite.files.append(f.display)
             _checks(f, values, suite, problems)
-    if problems:
-        raise CheckFileError(sorted(problems, key=_position))
+    if problems:  # an include's path is also a value of its file: the same problem may come twice
+        raise CheckFileError(sorted(dict.fromkeys(problems), key=_position))
     return suite
 
 
@@ -108,6 +117,7 @@ class _File:
     display: str
     node: object
     vars: dict
+    var_lines: dict  # name -> "FILE:LINE: " of its definition
 
 
 def _read_tree(path: str, display: str, stack: list[str], seen: set, outer: dict, problems: list,
@@ -124,20 +134,14 @@ def _read_tree(path: str, display: str, stack: list[str], seen: set, outer: dict
         return []
     seen.add(real)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        problems.append(f"{where or display + ': '}cannot read {display}: {e.strerror or e}")
-        return None
-    except UnicodeDecodeError:
-        problems.append(f"{display}: not UTF-8 text")
+        text = bounded.read_text(path, bounded.MAX_YAML, display)
+    except InvalidArgument as e:  # FILE: what (a missing file, /dev/zero, a FIFO, too large, not UTF-8)
+        problems.append(f"{where}include: {_plain(e)}" if where else _plain(e))
         return None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f"{mark.line + 1}" if mark else "?"
-        problems.append(f"{display}:{line}: not valid YAML: {getattr(e, 'problem', None) or e}")
+        node = bounded.compose_yaml(text, display)
+    except InvalidArgument as e:  # FILE:LINE: what (never a line of the file)
+        problems.append(_plain(e))
         return None
     if node is None:
         problems.append(f"{display}:1: the file is empty (it holds a mapping with a checks: list)")
@@ -145,17 +149,27 @@ def _read_tree(path: str, display: str, stack: list[str], seen: set, outer: dict
     if not isinstance(node, yaml.MappingNode):
         problems.append(f"{display}:{node.start_mark.line + 1}: the file must be a mapping (version, vars, include, checks)")
         return None
+    keys = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode) and isinstance(k.value, str)]
+    if not set(keys) & set(TOP_KEYS):
+        # an included /etc/shadow parses as a mapping of its lines: quote none of them, only a typo
+        near = [f"{k!r} (did you mean {n[0]!r}?)" for k in keys if _WORD.match(k) and (n := difflib.get_close_matches(k, TOP_KEYS, 1))]
+        problems.append(f"{display}:{node.start_mark.line + 1}: not a check file (it has none of {', '.join(TOP_KEYS)})"
+                        + (f": {near[0]}" if near else ""))
+        return None
     top = {_scalar(k): v for k, v in node.value if isinstance(k, yaml.ScalarNode)}
-    own_vars: dict = {}
+    own_vars, var_lines = {}, {}
     if "vars" in top and isinstance(top["vars"], yaml.MappingNode):
         loader = yaml.SafeLoader("")
         for k, v in top["vars"].value:
-            if isinstance(v, yaml.ScalarNode):
+            if isinstance(v, yaml.ScalarNode) and v.tag.startswith("tag:yaml.org,2002:"):  # other tags: the schema says
                 own_vars[_scalar(k)] = loader.construct_object(v)
+                var_lines[_scalar(k)] = f"{display}:{k.start_mark.line + 1}: "
     out: list[_File] = []
     inc = top.get("include")
     if isinstance(inc, yaml.SequenceNode):
-        known = {**own_vars, **outer}
+        used = {m.group(1) for item in inc.value if isinstance(item, yaml.ScalarNode) for m in _VAR.finditer(item.value) if m.group(1)}
+        # only what the paths use: other variables may use variables of the files about to be included
+        known = _expand_vars({**own_vars, **outer}, set(own_vars) - set(outer), var_lines, problems, used)
         for item in inc.value:
             if not isinstance(item, yaml.ScalarNode):
                 continue  # the schema names it
@@ -167,7 +181,7 @@ def _read_tree(path: str, display: str, stack: list[str], seen: set, outer: dict
             child = _read_tree(os.path.join(base, rel), os.path.normpath(os.path.join(os.path.dirname(display), rel)),
                                [*stack, real], seen, known, problems, here)
             out += child or []
-    out.append(_File(display, node, own_vars))
+    out.append(_File(display, node, own_vars, var_lines))
     return out
 
 
@@ -177,19 +191,56 @@ def _scalar(node) -> str:
 
 # -- substitution and construction ----------------------------------------------------------------
 def _subst(text: str, values: dict, here: str, problems: list) -> str:
-    def repl(m: re.Match) -> str:
-        if m.group(0) == "$$":
-            return "$"
+    out, size, last = [], 0, 0
+    for m in _VAR.finditer(text):
         name, default = m.group(1), m.group(2)
-        if name in values:
+        if m.group(0) == "$$":
+            piece = "$"
+        elif name in values:
             v = values[name]
-            return ("true" if v else "false") if isinstance(v, bool) else str(v)
-        if default is not None:
-            return default
-        problems.append(f"{here}${{{name}}} is not defined (set it under vars:, in the environment, or with --var {name}=VALUE)")
-        return m.group(0)
+            piece = ("true" if v else "false") if isinstance(v, bool) else str(v)
+        elif default is not None:
+            piece = default
+        else:
+            problems.append(f"{here}${{{name}}} is not defined (set it under vars:, in the environment, or with --var {name}=VALUE)")
+            piece = m.group(0)
+        out += [text[last:m.start()], piece]
+        size += m.start() - last + len(piece)
+        last = m.end()
+        if size > MAX_VALUE:
+            problems.append(f"{here}the value grows past {MAX_VALUE} characters with its ${{VARS}} substituted")
+            return text
+    return "".join(out) + text[last:]
 
-    return _VAR.sub(repl, text)
+
+def _expand_vars(values: dict, expand: set, where: dict, problems: list, wanted=None) -> dict:
+    """`values` with ${NAME} substituted in the values of the variables in `expand` (those of the
+    files: the environment's and --var's are taken as given), or only in those `wanted` and what
+    they use. A cycle is refused."""
+    out, state = dict(values), {}
+
+    def visit(name: str, chain: list[str]) -> None:
+        v = out.get(name)
+        if name not in expand or state.get(name) == "done" or not isinstance(v, str) or "$" not in v:
+            return
+        here = where.get(name, "")
+        if state.get(name) == "busy":
+            cycle = chain[chain.index(name):] + [name]
+            problems.append(f"{here}vars: {name}: variable cycle {' -> '.join(cycle)}")
+            return
+        if len(chain) >= MAX_VAR_DEPTH:
+            problems.append(f"{here}vars: {name}: variables refer to variables more than {MAX_VAR_DEPTH} deep")
+            return
+        state[name] = "busy"
+        for m in _VAR.finditer(v):
+            if m.group(1):
+                visit(m.group(1), chain + [name])
+        out[name] = _subst(v, out, here, problems)
+        state[name] = "done"
+
+    for name in sorted(expand if wanted is None else wanted):
+        visit(name, [])
+    return out
 
 
 def _substituted(node, values: dict, display: str, problems: list, memo: dict):
@@ -232,7 +283,7 @@ def _build(node, path: tuple, lines: dict, loader, display: str, problems: list)
         for k, v in node.value:
             key = loader.construct_object(k, deep=True)
             if not isinstance(key, str):
-                problems.append(f"{display}:{k.start_mark.line + 1}: {_field(path)}: keys are words, not {key!r}")
+                problems.append(f"{display}:{k.start_mark.line + 1}: {_field(path)}: keys are words, not {bounded.excerpt(key)}")
                 continue
             if key in out:
                 problems.append(f"{display}:{k.start_mark.line + 1}: {_field(path + (key,))}: given twice")
@@ -241,12 +292,17 @@ def _build(node, path: tuple, lines: dict, loader, display: str, problems: list)
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_build(v, path + (i,), lines, loader, display, problems) for i, v in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+    try:
+        return loader.construct_object(node, deep=True)
+    except yaml.YAMLError:  # an unknown !tag: not quoted (it may be part of a secret file's line)
+        problems.append(f"{display}:{node.start_mark.line + 1}: {_field(path)}: a value of an unknown type (a !tag?)")
+        return None
 
 
 def _field(path: tuple) -> str:
     out = ""
     for p in path:
+        p = p if isinstance(p, int) or _WORD.match(str(p)) else bounded.excerpt(p, 40)
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
     return out or "(top)"
 
@@ -311,6 +367,9 @@ def _validate(doc, lines: dict, display: str) -> tuple[list[str], set]:
         if err.validator == "additionalProperties":
             extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
             for key in extra:
+                if not _WORD.match(key):  # not a typo of a known key: not quoted either
+                    out.append(f"{display}:{lines.get(path + (key,), line)}: {_field(path)}: an unknown key that is not a word (not quoted)")
+                    continue
                 near = difflib.get_close_matches(key, list(err.schema.get("properties", {})), 1)
                 out.append(f"{display}:{lines.get(path + (key,), line)}: {_field(path + (key,))}: unknown key"
                            + (f" (did you mean {near[0]!r}?)" if near else f" (known: {', '.join(err.schema.get('properties', {}))})"))
@@ -332,19 +391,21 @@ def _cause_message(value) -> str | None:
     if not unknown:
         return None
     near = difflib.get_close_matches(unknown[0], list(CAUSES), 1)
-    return f"unknown cause {unknown[0]!r}" + (f" (did you mean {near[0]}?)" if near else " (see netdiag/reason/causes.py)")
+    return f"unknown cause {bounded.excerpt(unknown[0])}" + (f" (did you mean {near[0]}?)" if near else " (see netdiag/reason/causes.py)")
 
 
 def _message(err, friendly: dict) -> str:
     if id(err.schema) in friendly:
-        return f"{friendly[id(err.schema)]}, not {json.dumps(err.instance, default=str)}"
+        return f"{friendly[id(err.schema)]}, not {bounded.excerpt(err.instance)}"
     if err.validator == "enum" and len(err.validator_value) > 6:
         near = difflib.get_close_matches(str(err.instance), [str(v) for v in err.validator_value], 1)
-        return f"{err.instance!r} is not a known value" + (f" (did you mean {near[0]}?)" if near else "")
+        return f"{bounded.excerpt(err.instance)} is not a known value" + (f" (did you mean {near[0]}?)" if near else "")
     if err.validator == "required":
         missing = [k for k in err.validator_value if k not in (err.instance or {})]
         return "missing " + ", ".join(missing)
-    return err.message
+    from ..schemas import message
+
+    return message(err)
 
 
 # -- per kind: normalise (the schema checked the shapes; here what a schema cannot say) -------------
@@ -362,15 +423,15 @@ def _seconds(value, name: str) -> float:
     except InvalidArgument as e:
         raise _Bad(name, e.what, e.why) from None
     if s > 300:
-        raise _Bad(name, f"{value} is too long", "at most 300 seconds")
+        raise _Bad(name, f"{bounded.excerpt(value)} is too long", "at most 300 seconds")
     return s
 
 
 def _target(value: str, name: str) -> str:
     if value.startswith("pid:") and not value[4:].isdigit():
-        raise _Bad(name, f"{value!r} is not a target", "pid:N takes a process id")
+        raise _Bad(name, f"{bounded.excerpt(value)} is not a target", "pid:N takes a process id")
     if value.startswith("ns:") and not value[3:]:
-        raise _Bad(name, f"{value!r} is not a target", "ns:NAME takes an ip netns name")
+        raise _Bad(name, f"{bounded.excerpt(value)} is not a target", "ns:NAME takes an ip netns name")
     return value
 
 
@@ -385,7 +446,7 @@ def _expect(value) -> dict:
 
         if cause not in CAUSES:
             near = difflib.get_close_matches(cause, list(CAUSES), 1)
-            raise _Bad("expect", f"unknown cause {cause!r}" + (f" (did you mean {near[0]}?)" if near else ""))
+            raise _Bad("expect", f"unknown cause {bounded.excerpt(cause)}" + (f" (did you mean {near[0]}?)" if near else ""))
         return {"state": "blocked", "causes": [cause]}
     causes = value["blocked"]
     return {"state": "blocked", "causes": [causes] if isinstance(causes, str) else list(causes)}

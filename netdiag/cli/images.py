@@ -110,15 +110,24 @@ class _open_in:
         self.name = name
 
     def __enter__(self):
-        if self.name == "-":
-            return sys.stdin.buffer
-        try:
-            self.f = open(self.name, "rb")
-        except OSError as e:
-            from runtime.errors import InvalidArgument
+        import os
+        import stat
 
-            raise InvalidArgument(f"Cannot read {self.name}", e.strerror or str(e), "check the path") from None
-        return self.f
+        from runtime.errors import InvalidArgument
+
+        if self.name == "-":
+            f = sys.stdin.buffer
+        else:
+            try:
+                f = self.f = open(self.name, "rb")  # a FIFO blocks until its writer comes: a stream, like stdin
+            except OSError as e:
+                raise InvalidArgument(f"Cannot read {self.name}", e.strerror or str(e), "check the path") from None
+        mode = os.fstat(f.fileno()).st_mode
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISDIR(mode):  # /dev/zero would be copied until the disk is full
+            what = "a directory" if stat.S_ISDIR(mode) else "a terminal" if os.isatty(f.fileno()) else "a device"
+            raise InvalidArgument(f"Cannot read {'standard input' if self.name == '-' else self.name}", f"it is {what}, not a tar archive",
+                                  "give a tar file, or pipe one in")
+        return f
 
     def __exit__(self, *exc):
         if self.name != "-":

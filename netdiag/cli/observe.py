@@ -97,8 +97,12 @@ def topo(
     model = load_model(snapshot)
     trace_data = None
     if trace:
-        with open(trace) as f:
-            trace_data = json.load(f)
+        from runtime import bounded
+
+        from ..schemas import validate
+
+        trace_data = bounded.load_json(trace, bounded.MAX_SNAPSHOT)
+        validate(trace_data, "trace", trace, "give the output of 'netdiag trace --json'")
     snap = model.full()
     _warn_partial(model)
     if json_out:

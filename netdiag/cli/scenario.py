@@ -322,16 +322,12 @@ def replay_(snapshot: Path = typer.Argument(..., help="A snapshot file (`netdiag
     Every namespace of the snapshot becomes a fresh named namespace with its links, addresses,
     routes, rules, sysctls, nftables rules and, for every listening socket, a stand-in server.
     Run `netdiag trace` inside PREFIX-host; `netdiag scenario stop PREFIX` removes it all."""
-    from runtime.errors import Conflict, InvalidArgument
+    from runtime.errors import Conflict
 
+    from ..model import read_snapshot
     from ..scenario import registry, replay
 
-    try:
-        snap = json.loads(snapshot.read_text())
-    except OSError as e:
-        raise InvalidArgument(f"Cannot read {snapshot}", e.strerror or str(e), "check the path") from None
-    except ValueError as e:
-        raise InvalidArgument(f"{snapshot} is not JSON", str(e), "take it with 'netdiag snapshot -o FILE'") from None
+    snap = read_snapshot(str(snapshot))
     if registry.replay(prefix):
         raise Conflict(f"A replay with prefix {prefix} is running", "", f"stop it ('netdiag scenario stop {prefix}') or use --prefix")
     rec = replay.rebuild(snap, prefix, say=_say)

@@ -297,6 +297,9 @@ class Process:
     netns_inode: int | None
 
 
+MAX_CONFIG = 4 << 20  # bytes of one HAProxy configuration file: real ones are a few KB
+
+
 def in_root(pid: int, path: str) -> str:
     return f"/proc/{pid}/root{path}" if path.startswith("/") else f"/proc/{pid}/cwd/{path}"
 
@@ -312,20 +315,19 @@ def _config_files(pid: int, args: list[str]) -> list[str]:
 
 
 def _read_config(pid: int, files: list[str]) -> str:
+    """The configuration HAProxy read, read inside its root (its links must not lead netdiag to the
+    host's files) and bounded (a FIFO or a huge file is skipped, like one that cannot be read)."""
+    from runtime import bounded, fsroot
+
     parts = []
     for f in files:
-        path = in_root(pid, f)
-        try:
-            if os.path.isdir(path):
-                for name in sorted(os.listdir(path)):
-                    if name.endswith(".cfg"):
-                        with open(os.path.join(path, name), errors="replace") as fh:
-                            parts.append(fh.read())
-            else:
-                with open(path, errors="replace") as fh:
-                    parts.append(fh.read())
-        except OSError:
-            continue
+        root, inside = (f"/proc/{pid}/root", f) if f.startswith("/") else (f"/proc/{pid}/cwd", "/" + f)
+        names = fsroot.list_in_root(root, inside)
+        for path in [f"{inside.rstrip('/')}/{n}" for n in sorted(names) if n.endswith(".cfg")] if names is not None else [inside]:
+            try:
+                parts.append(fsroot.read_in_root(root, path, MAX_CONFIG).decode("utf-8", errors="replace"))
+            except bounded.Refused:
+                continue
     return "\n".join(parts)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import select
 import socket
 import time
@@ -122,11 +123,16 @@ def files_for(ns: dict, container: dict | None) -> Files:
 
 
 def _read(path: str) -> str | None:
+    """A resolver file, None when unreadable (glibc's view too). A container's are read inside its
+    root (an absolute link must not reach the host's files) and bounded (a FIFO must not hang us)."""
+    from runtime import bounded, fsroot
+
+    inside = re.match(r"(/proc/\d+/root)(/.*)", path)
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read(1 << 20)
-    except OSError:
+        data = fsroot.read_in_root(*inside.groups(), 1 << 20) if inside else bounded.read_bytes(path, 1 << 20)
+    except bounded.Refused:
         return None
+    return data.decode("utf-8", errors="replace")
 
 
 def resolve(ns_path: str, name: str, files: Files, deadline: float) -> dict:

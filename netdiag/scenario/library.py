@@ -39,9 +39,11 @@ class Scenario:
         return self.name[3:]
 
     def readme(self) -> str:
+        from runtime import bounded
+
         try:
-            return (self.path / "README.md").read_text()
-        except OSError:
+            return bounded.read_text(self.path / "README.md", bounded.MAX_YAML)
+        except InvalidArgument:
             return ""
 
 

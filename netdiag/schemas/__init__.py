@@ -1,9 +1,69 @@
 """The documents netdiag writes, versioned and described by JSON Schema files beside this module:
-a snapshot of a host (snapshot.schema.json) and a diagnosis (trace.schema.json). Pure data."""
+a snapshot of a host (snapshot.schema.json) and a diagnosis (trace.schema.json), and the
+validation of a document against them. Pure."""
 from pathlib import Path
 
 SNAPSHOT = "netdiag.snapshot/1"
 DIR = Path(__file__).parent
+
+
+def load(name: str) -> dict:
+    import json
+
+    return json.loads(path(name).read_text())
+
+
+def validate(data, name: str, display: str, fix: str = "") -> None:
+    """Raise InvalidArgument `DISPLAY: FIELD: what` for the first violation of schema `name` (the
+    deepest: the most precise); a value is quoted only as a short excerpt."""
+    import jsonschema
+
+    from runtime.errors import InvalidArgument
+
+    errors = jsonschema.Draft202012Validator(load(name), format_checker=_formats()).iter_errors(data)
+    best = min(_flat(errors), key=lambda e: (-len(e.absolute_path), _VAGUE.get(e.validator, 0), e.message), default=None)
+    if best is not None:
+        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in best.absolute_path).lstrip(".")
+        raise InvalidArgument(f"{display}: {_cut(field) or '(the document)'}: {message(best)}", "", fix)
+
+
+_VAGUE = {"type": 1, "const": 2, "anyOf": 3, "oneOf": 3}  # at the same depth, the more telling error first
+
+
+def _flat(errors):
+    """The errors and, for anyOf/oneOf, why each alternative failed (the deepest says most)."""
+    for e in errors:
+        yield e
+        yield from _flat(e.context or [])
+
+
+def _formats():
+    """Formats the reasoning parses with ipaddress later: checked the same way here, first."""
+    import ipaddress
+
+    import jsonschema
+
+    checker = jsonschema.FormatChecker()
+    checker.checks("ip-address", raises=ValueError)(lambda v: not isinstance(v, str) or bool(ipaddress.ip_address(v)))
+    checker.checks("ip-network", raises=ValueError)(lambda v: not isinstance(v, str) or bool(ipaddress.ip_network(v, strict=False)))
+    return checker
+
+
+def message(err) -> str:
+    """A jsonschema error's message quoting at most an excerpt of the value (which may be huge)."""
+    import json
+
+    from runtime import bounded
+
+    text = err.message
+    for shown in (repr(err.instance), json.dumps(err.instance, default=str)):
+        if len(shown) > bounded.EXCERPT and shown in text:
+            text = text.replace(shown, bounded.excerpt(err.instance))
+    return _cut(text, 4 * bounded.EXCERPT)
+
+
+def _cut(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def path(name: str) -> Path:

@@ -21,7 +21,7 @@ import os
 import stat
 from typing import NamedTuple
 
-from .. import paths
+from .. import bounded, paths
 from ..errors import InvalidArgument
 from ..kernel.syscalls import libc, prctl
 
@@ -121,13 +121,12 @@ def parse_security_opts(opts) -> list[str]:
         elif key == "seccomp" and value:
             if value not in ("unconfined", "builtin"):
                 try:
-                    with open(value) as f:
-                        profile = json.load(f)
-                except OSError as e:
-                    raise InvalidArgument(f"Cannot read seccomp profile {value}", e.strerror or str(e),
-                                          "give the path of a JSON profile in Docker's format") from None
-                except ValueError as e:
-                    raise InvalidArgument(f"Seccomp profile {value} is not valid JSON", str(e),
+                    profile = bounded.load_json(value, bounded.MAX_JSON)
+                except bounded.Refused as e:
+                    if e.line is None:  # missing, a FIFO or device, too large
+                        raise InvalidArgument(f"Cannot read seccomp profile {value}", e.problem,
+                                              "give the path of a JSON profile in Docker's format") from None
+                    raise InvalidArgument(f"Seccomp profile {value} is {e.problem}", "",
                                           "fix the file; Docker's default.json is an example") from None
                 try:
                     seccomp.validate(profile)

@@ -267,7 +267,11 @@ def _check_manifest(staged: Path, digest: str, name: str) -> oci.Manifest:
         oci.config(_blob(staged, man.config, name, what), man.layers, f"config {man.config[7:19]}")
     except oci.Malformed as e:
         raise _bad(name, f"its {e}") from None
-    for layer in man.layers:
-        if not (staged / _hex(layer)).exists():
+    for layer, declared in zip(man.layers, man.sizes):
+        blob = staged / _hex(layer)
+        if not blob.exists():
             raise _bad(name, f"layer {layer} named by {what} is missing from the archive")
+        if declared is not None and declared != blob.stat().st_size:  # `images` shows what the manifest says
+            raise _bad(name, f"{what} says layer {layer[7:19]} has {declared} bytes, its blob has {blob.stat().st_size}",
+                       "save the image again")
     return man

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from .. import paths, state as state_store
+from .. import bounded, paths, state as state_store
 from ..errors import BuildError, InvalidArgument, NotFound
 from . import build_copy, build_run, layers, store
 from .build_view import ImageView
@@ -259,13 +259,13 @@ class Builder:
 
 def _read_dockerfile(context: Path, dockerfile: str | None) -> tuple[str, str]:
     if dockerfile == "-":
-        return sys.stdin.read(), "Dockerfile"
+        return bounded.decode(bounded.read_stream(sys.stdin.buffer, bounded.MAX_DOCKERFILE, "-"), "-"), "Dockerfile"
     path = Path(dockerfile) if dockerfile else context / "Dockerfile"
     try:
-        return path.read_text(encoding="utf-8"), (dockerfile or "Dockerfile")
-    except (OSError, UnicodeDecodeError) as e:
-        raise BuildError(f"Cannot read the Dockerfile {path}", getattr(e, "strerror", None) or str(e),
-                         "Create CONTEXT/Dockerfile, or name the file with -f") from None
+        return bounded.read_text(path, bounded.MAX_DOCKERFILE), (dockerfile or "Dockerfile")
+    except bounded.Refused as e:  # bad input: exit 2
+        raise InvalidArgument(f"Cannot read the Dockerfile {path}", e.problem if e.line is None else f"line {e.line}: {e.problem}",
+                              "Create CONTEXT/Dockerfile, or name the file with -f") from None
 
 
 def build(context: str | Path, *, dockerfile: str | None = None, tags: list[str] = (),

@@ -4,7 +4,7 @@ store (which reads back what it wrote); the caller names the file when it report
 """
 from __future__ import annotations
 
-import json
+from .. import bounded
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
@@ -16,6 +16,9 @@ NAME_ANNOTATION = "io.containerd.image.name"  # `docker save` (25+) puts the ful
 _MANIFEST_TYPES = (MANIFEST_TYPE, "application/vnd.docker.distribution.manifest.v2+json")
 _LAYER_TYPES = (LAYER_TYPE, "application/vnd.docker.image.rootfs.diff.tar")
 _HEX = set("0123456789abcdef")
+# A layer's size as a manifest states it is shown by `images` and checked against the blob at load;
+# no real layer comes near 1 TiB, so a larger claim (10**18) is refused at once as a lie.
+MAX_LAYER_SIZE = 1 << 40
 
 
 class Malformed(ValueError):
@@ -25,12 +28,13 @@ class Malformed(ValueError):
 class Manifest:
     """What the store needs of an image manifest (a plain class: this module is on `run`'s path)."""
 
-    __slots__ = ("config", "layers", "size")
+    __slots__ = ("config", "layers", "size", "sizes")
 
-    def __init__(self, config: str, layers: list[str], size: int):
+    def __init__(self, config: str, layers: list[str], size: int, sizes: list[int | None] | None = None):
         self.config = config  # the config's digest: the image id
         self.layers = layers  # layer digests, bottom first
         self.size = size      # the layers' total size, as the manifest states it
+        self.sizes = sizes or [None] * len(layers)  # each layer's, as stated (None: not stated)
 
 
 def is_digest(value) -> bool:
@@ -42,15 +46,15 @@ def is_digest(value) -> bool:
 
 def _digest(value, what: str) -> str:
     if not is_digest(value):
-        raise Malformed(f"{what} {value!r} is not a sha256 digest (sha256:<64 hex digits>)")
+        raise Malformed(f"{what} {bounded.excerpt(value)} is not a sha256 digest (sha256:<64 hex digits>)")
     return value
 
 
 def _object(data: bytes, what: str) -> dict:
     try:
-        obj = json.loads(data)
-    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
-        raise Malformed(f"{what} is not valid JSON ({e})") from None
+        obj = bounded.loads_json(data, what)  # depth-limited: `[[[[...` is refused, not a RecursionError
+    except bounded.Refused as e:
+        raise Malformed(f"{what} is {e.problem}") from None
     if not isinstance(obj, dict):
         raise Malformed(f"{what} is not a JSON object")
     return obj
@@ -72,7 +76,7 @@ def index(data: bytes) -> list[tuple[str, str | None]]:
         if media == INDEX_TYPE:
             raise Malformed(f"{where} is a nested image index (multi-platform images are not supported)")
         if media not in _MANIFEST_TYPES:
-            raise Malformed(f"{where} has media type {media!r}, not an image manifest")
+            raise Malformed(f"{where} has media type {bounded.excerpt(media)}, not an image manifest")
         notes = m.get("annotations") or {}
         if not isinstance(notes, dict):
             raise Malformed(f"{where}: its annotations are not an object")
@@ -89,7 +93,7 @@ def index(data: bytes) -> list[tuple[str, str | None]]:
 def manifest(data: bytes, what: str = "the manifest") -> Manifest:
     obj = _object(data, what)
     if obj.get("schemaVersion") != 2:
-        raise Malformed(f"{what} has schemaVersion {obj.get('schemaVersion')!r}, not 2")
+        raise Malformed(f"{what} has schemaVersion {bounded.excerpt(obj.get('schemaVersion'))}, not 2")
     cfg = obj.get("config")
     if not isinstance(cfg, dict):
         raise Malformed(f"{what} names no config")
@@ -97,7 +101,7 @@ def manifest(data: bytes, what: str = "the manifest") -> Manifest:
     layers = obj.get("layers")
     if not isinstance(layers, list):
         raise Malformed(f"{what} has no list of layers")
-    digests, size = [], 0
+    digests, size, sizes = [], 0, []
     for i, ly in enumerate(layers):
         where = f"{what}: layer #{i + 1}"
         if not isinstance(ly, dict):
@@ -106,14 +110,16 @@ def manifest(data: bytes, what: str = "the manifest") -> Manifest:
         media = ly.get("mediaType", LAYER_TYPE)
         if media not in _LAYER_TYPES:
             compressed = any(z in str(media) for z in ("gzip", "zstd"))
-            raise Malformed(f"{where} has media type {media!r}"
+            raise Malformed(f"{where} has media type {bounded.excerpt(media)}"
                             + ("; netdiag stores layers uncompressed, as 'docker save' and 'netdiag save' write them"
                                if compressed else ", not a layer tar"))
-        n = ly.get("size", 0)
-        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            raise Malformed(f"{where} has an invalid size {n!r}")
-        size += n
-    return Manifest(config, digests, size)
+        n = ly.get("size")
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_LAYER_SIZE):
+            raise Malformed(f"{where} has an invalid size {bounded.excerpt(n)}"
+                            + (f" (more than {MAX_LAYER_SIZE >> 40} TiB)" if isinstance(n, int) and n > MAX_LAYER_SIZE else ""))
+        sizes.append(n)
+        size += n or 0
+    return Manifest(config, digests, size, sizes)
 
 
 _LISTS = ("Env", "Cmd", "Entrypoint")

@@ -160,7 +160,9 @@ def test_missing_dockerfile_and_context(nd, tmp_path):
     assert p.returncode != 0 and "is not a directory" in p.stderr
     (tmp_path / "empty").mkdir()
     p = nd.run("build", "-t", "x", str(tmp_path / "empty"))
-    assert p.returncode != 0 and "Cannot read the Dockerfile" in p.stderr
+    assert p.returncode == 2 and "Cannot read the Dockerfile" in p.stderr
+    p = nd.run("build", "-t", "x", "-f", "/dev/zero", str(tmp_path / "empty"))  # refused before a byte is read
+    assert p.returncode == 2 and "Is a device, not a regular file" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_run_deleting_a_lower_file_makes_a_whiteout(nd, tmp_path):

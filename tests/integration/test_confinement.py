@@ -161,6 +161,7 @@ def test_a_seccomp_profile_file_in_dockers_format(lab, tmp_path):
     (["--security-opt", "no-new-privileges=maybe"], "akes true or false"),
     (["--security-opt", "apparmor=docker-default"], "Unsupported --security-opt"),
     (["--security-opt", "seccomp=/no/such/profile.json"], "Cannot read seccomp profile"),
+    (["--security-opt", "seccomp=/dev/zero"], "Is a device, not a regular file"),
     (["--security-opt", "seccomp=BAD_JSON"], "not valid JSON"),
     (["--security-opt", "seccomp=BAD_ACTION"], "unknown action"),
 ])

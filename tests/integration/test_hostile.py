@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -224,7 +225,12 @@ def _archives(tmp_path: Path) -> dict:
            "manifest without layers": (no_layers.write(tmp_path / "nolayers.tar"), ["no list of layers"]),
            "missing blob": (a.write(tmp_path / "missing.tar", drop=(layer,)), [layer, "missing"]),
            "digest mismatch": (a.write(tmp_path / "flip.tar", replace={layer: SMALL[:-1] + b"\x01"}),
-                               [layer[7:], "does not match its digest"])}
+                               [layer[7:], "does not match its digest"]),
+           "deep index": (a.write(tmp_path / "deep.tar", index=b"[" * 100_000 + b"]" * 100_000),
+                          ["index.json is nested more than 64 levels deep"])}
+    huge = Archive()  # a layer claiming 10**18 bytes ('images' showed 1e+09GB)
+    huge.image([SMALL], manifest_edit=lambda m: m["layers"][0].update(size=10**18))
+    out["layer of 10**18 bytes"] = (huge.write(tmp_path / "huge.tar"), ["invalid size 1000000000000000000"])
     for name, member, says in (("dotdot", entry("../../escaped", data=b"x"), "contains '..'"),
                                ("absolute", entry("/escaped", data=b"x"), "absolute path"),
                                ("device", entry("dev/mem", tarfile.CHRTYPE, dev=(1, 1)), "device node")):
@@ -305,3 +311,35 @@ def test_prune_removes_unreferenced_blobs_and_keeps_referenced_ones(lab, tmp_pat
     lab.ok("system", "prune", "-f")
     assert not (lab.root / "images/blobs/sha256" / d[7:]).exists()
     assert lab.ok("run", "--rm", "busybox", "echo", "again") == "again\n"
+
+
+def test_a_containers_resolver_files_never_lead_to_the_hosts_files_or_hang(tmp_path):
+    """netdiag reads a container's resolv.conf and hosts through /proc/PID/root, where the kernel
+    resolves an absolute link against netdiag's own root: a process in a root whose resolv.conf
+    links to a host file (here one with a secret marker) and whose hosts is a FIFO."""
+    secret = tmp_path / "host-secret"
+    secret.write_text("nameserver 10.9.9.9 # SECRETMARKER\n")
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    os.symlink(str(secret), root / "etc" / "resolv.conf")
+    os.mkfifo(root / "etc" / "hosts")
+    code = f"""
+import os, signal, time
+from netdiag.health import resolve
+pid = os.fork()
+if pid == 0:
+    os.chroot({str(root)!r})
+    time.sleep(30)
+    os._exit(0)
+try:
+    time.sleep(0.3)
+    assert "SECRETMARKER" in open(f"/proc/{{pid}}/root/etc/resolv.conf").read()  # what a plain open does
+    print(resolve._read(f"/proc/{{pid}}/root/etc/resolv.conf"), resolve._read(f"/proc/{{pid}}/root/etc/hosts"))
+finally:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20,
+                       cwd=Path(__file__).parents[2])
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["None", "None"]  # the link stays inside the root (nothing there); the FIFO is refused

@@ -60,6 +60,8 @@ def test_index_takes_dockers_full_name_over_the_bare_tag():
     (b'{"manifests": [{"digest": "sha256:12"}]}', "not a sha256 digest"),
     (json.dumps({"manifests": [{"digest": digest(b"x"), "mediaType": oci.INDEX_TYPE}]}).encode(), "nested image index"),
     (json.dumps({"manifests": [{"digest": digest(b"x"), "annotations": {oci.REF_ANNOTATION: 7}}]}).encode(), "not a string"),
+    (b'{"manifests": ' + b"[" * 200_000 + b"]" * 200_000 + b"}", "index.json is nested more than 64 levels deep"),
+    (json.dumps({"manifests": [{"digest": "sha256:" + "0" * 5_000_000}]}).encode(), r"'sha256:0+\.\.\. \(5000007 characters\) is not"),
 ])
 def test_index_problems_are_named(data, says):
     with pytest.raises(oci.Malformed, match=says):
@@ -77,6 +79,8 @@ def _manifest(**changes) -> bytes:
     (_manifest(schemaVersion=1), "schemaVersion"), (_manifest(config={"digest": "md5:x"}), "not a sha256 digest"),
     (_manifest(layers=[{"digest": digest(b"l"), "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip"}]), "uncompressed"),
     (_manifest(layers=[{"digest": digest(b"l"), "size": -1}]), "invalid size"),
+    (_manifest(layers=[{"digest": digest(b"l"), "size": 10**18}]), "invalid size 1000000000000000000 \\(more than 1 TiB\\)"),
+    (_manifest(layers=[{"digest": digest(b"l"), "size": 1.5}]), "invalid size 1.5"),
 ])
 def test_manifest_problems_are_named(data, says):
     with pytest.raises(oci.Malformed, match=says):
@@ -129,6 +133,10 @@ def _broken_archives(tmp_path) -> dict:
         h = Archive()
         h.image([SMALL, tar_bytes(members)])
         out[f"hostile layer: {name}"] = (h.write(tmp_path / f"hostile-{len(out)}.tar"), [says, "Layer "])
+    lie = Archive()
+    lie.image([SMALL], manifest_edit=lambda m: m["layers"][0].update(size=len(SMALL) + 1))
+    out["layer size lie"] = (lie.write(tmp_path / "lie.tar"), [f"has {len(SMALL) + 1} bytes, its blob has {len(SMALL)}"])
+    out["deep index"] = (a.write(tmp_path / "deep.tar", index=b"[" * 100_000 + b"]" * 100_000), ["index.json", "nested more than 64"])
     out["not a tar"] = ((tmp_path / "junk.tar"), ["not a readable tar archive"])
     (tmp_path / "junk.tar").write_bytes(b"\x00garbage" * 200)
     out["truncated tar"] = (tmp_path / "short.tar", ["not a readable tar archive"])

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime.errors import BuildError
+from runtime.errors import BuildError, InvalidArgument
 from runtime.images import build_copy
-from runtime.images.build import apply_config_instruction, cache_key, copy_cache_extra, state_id
+from runtime.images.build import _read_dockerfile, apply_config_instruction, cache_key, copy_cache_extra, state_id
 from runtime.images.build_run import container_config, drop_runtime_stubs
 from runtime.images.build_view import ImageView
 from runtime.images.dockerfile import parse
@@ -235,3 +235,13 @@ def test_runtime_stubs_are_dropped_from_the_diff(tmp_path):
     drop_runtime_stubs(upper, ImageView([lower]))
     assert sorted(p.name for p in upper.iterdir()) == ["etc", "made", "proc"]
     assert [p.name for p in (upper / "etc").iterdir()] == ["resolv.conf"]
+
+
+def test_a_dockerfile_that_is_no_file_or_too_large_is_bad_input(tmp_path):
+    (tmp_path / "Huge").write_text("RUN true\n" * 200_000)
+    (tmp_path / "Latin1").write_bytes(b"FROM busybox\nLABEL a=\xe9\n")
+    for name, says in (("/dev/zero", "Is a device, not a regular file"), ("Huge", "larger than 1 MiB"),
+                       ("Latin1", "Line 2: not UTF-8 text"), ("Missing", "No such file or directory")):
+        with pytest.raises(InvalidArgument, match="Cannot read the Dockerfile") as e:
+            _read_dockerfile(tmp_path, name if name.startswith("/") else str(tmp_path / name))
+        assert says.lower() in str(e.value).lower() and e.value.exit_code == 2

@@ -111,7 +111,10 @@ def test_yaml_syntax_errors_and_empty_files_are_invalid_files(tmp_path):
     got = problems([write(tmp_path, "broken.yaml", "checks:\n  - reach: {from: web, to: app, port: 80\n")])
     assert re.match(r".*broken\.yaml:\d+: not valid YAML", got[0])
     assert "the file is empty" in problems([write(tmp_path, "empty.yaml", "")])[0]
-    assert "cannot read" in problems([str(tmp_path / "missing.yaml")])[0]
+    assert problems([str(tmp_path / "missing.yaml")])[0].endswith("missing.yaml: No such file or directory")
+    typo = write(tmp_path, "typo.yaml", "chekcs:\n  - internal: {network: n}\n")
+    assert problems([typo]) == [f"{typo}:1: not a check file (it has none of version, vars, include, checks): "
+                                "'chekcs' (did you mean 'checks'?)"]
 
 
 def test_variables_precedence_defaults_escapes_and_types(tmp_path):
@@ -140,6 +143,24 @@ checks:
     assert [c.params["port"] for c in suite.checks] == [9090, 9090]
     got = problems([top])
     assert got == [f"{top}:8: ${{want}} is not defined (set it under vars:, in the environment, or with --var want=VALUE)"]
+
+
+def test_variables_may_use_variables_and_cycles_and_blow_ups_are_refused(tmp_path):
+    write(tmp_path, "inc.yaml", 'vars: {net: "${prefix}-${side}", side: back}\nchecks: []\n')
+    top = write(tmp_path, "top.yaml", """include: [inc.yaml]
+vars: {prefix: "br", port: "${p}", n: "${net}"}
+checks:
+  - internal: {network: "${n}"}
+  - reach: {from: web, to: app, port: "${port}"}
+""")
+    suite = spec.load([top], environ={"p": "8080"})
+    assert suite.checks[0].params["network"] == "br-back" and suite.checks[1].params["port"] == 8080  # the type it spells
+    assert spec.load([top], environ={"p": "1"}, cli_vars={"side": "front"}).checks[0].params["network"] == "br-front"
+    cyc = write(tmp_path, "cyc.yaml", 'vars:\n  a: "${b}"\n  b: "x${c}"\n  c: "${a}"\nchecks:\n  - internal: {network: "${a}"}\n')
+    assert problems([cyc]) == [f"{cyc}:2: vars: a: variable cycle a -> b -> c -> a"]
+    doubling = "".join(f'  v{i}: "${{v{i + 1}}}${{v{i + 1}}}"\n' for i in range(30)) + '  v30: "xxxxxxxx"\n'
+    bomb = write(tmp_path, "double.yaml", f'vars:\n{doubling}checks:\n  - internal: {{network: "${{v0}}"}}\n')
+    assert any(f"grows past {spec.MAX_VALUE} characters" in p for p in problems([bomb]))
 
 
 def test_includes_are_relative_read_once_and_cycles_are_refused(tmp_path):

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from runtime import fsroot
+from runtime import bounded, fsroot
 
 
 @pytest.fixture(params=["openat2", "walk"])
@@ -96,3 +96,21 @@ def test_resolve_over_a_lookup_never_leaves_the_root():
     assert fsroot.resolve("/bin", look, follow_last=False) == ("bin",)
     with pytest.raises(OSError):
         fsroot.resolve("/x", {("x",): "/x"}.get)
+
+
+def test_a_file_of_a_container_is_read_inside_its_root_and_bounded(mode, tmp_path):
+    """What netdiag reads of a container (resolv.conf, hosts): a link to the host's /etc/hostname
+    gives the container's own, a FIFO is refused without blocking, a huge file is refused."""
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "hostname").write_text("inside\n")
+    os.symlink("/etc/hostname", root / "etc" / "resolv.conf")
+    os.symlink("../../../../../../etc/hostname", root / "etc" / "hosts")
+    os.mkfifo(root / "etc" / "fifo")
+    (root / "etc" / "big").write_bytes(b"#" * 5000)
+    assert fsroot.read_in_root(str(root), "/etc/resolv.conf", 100) == b"inside\n"
+    assert fsroot.read_in_root(str(root), "/etc/hosts", 100) == b"inside\n"
+    for path, says in (("/etc/fifo", "is a FIFO"), ("/etc/big", "larger than"), ("/etc", "is a directory"),
+                       ("/etc/none", "No such file")):
+        with pytest.raises(bounded.Refused, match=says):
+            fsroot.read_in_root(str(root), path, 4096)

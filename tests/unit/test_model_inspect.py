@@ -80,9 +80,9 @@ def test_findings_for_down_links_and_missing_routes(model):
 def test_snapshot_of_another_format_is_refused(tmp_path):
     bad = tmp_path / "s.json"
     bad.write_text(json.dumps({"schema": "something/9"}))
-    with pytest.raises(InvalidArgument, match="Unsupported snapshot"):
+    with pytest.raises(InvalidArgument, match="s.json: unsupported snapshot format"):
         Model.load(str(bad))
-    with pytest.raises(InvalidArgument, match="Cannot read"):
+    with pytest.raises(InvalidArgument, match="missing.json: No such file or directory"):
         Model.load(str(tmp_path / "missing.json"))
 
 

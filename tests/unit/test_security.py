@@ -2,6 +2,7 @@
 Docker's seccomp profile interpreted for an arch, a kernel and a capability set, and libseccomp's
 program for it (loaded in a child under no_new_privs, which needs no privilege)."""
 import json
+import os
 
 import pytest
 
@@ -62,6 +63,18 @@ def test_security_opts_are_checked_and_a_profile_file_is_inlined(tmp_path):
     for bad in ("seccomp", "seccomp=", "no-new-privileges=perhaps", "label=disable", "nonsense=1", f"seccomp={tmp_path}/none.json"):
         with pytest.raises(InvalidArgument):
             security.parse_security_opts([bad])
+
+
+def test_a_seccomp_profile_that_is_no_file_or_too_deep_is_refused_by_name(tmp_path):
+    os.mkfifo(tmp_path / "fifo")  # opened without blocking, then refused
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (tmp_path / "big.json").write_text(" " * (8 << 20) + "{}")
+    for name, says in (("/dev/zero", "/dev/zero. Is a device, not a regular file"), ("fifo", "Is a FIFO, not a regular file"),
+                       ("deep.json", "is nested more than 64 levels deep"), ("big.json", "larger than 4 MiB")):
+        path = name if name.startswith("/") else tmp_path / name
+        with pytest.raises(InvalidArgument, match="(Cannot read s|S)eccomp profile") as e:
+            security.parse_security_opts([f"seccomp={path}"])
+        assert says.lower() in str(e.value).lower() and e.value.exit_code == 2
 
 
 def test_host_config_fields_have_dockers_names_and_privileged_unmasks():
