@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import Counter, defaultdict
 
 from . import case as cases
+from .report import each, summary
 from .case import KINDS
 
 
@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", type=int, default=len(KINDS))
     ap.add_argument("--kind", action="append", choices=sorted(KINDS))
     ap.add_argument("--shape", choices=("routed", "chain", "bridged", "netdiag"))
+    ap.add_argument("--parallel", type=int, default=1, help="cases at a time (each in its own lab)")
     ap.add_argument("--json", action="store_true", help="one JSON object per case, then the summary")
     args = ap.parse_args(argv)
     if args.shape and args.kind and len(args.kind) == 1:  # one exact case: --seed is the world's seed
@@ -27,8 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         todo = cases.plan(args.seed, args.cases, args.kind)
     results = []
-    for i, c in enumerate(todo, 1):
-        r = cases.run(c)
+    for i, r in enumerate(each(todo, args.parallel), 1):
+        c = r.case
         results.append(r)
         if args.json:
             print(json.dumps(cases.as_json(r)), flush=True)
@@ -37,27 +38,6 @@ def main(argv: list[str] | None = None) -> int:
                   + ("" if r.ok else "\n" + r.explain()), flush=True)
     print(summary(results))
     return 0 if all(r.ok for r in results) else 1
-
-
-def summary(results) -> str:
-    by_kind: dict[str, list] = defaultdict(list)
-    for r in results:
-        by_kind[r.case.kind].append(r)
-    lines = [f"{'kind':40} {'cases':>5} {'cause+hop':>9} {'fix works':>9} {'passed':>6}"]
-    for k in sorted(by_kind):
-        rs = by_kind[k]
-        fixable = [r for r in rs if r.fix_works is not None]
-        lines.append(f"{k:40} {len(rs):5} {sum(r.diagnosed for r in rs):9} "
-                     f"{(str(sum(bool(r.fix_works) for r in fixable)) + '/' + str(len(fixable))) if fixable else '-':>9} "
-                     f"{sum(r.ok for r in rs):6}")
-    n = len(results)
-    lines.append(f"{'all':40} {n:5} {sum(r.diagnosed for r in results):9} "
-                 f"{sum(bool(r.fix_works) for r in results):9} {sum(r.ok for r in results):6}")
-    confusion = Counter((r.expected, r.cause) for r in results)
-    lines.append("\nconfusion (planted -> named):")
-    for (want, got), count in sorted(confusion.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
-        lines.append(f"  {want:24} -> {str(got):24} {count}{'' if want == got else '  <-- wrong'}")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from netdiag.faults import case as cases
+from netdiag.faults.report import run_safely
 from netdiag.faults.case import KINDS
 
 pytestmark = pytest.mark.integration
@@ -48,18 +49,9 @@ def results(request):
               if item.module is request.module and hasattr(item, "callspec")]
     todo = [c for c in wanted if c.id not in _results]
     with ThreadPoolExecutor(PARALLEL) as pool:
-        for c, r in zip(todo, pool.map(_run, todo)):
+        for c, r in zip(todo, pool.map(run_safely, todo)):
             _results[c.id] = r
     return _results
-
-
-def _run(c: cases.Case) -> cases.Result:
-    try:
-        return cases.run(c)
-    except Exception as e:  # noqa: BLE001 - a world that could not be built is this case's failure
-        r = cases.Result(c)
-        r.problems.append(f"the world could not be built: {e}")
-        return r
 
 
 def _param(c: cases.Case):
