@@ -24,10 +24,10 @@ def diagnose(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int 
     result, fix = static_trace.run_static(model, src, dst, proto=proto, port=port, size=size)
     recorded = None if live else recorded_probe(model, result)
     if recorded is not None:
-        result, live_fix = _replay(model, result, recorded)
+        result, live_fix = _replay(model, result, recorded, fix)
         fix = live_fix or fix
     elif live and result["dst_ip"]:
-        result, live_fix = _live(model, result, timeout, pcap, host_evidence, record)
+        result, live_fix = _live(model, result, timeout, pcap, host_evidence, record, fix)
         fix = live_fix or fix
     if result["verdict"] == "delivered":  # the contract: a delivered result names no cause and no hop
         result.update(cause=None, blocked_at=None)
@@ -57,20 +57,20 @@ def _hop_paths(model: Model, result: dict) -> None:
         hop["ns_path"] = ns_path(ns) if ns else None
 
 
-def _replay(model: Model, result: dict, recorded: dict):
+def _replay(model: Model, result: dict, recorded: dict, static_fix=None):
     from .probe.live import LiveResult
 
     _hop_paths(model, result)
-    result, fix = reconcile.merge(model, result, LiveResult(**recorded["live"]))
+    result, fix = reconcile.merge(model, result, LiveResult(**recorded["live"]), static_fix)
     result["evidence"].extend(recorded.get("counters") or [])
     result["live"]["recorded_at"] = model.snap.get("captured_at")
     return result, fix
 
 
 def _live(model: Model, result: dict, timeout: float, pcap: str | None, host_evidence: bool = True,
-          record: list | None = None):
-    """Probe for real and reconcile. Returns the result and, when the kernel's verdict replaced the
-    static one, the fix for the rule it named."""
+          record: list | None = None, static_fix=None):
+    """Probe for real and reconcile. Returns the result and, when the live evidence changed the
+    static fix (the kernel's verdict replaced it, or named a rule that eats an ICMP error), that fix."""
     if os.geteuid() != 0:
         result["live"] = {"outcome": "skipped", "detail": "the live probe needs root (CAP_SYS_ADMIN, CAP_NET_RAW); static result only"}
         return result, None
@@ -90,7 +90,7 @@ def _live(model: Model, result: dict, timeout: float, pcap: str | None, host_evi
     before = counters.read(list(labels)) if host_evidence else {}
     res = live.probe(ns_path(src), result["dst_ip"], proto=result["proto"], dport=result["port"],
                      size=result["size"], hops=hops, timeout=timeout, trace_ns=list(labels), trace_drops=host_evidence)
-    result, fix = reconcile.merge(model, result, res)
+    result, fix = reconcile.merge(model, result, res, static_fix)
     deltas = counters.deltas(before, counters.read(list(labels)), labels) if host_evidence else []
     result["evidence"].extend(deltas)
     if record is not None:

@@ -73,7 +73,7 @@ class LiveResult:
     frames: list[dict] = field(default_factory=list)
     nftrace: list[dict] = field(default_factory=list)  # nftrace.select() events, in arrival order
     nftrace_ns: list[str] = field(default_factory=list)  # namespaces actually traced (no event there = no chain saw it)
-    nftrace_drop: dict | None = None  # nftrace.first_drop(nftrace): the rule or policy that dropped the probe
+    nftrace_drop: dict | None = None  # nftrace.first_drop(nftrace): the rule or policy that dropped the probe itself
     nftrace_error: str | None = None  # tracing requested but impossible (per-namespace trouble is in notes)
 
     def to_dict(self) -> dict:
@@ -252,15 +252,21 @@ def _child_failure(child: Child, hello: dict | None) -> str:
 
 
 def _link_drops(got: dict, notes: list[str]) -> None:
-    """Tie the host-wide kfree_skb drops to the probe where nftrace saw netfilter drop it."""
+    """Tie the host-wide kfree_skb drops to what nftrace saw netfilter drop: the probe itself, or
+    a packet it caused (its answer, an ICMP error quoting it), which is not the probe's drop."""
     ev = nftrace.first_drop(got["nftrace"])
-    if ev is None:
-        return
-    where = f"{nftrace.describe(ev)} in {ev['ns_path']}"
-    notes.append(f"nftrace: the {ev['direction']} was dropped by netfilter: {where}")
+    related = nftrace.related_drops(got["nftrace"])
+    if ev is not None:
+        where = f"{nftrace.describe(ev)} in {ev['ns_path']}"
+        notes.append(f"nftrace: the probe was dropped by netfilter: {where}")
+    for r in related[:1]:
+        notes.append(f"nftrace: a packet the probe caused (not the probe) was dropped by netfilter: {nftrace.describe(r)} in {r['ns_path']}")
     for d in got["drops"]:
         if d.get("reason") == "NETFILTER_DROP":
-            d["probe_dropped_by"] = where
+            if ev is not None:
+                d["probe_dropped_by"] = f"{nftrace.describe(ev)} in {ev['ns_path']}"
+            if related:
+                d["related_dropped_by"] = f"{nftrace.describe(related[0])} in {related[0]['ns_path']}"
 
 
 __all__ = ["Hop", "LiveResult", "probe", "list_instances", "remove_instance", "DROPS_SCOPE", "INSTANCE_PREFIX", "MAX_FRAMES"]

@@ -258,13 +258,27 @@ def _ifname(names: dict[int, str], index: int | None) -> str | None:
     return names.get(index, f"if{index}")
 
 
+def related(ev: dict) -> bool:
+    """A packet the probe caused, not the probe itself: its answer, or an ICMP error quoting it
+    (whichever way it travels). Its fate is evidence about the path, never the probe's own."""
+    p = ev.get("packet") or {}
+    return ev.get("direction") == "reply" or (p.get("proto") in (1, "icmp") and p.get("icmp_type") in ICMP_ERRORS)
+
+
+def _drops(events: list[dict]) -> list[dict]:
+    return [ev for ev in events if ev["type"] in ("rule", "policy") and ev["verdict"] == "drop"]
+
+
 def first_drop(events: list[dict]) -> dict | None:
-    """The event whose verdict ended a packet: a rule or base-chain policy that dropped it (a
-    rejecting rule, iptables REJECT included, reports "drop" too), earliest first; or None."""
-    for ev in events:
-        if ev["type"] in ("rule", "policy") and ev["verdict"] == "drop":
-            return ev
-    return None
+    """The event whose verdict ended the probe itself: a rule or base-chain policy that dropped one
+    of the probe's own packets (a rejecting rule, iptables REJECT included, reports "drop" too),
+    earliest first; or None. A related packet dropped (see `related`) is not the probe's drop."""
+    return next((ev for ev in _drops(events) if not related(ev)), None)
+
+
+def related_drops(events: list[dict]) -> list[dict]:
+    """Drops of related packets (the answer, an ICMP error quoting the probe), in order."""
+    return [ev for ev in _drops(events) if related(ev)]
 
 
 def describe(ev: dict) -> str:
@@ -496,5 +510,5 @@ def prune(ns_paths=(None,)) -> list[str]:
     return removed
 
 
-__all__ = ["Session", "select", "parse", "parse_message", "packet", "direction", "first_drop", "describe",
-           "script", "table_name", "owner_alive", "tables", "remove", "prune", "TABLE_PREFIX", "PRIORITY"]
+__all__ = ["Session", "select", "parse", "parse_message", "packet", "direction", "first_drop", "related", "related_drops",
+           "describe", "script", "table_name", "owner_alive", "tables", "remove", "prune", "TABLE_PREFIX", "PRIORITY"]

@@ -259,3 +259,20 @@ def _firewall_drop(ns, hook, pkt, step, rule, where, ev, policy) -> Stop:
     what = "policy" if step.verdict.startswith("policy") else "final catch-all rule"
     return Stop("blocked", "FIREWALL_DROP", f"{ns['label']} {verdict} the packet at {hook}: the {what} of {where} "
                 f"drops what no earlier rule accepted", Fix(fixes.in_ns(ns, argv), apply), ev)
+
+
+def pass_icmp_command(ns: dict, e: dict, rule: dict | None) -> str:
+    """The command that lets ICMP 'fragmentation needed' through where a trace event `e` saw it
+    dropped: remove the rule when it is a specific one; before a policy or catch-all drop, accept
+    that ICMP type at the top of the chain (nothing else is opened)."""
+    family, table, chain = e.get("family"), e.get("table"), e.get("chain")
+    iptables = (rule or {}).get("iptables", "")
+    if rule is not None and not _catch_all(rule):
+        if iptables.startswith("-A "):
+            return fixes.in_ns(ns, ["iptables", "-t", table, "-D", *shlex.split(iptables)[1:]])
+        return fixes.in_ns(ns, ["nft", "delete", "rule", family, table, chain, "handle", str(e.get("handle"))])
+    if family == "ip" and _iptables_table(ns, family, table):
+        return fixes.in_ns(ns, ["iptables", "-t", table, "-I", chain, "-p", "icmp", "--icmp-type", "fragmentation-needed",
+                                "-j", "ACCEPT"])
+    return fixes.in_ns(ns, ["nft", "insert", "rule", family, table, chain, "icmp", "type", "destination-unreachable",
+                            "icmp", "code", "frag-needed", "accept"])

@@ -2,8 +2,13 @@
 to the probe (its nftables packet trace names the rule or policy that dropped it), the kernel
 decides. Disagreements are reported, never hidden. Pure: works on the probe's result object.
 
-Branches: the static path and the live outcome agree; the kernel's trace names a drop (it decides
-the verdict and the cause, whatever the static path said); the probe got through although the
+The kernel decides about the probe's own packets only. A verdict on a related packet (its answer,
+an ICMP error quoting it) is evidence for the cause the path explains: an ICMP 'fragmentation
+needed' that a rule eats is what turns an MTU step into a black hole, so the black hole names that
+rule (in the evidence and in the fix); it is never taken for a drop of the probe.
+
+Branches: the static path and the live outcome agree; the kernel's trace names a drop of the probe
+(it decides the verdict and the cause, whatever the static path said); the probe got through although the
 static path predicted a block (delivered, with the disagreement shown); the static path delivers
 but the probe did not (unknown: something outside the model, with the host-wide drop reasons as
 hints); a recently failed ARP entry (NO_NEIGHBOR); the probe could not run (the static result
@@ -11,7 +16,10 @@ stands, the failure is evidence).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from . import attribute
+from .fixes import Fix
 from .nftables import Packet, Step, rule_text
 from .nftables.evaluate import PROTO_NAMES
 from .stop import sentence
@@ -25,10 +33,11 @@ def _labels(result: dict) -> list[str]:
     return [h["label"] for h in result.get("hops") or []] + [result.get("src") or ""]
 
 
-def merge(model, result: dict, live) -> tuple[dict, object]:
+def merge(model, result: dict, live, static_fix=None) -> tuple[dict, object]:
     """`live` is a netdiag.probe.live.LiveResult. Marks hops seen/unseen, records the kernel's
-    trace, reconciles the verdicts. Returns the result and the fix when the kernel's verdict
-    replaced the static one (else None: the static fix stands)."""
+    trace, reconciles the verdicts. Returns the result and the fix when the live evidence changed
+    it (the kernel's verdict replaced the static one, or named the rule that makes `static_fix`'s
+    MTU step a black hole), else None: the static fix stands."""
     last_seen = _mark_hops(result, live.seen)
     events = list(getattr(live, "nftrace", None) or [])
     result["live"] = {"outcome": live.outcome, "detail": live.detail, "elapsed": round(live.elapsed, 3),
@@ -37,8 +46,8 @@ def merge(model, result: dict, live) -> tuple[dict, object]:
     if getattr(live, "nftrace_error", None):
         result["evidence"].append({"kind": "nft_trace", "detail": f"the kernel's packet trace was incomplete: {live.nftrace_error}"})
     for d in live.drops:  # kfree_skb is not filtered to the probe: every packet dropped on the host meanwhile
-        result["evidence"].append({"kind": "kernel_drop", "scope": "host-wide",
-                                   "detail": f"{d['reason']} at {d.get('location', '?')} x{d.get('count', 1)} (host-wide, not only the probe)"})
+        result["evidence"].append({"kind": "kernel_drop", "scope": "host-wide", "reason": d["reason"],
+                                   "detail": _drop_text(d, result)})
     drop = first_drop(events)
     ns_by_path = {h.get("ns_path"): h["namespace"] for h in result["hops"] if h.get("ns_path")}
     for e in events:
@@ -48,8 +57,11 @@ def merge(model, result: dict, live) -> tuple[dict, object]:
                 p = e.get("packet") or {}
                 detail += (f": the ICMP error (type {p.get('icmp_type')} code {p.get('icmp_code')}) that would tell the sender "
                            "was dropped on its way back, so the sender never learns"
-                           + (" the path MTU: that is what makes it a black hole" if p.get("icmp_type") == 3 and p.get("icmp_code") == 4 else ""))
-            result["evidence"].append({"kind": "nft_trace", "detail": detail, "namespace": ns_by_path.get(e.get("ns_path"))})
+                           + (" the path MTU: that is what makes it a black hole" if frag_needed(e) else ""))
+            elif related(e):
+                detail += ": a packet the probe caused (its answer), not the probe itself"
+            result["evidence"].append({"kind": "nft_trace", "detail": detail, "namespace": ns_by_path.get(e.get("ns_path")),
+                                       "packet_role": "related" if related(e) else "probe"})
     static, outcome, cause = result["verdict"], live.outcome, result["cause"]
 
     if outcome == "error":
@@ -57,6 +69,10 @@ def merge(model, result: dict, live) -> tuple[dict, object]:
         return result, None
     if drop is not None:
         return _kernel_decides(model, result, drop, ns_by_path, last_seen)
+    eaten = next((e for e in events if e.get("verdict") in ("drop", "reject") and e.get("type") in ("rule", "policy")
+                  and frag_needed(e)), None)
+    if static == "blocked" and cause == "MTU_BLACKHOLE" and eaten is not None and outcome != "too_big":
+        return _black_hole(model, result, eaten, ns_by_path, static_fix, outcome)
     agree = ((static == "delivered" and outcome in DELIVERED)
              or (static == "blocked" and cause in REFUSED_CAUSES and outcome == "refused")
              or (static == "blocked" and cause not in REFUSED_CAUSES and outcome in LOST)
@@ -107,16 +123,78 @@ def _mark_hops(result: dict, seen_list) -> int | None:
 
 
 def first_drop(events: list[dict]) -> dict | None:
-    """The trace event whose verdict ended the probe: a rule or a chain policy that dropped it
-    (iptables' REJECT shows as a rule with a drop verdict). An ICMP error on its way back to the
-    sender does not count: it did not kill the probe, it kept the sender from learning why."""
+    """The trace event whose verdict ended the probe: a rule or a chain policy that dropped one of
+    the probe's own packets (iptables' REJECT shows as a rule with a drop verdict). A related
+    packet does not count: an ICMP error on its way back did not kill the probe, it kept the
+    sender from learning why; the answer's fate is the way back's, not the probe's."""
     return next((e for e in events if e.get("verdict") in ("drop", "reject") and e.get("type") in ("rule", "policy")
-                 and not icmp_error_back(e)), None)
+                 and not related(e)), None)
+
+
+def _proto(p: dict):
+    """The trace's events carry the protocol number, a recorded or hand-made one may carry the name."""
+    return PROTO_NAMES.get(p.get("proto"), p.get("proto"))
+
+
+def icmp_error(e: dict) -> bool:
+    p = e.get("packet") or {}
+    return _proto(p) == "icmp" and p.get("icmp_type") in (3, 11, 12)
+
+
+def related(e: dict) -> bool:
+    """A packet the probe caused, not the probe: its answer, or an ICMP error quoting it."""
+    return e.get("direction") == "reply" or icmp_error(e)
 
 
 def icmp_error_back(e: dict) -> bool:
+    return icmp_error(e)
+
+
+def frag_needed(e: dict) -> bool:
     p = e.get("packet") or {}
-    return e.get("direction") == "reply" and p.get("proto") == "icmp" and p.get("icmp_type") in (3, 11, 12)
+    return icmp_error(e) and p.get("icmp_type") == 3 and p.get("icmp_code") == 4
+
+
+def _drop_text(d: dict, result: dict) -> str:
+    text = f"{d['reason']} at {d.get('location', '?')} x{d.get('count', 1)} (host-wide, not only the probe)"
+    if d.get("probe_dropped_by"):
+        text += f"; the probe itself was dropped by netfilter at {d['probe_dropped_by']}"
+    if d.get("related_dropped_by"):
+        text += f"; netfilter dropped a packet the probe caused (not the probe) at {d['related_dropped_by']}"
+    if d["reason"] == "PKT_TOO_BIG" and result.get("cause") == "MTU_BLACKHOLE":
+        text += "; what the MTU step on the path does to a packet too big for it"
+    return text
+
+
+def _black_hole(model, result: dict, e: dict, ns_by_path: dict, static_fix, outcome: str):
+    """The static path's MTU step, and the kernel saw the ICMP 'fragmentation needed' it causes
+    dropped by a rule: the black hole is explained, and that rule is named in the evidence, the
+    summary and the fix (letting the ICMP through lets path MTU discovery shrink the packets)."""
+    ns = model.namespaces.get(ns_by_path.get(e.get("ns_path")) or "")
+    rule = attribute.find_rule(ns, e.get("family"), e.get("table"), e.get("chain"), e.get("handle")) \
+        if ns is not None and e.get("type") == "rule" else None
+    where = f"{e.get('family')} {e.get('table')} {e.get('chain')}" + (f" (handle {e.get('handle')})" if e.get("type") == "rule" else "")
+    what = (rule or {}).get("iptables") or (rule_text(rule) if rule else "its policy drop" if e.get("type") == "policy"
+                                           else f"rule handle {e.get('handle')}")
+    label = ns["label"] if ns is not None else e.get("ns_path")
+    result["evidence"].append({"kind": "nft_rule", "detail": f"{label}: {where}: {what}: drops the ICMP 'fragmentation needed' "
+                               "that would tell the sender the path MTU", "table": f"{e.get('family')} {e.get('table')}",
+                               "chain": e.get("chain"), "handle": e.get("handle") if e.get("type") == "rule" else None,
+                               "rule": what, "namespace": ns["id"] if ns is not None else None, "role": "eats the ICMP error"})
+    result["summary"] += (f"; here it is lost: {label} drops the ICMP 'fragmentation needed' ({where}: {what}), "
+                          "so the sender never learns the path MTU")
+    result["reconciled"] = (f"static and live agree (the probe {outcome}): the kernel's packet trace saw the ICMP "
+                            f"'fragmentation needed' dropped at {where} in {label}, not the probe")
+    cmd = attribute.pass_icmp_command(ns, e, rule) if ns is not None else ""
+    if not cmd:
+        return result, None
+    why = "lets the ICMP 'fragmentation needed' through, so path MTU discovery makes TCP send smaller segments"
+    if static_fix is None:
+        fix = Fix(cmd, advice=why, why_unchecked="the model does not follow path MTU discovery")
+    else:
+        fix = replace(static_fix, alternatives=[*static_fix.alternatives, f"{cmd} ({why})"])
+    result["fix"] = fix.text()
+    return result, fix
 
 
 def _event_text(e: dict) -> str:

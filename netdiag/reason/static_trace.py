@@ -228,8 +228,16 @@ class Trace:
             return Fix(lower_cmd, advice=f"lower the sender's MTU to {inner}, so TCP segments fit the encapsulation{new_ctrs}",
                        why_unchecked="a smaller MTU changes how TCP segments, which the model does not follow",
                        alternatives=[fixes.in_ns(ns, ["ip", "link", "set", "dev", link["name"], "mtu", str(size)]) + " (if the underlay carries it)"])
-        return Fix(fixes.in_ns(ns, ["ip", "link", "set", "dev", link["name"], "mtu", str(max(size, 1500))]),
-                   fixes.set_mtu(ns["id"], link["name"], max(size, 1500)), advice=f"raise {link['name']}'s MTU to what the path carries",
+        mtu = max(size, 1500)
+        # a veth drops frames larger than its own MTU on receipt: both ends of the pair must carry it
+        ends = [(ns, link)] + [p for p in [self.model.peer(ns, link)] if link["kind"] == "veth" and p and (p[1].get("mtu") or 0) < mtu]
+        edits = [fixes.set_mtu(n["id"], x["name"], mtu) for n, x in ends]
+
+        def apply(model, ov):
+            for edit in edits:
+                edit(model, ov)
+        return Fix(" && ".join(fixes.in_ns(n, ["ip", "link", "set", "dev", x["name"], "mtu", str(mtu)]) for n, x in ends), apply,
+                   advice=f"raise {' and '.join(x['name'] for _, x in ends)}'s MTU to what the path carries",
                    alternatives=[f"{lower_cmd} (lower the sender's MTU){new_ctrs}"] if lower_cmd else [])
 
     def transmit(self, ns: dict, link: dict, pkt: Packet, nexthop: str, encap: Packet | None):
@@ -275,6 +283,14 @@ class Trace:
     def ingress(self, ns: dict, link: dict, pkt: Packet, nexthop: str, encap: Packet | None):
         n = self.hop(ns, link["name"], link["kind"], "ingress")
         self.check_link(ns, link, n)
+        if link["kind"] == "veth" and self.size and link.get("mtu"):
+            size = self.size + HEADERS.get(self.proto, 28) + (VXLAN_OVERHEAD if encap else 0)
+            if size > link["mtu"]:  # a veth drops a frame larger than its own MTU on receipt, with no ICMP
+                raise Stop("blocked", "MTU_BLACKHOLE",
+                           f"a {size}-byte packet arrives on {link['name']} in {ns['label']}, whose MTU is {link['mtu']}: "
+                           "a veth drops frames larger than its MTU on receipt, silently (no ICMP tells the sender)",
+                           self.mtu_fix(ns, link, size, encap),
+                           [{"kind": "mtu", "detail": f"{ns['label']} {link['name']} mtu {link['mtu']} < packet {size} (on receipt)"}])
         if link.get("master"):
             return self.bridge_in(ns, link, pkt, nexthop, encap)
         return self.l3_in(ns, link["name"], pkt, encap)

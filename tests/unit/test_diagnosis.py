@@ -211,16 +211,48 @@ def test_reconcile_when_captures_failed_and_the_probe_could_not_run(model):
     assert out["verdict"] == "delivered" and "could not run" in out["reconciled"]
 
 
-def test_reconcile_a_dropped_icmp_error_back_to_the_sender_is_evidence_not_the_cause(model):
+@pytest.mark.parametrize("proto", ["icmp", 1])  # the kernel's trace events carry the protocol number
+def test_reconcile_a_dropped_icmp_error_back_to_the_sender_is_evidence_not_the_cause(model, proto):
     r = trace(model, "api", "db", port=5432)
     r.update(verdict="blocked", cause="MTU_BLACKHOLE", summary="a 1500-byte packet does not fit", blocked_at=3)
-    event = {"ns_path": "/fake", "family": "inet", "table": "t", "chain": "out", "handle": 9, "type": "rule",
+    h = host(model)
+    rules(h).append({"chain": {"family": "inet", "table": "t", "name": "out", "type": "filter", "hook": "output",
+                               "prio": 0, "policy": "accept"}})
+    rules(h).append({"rule": {"family": "inet", "table": "t", "chain": "out", "handle": 9, "expr": [
+        {"match": {"op": "==", "left": {"payload": {"protocol": "icmp", "field": "type"}}, "right": "destination-unreachable"}},
+        {"drop": None}]}})
+    for hp in r["hops"]:
+        hp["ns_path"] = f"/fake/{hp['namespace']}"
+    event = {"ns_path": f"/fake/{h['id']}", "family": "inet", "table": "t", "chain": "out", "handle": 9, "type": "rule",
              "verdict": "drop", "direction": "reply", "iif": None, "oif": "eth0",
-             "packet": {"src": "10.0.0.1", "dst": "10.50.0.2", "proto": "icmp", "icmp_type": 3, "icmp_code": 4}}
-    out, fix = reconcile.merge(model, r, live("timeout", "no answer", nftrace=[event]))
-    assert (out["verdict"], out["cause"], fix) == ("blocked", "MTU_BLACKHOLE", None)
-    assert out["reconciled"] == "static and live agree"
+             "packet": {"src": "10.0.0.1", "dst": "10.50.0.2", "proto": proto, "icmp_type": 3, "icmp_code": 4}}
+    static_fix = fixes.Fix("ip link set dev eth0 mtu 1500", lambda m, ov: None)
+    out, fix = reconcile.merge(model, r, live("timeout", "no answer", nftrace=[event]), static_fix)
+    assert (out["verdict"], out["cause"], out["blocked_at"]) == ("blocked", "MTU_BLACKHOLE", 3)  # not FIREWALL_DROP
+    assert out["reconciled"].startswith("static and live agree") and "not the probe" in out["reconciled"]
     assert any("what makes it a black hole" in e["detail"] for e in out["evidence"] if e["kind"] == "nft_trace")
+    eats = [e for e in out["evidence"] if e["kind"] == "nft_rule" and e.get("handle") == 9]
+    assert eats and eats[0]["table"] == "inet t" and eats[0]["namespace"] == h["id"]
+    # the fix stays the MTU step's (checked on the model), and names the rule that eats the ICMP
+    assert fix.command == static_fix.command and fix.apply is static_fix.apply
+    assert any(a.startswith("nft delete rule inet t out handle 9") for a in fix.alternatives), fix.alternatives
+    assert "inet t out handle 9" in out["fix"] and "inet t out" in out["summary"]
+
+
+def test_reconcile_a_dropped_answer_is_never_the_probes_drop(model):
+    """The answer (here the SYN-ACK) dropped by a rule is a related packet: it does not become the
+    drop of the probe (no FIREWALL_DROP 'for the probe' with a fix naming the client's port)."""
+    r = trace(model, "api", "db", port=5432)
+    h = host(model)
+    for hp in r["hops"]:
+        hp["ns_path"] = f"/fake/{hp['namespace']}"
+    event = {"ns_path": f"/fake/{h['id']}", "family": "inet", "table": "t", "chain": "c", "type": "policy", "verdict": "drop",
+             "direction": "reply", "iif": r["hops"][3]["interface"], "oif": r["hops"][1]["interface"],
+             "packet": {"src": r["dst_ip"], "dst": "10.50.0.2", "proto": 6, "sport": 5432, "dport": 40000}}
+    assert reconcile.first_drop([event]) is None
+    out, _ = reconcile.merge(model, r, live("timeout", "no answer", nftrace=[event]))
+    assert not out["reconciled"].startswith("the kernel's packet trace decides")
+    assert all(e.get("packet_role") == "related" for e in out["evidence"] if e["kind"] == "nft_trace")
 
 
 def test_a_summary_is_a_sentence_but_a_name_keeps_its_spelling():

@@ -158,6 +158,17 @@ def test_first_drop_takes_the_first_rule_or_policy_drop():
     assert nftrace.first_drop([ev("rule", "accept", 1), ev("rule", "drop", 3)]) == ev("rule", "drop", 3)
 
 
+def test_a_related_packets_drop_is_not_the_probes():
+    """An ICMP error quoting the probe, or the answer, dropped by a rule: not the probe's drop."""
+    frag = {"type": "rule", "verdict": "drop", "handle": 2, "direction": "reply",
+            "packet": {"proto": 1, "icmp_type": 3, "icmp_code": 4}}
+    answer = {"type": "policy", "verdict": "drop", "handle": None, "direction": "reply", "packet": {"proto": 6}}
+    probe = {"type": "rule", "verdict": "drop", "handle": 7, "direction": "probe", "packet": {"proto": 6}}
+    assert nftrace.first_drop([frag, answer]) is None
+    assert nftrace.related_drops([frag, probe, answer]) == [frag, answer]
+    assert nftrace.first_drop([frag, answer, probe]) is probe
+
+
 def test_script_is_bounded_to_the_probe_and_refuses_bad_names():
     name = nftrace.table_name(4194303, "0a1b2c3d")  # no such pid: its start time is unknown (0)
     text = nftrace.script(name, "tcp", 40123)
