@@ -82,9 +82,10 @@ def _live(model: Model, result: dict, timeout: float, pcap: str | None, host_evi
         return result, None
     from .probe import counters, live
 
-    for hop in result["hops"]:
+    for hop in result["hops"]:  # one capture per interface: it counts the probe and its answers apart
         if hop["ns_path"] and hop["kind"] in ("veth", "bridge", "vxlan", "device", "loopback") and \
-                hop["direction"] in ("egress", "ingress", "forward"):
+                hop["direction"] in ("egress", "ingress", "forward") and \
+                not any((h.ns_path, h.ifname) == (hop["ns_path"], hop["interface"]) for h in hops):
             hops.append(live.Hop(hop["ns_path"], hop["interface"], f"{hop['label']} {hop['interface']}"))
     labels = {h["ns_path"]: h["label"] for h in result["hops"] if h.get("ns_path")}
     before = counters.read(list(labels)) if host_evidence else {}

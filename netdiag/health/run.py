@@ -234,7 +234,7 @@ def _mtu_trace(diagnose, model, src: Source, rep: dict, probe_timeout: float) ->
     if not local:
         return None
     static = _diagnose(diagnose, model, src.target, rep["address"], proto="tcp", port=rep["port"], live=False)
-    hops = (static or {}).get("hops") or []
+    hops = [h for h in (static or {}).get("hops") or [] if h.get("leg") != "reply"]  # the request's way
     if not hops:
         return None
     ns = model.namespaces[hops[-1]["namespace"]]

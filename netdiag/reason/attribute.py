@@ -169,7 +169,8 @@ def explain_drop(model, ns: dict, hook: str, pkt, step, src_ns: dict | None = No
                     f"and {ns['label']} isolates them ({where})",
                     Fix(cmd, advice=f"connect the sender to network {to}" if not cmd else f"{src} joins network {to}",
                         why_unchecked="connecting adds an interface, which the model of today cannot add"), ev)
-    if out_net is not None and in_net is not out_net and "dnat" not in pkt.ct_status and _in_subnet(pkt.dst, out_net) and (
+    if out_net is not None and in_net is not out_net and "dnat" not in pkt.ct_status and pkt.ct_state == "new" \
+            and _in_subnet(pkt.dst, out_net) and (
             (iface_rule and out_net["name"] in named)
             or (policy and out_net in nets.governed_by(ns, step.family, step.table))):
         ctr = next((c for c in model.containers() if any(n.get("ip") == pkt.dst for n in (c.get("networks") or {}).values())), None)
@@ -247,6 +248,18 @@ def _firewall_drop(ns, hook, pkt, step, rule, where, ev, policy) -> Stop:
         apply = fixes.remove_rule(ns["id"], step.family, step.table, step.chain, step.handle)
         return Stop("blocked", "FIREWALL_DROP", f"{ns['label']} {verdict} the packet at {hook}: rule {step.text!r} in {where}",
                     Fix(cmd, apply), ev)
+    if pkt.ct_state == "established":
+        # the reply of a connection: accept the connection's answers, never a port (the client's is ephemeral)
+        if _iptables_table(ns, step.family, step.table) and step.family == "ip":
+            argv = ["iptables", "-t", step.table, "-I", step.chain, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED",
+                    "-j", "ACCEPT"]
+        else:
+            argv = ["nft", "insert", "rule", step.family, step.table, step.chain, "ct", "state", "established,related", "accept"]
+        apply = fixes.insert_rules(ns["id"], step.family, step.table, step.chain, [fixes.established_accept()])
+        what = "policy" if step.verdict.startswith("policy") else "final catch-all rule"
+        return Stop("blocked", "FIREWALL_DROP", f"{ns['label']} {verdict} the reply ({pkt.src} -> {pkt.dst}) at {hook}: the {what} "
+                    f"of {where} drops what no earlier rule accepted, and no rule accepts established connections",
+                    Fix(fixes.in_ns(ns, argv), apply, advice="accept the answers of established connections"), ev)
     # a policy (or catch-all) drop of a table no network manager owns: accept this flow before it
     dport = pkt.dport if pkt.proto in ("tcp", "udp") else 0
     if _iptables_table(ns, step.family, step.table) and step.family == "ip":

@@ -99,6 +99,11 @@ def flow_accept(dst: str, proto: str, dport: int) -> list[dict]:
     return expr + [{"accept": None}]
 
 
+def established_accept() -> list[dict]:
+    """`ct state established,related accept`: the answers of connections, whatever their ports."""
+    return [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}, {"accept": None}]
+
+
 def set_sysctl(ns_id: str, key: str, value: str) -> Apply:
     def apply(model, ov):
         ov.edit(ns_id).setdefault("sysctls", {})[key] = value

@@ -73,6 +73,11 @@ def merge(model, result: dict, live, static_fix=None) -> tuple[dict, object]:
                   and frag_needed(e)), None)
     if static == "blocked" and cause == "MTU_BLACKHOLE" and eaten is not None and outcome != "too_big":
         return _black_hole(model, result, eaten, ns_by_path, static_fix, outcome)
+    answer = next((e for e in events if e.get("verdict") in ("drop", "reject") and e.get("type") in ("rule", "policy")
+                   and related(e) and not icmp_error(e)), None)
+    if static == "delivered" and outcome in LOST and answer is not None:
+        # the request got through, the kernel dropped its answer: the reply's own hop and cause
+        return _kernel_decides(model, result, answer, ns_by_path, None, reply=True)
     agree = ((static == "delivered" and outcome in DELIVERED)
              or (static == "blocked" and cause in REFUSED_CAUSES and outcome == "refused")
              or (static == "blocked" and cause not in REFUSED_CAUSES and outcome in LOST)
@@ -109,11 +114,12 @@ def _mark_hops(result: dict, seen_list) -> int | None:
     for hop in result["hops"]:
         s = seen.get((hop.get("ns_path"), hop["interface"]))
         if s is not None:
-            count = s.get("count")
+            back = hop.get("leg") == "reply"  # a hop of the reply's way: the capture's count of answers
+            count = s.get("replies") if back else s.get("count")
             hop["seen"] = None if count is None else count > 0
             if s.get("error"):
                 hop["capture_error"] = s["error"]
-            if hop["seen"]:
+            if hop["seen"] and not back:
                 last_seen = hop["n"]
     for hop in result["hops"]:
         # frames bridged port-to-port never reach the bridge device's own capture: not a miss
@@ -205,8 +211,10 @@ def _event_text(e: dict) -> str:
             f"(iif {e.get('iif') or '-'}, oif {e.get('oif') or '-'})")
 
 
-def _kernel_decides(model, result: dict, e: dict, ns_by_path: dict, last_seen: int | None):
-    """The kernel's packet trace names the drop: that is the verdict, and the rule says the cause."""
+def _kernel_decides(model, result: dict, e: dict, ns_by_path: dict, last_seen: int | None, reply: bool = False):
+    """The kernel's packet trace names the drop: that is the verdict, and the rule says the cause.
+    With `reply`, the dropped packet is the probe's answer (an established flow): the reply's own
+    hop, and a fix that accepts the connection's answers, never the client's port."""
     ns_id = ns_by_path.get(e.get("ns_path"))
     ns = model.namespaces.get(ns_id) if ns_id else None
     static = (result["verdict"], result["cause"])
@@ -223,7 +231,8 @@ def _kernel_decides(model, result: dict, e: dict, ns_by_path: dict, last_seen: i
     proto = PROTO_NAMES.get(p.get("proto"), p.get("proto"))  # the trace's events carry the number
     pkt = Packet(src=p.get("src") or "0.0.0.0", dst=p.get("dst") or probe_dst, proto=proto or result["proto"],
                  sport=p.get("sport") or 0, dport=p.get("dport") or 0, iif=e.get("iif"), oif=e.get("oif"),
-                 ct_status=frozenset({"dnat"}) if p.get("dst") and p.get("dst") != probe_dst else frozenset())
+                 ct_status=frozenset({"dnat"}) if p.get("dst") and p.get("dst") != probe_dst and not reply else frozenset(),
+                 ct_state="established" if reply else "new")
     hook = e.get("hook") or ("forward" if e.get("iif") and e.get("oif") else "input" if e.get("iif") else "output")
     src_ns = model.namespaces.get(result["hops"][0]["namespace"]) if result["hops"] else None
     stop = attribute.explain_drop(model, ns, hook, pkt, step, src_ns)
@@ -232,6 +241,16 @@ def _kernel_decides(model, result: dict, e: dict, ns_by_path: dict, last_seen: i
     if same:
         result["reconciled"] = "static and live agree: the kernel's packet trace names the same rule"
         return result, None
+    if reply:
+        result["hops"].append({"n": len(result["hops"]) + 1, "namespace": ns_id, "label": ns["label"],
+                               "interface": e.get("oif") or e.get("iif") or "-", "kind": "firewall", "direction": hook,
+                               "seen": None, "detail": "where the kernel dropped the reply", "leg": "reply"})
+        result["reconciled"] = (f"the kernel's packet trace decides: the static path said delivered, the kernel dropped the "
+                                f"probe's answer (not the probe) at {e.get('family')} {e.get('table')} {e.get('chain')}")
+        result.update(verdict="blocked", cause=stop.cause, blocked_at=len(result["hops"]), fix=stop.fix.text() if stop.fix else "",
+                      summary=sentence("the request gets through, but its answer does not get back: " + stop.summary, _labels(result)))
+        result["evidence"].extend(stop.evidence)
+        return result, stop.fix
     hop_n = _hop_in(result, ns_id, last_seen)
     result["reconciled"] = (f"the kernel's packet trace decides: the static path said {static[0]}"
                             + (f" ({static[1]})" if static[1] else "") + f", the kernel dropped the probe at {e.get('family')} "

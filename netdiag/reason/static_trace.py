@@ -24,6 +24,7 @@ EPHEMERAL_SPORT = 40000
 VXLAN_OVERHEAD = 50
 HEADERS = {"tcp": 40, "udp": 28, "icmp": 28}
 MAX_HOPS = 64
+REPLY_WORDS = {"tcp": "SYN-ACK", "udp": "UDP answer", "icmp": "echo reply"}
 
 
 @dataclass
@@ -40,13 +41,18 @@ class Trace:
     src_ns: dict | None = None
     decapsulated: bool = False  # past a VXLAN decapsulation: failures there keep their own cause
     last_route: tuple | None = None  # (namespace, route) of the last routing decision
+    leg: str = "request"  # "reply" while following the answer back to the source
+    nat: list = field(default_factory=list)  # the request's NAT: (ns id, "dnat"|"snat", (addr, port) before, after)
+    blocked_hop: int | None = None  # where the cause lies when that is not the last hop walked (NO_NAT)
+    reached: dict | None = None  # where the request was delivered (the reply starts there)
 
     # -- bookkeeping ---------------------------------------------------------------------------------
     def hop(self, ns: dict, interface: str, kind: str, direction: str, detail: str = "") -> int:
         if len(self.hops) >= MAX_HOPS:
             raise Stop("unknown", None, "the path loops (more than 64 hops)", "look for a routing loop between the namespaces listed")
         self.hops.append({"n": len(self.hops) + 1, "namespace": ns["id"], "label": ns["label"], "interface": interface,
-                          "kind": kind, "direction": direction, "seen": None, "detail": detail})
+                          "kind": kind, "direction": direction, "seen": None, "detail": detail}
+                         | ({"leg": "reply"} if self.leg == "reply" else {}))
         return len(self.hops)
 
     def note(self, kind: str, detail: str, **extra) -> None:
@@ -101,6 +107,92 @@ class Trace:
                      length=self.size or 64)
         return self.output(src_ns, pkt)
 
+    def reply(self, ns: dict, request: Packet):
+        """Follow the answer to `request` (delivered in `ns`) back to the source: the SYN-ACK, the
+        echo reply, the UDP answer. It is an established flow: NAT chains do not run, conntrack
+        reverses the request's NAT where it happened; routing, rp_filter and every filter hook on
+        the way back decide as for any packet. Only an ICMP echo reply has the probe's size."""
+        self.leg, self.decapsulated, self.outer_df, self.reached = "reply", False, False, ns
+        if self.proto != "icmp":
+            self.size = 0
+        pkt = Packet(src=request.dst, dst=request.src, proto=request.proto, sport=request.dport, dport=request.sport,
+                     ct_state="established", ct_status=request.ct_status, length=request.length if self.proto == "icmp" else 64,
+                     icmp_type="echo-reply")
+        return self.output(ns, pkt)
+
+    def reply_no_route(self, ns: dict, dst: str, route: routing.Route) -> Stop:
+        """The reply has no way back from `ns` to `dst`. NO_NAT when the request's private source
+        left a host that should have masqueraded it (a container network's subnet, leaving that
+        host through another interface, unchanged); NO_ROUTE at this hop otherwise. The fix is a
+        route back through the neighbour the request came from, where the request came in."""
+        word = "has no route back to" if route.type == "none" else f"has a {route.type} route for"
+        evidence = [{"kind": "route", "detail": f"{ns['label']}: lookup {dst} (the reply) -> {route.text}"}]
+        fix = self.route_back_fix(ns, dst)
+        leaving = self.unmasqueraded_exit(dst)
+        if leaving is not None:
+            hop, net = leaving
+            self.blocked_hop = hop["n"]
+            fix.alternatives.append(f"masquerade {net['name']} again: recreate it without "
+                                    "-o com.docker.network.bridge.enable_ip_masquerade=false")
+            return Stop("blocked", "NO_NAT",
+                        f"the packet reaches its destination, but its source {dst} (network {net['name']}) left {hop['label']} "
+                        f"through {hop['interface']} without masquerade, and {ns['label']} {word} {dst}, so replies are lost",
+                        fix, evidence)
+        reached = self.reached or ns
+        where = f"{ns['label']} {word} {dst}" if reached is ns else f"on the way back {ns['label']} {word} {dst}"
+        return Stop("blocked", "NO_ROUTE", f"the request reaches {reached['label']}, but {where}: "
+                    f"the {REPLY_WORDS.get(self.proto, 'reply')} does not get back", fix, evidence)
+
+    def unmasqueraded_exit(self, src: str) -> tuple[dict, dict] | None:
+        """The request's hop where `src`, a container network's private address, left the host of
+        that network through an interface that is not the network's bridge, still as `src`."""
+        if any(k == "snat" for _, k, _, _ in self.nat):
+            return None
+        try:
+            private = ipaddress.ip_address(src).is_private
+        except ValueError:
+            return None
+        host = self.model.snap.get("host")
+        net = next((n for n in self.model.snap.get("networks") or [] if n.get("bridge") and n.get("subnet")
+                    and ipaddress.ip_address(src) in ipaddress.ip_network(n["subnet"], strict=False)), None)
+        if not private or net is None:
+            return None
+        return next(((h, net) for h in self.hops if h.get("leg") != "reply" and h["namespace"] == host
+                     and h["direction"] == "egress" and h["kind"] not in ("firewall", "route")
+                     and h["interface"] != net["bridge"] and self.master_of(host, h["interface"]) != net["bridge"]), None)
+
+    def master_of(self, ns_id: str, ifname: str) -> str | None:
+        ns = self.model.namespaces.get(ns_id) or {}
+        return next((x.get("master") for x in ns.get("links", []) if x["name"] == ifname), None)
+
+    def route_back_fix(self, ns: dict, dst: str) -> Fix:
+        """A route to `dst`'s subnet through the neighbour the request came from, on the interface it
+        arrived on in `ns`; else the default route fix."""
+        came = [h for h in self.hops if h.get("leg") != "reply"]
+        arrived = next((h for h in came if h["namespace"] == ns["id"] and h["direction"] in ("ingress", "forward")
+                        and h["kind"] not in ("firewall", "route", "rp_filter")), None)
+        dev = arrived["interface"] if arrived else None
+        if arrived and arrived["kind"] != "bridge" and self.master_of(ns["id"], dev):
+            dev = self.master_of(ns["id"], dev)  # arrived on a bridge port: the route goes via the bridge
+        mine = [ipaddress.ip_network(f"{a['address']}/{a['prefixlen']}", strict=False) for a in ns["addresses"]
+                if a["ifname"] == dev and not a["address"].startswith("127.")]
+        before = [h for h in came if arrived and h["n"] < arrived["n"] and h["namespace"] != ns["id"]]
+        gw = None
+        for h in reversed(before):
+            prev = self.model.namespaces.get(h["namespace"]) or {}
+            gw = next((a["address"] for a in prev.get("addresses", []) if any(
+                ipaddress.ip_address(a["address"]) in net for net in mine)), None)
+            if gw:
+                break
+        subnet = next((str(ipaddress.ip_network(f"{a['address']}/{a['prefixlen']}", strict=False))
+                       for owner in self.model.owners_of(dst) for a in self.model.namespaces[owner]["addresses"]
+                       if a["address"] == dst and a["prefixlen"] < 32), f"{dst}/32")
+        if gw and dev:
+            return Fix(fixes.in_ns(ns, ["ip", "route", "add", subnet, "via", gw, "dev", dev]),
+                       fixes.replace_route(ns["id"], subnet, gw, dev),
+                       advice=f"a route back to {subnet} through {gw}, where the request came from")
+        return self.route_fix(ns, dst)
+
     def output(self, ns: dict, pkt: Packet, encap: Packet | None = None):
         route = self.route(ns, pkt.dst, None, None)
         if pkt.src == "0.0.0.0":
@@ -112,6 +204,7 @@ class Trace:
         if (res.packet.dst, res.packet.dport) != (pkt.dst, pkt.dport):
             self.note("dnat", f"{ns['label']}: {pkt.dst}:{pkt.dport} rewritten to {res.packet.dst}:{res.packet.dport}",
                       rule=res.steps[-1].text if res.steps else "")
+            self.nat_done(ns, "dnat", (pkt.dst, pkt.dport), (res.packet.dst, res.packet.dport))
             pkt = res.packet
             route = self.route(ns, pkt.dst, None, None)
             pkt = replace(pkt, oif=route.dev if route.type != "local" else "lo")
@@ -126,6 +219,8 @@ class Trace:
         route = routing.lookup(ns, dst, src, iif)
         if route.type in ("none", "unreachable", "blackhole", "prohibit"):
             self.hop(ns, iif or "-", "route", "lookup", route.text)
+            if self.leg == "reply":
+                raise self.reply_no_route(ns, dst, route)
             word = "has no route to" if route.type == "none" else f"has a {route.type} route for"
             raise Stop("blocked", "NO_ROUTE", f"{ns['label']} {word} {dst}", self.route_fix(ns, dst),
                        [{"kind": "route", "detail": f"{ns['label']}: lookup {dst} -> {route.text}"}])
@@ -167,8 +262,31 @@ class Trace:
         if res.packet.src != pkt.src:
             self.note("snat", f"{ns['label']}: source {pkt.src} rewritten to {res.packet.src} on {route.dev}",
                       rule=res.steps[-1].text if res.steps else "")
+            self.nat_done(ns, "snat", (pkt.src, pkt.sport), (res.packet.src, res.packet.sport))
         self.filter(ns, "postrouting", res.packet)
-        return res.packet
+        return self.un_nat(ns, "dnat", res.packet)
+
+    # -- the round trip: conntrack's NAT reversal for the reply --------------------------------------
+    def nat_done(self, ns: dict, kind: str, before: tuple, after: tuple) -> None:
+        if self.leg == "request":
+            self.nat.append((ns["id"], kind, before, after))
+
+    def un_nat(self, ns: dict, kind: str, pkt: Packet) -> Packet:
+        """On the reply leg, what conntrack undoes in `ns`: the request's SNAT there (the reply's
+        destination, at prerouting) or its DNAT (the reply's source, at postrouting or input)."""
+        if self.leg != "reply":
+            return pkt
+        for ns_id, k, before, after in self.nat:
+            if ns_id != ns["id"] or k != kind:
+                continue
+            if kind == "snat" and (pkt.dst, pkt.dport or after[1]) == (after[0], after[1]):
+                self.note("nat", f"{ns['label']}: conntrack reverses the request's SNAT: the reply goes to {before[0]}")
+                return replace(pkt, dst=before[0], dport=before[1])
+            if kind == "dnat" and (pkt.src, pkt.sport or after[1]) == (after[0], after[1]):
+                self.note("nat", f"{ns['label']}: conntrack reverses the request's DNAT: the reply comes from {before[0]}"
+                          + (f":{before[1]}" if self.proto != "icmp" else ""))
+                return replace(pkt, src=before[0], sport=before[1])
+        return pkt
 
     def egress(self, ns: dict, route: routing.Route, pkt: Packet, encap: Packet | None):
         link = self.model.link(ns, route.dev)
@@ -403,7 +521,9 @@ class Trace:
             dnat = next((st for st in res.steps if st.verdict == "dnat"), res.steps[-1] if res.steps else None)
             self.note("dnat", f"{ns['label']}: {pkt.dst}:{pkt.dport} rewritten to {res.packet.dst}:{res.packet.dport}",
                       rule=dnat.text if dnat else "")
+            self.nat_done(ns, "dnat", (pkt.dst, pkt.dport), (res.packet.dst, res.packet.dport))
             pkt = res.packet
+        pkt = self.un_nat(ns, "snat", pkt)  # the reply: conntrack's de-SNAT at prerouting (NAT chains do not run)
         route = self.route(ns, pkt.dst, pkt.src, ifname)
         if route.type == "local":
             return self.input(ns, pkt, encap)
@@ -453,6 +573,10 @@ class Trace:
         vx = self.vxlan_device_for(ns, pkt)
         if vx is not None:
             return self.vxlan_in(ns, vx, encap)
+        if self.leg == "reply":
+            pkt = self.un_nat(ns, "dnat", pkt)
+            self.hop(ns, self.proto, "socket", "deliver", "the reply reaches the probe's socket")
+            return {"ns": ns, "pkt": pkt}, pkt
         return self.deliver(ns, pkt), pkt
 
     def deliver(self, ns: dict, pkt: Packet) -> dict:
@@ -637,32 +761,13 @@ def _none_fix(model: Model, ns: dict) -> Fix:
                why_unchecked="recreating a container is not a change of the network model")
 
 
-def _no_nat_fix(t: Trace, end: dict, pkt: Packet) -> Fix:
-    """A route back to the unmasqueraded source, via the host that forwarded the packet."""
-    ingress = t.hops[-2] if len(t.hops) >= 2 else None  # the interface it arrived on in `end`
-    before = next((h for h in reversed(t.hops) if h["namespace"] != end["id"] and h["direction"] == "egress"), None)
-    src_net = next((ipaddress.ip_network(f"{a['address']}/{a['prefixlen']}", strict=False) for ns in [t.src_ns or {}]
-                    for a in ns.get("addresses", []) if a["address"] == pkt.src), None)
-    if before and ingress and src_net:
-        prev = t.model.namespaces[before["namespace"]]
-        gw = next((a["address"] for a in prev["addresses"] if a["ifname"] == before["interface"]), None)
-        dev = next((h["interface"] for h in t.hops if h["namespace"] == end["id"] and h["direction"] == "ingress"), None)
-        if gw and dev:
-            return Fix(fixes.in_ns(end, ["ip", "route", "add", str(src_net), "via", gw, "dev", dev]),
-                       fixes.replace_route(end["id"], str(src_net), gw, dev), advice=f"a route back to {src_net}",
-                       alternatives=["masquerade the network again: recreate it without "
-                                     "-o com.docker.network.bridge.enable_ip_masquerade=false"])
-    return Fix(advice=f"give {end['label']} a route back to {pkt.src}, or masquerade traffic leaving the container network",
-               why_unchecked="the hop that forwarded the packet is not known")
-
-
 def run_static(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int = 0, size: int = 0) -> tuple[dict, Fix | None]:
     """The static verdict as the JSON object of the diagnosis contract, and the fix as an object
     (its command is the JSON's "fix"; diagnose.py checks it on a copy of the model)."""
     src_ns = model.resolve(src)
     dst_ip = destination_ip(model, src_ns, dst)
     t = Trace(model, proto, port, size, src_ns=src_ns)
-    verdict, cause, summary, fix, blocked_at = "delivered", None, "", None, None
+    verdict, cause, summary, fix, blocked_at, reply = "delivered", None, "", None, None, None
     try:
         if dst_ip is None:
             ns = model.resolve(dst)
@@ -671,26 +776,37 @@ def run_static(model: Model, src: str, dst: str, *, proto: str = "tcp", port: in
                        "nothing can reach it over the network", _none_fix(model, ns),
                        [{"kind": "link", "detail": f"{ns['label']} links: " + ", ".join(link["name"] for link in ns["links"])}])
         end, pkt = t.run(src_ns, dst_ip)
-        ret = routing.lookup(end["ns"], pkt.src)
         summary = f"{proto.upper()} {'port ' + str(port) + ' ' if proto != 'icmp' else ''}from {src_ns['label']} reaches {end['ns']['label']}"
         if pkt.dst != dst_ip or pkt.dport != port:
             summary += f" (via {pkt.dst}:{pkt.dport})" if proto != "icmp" else f" (via {pkt.dst})"
-        if ret.type == "none" and not routing.is_local(end["ns"], pkt.src):
-            verdict, cause = "blocked", "NO_NAT"
-            summary = (f"the packet reaches {end['ns']['label']}, but its source {pkt.src} was not masqueraded and "
-                       f"{end['ns']['label']} has no route back to it, so replies are lost")
-            fix = _no_nat_fix(t, end["ns"], pkt)
-            blocked_at = len(t.hops)
-            t.note("route", f"{end['ns']['label']}: route back to {pkt.src} -> none")
+        forward = len(t.hops)
+        what = REPLY_WORDS.get(proto, "reply")
+        back = "delivered"
+        try:
+            t.reply(end["ns"], pkt)
+            summary += f", and the {what} gets back"
+        except Stop as stop:
+            back = "unknown"
+            if stop.verdict == "blocked":
+                if stop.cause not in ("NO_NAT",):
+                    stop.summary = f"the request reaches {end['ns']['label']}, but the {what} does not get back: {stop.summary}" \
+                        if not stop.summary.startswith("the request reaches") else stop.summary
+                raise
+            t.note("reply", f"the {what}'s way back was not followed to the end: {stop.summary}")
+        reply_hops = t.hops[forward:]
+        del t.hops[forward:]  # a delivered round trip: the request's hops, the reply's way apart
+        reply = {"verdict": back, "hops": reply_hops}
     except Stop as stop:
         verdict, cause, summary, fix = stop.verdict, stop.cause, stop.summary, stop.fix
         t.evidence.extend(stop.evidence)
-        blocked_at = len(t.hops) if t.hops else None
+        blocked_at = t.blocked_hop or (len(t.hops) if t.hops else None)
     result = {"verdict": verdict, "cause": cause, "summary": sentence(summary, [h["label"] for h in t.hops] + [src_ns["label"]]),
               "src": src_ns["label"], "dst": dst, "dst_ip": dst_ip, "proto": proto, "port": port, "size": size,
               "hops": t.hops, "blocked_at": blocked_at if verdict != "delivered" else None,
               "evidence": t.evidence, "fix": fix.text() if fix else "", "unevaluated_rules": t.unknown_rules, "mode": "static",
               "stale_neighbour": list(t.stale_neighbour) if t.stale_neighbour else None}
+    if reply is not None:
+        result["reply"] = reply
     return result, fix
 
 

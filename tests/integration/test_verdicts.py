@@ -27,6 +27,52 @@ def sh(*argv: str, input: str | None = None) -> str:
     return p.stdout
 
 
+def listen(netns_name: str, port: int) -> socket.socket:
+    """A TCP server in the named namespace that reads what a client sends (up to a newline) and
+    answers with its length. Closing the socket it returns stops it."""
+    with inside(f"/run/netns/{netns_name}"):
+        s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(16)
+
+    def serve():
+        while True:
+            try:
+                c, _ = s.accept()
+            except OSError:
+                return
+            with c:
+                c.settimeout(5)
+                got = 0
+                try:
+                    while chunk := c.recv(65536):
+                        got += len(chunk)
+                        if chunk.endswith(b"\n"):
+                            break
+                    c.sendall(f"{got}\n".encode())
+                except OSError:
+                    pass
+    threading.Thread(target=serve, daemon=True).start()
+    return s
+
+
+def connect(netns_name: str, dst: str, port: int, payload: int = 1, timeout: float = 3.0) -> int | None:
+    """A real TCP connection from the named namespace: sends `payload` bytes, returns what the
+    server counted (None when the connection or the answer fails)."""
+    with inside(f"/run/netns/{netns_name}"):
+        s = socket.socket()
+    s.settimeout(timeout)
+    try:
+        s.connect((dst, port))
+        s.sendall(b"x" * (payload - 1) + b"\n")
+        return int(s.makefile().readline())
+    except (OSError, ValueError):
+        return None
+    finally:
+        s.close()
+
+
 class Chain:
     """Namespaces in a row, each pair joined by a veth: names[0] - names[1] - ... with subnets
     10.NET.K.0/24 between the K-th pair; .1 on the left end, .2 on the right. The inner ones forward."""
@@ -74,47 +120,10 @@ class Chain:
                 self.ip(role, "route", "add", f"10.{self.net}.{k + 1}.0/24", "via", via)
 
     def listen(self, role: str, port: int) -> None:
-        """A TCP server that reads everything a client sends and answers with its length."""
-        with inside(f"/run/netns/{self.ns[role]}"):
-            s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("0.0.0.0", port))
-        s.listen(16)
-        self.listeners.append(s)
-
-        def serve():
-            while True:
-                try:
-                    c, _ = s.accept()
-                except OSError:
-                    return
-                with c:
-                    c.settimeout(5)
-                    got = 0
-                    try:
-                        while chunk := c.recv(65536):
-                            got += len(chunk)
-                            if chunk.endswith(b"\n"):
-                                break
-                        c.sendall(f"{got}\n".encode())
-                    except OSError:
-                        pass
-        threading.Thread(target=serve, daemon=True).start()
+        self.listeners.append(listen(self.ns[role], port))
 
     def connect(self, role: str, dst: str, port: int, payload: int = 1, timeout: float = 3.0) -> int | None:
-        """A real TCP connection from `role`: sends `payload` bytes, returns what the server counted
-        (None when the connection or the answer fails)."""
-        with inside(f"/run/netns/{self.ns[role]}"):
-            s = socket.socket()
-        s.settimeout(timeout)
-        try:
-            s.connect((dst, port))
-            s.sendall(b"x" * (payload - 1) + b"\n")
-            return int(s.makefile().readline())
-        except (OSError, ValueError):
-            return None
-        finally:
-            s.close()
+        return connect(self.ns[role], dst, port, payload, timeout)
 
     def destroy(self) -> None:
         for s in self.listeners:
@@ -204,3 +213,25 @@ def test_health_sees_the_black_hole_on_the_way_back_and_names_the_rule(lab, blac
     finally:
         httpd.kill()
         httpd.wait()
+
+
+def test_a_server_without_a_route_back_is_no_route_at_the_server_and_the_printed_route_fixes_it(lab, chain):
+    """client c - r - server s; s has no route to c's subnet: the SYN arrives, the SYN-ACK cannot leave."""
+    w = chain("crs", 78)
+    w.route_all(skip=(("s", 0),))
+    w.listen("s", 8080)
+    w.listen("c", 9090)  # the control flow: r reaches c (a connected route both ways)
+    server = w.addr(1, 2)
+    assert w.connect("c", server, 8080, timeout=2) is None  # broken for real before netdiag looks
+    r = trace(lab, f"ns:{w.ns['c']}", server, "--port", "8080")
+    assert (r["verdict"], r["cause"]) == ("blocked", "NO_ROUTE"), (r["summary"], r.get("reconciled"))
+    hop = dead_hop(r)
+    assert (hop["label"], hop["kind"], hop.get("leg")) == (f"ns:{w.ns['s']}", "route", "reply"), hop
+    assert r["reconciled"] == "static and live agree", r["reconciled"]
+    cmd = r["fix_command"]
+    assert cmd == f"ip netns exec {w.ns['s']} ip route add {w.addr(0, 1).rsplit('.', 1)[0]}.0/24 via {w.addr(1, 1)} dev s-r", cmd
+    assert r["fix_check"]["checked"] and r["fix_check"]["delivers"]
+    apply_fix(lab, r)
+    assert w.connect("c", server, 8080) == 1  # a real TCP connection, request and answer
+    assert w.connect("r", w.addr(0, 1), 9090) == 1  # the control flow still works
+    assert trace(lab, f"ns:{w.ns['c']}", server, "--port", "8080")["verdict"] == "delivered"

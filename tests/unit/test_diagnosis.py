@@ -251,7 +251,7 @@ def test_reconcile_a_dropped_answer_is_never_the_probes_drop(model):
              "packet": {"src": r["dst_ip"], "dst": "10.50.0.2", "proto": 6, "sport": 5432, "dport": 40000}}
     assert reconcile.first_drop([event]) is None
     out, _ = reconcile.merge(model, r, live("timeout", "no answer", nftrace=[event]))
-    assert not out["reconciled"].startswith("the kernel's packet trace decides")
+    assert "the probe's answer (not the probe)" in out["reconciled"]
     assert all(e.get("packet_role") == "related" for e in out["evidence"] if e["kind"] == "nft_trace")
 
 
@@ -263,3 +263,77 @@ def test_a_summary_is_a_sentence_but_a_name_keeps_its_spelling():
         "web1 (netdiag container) drops the packet"
     assert sentence("vx-8aa0 has no FDB entry for 02:42:0a:00:01:03", ["h1", "vx-8aa0"]).startswith("vx-8aa0 ")
     assert sentence("", ["x"]) == ""
+
+
+# -- the round trip: the reply's way back -----------------------------------------------------------------
+
+def test_a_delivered_trace_follows_the_reply_back_through_the_nat_it_passed(model):
+    r = trace(model, outside(model), "203.0.113.2", port=8080)  # a published port: DNAT on the way in
+    assert r["verdict"] == "delivered" and "SYN-ACK gets back" in r["summary"]
+    back = r["reply"]["hops"]
+    assert r["reply"]["verdict"] == "delivered" and all(h["leg"] == "reply" for h in back)
+    assert back[0]["label"].startswith("web") and back[-1]["label"] == outside(model) and back[-1]["kind"] == "socket"
+    assert any(e["kind"] == "nat" and "reverses the request's DNAT" in e["detail"] for e in r["evidence"])
+    r = trace(model, "api", "203.0.113.1", proto="icmp")  # masqueraded on the way out: de-SNAT on the way back
+    assert r["verdict"] == "delivered" and r["reply"]["hops"][-1]["label"].startswith("api")
+    assert any(e["kind"] == "nat" and "reverses the request's SNAT" in e["detail"] for e in r["evidence"])
+
+
+def test_a_server_without_a_route_back_is_no_route_at_the_server_and_the_fix_adds_it(model):
+    web = ns_of(model, "web")
+    web["routes"] = [x for x in web["routes"] if x["dst"] != "default"]
+    r, fix = run_static(model, outside(model), "203.0.113.2", port=8080)
+    assert (r["verdict"], r["cause"]) == ("blocked", "NO_ROUTE"), r["summary"]  # not NO_NAT: nothing is NATed there
+    hop = r["hops"][r["blocked_at"] - 1]
+    assert (hop["namespace"], hop["kind"], hop.get("leg")) == (web["id"], "route", "reply")
+    assert "SYN-ACK does not get back" in r["summary"]
+    assert fix.command.endswith("ip route add 203.0.113.0/24 via 172.17.0.1 dev eth0"), fix.command
+    check = fixes.check(model, fix, lambda m: trace(m, outside(model), "203.0.113.2", port=8080))
+    assert check["checked"] and check["delivers"], check
+    assert "40000" not in fix.text()
+
+
+def test_a_reply_dropped_by_a_policy_gets_an_accept_for_established_flows_never_the_clients_port(model):
+    h = host(model)
+    web_ip = "172.17.0.2"
+    rules(h).append({"chain": {"family": "inet", "table": "fw", "name": "fwd", "type": "filter", "hook": "forward",
+                               "prio": 0, "policy": "drop"}})
+    rules(h).append({"rule": {"family": "inet", "table": "fw", "chain": "fwd", "handle": 3, "expr": [
+        {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": web_ip}},
+        {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 80}}, {"accept": None}]}})
+    r, fix = run_static(model, outside(model), "203.0.113.2", port=8080)
+    assert (r["verdict"], r["cause"]) == ("blocked", "FIREWALL_DROP"), r["summary"]
+    hop = r["hops"][r["blocked_at"] - 1]
+    assert (hop["namespace"], hop["kind"], hop.get("leg")) == (h["id"], "firewall", "reply")
+    assert fix.command == "nft insert rule inet fw fwd ct state established,related accept"
+    assert "40000" not in fix.text()  # the client's ephemeral port is never opened
+    check = fixes.check(model, fix, lambda m: trace(m, outside(model), "203.0.113.2", port=8080))
+    assert check["checked"] and check["delivers"], check
+
+
+def test_no_nat_is_named_where_a_private_source_leaves_the_host_unmasqueraded(model):
+    h = host(model)
+    rules(h)[:] = [i for i in rules(h) if not ("rule" in i and any("masquerade" in e for e in i["rule"]["expr"]))]
+    r, fix = run_static(model, "api", "203.0.113.1", proto="icmp")
+    assert (r["verdict"], r["cause"]) == ("blocked", "NO_NAT"), r["summary"]
+    hop = r["hops"][r["blocked_at"] - 1]
+    assert (hop["namespace"], hop["interface"], hop["direction"]) == (h["id"], "eth0", "egress")
+    assert "ip route add 10.50.0.0/24 via 203.0.113.2 dev eth0" in fix.command
+    assert fixes.check(model, fix, lambda m: trace(m, "api", "203.0.113.1", proto="icmp"))["delivers"]
+
+
+def test_reconcile_an_answer_the_kernel_dropped_where_the_model_saw_none_is_the_replys_own_hop(model):
+    r = trace(model, "api", "db", port=5432)
+    h = host(model)
+    rules(h).append({"chain": {"family": "inet", "table": "t", "name": "c", "type": "filter", "hook": "forward",
+                               "prio": 0, "policy": "drop"}})
+    for hp in r["hops"]:
+        hp["ns_path"] = f"/fake/{hp['namespace']}"
+    event = {"ns_path": f"/fake/{h['id']}", "family": "inet", "table": "t", "chain": "c", "type": "policy", "verdict": "drop",
+             "direction": "reply", "iif": r["hops"][3]["interface"], "oif": r["hops"][1]["interface"],
+             "packet": {"src": r["dst_ip"], "dst": "10.50.0.2", "proto": 6, "sport": 5432, "dport": 40000}}
+    out, fix = reconcile.merge(model, r, live("timeout", "no answer", nftrace=[event]))
+    assert (out["verdict"], out["cause"]) == ("blocked", "FIREWALL_DROP")
+    hop = out["hops"][out["blocked_at"] - 1]
+    assert (hop["namespace"], hop["leg"]) == (h["id"], "reply") and "answer" in out["summary"]
+    assert fix.command == "nft insert rule inet t c ct state established,related accept"  # never port 40000
