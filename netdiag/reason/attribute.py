@@ -186,22 +186,33 @@ def explain_drop(model, ns: dict, hook: str, pkt, step, src_ns: dict | None = No
                         why_unchecked="publishing adds a DNAT rule and a new container, which the model cannot add"), ev)
     governed = nets.governed_by(ns, step.family, step.table)
     ours = out_net or in_net
-    if policy and ours is not None and governed and ours not in governed:
-        bridge = ours["bridge"]
+    # a bridge no runtime records (made by hand, by another tool): the manager does not govern it either
+    plain = None if ours is not None else next((b for b in (_bridge_of(ns, pkt.iif), _bridge_of(ns, pkt.oif)) if b), None)
+    if policy and governed and ((ours is not None and ours not in governed)
+                                or (plain is not None and plain not in {n["bridge"] for n in governed})):
+        bridge = ours["bridge"] if ours is not None else plain
+        what = f"network {ours['name']} (bridge {bridge})" if ours is not None else \
+            f"bridge {bridge} (a plain Linux bridge, no network of {', '.join(sorted({n.get('runtime') or '?' for n in governed}))})"
         manager = ", ".join(sorted({n.get("runtime") or "?" for n in governed}))
         user_chain = next((c for c in _items(ns) if "chain" in c and
                            (c["chain"]["family"], c["chain"]["table"], c["chain"]["name"]) == (step.family, step.table, "DOCKER-USER")), None)
         chain = "DOCKER-USER" if user_chain else step.chain
-        cmd = _accept_command(ns, step.family, step.table, chain, bridge, rule_style=_iptables_table(ns, step.family, step.table))
+        # traffic bridged within a plain bridge: one rule, both directions, nothing routed in or out
+        bridged = ours is None and _bridge_of(ns, pkt.iif) == _bridge_of(ns, pkt.oif) == bridge
+        cmd = _accept_command(ns, step.family, step.table, chain, bridge, rule_style=_iptables_table(ns, step.family, step.table),
+                              bridged=bridged)
         apply = fixes.insert_rules(ns["id"], step.family, step.table, chain,
+                                   [fixes.iface_pair_accept(bridge)] if bridged else
                                    [fixes.iface_accept("iifname", bridge), fixes.iface_accept("oifname", bridge)])
         alt = ["'netdiag system repair' puts netdiag's own DOCKER-USER rules back (tagged, removed with the network)"] \
-            if user_chain and ours.get("runtime") == "netdiag" else []
+            if user_chain and ours is not None and ours.get("runtime") == "netdiag" else []
         return Stop("blocked", "FOREIGN_FIREWALL",
                     f"{where} belongs to the firewall of another network manager ({manager}: it governs "
                     f"{', '.join(sorted(n['name'] for n in governed))}), and its {'policy' if step.verdict.startswith('policy') else 'catch-all rule'} "
-                    f"drops the traffic of network {ours['name']} (bridge {bridge}), which it does not manage",
-                    Fix(cmd, apply, alternatives=alt), ev)
+                    f"drops the traffic of {what}, which it does not manage",
+                    Fix(cmd, apply, advice=f"accept {bridge}'s traffic in both directions in {chain}, "
+                        + ("Docker's documented place for other people's rules" if chain == "DOCKER-USER" else "before the policy"),
+                        alternatives=alt), ev)
     return _firewall_drop(ns, hook, pkt, step, rule, where, ev, policy)
 
 
@@ -228,8 +239,22 @@ def _iptables_table(ns: dict, family: str, table: str) -> bool:
     return False
 
 
-def _accept_command(ns: dict, family: str, table: str, chain: str, bridge: str, rule_style: bool) -> str:
-    if rule_style and family == "ip":
+def _bridge_of(ns: dict, ifname: str | None) -> str | None:
+    """The bridge an interface is, or is a port of (br_netfilter shows bridged packets on the bridge)."""
+    link = next((x for x in ns["links"] if x["name"] == ifname), None) if ifname else None
+    if link is None:
+        return None
+    if link["kind"] == "bridge":
+        return link["name"]
+    master = next((x for x in ns["links"] if x["name"] == link.get("master")), None)
+    return master["name"] if master is not None and master["kind"] == "bridge" else None
+
+
+def _accept_command(ns: dict, family: str, table: str, chain: str, bridge: str, rule_style: bool, bridged: bool = False) -> str:
+    if bridged:
+        argv = [["iptables", "-I", chain, "-i", bridge, "-o", bridge, "-j", "ACCEPT"]] if rule_style and family == "ip" else \
+            [["nft", "insert", "rule", family, table, chain, "iifname", bridge, "oifname", bridge, "accept"]]
+    elif rule_style and family == "ip":
         argv = [["iptables", "-I", chain, "-i", bridge, "-j", "ACCEPT"], ["iptables", "-I", chain, "-o", bridge, "-j", "ACCEPT"]]
     else:
         argv = [["nft", "insert", "rule", family, table, chain, "iifname", bridge, "accept"],

@@ -92,6 +92,12 @@ def iface_accept(key: str, name: str) -> list[dict]:
     return [{"match": {"op": "==", "left": {"meta": {"key": key}}, "right": name}}, {"accept": None}]
 
 
+def iface_pair_accept(name: str) -> list[dict]:
+    """`iifname NAME oifname NAME accept`: traffic bridged within NAME, both ways."""
+    return [{"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": name}},
+            {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": name}}, {"accept": None}]
+
+
 def flow_accept(dst: str, proto: str, dport: int) -> list[dict]:
     expr = [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": dst}}]
     if proto in ("tcp", "udp") and dport:

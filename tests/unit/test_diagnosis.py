@@ -93,6 +93,36 @@ def test_a_policy_drop_of_a_table_that_governs_other_networks_is_a_foreign_firew
     assert fixes.check(model, fix, lambda m: trace(m, "api", "db", port=5432))["delivers"]
 
 
+def test_a_plain_bridge_under_another_managers_policy_is_a_foreign_firewall_fixed_both_ways(model):
+    """A bridge no runtime records (made by hand), on a host whose FORWARD policy belongs to Docker:
+    FOREIGN_FIREWALL, and the fix accepts that bridge's traffic both ways in DOCKER-USER, checked
+    on the request and the reply."""
+    h = host(model)
+    br = next(n["bridge"] for n in model.snap["networks"] if n["name"] == "back")
+    model.snap["networks"] = [n for n in model.snap["networks"] if n["name"] != "back"]  # no runtime knows it now
+    model.snap["networks"].append({"runtime": "docker", "name": "dnet", "bridge": "docker-x", "subnet": "10.99.0.0/24",
+                                   "options": {}})
+    rules(h).append({"chain": {"family": "ip", "table": "filter", "name": "FORWARD", "type": "filter", "hook": "forward",
+                               "prio": 0, "policy": "drop"}})
+    rules(h).append({"chain": {"family": "ip", "table": "filter", "name": "DOCKER-USER"}})
+    rules(h).append({"rule": {"family": "ip", "table": "filter", "chain": "FORWARD", "handle": 3,
+                              "expr": [{"jump": {"target": "DOCKER-USER"}}]}})
+    rules(h).append({"rule": {"family": "ip", "table": "filter", "chain": "FORWARD", "handle": 4, "expr": [
+        {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "docker-x"}}, {"accept": None}]}})
+    h.setdefault("sysctls", {})["net.bridge.bridge-nf-call-iptables"] = "1"
+    r, fix = run_static(model, "api", "db", port=5432)
+    assert (r["verdict"], r["cause"]) == ("blocked", "FOREIGN_FIREWALL"), r["summary"]
+    assert f"bridge {br} (a plain Linux bridge" in r["summary"]
+    assert fix.command == f"nft insert rule ip filter DOCKER-USER iifname {br} oifname {br} accept"
+    check = fixes.check(model, fix, lambda m: trace(m, "api", "db", port=5432))
+    assert check["checked"] and check["delivers"], check
+    # an accept for the request only is not a fix: the reply dies at the same policy
+    only_request = fixes.Fix("x", fixes.insert_rules(h["id"], "ip", "filter", "DOCKER-USER",
+                                                     [fixes.flow_accept(r["dst_ip"], "tcp", 5432)]))
+    check = fixes.check(model, only_request, lambda m: trace(m, "api", "db", port=5432))
+    assert check["checked"] and not check["delivers"] and "FOREIGN_FIREWALL" in check["detail"], check
+
+
 def test_every_cause_the_engine_can_name_is_in_the_catalogue():
     import re
 
