@@ -102,8 +102,12 @@ def render(r: dict) -> None:
         dead = r.get("blocked_at") == h["n"]
         seen = {True: "[green]✓[/]", False: "[red]✗[/]", None: "[dim]-[/]"}[h["seen"]]
         style = "bold red" if dead else None
-        t.add_row(str(h["n"]), h["label"], h["interface"], h["kind"], h["direction"], seen, h["detail"], style=style)
+        way = ("reply " if h.get("leg") == "reply" else "") + h["direction"]  # a hop of the answer's way back
+        t.add_row(str(h["n"]), h["label"], h["interface"], h["kind"], way, seen, h["detail"], style=style)
     con.print(t)
+    back = r.get("reply")
+    if back and back.get("hops"):
+        con.print(f"[bold]reply[/] {back['verdict']}: " + " -> ".join(f"{h['label']} {h['interface']}" for h in back["hops"]))
     con.print(f"[bold]why[/]  {r['summary']}")
     if r["evidence"]:
         con.print("[bold]evidence[/]")

@@ -194,7 +194,8 @@ def add_masquerade(ns_id: str, subnet: str, oif: str) -> Apply:
 
 
 def check(model, fix: Fix, retrace) -> dict:
-    """Apply `fix` to a copy of the model and trace again: does the path deliver now?"""
+    """Apply `fix` to a copy of the model and trace again: does the path deliver now, both ways (the
+    static path follows the reply back, so a fix that opens one direction only does not pass)?"""
     if fix.apply is None:
         return {"checked": False, "delivers": None, "detail": fix.why_unchecked or "the model cannot express this change"}
     copy, ov = model.overlay()
@@ -204,7 +205,10 @@ def check(model, fix: Fix, retrace) -> dict:
     except Exception as e:  # noqa: BLE001 - a check that cannot run is reported, never fatal
         return {"checked": False, "delivers": None, "detail": f"the check could not run: {type(e).__name__}: {e}"}
     delivers = after["verdict"] == "delivered"
-    detail = "with this fix the static path delivers" if delivers else \
+    back = (after.get("reply") or {}).get("verdict")
+    detail = ("with this fix the static path delivers, request and reply" if back == "delivered" else
+              "with this fix the static path delivers the request (the reply's way back could not be followed to the end)"
+              ) if delivers else \
         f"with this fix the path is still {after['verdict']}" + (f" ({after['cause']}: {after['summary']})" if after.get("cause") else "")
     return {"checked": True, "delivers": delivers, "detail": detail,
             "after": {k: after.get(k) for k in ("verdict", "cause", "summary", "blocked_at")}}

@@ -793,6 +793,9 @@ def run_static(model: Model, src: str, dst: str, *, proto: str = "tcp", port: in
                         if not stop.summary.startswith("the request reaches") else stop.summary
                 raise
             t.note("reply", f"the {what}'s way back was not followed to the end: {stop.summary}")
+        except Exception as e:  # noqa: BLE001 - the request's verdict stands; the reply's walk failing is evidence
+            back = "unknown"
+            t.note("reply", f"the {what}'s way back could not be followed: {type(e).__name__}: {e}")
         reply_hops = t.hops[forward:]
         del t.hops[forward:]  # a delivered round trip: the request's hops, the reply's way apart
         reply = {"verdict": back, "hops": reply_hops}
