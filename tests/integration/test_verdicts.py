@@ -235,3 +235,31 @@ def test_a_server_without_a_route_back_is_no_route_at_the_server_and_the_printed
     assert w.connect("c", server, 8080) == 1  # a real TCP connection, request and answer
     assert w.connect("r", w.addr(0, 1), 9090) == 1  # the control flow still works
     assert trace(lab, f"ns:{w.ns['c']}", server, "--port", "8080")["verdict"] == "delivered"
+
+
+def test_a_firewall_that_lets_the_request_through_but_drops_the_answer_is_fixed_without_opening_a_port(lab, chain):
+    """r forwards c's SYN to s:8080 (one accept, policy drop) but nothing accepts the SYN-ACK: a
+    FIREWALL_DROP of the reply at r, whose fix accepts established connections, names no port
+    (the client's is ephemeral), and, applied, opens nothing new: s:9090 stays closed to c."""
+    w = chain("crs", 79)
+    w.route_all()
+    server = w.addr(1, 2)
+    w.run("r", "nft", "-f", "-", input=f"""table inet fw {{
+  chain through {{
+    type filter hook forward priority 0; policy drop;
+    ip daddr {server} tcp dport 8080 accept
+  }}
+}}
+""")
+    w.listen("s", 8080)
+    w.listen("s", 9090)
+    assert w.connect("c", server, 8080, timeout=2) is None
+    r = trace(lab, f"ns:{w.ns['c']}", server, "--port", "8080")
+    assert (r["verdict"], r["cause"]) == ("blocked", "FIREWALL_DROP"), (r["summary"], r.get("reconciled"))
+    hop = dead_hop(r)
+    assert (hop["label"], hop["kind"], hop.get("leg")) == (f"ns:{w.ns['r']}", "firewall", "reply"), hop
+    assert r["fix_command"] == f"ip netns exec {w.ns['r']} nft insert rule inet fw through ct state established,related accept"
+    assert any(e["kind"] == "nft_trace" and e.get("packet_role") == "related" for e in r["evidence"])  # the kernel saw it
+    apply_fix(lab, r)
+    assert w.connect("c", server, 8080) == 1
+    assert w.connect("c", server, 9090, timeout=2) is None  # the fix opened no other flow
