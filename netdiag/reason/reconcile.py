@@ -53,7 +53,7 @@ def merge(model, result: dict, live, static_fix=None) -> tuple[dict, object]:
     for e in events:
         if e.get("verdict") in ("drop", "reject") or e is drop:
             detail = _event_text(e)
-            if icmp_error_back(e):
+            if icmp_error(e):
                 p = e.get("packet") or {}
                 detail += (f": the ICMP error (type {p.get('icmp_type')} code {p.get('icmp_code')}) that would tell the sender "
                            "was dropped on its way back, so the sender never learns"
@@ -150,10 +150,6 @@ def icmp_error(e: dict) -> bool:
 def related(e: dict) -> bool:
     """A packet the probe caused, not the probe: its answer, or an ICMP error quoting it."""
     return e.get("direction") == "reply" or icmp_error(e)
-
-
-def icmp_error_back(e: dict) -> bool:
-    return icmp_error(e)
 
 
 def frag_needed(e: dict) -> bool:
