@@ -154,7 +154,7 @@ def test_a_plain_bridge_under_dockers_forward_policy_is_a_foreign_firewall_fixed
     where Docker's FORWARD policy drops and br_netfilter hands bridged frames to iptables: the
     trace names FOREIGN_FIREWALL, and its fix (DOCKER-USER, the bridge's traffic both ways),
     applied as printed, lets real connections through in both directions."""
-    from tests.integration.test_verdicts import connect, listen
+    from tests.integration.test_verdicts import connect, listen, stop
 
     lab = dl.lab
     br, names = "plainbr0", {k: f"{lab.name}-pb{k}" for k in "ab"}
@@ -188,7 +188,7 @@ def test_a_plain_bridge_under_dockers_forward_policy_is_a_foreign_firewall_fixed
         assert get(lab, "cli", "http://web/").stdout == "web\n"  # the control flow: netdiag's own network still works
     finally:
         for s in socks:
-            s.close()
+            stop(s)
         lab.in_lab("iptables-nft", "-D", "DOCKER-USER", "-i", br, "-o", br, "-j", "ACCEPT")
         lab.in_lab("ip", "link", "del", br)
         for ns in names.values():

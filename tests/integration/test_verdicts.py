@@ -29,7 +29,7 @@ def sh(*argv: str, input: str | None = None) -> str:
 
 def listen(netns_name: str, port: int) -> socket.socket:
     """A TCP server in the named namespace that reads what a client sends (up to a newline) and
-    answers with its length. Closing the socket it returns stops it."""
+    answers with its length. `stop()` on the socket it returns ends it."""
     with inside(f"/run/netns/{netns_name}"):
         s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -57,6 +57,15 @@ def listen(netns_name: str, port: int) -> socket.socket:
     return s
 
 
+def stop(s: socket.socket) -> None:
+    """End a `listen` server: shutdown wakes its thread out of accept(), then the fd is closed."""
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    s.close()
+
+
 def connect(netns_name: str, dst: str, port: int, payload: int = 1, timeout: float = 3.0) -> int | None:
     """A real TCP connection from the named namespace: sends `payload` bytes, returns what the
     server counted (None when the connection or the answer fails)."""
@@ -66,7 +75,8 @@ def connect(netns_name: str, dst: str, port: int, payload: int = 1, timeout: flo
     try:
         s.connect((dst, port))
         s.sendall(b"x" * (payload - 1) + b"\n")
-        return int(s.makefile().readline())
+        with s.makefile() as answer:  # its own reference to the socket: closed here, not by the GC
+            return int(answer.readline())
     except (OSError, ValueError):
         return None
     finally:
@@ -127,7 +137,7 @@ class Chain:
 
     def destroy(self) -> None:
         for s in self.listeners:
-            s.close()
+            stop(s)
         for name in self.ns.values():
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
