@@ -73,6 +73,9 @@ def merge(model, result: dict, live, static_fix=None) -> tuple[dict, object]:
                   and frag_needed(e)), None)
     if static == "blocked" and cause == "MTU_BLACKHOLE" and eaten is not None and outcome != "too_big":
         return _black_hole(model, result, eaten, ns_by_path, static_fix, outcome)
+    if static == "delivered" and outcome in LOST and eaten is not None:
+        # an MTU step the model does not see (a link it did not observe): the kernel's ICMP says it is there
+        return _black_hole_seen(model, result, eaten, ns_by_path, last_seen, outcome)
     answer = next((e for e in events if e.get("verdict") in ("drop", "reject") and e.get("type") in ("rule", "policy")
                    and related(e) and not icmp_error(e)), None)
     if static == "delivered" and outcome in LOST and answer is not None:
@@ -196,6 +199,25 @@ def _black_hole(model, result: dict, e: dict, ns_by_path: dict, static_fix, outc
     else:
         fix = replace(static_fix, alternatives=[*static_fix.alternatives, f"{cmd} ({why})"])
     result["fix"] = fix.text()
+    return result, fix
+
+
+def _black_hole_seen(model, result: dict, e: dict, ns_by_path: dict, last_seen: int | None, outcome: str):
+    """The static path delivers, but the kernel's trace saw a router answer the probe with ICMP
+    'fragmentation needed' and a rule drop that answer: an MTU step the model does not show (a
+    link it did not observe), made a black hole by that rule. The hop is the router's."""
+    p = e.get("packet") or {}
+    origin = model.owner_of_ip(p.get("src") or "")
+    if origin is None or not any(h["namespace"] == origin["id"] for h in result["hops"]):
+        return result, None
+    static = result["verdict"]
+    result.update(verdict="blocked", cause="MTU_BLACKHOLE", blocked_at=_hop_in(result, origin["id"], last_seen),
+                  summary=sentence(f"{origin['label']} cannot forward the probe: the link it would leave by has a smaller MTU "
+                                   "than the packet (a link netdiag does not see), and it answered with ICMP 'fragmentation "
+                                   "needed'", _labels(result)))
+    result, fix = _black_hole(model, result, e, ns_by_path, None, outcome)
+    result["reconciled"] = (f"the kernel's packet trace decides: the static path said {static}, the kernel saw "
+                            f"{origin['label']} answer the probe with ICMP 'fragmentation needed' and that answer dropped, not the probe")
     return result, fix
 
 

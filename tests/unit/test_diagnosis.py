@@ -367,3 +367,26 @@ def test_reconcile_an_answer_the_kernel_dropped_where_the_model_saw_none_is_the_
     hop = out["hops"][out["blocked_at"] - 1]
     assert (hop["namespace"], hop["leg"]) == (h["id"], "reply") and "answer" in out["summary"]
     assert fix.command == "nft insert rule inet t c ct state established,related accept"  # never port 40000
+
+
+def test_reconcile_a_router_answering_frag_needed_where_the_model_sees_no_mtu_step_is_a_black_hole_there(model):
+    """The static path delivers (no link of the model is too small), the probe is lost, and the
+    kernel's trace saw the host answer it with ICMP 'fragmentation needed' that a rule then dropped:
+    MTU_BLACKHOLE at the host, the fix lets that ICMP through; not a drop of the probe."""
+    r = trace(model, "api", "db", port=5432, size=1400)
+    assert r["verdict"] == "delivered"
+    h = host(model)
+    rules(h).append({"chain": {"family": "inet", "table": "t", "name": "out", "type": "filter", "hook": "output",
+                               "prio": 0, "policy": "accept"}})
+    rules(h).append({"rule": {"family": "inet", "table": "t", "chain": "out", "handle": 9, "expr": [
+        {"match": {"op": "==", "left": {"payload": {"protocol": "icmp", "field": "type"}}, "right": "destination-unreachable"}},
+        {"drop": None}]}})
+    for hp in r["hops"]:
+        hp["ns_path"] = f"/fake/{hp['namespace']}"
+    event = {"ns_path": f"/fake/{h['id']}", "family": "inet", "table": "t", "chain": "out", "handle": 9, "type": "rule",
+             "verdict": "drop", "direction": "reply", "iif": None, "oif": r["hops"][1]["interface"],
+             "packet": {"src": "10.50.0.1", "dst": "10.50.0.2", "proto": 1, "icmp_type": 3, "icmp_code": 4}}
+    out, fix = reconcile.merge(model, r, live("timeout", "1400 bytes not acknowledged", seen_all(r, 1), nftrace=[event]))
+    assert (out["verdict"], out["cause"]) == ("blocked", "MTU_BLACKHOLE"), out["summary"]
+    assert out["hops"][out["blocked_at"] - 1]["namespace"] == h["id"]
+    assert fix.command == "nft delete rule inet t out handle 9" and fix.apply is None
