@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
+from dataclasses import replace
 
 from .iptables import ruleset_for
 from . import fixes
@@ -273,13 +274,13 @@ def _firewall_drop(ns, hook, pkt, step, rule, where, ev, policy) -> Stop:
         apply = fixes.remove_rule(ns["id"], step.family, step.table, step.chain, step.handle)
         return Stop("blocked", "FIREWALL_DROP", f"{ns['label']} {verdict} the packet at {hook}: rule {step.text!r} in {where}",
                     Fix(cmd, apply), ev)
+    iptables_style = _iptables_table(ns, step.family, step.table) and step.family == "ip"
+    established = ["iptables", "-t", step.table, "-I", step.chain, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED",
+                   "-j", "ACCEPT"] if iptables_style else \
+        ["nft", "insert", "rule", step.family, step.table, step.chain, "ct", "state", "established,related", "accept"]
     if pkt.ct_state == "established":
         # the reply of a connection: accept the connection's answers, never a port (the client's is ephemeral)
-        if _iptables_table(ns, step.family, step.table) and step.family == "ip":
-            argv = ["iptables", "-t", step.table, "-I", step.chain, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED",
-                    "-j", "ACCEPT"]
-        else:
-            argv = ["nft", "insert", "rule", step.family, step.table, step.chain, "ct", "state", "established,related", "accept"]
+        argv = established
         apply = fixes.insert_rules(ns["id"], step.family, step.table, step.chain, [fixes.established_accept()])
         what = "policy" if step.verdict.startswith("policy") else "final catch-all rule"
         return Stop("blocked", "FIREWALL_DROP", f"{ns['label']} {verdict} the reply ({pkt.src} -> {pkt.dst}) at {hook}: the {what} "
@@ -287,16 +288,38 @@ def _firewall_drop(ns, hook, pkt, step, rule, where, ev, policy) -> Stop:
                     Fix(fixes.in_ns(ns, argv), apply, advice="accept the answers of established connections"), ev)
     # a policy (or catch-all) drop of a table no network manager owns: accept this flow before it
     dport = pkt.dport if pkt.proto in ("tcp", "udp") else 0
-    if _iptables_table(ns, step.family, step.table) and step.family == "ip":
+    if iptables_style:
         argv = ["iptables", "-t", step.table, "-I", step.chain, "-d", pkt.dst, "-p", pkt.proto] + \
             (["--dport", str(dport)] if dport else []) + ["-j", "ACCEPT"]
     else:
         argv = ["nft", "insert", "rule", step.family, step.table, step.chain, "ip", "daddr", pkt.dst] + \
             ([pkt.proto, "dport", str(dport)] if dport else []) + ["accept"]
-    apply = fixes.insert_rules(ns["id"], step.family, step.table, step.chain, [fixes.flow_accept(pkt.dst, pkt.proto, dport)])
+    rules = [fixes.flow_accept(pkt.dst, pkt.proto, dport)]
+    commands = [fixes.in_ns(ns, argv)]
+    if _reply_dropped_too(ns, hook, pkt, step):  # the same chain sees the answer: accept it too, by state, not by port
+        rules.insert(0, fixes.established_accept())
+        commands.insert(0, fixes.in_ns(ns, established))
+    apply = fixes.insert_rules(ns["id"], step.family, step.table, step.chain, rules)
     what = "policy" if step.verdict.startswith("policy") else "final catch-all rule"
     return Stop("blocked", "FIREWALL_DROP", f"{ns['label']} {verdict} the packet at {hook}: the {what} of {where} "
-                f"drops what no earlier rule accepted", Fix(fixes.in_ns(ns, argv), apply), ev)
+                f"drops what no earlier rule accepted", Fix(" && ".join(commands), apply,
+                                                            advice="accept this flow" + (" and the answers of established "
+                                                                                         "connections" if len(rules) > 1 else "")), ev)
+
+
+def _reply_dropped_too(ns: dict, hook: str, pkt, step) -> bool:
+    """Whether the answer to `pkt` (an established flow, the other way) dies at the same hook and
+    chain: a forwarding firewall sees both directions."""
+    if hook != "forward":
+        return False
+    from . import routing
+    from .nftables import evaluate
+
+    back = replace(pkt, src=pkt.dst, dst=pkt.src, sport=pkt.dport, dport=pkt.sport, iif=pkt.oif, oif=pkt.iif,
+                   ct_state="established", icmp_type="echo-reply")
+    res = evaluate(ruleset_for(ns), hook, back, families=(step.family,), chain_type="filter",
+                   local_addrs=routing.local_addresses(ns))
+    return res.verdict == "drop" and res.deciding is not None and (res.deciding.table, res.deciding.chain) == (step.table, step.chain)
 
 
 def pass_icmp_command(ns: dict, e: dict, rule: dict | None) -> str:

@@ -130,12 +130,24 @@ class Trace:
         fix = self.route_back_fix(ns, dst)
         leaving = self.unmasqueraded_exit(dst)
         if leaving is not None:
-            hop, net = leaving
+            hop, net, subnet = leaving
             self.blocked_hop = hop["n"]
-            fix.alternatives.append(f"masquerade {net['name']} again: recreate it without "
-                                    "-o com.docker.network.bridge.enable_ip_masquerade=false")
+            host = self.model.namespaces[hop["namespace"]]
+            if net is not None:  # a runtime's network made without masquerade: route it upstream, or masquerade again
+                fix.alternatives.append(f"masquerade {net['name']} again: recreate it without "
+                                        "-o com.docker.network.bridge.enable_ip_masquerade=false")
+                what = f"network {net['name']}"
+            else:  # a subnet the host routes: the host masquerades it where it leaves by its uplink
+                route_back = fix.command
+                fix = Fix(fixes.in_ns(host, ["iptables", "-t", "nat", "-A", "POSTROUTING", "-s", subnet, "-o", hop["interface"],
+                                             "-j", "MASQUERADE"]),
+                          fixes.add_masquerade(host["id"], subnet, hop["interface"]),
+                          advice=f"{host['label']} masquerades {subnet} where it leaves through {hop['interface']}",
+                          alternatives=[f"{route_back} (a route back to {subnet}, where {ns['label']} is yours to change)"]
+                          if route_back else [])
+                what = f"subnet {subnet}, which {host['label']} routes"
             return Stop("blocked", "NO_NAT",
-                        f"the packet reaches its destination, but its source {dst} (network {net['name']}) left {hop['label']} "
+                        f"the packet reaches its destination, but its private source {dst} ({what}) left {hop['label']} "
                         f"through {hop['interface']} without masquerade, and {ns['label']} {word} {dst}, so replies are lost",
                         fix, evidence)
         reached = self.reached or ns
@@ -143,23 +155,38 @@ class Trace:
         return Stop("blocked", "NO_ROUTE", f"the request reaches {reached['label']}, but {where}: "
                     f"the {REPLY_WORDS.get(self.proto, 'reply')} does not get back", fix, evidence)
 
-    def unmasqueraded_exit(self, src: str) -> tuple[dict, dict] | None:
-        """The request's hop where `src`, a container network's private address, left the host of
-        that network through an interface that is not the network's bridge, still as `src`."""
+    def unmasqueraded_exit(self, src: str) -> tuple[dict, dict | None, str] | None:
+        """The request's hop where `src`, a private address, left a host that should have
+        masqueraded it, still as `src`: (that hop, the runtime's network or None, the subnet). A host
+        should when `src` is a container network's on it and leaves by another interface than the
+        network's bridge, or when it routes `src`'s subnet (connected on another interface) out of
+        the interface of its default route, its uplink."""
         if any(k == "snat" for _, k, _, _ in self.nat):
             return None
         try:
-            private = ipaddress.ip_address(src).is_private
+            addr = ipaddress.ip_address(src)
         except ValueError:
             return None
+        if not addr.is_private:
+            return None
+        out = [h for h in self.hops if h.get("leg") != "reply" and h["direction"] == "egress"
+               and h["kind"] not in ("firewall", "route", "socket") and h["namespace"] != (self.src_ns or {}).get("id")]
         host = self.model.snap.get("host")
         net = next((n for n in self.model.snap.get("networks") or [] if n.get("bridge") and n.get("subnet")
-                    and ipaddress.ip_address(src) in ipaddress.ip_network(n["subnet"], strict=False)), None)
-        if not private or net is None:
-            return None
-        return next(((h, net) for h in self.hops if h.get("leg") != "reply" and h["namespace"] == host
-                     and h["direction"] == "egress" and h["kind"] not in ("firewall", "route")
-                     and h["interface"] != net["bridge"] and self.master_of(host, h["interface"]) != net["bridge"]), None)
+                    and addr in ipaddress.ip_network(n["subnet"], strict=False)), None)
+        if net is not None:
+            return next(((h, net, net["subnet"]) for h in out if h["namespace"] == host and h["interface"] != net["bridge"]
+                         and self.master_of(host, h["interface"]) != net["bridge"]), None)
+        for h in out:
+            ns = self.model.namespaces.get(h["namespace"]) or {}
+            uplink = next((r["dev"] for r in ns.get("routes", []) if r.get("table") == 254
+                           and r.get("dst") in ("default", "0.0.0.0/0") and r.get("type", "unicast") == "unicast"), None)
+            behind = next((ipaddress.ip_network(f"{a['address']}/{a['prefixlen']}", strict=False) for a in ns.get("addresses", [])
+                           if a["ifname"] != h["interface"] and a["prefixlen"] < 32 and not a["address"].startswith("127.")
+                           and addr in ipaddress.ip_network(f"{a['address']}/{a['prefixlen']}", strict=False)), None)
+            if uplink == h["interface"] and behind is not None:
+                return h, None, str(behind)
+        return None
 
     def master_of(self, ns_id: str, ifname: str) -> str | None:
         ns = self.model.namespaces.get(ns_id) or {}

@@ -390,3 +390,15 @@ def test_reconcile_a_router_answering_frag_needed_where_the_model_sees_no_mtu_st
     assert (out["verdict"], out["cause"]) == ("blocked", "MTU_BLACKHOLE"), out["summary"]
     assert out["hops"][out["blocked_at"] - 1]["namespace"] == h["id"]
     assert fix.command == "nft delete rule inet t out handle 9" and fix.apply is None
+
+
+def test_a_forward_policy_drop_gets_the_flow_and_its_answers_accepted_checked_both_ways(model):
+    h = host(model)
+    rules(h).append({"chain": {"family": "inet", "table": "fw", "name": "gate", "type": "filter", "hook": "forward",
+                               "prio": 0, "policy": "drop"}})
+    r, fix = run_static(model, outside(model), "203.0.113.2", port=8080)
+    assert (r["verdict"], r["cause"]) == ("blocked", "FIREWALL_DROP") and not r["hops"][r["blocked_at"] - 1].get("leg")
+    assert fix.command == ("nft insert rule inet fw gate ct state established,related accept && "
+                           "nft insert rule inet fw gate ip daddr 172.17.0.2 tcp dport 80 accept")
+    check = fixes.check(model, fix, lambda m: trace(m, outside(model), "203.0.113.2", port=8080))
+    assert check["checked"] and check["delivers"] and "request and reply" in check["detail"], check
