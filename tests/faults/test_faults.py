@@ -29,12 +29,11 @@ GAPS = {
     "policy-routing-blackhole": "the fix adds a default route instead of removing the rule or the blackhole",
     "duplicate-address": "the fix removes the address from the real server, not from the impostor",
     "link-down-at-server": "the host's veth lost its carrier: the fix ups the host's end, not the server's",
-    "masquerade-missing": "blamed on the outside's missing route back, not on the host that should masquerade",
     "neighbour-never-answers": "no command (the server ignores ARP: arp_ignore), and blamed on the client",
-    "nft-ip-forward-policy-drop": "the fix accepts the request only: the reply is still dropped by the policy",
+    "nft-ip-forward-policy-drop": "the fix accepts the flow and its answers, no more: the control flow (another port) stays "
+                                  "dropped by the policy it leaves in place",
     "no-route-at-client": "on a bridged world the fix adds a default route through a gateway the client cannot reach",
     "no-route-at-host": "a private destination routed out of the default route is blamed on the outside",
-    "no-route-back-at-server": "named NO_NAT: nothing is NATed there, the reply has no route",
     "network-none": "the fix recreates the client on the default bridge, which cannot reach the server's network",
 }
 
