@@ -9,7 +9,8 @@ on cases nobody wrote by hand.
   dies, and whether a command can exist for it.
 - `case.py`: one case end to end: build, plant, `netdiag trace --json`, compare the top-level cause
   and hop, apply `fix_command` as printed, then prove with real connections (not netdiag) that the
-  flow works and a control flow still works; always tear down.
+  flow works and that a control flow (the server's other port) that worked with the fault in place
+  still works: a fix opens what the flow needs and breaks nothing; always tear down.
 
 `python -m netdiag.faults --seed S --cases N` runs cases and prints the confusion table
 (tests/faults runs a fixed set in CI; bench/bench_faults.py reports accuracy over many)."""

@@ -46,7 +46,7 @@ class Result:
     fix: str = ""
     checked: str = ""
     fix_works: bool | None = None  # None: no command (and none expected), or not tried
-    control_works: bool | None = None
+    control_works: bool | None = None  # after the fix; it must, where it worked with the fault in place
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -92,6 +92,7 @@ def run(case: Case, trace_timeout: float = 1.5) -> Result:
         if _flow_works(w, exp):
             res.problems.append(f"the planted fault ({exp.detail}) does not break the flow: a generator bug")
             return res
+        control_before = w.connects(w.control_port)  # what the fault left working, a fix must not break
         r = _trace(w, exp, trace_timeout)
         if r is None:
             res.problems.append("trace printed no JSON")
@@ -126,8 +127,8 @@ def run(case: Case, trace_timeout: float = 1.5) -> Result:
             if not res.fix_works:
                 res.problems.append("after fix_command the real flow still fails")
             res.control_works = w.connects(w.control_port)
-            if not res.control_works:
-                res.problems.append("after fix_command the control flow fails")
+            if control_before and not res.control_works:
+                res.problems.append("fix_command broke the control flow, which worked with the fault in place")
         return res
     finally:
         res.seconds = round(time.monotonic() - started, 2)

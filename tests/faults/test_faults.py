@@ -30,8 +30,6 @@ GAPS = {
     "duplicate-address": "the fix removes the address from the real server, not from the impostor",
     "link-down-at-server": "the host's veth lost its carrier: the fix ups the host's end, not the server's",
     "neighbour-never-answers": "no command (the server ignores ARP: arp_ignore), and blamed on the client",
-    "nft-ip-forward-policy-drop": "the fix accepts the flow and its answers, no more: the control flow (another port) stays "
-                                  "dropped by the policy it leaves in place",
     "no-route-at-client": "on a bridged world the fix adds a default route through a gateway the client cannot reach",
     "no-route-at-host": "a private destination routed out of the default route is blamed on the outside",
     "network-none": "the fix recreates the client on the default bridge, which cannot reach the server's network",
