@@ -28,8 +28,10 @@ GAPS = {
     "blackhole-route": "the fix adds a default route instead of removing the blackhole route",
     "policy-routing-blackhole": "the fix adds a default route instead of removing the rule or the blackhole",
     "duplicate-address": "the fix removes the address from the real server, not from the impostor",
+    "link-down-at-host": "the down link's connected route is gone, so the packet leaves by the default route and is "
+                         "blamed on the outside, not on the link that is down (routed shape)",
     "link-down-at-server": "the host's veth lost its carrier: the fix ups the host's end, not the server's",
-    "neighbour-never-answers": "no command (the server ignores ARP: arp_ignore), and blamed on the client",
+    "neighbour-never-answers": "no cause (the verdict is unknown) and no command: the server ignores ARP (arp_ignore)",
     "no-route-at-client": "on a bridged world the fix adds a default route through a gateway the client cannot reach",
     "no-route-at-host": "a private destination routed out of the default route is blamed on the outside",
     "network-none": "the fix recreates the client on the default bridge, which cannot reach the server's network",
