@@ -377,8 +377,9 @@ def probe(path: str, dst: str, proto: str, port: int, size: int, timeout: float)
                 s.connect((dst, port))
                 s.sendall(payload)
                 answer = s.recv(4096)
+            first = answer.decode("utf-8", "replace").splitlines()[0][:80] if answer.strip() else repr(answer[:40])
             out.update(ok=bool(answer), outcome="answered" if answer else "closed",
-                       detail=f"answer: {answer[:60]!r}" if answer else "the connection closed without an answer")
+                       detail=f"answered {first!r}" if answer else "the connection closed without an answer")
         except socket.timeout:
             out.update(outcome="timeout", detail=f"no answer within {timeout:g} s")
         except ConnectionRefusedError:

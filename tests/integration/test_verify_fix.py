@@ -1,0 +1,158 @@
+"""`--verify-fix`: a printed fix proven on a throwaway replica, never on the real host.
+
+A fault world (netdiag/faults: client -- lab host -- server, routed) gets a firewall drop in the
+lab host's forward hook. `netdiag trace --verify-fix --json` and `netdiag health --verify-fix`
+rebuild its namespaces as fresh ones, apply the printed fix there and probe: `fix_verified.replica`
+is true, and the real world is exactly as it was (the fault in place, the ruleset and routes
+unchanged, no replica namespace left). A fix known to be wrong (a deterministic no-op, injected at
+the unit level over a snapshot of the same world) is false; a command at netdiag's level is not
+run and says why; an interrupted verification leaves nothing behind."""
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+from netdiag import verify
+from netdiag.faults.catalogue import KINDS
+from netdiag.faults.world import build
+from runtime.kernel.ns import enter
+
+pytestmark = pytest.mark.integration
+
+SEED = 4242
+
+
+def _replicas() -> set[str]:
+    return {n for n in os.listdir("/run/netns") if n.startswith("vf")}
+
+
+def _state(w) -> dict:
+    """What the real world holds: the lab host's ruleset, routes and links, and every namespace's routes."""
+    out = {"nft": w.run(None, "nft", "list", "ruleset").stdout, "links": w.ip(None, "-br", "link"),
+           "routes": w.ip(None, "route", "show", "table", "all")}
+    for ns in (w.client, w.server):
+        out[f"{ns} routes"] = w.ip(ns, "route")
+        out[f"{ns} nft"] = w.run(ns, "nft", "list", "ruleset").stdout
+    return out
+
+
+@pytest.fixture(scope="module")
+def world():
+    w = build(SEED, "routed")
+    try:
+        exp = KINDS["nft-inet-forward-drop"].plant(w, random.Random(SEED))
+        assert exp.at is None and not w.connects()  # the drop is in the lab host, and the flow fails
+        yield w, exp
+    finally:
+        w.destroy()
+
+
+def _netdiag(w, *argv: str) -> tuple[int, dict]:
+    p = subprocess.run([sys.executable, "-m", "netdiag", *argv, "--json"], capture_output=True, text=True, timeout=180,
+                       env=w.lab.env, preexec_fn=enter(w.ns_path(None)))
+    assert p.stdout, p.stderr
+    return p.returncode, json.loads(p.stdout)
+
+
+def test_trace_verifies_the_printed_fix_on_a_replica_and_leaves_the_host_alone(world):
+    w, exp = world
+    before, replicas = _state(w), _replicas()
+    code, r = _netdiag(w, "trace", *exp.flow.argv(), "--verify-fix")
+    assert code == 1 and r["cause"] == "FIREWALL_DROP", r["summary"]
+    v = r["fix_verified"]
+    assert v["replica"] is True, v
+    assert v["probe"]["before"]["ok"] is False and v["probe"]["after"]["ok"] is True  # the replica had the fault
+    assert v["applied"] and all(a["command"].startswith("ip netns exec vf") for a in v["applied"])
+    assert "verified on a replica" in r["fix_proof"] and "checked on the model (both directions)" in r["fix_proof"]
+    # the real host: nothing changed, the fault still there, no replica namespace left
+    assert _state(w) == before
+    assert not w.connects()
+    assert _replicas() == replicas and not set(v["replica_world"]["namespaces"]) & set(os.listdir("/run/netns"))
+    jsonschema = pytest.importorskip("jsonschema")
+    from pathlib import Path
+
+    schema = json.loads((Path(__file__).parents[2] / "netdiag" / "schemas" / "trace.schema.json").read_text())
+    jsonschema.validate(r, schema)
+
+
+def test_health_verifies_the_fix_on_a_replica(world):
+    w, exp = world
+    code, r = _netdiag(w, "health", f"{w.server_ip}:{w.port}", "--from", f"ns:{w.client}", "--tcp", "--timeout", "1",
+                       "--verify-fix")
+    assert code == 1 and r["cause"] == "FIREWALL_DROP", r["summary"]
+    assert r["fix_verified"]["replica"] is True, r["fix_verified"]
+    assert "verified on a replica" in r["fix_proof"]
+    assert not w.connects()
+
+
+@pytest.fixture(scope="module")
+def snapshot(world, tmp_path_factory):
+    """The same world as a snapshot file: verification needs the model, not the live host. The
+    replay registry of the verifications run in this process is the lab's, not the machine's."""
+    from netdiag.diagnose import diagnose
+    from netdiag.model import Model
+
+    w, exp = world
+    saved = os.environ.get("NETDIAG_ROOT")
+    os.environ["NETDIAG_ROOT"] = w.lab.env["NETDIAG_ROOT"]
+    path = tmp_path_factory.mktemp("verify") / "snap.json"
+    subprocess.run([sys.executable, "-m", "netdiag", "snapshot", "-o", str(path)], check=True, env=w.lab.env,
+                   preexec_fn=enter(w.ns_path(None)), capture_output=True, timeout=120)
+    model = Model.load(str(path))
+    result = diagnose(model, exp.flow.src, exp.flow.dst, proto=exp.flow.proto, port=exp.flow.port, live=False)
+    assert result["cause"] == "FIREWALL_DROP" and result["fix_command"]
+    try:
+        yield model, result
+    finally:
+        if saved is None:
+            os.environ.pop("NETDIAG_ROOT", None)
+        else:
+            os.environ["NETDIAG_ROOT"] = saved
+
+
+def test_a_wrong_fix_is_not_verified(world, snapshot):
+    w, _ = world
+    model, result = snapshot
+    replicas = _replicas()
+    wrong = f"ip netns exec {w.server} ip link set lo up"  # runs fine, fixes nothing
+    v = verify.verify(model, result, command=wrong, timeout=1)
+    assert v["replica"] is False and "still fails" in v["detail"], v
+    assert v["applied"] == [{"command": v["applied"][0]["command"], "returncode": 0, "output": ""}]
+    assert v["applied"][0]["command"].startswith("ip netns exec vf") and w.server not in v["applied"][0]["command"]
+    assert verify.proof({**result, "fix_verified": v}).endswith(f"(not on a replica: {v['detail']})")
+    failing = verify.verify(model, result, command="ip route add 10.255.255.0/24 via 10.255.255.1", timeout=1)
+    assert failing["replica"] is False and "the fix failed on the replica" in failing["detail"], failing
+    assert _replicas() == replicas and not w.connects()
+
+
+def test_the_right_fix_from_a_snapshot_is_verified(world, snapshot):
+    model, result = snapshot
+    v = verify.verify(model, result, timeout=1)
+    assert v["replica"] is True, v
+
+
+def test_a_command_at_netdiags_level_is_not_run(world, snapshot):
+    model, result = snapshot
+    replicas = _replicas()
+    v = verify.verify(model, result, command="netdiag network connect appnet web")
+    assert v["replica"] is None and v["detail"].startswith("not verifiable on a replica: 'netdiag ...' acts through netdiag's state")
+    assert _replicas() == replicas
+
+
+def test_an_interrupted_verification_leaves_nothing_behind(world, snapshot, monkeypatch):
+    from netdiag.scenario import registry
+
+    model, result = snapshot
+    replicas = _replicas()
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(verify, "probe", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        verify.verify(model, result, timeout=1)
+    assert _replicas() == replicas
+    assert not [r for r in registry.replays() if r.get("purpose") == "verify-fix"]
