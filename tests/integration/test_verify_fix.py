@@ -156,3 +156,20 @@ def test_an_interrupted_verification_leaves_nothing_behind(world, snapshot, monk
         verify.verify(model, result, timeout=1)
     assert _replicas() == replicas
     assert not [r for r in registry.replays() if r.get("purpose") == "verify-fix"]
+
+
+def test_check_verifies_a_failed_reach_checks_fix(world, tmp_path):
+    w, exp = world
+    suite = tmp_path / "checks.yaml"
+    suite.write_text(f"checks:\n  - name: the client reaches the server\n"
+                     f"    reach: {{from: 'ns:{w.client}', to: {w.server_ip}, port: {w.port}, timeout: 1s}}\n")
+    p = subprocess.run([sys.executable, "-m", "netdiag", "check", str(suite), "--format", "json", "--verify-fix"],
+                       capture_output=True, text=True, timeout=180, env=w.lab.env, preexec_fn=enter(w.ns_path(None)))
+    assert p.returncode == 1, p.stderr
+    r, = json.loads(p.stdout)["checks"]
+    assert r["status"] == "failed" and r["cause"] == "FIREWALL_DROP"
+    assert r["fix_verified"]["replica"] is True, r["fix_verified"]
+    assert "verified on a replica" in r["fix_proof"] and not w.connects()
+    text = subprocess.run([sys.executable, "-m", "netdiag", "check", str(suite), "--verify-fix"], capture_output=True, text=True,
+                          timeout=180, env=w.lab.env, preexec_fn=enter(w.ns_path(None))).stdout
+    assert "verified on a replica ✓" in text and "proof: checked on the model (both directions) and verified on a replica" in text
