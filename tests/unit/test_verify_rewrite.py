@@ -101,3 +101,28 @@ def test_verify_says_why_without_a_command_or_root(monkeypatch):
     monkeypatch.setattr(verify.os, "geteuid", lambda: 1000)
     r = verify.verify(None, {"fix_command": "ip link set eth0 up", "hops": [{"namespace": "h"}], "dst_ip": "10.0.0.1"})
     assert r == {"replica": None, "detail": "a replica needs root (it builds network namespaces)"}
+
+
+def test_the_replicas_world_and_names_from_a_snapshot():
+    """Over the lab fixture: the host, its containers and their veth peers are rebuilt; a fix for a
+    container's namespace (nsenter -t PID -n) lands in that container's replica."""
+    import copy
+    import json
+    from pathlib import Path
+
+    from netdiag.model import Model
+    from netdiag.scenario import replay_plan
+
+    fixture = json.loads((Path(__file__).parent.parent / "fixtures" / "lab_snapshot.json").read_text())
+    model = Model(copy.deepcopy(fixture))
+    snap = verify.world_snapshot(model)
+    assert snap["host"] in snap["namespaces"] and "probes" not in snap
+    containers = [i for i, ns in fixture["namespaces"].items() if ns.get("kind") == "container"]
+    assert containers and set(containers) <= set(snap["namespaces"])
+    plan = replay_plan.plan(snap, "vf1")
+    names = verify.names_for(snap, {"namespaces": plan["namespaces"]})
+    ns_id = containers[0]
+    pid = fixture["namespaces"][ns_id]["pids"][0]
+    step, = verify.steps(f"nsenter -t {pid} -n ip link set eth0 up", names)
+    assert step.netns == plan["namespaces"][ns_id] and step.netns.startswith("vf1-") and step.ns_id == ns_id
+    assert verify.steps("sysctl -w net.ipv4.ip_forward=1", names)[0].netns == plan["host"]
