@@ -173,3 +173,19 @@ def test_check_verifies_a_failed_reach_checks_fix(world, tmp_path):
     text = subprocess.run([sys.executable, "-m", "netdiag", "check", str(suite), "--verify-fix"], capture_output=True, text=True,
                           timeout=180, env=w.lab.env, preexec_fn=enter(w.ns_path(None))).stdout
     assert "verified on a replica ✓" in text and "proof: checked on the model (both directions) and verified on a replica" in text
+
+
+@pytest.mark.parametrize("kind,shape", [("iptables-input-reject-at-server", "chain"), ("no-route-at-client", "routed"),
+                                        ("blackhole-route", "routed"), ("port-not-published", "netdiag")])
+def test_the_replica_agrees_with_the_real_world(kind, shape):
+    """Fault cases traced with --verify-fix, then the fix applied for real: where the replica gave a
+    verdict it is the real world's (whether that fix is right or wrong today); a command at
+    netdiag's level gives none."""
+    from netdiag.faults import case as cases
+
+    r = cases.run(cases.Case(7, kind, shape), verify_fix=True)
+    assert r.fix_command, r.explain()
+    if r.fix_command.startswith("netdiag "):
+        assert r.replica is None and "not verifiable on a replica" in r.replica_detail
+    else:
+        assert r.replica is not None and r.replica == r.fix_works, r.explain() + f"\n  replica: {r.replica_detail}"
