@@ -189,3 +189,14 @@ def test_the_replica_agrees_with_the_real_world(kind, shape):
         assert r.replica is None and "not verifiable on a replica" in r.replica_detail
     else:
         assert r.replica is not None and r.replica == r.fix_works, r.explain() + f"\n  replica: {r.replica_detail}"
+
+
+def test_a_fix_runs_where_no_namespace_name_reaches_a_real_namespace(world):
+    """The fix runs in a private mount namespace whose /run/netns is empty: even a command that got
+    past the rewriting could not enter a real namespace by name; the machine's /run/netns is intact."""
+    w, _ = world
+    listed = verify._run(verify.Step("", w.lab.name, ["ip", "netns", "list"]))
+    assert listed.returncode == 0 and listed.stdout.strip() == ""
+    entered = verify._run(verify.Step("", w.lab.name, ["ip", "netns", "exec", w.server, "ip", "link"]))
+    assert entered.returncode != 0
+    assert {w.lab.name, w.server, w.client} <= set(os.listdir("/run/netns"))
