@@ -200,3 +200,27 @@ def test_a_fix_runs_where_no_namespace_name_reaches_a_real_namespace(world):
     entered = verify._run(verify.Step("", w.lab.name, ["ip", "netns", "exec", w.server, "ip", "link"]))
     assert entered.returncode != 0
     assert {w.lab.name, w.server, w.client} <= set(os.listdir("/run/netns"))
+
+
+def test_a_fix_in_a_containers_namespace_lands_in_its_replica():
+    """netdiag's containers: a drop inside the server container's own namespace gets a fix through
+    `nsenter -t PID -n`; on the replica it runs in that container's replica, and works; the real
+    container keeps its rule."""
+    from netdiag.faults import containers
+
+    w = containers.build(5)
+    try:
+        w.start_server("--network", w.network)
+        w.start_client("--network", w.network)
+        pid = json.loads(w.netdiag("inspect", "web").stdout)[0]["State"]["Pid"]
+        subprocess.run(["nsenter", "-t", str(pid), "-n", "nft", "add table inet g; add chain inet g input { type filter hook "
+                        f"input priority 0; }}; add rule inet g input tcp dport {w.port} drop"], check=True)
+        assert not w.connects()
+        p = w.lab.netdiag("trace", "cli", w.server_ip, "--port", str(w.port), "--json", "--verify-fix", "--timeout", "1", timeout=200)
+        r = json.loads(p.stdout)
+        assert r["cause"] == "FIREWALL_DROP" and r["fix_command"].startswith(f"nsenter -t {pid} -n nft delete rule inet g input")
+        v = r["fix_verified"]
+        assert v["replica"] is True and v["applied"][0]["command"].startswith(f"ip netns exec {v['replica_world']['prefix']}-web "), v
+        assert not w.connects()
+    finally:
+        w.destroy()
