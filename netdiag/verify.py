@@ -499,6 +499,9 @@ def verify(model, result: dict, *, command: str | None = None, timeout: float = 
         except NetdiagError as e:
             out.update(replica=None, detail=f"the replica could not be built: {e}")
             return out
+        except (OSError, subprocess.SubprocessError) as e:  # a probe or a step the kernel or a tool refused
+            out.update(replica=None, detail=f"the verification could not run: {type(e).__name__}: {e}")
+            return out
         finally:
             left = replay.remove(record or pending)
             if left:
