@@ -63,6 +63,8 @@ class Result:
     def explain(self) -> str:
         head = f"{self.case.id}: expected {self.expected} at {self.expected_at}, got {self.cause} at {self.at}"
         tail = f"\n  fix_command: {self.fix_command!r} ({self.checked})" if self.fix_command else f"\n  fix: {self.fix!r}"
+        if self.replica_detail:
+            tail += f"\n  on a replica: {self.replica_detail}"
         return head + tail + "".join(f"\n  - {p}" for p in self.problems) + \
             f"\n  reproduce: python -m netdiag.faults --seed {self.case.seed} --kind {self.case.kind} --shape {self.case.shape}"
 
