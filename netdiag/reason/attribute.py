@@ -183,7 +183,9 @@ def explain_drop(model, ns: dict, hook: str, pkt, step, src_ns: dict | None = No
                     f"{pkt.dst}:{pkt.dport} is a container address ({who} on network {out_net['name']}): from outside that network "
                     f"only published ports reach it, and {where} drops it",
                     Fix(fixes.recreate(ctr, "-p", f"{port}:{port}") if ctr else "",
-                        advice=f"publish port {port} of {who}, then connect to {host_ip}:{port}",
+                        advice=f"publish port {port} of {who}, then connect to {host_ip}:{port}"
+                        + ("" if ctr and ctr.get("image") else f" ({fixes.NO_IMAGE})" if ctr else
+                           " (manual: no container netdiag knows has that address, so no command is given)"),
                         why_unchecked="publishing adds a DNAT rule and a new container, which the model cannot add"), ev)
     governed = nets.governed_by(ns, step.family, step.table)
     ours = out_net or in_net
