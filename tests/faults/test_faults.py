@@ -32,10 +32,6 @@ GAPS = {
     "neighbour-never-answers": "no command (the server ignores ARP: arp_ignore), and blamed on the client",
     "no-route-at-client": "on a bridged world the fix adds a default route through a gateway the client cannot reach",
     "no-route-at-host": "a private destination routed out of the default route is blamed on the outside",
-    "network-none": "the fix recreates the client on the default bridge, which cannot reach the server's network",
-    "docker-network-none": "the fix recreates the client on the default bridge, which cannot reach the server's network",
-    "docker-port-on-127.0.0.1-only": "named LISTENER_LOOPBACK_ONLY with 'restart docker-proxy' (Docker's process), "
-                                     "not the port published on 127.0.0.1 only with `docker run -p`",
 }
 
 PLAN = cases.plan(SEED, COUNT)
