@@ -42,7 +42,11 @@ def recreate(c: dict, *extra: str, network: str | None = None) -> str:
         args += ["--network", mode]
     for flag in dict.fromkeys(_publish_flag(p) for p in c.get("ports", [])):  # Docker lists 0.0.0.0 and :: alike
         args += ["-p", flag]
-    args += list(extra) + [c["image"]] + list(c.get("command") or [])
+    command = list(c.get("command") or [])
+    if c.get("entrypoint") and command:  # the command starts with the image's entrypoint: say so, or it runs twice
+        args += ["--entrypoint", command[0]]
+        command = command[1:]
+    args += list(extra) + [c["image"]] + command
     return f"{cli} rm -f {shlex.quote(c['name'])} && {shlex.join(args)}"
 
 

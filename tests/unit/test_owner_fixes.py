@@ -124,3 +124,12 @@ def test_a_loopback_listener_named_in_the_containers_command_is_recreated_listen
     api["command"] = ["python3", "app.py"]  # where it listens is the program's own business
     _, fix = run_static(model, "db", "api", port=9000)
     assert fix.command == "" and "manual" in fix.advice and "no command" in fix.advice
+
+
+def test_recreate_keeps_a_docker_images_entrypoint_once():
+    """Docker reports the command as Path + Args, the entrypoint's head first: recreated as is, the
+    image's entrypoint would run in front of it a second time."""
+    c = {"name": "web", "runtime": "docker", "image": "nginx", "entrypoint": ["/docker-entrypoint.sh"],
+         "command": ["/docker-entrypoint.sh", "nginx", "-g", "daemon off;"], "ports": []}
+    assert fixes.recreate(c, network="front") == ("docker rm -f web && docker run -d --name web --network front "
+                                                  "--entrypoint /docker-entrypoint.sh nginx nginx -g 'daemon off;'")
