@@ -133,3 +133,25 @@ def test_recreate_keeps_a_docker_images_entrypoint_once():
          "command": ["/docker-entrypoint.sh", "nginx", "-g", "daemon off;"], "ports": []}
     assert fixes.recreate(c, network="front") == ("docker rm -f web && docker run -d --name web --network front "
                                                   "--entrypoint /docker-entrypoint.sh nginx nginx -g 'daemon off;'")
+
+
+@pytest.mark.parametrize("subnet,cause", [("10.50.0.0/24", "INTERNAL_NETWORK"), ("10.51.0.0/24", "FIREWALL_DROP")])
+def test_a_fence_around_an_internal_networks_subnet_is_internal_network(model, subnet, cause):
+    """Docker keeps an internal network's traffic in with `-i BR ! -d SUBNET -j DROP`: an interface
+    and the network's own subnet negated. That shape around the network's subnet is INTERNAL_NETWORK
+    (its fix: a second network for the sender); around another subnet it is a user's rule."""
+    back = next(n for n in model.snap["networks"] if n["name"] == "back")
+    back["internal"] = True
+    assert back["subnet"] == "10.50.0.0/24"
+    h = model.namespaces[model.snap["host"]]
+    net, plen = subnet.split("/")
+    h["nftables"]["nftables"] += [
+        {"chain": {"family": "ip", "table": "mine", "name": "fw", "type": "filter", "hook": "forward", "prio": -10, "policy": "accept"}},
+        {"rule": {"family": "ip", "table": "mine", "chain": "fw", "handle": 5, "expr": [
+            {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": back["bridge"]}},
+            {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                       "right": {"prefix": {"addr": net, "len": int(plen)}}}}, {"drop": None}]}}]
+    r, fix = run_static(model, "api", "203.0.113.1", port=80)
+    assert (r["verdict"], r["cause"]) == ("blocked", cause), r["summary"]
+    if cause == "INTERNAL_NETWORK":
+        assert fix.command == "netdiag network connect bridge api"
