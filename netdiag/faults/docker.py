@@ -277,3 +277,42 @@ def _(w, rng):
         time.sleep(0.05)
     return Expect("FOREIGN_FIREWALL", None, Flow(w.client, w.server_ip, w.port),
                   detail="a plain bridge under Docker's FORWARD policy drop")
+
+
+@docker_kind("docker-internal-network")
+def _(w, rng):
+    """The client lives on an --internal network only: Docker lets nothing leave it. The fix gives
+    it a second, non-internal network (Docker's default bridge)."""
+    from netdiag.lab import OUTSIDE_IP
+    from runtime.kernel.ns import enter
+
+    inner = w.network + "i"
+    w.docker("network", "create", "--internal", "--subnet", w.subnets[1], inner)
+    w.start_server("--network", w.network)
+    w.start_client("--network", inner)
+    www = w.lab.state_dir / "www"
+    www.mkdir(parents=True, exist_ok=True)
+    (www / "index.html").write_text(PAGE)
+    w.procs.append(subprocess.Popen(["busybox", "httpd", "-f", "-p", f"{OUTSIDE_IP}:{w.port}", "-h", str(www)],
+                                    preexec_fn=enter(w.ns_path(w.lab.outside)), stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL))
+    for _ in range(50):
+        if w.run(w.lab.outside, "ss", "-Htln", f"sport = :{w.port}").stdout.strip():
+            break
+        time.sleep(0.05)
+    return Expect("INTERNAL_NETWORK", None, Flow(w.client, OUTSIDE_IP, w.port),
+                  detail="cli on an --internal Docker network reaches for the outside")
+
+
+@docker_kind("docker-user-rule-drops-published-port")
+def _(w, rng):
+    """A user's rule in DOCKER-USER (Docker's place for them) drops the published port's traffic:
+    FIREWALL_DROP, the rule named and removed."""
+    from netdiag.lab import HOST_IP
+
+    w.start_server("--network", w.network, "-p", f"{w.port}:{w.port}")
+    w.start_client("--network", w.network)
+    _healthy(w)
+    w.run(None, "iptables-nft", "-I", "DOCKER-USER", "-p", "tcp", "--dport", str(w.port), "-j", "DROP")
+    return Expect("FIREWALL_DROP", None, Flow(f"ns:{w.lab.outside}", HOST_IP, w.port),
+                  detail="DOCKER-USER drops the published port")
