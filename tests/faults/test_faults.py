@@ -31,6 +31,9 @@ GAPS = {
     "link-down-at-server": "the host's veth lost its carrier: the fix ups the host's end, not the server's",
     "neighbour-never-answers": "no command (the server ignores ARP: arp_ignore), and blamed on the client",
     "no-route-at-client": "on a bridged world the fix adds a default route through a gateway the client cannot reach",
+    "link-down-at-host": "routed shape: `ip link set down` flushes the host's connected route to the server's subnet, so "
+                         "the probe follows the default route and is named NO_ROUTE at the outside, not LINK_DOWN at the "
+                         "host (the bridged shape passes)",
     "no-route-at-host": "a private destination routed out of the default route is blamed on the outside",
 }
 
