@@ -155,3 +155,14 @@ def test_a_fence_around_an_internal_networks_subnet_is_internal_network(model, s
     assert (r["verdict"], r["cause"]) == ("blocked", cause), r["summary"]
     if cause == "INTERNAL_NETWORK":
         assert fix.command == "netdiag network connect bridge api"
+
+
+def test_no_fix_text_in_the_source_carries_a_placeholder():
+    """IMAGE, THAT_ADDRESS, `network create NET`: a printed fix names real things or says it is manual."""
+    import re
+
+    root = Path(__file__).parents[2] / "netdiag"
+    src = {p: p.read_text() for d in ("reason", "health", "check") for p in (root / d).glob("*.py")}
+    bad = {str(p.relative_to(root)): m.group(0) for p, text in src.items()
+           for m in re.finditer(r'"IMAGE"|THAT_[A-Z]+|network create NET\b|--network NET\b', text)}
+    assert not bad, bad
