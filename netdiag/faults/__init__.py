@@ -4,6 +4,9 @@ on cases nobody wrote by hand.
 - `world.py`: a world generator. A lab host (netdiag/lab.py) plus plain namespaces wired at random
   (routed through the host, through a second router, or bridged on a plain Linux bridge), with
   random subnets, interface names and ports, a real server and a control server.
+- `containers.py`: worlds of netdiag's own containers; `docker.py`: worlds of a real Docker engine
+  (a private dockerd in the lab), with the faults a Docker user makes (icc, isolation, none,
+  published ports, Docker's FORWARD policy over a plain bridge).
 - `catalogue.py`: the fault kinds. Each plants one fault in a world with ip/nft/iptables/sysctl and
   says what a correct diagnosis names: the top-level cause and the hop (namespace) where the flow
   dies, and whether a command can exist for it.

@@ -15,13 +15,17 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from . import containers
+from . import containers, docker
 from .catalogue import KINDS, Expect
 from .world import build as build_plain
 
 
 def build(seed: int, shape: str):
-    return containers.build(seed) if shape == containers.SHAPE else build_plain(seed, shape)
+    if shape == containers.SHAPE:
+        return containers.build(seed)
+    if shape == docker.SHAPE:
+        return docker.build(seed)
+    return build_plain(seed, shape)
 
 
 @dataclass
@@ -70,14 +74,19 @@ class Result:
 
 
 def plan(seed: int, count: int, kinds: list[str] | None = None) -> list[Case]:
-    """`count` cases from `seed`: kinds in turn (so every kind is covered), shapes and world seeds
-    drawn from the seed."""
+    """`count` cases from `seed`: kinds in turn, round after round (the first round covers every
+    kind; a kind with `every` N takes part in every Nth round only: its worlds are slow to build),
+    shapes and world seeds drawn from the seed."""
     rng = random.Random(seed)
     names = kinds or sorted(KINDS)
-    out = []
-    for i in range(count):
-        k = KINDS[names[i % len(names)]]
-        out.append(Case(rng.randrange(1, 2**31), k.name, rng.choice(k.shapes)))
+    out: list[Case] = []
+    rounds = 0
+    while len(out) < count:
+        for name in names:
+            k = KINDS[name]
+            if rounds % k.every == 0 and len(out) < count:
+                out.append(Case(rng.randrange(1, 2**31), k.name, rng.choice(k.shapes)))
+        rounds += 1
     return out
 
 

@@ -47,14 +47,15 @@ class Kind:
     plant: Callable[[World, random.Random], Expect]
     note: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
+    every: int = 1  # takes part in every Nth round of a plan (a slow world, e.g. a dockerd, runs less often)
 
 
 KINDS: dict[str, Kind] = {}
 
 
-def kind(name: str, shapes=("routed", "chain", "bridged"), note: str = ""):
+def kind(name: str, shapes=("routed", "chain", "bridged"), note: str = "", every: int = 1):
     def reg(fn):
-        KINDS[name] = Kind(name, tuple(shapes), fn, note)
+        KINDS[name] = Kind(name, tuple(shapes), fn, note, every=every)
         return fn
     return reg
 

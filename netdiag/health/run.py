@@ -13,12 +13,14 @@ Everything is read-only; `--fix` lives in the CLI and fix.py.
 """
 from __future__ import annotations
 
+import re
 import shlex
 import threading
 import time
 
 from runtime.errors import InvalidArgument, NetdiagError, NotFound, PermissionDenied
 
+from ..reason import fixes
 from ..reason.fixes import in_ns, recreate
 from . import classify, resolve
 from .check import Check, burst
@@ -293,12 +295,19 @@ def dns_hint(model, src: Source, name: str) -> dict:
     if mine <= {"bridge"}:
         detail += (f"; {src.label} is on the default bridge only, which has no container DNS (exactly like Docker): "
                    f"it asks the host's nameservers, which do not know container names")
-        if user_nets and target.get("runtime") == src.container.get("runtime"):
-            return {"detail": detail, "fix_command": recreate(src.container, network=user_nets[0]),
-                    "fix": f"{recreate(src.container, network=user_nets[0])}  # run {src.container['name']} on {user_nets[0]}, "
-                           f"whose DNS knows {name}; or use the address"}
-        return {"detail": detail, "fix": f"run both on a user-defined network ({cli} network create NET, then --network NET), "
-                                         f"whose DNS resolves container names; or use the address ({where})"}
+        same = target.get("runtime") == src.container.get("runtime")
+        net = user_nets[0] if user_nets and same else None
+        pre = ""
+        if net is None and same:  # neither is on a user network: make one, named after the two
+            net = re.sub(r"[^A-Za-z0-9_.-]", "", f"{src.container['name']}-{target['name']}")[:48] or "appnet"
+            pre = f"{cli} network create {shlex.quote(net)} && {cli} network connect {shlex.quote(net)} {shlex.quote(target['name'])} && "
+        cmd = recreate(src.container, network=net) if net else ""
+        if cmd:
+            return {"detail": detail, "fix_command": pre + cmd,
+                    "fix": f"{pre}{cmd}  # run {src.container['name']} on {net}, whose DNS knows {target['name']}; or use the address"}
+        return {"detail": detail, "fix": f"run both on one user-defined network, whose DNS resolves container names; or use the "
+                                         f"address ({where}) (manual: " + (fixes.NO_IMAGE.removeprefix("manual: ") if same else
+                                         "they belong to different runtimes, whose networks the other cannot join") + ")"}
     if not mine & set(nets):
         net = user_nets[0] if user_nets else next(iter(nets), None)
         detail += f"; {src.label} is on {', '.join(sorted(mine))}, not on {', '.join(nets) or 'its network'}: its DNS only knows its own networks' names"

@@ -49,6 +49,7 @@ def containers(sock: str) -> list[dict]:
             "runtime": "docker", "id": detail["Id"], "name": detail["Name"].lstrip("/"),
             "image": detail["Config"].get("Image", ""), "pid": detail["State"].get("Pid") or 0,
             "command": [detail["Path"]] + list(detail.get("Args") or []) if detail.get("Path") else [],
+            "entrypoint": list(detail["Config"].get("Entrypoint") or []),  # the command's head, when the image has one
             "state": detail["State"].get("Status", ""),
             "networks": {name: {"ip": n.get("IPAddress", ""), "prefix": n.get("IPPrefixLen", 0), "mac": n.get("MacAddress", ""),
                                 "gateway": n.get("Gateway", ""), "network_id": n.get("NetworkID", ""),

@@ -85,6 +85,38 @@ def interfaces_only(rule: dict) -> bool:
     return any("match" in e for e in rule.get("expr", []))
 
 
+def _fences(rule: dict | None, net: dict | None) -> bool:
+    """True when the rule decides on interfaces and on addresses outside one network's subnet only
+    (`-i BR ! -d SUBNET -j DROP`, `-o BR ! -s SUBNET -j DROP`): the shape of a fence around that
+    network, the way Docker keeps an internal network's traffic in, whoever wrote it."""
+    if rule is None or net is None or not net.get("subnet"):
+        return False
+    try:
+        subnet = ipaddress.ip_network(net["subnet"], strict=False)
+    except ValueError:
+        return False
+    fenced = False
+    for e in rule.get("expr", []):
+        key = next(iter(e), "")
+        if key == "match":
+            m = e["match"]
+            left, right = m.get("left") or {}, m.get("right")
+            if (left.get("meta") or {}).get("key") in _IFACE_KEYS:
+                continue
+            field = (left.get("payload") or {}).get("field")
+            prefix = right.get("prefix") if isinstance(right, dict) else None
+            if m.get("op") == "!=" and field in ("saddr", "daddr") and prefix and \
+                    ipaddress.ip_network(f"{prefix['addr']}/{prefix['len']}", strict=False) == subnet:
+                fenced = True
+                continue
+            return False
+        if key == "xt" and e["xt"].get("name") == "comment":
+            continue
+        if key not in _NEUTRAL:
+            return False
+    return fenced
+
+
 def _catch_all(rule: dict | None) -> bool:
     return rule is not None and not any("match" in e or "xt" in e for e in rule.get("expr", []))
 
@@ -153,7 +185,8 @@ def explain_drop(model, ns: dict, hook: str, pkt, step, src_ns: dict | None = No
                         advice=f"recreate {in_net['name']} without -o com.docker.network.bridge.enable_icc=false and reconnect its containers",
                         alternatives=[f"reach {pkt.dst} through a port it publishes on the host"]), ev)
     for net, leaving in ((in_net, True), (out_net, False)):
-        if iface_rule and net is not None and net.get("internal") and in_net is not out_net and net["name"] in named:
+        if (iface_rule or _fences(rule, net)) and net is not None and net.get("internal") and in_net is not out_net \
+                and net["name"] in named:
             way = "leave" if leaving else "enter"
             who = src_ctr["name"] if src_ctr and leaving else "the container"
             return Stop("blocked", "INTERNAL_NETWORK",
@@ -183,7 +216,9 @@ def explain_drop(model, ns: dict, hook: str, pkt, step, src_ns: dict | None = No
                     f"{pkt.dst}:{pkt.dport} is a container address ({who} on network {out_net['name']}): from outside that network "
                     f"only published ports reach it, and {where} drops it",
                     Fix(fixes.recreate(ctr, "-p", f"{port}:{port}") if ctr else "",
-                        advice=f"publish port {port} of {who}, then connect to {host_ip}:{port}",
+                        advice=f"publish port {port} of {who}, then connect to {host_ip}:{port}"
+                        + ("" if ctr and ctr.get("image") else f" ({fixes.NO_IMAGE})" if ctr else
+                           " (manual: no container netdiag knows has that address, so no command is given)"),
                         why_unchecked="publishing adds a DNAT rule and a new container, which the model cannot add"), ev)
     governed = nets.governed_by(ns, step.family, step.table)
     ours = out_net or in_net

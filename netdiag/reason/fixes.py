@@ -25,19 +25,55 @@ class Fix:
         return head + "".join(f"; or: {a}" for a in self.alternatives)
 
 
+NO_IMAGE = "manual: the model does not know the container's image, so no command is given"
+
+
 def recreate(c: dict, *extra: str, network: str | None = None) -> str:
     """The command that recreates container `c` as it runs now (image, command, published ports,
-    network), plus `extra` run options: a fix that needs a new container is still one command."""
+    network), plus `extra` run options: a fix that needs a new container is still one command.
+    "" when the model does not know the container's image: a command with a placeholder in it
+    would not run (the caller says what to do instead)."""
+    if not c.get("image"):
+        return ""
     cli = "docker" if c.get("runtime") == "docker" else "netdiag"
     mode = network or c.get("network_mode") or "bridge"
     args = [cli, "run", "-d", "--name", c["name"]]
     if mode not in ("bridge", "default"):
         args += ["--network", mode]
-    for p in c.get("ports", []):
-        host = (f"{p['host_ip']}:" if p.get("host_ip") not in ("", "0.0.0.0", None) else "")
-        args += ["-p", f"{host}{p['host_port']}:{p['ctr_port']}/{p['proto']}"]
-    args += list(extra) + [c.get("image") or "IMAGE"] + list(c.get("command") or [])
+    for flag in dict.fromkeys(_publish_flag(p) for p in c.get("ports", [])):  # Docker lists 0.0.0.0 and :: alike
+        args += ["-p", flag]
+    command = list(c.get("command") or [])
+    if c.get("entrypoint") and command:  # the command starts with the image's entrypoint: say so, or it runs twice
+        args += ["--entrypoint", command[0]]
+        command = command[1:]
+    args += list(extra) + [c["image"]] + command
     return f"{cli} rm -f {shlex.quote(c['name'])} && {shlex.join(args)}"
+
+
+def _publish_flag(p: dict) -> str:
+    """`-p`'s value for a published port as the model records it (a range where it is one)."""
+    host = f"{p['host_ip']}:" if p.get("host_ip") not in ("", "0.0.0.0", "::", None) else ""
+    hp, he = p["host_port"], p.get("host_end") or p["host_port"]
+    cp = p["ctr_port"]
+    ports = f"{hp}-{he}:{cp}-{cp + he - hp}" if he != hp else f"{hp}:{cp}"
+    return f"{host}{ports}/{p['proto']}"
+
+
+def publish_everywhere(c: dict, binding: dict) -> str:
+    """Recreate `c` with its published `binding` (one on a single address, e.g. 127.0.0.1) on
+    every address of the host instead, its other ports as they are."""
+    ports = [p for p in c.get("ports", []) if (p["proto"], p["host_port"]) != (binding["proto"], binding["host_port"])]
+    return recreate({**c, "ports": ports + [{**binding, "host_ip": ""}]})
+
+
+def network_towards(c: dict | None, peer: dict | None) -> str:
+    """The network to recreate container `c` (that has none) on so it reaches `peer` (the other
+    end's container, or None): one of the peer's networks when both belong to the same runtime,
+    its user-defined network first (the default bridge reaches no user network); else the default."""
+    if c is None or peer is None or peer.get("runtime") != c.get("runtime"):
+        return "bridge"
+    nets = [n for n in (peer.get("networks") or {}) if n not in ("none", "host")]
+    return next((n for n in nets if n not in ("bridge", "default")), nets[0] if nets else "bridge")
 
 
 def in_ns(ns: dict, argv: list[str]) -> str:

@@ -102,7 +102,7 @@ class Trace:
         if src_ns["kind"] == "container" and not real and not routing.is_local(src_ns, dst_ip):
             self.hop(src_ns, "lo", "loopback", "egress")
             raise Stop("blocked", "NETWORK_NONE", f"{src_ns['name']} has no network interface but lo: it runs with --network none",
-                       _none_fix(self.model, src_ns))
+                       _none_fix(self.model, src_ns, _container_with(self.model, dst_ip)))
         pkt = Packet(src="0.0.0.0", dst=dst_ip, proto=self.proto, sport=EPHEMERAL_SPORT, dport=self.dport,
                      length=self.size or 64)
         return self.output(src_ns, pkt)
@@ -617,14 +617,14 @@ class Trace:
             self.note("socket", f"{ns['label']}: {s.get('process') or 'a process'} listens on {s['local']}:{s['port']}/{s['proto']}")
             return {"ns": ns, "pkt": pkt}
         loop = [s for s in socks if s.get("loopback_only")]
+        if ns["kind"] == "host" and not pkt.dst.startswith("127."):
+            self.published_on_loopback(pkt)  # that listener is the runtime's proxy (docker-proxy): the runtime's fix
         if loop and not pkt.dst.startswith("127."):
             s = loop[0]
             who = s.get("process") or "the server"
             raise Stop("blocked", "LISTENER_LOOPBACK_ONLY",
                        f"{who} in {ns['label']} is listening only on {s['local']}:{s['port']}, so connections to {pkt.dst}:{pkt.dport} are refused",
-                       Fix(apply=fixes.listen_everywhere(ns["id"], self.proto, s["port"]),
-                           advice=f"restart {who} in {ns['label']} listening on 0.0.0.0:{s['port']} (all addresses) instead of {s['local']}"
-                           + (f" (its pid is {s['pid']})" if s.get("pid") else "")),
+                       _loopback_listener_fix(self.model, ns, s, who, fixes.listen_everywhere(ns["id"], self.proto, s["port"])),
                        [{"kind": "socket", "detail": f"{ns['label']}: {s['proto']} {s['local']}:{s['port']} ({who})"}])
         if ns["kind"] == "host":
             self.unpublished(pkt)
@@ -635,6 +635,27 @@ class Trace:
                        why_unchecked="starting a server is not a change of the network model"),
                    [{"kind": "socket", "detail": f"{ns['label']} listens on: " + (", ".join(
                        f"{s['local']}:{s['port']}/{s['proto']}" for s in ns.get("sockets", [])) or "nothing")}])
+
+    def published_on_loopback(self, pkt: Packet) -> None:
+        """A container publishes this port, but on a loopback address only (`-p 127.0.0.1:P:P`): from
+        any other address the port is not published. The fix is the runtime's (publish it on every
+        address), never a restart of its proxy, a process the runtime owns."""
+        for c in self.model.containers():
+            for p in c.get("ports", []):
+                end = p.get("host_end") or p["host_port"]
+                if not (p["proto"] == pkt.proto and p["host_port"] <= pkt.dport <= end and str(p.get("host_ip") or "").startswith("127.")):
+                    continue
+                cmd = fixes.publish_everywhere(c, p)
+                flag = f"-p {p['host_ip']}:{p['host_port']}:{p['ctr_port']}"
+                raise Stop("blocked", "PORT_NOT_PUBLISHED",
+                           f"{c['name']} publishes port {pkt.dport} on {p['host_ip']} only ({flag}): to {pkt.dst}:{pkt.dport} "
+                           "no published port forwards it, and nothing else listens there",
+                           Fix(cmd, advice=f"recreate {c['name']} publishing {p['host_port']}:{p['ctr_port']} on every address "
+                               f"(same image and command)" if cmd else
+                               f"recreate {c['name']} with -p {p['host_port']}:{p['ctr_port']} instead of {flag} ({fixes.NO_IMAGE})",
+                               why_unchecked="publishing adds a DNAT rule and a new container, which the model cannot add"),
+                           [{"kind": "port", "detail": f"container {c['name']} ({c.get('runtime')}) publishes "
+                             f"{p['host_ip']}:{p['host_port']}->{p['ctr_port']}/{p['proto']}"}])
 
     def unpublished(self, pkt: Packet) -> None:
         """Nothing on the host has the port: is there a container that serves it but was never
@@ -654,7 +675,8 @@ class Trace:
         raise Stop("blocked", "PORT_NOT_PUBLISHED",
                    f"nothing on the host listens on {pkt.dst}:{pkt.dport}, and no published port forwards it; {who}",
                    Fix(fixes.recreate(c, "-p", f"{pkt.dport}:{port}"),
-                       advice=f"recreate {c['name']} with -p {pkt.dport}:{port} (same image and command)",
+                       advice=f"recreate {c['name']} with -p {pkt.dport}:{port} (same image and command)"
+                       + ("" if c.get("image") else f" ({fixes.NO_IMAGE})"),
                        why_unchecked="publishing adds a DNAT rule and a new container, which the model cannot add"),
                    [{"kind": "socket", "detail": f"container {c['name']} listens on {port}/{self.proto} and publishes "
                      + (", ".join(f"{p['host_port']}->{p['ctr_port']}" for p in c.get("ports") or []) or "nothing")}])
@@ -723,8 +745,10 @@ class Trace:
                     vtep = v.get("local") or next((a["address"] for a in other["addresses"] if a.get("scope") == "global"), None)
         lladdr = mac or "00:00:00:00:00:00"
         if vtep is None:
-            return Fix(advice=f"add an FDB entry on {dev['name']} for {lladdr} pointing at the VTEP address of the host that "
-                       f"runs {nexthop} (bridge fdb append {lladdr} dev {dev['name']} dst THAT_ADDRESS in {ns['label']})",
+            return Fix(advice=f"add an FDB entry on {dev['name']} in {ns['label']} for {lladdr} that points at the VTEP (underlay) "
+                       f"address of the host that runs {nexthop}: `bridge fdb append {lladdr} dev {dev['name']} dst` and that address "
+                       f"(manual: no observed namespace has a VXLAN device with VNI {vni} next to {nexthop}, so netdiag does not "
+                       "know that address and gives no command)",
                        why_unchecked=f"no observed namespace has a VXLAN device with VNI {vni} next to {nexthop}")
         return Fix(fixes.in_ns(ns, ["bridge", "fdb", "append", lladdr, "dev", dev["name"], "dst", vtep]),
                    fixes.add_fdb(ns["id"], dev["name"], lladdr, vtep))
@@ -781,11 +805,38 @@ def destination_ip(model: Model, src_ns: dict, dst: str) -> str | None:
     return addrs[0] if addrs else None
 
 
-def _none_fix(model: Model, ns: dict) -> Fix:
+def _loopback_listener_fix(model: Model, ns: dict, s: dict, who: str, apply) -> Fix:
+    """A listener bound to a loopback address: where the container's own command names that address
+    (`httpd -p 127.0.0.1:80`), recreate it with 0.0.0.0 there; else say what to change, and why no
+    command is given (only the program's configuration or command line sets where it listens)."""
     c = model.container_of(ns)
-    return Fix(fixes.recreate(c, network="bridge") if c else "",
-               advice=f"recreate {ns['name']} on a network (a --network none container cannot be connected later)",
-               why_unchecked="recreating a container is not a change of the network model")
+    cmd = ""
+    if c and any(s["local"] in arg for arg in c.get("command") or []):
+        cmd = fixes.recreate({**c, "command": [a.replace(s["local"], "0.0.0.0") for a in c["command"]]})
+    if cmd:
+        return Fix(cmd, apply, advice=f"recreate {c['name']} with its command listening on 0.0.0.0 instead of {s['local']}")
+    return Fix(apply=apply, advice=f"restart {who} in {ns['label']} listening on 0.0.0.0:{s['port']} (all addresses) instead of "
+               f"{s['local']}" + (f" (its pid is {s['pid']})" if s.get("pid") else "")
+               + " (manual: only the program's own configuration or command line sets the address it listens on, so no command "
+               "is given)")
+
+
+def _container_with(model: Model, ip: str) -> dict | None:
+    return next((c for c in model.containers() if any(n.get("ip") == ip for n in (c.get("networks") or {}).values())), None)
+
+
+def _none_fix(model: Model, ns: dict, peer: dict | None) -> Fix:
+    """Recreate a --network none container on a network that reaches `peer` (the container at the
+    flow's other end, if any): the server's own network, not the default bridge, which reaches no
+    user-defined network."""
+    c = model.container_of(ns)
+    net = fixes.network_towards(c, peer)
+    cmd = fixes.recreate(c, network=net) if c else ""
+    on = f"network {net}" + (f", where {peer['name']} is" if peer and net in (peer.get("networks") or {}) else "")
+    advice = f"recreate {ns['name']} on {on} (a --network none container cannot be connected later)" if cmd else \
+        f"recreate {ns['name']} with --network {net} (manual: " + \
+        (f"{fixes.NO_IMAGE.removeprefix('manual: ')})" if c else "it is no container netdiag knows)")
+    return Fix(cmd, advice=advice, why_unchecked="recreating a container is not a change of the network model")
 
 
 def run_static(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int = 0, size: int = 0) -> tuple[dict, Fix | None]:
@@ -800,7 +851,7 @@ def run_static(model: Model, src: str, dst: str, *, proto: str = "tcp", port: in
             ns = model.resolve(dst)
             t.hop(ns, "lo", "loopback", "ingress", "no interface but lo")
             raise Stop("blocked", "NETWORK_NONE", f"{ns['label']} has no network interface but lo (--network none): "
-                       "nothing can reach it over the network", _none_fix(model, ns),
+                       "nothing can reach it over the network", _none_fix(model, ns, model.container_of(src_ns)),
                        [{"kind": "link", "detail": f"{ns['label']} links: " + ", ".join(link["name"] for link in ns["links"])}])
         end, pkt = t.run(src_ns, dst_ip)
         summary = f"{proto.upper()} {'port ' + str(port) + ' ' if proto != 'icmp' else ''}from {src_ns['label']} reaches {end['ns']['label']}"

@@ -192,6 +192,18 @@ def test_a_slow_application_and_an_error_status(pair):
     assert health(lab, "http://web/nothing-here", "cli", "--expect", "404")["healthy"]
 
 
+def test_two_containers_on_the_default_bridge_get_a_network_of_their_own_named_after_them(lab):
+    """Neither is on a user network (whose DNS resolves names): the fix creates one, connects the
+    target and recreates the source on it, with real names (never `network create NET`)."""
+    serve(lab, "a", network=None)
+    lab.ok("run", "-d", "--name", "b", "busybox", "sleep", "600")
+    r = health(lab, "a:80", "b", "--timeout", "1", "--fix", "--yes")
+    assert r["cause"] == "DNS_FAILURE"
+    assert r["fix_command"] == ("netdiag network create b-a && netdiag network connect b-a a && "
+                                "netdiag rm -f b && netdiag run -d --name b --network b-a busybox sleep 600"), r["fix_command"]
+    assert r["applied_fix"]["returncode"] == 0 and r["recheck"]["healthy"], r["recheck"]["summary"]
+
+
 def test_names_resolve_only_the_way_the_source_resolves_them(lab):
     lab.ok("network", "create", "--subnet", "10.72.0.0/24", "n")
     serve(lab, "a", network=None)        # default bridge

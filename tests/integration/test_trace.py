@@ -155,6 +155,19 @@ def test_nothing_listening_and_loopback_only(two):
     assert trace(lab, "client", "web", "--port", "9000")["verdict"] == "delivered"
 
 
+def test_a_loopback_listener_named_in_the_containers_command_gets_the_command_that_recreates_it(two):
+    """Where the container's own command says 127.0.0.1 (scenario 02's mistake), netdiag knows the
+    change: the printed command recreates it listening on 0.0.0.0, and applied, the flow works."""
+    lab = two
+    sh(lab, "lo9", "mkdir -p /www && echo lo9 > /www/index.html && exec httpd -f -p 127.0.0.1:9000 -h /www")
+    r = trace(lab, "client", "lo9", "--port", "9000")
+    assert (r["verdict"], r["cause"]) == ("blocked", "LISTENER_LOOPBACK_ONLY")
+    assert r["fix_command"] == ("netdiag rm -f lo9 && netdiag run -d --name lo9 busybox sh -c "
+                                "'mkdir -p /www && echo lo9 > /www/index.html && exec httpd -f -p 0.0.0.0:9000 -h /www'"), r["fix_command"]
+    apply_fix(lab, r, checked=False)
+    assert eventually_delivered(lab, "client", "lo9", "--port", "9000")
+
+
 def test_veth_down(two):
     lab = two
     veth = json.loads(lab.ok("inspect", "web"))[0]["NetworkSettings"]["Networks"]["bridge"]["HostVeth"]

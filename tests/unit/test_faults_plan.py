@@ -12,3 +12,12 @@ def test_the_plan_covers_every_kind_and_is_reproducible():
 
 def test_the_catalogue_has_at_least_25_kinds():
     assert len(KINDS) >= 25
+
+
+def test_slow_kinds_take_part_in_fewer_rounds_but_in_the_first():
+    plan = cases.plan(7, 150)
+    slow = {k for k, v in KINDS.items() if v.every > 1}
+    assert slow and {c.kind for c in plan} == set(KINDS)
+    per_kind = {k: sum(c.kind == k for c in plan) for k in KINDS}
+    assert max(per_kind[k] for k in slow) < min(per_kind[k] for k in KINDS if k not in slow)
+    assert {c.shape for c in plan if c.kind in slow} == {"docker"}
