@@ -7,11 +7,22 @@ from . import case as cases
 
 
 def each(todo, parallel: int, verify_fix: bool = False):
-    """Results as cases finish (in plan order), `parallel` at a time."""
+    """Results as cases finish (in plan order), `parallel` at a time. SIGTERM (a `timeout`, a
+    cancelled job) stops the run like Ctrl-C: cases not begun are dropped, cases under way still
+    tear their worlds down before the process ends."""
+    import signal
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max(1, parallel)) as pool:
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+    pool = ThreadPoolExecutor(max(1, parallel))
+    try:
         yield from pool.map(lambda c: run_safely(c, verify_fix), todo)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_safely(c: cases.Case, verify_fix: bool = False) -> cases.Result:
