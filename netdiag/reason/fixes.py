@@ -151,6 +151,22 @@ def replace_route(ns_id: str, dst: str, gateway: str | None, dev: str) -> Apply:
     return apply
 
 
+def remove_route(ns_id: str, table: int, dst: str, type_: str) -> Apply:
+    """`ip route del TYPE DST [table T]`."""
+    def apply(model, ov):
+        ns = ov.edit(ns_id)
+        ns["routes"] = [r for r in ns["routes"] if not (r["table"] == table and r["dst"] == dst and r.get("type", "unicast") == type_)]
+    return apply
+
+
+def remove_policy_rule(ns_id: str, rule: dict) -> Apply:
+    """`ip rule del priority P [selectors]`."""
+    def apply(model, ov):
+        ns = ov.edit(ns_id)
+        ns["rules"] = [r for r in ns.get("rules") or [] if r != rule]
+    return apply
+
+
 def listen_everywhere(ns_id: str, proto: str, port: int) -> Apply:
     def apply(model, ov):
         for s in ov.edit(ns_id).get("sockets", []):

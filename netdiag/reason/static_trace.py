@@ -249,11 +249,33 @@ class Trace:
             if self.leg == "reply":
                 raise self.reply_no_route(ns, dst, route)
             word = "has no route to" if route.type == "none" else f"has a {route.type} route for"
-            raise Stop("blocked", "NO_ROUTE", f"{ns['label']} {word} {dst}", self.route_fix(ns, dst),
-                       [{"kind": "route", "detail": f"{ns['label']}: lookup {dst} -> {route.text}"}])
+            rule = routing.rule_of(ns, route)
+            via = f" (policy rule {routing.rule_text(rule)})" if rule and not routing.is_default_rule(rule) else ""
+            raise Stop("blocked", "NO_ROUTE", f"{ns['label']} {word} {dst}{via}", self.no_route_fix(ns, dst, route),
+                       [{"kind": "route", "detail": f"{ns['label']}: lookup {dst} -> {route.text}{via}"}])
         self.note("route", f"{ns['label']}: {dst} -> {route.text}")
         self.last_route = (ns, route)
         return route
+
+    def no_route_fix(self, ns: dict, dst: str, route: routing.Route) -> Fix:
+        """No route: add one (route_fix). A route that refuses (blackhole, unreachable, prohibit):
+        remove what sends the flow there, the route itself, or the policy rule that sends `dst` to
+        a table where it meets one (a rule of the user's own: the table may serve other flows)."""
+        if route.type == "none":
+            return self.route_fix(ns, dst)
+        rule = routing.rule_of(ns, route)
+        if route.dst == "rule" and rule:  # the rule itself is the blackhole (ip rule add ... blackhole)
+            return Fix(fixes.in_ns(ns, ["ip", "rule", "del", *routing.rule_args(rule)]), fixes.remove_policy_rule(ns["id"], rule),
+                       advice=f"remove the policy rule that refuses {dst}")
+        table = [] if route.table == routing.RT_TABLE_MAIN else ["table", str(route.table)]
+        del_route = fixes.in_ns(ns, ["ip", "route", "del", route.type, route.dst, *table])
+        remove = fixes.remove_route(ns["id"], route.table, route.dst, route.type)
+        if rule and not routing.is_default_rule(rule):
+            return Fix(fixes.in_ns(ns, ["ip", "rule", "del", *routing.rule_args(rule)]), fixes.remove_policy_rule(ns["id"], rule),
+                       advice=f"remove the policy rule that sends {dst} to table {route.table}, whose {route.type} route refuses it",
+                       alternatives=[f"{del_route} (remove the {route.type} route from table {route.table}, "
+                                     "if nothing else needs it there)"])
+        return Fix(del_route, remove, advice=f"remove the {route.type} route for {route.dst}")
 
     def route_fix(self, ns: dict, dst: str) -> Fix:
         """A default route via a gateway on one of the namespace's own subnets: the bridge address of

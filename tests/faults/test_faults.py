@@ -25,8 +25,6 @@ PARALLEL = 3
 # Kinds whose diagnosis or fix is known to be wrong today, with what is wrong. The README's figures
 # come from `python -m netdiag.faults`; a kind leaves this table when its cases pass.
 GAPS = {
-    "blackhole-route": "the fix adds a default route instead of removing the blackhole route",
-    "policy-routing-blackhole": "the fix adds a default route instead of removing the rule or the blackhole",
     "duplicate-address": "the fix removes the address from the real server, not from the impostor",
     "link-down-at-server": "the host's veth lost its carrier: the fix ups the host's end, not the server's",
     "neighbour-never-answers": "no command (the server ignores ARP: arp_ignore), and blamed on the client",
