@@ -4,6 +4,7 @@ diagnosis can trace again and say whether the fix makes the path deliver. Pure: 
 """
 from __future__ import annotations
 
+import ipaddress
 import shlex
 from dataclasses import dataclass, field
 from typing import Callable
@@ -117,9 +118,19 @@ def set_sysctl(ns_id: str, key: str, value: str) -> Apply:
 
 
 def link_up(ns_id: str, ifname: str) -> Apply:
-    """`ip link set IF up`; a veth's peer gets its carrier back with it (if it is up itself)."""
+    """`ip link set IF up`; a veth's peer gets its carrier back with it (if it is up itself), and
+    the kernel adds the prefix routes of the link's addresses again (the routes it deleted when the
+    link went down that are not prefix routes stay gone)."""
     def apply(model, ov):
-        for link in ov.edit(ns_id)["links"]:
+        ns = ov.edit(ns_id)
+        for a in ns["addresses"]:
+            if a["ifname"] != ifname or a["prefixlen"] >= 32 or (a.get("local") or a["address"]).startswith("127."):
+                continue
+            net = str(ipaddress.ip_network(f"{a['address']}/{a['prefixlen']}", strict=False))
+            if not any(r["table"] == 254 and r["dst"] == net and r.get("dev") == ifname for r in ns["routes"]):
+                ns["routes"].append({"table": 254, "dst": net, "gateway": None, "dev": ifname, "prefsrc": a.get("local") or a["address"],
+                                     "type": "unicast", "scope": "link", "proto": 2, "metric": 0})
+        for link in ns["links"]:
             if link["name"] == ifname:
                 link["up"] = True
                 link["flags"] = sorted(set(link.get("flags", [])) | {"UP", "LOWER_UP", "RUNNING"})

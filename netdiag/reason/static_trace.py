@@ -358,9 +358,26 @@ class Trace:
         # DOWN for a moment while it is UP with carrier (LOWER_UP)
         no_carrier = link["kind"] not in ("bridge", "loopback", "vxlan") and "LOWER_UP" not in link.get("flags", ["LOWER_UP"])
         if not link["up"] or no_carrier:
-            raise Stop("blocked", "LINK_DOWN", f"{link['name']} in {ns['label']} is down, so nothing passes through it",
-                       Fix(fixes.in_ns(ns, ["ip", "link", "set", link["name"], "up"]), fixes.link_up(ns["id"], link["name"])),
-                       [{"kind": "link", "detail": f"{ns['label']} {link['name']}: state {link.get('state')}, flags {','.join(link['flags'])}"}])
+            # a veth has carrier only while both ends are up: an end that is up without carrier
+            # means its peer is down, and that end (another namespace's) is the one to set up
+            pair = self.model.peer(ns, link) if link["kind"] == "veth" else None
+            ends = ([(ns, link)] if link["up"] is False else []) + ([pair] if pair and not pair[1]["up"] else [])
+            ends = ends or [(ns, link)]
+            evidence = [{"kind": "link", "detail": f"{n['label']} {x['name']}: state {x.get('state')}, flags {','.join(x['flags'])}"}
+                        for n, x in [(ns, link)] + ([pair] if pair else [])]
+            if link["up"] and pair and not pair[1]["up"]:  # the down end is the peer: that is the hop
+                self.hop(pair[0], pair[1]["name"], "veth", "ingress", f"peer of {link['name']} in {ns['label']}")
+                what = (f"{pair[0]['label']}'s {pair[1]['name']} is down, so {link['name']} in {ns['label']}, its veth peer, "
+                        "has no carrier and nothing passes between them")
+            else:
+                what = f"{link['name']} in {ns['label']} is down, so nothing passes through it"
+            edits = [fixes.link_up(n["id"], x["name"]) for n, x in ends]
+
+            def apply(model, ov):
+                for edit in edits:
+                    edit(model, ov)
+            raise Stop("blocked", "LINK_DOWN", what,
+                       Fix(" && ".join(fixes.in_ns(n, ["ip", "link", "set", x["name"], "up"]) for n, x in ends), apply), evidence)
 
     def check_mtu(self, ns: dict, link: dict, pkt: Packet, encap: Packet | None, bridged: bool = False) -> None:
         if not self.size:
@@ -810,6 +827,40 @@ def _none_fix(model: Model, ns: dict) -> Fix:
                why_unchecked="recreating a container is not a change of the network model")
 
 
+def _with_lost_routes(model: Model, fix: Fix, src: str, dst: str, proto: str, port: int, size: int) -> Fix:
+    """A link set down loses its routes (the kernel deletes every route through it); setting it up
+    again brings back only the prefix routes of its addresses. When, with the link up on a copy of
+    the model, the path still needs a route in a namespace the fix touches, the fix adds it too."""
+    touched = set(_fix_namespaces(model, fix))
+    copy, ov = model.overlay()
+    try:
+        fix.apply(copy, ov)
+        after, more = run_static(copy, src, dst, proto=proto, port=port, size=size)
+    except Exception:  # noqa: BLE001 - the plain fix stands; fixes.check reports what it does
+        return fix
+    hop = after["hops"][after["blocked_at"] - 1] if after.get("blocked_at") else None
+    if after["cause"] != "NO_ROUTE" or hop is None or hop["namespace"] not in touched or more is None \
+            or not more.command or more.apply is None:
+        return fix
+    first, second = fix.apply, more.apply
+
+    def apply(m, o):
+        first(m, o)
+        second(m, o)
+    return Fix(f"{fix.command} && {more.command}", apply,
+               advice=f"set the link up, and add the route the kernel deleted with it ({more.advice or more.command})")
+
+
+def _fix_namespaces(model: Model, fix: Fix) -> list[str]:
+    """The namespaces a fix's command runs in (the host's, or `ip netns exec NAME`)."""
+    out = []
+    for part in fix.command.split(" && "):
+        name = part.split()[3] if part.startswith("ip netns exec ") else None
+        out += [ns_id for ns_id, ns in model.namespaces.items()
+                if (name in (ns.get("netns_names") or [])) or (name is None and ns.get("kind") == "host")]
+    return out
+
+
 def run_static(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int = 0, size: int = 0) -> tuple[dict, Fix | None]:
     """The static verdict as the JSON object of the diagnosis contract, and the fix as an object
     (its command is the JSON's "fix"; diagnose.py checks it on a copy of the model)."""
@@ -851,6 +902,8 @@ def run_static(model: Model, src: str, dst: str, *, proto: str = "tcp", port: in
     except Stop as stop:
         verdict, cause, summary, fix = stop.verdict, stop.cause, stop.summary, stop.fix
         t.evidence.extend(stop.evidence)
+        if cause == "LINK_DOWN" and fix is not None and fix.apply is not None:
+            fix = _with_lost_routes(model, fix, src, dst, proto, port, size)
         blocked_at = t.blocked_hop or (len(t.hops) if t.hops else None)
     result = {"verdict": verdict, "cause": cause, "summary": sentence(summary, [h["label"] for h in t.hops] + [src_ns["label"]]),
               "src": src_ns["label"], "dst": dst, "dst_ip": dst_ip, "proto": proto, "port": port, "size": size,

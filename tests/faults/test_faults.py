@@ -26,7 +26,6 @@ PARALLEL = 3
 # come from `python -m netdiag.faults`; a kind leaves this table when its cases pass.
 GAPS = {
     "duplicate-address": "the fix removes the address from the real server, not from the impostor",
-    "link-down-at-server": "the host's veth lost its carrier: the fix ups the host's end, not the server's",
     "neighbour-never-answers": "no command (the server ignores ARP: arp_ignore), and blamed on the client",
     "no-route-at-client": "on a bridged world the fix adds a default route through a gateway the client cannot reach",
     "no-route-at-host": "a private destination routed out of the default route is blamed on the outside",

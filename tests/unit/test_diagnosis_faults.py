@@ -58,3 +58,20 @@ def test_a_policy_rule_into_a_blackhole_table_is_removed(shape):
     assert fix.command == in_ns(at, f"ip rule del priority {rule['priority']} to {f['dst']}/32 lookup {rule['table']}")
     assert any(f"ip route del blackhole default table {rule['table']}" in a for a in fix.alternatives)
     assert check["checked"] and check["delivers"], check
+
+
+@pytest.mark.parametrize("shape", ["routed", "chain", "bridged"])
+def test_a_veth_end_without_carrier_blames_its_peer_that_is_down(shape):
+    """The server's eth0 is admin-down: the host's (or router's) end is up, without carrier. The
+    hop is the server's, the fix sets the server's end up (and, where the kernel deleted the
+    server's route with the link, adds a route back), checked both ways."""
+    m, f = world(f"link-down-at-server-{shape}")
+    r, fix, hop, check = diagnose(m, f)
+    assert (r["cause"], hop["label"], hop["interface"]) == ("LINK_DOWN", f["at"], "eth0"), r["summary"]
+    server = f["server"]
+    assert fix.command.startswith(f"ip netns exec {server} ip link set eth0 up")
+    if shape != "bridged":  # a route back to the client's subnet, which the kernel deleted with the link
+        assert fix.command.endswith(f"&& ip netns exec {server} ip route add {f['subnets'][0]} via {f['server_gw']} dev eth0")
+    else:  # one subnet: the prefix route comes back with the link
+        assert "&&" not in fix.command
+    assert check["checked"] and check["delivers"] and "request and reply" in check["detail"], check
