@@ -27,8 +27,6 @@ PARALLEL = 3
 GAPS = {
     "duplicate-address": "the fix removes the address from the real server, not from the impostor",
     "neighbour-never-answers": "no command (the server ignores ARP: arp_ignore), and blamed on the client",
-    "no-route-at-client": "on a bridged world the fix adds a default route through a gateway the client cannot reach",
-    "no-route-at-host": "a private destination routed out of the default route is blamed on the outside",
     "network-none": "the fix recreates the client on the default bridge, which cannot reach the server's network",
 }
 

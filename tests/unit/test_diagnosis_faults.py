@@ -75,3 +75,76 @@ def test_a_veth_end_without_carrier_blames_its_peer_that_is_down(shape):
     else:  # one subnet: the prefix route comes back with the link
         assert "&&" not in fix.command
     assert check["checked"] and check["delivers"] and "request and reply" in check["detail"], check
+
+
+def test_a_client_without_its_prefix_route_gets_it_back_not_a_default_via_an_unreachable_gateway():
+    """Bridged: the client's on-link route was removed too. A default via any gateway fails
+    ('Nexthop has invalid gateway'): the prefix route is the fix, the server is on that subnet."""
+    m, f = world("no-route-at-client-bridged")
+    r, fix, hop, check = diagnose(m, f)
+    assert (r["cause"], hop["label"]) == ("NO_ROUTE", f["at"]), r["summary"]
+    assert fix.command == f"ip netns exec {f['client']} ip route add {f['subnets'][0]} dev eth0"
+    assert check["checked"] and check["delivers"], check
+
+
+def test_a_client_without_any_route_gets_its_prefix_route_and_a_default_via_the_neighbour_that_forwards():
+    m, f = world("no-route-at-client-routed")
+    r, fix, hop, check = diagnose(m, f)
+    assert fix.command == f"ip netns exec {f['client']} ip route add default via {f['client_gw']} dev eth0"
+    assert check["delivers"], check
+    client = ns_named(m, f["client"])
+    client["routes"] = [x for x in client["routes"] if x["table"] != 254]  # the prefix route gone too
+    client["neighbours"] = []  # nothing learnt: the gateway is the host across the veth, which forwards
+    r, fix, hop, check = diagnose(m, f)
+    assert (r["cause"], hop["label"]) == ("NO_ROUTE", f["at"]), r["summary"]
+    assert fix.command == (f"ip netns exec {f['client']} ip route add {f['subnets'][0]} dev eth0 && "
+                           f"ip netns exec {f['client']} ip route add default via {f['client_gw']} dev eth0")
+    assert check["checked"] and check["delivers"], check
+
+
+def test_a_private_destination_sent_up_the_default_route_is_no_route_at_the_host_not_beyond():
+    """Chain: the host lost its route to the server's subnet, which the router behind it serves;
+    the packet leaves by the default route to the outside, which has no route either. NO_ROUTE
+    at the host (its egress by the uplink), fixed by a route via that router, checked both ways."""
+    m, f = world("no-route-at-host-chain")
+    r, fix, hop, check = diagnose(m, f)
+    assert (r["cause"], hop["label"], hop["interface"], hop["direction"]) == ("NO_ROUTE", "host", "eth0", "egress"), r["summary"]
+    router = ns_named(m, f["router"])
+    up0 = next(a["address"] for a in router["addresses"] if a["ifname"] == "up0")
+    host = m.namespaces[m.snap["host"]]
+    towards = next(x["name"] for x in host["links"] if (x.get("peer") or {}).get("ns") == router["id"])
+    assert fix.command == f"ip route add {f['subnets'][1]} via {up0} dev {towards}"
+    assert check["checked"] and check["delivers"] and "request and reply" in check["detail"], check
+
+
+def test_a_private_destination_looping_between_default_routes_is_no_route_where_it_went_up():
+    m, f = world("no-route-at-host-chain")
+    out = next(ns for ns in m.namespaces.values() if any(n.endswith("-out") for n in ns.get("netns_names") or []))
+    out["routes"].append({"table": 254, "dst": "default", "gateway": "203.0.113.2", "dev": "eth0", "prefsrc": None,
+                          "type": "unicast", "scope": "global", "proto": 3, "metric": 0})  # the outside sends it back
+    out["sysctls"].update({"net.ipv4.ip_forward": "1", "net.ipv4.conf.eth0.forwarding": "1"})
+    r, fix, hop, check = diagnose(m, f)
+    assert (r["cause"], hop["label"]) == ("NO_ROUTE", "host"), r["summary"]
+    assert "a loop" in r["summary"] and check["delivers"], check
+
+
+def test_a_public_destination_beyond_the_uplink_is_not_blamed_on_the_host():
+    """Only a private address has nowhere to go past the uplink: a public one with no route in the
+    outside stays the outside's NO_ROUTE."""
+    m, f = world("no-route-at-host-chain")
+    r, _, hop, _ = diagnose(m, {**f, "dst": "198.51.100.7"})
+    assert (r["cause"], hop["label"]) == ("NO_ROUTE", next(
+        ns["label"] for ns in m.namespaces.values() if any(n.endswith("-out") for n in ns.get("netns_names") or []))), r["summary"]
+
+
+def test_a_destination_on_the_subnet_of_a_down_link_is_link_down_there_not_the_default_routes_fate():
+    """Routed: the host's link towards the server is down; the kernel deleted its subnet's route,
+    so the default route takes the packet to the outside. LINK_DOWN at the host, and setting the
+    link up brings the route back (in the model too)."""
+    m, f = world("link-down-at-host-routed")
+    r, fix, hop, check = diagnose(m, f)
+    assert (r["cause"], hop["label"]) == ("LINK_DOWN", "host"), r["summary"]
+    host = m.namespaces[m.snap["host"]]
+    down = next(x["name"] for x in host["links"] if x["kind"] == "veth" and not x["up"])
+    assert (hop["interface"], fix.command) == (down, f"ip link set {down} up")
+    assert check["checked"] and check["delivers"], check
