@@ -94,8 +94,8 @@ def run(case: Case, trace_timeout: float = 1.5) -> Result:
             return res
         control_before = w.connects(w.control_port)  # what the fault left working, a fix must not break
         r = _trace(w, exp, trace_timeout)
-        if r is None:
-            res.problems.append("trace printed no JSON")
+        if r is None or "_no_json" in r:
+            res.problems.append("trace printed no JSON" + (f": {r['_no_json']}" if r else ""))
             return res
         res.cause, res.fix_command, res.fix = r.get("cause"), r.get("fix_command"), r.get("fix") or ""
         res.checked = _checked(r)
@@ -160,7 +160,7 @@ def _trace(w, exp: Expect, timeout: float) -> dict | None:
     try:
         return json.loads(p.stdout)
     except ValueError:
-        return None
+        return {"_no_json": (p.stderr or p.stdout).strip()[-400:]}
 
 
 def _checked(r: dict) -> str:
