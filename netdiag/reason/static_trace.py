@@ -506,7 +506,46 @@ class Trace:
                 self.note("neighbour", f"{ns['label']}: ARP for {nexthop} on {link['name']} is {neigh['state']}; "
                           "until it resolves, new connections may get 'No route to host'")
                 self.stale_neighbour = (ns["label"], nexthop, link["name"])
+        self.check_arp(ns, link, nexthop, n)
         return self.transmit(ns, link, pkt, nexthop, encap)
+
+    def check_arp(self, ns: dict, link: dict, nexthop: str, n: int) -> None:
+        """The sender must resolve `nexthop` (ARP) on `link`: the namespace that owns it must answer.
+        It never does with arp_ignore=8 (the larger of all's and its interface's value) or with ARP
+        off on its interface (NOARP). A static entry (permanent, noarp) needs no answer."""
+        if link["kind"] in ("loopback", "vxlan") or "NOARP" in link.get("flags", []) or nexthop.startswith("127."):
+            return
+        if any(x["address"] == nexthop and x["ifname"] == link["name"] and ("PERMANENT" in x["state"] or "NOARP" in x["state"])
+               for x in ns["neighbours"]):
+            return
+        for owner_id in self.model.owners_of(nexthop):
+            owner = self.model.namespaces[owner_id]
+            if owner_id == ns["id"] or not any(o["id"] == owner_id for o, _ in self.neighbours_across(ns, link)):
+                continue
+            ifname = next(a["ifname"] for a in owner["addresses"] if (a.get("local") or a["address"]) == nexthop)
+            dev = self.model.link(owner, ifname) or {}
+            values = owner.get("sysctls", {})
+            knobs = [k for k in (f"net.ipv4.conf.{ifname}.arp_ignore", "net.ipv4.conf.all.arp_ignore") if values.get(k) == "8"]
+            noarp = "NOARP" in dev.get("flags", [])
+            if not knobs and not noarp:
+                continue
+            why = (f"{' and '.join(f'{k}=8' for k in knobs)} (it answers no ARP request)" if knobs else "") + \
+                (" and " if knobs and noarp else "") + (f"ARP is off on {ifname} (NOARP)" if noarp else "")
+            cmds = [fixes.in_ns(owner, ["sysctl", "-w", f"{k}=0"]) for k in knobs] + \
+                ([fixes.in_ns(owner, ["ip", "link", "set", ifname, "arp", "on"])] if noarp else [])
+            edits = [fixes.set_sysctl(owner_id, k, "0") for k in knobs] + ([_arp_on(owner_id, ifname)] if noarp else [])
+
+            def apply(model, ov, edits=edits):
+                for edit in edits:
+                    edit(model, ov)
+            self.blocked_hop = n
+            raise Stop("blocked", "NO_NEIGHBOR",
+                       f"{ns['label']} cannot resolve {nexthop} on {link['name']} (ARP): {owner['label']}, which has that address "
+                       f"on {ifname}, never answers: {why}",
+                       Fix(" && ".join(cmds), apply, advice=f"{owner['label']} answers ARP for {nexthop} again"),
+                       [{"kind": "sysctl", "detail": f"{owner['label']}: {k}=8"} for k in knobs]
+                       + ([{"kind": "link", "detail": f"{owner['label']} {ifname}: flags {','.join(dev.get('flags', []))}"}] if noarp else [])
+                       + [{"kind": "neighbour", "detail": f"{ns['label']}: no static ARP entry for {nexthop} on {link['name']}"}])
 
     def check_link(self, ns: dict, link: dict, n: int) -> None:
         # flags, not operstate: the kernel updates operstate lazily (linkwatch), a new link can read
@@ -951,6 +990,15 @@ class Trace:
                     return link["mac"] if link else None
         ep = self.model.cluster_endpoint(ip)  # a remote endpoint: the store knows its MAC
         return ep["mac"] if ep else None
+
+
+def _arp_on(ns_id: str, ifname: str):
+    """`ip link set IF arp on` on a model copy."""
+    def apply(model, ov):
+        for link in ov.edit(ns_id)["links"]:
+            if link["name"] == ifname:
+                link["flags"] = [f for f in link.get("flags", []) if f != "NOARP"]
+    return apply
 
 
 def _rfc1918(ip: str) -> bool:

@@ -26,7 +26,6 @@ PARALLEL = 3
 # come from `python -m netdiag.faults`; a kind leaves this table when its cases pass.
 GAPS = {
     "duplicate-address": "the fix removes the address from the real server, not from the impostor",
-    "neighbour-never-answers": "no command (the server ignores ARP: arp_ignore), and blamed on the client",
     "network-none": "the fix recreates the client on the default bridge, which cannot reach the server's network",
 }
 

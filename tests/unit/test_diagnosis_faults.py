@@ -148,3 +148,30 @@ def test_a_destination_on_the_subnet_of_a_down_link_is_link_down_there_not_the_d
     down = next(x["name"] for x in host["links"] if x["kind"] == "veth" and not x["up"])
     assert (hop["interface"], fix.command) == (down, f"ip link set {down} up")
     assert check["checked"] and check["delivers"], check
+
+
+@pytest.mark.parametrize("shape", ["routed", "chain", "bridged"])
+def test_a_server_that_answers_no_arp_is_no_neighbor_where_it_is_resolved_fixed_by_its_sysctl(shape):
+    """arp_ignore=8 on the server's eth0: the namespace that must resolve it (the host when routed,
+    the router in a chain, the client when bridged) never gets an answer. The fix is the sysctl,
+    in the server's namespace, checked on the model."""
+    m, f = world(f"neighbour-never-answers-{shape}")
+    r, fix, hop, check = diagnose(m, f)
+    assert (r["verdict"], r["cause"], hop["label"], hop["direction"]) == ("blocked", "NO_NEIGHBOR", f["at"], "egress"), r["summary"]
+    assert fix.command == f"ip netns exec {f['server']} sysctl -w net.ipv4.conf.eth0.arp_ignore=0"
+    assert check["checked"] and check["delivers"], check
+
+
+def test_arp_off_on_the_servers_link_is_no_neighbor_fixed_by_arp_on_and_a_static_entry_needs_no_answer():
+    m, f = world("neighbour-never-answers-routed")
+    server = ns_named(m, f["server"])
+    server["sysctls"]["net.ipv4.conf.eth0.arp_ignore"] = "0"
+    eth0 = next(x for x in server["links"] if x["name"] == "eth0")
+    eth0["flags"] = [*eth0["flags"], "NOARP"]
+    r, fix, hop, check = diagnose(m, f)
+    assert (r["cause"], hop["label"]) == ("NO_NEIGHBOR", "host"), r["summary"]
+    assert fix.command == f"ip netns exec {f['server']} ip link set eth0 arp on" and check["delivers"], check
+    host = m.namespaces[m.snap["host"]]
+    dev = next(x["name"] for x in host["links"] if (x.get("peer") or {}).get("ns") == server["id"])
+    host["neighbours"].append({"ifname": dev, "address": f["dst"], "lladdr": eth0["mac"], "state": "PERMANENT"})
+    assert trace(m, f["src"], f["dst"], proto=f["proto"], port=f["port"])["verdict"] == "delivered"
