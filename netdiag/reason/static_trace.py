@@ -688,9 +688,20 @@ class Trace:
         real = [o for o in owners if o[1] is not None]
         if len(real) > 1:
             names = ", ".join(o[1]["label"] for o in real)
-            raise Stop("blocked", "ADDRESS_CONFLICT", f"{ip} is configured in {len(real)} namespaces on bridge {bridge['name']}: {names}",
-                       self.conflict_fix(ip, [o[1] for o in real]),
-                       [{"kind": "address", "detail": f"{o[1]['label']} has {ip}"} for o in real])
+            # the conflict shows where the address is resolved: the namespace that routed the packet
+            # here picks one MAC for it (its ARP entry), and the frame goes to whoever answered first
+            resolver = self.last_route[0] if self.last_route else ns
+            out = next((h for h in reversed(self.hops) if h["namespace"] == resolver["id"] and h["direction"] == "egress"), None)
+            self.blocked_hop = out["n"] if out else None
+            entry = next((x for x in resolver["neighbours"] if x["address"] == ip and x.get("lladdr")), None)
+            uses = next((o[1]["label"] for o in real if entry and (o[0].get("peer") or {}).get("name") and
+                         (self.model.link(o[1], o[0]["peer"]["name"]) or {}).get("mac") == entry["lladdr"]), None)
+            raise Stop("blocked", "ADDRESS_CONFLICT",
+                       f"{ip} is configured in {len(real)} namespaces on bridge {bridge['name']}: {names}; "
+                       f"{resolver['label']} resolves it to " + (f"{entry['lladdr']} ({uses or 'neither'})" if entry else "whichever answers ARP first"),
+                       self.conflict_fix(ip, [o[1] for o in real], resolver, entry),
+                       [{"kind": "address", "detail": f"{o[1]['label']} has {ip}"} for o in real]
+                       + ([{"kind": "neighbour", "detail": f"{resolver['label']}: {ip} lladdr {entry['lladdr']} {entry['state']}"}] if entry else []))
         if real:
             return real[0]
         vx = [o for o in owners if o[1] is None]
@@ -701,19 +712,60 @@ class Trace:
                    [{"kind": "bridge", "detail": f"ports of {bridge['name']}: " + ", ".join(
                        p["name"] for p in ns["links"] if p.get("master") == bridge["name"])}])
 
-    def conflict_fix(self, ip: str, holders: list[dict]) -> Fix:
-        """Remove the address from the namespace the runtime did not give it to (a hand-made copy)."""
+    def conflict_fix(self, ip: str, holders: list[dict], resolver: dict | None = None, entry: dict | None = None) -> Fix:
+        """Remove the address from the namespaces that should not have it, and make the resolver
+        forget the MAC it learnt for it where that is not the real holder's. The real one is, in
+        order: the one the runtime gave the address to; the one whose socket serves the flow's
+        port; not the one the failing flow goes to now (the resolver's entry); one that serves
+        anything."""
         def recorded(ns):
             c = self.model.container_of(ns) or {}
             return any(n.get("ip") == ip for n in (c.get("networks") or {}).values())
-        extra = [ns for ns in holders if not recorded(ns)] or holders[1:]
-        ns = extra[0]
-        a = next(a for a in ns["addresses"] if a["address"] == ip)
+
+        def serves(ns, port=None):
+            return any(x["proto"] == self.proto and (port is None or x["port"] == port) and not x.get("loopback_only")
+                       for x in ns.get("sockets", []))
+
+        def mac(ns):
+            a = next(a for a in ns["addresses"] if a["address"] == ip)
+            return (self.model.link(ns, a["ifname"]) or {}).get("mac")
+        tests = [recorded, lambda n: self.proto != "icmp" and serves(n, self.dport),
+                 lambda n: not entry or mac(n) != entry["lladdr"], serves]
+        real = holders[0]
+        for test in tests:
+            fits = [n for n in holders if test(n)]
+            if len(fits) == 1:
+                real = fits[0]
+                break
+        extra = [n for n in holders if n is not real]
+        cmds, edits = [], []
+        for ns in extra:
+            a = next(a for a in ns["addresses"] if a["address"] == ip)
+            cmds.append(fixes.in_ns(ns, ["ip", "addr", "del", f"{ip}/{a['prefixlen']}", "dev", a["ifname"]]))
+
+            def drop(model, ov, ns_id=ns["id"]):
+                e = ov.edit(ns_id)
+                e["addresses"] = [x for x in e["addresses"] if x["address"] != ip]
+            edits.append(drop)
+        right = mac(real)
+        if resolver is not None and entry is not None and entry["lladdr"] != right:
+            if "PERMANENT" in entry["state"] and right:  # a static entry stays static, with the right MAC
+                cmds.append(fixes.in_ns(resolver, ["ip", "neigh", "replace", ip, "lladdr", right, "dev", entry["ifname"], "nud", "permanent"]))
+                edits.append(fixes.add_neighbour(resolver["id"], entry["ifname"], ip, right))
+            else:  # learnt: forget it, the next packet asks again and only the real one answers
+                cmds.append(fixes.in_ns(resolver, ["ip", "neigh", "flush", "to", ip, "dev", entry["ifname"]]))
+
+                def forget(model, ov, ns_id=resolver["id"], dev=entry["ifname"]):
+                    e = ov.edit(ns_id)
+                    e["neighbours"] = [x for x in e["neighbours"] if not (x["address"] == ip and x["ifname"] == dev)]
+                edits.append(forget)
 
         def apply(model, ov):
-            e = ov.edit(ns["id"])
-            e["addresses"] = [x for x in e["addresses"] if x["address"] != ip]
-        return Fix(fixes.in_ns(ns, ["ip", "addr", "del", f"{ip}/{a['prefixlen']}", "dev", a["ifname"]]), apply)
+            for edit in edits:
+                edit(model, ov)
+        return Fix(" && ".join(cmds), apply,
+                   advice=f"{real['label']} keeps {ip}; " + ", ".join(n["label"] for n in extra) + " gives it up"
+                   + (f", and {resolver['label']} forgets the MAC it learnt for it" if len(cmds) > len(extra) else ""))
 
     def neighbour_fix(self, ns: dict, bridge: dict, ip: str) -> Fix:
         """A wrong gateway: route via the bridge's own address. Else name who is on the bridge."""

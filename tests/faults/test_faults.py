@@ -25,7 +25,6 @@ PARALLEL = 3
 # Kinds whose diagnosis or fix is known to be wrong today, with what is wrong. The README's figures
 # come from `python -m netdiag.faults`; a kind leaves this table when its cases pass.
 GAPS = {
-    "duplicate-address": "the fix removes the address from the real server, not from the impostor",
     "network-none": "the fix recreates the client on the default bridge, which cannot reach the server's network",
 }
 

@@ -175,3 +175,32 @@ def test_arp_off_on_the_servers_link_is_no_neighbor_fixed_by_arp_on_and_a_static
     dev = next(x["name"] for x in host["links"] if (x.get("peer") or {}).get("ns") == server["id"])
     host["neighbours"].append({"ifname": dev, "address": f["dst"], "lladdr": eth0["mac"], "state": "PERMANENT"})
     assert trace(m, f["src"], f["dst"], proto=f["proto"], port=f["port"])["verdict"] == "delivered"
+
+
+def test_a_duplicate_address_is_taken_from_the_impostor_and_the_client_forgets_the_mac_it_learnt():
+    """Bridged: an impostor holds the server's address and the client's ARP entry points at it. The
+    conflict is where the wrong MAC is used (the client's egress); the real holder is the one
+    whose socket serves the flow's port; the fix removes the address from the impostor and
+    flushes the client's stale entry, chained."""
+    m, f = world("duplicate-address-bridged")
+    r, fix, hop, check = diagnose(m, f)
+    assert (r["cause"], hop["label"], hop["direction"]) == ("ADDRESS_CONFLICT", f["at"], "egress"), r["summary"]
+    impostor = f"{f['server'].removesuffix('-s')}-x"
+    assert fix.command == (f"ip netns exec {impostor} ip addr del {f['dst']}/24 dev eth0 && "
+                           f"ip netns exec {f['client']} ip neigh flush to {f['dst']} dev eth0")
+    assert check["checked"] and check["delivers"], check
+
+
+def test_a_duplicate_address_without_a_listener_to_tell_keeps_the_one_the_failing_flow_does_not_reach():
+    m, f = world("duplicate-address-bridged")
+    ns_named(m, f["server"])["sockets"] = []
+    r, fix, hop, check = diagnose(m, {**f, "proto": "icmp"})
+    assert r["cause"] == "ADDRESS_CONFLICT"
+    assert fix.command.startswith(f"ip netns exec {f['server'].removesuffix('-s')}-x ip addr del"), fix.command
+    client = ns_named(m, f["client"])
+    entry = next(x for x in client["neighbours"] if x["address"] == f["dst"])
+    entry["state"] = "PERMANENT"  # a static wrong entry is corrected, not flushed (flush leaves it)
+    server_mac = next(x["mac"] for x in ns_named(m, f["server"])["links"] if x["name"] == "eth0")
+    _, fix, _, check = diagnose(m, {**f, "proto": "icmp"})
+    assert fix.command.endswith(f"ip netns exec {f['client']} ip neigh replace {f['dst']} lladdr {server_mac} dev eth0 nud permanent")
+    assert check["delivers"], check
