@@ -9,11 +9,13 @@ a control flow of the same world still works. The world is torn down whatever ha
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from . import containers
 from .catalogue import KINDS, Expect
@@ -97,6 +99,9 @@ def run(case: Case, trace_timeout: float = 1.5) -> Result:
         if r is None or "_no_json" in r:
             res.problems.append("trace printed no JSON" + (f": {r['_no_json']}" if r else ""))
             return res
+        keep = os.environ.get("NETDIAG_FAULT_TRACES")  # a directory: each case's trace JSON, to read afterwards
+        if keep:
+            Path(keep, f"{case.id}.json").write_text(json.dumps(r, indent=1))
         res.cause, res.fix_command, res.fix = r.get("cause"), r.get("fix_command"), r.get("fix") or ""
         res.checked = _checked(r)
         hop = next((h for h in r.get("hops", []) if h.get("n") == r.get("blocked_at")), None)
