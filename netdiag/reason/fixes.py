@@ -20,6 +20,7 @@ class Fix:
     advice: str = ""  # what the command does or, without one, what to do
     why_unchecked: str = ""  # when apply is None: why the fix cannot be checked statically
     alternatives: list[str] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)  # ids of the namespaces the command changes, where known
 
     def text(self) -> str:
         head = self.command + (f"  # {self.advice}" if self.command and self.advice else self.advice if not self.command else "")

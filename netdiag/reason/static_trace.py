@@ -422,7 +422,11 @@ class Trace:
 
     def neighbours_across(self, ns: dict, link: dict) -> list[tuple[dict, str]]:
         """(namespace, interface) pairs on the other side of `link`: a veth's peer, or, where the
-        peer is a bridge port, the bridge itself and the peers of its other ports."""
+        peer is a bridge port, the bridge itself and the peers of its other ports; for a bridge
+        of `ns`, the peers of its ports."""
+        if link["kind"] == "bridge":
+            return [(far[0], far[1]["name"]) for port in ns["links"] if port.get("master") == link["name"]
+                    and port["kind"] == "veth" for far in [self.model.peer(ns, port)] if far]
         pair = self.model.peer(ns, link) if link["kind"] == "veth" else None
         if not pair:
             return []
@@ -571,7 +575,8 @@ class Trace:
                 for edit in edits:
                     edit(model, ov)
             raise Stop("blocked", "LINK_DOWN", what,
-                       Fix(" && ".join(fixes.in_ns(n, ["ip", "link", "set", x["name"], "up"]) for n, x in ends), apply), evidence)
+                       Fix(" && ".join(fixes.in_ns(n, ["ip", "link", "set", x["name"], "up"]) for n, x in ends), apply,
+                           namespaces=[n["id"] for n, _ in ends]), evidence)
 
     def check_mtu(self, ns: dict, link: dict, pkt: Packet, encap: Packet | None, bridged: bool = False) -> None:
         if not self.size:
@@ -1094,7 +1099,7 @@ def _with_lost_routes(model: Model, fix: Fix, src: str, dst: str, proto: str, po
     """A link set down loses its routes (the kernel deletes every route through it); setting it up
     again brings back only the prefix routes of its addresses. When, with the link up on a copy of
     the model, the path still needs a route in a namespace the fix touches, the fix adds it too."""
-    touched = set(_fix_namespaces(model, fix))
+    touched = set(fix.namespaces)
     copy, ov = model.overlay()
     try:
         fix.apply(copy, ov)
@@ -1112,16 +1117,6 @@ def _with_lost_routes(model: Model, fix: Fix, src: str, dst: str, proto: str, po
         second(m, o)
     return Fix(f"{fix.command} && {more.command}", apply,
                advice=f"set the link up, and add the route the kernel deleted with it ({more.advice or more.command})")
-
-
-def _fix_namespaces(model: Model, fix: Fix) -> list[str]:
-    """The namespaces a fix's command runs in (the host's, or `ip netns exec NAME`)."""
-    out = []
-    for part in fix.command.split(" && "):
-        name = part.split()[3] if part.startswith("ip netns exec ") else None
-        out += [ns_id for ns_id, ns in model.namespaces.items()
-                if (name in (ns.get("netns_names") or [])) or (name is None and ns.get("kind") == "host")]
-    return out
 
 
 def run_static(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int = 0, size: int = 0) -> tuple[dict, Fix | None]:

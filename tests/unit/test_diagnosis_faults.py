@@ -204,3 +204,11 @@ def test_a_duplicate_address_without_a_listener_to_tell_keeps_the_one_the_failin
     _, fix, _, check = diagnose(m, {**f, "proto": "icmp"})
     assert fix.command.endswith(f"ip netns exec {f['client']} ip neigh replace {f['dst']} lladdr {server_mac} dev eth0 nud permanent")
     assert check["delivers"], check
+
+
+def test_a_host_resolving_over_its_own_bridge_finds_the_port_that_never_answers():
+    """Bridged world, traced from the host itself: the host resolves the server through its bridge."""
+    m, f = world("neighbour-never-answers-bridged")
+    r, fix, hop, check = diagnose(m, {**f, "src": "host"})
+    assert (r["cause"], hop["label"]) == ("NO_NEIGHBOR", "host"), r["summary"]
+    assert fix.command == f"ip netns exec {f['server']} sysctl -w net.ipv4.conf.eth0.arp_ignore=0" and check["delivers"], check
