@@ -325,7 +325,7 @@ class Trace:
         """A route to `dst`'s subnet via a neighbour across another link of `ns` that forwards and
         routes `dst` on (not back to `ns`), as the model shows it; else advice."""
         subnet = next((str(ipaddress.ip_network(f"{a['address']}/{a['prefixlen']}", strict=False))
-                       for owner in self.model.owners_of(dst) for a in self.model.namespaces[owner]["addresses"]
+                       for owner in self.model.owners_of(dst) for a in (self.model.namespaces.get(owner) or {}).get("addresses", [])
                        if a["address"] == dst and a["prefixlen"] < 32), None)
         for link in ns["links"]:
             if link["name"] == up.dev or link["kind"] == "loopback" or not link["up"]:
@@ -522,11 +522,13 @@ class Trace:
         if any(x["address"] == nexthop and x["ifname"] == link["name"] and ("PERMANENT" in x["state"] or "NOARP" in x["state"])
                for x in ns["neighbours"]):
             return
-        for owner_id in self.model.owners_of(nexthop):
-            owner = self.model.namespaces[owner_id]
-            if owner_id == ns["id"] or not any(o["id"] == owner_id for o, _ in self.neighbours_across(ns, link)):
+        # only the namespaces across this link: every lab has the same outside addresses, and a
+        # namespace elsewhere that holds the address (perhaps gone by now) is not the one asked
+        for owner, _ in self.neighbours_across(ns, link):
+            owner_id = owner["id"]
+            ifname = next((a["ifname"] for a in owner["addresses"] if (a.get("local") or a["address"]) == nexthop), None)
+            if owner_id == ns["id"] or ifname is None:
                 continue
-            ifname = next(a["ifname"] for a in owner["addresses"] if (a.get("local") or a["address"]) == nexthop)
             dev = self.model.link(owner, ifname) or {}
             values = owner.get("sysctls", {})
             knobs = [k for k in (f"net.ipv4.conf.{ifname}.arp_ignore", "net.ipv4.conf.all.arp_ignore") if values.get(k) == "8"]

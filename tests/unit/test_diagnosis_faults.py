@@ -212,3 +212,26 @@ def test_a_host_resolving_over_its_own_bridge_finds_the_port_that_never_answers(
     r, fix, hop, check = diagnose(m, {**f, "src": "host"})
     assert (r["cause"], hop["label"]) == ("NO_NEIGHBOR", "host"), r["summary"]
     assert fix.command == f"ip netns exec {f['server']} sysctl -w net.ipv4.conf.eth0.arp_ignore=0" and check["delivers"], check
+
+
+def test_a_namespace_elsewhere_with_the_same_address_is_never_read_for_the_arp_check():
+    """Every lab has the same outside addresses, and a live model reads a namespace only when
+    asked: one that holds the next hop's address but is not across the link is not asked (it may
+    be gone by then: reading it raised KeyError inside the fix check)."""
+    from netdiag.model import LoadedNamespaces
+
+    class Vanishing(LoadedNamespaces):
+        def __getitem__(self, ns_id):
+            if ns_id == "ns-gone":
+                raise KeyError(ns_id)
+            return super().__getitem__(ns_id)
+
+        def __contains__(self, ns_id):
+            return ns_id == "ns-gone" or ns_id in self.data
+
+        def owners_of(self, ip):
+            return super().owners_of(ip) + ["ns-gone"]
+    m, f = world("neighbour-never-answers-routed")
+    m.namespaces = Vanishing(m.snap["namespaces"])
+    r, fix, hop, check = diagnose(m, f)
+    assert (r["cause"], hop["label"]) == ("NO_NEIGHBOR", "host") and check["checked"] and check["delivers"], check
