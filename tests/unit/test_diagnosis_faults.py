@@ -235,3 +235,14 @@ def test_a_namespace_elsewhere_with_the_same_address_is_never_read_for_the_arp_c
     m.namespaces = Vanishing(m.snap["namespaces"])
     r, fix, hop, check = diagnose(m, f)
     assert (r["cause"], hop["label"]) == ("NO_NEIGHBOR", "host") and check["checked"] and check["delivers"], check
+
+
+def test_a_policy_rule_that_is_itself_a_blackhole_is_removed():
+    m, f = world("policy-routing-blackhole-routed")
+    host = m.namespaces[m.snap["host"]]
+    rule = next(x for x in host["rules"] if x.get("dst") == f"{f['dst']}/32")
+    rule["action"] = 6  # ip rule add to DST blackhole
+    r, fix, hop, check = diagnose(m, f)
+    assert (r["cause"], hop["label"]) == ("NO_ROUTE", "host"), r["summary"]
+    assert fix.command == f"ip rule del priority {rule['priority']} to {f['dst']}/32 blackhole"
+    assert check["checked"] and check["delivers"], check
