@@ -55,6 +55,12 @@ def details(r: dict) -> list[str]:
         if check:
             out.append(f"       {'checked ✓' if check.get('delivers') else 'checked ✗' if check.get('delivers') is False else 'unchecked'}: "
                        f"{check.get('detail')}")
+        verified = r.get("fix_verified")
+        if verified:
+            mark = {True: "✓", False: "✗"}.get(verified.get("replica"), "?")
+            out.append(f"       verified on a replica {mark}: {verified.get('detail')}")
+        if r.get("fix_proof"):
+            out.append(f"       proof: {r['fix_proof']}")
     elif r["status"] == "skipped":
         out.append(f"skip   {r['summary']}")
     return out

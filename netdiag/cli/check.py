@@ -25,6 +25,8 @@ def check(
     retry_timeout: str = typer.Option("0", "--retry-timeout", help="Retry a failed check (every second, on a fresh view of the host) until this long has passed: 30s, 2m"),
     var: Optional[List[str]] = typer.Option(None, "--var", help="NAME=VALUE for ${NAME} in the files (beats the environment and vars:)"),
     generate: bool = typer.Option(False, "--generate", help="Write a starting check file from what runs now (pairs that talk, published ports)"),
+    verify_fix: bool = typer.Option(False, "--verify-fix", help="Prove each failed reach/mtu check's fix live on a throwaway "
+                                    "replica (fresh namespaces rebuilt from the model; the host is never changed): needs root"),
 ):
     """Check the network the way CI needs it: pass, or fail with the reason.
 
@@ -87,9 +89,13 @@ def check(
     t0 = time.monotonic()
     from ..check.run import run
 
+    done = shown.done
+    if verify_fix:  # before the check is shown, so its lines say it
+        verifier = _Verifier(factory)
+        done = lambda check, r: (verifier(r), shown.done(check, r))  # noqa: E731
     with shown:
         results = run(suite.checks, factory, snapshot=snapshot is not None, parallel=parallel, fail_fast=fail_fast,
-                      retry_timeout=retry, on_start=shown.started, on_done=shown.done)
+                      retry_timeout=retry, on_start=shown.started, on_done=done)
     s = report.summary(results, time.monotonic() - t0)
     text = report.render(fmt, results, s, suite.files)
     if output:
@@ -99,6 +105,33 @@ def check(
     if not output and fmt != "text":
         sys.stdout.write(text)
     raise typer.Exit(report.exit_code(results))
+
+
+class _Verifier:
+    """fix_verified (and fix_proof) for a failed check whose fix comes from the trace pipeline (reach,
+    mtu: a diagnosis with a source namespace and an address), on a replica of its own. One model
+    for all of them, read when the first is needed."""
+
+    def __init__(self, factory):
+        import threading
+
+        self.factory, self.model, self.lock = factory, None, threading.Lock()
+
+    def __call__(self, r: dict) -> None:
+        from .. import verify
+
+        if r["status"] != "failed" or not r.get("fix_command"):
+            return
+        diag = r.get("diagnosis") or {}
+        if diag.get("hops") and diag.get("dst_ip"):
+            with self.lock:
+                self.model = self.model or self.factory()
+            r["fix_verified"] = verify.verify(self.model, {**diag, "fix_command": r["fix_command"]},
+                                              timeout=float((r.get("params") or {}).get("timeout") or 2.0))
+        else:
+            r["fix_verified"] = {"replica": None, "detail": f"a {r['kind']} check's fix is not verified on a replica "
+                                                           "(only reach and mtu checks carry a flow a replica can probe)"}
+        r["fix_proof"] = verify.proof(r)
 
 
 def _write(path: str, text: str) -> None:

@@ -33,6 +33,8 @@ def health(
     json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object"),
     fix: bool = typer.Option(False, "--fix", help="Print the fix, ask, run it, and check again"),
     yes: bool = typer.Option(False, "--yes", "-y", help="With --fix: run the fix without asking"),
+    verify_fix: bool = typer.Option(False, "--verify-fix", help="Prove the fix live on a throwaway replica (fresh namespaces "
+                                    "rebuilt from the model; the real host is never changed): needs root"),
 ):
     """Check TARGET from SRC exactly as a load balancer would, and when it fails, say why.
 
@@ -51,7 +53,18 @@ def health(
 
         raise InvalidArgument("--yes needs --fix", "it answers --fix's question", "add --fix")
     spec = specs.parse(target, tcp=tcp, http=http, host=host, expect=expect, timeout=timeout, count=count, interval=interval)
-    result = run_health(spec, src)
+    model = None
+    if verify_fix:
+        from netdiag.observe.snapshot import live_model
+
+        model = live_model()
+    result = run_health(spec, src, model=model)
+    if verify_fix and not result["healthy"]:
+        result["fix_verified"] = _verify(model, result, src, timeout)
+    if result.get("fix_command"):
+        from ..verify import proof
+
+        result["fix_proof"] = proof(result)
     if fix and not result["healthy"] and result.get("fix_command"):
         applied = _apply(result["fix_command"], yes, json_out)
         if applied is not None:
@@ -61,6 +74,20 @@ def health(
     _show(result, json_out, render_health)
     final = result.get("recheck") or result
     raise typer.Exit(_exit_for(final))
+
+
+def _verify(model, result: dict, src: str, timeout: float) -> dict:
+    """The health check's flow (a TCP connection to the address it reached, from SRC) on a replica."""
+    from .. import verify
+    from ..health.run import Source
+
+    if not result.get("address"):
+        return {"replica": None, "detail": "the check reached no address (the name did not resolve): nothing to probe on a replica"}
+    diag = result.get("diagnosis") or {}
+    hops = diag.get("hops") or [{"namespace": Source(model, src).ns["id"], "label": result.get("from")}]
+    flow = {"hops": hops, "dst_ip": result["address"], "proto": "tcp", "port": result.get("port"), "size": 0,
+            "fix_command": result.get("fix_command")}
+    return verify.verify(model, flow, timeout=timeout)
 
 
 def _apply(command: str, yes: bool, quiet: bool) -> dict | None:
@@ -132,6 +159,9 @@ def render_health(r: dict, title: str = "") -> None:
     if check:
         mark = {True: "[green]✓[/]", False: "[red]✗[/]"}.get(check.get("delivers"), "[dim]?[/]")
         con.print(f"[bold]checked[/] {mark} {escape(check['detail'])}")
+    from .trace import render_proof
+
+    render_proof(con, r)
     con.print(f"[bold]timings[/] {timings}" + (f" · diagnosed in {_secs(r['diagnosed_in'])}" if r.get("diagnosed_in") is not None else ""))
     if r.get("series"):
         s = r["series"]

@@ -26,13 +26,16 @@ def trace(
     timeout: float = typer.Option(2.0, "--timeout", help="Seconds the live probe may take"),
     record: Optional[str] = typer.Option(None, "--record", help="Write a snapshot of the host with this probe's results to FILE: "
                                          "`trace --snapshot FILE` with the same SRC DST replays the diagnosis offline, without root"),
+    verify_fix: bool = typer.Option(False, "--verify-fix", help="Prove the fix live on a throwaway replica (fresh namespaces "
+                                    "rebuilt from the model; the real host is never changed): needs root"),
 ):
     """Follow a packet hop by hop and name the exact reason it dies.
 
     The static path is followed through the model (routes, nftables, sysctls, bridges, VXLAN); then,
     as root, a real probe is sent, captured at every hop and traced by the kernel's own nftables
     packet trace, which decides when it names the rule that dropped the probe. The fix is checked
-    on a copy of the model before it is printed.
+    on a copy of the model before it is printed; with --verify-fix it is also applied to a
+    throwaway replica of the namespaces (never to the host) and the flow probed there for real.
 
     Exit codes: 0 delivered, 1 not delivered (diagnosed), 2 bad input, 3 could not diagnose."""
     from runtime.errors import InvalidArgument
@@ -56,6 +59,14 @@ def trace(
                       timeout=timeout, pcap=pcap, record=probes)
     if record:
         write_recording(model, probes, record)
+    if verify_fix and result["verdict"] == "blocked":
+        from .. import verify
+
+        result["fix_verified"] = verify.verify(model, result, timeout=timeout)
+    from ..verify import proof
+
+    if result.get("fix_command"):
+        result["fix_proof"] = proof(result)
     if output:
         from ..views import topo
 
@@ -126,5 +137,20 @@ def render(r: dict) -> None:
     if check:
         mark = {True: "[green]✓[/]", False: "[red]✗[/]"}.get(check.get("delivers"), "[dim]?[/]")
         con.print(f"[bold]checked[/] {mark} {check['detail']}")
+    render_proof(con, r)
     if r.get("pcap"):
         con.print(f"[bold]pcap[/] {r['pcap']} (every hop's capture of the probe)")
+
+
+def render_proof(con, r: dict) -> None:
+    """The replica's verdict on the fix and the line saying which proof was made."""
+    from rich.markup import escape
+
+    v = r.get("fix_verified")
+    if v is not None:
+        mark = {True: "[green]✓[/]", False: "[red]✗[/]"}.get(v.get("replica"), "[dim]?[/]")
+        con.print(f"[bold]verified on a replica[/] {mark} {escape(str(v.get('detail')))}")
+        for a in v.get("applied") or []:
+            con.print(f"  [dim]ran: {escape(a['command'])} (exit {a['returncode']})[/]")
+    if r.get("fix_proof"):
+        con.print(f"[bold]proof[/] {escape(r['fix_proof'])}")

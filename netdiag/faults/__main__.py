@@ -22,13 +22,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shape", choices=("routed", "chain", "bridged", "netdiag"))
     ap.add_argument("--parallel", type=int, default=1, help="cases at a time (each in its own lab)")
     ap.add_argument("--json", action="store_true", help="one JSON object per case, then the summary")
+    ap.add_argument("--verify-fix", action="store_true", help="trace with --verify-fix too: the replica's verdict on each "
+                    "fix must be the real world's")
     args = ap.parse_args(argv)
     if args.shape and args.kind and len(args.kind) == 1:  # one exact case: --seed is the world's seed
         todo = [cases.Case(args.seed, args.kind[0], args.shape)]
     else:
         todo = cases.plan(args.seed, args.cases, args.kind)
     results = []
-    for i, r in enumerate(each(todo, args.parallel), 1):
+    for i, r in enumerate(each(todo, args.parallel, args.verify_fix), 1):
         c = r.case
         results.append(r)
         if args.json:

@@ -49,6 +49,8 @@ class Result:
     checked: str = ""
     fix_works: bool | None = None  # None: no command (and none expected), or not tried
     control_works: bool | None = None  # after the fix; it must, where it worked with the fault in place
+    replica: bool | None = None  # with verify_fix: trace --verify-fix's verdict, made before the fix is applied for real
+    replica_detail: str = ""
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -63,6 +65,8 @@ class Result:
     def explain(self) -> str:
         head = f"{self.case.id}: expected {self.expected} at {self.expected_at}, got {self.cause} at {self.at}"
         tail = f"\n  fix_command: {self.fix_command!r} ({self.checked})" if self.fix_command else f"\n  fix: {self.fix!r}"
+        if self.replica_detail:
+            tail += f"\n  on a replica: {self.replica_detail}"
         return head + tail + "".join(f"\n  - {p}" for p in self.problems) + \
             f"\n  reproduce: python -m netdiag.faults --seed {self.case.seed} --kind {self.case.kind} --shape {self.case.shape}"
 
@@ -79,7 +83,9 @@ def plan(seed: int, count: int, kinds: list[str] | None = None) -> list[Case]:
     return out
 
 
-def run(case: Case, trace_timeout: float = 1.5) -> Result:
+def run(case: Case, trace_timeout: float = 1.5, verify_fix: bool = False) -> Result:
+    """`verify_fix`: trace with --verify-fix too; where the replica gave a verdict, it must be the
+    one the real world gives when the fix is applied (a replica that disagrees is a bug of its own)."""
     started = time.monotonic()
     res = Result(case)
     rng = random.Random(case.seed ^ 0x5EED)
@@ -95,7 +101,7 @@ def run(case: Case, trace_timeout: float = 1.5) -> Result:
             res.problems.append(f"the planted fault ({exp.detail}) does not break the flow: a generator bug")
             return res
         control_before = w.connects(w.control_port)  # what the fault left working, a fix must not break
-        r = _trace(w, exp, trace_timeout)
+        r = _trace(w, exp, trace_timeout, verify_fix)
         if r is None or "_no_json" in r:
             res.problems.append("trace printed no JSON" + (f": {r['_no_json']}" if r else ""))
             return res
@@ -104,6 +110,8 @@ def run(case: Case, trace_timeout: float = 1.5) -> Result:
             Path(keep, f"{case.id}.json").write_text(json.dumps(r, indent=1))
         res.cause, res.fix_command, res.fix = r.get("cause"), r.get("fix_command"), r.get("fix") or ""
         res.checked = _checked(r)
+        verified = r.get("fix_verified") or {}
+        res.replica, res.replica_detail = verified.get("replica"), verified.get("detail") or ""
         hop = next((h for h in r.get("hops", []) if h.get("n") == r.get("blocked_at")), None)
         res.at = hop.get("label") if hop else None
         if r.get("verdict") == "delivered":
@@ -134,6 +142,9 @@ def run(case: Case, trace_timeout: float = 1.5) -> Result:
             res.control_works = w.connects(w.control_port)
             if control_before and not res.control_works:
                 res.problems.append("fix_command broke the control flow, which worked with the fault in place")
+            if res.replica is not None and res.replica != res.fix_works:
+                res.problems.append(f"the replica said the fix {'works' if res.replica else 'fails'} "
+                                    f"({res.replica_detail}); applied for real it {'works' if res.fix_works else 'fails'}")
         return res
     finally:
         res.seconds = round(time.monotonic() - started, 2)
@@ -159,8 +170,9 @@ def _flow_works(w, exp: Expect, settle: bool = False) -> bool:
     return False
 
 
-def _trace(w, exp: Expect, timeout: float) -> dict | None:
-    p = subprocess.run([sys.executable, "-m", "netdiag", "trace", *exp.flow.argv(), "--json", "--timeout", str(timeout)],
+def _trace(w, exp: Expect, timeout: float, verify_fix: bool = False) -> dict | None:
+    p = subprocess.run([sys.executable, "-m", "netdiag", "trace", *exp.flow.argv(), "--json", "--timeout", str(timeout),
+                        *(["--verify-fix"] if verify_fix else [])],
                        capture_output=True, text=True, timeout=120, env=w.lab.env, preexec_fn=_enter(w, None))
     try:
         return json.loads(p.stdout)

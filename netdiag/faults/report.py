@@ -6,18 +6,18 @@ from collections import Counter, defaultdict
 from . import case as cases
 
 
-def each(todo, parallel: int):
+def each(todo, parallel: int, verify_fix: bool = False):
     """Results as cases finish (in plan order), `parallel` at a time."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max(1, parallel)) as pool:
-        yield from pool.map(run_safely, todo)
+        yield from pool.map(lambda c: run_safely(c, verify_fix), todo)
 
 
-def run_safely(c: cases.Case) -> cases.Result:
+def run_safely(c: cases.Case, verify_fix: bool = False) -> cases.Result:
     """A case whose world could not be built is that case's failure, not the run's end."""
     try:
-        return cases.run(c)
+        return cases.run(c, verify_fix=verify_fix)
     except Exception as e:  # noqa: BLE001
         r = cases.Result(c)
         r.problems.append(f"the world could not be built: {e}")
@@ -38,6 +38,10 @@ def summary(results) -> str:
     n = len(results)
     lines.append(f"{'all':40} {n:5} {sum(r.diagnosed for r in results):9} "
                  f"{sum(bool(r.fix_works) for r in results):9} {sum(r.ok for r in results):6}")
+    verified = [r for r in results if r.replica is not None]
+    if verified:
+        lines.append(f"\nverified on a replica: {len(verified)} fixes ({sum(r.replica for r in verified)} work there); "
+                     f"the real world agreed on {sum(r.replica == r.fix_works for r in verified)}")
     confusion = Counter((r.expected, r.cause) for r in results)
     lines.append("\nconfusion (planted -> named):")
     for (want, got), count in sorted(confusion.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):

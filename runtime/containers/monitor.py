@@ -112,7 +112,9 @@ def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: 
              plan: security.Plan) -> None:
     host = c.config["HostConfig"]
     devnull = os.open("/dev/null", os.O_RDWR)
-    cli_in = os.dup(0) if interactive else os.dup(devnull)
+    # the container reads stdin from a pipe the monitor fills, never the CLI's own descriptor:
+    # reopened through /proc/self/fd/0 that would be the caller's file or terminal
+    cli_in = _stdin_pipe(os.dup(0)) if interactive else os.dup(devnull)
     cli_out, cli_err = (os.dup(1), os.dup(2)) if attach else (None, None)
     for fd in (0, 1, 2):  # never hold the CLI's terminal or pipes open past its exit
         os.dup2(devnull, fd)
@@ -236,6 +238,26 @@ def _read_all(fd: int) -> bytes:
     while chunk := os.read(fd, 4096):
         data += chunk
     return data
+
+
+def _stdin_pipe(source: int) -> int:
+    """The read end of a pipe that a thread fills from `source` (the CLI's stdin) until it ends."""
+    import threading
+
+    r, w = os.pipe()
+
+    def copy() -> None:
+        try:
+            while data := os.read(source, 65536):
+                os.write(w, data)
+        except OSError:  # the container closed its stdin, or the CLI's went away
+            pass
+        finally:
+            os.close(w)
+            os.close(source)
+
+    threading.Thread(target=copy, daemon=True).start()
+    return r
 
 
 def _init_error(data: bytes) -> tuple[int, str, str]:

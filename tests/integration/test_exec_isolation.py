@@ -141,3 +141,16 @@ def test_exec_into_a_container_at_its_pids_limit_says_so(lab):
     p = lab.run("exec", "full", "true")
     assert p.returncode != 0 and "--pids-limit" in p.stderr, p.stderr
     assert "exists in the image" not in p.stderr and "Traceback" not in p.stderr
+
+
+def test_run_interactive_hands_the_container_a_pipe_not_the_callers_stdin(lab, tmp_path):
+    host_file = tmp_path / "caller-input"
+    host_file.write_text("HOST-INPUT\n")
+    with open(host_file) as inp:
+        p = subprocess.run(_cli(lab, "run", "--rm", "-i", "busybox", "sh", "-c",
+                                "readlink /proc/self/fd/0; : > /proc/self/fd/0 2>/dev/null; cat"),
+                           env=lab.env, stdin=inp, capture_output=True, text=True, timeout=60, preexec_fn=lab.enter())
+    assert p.returncode == 0, p.stderr
+    link, data = p.stdout.split("\n", 1)
+    assert link.startswith("pipe:") and data == "HOST-INPUT\n"
+    assert host_file.read_text() == "HOST-INPUT\n"
