@@ -9,11 +9,13 @@ a control flow of the same world still works. The world is torn down whatever ha
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from . import containers, docker
 from .catalogue import KINDS, Expect
@@ -109,9 +111,12 @@ def run(case: Case, trace_timeout: float = 1.5, verify_fix: bool = False) -> Res
             return res
         control_before = w.connects(w.control_port)  # what the fault left working, a fix must not break
         r = _trace(w, exp, trace_timeout, verify_fix)
-        if r is None:
-            res.problems.append("trace printed no JSON")
+        if r is None or "_no_json" in r:
+            res.problems.append("trace printed no JSON" + (f": {r['_no_json']}" if r else ""))
             return res
+        keep = os.environ.get("NETDIAG_FAULT_TRACES")  # a directory: each case's trace JSON, to read afterwards
+        if keep:
+            Path(keep, f"{case.id}.json").write_text(json.dumps(r, indent=1))
         res.cause, res.fix_command, res.fix = r.get("cause"), r.get("fix_command"), r.get("fix") or ""
         res.checked = _checked(r)
         verified = r.get("fix_verified") or {}
@@ -181,7 +186,7 @@ def _trace(w, exp: Expect, timeout: float, verify_fix: bool = False) -> dict | N
     try:
         return json.loads(p.stdout)
     except ValueError:
-        return None
+        return {"_no_json": (p.stderr or p.stdout).strip()[-400:]}
 
 
 def _checked(r: dict) -> str:

@@ -11,15 +11,16 @@ import os
 
 from runtime.kernel import addr, conntrack as ct, link as kernel_link, neigh, nft, route, sockdiag, sysctl
 
-IFF = {0x1: "UP", 0x2: "BROADCAST", 0x8: "LOOPBACK", 0x10: "POINTOPOINT", 0x40: "RUNNING", 0x100: "PROMISC",
+IFF = {0x1: "UP", 0x2: "BROADCAST", 0x8: "LOOPBACK", 0x10: "POINTOPOINT", 0x40: "RUNNING", 0x80: "NOARP", 0x100: "PROMISC",
        0x1000: "MULTICAST", 0x10000: "LOWER_UP"}
 NUD = {0x01: "INCOMPLETE", 0x02: "REACHABLE", 0x04: "STALE", 0x08: "DELAY", 0x10: "PROBE", 0x20: "FAILED",
        0x40: "NOARP", 0x80: "PERMANENT"}
 RT_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
 RT_SCOPES = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
 SYSCTLS = ("net/ipv4/ip_forward", "net/ipv4/conf/all/rp_filter", "net/ipv4/conf/default/rp_filter",
-           "net/ipv4/conf/all/route_localnet", "net/bridge/bridge-nf-call-iptables", "net/ipv4/ip_local_port_range")
-PER_IF_SYSCTLS = ("rp_filter", "route_localnet", "forwarding", "proxy_arp")
+           "net/ipv4/conf/all/route_localnet", "net/bridge/bridge-nf-call-iptables", "net/ipv4/ip_local_port_range",
+           "net/ipv4/conf/all/arp_ignore")
+PER_IF_SYSCTLS = ("rp_filter", "route_localnet", "forwarding", "proxy_arp", "arp_ignore")
 
 
 def _flags(value: int) -> list[str]:

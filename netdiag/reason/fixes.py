@@ -4,6 +4,7 @@ diagnosis can trace again and say whether the fix makes the path deliver. Pure: 
 """
 from __future__ import annotations
 
+import ipaddress
 import shlex
 from dataclasses import dataclass, field
 from typing import Callable
@@ -19,6 +20,7 @@ class Fix:
     advice: str = ""  # what the command does or, without one, what to do
     why_unchecked: str = ""  # when apply is None: why the fix cannot be checked statically
     alternatives: list[str] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)  # ids of the namespaces the command changes, where known
 
     def text(self) -> str:
         head = self.command + (f"  # {self.advice}" if self.command and self.advice else self.advice if not self.command else "")
@@ -153,9 +155,19 @@ def set_sysctl(ns_id: str, key: str, value: str) -> Apply:
 
 
 def link_up(ns_id: str, ifname: str) -> Apply:
-    """`ip link set IF up`; a veth's peer gets its carrier back with it (if it is up itself)."""
+    """`ip link set IF up`; a veth's peer gets its carrier back with it (if it is up itself), and
+    the kernel adds the prefix routes of the link's addresses again (the routes it deleted when the
+    link went down that are not prefix routes stay gone)."""
     def apply(model, ov):
-        for link in ov.edit(ns_id)["links"]:
+        ns = ov.edit(ns_id)
+        for a in ns["addresses"]:
+            if a["ifname"] != ifname or a["prefixlen"] >= 32 or (a.get("local") or a["address"]).startswith("127."):
+                continue
+            net = str(ipaddress.ip_network(f"{a['address']}/{a['prefixlen']}", strict=False))
+            if not any(r["table"] == 254 and r["dst"] == net and r.get("dev") == ifname for r in ns["routes"]):
+                ns["routes"].append({"table": 254, "dst": net, "gateway": None, "dev": ifname, "prefsrc": a.get("local") or a["address"],
+                                     "type": "unicast", "scope": "link", "proto": 2, "metric": 0})
+        for link in ns["links"]:
             if link["name"] == ifname:
                 link["up"] = True
                 link["flags"] = sorted(set(link.get("flags", [])) | {"UP", "LOWER_UP", "RUNNING"})
@@ -184,6 +196,22 @@ def replace_route(ns_id: str, dst: str, gateway: str | None, dev: str) -> Apply:
         ns["routes"] = [r for r in ns["routes"] if not (r["table"] == 254 and r["dst"] == dst)]
         ns["routes"].append({"table": 254, "dst": dst, "gateway": gateway, "dev": dev, "prefsrc": None, "type": "unicast",
                              "scope": "global" if gateway else "link", "proto": 3, "metric": 0})
+    return apply
+
+
+def remove_route(ns_id: str, table: int, dst: str, type_: str) -> Apply:
+    """`ip route del TYPE DST [table T]`."""
+    def apply(model, ov):
+        ns = ov.edit(ns_id)
+        ns["routes"] = [r for r in ns["routes"] if not (r["table"] == table and r["dst"] == dst and r.get("type", "unicast") == type_)]
+    return apply
+
+
+def remove_policy_rule(ns_id: str, rule: dict) -> Apply:
+    """`ip rule del priority P [selectors]`."""
+    def apply(model, ov):
+        ns = ov.edit(ns_id)
+        ns["rules"] = [r for r in ns.get("rules") or [] if r != rule]
     return apply
 
 

@@ -84,6 +84,41 @@ def lookup(ns: dict, dst: str, src: str | None = None, iif: str | None = None) -
     return Route("none", "none", None, None, None, 0)
 
 
+DEFAULT_RULES = {(0, RT_TABLE_LOCAL), (32766, RT_TABLE_MAIN), (32767, 253)}
+
+
+def rule_of(ns: dict, route: Route) -> dict | None:
+    """The policy rule that led to `route` (None when the namespace has no rule dump)."""
+    if route.rule_priority is None:
+        return None
+    return next((r for r in ns.get("rules") or [] if r["priority"] == route.rule_priority
+                 and (route.dst == "rule" or r.get("table") == route.table)), None)
+
+
+def is_default_rule(rule: dict) -> bool:
+    """One of the three rules every namespace starts with (local, main, default)."""
+    return (rule["priority"], rule.get("table")) in DEFAULT_RULES and not any(
+        rule.get(k) for k in ("src", "dst", "iif", "oif", "fwmark"))
+
+
+def rule_args(rule: dict) -> list[str]:
+    """`ip rule` arguments that name exactly this rule: its priority and its selectors."""
+    out = ["priority", str(rule["priority"])]
+    for key, word in (("src", "from"), ("dst", "to"), ("iif", "iif"), ("oif", "oif"), ("fwmark", "fwmark")):
+        if rule.get(key):
+            out += [word, str(rule[key])]
+    action = rule.get("action", FR_ACT_TO_TBL)
+    if action == FR_ACT_TO_TBL:
+        out += ["lookup", str(rule.get("table"))]
+    else:
+        out.append({FR_ACT_BLACKHOLE: "blackhole", FR_ACT_UNREACHABLE: "unreachable", FR_ACT_PROHIBIT: "prohibit"}.get(action, ""))
+    return [a for a in out if a]
+
+
+def rule_text(rule: dict) -> str:
+    return " ".join(rule_args(rule))
+
+
 def local_addresses(ns: dict) -> set[str]:
     out = {a.get("local") or a["address"] for a in ns["addresses"]}
     if any(link["kind"] == "loopback" and link["up"] for link in ns["links"]):

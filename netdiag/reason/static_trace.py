@@ -41,6 +41,7 @@ class Trace:
     src_ns: dict | None = None
     decapsulated: bool = False  # past a VXLAN decapsulation: failures there keep their own cause
     last_route: tuple | None = None  # (namespace, route) of the last routing decision
+    routed: list = field(default_factory=list)  # the request's routing decisions: (namespace, route, hops so far, dst)
     leg: str = "request"  # "reply" while following the answer back to the source
     nat: list = field(default_factory=list)  # the request's NAT: (ns id, "dnat"|"snat", (addr, port) before, after)
     blocked_hop: int | None = None  # where the cause lies when that is not the last hop walked (NO_NAT)
@@ -244,20 +245,156 @@ class Trace:
 
     def route(self, ns: dict, dst: str, src: str | None, iif: str | None) -> routing.Route:
         route = routing.lookup(ns, dst, src, iif)
+        if self.leg == "request" and any(n["id"] == ns["id"] and d == dst for n, _, _, d in self.routed):
+            self.hop(ns, iif or "-", "route", "lookup", route.text)
+            raise self.nowhere_beyond(ns, dst, route, looped=True)
         if route.type in ("none", "unreachable", "blackhole", "prohibit"):
             self.hop(ns, iif or "-", "route", "lookup", route.text)
             if self.leg == "reply":
                 raise self.reply_no_route(ns, dst, route)
+            if route.type == "none" and self.sent_up_by_default(ns, dst):
+                raise self.nowhere_beyond(ns, dst, route)
             word = "has no route to" if route.type == "none" else f"has a {route.type} route for"
-            raise Stop("blocked", "NO_ROUTE", f"{ns['label']} {word} {dst}", self.route_fix(ns, dst),
-                       [{"kind": "route", "detail": f"{ns['label']}: lookup {dst} -> {route.text}"}])
+            rule = routing.rule_of(ns, route)
+            via = f" (policy rule {routing.rule_text(rule)})" if rule and not routing.is_default_rule(rule) else ""
+            raise Stop("blocked", "NO_ROUTE", f"{ns['label']} {word} {dst}{via}", self.no_route_fix(ns, dst, route),
+                       [{"kind": "route", "detail": f"{ns['label']}: lookup {dst} -> {route.text}{via}"}])
+        self.down_link_for(ns, dst, route)
         self.note("route", f"{ns['label']}: {dst} -> {route.text}")
         self.last_route = (ns, route)
+        if self.leg == "request" and route.type != "local":
+            self.routed.append((ns, route, len(self.hops), dst))
         return route
 
+    def down_link_for(self, ns: dict, dst: str, route: routing.Route) -> None:
+        """`dst` is on the subnet of an address of `ns` whose link is down: the kernel deleted that
+        subnet's route with the link, so a wider route (the default) takes the packet elsewhere.
+        LINK_DOWN there; setting the link up brings the subnet's route back."""
+        addr = ipaddress.ip_address(dst)
+        for a in ns["addresses"]:
+            net = ipaddress.ip_network(f"{a['address']}/{a['prefixlen']}", strict=False)
+            link = self.model.link(ns, a["ifname"])
+            if link is None or link["kind"] == "loopback" or addr not in net or a["prefixlen"] >= 32:
+                continue
+            if link["up"] and "LOWER_UP" in link.get("flags", ["LOWER_UP"]):
+                continue
+            if route.type == "unicast" and route.dst not in ("default", "0.0.0.0/0") and \
+                    ipaddress.ip_network(route.dst, strict=False).prefixlen >= net.prefixlen:
+                continue  # a route at least as specific still serves it
+            self.note("route", f"{ns['label']}: {dst} is on {net}, the subnet of {a['address']} on {link['name']}, which is down: "
+                      f"the kernel deleted that route, and {route.text} is taken instead")
+            n = self.hop(ns, link["name"], link["kind"], "egress", f"the link of {net}")
+            self.check_link(ns, link, n)
+
+    def sent_up_by_default(self, ns: dict, dst: str) -> bool:
+        """`dst` is a private (RFC 1918) address that the namespace before `ns` on the path sent
+        here by its default route, and that namespace is not the source (a client's default route
+        to its gateway is what it is for)."""
+        prev = next((x for x in reversed(self.routed) if x[0]["id"] != ns["id"]), None)
+        return bool(prev) and _rfc1918(dst) and prev[3] == dst and prev[1].dst in ("default", "0.0.0.0/0") \
+            and prev[0]["id"] != (self.src_ns or {}).get("id")
+
+    def nowhere_beyond(self, ns: dict, dst: str, route: routing.Route, looped: bool = False) -> Stop:
+        """A private destination left a namespace by its default route, towards its uplink, and
+        beyond there is nowhere to go (no route, or back again: a loop). The namespace that sent it
+        up lacks the route: NO_ROUTE there, fixed by a route via the neighbour that serves `dst`,
+        where the model shows one."""
+        ups = [x for x in self.routed if x[1].dst in ("default", "0.0.0.0/0") and x[3] == dst
+               and x[0]["id"] != (self.src_ns or {}).get("id")]
+        if looped:
+            ups = [x for x in ups if any(y[0]["id"] == ns["id"] for y in self.routed[self.routed.index(x):])]
+        if not _rfc1918(dst) or not ups:
+            if looped:
+                return Stop("unknown", None, f"the path loops: {ns['label']} gets the packet for {dst} again",
+                            "look for a routing loop between the namespaces listed")
+            word = "has no route to" if route.type == "none" else f"has a {route.type} route for"
+            return Stop("blocked", "NO_ROUTE", f"{ns['label']} {word} {dst}", self.no_route_fix(ns, dst, route),
+                        [{"kind": "route", "detail": f"{ns['label']}: lookup {dst} -> {route.text}"}])
+        host, up, before, _ = ups[-1] if not looped else ups[0]
+        out = next((h for h in self.hops[before:] if h["namespace"] == host["id"] and h["direction"] == "egress"), None)
+        self.blocked_hop = out["n"] if out else None
+        beyond = "sends it back: a loop" if looped else "has no route to it either"
+        return Stop("blocked", "NO_ROUTE",
+                    f"{host['label']} has no route to {dst}: it sends this private address out of its default route "
+                    f"({up.text}), and {ns['label']} beyond {beyond}",
+                    self.serving_route_fix(host, dst, up),
+                    [{"kind": "route", "detail": f"{host['label']}: lookup {dst} -> {up.text} (the default route, its uplink)"},
+                     {"kind": "route", "detail": f"{ns['label']}: lookup {dst} -> {route.text}"}])
+
+    def serving_route_fix(self, ns: dict, dst: str, up: routing.Route) -> Fix:
+        """A route to `dst`'s subnet via a neighbour across another link of `ns` that forwards and
+        routes `dst` on (not back to `ns`), as the model shows it; else advice."""
+        subnet = next((str(ipaddress.ip_network(f"{a['address']}/{a['prefixlen']}", strict=False))
+                       for owner in self.model.owners_of(dst) for a in (self.model.namespaces.get(owner) or {}).get("addresses", [])
+                       if a["address"] == dst and a["prefixlen"] < 32), None)
+        for link in ns["links"]:
+            if link["name"] == up.dev or link["kind"] == "loopback" or not link["up"]:
+                continue
+            mine = [ipaddress.ip_network(f"{a['address']}/{a['prefixlen']}", strict=False) for a in ns["addresses"]
+                    if a["ifname"] == link["name"] and not a["address"].startswith("127.")]
+            for other, ifname in self.neighbours_across(ns, link):
+                if other["id"] == ns["id"]:
+                    continue
+                there = routing.lookup(other, dst)
+                serves = there.type == "local" or (there.type == "unicast" and there.dev != ifname
+                                                   and routing.forwarding_enabled(other, ifname))
+                gw = next((a["address"] for a in other["addresses"] if a["ifname"] == ifname
+                           and any(ipaddress.ip_address(a["address"]) in net for net in mine)), None)
+                if serves and gw:
+                    net = subnet or (there.dst if there.type == "unicast" and there.dst not in ("default", "0.0.0.0/0") else f"{dst}/32")
+                    return Fix(fixes.in_ns(ns, ["ip", "route", "add", net, "via", gw, "dev", link["name"]]),
+                               fixes.replace_route(ns["id"], net, gw, link["name"]),
+                               advice=f"{other['label']} ({gw}) routes {dst} on: a route to {net} through it")
+        return Fix(advice=f"add a route to {dst}'s network in {ns['label']} via the router that serves it "
+                   f"(it now leaves by the default route, {up.text}, where nothing routes it)",
+                   why_unchecked=f"no neighbour of {ns['label']} that netdiag observes routes {dst}")
+
+    def no_route_fix(self, ns: dict, dst: str, route: routing.Route) -> Fix:
+        """No route: add one (route_fix). A route that refuses (blackhole, unreachable, prohibit):
+        remove what sends the flow there, the route itself, or the policy rule that sends `dst` to
+        a table where it meets one (a rule of the user's own: the table may serve other flows)."""
+        if route.type == "none":
+            return self.route_fix(ns, dst)
+        rule = routing.rule_of(ns, route)
+        if route.dst == "rule" and rule:  # the rule itself is the blackhole (ip rule add ... blackhole)
+            return Fix(fixes.in_ns(ns, ["ip", "rule", "del", *routing.rule_args(rule)]), fixes.remove_policy_rule(ns["id"], rule),
+                       advice=f"remove the policy rule that refuses {dst}")
+        table = [] if route.table == routing.RT_TABLE_MAIN else ["table", str(route.table)]
+        del_route = fixes.in_ns(ns, ["ip", "route", "del", route.type, route.dst, *table])
+        remove = fixes.remove_route(ns["id"], route.table, route.dst, route.type)
+        if rule and not routing.is_default_rule(rule):
+            return Fix(fixes.in_ns(ns, ["ip", "rule", "del", *routing.rule_args(rule)]), fixes.remove_policy_rule(ns["id"], rule),
+                       advice=f"remove the policy rule that sends {dst} to table {route.table}, whose {route.type} route refuses it",
+                       alternatives=[f"{del_route} (remove the {route.type} route from table {route.table}, "
+                                     "if nothing else needs it there)"])
+        return Fix(del_route, remove, advice=f"remove the {route.type} route for {route.dst}")
+
     def route_fix(self, ns: dict, dst: str) -> Fix:
-        """A default route via a gateway on one of the namespace's own subnets: the bridge address of
-        the network the interface is on (a container), else a neighbour that forwards."""
+        """A route where there is none. The prefix route of an address on the destination's own
+        subnet, if it was removed (the kernel adds one with each address); else a default route via
+        a gateway on one of the namespace's own subnets: the bridge address of the network the
+        interface is on (a container), else a neighbour that forwards (a namespace across the link
+        with forwarding on), else one in the neighbour table; with that subnet's prefix route
+        first where it is missing too (a gateway off every connected route is 'invalid')."""
+        addr = ipaddress.ip_address(dst)
+        main = {r["dst"] for r in ns["routes"] if r["table"] == routing.RT_TABLE_MAIN}
+        lost = []  # (address, its subnet) whose prefix route is gone
+        for a in ns["addresses"]:
+            link = self.model.link(ns, a["ifname"])
+            if a["prefixlen"] >= 32 or (a.get("local") or a["address"]).startswith("127.") or not (link or {}).get("up"):
+                continue
+            net = ipaddress.ip_network(f"{a['address']}/{a['prefixlen']}", strict=False)
+            if str(net) not in main:
+                lost.append((a, net))
+
+        def connected(a, net) -> tuple[str, object]:
+            return (fixes.in_ns(ns, ["ip", "route", "add", str(net), "dev", a["ifname"]]),
+                    fixes.replace_route(ns["id"], str(net), None, a["ifname"]))
+        here = next(((a, net) for a, net in lost if addr in net), None)
+        if here:
+            cmd, edit = connected(*here)
+            return Fix(cmd, edit, advice=f"the prefix route of {here[0]['address']}/{here[0]['prefixlen']} on {here[0]['ifname']}, "
+                       f"which the kernel adds with the address, was removed: {dst} is on that subnet")
         for link in ns["links"]:
             for a in ns["addresses"]:
                 if a["ifname"] != link["name"] or a["address"].startswith("127."):
@@ -266,13 +403,57 @@ class Trace:
                 gw = next((n.get("gateway") for n in self.model.snap.get("networks") or []
                            if n.get("gateway") and n.get("subnet") == str(subnet)), None)
                 if gw is None:
+                    gw = self.forwarder_on(ns, link, subnet, dst)
+                if gw is None:
                     gw = next((x["address"] for x in ns["neighbours"] if x["ifname"] == link["name"] and x["address"] != a["address"]
                                and "FAILED" not in x["state"] and ipaddress.ip_address(x["address"]) in subnet), None)
                 if gw:
-                    return Fix(fixes.in_ns(ns, ["ip", "route", "add", "default", "via", gw, "dev", link["name"]]),
-                               fixes.replace_route(ns["id"], "default", gw, link["name"]))
+                    pre = [connected(b, net) for b, net in lost if b is a]
+                    cmds = [c for c, _ in pre] + [fixes.in_ns(ns, ["ip", "route", "add", "default", "via", gw, "dev", link["name"]])]
+                    edits = [e for _, e in pre] + [fixes.replace_route(ns["id"], "default", gw, link["name"])]
+
+                    def apply(model, ov, edits=edits):
+                        for edit in edits:
+                            edit(model, ov)
+                    return Fix(" && ".join(cmds), apply,
+                               advice=f"a default route via {gw}" + (f", after the prefix route of {subnet} that was removed" if pre else ""))
         return Fix(advice=f"connect {ns['label']} to a network that reaches {dst} (it has no interface with a gateway)",
                    why_unchecked="no gateway was found on the namespace's own subnets")
+
+    def neighbours_across(self, ns: dict, link: dict) -> list[tuple[dict, str]]:
+        """(namespace, interface) pairs on the other side of `link`: a veth's peer, or, where the
+        peer is a bridge port, the bridge itself and the peers of its other ports; for a bridge
+        of `ns`, the peers of its ports."""
+        if link["kind"] == "bridge":
+            return [(far[0], far[1]["name"]) for port in ns["links"] if port.get("master") == link["name"]
+                    and port["kind"] == "veth" for far in [self.model.peer(ns, port)] if far]
+        pair = self.model.peer(ns, link) if link["kind"] == "veth" else None
+        if not pair:
+            return []
+        other, plink = pair
+        if not plink.get("master"):
+            return [(other, plink["name"])]
+        out = [(other, plink["master"])]
+        for port in other["links"]:
+            if port.get("master") == plink["master"] and port["name"] != plink["name"]:
+                far = self.model.peer(other, port) if port["kind"] == "veth" else None
+                if far:
+                    out.append((far[0], far[1]["name"]))
+        return out
+
+    def forwarder_on(self, ns: dict, link: dict, subnet, dst: str) -> str | None:
+        """The address on `subnet` of a namespace across `link` that forwards and has a route to
+        `dst`: the gateway a missing default route should use."""
+        for other, ifname in self.neighbours_across(ns, link):
+            if other["id"] == ns["id"] or not routing.forwarding_enabled(other, ifname):
+                continue
+            if routing.lookup(other, dst).type not in ("unicast", "local"):
+                continue
+            gw = next((a["address"] for a in other["addresses"] if a["ifname"] == ifname
+                       and ipaddress.ip_address(a["address"]) in subnet), None)
+            if gw:
+                return gw
+        return None
 
     def filter(self, ns: dict, hook: str, pkt: Packet, families=("ip", "inet")) -> None:
         res = self.nft(ns, hook, pkt, chain_type="filter", families=families)
@@ -329,16 +510,75 @@ class Trace:
                 self.note("neighbour", f"{ns['label']}: ARP for {nexthop} on {link['name']} is {neigh['state']}; "
                           "until it resolves, new connections may get 'No route to host'")
                 self.stale_neighbour = (ns["label"], nexthop, link["name"])
+        self.check_arp(ns, link, nexthop, n)
         return self.transmit(ns, link, pkt, nexthop, encap)
+
+    def check_arp(self, ns: dict, link: dict, nexthop: str, n: int) -> None:
+        """The sender must resolve `nexthop` (ARP) on `link`: the namespace that owns it must answer.
+        It never does with arp_ignore=8 (the larger of all's and its interface's value) or with ARP
+        off on its interface (NOARP). A static entry (permanent, noarp) needs no answer."""
+        if link["kind"] in ("loopback", "vxlan") or "NOARP" in link.get("flags", []) or nexthop.startswith("127."):
+            return
+        if any(x["address"] == nexthop and x["ifname"] == link["name"] and ("PERMANENT" in x["state"] or "NOARP" in x["state"])
+               for x in ns["neighbours"]):
+            return
+        # only the namespaces across this link: every lab has the same outside addresses, and a
+        # namespace elsewhere that holds the address (perhaps gone by now) is not the one asked
+        for owner, _ in self.neighbours_across(ns, link):
+            owner_id = owner["id"]
+            ifname = next((a["ifname"] for a in owner["addresses"] if (a.get("local") or a["address"]) == nexthop), None)
+            if owner_id == ns["id"] or ifname is None:
+                continue
+            dev = self.model.link(owner, ifname) or {}
+            values = owner.get("sysctls", {})
+            knobs = [k for k in (f"net.ipv4.conf.{ifname}.arp_ignore", "net.ipv4.conf.all.arp_ignore") if values.get(k) == "8"]
+            noarp = "NOARP" in dev.get("flags", [])
+            if not knobs and not noarp:
+                continue
+            why = (f"{' and '.join(f'{k}=8' for k in knobs)} (it answers no ARP request)" if knobs else "") + \
+                (" and " if knobs and noarp else "") + (f"ARP is off on {ifname} (NOARP)" if noarp else "")
+            cmds = [fixes.in_ns(owner, ["sysctl", "-w", f"{k}=0"]) for k in knobs] + \
+                ([fixes.in_ns(owner, ["ip", "link", "set", ifname, "arp", "on"])] if noarp else [])
+            edits = [fixes.set_sysctl(owner_id, k, "0") for k in knobs] + ([_arp_on(owner_id, ifname)] if noarp else [])
+
+            def apply(model, ov, edits=edits):
+                for edit in edits:
+                    edit(model, ov)
+            self.blocked_hop = n
+            raise Stop("blocked", "NO_NEIGHBOR",
+                       f"{ns['label']} cannot resolve {nexthop} on {link['name']} (ARP): {owner['label']}, which has that address "
+                       f"on {ifname}, never answers: {why}",
+                       Fix(" && ".join(cmds), apply, advice=f"{owner['label']} answers ARP for {nexthop} again"),
+                       [{"kind": "sysctl", "detail": f"{owner['label']}: {k}=8"} for k in knobs]
+                       + ([{"kind": "link", "detail": f"{owner['label']} {ifname}: flags {','.join(dev.get('flags', []))}"}] if noarp else [])
+                       + [{"kind": "neighbour", "detail": f"{ns['label']}: no static ARP entry for {nexthop} on {link['name']}"}])
 
     def check_link(self, ns: dict, link: dict, n: int) -> None:
         # flags, not operstate: the kernel updates operstate lazily (linkwatch), a new link can read
         # DOWN for a moment while it is UP with carrier (LOWER_UP)
         no_carrier = link["kind"] not in ("bridge", "loopback", "vxlan") and "LOWER_UP" not in link.get("flags", ["LOWER_UP"])
         if not link["up"] or no_carrier:
-            raise Stop("blocked", "LINK_DOWN", f"{link['name']} in {ns['label']} is down, so nothing passes through it",
-                       Fix(fixes.in_ns(ns, ["ip", "link", "set", link["name"], "up"]), fixes.link_up(ns["id"], link["name"])),
-                       [{"kind": "link", "detail": f"{ns['label']} {link['name']}: state {link.get('state')}, flags {','.join(link['flags'])}"}])
+            # a veth has carrier only while both ends are up: an end that is up without carrier
+            # means its peer is down, and that end (another namespace's) is the one to set up
+            pair = self.model.peer(ns, link) if link["kind"] == "veth" else None
+            ends = ([(ns, link)] if link["up"] is False else []) + ([pair] if pair and not pair[1]["up"] else [])
+            ends = ends or [(ns, link)]
+            evidence = [{"kind": "link", "detail": f"{n['label']} {x['name']}: state {x.get('state')}, flags {','.join(x['flags'])}"}
+                        for n, x in [(ns, link)] + ([pair] if pair else [])]
+            if link["up"] and pair and not pair[1]["up"]:  # the down end is the peer: that is the hop
+                self.hop(pair[0], pair[1]["name"], "veth", "ingress", f"peer of {link['name']} in {ns['label']}")
+                what = (f"{pair[0]['label']}'s {pair[1]['name']} is down, so {link['name']} in {ns['label']}, its veth peer, "
+                        "has no carrier and nothing passes between them")
+            else:
+                what = f"{link['name']} in {ns['label']} is down, so nothing passes through it"
+            edits = [fixes.link_up(n["id"], x["name"]) for n, x in ends]
+
+            def apply(model, ov):
+                for edit in edits:
+                    edit(model, ov)
+            raise Stop("blocked", "LINK_DOWN", what,
+                       Fix(" && ".join(fixes.in_ns(n, ["ip", "link", "set", x["name"], "up"]) for n, x in ends), apply,
+                           namespaces=[n["id"] for n, _ in ends]), evidence)
 
     def check_mtu(self, ns: dict, link: dict, pkt: Packet, encap: Packet | None, bridged: bool = False) -> None:
         if not self.size:
@@ -455,9 +695,20 @@ class Trace:
         real = [o for o in owners if o[1] is not None]
         if len(real) > 1:
             names = ", ".join(o[1]["label"] for o in real)
-            raise Stop("blocked", "ADDRESS_CONFLICT", f"{ip} is configured in {len(real)} namespaces on bridge {bridge['name']}: {names}",
-                       self.conflict_fix(ip, [o[1] for o in real]),
-                       [{"kind": "address", "detail": f"{o[1]['label']} has {ip}"} for o in real])
+            # the conflict shows where the address is resolved: the namespace that routed the packet
+            # here picks one MAC for it (its ARP entry), and the frame goes to whoever answered first
+            resolver = self.last_route[0] if self.last_route else ns
+            out = next((h for h in reversed(self.hops) if h["namespace"] == resolver["id"] and h["direction"] == "egress"), None)
+            self.blocked_hop = out["n"] if out else None
+            entry = next((x for x in resolver["neighbours"] if x["address"] == ip and x.get("lladdr")), None)
+            uses = next((o[1]["label"] for o in real if entry and (o[0].get("peer") or {}).get("name") and
+                         (self.model.link(o[1], o[0]["peer"]["name"]) or {}).get("mac") == entry["lladdr"]), None)
+            raise Stop("blocked", "ADDRESS_CONFLICT",
+                       f"{ip} is configured in {len(real)} namespaces on bridge {bridge['name']}: {names}; "
+                       f"{resolver['label']} resolves it to " + (f"{entry['lladdr']} ({uses or 'neither'})" if entry else "whichever answers ARP first"),
+                       self.conflict_fix(ip, [o[1] for o in real], resolver, entry),
+                       [{"kind": "address", "detail": f"{o[1]['label']} has {ip}"} for o in real]
+                       + ([{"kind": "neighbour", "detail": f"{resolver['label']}: {ip} lladdr {entry['lladdr']} {entry['state']}"}] if entry else []))
         if real:
             return real[0]
         vx = [o for o in owners if o[1] is None]
@@ -468,19 +719,60 @@ class Trace:
                    [{"kind": "bridge", "detail": f"ports of {bridge['name']}: " + ", ".join(
                        p["name"] for p in ns["links"] if p.get("master") == bridge["name"])}])
 
-    def conflict_fix(self, ip: str, holders: list[dict]) -> Fix:
-        """Remove the address from the namespace the runtime did not give it to (a hand-made copy)."""
+    def conflict_fix(self, ip: str, holders: list[dict], resolver: dict | None = None, entry: dict | None = None) -> Fix:
+        """Remove the address from the namespaces that should not have it, and make the resolver
+        forget the MAC it learnt for it where that is not the real holder's. The real one is, in
+        order: the one the runtime gave the address to; the one whose socket serves the flow's
+        port; not the one the failing flow goes to now (the resolver's entry); one that serves
+        anything."""
         def recorded(ns):
             c = self.model.container_of(ns) or {}
             return any(n.get("ip") == ip for n in (c.get("networks") or {}).values())
-        extra = [ns for ns in holders if not recorded(ns)] or holders[1:]
-        ns = extra[0]
-        a = next(a for a in ns["addresses"] if a["address"] == ip)
+
+        def serves(ns, port=None):
+            return any(x["proto"] == self.proto and (port is None or x["port"] == port) and not x.get("loopback_only")
+                       for x in ns.get("sockets", []))
+
+        def mac(ns):
+            a = next(a for a in ns["addresses"] if a["address"] == ip)
+            return (self.model.link(ns, a["ifname"]) or {}).get("mac")
+        tests = [recorded, lambda n: self.proto != "icmp" and serves(n, self.dport),
+                 lambda n: not entry or mac(n) != entry["lladdr"], serves]
+        real = holders[0]
+        for test in tests:
+            fits = [n for n in holders if test(n)]
+            if len(fits) == 1:
+                real = fits[0]
+                break
+        extra = [n for n in holders if n is not real]
+        cmds, edits = [], []
+        for ns in extra:
+            a = next(a for a in ns["addresses"] if a["address"] == ip)
+            cmds.append(fixes.in_ns(ns, ["ip", "addr", "del", f"{ip}/{a['prefixlen']}", "dev", a["ifname"]]))
+
+            def drop(model, ov, ns_id=ns["id"]):
+                e = ov.edit(ns_id)
+                e["addresses"] = [x for x in e["addresses"] if x["address"] != ip]
+            edits.append(drop)
+        right = mac(real)
+        if resolver is not None and entry is not None and entry["lladdr"] != right:
+            if "PERMANENT" in entry["state"] and right:  # a static entry stays static, with the right MAC
+                cmds.append(fixes.in_ns(resolver, ["ip", "neigh", "replace", ip, "lladdr", right, "dev", entry["ifname"], "nud", "permanent"]))
+                edits.append(fixes.add_neighbour(resolver["id"], entry["ifname"], ip, right))
+            else:  # learnt: forget it, the next packet asks again and only the real one answers
+                cmds.append(fixes.in_ns(resolver, ["ip", "neigh", "flush", "to", ip, "dev", entry["ifname"]]))
+
+                def forget(model, ov, ns_id=resolver["id"], dev=entry["ifname"]):
+                    e = ov.edit(ns_id)
+                    e["neighbours"] = [x for x in e["neighbours"] if not (x["address"] == ip and x["ifname"] == dev)]
+                edits.append(forget)
 
         def apply(model, ov):
-            e = ov.edit(ns["id"])
-            e["addresses"] = [x for x in e["addresses"] if x["address"] != ip]
-        return Fix(fixes.in_ns(ns, ["ip", "addr", "del", f"{ip}/{a['prefixlen']}", "dev", a["ifname"]]), apply)
+            for edit in edits:
+                edit(model, ov)
+        return Fix(" && ".join(cmds), apply,
+                   advice=f"{real['label']} keeps {ip}; " + ", ".join(n["label"] for n in extra) + " gives it up"
+                   + (f", and {resolver['label']} forgets the MAC it learnt for it" if len(cmds) > len(extra) else ""))
 
     def neighbour_fix(self, ns: dict, bridge: dict, ip: str) -> Fix:
         """A wrong gateway: route via the bridge's own address. Else name who is on the bridge."""
@@ -783,6 +1075,23 @@ class Trace:
         return ep["mac"] if ep else None
 
 
+def _arp_on(ns_id: str, ifname: str):
+    """`ip link set IF arp on` on a model copy."""
+    def apply(model, ov):
+        for link in ov.edit(ns_id)["links"]:
+            if link["name"] == ifname:
+                link["flags"] = [f for f in link.get("flags", []) if f != "NOARP"]
+    return apply
+
+
+def _rfc1918(ip: str) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr in ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+
+
 def destination_ip(model: Model, src_ns: dict, dst: str) -> str | None:
     """DST as an address: an IP as given; a container or namespace by the address it shares a subnet
     with the source on, else its first non-loopback address; None when it has none (--network none)."""
@@ -839,6 +1148,30 @@ def _none_fix(model: Model, ns: dict, peer: dict | None) -> Fix:
     return Fix(cmd, advice=advice, why_unchecked="recreating a container is not a change of the network model")
 
 
+def _with_lost_routes(model: Model, fix: Fix, src: str, dst: str, proto: str, port: int, size: int) -> Fix:
+    """A link set down loses its routes (the kernel deletes every route through it); setting it up
+    again brings back only the prefix routes of its addresses. When, with the link up on a copy of
+    the model, the path still needs a route in a namespace the fix touches, the fix adds it too."""
+    touched = set(fix.namespaces)
+    copy, ov = model.overlay()
+    try:
+        fix.apply(copy, ov)
+        after, more = run_static(copy, src, dst, proto=proto, port=port, size=size)
+    except Exception:  # noqa: BLE001 - the plain fix stands; fixes.check reports what it does
+        return fix
+    hop = after["hops"][after["blocked_at"] - 1] if after.get("blocked_at") else None
+    if after["cause"] != "NO_ROUTE" or hop is None or hop["namespace"] not in touched or more is None \
+            or not more.command or more.apply is None:
+        return fix
+    first, second = fix.apply, more.apply
+
+    def apply(m, o):
+        first(m, o)
+        second(m, o)
+    return Fix(f"{fix.command} && {more.command}", apply,
+               advice=f"set the link up, and add the route the kernel deleted with it ({more.advice or more.command})")
+
+
 def run_static(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int = 0, size: int = 0) -> tuple[dict, Fix | None]:
     """The static verdict as the JSON object of the diagnosis contract, and the fix as an object
     (its command is the JSON's "fix"; diagnose.py checks it on a copy of the model)."""
@@ -880,6 +1213,8 @@ def run_static(model: Model, src: str, dst: str, *, proto: str = "tcp", port: in
     except Stop as stop:
         verdict, cause, summary, fix = stop.verdict, stop.cause, stop.summary, stop.fix
         t.evidence.extend(stop.evidence)
+        if cause == "LINK_DOWN" and fix is not None and fix.apply is not None:
+            fix = _with_lost_routes(model, fix, src, dst, proto, port, size)
         blocked_at = t.blocked_hop or (len(t.hops) if t.hops else None)
     result = {"verdict": verdict, "cause": cause, "summary": sentence(summary, [h["label"] for h in t.hops] + [src_ns["label"]]),
               "src": src_ns["label"], "dst": dst, "dst_ip": dst_ip, "proto": proto, "port": port, "size": size,
