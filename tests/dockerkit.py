@@ -107,3 +107,40 @@ def docker_lab(tmp: Path, setup=None):
         if root_after[1] != root_before[1]:
             left.append(f"root netns nftables ruleset CHANGED:\n{root_before[1]}\n---\n{root_after[1]}")
     assert not left, "left behind: " + "; ".join(left)
+
+
+@contextlib.contextmanager
+def plain_bridge_under_docker(lab, port: int = 8080):
+    """Two plain namespaces a and b (10.124.0.2/.3, a listener on `port` each) on a hand-made bridge
+    `plainbr0` in a lab whose dockerd's FORWARD policy drop applies to it (set here, with
+    bridge-nf-call-iptables, rather than inherited). Yields (bridge, names, ips); removed after,
+    with any DOCKER-USER rule for the bridge."""
+    from tests.integration.test_verdicts import listen, stop
+
+    br, names = "plainbr0", {k: f"{lab.name}-pb{k}" for k in "ab"}
+    ips = {"a": "10.124.0.2", "b": "10.124.0.3"}
+    socks = []
+    try:
+        assert lab.in_lab("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1").returncode == 0
+        if "-P FORWARD DROP" not in lab.in_lab("iptables-nft", "-S", "FORWARD").stdout:
+            # Docker sets it when it turns forwarding on itself; a lab that inherited ip_forward=1 has not
+            assert lab.in_lab("iptables-nft", "-P", "FORWARD", "DROP").returncode == 0
+        for argv in (["ip", "link", "add", br, "type", "bridge"], ["ip", "link", "set", br, "up"]):
+            assert lab.in_lab(*argv).returncode == 0
+        for k, ns in names.items():
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+            for argv in (["ip", "link", "add", f"pb{k}", "type", "veth", "peer", "name", "eth0", "netns", ns],
+                         ["ip", "link", "set", f"pb{k}", "master", br], ["ip", "link", "set", f"pb{k}", "up"]):
+                assert lab.in_lab(*argv).returncode == 0, argv
+            for argv in (["addr", "add", f"{ips[k]}/24", "dev", "eth0"], ["link", "set", "eth0", "up"], ["link", "set", "lo", "up"]):
+                subprocess.run(["ip", "-n", ns, *argv], check=True)
+            socks.append(listen(ns, port))
+        yield br, names, ips
+    finally:
+        for s in socks:
+            stop(s)
+        while lab.in_lab("iptables-nft", "-D", "DOCKER-USER", "-i", br, "-o", br, "-j", "ACCEPT").returncode == 0:
+            pass
+        lab.in_lab("ip", "link", "del", br)
+        for ns in names.values():
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)

@@ -29,39 +29,14 @@ def spawn(c: model.Container, lower_dirs: list[Path], *, attach: bool, interacti
 
     Raises ContainerError (with the init's own message) when the container cannot start."""
     plan = security.plan(c.config["HostConfig"])  # seccomp compiled (or read from its cache) here, once
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the forked child
-        code = 0
-        try:
-            os.close(r)
-            os.setsid()
-            if os.fork():
-                os._exit(0)
-            _monitor(c, lower_dirs, w, attach, interactive, plan)
-        except NetdiagError as e:  # a clear error (a cgroup the kernel refused...): what, why, fix
-            code = 1
-            why = " ".join(p.strip().rstrip(".") + "." for p in (e.what, e.why) if p and p.strip())
-            try:
-                os.write(w, json.dumps({"error": why, "fix": e.fix, "code": 125}).encode() + b"\n")
-            except OSError:
-                pass
-        except BaseException:
-            code = 1
-            try:
-                os.write(w, json.dumps({"error": traceback.format_exc(limit=3)}).encode() + b"\n")
-            except OSError:
-                pass
-        os._exit(code)
-    os.close(w)
-    os.waitpid(pid, 0)
+    r = _detached(lambda w: _monitor(c, lower_dirs, w, attach, interactive, plan))
     msg = read_status(r)
     if msg is None or "error" in msg:
         os.close(r)
         err = ContainerError(
             f"Cannot start container {c.name}",
             (msg or {}).get("error", "its monitor exited without a word").strip(),
-            (msg or {}).get("fix") or "check the command and the image ('netdiag image inspect IMAGE')",
+            (msg or {}).get("fix") or f"check the command and the image ('netdiag image inspect {c.config.get('ImageRef') or c.config['Image']}')",
         )
         err.exit_code = (msg or {}).get("code", 125)
         raise err
@@ -94,6 +69,33 @@ def read_status(fd: int) -> dict | None:
             return None
         buf += ch
     return json.loads(buf)
+
+
+def _detached(body) -> int:
+    """Run body(status_w) in a monitor of its own: a new session, reparented to init (it outlives
+    the CLI), that reports on the status pipe; returns the pipe's read end once the forked child
+    in between is reaped. An error escaping body is reported there: what and why, and the fix."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the forked child
+        code = 0
+        try:
+            os.close(r)
+            os.setsid()
+            if os.fork():
+                os._exit(0)
+            body(w)
+        except NetdiagError as e:  # a clear error (a cgroup the kernel refused...): what, why, fix
+            code = 1
+            why = " ".join(p.strip().rstrip(".") + "." for p in (e.what, e.why) if p and p.strip())
+            _send(w, error=why, fix=e.fix, code=125)
+        except BaseException:  # noqa: BLE001 - said to the waiting CLI, then the monitor dies
+            code = 1
+            _send(w, error=traceback.format_exc(limit=3))
+        os._exit(code)
+    os.close(w)
+    os.waitpid(pid, 0)
+    return r
 
 
 def _send(fd: int | None, **msg) -> None:
@@ -346,22 +348,7 @@ ADOPTED_EXIT = ("exit code unknown: its monitor had died and 'netdiag system rep
 def adopt(c: model.Container) -> int:
     """Give an unsupervised container a new monitor; returns its pid (0 when there was nothing to
     adopt: it exited meanwhile, or another repair adopted it first)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the forked child
-        code = 0
-        try:
-            os.close(r)
-            os.setsid()
-            if os.fork():
-                os._exit(0)
-            _adopting(c.id, w)
-        except BaseException as e:  # noqa: BLE001 - say why to the repairing CLI, then die
-            code = 1
-            _send(w, error=_what_why(e) if isinstance(e, NetdiagError) else traceback.format_exc(limit=3))
-        os._exit(code)
-    os.close(w)
-    os.waitpid(pid, 0)
+    r = _detached(lambda w: _adopting(c.id, w))
     try:
         msg = read_status(r)
     finally:

@@ -154,28 +154,11 @@ def test_a_plain_bridge_under_dockers_forward_policy_is_a_foreign_firewall_fixed
     where Docker's FORWARD policy drops and br_netfilter hands bridged frames to iptables: the
     trace names FOREIGN_FIREWALL, and its fix (DOCKER-USER, the bridge's traffic both ways),
     applied as printed, lets real connections through in both directions."""
-    from tests.integration.test_verdicts import connect, listen, stop
+    from tests.dockerkit import plain_bridge_under_docker
+    from tests.integration.test_verdicts import connect
 
     lab = dl.lab
-    br, names = "plainbr0", {k: f"{lab.name}-pb{k}" for k in "ab"}
-    ips = {"a": "10.124.0.2", "b": "10.124.0.3"}
-    socks = []
-    try:
-        # what this world relies on, set here rather than inherited from the machine or the lab
-        assert lab.in_lab("sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1").returncode == 0
-        if "-P FORWARD DROP" not in lab.in_lab("iptables-nft", "-S", "FORWARD").stdout:
-            # Docker sets it when it turns forwarding on itself; a lab that inherited ip_forward=1 has not
-            assert lab.in_lab("iptables-nft", "-P", "FORWARD", "DROP").returncode == 0
-        for argv in (["ip", "link", "add", br, "type", "bridge"], ["ip", "link", "set", br, "up"]):
-            assert lab.in_lab(*argv).returncode == 0
-        for k, ns in names.items():
-            subprocess.run(["ip", "netns", "add", ns], check=True)
-            for argv in (["ip", "link", "add", f"pb{k}", "type", "veth", "peer", "name", "eth0", "netns", ns],
-                         ["ip", "link", "set", f"pb{k}", "master", br], ["ip", "link", "set", f"pb{k}", "up"]):
-                assert lab.in_lab(*argv).returncode == 0, argv
-            for argv in (["addr", "add", f"{ips[k]}/24", "dev", "eth0"], ["link", "set", "eth0", "up"], ["link", "set", "lo", "up"]):
-                subprocess.run(["ip", "-n", ns, *argv], check=True)
-            socks.append(listen(ns, 8080))
+    with plain_bridge_under_docker(lab) as (br, names, ips):
         assert connect(names["a"], ips["b"], 8080, timeout=2) is None  # dropped for real before netdiag looks
         r = trace(lab, f"ns:{names['a']}", ips["b"], "--port", "8080")
         assert (r["verdict"], r["cause"]) == ("blocked", "FOREIGN_FIREWALL"), (r["summary"], r.get("reconciled"))
@@ -186,13 +169,6 @@ def test_a_plain_bridge_under_dockers_forward_policy_is_a_foreign_firewall_fixed
         assert connect(names["a"], ips["b"], 8080) == 1 and connect(names["b"], ips["a"], 8080) == 1  # both ways
         assert trace(lab, f"ns:{names['b']}", ips["a"], "--port", "8080")["verdict"] == "delivered"
         assert get(lab, "cli", "http://web/").stdout == "web\n"  # the control flow: netdiag's own network still works
-    finally:
-        for s in socks:
-            stop(s)
-        lab.in_lab("iptables-nft", "-D", "DOCKER-USER", "-i", br, "-o", br, "-j", "ACCEPT")
-        lab.in_lab("ip", "link", "del", br)
-        for ns in names.values():
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 def test_docker_user_rules_come_back_after_docker_restarts_and_go_with_the_network(dl):
