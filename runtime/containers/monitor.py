@@ -98,6 +98,18 @@ def _detached(body) -> int:
     return r
 
 
+def _log_and_health(c: model.Container):
+    """What a monitor keeps for its container: the log (dropped lines counted where `inspect` shows
+    them once space is back) and the health-check ticker (None without a HEALTHCHECK)."""
+    def logs_dropped(total: int) -> None:
+        try:
+            model.get(c.id).save_state(LogLinesDropped=total)
+        except NetdiagError:
+            pass
+
+    return LogWriter(c.dir / "container.log", on_notice=logs_dropped), _health_ticker(c)
+
+
 def _send(fd: int | None, **msg) -> None:
     if fd is not None:
         try:
@@ -191,14 +203,7 @@ def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: 
         os.close(status_w)
         status_w = None
 
-    def logs_dropped(total: int) -> None:  # space is back: put the count where `inspect` shows it
-        try:
-            model.get(c.id).save_state(LogLinesDropped=total)
-        except NetdiagError:
-            pass
-
-    log = LogWriter(c.dir / "container.log", on_notice=logs_dropped)
-    health = _health_ticker(c)
+    log, health = _log_and_health(c)
     try:
         pump({out_r: "stdout", err_r: "stderr"}, {"stdout": cli_out, "stderr": cli_err}, log, pidfd,
              on_tick=health.tick if health else None, tick=health.interval if health else None)
@@ -401,14 +406,7 @@ def _adopting(cid: str, status_w: int) -> None:
     _send(status_w, adopted=me)
     os.close(status_w)
 
-    def logs_dropped(total: int) -> None:
-        try:
-            model.get(c.id).save_state(LogLinesDropped=total)
-        except NetdiagError:
-            pass
-
-    log = LogWriter(c.dir / "container.log", on_notice=logs_dropped)
-    health = _health_ticker(c)
+    log, health = _log_and_health(c)
     try:
         pump(sources, {}, log, pidfd, on_tick=health.tick if health else None, tick=health.interval if health else None)
     except Exception:  # noqa: BLE001 - the exit is recorded whatever broke the copying

@@ -73,9 +73,9 @@ def test_icc_needs_the_networks_icc_off_not_the_rules_shape(model):
     assert trace(model, "api", "db", port=5432)["cause"] == "ICC_DISABLED"
 
 
-def test_a_policy_drop_of_a_table_that_governs_other_networks_is_a_foreign_firewall(model):
-    h = host(model)
-    backend = next(n for n in model.snap["networks"] if n["name"] == "back")
+def docker_forward_policy(model, h) -> None:
+    """What a Docker engine adds to a host: its network docker-x, FORWARD policy drop with a jump to
+    DOCKER-USER and an accept for its own bridge, and br_netfilter handing bridged frames to it."""
     model.snap["networks"].append({"runtime": "docker", "name": "dnet", "bridge": "docker-x", "subnet": "10.99.0.0/24",
                                    "options": {}})
     rules(h).append({"chain": {"family": "ip", "table": "filter", "name": "FORWARD", "type": "filter", "hook": "forward",
@@ -86,6 +86,12 @@ def test_a_policy_drop_of_a_table_that_governs_other_networks_is_a_foreign_firew
     rules(h).append({"rule": {"family": "ip", "table": "filter", "chain": "FORWARD", "handle": 4, "expr": [
         {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "docker-x"}}, {"accept": None}]}})
     h.setdefault("sysctls", {})["net.bridge.bridge-nf-call-iptables"] = "1"
+
+
+def test_a_policy_drop_of_a_table_that_governs_other_networks_is_a_foreign_firewall(model):
+    h = host(model)
+    backend = next(n for n in model.snap["networks"] if n["name"] == "back")
+    docker_forward_policy(model, h)
     r, fix = run_static(model, "api", "db", port=5432)
     assert (r["verdict"], r["cause"]) == ("blocked", "FOREIGN_FIREWALL"), r["summary"]
     br = backend["bridge"]
@@ -100,16 +106,7 @@ def test_a_plain_bridge_under_another_managers_policy_is_a_foreign_firewall_fixe
     h = host(model)
     br = next(n["bridge"] for n in model.snap["networks"] if n["name"] == "back")
     model.snap["networks"] = [n for n in model.snap["networks"] if n["name"] != "back"]  # no runtime knows it now
-    model.snap["networks"].append({"runtime": "docker", "name": "dnet", "bridge": "docker-x", "subnet": "10.99.0.0/24",
-                                   "options": {}})
-    rules(h).append({"chain": {"family": "ip", "table": "filter", "name": "FORWARD", "type": "filter", "hook": "forward",
-                               "prio": 0, "policy": "drop"}})
-    rules(h).append({"chain": {"family": "ip", "table": "filter", "name": "DOCKER-USER"}})
-    rules(h).append({"rule": {"family": "ip", "table": "filter", "chain": "FORWARD", "handle": 3,
-                              "expr": [{"jump": {"target": "DOCKER-USER"}}]}})
-    rules(h).append({"rule": {"family": "ip", "table": "filter", "chain": "FORWARD", "handle": 4, "expr": [
-        {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "docker-x"}}, {"accept": None}]}})
-    h.setdefault("sysctls", {})["net.bridge.bridge-nf-call-iptables"] = "1"
+    docker_forward_policy(model, h)
     r, fix = run_static(model, "api", "db", port=5432)
     assert (r["verdict"], r["cause"]) == ("blocked", "FOREIGN_FIREWALL"), r["summary"]
     assert f"bridge {br} (a plain Linux bridge" in r["summary"]
