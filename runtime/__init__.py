@@ -1,5 +1,6 @@
 """netdiag's container runtime: images, containers, networks, on one kernel boundary.
 
+  api         one function per user action, what the CLI calls (the policy of prune, repair, run)
   kernel      every netlink request and dump, namespace entry, nftables, sysctl, libc syscall
   state       atomic JSON state files and locks under NETDIAG_ROOT (paths)
   images      the OCI image store, layers, archives, the Dockerfile builder

@@ -22,13 +22,11 @@ def build(
 ):
     """Build an image from a Dockerfile (FROM, ARG, ENV, RUN, COPY, ADD, WORKDIR, USER, EXPOSE, CMD,
     ENTRYPOINT, HEALTHCHECK, LABEL)."""
-    from runtime.images.build import build as build_image
-    from runtime.kernel.syscalls import require_root
+    from runtime.api import images
 
-    require_root("build an image")
     # TERM unwinds like Ctrl-C, so the build's container and temp files are removed on the way out
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    img = build_image(context, dockerfile=file, tags=tag, build_args=_build_args(build_arg),
+    img = images.build(context, dockerfile=file, tags=tag, build_args=_build_args(build_arg),
                       no_cache=no_cache, quiet=quiet)
     if quiet:
         print(img.id)

@@ -21,11 +21,9 @@ def join(
     """Join the cluster: a membership lease kept alive by this host's agent, which programs the
     overlay networks' VXLAN forwarding from the store. The advertised address is checked: it must
     be this host's, and every member must reach it (TCP 7946)."""
-    from runtime.cluster import membership
-    from runtime.kernel.syscalls import require_root
+    from runtime.api import cluster
 
-    require_root("join a cluster")
-    rec = membership.join(store, advertise, name)
+    rec = cluster.join(store, advertise, name)
     print(f"joined {rec['store']} as {rec['name']} (host {rec['host']}, VTEP {rec['vtep']} on {rec['underlay']}, "
           f"underlay MTU {rec['mtu']})")
 
@@ -33,9 +31,9 @@ def join(
 @cluster_app.command("ls")
 def ls(json_out: bool = typer.Option(False, "--json", help="One JSON object per member")):
     """Members: name, VTEP address, lease (seconds left of its TTL), age, endpoints."""
-    from runtime.cluster import membership
+    from runtime.api import cluster
 
-    rows = membership.members()
+    rows = cluster.members()
     if json_out:
         json_lines(rows)
         return
@@ -49,9 +47,7 @@ def ls(json_out: bool = typer.Option(False, "--json", help="One JSON object per 
 def leave(force: bool = typer.Option(False, "-f", "--force", help="Also when containers here are on overlay networks (they lose them)")):
     """Leave the cluster: the agent ends its lease, so this host and its endpoints disappear from
     the others at once; this host's overlay sandboxes and VXLAN firewall guard go."""
-    from runtime.cluster import membership
-    from runtime.kernel.syscalls import require_root
+    from runtime.api import cluster
 
-    require_root("leave a cluster")
-    membership.leave(force)
+    cluster.leave(force)
     print("left the cluster")

@@ -1,9 +1,7 @@
 """Container commands with Docker's names and flags: run, ps, exec, logs, stop, kill, rm, inspect, start, restart."""
 from __future__ import annotations
 
-import os
 import sys
-import time
 from typing import List, Optional
 
 import typer
@@ -31,38 +29,22 @@ def ps(
     json_out: bool = typer.Option(False, "--json", help="Same as --format json"),
 ):
     """List containers (like `docker ps`)."""
-    from runtime.containers import model
+    from runtime.api import containers
 
-    rows = [c for c in model.list_all() if all or c.running]
+    items = containers.listing(all)
     if quiet:
-        for c in rows:
-            print(c.id[:12])
+        for i in items:
+            print(i["ID"])
         return
-    items = [_ps_item(c) for c in rows]
     if json_out or format == "json":
         json_lines(items)
     else:
         table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
               [[i["ID"], i["Image"], i["Command"], i["CreatedAt"], i["Status"], i["Ports"], i["Names"]] for i in items])
-    for c in rows:  # on stderr, so scripts reading the list still get only the list
-        if c.broken:
-            print(f"netdiag: warning: container {c.id[:12]} is dead: {c.broken}. "
-                  f"Remove it with 'netdiag rm -f {c.id[:12]}' or 'netdiag system prune'", file=sys.stderr)
-
-
-def _ps_item(c) -> dict:
-    from runtime.containers import endpoints, model
-    from runtime.networks.ports import describe
-
-    cmd = " ".join([c.config.get("Path", "")] + list(c.config.get("Args", [])))
-    cmd = f'"{cmd[:20]}…"' if len(cmd) > 20 else f'"{cmd}"'
-    created = model.human_duration(time.time() - model.parse_iso(c.config.get("Created", ""))) + " ago"
-    eps = endpoints.endpoints(c) if c.running else {}
-    ports = ", ".join(describe(p) for e in eps.values() for p in e.get("Ports", []))
-    return {"ID": c.id[:12], "Image": c.config.get("ImageRef", ""), "Command": cmd, "CreatedAt": created,
-            "Status": model.status_line(c), "State": c.status, "Ports": ports, "Names": c.name,
-            "ExitCode": c.state.get("ExitCode", 0), "Networks": c.config["HostConfig"].get("NetworkMode", ""),
-            **({"Error": c.state["Error"]} if c.broken else {})}
+    for i in items:  # on stderr, so scripts reading the list still get only the list
+        if "Error" in i:
+            print(f"netdiag: warning: container {i['ID']} is dead: {i['Error']}. "
+                  f"Remove it with 'netdiag rm -f {i['ID']}' or 'netdiag system prune'", file=sys.stderr)
 
 
 @app.command("exec", context_settings=_CMD_CTX)
@@ -77,14 +59,12 @@ def exec_(
 ):
     """Run a command in a running container."""
     from runtime import validate
-    from runtime.containers import execute, model
-    from runtime.kernel.syscalls import require_root
+    from runtime.api import containers
 
-    require_root("exec in a container")
-    c = model.get(container)
+    env_pairs = validate.env_pairs(env)
     sys.stdout.flush()
-    raise typer.Exit(execute.exec_in(c, command, env=validate.env_pairs(env), workdir=workdir, user=user,
-                                     interactive=interactive, tty=tty))
+    raise typer.Exit(containers.exec_in(container, command, env=env_pairs, workdir=workdir, user=user,
+                                        interactive=interactive, tty=tty))
 
 
 @app.command()
@@ -95,55 +75,17 @@ def logs(
     timestamps: bool = typer.Option(False, "-t", "--timestamps", help="Prefix each line with its time"),
 ):
     """Print a container's output (stdout to stdout, stderr to stderr)."""
-    from runtime.containers import model
-    from runtime.containers.stdio import DROPPED, LOG_NOTICE, read_log
+    from runtime.api import containers
 
-    c = model.get(container)
-    path = c.dir / "container.log"
-    records, offset = read_log(path)
-    if tail is not None:
-        records = records[-tail:] if tail > 0 else []
-    _print_records(records, timestamps)
-    while follow:
-        time.sleep(0.1)
-        records, offset = read_log(path, offset)
-        _print_records(records, timestamps)
-        if not records and not model.get(c.id).running:
-            records, offset = read_log(path, offset)
-            _print_records(records, timestamps)
-            break
-    c = model.get(c.id)
-    dropped = c.state.get("LogLinesDropped") or 0
-    if dropped and c.status != model.RUNNING:  # its monitor could not write the notice line itself
-        if not any(r.get("log", "").startswith(LOG_NOTICE) and DROPPED in r["log"] for r in read_log(path)[0]):
-            print(f"{LOG_NOTICE}{dropped} {DROPPED}: the log could not be written (no space left in the state "
-                  "directory)", file=sys.stderr)
-    if c.unsupervised:
-        print("netdiag: the log stops where its monitor died (run 'netdiag system repair')", file=sys.stderr)
-
-
-def _print_records(records, timestamps: bool) -> None:
-    for r in records:
-        out = sys.stderr if r.get("stream") == "stderr" else sys.stdout
-        out.write((r["time"] + " " if timestamps else "") + r.get("log", ""))
+    for r in containers.logs(container, follow=follow, tail=tail):
+        out = sys.stderr if r.get("stream") in ("stderr", "notice") else sys.stdout
+        out.write((r["time"] + " " if timestamps and "time" in r else "") + r.get("log", ""))
         out.flush()
 
 
 def _each(refs: List[str], action) -> None:
     """Apply `action` to each container; report errors per container like Docker, exit 1 if any."""
-    from runtime.containers import model
-
-    for_each(refs, model.get, action)
-
-
-def _usable(c):
-    """Refuse to start a container whose record is unusable (it shows as dead in `ps -a`)."""
-    if c.broken:
-        from runtime.errors import ContainerError
-
-        raise ContainerError(f"Cannot start container {c.id[:12]}", c.broken,
-                             f"remove it with 'netdiag rm -f {c.id[:12]}' and run it again")
-    return c
+    for_each(refs, lambda ref: ref, action)
 
 
 @app.command()
@@ -152,9 +94,9 @@ def stop(
     time_: float = typer.Option(10, "-t", "--time", help="Seconds to wait before SIGKILL"),
 ):
     """Stop containers: SIGTERM, then SIGKILL after --time seconds."""
-    from runtime.containers import lifecycle
+    from runtime.api import containers as api
 
-    _each(containers, lambda c: lifecycle.stop(c, time_))
+    _each(containers, lambda ref: api.stop(ref, time_))
 
 
 @app.command()
@@ -163,10 +105,10 @@ def kill(
     signal_: str = typer.Option("KILL", "-s", "--signal", help="Signal to send"),
 ):
     """Send a signal (default KILL) to containers."""
-    from runtime.containers import lifecycle
+    from runtime.api import containers as api
 
-    sig = lifecycle.signal_number(signal_)
-    _each(containers, lambda c: lifecycle.kill(c, sig))
+    api.signal_number(signal_)  # a bad signal name is refused once, before any container
+    _each(containers, lambda ref: api.kill(ref, signal_))
 
 
 @app.command()
@@ -175,9 +117,9 @@ def rm(
     force: bool = typer.Option(False, "-f", "--force", help="Kill running containers first"),
 ):
     """Remove containers."""
-    from runtime.containers import lifecycle
+    from runtime.api import containers as api
 
-    _each(containers, lambda c: lifecycle.remove(c, force))
+    _each(containers, lambda ref: api.remove(ref, force=force))
 
 
 @app.command()
@@ -186,14 +128,12 @@ def start(
     attach: bool = typer.Option(False, "-a", "--attach", help="Attach to output and wait (one container)"),
 ):
     """Start stopped containers."""
-    from runtime.containers import lifecycle, model
-    from runtime.kernel.syscalls import require_root
+    from runtime.api import containers as api
 
-    require_root("start a container")
     if attach:
-        c = _usable(model.get(containers[0]))
-        raise typer.Exit(lifecycle.wait_exit(lifecycle.start(c, attach=True), c))
-    _each(containers, lambda c: os.close(lifecycle.start(_usable(c))))
+        c, status = api.start(containers[0], attach=True)
+        raise typer.Exit(api.wait_exit(status, c))
+    _each(containers, api.start)
 
 
 @app.command()
@@ -202,17 +142,9 @@ def restart(
     time_: float = typer.Option(10, "-t", "--time", help="Seconds to wait before SIGKILL"),
 ):
     """Stop and start containers again."""
-    from runtime.containers import lifecycle, model
-    from runtime.kernel.syscalls import require_root
+    from runtime.api import containers as api
 
-    require_root("restart a container")
-
-    def again(c):
-        _usable(c)
-        lifecycle.stop(c, time_)
-        os.close(lifecycle.start(model.get(c.id)))
-
-    _each(containers, again)
+    _each(containers, lambda ref: api.restart(ref, time_))
 
 
 @app.command()
@@ -231,27 +163,9 @@ def inspect(
 
         net_inspect(objects, json_out, snapshot)
         return
-    from runtime.containers import inspect as ins, model
-    from runtime.errors import NotFound
-    from runtime.images import store as images
+    from runtime.api import containers
 
-    out = []
-    for ref in objects:
-        if type_ in (None, "container"):
-            try:
-                out.append(ins.container_json(model.get(ref)))
-                continue
-            except NotFound:
-                if type_ == "container":
-                    raise
-        try:
-            out.append(ins.image_json(images.get(ref)))
-        except NotFound as e:
-            if type_ == "image":
-                raise
-            raise NotFound(f"No such object: {ref}", "no container or image has that name or id",
-                           "list them with 'netdiag ps -a' and 'netdiag images'") from e
-    print_json(out)
+    print_json([containers.inspect(ref, type_) for ref in objects])
 
 
 def _is_net_target(ref: str) -> bool:

@@ -13,26 +13,6 @@ image_app = typer.Typer(help="Manage images.", no_args_is_help=True)
 app.add_typer(image_app, name="image")
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.3g}{unit}" if unit != "B" else f"{n}B"
-        n /= 1000
-    return f"{n}"
-
-
-def _rows():
-    from runtime.images import store as images
-
-    out = []
-    for img in images.list_images():
-        for tag in img.tags or ["<none>:<none>"]:
-            repo, _, t = tag.rpartition(":")
-            out.append({"Repository": repo, "Tag": t, "ID": img.short_id, "CreatedAt": img.config.get("created", ""),
-                        "Size": _size(img.size), "Digest": img.manifest_digest, **({"Error": img.broken} if img.broken else {})})
-    return out
-
-
 @app.command("images")
 @image_app.command("ls")
 def images_(
@@ -41,7 +21,9 @@ def images_(
     json_out: bool = typer.Option(False, "--json", help="Same as --format json"),
 ):
     """List images."""
-    rows = _rows()
+    from runtime.api import images
+
+    rows = images.listing()
     for r in rows:  # on stderr, so scripts reading the list still get only the list
         if "Error" in r:
             shown = f"{r['Repository']}:{r['Tag']}" if r["Tag"] != "<none>" else r["ID"]
@@ -53,10 +35,9 @@ def images_(
 @image_app.command("inspect")
 def image_inspect(images_: List[str] = typer.Argument(..., metavar="IMAGE...", help="Image names or ids")):
     """Low-level JSON about images (config, layers, history)."""
-    from runtime.containers.inspect import image_json
-    from runtime.images import store as images
+    from runtime.api import images
 
-    print_json([image_json(images.get(ref)) for ref in images_])
+    print_json([images.inspect(ref) for ref in images_])
 
 
 @app.command("rmi")
@@ -66,13 +47,10 @@ def image_rm(
     force: bool = typer.Option(False, "-f", "--force", help="Remove even if containers use it"),
 ):
     """Remove images (refused while a container uses one)."""
-    from runtime.containers import model
-    from runtime.images import store as images
+    from runtime.api import images
 
     for ref in images_:
-        img = images.get(ref, allow_broken=True)
-        users = [c.name for c in model.list_all() if c.config.get("Image") == img.id]
-        for line in images.remove(ref, users=users, force=force):
+        for line in images.remove(ref, force=force):
             print(line)
 
 
@@ -83,26 +61,12 @@ def import_(
     change: List[str] = typer.Option([], "-c", "--change", help="Apply a Dockerfile instruction: CMD, ENV, WORKDIR, ENTRYPOINT, EXPOSE, USER, LABEL"),
 ):
     """Make a one-layer image from a root filesystem tar (like `docker import`)."""
-    from runtime.images import archive
+    from runtime.api import images
 
-    changes = _changes(change)
+    images.changes(change)  # a bad --change is refused before the tar is read
     with _open_in(file) as f:
-        img = archive.import_rootfs(f, reference, changes, name=file)
+        img = images.import_rootfs(f, reference, change, name=file)
     print(img.id)
-
-
-def _changes(lines: List[str]) -> dict:
-    if not lines:
-        return {}
-    from runtime.images.build import apply_config_instruction
-    from runtime.images.dockerfile import parse
-
-    cfg: dict = {}
-    cmd_set = False
-    for ins in parse("FROM scratch\n" + "\n".join(lines), "--change")[1:]:
-        apply_config_instruction(cfg, ins, cmd_set=cmd_set)
-        cmd_set = cmd_set or ins.cmd == "CMD"
-    return cfg
 
 
 class _open_in:
@@ -141,37 +105,25 @@ def save(
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Write to FILE instead of stdout"),
 ):
     """Write images to a tar in the OCI image layout."""
-    from runtime import state
+    from runtime.api import images
     from runtime.errors import InvalidArgument
-    from runtime.images import archive
 
     if output is None and sys.stdout.isatty():
         raise InvalidArgument("Refusing to write a tar to a terminal", "", "use -o FILE or redirect stdout")
     if output is None:
-        archive.save(images_, sys.stdout.buffer)
-        return
-    tmp = output + ".partial"
-    try:
-        with state.space_for(f"save to {output}", output), open(tmp, "wb") as f:
-            archive.save(images_, f)
-        import os
-
-        os.replace(tmp, output)
-    finally:
-        import os
-
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        images.save(images_, sys.stdout.buffer)
+    else:
+        images.save_to(images_, output)
 
 
 @app.command("load")
 @image_app.command("load")
 def load(input_: Optional[str] = typer.Option(None, "-i", "--input", help="Read from FILE instead of stdin")):
     """Load images from an OCI layout tar (as written by `netdiag save`)."""
-    from runtime.images import archive
+    from runtime.api import images
 
     with _open_in(input_ or "-") as f:
-        for line in archive.load(f, input_ or "-"):
+        for line in images.load(f, input_ or "-"):
             print(line)
 
 
@@ -182,9 +134,9 @@ def image_prune(
 ):
     """Remove untagged images (all unused ones with -a), then every blob and extracted layer no image,
     container or build cache entry refers to, and what killed commands left half-written."""
-    from runtime.images import store as images
+    from runtime.api import images
 
-    lines, freed = images.prune("all" if all_ else "dangling")
+    lines, freed = images.prune(all_)
     print_prune(lines, freed)
 
 
@@ -195,4 +147,6 @@ def print_prune(lines: list, freed: int) -> None:
         for line in lines:
             print(line)
         print()
-    print(f"Total reclaimed space: {_size(freed)}")
+    from runtime.api.images import human_size
+
+    print(f"Total reclaimed space: {human_size(freed)}")

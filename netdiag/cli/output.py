@@ -34,13 +34,15 @@ def json_lines(items) -> None:
 def for_each(refs, lookup, action) -> None:
     """Look up and act on each object; like Docker, report errors per object, print the names that
     worked, and exit 1 at the end if any failed."""
-    from runtime.errors import NetdiagError
+    from runtime.errors import NetdiagError, PermissionDenied
 
     failed = False
     for ref in refs:
         try:
             action(lookup(ref))
             print(ref)
+        except PermissionDenied:  # the same for every object: say it once, with its own exit code
+            raise
         except NetdiagError as e:
             print(f"netdiag: error: {e}", file=sys.stderr)
             failed = True

@@ -62,14 +62,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     a = parser().parse_args(argv)
     from runtime import validate
-    from runtime.containers import lifecycle
-    from runtime.images import store as images
-    from runtime.kernel.syscalls import require_root
+    from runtime.api import containers
 
-    require_root("run a container")
-    img = images.get(a.image)
-    config = lifecycle.build_config(
-        img, a.image, a.command or [], entrypoint=a.entrypoint, env=a.env, workdir=a.workdir, hostname=a.hostname,
+    c, status = containers.run(
+        a.image, a.command or [], name=a.name, detach=a.detach, interactive=a.interactive,
+        entrypoint=a.entrypoint, env=a.env, workdir=a.workdir, hostname=a.hostname,
         user=a.user, network=a.network, memory=a.memory, cpus=a.cpus, pids_limit=a.pids_limit, auto_remove=a.rm,
         publish=a.publish, publish_all=a.publish_all, ip=a.ip, aliases=a.network_alias, dns=a.dns,
         health_cmd=a.health_cmd, health_interval=validate.duration(a.health_interval, "--health-interval"),
@@ -77,15 +74,9 @@ def main(argv: list[str]) -> int:
         health_retries=a.health_retries, cap_add=a.cap_add, cap_drop=a.cap_drop, privileged=a.privileged,
         security_opt=a.security_opt,
     )
-    c = lifecycle.create(config, a.name)
-    try:
-        status = lifecycle.start(c, attach=not a.detach, interactive=a.interactive)
-    except BaseException:
-        lifecycle.remove_stopped(c)  # a `run` that did not start leaves nothing behind
-        raise
     if a.detach:
         os.close(status)
         print(c.id)
         return 0
     sys.stdout.flush()
-    return lifecycle.wait_exit(status, c)
+    return containers.wait_exit(status, c)

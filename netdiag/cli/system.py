@@ -14,25 +14,15 @@ def prune(force: bool = typer.Option(False, "-f", "--force", help="Do not ask (a
 
     Only netdiag's own objects are touched: its records under NETDIAG_ROOT, the cgroups under its
     cgroup parent, its own bridges and nftables tables. Running containers stay."""
-    from runtime.containers import lifecycle
-    from runtime.images import store as images
-    from runtime.networks import bridge, model
+    from runtime.api import system
 
-    removed = lifecycle.prune()
-    for net in model.list_all():
-        if net["Driver"] == model.UNREADABLE:  # its record is unusable: remove it and its br-<id>
-            bridge.delete(net, force=True)
-            removed.append(f"network {net['Name']} (unusable record)")
-        elif net["Driver"] == "bridge" and net["Name"] not in model.BUILTIN and not net["Containers"]:
-            bridge.delete(net)  # like Docker: user-defined networks no container uses
-            removed.append(f"network {net['Name']}")
-    removed += _probe_leftovers()
-    lines, freed = images.prune("dangling")  # like Docker: untagged images, then unreferenced blobs
-    deleted = [line.removeprefix("deleted: ") for line in lines if line.startswith("deleted: ")]
-    removed += [f"image {d}" if d.startswith("sha256:") else d for d in deleted]
+    from ..probe.leftovers import prune_leftovers
+
+    pruned = system.prune()
+    removed = pruned.removed + prune_leftovers()
     for item in removed:
         print(f"Deleted: {item}")
-    print(f"Total reclaimed: {len(removed)} object(s), {freed} bytes of image blobs")
+    print(f"Total reclaimed: {len(removed)} object(s), {pruned.freed} bytes of image blobs")
 
 
 @system_app.command("repair")
@@ -48,53 +38,28 @@ def repair():
     A container whose monitor was killed keeps running unsupervised (`ps` says so); the new monitor
     keeps its logs and health checks again and cleans up when it exits, but cannot learn its exit
     code (only a parent can): that exit is recorded as 255, "exit code unknown"."""
-    from runtime.containers import lifecycle
-    from runtime.kernel.syscalls import require_root
-    from runtime.networks import enforce, model
+    from runtime.api import system
 
-    require_root("rewrite netdiag's firewall rules")
-    model.ensure_builtin_records()
-    nets = model.bridges() + model.overlays()
-    enforce.apply()
-    print(f"netdiag's rules rewritten for {len(nets)} network(s): {', '.join(n['Name'] for n in nets) or 'none'}")
-    adopted = lifecycle.adopt_unsupervised()
-    if adopted:
-        print(f"New monitor for {len(adopted)} container(s) whose monitor had died: {', '.join(adopted)}")
-
-
-def _probe_leftovers() -> list[str]:
-    """What a trace killed with SIGKILL can leave: its nftables trace tables (in any namespace it
-    traced: the host, containers, ip netns namespaces) and its private tracefs instance."""
-    import os
-
-    from runtime.containers import model as cmodel
-
-    from ..probe import live, nftrace
-    from ..probe.tracers import instance_owner_gone
-
-    paths = [None] + [f"/proc/{c.pid}/ns/net" for c in cmodel.list_all() if cmodel.proc_ok(c)]
-    if os.path.isdir("/run/netns"):
-        paths += [f"/run/netns/{n}" for n in sorted(os.listdir("/run/netns"))]
-    out = [f"trace table {t}" for t in nftrace.prune(paths)]
-    try:
-        for name in live.list_instances():
-            if instance_owner_gone(name):
-                live.remove_instance(name)
-                out.append(f"tracefs instance {name}")
-    except OSError:
-        pass  # no tracefs here: nothing can be left in it
-    return out
+    done = system.repair()
+    print(f"netdiag's rules rewritten for {len(done.networks)} network(s): {', '.join(done.networks) or 'none'}")
+    if done.adopted:
+        print(f"New monitor for {len(done.adopted)} container(s) whose monitor had died: {', '.join(done.adopted)}")
 
 
 @system_app.command("info")
-def info():
+def info(json_out: bool = typer.Option(False, "--json", help="Print it as JSON")):
     """Where netdiag keeps its state and which kernel features it uses."""
-    from runtime import paths
-    from runtime.containers import cgroups
+    from runtime.api import system
 
-    print(f"Root dir: {paths.root()}")
-    print(f"Cgroup version: {'2' if cgroups.is_v2() else '1'} (parent: {paths.cgroup_parent()})")
-    print("Storage driver: overlay (mounted only inside each container's mount namespace)")
+    i = system.info()
+    if json_out:
+        from .output import print_json
+
+        print_json(i)
+        return
+    print(f"Root dir: {i['DockerRootDir']}")
+    print(f"Cgroup version: {i['CgroupVersion']} (parent: {i['CgroupParent']})")
+    print(f"Storage driver: {i['Driver']} ({i['DriverStatus']})")
 
 
 @app.command()
@@ -108,7 +73,7 @@ def version():
 @app.command()
 def demo(keep: bool = typer.Option(False, "--keep", help="Leave the lab running (remove it with its namespaces by hand)")):
     """A guided tour on the built-in defaults, in a throwaway lab namespace (needs root)."""
-    from runtime.kernel.syscalls import require_root
+    from runtime.api import require_root
 
     from ..demo import run_demo
 

@@ -147,12 +147,15 @@ def _member() -> dict | None:
 
 
 # -- networks ---------------------------------------------------------------------------------------
-def create(name: str, *, subnet: str = "", gateway: str = "", options: dict | None = None, labels: dict | None = None) -> dict:
+def create(name: str, *, subnet: str = "", gateway: str = "", ip_range: str = "", internal: bool = False,
+           options: dict | None = None, labels: dict | None = None) -> dict:
     """Claim the network in the cluster store (one transaction), then mirror it here. Kernel
     objects come with the first endpoint on each host."""
     from ..cluster import alloc, local
     from . import bridge
 
+    if ip_range or internal:
+        raise InvalidArgument("--ip-range and --internal are not supported on overlay networks", "", "drop them")
     model.validate_name(name)
     options, vni, _ = validate_options(dict(options or {}))
     if name in model.BUILTIN:

@@ -119,3 +119,19 @@ def test_reasoning_and_views_import_nothing_that_touches_the_kernel():
         if touching:
             bad[name] = touching
     assert bad == {}
+
+
+# what the CLI may use of the runtime: its API, its errors, and the parsers of user input
+CLI_MAY_USE = ("runtime.api", "runtime.errors", "runtime.validate", "runtime.bounded", "runtime.state")
+
+
+def test_the_cli_reaches_the_runtime_only_through_its_api():
+    """The CLI parses, calls and prints: the policy (what prune removes, when the firewall is
+    rewritten, which driver makes a network) lives in runtime.api and below, written once."""
+    g = graph()
+    bad = {name: sorted(t for t in targets if t.startswith("runtime.") and not t.startswith(CLI_MAY_USE))
+           for name, targets in g.items() if name.startswith("netdiag.cli")}
+    assert {k: v for k, v in bad.items() if v} == {}
+    # runtime.state only for its DiskFull error (main's error report)
+    state_users = [name for name, targets in g.items() if name.startswith("netdiag.cli") and "runtime.state" in targets]
+    assert state_users == ["netdiag.cli.main"]

@@ -1,0 +1,158 @@
+"""Container actions (Docker's run, ps, exec, logs, stop, kill, rm, start, restart, inspect)."""
+from __future__ import annotations
+
+import os
+import time
+from typing import Iterator
+
+from ..containers import lifecycle, model
+from ..errors import ContainerError, NotFound
+
+
+def _require_root(what: str) -> None:
+    from ..kernel.syscalls import require_root
+
+    require_root(what)
+
+
+def run(image_ref: str, command: list[str], *, name: str | None = None, detach: bool = False,
+        interactive: bool = False, **config) -> tuple[model.Container, int]:
+    """Create and start a container from image_ref; `config` is lifecycle.build_config's keywords.
+    Returns the container and the status pipe to wait on (wait_exit) or, detached, to close.
+    A run that did not start leaves nothing behind."""
+    from ..images import store as images
+
+    _require_root("run a container")
+    img = images.get(image_ref)
+    c = lifecycle.create(lifecycle.build_config(img, image_ref, command, **config), name)
+    try:
+        status = lifecycle.start(c, attach=not detach, interactive=interactive)
+    except BaseException:
+        lifecycle.remove_stopped(c)
+        raise
+    return c, status
+
+
+wait_exit = lifecycle.wait_exit
+signal_number = lifecycle.signal_number
+get = model.get
+
+
+def listing(all_: bool = False) -> list[dict]:
+    """`ps` rows (Docker's `--format json` fields), running containers only unless all_."""
+    from ..containers import endpoints
+    from ..networks.ports import describe
+
+    out = []
+    for c in model.list_all():
+        if not (all_ or c.running):
+            continue
+        cmd = " ".join([c.config.get("Path", "")] + list(c.config.get("Args", [])))
+        cmd = f'"{cmd[:20]}…"' if len(cmd) > 20 else f'"{cmd}"'
+        created = model.human_duration(time.time() - model.parse_iso(c.config.get("Created", ""))) + " ago"
+        eps = endpoints.endpoints(c) if c.running else {}
+        ports = ", ".join(describe(p) for e in eps.values() for p in e.get("Ports", []))
+        out.append({"ID": c.id[:12], "Image": c.config.get("ImageRef", ""), "Command": cmd, "CreatedAt": created,
+                    "Status": model.status_line(c), "State": c.status, "Ports": ports, "Names": c.name,
+                    "ExitCode": c.state.get("ExitCode", 0), "Networks": c.config["HostConfig"].get("NetworkMode", ""),
+                    **({"Error": c.state["Error"]} if c.broken else {})})
+    return out
+
+
+def exec_in(ref: str, command: list[str], **options) -> int:
+    """Run a command in a running container (execute.exec_in's keywords); its exit status."""
+    from ..containers import execute
+
+    _require_root("exec in a container")
+    return execute.exec_in(model.get(ref), command, **options)
+
+
+def logs(ref: str, *, follow: bool = False, tail: int | None = None) -> Iterator[dict]:
+    """A container's log records ({"stream", "log", "time"}), the last `tail` ones; with follow,
+    until the container stops. Then, as records of stream "notice", what the log lacks: lines its
+    monitor could not write, or the end where its monitor died."""
+    from ..containers.stdio import DROPPED, LOG_NOTICE, read_log
+
+    c = model.get(ref)
+    path = c.dir / "container.log"
+    records, offset = read_log(path)
+    if tail is not None:
+        records = records[-tail:] if tail > 0 else []
+    yield from records
+    while follow:
+        time.sleep(0.1)
+        records, offset = read_log(path, offset)
+        yield from records
+        if not records and not model.get(c.id).running:
+            records, offset = read_log(path, offset)
+            yield from records
+            break
+    c = model.get(c.id)
+    dropped = c.state.get("LogLinesDropped") or 0
+    if dropped and c.status != model.RUNNING:  # its monitor could not write the notice line itself
+        if not any(r.get("log", "").startswith(LOG_NOTICE) and DROPPED in r["log"] for r in read_log(path)[0]):
+            yield {"stream": "notice", "log": f"{LOG_NOTICE}{dropped} {DROPPED}: the log could not be written "
+                                              "(no space left in the state directory)\n"}
+    if c.unsupervised:
+        yield {"stream": "notice", "log": "netdiag: the log stops where its monitor died (run 'netdiag system repair')\n"}
+
+
+def _usable(c: model.Container) -> model.Container:
+    """Refuse to start a container whose record is unusable (it shows as dead in `ps -a`)."""
+    if c.broken:
+        raise ContainerError(f"Cannot start container {c.id[:12]}", c.broken,
+                             f"remove it with 'netdiag rm -f {c.id[:12]}' and run it again")
+    return c
+
+
+def stop(ref: str, timeout: float = 10) -> None:
+    lifecycle.stop(model.get(ref), timeout)
+
+
+def kill(ref: str, signal_name: str = "KILL") -> None:
+    lifecycle.kill(model.get(ref), lifecycle.signal_number(signal_name))
+
+
+def remove(ref: str, *, force: bool = False) -> None:
+    lifecycle.remove(model.get(ref), force)
+
+
+def start(ref: str, *, attach: bool = False) -> tuple[model.Container, int]:
+    """Start a stopped container; attached, the status pipe to wait_exit on."""
+    _require_root("start a container")
+    c = _usable(model.get(ref))
+    status = lifecycle.start(c, attach=attach)
+    if not attach:
+        os.close(status)
+    return c, status
+
+
+def restart(ref: str, timeout: float = 10) -> None:
+    _require_root("restart a container")
+    c = _usable(model.get(ref))
+    lifecycle.stop(c, timeout)
+    os.close(lifecycle.start(model.get(c.id)))
+
+
+def inspect(ref: str, type_: str | None = None) -> dict:
+    """Docker's JSON for a container or an image (type_ None: a container first, like Docker)."""
+    from ..containers import inspect as ins
+    from ..images import store as images
+
+    if type_ in (None, "container"):
+        try:
+            return ins.container_json(model.get(ref))
+        except NotFound:
+            if type_ == "container":
+                raise
+    try:
+        return ins.image_json(images.get(ref))
+    except NotFound as e:
+        if type_ == "image":
+            raise
+        raise NotFound(f"No such object: {ref}", "no container or image has that name or id",
+                       "list them with 'netdiag ps -a' and 'netdiag images'") from e
+
+
+def prune() -> list[str]:
+    return lifecycle.prune()

@@ -1,0 +1,111 @@
+"""Image actions (Docker's images, image inspect|rm|prune, import, save, load, build)."""
+from __future__ import annotations
+
+import os
+from typing import BinaryIO
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.3g}{unit}" if unit != "B" else f"{int(n)}B"
+        n /= 1000
+    return f"{n}"
+
+
+human_size = _size
+
+
+def listing() -> list[dict]:
+    """`images` rows, a row per tag (Docker's `--format json` fields); a damaged image has Error."""
+    from ..images import store
+
+    out = []
+    for img in store.list_images():
+        for tag in img.tags or ["<none>:<none>"]:
+            repo, _, t = tag.rpartition(":")
+            out.append({"Repository": repo, "Tag": t, "ID": img.short_id, "CreatedAt": img.config.get("created", ""),
+                        "Size": _size(img.size), "Digest": img.manifest_digest, **({"Error": img.broken} if img.broken else {})})
+    return out
+
+
+def inspect(ref: str) -> dict:
+    from ..containers.inspect import image_json
+    from ..images import store
+
+    return image_json(store.get(ref))
+
+
+def remove(ref: str, *, force: bool = False) -> list[str]:
+    """Untag or delete an image (refused while a container uses it, unless force); Docker's lines."""
+    from ..containers import model
+    from ..images import store
+
+    img = store.get(ref, allow_broken=True)
+    users = [c.name for c in model.list_all() if c.config.get("Image") == img.id]
+    return store.remove(ref, users=users, force=force)
+
+
+def changes(lines: list[str]) -> dict:
+    """`--change` Dockerfile instructions applied to an empty image config."""
+    if not lines:
+        return {}
+    from ..images.build import apply_config_instruction
+    from ..images.dockerfile import parse
+
+    cfg: dict = {}
+    cmd_set = False
+    for ins in parse("FROM scratch\n" + "\n".join(lines), "--change")[1:]:
+        apply_config_instruction(cfg, ins, cmd_set=cmd_set)
+        cmd_set = cmd_set or ins.cmd == "CMD"
+    return cfg
+
+
+def import_rootfs(src: BinaryIO, reference: str | None, change: list[str] = (), *, name: str = "-"):
+    from ..images import archive
+
+    return archive.import_rootfs(src, reference, changes(list(change)), name=name)
+
+
+def save(refs: list[str], out: BinaryIO) -> None:
+    from ..images import archive
+
+    archive.save(refs, out)
+
+
+def save_to(refs: list[str], path: str) -> None:
+    """Write the tar to path whole or not at all (a .partial file renamed at the end)."""
+    from .. import state
+    from ..images import archive
+
+    tmp = path + ".partial"
+    try:
+        with state.space_for(f"save to {path}", path), open(tmp, "wb") as f:
+            archive.save(refs, f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load(src: BinaryIO, name: str = "-") -> list[str]:
+    from ..images import archive
+
+    return list(archive.load(src, name))
+
+
+def prune(all_: bool = False) -> tuple[list[str], int]:
+    """Untagged images (every unused one with all_), then what nothing refers to; lines, bytes freed."""
+    from ..images import store
+
+    return store.prune("all" if all_ else "dangling")
+
+
+def build(context: str, *, dockerfile: str | None = None, tags: list[str] = (), build_args: dict | None = None,
+          no_cache: bool = False, quiet: bool = False):
+    from ..images.build import build as build_image
+    from ..kernel.syscalls import require_root
+
+    require_root("build an image")
+    return build_image(context, dockerfile=dockerfile, tags=list(tags), build_args=dict(build_args or {}),
+                       no_cache=no_cache, quiet=quiet)
