@@ -279,14 +279,17 @@ def check(model, fix: Fix, retrace) -> dict:
             "after": {k: after.get(k) for k in ("verdict", "cause", "summary", "blocked_at")}}
 
 
-def retarget_dnat(ns: dict, step, to_port: int) -> tuple[str, Apply]:
+def retarget_dnat(ns: dict, step, to_port: int) -> tuple[str, Apply | None]:
     """The command that changes the port a DNAT rule (an nft Step) translates to, in place (its
     position in the chain kept), and the same edit of a model copy. iptables-nft rules as iptables
-    says them (`-R CHAIN N`), native ones with `nft replace rule ... handle H`."""
+    says them (`-R CHAIN N`), native ones with `nft replace rule ... handle H`. ("", None) when the
+    rule's text is not one nft reads back (an xt expression, a statement shown as JSON)."""
     if step.iptables.startswith("-A "):
         spec = re.sub(r"(--to-destination \S*?:)\d+(?:-\d+)?", rf"\g<1>{to_port}", step.iptables)
         position = [r["rule"].get("handle") for r in _rules_of(ns, step)].index(step.handle) + 1
         argv = ["iptables", "-t", step.table, "-R", step.chain, str(position), *shlex.split(spec)[2:]]
+    elif "xt " in step.text or '{"' in step.text:
+        return "", None
     else:
         text = re.sub(r"(dnat (?:ip )?to \S*?:)\d+(?:-\d+)?", rf"\g<1>{to_port}", step.text)
         argv = ["nft", "replace", "rule", step.family, step.table, step.chain, "handle", str(step.handle), *shlex.split(text)]

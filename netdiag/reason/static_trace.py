@@ -954,12 +954,14 @@ class Trace:
         it listens there (the rule translated a port it should have kept), else its only one."""
         at, rule, before = dnat
         port = before[1] if before[1] in ports else ports[0] if len(ports) == 1 else None
-        if port is None:
+        command, apply = fixes.retarget_dnat(at, rule, port) if port is not None else ("", None)
+        if not command:
+            why = (f"nothing listens in {ns['label']} at all: start the server first" if not ports else
+                   "which one only the service's configuration can say, so no command is given" if port is None else
+                   "netdiag cannot write this rule back as a command")
             return Fix(advice=f"manual: change the DNAT rule {rule.text!r} in {at['label']} ({rule.family} {rule.table} "
-                              f"{rule.chain}) to a port {ns['label']} listens on ({', '.join(map(str, ports)) or 'none'}); "
-                              "which one only the service's configuration can say, so no command is given",
-                       why_unchecked="the port the service should get is not known")
-        command, apply = fixes.retarget_dnat(at, rule, port)
+                              f"{rule.chain}) to a port {ns['label']} listens on ({', '.join(map(str, ports)) or 'none'}); {why}",
+                       why_unchecked=why)
         return Fix(command, apply, advice=f"DNAT to {pkt.dst}:{port}, where {ns['label']} listens",
                    namespaces=[at["id"]])
 

@@ -54,3 +54,18 @@ def test_which_port_is_meant_is_not_guessed():
     r = diagnose(m, outside(m), HOST_IP, port=8443, live=False)
     assert r["cause"] == "NO_LISTENER" and not r.get("fix_command")
     assert r["fix"].startswith("manual: change the DNAT rule") and "ip publish pre" in r["fix"]
+
+
+def test_an_iptables_dnat_rule_is_changed_in_place_by_its_position_in_the_chain():
+    from netdiag.reason import fixes
+    from netdiag.reason.nftables.evaluate import Step
+
+    def rule(handle, port):
+        return {"rule": {"family": "ip", "table": "nat", "chain": "PREROUTING", "handle": handle,
+                         "expr": [{"dnat": {"addr": WEB_IP, "port": port}}]}}
+    host = {"id": "h", "kind": "host", "nftables": {"nftables": [rule(4, 9000), rule(7, 8444)]}}
+    step = Step("ip", "nat", "PREROUTING", 7, f"dnat to {WEB_IP}:8444", "", "dnat",
+                f"-A PREROUTING -d {HOST_IP}/32 -p tcp -m tcp --dport 8443 -j DNAT --to-destination {WEB_IP}:8444")
+    command, _ = fixes.retarget_dnat(host, step, 80)
+    assert command == (f"iptables -t nat -R PREROUTING 2 -d {HOST_IP}/32 -p tcp -m tcp --dport 8443 -j DNAT "
+                       f"--to-destination {WEB_IP}:80")
