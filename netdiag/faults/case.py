@@ -167,13 +167,17 @@ def _enter(w, ns: str | None):
 
 
 def _flow_works(w, exp: Expect, settle: bool = False) -> bool:
-    """The flow for real: an HTTP request and its answer (tcp), an echo and its reply (icmp).
+    """The flow for real: an HTTP request and its answer (tcp; full-size segments where the flow
+    has a size), a datagram and the echo's answer (udp), an echo and its reply (icmp).
     `settle`: a fix may take a moment (a route's neighbour resolving), so try a few times."""
+    f = exp.flow
     for attempt in range(3 if settle else 1):
-        if exp.flow.proto == "icmp":
-            ok = w.pings(exp.flow.src, exp.flow.dst)
+        if f.proto == "icmp":
+            ok = w.pings(f.src, f.dst)
+        elif f.proto == "udp":
+            ok = w.answers_udp(f.port, src=f.src, dst=f.dst, size=f.size)
         else:
-            ok = w.connects(exp.flow.port, src=exp.flow.src, dst=exp.flow.dst, timeout=2)
+            ok = w.connects(f.port, src=f.src, dst=f.dst, timeout=2, **({"pad": f.size} if f.size else {}))
         if ok:
             return True
     return False

@@ -285,3 +285,95 @@ def _(w, rng):
     mac = json.loads(mac)[0]["address"]
     w.ip(w.client, "neigh", "replace", w.server_ip, "lladdr", mac, "dev", "eth0", "nud", "reachable")
     return Expect("ADDRESS_CONFLICT", w.client, _flow(w), detail=f"{impostor} holds the server's address too")
+
+
+# -- MTU: a step on the path whose ICMP "fragmentation needed" a firewall eats ---------------------
+
+FULL_SIZE = 1460  # a TCP payload that fills a 1500-byte packet: what a bulk transfer sends, DF set
+
+
+def _narrow_link(w: World, rng: random.Random) -> str | None:
+    """An MTU step at a forwarder, on its link towards the server: the host's (routed, chain) or the
+    router's (chain). Only the forwarder's end is narrowed where the server is the far end: a
+    server whose own MTU were smaller would announce an MSS that fits, and TCP never hits the step."""
+    at = _forwarder(w, rng)
+    mtu = str(rng.choice([1280, 1400, 1420, 1450]))
+    if at is None:
+        w.ip(None, "link", "set", w.host_server_if, "mtu", mtu)
+        if w.router:  # the transit link, both ends: the router's segments towards the host fit it too
+            w.ip(w.router, "link", "set", "up0", "mtu", mtu)
+    else:
+        w.ip(at, "link", "set", "down0", "mtu", mtu)
+    return at
+
+
+def _eat_frag_needed(w: World, rng: random.Random, forwarder: str | None) -> str:
+    """Drop the ICMP 'fragmentation needed' the step sends back: where the forwarder makes it
+    (output) or where the client receives it (input); an nft or an iptables-nft rule."""
+    ns, hook = rng.choice([(forwarder, "output"), (w.client, "input")])
+    if rng.random() < 0.5:
+        w.nft(ns, f"table inet icmpf {{ chain {hook} {{ type filter hook {hook} priority 0; "
+                  "icmp type destination-unreachable icmp code frag-needed drop; }; }")
+        return f"nft {hook} drop of ICMP frag-needed in {w.label(ns)}"
+    w.run(ns, "iptables-nft", "-A", hook.upper(), "-p", "icmp", "--icmp-type", "fragmentation-needed", "-j", "DROP")
+    return f"iptables-nft {hook.upper()} drop of ICMP frag-needed in {w.label(ns)}"
+
+
+@kind("mtu-blackhole", ("routed", "chain"))
+def _(w, rng):
+    at = _narrow_link(w, rng)
+    eater = _eat_frag_needed(w, rng, at)
+    return Expect("MTU_BLACKHOLE", at, Flow(f"ns:{w.client}", w.server_ip, w.port, size=FULL_SIZE),
+                  detail=f"an MTU step in {w.label(at)}; {eater}")
+
+
+# -- NAT: a published port DNATed to a port where nothing listens ----------------------------------
+
+@kind("dnat-to-wrong-port", ("routed",))
+def _(w, rng):
+    """The host publishes the server's service on its own address (the client's gateway), on the
+    port the server listens on, but the DNAT rule translates it to another port."""
+    wrong = rng.choice([p for p in range(1024, 60000, 7) if p not in (w.port, w.control_port)])
+    target = f"{w.server_ip}:{wrong}"
+    if rng.random() < 0.5:
+        w.nft(None, f"table ip publish {{ chain prerouting {{ type nat hook prerouting priority -100; "
+                    f"ip daddr {w.client_gw} tcp dport {w.port} dnat to {target}; }}; }}")
+        how = "nft"
+    else:
+        w.run(None, "iptables-nft", "-t", "nat", "-A", "PREROUTING", "-d", w.client_gw, "-p", "tcp", "--dport",
+              str(w.port), "-j", "DNAT", "--to-destination", target)
+        how = "iptables-nft"
+    return Expect("NO_LISTENER", w.server, Flow(f"ns:{w.client}", w.client_gw, w.port),
+                  detail=f"{how} DNAT {w.client_gw}:{w.port} -> {target}, where nothing listens")
+
+
+# -- UDP --------------------------------------------------------------------------------------------
+
+def _udp_flow(w: World) -> Flow:
+    w.serve_udp(w.port)
+    return _flow(w, "udp")
+
+
+@kind("udp-forward-drop", ("routed", "chain"))
+def _(w, rng):
+    at, flow = _forwarder(w, rng), _udp_flow(w)
+    if rng.random() < 0.5:
+        w.nft(at, f"table inet u{rng.randrange(999)} {{ chain forward_filter {{ type filter hook forward priority 0; "
+                  f"udp dport {w.port} drop; }}; }}")
+    else:
+        w.run(at, "iptables-nft", "-A", "FORWARD", "-p", "udp", "--dport", str(w.port), "-j", "DROP")
+    return Expect("FIREWALL_DROP", at, flow, detail="udp dport drop in forward")
+
+
+@kind("udp-reply-dropped-at-client")
+def _(w, rng):
+    flow = _udp_flow(w)
+    w.nft(w.client, f"table inet back {{ chain input {{ type filter hook input priority 0; "
+                    f"ip saddr {w.server_ip} udp sport {w.port} drop; }}; }}")
+    return Expect("FIREWALL_DROP", w.client, flow, detail="the UDP answer dropped in the client's input")
+
+
+@kind("udp-no-listener")
+def _(w, rng):
+    return Expect("NO_LISTENER", w.server, _flow(w, "udp"), no_command="the server program is not running: start it",
+                  detail="nothing listens on the UDP port (ICMP port unreachable comes back)")

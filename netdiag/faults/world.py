@@ -6,7 +6,8 @@ A world is a client namespace and a server namespace around the lab host, in one
 - `bridged`: client and server on a plain Linux bridge in the host (one subnet, the host's
   address on the bridge is their gateway).
 Subnets, interface names and ports are drawn from the seed. The server runs busybox httpd on the
-flow's port and on a control port; every sysctl the world relies on is set, never inherited.
+flow's port and on a control port (a UDP echo too where a kind needs one); every sysctl the world
+relies on is set, never inherited.
 """
 from __future__ import annotations
 
@@ -24,6 +25,24 @@ FRESH_SYSCTLS = (("net/ipv4/ip_forward", "0"), ("net/ipv4/conf/all/rp_filter", "
                  ("net/ipv4/conf/default/rp_filter", "0"), ("net/bridge/bridge-nf-call-iptables", "0"),
                  ("net/bridge/bridge-nf-call-arptables", "0"))
 PAGE = "netdiag fault world\n"
+# a UDP echo server (argv: address port) and a client that proves a request answered (argv: address
+# port size timeout); Python, not busybox: busybox's `nc -u -l` serves one peer and then exits
+UDP_ECHO = """import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+while True:
+    data, peer = s.recvfrom(65535)
+    s.sendto(data, peer)
+"""
+UDP_ASK = """import os, socket, sys
+dst, port, size, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(timeout)
+s.connect((dst, port))
+ask = os.urandom(max(size, 16))
+s.send(ask)
+sys.exit(0 if s.recv(65535) == ask else 1)
+"""
 
 
 @dataclass
@@ -46,6 +65,7 @@ class World:
     subnets: list[str]
     www: Path
     servers: dict[int, subprocess.Popen] = field(default_factory=dict)
+    udp_servers: dict[int, subprocess.Popen] = field(default_factory=dict)
     extra_ns: list[str] = field(default_factory=list)
 
     # -- running things -------------------------------------------------------------------------
@@ -87,20 +107,44 @@ class World:
                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_listening(self, ns or self.server, port)
 
-    def stop_server(self, port: int) -> None:
-        p = self.servers.pop(port, None)
+    def serve_udp(self, port: int, ns: str | None = None, address: str | None = None) -> None:
+        """A UDP echo on address:port in `ns` (the server's address by default)."""
+        import sys
+
+        from runtime.kernel.ns import enter
+
+        self.stop_server(port, udp=True)
+        self.udp_servers[port] = subprocess.Popen([sys.executable, "-c", UDP_ECHO, address or self.server_ip, str(port)],
+                                                  preexec_fn=enter(self.ns_path(ns or self.server)),
+                                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_listening(self, ns or self.server, port, udp=True)
+
+    def stop_server(self, port: int, udp: bool = False) -> None:
+        p = (self.udp_servers if udp else self.servers).pop(port, None)
         if p:
             p.kill()
             p.wait()
 
     def connects(self, port: int | None = None, src: str | None = None, dst: str | None = None,
-                 timeout: float = 3) -> bool:
+                 timeout: float = 3, pad: int = 0) -> bool:
         """A real HTTP request (request and response: both directions) from the client, without
-        netdiag: busybox wget, bounded by `timeout` (busybox's own -T is broken on Debian 12)."""
+        netdiag: busybox wget, bounded by `timeout` (busybox's own -T is broken on Debian 12).
+        `pad`: a header of that many bytes makes the request fill full-size segments (DF set, as
+        TCP sets it), so an MTU step on the way is crossed for real."""
         url = f"http://{dst or self.server_ip}:{port or self.port}/index.html"
-        p = self.run(_ns(src) or self.client, "timeout", str(timeout), "busybox", "wget", "-q", "-O", "-", url,
+        header = ["--header", "X-Pad: " + "x" * pad] if pad else []
+        p = self.run(_ns(src) or self.client, "timeout", str(timeout), "busybox", "wget", "-q", *header, "-O", "-", url,
                      check=False, timeout=timeout + 5)
         return p.returncode == 0 and p.stdout == PAGE
+
+    def answers_udp(self, port: int, src: str | None = None, dst: str | None = None, size: int = 0,
+                    timeout: float = 2) -> bool:
+        """A real UDP request answered: a datagram sent from the client and the echo's same bytes back."""
+        import sys
+
+        p = self.run(_ns(src) or self.client, sys.executable, "-c", UDP_ASK, dst or self.server_ip, str(port), str(size),
+                     str(timeout), check=False, timeout=timeout + 5)
+        return p.returncode == 0
 
     def pings(self, src: str, dst: str) -> bool:
         return self.run(_ns(src), "ping", "-c", "1", "-W", "1", dst, check=False).returncode == 0
@@ -124,6 +168,8 @@ class World:
 
         for port in list(self.servers):
             self.stop_server(port)
+        for port in list(self.udp_servers):
+            self.stop_server(port, udp=True)
         for name in [self.client, self.server, self.router, *self.extra_ns]:
             if name:
                 ns.remove(name)
@@ -135,10 +181,10 @@ def _ns(target: str | None) -> str | None:
     return target.removeprefix("ns:") if target else None
 
 
-def _wait_listening(w: World, ns: str, port: int, timeout: float = 3.0) -> None:
+def _wait_listening(w: World, ns: str, port: int, timeout: float = 3.0, udp: bool = False) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = w.run(ns, "ss", "-Htln", f"sport = :{port}", check=False).stdout
+        out = w.run(ns, "ss", "-Huln" if udp else "-Htln", f"sport = :{port}", check=False).stdout
         if out.strip():
             return
         time.sleep(0.02)

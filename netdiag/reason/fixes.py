@@ -5,6 +5,7 @@ diagnosis can trace again and say whether the fix makes the path deliver. Pure: 
 from __future__ import annotations
 
 import ipaddress
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Callable
@@ -276,3 +277,38 @@ def check(model, fix: Fix, retrace) -> dict:
         f"with this fix the path is still {after['verdict']}" + (f" ({after['cause']}: {after['summary']})" if after.get("cause") else "")
     return {"checked": True, "delivers": delivers, "detail": detail,
             "after": {k: after.get(k) for k in ("verdict", "cause", "summary", "blocked_at")}}
+
+
+def retarget_dnat(ns: dict, step, to_port: int) -> tuple[str, Apply | None]:
+    """The command that changes the port a DNAT rule (an nft Step) translates to, in place (its
+    position in the chain kept), and the same edit of a model copy. iptables-nft rules as iptables
+    says them (`-R CHAIN N`), native ones with `nft replace rule ... handle H`. ("", None) when the
+    rule's text is not one nft reads back (an xt expression, a statement shown as JSON)."""
+    if step.iptables.startswith("-A "):
+        spec = re.sub(r"(--to-destination \S*?:)\d+(?:-\d+)?", rf"\g<1>{to_port}", step.iptables)
+        position = [r["rule"].get("handle") for r in _rules_of(ns, step)].index(step.handle) + 1
+        argv = ["iptables", "-t", step.table, "-R", step.chain, str(position), *shlex.split(spec)[2:]]
+    elif "xt " in step.text or '{"' in step.text:
+        return "", None
+    else:
+        text = re.sub(r"(dnat (?:ip )?to \S*?:)\d+(?:-\d+)?", rf"\g<1>{to_port}", step.text)
+        argv = ["nft", "replace", "rule", step.family, step.table, step.chain, "handle", str(step.handle), *shlex.split(text)]
+        if step.comment:
+            argv += ["comment", f'"{step.comment}"']
+
+    def apply(model, ov):
+        for item in _rules(ov.edit(ns["id"])):
+            r = item.get("rule")
+            if r and (r["family"], r["table"], r["chain"], r.get("handle")) == (step.family, step.table, step.chain, step.handle):
+                for e in r["expr"]:
+                    if isinstance(e, dict) and isinstance(e.get("dnat"), dict):
+                        e["dnat"]["port"] = to_port
+    return in_ns(ns, argv), apply
+
+
+def _rules_of(ns: dict, step) -> list:
+    """The rules of step's chain in order, as the model reads them (iptables-nft ones translated)."""
+    from .iptables import ruleset_for
+
+    return [i for i in ruleset_for(ns).get("nftables", []) if "rule" in i and (
+        i["rule"]["family"], i["rule"]["table"], i["rule"]["chain"]) == (step.family, step.table, step.chain)]

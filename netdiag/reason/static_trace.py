@@ -44,6 +44,7 @@ class Trace:
     routed: list = field(default_factory=list)  # the request's routing decisions: (namespace, route, hops so far, dst)
     leg: str = "request"  # "reply" while following the answer back to the source
     nat: list = field(default_factory=list)  # the request's NAT: (ns id, "dnat"|"snat", (addr, port) before, after)
+    dnat_rules: list = field(default_factory=list)  # the request's DNATs: (ns, the rule's Step, before, after)
     blocked_hop: int | None = None  # where the cause lies when that is not the last hop walked (NO_NAT)
     reached: dict | None = None  # where the request was delivered (the reply starts there)
 
@@ -232,7 +233,8 @@ class Trace:
         if (res.packet.dst, res.packet.dport) != (pkt.dst, pkt.dport):
             self.note("dnat", f"{ns['label']}: {pkt.dst}:{pkt.dport} rewritten to {res.packet.dst}:{res.packet.dport}",
                       rule=res.steps[-1].text if res.steps else "")
-            self.nat_done(ns, "dnat", (pkt.dst, pkt.dport), (res.packet.dst, res.packet.dport))
+            self.nat_done(ns, "dnat", (pkt.dst, pkt.dport), (res.packet.dst, res.packet.dport),
+                          res.steps[-1] if res.steps and res.steps[-1].verdict == "dnat" else None)
             pkt = res.packet
             route = self.route(ns, pkt.dst, None, None)
             pkt = replace(pkt, oif=route.dev if route.type != "local" else "lo")
@@ -475,9 +477,11 @@ class Trace:
         return self.un_nat(ns, "dnat", res.packet)
 
     # -- the round trip: conntrack's NAT reversal for the reply --------------------------------------
-    def nat_done(self, ns: dict, kind: str, before: tuple, after: tuple) -> None:
+    def nat_done(self, ns: dict, kind: str, before: tuple, after: tuple, rule=None) -> None:
         if self.leg == "request":
             self.nat.append((ns["id"], kind, before, after))
+            if rule is not None:
+                self.dnat_rules.append((ns, rule, before, after))
 
     def un_nat(self, ns: dict, kind: str, pkt: Packet) -> Packet:
         """On the reply leg, what conntrack undoes in `ns`: the request's SNAT there (the reply's
@@ -840,7 +844,8 @@ class Trace:
             dnat = next((st for st in res.steps if st.verdict == "dnat"), res.steps[-1] if res.steps else None)
             self.note("dnat", f"{ns['label']}: {pkt.dst}:{pkt.dport} rewritten to {res.packet.dst}:{res.packet.dport}",
                       rule=dnat.text if dnat else "")
-            self.nat_done(ns, "dnat", (pkt.dst, pkt.dport), (res.packet.dst, res.packet.dport))
+            self.nat_done(ns, "dnat", (pkt.dst, pkt.dport), (res.packet.dst, res.packet.dport),
+                          dnat if dnat is not None and dnat.verdict == "dnat" else None)
             pkt = res.packet
         pkt = self.un_nat(ns, "snat", pkt)  # the reply: conntrack's de-SNAT at prerouting (NAT chains do not run)
         route = self.route(ns, pkt.dst, pkt.src, ifname)
@@ -921,12 +926,44 @@ class Trace:
         if ns["kind"] == "host":
             self.unpublished(pkt)
         ports = sorted({s["port"] for s in ns.get("sockets", []) if s["proto"] == self.proto and not s.get("loopback_only")})
-        raise Stop("blocked", "NO_LISTENER", f"nothing in {ns['label']} listens on {self.proto} port {pkt.dport}: the connection is refused",
+        dnat = self.wrong_dnat(ns, pkt)
+        raise Stop("blocked", "NO_LISTENER", f"nothing in {ns['label']} listens on {self.proto} port {pkt.dport}"
+                   + (f" ({dnat[0]['label']}'s DNAT sends {dnat[2][0]}:{dnat[2][1]} there)" if dnat else "")
+                   + (": the connection is refused" if self.proto == "tcp" else ": ICMP port unreachable comes back"),
+                   self.dnat_port_fix(ns, pkt, dnat, ports) if dnat else
                    Fix(advice=f"start the server in {ns['label']} on port {pkt.dport}"
                        + (f", or use a port it listens on: {', '.join(map(str, ports))}" if ports else ""),
                        why_unchecked="starting a server is not a change of the network model"),
                    [{"kind": "socket", "detail": f"{ns['label']} listens on: " + (", ".join(
                        f"{s['local']}:{s['port']}/{s['proto']}" for s in ns.get("sockets", [])) or "nothing")}])
+
+    def wrong_dnat(self, ns: dict, pkt: Packet) -> tuple | None:
+        """The plain DNAT rule (no runtime's published port) that sent the request to this port, a
+        port other than the one it came to: (namespace, rule, before)."""
+        for at, rule, before, after in reversed(self.dnat_rules):
+            if after == (pkt.dst, pkt.dport) and before[1] != pkt.dport and not self.published_port(at, before):
+                return at, rule, before
+        return None
+
+    def published_port(self, ns: dict, addr: tuple) -> bool:
+        return ns["kind"] == "host" and any(p["proto"] == self.proto and p["host_port"] <= addr[1] <= (p.get("host_end") or p["host_port"])
+                                            for c in self.model.containers() for p in c.get("ports", []))
+
+    def dnat_port_fix(self, ns: dict, pkt: Packet, dnat: tuple, ports: list[int]) -> Fix:
+        """Change the DNAT rule's port to one the server listens on: the published port itself when
+        it listens there (the rule translated a port it should have kept), else its only one."""
+        at, rule, before = dnat
+        port = before[1] if before[1] in ports else ports[0] if len(ports) == 1 else None
+        command, apply = fixes.retarget_dnat(at, rule, port) if port is not None else ("", None)
+        if not command:
+            why = (f"nothing listens in {ns['label']} at all: start the server first" if not ports else
+                   "which one only the service's configuration can say, so no command is given" if port is None else
+                   "netdiag cannot write this rule back as a command")
+            return Fix(advice=f"manual: change the DNAT rule {rule.text!r} in {at['label']} ({rule.family} {rule.table} "
+                              f"{rule.chain}) to a port {ns['label']} listens on ({', '.join(map(str, ports)) or 'none'}); {why}",
+                       why_unchecked=why)
+        return Fix(command, apply, advice=f"DNAT to {pkt.dst}:{port}, where {ns['label']} listens",
+                   namespaces=[at["id"]])
 
     def published_on_loopback(self, pkt: Packet) -> None:
         """A container publishes this port, but on a loopback address only (`-p 127.0.0.1:P:P`): from

@@ -21,3 +21,12 @@ def test_slow_kinds_take_part_in_fewer_rounds_but_in_the_first():
     per_kind = {k: sum(c.kind == k for c in plan) for k in KINDS}
     assert max(per_kind[k] for k in slow) < min(per_kind[k] for k in KINDS if k not in slow)
     assert {c.shape for c in plan if c.kind in slow} == {"docker"}
+
+
+def test_the_ci_plan_runs_every_kind_and_has_no_gaps():
+    """tests/faults' fixed plan: every kind of the catalogue, none only as a gap."""
+    from tests.faults.test_faults import COUNT, GAPS, PLAN
+
+    assert COUNT >= 150 and len(PLAN) == COUNT and not GAPS
+    assert {c.kind for c in PLAN} == set(KINDS)
+    assert {"mtu-blackhole", "dnat-to-wrong-port", "udp-forward-drop", "udp-no-listener"} <= set(KINDS)
