@@ -3,9 +3,9 @@ way pyroute2 declares its nla_map), attribute packing and parsing, one acknowled
 dump. Sockets are opened in the calling thread, so they belong to the network namespace that
 thread is in (see ns.netns). A kernel error becomes OSError(errno).
 
-Raw netlink, not pyroute2, on the hot and the big paths: pyroute2's import alone costs more than
-every request of a container's attach together (~0.13 s against ~0.01 s), and it decodes a dump
-of a 500-port bridge in seconds where this takes milliseconds.
+Raw netlink, not pyroute2, for every kernel object (the figures: this package's docstring):
+pyroute2's import alone costs more than every request of a container's attach together, and it
+decodes a dump of a 500-port bridge in seconds where this takes milliseconds.
 """
 from __future__ import annotations
 
