@@ -270,12 +270,11 @@ class ClusterLab:
 
     # -- the store ----------------------------------------------------------------------------------
     def start_store(self, timeout: float = 20.0) -> None:
-        import shutil as _shutil
         import socket
 
-        from runtime.kernel import ns
+        from runtime.kernel import ns, tools
 
-        etcd = _shutil.which("etcd")
+        etcd = tools.find("etcd")
         if etcd is None:
             raise RuntimeError("etcd is not installed (apt-get install etcd-server; scripts/setup does it)")
         data = self.state_dir / "etcd"

@@ -17,7 +17,8 @@ the work directory (`engine.json`).
 dockerd joins only the network namespace, before it execs (runtime.kernel.ns, as `nsenter --net`
 would): `ip netns exec` would remount /sys and hide the cgroup mounts dockerd needs. The work
 directory must be short: containerd's sockets live under it (`work_dir()` picks one).
-May import nothing of netdiag or runtime but runtime.kernel.ns (the tests and benches import it).
+May import nothing of netdiag or runtime but runtime.kernel's ns and tools (the tests and benches
+import it).
 """
 from __future__ import annotations
 
@@ -52,8 +53,9 @@ def _quiet(_msg: str) -> None:
 # ----------------------------------------------------------------------------- finding things
 
 def find_dockerd() -> str | None:
-    return shutil.which("dockerd") or next(
-        (p for p in ("/usr/sbin/dockerd", "/usr/bin/dockerd") if os.access(p, os.X_OK)), None)
+    from runtime.kernel import tools
+
+    return tools.find("dockerd")
 
 
 def find_docker_cli(dockerd: str) -> str | None:
@@ -61,7 +63,9 @@ def find_docker_cli(dockerd: str) -> str | None:
     beside = Path(dockerd).with_name("docker")
     if os.access(beside, os.X_OK):
         return str(beside)
-    return shutil.which("docker")
+    from runtime.kernel import tools
+
+    return tools.find("docker")
 
 
 def work_dir(preferred: Path, tag: str) -> Path:

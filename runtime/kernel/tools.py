@@ -1,6 +1,7 @@
-"""The kernel tools netdiag still runs as programs (iptables-nft-save/-restore, whose xt rules only
-they can print and load; nft -f for a whole JSON ruleset; iptables for Docker's DOCKER-USER chain,
-whose comments nft's JSON cannot show): found one way, run one way.
+"""The programs netdiag runs from the host, found one way (kernel tools, and etcd, haproxy, dockerd
+for labs and scenarios); the kernel tools it still runs are run one way (iptables-nft-save and
+-restore, whose xt rules only they can print and load; nft -f for a whole JSON ruleset; iptables
+for Docker's DOCKER-USER chain, whose comments nft's JSON cannot show).
 
 `tool("nft")` is the program's path, searched in PATH and then the sbin directories (a root shell
 without them on PATH still finds what apt installed), or KernelError naming the package to
