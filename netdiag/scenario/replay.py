@@ -216,9 +216,9 @@ def _firewall(s: dict) -> None:
     and the iptables-nft tables from their iptables-nft-save text (iptables-nft-restore)."""
     loads = []
     if s["nft"]:
-        loads.append(([tools.tool("nft", why="replay loads the snapshot's firewall with it"), "-j", "-f"], json.dumps({"nftables": s["nft"]})))
+        loads.append(([tools.tool("nft"), "-j", "-f"], json.dumps({"nftables": s["nft"]})))
     for family, text in sorted(s["iptables"].items()):
-        loads.append(([tools.tool({"ip": "iptables-nft-restore", "ip6": "ip6tables-nft-restore"}[family], why="replay loads the snapshot's firewall with it")], text))
+        loads.append(([tools.tool({"ip": "iptables-nft-restore", "ip6": "ip6tables-nft-restore"}[family])], text))
     for argv, text in loads:
         with tempfile.NamedTemporaryFile("w", prefix="netdiag-replay-", suffix=".rules") as f:
             f.write(text)

@@ -1,7 +1,7 @@
 """A VXLAN device's forwarding entries over raw netlink: one appended as a snapshot describes it (a
-replay), or in bulk (hundreds per batch in a few milliseconds): each remote MAC of an overlay gets the device's own entry (NTF_SELF, the remote VTEP as dst) and
-the bridge's static entry (NTF_MASTER), so unicast to it is neither flooded on the bridge nor
-sent anywhere but its host."""
+replay), or in bulk (hundreds per batch in a few milliseconds). Each remote MAC of an overlay gets
+the device's own entry (NTF_SELF, the remote VTEP as dst) and the bridge's static entry
+(NTF_MASTER), so unicast to it is neither flooded on the bridge nor sent anywhere but its host."""
 from __future__ import annotations
 
 import socket
