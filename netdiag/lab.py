@@ -235,14 +235,14 @@ class ClusterLab:
     def create(self) -> "ClusterLab":
         import ipaddress
 
-        from runtime.kernel import addr, link, ns
+        from runtime.kernel import addr, bridge, link, ns
 
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             ul = ns.create(self.underlay)
             fresh_sysctls(ul)
             with ns.netns(ul):
-                link.ensure_bridge("ul0", None, None, self.mtu)
+                bridge.ensure("ul0", None, None, self.mtu)
                 link.set_up(link.index("lo"))
             ends = [(h.name, h.address) for h in self.hosts] + [(self.kv, STORE_IP)]
             for i, (name, address) in enumerate(ends):
@@ -270,12 +270,11 @@ class ClusterLab:
 
     # -- the store ----------------------------------------------------------------------------------
     def start_store(self, timeout: float = 20.0) -> None:
-        import shutil as _shutil
         import socket
 
-        from runtime.kernel import ns
+        from runtime.kernel import ns, tools
 
-        etcd = _shutil.which("etcd")
+        etcd = tools.find("etcd")
         if etcd is None:
             raise RuntimeError("etcd is not installed (apt-get install etcd-server; scripts/setup does it)")
         data = self.state_dir / "etcd"

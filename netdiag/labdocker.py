@@ -1,4 +1,4 @@
-"""A real Docker engine inside a lab: a dockerd of its own (Debian's docker.io) nsenter'd into a
+"""A real Docker engine inside a lab: a dockerd of its own (Debian's docker.io) started in a
 network namespace, every state directory private under one work directory, and everything it
 started removed again: containerd and its shims, mounts, cgroups, and the host paths dockerd
 creates on its own. One starter for scenarios (a world with `docker: true`), the tests
@@ -14,9 +14,11 @@ pidfile (checked to be that engine's) and every other process by the work direct
 command line or in its environment; what the host looked like before the first start is kept in
 the work directory (`engine.json`).
 
-`ip netns exec` would remount /sys and hide the cgroup mounts dockerd needs, hence nsenter. The
-work directory must be short: containerd's sockets live under it (`work_dir()` picks one).
-May import nothing of netdiag or runtime (the tests and benches import it).
+dockerd joins only the network namespace, before it execs (runtime.kernel.ns, as `nsenter --net`
+would): `ip netns exec` would remount /sys and hide the cgroup mounts dockerd needs. The work
+directory must be short: containerd's sockets live under it (`work_dir()` picks one).
+May import nothing of netdiag or runtime but runtime.kernel's ns and tools (the tests and benches
+import it).
 """
 from __future__ import annotations
 
@@ -51,8 +53,9 @@ def _quiet(_msg: str) -> None:
 # ----------------------------------------------------------------------------- finding things
 
 def find_dockerd() -> str | None:
-    return shutil.which("dockerd") or next(
-        (p for p in ("/usr/sbin/dockerd", "/usr/bin/dockerd") if os.access(p, os.X_OK)), None)
+    from runtime.kernel import tools
+
+    return tools.find("dockerd")
 
 
 def find_docker_cli(dockerd: str) -> str | None:
@@ -60,7 +63,9 @@ def find_docker_cli(dockerd: str) -> str | None:
     beside = Path(dockerd).with_name("docker")
     if os.access(beside, os.X_OK):
         return str(beside)
-    return shutil.which("docker")
+    from runtime.kernel import tools
+
+    return tools.find("docker")
 
 
 def work_dir(preferred: Path, tag: str) -> Path:
@@ -299,13 +304,15 @@ class Dockerd:
                 {"netns": self.netns, "cgroup_parent": self.cgroup_parent, "host_paths_before": sorted(self.host_paths_before)}))
         cfg = self.work / "daemon.json"
         cfg.write_text("{}\n")  # do not pick up the host's /etc/docker/daemon.json
-        argv = ["nsenter", f"--net=/run/netns/{self.netns}", "--", self.dockerd,
-                "--config-file", str(cfg), "--data-root", str(self.data), "--exec-root", str(self.exec_root),
+        from runtime.kernel.ns import Namespace
+
+        argv = [self.dockerd, "--config-file", str(cfg), "--data-root", str(self.data), "--exec-root", str(self.exec_root),
                 "-H", f"unix://{self.sock}", "--pidfile", str(self.pidfile)] + ([] if self.networking else NO_NETWORKING) + \
                ["--cgroup-parent", f"/{self.cgroup_parent}", "--log-level", "warn"]
         with open(self.logfile, "ab") as out:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True, env=self.cli_env())
+                                         start_new_session=True, env=self.cli_env(),
+                                         preexec_fn=Namespace.named(self.netns).preexec())
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -359,7 +366,7 @@ class Dockerd:
         pid = self.pid()
         if pid is None:
             return
-        os.kill(pid, signal.SIGTERM)  # nsenter execs dockerd: the pid we started is dockerd
+        os.kill(pid, signal.SIGTERM)  # the pid we started is dockerd's (it joined the namespace, then exec'd)
         if self.proc is not None:
             try:
                 self.proc.wait(STOP_TIMEOUT)

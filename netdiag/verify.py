@@ -304,19 +304,9 @@ def world_snapshot(model) -> dict:
 def _guard(path: str):
     """preexec_fn: a private mount namespace whose /run/netns is empty (no name reaches a real
     namespace), then the replica's network namespace."""
-    from runtime.kernel import syscalls as sc
+    from runtime.kernel.ns import Namespace
 
-    def enter():
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            sc.unshare(sc.CLONE_NEWNS)
-            sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-            if os.path.isdir("/run/netns"):
-                sc.mount("none", "/run/netns", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "size=16k,mode=0755")
-            sc.setns(fd, sc.CLONE_NEWNET)
-        finally:
-            os.close(fd)
-    return enter
+    return Namespace(path).preexec(hide_names=True)
 
 
 def _path(netns: str) -> str:

@@ -4,10 +4,7 @@ the snapshot entry as `iptables_save` ({"ip": TEXT, "ip6": TEXT}). Translating i
 expressions is pure reasoning: netdiag.reason.iptables."""
 from __future__ import annotations
 
-import os
-
 TOOLS = {"ip": "iptables-nft-save", "ip6": "ip6tables-nft-save"}
-SBIN = ("/usr/sbin", "/sbin")  # root's tools, also when PATH lacks them (cron, sudo -E ...)
 TIMEOUT = 10.0
 
 
@@ -37,18 +34,18 @@ def save_text(ruleset, errors: list[dict], ns_id: str) -> dict | None:
         return None
     import subprocess
 
-    search = os.pathsep.join([os.environ.get("PATH", ""), *SBIN])
+    from runtime.kernel import tools
+
     out = {}
     for family in families:
-        tool = _which(TOOLS[family], search)
+        tool = tools.find(TOOLS[family])
         if tool is None:
             errors.append({"ns": ns_id, "what": "iptables", "error": f"{TOOLS[family]} is not installed, so the "
                            "arguments of iptables-nft's xt rules (conntrack, addrtype, DNAT ...) cannot be read; "
                            "install the iptables package"})
             continue
         try:
-            p = subprocess.run([tool], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT,
-                               env={"PATH": search, "LC_ALL": "C"})
+            p = tools.run([tool], timeout=TIMEOUT, env={"PATH": tools.search_path(), "LC_ALL": "C"})
         except (OSError, subprocess.TimeoutExpired) as e:
             errors.append({"ns": ns_id, "what": "iptables", "error": f"{TOOLS[family]}: {e}"})
             continue
@@ -58,14 +55,6 @@ def save_text(ruleset, errors: list[dict], ns_id: str) -> dict | None:
             continue
         out[family] = p.stdout
     return out or None
-
-
-def _which(name: str, search: str) -> str | None:
-    for d in search.split(os.pathsep):
-        path = os.path.join(d, name)
-        if d and os.path.isfile(path) and os.access(path, os.X_OK):
-            return path
-    return None
 
 
 __all__ = ["save_text", "xt_families", "TOOLS"]

@@ -29,14 +29,9 @@ import select as _select
 import socket
 import struct
 
+from runtime.kernel.traceevents import NFT_MSG_TRACE
 from runtime.kernel.wire import attrs
 
-NETLINK_NETFILTER = 12
-NFNLGRP_NFTRACE = 9
-SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
-SO_RCVBUFFORCE = 33
-RCVBUF = 4 << 20
-NFT_MSG_TRACE = (10 << 8) | 17  # NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_TRACE
 (NFTA_TRACE_TABLE, NFTA_TRACE_CHAIN, NFTA_TRACE_RULE_HANDLE, NFTA_TRACE_TYPE, NFTA_TRACE_VERDICT, NFTA_TRACE_ID,
  NFTA_TRACE_LL_HEADER, NFTA_TRACE_NETWORK_HEADER, NFTA_TRACE_TRANSPORT_HEADER, NFTA_TRACE_IIF, NFTA_TRACE_IIFTYPE,
  NFTA_TRACE_OIF, NFTA_TRACE_OIFTYPE, NFTA_TRACE_MARK, NFTA_TRACE_NFPROTO, NFTA_TRACE_POLICY) = range(1, 17)
@@ -304,7 +299,7 @@ class Session:
     finally). A namespace that cannot be entered or armed becomes a note."""
 
     def __init__(self, ns_paths, proto: str, *, name: str | None = None, keep_raw: bool = False):
-        from runtime.kernel import link
+        from runtime.kernel import link, traceevents
         from runtime.kernel.ns import netns
 
         if proto not in PROTOS:
@@ -326,14 +321,7 @@ class Session:
                     os.close(fd)
                     continue
                 with netns(f"/proc/self/fd/{fd}"):
-                    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
-                                         NETLINK_NETFILTER)
-                    try:
-                        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
-                    except OSError:
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-                    sock.bind((0, 0))
-                    sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTRACE)
+                    sock = traceevents.subscribe()
                     names = {x["index"]: x["name"] for x in link.dump()}
                 seen_inodes.add((st.st_dev, st.st_ino))
                 self.ns.append(_Ns(path, fd, sock, names))

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import select
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,13 +21,12 @@ import time
 from ipaddress import IPv4Address
 
 from runtime.errors import Conflict, KernelError, NetdiagError
-from runtime.kernel import addr, link, ns, objects, route, sysctl
+from runtime.kernel import addr, bridge, fdb, link, neigh, ns, route, sysctl, tools, vxlan
 
 from ..lab import fresh_sysctls
 from . import replay_plan
 from .common import kill_in, netns_inodes
 
-SBIN = ("/usr/sbin", "/sbin")
 READY_TIMEOUT = 10.0
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,14}$")
 
@@ -111,7 +109,7 @@ def _links(spaces: list[dict], veths: list[dict]) -> None:
         with ns.netns(_path(s["name"])):
             for x in s["links"]:
                 if x["kind"] == "bridge":
-                    _do(f"create bridge {x['name']} in {s['name']}", objects.create_bridge, x["name"], x["mtu"], x["mac"])
+                    _do(f"create bridge {x['name']} in {s['name']}", bridge.create, x["name"], x["mtu"], x["mac"])
     for v in veths:
         a, b = v["a"], v["b"]
         fd = os.open(_path(b["ns"]), os.O_RDONLY | os.O_CLOEXEC)
@@ -126,18 +124,18 @@ def _links(spaces: list[dict], veths: list[dict]) -> None:
             for x in s["links"]:
                 if x["kind"] == "vxlan":
                     v = x["vxlan"]
-                    _do(f"create VXLAN {x['name']} in {s['name']}", objects.create_vxlan, x["name"], v["vni"], v["port"],
+                    _do(f"create VXLAN {x['name']} in {s['name']}", vxlan.create, x["name"], v["vni"], v["port"],
                         v["local"], v["dev"], v["learning"], x["mtu"], x["mac"])
             for x in s["links"]:
                 if x["kind"] != "loopback":
-                    _do(f"set {x['name']}'s MAC/MTU in {s['name']}", objects.configure, x["name"], mac=x["mac"], mtu=x["mtu"])
+                    _do(f"set {x['name']}'s MAC/MTU in {s['name']}", link.configure, x["name"], mac=x["mac"], mtu=x["mtu"])
             for x in s["links"]:
                 if x["master"]:
-                    _do(f"enslave {x['name']} to {x['master']} in {s['name']}", objects.configure, x["name"], master=x["master"])
+                    _do(f"enslave {x['name']} to {x['master']} in {s['name']}", link.configure, x["name"], master=x["master"])
                     if x["hairpin"] or x["isolated"]:
-                        _do(f"set {x['name']}'s port flags", objects.set_port, x["name"], hairpin=x["hairpin"], isolated=x["isolated"])
+                        _do(f"set {x['name']}'s port flags", link.set_port, x["name"], hairpin=x["hairpin"], isolated=x["isolated"])
             for x in sorted(s["links"], key=lambda x: x["kind"] == "bridge"):
-                _do(f"set {x['name']} {'up' if x['up'] else 'down'} in {s['name']}", objects.configure, x["name"], up=x["up"])
+                _do(f"set {x['name']} {'up' if x['up'] else 'down'} in {s['name']}", link.configure, x["name"], up=x["up"])
 
 
 def _layer3(s: dict, skipped: list) -> None:
@@ -161,16 +159,16 @@ def _layer3(s: dict, skipped: list) -> None:
         except OSError as e:
             skipped.append(f"{name}: sysctl {key}={value}: {e}")
     if s["routes"] is not None:
-        _reconcile(name, s["routes"], _routes_here(), replay_plan.route_key, objects.add_route, objects.delete_route,
+        _reconcile(name, s["routes"], _routes_here(), replay_plan.route_key, route.add, route.delete,
                    "route", skipped, first=lambda r: r.get("gateway") is not None)
     if s["rules"] is not None:
         here = [r for r in (replay_plan.normal_rule(x) for x in route.rules()) if r]
-        _reconcile(name, s["rules"], here, replay_plan.rule_key, objects.add_rule, objects.delete_rule, "rule", skipped)
+        _reconcile(name, s["rules"], here, replay_plan.rule_key, route.add_rule, route.delete_rule, "rule", skipped)
     for n in s["neighbours"]:
-        _try(skipped, f"{name}: permanent neighbour {n['address']} on {n['dev']}", objects.add_neighbour,
+        _try(skipped, f"{name}: permanent neighbour {n['address']} on {n['dev']}", neigh.add,
              n["dev"], n["address"], n["lladdr"])
     for f in s["fdb"]:
-        _try(skipped, f"{name}: VXLAN FDB {f['lladdr']} -> {f['dst']} on {f['dev']}", objects.append_fdb,
+        _try(skipped, f"{name}: VXLAN FDB {f['lladdr']} -> {f['dst']} on {f['dev']}", fdb.append,
              f["dev"], f["lladdr"], f["dst"], f["vni"])
 
 
@@ -199,7 +197,7 @@ def _try(skipped: list, what: str, fn, *args) -> None:
 
 def _routes_here() -> list[dict]:
     """This namespace's IPv4 routes in the snapshot's form."""
-    types, scopes = {v: k for k, v in objects.ROUTE_TYPES.items()}, {v: k for k, v in objects.SCOPES.items()}
+    types, scopes = {v: k for k, v in route.TYPES.items()}, {v: k for k, v in route.SCOPES.items()}
     names = {x["index"]: x["name"] for x in link.dump()}
     out = []
     for r in route.dump():
@@ -213,28 +211,19 @@ def _routes_here() -> list[dict]:
     return out
 
 
-def _tool(name: str) -> str:
-    found = shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), *SBIN]))
-    if not found:
-        raise KernelError(f"Replay needs {name}", "the snapshot's firewall is loaded with it",
-                          "install nftables and iptables (apt-get install nftables iptables)")
-    return found
-
-
 def _firewall(s: dict) -> None:
     """The snapshot's ruleset, loaded in the namespace from a temp file (nft -j -f; one transaction),
     and the iptables-nft tables from their iptables-nft-save text (iptables-nft-restore)."""
     loads = []
     if s["nft"]:
-        loads.append(([_tool("nft"), "-j", "-f"], json.dumps({"nftables": s["nft"]})))
+        loads.append(([tools.tool("nft"), "-j", "-f"], json.dumps({"nftables": s["nft"]})))
     for family, text in sorted(s["iptables"].items()):
-        loads.append(([_tool({"ip": "iptables-nft-restore", "ip6": "ip6tables-nft-restore"}[family])], text))
+        loads.append(([tools.tool({"ip": "iptables-nft-restore", "ip6": "ip6tables-nft-restore"}[family])], text))
     for argv, text in loads:
         with tempfile.NamedTemporaryFile("w", prefix="netdiag-replay-", suffix=".rules") as f:
             f.write(text)
             f.flush()
-            p = subprocess.run([*argv, f.name], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-                               preexec_fn=ns.enter(_path(s["name"])))
+            p = tools.run([*argv, f.name], ns=ns.Namespace(_path(s["name"])))
         if p.returncode != 0:
             raise KernelError(f"Replay could not load the firewall of {s['label']} into {s['name']}",
                               f"{os.path.basename(argv[0])}: {p.stderr.strip()[-400:]}",

@@ -177,7 +177,9 @@ class Session:
         when every server's first checks have settled, so the world is as broken as it will be."""
         from ..health import haproxy
 
-        if shutil.which("haproxy") is None:
+        from runtime.kernel import tools
+
+        if tools.find("haproxy") is None:
             raise StepFailed(f"{self.scenario.name} needs HAProxy", "haproxy is not installed", "run scripts/setup")
         publish = [x for p in lb.get("publish", []) for x in ("-p", p)]
         self.run(["netdiag", "run", "-d", "--name", lb["name"], "--network", lb["network"], *publish, "busybox", "sleep", "2147483647"])

@@ -27,7 +27,7 @@ import termios
 import threading
 import time
 
-from ..kernel import syscalls as sc
+from ..kernel import ns, syscalls as sc
 from ..errors import ContainerError
 from . import cgroups, model, procenv, security  # imported now: after setns(mnt) the host's modules are out of reach
 from . import seccomp  # noqa: F401 - loaded by security.enter after setns(mnt)
@@ -50,14 +50,7 @@ def _enter(c: model.Container) -> None:
     """Join the container's cgroups (all hierarchies the init is in, read while the host's /sys is
     still ours), then its namespaces (the PID namespace applies to the children forked after)."""
     cgroups.join(c.pid, os.getpid())
-    fds = []
-    for ns in _NS_ORDER:
-        path = f"/proc/{c.pid}/ns/{ns}"
-        if os.stat(path).st_ino != os.stat(f"/proc/self/ns/{ns}").st_ino:
-            fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
-    for fd in fds:
-        sc.setns(fd, 0)
-        os.close(fd)
+    ns.join_process(c.pid, _NS_ORDER)
 
 
 def _exec(c: model.Container, plan: security.Plan, argv: list[str], env_extra: list[str], workdir: str | None,

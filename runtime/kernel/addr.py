@@ -1,5 +1,5 @@
 """IPv4 addresses: dumped raw (cheap enough to ask every namespace on a host with hundreds when
-looking for who owns an address) and added raw on the run path."""
+looking for who owns an address), added raw on the run path, deleted raw."""
 from __future__ import annotations
 
 import socket
@@ -28,3 +28,8 @@ def ipv4() -> list[str]:
 def add(idx: int, ip: IPv4Address, prefixlen: int) -> None:
     body = wire.IFADDRMSG.pack(socket.AF_INET, prefixlen, 0, 0, idx) + wire.attr(IFA.LOCAL, ip.packed) + wire.attr(IFA.ADDRESS, ip.packed)
     wire.request(wire.RTM.NEWADDR, body, wire.NLM_F_CREATE | wire.NLM_F_EXCL)
+
+
+def delete(idx: int, ip: IPv4Address, prefixlen: int) -> None:
+    body = wire.IFADDRMSG.pack(socket.AF_INET, prefixlen, 0, 0, idx) + wire.attr(IFA.LOCAL, ip.packed)
+    wire.request(wire.RTM.DELADDR, body)

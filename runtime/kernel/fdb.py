@@ -1,7 +1,7 @@
-"""A VXLAN device's forwarding entries, in bulk over raw netlink (hundreds per batch in a few
-milliseconds): each remote MAC gets the device's own entry (NTF_SELF, the remote VTEP as dst) and
-the bridge's static entry (NTF_MASTER), so unicast to it is neither flooded on the bridge nor
-sent anywhere but its host."""
+"""A VXLAN device's forwarding entries over raw netlink: one appended as a snapshot describes it (a
+replay), or in bulk (hundreds per batch in a few milliseconds). Each remote MAC of an overlay gets
+the device's own entry (NTF_SELF, the remote VTEP as dst) and the bridge's static entry
+(NTF_MASTER), so unicast to it is neither flooded on the bridge nor sent anywhere but its host."""
 from __future__ import annotations
 
 import socket
@@ -12,8 +12,18 @@ from .wire import NDA
 
 
 def _body(ifindex: int, mac: str, state: int, flags: int, dst: IPv4Address | None = None) -> bytes:
-    body = wire.NDMSG.pack(socket.AF_BRIDGE, ifindex, state, flags, 0) + wire.attr(NDA.LLADDR, bytes.fromhex(mac.replace(":", "")))
+    body = wire.NDMSG.pack(socket.AF_BRIDGE, ifindex, state, flags, 0) + wire.attr(NDA.LLADDR, wire.mac_bytes(mac))
     return body + (wire.attr(NDA.DST, dst.packed) if dst is not None else b"")
+
+
+def append(dev: str, lladdr: str, dst: str, vni: int | None = None) -> None:
+    """One more forwarding entry of `dev` (like `bridge fdb append`): frames for `lladdr` (00:..:00 =
+    every unknown one, which may have several VTEPs) go to VTEP `dst`."""
+    from .link import require_index
+
+    body = _body(require_index(dev), lladdr, wire.NUD_PERMANENT, wire.NTF_SELF, IPv4Address(dst))
+    wire.request(wire.RTM.NEWNEIGH, body + (wire.u32_attr(NDA.VNI, vni) if vni is not None else b""),
+                 wire.NLM_F_CREATE | wire.NLM_F_APPEND)
 
 
 def entries(ifindex: int) -> dict[str, str]:

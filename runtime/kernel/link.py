@@ -1,16 +1,15 @@
-"""Links: dumped raw (every field netdiag reads: kind, peer index and netnsid, VXLAN and bridge-port
-data), and made raw on the run path (a veth pair born in the container's namespace, never moved:
-moving costs ~20 ms); a bridge is made through pyroute2, off the hot path. `ensure` tolerates an
-existing object of the right kind only; delete succeeds when it is already gone (like CNI's DEL)."""
+"""Links, raw: dumped (every field netdiag reads: kind, peer index and netnsid, VXLAN and bridge-port
+data), a veth pair made on the run path (born in the container's namespace, never moved: moving
+costs ~20 ms), any link's settings (MAC, MTU, master, state, bridge-port flags) changed, and deleted
+(fine when it is already gone, like CNI's DEL). Bridges and VXLAN devices: bridge.py, vxlan.py."""
 from __future__ import annotations
 
 import errno
 import os
 import socket
 import struct
-from ipaddress import IPv4Address, IPv4Network
 
-from ..errors import Conflict, KernelError
+from ..errors import KernelError
 from . import wire
 from .ns import netns
 from .wire import IFLA
@@ -21,6 +20,14 @@ def index(name: str) -> int | None:
         return socket.if_nametoindex(name)
     except OSError:
         return None
+
+
+def require_index(name: str) -> int:
+    """The index of `name`; OSError(ENODEV) when there is no such link here."""
+    idx = index(name)
+    if idx is None:
+        raise OSError(errno.ENODEV, f"no interface {name}")
+    return idx
 
 
 def exists(name: str, ns_path: str | None = None) -> bool:
@@ -64,6 +71,35 @@ def _ifinfo(idx: int = 0, flags: int = 0, change: int = 0, family: int = 0) -> b
     return wire.IFINFOMSG.pack(family, 0, idx, flags, change)
 
 
+def create(name: str, kind: str, data: bytes = b"", mtu: int | None = None, mac: str | None = None) -> None:
+    """A link of `kind` (bridge, vxlan ...) with its IFLA_INFO_DATA attributes `data`; EEXIST if a
+    link of that name is there."""
+    info = wire.attr(IFLA.INFO_KIND, kind.encode() + b"\0") + (wire.nested(IFLA.INFO_DATA, data) if data else b"")
+    body = _ifinfo() + wire.name_attr(IFLA.IFNAME, name) + wire.nested(IFLA.LINKINFO, info)
+    body += (wire.u32_attr(IFLA.MTU, mtu) if mtu else b"") + (wire.attr(IFLA.ADDRESS, wire.mac_bytes(mac)) if mac else b"")
+    wire.request(wire.RTM.NEWLINK, body, wire.NLM_F_CREATE | wire.NLM_F_EXCL)
+
+
+def get(idx: int) -> dict | None:
+    """dump()'s entry of the link with index `idx`."""
+    return next((x for x in dump() if x["index"] == idx), None)
+
+
+def configure(name: str, *, mac: str | None = None, mtu: int | None = None, master: str | None = None,
+              up: bool | None = None) -> None:
+    """Set what is given: MAC, MTU, master (by name), admin state."""
+    idx = require_index(name)
+    body = b""
+    if mac:
+        body += wire.attr(IFLA.ADDRESS, wire.mac_bytes(mac))
+    if mtu:
+        body += wire.u32_attr(IFLA.MTU, mtu)
+    if master:
+        body += wire.u32_attr(IFLA.MASTER, require_index(master))
+    if body or up is not None:
+        wire.request(wire.RTM.NEWLINK, _ifinfo(idx, wire.IFF_UP if up else 0, 0 if up is None else wire.IFF_UP) + body)
+
+
 def create_veth(host_name: str, peer_name: str, peer_netns_fd: int, mtu: int = 1500, peer_mac: str | None = None) -> None:
     """A veth pair: `host_name` here, `peer_name` born in the namespace of `peer_netns_fd`."""
     mac = wire.attr(IFLA.ADDRESS, bytes.fromhex(peer_mac.replace(":", ""))) if peer_mac else b""
@@ -80,10 +116,13 @@ def set_up(idx: int, master: int | None = None) -> None:
     wire.request(wire.RTM.NEWLINK, _ifinfo(idx, wire.IFF_UP, wire.IFF_UP) + extra)
 
 
-def set_hairpin(idx: int) -> None:
-    """Hairpin mode on a bridge port: a container reaching its own published port is DNATed back out of it."""
-    wire.request(wire.RTM.SETLINK, _ifinfo(idx, family=socket.AF_BRIDGE) +
-                 wire.nested(IFLA.PROTINFO, wire.attr(IFLA.BRPORT_MODE, b"\x01")))
+def set_port(name: str, *, hairpin: bool, isolated: bool | None = None) -> None:
+    """Flags of a bridge port (the link must be enslaved). Hairpin mode: a container reaching its own
+    published port is DNATed back out of the port it came in by."""
+    flags = wire.u8_attr(IFLA.BRPORT_MODE, int(hairpin))
+    if isolated is not None:
+        flags += wire.u8_attr(IFLA.BRPORT_ISOLATED, int(isolated))
+    wire.request(wire.RTM.SETLINK, _ifinfo(require_index(name), family=socket.AF_BRIDGE) + wire.nested(IFLA.PROTINFO, flags))
 
 
 def delete(name: str, ns_path: str | None = None) -> None:
@@ -113,29 +152,4 @@ def veth_to_bridge(host_name: str, peer_name: str, peer_ns_path: str, bridge: st
         os.close(fd)
     idx = index(host_name)
     set_up(idx, master=br)
-    set_hairpin(idx)
-
-
-def ensure_bridge(name: str, address: IPv4Address | None, subnet: IPv4Network | None, mtu: int = 1500) -> bool:
-    """Bridge `name` with the gateway address (none for an overlay's bridge, which only switches),
-    up. True if this call created it. Through pyroute2: made once per network, so its import cost
-    does not matter here."""
-    from pyroute2 import IPRoute
-
-    with IPRoute() as r:
-        found = r.link_lookup(ifname=name)
-        created = not found
-        if created:
-            r.link("add", ifname=name, kind="bridge", mtu=mtu)
-            found = r.link_lookup(ifname=name)
-        else:
-            info = r.get_links(found[0])[0].get_attr("IFLA_LINKINFO")
-            if (info.get_attr("IFLA_INFO_KIND") if info else None) != "bridge":
-                raise Conflict(f"Interface {name} exists and is not a bridge", "netdiag will not take over another interface",
-                               "choose another bridge name (-o com.docker.network.bridge.name=...)")
-        idx = found[0]
-        have = {a.get_attr("IFA_ADDRESS") for a in r.get_addr(index=idx, family=2)}
-        if address is not None and str(address) not in have:
-            r.addr("add", index=idx, address=str(address), prefixlen=subnet.prefixlen)
-        r.link("set", index=idx, state="up")
-        return created
+    set_port(host_name, hairpin=True)

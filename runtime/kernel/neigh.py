@@ -1,5 +1,6 @@
-"""Neighbour tables: ARP entries (AF_INET) and the bridge/VXLAN forwarding database (AF_BRIDGE);
-permanent ARP entries made and removed in bulk (an overlay's remote endpoints, raw netlink)."""
+"""Neighbour tables, raw: ARP entries (AF_INET) and the bridge/VXLAN forwarding database (AF_BRIDGE)
+dumped; permanent ARP entries made, replaced and removed one by one (a replay) or in bulk (an
+overlay's remote endpoints: one socket for hundreds). VXLAN forwarding entries: fdb.py."""
 from __future__ import annotations
 
 import socket
@@ -26,7 +27,25 @@ def fdb() -> list[dict]:
 
 def _arp(ifindex: int, ip: IPv4Address, state: int, mac: str | None = None) -> bytes:
     body = wire.NDMSG.pack(socket.AF_INET, ifindex, state, 0, 0) + wire.attr(NDA.DST, ip.packed)
-    return body + (wire.attr(NDA.LLADDR, bytes.fromhex(mac.replace(":", ""))) if mac else b"")
+    return body + (wire.attr(NDA.LLADDR, wire.mac_bytes(mac)) if mac else b"")
+
+
+def add(dev: str, address: str, lladdr: str, replace: bool = False) -> None:
+    """A permanent ARP entry `address` -> `lladdr` on `dev` (EEXIST unless `replace`)."""
+    from .link import require_index
+
+    flags = wire.NLM_F_CREATE | (wire.NLM_F_REPLACE if replace else wire.NLM_F_EXCL)
+    wire.request(wire.RTM.NEWNEIGH, _arp(require_index(dev), IPv4Address(address), wire.NUD_PERMANENT, lladdr), flags)
+
+
+def replace(dev: str, address: str, lladdr: str) -> None:
+    add(dev, address, lladdr, replace=True)
+
+
+def delete(dev: str, address: str) -> None:
+    from .link import require_index
+
+    wire.request(wire.RTM.DELNEIGH, _arp(require_index(dev), IPv4Address(address), 0))
 
 
 def arp_entries(ifindex: int) -> dict[str, str]:

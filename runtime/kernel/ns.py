@@ -1,71 +1,174 @@
-"""Network namespaces: the one way into one. `netns(path)` moves this thread into a namespace for
-a block and back (setns; no helper process, no fork; sockets opened inside stay bound to it);
-`enter(path)` is a preexec_fn that moves a child process before it execs; `NsidQuery` asks a
-namespace which nsid it gave others (how veth peers are found across namespaces)."""
+"""Namespaces: the one way into one. A `Namespace` is a network namespace by path (/run/netns/NAME,
+/proc/PID/ns/net, /proc/self/fd/N):
+
+    with Namespace(path).inside(): ...       this thread, for the block (setns; no helper process, no
+                                             fork; sockets opened inside stay bound to it)
+    Popen(..., preexec_fn=Namespace(path).preexec())   a child, before it execs
+    Namespace(path).join()                   this thread (a forked child that stays there), for good
+
+`join_process(pid, kinds)` moves this process into several namespaces of another (exec in a
+container); `create`/`remove` make and delete named namespaces like `ip netns add/del`, raw (a
+thread unshares and bind-mounts its new namespace: no fork, no pyroute2); `NsidQuery` asks a
+namespace which nsid it gave others (how veth peers are found across namespaces).
+
+`netns(path)`, `enter(path)` and `join(path)` are the same entries by path, kept as the short names
+the callers use (this module keeps its name `ns` for them: some sixty imports in labs, fault
+worlds, probes and tests)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import struct
-from typing import Iterator
+import threading
+from typing import Callable, Iterator
 
 from . import wire
-from .syscalls import CLONE_NEWNET, setns
+from .syscalls import CLONE_NEWNET, CLONE_NEWNS, MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, \
+    MS_REC, MS_SHARED, NS_FLAGS, mount, setns, umount, unshare
+
+RUN_DIR = "/run/netns"
 
 
-@contextlib.contextmanager
-def netns(path: str | None) -> Iterator[None]:
-    """This thread in the network namespace at `path` for the block (None: stay where it is)."""
-    if path is None:
-        yield
-        return
-    target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        os.close(target)
-        raise
-    try:
-        setns(target, CLONE_NEWNET)
-        yield
-    finally:
-        setns(home, CLONE_NEWNET)
-        os.close(home)
-        os.close(target)
+class Namespace:
+    """A network namespace, by the path of something that names it."""
 
+    def __init__(self, path: str):
+        self.path = path
 
-def enter(path: str):
-    """A preexec_fn: the child joins the namespace at `path` (for good) before it execs."""
-    def _enter():
-        fd = os.open(path, os.O_RDONLY)
+    @classmethod
+    def named(cls, name: str) -> "Namespace":
+        return cls(f"{RUN_DIR}/{name}")
+
+    def __repr__(self) -> str:
+        return f"Namespace({self.path!r})"
+
+    @contextlib.contextmanager
+    def inside(self) -> Iterator[None]:
+        """This thread in the namespace for the block, back where it was after (also on errors).
+        Only this thread moves: other threads keep theirs."""
+        target = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            os.close(target)
+            raise
+        try:
+            setns(target, CLONE_NEWNET)
+            yield
+        finally:
+            setns(home, CLONE_NEWNET)
+            os.close(home)
+            os.close(target)
+
+    def join(self) -> None:
+        """This thread into the namespace for good (a forked child, or a preexec_fn)."""
+        fd = os.open(self.path, os.O_RDONLY)
         try:
             setns(fd, CLONE_NEWNET)
         finally:
             os.close(fd)
-    return _enter
+
+    def preexec(self, hide_names: bool = False) -> Callable[[], None]:
+        """A preexec_fn: the child joins the namespace before it execs. With `hide_names` it first
+        gets a private mount namespace whose /run/netns is empty, so no `ip netns exec NAME` or
+        `ip -n NAME` in what it runs reaches a real namespace (a fix tried on a replica)."""
+        if not hide_names:
+            return self.join
+
+        def enter() -> None:
+            fd = os.open(self.path, os.O_RDONLY)  # before /run/netns is covered: the path may be under it
+            try:
+                unshare(CLONE_NEWNS)
+                mount(None, "/", None, MS_REC | MS_PRIVATE)
+                if os.path.isdir(RUN_DIR):
+                    mount("none", RUN_DIR, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=16k,mode=0755")
+                setns(fd, CLONE_NEWNET)
+            finally:
+                os.close(fd)
+        return enter
+
+
+def netns(path: str | None):
+    """Namespace(path).inside(), or nothing when path is None (stay where it is)."""
+    return contextlib.nullcontext() if path is None else Namespace(path).inside()
+
+
+def enter(path: str) -> Callable[[], None]:
+    return Namespace(path).preexec()
 
 
 def join(path: str) -> None:
-    """Move this thread (a forked child that stays there) into the namespace at `path`."""
-    enter(path)()
+    Namespace(path).join()
+
+
+def join_process(pid: int, kinds: tuple[str, ...]) -> None:
+    """This process into the namespaces `kinds` (in that order) of process `pid`, those it does not
+    share already. All are opened before the first is joined: after "mnt" /proc is another one.
+    Joining "pid" applies to children forked after."""
+    fds = []
+    try:
+        for kind in kinds:
+            path = f"/proc/{pid}/ns/{kind}"
+            if os.stat(path).st_ino != os.stat(f"/proc/self/ns/{kind}").st_ino:
+                fds.append((os.open(path, os.O_RDONLY | os.O_CLOEXEC), NS_FLAGS[kind]))
+        for fd, flag in fds:
+            setns(fd, flag)
+    finally:
+        for fd, _ in fds:
+            os.close(fd)
+
+
+def _share_run_dir() -> None:
+    """/run/netns a shared mount (a bind mount of itself first if it is none), as ip(8) does: the
+    namespaces bound under it then show in every mount namespace that copies it later."""
+    os.makedirs(RUN_DIR, exist_ok=True)
+    try:
+        mount(None, RUN_DIR, None, MS_SHARED | MS_REC)
+    except OSError as e:
+        if e.errno != errno.EINVAL:  # EINVAL: not a mount point yet
+            raise
+        mount(RUN_DIR, RUN_DIR, None, MS_BIND | MS_REC)
+        mount(None, RUN_DIR, None, MS_SHARED | MS_REC)
 
 
 def create(name: str) -> str:
-    """A named namespace, like `ip netns add NAME` (/run/netns/NAME); through pyroute2, which does
-    the shared-mount dance ip(8) does. Off every hot path: labs and tests."""
-    from pyroute2 import netns as pr_netns
+    """A named namespace, like `ip netns add NAME` (/run/netns/NAME): a short-lived thread unshares
+    its network namespace and binds it to the name, so the caller's threads stay where they are."""
+    _share_run_dir()
+    path = f"{RUN_DIR}/{name}"
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    failed: list[BaseException] = []
 
-    pr_netns.create(name)
-    return f"/run/netns/{name}"
+    def bind() -> None:
+        try:
+            unshare(CLONE_NEWNET)
+            mount("/proc/thread-self/ns/net", path, None, MS_BIND)
+        except BaseException as e:  # noqa: BLE001 - raised in the caller's thread below
+            failed.append(e)
+
+    worker = threading.Thread(target=bind, name=f"netns-create-{name}")
+    worker.start()
+    worker.join()
+    if failed:
+        os.unlink(path)
+        raise failed[0]
+    return path
 
 
 def remove(name: str) -> None:
     """`ip netns del NAME`; fine when it is already gone."""
-    if os.path.exists(f"/run/netns/{name}"):
-        from pyroute2 import netns as pr_netns
-
-        pr_netns.remove(name)
+    path = f"{RUN_DIR}/{name}"
+    if not os.path.exists(path):
+        return
+    try:
+        umount(path, MNT_DETACH)
+    except OSError as e:
+        if e.errno != errno.EINVAL:  # EINVAL: not mounted (a half-made name)
+            raise
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 class NsidQuery:

@@ -1,6 +1,9 @@
-"""IPv4 routes and policy rules: dumped raw (every table), and the one route the run path adds."""
+"""IPv4 routes and policy rules, raw: dumped (every table), the one route the run path adds, and
+routes and rules of any table and type made or removed from a description (a replayed snapshot:
+dst "default" or "a.b.c.d/len", dev by name, type and scope by name)."""
 from __future__ import annotations
 
+import errno
 import socket
 from ipaddress import IPv4Address, IPv4Network
 
@@ -8,6 +11,10 @@ from . import wire
 from .wire import FRA, RTA
 
 RT_TABLE_MAIN, RT_TABLE_LOCAL, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST = 254, 255, 3, 0, 1
+RTNH_F_ONLINK = 4
+TYPES = {"unicast": 1, "local": 2, "broadcast": 3, "anycast": 4, "multicast": 5, "blackhole": 6,
+         "unreachable": 7, "prohibit": 8, "throw": 9}
+SCOPES = {"global": 0, "site": 200, "link": 253, "host": 254, "nowhere": 255}
 
 
 def dump() -> list[dict]:
@@ -50,3 +57,77 @@ def add_default(gateway: IPv4Address, oif: int) -> None:
     body = wire.RTMSG.pack(socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
     wire.request(wire.RTM.NEWROUTE, body + wire.attr(RTA.GATEWAY, gateway.packed) + wire.u32_attr(RTA.OIF, oif),
                  wire.NLM_F_CREATE | wire.NLM_F_EXCL)
+
+
+def _table(table: int) -> int:
+    return table if table < 256 else wire.RT_TABLE_COMPAT
+
+
+def _route_body(route: dict, proto: int = 0, flags: int = 0) -> bytes:
+    from .link import require_index
+
+    dst = route["dst"]
+    dst_len = 0 if dst == "default" else int(dst.split("/")[1])
+    table = route["table"]
+    body = wire.RTMSG.pack(socket.AF_INET, dst_len, 0, 0, _table(table), proto, SCOPES[route.get("scope") or "global"],
+                           TYPES[route["type"]], flags) + wire.u32_attr(RTA.TABLE, table)
+    if dst != "default":
+        body += wire.attr(RTA.DST, IPv4Address(dst.split("/")[0]).packed)
+    if route.get("gateway"):
+        body += wire.attr(RTA.GATEWAY, IPv4Address(route["gateway"]).packed)
+    if route.get("prefsrc"):
+        body += wire.attr(RTA.PREFSRC, IPv4Address(route["prefsrc"]).packed)
+    if route.get("metric"):
+        body += wire.u32_attr(RTA.PRIORITY, route["metric"])
+    if route.get("dev"):
+        body += wire.u32_attr(RTA.OIF, require_index(route["dev"]))
+    return body
+
+
+def add(route: dict, replace: bool = False) -> None:
+    """A route as a snapshot describes it. A gateway the kernel finds unreachable is added `onlink`
+    (it was reachable where the snapshot was taken only because someone said so)."""
+    flags = wire.NLM_F_CREATE | (wire.NLM_F_REPLACE if replace else wire.NLM_F_EXCL)
+    proto = route.get("proto") or RTPROT_BOOT
+    try:
+        wire.request(wire.RTM.NEWROUTE, _route_body(route, proto), flags)
+    except OSError as e:
+        if e.errno != errno.ENETUNREACH or not route.get("gateway"):
+            raise
+        wire.request(wire.RTM.NEWROUTE, _route_body(route, proto, RTNH_F_ONLINK), flags)
+
+
+def replace(route: dict) -> None:
+    add(route, replace=True)
+
+
+def delete(route: dict) -> None:
+    wire.request(wire.RTM.DELROUTE, _route_body(route))
+
+
+def _rule_body(rule: dict) -> bytes:
+    prefixes = {key: rule[key].split("/") for key in ("src", "dst") if rule.get(key)}
+    table = rule["table"]
+    body = wire.FIB_RULE_HDR.pack(socket.AF_INET, int(prefixes["dst"][1]) if "dst" in prefixes else 0,
+                                  int(prefixes["src"][1]) if "src" in prefixes else 0, 0, _table(table), 0, 0,
+                                  rule["action"], 0)
+    body += wire.u32_attr(FRA.PRIORITY, rule["priority"]) + wire.u32_attr(FRA.TABLE, table)
+    for key, kind in (("src", FRA.SRC), ("dst", FRA.DST)):
+        if key in prefixes:
+            body += wire.attr(kind, IPv4Address(prefixes[key][0]).packed)
+    if rule.get("iif"):
+        body += wire.name_attr(FRA.IIFNAME, rule["iif"])
+    if rule.get("oif"):
+        body += wire.name_attr(FRA.OIFNAME, rule["oif"])
+    if rule.get("fwmark") is not None:
+        body += wire.u32_attr(FRA.FWMARK, rule["fwmark"])
+    return body
+
+
+def add_rule(rule: dict) -> None:
+    """A policy rule as `rules()` describes one (priority, table, action, src/dst, iif/oif, fwmark)."""
+    wire.request(wire.RTM.NEWRULE, _rule_body(rule), wire.NLM_F_CREATE | wire.NLM_F_EXCL)
+
+
+def delete_rule(rule: dict) -> None:
+    wire.request(wire.RTM.DELRULE, _rule_body(rule))

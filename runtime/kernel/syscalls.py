@@ -26,6 +26,7 @@ MS_MOVE = 8192
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
 MNT_DETACH = 2
 
 SYS_pivot_root = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, 155)

@@ -12,7 +12,7 @@ import sys
 from ipaddress import IPv4Address, IPv4Network
 
 from .. import state
-from ..kernel import addr, link, route, sysctl
+from ..kernel import addr, bridge as kernel_bridge, link, route, sysctl
 from ..errors import Conflict, InvalidArgument, NetdiagError
 from . import enforce, ipam, model
 from .dns import records as dns_records
@@ -147,7 +147,7 @@ def realize(net: dict) -> None:
     """Make the kernel match the record: bridge up with its gateway address, forwarding, firewall."""
     cfg = model.ipam(net)
     sub = IPv4Network(cfg["Subnet"])
-    link.ensure_bridge(net["netdiag"]["Bridge"], IPv4Address(cfg["Gateway"]), sub, net["netdiag"].get("MTU", 1500))
+    kernel_bridge.ensure(net["netdiag"]["Bridge"], IPv4Address(cfg["Gateway"]), sub, net["netdiag"].get("MTU", 1500))
     sysctl.write("net/ipv4/ip_forward", "1")
     # published on 127.0.0.1: DNAT'd loopback traffic must be routable onto the bridge
     sysctl.write(f"net/ipv4/conf/{net['netdiag']['Bridge']}/route_localnet", "1")

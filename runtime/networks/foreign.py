@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 
-from ..kernel import nft
+from ..kernel import nft, tools
 from ..errors import KernelError
 
 TAG = "netdiag:"
@@ -39,7 +37,7 @@ def _json(cmd: str) -> list:
 
 
 def _iptables() -> str | None:
-    return shutil.which("iptables-nft") or shutil.which("iptables")
+    return tools.find("iptables-nft", "iptables")
 
 
 def forward_base_chains() -> list[dict]:
@@ -80,7 +78,7 @@ def _tagged() -> set[tuple[str, str]]:
     ipt = _iptables()
     if ipt is None:
         return set()
-    p = subprocess.run([ipt, "-w", "5", "-S", CHAIN], capture_output=True, text=True)
+    p = tools.run([ipt, "-w", "5", "-S", CHAIN])
     out = set()
     for line in p.stdout.splitlines():
         m = re.fullmatch(r'-A DOCKER-USER -([io]) (\S+) -m comment --comment "?netdiag:(\S+?)"? -j ACCEPT', line.strip())
@@ -98,7 +96,7 @@ def _iptables_change(op: str, direction: str, bridge: str) -> None:
                           "install iptables (apt-get install iptables; scripts/setup does this)")
     argv = [ipt, "-w", "5", op, CHAIN, "-i" if direction == "in" else "-o", bridge,
             "-m", "comment", "--comment", TAG + bridge, "-j", "ACCEPT"]
-    p = subprocess.run(argv, capture_output=True, text=True)
+    p = tools.run(argv)
     if p.returncode != 0 and op == "-I":
         raise KernelError(f"Cannot add netdiag's accept rule for {bridge} to Docker's {CHAIN} chain",
                           p.stderr.strip() or f"{ipt} exited {p.returncode}",

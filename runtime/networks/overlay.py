@@ -212,10 +212,10 @@ def endpoint_mtu(net: dict, member: dict) -> int:
 
 def ensure_sandbox(net: dict, member: dict) -> bool:
     """Bridge and VXLAN device of the network on this host, up; True if this call made them."""
-    from ..kernel import vxlan
+    from ..kernel import bridge as kernel_bridge, vxlan
 
     mtu = endpoint_mtu(net, member)
-    made = link.ensure_bridge(net["netdiag"]["Bridge"], None, None, mtu)
+    made = kernel_bridge.ensure(net["netdiag"]["Bridge"], None, None, mtu)
     try:
         made = vxlan.ensure(net["netdiag"]["Vxlan"], int(net["netdiag"]["VNI"]), IPv4Address(member["vtep"]),
                             member["underlay"], mtu, net["netdiag"]["Bridge"]) or made

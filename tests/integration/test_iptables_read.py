@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from netdiag.observe import iptables as reading
+from runtime.kernel import tools
 from tests.unit.test_iptables_xlate import FIX, pair_of
 
 pytestmark = pytest.mark.integration
@@ -20,7 +21,7 @@ def _tool(dir: Path, name: str, script: str) -> None:
 
 def test_save_text_without_the_tool_records_an_error_and_reads_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(reading, "SBIN", ())
+    monkeypatch.setattr(tools, "SBIN", ())
     errors: list = []
     assert reading.save_text(pair_of("icc_false")[0], errors, "ns-1") is None
     assert errors[0]["ns"] == "ns-1" and "iptables-nft-save is not installed" in errors[0]["error"]
@@ -29,7 +30,7 @@ def test_save_text_without_the_tool_records_an_error_and_reads_nothing(tmp_path,
 
 def test_save_text_runs_one_fixed_argv_per_family(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
-    monkeypatch.setattr(reading, "SBIN", ())
+    monkeypatch.setattr(tools, "SBIN", ())
     log = tmp_path / "argv"
     _tool(tmp_path, "iptables-nft-save", f'echo "$0 $#" >> {log}\ncat {FIX / "extras.save"}\n')
     _tool(tmp_path, "ip6tables-nft-save", "echo 'broken' >&2\nexit 4\n")
