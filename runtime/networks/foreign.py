@@ -153,8 +153,27 @@ def blocking_policies(bridge: str) -> list[dict]:
     return out
 
 
+def firewalld_running() -> bool:
+    """A firewalld in this network namespace: it owns `inet firewalld` and rewrites it on reload."""
+    import os
+
+    here = os.stat("/proc/self/ns/net").st_ino
+    for entry in os.scandir("/proc"):
+        try:
+            if entry.name.isdigit() and open(f"/proc/{entry.name}/comm").read().strip() == "firewalld" \
+                    and os.stat(f"/proc/{entry.name}/ns/net").st_ino == here:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def fix_commands(family: str, table: str, chain: str, bridge: str) -> str:
-    """The exact commands that let `bridge`'s traffic through `chain` (iptables for iptables' tables)."""
+    """The exact commands that let `bridge`'s traffic through `chain` (iptables for iptables' tables,
+    firewall-cmd for firewalld's: a rule inserted there by hand is gone at its next reload; its
+    trusted zone accepts what enters on the bridge, the way Docker's own `docker` zone does)."""
+    if (family, table) == ("inet", "firewalld") and firewalld_running():
+        return f"firewall-cmd --zone=trusted --add-interface={bridge}"
     if family == "ip" and table == "filter" and chain == CHAIN:
         return f"iptables -I {CHAIN} -i {bridge} -j ACCEPT; iptables -I {CHAIN} -o {bridge} -j ACCEPT"
     if family == "ip" and table == "filter" and chain.isupper():
