@@ -8,7 +8,8 @@ admin-prohibited`. So a bridge firewalld was never told about has its routed tra
 
 Docker's answer (docs.docker.com, "Docker and firewalld"): it puts its bridges into a zone of its
 own, `docker`, whose target is ACCEPT. The same at a user's level, with no new zone, is firewalld's
-`trusted` zone (target ACCEPT): `firewall-cmd --zone=trusted --add-interface=BRIDGE`, plus
+`trusted` zone (target ACCEPT): `firewall-cmd --zone=trusted --change-interface=BRIDGE` (change,
+not add: add fails with ZONE_CONFLICT where the bridge is bound to another zone already), plus
 `--permanent` to keep it across reloads. Traffic INTO the bridge from outside needs nothing: a
 published port arrives DNATed, which firewalld accepts (`ct status dnat accept`), and answers are
 established connections.
@@ -37,15 +38,27 @@ def owns(ns: dict, family: str, table: str) -> bool:
 def zone_stop(ns: dict, where: str, pkt, bridge: str, what: str, ev: list) -> Stop:
     """FOREIGN_FIREWALL: firewalld's default zone rejects what comes in on `bridge` (a network
     `what` names); the fix puts the bridge in the trusted zone, as Docker does with its own zone."""
-    argv = ["firewall-cmd", "--zone=trusted", f"--add-interface={bridge}"]
+    argv = ["firewall-cmd", "--zone=trusted", f"--change-interface={bridge}"]
     apply = _trust(ns, bridge)
+    zone = "is bound to a firewalld zone that does not allow it" if _named(ns, bridge) else \
+        "is in no firewalld zone, so the default zone's rules apply"
     return Stop("blocked", "FOREIGN_FIREWALL",
-                f"{where} belongs to firewalld, whose default zone rejects what no zone allows: {what} is in no "
-                f"firewalld zone, so its traffic ({pkt.src} -> {pkt.dst}) is rejected",
+                f"{where} belongs to firewalld, which rejects what its zones do not allow: {what} {zone}, "
+                f"and its traffic ({pkt.src} -> {pkt.dst}) is rejected",
                 Fix(fixes.in_ns(ns, argv), apply,
                     advice=f"put {bridge} in firewalld's trusted zone (target ACCEPT), as Docker puts its bridges in its "
                            f"'docker' zone; add --permanent to keep it across firewall-cmd --reload",
                     alternatives=[f"{fixes.in_ns(ns, [*argv, '--permanent'])} (kept across reloads)"]), ev)
+
+
+def _named(ns: dict, ifname: str) -> bool:
+    """Whether firewalld's rules name the interface (it was bound to a zone: the zone dispatch matches it)."""
+    for item in ruleset_for(ns).get("nftables", []):
+        r = item.get("rule")
+        if r and (r["family"], r["table"]) == (FAMILY, TABLE) and any(
+                (e.get("match") or {}).get("right") == ifname for e in r.get("expr", [])):
+            return True
+    return False
 
 
 def _trust(ns: dict, bridge: str):

@@ -173,7 +173,7 @@ def fix_commands(family: str, table: str, chain: str, bridge: str) -> str:
     firewall-cmd for firewalld's: a rule inserted there by hand is gone at its next reload; its
     trusted zone accepts what enters on the bridge, the way Docker's own `docker` zone does)."""
     if (family, table) == ("inet", "firewalld") and firewalld_running():
-        return f"firewall-cmd --zone=trusted --add-interface={bridge}"
+        return f"firewall-cmd --zone=trusted --change-interface={bridge}"
     if family == "ip" and table == "filter" and chain == CHAIN:
         return f"iptables -I {CHAIN} -i {bridge} -j ACCEPT; iptables -I {CHAIN} -o {bridge} -j ACCEPT"
     if family == "ip" and table == "filter" and chain.isupper():

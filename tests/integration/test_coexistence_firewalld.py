@@ -73,13 +73,14 @@ def test_firewalds_zone_reject_is_a_foreign_firewall_fixed_with_firewall_cmd(fl)
     lab, fw = fl
     br, other_br = bridge_of(lab, "n"), bridge_of(lab, "other")
     # said at create time, at firewalld's level: an nft rule in its table would be gone at its next reload
-    assert f"firewall-cmd --zone=trusted --add-interface={br}" in lab.create_note
+    assert f"firewall-cmd --zone=trusted --change-interface={br}" in lab.create_note
     assert get(lab, "cli", "http://203.0.113.1/").returncode != 0
     r = trace(lab, "cli", "203.0.113.1", "--port", "80")
     assert (r["verdict"], r["cause"]) == ("blocked", "FOREIGN_FIREWALL"), r["summary"]
+    assert f"bridge {br}) is in no firewalld zone" in r["summary"]
     rule = next(e for e in r["evidence"] if e["kind"] == "nft_rule")
     assert rule["table"] == "inet firewalld" and rule["chain"].startswith("filter_FWD_") and "reject" in rule["rule"]
-    assert r["fix_command"] == f"firewall-cmd --zone=trusted --add-interface={br}"
+    assert r["fix_command"] == f"firewall-cmd --zone=trusted --change-interface={br}"
     assert r["fix_check"]["delivers"], r["fix_check"]
     env = {**lab.env, "PATH": os.path.dirname(sys.executable) + os.pathsep + lab.env.get("PATH", "")}
     p = subprocess.run(["sh", "-c", r["fix_command"]], capture_output=True, text=True, env=env, timeout=60, preexec_fn=lab.enter())
@@ -93,6 +94,14 @@ def test_firewalds_zone_reject_is_a_foreign_firewall_fixed_with_firewall_cmd(fl)
         # control: the fix opened only that bridge; the other network is still rejected by firewalld
         assert get(lab, "ctl", "http://203.0.113.1/").returncode != 0
         r2 = trace(lab, "ctl", "203.0.113.1", "--port", "80")
-        assert (r2["cause"], r2["fix_command"]) == ("FOREIGN_FIREWALL", f"firewall-cmd --zone=trusted --add-interface={other_br}")
+        assert (r2["cause"], r2["fix_command"]) == ("FOREIGN_FIREWALL", f"firewall-cmd --zone=trusted --change-interface={other_br}")
+        # bound to public by name now (firewalld's rules name the bridge): still firewalld's reject, same fix
+        assert fw.cmd("--zone=public", f"--add-interface={other_br}").returncode == 0
+        r3 = trace(lab, "ctl", "203.0.113.1", "--port", "80")
+        assert (r3["cause"], r3["fix_command"]) == ("FOREIGN_FIREWALL", r2["fix_command"]), r3["summary"]
+        assert "is bound to a firewalld zone that does not allow it" in r3["summary"]
+        assert subprocess.run(["sh", "-c", r3["fix_command"]], env=env, capture_output=True, preexec_fn=lab.enter()).returncode == 0
+        assert get(lab, "ctl", "http://203.0.113.1/").stdout == "outside\n"
     finally:
         fw.cmd("--zone=trusted", "--remove-interface=" + br)
+        fw.cmd("--zone=trusted", "--remove-interface=" + other_br)

@@ -56,7 +56,7 @@ def test_a_running_firewalld_rejecting_a_bridge_in_no_zone_is_a_foreign_firewall
     r, fix = run_static(model, "api", "db", port=5432)
     assert (r["verdict"], r["cause"]) == ("blocked", "FOREIGN_FIREWALL"), r["summary"]
     br = bridge(model, "back")
-    assert fix.command == f"firewall-cmd --zone=trusted --add-interface={br}"
+    assert fix.command == f"firewall-cmd --zone=trusted --change-interface={br}"
     rule = next(e for e in r["evidence"] if e["kind"] == "nft_rule")
     assert (rule["table"], rule["chain"]) == ("inet firewalld", "filter_FWD_public")
     check = fixes.check(model, fix, lambda m: trace(m, "api", "db", port=5432))
