@@ -10,13 +10,11 @@ its `docker` zone: the bridge goes into the trusted zone. The fix, applied, make
 reach out and answers come back; another network, not named in the fix, stays rejected."""
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 
 import pytest
 
+from tests.coexistkit import get, network, run_fix, trace
 from tests.firewalldkit import HAVE_FIREWALLD, firewalld_lab
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(not HAVE_FIREWALLD, reason="firewalld is not installed")]
@@ -38,22 +36,6 @@ def fl(tmp_path_factory):
         yield lab, fw
 
 
-def trace(lab, *args):
-    p = lab.run("trace", *args, "--json", timeout=90)
-    assert p.returncode in (0, 1, 3) and p.stdout, (p.returncode, p.stderr)
-    r = json.loads(p.stdout)
-    assert p.returncode == {"delivered": 0, "blocked": 1, "unknown": 3}[r["verdict"]]
-    return r
-
-
-def get(lab, ctr, url):
-    return lab.run("exec", ctr, "timeout", "3", "wget", "-q", "-O", "-", url, timeout=30)
-
-
-def bridge_of(lab, net) -> str:
-    return json.loads(lab.ok("network", "inspect", net))[0]["Bridge"]
-
-
 def test_firewalld_is_really_there_and_its_table_only_in_the_lab(fl):
     lab, fw = fl
     assert fw.cmd("--get-default-zone").stdout.strip() == "public"
@@ -71,7 +53,7 @@ def test_a_published_port_works_through_firewalld(fl):
 
 def test_firewalds_zone_reject_is_a_foreign_firewall_fixed_with_firewall_cmd(fl):
     lab, fw = fl
-    br, other_br = bridge_of(lab, "n"), bridge_of(lab, "other")
+    br, other_br = network(lab, "n")["Bridge"], network(lab, "other")["Bridge"]
     # said at create time, at firewalld's level: an nft rule in its table would be gone at its next reload
     assert f"firewall-cmd --zone=trusted --change-interface={br}" in lab.create_note
     assert get(lab, "cli", "http://203.0.113.1/").returncode != 0
@@ -82,10 +64,8 @@ def test_firewalds_zone_reject_is_a_foreign_firewall_fixed_with_firewall_cmd(fl)
     assert rule["table"] == "inet firewalld" and rule["chain"].startswith("filter_FWD_") and "reject" in rule["rule"]
     assert r["fix_command"] == f"firewall-cmd --zone=trusted --change-interface={br}"
     assert r["fix_check"]["delivers"], r["fix_check"]
-    env = {**lab.env, "PATH": os.path.dirname(sys.executable) + os.pathsep + lab.env.get("PATH", "")}
-    p = subprocess.run(["sh", "-c", r["fix_command"]], capture_output=True, text=True, env=env, timeout=60, preexec_fn=lab.enter())
-    assert p.returncode == 0, p.stderr
     try:
+        run_fix(lab, r)
         assert fw.cmd("--get-zone-of-interface=" + br).stdout.strip() == "trusted"
         assert get(lab, "cli", "http://203.0.113.1/").stdout == "outside\n"  # out, and the answer back
         assert get(lab, "cli", "http://web/").stdout == "web\n"  # the network's DNS and bridged traffic too
@@ -100,7 +80,7 @@ def test_firewalds_zone_reject_is_a_foreign_firewall_fixed_with_firewall_cmd(fl)
         r3 = trace(lab, "ctl", "203.0.113.1", "--port", "80")
         assert (r3["cause"], r3["fix_command"]) == ("FOREIGN_FIREWALL", r2["fix_command"]), r3["summary"]
         assert "is bound to a firewalld zone that does not allow it" in r3["summary"]
-        assert subprocess.run(["sh", "-c", r3["fix_command"]], env=env, capture_output=True, preexec_fn=lab.enter()).returncode == 0
+        run_fix(lab, r3)
         assert get(lab, "ctl", "http://203.0.113.1/").stdout == "outside\n"
     finally:
         fw.cmd("--zone=trusted", "--remove-interface=" + br)

@@ -11,7 +11,6 @@ really went in). The routing is wg-quick's own (wg-quick(8), `add_default`): 10.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from netdiag.lab import leaks
+from tests.coexistkit import get, network, run_fix, trace
 from tests.dockerkit import root_netns_state
 from tests.labkit import World, wait_for
 
@@ -93,39 +93,12 @@ def vpn_lab(tmp: Path):
         assert not left, left
 
 
-def trace(lab, *args):
-    p = lab.run("trace", *args, "--json", timeout=90)
-    assert p.returncode in (0, 1, 3) and p.stdout, (p.returncode, p.stderr)
-    r = json.loads(p.stdout)
-    assert p.returncode == {"delivered": 0, "blocked": 1, "unknown": 3}[r["verdict"]]
-    return r
-
-
-def get(lab, ctr, url):
-    return lab.run("exec", ctr, "timeout", "3", "wget", "-q", "-O", "-", url, timeout=30)
-
-
-def subnet_of(lab, net):
-    return json.loads(lab.ok("network", "inspect", net))[0]["IPAM"]["Config"][0]["Subnet"]
-
-
-def bridge_of(lab, net):
-    return json.loads(lab.ok("network", "inspect", net))[0]["Bridge"]
-
-
 def full_tunnel(lab):
     """wg-quick's full-tunnel routing."""
     for argv in (["ip", "route", "add", "default", "dev", "wg0", "table", "51820"],
                  ["ip", "rule", "add", "not", "fwmark", "51820", "table", "51820"],
                  ["ip", "rule", "add", "table", "main", "suppress_prefixlength", "0"]):
         assert lab.in_lab(*argv).returncode == 0, argv
-
-
-def run_fix(lab, r):
-    assert r["fix_command"], r["fix"]
-    env = {**lab.env, "PATH": os.path.dirname(sys.executable) + os.pathsep + lab.env.get("PATH", "")}
-    p = subprocess.run(["sh", "-c", r["fix_command"]], capture_output=True, text=True, env=env, timeout=60, preexec_fn=lab.enter())
-    assert p.returncode == 0, (r["fix_command"], p.stderr)
 
 
 def test_a_full_tunnel_takes_the_hosts_default_and_leaves_container_networks_working():
@@ -150,7 +123,7 @@ def test_a_vpn_route_over_a_container_subnet_is_a_subnet_overlap_and_the_fix_giv
     with vpn_lab(Path(tempfile.mkdtemp(prefix="ndvpn-"))) as (lab, tun):
         import ipaddress
 
-        subnet, br = ipaddress.ip_network(subnet_of(lab, "n")), bridge_of(lab, "n")
+        subnet, br = ipaddress.ip_network(network(lab, "n")["IPAM"]["Config"][0]["Subnet"]), network(lab, "n")["Bridge"]
         corporate = next(subnet.subnets(new_prefix=24))  # a split tunnel's route, more specific than the bridge's
         assert lab.in_lab("ip", "route", "add", str(corporate), "dev", "wg0").returncode == 0
         assert lab.outside_get("http://203.0.113.2:8080/").returncode != 0  # DNATed to the container, then into wg0
@@ -175,7 +148,7 @@ def test_a_vpn_route_over_a_container_subnet_is_a_subnet_overlap_and_the_fix_giv
 
 def test_a_vpn_rule_before_main_over_a_container_subnet_is_fixed_by_a_rule_that_looks_it_up_in_main():
     with vpn_lab(Path(tempfile.mkdtemp(prefix="ndvpn-"))) as (lab, _tun):
-        subnet = subnet_of(lab, "n")
+        subnet = network(lab, "n")["IPAM"]["Config"][0]["Subnet"]
         for argv in (["ip", "route", "add", subnet, "dev", "wg0", "table", "52"], ["ip", "rule", "add", "priority", "5270", "table", "52"]):
             assert lab.in_lab(*argv).returncode == 0, argv  # a VPN client's own table, consulted before main
         r = trace(lab, f"ns:{lab.outside}", "203.0.113.2", "--port", "8080")
@@ -191,13 +164,13 @@ def test_network_create_skips_and_refuses_subnets_a_vpn_route_covers():
     with vpn_lab(Path(tempfile.mkdtemp(prefix="ndvpn-"))) as (lab, _tun):
         import ipaddress
 
-        taken = ipaddress.ip_network(subnet_of(lab, "n"))
+        taken = ipaddress.ip_network(network(lab, "n")["IPAM"]["Config"][0]["Subnet"])
         # the VPN routes the next pools netdiag would pick, one in main, one only in its own table
         nxt = [ipaddress.ip_network(f"172.{taken.network_address.packed[1] + k}.0.0/16") for k in (1, 2)]
         assert lab.in_lab("ip", "route", "add", str(nxt[0]), "dev", "wg0").returncode == 0
         assert lab.in_lab("ip", "route", "add", str(nxt[1]), "dev", "wg0", "table", "51820").returncode == 0
         lab.ok("network", "create", "m")
-        got = ipaddress.ip_network(subnet_of(lab, "m"))
+        got = ipaddress.ip_network(network(lab, "m")["IPAM"]["Config"][0]["Subnet"])
         assert not any(got.overlaps(x) for x in [taken, *nxt]), got  # like Docker: pools a route covers are skipped
         p = lab.run("network", "create", "--subnet", str(next(nxt[0].subnets(new_prefix=24))), "clash")
         assert p.returncode != 0 and "overlaps the host's route" in p.stderr and "wg0" in p.stderr, p.stderr
