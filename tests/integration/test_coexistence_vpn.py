@@ -14,7 +14,6 @@ import contextlib
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -101,8 +100,8 @@ def full_tunnel(lab):
         assert lab.in_lab(*argv).returncode == 0, argv
 
 
-def test_a_full_tunnel_takes_the_hosts_default_and_leaves_container_networks_working():
-    with vpn_lab(Path(tempfile.mkdtemp(prefix="ndvpn-"))) as (lab, tun):
+def test_a_full_tunnel_takes_the_hosts_default_and_leaves_container_networks_working(tmp_path):
+    with vpn_lab(tmp_path) as (lab, tun):
         full_tunnel(lab)
         # the tunnel took the default route: what is not on a local subnet goes into wg0, the containers' too
         r = trace(lab, "cli", BEYOND, "--port", "80")
@@ -119,8 +118,8 @@ def test_a_full_tunnel_takes_the_hosts_default_and_leaves_container_networks_wor
         assert trace(lab, "cli", "203.0.113.1", "--port", "80")["verdict"] == "delivered"
 
 
-def test_a_vpn_route_over_a_container_subnet_is_a_subnet_overlap_and_the_fix_gives_it_back():
-    with vpn_lab(Path(tempfile.mkdtemp(prefix="ndvpn-"))) as (lab, tun):
+def test_a_vpn_route_over_a_container_subnet_is_a_subnet_overlap_and_the_fix_gives_it_back(tmp_path):
+    with vpn_lab(tmp_path) as (lab, tun):
         import ipaddress
 
         subnet, br = ipaddress.ip_network(network(lab, "n")["IPAM"]["Config"][0]["Subnet"]), network(lab, "n")["Bridge"]
@@ -146,8 +145,8 @@ def test_a_vpn_route_over_a_container_subnet_is_a_subnet_overlap_and_the_fix_giv
         assert tun.saw("10.99.0.5"), tun.seen
 
 
-def test_a_vpn_rule_before_main_over_a_container_subnet_is_fixed_by_a_rule_that_looks_it_up_in_main():
-    with vpn_lab(Path(tempfile.mkdtemp(prefix="ndvpn-"))) as (lab, _tun):
+def test_a_vpn_rule_before_main_over_a_container_subnet_is_fixed_by_a_rule_that_looks_it_up_in_main(tmp_path):
+    with vpn_lab(tmp_path) as (lab, _tun):
         subnet = network(lab, "n")["IPAM"]["Config"][0]["Subnet"]
         for argv in (["ip", "route", "add", subnet, "dev", "wg0", "table", "52"], ["ip", "rule", "add", "priority", "5270", "table", "52"]):
             assert lab.in_lab(*argv).returncode == 0, argv  # a VPN client's own table, consulted before main
@@ -160,8 +159,8 @@ def test_a_vpn_rule_before_main_over_a_container_subnet_is_fixed_by_a_rule_that_
         assert get(lab, "cli", "http://203.0.113.1/").stdout == "outside\n"
 
 
-def test_network_create_skips_and_refuses_subnets_a_vpn_route_covers():
-    with vpn_lab(Path(tempfile.mkdtemp(prefix="ndvpn-"))) as (lab, _tun):
+def test_network_create_skips_and_refuses_subnets_a_vpn_route_covers(tmp_path):
+    with vpn_lab(tmp_path) as (lab, _tun):
         import ipaddress
 
         taken = ipaddress.ip_network(network(lab, "n")["IPAM"]["Config"][0]["Subnet"])
