@@ -60,6 +60,7 @@ def test_firewalds_zone_reject_is_a_foreign_firewall_fixed_with_firewall_cmd(fl)
     r = trace(lab, "cli", "203.0.113.1", "--port", "80")
     assert (r["verdict"], r["cause"]) == ("blocked", "FOREIGN_FIREWALL"), r["summary"]
     assert f"bridge {br}) is in no firewalld zone" in r["summary"]
+    assert r["reconciled"].startswith("static and live agree")  # the kernel's packet trace names firewalld's rule too
     rule = next(e for e in r["evidence"] if e["kind"] == "nft_rule")
     assert rule["table"] == "inet firewalld" and rule["chain"].startswith("filter_FWD_") and "reject" in rule["rule"]
     assert r["fix_command"] == f"firewall-cmd --zone=trusted --change-interface={br}"
