@@ -144,8 +144,7 @@ def blocking_policies(bridge: str) -> list[dict]:
     for c in forward_base_chains():
         rules = [i["rule"] for i in _json(f"list chain {c['family']} {c['table']} {c['name']}") if "rule" in i]
         accepts = {_rule_ifname(r) for r in rules} & {("in", bridge), ("out", bridge)}
-        catch_all = rules and all("match" not in e for e in rules[-1].get("expr", [])) and any(
-            k in e for e in rules[-1].get("expr", []) for k in ("drop", "reject"))
+        catch_all = _final_catch_all(rules)
         if (c.get("policy") == "drop" or catch_all) and len(accepts) < 2:
             out.append({"table": f"{c['family']} {c['table']}", "chain": c["name"],
                         "what": "policy drop" if c.get("policy") == "drop" else "a final catch-all drop/reject rule",
@@ -166,6 +165,14 @@ def firewalld_running() -> bool:
         except OSError:
             continue
     return False
+
+
+def _final_catch_all(rules: list[dict]) -> str:
+    """"drop" or "reject" when the chain's last rule drops or rejects everything (firewalld's
+    forward chain ends so), else ""."""
+    if not rules or any("match" in e for e in rules[-1].get("expr", [])):
+        return ""
+    return next((k for e in rules[-1].get("expr", []) for k in ("drop", "reject") if k in e), "")
 
 
 def fix_commands(family: str, table: str, chain: str, bridge: str) -> str:
@@ -193,7 +200,12 @@ def affecting(bridge: str) -> list[dict]:
         if c.get("policy") == "drop":
             out.append({"table": f"{c['family']} {c['table']}", "chain": c["name"], "rule": "policy drop",
                         "effect": "drops forwarded packets nothing accepted"})
-        for i in _json(f"list chain {c['family']} {c['table']} {c['name']}"):
+        items = _json(f"list chain {c['family']} {c['table']} {c['name']}")
+        final = _final_catch_all([i["rule"] for i in items if "rule" in i])
+        if final:
+            out.append({"table": f"{c['family']} {c['table']}", "chain": c["name"], "rule": final,
+                        "effect": f"a final catch-all {final}: {final}s forwarded packets nothing accepted before it"})
+        for i in items:
             r = i.get("rule")
             if r and any(e.get("match", {}).get("right") == bridge for e in r.get("expr", [])):
                 verdict = next((k for e in r["expr"] for k in ("accept", "drop", "reject", "jump", "goto") if k in e), "")

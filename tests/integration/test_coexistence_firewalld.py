@@ -56,6 +56,8 @@ def test_firewalds_zone_reject_is_a_foreign_firewall_fixed_with_firewall_cmd(fl)
     br, other_br = network(lab, "n")["Bridge"], network(lab, "other")["Bridge"]
     # said at create time, at firewalld's level: an nft rule in its table would be gone at its next reload
     assert f"firewall-cmd --zone=trusted --change-interface={br}" in lab.create_note
+    foreign = {(f["table"], f["chain"], f["rule"]) for f in network(lab, "n")["ForeignRules"]}
+    assert ("inet firewalld", "filter_FORWARD", "reject") in foreign  # inspect shows who decides the bridge's traffic
     assert get(lab, "cli", "http://203.0.113.1/").returncode != 0
     r = trace(lab, "cli", "203.0.113.1", "--port", "80")
     assert (r["verdict"], r["cause"]) == ("blocked", "FOREIGN_FIREWALL"), r["summary"]
