@@ -52,10 +52,10 @@ def overlap_stop(model, ns: dict, dst: str, route: routing.Route) -> Stop | None
     if net is None or route.dev == net["bridge"] or not any(x["name"] == net["bridge"] for x in ns["links"]):
         return None
     subnet = ipaddress.ip_network(net["subnet"], strict=False)
-    if not any(r.get("dev") == net["bridge"] and r["table"] == routing.RT_TABLE_MAIN and r["dst"] == str(subnet)
-               for r in ns["routes"]):
-        return None  # the bridge's own route is gone (its link is down, or removed): not an overlap
     taken = ipaddress.ip_network("0.0.0.0/0" if route.dst == "default" else route.dst, strict=False)
+    if taken.prefixlen < subnet.prefixlen and not any(
+            r.get("dev") == net["bridge"] and r["table"] == routing.RT_TABLE_MAIN and r["dst"] == str(subnet) for r in ns["routes"]):
+        return None  # the bridge's own route is gone and a wider one took over: a missing route, not an overlap
     rule = routing.rule_of(ns, route)
     in_main = route.table == routing.RT_TABLE_MAIN
     if in_main:

@@ -71,6 +71,25 @@ def test_a_vpn_route_more_specific_than_a_container_subnet_is_a_subnet_overlap_f
     assert fixes.check(model, fix, lambda m: trace(m, "host", "db", port=5432))["delivers"]
 
 
+def test_a_vpn_route_that_replaced_the_bridges_own_is_an_overlap_too(model):
+    """`ip route replace SUBNET dev wg0`: the bridge's route is gone, the VPN's has its very prefix."""
+    h = host(model)
+    add_tunnel(h)
+    net = next(n for n in model.snap["networks"] if n["name"] == "back")
+    h["routes"] = [r for r in h["routes"] if not (r["table"] == 254 and r["dst"] == net["subnet"])] + [route(net["subnet"], "wg0")]
+    r, fix = run_static(model, "host", "db", port=5432)
+    assert (r["verdict"], r["cause"]) == ("blocked", "SUBNET_OVERLAP"), r["summary"]
+    assert fixes.check(model, fix, lambda m: trace(m, "host", "db", port=5432))["delivers"]
+
+
+def test_a_bridge_route_removed_under_a_wider_route_is_not_an_overlap(model):
+    h = host(model)
+    net = next(n for n in model.snap["networks"] if n["name"] == "back")
+    h["routes"] = [r for r in h["routes"] if not (r["table"] == 254 and r["dst"] == net["subnet"])]
+    r, _ = run_static(model, "host", "db", port=5432)
+    assert r["cause"] != "SUBNET_OVERLAP", r["summary"]
+
+
 def test_a_route_into_a_tunnel_ends_the_trace_there_not_in_a_namespace_that_holds_the_address(model):
     h = host(model)
     add_tunnel(h)
