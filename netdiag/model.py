@@ -96,7 +96,12 @@ class Model:
         self.snap = snap
         spaces = snap["namespaces"]
         self.namespaces = LoadedNamespaces(spaces) if isinstance(spaces, dict) else spaces
-        self.host: dict = self.namespaces[snap["host"]]
+
+    @property
+    def host(self) -> dict:
+        """The host namespace as it is now: in an overlay, the edited copy once a fix changed it
+        (a copy taken when the overlay was made would hide the fix from a trace that starts there)."""
+        return self.namespaces[self.snap["host"]]
 
     # -- loading -----------------------------------------------------------------------------------
     @classmethod
@@ -111,7 +116,6 @@ class Model:
         ov = Overlay(self.namespaces)
         other = Model.__new__(Model)
         other.snap, other.namespaces = {**self.snap, "namespaces": ov}, ov
-        other.host = ov[self.snap["host"]]
         return other, ov
 
     def full(self) -> dict:

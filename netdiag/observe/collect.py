@@ -21,6 +21,8 @@ SYSCTLS = ("net/ipv4/ip_forward", "net/ipv4/conf/all/rp_filter", "net/ipv4/conf/
            "net/ipv4/conf/all/route_localnet", "net/bridge/bridge-nf-call-iptables", "net/ipv4/ip_local_port_range",
            "net/ipv4/conf/all/arp_ignore")
 PER_IF_SYSCTLS = ("rp_filter", "route_localnet", "forwarding", "proxy_arp", "arp_ignore")
+# firewall managers that own an nftables table and rewrite it whole on reload (netdiag/reason/firewalld.py)
+FIREWALL_DAEMONS = ("firewalld",)
 
 
 def _flags(value: int) -> list[str]:
@@ -132,3 +134,17 @@ def socket_owners(pids: list[int]) -> dict[int, dict]:
                             comm = ""
                     owners.setdefault(int(target[8:-1]), {"pid": pid, "process": comm})
     return owners
+
+
+def firewall_daemons(pids: list[int]) -> list[str]:
+    """The firewall managers (FIREWALL_DAEMONS) among the processes of a namespace."""
+    found = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        if comm in FIREWALL_DAEMONS:
+            found.add(comm)
+    return sorted(found)

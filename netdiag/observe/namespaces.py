@@ -41,6 +41,8 @@ def collect_ns(ref: NsRef, errors: list[dict], with_sockets: bool = True, conntr
         owned = collect.socket_owners(ref.pids)
         for s in data["sockets"]:
             s.update(owned.get(s["inode"], {}))
+    if ref.kind != "container":  # a container's namespace runs no host firewall manager
+        data["firewall_daemons"] = collect.firewall_daemons(ref.pids)
     return {**meta(ref), "resolv_conf": _resolv_conf(ref), **data}
 
 

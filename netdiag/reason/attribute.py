@@ -9,7 +9,9 @@ settings, which table governs them), never from a chain's name or a rule's comme
   PORT_NOT_PUBLISHED traffic from outside a network to a container address, not DNATed, dropped by
                      a rule on that network's bridge or by the policy of the table governing it;
   FOREIGN_FIREWALL   a policy (or catch-all) drop of a table that governs other networks' bridges
-                     but not this packet's network (Docker's FORWARD policy and a netdiag network);
+                     but not this packet's network (Docker's FORWARD policy and a netdiag network), or
+                     the catch-all reject of a running firewalld's table for what enters on a bridge in
+                     no firewalld zone (netdiag/reason/firewalld.py: fixed with firewall-cmd);
   FIREWALL_DROP      anything else: the rule is named, with the command that removes it.
 Pure: reads the model only.
 """
@@ -20,7 +22,7 @@ import shlex
 from dataclasses import replace
 
 from .iptables import ruleset_for
-from . import fixes
+from . import firewalld, fixes
 from .fixes import Fix
 from .stop import Stop
 
@@ -220,6 +222,10 @@ def explain_drop(model, ns: dict, hook: str, pkt, step, src_ns: dict | None = No
                         + ("" if ctr and ctr.get("image") else f" ({fixes.NO_IMAGE})" if ctr else
                            " (manual: no container netdiag knows has that address, so no command is given)"),
                         why_unchecked="publishing adds a DNAT rule and a new container, which the model cannot add"), ev)
+    entering = _bridge_of(ns, pkt.iif)  # firewalld's zones decide by the interface a packet comes in on
+    if policy and entering and firewalld.owns(ns, step.family, step.table):
+        what = f"network {in_net['name']} (bridge {entering})" if in_net is not None else f"bridge {entering}"
+        return firewalld.zone_stop(ns, where, pkt, entering, what, ev)
     governed = nets.governed_by(ns, step.family, step.table)
     ours = out_net or in_net
     # a bridge no runtime records (made by hand, by another tool): the manager does not govern it either

@@ -34,6 +34,12 @@ def _net(dst: str) -> ipaddress.IPv4Network:
 
 
 def _rule_matches(rule: dict, src: str | None, dst: str, iif: str | None) -> bool:
+    """The kernel's fib_rule_match: every selector matches, or, for `ip rule not ...` (invert),
+    not all of them do (a VPN's `not fwmark 51820 table 51820` takes every unmarked packet)."""
+    return _selectors_match(rule, src, dst, iif) != bool(rule.get("invert"))
+
+
+def _selectors_match(rule: dict, src: str | None, dst: str, iif: str | None) -> bool:
     if rule.get("src") and (src is None or ipaddress.ip_address(src) not in _net(rule["src"])):
         return False
     if rule.get("dst") and ipaddress.ip_address(dst) not in _net(rule["dst"]):
@@ -79,6 +85,8 @@ def lookup(ns: dict, dst: str, src: str | None = None, iif: str | None = None) -
         if action != FR_ACT_TO_TBL:
             continue
         found = _table_lookup(ns, rule["table"], dst)
+        if found and rule.get("suppress_prefixlen") is not None and _net(found.dst).prefixlen <= rule["suppress_prefixlen"]:
+            found = None  # `suppress_prefixlength N`: a route this short is ignored, the next rule decides
         if found:
             return Route(found.dst, found.type, found.dev, found.gateway, found.prefsrc, found.table, rule["priority"])
     return Route("none", "none", None, None, None, 0)
@@ -98,18 +106,22 @@ def rule_of(ns: dict, route: Route) -> dict | None:
 def is_default_rule(rule: dict) -> bool:
     """One of the three rules every namespace starts with (local, main, default)."""
     return (rule["priority"], rule.get("table")) in DEFAULT_RULES and not any(
-        rule.get(k) for k in ("src", "dst", "iif", "oif", "fwmark"))
+        rule.get(k) for k in ("src", "dst", "iif", "oif", "fwmark", "invert")) and rule.get("suppress_prefixlen") is None
 
 
 def rule_args(rule: dict) -> list[str]:
     """`ip rule` arguments that name exactly this rule: its priority and its selectors."""
     out = ["priority", str(rule["priority"])]
+    if rule.get("invert"):
+        out.append("not")
     for key, word in (("src", "from"), ("dst", "to"), ("iif", "iif"), ("oif", "oif"), ("fwmark", "fwmark")):
         if rule.get(key):
             out += [word, str(rule[key])]
     action = rule.get("action", FR_ACT_TO_TBL)
     if action == FR_ACT_TO_TBL:
         out += ["lookup", str(rule.get("table"))]
+        if rule.get("suppress_prefixlen") is not None:
+            out += ["suppress_prefixlength", str(rule["suppress_prefixlen"])]
     else:
         out.append({FR_ACT_BLACKHOLE: "blackhole", FR_ACT_UNREACHABLE: "unreachable", FR_ACT_PROHIBIT: "prohibit"}.get(action, ""))
     return [a for a in out if a]

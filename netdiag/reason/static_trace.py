@@ -15,7 +15,7 @@ from runtime.errors import NotFound
 
 from ..model import Model
 from .iptables import ruleset_for
-from . import attribute, fixes, overlay, routing
+from . import attribute, fixes, overlay, routing, vpn
 from .fixes import Fix
 from .nftables import Packet, evaluate
 from .stop import Stop, sentence
@@ -262,6 +262,9 @@ class Trace:
             raise Stop("blocked", "NO_ROUTE", f"{ns['label']} {word} {dst}{via}", self.no_route_fix(ns, dst, route),
                        [{"kind": "route", "detail": f"{ns['label']}: lookup {dst} -> {route.text}{via}"}])
         self.down_link_for(ns, dst, route)
+        if (overlap := vpn.overlap_stop(self.model, ns, dst, route)) is not None:  # e.g. a VPN's route
+            self.hop(ns, iif or "-", "route", "lookup", route.text)
+            raise overlap
         self.note("route", f"{ns['label']}: {dst} -> {route.text}")
         self.last_route = (ns, route)
         if self.leg == "request" and route.type != "local":
@@ -643,6 +646,8 @@ class Trace:
             return self.vxlan_out(ns, link, pkt, nexthop)
         if kind == "loopback":
             return self.input(ns, replace(pkt, iif="lo"), encap)
+        if kind in vpn.TUNNEL_KINDS:  # a VPN carries it on, not a wire to whoever holds the address here
+            raise vpn.into_tunnel(ns, link, self.last_route[1] if self.last_route and self.last_route[0] is ns else None)
         return self.across(ns, link, pkt, nexthop, encap)
 
     def across(self, ns: dict, link: dict, pkt: Packet, nexthop: str, encap: Packet | None):

@@ -31,16 +31,24 @@ def dump() -> list[dict]:
 
 
 def rules() -> list[dict]:
-    """IPv4 policy rules: priority, table, src/dst prefixes, iif/oif names, fwmark, action."""
+    """IPv4 policy rules: priority, table, src/dst prefixes, iif/oif names, fwmark, action; and, only
+    where set, `invert` (`ip rule not ...`) and `suppress_prefixlen` (a VPN's `table main
+    suppress_prefixlength 0`: main's routes of that prefix length or shorter are ignored)."""
     out = []
     for data, body, end in wire.dump(wire.RTM.GETRULE, wire.FIB_RULE_HDR.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)):
-        _, dst_len, src_len, _, table, _, _, action, _ = wire.FIB_RULE_HDR.unpack_from(data, body)
+        _, dst_len, src_len, _, table, _, _, action, flags = wire.FIB_RULE_HDR.unpack_from(data, body)
         a = wire.attrs(data, body + wire.FIB_RULE_HDR.size, end)
         src, dst = wire.ip(a.get(FRA.SRC)), wire.ip(a.get(FRA.DST))
-        out.append({"priority": wire.u32(a.get(FRA.PRIORITY)) or 0, "table": wire.u32(a.get(FRA.TABLE)) or table,
-                    "src": f"{src}/{src_len}" if src else None, "dst": f"{dst}/{dst_len}" if dst else None,
-                    "iif": wire.string(a.get(FRA.IIFNAME)), "oif": wire.string(a.get(FRA.OIFNAME)),
-                    "fwmark": wire.u32(a.get(FRA.FWMARK)), "action": action})
+        rule = {"priority": wire.u32(a.get(FRA.PRIORITY)) or 0, "table": wire.u32(a.get(FRA.TABLE)) or table,
+                "src": f"{src}/{src_len}" if src else None, "dst": f"{dst}/{dst_len}" if dst else None,
+                "iif": wire.string(a.get(FRA.IIFNAME)), "oif": wire.string(a.get(FRA.OIFNAME)),
+                "fwmark": wire.u32(a.get(FRA.FWMARK)), "action": action}
+        if flags & wire.FIB_RULE_INVERT:
+            rule["invert"] = True
+        suppress = wire.u32(a.get(FRA.SUPPRESS_PREFIXLEN))
+        if suppress is not None and suppress != 0xFFFFFFFF:  # the kernel dumps -1 when unset
+            rule["suppress_prefixlen"] = suppress
+        out.append(rule)
     return out
 
 

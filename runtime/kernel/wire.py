@@ -61,7 +61,10 @@ class RTA:
 
 
 class FRA:
-    DST, SRC, IIFNAME, PRIORITY, FWMARK, TABLE, OIFNAME = 1, 2, 3, 6, 10, 15, 17
+    DST, SRC, IIFNAME, PRIORITY, FWMARK, SUPPRESS_PREFIXLEN, TABLE, OIFNAME = 1, 2, 3, 6, 10, 14, 15, 17
+
+
+FIB_RULE_INVERT = 0x2  # fib_rule_hdr.flags: `ip rule not ...` (the rule matches what its selectors do not)
 
 
 RT_TABLE_COMPAT = 252  # the header's table when the real one (in RTA_TABLE/FRA_TABLE) needs 32 bits

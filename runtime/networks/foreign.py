@@ -142,8 +142,7 @@ def blocking_policies(bridge: str) -> list[dict]:
     for c in forward_base_chains():
         rules = [i["rule"] for i in _json(f"list chain {c['family']} {c['table']} {c['name']}") if "rule" in i]
         accepts = {_rule_ifname(r) for r in rules} & {("in", bridge), ("out", bridge)}
-        catch_all = rules and all("match" not in e for e in rules[-1].get("expr", [])) and any(
-            k in e for e in rules[-1].get("expr", []) for k in ("drop", "reject"))
+        catch_all = _final_catch_all(rules)
         if (c.get("policy") == "drop" or catch_all) and len(accepts) < 2:
             out.append({"table": f"{c['family']} {c['table']}", "chain": c["name"],
                         "what": "policy drop" if c.get("policy") == "drop" else "a final catch-all drop/reject rule",
@@ -151,8 +150,35 @@ def blocking_policies(bridge: str) -> list[dict]:
     return out
 
 
+def firewalld_running() -> bool:
+    """A firewalld in this network namespace: it owns `inet firewalld` and rewrites it on reload."""
+    import os
+
+    here = os.stat("/proc/self/ns/net").st_ino
+    for entry in os.scandir("/proc"):
+        try:
+            if entry.name.isdigit() and open(f"/proc/{entry.name}/comm").read().strip() == "firewalld" \
+                    and os.stat(f"/proc/{entry.name}/ns/net").st_ino == here:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _final_catch_all(rules: list[dict]) -> str:
+    """"drop" or "reject" when the chain's last rule drops or rejects everything (firewalld's
+    forward chain ends so), else ""."""
+    if not rules or any("match" in e for e in rules[-1].get("expr", [])):
+        return ""
+    return next((k for e in rules[-1].get("expr", []) for k in ("drop", "reject") if k in e), "")
+
+
 def fix_commands(family: str, table: str, chain: str, bridge: str) -> str:
-    """The exact commands that let `bridge`'s traffic through `chain` (iptables for iptables' tables)."""
+    """The exact commands that let `bridge`'s traffic through `chain` (iptables for iptables' tables,
+    firewall-cmd for firewalld's: a rule inserted there by hand is gone at its next reload; its
+    trusted zone accepts what enters on the bridge, the way Docker's own `docker` zone does)."""
+    if (family, table) == ("inet", "firewalld") and firewalld_running():
+        return f"firewall-cmd --zone=trusted --change-interface={bridge}"
     if family == "ip" and table == "filter" and chain == CHAIN:
         return f"iptables -I {CHAIN} -i {bridge} -j ACCEPT; iptables -I {CHAIN} -o {bridge} -j ACCEPT"
     if family == "ip" and table == "filter" and chain.isupper():
@@ -172,7 +198,12 @@ def affecting(bridge: str) -> list[dict]:
         if c.get("policy") == "drop":
             out.append({"table": f"{c['family']} {c['table']}", "chain": c["name"], "rule": "policy drop",
                         "effect": "drops forwarded packets nothing accepted"})
-        for i in _json(f"list chain {c['family']} {c['table']} {c['name']}"):
+        items = _json(f"list chain {c['family']} {c['table']} {c['name']}")
+        final = _final_catch_all([i["rule"] for i in items if "rule" in i])
+        if final:
+            out.append({"table": f"{c['family']} {c['table']}", "chain": c["name"], "rule": final,
+                        "effect": f"a final catch-all {final}: {final}s forwarded packets nothing accepted before it"})
+        for i in items:
             r = i.get("rule")
             if r and any(e.get("match", {}).get("right") == bridge for e in r.get("expr", [])):
                 verdict = next((k for e in r["expr"] for k in ("accept", "drop", "reject", "jump", "goto") if k in e), "")
