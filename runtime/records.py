@@ -10,16 +10,16 @@ from pathlib import Path
 
 def containers() -> list[dict]:
     """Running netdiag containers with their pid, command, networks and published ports."""
-    from .containers import model
-    from .networks import model as nets
+    from .containers import container_records
+    from .networks import network_records as nets
 
     by_container: dict[str, dict] = {}  # every network record read once, not once per container
     for n in nets.attachable():
         for cid, e in n["Containers"].items():
             by_container.setdefault(cid, {})[n["Name"]] = e
     out = []
-    for c in model.list_all():
-        if not model.proc_ok(c):
+    for c in container_records.list_all():
+        if not container_records.proc_ok(c):
             continue
         eps = by_container.get(c.id, {})
         out.append({
@@ -38,11 +38,11 @@ def containers() -> list[dict]:
 def networks() -> list[dict]:
     """netdiag's bridge and overlay networks: subnet, gateway, options, bridge device and endpoints
     (an overlay's: this host's only; its VNI and VXLAN device too)."""
-    from .networks import model
+    from .networks import network_records
 
     out = []
-    for n in model.attachable():
-        cfg = model.ipam(n)
+    for n in network_records.attachable():
+        cfg = network_records.ipam(n)
         entry = {"runtime": "netdiag", "id": n["Id"], "name": n["Name"], "driver": n["Driver"],
                  "subnet": cfg.get("Subnet", ""), "gateway": cfg.get("Gateway", ""), "internal": n["Internal"],
                  "options": n["Options"], "bridge": n["netdiag"].get("Bridge", ""),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 def join(store: str | None, advertise: str | None, name: str | None) -> dict:
-    from ..cluster import membership
+    from ..clusterhost import membership
     from ..kernel.syscalls import require_root
 
     require_root("join a cluster")
@@ -11,13 +11,13 @@ def join(store: str | None, advertise: str | None, name: str | None) -> dict:
 
 
 def members() -> list[dict]:
-    from ..cluster import membership
+    from ..clusterhost import membership
 
     return membership.members()
 
 
 def leave(force: bool = False) -> None:
-    from ..cluster import membership
+    from ..clusterhost import membership
     from ..kernel.syscalls import require_root
 
     require_root("leave a cluster")

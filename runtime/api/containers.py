@@ -5,7 +5,7 @@ import os
 import time
 from typing import Iterator
 
-from ..containers import lifecycle, model
+from ..containers import container_records, lifecycle
 from ..errors import ContainerError, NotFound
 
 
@@ -16,7 +16,7 @@ def _require_root(what: str) -> None:
 
 
 def run(image_ref: str, command: list[str], *, name: str | None = None, detach: bool = False,
-        interactive: bool = False, **config) -> tuple[model.Container, int]:
+        interactive: bool = False, **config) -> tuple[container_records.Container, int]:
     """Create and start a container from image_ref; `config` is lifecycle.build_config's keywords.
     Returns the container and the status pipe to wait on (wait_exit) or, detached, to close.
     A run that did not start leaves nothing behind."""
@@ -35,7 +35,7 @@ def run(image_ref: str, command: list[str], *, name: str | None = None, detach: 
 
 wait_exit = lifecycle.wait_exit
 signal_number = lifecycle.signal_number
-get = model.get
+get = container_records.get
 
 
 def listing(all_: bool = False) -> list[dict]:
@@ -44,16 +44,16 @@ def listing(all_: bool = False) -> list[dict]:
     from ..networks.ports import describe
 
     out = []
-    for c in model.list_all():
+    for c in container_records.list_all():
         if not (all_ or c.running):
             continue
         cmd = " ".join([c.config.get("Path", "")] + list(c.config.get("Args", [])))
         cmd = f'"{cmd[:20]}…"' if len(cmd) > 20 else f'"{cmd}"'
-        created = model.human_duration(time.time() - model.parse_iso(c.config.get("Created", ""))) + " ago"
+        created = container_records.human_duration(time.time() - container_records.parse_iso(c.config.get("Created", ""))) + " ago"
         eps = endpoints.endpoints(c) if c.running else {}
         ports = ", ".join(describe(p) for e in eps.values() for p in e.get("Ports", []))
         out.append({"ID": c.id[:12], "Image": c.config.get("ImageRef", ""), "Command": cmd, "CreatedAt": created,
-                    "Status": model.status_line(c), "State": c.status, "Ports": ports, "Names": c.name,
+                    "Status": container_records.status_line(c), "State": c.status, "Ports": ports, "Names": c.name,
                     "ExitCode": c.state.get("ExitCode", 0), "Networks": c.config["HostConfig"].get("NetworkMode", ""),
                     **({"Error": c.state["Error"]} if c.broken else {})})
     return out
@@ -64,7 +64,7 @@ def exec_in(ref: str, command: list[str], **options) -> int:
     from ..containers import execute
 
     _require_root("exec in a container")
-    return execute.exec_in(model.get(ref), command, **options)
+    return execute.exec_in(container_records.get(ref), command, **options)
 
 
 def logs(ref: str, *, follow: bool = False, tail: int | None = None) -> Iterator[dict]:
@@ -73,7 +73,7 @@ def logs(ref: str, *, follow: bool = False, tail: int | None = None) -> Iterator
     monitor could not write, or the end where its monitor died."""
     from ..containers.stdio import DROPPED, LOG_NOTICE, read_log
 
-    c = model.get(ref)
+    c = container_records.get(ref)
     path = c.dir / "container.log"
     records, offset = read_log(path)
     if tail is not None:
@@ -83,13 +83,13 @@ def logs(ref: str, *, follow: bool = False, tail: int | None = None) -> Iterator
         time.sleep(0.1)
         records, offset = read_log(path, offset)
         yield from records
-        if not records and not model.get(c.id).running:
+        if not records and not container_records.get(c.id).running:
             records, offset = read_log(path, offset)
             yield from records
             break
-    c = model.get(c.id)
+    c = container_records.get(c.id)
     dropped = c.state.get("LogLinesDropped") or 0
-    if dropped and c.status != model.RUNNING:  # its monitor could not write the notice line itself
+    if dropped and c.status != container_records.RUNNING:  # its monitor could not write the notice line itself
         if not any(r.get("log", "").startswith(LOG_NOTICE) and DROPPED in r["log"] for r in read_log(path)[0]):
             yield {"stream": "notice", "log": f"{LOG_NOTICE}{dropped} {DROPPED}: the log could not be written "
                                               "(no space left in the state directory)\n"}
@@ -97,7 +97,7 @@ def logs(ref: str, *, follow: bool = False, tail: int | None = None) -> Iterator
         yield {"stream": "notice", "log": "netdiag: the log stops where its monitor died (run 'netdiag system repair')\n"}
 
 
-def _usable(c: model.Container) -> model.Container:
+def _usable(c: container_records.Container) -> container_records.Container:
     """Refuse to start a container whose record is unusable (it shows as dead in `ps -a`)."""
     if c.broken:
         raise ContainerError(f"Cannot start container {c.id[:12]}", c.broken,
@@ -106,21 +106,21 @@ def _usable(c: model.Container) -> model.Container:
 
 
 def stop(ref: str, timeout: float = 10) -> None:
-    lifecycle.stop(model.get(ref), timeout)
+    lifecycle.stop(container_records.get(ref), timeout)
 
 
 def kill(ref: str, signal_name: str = "KILL") -> None:
-    lifecycle.kill(model.get(ref), lifecycle.signal_number(signal_name))
+    lifecycle.kill(container_records.get(ref), lifecycle.signal_number(signal_name))
 
 
 def remove(ref: str, *, force: bool = False) -> None:
-    lifecycle.remove(model.get(ref), force)
+    lifecycle.remove(container_records.get(ref), force)
 
 
-def start(ref: str, *, attach: bool = False) -> tuple[model.Container, int]:
+def start(ref: str, *, attach: bool = False) -> tuple[container_records.Container, int]:
     """Start a stopped container; attached, the status pipe to wait_exit on."""
     _require_root("start a container")
-    c = _usable(model.get(ref))
+    c = _usable(container_records.get(ref))
     status = lifecycle.start(c, attach=attach)
     if not attach:
         os.close(status)
@@ -129,9 +129,9 @@ def start(ref: str, *, attach: bool = False) -> tuple[model.Container, int]:
 
 def restart(ref: str, timeout: float = 10) -> None:
     _require_root("restart a container")
-    c = _usable(model.get(ref))
+    c = _usable(container_records.get(ref))
     lifecycle.stop(c, timeout)
-    os.close(lifecycle.start(model.get(c.id)))
+    os.close(lifecycle.start(container_records.get(c.id)))
 
 
 def inspect(ref: str, type_: str | None = None) -> dict:
@@ -141,7 +141,7 @@ def inspect(ref: str, type_: str | None = None) -> dict:
 
     if type_ in (None, "container"):
         try:
-            return ins.container_json(model.get(ref))
+            return ins.container_json(container_records.get(ref))
         except NotFound:
             if type_ == "container":
                 raise

@@ -38,11 +38,11 @@ def inspect(ref: str) -> dict:
 
 def remove(ref: str, *, force: bool = False) -> list[str]:
     """Untag or delete an image (refused while a container uses it, unless force); Docker's lines."""
-    from ..containers import model
+    from ..containers import container_records
     from ..images import store
 
     img = store.get(ref, allow_broken=True)
-    users = [c.name for c in model.list_all() if c.config.get("Image") == img.id]
+    users = [c.name for c in container_records.list_all() if c.config.get("Image") == img.id]
     return store.remove(ref, users=users, force=force)
 
 
@@ -50,8 +50,8 @@ def changes(lines: list[str]) -> dict:
     """`--change` Dockerfile instructions applied to an empty image config."""
     if not lines:
         return {}
-    from ..images.build import apply_config_instruction
-    from ..images.dockerfile import parse
+    from ..build.builder import apply_config_instruction
+    from ..build.dockerfile import parse
 
     cfg: dict = {}
     cmd_set = False
@@ -103,7 +103,7 @@ def prune(all_: bool = False) -> tuple[list[str], int]:
 
 def build(context: str, *, dockerfile: str | None = None, tags: list[str] = (), build_args: dict | None = None,
           no_cache: bool = False, quiet: bool = False):
-    from ..images.build import build as build_image
+    from ..build.builder import build as build_image
     from ..kernel.syscalls import require_root
 
     require_root("build an image")

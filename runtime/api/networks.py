@@ -26,9 +26,9 @@ class NetworkSpec:
 
 
 def _prepare(*, cluster: bool = True, reconcile: bool = True) -> None:
-    from ..networks import enforce, model
+    from ..networks import enforce, network_records
 
-    model.ensure_builtin_records()
+    network_records.ensure_builtin_records()
     if cluster:
         from ..cluster import local
 
@@ -40,7 +40,7 @@ def _prepare(*, cluster: bool = True, reconcile: bool = True) -> None:
                     note(text)
             except NetdiagError as e:
                 note(f"overlay networks are shown as this host last saw them: {e}", "warning")
-    if reconcile and (model.bridges() or model.overlays()):
+    if reconcile and (network_records.bridges() or network_records.overlays()):
         enforce.apply()  # restores netdiag's rules (and its DOCKER-USER accepts) if something removed them
 
 
@@ -62,24 +62,24 @@ def create(spec: NetworkSpec) -> dict:
 
 
 def get(ref: str) -> dict:
-    from ..networks import model
+    from ..networks import network_records
 
-    return model.get(ref)
+    return network_records.get(ref)
 
 
 def subnet(net: dict) -> str:
-    from ..networks.model import ipam
+    from ..networks.network_records import ipam
 
     return ipam(net).get("Subnet", "")
 
 
 def listing(filters: list[str] = ()) -> list[dict]:
     """Network records matching every filter (name=, driver=, id=, label=KEY[=VALUE])."""
-    from ..networks import model
+    from ..networks import network_records
 
     checks = [_filter(f) for f in filters]  # every filter is checked before anything is listed
     _prepare(reconcile=False)
-    return [n for n in model.list_all() if all(ok(n) for ok in checks)]
+    return [n for n in network_records.list_all() if all(ok(n) for ok in checks)]
 
 
 def _filter(text: str):
@@ -100,10 +100,10 @@ def inspect(ref: str) -> dict:
     """Docker's JSON for a network, plus each endpoint's host-side veth and published ports, and
     what Docker never shows: the overlay's peers, or other managers' rules that decide a bridge's
     traffic."""
-    from ..networks import model
+    from ..networks import network_records
 
     _prepare(reconcile=False)
-    n = model.get(ref)
+    n = network_records.get(ref)
     view = {k: v for k, v in n.items() if k != "netdiag"}
     view["Containers"] = {cid: {k: e[k] for k in ("Name", "EndpointID", "MacAddress", "IPv4Address", "IPv6Address",
                                                   "HostVeth", "Interface", "Aliases", "Ports") if k in e}
@@ -121,41 +121,41 @@ def inspect(ref: str) -> dict:
 
 
 def connect(network: str, container: str, *, ip: str | None = None, aliases: list[str] = ()) -> None:
-    from ..containers import endpoints, model as cmodel
-    from ..networks import model
+    from ..containers import container_records, endpoints
+    from ..networks import network_records
 
     _require_root("connect a container")
     _prepare()
-    endpoints.connect(cmodel.get(container), model.get(network)["Name"], ip, list(aliases))
+    endpoints.connect(container_records.get(container), network_records.get(network)["Name"], ip, list(aliases))
 
 
 def disconnect(network: str, container: str) -> None:
-    from ..containers import endpoints, model as cmodel
-    from ..networks import model
+    from ..containers import container_records, endpoints
+    from ..networks import network_records
 
     _require_root("disconnect a container")
     _prepare()
-    endpoints.disconnect(cmodel.get(container), model.get(network)["Name"])
+    endpoints.disconnect(container_records.get(container), network_records.get(network)["Name"])
 
 
 def remove(ref: str, *, force: bool = False) -> str:
     """Remove a network (refused while containers are attached, unless force: they are then
     disconnected for real, so they forget it); its name."""
-    from ..containers import endpoints, model as cmodel
-    from ..networks import drivers, model
+    from ..containers import container_records, endpoints
+    from ..networks import drivers, network_records
 
     _require_root("remove a network")
     _prepare()
-    n = model.get(ref)
-    if n["Name"] in model.BUILTIN:
+    n = network_records.get(ref)
+    if n["Name"] in network_records.BUILTIN:
         raise Conflict(f"{n['Name']} is a pre-defined network and cannot be removed", "", "")
     if force:
         for cid in list(n["Containers"]):
             try:
-                endpoints.disconnect(cmodel.get(cid), n["Name"])
+                endpoints.disconnect(container_records.get(cid), n["Name"])
             except NetdiagError:  # a container record that is gone or unreadable: its endpoint goes below
                 continue
-        n = model.get(n["Id"])
+        n = network_records.get(n["Id"])
     drivers.of(n).delete(n, force=force)
     return n["Name"]
 
@@ -163,16 +163,16 @@ def remove(ref: str, *, force: bool = False) -> str:
 def prune(*, unreadable: bool = False) -> list[str]:
     """Remove the user-defined bridge networks no container uses, like Docker; with `unreadable`
     (system prune) also networks whose record is unusable, with their bridge. Their names."""
-    from ..networks import bridge, model
+    from ..networks import bridge, network_records
 
     _require_root("prune networks")
     _prepare()
     removed = []
-    for net in model.list_all():
-        if net["Driver"] == model.UNREADABLE and unreadable:
+    for net in network_records.list_all():
+        if net["Driver"] == network_records.UNREADABLE and unreadable:
             bridge.delete(net, force=True)
             removed.append(f"{net['Name']} (unusable record)")
-        elif net["Driver"] == "bridge" and net["Name"] not in model.BUILTIN and not net["Containers"]:
+        elif net["Driver"] == "bridge" and net["Name"] not in network_records.BUILTIN and not net["Containers"]:
             bridge.delete(net)
             removed.append(net["Name"])
     return removed
@@ -181,10 +181,10 @@ def prune(*, unreadable: bool = False) -> list[str]:
 def repair() -> list[str]:
     """Rewrite netdiag's firewall from its records (as dockerd does when it starts); the names of
     the networks whose rules were rewritten."""
-    from ..networks import enforce, model
+    from ..networks import enforce, network_records
 
     _require_root("rewrite netdiag's firewall rules")
-    model.ensure_builtin_records()
-    nets = model.bridges() + model.overlays()
+    network_records.ensure_builtin_records()
+    nets = network_records.bridges() + network_records.overlays()
     enforce.apply()
     return [n["Name"] for n in nets]

@@ -1,15 +1,13 @@
-"""The cluster: hosts that share overlay networks, with etcd as the one source of cluster-wide truth
-(like Docker's classic overlay with an external KV store, and flannel): no consensus or gossip of
-our own. Each member host runs a small agent (agent.py) that keeps its membership lease alive,
-watches the store and programs the kernel (VXLAN FDB and ARP entries, the VTEP firewall guard).
+"""The cluster's store: hosts that share overlay networks, with etcd as the one source of cluster-wide
+truth (like Docker's classic overlay with an external KV store, and flannel): no consensus or
+gossip of our own. This package is the store and its bookkeeping; joining, leaving and the
+per-host agent that programs the kernel from it are runtime.clusterhost, above the overlay driver.
 
   keys        the key layout below, and key builders (pure)
   store       the etcd v3 client (etcd3gw, the JSON gateway): endpoints with fail-over, short
               timeouts and one clear error when the store is down; transactions, leases, watches
   alloc       planning VNIs, subnets and addresses (pure); the transactions that claim them
   local       this host's membership file under NETDIAG_ROOT (who we are, where the store is)
-  membership  join (checks --advertise), ls, leave
-  agent       the per-host process (python -m runtime.cluster.agent)
 
 Key layout (all under /netdiag/v1/, values are JSON unless said otherwise):
 
@@ -26,5 +24,5 @@ Endpoints and their addresses live on their host's lease: a host that dies (or l
 within the lease's TTL, and every other agent removes its FDB and ARP entries. A restarted agent
 takes a new lease and registers again what its host still runs.
 
-May import runtime.kernel, state, paths, errors; of runtime.networks, alloc uses the pure ipam and
-membership and agent drive the overlay driver (which imports keys, store, alloc and local)."""
+May import runtime.kernel, state, paths, errors, ipam; never runtime.networks or clusterhost
+(the overlay driver in runtime.networks imports keys, store, alloc and local)."""

@@ -10,7 +10,7 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Iterable
 
 from ..errors import Conflict, InvalidArgument, NotFound
-from ..networks import ipam
+from .. import ipam
 from . import keys
 from .store import Store, absent, delete, empty, present, put, unchanged, value_is
 

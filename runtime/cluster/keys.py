@@ -31,7 +31,7 @@ def network(net_id: str) -> str:
 
 
 def name(net_name: str) -> str:
-    return NAMES + net_name  # validated by networks.model.validate_name: [a-zA-Z0-9][a-zA-Z0-9_.-]*
+    return NAMES + net_name  # validated by networks.network_records.validate_name: [a-zA-Z0-9][a-zA-Z0-9_.-]*
 
 
 def vni(value: int) -> str:

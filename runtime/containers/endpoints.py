@@ -4,29 +4,29 @@ from __future__ import annotations
 
 from .. import state
 from ..errors import NetdiagError
-from . import model
+from . import container_records
 
 NO_NETNS = ("host",)
 
 
-def primary(c: model.Container) -> str:
+def primary(c: container_records.Container) -> str:
     return c.config["HostConfig"].get("NetworkMode", "none")
 
 
-def bridge_networks(c: model.Container) -> list[str]:
+def bridge_networks(c: container_records.Container) -> list[str]:
     """Names of the bridge and overlay networks to attach, in interface order."""
     if primary(c) in ("none", "host"):
         return []
     return list((c.config.get("NetworkSettings") or {}).get("Networks") or {})
 
 
-def attach_all(c: model.Container, pid: int) -> None:
+def attach_all(c: container_records.Container, pid: int) -> None:
     """Attach every network (all or nothing), then write the container's hosts and resolv.conf. The
     first bridge network gets the default route and the published ports: an overlay never does
     (as in Docker, outside traffic leaves through a bridge)."""
     if not bridge_networks(c):
         return
-    from ..networks import drivers, model as nets, ports
+    from ..networks import drivers, network_records as nets, ports
     from ..networks.dns import records as dns_records
 
     netns = f"/proc/{pid}/ns/net"
@@ -56,9 +56,9 @@ def attach_all(c: model.Container, pid: int) -> None:
     write_etc(c)
 
 
-def connect(c: model.Container, name: str, ip: str | None, aliases: list[str]) -> dict:
+def connect(c: container_records.Container, name: str, ip: str | None, aliases: list[str]) -> dict:
     """`network connect`: a new interface in a running container (or recorded for its next start)."""
-    from ..networks import drivers, model as nets
+    from ..networks import drivers, network_records as nets
 
     net = nets.get(name)
     if net["Driver"] not in nets.ATTACHABLE:
@@ -69,7 +69,7 @@ def connect(c: model.Container, name: str, ip: str | None, aliases: list[str]) -
     if name in settings:
         raise NetdiagError(f"Container {c.name} is already connected to network {name}", "", "")
     endpoint = None
-    if model.proc_ok(c):
+    if container_records.proc_ok(c):
         # a bridge connected to a container that has none yet (only overlays) carries its default route
         first_bridge = net["Driver"] == "bridge" and not any(
             (nets.find(n) or {}).get("Driver") == "bridge" for n in settings)
@@ -82,8 +82,8 @@ def connect(c: model.Container, name: str, ip: str | None, aliases: list[str]) -
     return endpoint or {}
 
 
-def disconnect(c: model.Container, name: str) -> None:
-    from ..networks import drivers, model as nets
+def disconnect(c: container_records.Container, name: str) -> None:
+    from ..networks import drivers, network_records as nets
 
     settings = (c.config.get("NetworkSettings") or {}).get("Networks") or {}
     net = nets.get(name)
@@ -92,19 +92,19 @@ def disconnect(c: model.Container, name: str) -> None:
     drivers.of(net).detach(net, c.id)
     settings.pop(name, None)
     state.write_json(c.dir / "config.json", c.config)
-    if model.proc_ok(c):
+    if container_records.proc_ok(c):
         _regain_gateway(c)
         write_etc(c)
 
 
-def _regain_gateway(c: model.Container) -> None:
+def _regain_gateway(c: container_records.Container) -> None:
     """Like Docker: when the network that held the default route goes, the next connected bridge
     network (not internal) takes it, so a container keeps its way out."""
     from ipaddress import IPv4Address
 
     from ..kernel import link, route
     from ..kernel.ns import netns
-    from ..networks import model as nets
+    from ..networks import network_records as nets
 
     eps = endpoints(c)
     with netns(f"/proc/{c.pid}/ns/net"):
@@ -119,26 +119,26 @@ def _regain_gateway(c: model.Container) -> None:
                     return
 
 
-def detach_all(c: model.Container) -> None:
+def detach_all(c: container_records.Container) -> None:
     """After the container exited: release addresses, ports and rules. Never raises for missing pieces."""
     if not bridge_networks(c):
         return
-    from ..networks import drivers, model as nets
+    from ..networks import drivers, network_records as nets
 
     for net in nets.attachable():
         if c.id in net["Containers"]:
             drivers.of(net).detach(net, c.id)
 
 
-def endpoints(c: model.Container) -> dict[str, dict]:
-    from ..networks import model as nets
+def endpoints(c: container_records.Container) -> dict[str, dict]:
+    from ..networks import network_records as nets
 
     return {n["Name"]: n["Containers"][c.id] for n in nets.attachable() if c.id in n["Containers"]}
 
 
-def write_etc(c: model.Container) -> None:
+def write_etc(c: container_records.Container) -> None:
     """Rewrite hosts and resolv.conf in place: they are bind-mounted into the container."""
-    from ..networks import model as nets
+    from ..networks import network_records as nets
 
     eps = endpoints(c)
     hostname = c.config["Config"]["Hostname"]

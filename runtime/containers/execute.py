@@ -29,7 +29,7 @@ import time
 
 from ..kernel import ns, syscalls as sc
 from ..errors import ContainerError
-from . import cgroups, model, procenv, security  # imported now: after setns(mnt) the host's modules are out of reach
+from . import cgroups, container_records, procenv, security  # imported now: after setns(mnt) the host's modules are out of reach
 from . import seccomp  # noqa: F401 - loaded by security.enter after setns(mnt)
 
 _NS_ORDER = ("cgroup", "ipc", "uts", "net", "pid", "mnt")  # mnt last: after it /proc is the container's
@@ -37,8 +37,8 @@ _PR_SET_PDEATHSIG, _PR_SET_DUMPABLE = 1, 4
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
-def _require_running(c: model.Container) -> None:
-    if not model.proc_ok(c):
+def _require_running(c: container_records.Container) -> None:
+    if not container_records.proc_ok(c):
         raise ContainerError(
             f"Container {c.name} is not running",
             f"its state is {c.status}",
@@ -46,14 +46,14 @@ def _require_running(c: model.Container) -> None:
         )
 
 
-def _enter(c: model.Container) -> None:
+def _enter(c: container_records.Container) -> None:
     """Join the container's cgroups (all hierarchies the init is in, read while the host's /sys is
     still ours), then its namespaces (the PID namespace applies to the children forked after)."""
     cgroups.join(c.pid, os.getpid())
     ns.join_process(c.pid, _NS_ORDER)
 
 
-def _exec(c: model.Container, plan: security.Plan, argv: list[str], env_extra: list[str], workdir: str | None,
+def _exec(c: container_records.Container, plan: security.Plan, argv: list[str], env_extra: list[str], workdir: str | None,
           user: str | None) -> None:
     cfg = c.config["Config"]
     env = procenv.env({**cfg, "Env": list(cfg.get("Env") or []) + list(env_extra)})
@@ -118,7 +118,7 @@ def _start_error(text: str) -> ContainerError:
     return ContainerError("Cannot exec in the container", msg, fix)
 
 
-def start(c: model.Container, argv: list[str], *, keep_stdin: bool = False, tty: bool = False,
+def start(c: container_records.Container, argv: list[str], *, keep_stdin: bool = False, tty: bool = False,
           env: list[str] = (), workdir: str | None = None, user: str | None = None,
           winsize: bytes | None = None) -> _Started:
     """Start argv in the container with fresh pipes (or a pty with tty=True) for its stdio."""
@@ -235,7 +235,7 @@ def _proxy(master: int, keep_stdin: bool) -> None:  # pragma: no cover - runs in
                 pass
 
 
-def exec_in(c: model.Container, argv: list[str], *, env: list[str] = (), workdir: str | None = None,
+def exec_in(c: container_records.Container, argv: list[str], *, env: list[str] = (), workdir: str | None = None,
             user: str | None = None, interactive: bool = False, tty: bool = False) -> int:
     """`netdiag exec`: run argv in the container, copying its output to the CLI's stdout/stderr
     (and, with -i, the CLI's stdin to it); returns its exit code."""
@@ -280,7 +280,7 @@ def _copy_stdin(to: int) -> None:
         os.close(to)
 
 
-def run_captured(c: model.Container, argv: list[str], timeout: float) -> tuple[int, str]:
+def run_captured(c: container_records.Container, argv: list[str], timeout: float) -> tuple[int, str]:
     """Run argv in the container, capturing output (first 4 KiB), killed with what it started
     after `timeout` s (health checks)."""
     try:

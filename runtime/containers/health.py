@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import time
 
-from . import model
+from . import container_records
 
 NS = 1_000_000_000
 
 
 class Ticker:
-    def __init__(self, c: model.Container, test: list[str], interval: float, timeout: float, retries: int, start_period: float):
+    def __init__(self, c: container_records.Container, test: list[str], interval: float, timeout: float, retries: int, start_period: float):
         self.c, self.test, self.interval, self.timeout = c, test, interval, timeout
         self.retries, self.start_period = retries, start_period
         self.started = time.monotonic()
@@ -18,7 +18,7 @@ class Ticker:
         self._save("starting")
 
     @classmethod
-    def for_container(cls, c: model.Container) -> "Ticker | None":
+    def for_container(cls, c: container_records.Container) -> "Ticker | None":
         hc = c.config["Config"].get("Healthcheck") or {}
         test = hc.get("Test") or []
         if not test or test[0] == "NONE":
@@ -30,9 +30,9 @@ class Ticker:
     def tick(self) -> None:
         from .execute import run_captured
 
-        start = model.now_iso()
+        start = container_records.now_iso()
         code, output = run_captured(self.c, self.test, self.timeout)
-        self.log = (self.log + [{"Start": start, "End": model.now_iso(), "ExitCode": code, "Output": output}])[-5:]
+        self.log = (self.log + [{"Start": start, "End": container_records.now_iso(), "ExitCode": code, "Output": output}])[-5:]
         if code == 0:
             self.streak = 0
             return self._save("healthy")
@@ -45,7 +45,7 @@ class Ticker:
     def _save(self, status: str) -> None:
         from ..errors import NetdiagError
 
-        fresh = model.get(self.c.id)
+        fresh = container_records.get(self.c.id)
         try:
             fresh.save_state(Health={"Status": status, "FailingStreak": self.streak, "Log": self.log})
         except NetdiagError:  # a full disk: the next check tries again; never the monitor's end

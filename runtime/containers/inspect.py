@@ -1,10 +1,10 @@
 """`inspect` output with Docker's field names (plus nothing Docker users would not recognise)."""
 from __future__ import annotations
 
-from . import model
+from . import container_records
 
 
-def container_json(c: model.Container) -> dict:
+def container_json(c: container_records.Container) -> dict:
     st, host = c.state, c.config["HostConfig"]
     lower = []
     try:
@@ -15,14 +15,14 @@ def container_json(c: model.Container) -> dict:
         pass
     state = {
         "Status": c.status,
-        "Running": c.status == model.RUNNING,
+        "Running": c.status == container_records.RUNNING,
         "Paused": False,
         "Restarting": False,
         "OOMKilled": bool(st.get("OOMKilled")),
-        "Dead": c.status == model.DEAD,
-        "Pid": c.pid if c.status == model.RUNNING else 0,
+        "Dead": c.status == container_records.DEAD,
+        "Pid": c.pid if c.status == container_records.RUNNING else 0,
         "ExitCode": st.get("ExitCode", 0),
-        "Error": (f"{model.UNSUPERVISED}; run 'netdiag system repair' to adopt it" if c.unsupervised
+        "Error": (f"{container_records.UNSUPERVISED}; run 'netdiag system repair' to adopt it" if c.unsupervised
                   else st.get("Error", "")),
         "StartedAt": st.get("StartedAt") or "0001-01-01T00:00:00Z",
         "FinishedAt": st.get("FinishedAt") or "0001-01-01T00:00:00Z",
@@ -85,10 +85,10 @@ def image_json(img) -> dict:
     }
 
 
-def _network_settings(c: model.Container) -> dict:
+def _network_settings(c: container_records.Container) -> dict:
     """Docker's NetworkSettings, plus the host-side veth of each endpoint (Docker lacks it)."""
     from . import endpoints
-    from ..networks import model as nets
+    from ..networks import network_records as nets
 
     mode = c.config["HostConfig"].get("NetworkMode", "none")
     eps = endpoints.endpoints(c) if c.running else {}

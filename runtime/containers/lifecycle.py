@@ -12,7 +12,7 @@ from pathlib import Path
 from .. import state, validate
 from ..errors import Conflict, ContainerError, InvalidArgument
 from ..images import store as images
-from . import cgroups, model, monitor
+from . import cgroups, container_records, monitor
 from .cleanup import remove_stopped  # noqa: F401 - part of this module's API (run, build)
 
 NETWORK_MODES = ("none", "host")
@@ -28,7 +28,8 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
                  labels: dict | None = None, cap_add: list[str] = (), cap_drop: list[str] = (),
                  privileged: bool = False, security_opt: list[str] = ()) -> dict:
     """The container's config (Docker's field names), from the image and the run options."""
-    from ..networks import ipam, model as nets, ports
+    from .. import ipam
+    from ..networks import network_records as nets, ports
     from . import security
 
     confinement = security.host_config(cap_add, cap_drop, privileged, security_opt)  # exit 2 before anything exists
@@ -119,21 +120,21 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
     }
 
 
-def create(config: dict, name: str | None) -> model.Container:
+def create(config: dict, name: str | None) -> container_records.Container:
     if name:
         validate.container_name(name)
     with state.space_for(f"create container {name}" if name else "create a container"):
         return _create(config, name)
 
 
-def _create(config: dict, name: str | None) -> model.Container:
+def _create(config: dict, name: str | None) -> container_records.Container:
     mode = config["HostConfig"]["NetworkMode"]
     if mode == "bridge":
         from ..networks import bridge
 
         bridge.ensure_default()
     if mode not in NETWORK_MODES:  # here, not in the monitor: its notes and warnings reach the user
-        from ..networks import enforce, model as nets
+        from ..networks import enforce, network_records as nets
 
         enforce.apply()
         net = nets.get(mode)
@@ -143,7 +144,7 @@ def _create(config: dict, name: str | None) -> model.Container:
             local.require()  # a clear error now, not from the monitor
         else:
             enforce.warn_blocked(net["netdiag"]["Bridge"], net["Name"])
-    c = model.create_record(config, name)
+    c = container_records.create_record(config, name)
     try:
         for d in ("upper", "work", "merged"):
             (c.dir / d).mkdir()
@@ -152,12 +153,12 @@ def _create(config: dict, name: str | None) -> model.Container:
             state.write_json(c.dir / "config.json", c.config)
         _write_etc_files(c)
     except BaseException:
-        model.delete_record(c)
+        container_records.delete_record(c)
         raise
     return c
 
 
-def _write_etc_files(c: model.Container) -> None:
+def _write_etc_files(c: container_records.Container) -> None:
     hostname = c.config["Config"]["Hostname"]
     state.write_bytes(c.dir / "hostname", (hostname + "\n").encode())
     if c.config["HostConfig"]["NetworkMode"] == "host":
@@ -175,14 +176,14 @@ def _read(path: str) -> str:
         return ""
 
 
-def lower_dirs(c: model.Container) -> list[Path]:
+def lower_dirs(c: container_records.Container) -> list[Path]:
     img = images.get(c.config["Image"])
     return [images.layer_dir(d) for d in img.layers]
 
 
-def start(c: model.Container, *, attach: bool = False, interactive: bool = False) -> int:
+def start(c: container_records.Container, *, attach: bool = False, interactive: bool = False) -> int:
     """Start a created or exited container; returns the monitor's status pipe."""
-    if model.proc_ok(c):
+    if container_records.proc_ok(c):
         raise Conflict(f"Container {c.name} is already running", "", f"stop it first ('netdiag stop {c.name}')")
     with state.space_for(f"start container {c.name}"):
         if not state.reserve(c.dir / "state.json"):  # its exit record must have room, whatever fills the disk
@@ -191,11 +192,11 @@ def start(c: model.Container, *, attach: bool = False, interactive: bool = False
     return monitor.spawn(c, lowers, attach=attach, interactive=interactive)
 
 
-def wait_exit(status_fd: int, c: model.Container) -> int:
+def wait_exit(status_fd: int, c: container_records.Container) -> int:
     """Block until an attached container exits; forward ^C and TERM to it. Returns its exit code."""
 
     def forward(sig, _frame):
-        fresh = model.get(c.id)
+        fresh = container_records.get(c.id)
         if fresh.running and fresh.pid:
             try:
                 os.kill(fresh.pid, sig)
@@ -224,9 +225,9 @@ def _wait_pid_gone(pid: int, start_time: int | None, timeout: float) -> bool:
         os.close(fd)
 
 
-def stop(c: model.Container, timeout: float = 10, sig: int = signal.SIGTERM) -> None:
+def stop(c: container_records.Container, timeout: float = 10, sig: int = signal.SIGTERM) -> None:
     """SIGTERM, then SIGKILL after `timeout` seconds; returns once the monitor recorded the exit."""
-    if not model.proc_ok(c):
+    if not container_records.proc_ok(c):
         return
     try:
         os.kill(c.pid, sig)
@@ -242,7 +243,7 @@ def stop(c: model.Container, timeout: float = 10, sig: int = signal.SIGTERM) -> 
     _finish_if_unsupervised(c)
 
 
-def _finish_if_unsupervised(c: model.Container) -> None:
+def _finish_if_unsupervised(c: container_records.Container) -> None:
     """No monitor recorded the exit of a container whose monitor had died: do its part here."""
     if c.unsupervised:
         monitor.finish_unsupervised(c, "stopped while its monitor was dead: exit code unknown")
@@ -251,17 +252,17 @@ def _finish_if_unsupervised(c: model.Container) -> None:
 def adopt_unsupervised() -> list[str]:
     """`system repair`: a new monitor for every running container whose monitor died. Names the
     containers adopted."""
-    return [c.name for c in model.list_all() if c.unsupervised and monitor.adopt(c)]
+    return [c.name for c in container_records.list_all() if c.unsupervised and monitor.adopt(c)]
 
 
-def _wait_monitor(c: model.Container) -> None:
+def _wait_monitor(c: container_records.Container) -> None:
     mpid = int(c.state.get("MonitorPid") or 0)
     if mpid and not _wait_pid_gone(mpid, c.state.get("MonitorStart"), 5):
         raise ContainerError(f"The monitor of container {c.name} did not finish", "it may be stuck", "run 'netdiag rm -f' on it")
 
 
-def kill(c: model.Container, sig: int = signal.SIGKILL) -> None:
-    if not model.proc_ok(c):
+def kill(c: container_records.Container, sig: int = signal.SIGKILL) -> None:
+    if not container_records.proc_ok(c):
         raise Conflict(f"Container {c.name} is not running", "", "")
     os.kill(c.pid, sig)
     if sig == signal.SIGKILL:
@@ -270,8 +271,8 @@ def kill(c: model.Container, sig: int = signal.SIGKILL) -> None:
         _finish_if_unsupervised(c)
 
 
-def remove(c: model.Container, force: bool = False) -> None:
-    if model.proc_ok(c):
+def remove(c: container_records.Container, force: bool = False) -> None:
+    if container_records.proc_ok(c):
         if not force:
             raise Conflict(
                 f"Cannot remove running container {c.name}",
@@ -281,7 +282,7 @@ def remove(c: model.Container, force: bool = False) -> None:
         os.kill(c.pid, signal.SIGKILL)
         _wait_pid_gone(c.pid, c.state.get("PidStart"), 5)
         _wait_monitor(c)
-    remove_stopped(model.get(c.id) if c.dir.exists() else c)
+    remove_stopped(container_records.get(c.id) if c.dir.exists() else c)
 
 
 def signal_number(name: str) -> int:
@@ -302,8 +303,8 @@ def prune() -> list[str]:
     from .. import paths
 
     removed = []
-    for c in model.list_all():
-        if not model.proc_ok(c):
+    for c in container_records.list_all():
+        if not container_records.proc_ok(c):
             remove_stopped(c)
             removed.append(c.id)
     d = paths.containers_dir()
@@ -312,10 +313,10 @@ def prune() -> list[str]:
             if sub.is_dir() and not (sub / "config.json").exists():
                 shutil.rmtree(sub, ignore_errors=True)
                 removed.append(sub.name)
-    live = {c.id for c in model.list_all()}
-    from ..networks import drivers, model as nets
+    live = {c.id for c in container_records.list_all()}
+    from ..networks import drivers, network_records as nets
 
-    running = {c.id for c in model.list_all() if model.proc_ok(c)}
+    running = {c.id for c in container_records.list_all() if container_records.proc_ok(c)}
     for net in nets.attachable():  # endpoints whose container died without its monitor to detach them
         for cid in list(net["Containers"]):
             if cid not in running:

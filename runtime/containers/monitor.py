@@ -19,12 +19,12 @@ from pathlib import Path
 from ..kernel import syscalls as sc
 from .. import state
 from ..errors import ContainerError, NetdiagError
-from . import cgroups, endpoints, model, procenv, rootfs, security
+from . import cgroups, container_records, endpoints, procenv, rootfs, security
 from .cleanup import remove_stopped
 from .stdio import LogWriter, pump
 
 
-def spawn(c: model.Container, lower_dirs: list[Path], *, attach: bool, interactive: bool) -> int:
+def spawn(c: container_records.Container, lower_dirs: list[Path], *, attach: bool, interactive: bool) -> int:
     """Start the container's monitor; returns the read end of its status pipe once started.
 
     Raises ContainerError (with the init's own message) when the container cannot start."""
@@ -98,12 +98,12 @@ def _detached(body) -> int:
     return r
 
 
-def _log_and_health(c: model.Container):
+def _log_and_health(c: container_records.Container):
     """What a monitor keeps for its container: the log (dropped lines counted where `inspect` shows
     them once space is back) and the health-check ticker (None without a HEALTHCHECK)."""
     def logs_dropped(total: int) -> None:
         try:
-            model.get(c.id).save_state(LogLinesDropped=total)
+            container_records.get(c.id).save_state(LogLinesDropped=total)
         except NetdiagError:
             pass
 
@@ -122,7 +122,7 @@ def _argv(cfg: dict) -> list[str]:
     return list(cfg.get("Entrypoint") or []) + list(cfg.get("Cmd") or [])
 
 
-def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: bool, interactive: bool,
+def _monitor(c: container_records.Container, lower_dirs: list[Path], status_w: int, attach: bool, interactive: bool,
              plan: security.Plan) -> None:
     host = c.config["HostConfig"]
     devnull = os.open("/dev/null", os.O_RDWR)
@@ -161,7 +161,7 @@ def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: 
         os.waitpid(child, 0)
         cgroups.remove(c.id)
         try:
-            c.save_state(Status=model.CREATED if not c.state.get("StartedAt") else model.EXITED,
+            c.save_state(Status=container_records.CREATED if not c.state.get("StartedAt") else container_records.EXITED,
                          Error=message, ExitCode=code, Pid=0, must_land=True)
         except state.DiskFull:
             pass  # the record keeps its last state; the CLI is told why the start failed, below
@@ -187,10 +187,10 @@ def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: 
         return fail(*_init_error(err))
 
     me = os.getpid()
-    model.clear_exit_markers(c)
+    container_records.clear_exit_markers(c)
     try:
-        c.save_state(Status=model.RUNNING, Pid=child, PidStart=sc.proc_start_time(child), MonitorPid=me,
-                     MonitorStart=sc.proc_start_time(me), StartedAt=model.now_iso(), FinishedAt="",
+        c.save_state(Status=container_records.RUNNING, Pid=child, PidStart=sc.proc_start_time(child), MonitorPid=me,
+                     MonitorStart=sc.proc_start_time(me), StartedAt=container_records.now_iso(), FinishedAt="",
                      ExitCode=0, Error="", OOMKilled=False, LogLinesDropped=0, must_land=True)
     except state.DiskFull as e:  # no record of a running container: it must not run unrecorded
         try:
@@ -224,17 +224,17 @@ def _monitor(c: model.Container, lower_dirs: list[Path], status_w: int, attach: 
     _send(status_w, exit=code, oom=oom)
 
 
-def _record_exit(c: model.Container, code: int, oom: bool, dropped: int) -> None:
+def _record_exit(c: container_records.Container, code: int, oom: bool, dropped: int) -> None:
     """Write the exit into the record (into its spare if the disk is full); as a last resort an
     empty marker file carries the code, and `ps` says the record could not be written."""
     if not (c.dir / "config.json").exists():
         return  # removed meanwhile (rm -f)
     try:
-        fresh = model.get(c.id)
-        fresh.save_state(Status=model.EXITED, ExitCode=code, OOMKilled=oom, Pid=0, MonitorPid=0,
-                         FinishedAt=model.now_iso(), LogLinesDropped=dropped, must_land=True)
+        fresh = container_records.get(c.id)
+        fresh.save_state(Status=container_records.EXITED, ExitCode=code, OOMKilled=oom, Pid=0, MonitorPid=0,
+                         FinishedAt=container_records.now_iso(), LogLinesDropped=dropped, must_land=True)
     except NetdiagError:  # DiskFull, or a record someone damaged meanwhile
-        model.exit_marker(c, code)
+        container_records.exit_marker(c, code)
         return
     if c.config["HostConfig"].get("AutoRemove"):
         remove_stopped(fresh)
@@ -284,7 +284,7 @@ def _what_why(e: BaseException) -> str:
     return str(e)
 
 
-def _init(c: model.Container, lower_dirs: list[Path], own_net: bool, stdio: tuple[int, int, int],
+def _init(c: container_records.Container, lower_dirs: list[Path], own_net: bool, stdio: tuple[int, int, int],
           c2m: int, m2c: int, plan: security.Plan) -> None:  # pragma: no cover - runs as the container's PID 1
     cfg, host = c.config["Config"], c.config["HostConfig"]
     try:
@@ -330,7 +330,7 @@ def _init(c: model.Container, lower_dirs: list[Path], own_net: bool, stdio: tupl
     os._exit(127)
 
 
-def _health_ticker(c: model.Container):
+def _health_ticker(c: container_records.Container):
     from .health import Ticker
 
     return Ticker.for_container(c)
@@ -350,7 +350,7 @@ ADOPTED_EXIT = ("exit code unknown: its monitor had died and 'netdiag system rep
                 "only a process's parent learns its exit code")
 
 
-def adopt(c: model.Container) -> int:
+def adopt(c: container_records.Container) -> int:
     """Give an unsupervised container a new monitor; returns its pid (0 when there was nothing to
     adopt: it exited meanwhile, or another repair adopted it first)."""
     r = _detached(lambda w: _adopting(c.id, w))
@@ -390,7 +390,7 @@ def _adopting(cid: str, status_w: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     with state.locked(f"adopt-{cid[:16]}"):  # two repairs at once adopt it once
-        c = model.get(cid)
+        c = container_records.get(cid)
         if not c.unsupervised:
             return _send(status_w, adopted=0)
         try:
@@ -415,7 +415,7 @@ def _adopting(cid: str, status_w: int) -> None:
     finish_unsupervised(c, ADOPTED_EXIT, log.dropped_total)
 
 
-def finish_unsupervised(c: model.Container, why: str, dropped: int = 0) -> None:
+def finish_unsupervised(c: container_records.Container, why: str, dropped: int = 0) -> None:
     """What a monitor does when its container has exited, for one whose monitor could not wait for
     it (adopted, or stopped while unsupervised): endpoints, cgroup, the exit record (code unknown)."""
     oom = cgroups.oom_killed(c.id)
@@ -427,16 +427,16 @@ def finish_unsupervised(c: model.Container, why: str, dropped: int = 0) -> None:
     if not (c.dir / "config.json").exists():
         return
     try:
-        fresh = model.get(c.id)
-        fresh.save_state(Status=model.EXITED, ExitCode=model.UNKNOWN_EXIT, OOMKilled=oom, Pid=0, MonitorPid=0,
-                         FinishedAt=model.now_iso(), Error=why, LogLinesDropped=dropped, must_land=True)
+        fresh = container_records.get(c.id)
+        fresh.save_state(Status=container_records.EXITED, ExitCode=container_records.UNKNOWN_EXIT, OOMKilled=oom, Pid=0, MonitorPid=0,
+                         FinishedAt=container_records.now_iso(), Error=why, LogLinesDropped=dropped, must_land=True)
     except NetdiagError:
         return  # `ps` still says what is known: its monitor died, exit code unknown
     if c.config["HostConfig"].get("AutoRemove"):
         remove_stopped(fresh)
 
 
-def _remove_cgroups(c: model.Container) -> None:
+def _remove_cgroups(c: container_records.Container) -> None:
     try:
         cgroups.remove(c.id)
     except OSError:  # still busy: `system prune` removes orphaned cgroups; the exit record comes first

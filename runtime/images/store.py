@@ -372,14 +372,32 @@ def _build_cache_blobs() -> set[str]:
     return live
 
 
+def container_images() -> list:
+    """The "Image" (config digest) every container record names: NETDIAG_ROOT/containers/<id>/
+    config.json, written by runtime.containers at create. Read here, not through that package,
+    because containers are made of images (it imports this store); an unreadable record names
+    none, as its container (a dead one, see container_records._broken) then has no image."""
+    d = paths.containers_dir()
+    if not d.is_dir():
+        return []
+    out = []
+    for sub in d.iterdir():
+        if not sub.is_dir() or sub.name.startswith("."):
+            continue
+        try:
+            cfg = state.read_json(sub / "config.json", expect=dict)
+        except state.CorruptRecord:
+            continue
+        if cfg is not None:
+            out.append(cfg.get("Image"))
+    return out
+
+
 def _container_blobs() -> set[str]:
     """What containers still need though their image may be untagged or removed (`rmi -f`): its
     config and the layers it lists, which a running container has mounted."""
-    from ..containers import model
-
     live: set[str] = set()
-    for c in model.list_all():
-        image = c.config.get("Image")
+    for image in container_images():
         if not oci.is_digest(image):
             continue
         live.add(image)

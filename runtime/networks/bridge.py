@@ -11,13 +11,13 @@ import re
 import sys
 from ipaddress import IPv4Address, IPv4Network
 
-from .. import state
-from ..kernel import addr, bridge as kernel_bridge, link, route, sysctl
+from .. import ipam, state
 from ..errors import Conflict, InvalidArgument, NetdiagError
-from . import enforce, ipam, model
+from ..kernel import addr, bridge as kernel_bridge, link, route, sysctl
+from . import enforce, network_records
 from .dns import records as dns_records
 
-DEFAULT_NAME = model.DEFAULT_NAME
+DEFAULT_NAME = network_records.DEFAULT_NAME
 DEFAULT_DEVICE, FALLBACK_DEVICE = "docker0", "netdiag0"
 _IFNAME = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")
 
@@ -33,23 +33,23 @@ def _bool_opt(options: dict, key: str) -> None:
 
 def validate_options(options: dict) -> dict:
     for key in options:
-        if key not in model.KNOWN_OPTS:
-            raise InvalidArgument(f"Unknown bridge option {key!r}", f"known options: {', '.join(model.KNOWN_OPTS)}", "check the spelling")
-    name = options.get(model.OPT_BRIDGE_NAME)
+        if key not in network_records.KNOWN_OPTS:
+            raise InvalidArgument(f"Unknown bridge option {key!r}", f"known options: {', '.join(network_records.KNOWN_OPTS)}", "check the spelling")
+    name = options.get(network_records.OPT_BRIDGE_NAME)
     if name is not None and not _IFNAME.match(name):
         raise InvalidArgument(f"Invalid bridge name {name!r}", "interface names are 1-15 letters, digits, '_', '.' or '-'",
                               "choose a shorter name, e.g. br-web")
-    model.mtu_option(options)
-    for key in (model.OPT_ICC, model.OPT_MASQ):
+    network_records.mtu_option(options)
+    for key in (network_records.OPT_ICC, network_records.OPT_MASQ):
         _bool_opt(options, key)
     return options
 
 
 def used_subnets(exclude_id: str = "") -> list[tuple[IPv4Network, str]]:
     """Subnets netdiag networks use, and the host's routes (other than via netdiag's own bridges)."""
-    ours = {n["netdiag"].get("Bridge") for n in model.bridges()}
-    out = [(IPv4Network(model.ipam(n)["Subnet"]), f"network {n['Name']}") for n in model.bridges()
-           if n["Id"] != exclude_id and model.ipam(n).get("Subnet")]
+    ours = {n["netdiag"].get("Bridge") for n in network_records.bridges()}
+    out = [(IPv4Network(network_records.ipam(n)["Subnet"]), f"network {n['Name']}") for n in network_records.bridges()
+           if n["Id"] != exclude_id and network_records.ipam(n).get("Subnet")]
     for dst, dev in route.subnets():
         if dev not in ours:
             out.append((dst, f"the host's route to {dst} via {dev or '?'}"))
@@ -67,9 +67,9 @@ def _check_overlap(subnet: IPv4Network, used: list[tuple[IPv4Network, str]]) -> 
 def create(name: str, *, subnet: str = "", gateway: str = "", ip_range: str = "", internal: bool = False,
            options: dict | None = None, labels: dict | None = None, default: bool = False) -> dict:
     """Validate, record, then realize (bridge device, firewall, resolver); undo all on failure."""
-    model.validate_name(name)
+    network_records.validate_name(name)
     options = validate_options(dict(options or {}))
-    if name in model.BUILTIN and not default:
+    if name in network_records.BUILTIN and not default:
         raise Conflict(f"Network name {name!r} is reserved", "bridge, host and none are the built-in networks", "choose another name")
     if gateway and not subnet:
         raise InvalidArgument("--gateway needs --subnet", "a gateway is chosen inside a subnet", "give --subnet too")
@@ -79,9 +79,9 @@ def create(name: str, *, subnet: str = "", gateway: str = "", ip_range: str = ""
     gw = ipam.parse_ip(gateway, "gateway") if gateway else None
     rng = ipam.parse_subnet(ip_range, "IP range") if ip_range else None
     with state.locked("networks"):
-        if model.find(name) is not None:
+        if network_records.find(name) is not None:
             raise Conflict(f"Network {name!r} already exists", "", f"use it, or remove it first ('netdiag network rm {name}')")
-        net = model.new_record(name, "bridge", internal=internal, options=options, labels=labels)
+        net = network_records.new_record(name, "bridge", internal=internal, options=options, labels=labels)
         used = used_subnets()
         if sub is None:
             sub = _pick_default_subnet(used) if default else ipam.free_pool([u for u, _ in used])
@@ -89,8 +89,8 @@ def create(name: str, *, subnet: str = "", gateway: str = "", ip_range: str = ""
             _check_overlap(sub, used)
         gw = gw or ipam.default_gateway(sub)
         ipam.check_pool(sub, gw, rng)
-        device = options.get(model.OPT_BRIDGE_NAME) or (_default_device() if default else f"br-{net['Id'][:12]}")
-        owner = next((n["Name"] for n in model.bridges() if n["netdiag"].get("Bridge") == device), None)
+        device = options.get(network_records.OPT_BRIDGE_NAME) or (_default_device() if default else f"br-{net['Id'][:12]}")
+        owner = next((n["Name"] for n in network_records.bridges() if n["netdiag"].get("Bridge") == device), None)
         if owner is not None:
             raise Conflict(f"Bridge {device} is already used by network {owner}", "one bridge device carries one network",
                            "choose another -o com.docker.network.bridge.name, or leave it out")
@@ -99,11 +99,11 @@ def create(name: str, *, subnet: str = "", gateway: str = "", ip_range: str = ""
             raise Conflict(f"Interface {device} already exists", "netdiag will not take over an interface it did not make",
                            "choose another -o com.docker.network.bridge.name")
         net["IPAM"]["Config"] = [{"Subnet": str(sub), "Gateway": str(gw), **({"IPRange": str(rng)} if rng else {})}]
-        net["netdiag"] = {"Bridge": device, "MTU": int(options.get(model.OPT_MTU, 1500))}
+        net["netdiag"] = {"Bridge": device, "MTU": int(options.get(network_records.OPT_MTU, 1500))}
         if default:
             net["Options"].setdefault("com.docker.network.bridge.default_bridge", "true")
-            net["Options"].setdefault(model.OPT_BRIDGE_NAME, device)
-        model.save(net)
+            net["Options"].setdefault(network_records.OPT_BRIDGE_NAME, device)
+        network_records.save(net)
     try:
         realize(net)
         if not default:
@@ -111,14 +111,14 @@ def create(name: str, *, subnet: str = "", gateway: str = "", ip_range: str = ""
             enforce.warn_blocked(device, name)  # the default bridge's first `run` warns itself
     except BaseException:
         # undo only what this command made: a bridge that existed before stays (it may carry traffic)
-        delete(model.reload(net), force=True, keep_link=existed)
+        delete(network_records.reload(net), force=True, keep_link=existed)
         raise
-    return model.reload(net)
+    return network_records.reload(net)
 
 
 def _default_device() -> str:
     """docker0, unless a real Docker engine (or anyone else) owns it: then netdiag0."""
-    mine = [n for n in model.bridges() if n["Name"] == DEFAULT_NAME]
+    mine = [n for n in network_records.bridges() if n["Name"] == DEFAULT_NAME]
     if mine:
         return mine[0]["netdiag"]["Bridge"]
     return FALLBACK_DEVICE if link.exists(DEFAULT_DEVICE) else DEFAULT_DEVICE
@@ -132,11 +132,11 @@ def _pick_default_subnet(used: list[tuple[IPv4Network, str]]) -> IPv4Network:
 
 def ensure_default() -> dict:
     """The default `bridge` network, made on first use (like dockerd does at start)."""
-    net = model.find(DEFAULT_NAME)
+    net = network_records.find(DEFAULT_NAME)
     if net is not None:
         return net
     net = create(DEFAULT_NAME, default=True)
-    cfg = model.ipam(net)
+    cfg = network_records.ipam(net)
     if net["netdiag"]["Bridge"] != DEFAULT_DEVICE or cfg["Subnet"] != str(ipam.DEFAULT_BRIDGE_SUBNET):
         print(f"netdiag: note: the default bridge network uses {net['netdiag']['Bridge']} on {cfg['Subnet']}, because "
               f"{DEFAULT_DEVICE} or {ipam.DEFAULT_BRIDGE_SUBNET} is already taken on this host", file=sys.stderr)
@@ -145,7 +145,7 @@ def ensure_default() -> dict:
 
 def realize(net: dict) -> None:
     """Make the kernel match the record: bridge up with its gateway address, forwarding, firewall."""
-    cfg = model.ipam(net)
+    cfg = network_records.ipam(net)
     sub = IPv4Network(cfg["Subnet"])
     kernel_bridge.ensure(net["netdiag"]["Bridge"], IPv4Address(cfg["Gateway"]), sub, net["netdiag"].get("MTU", 1500))
     sysctl.write("net/ipv4/ip_forward", "1")
@@ -158,15 +158,15 @@ def delete(net: dict, force: bool = False, keep_link: bool = False) -> None:
     """Remove a network: resolver, firewall rules, then the bridge device (unless `keep_link`: a
     failed create never deletes a device it did not make), then the record."""
     if not force:
-        model.refuse_in_use(net)
+        network_records.refuse_in_use(net)
     from . import dns
 
     for cid in list(net["Containers"]):
         detach(net, cid)
-    net = model.find(net["Id"]) or net
+    net = network_records.find(net["Id"]) or net
     if net["netdiag"].get("DnsPid"):
         dns.stop(net["netdiag"]["DnsPid"])
-    model.delete(net)
+    network_records.delete(net)
     dns_records.records_file(net).unlink(missing_ok=True)
     enforce.apply()
     if not keep_link:
@@ -184,10 +184,10 @@ def attach(net: dict, container: dict, netns_path: str, ifname: str, *, ip: str 
            aliases: list[str] = (), default_route: bool = True, publish: list[dict] = ()) -> dict:
     """Give a container (namespace at netns_path) an interface on this network. All or nothing."""
     cid = container["Id"]
-    cfg = model.ipam(net)
+    cfg = network_records.ipam(net)
     sub, gw = IPv4Network(cfg["Subnet"]), IPv4Address(cfg["Gateway"])
     rng = IPv4Network(cfg["IPRange"]) if cfg.get("IPRange") else None
-    with model.locked(net) as fresh:
+    with network_records.locked(net) as fresh:
         used = [e["IPv4Address"].split("/")[0] for k, e in fresh["Containers"].items() if k != cid]
         ip_addr = ipam.allocate(sub, gw, rng, used, ip)
         endpoint = {
@@ -226,7 +226,7 @@ def _configure_endpoint(ns_path: str, ifname: str, ip: IPv4Address, subnet: IPv4
 
 
 def _undo_attach(net: dict, cid: str, endpoint: dict, done: list[str]) -> None:
-    with model.locked(net) as fresh:
+    with network_records.locked(net) as fresh:
         fresh["Containers"].pop(cid, None)
     try:
         enforce.apply()
@@ -245,7 +245,7 @@ def detach(net: dict, cid: str) -> None:
     """Remove a container's endpoint: record and rules first, then the link. Idempotent."""
     endpoint = None
     try:
-        with model.locked(net) as fresh:
+        with network_records.locked(net) as fresh:
             endpoint = fresh["Containers"].pop(cid, None)
     except NetdiagError:
         return

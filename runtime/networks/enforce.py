@@ -7,19 +7,19 @@ after someone flushed them, are the same operation.
 """
 from __future__ import annotations
 
-from . import model
+from . import network_records
 
 
 def desired():
     from .firewall import NetSpec, PortSpec
 
     nets, ports = [], []
-    for n in model.bridges():
-        cfg = model.ipam(n)
+    for n in network_records.bridges():
+        cfg = network_records.ipam(n)
         bridge = n["netdiag"]["Bridge"]
         nets.append(NetSpec(
             id=n["Id"], bridge=bridge, subnet=cfg["Subnet"], gateway=cfg["Gateway"], internal=bool(n["Internal"]),
-            icc=model.flag(n, model.OPT_ICC), masquerade=model.flag(n, model.OPT_MASQ),
+            icc=network_records.flag(n, network_records.OPT_ICC), masquerade=network_records.flag(n, network_records.OPT_MASQ),
             ports=tuple(sorted(e["HostVeth"] for e in n["Containers"].values())),
         ))
         for cid, e in sorted(n["Containers"].items()):
@@ -42,7 +42,7 @@ def _listing() -> str:
 
 
 def _stamp_path():
-    return model.nets_dir() / ".firewall.json"
+    return network_records.nets_dir() / ".firewall.json"
 
 
 def apply(force: bool = False) -> bool:
@@ -56,7 +56,7 @@ def apply(force: bool = False) -> bool:
 
     nets, ports = desired()
     vteps = _vteps()
-    _coexist([n.bridge for n in nets] + [n["netdiag"]["Bridge"] for n in model.overlays()])
+    _coexist([n.bridge for n in nets] + [n["netdiag"]["Bridge"] for n in network_records.overlays()])
     if not nets and not vteps:
         firewall.remove()
         _stamp_path().unlink(missing_ok=True)

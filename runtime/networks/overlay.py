@@ -19,10 +19,10 @@ import hashlib
 import re
 from ipaddress import IPv4Address, IPv4Network
 
-from .. import state
+from .. import ipam, state
 from ..errors import Conflict, InvalidArgument, NetdiagError
 from ..kernel import addr, fdb, link, neigh
-from . import ipam, model
+from . import network_records
 
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 
@@ -44,10 +44,10 @@ def validate_options(options: dict) -> tuple[dict, int | None, int | None]:
     from ..cluster import alloc
 
     for key in options:
-        if key not in model.OVERLAY_OPTS:
-            raise InvalidArgument(f"Unknown overlay option {key!r}", f"known options: {', '.join(model.OVERLAY_OPTS)}", "check the spelling")
-    vni = alloc.parse_vni(options[model.OPT_VXLANID]) if model.OPT_VXLANID in options else None
-    return options, vni, model.mtu_option(options)
+        if key not in network_records.OVERLAY_OPTS:
+            raise InvalidArgument(f"Unknown overlay option {key!r}", f"known options: {', '.join(network_records.OVERLAY_OPTS)}", "check the spelling")
+    vni = alloc.parse_vni(options[network_records.OPT_VXLANID]) if network_records.OPT_VXLANID in options else None
+    return options, vni, network_records.mtu_option(options)
 
 
 def _store(member: dict):
@@ -58,13 +58,13 @@ def _store(member: dict):
 
 # -- the cluster's record and this host's mirror --------------------------------------------------
 def cluster_record(net: dict) -> dict:
-    cfg = model.ipam(net)
+    cfg = network_records.ipam(net)
     return {"Id": net["Id"], "Name": net["Name"], "Subnet": cfg["Subnet"], "Gateway": cfg["Gateway"],
             "VNI": net["netdiag"]["VNI"], "Options": net["Options"], "Labels": net["Labels"], "Created": net["Created"]}
 
 
 def _mirror_record(rec: dict, old: dict | None) -> dict:
-    net = old or model.new_record(rec["Name"], "overlay")
+    net = old or network_records.new_record(rec["Name"], "overlay")
     net.update(Name=rec["Name"], Id=rec["Id"], Created=rec.get("Created", ""), Scope="swarm", Attachable=True,
                Options=dict(rec.get("Options") or {}), Labels=dict(rec.get("Labels") or {}))
     net["IPAM"]["Config"] = [{"Subnet": rec["Subnet"], "Gateway": rec["Gateway"]}]
@@ -76,7 +76,7 @@ def _valid(rec) -> bool:
     try:
         IPv4Network(rec["Subnet"])
         IPv4Address(rec["Gateway"])
-        model.validate_name(rec["Name"])
+        network_records.validate_name(rec["Name"])
         return isinstance(rec["Id"], str) and len(rec["Id"]) == 64 and int(rec["VNI"]) > 0
     except (KeyError, TypeError, ValueError, NetdiagError):
         return False
@@ -89,23 +89,23 @@ def mirror(networks: list[dict]) -> bool:
     want = {rec["Id"]: rec for rec in networks if _valid(rec)}
     changed = False
     with state.locked("networks"):
-        have = {n["Id"]: n for n in model.overlays()}
+        have = {n["Id"]: n for n in network_records.overlays()}
         for nid, rec in want.items():
             old = have.get(nid)
             if old is None:
-                other = model.find(rec["Name"])
+                other = network_records.find(rec["Name"])
                 if other is None:  # else a local network of that name hides it (see conflicts())
-                    model.save(_mirror_record(rec, None))
+                    network_records.save(_mirror_record(rec, None))
                     changed = True
             elif _mirror_record(rec, _copy(old)) != old:
-                with model.locked(old) as fresh:
+                with network_records.locked(old) as fresh:
                     _mirror_record(rec, fresh)
                 changed = True
         for nid, old in have.items():
             if nid not in want:
                 with state.locked("net-" + nid[:16]):
                     teardown(old)
-                    model.delete(old)
+                    network_records.delete(old)
                 changed = True
     return changed
 
@@ -120,7 +120,7 @@ def conflicts(networks: list[dict]) -> list[str]:
     """Cluster networks whose name a local network of this host already has."""
     out = []
     for rec in networks:
-        other = model.find(rec.get("Name", "")) if _valid(rec) else None
+        other = network_records.find(rec.get("Name", "")) if _valid(rec) else None
         if other is not None and other["Id"] != rec["Id"]:
             out.append(f"the cluster's overlay network {rec['Name']} is hidden on this host by its local {other['Driver']} "
                        f"network of the same name")
@@ -156,9 +156,9 @@ def create(name: str, *, subnet: str = "", gateway: str = "", ip_range: str = ""
 
     if ip_range or internal:
         raise InvalidArgument("--ip-range and --internal are not supported on overlay networks", "", "drop them")
-    model.validate_name(name)
+    network_records.validate_name(name)
     options, vni, _ = validate_options(dict(options or {}))
-    if name in model.BUILTIN:
+    if name in network_records.BUILTIN:
         raise Conflict(f"Network name {name!r} is reserved", "bridge, host and none are the built-in networks", "choose another name")
     if gateway and not subnet:
         raise InvalidArgument("--gateway needs --subnet", "a gateway is chosen inside a subnet", "give --subnet too")
@@ -169,15 +169,15 @@ def create(name: str, *, subnet: str = "", gateway: str = "", ip_range: str = ""
     member = local.require()
     store = _store(member)
     with state.locked("networks"):
-        if model.find(name) is not None:
+        if network_records.find(name) is not None:
             raise Conflict(f"Network {name!r} already exists", "", f"use it, or remove it first ('netdiag network rm {name}')")
-        rec = model.new_record(name, "overlay", options=options, labels=labels)
+        rec = network_records.new_record(name, "overlay", options=options, labels=labels)
         # this host's bridges and routes (the underlay's among them) must not be shadowed either
         local_taken = bridge.used_subnets()
         claimed = alloc.claim_network(store, {"Id": rec["Id"], "Name": name, "Options": options, "Labels": dict(labels or {}),
                                               "Created": rec["Created"]}, sub, vni, gw, local_taken)
         net = _mirror_record(claimed, rec)
-        model.save(net)
+        network_records.save(net)
     return net
 
 
@@ -187,14 +187,14 @@ def delete(net: dict, force: bool = False, keep_link: bool = False) -> None:
     from ..cluster import alloc
 
     if not force:
-        model.refuse_in_use(net)
+        network_records.refuse_in_use(net)
     for cid in list(net["Containers"]):
         detach(net, cid)
     member = _member()
     if member is not None:
         alloc.release_network(_store(member), cluster_record(net))
     teardown(net)
-    model.delete(net)
+    network_records.delete(net)
 
 
 # -- this host's sandbox ----------------------------------------------------------------------------
@@ -206,7 +206,7 @@ def underlay_mtu(member: dict) -> int:
 def endpoint_mtu(net: dict, member: dict) -> int:
     """Underlay MTU - 50, lowered further by -o com.docker.network.driver.mtu."""
     mtu = underlay_mtu(member) - VXLAN_OVERHEAD
-    opt = net["Options"].get(model.OPT_MTU)
+    opt = net["Options"].get(network_records.OPT_MTU)
     return min(mtu, int(opt)) if opt else mtu
 
 
@@ -307,13 +307,13 @@ def attach(net: dict, container: dict, netns_path: str, ifname: str, *, ip: str 
     ep_id = endpoint_id(cid, net["Id"])
     claim = {"id": ep_id, "container": cid, "name": container["Name"], "host": member["host"], "aliases": list(aliases)}
     address = alloc.claim_address(store, cluster_record(net), claim, ip, int(member["lease"]))
-    sub = IPv4Network(model.ipam(net)["Subnet"])
+    sub = IPv4Network(network_records.ipam(net)["Subnet"])
     endpoint = {"Name": container["Name"], "EndpointID": ep_id, "MacAddress": ipam.mac_for(address),
                 "IPv4Address": f"{address}/{sub.prefixlen}", "IPv6Address": "", "HostVeth": veth_name(cid, net["Id"]),
                 "Interface": ifname, "Aliases": list(aliases), "Ports": []}
     done = ["store"]
     try:
-        with model.locked(net) as fresh:  # the sandbox under the record's lock: two attaches on one
+        with network_records.locked(net) as fresh:  # the sandbox under the record's lock: two attaches on one
             fresh["Containers"][cid] = endpoint  # host must not both create it, nor a detach tear it down
             done.append("record")
             made = ensure_sandbox(net, member)
@@ -345,7 +345,7 @@ def _undo(net: dict, cid: str, endpoint: dict, done: list[str], store) -> None:
             if step == "veth":
                 link.delete(endpoint["HostVeth"])
             elif step == "record":  # and the sandbox with it when no other endpoint uses it (as detach)
-                with model.locked(net) as fresh:
+                with network_records.locked(net) as fresh:
                     fresh["Containers"].pop(cid, None)
                     if not fresh["Containers"]:
                         teardown(fresh)
@@ -362,7 +362,7 @@ def detach(net: dict, cid: str) -> None:
 
     endpoint = None
     try:
-        with model.locked(net) as fresh:
+        with network_records.locked(net) as fresh:
             endpoint = fresh["Containers"].pop(cid, None)
             if not fresh["Containers"]:
                 teardown(fresh)
@@ -408,6 +408,6 @@ def inspect(net: dict) -> dict:
 
 def leave(member: dict) -> None:
     """This host leaves the cluster: every sandbox and mirror goes (endpoints must be gone)."""
-    for net in model.overlays():
+    for net in network_records.overlays():
         teardown(net)
-        model.delete(net)
+        network_records.delete(net)

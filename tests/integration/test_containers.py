@@ -174,7 +174,7 @@ def test_a_container_whose_monitor_died_is_unsupervised_until_repair_adopts_it(l
 
 
 def _newest_check(lab, name: str) -> float:
-    from runtime.containers.model import parse_iso
+    from runtime.containers.container_records import parse_iso
 
     log = (lab.inspect(name)["State"].get("Health") or {}).get("Log") or []
     return max((parse_iso(e["Start"]) for e in log), default=0.0)

@@ -241,7 +241,7 @@ def test_prune_removes_exactly_the_unreferenced_blobs(root, tmp_path, monkeypatc
 
 
 def test_image_prune_removes_untagged_images_unless_a_container_uses_them(root, tmp_path):
-    from runtime.containers import model
+    from runtime.containers import container_records
 
     a = Archive()
     kept = a.image([SMALL], None)
@@ -249,7 +249,7 @@ def test_image_prune_removes_untagged_images_unless_a_container_uses_them(root, 
     _load(a.write(tmp_path / "untagged.tar"))
     kept_id = json.loads(a.blobs[kept])["config"]["digest"]
     gone_id = json.loads(a.blobs[gone])["config"]["digest"]
-    model.create_record({"Image": kept_id, "Config": {}, "HostConfig": {}}, "user")
+    container_records.create_record({"Image": kept_id, "Config": {}, "HostConfig": {}}, "user")
     lines, _ = store.prune("dangling")
     assert f"deleted: {gone_id}" in lines and not any(kept_id in line for line in lines)
     ids = {i.id for i in store.list_images()}
@@ -286,17 +286,17 @@ def test_layer_errors_name_the_layer_not_a_temp_path(tmp_path):
 
 
 def test_rmi_force_keeps_what_a_container_still_has_mounted_until_it_is_gone(root, tmp_path):
-    from runtime.containers import model
+    from runtime.containers import container_records
 
     a, path = _good(tmp_path)
     _load(path)
     img = store.get("ok:1")
-    c = model.create_record({"Image": img.id, "Config": {}, "HostConfig": {}}, "user")
+    c = container_records.create_record({"Image": img.id, "Config": {}, "HostConfig": {}}, "user")
     store.remove("ok:1", users=["user"], force=True)
     assert store.blob_path(img.id).exists() and store.blob_path(img.layers[0]).exists()
     assert (root / "layers" / img.layers[0][7:]).is_dir()  # a running container's lowerdir
     store.prune()
     assert store.blob_path(img.layers[0]).exists()
-    model.delete_record(c)
+    container_records.delete_record(c)
     store.prune()
     assert not store.blob_path(img.layers[0]).exists() and not (root / "layers" / img.layers[0][7:]).exists()

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import BuildError, InvalidArgument
-from runtime.images import build_copy
-from runtime.images.build import _read_dockerfile, apply_config_instruction, cache_key, copy_cache_extra, state_id
-from runtime.images.build_run import container_config, drop_runtime_stubs
-from runtime.images.build_view import ImageView
-from runtime.images.dockerfile import parse
+from runtime.build import copy_step
+from runtime.build.builder import _read_dockerfile, apply_config_instruction, cache_key, copy_cache_extra, state_id
+from runtime.build.dockerfile import parse
+from runtime.build.image_view import ImageView
+from runtime.build.run_step import container_config, drop_runtime_stubs
 
 
 def ins(line: str):
@@ -94,27 +94,27 @@ def ctx(tmp_path):
                                  "/../outside.txt"])
 def test_sources_outside_the_context_are_refused(ctx, rel):
     with pytest.raises(BuildError) as e:
-        build_copy.inside_context(ctx, rel, "COPY", "Dockerfile line 3")
+        copy_step.inside_context(ctx, rel, "COPY", "Dockerfile line 3")
     assert "Dockerfile line 3: COPY may not read outside the build context" in str(e.value)
 
 
 @pytest.mark.parametrize("rel,real", [("a.txt", "a.txt"), ("/a.txt", "a.txt"), ("sub/../a.txt", "a.txt"),
                                       ("link-in", "a.txt"), (".", ""), ("sub", "sub")])
 def test_sources_inside_the_context(ctx, rel, real):
-    assert build_copy.inside_context(ctx, rel) == Path(os.path.realpath(ctx / real))
+    assert copy_step.inside_context(ctx, rel) == Path(os.path.realpath(ctx / real))
 
 
 def test_glob_sources_and_their_names(ctx):
-    srcs = build_copy.resolve_sources(ctx, "COPY", ("*.txt", "link-in"), "Dockerfile line 2")
+    srcs = copy_step.resolve_sources(ctx, "COPY", ("*.txt", "link-in"), "Dockerfile line 2")
     assert [(s.name, s.path.name) for s in srcs] == [("a.txt", "a.txt"), ("b.txt", "b.txt"), ("link-in", "a.txt")]
     with pytest.raises(BuildError, match="line 2: COPY may not read outside"):
-        build_copy.resolve_sources(ctx, "COPY", ("link-*",), "Dockerfile line 2")
+        copy_step.resolve_sources(ctx, "COPY", ("link-*",), "Dockerfile line 2")
     with pytest.raises(BuildError, match="line 2: COPY source 'nope' not found"):
-        build_copy.resolve_sources(ctx, "COPY", ("nope",), "Dockerfile line 2")
+        copy_step.resolve_sources(ctx, "COPY", ("nope",), "Dockerfile line 2")
     with pytest.raises(BuildError, match="matches no file"):
-        build_copy.resolve_sources(ctx, "COPY", ("*.md",), "Dockerfile line 2")
+        copy_step.resolve_sources(ctx, "COPY", ("*.md",), "Dockerfile line 2")
     with pytest.raises(BuildError, match="URL"):
-        build_copy.resolve_sources(ctx, "ADD", ("https://example.com/x.tgz",), "Dockerfile line 2")
+        copy_step.resolve_sources(ctx, "ADD", ("https://example.com/x.tgz",), "Dockerfile line 2")
 
 
 # ---------------------------------------------------------------- cache keys
@@ -182,8 +182,8 @@ def stage(tmp_path, image, line, ctx, workdir="/"):
     i = ins(line)
     root = tmp_path / "stage"
     root.mkdir(parents=True, exist_ok=True)
-    srcs = build_copy.resolve_sources(ctx, i.cmd, i.args[0], "Dockerfile line 2")
-    st = build_copy.Stager(root, image, None)
+    srcs = copy_step.resolve_sources(ctx, i.cmd, i.args[0], "Dockerfile line 2")
+    st = copy_step.Stager(root, image, None)
     target, into = st.dest_paths(i.cmd, i.args[1], workdir, len(srcs), "Dockerfile line 2")
     for s in srcs:
         st.add(i.cmd, s, target, into, tmp_path, "Dockerfile line 2")
@@ -205,11 +205,11 @@ def test_copy_dir_contents_into_workdir_and_existing_dirs(tmp_path, image, ctx):
 
 
 def test_chown_names_come_from_the_image(image):
-    assert build_copy.parse_chown("app", image, "w") == (1000, 1000)
-    assert build_copy.parse_chown("app:staff", image, "w") == (1000, 50)
-    assert build_copy.parse_chown("7:8", image, "w") == (7, 8)
+    assert copy_step.parse_chown("app", image, "w") == (1000, 1000)
+    assert copy_step.parse_chown("app:staff", image, "w") == (1000, 50)
+    assert copy_step.parse_chown("7:8", image, "w") == (7, 8)
     with pytest.raises(BuildError, match="unable to find user 'ghost'"):
-        build_copy.parse_chown("ghost", image, "w")
+        copy_step.parse_chown("ghost", image, "w")
 
 
 # ---------------------------------------------------------------- RUN

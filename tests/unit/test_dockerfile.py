@@ -1,7 +1,7 @@
 import pytest
 
 from runtime.errors import BuildError, InvalidArgument
-from runtime.images.dockerfile import Instruction, expand, parse
+from runtime.build.dockerfile import Instruction, expand, parse
 
 S = 10**9  # nanoseconds per second
 

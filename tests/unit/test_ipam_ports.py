@@ -4,7 +4,8 @@ from ipaddress import IPv4Address, IPv4Network
 import pytest
 
 from runtime.errors import Conflict, InvalidArgument
-from runtime.networks import ipam, ports
+from runtime import ipam
+from runtime.networks import ports
 
 
 def test_sequential_allocation_skips_gateway_and_respects_range():

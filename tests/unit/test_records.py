@@ -28,38 +28,38 @@ def test_read_json_names_the_file_and_never_lets_corruption_pass(tmp_path, conte
 
 
 def _container(name: str) -> str:
-    from runtime.containers import model
+    from runtime.containers import container_records
 
     cfg = {"Image": "", "ImageRef": "busybox", "Path": "true", "Args": [], "Config": {"Hostname": name},
            "HostConfig": {"NetworkMode": "none"}, "NetworkSettings": {"Networks": {}}}
-    return model.create_record(cfg, name).id
+    return container_records.create_record(cfg, name).id
 
 
 @pytest.mark.parametrize("which", ["config.json", "state.json"])
 @pytest.mark.parametrize("content", BAD.values(), ids=BAD.keys())
 def test_a_corrupt_container_record_is_a_dead_container(root, which, content):
-    from runtime.containers import model
+    from runtime.containers import container_records
 
     good, bad = _container("good"), _container("victim")
-    (model.paths.containers_dir() / bad / which).write_bytes(content)
-    every = {c.id: c for c in model.list_all()}
+    (container_records.paths.containers_dir() / bad / which).write_bytes(content)
+    every = {c.id: c for c in container_records.list_all()}
     assert set(every) == {good, bad}
     dead = every[bad]
-    assert dead.status == model.DEAD and which in dead.broken and which in dead.state["Error"]
-    assert every[good].status == model.CREATED and not every[good].broken
-    assert model.get(bad[:10]).id == bad and model.get("good").id == good
+    assert dead.status == container_records.DEAD and which in dead.broken and which in dead.state["Error"]
+    assert every[good].status == container_records.CREATED and not every[good].broken
+    assert container_records.get(bad[:10]).id == bad and container_records.get("good").id == good
     if which == "state.json":  # the config survives: the name still finds it
-        assert model.get("victim").id == bad
+        assert container_records.get("victim").id == bad
     with pytest.raises(NetdiagError):
-        model.create_record({"Config": {}, "HostConfig": {}}, "good")  # names still checked
+        container_records.create_record({"Config": {}, "HostConfig": {}}, "good")  # names still checked
 
 
 def test_a_config_missing_its_parts_is_corrupt_too(root):
-    from runtime.containers import model
+    from runtime.containers import container_records
 
     bad = _container("victim")
-    (model.paths.containers_dir() / bad / "config.json").write_text(json.dumps({"Name": "victim", "Config": []}))
-    assert "lacks Config, HostConfig" in model.get(bad).broken
+    (container_records.paths.containers_dir() / bad / "config.json").write_text(json.dumps({"Name": "victim", "Config": []}))
+    assert "lacks Config, HostConfig" in container_records.get(bad).broken
 
 
 @pytest.mark.parametrize("content", [*BAD.values(), json.dumps({"Name": "back", "Id": "x"}).encode(),
@@ -67,18 +67,18 @@ def test_a_config_missing_its_parts_is_corrupt_too(root):
                                                  "Options": {}, "Labels": {}, "Containers": {}, "netdiag": {}}).encode()],
                          ids=[*BAD.keys(), "lacking", "bridge-without-subnet"])
 def test_a_corrupt_network_record_is_listed_apart_from_the_bridges(root, content):
-    from runtime.networks import model
+    from runtime.networks import network_records
 
-    ok = model.new_record("front", "bridge", subnet="10.9.0.0/24", gateway="10.9.0.1")
+    ok = network_records.new_record("front", "bridge", subnet="10.9.0.0/24", gateway="10.9.0.1")
     ok["netdiag"] = {"Bridge": "br-front"}
-    model.save(ok)
+    network_records.save(ok)
     broken_id = "ab" * 32
-    (model.nets_dir() / f"{broken_id}.json").write_bytes(content)
-    every = {n["Id"]: n for n in model.list_all()}
+    (network_records.nets_dir() / f"{broken_id}.json").write_bytes(content)
+    every = {n["Id"]: n for n in network_records.list_all()}
     assert set(every) == {ok["Id"], broken_id}
     bad = every[broken_id]
-    assert bad["Driver"] == model.UNREADABLE and bad["Name"] == broken_id[:12] and f"{broken_id}.json" in bad["Error"]
+    assert bad["Driver"] == network_records.UNREADABLE and bad["Name"] == broken_id[:12] and f"{broken_id}.json" in bad["Error"]
     assert bad["netdiag"]["Bridge"] == f"br-{broken_id[:12]}"
-    assert [n["Id"] for n in model.bridges()] == [ok["Id"]]
-    assert model.get("front")["Id"] == ok["Id"] and model.get(broken_id[:12])["Id"] == broken_id
-    assert model.find("back") is None
+    assert [n["Id"] for n in network_records.bridges()] == [ok["Id"]]
+    assert network_records.get("front")["Id"] == ok["Id"] and network_records.get(broken_id[:12])["Id"] == broken_id
+    assert network_records.find("back") is None

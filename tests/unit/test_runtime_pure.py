@@ -162,20 +162,20 @@ def test_build_config_merges_image_and_flags():
 
 
 def test_status_lines():
-    from runtime.containers import model
+    from runtime.containers import container_records
 
-    c = model.Container("x" * 64, {"Name": "n", "Created": model.now_iso()}, {"Status": "exited", "ExitCode": 3, "FinishedAt": model.now_iso()})
-    assert model.status_line(c).startswith("Exited (3)")
-    assert model.human_duration(1) == "1 second" and model.human_duration(90) == "About a minute"
+    c = container_records.Container("x" * 64, {"Name": "n", "Created": container_records.now_iso()}, {"Status": "exited", "ExitCode": 3, "FinishedAt": container_records.now_iso()})
+    assert container_records.status_line(c).startswith("Exited (3)")
+    assert container_records.human_duration(1) == "1 second" and container_records.human_duration(90) == "About a minute"
 
 
 def test_generated_names_never_run_out():
-    from runtime.containers import model
+    from runtime.containers import container_records
 
-    used = {f"{a}_{n}" for a in model._ADJ for n in model._NOUN}  # every plain name is taken
+    used = {f"{a}_{n}" for a in container_records._ADJ for n in container_records._NOUN}  # every plain name is taken
     names = set()
     for _ in range(200):
-        name = model._free_name(used | names)
+        name = container_records._free_name(used | names)
         assert name not in used and name not in names
         names.add(name)
 

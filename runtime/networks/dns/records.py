@@ -8,13 +8,13 @@ import os
 
 from ... import state
 from ...kernel.syscalls import pid_alive
-from .. import model
-from ..model import DEFAULT_NAME
+from .. import network_records
+from ..network_records import DEFAULT_NAME
 from .control import start
 
 
 def records_file(net: dict):
-    return model.nets_dir() / f"{net['Id']}.dns.json"
+    return network_records.nets_dir() / f"{net['Id']}.dns.json"
 
 
 def _upstream() -> list[str]:
@@ -46,7 +46,7 @@ def write(net: dict | None) -> None:
     the other user-defined networks that container is on (Docker resolves across all of them)."""
     if net is None or net["Name"] == DEFAULT_NAME:
         return
-    others = [n for n in model.bridges() if n["Id"] != net["Id"] and n["Name"] != DEFAULT_NAME]
+    others = [n for n in network_records.bridges() if n["Id"] != net["Id"] and n["Name"] != DEFAULT_NAME]
     clients = {}
     for cid, e in net["Containers"].items():
         seen: dict[str, list[str]] = {}
@@ -63,14 +63,14 @@ def write(net: dict | None) -> None:
 
 def refresh() -> None:
     """Rewrite every resolver's view (after an endpoint anywhere came or went)."""
-    for net in model.bridges():
+    for net in network_records.bridges():
         write(net)
 
 
 def start_resolver(net: dict) -> None:
     write(net)
-    pid = start(model.ipam(net)["Gateway"], str(records_file(net)))
-    with model.locked(net) as fresh:
+    pid = start(network_records.ipam(net)["Gateway"], str(records_file(net)))
+    with network_records.locked(net) as fresh:
         fresh["netdiag"]["DnsPid"] = pid
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .. import fsroot
 from ..errors import BuildError
-from .layers import OPAQUE_XATTR
+from ..images.layers import OPAQUE_XATTR
 
 def _is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0

@@ -1,11 +1,13 @@
-"""Address management for bridge networks: pools, gateways, sequential allocation, Docker's MACs."""
+"""Address management for networks (bridge and overlay): pools, gateways, sequential allocation,
+Docker's MACs. Pure, below runtime.networks and runtime.cluster (whose allocator plans overlay
+subnets and addresses with it)."""
 from __future__ import annotations
 
 import ipaddress
 from ipaddress import IPv4Address, IPv4Network
 from typing import Iterable
 
-from ..errors import Conflict, InvalidArgument
+from .errors import Conflict, InvalidArgument
 
 DEFAULT_BRIDGE_SUBNET = IPv4Network("172.17.0.0/16")
 

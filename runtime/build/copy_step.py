@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BuildError, ImageError
-from . import layers
-from .build_view import ImageView
+from ..images import layers
+from .image_view import ImageView
 
 _GLOB = set("*?[")
 _CHUNK = 1 << 20

@@ -1,8 +1,8 @@
-"""`netdiag build`: execute a parsed Dockerfile (runtime.images.dockerfile) into an image.
+"""`netdiag build`: execute a parsed Dockerfile (runtime.build.dockerfile) into an image.
 
 FROM starts from scratch or a local image, config instructions (ENV, WORKDIR, EXPOSE, CMD,
 ENTRYPOINT, HEALTHCHECK, LABEL, USER) update the image config, and each COPY, ADD and RUN makes
-one layer (build_copy, build_run). Nothing is tagged unless every step succeeds.
+one layer (copy_step, run_step). Nothing is tagged unless every step succeeds.
 
 Build cache: NETDIAG_ROOT/build-cache/<key>.json = {"layer": digest or null, "blobs": [...],
 "created": time}. The key hashes the state before the step (layer chain + config), the step's
@@ -26,10 +26,11 @@ from typing import Callable
 
 from .. import bounded, paths, state as state_store
 from ..errors import BuildError, InvalidArgument, NotFound
-from . import build_copy, build_run, layers, store
-from .build_view import ImageView
+from ..images import layers, store
+from ..images.refs import normalize
+from . import copy_step, run_step
 from .dockerfile import Instruction, parse
-from .refs import normalize
+from .image_view import ImageView
 
 EPOCH = "1970-01-01T00:00:00Z"
 CONFIG_INSTRUCTIONS = ("ENV", "WORKDIR", "EXPOSE", "CMD", "ENTRYPOINT", "HEALTHCHECK", "LABEL", "USER")
@@ -101,9 +102,9 @@ def cache_key(state: str, ins: Instruction, extra: dict) -> str:
     return _sha([state, ins.cmd, ins.original, ins.args, ins.flags, extra])
 
 
-def copy_cache_extra(context: Path, ins: Instruction, where: str) -> tuple[list[build_copy.Source], dict]:
-    sources = build_copy.resolve_sources(context, ins.cmd, ins.args[0], where)
-    return sources, {"sources": build_copy.sources_digest(context, sources)}
+def copy_cache_extra(context: Path, ins: Instruction, where: str) -> tuple[list[copy_step.Source], dict]:
+    sources = copy_step.resolve_sources(context, ins.cmd, ins.args[0], where)
+    return sources, {"sources": copy_step.sources_digest(context, sources)}
 
 
 class _Cache:
@@ -236,15 +237,15 @@ class Builder:
         argv = list(value) if form == "exec" else ["/bin/sh", "-c", value]
         if not argv:
             raise BuildError(f"{where}: RUN has an empty command", fix="Give a command to run")
-        return build_run.run(argv, self.st.cfg, self.st.args, self.st.layers, self.st.base, out,
+        return run_step.run(argv, self.st.cfg, self.st.args, self.st.layers, self.st.base, out,
                              where=where, quiet=self.quiet, say=self.say)
 
     def _copy(self, ins: Instruction, sources: list, out: Path, where: str) -> bool:
         view = ImageView([store.layer_dir(d) for d in self.st.layers])
-        owner = build_copy.parse_chown(ins.flags["chown"], view, where) if "chown" in ins.flags else None
+        owner = copy_step.parse_chown(ins.flags["chown"], view, where) if "chown" in ins.flags else None
         stage = Path(tempfile.mkdtemp(dir=self.tmp, prefix="stage-"))
         try:
-            stager = build_copy.Stager(stage, view, owner)
+            stager = copy_step.Stager(stage, view, owner)
             workdir = self.st.cfg.get("WorkingDir", "")
             target, into = stager.dest_paths(ins.cmd, ins.args[1], workdir, len(sources), where)
             for src in sources:

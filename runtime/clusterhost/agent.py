@@ -1,4 +1,4 @@
-"""The per-host cluster agent: `python -m runtime.cluster.agent --ready-fd N` (NETDIAG_ROOT from the
+"""The per-host cluster agent: `python -m runtime.clusterhost.agent --ready-fd N` (NETDIAG_ROOT from the
 environment), started by `netdiag cluster join`, in the host's network namespace.
 
   * membership: a lease (TTL NETDIAG_CLUSTER_TTL, 10 s) kept alive every TTL/3, the host's key on
@@ -38,7 +38,7 @@ def resync_every() -> float:
 
 
 def log(msg: str) -> None:
-    from . import local
+    from ..cluster import local
 
     path = local.directory() / "agent.log"
     try:
@@ -52,7 +52,7 @@ def log(msg: str) -> None:
 
 class Agent:
     def __init__(self, member: dict):
-        from .store import Store
+        from ..cluster.store import Store
 
         self.member = member
         self.me = member["host"]
@@ -69,8 +69,8 @@ class Agent:
         """A new lease, this host's key on it, and its endpoints on it again."""
         from datetime import datetime, timezone
 
-        from . import keys, local
-        from .store import put
+        from ..cluster import keys, local
+        from ..cluster.store import put
 
         self.lease = self.store.grant(ttl())
         rec = {"id": self.me, "name": self.member.get("name", ""), "vtep": self.member["vtep"], "mtu": self.member.get("mtu"),
@@ -82,10 +82,10 @@ class Agent:
         log(f"registered with lease {self.lease:x}")
 
     def reregister_endpoints(self) -> None:
-        from ..networks import model
-        from . import alloc
+        from ..networks import network_records
+        from ..cluster import alloc
 
-        for net in model.overlays():
+        for net in network_records.overlays():
             for cid, e in net["Containers"].items():
                 ep = {"id": e["EndpointID"], "container": cid, "name": e["Name"], "host": self.me, "ip": e["IPv4Address"],
                       "mac": e["MacAddress"], "aliases": e.get("Aliases", [])}
@@ -94,7 +94,7 @@ class Agent:
 
     # -- the view ----------------------------------------------------------------------------------
     def read_all(self) -> int:
-        from . import keys
+        from ..cluster import keys
 
         found, rev = self.store.prefix(keys.ROOT)
         self.view = {k: v for k, v, _ in found}
@@ -102,8 +102,8 @@ class Agent:
 
     def apply(self) -> None:
         """Bring this host in line with the view: mirrors, peers (firewall guard), sandboxes."""
-        from ..networks import enforce, model, overlay
-        from . import alloc, keys, local
+        from ..networks import enforce, network_records, overlay
+        from ..cluster import alloc, keys, local
 
         hosts, networks, endpoints = {}, [], {}
         for key, value in self.view.items():
@@ -125,7 +125,7 @@ class Agent:
             enforce.apply()
         overlay.mirror(networks)
         now, seen = time.monotonic(), set()
-        for net in model.overlays():
+        for net in network_records.overlays():
             mine = set(net["Containers"])
             for ep in endpoints.get(net["Id"], []):
                 if ep.get("host") != self.me or ep.get("container") in mine:
@@ -145,7 +145,7 @@ class Agent:
         self.events.put((kind, key, value))
 
     def watch(self, rev: int) -> None:
-        from . import keys
+        from ..cluster import keys
 
         if self.cancel_watch:
             self.cancel_watch()
@@ -187,7 +187,7 @@ class Agent:
                 next_keepalive, next_resync = 0, 0
 
     def drain(self, timeout: float) -> bool:
-        from . import keys
+        from ..cluster import keys
 
         dirty = False
         try:
@@ -277,9 +277,9 @@ def _start_time() -> int | None:
 def main(argv: list[str]) -> int:
     import argparse
 
-    from . import local
+    from ..cluster import local
 
-    p = argparse.ArgumentParser(prog="runtime.cluster.agent")
+    p = argparse.ArgumentParser(prog="runtime.clusterhost.agent")
     p.add_argument("--ready-fd", type=int, default=-1)
     args = p.parse_args(argv)
 

@@ -13,8 +13,8 @@ import secrets
 import socket
 
 from ..errors import Conflict, InvalidArgument, NetdiagError, NotFound
-from . import keys, local
-from .store import Store
+from ..cluster import keys, local
+from ..cluster.store import Store
 
 ENV_STORE = "NETDIAG_CLUSTER_STORE"
 
@@ -141,7 +141,7 @@ def start_agent(timeout: float = 15.0) -> int:
     from .. import daemon
     from ..kernel.syscalls import proc_start_time
 
-    proc, line = daemon.start("runtime.cluster.agent", [], timeout)
+    proc, line = daemon.start("runtime.clusterhost.agent", [], timeout)
     if line == "ok":
         local.update(agent_pid=proc.pid, agent_start=proc_start_time(proc.pid))
         return proc.pid
@@ -168,16 +168,16 @@ def stop_agent(rec: dict, timeout: float = 5.0) -> None:
 
 
 def leave(force: bool = False) -> None:
-    from ..networks import enforce, model, overlay
+    from ..networks import enforce, network_records, overlay
 
     rec = local.member()
     if rec is None:
         raise NotFound("This host is not a cluster member", "", "")
-    busy = [f"{e['Name']} on {n['Name']}" for n in model.overlays() for e in n["Containers"].values()]
+    busy = [f"{e['Name']} on {n['Name']}" for n in network_records.overlays() for e in n["Containers"].values()]
     if busy and not force:
         raise Conflict(f"Containers of this host are on overlay networks ({', '.join(busy)})", "leaving would cut them off",
                        "stop or disconnect them first, or use 'netdiag cluster leave -f'")
-    for n in model.overlays():
+    for n in network_records.overlays():
         for cid in list(n["Containers"]):
             overlay.detach(n, cid)
     stop_agent(rec)

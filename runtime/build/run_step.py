@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from ..containers import lifecycle, model, monitor
+from ..containers import container_records, lifecycle, monitor
 from ..errors import BuildError, ContainerError
-from . import layers
-from . import store as images
-from .build_view import ImageView, is_opaque
+from ..images import layers
+from ..images import store as images
+from .image_view import ImageView, is_opaque
 
 # What the runtime creates in a container's root when the image lacks it (rootfs.setup): bind
 # targets (empty files) and mount points (empty directories). They are not the command's doing.
@@ -74,7 +74,7 @@ def run(argv: list[str], cfg: dict, build_env: dict, layer_digests: list[str], i
     return changed
 
 
-def _start_and_wait(c: model.Container, lowers: list[Path], quiet: bool, where: str) -> int:
+def _start_and_wait(c: container_records.Container, lowers: list[Path], quiet: bool, where: str) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     saved = _silence() if quiet else None   # the monitor takes the CLI's stdout/stderr at spawn
@@ -89,14 +89,14 @@ def _start_and_wait(c: model.Container, lowers: list[Path], quiet: bool, where: 
     return _wait(status, c)
 
 
-def _wait(status_fd: int, c: model.Container) -> int:
+def _wait(status_fd: int, c: container_records.Container) -> int:
     """Like lifecycle.wait_exit, but Ctrl-C/TERM kill the command and then stop the build."""
     interrupted: list[int] = []
 
     def on_signal(sig, _frame):
         interrupted.append(sig)
         try:
-            fresh = model.get(c.id)
+            fresh = container_records.get(c.id)
             if fresh.running and fresh.pid:
                 os.kill(fresh.pid, signal.SIGKILL)
         except Exception:  # noqa: BLE001 - best effort (it may be gone already); removal follows
@@ -123,11 +123,11 @@ def _restore(saved: tuple[int, int]) -> None:
         os.close(orig)
 
 
-def _remove(c: model.Container) -> None:
+def _remove(c: container_records.Container) -> None:
     """Kill the container if it still runs, then remove all of it (record, upper dir, cgroups)."""
     try:
         if (c.dir / "config.json").exists():
-            lifecycle.remove(model.get(c.id), force=True)
+            lifecycle.remove(container_records.get(c.id), force=True)
     except Exception:  # noqa: BLE001 - remove_stopped below cleans up what is left
         pass
     finally:
