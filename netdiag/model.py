@@ -8,9 +8,9 @@ from collections.abc import Mapping
 
 from runtime.errors import InvalidArgument, NetdiagError, NotFound
 
-from .reason.iptables import ruleset_for
+from .rulesets.iptables_nft import ruleset_for
+from .rulesets.nft_text import rule_text
 from .schemas import SNAPSHOT
-from .reason.nftables.text import rule_text
 
 SCHEMA = SNAPSHOT
 

@@ -1,10 +1,11 @@
 """Reading iptables-nft-save where nft's JSON hides what iptables-nft wrote (its xt matches and
 targets): when a namespace's rules use xt, the tool's text is read in that namespace and kept in
 the snapshot entry as `iptables_save` ({"ip": TEXT, "ip6": TEXT}). Translating it into nft
-expressions is pure reasoning: netdiag.reason.iptables."""
+expressions is pure, below reasoning: netdiag.rulesets.iptables_nft."""
 from __future__ import annotations
 
-TOOLS = {"ip": "iptables-nft-save", "ip6": "ip6tables-nft-save"}
+from ..rulesets.iptables_save import TOOLS
+
 TIMEOUT = 10.0
 
 

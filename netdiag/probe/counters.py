@@ -5,7 +5,7 @@ from __future__ import annotations
 from runtime.kernel import nft
 from runtime.kernel.ns import netns
 
-from ..reason.nftables import rule_text
+from ..rulesets.nft_text import rule_text
 
 
 def read(ns_paths: list[str]) -> dict[tuple, tuple[int, dict]]:

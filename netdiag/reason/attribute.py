@@ -21,7 +21,7 @@ import ipaddress
 import shlex
 from dataclasses import replace
 
-from .iptables import ruleset_for
+from ..rulesets.iptables_nft import ruleset_for
 from . import firewalld, fixes
 from .fixes import Fix
 from .stop import Stop

@@ -20,9 +20,9 @@ an ordinary table, diagnosed as any other. Pure: reads the model only.
 """
 from __future__ import annotations
 
+from ..rulesets.iptables_nft import ruleset_for
 from . import fixes
 from .fixes import Fix
-from .iptables import ruleset_for
 from .stop import Stop
 
 FAMILY, TABLE = "inet", "firewalld"  # firewalld's TABLE_NAME (src/firewall/core/nftables.py)

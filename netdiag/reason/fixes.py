@@ -96,7 +96,7 @@ def _rules(ns: dict) -> list:
     """The editable rule list of a (copied) namespace: iptables-nft rules translated once, so an
     edit does not break the pairing with the iptables-nft-save text observed with them."""
     if ns.get("iptables_save"):
-        from .iptables import ruleset_for
+        from ..rulesets.iptables_nft import ruleset_for
 
         ns["nftables"] = {**ruleset_for(ns)}
         ns["nftables"]["nftables"] = list(ns["nftables"]["nftables"])
@@ -308,7 +308,7 @@ def retarget_dnat(ns: dict, step, to_port: int) -> tuple[str, Apply | None]:
 
 def _rules_of(ns: dict, step) -> list:
     """The rules of step's chain in order, as the model reads them (iptables-nft ones translated)."""
-    from .iptables import ruleset_for
+    from ..rulesets.iptables_nft import ruleset_for
 
     return [i for i in ruleset_for(ns).get("nftables", []) if "rule" in i and (
         i["rule"]["family"], i["rule"]["table"], i["rule"]["chain"]) == (step.family, step.table, step.chain)]

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ..rulesets.nft_text import PROTO_NAMES
 from . import attribute
 from .fixes import Fix
 from .nftables import Packet, Step, rule_text
-from .nftables.evaluate import PROTO_NAMES
 from .stop import sentence
 
 REFUSED_CAUSES = {"NO_LISTENER", "LISTENER_LOOPBACK_ONLY", "PORT_NOT_PUBLISHED"}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from runtime.errors import NotFound
 
 from ..model import Model
-from .iptables import ruleset_for
+from ..rulesets.iptables_nft import ruleset_for
 from . import attribute, fixes, overlay, routing, vpn
 from .fixes import Fix
 from .nftables import Packet, evaluate

@@ -1,4 +1,4 @@
-"""netdiag.reason.iptables (and observe.iptables, which reads the text): Docker's iptables-nft rules evaluated exactly, from iptables-nft-save.
+"""netdiag.rulesets.iptables_nft (and observe.iptables, which reads the text): Docker's iptables-nft rules evaluated exactly, from iptables-nft-save.
 
 The fixtures under tests/fixtures/docker/ were recorded from a real Docker 20.10 engine in a lab
 (and extras.sh in a plain netns): each pair is `iptables-nft-save` and `nft -j list ruleset` read
@@ -20,8 +20,9 @@ import pytest
 
 from netdiag.model import Model
 from netdiag.observe import iptables as reading
-from netdiag.reason import iptables
-from netdiag.reason.iptables import parse, parse_rule, tokens, translate
+from netdiag.rulesets import iptables_nft as iptables
+from netdiag.rulesets.iptables_nft import translate
+from netdiag.rulesets.iptables_save import parse, parse_rule, tokens
 from netdiag.reason.nftables import Packet, evaluate, rule_text
 from netdiag.reason.static_trace import trace
 

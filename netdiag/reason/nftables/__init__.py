@@ -49,6 +49,6 @@ from __future__ import annotations
 
 from .evaluate import HookResult, Packet, Step, evaluate
 from .index import BRIDGE_PRIORITIES, PRIORITIES, base_chains
-from .text import rule_text
+from ...rulesets.nft_text import rule_text  # re-exported: reasoning prints rules
 
 __all__ = ["Packet", "Step", "HookResult", "evaluate", "base_chains", "rule_text", "PRIORITIES", "BRIDGE_PRIORITIES"]

@@ -4,14 +4,12 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, replace
 
+from ...rulesets.nft_text import PROTO_NAMES, expr_text, quoted, rule_text, stmt_text, value_text
 from .index import Index, prio
-from .text import _expr_text, _q, _stmt_text, _val_text, rule_text
 
 MAX_PATHS = 256  # combinations of "might match" rules explored per hook
 MAX_DEPTH = 64  # jump nesting (the kernel refuses loops; this only guards malformed input)
 
-PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp", 33: "dccp", 136: "udplite", 47: "gre",
-               50: "esp", 51: "ah"}  # IP protocol numbers -> the names nft and iptables print
 _ICMP_NUMBERS = {0: "echo-reply", 3: "destination-unreachable", 4: "source-quench", 5: "redirect",
                  8: "echo-request", 11: "time-exceeded", 12: "parameter-problem", 13: "timestamp-request",
                  14: "timestamp-reply"}
@@ -229,11 +227,11 @@ class _Run:
                     return None
             elif kind == "limit":
                 how = "only above" if v.get("inv") else "only while under"
-                reasons.append(f"rate limit ({_stmt_text(e)}): matches {how} that rate, which depends on the traffic")
+                reasons.append(f"rate limit ({stmt_text(e)}): matches {how} that rate, which depends on the traffic")
             elif kind == "quota":
                 reasons.append("quota: matches depending on the bytes already counted")
             elif kind == "xt" and v.get("type") == "match" and v.get("name") != "comment":
-                reasons.append(f"iptables match {_q(v.get('name'))} (xt): " + (
+                reasons.append(f"iptables match {quoted(v.get('name'))} (xt): " + (
                     v.get("why") or "its arguments are not in nft's JSON, so it cannot be evaluated"))
         if reasons:
             verdict = _rule_verdict(rule)
@@ -289,7 +287,7 @@ class _Run:
             if kind == "mangle":
                 target = v.get("key")
                 if isinstance(target, dict) and ("payload" in target or "exthdr" in target):
-                    key = self.record(rule, f"rewrites {_expr_text(target)}: packet rewrites by rules are not modeled",
+                    key = self.record(rule, f"rewrites {expr_text(target)}: packet rewrites by rules are not modeled",
                                       "continue")
                     self.inexact_keys.add(key)
                 continue  # meta mark set, ct mark set, tcp option maxseg size set ...: no verdict
@@ -321,7 +319,7 @@ class _Run:
         if name in _XT_CONTINUE:
             return None
         why = f": {xt['why']}" if xt.get("why") else ""
-        key = self.record(rule, f"iptables target {_q(name)} (xt) is not modeled{why}", f"xt target {name}")
+        key = self.record(rule, f"iptables target {quoted(name)} (xt) is not modeled{why}", f"xt target {name}")
         if self.choose(2, key) == 1:
             return ("final", "unknown", self.step(rule, f"xt target {name}"))
         return None
@@ -369,13 +367,13 @@ class _Run:
             if known:
                 pkt = replace(pkt, dst=addr or pkt.dst, dport=pkt.dport if port is None else port)
             elif inexact is None:
-                inexact = f"dnat to {_val_text(d.get('addr'))}: the kernel picks the address/port from a range"
+                inexact = f"dnat to {value_text(d.get('addr'))}: the kernel picks the address/port from a range"
             pkt = replace(pkt, ct_status=frozenset(pkt.ct_status | {"dnat"}))
         elif kind == "snat":
             if known:
                 pkt = replace(pkt, src=addr or pkt.src, sport=pkt.sport if port is None else port)
             elif inexact is None:
-                inexact = f"snat to {_val_text(d.get('addr'))}: the kernel picks the address/port from a range"
+                inexact = f"snat to {value_text(d.get('addr'))}: the kernel picks the address/port from a range"
             pkt = replace(pkt, ct_status=frozenset(pkt.ct_status | {"snat"}))
         elif kind == "masquerade":
             if self.ctx.masquerade_addr:
@@ -422,7 +420,7 @@ class _Run:
                 a, b = x["range"]
                 if a == b:
                     return a
-            raise _Unknown(f"NAT to {_val_text(x)}: the kernel picks one")
+            raise _Unknown(f"NAT to {value_text(x)}: the kernel picks one")
         raise _Unknown(f"NAT to {x!r}")
 
     def map_pairs(self, data) -> list:
@@ -434,7 +432,7 @@ class _Run:
         elif isinstance(data, dict) and "set" in data:
             elems = data["set"] if isinstance(data["set"], list) else [data["set"]]
         else:
-            raise _Unknown(f"map data {_val_text(data)}")
+            raise _Unknown(f"map data {value_text(data)}")
         out = []
         for e in elems:
             if isinstance(e, list) and len(e) == 2:
@@ -459,9 +457,9 @@ class _Run:
         if op in ("<", ">", "<=", ">="):
             c = self.scalar(value, right, left)
             if not isinstance(value, (int, ipaddress.IPv4Address, ipaddress.IPv6Address)):
-                raise _Unknown(f"ordering comparison on {_expr_text(left)}")
+                raise _Unknown(f"ordering comparison on {expr_text(left)}")
             return {"<": value < c, ">": value > c, "<=": value <= c, ">=": value >= c}[op]
-        raise _Unknown(f"operator {op!r} on {_expr_text(left)}")
+        raise _Unknown(f"operator {op!r} on {expr_text(left)}")
 
     def numgen(self, n: dict, op: str, right) -> _Unknown:
         mod, off = n.get("mod") or 1, n.get("offset") or 0
@@ -497,16 +495,16 @@ class _Run:
             return self.flat(right["set"])
         if isinstance(right, str):
             return [right]
-        raise _Unknown(f"value {_val_text(right)}")
+        raise _Unknown(f"value {value_text(right)}")
 
     def value(self, x):
         pkt, ctx = self.pkt, self.ctx
         if not isinstance(x, dict):
-            raise _Unknown(f"expression {_val_text(x)}")
+            raise _Unknown(f"expression {value_text(x)}")
         if "payload" in x:
             p = x["payload"]
             if "base" in p:
-                raise _Unknown(f"raw payload {_expr_text(x)} is not modeled")
+                raise _Unknown(f"raw payload {expr_text(x)} is not modeled")
             proto, fld = p.get("protocol"), p.get("field")
             if proto in ("ip", "ip6"):
                 if (proto == "ip") != (pkt.version == 4):
@@ -534,7 +532,7 @@ class _Run:
                     raise _NoMatch
                 if fld == "type":
                     return pkt.icmp_type
-            raise _Unknown(f"{_expr_text(x)} is not modeled")
+            raise _Unknown(f"{expr_text(x)} is not modeled")
         if "meta" in x:
             k = x["meta"].get("key")
             if k in ("iifname", "iif"):
@@ -556,16 +554,16 @@ class _Run:
             c = x["ct"]
             if c.get("key") == "state" and not c.get("dir"):
                 return pkt.ct_state
-            raise _Unknown(f"{_expr_text(x)} is not modeled")
+            raise _Unknown(f"{expr_text(x)} is not modeled")
         if "fib" in x:
             f = x["fib"]
             if f.get("result") == "type" and list(f.get("flags") or []) == ["daddr"]:
                 return self.fib_type(pkt.dst)
-            raise _Unknown(f"{_expr_text(x)} depends on routing, which this evaluator does not see")
+            raise _Unknown(f"{expr_text(x)} depends on routing, which this evaluator does not see")
         if "concat" in x:
             return tuple(self.value(e) for e in x["concat"])
         key = next(iter(x), "?")
-        raise _Unknown(f"{key} expression ({_expr_text(x)}) is not modeled")
+        raise _Unknown(f"{key} expression ({expr_text(x)}) is not modeled")
 
     def ifname(self, name: str | None, which: str, absent_here: bool, by_index: bool) -> str:
         if name is not None:
@@ -612,7 +610,7 @@ class _Run:
             return right
         if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)) and isinstance(right, str):
             return self.ctx.ip(right)
-        raise _Unknown(f"comparison of {_expr_text(left)} with {_val_text(right)}")
+        raise _Unknown(f"comparison of {expr_text(left)} with {value_text(right)}")
 
     def member(self, value, elem, names=PROTO_NAMES) -> bool:
         if isinstance(elem, dict):
@@ -620,7 +618,7 @@ class _Run:
                 return self.member(value, elem["elem"].get("val"), names)
             if "prefix" in elem:
                 if not isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-                    raise _Unknown(f"prefix {_val_text(elem)} against {value!r}")
+                    raise _Unknown(f"prefix {value_text(elem)} against {value!r}")
                 net = ipaddress.ip_network(f"{elem['prefix']['addr']}/{elem['prefix']['len']}", strict=False)
                 return net.version == value.version and value in net
             if "range" in elem:
@@ -629,9 +627,9 @@ class _Run:
             if "concat" in elem:
                 parts = elem["concat"]
                 if not isinstance(value, tuple) or len(value) != len(parts):
-                    raise _Unknown(f"concatenation {_val_text(elem)} against {value!r}")
+                    raise _Unknown(f"concatenation {value_text(elem)} against {value!r}")
                 return all(self.member(v, p, names) for v, p in zip(value, parts))
-            raise _Unknown(f"element {_val_text(elem)}")
+            raise _Unknown(f"element {value_text(elem)}")
         if isinstance(value, str) and isinstance(elem, str):
             if elem.endswith("*") and not elem.endswith("\\*"):
                 return value.startswith(elem[:-1])  # nft's interface-name wildcard
@@ -656,7 +654,7 @@ class _Run:
                 return const
             if isinstance(const, int) and const in names:
                 return names[const]
-        raise _Unknown(f"cannot compare {value!r} with {_val_text(const)}")
+        raise _Unknown(f"cannot compare {value!r} with {value_text(const)}")
 
 
 class _Context:
