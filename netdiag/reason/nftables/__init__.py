@@ -23,7 +23,7 @@ ranges, anonymous and named sets (prefix/range elements too), concatenations, ma
 verdict maps; the comparison operators. iptables-nft `xt` targets whose effect is fixed by their
 name alone: REJECT (drop), MASQUERADE, and non-terminal ones (LOG, MARK, TCPMSS, ...).
 Docker's other xt parts become exact when the ruleset has been translated from iptables-nft-save
-(netdiag/reason/iptables.py): translated expressions are ordinary nft JSON (marked "xt": ORIGIN,
+(netdiag/rulesets/iptables_nft.py): translated expressions are ordinary nft JSON (marked "xt": ORIGIN,
 which is ignored here); such rules carry "iptables" (their -A line), copied to their steps and
 `unknown` entries; an xt expression left opaque may carry "why", which its reason then gives.
 
