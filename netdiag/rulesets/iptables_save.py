@@ -6,8 +6,6 @@ from __future__ import annotations
 # what prints the rules of each nft family in iptables' format (netdiag.observe.iptables runs it)
 TOOLS = {"ip": "iptables-nft-save", "ip6": "ip6tables-nft-save"}
 
-
-
 # plain classes, not dataclasses: this module is imported by every trace, and @dataclass costs
 # about a millisecond per class at import
 

@@ -42,13 +42,14 @@ masquerade_addr) keeps the verdict but sets packet_exact False (listed in `unkno
 Each `unknown` entry: {"family", "table", "chain", "handle", "text", "reason", "verdict" (what the
 rule does when it matches), "changes_outcome" (it could change the verdict or the packet)}.
 
-Layout: index.py (a ruleset indexed; base chains by hook in kernel order), text.py (rules as
-nft-like text, for people), evaluate.py (the walk). Pure: imports nothing outside this package.
+Layout: index.py (a ruleset indexed; base chains by hook in kernel order), evaluate.py (the walk:
+hooks, chains, rules, verdicts, NAT), matching.py (what one match expression says about the
+packet). Rules as nft-like text come from netdiag.rulesets.nft_text; pure: imports nothing else.
 """
 from __future__ import annotations
 
+from ...rulesets.nft_text import rule_text  # re-exported: reasoning prints rules
 from .evaluate import HookResult, Packet, Step, evaluate
 from .index import BRIDGE_PRIORITIES, PRIORITIES, base_chains
-from ...rulesets.nft_text import rule_text  # re-exported: reasoning prints rules
 
 __all__ = ["Packet", "Step", "HookResult", "evaluate", "base_chains", "rule_text", "PRIORITIES", "BRIDGE_PRIORITIES"]

@@ -4,17 +4,13 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, replace
 
-from ...rulesets.nft_text import PROTO_NAMES, expr_text, quoted, rule_text, stmt_text, value_text
+from ...rulesets.nft_text import expr_text, quoted, rule_text, stmt_text, value_text
 from .index import Index, prio
+from .matching import NoMatch, PacketMatching, Unknown, percent
 
 MAX_PATHS = 256  # combinations of "might match" rules explored per hook
 MAX_DEPTH = 64  # jump nesting (the kernel refuses loops; this only guards malformed input)
 
-_ICMP_NUMBERS = {0: "echo-reply", 3: "destination-unreachable", 4: "source-quench", 5: "redirect",
-                 8: "echo-request", 11: "time-exceeded", 12: "parameter-problem", 13: "timestamp-request",
-                 14: "timestamp-reply"}
-_NFPROTO = {4: "ipv4", 6: "ipv6"}
-_KNOWN_STATUS = frozenset({"dnat", "snat"})
 # iptables targets (xt) whose effect does not depend on their (invisible) arguments for our model
 _XT_CONTINUE = frozenset({"LOG", "NFLOG", "ULOG", "TRACE", "MARK", "CONNMARK", "TCPMSS", "CHECKSUM",
                           "CLASSIFY", "DSCP", "TOS", "TTL", "HL", "AUDIT", "SECMARK", "CONNSECMARK", "IDLETIMER"})
@@ -88,26 +84,11 @@ class HookResult:
     packet_exact: bool = True  # False when a NAT rewrite (or a possible one) is not known exactly
 
 
-class _Unknown(Exception):
-    def __init__(self, reason: str, numgen: float | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.numgen = numgen
-
-
-class _NoMatch(Exception):
-    """An implicit dependency failed (e.g. `tcp dport` on a udp packet): the rule cannot match."""
-
-
 class _Break(Exception):
     """A map lookup found nothing: the rule ends without effect."""
 
 
-def _pct(x: float) -> str:
-    return f"{round(x, 1):g}%"
-
-
-class _Run:
+class _Run(PacketMatching):
     """One path through the hook; `forced` fixes the choices at "might match" points."""
 
     def __init__(self, ctx: "_Context", forced: tuple):
@@ -216,9 +197,9 @@ class _Run:
             if kind == "match":
                 try:
                     ok = self.match(v)
-                except _NoMatch:
+                except NoMatch:
                     return None
-                except _Unknown as u:
+                except Unknown as u:
                     reasons.append(u.reason)
                     if u.numgen is not None:
                         numgen = u.numgen
@@ -237,7 +218,7 @@ class _Run:
             verdict = _rule_verdict(rule)
             if numgen is not None:
                 word = "drops" if verdict in ("drop", "reject") else "matches"
-                reasons = [f"probabilistic (numgen random): {word} about {_pct(numgen)} of packets"
+                reasons = [f"probabilistic (numgen random): {word} about {percent(numgen)} of packets"
                            if r.startswith("numgen") else r for r in reasons]
             key = self.record(rule, "; ".join(dict.fromkeys(reasons)), verdict)
             if self.choose(2, key) == 0:
@@ -246,7 +227,7 @@ class _Run:
             return self.exec_statements(rule, exprs)
         except _Break:
             return None
-        except _Unknown as u:  # a statement whose effect cannot be worked out
+        except Unknown as u:  # a statement whose effect cannot be worked out
             key = self.record(rule, u.reason, "unknown")
             if self.choose(2, key) == 1:
                 return ("final", "unknown", self.step(rule, "unknown"))
@@ -327,9 +308,9 @@ class _Run:
     def vmap(self, rule: dict, v: dict):
         try:
             value = self.value(v.get("key"))
-        except _NoMatch:
+        except NoMatch:
             raise _Break from None
-        except _Unknown as u:
+        except Unknown as u:
             data = v.get("data")
             pairs = self.map_pairs(data)
             key = self.record(rule, f"verdict map key: {u.reason}", "vmap")
@@ -344,7 +325,7 @@ class _Run:
 
     def apply_verdict(self, rule: dict, verdict) -> tuple | None:
         if not isinstance(verdict, dict) or not verdict:
-            raise _Unknown(f"verdict {verdict!r}")
+            raise Unknown(f"verdict {verdict!r}")
         return self.exec_statements(rule, [verdict])
 
     # -- NAT -----------------------------------------------------------------------------------
@@ -355,7 +336,7 @@ class _Run:
         try:
             addr = self.nat_value(d.get("addr"))
             port = self.nat_value(d.get("port"))
-        except _Unknown as u:
+        except Unknown as u:
             addr = port = None
             inexact = u.reason
         if isinstance(addr, tuple):  # a map to address . port
@@ -398,17 +379,17 @@ class _Run:
         return ("final", "nat", s)
 
     def nat_value(self, x):
-        """A NAT address/port: str, int, tuple (address . port from a map), or raise _Unknown."""
+        """A NAT address/port: str, int, tuple (address . port from a map), or raise Unknown."""
         if x is None or isinstance(x, (str, int)):
             if isinstance(x, str) and x.startswith("@"):
-                raise _Unknown(f"NAT to the set {x}")
+                raise Unknown(f"NAT to the set {x}")
             return x
         if isinstance(x, dict):
             if "map" in x:
                 m = x["map"]
                 try:
                     key = self.value(m.get("key"))
-                except _NoMatch:
+                except NoMatch:
                     raise _Break from None
                 for k, val in self.map_pairs(m.get("data")):
                     if self.member(key, k):
@@ -420,19 +401,19 @@ class _Run:
                 a, b = x["range"]
                 if a == b:
                     return a
-            raise _Unknown(f"NAT to {value_text(x)}: the kernel picks one")
-        raise _Unknown(f"NAT to {x!r}")
+            raise Unknown(f"NAT to {value_text(x)}: the kernel picks one")
+        raise Unknown(f"NAT to {x!r}")
 
     def map_pairs(self, data) -> list:
         if isinstance(data, str) and data.startswith("@"):
             s = self.ctx.index.sets.get((self.chain.get("family"), self.chain.get("table"), data[1:]))
             if s is None:
-                raise _Unknown(f"map {data} is not in the ruleset")
+                raise Unknown(f"map {data} is not in the ruleset")
             elems = s.get("elem") or []
         elif isinstance(data, dict) and "set" in data:
             elems = data["set"] if isinstance(data["set"], list) else [data["set"]]
         else:
-            raise _Unknown(f"map data {value_text(data)}")
+            raise Unknown(f"map data {value_text(data)}")
         out = []
         for e in elems:
             if isinstance(e, list) and len(e) == 2:
@@ -441,220 +422,6 @@ class _Run:
                     k = k["elem"].get("val")
                 out.append((k, v))
         return out
-
-    # -- matches -------------------------------------------------------------------------------
-    def match(self, m: dict) -> bool:
-        op, left, right = m.get("op", "=="), m.get("left"), m.get("right")
-        if isinstance(left, dict) and "numgen" in left:
-            raise self.numgen(left["numgen"], op, right)
-        if isinstance(left, dict) and "ct" in left and left["ct"].get("key") == "status" and not left["ct"].get("dir"):
-            return self.ct_status(op, right)
-        value = self.value(left)
-        if op in ("==", "in"):
-            return self.contains(value, right, left)
-        if op == "!=":
-            return not self.contains(value, right, left)
-        if op in ("<", ">", "<=", ">="):
-            c = self.scalar(value, right, left)
-            if not isinstance(value, (int, ipaddress.IPv4Address, ipaddress.IPv6Address)):
-                raise _Unknown(f"ordering comparison on {expr_text(left)}")
-            return {"<": value < c, ">": value > c, "<=": value <= c, ">=": value >= c}[op]
-        raise _Unknown(f"operator {op!r} on {expr_text(left)}")
-
-    def numgen(self, n: dict, op: str, right) -> _Unknown:
-        mod, off = n.get("mod") or 1, n.get("offset") or 0
-        share = None
-        if isinstance(right, int) and op in ("<", "<=", ">", ">=", "==", "!="):
-            test = {"<": lambda x: x < right, "<=": lambda x: x <= right, ">": lambda x: x > right,
-                    ">=": lambda x: x >= right, "==": lambda x: x == right, "!=": lambda x: x != right}[op]
-            share = 100.0 * sum(1 for x in range(off, off + mod) if test(x)) / mod
-        if n.get("mode") == "random" and share is not None:
-            return _Unknown(f"numgen random: matches about {_pct(share)} of packets", numgen=share)
-        return _Unknown(f"numgen {n.get('mode')}: which packets match depends on a packet counter or a random number")
-
-    def ct_status(self, op: str, right) -> bool:
-        flags = set(self.flat(right))
-        have = set(self.pkt.ct_status)
-        if op == "in":  # implicit: (status & flags) != 0
-            if flags & have:
-                return True
-            if flags <= _KNOWN_STATUS:
-                return False
-            raise _Unknown(f"ct status {','.join(sorted(flags - _KNOWN_STATUS))} is not modeled (only dnat/snat)")
-        if op in ("==", "!="):  # the whole status word: known only when dnat/snat already differ
-            if (flags & _KNOWN_STATUS) != (have & _KNOWN_STATUS):
-                return op == "!="
-            raise _Unknown(f"ct status {op} compares the whole status word (confirmed, assured, ...), "
-                           "which is not modeled")
-        raise _Unknown(f"ct status {op}")
-
-    def flat(self, right) -> list:
-        if isinstance(right, list):
-            return [x for r in right for x in self.flat(r)]
-        if isinstance(right, dict) and "set" in right:
-            return self.flat(right["set"])
-        if isinstance(right, str):
-            return [right]
-        raise _Unknown(f"value {value_text(right)}")
-
-    def value(self, x):
-        pkt, ctx = self.pkt, self.ctx
-        if not isinstance(x, dict):
-            raise _Unknown(f"expression {value_text(x)}")
-        if "payload" in x:
-            p = x["payload"]
-            if "base" in p:
-                raise _Unknown(f"raw payload {expr_text(x)} is not modeled")
-            proto, fld = p.get("protocol"), p.get("field")
-            if proto in ("ip", "ip6"):
-                if (proto == "ip") != (pkt.version == 4):
-                    raise _NoMatch
-                if fld == "saddr":
-                    return ctx.ip(pkt.src)
-                if fld == "daddr":
-                    return ctx.ip(pkt.dst)
-                if fld in ("protocol", "nexthdr"):
-                    return pkt.proto
-                if fld in ("length", "payload_length") and proto == "ip":
-                    return pkt.length
-            elif proto in ("tcp", "udp"):
-                if pkt.proto != proto:
-                    raise _NoMatch
-                if fld in ("sport", "dport"):
-                    return getattr(pkt, fld)
-            elif proto == "th":
-                if fld in ("sport", "dport"):
-                    if pkt.proto in ("tcp", "udp"):
-                        return getattr(pkt, fld)
-                    raise _Unknown(f"th {fld} reads raw bytes of a {pkt.proto} header")
-            elif proto == "icmp":
-                if pkt.proto != "icmp" or pkt.version != 4:
-                    raise _NoMatch
-                if fld == "type":
-                    return pkt.icmp_type
-            raise _Unknown(f"{expr_text(x)} is not modeled")
-        if "meta" in x:
-            k = x["meta"].get("key")
-            if k in ("iifname", "iif"):
-                return self.ifname(pkt.iif, "input", ctx.hook in ("output",), k == "iif")
-            if k in ("oifname", "oif"):
-                return self.ifname(pkt.oif, "output", ctx.hook in ("prerouting", "input", "ingress"), k == "oif")
-            if k == "l4proto":
-                return pkt.proto
-            if k == "nfproto":
-                return _NFPROTO[pkt.version]
-            if k == "protocol":
-                return "ip" if pkt.version == 4 else "ip6"
-            if k == "length":
-                return pkt.length
-            if k == "mark":
-                raise _Unknown("meta mark: packet marks are not modeled")
-            raise _Unknown(f"meta {k} is not modeled")
-        if "ct" in x:
-            c = x["ct"]
-            if c.get("key") == "state" and not c.get("dir"):
-                return pkt.ct_state
-            raise _Unknown(f"{expr_text(x)} is not modeled")
-        if "fib" in x:
-            f = x["fib"]
-            if f.get("result") == "type" and list(f.get("flags") or []) == ["daddr"]:
-                return self.fib_type(pkt.dst)
-            raise _Unknown(f"{expr_text(x)} depends on routing, which this evaluator does not see")
-        if "concat" in x:
-            return tuple(self.value(e) for e in x["concat"])
-        key = next(iter(x), "?")
-        raise _Unknown(f"{key} expression ({expr_text(x)}) is not modeled")
-
-    def ifname(self, name: str | None, which: str, absent_here: bool, by_index: bool) -> str:
-        if name is not None:
-            return name
-        if absent_here:  # no such device at this hook: iif/oif (index) never match, iifname/oifname see ""
-            if by_index:
-                raise _NoMatch
-            return ""
-        raise _Unknown(f"the {which} interface is not known here")
-
-    def fib_type(self, dst: str) -> str:
-        ip = self.ctx.ip(dst)
-        if ip.is_loopback or ip in self.ctx.local_addrs:
-            return "local"
-        if ip.is_multicast:
-            return "multicast"
-        if ip == ipaddress.IPv4Address("255.255.255.255"):
-            return "broadcast"
-        if not self.ctx.local_addrs:
-            raise _Unknown("fib daddr type: the namespace's local addresses were not given")
-        return "unicast"
-
-    # -- comparisons ---------------------------------------------------------------------------
-    def elements(self, right) -> list:
-        if isinstance(right, str) and right.startswith("@"):
-            s = self.ctx.index.sets.get((self.chain.get("family"), self.chain.get("table"), right[1:]))
-            if s is None:
-                raise _Unknown(f"set {right} is not in the ruleset")
-            return [e["elem"].get("val") if isinstance(e, dict) and "elem" in e else e for e in (s.get("elem") or [])]
-        if isinstance(right, dict) and "set" in right:
-            s = right["set"]
-            return s if isinstance(s, list) else [s]
-        if isinstance(right, list):
-            return right
-        return [right]
-
-    def contains(self, value, right, left) -> bool:
-        names = _ICMP_NUMBERS if isinstance(left, dict) and "payload" in left and left["payload"].get("protocol") == "icmp" \
-            else PROTO_NAMES
-        return any(self.member(value, e, names) for e in self.elements(right))
-
-    def scalar(self, value, right, left):
-        if isinstance(value, int) and isinstance(right, int):
-            return right
-        if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)) and isinstance(right, str):
-            return self.ctx.ip(right)
-        raise _Unknown(f"comparison of {expr_text(left)} with {value_text(right)}")
-
-    def member(self, value, elem, names=PROTO_NAMES) -> bool:
-        if isinstance(elem, dict):
-            if "elem" in elem:
-                return self.member(value, elem["elem"].get("val"), names)
-            if "prefix" in elem:
-                if not isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-                    raise _Unknown(f"prefix {value_text(elem)} against {value!r}")
-                net = ipaddress.ip_network(f"{elem['prefix']['addr']}/{elem['prefix']['len']}", strict=False)
-                return net.version == value.version and value in net
-            if "range" in elem:
-                lo, hi = (self.coerce(value, b, names) for b in elem["range"])
-                return lo is not None and hi is not None and lo <= value <= hi
-            if "concat" in elem:
-                parts = elem["concat"]
-                if not isinstance(value, tuple) or len(value) != len(parts):
-                    raise _Unknown(f"concatenation {value_text(elem)} against {value!r}")
-                return all(self.member(v, p, names) for v, p in zip(value, parts))
-            raise _Unknown(f"element {value_text(elem)}")
-        if isinstance(value, str) and isinstance(elem, str):
-            if elem.endswith("*") and not elem.endswith("\\*"):
-                return value.startswith(elem[:-1])  # nft's interface-name wildcard
-            return value == elem.replace("\\*", "*")
-        c = self.coerce(value, elem, names)
-        return c is not None and value == c
-
-    def coerce(self, value, const, names=PROTO_NAMES):
-        if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-            if isinstance(const, str):
-                ip = self.ctx.ip(const)
-                return ip if ip.version == value.version else None  # never equal
-        elif isinstance(value, bool):
-            pass
-        elif isinstance(value, int):
-            if isinstance(const, int):
-                return const
-            if isinstance(const, str) and const.isdigit():
-                return int(const)
-        elif isinstance(value, str):
-            if isinstance(const, str):
-                return const
-            if isinstance(const, int) and const in names:
-                return names[const]
-        raise _Unknown(f"cannot compare {value!r} with {value_text(const)}")
 
 
 class _Context:
@@ -670,7 +437,7 @@ class _Context:
             try:
                 r = ipaddress.ip_address(s)
             except ValueError:
-                raise _Unknown(f"{s!r} is not an address") from None
+                raise Unknown(f"{s!r} is not an address") from None
             self._ips[s] = r
         return r
 
