@@ -34,6 +34,8 @@ def diagnose(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int 
     result["fix_command"] = None
     if result["verdict"] == "blocked" and fix is not None:
         result["fix"], result["fix_command"] = fix.text(), fix.command or None
+        if fix.kernel:  # an owner-level command's kernel change: what a replica can run instead
+            result["fix_kernel"] = fix.kernel
         result["fix_check"] = fixes.check(model, fix, lambda m: static_trace.run_static(m, src, dst, proto=proto, port=port, size=size)[0])
     return result
 

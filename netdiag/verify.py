@@ -270,6 +270,9 @@ def proof(result: dict) -> str | None:
         missing.append(f"not on the model: {check.get('detail') or 'not checked'}")
     if verified is None:
         missing.append("not on a replica: not tried (use --verify-fix)")
+    elif verified.get("replica") is True and verified.get("kernel_equivalent"):
+        made.append("its kernel change verified on a replica (the command itself, "
+                    f"{verified['kernel_equivalent']['why'].removeprefix('the command itself is ')}, was not run there)")
     elif verified.get("replica") is True:
         made.append("verified on a replica")
     else:
@@ -423,10 +426,18 @@ def verify(model, result: dict, *, command: str | None = None, timeout: float = 
     hops = result.get("hops") or []
     if not hops or not result.get("dst_ip"):
         return no("the diagnosis has no source namespace or destination address to probe")
+    instead = None  # the owner-level command a kernel equivalent stands in for
     try:
         split(command)
     except NotVerifiable as e:
         return no(str(e))
+    kernel = result.get("fix_kernel") if command == result.get("fix_command") else None
+    if kernel:
+        try:
+            steps(command, Names(host=("", "")))
+        except NotVerifiable as e:
+            if "not verifiable on a replica" in str(e):  # netdiag's or Docker's command: its kernel change instead
+                instead, command = (command, str(e)), kernel
     from .scenario import registry, replay, replay_plan
     from runtime.errors import NetdiagError
 
@@ -446,6 +457,9 @@ def verify(model, result: dict, *, command: str | None = None, timeout: float = 
     pending = {"prefix": prefix, "namespaces": plan["namespaces"], "host": plan["host"], "stubs": sorted(plan["stubs"]),
                "pids": [], "purpose": "verify-fix"}
     out = no("", commands=[s.shown() for s in todo])
+    if instead:
+        out["kernel_equivalent"] = {"command": instead[0], "ran_instead": command,
+                                    "why": f"the command itself is {instead[1].removeprefix('not verifiable on a replica: ')}"}
     with _Terminate():
         try:
             registry.save_replay(pending)  # found by `scenario stop --all` if this process is killed
@@ -488,10 +502,13 @@ def verify(model, result: dict, *, command: str | None = None, timeout: float = 
             out["probe"]["after"] = after
             if after["ok"]:
                 out.update(replica=True, detail=f"on a replica of {len(record['namespaces'])} namespaces the flow failed "
-                                                f"({before['outcome']}) before the fix and works after it ({after['detail']})")
+                                                f"({before['outcome']}) before the fix and works after it ({after['detail']})"
+                           + (f"; what ran there is the kernel change the command makes ({command}), not the command "
+                              f"itself, which cannot run on a replica" if instead else ""))
             else:
                 out.update(replica=False, detail=f"on a replica the flow still fails after the fix ({after['outcome']}: "
-                                                 f"{after['detail']})")
+                                                 f"{after['detail']})" + (f"; what ran there is the kernel change the command "
+                                                                          f"makes ({command})" if instead else ""))
             return out
         except NotVerifiable as e:
             out.update(replica=None, detail=str(e))
