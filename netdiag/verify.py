@@ -1,8 +1,9 @@
 """`--verify-fix`: a printed fix, proven live on a throwaway replica, never on the real host.
 
-The namespaces of the world around the path (the host, its containers, everything joined to them
-by veth pairs: what `scenario replay` rebuilds) are rebuilt as fresh namespaces from the model
-(netdiag/scenario/replay.py; stand-in servers answer where programs listened). The flow is probed
+The namespaces the path touches (both legs, as diagnosed and as the model check retraced it with
+the fix; plus what the fix names: verify_world.py) are rebuilt as fresh namespaces from the model
+(netdiag/scenario/replay.py; stand-in servers answer where programs listened); without a model
+check, the whole world around the host, as `scenario replay` rebuilds it. The flow is probed
 there first: a replica where the flow already works proves nothing, and says so. Then the fix
 command, rewritten to the replica's names, runs there, and the flow is probed again with a real
 connection (request and answer: both directions). The replica is removed afterwards, also on
@@ -17,7 +18,9 @@ replica's handle of the rule at the same place in its chain. Only programs that 
 network namespace's kernel state run (ip, nft, iptables, bridge, tc, sysctl net.*, ...), in a
 private mount namespace whose /run/netns is empty, so no name can reach a real namespace. A
 command at netdiag's or Docker's level (`netdiag ...`, `docker ...`) acts through state the
-replica does not have: it is reported as not verifiable, never run.
+replica does not have: it is reported as not verifiable, never run, unless the diagnosis gives the
+kernel change it makes (`fix_kernel`, planned by the owner's driver): that runs instead, and the
+verdict says so.
 """
 from __future__ import annotations
 
@@ -283,27 +286,6 @@ def proof(result: dict) -> str | None:
 
 
 # -- the replica (root) ------------------------------------------------------------------------------
-def world_snapshot(model) -> dict:
-    """The part of the model a replica rebuilds: the host, its containers, and every namespace joined
-    to them by veth pairs (read now; nothing else on the machine is read)."""
-    spaces = model.namespaces
-    host = model.snap["host"]
-    kinds = {i: (spaces.meta(i) if hasattr(spaces, "meta") else spaces[i]).get("kind") for i in spaces}
-    start = [host] + sorted(i for i, k in kinds.items() if k == "container" and i != host)
-    seen, todo = list(start), list(start)
-    while todo:
-        ns = spaces.get(todo.pop(0)) or {}
-        for link in ns.get("links") or []:
-            peer = (link.get("peer") or {}).get("ns") if link.get("kind") == "veth" else None
-            if peer not in seen and peer in spaces and spaces.get(peer) is not None:
-                seen.append(peer)
-                todo.append(peer)
-    snap = {k: v for k, v in model.snap.items() if k != "namespaces"}
-    snap["namespaces"] = {i: spaces.get(i) for i in seen if spaces.get(i) is not None}
-    snap.pop("probes", None)
-    return snap
-
-
 def _guard(path: str):
     """preexec_fn: a private mount namespace whose /run/netns is empty (no name reaches a real
     namespace), then the replica's network namespace."""
@@ -395,6 +377,19 @@ def probe(path: str, dst: str, proto: str, port: int, size: int, timeout: float)
     return out
 
 
+def probe_many(path: str, dst: str, port: int, count: int) -> dict:
+    """`count` TCP handshakes at once (health's burst): for a loss, one probe proves nothing either
+    way; ok only when every one got through."""
+    from .health.check import burst
+
+    t0 = time.monotonic()
+    b = burst(path, dst, port, n=count)
+    lost = count - b["ok"]
+    return {"ok": lost == 0, "outcome": "answered" if lost == 0 else f"{lost}/{count} lost",
+            "detail": f"{b['ok']}/{count} handshakes got through" + (f" ({b['errors']})" if b.get("errors") else ""),
+            "rate": b["rate"], "seconds": round(time.monotonic() - t0, 3)}
+
+
 class _Terminate:
     """SIGTERM raises (like Ctrl-C) while a replica exists, so the finally that removes it runs."""
 
@@ -411,9 +406,11 @@ class _Terminate:
             signal.signal(signal.SIGTERM, self.old)
 
 
-def verify(model, result: dict, *, command: str | None = None, timeout: float = 2.0, say=lambda text: None) -> dict:
+def verify(model, result: dict, *, command: str | None = None, timeout: float = 2.0, say=lambda text: None,
+           count: int = 1) -> dict:
     """`fix_verified` for a diagnosis (trace's result dict: its src namespace, dst_ip, proto, port,
-    size). `command`: the fix to verify (default: result's fix_command)."""
+    size). `command`: the fix to verify (default: result's fix_command). `count` > 1 (a TCP flow
+    with a loss): that many handshakes each time; before the fix some must be lost, after it none."""
     command = command if command is not None else result.get("fix_command")
 
     def no(detail: str, **more) -> dict:
@@ -441,7 +438,7 @@ def verify(model, result: dict, *, command: str | None = None, timeout: float = 
     from .scenario import registry, replay, replay_plan
     from runtime.errors import NetdiagError
 
-    snap = world_snapshot(model)
+    snap = world_snapshot(model, result, command)
     src_id = hops[0]["namespace"]
     if src_id not in snap["namespaces"]:
         return no(f"the source namespace {hops[0].get('label')} is not joined to the host: not rebuilt")
@@ -474,7 +471,12 @@ def verify(model, result: dict, *, command: str | None = None, timeout: float = 
                                     "not_reproduced": record["skipped"]}
             src_path = _path(record["namespaces"][src_id])
             args = (src_path, result["dst_ip"], result["proto"], int(result.get("port") or 0), int(result.get("size") or 0), timeout)
-            before = probe(*args)
+            if count > 1 and result["proto"] == "tcp":
+                args = (src_path, result["dst_ip"], int(result.get("port") or 0), count)
+                probe_once = probe_many
+            else:
+                probe_once = probe
+            before = probe_once(*args)
             out["probe"] = {"flow": f"{result['proto']} {result['dst_ip']}" + (f":{result['port']}" if result["proto"] != "icmp" else ""),
                             "before": before}
             if before["ok"]:
@@ -495,7 +497,7 @@ def verify(model, result: dict, *, command: str | None = None, timeout: float = 
                                                  f"{ran[-1]['returncode']}: {ran[-1]['output'] or 'no output'}")
                 return out
             for attempt in range(SETTLE):
-                after = probe(*args)
+                after = probe_once(*args)
                 if after["ok"]:
                     break
                 time.sleep(0.2)
@@ -529,5 +531,7 @@ def verify(model, result: dict, *, command: str | None = None, timeout: float = 
                 except OSError:
                     pass
 
+
+from .verify_world import named_by, world_snapshot  # noqa: E402 - it builds on the rewriting above
 
 __all__ = ["verify", "proof", "steps", "split", "Names", "NotVerifiable", "map_handle", "world_snapshot", "probe"]

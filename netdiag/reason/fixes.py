@@ -361,5 +361,6 @@ def check(model, fix: Fix, retrace) -> dict:
               "with this fix the static path delivers the request (the reply's way back could not be followed to the end)"
               ) if delivers else \
         f"with this fix the path is still {after['verdict']}" + (f" ({after['cause']}: {after['summary']})" if after.get("cause") else "")
+    crossed = list(dict.fromkeys(h["namespace"] for h in after.get("hops") or [] if h.get("namespace")))
     return {"checked": True, "delivers": delivers, "detail": detail,
-            "after": {k: after.get(k) for k in ("verdict", "cause", "summary", "blocked_at")}}
+            "after": {**{k: after.get(k) for k in ("verdict", "cause", "summary", "blocked_at")}, "namespaces": crossed}}

@@ -126,3 +126,38 @@ def test_the_replicas_world_and_names_from_a_snapshot():
     step, = verify.steps(f"nsenter -t {pid} -n ip link set eth0 up", names)
     assert step.netns == plan["namespaces"][ns_id] and step.netns.startswith("vf1-") and step.ns_id == ns_id
     assert verify.steps("sysctl -w net.ipv4.ip_forward=1", names)[0].netns == plan["host"]
+
+
+def test_the_replica_of_a_diagnosis_holds_its_path_and_what_the_fix_names_only():
+    """api -> db on network back: the host, api and db are rebuilt; web (another network, off the
+    path) is neither rebuilt nor a stub, and the host's veth to it is left out with its routes.
+    A fix that names web's namespace brings it back. Without a model check of the fix (where the
+    fixed path goes is unknown) the whole world is rebuilt."""
+    import copy
+    import json
+    from pathlib import Path
+
+    from netdiag.model import Model
+    from netdiag.reason.static_trace import run_static
+    from netdiag.scenario import replay_plan
+
+    fixture = json.loads((Path(__file__).parent.parent / "fixtures" / "lab_snapshot.json").read_text())
+    model = Model(copy.deepcopy(fixture))
+    by_name = {ns["name"]: i for i, ns in fixture["namespaces"].items()}
+    result = run_static(model, "api", "db", port=5432)[0]
+    assert verify.world_snapshot(model, result)["namespaces"].keys() == verify.world_snapshot(model)["namespaces"].keys()
+    # where the fixed path goes, as the model check retraced it (here: the same path)
+    result["fix_check"] = {"checked": True, "delivers": True, "detail": "",
+                           "after": {"namespaces": [h["namespace"] for h in result["hops"]]}}
+    snap = verify.world_snapshot(model, result)
+    assert set(snap["namespaces"]) == {snap["host"], by_name["api"], by_name["db"]}
+    full = verify.world_snapshot(model)
+    assert by_name["web"] in full["namespaces"] and len(full["namespaces"]) > len(snap["namespaces"])
+    web_veth = next(e["host_veth"] for n in fixture["networks"] for e in n["endpoints"].values() if e["name"] == "web")
+    host = snap["namespaces"][snap["host"]]
+    assert web_veth not in {x["name"] for x in host["links"]} and all(r.get("dev") != web_veth for r in host["routes"])
+    plan = replay_plan.plan(snap, "vf1")
+    assert not any(web_veth in v for v in plan["stubs"].values())  # no stub stands in for the left-out veth
+    pid = fixture["namespaces"][by_name["web"]]["pids"][0]
+    named = verify.world_snapshot(model, result, f"nsenter -t {pid} -n ip link set eth0 up")
+    assert by_name["web"] in named["namespaces"]
