@@ -94,6 +94,15 @@ def test_the_proof_line_says_which_proof_was_made():
     assert verify.proof({"fix_command": "x", "fix_check": unchecked,
                          "fix_verified": {"replica": None, "detail": "not verifiable on a replica: 'docker ...'"}}) == \
         "no proof: not on the model: the model cannot express this change; not on a replica: not verifiable on a replica: 'docker ...'"
+    # an owner-level command whose kernel change ran on the replica instead: the line says the command itself did not
+    kernel = {"replica": True, "detail": "ok", "kernel_equivalent": {
+        "command": "netdiag network rm -f n && ...", "ran_instead": "nft delete rule bridge netdiag forward handle 3",
+        "why": "the command itself is 'netdiag ...' acts through netdiag's state (its networks and containers), which the "
+               "replica (plain namespaces) does not have"}}
+    line = verify.proof({"fix_command": "x", "fix_check": both, "fix_verified": kernel})
+    assert line.startswith("checked on the model (both directions) and its kernel change verified on a replica (the command "
+                           "itself, 'netdiag ...' acts through netdiag's state"), line
+    assert "was not run there" in line and " and verified on a replica" not in line
 
 
 def test_verify_says_why_without_a_command_or_root(monkeypatch):
