@@ -1,7 +1,7 @@
 """`--verify-fix`: a printed fix, proven live on a throwaway replica, never on the real host.
 
 The namespaces the path touches (both legs, as diagnosed and as the model check retraced it with
-the fix; plus what the fix names: verify_world.py) are rebuilt as fresh namespaces from the model
+the fix; plus what the fix names: world_snapshot) are rebuilt as fresh namespaces from the model
 (netdiag/scenario/replay.py; stand-in servers answer where programs listened); without a model
 check, the whole world around the host, as `scenario replay` rebuilds it. The flow is probed
 there first: a replica where the flow already works proves nothing, and says so. Then the fix
@@ -28,11 +28,12 @@ import os
 import secrets
 import shlex
 import signal
-import socket
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+
+from .replica_probe import _guard, probe, probe_many
 
 # programs that change only the kernel state of the network namespace they run in
 KERNEL_TOOLS = {"ip", "nft", "iptables", "iptables-nft", "iptables-legacy", "ip6tables", "ip6tables-nft",
@@ -286,22 +287,86 @@ def proof(result: dict) -> str | None:
 
 
 # -- the replica (root) ------------------------------------------------------------------------------
-def _guard(path: str):
-    """preexec_fn: a private mount namespace whose /run/netns is empty (no name reaches a real
-    namespace), then the replica's network namespace."""
-    from runtime.kernel import syscalls as sc
+def world_snapshot(model, result: dict | None = None, command: str = "") -> dict:
+    """The part of the model a replica rebuilds. With a diagnosis (`result`) whose fix was checked
+    on the model: the host, the namespaces its path crosses (the request and the reply, as broken
+    and as the model check retraced it with the fix applied), those the fix command names, and the
+    far ends of veths the path leaves by; veths to anything else are left out (their routes and
+    neighbours with them), so no namespace off the path is read or rebuilt. Otherwise: the host,
+    its containers and every namespace joined to them by veth pairs."""
+    spaces = model.namespaces
+    host = model.snap["host"]
+    after = ((result or {}).get("fix_check") or {}).get("after") or {}
+    if result is not None and "namespaces" not in after:  # where the fixed path goes is not known: the whole world
+        result = None
+    if result is None:
+        kinds = {i: (spaces.meta(i) if hasattr(spaces, "meta") else spaces[i]).get("kind") for i in spaces}
+        start = [host] + sorted(i for i, k in kinds.items() if k == "container" and i != host)
+        seen, todo = list(start), list(start)
+        while todo:
+            ns = spaces.get(todo.pop(0)) or {}
+            for link in ns.get("links") or []:
+                peer = (link.get("peer") or {}).get("ns") if link.get("kind") == "veth" else None
+                if peer not in seen and peer in spaces and spaces.get(peer) is not None:
+                    seen.append(peer)
+                    todo.append(peer)
+        keep, trim = seen, False
+    else:
+        keep = list(dict.fromkeys([host] + [h["namespace"] for h in result.get("hops") or [] if h.get("namespace") in spaces]
+                                  + [i for i in after["namespaces"] if i in spaces] + named_by(model, command)))
+        for h in result.get("hops") or []:  # a veth the path leaves by: its far end too
+            ns = spaces.get(h.get("namespace")) or {}
+            link = next((x for x in ns.get("links") or [] if x["name"] == h.get("interface") and x.get("kind") == "veth"), None)
+            peer = ((link or {}).get("peer") or {}).get("ns")
+            if peer in spaces and peer not in keep and spaces.get(peer) is not None:
+                keep.append(peer)
+        trim = True
+    snap = {k: v for k, v in model.snap.items() if k != "namespaces"}
+    snap["namespaces"] = {i: spaces.get(i) for i in keep if spaces.get(i) is not None}
+    if trim:
+        snap["namespaces"] = {i: _without_veths_out(ns, snap["namespaces"]) for i, ns in snap["namespaces"].items()}
+    snap.pop("probes", None)
+    return snap
 
-    def enter():
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            sc.unshare(sc.CLONE_NEWNS)
-            sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-            if os.path.isdir("/run/netns"):
-                sc.mount("none", "/run/netns", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "size=16k,mode=0755")
-            sc.setns(fd, sc.CLONE_NEWNET)
-        finally:
-            os.close(fd)
-    return enter
+
+def _without_veths_out(ns: dict, kept: dict) -> dict:
+    """`ns` without its veths to namespaces the replica does not rebuild (each would otherwise be a
+    stub namespace of its own), nor the routes, neighbours and addresses on them."""
+    gone = {x["name"] for x in ns.get("links") or [] if x.get("kind") == "veth"
+            and (x.get("peer") or {}).get("ns") not in kept and (x.get("peer") or {}).get("ns") is not None}
+    if not gone:
+        return ns
+    out = dict(ns)
+    out["links"] = [x for x in ns["links"] if x["name"] not in gone]
+    for key, dev in (("routes", "dev"), ("neighbours", "ifname"), ("addresses", "ifname"), ("fdb", "ifname")):
+        if isinstance(ns.get(key), list):
+            out[key] = [r for r in ns[key] if r.get(dev) not in gone]
+    return out
+
+
+def named_by(model, command: str) -> list[str]:
+    """Ids of the namespaces a fix command acts in (by `ip netns exec NAME`, `ip -n`, `nsenter -t PID`)."""
+    if not command:
+        return []
+    spaces = model.namespaces
+    names = Names(host=(model.snap["host"], ""))
+    for i in spaces:
+        meta = spaces.meta(i) if hasattr(spaces, "meta") else spaces[i]
+        for n in meta.get("netns_names") or []:
+            names.netns[n] = (i, "")
+        for p in meta.get("pids") or []:
+            if isinstance(p, int):
+                names.pids[p] = (i, "")
+    out = []
+    try:
+        for argv, _ in split(command):
+            try:
+                out.append(_where(argv, names)[0])
+            except NotVerifiable:
+                continue
+    except NotVerifiable:
+        return []
+    return out
 
 
 def _path(netns: str) -> str:
@@ -335,59 +400,6 @@ def _map_nft(step: Step, snap: dict) -> None:
     if mapped is None:
         raise NotVerifiable(f"nft rule handle {handle} has no counterpart in the replica's chain")
     step.argv[step.nft_handle] = str(mapped)
-
-
-def probe(path: str, dst: str, proto: str, port: int, size: int, timeout: float) -> dict:
-    """One real flow from the namespace at `path`: a TCP connection that sends a line and gets an
-    answer, a UDP datagram and its answer, or an echo and its reply (both directions each)."""
-    from runtime.kernel.ns import netns
-
-    t0 = time.monotonic()
-    out = {"ok": False, "outcome": "timeout", "detail": ""}
-    if proto == "icmp":
-        argv = ["ping", "-n", "-c", "1", "-W", str(max(1, int(timeout + 0.5))), dst]
-        if size:
-            argv[1:1] = ["-s", str(size), "-M", "do"]
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 5, stdin=subprocess.DEVNULL,
-                           preexec_fn=_guard(path))
-        out.update(ok=p.returncode == 0, outcome="answered" if p.returncode == 0 else "no reply",
-                   detail=(p.stdout.strip().splitlines() or [""])[-1][:200] or p.stderr.strip()[:200])
-    else:
-        payload = (b"x" * max(0, size - 1) + b"\n") if size else b"GET / HTTP/1.0\r\n\r\n"
-        try:
-            with netns(path):
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
-            with s:
-                s.settimeout(timeout)
-                s.connect((dst, port))
-                s.sendall(payload)
-                answer = s.recv(4096)
-            first = answer.decode("utf-8", "replace").splitlines()[0][:80] if answer.strip() else repr(answer[:40])
-            out.update(ok=bool(answer), outcome="answered" if answer else "closed",
-                       detail=f"answered {first!r}" if answer else "the connection closed without an answer")
-        except socket.timeout:
-            out.update(outcome="timeout", detail=f"no answer within {timeout:g} s")
-        except ConnectionRefusedError:
-            out.update(outcome="refused", detail="refused (RST or ICMP port unreachable)")
-        except ConnectionResetError:
-            out.update(outcome="reset", detail="reset by the peer")
-        except OSError as e:
-            out.update(outcome="unreachable" if e.errno in (101, 113) else "error", detail=e.strerror or str(e))
-    out["seconds"] = round(time.monotonic() - t0, 3)
-    return out
-
-
-def probe_many(path: str, dst: str, port: int, count: int) -> dict:
-    """`count` TCP handshakes at once (health's burst): for a loss, one probe proves nothing either
-    way; ok only when every one got through."""
-    from .health.check import burst
-
-    t0 = time.monotonic()
-    b = burst(path, dst, port, n=count)
-    lost = count - b["ok"]
-    return {"ok": lost == 0, "outcome": "answered" if lost == 0 else f"{lost}/{count} lost",
-            "detail": f"{b['ok']}/{count} handshakes got through" + (f" ({b['errors']})" if b.get("errors") else ""),
-            "rate": b["rate"], "seconds": round(time.monotonic() - t0, 3)}
 
 
 class _Terminate:
@@ -531,7 +543,5 @@ def verify(model, result: dict, *, command: str | None = None, timeout: float = 
                 except OSError:
                     pass
 
-
-from .verify_world import named_by, world_snapshot  # noqa: E402 - it builds on the rewriting above
 
 __all__ = ["verify", "proof", "steps", "split", "Names", "NotVerifiable", "map_handle", "world_snapshot", "probe"]

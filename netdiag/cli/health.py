@@ -60,9 +60,9 @@ def health(
         model = live_model()
     result = run_health(spec, src, model=model)
     if verify_fix and not result["healthy"]:
-        from ..health.fix import verify as verify_health_fix
+        from ..health.run import verify_fix
 
-        result["fix_verified"] = verify_health_fix(model, result, src, timeout)
+        result["fix_verified"] = verify_fix(model, result, src, timeout)
     if result.get("fix_command"):
         from ..verify import proof
 

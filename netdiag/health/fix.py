@@ -80,27 +80,3 @@ def dns_check(model, src_name: str, network: str, name: str, joining: list[dict]
                 f"embedded DNS answers for {name} (a container of that network: {', '.join(sorted(known))})"}
     return {"checked": True, "delivers": False, "detail": f"on the model: network {network}'s embedded DNS knows "
             f"{', '.join(sorted(known)) or 'no name'}, not {name}"}
-
-
-def verify(model, result: dict, src: str, timeout: float) -> dict:
-    """fix_verified for a failed health check, on a replica: the flow the fix is about (the
-    diagnosis's flow: the check's connection, or the query to an unreachable resolver), from SRC;
-    PACKET_LOSS counted over a burst of handshakes before and after the fix."""
-    from .. import verify as verifier
-    from .run import Source
-
-    diag = result.get("diagnosis") or {}
-    if result.get("cause") == "DNS_FAILURE" and not diag.get("dst_ip"):
-        return {"replica": None, "detail": "the name does not resolve and the resolver is reachable: the fix is a change "
-                                           "of the names a network's DNS knows, not of kernel state a replica can probe"}
-    if not diag.get("dst_ip") and not result.get("address"):
-        return {"replica": None, "detail": "the check reached no address (the name did not resolve): nothing to probe on a replica"}
-    hops = diag.get("hops") or [{"namespace": Source(model, src).ns["id"], "label": result.get("from")}]
-    if diag.get("dst_ip") and result.get("cause") == "DNS_FAILURE":  # the resolver's way
-        flow = {"dst_ip": diag["dst_ip"], "proto": diag["proto"], "port": diag["port"]}
-    else:
-        flow = {"dst_ip": result["address"], "proto": "tcp", "port": result.get("port")}
-    flow.update(hops=hops, size=0, fix_command=result.get("fix_command"), fix_kernel=diag.get("fix_kernel"),
-                fix_check=result.get("fix_check"))
-    count = 20 if result.get("cause") == "PACKET_LOSS" else 1
-    return verifier.verify(model, flow, timeout=timeout, count=count)

@@ -356,9 +356,32 @@ def dns_hint(model, src: Source, name: str) -> dict:
                    "wrong with the resolver is not in the model)"}
 
 
-
 def _public(resolution: dict | None) -> dict | None:
     if resolution is None:
         return None
     keep = ("name", "address", "source", "server", "answer", "error", "where", "resolv_conf", "nameservers", "search", "attempts", "elapsed")
     return {k: resolution.get(k) for k in keep}
+
+
+def verify_fix(model, result: dict, src: str, timeout: float) -> dict:
+    """fix_verified for a failed health check, on a replica: the flow the fix is about (the
+    diagnosis's flow: the check's connection, or the query to an unreachable resolver), from SRC;
+    PACKET_LOSS counted over a burst of handshakes before and after the fix."""
+    from .. import verify as verifier
+
+    diag = result.get("diagnosis") or {}
+    if result.get("cause") == "DNS_FAILURE" and not diag.get("dst_ip"):
+        return {"replica": None, "detail": "the name does not resolve and no blocked path to the resolver was found: the fix "
+                                           "changes which names a network's DNS knows (or is manual), which a replica of plain "
+                                           "namespaces cannot probe"}
+    if not diag.get("dst_ip") and not result.get("address"):
+        return {"replica": None, "detail": "the check reached no address (the name did not resolve): nothing to probe on a replica"}
+    hops = diag.get("hops") or [{"namespace": Source(model, src).ns["id"], "label": result.get("from")}]
+    if diag.get("dst_ip") and result.get("cause") == "DNS_FAILURE":  # the resolver's way
+        flow = {"dst_ip": diag["dst_ip"], "proto": diag["proto"], "port": diag["port"]}
+    else:
+        flow = {"dst_ip": result["address"], "proto": "tcp", "port": result.get("port")}
+    flow.update(hops=hops, size=0, fix_command=result.get("fix_command"), fix_kernel=diag.get("fix_kernel"),
+                fix_check=result.get("fix_check"))
+    count = 20 if result.get("cause") == "PACKET_LOSS" else 1
+    return verifier.verify(model, flow, timeout=timeout, count=count)

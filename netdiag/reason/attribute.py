@@ -178,16 +178,12 @@ def explain_drop(model, ns: dict, hook: str, pkt, step, src_ns: dict | None = No
     src_ctr = src_ns if (src_ns or {}).get("kind") == "container" else None
 
     if iface_rule and in_net is not None and in_net is out_net and in_net["name"] in named and not icc_enabled(in_net):
-        try:  # the model check applies what the re-creation does: the driver's rules for icc on
-            apply, kernel = fixes.icc_on(ns, in_net)
-        except (ValueError, KeyError) as e:
-            apply, kernel = None, ""
-            why = f"the driver's rules for icc on could not be planned on the model ({e})"
         return Stop("blocked", "ICC_DISABLED",
                     f"containers on network {in_net['name']} may not talk to each other (enable_icc=false): {where} drops {pkt.src} -> {pkt.dst}",
-                    Fix(_recreate_network(model, in_net), apply,
+                    Fix(_recreate_network(model, in_net),
                         advice=f"recreate {in_net['name']} without -o com.docker.network.bridge.enable_icc=false and reconnect its containers",
-                        why_unchecked="" if apply else why, kernel=kernel,
+                        why_unchecked="the network's rules with icc on are its driver's plan, which the diagnosis pipeline makes",
+                        owner_change=("icc_on", ns["id"], in_net),
                         alternatives=[f"reach {pkt.dst} through a port it publishes on the host"]), ev)
     for net, leaving in ((in_net, True), (out_net, False)):
         if (iface_rule or _fences(rule, net)) and net is not None and net.get("internal") and in_net is not out_net \

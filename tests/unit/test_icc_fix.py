@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from netdiag import driver_plan
+from netdiag.diagnose import diagnose
 from netdiag.model import Model
-from netdiag.reason import fixes
-from netdiag.reason.static_trace import run_static, trace
+from netdiag.reason.static_trace import run_static
 
 FIXTURE = json.loads((Path(__file__).parent.parent / "fixtures" / "lab_snapshot.json").read_text())
 
@@ -36,13 +37,14 @@ def model():
 
 
 def test_icc_fix_is_the_recreation_checked_by_the_drivers_plan(model):
-    r, fix = run_static(model, "api", "db", port=5432)
+    _, fix = run_static(model, "api", "db", port=5432)
+    assert fix.apply is None and fix.owner_change[0] == "icc_on"  # the reasoning names the change, the pipeline plans it
+    r = diagnose(model, "api", "db", port=5432, live=False)
     assert (r["verdict"], r["cause"]) == ("blocked", "ICC_DISABLED"), r["summary"]
-    assert fix.command.startswith("netdiag network rm -f back && netdiag network create --subnet 10.50.0.0/24")
-    assert "enable_icc" not in fix.command
-    check = fixes.check(model, fix, lambda m: trace(m, "api", "db", port=5432))
-    assert check["checked"] and check["delivers"], check
-    assert fix.kernel == "nft delete rule bridge netdiag forward handle 93"
+    assert r["fix_command"].startswith("netdiag network rm -f back && netdiag network create --subnet 10.50.0.0/24")
+    assert "enable_icc" not in r["fix_command"]
+    assert r["fix_check"]["checked"] and r["fix_check"]["delivers"], r["fix_check"]
+    assert r["fix_kernel"] == "nft delete rule bridge netdiag forward handle 93"
 
 
 def test_a_users_rule_is_not_what_the_recreation_removes(model):
@@ -56,11 +58,10 @@ def test_a_users_rule_is_not_what_the_recreation_removes(model):
         {"rule": {"family": "ip", "table": "mine", "chain": "fw", "handle": 9, "expr": [
             {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": bridge}},
             {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": bridge}}, {"drop": None}]}}]
-    r, fix = run_static(model, "api", "db", port=5432)
+    r = diagnose(model, "api", "db", port=5432, live=False)
     assert r["cause"] == "ICC_DISABLED"
-    check = fixes.check(model, fix, lambda m: trace(m, "api", "db", port=5432))
-    assert check["checked"] and check["delivers"] is False, check
-    assert fix.kernel == ""
+    assert r["fix_check"]["checked"] and r["fix_check"]["delivers"] is False, r["fix_check"]
+    assert "fix_kernel" not in r
 
 
 def test_dockers_icc_plan_turns_the_drop_into_an_accept():
@@ -68,7 +69,7 @@ def test_dockers_icc_plan_turns_the_drop_into_an_accept():
         {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "br-x"}},
         {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "br-x"}}, {"counter": None}, {"drop": None}]}
     host = {"id": "h", "kind": "host", "nftables": {"nftables": [{"rule": rule}]}}
-    apply, kernel = fixes.icc_on(host, {"runtime": "docker", "bridge": "br-x", "name": "n"})
+    apply, kernel = driver_plan.icc_on(host, {"runtime": "docker", "bridge": "br-x", "name": "n"})
     assert kernel == "nft replace rule ip filter FORWARD handle 12 iifname br-x oifname br-x counter accept"
 
     class Ov:
@@ -86,7 +87,7 @@ def test_dockers_icc_plan_turns_the_drop_into_an_accept():
 def test_netdiag_plan_has_the_icc_rule_only_with_icc_off():
     net = {"id": "abcdef123456", "bridge": "br-abcdef123456", "subnet": "10.9.0.0/24", "gateway": "10.9.0.1",
            "options": {}, "endpoints": {"x": {"host_veth": "vethA"}, "y": {"host_veth": "vethB"}}}
-    off, on = fixes.netdiag_plan(net, False), fixes.netdiag_plan(net, True)
+    off, on = driver_plan.netdiag_plan(net, False), driver_plan.netdiag_plan(net, True)
     assert off[("bridge", "netdiag", "forward")] == ["iifname @ports_abcdef123456 oifname @ports_abcdef123456 drop"]
     assert ("bridge", "netdiag", "forward") not in on
     assert off[("ip", "netdiag", "forward")] == on[("ip", "netdiag", "forward")]
