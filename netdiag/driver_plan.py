@@ -81,7 +81,7 @@ def icc_on(host: dict, net: dict) -> tuple[fixes.Apply, str]:
         victims = [i["rule"] for i in items if "rule" in i and _plain(rule_text(i["rule"])) in
                    gone.get((i["rule"]["family"], i["rule"]["table"], i["rule"]["chain"]), set())]
         kernel = [["nft", "delete", "rule", r["family"], r["table"], r["chain"], "handle", str(r["handle"])] for r in victims]
-        replace = {}
+        replace = set()
     else:
         victims = [i["rule"] for i in items if "rule" in i and i["rule"]["family"] == "ip" and i["rule"]["table"] == "filter"
                    and _docker_icc_rule(i["rule"], net["bridge"])]
@@ -91,7 +91,7 @@ def icc_on(host: dict, net: dict) -> tuple[fixes.Apply, str]:
     keys = {(r["family"], r["table"], r["chain"], r.get("handle")) for r in victims}
 
     def apply(model, ov):
-        rules = fixes._rules(ov.edit(host["id"]))
+        rules = fixes.editable_rules(ov.edit(host["id"]))
         kept = []
         for i in rules:
             r = i.get("rule")

@@ -98,7 +98,7 @@ def in_ns(ns: dict, argv: list[str]) -> str:
 
 # -- edits of a model copy --------------------------------------------------------------------------
 
-def _rules(ns: dict) -> list:
+def editable_rules(ns: dict) -> list:
     """The editable rule list of a (copied) namespace: iptables-nft rules translated once, so an
     edit does not break the pairing with the iptables-nft-save text observed with them."""
     if ns.get("iptables_save"):
@@ -113,7 +113,7 @@ def _rules(ns: dict) -> list:
 def remove_rule(ns_id: str, family: str, table: str, chain: str, handle: int) -> Apply:
     def apply(model, ov):
         ns = ov.edit(ns_id)
-        items = _rules(ns)
+        items = editable_rules(ns)
         items[:] = [i for i in items if not ("rule" in i and (i["rule"]["family"], i["rule"]["table"], i["rule"]["chain"],
                                                               i["rule"].get("handle")) == (family, table, chain, handle))]
     return apply
@@ -122,7 +122,7 @@ def remove_rule(ns_id: str, family: str, table: str, chain: str, handle: int) ->
 def insert_rules(ns_id: str, family: str, table: str, chain: str, rules: list[list[dict]]) -> Apply:
     """Rules (lists of nft JSON expressions) at the top of a chain, like `nft insert rule` / `iptables -I`."""
     def apply(model, ov):
-        items = _rules(ov.edit(ns_id))
+        items = editable_rules(ov.edit(ns_id))
         first = next((k for k, i in enumerate(items) if "rule" in i and (i["rule"]["family"], i["rule"]["table"],
                                                                         i["rule"]["chain"]) == (family, table, chain)), None)
         if first is None:  # an empty chain: after its declaration
@@ -252,7 +252,7 @@ def add_neighbour(ns_id: str, dev: str, ip: str, mac: str) -> Apply:
 
 def add_masquerade(ns_id: str, subnet: str, oif: str) -> Apply:
     def apply(model, ov):
-        items = _rules(ov.edit(ns_id))
+        items = editable_rules(ov.edit(ns_id))
         items.append({"table": {"family": "ip", "name": "netdiag_fix_check"}})
         items.append({"chain": {"family": "ip", "table": "netdiag_fix_check", "name": "post", "type": "nat", "hook": "postrouting",
                                 "prio": 100, "policy": "accept"}})
