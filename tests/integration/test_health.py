@@ -198,11 +198,16 @@ def test_two_containers_on_the_default_bridge_get_a_network_of_their_own_named_a
     target and recreates the source on it, with real names (never `network create NET`)."""
     serve(lab, "a", network=None)
     lab.ok("run", "-d", "--name", "b", "busybox", "sleep", "600")
+    control = (f"{ip_of(lab, 'a', 'bridge')}:80", "host", "--timeout", "1")  # the host reaches a: before and after
+    assert health(lab, *control)["healthy"]
     r = health(lab, "a:80", "b", "--timeout", "1", "--fix", "--yes")
     assert r["cause"] == "DNS_FAILURE"
     assert r["fix_command"] == ("netdiag network create b-a && netdiag network connect b-a a && "
                                 "netdiag rm -f b && netdiag run -d --name b --network b-a busybox sleep 600"), r["fix_command"]
+    # checked on the model: on b-a (with a connected first) the network's DNS answers for a
+    assert r["fix_check"]["checked"] and r["fix_check"]["delivers"] and "answers for a" in r["fix_check"]["detail"], r["fix_check"]
     assert r["applied_fix"]["returncode"] == 0 and r["recheck"]["healthy"], r["recheck"]["summary"]
+    assert health(lab, *control)["healthy"]
 
 
 def test_names_resolve_only_the_way_the_source_resolves_them(lab):
