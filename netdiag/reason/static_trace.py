@@ -937,7 +937,9 @@ class Trace:
                    + (": the connection is refused" if self.proto == "tcp" else ": ICMP port unreachable comes back"),
                    self.dnat_port_fix(ns, pkt, dnat, ports) if dnat else
                    Fix(advice=f"start the server in {ns['label']} on port {pkt.dport}"
-                       + (f", or use a port it listens on: {', '.join(map(str, ports))}" if ports else ""),
+                       + (f", or use a port it listens on: {', '.join(map(str, ports))}" if ports else "")
+                       + " (manual: nothing listens there, and which program should, with what command, is the "
+                         "application's; netdiag cannot know it, so no command is given)",
                        why_unchecked="starting a server is not a change of the network model"),
                    [{"kind": "socket", "detail": f"{ns['label']} listens on: " + (", ".join(
                        f"{s['local']}:{s['port']}/{s['proto']}" for s in ns.get("sockets", [])) or "nothing")}])
