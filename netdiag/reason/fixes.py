@@ -305,7 +305,7 @@ def retarget_dnat(ns: dict, step, to_port: int) -> tuple[str, Apply | None]:
             argv += ["comment", f'"{step.comment}"']
 
     def apply(model, ov):
-        for item in _rules(ov.edit(ns["id"])):
+        for item in editable_rules(ov.edit(ns["id"])):
             r = item.get("rule")
             if r and (r["family"], r["table"], r["chain"], r.get("handle")) == (step.family, step.table, step.chain, step.handle):
                 for e in r["expr"]:
