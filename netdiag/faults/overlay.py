@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import random
 import shlex
+import subprocess
 import time
 
 from .catalogue import Expect, Flow, kind
@@ -78,8 +79,6 @@ class OverlayWorld(ContainerWorld):
 
     def in_client(self, *argv: str) -> None:
         """The host's argv in the client container's network namespace."""
-        import subprocess
-
         from runtime.kernel.ns import enter
 
         pid = json.loads(self.on(0, "inspect", self.client).stdout)[0]["State"]["Pid"]
@@ -87,13 +86,9 @@ class OverlayWorld(ContainerWorld):
 
     # -- the World protocol case.py uses --------------------------------------------------------------
     def label(self, at: str | None) -> str:
-        if at in (None, self.near):
-            return "host"
-        if at == self.far:
-            return f"ns:{at}"
-        if at in (self.server, self.client):
-            return f"{at} (container)" if at == self.client else f"{at} (container on h2)"
-        return f"ns:{at}"
+        """How trace on host 1 names a hop: host 1 is its host, host 2 and the underlay are
+        namespaces it sees (faults are planted in those three only)."""
+        return "host" if at in (None, self.near) else f"ns:{at}"
 
     def connects(self, port: int | None = None, src: str | None = None, dst: str | None = None,
                  timeout: float = 3) -> bool:
@@ -108,7 +103,12 @@ class OverlayWorld(ContainerWorld):
         self.server_ip, self.server_mac = e["IPv4Address"].split("/")[0], e["MacAddress"]
 
     def destroy(self) -> None:
+        from netdiag.lab import cluster_leaks
+
         self.cluster.destroy()
+        left = cluster_leaks(self.cluster)
+        if left:
+            raise RuntimeError("the overlay world left behind: " + "; ".join(left))
 
 
 def build(seed: int) -> OverlayWorld:
