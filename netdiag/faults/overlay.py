@@ -91,11 +91,14 @@ class OverlayWorld(ContainerWorld):
         return "host" if at in (None, self.near) else f"ns:{at}"
 
     def connects(self, port: int | None = None, src: str | None = None, dst: str | None = None,
-                 timeout: float = 3) -> bool:
+                 timeout: float = 3, pad: int = 0) -> bool:
+        """A real HTTP request from the client container and its answer (the flow's port answers
+        with full-size segments); `pad`: a header that makes the request fill them too."""
         port = port or self.port
         url = f"http://{dst or self.server_ip}:{port}/index.html"
-        p = self.lab.netdiag("exec", src or self.client, "timeout", str(timeout), "busybox", "wget", "-q", "-O", "-", url,
-                             timeout=timeout + 10)
+        header = ["--header", "X-Pad: " + "x" * pad] if pad else []
+        p = self.lab.netdiag("exec", src or self.client, "timeout", str(timeout), "busybox", "wget", "-q", *header, "-O", "-",
+                             url, timeout=timeout + 10)
         return p.returncode == 0 and p.stdout == (BIG_PAGE if port == self.port else PAGE)
 
     def refresh(self) -> None:
