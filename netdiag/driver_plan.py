@@ -7,7 +7,7 @@ that change, not "the rule that matched, removed by hand". The reasoning layer n
 from __future__ import annotations
 
 from .reason import fixes
-from .reason.nftables.text import rule_text
+from .rulesets.nft_text import rule_text
 
 
 def resolve(model, fix: fixes.Fix) -> None:
@@ -68,7 +68,7 @@ def icc_on(host: dict, net: dict) -> tuple[fixes.Apply, str]:
     the namespace whose rules the driver writes (the one the drop was found in)."""
     items = (host.get("nftables") or {}).get("nftables") or []
     if host.get("iptables_save"):
-        from .reason.iptables import ruleset_for
+        from .rulesets.iptables_nft import ruleset_for
 
         items = ruleset_for(host).get("nftables") or []
 

@@ -58,7 +58,7 @@ def probe(path: str, dst: str, proto: str, port: int, size: int, timeout: float)
 def probe_many(path: str, dst: str, port: int, count: int) -> dict:
     """`count` TCP handshakes at once (health's burst): for a loss, one probe proves nothing either
     way; ok only when every one got through."""
-    from .health.check import burst
+    from .probe.handshakes import burst
 
     t0 = time.monotonic()
     b = burst(path, dst, port, n=count)

@@ -306,7 +306,8 @@ LB_SAMPLE = 0.25
 
 def lb(p: dict, model, *, live: bool) -> dict:
     """Every selected server UP (or none, with up: false) in HAProxy's own stats, for p["for"] s."""
-    from ..health import explain, haproxy
+    from ..health import explain
+    from ..observe import haproxy
 
     proc, path, src, _ = explain.locate(model, p["socket"], p["target"])
     seen: dict[tuple, dict] = {}

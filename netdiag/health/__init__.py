@@ -6,7 +6,7 @@ check.py     one check from inside the source namespace, with timings (dns, conn
 classify.py  pure: a check's outcome (+ the trace pipeline's diagnosis) -> cause, and the verdict in
              HAProxy's, AWS's and Kubernetes' words
 run.py       the whole `netdiag health`: resolve, check (N times), diagnose what failed, the JSON
-haproxy.py   a real HAProxy's stats socket and configuration
-explain.py   `netdiag explain CONTAINER` and `netdiag explain --lb haproxy[:SOCKET]`
+explain.py   `netdiag explain CONTAINER` and `netdiag explain --lb haproxy[:SOCKET]` (HAProxy read by
+             netdiag.observe.haproxy)
 fix.py       running a printed fix command (no shell), for `--fix`
 """

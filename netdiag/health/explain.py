@@ -24,7 +24,8 @@ import time
 
 from runtime.errors import InvalidArgument, NetdiagError, NotFound
 
-from . import haproxy, healthcmd
+from ..observe import haproxy
+from . import healthcmd
 from .run import Source, conclude, find_container, health, measure, target_of
 from .spec import Spec, check_host, check_method, check_path, parse_expect
 

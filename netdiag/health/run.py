@@ -20,11 +20,12 @@ import time
 
 from runtime.errors import InvalidArgument, NetdiagError, NotFound, PermissionDenied
 
+from ..probe.handshakes import burst
 from ..reason import fixes
 from ..reason.fixes import in_ns, recreate
 from . import classify, resolve
 from . import fix as fixer
-from .check import Check, burst
+from .check import Check
 from .spec import Spec
 
 GRACE = 2.0          # how long past the deadline a late answer is waited for (and measured)

@@ -175,7 +175,7 @@ class Session:
         ${haproxy_cfg:NAME}) in the network namespace of a netdiag container made for it (the
         container cannot run the host's dynamically linked haproxy; its namespace can). Returns
         when every server's first checks have settled, so the world is as broken as it will be."""
-        from ..health import haproxy
+        from ..observe import haproxy
 
         from runtime.kernel import tools
 

@@ -1,6 +1,7 @@
 """HAProxy as it runs: its stats (captured from HAProxy 2.6's stats socket) and its configuration,
 read into the check it is told to do; and container health checks read into network checks."""
-from netdiag.health import haproxy, healthcmd
+from netdiag.health import healthcmd
+from netdiag.observe import haproxy
 
 HEADER = ("# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,act,"
           "bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,lbtot,tracked,type,rate,rate_lim,rate_max,"
