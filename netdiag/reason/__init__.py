@@ -1,4 +1,7 @@
-"""Reasoning, pure: routing (routing), nftables evaluation (nftables), Docker's iptables-nft rules
-translated (iptables), the static trace (static_trace), what a dropping rule means (attribute),
-the cause catalogue (causes), checkable fixes (fixes), and static vs live evidence (reconcile).
-May import netdiag.model, runtime.errors and the standard library; nothing that touches the kernel."""
+"""Reasoning, pure: routing (routing), nftables evaluation (nftables), the static trace
+(static_trace: the walk, NAT and the reply leg; its parts trace_routes, trace_links (ARP, link,
+MTU, bridges), trace_vxlan and trace_delivery (the receiving socket)), what a dropping rule means
+(attribute), the cause catalogue (causes), checkable fixes (fixes), and static vs live evidence
+(reconcile). Firewall rulesets are read by netdiag.rulesets, below this package.
+May import netdiag.model, netdiag.rulesets, runtime.errors and the standard library; nothing that
+touches the kernel."""

@@ -123,8 +123,9 @@ def test_a_plain_bridge_under_another_managers_policy_is_a_foreign_firewall_fixe
 def test_every_cause_the_engine_can_name_is_in_the_catalogue():
     import re
 
-    src = "".join((Path(__file__).parents[2] / "netdiag" / "reason" / f).read_text()
-                  for f in ("static_trace.py", "attribute.py", "reconcile.py"))
+    reason = Path(__file__).parents[2] / "netdiag" / "reason"
+    src = "".join(p.read_text() for p in [reason / "static_trace.py", *sorted(reason.glob("trace_*.py")),
+                                          reason / "attribute.py", reason / "reconcile.py"])
     named = set(re.findall(r'"([A-Z_]{6,})"', src)) & {c for c in re.findall(r'Stop\([^,]+, "([A-Z_]+)"', src)} | \
         set(re.findall(r'cause="([A-Z_]+)"', src))
     assert named and named <= set(CAUSES), named - set(CAUSES)

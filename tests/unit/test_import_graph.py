@@ -1,7 +1,8 @@
 """The layout is the architecture: no import circles between netdiag's modules (counting imports
-inside functions: a lazy import may save start-up time, never hide a circle), and the reasoning
-and view layers import nothing that touches the kernel, so every diagnosis and picture can be made
-offline from a snapshot, without root."""
+inside functions: a lazy import may save start-up time, never hide a circle) nor between its
+packages, the reasoning and view layers import nothing that touches the kernel, so every
+diagnosis and picture can be made offline from a snapshot, without root, and no module grows past
+what one reader holds in mind (MAX_LINES)."""
 import ast
 from pathlib import Path
 
@@ -166,3 +167,29 @@ def test_the_cli_reaches_the_runtime_only_through_its_api():
     # runtime.state only for its DiskFull error (main's error report)
     state_users = [name for name, targets in g.items() if name.startswith("netdiag.cli") and "runtime.state" in targets]
     assert state_users == ["netdiag.cli.main"]
+
+
+MAX_LINES = 600
+
+
+def oversized(paths, root: Path = ROOT) -> dict[str, int]:
+    """{path relative to root: lines} of the files longer than MAX_LINES."""
+    out = {}
+    for path in paths:
+        with open(path, "rb") as f:
+            n = sum(1 for _ in f)
+        if n > MAX_LINES:
+            out[str(path.relative_to(root))] = n
+    return out
+
+
+def test_no_module_is_longer_than_max_lines():
+    """A module over MAX_LINES does several jobs: split it by job (as netdiag/reason/static_trace.py
+    and its trace_* parts are) rather than raise the limit."""
+    assert oversized(modules().values()) == {}
+
+
+def test_the_length_check_sees_a_long_module(tmp_path):
+    (tmp_path / "fits.py").write_text("x = 1\n" * MAX_LINES)
+    (tmp_path / "long.py").write_text("x = 1\n" * (MAX_LINES + 1))
+    assert oversized(sorted(tmp_path.iterdir()), tmp_path) == {"long.py": MAX_LINES + 1}

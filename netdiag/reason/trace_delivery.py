@@ -1,0 +1,141 @@
+"""The end of the static trace's request leg: the socket that should receive the packet, or why
+none does (nothing listens, a listener on loopback only, a DNAT to the wrong port, a port never
+published). A part (mixin) of static_trace.Trace."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..model import Model
+from . import fixes
+from .fixes import Fix
+from .nftables import Packet
+from .stop import Stop
+
+
+class DeliverySteps:
+    """The last step (the receiving socket) of the walk: methods of static_trace.Trace, which mixes them in."""
+
+    def deliver(self, ns: dict, pkt: Packet) -> dict:
+        self.hop(ns, f"{self.proto}/{pkt.dport}" if self.proto != "icmp" else "icmp", "socket", "deliver")
+        if self.proto == "icmp":
+            return {"ns": ns, "pkt": pkt}
+        socks = [s for s in ns.get("sockets", []) if s["proto"] == self.proto and s["port"] == pkt.dport]
+        fits = [s for s in socks if s["local"] in (pkt.dst, "0.0.0.0", "::") or s["local"] == f"::ffff:{pkt.dst}"]
+        if fits:
+            s = fits[0]
+            self.note("socket", f"{ns['label']}: {s.get('process') or 'a process'} listens on {s['local']}:{s['port']}/{s['proto']}")
+            return {"ns": ns, "pkt": pkt}
+        loop = [s for s in socks if s.get("loopback_only")]
+        if ns["kind"] == "host" and not pkt.dst.startswith("127."):
+            self.published_on_loopback(pkt)  # that listener is the runtime's proxy (docker-proxy): the runtime's fix
+        if loop and not pkt.dst.startswith("127."):
+            s = loop[0]
+            who = s.get("process") or "the server"
+            raise Stop("blocked", "LISTENER_LOOPBACK_ONLY",
+                       f"{who} in {ns['label']} is listening only on {s['local']}:{s['port']}, so connections to {pkt.dst}:{pkt.dport} are refused",
+                       _loopback_listener_fix(self.model, ns, s, who, fixes.listen_everywhere(ns["id"], self.proto, s["port"])),
+                       [{"kind": "socket", "detail": f"{ns['label']}: {s['proto']} {s['local']}:{s['port']} ({who})"}])
+        if ns["kind"] == "host":
+            self.unpublished(pkt)
+        ports = sorted({s["port"] for s in ns.get("sockets", []) if s["proto"] == self.proto and not s.get("loopback_only")})
+        dnat = self.wrong_dnat(ns, pkt)
+        raise Stop("blocked", "NO_LISTENER", f"nothing in {ns['label']} listens on {self.proto} port {pkt.dport}"
+                   + (f" ({dnat[0]['label']}'s DNAT sends {dnat[2][0]}:{dnat[2][1]} there)" if dnat else "")
+                   + (": the connection is refused" if self.proto == "tcp" else ": ICMP port unreachable comes back"),
+                   self.dnat_port_fix(ns, pkt, dnat, ports) if dnat else
+                   Fix(advice=f"start the server in {ns['label']} on port {pkt.dport}"
+                       + (f", or use a port it listens on: {', '.join(map(str, ports))}" if ports else "")
+                       + " (manual: nothing listens there, and which program should, with what command, is the "
+                         "application's; netdiag cannot know it, so no command is given)",
+                       why_unchecked="starting a server is not a change of the network model"),
+                   [{"kind": "socket", "detail": f"{ns['label']} listens on: " + (", ".join(
+                       f"{s['local']}:{s['port']}/{s['proto']}" for s in ns.get("sockets", [])) or "nothing")}])
+
+    def wrong_dnat(self, ns: dict, pkt: Packet) -> tuple | None:
+        """The plain DNAT rule (no runtime's published port) that sent the request to this port, a
+        port other than the one it came to: (namespace, rule, before)."""
+        for at, rule, before, after in reversed(self.dnat_rules):
+            if after == (pkt.dst, pkt.dport) and before[1] != pkt.dport and not self.published_port(at, before):
+                return at, rule, before
+        return None
+
+    def published_port(self, ns: dict, addr: tuple) -> bool:
+        return ns["kind"] == "host" and any(p["proto"] == self.proto and p["host_port"] <= addr[1] <= (p.get("host_end") or p["host_port"])
+                                            for c in self.model.containers() for p in c.get("ports", []))
+
+    def dnat_port_fix(self, ns: dict, pkt: Packet, dnat: tuple, ports: list[int]) -> Fix:
+        """Change the DNAT rule's port to one the server listens on: the published port itself when
+        it listens there (the rule translated a port it should have kept), else its only one."""
+        at, rule, before = dnat
+        port = before[1] if before[1] in ports else ports[0] if len(ports) == 1 else None
+        command, apply = fixes.retarget_dnat(at, rule, port) if port is not None else ("", None)
+        if not command:
+            why = (f"nothing listens in {ns['label']} at all: start the server first" if not ports else
+                   "which one only the service's configuration can say, so no command is given" if port is None else
+                   "netdiag cannot write this rule back as a command")
+            return Fix(advice=f"manual: change the DNAT rule {rule.text!r} in {at['label']} ({rule.family} {rule.table} "
+                              f"{rule.chain}) to a port {ns['label']} listens on ({', '.join(map(str, ports)) or 'none'}); {why}",
+                       why_unchecked=why)
+        return Fix(command, apply, advice=f"DNAT to {pkt.dst}:{port}, where {ns['label']} listens",
+                   namespaces=[at["id"]])
+
+    def published_on_loopback(self, pkt: Packet) -> None:
+        """A container publishes this port, but on a loopback address only (`-p 127.0.0.1:P:P`): from
+        any other address the port is not published. The fix is the runtime's (publish it on every
+        address), never a restart of its proxy, a process the runtime owns."""
+        for c in self.model.containers():
+            for p in c.get("ports", []):
+                end = p.get("host_end") or p["host_port"]
+                if not (p["proto"] == pkt.proto and p["host_port"] <= pkt.dport <= end and str(p.get("host_ip") or "").startswith("127.")):
+                    continue
+                cmd = fixes.publish_everywhere(c, p)
+                flag = f"-p {p['host_ip']}:{p['host_port']}:{p['ctr_port']}"
+                raise Stop("blocked", "PORT_NOT_PUBLISHED",
+                           f"{c['name']} publishes port {pkt.dport} on {p['host_ip']} only ({flag}): to {pkt.dst}:{pkt.dport} "
+                           "no published port forwards it, and nothing else listens there",
+                           Fix(cmd, advice=f"recreate {c['name']} publishing {p['host_port']}:{p['ctr_port']} on every address "
+                               f"(same image and command)" if cmd else
+                               f"recreate {c['name']} with -p {p['host_port']}:{p['ctr_port']} instead of {flag} ({fixes.NO_IMAGE})",
+                               why_unchecked="publishing adds a DNAT rule and a new container, which the model cannot add"),
+                           [{"kind": "port", "detail": f"container {c['name']} ({c.get('runtime')}) publishes "
+                             f"{p['host_ip']}:{p['host_port']}->{p['ctr_port']}/{p['proto']}"}])
+
+    def unpublished(self, pkt: Packet) -> None:
+        """Nothing on the host has the port: is there a container that serves it but was never
+        published? One listening on that very port, else one that publishes nothing at all."""
+        def listening(c):
+            socks = self.model.namespaces[c["ns"]].get("sockets", []) if c.get("ns") in self.model.namespaces else []
+            return sorted({s["port"] for s in socks if s["proto"] == self.proto and not s.get("loopback_only")})
+
+        same = [c for c in self.model.containers() if pkt.dport in listening(c)]
+        bare = [(c, listening(c)) for c in self.model.containers() if not c.get("ports") and listening(c)]
+        if same:
+            c, port, who = same[0], pkt.dport, ", ".join(c["name"] for c in same) + f" listen(s) on {pkt.dport} inside the container"
+        elif len(bare) == 1 and len(bare[0][1]) == 1:
+            (c, (port,)), who = bare[0], f"{bare[0][0]['name']} listens on {bare[0][1][0]} but publishes no port"
+        else:
+            return
+        raise Stop("blocked", "PORT_NOT_PUBLISHED",
+                   f"nothing on the host listens on {pkt.dst}:{pkt.dport}, and no published port forwards it; {who}",
+                   Fix(fixes.recreate(c, "-p", f"{pkt.dport}:{port}"),
+                       advice=f"recreate {c['name']} with -p {pkt.dport}:{port} (same image and command)"
+                       + ("" if c.get("image") else f" ({fixes.NO_IMAGE})"),
+                       why_unchecked="publishing adds a DNAT rule and a new container, which the model cannot add"),
+                   [{"kind": "socket", "detail": f"container {c['name']} listens on {port}/{self.proto} and publishes "
+                     + (", ".join(f"{p['host_port']}->{p['ctr_port']}" for p in c.get("ports") or []) or "nothing")}])
+
+
+def _loopback_listener_fix(model: Model, ns: dict, s: dict, who: str, apply) -> Fix:
+    """A listener bound to a loopback address: where the container's own command names that address
+    (`httpd -p 127.0.0.1:80`), recreate it with 0.0.0.0 there; else say what to change, and why no
+    command is given (only the program's configuration or command line sets where it listens)."""
+    c = model.container_of(ns)
+    cmd = ""
+    if c and any(s["local"] in arg for arg in c.get("command") or []):
+        cmd = fixes.recreate({**c, "command": [a.replace(s["local"], "0.0.0.0") for a in c["command"]]})
+    if cmd:
+        return Fix(cmd, apply, advice=f"recreate {c['name']} with its command listening on 0.0.0.0 instead of {s['local']}")
+    return Fix(apply=apply, advice=f"restart {who} in {ns['label']} listening on 0.0.0.0:{s['port']} (all addresses) instead of "
+               f"{s['local']}" + (f" (its pid is {s['pid']})" if s.get("pid") else "")
+               + " (manual: only the program's own configuration or command line sets the address it listens on, so no command "
+               "is given)")
