@@ -5,7 +5,7 @@ same run.
 
 A. inspect/snapshot, with N containers (500) on one user network:
    - `netdiag inspect --net --json cN`: cold CLI, and its work in-process (`inspect_view.view(
-     live_model(), "cN")` timed inside a Python process, imports of netdiag.model and the view
+     live_model(), "cN")` timed inside a Python process, imports of netdiag.snapshot_model and the view
      excluded, everything they import lazily included). Goal: under 0.3 s of work.
    - `netdiag snapshot -o FILE` against the reference, one shell pass
      `for pid in PIDS; do nsenter --net=/proc/$pid/ns/net ip -o addr; done` (what
@@ -176,7 +176,7 @@ def ms_stats(xs: list[float]) -> dict:
 
 # ----------------------------------------------------------------------------- in-process work
 
-# Runs inside the lab as `python -c INPROC MODE ARGS_JSON`. The imports of netdiag.model and of the
+# Runs inside the lab as `python -c INPROC MODE ARGS_JSON`. The imports of netdiag.snapshot_model and of the
 # command's module are done before the clock starts; what they import lazily (pyroute2, the
 # runtime's state, libnftables) is part of the first call, as it is for the CLI. Every
 # subprocess.Popen and os.fork during the first call is counted.
@@ -194,7 +194,7 @@ def _forked():
     spawned.append("os.fork")
     return _fork()
 os.fork = _forked
-from netdiag.model import Model
+from netdiag.snapshot_model import Model
 from netdiag.observe.snapshot import live_model
 out = {}
 if mode == "inspect":
@@ -478,7 +478,7 @@ def part_a(args, ctx: InLab, n: int, target: str) -> dict:
     print(fmt_table(inspect_stats))
     w = inspect_work
     print(f"inspect in-process, view(live_model(), {target!r}) in a fresh Python each time (imports of "
-          f"netdiag.model/inspect_view excluded):")
+          f"netdiag.snapshot_model/inspect_view excluded):")
     print(f"  first call: median {w['first_call']['median_ms']:.1f} ms, p90 {w['first_call']['p90_ms']:.1f} "
           f"({args.runs} processes); later calls in the same process: median {w['warm_call']['median_ms']:.1f} ms, "
           f"p90 {w['warm_call']['p90_ms']:.1f}; subprocesses per call: {max(w['subprocesses_per_call'])}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 
 from . import driver_plan
-from .model import Model, ns_path
+from .snapshot_model import Model, ns_path
 from .reason import fixes, reconcile, static_trace
 
 

@@ -154,7 +154,7 @@ def _seconds(text: str) -> float:
 
 def _model_factory(snapshot: str | None):
     if snapshot:
-        from ..model import Model
+        from ..snapshot_model import Model
 
         model = Model.load(snapshot)
         return lambda: model
@@ -165,7 +165,7 @@ def _model_factory(snapshot: str | None):
 
 def _generate(snapshot: str | None, output: str | None) -> None:
     from ..check.generate import generate, to_yaml
-    from ..model import Model
+    from ..snapshot_model import Model
 
     if snapshot:
         model, source = Model.load(snapshot), f"the snapshot {snapshot}"

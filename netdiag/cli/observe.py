@@ -13,7 +13,7 @@ from .app import app
 def load_model(snapshot):
     """The model every read command works on: a snapshot file (or several, merged: the hosts of a
     cluster), or the live host (with a spinner)."""
-    from ..model import Model
+    from ..snapshot_model import Model
     from ..observe.snapshot import live_model
 
     if snapshot:

@@ -325,7 +325,7 @@ def replay_(snapshot: Path = typer.Argument(..., help="A snapshot file (`netdiag
     Run `netdiag trace` inside PREFIX-host; `netdiag scenario stop PREFIX` removes it all."""
     from runtime.errors import Conflict
 
-    from ..model import read_snapshot
+    from ..snapshot_model import read_snapshot
     from ..scenario import registry, replay
 
     snap = read_snapshot(str(snapshot))

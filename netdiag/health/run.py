@@ -52,7 +52,7 @@ class Source:
     """The namespace a check runs from: how to enter it, whose resolver files it reads."""
 
     def __init__(self, model, target: str):
-        from netdiag.model import ns_path
+        from netdiag.snapshot_model import ns_path
 
         try:
             self.ns = model.resolve(target)

@@ -3,4 +3,4 @@ discovery (discover), one namespace's state (collect, through runtime.kernel), t
 namespace set (namespaces), the snapshot envelope (snapshot), a Docker engine's API (docker_api),
 iptables-nft-save where iptables-nft rules hide their arguments (iptables), and a real HAProxy's
 stats socket and configuration (haproxy: for explain --lb, check and the scenarios).
-May import runtime.kernel, runtime.records, netdiag.model and netdiag.schemas; never reason or views."""
+May import runtime.kernel, runtime.records, netdiag.snapshot_model and netdiag.schemas; never reason or views."""

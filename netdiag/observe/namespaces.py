@@ -2,7 +2,7 @@
 namespaces on its path, and on a host with hundreds of containers must not read them all; a full
 snapshot reads them all through the same door (`materialize`). Veth peers are found one way for
 both: by asking the kernel which namespace has the peer's netnsid. Same interface as a snapshot
-file's namespaces (netdiag.model.LoadedNamespaces)."""
+file's namespaces (netdiag.snapshot_model.LoadedNamespaces)."""
 from __future__ import annotations
 
 import os

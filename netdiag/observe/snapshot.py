@@ -6,7 +6,7 @@ from __future__ import annotations
 import platform
 from datetime import datetime, timezone
 
-from ..model import Model
+from ..snapshot_model import Model
 from ..schemas import SNAPSHOT as SCHEMA
 from . import discover
 

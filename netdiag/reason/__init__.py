@@ -3,5 +3,5 @@
 MTU, bridges), trace_vxlan and trace_delivery (the receiving socket)), what a dropping rule means
 (attribute), the cause catalogue (causes), checkable fixes (fixes), and static vs live evidence
 (reconcile). Firewall rulesets are read by netdiag.rulesets, below this package.
-May import netdiag.model, netdiag.rulesets, runtime.errors and the standard library; nothing that
+May import netdiag.snapshot_model, netdiag.rulesets, runtime.errors and the standard library; nothing that
 touches the kernel."""

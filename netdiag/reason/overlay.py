@@ -4,7 +4,7 @@ MAC, or naming an endpoint etcd does not know) and which are missing. Pure: over
 namespaces and its cluster view (netdiag.observe reads the store when the host is a member)."""
 from __future__ import annotations
 
-from ..model import Model
+from ..snapshot_model import Model
 
 
 def network_of(model: Model, dev: dict) -> dict | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from runtime.errors import NotFound
 
-from ..model import Model
+from ..snapshot_model import Model
 from ..rulesets.iptables_nft import ruleset_for
 from . import attribute, fixes, overlay, routing, vpn
 from .fixes import Fix

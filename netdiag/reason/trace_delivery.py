@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..model import Model
+from ..snapshot_model import Model
 from . import fixes
 from .fixes import Fix
 from .nftables import Packet

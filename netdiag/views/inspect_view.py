@@ -3,7 +3,7 @@ neighbours, listening sockets and resolver, and the host side: veth peer, bridge
 ports and the nftables rules that mention it. Pure over the model."""
 from __future__ import annotations
 
-from ..model import Model
+from ..snapshot_model import Model
 from ..reason import overlay
 
 

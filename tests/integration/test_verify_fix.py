@@ -93,7 +93,7 @@ def snapshot(world, tmp_path_factory):
     """The same world as a snapshot file: verification needs the model, not the live host. The
     replay registry of the verifications run in this process is the lab's, not the machine's."""
     from netdiag.diagnose import diagnose
-    from netdiag.model import Model
+    from netdiag.snapshot_model import Model
 
     w, exp = world
     saved = os.environ.get("NETDIAG_ROOT")

@@ -11,7 +11,7 @@ import yaml
 
 from netdiag.check import report, spec
 from netdiag.check.run import run
-from netdiag.model import Model
+from netdiag.snapshot_model import Model
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOT = ROOT / "tests" / "fixtures" / "lab_snapshot.json"

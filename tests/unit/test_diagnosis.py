@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from netdiag.model import Model
+from netdiag.snapshot_model import Model
 from netdiag.reason import fixes, reconcile
 from netdiag.reason.causes import CAUSES
 from netdiag.reason.static_trace import run_static, trace

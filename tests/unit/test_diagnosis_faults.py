@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from netdiag.model import Model
+from netdiag.snapshot_model import Model
 from netdiag.reason import fixes
 from netdiag.reason.static_trace import run_static, trace
 
@@ -218,7 +218,7 @@ def test_a_namespace_elsewhere_with_the_same_address_is_never_read_for_the_arp_c
     """Every lab has the same outside addresses, and a live model reads a namespace only when
     asked: one that holds the next hop's address but is not across the link is not asked (it may
     be gone by then: reading it raised KeyError inside the fix check)."""
-    from netdiag.model import LoadedNamespaces
+    from netdiag.snapshot_model import LoadedNamespaces
 
     class Vanishing(LoadedNamespaces):
         def __getitem__(self, ns_id):

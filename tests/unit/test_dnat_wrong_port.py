@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from netdiag.model import Model
+from netdiag.snapshot_model import Model
 from netdiag.diagnose import diagnose
 
 FIXTURE = json.loads((Path(__file__).parent.parent / "fixtures" / "lab_snapshot.json").read_text())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from netdiag.model import Model
+from netdiag.snapshot_model import Model
 from netdiag.reason import fixes
 from netdiag.reason.static_trace import run_static, trace
 

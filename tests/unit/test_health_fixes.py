@@ -10,7 +10,7 @@ import pytest
 from netdiag.health import classify
 from netdiag.health import fix as fixer
 from netdiag.health.spec import parse
-from netdiag.model import Model
+from netdiag.snapshot_model import Model
 from netdiag.reason.static_trace import run_static
 
 FIXTURE = json.loads((Path(__file__).parent.parent / "fixtures" / "lab_snapshot.json").read_text())

@@ -9,7 +9,7 @@ import pytest
 
 from netdiag import driver_plan
 from netdiag.diagnose import diagnose
-from netdiag.model import Model
+from netdiag.snapshot_model import Model
 from netdiag.reason.static_trace import run_static
 
 FIXTURE = json.loads((Path(__file__).parent.parent / "fixtures" / "lab_snapshot.json").read_text())

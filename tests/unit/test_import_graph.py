@@ -12,7 +12,7 @@ PACKAGES = ("netdiag", "runtime")
 KERNEL = ("runtime.kernel", "runtime.containers", "runtime.networks", "runtime.images", "runtime.build",
           "runtime.clusterhost", "runtime.records",
           "runtime.state", "runtime.fsroot", "netdiag.observe", "netdiag.probe", "netdiag.lab", "netdiag.diagnose")
-PURE_LAYERS = ("netdiag.reason", "netdiag.views", "netdiag.model", "netdiag.rulesets")
+PURE_LAYERS = ("netdiag.reason", "netdiag.views", "netdiag.snapshot_model", "netdiag.rulesets")
 
 
 def modules() -> dict[str, Path]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from netdiag.model import Model
+from netdiag.snapshot_model import Model
 from netdiag.observe import iptables as reading
 from netdiag.rulesets import iptables_nft as iptables
 from netdiag.rulesets.iptables_nft import translate

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from netdiag.model import Model
+from netdiag.snapshot_model import Model
 from netdiag.views import inspect_view
 from runtime.errors import InvalidArgument, NotFound
 

@@ -4,7 +4,7 @@ import copy
 import json
 from pathlib import Path
 
-from netdiag.model import Model, merge
+from netdiag.snapshot_model import Model, merge
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "lab_snapshot.json"
 

@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from netdiag.model import Model
+from netdiag.snapshot_model import Model
 from netdiag.reason import fixes, overlay
 from netdiag.reason.static_trace import run_static, trace
 from tests.unit.test_diagnosis_faults import world

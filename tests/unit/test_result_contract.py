@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from netdiag import diagnose as pipeline
-from netdiag.model import Model
+from netdiag.snapshot_model import Model
 from netdiag.reason import static_trace
 
 FIXTURE = json.loads((Path(__file__).parent.parent / "fixtures" / "lab_snapshot.json").read_text())

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 
 from netdiag.diagnose import diagnose
-from netdiag.model import Model
+from netdiag.snapshot_model import Model
 
 SCHEMAS = Path(__file__).parents[2] / "netdiag" / "schemas"
 FIXTURE = json.loads((Path(__file__).parent.parent / "fixtures" / "lab_snapshot.json").read_text())

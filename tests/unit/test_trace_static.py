@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from netdiag.model import Model
+from netdiag.snapshot_model import Model
 from netdiag.reason.static_trace import trace
 
 FIXTURE = json.loads((Path(__file__).parent.parent / "fixtures" / "lab_snapshot.json").read_text())

@@ -119,7 +119,7 @@ def test_the_replicas_world_and_names_from_a_snapshot():
     import json
     from pathlib import Path
 
-    from netdiag.model import Model
+    from netdiag.snapshot_model import Model
     from netdiag.scenario import replay_plan
 
     fixture = json.loads((Path(__file__).parent.parent / "fixtures" / "lab_snapshot.json").read_text())
@@ -146,7 +146,7 @@ def test_the_replica_of_a_diagnosis_holds_its_path_and_what_the_fix_names_only()
     import json
     from pathlib import Path
 
-    from netdiag.model import Model
+    from netdiag.snapshot_model import Model
     from netdiag.reason.static_trace import run_static
     from netdiag.scenario import replay_plan
 

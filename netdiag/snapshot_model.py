@@ -1,5 +1,6 @@
-"""The host model: a read-only view over a snapshot (live or loaded from a file) with the lookups
-reasoning needs. Pure: no kernel access, so every diagnosis can be replayed offline."""
+"""The snapshot as an object (the host model): a read-only view over a snapshot, live or loaded
+from a file, with the lookups reasoning needs. Pure: no kernel access, so every diagnosis can be
+replayed offline."""
 from __future__ import annotations
 
 import copy
