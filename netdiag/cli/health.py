@@ -80,7 +80,7 @@ def health(
 
 def _apply(command: str, yes: bool, quiet: bool) -> dict | None:
     """Print the command, ask unless --yes (no terminal and no --yes: do not run it), run it."""
-    from ..health import fix as fixer
+    from .. import fix_runner
 
     out = sys.stderr if quiet else sys.stdout
     print(f"fix: {command}", file=out)
@@ -90,7 +90,7 @@ def _apply(command: str, yes: bool, quiet: bool) -> dict | None:
             return None
         if not typer.confirm("Run it?", default=False, err=quiet):
             return None
-    res = fixer.run(command)
+    res = fix_runner.run(command)
     print(f"fix: exit {res['returncode']}" + (f": {res['output']}" if res["output"] else ""), file=out)
     return res
 

@@ -8,5 +8,6 @@ classify.py  pure: a check's outcome (+ the trace pipeline's diagnosis) -> cause
 run.py       the whole `netdiag health`: resolve, check (N times), diagnose what failed, the JSON
 explain.py   `netdiag explain CONTAINER` and `netdiag explain --lb haproxy[:SOCKET]` (HAProxy read by
              netdiag.observe.haproxy)
-fix.py       running a printed fix command (no shell), for `--fix`
+fix_proofs.py  a fix proved on the model before it is run (loss rule removed, DNS names);
+               running it (`--fix`) is netdiag.fix_runner
 """

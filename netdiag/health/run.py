@@ -23,8 +23,7 @@ from runtime.errors import InvalidArgument, NetdiagError, NotFound, PermissionDe
 from ..probe.handshakes import burst
 from ..reason import fixes
 from ..reason.fixes import in_ns, recreate
-from . import classify, resolve
-from . import fix as fixer
+from . import classify, fix_proofs, resolve
 from .check import Check
 from .spec import Spec
 
@@ -211,7 +210,7 @@ def _explain(model, spec: Spec, src: Source, rep: dict, resolution, pending: Che
             loss["fix_command"] = _delete_rule_cmd(model, rule, diag)
             ns_id = _rule_ns(model, rule, diag)
             if loss["fix_command"] and ns_id:
-                loss["fix_check"] = fixer.loss_check(model, ns_id, rule, lambda m: _static(m, src.target, rep["address"], spec.port))
+                loss["fix_check"] = fix_proofs.loss_check(model, ns_id, rule, lambda m: _static(m, src.target, rep["address"], spec.port))
         return {"diagnosis": diag, "loss": loss}
     if stage == "response" and rep["error"] == "timeout":
         late: dict = {}
@@ -338,7 +337,7 @@ def dns_hint(model, src: Source, name: str) -> dict:
         cmd = recreate(src.container, network=net) if net else ""
         if cmd:
             # with `pre`, the new network has the target connected to it first
-            check = fixer.dns_check(model, src.container["name"], net, name, joining=[target] if pre else [])
+            check = fix_proofs.dns_check(model, src.container["name"], net, name, joining=[target] if pre else [])
             return {"detail": detail, "fix_command": pre + cmd, "fix_check": check,
                     "fix": f"{pre}{cmd}  # run {src.container['name']} on {net}, whose DNS knows {target['name']}; or use the address"}
         return {"detail": detail, "fix": f"run both on one user-defined network, whose DNS resolves container names; or use the "
@@ -349,7 +348,7 @@ def dns_hint(model, src: Source, name: str) -> dict:
         detail += f"; {src.label} is on {', '.join(sorted(mine))}, not on {', '.join(nets) or 'its network'}: its DNS only knows its own networks' names"
         if net and net != "bridge":
             cmd = f"{cli} network connect {shlex.quote(net)} {shlex.quote(src.container['name'])}"
-            return {"detail": detail, "fix_command": cmd, "fix_check": fixer.dns_check(model, src.container["name"], net, name),
+            return {"detail": detail, "fix_command": cmd, "fix_check": fix_proofs.dns_check(model, src.container["name"], net, name),
                     "fix": f"{cmd}  # then {name} resolves (and is reachable) from it"}
     return {"detail": detail + f"; yet {src.label}'s resolver ({src.files.where}) does not answer for it",
             "fix": "check the network's DNS resolver (netdiag network inspect) and the container's resolv.conf (manual: "

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from netdiag.health import classify
-from netdiag.health import fix as fixer
+from netdiag.health import fix_proofs
 from netdiag.health.spec import parse
 from netdiag.snapshot_model import Model
 from netdiag.reason.static_trace import run_static
@@ -45,20 +45,20 @@ def test_the_loss_rule_deleted_on_the_model_leaves_no_random_drop(model):
     loss_rule(db, 41, 30)
     (rule,) = [r for r in retrace(model)["unevaluated_rules"] if r.get("changes_outcome")]
     assert "probabilistic" in rule["reason"] and rule["handle"] == 41
-    check = fixer.loss_check(model, db["id"], rule, retrace)
+    check = fix_proofs.loss_check(model, db["id"], rule, retrace)
     assert retrace(model)["cause"] == "PACKET_LOSS"
     assert check["checked"] and check["delivers"] and "request and reply" in check["detail"], check
     loss_rule(db, 42, 10)  # a second loss rule: deleting the first is not the fix
-    check = fixer.loss_check(model, db["id"], rule, retrace)
+    check = fix_proofs.loss_check(model, db["id"], rule, retrace)
     assert check["checked"] and check["delivers"] is False and "still unknown (PACKET_LOSS" in check["detail"], check
 
 
 def test_dns_membership_check(model):
-    assert fixer.dns_check(model, "web", "back", "db")["delivers"] is True
-    assert fixer.dns_check(model, "web", "back", "nosuch")["delivers"] is False
+    assert fix_proofs.dns_check(model, "web", "back", "db")["delivers"] is True
+    assert fix_proofs.dns_check(model, "web", "back", "nosuch")["delivers"] is False
     web = next(c for c in model.containers() if c["name"] == "web")
-    assert fixer.dns_check(model, "x", "fresh", "web", joining=[web])["delivers"] is True
-    assert fixer.dns_check(model, "x", "fresh", "web")["delivers"] is False
+    assert fix_proofs.dns_check(model, "x", "fresh", "web", joining=[web])["delivers"] is True
+    assert fix_proofs.dns_check(model, "x", "fresh", "web")["delivers"] is False
 
 
 def resolution(error):

@@ -2,7 +2,8 @@
 name, path or header can smuggle anything into a request line or a command (exit 2 otherwise)."""
 import pytest
 
-from netdiag.health import fix, spec
+from netdiag import fix_runner
+from netdiag.health import spec
 from runtime.errors import InvalidArgument
 
 
@@ -38,10 +39,10 @@ def test_expect_ranges():
 
 
 def test_a_fix_runs_without_a_shell_and_refuses_shell_operators():
-    assert fix.steps("netdiag rm -f web && netdiag run -d --name web busybox sh -c 'a; b'") == [
+    assert fix_runner.steps("netdiag rm -f web && netdiag run -d --name web busybox sh -c 'a; b'") == [
         ["netdiag", "rm", "-f", "web"], ["netdiag", "run", "-d", "--name", "web", "busybox", "sh", "-c", "a; b"]]
-    assert fix.steps("nsenter -t 12 -n nft insert rule inet sg input ip daddr 10.0.0.2 tcp dport 80 accept")[0][:4] == \
+    assert fix_runner.steps("nsenter -t 12 -n nft insert rule inet sg input ip daddr 10.0.0.2 tcp dport 80 accept")[0][:4] == \
         ["nsenter", "-t", "12", "-n"]
     for bad in ("rm -rf / ; true", "a | b", "a > /etc/passwd", "a || b", "a &&"):
         with pytest.raises(InvalidArgument):
-            fix.steps(bad)
+            fix_runner.steps(bad)
