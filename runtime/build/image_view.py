@@ -8,26 +8,17 @@ metadata (a COPY into /tmp must not turn /tmp 1777 into 0755), to read /etc/pass
 """
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from pathlib import Path
 
 from .. import fsroot
 from ..errors import BuildError
-from ..images.layers import OPAQUE_XATTR
+from ..images.layers import is_opaque
+
 
 def _is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def is_opaque(path) -> bool:
-    try:
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError as exc:
-        if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EPERM):
-            return False
-        raise
 
 
 class ImageView:

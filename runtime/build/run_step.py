@@ -17,7 +17,7 @@ from ..containers import container_records, lifecycle, monitor
 from ..errors import BuildError, ContainerError
 from ..images import layers
 from ..images import store as images
-from .image_view import ImageView, is_opaque
+from .image_view import ImageView
 
 # What the runtime creates in a container's root when the image lacks it (rootfs.setup): bind
 # targets (empty files) and mount points (empty directories). They are not the command's doing.
@@ -151,7 +151,7 @@ def drop_runtime_stubs(upper: Path, view: ImageView) -> None:
             emptied_etc = True
     for rel in _STUB_DIRS + (("etc",) if emptied_etc else ()):
         p = upper / rel
-        if not p.is_dir() or p.is_symlink() or any(p.iterdir()) or is_opaque(p):
+        if not p.is_dir() or p.is_symlink() or any(p.iterdir()) or layers.is_opaque(p):
             continue
         below = view.lstat((rel,))
         # Gone below: the runtime made it. The same directory below: only copied up for the stubs.

@@ -281,7 +281,7 @@ class _Packer:
         return ti
 
     def walk(self, directory: str, prefix: str) -> None:
-        if self.overlay_upper and _is_opaque(directory):
+        if self.overlay_upper and is_opaque(directory):
             ti = self.info(prefix + OPAQUE, os.lstat(directory), tarfile.REGTYPE)
             ti.mode &= 0o777
             self.tf.addfile(ti)
@@ -323,7 +323,8 @@ class _Packer:
         # Other devices and sockets have no place in a layer (extraction refuses devices): skip.
 
 
-def _is_opaque(directory: str) -> bool:
+def is_opaque(directory) -> bool:
+    """Whether overlayfs marks `directory` opaque (it hides the lower layers' entries)."""
     try:
         return os.getxattr(directory, OPAQUE_XATTR, follow_symlinks=False) == b"y"
     except OSError as exc:
