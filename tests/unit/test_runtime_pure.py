@@ -167,6 +167,10 @@ def test_status_lines():
     c = container_records.Container("x" * 64, {"Name": "n", "Created": container_records.now_iso()}, {"Status": "exited", "ExitCode": 3, "FinishedAt": container_records.now_iso()})
     assert container_records.status_line(c).startswith("Exited (3)")
     assert container_records.human_duration(1) == "1 second" and container_records.human_duration(90) == "About a minute"
+    # Docker's words past a day (go-units HumanDuration): what `images` shows for an old image
+    day = 86400
+    assert [container_records.human_duration(d * day) for d in (1, 3, 20, 90, 1000)] == \
+        ["24 hours", "3 days", "2 weeks", "3 months", "2 years"]
 
 
 def test_generated_names_never_run_out():
