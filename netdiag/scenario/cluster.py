@@ -38,7 +38,7 @@ from runtime.errors import InvalidArgument, NetdiagError, NotFound
 
 from ..lab import STORE_IP, UNDERLAY_PREFIX, ClusterHost, ClusterLab, cluster_leaks
 from . import registry, verdict
-from .common import STEP_TIMEOUT, _VAR, StepFailed, checks_of, container_argv, kill_in, netns_inodes, network_argv
+from .common import STEP_TIMEOUT, _VAR, StepFailed, checks_of, container_argv, grader_argv, kill_in, netns_inodes, network_argv
 from .library import Scenario
 from .placement import host_names
 
@@ -341,7 +341,7 @@ class ClusterSession:
                             "live": {"verdict": result["verdict"], "cause": result["cause"]}}
         return snap
 
-    def grade(self) -> list[dict]:
+    def grade(self, verify_fix: bool = False) -> list[dict]:
         """The grader: the scenario's checks run by `netdiag check` on `grade_host` (default the
         first host). One entry per check: name, passed (True/False/None for skipped), detail."""
         import yaml
@@ -350,7 +350,7 @@ class ClusterSession:
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=self.root, delete=False) as f:
             yaml.safe_dump({"checks": checks}, f, sort_keys=False)
         try:
-            p = self.run(["netdiag", "check", f.name, "--format", "json", "--parallel", "4"], on=self.scenario.spec.get("grade_host"),
+            p = self.run(grader_argv(f.name, verify_fix), on=self.scenario.spec.get("grade_host"),
                          check=False)
         finally:
             os.unlink(f.name)

@@ -24,7 +24,7 @@ from runtime.errors import InvalidArgument, NetdiagError, NotFound
 
 from ..lab import HOST_IP, OUTSIDE_IP, Lab, leaks
 from . import registry, verdict
-from .common import STEP_TIMEOUT, _VAR, StepFailed, checks_of, container_argv, kill_in, netns_inodes, network_argv
+from .common import STEP_TIMEOUT, _VAR, StepFailed, checks_of, container_argv, grader_argv, kill_in, netns_inodes, network_argv
 from .library import Scenario
 
 
@@ -317,7 +317,7 @@ class Session:
                             "live": {"verdict": result["verdict"], "cause": result["cause"]}}
         return snap
 
-    def grade(self) -> list[dict]:
+    def grade(self, verify_fix: bool = False) -> list[dict]:
         """The grader: the scenario's checks run by `netdiag check` in the world. One entry per
         check: name, passed (True/False/None for skipped), and the diagnosis of a failure."""
         import yaml
@@ -326,7 +326,7 @@ class Session:
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=self.lab.state_dir, delete=False) as f:
             yaml.safe_dump({"checks": json.loads(self.expand(json.dumps(checks)))}, f, sort_keys=False)
         try:
-            p = self.run(["netdiag", "check", f.name, "--format", "json", "--parallel", "4"], check=False)
+            p = self.run(grader_argv(f.name, verify_fix), check=False)
         finally:
             os.unlink(f.name)
         if p.returncode not in (0, 1):
