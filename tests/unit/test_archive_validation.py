@@ -141,8 +141,8 @@ def _broken_archives(tmp_path) -> dict:
     (tmp_path / "junk.tar").write_bytes(b"\x00garbage" * 200)
     out["truncated tar"] = (tmp_path / "short.tar", ["not a readable tar archive"])
     (tmp_path / "short.tar").write_bytes(a.write(tmp_path / "full.tar").read_bytes()[:1536 + 20])  # inside index.json
-    out["no index"] = (tmp_path / "noindex.tar", ["no index.json"])
-    (tmp_path / "noindex.tar").write_bytes(tar_bytes([entry("manifest.json", data=b"[]")]))
+    out["no index"] = (tmp_path / "noindex.tar", ["neither index.json nor manifest.json"])
+    (tmp_path / "noindex.tar").write_bytes(tar_bytes([entry("repositories", data=b"{}")]))
     return out
 
 
