@@ -147,9 +147,15 @@ def _broken_archives(tmp_path) -> dict:
 
 
 def test_each_malformed_archive_is_bad_input_named_and_nothing_is_stored(root, tmp_path):
-    store.get("busybox")  # a store with something in it, which must stay exactly as it is
+    assert_refused_storing_nothing(root, _broken_archives(tmp_path))
+
+
+def assert_refused_storing_nothing(root: Path, archives: dict) -> None:
+    """Each of `archives` (name -> (path, words)) is bad input naming the file, with those words,
+    and leaves the store (which has busybox in it) exactly as it was."""
+    store.get("busybox")
     before = _state(root)
-    for name, (path, words) in _broken_archives(tmp_path).items():
+    for name, (path, words) in archives.items():
         with pytest.raises(InvalidArgument) as e:
             _load(path)
         msg = str(e.value)

@@ -6,12 +6,10 @@ import json
 import tarfile
 from pathlib import Path
 
-import pytest
 
-from runtime.errors import InvalidArgument
 from runtime.images import archive, store
 from tests.ocikit import Archive, digest, entry, tar_bytes
-from tests.unit.test_archive_validation import SMALL, _load, _state, root  # noqa: F401 - root is a fixture
+from tests.unit.test_archive_validation import SMALL, _load, _state, assert_refused_storing_nothing, root  # noqa: F401 - root is a fixture
 
 OTHER = tar_bytes([entry("srv", tarfile.DIRTYPE), entry("srv/page", data=b"page\n")])
 EMPTY = tar_bytes([])
@@ -157,16 +155,7 @@ def _broken(tmp_path) -> dict:
 
 
 def test_each_broken_docker_archive_is_refused_clearly_and_nothing_is_stored(root, tmp_path):
-    store.get("busybox")  # a store with something in it, which must stay exactly as it is
-    before = _state(root)
-    for name, (path, words) in _broken(tmp_path).items():
-        with pytest.raises(InvalidArgument) as e:
-            _load(path)
-        msg = str(e.value)
-        assert e.value.exit_code == 2, name
-        assert str(path) in msg and all(w in msg for w in words), (name, msg)
-        assert _state(root) == before, name
-        assert not list(root.glob(".scratch-*")), name
+    assert_refused_storing_nothing(root, _broken(tmp_path))
     assert not (tmp_path.parent / "escaped").exists()
 
 
@@ -189,3 +178,12 @@ def test_a_docker_archive_read_from_standard_input_needs_no_seeking(root, tmp_pa
             return len(chunk)
 
     assert archive.load(io.BufferedReader(Pipe(a.write(tmp_path / "p.tar").read_bytes())), "-") == ["Loaded image: old:1"]
+
+
+def test_a_repeated_layer_is_one_overlay_lowerdir_at_its_topmost_place():
+    """overlayfs refuses a lowerdir given twice (ELOOP): an image repeating a layer must still run."""
+    from runtime.containers.rootfs import top_first_once
+
+    a, b, c = Path("/l/a"), Path("/l/b"), Path("/l/c")
+    assert top_first_once([a, b, c, b]) == [b, c, a]
+    assert top_first_once([a, b, c]) == [c, b, a]
