@@ -6,7 +6,6 @@ import json
 import tarfile
 from pathlib import Path
 
-
 from runtime.images import archive, store
 from tests.ocikit import Archive, digest, entry, tar_bytes
 from tests.unit.test_archive_validation import SMALL, _load, _state, assert_refused_storing_nothing, root  # noqa: F401 - root is a fixture
