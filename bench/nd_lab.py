@@ -6,7 +6,7 @@ import json
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
-from netdiag.lab import Lab
+from netdiag.worlds import Lab
 
 
 class NdLab:

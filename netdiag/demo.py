@@ -5,7 +5,7 @@ import shlex
 import sys
 import time
 
-from .lab import OUTSIDE_IP, HOST_IP, Lab, leaks
+from .worlds import OUTSIDE_IP, HOST_IP, Lab
 
 STEPS: list[tuple[str, list[str], str]] = [
     ("The built-in busybox image is made offline from the host's busybox-static.", ["images"], ""),
@@ -75,7 +75,7 @@ def run_demo(keep: bool = False) -> int:
     finally:
         if not keep:
             lab.destroy()
-            left = leaks(lab)
+            left = lab.leaks()
             con.print(f"Lab removed{'; LEFT BEHIND: ' + ', '.join(left) if left else ', nothing left behind'}.")
             failures += bool(left)
     if not keep:

@@ -92,7 +92,7 @@ class ContainerWorld:
 
 def build(seed: int) -> ContainerWorld:
     """A lab with one user-defined network: `web` on it; `cli` is added by each kind."""
-    from netdiag.lab import Lab
+    from netdiag.worlds import Lab
 
     w = ContainerWorld(seed, Lab().create())
     try:
@@ -111,7 +111,7 @@ def _healthy(w: ContainerWorld) -> None:
 
 @kind("port-not-published", (SHAPE,))
 def _(w, rng):
-    from netdiag.lab import HOST_IP
+    from netdiag.worlds import HOST_IP
 
     w.start_server("--network", w.network)
     w.start_client("--network", w.network)

@@ -1,6 +1,6 @@
 """Worlds of a real Docker engine, and the faults a Docker user makes in them.
 
-The world: a lab host running a private dockerd (netdiag/labdocker.py, the one starter tests and
+The world: a lab host running a private dockerd (netdiag/worlds/dockerd.py, the one starter tests and
 benches share: nsenter'd into the lab's namespace, every state directory private, all of it
 removed again), with busybox imported as an image (no registry is reachable) and a user-defined
 network on a random subnet. Docker's defaults apply inside the lab as on a Docker host: docker0,
@@ -123,7 +123,7 @@ class DockerWorld:
         import os
         import sys
 
-        from netdiag.labdocker import client_env
+        from netdiag.worlds.dockerd import client_env
 
         return {**self.lab.env, **client_env(self.engine.work),
                 "PATH": f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', '')}"}
@@ -152,8 +152,8 @@ class DockerWorld:
 
 def build(seed: int) -> DockerWorld:
     """A lab running its own dockerd (busybox imported), with one user-defined network."""
-    from netdiag import labdocker
-    from netdiag.lab import Lab
+    from netdiag.worlds import dockerd as labdocker
+    from netdiag.worlds import Lab
 
     lab = Lab().create()
     try:
@@ -214,7 +214,7 @@ def _(w, rng):
 
 @docker_kind("docker-port-not-published")
 def _(w, rng):
-    from netdiag.lab import HOST_IP
+    from netdiag.worlds import HOST_IP
 
     w.start_server("--network", w.network)
     w.start_client("--network", w.network)
@@ -228,7 +228,7 @@ def _(w, rng):
     """Published on 127.0.0.1 only: Docker's DNAT matches 127.0.0.1 and its docker-proxy listens
     there; from the outside the port is not published. The fix is Docker's (`docker run -p`), not
     docker-proxy's (a process Docker owns)."""
-    from netdiag.lab import HOST_IP
+    from netdiag.worlds import HOST_IP
 
     w.start_server("--network", w.network, "-p", f"127.0.0.1:{w.port}:{w.port}")
     w.start_client("--network", w.network)
@@ -283,7 +283,7 @@ def _(w, rng):
 def _(w, rng):
     """The client lives on an --internal network only: Docker lets nothing leave it. The fix gives
     it a second, non-internal network (Docker's default bridge)."""
-    from netdiag.lab import OUTSIDE_IP
+    from netdiag.worlds import OUTSIDE_IP
     from runtime.kernel.ns import enter
 
     inner = w.network + "i"
@@ -308,7 +308,7 @@ def _(w, rng):
 def _(w, rng):
     """A user's rule in DOCKER-USER (Docker's place for them) drops the published port's traffic:
     FIREWALL_DROP, the rule named and removed."""
-    from netdiag.lab import HOST_IP
+    from netdiag.worlds import HOST_IP
 
     w.start_server("--network", w.network, "-p", f"{w.port}:{w.port}")
     w.start_client("--network", w.network)

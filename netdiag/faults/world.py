@@ -1,4 +1,4 @@
-"""Random worlds for fault injection, built in a lab (netdiag/lab.py) from a seed.
+"""Random worlds for fault injection, built in a lab (netdiag/worlds/host.py) from a seed.
 
 A world is a client namespace and a server namespace around the lab host, in one of three shapes:
 - `routed`:  client -- host -- server, the host routes between two subnets;
@@ -208,7 +208,7 @@ def _ifname(rng: random.Random, prefix: str) -> str:
 def build(seed: int, shape: str | None = None) -> World:
     """Build the world of `seed` (its shape drawn from the seed unless given). Torn down whole if
     anything fails half-way."""
-    from netdiag.lab import Lab
+    from netdiag.worlds import Lab
     from runtime.kernel import ns
 
     rng = random.Random(seed)

@@ -9,6 +9,6 @@ things run), session.py builds, grades and tears down a one-host world, cluster.
 several hosts with a real etcd (common.py: what both share), registry.py remembers which are
 running (and which replays), verdict.py grades a diagnosis. replay.py (planned by replay_plan.py, pure) goes the
 other way: a real host's snapshot rebuilt as namespaces, with stand-in servers (standin.py).
-May import netdiag.lab, netdiag.yamlfile, netdiag.schemas, runtime.state/paths/errors, and
+May import netdiag.worlds, netdiag.yamlfile, netdiag.schemas, runtime.state/paths/errors, and
 runtime.kernel (replay only).
 """

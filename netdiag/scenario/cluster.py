@@ -1,5 +1,5 @@
 """A scenario on several hosts: `world.cluster: {hosts: [h1, h2]}` is built as a ClusterLab
-(netdiag/lab.py: an underlay bridge in a namespace of its own, one namespace per host with its own
+(netdiag/worlds/host.py: an underlay bridge in a namespace of its own, one namespace per host with its own
 netdiag state and cgroup parent, a real etcd in a namespace of its own), every host joined to the
 cluster; then the world's `networks` (`driver: overlay` for one the hosts share; created on
 `host:`, default the first) and its `containers`, each started on its `host:` (default the first).
@@ -36,7 +36,7 @@ from pathlib import Path
 
 from runtime.errors import InvalidArgument, NetdiagError, NotFound
 
-from ..lab import STORE_IP, UNDERLAY_PREFIX, ClusterHost, ClusterLab, cluster_leaks
+from ..worlds import STORE_IP, UNDERLAY_PREFIX, ClusterHost, ClusterLab
 from . import registry, verdict
 from .common import STEP_TIMEOUT, _VAR, StepFailed, checks_of, container_argv, kill_in, netns_inodes, network_argv
 from .library import Scenario
@@ -115,7 +115,7 @@ class ClusterSession:
         self.lab.destroy()
         shutil.rmtree(self.root, ignore_errors=True)
         registry.forget(self.scenario.name)
-        return cluster_leaks(self.lab) + ([str(self.root)] if self.root.exists() else [])
+        return self.lab.leaks() + ([str(self.root)] if self.root.exists() else [])
 
     def namespaces(self) -> list[str]:
         """Every named network namespace of the world: the underlay, the store's, each host's."""

@@ -5,7 +5,7 @@ in it (run in the replayed host namespace) reaches the same diagnosis.
 The plan (which namespaces, links, routes ...; what cannot be rebuilt and why) is pure and
 validated: replay_plan.py. This module applies it through runtime.kernel, inside the new namespaces
 only (never the one it runs in), starts stand-in servers (standin.py) and takes it all down.
-Each namespace starts from a lab's explicit sysctls (netdiag/lab.py fresh_sysctls), never the
+Each namespace starts from a lab's explicit sysctls (netdiag/worlds/host.py fresh_sysctls), never the
 machine's, and then gets the snapshot's own.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ipaddress import IPv4Address
 from runtime.errors import Conflict, KernelError, NetdiagError
 from runtime.kernel import addr, bridge, fdb, link, neigh, ns, route, sysctl, tools, vxlan
 
-from ..lab import fresh_sysctls
+from ..worlds import fresh_sysctls
 from . import replay_plan
 from .common import kill_in, netns_inodes
 

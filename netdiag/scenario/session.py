@@ -22,7 +22,7 @@ from pathlib import Path
 
 from runtime.errors import InvalidArgument, NetdiagError, NotFound
 
-from ..lab import HOST_IP, OUTSIDE_IP, Lab, leaks
+from ..worlds import HOST_IP, OUTSIDE_IP, Lab
 from . import registry, verdict
 from .common import STEP_TIMEOUT, _VAR, StepFailed, checks_of, container_argv, kill_in, netns_inodes, network_argv
 from .library import Scenario
@@ -81,7 +81,7 @@ class Session:
         self.lab.destroy()
         shutil.rmtree(self.lab.state_dir.parent, ignore_errors=True)
         registry.forget(self.scenario.name)
-        return left + leaks(self.lab) + [str(p) for p in [haproxy_dir(self.lab)] if p.exists()]
+        return left + self.lab.leaks() + [str(p) for p in [haproxy_dir(self.lab)] if p.exists()]
 
     def namespaces(self) -> list[str]:
         """Every named network namespace of the world: the lab host and its outside."""
@@ -121,10 +121,10 @@ class Session:
             self.start_docker()
 
     def docker_engine(self):
-        """The scenario host's Docker engine (netdiag/labdocker.py), the same one in every process:
+        """The scenario host's Docker engine (netdiag/worlds/dockerd.py), the same one in every process:
         its work directory is in the scenario's record (else where start puts it), its containers'
         cgroup is the lab's name + '-docker'."""
-        from .. import labdocker
+        from ..worlds import dockerd as labdocker
 
         if getattr(self, "_docker", None) is None:  # this process did not start it
             work = (registry.get(self.scenario.name) or {}).get("docker") or \
@@ -156,7 +156,7 @@ class Session:
     def docker_env(self) -> dict:
         """DOCKER_HOST of the world's engine, for everything run in the world (netdiag finds Docker's
         networks and containers through it, `docker` works in the scenario's shell)."""
-        from ..labdocker import client_env
+        from ..worlds.dockerd import client_env
 
         work = (registry.get(self.scenario.name) or {}).get("docker")
         return client_env(Path(work)) if work else {}

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("netdiag", "runtime")
 # modules that touch the kernel (netlink, namespaces, nftables, processes, mounts) or the host's state
 KERNEL = ("runtime.kernel", "runtime.containers", "runtime.networks", "runtime.images", "runtime.records",
-          "runtime.state", "runtime.fsroot", "netdiag.observe", "netdiag.probe", "netdiag.lab", "netdiag.diagnose")
+          "runtime.state", "runtime.fsroot", "netdiag.observe", "netdiag.probe", "netdiag.worlds", "netdiag.diagnose")
 PURE_LAYERS = ("netdiag.reason", "netdiag.views", "netdiag.model")
 
 
