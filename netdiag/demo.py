@@ -55,7 +55,7 @@ def run_demo(keep: bool = False) -> int:
             if outside:
                 con.print(f"[dim](outside)[/] [bold]$ {outside}[/]")
                 time.sleep(0.3)
-                p = lab.outside_run("busybox", "sh", "-c", f"timeout 5 {outside}")
+                p = lab.run_in("outside", ["busybox", "sh", "-c", f"timeout 5 {outside}"])
             else:
                 args = [a.replace("{outside}", lab.outside) for a in args]
                 con.print(f"[bold]$ netdiag {' '.join(shlex.quote(a) for a in args)}[/]")
