@@ -139,3 +139,24 @@ def test_a_fault_world_that_fails_half_way_leaves_its_lab_destroyed(root, lab_fa
     with pytest.raises((OSError, RuntimeError)):
         w.create()
     assert not w.lab.up and w.leaks() == []
+
+
+def test_worlds_import_nothing_of_netdiag_but_themselves_and_only_the_runtimes_kernel_side():
+    """The layers above (demo, scenario, faults, tests, benches) import worlds, never the other way."""
+    import ast
+    from pathlib import Path
+
+    allowed = ("runtime.kernel", "runtime.records", "runtime.containers.cgroups")
+    found = {}
+    for path in sorted((Path(__file__).resolve().parents[2] / "netdiag" / "worlds").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                mods = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            else:
+                continue
+            bad = [m for m in mods if m.split(".")[0] in ("netdiag", "runtime") and not m.startswith(allowed)]
+            if bad:
+                found.setdefault(path.name, []).extend(bad)
+    assert not found, found
