@@ -36,6 +36,8 @@ def main() -> int:
         results.append(r)
         if i % 25 == 0 or i == len(todo):
             print(f"  {i}/{len(todo)} cases, {sum(x.ok for x in results)} passed", file=sys.stderr, flush=True)
+        if args.json and i % 100 == 0:  # a long run stopped half-way still leaves its figures
+            Path(args.json).write_text(json.dumps([cases.as_json(x) for x in results], indent=1))
     print(f"{len(results)} cases, seed {args.seed}, {time.monotonic() - started:.0f} s, {args.parallel} at a time\n")
     print(summary(results))
     if args.json:

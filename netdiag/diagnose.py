@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 
+from . import driver_plan
 from .model import Model, ns_path
 from .reason import fixes, reconcile, static_trace
 
@@ -33,7 +34,11 @@ def diagnose(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int 
         result.update(cause=None, blocked_at=None)
     result["fix_command"] = None
     if result["verdict"] == "blocked" and fix is not None:
+        if fix.owner_change:  # what the owner's driver makes of the command: the model check and the replica apply that
+            driver_plan.resolve(model, fix)
         result["fix"], result["fix_command"] = fix.text(), fix.command or None
+        if fix.kernel:  # an owner-level command's kernel change: what a replica can run instead
+            result["fix_kernel"] = fix.kernel
         result["fix_check"] = fixes.check(model, fix, lambda m: static_trace.run_static(m, src, dst, proto=proto, port=port, size=size)[0])
     return result
 

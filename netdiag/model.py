@@ -24,6 +24,23 @@ def ns_path(ns: dict) -> str | None:
     return None
 
 
+class UnknownTarget(NotFound, InvalidArgument):
+    """A target that names nothing observed: not found, and bad input (exit 2), not a diagnosis."""
+
+    exit_code = 2
+
+    def __init__(self, what: str, why: str = "", fix: str = "", *, target: str = ""):
+        super().__init__(what, why, fix)
+        self.target = target
+
+
+def _did_you_mean(word: str, names) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, sorted(set(names)), n=3, cutoff=0.6)
+    return f"did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
 class LoadedNamespaces(Mapping):
     """The namespaces of a snapshot file: already read, with the same interface as the live,
     lazily read set (netdiag.observe.namespaces.LazyNamespaces), so reasoning never asks which it has."""
@@ -177,7 +194,9 @@ class Model:
             for ns in self.metas():
                 if name in ns.get("netns_names", []):
                     return self.ns(ns["id"])
-            raise NotFound(f"No network namespace named {name!r}", "", "list them with 'ip netns list'")
+            known = [n for ns in self.metas() for n in ns.get("netns_names", [])]
+            raise UnknownTarget(f"No network namespace named {name!r}", _did_you_mean(name, known),
+                                "list them with 'ip netns list'", target=target)
         if target.startswith("pid:"):
             pid = target[4:]
             if not pid.isdigit():
@@ -185,7 +204,8 @@ class Model:
             for ns in self.metas():
                 if int(pid) in ns.get("pids", []):
                     return self.ns(ns["id"])
-            raise NotFound(f"No process {pid} in any observed namespace", "", "check the pid (it may have exited)")
+            raise UnknownTarget(f"No process {pid} in any observed namespace", "", "check the pid (it may have exited)",
+                                target=target)
         c = self.container(target)
         if c is not None:
             if c.get("ns") in self.namespaces:
@@ -196,9 +216,10 @@ class Model:
         try:
             ip = ipaddress.ip_address(target)
         except ValueError:
-            raise NotFound(f"No such target: {target}",
-                           "a target is a container name or id, ns:NAME, pid:N, host, or an IP address",
-                           "list containers with 'netdiag ps' and namespaces with 'ip netns list'") from None
+            names = [c["name"] for c in self.containers()]
+            raise UnknownTarget(f"No such target: {target}", _did_you_mean(target, names) or
+                                "a target is a running container's name or id, ns:NAME, pid:N, host, or an IP address",
+                                "list containers with 'netdiag ps' and namespaces with 'ip netns list'", target=target) from None
         owner = self.owner_of_ip(str(ip))
         if owner is None:
             raise NotFound(f"No observed namespace has the address {ip}", "", "")

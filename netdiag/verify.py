@@ -1,8 +1,9 @@
 """`--verify-fix`: a printed fix, proven live on a throwaway replica, never on the real host.
 
-The namespaces of the world around the path (the host, its containers, everything joined to them
-by veth pairs: what `scenario replay` rebuilds) are rebuilt as fresh namespaces from the model
-(netdiag/scenario/replay.py; stand-in servers answer where programs listened). The flow is probed
+The namespaces the path touches (both legs, as diagnosed and as the model check retraced it with
+the fix; plus what the fix names: world_snapshot) are rebuilt as fresh namespaces from the model
+(netdiag/scenario/replay.py; stand-in servers answer where programs listened); without a model
+check, the whole world around the host, as `scenario replay` rebuilds it. The flow is probed
 there first: a replica where the flow already works proves nothing, and says so. Then the fix
 command, rewritten to the replica's names, runs there, and the flow is probed again with a real
 connection (request and answer: both directions). The replica is removed afterwards, also on
@@ -17,7 +18,9 @@ replica's handle of the rule at the same place in its chain. Only programs that 
 network namespace's kernel state run (ip, nft, iptables, bridge, tc, sysctl net.*, ...), in a
 private mount namespace whose /run/netns is empty, so no name can reach a real namespace. A
 command at netdiag's or Docker's level (`netdiag ...`, `docker ...`) acts through state the
-replica does not have: it is reported as not verifiable, never run.
+replica does not have: it is reported as not verifiable, never run, unless the diagnosis gives the
+kernel change it makes (`fix_kernel`, planned by the owner's driver): that runs instead, and the
+verdict says so.
 """
 from __future__ import annotations
 
@@ -25,11 +28,12 @@ import os
 import secrets
 import shlex
 import signal
-import socket
 import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+
+from .replica_probe import _guard, probe, probe_many
 
 # programs that change only the kernel state of the network namespace they run in
 KERNEL_TOOLS = {"ip", "nft", "iptables", "iptables-nft", "iptables-legacy", "ip6tables", "ip6tables-nft",
@@ -270,6 +274,9 @@ def proof(result: dict) -> str | None:
         missing.append(f"not on the model: {check.get('detail') or 'not checked'}")
     if verified is None:
         missing.append("not on a replica: not tried (use --verify-fix)")
+    elif verified.get("replica") is True and verified.get("kernel_equivalent"):
+        made.append("its kernel change verified on a replica (the command itself, "
+                    f"{verified['kernel_equivalent']['why'].removeprefix('the command itself is ')}, was not run there)")
     elif verified.get("replica") is True:
         made.append("verified on a replica")
     else:
@@ -280,33 +287,86 @@ def proof(result: dict) -> str | None:
 
 
 # -- the replica (root) ------------------------------------------------------------------------------
-def world_snapshot(model) -> dict:
-    """The part of the model a replica rebuilds: the host, its containers, and every namespace joined
-    to them by veth pairs (read now; nothing else on the machine is read)."""
+def world_snapshot(model, result: dict | None = None, command: str = "") -> dict:
+    """The part of the model a replica rebuilds. With a diagnosis (`result`) whose fix was checked
+    on the model: the host, the namespaces its path crosses (the request and the reply, as broken
+    and as the model check retraced it with the fix applied), those the fix command names, and the
+    far ends of veths the path leaves by; veths to anything else are left out (their routes and
+    neighbours with them), so no namespace off the path is read or rebuilt. Otherwise: the host,
+    its containers and every namespace joined to them by veth pairs."""
     spaces = model.namespaces
     host = model.snap["host"]
-    kinds = {i: (spaces.meta(i) if hasattr(spaces, "meta") else spaces[i]).get("kind") for i in spaces}
-    start = [host] + sorted(i for i, k in kinds.items() if k == "container" and i != host)
-    seen, todo = list(start), list(start)
-    while todo:
-        ns = spaces.get(todo.pop(0)) or {}
-        for link in ns.get("links") or []:
-            peer = (link.get("peer") or {}).get("ns") if link.get("kind") == "veth" else None
-            if peer not in seen and peer in spaces and spaces.get(peer) is not None:
-                seen.append(peer)
-                todo.append(peer)
+    after = ((result or {}).get("fix_check") or {}).get("after") or {}
+    if result is not None and "namespaces" not in after:  # where the fixed path goes is not known: the whole world
+        result = None
+    if result is None:
+        kinds = {i: (spaces.meta(i) if hasattr(spaces, "meta") else spaces[i]).get("kind") for i in spaces}
+        start = [host] + sorted(i for i, k in kinds.items() if k == "container" and i != host)
+        seen, todo = list(start), list(start)
+        while todo:
+            ns = spaces.get(todo.pop(0)) or {}
+            for link in ns.get("links") or []:
+                peer = (link.get("peer") or {}).get("ns") if link.get("kind") == "veth" else None
+                if peer not in seen and peer in spaces and spaces.get(peer) is not None:
+                    seen.append(peer)
+                    todo.append(peer)
+        keep, trim = seen, False
+    else:
+        keep = list(dict.fromkeys([host] + [h["namespace"] for h in result.get("hops") or [] if h.get("namespace") in spaces]
+                                  + [i for i in after["namespaces"] if i in spaces] + named_by(model, command)))
+        for h in result.get("hops") or []:  # a veth the path leaves by: its far end too
+            ns = spaces.get(h.get("namespace")) or {}
+            link = next((x for x in ns.get("links") or [] if x["name"] == h.get("interface") and x.get("kind") == "veth"), None)
+            peer = ((link or {}).get("peer") or {}).get("ns")
+            if peer in spaces and peer not in keep and spaces.get(peer) is not None:
+                keep.append(peer)
+        trim = True
     snap = {k: v for k, v in model.snap.items() if k != "namespaces"}
-    snap["namespaces"] = {i: spaces.get(i) for i in seen if spaces.get(i) is not None}
+    snap["namespaces"] = {i: spaces.get(i) for i in keep if spaces.get(i) is not None}
+    if trim:
+        snap["namespaces"] = {i: _without_veths_out(ns, snap["namespaces"]) for i, ns in snap["namespaces"].items()}
     snap.pop("probes", None)
     return snap
 
 
-def _guard(path: str):
-    """preexec_fn: a private mount namespace whose /run/netns is empty (no name reaches a real
-    namespace), then the replica's network namespace."""
-    from runtime.kernel.ns import Namespace
+def _without_veths_out(ns: dict, kept: dict) -> dict:
+    """`ns` without its veths to namespaces the replica does not rebuild (each would otherwise be a
+    stub namespace of its own), nor the routes, neighbours and addresses on them."""
+    gone = {x["name"] for x in ns.get("links") or [] if x.get("kind") == "veth"
+            and (x.get("peer") or {}).get("ns") not in kept and (x.get("peer") or {}).get("ns") is not None}
+    if not gone:
+        return ns
+    out = dict(ns)
+    out["links"] = [x for x in ns["links"] if x["name"] not in gone]
+    for key, dev in (("routes", "dev"), ("neighbours", "ifname"), ("addresses", "ifname"), ("fdb", "ifname")):
+        if isinstance(ns.get(key), list):
+            out[key] = [r for r in ns[key] if r.get(dev) not in gone]
+    return out
 
-    return Namespace(path).preexec(hide_names=True)
+
+def named_by(model, command: str) -> list[str]:
+    """Ids of the namespaces a fix command acts in (by `ip netns exec NAME`, `ip -n`, `nsenter -t PID`)."""
+    if not command:
+        return []
+    spaces = model.namespaces
+    names = Names(host=(model.snap["host"], ""))
+    for i in spaces:
+        meta = spaces.meta(i) if hasattr(spaces, "meta") else spaces[i]
+        for n in meta.get("netns_names") or []:
+            names.netns[n] = (i, "")
+        for p in meta.get("pids") or []:
+            if isinstance(p, int):
+                names.pids[p] = (i, "")
+    out = []
+    try:
+        for argv, _ in split(command):
+            try:
+                out.append(_where(argv, names)[0])
+            except NotVerifiable:
+                continue
+    except NotVerifiable:
+        return []
+    return out
 
 
 def _path(netns: str) -> str:
@@ -342,46 +402,6 @@ def _map_nft(step: Step, snap: dict) -> None:
     step.argv[step.nft_handle] = str(mapped)
 
 
-def probe(path: str, dst: str, proto: str, port: int, size: int, timeout: float) -> dict:
-    """One real flow from the namespace at `path`: a TCP connection that sends a line and gets an
-    answer, a UDP datagram and its answer, or an echo and its reply (both directions each)."""
-    from runtime.kernel.ns import netns
-
-    t0 = time.monotonic()
-    out = {"ok": False, "outcome": "timeout", "detail": ""}
-    if proto == "icmp":
-        argv = ["ping", "-n", "-c", "1", "-W", str(max(1, int(timeout + 0.5))), dst]
-        if size:
-            argv[1:1] = ["-s", str(size), "-M", "do"]
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 5, stdin=subprocess.DEVNULL,
-                           preexec_fn=_guard(path))
-        out.update(ok=p.returncode == 0, outcome="answered" if p.returncode == 0 else "no reply",
-                   detail=(p.stdout.strip().splitlines() or [""])[-1][:200] or p.stderr.strip()[:200])
-    else:
-        payload = (b"x" * max(0, size - 1) + b"\n") if size else b"GET / HTTP/1.0\r\n\r\n"
-        try:
-            with netns(path):
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
-            with s:
-                s.settimeout(timeout)
-                s.connect((dst, port))
-                s.sendall(payload)
-                answer = s.recv(4096)
-            first = answer.decode("utf-8", "replace").splitlines()[0][:80] if answer.strip() else repr(answer[:40])
-            out.update(ok=bool(answer), outcome="answered" if answer else "closed",
-                       detail=f"answered {first!r}" if answer else "the connection closed without an answer")
-        except socket.timeout:
-            out.update(outcome="timeout", detail=f"no answer within {timeout:g} s")
-        except ConnectionRefusedError:
-            out.update(outcome="refused", detail="refused (RST or ICMP port unreachable)")
-        except ConnectionResetError:
-            out.update(outcome="reset", detail="reset by the peer")
-        except OSError as e:
-            out.update(outcome="unreachable" if e.errno in (101, 113) else "error", detail=e.strerror or str(e))
-    out["seconds"] = round(time.monotonic() - t0, 3)
-    return out
-
-
 class _Terminate:
     """SIGTERM raises (like Ctrl-C) while a replica exists, so the finally that removes it runs."""
 
@@ -398,9 +418,11 @@ class _Terminate:
             signal.signal(signal.SIGTERM, self.old)
 
 
-def verify(model, result: dict, *, command: str | None = None, timeout: float = 2.0, say=lambda text: None) -> dict:
+def verify(model, result: dict, *, command: str | None = None, timeout: float = 2.0, say=lambda text: None,
+           count: int = 1) -> dict:
     """`fix_verified` for a diagnosis (trace's result dict: its src namespace, dst_ip, proto, port,
-    size). `command`: the fix to verify (default: result's fix_command)."""
+    size). `command`: the fix to verify (default: result's fix_command). `count` > 1 (a TCP flow
+    with a loss): that many handshakes each time; before the fix some must be lost, after it none."""
     command = command if command is not None else result.get("fix_command")
 
     def no(detail: str, **more) -> dict:
@@ -413,14 +435,22 @@ def verify(model, result: dict, *, command: str | None = None, timeout: float = 
     hops = result.get("hops") or []
     if not hops or not result.get("dst_ip"):
         return no("the diagnosis has no source namespace or destination address to probe")
+    instead = None  # the owner-level command a kernel equivalent stands in for
     try:
         split(command)
     except NotVerifiable as e:
         return no(str(e))
+    kernel = result.get("fix_kernel") if command == result.get("fix_command") else None
+    if kernel:
+        try:
+            steps(command, Names(host=("", "")))
+        except NotVerifiable as e:
+            if "not verifiable on a replica" in str(e):  # netdiag's or Docker's command: its kernel change instead
+                instead, command = (command, str(e)), kernel
     from .scenario import registry, replay, replay_plan
     from runtime.errors import NetdiagError
 
-    snap = world_snapshot(model)
+    snap = world_snapshot(model, result, command)
     src_id = hops[0]["namespace"]
     if src_id not in snap["namespaces"]:
         return no(f"the source namespace {hops[0].get('label')} is not joined to the host: not rebuilt")
@@ -436,6 +466,9 @@ def verify(model, result: dict, *, command: str | None = None, timeout: float = 
     pending = {"prefix": prefix, "namespaces": plan["namespaces"], "host": plan["host"], "stubs": sorted(plan["stubs"]),
                "pids": [], "purpose": "verify-fix"}
     out = no("", commands=[s.shown() for s in todo])
+    if instead:
+        out["kernel_equivalent"] = {"command": instead[0], "ran_instead": command,
+                                    "why": f"the command itself is {instead[1].removeprefix('not verifiable on a replica: ')}"}
     with _Terminate():
         try:
             registry.save_replay(pending)  # found by `scenario stop --all` if this process is killed
@@ -450,7 +483,12 @@ def verify(model, result: dict, *, command: str | None = None, timeout: float = 
                                     "not_reproduced": record["skipped"]}
             src_path = _path(record["namespaces"][src_id])
             args = (src_path, result["dst_ip"], result["proto"], int(result.get("port") or 0), int(result.get("size") or 0), timeout)
-            before = probe(*args)
+            if count > 1 and result["proto"] == "tcp":
+                args = (src_path, result["dst_ip"], int(result.get("port") or 0), count)
+                probe_once = probe_many
+            else:
+                probe_once = probe
+            before = probe_once(*args)
             out["probe"] = {"flow": f"{result['proto']} {result['dst_ip']}" + (f":{result['port']}" if result["proto"] != "icmp" else ""),
                             "before": before}
             if before["ok"]:
@@ -471,17 +509,20 @@ def verify(model, result: dict, *, command: str | None = None, timeout: float = 
                                                  f"{ran[-1]['returncode']}: {ran[-1]['output'] or 'no output'}")
                 return out
             for attempt in range(SETTLE):
-                after = probe(*args)
+                after = probe_once(*args)
                 if after["ok"]:
                     break
                 time.sleep(0.2)
             out["probe"]["after"] = after
             if after["ok"]:
                 out.update(replica=True, detail=f"on a replica of {len(record['namespaces'])} namespaces the flow failed "
-                                                f"({before['outcome']}) before the fix and works after it ({after['detail']})")
+                                                f"({before['outcome']}) before the fix and works after it ({after['detail']})"
+                           + (f"; what ran there is the kernel change the command makes ({command}), not the command "
+                              f"itself, which cannot run on a replica" if instead else ""))
             else:
                 out.update(replica=False, detail=f"on a replica the flow still fails after the fix ({after['outcome']}: "
-                                                 f"{after['detail']})")
+                                                 f"{after['detail']})" + (f"; what ran there is the kernel change the command "
+                                                                          f"makes ({command})" if instead else ""))
             return out
         except NotVerifiable as e:
             out.update(replica=None, detail=str(e))

@@ -8,7 +8,7 @@ import typer
 from .app import app
 from .output import json_lines, table
 
-cluster_app = typer.Typer(help="Join hosts into a cluster for overlay networks (state in etcd).", no_args_is_help=True)
+cluster_app = typer.Typer(help="Join hosts into a cluster for overlay networks (state in etcd).", no_args_is_help=True, suggest_commands=False)
 app.add_typer(cluster_app, name="cluster")
 
 

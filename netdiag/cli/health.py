@@ -60,7 +60,9 @@ def health(
         model = live_model()
     result = run_health(spec, src, model=model)
     if verify_fix and not result["healthy"]:
-        result["fix_verified"] = _verify(model, result, src, timeout)
+        from ..health.run import verify_fix
+
+        result["fix_verified"] = verify_fix(model, result, src, timeout)
     if result.get("fix_command"):
         from ..verify import proof
 
@@ -74,20 +76,6 @@ def health(
     _show(result, json_out, render_health)
     final = result.get("recheck") or result
     raise typer.Exit(_exit_for(final))
-
-
-def _verify(model, result: dict, src: str, timeout: float) -> dict:
-    """The health check's flow (a TCP connection to the address it reached, from SRC) on a replica."""
-    from .. import verify
-    from ..health.run import Source
-
-    if not result.get("address"):
-        return {"replica": None, "detail": "the check reached no address (the name did not resolve): nothing to probe on a replica"}
-    diag = result.get("diagnosis") or {}
-    hops = diag.get("hops") or [{"namespace": Source(model, src).ns["id"], "label": result.get("from")}]
-    flow = {"hops": hops, "dst_ip": result["address"], "proto": "tcp", "port": result.get("port"), "size": 0,
-            "fix_command": result.get("fix_command")}
-    return verify.verify(model, flow, timeout=timeout)
 
 
 def _apply(command: str, yes: bool, quiet: bool) -> dict | None:

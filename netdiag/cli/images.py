@@ -9,7 +9,7 @@ import typer
 from .app import app
 from .output import listing, print_json
 
-image_app = typer.Typer(help="Manage images.", no_args_is_help=True)
+image_app = typer.Typer(help="Manage images.", no_args_is_help=True, suggest_commands=False)
 app.add_typer(image_app, name="image")
 
 

@@ -33,6 +33,26 @@ def _register(argv: list[str] | None = None) -> None:
         importlib.import_module(f"{__package__}.{module}")
 
 
+def _stopped_container(e: NetdiagError) -> NetdiagError:
+    """A target that names one of netdiag's stopped containers is said to be stopped (`ps -a` lists
+    it: "no such target" would be a lie), with what to do."""
+    target = getattr(e, "target", "")
+    if not target or ":" in target:
+        return e
+    try:
+        from runtime.api import containers
+
+        row = next((r for r in containers.listing(all_=True) if target in (r["Names"], r["ID"])), None)
+    except (NetdiagError, OSError):
+        return e
+    if row is None or row["State"] == "running":
+        return e
+    from runtime.errors import InvalidArgument
+
+    return InvalidArgument(f"Container {row['Names']} is not running", f"it is {row['Status'].lower()}; a stopped container "
+                           "has no network namespace to trace from or to", f"start it with 'netdiag start {row['Names']}'")
+
+
 def main() -> None:
     try:
         if sys.argv[1:2] == ["run"]:  # the hot path: no typer, no click (see run_cmd.py)
@@ -45,6 +65,7 @@ def main() -> None:
         rc = app(standalone_mode=False)  # returns typer.Exit's code instead of exiting
         sys.exit(rc if isinstance(rc, int) else 0)
     except NetdiagError as e:
+        e = _stopped_container(e)
         print(f"netdiag: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:

@@ -8,7 +8,7 @@ import typer
 from .app import app
 from .output import for_each, listing, print_json
 
-net_app = typer.Typer(help="Manage networks (bridge, overlay, host, none).", no_args_is_help=True)
+net_app = typer.Typer(help="Manage networks (bridge, overlay, host, none).", no_args_is_help=True, suggest_commands=False)
 app.add_typer(net_app, name="network")
 
 

@@ -42,8 +42,21 @@ OPTIONS = [
 ]
 
 
+# Docker's exit codes for `run`: 125 when run itself failed (bad flags, unknown image, a network
+# that does not exist, the container could not be made), else the container's own (126/127 when
+# its command cannot be invoked or is not found)
+RUN_FAILED = 125
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        print(f"netdiag run: error: {message}\nSee 'netdiag run --help'.", file=sys.stderr)
+        sys.exit(RUN_FAILED)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="netdiag run", description=HELP, add_help=False,
+    p = _Parser(prog="netdiag run", description=HELP, add_help=False,
                                 usage="netdiag run [OPTIONS] IMAGE [COMMAND [ARG...]]")
     p.add_argument("--help", action="help", help="Show this message and exit")
     for dest, flags, kind, default, text in OPTIONS:
@@ -63,17 +76,22 @@ def main(argv: list[str]) -> int:
     a = parser().parse_args(argv)
     from runtime import validate
     from runtime.api import containers
+    from runtime.errors import NetdiagError
 
-    c, status = containers.run(
-        a.image, a.command or [], name=a.name, detach=a.detach, interactive=a.interactive,
-        entrypoint=a.entrypoint, env=a.env, workdir=a.workdir, hostname=a.hostname,
-        user=a.user, network=a.network, memory=a.memory, cpus=a.cpus, pids_limit=a.pids_limit, auto_remove=a.rm,
-        publish=a.publish, publish_all=a.publish_all, ip=a.ip, aliases=a.network_alias, dns=a.dns,
-        health_cmd=a.health_cmd, health_interval=validate.duration(a.health_interval, "--health-interval"),
-        health_timeout=validate.duration(a.health_timeout, "--health-timeout"),
-        health_retries=a.health_retries, cap_add=a.cap_add, cap_drop=a.cap_drop, privileged=a.privileged,
-        security_opt=a.security_opt,
-    )
+    try:
+        c, status = containers.run(
+            a.image, a.command or [], name=a.name, detach=a.detach, interactive=a.interactive,
+            entrypoint=a.entrypoint, env=a.env, workdir=a.workdir, hostname=a.hostname,
+            user=a.user, network=a.network, memory=a.memory, cpus=a.cpus, pids_limit=a.pids_limit, auto_remove=a.rm,
+            publish=a.publish, publish_all=a.publish_all, ip=a.ip, aliases=a.network_alias, dns=a.dns,
+            health_cmd=a.health_cmd, health_interval=validate.duration(a.health_interval, "--health-interval"),
+            health_timeout=validate.duration(a.health_timeout, "--health-timeout"),
+            health_retries=a.health_retries, cap_add=a.cap_add, cap_drop=a.cap_drop, privileged=a.privileged,
+            security_opt=a.security_opt,
+        )
+    except NetdiagError as e:
+        print(f"netdiag: error: {e}", file=sys.stderr)
+        return RUN_FAILED
     if a.detach:
         os.close(status)
         print(c.id)

@@ -15,6 +15,7 @@ from .app import app
 scenario_app = typer.Typer(
     help="Broken networks to learn from: start one, diagnose it with netdiag, fix it, get graded.",
     no_args_is_help=True,
+    suggest_commands=False,
 )
 app.add_typer(scenario_app, name="scenario")
 

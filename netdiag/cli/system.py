@@ -3,7 +3,7 @@ import typer
 
 from .app import app
 
-system_app = typer.Typer(help="Manage netdiag itself.", no_args_is_help=True)
+system_app = typer.Typer(help="Manage netdiag itself.", no_args_is_help=True, suggest_commands=False)
 app.add_typer(system_app, name="system")
 
 

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--cases", type=int, default=len(KINDS))
     ap.add_argument("--kind", action="append", choices=sorted(KINDS))
-    ap.add_argument("--shape", choices=("routed", "chain", "bridged", "netdiag", "docker"))
+    ap.add_argument("--shape", choices=("routed", "chain", "bridged", "netdiag", "docker", "overlay"))
     ap.add_argument("--parallel", type=int, default=1, help="cases at a time (each in its own lab)")
     ap.add_argument("--json", action="store_true", help="one JSON object per case, then the summary")
     ap.add_argument("--verify-fix", action="store_true", help="trace with --verify-fix too: the replica's verdict on each "

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import containers, docker
+from . import containers, docker, overlay
 from .catalogue import KINDS, Expect
 from .world import build as build_plain
 
@@ -26,6 +26,8 @@ def build(seed: int, shape: str):
         return containers.build(seed)
     if shape == docker.SHAPE:
         return docker.build(seed)
+    if shape == overlay.SHAPE:
+        return overlay.build(seed)
     return build_plain(seed, shape)
 
 

@@ -4,7 +4,8 @@ hop, the evidence and the fix; and the same verdict in the words people already 
 check status, the AWS target health reason, the Kubernetes probe message.
 
 Who decides what:
-- a name that does not resolve from the source: DNS_FAILURE (the resolver asked, its answer);
+- a name that does not resolve from the source: DNS_FAILURE (the resolver asked, its answer; a
+  resolver that does not answer: the trace of the query's own path names why, with its fix);
 - a handshake that fails (timeout, refused, unreachable): the trace pipeline, which follows the
   SYN, watches it with the kernel's own trace and names the rule, the route, the socket;
   a loss rule, or a path that works now, is PACKET_LOSS when a share of handshakes fails;
@@ -131,10 +132,17 @@ def classify(spec: Spec, check: dict, *, src: str, resolution: dict | None = Non
         out["evidence"].append({"kind": "resolver", "detail": f"{r.get('where', 'its resolv.conf')}: nameservers {servers}"
                                 + (f", search {' '.join(r['search'])}" if r.get("search") else "")})
         out["evidence"] += [{"kind": "dns", "detail": a["answer"], "server": a["server"], "name": a["name"]} for a in r.get("attempts", [])]
+        # the resolver cannot be reached: the query's path says why, unless netdiag knows a change of
+        # networks that makes the name resolve (a reachable resolver would not know it either)
+        if diagnosis and diagnosis.get("verdict") == "blocked" and not (r.get("hint") or {}).get("fix_command"):
+            server = diagnosis.get("dst_ip") or r.get("server")
+            return _from_diagnosis(out, diagnosis, "DNS_FAILURE",
+                                   f"{spec.host} does not resolve from {src}: its nameserver {server} cannot be reached "
+                                   f"({diagnosis['cause']}): " + diagnosis["summary"])
         hint = r.get("hint") or {}
         if hint.get("detail"):
             out["evidence"].append({"kind": "hint", "detail": hint["detail"]})
-        out.update(fix=hint.get("fix", ""), fix_command=hint.get("fix_command"))
+        out.update(fix=hint.get("fix", ""), fix_command=hint.get("fix_command"), fix_check=hint.get("fix_check"))
         return out
 
     if stage == "connect":
@@ -254,9 +262,13 @@ def _packet_loss(out: dict, spec: Spec, src: str, loss: dict, rule: dict | None,
         out["evidence"] += [e for e in diag.get("evidence", []) if e.get("kind") in ("nft_trace", "nft_counter")]
     if loss.get("fix_command"):
         out.update(fix=f"{loss['fix_command']}  # delete the rule that drops a share of the packets",
-                   fix_command=loss["fix_command"], fix_check=None)
+                   fix_command=loss["fix_command"], fix_check=loss.get("fix_check"))
     elif not rule:
-        out["fix"] = "no rule on the path drops packets at random: look for a flapping link, a full queue or conntrack (conntrack -S)"
+        out["fix"] = ("no rule on the path drops packets at random: look for a flapping link, a full queue or conntrack "
+                      "(conntrack -S) (manual: nothing in the model loses packets, so there is nothing a command could remove)")
+    else:
+        out["fix"] = (f"delete the rule '{rule['text']}' in {rule['family']} {rule['table']} {rule['chain']} ({rule['namespace']}) "
+                      "(manual: the trace did not pass the namespace it is in, so no command that reaches it can be given)")
     return out
 
 

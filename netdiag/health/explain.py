@@ -126,6 +126,18 @@ def _parse_lb(lb: str) -> tuple[str, str | None]:
     return kind, sock or None
 
 
+def _this_hosts(model, procs: list) -> list:
+    """The HAProxies of this host: in its own namespace or its containers (netdiag's, Docker's),
+    not in a namespace some other process made (another lab, another host simulated on this
+    machine). All of them when none is this host's."""
+    kinds = {}
+    for meta in model.metas():
+        if meta.get("id", "").startswith("ns-"):
+            kinds[int(meta["id"][3:])] = meta.get("kind")
+    mine = [p for p in procs if kinds.get(p.netns_inode) in ("host", "container")]
+    return mine or procs
+
+
 def _find(model, sock: str | None, target: str | None):
     """(the HAProxy process or None, the stats socket to read, the namespace's target string)."""
     ns = None
@@ -140,6 +152,8 @@ def _find(model, sock: str | None, target: str | None):
     if sock:
         procs = [p for p in procs if any(haproxy.same_file(s, sock) or haproxy.same_file(s, haproxy.in_root(p.pid, sock))
                                          for s in p.sockets)]
+    if len(procs) > 1 and ns is None:
+        procs = _this_hosts(model, procs)
     if len(procs) > 1:
         raise InvalidArgument("Several HAProxy processes match", ", ".join(f"pid {p.pid} ({' '.join(p.configs)})" for p in procs),
                               "give its stats socket (--lb haproxy:PATH) or its container/namespace")

@@ -23,6 +23,7 @@ from runtime.errors import InvalidArgument, NetdiagError, NotFound, PermissionDe
 from ..reason import fixes
 from ..reason.fixes import in_ns, recreate
 from . import classify, resolve
+from . import fix as fixer
 from .check import Check, burst
 from .spec import Spec
 
@@ -193,7 +194,9 @@ def _explain(model, spec: Spec, src: Source, rep: dict, resolution, pending: Che
     stage = rep["stage"]
     if stage == "resolve":
         resolution["hint"] = dns_hint(model, src, spec.host)
-        return {}
+        if resolution["hint"].get("fix_command"):  # a change of networks makes it resolve: that is the fix
+            return {}
+        return {"diagnosis": _resolver_path(diagnose, model, src, resolution, probe_timeout)}
     if stage == "connect":
         diag = _diagnose(diagnose, model, src.target, rep["address"], proto="tcp", port=spec.port, timeout=probe_timeout)
         loss = None
@@ -205,6 +208,9 @@ def _explain(model, spec: Spec, src: Source, rep: dict, resolution, pending: Che
         rule = classify._probabilistic(diag)
         if loss and rule:
             loss["fix_command"] = _delete_rule_cmd(model, rule, diag)
+            ns_id = _rule_ns(model, rule, diag)
+            if loss["fix_command"] and ns_id:
+                loss["fix_check"] = fixer.loss_check(model, ns_id, rule, lambda m: _static(m, src.target, rep["address"], spec.port))
         return {"diagnosis": diag, "loss": loss}
     if stage == "response" and rep["error"] == "timeout":
         late: dict = {}
@@ -265,10 +271,35 @@ def target_of(model, ns: dict) -> str | None:
     return f"pid:{ns['pids'][0]}" if ns.get("pids") else None
 
 
+def _static(model, src: str, dst: str, port: int) -> dict:
+    from ..reason.static_trace import run_static
+
+    return run_static(model, src, dst, proto="tcp", port=port)[0]
+
+
+def _resolver_path(diagnose, model, src: Source, resolution: dict, probe_timeout: float) -> dict | None:
+    """A nameserver that did not answer (timeout, unreachable): the trace of the query's own path
+    (UDP to port 53), whose cause, hop and checked fix say why. None when the resolver answered
+    (the name is unknown there) or is on the source's own loopback (Docker's 127.0.0.11)."""
+    if (resolution or {}).get("error") not in ("timeout", "unreachable"):
+        return None
+    server = next((ns for ns in resolution.get("nameservers") or [] if not ns.startswith("127.")), None)
+    if server is None:
+        return None
+    diag = _diagnose(diagnose, model, src.target, server, proto="udp", port=53, timeout=probe_timeout)
+    return diag if diag and diag.get("verdict") == "blocked" else None
+
+
+def _rule_ns(model, rule: dict, diag: dict) -> str | None:
+    """The namespace of the hop the trace found the loss rule in."""
+    ns_id = next((h["namespace"] for h in diag.get("hops", []) if h.get("label") == rule.get("namespace")), None)
+    return ns_id if ns_id in model.namespaces else None
+
+
 def _delete_rule_cmd(model, rule: dict, diag: dict) -> str | None:
     """The command that deletes the loss rule, in the namespace of the hop the trace found it in."""
-    ns_id = next((h["namespace"] for h in diag.get("hops", []) if h.get("label") == rule.get("namespace")), None)
-    if ns_id is None or ns_id not in model.namespaces or rule.get("handle") is None:
+    ns_id = _rule_ns(model, rule, diag)
+    if ns_id is None or rule.get("handle") is None:
         return None
     ns = model.namespaces[ns_id]
     return in_ns(ns, ["nft", "delete", "rule", rule["family"], rule["table"], rule["chain"], "handle", str(rule["handle"])])
@@ -282,7 +313,8 @@ def dns_hint(model, src: Source, name: str) -> dict:
                    or any(key in [a.lower() for a in n.get("aliases", [])] for n in (c.get("networks") or {}).values())), None)
     if target is None:
         return {"fix": f"check the name: {src.label} resolves through {src.files.where}; use a name its resolver knows, "
-                       "or the address"}
+                       "or the address (manual: no container or network alias netdiag knows has that name, so which name "
+                       "was meant, and no command, can be given)"}
     nets = target.get("networks") or {}
     where = ", ".join(f"{n['ip']} on network {k}" for k, n in nets.items() if n.get("ip")) or "no network address"
     detail = f"{name} is a {target.get('runtime') or ''} container ({where})".replace("  ", " ")
@@ -291,7 +323,8 @@ def dns_hint(model, src: Source, name: str) -> dict:
     cli = "docker" if (src.container or {}).get("runtime") == "docker" else "netdiag"
     if src.container is None:
         return {"detail": detail + f", but {src.label} is no container: it resolves through {src.files.where}",
-                "fix": f"use the address ({where}), or add the name to {src.files.hosts}"}
+                "fix": f"use the address ({where}), or add the name to {src.files.hosts} (manual: {src.label} is on no "
+                       "network whose DNS could answer, and a hosts-file line is an edit of a file, not a command)"}
     if mine <= {"bridge"}:
         detail += (f"; {src.label} is on the default bridge only, which has no container DNS (exactly like Docker): "
                    f"it asks the host's nameservers, which do not know container names")
@@ -303,7 +336,9 @@ def dns_hint(model, src: Source, name: str) -> dict:
             pre = f"{cli} network create {shlex.quote(net)} && {cli} network connect {shlex.quote(net)} {shlex.quote(target['name'])} && "
         cmd = recreate(src.container, network=net) if net else ""
         if cmd:
-            return {"detail": detail, "fix_command": pre + cmd,
+            # with `pre`, the new network has the target connected to it first
+            check = fixer.dns_check(model, src.container["name"], net, name, joining=[target] if pre else [])
+            return {"detail": detail, "fix_command": pre + cmd, "fix_check": check,
                     "fix": f"{pre}{cmd}  # run {src.container['name']} on {net}, whose DNS knows {target['name']}; or use the address"}
         return {"detail": detail, "fix": f"run both on one user-defined network, whose DNS resolves container names; or use the "
                                          f"address ({where}) (manual: " + (fixes.NO_IMAGE.removeprefix("manual: ") if same else
@@ -313,9 +348,12 @@ def dns_hint(model, src: Source, name: str) -> dict:
         detail += f"; {src.label} is on {', '.join(sorted(mine))}, not on {', '.join(nets) or 'its network'}: its DNS only knows its own networks' names"
         if net and net != "bridge":
             cmd = f"{cli} network connect {shlex.quote(net)} {shlex.quote(src.container['name'])}"
-            return {"detail": detail, "fix_command": cmd, "fix": f"{cmd}  # then {name} resolves (and is reachable) from it"}
+            return {"detail": detail, "fix_command": cmd, "fix_check": fixer.dns_check(model, src.container["name"], net, name),
+                    "fix": f"{cmd}  # then {name} resolves (and is reachable) from it"}
     return {"detail": detail + f"; yet {src.label}'s resolver ({src.files.where}) does not answer for it",
-            "fix": "check the network's DNS resolver (netdiag network inspect) and the container's resolv.conf"}
+            "fix": "check the network's DNS resolver (netdiag network inspect) and the container's resolv.conf (manual: "
+                   "they share a network whose DNS should know the name, so no change of membership helps, and what is "
+                   "wrong with the resolver is not in the model)"}
 
 
 def _public(resolution: dict | None) -> dict | None:
@@ -323,3 +361,27 @@ def _public(resolution: dict | None) -> dict | None:
         return None
     keep = ("name", "address", "source", "server", "answer", "error", "where", "resolv_conf", "nameservers", "search", "attempts", "elapsed")
     return {k: resolution.get(k) for k in keep}
+
+
+def verify_fix(model, result: dict, src: str, timeout: float) -> dict:
+    """fix_verified for a failed health check, on a replica: the flow the fix is about (the
+    diagnosis's flow: the check's connection, or the query to an unreachable resolver), from SRC;
+    PACKET_LOSS counted over a burst of handshakes before and after the fix."""
+    from .. import verify as verifier
+
+    diag = result.get("diagnosis") or {}
+    if result.get("cause") == "DNS_FAILURE" and not diag.get("dst_ip"):
+        return {"replica": None, "detail": "the name does not resolve and no blocked path to the resolver was found: the fix "
+                                           "changes which names a network's DNS knows (or is manual), which a replica of plain "
+                                           "namespaces cannot probe"}
+    if not diag.get("dst_ip") and not result.get("address"):
+        return {"replica": None, "detail": "the check reached no address (the name did not resolve): nothing to probe on a replica"}
+    hops = diag.get("hops") or [{"namespace": Source(model, src).ns["id"], "label": result.get("from")}]
+    if diag.get("dst_ip") and result.get("cause") == "DNS_FAILURE":  # the resolver's way
+        flow = {"dst_ip": diag["dst_ip"], "proto": diag["proto"], "port": diag["port"]}
+    else:
+        flow = {"dst_ip": result["address"], "proto": "tcp", "port": result.get("port")}
+    flow.update(hops=hops, size=0, fix_command=result.get("fix_command"), fix_kernel=diag.get("fix_kernel"),
+                fix_check=result.get("fix_check"))
+    count = 20 if result.get("cause") == "PACKET_LOSS" else 1
+    return verifier.verify(model, flow, timeout=timeout, count=count)

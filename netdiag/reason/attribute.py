@@ -180,11 +180,12 @@ def explain_drop(model, ns: dict, hook: str, pkt, step, src_ns: dict | None = No
     src_ctr = src_ns if (src_ns or {}).get("kind") == "container" else None
 
     if iface_rule and in_net is not None and in_net is out_net and in_net["name"] in named and not icc_enabled(in_net):
-        apply = fixes.remove_rule(ns["id"], step.family, step.table, step.chain, step.handle)
         return Stop("blocked", "ICC_DISABLED",
                     f"containers on network {in_net['name']} may not talk to each other (enable_icc=false): {where} drops {pkt.src} -> {pkt.dst}",
-                    Fix(_recreate_network(model, in_net), apply,
+                    Fix(_recreate_network(model, in_net),
                         advice=f"recreate {in_net['name']} without -o com.docker.network.bridge.enable_icc=false and reconnect its containers",
+                        why_unchecked="the network's rules with icc on are its driver's plan, which the diagnosis pipeline makes",
+                        owner_change=("icc_on", ns["id"], in_net),
                         alternatives=[f"reach {pkt.dst} through a port it publishes on the host"]), ev)
     for net, leaving in ((in_net, True), (out_net, False)):
         if (iface_rule or _fences(rule, net)) and net is not None and net.get("internal") and in_net is not out_net \
@@ -259,14 +260,17 @@ def explain_drop(model, ns: dict, hook: str, pkt, step, src_ns: dict | None = No
 
 
 def _recreate_network(model, net: dict) -> str:
-    """Remove and recreate a network with the same subnet and gateway (default options), then
+    """Remove and recreate a network with the same subnet, gateway and options but icc on, then
     reconnect the containers it had: its icc setting cannot change in place, with Docker either."""
     cli = _cli(net)
     members = [c["name"] for c in model.containers() if net["name"] in (c.get("networks") or {})]
     parts = [f"{cli} network disconnect -f {net['name']} {m}" for m in members] if cli == "docker" else []
     parts.append(f"{cli} network rm {'-f ' if cli == 'netdiag' else ''}{net['name']}")
+    keep = [f"{k}={v}" for k, v in sorted((net.get("options") or {}).items())
+            if k not in ("com.docker.network.bridge.enable_icc", "com.docker.network.bridge.default_bridge")]
     create = [cli, "network", "create"] + (["--subnet", net["subnet"]] if net.get("subnet") else []) + \
-        (["--gateway", net["gateway"]] if net.get("gateway") else []) + [net["name"]]
+        (["--gateway", net["gateway"]] if net.get("gateway") else []) + (["--internal"] if net.get("internal") else []) + \
+        [a for o in keep for a in ("-o", o)] + [net["name"]]
     parts.append(shlex.join(create))
     parts += [f"{cli} network connect {net['name']} {m}" for m in members]
     return " && ".join(parts)

@@ -22,6 +22,13 @@ class Fix:
     why_unchecked: str = ""  # when apply is None: why the fix cannot be checked statically
     alternatives: list[str] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)  # ids of the namespaces the command changes, where known
+    # for a command at an owner's level (netdiag's, Docker's): the kernel change it makes, as plain
+    # ip/nft commands, which a replica (plain namespaces, no owner's state) can run instead
+    kernel: str = ""
+    # a change at the owner's level whose kernel effect only the owner's driver can plan (the
+    # diagnosis pipeline resolves it into `apply` and `kernel`: netdiag/driver_plan.py), e.g.
+    # ("icc_on", namespace id, network)
+    owner_change: tuple | None = None
 
     def text(self) -> str:
         head = self.command + (f"  # {self.advice}" if self.command and self.advice else self.advice if not self.command else "")
@@ -92,7 +99,7 @@ def in_ns(ns: dict, argv: list[str]) -> str:
 
 # -- edits of a model copy --------------------------------------------------------------------------
 
-def _rules(ns: dict) -> list:
+def editable_rules(ns: dict) -> list:
     """The editable rule list of a (copied) namespace: iptables-nft rules translated once, so an
     edit does not break the pairing with the iptables-nft-save text observed with them."""
     if ns.get("iptables_save"):
@@ -107,7 +114,7 @@ def _rules(ns: dict) -> list:
 def remove_rule(ns_id: str, family: str, table: str, chain: str, handle: int) -> Apply:
     def apply(model, ov):
         ns = ov.edit(ns_id)
-        items = _rules(ns)
+        items = editable_rules(ns)
         items[:] = [i for i in items if not ("rule" in i and (i["rule"]["family"], i["rule"]["table"], i["rule"]["chain"],
                                                               i["rule"].get("handle")) == (family, table, chain, handle))]
     return apply
@@ -116,7 +123,7 @@ def remove_rule(ns_id: str, family: str, table: str, chain: str, handle: int) ->
 def insert_rules(ns_id: str, family: str, table: str, chain: str, rules: list[list[dict]]) -> Apply:
     """Rules (lists of nft JSON expressions) at the top of a chain, like `nft insert rule` / `iptables -I`."""
     def apply(model, ov):
-        items = _rules(ov.edit(ns_id))
+        items = editable_rules(ov.edit(ns_id))
         first = next((k for k, i in enumerate(items) if "rule" in i and (i["rule"]["family"], i["rule"]["table"],
                                                                         i["rule"]["chain"]) == (family, table, chain)), None)
         if first is None:  # an empty chain: after its declaration
@@ -246,7 +253,7 @@ def add_neighbour(ns_id: str, dev: str, ip: str, mac: str) -> Apply:
 
 def add_masquerade(ns_id: str, subnet: str, oif: str) -> Apply:
     def apply(model, ov):
-        items = _rules(ov.edit(ns_id))
+        items = editable_rules(ov.edit(ns_id))
         items.append({"table": {"family": "ip", "name": "netdiag_fix_check"}})
         items.append({"chain": {"family": "ip", "table": "netdiag_fix_check", "name": "post", "type": "nat", "hook": "postrouting",
                                 "prio": 100, "policy": "accept"}})
@@ -275,8 +282,9 @@ def check(model, fix: Fix, retrace) -> dict:
               "with this fix the static path delivers the request (the reply's way back could not be followed to the end)"
               ) if delivers else \
         f"with this fix the path is still {after['verdict']}" + (f" ({after['cause']}: {after['summary']})" if after.get("cause") else "")
+    crossed = list(dict.fromkeys(h["namespace"] for h in after.get("hops") or [] if h.get("namespace")))
     return {"checked": True, "delivers": delivers, "detail": detail,
-            "after": {k: after.get(k) for k in ("verdict", "cause", "summary", "blocked_at")}}
+            "after": {**{k: after.get(k) for k in ("verdict", "cause", "summary", "blocked_at")}, "namespaces": crossed}}
 
 
 def retarget_dnat(ns: dict, step, to_port: int) -> tuple[str, Apply | None]:
@@ -297,7 +305,7 @@ def retarget_dnat(ns: dict, step, to_port: int) -> tuple[str, Apply | None]:
             argv += ["comment", f'"{step.comment}"']
 
     def apply(model, ov):
-        for item in _rules(ov.edit(ns["id"])):
+        for item in editable_rules(ov.edit(ns["id"])):
             r = item.get("rule")
             if r and (r["family"], r["table"], r["chain"], r.get("handle")) == (step.family, step.table, step.chain, step.handle):
                 for e in r["expr"]:

@@ -59,3 +59,16 @@ def report(model: Model, ns: dict, dev: dict) -> dict | None:
                for mac, w in sorted(want.items()) if mac not in have_fdb or w["ip"] not in have_arp]
     return {"device": dev["name"], "network": net["name"], "vni": net["vni"], "fdb": entries, "neighbours": neighbours,
             "missing": missing}
+
+
+def agent_note(model: Model, dev: dict) -> str:
+    """What a fix of a cluster overlay's FDB or ARP entry must say: netdiag's cluster agent owns
+    these entries, but it writes them when the store changes, not when the kernel's copy drifts,
+    and no netdiag command re-syncs them: the command puts the store's entry back by hand. ""
+    for a VXLAN device that carries no cluster network (a plain one, its owner unknown)."""
+    net = network_of(model, dev)
+    if net is None:
+        return ""
+    return (f"the store's entry, put back by hand: netdiag's cluster agent programs {dev['name']} (network {net['name']}) "
+            "from the cluster store, but only when the store changes (an endpoint attached or detached, a member joining or "
+            "leaving); it does not restore an entry removed or changed on the host, and no netdiag command re-syncs it")

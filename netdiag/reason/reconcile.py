@@ -30,7 +30,9 @@ LOST = {"timeout", "unreachable", "too_big"}
 
 
 def _labels(result: dict) -> list[str]:
-    return [h["label"] for h in result.get("hops") or []] + [result.get("src") or ""]
+    """What a summary may begin with and keeps as spelled: the hops' names and their devices'."""
+    hops = result.get("hops") or []
+    return [h["label"] for h in hops] + [h.get("interface") or "" for h in hops] + [result.get("src") or ""]
 
 
 def merge(model, result: dict, live, static_fix=None) -> tuple[dict, object]:

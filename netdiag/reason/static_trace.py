@@ -937,7 +937,9 @@ class Trace:
                    + (": the connection is refused" if self.proto == "tcp" else ": ICMP port unreachable comes back"),
                    self.dnat_port_fix(ns, pkt, dnat, ports) if dnat else
                    Fix(advice=f"start the server in {ns['label']} on port {pkt.dport}"
-                       + (f", or use a port it listens on: {', '.join(map(str, ports))}" if ports else ""),
+                       + (f", or use a port it listens on: {', '.join(map(str, ports))}" if ports else "")
+                       + " (manual: nothing listens there, and which program should, with what command, is the "
+                         "application's; netdiag cannot know it, so no command is given)",
                        why_unchecked="starting a server is not a change of the network model"),
                    [{"kind": "socket", "detail": f"{ns['label']} listens on: " + (", ".join(
                        f"{s['local']}:{s['port']}/{s['proto']}" for s in ns.get("sockets", [])) or "nothing")}])
@@ -1029,7 +1031,7 @@ class Trace:
                        f"table (proxy), which has no entry for {nexthop} ({want['name']} on {want['host']}): the sender never "
                        "learns its MAC",
                        Fix(fixes.in_ns(ns, ["ip", "neigh", "replace", nexthop, "lladdr", mac, "dev", dev["name"], "nud", "permanent"]),
-                           fixes.add_neighbour(ns["id"], dev["name"], nexthop, mac)),
+                           fixes.add_neighbour(ns["id"], dev["name"], nexthop, mac), advice=overlay.agent_note(self.model, dev)),
                        [{"kind": "neighbour", "detail": f"{dev['name']}: no ARP entry for {nexthop}; the cluster store lists "
                          f"{want['name']} {nexthop} {mac} on {want['host']} ({want['vtep']})"}])
         if want and chosen and not any(f["dst"] == want["vtep"] for f in chosen):
@@ -1037,7 +1039,8 @@ class Trace:
                        f"{dev['name']} (VNI {v.get('vni')}) in {ns['label']} sends {nexthop} (MAC {mac}) to {chosen[0]['dst']}, but the "
                        f"cluster store says {want['name']} lives on {want['host']} at VTEP {want['vtep']}: a stale forwarding entry",
                        Fix(fixes.in_ns(ns, ["bridge", "fdb", "replace", mac, "dev", dev["name"], "dst", want["vtep"], "self", "permanent"]),
-                           fixes.add_fdb(ns["id"], dev["name"], mac, want["vtep"], replace_all=True)),
+                           fixes.add_fdb(ns["id"], dev["name"], mac, want["vtep"], replace_all=True),
+                           advice=overlay.agent_note(self.model, dev)),
                        [{"kind": "fdb", "detail": f"{dev['name']}: {mac} dst {chosen[0]['dst']} (stale)"},
                         {"kind": "cluster", "detail": f"the store: {want['name']} {nexthop} {mac} on {want['host']} (VTEP {want['vtep']})"}])
         if not chosen:
@@ -1085,7 +1088,7 @@ class Trace:
                        "know that address and gives no command)",
                        why_unchecked=f"no observed namespace has a VXLAN device with VNI {vni} next to {nexthop}")
         return Fix(fixes.in_ns(ns, ["bridge", "fdb", "append", lladdr, "dev", dev["name"], "dst", vtep]),
-                   fixes.add_fdb(ns["id"], dev["name"], lladdr, vtep))
+                   fixes.add_fdb(ns["id"], dev["name"], lladdr, vtep), advice=overlay.agent_note(self.model, dev))
 
     def vxlan_device_for(self, ns: dict, pkt: Packet) -> dict | None:
         if pkt.proto != "udp":
@@ -1258,7 +1261,7 @@ def run_static(model: Model, src: str, dst: str, *, proto: str = "tcp", port: in
         if cause == "LINK_DOWN" and fix is not None and fix.apply is not None:
             fix = _with_lost_routes(model, fix, src, dst, proto, port, size)
         blocked_at = t.blocked_hop or (len(t.hops) if t.hops else None)
-    result = {"verdict": verdict, "cause": cause, "summary": sentence(summary, [h["label"] for h in t.hops] + [src_ns["label"]]),
+    result = {"verdict": verdict, "cause": cause, "summary": sentence(summary, [h["label"] for h in t.hops] + [h.get("interface") or "" for h in t.hops] + [src_ns["label"]]),
               "src": src_ns["label"], "dst": dst, "dst_ip": dst_ip, "proto": proto, "port": port, "size": size,
               "hops": t.hops, "blocked_at": blocked_at if verdict != "delivered" else None,
               "evidence": t.evidence, "fix": fix.text() if fix else "", "unevaluated_rules": t.unknown_rules, "mode": "static",

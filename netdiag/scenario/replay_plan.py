@@ -282,8 +282,12 @@ def route_key(r: dict) -> tuple:
 
 def normal_rule(r: dict) -> dict | None:
     out = {"priority": r.get("priority"), "table": r.get("table"), "action": r.get("action"),
-           "fwmark": r.get("fwmark"), "iif": r.get("iif"), "oif": r.get("oif"), "src": None, "dst": None}
+           "fwmark": r.get("fwmark"), "iif": r.get("iif"), "oif": r.get("oif"), "src": None, "dst": None,
+           "invert": bool(r.get("invert")), "suppress_prefixlen": r.get("suppress_prefixlen")}
     if not all(isinstance(out[k], int) and out[k] >= 0 for k in ("priority", "table")) or out["action"] not in RULE_ACTIONS:
+        return None
+    if out["suppress_prefixlen"] is not None and not (isinstance(out["suppress_prefixlen"], int)
+                                                      and 0 <= out["suppress_prefixlen"] <= 32):
         return None
     if out["fwmark"] is not None and not isinstance(out["fwmark"], int) or any(
             out[k] is not None and not _ifname(out[k]) for k in ("iif", "oif")):
@@ -298,7 +302,8 @@ def normal_rule(r: dict) -> dict | None:
 
 
 def rule_key(r: dict) -> tuple:
-    return tuple(r.get(k) for k in ("priority", "table", "action", "fwmark", "iif", "oif", "src", "dst"))
+    return tuple(r.get(k) for k in ("priority", "table", "action", "fwmark", "iif", "oif", "src", "dst", "invert",
+                                    "suppress_prefixlen"))
 
 
 def _sysctls(values: dict, devs: set) -> list[list[str]]:

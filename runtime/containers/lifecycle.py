@@ -51,7 +51,7 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
     if network == "bridge" and aliases:
         raise InvalidArgument("Network aliases need a user-defined network", "the default bridge has no name resolution (like Docker)",
                               "create a network with 'netdiag network create NAME' and use --network NAME")
-    if ip:  # checked now (exit 2), not when the monitor attaches (exit 125), like Docker
+    if ip:  # checked now, before anything exists, not when the monitor attaches
         if network == "bridge":
             raise InvalidArgument("--ip needs a user-defined network", "user specified IP addresses are supported on user "
                                   "defined networks only (like Docker); the default bridge hands out addresses in order",

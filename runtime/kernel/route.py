@@ -118,8 +118,10 @@ def _rule_body(rule: dict) -> bytes:
     table = rule["table"]
     body = wire.FIB_RULE_HDR.pack(socket.AF_INET, int(prefixes["dst"][1]) if "dst" in prefixes else 0,
                                   int(prefixes["src"][1]) if "src" in prefixes else 0, 0, _table(table), 0, 0,
-                                  rule["action"], 0)
+                                  rule["action"], wire.FIB_RULE_INVERT if rule.get("invert") else 0)
     body += wire.u32_attr(FRA.PRIORITY, rule["priority"]) + wire.u32_attr(FRA.TABLE, table)
+    if rule.get("suppress_prefixlen") is not None:
+        body += wire.u32_attr(FRA.SUPPRESS_PREFIXLEN, rule["suppress_prefixlen"])
     for key, kind in (("src", FRA.SRC), ("dst", FRA.DST)):
         if key in prefixes:
             body += wire.attr(kind, IPv4Address(prefixes[key][0]).packed)
@@ -133,7 +135,8 @@ def _rule_body(rule: dict) -> bytes:
 
 
 def add_rule(rule: dict) -> None:
-    """A policy rule as `rules()` describes one (priority, table, action, src/dst, iif/oif, fwmark)."""
+    """A policy rule as `rules()` describes one (priority, table, action, src/dst, iif/oif, fwmark,
+    invert, suppress_prefixlen)."""
     wire.request(wire.RTM.NEWRULE, _rule_body(rule), wire.NLM_F_CREATE | wire.NLM_F_EXCL)
 
 

@@ -27,12 +27,28 @@ def test_commands_do_not_import_scapy_or_pyroute2():
 
 
 def test_usage_errors_exit_2_without_traceback():
-    p = _netdiag("run", "--bogus", "busybox")
-    assert p.returncode == 2 and "unrecognized arguments: --bogus" in p.stderr and "Traceback" not in p.stderr
+    p = _netdiag("run", "--bogus", "busybox")  # Docker's code for a `run` that failed itself
+    assert p.returncode == 125 and "unrecognized arguments: --bogus" in p.stderr and "Traceback" not in p.stderr
     p = _netdiag("ps", "--bogus")
     assert p.returncode == 2 and "No such option" in p.stderr
     p = _netdiag("nosuchcommand")
     assert p.returncode == 2
+
+
+def test_run_of_an_unknown_image_exits_125_like_docker(tmp_path):
+    p = _netdiag("run", "busyboxx", env={"NETDIAG_ROOT": str(tmp_path)})
+    assert p.returncode == 125 and "busyboxx" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert not (tmp_path / "containers").exists() or not list((tmp_path / "containers").iterdir())
+
+
+def test_a_typo_gets_one_suggestion_and_version_works_like_dockers():
+    p = _netdiag("trcae")
+    assert p.returncode == 2 and p.stderr.count("Did you mean 'trace'?") == 1, p.stderr
+    p = _netdiag("network", "lss")
+    assert p.returncode == 2 and p.stderr.count("Did you mean 'ls'?") == 1, p.stderr
+    for flag in ("--version", "-v"):
+        p = _netdiag(flag)
+        assert p.returncode == 0 and p.stdout.startswith("netdiag version "), p.stdout + p.stderr
 
 
 @pytest.mark.integration

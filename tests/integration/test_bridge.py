@@ -315,7 +315,7 @@ def test_bad_run_input_is_refused_before_anything_starts(lab):
                         (["--ip", "172.17.0.9"], "user-defined network"),
                         (["--cpus", "1000"], "CPUs available")):
         p = lab.run("run", "--rm", *args, "busybox", "true")
-        assert p.returncode == 2 and words in p.stderr and "Traceback" not in p.stderr, (args, p.returncode, p.stderr)
+        assert p.returncode == 125 and words in p.stderr and "Traceback" not in p.stderr, (args, p.returncode, p.stderr)
     assert lab.ok("ps", "-aq").strip() == ""
 
 

@@ -165,14 +165,14 @@ def test_a_seccomp_profile_file_in_dockers_format(lab, tmp_path):
     (["--security-opt", "seccomp=BAD_JSON"], "not valid JSON"),
     (["--security-opt", "seccomp=BAD_ACTION"], "unknown action"),
 ])
-def test_bad_options_exit_2_before_anything_is_created(lab, tmp_path, opts, words):
+def test_bad_options_exit_125_before_anything_is_created(lab, tmp_path, opts, words):
     (tmp_path / "bad.json").write_text("{not json")
     (tmp_path / "act.json").write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW",
                                                    "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_SOMETIMES"}]}))
     opts = [o.replace("seccomp=BAD_JSON", f"seccomp={tmp_path / 'bad.json'}")
              .replace("seccomp=BAD_ACTION", f"seccomp={tmp_path / 'act.json'}") for o in opts]
     p = lab.run("run", "--rm", *opts, "busybox", "true")
-    assert p.returncode == 2 and words in p.stderr, p.stderr
+    assert p.returncode == 125 and words in p.stderr, p.stderr  # like docker run
     assert lab.ok("ps", "-a", "-q") == ""
     assert not (lab.root / "containers").exists() or not any((lab.root / "containers").iterdir())
 

@@ -162,6 +162,9 @@ def test_icc_false_and_published_ports_are_decided_exactly_from_iptables_save(dl
     assert (rule["table"], rule["chain"], rule["rule"]) == ("ip filter", "FORWARD", f'iifname "{br}" oifname "{br}" counter drop')
     assert r["unevaluated_rules"] == []
     assert r["live"]["outcome"] == "timeout" and r["reconciled"].startswith("static and live agree")
+    # the fix (the network re-created) checked as Docker's driver plans icc on: that drop becomes an accept
+    assert r["fix_check"]["delivers"] and r["fix_kernel"] == (f"nft replace rule ip filter FORWARD handle {rule['handle']} "
+                                                              f"iifname {br} oifname {br} counter accept"), r["fix_check"]
 
     # c2's published port, from the internet: the DNAT of Docker's rule, accepted by its DOCKER chain
     r = trace(lab, f"ns:{lab.outside}", "203.0.113.2", "--port", "8081")

@@ -70,9 +70,10 @@ def _fill(root: Path, leave: int, name: str = "ballast") -> Path:
     return p
 
 
-def _disk_full_error(p: subprocess.CompletedProcess, root: Path, what: str, fs_size: str) -> None:
-    """The one error a user must see: exit 1, what failed, the state directory, its free space."""
-    assert p.returncode == 1, (p.returncode, p.stderr)
+def _disk_full_error(p: subprocess.CompletedProcess, root: Path, what: str, fs_size: str, code: int = 1) -> None:
+    """The one error a user must see: exit 1 (125 for `run`, like Docker), what failed, the state
+    directory, its free space."""
+    assert p.returncode == code, (p.returncode, p.stderr)
     assert "Traceback" not in p.stderr, p.stderr
     assert p.stderr.startswith(f"netdiag: error: Cannot {what}. "), p.stderr
     assert f"the state directory {root} (NETDIAG_ROOT) ran out of space" in p.stderr, p.stderr
@@ -135,7 +136,7 @@ def _oci_archive(path: Path, layer_size: int, ref: str = "big:1") -> Path:
 
 def test_the_builtin_image_on_a_3mb_state_directory_fails_clearly_and_stores_nothing(small):
     p = small.run("run", "--rm", "--network", "none", "busybox", "true")
-    _disk_full_error(p, small.root, "install the built-in busybox:latest image", "3.0 MB")
+    _disk_full_error(p, small.root, "install the built-in busybox:latest image", "3.0 MB", code=125)
     assert _stored(small.root) == []
     assert _free(small.root) > 2_900_000  # the half-made layer and rootfs copy are gone
     assert "busybox" not in small.ok("images")
@@ -187,7 +188,7 @@ def test_build_on_a_3mb_state_directory_fails_clearly_and_caches_nothing_broken(
 def test_run_on_a_full_state_directory_fails_clearly_and_leaves_no_container(roomy):
     _fill(roomy.root, 24 * 1024)
     p = roomy.run("run", "-d", "--name", "web", "busybox", "sleep", "30")
-    _disk_full_error(p, roomy.root, "create container web", "32.0 MB")
+    _disk_full_error(p, roomy.root, "create container web", "32.0 MB", code=125)
     assert roomy.ok("ps", "-a", "-q") == ""
     assert list((roomy.root / "containers").iterdir()) == []
     (roomy.root / "ballast").unlink()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import time
 
 import pytest
@@ -197,11 +198,16 @@ def test_two_containers_on_the_default_bridge_get_a_network_of_their_own_named_a
     target and recreates the source on it, with real names (never `network create NET`)."""
     serve(lab, "a", network=None)
     lab.ok("run", "-d", "--name", "b", "busybox", "sleep", "600")
+    control = (f"{ip_of(lab, 'a', 'bridge')}:80", "host", "--timeout", "1")  # the host reaches a: before and after
+    assert health(lab, *control)["healthy"]
     r = health(lab, "a:80", "b", "--timeout", "1", "--fix", "--yes")
     assert r["cause"] == "DNS_FAILURE"
     assert r["fix_command"] == ("netdiag network create b-a && netdiag network connect b-a a && "
                                 "netdiag rm -f b && netdiag run -d --name b --network b-a busybox sleep 600"), r["fix_command"]
+    # checked on the model: on b-a (with a connected first) the network's DNS answers for a
+    assert r["fix_check"]["checked"] and r["fix_check"]["delivers"] and "answers for a" in r["fix_check"]["detail"], r["fix_check"]
     assert r["applied_fix"]["returncode"] == 0 and r["recheck"]["healthy"], r["recheck"]["summary"]
+    assert health(lab, *control)["healthy"]
 
 
 def test_names_resolve_only_the_way_the_source_resolves_them(lab):
@@ -240,6 +246,59 @@ def test_packet_loss_makes_the_check_flap(pair):
     r = health(lab, "web:80", "cli", *args, "--fix", "--yes")
     assert "nft delete rule inet flaky input handle" in r["applied_fix"]["command"]
     assert r["recheck"]["healthy"] and r["recheck"]["series"]["ok"] == 20
+
+
+def test_packet_losss_fix_is_checked_on_the_model_and_counted_on_a_replica(pair):
+    """The loss rule's deletion: checked on the model (the path then delivers, no rule drops at
+    random), verified on a replica by counting handshakes (some lost before, none after), then
+    applied for real: the check passes every time, and a control flow (the host's own check of
+    web) works before and after."""
+    lab = pair
+    in_ctr(lab, "web", "nft", "add", "table", "inet", "flaky")
+    in_ctr(lab, "web", "nft", "add", "chain", "inet", "flaky", "input", "{ type filter hook input priority 0 ; }")
+    in_ctr(lab, "web", "nft", "add", "rule", "inet", "flaky", "input", "tcp", "dport", "80", "ip", "saddr",
+           ip_of(lab, "cli", "n"), "numgen", "random", "mod", "100", "<", "40", "drop")
+    control = ("web:80", "host", "--tcp", "--count", "5", "--interval", "0.05", "--timeout", "0.5")
+    assert health(lab, f"{ip_of(lab, 'web', 'n')}:80", *control[1:])["healthy"]
+    args = ("--count", "20", "--interval", "0.05", "--timeout", "0.5")
+    r = health(lab, "web:80", "cli", *args, "--verify-fix")
+    assert r["cause"] == "PACKET_LOSS", r["summary"]
+    listed = in_ctr(lab, "web", "nft", "-a", "list", "chain", "inet", "flaky", "input").stdout
+    handle = listed.rsplit("# handle ", 1)[1].split()[0]  # the loss rule's real handle
+    assert r["fix_command"].endswith(f"nft delete rule inet flaky input handle {handle}"), r["fix_command"]
+    assert r["fix_check"]["checked"] and r["fix_check"]["delivers"], r["fix_check"]
+    v = r["fix_verified"]
+    assert v["replica"] is True, v
+    assert "lost" in v["probe"]["before"]["outcome"] and v["probe"]["after"]["detail"] == "20/20 handshakes got through", v
+    assert "checked on the model" in r["fix_proof"] and "verified on a replica" in r["fix_proof"]
+    p = lab.in_lab(*shlex.split(r["fix_command"]))  # applied for real, as printed
+    assert p.returncode == 0, p.stderr
+    after = health(lab, "web:80", "cli", *args)
+    assert after["healthy"] and after["series"]["ok"] == 20
+    assert health(lab, f"{ip_of(lab, 'web', 'n')}:80", *control[1:])["healthy"]
+
+
+def test_a_resolver_that_cannot_be_reached_gets_the_querys_fix(pair):
+    """cli's DNS queries (UDP 53 to its network's DNS) are dropped in its own namespace: DNS_FAILURE,
+    with the trace of the query's path naming the rule, its fix checked on the model and verified
+    on a replica, then applied for real: the name resolves and the check passes; web by address
+    (the control) worked all along."""
+    lab = pair
+    in_ctr(lab, "cli", "nft", "add", "table", "inet", "nodns")
+    in_ctr(lab, "cli", "nft", "add", "chain", "inet", "nodns", "output", "{ type filter hook output priority 0 ; }")
+    in_ctr(lab, "cli", "nft", "add", "rule", "inet", "nodns", "output", "udp", "dport", "53", "drop")
+    web_ip = ip_of(lab, "web", "n")
+    assert health(lab, f"{web_ip}:80", "cli", "--timeout", "1")["healthy"]  # the control flow
+    r = health(lab, "web:80", "cli", "--timeout", "1", "--verify-fix")
+    assert r["cause"] == "DNS_FAILURE" and "cannot be reached (FIREWALL_DROP)" in r["summary"], r["summary"]
+    assert "nft delete rule inet nodns output handle" in r["fix_command"], r["fix"]
+    assert r["fix_check"]["checked"] and r["fix_check"]["delivers"], r["fix_check"]
+    v = r["fix_verified"]
+    assert v["replica"] is True and v["probe"]["flow"] == "udp 10.71.0.1:53", v
+    p = lab.in_lab(*shlex.split(r["fix_command"]))
+    assert p.returncode == 0, p.stderr
+    assert health(lab, "web:80", "cli", "--timeout", "1")["healthy"]
+    assert health(lab, f"{web_ip}:80", "cli", "--timeout", "1")["healthy"]
 
 
 def test_bad_input_exits_2(pair):

@@ -92,6 +92,17 @@ def test_routes_rules_neighbours_and_fdb_entries(space):
         assert [r for r in route.rules() if r["priority"] == 100] == [{**rule, "dst": None, "oif": None}]
         route.delete_rule(rule)
         assert not [r for r in route.rules() if r["priority"] == 100]
+        # wg-quick's pair: `not fwmark 51820 table 51820`, `table main suppress_prefixlength 0`
+        vpn = [{"priority": 101, "table": 51820, "action": 1, "fwmark": 51820, "invert": True},
+               {"priority": 102, "table": 254, "action": 1, "suppress_prefixlen": 0}]
+        for r in vpn:
+            route.add_rule(r)
+        got = {r["priority"]: r for r in route.rules() if r["priority"] in (101, 102)}
+        assert got[101].get("invert") is True and got[101]["fwmark"] == 51820 and "suppress_prefixlen" not in got[101]
+        assert got[102].get("suppress_prefixlen") == 0 and not got[102].get("invert")
+        for r in vpn:
+            route.delete_rule(r)
+        assert not [r for r in route.rules() if r["priority"] in (101, 102)]
         neigh.add("br0", "10.5.0.7", "02:00:00:00:00:07")
         neigh.replace("br0", "10.5.0.7", "02:00:00:00:00:08")
         assert neigh.arp_entries(link.index("br0")) == {"10.5.0.7": "02:00:00:00:00:08"}

@@ -208,8 +208,14 @@ def test_icc_disabled(lab):
     lab.ok("network", "create", "-o", "com.docker.network.bridge.enable_icc=false", "quiet")
     web(lab, "a", network="quiet")
     sh(lab, "b", "exec sleep 300", network="quiet")
-    r = trace(lab, "b", "a", "--port", "80")
+    r = trace(lab, "b", "a", "--port", "80", "--verify-fix")
     assert (r["verdict"], r["cause"]) == ("blocked", "ICC_DISABLED")
+    # the replica cannot re-create a network (netdiag's state): it runs the kernel change the
+    # re-creation makes, as netdiag's driver plans it, and says so
+    assert r["fix_kernel"].startswith("nft delete rule bridge netdiag forward handle "), r
+    v = r["fix_verified"]
+    assert v["replica"] is True and v["kernel_equivalent"]["command"] == r["fix_command"], v
+    assert "not the command itself" in v["detail"] and "its kernel change verified on a replica" in r["fix_proof"]
     apply_fix(lab, r)  # recreate the network with icc on and reconnect both
     assert trace(lab, "b", "a", "--port", "80")["verdict"] == "delivered"
 

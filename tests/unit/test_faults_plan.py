@@ -20,7 +20,17 @@ def test_slow_kinds_take_part_in_fewer_rounds_but_in_the_first():
     assert slow and {c.kind for c in plan} == set(KINDS)
     per_kind = {k: sum(c.kind == k for c in plan) for k in KINDS}
     assert max(per_kind[k] for k in slow) < min(per_kind[k] for k in KINDS if k not in slow)
-    assert {c.shape for c in plan if c.kind in slow} == {"docker"}
+    assert {c.shape for c in plan if c.kind in slow} == {"docker", "overlay"}
+
+
+def test_every_overlay_kind_is_in_the_suites_plan():
+    """The overlay world (a cluster with etcd) is slow, so its kinds run every third round; the
+    150 cases of the suite must still try each of them."""
+    from tests.faults.test_faults import PLAN
+
+    overlay = {k for k, v in KINDS.items() if "overlay" in v.shapes}
+    assert len(overlay) >= 3 and overlay <= {c.kind for c in PLAN}
+    assert all(c.shape == "overlay" for c in PLAN if c.kind in overlay)
 
 
 def test_the_ci_plan_runs_every_kind_and_has_no_gaps():

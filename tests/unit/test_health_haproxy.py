@@ -115,3 +115,23 @@ def test_the_check_haproxy_does_becomes_the_check_netdiag_runs():
     assert info["from_config"] and info["expect"] == "200"
     spec, info = explain._spec_for({**row, "backend": "gone", "server": "x", "check_status": "L4CON"}, conf, 0.7)
     assert (spec.mode, spec.port, spec.timeout) == ("tcp", 80, 0.7) and not info["from_config"]  # stats alone: a TCP check
+
+
+def test_explain_picks_the_haproxy_of_this_host_when_others_run_in_foreign_namespaces(monkeypatch):
+    """Two labs on one machine each run a HAProxy in a container: from one lab's host, `explain
+    --lb haproxy` means its own (found ambiguous before: the demo failed while a test ran)."""
+    from netdiag.health import explain
+
+    class FakeModel:
+        def metas(self):
+            return [{"id": "ns-1", "kind": "host"}, {"id": "ns-2", "kind": "container"},
+                    {"id": "ns-3", "kind": "pid"}, {"id": "ns-4", "kind": "netns"}]
+
+    mine = haproxy.Process(10, ["/etc/haproxy.cfg"], "", [], 2)
+    other = haproxy.Process(20, ["/etc/haproxy.cfg"], "", [], 3)
+    assert explain._this_hosts(FakeModel(), [mine, other]) == [mine]
+    # none of this host's: all stay candidates (the error then lists them)
+    assert explain._this_hosts(FakeModel(), [other, haproxy.Process(30, [], "", [], 4)]) == [other, haproxy.Process(30, [], "", [], 4)]
+    # two of this host's: still ambiguous
+    both = [mine, haproxy.Process(40, [], "", [], 1)]
+    assert explain._this_hosts(FakeModel(), both) == both

@@ -29,6 +29,12 @@ def test_targets_resolve_to_their_namespaces(model):
     for bad in ("nosuch", "ns:nosuch", "192.0.2.99"):
         with pytest.raises(NotFound):
             model.resolve(bad)
+    # a name that is no target is bad input (exit 2, not "diagnosed: not delivered"), with a suggestion
+    with pytest.raises(InvalidArgument) as e:
+        model.resolve("wbe")
+    assert e.value.exit_code == 2 and "did you mean 'web'?" in str(e.value).lower()
+    with pytest.raises(InvalidArgument, match="(?i)did you mean"):
+        model.resolve(f"ns:{plain[:-1]}")
     with pytest.raises(InvalidArgument):
         model.resolve("pid:abc")
 

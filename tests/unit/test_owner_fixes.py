@@ -166,3 +166,11 @@ def test_no_fix_text_in_the_source_carries_a_placeholder():
     bad = {str(p.relative_to(root)): m.group(0) for p, text in src.items()
            for m in re.finditer(r'"IMAGE"|THAT_[A-Z]+|network create NET\b|--network NET\b', text)}
     assert not bad, bad
+
+
+def test_nothing_listening_gets_an_explicit_manual_fix(model):
+    """No listener: which program should listen, started how, is the application's; the fix says
+    so instead of printing a command with a placeholder."""
+    r, fix = run_static(model, "db", "api", port=9001)
+    assert r["cause"] == "NO_LISTENER"
+    assert fix.command == "" and "(manual: " in fix.advice and "no command is given" in fix.advice

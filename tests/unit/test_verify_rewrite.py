@@ -94,6 +94,15 @@ def test_the_proof_line_says_which_proof_was_made():
     assert verify.proof({"fix_command": "x", "fix_check": unchecked,
                          "fix_verified": {"replica": None, "detail": "not verifiable on a replica: 'docker ...'"}}) == \
         "no proof: not on the model: the model cannot express this change; not on a replica: not verifiable on a replica: 'docker ...'"
+    # an owner-level command whose kernel change ran on the replica instead: the line says the command itself did not
+    kernel = {"replica": True, "detail": "ok", "kernel_equivalent": {
+        "command": "netdiag network rm -f n && ...", "ran_instead": "nft delete rule bridge netdiag forward handle 3",
+        "why": "the command itself is 'netdiag ...' acts through netdiag's state (its networks and containers), which the "
+               "replica (plain namespaces) does not have"}}
+    line = verify.proof({"fix_command": "x", "fix_check": both, "fix_verified": kernel})
+    assert line.startswith("checked on the model (both directions) and its kernel change verified on a replica (the command "
+                           "itself, 'netdiag ...' acts through netdiag's state"), line
+    assert "was not run there" in line and " and verified on a replica" not in line
 
 
 def test_verify_says_why_without_a_command_or_root(monkeypatch):
@@ -126,3 +135,38 @@ def test_the_replicas_world_and_names_from_a_snapshot():
     step, = verify.steps(f"nsenter -t {pid} -n ip link set eth0 up", names)
     assert step.netns == plan["namespaces"][ns_id] and step.netns.startswith("vf1-") and step.ns_id == ns_id
     assert verify.steps("sysctl -w net.ipv4.ip_forward=1", names)[0].netns == plan["host"]
+
+
+def test_the_replica_of_a_diagnosis_holds_its_path_and_what_the_fix_names_only():
+    """api -> db on network back: the host, api and db are rebuilt; web (another network, off the
+    path) is neither rebuilt nor a stub, and the host's veth to it is left out with its routes.
+    A fix that names web's namespace brings it back. Without a model check of the fix (where the
+    fixed path goes is unknown) the whole world is rebuilt."""
+    import copy
+    import json
+    from pathlib import Path
+
+    from netdiag.model import Model
+    from netdiag.reason.static_trace import run_static
+    from netdiag.scenario import replay_plan
+
+    fixture = json.loads((Path(__file__).parent.parent / "fixtures" / "lab_snapshot.json").read_text())
+    model = Model(copy.deepcopy(fixture))
+    by_name = {ns["name"]: i for i, ns in fixture["namespaces"].items()}
+    result = run_static(model, "api", "db", port=5432)[0]
+    assert verify.world_snapshot(model, result)["namespaces"].keys() == verify.world_snapshot(model)["namespaces"].keys()
+    # where the fixed path goes, as the model check retraced it (here: the same path)
+    result["fix_check"] = {"checked": True, "delivers": True, "detail": "",
+                           "after": {"namespaces": [h["namespace"] for h in result["hops"]]}}
+    snap = verify.world_snapshot(model, result)
+    assert set(snap["namespaces"]) == {snap["host"], by_name["api"], by_name["db"]}
+    full = verify.world_snapshot(model)
+    assert by_name["web"] in full["namespaces"] and len(full["namespaces"]) > len(snap["namespaces"])
+    web_veth = next(e["host_veth"] for n in fixture["networks"] for e in n["endpoints"].values() if e["name"] == "web")
+    host = snap["namespaces"][snap["host"]]
+    assert web_veth not in {x["name"] for x in host["links"]} and all(r.get("dev") != web_veth for r in host["routes"])
+    plan = replay_plan.plan(snap, "vf1")
+    assert not any(web_veth in v for v in plan["stubs"].values())  # no stub stands in for the left-out veth
+    pid = fixture["namespaces"][by_name["web"]]["pids"][0]
+    named = verify.world_snapshot(model, result, f"nsenter -t {pid} -n ip link set eth0 up")
+    assert by_name["web"] in named["namespaces"]
