@@ -105,6 +105,12 @@ class FaultWorld(World_):
             raise RuntimeError(f"{' '.join(argv)} in {ns or 'host'}: {p.stderr.strip()}")
         return p
 
+    def ip(self, ns: str | None, *args: str) -> str:
+        return self.run(ns, "ip", *args).stdout
+
+    def nft(self, ns: str | None, script: str) -> None:
+        self.run(ns, "nft", "-f", "-", input=script)
+
     def sysctl(self, ns: str | None, key: str, value: str) -> None:
         from runtime.kernel import sysctl
         from runtime.kernel.ns import netns
@@ -218,12 +224,6 @@ class World(FaultWorld):
         self.client_ip = self.server_ip = self.client_gw = self.server_gw = ""
         self.servers: dict[int, subprocess.Popen] = {}
         self.udp_servers: dict[int, subprocess.Popen] = {}
-
-    def ip(self, ns: str | None, *args: str) -> str:
-        return self.run(ns, "ip", *args).stdout
-
-    def nft(self, ns: str | None, script: str) -> None:
-        self.run(ns, "nft", "-f", "-", input=script)
 
     def serve(self, port: int, ns: str | None = None, address: str | None = None) -> None:
         """busybox httpd on address:port in `ns` (the server's address by default)."""

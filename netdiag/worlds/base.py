@@ -63,7 +63,10 @@ class World:
 
     # -- running things in it ---------------------------------------------------------------------------
     def namespace(self, where: str | None = None) -> str:
-        """The path of the network namespace `where` names (None: the world's host)."""
+        """The path of the network namespace `where` names (None: the world's host; a path, such
+        as a container's /proc/PID/ns/net, names itself)."""
+        if where and where.startswith("/"):
+            return where
         return f"{NETNS_DIR}/{where or self.name}"
 
     def env_of(self, where: str | None = None) -> dict:

@@ -65,6 +65,24 @@ def test_a_scenario_world(tmp_path, monkeypatch):
     assert left == [] and s.leaks() == []
 
 
+def test_a_replica_of_a_snapshot():
+    import json
+    import secrets
+    from pathlib import Path
+
+    from netdiag.scenario.replay import Replica
+
+    snap = json.loads((Path(__file__).parents[1] / "fixtures" / "lab_snapshot.json").read_text())
+
+    def use(r):
+        assert r.namespace() == f"/run/netns/{r.record['host']}" and r.record["pids"]  # stand-ins run
+        links = r.run_in(None, ["ip", "-o", "link"]).stdout
+        assert "eth0" in links, links
+        p = r.netdiag("inspect", "--net", "host", "--json")
+        assert p.returncode == 0, p.stderr
+    built_and_gone(Replica(snap, f"wr{secrets.token_hex(2)}"), use)
+
+
 def test_a_fault_world(tmp_path):
     from netdiag.faults.world import World
 
