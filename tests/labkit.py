@@ -106,10 +106,7 @@ class Cluster(ClusterLab):
         return json.loads(self.ok(i, "inspect", name))[0]["State"]["Pid"]
 
     def in_ctr(self, i: int, name: str, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess:
-        from runtime.kernel.ns import enter
-
-        return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
-                              preexec_fn=enter(f"/proc/{self.pid(i, name)}/ns/net"))
+        return self.run_in(f"/proc/{self.pid(i, name)}/ns/net", argv, timeout=timeout)
 
     def in_host(self, i: int, *argv: str, timeout: float = 30, input_text: str | None = None) -> subprocess.CompletedProcess:
         return self.hosts[i].run_in(None, argv, timeout=timeout, input=input_text)
