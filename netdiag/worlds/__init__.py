@@ -9,8 +9,9 @@ links, mounts, cgroups, nftables tables, processes; [] after destroy()).
     cluster.py  ClusterLab: hosts on one underlay bridge and a real etcd (overlay networks)
     docker.py   DockerLab: a host lab running its own dockerd (the engine: dockerd.py)
     leftovers.py  finding and removing what worlds leave: processes, mounts, cgroups, namespaces
-A scenario's world (netdiag/scenario/world.py) and a snapshot's replica build on the same
-interface; the fault worlds (netdiag/faults) are built on host labs, clusters and Docker labs.
+A scenario's world (netdiag/scenario/world.py) and a snapshot's replica (scenario/replay.py
+Replica) implement the same interface; the fault worlds (netdiag/faults/world.py FaultWorld) are
+built on host labs, clusters and Docker labs through it.
 
 May import runtime.kernel, runtime.records and runtime.containers.cgroups (lazily); nothing of
 netdiag outside this package: the layers above import it, never the other way round.
