@@ -430,6 +430,9 @@ def verify(model, result: dict, *, command: str | None = None, timeout: float = 
 
     if not command:
         return no("no fix command to verify")
+    if any(h.get("kind") == "vxlan" for h in result.get("hops") or []):
+        return no("the path crosses hosts over VXLAN: a replica rebuilds this host's namespaces, not the other "
+                  "hosts' (checked on the model only; verify by applying it, then trace again)")
     if os.geteuid() != 0:
         return no("a replica needs root (it builds network namespaces)")
     hops = result.get("hops") or []

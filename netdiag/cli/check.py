@@ -173,10 +173,12 @@ def _generate(snapshot: str | None, output: str | None) -> None:
         from ..observe.snapshot import live
 
         model, source = Model(live(conntrack=True)), "this host"
-    text = to_yaml(generate(model), source)
+    doc = generate(model)
+    text = to_yaml(doc, source)
     if output:
         _write(output, text)
-        print(f"wrote {output} ({text.count(chr(10) + '  - ')} checks)", file=sys.stderr)
+        n = len(doc["checks"])
+        print(f"wrote {output} ({n} check{'s' if n != 1 else ''})", file=sys.stderr)
     else:
         sys.stdout.write(text)
 

@@ -58,7 +58,8 @@ def health(
         from netdiag.observe.snapshot import live_model
 
         model = live_model()
-    result = run_health(spec, src, model=model)
+    with _series_progress(spec.count) as progress:
+        result = run_health(spec, src, model=model, progress=progress)
     if verify_fix and not result["healthy"]:
         from ..health.run import verify_fix
 
@@ -153,7 +154,31 @@ def render_health(r: dict, title: str = "") -> None:
     con.print(f"[bold]timings[/] {timings}" + (f" · diagnosed in {_secs(r['diagnosed_in'])}" if r.get("diagnosed_in") is not None else ""))
     if r.get("series"):
         s = r["series"]
-        con.print(f"[bold]checks[/] {s['ok']}/{s['count']} passed ({s['success_rate']:.0%}), p50 {_secs(s['p50'])}, p95 {_secs(s['p95'])}")
+        con.print(f"[bold]checks[/] {s['ok']}/{s['count']} passed ({s['success_rate']:.0%}), p50 {_secs(s['p50'])}, "
+                  f"p95 {_secs(s['p95'])}" + (" (a failed check counted at the time it took)" if s["ok"] < s["count"] else ""))
+
+
+class _series_progress:
+    """`check 3/20 (1 failed)` on stderr while a --count series runs (on a terminal only)."""
+
+    def __init__(self, count: int):
+        self.count, self.status = count, None
+
+    def __enter__(self):
+        if self.count > 1 and sys.stderr.isatty():
+            from rich.console import Console
+
+            self.status = Console(stderr=True).status(f"check 0/{self.count}")
+            self.status.__enter__()
+        return self.update if self.status else None
+
+    def update(self, done: int, count: int, failed: int) -> None:
+        self.status.update(f"check {done}/{count}" + (f" ({failed} failed)" if failed else "")
+                           + (": diagnosing" if done == count and failed else ""))
+
+    def __exit__(self, *exc):
+        if self.status:
+            self.status.__exit__(*exc)
 
 
 @app.command()

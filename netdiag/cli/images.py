@@ -28,7 +28,7 @@ def images_(
         if "Error" in r:
             shown = f"{r['Repository']}:{r['Tag']}" if r["Tag"] != "<none>" else r["ID"]
             print(f"netdiag: warning: image {shown} is damaged: {r['Error']}. Remove it with 'netdiag rmi {shown}'", file=sys.stderr)
-    listing(rows, [("REPOSITORY", "Repository"), ("TAG", "Tag"), ("IMAGE ID", "ID"), ("CREATED", "CreatedAt"), ("SIZE", "Size")],
+    listing(rows, [("REPOSITORY", "Repository"), ("TAG", "Tag"), ("IMAGE ID", "ID"), ("CREATED", "CreatedSince"), ("SIZE", "Size")],
             quiet=quiet, as_json=json_out or format == "json")
 
 

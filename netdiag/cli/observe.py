@@ -86,7 +86,8 @@ def snapshot_cmd(
 
 @app.command("topo")
 def topo(
-    output: Optional[str] = typer.Option(None, "-o", "--output", help="Also draw the map to FILE.svg, FILE.html or FILE.dot"),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Draw the map to FILE.svg, FILE.html or FILE.dot "
+                                         "instead of printing the tree"),
     json_out: bool = typer.Option(False, "--json", help="Print the graph as JSON"),
     snapshot: Optional[str] = typer.Option(None, "--snapshot", help="Read a snapshot file instead of the live host"),
     trace: Optional[str] = typer.Option(None, "--trace", help="Overlay a trace result (JSON from 'netdiag trace --json')"),
@@ -107,7 +108,7 @@ def topo(
     _warn_partial(model)
     if json_out:
         print(json.dumps(topo_view.graph(snap, trace=trace_data), indent=2))
-    else:
+    elif not output:  # like any -o: the file is the output (the tree is still there without -o)
         from rich.console import Console
 
         Console().print(topo_view.render_tree(snap, trace=trace_data))

@@ -111,14 +111,17 @@ class Measured:
             self.pending = None
 
 
-def measure(spec: Spec, src: Source) -> Measured:
-    """Run the check spec.count times (no model access: safe in a thread of its own)."""
+def measure(spec: Spec, src: Source, progress=None) -> Measured:
+    """Run the check spec.count times (no model access: safe in a thread of its own).
+    `progress(done, count, failed)` is called after each check."""
     m = Measured()
     try:
         for i in range(spec.count):
             started = time.monotonic()
             res, c, m.resolution = _check_once(spec, src)
             m.checks.append(res)
+            if progress is not None:
+                progress(i + 1, spec.count, sum(not r["ok"] for r in m.checks))
             if c is not None:
                 m.close()
                 m.pending = c
@@ -152,24 +155,29 @@ def conclude(model, spec: Spec, src: Source, m: Measured, *, probe_timeout: floa
     return out
 
 
-def health(spec: Spec, src_target: str, *, model=None, probe_timeout: float = PROBE_TIMEOUT) -> dict:
+def health(spec: Spec, src_target: str, *, model=None, probe_timeout: float = PROBE_TIMEOUT, progress=None) -> dict:
     from netdiag.observe.snapshot import live_model
 
     model = model or live_model()
     src = Source(model, src_target)
-    return conclude(model, spec, src, measure(spec, src), probe_timeout=probe_timeout)
+    return conclude(model, spec, src, measure(spec, src, progress), probe_timeout=probe_timeout)
 
 
 def _series(checks: list[dict]) -> dict:
+    """Success rate and latency of a series. p50/p95 count every check at the time it took, a
+    failed one too (a timeout at its timeout): 12 of 20 timed out is a p95 of the timeout, not of
+    the 8 that answered; answered_p50/p95 are those of the answered checks only."""
     ok = [r for r in checks if r["ok"]]
-    totals = sorted(r["timings"]["total"] for r in ok)
+    answered = sorted(r["timings"]["total"] for r in ok)
+    totals = sorted(t for t in ((r.get("timings") or {}).get("total") for r in checks) if t is not None)
     failures: dict[str, int] = {}
     for r in checks:
         if not r["ok"]:
             key = f"{r['stage']}:{r['error']}"
             failures[key] = failures.get(key, 0) + 1
     return {"count": len(checks), "ok": len(ok), "success_rate": round(len(ok) / len(checks), 3),
-            "p50": _pct(totals, 50), "p95": _pct(totals, 95), "failures": failures}
+            "p50": _pct(totals, 50), "p95": _pct(totals, 95),
+            "answered_p50": _pct(answered, 50), "answered_p95": _pct(answered, 95), "failures": failures}
 
 
 def _pct(values: list[float], p: int) -> float | None:

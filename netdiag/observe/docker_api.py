@@ -19,12 +19,44 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = s
 
 
+DEFAULT_SOCKET = "/var/run/docker.sock"
+
+
 def socket_path() -> str | None:
-    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    """The Docker engine of this host: DOCKER_HOST's socket, else the default one when a dockerd
+    runs in this network namespace. From a lab (a namespace that plays another host) the machine's
+    engine and its containers are another host's: the default socket is the machine's file."""
+    host = os.environ.get("DOCKER_HOST")
+    if host is None:
+        return DEFAULT_SOCKET if os.path.exists(DEFAULT_SOCKET) and _engine_here() else None
     if not host.startswith("unix://"):
         return None
     path = host[len("unix://"):]
     return path if os.path.exists(path) else None
+
+
+def _dockerd_netns() -> list[int | None]:
+    """The network namespace inode of every running dockerd (None where it cannot be read)."""
+    out = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/comm") as f:
+                if f.read().strip() != "dockerd":
+                    continue
+        except OSError:
+            continue
+        try:
+            out.append(os.stat(f"/proc/{entry.name}/ns/net").st_ino)
+        except OSError:  # not ours to read (not root): it may be this host's
+            out.append(None)
+    return out
+
+
+def _engine_here() -> bool:
+    mine = os.stat("/proc/self/ns/net").st_ino
+    return any(ino in (mine, None) for ino in _dockerd_netns())
 
 
 def get(path: str, sock: str, timeout: float = 3.0):

@@ -333,13 +333,15 @@ def _firewall_drop(ns, hook, pkt, step, rule, where, ev, policy) -> Stop:
                     Fix(fixes.in_ns(ns, argv), apply, advice="accept the answers of established connections"), ev)
     # a policy (or catch-all) drop of a table no network manager owns: accept this flow before it
     dport = pkt.dport if pkt.proto in ("tcp", "udp") else 0
+    # the failing flow and no more: its source too (a health check's balancer, not the world)
     if iptables_style:
-        argv = ["iptables", "-t", step.table, "-I", step.chain, "-d", pkt.dst, "-p", pkt.proto] + \
-            (["--dport", str(dport)] if dport else []) + ["-j", "ACCEPT"]
+        argv = ["iptables", "-t", step.table, "-I", step.chain] + (["-s", pkt.src] if pkt.src else []) + \
+            ["-d", pkt.dst, "-p", pkt.proto] + (["--dport", str(dport)] if dport else []) + ["-j", "ACCEPT"]
     else:
-        argv = ["nft", "insert", "rule", step.family, step.table, step.chain, "ip", "daddr", pkt.dst] + \
+        argv = ["nft", "insert", "rule", step.family, step.table, step.chain] + \
+            (["ip", "saddr", pkt.src] if pkt.src else []) + ["ip", "daddr", pkt.dst] + \
             ([pkt.proto, "dport", str(dport)] if dport else []) + ["accept"]
-    rules = [fixes.flow_accept(pkt.dst, pkt.proto, dport)]
+    rules = [fixes.flow_accept(pkt.src, pkt.dst, pkt.proto, dport)]
     commands = [fixes.in_ns(ns, argv)]
     if _reply_dropped_too(ns, hook, pkt, step):  # the same chain sees the answer: accept it too, by state, not by port
         rules.insert(0, fixes.established_accept())

@@ -144,8 +144,10 @@ def iface_pair_accept(name: str) -> list[dict]:
             {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": name}}, {"accept": None}]
 
 
-def flow_accept(dst: str, proto: str, dport: int) -> list[dict]:
-    expr = [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": dst}}]
+def flow_accept(src: str, dst: str, proto: str, dport: int) -> list[dict]:
+    """Accept this flow and no more: from its source, to its destination and port."""
+    expr = [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": src}}] if src else []
+    expr.append({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": dst}})
     if proto in ("tcp", "udp") and dport:
         expr.append({"match": {"op": "==", "left": {"payload": {"protocol": proto, "field": "dport"}}, "right": dport}})
     return expr + [{"accept": None}]

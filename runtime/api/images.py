@@ -18,13 +18,18 @@ human_size = _size
 
 def listing() -> list[dict]:
     """`images` rows, a row per tag (Docker's `--format json` fields); a damaged image has Error."""
+    import time
+
+    from ..containers.model import human_duration, parse_iso
     from ..images import store
 
     out = []
     for img in store.list_images():
+        created = img.config.get("created", "")
+        since = human_duration(time.time() - parse_iso(created)) + " ago" if created else "N/A"
         for tag in img.tags or ["<none>:<none>"]:
             repo, _, t = tag.rpartition(":")
-            out.append({"Repository": repo, "Tag": t, "ID": img.short_id, "CreatedAt": img.config.get("created", ""),
+            out.append({"Repository": repo, "Tag": t, "ID": img.short_id, "CreatedAt": created, "CreatedSince": since,
                         "Size": _size(img.size), "Digest": img.manifest_digest, **({"Error": img.broken} if img.broken else {})})
     return out
 

@@ -254,16 +254,28 @@ def delete_record(c: Container) -> None:
 
 
 def human_duration(seconds: float) -> str:
+    """Docker's words for a duration (go-units HumanDuration): "2 hours", "3 weeks", "2 years"."""
     s = int(seconds)
     if s < 1:
         return "Less than a second"
     if s < 60:
         return f"{s} second{'s' if s > 1 else ''}"
-    if s < 3600:
-        return f"{s // 60} minutes" if s >= 120 else "About a minute"
-    if s < 86400:
-        return f"{s // 3600} hours" if s >= 7200 else "About an hour"
-    return f"{s // 86400} days"
+    minutes, hours = s // 60, s // 3600
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{hours // 24 // 365} years"
 
 
 def parse_iso(ts: str) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import state
@@ -77,7 +78,8 @@ def ensure(ref: str = BUSYBOX_REF):
         tar = tmp / "layer.tar"
         layers.tar_directory(rootfs, tar)
         config = {
-            "created": "1970-01-01T00:00:00Z",
+            # the binary's time, not the clock's: the same busybox gives the same image id on every run
+            "created": datetime.fromtimestamp(int(os.stat(binary).st_mtime), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
             "history": [{"created_by": f"netdiag: built-in image from the host's {binary}"}],
         }

@@ -84,3 +84,14 @@ def test_inspect_of_nothing_says_no_such_object_like_docker(tmp_path):
     assert p.returncode == 1 and "No such object: MISSING" in p.stderr and "Traceback" not in p.stderr
     p = _netdiag("inspect", "--type", "image", "MISSING", env=env)
     assert p.returncode == 1 and "No such image: MISSING" in p.stderr
+
+
+def test_topo_with_an_output_file_writes_the_file_and_prints_no_tree(tmp_path):
+    from pathlib import Path
+
+    snap = Path(__file__).parent.parent / "fixtures" / "lab_snapshot.json"
+    out = tmp_path / "map.svg"
+    p = _netdiag("topo", "--snapshot", str(snap), "-o", str(out))
+    assert p.returncode == 0 and p.stdout == "" and f"wrote {out}" in p.stderr, p.stdout[:500] + p.stderr
+    assert out.read_text().lstrip().startswith("<")
+    assert _netdiag("topo", "--snapshot", str(snap)).stdout.strip()  # without -o: the tree

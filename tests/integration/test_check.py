@@ -243,6 +243,7 @@ def test_generate_pins_what_works_today(world, tmp_path):
     assert p.returncode == 0, p.stderr
     doc = yaml.safe_load(out.read_text())
     got = [c for c in doc["checks"]]
+    assert f"({len(got)} checks)" in p.stderr, p.stderr  # what it says it wrote is what it wrote
     assert {"reach": {"from": "cli", "to": "web", "port": 80, "proto": "tcp"}} in got
     assert {"reach": {"from": "app", "to": "db", "port": 5432, "proto": "tcp"}} in got
     assert {"dns": {"from": "cli", "name": "web", "address": "10.81.0.2"}} in got

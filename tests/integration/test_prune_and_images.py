@@ -115,3 +115,12 @@ def test_import_rootfs_tar_with_change_and_refuse_hostile(lab, tmp_path):
     assert p.returncode != 0 and ".." in p.stderr
     assert not (tmp_path / "escaped").exists()
     assert "evil" not in lab.ok("images")
+
+
+def test_images_say_when_an_image_was_made_in_dockers_words(lab):
+    """The built-in busybox carries its binary's time (not 1970), shown like Docker: "3 months ago"."""
+    lab.ok("run", "--rm", "busybox", "true")  # the built-in image is made on first use
+    rows = [json.loads(line) for line in lab.ok("images", "--format", "json").splitlines()]
+    busybox = next(r for r in rows if r["Repository"] == "busybox")
+    assert not busybox["CreatedAt"].startswith("1970") and busybox["CreatedSince"].endswith(" ago"), busybox
+    assert busybox["CreatedSince"] in lab.ok("images")

@@ -173,7 +173,8 @@ def test_three_tier_health_check_failed_and_request_timeout(tiers):
         assert "policy of inet sg input" in h["summary"]  # the rule that drops: the security group's default
         assert h["verdicts"]["haproxy"]["status"] == "L4TOUT"  # netdiag's check ends like HAProxy's
         ip = ip_of(lab, s["server"], "front")
-        assert f"nft insert rule inet sg input ip daddr {ip} tcp dport 80 accept" in h["fix_command"]
+        lb = ip_of(lab, "extlb", "front")  # the fix admits the balancer, not the world
+        assert f"nft insert rule inet sg input ip saddr {lb} ip daddr {ip} tcp dport 80 accept" in h["fix_command"]
 
     code, r = explain(lab, "--lb", f"haproxy:{lab.int}")
     assert code == 1 and r["down"] == 0 and r["traffic_failing"] == 2

@@ -115,7 +115,7 @@ def test_a_plain_bridge_under_another_managers_policy_is_a_foreign_firewall_fixe
     assert check["checked"] and check["delivers"], check
     # an accept for the request only is not a fix: the reply dies at the same policy
     only_request = fixes.Fix("x", fixes.insert_rules(h["id"], "ip", "filter", "DOCKER-USER",
-                                                     [fixes.flow_accept(r["dst_ip"], "tcp", 5432)]))
+                                                     [fixes.flow_accept("", r["dst_ip"], "tcp", 5432)]))
     check = fixes.check(model, only_request, lambda m: trace(m, "api", "db", port=5432))
     assert check["checked"] and not check["delivers"] and "FOREIGN_FIREWALL" in check["detail"], check
 
@@ -223,7 +223,7 @@ def test_reconcile_a_policy_drop_named_by_the_kernel_gets_an_accept_for_this_flo
              "packet": {"src": "10.50.0.2", "dst": r["dst_ip"], "proto": proto, "sport": 40000, "dport": 5432}}
     out, fix = reconcile.merge(model, r, live("timeout", "no answer", nftrace=[event]))
     assert (out["verdict"], out["cause"]) == ("blocked", "FIREWALL_DROP")
-    assert fix.command.endswith(f"nft insert rule inet t c ip daddr {r['dst_ip']} tcp dport 5432 accept")
+    assert fix.command.endswith(f"nft insert rule inet t c ip saddr 10.50.0.2 ip daddr {r['dst_ip']} tcp dport 5432 accept")
 
 
 def test_reconcile_when_captures_failed_and_the_probe_could_not_run(model):
@@ -396,6 +396,6 @@ def test_a_forward_policy_drop_gets_the_flow_and_its_answers_accepted_checked_bo
     r, fix = run_static(model, outside(model), "203.0.113.2", port=8080)
     assert (r["verdict"], r["cause"]) == ("blocked", "FIREWALL_DROP") and not r["hops"][r["blocked_at"] - 1].get("leg")
     assert fix.command == ("nft insert rule inet fw gate ct state established,related accept && "
-                           "nft insert rule inet fw gate ip daddr 172.17.0.2 tcp dport 80 accept")
+                           "nft insert rule inet fw gate ip saddr 203.0.113.1 ip daddr 172.17.0.2 tcp dport 80 accept")
     check = fixes.check(model, fix, lambda m: trace(m, outside(model), "203.0.113.2", port=8080))
     assert check["checked"] and check["delivers"] and "request and reply" in check["detail"], check

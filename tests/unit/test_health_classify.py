@@ -91,3 +91,14 @@ def test_healthy_with_a_series():
     series = {"count": 5, "ok": 5, "success_rate": 1.0, "p50": 0.002, "p95": 0.004, "failures": {}}
     r = classify.classify(TCP, check(ok=True, stage="done", error=None), src="cli", series=series)
     assert r["healthy"] and "5/5" in r["summary"] and "p95 4 ms" in r["summary"]
+
+
+def test_a_series_latency_counts_the_checks_that_failed_at_the_time_they_took():
+    """12 of 20 timed out at 1 s: the p95 is the timeout, not the 8 ms of the 8 that answered."""
+    from netdiag.health.run import _series
+
+    checks = [{"ok": True, "timings": {"total": 0.008}}] * 8 + \
+             [{"ok": False, "stage": "connect", "error": "timeout", "timings": {"total": 1.0}}] * 12
+    s = _series(checks)
+    assert (s["count"], s["ok"], s["p95"], s["answered_p95"]) == (20, 8, 1.0, 0.008)
+    assert s["p50"] == 1.0 and s["failures"] == {"connect:timeout": 12}

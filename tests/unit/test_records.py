@@ -82,3 +82,22 @@ def test_a_corrupt_network_record_is_listed_apart_from_the_bridges(root, content
     assert [n["Id"] for n in model.bridges()] == [ok["Id"]]
     assert model.get("front")["Id"] == ok["Id"] and model.get(broken_id[:12])["Id"] == broken_id
     assert model.find("back") is None
+
+
+def test_the_default_docker_socket_is_this_hosts_only_when_a_dockerd_runs_in_this_namespace(monkeypatch):
+    """A lab (a namespace playing another host) must not list the machine's Docker containers as
+    its own: the demo's trace did. DOCKER_HOST, when given, is trusted."""
+    import os
+
+    from netdiag.observe import docker_api
+
+    mine = os.stat("/proc/self/ns/net").st_ino
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setattr(docker_api.os.path, "exists", lambda p: p == docker_api.DEFAULT_SOCKET)
+    for engines, expect in (([mine + 1], None), ([], None), ([mine + 1, mine], docker_api.DEFAULT_SOCKET),
+                            ([None], docker_api.DEFAULT_SOCKET)):
+        monkeypatch.setattr(docker_api, "_dockerd_netns", lambda e=engines: e)
+        assert docker_api.socket_path() == expect, engines
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{docker_api.DEFAULT_SOCKET}")
+    monkeypatch.setattr(docker_api, "_dockerd_netns", lambda: [])
+    assert docker_api.socket_path() == docker_api.DEFAULT_SOCKET

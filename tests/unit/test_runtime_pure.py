@@ -167,6 +167,10 @@ def test_status_lines():
     c = model.Container("x" * 64, {"Name": "n", "Created": model.now_iso()}, {"Status": "exited", "ExitCode": 3, "FinishedAt": model.now_iso()})
     assert model.status_line(c).startswith("Exited (3)")
     assert model.human_duration(1) == "1 second" and model.human_duration(90) == "About a minute"
+    # Docker's words past a day (go-units HumanDuration): what `images` shows for an old image
+    day = 86400
+    assert [model.human_duration(d * day) for d in (1, 3, 20, 90, 1000)] == \
+        ["24 hours", "3 days", "2 weeks", "3 months", "2 years"]
 
 
 def test_generated_names_never_run_out():

@@ -170,3 +170,14 @@ def test_the_replica_of_a_diagnosis_holds_its_path_and_what_the_fix_names_only()
     pid = fixture["namespaces"][by_name["web"]]["pids"][0]
     named = verify.world_snapshot(model, result, f"nsenter -t {pid} -n ip link set eth0 up")
     assert by_name["web"] in named["namespaces"]
+
+
+def test_a_path_across_hosts_is_not_verified_on_a_one_host_replica():
+    """A replica of this host cannot hold the far host's containers: it would say the fix fails
+    while the fix works (found by the overlay fault world)."""
+    from netdiag import verify
+
+    result = {"fix_command": "bridge fdb append 02:42:0a:00:00:03 dev vx-1 dst 10.99.0.2", "dst_ip": "10.0.0.3",
+              "hops": [{"namespace": "ns-1", "kind": "veth"}, {"namespace": "ns-2", "kind": "vxlan"}]}
+    out = verify.verify(model=None, result=result)
+    assert out["replica"] is None and "crosses hosts over VXLAN" in out["detail"]
