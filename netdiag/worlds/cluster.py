@@ -174,4 +174,4 @@ class ClusterLab(World):
             out += h._leftovers()
         if self.state_dir.exists():
             out.append(str(self.state_dir))
-        return out + processes_left(str(self.state_dir))
+        return list(dict.fromkeys(out + processes_left(str(self.state_dir))))  # a host's process is the cluster's too

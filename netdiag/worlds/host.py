@@ -40,7 +40,7 @@ import shutil
 from pathlib import Path
 
 from .base import World
-from .leftovers import cgroup_parents, kill_recorded, mounts_under, netns_left, remove_cgroups
+from .leftovers import cgroup_parents, kill_recorded, mounts_under, netns_left, processes_left, remove_cgroups
 
 OUTSIDE_IP, HOST_IP, PREFIX = "203.0.113.1", "203.0.113.2", 24
 
@@ -116,13 +116,14 @@ class Lab(World):
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def _leftovers(self) -> list[str]:
-        """Namespaces, cgroups, mounts under the state dir, the state dir."""
+        """Namespaces, cgroups, mounts under the state dir, the state dir, and processes that name
+        it (netdiag's monitors and agents carry it in their environment)."""
         out = netns_left((self.name, self.outside))
         out += [f"cgroup {p}" for p in cgroup_parents(self.cgroup_parent) if p.exists()]
         out += [f"mount {m}" for m in mounts_under(self.state_dir)]
         if self.state_dir.exists():
             out.append(str(self.state_dir))
-        return out
+        return out + processes_left(str(self.state_dir))
 
     # -- running things in it ---------------------------------------------------------------------
     def namespace(self, where: str | None = None) -> str:

@@ -27,10 +27,14 @@ def netns_left(names) -> list[str]:
     return [f"netns {n}" for n in names if n and os.path.exists(f"{NETNS_DIR}/{n}")]
 
 
-def processes_left(needle: str) -> list[str]:
-    """Processes whose command line or environment mentions `needle` (a world's own directory)."""
+def processes_left(needle: str, grace: float = 3.0) -> list[str]:
+    """Processes whose command line or environment mentions `needle` (a world's own directory),
+    after `grace` seconds for those already killed to finish dying."""
+    deadline = time.monotonic() + grace
+    while (pids := pids_mentioning(needle)) and time.monotonic() < deadline:
+        time.sleep(0.05)
     out = []
-    for pid in pids_mentioning(needle):
+    for pid in pids:
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:80]
         except OSError:
