@@ -35,8 +35,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from netdiag.worlds import dockerd as labdocker, leftovers  # noqa: E402  (the private dockerd and its clean-up helpers)
-from netdiag.worlds.dockerd import find_docker_cli, find_dockerd, remove_created  # noqa: E402,F401  (re-exported)
+from netdiag.worlds import leftovers  # noqa: E402  (the private dockerd's clean-up helpers)
+from netdiag.worlds.dockerd import Dockerd, find_docker_cli, find_dockerd, remove_created  # noqa: E402,F401  (re-exported)
 from netdiag.worlds.leftovers import (  # noqa: E402,F401  (re-exported: the other benches use them from here)
     Tracked, mounts_under, pids_mentioning, remove_cgroup_tree, unmount_under)
 
@@ -124,15 +124,15 @@ def netns_listed(name: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- mounts, processes, cgroups, docker
-# The private dockerd and its clean-up helpers live in netdiag/worlds/dockerd.py (scenarios and the tests
+# The private dockerd and its clean-up helpers live in netdiag/worlds (dockerd.py, leftovers.py; scenarios and the tests
 # start engines too); the other benches reach them through this module.
 
 end_processes = functools.partial(leftovers.end_processes, log=log)
 
 
-class PrivateDockerd(labdocker.Dockerd):
-    """labdocker's engine without networking (--bridge none, iptables off) unless a subclass sets
-    `networking`, reporting on stderr."""
+class PrivateDockerd(Dockerd):
+    """The worlds' Docker engine (netdiag/worlds/dockerd.py) without networking (--bridge none,
+    iptables off) unless a subclass sets `networking`, reporting on stderr."""
 
     networking = False
 

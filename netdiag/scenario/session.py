@@ -118,12 +118,12 @@ class Session(ScenarioWorld):
         """The scenario host's Docker engine (netdiag/worlds/dockerd.py), the same one in every process:
         its work directory is in the scenario's record (else where start puts it), its containers'
         cgroup is the lab's name + '-docker'."""
-        from ..worlds import dockerd as labdocker
+        from ..worlds import dockerd
 
         if getattr(self, "_docker", None) is None:  # this process did not start it
             work = (registry.get(self.scenario.name) or {}).get("docker") or \
-                labdocker.work_dir(self.lab.state_dir.parent / "docker", self.lab.name)
-            self._docker = labdocker.Dockerd.installed(self.lab.name, Path(work), f"{self.lab.name}-docker")
+                dockerd.work_dir(self.lab.state_dir.parent / "docker", self.lab.name)
+            self._docker = dockerd.Dockerd.installed(self.lab.name, Path(work), f"{self.lab.name}-docker")
         return self._docker
 
     def start_docker(self) -> None:
