@@ -176,13 +176,15 @@ def hint(name: Optional[str] = _NAME):
 
 
 @scenario_app.command()
-def check(name: Optional[str] = _NAME, json_out: bool = _JSON):
+def check(name: Optional[str] = _NAME, json_out: bool = _JSON,
+          verify_fix: bool = typer.Option(False, "--verify-fix", help="Prove each failed check's fix live on a throwaway "
+                                          "replica of the world (never on the world itself)")):
     """Grade: run the scenario's checks in its world. Exit 0 when it is fixed, 1 when not."""
     from ..scenario import registry
 
     session = _session(name)
     print(f"Checking {session.scenario.name} ...", file=sys.stderr)
-    results = session.grade()
+    results = session.grade(verify_fix=verify_fix)
     fixed = all(r["passed"] for r in results)
     if fixed:
         registry.mark_done(session.scenario.name, (registry.get(session.scenario.name) or {}).get("hints", 0))
@@ -192,6 +194,8 @@ def check(name: Optional[str] = _NAME, json_out: bool = _JSON):
         for r in results:
             mark = {True: "PASS", False: "FAIL"}.get(r["passed"], "SKIP")
             print(f"  {mark}  {r['name']}" + (f"\n        {r['detail']}" if r["passed"] is not True and r["detail"] else ""))
+            if r.get("fix_proof"):
+                print(f"        proof: {r['fix_proof']}")
         print("\nFixed. Well done." if fixed else f"\nNot fixed yet: {sum(r['passed'] is not True for r in results)} of "
               f"{len(results)} checks fail. 'netdiag scenario hint' gives a clue.")
     raise typer.Exit(EXIT_FIXED if fixed else EXIT_BROKEN)

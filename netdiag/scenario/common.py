@@ -21,9 +21,17 @@ class StepFailed(NetdiagError):
 
 def checks_of(report: dict) -> list[dict]:
     """`netdiag check --format json` output -> [{name, passed (None: skipped or error), status,
-    detail, cause, fix}]."""
+    detail, cause, fix}, with fix_command, fix_verified and fix_proof where the check has them]."""
     return [{"name": c["name"], "passed": {"passed": True, "failed": False}.get(c["status"]), "status": c["status"],
-             "detail": c["summary"], "cause": c.get("cause"), "fix": c.get("fix")} for c in report["checks"]]
+             "detail": c["summary"], "cause": c.get("cause"), "fix": c.get("fix"),
+             **{k: c[k] for k in ("fix_command", "fix_verified", "fix_proof") if c.get(k) is not None}}
+            for c in report["checks"]]
+
+
+def grader_argv(path: str, verify_fix: bool = False) -> list[str]:
+    """The grader's command: the scenario's checks by `netdiag check` (with --verify-fix: each
+    failed check's fix also proven on a throwaway replica of the world)."""
+    return ["netdiag", "check", path, "--format", "json", "--parallel", "4"] + (["--verify-fix"] if verify_fix else [])
 
 
 def network_argv(net: dict, expand=lambda text: text) -> list[str]:

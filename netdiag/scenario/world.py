@@ -19,7 +19,7 @@ from runtime.errors import InvalidArgument
 
 from ..worlds import World
 from . import registry, verdict
-from .common import STEP_TIMEOUT, StepFailed, checks_of
+from .common import STEP_TIMEOUT, StepFailed, checks_of, grader_argv
 from .library import Scenario
 
 
@@ -133,17 +133,17 @@ class ScenarioWorld(World):
                             "live": {"verdict": result["verdict"], "cause": result["cause"]}}
         return snap
 
-    def grade(self) -> list[dict]:
-        """The grader: the scenario's checks run by `netdiag check` (on `grade_host`). One entry per
-        check: name, passed (True/False/None for skipped), and the diagnosis of a failure."""
+    def grade(self, verify_fix: bool = False) -> list[dict]:
+        """The grader: the scenario's checks run by `netdiag check` (on `grade_host`; `verify_fix`:
+        each failed check's fix also proven on a replica). One entry per check: name, passed
+        (True/False/None for skipped), and the diagnosis of a failure."""
         import yaml
 
         checks = json.loads(self.expand(json.dumps(self.scenario.spec["checks"])))
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=self.root, delete=False) as f:
             yaml.safe_dump({"checks": checks}, f, sort_keys=False)
         try:
-            p = self.run(["netdiag", "check", f.name, "--format", "json", "--parallel", "4"],
-                         on=self.scenario.spec.get("grade_host"), check=False)
+            p = self.run(grader_argv(f.name, verify_fix), on=self.scenario.spec.get("grade_host"), check=False)
         finally:
             os.unlink(f.name)
         if p.returncode not in (0, 1):

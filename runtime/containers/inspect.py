@@ -4,6 +4,20 @@ from __future__ import annotations
 from . import model
 
 
+def docker_host_config(host: dict) -> dict:
+    """HostConfig in Docker's words: the published ports as PortBindings ({"80/tcp": [{"HostIp",
+    "HostPort"}]}, a host port left to the runtime is ""); netdiag's own record of them stays out."""
+    out = {k: v for k, v in host.items() if k != "Publish"}
+    bindings: dict[str, list] = {}
+    for p in host.get("Publish") or []:
+        for offset in range(p["ctr_end"] - p["ctr_start"] + 1):
+            port = p["host_start"] + offset if p.get("host_start") else None
+            bindings.setdefault(f"{p['ctr_start'] + offset}/{p['proto']}", []).append(
+                {"HostIp": p.get("host_ip") or "", "HostPort": str(port) if port else ""})
+    out["PortBindings"] = bindings
+    return out
+
+
 def container_json(c: model.Container) -> dict:
     st, host = c.state, c.config["HostConfig"]
     lower = []
@@ -45,7 +59,7 @@ def container_json(c: model.Container) -> dict:
         "Name": "/" + c.name,
         "RestartCount": 0,
         "Driver": "overlay",
-        "HostConfig": host,
+        "HostConfig": docker_host_config(host),
         "GraphDriver": {
             "Name": "overlay",
             "Data": {

@@ -233,10 +233,29 @@ def test_output_that_fills_the_disk_is_dropped_counted_and_the_real_exit_code_ke
     assert dropped == st["LogLinesDropped"] > 0
 
 
+# a container that exits when told, so it exits after the disk is full however loaded the machine is;
+# /tmp/ready (a new stamp each start) says its trap is set
+_EXIT_ON_USR1 = "trap 'exit {code}' USR1; date +%s%N > /tmp/ready; while :; do sleep 0.1; done"
+
+
+def _ready(lab, name: str, not_stamp: str = "") -> str:
+    """Wait until the container's trap is set (a stamp other than not_stamp); the stamp."""
+    got = {}
+
+    def stamp():
+        p = lab.run("exec", name, "cat", "/tmp/ready")
+        got["s"] = p.stdout.strip()
+        return p.returncode == 0 and got["s"] and got["s"] != not_stamp
+    assert wait_for(stamp, 20), f"{name} never set its trap"
+    return got["s"]
+
+
 def test_the_exit_record_lands_on_a_completely_full_disk(roomy):
-    roomy.ok("run", "-d", "--name", "full", "busybox", "sh", "-c", "sleep 2; exit 3")
+    roomy.ok("run", "-d", "--name", "full", "busybox", "sh", "-c", _EXIT_ON_USR1.format(code=3))
+    _ready(roomy, "full")
     _fill(roomy.root, 0)
     assert _free(roomy.root) < 4096
+    roomy.ok("kill", "-s", "USR1", "full")  # it exits now that the disk is full, not after a guessed delay
     assert wait_for(lambda: roomy.inspect("full")["State"]["Status"] == "exited", 10)
     st = roomy.inspect("full")["State"]
     assert (st["ExitCode"], st["Error"]) == (3, "")  # written into the record's pre-allocated spare
@@ -252,10 +271,12 @@ def test_the_exit_record_lands_on_a_completely_full_disk(roomy):
 
 
 def test_without_its_spare_the_exit_code_still_survives_and_ps_says_the_record_failed(roomy):
-    roomy.ok("run", "-d", "--name", "nospare", "busybox", "sh", "-c", "sleep 2; exit 4")
+    roomy.ok("run", "-d", "--name", "nospare", "busybox", "sh", "-c", _EXIT_ON_USR1.format(code=4))
+    first = _ready(roomy, "nospare")
     cid = roomy.inspect("nospare")["Id"]
     (roomy.root / "containers" / cid / ".state.json.spare").unlink()
     _fill(roomy.root, 0)
+    roomy.ok("kill", "-s", "USR1", "nospare")
     assert wait_for(lambda: roomy.inspect("nospare")["State"]["Status"] == "exited", 10)
     st = roomy.inspect("nospare")["State"]
     assert st["ExitCode"] == 4
@@ -263,5 +284,7 @@ def test_without_its_spare_the_exit_code_still_survives_and_ps_says_the_record_f
     assert "Exited (4)" in roomy.ok("ps", "-a")
     (roomy.root / "ballast").unlink()
     roomy.ok("start", "nospare")  # room again: a fresh start forgets the old marker
+    _ready(roomy, "nospare", not_stamp=first)
+    roomy.ok("kill", "-s", "USR1", "nospare")
     assert wait_for(lambda: roomy.inspect("nospare")["State"]["Status"] == "exited", 10)
     assert (roomy.inspect("nospare")["State"]["ExitCode"], roomy.inspect("nospare")["State"]["Error"]) == (4, "")

@@ -88,8 +88,10 @@ def test_the_scenario_commands_as_a_learner_uses_them(state, tmp_path):
     assert hints[0].startswith("Hint 1/3") and hints[2].startswith("Hint 3/3") and hints[3].startswith("No more hints")
     assert registry.get("01_port_not_published")["hints"] == 3
 
-    p = cli("scenario", "check", "1", "--json")
+    p = cli("scenario", "check", "1", "--json", "--verify-fix")
     assert p.returncode == 1 and json.loads(p.stdout)["fixed"] is False
+    failed = [c for c in json.loads(p.stdout)["checks"] if c["passed"] is False and c.get("fix_command")]
+    assert failed and all("fix_verified" in c and c.get("fix_proof") for c in failed), failed  # which proof was made
     assert cli("scenario", "solution", "1", "--apply").returncode == 0
     p = cli("scenario", "check", "1")
     assert p.returncode == 0 and "Fixed" in p.stdout, p.stdout + p.stderr

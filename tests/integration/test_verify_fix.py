@@ -59,7 +59,7 @@ def _netdiag(w, *argv: str) -> tuple[int, dict]:
 
 def test_trace_verifies_the_printed_fix_on_a_replica_and_leaves_the_host_alone(world):
     w, exp = world
-    before, replicas = _state(w), _replicas()
+    before = _state(w)
     code, r = _netdiag(w, "trace", *exp.flow.argv(), "--verify-fix")
     assert code == 1 and r["cause"] == "FIREWALL_DROP", r["summary"]
     v = r["fix_verified"]
@@ -70,7 +70,8 @@ def test_trace_verifies_the_printed_fix_on_a_replica_and_leaves_the_host_alone(w
     # the real host: nothing changed, the fault still there, no replica namespace left
     assert _state(w) == before
     assert not w.connects()
-    assert _replicas() == replicas and not set(v["replica_world"]["namespaces"]) & set(os.listdir("/run/netns"))
+    # its own replica is gone (other replicas may come and go meanwhile: other runs on the machine)
+    assert not [n for n in os.listdir("/run/netns") if n.startswith(v["replica_world"]["prefix"] + "-")]
     jsonschema = pytest.importorskip("jsonschema")
     from pathlib import Path
 

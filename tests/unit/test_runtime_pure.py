@@ -197,3 +197,17 @@ def test_bad_durations_are_clear_errors(text):
 
     with pytest.raises(InvalidArgument):
         validate.duration(text, "--health-interval")
+
+
+def test_inspect_shows_published_ports_as_dockers_port_bindings():
+    from runtime.containers.inspect import docker_host_config
+    from runtime.networks import ports
+
+    host = {"NetworkMode": "bridge", "Publish": [ports.parse("127.0.0.1:8080:80"), ports.parse("53/udp"),
+                                                  ports.parse("9000-9001:9000-9001")]}
+    out = docker_host_config(host)
+    assert "Publish" not in out and out["NetworkMode"] == "bridge"
+    assert out["PortBindings"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}],
+                                   "53/udp": [{"HostIp": "", "HostPort": ""}],
+                                   "9000/tcp": [{"HostIp": "", "HostPort": "9000"}],
+                                   "9001/tcp": [{"HostIp": "", "HostPort": "9001"}]}
