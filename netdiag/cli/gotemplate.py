@@ -475,8 +475,8 @@ def _order(op):
 
 def _index(value, *keys):
     for key in keys:
-        if isinstance(value, dict):
-            value = value.get(key, NO_VALUE)
+        if isinstance(value, dict):  # a missing key gives the zero value: "" in Docker's string maps (Labels)
+            value = value.get(key, "" if all(isinstance(v, str) for v in value.values()) else NO_VALUE)
         elif isinstance(value, (list, tuple, str)) and isinstance(key, int) and not isinstance(key, bool):
             if not -1 < key < len(value):
                 raise TemplateError(f"Index {key} out of range", f"the list has {len(value)} items", "use an index from 0")

@@ -25,6 +25,7 @@ CONTAINER = {
     ('{{index .Config.Labels "com.example.tier"}}', "front"),
     ('{{(index .NetworkSettings.Networks "back-end").IPAddress}}', "10.5.0.3"),
     ('{{index .HostConfig.PortBindings "80/tcp" 0 "HostPort"}}', "8080"),
+    ('{{index .Config.Labels "nokey"}}|{{index .NetworkSettings.Networks "nonet"}}', "|<no value>"),
     ("{{json .Config.Cmd}}", '["sh","-c","httpd -f"]'),
     ("{{json .State}}", '{"Status":"running","Running":true,"Pid":4242,"ExitCode":0}'),
     ("{{.Config.Cmd}}", "[sh -c httpd -f]"),
