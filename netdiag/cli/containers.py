@@ -169,7 +169,7 @@ def inspect(
         return
     from runtime.api import containers
 
-    inspected([containers.inspect(ref, type_) for ref in objects], format_)
+    inspected(objects, lambda ref: containers.inspect(ref, type_), format_)
 
 
 def _is_net_target(ref: str) -> bool:

@@ -40,7 +40,7 @@ def image_inspect(
     """Low-level JSON about images (config, layers, history)."""
     from runtime.api import images
 
-    inspected([images.inspect(ref) for ref in images_], format_)
+    inspected(images_, images.inspect, format_)
 
 
 @app.command("rmi")

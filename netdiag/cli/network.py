@@ -72,7 +72,7 @@ def inspect(
     """Docker's JSON for networks, plus each endpoint's host-side veth and published ports."""
     from runtime.api import networks as api
 
-    inspected([api.inspect(ref) for ref in networks], format_)
+    inspected(networks, api.inspect, format_)
 
 
 @net_app.command("connect")

@@ -71,17 +71,29 @@ def tabwriter(lines: list[str], minwidth: int = 10, padding: int = 3) -> str:
     return "".join(out)
 
 
-def inspected(objects: list, format_: str | None) -> None:
+def inspected(refs: list[str], lookup, format_: str | None) -> None:
     """`inspect`'s output: Docker's JSON array; with --format, the template run on each object, a
-    line each ('json': the object as one line of JSON)."""
+    line each ('json': the object as one line of JSON). Like Docker, the objects found are shown
+    and each one not found is an error on stderr (exit 1 at the end)."""
+    from runtime.errors import NotFound
+
     from .gotemplate import parse, render
 
-    if format_ is None:
+    nodes = None if format_ is None else parse("{{json .}}" if format_ == "json" else format_)  # a bad template first
+    objects, missing = [], []
+    for ref in refs:
+        try:
+            objects.append(lookup(ref))
+        except NotFound as e:
+            missing.append(e)
+    if nodes is None:
         print_json(objects)
-        return
-    nodes = parse("{{json .}}" if format_ == "json" else format_)
-    for obj in objects:
-        print(render(nodes, obj))
+    else:
+        sys.stdout.write("".join(render(nodes, obj) + "\n" for obj in objects))
+    for e in missing:
+        print(f"netdiag: error: {e}", file=sys.stderr)
+    if missing:
+        raise SystemExit(1)
 
 
 def print_json(data) -> None:

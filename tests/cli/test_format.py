@@ -51,3 +51,10 @@ def test_ps_format_json_keeps_one_object_per_line_and_filters_apply_before_listi
     assert netdiag("ps", "-a", "--format", "json").stdout == ""
     p = netdiag("ps", "--filter", "status=exited", "--filter", "name=x", "--format", "table {{.Names}}")
     assert (p.returncode, p.stdout) == (0, "NAMES\n"), p.stderr
+
+
+def test_inspect_shows_what_it_found_and_fails_for_the_rest_like_docker(netdiag):
+    p = netdiag("inspect", "-f", "{{index .RepoTags 0}}", "busybox", "MISSING", "busybox")
+    assert (p.returncode, p.stdout) == (1, "busybox:latest\n" * 2) and "No such object: MISSING" in p.stderr, p.stderr
+    p = netdiag("network", "inspect", "none", "nonet")
+    assert p.returncode == 1 and [n["Name"] for n in json.loads(p.stdout)] == ["none"] and "No such network: nonet" in p.stderr
