@@ -18,8 +18,8 @@ HTTPD = ["httpd", "-f", "-p", "80"]
 @pytest.fixture(scope="module")
 def both(tmp_path_factory):
     """(docker, netdiag): each a function running its CLI in the lab and returning stdout."""
-    def make(run, image):
-        run("run", "-d", "--name", "web", "--label", "tier=front", image, *HTTPD)
+    def make(run, image, port):
+        run("run", "-d", "--name", "web", "--label", "tier=front", "-p", f"{port}:80", image, *HTTPD)
         run("run", "-d", "--name", "xy", image, "sleep", "600")
         for name, code in (("xa", 0), ("xb", 3), ("yy", 0)):
             run("run", "--name", name, image, "sh", "-c", f"exit {code}", check_exit=False)
@@ -36,8 +36,8 @@ def both(tmp_path_factory):
             assert p.returncode == 0 or not check_exit, p.stderr
             return p.stdout
 
-        make(docker, IMAGE)
-        make(netdiag, "busybox")
+        make(docker, IMAGE, 18081)
+        make(netdiag, "busybox", 18082)
         yield docker, netdiag
 
 
@@ -52,6 +52,13 @@ def test_inspect_format_prints_one_line_per_object_like_docker(both):
     template = "{{.Name}} {{.State.Status}} {{.State.ExitCode}} {{index .Config.Labels \"tier\"}} {{json .Config.Cmd}}"
     assert netdiag("inspect", "-f", template, "web", "xb") == docker("inspect", "-f", template, "web", "xb") == (
         '/web running 0 front ["httpd","-f","-p","80"]\n/xb exited 3  ["sh","-c","exit 3"]\n')
+
+
+def test_docker_docs_port_template_works(both):
+    docker, netdiag = both
+    template = "{{range $p, $conf := .NetworkSettings.Ports}} {{$p}} -> {{(index $conf 0).HostPort}} {{end}}"
+    assert docker("inspect", "--format", template, "web") == " 80/tcp -> 18081 \n"
+    assert netdiag("inspect", "--format", template, "web") == " 80/tcp -> 18082 \n"
 
 
 def _up(text: str) -> str:
