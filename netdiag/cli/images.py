@@ -122,7 +122,7 @@ def save(
 @app.command("load")
 @image_app.command("load")
 def load(input_: Optional[str] = typer.Option(None, "-i", "--input", help="Read from FILE instead of stdin")):
-    """Load images from an OCI layout tar (as written by `netdiag save`)."""
+    """Load images from a tar written by `netdiag save` or `docker save` (OCI or Docker's older layout)."""
     from runtime.api import images
 
     with _open_in(input_ or "-") as f:
