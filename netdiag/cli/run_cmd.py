@@ -92,7 +92,7 @@ def main(argv: list[str]) -> int:
         )
     except NetdiagError as e:
         print(f"netdiag: error: {e}", file=sys.stderr)
-        return RUN_FAILED
+        return e.exit_code if e.exit_code in (126, 127) else RUN_FAILED  # the command could not be invoked / found
     if a.detach:
         os.close(status)
         print(c.id)
