@@ -168,9 +168,11 @@ def run(case: Case, trace_timeout: float = 1.5, verify_fix: bool = False) -> Res
 def _flow_works(w, exp: Expect, settle: bool = False) -> bool:
     """The flow for real: an HTTP request and its answer (tcp; full-size segments where the flow
     has a size), a datagram and the echo's answer (udp), an echo and its reply (icmp).
-    `settle`: a fix may take a moment (a route's neighbour resolving), so try a few times."""
+    `settle`: a fix may take a moment (a route's neighbour resolving, a re-created container's
+    server starting: `docker run -d` returns before it listens), so try again for a few seconds."""
     f = exp.flow
-    for attempt in range(3 if settle else 1):
+    until = time.monotonic() + (5 if settle else 0)
+    while True:
         if f.proto == "icmp":
             ok = w.pings(f.src, f.dst)
         elif f.proto == "udp":
@@ -179,7 +181,9 @@ def _flow_works(w, exp: Expect, settle: bool = False) -> bool:
             ok = w.connects(f.port, src=f.src, dst=f.dst, timeout=2, **({"pad": f.size} if f.size else {}))
         if ok:
             return True
-    return False
+        if time.monotonic() >= until:
+            return False
+        time.sleep(0.3)
 
 
 def _trace(w, exp: Expect, timeout: float, verify_fix: bool = False) -> dict | None:

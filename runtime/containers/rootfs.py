@@ -26,8 +26,21 @@ def mount_overlay(lower_dirs: list[Path], upper: Path, work: Path, merged: Path)
     if not os.path.isdir(base):
         base = os.path.dirname(base)
     os.chdir(base)
-    lower = ":".join(os.path.relpath(p, base) for p in reversed(lower_dirs))
+    lower = ":".join(os.path.relpath(p, base) for p in top_first_once(lower_dirs))
     sc.mount("overlay", str(merged), "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}")
+
+
+def top_first_once(lower_dirs: list[Path]) -> list[Path]:
+    """The lowerdirs top first, each once: overlayfs refuses a directory twice (ELOOP), yet an image
+    may repeat a layer (two RUNs making the same change). Applying the same diff again on top
+    gives what its topmost copy alone gives, so the lower copies are dropped."""
+    seen: set[Path] = set()
+    out = []
+    for p in reversed(lower_dirs):
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+    return out
 
 
 def setup(merged: Path, binds: dict[str, Path], own_netns: bool, hostname: str | None) -> None:

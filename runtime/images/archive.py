@@ -15,9 +15,9 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from .. import paths, state
+from .. import bounded, paths, state
 from ..errors import ImageError, InvalidArgument, UnsafeArchive
-from . import layers, oci
+from . import docker_archive, layers, oci
 from . import store as st
 from .refs import normalize
 
@@ -158,27 +158,31 @@ def _add_bytes(tf: tarfile.TarFile, name: str, data: bytes) -> None:
     tf.addfile(info, io.BytesIO(data))
 
 
-_MAX_JSON = 16 << 20  # an index, manifest or config larger than this is not one
+_MAX_JSON = docker_archive.MAX_JSON  # an index, manifest or config larger than this is not one
 
 
 def load(src: BinaryIO, name: str = "-") -> list[str]:
-    """Read an OCI layout tar (`netdiag save`, `docker save`). Everything is checked before anything
-    is stored: the index, each manifest and config, every blob against its digest, every layer
-    against the hostile-tar rules. Blobs are staged in a scratch directory and moved into the
-    store at the end, in one step that Ctrl-C does not cut."""
+    """Read an image archive: an OCI layout tar (`netdiag save`, `docker save` of Docker 25+) or
+    the layout older Docker writes (manifest.json, <id>/layer.tar: docker_archive.py). Everything is
+    checked before anything is stored: the index, each manifest and config, every blob against its
+    digest, every layer against the hostile-tar rules. Blobs are staged in a scratch directory and
+    moved into the store at the end, in one step that Ctrl-C does not cut."""
     with st.adding(f"load {_shown(name)}"), state.scratch_dir("load") as tmp:
         staged = tmp / "blobs"
         staged.mkdir()
-        index = _read_archive(src, name, staged)
-        if index is None:
-            raise _bad(name, "it has no index.json, so it is not an OCI image layout",
-                       "write it with 'netdiag save' or 'docker save' (Docker 25 or later)")
+        members = docker_archive.Members(tmp / "members", staged)
+        index, docker_manifest = _read_archive(src, name, staged, members)
+        if index is None and docker_manifest is None:
+            raise _bad(name, "it has neither index.json nor manifest.json, so it is not an image archive",
+                       "write it with 'netdiag save' or 'docker save'")
         try:
-            entries = [(d, normalize(ref) if ref else None) for d, ref in oci.index(index)]
+            found = oci.index(index) if index is not None else docker_archive.to_oci(docker_manifest, members, staged)
+            entries = [(d, normalize(ref) if ref else None) for d, ref in found]
         except oci.Malformed as e:
             raise _bad(name, f"its {e}") from None
         except InvalidArgument as e:
-            raise _bad(name, f"index.json names an invalid image: {e.what}", e.fix) from None
+            raise _bad(name, f"{'index.json' if index is not None else 'manifest.json'} names an invalid image: {e.what}",
+                       e.fix) from None
         blobs: dict[str, oci.Manifest] = {}
         checked: set[str] = set()
         for digest, _ref in entries:
@@ -208,21 +212,30 @@ def _hex(digest: str) -> str:
     return digest.split(":", 1)[1]
 
 
-def _read_archive(src: BinaryIO, name: str, staged: Path) -> bytes | None:
-    """Stage every blob of the tar stream (each checked against its digest); return index.json."""
-    index = None
-    member = None
+def _read_archive(src: BinaryIO, name: str, staged: Path,
+                  members: docker_archive.Members) -> tuple[bytes | None, bytes | None]:
+    """Stage every member of the tar stream: blobs checked against their digest, the other files
+    for docker_archive. Return index.json and manifest.json (None when absent)."""
+    index = manifest = member = None
     try:
         with tarfile.open(fileobj=src, mode="r|*") as tf:
             for m in tf:
                 member = m.name
-                path = m.name.removeprefix("./")
+                path = docker_archive.member_path(m.name)
                 if path == "index.json":
                     if not m.isfile() or m.size > _MAX_JSON:
                         raise _bad(name, "its index.json is not a regular file of sensible size")
                     index = tf.extractfile(m).read()
+                elif path == "manifest.json" and m.isfile():
+                    manifest = bounded.read_stream(tf.extractfile(m), docker_archive.MAX_MANIFEST, "manifest.json")
                 elif path.startswith("blobs/") and not m.isdir():
                     _stage_blob(tf, m, path, name, staged)
+                else:
+                    members.add(tf, m, path)
+    except oci.Malformed as e:
+        raise _bad(name, f"its {e}") from None
+    except bounded.Refused as e:
+        raise _bad(name, f"its {e.display} is {e.problem}") from None
     except tarfile.TarError as e:
         where = f" after member {member!r}" if member else ""
         raise _bad(name, f"it is not a readable tar archive{where} ({e})") from None
@@ -232,7 +245,7 @@ def _read_archive(src: BinaryIO, name: str, staged: Path) -> bytes | None:
         if isinstance(e, OSError) and e.errno is not None:  # a failed operation, not bad input
             raise ImageError(f"Cannot load {_shown(name)}", e.strerror or str(e)) from None
         raise _bad(name, f"its compressed stream is corrupt ({e})") from None
-    return index
+    return index, manifest
 
 
 def _stage_blob(tf: tarfile.TarFile, m: tarfile.TarInfo, path: str, name: str, staged: Path) -> None:

@@ -141,15 +141,21 @@ def _broken_archives(tmp_path) -> dict:
     (tmp_path / "junk.tar").write_bytes(b"\x00garbage" * 200)
     out["truncated tar"] = (tmp_path / "short.tar", ["not a readable tar archive"])
     (tmp_path / "short.tar").write_bytes(a.write(tmp_path / "full.tar").read_bytes()[:1536 + 20])  # inside index.json
-    out["no index"] = (tmp_path / "noindex.tar", ["no index.json"])
-    (tmp_path / "noindex.tar").write_bytes(tar_bytes([entry("manifest.json", data=b"[]")]))
+    out["no index"] = (tmp_path / "noindex.tar", ["neither index.json nor manifest.json"])
+    (tmp_path / "noindex.tar").write_bytes(tar_bytes([entry("repositories", data=b"{}")]))
     return out
 
 
 def test_each_malformed_archive_is_bad_input_named_and_nothing_is_stored(root, tmp_path):
-    store.get("busybox")  # a store with something in it, which must stay exactly as it is
+    assert_refused_storing_nothing(root, _broken_archives(tmp_path))
+
+
+def assert_refused_storing_nothing(root: Path, archives: dict) -> None:
+    """Each of `archives` (name -> (path, words)) is bad input naming the file, with those words,
+    and leaves the store (which has busybox in it) exactly as it was."""
+    store.get("busybox")
     before = _state(root)
-    for name, (path, words) in _broken_archives(tmp_path).items():
+    for name, (path, words) in archives.items():
         with pytest.raises(InvalidArgument) as e:
             _load(path)
         msg = str(e.value)
