@@ -13,7 +13,7 @@ from netdiag.worlds import ClusterLab, DockerLab, Lab, World, base
 @pytest.fixture
 def root(monkeypatch):
     """A stand-in for the root namespace's links and nftables tables, changed at will."""
-    state = {"link lo", "link eth0", "nft table inet filter"}
+    state = {"nft table ip nat", "nft table inet filter"}
     monkeypatch.setattr(base, "root_namespace_state", lambda: frozenset(state))
     return state
 
@@ -68,10 +68,10 @@ def test_an_interrupted_create_is_torn_down_too(root):
 
 def test_leaks_report_a_root_namespace_changed_during_the_worlds_life(root):
     w = Halfway().create()
-    root.add("link vc1a2b")  # a veth made in the wrong namespace
+    root.add("nft table inet netdiag")  # a table made in the wrong namespace
     root.discard("nft table inet filter")  # a table someone else owns, removed
     w.destroy()
-    assert w.leaks() == ["root namespace: link vc1a2b appeared", "root namespace: nft table inet filter went away"]
+    assert w.leaks() == ["root namespace: nft table inet netdiag appeared", "root namespace: nft table inet filter went away"]
 
 
 def test_with_destroys_also_when_the_body_fails(root):
