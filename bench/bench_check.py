@@ -54,7 +54,7 @@ sys.path.insert(0, str(REPO))
 import run_bench as rb  # noqa: E402  (log, percentile, Interrupted, root netns snapshot)
 from bench_health import on_signal, root_state  # noqa: E402
 from nd_lab import NdLab  # noqa: E402
-from netdiag.lab import Lab, leaks  # noqa: E402
+from netdiag.worlds import Lab# noqa: E402
 
 GOAL_SECONDS, GOAL_SPEEDUP = 30.0, 4.0
 WEB, APP, DB = 20, 20, 8
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         lab.destroy()
         shutil.rmtree(work, ignore_errors=True)
-        left = leaks(lab)
+        left = lab.leaks()
         if root_state() != before:
             left.append("the root network namespace changed during the run")
         if left:

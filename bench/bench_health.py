@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 
 import run_bench as rb  # noqa: E402  (log, percentile, Interrupted, root netns snapshot)
 from nd_lab import NdLab  # noqa: E402
-from netdiag.lab import Lab, leaks  # noqa: E402
+from netdiag.worlds import Lab# noqa: E402
 
 BUDGET = 3.0
 MAIN_PID = os.getpid()
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         lab.destroy()
-        left = leaks(lab)
+        left = lab.leaks()
         if root_state() != before:
             left.append("the root network namespace changed during the run")
         if left:

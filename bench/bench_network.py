@@ -13,7 +13,7 @@ measured in the same run.
                port, against a direct veth pair between two plain namespaces (iperf3 if
                installed, else a Python socket pump). Goal: >= 0.85x.
 
-Everything runs in throwaway namespaces: a netdiag Lab (netdiag/lab.py) for netdiag, a second
+Everything runs in throwaway namespaces: a netdiag Lab (netdiag/worlds/host.py) for netdiag, a second
 Lab for the private dockerd (Docker's default networking: docker0, iptables, forwarding and
 masquerade, all inside that lab's netns), and plain namespaces for the references. Nothing in the
 root network namespace changes: its links, addresses, routes, rules and nft ruleset are compared
@@ -50,7 +50,7 @@ sys.path.insert(0, str(REPO))
 
 import run_bench as rb  # noqa: E402  (helpers shared with the cold-CLI bench)
 from nd_lab import NdLab  # noqa: E402
-from netdiag.lab import HOST_IP, Lab, fresh_sysctls, leaks  # noqa: E402
+from netdiag.worlds import HOST_IP, Lab, fresh_sysctls# noqa: E402
 
 GOAL_START = 0.5        # netdiag bridge run <= 0.5 x docker bridge run
 GOAL_PUBLISH = 1.5      # 1000-port range <= 1.5 x one port
@@ -782,7 +782,7 @@ def cleanup(lab: Lab, dk_lab: Lab, made: list[Lab], work: Path, dockerd: BridgeD
         left.append(f"dir {work}")
     left += [f"mount {m}" for m in rb.mounts_under(work)]
     for lb in made:
-        left += [f"{lb.name}: {x}" for x in leaks(lb)]
+        left += [f"{lb.name}: {x}" for x in lb.leaks()]
     left += [f"netns {name}" for name in own_netns(lab)]
     running = sorted(set(dk_tracked.running()) | set(lab_tracked.running()))
     for d in (work, lab.state_dir, dk_lab.state_dir):

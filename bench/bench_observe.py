@@ -18,7 +18,7 @@ B. trace, with 5,000 extra nftables rules on the lab host (table inet benchrules
    - live, after removing all containers but 100: `netdiag trace cA cB --port 80 --json` (cold CLI,
      probe and capture included) while cB runs `httpd -f -p 80`. Goal: under 2 s, verdict delivered.
 
-Everything runs in a netdiag Lab (netdiag/lab.py): its own network namespace playing the host,
+Everything runs in a netdiag Lab (netdiag/worlds/host.py): its own network namespace playing the host,
 with its own state dir and cgroup parent. The nftables rules go into the lab's namespace. Nothing
 in the root network namespace changes: its links, addresses, routes, rules and nft ruleset are
 compared before and after. The lab is destroyed at the end, also on failure or Ctrl-C.
@@ -54,7 +54,7 @@ sys.path.insert(0, str(REPO))
 
 import run_bench as rb  # noqa: E402  (timing, signals, process tracking, root netns snapshot)
 from nd_lab import NdLab  # noqa: E402
-from netdiag.lab import HOST_IP, Lab, leaks  # noqa: E402
+from netdiag.worlds import HOST_IP, Lab# noqa: E402
 
 GOAL_INSPECT_MS = 300.0   # inspect --net on one container: under 0.3 s of work at 500 containers
 GOAL_SNAPSHOT_RATIO = 1.0  # snapshot <= 1x one nsenter+ip -o addr pass over every container
@@ -775,7 +775,7 @@ def cleanup(lab: Lab, created: bool, work: Path, root_before: dict | None) -> li
             rb.end_processes(lab.state_dir, tracked, timeout=10)
         except Exception as e:  # noqa: BLE001
             left.append(f"processes cleanup failed: {e}")
-        left += [f"{lab.name}: {x}" for x in leaks(lab)]
+        left += [f"{lab.name}: {x}" for x in lab.leaks()]
     shutil.rmtree(work, ignore_errors=True)
     if work.exists():
         left.append(f"dir {work}")

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The overlay driver, measured against references taken in the same run, in a ClusterLab (three lab
-hosts on one underlay bridge, a real etcd in a namespace of its own; netdiag/lab.py):
+hosts on one underlay bridge, a real etcd in a namespace of its own; netdiag/worlds/host.py):
 
   1. throughput: iperf3 TCP from a container on host A to a container on host B across the overlay,
      against the same two hosts' namespaces talking over the plain underlay (no VXLAN). Goal >= 0.7x.
@@ -16,7 +16,7 @@ hosts on one underlay bridge, a real etcd in a namespace of its own; netdiag/lab
     sudo .venv/bin/python bench/bench_overlay.py [--runs N] [--tp-seconds S] [--tp-runs N] [--remote N] [--json FILE]
 
 Nothing touches the root namespace; everything is removed at the end, also on failure or Ctrl-C,
-and checked (netdiag.lab.cluster_leaks: namespaces, cgroups, mounts, state, processes). Exit codes:
+and checked (ClusterLab.leaks: namespaces, cgroups, mounts, state, processes). Exit codes:
 0 ok, 1 error, 2 not root, 3 something left behind, 130 interrupted.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from netdiag.lab import ClusterLab, cluster_leaks  # noqa: E402
+from netdiag.worlds import ClusterLab# noqa: E402
 from runtime.kernel import ns  # noqa: E402
 
 TP_PORT = 5201
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
         lab.destroy()
-        left = cluster_leaks(lab)
+        left = lab.leaks()
         try:
             work.rmdir()
         except OSError:

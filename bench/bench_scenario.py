@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 
 import run_bench as rb  # noqa: E402  (log, Interrupted)
 from bench_health import on_signal, root_state  # noqa: E402
-from netdiag.lab import Lab, leaks  # noqa: E402
+from netdiag.worlds import Lab# noqa: E402
 from netdiag.scenario import library  # noqa: E402
 from netdiag.scenario.session import container_argv  # noqa: E402
 
@@ -93,8 +93,8 @@ def reference(spec: dict, env: dict) -> tuple[float, float]:
         t0 = time.perf_counter()
         lab.destroy()
         made += time.perf_counter() - t0
-        if leaks(lab):
-            raise RuntimeError(f"reference lab left {leaks(lab)}")
+        if lab.leaks():
+            raise RuntimeError(f"reference lab left {lab.leaks()}")
     return made, world
 
 

@@ -1,12 +1,14 @@
-"""The netdiag CLI run inside a Lab the way a user would run it: shared by the network and
-observation benchmarks."""
+"""The installed netdiag CLI run inside a host lab (netdiag.worlds.Lab) the way a user would run it:
+shared by the network, observation, check and health benchmarks. Commands run through the world's
+interface (`run_in`); `argv()`/`enter` spell the same command as an `nsenter` command line, for
+the series that time a whole invocation against a reference measured the same way."""
 from __future__ import annotations
 
 import json
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
-from netdiag.lab import Lab
+from netdiag.worlds import Lab
 
 
 class NdLab:
@@ -14,21 +16,19 @@ class NdLab:
 
     def __init__(self, lab: Lab, netdiag_bin: str):
         self.lab, self.bin = lab, netdiag_bin
-        self.enter = ["nsenter", f"--net=/run/netns/{lab.name}", "--"]
+        self.enter = ["nsenter", f"--net={lab.namespace()}", "--"]
 
     def argv(self, *args: str) -> list[str]:
         return self.enter + [self.bin, *args]
 
     def nd(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-        p = subprocess.run(self.argv(*args), env=self.lab.env, capture_output=True, text=True, timeout=timeout,
-                           stdin=subprocess.DEVNULL)
+        p = self.lab.run_in(None, [self.bin, *args], env=self.lab.env, timeout=timeout, stdin=subprocess.DEVNULL)
         if check and p.returncode != 0:
             raise RuntimeError(f"netdiag {' '.join(args[:6])} exited {p.returncode}: {p.stderr.strip()[-600:]}")
         return p
 
     def sh(self, script: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-        p = subprocess.run(self.enter + ["sh", "-c", script], capture_output=True, text=True, timeout=timeout,
-                           stdin=subprocess.DEVNULL)
+        p = self.lab.run_in(None, ["sh", "-c", script], timeout=timeout, stdin=subprocess.DEVNULL)
         if check and p.returncode != 0:
             raise RuntimeError(f"in lab: {script[:120]!r} exited {p.returncode}: {p.stderr.strip()[-400:]}")
         return p

@@ -35,10 +35,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from netdiag import labdocker  # noqa: E402  (the private dockerd and its clean-up helpers)
-from netdiag.labdocker import (  # noqa: E402,F401  (re-exported: the other benches use them from here)
-    Tracked, find_docker_cli, find_dockerd, mounts_under, pids_mentioning, remove_cgroup_tree, remove_created,
-    unmount_under)
+from netdiag.worlds import leftovers  # noqa: E402  (the private dockerd's clean-up helpers)
+from netdiag.worlds.dockerd import Dockerd, find_docker_cli, find_dockerd, remove_created  # noqa: E402,F401  (re-exported)
+from netdiag.worlds.leftovers import (  # noqa: E402,F401  (re-exported: the other benches use them from here)
+    Tracked, mounts_under, pids_mentioning, remove_cgroup_tree, unmount_under)
 
 GOAL_RATIO = 0.5
 CONFINEMENT_GOAL = 1.10  # Docker's default confinement may cost at most 10% of a `run --rm`
@@ -106,10 +106,10 @@ class Bench:
 # ----------------------------------------------------------------------------- network namespace
 
 def netns_add(name: str) -> None:
-    from netdiag.lab import fresh_sysctls
+    from netdiag.worlds import fresh_sysctls
 
     subprocess.run(["ip", "netns", "add", name], check=True)
-    fresh_sysctls(f"/run/netns/{name}")  # a lab's explicit sysctls, not the machine's (netdiag/lab.py)
+    fresh_sysctls(f"/run/netns/{name}")  # a lab's explicit sysctls, not the machine's (netdiag/worlds/host.py)
     subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
 
 
@@ -124,15 +124,15 @@ def netns_listed(name: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- mounts, processes, cgroups, docker
-# The private dockerd and its clean-up helpers live in netdiag/labdocker.py (scenarios and the tests
+# The private dockerd and its clean-up helpers live in netdiag/worlds (dockerd.py, leftovers.py; scenarios and the tests
 # start engines too); the other benches reach them through this module.
 
-end_processes = functools.partial(labdocker.end_processes, log=log)
+end_processes = functools.partial(leftovers.end_processes, log=log)
 
 
-class PrivateDockerd(labdocker.Dockerd):
-    """labdocker's engine without networking (--bridge none, iptables off) unless a subclass sets
-    `networking`, reporting on stderr."""
+class PrivateDockerd(Dockerd):
+    """The worlds' Docker engine (netdiag/worlds/dockerd.py) without networking (--bridge none,
+    iptables off) unless a subclass sets `networking`, reporting on stderr."""
 
     networking = False
 

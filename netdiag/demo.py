@@ -5,7 +5,7 @@ import shlex
 import sys
 import time
 
-from .lab import OUTSIDE_IP, HOST_IP, Lab, leaks
+from .worlds import OUTSIDE_IP, HOST_IP, Lab
 
 STEPS: list[tuple[str, list[str], str]] = [
     ("The built-in busybox image is made offline from the host's busybox-static.", ["images"], ""),
@@ -55,7 +55,7 @@ def run_demo(keep: bool = False) -> int:
             if outside:
                 con.print(f"[dim](outside)[/] [bold]$ {outside}[/]")
                 time.sleep(0.3)
-                p = lab.outside_run("busybox", "sh", "-c", f"timeout 5 {outside}")
+                p = lab.run_in("outside", ["busybox", "sh", "-c", f"timeout 5 {outside}"])
             else:
                 args = [a.replace("{outside}", lab.outside) for a in args]
                 con.print(f"[bold]$ netdiag {' '.join(shlex.quote(a) for a in args)}[/]")
@@ -75,7 +75,7 @@ def run_demo(keep: bool = False) -> int:
     finally:
         if not keep:
             lab.destroy()
-            left = leaks(lab)
+            left = lab.leaks()
             con.print(f"Lab removed{'; LEFT BEHIND: ' + ', '.join(left) if left else ', nothing left behind'}.")
             failures += bool(left)
     if not keep:

@@ -1,7 +1,8 @@
 """A real Docker engine inside a lab: a private dockerd (Debian's docker.io) runs INSIDE the lab
 namespace with its default bridge (docker0) and its iptables(-nft) rules, the way a Docker host
-looks: netdiag/labdocker.py's engine (nsenter into the lab netns, every state directory private,
-everything it started removed again), the one starter the scenarios and the benches use too.
+looks: netdiag.worlds.DockerLab (its engine, netdiag/worlds/dockerd.py, joins the lab's netns; every
+state directory private; everything it started removed again), the one starter the scenarios, the
+fault worlds and the benches use too.
 
 Nothing here may change the machine's root network namespace: `docker_lab()` compares `nft list
 ruleset` and `ip -o link` there before and after, and everything (containers, dockerd, containerd
@@ -15,19 +16,14 @@ import json
 import re
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from netdiag import labdocker
-from netdiag.lab import leaks
-from tests.labkit import World
+from netdiag.worlds.docker import IMAGE
+from tests.labkit import DockerWorld
 
 HAVE_DOCKER = shutil.which("dockerd") is not None and shutil.which("docker") is not None
-
-
-IMAGE = "bbox"
 
 
 def root_netns_state() -> tuple[str, str]:
@@ -38,32 +34,15 @@ def root_netns_state() -> tuple[str, str]:
     return links, re.sub(r"counter packets \d+ bytes \d+", "counter", rules)
 
 
-class Engine(labdocker.Dockerd):
-    """A dockerd of our own inside the lab's network namespace with Docker's default networking,
-    all its state in `work` (netdiag/labdocker.py's engine)."""
+class DockerLabView:
+    """What a docker_lab test holds: the lab (tests.labkit's conveniences; DOCKER_HOST set), its
+    engine, `docker(...)` (the docker CLI against it) and `inspect(NAME)` (Docker's record)."""
 
-    def __init__(self, lab: World, work: Path):
-        dockerd = labdocker.find_dockerd()
-        super().__init__(dockerd, labdocker.find_docker_cli(dockerd), lab.name, work, f"{lab.name}-docker")
-        self.lab = lab
-        self.env = self.cli_env()
-
-    def run(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-        """The docker CLI against this engine."""
-        if self.cli is None:
-            raise RuntimeError("no docker CLI found")
-        p = subprocess.run([self.cli, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
-        if check and p.returncode != 0:
-            raise RuntimeError(f"docker {' '.join(args)} exited {p.returncode}: {p.stderr.strip()[-600:]}")
-        return p
-
-
-class DockerLab:
-    def __init__(self, lab: World, engine: Engine):
-        self.lab, self.engine = lab, engine
+    def __init__(self, world: DockerWorld):
+        self.lab, self.engine = world, world.engine
 
     def docker(self, *args: str, **kw) -> subprocess.CompletedProcess:
-        return self.engine.run(*args, **kw)
+        return self.lab.docker(*args, **kw)
 
     def inspect(self, name: str) -> dict:
         return json.loads(self.docker("inspect", name).stdout)[0]
@@ -71,36 +50,32 @@ class DockerLab:
 
 @contextlib.contextmanager
 def docker_lab(tmp: Path, setup=None):
-    """A lab host running a private Docker engine (busybox imported as IMAGE), DOCKER_HOST set in
-    the lab's environment, an httpd in the outside namespace. `setup(d)` runs the test's own
-    docker commands first. Everything is removed at the end and checked for leaks."""
+    """A lab host running a private Docker engine (netdiag.worlds.DockerLab: busybox imported as
+    IMAGE, DOCKER_HOST set in the lab's environment), an httpd in the outside namespace. `setup(d)`
+    runs the test's own docker commands first. Everything is removed at the end and checked for
+    leaks (the world's own, and the root namespace's links and whole nftables ruleset)."""
     root_before = root_netns_state()
-    lab = World(state_dir=tmp / "ndroot")
-    lab.create()
-    engine = None
+    lab = DockerWorld(state_dir=tmp / "ndroot", image=IMAGE)
     left: list[str] = []
     try:
-        engine = Engine(lab, Path(tempfile.mkdtemp(prefix="nddock-")))  # short: socket paths fit 108 bytes
-        d, error = DockerLab(lab, engine), None
+        error = None
         try:
-            engine.start()
-            engine.import_busybox(IMAGE)
+            lab.create()
+            d = DockerLabView(lab)
             if setup is not None:
                 setup(d)
         except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
             error = str(e)
         if error:
-            pytest.fail(f"private dockerd in the lab: {error}\n{engine.log_tail()}", pytrace=False)
-        lab.env["DOCKER_HOST"] = f"unix://{engine.sock}"  # how netdiag finds the engine
+            pytest.fail(f"private dockerd in the lab: {error}", pytrace=False)
         lab.outside_server(tmp)
         yield d
     finally:
-        for what, step in (("engine", lambda: left.extend(engine.remove() if engine else [])), ("lab", lab.destroy)):
-            try:
-                step()
-            except Exception as e:  # noqa: BLE001 - the other steps and checks still run
-                left.append(f"{what} clean-up failed: {e}")
-        left += leaks(lab)
+        try:
+            lab.destroy()
+        except Exception as e:  # noqa: BLE001 - the checks still run
+            left.append(f"clean-up failed: {e}")
+        left += lab.leaks()
         root_after = root_netns_state()
         if root_after[0] != root_before[0]:
             left.append(f"root netns links CHANGED:\n{root_before[0]}\n---\n{root_after[0]}")

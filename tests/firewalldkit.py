@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from netdiag.lab import leaks
 from tests.dockerkit import root_netns_state
 from tests.labkit import World
 
@@ -123,7 +122,7 @@ def firewalld_lab(tmp: Path):
             except Exception as e:  # noqa: BLE001 - the other steps and checks still run
                 left.append(f"{what} clean-up failed: {e}")
         shutil.rmtree(fw.work, ignore_errors=True)
-        left += leaks(lab)
+        left += lab.leaks()
         if os.path.exists("/run/firewalld"):
             left.append("/run/firewalld appeared on the machine")
         root_after = root_netns_state()

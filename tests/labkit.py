@@ -1,11 +1,12 @@
-"""Integration-test worlds built on netdiag's own Lab (netdiag/lab.py), so tests, the demo and the
-scenarios share one way of building and tearing down a host-in-a-host."""
+"""Integration-test worlds built on netdiag.worlds (a host lab, a cluster lab, a Docker lab), so
+tests, the demo, the scenarios and the benches share one way of building and tearing down a
+host-in-a-host; this module adds only test conveniences."""
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
 
-from netdiag.lab import ClusterLab, Lab
+from netdiag.worlds import ClusterLab, DockerLab, Lab
 
 
 def wait_for(pred, timeout: float = 5.0) -> bool:
@@ -20,8 +21,9 @@ def wait_for(pred, timeout: float = 5.0) -> bool:
     return False
 
 
-class World(Lab):
-    """A Lab with test conveniences. `run` returns the CompletedProcess; `ok` asserts exit 0."""
+class LabTools:
+    """Test conveniences for a host lab (or a Docker lab). `run` returns the CompletedProcess;
+    `ok` asserts exit 0; processes kept in `_procs` are killed by destroy()."""
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
@@ -52,7 +54,7 @@ class World(Lab):
         return subprocess.Popen([sys.executable, "-m", "netdiag", *args], env=self.env, preexec_fn=self.enter(), **kw)
 
     def in_lab(self, *argv: str) -> subprocess.CompletedProcess:
-        return subprocess.run(list(argv), capture_output=True, text=True, timeout=30, preexec_fn=self.enter())
+        return self.run_in(None, argv, timeout=30)
 
     def outside_server(self, tmp_path: Path, port: int = 80, body: str = "outside\n") -> subprocess.Popen:
         """busybox httpd in the outside namespace, logging client addresses to its stderr."""
@@ -65,17 +67,24 @@ class World(Lab):
         return p
 
     def outside_get(self, url: str, timeout: int = 3) -> subprocess.CompletedProcess:
-        return self.outside_run("timeout", str(timeout), "busybox", "wget", "-q", "-O", "-", url, timeout=timeout + 5)
+        return self.run_in("outside", ["timeout", str(timeout), "busybox", "wget", "-q", "-O", "-", url], timeout=timeout + 5)
 
     def lab_get(self, url: str, timeout: int = 3) -> subprocess.CompletedProcess:
-        return subprocess.run(["timeout", str(timeout), "busybox", "wget", "-q", "-O", "-", url], capture_output=True,
-                              text=True, timeout=timeout + 5, preexec_fn=self.enter())
+        return self.run_in(None, ["timeout", str(timeout), "busybox", "wget", "-q", "-O", "-", url], timeout=timeout + 5)
 
     def destroy(self) -> None:
         for p in getattr(self, "_procs", []):
             p.kill()
             p.wait()
         super().destroy()
+
+
+class World(LabTools, Lab):
+    """A host lab with test conveniences."""
+
+
+class DockerWorld(LabTools, DockerLab):
+    """A lab running its own dockerd, with test conveniences (tests/dockerkit.py's docker_lab)."""
 
 
 class Cluster(ClusterLab):
@@ -97,11 +106,7 @@ class Cluster(ClusterLab):
         return json.loads(self.ok(i, "inspect", name))[0]["State"]["Pid"]
 
     def in_ctr(self, i: int, name: str, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess:
-        from runtime.kernel.ns import enter
-
-        return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
-                              preexec_fn=enter(f"/proc/{self.pid(i, name)}/ns/net"))
+        return self.run_in(f"/proc/{self.pid(i, name)}/ns/net", argv, timeout=timeout)
 
     def in_host(self, i: int, *argv: str, timeout: float = 30, input_text: str | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, input=input_text,
-                              preexec_fn=self.hosts[i].enter())
+        return self.hosts[i].run_in(None, argv, timeout=timeout, input=input_text)

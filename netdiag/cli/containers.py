@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from .app import app
-from .output import for_each, json_lines, print_json, table
+from .output import for_each, inspected, listing
 
 _CMD_CTX = {"allow_interspersed_args": False, "help_option_names": ["--help"]}
 
@@ -21,26 +21,24 @@ def run(ctx: typer.Context):
     raise typer.Exit(run_main(list(ctx.args)))
 
 
+PS_COLUMNS = [("CONTAINER ID", "ID"), ("IMAGE", "Image"), ("COMMAND", "Command"), ("CREATED", "RunningFor"),
+              ("STATUS", "Status"), ("PORTS", "Ports"), ("NAMES", "Names")]
+PS_HEADERS = {"CreatedAt": "CREATED AT", "State": "STATE", "Networks": "NETWORKS", "Labels": "LABELS"}  # Docker's
+
+
 @app.command()
 def ps(
     all: bool = typer.Option(False, "-a", "--all", help="Show stopped containers too"),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Only ids"),
-    format: Optional[str] = typer.Option(None, "--format", help="'json' for one JSON object per line"),
+    filter_: List[str] = typer.Option([], "-f", "--filter", help="name=REGEX, label=KEY[=VALUE], status=STATUS, network=NET, ancestor=IMAGE, id=PREFIX (repeatable)"),
+    format: Optional[str] = typer.Option(None, "--format", help="'json' (a JSON object per line), 'table', or a Go template, e.g. 'table {{.Names}}\\t{{.Status}}'"),
     json_out: bool = typer.Option(False, "--json", help="Same as --format json"),
 ):
     """List containers (like `docker ps`)."""
     from runtime.api import containers
 
-    items = containers.listing(all)
-    if quiet:
-        for i in items:
-            print(i["ID"])
-        return
-    if json_out or format == "json":
-        json_lines(items)
-    else:
-        table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
-              [[i["ID"], i["Image"], i["Command"], i["CreatedAt"], i["Status"], i["Ports"], i["Names"]] for i in items])
+    items = containers.listing(all, filter_)
+    listing(items, PS_COLUMNS, quiet=quiet, as_json=json_out, format_=format, headers=PS_HEADERS)
     for i in items:  # on stderr, so scripts reading the list still get only the list
         if "Error" in i:
             print(f"netdiag: warning: container {i['ID']} is dead: {i['Error']}. "
@@ -154,18 +152,24 @@ def inspect(
     net: bool = typer.Option(False, "--net", help="The network view: interfaces, routes, sockets, resolver, veth peer, bridge, published ports, rules"),
     json_out: bool = typer.Option(False, "--json", help="With --net: print the view as JSON"),
     snapshot: Optional[str] = typer.Option(None, "--snapshot", help="With --net: read a snapshot file instead of the live host"),
+    format_: Optional[str] = typer.Option(None, "-f", "--format", help="A Go template run on each object, e.g. '{{.NetworkSettings.Networks.bridge.IPAddress}}'; 'json' for a JSON line each"),
 ):
     """Docker's JSON for containers or images; with --net, what a namespace's network looks like.
 
     ns:NAME, pid:N, host and IP targets always get the network view."""
     if net or snapshot or json_out or any(_is_net_target(o) for o in objects):
+        if format_ is not None:
+            from runtime.errors import InvalidArgument
+
+            raise InvalidArgument("--format does not apply to the network view", "the network view is not Docker's JSON",
+                                  "use --json for the network view, or --format on a container or image")
         from .observe import net_inspect
 
         net_inspect(objects, json_out, snapshot)
         return
     from runtime.api import containers
 
-    print_json([containers.inspect(ref, type_) for ref in objects])
+    inspected(objects, lambda ref: containers.inspect(ref, type_), format_)
 
 
 def _is_net_target(ref: str) -> bool:

@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from .app import app
-from .output import listing, print_json
+from .output import inspected, listing
 
 image_app = typer.Typer(help="Manage images.", no_args_is_help=True, suggest_commands=False)
 app.add_typer(image_app, name="image")
@@ -17,7 +17,7 @@ app.add_typer(image_app, name="image")
 @image_app.command("ls")
 def images_(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Only ids"),
-    format: Optional[str] = typer.Option(None, "--format", help="'json' for one JSON object per line"),
+    format: Optional[str] = typer.Option(None, "--format", help="'json' (a JSON object per line), 'table', or a Go template, e.g. '{{.Repository}}:{{.Tag}}'"),
     json_out: bool = typer.Option(False, "--json", help="Same as --format json"),
 ):
     """List images."""
@@ -29,15 +29,18 @@ def images_(
             shown = f"{r['Repository']}:{r['Tag']}" if r["Tag"] != "<none>" else r["ID"]
             print(f"netdiag: warning: image {shown} is damaged: {r['Error']}. Remove it with 'netdiag rmi {shown}'", file=sys.stderr)
     listing(rows, [("REPOSITORY", "Repository"), ("TAG", "Tag"), ("IMAGE ID", "ID"), ("CREATED", "CreatedSince"), ("SIZE", "Size")],
-            quiet=quiet, as_json=json_out or format == "json")
+            quiet=quiet, as_json=json_out, format_=format, headers={"CreatedAt": "CREATED AT", "Digest": "DIGEST"})
 
 
 @image_app.command("inspect")
-def image_inspect(images_: List[str] = typer.Argument(..., metavar="IMAGE...", help="Image names or ids")):
+def image_inspect(
+    images_: List[str] = typer.Argument(..., metavar="IMAGE...", help="Image names or ids"),
+    format_: Optional[str] = typer.Option(None, "-f", "--format", help="A Go template run on each image, e.g. '{{.Config.Cmd}}'; 'json' for a JSON line each"),
+):
     """Low-level JSON about images (config, layers, history)."""
     from runtime.api import images
 
-    print_json([images.inspect(ref) for ref in images_])
+    inspected(images_, images.inspect, format_)
 
 
 @app.command("rmi")

@@ -6,7 +6,7 @@ from typing import List, Optional
 import typer
 
 from .app import app
-from .output import for_each, listing, print_json
+from .output import for_each, inspected, listing
 
 net_app = typer.Typer(help="Manage networks (bridge, overlay, host, none).", no_args_is_help=True, suggest_commands=False)
 app.add_typer(net_app, name="network")
@@ -47,7 +47,7 @@ def create(
 @net_app.command("ls")
 def ls(
     filter_: List[str] = typer.Option([], "-f", "--filter", help="name=..., driver=..., id=..., label=KEY[=VALUE]"),
-    format: Optional[str] = typer.Option(None, "--format", help="'json' for one JSON object per line"),
+    format: Optional[str] = typer.Option(None, "--format", help="'json' (a JSON object per line), 'table', or a Go template, e.g. '{{.Name}} {{.Driver}}'"),
     json_out: bool = typer.Option(False, "--json", help="Same as --format json"),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Only ids"),
 ):
@@ -56,17 +56,23 @@ def ls(
 
     rows = [{"ID": n["Id"][:12], "Name": n["Name"], "Driver": n["Driver"], "Scope": n.get("Scope", "local"),
              "Subnet": networks.subnet(n), "Bridge": n["netdiag"].get("Bridge", ""),
-             "Internal": n["Internal"], "Containers": len(n["Containers"])} for n in networks.listing(filter_)]
+             "Internal": n["Internal"], "IPv6": bool(n.get("EnableIPv6")), "CreatedAt": n.get("Created", ""),
+             "Labels": ",".join(f"{k}={v}" for k, v in (n.get("Labels") or {}).items()),
+             "Containers": len(n["Containers"])} for n in networks.listing(filter_)]
     listing(rows, [("NETWORK ID", "ID"), ("NAME", "Name"), ("DRIVER", "Driver"), ("SCOPE", "Scope"), ("SUBNET", "Subnet"),
-                   ("BRIDGE", "Bridge")], quiet=quiet, as_json=json_out or format == "json")
+                   ("BRIDGE", "Bridge")], quiet=quiet, as_json=json_out, format_=format,
+            headers={"Internal": "INTERNAL", "IPv6": "IPV6", "CreatedAt": "CREATED AT", "Labels": "LABELS", "Containers": "CONTAINERS"})
 
 
 @net_app.command("inspect")
-def inspect(networks: List[str] = typer.Argument(..., help="Network names or ids")):
+def inspect(
+    networks: List[str] = typer.Argument(..., help="Network names or ids"),
+    format_: Optional[str] = typer.Option(None, "-f", "--format", help="A Go template run on each network, e.g. '{{range .IPAM.Config}}{{.Subnet}}{{end}}'; 'json' for a JSON line each"),
+):
     """Docker's JSON for networks, plus each endpoint's host-side veth and published ports."""
     from runtime.api import networks as api
 
-    print_json([api.inspect(ref) for ref in networks])
+    inspected(networks, api.inspect, format_)
 
 
 @net_app.command("connect")

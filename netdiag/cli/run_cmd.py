@@ -28,6 +28,7 @@ OPTIONS = [
     ("ip", ("--ip",), "value", None, "Static IPv4 address on the network"),
     ("network_alias", ("--network-alias",), "list", [], "Extra DNS name on a user-defined network (repeatable)"),
     ("dns", ("--dns",), "list", [], "DNS server for the container's resolv.conf (repeatable)"),
+    ("label", ("-l", "--label"), "list", [], "Set a label KEY[=VALUE] (repeatable; `ps --filter label=KEY` finds it)"),
     ("interactive", ("-i", "--interactive"), "flag", False, "Keep stdin open"),
     ("tty", ("-t", "--tty"), "flag", False, "Accepted for Docker compatibility; stdio is passed through (exec -t gives a pty)"),
     ("health_cmd", ("--health-cmd",), "value", None, "Health check command (run with /bin/sh -c)"),
@@ -87,11 +88,11 @@ def main(argv: list[str]) -> int:
             health_cmd=a.health_cmd, health_interval=validate.duration(a.health_interval, "--health-interval"),
             health_timeout=validate.duration(a.health_timeout, "--health-timeout"),
             health_retries=a.health_retries, cap_add=a.cap_add, cap_drop=a.cap_drop, privileged=a.privileged,
-            security_opt=a.security_opt,
+            security_opt=a.security_opt, labels=dict(text.partition("=")[::2] for text in a.label),
         )
     except NetdiagError as e:
         print(f"netdiag: error: {e}", file=sys.stderr)
-        return RUN_FAILED
+        return e.exit_code if e.exit_code in (126, 127) else RUN_FAILED  # the command could not be invoked / found
     if a.detach:
         os.close(status)
         print(c.id)

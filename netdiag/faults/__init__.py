@@ -1,7 +1,9 @@
 """Fault injection: seeded random worlds with one planted fault each, to prove diagnoses and fixes
 on cases nobody wrote by hand.
 
-- `world.py`: a world generator. A lab host (netdiag/lab.py) plus plain namespaces wired at random
+- `world.py`: FaultWorld, what every fault world shares on netdiag.worlds' interface (a host lab,
+  a Docker lab underneath; create, run in, destroy, leaks), and a world generator: a lab host plus
+  plain namespaces wired at random
   (routed through the host, through a second router, or bridged on a plain Linux bridge), with
   random subnets, interface names and ports, a real server and a control server.
 - `containers.py`: worlds of netdiag's own containers; `docker.py`: worlds of a real Docker engine

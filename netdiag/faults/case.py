@@ -1,18 +1,17 @@
 """One fault-injection case, end to end, and the plan of many.
 
-A case is (seed, kind, shape): build the world, plant the fault, prove it breaks the flow with a
+A case is (seed, kind, shape): build the world (netdiag.worlds' interface: create, run in, destroy, leaks), plant the fault, prove it breaks the flow with a
 real connection, run `netdiag trace --json` on the lab host, compare the top-level cause and the
 hop, apply `fix_command` exactly as printed (bash, on the lab host, as a user would paste it), then
 prove with real connections (busybox wget, ping; never netdiag) that the flow works again and that
-a control flow of the same world still works. The world is torn down whatever happens.
+a control flow of the same world still works. The world is torn down whatever happens, and what it
+left behind (leaks()) is that case's failure.
 """
 from __future__ import annotations
 
 import json
 import os
 import random
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -139,8 +138,7 @@ def run(case: Case, trace_timeout: float = 1.5, verify_fix: bool = False) -> Res
         elif not res.fix_command:
             res.problems.append("no fix_command")
         else:
-            applied = subprocess.run(["bash", "-c", res.fix_command], capture_output=True, text=True, timeout=120,
-                                     env=w.fix_env(), preexec_fn=_enter(w, None))
+            applied = w.run_in(None, ["bash", "-c", res.fix_command], timeout=120, env=w.fix_env())
             if applied.returncode != 0:
                 res.problems.append(f"fix_command failed: {applied.stderr.strip()[:300]}")
             before = w.server_ip
@@ -159,21 +157,22 @@ def run(case: Case, trace_timeout: float = 1.5, verify_fix: bool = False) -> Res
         return res
     finally:
         res.seconds = round(time.monotonic() - started, 2)
-        w.destroy()
-
-
-def _enter(w, ns: str | None):
-    from runtime.kernel.ns import enter
-
-    return enter(w.ns_path(ns))
+        try:
+            w.destroy()
+        finally:
+            left = w.leaks()
+            if left:
+                res.problems.append("the world left behind: " + "; ".join(left))
 
 
 def _flow_works(w, exp: Expect, settle: bool = False) -> bool:
     """The flow for real: an HTTP request and its answer (tcp; full-size segments where the flow
     has a size), a datagram and the echo's answer (udp), an echo and its reply (icmp).
-    `settle`: a fix may take a moment (a route's neighbour resolving), so try a few times."""
+    `settle`: a fix may take a moment (a route's neighbour resolving, a re-created container's
+    server starting: `docker run -d` returns before it listens), so try again for a few seconds."""
     f = exp.flow
-    for attempt in range(3 if settle else 1):
+    until = time.monotonic() + (5 if settle else 0)
+    while True:
         if f.proto == "icmp":
             ok = w.pings(f.src, f.dst)
         elif f.proto == "udp":
@@ -182,13 +181,14 @@ def _flow_works(w, exp: Expect, settle: bool = False) -> bool:
             ok = w.connects(f.port, src=f.src, dst=f.dst, timeout=2, **({"pad": f.size} if f.size else {}))
         if ok:
             return True
-    return False
+        if time.monotonic() >= until:
+            return False
+        time.sleep(0.3)
 
 
 def _trace(w, exp: Expect, timeout: float, verify_fix: bool = False) -> dict | None:
-    p = subprocess.run([sys.executable, "-m", "netdiag", "trace", *exp.flow.argv(), "--json", "--timeout", str(timeout),
-                        *(["--verify-fix"] if verify_fix else [])],
-                       capture_output=True, text=True, timeout=120, env=w.lab.env, preexec_fn=_enter(w, None))
+    p = w.lab.netdiag("trace", *exp.flow.argv(), "--json", "--timeout", str(timeout),
+                      *(["--verify-fix"] if verify_fix else []), timeout=120)
     try:
         return json.loads(p.stdout)
     except ValueError:

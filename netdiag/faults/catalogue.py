@@ -258,7 +258,7 @@ def _(w, rng):
 def _(w, rng):
     """The client's private subnet goes out of the host's eth0 to the outside, which has no route
     back to it: the host should masquerade it and does not."""
-    from netdiag.lab import OUTSIDE_IP
+    from netdiag.worlds import OUTSIDE_IP
 
     w.serve(w.port, ns=w.lab.outside, address=OUTSIDE_IP)
     return Expect("NO_NAT", None, Flow(f"ns:{w.client}", OUTSIDE_IP, w.port), detail="no masquerade towards the outside")

@@ -1,9 +1,8 @@
 """Worlds of a real Docker engine, and the faults a Docker user makes in them.
 
-The world: a lab host running a private dockerd (netdiag/labdocker.py, the one starter tests and
-benches share: nsenter'd into the lab's namespace, every state directory private, all of it
-removed again), with busybox imported as an image (no registry is reachable) and a user-defined
-network on a random subnet. Docker's defaults apply inside the lab as on a Docker host: docker0,
+The world: a Docker lab (netdiag.worlds.DockerLab, the one the tests use too: a lab host running a
+private dockerd, every state directory private, all of it removed again), with busybox imported
+as an image (no registry is reachable) and a user-defined network on a random subnet. Docker's defaults apply inside the lab as on a Docker host: docker0,
 its iptables-nft rules, FORWARD policy drop (the lab starts with ip_forward=0, so dockerd turns
 forwarding on and sets the policy itself), br_netfilter's bridge-nf-call-iptables=1.
 
@@ -18,160 +17,34 @@ A dockerd takes seconds to start and to stop: these kinds run less often in a pl
 """
 from __future__ import annotations
 
-import json
-import random
-import shlex
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 from .catalogue import Expect, Flow, kind
-from .world import PAGE
+from .world import PAGE, AppWorld
 
 SHAPE = "docker"
 IMAGE = "bbox"
 EVERY = 3  # a docker kind takes part in every third round of a plan: dockerd is slow to start and stop
 
 
-class DockerWorld:
+class DockerWorld(AppWorld):
     shape = SHAPE
+    engine = "docker"
+    image = IMAGE
+    net_prefix = "dn"
 
-    def __init__(self, seed: int, lab, engine):
-        rng = random.Random(seed)
-        self.seed, self.lab, self.engine = seed, lab, engine
-        self.port, self.control_port = rng.sample(range(1024, 60000), 2)
-        # 10.x only: docker0 takes 172.17.0.0/16, and Docker's default pools the rest of 172.16/12
-        self.subnets = [f"10.{rng.randrange(1, 255)}.{n}.0/24" for n in rng.sample(range(256), 2)]
-        self.network = f"dn{rng.randrange(16**4):04x}"
-        self.server, self.client = "web", "cli"  # a container name, or "ns:NAME" for a plain namespace
-        self.server_ip = ""
-        self.extra_ns: list[str] = []
-        self.procs: list[subprocess.Popen] = []
+    def cli(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        return self.lab.docker(*args, check=check, timeout=timeout)
 
-    # -- the world's parts ----------------------------------------------------------------------------
-    def docker(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-        p = subprocess.run(self.engine.docker(*args), env=self.engine.cli_env(), capture_output=True, text=True,
-                           timeout=timeout)
-        if check and p.returncode != 0:
-            raise RuntimeError(f"docker {' '.join(args)}: {p.stderr.strip()[-400:]}")
-        return p
-
-    def server_cmd(self) -> list[str]:
-        script = (f"mkdir -p /www && printf {shlex.quote(PAGE)} > /www/index.html && "
-                  f"httpd -p {self.control_port} -h /www && exec httpd -f -p {self.port} -h /www")
-        return ["sh", "-c", script]
-
-    def start_server(self, *opts: str) -> None:
-        self.docker("run", "-d", "--name", self.server, *opts, IMAGE, *self.server_cmd())
-        self.server_ip = self.address(self.server)
-
-    def start_client(self, *opts: str) -> None:
-        self.docker("run", "-d", "--name", self.client, *opts, IMAGE, "sleep", "3600")
-
-    def address(self, container: str) -> str:
-        nets = json.loads(self.docker("inspect", container).stdout)[0]["NetworkSettings"]["Networks"] or {}
-        return next((n["IPAddress"] for n in nets.values() if n.get("IPAddress")), "")
-
-    def run(self, ns: str | None, *argv: str, check: bool = True, timeout: float = 20) -> subprocess.CompletedProcess:
-        """argv in namespace `ns` (None: the lab host)."""
-        from runtime.kernel.ns import enter
-
-        p = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, preexec_fn=enter(self.ns_path(ns)))
-        if check and p.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)} in {ns or 'host'}: {p.stderr.strip()}")
-        return p
-
-    def sysctl(self, ns: str | None, key: str, value: str) -> None:
-        from runtime.kernel import sysctl
-        from runtime.kernel.ns import netns
-
-        with netns(self.ns_path(ns)):
-            sysctl.write(key, value)
-
-    # -- the World protocol case.py uses --------------------------------------------------------------
-    def ns_path(self, ns: str | None) -> str:
-        return f"/run/netns/{(ns or self.lab.name).removeprefix('ns:')}"
-
-    def label(self, at: str | None) -> str:
-        if at is None:
-            return "host"
-        return f"ns:{at.removeprefix('ns:')}" if at.startswith("ns:") or at in self.extra_ns else f"{at} (docker container)"
-
-    def _in(self, src: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess | None:
-        """argv from `src`: a docker container (docker exec) or a plain namespace ("ns:NAME")."""
-        try:
-            if src.startswith("ns:"):
-                return self.run(src, *argv, check=False, timeout=timeout)
-            return self.docker("exec", src, *argv, check=False, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def connects(self, port: int | None = None, src: str | None = None, dst: str | None = None,
-                 timeout: float = 3) -> bool:
-        url = f"http://{dst or self.server_ip}:{port or self.port}/index.html"
-        p = self._in(src or self.client, ["timeout", str(timeout), "busybox", "wget", "-q", "-O", "-", url], timeout + 10)
-        return p is not None and p.returncode == 0 and p.stdout == PAGE
-
-    def pings(self, src: str, dst: str) -> bool:
-        p = self._in(src, ["ping", "-c", "1", "-W", "1", dst], 15)
-        return p is not None and p.returncode == 0
-
-    def fix_env(self) -> dict:
-        """What a user's shell has on the lab host: netdiag on PATH, the lab's state, and the docker
-        CLI pointed at the lab's dockerd (a `docker ...` fix must never reach another engine)."""
-        import os
-        import sys
-
-        from netdiag.labdocker import client_env
-
-        return {**self.lab.env, **client_env(self.engine.work),
-                "PATH": f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', '')}"}
-
-    def refresh(self) -> None:
-        """After a fix: a recreated (or reconnected) server may have a new address."""
-        if not self.server.startswith("ns:") and self.docker("inspect", self.server, check=False).returncode == 0:
-            self.server_ip = self.address(self.server) or self.server_ip
-
-    def destroy(self) -> None:
-        from runtime.kernel import ns
-
-        left: list[str] = []
-        for p in self.procs:
-            p.kill()
-            p.wait()
-        try:
-            left = self.engine.remove()
-        finally:
-            for name in self.extra_ns:
-                ns.remove(name)
-            self.lab.destroy()
-        if left:
-            raise RuntimeError("the lab's dockerd left behind: " + "; ".join(left))
+    docker = cli  # the fault kinds say what they run
 
 
 def build(seed: int) -> DockerWorld:
     """A lab running its own dockerd (busybox imported), with one user-defined network."""
-    from netdiag import labdocker
-    from netdiag.lab import Lab
+    from netdiag.worlds import DockerLab
 
-    lab = Lab().create()
-    try:
-        work = Path(tempfile.mkdtemp(prefix="nddock-"))  # short: containerd's socket paths must fit 108 bytes
-        engine = labdocker.Dockerd.installed(lab.name, work, f"{lab.name}-docker")
-    except BaseException:
-        lab.destroy()
-        raise
-    w = DockerWorld(seed, lab, engine)
-    try:
-        engine.start()
-        engine.import_busybox(IMAGE)
-        lab.env.update(labdocker.client_env(work))  # how netdiag (and the user's shell) find the engine
-        w.docker("network", "create", "--subnet", w.subnets[0], w.network)
-    except BaseException:
-        w.destroy()
-        raise
-    return w
+    return DockerWorld(seed, DockerLab(image=IMAGE)).create()
 
 
 def _healthy(w: DockerWorld) -> None:
@@ -214,7 +87,7 @@ def _(w, rng):
 
 @docker_kind("docker-port-not-published")
 def _(w, rng):
-    from netdiag.lab import HOST_IP
+    from netdiag.worlds import HOST_IP
 
     w.start_server("--network", w.network)
     w.start_client("--network", w.network)
@@ -228,7 +101,7 @@ def _(w, rng):
     """Published on 127.0.0.1 only: Docker's DNAT matches 127.0.0.1 and its docker-proxy listens
     there; from the outside the port is not published. The fix is Docker's (`docker run -p`), not
     docker-proxy's (a process Docker owns)."""
-    from netdiag.lab import HOST_IP
+    from netdiag.worlds import HOST_IP
 
     w.start_server("--network", w.network, "-p", f"127.0.0.1:{w.port}:{w.port}")
     w.start_client("--network", w.network)
@@ -283,7 +156,7 @@ def _(w, rng):
 def _(w, rng):
     """The client lives on an --internal network only: Docker lets nothing leave it. The fix gives
     it a second, non-internal network (Docker's default bridge)."""
-    from netdiag.lab import OUTSIDE_IP
+    from netdiag.worlds import OUTSIDE_IP
     from runtime.kernel.ns import enter
 
     inner = w.network + "i"
@@ -308,7 +181,7 @@ def _(w, rng):
 def _(w, rng):
     """A user's rule in DOCKER-USER (Docker's place for them) drops the published port's traffic:
     FIREWALL_DROP, the rule named and removed."""
-    from netdiag.lab import HOST_IP
+    from netdiag.worlds import HOST_IP
 
     w.start_server("--network", w.network, "-p", f"{w.port}:{w.port}")
     w.start_client("--network", w.network)

@@ -1,7 +1,7 @@
 """Worlds of netdiag's overlay networks across two hosts, and the faults of an overlay.
 
-The world: a ClusterLab (netdiag/lab.py: an underlay bridge in its own namespace, two host
-namespaces on it, a real etcd), `netdiag cluster join` on both hosts, an overlay network (random
+The world: a cluster lab (netdiag.worlds.ClusterLab: an underlay bridge in its own namespace, two
+host namespaces on it, a real etcd) as the fault world's `lab`, `netdiag cluster join` on both hosts, an overlay network (random
 subnet) made with `netdiag network create -d overlay`, a client container `cli` on host 1 and a
 server container `web` on host 2 (busybox httpd: the flow's port serves a page larger than one
 segment, so every flow carries full-size packets both ways; the control port a small one).
@@ -10,8 +10,10 @@ segment, so every flow carries full-size packets both ways; the control port a s
 Faults are planted with ip/bridge/nft in the hosts' and the underlay's namespaces (never netdiag):
 a forwarding entry of host 1's VXLAN device removed or pointed elsewhere, its proxy ARP entry
 removed, VXLAN dropped on the underlay path by a user's nft rule, the underlay narrower than the
-overlay's MTU assumes. The world interface is the container world's (containers.py), which it
-extends: the client lives on host 1 (the lab host of case.py), the server on host 2.
+overlay's MTU assumes. The world is a container world (containers.py) on netdiag.worlds'
+interface, which it extends: the client lives on host 1 (the cluster's first host: where `where`
+is None, the lab host of case.py), the server on host 2; create() tears the cluster down whole
+when building fails half-way, and a case checks leaks() after destroy().
 
 A cluster takes seconds to build (etcd, two joins): these kinds run less often in a plan (`every`).
 """
@@ -20,12 +22,11 @@ from __future__ import annotations
 import json
 import random
 import shlex
-import subprocess
 import time
 
 from .catalogue import Expect, Flow, kind
 from .containers import ContainerWorld
-from .world import PAGE, World
+from .world import PAGE
 
 SHAPE = "overlay"
 EVERY = 3  # every third round of a plan: a cluster with etcd is slow to build
@@ -38,21 +39,39 @@ RESYNC = 1  # seconds between an agent's reads of the whole store (NETDIAG_CLUST
 
 class OverlayWorld(ContainerWorld):
     shape = SHAPE
-    # plain commands in a namespace (a host's, the underlay's), as the plain world runs them
-    run, ip, nft = World.run, World.ip, World.nft
 
     def __init__(self, seed: int, cluster):
-        super().__init__(seed, cluster.hosts[0])
-        self.cluster = cluster
+        super().__init__(seed, cluster)
         self.near, self.far = (h.name for h in cluster.hosts[:2])  # the client's and the server's hosts
         self.underlay = cluster.underlay
         self.net_id = ""
         self.server_mac = ""
 
+    @property
+    def cluster(self):
+        return self.lab
+
+    def setup(self) -> None:
+        """Both hosts joined, the overlay network, `web` on host 2 and `cli` on host 1, working."""
+        for h in self.cluster.hosts:  # the agents settle quickly (below)
+            h.env["NETDIAG_CLUSTER_RESYNC"] = str(RESYNC)
+        self.cluster.join_all()
+        self.net_id = self.on(0, "network", "create", "-d", "overlay", "--subnet", self.subnets[0], self.network).stdout.strip()
+        self.start_server()
+        self.start_client("--network", self.network)
+        for _ in range(20):  # httpd may need a moment
+            if self.connects(self.control_port, timeout=1) and self.connects(timeout=2):
+                # an agent re-programs its devices once more at its first resync after an attach
+                # (the endpoint was claimed in the store before its record was written): a fault
+                # planted before then would be undone by it, not by the fix
+                time.sleep(2.5 * RESYNC)
+                return
+        raise RuntimeError(f"overlay world {self.seed} does not work before any fault")
+
     # -- the world's parts ----------------------------------------------------------------------------
     def on(self, host: int, *args: str, check: bool = True):
         """netdiag on cluster host `host` (0: the client's, 1: the server's)."""
-        p = self.cluster.hosts[host].netdiag(*args, timeout=60)
+        p = self.cluster.netdiag(*args, where=self.cluster.hosts[host].name, timeout=60)
         if check and p.returncode != 0:
             raise RuntimeError(f"h{host + 1}: netdiag {' '.join(args)}: {p.stderr.strip()}")
         return p
@@ -66,10 +85,10 @@ class OverlayWorld(ContainerWorld):
         script = (f"mkdir -p /www /big && printf {shlex.quote(PAGE)} > /www/index.html && "
                   f"printf {shlex.quote(BIG_PAGE)} > /big/index.html && "
                   f"httpd -p {self.control_port} -h /www && exec httpd -f -p {self.port} -h /big")
-        return ["busybox", "sh", "-c", script]
+        return ["sh", "-c", script]
 
     def start_server(self, *opts: str) -> None:
-        self.on(1, "run", "-d", "--name", self.server, "--network", self.network, *opts, *self.server_cmd())
+        self.on(1, "run", "-d", "--name", self.server, "--network", self.network, *opts, self.image, *self.server_cmd())
         self.refresh()
 
     def endpoint(self) -> dict:
@@ -79,10 +98,8 @@ class OverlayWorld(ContainerWorld):
 
     def in_client(self, *argv: str) -> None:
         """The host's argv in the client container's network namespace."""
-        from runtime.kernel.ns import enter
-
         pid = json.loads(self.on(0, "inspect", self.client).stdout)[0]["State"]["Pid"]
-        subprocess.run(list(argv), check=True, capture_output=True, timeout=20, preexec_fn=enter(f"/proc/{pid}/ns/net"))
+        self.run(f"/proc/{pid}/ns/net", *argv)
 
     # -- the World protocol case.py uses --------------------------------------------------------------
     def label(self, at: str | None) -> str:
@@ -105,40 +122,14 @@ class OverlayWorld(ContainerWorld):
         e = self.endpoint()
         self.server_ip, self.server_mac = e["IPv4Address"].split("/")[0], e["MacAddress"]
 
-    def destroy(self) -> None:
-        from netdiag.lab import cluster_leaks
-
-        self.cluster.destroy()
-        left = cluster_leaks(self.cluster)
-        if left:
-            raise RuntimeError("the overlay world left behind: " + "; ".join(left))
 
 
 def build(seed: int) -> OverlayWorld:
     """Two joined hosts, an overlay network, `web` on host 2 and `cli` on host 1; torn down whole if
     anything fails half-way."""
-    from netdiag.lab import ClusterLab
+    from netdiag.worlds import ClusterLab
 
-    cluster = ClusterLab(hosts=2).create()
-    try:
-        for h in cluster.hosts:  # the agents settle quickly (below)
-            h.env["NETDIAG_CLUSTER_RESYNC"] = str(RESYNC)
-        cluster.join_all()
-        w = OverlayWorld(seed, cluster)
-        w.net_id = w.on(0, "network", "create", "-d", "overlay", "--subnet", w.subnets[0], w.network).stdout.strip()
-        w.start_server()
-        w.start_client("--network", w.network)
-        for _ in range(20):  # httpd may need a moment
-            if w.connects(w.control_port, timeout=1) and w.connects(timeout=2):
-                # an agent re-programs its devices once more at its first resync after an attach
-                # (the endpoint was claimed in the store before its record was written): a fault
-                # planted before then would be undone by it, not by the fix
-                time.sleep(2.5 * RESYNC)
-                return w
-        raise RuntimeError(f"overlay world {seed} does not work before any fault")
-    except BaseException:
-        cluster.destroy()
-        raise
+    return OverlayWorld(seed, ClusterLab(hosts=2)).create()
 
 
 def overlay_kind(name: str, note: str = ""):

@@ -1,4 +1,7 @@
-"""Random worlds for fault injection, built in a lab (netdiag/lab.py) from a seed.
+"""Random worlds for fault injection, built from a seed on netdiag.worlds' worlds and interface.
+
+FaultWorld is what every fault world shares (containers.py and docker.py build theirs on it, on a
+host lab and a Docker lab); the plain world below is built in a host lab.
 
 A world is a client namespace and a server namespace around the lab host, in one of three shapes:
 - `routed`:  client -- host -- server, the host routes between two subnets;
@@ -13,10 +16,12 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import shlex
 import subprocess
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+
+from netdiag.worlds import World as World_
+from netdiag.worlds.leftovers import netns_left
 
 SHAPES = ("routed", "chain", "bridged")
 # what a world relies on, set in every namespace of it: a Docker host has ip_forward=1 and
@@ -45,40 +50,57 @@ sys.exit(0 if s.recv(65535) == ask else 1)
 """
 
 
-@dataclass
-class World:
-    seed: int
-    shape: str
-    lab: object  # netdiag.lab.Lab
-    client: str  # namespace names
-    server: str
-    router: str | None
-    client_ip: str
-    server_ip: str
-    client_gw: str
-    server_gw: str
-    host_client_if: str  # the host's interfaces towards the client and the server (the bridge's
-    host_server_if: str  # ports when bridged)
-    bridge: str | None
-    port: int
-    control_port: int
-    subnets: list[str]
-    www: Path
-    servers: dict[int, subprocess.Popen] = field(default_factory=dict)
-    udp_servers: dict[int, subprocess.Popen] = field(default_factory=dict)
-    extra_ns: list[str] = field(default_factory=list)
+class FaultWorld(World_):
+    """What every fault world shares: a world of netdiag.worlds (`lab`: a host lab, a Docker lab, a
+    cluster) that it creates first and destroys last, programs run in its namespaces, processes
+    and namespaces a kind adds (`procs`, `extra_ns`: destroy() removes them, leaks() checks them).
+    A subclass builds on the lab in `setup()`; World_.create() tears everything down when it fails."""
+
+    shape = ""
+
+    def __init__(self, seed: int, lab):
+        self.seed, self.lab, self.name = seed, lab, lab.name
+        self.procs: list[subprocess.Popen] = []
+        self.extra_ns: list[str] = []
+
+    @property
+    def env(self) -> dict:
+        return self.lab.env
+
+    def _build(self) -> None:
+        self.lab.create()
+        self.setup()
+
+    def setup(self) -> None:
+        raise NotImplementedError
+
+    def destroy(self) -> None:
+        from runtime.kernel import ns
+
+        for p in self.procs:
+            p.kill()
+            p.wait()
+        try:
+            for name in self.extra_ns:
+                ns.remove(name)
+        finally:
+            self.lab.destroy()
+
+    def _leftovers(self) -> list[str]:
+        return netns_left(self.extra_ns) + self.lab._leftovers()
 
     # -- running things -------------------------------------------------------------------------
+    def namespace(self, where: str | None = None) -> str:
+        """A namespace by name ("ns:NAME" too); None: the lab host."""
+        return self.lab.namespace(where.removeprefix("ns:") if where else None)
+
     def ns_path(self, ns: str | None) -> str:
-        return f"/run/netns/{ns or self.lab.name}"
+        return self.namespace(ns)
 
     def run(self, ns: str | None, *argv: str, input: str | None = None, check: bool = True,
             timeout: float = 20) -> subprocess.CompletedProcess:
-        """argv in namespace `ns` (None: the lab host)."""
-        from runtime.kernel.ns import enter
-
-        p = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout,
-                           preexec_fn=enter(self.ns_path(ns)))
+        """argv in namespace `ns` (None: the lab host); RuntimeError on a failure when `check`."""
+        p = self.run_in(ns, argv, input=input, timeout=timeout)
         if check and p.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} in {ns or 'host'}: {p.stderr.strip()}")
         return p
@@ -93,17 +115,122 @@ class World:
         from runtime.kernel import sysctl
         from runtime.kernel.ns import netns
 
-        with netns(self.ns_path(ns)):
+        with netns(self.namespace(ns)):
             sysctl.write(key, value)
+
+    def fix_env(self) -> dict:
+        """What a user's shell has on the lab host: netdiag on PATH, the lab's state (and, in a
+        Docker lab, the docker CLI pointed at the lab's engine: a fix never reaches another one)."""
+        return self.lab.user_env()
+
+    def refresh(self) -> None:
+        """After a fix: nothing of a plain world moves."""
+
+
+class AppWorld(FaultWorld):
+    """A world of one engine's containers (netdiag's: containers.py; Docker's: docker.py): a user
+    network on a random subnet, a server container `web` (busybox httpd on the flow's port and a
+    control port) and a client container `cli`, made with the engine's CLI (`cli(...)`) as a user
+    makes them. A kind may put plain namespaces in their place ("ns:NAME")."""
+
+    engine = ""  # how trace names the engine's containers: "web (docker container)"
+    image = "busybox"
+    net_prefix = "net"
+
+    def __init__(self, seed: int, lab):
+        super().__init__(seed, lab)
+        rng = random.Random(seed)
+        self.port, self.control_port = rng.sample(range(1024, 60000), 2)
+        # 10.x only: Docker's docker0 takes 172.17.0.0/16, and its default pools the rest of 172.16/12
+        self.subnets = [f"10.{rng.randrange(1, 255)}.{n}.0/24" for n in rng.sample(range(256), 2)]
+        self.network = f"{self.net_prefix}{rng.randrange(16**4):04x}"
+        self.server, self.client = "web", "cli"  # a container name, or "ns:NAME" for a plain namespace
+        self.server_ip = ""
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        """The engine's CLI (netdiag, docker); RuntimeError on a failure when `check`."""
+        raise NotImplementedError
+
+    def setup(self) -> None:
+        self.cli("network", "create", "--subnet", self.subnets[0], self.network)
+
+    def server_cmd(self) -> list[str]:
+        script = (f"mkdir -p /www && printf {shlex.quote(PAGE)} > /www/index.html && "
+                  f"httpd -p {self.control_port} -h /www && exec httpd -f -p {self.port} -h /www")
+        return ["sh", "-c", script]
+
+    def start_server(self, *opts: str) -> None:
+        self.cli("run", "-d", "--name", self.server, *opts, self.image, *self.server_cmd())
+        self.server_ip = self.address(self.server)
+
+    def start_client(self, *opts: str) -> None:
+        self.cli("run", "-d", "--name", self.client, *opts, self.image, "sleep", "3600")
+
+    def address(self, container: str) -> str:
+        import json
+
+        nets = json.loads(self.cli("inspect", container).stdout)[0]["NetworkSettings"]["Networks"] or {}
+        return next((n["IPAddress"] for n in nets.values() if n.get("IPAddress")), "")
+
+    def label(self, at: str | None) -> str:
+        if at is None:
+            return "host"
+        return f"ns:{at.removeprefix('ns:')}" if at.startswith("ns:") or at in self.extra_ns else f"{at} ({self.engine} container)"
+
+    def _in(self, src: str, argv: list[str], timeout: float) -> subprocess.CompletedProcess | None:
+        """argv from `src`: a container (the engine's exec) or a plain namespace ("ns:NAME")."""
+        try:
+            if src.startswith("ns:"):
+                return self.run(src, *argv, check=False, timeout=timeout)
+            return self.cli("exec", src, *argv, check=False, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def connects(self, port: int | None = None, src: str | None = None, dst: str | None = None,
+                 timeout: float = 3) -> bool:
+        url = f"http://{dst or self.server_ip}:{port or self.port}/index.html"
+        p = self._in(src or self.client, ["timeout", str(timeout), "busybox", "wget", "-q", "-O", "-", url], timeout + 10)
+        return p is not None and p.returncode == 0 and p.stdout == PAGE
+
+    def pings(self, src: str, dst: str) -> bool:
+        p = self._in(src, ["ping", "-c", "1", "-W", "1", dst], 15)
+        return p is not None and p.returncode == 0
+
+    def refresh(self) -> None:
+        """After a fix: a recreated (or reconnected) server may have a new address."""
+        if not self.server.startswith("ns:") and self.cli("inspect", self.server, check=False).returncode == 0:
+            self.server_ip = self.address(self.server) or self.server_ip
+
+
+class World(FaultWorld):
+    """The plain world: a client and a server namespace around the lab host, in one of SHAPES,
+    drawn from the seed (its shape too, unless given)."""
+
+    def __init__(self, seed: int, shape: str | None = None):
+        from netdiag.worlds import Lab
+
+        rng = random.Random(seed)
+        self.shape = shape or rng.choice(SHAPES)
+        super().__init__(seed, Lab())
+        self._rng = rng
+        self.client, self.server = f"{self.name}-c", f"{self.name}-s"
+        self.router = f"{self.name}-r" if self.shape == "chain" else None
+        self._nets = _subnets(rng, 3)
+        self.subnets = [str(n) for n in self._nets]
+        self.port, self.control_port = rng.sample(range(1024, 60000), 2)
+        self.www = self.lab.state_dir / "www"
+        self.host_client_if, self.host_server_if = _ifname(rng, "vc"), _ifname(rng, "vs")  # the bridge's ports when bridged
+        self.bridge = _ifname(rng, "br") if self.shape == "bridged" else None
+        self.client_ip = self.server_ip = self.client_gw = self.server_gw = ""
+        self.servers: dict[int, subprocess.Popen] = {}
+        self.udp_servers: dict[int, subprocess.Popen] = {}
 
     def serve(self, port: int, ns: str | None = None, address: str | None = None) -> None:
         """busybox httpd on address:port in `ns` (the server's address by default)."""
-        from runtime.kernel.ns import enter
-
         self.stop_server(port)
         bind = f"{address or self.server_ip}:{port}"
         self.servers[port] = subprocess.Popen(["busybox", "httpd", "-f", "-p", bind, "-h", str(self.www)],
-                                              preexec_fn=enter(self.ns_path(ns or self.server)),
+                                              preexec_fn=self.enter(ns or self.server),
                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_listening(self, ns or self.server, port)
 
@@ -111,11 +238,9 @@ class World:
         """A UDP echo on address:port in `ns` (the server's address by default)."""
         import sys
 
-        from runtime.kernel.ns import enter
-
         self.stop_server(port, udp=True)
         self.udp_servers[port] = subprocess.Popen([sys.executable, "-c", UDP_ECHO, address or self.server_ip, str(port)],
-                                                  preexec_fn=enter(self.ns_path(ns or self.server)),
+                                                  preexec_fn=self.enter(ns or self.server),
                                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_listening(self, ns or self.server, port, udp=True)
 
@@ -153,16 +278,6 @@ class World:
         """How trace names the hop of namespace `at` (None: the lab host)."""
         return "host" if at is None or at == self.lab.name else f"ns:{at}"
 
-    def fix_env(self) -> dict:
-        """What a user's shell has on the lab host: netdiag on PATH, the lab's state."""
-        import os
-        import sys
-
-        return {**self.lab.env, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ.get('PATH', '')}"}
-
-    def refresh(self) -> None:
-        """After a fix: nothing of a plain world moves."""
-
     def destroy(self) -> None:
         from runtime.kernel import ns
 
@@ -170,10 +285,18 @@ class World:
             self.stop_server(port)
         for port in list(self.udp_servers):
             self.stop_server(port, udp=True)
-        for name in [self.client, self.server, self.router, *self.extra_ns]:
-            if name:
-                ns.remove(name)
-        self.lab.destroy()
+        try:
+            for name in (self.client, self.server, self.router):
+                if name:
+                    ns.remove(name)
+        finally:
+            super().destroy()
+
+    def _leftovers(self) -> list[str]:
+        return netns_left((self.client, self.server, self.router)) + super()._leftovers()
+
+    def setup(self) -> None:
+        _wire(self, self._rng, self._nets)
 
 
 def _ns(target: str | None) -> str | None:
@@ -208,72 +331,60 @@ def _ifname(rng: random.Random, prefix: str) -> str:
 def build(seed: int, shape: str | None = None) -> World:
     """Build the world of `seed` (its shape drawn from the seed unless given). Torn down whole if
     anything fails half-way."""
-    from netdiag.lab import Lab
+    return World(seed, shape).create()
+
+
+def _wire(w: World, rng: random.Random, nets: list[ipaddress.IPv4Network]) -> None:
+    """The world's namespaces, links, addresses, routes and servers on the lab host; checked to work."""
     from runtime.kernel import ns
 
-    rng = random.Random(seed)
-    shape = shape or rng.choice(SHAPES)
-    lab = Lab().create()
-    names = {k: f"{lab.name}-{k}" for k in ("c", "s", "r")}
-    nets = _subnets(rng, 3)
-    port, control = rng.sample(range(1024, 60000), 2)
-    www = lab.state_dir / "www"
-    www.mkdir(parents=True, exist_ok=True)
-    (www / "index.html").write_text(PAGE)
+    w.www.mkdir(parents=True, exist_ok=True)
+    (w.www / "index.html").write_text(PAGE)
     hosts = lambda net: [str(h) for h in net.hosts()]  # noqa: E731
-    w = World(seed=seed, shape=shape, lab=lab, client=names["c"], server=names["s"],
-              router=names["r"] if shape == "chain" else None, client_ip="", server_ip="", client_gw="",
-              server_gw="", host_client_if=_ifname(rng, "vc"), host_server_if=_ifname(rng, "vs"),
-              bridge=_ifname(rng, "br") if shape == "bridged" else None, port=port, control_port=control,
-              subnets=[str(n) for n in nets], www=www)
-    try:
-        for name in (w.client, w.server, w.router):
-            if name:
-                ns.create(name)
-                w.ip(name, "link", "set", "lo", "up")
-        for name in (None, w.client, w.server, w.router):  # a fresh host's values, whatever the machine's
-            for key, value in FRESH_SYSCTLS:
-                if name is None or key.startswith("net/ipv4"):
-                    try:
-                        w.sysctl(name, key, value)
-                    except FileNotFoundError:  # br_netfilter not loaded: bridged traffic skips ip hooks anyway
-                        pass
-        a, b, c = (hosts(n) for n in nets)
-        if shape == "bridged":
-            w.client_ip, w.server_ip, w.client_gw = a[rng.randrange(10, 100)], a[rng.randrange(100, 200)], a[0]
-            w.server_gw = w.client_gw
-            w.ip(None, "link", "add", w.bridge, "type", "bridge")
-            w.ip(None, "addr", "add", f"{a[0]}/24", "dev", w.bridge)
-            w.ip(None, "link", "set", w.bridge, "up")
-            _veth(w, w.host_client_if, w.client, w.client_ip, 24, w.client_gw, master=w.bridge)
-            _veth(w, w.host_server_if, w.server, w.server_ip, 24, w.server_gw, master=w.bridge)
-        else:
-            w.client_ip, w.client_gw = a[rng.randrange(1, 250)], a[250]
-            w.ip(None, "addr", "add", f"{w.client_gw}/24", "dev", _veth(w, w.host_client_if, w.client, w.client_ip, 24, w.client_gw))
-            w.sysctl(None, "net/ipv4/ip_forward", "1")
-            if shape == "routed":
-                w.server_ip, w.server_gw = b[rng.randrange(1, 250)], b[250]
-                _veth(w, w.host_server_if, w.server, w.server_ip, 24, w.server_gw)
-                w.ip(None, "addr", "add", f"{w.server_gw}/24", "dev", w.host_server_if)
-            else:  # chain: host --(c subnet)-- router --(b subnet)-- server
-                transit_host, transit_router = c[0], c[1]
-                _veth(w, w.host_server_if, w.router, transit_router, 24, transit_host, peer_name="up0")
-                w.ip(None, "addr", "add", f"{transit_host}/24", "dev", w.host_server_if)
-                w.server_ip, w.server_gw = b[rng.randrange(1, 250)], b[250]
-                w.ip(w.router, "link", "add", "down0", "type", "veth", "peer", "name", "eth0", "netns", w.server)
-                w.ip(w.router, "addr", "add", f"{w.server_gw}/24", "dev", "down0")
-                w.ip(w.router, "link", "set", "down0", "up")
-                _address(w, w.server, w.server_ip, 24, w.server_gw)
-                w.sysctl(w.router, "net/ipv4/ip_forward", "1")
-                w.ip(None, "route", "add", str(nets[1]), "via", transit_router)
-        w.serve(w.port)
-        w.serve(w.control_port)
-        if not (w.connects() and w.connects(w.control_port)):
-            raise RuntimeError(f"world {seed} ({shape}) does not work before any fault")
-    except BaseException:
-        w.destroy()
-        raise
-    return w
+    shape = w.shape
+    for name in (w.client, w.server, w.router):
+        if name:
+            ns.create(name)
+            w.ip(name, "link", "set", "lo", "up")
+    for name in (None, w.client, w.server, w.router):  # a fresh host's values, whatever the machine's
+        for key, value in FRESH_SYSCTLS:
+            if name is None or key.startswith("net/ipv4"):
+                try:
+                    w.sysctl(name, key, value)
+                except FileNotFoundError:  # br_netfilter not loaded: bridged traffic skips ip hooks anyway
+                    pass
+    a, b, c = (hosts(n) for n in nets)
+    if shape == "bridged":
+        w.client_ip, w.server_ip, w.client_gw = a[rng.randrange(10, 100)], a[rng.randrange(100, 200)], a[0]
+        w.server_gw = w.client_gw
+        w.ip(None, "link", "add", w.bridge, "type", "bridge")
+        w.ip(None, "addr", "add", f"{a[0]}/24", "dev", w.bridge)
+        w.ip(None, "link", "set", w.bridge, "up")
+        _veth(w, w.host_client_if, w.client, w.client_ip, 24, w.client_gw, master=w.bridge)
+        _veth(w, w.host_server_if, w.server, w.server_ip, 24, w.server_gw, master=w.bridge)
+    else:
+        w.client_ip, w.client_gw = a[rng.randrange(1, 250)], a[250]
+        w.ip(None, "addr", "add", f"{w.client_gw}/24", "dev", _veth(w, w.host_client_if, w.client, w.client_ip, 24, w.client_gw))
+        w.sysctl(None, "net/ipv4/ip_forward", "1")
+        if shape == "routed":
+            w.server_ip, w.server_gw = b[rng.randrange(1, 250)], b[250]
+            _veth(w, w.host_server_if, w.server, w.server_ip, 24, w.server_gw)
+            w.ip(None, "addr", "add", f"{w.server_gw}/24", "dev", w.host_server_if)
+        else:  # chain: host --(c subnet)-- router --(b subnet)-- server
+            transit_host, transit_router = c[0], c[1]
+            _veth(w, w.host_server_if, w.router, transit_router, 24, transit_host, peer_name="up0")
+            w.ip(None, "addr", "add", f"{transit_host}/24", "dev", w.host_server_if)
+            w.server_ip, w.server_gw = b[rng.randrange(1, 250)], b[250]
+            w.ip(w.router, "link", "add", "down0", "type", "veth", "peer", "name", "eth0", "netns", w.server)
+            w.ip(w.router, "addr", "add", f"{w.server_gw}/24", "dev", "down0")
+            w.ip(w.router, "link", "set", "down0", "up")
+            _address(w, w.server, w.server_ip, 24, w.server_gw)
+            w.sysctl(w.router, "net/ipv4/ip_forward", "1")
+            w.ip(None, "route", "add", str(nets[1]), "via", transit_router)
+    w.serve(w.port)
+    w.serve(w.control_port)
+    if not (w.connects() and w.connects(w.control_port)):
+        raise RuntimeError(f"world {w.seed} ({shape}) does not work before any fault")
 
 
 def _veth(w: World, host_if: str, ns: str, ip: str, plen: int, gw: str, master: str | None = None,

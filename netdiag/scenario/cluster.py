@@ -1,5 +1,5 @@
 """A scenario on several hosts: `world.cluster: {hosts: [h1, h2]}` is built as a ClusterLab
-(netdiag/lab.py: an underlay bridge in a namespace of its own, one namespace per host with its own
+(netdiag/worlds/host.py: an underlay bridge in a namespace of its own, one namespace per host with its own
 netdiag state and cgroup parent, a real etcd in a namespace of its own), every host joined to the
 cluster; then the world's `networks` (`driver: overlay` for one the hosts share; created on
 `host:`, default the first) and its `containers`, each started on its `host:` (default the first).
@@ -16,7 +16,7 @@ Faults are planted once the hosts' agents have programmed every overlay (each ho
 devices hold what etcd lists), so an agent catching up cannot undo one. `destroy` works from any
 process: the registry keeps the lab's name, its state directory and its hosts; every process in
 the world's namespaces (etcd, the agents, the containers' monitors, whatever a learner started)
-is killed, then the lab is removed and `cluster_leaks` says what is left.
+is killed, then the lab is removed and `leaks()` says what is left.
 
 Variables: ${lab}, ${host_ip} (the first host's underlay address) and ${host_ip:HOST} (that host's,
 its VTEP), ${store} (`ns:` + the store's namespace: a machine on the underlay that is no member),
@@ -30,17 +30,17 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from runtime.errors import InvalidArgument, NetdiagError, NotFound
 
-from ..lab import STORE_IP, UNDERLAY_PREFIX, ClusterHost, ClusterLab, cluster_leaks
-from . import registry, verdict
-from .common import STEP_TIMEOUT, _VAR, StepFailed, checks_of, container_argv, grader_argv, kill_in, netns_inodes, network_argv
+from ..worlds import STORE_IP, ClusterHost, ClusterLab
+from . import registry
+from .common import STEP_TIMEOUT, _VAR, StepFailed, container_argv, kill_in, netns_inodes, network_argv
 from .library import Scenario
 from .placement import host_names
+from .world import ScenarioWorld
 
 SETTLE_TIMEOUT = 20.0
 VARIABLES = ("lab", "host_ip", "store", "store_ip", "ip:CONTAINER[:NETWORK]", "mac:CONTAINER[:NETWORK]", "vxlan:NETWORK", "file:NAME")
@@ -62,42 +62,32 @@ def step_label(scenario: Scenario, step: dict) -> str:
     return f"{on}:{where}" if on and on != where else where
 
 
-class ClusterSession:
+class ClusterSession(ScenarioWorld):
     """A running scenario of several hosts; the same interface as session.Session."""
 
     multi_host = True
 
     def __init__(self, scenario: Scenario, lab: ClusterLab, names: list[str]):
-        self.scenario, self.lab = scenario, lab
+        super().__init__(scenario, lab)
         self.hosts: dict[str, ClusterHost] = dict(zip(names, lab.hosts))
         self.first = names[0]
-        self.root = lab.state_dir.parent  # the scenario's directory: the lab's state, files, grader's files
 
     # -- life ----------------------------------------------------------------------------------------
     @classmethod
-    def start(cls, scenario: Scenario, progress=None) -> "ClusterSession":
-        """Build the hosts, join them, make the world, wait for the overlays, plant the faults;
-        refused when that scenario already runs."""
-        say = progress or (lambda text: None)
+    def claim(cls, scenario: Scenario) -> "ClusterSession":
         names = host_names(scenario.spec)
-        lab = registry.claim(scenario.name, scenario.slug, lambda root: make_lab(None, root, names), hosts=names)
-        s = cls(scenario, lab, names)
-        try:
-            say(f"cluster lab {lab.name}: hosts " + ", ".join(f"{n} ({h.address})" for n, h in s.hosts.items())
+        return cls(scenario, registry.claim(scenario.name, scenario.slug, lambda root: make_lab(None, root, names), hosts=names),
+                   names)
+
+    def describe(self) -> str:
+        return (f"cluster lab {self.lab.name}: hosts " + ", ".join(f"{n} ({h.address})" for n, h in self.hosts.items())
                 + f" on one underlay, etcd at {STORE_IP}")
-            try:
-                lab.create()
-            except RuntimeError as e:  # etcd missing or not answering
-                raise StepFailed(f"The cluster of scenario {scenario.name} did not start", str(e), "run scripts/setup") from None
-            s.build(say)
-            for step in scenario.spec.get("faults", []):
-                say(step.get("say") or "planting a fault")
-                s.step(step)
-        except BaseException:
-            s.destroy()
-            raise
-        registry.built(scenario.name)
-        return s
+
+    def create_lab(self) -> None:
+        try:
+            self.lab.create()
+        except RuntimeError as e:  # etcd missing or not answering
+            raise StepFailed(f"The cluster of scenario {self.scenario.name} did not start", str(e), "run scripts/setup") from None
 
     @classmethod
     def attach(cls, scenario: Scenario) -> "ClusterSession":
@@ -105,17 +95,18 @@ class ClusterSession:
         names = rec.get("hosts") or host_names(scenario.spec)
         return cls(scenario, make_lab(rec["lab"], Path(rec["state_dir"]), names), names)
 
-    def destroy(self) -> list[str]:
-        """Remove the world: every process in its namespaces (etcd, agents, monitors, a learner's
-        shells), the hosts, the underlay, the state. What was left behind (should be nothing)."""
+    def remove(self) -> None:
+        """Every process in its namespaces (etcd, agents, monitors, a learner's shells), the hosts,
+        the underlay, the state."""
         from runtime.records import recorded_pids
 
         pids = set().union(*(recorded_pids(h.state_dir) for h in self.hosts.values()))
         kill_in(netns_inodes(self.namespaces(), pids))
         self.lab.destroy()
         shutil.rmtree(self.root, ignore_errors=True)
-        registry.forget(self.scenario.name)
-        return cluster_leaks(self.lab) + ([str(self.root)] if self.root.exists() else [])
+
+    def _leftovers(self) -> list[str]:
+        return self.lab._leftovers() + ([str(self.root)] if self.root.exists() else [])
 
     def namespaces(self) -> list[str]:
         """Every named network namespace of the world: the underlay, the store's, each host's."""
@@ -213,9 +204,6 @@ class ClusterSession:
                              (p.stderr or p.stdout).strip()[-600:], "the scenario file is wrong, or the host lacks something")
         return p
 
-    def step(self, step: dict, check: bool = True) -> subprocess.CompletedProcess:
-        return self.run(step["run"], step.get("in"), check=check, on=step.get("host"))
-
     def place(self, where: str | None, on: str | None) -> tuple[str, object]:
         """(the host whose netdiag state is used, a preexec_fn entering the namespace)."""
         from runtime.kernel.ns import enter
@@ -231,6 +219,15 @@ class ClusterSession:
     def env(self, host: str | None = None) -> dict:
         path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
         return {**self.hosts[host or self.first].env, "PATH": path}
+
+    def namespace(self, where: str | None = None) -> str:
+        """A host's namespace (None: the first host) or a container's, on whichever host runs it."""
+        if where is None or where in self.hosts:
+            return self.hosts[where or self.first].namespace()
+        return f"/proc/{self.pid_of(where)}/ns/net"
+
+    def env_of(self, where: str | None = None) -> dict:
+        return self.env(where if where is None or where in self.hosts else self.host_of(where))
 
     def locate(self, container: str) -> tuple[str, dict]:
         """(the host that runs a container, its `netdiag inspect` there): where the world puts it,
@@ -296,72 +293,8 @@ class ClusterSession:
         raise StepFailed(f"${{vxlan:{network}}}: no host has a VXLAN device for {network}",
                          "a host has one once a container of it is on the network", "")
 
-    def file(self, name: str) -> Path:
-        """A file of the scenario's `files`, written (variables expanded) on first use."""
-        files = self.scenario.spec.get("files") or {}
-        if name not in files:
-            raise InvalidArgument(f"${{file:{name}}}: scenario {self.scenario.name} has no such file", f"files: {sorted(files)}", "")
-        path = self.root / "files" / name
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(self.expand(files[name]))
-        return path
-
-    # -- diagnosis and grading -----------------------------------------------------------------------------
-    def diagnose(self) -> dict:
-        """The scenario's diagnosis command (--json) on its host (`diagnosis.host`), and whether it
-        names the planted cause at the right hop."""
-        d = self.scenario.spec["diagnosis"]
-        p = self.run(list(d["run"]) + ["--json"], on=d.get("host"), check=False)
-        if p.returncode not in (0, 1, 3):
-            raise StepFailed(f"The diagnosis of {self.scenario.name} did not run (exit {p.returncode})", p.stderr.strip()[-600:], "")
-        result = json.loads(p.stdout)
-        expected = json.loads(self.expand(json.dumps({"cause": d["cause"], "at": d.get("at") or {}})))
-        ok, named = verdict.matches(result, expected)
-        return {"ok": ok, "expected": expected, "named": named, "result": result}
-
-    def record(self) -> dict:
-        """The diagnosis host's snapshot with the live probe of the scenario's trace (`trace --record`)."""
-        d = self.scenario.spec["diagnosis"]
-        argv = list(d.get("replay") or d["run"])
-        if argv[:2] != ["netdiag", "trace"]:
-            raise InvalidArgument(f"{self.scenario.name} has no trace to record", "its diagnosis is not a `netdiag trace`",
-                                  "give the scenario a diagnosis.replay trace")
-        out = self.root / "recording.json"
-        try:
-            p = self.run(argv + ["--json", "--record", str(out)], on=d.get("host"), check=False)
-            if p.returncode not in (0, 1, 3) or not out.exists():
-                raise StepFailed(f"Recording {self.scenario.name} failed (exit {p.returncode})", p.stderr.strip()[-600:], "")
-            snap = json.loads(out.read_text())
-        finally:
-            out.unlink(missing_ok=True)
-        result = json.loads(p.stdout)
-        snap["recorded"] = {"scenario": self.scenario.name, "host": d.get("host") or self.first,
-                            "argv": [self.expand(a) for a in argv[2:]],
-                            "live": {"verdict": result["verdict"], "cause": result["cause"]}}
-        return snap
-
-    def grade(self, verify_fix: bool = False) -> list[dict]:
-        """The grader: the scenario's checks run by `netdiag check` on `grade_host` (default the
-        first host). One entry per check: name, passed (True/False/None for skipped), detail."""
-        import yaml
-
-        checks = json.loads(self.expand(json.dumps(self.scenario.spec["checks"])))
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=self.root, delete=False) as f:
-            yaml.safe_dump({"checks": checks}, f, sort_keys=False)
-        try:
-            p = self.run(grader_argv(f.name, verify_fix), on=self.scenario.spec.get("grade_host"),
-                         check=False)
-        finally:
-            os.unlink(f.name)
-        if p.returncode not in (0, 1):
-            raise StepFailed(f"The grader of {self.scenario.name} could not run (exit {p.returncode})", p.stderr.strip()[-600:], "")
-        return checks_of(json.loads(p.stdout))
-
 
 def make_lab(name: str | None, state_dir: Path, names: list[str]) -> ClusterLab:
     """A ClusterLab whose hosts carry the scenario's names: namespace LAB-NAME, state STATE/NAME,
     underlay address 198.51.100.N in the world's order."""
-    lab = ClusterLab(hosts=0, name=name, state_dir=state_dir)
-    lab.hosts = [ClusterHost(f"{lab.name}-{n}", lab.state_dir / n, f"{UNDERLAY_PREFIX}{i + 1}") for i, n in enumerate(names)]
-    return lab
+    return ClusterLab(name=name, state_dir=state_dir, names=names)

@@ -5,8 +5,10 @@ in it (run in the replayed host namespace) reaches the same diagnosis.
 The plan (which namespaces, links, routes ...; what cannot be rebuilt and why) is pure and
 validated: replay_plan.py. This module applies it through runtime.kernel, inside the new namespaces
 only (never the one it runs in), starts stand-in servers (standin.py) and takes it all down.
-Each namespace starts from a lab's explicit sysctls (netdiag/lab.py fresh_sysctls), never the
-machine's, and then gets the snapshot's own.
+Each namespace starts from a lab's explicit sysctls (netdiag/worlds/host.py fresh_sysctls), never the
+machine's, and then gets the snapshot's own. The replica is a world of netdiag.worlds' interface
+(`Replica`: create, run_in by the snapshot's namespace ids, destroy, leaks); `rebuild`/`remove`
+are its entry points by record, which the registry keeps for a removal from another process.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from ipaddress import IPv4Address
 from runtime.errors import Conflict, KernelError, NetdiagError
 from runtime.kernel import addr, bridge, fdb, link, neigh, ns, route, sysctl, tools, vxlan
 
-from ..lab import fresh_sysctls
+from ..worlds import World, fresh_sysctls
 from . import replay_plan
 from .common import kill_in, netns_inodes
 
@@ -31,25 +33,39 @@ READY_TIMEOUT = 10.0
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,14}$")
 
 
-def rebuild(snapshot: dict, prefix: str, say=lambda text: None) -> dict:
-    """Build the world; return a JSON-able record: {"prefix", "namespaces": {snapshot ns id: netns name},
-    "host": netns name of the snapshot's host namespace, "stubs": [stub netns names], "pids": [stand-in
-    server pids], "skipped": ["what could not be reproduced and why", ...]}. On any failure remove
-    what was built, then raise."""
-    p = replay_plan.plan(snapshot, prefix)
-    spaces = p["spaces"]
-    taken = [s["name"] for s in spaces if os.path.exists(f"/run/netns/{s['name']}")]
-    if taken:
-        raise Conflict(f"Namespace {taken[0]} already exists", f"a replay with prefix {prefix} may be running",
-                       "remove that replay first, or choose another prefix")
-    record = {"prefix": prefix, "namespaces": p["namespaces"], "host": p["host"], "stubs": sorted(p["stubs"]),
-              "pids": [], "skipped": list(p["skipped"])}
-    made = {"prefix": prefix, "namespaces": {}, "stubs": [], "pids": record["pids"]}  # what to undo so far
-    try:
+class Replica(World):
+    """A snapshot's network rebuilt as fresh namespaces, on netdiag.worlds' interface: `where` names
+    one of them by the snapshot's namespace id (or its netns name); None is the snapshot's host.
+    Its `record` (JSON-able, kept by the registry) is all `Replica.of(record)` needs to remove it
+    from any process."""
+
+    def __init__(self, snapshot: dict | None, prefix: str, say=lambda text: None):
+        self.snapshot, self.prefix, self.say = snapshot, prefix, say
+        self.name, self.env = prefix, dict(os.environ)
+        self.record = {"prefix": prefix, "namespaces": {}, "host": None, "stubs": [], "pids": [], "skipped": []}
+        self._made: list[str] = []  # namespaces made so far: what a failure half-way removes
+        self._alive: list[int] = []
+
+    @classmethod
+    def of(cls, record: dict) -> "Replica":
+        r = cls(None, str(record.get("prefix") or ""))
+        r.record = record
+        return r
+
+    def _build(self) -> None:
+        p = replay_plan.plan(self.snapshot, self.prefix)
+        spaces = p["spaces"]
+        taken = [s["name"] for s in spaces if os.path.exists(_path(s["name"]))]
+        if taken:  # refused before anything is made: a failure here removes nothing of theirs
+            raise Conflict(f"Namespace {taken[0]} already exists", f"a replay with prefix {self.prefix} may be running",
+                           "remove that replay first, or choose another prefix")
+        record = self.record
+        record.update(host=p["host"], skipped=list(p["skipped"]))
+        say = self.say
         say(f"{len(spaces)} namespaces: {', '.join(s['name'] for s in spaces)}")
         for s in spaces:
             _do(f"create namespace {s['name']}", ns.create, s["name"])
-            made["stubs"].append(s["name"])
+            self._made.append(s["name"])
             # a lab's explicit sysctls, not the machine's; _layer3 then sets the snapshot's own
             _do(f"set the sysctls of namespace {s['name']}", fresh_sysctls, _path(s["name"]))
         say(f"{sum(len(s['links']) for s in spaces)} interfaces, {len(p['veths'])} veth pairs")
@@ -63,27 +79,49 @@ def rebuild(snapshot: dict, prefix: str, say=lambda text: None) -> dict:
         servers = [s for s in spaces if s["servers"]]
         say(f"{sum(len(s['servers']) for s in servers)} stand-in listeners in {len(servers)} namespaces")
         _standins(servers, record)
-    except BaseException:
-        left = remove(made)
-        if left:
-            say(f"could not remove: {', '.join(left)}")
-        raise
-    return record
+        record.update(namespaces=p["namespaces"], stubs=sorted(p["stubs"]))
+
+    def _names(self) -> list[str]:
+        """Its namespaces: the record's and those made so far, only names of this prefix."""
+        rec = self.record
+        return sorted({n for n in [*dict(rec.get("namespaces") or {}).values(), *(rec.get("stubs") or []), *self._made]
+                       if isinstance(n, str) and NAME.fullmatch(n) and n.startswith(self.prefix + "-")})
+
+    def destroy(self) -> None:
+        """The stand-ins, anything else running in its namespaces, the namespaces."""
+        names = self._names()
+        self._alive = sorted(kill_in(netns_inodes(names)))  # the stand-ins, and whatever a learner started in there
+        for n in names:
+            try:
+                ns.remove(n)
+            except OSError:
+                pass
+        if self._made and (left := self._leftovers()):
+            self.say(f"could not remove: {', '.join(left)}")
+
+    def _leftovers(self) -> list[str]:
+        return [f"netns {n}" for n in self._names() if os.path.exists(_path(n))] + [f"process {pid}" for pid in self._alive]
+
+    def namespace(self, where: str | None = None) -> str:
+        if where is None:
+            return _path(self.record["host"])
+        return super().namespace((self.record.get("namespaces") or {}).get(where, where))
+
+
+def rebuild(snapshot: dict, prefix: str, say=lambda text: None) -> dict:
+    """Build the replica; return its record: {"prefix", "namespaces": {snapshot ns id: netns name},
+    "host": netns name of the snapshot's host namespace, "stubs": [stub netns names], "pids": [stand-in
+    server pids], "skipped": ["what could not be reproduced and why", ...]}. On any failure remove
+    what was built, then raise."""
+    return Replica(snapshot, prefix, say).create().record
 
 
 def remove(record: dict) -> list[str]:
     """Remove everything rebuild made (servers, anything else running in its namespaces, the
     namespaces); return what was left behind (should be [])."""
-    prefix = str(record.get("prefix") or "")
-    names = [n for n in [*dict(record.get("namespaces") or {}).values(), *(record.get("stubs") or [])]
-             if isinstance(n, str) and NAME.fullmatch(n) and n.startswith(prefix + "-")]
-    alive = kill_in(netns_inodes(names))  # the stand-ins, and whatever a learner started in there
-    for n in names:
-        try:
-            ns.remove(n)
-        except OSError:
-            pass
-    return [f"netns {n}" for n in names if os.path.exists(_path(n))] + [f"process {pid}" for pid in sorted(alive)]
+    r = Replica.of(record)
+    r.destroy()
+    return r.leaks()
 
 
 # -- applying the plan -------------------------------------------------------------------------------

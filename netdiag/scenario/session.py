@@ -5,7 +5,8 @@ run there, and everything removed at the end — also processes started in the w
 
 Steps (faults, solutions) are argument lists, never shell strings; `netdiag` as the first word is
 this netdiag, acting on the scenario's state. A world of several hosts (`world.cluster`) is
-cluster.py's ClusterSession, which `Session.start` and `Session.attach` pick by the scenario.
+cluster.py's ClusterSession, which `Session.start` and `Session.attach` pick by the scenario; both
+are worlds of netdiag.worlds' interface and share world.py's start skeleton, diagnosis and grader.
 """
 from __future__ import annotations
 
@@ -16,23 +17,20 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from runtime.errors import InvalidArgument, NetdiagError, NotFound
 
-from ..lab import HOST_IP, OUTSIDE_IP, Lab, leaks
-from . import registry, verdict
-from .common import STEP_TIMEOUT, _VAR, StepFailed, checks_of, container_argv, grader_argv, kill_in, netns_inodes, network_argv
+from ..worlds import HOST_IP, OUTSIDE_IP, Lab
+from . import registry
+from .common import STEP_TIMEOUT, _VAR, StepFailed, container_argv, kill_in, netns_inodes, network_argv
 from .library import Scenario
+from .world import ScenarioWorld
 
 
-class Session:
+class Session(ScenarioWorld):
     multi_host = False  # a world of several hosts is a cluster.ClusterSession
-
-    def __init__(self, scenario: Scenario, lab: Lab):
-        self.scenario, self.lab = scenario, lab
 
     # -- life ----------------------------------------------------------------------------------------
     @classmethod
@@ -42,24 +40,19 @@ class Session:
 
         if is_cluster(scenario):
             return ClusterSession.start(scenario, progress)
-        say = progress or (lambda text: None)
-        lab = registry.claim(scenario.name, scenario.slug, lambda root: Lab(state_dir=root))
-        s = cls(scenario, lab)
-        try:
-            say(f"lab {lab.name}: a host of its own (eth0 {HOST_IP}) behind an outside namespace ({OUTSIDE_IP})")
-            lab.create()
-            s.build(say)
-            for step in scenario.spec.get("faults", []):
-                say(step.get("say") or "planting a fault")
-                s.step(step)
-            for lb in scenario.spec["world"].get("haproxy", []):  # last: its first checks see the faults
-                say(f"HAProxy {lb['name']} on {lb['network']}")
-                s.start_haproxy(lb)
-        except BaseException:
-            s.destroy()
-            raise
-        registry.built(scenario.name)
-        return s
+        return super().start(scenario, progress)
+
+    @classmethod
+    def claim(cls, scenario: Scenario) -> "Session":
+        return cls(scenario, registry.claim(scenario.name, scenario.slug, lambda root: Lab(state_dir=root)))
+
+    def describe(self) -> str:
+        return f"lab {self.lab.name}: a host of its own (eth0 {HOST_IP}) behind an outside namespace ({OUTSIDE_IP})"
+
+    def after_faults(self, say) -> None:
+        for lb in self.scenario.spec["world"].get("haproxy", []):  # last: its first checks see the faults
+            say(f"HAProxy {lb['name']} on {lb['network']}")
+            self.start_haproxy(lb)
 
     @classmethod
     def attach(cls, scenario: Scenario) -> "Session":
@@ -70,18 +63,19 @@ class Session:
         rec = registry.of_running(scenario.name, scenario.slug)
         return cls(scenario, Lab(name=rec["lab"], state_dir=Path(rec["state_dir"])))
 
-    def destroy(self) -> list[str]:
-        """Remove the world: its Docker engine, every process in its namespaces, the containers, the
-        lab. What was left behind (should be nothing)."""
-        left = self.stop_docker()
+    def remove(self) -> None:
+        """Its Docker engine, every process in its namespaces, the containers, the lab."""
+        self._docker_left = self.stop_docker()
         kill_world(self.lab)
         shutil.rmtree(haproxy_dir(self.lab), ignore_errors=True)
         with contextlib.suppress(OSError):  # the parent, once no scenario uses it
             haproxy_dir(self.lab).parent.rmdir()
         self.lab.destroy()
-        shutil.rmtree(self.lab.state_dir.parent, ignore_errors=True)
-        registry.forget(self.scenario.name)
-        return left + leaks(self.lab) + [str(p) for p in [haproxy_dir(self.lab)] if p.exists()]
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _leftovers(self) -> list[str]:
+        return getattr(self, "_docker_left", []) + self.lab._leftovers() + \
+            [str(p) for p in [haproxy_dir(self.lab)] if p.exists()]
 
     def namespaces(self) -> list[str]:
         """Every named network namespace of the world: the lab host and its outside."""
@@ -95,7 +89,7 @@ class Session:
     def shell_target(self, name: str | None) -> tuple[dict, object, str | None, str | None]:
         """Where `netdiag scenario shell SCENARIO [NAME]` goes: (env, preexec_fn, the container to
         exec into or None, the host or None for the lab host). Always the lab host; NAME is a container."""
-        return self.env(), self.lab.enter(), name, None
+        return self.env(), self.enter(), name, None
 
     # -- building the world ----------------------------------------------------------------------------
     def build(self, say) -> None:
@@ -121,15 +115,15 @@ class Session:
             self.start_docker()
 
     def docker_engine(self):
-        """The scenario host's Docker engine (netdiag/labdocker.py), the same one in every process:
+        """The scenario host's Docker engine (netdiag/worlds/dockerd.py), the same one in every process:
         its work directory is in the scenario's record (else where start puts it), its containers'
         cgroup is the lab's name + '-docker'."""
-        from .. import labdocker
+        from ..worlds import dockerd
 
         if getattr(self, "_docker", None) is None:  # this process did not start it
             work = (registry.get(self.scenario.name) or {}).get("docker") or \
-                labdocker.work_dir(self.lab.state_dir.parent / "docker", self.lab.name)
-            self._docker = labdocker.Dockerd.installed(self.lab.name, Path(work), f"{self.lab.name}-docker")
+                dockerd.work_dir(self.lab.state_dir.parent / "docker", self.lab.name)
+            self._docker = dockerd.Dockerd.installed(self.lab.name, Path(work), f"{self.lab.name}-docker")
         return self._docker
 
     def start_docker(self) -> None:
@@ -156,7 +150,7 @@ class Session:
     def docker_env(self) -> dict:
         """DOCKER_HOST of the world's engine, for everything run in the world (netdiag finds Docker's
         networks and containers through it, `docker` works in the scenario's shell)."""
-        from ..labdocker import client_env
+        from ..worlds.dockerd import client_env
 
         work = (registry.get(self.scenario.name) or {}).get("docker")
         return client_env(Path(work)) if work else {}
@@ -204,33 +198,33 @@ class Session:
         return haproxy_dir(self.lab) / f"{name}.{ext}"
 
     # -- running things in the world -----------------------------------------------------------------
-    def run(self, argv: list[str], where: str = "lab", check: bool = True, timeout: float = STEP_TIMEOUT) -> subprocess.CompletedProcess:
+    def run(self, argv: list[str], where: str | None = "lab", check: bool = True, timeout: float = STEP_TIMEOUT,
+            on: str | None = None) -> subprocess.CompletedProcess:
+        """argv (`netdiag` first: this netdiag) in `where` (the lab host, "outside", a container);
+        `on` names a host, and a one-host world has only the lab's."""
+        where = where or "lab"
         argv = [self.expand(a) for a in argv]
         if argv[0] == "netdiag":
             argv = [sys.executable, "-m", "netdiag", *argv[1:]]
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=self.env(),
-                           preexec_fn=self.enter(where))
+        p = self.run_in(where, argv, timeout=timeout, env=self.env())
         if check and p.returncode != 0:
             shown = " ".join(argv[2:] if argv[0] == sys.executable else argv)
             raise StepFailed(f"Step '{shown}' ({where}) of scenario {self.scenario.name} failed with exit {p.returncode}",
                              (p.stderr or p.stdout).strip()[-600:], "the scenario file is wrong, or the host lacks something")
         return p
 
-    def step(self, step: dict, check: bool = True) -> subprocess.CompletedProcess:
-        return self.run(step["run"], step.get("in", "lab"), check=check)
-
     def env(self) -> dict:
         path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
         return {**self.lab.env, "PATH": path, **self.docker_env()}
 
-    def enter(self, where: str):
-        from runtime.kernel.ns import enter
+    def env_of(self, where: str | None = None) -> dict:
+        return self.env()
 
-        if where == "lab":
-            return self.lab.enter()
-        if where == "outside":
-            return self.lab.enter(self.lab.outside)
-        return enter(f"/proc/{self.pid_of(where)}/ns/net")
+    def namespace(self, where: str | None = None) -> str:
+        """The lab host (None or "lab"), its outside ("outside"), or a container's namespace."""
+        if where in (None, "lab", "outside"):
+            return self.lab.namespace(where if where == "outside" else None)
+        return f"/proc/{self.pid_of(where)}/ns/net"
 
     def inspect(self, name: str) -> dict:
         p = self.run(["netdiag", "inspect", name], check=False)
@@ -272,66 +266,6 @@ class Session:
                                   "known: lab, outside, host_ip, outside_ip, ip:CONTAINER[:NETWORK], file:NAME, haproxy_cfg:NAME, haproxy_pid:NAME", "")
 
         return _VAR.sub(one, text)
-
-    def file(self, name: str) -> Path:
-        """A file of the scenario's `files`, written (variables expanded) on first use."""
-        files = self.scenario.spec.get("files") or {}
-        if name not in files:
-            raise InvalidArgument(f"${{file:{name}}}: scenario {self.scenario.name} has no such file", f"files: {sorted(files)}", "")
-        path = self.lab.state_dir.parent / "files" / name
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(self.expand(files[name]))
-        return path
-
-    # -- diagnosis and grading -----------------------------------------------------------------------------
-    def diagnose(self) -> dict:
-        """What netdiag says, run the way a learner would (the scenario's diagnosis command, --json),
-        and whether it names the planted cause at the right hop."""
-        d = self.scenario.spec["diagnosis"]
-        p = self.run(list(d["run"]) + ["--json"], check=False)
-        if p.returncode not in (0, 1, 3):
-            raise StepFailed(f"The diagnosis of {self.scenario.name} did not run (exit {p.returncode})", p.stderr.strip()[-600:], "")
-        result = json.loads(p.stdout)
-        ok, named = verdict.matches(result, d)
-        return {"ok": ok, "expected": {"cause": d["cause"], "at": d.get("at") or {}}, "named": named, "result": result}
-
-    def record(self) -> dict:
-        """The broken world's snapshot with the live probe of the scenario's trace (`trace
-        --record`), so `trace --snapshot FILE ARGS...` replays the diagnosis offline."""
-        d = self.scenario.spec["diagnosis"]
-        argv = list(d.get("replay") or d["run"])
-        if argv[:2] != ["netdiag", "trace"]:
-            raise InvalidArgument(f"{self.scenario.name} has no trace to record", "its diagnosis is not a `netdiag trace`",
-                                  "give the scenario a diagnosis.replay trace")
-        out = self.lab.state_dir / "recording.json"
-        try:
-            p = self.run(argv + ["--json", "--record", str(out)], check=False)
-            if p.returncode not in (0, 1, 3) or not out.exists():
-                raise StepFailed(f"Recording {self.scenario.name} failed (exit {p.returncode})", p.stderr.strip()[-600:], "")
-            snap = json.loads(out.read_text())
-        finally:
-            out.unlink(missing_ok=True)
-        result = json.loads(p.stdout)
-        snap["recorded"] = {"scenario": self.scenario.name, "argv": [self.expand(a) for a in argv[2:]],
-                            "live": {"verdict": result["verdict"], "cause": result["cause"]}}
-        return snap
-
-    def grade(self, verify_fix: bool = False) -> list[dict]:
-        """The grader: the scenario's checks run by `netdiag check` in the world. One entry per
-        check: name, passed (True/False/None for skipped), and the diagnosis of a failure."""
-        import yaml
-
-        checks = self.scenario.spec["checks"]
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=self.lab.state_dir, delete=False) as f:
-            yaml.safe_dump({"checks": json.loads(self.expand(json.dumps(checks)))}, f, sort_keys=False)
-        try:
-            p = self.run(grader_argv(f.name, verify_fix), check=False)
-        finally:
-            os.unlink(f.name)
-        if p.returncode not in (0, 1):
-            raise StepFailed(f"The grader of {self.scenario.name} could not run (exit {p.returncode})", p.stderr.strip()[-600:], "")
-        return checks_of(json.loads(p.stdout))
 
 
 def haproxy_dir(lab: Lab) -> Path:

@@ -6,7 +6,7 @@ import time
 from typing import Iterator
 
 from ..containers import container_records, lifecycle
-from ..errors import ContainerError, NotFound
+from ..errors import ContainerError, InvalidArgument, NotFound
 
 
 def _require_root(what: str) -> None:
@@ -38,25 +38,103 @@ signal_number = lifecycle.signal_number
 get = container_records.get
 
 
-def listing(all_: bool = False) -> list[dict]:
-    """`ps` rows (Docker's `--format json` fields), running containers only unless all_."""
+def listing(all_: bool = False, filters: list[str] = ()) -> list[dict]:
+    """`ps` rows (Docker's `--format json` fields), running containers only unless all_ or a status
+    filter asks for others. Filters are Docker's (name=, label=KEY[=VALUE], status=, network=,
+    ancestor=, id=): values of one key match any, different keys must all match."""
     from ..containers import endpoints
     from ..networks.ports import describe
 
+    checks = _filters(filters)  # every filter is checked before anything is listed
     out = []
     for c in container_records.list_all():
-        if not (all_ or c.running):
+        if not ((all_ or "status" in checks or c.running) and all(any(ok(c) for ok in alts) for alts in checks.values())):
             continue
         cmd = " ".join([c.config.get("Path", "")] + list(c.config.get("Args", [])))
         cmd = f'"{cmd[:20]}…"' if len(cmd) > 20 else f'"{cmd}"'
-        created = container_records.human_duration(time.time() - container_records.parse_iso(c.config.get("Created", ""))) + " ago"
+        created_at = container_records.parse_iso(c.config.get("Created", ""))
         eps = endpoints.endpoints(c) if c.running else {}
         ports = ", ".join(describe(p) for e in eps.values() for p in e.get("Ports", []))
-        out.append({"ID": c.id[:12], "Image": c.config.get("ImageRef", ""), "Command": cmd, "CreatedAt": created,
+        labels = (c.config.get("Config") or {}).get("Labels") or {}
+        out.append({"ID": c.id[:12], "Image": c.config.get("ImageRef", ""), "Command": cmd,
+                    "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(created_at)),
+                    "RunningFor": container_records.human_duration(time.time() - created_at) + " ago",
                     "Status": container_records.status_line(c), "State": c.status, "Ports": ports, "Names": c.name,
-                    "ExitCode": c.state.get("ExitCode", 0), "Networks": c.config["HostConfig"].get("NetworkMode", ""),
+                    "Labels": ",".join(f"{k}={v}" for k, v in labels.items()), "ExitCode": c.state.get("ExitCode", 0),
+                    "Networks": ",".join(_networks(c)) or c.config.get("HostConfig", {}).get("NetworkMode", ""),
                     **({"Error": c.state["Error"]} if c.broken else {})})
     return out
+
+
+STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")  # Docker's
+
+
+def _networks(c: container_records.Container) -> list[str]:
+    return list(((c.config.get("NetworkSettings") or {}).get("Networks") or {}))
+
+
+def _filters(texts: list[str]) -> dict:
+    """{key: [predicate, ...]} for `ps --filter KEY=VALUE` texts; a bad one is refused."""
+    import re
+
+    checks: dict = {}
+    for text in texts:
+        key, sep, value = text.partition("=")
+        if not sep or not value:
+            raise InvalidArgument(f"Bad filter {text!r}", "a filter is KEY=VALUE", "use e.g. --filter status=exited")
+        if key == "name":
+            try:
+                pattern = re.compile(value)
+            except re.error as e:
+                raise InvalidArgument(f"Bad filter {text!r}", f"the name is matched as a regular expression: {e}",
+                                      "escape special characters, e.g. name=web\\.1") from None
+            ok = lambda c, p=pattern: bool(p.search(c.name))
+        elif key == "id":
+            ok = lambda c, v=value: c.id.startswith(v)
+        elif key == "label":
+            k, has_value, v = value.partition("=")
+            ok = lambda c, k=k, v=v, has_value=has_value: _labels(c).get(k) == v if has_value else k in _labels(c)
+        elif key == "status":
+            if value not in STATUSES:
+                raise InvalidArgument(f"Bad filter {text!r}", f"a status is one of {', '.join(STATUSES)}", "use e.g. status=exited")
+            ok = lambda c, v=value: c.status == v
+        elif key == "network":
+            ok = lambda c, v=value: v in _networks(c) or any(_network_id(n).startswith(v) for n in _networks(c))
+        elif key == "ancestor":
+            ok = lambda c, v=value: _is_ancestor(c, v)
+        else:
+            raise InvalidArgument(f"Unknown filter {key!r}", "the filters of ps are name, label, status, network, ancestor and id",
+                                  "use e.g. --filter status=exited or --filter label=app=web")
+        checks.setdefault(key, []).append(ok)
+    return checks
+
+
+def _labels(c: container_records.Container) -> dict:
+    return (c.config.get("Config") or {}).get("Labels") or {}
+
+
+def _network_id(name: str) -> str:
+    from ..networks import network_records as networks
+
+    try:
+        return networks.get(name)["Id"]
+    except NotFound:
+        return ""
+
+
+def _is_ancestor(c: container_records.Container, ref: str) -> bool:
+    """Docker's ancestor=: the container's image by name[:tag] (a missing tag is latest) or id prefix."""
+    import re
+
+    from ..images.refs import normalize
+
+    short = ref.removeprefix("sha256:")
+    if re.fullmatch(r"[0-9a-f]{4,64}", short) and (c.config.get("Image") or "").removeprefix("sha256:").startswith(short):
+        return True
+    try:
+        return normalize(c.config.get("ImageRef", "")) == normalize(ref)
+    except InvalidArgument:
+        return False
 
 
 def exec_in(ref: str, command: list[str], **options) -> int:

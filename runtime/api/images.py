@@ -27,9 +27,10 @@ def listing() -> list[dict]:
     for img in store.list_images():
         created = img.config.get("created", "")
         since = human_duration(time.time() - parse_iso(created)) + " ago" if created else "N/A"
+        at = time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(parse_iso(created))) if created else ""  # Docker's form
         for tag in img.tags or ["<none>:<none>"]:
             repo, _, t = tag.rpartition(":")
-            out.append({"Repository": repo, "Tag": t, "ID": img.short_id, "CreatedAt": created, "CreatedSince": since,
+            out.append({"Repository": repo, "Tag": t, "ID": img.short_id, "CreatedAt": at, "CreatedSince": since,
                         "Size": _size(img.size), "Digest": img.manifest_digest, **({"Error": img.broken} if img.broken else {})})
     return out
 

@@ -4,7 +4,7 @@ import pytest
 
 from netdiag.faults import case as cases
 from netdiag.faults import overlay
-from netdiag.lab import ClusterLab, cluster_leaks
+from netdiag.worlds import ClusterLab
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ def test_a_world_that_fails_half_way_is_torn_down_whole(clusters, monkeypatch):
     monkeypatch.setattr(overlay.OverlayWorld, "start_client", broken)
     with pytest.raises(RuntimeError, match="the client could not start"):
         overlay.build(7)
-    assert len(clusters) == 1 and cluster_leaks(clusters[0]) == []
+    assert len(clusters) == 1 and clusters[0].leaks() == []
 
 
 def test_a_case_whose_planting_fails_reports_it_and_leaves_nothing(clusters, monkeypatch):
@@ -37,4 +37,4 @@ def test_a_case_whose_planting_fails_reports_it_and_leaves_nothing(clusters, mon
     monkeypatch.setattr(cases.KINDS["overlay-vxlan-dropped-on-underlay"], "plant", broken)
     r = cases.run(cases.Case(7, "overlay-vxlan-dropped-on-underlay", overlay.SHAPE))
     assert not r.ok and r.problems[0].startswith("planting failed"), r.problems
-    assert len(clusters) == 1 and cluster_leaks(clusters[0]) == []
+    assert len(clusters) == 1 and clusters[0].leaks() == []

@@ -1,6 +1,5 @@
 import pytest
 
-from netdiag.lab import leaks
 from tests.labkit import World
 
 
@@ -16,4 +15,4 @@ def lab(tmp_path, monkeypatch):
         yield w
     finally:
         w.destroy()
-    assert not leaks(w), f"left behind: {leaks(w)}"
+    assert not w.leaks(), f"left behind: {w.leaks()}"

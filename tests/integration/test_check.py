@@ -23,7 +23,6 @@ import pytest
 import xmlschema
 import yaml
 
-from netdiag.lab import leaks
 from tests.labkit import World
 
 pytestmark = pytest.mark.integration
@@ -75,7 +74,7 @@ def world(tmp_path_factory):
         yield w
     finally:
         w.destroy()
-    assert not leaks(w), f"left behind: {leaks(w)}"
+    assert not w.leaks(), f"left behind: {w.leaks()}"
 
 
 def check(w, *args, timeout=120, caps=True):

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from netdiag.lab import leaks
 from tests.coexistkit import get, network, run_fix, trace
 from tests.dockerkit import root_netns_state
 from tests.labkit import World, wait_for
@@ -86,7 +85,7 @@ def vpn_lab(tmp: Path):
         if tun is not None:
             tun.close()
         lab.destroy()
-        left = leaks(lab)
+        left = lab.leaks()
         if root_netns_state() != root_before:
             left.append("the root network namespace's links or nftables ruleset CHANGED")
         assert not left, left

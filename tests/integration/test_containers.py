@@ -241,14 +241,14 @@ def test_names_ids_and_removal_rules(lab):
     assert p.returncode != 0 and "No such" in p.stderr
 
 
-@pytest.mark.parametrize("args,code,words", [
-    (["run", "--rm", "nosuchimage"], 1, "No such image"),
-    (["run", "--rm", "-m", "lots", "busybox", "true"], 2, "Invalid memory size"),
-    (["run", "--rm", "--cpus", "-1", "busybox", "true"], 2, "Invalid --cpus"),
-    (["run", "--rm", "--name", "bad name", "busybox", "true"], 2, "Invalid container name"),
+@pytest.mark.parametrize("args,code,words", [  # docker run's codes: 125 run itself failed, 127 no such command
+    (["run", "--rm", "nosuchimage"], 125, "No such image"),
+    (["run", "--rm", "-m", "lots", "busybox", "true"], 125, "Invalid memory size"),
+    (["run", "--rm", "--cpus", "-1", "busybox", "true"], 125, "Invalid --cpus"),
+    (["run", "--rm", "--name", "bad name", "busybox", "true"], 125, "Invalid container name"),
     (["run", "--rm", "busybox", "/no/such/program"], 127, "executable file not found"),
-    (["run", "--rm", "--network", "none", "-p", "80:80", "busybox", "true"], 2, "Cannot publish"),
-    (["run", "--rm", "--network", "host", "-p", "80:80", "busybox", "true"], 2, "Cannot publish"),
+    (["run", "--rm", "--network", "none", "-p", "80:80", "busybox", "true"], 125, "Cannot publish"),
+    (["run", "--rm", "--network", "host", "-p", "80:80", "busybox", "true"], 125, "Cannot publish"),
 ])
 def test_bad_input_is_a_clear_error_and_creates_nothing(lab, args, code, words):
     p = lab.run(*args)

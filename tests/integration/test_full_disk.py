@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from netdiag.lab import leaks
 from tests.labkit import World, wait_for
 
 pytestmark = pytest.mark.integration
@@ -36,7 +35,7 @@ def _lab_on_tmpfs(tmp_path: Path, size: str):
         if subprocess.run(["umount", str(root)]).returncode != 0:
             subprocess.run(["umount", "-l", str(root)], check=True)
         root.rmdir()
-    assert not leaks(w), f"left behind: {leaks(w)}"
+    assert not w.leaks(), f"left behind: {w.leaks()}"
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Every lab namespace starts from the lab's own sysctls (netdiag/lab.py FRESH_SYSCTLS and
+"""Every lab namespace starts from the lab's own sysctls (netdiag/worlds/host.py FRESH_SYSCTLS and
 BRIDGE_NF_SYSCTLS), never the machine's. A new namespace inherits the root namespace's IPv4
 conf/all, conf/default and ip_forward; rather than change the root namespace, each test poisons
 every namespace the moment it is made with what a Docker host passes on (forwarding on) and what
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from netdiag.lab import BRIDGE_NF_SYSCTLS, FRESH_SYSCTLS, ClusterLab, Lab, cluster_leaks, leaks
+from netdiag.worlds import BRIDGE_NF_SYSCTLS, FRESH_SYSCTLS, ClusterLab, Lab
 from runtime.kernel import ns, sysctl
 
 pytestmark = pytest.mark.integration
@@ -71,7 +71,7 @@ def test_a_lab_starts_with_its_own_sysctls_whatever_the_machine_has(poisoned, tm
             assert sysctl.read("net/bridge/bridge-nf-call-iptables") in ("1", None)  # what a Docker host has
     finally:
         lab.destroy()
-    assert not leaks(lab)
+    assert not lab.leaks()
 
 
 def test_netdiags_runtime_turns_forwarding_on_when_it_needs_it(lab):
@@ -91,7 +91,7 @@ def test_a_cluster_lab_starts_with_its_own_sysctls(poisoned, tmp_path):
         assert_fresh(f"/run/netns/{cl.underlay}", interfaces=("ul0", "p0"))
     finally:
         cl.destroy()
-    assert not cluster_leaks(cl)
+    assert not cl.leaks()
 
 
 def test_a_replayed_world_starts_from_the_labs_sysctls_then_the_snapshots(poisoned):

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from netdiag.lab import HOST_IP
+from netdiag.worlds import HOST_IP
 from runtime.kernel.ns import netns as inside
 from netdiag.probe import nftrace, pcap
 from netdiag.probe.live import Hop, probe

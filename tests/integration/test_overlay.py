@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from netdiag.lab import cluster_leaks
 from runtime.kernel import ns
 from tests.labkit import Cluster
 
@@ -30,7 +29,7 @@ def cl(tmp_path_factory):
         yield c
     finally:
         c.destroy()
-    assert not cluster_leaks(c), cluster_leaks(c)
+    assert not c.leaks(), c.leaks()
 
 
 def _inspect(cl, i, name):

@@ -9,7 +9,6 @@ import shlex
 
 import pytest
 
-from netdiag.lab import cluster_leaks
 from tests.labkit import Cluster
 
 pytestmark = pytest.mark.integration
@@ -31,7 +30,7 @@ def cl(tmp_path_factory):
         yield c
     finally:
         c.destroy()
-    assert not cluster_leaks(c), cluster_leaks(c)
+    assert not c.leaks(), c.leaks()
 
 
 def trace(cl, *args, host=0):

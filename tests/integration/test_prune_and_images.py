@@ -122,5 +122,6 @@ def test_images_say_when_an_image_was_made_in_dockers_words(lab):
     lab.ok("run", "--rm", "busybox", "true")  # the built-in image is made on first use
     rows = [json.loads(line) for line in lab.ok("images", "--format", "json").splitlines()]
     busybox = next(r for r in rows if r["Repository"] == "busybox")
-    assert not busybox["CreatedAt"].startswith("1970") and busybox["CreatedSince"].endswith(" ago"), busybox
+    assert not busybox["CreatedAt"].startswith("1970") and busybox["CreatedAt"].endswith(" +0000 UTC"), busybox
+    assert busybox["CreatedSince"].endswith(" ago"), busybox
     assert busybox["CreatedSince"] in lab.ok("images")

@@ -12,7 +12,6 @@ import time
 
 import pytest
 
-from netdiag.lab import leaks
 from netdiag.scenario import replay
 from runtime.errors import Conflict, KernelError
 from tests.labkit import World
@@ -67,7 +66,7 @@ def world(tmp_path_factory):
         lab.ok("snapshot", "-o", str(snap))
     finally:
         lab.destroy()
-    assert not leaks(lab), leaks(lab)
+    assert not lab.leaks(), lab.leaks()
 
     prefix = f"rp{secrets.token_hex(2)}"
     said = []

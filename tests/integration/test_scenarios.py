@@ -133,7 +133,6 @@ def test_a_scenario_on_two_hosts_from_the_cli(state):
     agents, the hosts and their cgroups."""
     from pathlib import Path
 
-    from netdiag.lab import cluster_leaks
     from netdiag.scenario.cluster import make_lab
 
     p = cli("scenario", "start", "16", "--json")
@@ -158,7 +157,7 @@ def test_a_scenario_on_two_hosts_from_the_cli(state):
     p = cli("scenario", "stop")
     assert p.returncode == 0 and p.stdout.strip() == "stopped 16_overlay_fdb_missing", p.stderr
     lab = make_lab(world["lab"], Path(world["state_dir"]), world["hosts"])
-    assert cluster_leaks(lab) == [] and not (state / "scenarios" / "16_overlay_fdb_missing").exists()
+    assert lab.leaks() == [] and not (state / "scenarios" / "16_overlay_fdb_missing").exists()
     assert not [n for n in os.listdir("/run/netns") if n.startswith(world["lab"])]
 
 

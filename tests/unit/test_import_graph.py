@@ -11,7 +11,7 @@ PACKAGES = ("netdiag", "runtime")
 # modules that touch the kernel (netlink, namespaces, nftables, processes, mounts) or the host's state
 KERNEL = ("runtime.kernel", "runtime.containers", "runtime.networks", "runtime.images", "runtime.build",
           "runtime.clusterhost", "runtime.records",
-          "runtime.state", "runtime.fsroot", "netdiag.observe", "netdiag.probe", "netdiag.lab", "netdiag.diagnose")
+          "runtime.state", "runtime.fsroot", "netdiag.observe", "netdiag.probe", "netdiag.worlds", "netdiag.diagnose")
 PURE_LAYERS = ("netdiag.reason", "netdiag.views", "netdiag.snapshot_model", "netdiag.rulesets")
 
 

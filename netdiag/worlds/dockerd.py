@@ -1,8 +1,8 @@
 """A real Docker engine inside a lab: a dockerd of its own (Debian's docker.io) started in a
 network namespace, every state directory private under one work directory, and everything it
 started removed again: containerd and its shims, mounts, cgroups, and the host paths dockerd
-creates on its own. One starter for scenarios (a world with `docker: true`), the tests
-(tests/dockerkit.py) and the benches (bench/run_bench.py).
+creates on its own. One starter for docker.py's DockerLab (the tests' and the fault worlds'), a
+scenario's world with `docker: true`, and the benches (bench/run_bench.py).
 
     engine = Dockerd.installed(netns, work, cgroup_parent)   # Docker's default networking
     engine.start()
@@ -17,8 +17,8 @@ the work directory (`engine.json`).
 dockerd joins only the network namespace, before it execs (runtime.kernel.ns, as `nsenter --net`
 would): `ip netns exec` would remount /sys and hide the cgroup mounts dockerd needs. The work
 directory must be short: containerd's sockets live under it (`work_dir()` picks one).
-May import nothing of netdiag or runtime but runtime.kernel's ns and tools (the tests and benches
-import it).
+May import nothing of netdiag or runtime but runtime.kernel's ns and tools and worlds.leftovers
+(the tests and benches import it).
 """
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-CGROUP_BASE = Path("/sys/fs/cgroup")
+from .leftovers import Tracked, _quiet, end_processes, mounts_under, pids_mentioning, proc_stat, remove_cgroup_tree, \
+    unmount_under
+
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 SOCKET_MAX = 107  # sun_path holds 108 bytes with its NUL
@@ -44,10 +46,6 @@ HOST_PATHS = ("/etc/docker/key.json", "/etc/docker", "/run/containerd", "/run/do
               "/var/lib/docker", "/var/lib/containerd")
 NO_NETWORKING = ["--bridge", "none", "--iptables=false", "--ip6tables=false", "--ip-forward=false",
                  "--ip-masq=false", "--userland-proxy=false"]
-
-
-def _quiet(_msg: str) -> None:
-    pass
 
 
 # ----------------------------------------------------------------------------- finding things
@@ -92,131 +90,6 @@ def other_engines() -> list[int]:
         if comm in ("dockerd", "containerd") or comm.startswith("containerd-shim"):
             out.append(int(d.name))
     return out
-
-
-# ----------------------------------------------------------------------------- mounts, processes, cgroups
-
-def mounts_under(prefix: Path) -> list[str]:
-    """Mount points at or below prefix, deepest first (from /proc/self/mountinfo)."""
-    found = []
-    pre = str(prefix).rstrip("/")
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mp = line.split()[4].encode().decode("unicode_escape")
-            if mp == pre or mp.startswith(pre + "/"):
-                found.append(mp)
-    return sorted(set(found), key=lambda m: m.count("/"), reverse=True)
-
-
-def unmount_under(prefix: Path) -> None:
-    for _ in range(3):
-        mps = mounts_under(prefix)
-        if not mps:
-            return
-        for mp in mps:
-            if subprocess.run(["umount", "-R", mp], capture_output=True).returncode != 0:
-                subprocess.run(["umount", "-l", mp], capture_output=True)
-
-
-def pids_mentioning(needle: str) -> list[int]:
-    """PIDs whose command line or environment mentions needle (a unique work directory): only
-    processes its owner started."""
-    out = []
-    raw = needle.encode()
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
-            continue
-        try:
-            if raw in (d / "cmdline").read_bytes() or raw in (d / "environ").read_bytes():
-                out.append(int(d.name))
-        except OSError:
-            pass
-    return out
-
-
-def proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, start time) of pid, or None when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return fields[0], int(fields[19])
-
-
-class Tracked:
-    """Processes we started, remembered by (pid, start time) so a reused pid is never touched."""
-
-    def __init__(self):
-        self.procs: dict[int, int] = {}
-
-    def add(self, pids) -> None:
-        for pid in pids:
-            st = proc_stat(pid)
-            if st and pid not in self.procs:
-                self.procs[pid] = st[1]
-
-    def _mine(self, pid: int) -> tuple[str, int] | None:
-        st = proc_stat(pid)
-        return st if st and st[1] == self.procs[pid] else None
-
-    def running(self) -> list[int]:
-        return [p for p in self.procs if (st := self._mine(p)) and st[0] != "Z"]
-
-    def zombies(self) -> list[int]:
-        return [p for p in self.procs if (st := self._mine(p)) and st[0] == "Z"]
-
-    def signal_all(self, sig: int) -> None:
-        for pid in self.running():
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-
-
-def end_processes(work: Path, tracked: Tracked, timeout: float = 10.0, log: Callable[[str], None] = _quiet) -> None:
-    """Wait for every process that mentions `work` (dockerd's containerd and shims, netdiag's
-    monitors) to end; SIGKILL what still runs after timeout; then give their parents a moment to reap."""
-    deadline = time.monotonic() + timeout
-    while True:
-        tracked.add(pids_mentioning(str(work)))
-        if not tracked.running():
-            break
-        if time.monotonic() > deadline:
-            log(f"cleanup: SIGKILL to stragglers {tracked.running()}")
-            tracked.signal_all(signal.SIGKILL)
-            deadline = time.monotonic() + 5
-        time.sleep(0.1)
-    end = time.monotonic() + 5  # orphans are reaped by PID 1, not by us
-    while tracked.zombies() and time.monotonic() < end:
-        time.sleep(0.1)
-
-
-def cgroup_hierarchies() -> list[Path]:
-    if (CGROUP_BASE / "cgroup.controllers").exists():  # v2 only
-        return [CGROUP_BASE]
-    return [d for d in CGROUP_BASE.iterdir() if d.is_dir() and (d / "cgroup.procs").exists()]
-
-
-def remove_cgroup_tree(name: str) -> list[str]:
-    """rmdir /sys/fs/cgroup/<hier>/<name> bottom-up in every hierarchy; returns what is left."""
-    left = []
-    for h in cgroup_hierarchies():
-        top = h / name
-        if not top.is_dir():
-            continue
-        for _ in range(50):
-            dirs = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
-            for d in dirs + [top]:
-                try:
-                    d.rmdir()
-                except OSError:
-                    pass
-            if not top.exists():
-                break
-            time.sleep(0.1)
-        if top.exists():
-            left.append(str(top))
-    return left
 
 
 def remove_created(before: set[str]) -> list[str]:
