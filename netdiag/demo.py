@@ -8,9 +8,9 @@ import time
 from .worlds import OUTSIDE_IP, HOST_IP, Lab
 
 STEPS: list[tuple[str, list[str], str]] = [
-    ("The built-in busybox image is made offline from the host's busybox-static.", ["images"], ""),
     ("A container with --network none has only a loopback interface, up, and no routes.",
      ["run", "--rm", "--network", "none", "busybox", "sh", "-c", "ip -o link; echo routes: $(ip route | wc -l)"], ""),
+    ("That first run made the built-in busybox image, offline, from the host's busybox-static.", ["images"], ""),
     ("On the default bridge (docker0, 172.17.0.0/16) a container gets .2, a Docker MAC and a route via .1.",
      ["run", "--rm", "busybox", "sh", "-c", "ip -o -4 addr show eth0; ip link show eth0 | grep ether; ip route"], ""),
     ("A web server on the default bridge, port 80 published on the lab host's 8080, with a health check.",

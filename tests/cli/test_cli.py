@@ -62,6 +62,7 @@ def test_demo_runs_on_the_defaults_and_leaves_nothing(tmp_path):
     p = _netdiag("demo")
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
     assert "nothing left behind" in p.stdout and "api says hi" in p.stdout and "hello from netdiag" in p.stdout
+    assert re.search(r"^busybox\s+latest\s", p.stdout, re.M), "the images step lists the built-in image"
     heads = [line.split()[:2] for line in p.stdout.splitlines() if line.startswith(("BLOCKED", "DELIVERED"))]
     assert [h[0] for h in heads] == ["BLOCKED", "DELIVERED"] and heads[0][1] == "PORT_NOT_PUBLISHED", heads  # the traces' headlines
     name = re.search(r"building lab (ndlab-[0-9a-f]+)", p.stdout).group(1)
