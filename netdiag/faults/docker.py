@@ -142,7 +142,8 @@ def _(w, rng):
 
     for port in (w.port, w.control_port):
         w.procs.append(subprocess.Popen(["busybox", "httpd", "-f", "-p", f"{ips['b']}:{port}", "-h", str(www)],
-                                        preexec_fn=enter(w.ns_path(b)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                                        preexec_fn=enter(w.ns_path(b)), start_new_session=True,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     w.client, w.server, w.server_ip = f"ns:{a}", f"ns:{b}", ips["b"]
     for _ in range(50):  # both httpds listening
         if len(w.run(b, "ss", "-Htln").stdout.strip().splitlines()) >= 2:
@@ -167,8 +168,8 @@ def _(w, rng):
     www.mkdir(parents=True, exist_ok=True)
     (www / "index.html").write_text(PAGE)
     w.procs.append(subprocess.Popen(["busybox", "httpd", "-f", "-p", f"{OUTSIDE_IP}:{w.port}", "-h", str(www)],
-                                    preexec_fn=enter(w.ns_path(w.lab.outside)), stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL))
+                                    preexec_fn=enter(w.ns_path(w.lab.outside)), start_new_session=True,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     for _ in range(50):
         if w.run(w.lab.outside, "ss", "-Htln", f"sport = :{w.port}").stdout.strip():
             break

@@ -15,13 +15,26 @@ relies on is set, never inherited.
 from __future__ import annotations
 
 import ipaddress
+import os
 import random
 import shlex
+import signal
 import subprocess
 import time
 
 from netdiag.worlds import World as World_
 from netdiag.worlds.leftovers import netns_left
+
+
+def kill_session(p: subprocess.Popen) -> None:
+    """A server the world started in a session of its own, with everything it forked: httpd forks a
+    child per connection, and one stuck behind a planted fault (an MTU black hole) outlives a
+    parent killed alone."""
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:  # not a session of its own after all: the process alone
+        p.kill()
+    p.wait()
 
 SHAPES = ("routed", "chain", "bridged")
 # what a world relies on, set in every namespace of it: a Docker host has ip_forward=1 and
@@ -78,8 +91,7 @@ class FaultWorld(World_):
         from runtime.kernel import ns
 
         for p in self.procs:
-            p.kill()
-            p.wait()
+            kill_session(p)
         try:
             for name in self.extra_ns:
                 ns.remove(name)
@@ -230,7 +242,7 @@ class World(FaultWorld):
         self.stop_server(port)
         bind = f"{address or self.server_ip}:{port}"
         self.servers[port] = subprocess.Popen(["busybox", "httpd", "-f", "-p", bind, "-h", str(self.www)],
-                                              preexec_fn=self.enter(ns or self.server),
+                                              preexec_fn=self.enter(ns or self.server), start_new_session=True,
                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_listening(self, ns or self.server, port)
 
@@ -240,15 +252,14 @@ class World(FaultWorld):
 
         self.stop_server(port, udp=True)
         self.udp_servers[port] = subprocess.Popen([sys.executable, "-c", UDP_ECHO, address or self.server_ip, str(port)],
-                                                  preexec_fn=self.enter(ns or self.server),
+                                                  preexec_fn=self.enter(ns or self.server), start_new_session=True,
                                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_listening(self, ns or self.server, port, udp=True)
 
     def stop_server(self, port: int, udp: bool = False) -> None:
         p = (self.udp_servers if udp else self.servers).pop(port, None)
         if p:
-            p.kill()
-            p.wait()
+            kill_session(p)
 
     def connects(self, port: int | None = None, src: str | None = None, dst: str | None = None,
                  timeout: float = 3, pad: int = 0) -> bool:

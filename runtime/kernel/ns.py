@@ -17,6 +17,7 @@ worlds, probes and tests)."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import socket
@@ -25,7 +26,7 @@ import threading
 from typing import Callable, Iterator
 
 from . import wire
-from .syscalls import CLONE_NEWNET, CLONE_NEWNS, MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, \
+from .syscalls import _libc, CLONE_NEWNET, CLONE_NEWNS, MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, \
     MS_REC, MS_SHARED, NS_FLAGS, mount, setns, umount, unshare
 
 RUN_DIR = "/run/netns"
@@ -51,16 +52,24 @@ class Namespace:
         target = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+        except BaseException:
             os.close(target)
             raise
         try:
             setns(target, CLONE_NEWNET)
             yield
         finally:
-            setns(home, CLONE_NEWNET)
-            os.close(home)
-            os.close(target)
+            # A Ctrl-C is raised at the first call after it lands, in this block too: go home with
+            # one C call (a Python function could be interrupted before its syscall), then close
+            # each descriptor in a finally of its own, so that none is left open whatever is raised
+            try:
+                if _libc.setns(home, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns back to the thread's namespace failed")
+            finally:
+                try:
+                    os.close(home)
+                finally:
+                    os.close(target)
 
     def join(self) -> None:
         """This thread into the namespace for good (a forked child, or a preexec_fn)."""
