@@ -37,18 +37,12 @@ def socket_path() -> str | None:
 
 def _dockerd_netns() -> list[int | None]:
     """The network namespace inode of every running dockerd (None where it cannot be read)."""
+    from runtime.kernel.procs import pids_named
+
     out = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    for pid in pids_named(lambda comm: comm == "dockerd"):
         try:
-            with open(f"/proc/{entry.name}/comm") as f:
-                if f.read().strip() != "dockerd":
-                    continue
-        except OSError:
-            continue
-        try:
-            out.append(os.stat(f"/proc/{entry.name}/ns/net").st_ino)
+            out.append(os.stat(f"/proc/{pid}/ns/net").st_ino)
         except OSError:  # not ours to read (not root): it may be this host's
             out.append(None)
     return out

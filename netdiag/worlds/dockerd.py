@@ -81,15 +81,9 @@ def client_env(work: Path) -> dict:
 
 def other_engines() -> list[int]:
     """dockerd/containerd processes running now (any engine's: call it after ours are gone)."""
-    out = []
-    for d in Path("/proc").iterdir():
-        try:
-            comm = (d / "comm").read_text().strip() if d.name.isdigit() else ""
-        except OSError:
-            continue
-        if comm in ("dockerd", "containerd") or comm.startswith("containerd-shim"):
-            out.append(int(d.name))
-    return out
+    from runtime.kernel.procs import pids_named
+
+    return pids_named(lambda comm: comm in ("dockerd", "containerd") or comm.startswith("containerd-shim"))
 
 
 def remove_created(before: set[str]) -> list[str]:
