@@ -4,7 +4,7 @@ from __future__ import annotations
 
 def join(store: str | None, advertise: str | None, name: str | None) -> dict:
     from ..clusterhost import membership
-    from ..kernel.syscalls import require_root
+    from . import require_root
 
     require_root("join a cluster")
     return membership.join(store, advertise, name)
@@ -18,7 +18,7 @@ def members() -> list[dict]:
 
 def leave(force: bool = False) -> None:
     from ..clusterhost import membership
-    from ..kernel.syscalls import require_root
+    from . import require_root
 
     require_root("leave a cluster")
     membership.leave(force)

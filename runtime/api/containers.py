@@ -7,12 +7,7 @@ from typing import Iterator
 
 from ..containers import container_records, lifecycle
 from ..errors import ContainerError, InvalidArgument, NotFound
-
-
-def _require_root(what: str) -> None:
-    from ..kernel.syscalls import require_root
-
-    require_root(what)
+from . import require_root
 
 
 def run(image_ref: str, command: list[str], *, name: str | None = None, detach: bool = False,
@@ -22,7 +17,7 @@ def run(image_ref: str, command: list[str], *, name: str | None = None, detach: 
     A run that did not start leaves nothing behind."""
     from ..images import store as images
 
-    _require_root("run a container")
+    require_root("run a container")
     img = images.get(image_ref)
     c = lifecycle.create(lifecycle.build_config(img, image_ref, command, **config), name)
     try:
@@ -141,7 +136,7 @@ def exec_in(ref: str, command: list[str], **options) -> int:
     """Run a command in a running container (execute.exec_in's keywords); its exit status."""
     from ..containers import execute
 
-    _require_root("exec in a container")
+    require_root("exec in a container")
     return execute.exec_in(container_records.get(ref), command, **options)
 
 
@@ -197,7 +192,7 @@ def remove(ref: str, *, force: bool = False) -> None:
 
 def start(ref: str, *, attach: bool = False) -> tuple[container_records.Container, int]:
     """Start a stopped container; attached, the status pipe to wait_exit on."""
-    _require_root("start a container")
+    require_root("start a container")
     c = _usable(container_records.get(ref))
     status = lifecycle.start(c, attach=attach)
     if not attach:
@@ -206,7 +201,7 @@ def start(ref: str, *, attach: bool = False) -> tuple[container_records.Containe
 
 
 def restart(ref: str, timeout: float = 10) -> None:
-    _require_root("restart a container")
+    require_root("restart a container")
     c = _usable(container_records.get(ref))
     lifecycle.stop(c, timeout)
     os.close(lifecycle.start(container_records.get(c.id)))

@@ -5,15 +5,13 @@ import os
 from typing import BinaryIO
 
 
-def _size(n: float) -> str:
+def human_size(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1000 or unit == "GB":
             return f"{n:.3g}{unit}" if unit != "B" else f"{int(n)}B"
         n /= 1000
     return f"{n}"
 
-
-human_size = _size
 
 
 def listing() -> list[dict]:
@@ -31,7 +29,7 @@ def listing() -> list[dict]:
         for tag in img.tags or ["<none>:<none>"]:
             repo, _, t = tag.rpartition(":")
             out.append({"Repository": repo, "Tag": t, "ID": img.short_id, "CreatedAt": at, "CreatedSince": since,
-                        "Size": _size(img.size), "Digest": img.manifest_digest, **({"Error": img.broken} if img.broken else {})})
+                        "Size": human_size(img.size), "Digest": img.manifest_digest, **({"Error": img.broken} if img.broken else {})})
     return out
 
 
@@ -110,7 +108,7 @@ def prune(all_: bool = False) -> tuple[list[str], int]:
 def build(context: str, *, dockerfile: str | None = None, tags: list[str] = (), build_args: dict | None = None,
           no_cache: bool = False, quiet: bool = False):
     from ..build.builder import build as build_image
-    from ..kernel.syscalls import require_root
+    from . import require_root
 
     require_root("build an image")
     return build_image(context, dockerfile=dockerfile, tags=list(tags), build_args=dict(build_args or {}),

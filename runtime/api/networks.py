@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import Conflict, InvalidArgument, NetdiagError
-from . import note
+from . import note, require_root
 
 
 @dataclass(frozen=True)
@@ -44,17 +44,12 @@ def _prepare(*, cluster: bool = True, reconcile: bool = True) -> None:
         enforce.apply()  # restores netdiag's rules (and its DOCKER-USER accepts) if something removed them
 
 
-def _require_root(what: str) -> None:
-    from ..kernel.syscalls import require_root
-
-    require_root(what)
-
 
 def create(spec: NetworkSpec) -> dict:
     """A network of spec.driver; its record (Docker's network JSON)."""
     from ..networks import drivers
 
-    _require_root("create a network")
+    require_root("create a network")
     driver = drivers.named(spec.driver)
     _prepare(cluster=spec.driver != "overlay")  # a bridge must not take an overlay's subnet
     return driver.create(spec.name, subnet=spec.subnet, gateway=spec.gateway, ip_range=spec.ip_range,
@@ -124,7 +119,7 @@ def connect(network: str, container: str, *, ip: str | None = None, aliases: lis
     from ..containers import container_records, endpoints
     from ..networks import network_records
 
-    _require_root("connect a container")
+    require_root("connect a container")
     _prepare()
     endpoints.connect(container_records.get(container), network_records.get(network)["Name"], ip, list(aliases))
 
@@ -133,7 +128,7 @@ def disconnect(network: str, container: str) -> None:
     from ..containers import container_records, endpoints
     from ..networks import network_records
 
-    _require_root("disconnect a container")
+    require_root("disconnect a container")
     _prepare()
     endpoints.disconnect(container_records.get(container), network_records.get(network)["Name"])
 
@@ -144,7 +139,7 @@ def remove(ref: str, *, force: bool = False) -> str:
     from ..containers import container_records, endpoints
     from ..networks import drivers, network_records
 
-    _require_root("remove a network")
+    require_root("remove a network")
     _prepare()
     n = network_records.get(ref)
     if n["Name"] in network_records.BUILTIN:
@@ -165,7 +160,7 @@ def prune(*, unreadable: bool = False) -> list[str]:
     (system prune) also networks whose record is unusable, with their bridge. Their names."""
     from ..networks import bridge, network_records
 
-    _require_root("prune networks")
+    require_root("prune networks")
     _prepare()
     removed = []
     for net in network_records.list_all():
@@ -183,7 +178,7 @@ def repair() -> list[str]:
     the networks whose rules were rewritten."""
     from ..networks import enforce, network_records
 
-    _require_root("rewrite netdiag's firewall rules")
+    require_root("rewrite netdiag's firewall rules")
     network_records.ensure_builtin_records()
     nets = network_records.bridges() + network_records.overlays()
     enforce.apply()
