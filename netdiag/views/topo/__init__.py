@@ -14,8 +14,9 @@ Graph vocabulary
     edges  "veth" (the two ends of a pair, across namespaces), "bridge" (port -> its bridge, from
            `master`; "master" when the master is not a bridge), "underlay" (vxlan -> its dev).
     trace  optional overlay: nodes and edges get trace = "path" (passed) | "blocked" (failed there)
-           | "unreached" (after the failing hop), the hop numbers that touched them, and nodes a
-           "trace_word" for people: passed, seen (captured by the live probe), failed, not reached.
+           | "unreached" (after the failing hop; the strongest of its hops), the hop numbers that
+           touched them, and nodes "trace_marks": their hops grouped by state with a word for people
+           (passed, seen = captured by the live probe, failed, last seen, not reached).
 
 Layout: graph.py (the graph, the trace overlay, shared lookups), tree.py (terminal), dot.py, svg.py,
 html.py; write() picks the renderer by file suffix. Pure: reads a snapshot dict only.

@@ -46,14 +46,17 @@ def _networks_by_bridge(snapshot: dict) -> dict[str, dict]:
     is isolated (icc off: its containers may not talk to each other; internal: no way out)."""
     out = {}
     for n in snapshot.get("networks") or []:
-        if not n.get("bridge"):
-            continue
-        icc = str((n.get("options") or {}).get(ICC_OPTION, "true")).lower() in ("true", "1", "yes")
-        internal = bool(n.get("internal"))
-        out[n["bridge"]] = {"name": n.get("name", ""), "engine": n.get("runtime", ""), "driver": n.get("driver", ""),
-                            "icc": icc, "internal": internal,
-                            "marks": [m for m, on in (("icc=false", not icc), ("internal", internal)) if on]}
+        if n.get("bridge"):
+            marks = network_marks(n)
+            out[n["bridge"]] = {"name": n.get("name", ""), "engine": n.get("runtime", ""), "driver": n.get("driver", ""),
+                                "icc": "icc=false" not in marks, "internal": "internal" in marks, "marks": marks}
     return out
+
+
+def network_marks(net: dict) -> list[str]:
+    """A snapshot network's isolation, as the words the pictures show: "icc=false", "internal"."""
+    icc = str((net.get("options") or {}).get(ICC_OPTION, "true")).lower() in ("true", "1", "yes")
+    return [m for m, on in (("icc=false", not icc), ("internal", bool(net.get("internal")))) if on]
 
 
 def _ordered_namespaces(namespaces: dict, host: str | None) -> list[dict]:
@@ -191,8 +194,7 @@ def _overlay_trace(g: dict, trace: dict, namespaces: dict) -> None:
         node = by_id[node_id]
         node["hops"].append(hop.get("n"))
         node["trace"] = _stronger(node["trace"], state)
-        node["trace_seen"] = node.get("trace_seen", False) or hop.get("seen") is True
-        node["trace_word"] = _trace_word(node, verdict)
+        _add_mark(node, hop, state, verdict)
     steps = []
     for a, b in zip(hops, hops[1:]):
         edge = _edge_between(g["edges"], a["node"], b["node"])
@@ -220,13 +222,24 @@ def _hop_state(hop: dict, blocked_at, verdict: str, last_seen: int | None) -> st
     return "path"
 
 
-def _trace_word(node: dict, verdict: str) -> str:
-    """What a marked node says after its hop numbers: passed / seen (captured by the live probe),
-    failed (or only "last seen" when the trace could not tell why it went no further), not reached."""
-    if node["trace"] == "blocked":
+def _add_mark(node: dict, hop: dict, state: str, verdict: str) -> None:
+    """node["trace_marks"]: its hops grouped by what they say, in path order, e.g. a bridge passed
+    at hop 3 whose firewall dropped the packet at hop 4: [passed [3], failed [4]]."""
+    word = _trace_word(state, hop.get("seen") is True, verdict)
+    marks = node.setdefault("trace_marks", [])
+    if marks and (marks[-1]["state"], marks[-1]["word"]) == (state, word):
+        marks[-1]["hops"].append(hop.get("n"))
+    else:
+        marks.append({"state": state, "word": word, "hops": [hop.get("n")]})
+
+
+def _trace_word(state: str, seen: bool, verdict: str) -> str:
+    """What a hop says for people: passed, or seen (captured by the live probe); failed (only "last
+    seen" when the trace could not tell why the packet went no further); not reached."""
+    if state == "blocked":
         return "last seen" if verdict == "unknown" else "failed"
-    if node["trace"] == "path":
-        return "seen" if node["trace_seen"] else "passed"
+    if state == "path":
+        return "seen" if seen else "passed"
     return "not reached"
 
 

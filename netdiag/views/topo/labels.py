@@ -22,9 +22,10 @@ def trace_summary(t: dict) -> Text:
 
 
 def hop_label(n: dict) -> str:
-    """'● hop 2 passed', '● hop 1 seen', '✗ hop 3 failed', '○ hop 5 not reached' for a node the trace touched."""
-    sign = TRACE_MARK[n["trace"]][0]
-    return f"{sign} hop {','.join(str(h) for h in n['hops'])} {n['trace_word']}"
+    """'● hop 2 passed', '● hop 1 seen', '✗ hop 3 failed', '○ hop 5 not reached' for a node the
+    trace touched; one node passed and then failed at says both: '● hop 3 passed ✗ hop 4 failed'."""
+    return " ".join(f"{TRACE_MARK[m['state']][0]} hop {','.join(str(h) for h in m['hops'])} {m['word']}"
+                    for m in n["trace_marks"])
 
 
 ENGINE_NAMES = {"netdiag": "netdiag", "docker": "Docker"}
