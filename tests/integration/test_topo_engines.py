@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
 
 from tests.dockerkit import HAVE_DOCKER, IMAGE, docker_lab
+from tests.unit.test_topo_marks import hop_words
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(not HAVE_DOCKER, reason="no Docker engine installed")]
 
@@ -154,11 +154,3 @@ def test_trace_picture_marks_hops_before_the_failure_passed(world, tmp_path):
             want = ("passed", "seen") if n < r["blocked_at"] else ("failed",) if n == r["blocked_at"] else ("not reached",)
             assert said.get(n) in want, (n, r["hops"][n - 1], said)
 
-
-def hop_words(text: str) -> dict[int, str]:
-    """What the picture says of each hop: '● hop 3 passed ✗ hop 4 failed' -> {3: passed, 4: failed}."""
-    said = {}
-    for nums, word in re.findall(r"[●✗○] hop ([\d,]+) (passed|seen|failed|last seen|not reached)", text):
-        for n in nums.split(","):
-            said[int(n)] = word
-    return said

@@ -65,6 +65,7 @@ def text_of(el) -> str:
 
 
 def hop_words(text: str) -> dict[int, str]:
+    """What a picture says of each hop: '● hop 3 passed ✗ hop 4 failed' -> {3: passed, 4: failed}."""
     said = {}
     for nums, word in re.findall(r"[●✗○] hop ([\d,]+) (passed|seen|failed|last seen|not reached)", text):
         for n in nums.split(","):
@@ -153,7 +154,7 @@ def test_isolated_networks_are_marked_everywhere(snap):
     assert "internal: no traffic in or out of it" in line(dot, f'"{snap["host"]}/{inner}" [')
 
     page = topo.render_html(snap)
-    assert f"<td>dquiet</td><td>Docker</td><td>bridge</td>" in page
+    assert "<td>dquiet</td><td>Docker</td><td>bridge</td>" in page
     row = line(page, "<td>dquiet</td><td>Docker</td><td>bridge</td>")
     assert "<td>icc=false: its containers cannot reach each other</td>" in row
     assert "<td>internal: no traffic in or out of it</td>" in line(page, "<td>inner</td><td>netdiag</td><td>bridge</td>")
@@ -231,3 +232,12 @@ def test_a_hop_at_no_device_is_drawn_on_its_namespace(snap, trace):
     assert g["trace"]["missing"] == [] and g["trace"]["blocked_node"] == snap["host"]
     boxes, _ = svg_groups(topo.render_svg(snap, trace))
     assert "✗ hop 4 failed" in text_of(boxes["host"]) and "○ hop 5 not reached" in text_of(boxes["d2"])
+
+
+def test_a_plain_namespace_wired_by_hand_is_not_the_uplink(snap):
+    """Both the lab's "outside" and the plain namespace hang off a host veth on no bridge; only the
+    one the default route leaves by is the way out."""
+    uplinks = [n["name"] for n in topo.graph(snap)["nodes"] if n["kind"] == "uplink"]
+    assert uplinks == ["eth0"]
+    text = tree_text(snap)
+    assert line(text, "vplain").lstrip("├└─│ ").startswith("vplain 192.0.2.1/24  ⇄ ndlab-26c03a-plain (netns)")

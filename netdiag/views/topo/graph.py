@@ -99,7 +99,7 @@ def _link_node(ns: dict, link: dict, namespaces: dict, host: str | None, network
         node["vxlan"] = dict(link["vxlan"])
     if node["kind"] == "bridge" and name in networks and ns.get("kind") != "container":
         node["network"] = networks[name]
-    if ns["id"] == host and _is_uplink(link, namespaces):
+    if ns["id"] == host and _is_uplink(link, namespaces, _default_devices(ns)):
         node["kind"] = "uplink"
     return node
 
@@ -126,16 +126,22 @@ def _peer_id(link: dict, namespaces: dict) -> tuple[str | None, bool]:
     return (f"{other['id']}/{name}", False) if name else (None, True)
 
 
-def _is_uplink(link: dict, namespaces: dict) -> bool:
-    """The host's way out: a physical-ish device, or a veth whose far end is not a container
-    (a lab's "outside" namespace) and that is not plugged into a bridge."""
+def _default_devices(ns: dict) -> set[str]:
+    return {r.get("dev") for r in ns.get("routes") or [] if r.get("dst") == "default" and r.get("type", "unicast") == "unicast"}
+
+
+def _is_uplink(link: dict, namespaces: dict, default_devs: set[str]) -> bool:
+    """The host's way out: a physical-ish device, or a veth to a non-container namespace (a lab's
+    "outside") that is on no bridge and, where the host has a default route, is its device (a
+    plain namespace wired to the host by hand is not the way out)."""
     kind = link.get("kind")
     if kind in _PHYSICAL_KINDS:
         return True
     if kind != "veth" or link.get("master"):
         return False
     other = namespaces.get((link.get("peer") or {}).get("ns"))
-    return other is not None and other.get("kind") not in ("container", "host")
+    outside = other is not None and other.get("kind") not in ("container", "host")
+    return outside and (not default_devs or link.get("name") in default_devs)
 
 
 def _edge(kind: str, source: str, target: str, by_id: dict) -> dict:
