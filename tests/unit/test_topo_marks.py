@@ -241,3 +241,10 @@ def test_a_plain_namespace_wired_by_hand_is_not_the_uplink(snap):
     assert uplinks == ["eth0"]
     text = tree_text(snap)
     assert line(text, "vplain").lstrip("├└─│ ").startswith("vplain 192.0.2.1/24  ⇄ ndlab-26c03a-plain (netns)")
+
+
+def test_html_lists_the_containers_of_dockers_networks_too(snap):
+    page = topo.render_html(snap)
+    assert line(page, "<td>dquiet</td><td>Docker</td><td>bridge</td>").endswith("<td>d1, d2</td></tr>")
+    assert line(page, "<td>bridge</td><td>Docker</td><td>bridge</td>").endswith("<td>dweb</td></tr>")
+    assert line(page, "<td>bridge</td><td>netdiag</td><td>bridge</td>").endswith("<td>def</td></tr>")

@@ -52,7 +52,11 @@ def _container_rows(snapshot: dict) -> list[list[str]]:
 def _network_rows(snapshot: dict) -> list[list[str]]:
     rows = []
     for n in sorted(snapshot.get("networks") or [], key=lambda n: (n.get("name", ""), n.get("id", ""))):
-        members = ", ".join(sorted(e.get("name", "") for e in (n.get("endpoints") or {}).values()))
+        # Docker's networks list no endpoints in a snapshot: their containers name the network instead
+        names = [e.get("name", "") for e in (n.get("endpoints") or {}).values()] or [
+            c.get("name", "") for c in snapshot.get("containers") or []
+            if c.get("runtime") == n.get("runtime") and n.get("name") in (c.get("networks") or {})]
+        members = ", ".join(sorted(names))
         isolation = "; ".join(f"{m}: {MARK_HELP[m]}" for m in network_marks(n))
         rows.append([n.get("name", ""), engine_name(n.get("runtime", "")), n.get("driver", ""), n.get("subnet", ""),
                      n.get("gateway", ""), n.get("bridge", ""), isolation, members])
