@@ -67,7 +67,8 @@ def bench(python: Path, tree: Path, name: str, out: Path, containers: int) -> di
     with log.open("w") as f:
         p = subprocess.run([str(python), *argv, "--json", str(out)], cwd=tree, stdout=f, stderr=subprocess.STDOUT)
     if p.returncode != 0 or not out.exists():
-        raise SystemExit(f"{name} bench of {tree.name} failed (exit {p.returncode}): see {log}")
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])  # the work dir goes at the end
+        raise SystemExit(f"{name} bench of {tree.name} failed (exit {p.returncode}); the end of its output:\n{tail}")
     return json.loads(out.read_text())
 
 
