@@ -246,6 +246,7 @@ def test_names_ids_and_removal_rules(lab):
     (["run", "--rm", "-m", "lots", "busybox", "true"], 125, "Invalid memory size"),
     (["run", "--rm", "--cpus", "-1", "busybox", "true"], 125, "Invalid --cpus"),
     (["run", "--rm", "--name", "bad name", "busybox", "true"], 125, "Invalid container name"),
+    (["run", "--rm", "--name", "a", "busybox", "true"], 125, "Invalid container name (a), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"),
     (["run", "--rm", "busybox", "/no/such/program"], 127, "executable file not found"),
     (["run", "--rm", "--network", "none", "-p", "80:80", "busybox", "true"], 125, "Cannot publish"),
     (["run", "--rm", "--network", "host", "-p", "80:80", "busybox", "true"], 125, "Cannot publish"),
