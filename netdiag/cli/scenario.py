@@ -20,9 +20,9 @@ scenario_app = typer.Typer(
 app.add_typer(scenario_app, name="scenario")
 
 EXIT_FIXED, EXIT_BROKEN = 0, 1
-# Set by `scenario shell` to the NETDIAG_ROOT the scenarios were started from: there NETDIAG_ROOT is
-# the world's own state (so `netdiag ps` acts on the world), and `netdiag scenario hint` still
-# finds the running scenario.
+# Set by `scenario shell` (with NETDIAG_SCENARIO, the scenario's name) to the NETDIAG_ROOT the
+# scenarios were started from: there NETDIAG_ROOT is the world's own state (so `netdiag ps` acts on
+# the world), and `netdiag scenario hint` still finds the running scenario, that one by default.
 SCENARIO_HOME = "NETDIAG_SCENARIO_HOME"
 
 
@@ -47,6 +47,7 @@ def _running_one(ref: str | None):
 
     from ..scenario import registry
 
+    ref = ref or os.environ.get("NETDIAG_SCENARIO")  # in a scenario's shell: that scenario
     if ref:
         return _lib().load(ref)
     running = [r["name"] for r in registry.running()]
@@ -126,7 +127,8 @@ def start(name: str = typer.Argument(..., help="Number, slug or folder name"), j
     if session.multi_host:
         print(session.briefing())
         return
-    print(f"The world runs in lab {session.lab.name}: a host of its own. Get a shell there, where `netdiag` acts on it:\n"
+    print(f"The world runs in lab {session.lab.name}: a host of its own ({session.expand('${host_ip}')}); the internet is its outside "
+          f"namespace {session.expand('${outside}')} ({session.expand('${outside_ip}')}). Get a shell there, where `netdiag` acts on it:\n"
           f"    netdiag scenario shell {s.slug}            (the lab host)\n"
           f"    netdiag scenario shell {s.slug} CONTAINER  (inside a container)\n"
           f"Then: netdiag scenario hint | check | solution | reset | stop")

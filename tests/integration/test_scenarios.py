@@ -90,8 +90,14 @@ def test_the_scenario_commands_as_a_learner_uses_them(state, tmp_path):
     assert "The web server nobody can reach" in p.stdout and "netdiag scenario shell port_not_published" in p.stdout
     again = cli("scenario", "start", "port_not_published")
     assert again.returncode != 0 and "already running" in again.stderr and "Traceback" not in again.stderr
-    assert cli("scenario", "start", "02").returncode == 0  # two different scenarios at once
+    second = cli("scenario", "start", "02")  # two different scenarios at once
+    assert second.returncode == 0, second.stderr
+    planted = [f["say"] for f in library.load("02").spec["faults"] if f.get("say")]
+    assert planted and not any(say in second.stdout + second.stderr for say in planted)  # the start never tells the fault
+    assert "bound to 127.0.0.1" not in second.stderr
     running = json.loads(cli("scenario", "status", "--json").stdout)
+    lab2 = next(r["lab"] for r in running if r["name"] == "02_loopback_listener")
+    assert f"outside namespace ns:{lab2}-out (203.0.113.1)" in second.stdout  # the trace "from the internet" starts there
     assert {r["name"]: r["containers"] for r in running} == {"01_port_not_published": ["web"], "02_loopback_listener": ["web"]}
     assert len({r["lab"] for r in running}) == 2
     amb = cli("scenario", "hint")
@@ -103,6 +109,12 @@ def test_the_scenario_commands_as_a_learner_uses_them(state, tmp_path):
     hints = [cli("scenario", "hint", "1").stdout for _ in range(4)]
     assert hints[0].startswith("Hint 1/3") and hints[2].startswith("Hint 3/3") and hints[3].startswith("No more hints")
     assert registry.get("01_port_not_published")["hints"] == 3
+
+    # inside a scenario's shell the scenario commands still find it; a hint carries this run's values
+    inside = [cli("scenario", "shell", "2", "-c", "netdiag scenario hint").stdout for _ in range(3)]
+    web_ip = json.loads(cli("scenario", "shell", "2", "-c", "netdiag inspect web").stdout)[0]["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+    assert inside[0].startswith("Hint 1/3") and f"eth0 address ({web_ip})" in inside[2], inside
+    assert "nsenter -t " in inside[1] and "${" not in "".join(inside), inside
 
     p = cli("scenario", "check", "1", "--json", "--verify-fix")
     assert p.returncode == 1 and json.loads(p.stdout)["fixed"] is False
