@@ -299,9 +299,9 @@ def shell(name: str = typer.Argument(..., help="Number, slug or folder name"),
     sh = shutil.which("bash") or "sh"
     base_env, enter, container, host = session.shell_target(container)
     label = session.scenario.slug + (f" {host}" if host else "")
-    from runtime import paths
+    from ..scenario import registry
 
-    env = {**base_env, "PS1": f"[{label}] \\w# ", "NETDIAG_SCENARIO": session.scenario.name, SCENARIO_HOME: str(paths.root())}
+    env = {**base_env, "PS1": f"[{label}] \\w# ", "NETDIAG_SCENARIO": session.scenario.name, SCENARIO_HOME: str(registry.home())}
     if container:
         argv = [sys.executable, "-m", "netdiag", "exec"] + (["-it"] if sys.stdin.isatty() and not command else ["-i"]) + \
                [container, "sh"] + (["-c", command] if command else [])
