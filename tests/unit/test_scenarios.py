@@ -45,6 +45,8 @@ def test_every_scenario_is_valid_and_complete(name):
     for step in s.spec.get("faults", []) + s.spec["solution"]["steps"]:
         assert step.get("in", "lab" if not hosts else next(iter(hosts))) in places, step
         assert step.get("host") is None or step["host"] in hosts, step
+    for hint in s.spec["hints"]:  # a hint helps by itself: no "see the solution", no ADDRESS to fill in
+        assert "scenario solution" not in hint and not re.search(r"\b[A-Z0-9]+_(ADDRESS|IP)\b", hint), hint
     networks = {n["name"] for n in s.spec["world"].get("networks", [])}
     text = yamlfile.load(s.path / "scenario.yaml").path.read_text()
     for m in _VAR.finditer(text):  # every ${...} is one the session (of this kind of world) knows
