@@ -12,8 +12,8 @@ import textwrap
 from runtime.errors import NetdiagError
 
 from .cluster import is_cluster
-from .library import Scenario
 from .common import _VAR
+from .library import Scenario
 from .placement import host_names
 
 
