@@ -113,7 +113,7 @@ def test_a_step_is_an_argument_list_never_a_shell_string(tmp_path):
 
 
 def test_a_container_on_the_host_network_is_refused(tmp_path):
-    dst = broken(tmp_path, lambda t: t.replace("world:\n", "world:\n  containers:\n    - {name: x, network: host}\n", 1))
+    dst = broken(tmp_path, lambda t: t.replace("world:\n", "world:\n  containers:\n    - {name: hostnet, network: host}\n", 1))
     with pytest.raises(InvalidArgument, match=r"world\.containers\.0\.network: a scenario's containers may not use the host network"):
         library.read(dst)
 
@@ -213,7 +213,7 @@ def test_container_argv_is_netdiag_run_with_each_option_its_own_argument():
     assert argv == ["netdiag", "run", "-d", "--name", "web", "--network", "front", "-p", "8080:80", "--ip", "10.1.0.5",
                     "--network-alias", "w", "--cap-add", "NET_ADMIN", "--health-cmd", "wget -q http://127.0.0.1/",
                     "--health-interval", "1s", "--health-timeout", "1s", "--health-retries", "1", "busybox", "httpd", "-f"]
-    assert container_argv({"name": "x"})[-3:] == ["busybox", "sleep", "2147483647"]
+    assert container_argv({"name": "bare"})[-3:] == ["busybox", "sleep", "2147483647"]
 
 
 TRACE = {"verdict": "blocked", "cause": "LISTENER_LOOPBACK_ONLY", "blocked_at": 3,
