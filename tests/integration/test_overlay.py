@@ -276,9 +276,9 @@ def test_store_down_fails_fast_with_a_clear_error_and_nothing_half_made(cl):
         p = cl.run(0, "network", "create", "-d", "overlay", "later")
         assert time.monotonic() - started < 8
         assert p.returncode == 1 and "does not answer" in p.stderr and "etcd://198.51.100.254:2379" in p.stderr, p.stderr
-        p = cl.run(0, "run", "-d", "--name", "z", "--network", "ov", "busybox", "sleep", "60")
+        p = cl.run(0, "run", "-d", "--name", "zz", "--network", "ov", "busybox", "sleep", "60")
         assert p.returncode != 0 and "does not answer" in p.stderr, p.stderr
-        assert "z" not in cl.ok(0, "ps", "-a", "--format", "json")
+        assert "zz" not in cl.ok(0, "ps", "-a", "--format", "json")
         ls = cl.run(0, "network", "ls")
         assert ls.returncode == 0 and "later" not in ls.stdout and "warning" in ls.stderr
         assert cl.in_host(0, "ip", "-o", "link").stdout.count("\n") == links_before
