@@ -35,15 +35,19 @@ def named(driver: str) -> Driver:
         from . import overlay
 
         return overlay
+    if driver == "cni":
+        from .cni import driver as cni
+
+        return cni
     if driver in ("host", "null", "none"):
         raise Conflict(f"Only one instance of the {driver!r} network is allowed", "it is a built-in network every host has",
                        f"use it with 'netdiag run --network {'none' if driver == 'null' else driver} ...'")
-    raise InvalidArgument(f"Unknown network driver {driver!r}", "this runtime creates bridge and overlay networks",
-                          "use -d bridge or -d overlay")
+    raise InvalidArgument(f"Unknown network driver {driver!r}", "this runtime creates bridge and overlay networks, "
+                          "and records CNI conflists", "use -d bridge, -d overlay or -d cni")
 
 
 def of(net: dict) -> Driver:
     """The driver that manages an existing network's endpoints."""
-    if net["Driver"] in ("bridge", "overlay"):
+    if net["Driver"] in ("bridge", "overlay", "cni"):
         return named(net["Driver"])
     raise NetdiagError(f"Network {net['Name']} has no endpoints to manage", f"it is a {net['Driver']} network", "")
