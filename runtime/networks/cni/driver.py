@@ -166,11 +166,16 @@ def attach(net: dict, container: dict, netns_path: str, ifname: str, *, ip: str 
     try:
         _pin(netns_path, pin)
         endpoint.update(endpoint_from_result(invoke.add(conf, rt), ifname, conf.bridge_device()))
-    except BaseException:
+    except BaseException as failed:
         try:
             _del(net, cid, endpoint, conf)
-        except NetdiagError:  # the endpoint stays recorded: `system prune` runs DEL again; ADD's error is the news
-            pass
+        except NetdiagError as e:
+            # DEL with the config ADD just failed on fails alike (a field the plugin cannot parse):
+            # a record kept for it could never be removed. Forget it, and say what may be left.
+            _forget(net, cid, pin)
+            if isinstance(failed, NetdiagError):
+                raise type(failed)(failed.what, "; ".join(filter(None, [failed.why, f"the DEL after it failed too ({e.what}), so "
+                                   f"what the plugins made for container {cid[:12]} may be left"])), failed.fix) from None
         raise
     with network_records.locked(net) as fresh:
         fresh["Containers"][cid] = endpoint
@@ -190,6 +195,10 @@ def _del(net: dict, cid: str, endpoint: dict, current: conflist.ConfList | None 
         cached = invoke.cached(conf.name, cid, ifname) or {}
         netns = str(pin) if _pinned(pin) else ""  # the spec lets DEL run without a namespace left
         invoke.delete(conf, invoke.RuntimeConf(cid, netns, ifname, cached.get("capabilityArgs") or {}))
+    _forget(net, cid, pin)
+
+
+def _forget(net: dict, cid: str, pin: Path) -> None:
     _unpin(pin)
     with network_records.locked(net) as fresh:
         fresh["Containers"].pop(cid, None)
