@@ -145,6 +145,8 @@ def write_etc(c: container_records.Container) -> None:
     hostname = c.config["Config"]["Hostname"]
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     for e in eps.values():
+        if not e.get("IPv4Address"):  # a CNI endpoint whose ADD is under way
+            continue
         lines.append(f"{e['IPv4Address'].split('/')[0]}\t{hostname}")
     _write_in_place(c.dir / "hosts", "\n".join(lines) + "\n")
     dns = c.config["HostConfig"].get("Dns") or []

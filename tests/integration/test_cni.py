@@ -166,3 +166,26 @@ def test_an_unknown_cni_network_names_the_conflists_there(cni_lab):
     p = lab.run("run", "--rm", "--network", "cni:nodes", "busybox", "true")
     assert p.returncode == 125 and "No CNI network 'nodes'" in p.stderr and "pods" in p.stderr, p.stderr
     assert "cni:" not in lab.ok("network", "ls")
+
+
+def test_parallel_runs_get_distinct_addresses_and_a_restart_adds_again(cni_lab):
+    from concurrent.futures import ThreadPoolExecutor
+
+    lab = cni_lab
+    conflist(lab)
+    names = [f"p{i}" for i in range(6)]
+    with ThreadPoolExecutor(6) as pool:
+        runs = list(pool.map(lambda n: lab.run("run", "-d", "--name", n, "--network", "cni:pods", "busybox", "sleep", "300"), names))
+    assert all(p.returncode == 0 for p in runs), [p.stderr for p in runs]
+    ips = {n: _endpoint(lab, n)["IPAddress"] for n in names}
+    assert len(set(ips.values())) == 6 and _reserved(lab) == sorted(ips.values())
+    net = json.loads(lab.ok("network", "inspect", "cni:pods"))[0]
+    assert sorted(e["Name"] for e in net["Containers"].values()) == names
+    lab.ok("restart", "-t", "1", "p0")  # DEL at the stop, ADD at the start: the attachment is whole again
+    ep = _endpoint(lab, "p0")
+    assert ep["IPAddress"].startswith("10.88.0.") and _link_exists(lab, ep["HostVeth"])
+    assert lab.run("exec", "p0", "ping", "-c", "1", "-W", "2", ips["p1"]).returncode == 0
+    assert len(_reserved(lab)) == 6
+    for n in names:
+        lab.ok("rm", "-f", n)
+    assert _reserved(lab) == [] and list((lab.root / "cni" / "netns").iterdir()) == []
