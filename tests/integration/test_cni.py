@@ -189,3 +189,16 @@ def test_parallel_runs_get_distinct_addresses_and_a_restart_adds_again(cni_lab):
     for n in names:
         lab.ok("rm", "-f", n)
     assert _reserved(lab) == [] and list((lab.root / "cni" / "netns").iterdir()) == []
+
+
+def test_network_create_d_cni_records_a_conflist_and_prune_forgets_it(cni_lab):
+    lab = cni_lab
+    conflist(lab)
+    bad = lab.run("network", "create", "-d", "cni", "--subnet", "10.9.0.0/24", "pods")
+    assert bad.returncode == 2 and "conflist" in bad.stderr
+    assert lab.ok("network", "create", "-d", "cni", "pods")
+    rows = [json.loads(line) for line in lab.ok("network", "ls", "--format", "json").splitlines()]
+    assert [(r["Name"], r["Driver"]) for r in rows if r["Name"].startswith("cni:")] == [("cni:pods", "cni")]
+    assert "cni:pods" in lab.ok("network", "prune", "-f")
+    assert "cni:" not in lab.ok("network", "ls")
+    assert not _link_exists(lab, "cni0")  # recording a conflist runs no plugin: only ADD makes the bridge
