@@ -1,6 +1,7 @@
 """The network drivers behind one protocol (CNI's plugin dispatch; libnetwork's driver API).
 
-`bridge` and `overlay` make networks and endpoints; `host` and `null` are the built-in networks a
+`bridge` and `overlay` make networks and endpoints; `cni` (networks/cni) records a CNI conflist as
+`cni:NAME` and makes endpoints by running its plugins; `host` and `null` are the built-in networks a
 container joins without an endpoint of its own (`ensure_builtin_records`), so nothing creates
 another one (Docker: "only one instance of host network is allowed").
 """
