@@ -202,3 +202,15 @@ def test_network_create_d_cni_records_a_conflist_and_prune_forgets_it(cni_lab):
     assert "cni:pods" in lab.ok("network", "prune", "-f")
     assert "cni:" not in lab.ok("network", "ls")
     assert not _link_exists(lab, "cni0")  # recording a conflist runs no plugin: only ADD makes the bridge
+
+
+def test_a_foreground_rm_run_is_added_and_deleted_by_its_monitor(cni_lab):
+    """The monitor runs DEL after the container's init is gone, when nothing can be forked into the
+    container's PID namespace any more: the plugins must be forked outside it."""
+    lab = cni_lab
+    conflist(lab)
+    p = lab.run("run", "--rm", "--network", "cni:pods", "busybox", "sh", "-c", "ip -o -4 addr show eth0; ps")
+    assert p.returncode == 0 and "10.88.0.2/24" in p.stdout, p.stderr
+    assert "bridge" not in p.stdout and "portmap" not in p.stdout  # no plugin was a process of the container
+    assert lab.ok("ps", "-aq") == "" and _reserved(lab) == [] and "10.88.0." not in _rules(lab)
+    assert list((lab.root / "cni" / "results").iterdir()) == [] and list((lab.root / "cni" / "netns").iterdir()) == []
