@@ -119,6 +119,11 @@ def test_a_port_published_through_portmap_is_reachable_from_outside(cni_lab):
     assert lab.inspect("web")["NetworkSettings"]["Ports"] == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}
     cid = lab.inspect("web")["Id"]
     assert cid in _rules(lab)  # the masquerade chain's comment names it
+    # someone flushes portmap's entry chain: the port is dead, and CHECK (network inspect) says which plugin
+    lab.in_lab("iptables", "-t", "nat", "-F", "CNI-HOSTPORT-DNAT")
+    assert lab.outside_get("http://203.0.113.2:8080/", timeout=2).returncode != 0
+    check = json.loads(lab.ok("network", "inspect", "cni:pods"))[0]["CNI"]["Check"][cid]
+    assert check.startswith("CNI plugin portmap failed (CHECK)"), check
     lab.ok("stop", "-t", "1", "web")  # stopping DELs too: the port is closed, the address free
     assert lab.outside_get("http://203.0.113.2:8080/", timeout=2).returncode != 0
     assert _reserved(lab) == [] and cid not in _rules(lab)
