@@ -152,7 +152,9 @@ def test_a_killed_container_is_deleted_by_prune_with_the_config_it_was_added_wit
     ([{"type": "no-such-plugin"}], "1.0.0", "CNI plugin 'no-such-plugin' is not installed"),
     ([{"type": "bridge", "ipam": {"type": "host-local", "subnet": SUBNET}}], "9.9.9", "does not support cniVersion 9.9.9"),
     ([{"type": "bridge", "mtu": "wide", "ipam": {"type": "host-local", "subnet": SUBNET}}], "1.0.0", "CNI plugin bridge failed (ADD)"),
-], ids=["missing-plugin", "unsupported-version", "plugin-rejects-config"])
+    ([{"type": "bridge", "ipam": {"type": "host-local", "subnet": SUBNET}}, {"type": "portmap", "snat": "yes"}],
+     "1.0.0", "CNI plugin portmap failed (ADD)"),
+], ids=["missing-plugin", "unsupported-version", "plugin-rejects-config", "second-plugin-fails"])
 def test_a_bad_conflist_exits_125_and_leaves_nothing(cni_lab, plugins, version, says):
     lab = cni_lab
     conflist(lab, plugins=[dict(p, ipam=dict(p["ipam"], dataDir=str(lab.root / "ipam"))) if "ipam" in p else p

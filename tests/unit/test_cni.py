@@ -145,6 +145,24 @@ def test_check_and_del_get_the_cached_result_del_runs_backwards_and_drops_the_ca
     assert [k for _, k, s, _ in plugins if "prevResult" not in s] == ["firewall", "portmap", "bridge"]
 
 
+def test_a_failing_del_does_not_stop_the_others_and_keeps_the_cache(plugins, monkeypatch):
+    rt = invoke.RuntimeConf("c1", "/pin", "eth0")
+    invoke.add(_list(), rt)
+    recorder = invoke.run_plugin
+
+    def firewall_fails(kind, command, stdin, rt):
+        recorder(kind, command, stdin, rt)
+        if kind == "firewall":
+            raise invoke.PluginError("CNI plugin firewall failed (DEL): unknown backend")
+
+    monkeypatch.setattr(invoke, "run_plugin", firewall_fails)
+    plugins.clear()
+    with pytest.raises(invoke.PluginError, match="firewall"):
+        invoke.delete(_list(), rt)
+    assert [k for c, k, _, _ in plugins] == ["firewall", "portmap", "bridge"]
+    assert invoke.cache_path("pods", "c1", "eth0").exists()  # kept: the next DEL gets the same prevResult
+
+
 def test_check_needs_spec_0_4_and_respects_disable_check(plugins):
     with pytest.raises(invoke.PluginError):
         invoke.check(_list("0.3.1"), invoke.RuntimeConf("c1", "/pin", "eth0"))

@@ -168,7 +168,7 @@ def attach(net: dict, container: dict, netns_path: str, ifname: str, *, ip: str 
         endpoint.update(endpoint_from_result(invoke.add(conf, rt), ifname, conf.bridge_device()))
     except BaseException as failed:
         try:
-            _del(net, cid, endpoint, conf)
+            _del(net, cid, endpoint, conf, rt.capability_args)
         except NetdiagError as e:
             # DEL with the config ADD just failed on fails alike (a field the plugin cannot parse):
             # a record kept for it could never be removed. Forget it, and say what may be left.
@@ -182,8 +182,9 @@ def attach(net: dict, container: dict, netns_path: str, ifname: str, *, ip: str 
     return endpoint
 
 
-def _del(net: dict, cid: str, endpoint: dict, current: conflist.ConfList | None = None) -> None:
-    """DEL with the conflist the attachment was made with (cached), else the current one."""
+def _del(net: dict, cid: str, endpoint: dict, current: conflist.ConfList | None = None, caps: dict | None = None) -> None:
+    """DEL with the conflist and capability arguments the attachment was made with (cached), else
+    the current conflist and `caps` (a failed ADD's: nothing was cached)."""
     ifname, pin = endpoint.get("Interface") or "eth0", Path(endpoint.get("Netns") or pin_path(cid, "eth0"))
     conf = invoke.cached_conf(conf_name(net), cid, ifname) or current
     if conf is None:
@@ -194,7 +195,7 @@ def _del(net: dict, cid: str, endpoint: dict, current: conflist.ConfList | None 
     if conf is not None:
         cached = invoke.cached(conf.name, cid, ifname) or {}
         netns = str(pin) if _pinned(pin) else ""  # the spec lets DEL run without a namespace left
-        invoke.delete(conf, invoke.RuntimeConf(cid, netns, ifname, cached.get("capabilityArgs") or {}))
+        invoke.delete(conf, invoke.RuntimeConf(cid, netns, ifname, cached.get("capabilityArgs") or caps or {}))
     _forget(net, cid, pin)
 
 

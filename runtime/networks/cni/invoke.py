@@ -128,10 +128,19 @@ def check(conf: conflist.ConfList, rt: RuntimeConf) -> None:
 
 
 def delete(conf: conflist.ConfList, rt: RuntimeConf) -> None:
-    """DEL in reverse order with the cached result; the cache goes once every plugin succeeded."""
+    """DEL in reverse order with the cached result; the cache goes once every plugin succeeded.
+    Unlike libcni, a failing plugin does not stop the others' DEL (the first error is raised after
+    all ran): a firewall plugin that cannot parse its config must not keep the bridge plugin from
+    releasing the address and the veth. A later DEL repeats them all, which the spec allows."""
     cached = cached_result(conf.name, rt) if _version_tuple(conf.cni_version) >= (0, 4, 0) else None
+    failed = []
     for plugin in reversed(conf.plugins):
-        run_plugin(plugin["type"], "DEL", _stdin(conf, plugin, cached, rt), rt)
+        try:
+            run_plugin(plugin["type"], "DEL", _stdin(conf, plugin, cached, rt), rt)
+        except NetdiagError as e:
+            failed.append(e)
+    if failed:
+        raise failed[0]
     cache_path(conf.name, rt.container_id, rt.ifname).unlink(missing_ok=True)
 
 
