@@ -119,6 +119,11 @@ def test_a_port_published_through_portmap_is_reachable_from_outside(cni_lab):
     assert lab.inspect("web")["NetworkSettings"]["Ports"] == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}
     cid = lab.inspect("web")["Id"]
     assert cid in _rules(lab)  # the masquerade chain's comment names it
+    # trace follows the published port through portmap's DNAT onto cni0 and into the container
+    t = lab.run("trace", f"ns:{lab.outside}", "203.0.113.2", "--port", "8080", "--json", timeout=120)
+    result = json.loads(t.stdout)
+    assert t.returncode == 0 and result["verdict"] == "delivered" and "10.88.0.2:80" in result["summary"], result["summary"]
+    assert [h["interface"] for h in result["hops"] if h["kind"] == "bridge"] == ["cni0"]
     # someone flushes portmap's entry chain: the port is dead, and CHECK (network inspect) says which plugin
     lab.in_lab("iptables", "-t", "nat", "-F", "CNI-HOSTPORT-DNAT")
     assert lab.outside_get("http://203.0.113.2:8080/", timeout=2).returncode != 0
