@@ -95,6 +95,13 @@ def test_two_containers_on_a_cni_bridge_reach_each_other_and_rm_runs_del(cni_lab
     p = lab.run("exec", "b", "timeout", "3", "wget", "-qO-", f"http://{a['IPAddress']}/")
     assert p.returncode == 0 and p.stdout == "a\n", p.stderr
     assert "default via 10.88.0.1" in lab.ok("exec", "b", "ip", "route")
+    # a snapshot carries the CNI network and its pods, and trace replays it offline
+    snap = lab.root / "snap.json"
+    lab.ok("snapshot", "-o", str(snap))
+    offline = lab.run("trace", "--snapshot", str(snap), "b", "a", "--port", "80", "--json", timeout=120)
+    assert offline.returncode == 0 and json.loads(offline.stdout)["verdict"] == "delivered", offline.stdout + offline.stderr
+    nets = {n["name"]: n for n in json.loads(snap.read_text())["networks"]}
+    assert nets["cni:pods"]["driver"] == "cni" and nets["cni:pods"]["bridge"] == "cni0"
     # CHECK of every attachment, through network inspect
     net = json.loads(lab.ok("network", "inspect", "cni:pods"))[0]
     assert net["Driver"] == "cni" and set(net["CNI"]["Check"].values()) == {"ok"}
