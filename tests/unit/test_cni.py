@@ -69,6 +69,22 @@ def test_a_bad_conflist_is_refused_before_any_plugin_runs(confdir, doc, says):
     assert says in str(e.value) and "10-pods.conflist" in str(e.value)
 
 
+def test_a_missing_configuration_directory_says_where_to_put_conflists(monkeypatch, tmp_path):
+    monkeypatch.setenv("NETDIAG_CNI_CONF_DIR", str(tmp_path / "absent"))
+    with pytest.raises(NotFound) as e:
+        conflist.load("pods")
+    assert str(tmp_path / "absent") in str(e.value) and "NETDIAG_CNI_CONF_DIR" in str(e.value)
+
+
+def test_a_plugin_is_looked_up_in_cni_path_only_as_an_executable(monkeypatch, tmp_path):
+    (tmp_path / "bridge").write_text("#!/bin/sh\n")
+    monkeypatch.setenv("CNI_PATH", str(tmp_path))
+    with pytest.raises(NotFound):  # there, but not executable
+        conflist.find_plugin("bridge")
+    (tmp_path / "bridge").chmod(0o755)
+    assert conflist.find_plugin("bridge") == str(tmp_path / "bridge")
+
+
 def test_names_follow_libcni(confdir):
     for bad in ("", "-x", "a/b", "a b"):
         with pytest.raises(InvalidArgument):
