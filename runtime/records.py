@@ -21,7 +21,8 @@ def containers() -> list[dict]:
     for c in container_records.list_all():
         if not container_records.proc_ok(c):
             continue
-        eps = by_container.get(c.id, {})
+        # an endpoint still being made (a CNI ADD under way) has no address yet
+        eps = {n: e for n, e in by_container.get(c.id, {}).items() if "/" in e.get("IPv4Address", "")}
         out.append({
             "runtime": "netdiag", "id": c.id, "name": c.name, "image": c.config.get("ImageRef", ""), "pid": c.pid,
             "command": [c.config.get("Path", "")] + list(c.config.get("Args") or []) if c.config.get("Path") else [],

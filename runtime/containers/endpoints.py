@@ -32,7 +32,8 @@ def attach_all(c: container_records.Container, pid: int) -> None:
     netns = f"/proc/{pid}/ns/net"
     attached = []
     wanted = [nets.get(name) for name in bridge_networks(c)]
-    first_bridge = next((n["Id"] for n in wanted if n["Driver"] == "bridge"), None)
+    # a CNI network's plugins decide its routes; netdiag publishes through its portmap plugin
+    first_bridge = next((n["Id"] for n in wanted if n["Driver"] in ("bridge", "cni")), None)
     try:
         for i, net in enumerate(wanted):
             want = c.config["NetworkSettings"]["Networks"][net["Name"]]
@@ -42,7 +43,7 @@ def attach_all(c: container_records.Container, pid: int) -> None:
                 dns_records.ensure_resolver(net)
             if net["Id"] == first_bridge:
                 with state.locked("ports"):
-                    taken = [dict(p, container=cid) for n in nets.bridges() for cid, e in n["Containers"].items()
+                    taken = [dict(p, container=cid) for n in nets.attachable() for cid, e in n["Containers"].items()
                              if cid != c.id for p in e.get("Ports", [])]
                     publish = ports.assign(c.config["HostConfig"].get("Publish") or [], taken)
                     driver.attach(net, c.config, netns, f"eth{i}", default_route=True, publish=publish, **kw)
@@ -144,6 +145,8 @@ def write_etc(c: container_records.Container) -> None:
     hostname = c.config["Config"]["Hostname"]
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     for e in eps.values():
+        if not e.get("IPv4Address"):  # a CNI endpoint whose ADD is under way
+            continue
         lines.append(f"{e['IPv4Address'].split('/')[0]}\t{hostname}")
     _write_in_place(c.dir / "hosts", "\n".join(lines) + "\n")
     dns = c.config["HostConfig"].get("Dns") or []

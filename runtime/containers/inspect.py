@@ -116,9 +116,9 @@ def _network_settings(c: container_records.Container) -> dict:
             "Aliases": (c.config["NetworkSettings"]["Networks"][name] or {}).get("Aliases") or [],
             "NetworkID": net["Id"] if net else "",
             "EndpointID": e.get("EndpointID", ""),
-            "Gateway": nets.ipam(net).get("Gateway", "") if net and e else "",
+            "Gateway": e.get("Gateway") or (nets.ipam(net).get("Gateway", "") if net and e else ""),  # a CNI result says it
             "IPAddress": e.get("IPv4Address", "").split("/")[0],
-            "IPPrefixLen": int(e["IPv4Address"].split("/")[1]) if e else 0,
+            "IPPrefixLen": int(e["IPv4Address"].split("/")[1]) if "/" in e.get("IPv4Address", "") else 0,
             "MacAddress": e.get("MacAddress", ""),
             "Interface": e.get("Interface", ""),
             "HostVeth": e.get("HostVeth", ""),

@@ -43,6 +43,13 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
             )
         if ip or aliases:
             raise InvalidArgument(f"--ip and --network-alias need a bridge network, not {network}", "", "drop them or use --network bridge")
+    elif network.startswith("cni:"):
+        from ..networks.cni import driver as cni
+
+        if ip or aliases:
+            raise InvalidArgument(f"--ip and --network-alias do not apply to {network}",
+                                  "a CNI network's IPAM plugin chooses addresses, and it has no embedded DNS", "drop them")
+        cni.ensure_record(network[len(cni.PREFIX):])  # the conflist and its plugins checked before anything exists
     elif network != "bridge" and nets.find(network) is None:
         raise InvalidArgument(f"Unknown network {network!r}", "no network has that name",
                               f"create it with 'netdiag network create {network}', or list them with 'netdiag network ls'")
@@ -142,7 +149,7 @@ def _create(config: dict, name: str | None) -> container_records.Container:
             from ..cluster import local
 
             local.require()  # a clear error now, not from the monitor
-        else:
+        elif net["netdiag"].get("Bridge"):
             enforce.warn_blocked(net["netdiag"]["Bridge"], net["Name"])
     c = container_records.create_record(config, name)
     try:
