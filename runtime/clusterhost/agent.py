@@ -103,6 +103,7 @@ class Agent:
     def apply(self) -> None:
         """Bring this host in line with the view: mirrors, peers (firewall guard), sandboxes."""
         from ..networks import enforce, network_records, overlay
+        from ..networks.dns import records as dns_records
         from ..cluster import alloc, keys, local
 
         hosts, networks, endpoints = {}, [], {}
@@ -124,7 +125,7 @@ class Agent:
         if local.save_peers([{"id": h["id"], "name": h.get("name", ""), "vtep": h.get("vtep")} for h in hosts.values()]):
             enforce.apply()
         overlay.mirror(networks)
-        now, seen = time.monotonic(), set()
+        now, seen, remote = time.monotonic(), set(), {}
         for net in network_records.overlays():
             mine = set(net["Containers"])
             for ep in endpoints.get(net["Id"], []):
@@ -139,7 +140,10 @@ class Agent:
                 res = overlay.program(net, overlay.remote_endpoints(endpoints.get(net["Id"], []), hosts, self.me))
                 if res["added"] or res["removed"] or res["errors"]:
                     log(f"{net['Name']}: +{res['added']} -{res['removed']} {res['errors'] or ''}")
+                remote[net["Id"]] = overlay.remote_records(endpoints.get(net["Id"], []), hosts, self.me)
         self.orphans = {k: v for k, v in self.orphans.items() if k in seen}
+        if remote:  # the names the local containers' resolver gives for the other hosts' endpoints
+            dns_records.update_overlays(remote)
 
     def on_event(self, kind: str, key: str, value) -> None:
         self.events.put((kind, key, value))

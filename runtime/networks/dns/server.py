@@ -1,5 +1,14 @@
 """The resolver process: UDP and TCP on the network's gateway address, local answers, forwarding,
-and exit when its records file goes. Single-threaded (selectors), stdlib only."""
+and exit when its records file goes. Single-threaded (selectors), stdlib only (but for entering a
+sandbox's namespace, through runtime.kernel.ns, when the records file lists sandboxes).
+
+Sandboxes (overlay networks, whose bridges carry no address on the host): the resolver itself
+binds UDP and TCP 127.0.0.11:53 inside each listed container's network namespace, as Docker's
+embedded DNS does, and answers there with that container's names. A socket keeps the namespace it
+was made in, so the process never stays in one: it enters, makes the socket, and is back at once.
+A sandbox's namespace is opened by its /proc path and used only if it is still the inode the
+runtime recorded (a pid reused by another process is never served); a sandbox gone from the file
+has its sockets closed, which lets its namespace go."""
 from __future__ import annotations
 
 import ipaddress
@@ -35,11 +44,14 @@ class _Forward:
     deadline: float = 0.0
 
 
+SANDBOX_ADDRESS = "127.0.0.11"  # Docker's embedded DNS address, inside each container
+
+
 class _TCPConn:
-    def __init__(self, server: "Resolver", sock: socket.socket):
+    def __init__(self, server: "Resolver", sock: socket.socket, client: str | None = None):
         self.server, self.sock = server, sock
         try:
-            self.peer = sock.getpeername()[0]
+            self.peer = client or sock.getpeername()[0]
         except OSError:
             self.peer = None
         self.inbuf = self.outbuf = b""
@@ -93,16 +105,41 @@ class _TCPConn:
 
 
 class Resolver:
-    def __init__(self, udp: socket.socket, tcp: socket.socket, records_path: str, cfg: Config):
+    def __init__(self, udp: socket.socket | None, tcp: socket.socket | None, records_path: str, cfg: Config):
         self.udp, self.tcp, self.path, self.cfg = udp, tcp, records_path, cfg
         self.stamp = self._stamp()
         self.sel = selectors.DefaultSelector()
         self.pending: list[_Forward] = []
         self.tcp_conns: set[_TCPConn] = set()
+        self.sandboxes: dict[str, tuple[tuple[str, int], list[socket.socket]]] = {}  # key -> (where, sockets)
+        if udp is not None and tcp is not None:
+            self._serve_on(udp, tcp, None)
+        self.sync_sandboxes()
+
+    def _serve_on(self, udp: socket.socket, tcp: socket.socket, client: str | None) -> None:
+        """Answer on this pair; `client` names the asker for a sandbox's pair (else its address)."""
         for s in (udp, tcp):
             s.setblocking(False)
-        self.sel.register(udp, selectors.EVENT_READ, self._on_udp)
-        self.sel.register(tcp, selectors.EVENT_READ, self._on_accept)
+        self.sel.register(udp, selectors.EVENT_READ, lambda sock, mask: self._on_udp(sock, mask, client))
+        self.sel.register(tcp, selectors.EVENT_READ, lambda sock, mask: self._on_accept(sock, mask, client))
+
+    # sandboxes -------------------------------------------------------------------------------
+    def sync_sandboxes(self) -> None:
+        """Sockets in every sandbox the records file lists, none in those it no longer lists. A
+        sandbox that cannot be served (gone, reused, 127.0.0.11:53 taken) is tried again when the
+        records file changes."""
+        want = self.cfg.sandboxes
+        for key in [k for k, (where, _) in self.sandboxes.items() if want.get(k) != where]:
+            for s in self.sandboxes.pop(key)[1]:
+                if s.fileno() != -1:
+                    self.sel.unregister(s)
+                    s.close()
+        for key, where in want.items():
+            if key not in self.sandboxes:
+                socks = _bind_in(*where)
+                if socks:
+                    self._serve_on(*socks, key)
+                self.sandboxes[key] = (where, list(socks))
 
     # records ---------------------------------------------------------------------------------
     def _stamp(self):
@@ -124,7 +161,9 @@ class Resolver:
             except FileNotFoundError:
                 return False
             except (OSError, ValueError):
-                pass  # half-written? keep the old records and look again next time
+                return True  # half-written? keep the old records and look again next time
+            self.sandboxes = {k: v for k, v in self.sandboxes.items() if v[1]}  # retry those that failed
+            self.sync_sandboxes()
         return True
 
     # queries ---------------------------------------------------------------------------------
@@ -160,7 +199,7 @@ class Resolver:
             return
         self._try_upstream(_Forward(q, data, reply, list(cfg.upstreams)))
 
-    def _on_udp(self, sock: socket.socket, mask: int) -> None:
+    def _on_udp(self, sock: socket.socket, mask: int, client: str | None = None) -> None:
         for _ in range(64):  # drain a burst, but let TCP and timers run
             try:
                 data, addr = sock.recvfrom(65535)
@@ -174,9 +213,9 @@ class Resolver:
                     sock.sendto(msg, addr)
                 except OSError:
                     pass
-            self.handle(data, reply, udp=True, client=addr[0])
+            self.handle(data, reply, udp=True, client=client or addr[0])
 
-    def _on_accept(self, sock: socket.socket, mask: int) -> None:
+    def _on_accept(self, sock: socket.socket, mask: int, client: str | None = None) -> None:
         try:
             conn, _ = sock.accept()
         except OSError:
@@ -185,7 +224,7 @@ class Resolver:
             conn.close()
             return
         conn.setblocking(False)
-        c = _TCPConn(self, conn)
+        c = _TCPConn(self, conn, client)
         self.tcp_conns.add(c)
         self.sel.register(conn, selectors.EVENT_READ, c.on_event)
 
@@ -274,11 +313,30 @@ def bind(listen_ip: str, port: int) -> tuple[socket.socket, socket.socket]:
     raise AssertionError("unreachable")
 
 
+def _bind_in(netns: str, inode: int) -> tuple[socket.socket, socket.socket] | tuple[()]:
+    """UDP and TCP on 127.0.0.11:53 inside the namespace at `netns`, if it still is `inode`."""
+    from runtime.kernel.ns import Namespace
+
+    try:
+        fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return ()
+    try:
+        if os.fstat(fd).st_ino != inode:
+            return ()
+        with Namespace(f"/proc/self/fd/{fd}").inside():
+            return bind(SANDBOX_ADDRESS, 53)
+    except OSError:
+        return ()
+    finally:
+        os.close(fd)
+
+
 def main(argv=None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m runtime.networks.dns", description=__doc__.split("\n")[0])
-    ap.add_argument("--listen", required=True)
+    ap.add_argument("--listen", help="the address to serve on in this namespace (none: only the sandboxes)")
     ap.add_argument("--port", type=int, default=53)
     ap.add_argument("--records", required=True)
     ap.add_argument("--ready-fd", type=int)
@@ -300,13 +358,15 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as e:
         tell(f"error: cannot read records file {args.records}: {e}")
         return 1
-    try:
-        udp, tcp = bind(args.listen, args.port)
-    except (OSError, ValueError) as e:
-        tell(f"error: cannot listen on {args.listen} port {args.port}: {getattr(e, 'strerror', None) or e}")
-        return 1
+    udp = tcp = None
+    if args.listen:
+        try:
+            udp, tcp = bind(args.listen, args.port)
+        except (OSError, ValueError) as e:
+            tell(f"error: cannot listen on {args.listen} port {args.port}: {getattr(e, 'strerror', None) or e}")
+            return 1
     server = Resolver(udp, tcp, args.records, cfg)
-    tell(f"ok {udp.getsockname()[1]}")
+    tell(f"ok {udp.getsockname()[1] if udp else 0}")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
