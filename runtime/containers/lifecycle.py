@@ -26,13 +26,19 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
                  aliases: list[str] = (), dns: list[str] = (), health_cmd: str | None = None,
                  health_interval: float = 30, health_timeout: float = 30, health_retries: int = 3,
                  labels: dict | None = None, cap_add: list[str] = (), cap_drop: list[str] = (),
-                 privileged: bool = False, security_opt: list[str] = ()) -> dict:
+                 privileged: bool = False, security_opt: list[str] = (), volumes: list[str] = (),
+                 restart: str = "no") -> dict:
     """The container's config (Docker's field names), from the image and the run options."""
     from .. import ipam
     from ..networks import network_records as nets, ports
-    from . import security
+    from . import security, volumes as vols
 
     confinement = security.host_config(cap_add, cap_drop, privileged, security_opt)  # exit 2 before anything exists
+    mounts = [vols.parse(v) for v in volumes]
+    for i, m in enumerate(mounts):
+        if any(o["Destination"].rstrip("/") == m["Destination"].rstrip("/") for o in mounts[:i]):
+            raise InvalidArgument(f"Duplicate mount point: {m['Destination']}", "two volumes are mounted at the same path",
+                                  "keep one of them")
 
     if network in NETWORK_MODES:
         if publish or publish_all:
@@ -113,11 +119,23 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
             "AutoRemove": auto_remove,
             "Publish": publish_specs,
             "Dns": list(dns),
+            "Binds": list(volumes),
+            "RestartPolicy": restart_policy(restart),
             **confinement,
         },
+        "Mounts": mounts,
         "NetworkSettings": {"Networks": {} if network in NETWORK_MODES else
                             {network: {"IPAMConfig": {"IPv4Address": ip} if ip else None, "Aliases": list(aliases)}}},
     }
+
+
+def restart_policy(text: str) -> dict:
+    """Docker's --restart (no, always, unless-stopped, on-failure[:N]) as HostConfig.RestartPolicy."""
+    name, _, count = text.partition(":")
+    if name not in ("no", "always", "unless-stopped", "on-failure") or (count and (name != "on-failure" or not count.isdigit())):
+        raise InvalidArgument(f"Invalid restart policy {text!r}", "it is no, always, unless-stopped or on-failure[:MAX-RETRIES]",
+                              "use e.g. --restart on-failure:3")
+    return {"Name": "" if name == "no" else name, "MaximumRetryCount": int(count or 0)}
 
 
 def create(config: dict, name: str | None) -> container_records.Container:
@@ -146,6 +164,10 @@ def _create(config: dict, name: str | None) -> container_records.Container:
             enforce.warn_blocked(net["netdiag"]["Bridge"], net["Name"])
     c = container_records.create_record(config, name)
     try:
+        from .volumes import ensure
+
+        for m in config.get("Mounts") or []:
+            ensure(m)
         for d in ("upper", "work", "merged"):
             (c.dir / d).mkdir()
         if not c.config["Config"]["Hostname"]:

@@ -295,7 +295,7 @@ def _init(c: container_records.Container, lower_dirs: list[Path], own_net: bool,
         rootfs.mount_overlay(lower_dirs, c.dir / "upper", c.dir / "work", c.dir / "merged")
         binds = {f"/etc/{n}": c.dir / n for n in ("hostname", "hosts", "resolv.conf")}
         host_devs = security.host_devices() if host.get("Privileged") else []  # the host's /dev, before pivot_root
-        rootfs.setup(c.dir / "merged", binds, own_net, cfg.get("Hostname") if own_net else None)
+        rootfs.setup(c.dir / "merged", binds, own_net, cfg.get("Hostname") if own_net else None, c.config.get("Mounts") or [])
         security.apply_paths(host, host_devs)
         if os.read(m2c, 1) != b"G":
             os._exit(1)
