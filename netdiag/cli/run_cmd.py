@@ -22,7 +22,7 @@ OPTIONS = [
     ("memory", ("-m", "--memory"), "value", None, "Memory limit, e.g. 64m"),
     ("cpus", ("--cpus",), "value", None, "CPU limit, e.g. 0.5"),
     ("pids_limit", ("--pids-limit",), "int", None, "Process limit"),
-    ("network", ("--network", "--net"), "value", "bridge", "Network: bridge (default), a user-defined network, host or none"),
+    ("network", ("--network", "--net"), "value", "bridge", "Network: bridge (default), a user-defined network, host, none, or container:NAME (share its namespace)"),
     ("publish", ("-p", "--publish"), "list", [], "Publish [HOSTIP:][HOSTPORT:]PORT[/udp], ranges allowed (repeatable)"),
     ("publish_all", ("-P", "--publish-all"), "flag", False, "Publish every EXPOSEd port to a free host port"),
     ("ip", ("--ip",), "value", None, "Static IPv4 address on the network"),

@@ -63,7 +63,7 @@ def connect(c: container_records.Container, name: str, ip: str | None, aliases: 
     net = nets.get(name)
     if net["Driver"] not in nets.ATTACHABLE:
         raise NetdiagError(f"Cannot connect to network {name}", f"it is a {net['Driver']} network", "connect to a bridge or overlay network")
-    if primary(c) in ("none", "host"):
+    if primary(c) in ("none", "host") or container_records.netns_owner(c.config["HostConfig"]):
         raise NetdiagError(f"Container {c.name} uses --network {primary(c)}", "it cannot join other networks", "run it on a bridge network")
     settings = c.config.setdefault("NetworkSettings", {}).setdefault("Networks", {})
     if name in settings:

@@ -40,7 +40,16 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
             raise InvalidArgument(f"Duplicate mount point: {m['Destination']}", "two volumes are mounted at the same path",
                                   "keep one of them")
 
-    if network in NETWORK_MODES:
+    if network.startswith(container_records.SHARED_NETNS):
+        owner = container_records.get(network[len(container_records.SHARED_NETNS):])
+        used = [flag for flag, given in (("-p", publish or publish_all), ("--ip", ip), ("--network-alias", aliases),
+                                         ("--dns", dns), ("--hostname", hostname)) if given]
+        if used:  # Docker's "conflicting options": they belong to the namespace's owner
+            raise InvalidArgument(f"Conflicting options: {', '.join(used)} and --network {network}",
+                                  f"the container shares the network namespace of {owner.name}: its addresses, ports, names "
+                                  "and resolver", "drop them")
+        network = container_records.SHARED_NETNS + owner.id
+    elif network in NETWORK_MODES:
         if publish or publish_all:
             raise InvalidArgument(
                 f"Cannot publish ports with --network {network}",
@@ -124,7 +133,7 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
             **confinement,
         },
         "Mounts": mounts,
-        "NetworkSettings": {"Networks": {} if network in NETWORK_MODES else
+        "NetworkSettings": {"Networks": {} if network in NETWORK_MODES or network.startswith(container_records.SHARED_NETNS) else
                             {network: {"IPAMConfig": {"IPv4Address": ip} if ip else None, "Aliases": list(aliases)}}},
     }
 
@@ -151,7 +160,8 @@ def _create(config: dict, name: str | None) -> container_records.Container:
         from ..networks import bridge
 
         bridge.ensure_default()
-    if mode not in NETWORK_MODES:  # here, not in the monitor: its notes and warnings reach the user
+    owner = container_records.running_netns_owner(config["HostConfig"])
+    if mode not in NETWORK_MODES and owner is None:  # here, not in the monitor: its notes and warnings reach the user
         from ..networks import enforce, network_records as nets
 
         enforce.apply()
@@ -171,7 +181,8 @@ def _create(config: dict, name: str | None) -> container_records.Container:
         for d in ("upper", "work", "merged"):
             (c.dir / d).mkdir()
         if not c.config["Config"]["Hostname"]:
-            c.config["Config"]["Hostname"] = c.id[:12] if config["HostConfig"]["NetworkMode"] != "host" else socket.gethostname()
+            c.config["Config"]["Hostname"] = (owner.config["Config"]["Hostname"] if owner else c.id[:12]) \
+                if config["HostConfig"]["NetworkMode"] != "host" else socket.gethostname()
             state.write_json(c.dir / "config.json", c.config)
         _write_etc_files(c)
     except BaseException:
@@ -211,6 +222,7 @@ def start(c: container_records.Container, *, attach: bool = False, interactive: 
         if not state.reserve(c.dir / "state.json"):  # its exit record must have room, whatever fills the disk
             raise OSError(errno.ENOSPC, "no room for the state record's spare", str(c.dir))
         lowers = lower_dirs(c)  # extracts the image's layers on first use
+    container_records.running_netns_owner(c.config["HostConfig"])  # a clear error now, not from the monitor
     return monitor.spawn(c, lowers, attach=attach, interactive=interactive)
 
 

@@ -8,21 +8,14 @@ import time
 
 import pytest
 
-from tests.labkit import Cluster, wait_for
+from tests.labkit import joined_cluster, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def cl(tmp_path_factory):
-    c = Cluster(hosts=2, state_dir=tmp_path_factory.mktemp("ovdns") / "lab")
-    c.create()
-    try:
-        c.join_all(ttl=3)
-        yield c
-    finally:
-        c.destroy()
-    assert not c.leaks(), c.leaks()
+    yield from joined_cluster(tmp_path_factory.mktemp("ovdns") / "lab")
 
 
 def _ip(cl, i, net, ctr):
