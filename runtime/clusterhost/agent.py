@@ -6,8 +6,10 @@ environment), started by `netdiag cluster join`, in the host's network namespace
     are registered again on the new one;
   * state: one read of everything under the layout's root, then a watch from that revision; every
     change updates the view and the kernel: this host's mirrors of the overlay networks, the FDB
-    and ARP entries of each local sandbox, the members' VTEPs for the firewall guard. The view is
-    read again every NETDIAG_CLUSTER_RESYNC seconds (5), which also covers a watch stream that died;
+    and ARP entries of each local sandbox, the names the overlays' DNS resolver gives for the other
+    hosts' endpoints, the members' VTEPs for the firewall guard. The view is read again every
+    NETDIAG_CLUSTER_RESYNC seconds (5), which also covers a watch stream that died (and a resolver
+    that died: it is started again);
   * reachability: a TCP responder on VTEP:7946 (Docker's control port) that answers `ping` and,
     asked `check ADDR`, connects back to ADDR:7946: how `join` proves peers can reach its address.
 
@@ -157,6 +159,8 @@ class Agent:
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, ready) -> None:
+        from ..networks.dns import control as dns_control, records as dns_records
+
         self.register()
         rev = self.read_all()
         self.apply()
@@ -167,6 +171,7 @@ class Agent:
         while not self.stopping.is_set():
             try:
                 dirty = self.drain(timeout=0.2)
+                dns_control.reap()  # a resolver it started that another process stopped
                 now = time.monotonic()
                 if now >= next_keepalive:
                     next_keepalive = now + ttl() / 3
@@ -182,7 +187,7 @@ class Agent:
                     if self.view != before:
                         self.watch(rev)  # the watch missed something: it may be dead
                         dirty = True
-                    dirty |= bool(self.orphans)
+                    dirty |= bool(self.orphans) or dns_records.overlays_resolver_down()  # restarted by apply()
                 if dirty:
                     self.apply()
             except Exception as e:  # noqa: BLE001 - the store away, a kernel hiccup: retry, never die

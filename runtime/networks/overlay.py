@@ -7,6 +7,8 @@ an endpoint on the network has a sandbox: a bridge `ov-<id>` (no address: it onl
 VXLAN device `vx-<id>` on it (UDP 4789, `nolearning`, `proxy`), with static FDB entries (remote
 MAC -> remote VTEP) and permanent ARP entries (remote IP -> MAC) programmed from the store for
 every remote endpoint: no multicast, no flooding, no learning. The agent keeps them in sync.
+Names: the host's overlays resolver (dns/records.py) answers inside each local container on
+127.0.0.11 for every endpoint of its networks, from the store's records.
 
 Same shape as the bridge driver: create/delete for networks, attach/detach for endpoints;
 validated before any side effect; attach all-or-nothing (rolled back in reverse); detach and

@@ -4,6 +4,7 @@ container on 127.0.0.11), connects by name, and the name goes when that containe
 hosts on one underlay with a real etcd; the module's fixture checks nothing is left."""
 import json
 import os
+import signal
 import time
 
 import pytest
@@ -50,6 +51,10 @@ def test_a_container_resolves_and_reaches_one_on_another_host_by_name_until_it_g
     # cli came after web: host 2 learns its name from the store's watch
     assert wait_for(lambda: _lookup(cl, 1, "web", "cli") == {cli_ip}, 10), _lookup(cl, 1, "web", "cli")
 
+    # a resolver that dies is started again by the agent's resync (NETDIAG_CLUSTER_RESYNC, 5 s)
+    os.kill(json.loads((cl.hosts[0].state_dir / "networks" / "overlays.dns.json").read_text())["resolver"]["pid"], signal.SIGKILL)
+    assert wait_for(lambda: _lookup(cl, 0, "cli", "web") == {web_ip}, 15), "the overlays' resolver was not started again"
+
     cl.ok(1, "rm", "-f", "web")
     assert wait_for(lambda: _lookup(cl, 0, "cli", "web") is None, 10), "web still resolves after it was removed"
     assert _lookup(cl, 0, "cli", "www") is None
@@ -65,3 +70,20 @@ def test_the_resolver_goes_with_the_last_overlay_endpoint_of_its_host(cl):
         time.sleep(0.05)
     assert not os.path.exists(f"/proc/{pid}"), "the overlays' resolver outlived the host's last overlay endpoint"
     cl.ok(0, "network", "rm", "ovdns")
+
+
+def test_a_container_on_an_overlay_and_a_bridge_resolves_the_names_of_both(cl):
+    cl.ok(0, "network", "create", "-d", "overlay", "ovboth")
+    cl.ok(0, "network", "create", "front")
+    cl.ok(1, "run", "-d", "--name", "far", "--network", "ovboth", "busybox", "sleep", "600")
+    cl.ok(0, "run", "-d", "--name", "near", "--network", "front", "busybox", "sleep", "600")
+    cl.ok(0, "run", "-d", "--name", "both", "--network", "ovboth", "busybox", "sleep", "600")
+    cl.ok(0, "network", "connect", "front", "both")
+    assert "nameserver 127.0.0.11" in cl.ok(0, "exec", "both", "cat", "/etc/resolv.conf")
+    assert _lookup(cl, 0, "both", "far") == {_ip(cl, 1, "ovboth", "far")}
+    assert _lookup(cl, 0, "both", "near") == {_ip(cl, 0, "front", "near")}
+    assert _lookup(cl, 0, "near", "far") is None  # near is on no overlay: its bridge's resolver knows front only
+    for i, name in ((0, "both"), (0, "near"), (1, "far")):
+        cl.ok(i, "rm", "-f", name)
+    cl.ok(0, "network", "rm", "ovboth")
+    cl.ok(0, "network", "rm", "front")

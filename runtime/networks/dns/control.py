@@ -42,6 +42,14 @@ def start(listen_ip: str, records_file: str, port: int = 53) -> int:
     return spawn(listen_ip, records_file, port)[0]
 
 
+def reap() -> None:
+    """Collect resolvers this process started that have ended meanwhile (stopped by another
+    process): a long-lived starter (the cluster agent) must not keep them as zombies."""
+    for pid, proc in list(_children.items()):
+        if proc.poll() is not None:
+            del _children[pid]
+
+
 def _is_resolver(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:

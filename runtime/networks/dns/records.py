@@ -159,6 +159,15 @@ def update_overlays(remote: dict[str, list[dict]] | None = None, sandbox: dict[s
             state.write_json(overlays_file(), doc)
 
 
+def overlays_resolver_down() -> bool:
+    """True when the overlays' resolver should run (its file is there) but its process is gone."""
+    try:
+        resolver = (state.read_json(overlays_file(), {}, expect=dict) or {}).get("resolver") or {}
+    except state.CorruptRecord:
+        return True
+    return overlays_file().exists() and not pid_alive(int(resolver.get("pid") or 0), resolver.get("start"))
+
+
 SANDBOX_READY = 3.0  # seconds: the resolver looks at its file every 0.2 s
 
 
