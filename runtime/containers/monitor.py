@@ -294,11 +294,15 @@ def _shared_netns(c: container_records.Container) -> tuple[int, Path] | None:
     owner = container_records.running_netns_owner(c.config["HostConfig"])
     if owner is None:
         return None
-    fd = os.open(f"/proc/{owner.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    gone = ContainerError(f"Cannot join the network namespace of container {owner.name}", "it exited just now",
+                          f"start it again ('netdiag start {owner.name}')")
+    try:
+        fd = os.open(f"/proc/{owner.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        raise gone from None
     if not sc.pid_alive(owner.pid, owner.state.get("PidStart")):
         os.close(fd)
-        raise ContainerError(f"Cannot join the network namespace of container {owner.name}", "it exited just now",
-                             f"start it again ('netdiag start {owner.name}')")
+        raise gone
     return fd, owner.dir
 
 

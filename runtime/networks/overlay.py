@@ -344,7 +344,7 @@ def attach(net: dict, container: dict, netns_path: str, ifname: str, *, ip: str 
             link.set_up(idx)
         done.append("dns")  # names of every host's endpoints, served in the container on 127.0.0.11
         dns_records.update_overlays({net["Id"]: remote}, {cid: {"netns": netns_path, "inode": os.stat(netns_path).st_ino}})
-        dns_records.wait_served(netns_path)
+        dns_records.wait_served(netns_path, container["Name"])
     except BaseException:
         _undo(net, cid, endpoint, done, store)
         raise

@@ -171,23 +171,31 @@ def overlays_resolver_down() -> bool:
 SANDBOX_READY = 3.0  # seconds: the resolver looks at its file every 0.2 s
 
 
-def wait_served(netns_path: str) -> None:
-    """Return once the overlays' resolver listens on 127.0.0.11:53 inside the namespace (it binds
-    there itself when it sees the sandbox in its file); a KernelError after SANDBOX_READY seconds."""
+def wait_served(netns_path: str, name: str) -> None:
+    """Return once the overlays' resolver answers a question for `name` on 127.0.0.11:53 inside the
+    namespace (it sets itself up there when it sees the sandbox in its file); a KernelError after
+    SANDBOX_READY seconds."""
     import socket
 
-    from ...kernel import sockdiag
     from ...kernel.ns import netns
-    from .server import SANDBOX_ADDRESS
+    from .codec import build_query
+    from .listen import SANDBOX_ADDRESS
 
     deadline = time.monotonic() + SANDBOX_READY
     while True:
         with netns(netns_path):
-            bound = {(a, p) for a, p, _ in sockdiag.sockets(socket.AF_INET, socket.IPPROTO_UDP, sockdiag.ALL_STATES)}
-        if (SANDBOX_ADDRESS, 53) in bound:
-            return
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # the container's, also once back here
+        try:
+            s.settimeout(0.1)
+            s.sendto(build_query(name), (SANDBOX_ADDRESS, 53))
+            if s.recv(512):
+                return
+        except OSError:  # refused (nothing there yet) or no answer yet
+            pass
+        finally:
+            s.close()
         if time.monotonic() > deadline:
             raise KernelError(f"The overlay network's DNS resolver does not answer on {SANDBOX_ADDRESS}:53 in the container",
-                              f"it did not bind there within {SANDBOX_READY:g} s (something else may hold that port)",
-                              "free 127.0.0.11:53 in the container, or run it with --dns SERVER")
-        time.sleep(0.02)
+                              f"it did not set itself up there within {SANDBOX_READY:g} s",
+                              "look for its error in 'netdiag network inspect', or run the container with --dns SERVER")
+        time.sleep(0.03)

@@ -2,13 +2,10 @@
 and exit when its records file goes. Single-threaded (selectors), stdlib only (but for entering a
 sandbox's namespace, through runtime.kernel.ns, when the records file lists sandboxes).
 
-Sandboxes (overlay networks, whose bridges carry no address on the host): the resolver itself
-binds UDP and TCP 127.0.0.11:53 inside each listed container's network namespace, as Docker's
-embedded DNS does, and answers there with that container's names. A socket keeps the namespace it
-was made in, so the process never stays in one: it enters, makes the socket, and is back at once.
-A sandbox's namespace is opened by its /proc path and used only if it is still the inode the
-runtime recorded (a pid reused by another process is never served); a sandbox gone from the file
-has its sockets closed, which lets its namespace go."""
+Sandboxes (overlay networks, whose bridges carry no address on the host): the resolver serves
+127.0.0.11:53 inside each listed container's network namespace, as Docker's embedded DNS does
+(listen.py), and answers there with that container's names; a sandbox gone from the file has its
+sockets closed, which lets its namespace go."""
 from __future__ import annotations
 
 import ipaddress
@@ -24,6 +21,7 @@ from dataclasses import dataclass
 
 from .codec import A, AAAA, ANY, CLASS_IN, MalformedPacket, NOTIMP, NXDOMAIN, PTR, Query, REFUSED, SERVFAIL, UDP_MAX, _encode_name, _labels, build_response, parse_query
 from .config import Config, load_config
+from .listen import bind, close_sandbox, open_sandbox
 
 FORWARD_TIMEOUT = 2.0
 CHECK_EVERY = 0.2
@@ -42,9 +40,6 @@ class _Forward:
     sock: socket.socket | None = None
     upid: int = 0
     deadline: float = 0.0
-
-
-SANDBOX_ADDRESS = "127.0.0.11"  # Docker's embedded DNS address, inside each container
 
 
 class _TCPConn:
@@ -126,17 +121,20 @@ class Resolver:
     # sandboxes -------------------------------------------------------------------------------
     def sync_sandboxes(self) -> None:
         """Sockets in every sandbox the records file lists, none in those it no longer lists. A
-        sandbox that cannot be served (gone, reused, 127.0.0.11:53 taken) is tried again when the
-        records file changes."""
+        sandbox that cannot be served (gone, reused, its firewall refusing the redirect) is tried
+        again when the records file changes."""
         want = self.cfg.sandboxes
         for key in [k for k, (where, _) in self.sandboxes.items() if want.get(k) != where]:
-            for s in self.sandboxes.pop(key)[1]:
+            where, socks = self.sandboxes.pop(key)
+            for s in socks:
                 if s.fileno() != -1:
                     self.sel.unregister(s)
                     s.close()
+            if socks:
+                close_sandbox(*where)
         for key, where in want.items():
             if key not in self.sandboxes:
-                socks = _bind_in(*where)
+                socks = open_sandbox(*where)
                 if socks:
                     self._serve_on(*socks, key)
                 self.sandboxes[key] = (where, list(socks))
@@ -291,45 +289,6 @@ class Resolver:
                 if key.fileobj.fileno() != -1:  # closed by an earlier callback in this batch
                     key.data(key.fileobj, mask)
             self._expire()
-
-
-def bind(listen_ip: str, port: int) -> tuple[socket.socket, socket.socket]:
-    """UDP and TCP sockets on listen_ip:port. With port 0 both get the same free port."""
-    family = socket.AF_INET6 if ipaddress.ip_address(listen_ip).version == 6 else socket.AF_INET
-    for attempt in range(20):
-        udp = socket.socket(family, socket.SOCK_DGRAM)
-        tcp = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            udp.bind((listen_ip, port))
-            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            tcp.bind((listen_ip, udp.getsockname()[1]))
-            tcp.listen(64)
-            return udp, tcp
-        except OSError as e:
-            udp.close()
-            tcp.close()
-            if port != 0 or e.errno != 98 or attempt == 19:  # EADDRINUSE: pick another free port
-                raise
-    raise AssertionError("unreachable")
-
-
-def _bind_in(netns: str, inode: int) -> tuple[socket.socket, socket.socket] | tuple[()]:
-    """UDP and TCP on 127.0.0.11:53 inside the namespace at `netns`, if it still is `inode`."""
-    from runtime.kernel.ns import Namespace
-
-    try:
-        fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return ()
-    try:
-        if os.fstat(fd).st_ino != inode:
-            return ()
-        with Namespace(f"/proc/self/fd/{fd}").inside():
-            return bind(SANDBOX_ADDRESS, 53)
-    except OSError:
-        return ()
-    finally:
-        os.close(fd)
 
 
 def main(argv=None) -> int:
