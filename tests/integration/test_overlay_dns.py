@@ -88,6 +88,11 @@ def test_a_container_on_an_overlay_and_a_bridge_resolves_the_names_of_both(cl):
     assert _lookup(cl, 0, "both", "far") == {_ip(cl, 1, "ovboth", "far")}
     assert _lookup(cl, 0, "both", "near") == {_ip(cl, 0, "front", "near")}
     assert _lookup(cl, 0, "near", "far") is None  # near is on no overlay: its bridge's resolver knows front only
+    assert "netdiag_dns" in cl.in_ctr(0, "both", "nft", "list", "tables").stdout  # 127.0.0.11:53 redirected in both
+    cl.ok(0, "network", "disconnect", "ovboth", "both")  # back to its bridge's resolver, the redirect gone
+    assert "nameserver 127.0.0.11" not in cl.ok(0, "exec", "both", "cat", "/etc/resolv.conf")
+    assert _lookup(cl, 0, "both", "near") == {_ip(cl, 0, "front", "near")}
+    assert wait_for(lambda: "netdiag_dns" not in cl.in_ctr(0, "both", "nft", "list", "tables").stdout, 5)
     for i, name in ((0, "both"), (0, "near"), (1, "far")):
         cl.ok(i, "rm", "-f", name)
     cl.ok(0, "network", "rm", "ovboth")

@@ -123,8 +123,17 @@ class Resolver:
         """Sockets in every sandbox the records file lists, none in those it no longer lists. A
         sandbox that cannot be served (gone, reused, its firewall refusing the redirect) is tried
         again when the records file changes."""
-        want = self.cfg.sandboxes
-        for key in [k for k, (where, _) in self.sandboxes.items() if want.get(k) != where]:
+        self.leave([k for k, (where, _) in self.sandboxes.items() if self.cfg.sandboxes.get(k) != where])
+        for key, where in self.cfg.sandboxes.items():
+            if key not in self.sandboxes:
+                socks = open_sandbox(*where)
+                if socks:
+                    self._serve_on(*socks, key)
+                self.sandboxes[key] = (where, list(socks))
+
+    def leave(self, keys) -> None:
+        """Close the sockets of these sandboxes and take their redirect out of their namespaces."""
+        for key in keys:
             where, socks = self.sandboxes.pop(key)
             for s in socks:
                 if s.fileno() != -1:
@@ -132,12 +141,6 @@ class Resolver:
                     s.close()
             if socks:
                 close_sandbox(*where)
-        for key, where in want.items():
-            if key not in self.sandboxes:
-                socks = open_sandbox(*where)
-                if socks:
-                    self._serve_on(*socks, key)
-                self.sandboxes[key] = (where, list(socks))
 
     # records ---------------------------------------------------------------------------------
     def _stamp(self):
@@ -330,4 +333,6 @@ def main(argv=None) -> int:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
+    finally:  # stopped (SIGTERM) or its file gone: no redirect may stay behind in a running container
+        server.leave(list(server.sandboxes))
     return 0
