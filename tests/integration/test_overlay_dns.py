@@ -48,6 +48,8 @@ def test_a_container_resolves_and_reaches_one_on_another_host_by_name_until_it_g
     assert _lookup(cl, 0, "cli", "www") == {web_ip}  # its network-scoped alias
     assert _lookup(cl, 0, "cli", web_id[:12]) == {web_ip}
     assert cl.ok(0, "exec", "cli", "timeout", "5", "wget", "-q", "-O", "-", "http://web/").strip() == "hello-from-h2"
+    health = json.loads(cl.ok(0, "health", "http://web/", "--from", "cli", "--json"))  # resolved as cli resolves it
+    assert health["healthy"] and health["status"] == 200, health
     # port 53 stays the container's own (Docker's resolver too is 127.0.0.11:53 redirected to a free port)
     out = cl.ok(0, "exec", "cli", "sh", "-c", "nc -l -p 53 </dev/null & sleep 0.5; netstat -tln; "
                 "nslookup web >/dev/null && echo resolved; kill %1")
