@@ -102,6 +102,8 @@ def recorded_pids(root: Path) -> set[int]:
         net = load(rec) or {}
         extra = net.get("netdiag") if isinstance(net.get("netdiag"), dict) else {}
         pids.add(int(extra.get("DnsPid") or 0))
+    resolver = (load(Path(root) / "networks" / "overlays.dns.json") or {}).get("resolver")  # the overlays' DNS
+    pids.add(int(resolver.get("pid") or 0) if isinstance(resolver, dict) else 0)
     member = load(Path(root) / "cluster" / "member.json") or {}
     pids.add(int(member.get("agent_pid") or 0))
     return pids - {0, os.getpid()}

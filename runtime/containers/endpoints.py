@@ -64,7 +64,7 @@ def connect(c: container_records.Container, name: str, ip: str | None, aliases: 
     net = nets.get(name)
     if net["Driver"] not in nets.ATTACHABLE:
         raise NetdiagError(f"Cannot connect to network {name}", f"it is a {net['Driver']} network", "connect to a bridge or overlay network")
-    if primary(c) in ("none", "host"):
+    if primary(c) in ("none", "host") or container_records.netns_owner(c.config["HostConfig"]):
         raise NetdiagError(f"Container {c.name} uses --network {primary(c)}", "it cannot join other networks", "run it on a bridge network")
     settings = c.config.setdefault("NetworkSettings", {}).setdefault("Networks", {})
     if name in settings:
@@ -152,10 +152,13 @@ def write_etc(c: container_records.Container) -> None:
     dns = c.config["HostConfig"].get("Dns") or []
     # like Docker: the embedded DNS as soon as one network is user-defined, also one connected
     # later to a container started on the default bridge (until then it has the host's resolv.conf);
-    # overlays have no resolver of their own here
-    user = [n for n in bridge_networks(c) if n != "bridge" and (nets.find(n) or {}).get("Driver") == "bridge"][:1]
+    # on an overlay, Docker's 127.0.0.11 in the container itself (it answers for all its networks)
+    drivers = {n: (nets.find(n) or {}).get("Driver") for n in bridge_networks(c)}
+    user = [n for n, d in drivers.items() if n != "bridge" and d == "bridge"][:1]
     if dns:
         text = "".join(f"nameserver {s}\n" for s in dns)
+    elif "overlay" in drivers.values():
+        text = "# netdiag embedded DNS of overlay networks\nnameserver 127.0.0.11\noptions ndots:0\n"
     elif user:
         gw = nets.ipam(nets.get(user[0]))["Gateway"]
         text = f"# netdiag embedded DNS of network {user[0]}\nnameserver {gw}\noptions ndots:0\n"

@@ -60,6 +60,8 @@ def container_json(c: container_records.Container) -> dict:
         "RestartCount": 0,
         "Driver": "overlay",
         "HostConfig": docker_host_config(host),
+        "Mounts": [{**m, "Mode": "" if m["Type"] == "volume" else "rw" if m["RW"] else "ro", "Propagation": "rprivate",
+                    **({"Driver": "local"} if m["Type"] == "volume" else {})} for m in c.config.get("Mounts") or []],
         "GraphDriver": {
             "Name": "overlay",
             "Data": {

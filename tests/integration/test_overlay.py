@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from runtime.kernel import ns
-from tests.labkit import Cluster
+from tests.labkit import joined_cluster
 
 pytestmark = pytest.mark.integration
 TTL = 3
@@ -22,14 +22,7 @@ TTL = 3
 
 @pytest.fixture(scope="module")
 def cl(tmp_path_factory):
-    c = Cluster(hosts=3, state_dir=tmp_path_factory.mktemp("overlay") / "lab")
-    c.create()
-    try:
-        c.join_all(ttl=TTL)
-        yield c
-    finally:
-        c.destroy()
-    assert not c.leaks(), c.leaks()
+    yield from joined_cluster(tmp_path_factory.mktemp("overlay") / "lab", hosts=3, ttl=TTL)
 
 
 def _inspect(cl, i, name):
