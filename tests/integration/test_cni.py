@@ -78,27 +78,27 @@ def _link_exists(lab, name) -> bool:
 def test_two_containers_on_a_cni_bridge_reach_each_other_and_rm_runs_del(cni_lab):
     lab = cni_lab
     conflist(lab)
-    _web(lab, "a")
-    lab.ok("run", "-d", "--name", "b", "--network", "cni:pods", "busybox", "sleep", "300")
-    a, b = _endpoint(lab, "a"), _endpoint(lab, "b")
+    _web(lab, "pa")
+    lab.ok("run", "-d", "--name", "pb", "--network", "cni:pods", "busybox", "sleep", "300")
+    a, b = _endpoint(lab, "pa"), _endpoint(lab, "pb")
     assert {a["IPAddress"], b["IPAddress"]} == {"10.88.0.2", "10.88.0.3"} and a["IPPrefixLen"] == 24
     assert a["Gateway"] == "10.88.0.1" and a["Interface"] == "eth0"
     # the bridge plugin's veth is on its cni0 in the lab host, the address is host-local's in the lab's dataDir
     assert "master cni0" in lab.in_lab("ip", "-o", "link", "show", a["HostVeth"]).stdout
     assert _reserved(lab) == ["10.88.0.2", "10.88.0.3"]
     cached = sorted(p.name for p in (lab.root / "cni" / "results").iterdir())
-    ids = {n: lab.inspect(n)["Id"] for n in ("a", "b")}
+    ids = {n: lab.inspect(n)["Id"] for n in ("pa", "pb")}
     assert cached == sorted(f"pods-{cid}-eth0" for cid in ids.values())
-    doc = json.loads((lab.root / "cni" / "results" / f"pods-{ids['a']}-eth0").read_text())
+    doc = json.loads((lab.root / "cni" / "results" / f"pods-{ids['pa']}-eth0").read_text())
     assert doc["kind"] == "cniCacheV1" and doc["result"]["ips"][0]["address"] == "10.88.0.2/24"
 
-    p = lab.run("exec", "b", "timeout", "3", "wget", "-qO-", f"http://{a['IPAddress']}/")
-    assert p.returncode == 0 and p.stdout == "a\n", p.stderr
-    assert "default via 10.88.0.1" in lab.ok("exec", "b", "ip", "route")
+    p = lab.run("exec", "pb", "timeout", "3", "wget", "-qO-", f"http://{a['IPAddress']}/")
+    assert p.returncode == 0 and p.stdout == "pa\n", p.stderr
+    assert "default via 10.88.0.1" in lab.ok("exec", "pb", "ip", "route")
     # a snapshot carries the CNI network and its pods, and trace replays it offline
     snap = lab.root / "snap.json"
     lab.ok("snapshot", "-o", str(snap))
-    offline = lab.run("trace", "--snapshot", str(snap), "b", "a", "--port", "80", "--json", timeout=120)
+    offline = lab.run("trace", "--snapshot", str(snap), "pb", "pa", "--port", "80", "--json", timeout=120)
     assert offline.returncode == 0 and json.loads(offline.stdout)["verdict"] == "delivered", offline.stdout + offline.stderr
     nets = {n["name"]: n for n in json.loads(snap.read_text())["networks"]}
     assert nets["cni:pods"]["driver"] == "cni" and nets["cni:pods"]["bridge"] == "cni0"
@@ -106,12 +106,12 @@ def test_two_containers_on_a_cni_bridge_reach_each_other_and_rm_runs_del(cni_lab
     net = json.loads(lab.ok("network", "inspect", "cni:pods"))[0]
     assert net["Driver"] == "cni" and set(net["CNI"]["Check"].values()) == {"ok"}
 
-    lab.ok("rm", "-f", "a")
+    lab.ok("rm", "-f", "pa")
     assert not _link_exists(lab, a["HostVeth"]) and _link_exists(lab, b["HostVeth"])
     assert _reserved(lab) == ["10.88.0.3"]
-    assert ids["a"] not in _rules(lab) and ids["b"] in _rules(lab)  # the masquerade chain, the firewall accepts
-    assert not (lab.root / "cni" / "results" / f"pods-{ids['a']}-eth0").exists()
-    lab.ok("rm", "-f", "b")
+    assert ids["pa"] not in _rules(lab) and ids["pb"] in _rules(lab)  # the masquerade chain, the firewall accepts
+    assert not (lab.root / "cni" / "results" / f"pods-{ids['pa']}-eth0").exists()
+    lab.ok("rm", "-f", "pb")
     assert _reserved(lab) == [] and "10.88.0." not in _rules(lab)
     assert list((lab.root / "cni" / "netns").iterdir()) == []
     assert lab.ok("network", "rm", "cni:pods").strip() == "cni:pods"
@@ -144,12 +144,12 @@ def test_a_port_published_through_portmap_is_reachable_from_outside(cni_lab):
 def test_a_killed_container_is_deleted_by_prune_with_the_config_it_was_added_with(cni_lab):
     lab = cni_lab
     path = conflist(lab)
-    _web(lab, "k", "-p", "8081:80")
-    ep, cid = _endpoint(lab, "k"), lab.inspect("k")["Id"]
+    _web(lab, "pk", "-p", "8081:80")
+    ep, cid = _endpoint(lab, "pk"), lab.inspect("pk")["Id"]
     st = json.loads((lab.root / "containers" / cid / "state.json").read_text())
     os.kill(st["MonitorPid"], signal.SIGKILL)  # monitor and container gone: nobody ran DEL
     os.kill(st["Pid"], signal.SIGKILL)
-    assert wait_for(lambda: lab.inspect("k")["State"]["Status"] == "exited")
+    assert wait_for(lambda: lab.inspect("pk")["State"]["Status"] == "exited")
     # the pinned namespace keeps the attachment whole for DEL: veth, address, rules all still there
     assert _link_exists(lab, ep["HostVeth"]) and _reserved(lab) == ["10.88.0.2"] and cid in _rules(lab)
     path.unlink()  # the conflist is gone too: DEL uses the copy cached with the result, like libcni
@@ -171,7 +171,7 @@ def test_a_bad_conflist_exits_125_and_leaves_nothing(cni_lab, plugins, version, 
     lab = cni_lab
     conflist(lab, plugins=[dict(p, ipam=dict(p["ipam"], dataDir=str(lab.root / "ipam"))) if "ipam" in p else p
                            for p in plugins], version=version)
-    p = lab.run("run", "--rm", "--name", "x", "--network", "cni:pods", "busybox", "true")
+    p = lab.run("run", "--rm", "--name", "px", "--network", "cni:pods", "busybox", "true")
     assert p.returncode == 125 and says in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert lab.ok("ps", "-aq") == "" and _reserved(lab) == []
     assert not (lab.root / "cni" / "results").is_dir() or list((lab.root / "cni" / "results").iterdir()) == []

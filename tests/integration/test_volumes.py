@@ -23,10 +23,10 @@ def test_bind_mounts_a_directory_and_a_file_and_ro_refuses_writes(lab, tmp_path)
 
 
 def test_a_named_volume_keeps_its_data_across_containers_and_is_refused_while_used(lab):
-    lab.ok("run", "--name", "w", "-v", "data:/var/data", "busybox", "sh", "-c", "echo kept > /var/data/f")
+    lab.ok("run", "--name", "vw", "-v", "data:/var/data", "busybox", "sh", "-c", "echo kept > /var/data/f")
     assert lab.ok("run", "--rm", "-v", "data:/d:ro", "busybox", "cat", "/d/f") == "kept\n"
     assert (lab.root / "volumes" / "data" / "_data" / "f").read_text() == "kept\n"
-    mounts = json.loads(lab.ok("inspect", "w"))[0]["Mounts"]
+    mounts = json.loads(lab.ok("inspect", "vw"))[0]["Mounts"]
     assert mounts == [{"Type": "volume", "Name": "data", "Source": str(lab.root / "volumes" / "data" / "_data"),
                        "Destination": "/var/data", "RW": True, "Mode": "", "Propagation": "rprivate", "Driver": "local"}]
 
