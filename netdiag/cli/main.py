@@ -13,6 +13,7 @@ _MODULES = {
     "containers": ("run", "ps", "exec", "logs", "stop", "kill", "rm", "start", "restart", "inspect"),
     "images": ("images", "image", "rmi", "import", "save", "load"),
     "build": ("build",),
+    "registry": ("pull", "push", "tag", "login", "logout"),
     "network": ("network",),
     "cluster": ("cluster",),
     "system": ("system", "version", "demo"),

@@ -1,0 +1,174 @@
+"""pull, push, tag, login and logout against a real registry (Debian's docker-registry, the CNCF
+distribution registry) serving TLS with a CA made here and htpasswd auth, from a lab's outside
+namespace: nothing leaves the lab. Docker's config file and certs.d are temporary directories."""
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from netdiag.worlds.registry import LabRegistry
+from tests.labkit import World
+
+pytestmark = pytest.mark.integration
+
+USER, PASSWORD = "alice", "s3cret-pw"
+
+
+@pytest.fixture(scope="module")
+def reg(tmp_path_factory):
+    """One lab, one registry (TLS + auth) for the module; each test uses its own repositories."""
+    tmp = tmp_path_factory.mktemp("registry")
+    w = World(state_dir=tmp / "ndroot").create()
+    registry = None
+    try:
+        registry = LabRegistry(w, tmp / "registry", users={USER: PASSWORD}).start()
+        w.certs_d, w.docker_config = tmp / "certs.d", tmp / "docker"
+        registry.trust(w.certs_d)
+        w.env.update(NETDIAG_CERTS_D=str(w.certs_d), DOCKER_CONFIG=str(w.docker_config))
+        w.registry = registry
+        w.ok("images")  # the built-in busybox
+        p = w.run("login", "-u", USER, "--password-stdin", registry.domain, input=PASSWORD + "\n")
+        assert p.returncode == 0, p.stderr
+        yield w
+    finally:
+        if registry:
+            registry.stop()
+        w.destroy()
+    assert not w.leaks(), f"left behind: {w.leaks()}"
+
+
+def _fails(w, *args, env=None):
+    p = w.netdiag(*args, env={**w.env, **(env or {})}, timeout=60)
+    assert p.returncode != 0, p.stdout
+    return p
+
+
+def test_push_remove_pull_run(reg):
+    d = reg.registry.domain
+    name = f"{d}/lab/bb:1"
+    original = json.loads(reg.ok("image", "inspect", "busybox"))[0]
+    reg.ok("tag", "busybox", name)
+    out = reg.ok("push", name)
+    assert "Pushed" in out and f"1: digest: {original['Manifest']}" in out, out
+    again = reg.ok("push", name)  # the registry has every blob: none is sent again
+    assert "Pushed" not in again and "Layer already exists" in again, again
+
+    reg.ok("rmi", name)
+    reg.ok("rmi", "busybox")  # its last tag: the image and its blobs are gone
+    assert original["Id"][7:19] not in reg.ok("images", "-q")
+    out = reg.ok("pull", name)
+    assert "Pull complete" in out and "Already exists" not in out, out
+    assert f"Digest: {original['Manifest']}" in out and "Downloaded newer image" in out, out
+    pulled = json.loads(reg.ok("image", "inspect", name))[0]
+    assert pulled["Id"] == original["Id"]
+    assert pulled["RepoDigests"] == [f"{d}/lab/bb@{original['Manifest']}"]
+    assert "Image is up to date" in reg.ok("pull", name)
+    assert reg.ok("run", "--rm", "--network", "none", name, "echo", "pulled and running").strip() == "pulled and running"
+
+
+def test_pull_fetches_layers_into_an_empty_store_and_by_digest(reg, tmp_path):
+    """A second host (its own store) gets every layer from the registry, and a digest pulls the same image."""
+    d = reg.registry.domain
+    reg.ok("tag", "busybox", f"{d}/lab/second:1")
+    digest = reg.ok("push", f"{d}/lab/second:1").strip().splitlines()[-1].split()[2]
+    other = {**reg.env, "NETDIAG_ROOT": str(tmp_path / "host2")}
+    p = reg.netdiag("pull", f"{d}/lab/second@{digest}", env=other, timeout=60)
+    assert p.returncode == 0 and "Pull complete" in p.stdout, p.stdout + p.stderr
+    p = reg.netdiag("image", "inspect", f"{d}/lab/second@{digest}", env=other, timeout=60)
+    assert p.returncode == 0 and json.loads(p.stdout)[0]["RepoDigests"] == [f"{d}/lab/second@{digest}"], p.stderr
+    p = reg.netdiag("run", "--rm", "--network", "none", f"{d}/lab/second@{digest}", "echo", "ok", env=other, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
+
+
+def test_cross_repository_mount(reg):
+    d = reg.registry.domain
+    reg.ok("tag", "busybox", f"{d}/lab/mountsrc:1")
+    reg.ok("push", f"{d}/lab/mountsrc:1")
+    reg.ok("tag", "busybox", f"{d}/other/mounted:1")
+    out = reg.ok("push", f"{d}/other/mounted:1")
+    assert out.count("Mounted from lab/") == 2 and "Pushed" not in out, out  # layer and config
+
+
+def _random_image(w, tmp_path, ref: str, size: int) -> None:
+    import io
+    import os
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        data = os.urandom(size)
+        info = tarfile.TarInfo("blob.bin")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    path = tmp_path / "rootfs.tar"
+    path.write_bytes(buf.getvalue())
+    w.ok("import", str(path), ref)
+
+
+def test_chunked_upload_round_trip(reg, tmp_path):
+    d = reg.registry.domain
+    name = f"{d}/lab/chunked:1"
+    _random_image(reg, tmp_path, name, 300_000)
+    image_id = json.loads(reg.ok("image", "inspect", name))[0]["Id"]
+    p = reg.netdiag("push", name, env={**reg.env, "NETDIAG_UPLOAD_CHUNK": "65536"}, timeout=60)
+    assert p.returncode == 0 and "Pushed" in p.stdout, p.stderr
+    reg.ok("rmi", name)
+    reg.ok("pull", name)
+    assert json.loads(reg.ok("image", "inspect", name))[0]["Id"] == image_id
+
+
+def test_a_corrupt_blob_is_refused_and_nothing_is_stored(reg, tmp_path):
+    d = reg.registry.domain
+    name = f"{d}/lab/corrupt:1"
+    _random_image(reg, tmp_path, name, 50_000)
+    layer = json.loads(reg.ok("image", "inspect", name))[0]["RootFS"]["Layers"][0]
+    reg.ok("push", name)
+    reg.ok("rmi", name)
+    data = reg.registry.workdir / "storage/docker/registry/v2/blobs/sha256" / layer[7:9] / layer[7:] / "data"
+    blob = bytearray(data.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF  # same size, one byte flipped on the registry's disk
+    data.write_bytes(bytes(blob))
+    p = _fails(reg, "pull", name)
+    assert "does not match its digest: refused, nothing was stored" in p.stderr, p.stderr
+    store = reg.state_dir / "images/blobs/sha256"
+    assert not (store / layer[7:]).exists()
+    assert not list(reg.state_dir.glob(".scratch-*"))
+    assert name not in reg.ok("images", "--format", "{{.Repository}}:{{.Tag}}")
+
+
+def test_without_login_the_registry_asks_for_credentials(reg, tmp_path):
+    d = reg.registry.domain
+    reg.ok("tag", "busybox", f"{d}/lab/private:1")
+    reg.ok("push", f"{d}/lab/private:1")
+    p = _fails(reg, "pull", f"{d}/lab/private:1", env={"DOCKER_CONFIG": str(tmp_path / "nobody")})
+    assert p.returncode == 1
+    err = p.stderr
+    assert "authentication required (401 Unauthorized)" in err and "'netdiag-lab-registry'" in err, err
+    assert "repository:lab/private:pull" in err and f"netdiag login {d}" in err, err
+
+
+def test_login_with_a_wrong_password_stores_nothing_and_logout_forgets(reg, tmp_path):
+    cfg = tmp_path / "docker"
+    p = reg.netdiag("login", "-u", USER, "--password-stdin", reg.registry.domain, input="wrong\n",
+                    env={**reg.env, "DOCKER_CONFIG": str(cfg)}, timeout=30)
+    assert p.returncode == 1 and "Login to" in p.stderr and "401" in p.stderr, p.stderr
+    assert not (cfg / "config.json").exists()
+    p = reg.netdiag("login", "-u", USER, "--password-stdin", reg.registry.domain, input=PASSWORD + "\n",
+                    env={**reg.env, "DOCKER_CONFIG": str(cfg)}, timeout=30)
+    assert p.returncode == 0 and "Login Succeeded" in p.stdout, p.stderr
+    assert reg.registry.domain in json.loads((cfg / "config.json").read_text())["auths"]
+    p = reg.netdiag("logout", reg.registry.domain, env={**reg.env, "DOCKER_CONFIG": str(cfg)}, timeout=30)
+    assert p.returncode == 0 and reg.registry.domain not in json.loads((cfg / "config.json").read_text())["auths"]
+
+
+def test_an_unknown_ca_is_an_x509_error_naming_certs_d(reg, tmp_path):
+    empty = tmp_path / "certs.d"
+    p = _fails(reg, "pull", f"{reg.registry.domain}/lab/bb:1", env={"NETDIAG_CERTS_D": str(empty)})
+    assert "x509: certificate signed by unknown authority" in p.stderr, p.stderr
+    assert f"{empty}/{reg.registry.domain}/ca.crt" in p.stderr, p.stderr
+
+
+def test_an_unknown_tag_is_not_found(reg):
+    p = _fails(reg, "pull", f"{reg.registry.domain}/lab/bb:no-such-tag")
+    assert p.returncode == 1 and "Not found: manifest for" in p.stderr and "MANIFEST_UNKNOWN" in p.stderr, p.stderr
