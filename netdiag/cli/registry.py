@@ -25,9 +25,7 @@ def pull(name: str = typer.Argument(..., metavar="NAME[:TAG|@DIGEST]"),
 
     registry.pull(name, insecure=insecure, out=(lambda _l: None) if quiet else _say)
     if quiet:
-        from runtime.images.refs import parse
-
-        print(parse(name).familiar())
+        print(registry.familiar(name))
 
 
 @app.command("push")

@@ -14,6 +14,13 @@ def push(ref: str, *, insecure: list[str] = (), out=print) -> str:
     return push_image(ref, insecure=list(insecure), out=out)
 
 
+def familiar(ref: str) -> str:
+    """Docker's short spelling of a reference: docker.io/library/busybox -> busybox:latest."""
+    from ..images.refs import parse
+
+    return parse(ref).familiar()
+
+
 def tag(source: str, target: str):
     """Point TARGET (NAME[:TAG]) at the image SOURCE names (a name, NAME@DIGEST or an id)."""
     from ..images import store
