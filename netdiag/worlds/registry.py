@@ -9,8 +9,9 @@ storage, TLS certificate and htpasswd file in a work directory:
     reg.stop()
 
 The certificate is for the registry's address (subjectAltName IP), or for `cert_name` when a test
-wants a name mismatch. htpasswd entries are bcrypt (the only kind distribution accepts); the
-`bcrypt` module is imported only when users are given. The process runs in its own session with
+wants a name mismatch. `users` are checked by htpasswd (Basic auth; bcrypt entries, the only kind
+distribution accepts: the `bcrypt` module is imported only then), or with auth="token" by a token
+service on port+1 (registry_token.py: Bearer tokens, as Docker Hub does it). The process runs in its own session with
 the world's environment, so the world's leak check sees it if stop() is not called.
 """
 from __future__ import annotations
@@ -47,11 +48,13 @@ def make_certificates(d: Path, ip: str, name: str | None = None) -> tuple[Path, 
 
 class LabRegistry:
     def __init__(self, world, workdir: Path, *, where: str = "outside", address: str = OUTSIDE_IP, port: int = 5000,
-                 tls: bool = True, users: dict[str, str] | None = None, cert_name: str | None = None):
+                 tls: bool = True, users: dict[str, str] | None = None, cert_name: str | None = None, auth: str = "htpasswd"):
         self.world, self.workdir, self.where = world, Path(workdir), where
         self.address, self.port, self.tls, self.users, self.cert_name = address, port, tls, users or {}, cert_name
+        self.auth = auth
         self.ca_cert: Path | None = None
         self.proc: subprocess.Popen | None = None
+        self.token_proc: subprocess.Popen | None = None
 
     @property
     def domain(self) -> str:
@@ -65,7 +68,9 @@ class LabRegistry:
         if self.tls:
             self.ca_cert, cert, key = make_certificates(self.workdir / "tls", self.address, self.cert_name)
             lines += ["  tls:", f"    certificate: {cert}", f"    key: {key}"]
-        if self.users:
+        if self.users and self.auth == "token":
+            lines += self._token_service()
+        elif self.users:
             import bcrypt
 
             htpasswd = self.workdir / "htpasswd"
@@ -76,29 +81,56 @@ class LabRegistry:
         path.write_text("\n".join(lines) + "\n")
         return path
 
+    @property
+    def token_realm(self) -> str:
+        return f"http://{self.address}:{self.port + 1}/token"
+
+    def _token_service(self) -> list[str]:
+        import json
+        import sys
+
+        d = self.workdir / "token"
+        d.mkdir(parents=True, exist_ok=True)
+        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "token.key",
+                 "-out", "token.crt", "-days", "2", "-subj", "/CN=netdiag lab token signer", cwd=d)
+        (d / "users.json").write_text(json.dumps(self.users))
+        argv = [sys.executable, "-m", "netdiag.worlds.registry_token", "--listen", f"{self.address}:{self.port + 1}",
+                "--key", str(d / "token.key"), "--cert", str(d / "token.crt"), "--users", str(d / "users.json"),
+                "--issuer", "netdiag-lab-token", "--service", "netdiag-lab-registry"]
+        self.token_proc = self._spawn(argv, d / "token.log")
+        self._wait(self.token_proc, d / "token.log", "listening on", 10.0)
+        return ["auth:", "  token:", f"    realm: {self.token_realm}", "    service: netdiag-lab-registry",
+                "    issuer: netdiag-lab-token", f"    rootcertbundle: {d / 'token.crt'}"]
+
+    def _spawn(self, argv: list[str], logfile: Path) -> subprocess.Popen:
+        with open(logfile, "wb") as log:
+            return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.world.env,
+                                    start_new_session=True, preexec_fn=self.world.enter(self.where))
+
+    def _wait(self, proc: subprocess.Popen, logfile: Path, line: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if line in logfile.read_text(errors="replace"):
+                return
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        tail = logfile.read_text(errors="replace")[-1500:]
+        self.stop()
+        raise RuntimeError(f"{Path(proc.args[0]).name} did not start: {tail}")
+
     def start(self, timeout: float = 15.0) -> "LabRegistry":
         if not os.path.exists(REGISTRY):
             raise RuntimeError(f"{REGISTRY} is missing: install Debian's docker-registry package (scripts/setup does)")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        config = self._config()
-        log = open(self.workdir / "registry.log", "wb")
         try:
-            self.proc = subprocess.Popen([REGISTRY, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=self.world.env, start_new_session=True,
-                                         preexec_fn=self.world.enter(self.where))
-        finally:
-            log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.log()
-            if "listening on" in text:
-                return self
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        tail = self.log()[-1500:]
-        self.stop()
-        raise RuntimeError(f"docker-registry did not start: {tail}")
+            config = self._config()
+        except BaseException:
+            self.stop()
+            raise
+        self.proc = self._spawn([REGISTRY, "serve", str(config)], self.workdir / "registry.log")
+        self._wait(self.proc, self.workdir / "registry.log", "listening on", timeout)
+        return self
 
     def log(self) -> str:
         try:
@@ -114,14 +146,15 @@ class LabRegistry:
         return d / "ca.crt"
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
-        self.proc = None
+        for proc in (self.proc, self.token_proc):
+            if proc is None:
+                continue
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        self.proc = self.token_proc = None
 
     def __enter__(self):
         return self.start()

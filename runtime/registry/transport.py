@@ -169,8 +169,13 @@ class Session:
         self.ping()
         if self._challenge is None:
             return
-        r = self._send("GET", "/v2/", headers=self._auth_headers(()))
-        if r.status_code == 401:
+        try:
+            r = self._send("GET", "/v2/", headers=self._auth_headers(()))
+        except RegistryError as e:
+            if e.cause != UNAUTHORIZED:
+                raise
+            r = None  # the token server refused the credentials
+        if r is None or r.status_code == 401:
             raise RegistryError(f"Login to {self.domain} failed", "the registry refused the user name or password (401 Unauthorized)",
                                 "check them and try again", cause=UNAUTHORIZED, detail={"host": self.domain})
         if r.status_code != 200:

@@ -172,3 +172,28 @@ def test_an_unknown_ca_is_an_x509_error_naming_certs_d(reg, tmp_path):
 def test_an_unknown_tag_is_not_found(reg):
     p = _fails(reg, "pull", f"{reg.registry.domain}/lab/bb:no-such-tag")
     assert p.returncode == 1 and "Not found: manifest for" in p.stderr and "MANIFEST_UNKNOWN" in p.stderr, p.stderr
+
+
+def test_bearer_token_auth(reg, tmp_path):
+    """Docker Hub's scheme: the registry's 401 names a token realm; a token for the scope is fetched
+    there (with the stored credentials) and sent as Bearer. Anonymous tokens grant nothing."""
+    token_reg = LabRegistry(reg, tmp_path / "token-registry", port=5002, users={USER: PASSWORD}, auth="token").start()
+    try:
+        d = token_reg.domain
+        env = {**reg.env, "DOCKER_CONFIG": str(tmp_path / "docker")}
+        token_reg.trust(reg.certs_d)
+        p = reg.netdiag("login", "-u", USER, "--password-stdin", d, input="wrong\n", env=env, timeout=30)
+        assert p.returncode == 1 and "Login to" in p.stderr, p.stderr
+        p = reg.netdiag("login", "-u", USER, "--password-stdin", d, input=PASSWORD + "\n", env=env, timeout=30)
+        assert p.returncode == 0, p.stderr
+        reg.ok("tag", "busybox", f"{d}/tok/bb:1")
+        p = reg.netdiag("push", f"{d}/tok/bb:1", env=env, timeout=60)
+        assert p.returncode == 0 and "Pushed" in p.stdout, p.stderr
+        p = reg.netdiag("pull", f"{d}/tok/bb:1", env={**env, "DOCKER_CONFIG": str(tmp_path / "anonymous")}, timeout=60)
+        assert p.returncode == 1 and f"Bearer realm '{token_reg.token_realm}'" in p.stderr, p.stderr
+        assert "repository:tok/bb:pull" in p.stderr, p.stderr
+        reg.ok("rmi", f"{d}/tok/bb:1")
+        p = reg.netdiag("pull", f"{d}/tok/bb:1", env=env, timeout=60)
+        assert p.returncode == 0 and "Status: Image is up to date" in p.stdout, p.stdout + p.stderr  # busybox still holds it
+    finally:
+        token_reg.stop()
