@@ -1,6 +1,7 @@
 """Registry commands: pull, push, tag, login, logout (Docker's spelling and output)."""
 from __future__ import annotations
 
+import json
 import sys
 from typing import List, Optional
 
@@ -19,12 +20,34 @@ def _say(line: str) -> None:
 @app.command("pull")
 def pull(name: str = typer.Argument(..., metavar="NAME[:TAG|@DIGEST]"),
          insecure: List[str] = _INSECURE,
-         quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only the image's name")):
-    """Download an image from a registry (this machine's platform from a multi-platform image)."""
-    from runtime.api import registry
+         quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only the image's name"),
+         json_out: bool = typer.Option(False, "--json", help="Print the outcome (and a failure's diagnosis) as one JSON object"),
+         timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for the registry to connect or to send more data")):
+    """Download an image from a registry (this machine's platform from a multi-platform image).
 
-    registry.pull(name, insecure=insecure, out=(lambda _l: None) if quiet else _say)
-    if quiet:
+    A failed pull is explained like a trace: the name (DNS_FAILURE), the TCP handshake (a trace to
+    the registry's address and port names the firewall rule or missing route), TLS (which CA, where
+    to put it), 401/403 (which realm asked for what scope), 404, 429. Exit 0 pulled, 1 failed."""
+    from runtime.api import registry
+    from runtime.api.registry import RegistryError
+
+    quiet_out = (lambda _l: None) if quiet or json_out else _say
+    try:
+        img = registry.pull(name, insecure=insecure, out=quiet_out, timeout=timeout)
+    except RegistryError as e:
+        from ..pull_diagnosis import explain, render
+
+        r = explain(e)
+        if json_out:
+            print(json.dumps({"image": name, **r}, indent=2))
+        else:
+            print(f"netdiag: error: {e}", file=sys.stderr)
+            render(r, lambda line: print(line, file=sys.stderr))
+        raise typer.Exit(1)
+    if json_out:
+        print(json.dumps({"image": registry.familiar(name), "pulled": True, "cause": None, "id": img.id,
+                          "digests": registry.repo_digests(img.id)}, indent=2))
+    elif quiet:
         print(registry.familiar(name))
 
 

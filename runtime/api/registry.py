@@ -1,11 +1,19 @@
 """Registry actions (Docker's pull, push, tag, login, logout)."""
 from __future__ import annotations
 
+from ..registry.errors import RegistryError  # noqa: F401 - what the CLI catches to explain a failed pull
 
-def pull(ref: str, *, insecure: list[str] = (), out=print):
+
+def pull(ref: str, *, insecure: list[str] = (), out=print, timeout: float = 30.0):
     from ..registry.pull import pull as pull_image
 
-    return pull_image(ref, insecure=list(insecure), out=out)
+    return pull_image(ref, insecure=list(insecure), out=out, timeout=timeout)
+
+
+def repo_digests(image_id: str) -> list[str]:
+    from ..images import repodigests
+
+    return repodigests.of(image_id)
 
 
 def push(ref: str, *, insecure: list[str] = (), out=print) -> str:

@@ -41,10 +41,10 @@ def _present(ref: Reference, digest: str) -> store.Image | None:
     return img
 
 
-def pull(reference: str, *, insecure: list[str] = (), out=print) -> store.Image:
+def pull(reference: str, *, insecure: list[str] = (), out=print, timeout: float = 30.0) -> store.Image:
     ref = parse(reference)
     repo, shown = ref.path, ref.familiar()
-    with Session(ref.domain, insecure=list(insecure)) as s:
+    with Session(ref.domain, insecure=list(insecure), timeout=timeout) as s:
         what = f"manifest for {shown}"
         if ref.digest:
             digest = ref.digest

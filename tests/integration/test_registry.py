@@ -197,3 +197,32 @@ def test_bearer_token_auth(reg, tmp_path):
         assert p.returncode == 0 and "Status: Image is up to date" in p.stdout, p.stdout + p.stderr  # busybox still holds it
     finally:
         token_reg.stop()
+
+
+def test_a_firewalled_registry_is_traced_to_the_rule(reg):
+    """The TCP handshake dies: the pull names the nftables rule that drops it, as trace does."""
+    d = reg.registry.domain
+    rules = ("add table inet ndblockreg\n"
+             "add chain inet ndblockreg out { type filter hook output priority 0; }\n"
+             f"add rule inet ndblockreg out ip daddr {reg.registry.address} tcp dport {reg.registry.port} drop\n")
+    assert reg.run_in(None, ["nft", "-f", "-"], input=rules, timeout=10).returncode == 0
+    try:
+        p = reg.netdiag("pull", "--json", "--timeout", "2", f"{d}/lab/bb:1", timeout=120)
+        assert p.returncode == 1, p.stderr
+        r = json.loads(p.stdout)
+        assert r["pulled"] is False and r["cause"] == "FIREWALL_DROP", r
+        assert "ndblockreg" in json.dumps(r["trace"]["evidence"]) and r["fix"], r
+    finally:
+        reg.run_in(None, ["nft", "delete", "table", "inet", "ndblockreg"], timeout=10)
+
+
+def test_a_certificate_for_another_name_is_a_name_mismatch(reg, tmp_path):
+    other = LabRegistry(reg, tmp_path / "misnamed", port=5004, cert_name="registry.example").start()
+    try:
+        other.trust(reg.certs_d)
+        p = reg.netdiag("pull", "--json", f"{other.domain}/lab/x:1", timeout=60)
+        r = json.loads(p.stdout)
+        assert p.returncode == 1 and r["cause"] == "TLS_NAME_MISMATCH", r
+        assert "not valid for 203.0.113.1" in r["summary"], r
+    finally:
+        other.stop()
