@@ -226,3 +226,16 @@ def test_a_certificate_for_another_name_is_a_name_mismatch(reg, tmp_path):
         assert "not valid for 203.0.113.1" in r["summary"], r
     finally:
         other.stop()
+
+
+def test_run_pulls_an_image_the_host_lacks(reg, tmp_path):
+    """A second host runs what the first pushed: `run` pulls a name that says its registry."""
+    d = reg.registry.domain
+    reg.ok("tag", "busybox", f"{d}/lab/auto:1")
+    reg.ok("push", f"{d}/lab/auto:1")
+    other = {**reg.env, "NETDIAG_ROOT": str(tmp_path / "host3")}
+    p = reg.netdiag("run", "--rm", "--network", "none", f"{d}/lab/auto:1", "echo", "auto", env=other, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == "auto", p.stderr
+    assert f"Unable to find image '{d}/lab/auto:1' locally" in p.stderr and "Pull complete" in p.stderr, p.stderr
+    p = reg.netdiag("run", "--rm", "--network", "none", "no-such-image-on-the-hub", env=other, timeout=60)
+    assert p.returncode == 125 and "No such image" in p.stderr, p.stderr  # never sent to Docker Hub
