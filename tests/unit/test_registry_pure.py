@@ -140,3 +140,63 @@ def test_login_takes_docker_spellings_of_a_registry():
     assert registry_domain("localhost:5000") == "localhost:5000"
     with pytest.raises(InvalidArgument):
         registry_domain("not a host")
+
+
+def _response(status: int, headers: dict | None = None, body: dict | None = None):
+    import httpx
+
+    return httpx.Response(status, headers=headers or {}, json=body,
+                          request=httpx.Request("GET", "https://r.example:5000/v2/lab/web/manifests/1"))
+
+
+def test_statuses_become_causes_that_say_what_to_do():
+    from runtime.registry.errors import DENIED, RATE_LIMITED, UNAUTHORIZED
+
+    cases = [
+        (_response(401, {"www-authenticate": 'Bearer realm="https://auth.example/token",service="r"'},
+                   {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}),
+         UNAUTHORIZED, ["Bearer realm 'https://auth.example/token' for repository:lab/web:pull", "netdiag login r.example:5000"]),
+        (_response(403), DENIED, ["do not grant repository:lab/web:pull"]),
+        (_response(404, body={"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}),
+         NOT_FOUND, ["MANIFEST_UNKNOWN: manifest unknown"]),
+        (_response(429, {"retry-after": "60"}), RATE_LIMITED, ["Retry after 60 s", "log in"]),
+    ]
+    for r, cause, phrases in cases:
+        with pytest.raises(RegistryError) as e:
+            transport.raise_for(r, "manifest for r.example:5000/lab/web:1", ("repository:lab/web:pull",))
+        assert e.value.cause == cause
+        for phrase in phrases:
+            assert phrase in str(e.value), str(e.value)
+
+
+def test_transport_failures_name_the_layer(tmp_path, monkeypatch):
+    import socket
+    import ssl
+
+    import httpx
+
+    from runtime.registry.errors import CONNECT_FAILED, DNS_FAILURE, TLS_NAME_MISMATCH, TLS_UNKNOWN_AUTHORITY
+
+    monkeypatch.setenv("NETDIAG_CERTS_D", str(tmp_path))
+
+    def failed(inner, outer=httpx.ConnectError):
+        try:
+            try:
+                raise inner
+            except Exception as e:
+                raise outer(str(e)) from e
+        except Exception as e:
+            return transport.connection_error(e, "r.example:5000", "r.example", 5000)
+
+    unknown = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    unknown.verify_code, unknown.verify_message = 20, "unable to get local issuer certificate"
+    e = failed(unknown)
+    assert e.cause == TLS_UNKNOWN_AUTHORITY and f"{tmp_path}/r.example:5000/ca.crt" in str(e)
+    mismatch = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    mismatch.verify_code, mismatch.verify_message = 62, "Hostname mismatch, certificate is not valid for 'r.example'."
+    assert failed(mismatch).cause == TLS_NAME_MISMATCH
+    assert failed(socket.gaierror(-2, "Name or service not known")).cause == DNS_FAILURE
+    e = failed(ConnectionRefusedError(111, "Connection refused"))
+    assert e.cause == CONNECT_FAILED and "Connection refused" in str(e) and "netdiag trace host r.example --port 5000" in str(e)
+    e = failed(TimeoutError("timed out"), httpx.ConnectTimeout)
+    assert e.cause == CONNECT_FAILED and e.detail["phase"] == "connect"
