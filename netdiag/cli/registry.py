@@ -17,6 +17,25 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
+def _with_bars(pull):
+    """A progress bar per layer on a terminal (Docker's look); status lines above the bars."""
+    import threading
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn()) as bars:
+        tasks: dict = {}
+        lock = threading.Lock()
+
+        def progress(layer: str, done: int, total: int) -> None:
+            with lock:
+                if layer not in tasks:
+                    tasks[layer] = bars.add_task(layer, total=total)
+            bars.update(tasks[layer], completed=done)
+
+        return pull(lambda line: bars.console.print(line, highlight=False, markup=False), progress)
+
+
 @app.command("pull")
 def pull(name: str = typer.Argument(..., metavar="NAME[:TAG|@DIGEST]"),
          insecure: List[str] = _INSECURE,
@@ -31,9 +50,13 @@ def pull(name: str = typer.Argument(..., metavar="NAME[:TAG|@DIGEST]"),
     from runtime.api import registry
     from runtime.api.registry import RegistryError
 
-    quiet_out = (lambda _l: None) if quiet or json_out else _say
     try:
-        img = registry.pull(name, insecure=insecure, out=quiet_out, timeout=timeout)
+        if quiet or json_out:
+            img = registry.pull(name, insecure=insecure, out=lambda _line: None, timeout=timeout)
+        elif sys.stdout.isatty():
+            img = _with_bars(lambda out, progress: registry.pull(name, insecure=insecure, out=out, timeout=timeout, progress=progress))
+        else:
+            img = registry.pull(name, insecure=insecure, out=_say, timeout=timeout)
     except RegistryError as e:
         from ..pull_diagnosis import explain, render
 

@@ -468,6 +468,9 @@ def _sweep(live: set[str]) -> int:
     from ..kernel.syscalls import pid_alive
 
     freed = 0
+    for p in sorted((paths.images_dir() / "partial").glob("*")):  # interrupted pulls' bytes (pulls hold "blobs" shared)
+        freed += p.stat().st_size
+        p.unlink(missing_ok=True)
     for d, is_layer in ((paths.images_dir() / "blobs" / "sha256", False), (paths.layers_dir(), True)):
         for p in sorted(d.iterdir()) if d.is_dir() else ():
             if p.name.startswith("."):  # .<name>.<pid>.tmp of a write or an extraction

@@ -66,38 +66,91 @@ def fetch_small(session: Session, repo: str, desc: Descriptor, what: str) -> byt
     return bytes(data)
 
 
-def fetch_layer(session: Session, repo: str, desc: Descriptor, dest: Path, what: str, progress=None) -> str:
-    """Stream a layer into `dest` as a plain tar; returns the tar's digest (its diff id). `dest`
-    is removed again when anything fails (a digest or size mismatch included)."""
-    gunzip = _Gunzip() if LAYER_ENCODING[desc.media_type] == "gzip" else None
+def fetch_layer(session: Session, repo: str, desc: Descriptor, dest: Path, partial: Path, what: str,
+                progress=None, say=None) -> str:
+    """Stream a layer into `dest` as a plain tar; returns the tar's digest (its diff id).
+
+    The bytes as sent are kept in `partial` while they come, so a pull that was interrupted resumes
+    where it stopped (a Range request; what was kept is hashed and unpacked again first). A digest
+    or size mismatch removes `partial` and `dest`: nothing wrong is kept. Any other failure keeps
+    `partial` for the next pull and removes `dest`."""
+    plain = LAYER_ENCODING[desc.media_type] == ""
+    have = partial.stat().st_size if partial.exists() else 0
+    if have > desc.size:
+        partial.unlink()
+        have = 0
+    gunzip = None if plain else _Gunzip()
     wire, tar, n = hashlib.sha256(), hashlib.sha256(), 0
+    restart = False
     try:
-        r = session.request("GET", f"/v2/{repo}/blobs/{desc.digest}", (scope(repo, "pull"),), stream=True, what=what)
-        try:
-            with open(dest, "wb") as f:
-                for chunk in r.iter_raw(READ):
-                    n += len(chunk)
-                    if n > desc.size:
-                        raise _mismatch(what, desc, "more bytes than that", n)
-                    wire.update(chunk)
-                    data = gunzip.feed(chunk) if gunzip else chunk
-                    tar.update(data)
-                    f.write(data)
-                    if progress:
-                        progress(n)
+        with open(partial, "ab") as keep, (open(dest, "wb") if not plain else _NoFile()) as out:
+            def take(chunk: bytes) -> None:
+                wire.update(chunk)
+                data = gunzip.feed(chunk) if gunzip else chunk
+                tar.update(data)
+                out.write(data)
+
+            if have:
+                with open(partial, "rb") as f:
+                    for chunk in iter(lambda: f.read(READ), b""):
+                        take(chunk)
+                n = have
+                if say and have < desc.size:
+                    say(f"{desc.digest[7:19]}: Resuming download at {have} of {desc.size} bytes")
+            if n < desc.size:
+                r = session.request("GET", f"/v2/{repo}/blobs/{desc.digest}", (scope(repo, "pull"),), stream=True, what=what,
+                                    headers={"Range": f"bytes={n}-"} if n else {}, ok=(200, 206))
+                try:
+                    if n and r.status_code == 200:
+                        restart = True  # the registry ignored the Range: start again from the first byte
+                    else:
+                        for chunk in r.iter_raw(READ):
+                            n += len(chunk)
+                            if n > desc.size:
+                                raise _mismatch(what, desc, "more bytes than that", n)
+                            keep.write(chunk)
+                            take(chunk)
+                            if progress:
+                                progress(n)
+                finally:
+                    r.close()
+            if not restart:
                 got = "sha256:" + wire.hexdigest()
                 if got != desc.digest or n != desc.size:
                     raise _mismatch(what, desc, got, n)
                 if gunzip:
                     data = gunzip.finish(what)
                     tar.update(data)
-                    f.write(data)
-        finally:
-            r.close()
+                    out.write(data)
+    except RegistryError as e:
+        dest.unlink(missing_ok=True)
+        if e.cause == BAD_CONTENT:
+            partial.unlink(missing_ok=True)
+        raise
     except BaseException:
         dest.unlink(missing_ok=True)
         raise
+    if restart:
+        partial.unlink()
+        return fetch_layer(session, repo, desc, dest, partial, what, progress, say)
+    if plain:
+        partial.replace(dest)  # the bytes as sent are the tar
+    else:
+        partial.unlink()
     return "sha256:" + tar.hexdigest()
+
+
+class _NoFile:
+    """Where a plain layer's tar goes while it streams: nowhere (`partial` is that tar)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def write(self, data: bytes) -> None:
+        pass
 
 
 def exists(session: Session, repo: str, digest: str) -> bool:

@@ -9,7 +9,7 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from .. import state
+from .. import paths, state
 from ..images import oci, repodigests, store
 from ..images.refs import Reference, parse
 from . import blobs
@@ -41,7 +41,16 @@ def _present(ref: Reference, digest: str) -> store.Image | None:
     return img
 
 
-def pull(reference: str, *, insecure: list[str] = (), out=print, timeout: float = 30.0) -> store.Image:
+def partial_path(digest: str):
+    """Where a blob's bytes wait while they download (kept when a pull is interrupted: the next one
+    resumes; `image prune` removes them)."""
+    d = paths.images_dir() / "partial"
+    d.mkdir(parents=True, exist_ok=True)
+    return d / digest[7:]
+
+
+def pull(reference: str, *, insecure: list[str] = (), out=print, timeout: float = 30.0, progress=None) -> store.Image:
+    """`progress(layer, bytes, total)` is called as layers download (a terminal's progress bars)."""
     ref = parse(reference)
     repo, shown = ref.path, ref.familiar()
     with Session(ref.domain, insecure=list(insecure), timeout=timeout) as s:
@@ -78,7 +87,9 @@ def pull(reference: str, *, insecure: list[str] = (), out=print, timeout: float 
                     out(f"{short}: Already exists")
                     return
                 path = tmp / diff_id[7:]
-                got = blobs.fetch_layer(s, repo, desc, path, f"layer {short} of {shown}")
+                with state.locked(f"pull-{desc.digest[7:23]}"):  # one download of a blob at a time: its partial file
+                    got = blobs.fetch_layer(s, repo, desc, path, partial_path(desc.digest), f"layer {short} of {shown}",
+                                            progress=(lambda n: progress(short, n, desc.size)) if progress else None, say=out)
                 if got != diff_id:
                     path.unlink(missing_ok=True)
                     raise RegistryError(f"Layer {short} of {shown} unpacks to {got[:19]}…, not the config's {diff_id[:19]}…",

@@ -3,6 +3,7 @@ distribution registry) serving TLS with a CA made here and htpasswd auth, from a
 namespace: nothing leaves the lab. Docker's config file and certs.d are temporary directories."""
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -239,3 +240,37 @@ def test_run_pulls_an_image_the_host_lacks(reg, tmp_path):
     assert f"Unable to find image '{d}/lab/auto:1' locally" in p.stderr and "Pull complete" in p.stderr, p.stderr
     p = reg.netdiag("run", "--rm", "--network", "none", "no-such-image-on-the-hub", env=other, timeout=60)
     assert p.returncode == 125 and "No such image" in p.stderr, p.stderr  # never sent to Docker Hub
+
+
+def test_an_interrupted_pull_resumes(reg, tmp_path):
+    """A pull killed half-way keeps what it received; the next asks only for the rest (Range)."""
+    import signal
+    import time
+
+    d = reg.registry.domain
+    name = f"{d}/lab/resume:1"
+    _random_image(reg, tmp_path, name, 12_000_000)
+    image_id = json.loads(reg.ok("image", "inspect", name))[0]["Id"]
+    reg.ok("push", name)
+    other = {**reg.env, "NETDIAG_ROOT": str(tmp_path / "host4")}
+    partial = tmp_path / "host4/images/partial"
+    shaped = reg.run_in("outside", ["tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "16mbit", "burst", "32kbit",
+                                    "latency", "400ms"], timeout=10)
+    assert shaped.returncode == 0, shaped.stderr
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "netdiag", "pull", name], env=other, preexec_fn=reg.enter(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(f.stat().st_size > 2_000_000 for f in partial.glob("*")):
+            time.sleep(0.05)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        kept = sum(f.stat().st_size for f in partial.glob("*"))
+        assert 2_000_000 < kept < 12_000_000, kept
+    finally:
+        reg.run_in("outside", ["tc", "qdisc", "del", "dev", "eth0", "root"], timeout=10)
+    p = reg.netdiag("pull", name, env=other, timeout=60)
+    assert p.returncode == 0 and "Resuming download at" in p.stdout, p.stdout + p.stderr
+    p = reg.netdiag("image", "inspect", name, env=other, timeout=30)
+    assert json.loads(p.stdout)[0]["Id"] == image_id
+    assert not list(partial.glob("*"))
