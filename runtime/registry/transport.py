@@ -29,6 +29,27 @@ _HUB_API = "registry-1.docker.io"
 _PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 
+def load_httpx():
+    """httpx, without its command-line client: `import httpx` also imports httpx._main (click,
+    rich.progress, pygments' lexers: ~0.15 s, most of a no-op pull's time) only to offer
+    `httpx.main`, which netdiag never calls. A stand-in module takes its place when nothing has
+    imported the real one yet; every other part of httpx is the real one."""
+    import sys
+
+    if "httpx" not in sys.modules and "httpx._main" not in sys.modules:
+        import types
+
+        stand_in = types.ModuleType("httpx._main")
+        def main() -> None:  # httpx/__init__ re-exports it; netdiag never calls it
+            raise RuntimeError("httpx's command-line client is not loaded in netdiag")
+
+        stand_in.main = main
+        sys.modules["httpx._main"] = stand_in
+    import httpx as module
+
+    return module
+
+
 def certs_d() -> Path:
     return Path(os.environ.get("NETDIAG_CERTS_D") or DEFAULT_CERTS_D)
 
@@ -103,7 +124,7 @@ class Session:
     """Requests to one registry (`domain` as a reference names it), authenticated for scopes."""
 
     def __init__(self, domain: str, *, insecure: list[str] = (), timeout: float = 30.0):
-        import httpx
+        httpx = load_httpx()
 
         self.domain = domain
         self.host, port = split_host(domain)
