@@ -82,22 +82,22 @@ def pull(reference: str, *, insecure: list[str] = (), out=print, timeout: float 
         with store.adding(f"pull {shown}"), store.writing(), state.scratch_dir("pull") as tmp:
             def one(i: int) -> None:
                 desc, diff_id = man.layers[i], diff_ids[i]
-                short = desc.digest[7:19]
-                if store.blob_path(diff_id).exists():
-                    out(f"{short}: Already exists")
-                    return
-                path = tmp / diff_id[7:]
-                with state.locked(f"pull-{desc.digest[7:23]}"):  # one download of a blob at a time: its partial file
+                short, final = desc.digest[7:19], store.blob_path(diff_id)
+                # one download of a blob at a time (its partial file; an image may list a layer twice)
+                with state.locked(f"pull-{desc.digest[7:23]}"):
+                    if final.exists():
+                        out(f"{short}: Already exists")
+                        return
+                    path = tmp / diff_id[7:]
                     got = blobs.fetch_layer(s, repo, desc, path, partial_path(desc.digest), f"layer {short} of {shown}",
                                             progress=(lambda n: progress(short, n, desc.size)) if progress else None, say=out)
-                if got != diff_id:
-                    path.unlink(missing_ok=True)
-                    raise RegistryError(f"Layer {short} of {shown} unpacks to {got[:19]}…, not the config's {diff_id[:19]}…",
-                                        "the image's config and its layers do not belong together: refused, nothing stored",
-                                        "push the image again", cause=BAD_CONTENT)
-                final = store.blob_path(diff_id)
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, final)  # verified above: the store's digest is the file's
+                    if got != diff_id:
+                        path.unlink(missing_ok=True)
+                        raise RegistryError(f"Layer {short} of {shown} unpacks to {got[:19]}…, not the config's {diff_id[:19]}…",
+                                            "the image's config and its layers do not belong together: refused, nothing stored",
+                                            "push the image again", cause=BAD_CONTENT)
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(path, final)  # verified above: the store's digest is the file's
                 out(f"{short}: Pull complete")
 
             with ThreadPoolExecutor(PARALLEL) as pool:

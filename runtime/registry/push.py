@@ -47,26 +47,26 @@ def push(reference: str, *, insecure: list[str] = (), out=print) -> str:
     with Session(ref.domain, insecure=list(insecure)) as s:
         out(f"The push refers to repository [{ref.name if ref.domain != 'docker.io' else 'docker.io/' + ref.path}]")
 
-        def one(digest: str) -> None:
+        def one(digest: str, say=out) -> None:
             short = digest[7:19]
             path = store.blob_path(digest)
             if not path.exists():
                 raise RegistryError(f"Blob {short} of {ref.familiar()} is missing from the store", "",
                                     f"remove the image and build or pull it again", cause=BAD_CONTENT)
             if blobs.exists(s, repo, digest):
-                out(f"{short}: Layer already exists")
+                say(f"{short}: Layer already exists")
                 return
             for source in _mount_sources(ref, digest):
                 if blobs.mount(s, repo, digest, source):
-                    out(f"{short}: Mounted from {source}")
+                    say(f"{short}: Mounted from {source}")
                     return
             blobs.upload(s, repo, digest, path, chunk_size=chunk)
-            out(f"{short}: Pushed")
+            say(f"{short}: Pushed")
 
         with ThreadPoolExecutor(PARALLEL) as pool:
             for f in [pool.submit(one, d) for d in img.layers]:
                 f.result()
-        one(img.id)
+        one(img.id, say=lambda _line: None)  # the config: Docker lists only layers
         r = s.request("PUT", f"/v2/{repo}/manifests/{ref.tag}", (scope(repo, "pull,push"),), ok=(201,),
                       content=manifest, headers={"Content-Type": kind}, what=f"the manifest of {ref.familiar()}")
         said = r.headers.get("docker-content-digest")
