@@ -274,3 +274,39 @@ def test_an_interrupted_pull_resumes(reg, tmp_path):
     p = reg.netdiag("image", "inspect", name, env=other, timeout=30)
     assert json.loads(p.stdout)[0]["Id"] == image_id
     assert not list(partial.glob("*"))
+
+
+_PUT_INDEX = """
+import json, sys
+from runtime.registry.transport import Session, scope
+domain, repo, this, other = sys.argv[1:5]
+with Session(domain) as s:
+    entries = []
+    for tag, platform in ((other, {"os": "linux", "architecture": "s390x"}),
+                          (this, {"os": "linux", "architecture": {"x86_64": "amd64", "aarch64": "arm64"}[__import__("os").uname().machine]})):
+        r = s.request("GET", f"/v2/{repo}/manifests/{tag}", (scope(repo, "pull,push"),),
+                      headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+        entries.append({"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": len(r.content),
+                        "digest": r.headers["docker-content-digest"], "platform": platform})
+    index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries})
+    r = s.request("PUT", f"/v2/{repo}/manifests/multi", (scope(repo, "pull,push"),), ok=(201,), content=index,
+                  headers={"Content-Type": "application/vnd.oci.image.index.v1+json"})
+    print(r.headers["docker-content-digest"])
+"""
+
+
+def test_a_multi_platform_index_gives_this_machines_image(reg, tmp_path):
+    d = reg.registry.domain
+    _random_image(reg, tmp_path, f"{d}/lab/multi:other", 10_000)
+    reg.ok("tag", "busybox", f"{d}/lab/multi:this")
+    reg.ok("push", f"{d}/lab/multi:other")
+    reg.ok("push", f"{d}/lab/multi:this")
+    p = reg.run_in(None, [sys.executable, "-c", _PUT_INDEX, d, "lab/multi", "this", "other"], env=reg.env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    index_digest = p.stdout.strip()
+    other = {**reg.env, "NETDIAG_ROOT": str(tmp_path / "host5")}
+    p = reg.netdiag("pull", f"{d}/lab/multi:multi", env=other, timeout=60)
+    assert p.returncode == 0 and f"Digest: {index_digest}" in p.stdout, p.stdout + p.stderr
+    pulled = json.loads(reg.netdiag("image", "inspect", f"{d}/lab/multi:multi", env=other, timeout=30).stdout)[0]
+    assert pulled["Id"] == json.loads(reg.ok("image", "inspect", "busybox"))[0]["Id"]  # this platform's entry
+    assert pulled["RepoDigests"] == [f"{d}/lab/multi@{index_digest}"]
