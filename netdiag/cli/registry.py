@@ -41,7 +41,8 @@ def pull(name: str = typer.Argument(..., metavar="NAME[:TAG|@DIGEST]"),
          insecure: List[str] = _INSECURE,
          quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only the image's name"),
          json_out: bool = typer.Option(False, "--json", help="Print the outcome (and a failure's diagnosis) as one JSON object"),
-         timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for the registry to connect or to send more data")):
+         timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for the registry to connect or to send more data"),
+         platform: str = typer.Option("", "--platform", help="OS/ARCH[/VARIANT] to pick from a multi-platform image (default: this machine's)")):
     """Download an image from a registry (this machine's platform from a multi-platform image).
 
     A failed pull is explained like a trace: the name (DNS_FAILURE), the TCP handshake (a trace to
@@ -52,11 +53,12 @@ def pull(name: str = typer.Argument(..., metavar="NAME[:TAG|@DIGEST]"),
 
     try:
         if quiet or json_out:
-            img = registry.pull(name, insecure=insecure, out=lambda _line: None, timeout=timeout)
+            img = registry.pull(name, insecure=insecure, out=lambda _line: None, timeout=timeout, platform=platform)
         elif sys.stdout.isatty():
-            img = _with_bars(lambda out, progress: registry.pull(name, insecure=insecure, out=out, timeout=timeout, progress=progress))
+            img = _with_bars(lambda out, progress: registry.pull(name, insecure=insecure, out=out, timeout=timeout, progress=progress,
+                                                                      platform=platform))
         else:
-            img = registry.pull(name, insecure=insecure, out=_say, timeout=timeout)
+            img = registry.pull(name, insecure=insecure, out=_say, timeout=timeout, platform=platform)
     except RegistryError as e:
         from ..pull_diagnosis import explain, render
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 from ..registry.errors import RegistryError  # noqa: F401 - what the CLI catches to explain a failed pull
 
 
-def pull(ref: str, *, insecure: list[str] = (), out=print, timeout: float = 30.0, progress=None):
+def pull(ref: str, *, insecure: list[str] = (), out=print, timeout: float = 30.0, progress=None, platform: str = ""):
     """`out(line)` gets Docker's status lines; `progress(layer, bytes, total)` each layer's download."""
     from ..registry.pull import pull as pull_image
 
-    return pull_image(ref, insecure=list(insecure), out=out, timeout=timeout, progress=progress)
+    return pull_image(ref, insecure=list(insecure), out=out, timeout=timeout, progress=progress, platform=platform)
 
 
 def repo_digests(image_id: str) -> list[str]:

@@ -106,6 +106,16 @@ def this_platform() -> tuple[str, str, str]:
     return "linux", arch, variant
 
 
+def parse_platform(text: str) -> tuple[str, str, str]:
+    """'linux/arm64/v8' -> ('linux', 'arm64', 'v8'), as `--platform` takes it."""
+    from ..errors import InvalidArgument
+
+    parts = text.split("/")
+    if not 2 <= len(parts) <= 3 or not all(parts):
+        raise InvalidArgument(f"Invalid platform {text!r}", "a platform is OS/ARCH[/VARIANT]", "e.g. linux/amd64 or linux/arm64/v8")
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else ""
+
+
 def pick_platform(doc: dict, what: str, platform: tuple[str, str, str] | None = None) -> Descriptor:
     """The index entry for this machine (an arm64 entry without a variant fits v8, as containerd's matcher)."""
     want_os, want_arch, want_variant = platform or this_platform()

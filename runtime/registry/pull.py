@@ -14,7 +14,7 @@ from ..images import oci, repodigests, store
 from ..images.refs import Reference, parse
 from . import blobs
 from .errors import BAD_CONTENT, RegistryError
-from .manifests import ACCEPT, INDEXES, image_manifest, media_type, pick_platform
+from .manifests import ACCEPT, INDEXES, image_manifest, media_type, parse_platform, pick_platform
 from .transport import Session, scope
 
 PARALLEL = 3  # Docker's max-concurrent-downloads
@@ -49,8 +49,11 @@ def partial_path(digest: str):
     return d / digest[7:]
 
 
-def pull(reference: str, *, insecure: list[str] = (), out=print, timeout: float = 30.0, progress=None) -> store.Image:
-    """`progress(layer, bytes, total)` is called as layers download (a terminal's progress bars)."""
+def pull(reference: str, *, insecure: list[str] = (), out=print, timeout: float = 30.0, progress=None,
+         platform: str = "") -> store.Image:
+    """`progress(layer, bytes, total)` is called as layers download (a terminal's progress bars);
+    `platform` (OS/ARCH[/VARIANT]) picks from a multi-platform image instead of this machine's."""
+    wanted = parse_platform(platform) if platform else None
     ref = parse(reference)
     repo, shown = ref.path, ref.familiar()
     with Session(ref.domain, insecure=list(insecure), timeout=timeout) as s:
@@ -61,7 +64,7 @@ def pull(reference: str, *, insecure: list[str] = (), out=print, timeout: float 
             r = s.request("HEAD", f"/v2/{repo}/manifests/{ref.tag}", (scope(repo, "pull"),), headers={"Accept": ACCEPT},
                           what=what, ok=(200, 404))  # a 404 has no body to explain it: the GET below says why
             digest = r.headers.get("docker-content-digest", "") if r.status_code == 200 else ""
-        img = _present(ref, digest) if digest else None
+        img = _present(ref, digest) if digest and not wanted else None  # which platform's image is recorded is not
         if img is not None:
             if ref.tag and f"{ref.familiar_name}:{ref.tag}" not in img.tags:
                 img = store.tag_manifest(img.manifest_digest, f"{ref.familiar_name}:{ref.tag}")
@@ -71,7 +74,7 @@ def pull(reference: str, *, insecure: list[str] = (), out=print, timeout: float 
             return img
         kind, doc, digest = get_manifest(s, repo, ref.digest or ref.tag, what, ref.digest)
         if kind in INDEXES:
-            chosen = pick_platform(doc, what)
+            chosen = pick_platform(doc, what, wanted)
             kind, doc, _ = get_manifest(s, repo, chosen.digest, f"{what} ({chosen.digest[7:19]})", chosen.digest)
             if kind in INDEXES:
                 raise RegistryError(f"{what} is an index inside an index", "", "", cause=BAD_CONTENT)

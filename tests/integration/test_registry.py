@@ -310,3 +310,30 @@ def test_a_multi_platform_index_gives_this_machines_image(reg, tmp_path):
     pulled = json.loads(reg.netdiag("image", "inspect", f"{d}/lab/multi:multi", env=other, timeout=30).stdout)[0]
     assert pulled["Id"] == json.loads(reg.ok("image", "inspect", "busybox"))[0]["Id"]  # this platform's entry
     assert pulled["RepoDigests"] == [f"{d}/lab/multi@{index_digest}"]
+    p = reg.netdiag("pull", "--platform", "linux/s390x", f"{d}/lab/multi:multi", env=other, timeout=60)
+    assert p.returncode == 0, p.stderr
+    pulled = json.loads(reg.netdiag("image", "inspect", f"{d}/lab/multi:multi", env=other, timeout=30).stdout)[0]
+    assert pulled["Id"] == json.loads(reg.ok("image", "inspect", f"{d}/lab/multi:other"))[0]["Id"]
+
+
+def test_plain_http_only_when_configured_insecure(reg, tmp_path):
+    """A registry without TLS off loopback: refused unless configured insecure (flag, environment
+    or daemon.json), then spoken to over plain HTTP, as Docker does."""
+    plain = LabRegistry(reg, tmp_path / "plain", port=5006, tls=False).start()
+    try:
+        d = plain.domain
+        reg.ok("tag", "busybox", f"{d}/lab/plain:1")
+        p = _fails(reg, "push", f"{d}/lab/plain:1")
+        assert f"TLS to {d} failed" in p.stderr and "configured insecure" in p.stderr, p.stderr
+        out = reg.ok("push", "--insecure-registry", d, f"{d}/lab/plain:1")
+        assert "Pushed" in out, out
+        reg.ok("rmi", f"{d}/lab/plain:1")
+        p = reg.netdiag("pull", f"{d}/lab/plain:1", env={**reg.env, "NETDIAG_INSECURE_REGISTRIES": "203.0.113.0/24"}, timeout=60)
+        assert p.returncode == 0, p.stderr
+        (reg.state_dir / "daemon.json").write_text(json.dumps({"insecure-registries": [d]}))
+        try:
+            assert "Image is up to date" in reg.ok("pull", f"{d}/lab/plain:1")
+        finally:
+            (reg.state_dir / "daemon.json").unlink()
+    finally:
+        plain.stop()
