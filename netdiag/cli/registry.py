@@ -1,79 +1,25 @@
 """Registry commands: pull, push, tag, login, logout (Docker's spelling and output)."""
 from __future__ import annotations
 
-import json
 import sys
 from typing import List, Optional
 
 import typer
 
 from .app import app
+from .pull_cmd import say
 
 _INSECURE = typer.Option([], "--insecure-registry", help="Treat this registry (HOST[:PORT] or a CIDR) as insecure: "
                          "TLS unverified, then plain HTTP (127.0.0.0/8 always is, as in Docker)")
 
 
-def _say(line: str) -> None:
-    print(line, flush=True)
+@app.command("pull", add_help_option=False, help="Download an image from a registry. See 'netdiag pull --help'.",
+             context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "allow_interspersed_args": False})
+def pull(ctx: typer.Context):
+    """Only reached through typer when main() did not take the fast path (pull_cmd.py)."""
+    from .pull_cmd import main as pull_main
 
-
-def _with_bars(pull):
-    """A progress bar per layer on a terminal (Docker's look); status lines above the bars."""
-    import threading
-
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn()) as bars:
-        tasks: dict = {}
-        lock = threading.Lock()
-
-        def progress(layer: str, done: int, total: int) -> None:
-            with lock:
-                if layer not in tasks:
-                    tasks[layer] = bars.add_task(layer, total=total)
-            bars.update(tasks[layer], completed=done)
-
-        return pull(lambda line: bars.console.print(line, highlight=False, markup=False), progress)
-
-
-@app.command("pull")
-def pull(name: str = typer.Argument(..., metavar="NAME[:TAG|@DIGEST]"),
-         insecure: List[str] = _INSECURE,
-         quiet: bool = typer.Option(False, "-q", "--quiet", help="Print only the image's name"),
-         json_out: bool = typer.Option(False, "--json", help="Print the outcome (and a failure's diagnosis) as one JSON object"),
-         timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for the registry to connect or to send more data"),
-         platform: str = typer.Option("", "--platform", help="OS/ARCH[/VARIANT] to pick from a multi-platform image (default: this machine's)")):
-    """Download an image from a registry (this machine's platform from a multi-platform image).
-
-    A failed pull is explained like a trace: the name (DNS_FAILURE), the TCP handshake (a trace to
-    the registry's address and port names the firewall rule or missing route), TLS (which CA, where
-    to put it), 401/403 (which realm asked for what scope), 404, 429. Exit 0 pulled, 1 failed."""
-    from runtime.api import registry
-    from runtime.api.registry import RegistryError
-
-    try:
-        if quiet or json_out:
-            img = registry.pull(name, insecure=insecure, out=lambda _line: None, timeout=timeout, platform=platform)
-        elif sys.stdout.isatty():
-            img = _with_bars(lambda out, progress: registry.pull(name, insecure=insecure, out=out, timeout=timeout, progress=progress,
-                                                                      platform=platform))
-        else:
-            img = registry.pull(name, insecure=insecure, out=_say, timeout=timeout, platform=platform)
-    except RegistryError as e:
-        from ..pull_diagnosis import explain, render
-
-        r = explain(e)
-        if json_out:
-            print(json.dumps({"image": name, **r}, indent=2))
-        else:
-            print(f"netdiag: error: {e}", file=sys.stderr)
-            render(r, lambda line: print(line, file=sys.stderr))
-        raise typer.Exit(1)
-    if json_out:
-        print(json.dumps({"image": registry.familiar(name), "pulled": True, "cause": None, "id": img.id,
-                          "digests": registry.repo_digests(img.id)}, indent=2))
-    elif quiet:
-        print(registry.familiar(name))
+    raise typer.Exit(pull_main(list(ctx.args)))
 
 
 @app.command("push")
@@ -81,7 +27,7 @@ def push(name: str = typer.Argument(..., metavar="NAME[:TAG]"), insecure: List[s
     """Upload an image to the registry its name says (layers the registry has are not sent)."""
     from runtime.api import registry
 
-    registry.push(name, insecure=insecure, out=_say)
+    registry.push(name, insecure=insecure, out=say)
 
 
 @app.command("tag")
