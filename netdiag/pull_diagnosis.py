@@ -38,11 +38,36 @@ def _evidence(err) -> list[dict]:
     return out
 
 
+def presented_certificate(host: str, port: int, timeout: float = 5.0) -> str | None:
+    """Who the registry's certificate names and who signed it ("subject=..., issuer=..."), read
+    without verifying it (it failed verification: this says which CA it wants)."""
+    import shutil
+    import ssl
+    import subprocess
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw, ctx.wrap_socket(raw, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
+    except OSError:
+        return None
+    openssl = shutil.which("openssl")
+    if not der or not openssl:
+        return None
+    p = subprocess.run([openssl, "x509", "-inform", "DER", "-noout", "-subject", "-issuer"], input=der, capture_output=True, timeout=10)
+    return ", ".join(p.stdout.decode(errors="replace").split("\n")).strip(", ") if p.returncode == 0 else None
+
+
 def explain(err, *, live: bool = True, timeout: float = 2.0) -> dict:
     """The diagnosis of a RegistryError (runtime.registry.errors) as one JSON-ready object."""
     d = err.detail
     result = {"pulled": False, "cause": err.cause, "summary": err.what, "evidence": _evidence(err), "fix": err.fix or None,
               "fix_command": None, "registry": d.get("registry") or d.get("host"), "trace": None}
+    if err.cause in ("TLS_UNKNOWN_AUTHORITY", "TLS_NAME_MISMATCH") and d.get("host") and d.get("port"):
+        cert = presented_certificate(d["host"], int(d["port"]))
+        if cert:
+            result["evidence"].append({"kind": "certificate", "detail": f"the registry presents {cert}"})
     if err.cause != "CONNECT_FAILED" or not d.get("host") or not d.get("port"):
         return result
     ip = _address(d["host"])

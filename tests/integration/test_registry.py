@@ -168,6 +168,7 @@ def test_an_unknown_ca_is_an_x509_error_naming_certs_d(reg, tmp_path):
     p = _fails(reg, "pull", f"{reg.registry.domain}/lab/bb:1", env={"NETDIAG_CERTS_D": str(empty)})
     assert "x509: certificate signed by unknown authority" in p.stderr, p.stderr
     assert f"{empty}/{reg.registry.domain}/ca.crt" in p.stderr, p.stderr
+    assert "issuer=CN = netdiag lab registry CA" in p.stderr, p.stderr  # which CA it wants
 
 
 def test_an_unknown_tag_is_not_found(reg):
