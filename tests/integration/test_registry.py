@@ -4,7 +4,6 @@ namespace: nothing leaves the lab. Docker's config file and certs.d are temporar
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
