@@ -337,3 +337,19 @@ def test_plain_http_only_when_configured_insecure(reg, tmp_path):
             (reg.state_dir / "daemon.json").unlink()
     finally:
         plain.stop()
+
+
+def test_a_name_that_does_not_resolve_is_a_dns_failure(reg):
+    """The lab host's resolver answers nothing (its DNS traffic is rejected in the lab): DNS_FAILURE."""
+    rules = ("add table inet ndnodns\n"
+             "add chain inet ndnodns out { type filter hook output priority 0; }\n"
+             "add rule inet ndnodns out udp dport 53 reject\n"
+             "add rule inet ndnodns out tcp dport 53 reject with tcp reset\n")
+    assert reg.run_in(None, ["nft", "-f", "-"], input=rules, timeout=10).returncode == 0
+    try:
+        p = reg.netdiag("pull", "--json", "registry.netdiag-lab.example:5000/lab/bb:1", timeout=60)
+        r = json.loads(p.stdout)
+        assert p.returncode == 1 and r["cause"] == "DNS_FAILURE", r
+        assert "registry.netdiag-lab.example" in r["summary"] and r["fix"], r
+    finally:
+        reg.run_in(None, ["nft", "delete", "table", "inet", "ndnodns"], timeout=10)
