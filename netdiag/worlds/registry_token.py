@@ -2,7 +2,8 @@
 speaks it), so the Bearer flow is tested against the real registry: the registry answers 401 with
 `Bearer realm=THIS,service=...,scope=...`; the client asks here with Basic credentials for those
 scopes and gets a JWT (ES256, its certificate in the x5c header, which the registry checks against
-its rootcertbundle). Known users get the actions they ask for; anyone else a token with no access.
+its rootcertbundle). Known users get the actions they ask for (a --read-only user only pull);
+anyone else a token with no access.
 
     python3 -m netdiag.worlds.registry_token --listen IP:PORT --key K --cert C --users USERS.json
         --issuer ISSUER --service SERVICE
@@ -55,17 +56,18 @@ def make_token(key: str, cert: str, issuer: str, service: str, subject: str, acc
     return f"{signing_input}.{_b64(_der_to_raw(der))}"
 
 
-def _grants(scopes: list[str], allowed: bool) -> list[dict]:
+def _grants(scopes: list[str], allowed: bool, read_only: bool = False) -> list[dict]:
     out = []
     for s in scopes:
         kind, _, rest = s.partition(":")
         name, _, actions = rest.rpartition(":")
         if kind == "repository" and name:
-            out.append({"type": kind, "name": name, "actions": actions.split(",") if allowed else []})
+            granted = [a for a in actions.split(",") if allowed and (a == "pull" or not read_only)]
+            out.append({"type": kind, "name": name, "actions": granted})
     return out
 
 
-def serve(listen: str, key: str, cert: str, users: dict, issuer: str, service: str) -> None:
+def serve(listen: str, key: str, cert: str, users: dict, issuer: str, service: str, read_only: tuple = ()) -> None:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server's name
             q = parse_qs(urlparse(self.path).query)
@@ -76,7 +78,7 @@ def serve(listen: str, key: str, cert: str, users: dict, issuer: str, service: s
                 if users.get(u) != p:
                     return self._answer(401, {"details": "wrong user name or password"})
                 user = u
-            token = make_token(key, cert, issuer, q.get("service", [service])[0], user, _grants(q.get("scope", []), bool(user)))
+            token = make_token(key, cert, issuer, q.get("service", [service])[0], user, _grants(q.get("scope", []), bool(user), user in read_only))
             self._answer(200, {"token": token, "access_token": token, "expires_in": 300})
 
         def _answer(self, status: int, body: dict) -> None:
@@ -100,10 +102,11 @@ def main() -> None:
     a = argparse.ArgumentParser()
     for opt in ("--listen", "--key", "--cert", "--users", "--issuer", "--service"):
         a.add_argument(opt, required=True)
+    a.add_argument("--read-only", action="append", default=[], help="a user granted pull only (repeatable)")
     args = a.parse_args()
     with open(args.users) as f:
         users = json.load(f)
-    serve(args.listen, args.key, args.cert, users, args.issuer, args.service)
+    serve(args.listen, args.key, args.cert, users, args.issuer, args.service, tuple(args.read_only))
 
 
 if __name__ == "__main__":

@@ -220,7 +220,7 @@ class Session:
             try:
                 if stream:
                     r.read()
-                raise_for(r, what or path, scopes, self._challenge)
+                raise_for(r, what or path, scopes, self._challenge, logged_in=bool(self.credentials))
             finally:
                 r.close()
         return r
@@ -335,8 +335,10 @@ def _registry_message(r) -> str:
         return ""
 
 
-def raise_for(r, what: str, scopes: tuple[str, ...] = (), challenge: tuple[str, dict] | None = None) -> None:
-    """The registry's answer as a RegistryError naming what asked for what."""
+def raise_for(r, what: str, scopes: tuple[str, ...] = (), challenge: tuple[str, dict] | None = None,
+              logged_in: bool = False) -> None:
+    """The registry's answer as a RegistryError naming what asked for what (`logged_in`: credentials
+    were sent, so a 401 for a scope is a refusal, not a request to log in)."""
     status = r.status_code
     said = _registry_message(r)
     host = r.request.url.host
@@ -345,6 +347,11 @@ def raise_for(r, what: str, scopes: tuple[str, ...] = (), challenge: tuple[str, 
         header = r.headers.get("www-authenticate", "")
         kind, params = parse_challenge(header) if header else (challenge or ("", {}))
         detail.update(realm=params.get("realm", ""), scheme=kind)
+        if logged_in and params.get("error") == "insufficient_scope":  # the login's token does not grant the scope
+            raise RegistryError(f"Access to {what} was denied: the token lacks {params.get('scope') or ', '.join(scopes)}",
+                                f"the token service ({params.get('realm', '?')}) did not grant it to this login" + (f" ({said})" if said else ""),
+                                "log in as a user with that access ('netdiag login'), or ask the registry's owner for it",
+                                cause=DENIED, detail=detail)
         asked = f"{kind.capitalize()} realm {params.get('realm', '?')!r}" + (f" for {', '.join(scopes)}" if scopes else "")
         raise RegistryError(f"Access to {what} was refused: authentication required (401 Unauthorized)",
                             f"the registry asks for {asked}" + (f" ({said})" if said else ""),

@@ -178,7 +178,8 @@ def test_an_unknown_tag_is_not_found(reg):
 def test_bearer_token_auth(reg, tmp_path):
     """Docker Hub's scheme: the registry's 401 names a token realm; a token for the scope is fetched
     there (with the stored credentials) and sent as Bearer. Anonymous tokens grant nothing."""
-    token_reg = LabRegistry(reg, tmp_path / "token-registry", port=5002, users={USER: PASSWORD}, auth="token").start()
+    token_reg = LabRegistry(reg, tmp_path / "token-registry", port=5002, users={USER: PASSWORD, "reader": "r"}, auth="token",
+                            read_only=("reader",)).start()
     try:
         d = token_reg.domain
         env = {**reg.env, "DOCKER_CONFIG": str(tmp_path / "docker")}
@@ -193,6 +194,10 @@ def test_bearer_token_auth(reg, tmp_path):
         p = reg.netdiag("pull", f"{d}/tok/bb:1", env={**env, "DOCKER_CONFIG": str(tmp_path / "anonymous")}, timeout=60)
         assert p.returncode == 1 and f"Bearer realm '{token_reg.token_realm}'" in p.stderr, p.stderr
         assert "repository:tok/bb:pull" in p.stderr, p.stderr
+        reader = {**env, "DOCKER_CONFIG": str(tmp_path / "reader")}
+        assert reg.netdiag("login", "-u", "reader", "--password-stdin", d, input="r\n", env=reader, timeout=30).returncode == 0
+        p = reg.netdiag("push", f"{d}/tok/bb:1", env=reader, timeout=60)  # pull only: the push is denied
+        assert p.returncode == 1 and "was denied: the token lacks repository:tok/bb:pull,push" in p.stderr, p.stderr
         reg.ok("rmi", f"{d}/tok/bb:1")
         p = reg.netdiag("pull", f"{d}/tok/bb:1", env=env, timeout=60)
         assert p.returncode == 0 and "Status: Image is up to date" in p.stdout, p.stdout + p.stderr  # busybox still holds it
