@@ -66,13 +66,11 @@ def pull(reference: str, *, insecure: list[str] = (), out=print, timeout: float 
             digest = r.headers.get("docker-content-digest", "") if r.status_code == 200 else ""
         img = _present(ref, digest) if digest and not wanted else None  # which platform's image is recorded is not
         if img is not None:
-            if ref.tag and f"{ref.familiar_name}:{ref.tag}" not in img.tags:
-                img = store.tag_manifest(img.manifest_digest, f"{ref.familiar_name}:{ref.tag}")
-            out(f"{ref.digest or ref.tag}: Pulling from {ref.familiar_name}")
-            out(f"Digest: {digest}")
-            out(f"Status: Image is up to date for {shown}")
-            return img
+            return _up_to_date(ref, img, digest, out)
         kind, doc, digest = get_manifest(s, repo, ref.digest or ref.tag, what, ref.digest)
+        img = _present(ref, digest) if not wanted else None  # a registry whose HEAD names no digest
+        if img is not None:
+            return _up_to_date(ref, img, digest, out)
         if kind in INDEXES:
             chosen = pick_platform(doc, what, wanted)
             kind, doc, _ = get_manifest(s, repo, chosen.digest, f"{what} ({chosen.digest[7:19]})", chosen.digest)
@@ -110,6 +108,16 @@ def pull(reference: str, *, insecure: list[str] = (), out=print, timeout: float 
         repodigests.add(img.id, f"{ref.familiar_name}@{digest}", {i.id for i in store.list_images()})
     out(f"Digest: {digest}")
     out(f"Status: Downloaded newer image for {shown}")
+    return img
+
+
+def _up_to_date(ref: Reference, img: store.Image, digest: str, out) -> store.Image:
+    """The image is here: (re)tag it, say so, fetch nothing."""
+    if ref.tag and f"{ref.familiar_name}:{ref.tag}" not in img.tags:
+        img = store.tag_manifest(img.manifest_digest, f"{ref.familiar_name}:{ref.tag}")
+    out(f"{ref.digest or ref.tag}: Pulling from {ref.familiar_name}")
+    out(f"Digest: {digest}")
+    out(f"Status: Image is up to date for {ref.familiar()}")
     return img
 
 
