@@ -87,7 +87,46 @@ def explain(err, *, live: bool = True, timeout: float = 2.0) -> dict:
     if tr["verdict"] == "blocked" and tr.get("cause"):
         result.update(cause=tr["cause"], summary=f"{err.what}: {tr['summary']}", fix=tr.get("fix") or err.fix,
                       fix_command=tr.get("fix_command"))
+    elif d.get("phase") == "read":
+        _stalled(result, err, ip, live and os.geteuid() == 0, timeout)
     return result
+
+
+def _local_end(ip: str) -> tuple[str, int] | None:
+    """This host's address towards `ip` and the route's MTU there (the kernel's choice, no packet sent)."""
+    IP_MTU = 14  # linux/in.h; a connected datagram socket reports its route's MTU
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((ip, 9))
+            return s.getsockname()[0], s.getsockopt(socket.IPPROTO_IP, IP_MTU)
+    except OSError:
+        return None
+
+
+def _stalled(result: dict, err, ip: str, live: bool, timeout: float) -> None:
+    """The connection was made and the request sent, then nothing came. As `health` does: a
+    full-size packet traced from the registry back here shows an MTU step on the way back (a black
+    hole when the ICMP 'fragmentation needed' is lost); where the registry's namespace is out of
+    sight (another machine), say what to check instead."""
+    from .diagnose import diagnose
+    from .observe.snapshot import live_model
+
+    end = _local_end(ip)
+    back = None
+    if end is not None:
+        try:
+            back = diagnose(live_model(), ip, end[0], proto="icmp", size=end[1] - 28, live=live, timeout=timeout)
+        except Exception as e:  # noqa: BLE001 - a registry on another machine cannot be traced from there
+            result["evidence"].append({"kind": "trace", "detail": f"the way back from {ip} cannot be traced here: {e}"})
+    if back and back.get("verdict") == "blocked" and back.get("cause") == "MTU_BLACKHOLE":
+        result["evidence"].append({"kind": "trace", "detail": f"trace {ip} -> {end[0]} icmp size {end[1] - 28}: {back['summary']}"})
+        result.update(cause="MTU_BLACKHOLE", trace=back, fix=back.get("fix") or None, fix_command=back.get("fix_command"),
+                      summary=f"The registry accepts the connection and the request, but its answer stalls: full-size "
+                              f"packets from {ip} die on the way back. {back['summary']}")
+        return
+    result.update(cause="SLOW_RESPONSE", summary=f"{err.what}: the registry accepted the connection, then sent nothing more",
+                  fix="a registry that is slow or overloaded, or a path-MTU black hole on its side: try "
+                      f"'ping -M do -s 1472 {ip}' against a smaller size, and a pull with a longer --timeout")
 
 
 def render(r: dict, say) -> None:

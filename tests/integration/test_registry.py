@@ -358,3 +358,41 @@ def test_a_name_that_does_not_resolve_is_a_dns_failure(reg):
         assert "registry.netdiag-lab.example" in r["summary"] and r["fix"], r
     finally:
         reg.run_in(None, ["nft", "delete", "table", "inet", "ndnodns"], timeout=10)
+
+
+def test_a_pull_that_stalls_behind_an_mtu_black_hole(reg, tmp_path):
+    """The registry sits behind a router (the lab's outside) whose link to the host has MTU 1300 and
+    whose ICMP is dropped: the manifest (small) arrives, the layer's full-size segments never do.
+    The pull stalls, and its diagnosis traces a full-size packet from the registry back: MTU_BLACKHOLE."""
+    name = f"{reg.name}-mtu"
+    assert subprocess.run(["ip", "netns", "add", name], capture_output=True).returncode == 0
+    behind = None
+    try:
+        setup = [("outside", ["ip", "link", "add", "r0", "type", "veth", "peer", "name", "eth0", "netns", name]),
+                 ("outside", ["ip", "addr", "add", "198.18.7.1/24", "dev", "r0"]), ("outside", ["ip", "link", "set", "r0", "up"]),
+                 (name, ["ip", "addr", "add", "198.18.7.2/24", "dev", "eth0"]), (name, ["ip", "link", "set", "eth0", "up"]),
+                 (name, ["ip", "route", "add", "default", "via", "198.18.7.1"])]
+        for where, argv in setup:
+            assert reg.run_in(where, argv, timeout=10).returncode == 0, argv
+        behind = LabRegistry(reg, tmp_path / "behind", where=name, address="198.18.7.2", tls=False).start()
+        env = {**reg.env, "NETDIAG_INSECURE_REGISTRIES": "198.18.7.2:5000"}
+        image = f"{behind.domain}/lab/big:1"
+        _random_image(reg, tmp_path, image, 200_000)
+        assert reg.run_in("outside", ["sysctl", "-qw", "net.ipv4.ip_forward=1"], timeout=10).returncode == 0
+        assert reg.netdiag("push", image, env=env, timeout=60).returncode == 0
+        reg.ok("rmi", image)
+        hardening = "table inet ndhardening {\n chain out {\n  type filter hook output priority 0;\n  meta l4proto icmp drop\n }\n}\n"
+        assert reg.run_in("outside", ["nft", "-f", "-"], input=hardening, timeout=10).returncode == 0
+        assert reg.run_in("outside", ["ip", "link", "set", "eth0", "mtu", "1300"], timeout=10).returncode == 0
+        p = reg.netdiag("pull", "--json", "--timeout", "3", image, env=env, timeout=120)
+        r = json.loads(p.stdout)
+        assert p.returncode == 1 and r["cause"] == "MTU_BLACKHOLE", r
+        assert f"MTU of 1300 in ns:{reg.outside}" in r["summary"] and "ndhardening" in r["summary"], r
+    finally:
+        if behind is not None:
+            behind.stop()
+        reg.run_in("outside", ["ip", "link", "set", "eth0", "mtu", "1500"], timeout=10)
+        reg.run_in("outside", ["nft", "delete", "table", "inet", "ndhardening"], timeout=10)
+        reg.run_in("outside", ["sysctl", "-qw", "net.ipv4.ip_forward=0"], timeout=10)
+        reg.run_in("outside", ["ip", "link", "del", "r0"], timeout=10)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
