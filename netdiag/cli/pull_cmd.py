@@ -56,6 +56,19 @@ def _with_bars(pull):
         return pull(lambda line: bars.console.print(line, highlight=False, markup=False), progress)
 
 
+def explained(e, image: str, json_out: bool = False) -> int:
+    """A registry failure (of pull, push or login) with its diagnosis; the exit code (1)."""
+    from ..pull_diagnosis import explain, render
+
+    r = explain(e)
+    if json_out:
+        print(json.dumps({"image": image, **r}, indent=2))
+    else:
+        print(f"netdiag: error: {e}", file=sys.stderr)
+        render(r, lambda line: print(line, file=sys.stderr))
+    return 1
+
+
 def main(argv: list[str]) -> int:
     a = parser().parse_args(argv)
     from runtime.api import registry
@@ -72,15 +85,7 @@ def main(argv: list[str]) -> int:
         else:
             img = pull(say)
     except RegistryError as e:
-        from ..pull_diagnosis import explain, render
-
-        r = explain(e)
-        if a.json_out:
-            print(json.dumps({"image": a.name, **r}, indent=2))
-        else:
-            print(f"netdiag: error: {e}", file=sys.stderr)
-            render(r, lambda line: print(line, file=sys.stderr))
-        return 1
+        return explained(e, a.name, a.json_out)
     if a.json_out:
         print(json.dumps({"image": registry.familiar(a.name), "pulled": True, "cause": None, "id": img.id,
                           "digests": registry.repo_digests(img.id)}, indent=2))

@@ -24,10 +24,16 @@ def pull(ctx: typer.Context):
 
 @app.command("push")
 def push(name: str = typer.Argument(..., metavar="NAME[:TAG]"), insecure: List[str] = _INSECURE):
-    """Upload an image to the registry its name says (layers the registry has are not sent)."""
+    """Upload an image to the registry its name says (layers the registry has are not sent). A failure
+    is explained as a failed pull is (exit 1)."""
     from runtime.api import registry
 
-    registry.push(name, insecure=insecure, out=say)
+    try:
+        registry.push(name, insecure=insecure, out=say)
+    except registry.RegistryError as e:
+        from .pull_cmd import explained
+
+        raise typer.Exit(explained(e, name))
 
 
 @app.command("tag")

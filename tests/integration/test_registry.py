@@ -330,6 +330,7 @@ def test_plain_http_only_when_configured_insecure(reg, tmp_path):
         reg.ok("tag", "busybox", f"{d}/lab/plain:1")
         p = _fails(reg, "push", f"{d}/lab/plain:1")
         assert f"TLS to {d} failed" in p.stderr and "configured insecure" in p.stderr, p.stderr
+        assert "cause: TLS_FAILED" in p.stderr, p.stderr  # a push failure is explained as a pull's is
         out = reg.ok("push", "--insecure-registry", d, f"{d}/lab/plain:1")
         assert "Pushed" in out, out
         reg.ok("rmi", f"{d}/lab/plain:1")
