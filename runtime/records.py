@@ -21,7 +21,8 @@ def containers() -> list[dict]:
     for c in container_records.list_all():
         if not container_records.proc_ok(c):
             continue
-        eps = by_container.get(c.id, {})
+        # an endpoint still being made (a CNI ADD under way) has no address yet
+        eps = {n: e for n, e in by_container.get(c.id, {}).items() if "/" in e.get("IPv4Address", "")}
         out.append({
             "runtime": "netdiag", "id": c.id, "name": c.name, "image": c.config.get("ImageRef", ""), "pid": c.pid,
             "command": [c.config.get("Path", "")] + list(c.config.get("Args") or []) if c.config.get("Path") else [],
@@ -101,6 +102,8 @@ def recorded_pids(root: Path) -> set[int]:
         net = load(rec) or {}
         extra = net.get("netdiag") if isinstance(net.get("netdiag"), dict) else {}
         pids.add(int(extra.get("DnsPid") or 0))
+    resolver = (load(Path(root) / "networks" / "overlays.dns.json") or {}).get("resolver")  # the overlays' DNS
+    pids.add(int(resolver.get("pid") or 0) if isinstance(resolver, dict) else 0)
     member = load(Path(root) / "cluster" / "member.json") or {}
     pids.add(int(member.get("agent_pid") or 0))
     return pids - {0, os.getpid()}

@@ -11,6 +11,7 @@ from runtime.errors import NetdiagError
 # only its own module, which keeps every command's start-up short. `--help` alone loads them all.
 _MODULES = {
     "containers": ("run", "ps", "exec", "logs", "stop", "kill", "rm", "start", "restart", "inspect"),
+    "debug": ("debug",),
     "images": ("images", "image", "rmi", "import", "save", "load"),
     "build": ("build",),
     "registry": ("pull", "push", "tag", "login", "logout"),

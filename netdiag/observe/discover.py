@@ -112,8 +112,8 @@ def discover(errors: list[dict]) -> tuple[dict[int, NsRef], list[dict], list[dic
             continue
         c["ns"] = f"ns-{ino}"
         ref = refs.setdefault(ino, NsRef(ino, f"/proc/{c['pid']}/ns/net"))
-        if ref.kind == "host":  # --network host: the container shares the host's namespace
-            continue
+        if ref.kind == "host" or str(c.get("network_mode") or "").startswith("container:"):
+            continue  # --network host or container:X: the namespace is the host's or X's, named after them
         ref.kind, ref.name, ref.runtime, ref.container = "container", c["name"], c["runtime"], c
         ref.path = f"/proc/{c['pid']}/ns/net"
     for ref in refs.values():

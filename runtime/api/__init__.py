@@ -2,6 +2,7 @@
 
   networks    create, remove, prune, connect, disconnect, list, inspect, repair
   containers  run (create + start, nothing left behind when it fails), prune
+  debug       a toolbox with the host's network tools in a running container's namespace
   system      prune and repair of everything the runtime owns
 
 The CLI (netdiag/cli) parses, calls these and prints; the policy (what prune removes, when

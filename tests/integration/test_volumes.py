@@ -1,0 +1,38 @@
+"""`run -v`: bind mounts (directories and files, read-only or not) and named volumes that outlive
+their containers, in a lab. Nothing is mounted on the lab's host side: the container's own mount
+namespace holds the binds."""
+import json
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_bind_mounts_a_directory_and_a_file_and_ro_refuses_writes(lab, tmp_path):
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "in.txt").write_text("from host\n")
+    conf = tmp_path / "app.conf"
+    conf.write_text("setting=1\n")
+    p = lab.run("run", "--rm", "-v", f"{share}:/data", "-v", f"{conf}:/etc/app.conf:ro", "busybox", "sh", "-c",
+                "cat /data/in.txt /etc/app.conf; echo back > /data/out.txt; echo x >> /etc/app.conf || echo refused")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["from host", "setting=1", "refused"]
+    assert (share / "out.txt").read_text() == "back\n"
+    assert conf.read_text() == "setting=1\n"
+
+
+def test_a_named_volume_keeps_its_data_across_containers_and_is_refused_while_used(lab):
+    lab.ok("run", "--name", "w", "-v", "data:/var/data", "busybox", "sh", "-c", "echo kept > /var/data/f")
+    assert lab.ok("run", "--rm", "-v", "data:/d:ro", "busybox", "cat", "/d/f") == "kept\n"
+    assert (lab.root / "volumes" / "data" / "_data" / "f").read_text() == "kept\n"
+    mounts = json.loads(lab.ok("inspect", "w"))[0]["Mounts"]
+    assert mounts == [{"Type": "volume", "Name": "data", "Source": str(lab.root / "volumes" / "data" / "_data"),
+                       "Destination": "/var/data", "RW": True, "Mode": "", "Propagation": "rprivate", "Driver": "local"}]
+
+
+@pytest.mark.parametrize("spec", ["data:relative", "/a:/b:rx", "bad name!:/x", "/x:/"])
+def test_a_bad_volume_spec_is_refused_before_anything_exists(lab, spec):
+    p = lab.run("run", "--rm", "-v", spec, "busybox", "true")
+    assert p.returncode == 125 and "volume" in p.stderr.lower(), p.stderr
+    assert lab.ok("ps", "-a", "--format", "{{.Names}}") == ""
