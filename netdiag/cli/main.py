@@ -14,6 +14,7 @@ _MODULES = {
     "debug": ("debug",),
     "images": ("images", "image", "rmi", "import", "save", "load"),
     "build": ("build",),
+    "registry": ("pull", "push", "tag", "login", "logout"),
     "network": ("network",),
     "cluster": ("cluster",),
     "system": ("system", "version", "demo"),
@@ -60,6 +61,10 @@ def main() -> None:
             from .run_cmd import main as run_main
 
             sys.exit(run_main(sys.argv[2:]))
+        if sys.argv[1:2] == ["pull"]:  # a pull of what is here is one request: no typer either (pull_cmd.py)
+            from .pull_cmd import main as pull_main
+
+            sys.exit(pull_main(sys.argv[2:]))
         _register(sys.argv[1:])
         from .app import app
 

@@ -85,11 +85,18 @@ def _confinement(host: dict) -> dict:
     return security.describe(host)
 
 
+def _repo_digests(image_id: str) -> list[str]:
+    from ..images import repodigests
+
+    return repodigests.of(image_id)
+
+
 def image_json(img) -> dict:
     cfg = img.config
     return {
         "Id": img.id,
         "RepoTags": img.tags,
+        "RepoDigests": _repo_digests(img.id),
         "Created": cfg.get("created", ""),
         "Architecture": cfg.get("architecture", ""),
         "Os": cfg.get("os", ""),
