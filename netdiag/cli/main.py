@@ -21,6 +21,7 @@ _MODULES = {
     "health": ("health", "explain"),
     "check": ("check",),
     "scenario": ("scenario",),
+    "compose": ("compose",),
 }
 
 

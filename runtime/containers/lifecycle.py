@@ -27,7 +27,7 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
                  health_interval: float = 30, health_timeout: float = 30, health_retries: int = 3,
                  labels: dict | None = None, cap_add: list[str] = (), cap_drop: list[str] = (),
                  privileged: bool = False, security_opt: list[str] = (), volumes: list[str] = (),
-                 restart: str = "no") -> dict:
+                 restart: str = "no", healthcheck: dict | None = None) -> dict:
     """The container's config (Docker's field names), from the image and the run options."""
     from .. import ipam
     from ..networks import network_records as nets, ports
@@ -89,7 +89,7 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
     for p in publish_specs:
         for port in range(p["ctr_start"], p["ctr_end"] + 1):
             exposed.setdefault(f"{port}/{p['proto']}", {})
-    health = ic.get("Healthcheck")
+    health = healthcheck or ic.get("Healthcheck")  # Docker's form, from Compose
     if health_cmd:
         ns = 1_000_000_000
         health = {"Test": ["CMD-SHELL", health_cmd], "Interval": int(health_interval * ns),

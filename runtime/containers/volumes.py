@@ -37,7 +37,12 @@ def parse(spec: str) -> dict:
     if not NAME.fullmatch(name):
         raise InvalidArgument(f"Invalid volume name {name!r}", "a volume name is letters, digits and _.- (a host path starts with /)",
                               _FIX)
-    return {"Type": "volume", "Name": name, "Source": str(data_dir(name)), "Destination": dest, "RW": mode == "rw"}
+    return {**named(name), "Destination": dest, "RW": mode == "rw"}
+
+
+def named(name: str) -> dict:
+    """A named volume as a mount (without its destination): what ensure() takes."""
+    return {"Type": "volume", "Name": name, "Source": str(data_dir(name))}
 
 
 def data_dir(name: str) -> Path:

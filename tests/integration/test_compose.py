@@ -1,0 +1,101 @@
+"""`netdiag compose` in a lab: Docker Compose's names and labels, service names and aliases that
+resolve on the project's networks, depends_on waiting for health, volumes, and an `up` that fails
+leaving nothing of what it made."""
+import json
+import textwrap
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+STACK = """
+services:
+  web:
+    image: busybox
+    command: httpd -f -p 80 -h /www
+    ports: ["8080:80"]
+    volumes: ["./www:/www:ro"]
+    depends_on:
+      app: {condition: service_healthy}
+    networks: [front]
+  app:
+    image: busybox
+    command: ["sh", "-c", "echo app-data > /data/f; echo started; exec httpd -f -p 8080 -h /data"]
+    environment: {ROLE: "${ROLE:-backend}"}
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/f"]
+      interval: 1s
+      retries: 10
+    volumes: ["data:/data"]
+    networks:
+      front:
+        aliases: [api]
+      default: {}
+networks:
+  front: {}
+volumes:
+  data: {}
+"""
+
+
+def _stack(tmp_path, text=STACK, name="Shop"):
+    d = tmp_path / name
+    (d / "www").mkdir(parents=True)
+    (d / "www" / "index.html").write_text("front page\n")
+    (d / "compose.yaml").write_text(textwrap.dedent(text))
+    return d / "compose.yaml"
+
+
+def test_up_names_labels_dns_volumes_then_down_leaves_nothing(lab, tmp_path):
+    f = str(_stack(tmp_path))
+    p = lab.run("compose", "up", "-d", "-f", f, timeout=90)
+    assert p.returncode == 0, p.stderr
+    assert "Network shop_front Created" in p.stderr and "Container shop-app-1 Healthy" in p.stderr
+
+    rows = [json.loads(line) for line in lab.ok("compose", "ps", "-f", f, "--format", "json").splitlines()]
+    assert [(r["Name"], r["Service"], r["State"]) for r in rows] == [("shop-app-1", "app", "running"), ("shop-web-1", "web", "running")]
+    app = lab.inspect("shop-app-1")
+    labels = app["Config"]["Labels"]
+    assert (labels["com.docker.compose.project"], labels["com.docker.compose.service"], labels["com.docker.compose.container-number"]) == ("shop", "app", "1")
+    assert sorted(app["NetworkSettings"]["Networks"]) == ["shop_default", "shop_front"]
+    assert "ROLE=backend" in app["Config"]["Env"]
+    net = json.loads(lab.ok("network", "inspect", "shop_front"))[0]
+    assert net["Labels"] == {"com.docker.compose.project": "shop", "com.docker.compose.network": "front"}
+
+    # the service name, the alias and the container name resolve on the shared network
+    for host in ("app", "api", "shop-app-1"):
+        got = lab.run("exec", "shop-web-1", "timeout", "5", "wget", "-q", "-O", "-", f"http://{host}:8080/f")
+        assert got.stdout == "app-data\n", (host, got.stderr)
+    assert lab.lab_get("http://127.0.0.1:8080/").stdout == "front page\n"  # the published port, the bind mount
+    assert (lab.root / "volumes" / "shop_data" / "_data" / "f").read_text() == "app-data\n"
+    assert "shop-app-1  | started" in lab.ok("compose", "logs", "-f", f, "app")
+
+    # a second up changes nothing that is running
+    again = lab.run("compose", "up", "-d", "-f", f, timeout=60)
+    assert again.returncode == 0 and "Container shop-web-1 Running" in again.stderr, again.stderr
+    assert lab.inspect("shop-app-1")["Id"] == app["Id"]
+
+    p = lab.run("compose", "down", "-v", "-t", "1", "-p", "shop", timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert lab.ok("ps", "-a", "--format", "{{.Names}}") == ""
+    assert not [n for n in lab.ok("network", "ls", "--format", "{{.Name}}").split() if n.startswith("shop_")]
+    assert not (lab.root / "volumes" / "shop_data").exists()
+
+
+def test_a_failed_up_removes_what_it_made(lab, tmp_path):
+    f = str(_stack(tmp_path, STACK.replace('"http://127.0.0.1:8080/f"', '"http://127.0.0.1:8080/missing"')
+                   .replace("retries: 10", "retries: 2"), name="broken"))
+    p = lab.run("compose", "up", "-d", "-f", f, timeout=90)
+    assert p.returncode == 1, p.stderr
+    assert "dependency failed to start: container broken-app-1 is unhealthy" in p.stderr
+    assert lab.ok("ps", "-a", "--format", "{{.Names}}") == ""
+    assert not [n for n in lab.ok("network", "ls", "--format", "{{.Name}}").split() if n.startswith("broken_")]
+    assert not (lab.root / "volumes" / "broken_data").exists()
+
+
+def test_a_bad_file_is_refused_with_its_line_before_anything_exists(lab, tmp_path):
+    f = _stack(tmp_path, STACK.replace("    ports: [\"8080:80\"]", "    ports: [\"80800:80\"]"), name="bad")
+    p = lab.run("compose", "up", "-d", "-f", str(f))
+    assert p.returncode == 2
+    assert p.stderr.startswith(f"netdiag: error: {f}:6: services.web.ports[0]: "), p.stderr
+    assert lab.ok("network", "ls", "--format", "{{.Name}}").split() == ["host", "none"]
