@@ -79,11 +79,13 @@ class Project:
         return self.services[service].container_name or f"{self.name}-{service}-1"
 
     def order(self) -> list[str]:
-        """Services in start order: each after what it depends on."""
+        """Services in start order: each after what it depends on (those in a cycle are left out)."""
         done: list[str] = []
         todo = list(self.services)
         while todo:
             ready = [s for s in todo if all(d in done for d in self.services[s].depends_on)]
+            if not ready:
+                break
             done += ready
             todo = [s for s in todo if s not in ready]
         return done
