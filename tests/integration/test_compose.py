@@ -70,6 +70,11 @@ def test_up_names_labels_dns_volumes_then_down_leaves_nothing(lab, tmp_path):
     assert (lab.root / "volumes" / "shop_data" / "_data" / "f").read_text() == "app-data\n"
     assert "shop-app-1  | started" in lab.ok("compose", "logs", "-f", f, "app")
 
+    # diagnosis takes the stack's service names (web, app-1) for its containers
+    trace = lab.run("trace", "web", "app-1", "--port", "8080", "--json", timeout=120)
+    assert trace.returncode == 0, trace.stdout + trace.stderr
+    assert json.loads(trace.stdout)["verdict"] == "delivered"
+
     # a second up changes nothing that is running
     again = lab.run("compose", "up", "-d", "-f", f, timeout=60)
     assert again.returncode == 0 and "Container shop-web-1 Running" in again.stderr, again.stderr
