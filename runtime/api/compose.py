@@ -157,7 +157,7 @@ def _container(project, service, made: list, report) -> str:
                                          "com.docker.compose.project.working_dir": str(project.directory),
                                          "com.docker.compose.project.config_files": str(project.file.resolve())}})
     os.close(status)
-    made.append(("container", c.id))
+    made.append(("container", name))
     report(f"Container {name} Started")
     return name
 
