@@ -143,10 +143,6 @@ def _container(project, service, made: list, report) -> str:
         report(f"Container {name} Removed (its service changed)")
     networks = list(service.networks.items())
     (first, aliases), rest = networks[0], networks[1:]
-    if service.restart != "no":
-        from . import note
-
-        note(f"{name}: restart: {service.restart} is recorded in its HostConfig.RestartPolicy; netdiag does not restart containers")
     c, status = containers.run(
         service.image, service.command or [], name=name, detach=True, entrypoint=service.entrypoint,
         env=service.environment, network=project.networks[first].name, aliases=[service.name, *aliases],

@@ -36,3 +36,23 @@ def test_a_bad_volume_spec_is_refused_before_anything_exists(lab, spec):
     p = lab.run("run", "--rm", "-v", spec, "busybox", "true")
     assert p.returncode == 125 and "volume" in p.stderr.lower(), p.stderr
     assert lab.ok("ps", "-a", "--format", "{{.Names}}") == ""
+
+
+def test_restart_policies_restart_failures_up_to_their_limit_and_never_a_stopped_container(lab):
+    from tests.labkit import wait_for
+
+    lab.ok("run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c", "echo run; exit 3")
+    assert wait_for(lambda: lab.inspect("flaky")["RestartCount"] == 2 and lab.inspect("flaky")["State"]["Status"] == "exited", 15)
+    assert lab.ok("logs", "flaky").splitlines() == ["run"] * 3  # the first run and two restarts
+    assert lab.inspect("flaky")["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 2}
+
+    lab.ok("run", "-d", "--name", "svc", "--restart", "always", "busybox", "sh", "-c", "sleep 0.2; exit 0")
+    assert wait_for(lambda: lab.inspect("svc")["RestartCount"] >= 2, 15)
+    lab.ok("stop", "-t", "1", "svc")
+    count = lab.inspect("svc")["RestartCount"]
+    import time
+
+    time.sleep(2)
+    assert lab.inspect("svc")["State"]["Status"] == "exited" and lab.inspect("svc")["RestartCount"] == count
+    p = lab.run("run", "--rm", "--restart", "always", "busybox", "true")
+    assert p.returncode == 125 and "Conflicting options" in p.stderr
