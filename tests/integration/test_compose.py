@@ -22,6 +22,7 @@ services:
     image: busybox
     command: ["sh", "-c", "echo app-data > /data/f; echo started; exec httpd -f -p 8080 -h /data"]
     environment: {ROLE: "${ROLE:-backend}"}
+    restart: unless-stopped
     healthcheck:
       test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/f"]
       interval: 1s
@@ -59,6 +60,7 @@ def test_up_names_labels_dns_volumes_then_down_leaves_nothing(lab, tmp_path):
     assert (labels["com.docker.compose.project"], labels["com.docker.compose.service"], labels["com.docker.compose.container-number"]) == ("shop", "app", "1")
     assert sorted(app["NetworkSettings"]["Networks"]) == ["shop_default", "shop_front"]
     assert "ROLE=backend" in app["Config"]["Env"]
+    assert app["HostConfig"]["RestartPolicy"] == {"Name": "unless-stopped", "MaximumRetryCount": 0}
     net = json.loads(lab.ok("network", "inspect", "shop_front"))[0]
     assert net["Labels"] == {"com.docker.compose.project": "shop", "com.docker.compose.network": "front"}
 
@@ -104,3 +106,30 @@ def test_a_bad_file_is_refused_with_its_line_before_anything_exists(lab, tmp_pat
     assert p.returncode == 2
     assert p.stderr.startswith(f"netdiag: error: {f}:6: services.web.ports[0]: "), p.stderr
     assert lab.ok("network", "ls", "--format", "{{.Name}}").split() == ["host", "none"]
+
+
+def test_attached_up_prints_each_containers_log_and_ctrl_c_stops_the_stack(lab, tmp_path):
+    import signal
+    import subprocess
+
+    from tests.labkit import wait_for
+
+    f = _stack(tmp_path, """
+        services:
+          talker:
+            image: busybox
+            command: [sh, -c, "echo hello from talker; exec sleep 600"]
+        """, name="attached")
+    p = lab.popen("compose", "-f", str(f), "up", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: lab.run("compose", "-p", "attached", "ps", "--format", "{{.State}}").stdout == "running\n", 30)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert "attached-talker-1  | hello from talker" in out.splitlines(), (out, err)
+    assert "Container attached-talker-1 Stopped" in err
+    assert lab.ok("compose", "-p", "attached", "ps", "-a", "--format", "{{.Name}} {{.State}}") == "attached-talker-1 exited\n"
+    lab.ok("compose", "-p", "attached", "down")
