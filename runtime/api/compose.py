@@ -244,6 +244,9 @@ def down(project: str, *, volumes: bool = False, timeout: float = 10,
     for c in found:
         lifecycle.remove(c, True)
         report(f"Container {c.name} Removed")
+        if volumes:
+            for name in vols.remove_anonymous(c):
+                report(f"Volume {name} Removed")
     for net in network_records.list_all():
         if (net.get("Labels") or {}).get(PROJECT) == project:
             networks.remove(net["Name"], force=True)

@@ -56,3 +56,12 @@ def test_restart_policies_restart_failures_up_to_their_limit_and_never_a_stopped
     assert lab.inspect("svc")["State"]["Status"] == "exited" and lab.inspect("svc")["RestartCount"] == count
     p = lab.run("run", "--rm", "--restart", "always", "busybox", "true")
     assert p.returncode == 125 and "Conflicting options" in p.stderr
+
+
+def test_an_anonymous_volume_goes_with_its_rm_container_and_stays_with_others(lab):
+    lab.ok("run", "--rm", "-v", "/scratch", "busybox", "sh", "-c", "echo x > /scratch/f")
+    volumes = lab.root / "volumes"
+    assert not volumes.exists() or list(volumes.iterdir()) == []
+    lab.ok("run", "--name", "keeper", "-v", "/scratch", "busybox", "true")
+    (vol,) = [m for m in lab.inspect("keeper")["Mounts"]]
+    assert len(vol["Name"]) == 64 and (lab.root / "volumes" / vol["Name"] / "_data").is_dir()
