@@ -11,6 +11,7 @@ is not brought back.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -125,14 +126,18 @@ def _container(project, service, made: list, report) -> str:
     from ..containers import container_records, lifecycle
     from . import containers
 
+    from ..images import store
+
     name = project.container_name(service.name)
+    # the service's definition and the image it runs: a rebuilt or re-pulled image recreates it too
+    digest = hashlib.sha256(f"{service.config_hash} {store.get(service.image).id}".encode()).hexdigest()
     existing = next((c for c in container_records.list_all() if c.name == name), None)
     if existing is not None:
         labels = (existing.config.get("Config") or {}).get("Labels") or {}
         if labels.get(PROJECT) != project.name:
             raise ContainerError(f"Container name {name} is already in use", "a container outside this project has it",
                                  f"remove or rename it ('netdiag rm -f {name}'), or choose another project name with -p")
-        if labels.get(HASH) == service.config_hash:
+        if labels.get(HASH) == digest:
             if not existing.running:
                 containers.start(existing.id)
                 report(f"Container {name} Started")
@@ -140,7 +145,7 @@ def _container(project, service, made: list, report) -> str:
                 report(f"Container {name} Running")
             return name
         lifecycle.remove(existing, True)
-        report(f"Container {name} Removed (its service changed)")
+        report(f"Container {name} Removed (its service or image changed)")
     networks = list(service.networks.items())
     (first, aliases), rest = networks[0], networks[1:]
     c, status = containers.run(
@@ -149,7 +154,7 @@ def _container(project, service, made: list, report) -> str:
         more_networks={project.networks[k].name: [service.name, *a] for k, a in rest},
         publish=service.ports, volumes=service.volumes, restart=service.restart, healthcheck=service.healthcheck,
         **{**service.options, "labels": {**service.options["labels"], PROJECT: project.name, SERVICE: service.name,
-                                         NUMBER: "1", HASH: service.config_hash, "com.docker.compose.oneoff": "False",
+                                         NUMBER: "1", HASH: digest, "com.docker.compose.oneoff": "False",
                                          "com.docker.compose.project.working_dir": str(project.directory),
                                          "com.docker.compose.project.config_files": str(project.file.resolve())}})
     os.close(status)

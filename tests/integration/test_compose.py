@@ -133,3 +133,26 @@ def test_attached_up_prints_each_containers_log_and_ctrl_c_stops_the_stack(lab, 
     assert "Container attached-talker-1 Stopped" in err
     assert lab.ok("compose", "-p", "attached", "ps", "-a", "--format", "{{.Name}} {{.State}}") == "attached-talker-1 exited\n"
     lab.ok("compose", "-p", "attached", "down")
+
+
+def test_a_service_with_build_gets_its_image_built_once_and_rebuilt_with_build(lab, tmp_path):
+    f = _stack(tmp_path, """
+        services:
+          site:
+            build: ./site
+            ports: ["8081:80"]
+        """, name="built")
+    site = f.parent / "site"
+    site.mkdir()
+    (site / "index.html").write_text("built page\n")
+    (site / "Dockerfile").write_text("FROM busybox\nCOPY index.html /www/\nCMD [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n")
+    p = lab.run("compose", "-f", str(f), "up", "-d", timeout=120)
+    assert p.returncode == 0 and "Image built-site Built" in p.stderr, p.stderr
+    assert lab.lab_get("http://127.0.0.1:8081/").stdout == "built page\n"
+    assert "Building" not in lab.run("compose", "-f", str(f), "up", "-d").stderr  # the image exists now
+    (site / "index.html").write_text("rebuilt page\n")
+    p = lab.run("compose", "-f", str(f), "up", "-d", "--build", timeout=120)
+    assert p.returncode == 0 and "Image built-site Built" in p.stderr, p.stderr
+    assert "Container built-site-1 Removed (its service or image changed)" in p.stderr  # a new image: a new container
+    assert lab.lab_get("http://127.0.0.1:8081/").stdout == "rebuilt page\n"
+    lab.ok("compose", "-f", str(f), "down", "-t", "1")
