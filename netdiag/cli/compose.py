@@ -60,11 +60,7 @@ def up(
         _print_logs(compose.logs(proj.name, follow=True), len(max(names, key=len)))
     except KeyboardInterrupt:
         print("Gracefully stopping... (press Ctrl+C again to force)", file=sys.stderr)
-        from runtime.api import containers
-
-        for name in reversed(names):
-            containers.stop(name)
-            _progress(f"Container {name} Stopped")
+        compose.stop(proj.name, report=_progress)
 
 
 @compose_app.command("down")

@@ -146,14 +146,15 @@ def _container(project, service, made: list, report) -> str:
             return name
         lifecycle.remove(existing, True)
         report(f"Container {name} Removed (its service or image changed)")
-    networks = list(service.networks.items())
-    (first, aliases), rest = networks[0], networks[1:]
+    options = dict(service.options)
+    mode = options.pop("network_mode")
+    networks = [(project.networks[k].name, [service.name, *a]) for k, a in service.networks.items()]
+    (network, aliases), rest = networks[0] if networks else (mode, []), networks[1:]
     c, status = containers.run(
         service.image, service.command or [], name=name, detach=True, entrypoint=service.entrypoint,
-        env=service.environment, network=project.networks[first].name, aliases=[service.name, *aliases],
-        more_networks={project.networks[k].name: [service.name, *a] for k, a in rest},
+        env=service.environment, network=network, aliases=aliases, more_networks=dict(rest),
         publish=service.ports, volumes=service.volumes, restart=service.restart, healthcheck=service.healthcheck,
-        **{**service.options, "labels": {**service.options["labels"], PROJECT: project.name, SERVICE: service.name,
+        **{**options, "labels": {**options["labels"], PROJECT: project.name, SERVICE: service.name,
                                          NUMBER: "1", HASH: digest, "com.docker.compose.oneoff": "False",
                                          "com.docker.compose.project.working_dir": str(project.directory),
                                          "com.docker.compose.project.config_files": str(project.file.resolve())}})
@@ -229,23 +230,35 @@ def containers_of(project: str) -> list:
             if ((c.config.get("Config") or {}).get("Labels") or {}).get(PROJECT) == project]
 
 
+def stop(project: str, *, timeout: float = 10, report: Callable[[str], None] = lambda _: None) -> list:
+    """Stop the project's running containers, all at once (each may take `timeout`); its containers."""
+    import threading
+
+    from ..containers import lifecycle
+
+    require_root("stop a compose project")
+    found = containers_of(project)
+    running = [c for c in found if c.running]
+    stoppers = [threading.Thread(target=lifecycle.stop, args=(c, timeout)) for c in running]
+    for t in stoppers:
+        t.start()
+    for t in stoppers:
+        t.join()
+    for c in running:
+        report(f"Container {c.name} Stopped")
+    return found
+
+
 def down(project: str, *, volumes: bool = False, timeout: float = 10,
          report: Callable[[str], None] = lambda _: None) -> None:
     """Stop and remove the project's containers (all at once: each may take `timeout` to stop) and
     its networks; with `volumes`, its named volumes too. External networks and volumes stay."""
-    import threading
-
     from ..containers import lifecycle, volumes as vols
     from ..networks import network_records
     from . import networks
 
     require_root("remove a compose project")
-    found = containers_of(project)
-    stoppers = [threading.Thread(target=lifecycle.stop, args=(c, timeout)) for c in found if c.running]
-    for t in stoppers:
-        t.start()
-    for t in stoppers:
-        t.join()
+    found = stop(project, timeout=timeout)
     for c in found:
         lifecycle.remove(c, True)
         report(f"Container {c.name} Removed")

@@ -19,7 +19,7 @@ CONDITIONS = ("service_started", "service_healthy", "service_completed_successfu
 # what netdiag runs of a service; any other key is refused rather than silently ignored
 SERVICE_KEYS = {"image", "build", "command", "entrypoint", "environment", "ports", "expose", "networks", "depends_on",
                 "healthcheck", "volumes", "restart", "container_name", "hostname", "working_dir", "user", "labels",
-                "cap_add", "cap_drop", "privileged", "dns", "mem_limit", "cpus", "pids_limit"}
+                "cap_add", "cap_drop", "privileged", "dns", "mem_limit", "cpus", "pids_limit", "network_mode"}
 NETWORK_KEYS = {"name", "external", "driver", "internal", "ipam", "labels", "driver_opts"}
 VOLUME_KEYS = {"name", "external", "labels", "driver"}
 
@@ -52,7 +52,7 @@ class Service:
     entrypoint: str | None
     environment: list[str]
     ports: list[str]
-    networks: dict[str, list[str]]  # network key -> aliases (the service's name is added on up)
+    networks: dict[str, list[str]]  # network key -> aliases (the service's name is added on up); {} with network_mode
     depends_on: dict[str, str]      # service -> condition
     healthcheck: dict | None        # Docker's Config.Healthcheck
     volumes: list[str]              # -v specs, sources resolved
@@ -181,7 +181,11 @@ def _service(doc: Document, pname: str, directory: Path, name: str, v: dict, net
                  "args": {k: "" if a is None else str(a) for k, a in args.items()}}
     if not v.get("image") and build is None:
         raise doc.error(where, "neither image nor build", "give the service an image: or a build:")
-    networks = v.get("networks") or {"default": None}
+    mode = v.get("network_mode")
+    if mode is not None and (mode not in ("host", "none") or v.get("networks")):
+        raise doc.error(where + ("network_mode",), f"network_mode {mode!r} is not supported here" if mode not in ("host", "none")
+                        else "network_mode and networks exclude each other", "use host or none without networks:, or networks:")
+    networks = {} if mode else v.get("networks") or {"default": None}
     if isinstance(networks, list):
         networks = {n: None for n in networks}
     for net in networks:
@@ -201,7 +205,8 @@ def _service(doc: Document, pname: str, directory: Path, name: str, v: dict, net
     options = {"hostname": v.get("hostname"), "workdir": v.get("working_dir"), "user": v.get("user"),
                "cap_add": list(v.get("cap_add") or []), "cap_drop": list(v.get("cap_drop") or []),
                "privileged": bool(v.get("privileged")), "dns": _list(v.get("dns")), "memory": _str(v.get("mem_limit")),
-               "cpus": _str(v.get("cpus")), "pids_limit": v.get("pids_limit"), "labels": _mapping(v.get("labels"))}
+               "cpus": _str(v.get("cpus")), "pids_limit": v.get("pids_limit"), "labels": _mapping(v.get("labels")),
+               "network_mode": mode}
     return Service(
         name=name, image=str(v.get("image") or f"{pname}-{name}"), build=build,
         command=_words(v.get("command")), entrypoint=_entrypoint(doc, where, v.get("entrypoint")),

@@ -119,10 +119,14 @@ def test_attached_up_prints_each_containers_log_and_ctrl_c_stops_the_stack(lab, 
           talker:
             image: busybox
             command: [sh, -c, "echo hello from talker; exec sleep 600"]
+          loner:
+            image: busybox
+            network_mode: none
+            command: [sh, -c, "ip -o link | grep -c . ; exec sleep 600"]
         """, name="attached")
     p = lab.popen("compose", "-f", str(f), "up", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert wait_for(lambda: lab.run("compose", "-p", "attached", "ps", "--format", "{{.State}}").stdout == "running\n", 30)
+        assert wait_for(lambda: lab.run("compose", "-p", "attached", "ps", "--format", "{{.State}}").stdout == "running\nrunning\n", 30)
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=30)
     finally:
@@ -130,8 +134,10 @@ def test_attached_up_prints_each_containers_log_and_ctrl_c_stops_the_stack(lab, 
             p.kill()
             p.wait()
     assert "attached-talker-1  | hello from talker" in out.splitlines(), (out, err)
+    assert "attached-loner-1   | 1" in out.splitlines(), out  # network_mode: none: lo alone
     assert "Container attached-talker-1 Stopped" in err
-    assert lab.ok("compose", "-p", "attached", "ps", "-a", "--format", "{{.Name}} {{.State}}") == "attached-talker-1 exited\n"
+    assert lab.ok("compose", "-p", "attached", "ps", "-a", "--format", "{{.Name}} {{.State}}") == \
+        "attached-loner-1 exited\nattached-talker-1 exited\n"
     lab.ok("compose", "-p", "attached", "down")
 
 

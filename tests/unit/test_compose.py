@@ -118,3 +118,12 @@ def test_project_names_are_normalised_like_docker_composes():
     assert model.project_name("My App.v2") == "myappv2"
     with pytest.raises(InvalidArgument):
         model.project_name("__")
+
+
+def test_network_mode_host_or_none_replaces_the_networks(tmp_path):
+    p = _project(tmp_path, "services:\n  probe: {image: busybox, network_mode: host}\n")
+    assert p.services["probe"].networks == {} and p.services["probe"].options["network_mode"] == "host"
+    assert "default" not in p.networks  # nothing joins it, so it is not made
+    assert "network_mode 'service:db' is not supported here" in _refused(
+        tmp_path, "services:\n  probe: {image: busybox, network_mode: 'service:db'}\n")
+    assert "exclude each other" in _refused(tmp_path, "services:\n  probe: {image: busybox, network_mode: none, networks: [x]}\nnetworks: {x: {}}\n")
