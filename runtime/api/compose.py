@@ -76,7 +76,12 @@ def _network(project, net, made: list, report) -> None:
     from ..networks import network_records
     from . import networks
 
-    if network_records.find(net.name) is not None:
+    existing = network_records.find(net.name)
+    if existing is not None:
+        if not net.external and (existing.get("Labels") or {}).get(PROJECT) != project.name:
+            from . import note
+
+            note(f"network {net.name} exists and was not made by compose project {project.name}: it is used as it is")
         return
     if net.external:
         raise NotFound(f"Network {net.name} declared as external, but could not be found", "",
@@ -124,9 +129,8 @@ def _has_image(store, ref: str) -> bool:
 
 def _container(project, service, made: list, report) -> str:
     from ..containers import container_records, lifecycle
-    from . import containers
-
     from ..images import store
+    from . import containers
 
     name = project.container_name(service.name)
     # the service's definition and the image it runs: a rebuilt or re-pulled image recreates it too
