@@ -207,9 +207,10 @@ def _service(doc: Document, pname: str, directory: Path, name: str, v: dict, net
                "privileged": bool(v.get("privileged")), "dns": _list(v.get("dns")), "memory": _str(v.get("mem_limit")),
                "cpus": _str(v.get("cpus")), "pids_limit": v.get("pids_limit"), "labels": _mapping(v.get("labels")),
                "network_mode": mode}
+    entrypoint, command = _entry_and_command(v.get("entrypoint"), v.get("command"))
     return Service(
         name=name, image=str(v.get("image") or f"{pname}-{name}"), build=build,
-        command=_words(v.get("command")), entrypoint=_entrypoint(doc, where, v.get("entrypoint")),
+        command=command, entrypoint=entrypoint,
         environment=[f"{k}={e}" if e is not None else k for k, e in _mapping(v.get("environment"), keep_none=True).items()],
         ports=ports,
         networks={n: list((a or {}).get("aliases") or []) for n, a in networks.items()},
@@ -240,11 +241,16 @@ def _words(value) -> list[str] | None:
     return shlex.split(value) if isinstance(value, str) else [str(x) for x in value]
 
 
-def _entrypoint(doc: Document, where: tuple, value) -> str | None:
-    words = _words(value)
-    if words is not None and len(words) > 1:
-        raise doc.error(where + ("entrypoint",), "an entrypoint of several words", "put the program in entrypoint: and its arguments in command:")
-    return None if words is None else (words[0] if words else "")
+def _entry_and_command(entrypoint, command) -> tuple[str | None, list[str] | None]:
+    """The container's program and its arguments: an entrypoint of several words runs its first
+    with the rest before the command, the argv Docker runs (an overridden entrypoint drops the
+    image's CMD, so the command is then only what the file gives)."""
+    words, cmd = _words(entrypoint), _words(command)
+    if words is None:
+        return None, cmd
+    if not words:
+        return "", cmd
+    return words[0], words[1:] + (cmd or [])
 
 
 def _port(doc: Document, where: tuple, p) -> str:

@@ -127,3 +127,11 @@ def test_network_mode_host_or_none_replaces_the_networks(tmp_path):
     assert "network_mode 'service:db' is not supported here" in _refused(
         tmp_path, "services:\n  probe: {image: busybox, network_mode: 'service:db'}\n")
     assert "exclude each other" in _refused(tmp_path, "services:\n  probe: {image: busybox, network_mode: none, networks: [x]}\nnetworks: {x: {}}\n")
+
+
+def test_an_entrypoint_of_several_words_runs_them_before_the_command(tmp_path):
+    p = _project(tmp_path, "services:\n  a: {image: busybox, entrypoint: [/bin/sh, -c], command: [echo hi]}\n"
+                           "  b: {image: busybox, entrypoint: 'sh -c', command: null}\n  c: {image: busybox, entrypoint: ''}\n")
+    assert (p.services["a"].entrypoint, p.services["a"].command) == ("/bin/sh", ["-c", "echo hi"])
+    assert (p.services["b"].entrypoint, p.services["b"].command) == ("sh", ["-c"])
+    assert (p.services["c"].entrypoint, p.services["c"].command) == ("", None)
