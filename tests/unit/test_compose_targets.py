@@ -34,6 +34,8 @@ def test_a_service_resolves_by_its_name_and_its_short_name():
     assert model.resolve("web") is web and model.resolve("web-1") is web
     with pytest.raises(NotFound):
         model.resolve("web-2")
+    with pytest.raises(InvalidArgument, match="(?i)did you mean 'web'"):  # a service name is suggested too
+        model.resolve("wbe")
 
 
 def test_a_service_of_two_projects_is_ambiguous():
