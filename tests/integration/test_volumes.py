@@ -65,3 +65,23 @@ def test_an_anonymous_volume_goes_with_its_rm_container_and_stays_with_others(la
     lab.ok("run", "--name", "keeper", "-v", "/scratch", "busybox", "true")
     (vol,) = [m for m in lab.inspect("keeper")["Mounts"]]
     assert len(vol["Name"]) == 64 and (lab.root / "volumes" / vol["Name"] / "_data").is_dir()
+
+
+def test_an_image_link_at_the_destination_never_sends_the_mount_to_the_host(lab, tmp_path):
+    """The image's /data links far up and out (../../../..): the bind is resolved inside the
+    container's root, so it lands on the root's own /escaped-here, never on the host's."""
+    import secrets
+
+    target = f"/tmp/netdiag-escape-{secrets.token_hex(4)}"
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM busybox\nRUN ln -s ../../../../../../..{target} /data\n")
+    lab.ok("build", "-q", "-t", "linky", str(ctx), timeout=120)
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "f").write_text("shared\n")
+    out = lab.ok("run", "--rm", "-v", f"{share}:/data", "linky", "sh", "-c", f"cat {target}/f; touch {target}/g")
+    assert out == "shared\n" and (share / "g").exists()
+    import os
+
+    assert not os.path.lexists(target)  # nothing was made or mounted on the host's side
