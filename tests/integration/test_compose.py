@@ -111,6 +111,7 @@ def test_a_bad_file_is_refused_with_its_line_before_anything_exists(lab, tmp_pat
 def test_attached_up_prints_each_containers_log_and_ctrl_c_stops_the_stack(lab, tmp_path):
     import signal
     import subprocess
+    import threading
 
     from tests.labkit import wait_for
 
@@ -124,17 +125,26 @@ def test_attached_up_prints_each_containers_log_and_ctrl_c_stops_the_stack(lab, 
             network_mode: none
             command: [sh, -c, "ip -o link | grep -c . ; exec sleep 600"]
         """, name="attached")
+
     p = lab.popen("compose", "-f", str(f), "up", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert wait_for(lambda: lab.run("compose", "-p", "attached", "ps", "--format", "{{.State}}").stdout == "running\nrunning\n", 30)
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in p.stdout:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:  # Ctrl-C once both logs are shown: up is done and following them (earlier, it would roll back)
+        assert wait_for(lambda: {"attached-talker-1  | hello from talker\n", "attached-loner-1   | 1\n"} <= set(lines), 60), lines
         p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=30)
+        err = p.stderr.read()
+        p.wait(timeout=30)
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
-    assert "attached-talker-1  | hello from talker" in out.splitlines(), (out, err)
-    assert "attached-loner-1   | 1" in out.splitlines(), out  # network_mode: none: lo alone
+    reader.join(5)
     assert "Container attached-talker-1 Stopped" in err
     assert lab.ok("compose", "-p", "attached", "ps", "-a", "--format", "{{.Name}} {{.State}}") == \
         "attached-loner-1 exited\nattached-talker-1 exited\n"
