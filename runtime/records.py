@@ -27,6 +27,7 @@ def containers() -> list[dict]:
             "runtime": "netdiag", "id": c.id, "name": c.name, "image": c.config.get("ImageRef", ""), "pid": c.pid,
             "command": [c.config.get("Path", "")] + list(c.config.get("Args") or []) if c.config.get("Path") else [],
             "state": c.status, "network_mode": c.config["HostConfig"].get("NetworkMode", ""),
+            **compose_identity((c.config.get("Config") or {}).get("Labels")),
             "networks": {n: {"ip": e["IPv4Address"].split("/")[0], "prefix": int(e["IPv4Address"].split("/")[1]),
                              "mac": e["MacAddress"], "host_veth": e["HostVeth"], "interface": e.get("Interface", ""),
                              "aliases": e.get("Aliases", [])} for n, e in eps.items()},
@@ -34,6 +35,18 @@ def containers() -> list[dict]:
                        "host_port": p["host_start"], "host_end": p["host_end"]} for e in eps.values() for p in e.get("Ports", [])],
         })
     return out
+
+
+def compose_identity(labels: dict | None) -> dict:
+    """{"compose": {"project", "service", "number"}} for a container of a Compose project (Docker
+    Compose's labels, which netdiag's compose sets too), so diagnosis finds it by service name; {}
+    for any other container."""
+    labels = labels or {}
+    if not labels.get("com.docker.compose.project") or not labels.get("com.docker.compose.service"):
+        return {}
+    number = labels.get("com.docker.compose.container-number", "1")
+    return {"compose": {"project": labels["com.docker.compose.project"], "service": labels["com.docker.compose.service"],
+                        "number": int(number) if number.isdigit() else 1}}
 
 
 def networks() -> list[dict]:

@@ -23,6 +23,7 @@ _MODULES = {
     "health": ("health", "explain"),
     "check": ("check",),
     "scenario": ("scenario",),
+    "compose": ("compose",),
 }
 
 

@@ -110,6 +110,10 @@ class Session(ScenarioWorld):
             self.run(container_argv(c))
             for net in c.get("connect", []):
                 self.run(["netdiag", "network", "connect", net, c["name"]])
+        stack = world.get("compose")
+        if stack:
+            say(f"compose stack {stack['project']}")
+            self.run(["netdiag", "compose", "-f", str(self.file(stack["file"])), "-p", stack["project"], "up", "-d"])
         if world.get("docker"):
             say("Docker installed and started on the host (a real engine, Docker's default networking)")
             self.start_docker()

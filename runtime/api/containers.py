@@ -11,8 +11,10 @@ from . import require_root
 
 
 def run(image_ref: str, command: list[str], *, name: str | None = None, detach: bool = False,
-        interactive: bool = False, **config) -> tuple[container_records.Container, int]:
-    """Create and start a container from image_ref; `config` is lifecycle.build_config's keywords.
+        interactive: bool = False, more_networks: dict[str, list[str]] | None = None,
+        **config) -> tuple[container_records.Container, int]:
+    """Create and start a container from image_ref; `config` is lifecycle.build_config's keywords,
+    `more_networks` further networks it joins before it starts ({name: aliases}, as Compose does).
     Returns the container and the status pipe to wait on (wait_exit) or, detached, to close.
     A run that did not start leaves nothing behind."""
     from ..images import store as images
@@ -21,6 +23,11 @@ def run(image_ref: str, command: list[str], *, name: str | None = None, detach: 
     img = _image_or_pull(image_ref, images)
     c = lifecycle.create(lifecycle.build_config(img, image_ref, command, **config), name)
     try:
+        if more_networks:
+            from ..containers import endpoints
+
+            for network, aliases in more_networks.items():
+                endpoints.connect(c, network, None, list(aliases))
         status = lifecycle.start(c, attach=not detach, interactive=interactive)
     except BaseException:
         lifecycle.remove_stopped(c)

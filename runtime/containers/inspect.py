@@ -57,7 +57,7 @@ def container_json(c: container_records.Container) -> dict:
         "HostsPath": str(c.dir / "hosts"),
         "LogPath": str(c.dir / "container.log"),
         "Name": "/" + c.name,
-        "RestartCount": 0,
+        "RestartCount": st.get("RestartCount", 0),
         "Driver": "overlay",
         "HostConfig": docker_host_config(host),
         "Mounts": [{**m, "Mode": "" if m["Type"] == "volume" else "rw" if m["RW"] else "ro", "Propagation": "rprivate",

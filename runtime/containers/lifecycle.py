@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 
 from .. import state, validate
-from ..errors import Conflict, ContainerError, InvalidArgument
+from ..errors import Conflict, ContainerError, InvalidArgument, NetdiagError
 from ..images import store as images
 from . import cgroups, container_records, monitor
 from .cleanup import remove_stopped  # noqa: F401 - part of this module's API (run, build)
@@ -27,13 +27,17 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
                  health_interval: float = 30, health_timeout: float = 30, health_retries: int = 3,
                  labels: dict | None = None, cap_add: list[str] = (), cap_drop: list[str] = (),
                  privileged: bool = False, security_opt: list[str] = (), volumes: list[str] = (),
-                 restart: str = "no") -> dict:
+                 restart: str = "no", healthcheck: dict | None = None) -> dict:
     """The container's config (Docker's field names), from the image and the run options."""
     from .. import ipam
     from ..networks import network_records as nets, ports
     from . import security, volumes as vols
 
     confinement = security.host_config(cap_add, cap_drop, privileged, security_opt)  # exit 2 before anything exists
+    policy = restart_policy(restart)
+    if auto_remove and policy["Name"]:
+        raise InvalidArgument("Conflicting options: --restart and --rm", "a container removed at its exit cannot be restarted",
+                              "drop one of them (like Docker)")
     mounts = [vols.parse(v) for v in volumes]
     for i, m in enumerate(mounts):
         if any(o["Destination"].rstrip("/") == m["Destination"].rstrip("/") for o in mounts[:i]):
@@ -105,7 +109,7 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
     for p in publish_specs:
         for port in range(p["ctr_start"], p["ctr_end"] + 1):
             exposed.setdefault(f"{port}/{p['proto']}", {})
-    health = ic.get("Healthcheck")
+    health = healthcheck or ic.get("Healthcheck")  # Docker's form, from Compose
     if health_cmd:
         ns = 1_000_000_000
         health = {"Test": ["CMD-SHELL", health_cmd], "Interval": int(health_interval * ns),
@@ -136,7 +140,7 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
             "Publish": publish_specs,
             "Dns": list(dns),
             "Binds": list(volumes),
-            "RestartPolicy": restart_policy(restart),
+            "RestartPolicy": policy,
             **confinement,
         },
         "Mounts": mounts,
@@ -226,6 +230,8 @@ def start(c: container_records.Container, *, attach: bool = False, interactive: 
     if container_records.proc_ok(c):
         raise Conflict(f"Container {c.name} is already running", "", f"stop it first ('netdiag stop {c.name}')")
     with state.space_for(f"start container {c.name}"):
+        if c.state.get("StopRequested"):  # started by a command: its restart policy applies again
+            c.save_state(StopRequested=False)
         if not state.reserve(c.dir / "state.json"):  # its exit record must have room, whatever fills the disk
             raise OSError(errno.ENOSPC, "no room for the state record's spare", str(c.dir))
         lowers = lower_dirs(c)  # extracts the image's layers on first use
@@ -268,6 +274,7 @@ def _wait_pid_gone(pid: int, start_time: int | None, timeout: float) -> bool:
 
 def stop(c: container_records.Container, timeout: float = 10, sig: int = signal.SIGTERM) -> None:
     """SIGTERM, then SIGKILL after `timeout` seconds; returns once the monitor recorded the exit."""
+    _no_restart(c)
     if not container_records.proc_ok(c):
         return
     try:
@@ -282,6 +289,15 @@ def stop(c: container_records.Container, timeout: float = 10, sig: int = signal.
         _wait_pid_gone(c.pid, c.state.get("PidStart"), 5)
     _wait_monitor(c)
     _finish_if_unsupervised(c)
+
+
+def _no_restart(c: container_records.Container) -> None:
+    """A container a command stops, kills or removes is not restarted by its policy (Docker's rule)."""
+    if (c.config.get("HostConfig", {}).get("RestartPolicy") or {}).get("Name"):
+        try:
+            container_records.get(c.id).save_state(StopRequested=True)
+        except NetdiagError:  # gone or unreadable: nothing will restart it
+            pass
 
 
 def _finish_if_unsupervised(c: container_records.Container) -> None:
@@ -305,6 +321,7 @@ def _wait_monitor(c: container_records.Container) -> None:
 def kill(c: container_records.Container, sig: int = signal.SIGKILL) -> None:
     if not container_records.proc_ok(c):
         raise Conflict(f"Container {c.name} is not running", "", "")
+    _no_restart(c)
     os.kill(c.pid, sig)
     if sig == signal.SIGKILL:
         _wait_pid_gone(c.pid, c.state.get("PidStart"), 5)
@@ -320,6 +337,7 @@ def remove(c: container_records.Container, force: bool = False) -> None:
                 "removing it would kill its processes",
                 f"stop it first ('netdiag stop {c.name}') or use 'netdiag rm -f {c.name}'",
             )
+        _no_restart(c)
         os.kill(c.pid, signal.SIGKILL)
         _wait_pid_gone(c.pid, c.state.get("PidStart"), 5)
         _wait_monitor(c)

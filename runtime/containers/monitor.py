@@ -226,6 +226,40 @@ def _monitor(c: container_records.Container, lower_dirs: list[Path], status_w: i
     _remove_cgroups(c)
     _record_exit(c, code, oom, log.dropped_total)
     _send(status_w, exit=code, oom=oom)
+    _restart_if_due(c, code, lower_dirs)
+
+
+def _restart_if_due(c: container_records.Container, code: int, lower_dirs: list[Path]) -> None:
+    """Docker's restart policies, by this monitor once the exit is recorded: always and
+    unless-stopped restart after any exit, on-failure[:N] after a non-zero one (at most N times);
+    never a container a command stopped, killed or removed (they mark it StopRequested first).
+    The delay doubles from 100 ms up to a minute, and starts again after a run of 10 s or more, as
+    Docker's does. The next run has a monitor of its own; this one ends."""
+    import time
+
+    policy = c.config["HostConfig"].get("RestartPolicy") or {}
+    try:
+        fresh = container_records.get(c.id)
+    except NetdiagError:  # removed meanwhile
+        return
+    count, limit = int(fresh.state.get("RestartCount") or 0), int(policy.get("MaximumRetryCount") or 0)
+    if not policy.get("Name") or fresh.state.get("StopRequested") or (
+            policy["Name"] == "on-failure" and (code == 0 or (limit and count >= limit))):
+        return
+    ran = time.time() - container_records.parse_iso(fresh.state.get("StartedAt") or "")
+    time.sleep(0.1 if ran >= 10 else min(0.1 * 2 ** count, 60))
+    try:
+        fresh = container_records.get(c.id)
+        if fresh.state.get("StopRequested") or fresh.status != container_records.EXITED:
+            return  # stopped, removed or started by a command during the delay
+        fresh.save_state(RestartCount=count + 1)
+        sc.own_pid_ns_for_children()  # the last run's PID namespace died with its init
+        os.close(spawn(fresh, lower_dirs, attach=False, interactive=False))
+    except NetdiagError as e:  # the record says why it did not come back; ps shows it exited
+        try:
+            container_records.get(c.id).save_state(Error=f"restart failed: {_what_why(e)}")
+        except NetdiagError:
+            pass
 
 
 def _record_exit(c: container_records.Container, code: int, oom: bool, dropped: int) -> None:

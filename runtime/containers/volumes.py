@@ -15,6 +15,7 @@ from .. import paths, state
 from ..errors import Conflict, InvalidArgument, NotFound
 
 NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")  # Docker's volume names
+ANONYMOUS = "com.docker.volume.anonymous"  # Docker's label on a volume made for `-v /path` alone
 _FIX = "use -v /host/path:/in/container[:ro] or -v VOLUME:/in/container[:ro]"
 
 
@@ -37,7 +38,12 @@ def parse(spec: str) -> dict:
     if not NAME.fullmatch(name):
         raise InvalidArgument(f"Invalid volume name {name!r}", "a volume name is letters, digits and _.- (a host path starts with /)",
                               _FIX)
-    return {"Type": "volume", "Name": name, "Source": str(data_dir(name)), "Destination": dest, "RW": mode == "rw"}
+    return {**named(name), "Destination": dest, "RW": mode == "rw"}
+
+
+def named(name: str) -> dict:
+    """A named volume as a mount (without its destination): what ensure() takes."""
+    return {"Type": "volume", "Name": name, "Source": str(data_dir(name))}
 
 
 def data_dir(name: str) -> Path:
@@ -46,7 +52,8 @@ def data_dir(name: str) -> Path:
 
 def ensure(mount: dict, labels: dict | None = None) -> bool:
     """Make what a mount needs on the host: a named volume's directory (with its record), or a bind
-    source that does not exist yet, as a directory (what Docker's -v does). True when a volume was made."""
+    source that does not exist yet, as a directory (what Docker's -v does). True when a volume was made.
+    An anonymous volume (64 hex digits, from `-v /path`) carries Docker's label saying so."""
     if mount["Type"] == "bind":
         if not os.path.lexists(mount["Source"]):
             Path(mount["Source"]).mkdir(parents=True)
@@ -58,6 +65,8 @@ def ensure(mount: dict, labels: dict | None = None) -> bool:
         if record.exists():
             return False
         data_dir(mount["Name"]).mkdir(parents=True, exist_ok=True)
+        if re.fullmatch(r"[0-9a-f]{64}", mount["Name"]):
+            labels = {**(labels or {}), ANONYMOUS: ""}
         state.write_json(record, {"Name": mount["Name"], "Driver": "local", "Mountpoint": mount["Source"],
                                   "Labels": dict(labels or {}), "Scope": "local"})
     return True
@@ -85,3 +94,21 @@ def remove(name: str) -> None:
     if users:
         raise Conflict(f"Volume {name} is in use", f"used by {', '.join(users)}", "remove those containers first")
     shutil.rmtree(data_dir(name).parent)
+
+
+def remove_anonymous(c) -> list[str]:
+    """Remove the anonymous volumes a removed container had (Docker's `run --rm`, `compose down
+    -v`); a named volume, or one another container still uses, stays. Their names."""
+    from ..errors import NetdiagError
+
+    removed = []
+    for m in c.config.get("Mounts") or []:
+        if m.get("Type") != "volume":
+            continue
+        try:
+            if ANONYMOUS in (get(m["Name"]).get("Labels") or {}):
+                remove(m["Name"])
+                removed.append(m["Name"])
+        except NetdiagError:  # already gone, or in use by another container
+            continue
+    return removed
