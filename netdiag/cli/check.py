@@ -1,5 +1,5 @@
 """`netdiag check FILE...`: network assertions for CI. This module parses and prints; the format is
-netdiag/check/spec.py, the work netdiag/check/run.py, the writers netdiag/check/report.py."""
+netdiag/check/spec.py, the work netdiag/check/runner.py, the writers netdiag/check/report.py."""
 from __future__ import annotations
 
 import os
@@ -87,14 +87,14 @@ def check(
     factory = _model_factory(snapshot)
     shown = Shown(fmt, output, len(suite.checks))
     t0 = time.monotonic()
-    from ..check.run import run
+    from ..check.runner import run_checks
 
     done = shown.done
     if verify_fix:  # before the check is shown, so its lines say it
         verifier = _Verifier(factory)
         done = lambda check, r: (verifier(r), shown.done(check, r))  # noqa: E731
     with shown:
-        results = run(suite.checks, factory, snapshot=snapshot is not None, parallel=parallel, fail_fast=fail_fast,
+        results = run_checks(suite.checks, factory, snapshot=snapshot is not None, parallel=parallel, fail_fast=fail_fast,
                       retry_timeout=retry, on_start=shown.started, on_done=done)
     s = report.summary(results, time.monotonic() - t0)
     text = report.render(fmt, results, s, suite.files)

@@ -46,7 +46,7 @@ def health(
 
     Exit codes: 0 healthy, 1 unhealthy (diagnosed), 2 bad input, 3 could not diagnose."""
     from ..health import spec as specs
-    from ..health.run import health as run_health
+    from ..health.pipeline import run_health
 
     if yes and not fix:
         from runtime.errors import InvalidArgument
@@ -61,7 +61,7 @@ def health(
     with _series_progress(spec.count) as progress:
         result = run_health(spec, src, model=model, progress=progress)
     if verify_fix and not result["healthy"]:
-        from ..health.run import verify_fix
+        from ..health.pipeline import verify_fix
 
         result["fix_verified"] = verify_fix(model, result, src, timeout)
     if result.get("fix_command"):

@@ -95,7 +95,7 @@ def test_healthy_with_a_series():
 
 def test_a_series_latency_counts_the_checks_that_failed_at_the_time_they_took():
     """12 of 20 timed out at 1 s: the p95 is the timeout, not the 8 ms of the 8 that answered."""
-    from netdiag.health.run import _series
+    from netdiag.health.pipeline import _series
 
     checks = [{"ok": True, "timings": {"total": 0.008}}] * 8 + \
              [{"ok": False, "stage": "connect", "error": "timeout", "timings": {"total": 1.0}}] * 12

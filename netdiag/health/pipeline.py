@@ -24,7 +24,7 @@ from ..probe.handshakes import burst
 from ..reason import fixes
 from ..reason.fixes import in_ns, recreate
 from . import classify, fix_proofs, resolve
-from .check import Check
+from .lb_probe import LbProbe
 from .spec import Spec
 
 GRACE = 2.0          # how long past the deadline a late answer is waited for (and measured)
@@ -67,8 +67,8 @@ class Source:
         self.label = self.ns["label"]
 
 
-def _check_once(spec: Spec, src: Source) -> tuple[dict, Check | None, dict | None]:
-    """One check: (its result, the Check while an answer may still come, the resolution)."""
+def _probe_once(spec: Spec, src: Source) -> tuple[dict, LbProbe | None, dict | None]:
+    """One probe: (its result, the LbProbe while an answer may still come, the resolution)."""
     t0 = time.monotonic()
     deadline = t0 + spec.timeout
     resolution, address, dns_time = None, spec.host, None
@@ -82,7 +82,7 @@ def _check_once(spec: Spec, src: Source) -> tuple[dict, Check | None, dict | Non
                          "timings": {"dns": dns_time, "connect": None, "first_byte": None, "total": round(time.monotonic() - t0, 4)}},
                         None, resolution)
             address = resolution["address"]
-        c = Check(src.path, address, spec, started=t0, deadline=deadline, dns_time=dns_time)
+        c = LbProbe(src.path, address, spec, started=t0, deadline=deadline, dns_time=dns_time)
         res = c.run()
     except PermissionError as e:
         raise PermissionDenied(f"Cannot enter {src.label}'s network namespace", e.strerror or str(e), "run netdiag as root") from None
@@ -102,7 +102,7 @@ class Measured:
 
     def __init__(self):
         self.checks: list[dict] = []
-        self.pending: Check | None = None
+        self.pending: LbProbe | None = None
         self.resolution: dict | None = None
 
     def close(self) -> None:
@@ -118,7 +118,7 @@ def measure(spec: Spec, src: Source, progress=None) -> Measured:
     try:
         for i in range(spec.count):
             started = time.monotonic()
-            res, c, m.resolution = _check_once(spec, src)
+            res, c, m.resolution = _probe_once(spec, src)
             m.checks.append(res)
             if progress is not None:
                 progress(i + 1, spec.count, sum(not r["ok"] for r in m.checks))
@@ -155,7 +155,7 @@ def conclude(model, spec: Spec, src: Source, m: Measured, *, probe_timeout: floa
     return out
 
 
-def health(spec: Spec, src_target: str, *, model=None, probe_timeout: float = PROBE_TIMEOUT, progress=None) -> dict:
+def run_health(spec: Spec, src_target: str, *, model=None, probe_timeout: float = PROBE_TIMEOUT, progress=None) -> dict:
     from netdiag.observe.snapshot import live_model
 
     model = model or live_model()
@@ -196,7 +196,7 @@ def _representative(failed: list[dict]) -> dict:
     return [r for r in failed if (r["stage"], r["error"]) == top][-1]
 
 
-def _explain(model, spec: Spec, src: Source, rep: dict, resolution, pending: Check | None, series, probe_timeout) -> dict:
+def _explain(model, spec: Spec, src: Source, rep: dict, resolution, pending: LbProbe | None, series, probe_timeout) -> dict:
     from netdiag.diagnose import diagnose
 
     stage = rep["stage"]
