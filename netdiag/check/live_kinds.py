@@ -14,32 +14,33 @@ from __future__ import annotations
 
 import time
 
+from ..reason.result import Diagnosis
+
 # -- the trace pipeline: reach, mtu -----------------------------------------------------------------
-def _diagnosis_fields(r: dict) -> dict:
-    return {"cause": r.get("cause"), "hop": hop_of(r), "fix": r.get("fix") or "", "fix_command": r.get("fix_command"),
-            "fix_check": r.get("fix_check"), "evidence": list(r.get("evidence") or []), "diagnosis": r}
+def _diagnosis_fields(r: Diagnosis) -> dict:
+    """A check result's cause, hop, fix and evidence: the diagnosis's own (the check's JSON says
+    them at its top level, and embeds the whole diagnosis)."""
+    return {"cause": r.cause, "hop": hop_of(r), "fix": r.fix.text or "", "fix_command": r.fix.command,
+            "fix_check": r.fix.check, "evidence": [e.to_json() for e in r.evidence], "diagnosis": r}
 
 
-def hop_of(r: dict) -> dict | None:
+def hop_of(r: Diagnosis) -> dict | None:
     """The hop where the diagnosis says the packet died (the trace's own hop object, trimmed)."""
-    n = r.get("blocked_at")
-    if not n or n > len(r.get("hops") or []):
-        return None
-    h = r["hops"][n - 1]
-    return {k: h.get(k) for k in ("n", "label", "interface", "kind", "direction", "detail")}
+    hop = r.blocked_hop
+    return hop.brief() if hop else None
 
 
-def _observed(r: dict) -> str:
-    if r["verdict"] == "delivered":
+def _observed(r: Diagnosis) -> str:
+    if r.verdict == "delivered":
         return "reachable"
-    if r["verdict"] == "blocked":
-        return f"blocked: {r['cause']}" if r.get("cause") else "blocked"
+    if r.verdict == "blocked":
+        return f"blocked: {r.cause}" if r.cause else "blocked"
     return "not delivered (cause unknown)"
 
 
-def _probe_not_run(r: dict, live: bool) -> str | None:
-    lv = r.get("live") or {}
-    if live and r.get("dst_ip") and lv.get("outcome") == "skipped":
+def _probe_not_run(r: Diagnosis, live: bool) -> str | None:
+    lv = r.live or {}
+    if live and r.dst_ip and lv.get("outcome") == "skipped":
         return lv.get("detail") or "the live probe did not run"
     return None
 
@@ -55,28 +56,27 @@ def reach(p: dict, model, *, live: bool) -> dict:
     skipped_probe = _probe_not_run(r, live)
     if skipped_probe:
         return {**out, "status": "error", "summary": f"could not probe: {skipped_probe}"}
-    lost = (r.get("live") or {}).get("outcome") in ("timeout", "unreachable", "refused", "too_big")
+    lost = (r.live or {}).get("outcome") in ("timeout", "unreachable", "refused", "too_big")
     if want["state"] == "reachable":
-        ok = r["verdict"] == "delivered"
+        ok = r.verdict == "delivered"
     elif want["causes"]:
-        ok = r["verdict"] == "blocked" and r.get("cause") in want["causes"]
+        ok = r.verdict == "blocked" and r.cause in want["causes"]
     else:
-        ok = r["verdict"] == "blocked" or (r["verdict"] == "unknown" and lost)
-    if r["verdict"] == "unknown" and not ok and want["state"] != "reachable":
-        return {**out, "status": "error", "summary": r["summary"]}
-    summary = r["summary"] if ok else _mismatch(expected, observed, r)
-    if not ok and r["verdict"] == "delivered":  # it should have been blocked: where it got through
-        hops = r.get("hops") or []
-        out["hop"] = {k: hops[-1].get(k) for k in ("n", "label", "interface", "kind", "direction", "detail")} if hops else None
+        ok = r.verdict == "blocked" or (r.verdict == "unknown" and lost)
+    if r.verdict == "unknown" and not ok and want["state"] != "reachable":
+        return {**out, "status": "error", "summary": r.summary}
+    summary = r.summary if ok else _mismatch(expected, observed, r)
+    if not ok and r.verdict == "delivered":  # it should have been blocked: where it got through
+        out["hop"] = r.hops[-1].brief() if r.hops else None
         out["fix"] = (f"nothing on the path blocks it: drop it with a firewall rule, put {p['to']} on a network {p['from']} "
                       "is not on (or make that network --internal), or stop publishing the port")
     return {**out, "status": "passed" if ok else "failed", "summary": summary}
 
 
-def _mismatch(expected: str, observed: str, r: dict) -> str:
-    where = hop_of(r)
-    at = f" at hop {where['n']} ({where['label']} {where['interface']})" if where else ""
-    return f"expected {expected}, but {observed}{at}: {r['summary']}"
+def _mismatch(expected: str, observed: str, r: Diagnosis) -> str:
+    where = r.blocked_hop
+    at = f" at hop {where.n} ({where.label} {where.interface})" if where else ""
+    return f"expected {expected}, but {observed}{at}: {r.summary}"
 
 
 def mtu(p: dict, model, *, live: bool) -> dict:
@@ -87,11 +87,11 @@ def mtu(p: dict, model, *, live: bool) -> dict:
     skipped_probe = _probe_not_run(r, live)
     if skipped_probe:
         return {**out, "status": "error", "summary": f"could not probe: {skipped_probe}"}
-    ok = r["verdict"] == "delivered"
-    if r["verdict"] == "unknown":
+    ok = r.verdict == "delivered"
+    if r.verdict == "unknown":
         return {**out, "status": "failed", "summary": _mismatch(out["expected"], out["observed"], r)}
     return {**out, "status": "passed" if ok else "failed",
-            "summary": r["summary"] if ok else _mismatch(out["expected"], out["observed"], r)}
+            "summary": r.summary if ok else _mismatch(out["expected"], out["observed"], r)}
 
 
 # -- health: http, latency; its resolver: dns -------------------------------------------------------

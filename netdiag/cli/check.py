@@ -119,19 +119,20 @@ class _Verifier:
 
     def __call__(self, r: dict) -> None:
         from .. import verify
+        from ..reason.result import Diagnosis, FixClaim
 
         if r["status"] != "failed" or not r.get("fix_command"):
             return
-        diag = r.get("diagnosis") or {}
-        if diag.get("hops") and diag.get("dst_ip"):
+        diag = r.get("diagnosis")
+        if isinstance(diag, Diagnosis) and diag.hops and diag.dst_ip:
             with self.lock:
                 self.model = self.model or self.factory()
-            r["fix_verified"] = verify.verify(self.model, {**diag, "fix_command": r["fix_command"]},
+            r["fix_verified"] = verify.verify(self.model, diag, command=r["fix_command"],
                                               timeout=float((r.get("params") or {}).get("timeout") or 2.0))
         else:
             r["fix_verified"] = {"replica": None, "detail": f"a {r['kind']} check's fix is not verified on a replica "
                                                            "(only reach and mtu checks carry a flow a replica can probe)"}
-        r["fix_proof"] = verify.proof(r)
+        r["fix_proof"] = verify.proof(FixClaim.from_json(r))
 
 
 def _write(path: str, text: str) -> None:

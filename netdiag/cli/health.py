@@ -65,9 +65,10 @@ def health(
 
         result["fix_verified"] = verify_fix(model, result, src, timeout)
     if result.get("fix_command"):
+        from ..reason.result import FixClaim
         from ..verify import proof
 
-        result["fix_proof"] = proof(result)
+        result["fix_proof"] = proof(FixClaim.from_json(result))
     if fix and not result["healthy"] and result.get("fix_command"):
         applied = _apply(result["fix_command"], yes, json_out)
         if applied is not None:
@@ -98,7 +99,9 @@ def _apply(command: str, yes: bool, quiet: bool) -> dict | None:
 
 def _show(result: dict, json_out: bool, render) -> None:
     if json_out:
-        print(json.dumps(result, indent=2))
+        from ..reason.result import as_json
+
+        print(json.dumps(result, indent=2, default=as_json))  # the embedded Diagnosis through its serialiser
         return
     render(result)
     if result.get("recheck"):
