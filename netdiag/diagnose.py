@@ -1,8 +1,10 @@
 """The one diagnosis pipeline: static trace -> live probe (captures per hop, the kernel's own
 nftables packet trace, drop reasons) -> counters -> reconcile -> fix check.
 
-`diagnose()` is what `netdiag trace` prints, and what health checks, CI checks and scenarios call:
-the CLI only parses arguments and renders. Live steps need root; without it (or with
+`diagnose()` returns the Diagnosis (netdiag.reason.result) that `netdiag trace` prints
+(`to_json()`), and that health checks, CI checks and scenarios embed: the CLI only parses
+arguments and renders. The static trace makes it; the live probe's evidence and the checked fix
+are set on its fields here. Live steps need root; without it (or with
 `live=False`, or on a snapshot) the static result stands and says why, unless the snapshot
 carries a recorded probe for the same packet (`trace --record`): then that probe's evidence is
 reconciled exactly as it was live, so a diagnosis replays offline. `host_evidence=False` leaves
