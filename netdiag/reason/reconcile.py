@@ -190,7 +190,7 @@ def _black_hole(model, result: Diagnosis, e: dict, ns_by_path: dict, static_fix,
     result.summary += (f"; here it is lost: {label} drops the ICMP 'fragmentation needed' ({where}: {what}), "
                           "so the sender never learns the path MTU")
     result.reconciled = (f"static and live agree (the probe {outcome}): the kernel's packet trace saw the ICMP "
-                            f"'fragmentation needed' dropped at {where} in {label}, not the probe")
+                         f"'fragmentation needed' dropped at {where} in {label}, not the probe")
     cmd = attribute.pass_icmp_command(ns, e, rule) if ns is not None else ""
     if not cmd:
         return None
@@ -218,7 +218,7 @@ def _black_hole_seen(model, result: Diagnosis, e: dict, ns_by_path: dict, last_s
                               "needed'", _labels(result))
     fix = _black_hole(model, result, e, ns_by_path, None, outcome)
     result.reconciled = (f"the kernel's packet trace decides: the static path said {static}, the kernel saw "
-                            f"{origin['label']} answer the probe with ICMP 'fragmentation needed' and that answer dropped, not the probe")
+                         f"{origin['label']} answer the probe with ICMP 'fragmentation needed' and that answer dropped, not the probe")
     return fix
 
 
@@ -270,8 +270,8 @@ def _kernel_decides(model, result: Diagnosis, e: dict, ns_by_path: dict, last_se
         return stop.fix
     hop_n = _hop_in(result, ns_id, last_seen)
     result.reconciled = (f"the kernel's packet trace decides: the static path said {static[0]}"
-                            + (f" ({static[1]})" if static[1] else "") + f", the kernel dropped the probe at {e.get('family')} "
-                            f"{e.get('table')} {e.get('chain')} ({'handle ' + str(e.get('handle')) if e.get('type') == 'rule' else 'policy'})")
+                         + (f" ({static[1]})" if static[1] else "") + f", the kernel dropped the probe at {e.get('family')} "
+                         f"{e.get('table')} {e.get('chain')} ({'handle ' + str(e.get('handle')) if e.get('type') == 'rule' else 'policy'})")
     _blocked_by(result, stop, hop_n, sentence(stop.summary, _labels(result)))
     return stop.fix
 
