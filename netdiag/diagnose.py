@@ -61,6 +61,7 @@ def _hop_paths(model: Model, result: Diagnosis) -> None:
     for hop in result.hops:
         ns = model.namespaces.get(hop.namespace)
         hop.ns_path = ns_path(ns) if ns else None
+    result.paths_resolved = True
 
 
 def _replay(model: Model, result: Diagnosis, recorded: dict, static_fix=None):

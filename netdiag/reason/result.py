@@ -25,15 +25,19 @@ class Hop:
     seen: bool | None = None      # True/False where a capture ran, None where none could
     detail: str = ""
     leg: str | None = None        # "reply": a hop of the answer's way back (None: the request's)
-    ns_path: str | None = None    # how the live probe entered it (set by diagnose; absent from JSON when unknown)
+    ns_path: str | None = None    # how the live probe enters it (diagnose looks it up: Diagnosis.paths_resolved)
     capture_error: str | None = None
 
-    def to_json(self) -> dict:
+    def to_json(self, with_path: bool = False) -> dict:
+        """`with_path`: the paths were looked up, so ns_path is said even where there is none (null)."""
         out = {"n": self.n, "namespace": self.namespace, "label": self.label, "interface": self.interface,
                "kind": self.kind, "direction": self.direction, "seen": self.seen, "detail": self.detail}
-        for key in ("leg", "ns_path", "capture_error"):
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
+        if self.leg is not None:
+            out["leg"] = self.leg
+        if with_path or self.ns_path is not None:
+            out["ns_path"] = self.ns_path
+        if self.capture_error is not None:
+            out["capture_error"] = self.capture_error
         return out
 
     def brief(self) -> dict:
@@ -138,6 +142,7 @@ class Diagnosis:
     live: dict | None = None              # the live probe: outcome, detail, last_seen_hop, nftrace, drops ...
     reconciled: str | None = None         # static vs live, in one sentence
     pcap: str | None = None
+    paths_resolved: bool = False          # each hop's ns_path was looked up (for a live or recorded probe)
 
     def __post_init__(self):
         if self.verdict not in VERDICTS:
@@ -162,7 +167,7 @@ class Diagnosis:
         """The `trace --json` object (schemas/trace.schema.json)."""
         out = {"verdict": self.verdict, "cause": self.cause, "summary": self.summary, "src": self.src, "dst": self.dst,
                "dst_ip": self.dst_ip, "proto": self.proto, "port": self.port, "size": self.size,
-               "hops": [h.to_json() for h in self.hops], "blocked_at": self.blocked_at,
+               "hops": [h.to_json(self.paths_resolved) for h in self.hops], "blocked_at": self.blocked_at,
                "evidence": [e.to_json() for e in self.evidence], "fix": self.fix.text,
                "unevaluated_rules": self.unevaluated_rules, "mode": self.mode, "stale_neighbour": self.stale_neighbour}
         for key, value in (("reply", self.reply.to_json() if self.reply else None), ("live", self.live),
@@ -183,7 +188,8 @@ class Diagnosis:
             unevaluated_rules=list(d.get("unevaluated_rules") or []), mode=d.get("mode", "static"),
             stale_neighbour=d.get("stale_neighbour"),
             reply=Reply(reply["verdict"], [Hop.from_json(h) for h in reply.get("hops") or []]) if reply else None,
-            live=d.get("live"), reconciled=d.get("reconciled"), pcap=d.get("pcap"))
+            live=d.get("live"), reconciled=d.get("reconciled"), pcap=d.get("pcap"),
+            paths_resolved=any("ns_path" in h for h in d.get("hops") or []))
 
 
 def as_json(o):

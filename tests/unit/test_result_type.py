@@ -94,3 +94,12 @@ def test_a_result_that_embeds_a_diagnosis_serialises_it_through_to_json(results)
     assert json.loads(text)["diagnosis"] == results[0].to_json()
     with pytest.raises(TypeError):
         json.dumps({"x": object()}, default=as_json)
+
+
+def test_looked_up_namespace_paths_are_said_on_every_hop_even_when_there_is_none():
+    hops = [Hop(1, "ns-1", "api", "eth0", "veth", "egress", ns_path="/proc/7/ns/net"), Hop(2, "ns-9", "gone", "eth0", "veth", "ingress")]
+    d = Diagnosis("unknown", hops=hops)
+    assert [("ns_path" in h) for h in d.to_json()["hops"]] == [True, False]
+    d.paths_resolved = True
+    assert [h.get("ns_path", "absent") for h in d.to_json()["hops"]] == ["/proc/7/ns/net", None]
+    assert Diagnosis.from_json(d.to_json()) == d
