@@ -182,9 +182,23 @@ class Model:
         hits = [c for c in self.containers() if c["name"] == ref.lstrip("/") or c["id"] == ref]
         if not hits and len(ref) >= 3 and all(ch in "0123456789abcdef" for ch in ref):
             hits = [c for c in self.containers() if c["id"].startswith(ref)]
+        if not hits:
+            hits = self._compose_service(ref)
         if len(hits) > 1:
             raise NetdiagError(f"{ref!r} matches {len(hits)} containers", "", "give more of the id, or the name")
         return hits[0] if hits else None
+
+    def _compose_service(self, ref: str) -> list[dict]:
+        """A Compose service's container by service name (`web`) or Docker Compose's short name
+        (`web-1`); one of one project. Two projects with the service: the name is ambiguous."""
+        service, _, number = ref.rpartition("-")
+        hits = [c for c in self.containers() if c.get("compose") and (c["compose"]["service"] == ref or (
+            number.isdigit() and c["compose"]["service"] == service and c["compose"]["number"] == int(number)))]
+        projects = sorted({c["compose"]["project"] for c in hits})
+        if len(projects) > 1:
+            raise InvalidArgument(f"{ref!r} is a service of {len(projects)} compose projects ({', '.join(projects)})", "",
+                                  f"name the container, e.g. {hits[0]['name']}")
+        return hits
 
     def resolve(self, target: str) -> dict:
         """A target (container name/id, ns:NAME, pid:N, host, or an IP address) -> its namespace."""
@@ -217,7 +231,7 @@ class Model:
         try:
             ip = ipaddress.ip_address(target)
         except ValueError:
-            names = [c["name"] for c in self.containers()]
+            names = [c["name"] for c in self.containers()] + [c["compose"]["service"] for c in self.containers() if c.get("compose")]
             raise UnknownTarget(f"No such target: {target}", _did_you_mean(target, names) or
                                 "a target is a running container's name or id, ns:NAME, pid:N, host, or an IP address",
                                 "list containers with 'netdiag ps' and namespaces with 'ip netns list'", target=target) from None

@@ -31,23 +31,9 @@ class Document:
 
 def load(path: str | Path) -> Document:
     """Parse `path` (bounded: see runtime.bounded) keeping the line of every mapping value and list item."""
-    import yaml
-
     path = Path(path)
     root = bounded.compose_yaml(bounded.read_text(path, bounded.MAX_YAML), str(path))
-    lines: dict[tuple, int] = {}
-    todo, seen = ([((), root)] if root is not None else []), set()
-    while todo:  # no recursion; a node an alias shares is walked once (its other uses keep the line of what the alias names)
-        where, node = todo.pop()
-        lines[where] = node.start_mark.line + 1
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            todo += [(where + (k.value,), v) for k, v in node.value]
-        elif isinstance(node, yaml.SequenceNode):
-            todo += [(where + (i,), v) for i, v in enumerate(node.value)]
-    return Document(path, bounded.yaml_data(root, str(path)), lines)
+    return Document(path, bounded.yaml_data(root, str(path)), bounded.node_lines(root))
 
 
 def validate(doc: Document, schema: dict) -> None:

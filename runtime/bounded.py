@@ -190,6 +190,27 @@ def yaml_data(node, display: str):
         raise Refused(display, mark.line + 1 if mark else 1, "a value of a type YAML's safe loader does not know (a !tag?)") from None
 
 
+def node_lines(root) -> dict[tuple, int]:
+    """The line of every mapping value and list item of a compose_yaml tree, keyed by its path of
+    keys and indexes (the root is ()). No recursion; a node an alias shares is walked once (its
+    other uses keep the line of what the alias names)."""
+    import yaml
+
+    lines: dict[tuple, int] = {}
+    todo, seen = ([((), root)] if root is not None else []), set()
+    while todo:
+        where, node = todo.pop()
+        lines[where] = node.start_mark.line + 1
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            todo += [(where + (k.value,), v) for k, v in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            todo += [(where + (i,), v) for i, v in enumerate(node.value)]
+    return lines
+
+
 _LOADER = None
 
 

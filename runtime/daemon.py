@@ -17,11 +17,14 @@ def start(module: str, args: list[str], timeout: float) -> tuple[subprocess.Pope
     exited first). OSError when the interpreter cannot run at all."""
     root = str(Path(__file__).resolve().parents[1])  # the directory holding the runtime package
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    from .kernel.ns import own_pid_namespace_for_children
+
     r, w = os.pipe()
     try:
-        proc = subprocess.Popen([sys.executable, "-m", module, *args, "--ready-fd", str(w)],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                close_fds=True, pass_fds=(w,), start_new_session=True, env=env)
+        with own_pid_namespace_for_children():  # not the container's, when a monitor starts it
+            proc = subprocess.Popen([sys.executable, "-m", module, *args, "--ready-fd", str(w)],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    close_fds=True, pass_fds=(w,), start_new_session=True, env=env)
     except OSError:
         os.close(r)
         raise

@@ -21,11 +21,13 @@ def containers() -> list[dict]:
     for c in container_records.list_all():
         if not container_records.proc_ok(c):
             continue
-        eps = by_container.get(c.id, {})
+        # an endpoint still being made (a CNI ADD under way) has no address yet
+        eps = {n: e for n, e in by_container.get(c.id, {}).items() if "/" in e.get("IPv4Address", "")}
         out.append({
             "runtime": "netdiag", "id": c.id, "name": c.name, "image": c.config.get("ImageRef", ""), "pid": c.pid,
             "command": [c.config.get("Path", "")] + list(c.config.get("Args") or []) if c.config.get("Path") else [],
             "state": c.status, "network_mode": c.config["HostConfig"].get("NetworkMode", ""),
+            **compose_identity((c.config.get("Config") or {}).get("Labels")),
             "networks": {n: {"ip": e["IPv4Address"].split("/")[0], "prefix": int(e["IPv4Address"].split("/")[1]),
                              "mac": e["MacAddress"], "host_veth": e["HostVeth"], "interface": e.get("Interface", ""),
                              "aliases": e.get("Aliases", [])} for n, e in eps.items()},
@@ -33,6 +35,18 @@ def containers() -> list[dict]:
                        "host_port": p["host_start"], "host_end": p["host_end"]} for e in eps.values() for p in e.get("Ports", [])],
         })
     return out
+
+
+def compose_identity(labels: dict | None) -> dict:
+    """{"compose": {"project", "service", "number"}} for a container of a Compose project (Docker
+    Compose's labels, which netdiag's compose sets too), so diagnosis finds it by service name; {}
+    for any other container."""
+    labels = labels or {}
+    if not labels.get("com.docker.compose.project") or not labels.get("com.docker.compose.service"):
+        return {}
+    number = labels.get("com.docker.compose.container-number", "1")
+    return {"compose": {"project": labels["com.docker.compose.project"], "service": labels["com.docker.compose.service"],
+                        "number": int(number) if number.isdigit() else 1}}
 
 
 def networks() -> list[dict]:
@@ -101,6 +115,8 @@ def recorded_pids(root: Path) -> set[int]:
         net = load(rec) or {}
         extra = net.get("netdiag") if isinstance(net.get("netdiag"), dict) else {}
         pids.add(int(extra.get("DnsPid") or 0))
+    resolver = (load(Path(root) / "networks" / "overlays.dns.json") or {}).get("resolver")  # the overlays' DNS
+    pids.add(int(resolver.get("pid") or 0) if isinstance(resolver, dict) else 0)
     member = load(Path(root) / "cluster" / "member.json") or {}
     pids.add(int(member.get("agent_pid") or 0))
     return pids - {0, os.getpid()}

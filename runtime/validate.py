@@ -4,7 +4,11 @@ import re
 
 from .errors import InvalidArgument
 
-_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+# Docker's rule for container names (moby daemon/names: RestrictedNameChars, matched as
+# `^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`): at least two characters
+RESTRICTED_NAME_CHARS = "[a-zA-Z0-9][a-zA-Z0-9_.-]"
+_NAME = re.compile(f"^{RESTRICTED_NAME_CHARS}+$")
+_NAME_MAX = 128  # netdiag's own bound (Docker has none): names are kept in records and DNS answers
 _HOSTNAME = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
 _ENV_KEY = re.compile(r"^[^=\0]+$")
 _MEMORY_MAX = 2**63 - 1
@@ -12,13 +16,17 @@ _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
 def container_name(name: str) -> str:
+    """Docker's rule and Docker's words: "Invalid container name (a), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"."""
     n = name.removeprefix("/")
     if not _NAME.match(n):
         raise InvalidArgument(
-            f"Invalid container name {name!r}",
-            "names start with a letter or digit and contain only letters, digits, '_', '.' and '-' (at most 128)",
+            f"Invalid container name ({name}), only {RESTRICTED_NAME_CHARS} are allowed",
+            "a name is at least 2 characters: a letter or digit, then letters, digits, '_', '.' or '-'",
             "choose a name like 'web1'",
         )
+    if len(n) > _NAME_MAX:
+        raise InvalidArgument(f"Container name {n[:20]}... is too long", f"netdiag keeps names of at most {_NAME_MAX} characters",
+                              "choose a shorter name")
     return n
 
 

@@ -110,3 +110,16 @@ class Cluster(ClusterLab):
 
     def in_host(self, i: int, *argv: str, timeout: float = 30, input_text: str | None = None) -> subprocess.CompletedProcess:
         return self.hosts[i].run_in(None, argv, timeout=timeout, input=input_text)
+
+
+def joined_cluster(state_dir: Path, hosts: int = 2, ttl: int = 3):
+    """A Cluster made and joined (a module fixture's body: `yield from joined_cluster(...)`), destroyed
+    after, also on failure, and checked for leftovers."""
+    c = Cluster(hosts=hosts, state_dir=state_dir)
+    c.create()
+    try:
+        c.join_all(ttl=ttl)
+        yield c
+    finally:
+        c.destroy()
+    assert not c.leaks(), c.leaks()

@@ -33,7 +33,8 @@ def generate(model) -> dict:
         if shared and (src["name"], dst["name"]) not in resolved:
             resolved.add((src["name"], dst["name"]))
             net = dnet if dnet in shared else sorted(shared)[0]
-            checks.append({"dns": {"from": src["name"], "name": dst["name"], "address": dst["networks"][net]["ip"]}})
+            name = (dst.get("compose") or {}).get("service") or dst["name"]  # what a Compose stack's apps resolve
+            checks.append({"dns": {"from": src["name"], "name": name, "address": dst["networks"][net]["ip"]}})
     for c in sorted(model.containers(), key=lambda c: c["name"]):
         for p in c.get("ports") or []:
             checks.append({"published": {"target": c["name"], "port": p["ctr_port"], "proto": p["proto"], "host_port": p["host_port"]}})

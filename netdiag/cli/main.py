@@ -11,8 +11,10 @@ from runtime.errors import NetdiagError
 # only its own module, which keeps every command's start-up short. `--help` alone loads them all.
 _MODULES = {
     "containers": ("run", "ps", "exec", "logs", "stop", "kill", "rm", "start", "restart", "inspect"),
+    "debug": ("debug",),
     "images": ("images", "image", "rmi", "import", "save", "load"),
     "build": ("build",),
+    "registry": ("pull", "push", "tag", "login", "logout"),
     "network": ("network",),
     "cluster": ("cluster",),
     "system": ("system", "version", "demo"),
@@ -21,6 +23,7 @@ _MODULES = {
     "health": ("health", "explain"),
     "check": ("check",),
     "scenario": ("scenario",),
+    "compose": ("compose",),
 }
 
 
@@ -59,6 +62,10 @@ def main() -> None:
             from .run_cmd import main as run_main
 
             sys.exit(run_main(sys.argv[2:]))
+        if sys.argv[1:2] == ["pull"]:  # a pull of what is here is one request: no typer either (pull_cmd.py)
+            from .pull_cmd import main as pull_main
+
+            sys.exit(pull_main(sys.argv[2:]))
         _register(sys.argv[1:])
         from .app import app
 

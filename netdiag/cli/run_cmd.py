@@ -22,11 +22,13 @@ OPTIONS = [
     ("memory", ("-m", "--memory"), "value", None, "Memory limit, e.g. 64m"),
     ("cpus", ("--cpus",), "value", None, "CPU limit, e.g. 0.5"),
     ("pids_limit", ("--pids-limit",), "int", None, "Process limit"),
-    ("network", ("--network", "--net"), "value", "bridge", "Network: bridge (default), a user-defined network, host or none"),
+    ("network", ("--network", "--net"), "value", "bridge", "Network: bridge (default), a user-defined network, host, none, or container:NAME (share its namespace)"),
     ("publish", ("-p", "--publish"), "list", [], "Publish [HOSTIP:][HOSTPORT:]PORT[/udp], ranges allowed (repeatable)"),
     ("publish_all", ("-P", "--publish-all"), "flag", False, "Publish every EXPOSEd port to a free host port"),
     ("ip", ("--ip",), "value", None, "Static IPv4 address on the network"),
     ("network_alias", ("--network-alias",), "list", [], "Extra DNS name on a user-defined network (repeatable)"),
+    ("volume", ("-v", "--volume"), "list", [], "Bind a host path or a named volume: SRC:DEST[:ro] (repeatable)"),
+    ("restart", ("--restart",), "value", "no", "Restart policy: no, always, unless-stopped, on-failure[:MAX-RETRIES]"),
     ("dns", ("--dns",), "list", [], "DNS server for the container's resolv.conf (repeatable)"),
     ("label", ("-l", "--label"), "list", [], "Set a label KEY[=VALUE] (repeatable; `ps --filter label=KEY` finds it)"),
     ("interactive", ("-i", "--interactive"), "flag", False, "Keep stdin open"),
@@ -88,7 +90,7 @@ def main(argv: list[str]) -> int:
             health_cmd=a.health_cmd, health_interval=validate.duration(a.health_interval, "--health-interval"),
             health_timeout=validate.duration(a.health_timeout, "--health-timeout"),
             health_retries=a.health_retries, cap_add=a.cap_add, cap_drop=a.cap_drop, privileged=a.privileged,
-            security_opt=a.security_opt, labels=dict(text.partition("=")[::2] for text in a.label),
+            security_opt=a.security_opt, volumes=a.volume, restart=a.restart, labels=dict(text.partition("=")[::2] for text in a.label),
         )
     except NetdiagError as e:
         print(f"netdiag: error: {e}", file=sys.stderr)

@@ -20,6 +20,16 @@ scenario_app = typer.Typer(
 app.add_typer(scenario_app, name="scenario")
 
 EXIT_FIXED, EXIT_BROKEN = 0, 1
+# Set by `scenario shell` (with NETDIAG_SCENARIO, the scenario's name) to the NETDIAG_ROOT the
+# scenarios were started from: there NETDIAG_ROOT is the world's own state (so `netdiag ps` acts on
+# the world), and `netdiag scenario hint` still finds the running scenario, that one by default.
+SCENARIO_HOME = "NETDIAG_SCENARIO_HOME"
+
+
+@scenario_app.callback()
+def _scenarios_root():
+    if os.environ.get(SCENARIO_HOME):
+        os.environ["NETDIAG_ROOT"] = os.environ[SCENARIO_HOME]
 
 _NAME = typer.Argument(None, help="The scenario: its number, slug or folder name (default: the one running)")
 _JSON = typer.Option(False, "--json", help="Print the result as JSON")
@@ -37,6 +47,7 @@ def _running_one(ref: str | None):
 
     from ..scenario import registry
 
+    ref = ref or os.environ.get("NETDIAG_SCENARIO")  # in a scenario's shell: that scenario
     if ref:
         return _lib().load(ref)
     running = [r["name"] for r in registry.running()]
@@ -116,7 +127,8 @@ def start(name: str = typer.Argument(..., help="Number, slug or folder name"), j
     if session.multi_host:
         print(session.briefing())
         return
-    print(f"The world runs in lab {session.lab.name}: a host of its own. Get a shell there, where `netdiag` acts on it:\n"
+    print(f"The world runs in lab {session.lab.name}: a host of its own ({session.expand('${host_ip}')}); the internet is its outside "
+          f"namespace {session.expand('${outside}')} ({session.expand('${outside_ip}')}). Get a shell there, where `netdiag` acts on it:\n"
           f"    netdiag scenario shell {s.slug}            (the lab host)\n"
           f"    netdiag scenario shell {s.slug} CONTAINER  (inside a container)\n"
           f"Then: netdiag scenario hint | check | solution | reset | stop")
@@ -172,7 +184,13 @@ def hint(name: Optional[str] = _NAME):
     if n >= len(hints):
         print(f"No more hints ({len(hints)} shown). 'netdiag scenario solution {s.slug}' explains the fix.")
         return
-    print(f"Hint {n + 1}/{len(hints)}: {hints[n]}")
+    print(f"Hint {n + 1}/{len(hints)}: {_expanded(s, hints[n])}")
+
+
+def _expanded(s, text: str) -> str:
+    from ..scenario.solution import expanded
+
+    return expanded(text, _attached(s))
 
 
 @scenario_app.command()
@@ -204,25 +222,32 @@ def check(name: Optional[str] = _NAME, json_out: bool = _JSON,
 @scenario_app.command()
 def solution(name: Optional[str] = _NAME, apply: bool = typer.Option(False, "--apply", help="Run the solution's steps in the world"),
              json_out: bool = _JSON):
-    """The reference fix, explained, as commands (run them yourself, or --apply)."""
-    from ..scenario.cluster import step_label
+    """The reference fix, explained, as commands to paste into the shell each block names (or --apply)."""
+    from ..scenario import solution as reference
     from ..scenario.session import Session
 
     s = _running_one(name) if apply else (_lib().load(name) if name else _running_one(None))
-    sol = s.spec["solution"]
     if json_out and not apply:
-        print(json.dumps(sol, indent=2))
+        print(json.dumps(s.spec["solution"], indent=2))
         return
-    print(sol["explain"].strip() + "\n")
-    for step in sol["steps"]:
-        print(f"  [{step_label(s, step)}] $ {' '.join(step['run'])}")
+    session = _attached(s)
+    print(reference.text(s, session))
     if apply:
-        session = Session.attach(s)
-        for step in sol["steps"]:
+        session = session or Session.attach(s)
+        for step in s.spec["solution"]["steps"]:
             p = session.step(step)
             if p.stdout.strip():
                 print(p.stdout.rstrip())
         print("\nApplied. 'netdiag scenario check' grades it.")
+
+
+def _attached(s):
+    """The running world of scenario `s`, or None: printed text names this run's pids and addresses."""
+    from ..scenario import registry
+    from ..scenario.session import Session
+
+    rec = registry.get(s.name)
+    return Session.attach(s) if rec and not rec.get("corrupt") and not rec.get("building") else None
 
 
 @scenario_app.command()
@@ -274,7 +299,9 @@ def shell(name: str = typer.Argument(..., help="Number, slug or folder name"),
     sh = shutil.which("bash") or "sh"
     base_env, enter, container, host = session.shell_target(container)
     label = session.scenario.slug + (f" {host}" if host else "")
-    env = {**base_env, "PS1": f"[{label}] \\w# ", "NETDIAG_SCENARIO": session.scenario.name}
+    from ..scenario import registry
+
+    env = {**base_env, "PS1": f"[{label}] \\w# ", "NETDIAG_SCENARIO": session.scenario.name, SCENARIO_HOME: str(registry.home())}
     if container:
         argv = [sys.executable, "-m", "netdiag", "exec"] + (["-it"] if sys.stdin.isatty() and not command else ["-i"]) + \
                [container, "sh"] + (["-c", command] if command else [])

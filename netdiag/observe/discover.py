@@ -46,6 +46,23 @@ def _comm(pid: int) -> str:
         return ""
 
 
+_PF_KTHREAD = 0x00200000
+
+
+def _machine_ns() -> int | None:
+    """The inode of the machine's own network namespace: init's, or (where init's cannot be read,
+    as under a sandbox's init) that of kthreadd, a kernel thread, which always lives in it."""
+    ino = _inode("/proc/1/ns/net")
+    if ino is not None:
+        return ino
+    try:
+        with open("/proc/2/stat") as f:
+            flags = int(f.read().rsplit(")", 1)[1].split()[6])
+    except (OSError, ValueError, IndexError):
+        return None
+    return _inode("/proc/2/ns/net") if flags & _PF_KTHREAD else None
+
+
 _HOST_FD: int | None = None
 
 
@@ -63,13 +80,18 @@ def discover(errors: list[dict]) -> tuple[dict[int, NsRef], list[dict], list[dic
     refs: dict[int, NsRef] = {}
     host_ino = _inode("/proc/self/ns/net")
     refs[host_ino] = NsRef(host_ino, _host_path(), kind="host", name="host", pids=[os.getpid()])
+    # Run in another namespace (a lab playing the host), netdiag leaves the machine's own one out of
+    # its world: that namespace's addresses would shadow the lab's equal ones, and a fix printed for
+    # it would change the machine.
+    init_ino = _machine_ns()
+    outside = {init_ino} if init_ino not in (None, host_ino) else set()
 
     # every process: the namespaces that have something running in them
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         ino = _inode(f"/proc/{entry.name}/ns/net")
-        if ino is None:
+        if ino is None or ino in outside:
             continue
         pid = int(entry.name)
         ref = refs.setdefault(ino, NsRef(ino, f"/proc/{pid}/ns/net", name=_comm(pid)))
@@ -80,7 +102,7 @@ def discover(errors: list[dict]) -> tuple[dict[int, NsRef], list[dict], list[dic
         for name in sorted(os.listdir("/run/netns")):
             path = f"/run/netns/{name}"
             ino = _inode(path)
-            if ino is None:
+            if ino is None or ino in outside:
                 continue
             ref = refs.setdefault(ino, NsRef(ino, path))
             ref.netns_names.append(name)
@@ -108,12 +130,12 @@ def discover(errors: list[dict]) -> tuple[dict[int, NsRef], list[dict], list[dic
             errors.append({"what": f"Docker API at {sock}", "error": str(e)})
     for c in containers:
         ino = _inode(f"/proc/{c['pid']}/ns/net") if c.get("pid") else None
-        if ino is None:
+        if ino is None or ino in outside:
             continue
         c["ns"] = f"ns-{ino}"
         ref = refs.setdefault(ino, NsRef(ino, f"/proc/{c['pid']}/ns/net"))
-        if ref.kind == "host":  # --network host: the container shares the host's namespace
-            continue
+        if ref.kind == "host" or str(c.get("network_mode") or "").startswith("container:"):
+            continue  # --network host or container:X: the namespace is the host's or X's, named after them
         ref.kind, ref.name, ref.runtime, ref.container = "container", c["name"], c["runtime"], c
         ref.path = f"/proc/{c['pid']}/ns/net"
     for ref in refs.values():

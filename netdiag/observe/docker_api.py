@@ -68,6 +68,8 @@ def get(path: str, sock: str, timeout: float = 3.0):
 
 def containers(sock: str) -> list[dict]:
     """Running containers with their pid, networks and ports (Docker's own words)."""
+    from runtime.records import compose_identity
+
     out = []
     for summary in get("/containers/json", sock):
         detail = get(f"/containers/{summary['Id']}/json", sock)
@@ -85,6 +87,7 @@ def containers(sock: str) -> list[dict]:
                        "host_port": int(b["HostPort"])}
                       for key, binds in (detail["NetworkSettings"].get("Ports") or {}).items() for b in (binds or [])],
             "network_mode": detail["HostConfig"].get("NetworkMode", ""),
+            **compose_identity(detail["Config"].get("Labels")),
         })
     return out
 

@@ -20,7 +20,7 @@ is killed, then the lab is removed and `leaks()` says what is left.
 
 Variables: ${lab}, ${host_ip} (the first host's underlay address) and ${host_ip:HOST} (that host's,
 its VTEP), ${store} (`ns:` + the store's namespace: a machine on the underlay that is no member),
-${store_ip}, ${ip:CONTAINER[:NETWORK]}, ${mac:CONTAINER[:NETWORK]}, ${vxlan:NETWORK} (the overlay
+${store_ip}, ${ip:CONTAINER[:NETWORK]}, ${mac:CONTAINER[:NETWORK]}, ${pid:CONTAINER}, ${vxlan:NETWORK} (the overlay
 network's VXLAN device on the hosts) and ${file:NAME}.
 """
 from __future__ import annotations
@@ -43,23 +43,11 @@ from .placement import host_names
 from .world import ScenarioWorld
 
 SETTLE_TIMEOUT = 20.0
-VARIABLES = ("lab", "host_ip", "store", "store_ip", "ip:CONTAINER[:NETWORK]", "mac:CONTAINER[:NETWORK]", "vxlan:NETWORK", "file:NAME")
+VARIABLES = ("lab", "host_ip", "store", "store_ip", "ip:CONTAINER[:NETWORK]", "mac:CONTAINER[:NETWORK]", "pid:CONTAINER", "vxlan:NETWORK", "file:NAME")
 
 
 def is_cluster(scenario: Scenario) -> bool:
     return "cluster" in scenario.spec["world"]
-
-
-def step_label(scenario: Scenario, step: dict) -> str:
-    """Where a step runs, as `solution` prints it: `lab`, `outside`, a container; in a cluster
-    world a host, a container, or `HOST:CONTAINER` when its netdiag runs on another host."""
-    if not is_cluster(scenario):
-        return step.get("in", "lab")
-    first = host_names(scenario.spec)[0]
-    where, on = step.get("in"), step.get("host")
-    if where is None:
-        return on or first
-    return f"{on}:{where}" if on and on != where else where
 
 
 class ClusterSession(ScenarioWorld):
@@ -275,6 +263,8 @@ class ClusterSession(ScenarioWorld):
                 if not value:
                     raise StepFailed(f"${{{key}:{arg}{':' + net if net else ''}}}: no such address", f"networks: {list(nets)}", "")
                 return value
+            if key == "pid" and arg and net is None:  # a container's init: `nsenter -t PID -n` enters it
+                return str(self.pid_of(arg))
             if key == "vxlan" and arg and net is None:
                 return self.vxlan_device(arg)
             if key in fixed and arg is None:

@@ -12,8 +12,13 @@ from runtime import paths, state
 from runtime.errors import Conflict, NotFound
 
 
+def home() -> Path:
+    """The NETDIAG_ROOT scenarios are started from (their registry, progress and worlds' state)."""
+    return paths.root()
+
+
 def _dir() -> Path:
-    return paths.root() / "scenarios"
+    return home() / "scenarios"
 
 
 def record_path(name: str) -> Path:

@@ -110,6 +110,10 @@ class Session(ScenarioWorld):
             self.run(container_argv(c))
             for net in c.get("connect", []):
                 self.run(["netdiag", "network", "connect", net, c["name"]])
+        stack = world.get("compose")
+        if stack:
+            say(f"compose stack {stack['project']}")
+            self.run(["netdiag", "compose", "-f", str(self.file(stack["file"])), "-p", stack["project"], "up", "-d"])
         if world.get("docker"):
             say("Docker installed and started on the host (a real engine, Docker's default networking)")
             self.start_docker()
@@ -239,7 +243,7 @@ class Session(ScenarioWorld):
         return pid
 
     def expand(self, text: str, **extra) -> str:
-        """${lab} ${outside} ${host_ip} ${outside_ip} ${ip:CTR} ${ip:CTR:NET}, and `extra`."""
+        """${lab} ${outside} ${outside_ns} ${host_ip} ${outside_ip} ${ip:CTR} ${ip:CTR:NET} ${pid:CTR}, and `extra`."""
         fixed = {"lab": self.lab.name, "outside": f"ns:{self.lab.outside}", "outside_ns": self.lab.outside,
                  "host_ip": HOST_IP, "outside_ip": OUTSIDE_IP, **extra}
 
@@ -254,6 +258,8 @@ class Session(ScenarioWorld):
                     return self.haproxy_path(arg, "pid").read_text().split()[0]
                 except (OSError, IndexError):
                     raise StepFailed(f"${{haproxy_pid:{arg}}}: HAProxy {arg} is not running", "", "") from None
+            if key == "pid" and arg and net is None:  # a container's init: `nsenter -t PID -n` enters it
+                return str(self.pid_of(arg))
             if key == "ip" and arg:
                 nets = self.inspect(arg)["NetworkSettings"]["Networks"]
                 chosen = nets.get(net) if net else next(iter(nets.values()), None)
@@ -263,7 +269,7 @@ class Session(ScenarioWorld):
             if key in fixed and arg is None:
                 return fixed[key]
             raise InvalidArgument(f"Unknown variable ${{{m.group(0)[2:-1]}}} in scenario {self.scenario.name}",
-                                  "known: lab, outside, host_ip, outside_ip, ip:CONTAINER[:NETWORK], file:NAME, haproxy_cfg:NAME, haproxy_pid:NAME", "")
+                                  "known: lab, outside, outside_ns, host_ip, outside_ip, ip:CONTAINER[:NETWORK], pid:CONTAINER, file:NAME, haproxy_cfg:NAME, haproxy_pid:NAME", "")
 
         return _VAR.sub(one, text)
 

@@ -49,8 +49,10 @@ class ScenarioWorld(World):
         self.say(self.describe())
         self.create_lab()
         self.build(self.say)
-        for step in self.scenario.spec.get("faults", []):
-            self.say(step.get("say") or "planting a fault")
+        faults = self.scenario.spec.get("faults", [])
+        if faults:  # what each fault is stays for `solution`: the learner is to find it
+            self.say("breaking something")
+        for step in faults:
             self.step(step)
         self.after_faults(self.say)
 

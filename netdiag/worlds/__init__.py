@@ -9,6 +9,8 @@ links, mounts, cgroups, nftables tables, processes; [] after destroy()).
     cluster.py  ClusterLab: hosts on one underlay bridge and a real etcd (overlay networks)
     docker.py   DockerLab: a host lab running its own dockerd (the engine: dockerd.py)
     leftovers.py  finding and removing what worlds leave: processes, mounts, cgroups, namespaces
+    registry.py   LabRegistry: Debian's docker-registry in one of a world's namespaces (TLS, htpasswd,
+                  or Bearer tokens from registry_token.py)
 A scenario's world (netdiag/scenario/world.py) and a snapshot's replica (scenario/replay.py
 Replica) implement the same interface; the fault worlds (netdiag/faults/world.py FaultWorld) are
 built on host labs, clusters and Docker labs through it.

@@ -2,7 +2,9 @@
 
   networks    create, remove, prune, connect, disconnect, list, inspect, repair
   containers  run (create + start, nothing left behind when it fails), prune
+  debug       a toolbox with the host's network tools in a running container's namespace
   system      prune and repair of everything the runtime owns
+  compose     up (nothing left behind when it fails), down, stop, ps, logs of a Compose project
 
 The CLI (netdiag/cli) parses, calls these and prints; the policy (what prune removes, when
 netdiag's firewall is rewritten, which driver makes a network) lives here and below. Notes the

@@ -11,21 +11,51 @@ from . import require_root
 
 
 def run(image_ref: str, command: list[str], *, name: str | None = None, detach: bool = False,
-        interactive: bool = False, **config) -> tuple[container_records.Container, int]:
-    """Create and start a container from image_ref; `config` is lifecycle.build_config's keywords.
+        interactive: bool = False, more_networks: dict[str, list[str]] | None = None,
+        **config) -> tuple[container_records.Container, int]:
+    """Create and start a container from image_ref; `config` is lifecycle.build_config's keywords,
+    `more_networks` further networks it joins before it starts ({name: aliases}, as Compose does).
     Returns the container and the status pipe to wait on (wait_exit) or, detached, to close.
     A run that did not start leaves nothing behind."""
     from ..images import store as images
 
     require_root("run a container")
-    img = images.get(image_ref)
+    img = _image_or_pull(image_ref, images)
     c = lifecycle.create(lifecycle.build_config(img, image_ref, command, **config), name)
     try:
+        if more_networks:
+            from ..containers import endpoints
+
+            for network, aliases in more_networks.items():
+                endpoints.connect(c, network, None, list(aliases))
         status = lifecycle.start(c, attach=not detach, interactive=interactive)
     except BaseException:
         lifecycle.remove_stopped(c)
         raise
     return c, status
+
+
+def _image_or_pull(image_ref: str, images):
+    """The stored image, else (like Docker's run) pulled first when the name says a registry. Names
+    on Docker Hub are pulled only by an explicit `netdiag pull`: a typo never reaches the internet."""
+    try:
+        return images.get(image_ref)
+    except NotFound:
+        from ..images.refs import DEFAULT_DOMAIN, parse
+
+        try:
+            ref = parse(image_ref)
+        except InvalidArgument:
+            ref = None
+        if ref is None or ref.domain == DEFAULT_DOMAIN:
+            raise
+    import sys
+
+    from ..registry.pull import pull
+
+    print(f"Unable to find image '{ref.familiar()}' locally", file=sys.stderr)
+    pull(image_ref, out=lambda line: print(line, file=sys.stderr, flush=True))
+    return images.get(image_ref)
 
 
 wait_exit = lifecycle.wait_exit

@@ -108,6 +108,10 @@ def inspect(ref: str) -> dict:
         from ..networks import overlay
 
         view.update(overlay.inspect(n))
+    elif n["Driver"] == "cni":
+        from ..networks.cni import driver as cni
+
+        view.update(cni.inspect(n))
     elif view["Bridge"]:
         from ..networks import foreign
 
@@ -156,9 +160,10 @@ def remove(ref: str, *, force: bool = False) -> str:
 
 
 def prune(*, unreadable: bool = False) -> list[str]:
-    """Remove the user-defined bridge networks no container uses, like Docker; with `unreadable`
-    (system prune) also networks whose record is unusable, with their bridge. Their names."""
-    from ..networks import bridge, network_records
+    """Remove the user-defined bridge networks (and records of CNI conflists) no container uses,
+    like Docker; with `unreadable` (system prune) also networks whose record is unusable, with their
+    bridge. Their names."""
+    from ..networks import bridge, drivers, network_records
 
     require_root("prune networks")
     _prepare()
@@ -167,8 +172,8 @@ def prune(*, unreadable: bool = False) -> list[str]:
         if net["Driver"] == network_records.UNREADABLE and unreadable:
             bridge.delete(net, force=True)
             removed.append(f"{net['Name']} (unusable record)")
-        elif net["Driver"] == "bridge" and net["Name"] not in network_records.BUILTIN and not net["Containers"]:
-            bridge.delete(net)
+        elif net["Driver"] in ("bridge", "cni") and net["Name"] not in network_records.BUILTIN and not net["Containers"]:
+            drivers.of(net).delete(net)
             removed.append(net["Name"])
     return removed
 

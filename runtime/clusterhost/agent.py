@@ -6,8 +6,10 @@ environment), started by `netdiag cluster join`, in the host's network namespace
     are registered again on the new one;
   * state: one read of everything under the layout's root, then a watch from that revision; every
     change updates the view and the kernel: this host's mirrors of the overlay networks, the FDB
-    and ARP entries of each local sandbox, the members' VTEPs for the firewall guard. The view is
-    read again every NETDIAG_CLUSTER_RESYNC seconds (5), which also covers a watch stream that died;
+    and ARP entries of each local sandbox, the names the overlays' DNS resolver gives for the other
+    hosts' endpoints, the members' VTEPs for the firewall guard. The view is read again every
+    NETDIAG_CLUSTER_RESYNC seconds (5), which also covers a watch stream that died (and a resolver
+    that died: it is started again);
   * reachability: a TCP responder on VTEP:7946 (Docker's control port) that answers `ping` and,
     asked `check ADDR`, connects back to ADDR:7946: how `join` proves peers can reach its address.
 
@@ -103,6 +105,7 @@ class Agent:
     def apply(self) -> None:
         """Bring this host in line with the view: mirrors, peers (firewall guard), sandboxes."""
         from ..networks import enforce, network_records, overlay
+        from ..networks.dns import records as dns_records
         from ..cluster import alloc, keys, local
 
         hosts, networks, endpoints = {}, [], {}
@@ -124,7 +127,7 @@ class Agent:
         if local.save_peers([{"id": h["id"], "name": h.get("name", ""), "vtep": h.get("vtep")} for h in hosts.values()]):
             enforce.apply()
         overlay.mirror(networks)
-        now, seen = time.monotonic(), set()
+        now, seen, remote = time.monotonic(), set(), {}
         for net in network_records.overlays():
             mine = set(net["Containers"])
             for ep in endpoints.get(net["Id"], []):
@@ -139,7 +142,10 @@ class Agent:
                 res = overlay.program(net, overlay.remote_endpoints(endpoints.get(net["Id"], []), hosts, self.me))
                 if res["added"] or res["removed"] or res["errors"]:
                     log(f"{net['Name']}: +{res['added']} -{res['removed']} {res['errors'] or ''}")
+                remote[net["Id"]] = overlay.remote_records(endpoints.get(net["Id"], []), hosts, self.me)
         self.orphans = {k: v for k, v in self.orphans.items() if k in seen}
+        if remote:  # the names the local containers' resolver gives for the other hosts' endpoints
+            dns_records.update_overlays(remote)
 
     def on_event(self, kind: str, key: str, value) -> None:
         self.events.put((kind, key, value))
@@ -153,6 +159,8 @@ class Agent:
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, ready) -> None:
+        from ..networks.dns import control as dns_control, records as dns_records
+
         self.register()
         rev = self.read_all()
         self.apply()
@@ -163,6 +171,7 @@ class Agent:
         while not self.stopping.is_set():
             try:
                 dirty = self.drain(timeout=0.2)
+                dns_control.reap()  # a resolver it started that another process stopped
                 now = time.monotonic()
                 if now >= next_keepalive:
                     next_keepalive = now + ttl() / 3
@@ -178,7 +187,7 @@ class Agent:
                     if self.view != before:
                         self.watch(rev)  # the watch missed something: it may be dead
                         dirty = True
-                    dirty |= bool(self.orphans)
+                    dirty |= bool(self.orphans) or dns_records.overlays_resolver_down()  # restarted by apply()
                 if dirty:
                     self.apply()
             except Exception as e:  # noqa: BLE001 - the store away, a kernel hiccup: retry, never die

@@ -16,3 +16,7 @@ def remove_stopped(c: container_records.Container) -> None:
                 drivers.of(net).detach(net, c.id)
     cgroups.remove(c.id)
     container_records.delete_record(c)
+    if (c.config.get("HostConfig") or {}).get("AutoRemove"):  # Docker's --rm takes its anonymous volumes along
+        from .volumes import remove_anonymous
+
+        remove_anonymous(c)

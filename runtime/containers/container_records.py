@@ -300,3 +300,27 @@ def status_line(c: Container) -> str:
 
 def proc_ok(c: Container) -> bool:
     return c.running and pid_alive(c.pid, c.state.get("PidStart")) and os.path.exists(f"/proc/{c.pid}/ns/net")
+
+
+SHARED_NETNS = "container:"  # --network container:ID: the network namespace of another container (Docker's)
+
+
+def netns_owner(host_config: dict) -> str | None:
+    """The id of the container whose network namespace this one joins, or None."""
+    mode = host_config.get("NetworkMode") or ""
+    return mode[len(SHARED_NETNS):] if mode.startswith(SHARED_NETNS) else None
+
+
+def running_netns_owner(host_config: dict) -> Container | None:
+    """The running container whose network namespace a container joins (None: it has its own or
+    the host's); a clear error when that container is gone or stopped."""
+    from ..errors import ContainerError
+
+    ref = netns_owner(host_config)
+    if ref is None:
+        return None
+    owner = get(ref)
+    if not proc_ok(owner):
+        raise ContainerError(f"Cannot join the network namespace of container {owner.name}", f"it is {owner.status}",
+                             f"start it first ('netdiag start {owner.name}')")
+    return owner

@@ -32,7 +32,8 @@ def attach_all(c: container_records.Container, pid: int) -> None:
     netns = f"/proc/{pid}/ns/net"
     attached = []
     wanted = [nets.get(name) for name in bridge_networks(c)]
-    first_bridge = next((n["Id"] for n in wanted if n["Driver"] == "bridge"), None)
+    # a CNI network's plugins decide its routes; netdiag publishes through its portmap plugin
+    first_bridge = next((n["Id"] for n in wanted if n["Driver"] in ("bridge", "cni")), None)
     try:
         for i, net in enumerate(wanted):
             want = c.config["NetworkSettings"]["Networks"][net["Name"]]
@@ -42,7 +43,7 @@ def attach_all(c: container_records.Container, pid: int) -> None:
                 dns_records.ensure_resolver(net)
             if net["Id"] == first_bridge:
                 with state.locked("ports"):
-                    taken = [dict(p, container=cid) for n in nets.bridges() for cid, e in n["Containers"].items()
+                    taken = [dict(p, container=cid) for n in nets.attachable() for cid, e in n["Containers"].items()
                              if cid != c.id for p in e.get("Ports", [])]
                     publish = ports.assign(c.config["HostConfig"].get("Publish") or [], taken)
                     driver.attach(net, c.config, netns, f"eth{i}", default_route=True, publish=publish, **kw)
@@ -63,7 +64,7 @@ def connect(c: container_records.Container, name: str, ip: str | None, aliases: 
     net = nets.get(name)
     if net["Driver"] not in nets.ATTACHABLE:
         raise NetdiagError(f"Cannot connect to network {name}", f"it is a {net['Driver']} network", "connect to a bridge or overlay network")
-    if primary(c) in ("none", "host"):
+    if primary(c) in ("none", "host") or container_records.netns_owner(c.config["HostConfig"]):
         raise NetdiagError(f"Container {c.name} uses --network {primary(c)}", "it cannot join other networks", "run it on a bridge network")
     settings = c.config.setdefault("NetworkSettings", {}).setdefault("Networks", {})
     if name in settings:
@@ -144,15 +145,20 @@ def write_etc(c: container_records.Container) -> None:
     hostname = c.config["Config"]["Hostname"]
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
     for e in eps.values():
+        if not e.get("IPv4Address"):  # a CNI endpoint whose ADD is under way
+            continue
         lines.append(f"{e['IPv4Address'].split('/')[0]}\t{hostname}")
     _write_in_place(c.dir / "hosts", "\n".join(lines) + "\n")
     dns = c.config["HostConfig"].get("Dns") or []
     # like Docker: the embedded DNS as soon as one network is user-defined, also one connected
     # later to a container started on the default bridge (until then it has the host's resolv.conf);
-    # overlays have no resolver of their own here
-    user = [n for n in bridge_networks(c) if n != "bridge" and (nets.find(n) or {}).get("Driver") == "bridge"][:1]
+    # on an overlay, Docker's 127.0.0.11 in the container itself (it answers for all its networks)
+    drivers = {n: (nets.find(n) or {}).get("Driver") for n in bridge_networks(c)}
+    user = [n for n, d in drivers.items() if n != "bridge" and d == "bridge"][:1]
     if dns:
         text = "".join(f"nameserver {s}\n" for s in dns)
+    elif "overlay" in drivers.values():
+        text = "# netdiag embedded DNS of overlay networks\nnameserver 127.0.0.11\noptions ndots:0\n"
     elif user:
         gw = nets.ipam(nets.get(user[0]))["Gateway"]
         text = f"# netdiag embedded DNS of network {user[0]}\nnameserver {gw}\noptions ndots:0\n"

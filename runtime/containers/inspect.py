@@ -57,9 +57,11 @@ def container_json(c: container_records.Container) -> dict:
         "HostsPath": str(c.dir / "hosts"),
         "LogPath": str(c.dir / "container.log"),
         "Name": "/" + c.name,
-        "RestartCount": 0,
+        "RestartCount": st.get("RestartCount", 0),
         "Driver": "overlay",
         "HostConfig": docker_host_config(host),
+        "Mounts": [{**m, "Mode": "" if m["Type"] == "volume" else "rw" if m["RW"] else "ro", "Propagation": "rprivate",
+                    **({"Driver": "local"} if m["Type"] == "volume" else {})} for m in c.config.get("Mounts") or []],
         "GraphDriver": {
             "Name": "overlay",
             "Data": {
@@ -83,11 +85,18 @@ def _confinement(host: dict) -> dict:
     return security.describe(host)
 
 
+def _repo_digests(image_id: str) -> list[str]:
+    from ..images import repodigests
+
+    return repodigests.of(image_id)
+
+
 def image_json(img) -> dict:
     cfg = img.config
     return {
         "Id": img.id,
         "RepoTags": img.tags,
+        "RepoDigests": _repo_digests(img.id),
         "Created": cfg.get("created", ""),
         "Architecture": cfg.get("architecture", ""),
         "Os": cfg.get("os", ""),
@@ -116,9 +125,9 @@ def _network_settings(c: container_records.Container) -> dict:
             "Aliases": (c.config["NetworkSettings"]["Networks"][name] or {}).get("Aliases") or [],
             "NetworkID": net["Id"] if net else "",
             "EndpointID": e.get("EndpointID", ""),
-            "Gateway": nets.ipam(net).get("Gateway", "") if net and e else "",
+            "Gateway": e.get("Gateway") or (nets.ipam(net).get("Gateway", "") if net and e else ""),  # a CNI result says it
             "IPAddress": e.get("IPv4Address", "").split("/")[0],
-            "IPPrefixLen": int(e["IPv4Address"].split("/")[1]) if e else 0,
+            "IPPrefixLen": int(e["IPv4Address"].split("/")[1]) if "/" in e.get("IPv4Address", "") else 0,
             "MacAddress": e.get("MacAddress", ""),
             "Interface": e.get("Interface", ""),
             "HostVeth": e.get("HostVeth", ""),

@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 
 from .. import state, validate
-from ..errors import Conflict, ContainerError, InvalidArgument
+from ..errors import Conflict, ContainerError, InvalidArgument, NetdiagError
 from ..images import store as images
 from . import cgroups, container_records, monitor
 from .cleanup import remove_stopped  # noqa: F401 - part of this module's API (run, build)
@@ -26,15 +26,34 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
                  aliases: list[str] = (), dns: list[str] = (), health_cmd: str | None = None,
                  health_interval: float = 30, health_timeout: float = 30, health_retries: int = 3,
                  labels: dict | None = None, cap_add: list[str] = (), cap_drop: list[str] = (),
-                 privileged: bool = False, security_opt: list[str] = ()) -> dict:
+                 privileged: bool = False, security_opt: list[str] = (), volumes: list[str] = (),
+                 restart: str = "no", healthcheck: dict | None = None) -> dict:
     """The container's config (Docker's field names), from the image and the run options."""
     from .. import ipam
     from ..networks import network_records as nets, ports
-    from . import security
+    from . import security, volumes as vols
 
     confinement = security.host_config(cap_add, cap_drop, privileged, security_opt)  # exit 2 before anything exists
+    policy = restart_policy(restart)
+    if auto_remove and policy["Name"]:
+        raise InvalidArgument("Conflicting options: --restart and --rm", "a container removed at its exit cannot be restarted",
+                              "drop one of them (like Docker)")
+    mounts = [vols.parse(v) for v in volumes]
+    for i, m in enumerate(mounts):
+        if any(o["Destination"].rstrip("/") == m["Destination"].rstrip("/") for o in mounts[:i]):
+            raise InvalidArgument(f"Duplicate mount point: {m['Destination']}", "two volumes are mounted at the same path",
+                                  "keep one of them")
 
-    if network in NETWORK_MODES:
+    if network.startswith(container_records.SHARED_NETNS):
+        owner = container_records.get(network[len(container_records.SHARED_NETNS):])
+        used = [flag for flag, given in (("-p", publish or publish_all), ("--ip", ip), ("--network-alias", aliases),
+                                         ("--dns", dns), ("--hostname", hostname)) if given]
+        if used:  # Docker's "conflicting options": they belong to the namespace's owner
+            raise InvalidArgument(f"Conflicting options: {', '.join(used)} and --network {network}",
+                                  f"the container shares the network namespace of {owner.name}: its addresses, ports, names "
+                                  "and resolver", "drop them")
+        network = container_records.SHARED_NETNS + owner.id
+    elif network in NETWORK_MODES:
         if publish or publish_all:
             raise InvalidArgument(
                 f"Cannot publish ports with --network {network}",
@@ -43,6 +62,13 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
             )
         if ip or aliases:
             raise InvalidArgument(f"--ip and --network-alias need a bridge network, not {network}", "", "drop them or use --network bridge")
+    elif network.startswith("cni:"):
+        from ..networks.cni import driver as cni
+
+        if ip or aliases:
+            raise InvalidArgument(f"--ip and --network-alias do not apply to {network}",
+                                  "a CNI network's IPAM plugin chooses addresses, and it has no embedded DNS", "drop them")
+        cni.ensure_record(network[len(cni.PREFIX):])  # the conflist and its plugins checked before anything exists
     elif network != "bridge" and nets.find(network) is None:
         raise InvalidArgument(f"Unknown network {network!r}", "no network has that name",
                               f"create it with 'netdiag network create {network}', or list them with 'netdiag network ls'")
@@ -83,7 +109,7 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
     for p in publish_specs:
         for port in range(p["ctr_start"], p["ctr_end"] + 1):
             exposed.setdefault(f"{port}/{p['proto']}", {})
-    health = ic.get("Healthcheck")
+    health = healthcheck or ic.get("Healthcheck")  # Docker's form, from Compose
     if health_cmd:
         ns = 1_000_000_000
         health = {"Test": ["CMD-SHELL", health_cmd], "Interval": int(health_interval * ns),
@@ -113,11 +139,23 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
             "AutoRemove": auto_remove,
             "Publish": publish_specs,
             "Dns": list(dns),
+            "Binds": list(volumes),
+            "RestartPolicy": policy,
             **confinement,
         },
-        "NetworkSettings": {"Networks": {} if network in NETWORK_MODES else
+        "Mounts": mounts,
+        "NetworkSettings": {"Networks": {} if network in NETWORK_MODES or network.startswith(container_records.SHARED_NETNS) else
                             {network: {"IPAMConfig": {"IPv4Address": ip} if ip else None, "Aliases": list(aliases)}}},
     }
+
+
+def restart_policy(text: str) -> dict:
+    """Docker's --restart (no, always, unless-stopped, on-failure[:N]) as HostConfig.RestartPolicy."""
+    name, _, count = text.partition(":")
+    if name not in ("no", "always", "unless-stopped", "on-failure") or (count and (name != "on-failure" or not count.isdigit())):
+        raise InvalidArgument(f"Invalid restart policy {text!r}", "it is no, always, unless-stopped or on-failure[:MAX-RETRIES]",
+                              "use e.g. --restart on-failure:3")
+    return {"Name": "" if name == "no" else name, "MaximumRetryCount": int(count or 0)}
 
 
 def create(config: dict, name: str | None) -> container_records.Container:
@@ -133,7 +171,8 @@ def _create(config: dict, name: str | None) -> container_records.Container:
         from ..networks import bridge
 
         bridge.ensure_default()
-    if mode not in NETWORK_MODES:  # here, not in the monitor: its notes and warnings reach the user
+    owner = container_records.running_netns_owner(config["HostConfig"])
+    if mode not in NETWORK_MODES and owner is None:  # here, not in the monitor: its notes and warnings reach the user
         from ..networks import enforce, network_records as nets
 
         enforce.apply()
@@ -142,14 +181,19 @@ def _create(config: dict, name: str | None) -> container_records.Container:
             from ..cluster import local
 
             local.require()  # a clear error now, not from the monitor
-        else:
+        elif net["netdiag"].get("Bridge"):
             enforce.warn_blocked(net["netdiag"]["Bridge"], net["Name"])
     c = container_records.create_record(config, name)
     try:
+        from .volumes import ensure
+
+        for m in config.get("Mounts") or []:
+            ensure(m)
         for d in ("upper", "work", "merged"):
             (c.dir / d).mkdir()
         if not c.config["Config"]["Hostname"]:
-            c.config["Config"]["Hostname"] = c.id[:12] if config["HostConfig"]["NetworkMode"] != "host" else socket.gethostname()
+            c.config["Config"]["Hostname"] = (owner.config["Config"]["Hostname"] if owner else c.id[:12]) \
+                if config["HostConfig"]["NetworkMode"] != "host" else socket.gethostname()
             state.write_json(c.dir / "config.json", c.config)
         _write_etc_files(c)
     except BaseException:
@@ -186,9 +230,12 @@ def start(c: container_records.Container, *, attach: bool = False, interactive: 
     if container_records.proc_ok(c):
         raise Conflict(f"Container {c.name} is already running", "", f"stop it first ('netdiag stop {c.name}')")
     with state.space_for(f"start container {c.name}"):
+        if c.state.get("StopRequested"):  # started by a command: its restart policy applies again
+            c.save_state(StopRequested=False)
         if not state.reserve(c.dir / "state.json"):  # its exit record must have room, whatever fills the disk
             raise OSError(errno.ENOSPC, "no room for the state record's spare", str(c.dir))
         lowers = lower_dirs(c)  # extracts the image's layers on first use
+    container_records.running_netns_owner(c.config["HostConfig"])  # a clear error now, not from the monitor
     return monitor.spawn(c, lowers, attach=attach, interactive=interactive)
 
 
@@ -227,6 +274,7 @@ def _wait_pid_gone(pid: int, start_time: int | None, timeout: float) -> bool:
 
 def stop(c: container_records.Container, timeout: float = 10, sig: int = signal.SIGTERM) -> None:
     """SIGTERM, then SIGKILL after `timeout` seconds; returns once the monitor recorded the exit."""
+    _no_restart(c)
     if not container_records.proc_ok(c):
         return
     try:
@@ -241,6 +289,15 @@ def stop(c: container_records.Container, timeout: float = 10, sig: int = signal.
         _wait_pid_gone(c.pid, c.state.get("PidStart"), 5)
     _wait_monitor(c)
     _finish_if_unsupervised(c)
+
+
+def _no_restart(c: container_records.Container) -> None:
+    """A container a command stops, kills or removes is not restarted by its policy (Docker's rule)."""
+    if (c.config.get("HostConfig", {}).get("RestartPolicy") or {}).get("Name"):
+        try:
+            container_records.get(c.id).save_state(StopRequested=True)
+        except NetdiagError:  # gone or unreadable: nothing will restart it
+            pass
 
 
 def _finish_if_unsupervised(c: container_records.Container) -> None:
@@ -264,6 +321,7 @@ def _wait_monitor(c: container_records.Container) -> None:
 def kill(c: container_records.Container, sig: int = signal.SIGKILL) -> None:
     if not container_records.proc_ok(c):
         raise Conflict(f"Container {c.name} is not running", "", "")
+    _no_restart(c)
     os.kill(c.pid, sig)
     if sig == signal.SIGKILL:
         _wait_pid_gone(c.pid, c.state.get("PidStart"), 5)
@@ -279,6 +337,7 @@ def remove(c: container_records.Container, force: bool = False) -> None:
                 "removing it would kill its processes",
                 f"stop it first ('netdiag stop {c.name}') or use 'netdiag rm -f {c.name}'",
             )
+        _no_restart(c)
         os.kill(c.pid, signal.SIGKILL)
         _wait_pid_gone(c.pid, c.state.get("PidStart"), 5)
         _wait_monitor(c)

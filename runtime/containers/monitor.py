@@ -17,6 +17,7 @@ import traceback
 from pathlib import Path
 
 from ..kernel import syscalls as sc
+from ..kernel.ns import Namespace
 from .. import state
 from ..errors import ContainerError, NetdiagError
 from . import cgroups, container_records, endpoints, procenv, rootfs, security
@@ -140,6 +141,7 @@ def _monitor(c: container_records.Container, lower_dirs: list[Path], status_w: i
     c2m_r, c2m_w = os.pipe2(os.O_CLOEXEC)
     m2c_r, m2c_w = os.pipe2(os.O_CLOEXEC)
     own_net = host.get("NetworkMode", "none") != "host"
+    shared = _shared_netns(c)
     cgroups.create(c.id, host.get("Memory", 0), host.get("NanoCpus", 0), host.get("PidsLimit", 0),
                    devices=security.devices(host))
 
@@ -148,9 +150,11 @@ def _monitor(c: container_records.Container, lower_dirs: list[Path], status_w: i
     if child == 0:  # pragma: no cover - becomes the container
         for fd in (c2m_r, m2c_w, out_r, err_r, status_w):
             os.close(fd)
-        _init(c, lower_dirs, own_net, (cli_in, out_w, err_w), c2m_w, m2c_r, plan)
+        _init(c, lower_dirs, own_net, (cli_in, out_w, err_w), c2m_w, m2c_r, plan, shared)
     for fd in (c2m_w, m2c_r, out_w, err_w, cli_in):
         os.close(fd)
+    if shared:
+        os.close(shared[0])
     pidfd = os.pidfd_open(child)
 
     def fail(code: int, message: str, fix: str = "") -> None:
@@ -222,6 +226,40 @@ def _monitor(c: container_records.Container, lower_dirs: list[Path], status_w: i
     _remove_cgroups(c)
     _record_exit(c, code, oom, log.dropped_total)
     _send(status_w, exit=code, oom=oom)
+    _restart_if_due(c, code, lower_dirs)
+
+
+def _restart_if_due(c: container_records.Container, code: int, lower_dirs: list[Path]) -> None:
+    """Docker's restart policies, by this monitor once the exit is recorded: always and
+    unless-stopped restart after any exit, on-failure[:N] after a non-zero one (at most N times);
+    never a container a command stopped, killed or removed (they mark it StopRequested first).
+    The delay doubles from 100 ms up to a minute, and starts again after a run of 10 s or more, as
+    Docker's does. The next run has a monitor of its own; this one ends."""
+    import time
+
+    policy = c.config["HostConfig"].get("RestartPolicy") or {}
+    try:
+        fresh = container_records.get(c.id)
+    except NetdiagError:  # removed meanwhile
+        return
+    count, limit = int(fresh.state.get("RestartCount") or 0), int(policy.get("MaximumRetryCount") or 0)
+    if not policy.get("Name") or fresh.state.get("StopRequested") or (
+            policy["Name"] == "on-failure" and (code == 0 or (limit and count >= limit))):
+        return
+    ran = time.time() - container_records.parse_iso(fresh.state.get("StartedAt") or "")
+    time.sleep(0.1 if ran >= 10 else min(0.1 * 2 ** count, 60))
+    try:
+        fresh = container_records.get(c.id)
+        if fresh.state.get("StopRequested") or fresh.status != container_records.EXITED:
+            return  # stopped, removed or started by a command during the delay
+        fresh.save_state(RestartCount=count + 1)
+        sc.own_pid_ns_for_children()  # the last run's PID namespace died with its init
+        os.close(spawn(fresh, lower_dirs, attach=False, interactive=False))
+    except NetdiagError as e:  # the record says why it did not come back; ps shows it exited
+        try:
+            container_records.get(c.id).save_state(Error=f"restart failed: {_what_why(e)}")
+        except NetdiagError:
+            pass
 
 
 def _record_exit(c: container_records.Container, code: int, oom: bool, dropped: int) -> None:
@@ -284,18 +322,41 @@ def _what_why(e: BaseException) -> str:
     return str(e)
 
 
+def _shared_netns(c: container_records.Container) -> tuple[int, Path] | None:
+    """For --network container:X: X's network namespace, opened now (its pid checked after the
+    open, so the descriptor is X's and no reused pid's), and X's directory (its hosts, resolv.conf)."""
+    owner = container_records.running_netns_owner(c.config["HostConfig"])
+    if owner is None:
+        return None
+    gone = ContainerError(f"Cannot join the network namespace of container {owner.name}", "it exited just now",
+                          f"start it again ('netdiag start {owner.name}')")
+    try:
+        fd = os.open(f"/proc/{owner.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        raise gone from None
+    if not sc.pid_alive(owner.pid, owner.state.get("PidStart")):
+        os.close(fd)
+        raise gone
+    return fd, owner.dir
+
+
 def _init(c: container_records.Container, lower_dirs: list[Path], own_net: bool, stdio: tuple[int, int, int],
-          c2m: int, m2c: int, plan: security.Plan) -> None:  # pragma: no cover - runs as the container's PID 1
+          c2m: int, m2c: int, plan: security.Plan,
+          shared: tuple[int, Path] | None) -> None:  # pragma: no cover - runs as the container's PID 1
     cfg, host = c.config["Config"], c.config["HostConfig"]
     try:
         flags = sc.CLONE_NEWNS | sc.CLONE_NEWIPC | (sc.CLONE_NEWNET | sc.CLONE_NEWUTS if own_net else 0)
+        if shared:  # another container's network namespace, a UTS namespace of its own
+            Namespace(f"/proc/self/fd/{shared[0]}").join()
+            flags &= ~sc.CLONE_NEWNET
         sc.unshare(flags)
         os.write(c2m, b"R")
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
         rootfs.mount_overlay(lower_dirs, c.dir / "upper", c.dir / "work", c.dir / "merged")
-        binds = {f"/etc/{n}": c.dir / n for n in ("hostname", "hosts", "resolv.conf")}
+        etc = shared[1] if shared else c.dir  # sharing a namespace, Docker shares its hosts and resolv.conf too
+        binds = {f"/etc/{n}": (c.dir if n == "hostname" else etc) / n for n in ("hostname", "hosts", "resolv.conf")}
         host_devs = security.host_devices() if host.get("Privileged") else []  # the host's /dev, before pivot_root
-        rootfs.setup(c.dir / "merged", binds, own_net, cfg.get("Hostname") if own_net else None)
+        rootfs.setup(c.dir / "merged", binds, own_net, cfg.get("Hostname") if own_net else None, c.config.get("Mounts") or [])
         security.apply_paths(host, host_devs)
         if os.read(m2c, 1) != b"G":
             os._exit(1)

@@ -43,8 +43,9 @@ def top_first_once(lower_dirs: list[Path]) -> list[Path]:
     return out
 
 
-def setup(merged: Path, binds: dict[str, Path], own_netns: bool, hostname: str | None) -> None:
-    """Finish the root at `merged` and pivot into it. `binds` maps in-container file -> host file.
+def setup(merged: Path, binds: dict[str, Path], own_netns: bool, hostname: str | None, mounts: list[dict] = ()) -> None:
+    """Finish the root at `merged` and pivot into it. `binds` maps in-container file -> host file;
+    `mounts` are the container's volumes (volumes.parse), bound after them.
 
     Every target is resolved inside the root (runtime/fsroot.py) and mounted onto its descriptor,
     so an image's symlinks (an /etc that links to a host directory, say) never reach the host."""
@@ -63,6 +64,8 @@ def setup(merged: Path, binds: dict[str, Path], own_netns: bool, hostname: str |
         _KERNEL_FS.add(_dev_of(root, "/sys"))
         for inside, host_file in binds.items():
             _bind_file(root, inside, host_file)
+        for mount in mounts:
+            _bind_volume(root, mount)
     finally:
         os.close(root)
 
@@ -191,3 +194,23 @@ def _bind_file(root: int, inside: str, host_file: Path) -> None:
         sc.mount(str(host_file), fsroot.fd_path(target), None, sc.MS_BIND)
     finally:
         os.close(target)
+
+
+def _bind_volume(root: int, m: dict) -> None:
+    """A volume or a bind mount (a directory, or a file onto a file) at its destination, resolved
+    in the root; read-only as a second step, which is how the kernel takes MS_RDONLY for a bind."""
+    inside, source = m["Destination"], m["Source"]
+    try:
+        is_dir = stat.S_ISDIR(os.stat(source).st_mode)
+    except OSError as e:
+        raise ContainerError(f"Cannot mount {source} at {inside}", e.strerror or str(e), "check the volume's source path") from None
+    if is_dir:
+        _mount_on(root, inside, source, None, sc.MS_BIND | sc.MS_REC)
+    else:
+        _bind_file(root, inside, Path(source))
+    if not m.get("RW", True):
+        target = _not_kernel_fs(_open(root, inside), inside)
+        try:
+            sc.mount(None, fsroot.fd_path(target), None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
+        finally:
+            os.close(target)

@@ -85,9 +85,20 @@ def index(data: bytes) -> list[tuple[str, str | None]]:
                 raise Malformed(f"{where}: its {key} annotation is not a string")
         name = notes.get(NAME_ANNOTATION)
         if name:  # Docker's short form: docker.io/library/busybox:1 is busybox:1
-            name = name.removeprefix("docker.io/").removeprefix("library/")
+            name = _familiar(name)
         out.append((digest, name or notes.get(REF_ANNOTATION)))
     return out
+
+
+def _familiar(name: str) -> str:
+    """A full reference in Docker's short form (left as it is when it is not a reference)."""
+    from ..errors import InvalidArgument
+    from .refs import parse
+
+    try:
+        return parse(name).familiar()
+    except InvalidArgument:
+        return name
 
 
 def manifest(data: bytes, what: str = "the manifest") -> Manifest:

@@ -53,7 +53,7 @@ def blob_path(digest: str) -> Path:
     return paths.images_dir() / "blobs" / "sha256" / _hex(digest)
 
 
-def _put_blob_bytes(data: bytes) -> str:
+def put_blob(data: bytes) -> str:
     import hashlib
 
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -167,6 +167,10 @@ def _find(ref_or_id: str) -> Image:
             img = provider(want)
             if img is not None:
                 return img
+    if "@" in ref_or_id:
+        img = _by_repo_digest(ref_or_id, images)
+        if img is not None:
+            return img
     prefix = ref_or_id.removeprefix("sha256:")
     if len(prefix) >= 4 and all(c in "0123456789abcdef" for c in prefix):
         hits = [i for i in images if i.id.removeprefix("sha256:").startswith(prefix)]
@@ -176,9 +180,22 @@ def _find(ref_or_id: str) -> Image:
             raise Conflict(f"Image id prefix {ref_or_id!r} is ambiguous", f"{len(hits)} images match", "give more characters of the id")
     raise NotFound(
         f"No such image: {ref_or_id}",
-        "netdiag has no registry access; images come from 'netdiag build', 'import' or 'load', plus the built-in busybox",
+        "images come from 'netdiag pull', 'build', 'import' or 'load', plus the built-in busybox",
         "list images with 'netdiag images'",
     )
+
+
+def _by_repo_digest(ref: str, images: list[Image]) -> Image | None:
+    """NAME@DIGEST: the image pulled from or pushed as that registry manifest."""
+    from . import repodigests
+    from .refs import parse
+
+    try:
+        r = parse(ref, default_tag=False)
+    except InvalidArgument:
+        return None
+    image_id = repodigests.find(f"{r.familiar_name}@{r.digest}")
+    return next((i for i in images if i.id == image_id), None)
 
 
 @contextlib.contextmanager
@@ -226,8 +243,13 @@ def _commit(config: dict, layer_digests: list[str], tag: str | None) -> Image:
     config.setdefault("architecture", {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine))
     config.setdefault("os", "linux")
     config["rootfs"] = {"type": "layers", "diff_ids": list(layer_digests)}
-    cfg_bytes = _json_bytes(config)
-    cfg_digest = _put_blob_bytes(cfg_bytes)
+    return commit_config_bytes(_json_bytes(config), layer_digests, tag)
+
+
+def commit_config_bytes(cfg_bytes: bytes, layer_digests: list[str], tag: str | None) -> Image:
+    """Store a config as these exact bytes (a pulled image keeps its registry's id) and a manifest
+    naming it and the (uncompressed, stored) layers; call it inside `writing()`."""
+    cfg_digest = put_blob(cfg_bytes)
     manifest = {
         "schemaVersion": 2,
         "mediaType": MANIFEST_TYPE,
@@ -236,7 +258,7 @@ def _commit(config: dict, layer_digests: list[str], tag: str | None) -> Image:
             {"mediaType": LAYER_TYPE, "digest": d, "size": blob_path(d).stat().st_size} for d in layer_digests
         ],
     }
-    man_digest = _put_blob_bytes(_json_bytes(manifest))
+    man_digest = put_blob(_json_bytes(manifest))
     return tag_manifest(man_digest, tag)
 
 
@@ -446,6 +468,9 @@ def _sweep(live: set[str]) -> int:
     from ..kernel.syscalls import pid_alive
 
     freed = 0
+    for p in sorted((paths.images_dir() / "partial").glob("*")):  # interrupted pulls' bytes (pulls hold "blobs" shared)
+        freed += p.stat().st_size
+        p.unlink(missing_ok=True)
     for d, is_layer in ((paths.images_dir() / "blobs" / "sha256", False), (paths.layers_dir(), True)):
         for p in sorted(d.iterdir()) if d.is_dir() else ():
             if p.name.startswith("."):  # .<name>.<pid>.tmp of a write or an extraction

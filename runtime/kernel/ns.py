@@ -26,7 +26,7 @@ import threading
 from typing import Callable, Iterator
 
 from . import wire
-from .syscalls import _libc, CLONE_NEWNET, CLONE_NEWNS, MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, \
+from .syscalls import _libc, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, \
     MS_REC, MS_SHARED, NS_FLAGS, mount, setns, umount, unshare
 
 RUN_DIR = "/run/netns"
@@ -127,6 +127,31 @@ def join_process(pid: int, kinds: tuple[str, ...]) -> None:
     finally:
         for fd, _ in fds:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def own_pid_namespace_for_children() -> Iterator[None]:
+    """Children forked in the block are born in this process's own PID namespace. A container's
+    monitor unshared CLONE_NEWPID for the container's init: without this, a helper it starts (a
+    network's DNS resolver) would be a process of the container and die with its init. Restored
+    after the block; nothing to do in a process that never unshared one."""
+    own, next_ = "/proc/self/ns/pid", "/proc/self/ns/pid_for_children"
+    if os.stat(own).st_ino == os.stat(next_).st_ino:
+        yield
+        return
+    back = os.open(next_, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fd = os.open(own, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            setns(fd, CLONE_NEWPID)
+        finally:
+            os.close(fd)
+        try:
+            yield
+        finally:
+            setns(back, CLONE_NEWPID)
+    finally:
+        os.close(back)
 
 
 def _share_run_dir() -> None:

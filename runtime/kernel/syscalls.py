@@ -57,6 +57,16 @@ def unshare(flags: int) -> None:
     _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
 
 
+def own_pid_ns_for_children() -> None:
+    """New children in this process's own PID namespace again, after unshare(CLONE_NEWPID) sent
+    them into one whose init has since exited (where fork fails with ENOMEM)."""
+    fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        setns(fd, CLONE_NEWPID)
+    finally:
+        os.close(fd)
+
+
 def setns(fd: int, nstype: int = 0) -> None:
     _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
 

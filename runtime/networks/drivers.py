@@ -1,6 +1,7 @@
 """The network drivers behind one protocol (CNI's plugin dispatch; libnetwork's driver API).
 
-`bridge` and `overlay` make networks and endpoints; `host` and `null` are the built-in networks a
+`bridge` and `overlay` make networks and endpoints; `cni` (networks/cni) records a CNI conflist as
+`cni:NAME` and makes endpoints by running its plugins; `host` and `null` are the built-in networks a
 container joins without an endpoint of its own (`ensure_builtin_records`), so nothing creates
 another one (Docker: "only one instance of host network is allowed").
 """
@@ -35,15 +36,19 @@ def named(driver: str) -> Driver:
         from . import overlay
 
         return overlay
+    if driver == "cni":
+        from .cni import driver as cni
+
+        return cni
     if driver in ("host", "null", "none"):
         raise Conflict(f"Only one instance of the {driver!r} network is allowed", "it is a built-in network every host has",
                        f"use it with 'netdiag run --network {'none' if driver == 'null' else driver} ...'")
-    raise InvalidArgument(f"Unknown network driver {driver!r}", "this runtime creates bridge and overlay networks",
-                          "use -d bridge or -d overlay")
+    raise InvalidArgument(f"Unknown network driver {driver!r}", "this runtime creates bridge and overlay networks, "
+                          "and records CNI conflists", "use -d bridge, -d overlay or -d cni")
 
 
 def of(net: dict) -> Driver:
     """The driver that manages an existing network's endpoints."""
-    if net["Driver"] in ("bridge", "overlay"):
+    if net["Driver"] in ("bridge", "overlay", "cni"):
         return named(net["Driver"])
     raise NetdiagError(f"Network {net['Name']} has no endpoints to manage", f"it is a {net['Driver']} network", "")

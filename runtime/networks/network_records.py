@@ -24,7 +24,7 @@ OPT_MASQ = "com.docker.network.bridge.enable_ip_masquerade"
 KNOWN_OPTS = (OPT_BRIDGE_NAME, OPT_MTU, OPT_ICC, OPT_MASQ, "com.docker.network.bridge.default_bridge")
 OPT_VXLANID = "com.docker.network.driver.overlay.vxlanid_list"
 OVERLAY_OPTS = (OPT_MTU, OPT_VXLANID)
-ATTACHABLE = ("bridge", "overlay")  # drivers whose networks give containers an interface
+ATTACHABLE = ("bridge", "overlay", "cni")  # drivers whose networks give containers an interface
 
 
 def nets_dir() -> Path:
@@ -73,15 +73,15 @@ def _problem(net: dict) -> str:
     missing = [k for k, kind in _SHAPE if not isinstance(net.get(k), kind)]
     if missing:
         return f"it lacks {', '.join(missing)}"
-    if net["Driver"] in ATTACHABLE:
+    if not all(isinstance(e, dict) for e in net["Containers"].values()):
+        return "an endpoint under Containers is not an object"
+    if net["Driver"] in ("bridge", "overlay"):  # a CNI network's addresses are its IPAM plugin's
         cfg = net["IPAM"].get("Config")
         if not (isinstance(cfg, list) and cfg and all(isinstance(c, dict) for c in cfg)
                 and isinstance(cfg[0].get("Subnet"), str) and isinstance(cfg[0].get("Gateway"), str)):
             return "its IPAM config has no subnet and gateway"
         if not isinstance(net["netdiag"].get("Bridge"), str):
             return "it names no bridge device"
-        if not all(isinstance(e, dict) for e in net["Containers"].values()):
-            return "an endpoint under Containers is not an object"
     return ""
 
 
@@ -102,8 +102,13 @@ def overlays() -> list[dict]:
     return [n for n in list_all() if n["Driver"] == "overlay"]
 
 
+def cni() -> list[dict]:
+    """Records of CNI conflists netdiag's containers were attached through (`cni:NAME`)."""
+    return [n for n in list_all() if n["Driver"] == "cni"]
+
+
 def attachable() -> list[dict]:
-    """Bridge and overlay networks: those a container has an endpoint on."""
+    """Bridge, overlay and CNI networks: those a container has an endpoint on."""
     return [n for n in list_all() if n["Driver"] in ATTACHABLE]
 
 

@@ -7,6 +7,8 @@ an endpoint on the network has a sandbox: a bridge `ov-<id>` (no address: it onl
 VXLAN device `vx-<id>` on it (UDP 4789, `nolearning`, `proxy`), with static FDB entries (remote
 MAC -> remote VTEP) and permanent ARP entries (remote IP -> MAC) programmed from the store for
 every remote endpoint: no multicast, no flooding, no learning. The agent keeps them in sync.
+Names: the host's overlays resolver (dns/records.py) answers inside each local container on
+127.0.0.11 for every endpoint of its networks, from the store's records.
 
 Same shape as the bridge driver: create/delete for networks, attach/detach for endpoints;
 validated before any side effect; attach all-or-nothing (rolled back in reverse); detach and
@@ -16,6 +18,7 @@ overlay never gives a container its default route: a bridge network does, as in 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from ipaddress import IPv4Address, IPv4Network
 
@@ -23,6 +26,7 @@ from .. import ipam, state
 from ..errors import Conflict, InvalidArgument, NetdiagError
 from ..kernel import addr, fdb, link, neigh
 from . import network_records
+from .dns import records as dns_records
 
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
 
@@ -284,9 +288,16 @@ def cluster_view(store, net_id: str) -> tuple[list[dict], dict[str, dict]]:
     return [v for _, v, _ in eps if isinstance(v, dict)], {v["id"]: v for _, v, _ in hosts if isinstance(v, dict) and "id" in v}
 
 
-def sync_peers(net: dict, member: dict, store=None) -> dict:
+def remote_records(endpoints: list[dict], hosts: dict[str, dict], me: str) -> list[dict]:
+    """The endpoints of live members other than this host, as the store lists them (for DNS)."""
+    return [ep for ep in endpoints if isinstance(ep, dict) and ep.get("host") in hosts and ep.get("host") != me]
+
+
+def sync_peers(net: dict, member: dict, store=None) -> list[dict]:
+    """Program the network's remote endpoints here; returns them (the store's records)."""
     eps, hosts = cluster_view(store or _store(member), net["Id"])
-    return program(net, remote_endpoints(eps, hosts, member["host"]))
+    program(net, remote_endpoints(eps, hosts, member["host"]))
+    return remote_records(eps, hosts, member["host"])
 
 
 # -- endpoints --------------------------------------------------------------------------------------
@@ -321,7 +332,7 @@ def attach(net: dict, container: dict, netns_path: str, ifname: str, *, ip: str 
             from . import enforce
 
             enforce.apply()  # Docker's DOCKER-USER must let the new bridge through too
-        sync_peers(net, member, store)
+        remote = sync_peers(net, member, store)
         mtu = endpoint_mtu(net, member)
         link.veth_to_bridge(endpoint["HostVeth"], ifname, netns_path, net["netdiag"]["Bridge"], mtu, endpoint["MacAddress"])
         done.append("veth")
@@ -331,6 +342,9 @@ def attach(net: dict, container: dict, netns_path: str, ifname: str, *, ip: str 
             idx = link.index(ifname)
             addr.add(idx, address, sub.prefixlen)
             link.set_up(idx)
+        done.append("dns")  # names of every host's endpoints, served in the container on 127.0.0.11
+        dns_records.update_overlays({net["Id"]: remote}, {cid: {"netns": netns_path, "inode": os.stat(netns_path).st_ino}})
+        dns_records.wait_served(netns_path, container["Name"])
     except BaseException:
         _undo(net, cid, endpoint, done, store)
         raise
@@ -342,6 +356,8 @@ def _undo(net: dict, cid: str, endpoint: dict, done: list[str], store) -> None:
 
     for step in reversed(done):
         try:
+            if step == "dns":
+                continue  # the resolver lets the sandbox go with the record, below
             if step == "veth":
                 link.delete(endpoint["HostVeth"])
             elif step == "record":  # and the sandbox with it when no other endpoint uses it (as detach)
@@ -353,6 +369,11 @@ def _undo(net: dict, cid: str, endpoint: dict, done: list[str], store) -> None:
                 alloc.release_address(store, net["Id"], endpoint["EndpointID"], endpoint["IPv4Address"])
         except NetdiagError:
             pass  # the agent removes an endpoint of ours that no local record names
+    if "dns" in done:
+        try:
+            dns_records.update_overlays()
+        except NetdiagError:
+            pass
 
 
 def detach(net: dict, cid: str) -> None:
@@ -371,6 +392,10 @@ def detach(net: dict, cid: str) -> None:
     if endpoint is None:
         return
     link.delete(endpoint["HostVeth"])
+    try:
+        dns_records.update_overlays()  # its names go at once here, its sockets with its sandbox
+    except NetdiagError:
+        pass
     member = _member()
     if member is not None:
         try:

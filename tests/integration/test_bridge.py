@@ -29,23 +29,23 @@ def _get(lab, ctr, url, timeout=3):
 
 
 def test_default_bridge_is_docker0_with_sequential_addresses_and_docker_macs(lab):
-    lab.ok("run", "-d", "--name", "a", "busybox", "sleep", "60")
-    lab.ok("run", "-d", "--name", "b", "busybox", "sleep", "60")
+    lab.ok("run", "-d", "--name", "ca", "busybox", "sleep", "60")
+    lab.ok("run", "-d", "--name", "cb", "busybox", "sleep", "60")
     net = _net(lab, "bridge")
     assert net["Bridge"] == "docker0" and net["IPAM"]["Config"] == [{"Subnet": "172.17.0.0/16", "Gateway": "172.17.0.1"}]
     eps = {e["Name"]: e for e in net["Containers"].values()}
-    assert eps["a"]["IPv4Address"] == "172.17.0.2/16" and eps["b"]["IPv4Address"] == "172.17.0.3/16"
-    assert eps["a"]["MacAddress"] == "02:42:ac:11:00:02"
+    assert eps["ca"]["IPv4Address"] == "172.17.0.2/16" and eps["cb"]["IPv4Address"] == "172.17.0.3/16"
+    assert eps["ca"]["MacAddress"] == "02:42:ac:11:00:02"
     # the veth's host end is on docker0, its peer is the container's eth0 (born there, same MAC)
-    link = lab.in_lab("ip", "-o", "link", "show", eps["a"]["HostVeth"]).stdout
+    link = lab.in_lab("ip", "-o", "link", "show", eps["ca"]["HostVeth"]).stdout
     assert "master docker0" in link and "state UP" in link
-    inside = lab.ok("exec", "a", "ip", "-o", "link", "show", "eth0")
+    inside = lab.ok("exec", "ca", "ip", "-o", "link", "show", "eth0")
     assert "02:42:ac:11:00:02" in inside
-    assert "default via 172.17.0.1" in lab.ok("exec", "a", "ip", "route")
+    assert "default via 172.17.0.1" in lab.ok("exec", "ca", "ip", "route")
     # by IP yes, by name no: the default bridge has no name resolution, exactly like Docker
-    assert lab.run("exec", "a", "ping", "-c", "1", "-W", "2", "172.17.0.3").returncode == 0
-    assert lab.run("exec", "a", "ping", "-c", "1", "-W", "2", "b").returncode != 0
-    assert "172.17.0.2" in lab.ok("ps") or "a" in lab.ok("ps")
+    assert lab.run("exec", "ca", "ping", "-c", "1", "-W", "2", "172.17.0.3").returncode == 0
+    assert lab.run("exec", "ca", "ping", "-c", "1", "-W", "2", "cb").returncode != 0
+    assert "172.17.0.2" in lab.ok("ps") or "ca" in lab.ok("ps")
 
 
 def test_default_bridge_falls_back_when_docker0_is_taken(lab):
@@ -60,8 +60,8 @@ def test_default_bridge_falls_back_when_docker0_is_taken(lab):
 
 def test_container_reaches_outside_through_masquerade(lab, tmp_path):
     server = lab.outside_server(tmp_path)
-    lab.ok("run", "-d", "--name", "c", "busybox", "sleep", "60")
-    p = _get(lab, "c", "http://203.0.113.1/")
+    lab.ok("run", "-d", "--name", "cm", "busybox", "sleep", "60")
+    p = _get(lab, "cm", "http://203.0.113.1/")
     assert p.stdout == "outside\n", p.stderr
     server.kill()
     log = server.communicate()[1]
@@ -123,7 +123,7 @@ def test_spoofed_syn_to_loopback_never_reaches_a_port_published_on_127(lab):
 
 
 def test_port_range_is_one_rule_and_works(lab):
-    lab.ok("run", "-d", "--name", "r", "-p", "20000-20999:20000-20999", "busybox", "sh", "-c",
+    lab.ok("run", "-d", "--name", "ranged", "-p", "20000-20999:20000-20999", "busybox", "sh", "-c",
            "mkdir /www && echo range > /www/index.html && httpd -p 20500 -h /www && exec sleep 60")
     rules = lab.in_lab("nft", "list", "chain", "ip", "netdiag", "published").stdout
     assert rules.count("dnat") == 1 and "20000-20999" in rules
@@ -227,30 +227,30 @@ def test_static_ip_and_its_conflicts(lab):
 
 def test_restart_brings_networking_back(lab):
     lab.ok("network", "create", "rs")
-    _web(lab, "w", "--network", "rs", "-p", "8181:80")
-    lab.ok("restart", "-t", "0", "w")
-    assert lab.outside_get("http://203.0.113.2:8181/").stdout == "w\n"
-    lab.ok("stop", "-t", "0", "w")
+    _web(lab, "rsweb", "--network", "rs", "-p", "8181:80")
+    lab.ok("restart", "-t", "0", "rsweb")
+    assert lab.outside_get("http://203.0.113.2:8181/").stdout == "rsweb\n"
+    lab.ok("stop", "-t", "0", "rsweb")
     assert _net(lab, "rs")["Containers"] == {}
     assert lab.outside_get("http://203.0.113.2:8181/", timeout=2).returncode != 0
 
 
 def test_network_rm_refuses_with_endpoints_and_teardown_is_idempotent(lab):
     lab.ok("network", "create", "gone")
-    lab.ok("run", "-d", "--name", "g", "--network", "gone", "busybox", "sleep", "60")
+    lab.ok("run", "-d", "--name", "gc", "--network", "gone", "busybox", "sleep", "60")
     p = lab.run("network", "rm", "gone")
-    assert p.returncode != 0 and "(g)" in p.stderr
+    assert p.returncode != 0 and "(gc)" in p.stderr
     bridge = _net(lab, "gone")["Bridge"]
     lab.in_lab("ip", "link", "del", bridge)  # the kernel object vanished behind netdiag's back
     lab.ok("network", "rm", "-f", "gone")
     assert "gone" not in lab.ok("network", "ls")
-    lab.ok("rm", "-f", "g")
+    lab.ok("rm", "-f", "gc")
     assert "netdiag" not in lab.in_lab("nft", "list", "tables").stdout or lab.ok("network", "ls")
 
 
 def test_rules_are_restored_after_a_flush(lab):
-    _web(lab, "f", "-p", "8282:80")
-    assert lab.outside_get("http://203.0.113.2:8282/").stdout == "f\n"
+    _web(lab, "flushed", "-p", "8282:80")
+    assert lab.outside_get("http://203.0.113.2:8282/").stdout == "flushed\n"
     lab.in_lab("nft", "flush", "table", "ip", "netdiag")
     assert lab.outside_get("http://203.0.113.2:8282/", timeout=2).returncode != 0
     lab.ok("network", "ls")  # reading never touches the firewall: the evidence stays
@@ -258,17 +258,17 @@ def test_rules_are_restored_after_a_flush(lab):
     assert lab.outside_get("http://203.0.113.2:8282/", timeout=2).returncode != 0
     assert "repair" in lab.ok("system", "--help")
     lab.ok("system", "repair")  # on purpose, as dockerd does when it starts
-    assert lab.outside_get("http://203.0.113.2:8282/").stdout == "f\n"
+    assert lab.outside_get("http://203.0.113.2:8282/").stdout == "flushed\n"
     lab.in_lab("nft", "flush", "table", "ip", "netdiag")
     lab.ok("network", "create", "another")  # and a command that changes networks rewrites them whole
-    assert lab.outside_get("http://203.0.113.2:8282/").stdout == "f\n"
+    assert lab.outside_get("http://203.0.113.2:8282/").stdout == "flushed\n"
 
 
 def test_other_tables_are_never_touched(lab):
     lab.in_lab("nft", "add", "table", "inet", "theirs")
     lab.in_lab("nft", "add", "chain", "inet", "theirs", "c", "{ type filter hook input priority 0; }")
-    _web(lab, "t", "-p", "8383:80")
-    lab.ok("rm", "-f", "t")
+    _web(lab, "tw", "-p", "8383:80")
+    lab.ok("rm", "-f", "tw")
     assert "table inet theirs" in lab.in_lab("nft", "list", "tables").stdout
 
 
@@ -280,10 +280,10 @@ def test_dns_forwards_upstream_except_from_internal_networks(lab, tmp_path):
     lab._procs.append(upstream)
     lab.ok("network", "create", "open")
     lab.ok("network", "create", "--internal", "closed")
-    lab.ok("run", "-d", "--name", "o", "--network", "open", "busybox", "sleep", "60")
-    lab.ok("run", "-d", "--name", "i", "--network", "closed", "busybox", "sleep", "60")
-    assert "203.0.113.99" in lab.ok("exec", "o", "nslookup", "example.test")
-    assert "203.0.113.99" not in lab.run("exec", "i", "nslookup", "example.test").stdout
+    lab.ok("run", "-d", "--name", "opn", "--network", "open", "busybox", "sleep", "60")
+    lab.ok("run", "-d", "--name", "inl", "--network", "closed", "busybox", "sleep", "60")
+    assert "203.0.113.99" in lab.ok("exec", "opn", "nslookup", "example.test")
+    assert "203.0.113.99" not in lab.run("exec", "inl", "nslookup", "example.test").stdout
 
 
 @pytest.mark.parametrize("args,words", [

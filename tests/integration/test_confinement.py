@@ -178,9 +178,9 @@ def test_bad_options_exit_125_before_anything_is_created(lab, tmp_path, opts, wo
 
 
 def test_inspect_shows_what_applies(lab):
-    lab.ok("run", "-d", "--name", "i", "--cap-add", "net_admin", "--cap-drop", "CAP_MKNOD",
+    lab.ok("run", "-d", "--name", "confined", "--cap-add", "net_admin", "--cap-drop", "CAP_MKNOD",
            "--security-opt", "no-new-privileges", "busybox", "sleep", "60")
-    info = lab.inspect("i")
+    info = lab.inspect("confined")
     host, conf = info["HostConfig"], info["Confinement"]
     assert (host["CapAdd"], host["CapDrop"], host["Privileged"], host["SecurityOpt"]) == \
         (["CAP_NET_ADMIN"], ["CAP_MKNOD"], False, ["no-new-privileges"])
@@ -188,7 +188,7 @@ def test_inspect_shows_what_applies(lab):
     assert (conf["Seccomp"], conf["NoNewPrivileges"]) == ("builtin", True)
     assert "/proc/kcore" in host["MaskedPaths"] and "/proc/sys" in host["ReadonlyPaths"]
     assert conf["DeviceCgroupRules"][0] == "deny a *:* rwm"
-    lab.ok("run", "-d", "--name", "p", "--privileged", "busybox", "sleep", "60")
-    info = lab.inspect("p")
+    lab.ok("run", "-d", "--name", "priv", "--privileged", "busybox", "sleep", "60")
+    info = lab.inspect("priv")
     assert info["HostConfig"]["Privileged"] is True and info["HostConfig"]["MaskedPaths"] == []
     assert info["Confinement"]["Seccomp"] == "unconfined" and info["Confinement"]["DeviceCgroupRules"] == ["allow a *:* rwm"]

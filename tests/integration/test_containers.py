@@ -22,13 +22,13 @@ def test_run_prints_output_and_exit_code_and_rm_leaves_nothing(lab):
 
 
 def test_files_are_isolated_and_never_reach_the_image(lab):
-    lab.ok("run", "-d", "--name", "a", "busybox", "sleep", "60")
-    lab.ok("run", "-d", "--name", "b", "busybox", "sleep", "60")
-    lab.ok("exec", "a", "sh", "-c", "echo secret > /etc/only-a; rm /bin/ls")
-    assert lab.ok("exec", "a", "cat", "/etc/only-a") == "secret\n"
-    p = lab.run("exec", "b", "cat", "/etc/only-a")
+    lab.ok("run", "-d", "--name", "ca", "busybox", "sleep", "60")
+    lab.ok("run", "-d", "--name", "cb", "busybox", "sleep", "60")
+    lab.ok("exec", "ca", "sh", "-c", "echo secret > /etc/only-a; rm /bin/ls")
+    assert lab.ok("exec", "ca", "cat", "/etc/only-a") == "secret\n"
+    p = lab.run("exec", "cb", "cat", "/etc/only-a")
     assert p.returncode != 0 and "No such file" in p.stderr
-    assert lab.run("exec", "b", "ls", "/bin/ls").returncode == 0
+    assert lab.run("exec", "cb", "ls", "/bin/ls").returncode == 0
     # a fresh container of the image sees neither change
     assert lab.run("run", "--rm", "busybox", "ls", "/etc/only-a").returncode != 0
     assert lab.run("run", "--rm", "busybox", "ls", "/bin/ls").returncode == 0
@@ -181,30 +181,30 @@ def _newest_check(lab, name: str) -> float:
 
 
 def test_stopping_an_unsupervised_container_does_its_dead_monitors_cleanup(lab):
-    lab.ok("run", "-d", "--name", "u", "busybox", "sleep", "60")
-    cid = lab.inspect("u")["Id"]
-    os.kill(_monitor_pid(lab, "u"), signal.SIGKILL)
+    lab.ok("run", "-d", "--name", "unsup", "busybox", "sleep", "60")
+    cid = lab.inspect("unsup")["Id"]
+    os.kill(_monitor_pid(lab, "unsup"), signal.SIGKILL)
     assert wait_for(lambda: "unsupervised" in lab.ok("ps"))
-    lab.ok("stop", "-t", "1", "u")
-    st = lab.inspect("u")["State"]
+    lab.ok("stop", "-t", "1", "unsup")
+    st = lab.inspect("unsup")["State"]
     assert (st["Status"], st["ExitCode"]) == ("exited", 255) and "stopped while its monitor was dead" in st["Error"]
     assert json.loads(lab.ok("network", "inspect", "bridge"))[0]["Containers"] == {}  # its endpoint is gone
     assert not list(Path("/sys/fs/cgroup").glob(f"*/{lab.cgroup_parent}/{cid[:12]}"))
     assert not (Path("/sys/fs/cgroup") / lab.cgroup_parent / cid[:12]).exists()
-    lab.ok("start", "u")  # and it starts again under a monitor of its own
-    assert lab.inspect("u")["State"]["Running"] and "unsupervised" not in lab.ok("ps")
+    lab.ok("start", "unsup")  # and it starts again under a monitor of its own
+    assert lab.inspect("unsup")["State"]["Running"] and "unsupervised" not in lab.ok("ps")
 
 
 def test_stop_escalates_to_kill_and_start_restarts(lab):
-    lab.ok("run", "-d", "--name", "s", "busybox", "sleep", "60")
+    lab.ok("run", "-d", "--name", "sl", "busybox", "sleep", "60")
     t = time.monotonic()
-    lab.ok("stop", "-t", "1", "s")  # PID 1 ignores SIGTERM without a handler: KILL after 1 s
+    lab.ok("stop", "-t", "1", "sl")  # PID 1 ignores SIGTERM without a handler: KILL after 1 s
     assert time.monotonic() - t < 8
-    assert lab.inspect("s")["State"]["ExitCode"] == 137
-    lab.ok("start", "s")
-    assert lab.inspect("s")["State"]["Running"]
-    lab.ok("restart", "-t", "0", "s")
-    assert lab.inspect("s")["State"]["Running"]
+    assert lab.inspect("sl")["State"]["ExitCode"] == 137
+    lab.ok("start", "sl")
+    assert lab.inspect("sl")["State"]["Running"]
+    lab.ok("restart", "-t", "0", "sl")
+    assert lab.inspect("sl")["State"]["Running"]
     lab.ok("run", "-d", "--name", "trap", "busybox", "sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done")
     lab.ok("stop", "-t", "5", "trap")
     assert lab.inspect("trap")["State"]["ExitCode"] == 0
@@ -219,12 +219,12 @@ def test_logs_keep_streams_apart_and_follow(lab):
 
 
 def test_exec_runs_in_the_container_with_env_workdir_and_user(lab):
-    lab.ok("run", "-d", "--name", "x", "-e", "MODE=prod", "-w", "/tmp", "busybox", "sleep", "60")
-    assert lab.ok("exec", "x", "sh", "-c", "echo $MODE $PWD") == "prod /tmp\n"
-    assert lab.ok("exec", "-e", "MODE=dev", "-u", "nobody", "x", "sh", "-c", "echo $MODE; id -u") == "dev\n65534\n"
-    p = lab.run("exec", "x", "nosuch")
+    lab.ok("run", "-d", "--name", "ex", "-e", "MODE=prod", "-w", "/tmp", "busybox", "sleep", "60")
+    assert lab.ok("exec", "ex", "sh", "-c", "echo $MODE $PWD") == "prod /tmp\n"
+    assert lab.ok("exec", "-e", "MODE=dev", "-u", "nobody", "ex", "sh", "-c", "echo $MODE; id -u") == "dev\n65534\n"
+    p = lab.run("exec", "ex", "nosuch")
     assert p.returncode != 0 and "executable file not found" in p.stderr
-    assert lab.run("exec", "x", "sh", "-c", "exit 7").returncode == 7
+    assert lab.run("exec", "ex", "sh", "-c", "exit 7").returncode == 7
 
 
 def test_names_ids_and_removal_rules(lab):
@@ -246,6 +246,7 @@ def test_names_ids_and_removal_rules(lab):
     (["run", "--rm", "-m", "lots", "busybox", "true"], 125, "Invalid memory size"),
     (["run", "--rm", "--cpus", "-1", "busybox", "true"], 125, "Invalid --cpus"),
     (["run", "--rm", "--name", "bad name", "busybox", "true"], 125, "Invalid container name"),
+    (["run", "--rm", "--name", "a", "busybox", "true"], 125, "Invalid container name (a), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"),
     (["run", "--rm", "busybox", "/no/such/program"], 127, "executable file not found"),
     (["run", "--rm", "--network", "none", "-p", "80:80", "busybox", "true"], 125, "Cannot publish"),
     (["run", "--rm", "--network", "host", "-p", "80:80", "busybox", "true"], 125, "Cannot publish"),

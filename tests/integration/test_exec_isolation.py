@@ -52,8 +52,8 @@ def _cli(lab, *args):
 
 
 def test_exec_gives_no_terminal_to_type_into(lab, injector):
-    lab.ok("run", "-d", "--name", "t", "busybox", "sleep", "600")
-    shutil.copy(injector, f"/proc/{lab.inspect('t')['State']['Pid']}/root/inject")
+    lab.ok("run", "-d", "--name", "target", "busybox", "sleep", "600")
+    shutil.copy(injector, f"/proc/{lab.inspect('target')['State']['Pid']}/root/inject")
     master, slave = os.openpty()
     try:
         # control: on a terminal it may reach, the injector does type into it (so this test can fail)
@@ -61,7 +61,7 @@ def test_exec_gives_no_terminal_to_type_into(lab, injector):
                        preexec_fn=_on_terminal(slave), timeout=10)
         assert b"CONTROL" in _typed(slave)
         for tty_flags in ([], ["-t"], ["-i"], ["-i", "-t"]):
-            p = subprocess.run(_cli(lab, "exec", *tty_flags, "t", "/inject", "echo PWNED\n"), env=lab.env,
+            p = subprocess.run(_cli(lab, "exec", *tty_flags, "target", "/inject", "echo PWNED\n"), env=lab.env,
                                stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30,
                                preexec_fn=_on_terminal(slave, lab.enter()))
             assert b"PWNED" not in _typed(slave), f"exec {tty_flags} let the container type into the caller's terminal"
@@ -98,13 +98,13 @@ def test_exec_never_hands_the_callers_descriptors_in(lab, tmp_path):
 
 
 def test_exec_process_has_no_session_of_the_callers(lab):
-    lab.ok("run", "-d", "--name", "s", "busybox", "sleep", "600")
+    lab.ok("run", "-d", "--name", "sess", "busybox", "sleep", "600")
     # /proc/self/stat: pid (comm) state ppid pgrp session tty_nr ...
-    fields = lab.ok("exec", "s", "cat", "/proc/self/stat").split(") ")[1].split()
+    fields = lab.ok("exec", "sess", "cat", "/proc/self/stat").split(") ")[1].split()
     pid_session, tty_nr = int(fields[3]), int(fields[4])
     assert tty_nr == 0 and pid_session != 0
     # its own session: the exec'd process leads it (session id == its pid in the container)
-    out = lab.ok("exec", "s", "sh", "-c", "cut -d' ' -f6 /proc/$$/stat; echo $$")
+    out = lab.ok("exec", "sess", "sh", "-c", "cut -d' ' -f6 /proc/$$/stat; echo $$")
     session, me = out.split()
     assert session == me
 

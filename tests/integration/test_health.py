@@ -196,38 +196,38 @@ def test_a_slow_application_and_an_error_status(pair):
 def test_two_containers_on_the_default_bridge_get_a_network_of_their_own_named_after_them(lab):
     """Neither is on a user network (whose DNS resolves names): the fix creates one, connects the
     target and recreates the source on it, with real names (never `network create NET`)."""
-    serve(lab, "a", network=None)
-    lab.ok("run", "-d", "--name", "b", "busybox", "sleep", "600")
-    control = (f"{ip_of(lab, 'a', 'bridge')}:80", "host", "--timeout", "1")  # the host reaches a: before and after
+    serve(lab, "web", network=None)
+    lab.ok("run", "-d", "--name", "cli", "busybox", "sleep", "600")
+    control = (f"{ip_of(lab, 'web', 'bridge')}:80", "host", "--timeout", "1")  # the host reaches web: before and after
     assert health(lab, *control)["healthy"]
-    r = health(lab, "a:80", "b", "--timeout", "1", "--fix", "--yes")
+    r = health(lab, "web:80", "cli", "--timeout", "1", "--fix", "--yes")
     assert r["cause"] == "DNS_FAILURE"
-    assert r["fix_command"] == ("netdiag network create b-a && netdiag network connect b-a a && "
-                                "netdiag rm -f b && netdiag run -d --name b --network b-a busybox sleep 600"), r["fix_command"]
-    # checked on the model: on b-a (with a connected first) the network's DNS answers for a
-    assert r["fix_check"]["checked"] and r["fix_check"]["delivers"] and "answers for a" in r["fix_check"]["detail"], r["fix_check"]
+    assert r["fix_command"] == ("netdiag network create cli-web && netdiag network connect cli-web web && "
+                                "netdiag rm -f cli && netdiag run -d --name cli --network cli-web busybox sleep 600"), r["fix_command"]
+    # checked on the model: on cli-web (with web connected first) the network's DNS answers for web
+    assert r["fix_check"]["checked"] and r["fix_check"]["delivers"] and "answers for web" in r["fix_check"]["detail"], r["fix_check"]
     assert r["applied_fix"]["returncode"] == 0 and r["recheck"]["healthy"], r["recheck"]["summary"]
     assert health(lab, *control)["healthy"]
 
 
 def test_names_resolve_only_the_way_the_source_resolves_them(lab):
     lab.ok("network", "create", "--subnet", "10.72.0.0/24", "n")
-    serve(lab, "a", network=None)        # default bridge
-    serve(lab, "c", network="n")
-    lab.ok("run", "-d", "--name", "b", "busybox", "sleep", "600")  # default bridge: no container DNS
-    with open(f"/proc/{pid_of(lab, 'b')}/root/etc/resolv.conf") as f:
+    serve(lab, "web", network=None)        # default bridge
+    serve(lab, "api", network="n")
+    lab.ok("run", "-d", "--name", "cli", "busybox", "sleep", "600")  # default bridge: no container DNS
+    with open(f"/proc/{pid_of(lab, 'cli')}/root/etc/resolv.conf") as f:
         servers = [line.split()[1] for line in f if line.startswith("nameserver")]
-    r = health(lab, "a:80", "b", "--timeout", "1")
-    assert r["cause"] == "DNS_FAILURE" and r["failure"]["stage"] == "resolve"  # netdiag knows a, b's resolver does not
+    r = health(lab, "web:80", "cli", "--timeout", "1")
+    assert r["cause"] == "DNS_FAILURE" and r["failure"]["stage"] == "resolve"  # netdiag knows web, cli's resolver does not
     assert r["resolution"]["nameservers"] == servers and servers[0] in r["summary"]
     hint = next(e["detail"] for e in r["evidence"] if e["kind"] == "hint")
-    assert "default bridge" in hint and ip_of(lab, "a", "bridge") in hint
-    assert verdict(r)[2].startswith(f"Readiness probe failed: dial tcp: lookup a on {servers[0]}:53")
-    r = health(lab, "nosuch:80", "c", "--timeout", "1")  # a user network's DNS is asked, and says so
+    assert "default bridge" in hint and ip_of(lab, "web", "bridge") in hint
+    assert verdict(r)[2].startswith(f"Readiness probe failed: dial tcp: lookup web on {servers[0]}:53")
+    r = health(lab, "nosuch:80", "api", "--timeout", "1")  # a user network's DNS is asked, and says so
     assert r["cause"] == "DNS_FAILURE" and r["resolution"]["server"] == "10.72.0.1"
     assert any(w in r["resolution"]["answer"] for w in ("NXDOMAIN", "SERVFAIL")), r["resolution"]
-    r = health(lab, "c:80", "b", "--timeout", "1", "--fix", "--yes")  # b recreated on n, whose DNS knows c
-    assert r["cause"] == "DNS_FAILURE" and r["fix_command"].startswith("netdiag rm -f b && netdiag run -d --name b --network n")
+    r = health(lab, "api:80", "cli", "--timeout", "1", "--fix", "--yes")  # cli recreated on n, whose DNS knows api
+    assert r["cause"] == "DNS_FAILURE" and r["fix_command"].startswith("netdiag rm -f cli && netdiag run -d --name cli --network n")
     assert r["applied_fix"]["returncode"] == 0 and r["recheck"]["healthy"], r["recheck"]["summary"]
     assert r["recheck"]["resolution"]["server"] == "10.72.0.1"
 

@@ -101,3 +101,22 @@ def test_without_cap_sys_admin_it_says_what_is_missing(populated):
     p = subprocess.run(cmd + [sys.executable, "-m", "netdiag", "topo"], capture_output=True, text=True,
                        env=lab.env, preexec_fn=lab.enter(), timeout=60)
     assert p.returncode == 0 and "could not be entered without root" in p.stderr
+
+
+def test_the_machines_own_namespace_is_outside_a_labs_world(populated, tmp_path):
+    """Run in a lab, netdiag models the lab: the machine's own namespace (whose eth0 may hold the
+    very address the lab gives its plain namespace: 192.0.2.2 on some VMs) is no part of it, so a
+    trace never ends there and no fix is ever printed for it."""
+    from netdiag.observe.discover import _machine_ns
+
+    lab, plain = populated
+    machine = f"ns-{_machine_ns()}"
+    assert machine == f"ns-{__import__('os').stat('/proc/self/ns/net').st_ino}"  # the tests run in it
+    out = tmp_path / "snap.json"
+    lab.ok("snapshot", "-o", str(out))
+    snap = json.loads(out.read_text())
+    assert machine not in snap["namespaces"]
+    assert any(plain in ns["netns_names"] for ns in snap["namespaces"].values())
+    r = json.loads(lab.run("trace", "host", "192.0.2.2", "--port", "80", "--json", "--static").stdout)
+    hops = {h["namespace"] for h in r["hops"]}
+    assert machine not in hops and any(plain in snap["namespaces"][h]["netns_names"] for h in hops if h in snap["namespaces"]), r

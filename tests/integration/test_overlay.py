@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from runtime.kernel import ns
-from tests.labkit import Cluster
+from tests.labkit import joined_cluster
 
 pytestmark = pytest.mark.integration
 TTL = 3
@@ -22,14 +22,7 @@ TTL = 3
 
 @pytest.fixture(scope="module")
 def cl(tmp_path_factory):
-    c = Cluster(hosts=3, state_dir=tmp_path_factory.mktemp("overlay") / "lab")
-    c.create()
-    try:
-        c.join_all(ttl=TTL)
-        yield c
-    finally:
-        c.destroy()
-    assert not c.leaks(), c.leaks()
+    yield from joined_cluster(tmp_path_factory.mktemp("overlay") / "lab", hosts=3, ttl=TTL)
 
 
 def _inspect(cl, i, name):
@@ -276,9 +269,9 @@ def test_store_down_fails_fast_with_a_clear_error_and_nothing_half_made(cl):
         p = cl.run(0, "network", "create", "-d", "overlay", "later")
         assert time.monotonic() - started < 8
         assert p.returncode == 1 and "does not answer" in p.stderr and "etcd://198.51.100.254:2379" in p.stderr, p.stderr
-        p = cl.run(0, "run", "-d", "--name", "z", "--network", "ov", "busybox", "sleep", "60")
+        p = cl.run(0, "run", "-d", "--name", "zz", "--network", "ov", "busybox", "sleep", "60")
         assert p.returncode != 0 and "does not answer" in p.stderr, p.stderr
-        assert "z" not in cl.ok(0, "ps", "-a", "--format", "json")
+        assert "zz" not in cl.ok(0, "ps", "-a", "--format", "json")
         ls = cl.run(0, "network", "ls")
         assert ls.returncode == 0 and "later" not in ls.stdout and "warning" in ls.stderr
         assert cl.in_host(0, "ip", "-o", "link").stdout.count("\n") == links_before

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import time
@@ -51,8 +53,7 @@ def test_scenario_from_broken_to_fixed(name, state):
         assert d["ok"], f"netdiag named {d['named']}, the scenario expects {d['expected']}: {d['result'].get('summary')}"
         graded = session.grade()
         assert not all(c["passed"] for c in graded), f"the grader passes a broken world: {graded}"
-        for step in s.spec["solution"]["steps"]:
-            session.step(step)
+        paste_the_printed_solution(s.slug)
         graded = grade_until(session, True, 20)
         assert all(c["passed"] for c in graded), [c for c in graded if not c["passed"]]
     finally:
@@ -67,6 +68,21 @@ def cli(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "netdiag", *args], capture_output=True, text=True, timeout=timeout, **kw)
 
 
+def paste_the_printed_solution(slug: str) -> None:
+    """What a learner does: `netdiag scenario solution`, then each block's lines pasted, exactly as
+    printed, into a bash in the shell the block names (its command, as printed, too)."""
+    printed = cli("scenario", "solution", slug)
+    assert printed.returncode == 0, printed.stderr
+    blocks = re.findall(r"^Run in `(netdiag scenario shell [^`]+)`:\n((?:    .*\n?)+)", printed.stdout, re.M)
+    assert blocks and "${" not in printed.stdout, printed.stdout
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    for shell, body in blocks:
+        pasted = "set -e\n" + "".join(line[4:] + "\n" for line in body.splitlines())
+        p = subprocess.run(["bash", "-c", f"{shell} -c {shlex.quote(pasted)}"], capture_output=True, text=True,
+                           timeout=120, env=env, stdin=subprocess.DEVNULL)
+        assert p.returncode == 0, f"{shell}:\n{pasted}\n{p.stdout}{p.stderr}"
+
+
 def test_the_scenario_commands_as_a_learner_uses_them(state, tmp_path):
     assert cli("scenario", "status").stdout.startswith("No scenario is running")
     p = cli("scenario", "start", "1")
@@ -74,8 +90,14 @@ def test_the_scenario_commands_as_a_learner_uses_them(state, tmp_path):
     assert "The web server nobody can reach" in p.stdout and "netdiag scenario shell port_not_published" in p.stdout
     again = cli("scenario", "start", "port_not_published")
     assert again.returncode != 0 and "already running" in again.stderr and "Traceback" not in again.stderr
-    assert cli("scenario", "start", "02").returncode == 0  # two different scenarios at once
+    second = cli("scenario", "start", "02")  # two different scenarios at once
+    assert second.returncode == 0, second.stderr
+    planted = [f["say"] for f in library.load("02").spec["faults"] if f.get("say")]
+    assert planted and not any(say in second.stdout + second.stderr for say in planted)  # the start never tells the fault
+    assert "bound to 127.0.0.1" not in second.stderr
     running = json.loads(cli("scenario", "status", "--json").stdout)
+    lab2 = next(r["lab"] for r in running if r["name"] == "02_loopback_listener")
+    assert f"outside namespace ns:{lab2}-out (203.0.113.1)" in second.stdout  # the trace "from the internet" starts there
     assert {r["name"]: r["containers"] for r in running} == {"01_port_not_published": ["web"], "02_loopback_listener": ["web"]}
     assert len({r["lab"] for r in running}) == 2
     amb = cli("scenario", "hint")
@@ -87,6 +109,12 @@ def test_the_scenario_commands_as_a_learner_uses_them(state, tmp_path):
     hints = [cli("scenario", "hint", "1").stdout for _ in range(4)]
     assert hints[0].startswith("Hint 1/3") and hints[2].startswith("Hint 3/3") and hints[3].startswith("No more hints")
     assert registry.get("01_port_not_published")["hints"] == 3
+
+    # inside a scenario's shell the scenario commands still find it; a hint carries this run's values
+    inside = [cli("scenario", "shell", "2", "-c", "netdiag scenario hint").stdout for _ in range(3)]
+    web_ip = json.loads(cli("scenario", "shell", "2", "-c", "netdiag inspect web").stdout)[0]["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+    assert inside[0].startswith("Hint 1/3") and f"eth0 address ({web_ip})" in inside[2], inside
+    assert "nsenter -t " in inside[1] and "${" not in "".join(inside), inside
 
     p = cli("scenario", "check", "1", "--json", "--verify-fix")
     assert p.returncode == 1 and json.loads(p.stdout)["fixed"] is False
@@ -151,7 +179,8 @@ def test_a_scenario_on_two_hosts_from_the_cli(state):
     p = cli("scenario", "check", "16", "--json")
     assert p.returncode == 1 and [c["cause"] for c in json.loads(p.stdout)["checks"] if not c["passed"]] == ["OVERLAY_PEER_UNKNOWN"] * 3
     p = cli("scenario", "solution", "16", "--apply")
-    assert p.returncode == 0 and "[h1] $ bridge fdb append ${mac:api} dev ${vxlan:app} dst ${host_ip:h2}" in p.stdout
+    assert p.returncode == 0 and re.search(r"^Run in `netdiag scenario shell overlay_fdb_missing h1`:\n"
+                                           r"    bridge fdb append 02:42(:[0-9a-f]{2}){4} dev vx-[0-9a-f]+ dst 198\.51\.100\.2$", p.stdout, re.M), p.stdout
     p = cli("scenario", "check", "16")
     assert p.returncode == 0 and "Fixed" in p.stdout, p.stdout + p.stderr
     p = cli("scenario", "stop")

@@ -124,12 +124,12 @@ def test_ip_forward_off(two, tmp_path):
 def test_missing_masquerade(lab, tmp_path):
     lab.outside_server(tmp_path)
     lab.ok("network", "create", "--subnet", "10.77.0.0/24", "-o", "com.docker.network.bridge.enable_ip_masquerade=false", "nomasq")
-    sh(lab, "c", "exec sleep 300", network="nomasq")
-    r = trace(lab, "c", "203.0.113.1", "--port", "80")
+    sh(lab, "nomasqc", "exec sleep 300", network="nomasq")
+    r = trace(lab, "nomasqc", "203.0.113.1", "--port", "80")
     assert (r["verdict"], r["cause"]) == ("blocked", "NO_NAT")
     assert "route back" in r["fix"] and "10.77.0.0/24 via 203.0.113.2" in r["fix_command"]
     apply_fix(lab, r)
-    assert trace(lab, "c", "203.0.113.1", "--port", "80")["verdict"] == "delivered"
+    assert trace(lab, "nomasqc", "203.0.113.1", "--port", "80")["verdict"] == "delivered"
 
 
 def test_port_not_published(lab):
@@ -206,9 +206,9 @@ def test_rp_filter(two):
 
 def test_icc_disabled(lab):
     lab.ok("network", "create", "-o", "com.docker.network.bridge.enable_icc=false", "quiet")
-    web(lab, "a", network="quiet")
-    sh(lab, "b", "exec sleep 300", network="quiet")
-    r = trace(lab, "b", "a", "--port", "80", "--verify-fix")
+    web(lab, "web", network="quiet")
+    sh(lab, "cli", "exec sleep 300", network="quiet")
+    r = trace(lab, "cli", "web", "--port", "80", "--verify-fix")
     assert (r["verdict"], r["cause"]) == ("blocked", "ICC_DISABLED")
     # the replica cannot re-create a network (netdiag's state): it runs the kernel change the
     # re-creation makes, as netdiag's driver plans it, and says so
@@ -217,7 +217,7 @@ def test_icc_disabled(lab):
     assert v["replica"] is True and v["kernel_equivalent"]["command"] == r["fix_command"], v
     assert "not the command itself" in v["detail"] and "its kernel change verified on a replica" in r["fix_proof"]
     apply_fix(lab, r)  # recreate the network with icc on and reconnect both
-    assert trace(lab, "b", "a", "--port", "80")["verdict"] == "delivered"
+    assert trace(lab, "cli", "web", "--port", "80")["verdict"] == "delivered"
 
 
 def test_different_networks(lab):

@@ -4,6 +4,7 @@ of a session (argument lists, variables) and of grading the diagnosis."""
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import pytest
 from netdiag import yamlfile
 from netdiag.reason.causes import CAUSES
 from netdiag.scenario import library, verdict
-from netdiag.scenario.cluster import is_cluster, step_label
+from netdiag.scenario import solution
+from netdiag.scenario.cluster import is_cluster
 from netdiag.scenario.placement import host_names, world_names
 from netdiag.scenario.session import _VAR, container_argv
 from runtime.errors import InvalidArgument, NotFound
@@ -27,8 +29,8 @@ def test_the_library_has_at_least_twelve_scenarios_easy_to_hard():
     assert [int(n[:2]) for n in ALL] == list(range(1, len(ALL) + 1))  # numbered in order, no gaps
 
 
-ONE_HOST_VARS = ("lab", "outside", "host_ip", "outside_ip", "ip", "file", "haproxy_cfg", "haproxy_pid", "stats")
-CLUSTER_VARS = ("lab", "host_ip", "store", "store_ip", "ip", "mac", "vxlan", "file")
+ONE_HOST_VARS = ("lab", "outside", "outside_ns", "host_ip", "outside_ip", "ip", "file", "haproxy_cfg", "haproxy_pid", "stats", "pid")
+CLUSTER_VARS = ("lab", "host_ip", "store", "store_ip", "ip", "mac", "pid", "vxlan", "file")
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -43,11 +45,13 @@ def test_every_scenario_is_valid_and_complete(name):
     for step in s.spec.get("faults", []) + s.spec["solution"]["steps"]:
         assert step.get("in", "lab" if not hosts else next(iter(hosts))) in places, step
         assert step.get("host") is None or step["host"] in hosts, step
+    for hint in s.spec["hints"]:  # a hint helps by itself: no "see the solution", no ADDRESS to fill in
+        assert "scenario solution" not in hint and not re.search(r"\b[A-Z0-9]+_(ADDRESS|IP)\b", hint), hint
     networks = {n["name"] for n in s.spec["world"].get("networks", [])}
     text = yamlfile.load(s.path / "scenario.yaml").path.read_text()
     for m in _VAR.finditer(text):  # every ${...} is one the session (of this kind of world) knows
         assert m.group(1) in (CLUSTER_VARS if is_cluster(s) else ONE_HOST_VARS), m.group(0)
-        if m.group(1) in ("ip", "mac"):
+        if m.group(1) in ("ip", "mac", "pid"):
             assert m.group(2) in names and (m.group(3) is None or m.group(3) in networks), m.group(0)
         if m.group(1) == "file":
             assert m.group(2) in (s.spec.get("files") or {}), m.group(0)
@@ -109,7 +113,7 @@ def test_a_step_is_an_argument_list_never_a_shell_string(tmp_path):
 
 
 def test_a_container_on_the_host_network_is_refused(tmp_path):
-    dst = broken(tmp_path, lambda t: t.replace("world:\n", "world:\n  containers:\n    - {name: x, network: host}\n", 1))
+    dst = broken(tmp_path, lambda t: t.replace("world:\n", "world:\n  containers:\n    - {name: hostnet, network: host}\n", 1))
     with pytest.raises(InvalidArgument, match=r"world\.containers\.0\.network: a scenario's containers may not use the host network"):
         library.read(dst)
 
@@ -147,11 +151,59 @@ def test_cluster_keys_need_a_cluster_world(tmp_path):
         library.read(dst)
 
 
-def test_where_a_solution_step_runs_is_printed_by_host_or_container():
-    one, cl = library.load(ALL[0]), library.load(CLUSTER)
-    assert step_label(one, {"run": ["x"]}) == "lab" and step_label(one, {"run": ["x"], "in": "web"}) == "web"
-    assert step_label(cl, {"run": ["x"]}) == "h1" and step_label(cl, {"run": ["x"], "in": "h2"}) == "h2"
-    assert step_label(cl, {"run": ["x"], "host": "h2"}) == "h2" and step_label(cl, {"run": ["x"], "in": "api", "host": "h1"}) == "h1:api"
+class FakeWorld:
+    """A running world's answers, for the printed solution: every variable has a value here."""
+
+    def expand(self, text):
+        return _VAR.sub(lambda m: {"pid": "4242", "outside_ns": "ndlab-x-out"}.get(m.group(1), f"<{m.group(1)} value>"), text)
+
+    def host_of(self, container):
+        return "h2"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_a_printed_solution_is_shell_text_with_each_step_where_it_runs(name):
+    """Each block names the shell to open; each line, split as a shell splits it, is the step's
+    argument list (variables expanded), entered into its namespace from that shell."""
+    s = library.load(name)
+    printed = solution.text(s, FakeWorld())
+    assert "${" not in printed and "scenario solution" not in printed
+    blocks = re.findall(r"^Run in `(netdiag scenario shell [^`]+)`:\n((?:    .*\n?)+)", printed, re.M)
+    lines = [(shell, line[4:]) for shell, body in blocks for line in body.splitlines()]
+    steps = s.spec["solution"]["steps"]
+    assert len(lines) == len(steps)
+    for (shell, line), step in zip(lines, steps):
+        argv, where = shlex.split(line), step.get("in")
+        expected = [FakeWorld().expand(a) for a in step["run"]]
+        if where in (None, "lab") or where in host_names(s.spec):
+            assert argv == expected
+        elif where == "outside":
+            assert argv == ["ip", "netns", "exec", "ndlab-x-out", *expected]
+        else:
+            assert argv == ["nsenter", "-t", "4242", "-n", *expected]
+        host = step.get("host") or (where if where in host_names(s.spec) else None)
+        if is_cluster(s):
+            assert shell == f"netdiag scenario shell {s.slug} {host or ('h2' if where else 'h1')}"
+        else:
+            assert shell == f"netdiag scenario shell {s.slug}"
+
+
+def test_a_solution_printed_without_its_world_says_why_variables_remain():
+    printed = solution.text(library.load("14"))
+    assert "'${haproxy_cfg:intlb}'" in printed and "start the scenario and ask again" in printed
+    assert "start the scenario" not in solution.text(library.load("01"))
+    assert "'mkdir -p /www && echo hello from web > /www/index.html && exec httpd -f -p 80 -h /www'" in solution.text(library.load("02"))
+
+
+def test_a_hint_names_this_runs_values_and_keeps_what_the_world_cannot_answer():
+    class Partial(FakeWorld):
+        def expand(self, text):
+            if "gone" in text:
+                raise NotFound("No container gone", "", "")
+            return super().expand(text)
+
+    assert solution.expanded("`nsenter -t ${pid:web} -n ss -tln`, ${ip:gone}", Partial()) == "`nsenter -t 4242 -n ss -tln`, ${ip:gone}"
+    assert solution.expanded("${ip:web}", None) == "${ip:web}"
 
 
 def test_container_argv_is_netdiag_run_with_each_option_its_own_argument():
@@ -161,7 +213,7 @@ def test_container_argv_is_netdiag_run_with_each_option_its_own_argument():
     assert argv == ["netdiag", "run", "-d", "--name", "web", "--network", "front", "-p", "8080:80", "--ip", "10.1.0.5",
                     "--network-alias", "w", "--cap-add", "NET_ADMIN", "--health-cmd", "wget -q http://127.0.0.1/",
                     "--health-interval", "1s", "--health-timeout", "1s", "--health-retries", "1", "busybox", "httpd", "-f"]
-    assert container_argv({"name": "x"})[-3:] == ["busybox", "sleep", "2147483647"]
+    assert container_argv({"name": "bare"})[-3:] == ["busybox", "sleep", "2147483647"]
 
 
 TRACE = {"verdict": "blocked", "cause": "LISTENER_LOOPBACK_ONLY", "blocked_at": 3,

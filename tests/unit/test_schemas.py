@@ -34,3 +34,38 @@ def test_diagnoses_follow_the_trace_schema(src, dst, port):
     jsonschema.validate(r, schema("trace"))
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**r, "verdict": "maybe"}, schema("trace"))
+
+
+def _host(s):
+    return s["namespaces"][s["host"]]
+
+
+def _first_match(s):
+    rule = next(i["rule"] for i in _host(s)["nftables"]["nftables"] if "rule" in i and
+                any("match" in e for e in i["rule"]["expr"]))
+    return next(e["match"] for e in rule["expr"] if "match" in e)
+
+
+MUTATIONS = {
+    "valid": lambda s: None,
+    "a link without a name": lambda s: _host(s)["links"][0].pop("name"),
+    "an address that is no address": lambda s: _host(s)["addresses"][0].update(address="x"),
+    "a route table a word": lambda s: _host(s)["routes"][0].update(table="main"),
+    "an expression of two keys": lambda s: _first_match(s).update(left={"meta": {"key": "iif"}, "ct": {"key": "state"}}),
+    "an expression with no key": lambda s: _first_match(s).update(left={}),
+    "a list of expressions holding a bad one": lambda s: _first_match(s).update(right=["tcp", {"prefix": {"addr": 1}}]),
+    "a prefix as a plain value": lambda s: _first_match(s).update(right={"prefix": {"addr": "10.0.0.0", "len": 8}}),
+}
+
+
+@pytest.mark.parametrize("name", list(MUTATIONS))
+def test_the_compiled_validator_agrees_with_jsonschema(name):
+    """netdiag.schemas checks documents with compiled code first (fastjsonschema, as draft 7) and
+    asks jsonschema only to word an error: both must call the same documents valid."""
+    from netdiag.schemas import _fast, _formats
+
+    doc = copy.deepcopy(FIXTURE)
+    MUTATIONS[name](doc)
+    reference = jsonschema.Draft202012Validator(schema("snapshot"), format_checker=_formats()).is_valid(doc)
+    assert reference == (name == "valid" or name == "a prefix as a plain value")
+    assert _fast("snapshot")(doc) == reference

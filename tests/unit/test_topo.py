@@ -273,9 +273,9 @@ def test_tree_trace_marks_hops_and_the_dead_one(lab):
     text = tree_text(lab, lab_trace(lab))
     assert "trace: blocked at hop 3 (no rule accepts it)" in text
     bridge_line = next(ln for ln in text.splitlines() if "bridge br-2c95fb7b093b" in ln)
-    assert "✗ hop 3 blocked" in bridge_line
-    assert "● hop 2" in next(ln for ln in text.splitlines() if "uplink eth0" in ln)
-    assert "○ hop 4" in text and "○ hop 5" in text
+    assert "✗ hop 3 failed" in bridge_line
+    assert "● hop 2 seen" in next(ln for ln in text.splitlines() if "uplink eth0" in ln)
+    assert "○ hop 4 not reached" in text and "○ hop 5 not reached" in text
 
 
 # --------------------------------------------------------------- DOT / SVG / HTML
@@ -286,7 +286,7 @@ def test_dot_has_clusters_and_escapes():
     assert dot.count("{") == dot.count("}")
     assert dot.count("subgraph cluster_") == 3
     assert '"ns-1/vethdown" -- "ns-2/eth0"' in dot
-    assert r'label="<&\"evil' + "'>" + r"\\n (container)" in dot  # quote escaped, user backslash kept literal
+    assert r'label="<&\"evil' + "'>" + r"\\n (netdiag container)" in dot  # quote escaped, user backslash kept literal
     for ln in dot.splitlines():  # every double quote inside a line is paired or escaped
         assert len(re.findall(r'(?<!\\)"', ln.replace("\\\\", ""))) % 2 == 0, ln
 
@@ -295,7 +295,7 @@ def test_dot_of_lab_connects_veths(lab):
     dot = topo.render_dot(lab, trace=lab_trace(lab))
     h = lab["host"]
     assert f'"{h}/veth45a9c08" -- "{next(c["ns"] for c in lab["containers"] if c["name"] == "web")}/eth0"' in dot
-    assert "✗ hop 3 blocked" in dot
+    assert "✗ hop 3 failed" in dot
 
 
 def test_svg_is_well_formed_and_labelled(lab):
@@ -330,7 +330,7 @@ def test_svg_trace_marks_blocked_hop(lab):
     rows = {g.get("data-node"): g for g in root.iter(f"{SVG_NS}g") if g.get("data-node")}
     blocked = rows[f"{lab['host']}/br-2c95fb7b093b"]
     assert blocked.get("data-trace") == "blocked" and "hop-blocked" in blocked.get("class")
-    assert blocked.get("data-hop") == "3" and "✗ hop 3 blocked" in "".join(blocked.itertext())
+    assert blocked.get("data-hop") == "3" and "✗ hop 3 failed" in "".join(blocked.itertext())
     assert rows[f"{lab['host']}/eth0"].get("data-trace") == "path"
     assert [p.get("data-source") for p in wires(root, "trace-path")] == [f"{lab['host']}/eth0"]
 

@@ -5,13 +5,18 @@ so it works offline on a saved snapshot, without root. All renderers start from 
 terminal and the pictures never disagree about what is connected to what.
 
 Graph vocabulary
-    nodes  namespaces (kind "namespace", parent None) and their interfaces (parent = namespace id).
-           Interface kinds: "uplink" (the host's way out), "bridge", "vxlan", "veth", "loopback",
-           "device" or whatever kind the kernel reported. Interface ids are "<ns id>/<ifname>".
+    nodes  namespaces (kind "namespace", parent None; "engine" says who runs the container in it:
+           "netdiag", "docker", or "" for the host and plain namespaces) and their interfaces
+           (parent = namespace id). Interface kinds: "uplink" (the host's way out), "bridge",
+           "vxlan", "veth", "loopback", "device" or whatever kind the kernel reported. Interface ids
+           are "<ns id>/<ifname>". A bridge that carries a runtime's network has "network": its
+           name, engine, driver, icc, internal and "marks" (["icc=false", "internal"] where they hold).
     edges  "veth" (the two ends of a pair, across namespaces), "bridge" (port -> its bridge, from
            `master`; "master" when the master is not a bridge), "underlay" (vxlan -> its dev).
-    trace  optional overlay: nodes and edges get trace = "path" | "blocked" | "unreached" and the
-           hop numbers that touched them.
+    trace  optional overlay: nodes and edges get trace = "path" (passed) | "blocked" (failed there)
+           | "unreached" (after the failing hop; the strongest of its hops), the hop numbers that
+           touched them, and nodes "trace_marks": their hops grouped by state with a word for people
+           (passed, seen = captured by the live probe, failed, last seen, not reached).
 
 Layout: graph.py (the graph, the trace overlay, shared lookups), tree.py (terminal), dot.py, svg.py,
 html.py; write() picks the renderer by file suffix. Pure: reads a snapshot dict only.

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .graph import View, graph
-from .labels import clean, hop_label, trace_summary, vxlan_text
+from .labels import clean, hop_label, mark_text, network_text, ns_kind_text, trace_summary, vxlan_text
 
 _DOT_NODE_STYLE = {"uplink": {"style": "rounded,filled", "fillcolor": "#fde7c8"},
                    "bridge": {"style": "filled", "fillcolor": "#d8f0dc"},
@@ -10,6 +10,12 @@ _DOT_NODE_STYLE = {"uplink": {"style": "rounded,filled", "fillcolor": "#fde7c8"}
 _DOT_EDGE_STYLE = {"veth": {"penwidth": "1.5"}, "bridge": {"color": "#2e7d32"},
                    "master": {"color": "#2e7d32", "style": "dashed"},
                    "underlay": {"color": "#7b1fa2", "style": "dotted"}}
+# namespaces: each engine's containers, plain namespaces and the host drawn three different ways
+_DOT_CLUSTER_STYLE = {"netdiag": {"style": "rounded,filled", "fillcolor": "#eef6ff", "color": "#54aeff"},
+                      "docker": {"style": "rounded,filled,bold", "fillcolor": "#e3f6f3", "color": "#0a7d6e"},
+                      "plain": {"style": "rounded,dashed", "color": "#d4a72c"},
+                      "host": {"style": "rounded,filled", "fillcolor": "#f6f8fa"}}
+_DOT_ISOLATED = {"color": "#bf8700", "fontcolor": "#7d4e00", "peripheries": "2"}
 _DOT_DOWN = {"color": "#d1242f", "fontcolor": "#d1242f", "style": "dashed"}
 _DOT_TRACE = {"path": {"color": "#1f6feb", "penwidth": "3"},
               "blocked": {"color": "#d1242f", "fontcolor": "#d1242f", "penwidth": "3"},
@@ -49,9 +55,7 @@ def _dot_title(g: dict) -> str:
 
 def _dot_cluster(i: int, ns: dict, v: View) -> list[str]:
     name = v.g["hostname"] if ns["is_host"] and v.g["hostname"] else ns["label"]
-    attrs = {"label": f"{name} ({ns['ns_kind']})" + _dot_hops(ns), "style": "rounded"}
-    if ns["is_host"]:
-        attrs.update(style="rounded,filled", fillcolor="#f6f8fa")
+    attrs = {"label": f"{name} ({ns_kind_text(ns)})" + _dot_hops(ns), **_DOT_CLUSTER_STYLE[_cluster_kind(ns)]}
     attrs.update(_DOT_TRACE.get(ns["trace"], {}))
     lines = [f"  subgraph cluster_{i} {{", *(f"    {k}={_dq(val)};" for k, val in attrs.items())]
     for n in v.visible(ns["id"]):
@@ -60,15 +64,27 @@ def _dot_cluster(i: int, ns: dict, v: View) -> list[str]:
     return lines
 
 
+def _cluster_kind(ns: dict) -> str:
+    if ns["is_host"]:
+        return "host"
+    if ns["ns_kind"] == "container":
+        return "docker" if ns["engine"] == "docker" else "netdiag"
+    return "plain"
+
+
 def _dot_node_attrs(n: dict) -> dict:
+    net = n.get("network")
     label = "\n".join([n["name"] + (f" ({n['kind']})" if n["kind"] in ("uplink", "bridge", "vxlan") else ""),
-                       *n["addresses"]])
+                       *n["addresses"], *([network_text(net)] if net else []),
+                       *(mark_text(m) for m in (net or {}).get("marks", []))])
     if n.get("vxlan"):
         label += "\n" + vxlan_text(n)
     if n["status"]:
         label += "\n" + n["status"]
     label += _dot_hops(n)
     attrs = {"label": label, **_DOT_NODE_STYLE.get(n["kind"], {})}
+    if net and net["marks"]:
+        attrs.update(_DOT_ISOLATED, style="filled,bold")
     if n["status"]:
         attrs.update(color="#d1242f", fontcolor="#d1242f")
     attrs.update(_DOT_TRACE.get(n["trace"], {}))

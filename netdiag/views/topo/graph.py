@@ -3,6 +3,7 @@ trace overlay on it, and the lookups the renderers share (View)."""
 from __future__ import annotations
 
 GRAPH_SCHEMA = "netdiag.topo/1"
+ICC_OPTION = "com.docker.network.bridge.enable_icc"  # Docker's driver option; netdiag's networks take the same
 _PHYSICAL_KINDS = {"device", "bond", "team", "vlan", "macvlan", "ipvlan", "wireguard"}
 _NS_ORDER = {"host": 0, "netns": 1, "pid": 2, "container": 3}
 
@@ -12,12 +13,13 @@ def graph(snapshot: dict, *, trace: dict | None = None) -> dict:
     namespaces = snapshot.get("namespaces") or {}
     host = snapshot.get("host")
     containers = _containers_by_ns(snapshot)
+    networks = _networks_by_bridge(snapshot)
     nodes, edges = [], []
     for ns in _ordered_namespaces(namespaces, host):
         nodes.append(_ns_node(ns, host, containers.get(ns["id"])))
         links = sorted(ns.get("links") or [], key=lambda link: (link.get("index") or 0, link.get("name") or ""))
         for link in links:
-            nodes.append(_link_node(ns, link, namespaces, host))
+            nodes.append(_link_node(ns, link, namespaces, host, networks))
     by_id = {n["id"]: n for n in nodes}
     edges += _veth_edges(nodes, by_id, host)
     edges += _member_edges(nodes, by_id)
@@ -39,6 +41,24 @@ def _bridge_networks(snapshot: dict) -> dict[str, str]:
     return {n["bridge"]: n.get("name", "") for n in snapshot.get("networks") or [] if n.get("bridge")}
 
 
+def _networks_by_bridge(snapshot: dict) -> dict[str, dict]:
+    """Bridge device name -> the network it carries: its name, which engine owns it, and whether it
+    is isolated (icc off: its containers may not talk to each other; internal: no way out)."""
+    out = {}
+    for n in snapshot.get("networks") or []:
+        if n.get("bridge"):
+            marks = network_marks(n)
+            out[n["bridge"]] = {"name": n.get("name", ""), "engine": n.get("runtime", ""), "driver": n.get("driver", ""),
+                                "icc": "icc=false" not in marks, "internal": "internal" in marks, "marks": marks}
+    return out
+
+
+def network_marks(net: dict) -> list[str]:
+    """A snapshot network's isolation, as the words the pictures show: "icc=false", "internal"."""
+    icc = str((net.get("options") or {}).get(ICC_OPTION, "true")).lower() in ("true", "1", "yes")
+    return [m for m, on in (("icc=false", not icc), ("internal", bool(net.get("internal")))) if on]
+
+
 def _ordered_namespaces(namespaces: dict, host: str | None) -> list[dict]:
     def key(ns):
         return (ns["id"] != host, _NS_ORDER.get(ns.get("kind"), 9), _ns_name(ns, None), ns["id"])
@@ -56,12 +76,15 @@ def _ns_node(ns: dict, host: str | None, container: dict | None) -> dict:
     if container:
         info = {"id": container.get("id", ""), "name": container.get("name", ""), "image": container.get("image", ""),
                 "runtime": container.get("runtime", ""), "ports": container.get("ports") or []}
+    runtime = ns.get("runtime") or (info or {}).get("runtime") or ""
+    # engine: who runs the container in it ("netdiag", "docker"); "" for the host and plain namespaces
+    engine = runtime if ns.get("kind") == "container" else ""
     return {"id": ns["id"], "kind": "namespace", "ns_kind": ns.get("kind", ""), "parent": None,
-            "label": _ns_name(ns, container), "is_host": ns["id"] == host, "runtime": ns.get("runtime") or "",
+            "label": _ns_name(ns, container), "is_host": ns["id"] == host, "runtime": runtime, "engine": engine,
             "container": info, "trace": None, "hops": []}
 
 
-def _link_node(ns: dict, link: dict, namespaces: dict, host: str | None) -> dict:
+def _link_node(ns: dict, link: dict, namespaces: dict, host: str | None, networks: dict) -> dict:
     name = link.get("name") or f"if{link.get('index')}"
     addrs = [f"{a['address']}/{a['prefixlen']}" for a in ns.get("addresses") or []
              if a.get("ifname") == name and a.get("scope") != "link"]
@@ -74,7 +97,9 @@ def _link_node(ns: dict, link: dict, namespaces: dict, host: str | None) -> dict
     node["label"] = " ".join([name, *addrs])
     if link.get("vxlan"):
         node["vxlan"] = dict(link["vxlan"])
-    if ns["id"] == host and _is_uplink(link, namespaces):
+    if node["kind"] == "bridge" and name in networks and ns.get("kind") != "container":
+        node["network"] = networks[name]
+    if ns["id"] == host and _is_uplink(link, namespaces, _default_devices(ns)):
         node["kind"] = "uplink"
     return node
 
@@ -101,16 +126,22 @@ def _peer_id(link: dict, namespaces: dict) -> tuple[str | None, bool]:
     return (f"{other['id']}/{name}", False) if name else (None, True)
 
 
-def _is_uplink(link: dict, namespaces: dict) -> bool:
-    """The host's way out: a physical-ish device, or a veth whose far end is not a container
-    (a lab's "outside" namespace) and that is not plugged into a bridge."""
+def _default_devices(ns: dict) -> set[str]:
+    return {r.get("dev") for r in ns.get("routes") or [] if r.get("dst") == "default" and r.get("type", "unicast") == "unicast"}
+
+
+def _is_uplink(link: dict, namespaces: dict, default_devs: set[str]) -> bool:
+    """The host's way out: a physical-ish device, or a veth to a non-container namespace (a lab's
+    "outside") that is on no bridge and, where the host has a default route, is its device (a
+    plain namespace wired to the host by hand is not the way out)."""
     kind = link.get("kind")
     if kind in _PHYSICAL_KINDS:
         return True
     if kind != "veth" or link.get("master"):
         return False
     other = namespaces.get((link.get("peer") or {}).get("ns"))
-    return other is not None and other.get("kind") not in ("container", "host")
+    outside = other is not None and other.get("kind") not in ("container", "host")
+    return outside and (not default_devs or link.get("name") in default_devs)
 
 
 def _edge(kind: str, source: str, target: str, by_id: dict) -> dict:
@@ -152,21 +183,24 @@ def _underlay_edges(nodes: list[dict], by_id: dict) -> list[dict]:
 # --------------------------------------------------------------------------- trace overlay
 
 def _overlay_trace(g: dict, trace: dict, namespaces: dict) -> None:
-    """Mark hop nodes: "path" (reached), "blocked" (where it died), "unreached" (never got there);
-    and the edges between consecutive hops."""
+    """Mark hop nodes: "path" (passed, or seen by the live probe), "blocked" (where it failed),
+    "unreached" (after that); and the edges between consecutive hops."""
     by_id = {n["id"]: n for n in g["nodes"]}
-    blocked_at = trace.get("blocked_at")
+    blocked_at, verdict = trace.get("blocked_at"), trace.get("verdict", "")
+    ordered = sorted(trace.get("hops") or [], key=lambda h: h.get("n") or 0)
+    last_seen = max((h.get("n") or 0 for h in ordered if h.get("seen") is True), default=None)
     hops, missing = [], []
-    for hop in sorted(trace.get("hops") or [], key=lambda h: h.get("n") or 0):
+    for hop in ordered:
         node_id = _hop_node(hop, namespaces, g["nodes"])
-        state = _hop_state(hop, blocked_at)
-        hops.append({"n": hop.get("n"), "node": node_id, "state": state})
+        state = _hop_state(hop, blocked_at, verdict, last_seen)
+        hops.append({"n": hop.get("n"), "node": node_id, "state": state, "seen": hop.get("seen")})
         if node_id is None:
             missing.append(hop.get("n"))
             continue
         node = by_id[node_id]
         node["hops"].append(hop.get("n"))
         node["trace"] = _stronger(node["trace"], state)
+        _add_mark(node, hop, state, verdict)
     steps = []
     for a, b in zip(hops, hops[1:]):
         edge = _edge_between(g["edges"], a["node"], b["node"])
@@ -176,20 +210,43 @@ def _overlay_trace(g: dict, trace: dict, namespaces: dict) -> None:
         steps.append({"from": a["node"], "to": b["node"], "edge": edge["id"] if edge else None,
                       "trace": "path" if reached else "unreached"})
     blocked_node = next((h["node"] for h in hops if h["state"] == "blocked"), None)
-    g["trace"] = {"verdict": trace.get("verdict", ""), "blocked_at": blocked_at, "blocked_node": blocked_node,
+    g["trace"] = {"verdict": verdict, "blocked_at": blocked_at, "blocked_node": blocked_node,
                   "failed": blocked_at is not None or blocked_node is not None,
                   "reason": _reason(trace), "hops": hops, "steps": steps, "missing": missing}
 
 
-def _hop_state(hop: dict, blocked_at) -> str:
-    """seen is True/False from a live probe, None when only reasoned about (then it is on the path
-    up to where the trace died)."""
+def _hop_state(hop: dict, blocked_at, verdict: str, last_seen: int | None) -> str:
+    """Where the trace names the failing hop, every hop before it was passed (whatever its capture
+    said: a bridge's own capture never sees bridged frames, a capture may fail), every hop after it
+    was not reached. Without a failing hop: a delivered trace passed every hop; otherwise a hop
+    the live probe missed after the last hop it was seen at was not reached."""
     n = hop.get("n") or 0
-    if blocked_at is not None and n == blocked_at:
-        return "blocked"
-    if hop.get("seen") is False or (blocked_at is not None and n > blocked_at):
+    if blocked_at is not None:
+        return "blocked" if n == blocked_at else "path" if n < blocked_at else "unreached"
+    if verdict != "delivered" and hop.get("seen") is False and (last_seen is None or n > last_seen):
         return "unreached"
     return "path"
+
+
+def _add_mark(node: dict, hop: dict, state: str, verdict: str) -> None:
+    """node["trace_marks"]: its hops grouped by what they say, in path order, e.g. a bridge passed
+    at hop 3 whose firewall dropped the packet at hop 4: [passed [3], failed [4]]."""
+    word = _trace_word(state, hop.get("seen") is True, verdict)
+    marks = node.setdefault("trace_marks", [])
+    if marks and (marks[-1]["state"], marks[-1]["word"]) == (state, word):
+        marks[-1]["hops"].append(hop.get("n"))
+    else:
+        marks.append({"state": state, "word": word, "hops": [hop.get("n")]})
+
+
+def _trace_word(state: str, seen: bool, verdict: str) -> str:
+    """What a hop says for people: passed, or seen (captured by the live probe); failed (only "last
+    seen" when the trace could not tell why the packet went no further); not reached."""
+    if state == "blocked":
+        return "last seen" if verdict == "unknown" else "failed"
+    if state == "path":
+        return "seen" if seen else "passed"
+    return "not reached"
 
 
 def _stronger(old: str | None, new: str) -> str:
@@ -198,16 +255,19 @@ def _stronger(old: str | None, new: str) -> str:
 
 
 def _hop_node(hop: dict, namespaces: dict, nodes: list[dict]) -> str | None:
-    """A hop names a namespace (by id, or failing that by name) and maybe an interface."""
-    ref = hop.get("namespace")
-    ns_id = ref if ref in namespaces else next(
-        (n["id"] for n in nodes if n["kind"] == "namespace" and ref in (n["label"], namespaces[n["id"]].get("name"))), None)
+    """A hop names a namespace (by id, or failing that by name or label) and maybe an interface
+    ("-" for none: a drop the kernel's packet trace saw in a namespace, not at a device)."""
+    refs = [r for r in (hop.get("namespace"), hop.get("label")) if r]
+    ns_id = next((r for r in refs if r in namespaces), None) or next(
+        (n["id"] for r in refs for n in nodes
+         if n["kind"] == "namespace" and r in (n["label"], namespaces[n["id"]].get("name"), namespaces[n["id"]].get("label"))), None)
     if ns_id is None:
         return None
-    if not hop.get("interface"):
+    if hop.get("interface") in (None, "", "-"):
         return ns_id
     node_id = f"{ns_id}/{hop['interface']}"
-    return node_id if any(n["id"] == node_id for n in nodes) else None
+    # not a device there (a socket hop "tcp/80", a link gone since): the hop is still in that namespace
+    return node_id if any(n["id"] == node_id for n in nodes) else ns_id
 
 
 def _edge_between(edges: list[dict], a: str | None, b: str | None) -> dict | None:

@@ -1,8 +1,8 @@
 """The map as one HTML page: the SVG and tables of containers and networks."""
 from __future__ import annotations
 
-from .graph import graph
-from .labels import esc, trace_summary
+from .graph import graph, network_marks
+from .labels import MARK_HELP, engine_name, esc, trace_summary
 from .svg import svg_title, render_svg
 
 _HTML_STYLE = """
@@ -24,9 +24,9 @@ def render_html(snapshot: dict, trace: dict | None = None) -> str:
         cls = ' class="blocked"' if g["trace"]["failed"] else ""
         body.append(f"<p{cls}>{esc(trace_summary(g['trace']).plain)}</p>")
     body.append(f'<div class="diagram">\n{render_svg(snapshot, trace)}</div>')
-    body.append(_html_table("Containers", ["name", "runtime", "image", "network", "address", "MAC", "host veth", "ports"],
+    body.append(_html_table("Containers", ["name", "engine", "image", "network", "address", "MAC", "host veth", "ports"],
                             _container_rows(snapshot)))
-    body.append(_html_table("Networks", ["name", "runtime", "driver", "subnet", "gateway", "bridge", "endpoints"],
+    body.append(_html_table("Networks", ["name", "engine", "driver", "subnet", "gateway", "bridge", "isolation", "endpoints"],
                             _network_rows(snapshot)))
     if snapshot.get("errors"):
         body.append(_html_table("Observation errors", ["namespace", "what", "error"],
@@ -44,7 +44,7 @@ def _container_rows(snapshot: dict) -> list[list[str]]:
         nets = sorted((c.get("networks") or {}).items()) or [("", {})]
         for net, e in nets:
             addr = f"{e['ip']}/{e.get('prefix')}" if e.get("ip") else ""
-            rows.append([c.get("name", ""), c.get("runtime", ""), c.get("image", ""), net, addr,
+            rows.append([c.get("name", ""), engine_name(c.get("runtime", "")), c.get("image", ""), net, addr,
                          e.get("mac", ""), e.get("host_veth", ""), ports])
     return rows
 
@@ -52,9 +52,14 @@ def _container_rows(snapshot: dict) -> list[list[str]]:
 def _network_rows(snapshot: dict) -> list[list[str]]:
     rows = []
     for n in sorted(snapshot.get("networks") or [], key=lambda n: (n.get("name", ""), n.get("id", ""))):
-        members = ", ".join(sorted(e.get("name", "") for e in (n.get("endpoints") or {}).values()))
-        rows.append([n.get("name", ""), n.get("runtime", ""), n.get("driver", ""), n.get("subnet", ""),
-                     n.get("gateway", ""), n.get("bridge", ""), members])
+        # Docker's networks list no endpoints in a snapshot: their containers name the network instead
+        names = [e.get("name", "") for e in (n.get("endpoints") or {}).values()] or [
+            c.get("name", "") for c in snapshot.get("containers") or []
+            if c.get("runtime") == n.get("runtime") and n.get("name") in (c.get("networks") or {})]
+        members = ", ".join(sorted(names))
+        isolation = "; ".join(f"{m}: {MARK_HELP[m]}" for m in network_marks(n))
+        rows.append([n.get("name", ""), engine_name(n.get("runtime", "")), n.get("driver", ""), n.get("subnet", ""),
+                     n.get("gateway", ""), n.get("bridge", ""), isolation, members])
     return rows
 
 

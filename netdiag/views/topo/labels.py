@@ -22,10 +22,35 @@ def trace_summary(t: dict) -> Text:
 
 
 def hop_label(n: dict) -> str:
-    """'● hop 2', '✗ hop 3 blocked', '○ hop 5' for a node the trace touched."""
-    sign = TRACE_MARK[n["trace"]][0]
-    label = f"{sign} hop {','.join(str(h) for h in n['hops'])}"
-    return label + " blocked" if n["trace"] == "blocked" else label
+    """'● hop 2 passed', '● hop 1 seen', '✗ hop 3 failed', '○ hop 5 not reached' for a node the
+    trace touched; one node passed and then failed at says both: '● hop 3 passed ✗ hop 4 failed'."""
+    return " ".join(f"{TRACE_MARK[m['state']][0]} hop {','.join(str(h) for h in m['hops'])} {m['word']}"
+                    for m in n["trace_marks"])
+
+
+ENGINE_NAMES = {"netdiag": "netdiag", "docker": "Docker"}
+# what an isolation mark means, said once where there is room (tree, DOT, the SVG's tooltip)
+MARK_HELP = {"icc=false": "its containers cannot reach each other", "internal": "no traffic in or out of it"}
+
+
+def engine_name(engine: str) -> str:
+    return ENGINE_NAMES.get(engine, engine)
+
+
+def ns_kind_text(ns: dict) -> str:
+    """'netdiag container', 'Docker container', or the namespace's kind (host, netns, pid)."""
+    if ns["ns_kind"] == "container":
+        return " ".join(x for x in (engine_name(ns.get("engine", "")), "container") if x)
+    return ns["ns_kind"]
+
+
+def network_text(net: dict) -> str:
+    """'Docker network bridge', 'netdiag network back': who owns the bridge and its network's name."""
+    return " ".join(x for x in (engine_name(net["engine"]), "network", net["name"]) if x)
+
+
+def mark_text(mark: str) -> str:
+    return f"{mark}: {MARK_HELP[mark]}"
 
 
 def vxlan_text(n: dict) -> str:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .graph import View, graph
-from .labels import esc, hop_label, trace_summary, vxlan_text
+from .labels import MARK_HELP, esc, hop_label, network_text, ns_kind_text, trace_summary, vxlan_text
 
 CHAR_W = 7.4         # a little more than DejaVu Sans Mono's 0.602 em, for safety
 ROW_H = 20
@@ -15,6 +15,7 @@ SLIM_GAP = 6
 COL_GAP = 150
 MARGIN = 20
 TOP = 64             # title and trace summary
+LEGEND_H = 48        # two legend lines under the picture: wires (and the trace), then boxes and marks
 MAX_TEXT = 44        # characters before a label is cut (the full text stays in a <title>)
 SLIM_AFTER = 8       # more boxes than this in the container column: draw them compact
 
@@ -63,7 +64,7 @@ def _short(s: str, limit: int = MAX_TEXT) -> str:
 def _box_title(ns: dict, hostname: str = "") -> list[tuple[str, str]]:
     if ns["is_host"]:
         return [(_short(hostname or ns["label"]), "t-ns"), ("host namespace", "t-kind")]
-    kind = ns["ns_kind"]
+    kind = ns_kind_text(ns)
     if ns["container"] and ns["container"]["image"]:
         kind += f" · {ns['container']['image']}"
     return [(_short(ns["label"]), "t-ns"), (_short(kind), "t-kind")]
@@ -84,8 +85,9 @@ def _row_segments(v: View, n: dict, far: bool) -> list[tuple[str, str]]:
     segs = [(_short(n["name"]), "t-if")]
     segs += [(a, "t-ip") for a in n["addresses"]]
     if n["kind"] == "bridge":
-        net = v.g["networks"].get(n["name"])
-        segs.append(("bridge" + (f" · net {_short(net)}" if net else ""), "t-tag"))
+        net = n.get("network")
+        segs.append(("bridge" + (f" · {_short(network_text(net))}" if net else ""), "t-tag"))
+        segs += [(f"⊘ {mark}", "t-iso") for mark in (net or {}).get("marks", [])]
     elif n["kind"] == "uplink":
         segs.append(("uplink", "t-tag"))
     if n.get("vxlan"):
@@ -105,7 +107,8 @@ def _hub_rows(v: View, ns_id: str) -> list[tuple]:
     uplinks, bridges, vxlans, other = v.hub_sections(ns_id)
     rows = [(n, _row_segments(v, n, False), 0, "r-uplink") for n in uplinks]
     for bridge, ports in bridges:
-        rows.append((bridge, _row_segments(v, bridge, False), 0, "r-bridge"))
+        isolated = bool((bridge.get("network") or {}).get("marks"))
+        rows.append((bridge, _row_segments(v, bridge, False), 0, "r-bridge r-isolated" if isolated else "r-bridge"))
         rows += [(p, _row_segments(v, p, False), PORT_INDENT, "r-port") for p in ports]
     rows += [(n, _row_segments(v, n, False), 0, "r-if") for n in vxlans + other]
     if not rows:
@@ -188,7 +191,7 @@ def _place(boxes: list[_Box], gap: float) -> tuple[list[_Box], float, float]:
             b.x, b.y, b.w = x, y, widths[c]
             y += b.h + gaps[c]
         x += widths[c] + COL_GAP
-    return boxes, x - COL_GAP + MARGIN, TOP + tallest + MARGIN + 28  # + the legend line
+    return boxes, x - COL_GAP + MARGIN, TOP + tallest + MARGIN + LEGEND_H
 
 
 # --------------------------------------------------------------------------- SVG drawing
@@ -199,16 +202,19 @@ text { font-family: 'DejaVu Sans Mono', Menlo, Consolas, monospace; font-size: 1
 .box { fill: #ffffff; stroke: #8c959f; stroke-width: 1.2; }
 .box.host { fill: #f6f8fa; stroke: #57606a; stroke-width: 1.6; }
 .box.container { fill: #f0f7ff; stroke: #54aeff; }
+.box.container.engine-docker { fill: #e3f6f3; stroke: #0a7d6e; stroke-width: 2.2; }
 .box.netns, .box.pid { fill: #fffbf0; stroke: #d4a72c; }
 .box.outside { fill: #ffffff; stroke: #57606a; stroke-dasharray: 5 3; }
 .box.trace-path { stroke: #1f6feb; stroke-width: 2.5; }
 .box.trace-blocked { stroke: #d1242f; stroke-width: 3; }
 .head { fill: #eaeef2; }
 .head.container { fill: #ddf4ff; }
+.head.container.engine-docker { fill: #c4ece5; }
 .head.netns, .head.pid { fill: #fff1c2; }
 .head.outside { fill: #ffffff; }
 .r-bridge { fill: #dafbe1; }
 .r-uplink { fill: #fff1e5; }
+.r-bridge.r-isolated { fill: #fff8c5; stroke: #bf8700; stroke-width: 1.5; stroke-dasharray: 6 3; }
 .r-path { fill: #ddf4ff; stroke: #1f6feb; stroke-width: 1.5; }
 .r-blocked { fill: #ffebe9; stroke: #d1242f; stroke-width: 2; }
 .r-unreached { fill: none; stroke: #8c959f; stroke-dasharray: 3 3; }
@@ -219,6 +225,7 @@ text { font-family: 'DejaVu Sans Mono', Menlo, Consolas, monospace; font-size: 1
 .t-tag { fill: #8250df; font-size: 11px; }
 .t-vx { fill: #8250df; }
 .t-warn { fill: #9a6700; font-weight: bold; }
+.t-iso { fill: #9a6700; font-weight: bold; font-size: 11px; }
 .t-down, .t-blocked { fill: #d1242f; font-weight: bold; }
 .t-path { fill: #0969da; font-weight: bold; }
 .t-unreached { fill: #656d76; }
@@ -238,7 +245,9 @@ def render_svg(snapshot: dict, trace: dict | None = None) -> str:
     boxes, width, height, extra = _layout(View(g))
     title = svg_title(g)
     summary = _short(trace_summary(g["trace"]).plain, 150) if g["trace"] else ""
-    width = max(width, _seg_width([(title, "")]) * 1.25 + 2 * MARGIN, _seg_width([(summary, "")]) + 2 * MARGIN)
+    legend = _legend_rows(g, boxes)
+    width = max(width, _seg_width([(title, "")]) * 1.25 + 2 * MARGIN, _seg_width([(summary, "")]) + 2 * MARGIN,
+                _legend_width(legend) + MARGIN)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{_n(width)}" height="{_n(height)}" '
              f'viewBox="0 0 {_n(width)} {_n(height)}" role="img" class="netdiag-topo">',
              f"<title>{esc(title)}</title>",
@@ -254,7 +263,7 @@ def render_svg(snapshot: dict, trace: dict | None = None) -> str:
     for b in boxes:
         parts += _svg_box(b)
     parts += _svg_edges(g["edges"] + extra, boxes)
-    parts += _svg_legend(height, bool(g["trace"]))
+    parts += _svg_legend(height, legend)
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 
@@ -276,11 +285,11 @@ def _svg_text(x: float, y: float, segs: list[tuple[str, str]]) -> str:
 
 def _svg_box(b: _Box) -> list[str]:
     ns = b.ns
-    kind = "host" if ns["is_host"] else ns["ns_kind"]
+    kind = _box_class(ns)
     trace_cls = f" trace-{ns['trace']}" if ns["trace"] else ""
     hop = f' data-hop="{esc(",".join(map(str, ns["hops"])))}"' if ns["trace"] else ""
     out = [f'<g class="ns {esc(kind)}{trace_cls}" data-ns="{esc(ns["id"])}"{hop}>',
-           f"<title>{esc(ns['label'])} ({esc(ns['ns_kind'])}) {esc(ns['id'])}</title>",
+           f"<title>{esc(ns['label'])} ({esc(ns_kind_text(ns))}) {esc(ns['id'])}</title>",
            f'<rect class="box {esc(kind)}{trace_cls}" x="{_n(b.x)}" y="{_n(b.y)}" width="{_n(b.w)}" '
            f'height="{_n(b.h)}" rx="6"/>']
     if b.inline:
@@ -310,7 +319,7 @@ def _svg_row(b: _Box, i: int, node: dict | None, segs: list, indent: int, cls: s
     out = [f'<g class="{row_cls}"{attrs}>']
     if node:
         out.append(f"<title>{esc(_row_title(node))}</title>")
-    if cls in ("r-bridge", "r-uplink"):
+    if cls.split()[0] in ("r-bridge", "r-uplink"):
         out.append(f'<rect class="{cls}" x="{_n(b.x + 4)}" y="{_n(y + 1)}" width="{_n(b.w - 8)}" height="{ROW_H - 2}" rx="3"/>')
     if trace:
         out.append(f'<rect class="r-{trace}" x="{_n(b.x + 4 + indent)}" y="{_n(y + 1)}" '
@@ -321,9 +330,20 @@ def _svg_row(b: _Box, i: int, node: dict | None, segs: list, indent: int, cls: s
 
 
 def _row_title(n: dict) -> str:
+    net = n.get("network")
     bits = [n["name"], n["link_kind"], *n["addresses"], n["mac"], f"mtu {n['mtu']}" if n["mtu"] else "",
-            n["status"] or "", vxlan_text(n) if n.get("vxlan") else ""]
+            n["status"] or "", vxlan_text(n) if n.get("vxlan") else "", network_text(net) if net else "",
+            *(f"{m}: {MARK_HELP[m]}" for m in (net or {}).get("marks", []))]
     return " ".join(b for b in bits if b)
+
+
+def _box_class(ns: dict) -> str:
+    """host, netns, pid (plain namespaces), or "container engine-docker" / "container engine-netdiag"."""
+    if ns["is_host"]:
+        return "host"
+    if ns["ns_kind"] == "container":
+        return f"container engine-{ns.get('engine') or 'other'}"
+    return ns["ns_kind"]
 
 
 def _svg_edges(edges: list[dict], boxes: list[_Box]) -> list[str]:
@@ -365,16 +385,38 @@ def _wire_path(a: _Box, b: _Box, e: dict) -> str:
     return f"M {_n(x1)} {_n(y1)} C {_n(mid)} {_n(y1)} {_n(mid)} {_n(y2)} {_n(x2)} {_n(y2)}"
 
 
-def _svg_legend(height: float, trace: bool) -> list[str]:
-    y = height - MARGIN - 4
-    items = [("edge veth", "veth pair"), ("edge bridge", "bridge port"), ("edge underlay", "vxlan underlay"),
-             ("edge down", "down")]
-    if trace:
-        items += [("edge trace-path", "trace path"), ("edge trace-unreached", "not reached")]
-    out, x = ['<g class="legend">'], MARGIN
-    for cls, label in items:
-        out.append(f'<path class="{cls}" d="M {_n(x)} {_n(y - 4)} H {_n(x + 28)}"/>')
-        out.append(f'<text x="{_n(x + 34)}" y="{_n(y)}" class="t-dim">{label}</text>')
-        x += 34 + len(label) * CHAR_W + 24
+def _legend_rows(g: dict, boxes: list[_Box]) -> list[list[tuple[str, str, str]]]:
+    """(shape, css class, words) per legend line: the wires (and the trace's marks), then the kinds
+    of box drawn (which engine runs a container; plain namespaces) and the isolation marks."""
+    wires = [("line", "edge veth", "veth pair"), ("line", "edge bridge", "bridge port"),
+             ("line", "edge underlay", "vxlan underlay"), ("line", "edge down", "down")]
+    if g["trace"]:
+        wires += [("box", "r-path", "passed"), ("box", "r-blocked", "failed"), ("box", "r-unreached", "not reached")]
+    drawn = {_box_class(b.ns) for b in boxes}
+    kinds = [("box", f"box {cls}", words) for cls, words in (
+        ("container engine-netdiag", "netdiag container"), ("container engine-docker", "Docker container"),
+        ("netns", "plain namespace"), ("pid", "namespace of a process")) if cls in drawn]
+    marks = {m for n in g["nodes"] for m in (n.get("network") or {}).get("marks", [])}
+    kinds += [("box", "r-bridge r-isolated", f"⊘ {m}: {MARK_HELP[m]}") for m in ("icc=false", "internal") if m in marks]
+    return [row for row in (wires, kinds) if row]
+
+
+def _legend_width(rows: list[list[tuple[str, str, str]]]) -> float:
+    return max((sum(34 + len(words) * CHAR_W + 24 for *_, words in row) for row in rows), default=0)
+
+
+def _svg_legend(height: float, rows: list[list[tuple[str, str, str]]]) -> list[str]:
+    out = ['<g class="legend">']
+    y = height - MARGIN - 4 - 20 * (len(rows) - 1)
+    for row in rows:
+        x = MARGIN
+        for shape, cls, words in row:
+            if shape == "line":
+                out.append(f'<path class="{cls}" d="M {_n(x)} {_n(y - 4)} H {_n(x + 28)}"/>')
+            else:
+                out.append(f'<rect class="{cls}" x="{_n(x)}" y="{_n(y - 11)}" width="28" height="13" rx="3"/>')
+            out.append(f'<text x="{_n(x + 34)}" y="{_n(y)}" class="t-dim">{esc(words)}</text>')
+            x += 34 + len(words) * CHAR_W + 24
+        y += 20
     out.append("</g>")
     return out

@@ -5,8 +5,10 @@ from rich.text import Text
 from rich.tree import Tree
 
 from .graph import View, graph
-from .labels import TRACE_MARK, hop_label, trace_summary, vxlan_text
+from .labels import TRACE_MARK, hop_label, mark_text, network_text, ns_kind_text, trace_summary, vxlan_text
 
+# the engine that runs a container, told apart at a glance (and in words: "(Docker container)")
+_NS_STYLE = {"netdiag": "bold cyan", "docker": "bold blue"}
 
 
 def render_tree(snapshot: dict, trace: dict | None = None) -> Tree:
@@ -61,8 +63,10 @@ def _tree_hub(parent: Tree, v: View, ns_id: str) -> None:
 def _iface_line(v: View, n: dict, prefix: str = "") -> Text:
     text = Text(prefix, style="bold")
     _iface_text(text, n, bold=bool(prefix))
-    if n["kind"] == "bridge" and n["name"] in v.g["networks"]:
-        text.append(f"  network {v.g['networks'][n['name']]}", style="dim")
+    if n.get("network"):
+        text.append("  " + network_text(n["network"]), style="dim")
+        for mark in n["network"]["marks"]:
+            text.append(f"  ⊘ {mark_text(mark)}", style="bold yellow")
     if n["kind"] == "vxlan" or n.get("vxlan"):
         text.append("  " + vxlan_text(n), style="magenta")
     peer = v.by_id.get(n["peer"] or "")
@@ -95,8 +99,8 @@ def _mark(text: Text, n: dict) -> None:
 
 
 def _ns_text(ns: dict) -> Text:
-    text = Text.assemble((ns["label"], "bold cyan" if ns["ns_kind"] == "container" else "bold"),
-                         (f" ({ns['ns_kind']})", "dim"))
+    style = _NS_STYLE.get(ns["engine"], "bold cyan") if ns["ns_kind"] == "container" else "bold"
+    text = Text.assemble((ns["label"], style), (f" ({ns_kind_text(ns)})", "dim"))
     _mark(text, ns)
     return text
 

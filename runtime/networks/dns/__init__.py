@@ -14,12 +14,18 @@ An upstream is "IP" (port 53), "IPv4:port" or "[IPv6]:port".
 writes "ok PORT\\n" to the ready fd once bound (PORT is the bound port, useful with --port 0),
 or "error: ...\\n" and exits 1. The runtime uses start()/spawn() and stop().
 
-Stdlib only, single-threaded (selectors); imports kept light because it starts per network.
+Overlay networks: one such process per host without --listen, whose records file lists
+"sandboxes" ({"<container id>": {"netns": "/proc/PID/ns/net", "inode": N, "names": {...}}}); it
+binds 127.0.0.11:53 inside each of those namespaces (Docker's address) and answers each with its
+own names (records.py: update_overlays).
+
+Stdlib only, single-threaded (selectors); imports kept light because it starts per network (the
+overlays' resolver also imports runtime.kernel.ns, to enter a sandbox's namespace).
 
 Layout: codec.py (DNS messages), config.py (the records file as the server reads it), server.py
 (the process), control.py (spawn, start, stop), records.py (the runtime writes each network's
-records file). The server imports only codec and config: it starts once per network.
+records file, and the overlays' one). The server imports only codec and config (and kernel.ns).
 """
 from .codec import CLASS_IN, TTL, UDP_MAX, MalformedPacket, Query, parse_query, build_query, build_response, Response, parse_response, A, NS, CNAME, PTR, AAAA, ANY, NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED  # noqa: F401
 from .config import Config, load_config, parse_upstream  # noqa: F401
-from .control import spawn, start, stop  # noqa: F401
+from .control import reap, spawn, start, stop  # noqa: F401

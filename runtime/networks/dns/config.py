@@ -13,7 +13,9 @@ class Config:
     names: dict[str, list] = field(default_factory=dict)    # name -> [ip_address]
     reverse: dict[str, str] = field(default_factory=dict)   # "2.0.18.172.in-addr.arpa" -> name
     # names a client sees through its *other* networks (Docker resolves across all of them)
-    clients: dict[str, dict[str, list]] = field(default_factory=dict)  # client ip -> name -> [ip]
+    clients: dict[str, dict[str, list]] = field(default_factory=dict)  # client ip (or sandbox key) -> name -> [ip]
+    # containers served inside their own namespace on 127.0.0.11 (overlays): key -> (netns path, inode)
+    sandboxes: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 def parse_upstream(entry: str) -> tuple[str, int]:
@@ -53,5 +55,15 @@ def load_config(path: str) -> Config:
             cfg.reverse.setdefault(addr.reverse_pointer, key)
     for client, names in (raw.get("clients") or {}).items():
         ipaddress.ip_address(client)
-        cfg.clients[client] = {n.lower().rstrip("."): [ipaddress.ip_address(i) for i in ips] for n, ips in names.items()}
+        cfg.clients[client] = _names(names)
+    for key, box in (raw.get("sandboxes") or {}).items():
+        if not (isinstance(box, dict) and isinstance(box.get("netns"), str) and box["netns"].startswith("/proc/")
+                and isinstance(box.get("inode"), int)):
+            raise ValueError(f"sandbox {key!r} needs a /proc netns path and its inode")
+        cfg.sandboxes[key] = (box["netns"], box["inode"])
+        cfg.clients[key] = _names(box.get("names") or {})
     return cfg
+
+
+def _names(names: dict) -> dict[str, list]:
+    return {n.lower().rstrip("."): [ipaddress.ip_address(i) for i in ips] for n, ips in names.items()}

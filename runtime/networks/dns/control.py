@@ -8,17 +8,18 @@ import time
 _children: dict = {}  # pid -> Popen, so stop() can reap what we started
 
 
-def spawn(listen_ip: str, records_file: str, port: int = 53, timeout: float = 5.0) -> tuple[int, int]:
-    """Start a resolver process; return (pid, bound port) once it listens. Port 0 = any free port.
+def spawn(listen_ip: str | None, records_file: str, port: int = 53, timeout: float = 5.0) -> tuple[int, int]:
+    """Start a resolver process; return (pid, bound port) once it listens. Port 0 = any free port;
+    no listen_ip: it serves only the sandboxes its records file lists (overlays).
     Raises KernelError (and leaves no process behind) if it cannot start."""
     from runtime import daemon
     from runtime.errors import KernelError
 
-    what = f"Cannot start the DNS resolver on {listen_ip} port {port}"
+    what = f"Cannot start the DNS resolver on {listen_ip} port {port}" if listen_ip else "Cannot start the overlays' DNS resolver"
     started = time.monotonic()
+    where = ["--listen", listen_ip, "--port", str(port)] if listen_ip else []
     try:
-        proc, line = daemon.start("runtime.networks.dns", ["--listen", listen_ip, "--port", str(port),
-                                                            "--records", os.path.abspath(records_file)], timeout)
+        proc, line = daemon.start("runtime.networks.dns", [*where, "--records", os.path.abspath(records_file)], timeout)
     except OSError as e:
         raise KernelError(what, f"could not run {sys.executable}: {e}") from e
     if line.startswith("ok "):
@@ -39,6 +40,14 @@ def spawn(listen_ip: str, records_file: str, port: int = 53, timeout: float = 5.
 def start(listen_ip: str, records_file: str, port: int = 53) -> int:
     """Start the resolver of a network; returns its pid (see spawn() for the bound port too)."""
     return spawn(listen_ip, records_file, port)[0]
+
+
+def reap() -> None:
+    """Collect resolvers this process started that have ended meanwhile (stopped by another
+    process): a long-lived starter (the cluster agent) must not keep them as zombies."""
+    for pid, proc in list(_children.items()):
+        if proc.poll() is not None:
+            del _children[pid]
 
 
 def _is_resolver(pid: int) -> bool:

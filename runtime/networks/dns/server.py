@@ -1,5 +1,11 @@
 """The resolver process: UDP and TCP on the network's gateway address, local answers, forwarding,
-and exit when its records file goes. Single-threaded (selectors), stdlib only."""
+and exit when its records file goes. Single-threaded (selectors), stdlib only (but for entering a
+sandbox's namespace, through runtime.kernel.ns, when the records file lists sandboxes).
+
+Sandboxes (overlay networks, whose bridges carry no address on the host): the resolver serves
+127.0.0.11:53 inside each listed container's network namespace, as Docker's embedded DNS does
+(listen.py), and answers there with that container's names; a sandbox gone from the file has its
+sockets closed, which lets its namespace go."""
 from __future__ import annotations
 
 import ipaddress
@@ -15,6 +21,7 @@ from dataclasses import dataclass
 
 from .codec import A, AAAA, ANY, CLASS_IN, MalformedPacket, NOTIMP, NXDOMAIN, PTR, Query, REFUSED, SERVFAIL, UDP_MAX, _encode_name, _labels, build_response, parse_query
 from .config import Config, load_config
+from .listen import bind, close_sandbox, open_sandbox
 
 FORWARD_TIMEOUT = 2.0
 CHECK_EVERY = 0.2
@@ -36,10 +43,10 @@ class _Forward:
 
 
 class _TCPConn:
-    def __init__(self, server: "Resolver", sock: socket.socket):
+    def __init__(self, server: "Resolver", sock: socket.socket, client: str | None = None):
         self.server, self.sock = server, sock
         try:
-            self.peer = sock.getpeername()[0]
+            self.peer = client or sock.getpeername()[0]
         except OSError:
             self.peer = None
         self.inbuf = self.outbuf = b""
@@ -93,16 +100,47 @@ class _TCPConn:
 
 
 class Resolver:
-    def __init__(self, udp: socket.socket, tcp: socket.socket, records_path: str, cfg: Config):
+    def __init__(self, udp: socket.socket | None, tcp: socket.socket | None, records_path: str, cfg: Config):
         self.udp, self.tcp, self.path, self.cfg = udp, tcp, records_path, cfg
         self.stamp = self._stamp()
         self.sel = selectors.DefaultSelector()
         self.pending: list[_Forward] = []
         self.tcp_conns: set[_TCPConn] = set()
+        self.sandboxes: dict[str, tuple[tuple[str, int], list[socket.socket]]] = {}  # key -> (where, sockets)
+        if udp is not None and tcp is not None:
+            self._serve_on(udp, tcp, None)
+        self.sync_sandboxes()
+
+    def _serve_on(self, udp: socket.socket, tcp: socket.socket, client: str | None) -> None:
+        """Answer on this pair; `client` names the asker for a sandbox's pair (else its address)."""
         for s in (udp, tcp):
             s.setblocking(False)
-        self.sel.register(udp, selectors.EVENT_READ, self._on_udp)
-        self.sel.register(tcp, selectors.EVENT_READ, self._on_accept)
+        self.sel.register(udp, selectors.EVENT_READ, lambda sock, mask: self._on_udp(sock, mask, client))
+        self.sel.register(tcp, selectors.EVENT_READ, lambda sock, mask: self._on_accept(sock, mask, client))
+
+    # sandboxes -------------------------------------------------------------------------------
+    def sync_sandboxes(self) -> None:
+        """Sockets in every sandbox the records file lists, none in those it no longer lists. A
+        sandbox that cannot be served (gone, reused, its firewall refusing the redirect) is tried
+        again when the records file changes."""
+        self.leave([k for k, (where, _) in self.sandboxes.items() if self.cfg.sandboxes.get(k) != where])
+        for key, where in self.cfg.sandboxes.items():
+            if key not in self.sandboxes:
+                socks = open_sandbox(*where)
+                if socks:
+                    self._serve_on(*socks, key)
+                self.sandboxes[key] = (where, list(socks))
+
+    def leave(self, keys) -> None:
+        """Close the sockets of these sandboxes and take their redirect out of their namespaces."""
+        for key in keys:
+            where, socks = self.sandboxes.pop(key)
+            for s in socks:
+                if s.fileno() != -1:
+                    self.sel.unregister(s)
+                    s.close()
+            if socks:
+                close_sandbox(*where)
 
     # records ---------------------------------------------------------------------------------
     def _stamp(self):
@@ -124,7 +162,9 @@ class Resolver:
             except FileNotFoundError:
                 return False
             except (OSError, ValueError):
-                pass  # half-written? keep the old records and look again next time
+                return True  # half-written? keep the old records and look again next time
+            self.sandboxes = {k: v for k, v in self.sandboxes.items() if v[1]}  # retry those that failed
+            self.sync_sandboxes()
         return True
 
     # queries ---------------------------------------------------------------------------------
@@ -160,7 +200,7 @@ class Resolver:
             return
         self._try_upstream(_Forward(q, data, reply, list(cfg.upstreams)))
 
-    def _on_udp(self, sock: socket.socket, mask: int) -> None:
+    def _on_udp(self, sock: socket.socket, mask: int, client: str | None = None) -> None:
         for _ in range(64):  # drain a burst, but let TCP and timers run
             try:
                 data, addr = sock.recvfrom(65535)
@@ -174,9 +214,9 @@ class Resolver:
                     sock.sendto(msg, addr)
                 except OSError:
                     pass
-            self.handle(data, reply, udp=True, client=addr[0])
+            self.handle(data, reply, udp=True, client=client or addr[0])
 
-    def _on_accept(self, sock: socket.socket, mask: int) -> None:
+    def _on_accept(self, sock: socket.socket, mask: int, client: str | None = None) -> None:
         try:
             conn, _ = sock.accept()
         except OSError:
@@ -185,7 +225,7 @@ class Resolver:
             conn.close()
             return
         conn.setblocking(False)
-        c = _TCPConn(self, conn)
+        c = _TCPConn(self, conn, client)
         self.tcp_conns.add(c)
         self.sel.register(conn, selectors.EVENT_READ, c.on_event)
 
@@ -254,31 +294,11 @@ class Resolver:
             self._expire()
 
 
-def bind(listen_ip: str, port: int) -> tuple[socket.socket, socket.socket]:
-    """UDP and TCP sockets on listen_ip:port. With port 0 both get the same free port."""
-    family = socket.AF_INET6 if ipaddress.ip_address(listen_ip).version == 6 else socket.AF_INET
-    for attempt in range(20):
-        udp = socket.socket(family, socket.SOCK_DGRAM)
-        tcp = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            udp.bind((listen_ip, port))
-            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            tcp.bind((listen_ip, udp.getsockname()[1]))
-            tcp.listen(64)
-            return udp, tcp
-        except OSError as e:
-            udp.close()
-            tcp.close()
-            if port != 0 or e.errno != 98 or attempt == 19:  # EADDRINUSE: pick another free port
-                raise
-    raise AssertionError("unreachable")
-
-
 def main(argv=None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m runtime.networks.dns", description=__doc__.split("\n")[0])
-    ap.add_argument("--listen", required=True)
+    ap.add_argument("--listen", help="the address to serve on in this namespace (none: only the sandboxes)")
     ap.add_argument("--port", type=int, default=53)
     ap.add_argument("--records", required=True)
     ap.add_argument("--ready-fd", type=int)
@@ -300,15 +320,19 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as e:
         tell(f"error: cannot read records file {args.records}: {e}")
         return 1
-    try:
-        udp, tcp = bind(args.listen, args.port)
-    except (OSError, ValueError) as e:
-        tell(f"error: cannot listen on {args.listen} port {args.port}: {getattr(e, 'strerror', None) or e}")
-        return 1
+    udp = tcp = None
+    if args.listen:
+        try:
+            udp, tcp = bind(args.listen, args.port)
+        except (OSError, ValueError) as e:
+            tell(f"error: cannot listen on {args.listen} port {args.port}: {getattr(e, 'strerror', None) or e}")
+            return 1
     server = Resolver(udp, tcp, args.records, cfg)
-    tell(f"ok {udp.getsockname()[1]}")
+    tell(f"ok {udp.getsockname()[1] if udp else 0}")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
+    finally:  # stopped (SIGTERM) or its file gone: no redirect may stay behind in a running container
+        server.leave(list(server.sandboxes))
     return 0

@@ -1,0 +1,165 @@
+"""A real registry in a world: Debian's `docker-registry` (the CNCF distribution registry 2.8)
+serving from one of the world's namespaces (a lab's "outside", the internet it plays), with its
+storage, TLS certificate and htpasswd file in a work directory:
+
+    reg = LabRegistry(lab, workdir, users={"alice": "s3cret"}).start()
+    reg.domain          # "203.0.113.1:5000": what image names say
+    reg.ca_cert         # the CA that signed its certificate (made here with openssl)
+    reg.trust(certs_d)  # certs_d/DOMAIN/ca.crt, as Docker reads it
+    reg.stop()
+
+The certificate is for the registry's address (subjectAltName IP), or for `cert_name` when a test
+wants a name mismatch. `users` are checked by htpasswd (Basic auth; bcrypt entries, the only kind
+distribution accepts: the `bcrypt` module is imported only then), or with auth="token" by a token
+service on port+1 (registry_token.py: Bearer tokens, as Docker Hub does it). The process runs in its own session with
+the world's environment, so the world's leak check sees it if stop() is not called.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from .host import OUTSIDE_IP
+
+REGISTRY = "/usr/bin/docker-registry"
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    p = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    if p.returncode != 0:
+        raise RuntimeError(f"openssl {args[0]} failed: {p.stderr.strip()[-400:]}")
+
+
+def make_certificates(d: Path, ip: str, name: str | None = None) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate it signed for `ip` (or DNS `name`); returns (ca, cert, key)."""
+    d.mkdir(parents=True, exist_ok=True)
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=netdiag lab registry CA", cwd=d)
+    _openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", f"/CN={name or ip}", cwd=d)
+    (d / "san.ext").write_text(f"subjectAltName={'DNS:' + name if name else 'IP:' + ip}\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "server.crt", "-days", "2", "-extfile", "san.ext", cwd=d)
+    return d / "ca.crt", d / "server.crt", d / "server.key"
+
+
+class LabRegistry:
+    def __init__(self, world, workdir: Path, *, where: str = "outside", address: str = OUTSIDE_IP, port: int = 5000,
+                 tls: bool = True, users: dict[str, str] | None = None, cert_name: str | None = None, auth: str = "htpasswd",
+                 read_only: tuple[str, ...] = ()):
+        self.world, self.workdir, self.where = world, Path(workdir), where
+        self.address, self.port, self.tls, self.users, self.cert_name = address, port, tls, users or {}, cert_name
+        self.auth, self.read_only = auth, tuple(read_only)  # read_only: users the token service grants pull only
+        self.ca_cert: Path | None = None
+        self.proc: subprocess.Popen | None = None
+        self.token_proc: subprocess.Popen | None = None
+
+    @property
+    def domain(self) -> str:
+        return f"{self.address}:{self.port}"
+
+    def _config(self) -> Path:
+        lines = ["version: 0.1", "log:", "  level: info", "  accesslog:", "    disabled: true",
+                 "storage:", "  filesystem:", f"    rootdirectory: {self.workdir / 'storage'}", "  delete:", "    enabled: true",
+                 "  maintenance:", "    uploadpurging:", "      enabled: false",
+                 "http:", f"  addr: {self.domain}", f"  secret: {os.urandom(16).hex()}"]
+        if self.tls:
+            self.ca_cert, cert, key = make_certificates(self.workdir / "tls", self.address, self.cert_name)
+            lines += ["  tls:", f"    certificate: {cert}", f"    key: {key}"]
+        if self.users and self.auth == "token":
+            lines += self._token_service()
+        elif self.users:
+            import bcrypt
+
+            htpasswd = self.workdir / "htpasswd"
+            htpasswd.write_text("".join(f"{u}:{bcrypt.hashpw(p.encode(), bcrypt.gensalt(rounds=5)).decode()}\n"
+                                        for u, p in self.users.items()))
+            lines += ["auth:", "  htpasswd:", "    realm: netdiag-lab-registry", f"    path: {htpasswd}"]
+        path = self.workdir / "config.yml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    @property
+    def token_realm(self) -> str:
+        return f"http://{self.address}:{self.port + 1}/token"
+
+    def _token_service(self) -> list[str]:
+        import json
+        import sys
+
+        d = self.workdir / "token"
+        d.mkdir(parents=True, exist_ok=True)
+        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "token.key",
+                 "-out", "token.crt", "-days", "2", "-subj", "/CN=netdiag lab token signer", cwd=d)
+        (d / "users.json").write_text(json.dumps(self.users))
+        argv = [sys.executable, "-m", "netdiag.worlds.registry_token", "--listen", f"{self.address}:{self.port + 1}",
+                "--key", str(d / "token.key"), "--cert", str(d / "token.crt"), "--users", str(d / "users.json"),
+                "--issuer", "netdiag-lab-token", "--service", "netdiag-lab-registry",
+                *(x for u in self.read_only for x in ("--read-only", u))]
+        self.token_proc = self._spawn(argv, d / "token.log")
+        self._wait(self.token_proc, d / "token.log", "listening on", 10.0)
+        return ["auth:", "  token:", f"    realm: {self.token_realm}", "    service: netdiag-lab-registry",
+                "    issuer: netdiag-lab-token", f"    rootcertbundle: {d / 'token.crt'}"]
+
+    def _spawn(self, argv: list[str], logfile: Path) -> subprocess.Popen:
+        with open(logfile, "wb") as log:
+            return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.world.env,
+                                    start_new_session=True, preexec_fn=self.world.enter(self.where))
+
+    def _wait(self, proc: subprocess.Popen, logfile: Path, line: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if line in logfile.read_text(errors="replace"):
+                return
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        tail = logfile.read_text(errors="replace")[-1500:]
+        self.stop()
+        raise RuntimeError(f"{Path(proc.args[0]).name} did not start: {tail}")
+
+    def start(self, timeout: float = 15.0) -> "LabRegistry":
+        if not os.path.exists(REGISTRY):
+            raise RuntimeError(f"{REGISTRY} is missing: install Debian's docker-registry package (scripts/setup does)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            config = self._config()
+        except BaseException:
+            self.stop()
+            raise
+        self.proc = self._spawn([REGISTRY, "serve", str(config)], self.workdir / "registry.log")
+        self._wait(self.proc, self.workdir / "registry.log", "listening on", timeout)
+        return self
+
+    def log(self) -> str:
+        try:
+            return (self.workdir / "registry.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def trust(self, certs_d: Path) -> Path:
+        """Put the CA where Docker (and netdiag) look for this registry's: CERTS_D/DOMAIN/ca.crt."""
+        d = Path(certs_d) / self.domain
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.copy(self.ca_cert, d / "ca.crt")
+        return d / "ca.crt"
+
+    def stop(self) -> None:
+        for proc in (self.proc, self.token_proc):
+            if proc is None:
+                continue
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        self.proc = self.token_proc = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

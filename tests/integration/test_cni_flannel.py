@@ -1,0 +1,91 @@
+"""Two Kubernetes-like nodes with flannel's vxlan layout (netdiag.worlds.flannel: cni0 per node, a
+/24 each of 10.244.0.0/16, flannel.1 with static FDB/ARP entries and routes), pods made by
+`netdiag run --network cni:cbr0` through the real bridge/host-local/portmap plugins: pod to pod
+across nodes, `netdiag trace` across the VXLAN, and flannel's everyday faults named."""
+import contextlib
+import json
+import os
+
+import pytest
+
+from netdiag.worlds.flannel import FlannelLab, vtep_mac
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(not os.path.exists("/usr/lib/cni/bridge"), reason="containernetworking-plugins not installed")]
+
+WEB = "10.244.1.2"  # the first pod of node1's /24
+
+
+@contextlib.contextmanager
+def flannel_nodes(**kw):
+    """A FlannelLab with pod `web` (httpd) on node1 and pod `client` on node2; nothing left after."""
+    w = FlannelLab(**kw)
+    w.create()
+    try:
+        assert w.netdiag("run", "-d", "--name", "web", "--network", "cni:cbr0", "busybox", "sh", "-c",
+                         "echo node1 > /i.html; exec httpd -f -p 80 -h /", where="node1").returncode == 0
+        assert w.netdiag("run", "-d", "--name", "client", "--network", "cni:cbr0", "busybox", "sleep", "600",
+                         where="node2").returncode == 0
+        yield w
+    finally:
+        for node, name in (("node1", "web"), ("node2", "client")):
+            w.netdiag("rm", "-f", name, where=node)
+        w.destroy()
+    assert not w.leaks(), f"left behind: {w.leaks()}"
+
+
+@pytest.fixture
+def nodes():
+    with flannel_nodes() as w:
+        yield w
+
+
+def _trace(w, *extra):
+    p = w.netdiag("trace", "client", WEB, "--port", "80", "--json", *extra, where="node2", timeout=120)
+    return p.returncode, json.loads(p.stdout)
+
+
+def _get(w):
+    return w.netdiag("exec", "client", "timeout", "3", "wget", "-qO-", f"http://{WEB}/i.html", where="node2")
+
+
+def test_a_pod_reaches_a_pod_on_the_other_node_and_trace_follows_it_through_flannel(nodes):
+    w = nodes
+    assert w.netdiag("inspect", "web", where="node1").returncode == 0
+    p = _get(w)
+    assert p.returncode == 0 and p.stdout == "node1\n", p.stderr
+    # the pod's interface got flannel's MTU from the conflist, its routes from host-local
+    assert "mtu 1450" in w.netdiag("exec", "client", "ip", "link", "show", "eth0", where="node2").stdout
+    code, result = _trace(w)
+    assert code == 0 and result["verdict"] == "delivered", result["summary"]
+    vx = [(h["namespace"], h["direction"]) for h in result["hops"] if h["interface"] == "flannel.1"]
+    ns_id = {n: f"ns-{os.stat(w.namespace(n)).st_ino}" for n in ("node1", "node2")}
+    assert vx == [(ns_id["node2"], "egress"), (ns_id["node1"], "ingress")], vx  # encapsulated, then decapsulated
+    assert any(e["kind"] == "vxlan" and "198.51.100.1:8472" in e["detail"] for e in result["evidence"])
+
+
+def test_a_missing_fdb_entry_is_overlay_peer_unknown(nodes):
+    w = nodes
+    w.run_in("node2", ["bridge", "fdb", "del", vtep_mac(1), "dev", "flannel.1", "dst", "198.51.100.1"])
+    assert _get(w).returncode != 0
+    code, result = _trace(w)
+    assert code == 1 and result["cause"] == "OVERLAY_PEER_UNKNOWN", result["summary"]
+    assert vtep_mac(1) in result["summary"]
+
+
+def test_a_missing_route_to_the_other_nodes_pod_subnet_is_no_route(nodes):
+    w = nodes
+    w.run_in("node2", ["ip", "route", "del", "10.244.1.0/24"])
+    assert _get(w).returncode != 0
+    code, result = _trace(w)
+    assert code == 1 and result["cause"] == "NO_ROUTE", result["summary"]
+
+
+def test_pods_with_an_mtu_larger_than_flannels_vxlan_are_an_mtu_blackhole():
+    with flannel_nodes(pod_mtu=1500) as w:  # the conflist gives pods 1500 while flannel.1 carries 1450
+        assert "mtu 1500" in w.netdiag("exec", "client", "ip", "link", "show", "eth0", where="node2").stdout
+        p = w.netdiag("trace", "client", WEB, "--proto", "icmp", "--size", "1472", "--json", where="node2", timeout=120)
+        result = json.loads(p.stdout)
+        assert p.returncode == 1 and result["cause"] == "MTU_BLACKHOLE", result["summary"]
+        small = w.netdiag("trace", "client", WEB, "--proto", "icmp", "--size", "1000", "--json", where="node2", timeout=120)
+        assert small.returncode == 0, small.stdout
