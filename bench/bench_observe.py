@@ -213,13 +213,13 @@ elif mode == "trace":
     out["load_ms"] = (time.perf_counter() - t0) * 1000
     def fn():
         r = static_trace.trace(model, args["src"], args["dst"], proto="tcp", port=args["port"])
-        return {"verdict": r["verdict"], "cause": r["cause"], "hops": len(r["hops"])}
+        return {"verdict": r.verdict, "cause": r.cause, "hops": len(r.hops)}
 elif mode == "live":
     from netdiag.diagnose import diagnose
     def fn():
         m = live_model()
         r = diagnose(m, args["src"], args["dst"], proto="tcp", port=args["port"], timeout=2.0)
-        return {"verdict": r["verdict"], "cause": r["cause"], "live": (r.get("live") or {}).get("outcome")}
+        return {"verdict": r.verdict, "cause": r.cause, "live": (r.live or {}).get("outcome")}
 else:
     raise SystemExit(f"unknown mode {mode}")
 

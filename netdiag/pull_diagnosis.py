@@ -81,12 +81,12 @@ def explain(err, *, live: bool = True, timeout: float = 2.0) -> dict:
     except Exception as e:  # noqa: BLE001 - the pull's own error stays the answer; say why it went no further
         result["evidence"].append({"kind": "trace", "detail": f"trace to {ip}:{d['port']} could not run: {e}"})
         return result
-    result["trace"] = tr
-    result["evidence"].append({"kind": "trace", "detail": f"trace host -> {ip} tcp/{d['port']}: {tr['verdict']}"
-                                                           + (f" ({tr['cause']})" if tr.get("cause") else "") + f": {tr['summary']}"})
-    if tr["verdict"] == "blocked" and tr.get("cause"):
-        result.update(cause=tr["cause"], summary=f"{err.what}: {tr['summary']}", fix=tr.get("fix") or err.fix,
-                      fix_command=tr.get("fix_command"))
+    result["trace"] = tr.to_json()  # the trace's own JSON, as `trace --json` prints it
+    result["evidence"].append({"kind": "trace", "detail": f"trace host -> {ip} tcp/{d['port']}: {tr.verdict}"
+                                                           + (f" ({tr.cause})" if tr.cause else "") + f": {tr.summary}"})
+    if tr.verdict == "blocked" and tr.cause:
+        result.update(cause=tr.cause, summary=f"{err.what}: {tr.summary}", fix=tr.fix.text or err.fix,
+                      fix_command=tr.fix.command)
     elif d.get("phase") == "read":
         _stalled(result, err, ip, live and os.geteuid() == 0, timeout)
     return result
@@ -118,11 +118,11 @@ def _stalled(result: dict, err, ip: str, live: bool, timeout: float) -> None:
             back = diagnose(live_model(), ip, end[0], proto="icmp", size=end[1] - 28, live=live, timeout=timeout)
         except Exception as e:  # noqa: BLE001 - a registry on another machine cannot be traced from there
             result["evidence"].append({"kind": "trace", "detail": f"the way back from {ip} cannot be traced here: {e}"})
-    if back and back.get("verdict") == "blocked" and back.get("cause") == "MTU_BLACKHOLE":
-        result["evidence"].append({"kind": "trace", "detail": f"trace {ip} -> {end[0]} icmp size {end[1] - 28}: {back['summary']}"})
-        result.update(cause="MTU_BLACKHOLE", trace=back, fix=back.get("fix") or None, fix_command=back.get("fix_command"),
+    if back and back.verdict == "blocked" and back.cause == "MTU_BLACKHOLE":
+        result["evidence"].append({"kind": "trace", "detail": f"trace {ip} -> {end[0]} icmp size {end[1] - 28}: {back.summary}"})
+        result.update(cause="MTU_BLACKHOLE", trace=back.to_json(), fix=back.fix.text or None, fix_command=back.fix.command,
                       summary=f"The registry accepts the connection and the request, but its answer stalls: full-size "
-                              f"packets from {ip} die on the way back. {back['summary']}")
+                              f"packets from {ip} die on the way back. {back.summary}")
         return
     result.update(cause="SLOW_RESPONSE", summary=f"{err.what}: the registry accepted the connection, then sent nothing more",
                   fix="a registry that is slow or overloaded, or a path-MTU black hole on its side: try "

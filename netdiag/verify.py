@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 
 from .replica_probe import _guard, probe, probe_many
+from .reason.result import Diagnosis, FixClaim
 
 # programs that change only the kernel state of the network namespace they run in
 KERNEL_TOOLS = {"ip", "nft", "iptables", "iptables-nft", "iptables-legacy", "ip6tables", "ip6tables-nft",
@@ -258,12 +259,12 @@ def chain_handles(ruleset: list, family: str, table: str, chain: str) -> list[in
 
 
 # -- the proof (pure) --------------------------------------------------------------------------------
-def proof(result: dict) -> str | None:
+def proof(fix: FixClaim) -> str | None:
     """Which proof was made of the fix, in one line: 'checked on the model (both directions)',
     'verified on a replica', both, or 'no proof' with why. None where there is no fix command."""
-    if not result.get("fix_command"):
+    if not fix.command:
         return None
-    check, verified = result.get("fix_check") or {}, result.get("fix_verified")
+    check, verified = fix.check or {}, fix.verified
     made, missing = [], []
     if check.get("checked") and check.get("delivers"):
         both = check.get("both_ways")
@@ -287,7 +288,7 @@ def proof(result: dict) -> str | None:
 
 
 # -- the replica (root) ------------------------------------------------------------------------------
-def world_snapshot(model, result: dict | None = None, command: str = "") -> dict:
+def world_snapshot(model, result: Diagnosis | None = None, command: str = "") -> dict:
     """The part of the model a replica rebuilds. With a diagnosis (`result`) whose fix was checked
     on the model: the host, the namespaces its path crosses (the request and the reply, as broken
     and as the model check retraced it with the fix applied), those the fix command names, and the
@@ -296,7 +297,7 @@ def world_snapshot(model, result: dict | None = None, command: str = "") -> dict
     its containers and every namespace joined to them by veth pairs."""
     spaces = model.namespaces
     host = model.snap["host"]
-    after = ((result or {}).get("fix_check") or {}).get("after") or {}
+    after = ((result.fix.check if result is not None else None) or {}).get("after") or {}
     if result is not None and "namespaces" not in after:  # where the fixed path goes is not known: the whole world
         result = None
     if result is None:
@@ -312,11 +313,11 @@ def world_snapshot(model, result: dict | None = None, command: str = "") -> dict
                     todo.append(peer)
         keep, trim = seen, False
     else:
-        keep = list(dict.fromkeys([host] + [h["namespace"] for h in result.get("hops") or [] if h.get("namespace") in spaces]
+        keep = list(dict.fromkeys([host] + [h.namespace for h in result.hops if h.namespace in spaces]
                                   + [i for i in after["namespaces"] if i in spaces] + named_by(model, command)))
-        for h in result.get("hops") or []:  # a veth the path leaves by: its far end too
-            ns = spaces.get(h.get("namespace")) or {}
-            link = next((x for x in ns.get("links") or [] if x["name"] == h.get("interface") and x.get("kind") == "veth"), None)
+        for h in result.hops:  # a veth the path leaves by: its far end too
+            ns = spaces.get(h.namespace) or {}
+            link = next((x for x in ns.get("links") or [] if x["name"] == h.interface and x.get("kind") == "veth"), None)
             peer = ((link or {}).get("peer") or {}).get("ns")
             if peer in spaces and peer not in keep and spaces.get(peer) is not None:
                 keep.append(peer)
@@ -418,32 +419,33 @@ class _Terminate:
             signal.signal(signal.SIGTERM, self.old)
 
 
-def verify(model, result: dict, *, command: str | None = None, timeout: float = 2.0, say=lambda text: None,
+def verify(model, result: Diagnosis, *, command: str | None = None, timeout: float = 2.0, say=lambda text: None,
            count: int = 1) -> dict:
-    """`fix_verified` for a diagnosis (trace's result dict: its src namespace, dst_ip, proto, port,
-    size). `command`: the fix to verify (default: result's fix_command). `count` > 1 (a TCP flow
-    with a loss): that many handshakes each time; before the fix some must be lost, after it none."""
-    command = command if command is not None else result.get("fix_command")
+    """`fix_verified` for a diagnosis (its source namespace, dst_ip, proto, port, size, and the fix
+    checked on the model). `command`: the fix to verify (default: the diagnosis's fix command).
+    `count` > 1 (a TCP flow with a loss): that many handshakes each time; before the fix some must
+    be lost, after it none."""
+    command = command if command is not None else result.fix.command
 
     def no(detail: str, **more) -> dict:
         return {"replica": None, "detail": detail, **more}
 
     if not command:
         return no("no fix command to verify")
-    if any(h.get("kind") == "vxlan" for h in result.get("hops") or []):
+    if any(h.kind == "vxlan" for h in result.hops):
         return no("the path crosses hosts over VXLAN: a replica rebuilds this host's namespaces, not the other "
                   "hosts' (checked on the model only; verify by applying it, then trace again)")
     if os.geteuid() != 0:
         return no("a replica needs root (it builds network namespaces)")
-    hops = result.get("hops") or []
-    if not hops or not result.get("dst_ip"):
+    hops = result.hops
+    if not hops or not result.dst_ip:
         return no("the diagnosis has no source namespace or destination address to probe")
     instead = None  # the owner-level command a kernel equivalent stands in for
     try:
         split(command)
     except NotVerifiable as e:
         return no(str(e))
-    kernel = result.get("fix_kernel") if command == result.get("fix_command") else None
+    kernel = result.fix.kernel if command == result.fix.command else None
     if kernel:
         try:
             steps(command, Names(host=("", "")))
@@ -454,9 +456,9 @@ def verify(model, result: dict, *, command: str | None = None, timeout: float = 
     from runtime.errors import NetdiagError
 
     snap = world_snapshot(model, result, command)
-    src_id = hops[0]["namespace"]
+    src_id = hops[0].namespace
     if src_id not in snap["namespaces"]:
-        return no(f"the source namespace {hops[0].get('label')} is not joined to the host: not rebuilt")
+        return no(f"the source namespace {hops[0].label} is not joined to the host: not rebuilt")
     prefix = f"vf{secrets.token_hex(3)}"
     try:
         plan = replay_plan.plan(snap, prefix)
@@ -485,14 +487,14 @@ def verify(model, result: dict, *, command: str | None = None, timeout: float = 
                                     "stubs": record["stubs"], "built_in": round(time.monotonic() - t0, 2),
                                     "not_reproduced": record["skipped"]}
             src_path = _path(record["namespaces"][src_id])
-            args = (src_path, result["dst_ip"], result["proto"], int(result.get("port") or 0), int(result.get("size") or 0), timeout)
-            if count > 1 and result["proto"] == "tcp":
-                args = (src_path, result["dst_ip"], int(result.get("port") or 0), count)
+            args = (src_path, result.dst_ip, result.proto, int(result.port or 0), int(result.size or 0), timeout)
+            if count > 1 and result.proto == "tcp":
+                args = (src_path, result.dst_ip, int(result.port or 0), count)
                 probe_once = probe_many
             else:
                 probe_once = probe
             before = probe_once(*args)
-            out["probe"] = {"flow": f"{result['proto']} {result['dst_ip']}" + (f":{result['port']}" if result["proto"] != "icmp" else ""),
+            out["probe"] = {"flow": f"{result.proto} {result.dst_ip}" + (f":{result.port}" if result.proto != "icmp" else ""),
                             "before": before}
             if before["ok"]:
                 out["detail"] = ("the replica does not reproduce the failure (the flow works there before the fix), so it "

@@ -1,12 +1,18 @@
 """`netdiag check`: network assertions for CI, each failure explained by the diagnosis engines.
 
-spec.py      the check file: YAML read with line numbers, ${VARS}, includes, validated against
-             schemas/checkfile.schema.json (an error names FILE:LINE and the field); pure
-run.py       each check evaluated through the engines that already exist (diagnose for reach and
-             mtu, health for http and latency, health.resolve for dns, the model for the static
-             checks), in parallel, with retries and --fail-fast
-report.py    text, JSON, JUnit XML and TAP 13 writers; pure
-generate.py  a starting check file from what runs now (the pairs that talk, the published ports)
+spec.py          the check file: YAML read with line numbers, ${VARS}, includes, validated against
+                 schemas/checkfile.schema.json (an error names FILE:LINE and the field); pure.
+                 A `Check` is one entry of that file.
+runner.py        run_checks: each check evaluated, in parallel, with retries and --fail-fast
+live_kinds.py    the kinds that probe: reach and mtu (diagnose), http and latency (health), dns
+                 (health.resolve), lb (HAProxy's stats, health.explain)
+static_kinds.py  the kinds answered from the model alone (listening, published, internal, route,
+                 no_listener), so also on a snapshot, offline; pure
+report.py        text, JSON, JUnit XML and TAP 13 writers; pure
+generate.py      a starting check file from what runs now (the pairs that talk, the published ports)
+
+Renamed (issue 19: "check" meant three things): checks.py -> static_kinds.py, run.py -> runner.py
+(run() -> run_checks()) and live_kinds.py (the probe-backed kinds, split out of run.py).
 
 May import: diagnose, health, observe (the live model), reason, model, schemas, runtime.errors.
 """

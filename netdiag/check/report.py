@@ -8,6 +8,8 @@ the fix - in JUnit as the failure's message and body, in TAP in the YAML block.
 from __future__ import annotations
 
 import json
+
+from ..reason.result import as_json
 import os
 
 REPORT_SCHEMA = "netdiag.check-report/1"
@@ -85,7 +87,7 @@ def text(results: list[dict], s: dict) -> str:
 # -- JSON ----------------------------------------------------------------------------------------------
 def to_json(results: list[dict], s: dict, files: list[str]) -> str:
     return json.dumps({"schema": REPORT_SCHEMA, "files": files, "summary": s, "exit": exit_code(results), "checks": results},
-                      indent=2, default=str) + "\n"
+                      indent=2, default=lambda o: as_json(o) if hasattr(o, "to_json") else str(o)) + "\n"
 
 
 # -- JUnit XML -----------------------------------------------------------------------------------------

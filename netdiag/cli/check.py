@@ -1,5 +1,5 @@
 """`netdiag check FILE...`: network assertions for CI. This module parses and prints; the format is
-netdiag/check/spec.py, the work netdiag/check/run.py, the writers netdiag/check/report.py."""
+netdiag/check/spec.py, the work netdiag/check/runner.py, the writers netdiag/check/report.py."""
 from __future__ import annotations
 
 import os
@@ -87,14 +87,14 @@ def check(
     factory = _model_factory(snapshot)
     shown = Shown(fmt, output, len(suite.checks))
     t0 = time.monotonic()
-    from ..check.run import run
+    from ..check.runner import run_checks
 
     done = shown.done
     if verify_fix:  # before the check is shown, so its lines say it
         verifier = _Verifier(factory)
         done = lambda check, r: (verifier(r), shown.done(check, r))  # noqa: E731
     with shown:
-        results = run(suite.checks, factory, snapshot=snapshot is not None, parallel=parallel, fail_fast=fail_fast,
+        results = run_checks(suite.checks, factory, snapshot=snapshot is not None, parallel=parallel, fail_fast=fail_fast,
                       retry_timeout=retry, on_start=shown.started, on_done=done)
     s = report.summary(results, time.monotonic() - t0)
     text = report.render(fmt, results, s, suite.files)
@@ -119,19 +119,20 @@ class _Verifier:
 
     def __call__(self, r: dict) -> None:
         from .. import verify
+        from ..reason.result import Diagnosis, FixClaim
 
         if r["status"] != "failed" or not r.get("fix_command"):
             return
-        diag = r.get("diagnosis") or {}
-        if diag.get("hops") and diag.get("dst_ip"):
+        diag = r.get("diagnosis")
+        if isinstance(diag, Diagnosis) and diag.hops and diag.dst_ip:
             with self.lock:
                 self.model = self.model or self.factory()
-            r["fix_verified"] = verify.verify(self.model, {**diag, "fix_command": r["fix_command"]},
+            r["fix_verified"] = verify.verify(self.model, diag, command=r["fix_command"],
                                               timeout=float((r.get("params") or {}).get("timeout") or 2.0))
         else:
             r["fix_verified"] = {"replica": None, "detail": f"a {r['kind']} check's fix is not verified on a replica "
                                                            "(only reach and mtu checks carry a flow a replica can probe)"}
-        r["fix_proof"] = verify.proof(r)
+        r["fix_proof"] = verify.proof(FixClaim.from_json(r))
 
 
 def _write(path: str, text: str) -> None:

@@ -46,7 +46,7 @@ def health(
 
     Exit codes: 0 healthy, 1 unhealthy (diagnosed), 2 bad input, 3 could not diagnose."""
     from ..health import spec as specs
-    from ..health.run import health as run_health
+    from ..health.pipeline import run_health
 
     if yes and not fix:
         from runtime.errors import InvalidArgument
@@ -61,13 +61,14 @@ def health(
     with _series_progress(spec.count) as progress:
         result = run_health(spec, src, model=model, progress=progress)
     if verify_fix and not result["healthy"]:
-        from ..health.run import verify_fix
+        from ..health.pipeline import verify_fix
 
         result["fix_verified"] = verify_fix(model, result, src, timeout)
     if result.get("fix_command"):
+        from ..reason.result import FixClaim
         from ..verify import proof
 
-        result["fix_proof"] = proof(result)
+        result["fix_proof"] = proof(FixClaim.from_json(result))
     if fix and not result["healthy"] and result.get("fix_command"):
         applied = _apply(result["fix_command"], yes, json_out)
         if applied is not None:
@@ -98,7 +99,9 @@ def _apply(command: str, yes: bool, quiet: bool) -> dict | None:
 
 def _show(result: dict, json_out: bool, render) -> None:
     if json_out:
-        print(json.dumps(result, indent=2))
+        from ..reason.result import as_json
+
+        print(json.dumps(result, indent=2, default=as_json))  # the embedded Diagnosis through its serialiser
         return
     render(result)
     if result.get("recheck"):

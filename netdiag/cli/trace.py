@@ -59,23 +59,23 @@ def trace(
                       timeout=timeout, pcap=pcap, record=probes)
     if record:
         write_recording(model, probes, record)
-    if verify_fix and result["verdict"] == "blocked":
+    if verify_fix and result.verdict == "blocked":
         from .. import verify
 
-        result["fix_verified"] = verify.verify(model, result, timeout=timeout)
+        result.fix.verified = verify.verify(model, result, timeout=timeout)
     from ..verify import proof
 
-    if result.get("fix_command"):
-        result["fix_proof"] = proof(result)
+    result.fix.proof = proof(result.fix)
+    data = result.to_json()
     if output:
         from ..views import topo
 
-        topo.write(model.full(), output, trace=result)
+        topo.write(model.full(), output, trace=data)
     if json_out:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(data, indent=2))
     else:
-        render(result)
-    raise typer.Exit(EXIT.get(result["verdict"], 3))
+        render(data)
+    raise typer.Exit(EXIT.get(result.verdict, 3))
 
 
 def write_recording(model, probes: list, path: str) -> None:
@@ -99,6 +99,7 @@ def write_recording(model, probes: list, path: str) -> None:
 
 
 def render(r: dict) -> None:
+    """The diagnosis's JSON form, for people."""
     from rich.console import Console
     from rich.table import Table
 

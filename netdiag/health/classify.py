@@ -16,6 +16,7 @@ Who decides what:
 """
 from __future__ import annotations
 
+from ..reason.result import Diagnosis
 from .spec import Spec, expect_text
 
 HAPROXY = {"L4OK": "Layer4 check passed", "L7OK": "Layer7 check passed", "L4TOUT": "Layer4 timeout",
@@ -73,34 +74,32 @@ def verdicts(spec: Spec, check: dict, dns_answer: str = "", dns_server: str = ""
             "kubernetes": k8s_head + k8s}
 
 
-def _hop(diag: dict | None) -> dict | None:
-    if not diag or not diag.get("blocked_at"):
-        return None
-    h = diag["hops"][diag["blocked_at"] - 1]
-    return {k: h.get(k) for k in ("n", "label", "interface", "kind", "direction", "detail")}
+def _hop(diag: Diagnosis | None) -> dict | None:
+    hop = diag.blocked_hop if diag else None
+    return hop.brief() if hop else None
 
 
-def _from_diagnosis(out: dict, diag: dict, cause: str | None = None, summary: str | None = None) -> dict:
-    out.update(cause=cause or diag["cause"], summary=summary or diag["summary"], hop=_hop(diag),
-               fix=diag.get("fix") or "", fix_command=diag.get("fix_command"), fix_check=diag.get("fix_check"))
+def _from_diagnosis(out: dict, diag: Diagnosis, cause: str | None = None, summary: str | None = None) -> dict:
+    out.update(cause=cause or diag.cause, summary=summary or diag.summary, hop=_hop(diag),
+               fix=diag.fix.text or "", fix_command=diag.fix.command, fix_check=diag.fix.check)
     # host-wide drop counts stay in the diagnosis; a retransmitted SYN traced twice is said once
     seen = {(e.get("kind"), e.get("detail")) for e in out["evidence"]}
-    for e in diag.get("evidence", []):
-        if e.get("kind") != "kernel_drop" and (e.get("kind"), e.get("detail")) not in seen:
-            seen.add((e.get("kind"), e.get("detail")))
-            out["evidence"].append(e)
+    for e in diag.evidence:
+        if e.kind != "kernel_drop" and (e.kind, e.detail) not in seen:
+            seen.add((e.kind, e.detail))
+            out["evidence"].append(e.to_json())
     return out
 
 
-def _probabilistic(diag: dict | None) -> dict | None:
+def _probabilistic(diag: Diagnosis | None) -> dict | None:
     """The loss rule the static path could not decide (numgen random), if it changes the outcome."""
-    for r in (diag or {}).get("unevaluated_rules") or []:
+    for r in diag.unevaluated_rules if diag else []:
         if r.get("changes_outcome") and "probabilistic" in (r.get("reason") or ""):
             return r
     return None
 
 
-def classify(spec: Spec, check: dict, *, src: str, resolution: dict | None = None, diagnosis: dict | None = None,
+def classify(spec: Spec, check: dict, *, src: str, resolution: dict | None = None, diagnosis: Diagnosis | None = None,
              loss: dict | None = None, late: dict | None = None, mtu: dict | None = None, series: dict | None = None) -> dict:
     """The health verdict: {"healthy", "cause", "summary", "hop", "evidence", "fix", "fix_command",
     "fix_check", "verdicts"}. `resolution` is resolve.resolve()'s result; `diagnosis` the trace of
@@ -134,11 +133,11 @@ def classify(spec: Spec, check: dict, *, src: str, resolution: dict | None = Non
         out["evidence"] += [{"kind": "dns", "detail": a["answer"], "server": a["server"], "name": a["name"]} for a in r.get("attempts", [])]
         # the resolver cannot be reached: the query's path says why, unless netdiag knows a change of
         # networks that makes the name resolve (a reachable resolver would not know it either)
-        if diagnosis and diagnosis.get("verdict") == "blocked" and not (r.get("hint") or {}).get("fix_command"):
-            server = diagnosis.get("dst_ip") or r.get("server")
+        if diagnosis and diagnosis.verdict == "blocked" and not (r.get("hint") or {}).get("fix_command"):
+            server = diagnosis.dst_ip or r.get("server")
             return _from_diagnosis(out, diagnosis, "DNS_FAILURE",
                                    f"{spec.host} does not resolve from {src}: its nameserver {server} cannot be reached "
-                                   f"({diagnosis['cause']}): " + diagnosis["summary"])
+                                   f"({diagnosis.cause}): " + diagnosis.summary)
         hint = r.get("hint") or {}
         if hint.get("detail"):
             out["evidence"].append({"kind": "hint", "detail": hint["detail"]})
@@ -148,13 +147,13 @@ def classify(spec: Spec, check: dict, *, src: str, resolution: dict | None = Non
     if stage == "connect":
         rule = _probabilistic(diagnosis)
         lossy = loss is not None and 0 < loss["rate"] < 1
-        blocked = diagnosis and diagnosis.get("verdict") == "blocked"
+        blocked = diagnosis and diagnosis.verdict == "blocked"
         # a trace that names a loss rule caught one of the lost packets: the share lost is the answer
         if blocked and not (lossy and rule is not None and _names_rule(diagnosis, rule)):
             return _from_diagnosis(out, diagnosis)
         if lossy:
             return _packet_loss(out, spec, src, loss, rule, diagnosis)
-        diag_word = (f"the trace says {diagnosis['verdict']}" + (f" ({diagnosis['cause']})" if diagnosis.get("cause") else "")
+        diag_word = (f"the trace says {diagnosis.verdict}" + (f" ({diagnosis.cause})" if diagnosis.cause else "")
                      if diagnosis else "no trace could be run")
         if loss is not None and loss["rate"] == 1:
             out["summary"] = (f"The check's TCP handshake failed ({err}), but the path delivers now ({diag_word}) and "
@@ -163,7 +162,7 @@ def classify(spec: Spec, check: dict, *, src: str, resolution: dict | None = Non
         else:
             out["summary"] = f"The check's TCP handshake failed ({err}: {check.get('detail')}) and {diag_word}"
         if diagnosis:
-            out["evidence"] += diagnosis.get("evidence", [])
+            out["evidence"] += [e.to_json() for e in diagnosis.evidence]
         return out
 
     if err in ("status", "malformed", "closed", "reset"):
@@ -192,17 +191,17 @@ def classify(spec: Spec, check: dict, *, src: str, resolution: dict | None = Non
         _from_diagnosis(out, step, "MTU_BLACKHOLE",
                         f"The handshake and the request get through but the answer does not: {got} bytes arrived in "
                         f"{_secs(spec.timeout)}, and full-size packets from the server die on the way back{where}. "
-                        + step["summary"])
+                        + step.summary)
         out["evidence"].insert(0, {"kind": "check", "detail": check.get("detail", "")})
-        live = (mtu or {}).get("live") or {}
-        if live is not step and live.get("cause") == "FIREWALL_DROP":
-            rule = next((e for e in live.get("evidence", []) if e.get("kind") == "nft_rule"), None)
+        live = (mtu or {}).get("live")
+        if live is not None and live is not step and live.cause == "FIREWALL_DROP":
+            rule = next((e for e in live.evidence if e.kind == "nft_rule"), None)
             if rule:  # the rule that keeps the server from learning the path MTU
-                out["evidence"].append({**rule, "detail": "the ICMP 'fragmentation needed' that would make the server send "
-                                        f"smaller packets is dropped: {rule['detail']}"})
-                out["evidence"] += [e for e in live.get("evidence", []) if e.get("kind") == "nft_trace"]
-                if live.get("fix_command"):
-                    out["fix"] += f"; or: {live['fix_command']} (lets path MTU discovery work)"
+                out["evidence"].append({**rule.to_json(), "detail": "the ICMP 'fragmentation needed' that would make the server "
+                                        f"send smaller packets is dropped: {rule.detail}"})
+                out["evidence"] += [e.to_json() for e in live.evidence if e.kind == "nft_trace"]
+                if live.fix.command:
+                    out["fix"] += f"; or: {live.fix.command} (lets path MTU discovery work)"
         return out
     out["cause"] = "SLOW_RESPONSE"
     if late is not None:
@@ -218,9 +217,9 @@ def classify(spec: Spec, check: dict, *, src: str, resolution: dict | None = Non
                           + f" within {_secs(waited)} (the check allows {_secs(spec.timeout)})")
         out["measured"] = None
     back = (mtu or {}).get("static")
-    if back and back.get("verdict") == "delivered":
-        out["evidence"].append({"kind": "path_back", "detail": f"a {back['size'] + 28}-byte packet from the server back to "
-                                f"{back['dst']} fits every link on the way (no MTU step): the network is not what holds the answer"})
+    if back and back.verdict == "delivered":
+        out["evidence"].append({"kind": "path_back", "detail": f"a {back.size + 28}-byte packet from the server back to "
+                                f"{back.dst} fits every link on the way (no MTU step): the network is not what holds the answer"})
     out["evidence"].append({"kind": "timing", "detail": f"connect {_secs(t.get('connect'))}, first byte "
                             f"{_secs(t.get('first_byte')) if t.get('first_byte') else 'none'}, timeout {_secs(spec.timeout)}"})
     if series and series["count"] > 1:
@@ -230,20 +229,20 @@ def classify(spec: Spec, check: dict, *, src: str, resolution: dict | None = Non
     return out
 
 
-def _mtu_step(mtu: dict | None) -> dict | None:
+def _mtu_step(mtu: dict | None) -> Diagnosis | None:
     """The reverse trace that finds a full-size packet too big for a link on the way back."""
     for d in ((mtu or {}).get("live"), (mtu or {}).get("static")):
-        if d and d.get("cause") == "MTU_BLACKHOLE":
+        if d and d.cause == "MTU_BLACKHOLE":
             return d
     return None
 
 
-def _names_rule(diag: dict, rule: dict) -> bool:
-    return any(e.get("kind") == "nft_rule" and e.get("handle") == rule.get("handle") and
-               e.get("table") == f"{rule.get('family')} {rule.get('table')}" for e in diag.get("evidence", []))
+def _names_rule(diag: Diagnosis, rule: dict) -> bool:
+    return any(e.kind == "nft_rule" and e.extra.get("handle") == rule.get("handle") and
+               e.extra.get("table") == f"{rule.get('family')} {rule.get('table')}" for e in diag.evidence)
 
 
-def _packet_loss(out: dict, spec: Spec, src: str, loss: dict, rule: dict | None, diag: dict | None) -> dict:
+def _packet_loss(out: dict, spec: Spec, src: str, loss: dict, rule: dict | None, diag: Diagnosis | None) -> dict:
     out["cause"] = "PACKET_LOSS"
     pct = f"{loss['rate']:.0%}"
     how = "of the checks" if loss.get("source") == "series" else "of TCP handshakes"
@@ -257,9 +256,9 @@ def _packet_loss(out: dict, spec: Spec, src: str, loss: dict, rule: dict | None,
         out["evidence"].append({"kind": "nft_rule", "detail": f"{rule['namespace']}: {rule['family']} {rule['table']} {rule['chain']} "
                                 f"(handle {rule['handle']}): {rule['text']} ({rule['reason']})", "table": f"{rule['family']} {rule['table']}",
                                 "chain": rule["chain"], "handle": rule["handle"], "rule": rule["text"]})
-        out["hop"] = _hop(diag) if diag and diag.get("verdict") == "blocked" else None
+        out["hop"] = _hop(diag) if diag and diag.verdict == "blocked" else None
     if diag:
-        out["evidence"] += [e for e in diag.get("evidence", []) if e.get("kind") in ("nft_trace", "nft_counter")]
+        out["evidence"] += [e.to_json() for e in diag.evidence if e.kind in ("nft_trace", "nft_counter")]
     if loss.get("fix_command"):
         out.update(fix=f"{loss['fix_command']}  # delete the rule that drops a share of the packets",
                    fix_command=loss["fix_command"], fix_check=loss.get("fix_check"))

@@ -25,8 +25,8 @@ import time
 from runtime.errors import InvalidArgument, NetdiagError, NotFound
 
 from ..observe import haproxy
-from . import healthcmd
-from .run import Source, conclude, find_container, health, measure, target_of
+from . import docker_healthcheck
+from .pipeline import Source, conclude, find_container, measure, run_health, target_of
 from .spec import Spec, check_host, check_method, check_path, parse_expect
 
 MAX_TIMEOUT = 10.0  # a re-run check waits at most this long (Docker's default health timeout is 30 s)
@@ -80,12 +80,12 @@ def explain_container(ref: str, *, timeout: float | None = None, model=None) -> 
     hc_timeout = (hc.get("Timeout") or 30 * NS) / NS
     out = {"kind": "container", "container": c["name"], "id": c["id"], "runtime": c.get("runtime", ""),
            "status": state.get("Status"), "failing_streak": state.get("FailingStreak", 0),
-           "healthcheck": {"test": test, "command": healthcmd.command_text(test), "interval": (hc.get("Interval") or 30 * NS) / NS,
+           "healthcheck": {"test": test, "command": docker_healthcheck.command_text(test), "interval": (hc.get("Interval") or 30 * NS) / NS,
                            "timeout": hc_timeout, "retries": hc.get("Retries") or 3, "start_period": (hc.get("StartPeriod") or 0) / NS},
            "log": [{"start": e.get("Start"), "end": e.get("End"), "exit_code": e.get("ExitCode"), "output": e.get("Output") or ""}
                    for e in (state.get("Log") or [])[-5:]],
            "network_check": None, "health": None, "note": None}
-    net = healthcmd.parse(test)
+    net = docker_healthcheck.parse(test)
     if net is None:
         out["note"] = "not a network check (no wget, curl or nc to a URL or port): netdiag cannot re-run it; its outputs above say why it fails"
         out["summary"] = f"{c['name']} is {out['status'] or 'not checked yet'}; " + out["note"]
@@ -103,7 +103,7 @@ def explain_container(ref: str, *, timeout: float | None = None, model=None) -> 
         return out
     out["network_check"] = {"tool": net.tool, "command": net.command, "target": spec.show(), "type": spec.mode,
                             "timeout": spec.timeout}
-    res = health(spec, c["id"], model=model)
+    res = run_health(spec, c["id"], model=model)
     out["health"] = res
     if res["healthy"]:
         out["summary"] = (f"{c['name']} is {out['status']}; its check ({spec.show()}) passes now from the container"

@@ -278,15 +278,16 @@ def check(model, fix: Fix, retrace) -> dict:
         after = retrace(copy)
     except Exception as e:  # noqa: BLE001 - a check that cannot run is reported, never fatal
         return {"checked": False, "delivers": None, "detail": f"the check could not run: {type(e).__name__}: {e}"}
-    delivers = after["verdict"] == "delivered"
-    back = (after.get("reply") or {}).get("verdict")
+    delivers = after.verdict == "delivered"
+    back = after.reply.verdict if after.reply else None
     detail = ("with this fix the static path delivers, request and reply" if back == "delivered" else
               "with this fix the static path delivers the request (the reply's way back could not be followed to the end)"
               ) if delivers else \
-        f"with this fix the path is still {after['verdict']}" + (f" ({after['cause']}: {after['summary']})" if after.get("cause") else "")
-    crossed = list(dict.fromkeys(h["namespace"] for h in after.get("hops") or [] if h.get("namespace")))
+        f"with this fix the path is still {after.verdict}" + (f" ({after.cause}: {after.summary})" if after.cause else "")
+    crossed = list(dict.fromkeys(h.namespace for h in after.hops if h.namespace))
     return {"checked": True, "delivers": delivers, "detail": detail,
-            "after": {**{k: after.get(k) for k in ("verdict", "cause", "summary", "blocked_at")}, "namespaces": crossed}}
+            "after": {"verdict": after.verdict, "cause": after.cause, "summary": after.summary, "blocked_at": after.blocked_at,
+                      "namespaces": crossed}}
 
 
 def retarget_dnat(ns: dict, step, to_port: int) -> tuple[str, Apply | None]:

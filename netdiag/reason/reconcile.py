@@ -22,6 +22,7 @@ from ..rulesets.nft_text import PROTO_NAMES
 from . import attribute
 from .fixes import Fix
 from .nftables import Packet, Step, rule_text
+from .result import Diagnosis, Evidence, Hop
 from .stop import sentence
 
 REFUSED_CAUSES = {"NO_LISTENER", "LISTENER_LOOPBACK_ONLY", "PORT_NOT_PUBLISHED"}
@@ -29,29 +30,27 @@ DELIVERED = {"connected", "replied"}
 LOST = {"timeout", "unreachable", "too_big"}
 
 
-def _labels(result: dict) -> list[str]:
+def _labels(result: Diagnosis) -> list[str]:
     """What a summary may begin with and keeps as spelled: the hops' names and their devices'."""
-    hops = result.get("hops") or []
-    return [h["label"] for h in hops] + [h.get("interface") or "" for h in hops] + [result.get("src") or ""]
+    return [h.label for h in result.hops] + [h.interface or "" for h in result.hops] + [result.src or ""]
 
 
-def merge(model, result: dict, live, static_fix=None) -> tuple[dict, object]:
+def merge(model, result: Diagnosis, live, static_fix=None) -> Fix | None:
     """`live` is a netdiag.probe.live.LiveResult. Marks hops seen/unseen, records the kernel's
-    trace, reconciles the verdicts. Returns the result and the fix when the live evidence changed
+    trace, reconciles the verdicts (on `result`'s fields). Returns the fix when the live evidence changed
     it (the kernel's verdict replaced the static one, or named the rule that makes `static_fix`'s
     MTU step a black hole), else None: the static fix stands."""
     last_seen = _mark_hops(result, live.seen)
     events = list(getattr(live, "nftrace", None) or [])
-    result["live"] = {"outcome": live.outcome, "detail": live.detail, "elapsed": round(live.elapsed, 3),
+    result.live = {"outcome": live.outcome, "detail": live.detail, "elapsed": round(live.elapsed, 3),
                       "last_seen_hop": last_seen, "drops": live.drops, "drops_scope": getattr(live, "drops_scope", "host-wide"),
                       "nftrace": events, "notes": list(getattr(live, "notes", []) or [])}
     if getattr(live, "nftrace_error", None):
-        result["evidence"].append({"kind": "nft_trace", "detail": f"the kernel's packet trace was incomplete: {live.nftrace_error}"})
+        result.evidence.append(Evidence("nft_trace", f"the kernel's packet trace was incomplete: {live.nftrace_error}"))
     for d in live.drops:  # kfree_skb is not filtered to the probe: every packet dropped on the host meanwhile
-        result["evidence"].append({"kind": "kernel_drop", "scope": "host-wide", "reason": d["reason"],
-                                   "detail": _drop_text(d, result)})
+        result.evidence.append(Evidence("kernel_drop", _drop_text(d, result), {"scope": "host-wide", "reason": d["reason"]}))
     drop = first_drop(events)
-    ns_by_path = {h.get("ns_path"): h["namespace"] for h in result["hops"] if h.get("ns_path")}
+    ns_by_path = {h.ns_path: h.namespace for h in result.hops if h.ns_path}
     for e in events:
         if e.get("verdict") in ("drop", "reject") or e is drop:
             detail = _event_text(e)
@@ -62,13 +61,13 @@ def merge(model, result: dict, live, static_fix=None) -> tuple[dict, object]:
                            + (" the path MTU: that is what makes it a black hole" if frag_needed(e) else ""))
             elif related(e):
                 detail += ": a packet the probe caused (its answer), not the probe itself"
-            result["evidence"].append({"kind": "nft_trace", "detail": detail, "namespace": ns_by_path.get(e.get("ns_path")),
-                                       "packet_role": "related" if related(e) else "probe"})
-    static, outcome, cause = result["verdict"], live.outcome, result["cause"]
+            result.evidence.append(Evidence("nft_trace", detail, {"namespace": ns_by_path.get(e.get("ns_path")),
+                                                                   "packet_role": "related" if related(e) else "probe"}))
+    static, outcome, cause = result.verdict, live.outcome, result.cause
 
     if outcome == "error":
-        result["reconciled"] = f"the live probe could not run ({live.detail}); the static result stands"
-        return result, None
+        result.reconciled = f"the live probe could not run ({live.detail}); the static result stands"
+        return None
     if drop is not None:
         return _kernel_decides(model, result, drop, ns_by_path, last_seen)
     eaten = next((e for e in events if e.get("verdict") in ("drop", "reject") and e.get("type") in ("rule", "policy")
@@ -86,50 +85,49 @@ def merge(model, result: dict, live, static_fix=None) -> tuple[dict, object]:
     agree = ((static == "delivered" and outcome in DELIVERED)
              or (static == "blocked" and cause in REFUSED_CAUSES and outcome == "refused")
              or (static == "blocked" and cause not in REFUSED_CAUSES and outcome in LOST)
-             or (static == "blocked" and outcome == "refused" and " rejects " in result["summary"]))
+             or (static == "blocked" and outcome == "refused" and " rejects " in result.summary))
     if agree:
-        result["reconciled"] = "static and live agree"
-        return result, None
-    result["reconciled"] = f"DISAGREE: the static path says {static}" + (f" ({cause})" if cause else "") + \
+        result.reconciled = "static and live agree"
+        return None
+    result.reconciled = f"DISAGREE: the static path says {static}" + (f" ({cause})" if cause else "") + \
         f", the live probe {outcome} ({live.detail})"
     if outcome in DELIVERED:
-        result.update(verdict="delivered", cause=None, blocked_at=None, fix="",
-                      summary=f"The live probe got through ({outcome}) although the static path predicted {cause or static}: "
-                              "a rule or state netdiag could not model decides differently")
-    elif static == "delivered" and outcome == "unreachable" and result.get("stale_neighbour"):
-        where, nexthop, dev = result["stale_neighbour"]
-        result.update(verdict="blocked", cause="NO_NEIGHBOR", blocked_at=1,
-                      summary=f"The path is sound, but {where} recently failed to resolve {nexthop} on {dev} (ARP), and the kernel "
-                              "refuses new packets to it for a few seconds (No route to host)",
-                      fix=f"retry in a few seconds, or clear the entry now: ip neigh flush {nexthop} dev {dev} (in {where})")
-        result["reconciled"] = "static and live agree once the failed ARP entry is taken into account"
+        result.delivered(f"The live probe got through ({outcome}) although the static path predicted {cause or static}: "
+                         "a rule or state netdiag could not model decides differently")
+    elif static == "delivered" and outcome == "unreachable" and result.stale_neighbour:
+        where, nexthop, dev = result.stale_neighbour
+        result.verdict, result.cause, result.blocked_at = "blocked", "NO_NEIGHBOR", 1
+        result.summary = (f"The path is sound, but {where} recently failed to resolve {nexthop} on {dev} (ARP), and the kernel "
+                          "refuses new packets to it for a few seconds (No route to host)")
+        result.fix.text = f"retry in a few seconds, or clear the entry now: ip neigh flush {nexthop} dev {dev} (in {where})"
+        result.reconciled = "static and live agree once the failed ARP entry is taken into account"
     elif static == "delivered":
-        result.update(verdict="unknown", cause=None, blocked_at=last_seen,
-                      summary=f"The static path reaches the destination, but the live probe {outcome}"
-                              + (f"; it was last seen at hop {last_seen}" if last_seen else "")
-                              + "; no netfilter rule dropped it (the kernel's packet trace saw none): something outside "
-                                "the model drops it (see the host-wide drop reasons under evidence)")
-    return result, None
+        result.verdict, result.cause, result.blocked_at = "unknown", None, last_seen
+        result.summary = (f"The static path reaches the destination, but the live probe {outcome}"
+                          + (f"; it was last seen at hop {last_seen}" if last_seen else "")
+                          + "; no netfilter rule dropped it (the kernel's packet trace saw none): something outside "
+                            "the model drops it (see the host-wide drop reasons under evidence)")
+    return None
 
 
-def _mark_hops(result: dict, seen_list) -> int | None:
-    """hop["seen"]: True/False where a capture ran, None where it could not (never compared as a number)."""
+def _mark_hops(result: Diagnosis, seen_list) -> int | None:
+    """hop.seen: True/False where a capture ran, None where it could not (never compared as a number)."""
     seen = {(s.get("ns_path"), s.get("ifname")): s for s in seen_list or []}
     last_seen = None
-    for hop in result["hops"]:
-        s = seen.get((hop.get("ns_path"), hop["interface"]))
+    for hop in result.hops:
+        s = seen.get((hop.ns_path, hop.interface))
         if s is not None:
-            back = hop.get("leg") == "reply"  # a hop of the reply's way: the capture's count of answers
+            back = hop.leg == "reply"  # a hop of the reply's way: the capture's count of answers
             count = s.get("replies") if back else s.get("count")
-            hop["seen"] = None if count is None else count > 0
+            hop.seen = None if count is None else count > 0
             if s.get("error"):
-                hop["capture_error"] = s["error"]
-            if hop["seen"] and not back:
-                last_seen = hop["n"]
-    for hop in result["hops"]:
+                hop.capture_error = s["error"]
+            if hop.seen and not back:
+                last_seen = hop.n
+    for hop in result.hops:
         # frames bridged port-to-port never reach the bridge device's own capture: not a miss
-        if hop["kind"] == "bridge" and hop["seen"] is False and last_seen and last_seen > hop["n"]:
-            hop["seen"] = None
+        if hop.kind == "bridge" and hop.seen is False and last_seen and last_seen > hop.n:
+            hop.seen = None
     return last_seen
 
 
@@ -162,18 +160,18 @@ def frag_needed(e: dict) -> bool:
     return icmp_error(e) and p.get("icmp_type") == 3 and p.get("icmp_code") == 4
 
 
-def _drop_text(d: dict, result: dict) -> str:
+def _drop_text(d: dict, result: Diagnosis) -> str:
     text = f"{d['reason']} at {d.get('location', '?')} x{d.get('count', 1)} (host-wide, not only the probe)"
     if d.get("probe_dropped_by"):
         text += f"; the probe itself was dropped by netfilter at {d['probe_dropped_by']}"
     if d.get("related_dropped_by"):
         text += f"; netfilter dropped a packet the probe caused (not the probe) at {d['related_dropped_by']}"
-    if d["reason"] == "PKT_TOO_BIG" and result.get("cause") == "MTU_BLACKHOLE":
+    if d["reason"] == "PKT_TOO_BIG" and result.cause == "MTU_BLACKHOLE":
         text += "; what the MTU step on the path does to a packet too big for it"
     return text
 
 
-def _black_hole(model, result: dict, e: dict, ns_by_path: dict, static_fix, outcome: str):
+def _black_hole(model, result: Diagnosis, e: dict, ns_by_path: dict, static_fix, outcome: str):
     """The static path's MTU step, and the kernel saw the ICMP 'fragmentation needed' it causes
     dropped by a rule: the black hole is explained, and that rule is named in the evidence, the
     summary and the fix (letting the ICMP through lets path MTU discovery shrink the packets)."""
@@ -184,43 +182,44 @@ def _black_hole(model, result: dict, e: dict, ns_by_path: dict, static_fix, outc
     what = (rule or {}).get("iptables") or (rule_text(rule) if rule else "its policy drop" if e.get("type") == "policy"
                                            else f"rule handle {e.get('handle')}")
     label = ns["label"] if ns is not None else e.get("ns_path")
-    result["evidence"].append({"kind": "nft_rule", "detail": f"{label}: {where}: {what}: drops the ICMP 'fragmentation needed' "
-                               "that would tell the sender the path MTU", "table": f"{e.get('family')} {e.get('table')}",
-                               "chain": e.get("chain"), "handle": e.get("handle") if e.get("type") == "rule" else None,
-                               "rule": what, "namespace": ns["id"] if ns is not None else None, "role": "eats the ICMP error"})
-    result["summary"] += (f"; here it is lost: {label} drops the ICMP 'fragmentation needed' ({where}: {what}), "
+    result.evidence.append(Evidence("nft_rule", f"{label}: {where}: {what}: drops the ICMP 'fragmentation needed' "
+                                    "that would tell the sender the path MTU",
+                                    {"table": f"{e.get('family')} {e.get('table')}", "chain": e.get("chain"),
+                                     "handle": e.get("handle") if e.get("type") == "rule" else None, "rule": what,
+                                     "namespace": ns["id"] if ns is not None else None, "role": "eats the ICMP error"}))
+    result.summary += (f"; here it is lost: {label} drops the ICMP 'fragmentation needed' ({where}: {what}), "
                           "so the sender never learns the path MTU")
-    result["reconciled"] = (f"static and live agree (the probe {outcome}): the kernel's packet trace saw the ICMP "
-                            f"'fragmentation needed' dropped at {where} in {label}, not the probe")
+    result.reconciled = (f"static and live agree (the probe {outcome}): the kernel's packet trace saw the ICMP "
+                         f"'fragmentation needed' dropped at {where} in {label}, not the probe")
     cmd = attribute.pass_icmp_command(ns, e, rule) if ns is not None else ""
     if not cmd:
-        return result, None
+        return None
     why = "lets the ICMP 'fragmentation needed' through, so path MTU discovery makes TCP send smaller segments"
     if static_fix is None:
         fix = Fix(cmd, advice=why, why_unchecked="the model does not follow path MTU discovery")
     else:
         fix = replace(static_fix, alternatives=[*static_fix.alternatives, f"{cmd} ({why})"])
-    result["fix"] = fix.text()
-    return result, fix
+    result.fix.text = fix.text()
+    return fix
 
 
-def _black_hole_seen(model, result: dict, e: dict, ns_by_path: dict, last_seen: int | None, outcome: str):
+def _black_hole_seen(model, result: Diagnosis, e: dict, ns_by_path: dict, last_seen: int | None, outcome: str):
     """The static path delivers, but the kernel's trace saw a router answer the probe with ICMP
     'fragmentation needed' and a rule drop that answer: an MTU step the model does not show (a
     link it did not observe), made a black hole by that rule. The hop is the router's."""
     p = e.get("packet") or {}
     origin = model.owner_of_ip(p.get("src") or "")
-    if origin is None or not any(h["namespace"] == origin["id"] for h in result["hops"]):
-        return result, None
-    static = result["verdict"]
-    result.update(verdict="blocked", cause="MTU_BLACKHOLE", blocked_at=_hop_in(result, origin["id"], last_seen),
-                  summary=sentence(f"{origin['label']} cannot forward the probe: the link it would leave by has a smaller MTU "
-                                   "than the packet (a link netdiag does not see), and it answered with ICMP 'fragmentation "
-                                   "needed'", _labels(result)))
-    result, fix = _black_hole(model, result, e, ns_by_path, None, outcome)
-    result["reconciled"] = (f"the kernel's packet trace decides: the static path said {static}, the kernel saw "
-                            f"{origin['label']} answer the probe with ICMP 'fragmentation needed' and that answer dropped, not the probe")
-    return result, fix
+    if origin is None or not any(h.namespace == origin["id"] for h in result.hops):
+        return None
+    static = result.verdict
+    result.verdict, result.cause, result.blocked_at = "blocked", "MTU_BLACKHOLE", _hop_in(result, origin["id"], last_seen)
+    result.summary = sentence(f"{origin['label']} cannot forward the probe: the link it would leave by has a smaller MTU "
+                              "than the packet (a link netdiag does not see), and it answered with ICMP 'fragmentation "
+                              "needed'", _labels(result))
+    fix = _black_hole(model, result, e, ns_by_path, None, outcome)
+    result.reconciled = (f"the kernel's packet trace decides: the static path said {static}, the kernel saw "
+                         f"{origin['label']} answer the probe with ICMP 'fragmentation needed' and that answer dropped, not the probe")
+    return fix
 
 
 def _event_text(e: dict) -> str:
@@ -231,67 +230,68 @@ def _event_text(e: dict) -> str:
             f"(iif {e.get('iif') or '-'}, oif {e.get('oif') or '-'})")
 
 
-def _kernel_decides(model, result: dict, e: dict, ns_by_path: dict, last_seen: int | None, reply: bool = False):
+def _kernel_decides(model, result: Diagnosis, e: dict, ns_by_path: dict, last_seen: int | None, reply: bool = False):
     """The kernel's packet trace names the drop: that is the verdict, and the rule says the cause.
     With `reply`, the dropped packet is the probe's answer (an established flow): the reply's own
     hop, and a fix that accepts the connection's answers, never the client's port."""
     ns_id = ns_by_path.get(e.get("ns_path"))
     ns = model.namespaces.get(ns_id) if ns_id else None
-    static = (result["verdict"], result["cause"])
+    static = (result.verdict, result.cause)
     if ns is None:
-        result["reconciled"] = f"the kernel's trace saw a drop in a namespace the static path did not visit: {_event_text(e)}"
-        result.update(verdict="blocked", cause="FIREWALL_DROP", summary=sentence(_event_text(e), _labels(result)))
-        return result, None
+        result.reconciled = f"the kernel's trace saw a drop in a namespace the static path did not visit: {_event_text(e)}"
+        result.verdict, result.cause, result.summary = "blocked", "FIREWALL_DROP", sentence(_event_text(e), _labels(result))
+        return None
     rule = attribute.find_rule(ns, e.get("family"), e.get("table"), e.get("chain"), e.get("handle"))
     text = rule_text(rule) if rule else ("policy drop" if e.get("type") == "policy" else f"rule handle {e.get('handle')}")
     step = Step(e.get("family"), e.get("table"), e.get("chain"), e.get("handle") if e.get("type") == "rule" else None,
                 text, (rule or {}).get("comment", ""), "drop" if e.get("type") == "rule" else "policy drop")
     p = e.get("packet") or {}
-    probe_dst = result["dst_ip"]
+    probe_dst = result.dst_ip
     proto = PROTO_NAMES.get(p.get("proto"), p.get("proto"))  # the trace's events carry the number
-    pkt = Packet(src=p.get("src") or "0.0.0.0", dst=p.get("dst") or probe_dst, proto=proto or result["proto"],
+    pkt = Packet(src=p.get("src") or "0.0.0.0", dst=p.get("dst") or probe_dst, proto=proto or result.proto,
                  sport=p.get("sport") or 0, dport=p.get("dport") or 0, iif=e.get("iif"), oif=e.get("oif"),
                  ct_status=frozenset({"dnat"}) if p.get("dst") and p.get("dst") != probe_dst and not reply else frozenset(),
                  ct_state="established" if reply else "new")
     hook = e.get("hook") or ("forward" if e.get("iif") and e.get("oif") else "input" if e.get("iif") else "output")
-    src_ns = model.namespaces.get(result["hops"][0]["namespace"]) if result["hops"] else None
+    src_ns = model.namespaces.get(result.hops[0].namespace) if result.hops else None
     stop = attribute.explain_drop(model, ns, hook, pkt, step, src_ns)
-    same = static == ("blocked", stop.cause) and any(ev.get("handle") == step.handle and ev.get("kind") == "nft_rule"
-                                                     for ev in result["evidence"])
+    same = static == ("blocked", stop.cause) and any(ev.extra.get("handle") == step.handle and ev.kind == "nft_rule"
+                                                     for ev in result.evidence)
     if same:
-        result["reconciled"] = "static and live agree: the kernel's packet trace names the same rule"
-        return result, None
+        result.reconciled = "static and live agree: the kernel's packet trace names the same rule"
+        return None
     if reply:
-        result["hops"].append({"n": len(result["hops"]) + 1, "namespace": ns_id, "label": ns["label"],
-                               "interface": e.get("oif") or e.get("iif") or "-", "kind": "firewall", "direction": hook,
-                               "seen": None, "detail": "where the kernel dropped the reply", "leg": "reply"})
-        result["reconciled"] = (f"the kernel's packet trace decides: the static path said delivered, the kernel dropped the "
-                                f"probe's answer (not the probe) at {e.get('family')} {e.get('table')} {e.get('chain')}")
-        result.update(verdict="blocked", cause=stop.cause, blocked_at=len(result["hops"]), fix=stop.fix.text() if stop.fix else "",
-                      summary=sentence("the request gets through, but its answer does not get back: " + stop.summary, _labels(result)))
-        result["evidence"].extend(stop.evidence)
-        return result, stop.fix
+        result.hops.append(Hop(len(result.hops) + 1, ns_id, ns["label"], e.get("oif") or e.get("iif") or "-", "firewall", hook,
+                               None, "where the kernel dropped the reply", leg="reply"))
+        result.reconciled = (f"the kernel's packet trace decides: the static path said delivered, the kernel dropped the "
+                             f"probe's answer (not the probe) at {e.get('family')} {e.get('table')} {e.get('chain')}")
+        _blocked_by(result, stop, len(result.hops),
+                    sentence("the request gets through, but its answer does not get back: " + stop.summary, _labels(result)))
+        return stop.fix
     hop_n = _hop_in(result, ns_id, last_seen)
-    result["reconciled"] = (f"the kernel's packet trace decides: the static path said {static[0]}"
-                            + (f" ({static[1]})" if static[1] else "") + f", the kernel dropped the probe at {e.get('family')} "
-                            f"{e.get('table')} {e.get('chain')} ({'handle ' + str(e.get('handle')) if e.get('type') == 'rule' else 'policy'})")
-    result.update(verdict="blocked", cause=stop.cause, summary=sentence(stop.summary, _labels(result)), blocked_at=hop_n,
-                  fix=stop.fix.text() if stop.fix else "")
-    result["evidence"].extend(stop.evidence)
-    return result, stop.fix
+    result.reconciled = (f"the kernel's packet trace decides: the static path said {static[0]}"
+                         + (f" ({static[1]})" if static[1] else "") + f", the kernel dropped the probe at {e.get('family')} "
+                         f"{e.get('table')} {e.get('chain')} ({'handle ' + str(e.get('handle')) if e.get('type') == 'rule' else 'policy'})")
+    _blocked_by(result, stop, hop_n, sentence(stop.summary, _labels(result)))
+    return stop.fix
 
 
-def _hop_in(result: dict, ns_id: str, last_seen: int | None) -> int:
+def _blocked_by(result: Diagnosis, stop, hop_n: int, summary: str) -> None:
+    """The kernel's verdict replaces the static one: blocked at `hop_n`, for the stop's cause and fix."""
+    result.verdict, result.cause, result.blocked_at, result.summary = "blocked", stop.cause, hop_n, summary
+    result.fix.text = stop.fix.text() if stop.fix else ""
+    result.evidence.extend(stop.evidence)
+
+
+def _hop_in(result: Diagnosis, ns_id: str, last_seen: int | None) -> int:
     """The hop where the kernel dropped it: in that namespace, the first hop after the last one the
     probe was seen at (or the last hop there); a new hop when the static path never went there."""
-    here = [h for h in result["hops"] if h["namespace"] == ns_id]
+    here = [h for h in result.hops if h.namespace == ns_id]
     if here:
-        after = [h for h in here if last_seen is None or h["n"] >= last_seen]
-        return (after or here)[0]["n"] if after else here[-1]["n"]
-    ns_label = ns_id
-    result["hops"].append({"n": len(result["hops"]) + 1, "namespace": ns_id, "label": ns_label, "interface": "-",
-                           "kind": "firewall", "direction": "forward", "seen": None, "detail": "where the kernel dropped the probe"})
-    return len(result["hops"])
+        after = [h for h in here if last_seen is None or h.n >= last_seen]
+        return (after or here)[0].n if after else here[-1].n
+    result.hops.append(Hop(len(result.hops) + 1, ns_id, ns_id, "-", "firewall", "forward", None, "where the kernel dropped the probe"))
+    return len(result.hops)
 
 
 __all__ = ["merge", "first_drop"]

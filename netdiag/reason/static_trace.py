@@ -18,6 +18,7 @@ from ..rulesets.iptables_nft import ruleset_for
 from . import attribute, fixes, overlay, routing, vpn
 from .fixes import Fix
 from .nftables import Packet, evaluate
+from .result import Diagnosis, Evidence, FixClaim, Hop, Reply
 from .stop import Stop, sentence
 from .trace_delivery import DeliverySteps
 from .trace_links import HEADERS, LinkSteps, VXLAN_OVERHEAD
@@ -33,8 +34,8 @@ class Trace(RouteSteps, LinkSteps, DeliverySteps, VxlanSteps):
     proto: str
     dport: int
     size: int
-    hops: list[dict] = field(default_factory=list)
-    evidence: list[dict] = field(default_factory=list)
+    hops: list[Hop] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
     unknown_rules: list[dict] = field(default_factory=list)
     outer_df: bool = False
     stale_neighbour: tuple | None = None
@@ -52,13 +53,12 @@ class Trace(RouteSteps, LinkSteps, DeliverySteps, VxlanSteps):
     def hop(self, ns: dict, interface: str, kind: str, direction: str, detail: str = "") -> int:
         if len(self.hops) >= MAX_HOPS:
             raise Stop("unknown", None, "the path loops (more than 64 hops)", "look for a routing loop between the namespaces listed")
-        self.hops.append({"n": len(self.hops) + 1, "namespace": ns["id"], "label": ns["label"], "interface": interface,
-                          "kind": kind, "direction": direction, "seen": None, "detail": detail}
-                         | ({"leg": "reply"} if self.leg == "reply" else {}))
+        self.hops.append(Hop(len(self.hops) + 1, ns["id"], ns["label"], interface, kind, direction, None, detail,
+                             leg="reply" if self.leg == "reply" else None))
         return len(self.hops)
 
     def note(self, kind: str, detail: str, **extra) -> None:
-        self.evidence.append({"kind": kind, "detail": detail, **extra})
+        self.evidence.append(Evidence(kind, detail, extra))
 
     def nft(self, ns: dict, hook: str, pkt: Packet, *, chain_type: str | None, families=("ip", "inet"),
             masq: str | None = None):
@@ -321,9 +321,9 @@ class Trace(RouteSteps, LinkSteps, DeliverySteps, VxlanSteps):
         """The route back through the interface the packet came in on, via the neighbour that sent it
         (replies take that route too, so this is the fix that makes the path work both ways);
         loose mode is the alternative, and only helps where replies still find their way."""
-        prev = next((h for h in reversed(self.hops) if h["namespace"] != ns["id"]), None)
-        sender = self.model.namespaces.get(prev["namespace"]) if prev else None
-        gw = next((a["address"] for a in (sender or {}).get("addresses", []) if a["ifname"] == prev["interface"]), None) if prev else None
+        prev = next((h for h in reversed(self.hops) if h.namespace != ns["id"]), None)
+        sender = self.model.namespaces.get(prev.namespace) if prev else None
+        gw = next((a["address"] for a in (sender or {}).get("addresses", []) if a["ifname"] == prev.interface), None) if prev else None
         loose = fixes.in_ns(ns, ["sysctl", "-w", f"net.ipv4.conf.{ifname}.rp_filter=2"])
         why = (f"loose mode only needs some route back: the effective value is the larger of net.ipv4.conf.all.rp_filter "
                f"and net.ipv4.conf.{ifname}.rp_filter, and replies to {src} still follow the route table")
@@ -397,8 +397,8 @@ def _with_lost_routes(model: Model, fix: Fix, src: str, dst: str, proto: str, po
         after, more = run_static(copy, src, dst, proto=proto, port=port, size=size)
     except Exception:  # noqa: BLE001 - the plain fix stands; fixes.check reports what it does
         return fix
-    hop = after["hops"][after["blocked_at"] - 1] if after.get("blocked_at") else None
-    if after["cause"] != "NO_ROUTE" or hop is None or hop["namespace"] not in touched or more is None \
+    hop = after.blocked_hop
+    if after.cause != "NO_ROUTE" or hop is None or hop.namespace not in touched or more is None \
             or not more.command or more.apply is None:
         return fix
     first, second = fix.apply, more.apply
@@ -410,9 +410,9 @@ def _with_lost_routes(model: Model, fix: Fix, src: str, dst: str, proto: str, po
                advice=f"set the link up, and add the route the kernel deleted with it ({more.advice or more.command})")
 
 
-def run_static(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int = 0, size: int = 0) -> tuple[dict, Fix | None]:
-    """The static verdict as the JSON object of the diagnosis contract, and the fix as an object
-    (its command is the JSON's "fix"; diagnose.py checks it on a copy of the model)."""
+def run_static(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int = 0, size: int = 0) -> tuple[Diagnosis, Fix | None]:
+    """The static verdict as a Diagnosis, and the fix as a plan (its text is the diagnosis's fix
+    text; diagnose.py checks it on a copy of the model)."""
     src_ns = model.resolve(src)
     dst_ip = destination_ip(model, src_ns, dst)
     t = Trace(model, proto, port, size, src_ns=src_ns)
@@ -447,23 +447,21 @@ def run_static(model: Model, src: str, dst: str, *, proto: str = "tcp", port: in
             t.note("reply", f"the {what}'s way back could not be followed: {type(e).__name__}: {e}")
         reply_hops = t.hops[forward:]
         del t.hops[forward:]  # a delivered round trip: the request's hops, the reply's way apart
-        reply = {"verdict": back, "hops": reply_hops}
+        reply = Reply(back, reply_hops)
     except Stop as stop:
         verdict, cause, summary, fix = stop.verdict, stop.cause, stop.summary, stop.fix
-        t.evidence.extend(stop.evidence)
+        t.evidence.extend(stop.evidence)  # Stop made them Evidence
         if cause == "LINK_DOWN" and fix is not None and fix.apply is not None:
             fix = _with_lost_routes(model, fix, src, dst, proto, port, size)
         blocked_at = t.blocked_hop or (len(t.hops) if t.hops else None)
-    result = {"verdict": verdict, "cause": cause, "summary": sentence(summary, [h["label"] for h in t.hops] + [h.get("interface") or "" for h in t.hops] + [src_ns["label"]]),
-              "src": src_ns["label"], "dst": dst, "dst_ip": dst_ip, "proto": proto, "port": port, "size": size,
-              "hops": t.hops, "blocked_at": blocked_at if verdict != "delivered" else None,
-              "evidence": t.evidence, "fix": fix.text() if fix else "", "unevaluated_rules": t.unknown_rules, "mode": "static",
-              "stale_neighbour": list(t.stale_neighbour) if t.stale_neighbour else None}
-    if reply is not None:
-        result["reply"] = reply
+    names = [h.label for h in t.hops] + [h.interface or "" for h in t.hops] + [src_ns["label"]]
+    result = Diagnosis(verdict, cause, sentence(summary, names), src_ns["label"], dst, dst_ip, proto, port, size,
+                       hops=t.hops, blocked_at=blocked_at if verdict != "delivered" else None, evidence=t.evidence,
+                       fix=FixClaim(fix.text() if fix else ""), unevaluated_rules=t.unknown_rules,
+                       stale_neighbour=list(t.stale_neighbour) if t.stale_neighbour else None, reply=reply)
     return result, fix
 
 
-def trace(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int = 0, size: int = 0) -> dict:
+def trace(model: Model, src: str, dst: str, *, proto: str = "tcp", port: int = 0, size: int = 0) -> Diagnosis:
     """The static verdict alone (see run_static)."""
     return run_static(model, src, dst, proto=proto, port=port, size=size)[0]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .causes import CAUSES
 from .fixes import Fix
+from .result import Evidence
 
 
 class Stop(Exception):
@@ -15,7 +16,8 @@ class Stop(Exception):
             raise ValueError(f"unknown cause code {cause!r}")  # every code is in the catalogue
         if isinstance(fix, str):
             fix = Fix(advice=fix, why_unchecked="the model cannot express this change") if fix else None
-        self.verdict, self.cause, self.summary, self.fix, self.evidence = verdict, cause, summary, fix, evidence or []
+        self.verdict, self.cause, self.summary, self.fix = verdict, cause, summary, fix
+        self.evidence = [Evidence.of(e) for e in evidence or []]
 
 
 def sentence(text: str, names: list[str]) -> str:

@@ -106,7 +106,7 @@ class LinkSteps:
         """Raise the narrow link to what the rest of the path carries; or lower the sender's MTU so
         TCP sizes its segments to fit (the only fix when the narrow link is the underlay)."""
         sender = self.src_ns
-        first = self.hops[0]["interface"] if self.hops else None
+        first = self.hops[0].interface if self.hops else None
         inner = link["mtu"] - (VXLAN_OVERHEAD if encap else 0)
         if link["kind"] == "vxlan":  # the overlay's own MTU: senders must fit it, it cannot grow
             encap = encap or Packet(src="", dst="", proto="udp")
@@ -146,8 +146,8 @@ class LinkSteps:
             # the conflict shows where the address is resolved: the namespace that routed the packet
             # here picks one MAC for it (its ARP entry), and the frame goes to whoever answered first
             resolver = self.last_route[0] if self.last_route else ns
-            out = next((h for h in reversed(self.hops) if h["namespace"] == resolver["id"] and h["direction"] == "egress"), None)
-            self.blocked_hop = out["n"] if out else None
+            out = next((h for h in reversed(self.hops) if h.namespace == resolver["id"] and h.direction == "egress"), None)
+            self.blocked_hop = out.n if out else None
             entry = next((x for x in resolver["neighbours"] if x["address"] == ip and x.get("lladdr")), None)
             uses = next((o[1]["label"] for o in real if entry and (o[0].get("peer") or {}).get("name") and
                          (self.model.link(o[1], o[0]["peer"]["name"]) or {}).get("mac") == entry["lladdr"]), None)

@@ -52,24 +52,24 @@ class RouteSteps:
         leaving = self.unmasqueraded_exit(dst)
         if leaving is not None:
             hop, net, subnet = leaving
-            self.blocked_hop = hop["n"]
-            host = self.model.namespaces[hop["namespace"]]
+            self.blocked_hop = hop.n
+            host = self.model.namespaces[hop.namespace]
             if net is not None:  # a runtime's network made without masquerade: route it upstream, or masquerade again
                 fix.alternatives.append(f"masquerade {net['name']} again: recreate it without "
                                         "-o com.docker.network.bridge.enable_ip_masquerade=false")
                 what = f"network {net['name']}"
             else:  # a subnet the host routes: the host masquerades it where it leaves by its uplink
                 route_back = fix.command
-                fix = Fix(fixes.in_ns(host, ["iptables", "-t", "nat", "-A", "POSTROUTING", "-s", subnet, "-o", hop["interface"],
+                fix = Fix(fixes.in_ns(host, ["iptables", "-t", "nat", "-A", "POSTROUTING", "-s", subnet, "-o", hop.interface,
                                              "-j", "MASQUERADE"]),
-                          fixes.add_masquerade(host["id"], subnet, hop["interface"]),
-                          advice=f"{host['label']} masquerades {subnet} where it leaves through {hop['interface']}",
+                          fixes.add_masquerade(host["id"], subnet, hop.interface),
+                          advice=f"{host['label']} masquerades {subnet} where it leaves through {hop.interface}",
                           alternatives=[f"{route_back} (a route back to {subnet}, where {ns['label']} is yours to change)"]
                           if route_back else [])
                 what = f"subnet {subnet}, which {host['label']} routes"
             return Stop("blocked", "NO_NAT",
-                        f"the packet reaches its destination, but its private source {dst} ({what}) left {hop['label']} "
-                        f"through {hop['interface']} without masquerade, and {ns['label']} {word} {dst}, so replies are lost",
+                        f"the packet reaches its destination, but its private source {dst} ({what}) left {hop.label} "
+                        f"through {hop.interface} without masquerade, and {ns['label']} {word} {dst}, so replies are lost",
                         fix, evidence)
         reached = self.reached or ns
         where = f"{ns['label']} {word} {dst}" if reached is ns else f"on the way back {ns['label']} {word} {dst}"
@@ -90,22 +90,22 @@ class RouteSteps:
             return None
         if not addr.is_private:
             return None
-        out = [h for h in self.hops if h.get("leg") != "reply" and h["direction"] == "egress"
-               and h["kind"] not in ("firewall", "route", "socket") and h["namespace"] != (self.src_ns or {}).get("id")]
+        out = [h for h in self.hops if h.leg != "reply" and h.direction == "egress"
+               and h.kind not in ("firewall", "route", "socket") and h.namespace != (self.src_ns or {}).get("id")]
         host = self.model.snap.get("host")
         net = next((n for n in self.model.snap.get("networks") or [] if n.get("bridge") and n.get("subnet")
                     and addr in ipaddress.ip_network(n["subnet"], strict=False)), None)
         if net is not None:
-            return next(((h, net, net["subnet"]) for h in out if h["namespace"] == host and h["interface"] != net["bridge"]
-                         and self.master_of(host, h["interface"]) != net["bridge"]), None)
+            return next(((h, net, net["subnet"]) for h in out if h.namespace == host and h.interface != net["bridge"]
+                         and self.master_of(host, h.interface) != net["bridge"]), None)
         for h in out:
-            ns = self.model.namespaces.get(h["namespace"]) or {}
+            ns = self.model.namespaces.get(h.namespace) or {}
             uplink = next((r["dev"] for r in ns.get("routes", []) if r.get("table") == 254
                            and r.get("dst") in ("default", "0.0.0.0/0") and r.get("type", "unicast") == "unicast"), None)
             behind = next((ipaddress.ip_network(f"{a['address']}/{a['prefixlen']}", strict=False) for a in ns.get("addresses", [])
-                           if a["ifname"] != h["interface"] and a["prefixlen"] < 32 and not a["address"].startswith("127.")
+                           if a["ifname"] != h.interface and a["prefixlen"] < 32 and not a["address"].startswith("127.")
                            and addr in ipaddress.ip_network(f"{a['address']}/{a['prefixlen']}", strict=False)), None)
-            if uplink == h["interface"] and behind is not None:
+            if uplink == h.interface and behind is not None:
                 return h, None, str(behind)
         return None
 
@@ -116,18 +116,18 @@ class RouteSteps:
     def route_back_fix(self, ns: dict, dst: str) -> Fix:
         """A route to `dst`'s subnet through the neighbour the request came from, on the interface it
         arrived on in `ns`; else the default route fix."""
-        came = [h for h in self.hops if h.get("leg") != "reply"]
-        arrived = next((h for h in came if h["namespace"] == ns["id"] and h["direction"] in ("ingress", "forward")
-                        and h["kind"] not in ("firewall", "route", "rp_filter")), None)
-        dev = arrived["interface"] if arrived else None
-        if arrived and arrived["kind"] != "bridge" and self.master_of(ns["id"], dev):
+        came = [h for h in self.hops if h.leg != "reply"]
+        arrived = next((h for h in came if h.namespace == ns["id"] and h.direction in ("ingress", "forward")
+                        and h.kind not in ("firewall", "route", "rp_filter")), None)
+        dev = arrived.interface if arrived else None
+        if arrived and arrived.kind != "bridge" and self.master_of(ns["id"], dev):
             dev = self.master_of(ns["id"], dev)  # arrived on a bridge port: the route goes via the bridge
         mine = [ipaddress.ip_network(f"{a['address']}/{a['prefixlen']}", strict=False) for a in ns["addresses"]
                 if a["ifname"] == dev and not a["address"].startswith("127.")]
-        before = [h for h in came if arrived and h["n"] < arrived["n"] and h["namespace"] != ns["id"]]
+        before = [h for h in came if arrived and h.n < arrived.n and h.namespace != ns["id"]]
         gw = None
         for h in reversed(before):
-            prev = self.model.namespaces.get(h["namespace"]) or {}
+            prev = self.model.namespaces.get(h.namespace) or {}
             gw = next((a["address"] for a in prev.get("addresses", []) if any(
                 ipaddress.ip_address(a["address"]) in net for net in mine)), None)
             if gw:
@@ -186,8 +186,8 @@ class RouteSteps:
             return Stop("blocked", "NO_ROUTE", f"{ns['label']} {word} {dst}", self.no_route_fix(ns, dst, route),
                         [{"kind": "route", "detail": f"{ns['label']}: lookup {dst} -> {route.text}"}])
         host, up, before, _ = ups[-1] if not looped else ups[0]
-        out = next((h for h in self.hops[before:] if h["namespace"] == host["id"] and h["direction"] == "egress"), None)
-        self.blocked_hop = out["n"] if out else None
+        out = next((h for h in self.hops[before:] if h.namespace == host["id"] and h.direction == "egress"), None)
+        self.blocked_hop = out.n if out else None
         beyond = "sends it back: a loop" if looped else "has no route to it either"
         return Stop("blocked", "NO_ROUTE",
                     f"{host['label']} has no route to {dst}: it sends this private address out of its default route "

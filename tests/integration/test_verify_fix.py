@@ -7,6 +7,7 @@ is true, and the real world is exactly as it was (the fault in place, the rulese
 unchanged, no replica namespace left). A fix known to be wrong (a deterministic no-op, injected at
 the unit level over a snapshot of the same world) is false; a command at netdiag's level is not
 run and says why; an interrupted verification leaves nothing behind."""
+import dataclasses
 import json
 import os
 import random
@@ -104,7 +105,7 @@ def snapshot(world, tmp_path_factory):
                    preexec_fn=enter(w.ns_path(None)), capture_output=True, timeout=120)
     model = Model.load(str(path))
     result = diagnose(model, exp.flow.src, exp.flow.dst, proto=exp.flow.proto, port=exp.flow.port, live=False)
-    assert result["cause"] == "FIREWALL_DROP" and result["fix_command"]
+    assert result.cause == "FIREWALL_DROP" and result.fix.command
     try:
         yield model, result
     finally:
@@ -123,7 +124,7 @@ def test_a_wrong_fix_is_not_verified(world, snapshot):
     assert v["replica"] is False and "still fails" in v["detail"], v
     assert v["applied"] == [{"command": v["applied"][0]["command"], "returncode": 0, "output": ""}]
     assert v["applied"][0]["command"].startswith("ip netns exec vf") and w.server not in v["applied"][0]["command"]
-    assert verify.proof({**result, "fix_verified": v}).endswith(f"(not on a replica: {v['detail']})")
+    assert verify.proof(dataclasses.replace(result.fix, verified=v)).endswith(f"(not on a replica: {v['detail']})")
     failing = verify.verify(model, result, command="ip route add 10.255.255.0/24 via 10.255.255.1", timeout=1)
     assert failing["replica"] is False and "the fix failed on the replica" in failing["detail"], failing
     assert _replicas() == replicas and not w.connects()

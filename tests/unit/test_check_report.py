@@ -10,7 +10,7 @@ import xmlschema
 import yaml
 
 from netdiag.check import report, spec
-from netdiag.check.run import run
+from netdiag.check.runner import run_checks
 from netdiag.snapshot_model import Model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +23,7 @@ XSD = ROOT / "tests" / "fixtures" / "junit" / "junit-10.xsd"
 def results():
     suite = spec.load([str(CHECKS)], environ={})
     model = Model.load(str(SNAPSHOT))
-    return suite, run(suite.checks, lambda: model, snapshot=True, parallel=4)
+    return suite, run_checks(suite.checks, lambda: model, snapshot=True, parallel=4)
 
 
 def test_every_check_passes_fails_or_is_skipped_as_the_world_says(results):

@@ -22,7 +22,7 @@ def world(name: str) -> tuple[Model, dict]:
 def diagnose(m: Model, f: dict):
     """(result, fix, the blocked hop, the model check of the fix)."""
     r, fix = run_static(m, f["src"], f["dst"], proto=f["proto"], port=f["port"])
-    hop = r["hops"][r["blocked_at"] - 1] if r["blocked_at"] else None
+    hop = r.hops[r.blocked_at - 1] if r.blocked_at else None
     check = fixes.check(m, fix, lambda mm: trace(mm, f["src"], f["dst"], proto=f["proto"], port=f["port"])) if fix else None
     return r, fix, hop, check
 
@@ -39,7 +39,7 @@ def in_ns(name: str | None, cmd: str) -> str:
 def test_a_blackhole_route_at_a_forwarder_is_removed_not_shadowed_by_a_default(shape):
     m, f = world(f"blackhole-route-{shape}")
     r, fix, hop, check = diagnose(m, f)
-    assert (r["cause"], hop["label"]) == ("NO_ROUTE", f["at"]), r["summary"]
+    assert (r.cause, hop.label) == ("NO_ROUTE", f["at"]), r.summary
     at = None if f["at"] == "host" else f["at"].removeprefix("ns:")
     route = next(x for x in (ns_named(m, at) if at else m.namespaces[m.snap["host"]])["routes"]
                  if x["type"] in ("blackhole", "unreachable", "prohibit"))
@@ -51,7 +51,7 @@ def test_a_blackhole_route_at_a_forwarder_is_removed_not_shadowed_by_a_default(s
 def test_a_policy_rule_into_a_blackhole_table_is_removed(shape):
     m, f = world(f"policy-routing-blackhole-{shape}")
     r, fix, hop, check = diagnose(m, f)
-    assert (r["cause"], hop["label"]) == ("NO_ROUTE", f["at"]), r["summary"]
+    assert (r.cause, hop.label) == ("NO_ROUTE", f["at"]), r.summary
     at = None if f["at"] == "host" else f["at"].removeprefix("ns:")
     ns = ns_named(m, at) if at else m.namespaces[m.snap["host"]]
     rule = next(x for x in ns["rules"] if x.get("dst") == f"{f['dst']}/32")
@@ -67,7 +67,7 @@ def test_a_veth_end_without_carrier_blames_its_peer_that_is_down(shape):
     server's route with the link, adds a route back), checked both ways."""
     m, f = world(f"link-down-at-server-{shape}")
     r, fix, hop, check = diagnose(m, f)
-    assert (r["cause"], hop["label"], hop["interface"]) == ("LINK_DOWN", f["at"], "eth0"), r["summary"]
+    assert (r.cause, hop.label, hop.interface) == ("LINK_DOWN", f["at"], "eth0"), r.summary
     server = f["server"]
     assert fix.command.startswith(f"ip netns exec {server} ip link set eth0 up")
     if shape != "bridged":  # a route back to the client's subnet, which the kernel deleted with the link
@@ -82,7 +82,7 @@ def test_a_client_without_its_prefix_route_gets_it_back_not_a_default_via_an_unr
     ('Nexthop has invalid gateway'): the prefix route is the fix, the server is on that subnet."""
     m, f = world("no-route-at-client-bridged")
     r, fix, hop, check = diagnose(m, f)
-    assert (r["cause"], hop["label"]) == ("NO_ROUTE", f["at"]), r["summary"]
+    assert (r.cause, hop.label) == ("NO_ROUTE", f["at"]), r.summary
     assert fix.command == f"ip netns exec {f['client']} ip route add {f['subnets'][0]} dev eth0"
     assert check["checked"] and check["delivers"], check
 
@@ -96,7 +96,7 @@ def test_a_client_without_any_route_gets_its_prefix_route_and_a_default_via_the_
     client["routes"] = [x for x in client["routes"] if x["table"] != 254]  # the prefix route gone too
     client["neighbours"] = []  # nothing learnt: the gateway is the host across the veth, which forwards
     r, fix, hop, check = diagnose(m, f)
-    assert (r["cause"], hop["label"]) == ("NO_ROUTE", f["at"]), r["summary"]
+    assert (r.cause, hop.label) == ("NO_ROUTE", f["at"]), r.summary
     assert fix.command == (f"ip netns exec {f['client']} ip route add {f['subnets'][0]} dev eth0 && "
                            f"ip netns exec {f['client']} ip route add default via {f['client_gw']} dev eth0")
     assert check["checked"] and check["delivers"], check
@@ -108,7 +108,7 @@ def test_a_private_destination_sent_up_the_default_route_is_no_route_at_the_host
     at the host (its egress by the uplink), fixed by a route via that router, checked both ways."""
     m, f = world("no-route-at-host-chain")
     r, fix, hop, check = diagnose(m, f)
-    assert (r["cause"], hop["label"], hop["interface"], hop["direction"]) == ("NO_ROUTE", "host", "eth0", "egress"), r["summary"]
+    assert (r.cause, hop.label, hop.interface, hop.direction) == ("NO_ROUTE", "host", "eth0", "egress"), r.summary
     router = ns_named(m, f["router"])
     up0 = next(a["address"] for a in router["addresses"] if a["ifname"] == "up0")
     host = m.namespaces[m.snap["host"]]
@@ -124,8 +124,8 @@ def test_a_private_destination_looping_between_default_routes_is_no_route_where_
                           "type": "unicast", "scope": "global", "proto": 3, "metric": 0})  # the outside sends it back
     out["sysctls"].update({"net.ipv4.ip_forward": "1", "net.ipv4.conf.eth0.forwarding": "1"})
     r, fix, hop, check = diagnose(m, f)
-    assert (r["cause"], hop["label"]) == ("NO_ROUTE", "host"), r["summary"]
-    assert "a loop" in r["summary"] and check["delivers"], check
+    assert (r.cause, hop.label) == ("NO_ROUTE", "host"), r.summary
+    assert "a loop" in r.summary and check["delivers"], check
 
 
 def test_a_public_destination_beyond_the_uplink_is_not_blamed_on_the_host():
@@ -133,8 +133,8 @@ def test_a_public_destination_beyond_the_uplink_is_not_blamed_on_the_host():
     outside stays the outside's NO_ROUTE."""
     m, f = world("no-route-at-host-chain")
     r, _, hop, _ = diagnose(m, {**f, "dst": "198.51.100.7"})
-    assert (r["cause"], hop["label"]) == ("NO_ROUTE", next(
-        ns["label"] for ns in m.namespaces.values() if any(n.endswith("-out") for n in ns.get("netns_names") or []))), r["summary"]
+    assert (r.cause, hop.label) == ("NO_ROUTE", next(
+        ns["label"] for ns in m.namespaces.values() if any(n.endswith("-out") for n in ns.get("netns_names") or []))), r.summary
 
 
 def test_a_destination_on_the_subnet_of_a_down_link_is_link_down_there_not_the_default_routes_fate():
@@ -143,10 +143,10 @@ def test_a_destination_on_the_subnet_of_a_down_link_is_link_down_there_not_the_d
     link up brings the route back (in the model too)."""
     m, f = world("link-down-at-host-routed")
     r, fix, hop, check = diagnose(m, f)
-    assert (r["cause"], hop["label"]) == ("LINK_DOWN", "host"), r["summary"]
+    assert (r.cause, hop.label) == ("LINK_DOWN", "host"), r.summary
     host = m.namespaces[m.snap["host"]]
     down = next(x["name"] for x in host["links"] if x["kind"] == "veth" and not x["up"])
-    assert (hop["interface"], fix.command) == (down, f"ip link set {down} up")
+    assert (hop.interface, fix.command) == (down, f"ip link set {down} up")
     assert check["checked"] and check["delivers"], check
 
 
@@ -157,7 +157,7 @@ def test_a_server_that_answers_no_arp_is_no_neighbor_where_it_is_resolved_fixed_
     in the server's namespace, checked on the model."""
     m, f = world(f"neighbour-never-answers-{shape}")
     r, fix, hop, check = diagnose(m, f)
-    assert (r["verdict"], r["cause"], hop["label"], hop["direction"]) == ("blocked", "NO_NEIGHBOR", f["at"], "egress"), r["summary"]
+    assert (r.verdict, r.cause, hop.label, hop.direction) == ("blocked", "NO_NEIGHBOR", f["at"], "egress"), r.summary
     assert fix.command == f"ip netns exec {f['server']} sysctl -w net.ipv4.conf.eth0.arp_ignore=0"
     assert check["checked"] and check["delivers"], check
 
@@ -169,12 +169,12 @@ def test_arp_off_on_the_servers_link_is_no_neighbor_fixed_by_arp_on_and_a_static
     eth0 = next(x for x in server["links"] if x["name"] == "eth0")
     eth0["flags"] = [*eth0["flags"], "NOARP"]
     r, fix, hop, check = diagnose(m, f)
-    assert (r["cause"], hop["label"]) == ("NO_NEIGHBOR", "host"), r["summary"]
+    assert (r.cause, hop.label) == ("NO_NEIGHBOR", "host"), r.summary
     assert fix.command == f"ip netns exec {f['server']} ip link set eth0 arp on" and check["delivers"], check
     host = m.namespaces[m.snap["host"]]
     dev = next(x["name"] for x in host["links"] if (x.get("peer") or {}).get("ns") == server["id"])
     host["neighbours"].append({"ifname": dev, "address": f["dst"], "lladdr": eth0["mac"], "state": "PERMANENT"})
-    assert trace(m, f["src"], f["dst"], proto=f["proto"], port=f["port"])["verdict"] == "delivered"
+    assert trace(m, f["src"], f["dst"], proto=f["proto"], port=f["port"]).verdict == "delivered"
 
 
 def test_a_duplicate_address_is_taken_from_the_impostor_and_the_client_forgets_the_mac_it_learnt():
@@ -184,7 +184,7 @@ def test_a_duplicate_address_is_taken_from_the_impostor_and_the_client_forgets_t
     flushes the client's stale entry, chained."""
     m, f = world("duplicate-address-bridged")
     r, fix, hop, check = diagnose(m, f)
-    assert (r["cause"], hop["label"], hop["direction"]) == ("ADDRESS_CONFLICT", f["at"], "egress"), r["summary"]
+    assert (r.cause, hop.label, hop.direction) == ("ADDRESS_CONFLICT", f["at"], "egress"), r.summary
     impostor = f"{f['server'].removesuffix('-s')}-x"
     assert fix.command == (f"ip netns exec {impostor} ip addr del {f['dst']}/24 dev eth0 && "
                            f"ip netns exec {f['client']} ip neigh flush to {f['dst']} dev eth0")
@@ -195,7 +195,7 @@ def test_a_duplicate_address_without_a_listener_to_tell_keeps_the_one_the_failin
     m, f = world("duplicate-address-bridged")
     ns_named(m, f["server"])["sockets"] = []
     r, fix, hop, check = diagnose(m, {**f, "proto": "icmp"})
-    assert r["cause"] == "ADDRESS_CONFLICT"
+    assert r.cause == "ADDRESS_CONFLICT"
     assert fix.command.startswith(f"ip netns exec {f['server'].removesuffix('-s')}-x ip addr del"), fix.command
     client = ns_named(m, f["client"])
     entry = next(x for x in client["neighbours"] if x["address"] == f["dst"])
@@ -210,7 +210,7 @@ def test_a_host_resolving_over_its_own_bridge_finds_the_port_that_never_answers(
     """Bridged world, traced from the host itself: the host resolves the server through its bridge."""
     m, f = world("neighbour-never-answers-bridged")
     r, fix, hop, check = diagnose(m, {**f, "src": "host"})
-    assert (r["cause"], hop["label"]) == ("NO_NEIGHBOR", "host"), r["summary"]
+    assert (r.cause, hop.label) == ("NO_NEIGHBOR", "host"), r.summary
     assert fix.command == f"ip netns exec {f['server']} sysctl -w net.ipv4.conf.eth0.arp_ignore=0" and check["delivers"], check
 
 
@@ -234,7 +234,7 @@ def test_a_namespace_elsewhere_with_the_same_address_is_never_read_for_the_arp_c
     m, f = world("neighbour-never-answers-routed")
     m.namespaces = Vanishing(m.snap["namespaces"])
     r, fix, hop, check = diagnose(m, f)
-    assert (r["cause"], hop["label"]) == ("NO_NEIGHBOR", "host") and check["checked"] and check["delivers"], check
+    assert (r.cause, hop.label) == ("NO_NEIGHBOR", "host") and check["checked"] and check["delivers"], check
 
 
 def test_a_policy_rule_that_is_itself_a_blackhole_is_removed():
@@ -243,6 +243,6 @@ def test_a_policy_rule_that_is_itself_a_blackhole_is_removed():
     rule = next(x for x in host["rules"] if x.get("dst") == f"{f['dst']}/32")
     rule["action"] = 6  # ip rule add to DST blackhole
     r, fix, hop, check = diagnose(m, f)
-    assert (r["cause"], hop["label"]) == ("NO_ROUTE", "host"), r["summary"]
+    assert (r.cause, hop.label) == ("NO_ROUTE", "host"), r.summary
     assert fix.command == f"ip rule del priority {rule['priority']} to {f['dst']}/32 blackhole"
     assert check["checked"] and check["delivers"], check

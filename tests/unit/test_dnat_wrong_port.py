@@ -42,18 +42,18 @@ def test_a_dnat_to_the_wrong_port_is_fixed_by_changing_that_rule(listeners, port
     """The server's only port, or the published port itself where the server listens there too."""
     m = with_dnat(8443, 8444, listeners)
     r = diagnose(m, outside(m), HOST_IP, port=8443, live=False)
-    assert (r["verdict"], r["cause"]) == ("blocked", "NO_LISTENER"), r["summary"]
-    assert r["hops"][r["blocked_at"] - 1]["label"].startswith("web") and "DNAT" in r["summary"]
-    assert r["fix_command"] == (f"nft replace rule ip publish pre handle 2 ip daddr {HOST_IP} tcp dport 8443 counter "
+    assert (r.verdict, r.cause) == ("blocked", "NO_LISTENER"), r.summary
+    assert r.hops[r.blocked_at - 1].label.startswith("web") and "DNAT" in r.summary
+    assert r.fix.command == (f"nft replace rule ip publish pre handle 2 ip daddr {HOST_IP} tcp dport 8443 counter "
                                 f"dnat to {WEB_IP}:{port}")
-    assert r["fix_check"]["delivers"], r["fix_check"]
+    assert r.fix.check["delivers"], r.fix.check
 
 
 def test_which_port_is_meant_is_not_guessed():
     m = with_dnat(8443, 8444, (8000,))
     r = diagnose(m, outside(m), HOST_IP, port=8443, live=False)
-    assert r["cause"] == "NO_LISTENER" and not r.get("fix_command")
-    assert r["fix"].startswith("manual: change the DNAT rule") and "ip publish pre" in r["fix"]
+    assert r.cause == "NO_LISTENER" and not r.fix.command
+    assert r.fix.text.startswith("manual: change the DNAT rule") and "ip publish pre" in r.fix.text
 
 
 def test_an_iptables_dnat_rule_is_changed_in_place_by_its_position_in_the_chain():

@@ -54,16 +54,16 @@ def bridge(model, net):
 def test_a_running_firewalld_rejecting_a_bridge_in_no_zone_is_a_foreign_firewall_fixed_with_its_trusted_zone(model):
     model.namespaces[model.snap["host"]]["firewall_daemons"] = ["firewalld"]
     r, fix = run_static(model, "api", "db", port=5432)
-    assert (r["verdict"], r["cause"]) == ("blocked", "FOREIGN_FIREWALL"), r["summary"]
+    assert (r.verdict, r.cause) == ("blocked", "FOREIGN_FIREWALL"), r.summary
     br = bridge(model, "back")
     assert fix.command == f"firewall-cmd --zone=trusted --change-interface={br}"
-    rule = next(e for e in r["evidence"] if e["kind"] == "nft_rule")
-    assert (rule["table"], rule["chain"]) == ("inet firewalld", "filter_FWD_public")
+    rule = next(e for e in r.evidence if e.kind == "nft_rule")
+    assert (rule.extra["table"], rule.extra["chain"]) == ("inet firewalld", "filter_FWD_public")
     check = fixes.check(model, fix, lambda m: trace(m, "api", "db", port=5432))
     assert check["checked"] and check["delivers"], check
 
 
 def test_a_table_named_firewalld_with_no_firewalld_running_is_an_ordinary_firewall_drop(model):
     r, fix = run_static(model, "api", "db", port=5432)
-    assert (r["verdict"], r["cause"]) == ("blocked", "FIREWALL_DROP"), r["summary"]
+    assert (r.verdict, r.cause) == ("blocked", "FIREWALL_DROP"), r.summary
     assert "firewall-cmd" not in fix.command

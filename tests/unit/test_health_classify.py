@@ -2,6 +2,7 @@
 diagnosis, and the verdict in HAProxy's, AWS's and Kubernetes' words."""
 from netdiag.health import classify, spec
 from netdiag.reason.causes import CAUSES
+from netdiag.reason.result import Diagnosis
 
 TCP = spec.parse("web:80")
 HTTP = spec.parse("http://web/health", timeout=2)
@@ -14,10 +15,10 @@ def check(ok=False, stage="connect", error="timeout", status=None, received=0, b
 
 
 def blocked(cause, **kw):
-    return {"verdict": "blocked", "cause": cause, "summary": f"{cause} here", "blocked_at": 1, "size": 1472, "dst": "10.0.0.3",
+    return Diagnosis.from_json({"verdict": "blocked", "cause": cause, "summary": f"{cause} here", "blocked_at": 1, "size": 1472, "dst": "10.0.0.3",
             "hops": [{"n": 1, "label": "web", "interface": "eth0", "kind": "firewall", "direction": "input", "detail": "drop"}],
             "evidence": [{"kind": "nft_rule", "detail": "r", "table": "inet sg", "handle": 3}], "fix": "nft delete rule inet sg input handle 3",
-            "fix_command": "nft delete rule inet sg input handle 3", "fix_check": {"checked": True, "delivers": True, "detail": "ok"}, **kw}
+            "fix_command": "nft delete rule inet sg input handle 3", "fix_check": {"checked": True, "delivers": True, "detail": "ok"}, **kw})
 
 
 def test_every_verdict_uses_catalogued_causes_and_real_vocabularies():
@@ -57,7 +58,7 @@ def test_a_share_of_handshakes_lost_is_packet_loss_with_the_rate_and_the_rule():
     # a deterministic block stays what the trace says, whatever a burst measured
     assert classify.classify(TCP, check(), src="cli", diagnosis=blocked("NO_LISTENER"), loss=loss)["cause"] == "NO_LISTENER"
     # the path works now and every handshake got through: intermittent, not diagnosed
-    r = classify.classify(TCP, check(), src="cli", diagnosis={"verdict": "delivered", "cause": None, "evidence": []},
+    r = classify.classify(TCP, check(), src="cli", diagnosis=Diagnosis.from_json({"verdict": "delivered", "cause": None, "evidence": []}),
                           loss={"rate": 1.0, "ok": 20, "attempts": 20})
     assert r["cause"] is None and "intermittent" in r["summary"]
 
@@ -73,7 +74,7 @@ def test_after_the_handshake_the_check_itself_decides():
                           mtu={"static": blocked("MTU_BLACKHOLE"), "live": blocked("FIREWALL_DROP")})
     assert r["cause"] == "MTU_BLACKHOLE" and "216 bytes" in r["summary"] and "lets path MTU discovery work" in r["fix"]
     r = classify.classify(HTTP, check(stage="response", error="timeout"), src="cli",
-                          mtu={"static": {"verdict": "delivered", "cause": None, "size": 1472, "dst": "10.0.0.3"}})
+                          mtu={"static": Diagnosis.from_json({"verdict": "delivered", "cause": None, "size": 1472, "dst": "10.0.0.3"})})
     assert r["cause"] == "SLOW_RESPONSE" and r["measured"] is None and any(e["kind"] == "path_back" for e in r["evidence"])
 
 
@@ -95,7 +96,7 @@ def test_healthy_with_a_series():
 
 def test_a_series_latency_counts_the_checks_that_failed_at_the_time_they_took():
     """12 of 20 timed out at 1 s: the p95 is the timeout, not the 8 ms of the 8 that answered."""
-    from netdiag.health.run import _series
+    from netdiag.health.pipeline import _series
 
     checks = [{"ok": True, "timings": {"total": 0.008}}] * 8 + \
              [{"ok": False, "stage": "connect", "error": "timeout", "timings": {"total": 1.0}}] * 12

@@ -1,6 +1,6 @@
 """HAProxy as it runs: its stats (captured from HAProxy 2.6's stats socket) and its configuration,
 read into the check it is told to do; and container health checks read into network checks."""
-from netdiag.health import healthcmd
+from netdiag.health import docker_healthcheck
 from netdiag.observe import haproxy
 
 HEADER = ("# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,act,"
@@ -89,18 +89,18 @@ def test_only_read_only_commands_reach_the_socket():
 
 
 def test_network_health_checks_are_recognised():
-    p = healthcmd.parse(["CMD-SHELL", "wget -qO- http://localhost:8080/health || exit 1"])
+    p = docker_healthcheck.parse(["CMD-SHELL", "wget -qO- http://localhost:8080/health || exit 1"])
     assert (p.tool, p.mode, p.host, p.port, p.path) == ("wget", "http", "localhost", 8080, "/health")
-    p = healthcmd.parse(["CMD-SHELL", "timeout 3 busybox wget -q -O /dev/null localhost:81"])
+    p = docker_healthcheck.parse(["CMD-SHELL", "timeout 3 busybox wget -q -O /dev/null localhost:81"])
     assert (p.tool, p.host, p.port, p.path) == ("wget", "localhost", 81, "/")
-    p = healthcmd.parse(["CMD", "curl", "-fsS", "-m", "2", "-H", "Host: api.example", "http://127.0.0.1/ready"])
+    p = docker_healthcheck.parse(["CMD", "curl", "-fsS", "-m", "2", "-H", "Host: api.example", "http://127.0.0.1/ready"])
     assert (p.tool, p.host, p.port, p.path, p.host_header) == ("curl", "127.0.0.1", 80, "/ready", "api.example")
-    p = healthcmd.parse(["CMD", "sh", "-c", "nc -z -w 2 db 5432"])
+    p = docker_healthcheck.parse(["CMD", "sh", "-c", "nc -z -w 2 db 5432"])
     assert (p.tool, p.mode, p.host, p.port) == ("nc", "tcp", "db", 5432)
-    assert healthcmd.parse(["CMD-SHELL", "pg_isready -U postgres"]) is None
-    assert healthcmd.parse(["CMD-SHELL", "curl -f https://localhost/"]) is None  # TLS: not re-run
-    assert healthcmd.parse(["NONE"]) is None
-    assert healthcmd.command_text(["CMD", "curl", "-f", "http://x/a b"]) == "curl -f 'http://x/a b'"
+    assert docker_healthcheck.parse(["CMD-SHELL", "pg_isready -U postgres"]) is None
+    assert docker_healthcheck.parse(["CMD-SHELL", "curl -f https://localhost/"]) is None  # TLS: not re-run
+    assert docker_healthcheck.parse(["NONE"]) is None
+    assert docker_healthcheck.command_text(["CMD", "curl", "-f", "http://x/a b"]) == "curl -f 'http://x/a b'"
 
 
 def test_the_check_haproxy_does_becomes_the_check_netdiag_runs():

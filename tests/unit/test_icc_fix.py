@@ -40,11 +40,11 @@ def test_icc_fix_is_the_recreation_checked_by_the_drivers_plan(model):
     _, fix = run_static(model, "api", "db", port=5432)
     assert fix.apply is None and fix.owner_change[0] == "icc_on"  # the reasoning names the change, the pipeline plans it
     r = diagnose(model, "api", "db", port=5432, live=False)
-    assert (r["verdict"], r["cause"]) == ("blocked", "ICC_DISABLED"), r["summary"]
-    assert r["fix_command"].startswith("netdiag network rm -f back && netdiag network create --subnet 10.50.0.0/24")
-    assert "enable_icc" not in r["fix_command"]
-    assert r["fix_check"]["checked"] and r["fix_check"]["delivers"], r["fix_check"]
-    assert r["fix_kernel"] == "nft delete rule bridge netdiag forward handle 93"
+    assert (r.verdict, r.cause) == ("blocked", "ICC_DISABLED"), r.summary
+    assert r.fix.command.startswith("netdiag network rm -f back && netdiag network create --subnet 10.50.0.0/24")
+    assert "enable_icc" not in r.fix.command
+    assert r.fix.check["checked"] and r.fix.check["delivers"], r.fix.check
+    assert r.fix.kernel == "nft delete rule bridge netdiag forward handle 93"
 
 
 def test_a_users_rule_is_not_what_the_recreation_removes(model):
@@ -59,9 +59,9 @@ def test_a_users_rule_is_not_what_the_recreation_removes(model):
             {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": bridge}},
             {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": bridge}}, {"drop": None}]}}]
     r = diagnose(model, "api", "db", port=5432, live=False)
-    assert r["cause"] == "ICC_DISABLED"
-    assert r["fix_check"]["checked"] and r["fix_check"]["delivers"] is False, r["fix_check"]
-    assert "fix_kernel" not in r
+    assert r.cause == "ICC_DISABLED"
+    assert r.fix.check["checked"] and r.fix.check["delivers"] is False, r.fix.check
+    assert r.fix.kernel is None and "fix_kernel" not in r.to_json()
 
 
 def test_dockers_icc_plan_turns_the_drop_into_an_accept():

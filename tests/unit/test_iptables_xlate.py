@@ -254,32 +254,32 @@ def test_snapshot_keeps_the_raw_iptables_save_text(snap):
 
 def test_trace_between_icc_false_containers_is_exact_offline(snap):
     r = trace(Model(snap), "c1", "c2", port=80)
-    assert (r["verdict"], r["cause"]) == ("blocked", "ICC_DISABLED"), r["summary"]
-    assert r["unevaluated_rules"] == []
-    rule = next(e for e in r["evidence"] if e["kind"] == "nft_rule")
-    assert (rule["table"], rule["chain"]) == ("ip filter", "FORWARD") and rule["rule"].endswith("drop")
+    assert (r.verdict, r.cause) == ("blocked", "ICC_DISABLED"), r.summary
+    assert r.unevaluated_rules == []
+    rule = next(e for e in r.evidence if e.kind == "nft_rule")
+    assert (rule.extra["table"], rule.extra["chain"]) == ("ip filter", "FORWARD") and rule.extra["rule"].endswith("drop")
     old = trace(Model(without_iptables(snap)), "c1", "c2", port=80)
-    assert old["verdict"] == "unknown"  # what users saw: exit 3
+    assert old.verdict == "unknown"  # what users saw: exit 3
 
 
 def test_trace_to_published_ports_is_exact_offline_and_the_fallback_stays_a_fallback(snap):
     for port, name in ((8080, "web"), (8081, "c2")):
         r = trace(Model(snap), OUTSIDE_NS, HOST, port=port)
-        assert r["verdict"] == "delivered" and r["hops"][-1]["label"] == f"{name} (docker container)"
-        assert r["unevaluated_rules"] == []
-        dnat = [e["detail"] for e in r["evidence"] if e["kind"] == "dnat"]
+        assert r.verdict == "delivered" and r.hops[-1].label == f"{name} (docker container)"
+        assert r.unevaluated_rules == []
+        dnat = [e.detail for e in r.evidence if e.kind == "dnat"]
         assert dnat == [f"host: {HOST}:{port} rewritten to {CT[name]['ip']}:80"], dnat
     old = trace(Model(without_iptables(snap)), OUTSIDE_NS, HOST, port=8080)
-    assert old["verdict"] == "delivered"
-    assert any("not readable from nft" in e["detail"] for e in old["evidence"] if e["kind"] == "dnat")
+    assert old.verdict == "delivered"
+    assert any("not readable from nft" in e.detail for e in old.evidence if e.kind == "dnat")
 
 
 def test_trace_container_to_outside_and_across_networks_offline(snap):
     r = trace(Model(snap), "c1", "203.0.113.1", port=80)
-    assert r["verdict"] == "delivered" and r["unevaluated_rules"] == []
-    assert any(e["kind"] == "snat" and HOST in e["detail"] for e in r["evidence"])
+    assert r.verdict == "delivered" and r.unevaluated_rules == []
+    assert any(e.kind == "snat" and HOST in e.detail for e in r.evidence)
     r = trace(Model(snap), "c1", "web", port=80)
-    assert (r["verdict"], r["cause"], r["unevaluated_rules"]) == ("blocked", "NETWORK_ISOLATION", [])
+    assert (r.verdict, r.cause, r.unevaluated_rules) == ("blocked", "NETWORK_ISOLATION", [])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ def diagnose(m: Model, f: dict):
     """(result, fix, the blocked hop, the model check of the fix)."""
     flow = dict(proto=f["proto"], port=f["port"], size=f["size"])
     r, fix = run_static(m, f["src"], f["dst"], **flow)
-    hop = r["hops"][r["blocked_at"] - 1] if r["blocked_at"] else None
+    hop = r.hops[r.blocked_at - 1] if r.blocked_at else None
     check = fixes.check(m, fix, lambda mm: trace(mm, f["src"], f["dst"], **flow)) if fix and fix.apply else None
     return r, fix, hop, check
 
@@ -33,13 +33,13 @@ def commands(f: dict) -> dict[str, str]:
 def test_a_lost_forwarding_entry_gets_the_stores_entry_back_and_says_who_owns_it(how):
     m, f = world(f"overlay-{how}")
     r, fix, hop, check = diagnose(m, f)
-    assert (r["cause"], hop["label"], hop["interface"]) == ("OVERLAY_PEER_UNKNOWN", "host", f["vxlan"]), r["summary"]
+    assert (r.cause, hop.label, hop.interface) == ("OVERLAY_PEER_UNKNOWN", "host", f["vxlan"]), r.summary
     assert fix.command == commands(f)[how]
     assert check["checked"] and check["delivers"], check
     # the entry is the agent's: the fix says why a hand-made entry is the way back, and that the
     # agent does not restore it by itself
     assert "netdiag's cluster agent" in fix.advice and "no netdiag command re-syncs" in fix.advice, fix.advice
-    assert f["vxlan"] in r["summary"] and not r["summary"].startswith("Vx-"), r["summary"]  # a device's name as spelled
+    assert f["vxlan"] in r.summary and not r.summary.startswith("Vx-"), r.summary  # a device's name as spelled
 
 
 def test_a_vxlan_device_of_no_cluster_network_gets_no_note_about_the_agent():
@@ -54,7 +54,7 @@ def test_a_vxlan_device_of_no_cluster_network_gets_no_note_about_the_agent():
 def test_vxlan_dropped_by_a_users_rule_is_underlay_unreachable_and_the_rule_goes():
     m, f = world("overlay-vxlan-dropped-on-underlay")
     r, fix, hop, check = diagnose(m, f)
-    assert (r["cause"], hop["label"]) == ("UNDERLAY_UNREACHABLE", f["at"]), r["summary"]
+    assert (r.cause, hop.label) == ("UNDERLAY_UNREACHABLE", f["at"]), r.summary
     at = f["at"].removeprefix("ns:")
     ns = m.namespaces[m.snap["host"]] if f["at"] == "host" else next(
         n for n in m.namespaces.values() if at in (n.get("netns_names") or []))
@@ -67,8 +67,8 @@ def test_vxlan_dropped_by_a_users_rule_is_underlay_unreachable_and_the_rule_goes
 def test_an_underlay_narrower_than_the_overlay_is_an_mtu_black_hole_at_the_switch_port():
     m, f = world("overlay-underlay-narrower-than-mtu")
     r, fix, hop, check = diagnose(m, f)
-    assert (r["cause"], hop["label"], hop["interface"]) == ("MTU_BLACKHOLE", f"ns:{f['underlay']}", "p0"), r["summary"]
-    port = next(link for link in m.namespaces[hop["namespace"]]["links"] if link["name"] == "p0")
+    assert (r.cause, hop.label, hop.interface) == ("MTU_BLACKHOLE", f"ns:{f['underlay']}", "p0"), r.summary
+    port = next(link for link in m.namespaces[hop.namespace]["links"] if link["name"] == "p0")
     client = next(c for c in m.containers() if c["name"] == f["src"])
     # the sender's MTU lowered so its segments fit once encapsulated, in the client's namespace
     assert fix.command == f"nsenter -t {client['pid']} -n ip link set dev eth0 mtu {port['mtu'] - 50}"

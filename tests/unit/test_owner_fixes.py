@@ -45,7 +45,7 @@ def test_a_network_none_client_is_recreated_on_the_servers_network_not_the_defau
     db_ip = ctr(model, "db")["networks"]["back"]["ip"]
     network_none(model, "api")
     r, fix = run_static(model, "api", db_ip, port=5432)
-    assert (r["verdict"], r["cause"]) == ("blocked", "NETWORK_NONE"), r["summary"]
+    assert (r.verdict, r.cause) == ("blocked", "NETWORK_NONE"), r.summary
     # the default bridge reaches no user-defined network: the client goes where db is
     assert fix.command == f"{runtime} rm -f api && {runtime} run -d --name api --network back busybox sleep 3600"
     assert "network back, where db is" in fix.advice
@@ -54,7 +54,7 @@ def test_a_network_none_client_is_recreated_on_the_servers_network_not_the_defau
 def test_a_network_none_server_is_recreated_on_the_clients_network(model):
     network_none(model, "api")
     r, fix = run_static(model, "db", "api", port=80)
-    assert (r["verdict"], r["cause"]) == ("blocked", "NETWORK_NONE"), r["summary"]
+    assert (r.verdict, r.cause) == ("blocked", "NETWORK_NONE"), r.summary
     assert fix.command == "netdiag rm -f api && netdiag run -d --name api --network back busybox sleep 3600"
 
 
@@ -87,8 +87,8 @@ def publish_on_loopback_only(model, proxy: bool):
 def test_a_port_published_on_127_0_0_1_only_is_republished_by_the_runtime_not_by_restarting_its_proxy(model, proxy):
     publish_on_loopback_only(model, proxy)
     r, fix = run_static(model, outside(model), "203.0.113.2", port=8080)
-    assert (r["verdict"], r["cause"]) == ("blocked", "PORT_NOT_PUBLISHED"), r["summary"]
-    assert "127.0.0.1 only" in r["summary"]
+    assert (r.verdict, r.cause) == ("blocked", "PORT_NOT_PUBLISHED"), r.summary
+    assert "127.0.0.1 only" in r.summary
     assert fix.command == "netdiag rm -f web && netdiag run -d --name web -p 8080:80/tcp busybox"
     assert "docker-proxy" not in fix.text() and "restart" not in fix.text()
 
@@ -96,7 +96,7 @@ def test_a_port_published_on_127_0_0_1_only_is_republished_by_the_runtime_not_by
 def test_a_port_on_127_0_0_1_from_the_host_itself_is_still_delivered(model):
     publish_on_loopback_only(model, proxy=True)
     r, _ = run_static(model, "host", "127.0.0.1", port=8080)
-    assert r["verdict"] == "delivered", r["summary"]
+    assert r.verdict == "delivered", r.summary
 
 
 def test_recreate_never_prints_a_placeholder():
@@ -119,7 +119,7 @@ def test_a_loopback_listener_named_in_the_containers_command_is_recreated_listen
     api = ctr(model, "api")
     api["command"] = ["httpd", "-f", "-p", "127.0.0.1:9000"]
     r, fix = run_static(model, "db", "api", port=9000)
-    assert r["cause"] == "LISTENER_LOOPBACK_ONLY"
+    assert r.cause == "LISTENER_LOOPBACK_ONLY"
     assert fix.command == "netdiag rm -f api && netdiag run -d --name api --network back busybox httpd -f -p 0.0.0.0:9000"
     api["command"] = ["python3", "app.py"]  # where it listens is the program's own business
     _, fix = run_static(model, "db", "api", port=9000)
@@ -152,7 +152,7 @@ def test_a_fence_around_an_internal_networks_subnet_is_internal_network(model, s
             {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
                        "right": {"prefix": {"addr": net, "len": int(plen)}}}}, {"drop": None}]}}]
     r, fix = run_static(model, "api", "203.0.113.1", port=80)
-    assert (r["verdict"], r["cause"]) == ("blocked", cause), r["summary"]
+    assert (r.verdict, r.cause) == ("blocked", cause), r.summary
     if cause == "INTERNAL_NETWORK":
         assert fix.command == "netdiag network connect bridge api"
 
@@ -172,5 +172,5 @@ def test_nothing_listening_gets_an_explicit_manual_fix(model):
     """No listener: which program should listen, started how, is the application's; the fix says
     so instead of printing a command with a placeholder."""
     r, fix = run_static(model, "db", "api", port=9001)
-    assert r["cause"] == "NO_LISTENER"
+    assert r.cause == "NO_LISTENER"
     assert fix.command == "" and "(manual: " in fix.advice and "no command is given" in fix.advice

@@ -19,11 +19,12 @@ def test_a_delivered_diagnosis_names_no_cause(monkeypatch):
 
     def contradictory(*a, **kw):  # a producer that says delivered yet leaves a cause behind
         r, _ = real(*a, **kw)
-        return {**r, "verdict": "delivered", "cause": "MTU_BLACKHOLE", "blocked_at": 1}, None
+        r.verdict, r.cause, r.blocked_at = "delivered", "MTU_BLACKHOLE", 1
+        return r, None
 
     monkeypatch.setattr(static_trace, "run_static", contradictory)
     r = pipeline.diagnose(model, "db", "api", port=9000, live=False)
-    assert (r["verdict"], r["cause"], r["blocked_at"], r["fix_command"]) == ("delivered", None, None, None)
+    assert (r.verdict, r.cause, r.blocked_at, r.fix.command) == ("delivered", None, None, None)
 
 
 def test_the_fixtures_delivered_paths_name_no_cause():
@@ -32,4 +33,4 @@ def test_the_fixtures_delivered_paths_name_no_cause():
     for src in names:
         for dst in names:
             r = pipeline.diagnose(model, src, dst, port=80, live=False)
-            assert r["verdict"] != "delivered" or (r["cause"], r["blocked_at"]) == (None, None), (src, dst, r["cause"])
+            assert r.verdict != "delivered" or (r.cause, r.blocked_at) == (None, None), (src, dst, r.cause)

@@ -30,6 +30,7 @@ def test_the_snapshot_fixture_follows_the_snapshot_schema():
 @pytest.mark.parametrize("src,dst,port", [("api", "db", 5432), ("db", "api", 9000), ("web", "10.50.0.3", 5432)])
 def test_diagnoses_follow_the_trace_schema(src, dst, port):
     r = diagnose(Model(copy.deepcopy(FIXTURE)), src, dst, port=port, live=False)
+    r = r.to_json()
     jsonschema.validate(r, schema("trace"))
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**r, "verdict": "maybe"}, schema("trace"))

@@ -4,6 +4,7 @@ chain, and the one line that says which proof was made."""
 import pytest
 
 from netdiag import verify
+from netdiag.reason.result import Diagnosis, FixClaim
 from netdiag.verify import Names, NotVerifiable
 
 NAMES = Names(host=("h", "vf1-host"), netns={"ndlab-1-c": ("c", "vf1-c"), "ndlab-1-s": ("s", "vf1-s"),
@@ -83,32 +84,33 @@ def test_the_names_of_a_rebuilt_world():
 
 def test_the_proof_line_says_which_proof_was_made():
     both = {"checked": True, "delivers": True, "detail": "with this fix the static path delivers, request and reply"}
-    assert verify.proof({"fix_command": None}) is None
-    assert verify.proof({"fix_command": "x", "fix_check": both}) == \
+    assert verify.proof(FixClaim(command=None)) is None
+    assert verify.proof(FixClaim.from_json({"fix_command": "x", "fix_check": both})) == \
         "checked on the model (both directions) (not on a replica: not tried (use --verify-fix))"
-    assert verify.proof({"fix_command": "x", "fix_check": both, "fix_verified": {"replica": True, "detail": "ok"}}) == \
+    assert verify.proof(FixClaim.from_json({"fix_command": "x", "fix_check": both, "fix_verified": {"replica": True, "detail": "ok"}})) == \
         "checked on the model (both directions) and verified on a replica"
     unchecked = {"checked": False, "delivers": None, "detail": "the model cannot express this change"}
-    assert verify.proof({"fix_command": "x", "fix_check": unchecked, "fix_verified": {"replica": True, "detail": "ok"}}) == \
+    assert verify.proof(FixClaim.from_json({"fix_command": "x", "fix_check": unchecked, "fix_verified": {"replica": True, "detail": "ok"}})) == \
         "verified on a replica (not on the model: the model cannot express this change)"
-    assert verify.proof({"fix_command": "x", "fix_check": unchecked,
-                         "fix_verified": {"replica": None, "detail": "not verifiable on a replica: 'docker ...'"}}) == \
+    assert verify.proof(FixClaim.from_json({"fix_command": "x", "fix_check": unchecked,
+                         "fix_verified": {"replica": None, "detail": "not verifiable on a replica: 'docker ...'"}})) == \
         "no proof: not on the model: the model cannot express this change; not on a replica: not verifiable on a replica: 'docker ...'"
     # an owner-level command whose kernel change ran on the replica instead: the line says the command itself did not
     kernel = {"replica": True, "detail": "ok", "kernel_equivalent": {
         "command": "netdiag network rm -f n && ...", "ran_instead": "nft delete rule bridge netdiag forward handle 3",
         "why": "the command itself is 'netdiag ...' acts through netdiag's state (its networks and containers), which the "
                "replica (plain namespaces) does not have"}}
-    line = verify.proof({"fix_command": "x", "fix_check": both, "fix_verified": kernel})
+    line = verify.proof(FixClaim.from_json({"fix_command": "x", "fix_check": both, "fix_verified": kernel}))
     assert line.startswith("checked on the model (both directions) and its kernel change verified on a replica (the command "
                            "itself, 'netdiag ...' acts through netdiag's state"), line
     assert "was not run there" in line and " and verified on a replica" not in line
 
 
 def test_verify_says_why_without_a_command_or_root(monkeypatch):
-    assert verify.verify(None, {"fix_command": None})["replica"] is None
+    assert verify.verify(None, Diagnosis("blocked"))["replica"] is None
     monkeypatch.setattr(verify.os, "geteuid", lambda: 1000)
-    r = verify.verify(None, {"fix_command": "ip link set eth0 up", "hops": [{"namespace": "h"}], "dst_ip": "10.0.0.1"})
+    r = verify.verify(None, Diagnosis.from_json({"verdict": "blocked", "fix_command": "ip link set eth0 up",
+                                              "hops": [{"n": 1, "namespace": "h"}], "dst_ip": "10.0.0.1"}))
     assert r == {"replica": None, "detail": "a replica needs root (it builds network namespaces)"}
 
 
@@ -156,8 +158,8 @@ def test_the_replica_of_a_diagnosis_holds_its_path_and_what_the_fix_names_only()
     result = run_static(model, "api", "db", port=5432)[0]
     assert verify.world_snapshot(model, result)["namespaces"].keys() == verify.world_snapshot(model)["namespaces"].keys()
     # where the fixed path goes, as the model check retraced it (here: the same path)
-    result["fix_check"] = {"checked": True, "delivers": True, "detail": "",
-                           "after": {"namespaces": [h["namespace"] for h in result["hops"]]}}
+    result.fix.check = {"checked": True, "delivers": True, "detail": "",
+                        "after": {"namespaces": [h.namespace for h in result.hops]}}
     snap = verify.world_snapshot(model, result)
     assert set(snap["namespaces"]) == {snap["host"], by_name["api"], by_name["db"]}
     full = verify.world_snapshot(model)
@@ -177,7 +179,8 @@ def test_a_path_across_hosts_is_not_verified_on_a_one_host_replica():
     while the fix works (found by the overlay fault world)."""
     from netdiag import verify
 
-    result = {"fix_command": "bridge fdb append 02:42:0a:00:00:03 dev vx-1 dst 10.99.0.2", "dst_ip": "10.0.0.3",
-              "hops": [{"namespace": "ns-1", "kind": "veth"}, {"namespace": "ns-2", "kind": "vxlan"}]}
+    result = Diagnosis.from_json({"verdict": "blocked", "fix_command": "bridge fdb append 02:42:0a:00:00:03 dev vx-1 dst 10.99.0.2",
+                                  "dst_ip": "10.0.0.3", "hops": [{"n": 1, "namespace": "ns-1", "kind": "veth"},
+                                                                 {"n": 2, "namespace": "ns-2", "kind": "vxlan"}]})
     out = verify.verify(model=None, result=result)
     assert out["replica"] is None and "crosses hosts over VXLAN" in out["detail"]

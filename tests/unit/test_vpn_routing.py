@@ -66,7 +66,7 @@ def test_a_vpn_route_more_specific_than_a_container_subnet_is_a_subnet_overlap_f
     db_ip = next(c["networks"]["back"]["ip"] for c in model.containers() if c["name"] == "db").split("/")[0]
     h["routes"].append(route(db_ip.rsplit(".", 1)[0] + ".0/25", "wg0"))  # more specific than back's /24
     r, fix = run_static(model, "host", "db", port=5432)
-    assert (r["verdict"], r["cause"]) == ("blocked", "SUBNET_OVERLAP"), r["summary"]
+    assert (r.verdict, r.cause) == ("blocked", "SUBNET_OVERLAP"), r.summary
     assert fix.command.startswith("ip route add ") and f"dev {net['bridge']}" in fix.command
     assert fixes.check(model, fix, lambda m: trace(m, "host", "db", port=5432))["delivers"]
 
@@ -78,7 +78,7 @@ def test_a_vpn_route_that_replaced_the_bridges_own_is_an_overlap_too(model):
     net = next(n for n in model.snap["networks"] if n["name"] == "back")
     h["routes"] = [r for r in h["routes"] if not (r["table"] == 254 and r["dst"] == net["subnet"])] + [route(net["subnet"], "wg0")]
     r, fix = run_static(model, "host", "db", port=5432)
-    assert (r["verdict"], r["cause"]) == ("blocked", "SUBNET_OVERLAP"), r["summary"]
+    assert (r.verdict, r.cause) == ("blocked", "SUBNET_OVERLAP"), r.summary
     assert fixes.check(model, fix, lambda m: trace(m, "host", "db", port=5432))["delivers"]
 
 
@@ -87,7 +87,7 @@ def test_a_bridge_route_removed_under_a_wider_route_is_not_an_overlap(model):
     net = next(n for n in model.snap["networks"] if n["name"] == "back")
     h["routes"] = [r for r in h["routes"] if not (r["table"] == 254 and r["dst"] == net["subnet"])]
     r, _ = run_static(model, "host", "db", port=5432)
-    assert r["cause"] != "SUBNET_OVERLAP", r["summary"]
+    assert r.cause != "SUBNET_OVERLAP", r.summary
 
 
 def test_a_route_into_a_tunnel_ends_the_trace_there_not_in_a_namespace_that_holds_the_address(model):
@@ -95,5 +95,5 @@ def test_a_route_into_a_tunnel_ends_the_trace_there_not_in_a_namespace_that_hold
     add_tunnel(h)
     h["routes"].append(route("203.0.113.1/32", "wg0"))  # the outside's address, now behind the VPN
     r, _ = run_static(model, "host", "203.0.113.1", port=80)
-    assert r["verdict"] == "unknown" and "enters the tunnel wg0 (tun)" in r["summary"], r["summary"]
-    assert r["hops"][-1]["interface"] == "wg0"
+    assert r.verdict == "unknown" and "enters the tunnel wg0 (tun)" in r.summary, r.summary
+    assert r.hops[-1].interface == "wg0"

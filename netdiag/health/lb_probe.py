@@ -31,7 +31,7 @@ def _ms(t: float | None) -> float | None:
     return None if t is None else round(t, 4)
 
 
-class Check:
+class LbProbe:
     """`run()` performs the check until the deadline. When the answer was still on its way at the
     deadline (connected, request sent), `finish(until)` keeps reading past it to measure when (or
     whether) the answer comes: the time a slow application needs, or silence."""

@@ -17,7 +17,7 @@ NC_ARGS = set("wispqWI")
 
 
 @dataclass(frozen=True)
-class NetCheck:
+class NetworkHealthcheck:
     tool: str
     mode: str          # http | tcp
     host: str
@@ -123,7 +123,7 @@ def _url(text: str) -> tuple[str, int, str] | None:
     return parts.hostname, port, (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
-def parse(test: list[str]) -> NetCheck | None:
+def parse(test: list[str]) -> NetworkHealthcheck | None:
     """The first wget/curl/nc of the check that names a host and a port, or None."""
     for argv in simple_commands(test):
         argv = _unwrap(argv)
@@ -140,12 +140,12 @@ def parse(test: list[str]) -> NetCheck | None:
         elif tool in ("nc", "netcat"):
             pos, _ = _positionals(argv[1:], NC_ARGS)
             if len(pos) >= 2 and pos[1].isdigit() and 1 <= int(pos[1]) <= 65535:
-                return NetCheck(tool, "tcp", pos[0], int(pos[1]), command=shlex.join(argv))
+                return NetworkHealthcheck(tool, "tcp", pos[0], int(pos[1]), command=shlex.join(argv))
             continue
         else:
             continue
         for word in pos:
             u = _url(word)
             if u:
-                return NetCheck(tool, "http", u[0], u[1], u[2], host_header, shlex.join(argv))
+                return NetworkHealthcheck(tool, "http", u[0], u[1], u[2], host_header, shlex.join(argv))
     return None

@@ -1,160 +1,46 @@
-"""Run checks: each kind through the engine that already does its job, so a failed check carries
-that engine's diagnosis (cause, hop, evidence, a checked fix) instead of a bare "failed".
+"""The probe-backed check kinds, each through the engine that already does its job, so a failed
+check carries that engine's diagnosis (cause, hop, evidence, a checked fix):
 
 - reach, mtu: netdiag.diagnose (static path, live probe, the kernel's packet trace); on a snapshot
   the static path alone. `blocked: CAUSE` passes only when the verdict is blocked with that cause.
-- http, latency: netdiag.health (a load balancer's check from the source namespace; a failure is
+- http, latency: netdiag.health (a load balancer's probe from the source namespace; a failure is
   diagnosed there); dns: netdiag.health.resolve (the source's own resolver). Skipped on a snapshot.
 - lb: HAProxy's stats socket, sampled; a failing server's check is re-run by netdiag.health.explain.
-- listening, published, internal, route, no_listener: the model only (checks.py), also offline.
 
-Checks are independent and run in a thread pool (--parallel). Live probes are safe side by side:
-each carries its own mark (distinct among this process's probes in flight) that its captures and
-kernel trace filter on. What is not filtered to a probe - the kernel's host-wide drop reasons,
-counters that moved - is never collected here, so a check's result does not depend on --parallel.
+Each takes the check's params and the model and returns {"status", "summary", "expected",
+"observed", ...} (runner.py adds the rest).
 """
 from __future__ import annotations
 
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
-from runtime.errors import InvalidArgument, NetdiagError, NotFound
-
-from . import checks as static_checks
-from .spec import PROBE_ONLY, STATIC, Check
-
-RETRY_SLEEP = 1.0
-
-
-def run(checks: list[Check], model_factory: Callable, *, snapshot: bool = False, parallel: int = 1, fail_fast: bool = False,
-        retry_timeout: float = 0.0, on_start: Callable | None = None, on_done: Callable | None = None) -> list[dict]:
-    """Every check's result, in the order given. `model_factory()` gives the model to check against
-    (a fresh live one for each retry; a snapshot's own). `on_start(check)`/`on_done(check, result)`
-    are called from the worker threads, one at a time."""
-    stop = threading.Event()
-    lock = threading.Lock()
-    first = model_factory()
-    blind = None if snapshot else blindness()
-    results: list[dict | None] = [None] * len(checks)
-
-    def one(i: int, check: Check) -> None:
-        if stop.is_set():
-            res = _result(check, "skipped", "not run: --fail-fast stopped the run after a failure")
-        else:
-            if on_start:
-                with lock:
-                    on_start(check)
-            res = _attempts(check, first, model_factory, snapshot, retry_timeout, stop, blind)
-            if fail_fast and res["status"] in ("failed", "error"):
-                stop.set()
-        results[i] = res
-        if on_done:
-            with lock:
-                on_done(check, res)
-
-    if parallel <= 1:
-        for i, c in enumerate(checks):
-            one(i, c)
-    else:
-        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="check") as pool:
-            for f in [pool.submit(one, i, c) for i, c in enumerate(checks)]:
-                f.result()
-    return [r for r in results if r is not None]
-
-
-def _attempts(check: Check, model, model_factory, snapshot: bool, retry_timeout: float, stop: threading.Event,
-              blind: str | None = None) -> dict:
-    """The check, tried again (on a fresh model) after a failure until `retry_timeout` seconds
-    have passed since its first try: for CI jobs that start checking while the stack comes up."""
-    t0 = time.monotonic()
-    attempt = 0
-    while True:
-        attempt += 1
-        res = evaluate(check, model, snapshot=snapshot, blind=blind)
-        res["attempts"] = attempt
-        res["duration"] = round(time.monotonic() - t0, 3)
-        if res["status"] != "failed" or snapshot or time.monotonic() - t0 + RETRY_SLEEP > retry_timeout or stop.is_set():
-            return res
-        time.sleep(RETRY_SLEEP)
-        try:
-            model = model_factory()
-        except NetdiagError as e:
-            return {**res, "status": "error", "summary": f"the host could not be read again for a retry: {e}"}
-
-
-def blindness() -> str | None:
-    """Why this process cannot see the live host whole, or None. Without CAP_SYS_ADMIN other
-    namespaces (and so containers) are invisible: a target not found means "could not look"."""
-    from runtime.containers.security import available
-
-    missing = [c for c in ("CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_NET_RAW") if c not in set(available())]
-    return (f"netdiag runs without {', '.join(missing)}: run it as root, or check a snapshot (--snapshot)") if missing else None
-
-
-def evaluate(check: Check, model, *, snapshot: bool = False, blind: str | None = None) -> dict:
-    """One check, once: its result object (its fields: README, "Checks in CI"). `blind`: why the
-    host cannot be seen whole (then a missing target is "could not run", not "failed")."""
-    if check.skip:
-        return _result(check, "skipped", check.skip)
-    if snapshot and check.kind in PROBE_ONLY:
-        return _result(check, "skipped", f"a {check.kind} check needs a live probe: not evaluated on a snapshot")
-    t0 = time.monotonic()
-    try:
-        if check.kind in STATIC:
-            out = static_checks.evaluate(check.kind, check.params, model)
-            mode = "model"
-        else:
-            out = LIVE[check.kind](check.params, model, live=not snapshot)
-            mode = "static" if snapshot else "live"
-    except (NotFound, InvalidArgument) as e:  # the file is valid: the world does not have what it names
-        out, mode = {"status": "failed", "summary": str(e), "observed": "not found"}, "model"
-        if blind:
-            out.update(status="error", summary=f"could not run: {e} ({blind})")
-    except NetdiagError as e:
-        out, mode = {"status": "error", "summary": f"could not run: {e}"}, "live"
-    res = _result(check, out.pop("status"), out.pop("summary"), **out)
-    res["mode"] = mode
-    res["duration"] = round(time.monotonic() - t0, 3)
-    return res
-
-
-def _result(check: Check, status: str, summary: str, **extra) -> dict:
-    base = {"name": check.name, "kind": check.kind, "file": check.file, "line": check.line, "status": status,
-            "summary": summary, "expected": None, "observed": None, "cause": None, "hop": None, "fix": "", "fix_command": None,
-            "fix_check": None, "evidence": [], "mode": None, "attempts": 1, "duration": 0.0, "params": check.params,
-            "diagnosis": None}
-    base.update(extra)
-    return base
-
+from ..reason.result import Diagnosis
 
 # -- the trace pipeline: reach, mtu -----------------------------------------------------------------
-def _diagnosis_fields(r: dict) -> dict:
-    return {"cause": r.get("cause"), "hop": hop_of(r), "fix": r.get("fix") or "", "fix_command": r.get("fix_command"),
-            "fix_check": r.get("fix_check"), "evidence": list(r.get("evidence") or []), "diagnosis": r}
+def _diagnosis_fields(r: Diagnosis) -> dict:
+    """A check result's cause, hop, fix and evidence: the diagnosis's own (the check's JSON says
+    them at its top level, and embeds the whole diagnosis)."""
+    return {"cause": r.cause, "hop": hop_of(r), "fix": r.fix.text or "", "fix_command": r.fix.command,
+            "fix_check": r.fix.check, "evidence": [e.to_json() for e in r.evidence], "diagnosis": r}
 
 
-def hop_of(r: dict) -> dict | None:
+def hop_of(r: Diagnosis) -> dict | None:
     """The hop where the diagnosis says the packet died (the trace's own hop object, trimmed)."""
-    n = r.get("blocked_at")
-    if not n or n > len(r.get("hops") or []):
-        return None
-    h = r["hops"][n - 1]
-    return {k: h.get(k) for k in ("n", "label", "interface", "kind", "direction", "detail")}
+    hop = r.blocked_hop
+    return hop.brief() if hop else None
 
 
-def _observed(r: dict) -> str:
-    if r["verdict"] == "delivered":
+def _observed(r: Diagnosis) -> str:
+    if r.verdict == "delivered":
         return "reachable"
-    if r["verdict"] == "blocked":
-        return f"blocked: {r['cause']}" if r.get("cause") else "blocked"
+    if r.verdict == "blocked":
+        return f"blocked: {r.cause}" if r.cause else "blocked"
     return "not delivered (cause unknown)"
 
 
-def _probe_not_run(r: dict, live: bool) -> str | None:
-    lv = r.get("live") or {}
-    if live and r.get("dst_ip") and lv.get("outcome") == "skipped":
+def _probe_not_run(r: Diagnosis, live: bool) -> str | None:
+    lv = r.live or {}
+    if live and r.dst_ip and lv.get("outcome") == "skipped":
         return lv.get("detail") or "the live probe did not run"
     return None
 
@@ -170,28 +56,27 @@ def reach(p: dict, model, *, live: bool) -> dict:
     skipped_probe = _probe_not_run(r, live)
     if skipped_probe:
         return {**out, "status": "error", "summary": f"could not probe: {skipped_probe}"}
-    lost = (r.get("live") or {}).get("outcome") in ("timeout", "unreachable", "refused", "too_big")
+    lost = (r.live or {}).get("outcome") in ("timeout", "unreachable", "refused", "too_big")
     if want["state"] == "reachable":
-        ok = r["verdict"] == "delivered"
+        ok = r.verdict == "delivered"
     elif want["causes"]:
-        ok = r["verdict"] == "blocked" and r.get("cause") in want["causes"]
+        ok = r.verdict == "blocked" and r.cause in want["causes"]
     else:
-        ok = r["verdict"] == "blocked" or (r["verdict"] == "unknown" and lost)
-    if r["verdict"] == "unknown" and not ok and want["state"] != "reachable":
-        return {**out, "status": "error", "summary": r["summary"]}
-    summary = r["summary"] if ok else _mismatch(expected, observed, r)
-    if not ok and r["verdict"] == "delivered":  # it should have been blocked: where it got through
-        hops = r.get("hops") or []
-        out["hop"] = {k: hops[-1].get(k) for k in ("n", "label", "interface", "kind", "direction", "detail")} if hops else None
+        ok = r.verdict == "blocked" or (r.verdict == "unknown" and lost)
+    if r.verdict == "unknown" and not ok and want["state"] != "reachable":
+        return {**out, "status": "error", "summary": r.summary}
+    summary = r.summary if ok else _mismatch(expected, observed, r)
+    if not ok and r.verdict == "delivered":  # it should have been blocked: where it got through
+        out["hop"] = r.hops[-1].brief() if r.hops else None
         out["fix"] = (f"nothing on the path blocks it: drop it with a firewall rule, put {p['to']} on a network {p['from']} "
                       "is not on (or make that network --internal), or stop publishing the port")
     return {**out, "status": "passed" if ok else "failed", "summary": summary}
 
 
-def _mismatch(expected: str, observed: str, r: dict) -> str:
-    where = hop_of(r)
-    at = f" at hop {where['n']} ({where['label']} {where['interface']})" if where else ""
-    return f"expected {expected}, but {observed}{at}: {r['summary']}"
+def _mismatch(expected: str, observed: str, r: Diagnosis) -> str:
+    where = r.blocked_hop
+    at = f" at hop {where.n} ({where.label} {where.interface})" if where else ""
+    return f"expected {expected}, but {observed}{at}: {r.summary}"
 
 
 def mtu(p: dict, model, *, live: bool) -> dict:
@@ -202,11 +87,11 @@ def mtu(p: dict, model, *, live: bool) -> dict:
     skipped_probe = _probe_not_run(r, live)
     if skipped_probe:
         return {**out, "status": "error", "summary": f"could not probe: {skipped_probe}"}
-    ok = r["verdict"] == "delivered"
-    if r["verdict"] == "unknown":
+    ok = r.verdict == "delivered"
+    if r.verdict == "unknown":
         return {**out, "status": "failed", "summary": _mismatch(out["expected"], out["observed"], r)}
     return {**out, "status": "passed" if ok else "failed",
-            "summary": r["summary"] if ok else _mismatch(out["expected"], out["observed"], r)}
+            "summary": r.summary if ok else _mismatch(out["expected"], out["observed"], r)}
 
 
 # -- health: http, latency; its resolver: dns -------------------------------------------------------
@@ -219,10 +104,10 @@ def _health_fields(h: dict) -> dict:
 
 def http(p: dict, model, *, live: bool) -> dict:
     from ..health import spec as hspec
-    from ..health.run import health
+    from ..health.pipeline import run_health
 
     spec = hspec.parse(p["url"], host=p.get("host"), expect=p["status"], timeout=p["within"])
-    h = health(spec, p["from"], model=model)
+    h = run_health(spec, p["from"], model=model)
     expected = f"HTTP {p['status']}" + (f" with {p['body_contains']!r} in the body" if p["body_contains"] else "") + \
         f" within {p['within']:g}s"
     observed = f"HTTP {h['status']}" if h.get("status") else (h.get("failure") or {}).get("error") or "no answer"
@@ -239,7 +124,7 @@ def http(p: dict, model, *, live: bool) -> dict:
 
 
 def latency(p: dict, model, *, live: bool) -> dict:
-    from ..health.run import health
+    from ..health.pipeline import run_health
     from ..health.spec import Spec
     from ..reason.static_trace import destination_ip
 
@@ -249,7 +134,7 @@ def latency(p: dict, model, *, live: bool) -> dict:
                 "expected": f"handshake below {p['below'] * 1000:g} ms", "observed": "no address"}
     spec = Spec(host=ip, port=p["port"], mode="tcp", timeout=max(2.0, p["below"] * 2), count=p["count"],
                 interval=0.05 if p["count"] > 1 else 1.0)
-    h = health(spec, p["from"], model=model)
+    h = run_health(spec, p["from"], model=model)
     series = h.get("series")
     p95 = series["p95"] if series else h["timings"].get("connect")
     expected = f"p95 handshake below {p['below'] * 1000:g} ms ({p['count']} handshakes)"
@@ -269,7 +154,7 @@ def latency(p: dict, model, *, live: bool) -> dict:
 
 def dns(p: dict, model, *, live: bool) -> dict:
     from ..health import resolve as resolver
-    from ..health.run import Source, dns_hint
+    from ..health.pipeline import Source, dns_hint
 
     src = Source(model, p["from"])
     r = resolver.resolve(src.path, p["name"], src.files, time.monotonic() + p["within"])

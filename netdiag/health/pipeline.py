@@ -23,8 +23,9 @@ from runtime.errors import InvalidArgument, NetdiagError, NotFound, PermissionDe
 from ..probe.handshakes import burst
 from ..reason import fixes
 from ..reason.fixes import in_ns, recreate
+from ..reason.result import Diagnosis, FixClaim, Hop
 from . import classify, fix_proofs, resolve
-from .check import Check
+from .lb_probe import LbProbe
 from .spec import Spec
 
 GRACE = 2.0          # how long past the deadline a late answer is waited for (and measured)
@@ -67,8 +68,8 @@ class Source:
         self.label = self.ns["label"]
 
 
-def _check_once(spec: Spec, src: Source) -> tuple[dict, Check | None, dict | None]:
-    """One check: (its result, the Check while an answer may still come, the resolution)."""
+def _probe_once(spec: Spec, src: Source) -> tuple[dict, LbProbe | None, dict | None]:
+    """One probe: (its result, the LbProbe while an answer may still come, the resolution)."""
     t0 = time.monotonic()
     deadline = t0 + spec.timeout
     resolution, address, dns_time = None, spec.host, None
@@ -82,7 +83,7 @@ def _check_once(spec: Spec, src: Source) -> tuple[dict, Check | None, dict | Non
                          "timings": {"dns": dns_time, "connect": None, "first_byte": None, "total": round(time.monotonic() - t0, 4)}},
                         None, resolution)
             address = resolution["address"]
-        c = Check(src.path, address, spec, started=t0, deadline=deadline, dns_time=dns_time)
+        c = LbProbe(src.path, address, spec, started=t0, deadline=deadline, dns_time=dns_time)
         res = c.run()
     except PermissionError as e:
         raise PermissionDenied(f"Cannot enter {src.label}'s network namespace", e.strerror or str(e), "run netdiag as root") from None
@@ -102,7 +103,7 @@ class Measured:
 
     def __init__(self):
         self.checks: list[dict] = []
-        self.pending: Check | None = None
+        self.pending: LbProbe | None = None
         self.resolution: dict | None = None
 
     def close(self) -> None:
@@ -118,7 +119,7 @@ def measure(spec: Spec, src: Source, progress=None) -> Measured:
     try:
         for i in range(spec.count):
             started = time.monotonic()
-            res, c, m.resolution = _check_once(spec, src)
+            res, c, m.resolution = _probe_once(spec, src)
             m.checks.append(res)
             if progress is not None:
                 progress(i + 1, spec.count, sum(not r["ok"] for r in m.checks))
@@ -155,7 +156,7 @@ def conclude(model, spec: Spec, src: Source, m: Measured, *, probe_timeout: floa
     return out
 
 
-def health(spec: Spec, src_target: str, *, model=None, probe_timeout: float = PROBE_TIMEOUT, progress=None) -> dict:
+def run_health(spec: Spec, src_target: str, *, model=None, probe_timeout: float = PROBE_TIMEOUT, progress=None) -> dict:
     from netdiag.observe.snapshot import live_model
 
     model = model or live_model()
@@ -196,7 +197,7 @@ def _representative(failed: list[dict]) -> dict:
     return [r for r in failed if (r["stage"], r["error"]) == top][-1]
 
 
-def _explain(model, spec: Spec, src: Source, rep: dict, resolution, pending: Check | None, series, probe_timeout) -> dict:
+def _explain(model, spec: Spec, src: Source, rep: dict, resolution, pending: LbProbe | None, series, probe_timeout) -> dict:
     from netdiag.diagnose import diagnose
 
     stage = rep["stage"]
@@ -211,7 +212,7 @@ def _explain(model, spec: Spec, src: Source, rep: dict, resolution, pending: Che
         if series and 0 < series["ok"] < series["count"]:
             loss = {"rate": series["success_rate"], "ok": series["ok"], "attempts": series["count"], "source": "series",
                     "errors": series["failures"]}
-        elif diag is None or diag["verdict"] != "blocked" or classify._probabilistic(diag):
+        elif diag is None or diag.verdict != "blocked" or classify._probabilistic(diag):
             loss = burst(src.path, rep["address"], spec.port)
         rule = classify._probabilistic(diag)
         if loss and rule:
@@ -234,12 +235,12 @@ def _explain(model, spec: Spec, src: Source, rep: dict, resolution, pending: Che
     return {}
 
 
-def _diagnose(diagnose, model, src: str, dst: str, **kw) -> dict | None:
+def _diagnose(diagnose, model, src: str, dst: str, **kw) -> Diagnosis:
     try:
         return diagnose(model, src, dst, **kw)
     except NetdiagError as e:
-        return {"verdict": "unknown", "cause": None, "summary": f"the trace could not run: {e}", "evidence": [], "hops": [],
-                "blocked_at": None}
+        return Diagnosis("unknown", summary=f"the trace could not run: {e}", src=src, dst=dst,
+                         proto=kw.get("proto", "tcp"), port=kw.get("port", 0), size=kw.get("size", 0))
 
 
 def _mtu_trace(diagnose, model, src: Source, rep: dict, probe_timeout: float) -> dict | None:
@@ -250,11 +251,11 @@ def _mtu_trace(diagnose, model, src: Source, rep: dict, probe_timeout: float) ->
     if not local:
         return None
     static = _diagnose(diagnose, model, src.target, rep["address"], proto="tcp", port=rep["port"], live=False)
-    hops = [h for h in (static or {}).get("hops") or [] if h.get("leg") != "reply"]  # the request's way
+    hops = [h for h in static.hops if h.leg != "reply"]  # the request's way
     if not hops:
         return None
-    ns = model.namespaces[hops[-1]["namespace"]]
-    ifname = next((h["interface"] for h in hops if h["namespace"] == ns["id"] and h["direction"] == "ingress"), None)
+    ns = model.namespaces[hops[-1].namespace]
+    ifname = next((h.interface for h in hops if h.namespace == ns["id"] and h.direction == "ingress"), None)
     link = next((x for x in ns["links"] if x["name"] == ifname), {}) if ifname else {}
     sizes = [m for m in (rep.get("path_mtu"), link.get("mtu")) if m]
     server = target_of(model, ns)
@@ -279,13 +280,13 @@ def target_of(model, ns: dict) -> str | None:
     return f"pid:{ns['pids'][0]}" if ns.get("pids") else None
 
 
-def _static(model, src: str, dst: str, port: int) -> dict:
+def _static(model, src: str, dst: str, port: int) -> Diagnosis:
     from ..reason.static_trace import run_static
 
     return run_static(model, src, dst, proto="tcp", port=port)[0]
 
 
-def _resolver_path(diagnose, model, src: Source, resolution: dict, probe_timeout: float) -> dict | None:
+def _resolver_path(diagnose, model, src: Source, resolution: dict, probe_timeout: float) -> Diagnosis | None:
     """A nameserver that did not answer (timeout, unreachable): the trace of the query's own path
     (UDP to port 53), whose cause, hop and checked fix say why. None when the resolver answered
     (the name is unknown there) or is on the source's own loopback (Docker's 127.0.0.11)."""
@@ -295,16 +296,16 @@ def _resolver_path(diagnose, model, src: Source, resolution: dict, probe_timeout
     if server is None:
         return None
     diag = _diagnose(diagnose, model, src.target, server, proto="udp", port=53, timeout=probe_timeout)
-    return diag if diag and diag.get("verdict") == "blocked" else None
+    return diag if diag.verdict == "blocked" else None
 
 
-def _rule_ns(model, rule: dict, diag: dict) -> str | None:
+def _rule_ns(model, rule: dict, diag: Diagnosis) -> str | None:
     """The namespace of the hop the trace found the loss rule in."""
-    ns_id = next((h["namespace"] for h in diag.get("hops", []) if h.get("label") == rule.get("namespace")), None)
+    ns_id = next((h.namespace for h in diag.hops if h.label == rule.get("namespace")), None)
     return ns_id if ns_id in model.namespaces else None
 
 
-def _delete_rule_cmd(model, rule: dict, diag: dict) -> str | None:
+def _delete_rule_cmd(model, rule: dict, diag: Diagnosis) -> str | None:
     """The command that deletes the loss rule, in the namespace of the hop the trace found it in."""
     ns_id = _rule_ns(model, rule, diag)
     if ns_id is None or rule.get("handle") is None:
@@ -377,19 +378,19 @@ def verify_fix(model, result: dict, src: str, timeout: float) -> dict:
     PACKET_LOSS counted over a burst of handshakes before and after the fix."""
     from .. import verify as verifier
 
-    diag = result.get("diagnosis") or {}
-    if result.get("cause") == "DNS_FAILURE" and not diag.get("dst_ip"):
+    diag = result.get("diagnosis")
+    dst_ip = diag.dst_ip if diag else None
+    if result.get("cause") == "DNS_FAILURE" and not dst_ip:
         return {"replica": None, "detail": "the name does not resolve and no blocked path to the resolver was found: the fix "
                                            "changes which names a network's DNS knows (or is manual), which a replica of plain "
                                            "namespaces cannot probe"}
-    if not diag.get("dst_ip") and not result.get("address"):
+    if not dst_ip and not result.get("address"):
         return {"replica": None, "detail": "the check reached no address (the name did not resolve): nothing to probe on a replica"}
-    hops = diag.get("hops") or [{"namespace": Source(model, src).ns["id"], "label": result.get("from")}]
-    if diag.get("dst_ip") and result.get("cause") == "DNS_FAILURE":  # the resolver's way
-        flow = {"dst_ip": diag["dst_ip"], "proto": diag["proto"], "port": diag["port"]}
+    hops = (diag.hops if diag else []) or [Hop(1, Source(model, src).ns["id"], result.get("from") or "", "", "", "")]
+    fix = FixClaim(result.get("fix") or "", result.get("fix_command"), diag.fix.kernel if diag else None, result.get("fix_check"))
+    if dst_ip and result.get("cause") == "DNS_FAILURE":  # the resolver's way
+        flow = Diagnosis("blocked", dst_ip=dst_ip, proto=diag.proto, port=diag.port, hops=hops, fix=fix)
     else:
-        flow = {"dst_ip": result["address"], "proto": "tcp", "port": result.get("port")}
-    flow.update(hops=hops, size=0, fix_command=result.get("fix_command"), fix_kernel=diag.get("fix_kernel"),
-                fix_check=result.get("fix_check"))
+        flow = Diagnosis("blocked", dst_ip=result["address"], proto="tcp", port=result.get("port") or 0, hops=hops, fix=fix)
     count = 20 if result.get("cause") == "PACKET_LOSS" else 1
     return verifier.verify(model, flow, timeout=timeout, count=count)
