@@ -154,26 +154,21 @@ def _seconds(text: str) -> float:
 
 
 def _model_factory(snapshot: str | None):
+    """A snapshot is loaded once; the live host is observed afresh for each check that asks."""
+    from ..observe.snapshot import model_of
+
     if snapshot:
-        from ..snapshot_model import Model
-
-        model = Model.load(snapshot)
+        model = model_of(snapshot)
         return lambda: model
-    from ..observe.snapshot import live_model
-
-    return live_model
+    return model_of
 
 
 def _generate(snapshot: str | None, output: str | None) -> None:
     from ..check.generate import generate, to_yaml
-    from ..snapshot_model import Model
+    from ..observe.snapshot import model_of
 
-    if snapshot:
-        model, source = Model.load(snapshot), f"the snapshot {snapshot}"
-    else:
-        from ..observe.snapshot import live
-
-        model, source = Model(live(conntrack=True)), "this host"
+    model = model_of(snapshot, conntrack=True)
+    source = f"the snapshot {snapshot}" if snapshot else "this host"
     doc = generate(model)
     text = to_yaml(doc, source)
     if output:

@@ -13,13 +13,12 @@ from .app import app
 def load_model(snapshot):
     """The model every read command works on: a snapshot file (or several, merged: the hosts of a
     cluster), or the live host (with a spinner)."""
-    from ..snapshot_model import Model
-    from ..observe.snapshot import live_model
+    from ..observe.snapshot import model_of
 
     if snapshot:
-        return Model.load(snapshot)
+        return model_of(snapshot)
     with _progress("observing the host's namespaces"):
-        return live_model()
+        return model_of()
 
 
 class _progress:

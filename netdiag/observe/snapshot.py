@@ -79,6 +79,14 @@ def _netdiag_networks(errors: list[dict]) -> list[dict]:
         return []
 
 
-def live_model() -> Model:
+def live_model(*, conntrack: bool = False) -> Model:
     """The live host as a Model, each namespace read when first needed."""
-    return Model(live())
+    return Model(live(conntrack=conntrack))
+
+
+def model_of(snapshot: str | list[str] | None = None, *, conntrack: bool = False) -> Model:
+    """The one way every command gets its model: snapshot file(s) (several: a cluster's hosts,
+    merged), validated before use, or else the live host."""
+    if snapshot:
+        return Model.load(snapshot)
+    return live_model(conntrack=conntrack)
