@@ -97,9 +97,12 @@ def main(argv: list[str] | None = None) -> int:
                         value = _dig(doc, path) if b == name else None
                         if value is not None:
                             samples[fig][label].append(float(value))
-        report = {"before": args.before, "after": args.after, "rounds": args.rounds, "containers": args.containers,
+        commits = {label: subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                         text=True).stdout.strip() for label, (_, tree) in trees.items()}
+        report = {"before": commits["before"], "after": commits["after"], "rounds": args.rounds, "containers": args.containers,
                   "figures": {}}
-        print(f"\n{'figure':44} {'before':>10} {'after':>10} {'after/before':>13}")
+        print(f"\nbefore {commits['before']}, after {commits['after']}, {args.rounds} round(s)")
+        print(f"{'figure':44} {'before':>10} {'after':>10} {'after/before':>13}")
         for fig, by in samples.items():
             if not by["before"] or not by["after"]:
                 print(f"{fig:44} {'-':>10} {'-':>10} {'(not measured)':>13}")
