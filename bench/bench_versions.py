@@ -6,7 +6,8 @@ Each revision is checked out into a temporary git worktree with its own virtuale
 benches run it (`bench/run_bench.py`, `bench/bench_observe.py`, `bench/bench_check.py` of that
 revision: each bench builds its world with the code it measures). Rounds alternate
 before, after, before, after ... and the report gives each figure's median over the rounds and the
-ratio after/before (below 1: the change made it faster).
+ratio after/before (below 1: the change made it faster). Each tree is warmed up first (untimed),
+and the rounds go before-after, after-before, ... so neither side always runs first.
 
     .venv/bin/python bench/bench_versions.py [--before REV] [--after REV] [--rounds N]
                                              [--containers N] [--json FILE]
@@ -87,8 +88,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"checking out {label} = {rev} ...", flush=True)
             trees[label] = (checkout(rev, work / label), work / label)
         samples: dict[str, dict[str, list[float]]] = {f: {"before": [], "after": []} for f in FIGURES}
+        for label, (python, tree) in trees.items():  # untimed: each tree's first start reads a cold venv
+            print(f"warming up {label} ...", flush=True)
+            subprocess.run([str(python), "bench/run_bench.py", "--runs", "1", "--warmup", "2", "--docker", "no"], cwd=tree,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for rnd in range(args.rounds):
-            for label in ("before", "after"):
+            for label in (("before", "after") if rnd % 2 == 0 else ("after", "before")):  # ABBA: drift cancels
                 python, tree = trees[label]
                 for name in ("run", "observe", "check"):
                     print(f"round {rnd + 1}/{args.rounds}: {label} {name} ...", flush=True)
