@@ -11,7 +11,7 @@ import shlex
 from runtime.errors import NotFound
 
 from ..reason import routing
-from ..reason.fixes import NO_IMAGE, in_ns, recreate
+from ..reason.fixes import in_ns, no_command, recreate
 
 WILDCARD = {"0.0.0.0", "::"}  # "::" without v6only takes IPv4 too (busybox httpd binds it)
 
@@ -85,11 +85,11 @@ def published(p: dict, model) -> dict:
         flag = f"{p['host_port'] or p['port']}:{p['port']}/{p['proto']}"
         cmd = recreate(c, "-p", flag)
         return {**out, "status": "failed", "cause": "PORT_NOT_PUBLISHED", "hop": hop,
-                "fix": cmd or f"recreate {c['name']} with -p {flag} ({NO_IMAGE})", "fix_command": cmd or None,
+                "fix": cmd or f"recreate {c['name']} with -p {flag} ({no_command(c)})", "fix_command": cmd or None,
                 "summary": f"{c['name']} does not publish {want} ({text})"}
     keep = [x for x in c.get("ports") or [] if x not in hits]
     cmd = recreate({**c, "ports": keep})
-    return {**out, "status": "failed", "hop": hop, "fix": cmd or f"recreate {c['name']} without publishing {want} ({NO_IMAGE})",
+    return {**out, "status": "failed", "hop": hop, "fix": cmd or f"recreate {c['name']} without publishing {want} ({no_command(c)})",
             "fix_command": cmd or None, "summary": f"{c['name']} publishes {want} ({text})"}
 
 

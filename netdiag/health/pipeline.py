@@ -350,7 +350,7 @@ def dns_hint(model, src: Source, name: str) -> dict:
             return {"detail": detail, "fix_command": pre + cmd, "fix_check": check,
                     "fix": f"{pre}{cmd}  # run {src.container['name']} on {net}, whose DNS knows {target['name']}; or use the address"}
         return {"detail": detail, "fix": f"run both on one user-defined network, whose DNS resolves container names; or use the "
-                                         f"address ({where}) (manual: " + (fixes.NO_IMAGE.removeprefix("manual: ") if same else
+                                         f"address ({where}) (manual: " + (fixes.no_command(src.container).removeprefix("manual: ") if same else
                                          "they belong to different runtimes, whose networks the other cannot join") + ")"}
     if not mine & set(nets):
         net = user_nets[0] if user_nets else next(iter(nets), None)

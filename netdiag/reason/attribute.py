@@ -220,7 +220,7 @@ def explain_drop(model, ns: dict, hook: str, pkt, step, src_ns: dict | None = No
                     f"only published ports reach it, and {where} drops it",
                     Fix(fixes.recreate(ctr, "-p", f"{port}:{port}") if ctr else "",
                         advice=f"publish port {port} of {who}, then connect to {host_ip}:{port}"
-                        + ("" if ctr and ctr.get("image") else f" ({fixes.NO_IMAGE})" if ctr else
+                        + ("" if fixes.can_recreate(ctr) else f" ({fixes.no_command(ctr)})" if ctr else
                            " (manual: no container netdiag knows has that address, so no command is given)"),
                         why_unchecked="publishing adds a DNAT rule and a new container, which the model cannot add"), ev)
     entering = _bridge_of(ns, pkt.iif)  # firewalld's zones decide by the interface a packet comes in on

@@ -42,8 +42,9 @@ def recreate(c: dict, *extra: str, network: str | None = None) -> str:
     """The command that recreates container `c` as it runs now (image, command, published ports,
     network), plus `extra` run options: a fix that needs a new container is still one command.
     "" when the model does not know the container's image: a command with a placeholder in it
-    would not run (the caller says what to do instead)."""
-    if not c.get("image"):
+    would not run (the caller says what to do instead), and for a container of a Compose stack,
+    which only its compose file may change (`no_command` says why)."""
+    if not can_recreate(c):
         return ""
     cli = "docker" if c.get("runtime") == "docker" else "netdiag"
     mode = network or c.get("network_mode") or "bridge"
@@ -58,6 +59,25 @@ def recreate(c: dict, *extra: str, network: str | None = None) -> str:
         command = command[1:]
     args += list(extra) + [c["image"]] + command
     return f"{cli} rm -f {shlex.quote(c['name'])} && {shlex.join(args)}"
+
+
+def can_recreate(c: dict | None) -> bool:
+    """Whether `recreate` gives a command for `c`."""
+    return bool(c and c.get("image") and not c.get("compose"))
+
+
+def no_command(c: dict | None) -> str:
+    """Why a fix that recreates `c` gives no command ("manual: ..."): the model lacks its image, or
+    it belongs to a Compose stack, whose file is the one place to change it: a container re-run
+    by hand drops out of the stack (labels, aliases, its other networks) and the next `up`
+    would bring the old one back."""
+    p = (c or {}).get("compose")
+    if not p:
+        return NO_IMAGE
+    cli = "docker compose" if c.get("runtime") == "docker" else "netdiag compose"
+    return (f"manual: {c['name']} is service {p['service']} of the Compose project {p['project']}: make the change in "
+            f"that service of its compose file, then run '{cli} -p {p['project']} up -d' beside the file (it recreates "
+            "that service only); a container recreated by hand would leave the stack, so no command is given")
 
 
 def _publish_flag(p: dict) -> str:

@@ -382,7 +382,7 @@ def _none_fix(model: Model, ns: dict, peer: dict | None) -> Fix:
     on = f"network {net}" + (f", where {peer['name']} is" if peer and net in (peer.get("networks") or {}) else "")
     advice = f"recreate {ns['name']} on {on} (a --network none container cannot be connected later)" if cmd else \
         f"recreate {ns['name']} with --network {net} (manual: " + \
-        (f"{fixes.NO_IMAGE.removeprefix('manual: ')})" if c else "it is no container netdiag knows)")
+        (f"{fixes.no_command(c).removeprefix('manual: ')})" if c else "it is no container netdiag knows)")
     return Fix(cmd, advice=advice, why_unchecked="recreating a container is not a change of the network model")
 
 

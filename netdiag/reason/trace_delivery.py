@@ -95,7 +95,7 @@ class DeliverySteps:
                            "no published port forwards it, and nothing else listens there",
                            Fix(cmd, advice=f"recreate {c['name']} publishing {p['host_port']}:{p['ctr_port']} on every address "
                                f"(same image and command)" if cmd else
-                               f"recreate {c['name']} with -p {p['host_port']}:{p['ctr_port']} instead of {flag} ({fixes.NO_IMAGE})",
+                               f"recreate {c['name']} with -p {p['host_port']}:{p['ctr_port']} instead of {flag} ({fixes.no_command(c)})",
                                why_unchecked="publishing adds a DNAT rule and a new container, which the model cannot add"),
                            [{"kind": "port", "detail": f"container {c['name']} ({c.get('runtime')}) publishes "
                              f"{p['host_ip']}:{p['host_port']}->{p['ctr_port']}/{p['proto']}"}])
@@ -119,7 +119,7 @@ class DeliverySteps:
                    f"nothing on the host listens on {pkt.dst}:{pkt.dport}, and no published port forwards it; {who}",
                    Fix(fixes.recreate(c, "-p", f"{pkt.dport}:{port}"),
                        advice=f"recreate {c['name']} with -p {pkt.dport}:{port} (same image and command)"
-                       + ("" if c.get("image") else f" ({fixes.NO_IMAGE})"),
+                       + ("" if fixes.can_recreate(c) else f" ({fixes.no_command(c)})"),
                        why_unchecked="publishing adds a DNAT rule and a new container, which the model cannot add"),
                    [{"kind": "socket", "detail": f"container {c['name']} listens on {port}/{self.proto} and publishes "
                      + (", ".join(f"{p['host_port']}->{p['ctr_port']}" for p in c.get("ports") or []) or "nothing")}])
@@ -135,6 +135,9 @@ def _loopback_listener_fix(model: Model, ns: dict, s: dict, who: str, apply) -> 
         cmd = fixes.recreate({**c, "command": [a.replace(s["local"], "0.0.0.0") for a in c["command"]]})
     if cmd:
         return Fix(cmd, apply, advice=f"recreate {c['name']} with its command listening on 0.0.0.0 instead of {s['local']}")
+    if c and c.get("compose") and any(s["local"] in arg for arg in c.get("command") or []):
+        return Fix(apply=apply, advice=f"in the command of {c['name']}, listen on 0.0.0.0 instead of {s['local']} "
+                   f"({fixes.no_command(c)})")
     return Fix(apply=apply, advice=f"restart {who} in {ns['label']} listening on 0.0.0.0:{s['port']} (all addresses) instead of "
                f"{s['local']}" + (f" (its pid is {s['pid']})" if s.get("pid") else "")
                + " (manual: only the program's own configuration or command line sets the address it listens on, so no command "
