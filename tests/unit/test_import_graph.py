@@ -193,3 +193,49 @@ def test_the_length_check_sees_a_long_module(tmp_path):
     (tmp_path / "fits.py").write_text("x = 1\n" * MAX_LINES)
     (tmp_path / "long.py").write_text("x = 1\n" * (MAX_LINES + 1))
     assert oversized(sorted(tmp_path.iterdir()), tmp_path) == {"long.py": MAX_LINES + 1}
+
+
+BASE = {"runtime", "runtime.errors", "runtime.paths", "runtime.bounded", "runtime.validate", "runtime.state"}
+
+
+def layers_table() -> dict[str, set[str]]:
+    """README's Architecture table: package -> the packages it may import ('every `runtime`
+    package' and 'any `netdiag` module' are what they say)."""
+    text = (ROOT / "README.md").read_text()
+    rows = text.split("<!-- layers: begin -->", 1)[1].split("<!-- layers: end -->", 1)[0]
+    out = {}
+    for line in rows.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or not cells[0].startswith("`"):
+            continue
+        allowed = set()
+        for item in cells[2].split(","):
+            item = item.strip()
+            if item.startswith("every `runtime`"):
+                allowed.add("runtime.*")
+            elif item.startswith("any `netdiag`"):
+                allowed.add("netdiag.*")
+            elif item.startswith("`"):
+                allowed.add(item.strip("`"))
+        out[cells[0].strip("`")] = allowed
+    return out
+
+
+def _allowed(target: str, allowed: set[str]) -> bool:
+    return target in BASE or target in allowed or any(a.endswith(".*") and (target == a[:-2] or target.startswith(a[:-1]))
+                                                      for a in allowed)
+
+
+def test_each_package_imports_only_what_the_readme_table_allows():
+    table = layers_table()
+    assert len(table) >= 20 and "netdiag.reason" in table  # the table was found and read
+    g = package_graph(graph())
+    missing = sorted(p for p in g if p.count(".") == 1 and p not in table and (ROOT / p.replace(".", "/")).is_dir())
+    assert missing == [], f"packages without a row in README's Architecture table: {missing}"
+    wrong = {p: sorted(t for t in g.get(p, ()) if not _allowed(t, table[p])) for p in table}
+    assert {p: t for p, t in wrong.items() if t} == {}, "imports README's table does not allow (fix the import or the row)"
+
+
+def test_the_table_check_sees_a_forbidden_import():
+    assert not _allowed("runtime.kernel", {"netdiag.rulesets", "netdiag.snapshot_model"})
+    assert _allowed("runtime.errors", set()) and _allowed("runtime.api", {"runtime.*"}) and _allowed("netdiag.views", {"netdiag.*"})
