@@ -126,7 +126,8 @@ def test_attached_up_prints_each_containers_log_and_ctrl_c_stops_the_stack(lab, 
             command: [sh, -c, "ip -o link | grep -c . ; exec sleep 600"]
         """, name="attached")
 
-    p = lab.popen("compose", "-f", str(f), "up", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    errfile = (tmp_path / "up.err").open("w")  # a file, not a pipe: nothing left holding it can block the test
+    p = lab.popen("compose", "-f", str(f), "up", stdout=subprocess.PIPE, stderr=errfile, text=True)
     lines: list[str] = []
 
     def read() -> None:
@@ -138,13 +139,14 @@ def test_attached_up_prints_each_containers_log_and_ctrl_c_stops_the_stack(lab, 
     try:  # Ctrl-C once both logs are shown: up is done and following them (earlier, it would roll back)
         assert wait_for(lambda: {"attached-talker-1  | hello from talker\n", "attached-loner-1   | 1\n"} <= set(lines), 60), lines
         p.send_signal(signal.SIGINT)
-        err = p.stderr.read()
         p.wait(timeout=30)
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
     reader.join(5)
+    errfile.close()
+    err = (tmp_path / "up.err").read_text()
     assert "Container attached-talker-1 Stopped" in err
     assert lab.ok("compose", "-p", "attached", "ps", "-a", "--format", "{{.Name}} {{.State}}") == \
         "attached-loner-1 exited\nattached-talker-1 exited\n"
