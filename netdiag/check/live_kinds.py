@@ -240,4 +240,27 @@ def lb(p: dict, model, *, live: bool) -> dict:
     return {**out, **_health_fields(h), "summary": summary + f"; {server}: {h['summary']}"}
 
 
-LIVE = {"reach": reach, "mtu": mtu, "http": http, "latency": latency, "dns": dns, "lb": lb}
+# -- command: what no probe says (a pull that works) ------------------------------------------------
+def command(p: dict, model, *, live: bool) -> dict:
+    """The program's exit status; its output's last lines are the evidence (a netdiag command's
+    own diagnosis, when it is one that fails)."""
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "netdiag", *p["run"][1:]] if p["run"][0] == "netdiag" else p["run"]
+    shown = " ".join(p["run"])
+    out = {"expected": f"exit {p['exit']}"}
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=p["within"], stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return {**out, "status": "failed", "observed": "still running", "summary": f"`{shown}` did not finish within {p['within']:g}s"}
+    except OSError as e:
+        return {**out, "status": "failed", "observed": "not run", "summary": f"`{shown}` could not run: {e.strerror}"}
+    tail = (r.stderr or r.stdout).strip().splitlines()[-6:]
+    ok = r.returncode == p["exit"]
+    return {**out, "status": "passed" if ok else "failed", "observed": f"exit {r.returncode}",
+            "summary": f"`{shown}` exited {r.returncode}" + ("" if ok else f" (expected {p['exit']})" + (f": {tail[-1]}" if tail else "")),
+            "evidence": [{"kind": "output", "detail": line} for line in tail] if not ok else []}
+
+
+LIVE = {"command": command, "reach": reach, "mtu": mtu, "http": http, "latency": latency, "dns": dns, "lb": lb}
