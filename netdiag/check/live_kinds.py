@@ -256,11 +256,16 @@ def command(p: dict, model, *, live: bool) -> dict:
         return {**out, "status": "failed", "observed": "still running", "summary": f"`{shown}` did not finish within {p['within']:g}s"}
     except OSError as e:
         return {**out, "status": "failed", "observed": "not run", "summary": f"`{shown}` could not run: {e.strerror}"}
-    tail = (r.stderr or r.stdout).strip().splitlines()[-6:]
+    lines = (r.stderr or r.stdout).strip().splitlines()
     ok = r.returncode == p["exit"]
-    return {**out, "status": "passed" if ok else "failed", "observed": f"exit {r.returncode}",
-            "summary": f"`{shown}` exited {r.returncode}" + ("" if ok else f" (expected {p['exit']})" + (f": {tail[-1]}" if tail else "")),
-            "evidence": [{"kind": "output", "detail": line} for line in tail] if not ok else []}
+    if ok:
+        return {**out, "status": "passed", "observed": f"exit {r.returncode}", "summary": f"`{shown}` exited {r.returncode}"}
+    # a netdiag command's failure says "...: error: WHAT" and, diagnosed, "cause: CODE": the check's own
+    said = next((line.split("error:", 1)[1].strip() for line in lines if "error:" in line), lines[-1] if lines else "")
+    cause = next((line.split(None, 1)[1] for line in lines if line.startswith("cause: ") and len(line.split()) == 2), None)
+    return {**out, "status": "failed", "observed": f"exit {r.returncode}", "cause": cause,
+            "summary": f"`{shown}` exited {r.returncode} (expected {p['exit']})" + (f": {said}" if said else ""),
+            "evidence": [{"kind": "output", "detail": line} for line in lines[-8:]]}
 
 
 LIVE = {"command": command, "reach": reach, "mtu": mtu, "http": http, "latency": latency, "dns": dns, "lb": lb}

@@ -37,6 +37,9 @@ def test_exit_status_decides_and_a_failure_shows_the_output():
                    "exit": 0, "within": 10}, None, live=True)
     assert bad["status"] == "failed" and bad["summary"].endswith("exited 1 (expected 0): x509: certificate signed by unknown authority")
     assert bad["evidence"] == [{"kind": "output", "detail": "x509: certificate signed by unknown authority"}]
+    diagnosed = command({"run": [sys.executable, "-c", "import sys; sys.exit('netdiag: error: Registry r:5000 timed out.\\n"
+                                 "cause: MTU_BLACKHOLE\\nfix:   ip link set eth0 mtu 1300')"], "exit": 0, "within": 10}, None, live=True)
+    assert diagnosed["cause"] == "MTU_BLACKHOLE" and diagnosed["summary"].endswith("(expected 0): Registry r:5000 timed out."), diagnosed
     slow = command({"run": [sys.executable, "-c", "import time; time.sleep(5)"], "exit": 0, "within": 0.3}, None, live=True)
     assert slow["status"] == "failed" and "did not finish within 0.3s" in slow["summary"]
 

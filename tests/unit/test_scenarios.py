@@ -279,6 +279,14 @@ def test_health_and_explain_are_graded_by_each_diagnosis_top_level_cause():
     assert not verdict.matches(lb, {"cause": "FIREWALL_DROP"})[0] and not verdict.matches(lb, {"cause": "NO_ROUTE"})[0]
 
 
+def test_a_failed_pull_is_graded_by_its_top_level_cause_only():
+    pull = {"pulled": False, "cause": "MTU_BLACKHOLE", "summary": "stalls", "evidence": [],
+            "trace": {"verdict": "blocked", "cause": "FIREWALL_DROP", "blocked_at": None, "hops": []}}
+    assert [c["cause"] for c in verdict.causes(pull)] == ["MTU_BLACKHOLE"]  # the embedded trace is evidence
+    assert verdict.matches(pull, {"cause": "MTU_BLACKHOLE"})[0] and not verdict.matches(pull, {"cause": "FIREWALL_DROP"})[0]
+    assert verdict.causes({"pulled": True, "cause": "TLS_UNKNOWN_AUTHORITY"}) == []
+
+
 def test_the_readme_lists_every_scenario():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for n in ALL:
