@@ -14,10 +14,8 @@ namespace (`remove`).
 """
 from __future__ import annotations
 
-import io
 import ipaddress
 import os
-import tarfile
 from pathlib import Path
 
 from ..worlds import OUTSIDE_IP
@@ -54,7 +52,7 @@ def env(root: Path) -> dict:
 
 def start(session, spec: dict, say) -> None:
     """The router's namespace (behind), the registry, the CA trusted by the host, the image pushed."""
-    from ..worlds.registry import LabRegistry
+    from ..worlds.registry import LabRegistry, random_rootfs
 
     where = "outside"
     if spec.get("behind"):
@@ -74,21 +72,10 @@ def start(session, spec: dict, say) -> None:
     ref = f"{domain(spec)}/{spec['image']}"
     say(f"image {ref} pushed")
     tar = session.root / "image.tar"
-    tar.write_bytes(_random_layer(spec.get("size", 262144)))
+    tar.write_bytes(random_rootfs(spec.get("size", 262144)))
     for argv in (["import", str(tar), ref], ["push", ref], ["rmi", ref]):
         session.run(["netdiag", *argv])
     tar.unlink()
-
-
-def _random_layer(size: int) -> bytes:
-    """A root filesystem of one file of random bytes: a layer nothing else shares (nor compresses)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as t:
-        data = os.urandom(size)
-        info = tarfile.TarInfo("srv/payload.bin")
-        info.size = len(data)
-        t.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def _behind(lab) -> str:

@@ -46,6 +46,21 @@ def make_certificates(d: Path, ip: str, name: str | None = None) -> tuple[Path, 
     return d / "ca.crt", d / "server.crt", d / "server.key"
 
 
+def random_rootfs(size: int) -> bytes:
+    """A root filesystem tarball of one file of `size` random bytes: an image (`netdiag import`)
+    whose layer nothing else shares and nothing compresses, so a pull must fetch it whole."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        data = os.urandom(size)
+        info = tarfile.TarInfo("blob.bin")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
 class LabRegistry:
     def __init__(self, world, workdir: Path, *, where: str = "outside", address: str = OUTSIDE_IP, port: int = 5000,
                  tls: bool = True, users: dict[str, str] | None = None, cert_name: str | None = None, auth: str = "htpasswd",
