@@ -14,8 +14,6 @@ namespace (`remove`).
 """
 from __future__ import annotations
 
-import ipaddress
-import os
 from pathlib import Path
 
 from ..worlds import OUTSIDE_IP
@@ -52,12 +50,12 @@ def env(root: Path) -> dict:
 
 def start(session, spec: dict, say) -> None:
     """The router's namespace (behind), the registry, the CA trusted by the host, the image pushed."""
-    from ..worlds.registry import LabRegistry, random_rootfs
+    from ..worlds.registry import LabRegistry, behind_router, random_rootfs
 
     where = "outside"
     if spec.get("behind"):
         say(f"a registry behind the outside's router ({BEHIND_IP})")
-        where = _behind(session.lab)
+        where = behind_router(session.lab, namespace(session.lab), ROUTER_IP, BEHIND_IP, BEHIND_PREFIX)
     else:
         say(f"a registry on the outside ({OUTSIDE_IP}:{PORT})")
     reg = LabRegistry(session.lab, session.root / "registry", where=where, address=address(spec), port=PORT)
@@ -78,36 +76,8 @@ def start(session, spec: dict, say) -> None:
     tar.unlink()
 
 
-def _behind(lab) -> str:
-    """A namespace behind the outside (veth r0 there, eth0 here), the outside forwarding between."""
-    from runtime.kernel import addr, link, ns, route, sysctl
-
-    from ..worlds import fresh_sysctls
-
-    name = namespace(lab)
-    path = ns.create(name)
-    fresh_sysctls(path)
-    with ns.netns(lab.namespace("outside")):
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            link.create_veth("r0", "eth0", fd)
-        finally:
-            os.close(fd)
-        r0 = link.index("r0")
-        addr.add(r0, ipaddress.IPv4Address(ROUTER_IP), BEHIND_PREFIX)
-        link.set_up(r0)
-        sysctl.write("net/ipv4/ip_forward", "1")
-    with ns.netns(path):
-        eth0 = link.index("eth0")
-        addr.add(eth0, ipaddress.IPv4Address(BEHIND_IP), BEHIND_PREFIX)
-        link.set_up(eth0)
-        link.set_up(link.index("lo"))
-        route.add_default(ipaddress.IPv4Address(ROUTER_IP), eth0)
-    return name
-
-
 def remove(lab) -> None:
     """The router's namespace (its processes are killed with the world's); safe when there is none."""
-    from runtime.kernel import ns
+    from ..worlds.registry import remove_behind
 
-    ns.remove(namespace(lab))
+    remove_behind(namespace(lab))
