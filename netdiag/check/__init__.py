@@ -5,7 +5,8 @@ spec.py          the check file: YAML read with line numbers, ${VARS}, includes,
                  A `Check` is one entry of that file.
 runner.py        run_checks: each check evaluated, in parallel, with retries and --fail-fast
 live_kinds.py    the kinds that probe: reach and mtu (diagnose), http and latency (health), dns
-                 (health.resolve), lb (HAProxy's stats, health.explain)
+                 (health.resolve), lb (HAProxy's stats, health.explain), command (a program's
+                 exit status: what no probe says, such as a pull that works)
 static_kinds.py  the kinds answered from the model alone (listening, published, internal, route,
                  no_listener), so also on a snapshot, offline; pure
 report.py        text, JSON, JUnit XML and TAP 13 writers; pure

@@ -240,4 +240,32 @@ def lb(p: dict, model, *, live: bool) -> dict:
     return {**out, **_health_fields(h), "summary": summary + f"; {server}: {h['summary']}"}
 
 
-LIVE = {"reach": reach, "mtu": mtu, "http": http, "latency": latency, "dns": dns, "lb": lb}
+# -- command: what no probe says (a pull that works) ------------------------------------------------
+def command(p: dict, model, *, live: bool) -> dict:
+    """The program's exit status; its output's last lines are the evidence (a netdiag command's
+    own diagnosis, when it is one that fails)."""
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "netdiag", *p["run"][1:]] if p["run"][0] == "netdiag" else p["run"]
+    shown = " ".join(p["run"])
+    out = {"expected": f"exit {p['exit']}"}
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=p["within"], stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return {**out, "status": "failed", "observed": "still running", "summary": f"`{shown}` did not finish within {p['within']:g}s"}
+    except OSError as e:
+        return {**out, "status": "failed", "observed": "not run", "summary": f"`{shown}` could not run: {e.strerror}"}
+    lines = (r.stderr or r.stdout).strip().splitlines()
+    ok = r.returncode == p["exit"]
+    if ok:
+        return {**out, "status": "passed", "observed": f"exit {r.returncode}", "summary": f"`{shown}` exited {r.returncode}"}
+    # a netdiag command's failure says "...: error: WHAT" and, diagnosed, "cause: CODE": the check's own
+    said = next((line.split("error:", 1)[1].strip() for line in lines if "error:" in line), lines[-1] if lines else "")
+    cause = next((line.split(None, 1)[1] for line in lines if line.startswith("cause: ") and len(line.split()) == 2), None)
+    return {**out, "status": "failed", "observed": f"exit {r.returncode}", "cause": cause,
+            "summary": f"`{shown}` exited {r.returncode} (expected {p['exit']})" + (f": {said}" if said else ""),
+            "evidence": [{"kind": "output", "detail": line} for line in lines[-8:]]}
+
+
+LIVE = {"command": command, "reach": reach, "mtu": mtu, "http": http, "latency": latency, "dns": dns, "lb": lb}

@@ -26,8 +26,9 @@ from runtime.errors import InvalidArgument
 
 from ..schemas import path as schema_path
 
-KINDS = ("reach", "http", "dns", "mtu", "latency", "listening", "published", "internal", "route", "no_listener", "lb")
-PROBE_ONLY = frozenset({"http", "dns", "latency", "lb"})  # need a real answer: skipped on a snapshot
+KINDS = ("reach", "http", "dns", "mtu", "latency", "listening", "published", "internal", "route", "no_listener", "lb",
+         "command")
+PROBE_ONLY = frozenset({"http", "dns", "latency", "lb", "command"})  # need a real answer: skipped on a snapshot
 STATIC = frozenset({"listening", "published", "internal", "route", "no_listener"})  # the model alone
 # reach and mtu: the trace pipeline live, its static path on a snapshot
 DEFAULT_PROBE_TIMEOUT = 1.0
@@ -534,7 +535,11 @@ def _lb(p: dict) -> dict:
             "for": _seconds(p["for"], "for") if "for" in p else 0.0}
 
 
-NORMALISE = {"reach": _reach, "http": _http, "dns": _dns, "mtu": _mtu, "latency": _latency, "listening": _listening,
+def _command(p: dict) -> dict:
+    return {"run": [str(a) for a in p["run"]], "exit": p.get("exit", 0), "within": _seconds(p.get("within", 60), "within")}
+
+
+NORMALISE = {"command": _command, "reach": _reach, "http": _http, "dns": _dns, "mtu": _mtu, "latency": _latency, "listening": _listening,
              "published": _published, "internal": _internal, "route": _route, "no_listener": _no_listener, "lb": _lb}
 
 
@@ -566,6 +571,8 @@ def describe(kind: str, p: dict) -> str:
         which = ", ".join(p["servers"]) if p["servers"] else f"every server of {p['backend']}" if p["backend"] else "every server"
         return (f"HAProxy {p['target'] or p['socket']}: {which} {'UP' if p['up'] else 'not UP'}"
                 + (f" for {p['for']:g}s" if p["for"] else ""))
+    if kind == "command":
+        return f"`{' '.join(p['run'])}` exits {p['exit']}"
     if kind == "route":
         return (f"{p['in']} has {'a' if p['expect'] else 'no'} route to {p['to']}" + (f" via {p['via']}" if p["via"] else "")
                 + (f" dev {p['dev']}" if p["dev"] else ""))

@@ -60,8 +60,9 @@ def check(
 
     reach and mtu run the trace pipeline (a live probe and the kernel's
     packet trace; the static path on --snapshot), http and latency the
-    health engine, dns the source's own resolver; the others read the
-    model, so they also run on --snapshot without root. Every failed check
+    health engine, dns the source's own resolver, command runs a program
+    (an argument list); the others read the model, so they also run on
+    --snapshot without root. Every failed check
     names its cause code, the hop and the fix. The whole format:
     netdiag/schemas/checkfile.schema.json and the README (Checks in CI).
 

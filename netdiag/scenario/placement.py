@@ -46,7 +46,7 @@ def check(spec: dict, doc) -> None:
             where, key = found[0]
             raise doc.error(where, f"{key} needs a world of several hosts", "add world.cluster: {hosts: [h1, h2]}, or remove it")
         return
-    for key in ("haproxy", "outside", "docker"):
+    for key in ("haproxy", "outside", "docker", "registry"):
         if key in world:
             raise doc.error(("world", key), f"a cluster world has no {key} (yet)", "use a one-host world for it")
     containers = world_names(spec)

@@ -23,7 +23,7 @@ from pathlib import Path
 from runtime.errors import InvalidArgument, NetdiagError, NotFound
 
 from ..worlds import HOST_IP, OUTSIDE_IP, Lab
-from . import registry
+from . import image_registry, registry
 from .common import STEP_TIMEOUT, _VAR, StepFailed, container_argv, kill_in, netns_inodes, network_argv
 from .library import Scenario
 from .world import ScenarioWorld
@@ -67,6 +67,7 @@ class Session(ScenarioWorld):
         """Its Docker engine, every process in its namespaces, the containers, the lab."""
         self._docker_left = self.stop_docker()
         kill_world(self.lab)
+        image_registry.remove(self.lab)
         shutil.rmtree(haproxy_dir(self.lab), ignore_errors=True)
         with contextlib.suppress(OSError):  # the parent, once no scenario uses it
             haproxy_dir(self.lab).parent.rmdir()
@@ -75,11 +76,12 @@ class Session(ScenarioWorld):
 
     def _leftovers(self) -> list[str]:
         return getattr(self, "_docker_left", []) + self.lab._leftovers() + \
-            [str(p) for p in [haproxy_dir(self.lab)] if p.exists()]
+            [str(p) for p in [haproxy_dir(self.lab), Path("/run/netns") / image_registry.namespace(self.lab)] if p.exists()]
 
     def namespaces(self) -> list[str]:
-        """Every named network namespace of the world: the lab host and its outside."""
-        return [self.lab.name, self.lab.outside]
+        """Every named network namespace of the world: the lab host, its outside, a registry's behind it."""
+        behind = [image_registry.namespace(self.lab)] if (image_registry.spec_of(self.scenario.spec) or {}).get("behind") else []
+        return [self.lab.name, self.lab.outside, *behind]
 
     def containers(self) -> list[str]:
         """The world's containers, as its own `netdiag ps -a` sees them."""
@@ -110,6 +112,8 @@ class Session(ScenarioWorld):
             self.run(container_argv(c))
             for net in c.get("connect", []):
                 self.run(["netdiag", "network", "connect", net, c["name"]])
+        if world.get("registry"):
+            image_registry.start(self, world["registry"], say)
         stack = world.get("compose")
         if stack:
             say(f"compose stack {stack['project']}")
@@ -219,7 +223,8 @@ class Session(ScenarioWorld):
 
     def env(self) -> dict:
         path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
-        return {**self.lab.env, "PATH": path, **self.docker_env()}
+        reg = image_registry.env(self.root) if world_has_registry(self.scenario) else {}
+        return {**self.lab.env, "PATH": path, **reg, **self.docker_env()}
 
     def env_of(self, where: str | None = None) -> dict:
         return self.env()
@@ -242,10 +247,18 @@ class Session(ScenarioWorld):
             raise StepFailed(f"Container {name} of scenario {self.scenario.name} is not running", "", "")
         return pid
 
+    def registry_vars(self) -> dict:
+        """${registry} (HOST:PORT, what image names say), ${registry_ip}, ${certs_d} (the host's)."""
+        spec = image_registry.spec_of(self.scenario.spec)
+        if not spec:
+            return {}
+        return {"registry": image_registry.domain(spec), "registry_ip": image_registry.address(spec),
+                "certs_d": str(image_registry.certs_d(self.root))}
+
     def expand(self, text: str, **extra) -> str:
         """${lab} ${outside} ${outside_ns} ${host_ip} ${outside_ip} ${ip:CTR} ${ip:CTR:NET} ${pid:CTR}, and `extra`."""
         fixed = {"lab": self.lab.name, "outside": f"ns:{self.lab.outside}", "outside_ns": self.lab.outside,
-                 "host_ip": HOST_IP, "outside_ip": OUTSIDE_IP, **extra}
+                 "host_ip": HOST_IP, "outside_ip": OUTSIDE_IP, **self.registry_vars(), **extra}
 
         def one(m: re.Match) -> str:
             key, arg, net = m.group(1), m.group(2), m.group(3)
@@ -269,9 +282,13 @@ class Session(ScenarioWorld):
             if key in fixed and arg is None:
                 return fixed[key]
             raise InvalidArgument(f"Unknown variable ${{{m.group(0)[2:-1]}}} in scenario {self.scenario.name}",
-                                  "known: lab, outside, outside_ns, host_ip, outside_ip, ip:CONTAINER[:NETWORK], pid:CONTAINER, file:NAME, haproxy_cfg:NAME, haproxy_pid:NAME", "")
+                                  "known: lab, outside, outside_ns, host_ip, outside_ip, registry, registry_ip, certs_d, ip:CONTAINER[:NETWORK], pid:CONTAINER, file:NAME, haproxy_cfg:NAME, haproxy_pid:NAME", "")
 
         return _VAR.sub(one, text)
+
+
+def world_has_registry(scenario: Scenario) -> bool:
+    return bool(image_registry.spec_of(scenario.spec))
 
 
 def haproxy_dir(lab: Lab) -> Path:
@@ -283,4 +300,6 @@ def kill_world(lab: Lab) -> None:
     of the lab: what netdiag's records do not know (HAProxy, servers started by a step)."""
     from runtime.records import recorded_pids
 
-    kill_in(netns_inodes((lab.name, lab.outside), recorded_pids(lab.state_dir)))
+    from .image_registry import namespace
+
+    kill_in(netns_inodes((lab.name, lab.outside, namespace(lab)), recorded_pids(lab.state_dir)))

@@ -1,4 +1,4 @@
-"""Pure: did netdiag name the planted cause? Reads the JSON of `trace`, `health` or `explain` and
+"""Pure: did netdiag name the planted cause? Reads the JSON of `trace`, `health`, `explain` or `pull` and
 grades only what each diagnosis in it says at its top level: its `cause`, and the hop where it
 says the packet died (`blocked_at` of a trace, `hop` of a health check).
 
@@ -27,7 +27,10 @@ def named(diagnosis: dict) -> dict | None:
     cause = diagnosis.get("cause")
     if not isinstance(cause, str) or not cause:
         return None
-    failed = diagnosis.get("verdict") != "delivered" if "verdict" in diagnosis else diagnosis.get("healthy") is False
+    if "verdict" in diagnosis:
+        failed = diagnosis.get("verdict") != "delivered"
+    else:  # a health check, or a pull (`pull --json`: its cause is the diagnosis of the failed pull)
+        failed = diagnosis.get("healthy") is False or diagnosis.get("pulled") is False
     if not failed:
         return None
     hop = diagnosis.get("hop") if isinstance(diagnosis.get("hop"), dict) else _blocked_hop(diagnosis)

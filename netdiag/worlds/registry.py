@@ -13,6 +13,8 @@ wants a name mismatch. `users` are checked by htpasswd (Basic auth; bcrypt entri
 distribution accepts: the `bcrypt` module is imported only then), or with auth="token" by a token
 service on port+1 (registry_token.py: Bearer tokens, as Docker Hub does it). The process runs in its own session with
 the world's environment, so the world's leak check sees it if stop() is not called.
+`behind_router` gives a registry a namespace a hop beyond the outside (the outside routes to it);
+`random_rootfs` makes an image whose one layer only the registry will have.
 """
 from __future__ import annotations
 
@@ -44,6 +46,59 @@ def make_certificates(d: Path, ip: str, name: str | None = None) -> tuple[Path, 
     _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
              "-out", "server.crt", "-days", "2", "-extfile", "san.ext", cwd=d)
     return d / "ca.crt", d / "server.crt", d / "server.key"
+
+
+def random_rootfs(size: int) -> bytes:
+    """A root filesystem tarball of one file of `size` random bytes: an image (`netdiag import`)
+    whose layer nothing else shares and nothing compresses, so a pull must fetch it whole."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        data = os.urandom(size)
+        info = tarfile.TarInfo("blob.bin")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def behind_router(world, name: str, router_ip: str, ip: str, prefix: int) -> str:
+    """A namespace NAME behind the world's outside, which then routes like a router: a veth r0
+    (router_ip) there, eth0 (ip, default route via r0) here, forwarding on in the outside. Where a
+    registry a hop beyond the host's gateway runs (an MTU step between them hides there)."""
+    import ipaddress
+
+    from runtime.kernel import addr, link, ns, route, sysctl
+
+    from .host import fresh_sysctls
+
+    path = ns.create(name)
+    fresh_sysctls(path)
+    with ns.netns(world.namespace("outside")):
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            link.create_veth("r0", "eth0", fd)
+        finally:
+            os.close(fd)
+        r0 = link.index("r0")
+        addr.add(r0, ipaddress.IPv4Address(router_ip), prefix)
+        link.set_up(r0)
+        sysctl.write("net/ipv4/ip_forward", "1")
+    with ns.netns(path):
+        eth0 = link.index("eth0")
+        addr.add(eth0, ipaddress.IPv4Address(ip), prefix)
+        link.set_up(eth0)
+        link.set_up(link.index("lo"))
+        route.add_default(ipaddress.IPv4Address(router_ip), eth0)
+    return name
+
+
+def remove_behind(name: str) -> None:
+    """The namespace behind_router made (its veth goes with it); fine when it is gone."""
+    from runtime.kernel import ns
+
+    ns.remove(name)
 
 
 class LabRegistry:

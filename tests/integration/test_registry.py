@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from netdiag.worlds.registry import LabRegistry
+from netdiag.worlds.registry import LabRegistry, random_rootfs
 from tests.labkit import World
 
 pytestmark = pytest.mark.integration
@@ -92,18 +92,8 @@ def test_cross_repository_mount(reg):
 
 
 def _random_image(w, tmp_path, ref: str, size: int) -> None:
-    import io
-    import os
-    import tarfile
-
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as t:
-        data = os.urandom(size)
-        info = tarfile.TarInfo("blob.bin")
-        info.size = len(data)
-        t.addfile(info, io.BytesIO(data))
     path = tmp_path / "rootfs.tar"
-    path.write_bytes(buf.getvalue())
+    path.write_bytes(random_rootfs(size))
     w.ok("import", str(path), ref)
 
 

@@ -222,3 +222,23 @@ def test_a_snapshot_of_a_broken_world_replays_as_a_lab_from_the_cli(state, tmp_p
         stopped = cli("scenario", "stop", prefix)
     assert stopped.returncode == 0 and stopped.stdout.strip() == f"stopped replay {prefix}"
     assert not [n for n in os.listdir("/run/netns") if n.startswith(f"{prefix}-")]
+
+
+def test_a_registry_world_keeps_its_trust_and_credentials_and_refuses_the_insecure_workaround(state):
+    """The world's image is only in its registry; the CA and Docker config the host uses are the
+    world's (never /etc/docker/certs.d or ~/.docker); turning verification off makes the pull
+    work but not the grader pass."""
+    s = library.load("registry_unknown_ca")
+    session = Session.start(s)
+    try:
+        env = session.env()
+        root = str(session.root)
+        assert env["NETDIAG_CERTS_D"].startswith(root) and env["DOCKER_CONFIG"].startswith(root), env
+        assert "team/app" not in session.run(["netdiag", "images"]).stdout  # pushed, then removed: a pull must fetch it
+        (session.lab.state_dir / "daemon.json").write_text(json.dumps({"insecure-registries": [session.expand("${registry}")]}))
+        graded = {c["name"]: c["passed"] for c in session.grade()}
+        assert graded == {"the image pulls from the team's registry": True,
+                          "the CA this host trusts for the registry verifies its certificate (no insecure workaround)": False}, graded
+    finally:
+        left = session.destroy()
+    assert left == [], left

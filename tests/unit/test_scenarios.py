@@ -29,14 +29,19 @@ def test_the_library_has_at_least_twelve_scenarios_easy_to_hard():
     assert [int(n[:2]) for n in ALL] == list(range(1, len(ALL) + 1))  # numbered in order, no gaps
 
 
-ONE_HOST_VARS = ("lab", "outside", "outside_ns", "host_ip", "outside_ip", "ip", "file", "haproxy_cfg", "haproxy_pid", "stats", "pid")
+ONE_HOST_VARS = ("lab", "outside", "outside_ns", "host_ip", "outside_ip", "ip", "file", "haproxy_cfg", "haproxy_pid", "stats", "pid",
+                 "registry", "registry_ip", "certs_d")
+# a pull's own causes (a scenario whose diagnosis is `netdiag pull`): runtime.registry.errors
+PULL_CAUSES = {"CONNECT_FAILED", "TLS_UNKNOWN_AUTHORITY", "TLS_NAME_MISMATCH", "TLS_FAILED", "UNAUTHORIZED", "DENIED",
+               "NOT_FOUND", "RATE_LIMITED", "BAD_CONTENT"}
 CLUSTER_VARS = ("lab", "host_ip", "store", "store_ip", "ip", "mac", "pid", "vxlan", "file")
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_every_scenario_is_valid_and_complete(name):
     s = library.load(name)
-    assert s.spec["diagnosis"]["cause"] in CAUSES
+    pull = s.spec["diagnosis"]["run"][:2] == ["netdiag", "pull"]
+    assert s.spec["diagnosis"]["cause"] in CAUSES or (pull and s.spec["diagnosis"]["cause"] in PULL_CAUSES)
     assert s.readme().startswith("# ") and "## What you learn" in s.readme()
     names = world_names(s.spec)
     hosts = set(host_names(s.spec))
@@ -272,6 +277,14 @@ def test_health_and_explain_are_graded_by_each_diagnosis_top_level_cause():
                                     {"server": "b", "health": None, "traffic": {**health, "cause": "NO_LISTENER"}}]}
     assert [c["cause"] for c in verdict.causes(lb)] == ["NO_LISTENER"]
     assert not verdict.matches(lb, {"cause": "FIREWALL_DROP"})[0] and not verdict.matches(lb, {"cause": "NO_ROUTE"})[0]
+
+
+def test_a_failed_pull_is_graded_by_its_top_level_cause_only():
+    pull = {"pulled": False, "cause": "MTU_BLACKHOLE", "summary": "stalls", "evidence": [],
+            "trace": {"verdict": "blocked", "cause": "FIREWALL_DROP", "blocked_at": None, "hops": []}}
+    assert [c["cause"] for c in verdict.causes(pull)] == ["MTU_BLACKHOLE"]  # the embedded trace is evidence
+    assert verdict.matches(pull, {"cause": "MTU_BLACKHOLE"})[0] and not verdict.matches(pull, {"cause": "FIREWALL_DROP"})[0]
+    assert verdict.causes({"pulled": True, "cause": "TLS_UNKNOWN_AUTHORITY"}) == []
 
 
 def test_the_readme_lists_every_scenario():
