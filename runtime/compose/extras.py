@@ -1,0 +1,195 @@
+"""The service keys of real-world compose files beyond the core (env_file, tty, stdin_open, init,
+extra_hosts, expose, logging, stop_grace_period, stop_signal, deploy.resources.limits, read_only,
+tmpfs, security_opt, sysctls), each turned into what Docker Compose asks of the engine, as
+containers.run keywords. What netdiag does not do is refused naming the file and line. Pure apart
+from reading env files."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .. import bounded, validate
+from ..errors import InvalidArgument
+from .document import Document, dotenv
+
+KEYS = {"env_file", "tty", "stdin_open", "init", "extra_hosts", "expose", "logging", "stop_grace_period", "stop_signal",
+        "deploy", "read_only", "tmpfs", "security_opt", "sysctls", "profiles"}
+LOG_DRIVERS = ("json-file", "local")  # the file drivers: netdiag keeps each container's log itself, like them
+TMPFS_FLAGS = {"ro", "rw", "exec", "noexec", "suid", "nosuid", "dev", "nodev"}
+TMPFS_DATA = re.compile(r"(size|mode|uid|gid|nr_inodes)=\w+")
+
+
+def env_files(doc: Document, where: tuple, value, directory: Path, environ: dict) -> list[str]:
+    """KEY=VALUE of a service's env_file(s), in order (a later file wins); `environ` resolves bare
+    KEYs and ${VAR}s. A missing file is an error unless `required: false`."""
+    if value is None:
+        return []
+    out: dict = {}
+    for i, item in enumerate([value] if isinstance(value, str) else value):
+        entry = {"path": item} if isinstance(item, str) else item
+        here = where + (i,) if not isinstance(value, str) else where
+        if entry.get("format") not in (None, "raw") and entry.get("format"):
+            raise doc.error(here + ("format",), f"env_file format {entry['format']!r} is not supported", "drop format:")
+        path = (directory / Path(entry["path"]).expanduser()).resolve()
+        required = entry.get("required", True)
+        if isinstance(required, str):
+            required = required.lower() not in ("false", "0", "no")
+        if not path.is_file():
+            if required:
+                raise doc.error(here, f"env file {path} not found", "create it, or mark it optional with {path: ..., required: false}")
+            continue
+        if entry.get("format") == "raw":
+            lines = bounded.read_text(path, 1 << 20).splitlines()
+            pairs = {k: v for k, _, v in (line.partition("=") for line in lines if "=" in line)}
+        else:
+            try:
+                pairs = dotenv(path, environ)
+            except InvalidArgument as e:
+                raise doc.error(here, e.what, e.fix) from None
+        out.update(pairs)
+    return [f"{k}={v}" for k, v in out.items()]
+
+
+def options(doc: Document, where: tuple, v: dict) -> dict:
+    """containers.run keywords for the keys above (env_file and profiles are the model's)."""
+    _init(doc, where, v.get("init"))
+    _logging(doc, where + ("logging",), v.get("logging"))
+    limits = _limits(doc, where, v)
+    grace = v.get("stop_grace_period")
+    signal = v.get("stop_signal")
+    if signal is not None:
+        _checked(doc, where + ("stop_signal",), _signal, signal)
+    return {
+        **limits,
+        "tty": _bool(v.get("tty")), "open_stdin": _bool(v.get("stdin_open")),
+        "extra_hosts": _extra_hosts(doc, where + ("extra_hosts",), v.get("extra_hosts")),
+        "expose": [_expose(doc, where + ("expose", i), e) for i, e in enumerate(v.get("expose") or [])],
+        "stop_signal": None if signal is None else str(signal),
+        "stop_timeout": None if grace is None else
+        int(_checked(doc, where + ("stop_grace_period",), lambda t: validate.duration(t, "stop_grace_period"), grace)),
+        "read_only": _bool(v.get("read_only")),
+        "tmpfs": [_tmpfs(doc, where + ("tmpfs",), t) for t in ([v["tmpfs"]] if isinstance(v.get("tmpfs"), str) else v.get("tmpfs") or [])],
+        "security_opt": [str(o) for o in v.get("security_opt") or []],
+        "sysctls": _sysctls(doc, where + ("sysctls",), v.get("sysctls"), v.get("network_mode")),
+    }
+
+
+def _bool(value) -> bool:
+    return value.lower() in ("true", "yes", "1") if isinstance(value, str) else bool(value)
+
+
+def _checked(doc: Document, where: tuple, check, value):
+    try:
+        return check(value)
+    except InvalidArgument as e:
+        raise doc.error(where, e.what.rstrip("."), e.fix) from None
+
+
+def _signal(name: str) -> int:
+    import signal
+
+    text = str(name).upper()
+    try:
+        return int(text) if text.isdigit() else int(getattr(signal, text if text.startswith("SIG") else f"SIG{text}"))
+    except AttributeError:
+        raise InvalidArgument(f"unknown signal {name!r}", "", "use a name like SIGTERM, SIGINT or SIGQUIT") from None
+
+
+def _init(doc: Document, where: tuple, value) -> None:
+    if value is not None and _bool(value):
+        raise doc.error(where + ("init",), "init: true asks for Docker's init process (tini) as PID 1, which netdiag does not ship",
+                        "remove init: (the service's own program is PID 1, as without --init)")
+
+
+def _logging(doc: Document, where: tuple, value) -> None:
+    driver = (value or {}).get("driver")
+    if driver is not None and driver not in LOG_DRIVERS:
+        raise doc.error(where + ("driver",), f"log driver {driver!r}: netdiag keeps each container's log itself "
+                        "(see 'netdiag logs') and sends it nowhere else", f"remove logging: or use one of {', '.join(LOG_DRIVERS)}")
+
+
+def _limits(doc: Document, where: tuple, v: dict) -> dict:
+    """mem_limit/cpus/pids_limit, or deploy.resources.limits (Compose refuses two different values)."""
+    deploy = v.get("deploy") or {}
+    for key in deploy:
+        if key not in ("resources", "replicas") and not str(key).startswith("x-"):
+            raise doc.error(where + ("deploy", key), f"deploy.{key} is a Swarm setting netdiag does not run",
+                            "remove it; deploy.resources.limits (memory, cpus, pids) is supported")
+    if deploy.get("replicas", 1) not in (1, "1"):
+        raise doc.error(where + ("deploy", "replicas"), "netdiag runs one container per service", "remove replicas: or set it to 1")
+    resources = deploy.get("resources") or {}
+    for key in resources:
+        if key != "limits" and not str(key).startswith("x-"):
+            raise doc.error(where + ("deploy", "resources", key), f"deploy.resources.{key} is not supported here",
+                            "remove it; only limits (memory, cpus, pids) are enforced")
+    limits = resources.get("limits") or {}
+    out = {}
+    for key, own, given in (("memory", "mem_limit", limits.get("memory")), ("cpus", "cpus", limits.get("cpus")),
+                            ("pids_limit", "pids_limit", limits.get("pids"))):
+        mine = v.get(own)
+        if mine is not None and given is not None and str(mine) != str(given):
+            raise doc.error(where + ("deploy", "resources", "limits"), f"{own} and deploy.resources.limits give different values",
+                            "keep one of them")
+        chosen = mine if mine is not None else given
+        out[key] = None if chosen is None else int(chosen) if key == "pids_limit" else str(chosen)
+    return out
+
+
+def _extra_hosts(doc: Document, where: tuple, value) -> list[str]:
+    """HOST:IP entries (Compose's list form HOST:IP or HOST=IP, or a mapping HOST: IP or [IPs])."""
+    import ipaddress
+
+    pairs: list[tuple[str, str]] = []
+    if isinstance(value, dict):
+        for host, ips in value.items():
+            pairs += [(str(host), str(ip)) for ip in (ips if isinstance(ips, list) else [ips])]
+    else:
+        for item in value or []:
+            host, sep, ip = str(item).partition("=")
+            if not sep:
+                host, sep, ip = str(item).partition(":")
+            if not sep:
+                raise doc.error(where, f"extra host {item!r} is not HOST:IP", "write e.g. db.local:10.0.0.5")
+            pairs.append((host, ip))
+    for host, ip in pairs:
+        if ip == "host-gateway":
+            raise doc.error(where, "host-gateway is not supported here", "give the host's address on the network instead")
+        try:
+            ipaddress.ip_address(ip.strip("[]"))
+        except ValueError:
+            raise doc.error(where, f"extra host {host}: {ip!r} is not an IP address", "write e.g. db.local:10.0.0.5") from None
+        _checked(doc, where, validate.hostname, host)
+    return [f"{host}:{ip.strip('[]')}" for host, ip in pairs]
+
+
+def _expose(doc: Document, where: tuple, value) -> str:
+    m = re.fullmatch(r"(\d+)(?:-(\d+))?(?:/(tcp|udp))?", str(value))
+    if not m or not 0 < int(m[1]) <= int(m[2] or m[1]) <= 65535:
+        raise doc.error(where, f"expose {value!r} is not PORT[-PORT][/PROTO]", "write e.g. 8080 or 8080/udp")
+    return str(value)
+
+
+def _tmpfs(doc: Document, where: tuple, value: str) -> str:
+    path, _, opts = str(value).partition(":")
+    if not path.startswith("/"):
+        raise doc.error(where, f"tmpfs {value!r} needs an absolute path", "write e.g. /run or /tmp:size=64m")
+    for opt in filter(None, opts.split(",")):
+        if opt not in TMPFS_FLAGS and not TMPFS_DATA.fullmatch(opt):
+            raise doc.error(where, f"tmpfs option {opt!r} is not supported",
+                            f"use size=, mode=, uid=, gid=, nr_inodes= or {', '.join(sorted(TMPFS_FLAGS))}")
+    return str(value)
+
+
+def _sysctls(doc: Document, where: tuple, value, network_mode) -> dict:
+    """net.* only, as Docker allows them: namespaced by the container's own network namespace."""
+    if isinstance(value, list):
+        value = dict(str(item).partition("=")[::2] for item in value)
+    out = {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in (value or {}).items()}
+    for key in out:
+        if not re.fullmatch(r"net\.[A-Za-z0-9_.\-]+", key) or ".." in key:
+            raise doc.error(where + (key,), f"sysctl {key} is not supported here: only net.* keys are namespaced per container",
+                            "remove it; a host-wide setting belongs on the host")
+        if network_mode == "host":
+            raise doc.error(where + (key,), f"sysctl {key} with network_mode host would change the host's network",
+                            "remove it, or give the service its own network")
+    return out
