@@ -52,7 +52,6 @@ def env_files(doc: Document, where: tuple, value, directory: Path, environ: dict
 
 def options(doc: Document, where: tuple, v: dict) -> dict:
     """containers.run keywords for the keys above (env_file and profiles are the model's)."""
-    _init(doc, where, v.get("init"))
     _logging(doc, where + ("logging",), v.get("logging"))
     limits = _limits(doc, where, v)
     grace = v.get("stop_grace_period")
@@ -61,7 +60,7 @@ def options(doc: Document, where: tuple, v: dict) -> dict:
         _checked(doc, where + ("stop_signal",), _signal, signal)
     return {
         **limits,
-        "tty": _bool(v.get("tty")), "open_stdin": _bool(v.get("stdin_open")),
+        "tty": _bool(v.get("tty")), "open_stdin": _bool(v.get("stdin_open")), "init": _bool(v.get("init")),
         "extra_hosts": _extra_hosts(doc, where + ("extra_hosts",), v.get("extra_hosts")),
         "expose": [_expose(doc, where + ("expose", i), e) for i, e in enumerate(v.get("expose") or [])],
         "stop_signal": None if signal is None else str(signal),
@@ -93,12 +92,6 @@ def _signal(name: str) -> int:
         return int(text) if text.isdigit() else int(getattr(signal, text if text.startswith("SIG") else f"SIG{text}"))
     except AttributeError:
         raise InvalidArgument(f"unknown signal {name!r}", "", "use a name like SIGTERM, SIGINT or SIGQUIT") from None
-
-
-def _init(doc: Document, where: tuple, value) -> None:
-    if value is not None and _bool(value):
-        raise doc.error(where + ("init",), "init: true asks for Docker's init process (tini) as PID 1, which netdiag does not ship",
-                        "remove init: (the service's own program is PID 1, as without --init)")
 
 
 def _logging(doc: Document, where: tuple, value) -> None:

@@ -20,7 +20,7 @@ from ..kernel import syscalls as sc, sysctl
 from ..kernel.ns import Namespace
 from .. import state
 from ..errors import ContainerError, NetdiagError
-from . import cgroups, container_records, endpoints, procenv, rootfs, security
+from . import cgroups, container_records, endpoints, pid1, procenv, rootfs, security
 from .cleanup import remove_stopped
 from .stdio import LogWriter, pump
 
@@ -393,6 +393,11 @@ def _init(c: container_records.Container, lower_dirs: list[Path], own_net: bool,
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         if not argv:
             raise ContainerError("No command specified", "the image has no CMD or ENTRYPOINT", "give a command after the image name")
+        if host.get("Init"):
+            program = os.fork()
+            if program:  # this process stays PID 1; the pipe's end is the program's, whose exec closes it
+                os.close(c2m)
+                pid1.supervise(program)
         try:
             os.execvpe(argv[0], argv, env)
         except FileNotFoundError:

@@ -220,3 +220,34 @@ def test_real_world_keys_reach_the_container(lab, tmp_path):
     assert lab.run("compose", "-f", str(f), "down", timeout=60).returncode == 0
     assert time.monotonic() - started < 15
     assert lab.ok("ps", "-a", "--format", "{{.Names}}") == ""
+
+
+def test_init_forwards_the_stop_signal_and_returns_the_programs_status(lab, tmp_path):
+    """init: true puts a PID 1 in front of the program, like Docker's tini: `sleep` (which, as PID 1,
+    would ignore SIGTERM and hold `down` for the whole grace period) is stopped by the forwarded
+    signal at once, and its status is the container's."""
+    import time
+
+    f = _stack(tmp_path, """
+        services:
+          sleeper:
+            image: busybox
+            init: true
+            command: [sleep, "600"]
+            stop_grace_period: 30s
+          quitter:
+            image: busybox
+            init: true
+            command: [sh, -c, "sleep 300 & exit 7"]
+        """, name="init")
+    assert lab.run("compose", "up", "-d", "-f", str(f), timeout=90).returncode == 0
+    assert lab.inspect("init-sleeper-1")["HostConfig"]["Init"] is True
+    assert lab.ok("exec", "init-sleeper-1", "cat", "/proc/1/comm").strip() != "sleep"  # PID 1 is the init, not the program
+    from tests.labkit import wait_for
+
+    assert wait_for(lambda: lab.inspect("init-quitter-1")["State"]["Status"] == "exited", 20)
+    assert lab.inspect("init-quitter-1")["State"]["ExitCode"] == 7  # the program's status, its orphan notwithstanding
+    started = time.monotonic()
+    assert lab.run("compose", "-f", str(f), "down", timeout=60).returncode == 0
+    assert time.monotonic() - started < 15
+    assert lab.ok("ps", "-a", "--format", "{{.Names}}") == ""

@@ -1,5 +1,5 @@
 """The keys of real-world compose files (no root): env_file in Compose's .env format, tty and
-stdin_open, extra_hosts, expose, logging, stop_grace_period/stop_signal, profiles,
+stdin_open, init, extra_hosts, expose, logging, stop_grace_period/stop_signal, profiles,
 deploy.resources.limits, read_only, tmpfs, security_opt, sysctls as what `netdiag run` is asked,
 and each key or value netdiag does not do refused at its line."""
 import textwrap
@@ -74,7 +74,7 @@ def test_run_options_of_the_common_keys(tmp_path):
             image: busybox
             tty: true
             stdin_open: "true"
-            init: false
+            init: true
             extra_hosts: ["db.local:10.1.2.3", "v6.local=::1"]
             expose: ["8080", "9000-9001/udp"]
             logging: {driver: json-file, options: {max-size: 10m}}
@@ -89,7 +89,7 @@ def test_run_options_of_the_common_keys(tmp_path):
         """)
     web = p.services["web"]
     o = web.options
-    assert (o["tty"], o["open_stdin"], o["read_only"]) == (True, True, True)
+    assert (o["tty"], o["open_stdin"], o["read_only"], o["init"]) == (True, True, True, True)
     assert o["extra_hosts"] == ["db.local:10.1.2.3", "v6.local:::1"] and o["expose"] == ["8080", "9000-9001/udp"]
     assert (o["stop_signal"], o["stop_timeout"]) == ("SIGINT", 90)
     assert (o["memory"], o["cpus"], o["pids_limit"]) == ("64m", "0.5", 50)
@@ -120,7 +120,6 @@ def test_profiles_choose_services_like_docker_composes(tmp_path):
 
 
 @pytest.mark.parametrize("key, value, what", [
-    ("init", "true", "netdiag does not ship"),
     ("logging", "{driver: syslog}", "log driver 'syslog': netdiag keeps each container's log itself"),
     ("extra_hosts", "[nocolon]", "is not HOST:IP"),
     ("extra_hosts", "['db:not-an-ip']", "is not an IP address"),
