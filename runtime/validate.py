@@ -114,3 +114,19 @@ def env_pairs(items: list[str]) -> list[str]:
             raise InvalidArgument(f"Invalid environment variable {item!r}", "the form is KEY=VALUE (or KEY to pass it through)", "use e.g. -e MODE=debug")
         out.append(item)
     return out
+
+
+def signal_number(name: str) -> int:
+    """A signal by name (TERM, SIGTERM) or number, as Docker's kill -s and StopSignal take it."""
+    import signal
+
+    name = str(name).upper()
+    if name.isdigit():
+        return int(name)
+    rt = re.fullmatch(r"(?:SIG)?RTM(IN|AX)([+-]\d+)?", name)  # e.g. systemd images' STOPSIGNAL SIGRTMIN+3
+    if rt:
+        return int(signal.SIGRTMIN if rt[1] == "IN" else signal.SIGRTMAX) + int(rt[2] or 0)
+    try:
+        return int(getattr(signal, name if name.startswith("SIG") else f"SIG{name}"))
+    except AttributeError:
+        raise InvalidArgument(f"Invalid signal {name!r}", "", "use a name like TERM, KILL, HUP or a number") from None

@@ -57,7 +57,7 @@ def options(doc: Document, where: tuple, v: dict) -> dict:
     grace = v.get("stop_grace_period")
     signal = v.get("stop_signal")
     if signal is not None:
-        _checked(doc, where + ("stop_signal",), _signal, signal)
+        _checked(doc, where + ("stop_signal",), validate.signal_number, signal)
     return {
         **limits,
         "tty": _bool(v.get("tty")), "open_stdin": _bool(v.get("stdin_open")), "init": _bool(v.get("init")),
@@ -82,16 +82,6 @@ def _checked(doc: Document, where: tuple, check, value):
         return check(value)
     except InvalidArgument as e:
         raise doc.error(where, e.what.rstrip("."), e.fix) from None
-
-
-def _signal(name: str) -> int:
-    import signal
-
-    text = str(name).upper()
-    try:
-        return int(text) if text.isdigit() else int(getattr(signal, text if text.startswith("SIG") else f"SIG{text}"))
-    except AttributeError:
-        raise InvalidArgument(f"unknown signal {name!r}", "", "use a name like SIGTERM, SIGINT or SIGQUIT") from None
 
 
 def _logging(doc: Document, where: tuple, value) -> None:

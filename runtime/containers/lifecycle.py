@@ -370,14 +370,7 @@ def remove(c: container_records.Container, force: bool = False) -> None:
     remove_stopped(container_records.get(c.id) if c.dir.exists() else c)
 
 
-def signal_number(name: str) -> int:
-    name = name.upper()
-    if name.isdigit():
-        return int(name)
-    try:
-        return int(getattr(signal, name if name.startswith("SIG") else f"SIG{name}"))
-    except AttributeError:
-        raise InvalidArgument(f"Invalid signal {name!r}", "", "use a name like TERM, KILL, HUP or a number") from None
+signal_number = validate.signal_number  # kill -s, StopSignal
 
 
 def prune() -> list[str]:

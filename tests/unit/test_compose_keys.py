@@ -125,7 +125,7 @@ def test_profiles_choose_services_like_docker_composes(tmp_path):
     ("extra_hosts", "['db:not-an-ip']", "is not an IP address"),
     ("extra_hosts", "['db:host-gateway']", "host-gateway is not supported here"),
     ("expose", "['80/sctp']", "is not PORT[-PORT][/PROTO]"),
-    ("stop_signal", "SIGNOPE", "unknown signal 'SIGNOPE'"),
+    ("stop_signal", "SIGNOPE", "Invalid signal 'SIGNOPE'"),
     ("stop_grace_period", "soon", "Invalid stop_grace_period"),
     ("deploy", "{replicas: 3}", "one container per service"),
     ("deploy", "{placement: {constraints: [x]}}", "a Swarm setting netdiag does not run"),
@@ -143,3 +143,12 @@ def test_what_is_not_built_is_refused_at_its_line(tmp_path, key, value, what):
 def test_sysctls_with_the_hosts_network_are_refused(tmp_path):
     message = _refused(tmp_path, "services:\n  web:\n    image: busybox\n    network_mode: host\n    sysctls: [net.core.somaxconn=9]\n")
     assert "would change the host's network" in message
+
+
+def test_stop_signals_are_named_as_docker_takes_them(tmp_path):
+    from runtime import validate
+
+    assert [validate.signal_number(s) for s in ("SIGQUIT", "int", "9")] == [3, 2, 9]
+    assert validate.signal_number("SIGRTMIN+3") == validate.signal_number("RTMIN") + 3  # systemd images' STOPSIGNAL
+    o = _project(tmp_path, "services:\n  web: {image: busybox, stop_signal: SIGRTMIN+3}\n").services["web"].options
+    assert o["stop_signal"] == "SIGRTMIN+3"
