@@ -55,6 +55,7 @@ def options(doc: Document, where: tuple, v: dict) -> dict:
     _logging(doc, where + ("logging",), v.get("logging"))
     limits = _limits(doc, where, v)
     grace = v.get("stop_grace_period")
+    _confinement(doc, where, v)
     signal = v.get("stop_signal")
     if signal is not None:
         _checked(doc, where + ("stop_signal",), validate.signal_number, signal)
@@ -81,7 +82,15 @@ def _checked(doc: Document, where: tuple, check, value):
     try:
         return check(value)
     except InvalidArgument as e:
-        raise doc.error(where, e.what.rstrip("."), e.fix) from None
+        raise doc.error(where, e.what.rstrip(".") + (f": {e.why.rstrip('.')}" if e.why else ""), e.fix) from None
+
+
+def _confinement(doc: Document, where: tuple, v: dict) -> None:
+    """cap_add, cap_drop, privileged and security_opt checked as `run` checks them, but now, at their line."""
+    from ..containers import security
+
+    for key in ("security_opt", "cap_add", "cap_drop"):
+        _checked(doc, where + (key,), lambda given, key=key: security.host_config(**{key: [str(x) for x in given or []]}), v.get(key))
 
 
 def _logging(doc: Document, where: tuple, value) -> None:

@@ -152,3 +152,12 @@ def test_stop_signals_are_named_as_docker_takes_them(tmp_path):
     assert validate.signal_number("SIGRTMIN+3") == validate.signal_number("RTMIN") + 3  # systemd images' STOPSIGNAL
     o = _project(tmp_path, "services:\n  web: {image: busybox, stop_signal: SIGRTMIN+3}\n").services["web"].options
     assert o["stop_signal"] == "SIGRTMIN+3"
+
+
+@pytest.mark.parametrize("key, value, what", [
+    ("security_opt", "['no-new-privileges:maybe']", "no-new-privileges takes true or false"),
+    ("cap_add", "[NET_MAGIC]", "NET_MAGIC"),
+])
+def test_confinement_is_checked_at_its_line_before_anything_exists(tmp_path, key, value, what):
+    message = _refused(tmp_path, f"services:\n  web:\n    image: busybox\n    {key}: {value}\n")
+    assert f"compose.yaml:4: services.web.{key}" in message and what in message, message
