@@ -5,7 +5,6 @@ containers.run keywords. What netdiag does not do is refused naming the file and
 from reading env files."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from .. import bounded, validate
@@ -15,8 +14,6 @@ from .document import Document, dotenv
 KEYS = {"env_file", "tty", "stdin_open", "init", "extra_hosts", "expose", "logging", "stop_grace_period", "stop_signal",
         "deploy", "read_only", "tmpfs", "security_opt", "sysctls", "profiles"}
 LOG_DRIVERS = ("json-file", "local")  # the file drivers: netdiag keeps each container's log itself, like them
-TMPFS_FLAGS = {"ro", "rw", "exec", "noexec", "suid", "nosuid", "dev", "nodev"}
-TMPFS_DATA = re.compile(r"(size|mode|uid|gid|nr_inodes)=\w+")
 
 
 def env_files(doc: Document, where: tuple, value, directory: Path, environ: dict) -> list[str]:
@@ -63,12 +60,12 @@ def options(doc: Document, where: tuple, v: dict) -> dict:
         **limits,
         "tty": _bool(v.get("tty")), "open_stdin": _bool(v.get("stdin_open")), "init": _bool(v.get("init")),
         "extra_hosts": _extra_hosts(doc, where + ("extra_hosts",), v.get("extra_hosts")),
-        "expose": [_expose(doc, where + ("expose", i), e) for i, e in enumerate(v.get("expose") or [])],
+        "expose": [_checked(doc, where + ("expose", i), validate.expose, e) for i, e in enumerate(v.get("expose") or [])],
         "stop_signal": None if signal is None else str(signal),
         "stop_timeout": None if grace is None else
         int(_checked(doc, where + ("stop_grace_period",), lambda t: validate.duration(t, "stop_grace_period"), grace)),
         "read_only": _bool(v.get("read_only")),
-        "tmpfs": [_tmpfs(doc, where + ("tmpfs",), t) for t in ([v["tmpfs"]] if isinstance(v.get("tmpfs"), str) else v.get("tmpfs") or [])],
+        "tmpfs": [_checked(doc, where + ("tmpfs",), validate.tmpfs, t) for t in ([v["tmpfs"]] if isinstance(v.get("tmpfs"), str) else v.get("tmpfs") or [])],
         "security_opt": [str(o) for o in v.get("security_opt") or []],
         "sysctls": _sysctls(doc, where + ("sysctls",), v.get("sysctls"), v.get("network_mode")),
     }
@@ -129,47 +126,9 @@ def _limits(doc: Document, where: tuple, v: dict) -> dict:
 
 def _extra_hosts(doc: Document, where: tuple, value) -> list[str]:
     """HOST:IP entries (Compose's list form HOST:IP or HOST=IP, or a mapping HOST: IP or [IPs])."""
-    import ipaddress
-
-    pairs: list[tuple[str, str]] = []
     if isinstance(value, dict):
-        for host, ips in value.items():
-            pairs += [(str(host), str(ip)) for ip in (ips if isinstance(ips, list) else [ips])]
-    else:
-        for item in value or []:
-            host, sep, ip = str(item).partition("=")
-            if not sep:
-                host, sep, ip = str(item).partition(":")
-            if not sep:
-                raise doc.error(where, f"extra host {item!r} is not HOST:IP", "write e.g. db.local:10.0.0.5")
-            pairs.append((host, ip))
-    for host, ip in pairs:
-        if ip == "host-gateway":
-            raise doc.error(where, "host-gateway is not supported here", "give the host's address on the network instead")
-        try:
-            ipaddress.ip_address(ip.strip("[]"))
-        except ValueError:
-            raise doc.error(where, f"extra host {host}: {ip!r} is not an IP address", "write e.g. db.local:10.0.0.5") from None
-        _checked(doc, where, validate.hostname, host)
-    return [f"{host}:{ip.strip('[]')}" for host, ip in pairs]
-
-
-def _expose(doc: Document, where: tuple, value) -> str:
-    m = re.fullmatch(r"(\d+)(?:-(\d+))?(?:/(tcp|udp))?", str(value))
-    if not m or not 0 < int(m[1]) <= int(m[2] or m[1]) <= 65535:
-        raise doc.error(where, f"expose {value!r} is not PORT[-PORT][/PROTO]", "write e.g. 8080 or 8080/udp")
-    return str(value)
-
-
-def _tmpfs(doc: Document, where: tuple, value: str) -> str:
-    path, _, opts = str(value).partition(":")
-    if not path.startswith("/"):
-        raise doc.error(where, f"tmpfs {value!r} needs an absolute path", "write e.g. /run or /tmp:size=64m")
-    for opt in filter(None, opts.split(",")):
-        if opt not in TMPFS_FLAGS and not TMPFS_DATA.fullmatch(opt):
-            raise doc.error(where, f"tmpfs option {opt!r} is not supported",
-                            f"use size=, mode=, uid=, gid=, nr_inodes= or {', '.join(sorted(TMPFS_FLAGS))}")
-    return str(value)
+        value = [f"{host}:{ip}" for host, ips in value.items() for ip in (ips if isinstance(ips, list) else [ips])]
+    return [_checked(doc, where, validate.extra_host, item) for item in value or []]
 
 
 def _sysctls(doc: Document, where: tuple, value, network_mode) -> dict:
@@ -178,9 +137,7 @@ def _sysctls(doc: Document, where: tuple, value, network_mode) -> dict:
         value = dict(str(item).partition("=")[::2] for item in value)
     out = {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in (value or {}).items()}
     for key in out:
-        if not re.fullmatch(r"net\.[A-Za-z0-9_.\-]+", key) or ".." in key:
-            raise doc.error(where + (key,), f"sysctl {key} is not supported here: only net.* keys are namespaced per container",
-                            "remove it; a host-wide setting belongs on the host")
+        _checked(doc, where + (key,), lambda k: validate.sysctl(k, out[k]), key)
         if network_mode == "host":
             raise doc.error(where + (key,), f"sysctl {key} with network_mode host would change the host's network",
                             "remove it, or give the service its own network")

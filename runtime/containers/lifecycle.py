@@ -112,7 +112,10 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
     for p in publish_specs:
         for port in range(p["ctr_start"], p["ctr_end"] + 1):
             exposed.setdefault(f"{port}/{p['proto']}", {})
-    for e in expose:  # metadata only, as Docker's --expose
+    extra_hosts = [validate.extra_host(h) for h in extra_hosts]
+    tmpfs = [validate.tmpfs(t) for t in tmpfs]
+    sysctls = {validate.sysctl(k, v): str(v) for k, v in (sysctls or {}).items()}
+    for e in map(validate.expose, expose):  # metadata only, as Docker's --expose
         lo, _, hi = e.partition("/")[0].partition("-")
         for port in range(int(lo), int(hi or lo) + 1):
             exposed.setdefault(f"{port}/{e.partition('/')[2] or 'tcp'}", {})

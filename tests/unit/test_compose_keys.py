@@ -121,17 +121,17 @@ def test_profiles_choose_services_like_docker_composes(tmp_path):
 
 @pytest.mark.parametrize("key, value, what", [
     ("logging", "{driver: syslog}", "log driver 'syslog': netdiag keeps each container's log itself"),
-    ("extra_hosts", "[nocolon]", "is not HOST:IP"),
+    ("extra_hosts", "[nocolon]", "an extra host is HOST:IP"),
     ("extra_hosts", "['db:not-an-ip']", "is not an IP address"),
     ("extra_hosts", "['db:host-gateway']", "host-gateway is not supported here"),
-    ("expose", "['80/sctp']", "is not PORT[-PORT][/PROTO]"),
+    ("expose", "['80/sctp']", "it is PORT[-PORT][/PROTO]"),
     ("stop_signal", "SIGNOPE", "Invalid signal 'SIGNOPE'"),
     ("stop_grace_period", "soon", "Invalid stop_grace_period"),
     ("deploy", "{replicas: 3}", "one container per service"),
     ("deploy", "{placement: {constraints: [x]}}", "a Swarm setting netdiag does not run"),
     ("deploy", "{resources: {reservations: {memory: 1g}}}", "deploy.resources.reservations is not supported"),
-    ("tmpfs", "[relative]", "needs an absolute path"),
-    ("tmpfs", "['/run:noatime']", "tmpfs option 'noatime' is not supported"),
+    ("tmpfs", "[relative]", "it needs an absolute path"),
+    ("tmpfs", "['/run:noatime']", "option 'noatime' is not supported"),
     ("sysctls", "{kernel.shmmax: 1}", "only net.* keys are namespaced per container"),
     ("ulimits", "{nofile: 1024}", "netdiag's compose does not support ulimits:"),
 ])

@@ -1,0 +1,33 @@
+"""`netdiag run`'s options for what Compose files ask of Docker (--add-host, --tmpfs, --read-only,
+--sysctl, --init, -t without -i, --stop-signal, --stop-timeout, --expose), as the container's own
+process sees them, and a bad one refused with Docker's 125 before anything exists."""
+import time
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_run_options_reach_the_container_and_stop_uses_its_signal(lab):
+    p = lab.run("run", "-d", "-t", "--name", "box", "--init", "--add-host", "db.local:10.9.8.7", "--tmpfs", "/scratch:size=2m",
+                "--read-only", "--sysctl", "net.ipv4.conf.all.forwarding=1", "--expose", "7000-7001/udp",
+                "--stop-signal", "SIGUSR1", "--stop-timeout", "30", "busybox")
+    assert p.returncode == 0, p.stderr
+    info = lab.inspect("box")
+    assert info["State"]["Status"] == "running"  # -t keeps the image's shell waiting, as Docker's run -dt does
+    assert (info["Config"]["StopSignal"], info["Config"]["StopTimeout"]) == ("SIGUSR1", 30)
+    assert {"7000/udp", "7001/udp"} <= set(info["Config"]["ExposedPorts"])
+    sh = lambda script: lab.run("exec", "box", "sh", "-c", script)  # noqa: E731
+    assert "10.9.8.7\tdb.local\n" in sh("cat /etc/hosts").stdout
+    assert sh("cat /proc/sys/net/ipv4/conf/all/forwarding").stdout == "1\n"
+    assert sh("touch /x").returncode != 0 and sh("touch /scratch/x && echo ok").stdout == "ok\n"
+    started = time.monotonic()  # SIGUSR1, forwarded by the init, ends the shell at once (SIGTERM would not)
+    lab.ok("stop", "box", timeout=60)
+    assert time.monotonic() - started < 15
+    assert lab.inspect("box")["State"]["ExitCode"] == 128 + 10
+
+
+def test_a_sysctl_outside_net_is_refused_before_anything_exists(lab):
+    p = lab.run("run", "-d", "--sysctl", "kernel.shmmax=1", "busybox")
+    assert p.returncode == 125 and "Only net.* keys are namespaced per container" in p.stderr
+    assert lab.ok("ps", "-a", "--format", "{{.Names}}") == ""
