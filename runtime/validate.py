@@ -183,3 +183,21 @@ def expose(text: str) -> str:
     if not m or not 0 < int(m[1]) <= int(m[2] or m[1]) <= 65535:
         raise InvalidArgument(f"Invalid expose {text!r}", "it is PORT[-PORT][/PROTO], ports 1-65535", "write e.g. 8080 or 8080/udp")
     return str(text)
+
+
+ULIMITS = ("as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc", "rss",
+           "rtprio", "rttime", "sigpending", "stack")  # Docker's names, RLIMIT_<NAME> upper-cased
+
+
+def ulimit(name: str, soft, hard=None) -> dict:
+    """--ulimit NAME=SOFT[:HARD] / Compose's ulimits entry as HostConfig.Ulimits' {Name, Soft, Hard} (-1: unlimited)."""
+    if name not in ULIMITS:
+        raise InvalidArgument(f"Invalid ulimit {name!r}", f"the ulimits are {', '.join(ULIMITS)}", "use e.g. nofile=1024:2048")
+    try:
+        soft, hard = int(soft), int(soft if hard is None else hard)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"Invalid ulimit {name}", "the limits are whole numbers (-1: unlimited)", "use e.g. nofile=1024:2048") from None
+    if min(soft, hard) < -1 or (hard != -1 and (soft == -1 or soft > hard)):
+        raise InvalidArgument(f"Invalid ulimit {name}={soft}:{hard}", "the soft limit may not exceed the hard one",
+                              "use e.g. nofile=1024:2048")
+    return {"Name": name, "Soft": soft, "Hard": hard}

@@ -50,6 +50,7 @@ OPTIONS = [
     ("init", ("--init",), "flag", False, "Run an init as PID 1 that forwards signals to the command and reaps orphans"),
     ("stop_signal", ("--stop-signal",), "value", None, "Signal that stops the container (default: the image's, else SIGTERM)"),
     ("stop_timeout", ("--stop-timeout",), "int", None, "Seconds between the stop signal and SIGKILL (default 10)"),
+    ("ulimit", ("--ulimit",), "list", [], "Resource limit NAME=SOFT[:HARD], e.g. nofile=1024:2048 (repeatable)"),
 ]
 
 
@@ -83,6 +84,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _ulimit(text: str) -> dict:
+    name, _, limits = text.partition("=")
+    soft, _, hard = limits.partition(":")
+    return {"Name": name, "Soft": soft, "Hard": hard or soft}
+
+
 def main(argv: list[str]) -> int:
     a = parser().parse_args(argv)
     from runtime import validate
@@ -101,6 +108,7 @@ def main(argv: list[str]) -> int:
             security_opt=a.security_opt, volumes=a.volume, restart=a.restart, labels=dict(text.partition("=")[::2] for text in a.label),
             tty=a.tty, extra_hosts=a.add_host, expose=a.expose, tmpfs=a.tmpfs, read_only=a.read_only, init=a.init,
             sysctls=dict(text.partition("=")[::2] for text in a.sysctl), stop_signal=a.stop_signal, stop_timeout=a.stop_timeout,
+            ulimits=[_ulimit(text) for text in a.ulimit],
         )
     except NetdiagError as e:
         print(f"netdiag: error: {e}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """The service keys of real-world compose files beyond the core (env_file, tty, stdin_open, init,
 extra_hosts, expose, logging, stop_grace_period, stop_signal, deploy.resources.limits, read_only,
-tmpfs, security_opt, sysctls), each turned into what Docker Compose asks of the engine, as
+tmpfs, security_opt, sysctls, ulimits), each turned into what Docker Compose asks of the engine, as
 containers.run keywords. What netdiag does not do is refused naming the file and line. Pure apart
 from reading env files."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ from .. import bounded, validate
 from ..errors import InvalidArgument
 from .document import Document, dotenv
 
-KEYS = {"env_file", "tty", "stdin_open", "init", "extra_hosts", "expose", "logging", "stop_grace_period", "stop_signal",
+KEYS = {"ulimits", "env_file", "tty", "stdin_open", "init", "extra_hosts", "expose", "logging", "stop_grace_period", "stop_signal",
         "deploy", "read_only", "tmpfs", "security_opt", "sysctls", "profiles"}
 LOG_DRIVERS = ("json-file", "local")  # the file drivers: netdiag keeps each container's log itself, like them
 
@@ -67,6 +67,8 @@ def options(doc: Document, where: tuple, v: dict) -> dict:
         "read_only": _bool(v.get("read_only")),
         "tmpfs": [_checked(doc, where + ("tmpfs",), validate.tmpfs, t) for t in ([v["tmpfs"]] if isinstance(v.get("tmpfs"), str) else v.get("tmpfs") or [])],
         "security_opt": [str(o) for o in v.get("security_opt") or []],
+        "ulimits": [_checked(doc, where + ("ulimits", k), lambda k: validate.ulimit(k, *_soft_hard(u)), k)
+                    for k, u in (v.get("ulimits") or {}).items()],
         "sysctls": _sysctls(doc, where + ("sysctls",), v.get("sysctls"), v.get("network_mode")),
     }
 
@@ -129,6 +131,10 @@ def _extra_hosts(doc: Document, where: tuple, value) -> list[str]:
     if isinstance(value, dict):
         value = [f"{host}:{ip}" for host, ips in value.items() for ip in (ips if isinstance(ips, list) else [ips])]
     return [_checked(doc, where, validate.extra_host, item) for item in value or []]
+
+
+def _soft_hard(value) -> tuple:
+    return (value.get("soft"), value.get("hard")) if isinstance(value, dict) else (value, value)
 
 
 def _sysctls(doc: Document, where: tuple, value, network_mode) -> dict:

@@ -30,7 +30,7 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
                  restart: str = "no", healthcheck: dict | None = None, tty: bool = False, open_stdin: bool = False,
                  extra_hosts: list[str] = (), expose: list[str] = (), stop_signal: str | None = None,
                  stop_timeout: int | None = None, read_only: bool = False, tmpfs: list[str] = (),
-                 sysctls: dict | None = None, init: bool = False) -> dict:
+                 sysctls: dict | None = None, init: bool = False, ulimits: list[dict] = ()) -> dict:
     """The container's config (Docker's field names), from the image and the run options."""
     from .. import ipam
     from ..networks import network_records as nets, ports
@@ -165,6 +165,7 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
             "Tmpfs": dict(t.partition(":")[::2] for t in tmpfs),
             "Sysctls": dict(sysctls or {}),
             "Init": init,
+            "Ulimits": [validate.ulimit(u["Name"], u["Soft"], u["Hard"]) for u in ulimits],
             **confinement,
         },
         "Mounts": mounts,

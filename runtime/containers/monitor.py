@@ -387,6 +387,7 @@ def _init(c: container_records.Container, lower_dirs: list[Path], own_net: bool,
         os.closerange(3, c2m)
         os.closerange(c2m + 1, 65536)
         os.setsid()
+        procenv.set_ulimits(host)  # before the capabilities drop
         security.enter(plan, uid, gid, groups)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGHUP, signal.SIG_DFL)

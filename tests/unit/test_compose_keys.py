@@ -1,5 +1,5 @@
 """The keys of real-world compose files (no root): env_file in Compose's .env format, tty and
-stdin_open, init, extra_hosts, expose, logging, stop_grace_period/stop_signal, profiles,
+stdin_open, init, ulimits, extra_hosts, expose, logging, stop_grace_period/stop_signal, profiles,
 deploy.resources.limits, read_only, tmpfs, security_opt, sysctls as what `netdiag run` is asked,
 and each key or value netdiag does not do refused at its line."""
 import textwrap
@@ -86,6 +86,7 @@ def test_run_options_of_the_common_keys(tmp_path):
             tmpfs: ["/run", "/tmp:size=8m,mode=1777"]
             security_opt: ["no-new-privileges:true"]
             sysctls: {net.ipv4.ip_unprivileged_port_start: 0, net.core.somaxconn: 1024}
+            ulimits: {nproc: 500, nofile: {soft: 1024, hard: 2048}}
         """)
     web = p.services["web"]
     o = web.options
@@ -95,6 +96,7 @@ def test_run_options_of_the_common_keys(tmp_path):
     assert (o["memory"], o["cpus"], o["pids_limit"]) == ("64m", "0.5", 50)
     assert o["tmpfs"] == ["/run", "/tmp:size=8m,mode=1777"] and o["security_opt"] == ["no-new-privileges:true"]
     assert o["sysctls"] == {"net.ipv4.ip_unprivileged_port_start": "0", "net.core.somaxconn": "1024"}
+    assert o["ulimits"] == [{"Name": "nproc", "Soft": 500, "Hard": 500}, {"Name": "nofile", "Soft": 1024, "Hard": 2048}]
     assert web.healthcheck == {"Test": ["NONE"]}
 
 
@@ -133,7 +135,9 @@ def test_profiles_choose_services_like_docker_composes(tmp_path):
     ("tmpfs", "[relative]", "it needs an absolute path"),
     ("tmpfs", "['/run:noatime']", "option 'noatime' is not supported"),
     ("sysctls", "{kernel.shmmax: 1}", "only net.* keys are namespaced per container"),
-    ("ulimits", "{nofile: 1024}", "netdiag's compose does not support ulimits:"),
+    ("ulimits", "{nofile: {soft: 20, hard: 10}}", "the soft limit may not exceed the hard one"),
+    ("ulimits", "{files: 10}", "Invalid ulimit 'files'"),
+    ("storage_opt", "{size: 1G}", "netdiag's compose does not support storage_opt:"),
 ])
 def test_what_is_not_built_is_refused_at_its_line(tmp_path, key, value, what):
     message = _refused(tmp_path, f"services:\n  web:\n    image: busybox\n    {key}: {value}\n")
