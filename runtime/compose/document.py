@@ -123,7 +123,8 @@ def _expand(text: str, env: dict, where: str) -> str:
     def fail(what: str, fix: str):
         return InvalidArgument(f"{where}: {what}", "", fix)
 
-    return substitute(text, env, fail)
+    # a '$' that starts no variable stays itself in an env file (a password, a price), as Compose keeps it
+    return substitute(re.sub(r"\$(?![A-Za-z_{$])", "$$", text), env, fail)
 
 
 def _interpolate(doc: Document, value, env: dict, where: tuple):

@@ -41,6 +41,7 @@ ENV_FILE = """\
     FROM_HOST
     NOT_SET_ANYWHERE
     EMPTY=
+    PRICE=5$ or pa$$word
     """
 
 
@@ -54,7 +55,8 @@ def test_env_file_is_read_in_composes_format_and_environment_wins(tmp_path):
         """, env={"FROM_HOST": "host-value"}, files={"base.env": ENV_FILE, "over.env": "EMPTY=filled\n"})
     env = p.services["web"].environment
     assert env[:-1] == ["PLAIN=value with spaces", "SINGLE=literal $PLAIN \\n", 'DOUBLE=line1\nsaid "hi" to value with spaces',
-                        "FROM_ABOVE=value with spaces-2", "MULTI=first\nsecond", "FROM_HOST=host-value", "EMPTY=filled"]
+                        "FROM_ABOVE=value with spaces-2", "MULTI=first\nsecond", "FROM_HOST=host-value", "EMPTY=filled",
+                        "PRICE=5$ or pa$word"]
     assert env[-1] == "PLAIN=from-environment-key"  # environment: is applied after env_file, so it wins
 
 
