@@ -365,7 +365,7 @@ def _init(c: container_records.Container, lower_dirs: list[Path], own_net: bool,
         binds = {f"/etc/{n}": (c.dir if n == "hostname" else etc) / n for n in ("hostname", "hosts", "resolv.conf")}
         host_devs = security.host_devices() if host.get("Privileged") else []  # the host's /dev, before pivot_root
         rootfs.setup(c.dir / "merged", binds, own_net, cfg.get("Hostname") if own_net else None, c.config.get("Mounts") or [],
-                     host.get("Tmpfs"), bool(host.get("ReadonlyRootfs")))
+                     host.get("Tmpfs"), bool(host.get("ReadonlyRootfs")), cfg.get("WorkingDir") or "")
         if os.read(m2c, 1) != b"G":  # its network is attached: eth0's own sysctls exist now
             os._exit(1)
         for key, value in (host.get("Sysctls") or {}).items():  # before /proc/sys turns read-only

@@ -44,7 +44,7 @@ def top_first_once(lower_dirs: list[Path]) -> list[Path]:
 
 
 def setup(merged: Path, binds: dict[str, Path], own_netns: bool, hostname: str | None, mounts: list[dict] = (),
-          tmpfs: dict[str, str] | None = None, read_only: bool = False) -> None:
+          tmpfs: dict[str, str] | None = None, read_only: bool = False, workdir: str = "") -> None:
     """Finish the root at `merged` and pivot into it. `binds` maps in-container file -> host file;
     `mounts` are the container's volumes (volumes.parse), bound after them; `tmpfs` are
     HostConfig.Tmpfs (path -> options); `read_only` makes the root itself read-only, last, so that
@@ -72,6 +72,8 @@ def setup(merged: Path, binds: dict[str, Path], own_netns: bool, hostname: str |
         for inside, options in (tmpfs or {}).items():
             _mount_on(root, inside, "tmpfs", "tmpfs", *tmpfs_options(options))
         if read_only:
+            if workdir:  # made now, as Docker makes it, while the root is still writable
+                os.close(_open_dir(root, workdir, mkdir_mode=0o755))
             sc.mount(None, m, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
     finally:
         os.close(root)

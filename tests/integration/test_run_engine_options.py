@@ -45,3 +45,9 @@ def test_a_ulimit_above_the_hosts_hard_limit_fails_the_start_saying_why(lab):
     assert p.returncode == 125 and f"Cannot set ulimit nofile={hard + 1}:{hard + 1}" in p.stderr, p.stderr
     assert f"the hard limit here is {hard}" in p.stderr
     assert lab.ok("ps", "-a", "--format", "{{.Names}}") == ""
+
+
+def test_a_read_only_root_still_gets_its_working_directory(lab):
+    p = lab.run("run", "--rm", "--read-only", "-w", "/made/for/me", "busybox", "sh", "-c", "pwd; touch x || echo refused")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[0] == "/made/for/me" and p.stdout.splitlines()[-1] == "refused"
