@@ -114,3 +114,90 @@ def env_pairs(items: list[str]) -> list[str]:
             raise InvalidArgument(f"Invalid environment variable {item!r}", "the form is KEY=VALUE (or KEY to pass it through)", "use e.g. -e MODE=debug")
         out.append(item)
     return out
+
+
+def signal_number(name: str) -> int:
+    """A signal by name (TERM, SIGTERM) or number, as Docker's kill -s and StopSignal take it."""
+    import signal
+
+    name = str(name).upper()
+    if name.isdigit():
+        return int(name)
+    rt = re.fullmatch(r"(?:SIG)?RTM(IN|AX)([+-]\d+)?", name)  # e.g. systemd images' STOPSIGNAL SIGRTMIN+3
+    if rt:
+        return int(signal.SIGRTMIN if rt[1] == "IN" else signal.SIGRTMAX) + int(rt[2] or 0)
+    try:
+        return int(getattr(signal, name if name.startswith("SIG") else f"SIG{name}"))
+    except AttributeError:
+        raise InvalidArgument(f"Invalid signal {name!r}", "", "use a name like TERM, KILL, HUP or a number") from None
+
+
+def extra_host(text: str) -> str:
+    """--add-host / Compose's extra_hosts entry HOST:IP (or HOST=IP, [IPv6] allowed) as HOST:IP."""
+    import ipaddress
+
+    host, sep, ip = str(text).partition("=")
+    if not sep:
+        host, sep, ip = str(text).partition(":")
+    if not sep:
+        raise InvalidArgument(f"Invalid extra host {text!r}", "an extra host is HOST:IP", "write e.g. db.local:10.0.0.5")
+    if ip == "host-gateway":
+        raise InvalidArgument(f"Invalid extra host {text!r}", "host-gateway is not supported here",
+                              "give the host's address on the network instead")
+    try:
+        ipaddress.ip_address(ip.strip("[]"))
+    except ValueError:
+        raise InvalidArgument(f"Invalid extra host {text!r}", f"{ip!r} is not an IP address", "write e.g. db.local:10.0.0.5") from None
+    return f"{hostname(host)}:{ip.strip('[]')}"
+
+
+TMPFS_FLAGS = {"ro", "rw", "exec", "noexec", "suid", "nosuid", "dev", "nodev"}
+
+
+def tmpfs(text: str) -> str:
+    """--tmpfs / Compose's tmpfs entry PATH[:OPTIONS], the options those Docker passes to the kernel."""
+    path, _, opts = str(text).partition(":")
+    if not path.startswith("/"):
+        raise InvalidArgument(f"Invalid tmpfs {text!r}", "it needs an absolute path", "write e.g. /run or /tmp:size=64m")
+    for opt in filter(None, opts.split(",")):
+        if opt not in TMPFS_FLAGS and not re.fullmatch(r"(size|mode|uid|gid|nr_inodes)=\w+", opt):
+            raise InvalidArgument(f"Invalid tmpfs {text!r}", f"option {opt!r} is not supported",
+                                  f"use size=, mode=, uid=, gid=, nr_inodes= or {', '.join(sorted(TMPFS_FLAGS))}")
+    return str(text)
+
+
+def sysctl(key: str, value: str = "1") -> str:
+    """A --sysctl / Compose sysctls key (and its value): net.* only, the ones a container's own
+    network namespace holds."""
+    if str(value) == "":
+        raise InvalidArgument(f"Sysctl {key} has no value", "a sysctl is KEY=VALUE", f"write e.g. {key}=1")
+    if not re.fullmatch(r"net\.[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*", key):
+        raise InvalidArgument(f"Sysctl {key} is not supported here", "only net.* keys are namespaced per container",
+                              "remove it; a host-wide setting belongs on the host")
+    return key
+
+
+def expose(text: str) -> str:
+    """--expose / Compose's expose entry PORT[-PORT][/tcp|udp]."""
+    m = re.fullmatch(r"(\d+)(?:-(\d+))?(?:/(tcp|udp))?", str(text))
+    if not m or not 0 < int(m[1]) <= int(m[2] or m[1]) <= 65535:
+        raise InvalidArgument(f"Invalid expose {text!r}", "it is PORT[-PORT][/PROTO], ports 1-65535", "write e.g. 8080 or 8080/udp")
+    return str(text)
+
+
+ULIMITS = ("as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc", "rss",
+           "rtprio", "rttime", "sigpending", "stack")  # Docker's names, RLIMIT_<NAME> upper-cased
+
+
+def ulimit(name: str, soft, hard=None) -> dict:
+    """--ulimit NAME=SOFT[:HARD] / Compose's ulimits entry as HostConfig.Ulimits' {Name, Soft, Hard} (-1: unlimited)."""
+    if name not in ULIMITS:
+        raise InvalidArgument(f"Invalid ulimit {name!r}", f"the ulimits are {', '.join(ULIMITS)}", "use e.g. nofile=1024:2048")
+    try:
+        soft, hard = int(soft), int(soft if hard is None else hard)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"Invalid ulimit {name}", "the limits are whole numbers (-1: unlimited)", "use e.g. nofile=1024:2048") from None
+    if min(soft, hard) < -1 or (hard != -1 and (soft == -1 or soft > hard)):
+        raise InvalidArgument(f"Invalid ulimit {name}={soft}:{hard}", "the soft limit may not exceed the hard one",
+                              "use e.g. nofile=1024:2048")
+    return {"Name": name, "Soft": soft, "Hard": hard}

@@ -20,9 +20,10 @@ PROJECT = typer.Option(None, "-p", "--project-name", help="Project name (default
 
 
 @compose_app.callback()
-def _compose(ctx: typer.Context, file: Optional[str] = FILE, project: Optional[str] = PROJECT) -> None:
-    """-f and -p before the command, as Docker's `docker compose -f FILE -p NAME up` takes them."""
-    ctx.obj = {"file": file, "project": project}
+def _compose(ctx: typer.Context, file: Optional[str] = FILE, project: Optional[str] = PROJECT,
+             profile: List[str] = typer.Option([], "--profile", help="Also start the services of this profile (repeatable)")) -> None:
+    """-f, -p and --profile before the command, as `docker compose -f FILE -p NAME --profile P up` takes them."""
+    ctx.obj = {"file": file, "project": project, "profiles": profile}
 
 
 def _chosen(ctx: typer.Context, file: str | None, project: str | None) -> tuple[str | None, str | None]:
@@ -50,7 +51,7 @@ def up(
     A failed `up` removes what it made."""
     from runtime.api import compose
 
-    proj = compose.load(*_chosen(ctx, file, project))
+    proj = compose.load(*_chosen(ctx, file, project), profiles=((ctx.parent.obj or {}) if ctx.parent else {}).get("profiles") or [])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # TERM rolls back like Ctrl-C
     names = compose.up(proj, build=build, report=_progress)
     if detach:
@@ -67,7 +68,7 @@ def up(
 def down(
     ctx: typer.Context,
     volumes: bool = typer.Option(False, "-v", "--volumes", help="Also remove the stack's named volumes"),
-    timeout: float = typer.Option(10, "-t", "--timeout", help="Seconds to wait for each container to stop"),
+    timeout: Optional[float] = typer.Option(None, "-t", "--timeout", help="Seconds to wait for each container to stop (default: its stop_grace_period, else 10)"),
     file: Optional[str] = FILE,
     project: Optional[str] = PROJECT,
 ):

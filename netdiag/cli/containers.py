@@ -89,9 +89,9 @@ def _each(refs: List[str], action) -> None:
 @app.command()
 def stop(
     containers: List[str] = typer.Argument(..., help="Container names or ids"),
-    time_: float = typer.Option(10, "-t", "--time", help="Seconds to wait before SIGKILL"),
+    time_: Optional[float] = typer.Option(None, "-t", "--time", help="Seconds to wait before SIGKILL (default: the container's --stop-timeout, else 10)"),
 ):
-    """Stop containers: SIGTERM, then SIGKILL after --time seconds."""
+    """Stop containers: their stop signal (SIGTERM unless --stop-signal), then SIGKILL after --time seconds."""
     from runtime.api import containers as api
 
     _each(containers, lambda ref: api.stop(ref, time_))
@@ -137,7 +137,7 @@ def start(
 @app.command()
 def restart(
     containers: List[str] = typer.Argument(..., help="Container names or ids"),
-    time_: float = typer.Option(10, "-t", "--time", help="Seconds to wait before SIGKILL"),
+    time_: Optional[float] = typer.Option(None, "-t", "--time", help="Seconds to wait before SIGKILL (default: the container's --stop-timeout, else 10)"),
 ):
     """Stop and start containers again."""
     from runtime.api import containers as api

@@ -32,7 +32,7 @@ OPTIONS = [
     ("dns", ("--dns",), "list", [], "DNS server for the container's resolv.conf (repeatable)"),
     ("label", ("-l", "--label"), "list", [], "Set a label KEY[=VALUE] (repeatable; `ps --filter label=KEY` finds it)"),
     ("interactive", ("-i", "--interactive"), "flag", False, "Keep stdin open"),
-    ("tty", ("-t", "--tty"), "flag", False, "Accepted for Docker compatibility; stdio is passed through (exec -t gives a pty)"),
+    ("tty", ("-t", "--tty"), "flag", False, "Keep stdin open without -i, as a terminal would (run -dt keeps a shell running); stdio is passed through (exec -t gives a pty)"),
     ("health_cmd", ("--health-cmd",), "value", None, "Health check command (run with /bin/sh -c)"),
     ("health_interval", ("--health-interval",), "value", "30s", "Time between health checks (Docker's durations: 5s, 500ms, 1m)"),
     ("health_timeout", ("--health-timeout",), "value", "30s", "Time before a check counts as failed (e.g. 3s)"),
@@ -42,6 +42,15 @@ OPTIONS = [
     ("privileged", ("--privileged",), "flag", False, "All capabilities and devices, no seccomp, no masked /proc paths"),
     ("security_opt", ("--security-opt",), "list", [],
      "seccomp=unconfined|FILE, no-new-privileges[=true|false], systempaths=unconfined (repeatable)"),
+    ("add_host", ("--add-host",), "list", [], "Add HOST:IP to the container's /etc/hosts (repeatable)"),
+    ("expose", ("--expose",), "list", [], "Expose PORT[-PORT][/PROTO] without publishing it (metadata, repeatable)"),
+    ("tmpfs", ("--tmpfs",), "list", [], "Mount a tmpfs at PATH[:size=64m,mode=1777,...] (repeatable)"),
+    ("read_only", ("--read-only",), "flag", False, "Mount the container's root read-only"),
+    ("sysctl", ("--sysctl",), "list", [], "Set a net.* sysctl KEY=VALUE in the container's network namespace (repeatable)"),
+    ("init", ("--init",), "flag", False, "Run an init as PID 1 that forwards signals to the command and reaps orphans"),
+    ("stop_signal", ("--stop-signal",), "value", None, "Signal that stops the container (default: the image's, else SIGTERM)"),
+    ("stop_timeout", ("--stop-timeout",), "int", None, "Seconds between the stop signal and SIGKILL (default 10)"),
+    ("ulimit", ("--ulimit",), "list", [], "Resource limit NAME=SOFT[:HARD], e.g. nofile=1024:2048 (repeatable)"),
 ]
 
 
@@ -75,6 +84,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _ulimit(text: str) -> dict:
+    name, _, limits = text.partition("=")
+    soft, _, hard = limits.partition(":")
+    return {"Name": name, "Soft": soft, "Hard": hard or soft}
+
+
 def main(argv: list[str]) -> int:
     a = parser().parse_args(argv)
     from runtime import validate
@@ -91,6 +106,9 @@ def main(argv: list[str]) -> int:
             health_timeout=validate.duration(a.health_timeout, "--health-timeout"),
             health_retries=a.health_retries, cap_add=a.cap_add, cap_drop=a.cap_drop, privileged=a.privileged,
             security_opt=a.security_opt, volumes=a.volume, restart=a.restart, labels=dict(text.partition("=")[::2] for text in a.label),
+            tty=a.tty, extra_hosts=a.add_host, expose=a.expose, tmpfs=a.tmpfs, read_only=a.read_only, init=a.init,
+            sysctls=dict(text.partition("=")[::2] for text in a.sysctl), stop_signal=a.stop_signal, stop_timeout=a.stop_timeout,
+            ulimits=[_ulimit(text) for text in a.ulimit],
         )
     except NetdiagError as e:
         print(f"netdiag: error: {e}", file=sys.stderr)

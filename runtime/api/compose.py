@@ -36,18 +36,19 @@ def find_file(given: str | None) -> Path:
                           "give one with -f FILE, or run in the directory that holds it")
 
 
-def load(file: str | None, project: str | None = None):
-    """The project of a compose file (runtime.compose.model.Project), validated; nothing is changed."""
+def load(file: str | None, project: str | None = None, profiles: list[str] = ()):
+    """The project of a compose file (runtime.compose.model.Project) with the services of the
+    active profiles, validated; nothing is changed."""
     from ..compose import document, model
 
-    return model.project(document.load(find_file(file)), project)
+    return model.project(document.load(find_file(file)), project, profiles)
 
 
 def project_name(file: str | None, project: str | None) -> str:
     """-p as given, else the file's project (its `name:` or directory), as Docker Compose finds it."""
     from ..compose import model
 
-    return model.project_name(project) if project else load(file).name
+    return model.project_name(project) if project else load(file, profiles=["*"]).name  # whatever the profiles
 
 
 def up(project, *, build: bool = False, report: Callable[[str], None] = lambda _: None) -> list[str]:
@@ -234,8 +235,9 @@ def containers_of(project: str) -> list:
             if ((c.config.get("Config") or {}).get("Labels") or {}).get(PROJECT) == project]
 
 
-def stop(project: str, *, timeout: float = 10, report: Callable[[str], None] = lambda _: None) -> list:
-    """Stop the project's running containers, all at once (each may take `timeout`); its containers."""
+def stop(project: str, *, timeout: float | None = None, report: Callable[[str], None] = lambda _: None) -> list:
+    """Stop the project's running containers, all at once, each with its stop_signal, then SIGKILL
+    after `timeout` (None: its stop_grace_period, else 10 s); its containers."""
     import threading
 
     from ..containers import lifecycle
@@ -253,7 +255,7 @@ def stop(project: str, *, timeout: float = 10, report: Callable[[str], None] = l
     return found
 
 
-def down(project: str, *, volumes: bool = False, timeout: float = 10,
+def down(project: str, *, volumes: bool = False, timeout: float | None = None,
          report: Callable[[str], None] = lambda _: None) -> None:
     """Stop and remove the project's containers (all at once: each may take `timeout` to stop) and
     its networks; with `volumes`, its named volumes too. External networks and volumes stay."""

@@ -208,7 +208,7 @@ def _usable(c: container_records.Container) -> container_records.Container:
     return c
 
 
-def stop(ref: str, timeout: float = 10) -> None:
+def stop(ref: str, timeout: float | None = None) -> None:
     lifecycle.stop(container_records.get(ref), timeout)
 
 
@@ -230,7 +230,7 @@ def start(ref: str, *, attach: bool = False) -> tuple[container_records.Containe
     return c, status
 
 
-def restart(ref: str, timeout: float = 10) -> None:
+def restart(ref: str, timeout: float | None = None) -> None:
     require_root("restart a container")
     c = _usable(container_records.get(ref))
     lifecycle.stop(c, timeout)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import bounded
@@ -27,6 +27,7 @@ class Document:
     path: Path
     data: dict
     lines: dict
+    environ: dict = field(default_factory=dict)  # what the file was interpolated from (the environment, then .env)
 
     def line(self, where: tuple) -> int:
         where = tuple(where)
@@ -48,31 +49,82 @@ def load(path: str | os.PathLike, environ: dict | None = None) -> Document:
     doc = Document(path, data, lines)
     if not isinstance(data, dict):
         raise doc.error((), "a compose file is a mapping with a top-level services: key", "start from 'services:'")
-    env = {**dotenv(path.parent / ".env"), **(os.environ if environ is None else environ)}
-    doc = Document(path, _interpolate(doc, data, env, ()), lines)
+    environ = dict(os.environ if environ is None else environ)
+    env = {**dotenv(path.parent / ".env", environ), **environ}
+    doc = Document(path, _interpolate(doc, data, env, ()), lines, env)
     _validate(doc)
     return doc
 
 
-def dotenv(path: Path) -> dict:
-    """KEY=VALUE lines of a project's .env (comments, blank lines and `export ` allowed; quotes
-    around a value removed), as Compose reads it; {} when there is none."""
+def dotenv(path: Path, environ: dict | None = None, *, keep_unset: bool = False) -> dict:
+    """A .env or env_file as Compose reads it, {} when there is none: KEY=VALUE lines (`export `
+    allowed, # comments; an unquoted value ends at ' #'), 'single' quotes literal, "double" quotes
+    with escapes (\\n \\t \\" \\\\) and both unquoted and double-quoted values interpolated from the
+    lines above and `environ`; quoted values may span lines. A bare KEY takes its value from
+    `environ` (left out when unset, or kept as None with keep_unset)."""
     if not path.exists():
         return {}
-    out = {}
-    for n, line in enumerate(bounded.read_text(path, 1 << 20).splitlines(), 1):
-        line = line.strip()
+    text = bounded.read_text(path, 1 << 20)
+    env = dict(environ or {})
+    out: dict = {}
+    lines = text.splitlines()
+    n = 0
+    while n < len(lines):
+        line, n = lines[n].strip(), n + 1
         if not line or line.startswith("#"):
             continue
         key, eq, value = line.removeprefix("export ").partition("=")
         key = key.strip()
-        if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", key):
-            raise InvalidArgument(f"{path}:{n}: not a KEY=VALUE line", "", "write one variable per line as KEY=VALUE")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        out[key] = value
+        where = f"{path}:{n}"
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", key):
+            raise InvalidArgument(f"{where}: not a KEY=VALUE line", "", "write one variable per line as KEY=VALUE")
+        if not eq:
+            have = env.get(key)
+            if have is not None or keep_unset:
+                out[key] = have
+            continue
+        value = value.lstrip()
+        quote = value[:1] if value[:1] in ("'", '"') else ""
+        if quote:
+            body = value[1:]
+            while _closing(body, quote) < 0 and n < len(lines):  # a quoted value may span lines
+                body, n = body + "\n" + lines[n], n + 1
+            end = _closing(body, quote)
+            if end < 0:
+                raise InvalidArgument(f"{where}: {key}'s value has no closing {quote}", "", f"end the value with {quote}")
+            value = body[:end]
+            if quote == '"':
+                value = _expand(_unescape(value), env, where)
+        else:
+            value = _expand(re.split(r"\s+#", value, maxsplit=1)[0].strip(), env, where)
+        out[key] = env[key] = value
     return out
+
+
+def _closing(body: str, quote: str) -> int:
+    """Where the quote that ends `body` is (-1: not on this line); a double quote escaped by \\ is not."""
+    i = 0
+    while i < len(body):
+        if quote == '"' and body[i] == "\\":
+            i += 2
+            continue
+        if body[i] == quote:
+            return i
+        i += 1
+    return -1
+
+
+def _unescape(text: str) -> str:
+    table = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$$"}
+    return re.sub(r"\\(.)", lambda m: table.get(m[1], "\\" + m[1]), text)
+
+
+def _expand(text: str, env: dict, where: str) -> str:
+    def fail(what: str, fix: str):
+        return InvalidArgument(f"{where}: {what}", "", fix)
+
+    # a '$' that starts no variable stays itself in an env file (a password, a price), as Compose keeps it
+    return substitute(re.sub(r"\$(?![A-Za-z_{$])", "$$", text), env, fail)
 
 
 def _interpolate(doc: Document, value, env: dict, where: tuple):
@@ -83,21 +135,26 @@ def _interpolate(doc: Document, value, env: dict, where: tuple):
     if not isinstance(value, str) or "$" not in value:
         return value
 
-    def substitute(m: re.Match) -> str:
+    return substitute(value, env, lambda what, fix: doc.error(where, what, fix))
+
+
+def substitute(text: str, env: dict, fail) -> str:
+    """Compose's interpolation of `text`; fail(what, fix) makes the error for a bad or missing variable."""
+    def one(m: re.Match) -> str:
         if m["escaped"]:
             return "$"
         if m["bad"] is not None:
-            raise doc.error(where, "a '$' that starts no variable", "write $$ for a literal $, or ${NAME} for a variable")
+            raise fail("a '$' that starts no variable", "write $$ for a literal $, or ${NAME} for a variable")
         name = m["plain"] or m["braced"]
-        op, arg, have = m["op"], m["arg"] or "", env.get(m["plain"] or m["braced"])
+        op, arg, have = m["op"], m["arg"] or "", env.get(name)
         unset = have is None or (op is not None and op.startswith(":") and have == "")
         if op in ("-", ":-"):
             return arg if unset else have
         if op in ("?", ":?") and unset:
-            raise doc.error(where, f"variable {name} is required: {arg or 'it is not set'}", f"set {name} in the environment or .env")
+            raise fail(f"variable {name} is required: {arg or 'it is not set'}", f"set {name} in the environment or .env")
         return have or ""
 
-    return _VARIABLE.sub(substitute, value)
+    return _VARIABLE.sub(one, text)
 
 
 def _validate(doc: Document) -> None:

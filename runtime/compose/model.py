@@ -13,13 +13,14 @@ from pathlib import Path
 
 from .. import validate
 from ..errors import InvalidArgument
+from . import extras
 from .document import Document
 
 CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
 # what netdiag runs of a service; any other key is refused rather than silently ignored
 SERVICE_KEYS = {"image", "build", "command", "entrypoint", "environment", "ports", "expose", "networks", "depends_on",
                 "healthcheck", "volumes", "restart", "container_name", "hostname", "working_dir", "user", "labels",
-                "cap_add", "cap_drop", "privileged", "dns", "mem_limit", "cpus", "pids_limit", "network_mode"}
+                "cap_add", "cap_drop", "privileged", "dns", "mem_limit", "cpus", "pids_limit", "network_mode"} | extras.KEYS
 NETWORK_KEYS = {"name", "external", "driver", "internal", "ipam", "labels", "driver_opts"}
 VOLUME_KEYS = {"name", "external", "labels", "driver"}
 
@@ -100,7 +101,9 @@ def project_name(text: str) -> str:
     return name
 
 
-def project(doc: Document, name: str | None = None) -> Project:
+def project(doc: Document, name: str | None = None, profiles: list[str] = ()) -> Project:
+    """The file's project; services with profiles: only when one of theirs is active (given, or in
+    COMPOSE_PROFILES), as Docker Compose's --profile; services without profiles always."""
     data = doc.data
     directory = doc.path.resolve().parent
     pname = project_name(name or data.get("name") or directory.name)
@@ -109,13 +112,22 @@ def project(doc: Document, name: str | None = None) -> Project:
             raise doc.error((key,), f"netdiag's compose does not support top-level {key}:", "remove it")
     nets = {k: _network(doc, pname, k, v or {}) for k, v in (data.get("networks") or {}).items()}
     vols = {k: _volume(doc, pname, k, v or {}) for k, v in (data.get("volumes") or {}).items()}
-    services = {k: _service(doc, pname, directory, k, v or {}, nets, vols) for k, v in (data.get("services") or {}).items()}
+    active = set(profiles) | {p for p in str(doc.environ.get("COMPOSE_PROFILES") or "").split(",") if p}
+    declared = data.get("services") or {}
+    chosen = {k: v or {} for k, v in declared.items() if not (v or {}).get("profiles") or "*" in active
+              or active & {str(p) for p in v["profiles"]}}
+    services = {k: _service(doc, pname, directory, k, v, nets, vols) for k, v in chosen.items()}
     if not services:
-        raise doc.error(("services",), "no services", "define at least one service")
+        raise doc.error(("services",), "no services" if not declared else "no service without a profile, and no profile active",
+                        "define at least one service" if not declared else "activate one with compose --profile NAME")
     if any("default" in s.networks for s in services.values()) and "default" not in nets:
         nets["default"] = Network("default", f"{pname}_default")
     for s in services.values():
         for dep in s.depends_on:
+            if dep in declared and dep not in services:
+                wanted = ", ".join(str(p) for p in declared[dep]["profiles"])
+                raise doc.error(("services", s.name, "depends_on"), f"depends on service {dep!r}, which is only in profile {wanted}",
+                                f"activate it: compose --profile {wanted.split(', ')[0]} up")
             if dep not in services:
                 raise doc.error(("services", s.name, "depends_on"), f"depends on undefined service {dep!r}",
                                 f"define {dep} or remove it; the services are {', '.join(services)}")
@@ -204,22 +216,19 @@ def _service(doc: Document, pname: str, directory: Path, name: str, v: dict, net
         raise doc.error(where + ("restart",), f"invalid restart policy {restart!r}", "use no, always, unless-stopped or on-failure[:N]")
     options = {"hostname": v.get("hostname"), "workdir": v.get("working_dir"), "user": v.get("user"),
                "cap_add": list(v.get("cap_add") or []), "cap_drop": list(v.get("cap_drop") or []),
-               "privileged": bool(v.get("privileged")), "dns": _list(v.get("dns")), "memory": _str(v.get("mem_limit")),
-               "cpus": _str(v.get("cpus")), "pids_limit": v.get("pids_limit"), "labels": _mapping(v.get("labels")),
-               "network_mode": mode}
+               "privileged": bool(v.get("privileged")), "dns": _list(v.get("dns")), "labels": _mapping(v.get("labels")),
+               "network_mode": mode, **extras.options(doc, where, v)}
+    # Compose's order: env_file first, environment: over it
+    from_files = extras.env_files(doc, where + ("env_file",), v.get("env_file"), directory, doc.environ)
     entrypoint, command = _entry_and_command(v.get("entrypoint"), v.get("command"))
     return Service(
         name=name, image=str(v.get("image") or f"{pname}-{name}"), build=build,
         command=command, entrypoint=entrypoint,
-        environment=[f"{k}={e}" if e is not None else k for k, e in _mapping(v.get("environment"), keep_none=True).items()],
+        environment=from_files + [f"{k}={e}" if e is not None else k for k, e in _mapping(v.get("environment"), keep_none=True).items()],
         ports=ports,
         networks={n: list((a or {}).get("aliases") or []) for n, a in networks.items()},
         depends_on=deps, healthcheck=_healthcheck(doc, where + ("healthcheck",), v.get("healthcheck")),
         volumes=mounts, restart=restart, container_name=str(v.get("container_name") or ""), options=options)
-
-
-def _str(value) -> str | None:
-    return None if value is None else str(value)
 
 
 def _list(value) -> list[str]:

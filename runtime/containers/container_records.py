@@ -324,3 +324,8 @@ def running_netns_owner(host_config: dict) -> Container | None:
         raise ContainerError(f"Cannot join the network namespace of container {owner.name}", f"it is {owner.status}",
                              f"start it first ('netdiag start {owner.name}')")
     return owner
+
+
+def extra_hosts(config: dict) -> list[str]:
+    """/etc/hosts lines of HostConfig.ExtraHosts (--add-host, Compose's extra_hosts: HOST:IP), as Docker writes them."""
+    return [f"{entry.partition(':')[2]}\t{entry.partition(':')[0]}" for entry in (config.get("HostConfig") or {}).get("ExtraHosts") or []]

@@ -148,6 +148,7 @@ def write_etc(c: container_records.Container) -> None:
         if not e.get("IPv4Address"):  # a CNI endpoint whose ADD is under way
             continue
         lines.append(f"{e['IPv4Address'].split('/')[0]}\t{hostname}")
+    lines += container_records.extra_hosts(c.config)
     _write_in_place(c.dir / "hosts", "\n".join(lines) + "\n")
     dns = c.config["HostConfig"].get("Dns") or []
     # like Docker: the embedded DNS as soon as one network is user-defined, also one connected

@@ -60,6 +60,7 @@ def _exec(c: container_records.Container, plan: security.Plan, argv: list[str], 
     uid, gid, groups, home = procenv.user(user if user is not None else cfg.get("User") or "")
     env.setdefault("HOME", home)
     os.chdir(workdir or cfg.get("WorkingDir") or "/")
+    procenv.set_ulimits(c.config.get("HostConfig") or {})  # an exec gets the container's limits, as runc gives them
     security.enter(plan, uid, gid, groups)
     for sig in (*_FORWARDED, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)

@@ -27,7 +27,10 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
                  health_interval: float = 30, health_timeout: float = 30, health_retries: int = 3,
                  labels: dict | None = None, cap_add: list[str] = (), cap_drop: list[str] = (),
                  privileged: bool = False, security_opt: list[str] = (), volumes: list[str] = (),
-                 restart: str = "no", healthcheck: dict | None = None) -> dict:
+                 restart: str = "no", healthcheck: dict | None = None, tty: bool = False, open_stdin: bool = False,
+                 extra_hosts: list[str] = (), expose: list[str] = (), stop_signal: str | None = None,
+                 stop_timeout: int | None = None, read_only: bool = False, tmpfs: list[str] = (),
+                 sysctls: dict | None = None, init: bool = False, ulimits: list[dict] = ()) -> dict:
     """The container's config (Docker's field names), from the image and the run options."""
     from .. import ipam
     from ..networks import network_records as nets, ports
@@ -109,6 +112,18 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
     for p in publish_specs:
         for port in range(p["ctr_start"], p["ctr_end"] + 1):
             exposed.setdefault(f"{port}/{p['proto']}", {})
+    extra_hosts = [validate.extra_host(h) for h in extra_hosts]
+    tmpfs = [validate.tmpfs(t) for t in tmpfs]
+    sysctls = {validate.sysctl(k, v): str(v) for k, v in (sysctls or {}).items()}
+    for e in map(validate.expose, expose):  # metadata only, as Docker's --expose
+        lo, _, hi = e.partition("/")[0].partition("-")
+        for port in range(int(lo), int(hi or lo) + 1):
+            exposed.setdefault(f"{port}/{e.partition('/')[2] or 'tcp'}", {})
+    if sysctls and (network in NETWORK_MODES or network.startswith(container_records.SHARED_NETNS)):
+        raise InvalidArgument(f"Sysctls need the container's own network namespace, not --network {network}",
+                              "net.* sysctls are set in the container's namespace; host or another's would be changed", "drop them")
+    if stop_signal is not None:
+        signal_number(stop_signal)
     health = healthcheck or ic.get("Healthcheck")  # Docker's form, from Compose
     if health_cmd:
         ns = 1_000_000_000
@@ -130,6 +145,10 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
             "Healthcheck": health,
             "Labels": {**(ic.get("Labels") or {}), **(labels or {})},
             "Image": image_ref,
+            "Tty": tty,
+            "OpenStdin": open_stdin,
+            "StopSignal": stop_signal or ic.get("StopSignal") or "",
+            **({"StopTimeout": stop_timeout} if stop_timeout is not None else {}),
         },
         "HostConfig": {
             "NetworkMode": network,
@@ -141,6 +160,12 @@ def build_config(image: images.Image, image_ref: str, cmd: list[str], *, entrypo
             "Dns": list(dns),
             "Binds": list(volumes),
             "RestartPolicy": policy,
+            "ExtraHosts": list(extra_hosts),
+            "ReadonlyRootfs": read_only,
+            "Tmpfs": dict(t.partition(":")[::2] for t in tmpfs),
+            "Sysctls": dict(sysctls or {}),
+            "Init": init,
+            "Ulimits": [validate.ulimit(u["Name"], u["Soft"], u["Hard"]) for u in ulimits],
             **confinement,
         },
         "Mounts": mounts,
@@ -209,6 +234,7 @@ def _write_etc_files(c: container_records.Container) -> None:
         hosts = _read("/etc/hosts") or "127.0.0.1\tlocalhost\n"
     else:
         hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    hosts += "".join(line + "\n" for line in container_records.extra_hosts(c.config))
     state.write_bytes(c.dir / "hosts", hosts.encode())
     state.write_bytes(c.dir / "resolv.conf", (_read("/etc/resolv.conf") or "").encode())
 
@@ -272,8 +298,12 @@ def _wait_pid_gone(pid: int, start_time: int | None, timeout: float) -> bool:
         os.close(fd)
 
 
-def stop(c: container_records.Container, timeout: float = 10, sig: int = signal.SIGTERM) -> None:
-    """SIGTERM, then SIGKILL after `timeout` seconds; returns once the monitor recorded the exit."""
+def stop(c: container_records.Container, timeout: float | None = 10, sig: int | None = None) -> None:
+    """The container's stop signal (Config.StopSignal, else SIGTERM), then SIGKILL after `timeout`
+    seconds (None: its Config.StopTimeout, else 10); returns once the monitor recorded the exit."""
+    cfg = c.config.get("Config") or {}
+    sig = sig if sig is not None else signal_number(cfg["StopSignal"]) if cfg.get("StopSignal") else signal.SIGTERM
+    timeout = timeout if timeout is not None else cfg.get("StopTimeout", 10)
     _no_restart(c)
     if not container_records.proc_ok(c):
         return
@@ -344,14 +374,7 @@ def remove(c: container_records.Container, force: bool = False) -> None:
     remove_stopped(container_records.get(c.id) if c.dir.exists() else c)
 
 
-def signal_number(name: str) -> int:
-    name = name.upper()
-    if name.isdigit():
-        return int(name)
-    try:
-        return int(getattr(signal, name if name.startswith("SIG") else f"SIG{name}"))
-    except AttributeError:
-        raise InvalidArgument(f"Invalid signal {name!r}", "", "use a name like TERM, KILL, HUP or a number") from None
+signal_number = validate.signal_number  # kill -s, StopSignal
 
 
 def prune() -> list[str]:

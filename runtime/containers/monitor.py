@@ -16,11 +16,11 @@ import signal
 import traceback
 from pathlib import Path
 
-from ..kernel import syscalls as sc
+from ..kernel import syscalls as sc, sysctl
 from ..kernel.ns import Namespace
 from .. import state
 from ..errors import ContainerError, NetdiagError
-from . import cgroups, container_records, endpoints, procenv, rootfs, security
+from . import cgroups, container_records, endpoints, pid1, procenv, rootfs, security
 from .cleanup import remove_stopped
 from .stdio import LogWriter, pump
 
@@ -130,6 +130,12 @@ def _monitor(c: container_records.Container, lower_dirs: list[Path], status_w: i
     # the container reads stdin from a pipe the monitor fills, never the CLI's own descriptor:
     # reopened through /proc/self/fd/0 that would be the caller's file or terminal
     cli_in = _stdin_pipe(os.dup(0)) if interactive else os.dup(devnull)
+    held_open = None
+    if not interactive and (c.config["Config"].get("OpenStdin") or c.config["Config"].get("Tty")):
+        # Docker's stdin_open/tty with nobody attached: a stdin that never ends (a shell waits on it
+        # instead of exiting); the write end stays open, unused, as long as this monitor lives
+        os.close(cli_in)
+        cli_in, held_open = os.pipe2(os.O_CLOEXEC)
     cli_out, cli_err = (os.dup(1), os.dup(2)) if attach else (None, None)
     for fd in (0, 1, 2):  # never hold the CLI's terminal or pipes open past its exit
         os.dup2(devnull, fd)
@@ -217,6 +223,8 @@ def _monitor(c: container_records.Container, lower_dirs: list[Path], status_w: i
     log.close()
     _, status = os.waitpid(child, 0)
     code = os.waitstatus_to_exitcode(status)
+    if held_open is not None:
+        os.close(held_open)
     code = 128 - code if code < 0 else code
     oom = cgroups.oom_killed(c.id)
     try:
@@ -356,10 +364,17 @@ def _init(c: container_records.Container, lower_dirs: list[Path], own_net: bool,
         etc = shared[1] if shared else c.dir  # sharing a namespace, Docker shares its hosts and resolv.conf too
         binds = {f"/etc/{n}": (c.dir if n == "hostname" else etc) / n for n in ("hostname", "hosts", "resolv.conf")}
         host_devs = security.host_devices() if host.get("Privileged") else []  # the host's /dev, before pivot_root
-        rootfs.setup(c.dir / "merged", binds, own_net, cfg.get("Hostname") if own_net else None, c.config.get("Mounts") or [])
-        security.apply_paths(host, host_devs)
-        if os.read(m2c, 1) != b"G":
+        rootfs.setup(c.dir / "merged", binds, own_net, cfg.get("Hostname") if own_net else None, c.config.get("Mounts") or [],
+                     host.get("Tmpfs"), bool(host.get("ReadonlyRootfs")), cfg.get("WorkingDir") or "")
+        if os.read(m2c, 1) != b"G":  # its network is attached: eth0's own sysctls exist now
             os._exit(1)
+        for key, value in (host.get("Sysctls") or {}).items():  # before /proc/sys turns read-only
+            try:
+                sysctl.write(key.replace(".", "/"), value)
+            except OSError as e:
+                raise ContainerError(f"Cannot set sysctl {key}={value}", e.strerror or str(e),
+                                     "check the key exists in a network namespace of this kernel, and its value") from None
+        security.apply_paths(host, host_devs)
         env = procenv.env(cfg)
         argv = _argv(cfg)
         uid, gid, groups, home = procenv.user(cfg.get("User") or "")
@@ -372,12 +387,18 @@ def _init(c: container_records.Container, lower_dirs: list[Path], own_net: bool,
         os.closerange(3, c2m)
         os.closerange(c2m + 1, 65536)
         os.setsid()
+        procenv.set_ulimits(host)  # before the capabilities drop
         security.enter(plan, uid, gid, groups)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         if not argv:
             raise ContainerError("No command specified", "the image has no CMD or ENTRYPOINT", "give a command after the image name")
+        if host.get("Init"):
+            program = os.fork()
+            if program:  # this process stays PID 1; the pipe's end is the program's, whose exec closes it
+                os.close(c2m)
+                pid1.supervise(program)
         try:
             os.execvpe(argv[0], argv, env)
         except FileNotFoundError:

@@ -1,6 +1,9 @@
-"""The environment and the user a container's process runs with, as Docker reads them from the image
-config and the container's own /etc/passwd and /etc/group (used by the init, exec and health checks)."""
+"""The environment, the user and the resource limits a container's process runs with, as Docker
+reads them from the image config, the container's own /etc/passwd and /etc/group, and
+HostConfig.Ulimits (used by the init, exec and health checks)."""
 from __future__ import annotations
+
+import resource
 
 from ..errors import ContainerError
 
@@ -49,3 +52,18 @@ def table(path: str) -> list[list[str]]:
             return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
     except FileNotFoundError:
         return []
+
+
+def set_ulimits(host: dict) -> None:
+    """HostConfig.Ulimits on the calling process (-1: unlimited). Lowering needs no privilege,
+    raising a hard limit needs CAP_SYS_RESOURCE: a clear error when the host's is lower."""
+    for limit in host.get("Ulimits") or []:
+        which = getattr(resource, f"RLIMIT_{limit['Name'].upper()}")
+        wanted = tuple(resource.RLIM_INFINITY if v == -1 else v for v in (limit["Soft"], limit["Hard"]))
+        try:
+            resource.setrlimit(which, wanted)
+        except (ValueError, OSError) as e:
+            hard = resource.getrlimit(which)[1]
+            raise ContainerError(f"Cannot set ulimit {limit['Name']}={limit['Soft']}:{limit['Hard']}",
+                                 f"{e}; the hard limit here is {'unlimited' if hard == resource.RLIM_INFINITY else hard} "
+                                 "and raising it needs CAP_SYS_RESOURCE", "ask for no more than that hard limit") from None

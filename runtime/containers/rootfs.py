@@ -43,9 +43,12 @@ def top_first_once(lower_dirs: list[Path]) -> list[Path]:
     return out
 
 
-def setup(merged: Path, binds: dict[str, Path], own_netns: bool, hostname: str | None, mounts: list[dict] = ()) -> None:
+def setup(merged: Path, binds: dict[str, Path], own_netns: bool, hostname: str | None, mounts: list[dict] = (),
+          tmpfs: dict[str, str] | None = None, read_only: bool = False, workdir: str = "") -> None:
     """Finish the root at `merged` and pivot into it. `binds` maps in-container file -> host file;
-    `mounts` are the container's volumes (volumes.parse), bound after them.
+    `mounts` are the container's volumes (volumes.parse), bound after them; `tmpfs` are
+    HostConfig.Tmpfs (path -> options); `read_only` makes the root itself read-only, last, so that
+    the mount points above could still be made.
 
     Every target is resolved inside the root (runtime/fsroot.py) and mounted onto its descriptor,
     so an image's symlinks (an /etc that links to a host directory, say) never reach the host."""
@@ -66,6 +69,12 @@ def setup(merged: Path, binds: dict[str, Path], own_netns: bool, hostname: str |
             _bind_file(root, inside, host_file)
         for mount in mounts:
             _bind_volume(root, mount)
+        for inside, options in (tmpfs or {}).items():
+            _mount_on(root, inside, "tmpfs", "tmpfs", *tmpfs_options(options))
+        if read_only:
+            if workdir:  # made now, as Docker makes it, while the root is still writable
+                os.close(_open_dir(root, workdir, mkdir_mode=0o755))
+            sc.mount(None, m, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
     finally:
         os.close(root)
 
@@ -77,6 +86,25 @@ def setup(merged: Path, binds: dict[str, Path], own_netns: bool, hostname: str |
         sc.sethostname(hostname)
     if own_netns:
         link.set_up(link.index("lo"))
+
+
+_TMPFS_FLAGS = {"ro": (sc.MS_RDONLY, True), "rw": (sc.MS_RDONLY, False), "noexec": (sc.MS_NOEXEC, True),
+                "exec": (sc.MS_NOEXEC, False), "nosuid": (sc.MS_NOSUID, True), "suid": (sc.MS_NOSUID, False),
+                "nodev": (sc.MS_NODEV, True), "dev": (sc.MS_NODEV, False)}
+
+
+def tmpfs_options(text: str) -> tuple[int, str]:
+    """Mount flags and data of a --tmpfs PATH:OPTIONS: Docker's default noexec,nosuid,nodev, then
+    the options given (exec undoes noexec; size=, mode=, uid= ... go to the kernel)."""
+    flags = sc.MS_NOEXEC | sc.MS_NOSUID | sc.MS_NODEV
+    data = []
+    for opt in filter(None, text.split(",")):
+        if opt in _TMPFS_FLAGS:
+            bit, on = _TMPFS_FLAGS[opt]
+            flags = flags | bit if on else flags & ~bit
+        else:
+            data.append(opt)
+    return flags, ",".join(data)
 
 
 def _setup_dev(root: int) -> None:

@@ -174,3 +174,82 @@ def test_a_service_with_build_gets_its_image_built_once_and_rebuilt_with_build(l
     assert "Container built-site-1 Removed (its service or image changed)" in p.stderr  # a new image: a new container
     assert lab.lab_get("http://127.0.0.1:8081/").stdout == "rebuilt page\n"
     lab.ok("compose", "-f", str(f), "down", "-t", "1")
+
+
+def test_real_world_keys_reach_the_container(lab, tmp_path):
+    """env_file, extra_hosts, tmpfs, net.* sysctls, read_only, stdin_open, stop_signal and
+    stop_grace_period, as the container's own process sees them; profiles leave a service out."""
+    import time
+
+    f = _stack(tmp_path, """
+        services:
+          box:
+            image: busybox
+            stdin_open: true
+            tty: true
+            env_file: [app.env, {path: local.env, required: false}]
+            environment: {OVERRIDDEN: by-environment}
+            extra_hosts: ["db.local:10.1.2.3"]
+            tmpfs: ["/scratch:size=4m,mode=0700"]
+            read_only: true
+            sysctls: {net.ipv4.ip_unprivileged_port_start: 80, net.ipv4.conf.eth0.rp_filter: 2}
+            stop_signal: SIGKILL
+            stop_grace_period: 30s
+            deploy: {resources: {limits: {pids: 40}}}
+          tools:
+            image: busybox
+            profiles: [debug]
+        """, name="real")
+    (f.parent / "app.env").write_text('GREETING="hello \\"world\\""  \nOVERRIDDEN=by-file\n')
+    p = lab.run("compose", "up", "-d", "-f", str(f), timeout=90)
+    assert p.returncode == 0, p.stderr
+    assert "real-tools-1" not in p.stderr  # its profile is not active
+
+    def sh(script: str):
+        return lab.run("exec", "real-box-1", "sh", "-c", script)
+
+    assert lab.inspect("real-box-1")["State"]["Status"] == "running"  # sh with no command waits on its open stdin
+    assert sh("echo $GREETING/$OVERRIDDEN").stdout == 'hello "world"/by-environment\n'
+    assert "10.1.2.3\tdb.local\n" in sh("cat /etc/hosts").stdout
+    assert sh("grep ' /scratch ' /proc/mounts").stdout.split()[2:4] == ["tmpfs", "rw,nosuid,nodev,noexec,relatime,size=4096k,mode=700"]
+    assert sh("cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/net/ipv4/conf/eth0/rp_filter").stdout == "80\n2\n"
+    assert lab.in_lab("cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start").stdout == "1024\n"  # the lab host's own is untouched
+    refused = sh("touch /made-here")
+    assert refused.returncode != 0 and "Read-only file system" in refused.stderr
+    assert sh("touch /scratch/ok && echo written").stdout == "written\n"
+
+    started = time.monotonic()  # SIGKILL as its stop signal: down does not wait out the 30 s grace period
+    assert lab.run("compose", "-f", str(f), "down", timeout=60).returncode == 0
+    assert time.monotonic() - started < 15
+    assert lab.ok("ps", "-a", "--format", "{{.Names}}") == ""
+
+
+def test_init_forwards_the_stop_signal_and_returns_the_programs_status(lab, tmp_path):
+    """init: true puts a PID 1 in front of the program, like Docker's tini: `sleep` (which, as PID 1,
+    would ignore SIGTERM and hold `down` for the whole grace period) is stopped by the forwarded
+    signal at once, and its status is the container's."""
+    import time
+
+    f = _stack(tmp_path, """
+        services:
+          sleeper:
+            image: busybox
+            init: true
+            command: [sleep, "600"]
+            stop_grace_period: 30s
+          quitter:
+            image: busybox
+            init: true
+            command: [sh, -c, "sleep 300 & exit 7"]
+        """, name="init")
+    assert lab.run("compose", "up", "-d", "-f", str(f), timeout=90).returncode == 0
+    assert lab.inspect("init-sleeper-1")["HostConfig"]["Init"] is True
+    assert lab.ok("exec", "init-sleeper-1", "cat", "/proc/1/comm").strip() != "sleep"  # PID 1 is the init, not the program
+    from tests.labkit import wait_for
+
+    assert wait_for(lambda: lab.inspect("init-quitter-1")["State"]["Status"] == "exited", 20)
+    assert lab.inspect("init-quitter-1")["State"]["ExitCode"] == 7  # the program's status, its orphan notwithstanding
+    started = time.monotonic()
+    assert lab.run("compose", "-f", str(f), "down", timeout=60).returncode == 0
+    assert time.monotonic() - started < 15
+    assert lab.ok("ps", "-a", "--format", "{{.Names}}") == ""
