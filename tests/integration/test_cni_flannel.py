@@ -14,6 +14,7 @@ pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not os.path.exists("/usr/lib/cni/bridge"), reason="containernetworking-plugins not installed")]
 
 WEB = "10.244.1.2"  # the first pod of node1's /24
+CLIENT = "10.244.2.2"  # the first pod of node2's /24
 
 
 @contextlib.contextmanager
@@ -49,11 +50,26 @@ def _get(w):
     return w.netdiag("exec", "client", "timeout", "3", "wget", "-qO-", f"http://{WEB}/i.html", where="node2")
 
 
+def _both_ways(w) -> bool:
+    """client -> web over HTTP, and web -> client (ping): the pod-to-pod path across flannel.1 in both directions."""
+    back = w.netdiag("exec", "web", "ping", "-c", "1", "-W", "2", CLIENT, where="node1")
+    return _get(w).returncode == 0 and back.returncode == 0
+
+
+def _apply_fix(w, result, where="node2"):
+    """The printed fix_command, run as printed through a shell on the node, after netdiag checked it on the model."""
+    assert result["fix_command"], result["fix"]
+    assert result["fix_check"]["checked"] and result["fix_check"]["delivers"], result["fix_check"]
+    p = w.run_in(where, ["sh", "-c", result["fix_command"]], env=w.user_env(where), timeout=60)
+    assert p.returncode == 0, (result["fix_command"], p.stderr)
+
+
 def test_a_pod_reaches_a_pod_on_the_other_node_and_trace_follows_it_through_flannel(nodes):
     w = nodes
     assert w.netdiag("inspect", "web", where="node1").returncode == 0
     p = _get(w)
     assert p.returncode == 0 and p.stdout == "node1\n", p.stderr
+    assert _both_ways(w)
     # the pod's interface got flannel's MTU from the conflist, its routes from host-local
     assert "mtu 1450" in w.netdiag("exec", "client", "ip", "link", "show", "eth0", where="node2").stdout
     code, result = _trace(w)
@@ -71,6 +87,10 @@ def test_a_missing_fdb_entry_is_overlay_peer_unknown(nodes):
     code, result = _trace(w)
     assert code == 1 and result["cause"] == "OVERLAY_PEER_UNKNOWN", result["summary"]
     assert vtep_mac(1) in result["summary"]
+    # flannel.1 carries an address and sits on no bridge: the VTEP is the peer device that owns the next hop
+    assert result["fix_command"] == f"bridge fdb append {vtep_mac(1)} dev flannel.1 dst 198.51.100.1", result["fix"]
+    _apply_fix(w, result)
+    assert _both_ways(w)
 
 
 def test_a_missing_route_to_the_other_nodes_pod_subnet_is_no_route(nodes):
@@ -79,6 +99,10 @@ def test_a_missing_route_to_the_other_nodes_pod_subnet_is_no_route(nodes):
     assert _get(w).returncode != 0
     code, result = _trace(w)
     assert code == 1 and result["cause"] == "NO_ROUTE", result["summary"]
+    # flannel's own route to the other node's pod /24, not a default route into the underlay
+    assert result["fix_command"] == "ip route add 10.244.1.0/24 via 10.244.1.0 dev flannel.1 onlink", result["fix"]
+    _apply_fix(w, result)
+    assert _both_ways(w)
 
 
 def test_pods_with_an_mtu_larger_than_flannels_vxlan_are_an_mtu_blackhole():
