@@ -74,6 +74,8 @@ def test_a_pod_reaches_a_pod_on_the_other_node_and_trace_follows_it_through_flan
     assert "mtu 1450" in w.netdiag("exec", "client", "ip", "link", "show", "eth0", where="node2").stdout
     code, result = _trace(w)
     assert code == 0 and result["verdict"] == "delivered", result["summary"]
+    # the pod on the other node by its container name and where it runs, not as pid:N (httpd)
+    assert result["hops"][-1]["label"] == f"web (netdiag container on ns:{os.path.basename(w.namespace('node1'))})", result["hops"][-1]
     vx = [(h["namespace"], h["direction"]) for h in result["hops"] if h["interface"] == "flannel.1"]
     ns_id = {n: f"ns-{os.stat(w.namespace(n)).st_ino}" for n in ("node1", "node2")}
     assert vx == [(ns_id["node2"], "egress"), (ns_id["node1"], "ingress")], vx  # encapsulated, then decapsulated
