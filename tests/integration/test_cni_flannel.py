@@ -19,11 +19,12 @@ CLIENT = "10.244.2.2"  # the first pod of node2's /24
 
 @contextlib.contextmanager
 def flannel_nodes(**kw):
-    """A FlannelLab with pod `web` (httpd) on node1 and pod `client` on node2; nothing left after."""
+    """A FlannelLab with pod `web` (httpd, hostPort 8080 through portmap) on node1 and pod `client` on node2;
+    nothing left after."""
     w = FlannelLab(**kw)
     w.create()
     try:
-        assert w.netdiag("run", "-d", "--name", "web", "--network", "cni:cbr0", "busybox", "sh", "-c",
+        assert w.netdiag("run", "-d", "--name", "web", "--network", "cni:cbr0", "-p", "8080:80", "busybox", "sh", "-c",
                          "echo node1 > /i.html; exec httpd -f -p 80 -h /", where="node1").returncode == 0
         assert w.netdiag("run", "-d", "--name", "client", "--network", "cni:cbr0", "busybox", "sleep", "600",
                          where="node2").returncode == 0
@@ -115,3 +116,21 @@ def test_pods_with_an_mtu_larger_than_flannels_vxlan_are_an_mtu_blackhole():
         assert p.returncode == 1 and result["cause"] == "MTU_BLACKHOLE", result["summary"]
         small = w.netdiag("trace", "client", WEB, "--proto", "icmp", "--size", "1000", "--json", where="node2", timeout=120)
         assert small.returncode == 0, small.stdout
+
+
+def test_a_flushed_hostport_chain_is_an_unhooked_published_port_and_its_jump_comes_back(nodes):
+    w = nodes
+    node1 = "198.51.100.1"
+    hostport = ["timeout", "3", "wget", "-qO-", f"http://{node1}:8080/i.html"]
+    assert w.run_in("node2", hostport).stdout == "node1\n"
+    w.run_in("node1", ["iptables", "-t", "nat", "-F", "CNI-HOSTPORT-DNAT"])  # portmap's entry chain
+    assert w.run_in("node2", hostport).returncode != 0
+    p = w.netdiag("trace", "host", node1, "--port", "8080", "--json", where="node2", timeout=120)
+    result = json.loads(p.stdout)
+    # not a missing server: portmap's per-pod DNAT chain is still there, nothing jumps to it
+    assert p.returncode == 1 and result["cause"] == "PORT_NOT_PUBLISHED", result["summary"]
+    assert "10.244.1.2:80" in result["summary"], result["summary"]
+    assert " iptables -t nat -I CNI-HOSTPORT-DNAT -p tcp -m multiport --dports 8080 -j CNI-DN-" in result["fix_command"]
+    _apply_fix(w, result)
+    assert w.run_in("node2", hostport).stdout == "node1\n"
+    assert w.netdiag("exec", "client", *hostport, where="node2").stdout == "node1\n"
