@@ -94,7 +94,8 @@ class VxlanSteps:
 
     def overlay_route_fix(self, ns: dict, dst: str) -> Fix | None:
         """A routed overlay's route (flannel's): `dst` is on a subnet connected in another observed
-        namespace whose VXLAN device (same VNI and port as one of `ns`) carries an address. The route
+        namespace whose VXLAN device (same VNI and port as one of `ns`) carries an address on that
+        subnet (flannel's 10.244.N.0 of the node's 10.244.N.0/24). The route
         goes to that subnet via that address, `onlink` on `ns`'s device (the address is on none of
         `ns`'s subnets), as flanneld adds it. None where no such peer exists (bridged overlays)."""
         addr = ipaddress.ip_address(dst)
@@ -110,9 +111,11 @@ class VxlanSteps:
                     if pv.get("vni") != v.get("vni") or (pv.get("port") or 4789) != (v.get("port") or 4789):
                         continue
                     gw = next((a["address"] for a in other["addresses"] if a["ifname"] == peer["name"]), None)
+                    # the node's pod subnet holds its VTEP's address (10.244.1.0 of 10.244.1.0/24): never the
+                    # underlay's or another uplink's subnet, which the overlay does not carry
                     subnet = next((net for a in other["addresses"] if a["ifname"] != peer["name"] and a["prefixlen"] < 32
                                    for net in [ipaddress.ip_network(f"{a['address']}/{a['prefixlen']}", strict=False)]
-                                   if addr in net), None)
+                                   if addr in net and gw and ipaddress.ip_address(gw) in net), None)
                     if gw and subnet:
                         return Fix(fixes.in_ns(ns, ["ip", "route", "add", str(subnet), "via", gw, "dev", dev["name"], "onlink"]),
                                    fixes.replace_route(ns["id"], str(subnet), gw, dev["name"]),

@@ -72,3 +72,14 @@ def test_an_unreferenced_dnat_chain_for_another_port_is_not_blamed():
     items[:] = [i for i in items if not ("rule" in i and i["rule"]["chain"] == "CNI-HOSTPORT-DNAT")]
     r, _ = run_static(Model(snap), "host", "198.51.100.1", proto="tcp", port=9090)
     assert r.cause == "NO_LISTENER", r.summary
+
+
+def test_an_address_of_the_other_nodes_underlay_subnet_is_not_routed_over_flannel():
+    """The overlay's route only for a subnet that holds the peer VTEP's address (a pod subnet), never
+    for another subnet that node has: here node1's uplink subnet, which node2 lost."""
+    def drop_underlay(ns):
+        ns["routes"] = [x for x in ns["routes"] if x["dst"] != "198.51.100.0/24"]
+        ns["addresses"] = [a for a in ns["addresses"] if a["ifname"] != "eth0"]
+    m = planted(drop_underlay)
+    _, fix = run_static(m, "client", "198.51.100.1", proto="tcp", port=8080)
+    assert not (fix and fix.command and "flannel.1" in fix.command), fix and fix.command
