@@ -108,7 +108,7 @@ def test_a_missing_route_to_the_other_nodes_pod_subnet_is_no_route(nodes):
     assert _both_ways(w)
 
 
-def test_pods_with_an_mtu_larger_than_flannels_vxlan_are_an_mtu_blackhole():
+def test_pods_with_an_mtu_larger_than_flannels_vxlan_are_an_mtu_blackhole_for_icmp_and_pmtud_for_tcp():
     with flannel_nodes(pod_mtu=1500) as w:  # the conflist gives pods 1500 while flannel.1 carries 1450
         assert "mtu 1500" in w.netdiag("exec", "client", "ip", "link", "show", "eth0", where="node2").stdout
         p = w.netdiag("trace", "client", WEB, "--proto", "icmp", "--size", "1472", "--json", where="node2", timeout=120)
@@ -116,6 +116,19 @@ def test_pods_with_an_mtu_larger_than_flannels_vxlan_are_an_mtu_blackhole():
         assert p.returncode == 1 and result["cause"] == "MTU_BLACKHOLE", result["summary"]
         small = w.netdiag("trace", "client", WEB, "--proto", "icmp", "--size", "1000", "--json", where="node2", timeout=120)
         assert small.returncode == 0, small.stdout
+        # TCP is not black-holed here: node2 routes the pod's segments into flannel.1 and answers the
+        # too-big ones with ICMP 'fragmentation needed', so TCP learns the path MTU (a 64 KiB body gets through)
+        w.netdiag("exec", "web", "sh", "-c", "dd if=/dev/zero bs=1k count=64 > /big", where="node1")
+        body = w.netdiag("exec", "client", "sh", "-c", f"timeout 5 wget -qO- http://{WEB}/big | wc -c", where="node2")
+        assert body.stdout.strip() == "65536", body
+        p = w.netdiag("trace", "client", WEB, "--port", "80", "--size", "1472", "--json", where="node2", timeout=120)
+        result = json.loads(p.stdout)
+        assert p.returncode == 0 and result["verdict"] == "delivered", result["summary"]
+        assert result["reconciled"].startswith("static and live agree once path MTU discovery is counted"), result["reconciled"]
+        mtu = [e["detail"] for e in result["evidence"] if e["kind"] == "mtu"]
+        # the step is flannel.1 on node2 (not the pod's own eth0, where TCP segments to fit), with the conflist's fix
+        assert any(d.startswith("path MTU discovery at host flannel.1") and '"mtu": 1450 in the bridge plugin of the CNI '
+                   "conflist cbr0" in d for d in mtu), mtu
 
 
 def test_a_flushed_hostport_chain_is_an_unhooked_published_port_and_its_jump_comes_back(nodes):

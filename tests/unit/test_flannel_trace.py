@@ -83,3 +83,38 @@ def test_an_address_of_the_other_nodes_underlay_subnet_is_not_routed_over_flanne
     m = planted(drop_underlay)
     _, fix = run_static(m, "client", "198.51.100.1", proto="tcp", port=8080)
     assert not (fix and fix.command and "flannel.1" in fix.command), fix and fix.command
+
+
+def _pods_at_1500(snap):
+    """The conflist gave pods 1500 while flannel.1 carries 1450: the pod, its veth and cni0 at 1500."""
+    for ns in snap["namespaces"].values():
+        for link in ns["links"]:
+            if link["kind"] in ("veth", "bridge") and link.get("mtu") == 1450:
+                link["mtu"] = 1500
+
+
+def test_tcp_over_a_too_small_vxlan_is_the_mtu_step_at_flannel_and_live_tcp_through_it_is_path_mtu_discovery():
+    from types import SimpleNamespace
+
+    from netdiag.reason import reconcile
+
+    snap = copy.deepcopy(SNAP)
+    _pods_at_1500(snap)
+    m = Model(snap)
+    r, _ = run_static(m, "client", WEB, proto="tcp", port=80, size=1472)
+    hop = r.hops[r.blocked_at - 1]
+    # not the pod's own eth0 (TCP segments to fit it) but node2's flannel.1, with the conflist's MTU as the fix
+    assert (r.cause, hop.interface) == ("MTU_BLACKHOLE", "flannel.1"), r.summary
+    assert '"mtu": 1450 in the bridge plugin of the CNI conflist cbr0' in r.fix.text, r.fix.text
+    live = SimpleNamespace(outcome="connected", detail="1472 bytes acknowledged", seen=[], nftrace=[], drops=[], elapsed=0.1,
+                           notes=[], nftrace_error=None, drops_scope="host")
+    reconcile.merge(m, r, live)
+    assert (r.verdict, r.cause) == ("delivered", None) and r.reconciled.startswith("static and live agree once path MTU"), r.summary
+    assert any(e.kind == "mtu" and "flannel.1" in e.detail and "1450" in e.detail for e in r.evidence)
+
+
+def test_icmp_over_a_too_small_vxlan_stays_an_mtu_black_hole_when_the_probe_is_too_big():
+    snap = copy.deepcopy(SNAP)
+    _pods_at_1500(snap)
+    r, _ = run_static(Model(snap), "client", WEB, proto="icmp", size=1472)
+    assert (r.cause, r.hops[r.blocked_at - 1].interface) == ("MTU_BLACKHOLE", "flannel.1"), r.summary
