@@ -37,6 +37,28 @@ def containers() -> list[dict]:
     return out
 
 
+def containers_at(root: Path) -> list[dict]:
+    """The running containers (id, name, pid) that another netdiag state root on this machine records,
+    e.g. a lab node's netdiag seen from the next node. Read-only: a record that cannot be read is
+    skipped, nothing of that root is settled or changed."""
+    from . import state
+
+    out = []
+    try:
+        subs = [d for d in (root / "containers").iterdir() if d.is_dir() and not d.name.startswith(".")]
+    except OSError:
+        return []
+    for d in subs:
+        try:
+            cfg = state.read_json(d / "config.json", expect=dict)
+            st = state.read_json(d / "state.json", {}, expect=dict)
+        except state.CorruptRecord:
+            continue
+        if cfg and isinstance(cfg.get("Name"), str) and st.get("Status") == "running" and str(st.get("Pid", "")).isdigit():
+            out.append({"id": d.name, "name": cfg["Name"], "pid": int(st["Pid"])})
+    return out
+
+
 def compose_identity(labels: dict | None) -> dict:
     """{"compose": {"project", "service", "number"}} for a container of a Compose project (Docker
     Compose's labels, which netdiag's compose sets too), so diagnosis finds it by service name; {}

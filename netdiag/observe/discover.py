@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -16,6 +17,7 @@ class NsRef:
     container: dict = field(default_factory=dict)
     pids: list[int] = field(default_factory=list)
     netns_names: list[str] = field(default_factory=list)
+    on: str = ""                 # a container of another netdiag root: the label of the namespace its monitor runs in
 
     @property
     def id(self) -> str:
@@ -28,6 +30,8 @@ class NsRef:
             return f"{self.name} ({self.runtime} container)"
         if self.kind == "netns":
             return f"ns:{self.name}"
+        if self.on:
+            return f"{self.name} ({self.runtime} container on {self.on})"
         return f"pid:{self.pids[0]}" + (f" ({self.name})" if self.name else "")
 
 
@@ -73,6 +77,50 @@ def _host_path() -> str:
     if _HOST_FD is None:
         _HOST_FD = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     return f"/proc/self/fd/{_HOST_FD}"
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            pairs = f.read().split(b"\0")
+    except OSError:
+        return {}
+    return dict(p.decode(errors="replace").split("=", 1) for p in pairs if b"=" in p)
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _name_other_roots_containers(refs: dict[int, NsRef]) -> None:
+    """Namespaces no one here claims whose process a netdiag monitor of another state root started
+    (in a lab, the pods of the next node, whose namespaces this shared kernel shows): named after
+    that root's container record and the namespace its monitor runs in, not pid:N. They stay
+    kind "pid": they are not this host's containers, so no command here resolves or recreates them."""
+    from runtime import paths, records
+
+    mine = str(paths.root())
+    by_root: dict[str, list[tuple[NsRef, int]]] = {}
+    for ref in refs.values():
+        if ref.kind != "pid":
+            continue
+        for pid in ref.pids[:4]:  # the container's init is among the first; its parent is the monitor
+            parent = _ppid(pid)
+            root = _environ(parent).get("NETDIAG_ROOT") if parent else None
+            if root and root != mine:
+                by_root.setdefault(root, []).append((ref, parent))
+                break
+    for root, found in by_root.items():
+        by_pid = {c["pid"]: c for c in records.containers_at(Path(root))}
+        for ref, monitor in found:
+            c = next((by_pid[p] for p in ref.pids if p in by_pid), None)
+            host = refs.get(_inode(f"/proc/{monitor}/ns/net") or -1)
+            if c is not None and host is not None:
+                ref.name, ref.runtime, ref.on = c["name"], "netdiag", host.label()
 
 
 def discover(errors: list[dict]) -> tuple[dict[int, NsRef], list[dict], list[dict]]:
@@ -138,6 +186,7 @@ def discover(errors: list[dict]) -> tuple[dict[int, NsRef], list[dict], list[dic
             continue  # --network host or container:X: the namespace is the host's or X's, named after them
         ref.kind, ref.name, ref.runtime, ref.container = "container", c["name"], c["runtime"], c
         ref.path = f"/proc/{c['pid']}/ns/net"
+    _name_other_roots_containers(refs)
     for ref in refs.values():
         ref.pids.sort()
         if ref.kind == "pid" and ref.pids:

@@ -82,6 +82,8 @@ def merge(model, result: Diagnosis, live, static_fix=None) -> Fix | None:
     if static == "delivered" and outcome in LOST and answer is not None:
         # the request got through, the kernel dropped its answer: the reply's own hop and cause
         return _kernel_decides(model, result, answer, ns_by_path, None, reply=True)
+    if static == "blocked" and cause == "MTU_BLACKHOLE" and result.proto == "tcp" and outcome in DELIVERED:
+        return _path_mtu_discovered(result, outcome)
     agree = ((static == "delivered" and outcome in DELIVERED)
              or (static == "blocked" and cause in REFUSED_CAUSES and outcome == "refused")
              or (static == "blocked" and cause not in REFUSED_CAUSES and outcome in LOST)
@@ -107,6 +109,22 @@ def merge(model, result: Diagnosis, live, static_fix=None) -> Fix | None:
                           + (f"; it was last seen at hop {last_seen}" if last_seen else "")
                           + "; no netfilter rule dropped it (the kernel's packet trace saw none): something outside "
                             "the model drops it (see the host-wide drop reasons under evidence)")
+    return None
+
+
+def _path_mtu_discovered(result: Diagnosis, outcome: str) -> None:
+    """TCP through the MTU step the static path stops at, and no rule ate its ICMP 'fragmentation
+    needed': the sender learnt the path MTU and segments to fit, as TCP does. Delivered; the MTU
+    step stays in the evidence with its fix, the change that spares every connection that detour."""
+    hop = result.hops[result.blocked_at - 1] if result.blocked_at else None
+    where = f" at {hop.label} {hop.interface}" if hop else ""
+    advice = f" ({result.fix.text})" if result.fix.text else ""
+    result.evidence.append(Evidence("mtu", f"path MTU discovery{where}: {result.summary.rstrip('.')}; the live TCP probe "
+                                    f"{outcome}, so that ICMP got back and the sender shrank its segments{advice}"))
+    result.reconciled = "static and live agree once path MTU discovery is counted: TCP learnt the smaller MTU" + where
+    result.delivered(sentence(f"TCP gets through by path MTU discovery: full-size segments do not fit the MTU{where}, the sender "
+                              "learns that from the ICMP 'fragmentation needed' and sends smaller ones (see evidence for "
+                              "the MTU to lower)", _labels(result)))
     return None
 
 

@@ -21,7 +21,7 @@ from .nftables import Packet, evaluate
 from .result import Diagnosis, Evidence, FixClaim, Hop, Reply
 from .stop import Stop, sentence
 from .trace_delivery import DeliverySteps
-from .trace_links import HEADERS, LinkSteps, VXLAN_OVERHEAD
+from .trace_links import LinkSteps
 from .trace_routes import REPLY_WORDS, RouteSteps
 from .trace_vxlan import EPHEMERAL_SPORT, VxlanSteps
 
@@ -251,7 +251,7 @@ class Trace(RouteSteps, LinkSteps, DeliverySteps, VxlanSteps):
         n = self.hop(ns, link["name"], link["kind"], "ingress")
         self.check_link(ns, link, n)
         if link["kind"] == "veth" and self.size and link.get("mtu"):
-            size = self.size + HEADERS.get(self.proto, 28) + (VXLAN_OVERHEAD if encap else 0)
+            size = self.wire_size(encap)
             if size > link["mtu"]:  # a veth drops a frame larger than its own MTU on receipt, with no ICMP
                 raise Stop("blocked", "MTU_BLACKHOLE",
                            f"a {size}-byte packet arrives on {link['name']} in {ns['label']}, whose MTU is {link['mtu']}: "

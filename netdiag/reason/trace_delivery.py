@@ -10,6 +10,7 @@ from . import fixes
 from .fixes import Fix
 from .nftables import Packet
 from .stop import Stop
+from .unhooked_dnat import unhooked_dnat_stop
 
 
 class DeliverySteps:
@@ -35,6 +36,8 @@ class DeliverySteps:
                        f"{who} in {ns['label']} is listening only on {s['local']}:{s['port']}, so connections to {pkt.dst}:{pkt.dport} are refused",
                        _loopback_listener_fix(self.model, ns, s, who, fixes.listen_everywhere(ns["id"], self.proto, s["port"])),
                        [{"kind": "socket", "detail": f"{ns['label']}: {s['proto']} {s['local']}:{s['port']} ({who})"}])
+        if (unhooked := unhooked_dnat_stop(ns, pkt)) is not None:
+            raise unhooked  # a published port's DNAT chain that nothing jumps to: not a missing server
         if ns["kind"] == "host":
             self.unpublished(pkt)
         ports = sorted({s["port"] for s in ns.get("sockets", []) if s["proto"] == self.proto and not s.get("loopback_only")})

@@ -84,10 +84,23 @@ class LinkSteps:
                        Fix(" && ".join(fixes.in_ns(n, ["ip", "link", "set", x["name"], "up"]) for n, x in ends), apply,
                            namespaces=[n["id"] for n, _ in ends]), evidence)
 
+    def wire_size(self, encap: Packet | None) -> int:
+        """The probe's bytes on the wire here: its size plus headers, for TCP no more than the segment
+        the sender's own interface lets it send (TCP segments to fit it), plus VXLAN's when encapsulated."""
+        size = self.size + HEADERS.get(self.proto, 28)
+        if self.proto == "tcp" and getattr(self, "tcp_segment", None):
+            size = min(size, self.tcp_segment)
+        return size + (VXLAN_OVERHEAD if encap else 0)
+
     def check_mtu(self, ns: dict, link: dict, pkt: Packet, encap: Packet | None, bridged: bool = False) -> None:
         if not self.size:
             return
-        size = self.size + HEADERS.get(self.proto, 28) + (VXLAN_OVERHEAD if encap else 0)
+        size = self.wire_size(encap)
+        if self.proto == "tcp" and not encap and link.get("mtu") and size > link["mtu"] and ns["id"] == (self.src_ns or {}).get("id"):
+            # the sender's own interface: its TCP never emits a segment larger than that MTU (the MSS)
+            self.tcp_segment = link["mtu"]
+            self.note("mtu", f"{ns['label']} {link['name']}: TCP segments the {size}-byte payload to its MTU of {link['mtu']}")
+            return
         # only the encapsulating host's IP output fragments an outer packet without DF; a bridge
         # (the underlay's switch) drops a frame larger than its port, DF or not
         if link.get("mtu") and size > link["mtu"] and encap and not self.outer_df and not bridged:
@@ -113,6 +126,9 @@ class LinkSteps:
         lower_cmd = fixes.in_ns(sender, ["ip", "link", "set", "dev", first, "mtu", str(inner)]) if sender and first else ""
         new_ctrs = " (for new containers: -o com.docker.network.driver.mtu=%d on the network)" % inner \
             if sender and sender.get("kind") == "container" else ""
+        cni = [n for n in ((self.model.container_of(sender) or {}).get("networks") or {}) if n.startswith("cni:")] if sender else []
+        if cni:  # the CNI conflist's bridge plugin sets a new pod's MTU, not a Docker network option
+            new_ctrs = f' (for new pods: "mtu": {inner} in the bridge plugin of the CNI conflist {cni[0][4:]})'
         if encap:
             return Fix(lower_cmd, advice=f"lower the sender's MTU to {inner}, so TCP segments fit the encapsulation{new_ctrs}",
                        why_unchecked="a smaller MTU changes how TCP segments, which the model does not follow",

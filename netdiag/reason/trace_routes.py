@@ -202,6 +202,8 @@ class RouteSteps:
         subnet = next((str(ipaddress.ip_network(f"{a['address']}/{a['prefixlen']}", strict=False))
                        for owner in self.model.owners_of(dst) for a in (self.model.namespaces.get(owner) or {}).get("addresses", [])
                        if a["address"] == dst and a["prefixlen"] < 32), None)
+        if (overlay_fix := self.overlay_route_fix(ns, dst)) is not None:
+            return overlay_fix
         for link in ns["links"]:
             if link["name"] == up.dev or link["kind"] == "loopback" or not link["up"]:
                 continue
@@ -270,6 +272,8 @@ class RouteSteps:
             cmd, edit = connected(*here)
             return Fix(cmd, edit, advice=f"the prefix route of {here[0]['address']}/{here[0]['prefixlen']} on {here[0]['ifname']}, "
                        f"which the kernel adds with the address, was removed: {dst} is on that subnet")
+        if (overlay_fix := self.overlay_route_fix(ns, dst)) is not None:
+            return overlay_fix  # a pod subnet of another node: the overlay's route, not a default route
         for link in ns["links"]:
             for a in ns["addresses"]:
                 if a["ifname"] != link["name"] or a["address"].startswith("127."):

@@ -3,6 +3,7 @@ neighbour for the inner destination), decapsulation on the receiving host, and t
 A part (mixin) of static_trace.Trace."""
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import replace
 
 from . import fixes, overlay
@@ -77,7 +78,9 @@ class VxlanSteps:
             for link in (other or {}).get("links", []) if vtep is None else []:
                 v = link.get("vxlan") or {}
                 peers = {(p.get("peer") or {}).get("ns") for p in other["links"] if p.get("master") == link.get("master")}
-                if v.get("vni") == vni and (peers & owners or not owners):
+                # a VTEP that bridges the owner (netdiag's, Docker's overlay) or is the owner: a routed
+                # VXLAN device whose own address is the next hop (flannel.1 carries 10.244.N.0)
+                if v.get("vni") == vni and (peers & owners or other["id"] in owners or not owners):
                     vtep = v.get("local") or next((a["address"] for a in other["addresses"] if a.get("scope") == "global"), None)
         lladdr = mac or "00:00:00:00:00:00"
         if vtep is None:
@@ -88,6 +91,37 @@ class VxlanSteps:
                        why_unchecked=f"no observed namespace has a VXLAN device with VNI {vni} next to {nexthop}")
         return Fix(fixes.in_ns(ns, ["bridge", "fdb", "append", lladdr, "dev", dev["name"], "dst", vtep]),
                    fixes.add_fdb(ns["id"], dev["name"], lladdr, vtep), advice=overlay.agent_note(self.model, dev))
+
+    def overlay_route_fix(self, ns: dict, dst: str) -> Fix | None:
+        """A routed overlay's route (flannel's): `dst` is on a subnet connected in another observed
+        namespace whose VXLAN device (same VNI and port as one of `ns`) carries an address on that
+        subnet (flannel's 10.244.N.0 of the node's 10.244.N.0/24). The route
+        goes to that subnet via that address, `onlink` on `ns`'s device (the address is on none of
+        `ns`'s subnets), as flanneld adds it. None where no such peer exists (bridged overlays)."""
+        addr = ipaddress.ip_address(dst)
+        for dev in ns["links"]:
+            v = dev.get("vxlan")
+            if not v:
+                continue
+            for other in self.model.namespaces.values():
+                if other["id"] == ns["id"]:
+                    continue
+                for peer in other["links"]:
+                    pv = peer.get("vxlan") or {}
+                    if pv.get("vni") != v.get("vni") or (pv.get("port") or 4789) != (v.get("port") or 4789):
+                        continue
+                    gw = next((a["address"] for a in other["addresses"] if a["ifname"] == peer["name"]), None)
+                    # the node's pod subnet holds its VTEP's address (10.244.1.0 of 10.244.1.0/24): never the
+                    # underlay's or another uplink's subnet, which the overlay does not carry
+                    subnet = next((net for a in other["addresses"] if a["ifname"] != peer["name"] and a["prefixlen"] < 32
+                                   for net in [ipaddress.ip_network(f"{a['address']}/{a['prefixlen']}", strict=False)]
+                                   if addr in net and gw and ipaddress.ip_address(gw) in net), None)
+                    if gw and subnet:
+                        return Fix(fixes.in_ns(ns, ["ip", "route", "add", str(subnet), "via", gw, "dev", dev["name"], "onlink"]),
+                                   fixes.replace_route(ns["id"], str(subnet), gw, dev["name"]),
+                                   advice=f"{subnet} is behind {peer['name']} ({gw}) in {other['label']}, the VXLAN peer of "
+                                   f"{dev['name']}: the overlay's route to it, as flanneld adds it from that node's lease")
+        return None
 
     def vxlan_device_for(self, ns: dict, pkt: Packet) -> dict | None:
         if pkt.proto != "udp":
