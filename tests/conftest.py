@@ -1,7 +1,14 @@
 import os
+import signal
 import subprocess
 
 import pytest
+
+# Ctrl-C means KeyboardInterrupt here and in every process a test starts, however the run was
+# launched: a shell that starts a command in the background (`cmd &`, CI wrappers) leaves SIGINT
+# ignored, Python then keeps it ignored, and the tests of what Ctrl-C does would send it to no one.
+# A caught signal is reset to its default in a child at exec, so children get Ctrl-C back too.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -49,19 +49,9 @@ class LabTools:
         return json.loads(self.ok("inspect", name))[0]
 
     def popen(self, *args: str, **kw) -> subprocess.Popen:
-        """netdiag as a process of its own, with Ctrl-C's default meaning: a shell that started the
-        test run in the background (`cmd &`, nohup) leaves SIGINT ignored, Python keeps an ignored
-        SIGINT ignored, and a test's Ctrl-C would then reach nothing."""
-        import signal
         import sys
 
-        enter = self.enter()
-
-        def preexec():
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            enter()
-
-        return subprocess.Popen([sys.executable, "-m", "netdiag", *args], env=self.env, preexec_fn=preexec, **kw)
+        return subprocess.Popen([sys.executable, "-m", "netdiag", *args], env=self.env, preexec_fn=self.enter(), **kw)
 
     def in_lab(self, *argv: str) -> subprocess.CompletedProcess:
         return self.run_in(None, argv, timeout=30)
