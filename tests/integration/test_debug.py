@@ -70,6 +70,15 @@ def test_debug_refuses_a_missing_or_stopped_target_with_125_and_makes_nothing(la
     assert sorted(lab.ok("ps", "-a", "--format", "{{.Names}}").split()) == ["done", "web"]
 
 
+def _holds_keeper(pid: int) -> bool:
+    import os
+
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}").endswith("debug-keeper") for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
+
+
 def test_a_killed_debug_leaves_no_toolbox_behind(lab):
     """The toolbox's keeper reads a FIFO whose one writer is the CLI: SIGKILL cannot skip its removal."""
     import os
@@ -83,7 +92,9 @@ def test_a_killed_debug_leaves_no_toolbox_behind(lab):
     for sig in (signal.SIGKILL, signal.SIGTERM):
         cli = lab.popen("debug", "web", "--", "sleep", "60", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            assert wait_for(lambda: len(names()) == 2, 15), names()
+            # once the CLI holds the keeper's FIFO (a few ms after the toolbox is listed: a kill
+            # inside that window leaves the toolbox until `rm -f`, as README says)
+            assert wait_for(lambda: len(names()) == 2 and _holds_keeper(cli.pid), 15), names()
             os.kill(cli.pid, sig)
             assert cli.wait(10) == (-sig if sig == signal.SIGKILL else 128 + sig)
         finally:
