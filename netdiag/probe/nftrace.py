@@ -325,11 +325,13 @@ class Session:
                     names = {x["index"]: x["name"] for x in link.dump()}
                 seen_inodes.add((st.st_dev, st.st_ino))
                 self.ns.append(_Ns(path, fd, sock, names))
-            except OSError as e:
+            except BaseException as e:  # a Ctrl-C here too: this namespace's fd and socket are no one else's yet
                 if sock is not None:
                     sock.close()
                 if fd is not None:
                     os.close(fd)
+                if not isinstance(e, OSError):
+                    raise
                 self.notes.append(f"nftrace: cannot subscribe in {path}: {e.strerror or e}")
 
     def arm(self, mark: int) -> int:
