@@ -59,12 +59,10 @@ def _machine_ns() -> int | None:
     ino = _inode("/proc/1/ns/net")
     if ino is not None:
         return ino
-    try:
-        with open("/proc/2/stat") as f:
-            flags = int(f.read().rsplit(")", 1)[1].split()[6])
-    except (OSError, ValueError, IndexError):
-        return None
-    return _inode("/proc/2/ns/net") if flags & _PF_KTHREAD else None
+    from runtime.kernel.procs import stat_fields
+
+    fields = stat_fields(2)
+    return _inode("/proc/2/ns/net") if fields and int(fields[6]) & _PF_KTHREAD else None
 
 
 _HOST_FD: int | None = None
@@ -89,11 +87,10 @@ def _environ(pid: int) -> dict[str, str]:
 
 
 def _ppid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
+    from runtime.kernel.procs import stat_fields
+
+    fields = stat_fields(pid)
+    return int(fields[1]) if fields else None
 
 
 def _name_other_roots_containers(refs: dict[int, NsRef]) -> None:

@@ -124,8 +124,7 @@ def kill_in(inodes: set[int], timeout: float = 5.0) -> set[int]:
 
 def alive(pid: int) -> bool:
     """Running (a zombie waiting for its parent to reap it is not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+    from runtime.kernel.procs import stat_fields
+
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] != "Z"

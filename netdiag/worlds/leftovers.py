@@ -97,11 +97,10 @@ def pids_mentioning(needle: str) -> list[int]:
 
 def proc_stat(pid: int) -> tuple[str, int] | None:
     """(state, start time) of pid, or None when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return fields[0], int(fields[19])
+    from runtime.kernel.procs import stat_fields
+
+    fields = stat_fields(pid)
+    return (fields[0], int(fields[19])) if fields else None
 
 
 class Tracked:

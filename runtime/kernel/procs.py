@@ -1,9 +1,21 @@
-"""Processes by name: /proc/PID/comm read once per process (Docker's engines, by observation and
-by the labs that start their own)."""
+"""Processes: by name (/proc/PID/comm read once per process: Docker's engines, by observation and
+by the labs that start their own), and the fields of /proc/PID/stat, parsed in one place."""
 from __future__ import annotations
 
 import os
 from typing import Callable
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields after the command name (which may hold spaces and parentheses):
+    [0] is field 3 (state), [1] the parent's pid, [6] the flags, [19] the start time. None when
+    the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields or None
 
 
 def pids_named(match: Callable[[str], bool]) -> list[int]:

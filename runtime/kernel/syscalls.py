@@ -126,13 +126,10 @@ def pid_alive(pid: int, start_time: int | None = None) -> bool:
 
 def proc_start_time(pid: int) -> int | None:
     """Field 22 of /proc/PID/stat (start time in clock ticks): guards against pid reuse."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = data.rsplit(")", 1)[1].split()
-    if fields[0] == "Z":  # a zombie has exited; only its parent's wait is missing
+    from .procs import stat_fields
+
+    fields = stat_fields(pid)
+    if fields is None or fields[0] == "Z":  # a zombie has exited; only its parent's wait is missing
         return None
     return int(fields[19])
 
