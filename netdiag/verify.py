@@ -411,7 +411,12 @@ class _Terminate:
         if threading.current_thread() is threading.main_thread():
             def stop(signum, frame):
                 raise KeyboardInterrupt("terminated")
-            self.old = signal.signal(signal.SIGTERM, stop)
+            self.old = signal.getsignal(signal.SIGTERM)  # read first: a ^C right after the change keeps it
+            try:
+                signal.signal(signal.SIGTERM, stop)
+            except BaseException:
+                signal.signal(signal.SIGTERM, self.old)
+                raise
         return self
 
     def __exit__(self, *exc):

@@ -39,12 +39,18 @@ class Child:
         # mask covers this thread; a ^C another thread receives would raise at any bytecode here (in
         # os.fork()'s own after-fork hooks it is even lost), so SIGINT is only noted meanwhile and
         # raised again once the child is on the books
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        # Read first, change inside the try: a ^C acts when a call returns, so one landing right
+        # after a call that changed the mask or the handler would skip the restore (and this thread
+        # would ignore ^C and TERM from then on)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
         noted: list[int] = []
         previous = None
         if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
+            previous = signal.getsignal(signal.SIGINT)  # None: a handler not set from Python, left alone
         try:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            if previous is not None:
+                signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
             with _parent_fds_lock:
                 ctl_r, ctl_w = os.pipe()
                 try:

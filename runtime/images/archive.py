@@ -17,6 +17,7 @@ from typing import BinaryIO, Iterator
 
 from .. import bounded, paths, state
 from ..errors import ImageError, InvalidArgument, UnsafeArchive
+from ..kernel.syscalls import signals_blocked
 from . import docker_archive, layers, oci
 from . import store as st
 from .refs import normalize
@@ -79,11 +80,8 @@ def _check_layer(tar: Path, dest: Path, name: str, label: str, verb: str = "load
 @contextlib.contextmanager
 def _uninterrupted() -> Iterator[None]:
     """Ctrl-C and TERM wait until the store is consistent: they act right after, not half-way."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
+    with signals_blocked(signal.SIGINT, signal.SIGTERM):
         yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _install_layer(extracted: Path, digest: str) -> None:

@@ -1,8 +1,11 @@
 """The few Linux syscalls Python 3.11's os module lacks, via libc (no subprocesses, no strings)."""
+import contextlib
 import ctypes
 import errno
 import io
 import os
+import signal
+from typing import Iterator
 
 from ..errors import KernelError
 
@@ -48,6 +51,20 @@ def open_owned(path: str) -> io.FileIO:
     then loses the int and the descriptor stays open for good, where a FileIO dropped with the frame
     closes itself. For namespace files opened in a process the user can interrupt."""
     return io.FileIO(path, "r")
+
+
+@contextlib.contextmanager
+def signals_blocked(*signums: int) -> Iterator[None]:
+    """This thread does not take `signums` in the block: they stay pending and act right after it.
+    The mask is read before it is changed, inside the try: CPython acts on a Ctrl-C when a call
+    returns, so `old = pthread_sigmask(SIG_BLOCK, ...)` could lose `old` with the mask changed, and
+    the thread would ignore Ctrl-C and TERM for good."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, signums)
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def check(ret: int, what: str) -> int:

@@ -1,7 +1,8 @@
 """Live probes along a predicted path: a -> r (forwards) -> b, all throwaway namespaces.
 
 Every test checks afterwards that the probe left nothing behind: no forked child of this process,
-no netdiag tracefs instance of this process (looked up in a private mount namespace), no open fd.
+no netdiag tracefs instance of this process (looked up in a private mount namespace), no open fd,
+Ctrl-C neither blocked nor handled otherwise than before.
 """
 import gc
 import json
@@ -55,7 +56,10 @@ def _own_instances() -> list[str]:
 @pytest.fixture
 def clean():
     fds = open_fds()
+    signals = signal.pthread_sigmask(signal.SIG_BLOCK, ()), signal.getsignal(signal.SIGINT)
     yield
+    assert (signal.pthread_sigmask(signal.SIG_BLOCK, ()), signal.getsignal(signal.SIGINT)) == signals, \
+        "Ctrl-C or TERM is still blocked, or SIGINT's handler was not restored"
     assert _children() == [], "a probe child lingers"
     assert _own_instances() == [], "a tracefs instance was left behind"
     assert fds_left(fds) == {}, "an fd (capture socket, pipe) was left open"
@@ -245,8 +249,9 @@ def test_keyboard_interrupt_leaves_nothing(net, delay):
 
 def test_interrupts_swept_over_the_start_leave_nothing(net):
     """A Ctrl-C every other millisecond of the probe's first 60 ms: it also lands right after an open()
-    returns, before the descriptor is stored (where a bare os.open() int leaked one, 1 run in 100).
-    The fixture then finds no fd, child or instance left."""
+    returns, before the descriptor is stored (where a bare os.open() int leaked one, 1 run in 100),
+    and right after the call that blocks SIGINT (which then stayed blocked for good). The fixture
+    then finds no fd, child or instance left, and Ctrl-C as it was."""
     drop_all_forwarding(net)
     for ms in range(0, 60, 2):
         timer = threading.Timer(ms / 1000, os.kill, (os.getpid(), signal.SIGINT))
@@ -258,6 +263,7 @@ def test_interrupts_swept_over_the_start_leave_nothing(net):
             pass
         timer.join()
         gc.collect()
+        assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, ()), f"SIGINT left blocked ({ms} ms)"
 
 
 def test_sigterm_to_the_caller_leaves_nothing(net):
