@@ -302,11 +302,14 @@ def connection_error(e: Exception, domain: str, host: str, port: int) -> Registr
             return RegistryError(f"TLS to {domain} failed: x509: the certificate is not valid for {host}", tls.verify_message or "",
                                  "use the name the certificate is for, or have the registry's certificate reissued with this name "
                                  "in its subjectAltName", cause=TLS_NAME_MISMATCH, detail=detail)
+        # the narrowest fix: this one registry's CA directory, as Docker reads it (the system store
+        # would make the CA trusted for every server; an insecure registry turns verification off)
+        detail.update(certs_d=str(certs_d()), ca_path=str(d / "ca.crt"))
         return RegistryError(f"TLS to {domain} failed: x509: certificate signed by unknown authority",
                              f"{tls.verify_message or tls}: neither the system CA store nor {d}/ holds the CA that signed "
                              f"the registry's certificate",
-                             f"put that CA's certificate in {d}/ca.crt (as for Docker), or add it to the system CA store "
-                             f"(update-ca-certificates); only for a registry you trust without TLS: --insecure-registry {domain}",
+                             f"put the certificate of the CA that signed the registry's certificate in {d}/ca.crt "
+                             f"(Docker's place for the CAs of {domain} alone)",
                              cause=TLS_UNKNOWN_AUTHORITY, detail=detail)
     if tls is not None:
         return RegistryError(f"TLS to {domain} failed", str(tls), "check that the registry speaks TLS on that port "

@@ -153,12 +153,49 @@ def test_login_with_a_wrong_password_stores_nothing_and_logout_forgets(reg, tmp_
     assert p.returncode == 0 and reg.registry.domain not in json.loads((cfg / "config.json").read_text())["auths"]
 
 
-def test_an_unknown_ca_is_an_x509_error_naming_certs_d(reg, tmp_path):
+def _pushed(w, name: str) -> str:
+    w.ok("tag", "busybox", name)
+    w.ok("push", name)
+    return name
+
+
+def test_an_unknown_ca_is_an_x509_error_whose_fix_is_this_registrys_certs_d(reg, tmp_path):
+    """The fix names the one file that makes Docker (and netdiag) trust the CA for this registry
+    alone, never the machine-wide store; put there, the pull works."""
+    name = _pushed(reg, f"{reg.registry.domain}/lab/unknownca:1")
     empty = tmp_path / "certs.d"
-    p = _fails(reg, "pull", f"{reg.registry.domain}/lab/bb:1", env={"NETDIAG_CERTS_D": str(empty)})
+    env = {"NETDIAG_CERTS_D": str(empty)}
+    p = _fails(reg, "pull", name, env=env)
     assert "x509: certificate signed by unknown authority" in p.stderr, p.stderr
-    assert f"{empty}/{reg.registry.domain}/ca.crt" in p.stderr, p.stderr
     assert "issuer=CN = netdiag lab registry CA" in p.stderr, p.stderr  # which CA it wants
+    r = json.loads(_fails(reg, "pull", "--json", name, env=env).stdout)
+    assert r["cause"] == "TLS_UNKNOWN_AUTHORITY" and r["fix_command"] is None, r  # no CA to copy: only the user knows it
+    assert "update-ca-certificates" not in r["fix"] and "insecure" not in r["fix"], r["fix"]
+    path = re.search(r"(/\S+/ca\.crt)", r["fix"]).group(1)
+    assert path == f"{empty}/{reg.registry.domain}/ca.crt", r["fix"]
+    (empty / reg.registry.domain).mkdir(parents=True)
+    (empty / reg.registry.domain / "ca.crt").write_bytes(reg.registry.ca_cert.read_bytes())  # the fix, applied
+    p = reg.netdiag("pull", name, env={**reg.env, **env}, timeout=60)
+    assert p.returncode == 0, p.stderr
+
+
+def test_a_ca_kept_for_the_address_without_its_port_is_copied_by_the_printed_command(reg, tmp_path):
+    """Scenario 20's mistake: the CA sits in certs.d/HOST (port 443's directory). The diagnosis finds
+    the CA that verifies the certificate and prints the command; run as printed, the pull works."""
+    from netdiag.fix_runner import steps
+
+    name = _pushed(reg, f"{reg.registry.domain}/lab/portless:1")
+    certs = tmp_path / "certs.d"
+    (certs / reg.registry.address).mkdir(parents=True)
+    (certs / reg.registry.address / "ca.crt").write_bytes(reg.registry.ca_cert.read_bytes())
+    env = {"NETDIAG_CERTS_D": str(certs)}
+    r = json.loads(_fails(reg, "pull", "--json", name, env=env).stdout)
+    assert r["cause"] == "TLS_UNKNOWN_AUTHORITY" and r["fix_command"], r
+    assert f"{certs}/{reg.registry.domain}/ca.crt" in r["fix_command"] and r["fix_command"] in r["fix"], r
+    for argv in steps(r["fix_command"]):
+        assert reg.run_in(None, argv, timeout=10).returncode == 0, argv
+    p = reg.netdiag("pull", name, env={**reg.env, **env}, timeout=60)
+    assert p.returncode == 0, p.stderr
 
 
 def test_an_unknown_tag_is_not_found(reg):
