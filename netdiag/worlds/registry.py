@@ -104,10 +104,11 @@ def remove_behind(name: str) -> None:
 class LabRegistry:
     def __init__(self, world, workdir: Path, *, where: str = "outside", address: str = OUTSIDE_IP, port: int = 5000,
                  tls: bool = True, users: dict[str, str] | None = None, cert_name: str | None = None, auth: str = "htpasswd",
-                 read_only: tuple[str, ...] = ()):
+                 read_only: tuple[str, ...] = (), repos: dict[str, str] | None = None):
         self.world, self.workdir, self.where = world, Path(workdir), where
         self.address, self.port, self.tls, self.users, self.cert_name = address, port, tls, users or {}, cert_name
         self.auth, self.read_only = auth, tuple(read_only)  # read_only: users the token service grants pull only
+        self.repos = dict(repos or {})  # user -> the repository prefix the token service limits it to
         self.ca_cert: Path | None = None
         self.proc: subprocess.Popen | None = None
         self.token_proc: subprocess.Popen | None = None
@@ -153,7 +154,8 @@ class LabRegistry:
         argv = [sys.executable, "-m", "netdiag.worlds.registry_token", "--listen", f"{self.address}:{self.port + 1}",
                 "--key", str(d / "token.key"), "--cert", str(d / "token.crt"), "--users", str(d / "users.json"),
                 "--issuer", "netdiag-lab-token", "--service", "netdiag-lab-registry",
-                *(x for u in self.read_only for x in ("--read-only", u))]
+                *(x for u in self.read_only for x in ("--read-only", u)),
+                *(x for u, prefix in self.repos.items() for x in ("--repos", f"{u}={prefix}"))]
         self.token_proc = self._spawn(argv, d / "token.log")
         self._wait(self.token_proc, d / "token.log", "listening on", 10.0)
         return ["auth:", "  token:", f"    realm: {self.token_realm}", "    service: netdiag-lab-registry",

@@ -56,18 +56,22 @@ def make_token(key: str, cert: str, issuer: str, service: str, subject: str, acc
     return f"{signing_input}.{_b64(_der_to_raw(der))}"
 
 
-def _grants(scopes: list[str], allowed: bool, read_only: bool = False) -> list[dict]:
+def _grants(scopes: list[str], allowed: bool, read_only: bool = False, prefixes: tuple = ()) -> list[dict]:
+    """The access a token carries: what was asked, for a known user; pull only for a read-only one;
+    nothing outside a user's repository prefixes when it has some (a team's own repositories)."""
     out = []
     for s in scopes:
         kind, _, rest = s.partition(":")
         name, _, actions = rest.rpartition(":")
         if kind == "repository" and name:
-            granted = [a for a in actions.split(",") if allowed and (a == "pull" or not read_only)]
+            mine = not prefixes or any(name.startswith(p) for p in prefixes)
+            granted = [a for a in actions.split(",") if allowed and mine and (a == "pull" or not read_only)]
             out.append({"type": kind, "name": name, "actions": granted})
     return out
 
 
-def serve(listen: str, key: str, cert: str, users: dict, issuer: str, service: str, read_only: tuple = ()) -> None:
+def serve(listen: str, key: str, cert: str, users: dict, issuer: str, service: str, read_only: tuple = (),
+          repos: dict | None = None) -> None:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server's name
             q = parse_qs(urlparse(self.path).query)
@@ -78,7 +82,8 @@ def serve(listen: str, key: str, cert: str, users: dict, issuer: str, service: s
                 if users.get(u) != p:
                     return self._answer(401, {"details": "wrong user name or password"})
                 user = u
-            token = make_token(key, cert, issuer, q.get("service", [service])[0], user, _grants(q.get("scope", []), bool(user), user in read_only))
+            token = make_token(key, cert, issuer, q.get("service", [service])[0], user, _grants(q.get("scope", []), bool(user), user in read_only,
+                                                                                                   (repos or {}).get(user, ())))
             self._answer(200, {"token": token, "access_token": token, "expires_in": 300})
 
         def _answer(self, status: int, body: dict) -> None:
@@ -103,10 +108,16 @@ def main() -> None:
     for opt in ("--listen", "--key", "--cert", "--users", "--issuer", "--service"):
         a.add_argument(opt, required=True)
     a.add_argument("--read-only", action="append", default=[], help="a user granted pull only (repeatable)")
+    a.add_argument("--repos", action="append", default=[], metavar="USER=PREFIX",
+                   help="a user granted only repositories under PREFIX (repeatable)")
     args = a.parse_args()
     with open(args.users) as f:
         users = json.load(f)
-    serve(args.listen, args.key, args.cert, users, args.issuer, args.service, tuple(args.read_only))
+    repos: dict[str, tuple] = {}
+    for entry in args.repos:
+        user, _, prefix = entry.partition("=")
+        repos[user] = (*repos.get(user, ()), prefix)
+    serve(args.listen, args.key, args.cert, users, args.issuer, args.service, tuple(args.read_only), repos)
 
 
 if __name__ == "__main__":

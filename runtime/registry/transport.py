@@ -164,6 +164,11 @@ class Session:
             self._creds = dockerconfig.credentials(self.domain)
         return self._creds
 
+    @property
+    def user(self) -> str | None:
+        """The login whose credentials are sent (None: anonymous)."""
+        return self.credentials[0] if self.credentials else None
+
     def url(self, path: str) -> str:
         return path if "://" in path else f"{self.scheme}://{self._api}{path}"
 
@@ -181,7 +186,7 @@ class Session:
         if r.status_code == 401 and r.headers.get("www-authenticate"):
             self._challenge = parse_challenge(r.headers["www-authenticate"])
         elif r.status_code not in (200, 401):
-            raise_for(r, f"registry {self.domain}")
+            raise_for(r, f"registry {self.domain}", user=self.user)
         self._pinged = True
 
     def check_login(self, user: str, password: str) -> None:
@@ -200,7 +205,7 @@ class Session:
             raise RegistryError(f"Login to {self.domain} failed", "the registry refused the user name or password (401 Unauthorized)",
                                 "check them and try again", cause=UNAUTHORIZED, detail={"host": self.domain})
         if r.status_code != 200:
-            raise_for(r, f"registry {self.domain}")
+            raise_for(r, f"registry {self.domain}", user=self.user)
 
     # -- requests --------------------------------------------------------------------------------------
     def request(self, method: str, path: str, scopes: tuple[str, ...], *, stream: bool = False, what: str = "",
@@ -220,7 +225,7 @@ class Session:
             try:
                 if stream:
                     r.read()
-                raise_for(r, what or path, scopes, self._challenge, logged_in=bool(self.credentials))
+                raise_for(r, what or path, scopes, self._challenge, user=self.user)
             finally:
                 r.close()
         return r
@@ -338,40 +343,52 @@ def _registry_message(r) -> str:
         return ""
 
 
+def _denied_fix(registry: str, user: str | None, wanted: str) -> str:
+    who = f"'{user}'" if user else "this login"
+    return (f"ask the registry's owner to grant {who} {wanted or 'this access'}, or log in as a user who has it: "
+            f"'netdiag login -u USER {registry}'")
+
+
 def raise_for(r, what: str, scopes: tuple[str, ...] = (), challenge: tuple[str, dict] | None = None,
-              logged_in: bool = False) -> None:
-    """The registry's answer as a RegistryError naming what asked for what (`logged_in`: credentials
-    were sent, so a 401 for a scope is a refusal, not a request to log in)."""
+              user: str | None = None) -> None:
+    """The registry's answer as a RegistryError naming what asked for what (`user`: the login whose
+    credentials were sent, so a 401 for a scope is a refusal, not a request to log in)."""
     status = r.status_code
     said = _registry_message(r)
     host = r.request.url.host
-    detail = {"status": status, "host": host, "url": str(r.request.url), "scopes": list(scopes)}
+    registry = host if not r.request.url.port else f"{host}:{r.request.url.port}"
+    detail = {"status": status, "host": host, "url": str(r.request.url), "scopes": list(scopes), "registry": registry}
     if status == 401:
         header = r.headers.get("www-authenticate", "")
         kind, params = parse_challenge(header) if header else (challenge or ("", {}))
         detail.update(realm=params.get("realm", ""), scheme=kind)
-        if logged_in and params.get("error") == "insufficient_scope":  # the login's token does not grant the scope
-            raise RegistryError(f"Access to {what} was denied: the token lacks {params.get('scope') or ', '.join(scopes)}",
-                                f"the token service ({params.get('realm', '?')}) did not grant it to this login" + (f" ({said})" if said else ""),
-                                "log in as a user with that access ('netdiag login'), or ask the registry's owner for it",
-                                cause=DENIED, detail=detail)
+        if user is not None and params.get("error") == "insufficient_scope":  # the login's token does not grant the scope
+            wanted = params.get("scope") or ", ".join(scopes)
+            raise RegistryError(f"Access to {what} was denied: the token lacks {wanted}",
+                                f"the token service ({params.get('realm', '?')}) did not grant it to "
+                                f"{repr(user) if user else 'this login'}" + (f" ({said})" if said else ""),
+                                _denied_fix(registry, user, wanted), cause=DENIED, detail=detail)
         asked = f"{kind.capitalize()} realm {params.get('realm', '?')!r}" + (f" for {', '.join(scopes)}" if scopes else "")
         raise RegistryError(f"Access to {what} was refused: authentication required (401 Unauthorized)",
                             f"the registry asks for {asked}" + (f" ({said})" if said else ""),
-                            f"log in: 'netdiag login {host if not r.request.url.port else f'{host}:{r.request.url.port}'}'",
-                            cause=UNAUTHORIZED, detail=detail)
+                            f"log in: 'netdiag login {registry}'", cause=UNAUTHORIZED, detail=detail)
     if status == 403:
+        wanted = ", ".join(scopes)
         raise RegistryError(f"Access to {what} was denied (403 Forbidden)",
-                            f"the credentials do not grant {', '.join(scopes) or 'this'}" + (f" ({said})" if said else ""),
-                            "log in as a user with that access, or ask the registry's owner for it", cause=DENIED, detail=detail)
+                            f"the registry refuses {wanted or 'this'} to {repr(user) if user else 'an anonymous client'}"
+                            + (f" ({said})" if said else ""),
+                            _denied_fix(registry, user, wanted) if user else f"log in: 'netdiag login {registry}'",
+                            cause=DENIED, detail=detail)
     if status == 404:
         raise RegistryError(f"Not found: {what}", said or "the registry has no such repository, tag or blob (404)",
                             "check the name and tag (the registry's tags: GET /v2/REPO/tags/list)", cause=NOT_FOUND, detail=detail)
     if status == 429:
         after = r.headers.get("retry-after", "")
         detail["retry_after"] = after
+        wait = f"wait {after} s (the registry's Retry-After) and pull again" if after.isdigit() else "wait and try again"
         raise RegistryError(f"The registry limits requests: {what} was refused (429 Too Many Requests)",
                             said or (f"retry after {after} s" if after else "too many requests"),
-                            "wait and try again, log in (authenticated users get a higher limit), or use a mirror",
+                            wait + ("" if user else f", or log in ('netdiag login {registry}': registries give logins a higher "
+                                                      f"limit)") + ", or pull through a mirror (a pull-through cache) near this host",
                             cause=RATE_LIMITED, detail=detail)
     raise RegistryError(f"The registry answered {status} for {what}", said or r.reason_phrase, "", cause=REGISTRY_ERROR, detail=detail)

@@ -427,3 +427,54 @@ def test_a_pull_that_stalls_behind_an_mtu_black_hole(reg, tmp_path):
         reg.run_in("outside", ["sysctl", "-qw", "net.ipv4.ip_forward=0"], timeout=10)
         reg.run_in("outside", ["ip", "link", "del", "r0"], timeout=10)
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def test_a_login_without_pull_access_to_a_repository_is_denied(reg, tmp_path):
+    """The real registry with token auth: team B's login gets a token without team A's pull scope;
+    distribution refuses it (401 insufficient_scope) and the pull says which grant to ask for."""
+    token_reg = LabRegistry(reg, tmp_path / "scoped", port=5008, users={USER: PASSWORD, "bob": "b"}, auth="token",
+                            repos={"bob": "teamb/"}).start()
+    try:
+        d = token_reg.domain
+        token_reg.trust(reg.certs_d)
+        alice, bob = ({**reg.env, "DOCKER_CONFIG": str(tmp_path / who)} for who in ("alice", "bob"))
+        for env, user, password in ((alice, USER, PASSWORD), (bob, "bob", "b")):
+            p = reg.netdiag("login", "-u", user, "--password-stdin", d, input=password + "\n", env=env, timeout=30)
+            assert p.returncode == 0, p.stderr
+        reg.ok("tag", "busybox", f"{d}/teama/app:1")
+        assert reg.netdiag("push", f"{d}/teama/app:1", env=alice, timeout=60).returncode == 0
+        p = reg.netdiag("pull", "--json", f"{d}/teama/app:1", env={**bob, "NETDIAG_ROOT": str(tmp_path / "bobhost")}, timeout=60)
+        r = json.loads(p.stdout)
+        assert p.returncode == 1 and r["cause"] == "DENIED", r
+        assert "repository:teama/app:pull" in r["summary"] and "'bob'" in r["fix"], r
+        assert f"netdiag login -u USER {d}" in r["fix"] and "http" in {e["kind"] for e in r["evidence"]}, r
+    finally:
+        token_reg.stop()
+
+
+def test_a_front_that_forbids_a_repository_or_limits_the_rate_is_diagnosed(reg, tmp_path):
+    """A real HAProxy in front of the registry answers 403 DENIED for repositories under secret/ (an
+    access policy, as Harbor's or GHCR's) and allows 4 requests a minute per client, then 429 with
+    Retry-After. Logged in already, the pull is told whom to ask, then how long to wait."""
+    from netdiag.worlds.registry_front import RegistryFront
+
+    front = RegistryFront(reg, tmp_path / "front", reg.registry, port=5443, requests=4, retry_after=42,
+                          forbidden=("secret/",)).start()
+    try:
+        d = front.domain
+        front.trust(reg.certs_d)
+        env = {**reg.env, "DOCKER_CONFIG": str(tmp_path / "docker"), "NETDIAG_ROOT": str(tmp_path / "host")}
+        p = reg.netdiag("login", "-u", USER, "--password-stdin", d, input=PASSWORD + "\n", env=env, timeout=30)
+        assert p.returncode == 0, p.stderr  # requests 1 and 2: the ping and the authenticated one
+        p = reg.netdiag("pull", "--json", f"{d}/secret/app:1", env=env, timeout=60)  # 3: the ping, 4: the manifest
+        r = json.loads(p.stdout)
+        assert p.returncode == 1 and r["cause"] == "DENIED", r
+        assert {"kind": "http", "detail": f"403 from https://{d}/v2/secret/app/manifests/1"} in r["evidence"], r
+        assert f"grant '{USER}' repository:secret/app:pull" in r["fix"], r["fix"]
+        p = reg.netdiag("pull", "--json", f"{d}/lab/bb:1", env=env, timeout=60)  # 5: over the limit
+        r = json.loads(p.stdout)
+        assert p.returncode == 1 and r["cause"] == "RATE_LIMITED", r
+        assert {"kind": "rate-limit", "detail": "Retry-After: 42"} in r["evidence"], r
+        assert r["fix"].startswith("wait 42 s") and "log in" not in r["fix"], r["fix"]
+    finally:
+        front.stop()

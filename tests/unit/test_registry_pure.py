@@ -156,7 +156,7 @@ def test_statuses_become_causes_that_say_what_to_do():
         (_response(401, {"www-authenticate": 'Bearer realm="https://auth.example/token",service="r"'},
                    {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}),
          UNAUTHORIZED, ["Bearer realm 'https://auth.example/token' for repository:lab/web:pull", "netdiag login r.example:5000"]),
-        (_response(403), DENIED, ["do not grant repository:lab/web:pull"]),
+        (_response(403), DENIED, ["refuses repository:lab/web:pull to an anonymous client", "netdiag login r.example:5000"]),
         (_response(404, body={"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}),
          NOT_FOUND, ["MANIFEST_UNKNOWN: manifest unknown"]),
         (_response(429, {"retry-after": "60"}), RATE_LIMITED, ["Retry after 60 s", "log in"]),
@@ -167,6 +167,13 @@ def test_statuses_become_causes_that_say_what_to_do():
         assert e.value.cause == cause
         for phrase in phrases:
             assert phrase in str(e.value), str(e.value)
+    # a login's refusal names the login and the grant to ask for; a logged-in client is not told to log in
+    with pytest.raises(RegistryError) as e:
+        transport.raise_for(_response(403), "manifest", ("repository:lab/web:pull",), user="bob")
+    assert e.value.cause == DENIED and "grant 'bob' repository:lab/web:pull" in e.value.fix, e.value.fix
+    with pytest.raises(RegistryError) as e:
+        transport.raise_for(_response(429, {"retry-after": "30"}), "manifest", (), user="bob")
+    assert e.value.fix.startswith("wait 30 s") and "log in" not in e.value.fix, e.value.fix
 
 
 def test_transport_failures_name_the_layer(tmp_path, monkeypatch):
