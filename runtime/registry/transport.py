@@ -8,7 +8,9 @@ NETDIAG_ROOT/daemon.json, as in Docker's daemon.json) and, as Docker does, for 1
 
 Auth: `GET /v2/` first (the ping) gives the WWW-Authenticate challenge; Basic sends the stored
 credentials, Bearer fetches a token for the request's scopes from the challenge's realm (with the
-credentials when there are any, anonymously otherwise) and keeps it per scope set.
+credentials when there are any, anonymously otherwise) and keeps it per scope set. An identity
+token in Docker's config (`identitytoken`, an OAuth2 refresh token) is POSTed to the realm instead,
+with a refresh-token grant, as Docker does.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from .errors import (CONNECT_FAILED, DENIED, DNS_FAILURE, NOT_FOUND, RATE_LIMITE
 
 DEFAULT_CERTS_D = "/etc/docker/certs.d"
 _HUB_API = "registry-1.docker.io"
+CLIENT_ID = "netdiag"  # OAuth2's client_id in token requests (Docker sends "docker")
 _PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 
@@ -138,7 +141,7 @@ class Session:
         self._pinged = False
         self._tokens: dict[tuple[str, ...], str] = {}
         self._lock = threading.Lock()
-        self._creds: tuple[str, str] | None | bool = False  # False: not read yet
+        self._login: tuple[str, str, str] | None | bool = False  # (user, password, identity token); False: not read yet
 
     def _verify(self):
         if self.insecure:
@@ -158,16 +161,27 @@ class Session:
     def __exit__(self, *exc):
         self.close()
 
+    def _stored(self) -> tuple[str, str, str] | None:
+        if self._login is False:
+            self._login = dockerconfig.login(self.domain)
+        return self._login
+
     @property
     def credentials(self) -> tuple[str, str] | None:
-        if self._creds is False:
-            self._creds = dockerconfig.credentials(self.domain)
-        return self._creds
+        """User and password (None with an identity token: it stands for the password)."""
+        found = self._stored()
+        return (found[0], found[1]) if found and not found[2] else None
+
+    @property
+    def identity_token(self) -> str:
+        found = self._stored()
+        return found[2] if found else ""
 
     @property
     def user(self) -> str | None:
         """The login whose credentials are sent (None: anonymous)."""
-        return self.credentials[0] if self.credentials else None
+        found = self._stored()
+        return found[0] if found else None
 
     def url(self, path: str) -> str:
         return path if "://" in path else f"{self.scheme}://{self._api}{path}"
@@ -191,7 +205,7 @@ class Session:
 
     def check_login(self, user: str, password: str) -> None:
         """What `login` does: the ping, then an authenticated request (a token for no scope)."""
-        self._creds = (user, password)
+        self._login = (user, password, "")
         self.ping()
         if self._challenge is None:
             return
@@ -266,7 +280,13 @@ class Session:
         query += [("scope", s) for s in scopes]
         auth = self.credentials
         try:
-            r = self._client.get(realm, params=query, auth=auth if auth else None)
+            if self.identity_token:  # OAuth2's refresh-token grant, POSTed to the realm as Docker does
+                form = {"grant_type": "refresh_token", "refresh_token": self.identity_token, "client_id": CLIENT_ID,
+                        **({"service": params["service"]} if params.get("service") else {}),
+                        **({"scope": " ".join(scopes)} if scopes else {})}
+                r = self._client.post(realm, data=form)
+            else:
+                r = self._client.get(realm, params=query, auth=auth if auth else None)
         except Exception as e:  # the token server is another host: its own connection errors
             import httpx
 
@@ -275,6 +295,12 @@ class Session:
             host = httpx.URL(realm).host
             raise connection_error(e, host, host, httpx.URL(realm).port or 443) from None
         if r.status_code != 200:
+            if self.identity_token and r.status_code in (400, 401):  # OAuth2's invalid_grant: revoked or expired
+                raise RegistryError(f"The token service {realm} refused the identity token stored for {self.domain}",
+                                    f"{r.status_code} for its refresh-token grant" + (f" ({_oauth_error(r)})" if _oauth_error(r) else ""),
+                                    f"log in again: 'netdiag login {self.domain}'", cause=UNAUTHORIZED,
+                                    detail={"status": r.status_code, "url": realm, "realm": realm, "scheme": "bearer",
+                                            "registry": self.domain, "scopes": list(scopes)})
             raise_for(r, f"a token from {realm}", scopes, self._challenge)
         body = r.json()
         token = body.get("token") or body.get("access_token")
@@ -333,6 +359,15 @@ def connection_error(e: Exception, domain: str, host: str, port: int) -> Registr
     why = (cause.strerror if isinstance(cause, OSError) and cause.strerror else str(e)) or type(e).__name__
     return RegistryError(f"Cannot connect to registry {domain}", f"{host}:{port}: {why}",
                          f"see where packets stop: 'netdiag trace host {host} --port {port}'", cause=CONNECT_FAILED, detail=detail)
+
+
+def _oauth_error(r) -> str:
+    """RFC 6749's error body ({"error": "invalid_grant", "error_description": ...}) as one phrase."""
+    try:
+        body = r.json()
+        return ": ".join(str(body[k]) for k in ("error", "error_description") if body.get(k))
+    except (ValueError, AttributeError, TypeError):
+        return ""
 
 
 def _registry_message(r) -> str:

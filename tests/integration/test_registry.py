@@ -478,3 +478,36 @@ def test_a_front_that_forbids_a_repository_or_limits_the_rate_is_diagnosed(reg, 
         assert r["fix"].startswith("wait 42 s") and "log in" not in r["fix"], r["fix"]
     finally:
         front.stop()
+
+
+def test_an_identity_token_is_exchanged_at_the_realm_as_docker_does(reg, tmp_path):
+    """Docker's config.json may hold an identity token instead of a password (`identitytoken`, an
+    OAuth2 refresh token): each token is then POSTed for with a refresh-token grant. A revoked one is
+    a 401 whose fix is to log in again."""
+    import base64
+
+    token_reg = LabRegistry(reg, tmp_path / "oauth", port=5010, users={USER: PASSWORD}, auth="token",
+                            token={"refresh": {"idtok-of-alice": USER}}).start()
+    try:
+        d = token_reg.domain
+        token_reg.trust(reg.certs_d)
+
+        def config(token: str) -> dict:
+            cfg = tmp_path / token
+            cfg.mkdir()
+            entry = {"auth": base64.b64encode(f"{USER}:".encode()).decode(), "identitytoken": token}  # what Docker writes
+            (cfg / "config.json").write_text(json.dumps({"auths": {d: entry}}))
+            return {**reg.env, "DOCKER_CONFIG": str(cfg), "NETDIAG_ROOT": str(tmp_path / f"host-{token}")}
+
+        env = config("idtok-of-alice")
+        reg.ok("tag", "busybox", f"{d}/oauth/bb:1")
+        p = reg.netdiag("push", f"{d}/oauth/bb:1", env={**env, "NETDIAG_ROOT": reg.env["NETDIAG_ROOT"]}, timeout=60)
+        assert p.returncode == 0 and "Pushed" in p.stdout, p.stdout + p.stderr
+        p = reg.netdiag("pull", f"{d}/oauth/bb:1", env=env, timeout=60)
+        assert p.returncode == 0 and "Pull complete" in p.stdout, p.stdout + p.stderr
+        assert f"refresh_token grant for {USER}" in token_reg.token_log(), token_reg.token_log()
+        r = json.loads(_fails(reg, "pull", "--json", f"{d}/oauth/bb:1", env=config("revoked")).stdout)
+        assert r["cause"] == "UNAUTHORIZED" and "refused the identity token" in r["summary"], r
+        assert f"netdiag login {d}" in r["fix"] and "invalid_grant" in r["evidence"][0]["detail"], r
+    finally:
+        token_reg.stop()

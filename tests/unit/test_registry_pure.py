@@ -89,6 +89,22 @@ def test_credential_helper_is_used(tmp_path, monkeypatch):
     assert dockerconfig.credentials("other.example") is None
 
 
+def test_identity_tokens_stand_for_the_password(tmp_path, monkeypatch):
+    """Docker's `identitytoken` beside `auth` ("user:" with no password), and a helper's "<token>" user."""
+    helper = tmp_path / "bin" / "docker-credential-tok"
+    helper.parent.mkdir()
+    helper.write_text('#!/bin/sh\nread reg\n[ "$1" = get ] && printf \'{"Username":"<token>","Secret":"rt-%s"}\' "$reg"\n')
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{helper.parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({
+        "auths": {"r.example": {"auth": base64.b64encode(b"alice:").decode(), "identitytoken": "rt-1"}},
+        "credHelpers": {"h.example": "tok"}}))
+    assert dockerconfig.login("r.example") == ("alice", "", "rt-1")
+    assert dockerconfig.login("h.example") == ("", "", "rt-h.example")
+    assert dockerconfig.credentials("h.example") is None and dockerconfig.login("other.example") is None
+
+
 def _desc(platform=None, media=manifests.OCI_MANIFEST):
     return {"mediaType": media, "digest": D, "size": 10, **({"platform": platform} if platform else {})}
 
