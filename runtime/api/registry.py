@@ -17,10 +17,10 @@ def repo_digests(image_id: str) -> list[str]:
     return repodigests.of(image_id)
 
 
-def push(ref: str, *, insecure: list[str] = (), out=print) -> str:
+def push(ref: str, *, insecure: list[str] = (), out=print, progress=None) -> str:
     from ..registry.push import push as push_image
 
-    return push_image(ref, insecure=list(insecure), out=out)
+    return push_image(ref, insecure=list(insecure), out=out, progress=progress)
 
 
 def familiar(ref: str) -> str:

@@ -80,6 +80,9 @@ def test_pull_fetches_layers_into_an_empty_store_and_by_digest(reg, tmp_path):
     assert p.returncode == 0 and json.loads(p.stdout)[0]["RepoDigests"] == [f"{d}/lab/second@{digest}"], p.stderr
     p = reg.netdiag("run", "--rm", "--network", "none", f"{d}/lab/second@{digest}", "echo", "ok", env=other, timeout=60)
     assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
+    p = reg.netdiag("images", "--digests", env=other, timeout=30)  # pulled by digest only: Docker's <none> tag, the digest
+    assert p.stdout.split("\n")[0].split() == ["REPOSITORY", "TAG", "DIGEST", "IMAGE", "ID", "CREATED", "SIZE"], p.stdout
+    assert [f"{d}/lab/second", "<none>", digest] in [line.split()[:3] for line in p.stdout.splitlines()], p.stdout
 
 
 def test_cross_repository_mount(reg):
@@ -511,3 +514,43 @@ def test_an_identity_token_is_exchanged_at_the_realm_as_docker_does(reg, tmp_pat
         assert f"netdiag login {d}" in r["fix"] and "invalid_grant" in r["evidence"][0]["detail"], r
     finally:
         token_reg.stop()
+
+
+def _on_a_terminal(w, env, *args) -> str:
+    """netdiag ARGS with its stdout on a pseudo-terminal; what the terminal showed."""
+    import os
+
+    master, slave = os.openpty()
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "netdiag", *args], env={**env, "TERM": "xterm", "COLUMNS": "120"},
+                             stdout=slave, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, preexec_fn=w.enter())
+        os.close(slave)
+        slave = None
+        shown = b""
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the last writer closed the terminal
+                break
+            if not data:
+                break
+            shown += data
+        assert p.wait(timeout=60) == 0, p.stderr.read().decode()
+        p.stderr.close()
+        return shown.decode(errors="replace")
+    finally:
+        os.close(master)
+        if slave is not None:
+            os.close(slave)
+
+
+def test_push_draws_a_bar_per_layer_on_a_terminal_and_lines_without_one(reg, tmp_path):
+    d = reg.registry.domain
+    name = f"{d}/lab/bars:1"
+    _random_image(reg, tmp_path, name, 3_000_000)
+    shown = _on_a_terminal(reg, reg.env, "push", name)
+    assert "━" in shown and "3.0/3.0 MB" in shown and "\x1b[" in shown, shown  # rich's bar, sizes, terminal control
+    assert "Pushed" in shown, shown
+    reg.ok("tag", name, f"{d}/lab/bars2:1")
+    plain = reg.ok("push", f"{d}/lab/bars2:1")  # a pipe: Docker's plain lines only
+    assert "━" not in plain and "\x1b[" not in plain and "Mounted from lab/bars" in plain, plain
