@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import os
-import signal
 import socket
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from . import servers
 
 NXDOMAIN, TYPE_A, CLASS_IN = 3, 1, 1
 
@@ -92,25 +91,17 @@ class LabResolver:
         log = self.workdir / "dns.log"
         argv = [sys.executable, "-m", "netdiag.worlds.lab_dns", "--listen", self.address,
                 *(x for name, ip in self.records.items() for x in ("--record", f"{name}={ip}"))]
-        with open(log, "wb") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.world.env,
-                                         start_new_session=True, preexec_fn=self.world.enter(self.where))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            if "listening on" in log.read_text(errors="replace"):
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"the lab's DNS server did not start: {log.read_text(errors='replace')[-1500:]}")
+        self.proc = servers.spawn(self.world, self.where, argv, log)
+        try:
+            servers.wait_ready(self.proc, log, servers.logged(log, "listening on"), timeout)
+        except RuntimeError:
+            self.proc = None
+            raise
+        return self
 
     def stop(self) -> None:
-        if self.proc is not None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait()
-            self.proc = None
+        servers.kill(self.proc)
+        self.proc = None
 
 
 def main() -> None:

@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 
+from . import servers
 from .host import OUTSIDE_IP
 
 REGISTRY = "/usr/bin/docker-registry"
@@ -171,8 +170,7 @@ class LabRegistry:
         if t.get("name"):  # HTTPS, its own CA (token_ca), as a public auth server has
             self.token_ca, cert, key = make_certificates(d / "tls", t.get("address", self.address), t["name"])
             argv += ["--tls-cert", str(cert), "--tls-key", str(key)]
-        self.token_proc = self._spawn(argv, d / "token.log")
-        self._wait(self.token_proc, d / "token.log", "listening on", 10.0)
+        self.token_proc = self._spawn(argv, d / "token.log", 10.0)
         return ["auth:", "  token:", f"    realm: {self.token_realm}", f"    service: {service}",
                 "    issuer: netdiag-lab-token", f"    rootcertbundle: {d / 'token.crt'}"]
 
@@ -182,22 +180,14 @@ class LabRegistry:
         except FileNotFoundError:
             return ""
 
-    def _spawn(self, argv: list[str], logfile: Path) -> subprocess.Popen:
-        with open(logfile, "wb") as log:
-            return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.world.env,
-                                    start_new_session=True, preexec_fn=self.world.enter(self.where))
-
-    def _wait(self, proc: subprocess.Popen, logfile: Path, line: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if line in logfile.read_text(errors="replace"):
-                return
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        tail = logfile.read_text(errors="replace")[-1500:]
-        self.stop()
-        raise RuntimeError(f"{Path(proc.args[0]).name} did not start: {tail}")
+    def _spawn(self, argv: list[str], logfile: Path, timeout: float) -> subprocess.Popen:
+        proc = servers.spawn(self.world, self.where, argv, logfile)
+        try:
+            servers.wait_ready(proc, logfile, servers.logged(logfile, "listening on"), timeout)
+        except RuntimeError:
+            self.stop()
+            raise
+        return proc
 
     def start(self, timeout: float = 15.0) -> "LabRegistry":
         if not os.path.exists(REGISTRY):
@@ -208,8 +198,7 @@ class LabRegistry:
         except BaseException:
             self.stop()
             raise
-        self.proc = self._spawn([REGISTRY, "serve", str(config)], self.workdir / "registry.log")
-        self._wait(self.proc, self.workdir / "registry.log", "listening on", timeout)
+        self.proc = self._spawn([REGISTRY, "serve", str(config)], self.workdir / "registry.log", timeout)
         return self
 
     def log(self) -> str:
@@ -227,13 +216,7 @@ class LabRegistry:
 
     def stop(self) -> None:
         for proc in (self.proc, self.token_proc):
-            if proc is None:
-                continue
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+            servers.kill(proc)
         self.proc = self.token_proc = None
 
     def __enter__(self):

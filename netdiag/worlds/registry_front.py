@@ -16,11 +16,10 @@ world's leak check sees it if stop() is not called).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
+from . import servers
 from .registry import make_certificates
 
 HAPROXY = "/usr/sbin/haproxy"
@@ -74,19 +73,14 @@ backend registry
             raise RuntimeError(f"{HAPROXY} is missing: install Debian's haproxy package (scripts/setup does)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self._config()
-        log = self.workdir / "haproxy.log"
-        with open(log, "wb") as out:
-            self.proc = subprocess.Popen([HAPROXY, "-db", "-f", str(config)], stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=self.world.env, start_new_session=True,
-                                         preexec_fn=self.world.enter(self.registry.where))
-        sock = self.workdir / "admin.sock"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            if sock.exists():  # bound with the listeners, after the configuration was accepted
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"haproxy did not start: {log.read_text(errors='replace')[-1500:]}")
+        log, sock = self.workdir / "haproxy.log", self.workdir / "admin.sock"
+        self.proc = servers.spawn(self.world, self.registry.where, [HAPROXY, "-db", "-f", str(config)], log)
+        try:  # the stats socket is bound with the listeners, after the configuration was accepted
+            servers.wait_ready(self.proc, log, sock.exists, timeout)
+        except RuntimeError:
+            self.proc = None
+            raise
+        return self
 
     def trust(self, certs_d: Path) -> Path:
         d = Path(certs_d) / self.domain
@@ -95,13 +89,7 @@ backend registry
         return d / "ca.crt"
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
+        servers.kill(self.proc)
         self.proc = None
 
     def __enter__(self):

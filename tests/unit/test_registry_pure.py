@@ -76,14 +76,19 @@ def test_docker_config_keeps_what_docker_wrote(tmp_path, monkeypatch):
     assert data["psFormat"] == "table {{.ID}}" and set(data["auths"]) == {"https://r.example", "s.example"}
 
 
-def test_credential_helper_is_used(tmp_path, monkeypatch):
-    """credHelpers names docker-credential-NAME; netdiag speaks its protocol (a registry on stdin, JSON out)."""
-    helper = tmp_path / "bin" / "docker-credential-labtest"
+def _credential_helper(tmp_path, monkeypatch, name: str, get_json: str) -> None:
+    """docker-credential-NAME on PATH, answering `get` with get_json (%s: the registry it was asked for)."""
+    helper = tmp_path / "bin" / f"docker-credential-{name}"
     helper.parent.mkdir()
-    helper.write_text('#!/bin/sh\nread reg\n[ "$1" = get ] && printf \'{"ServerURL":"%s","Username":"h","Secret":"s"}\' "$reg"\n')
+    helper.write_text(f'#!/bin/sh\nread reg\n[ "$1" = get ] && printf \'{get_json}\' "$reg"\n')
     helper.chmod(0o755)
     monkeypatch.setenv("PATH", f"{helper.parent}:{os.environ['PATH']}")
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+
+
+def test_credential_helper_is_used(tmp_path, monkeypatch):
+    """credHelpers names docker-credential-NAME; netdiag speaks its protocol (a registry on stdin, JSON out)."""
+    _credential_helper(tmp_path, monkeypatch, "labtest", '{"ServerURL":"%s","Username":"h","Secret":"s"}')
     (tmp_path / "config.json").write_text(json.dumps({"credHelpers": {"r.example": "labtest"}}))
     assert dockerconfig.credentials("r.example") == ("h", "s")
     assert dockerconfig.credentials("other.example") is None
@@ -91,12 +96,7 @@ def test_credential_helper_is_used(tmp_path, monkeypatch):
 
 def test_identity_tokens_stand_for_the_password(tmp_path, monkeypatch):
     """Docker's `identitytoken` beside `auth` ("user:" with no password), and a helper's "<token>" user."""
-    helper = tmp_path / "bin" / "docker-credential-tok"
-    helper.parent.mkdir()
-    helper.write_text('#!/bin/sh\nread reg\n[ "$1" = get ] && printf \'{"Username":"<token>","Secret":"rt-%s"}\' "$reg"\n')
-    helper.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{helper.parent}:{os.environ['PATH']}")
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    _credential_helper(tmp_path, monkeypatch, "tok", '{"Username":"<token>","Secret":"rt-%s"}')
     (tmp_path / "config.json").write_text(json.dumps({
         "auths": {"r.example": {"auth": base64.b64encode(b"alice:").decode(), "identitytoken": "rt-1"}},
         "credHelpers": {"h.example": "tok"}}))
