@@ -68,8 +68,8 @@ def login(server: str | None, user: str, password: str, *, insecure: list[str] =
         raise InvalidArgument("A user name and a password are required", "", "give -u USER and --password-stdin")
     domain = registry_domain(server)
     with Session(domain, insecure=list(insecure)) as s:
-        s.check_login(user, password)
-    dockerconfig.store(domain, user, password)
+        identity_token = s.check_login(user, password)
+    dockerconfig.store(domain, user, password, identity_token)
     return f"Login Succeeded (credentials stored in {dockerconfig.config_path()})"
 
 

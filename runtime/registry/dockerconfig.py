@@ -109,13 +109,18 @@ def credentials(domain: str) -> tuple[str, str] | None:
     return (found[0], found[1]) if found and (found[0] or found[1]) else None
 
 
-def store(domain: str, user: str, password: str) -> None:
+def store(domain: str, user: str, password: str, identity_token: str = "") -> None:
+    """Keep a login as Docker does: an identity token, when the token service gave one, instead of
+    the password ("user:" and `identitytoken`; a helper gets the "<token>" user and the token)."""
     data = _read()
     key = _key(domain)
     helper = _helper(data, key)
     if helper:
-        _run_helper(helper, "store", json.dumps({"ServerURL": key, "Username": user, "Secret": password}))
+        secret = {"Username": IDENTITY_TOKEN_USER, "Secret": identity_token} if identity_token else {"Username": user, "Secret": password}
+        _run_helper(helper, "store", json.dumps({"ServerURL": key, **secret}))
         data.setdefault("auths", {})[key] = {}  # what Docker writes: the registry is known, the secret is in the helper
+    elif identity_token:
+        data.setdefault("auths", {})[key] = {"auth": base64.b64encode(f"{user}:".encode()).decode(), "identitytoken": identity_token}
     else:
         data.setdefault("auths", {})[key] = {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}
     _write(data)

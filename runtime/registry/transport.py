@@ -142,6 +142,8 @@ class Session:
         self._tokens: dict[tuple[str, ...], str] = {}
         self._lock = threading.Lock()
         self._login: tuple[str, str, str] | None | bool = False  # (user, password, identity token); False: not read yet
+        self._offline = False  # ask the token service for a refresh token too (login does)
+        self.refresh_token = ""
 
     def _verify(self):
         if self.insecure:
@@ -203,12 +205,15 @@ class Session:
             raise_for(r, f"registry {self.domain}", user=self.user)
         self._pinged = True
 
-    def check_login(self, user: str, password: str) -> None:
-        """What `login` does: the ping, then an authenticated request (a token for no scope)."""
+    def check_login(self, user: str, password: str) -> str:
+        """What `login` does: the ping, then an authenticated request (a token for no scope, asked
+        for offline as Docker asks: a token service may add a refresh token). Returns that refresh
+        token, Docker's identity token, or ""."""
         self._login = (user, password, "")
+        self._offline = True
         self.ping()
         if self._challenge is None:
-            return
+            return ""
         try:
             r = self._send("GET", "/v2/", headers=self._auth_headers(()))
         except RegistryError as e:
@@ -220,6 +225,7 @@ class Session:
                                 "check them and try again", cause=UNAUTHORIZED, detail={"host": self.domain})
         if r.status_code != 200:
             raise_for(r, f"registry {self.domain}", user=self.user)
+        return self.refresh_token
 
     # -- requests --------------------------------------------------------------------------------------
     def request(self, method: str, path: str, scopes: tuple[str, ...], *, stream: bool = False, what: str = "",
@@ -278,6 +284,8 @@ class Session:
             raise RegistryError(f"Registry {self.domain} asks for a Bearer token but names no realm", "", "", cause=REGISTRY_ERROR)
         query = [("service", params["service"])] if params.get("service") else []
         query += [("scope", s) for s in scopes]
+        if self._offline:
+            query += [("offline_token", "true"), ("client_id", CLIENT_ID)]
         auth = self.credentials
         try:
             if self.identity_token:  # OAuth2's refresh-token grant, POSTed to the realm as Docker does
@@ -303,6 +311,8 @@ class Session:
                                             "registry": self.domain, "scopes": list(scopes)})
             raise_for(r, f"a token from {realm}", scopes, self._challenge)
         body = r.json()
+        if isinstance(body.get("refresh_token"), str):
+            self.refresh_token = body["refresh_token"]
         token = body.get("token") or body.get("access_token")
         if not isinstance(token, str) or not token:
             raise RegistryError(f"The token server {realm} sent no token", "", "", cause=REGISTRY_ERROR)

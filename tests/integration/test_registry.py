@@ -512,6 +512,14 @@ def test_an_identity_token_is_exchanged_at_the_realm_as_docker_does(reg, tmp_pat
         r = json.loads(_fails(reg, "pull", "--json", f"{d}/oauth/bb:1", env=config("revoked")).stdout)
         assert r["cause"] == "UNAUTHORIZED" and "refused the identity token" in r["summary"], r
         assert f"netdiag login {d}" in r["fix"] and "invalid_grant" in r["evidence"][0]["detail"], r
+        # login asks offline, as Docker does; the token service's refresh token is kept, the password is not
+        fresh = {**reg.env, "DOCKER_CONFIG": str(tmp_path / "fresh"), "NETDIAG_ROOT": str(tmp_path / "host-fresh")}
+        p = reg.netdiag("login", "-u", USER, "--password-stdin", d, input=PASSWORD + "\n", env=fresh, timeout=30)
+        assert p.returncode == 0, p.stderr
+        kept = json.loads((tmp_path / "fresh/config.json").read_text())["auths"][d]
+        assert kept["identitytoken"] and base64.b64decode(kept["auth"]).decode() == f"{USER}:", kept
+        p = reg.netdiag("pull", f"{d}/oauth/bb:1", env=fresh, timeout=60)
+        assert p.returncode == 0 and "Pull complete" in p.stdout, p.stdout + p.stderr
     finally:
         token_reg.stop()
 

@@ -103,6 +103,9 @@ def test_identity_tokens_stand_for_the_password(tmp_path, monkeypatch):
     assert dockerconfig.login("r.example") == ("alice", "", "rt-1")
     assert dockerconfig.login("h.example") == ("", "", "rt-h.example")
     assert dockerconfig.credentials("h.example") is None and dockerconfig.login("other.example") is None
+    dockerconfig.store("s.example", "alice", "the-password", "rt-9")  # a login the token service gave one to
+    assert dockerconfig.login("s.example") == ("alice", "", "rt-9")
+    assert "the-password" not in (tmp_path / "config.json").read_text()
 
 
 def _desc(platform=None, media=manifests.OCI_MANIFEST):
