@@ -130,10 +130,10 @@ class Session:
         httpx = load_httpx()
 
         self.domain = domain
-        self.host, port = split_host(domain)
+        self._api = _HUB_API if domain == "docker.io" else domain
+        self.host, port = split_host(self._api)  # where requests go (Docker Hub's API host for docker.io)
         self.port = port or 443
         self.insecure = is_insecure(domain, configured_insecure(list(insecure)))
-        self._api = _HUB_API if domain == "docker.io" else domain
         self._timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
         self._client = httpx.Client(verify=self._verify(), timeout=self._timeout, follow_redirects=True)
         self.scheme = "https"

@@ -226,3 +226,11 @@ def test_transport_failures_name_the_layer(tmp_path, monkeypatch):
     assert e.cause == CONNECT_FAILED and "Connection refused" in str(e) and "netdiag trace host r.example --port 5000" in str(e)
     e = failed(TimeoutError("timed out"), httpx.ConnectTimeout)
     assert e.cause == CONNECT_FAILED and e.detail["phase"] == "connect"
+
+
+def test_docker_hub_is_reached_at_its_api_host(tmp_path, monkeypatch):
+    """docker.io names Docker Hub; its requests (and a failure's host, for DNS and the trace) go to
+    registry-1.docker.io."""
+    monkeypatch.setenv("NETDIAG_ROOT", str(tmp_path))
+    with transport.Session("docker.io") as s:
+        assert (s.host, s.port, s.url("/v2/")) == ("registry-1.docker.io", 443, "https://registry-1.docker.io/v2/")
