@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from pathlib import Path
 
 
 def _address(host: str) -> str | None:
@@ -59,6 +60,50 @@ def presented_certificate(host: str, port: int, timeout: float = 5.0) -> str | N
     return ", ".join(p.stdout.decode(errors="replace").split("\n")).strip(", ") if p.returncode == 0 else None
 
 
+def _verifies(ca: Path, host: str, port: int, timeout: float = 5.0) -> bool:
+    """Whether the CA in `ca` verifies the chain the registry presents (its name is another question)."""
+    import ssl
+
+    try:
+        ctx = ssl.create_default_context(cafile=str(ca))  # that file alone, not the system store
+        ctx.check_hostname = False
+        with socket.create_connection((host, port), timeout=timeout) as raw, ctx.wrap_socket(raw, server_hostname=host):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def misplaced_ca(certs_d: Path, domain: str, host: str, port: int, limit: int = 8) -> Path | None:
+    """A CA kept for this host under another certs.d directory (the address without its port, another
+    port) that verifies the registry's certificate: the usual reason a CA "installed" is not used."""
+    try:
+        dirs = [p for p in sorted(certs_d.iterdir()) if p.is_dir() and p.name != domain
+                and (p.name == host or p.name.startswith(f"{host}:"))]
+    except OSError:
+        return None
+    candidates = [crt for d in dirs for crt in sorted(d.glob("*.crt"))][:limit]
+    return next((crt for crt in candidates if _verifies(crt, host, port)), None)
+
+
+def _unknown_authority(result: dict, d: dict) -> None:
+    """The fix for an unknown CA, at the narrowest place: CERTS_D/HOST:PORT/ca.crt, this registry alone.
+    A CA found in a neighbouring directory that verifies the certificate gives a runnable command."""
+    target = Path(d["ca_path"])
+    found = misplaced_ca(Path(d["certs_d"]), d["registry"], d["host"], int(d["port"]))
+    if found is None:
+        result["fix"] = (f"{result['fix']}; no command: only you can say which CA to trust (compare the issuer above with "
+                         f"the CA your registry's owner gave you: 'openssl x509 -in CA.crt -noout -subject')")
+        return
+    result["evidence"].append({"kind": "certs.d", "detail": f"{found} verifies the registry's certificate, but it is kept for "
+                                                            f"{found.parent.name}, not for {d['registry']}"})
+    import shlex
+
+    result["fix_command"] = f"{shlex.join(['mkdir', '-p', str(target.parent)])} && {shlex.join(['cp', str(found), str(target)])}"
+    result["fix"] = (f"the CA that verifies the registry's certificate is in {found.parent}/, the directory of another "
+                     f"registry ({found.parent.name}); copy it to {target}, the directory of {d['registry']} (HOST:PORT "
+                     f"exactly as the image name writes it): {result['fix_command']}")
+
+
 def explain(err, *, live: bool = True, timeout: float = 2.0) -> dict:
     """The diagnosis of a RegistryError (runtime.registry.errors) as one JSON-ready object."""
     d = err.detail
@@ -68,6 +113,8 @@ def explain(err, *, live: bool = True, timeout: float = 2.0) -> dict:
         cert = presented_certificate(d["host"], int(d["port"]))
         if cert:
             result["evidence"].append({"kind": "certificate", "detail": f"the registry presents {cert}"})
+        if err.cause == "TLS_UNKNOWN_AUTHORITY" and d.get("ca_path"):
+            _unknown_authority(result, d)
     if err.cause != "CONNECT_FAILED" or not d.get("host") or not d.get("port"):
         return result
     ip = _address(d["host"])

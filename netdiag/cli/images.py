@@ -19,6 +19,7 @@ def images_(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Only ids"),
     format: Optional[str] = typer.Option(None, "--format", help="'json' (a JSON object per line), 'table', or a Go template, e.g. '{{.Repository}}:{{.Tag}}'"),
     json_out: bool = typer.Option(False, "--json", help="Same as --format json"),
+    digests: bool = typer.Option(False, "--digests", help="Show the registry's manifest digest (pulled or pushed images)"),
 ):
     """List images."""
     from runtime.api import images
@@ -28,7 +29,9 @@ def images_(
         if "Error" in r:
             shown = f"{r['Repository']}:{r['Tag']}" if r["Tag"] != "<none>" else r["ID"]
             print(f"netdiag: warning: image {shown} is damaged: {r['Error']}. Remove it with 'netdiag rmi {shown}'", file=sys.stderr)
-    listing(rows, [("REPOSITORY", "Repository"), ("TAG", "Tag"), ("IMAGE ID", "ID"), ("CREATED", "CreatedSince"), ("SIZE", "Size")],
+    columns = [("REPOSITORY", "Repository"), ("TAG", "Tag"), *([("DIGEST", "Digest")] if digests else []),
+               ("IMAGE ID", "ID"), ("CREATED", "CreatedSince"), ("SIZE", "Size")]
+    listing(rows, columns,
             quiet=quiet, as_json=json_out, format_=format, headers={"CreatedAt": "CREATED AT", "Digest": "DIGEST"})
 
 

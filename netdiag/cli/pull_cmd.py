@@ -37,8 +37,9 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
-def _with_bars(pull):
-    """A progress bar per layer on a terminal (Docker's look); status lines above the bars."""
+def with_bars(transfer):
+    """A progress bar per layer on a terminal (Docker's look); status lines above the bars.
+    `transfer(out, progress)` is a pull or a push."""
     import threading
 
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
@@ -53,7 +54,7 @@ def _with_bars(pull):
                     tasks[layer] = bars.add_task(layer, total=total)
             bars.update(tasks[layer], completed=done)
 
-        return pull(lambda line: bars.console.print(line, highlight=False, markup=False), progress)
+        return transfer(lambda line: bars.console.print(line, highlight=False, markup=False), progress)
 
 
 def explained(e, image: str, json_out: bool = False) -> int:
@@ -81,7 +82,7 @@ def main(argv: list[str]) -> int:
         if a.quiet or a.json_out:
             img = pull(lambda _line: None)
         elif sys.stdout.isatty():
-            img = _with_bars(pull)
+            img = with_bars(pull)
         else:
             img = pull(say)
     except RegistryError as e:

@@ -28,8 +28,16 @@ def push(name: str = typer.Argument(..., metavar="NAME[:TAG]"), insecure: List[s
     is explained as a failed pull is (exit 1)."""
     from runtime.api import registry
 
+    def push_(out, progress=None):
+        return registry.push(name, insecure=insecure, out=out, progress=progress)
+
     try:
-        registry.push(name, insecure=insecure, out=say)
+        if sys.stdout.isatty():  # a bar per layer, as pull draws them
+            from .pull_cmd import with_bars
+
+            with_bars(push_)
+        else:
+            push_(say)
     except registry.RegistryError as e:
         from .pull_cmd import explained
 

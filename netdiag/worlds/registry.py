@@ -11,7 +11,8 @@ storage, TLS certificate and htpasswd file in a work directory:
 The certificate is for the registry's address (subjectAltName IP), or for `cert_name` when a test
 wants a name mismatch. `users` are checked by htpasswd (Basic auth; bcrypt entries, the only kind
 distribution accepts: the `bcrypt` module is imported only then), or with auth="token" by a token
-service on port+1 (registry_token.py: Bearer tokens, as Docker Hub does it). The process runs in its own session with
+service on port+1 (registry_token.py: Bearer tokens, as Docker Hub does it; `token` moves it,
+e.g. to Docker Hub's https://auth.docker.io, and sets its policy: public prefixes, identity tokens). The process runs in its own session with
 the world's environment, so the world's leak check sees it if stop() is not called.
 `behind_router` gives a registry a namespace a hop beyond the outside (the outside routes to it);
 `random_rootfs` makes an image whose one layer only the registry will have.
@@ -20,11 +21,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 
+from . import servers
 from .host import OUTSIDE_IP
 
 REGISTRY = "/usr/bin/docker-registry"
@@ -104,10 +104,15 @@ def remove_behind(name: str) -> None:
 class LabRegistry:
     def __init__(self, world, workdir: Path, *, where: str = "outside", address: str = OUTSIDE_IP, port: int = 5000,
                  tls: bool = True, users: dict[str, str] | None = None, cert_name: str | None = None, auth: str = "htpasswd",
-                 read_only: tuple[str, ...] = ()):
+                 read_only: tuple[str, ...] = (), repos: dict[str, str] | None = None, token: dict | None = None):
         self.world, self.workdir, self.where = world, Path(workdir), where
         self.address, self.port, self.tls, self.users, self.cert_name = address, port, tls, users or {}, cert_name
         self.auth, self.read_only = auth, tuple(read_only)  # read_only: users the token service grants pull only
+        self.repos = dict(repos or {})  # user -> the repository prefix the token service limits it to
+        # the token service's place and policy beyond the defaults: address, port, name (then it serves
+        # HTTPS with a certificate for that name), service, public (prefixes), refresh (token -> user)
+        self.token = dict(token or {})
+        self.token_ca: Path | None = None
         self.ca_cert: Path | None = None
         self.proc: subprocess.Popen | None = None
         self.token_proc: subprocess.Popen | None = None
@@ -139,42 +144,50 @@ class LabRegistry:
 
     @property
     def token_realm(self) -> str:
-        return f"http://{self.address}:{self.port + 1}/token"
+        t = self.token
+        if t.get("name"):
+            return f"https://{t['name']}" + (f":{t['port']}" if t.get("port", 443) != 443 else "") + "/token"
+        return f"http://{t.get('address', self.address)}:{t.get('port', self.port + 1)}/token"
 
     def _token_service(self) -> list[str]:
         import json
         import sys
 
-        d = self.workdir / "token"
+        d, t = self.workdir / "token", self.token
         d.mkdir(parents=True, exist_ok=True)
         _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "token.key",
                  "-out", "token.crt", "-days", "2", "-subj", "/CN=netdiag lab token signer", cwd=d)
         (d / "users.json").write_text(json.dumps(self.users))
-        argv = [sys.executable, "-m", "netdiag.worlds.registry_token", "--listen", f"{self.address}:{self.port + 1}",
+        service = t.get("service", "netdiag-lab-registry")
+        argv = [sys.executable, "-m", "netdiag.worlds.registry_token",
+                "--listen", f"{t.get('address', self.address)}:{t.get('port', self.port + 1)}",
                 "--key", str(d / "token.key"), "--cert", str(d / "token.crt"), "--users", str(d / "users.json"),
-                "--issuer", "netdiag-lab-token", "--service", "netdiag-lab-registry",
-                *(x for u in self.read_only for x in ("--read-only", u))]
-        self.token_proc = self._spawn(argv, d / "token.log")
-        self._wait(self.token_proc, d / "token.log", "listening on", 10.0)
-        return ["auth:", "  token:", f"    realm: {self.token_realm}", "    service: netdiag-lab-registry",
+                "--issuer", "netdiag-lab-token", "--service", service,
+                *(x for u in self.read_only for x in ("--read-only", u)),
+                *(x for u, prefix in self.repos.items() for x in ("--repos", f"{u}={prefix}")),
+                *(x for prefix in t.get("public", ()) for x in ("--public", prefix)),
+                *(x for tok, u in t.get("refresh", {}).items() for x in ("--refresh-token", f"{tok}={u}"))]
+        if t.get("name"):  # HTTPS, its own CA (token_ca), as a public auth server has
+            self.token_ca, cert, key = make_certificates(d / "tls", t.get("address", self.address), t["name"])
+            argv += ["--tls-cert", str(cert), "--tls-key", str(key)]
+        self.token_proc = self._spawn(argv, d / "token.log", 10.0)
+        return ["auth:", "  token:", f"    realm: {self.token_realm}", f"    service: {service}",
                 "    issuer: netdiag-lab-token", f"    rootcertbundle: {d / 'token.crt'}"]
 
-    def _spawn(self, argv: list[str], logfile: Path) -> subprocess.Popen:
-        with open(logfile, "wb") as log:
-            return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.world.env,
-                                    start_new_session=True, preexec_fn=self.world.enter(self.where))
+    def token_log(self) -> str:
+        try:
+            return (self.workdir / "token" / "token.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
 
-    def _wait(self, proc: subprocess.Popen, logfile: Path, line: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if line in logfile.read_text(errors="replace"):
-                return
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        tail = logfile.read_text(errors="replace")[-1500:]
-        self.stop()
-        raise RuntimeError(f"{Path(proc.args[0]).name} did not start: {tail}")
+    def _spawn(self, argv: list[str], logfile: Path, timeout: float) -> subprocess.Popen:
+        proc = servers.spawn(self.world, self.where, argv, logfile)
+        try:
+            servers.wait_ready(proc, logfile, servers.logged(logfile, "listening on"), timeout)
+        except RuntimeError:
+            self.stop()
+            raise
+        return proc
 
     def start(self, timeout: float = 15.0) -> "LabRegistry":
         if not os.path.exists(REGISTRY):
@@ -185,8 +198,7 @@ class LabRegistry:
         except BaseException:
             self.stop()
             raise
-        self.proc = self._spawn([REGISTRY, "serve", str(config)], self.workdir / "registry.log")
-        self._wait(self.proc, self.workdir / "registry.log", "listening on", timeout)
+        self.proc = self._spawn([REGISTRY, "serve", str(config)], self.workdir / "registry.log", timeout)
         return self
 
     def log(self) -> str:
@@ -204,13 +216,7 @@ class LabRegistry:
 
     def stop(self) -> None:
         for proc in (self.proc, self.token_proc):
-            if proc is None:
-                continue
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+            servers.kill(proc)
         self.proc = self.token_proc = None
 
     def __enter__(self):

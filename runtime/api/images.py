@@ -19,17 +19,22 @@ def listing() -> list[dict]:
     import time
 
     from ..containers.container_records import human_duration, parse_iso
-    from ..images import store
+    from ..images import repodigests, store
 
     out = []
     for img in store.list_images():
         created = img.config.get("created", "")
         since = human_duration(time.time() - parse_iso(created)) + " ago" if created else "N/A"
         at = time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(parse_iso(created))) if created else ""  # Docker's form
-        for tag in img.tags or ["<none>:<none>"]:
-            repo, _, t = tag.rpartition(":")
+        # Docker's Digest: the registry's manifest digest for the row's repository (RepoDigests), else
+        # <none>; a repository known only by digest (pulled as REPO@sha256:...) is a row whose tag is <none>
+        digests = dict(rd.split("@", 1) for rd in repodigests.of(img.id))
+        tags = [tag.rpartition(":")[::2] for tag in img.tags]
+        tags += [(repo, "<none>") for repo in sorted(digests) if repo not in {r for r, _ in tags}]
+        for repo, t in tags or [("<none>", "<none>")]:
             out.append({"Repository": repo, "Tag": t, "ID": img.short_id, "CreatedAt": at, "CreatedSince": since,
-                        "Size": human_size(img.size), "Digest": img.manifest_digest, **({"Error": img.broken} if img.broken else {})})
+                        "Size": human_size(img.size), "Digest": digests.get(repo, "<none>"),
+                        **({"Error": img.broken} if img.broken else {})})
     return out
 
 

@@ -17,10 +17,10 @@ def repo_digests(image_id: str) -> list[str]:
     return repodigests.of(image_id)
 
 
-def push(ref: str, *, insecure: list[str] = (), out=print) -> str:
+def push(ref: str, *, insecure: list[str] = (), out=print, progress=None) -> str:
     from ..registry.push import push as push_image
 
-    return push_image(ref, insecure=list(insecure), out=out)
+    return push_image(ref, insecure=list(insecure), out=out, progress=progress)
 
 
 def familiar(ref: str) -> str:
@@ -68,8 +68,8 @@ def login(server: str | None, user: str, password: str, *, insecure: list[str] =
         raise InvalidArgument("A user name and a password are required", "", "give -u USER and --password-stdin")
     domain = registry_domain(server)
     with Session(domain, insecure=list(insecure)) as s:
-        s.check_login(user, password)
-    dockerconfig.store(domain, user, password)
+        identity_token = s.check_login(user, password)
+    dockerconfig.store(domain, user, password, identity_token)
     return f"Login Succeeded (credentials stored in {dockerconfig.config_path()})"
 
 

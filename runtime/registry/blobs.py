@@ -169,10 +169,11 @@ def mount(session: Session, repo: str, digest: str, source: str) -> bool:
 
 
 class _FileChunks:
-    """A file's bytes from `start` for `length`, re-iterable (a request may be sent twice)."""
+    """A file's bytes from `start` for `length`, re-iterable (a request may be sent twice);
+    `progress(offset)` hears how far into the file the bytes handed over reach."""
 
-    def __init__(self, path: Path, start: int, length: int):
-        self.path, self.start, self.length = path, start, length
+    def __init__(self, path: Path, start: int, length: int, progress=None):
+        self.path, self.start, self.length, self.progress = path, start, length, progress
 
     def __iter__(self):
         with open(self.path, "rb") as f:
@@ -184,14 +185,17 @@ class _FileChunks:
                     return
                 left -= len(data)
                 yield data
+                if self.progress:
+                    self.progress(self.start + self.length - left)
 
 
 def _with_digest(location: str, digest: str) -> str:
     return location + ("&" if "?" in location else "?") + "digest=" + digest
 
 
-def upload(session: Session, repo: str, digest: str, path: Path, *, chunk_size: int = 0) -> None:
-    """Upload `path` as blob `digest`: one PUT, or PATCH chunks of `chunk_size` then a PUT."""
+def upload(session: Session, repo: str, digest: str, path: Path, *, chunk_size: int = 0, progress=None) -> None:
+    """Upload `path` as blob `digest`: one PUT, or PATCH chunks of `chunk_size` then a PUT.
+    `progress(bytes sent)` follows it."""
     scopes = (scope(repo, "pull,push"),)
     what = f"an upload of {digest[7:19]} to {repo}"
     size = path.stat().st_size
@@ -201,13 +205,13 @@ def upload(session: Session, repo: str, digest: str, path: Path, *, chunk_size: 
     if chunk_size and size > chunk_size:
         for start in range(0, size, chunk_size):
             n = min(chunk_size, size - start)
-            r = session.request("PATCH", location, scopes, ok=(202,), what=what, content=_FileChunks(path, start, n),
+            r = session.request("PATCH", location, scopes, ok=(202,), what=what, content=_FileChunks(path, start, n, progress),
                                 headers={**octets, "Content-Length": str(n), "Content-Range": f"{start}-{start + n - 1}"})
             location = r.headers["location"]
         r = session.request("PUT", _with_digest(location, digest), scopes, ok=(201,), what=what, headers={"Content-Length": "0"})
     else:
         r = session.request("PUT", _with_digest(location, digest), scopes, ok=(201,), what=what,
-                            content=_FileChunks(path, 0, size), headers={**octets, "Content-Length": str(size)})
+                            content=_FileChunks(path, 0, size, progress), headers={**octets, "Content-Length": str(size)})
     said = r.headers.get("docker-content-digest")
     if said and said != digest:
         raise RegistryError(f"The registry stored {what} as {said}", f"netdiag sent {digest}", "push again", cause=BAD_CONTENT)

@@ -69,8 +69,13 @@ def _run_helper(name: str, action: str, payload: str) -> str:
     return p.stdout
 
 
-def credentials(domain: str) -> tuple[str, str] | None:
-    """(user, password) stored for a registry, or None."""
+IDENTITY_TOKEN_USER = "<token>"  # a credential helper's Username when its Secret is an identity token
+
+
+def login(domain: str) -> tuple[str, str, str] | None:
+    """(user, password, identity token) stored for a registry, or None. An identity token (Docker's
+    `identitytoken`, an OAuth2 refresh token a token service gave at login) stands for the password:
+    Docker stores it instead, and the password is then empty."""
     data = _read()
     key = _key(domain)
     helper = _helper(data, key)
@@ -78,27 +83,44 @@ def credentials(domain: str) -> tuple[str, str] | None:
         out = _run_helper(helper, "get", key)
         if out:
             got = json.loads(out)
-            return got.get("Username", ""), got.get("Secret", "")
+            user, secret = got.get("Username", ""), got.get("Secret", "")
+            return ("", "", secret) if user == IDENTITY_TOKEN_USER else (user, secret, "")
     auths = data.get("auths") if isinstance(data.get("auths"), dict) else {}
     for k in (key, f"https://{key}", f"http://{key}"):
         entry = auths.get(k)
-        if isinstance(entry, dict) and isinstance(entry.get("auth"), str) and entry["auth"]:
+        if not isinstance(entry, dict):
+            continue
+        token = entry.get("identitytoken") if isinstance(entry.get("identitytoken"), str) else ""
+        user = password = ""
+        if isinstance(entry.get("auth"), str) and entry["auth"]:
             try:
                 user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
             except (ValueError, UnicodeDecodeError):
                 raise InvalidArgument(f"Cannot use the credentials for {k} in {config_path()}",
                                       "its 'auth' is not base64 of user:password", f"run 'netdiag login {domain}' again") from None
-            return user, password
+        if user or token:
+            return user, password, token
     return None
 
 
-def store(domain: str, user: str, password: str) -> None:
+def credentials(domain: str) -> tuple[str, str] | None:
+    """(user, password) stored for a registry, or None (see login() for identity tokens)."""
+    found = login(domain)
+    return (found[0], found[1]) if found and (found[0] or found[1]) else None
+
+
+def store(domain: str, user: str, password: str, identity_token: str = "") -> None:
+    """Keep a login as Docker does: an identity token, when the token service gave one, instead of
+    the password ("user:" and `identitytoken`; a helper gets the "<token>" user and the token)."""
     data = _read()
     key = _key(domain)
     helper = _helper(data, key)
     if helper:
-        _run_helper(helper, "store", json.dumps({"ServerURL": key, "Username": user, "Secret": password}))
+        secret = {"Username": IDENTITY_TOKEN_USER, "Secret": identity_token} if identity_token else {"Username": user, "Secret": password}
+        _run_helper(helper, "store", json.dumps({"ServerURL": key, **secret}))
         data.setdefault("auths", {})[key] = {}  # what Docker writes: the registry is known, the secret is in the helper
+    elif identity_token:
+        data.setdefault("auths", {})[key] = {"auth": base64.b64encode(f"{user}:".encode()).decode(), "identitytoken": identity_token}
     else:
         data.setdefault("auths", {})[key] = {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}
     _write(data)

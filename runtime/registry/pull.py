@@ -79,7 +79,7 @@ def pull(reference: str, *, insecure: list[str] = (), out=print, timeout: float 
         man = image_manifest(doc, what)
         config_bytes = blobs.fetch_small(s, repo, man.config, f"the config of {shown}")
         diff_ids = _diff_ids(config_bytes, len(man.layers), shown)
-        out(f"{ref.digest or ref.tag}: Pulling from {ref.familiar_name}")
+        out(f"{ref.digest or ref.tag}: Pulling from {ref.path}")  # Docker names the repository without its registry
         with store.adding(f"pull {shown}"), store.writing(), state.scratch_dir("pull") as tmp:
             def one(i: int) -> None:
                 desc, diff_id = man.layers[i], diff_ids[i]
@@ -108,6 +108,7 @@ def pull(reference: str, *, insecure: list[str] = (), out=print, timeout: float 
         repodigests.add(img.id, f"{ref.familiar_name}@{digest}", {i.id for i in store.list_images()})
     out(f"Digest: {digest}")
     out(f"Status: Downloaded newer image for {shown}")
+    out(str(ref))  # Docker's last line: the full reference (docker.io/library/busybox:latest)
     return img
 
 
@@ -115,9 +116,10 @@ def _up_to_date(ref: Reference, img: store.Image, digest: str, out) -> store.Ima
     """The image is here: (re)tag it, say so, fetch nothing."""
     if ref.tag and f"{ref.familiar_name}:{ref.tag}" not in img.tags:
         img = store.tag_manifest(img.manifest_digest, f"{ref.familiar_name}:{ref.tag}")
-    out(f"{ref.digest or ref.tag}: Pulling from {ref.familiar_name}")
+    out(f"{ref.digest or ref.tag}: Pulling from {ref.path}")  # Docker names the repository without its registry
     out(f"Digest: {digest}")
     out(f"Status: Image is up to date for {ref.familiar()}")
+    out(str(ref))
     return img
 
 

@@ -35,7 +35,9 @@ def _mount_sources(ref: Reference, digest: str) -> list[str]:
     return out[:3]
 
 
-def push(reference: str, *, insecure: list[str] = (), out=print) -> str:
+def push(reference: str, *, insecure: list[str] = (), out=print, progress=None) -> str:
+    """Push the image `reference` names; Docker's lines through `out`, and `progress(layer, sent,
+    size)` while a layer uploads (a terminal's bars)."""
     ref = parse(reference)
     if ref.digest:
         raise InvalidArgument(f"Cannot push {reference}", "a push names a tag, not a digest", "give NAME[:TAG]")
@@ -47,7 +49,7 @@ def push(reference: str, *, insecure: list[str] = (), out=print) -> str:
     with Session(ref.domain, insecure=list(insecure)) as s:
         out(f"The push refers to repository [{ref.name if ref.domain != 'docker.io' else 'docker.io/' + ref.path}]")
 
-        def one(digest: str, say=out) -> None:
+        def one(digest: str, say=out, bar: bool = True) -> None:
             short = digest[7:19]
             path = store.blob_path(digest)
             if not path.exists():
@@ -60,13 +62,15 @@ def push(reference: str, *, insecure: list[str] = (), out=print) -> str:
                 if blobs.mount(s, repo, digest, source):
                     say(f"{short}: Mounted from {source}")
                     return
-            blobs.upload(s, repo, digest, path, chunk_size=chunk)
+            size = path.stat().st_size
+            blobs.upload(s, repo, digest, path, chunk_size=chunk,
+                         progress=(lambda n: progress(short, n, size)) if progress and bar else None)
             say(f"{short}: Pushed")
 
         with ThreadPoolExecutor(PARALLEL) as pool:
             for f in [pool.submit(one, d) for d in img.layers]:
                 f.result()
-        one(img.id, say=lambda _line: None)  # the config: Docker lists only layers
+        one(img.id, say=lambda _line: None, bar=False)  # the config: Docker lists only layers
         r = s.request("PUT", f"/v2/{repo}/manifests/{ref.tag}", (scope(repo, "pull,push"),), ok=(201,),
                       content=manifest, headers={"Content-Type": kind}, what=f"the manifest of {ref.familiar()}")
         said = r.headers.get("docker-content-digest")

@@ -8,7 +8,9 @@ NETDIAG_ROOT/daemon.json, as in Docker's daemon.json) and, as Docker does, for 1
 
 Auth: `GET /v2/` first (the ping) gives the WWW-Authenticate challenge; Basic sends the stored
 credentials, Bearer fetches a token for the request's scopes from the challenge's realm (with the
-credentials when there are any, anonymously otherwise) and keeps it per scope set.
+credentials when there are any, anonymously otherwise) and keeps it per scope set. An identity
+token in Docker's config (`identitytoken`, an OAuth2 refresh token) is POSTed to the realm instead,
+with a refresh-token grant, as Docker does.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from .errors import (CONNECT_FAILED, DENIED, DNS_FAILURE, NOT_FOUND, RATE_LIMITE
 
 DEFAULT_CERTS_D = "/etc/docker/certs.d"
 _HUB_API = "registry-1.docker.io"
+CLIENT_ID = "netdiag"  # OAuth2's client_id in token requests (Docker sends "docker")
 _PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 
@@ -127,10 +130,10 @@ class Session:
         httpx = load_httpx()
 
         self.domain = domain
-        self.host, port = split_host(domain)
+        self._api = _HUB_API if domain == "docker.io" else domain
+        self.host, port = split_host(self._api)  # where requests go (Docker Hub's API host for docker.io)
         self.port = port or 443
         self.insecure = is_insecure(domain, configured_insecure(list(insecure)))
-        self._api = _HUB_API if domain == "docker.io" else domain
         self._timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
         self._client = httpx.Client(verify=self._verify(), timeout=self._timeout, follow_redirects=True)
         self.scheme = "https"
@@ -138,7 +141,9 @@ class Session:
         self._pinged = False
         self._tokens: dict[tuple[str, ...], str] = {}
         self._lock = threading.Lock()
-        self._creds: tuple[str, str] | None | bool = False  # False: not read yet
+        self._login: tuple[str, str, str] | None | bool = False  # (user, password, identity token); False: not read yet
+        self._offline = False  # ask the token service for a refresh token too (login does)
+        self.refresh_token = ""
 
     def _verify(self):
         if self.insecure:
@@ -158,11 +163,27 @@ class Session:
     def __exit__(self, *exc):
         self.close()
 
+    def _stored(self) -> tuple[str, str, str] | None:
+        if self._login is False:
+            self._login = dockerconfig.login(self.domain)
+        return self._login
+
     @property
     def credentials(self) -> tuple[str, str] | None:
-        if self._creds is False:
-            self._creds = dockerconfig.credentials(self.domain)
-        return self._creds
+        """User and password (None with an identity token: it stands for the password)."""
+        found = self._stored()
+        return (found[0], found[1]) if found and not found[2] else None
+
+    @property
+    def identity_token(self) -> str:
+        found = self._stored()
+        return found[2] if found else ""
+
+    @property
+    def user(self) -> str | None:
+        """The login whose credentials are sent (None: anonymous)."""
+        found = self._stored()
+        return found[0] if found else None
 
     def url(self, path: str) -> str:
         return path if "://" in path else f"{self.scheme}://{self._api}{path}"
@@ -181,15 +202,18 @@ class Session:
         if r.status_code == 401 and r.headers.get("www-authenticate"):
             self._challenge = parse_challenge(r.headers["www-authenticate"])
         elif r.status_code not in (200, 401):
-            raise_for(r, f"registry {self.domain}")
+            raise_for(r, f"registry {self.domain}", user=self.user)
         self._pinged = True
 
-    def check_login(self, user: str, password: str) -> None:
-        """What `login` does: the ping, then an authenticated request (a token for no scope)."""
-        self._creds = (user, password)
+    def check_login(self, user: str, password: str) -> str:
+        """What `login` does: the ping, then an authenticated request (a token for no scope, asked
+        for offline as Docker asks: a token service may add a refresh token). Returns that refresh
+        token, Docker's identity token, or ""."""
+        self._login = (user, password, "")
+        self._offline = True
         self.ping()
         if self._challenge is None:
-            return
+            return ""
         try:
             r = self._send("GET", "/v2/", headers=self._auth_headers(()))
         except RegistryError as e:
@@ -200,7 +224,8 @@ class Session:
             raise RegistryError(f"Login to {self.domain} failed", "the registry refused the user name or password (401 Unauthorized)",
                                 "check them and try again", cause=UNAUTHORIZED, detail={"host": self.domain})
         if r.status_code != 200:
-            raise_for(r, f"registry {self.domain}")
+            raise_for(r, f"registry {self.domain}", user=self.user)
+        return self.refresh_token
 
     # -- requests --------------------------------------------------------------------------------------
     def request(self, method: str, path: str, scopes: tuple[str, ...], *, stream: bool = False, what: str = "",
@@ -220,7 +245,7 @@ class Session:
             try:
                 if stream:
                     r.read()
-                raise_for(r, what or path, scopes, self._challenge, logged_in=bool(self.credentials))
+                raise_for(r, what or path, scopes, self._challenge, user=self.user)
             finally:
                 r.close()
         return r
@@ -259,9 +284,17 @@ class Session:
             raise RegistryError(f"Registry {self.domain} asks for a Bearer token but names no realm", "", "", cause=REGISTRY_ERROR)
         query = [("service", params["service"])] if params.get("service") else []
         query += [("scope", s) for s in scopes]
+        if self._offline:
+            query += [("offline_token", "true"), ("client_id", CLIENT_ID)]
         auth = self.credentials
         try:
-            r = self._client.get(realm, params=query, auth=auth if auth else None)
+            if self.identity_token:  # OAuth2's refresh-token grant, POSTed to the realm as Docker does
+                form = {"grant_type": "refresh_token", "refresh_token": self.identity_token, "client_id": CLIENT_ID,
+                        **({"service": params["service"]} if params.get("service") else {}),
+                        **({"scope": " ".join(scopes)} if scopes else {})}
+                r = self._client.post(realm, data=form)
+            else:
+                r = self._client.get(realm, params=query, auth=auth if auth else None)
         except Exception as e:  # the token server is another host: its own connection errors
             import httpx
 
@@ -270,8 +303,16 @@ class Session:
             host = httpx.URL(realm).host
             raise connection_error(e, host, host, httpx.URL(realm).port or 443) from None
         if r.status_code != 200:
+            if self.identity_token and r.status_code in (400, 401):  # OAuth2's invalid_grant: revoked or expired
+                raise RegistryError(f"The token service {realm} refused the identity token stored for {self.domain}",
+                                    f"{r.status_code} for its refresh-token grant" + (f" ({_oauth_error(r)})" if _oauth_error(r) else ""),
+                                    f"log in again: 'netdiag login {self.domain}'", cause=UNAUTHORIZED,
+                                    detail={"status": r.status_code, "url": realm, "realm": realm, "scheme": "bearer",
+                                            "registry": self.domain, "scopes": list(scopes)})
             raise_for(r, f"a token from {realm}", scopes, self._challenge)
         body = r.json()
+        if isinstance(body.get("refresh_token"), str):
+            self.refresh_token = body["refresh_token"]
         token = body.get("token") or body.get("access_token")
         if not isinstance(token, str) or not token:
             raise RegistryError(f"The token server {realm} sent no token", "", "", cause=REGISTRY_ERROR)
@@ -302,11 +343,14 @@ def connection_error(e: Exception, domain: str, host: str, port: int) -> Registr
             return RegistryError(f"TLS to {domain} failed: x509: the certificate is not valid for {host}", tls.verify_message or "",
                                  "use the name the certificate is for, or have the registry's certificate reissued with this name "
                                  "in its subjectAltName", cause=TLS_NAME_MISMATCH, detail=detail)
+        # the narrowest fix: this one registry's CA directory, as Docker reads it (the system store
+        # would make the CA trusted for every server; an insecure registry turns verification off)
+        detail.update(certs_d=str(certs_d()), ca_path=str(d / "ca.crt"))
         return RegistryError(f"TLS to {domain} failed: x509: certificate signed by unknown authority",
                              f"{tls.verify_message or tls}: neither the system CA store nor {d}/ holds the CA that signed "
                              f"the registry's certificate",
-                             f"put that CA's certificate in {d}/ca.crt (as for Docker), or add it to the system CA store "
-                             f"(update-ca-certificates); only for a registry you trust without TLS: --insecure-registry {domain}",
+                             f"put the certificate of the CA that signed the registry's certificate in {d}/ca.crt "
+                             f"(Docker's place for the CAs of {domain} alone)",
                              cause=TLS_UNKNOWN_AUTHORITY, detail=detail)
     if tls is not None:
         return RegistryError(f"TLS to {domain} failed", str(tls), "check that the registry speaks TLS on that port "
@@ -327,6 +371,15 @@ def connection_error(e: Exception, domain: str, host: str, port: int) -> Registr
                          f"see where packets stop: 'netdiag trace host {host} --port {port}'", cause=CONNECT_FAILED, detail=detail)
 
 
+def _oauth_error(r) -> str:
+    """RFC 6749's error body ({"error": "invalid_grant", "error_description": ...}) as one phrase."""
+    try:
+        body = r.json()
+        return ": ".join(str(body[k]) for k in ("error", "error_description") if body.get(k))
+    except (ValueError, AttributeError, TypeError):
+        return ""
+
+
 def _registry_message(r) -> str:
     try:
         errs = r.json().get("errors") or []
@@ -335,40 +388,52 @@ def _registry_message(r) -> str:
         return ""
 
 
+def _denied_fix(registry: str, user: str | None, wanted: str) -> str:
+    who = f"'{user}'" if user else "this login"
+    return (f"ask the registry's owner to grant {who} {wanted or 'this access'}, or log in as a user who has it: "
+            f"'netdiag login -u USER {registry}'")
+
+
 def raise_for(r, what: str, scopes: tuple[str, ...] = (), challenge: tuple[str, dict] | None = None,
-              logged_in: bool = False) -> None:
-    """The registry's answer as a RegistryError naming what asked for what (`logged_in`: credentials
-    were sent, so a 401 for a scope is a refusal, not a request to log in)."""
+              user: str | None = None) -> None:
+    """The registry's answer as a RegistryError naming what asked for what (`user`: the login whose
+    credentials were sent, so a 401 for a scope is a refusal, not a request to log in)."""
     status = r.status_code
     said = _registry_message(r)
     host = r.request.url.host
-    detail = {"status": status, "host": host, "url": str(r.request.url), "scopes": list(scopes)}
+    registry = host if not r.request.url.port else f"{host}:{r.request.url.port}"
+    detail = {"status": status, "host": host, "url": str(r.request.url), "scopes": list(scopes), "registry": registry}
     if status == 401:
         header = r.headers.get("www-authenticate", "")
         kind, params = parse_challenge(header) if header else (challenge or ("", {}))
         detail.update(realm=params.get("realm", ""), scheme=kind)
-        if logged_in and params.get("error") == "insufficient_scope":  # the login's token does not grant the scope
-            raise RegistryError(f"Access to {what} was denied: the token lacks {params.get('scope') or ', '.join(scopes)}",
-                                f"the token service ({params.get('realm', '?')}) did not grant it to this login" + (f" ({said})" if said else ""),
-                                "log in as a user with that access ('netdiag login'), or ask the registry's owner for it",
-                                cause=DENIED, detail=detail)
+        if user is not None and params.get("error") == "insufficient_scope":  # the login's token does not grant the scope
+            wanted = params.get("scope") or ", ".join(scopes)
+            raise RegistryError(f"Access to {what} was denied: the token lacks {wanted}",
+                                f"the token service ({params.get('realm', '?')}) did not grant it to "
+                                f"{repr(user) if user else 'this login'}" + (f" ({said})" if said else ""),
+                                _denied_fix(registry, user, wanted), cause=DENIED, detail=detail)
         asked = f"{kind.capitalize()} realm {params.get('realm', '?')!r}" + (f" for {', '.join(scopes)}" if scopes else "")
         raise RegistryError(f"Access to {what} was refused: authentication required (401 Unauthorized)",
                             f"the registry asks for {asked}" + (f" ({said})" if said else ""),
-                            f"log in: 'netdiag login {host if not r.request.url.port else f'{host}:{r.request.url.port}'}'",
-                            cause=UNAUTHORIZED, detail=detail)
+                            f"log in: 'netdiag login {registry}'", cause=UNAUTHORIZED, detail=detail)
     if status == 403:
+        wanted = ", ".join(scopes)
         raise RegistryError(f"Access to {what} was denied (403 Forbidden)",
-                            f"the credentials do not grant {', '.join(scopes) or 'this'}" + (f" ({said})" if said else ""),
-                            "log in as a user with that access, or ask the registry's owner for it", cause=DENIED, detail=detail)
+                            f"the registry refuses {wanted or 'this'} to {repr(user) if user else 'an anonymous client'}"
+                            + (f" ({said})" if said else ""),
+                            _denied_fix(registry, user, wanted) if user else f"log in: 'netdiag login {registry}'",
+                            cause=DENIED, detail=detail)
     if status == 404:
         raise RegistryError(f"Not found: {what}", said or "the registry has no such repository, tag or blob (404)",
                             "check the name and tag (the registry's tags: GET /v2/REPO/tags/list)", cause=NOT_FOUND, detail=detail)
     if status == 429:
         after = r.headers.get("retry-after", "")
         detail["retry_after"] = after
+        wait = f"wait {after} s (the registry's Retry-After) and pull again" if after.isdigit() else "wait and try again"
         raise RegistryError(f"The registry limits requests: {what} was refused (429 Too Many Requests)",
                             said or (f"retry after {after} s" if after else "too many requests"),
-                            "wait and try again, log in (authenticated users get a higher limit), or use a mirror",
+                            wait + ("" if user else f", or log in ('netdiag login {registry}': registries give logins a higher "
+                                                      f"limit)") + ", or pull through a mirror (a pull-through cache) near this host",
                             cause=RATE_LIMITED, detail=detail)
     raise RegistryError(f"The registry answered {status} for {what}", said or r.reason_phrase, "", cause=REGISTRY_ERROR, detail=detail)

@@ -80,6 +80,9 @@ def test_pull_fetches_layers_into_an_empty_store_and_by_digest(reg, tmp_path):
     assert p.returncode == 0 and json.loads(p.stdout)[0]["RepoDigests"] == [f"{d}/lab/second@{digest}"], p.stderr
     p = reg.netdiag("run", "--rm", "--network", "none", f"{d}/lab/second@{digest}", "echo", "ok", env=other, timeout=60)
     assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
+    p = reg.netdiag("images", "--digests", env=other, timeout=30)  # pulled by digest only: Docker's <none> tag, the digest
+    assert p.stdout.split("\n")[0].split() == ["REPOSITORY", "TAG", "DIGEST", "IMAGE", "ID", "CREATED", "SIZE"], p.stdout
+    assert [f"{d}/lab/second", "<none>", digest] in [line.split()[:3] for line in p.stdout.splitlines()], p.stdout
 
 
 def test_cross_repository_mount(reg):
@@ -153,12 +156,49 @@ def test_login_with_a_wrong_password_stores_nothing_and_logout_forgets(reg, tmp_
     assert p.returncode == 0 and reg.registry.domain not in json.loads((cfg / "config.json").read_text())["auths"]
 
 
-def test_an_unknown_ca_is_an_x509_error_naming_certs_d(reg, tmp_path):
+def _pushed(w, name: str) -> str:
+    w.ok("tag", "busybox", name)
+    w.ok("push", name)
+    return name
+
+
+def test_an_unknown_ca_is_an_x509_error_whose_fix_is_this_registrys_certs_d(reg, tmp_path):
+    """The fix names the one file that makes Docker (and netdiag) trust the CA for this registry
+    alone, never the machine-wide store; put there, the pull works."""
+    name = _pushed(reg, f"{reg.registry.domain}/lab/unknownca:1")
     empty = tmp_path / "certs.d"
-    p = _fails(reg, "pull", f"{reg.registry.domain}/lab/bb:1", env={"NETDIAG_CERTS_D": str(empty)})
+    env = {"NETDIAG_CERTS_D": str(empty)}
+    p = _fails(reg, "pull", name, env=env)
     assert "x509: certificate signed by unknown authority" in p.stderr, p.stderr
-    assert f"{empty}/{reg.registry.domain}/ca.crt" in p.stderr, p.stderr
     assert "issuer=CN = netdiag lab registry CA" in p.stderr, p.stderr  # which CA it wants
+    r = json.loads(_fails(reg, "pull", "--json", name, env=env).stdout)
+    assert r["cause"] == "TLS_UNKNOWN_AUTHORITY" and r["fix_command"] is None, r  # no CA to copy: only the user knows it
+    assert "update-ca-certificates" not in r["fix"] and "insecure" not in r["fix"], r["fix"]
+    path = re.search(r"(/\S+/ca\.crt)", r["fix"]).group(1)
+    assert path == f"{empty}/{reg.registry.domain}/ca.crt", r["fix"]
+    (empty / reg.registry.domain).mkdir(parents=True)
+    (empty / reg.registry.domain / "ca.crt").write_bytes(reg.registry.ca_cert.read_bytes())  # the fix, applied
+    p = reg.netdiag("pull", name, env={**reg.env, **env}, timeout=60)
+    assert p.returncode == 0, p.stderr
+
+
+def test_a_ca_kept_for_the_address_without_its_port_is_copied_by_the_printed_command(reg, tmp_path):
+    """Scenario 20's mistake: the CA sits in certs.d/HOST (port 443's directory). The diagnosis finds
+    the CA that verifies the certificate and prints the command; run as printed, the pull works."""
+    from netdiag.fix_runner import steps
+
+    name = _pushed(reg, f"{reg.registry.domain}/lab/portless:1")
+    certs = tmp_path / "certs.d"
+    (certs / reg.registry.address).mkdir(parents=True)
+    (certs / reg.registry.address / "ca.crt").write_bytes(reg.registry.ca_cert.read_bytes())
+    env = {"NETDIAG_CERTS_D": str(certs)}
+    r = json.loads(_fails(reg, "pull", "--json", name, env=env).stdout)
+    assert r["cause"] == "TLS_UNKNOWN_AUTHORITY" and r["fix_command"], r
+    assert f"{certs}/{reg.registry.domain}/ca.crt" in r["fix_command"] and r["fix_command"] in r["fix"], r
+    for argv in steps(r["fix_command"]):
+        assert reg.run_in(None, argv, timeout=10).returncode == 0, argv
+    p = reg.netdiag("pull", name, env={**reg.env, **env}, timeout=60)
+    assert p.returncode == 0, p.stderr
 
 
 def test_an_unknown_tag_is_not_found(reg):
@@ -390,3 +430,135 @@ def test_a_pull_that_stalls_behind_an_mtu_black_hole(reg, tmp_path):
         reg.run_in("outside", ["sysctl", "-qw", "net.ipv4.ip_forward=0"], timeout=10)
         reg.run_in("outside", ["ip", "link", "del", "r0"], timeout=10)
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def test_a_login_without_pull_access_to_a_repository_is_denied(reg, tmp_path):
+    """The real registry with token auth: team B's login gets a token without team A's pull scope;
+    distribution refuses it (401 insufficient_scope) and the pull says which grant to ask for."""
+    token_reg = LabRegistry(reg, tmp_path / "scoped", port=5008, users={USER: PASSWORD, "bob": "b"}, auth="token",
+                            repos={"bob": "teamb/"}).start()
+    try:
+        d = token_reg.domain
+        token_reg.trust(reg.certs_d)
+        alice, bob = ({**reg.env, "DOCKER_CONFIG": str(tmp_path / who)} for who in ("alice", "bob"))
+        for env, user, password in ((alice, USER, PASSWORD), (bob, "bob", "b")):
+            p = reg.netdiag("login", "-u", user, "--password-stdin", d, input=password + "\n", env=env, timeout=30)
+            assert p.returncode == 0, p.stderr
+        reg.ok("tag", "busybox", f"{d}/teama/app:1")
+        assert reg.netdiag("push", f"{d}/teama/app:1", env=alice, timeout=60).returncode == 0
+        p = reg.netdiag("pull", "--json", f"{d}/teama/app:1", env={**bob, "NETDIAG_ROOT": str(tmp_path / "bobhost")}, timeout=60)
+        r = json.loads(p.stdout)
+        assert p.returncode == 1 and r["cause"] == "DENIED", r
+        assert "repository:teama/app:pull" in r["summary"] and "'bob'" in r["fix"], r
+        assert f"netdiag login -u USER {d}" in r["fix"] and "http" in {e["kind"] for e in r["evidence"]}, r
+    finally:
+        token_reg.stop()
+
+
+def test_a_front_that_forbids_a_repository_or_limits_the_rate_is_diagnosed(reg, tmp_path):
+    """A real HAProxy in front of the registry answers 403 DENIED for repositories under secret/ (an
+    access policy, as Harbor's or GHCR's) and allows 4 requests a minute per client, then 429 with
+    Retry-After. Logged in already, the pull is told whom to ask, then how long to wait."""
+    from netdiag.worlds.registry_front import RegistryFront
+
+    front = RegistryFront(reg, tmp_path / "front", reg.registry, port=5443, requests=4, retry_after=42,
+                          forbidden=("secret/",)).start()
+    try:
+        d = front.domain
+        front.trust(reg.certs_d)
+        env = {**reg.env, "DOCKER_CONFIG": str(tmp_path / "docker"), "NETDIAG_ROOT": str(tmp_path / "host")}
+        p = reg.netdiag("login", "-u", USER, "--password-stdin", d, input=PASSWORD + "\n", env=env, timeout=30)
+        assert p.returncode == 0, p.stderr  # requests 1 and 2: the ping and the authenticated one
+        p = reg.netdiag("pull", "--json", f"{d}/secret/app:1", env=env, timeout=60)  # 3: the ping, 4: the manifest
+        r = json.loads(p.stdout)
+        assert p.returncode == 1 and r["cause"] == "DENIED", r
+        assert {"kind": "http", "detail": f"403 from https://{d}/v2/secret/app/manifests/1"} in r["evidence"], r
+        assert f"grant '{USER}' repository:secret/app:pull" in r["fix"], r["fix"]
+        p = reg.netdiag("pull", "--json", f"{d}/lab/bb:1", env=env, timeout=60)  # 5: over the limit
+        r = json.loads(p.stdout)
+        assert p.returncode == 1 and r["cause"] == "RATE_LIMITED", r
+        assert {"kind": "rate-limit", "detail": "Retry-After: 42"} in r["evidence"], r
+        assert r["fix"].startswith("wait 42 s") and "log in" not in r["fix"], r["fix"]
+    finally:
+        front.stop()
+
+
+def test_an_identity_token_is_exchanged_at_the_realm_as_docker_does(reg, tmp_path):
+    """Docker's config.json may hold an identity token instead of a password (`identitytoken`, an
+    OAuth2 refresh token): each token is then POSTed for with a refresh-token grant. A revoked one is
+    a 401 whose fix is to log in again."""
+    import base64
+
+    token_reg = LabRegistry(reg, tmp_path / "oauth", port=5010, users={USER: PASSWORD}, auth="token",
+                            token={"refresh": {"idtok-of-alice": USER}}).start()
+    try:
+        d = token_reg.domain
+        token_reg.trust(reg.certs_d)
+
+        def config(token: str) -> dict:
+            cfg = tmp_path / token
+            cfg.mkdir()
+            entry = {"auth": base64.b64encode(f"{USER}:".encode()).decode(), "identitytoken": token}  # what Docker writes
+            (cfg / "config.json").write_text(json.dumps({"auths": {d: entry}}))
+            return {**reg.env, "DOCKER_CONFIG": str(cfg), "NETDIAG_ROOT": str(tmp_path / f"host-{token}")}
+
+        env = config("idtok-of-alice")
+        reg.ok("tag", "busybox", f"{d}/oauth/bb:1")
+        p = reg.netdiag("push", f"{d}/oauth/bb:1", env={**env, "NETDIAG_ROOT": reg.env["NETDIAG_ROOT"]}, timeout=60)
+        assert p.returncode == 0 and "Pushed" in p.stdout, p.stdout + p.stderr
+        p = reg.netdiag("pull", f"{d}/oauth/bb:1", env=env, timeout=60)
+        assert p.returncode == 0 and "Pull complete" in p.stdout, p.stdout + p.stderr
+        assert f"refresh_token grant for {USER}" in token_reg.token_log(), token_reg.token_log()
+        r = json.loads(_fails(reg, "pull", "--json", f"{d}/oauth/bb:1", env=config("revoked")).stdout)
+        assert r["cause"] == "UNAUTHORIZED" and "refused the identity token" in r["summary"], r
+        assert f"netdiag login {d}" in r["fix"] and "invalid_grant" in r["evidence"][0]["detail"], r
+        # login asks offline, as Docker does; the token service's refresh token is kept, the password is not
+        fresh = {**reg.env, "DOCKER_CONFIG": str(tmp_path / "fresh"), "NETDIAG_ROOT": str(tmp_path / "host-fresh")}
+        p = reg.netdiag("login", "-u", USER, "--password-stdin", d, input=PASSWORD + "\n", env=fresh, timeout=30)
+        assert p.returncode == 0, p.stderr
+        kept = json.loads((tmp_path / "fresh/config.json").read_text())["auths"][d]
+        assert kept["identitytoken"] and base64.b64decode(kept["auth"]).decode() == f"{USER}:", kept
+        p = reg.netdiag("pull", f"{d}/oauth/bb:1", env=fresh, timeout=60)
+        assert p.returncode == 0 and "Pull complete" in p.stdout, p.stdout + p.stderr
+    finally:
+        token_reg.stop()
+
+
+def _on_a_terminal(w, env, *args) -> str:
+    """netdiag ARGS with its stdout on a pseudo-terminal; what the terminal showed."""
+    import os
+
+    master, slave = os.openpty()
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "netdiag", *args], env={**env, "TERM": "xterm", "COLUMNS": "120"},
+                             stdout=slave, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, preexec_fn=w.enter())
+        os.close(slave)
+        slave = None
+        shown = b""
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the last writer closed the terminal
+                break
+            if not data:
+                break
+            shown += data
+        assert p.wait(timeout=60) == 0, p.stderr.read().decode()
+        p.stderr.close()
+        return shown.decode(errors="replace")
+    finally:
+        os.close(master)
+        if slave is not None:
+            os.close(slave)
+
+
+def test_push_draws_a_bar_per_layer_on_a_terminal_and_lines_without_one(reg, tmp_path):
+    d = reg.registry.domain
+    name = f"{d}/lab/bars:1"
+    _random_image(reg, tmp_path, name, 3_000_000)
+    shown = _on_a_terminal(reg, reg.env, "push", name)
+    assert "━" in shown and "3.0/3.0 MB" in shown and "\x1b[" in shown, shown  # rich's bar, sizes, terminal control
+    assert "Pushed" in shown, shown
+    reg.ok("tag", name, f"{d}/lab/bars2:1")
+    plain = reg.ok("push", f"{d}/lab/bars2:1")  # a pipe: Docker's plain lines only
+    assert "━" not in plain and "\x1b[" not in plain and "Mounted from lab/bars" in plain, plain

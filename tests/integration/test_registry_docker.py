@@ -32,5 +32,13 @@ def test_docker_and_netdiag_exchange_images_through_a_registry(tmp_path):
             assert p.stdout.strip() == "from netdiag"
             ours = json.loads(d.lab.ok("image", "inspect", f"{dom}/nd/bb:1"))[0]
             assert d.inspect(f"{dom}/nd/bb:1")["RepoDigests"] == ours["RepoDigests"]
+
+            def digests(lines: str) -> list[str]:  # `images --digests` rows of this registry's repositories
+                return sorted(" ".join(line.split()[:3]) for line in lines.splitlines() if line.startswith(dom))
+
+            theirs = d.docker("images", "--digests").stdout
+            mine = d.lab.ok("images", "--digests")
+            assert mine.splitlines()[0].split() == theirs.splitlines()[0].split(), (mine, theirs)
+            assert digests(mine) == digests(theirs) and len(digests(mine)) == 2, (mine, theirs)
         finally:
             reg.stop()

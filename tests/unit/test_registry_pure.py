@@ -76,17 +76,36 @@ def test_docker_config_keeps_what_docker_wrote(tmp_path, monkeypatch):
     assert data["psFormat"] == "table {{.ID}}" and set(data["auths"]) == {"https://r.example", "s.example"}
 
 
-def test_credential_helper_is_used(tmp_path, monkeypatch):
-    """credHelpers names docker-credential-NAME; netdiag speaks its protocol (a registry on stdin, JSON out)."""
-    helper = tmp_path / "bin" / "docker-credential-labtest"
+def _credential_helper(tmp_path, monkeypatch, name: str, get_json: str) -> None:
+    """docker-credential-NAME on PATH, answering `get` with get_json (%s: the registry it was asked for)."""
+    helper = tmp_path / "bin" / f"docker-credential-{name}"
     helper.parent.mkdir()
-    helper.write_text('#!/bin/sh\nread reg\n[ "$1" = get ] && printf \'{"ServerURL":"%s","Username":"h","Secret":"s"}\' "$reg"\n')
+    helper.write_text(f'#!/bin/sh\nread reg\n[ "$1" = get ] && printf \'{get_json}\' "$reg"\n')
     helper.chmod(0o755)
     monkeypatch.setenv("PATH", f"{helper.parent}:{os.environ['PATH']}")
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+
+
+def test_credential_helper_is_used(tmp_path, monkeypatch):
+    """credHelpers names docker-credential-NAME; netdiag speaks its protocol (a registry on stdin, JSON out)."""
+    _credential_helper(tmp_path, monkeypatch, "labtest", '{"ServerURL":"%s","Username":"h","Secret":"s"}')
     (tmp_path / "config.json").write_text(json.dumps({"credHelpers": {"r.example": "labtest"}}))
     assert dockerconfig.credentials("r.example") == ("h", "s")
     assert dockerconfig.credentials("other.example") is None
+
+
+def test_identity_tokens_stand_for_the_password(tmp_path, monkeypatch):
+    """Docker's `identitytoken` beside `auth` ("user:" with no password), and a helper's "<token>" user."""
+    _credential_helper(tmp_path, monkeypatch, "tok", '{"Username":"<token>","Secret":"rt-%s"}')
+    (tmp_path / "config.json").write_text(json.dumps({
+        "auths": {"r.example": {"auth": base64.b64encode(b"alice:").decode(), "identitytoken": "rt-1"}},
+        "credHelpers": {"h.example": "tok"}}))
+    assert dockerconfig.login("r.example") == ("alice", "", "rt-1")
+    assert dockerconfig.login("h.example") == ("", "", "rt-h.example")
+    assert dockerconfig.credentials("h.example") is None and dockerconfig.login("other.example") is None
+    dockerconfig.store("s.example", "alice", "the-password", "rt-9")  # a login the token service gave one to
+    assert dockerconfig.login("s.example") == ("alice", "", "rt-9")
+    assert "the-password" not in (tmp_path / "config.json").read_text()
 
 
 def _desc(platform=None, media=manifests.OCI_MANIFEST):
@@ -156,7 +175,7 @@ def test_statuses_become_causes_that_say_what_to_do():
         (_response(401, {"www-authenticate": 'Bearer realm="https://auth.example/token",service="r"'},
                    {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}),
          UNAUTHORIZED, ["Bearer realm 'https://auth.example/token' for repository:lab/web:pull", "netdiag login r.example:5000"]),
-        (_response(403), DENIED, ["do not grant repository:lab/web:pull"]),
+        (_response(403), DENIED, ["refuses repository:lab/web:pull to an anonymous client", "netdiag login r.example:5000"]),
         (_response(404, body={"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}),
          NOT_FOUND, ["MANIFEST_UNKNOWN: manifest unknown"]),
         (_response(429, {"retry-after": "60"}), RATE_LIMITED, ["Retry after 60 s", "log in"]),
@@ -167,6 +186,13 @@ def test_statuses_become_causes_that_say_what_to_do():
         assert e.value.cause == cause
         for phrase in phrases:
             assert phrase in str(e.value), str(e.value)
+    # a login's refusal names the login and the grant to ask for; a logged-in client is not told to log in
+    with pytest.raises(RegistryError) as e:
+        transport.raise_for(_response(403), "manifest", ("repository:lab/web:pull",), user="bob")
+    assert e.value.cause == DENIED and "grant 'bob' repository:lab/web:pull" in e.value.fix, e.value.fix
+    with pytest.raises(RegistryError) as e:
+        transport.raise_for(_response(429, {"retry-after": "30"}), "manifest", (), user="bob")
+    assert e.value.fix.startswith("wait 30 s") and "log in" not in e.value.fix, e.value.fix
 
 
 def test_transport_failures_name_the_layer(tmp_path, monkeypatch):
@@ -200,3 +226,11 @@ def test_transport_failures_name_the_layer(tmp_path, monkeypatch):
     assert e.cause == CONNECT_FAILED and "Connection refused" in str(e) and "netdiag trace host r.example --port 5000" in str(e)
     e = failed(TimeoutError("timed out"), httpx.ConnectTimeout)
     assert e.cause == CONNECT_FAILED and e.detail["phase"] == "connect"
+
+
+def test_docker_hub_is_reached_at_its_api_host(tmp_path, monkeypatch):
+    """docker.io names Docker Hub; its requests (and a failure's host, for DNS and the trace) go to
+    registry-1.docker.io."""
+    monkeypatch.setenv("NETDIAG_ROOT", str(tmp_path))
+    with transport.Session("docker.io") as s:
+        assert (s.host, s.port, s.url("/v2/")) == ("registry-1.docker.io", 443, "https://registry-1.docker.io/v2/")
