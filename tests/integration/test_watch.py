@@ -1,0 +1,121 @@
+"""`netdiag watch` in one lab (shared by the module's tests: the suite's time budget): a client
+container on a network with a subnet no other test uses, connecting to the outside namespace
+through the lab host: to a server that answers (port 80), to a port nothing listens on (81,
+refused), and to a port a rule in the lab host's forward hook drops (82, unanswered). watch must
+see exactly the two failing flows, attribute them to the client and the outside namespace, name
+each cause, print only what its schema documents, and leave nothing behind: no tracefs
+instance, no child, also when it is stopped by SIGTERM."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jsonschema
+import pytest
+
+from netdiag.probe.live import list_instances
+from netdiag.worlds.host import OUTSIDE_IP
+from tests.labkit import World
+from tests.unit.test_schemas import schema
+
+pytestmark = pytest.mark.integration
+WATCH_SCHEMA = schema("watch")
+SUBNET, OPEN, REFUSED, DROPPED = "10.247.31.0/24", 80, 81, 82
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("watch")
+    w = World(state_dir=tmp / "ndroot")
+    w.create()
+    try:
+        w.ok("network", "create", "--subnet", SUBNET, "wnet")
+        w.ok("run", "-d", "--name", "client", "--network", "wnet", "busybox", "sleep", "600")
+        w.outside_server(tmp, port=OPEN)
+        w.outside_server(tmp, port=DROPPED)  # served, so the printed fix (delete the rule) is the whole fix
+        rules = ("table inet wtest { chain forward_filter { type filter hook forward priority 0; policy accept; "
+                 f"ip daddr {OUTSIDE_IP} tcp dport {DROPPED} drop; }}; }}")
+        p = w.run_in(None, ["nft", "-f", "-"], input=rules, capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        yield w
+    finally:
+        w.destroy()
+    assert not w.leaks(), f"left behind: {w.leaks()}"
+
+
+def start_watch(lab, *args):
+    return subprocess.Popen([sys.executable, "-m", "netdiag", "watch", "--json", *args], env=lab.env,
+                            preexec_fn=lab.enter(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def read_start(proc) -> dict:
+    first = json.loads(proc.stdout.readline() or "{}")
+    assert first.get("type") == "start", (first, proc.stderr.read() if proc.poll() is not None else "")
+    return first
+
+
+def connect(lab, port: int) -> subprocess.CompletedProcess:
+    return lab.run("exec", "client", "timeout", "3", "wget", "-q", "-O", "-", f"http://{OUTSIDE_IP}:{port}/", timeout=20)
+
+
+def own_instances(pid: int) -> list[str]:
+    return [n for n in list_instances() if n.startswith(f"netdiag-{pid}-")]
+
+
+def test_watch_sees_attributes_and_diagnoses_only_the_failing_flows(lab):
+    proc = start_watch(lab, "--container", "client", "--for", "9")
+    try:
+        start = read_start(proc)
+        assert own_instances(proc.pid) == [start["instance"]]
+        assert connect(lab, OPEN).returncode == 0
+        assert connect(lab, REFUSED).returncode != 0
+        assert connect(lab, DROPPED).returncode != 0
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, err
+    lines = [start] + [json.loads(x) for x in out.splitlines()]
+    for obj in lines:
+        jsonschema.validate(obj, WATCH_SCHEMA)
+    flows = {f["dst"]["port"]: f for f in lines if f["type"] == "flow" and f["final"]}
+    assert sorted(flows) == [REFUSED, DROPPED], flows  # the answered connect is no flow
+    refused, dropped = flows[REFUSED], flows[DROPPED]
+    assert (refused["kind"], dropped["kind"]) == ("reset", "unanswered")
+    for f in (refused, dropped):
+        assert f["src"]["label"] == "client" and f["src"]["ip"].startswith("10.247.31.")
+        assert f["dst"]["ip"] == OUTSIDE_IP and f["dst"]["label"] == f"ns:{lab.outside}"
+    assert dropped["count"] >= 2 and dropped["last_seen"] > dropped["first_seen"]  # SYN retransmits, grouped
+    causes = {d["flow"]: d for d in lines if d["type"] == "diagnosis"}
+    assert causes[refused["id"]]["cause"] == "NO_LISTENER", causes
+    blocked = causes[dropped["id"]]
+    assert blocked["cause"] == "FIREWALL_DROP" and blocked["fix_checked"] is True, blocked
+    assert blocked["hop"]["label"] == "host" and blocked["hop"]["direction"] == "forward", blocked
+    assert "wtest" in blocked["fix_command"], blocked
+    assert any(d["type"] == "drops" and d["reason"] == "NETFILTER_DROP" for d in lines)
+    end = lines[-1]
+    assert end["type"] == "end" and end["flows"] == 2 and not end["interrupted"]
+    assert own_instances(proc.pid) == []
+
+
+def test_sigterm_ends_watch_and_leaves_nothing(lab):
+    proc = start_watch(lab, "--network", "wnet", "--no-diagnose")
+    try:
+        start = read_start(proc)
+        assert start["watching"] == ["client"]
+        assert connect(lab, REFUSED).returncode != 0
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, err
+    lines = [json.loads(x) for x in out.splitlines()]
+    assert [f["dst"]["port"] for f in lines if f["type"] == "flow" and f["final"]] == [REFUSED]
+    assert not any(x["type"] == "diagnosis" for x in lines)
+    assert lines[-1]["type"] == "end" and lines[-1]["interrupted"] is True
+    assert own_instances(proc.pid) == []
+    assert not os.path.exists(f"/proc/{proc.pid}")
