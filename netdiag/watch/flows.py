@@ -28,6 +28,7 @@ class Flow:
     sports: dict[int, int] = field(default_factory=dict)  # events per source port
     diagnosis: dict | None = None
     diagnosing: bool = False
+    held: list[dict] = field(default_factory=list)  # events that may be our probe's, until its diagnosis says
 
     def to_json(self, final: bool = False) -> dict:
         return {"type": "flow", "id": self.id, "kind": self.kind, "proto": self.proto, "count": self.count,
@@ -44,6 +45,9 @@ class Flows:
     def __init__(self):
         self.by_key: dict[tuple, Flow] = {}
         self.ignored: set[tuple] = set()  # (src ip, source port): watch's own probes
+
+    def get(self, ev: dict) -> Flow | None:
+        return self.by_key.get((ev["kind"], ev["src"], ev["dst"], ev["dport"]))
 
     def add(self, ev: dict, src: dict, dst: dict) -> tuple[Flow, bool] | None:
         """Count an aggregated event ({kind, src, sport, dst, dport, count, ts, last_ts}) in its flow;

@@ -84,6 +84,10 @@ class Session:
             return
         if not self.scope.keeps(ev["src"], ev["dst"]):
             return
+        known = self.flows.get(ev)
+        if known is not None and known.diagnosing and ev["sport"] not in known.sports:
+            known.held.append(ev)  # a new source port while our probe runs: maybe the probe's own
+            return
         src, dst = self.scope.endpoint(ev["src"]), self.scope.endpoint(ev["dst"])
         added = self.flows.add(ev, src, dst)
         if added is None:
@@ -109,6 +113,9 @@ class Session:
             flow.diagnosis, flow.diagnosing = brief, False
             if sport:
                 self.flows.ignore_probe(flow.src["ip"], sport)
+            held, flow.held = flow.held, []
+            for ev in held:  # counted now, but for the probe's
+                self._event(ev)
             key = brief["cause"] or brief["verdict"]
             self.causes[key] = self.causes.get(key, 0) + 1
-            self.view.diagnosis({"type": "diagnosis", "flow": flow_id, **brief})
+            self.view.diagnosis({"type": "diagnosis", "flow": flow_id, **brief, "probe_sport": sport})

@@ -94,6 +94,8 @@ def test_watch_sees_attributes_and_diagnoses_only_the_failing_flows(lab):
     assert blocked["cause"] == "FIREWALL_DROP" and blocked["fix_checked"] is True, blocked
     assert blocked["hop"]["label"] == "host" and blocked["hop"]["direction"] == "forward", blocked
     assert "wtest" in blocked["fix_command"], blocked
+    probe = blocked["probe_sport"]  # the diagnosis's own SYN is dropped too: never counted as the client's
+    assert probe and not any(e["type"] == "event" and e["src"]["port"] == probe for e in lines), probe
     assert any(d["type"] == "drops" and d["reason"] == "NETFILTER_DROP" for d in lines)
     end = lines[-1]
     assert end["type"] == "end" and end["flows"] == 2 and not end["interrupted"]
