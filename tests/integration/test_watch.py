@@ -121,3 +121,10 @@ def test_sigterm_ends_watch_and_leaves_nothing(lab):
     assert lines[-1]["type"] == "end" and lines[-1]["interrupted"] is True
     assert own_instances(proc.pid) == []
     assert not os.path.exists(f"/proc/{proc.pid}")
+
+
+def test_bad_input_exits_2_before_anything_starts(lab):
+    for args, said in ((["--for", "soon"], "Invalid --for duration"), (["--reason", "BOGUS"], "no drop reason BOGUS"),
+                       (["--container", "nosuch"], "No such target: nosuch"), (["--network", "nonet"], "on network 'nonet'")):
+        p = lab.run("watch", *args, timeout=30)
+        assert p.returncode == 2 and said in p.stderr and "Traceback" not in p.stderr, (args, p.stderr)
