@@ -17,6 +17,8 @@ def watch(
     json_out: bool = typer.Option(False, "--json", help="One JSON object per line: events, flows, drops, diagnoses, the end"),
     diagnose: bool = typer.Option(True, "--diagnose/--no-diagnose", help="Diagnose each new failing flow once, in the background"),
     for_: Optional[str] = typer.Option(None, "--for", help="Stop after this long (e.g. 30s, 5m); default: until Ctrl-C"),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Serve Prometheus metrics on ADDR:PORT (failed connects, "
+                                          "drops by reason, diagnoses by cause) while watching"),
 ):
     """Show failing connections and dropped packets as they happen, each failing flow diagnosed.
 
@@ -34,11 +36,13 @@ def watch(
 
     from ..observe.snapshot import live_model
     from ..watch.events import check_reasons
+    from ..watch.metrics import Metrics, parse_address
     from ..watch.scope import Scope
     from ..watch.session import Session
     from ..watch.view import for_output
 
     seconds = duration(for_, "--for duration") if for_ else None
+    where = parse_address(metrics) if metrics else None
     if os.geteuid() != 0:
         raise PermissionDenied("watch needs root", "it reads the kernel's tracepoints through tracefs (CAP_SYS_ADMIN)",
                                "run it as root")
@@ -50,10 +54,14 @@ def watch(
     scope = Scope(live_model(), namespaces=ns, containers=container, networks=network)
     # SIGTERM ends a watch as Ctrl-C does: the flows are shown once more and nothing is left behind
     signal.signal(signal.SIGTERM, lambda signum, frame: signal.default_int_handler(signum, frame))
-    session = Session(scope, for_output(json_out), reasons=reason, diagnose=diagnose)
+    served = Metrics().serve(*where) if where else None
+    session = Session(scope, for_output(json_out), reasons=reason, diagnose=diagnose, metrics=served)
     try:
         session.run(seconds)
     except OSError as e:
         raise KernelError("Cannot watch the kernel's events", e.strerror or str(e),
                           "check that tracefs is available (/sys/kernel/tracing)") from None
+    finally:
+        if served:
+            served.close()
 

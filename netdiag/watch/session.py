@@ -18,8 +18,8 @@ FINAL_GRACE = 15.0  # at --for's end, how long pending diagnoses may still take
 
 
 class Session:
-    def __init__(self, scope: Scope, view, *, reasons=(), diagnose: bool = True, probe_timeout: float = 2.0):
-        self.scope, self.view = scope, view
+    def __init__(self, scope: Scope, view, *, reasons=(), diagnose: bool = True, probe_timeout: float = 2.0, metrics=None):
+        self.scope, self.view, self.metrics = scope, view, metrics
         self.source = EventSource(list(reasons))
         self.diagnoser = Diagnoser(probe_timeout) if diagnose else None
         self.flows, self.drops, self.limit = Flows(), DropCounts(), RateLimit(EVENT_LINES)
@@ -81,6 +81,8 @@ class Session:
             return
         if kind == "drop":
             self.drops.add(ev)
+            if self.metrics:
+                self.metrics.drop(ev["reason"], ev["count"])
             return
         if not self.scope.keeps(ev["src"], ev["dst"]):
             return
@@ -93,6 +95,8 @@ class Session:
         if added is None:
             return  # our own probe's
         flow, new = added
+        if self.metrics:
+            self.metrics.connect(kind, src["label"], dst["label"], ev["dport"], ev["count"])
         if new:
             self.view.flow(flow)
         if self.limit.allow():
@@ -118,4 +122,6 @@ class Session:
                 self._event(ev)
             key = brief["cause"] or brief["verdict"]
             self.causes[key] = self.causes.get(key, 0) + 1
+            if self.metrics:
+                self.metrics.diagnosis(key)
             self.view.diagnosis({"type": "diagnosis", "flow": flow_id, **brief, "probe_sport": sport})

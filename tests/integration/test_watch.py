@@ -3,7 +3,8 @@ container on a network with a subnet no other test uses, connecting to the outsi
 through the lab host: to a server that answers (port 80), to a port nothing listens on (81,
 refused), and to a port a rule in the lab host's forward hook drops (82, unanswered). watch must
 see exactly the two failing flows, attribute them to the client and the outside namespace, name
-each cause, print only what its schema documents, and leave nothing behind: no tracefs
+each cause, print only what its schema documents, count them on its metrics endpoint (scraped
+and parsed inside the lab), and leave nothing behind: no tracefs
 instance, no child, also when it is stopped by SIGTERM."""
 import json
 import os
@@ -17,12 +18,12 @@ import pytest
 
 from netdiag.probe.live import list_instances
 from netdiag.worlds.host import OUTSIDE_IP
-from tests.labkit import World
+from tests.labkit import World, wait_for
 from tests.unit.test_schemas import schema
 
 pytestmark = pytest.mark.integration
 WATCH_SCHEMA = schema("watch")
-SUBNET, OPEN, REFUSED, DROPPED = "10.247.31.0/24", 80, 81, 82
+SUBNET, OPEN, REFUSED, DROPPED, METRICS = "10.247.31.0/24", 80, 81, 82, 9464
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +65,28 @@ def own_instances(pid: int) -> list[str]:
     return [n for n in list_instances() if n.startswith(f"netdiag-{pid}-")]
 
 
+def scrape(lab) -> dict:
+    """The metrics endpoint, scraped inside the lab (where watch bound it) and parsed."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    p = lab.run_in(None, ["timeout", "3", "busybox", "wget", "-q", "-O", "-", f"http://127.0.0.1:{METRICS}/metrics"],
+                   capture_output=True, text=True, timeout=10)
+    assert p.returncode == 0, p.stderr
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(p.stdout) for s in fam.samples}
+
+
 def test_watch_sees_attributes_and_diagnoses_only_the_failing_flows(lab):
-    proc = start_watch(lab, "--container", "client", "--for", "9")
+    proc = start_watch(lab, "--container", "client", "--for", "10", "--metrics", f"127.0.0.1:{METRICS}")
     try:
         start = read_start(proc)
         assert own_instances(proc.pid) == [start["instance"]]
         assert connect(lab, OPEN).returncode == 0
         assert connect(lab, REFUSED).returncode != 0
         assert connect(lab, DROPPED).returncode != 0
+        firewall = ("netdiag_watch_diagnoses_total", (("cause", "FIREWALL_DROP"),))
+        assert wait_for(lambda: firewall in scrape(lab), timeout=6)
+        metrics = scrape(lab)
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
@@ -99,6 +114,11 @@ def test_watch_sees_attributes_and_diagnoses_only_the_failing_flows(lab):
     assert any(d["type"] == "drops" and d["reason"] == "NETFILTER_DROP" for d in lines)
     end = lines[-1]
     assert end["type"] == "end" and end["flows"] == 2 and not end["interrupted"]
+    refused_key = ("netdiag_watch_failed_connects_total",
+                   (("dst", f"ns:{lab.outside}"), ("kind", "reset"), ("port", str(REFUSED)), ("src", "client")))
+    assert metrics[refused_key] == refused["count"], metrics
+    assert metrics[firewall] == 1 and metrics[("netdiag_watch_diagnoses_total", (("cause", "NO_LISTENER"),))] == 1
+    assert metrics[("netdiag_watch_drops_total", (("reason", "NETFILTER_DROP"),))] >= 1
     assert own_instances(proc.pid) == []
 
 
@@ -125,6 +145,6 @@ def test_sigterm_ends_watch_and_leaves_nothing(lab):
 
 def test_bad_input_exits_2_before_anything_starts(lab):
     for args, said in ((["--for", "soon"], "Invalid --for duration"), (["--reason", "BOGUS"], "no drop reason BOGUS"),
-                       (["--container", "nosuch"], "No such target: nosuch"), (["--network", "nonet"], "on network 'nonet'")):
+                       (["--container", "nosuch"], "No such target: nosuch"), (["--metrics", "9464"], "Invalid --metrics address"), (["--network", "nonet"], "on network 'nonet'")):
         p = lab.run("watch", *args, timeout=30)
         assert p.returncode == 2 and said in p.stderr and "Traceback" not in p.stderr, (args, p.stderr)

@@ -147,3 +147,14 @@ def test_plain_lines_say_the_cause_hop_and_fix():
                                                                            "direction": "forward"}, "probe_sport": 5})
     assert out.getvalue() == ("  #1 FIREWALL_DROP at hop 2 (host eth0): a rule drops it; "
                               "fix: nft delete rule inet t f handle 3 (checked ✓)\n")
+
+
+def test_metrics_address_is_addr_colon_port():
+    from runtime.errors import InvalidArgument
+
+    from netdiag.watch.metrics import parse_address
+
+    assert parse_address("127.0.0.1:9464") == ("127.0.0.1", 9464) and parse_address("[::1]:80") == ("::1", 80)
+    for bad in ("9464", "localhost:80", "127.0.0.1:0", "127.0.0.1:http"):
+        with pytest.raises(InvalidArgument):
+            parse_address(bad)
