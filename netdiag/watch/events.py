@@ -26,7 +26,7 @@ from ..probe.children import Child, send_line
 from ..probe.tracers import (INSTANCE_PREFIX, _cleaning_up, _in_private_tracefs, _private_mount_ns, _raise_stop, _read, _rmdir_instance, _Stop,
                              _tracefs_root, _write, drop_filter, remove_instance)
 
-FLUSH = 0.2  # seconds a window lasts: the floor of an event's delay to its line
+FLUSH = 0.1  # seconds a window lasts: most of an event's delay to its line
 MAX_KEYS = 500  # distinct keys a window keeps; events beyond are counted as lost
 TCP_SYN_SENT = 2
 AF_INET = 2

@@ -18,10 +18,10 @@ FINAL_GRACE = 15.0  # at --for's end, how long pending diagnoses may still take
 
 
 class Session:
-    def __init__(self, scope: Scope, view, *, reasons=(), diagnose: bool = True, probe_timeout: float = 2.0, metrics=None):
+    def __init__(self, scope: Scope, view, *, reasons=(), diagnose: bool = True, probe_timeout: float | None = None, metrics=None):
         self.scope, self.view, self.metrics = scope, view, metrics
         self.source = EventSource(list(reasons))
-        self.diagnoser = Diagnoser(probe_timeout) if diagnose else None
+        self.diagnoser = (Diagnoser(probe_timeout) if probe_timeout else Diagnoser()) if diagnose else None
         self.flows, self.drops, self.limit = Flows(), DropCounts(), RateLimit(EVENT_LINES)
         self.events = self.lost = 0
         self.causes: dict[str, int] = {}

@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""How long `netdiag watch` takes from a dropped SYN to its line, and to its diagnosis.
+
+Goals (issue 23): a dropped SYN's line within 1 s, its diagnosis within 3 s. The bench builds a
+netdiag Lab with a user network and a container `cli`, plants a rule in the lab host's forward hook
+that drops TCP to the outside namespace's ports 8300-8399, starts one `netdiag watch --container
+cli --json` (a cold CLI, diagnosis on), and then, once per run, opens a non-blocking connect from
+cli's namespace to a new port (a new flow each time) and notes the time. From watch's output:
+
+| figure | what it is |
+| --- | --- |
+| `to line` | the SYN's connect() to the arrival of watch's event line for it |
+| `rto` | of that, the kernel's: connect() to the event's own time (the first SYN retransmit: the initial RTO, 1 s) |
+| `watch` | of that, watch's own: the event's time to the line's arrival (tracefs, the reader's 0.1 s window, the loop) |
+| `to diagnosis` | connect() to the arrival of the flow's diagnosis line |
+
+    sudo .venv/bin/python bench/bench_watch.py [--runs N] [--json FILE]
+
+Nothing changes in the root network namespace (compared before and after); the lab is destroyed
+at the end, also on failure or Ctrl-C. Exit codes: 0 ok (goal met or not: see the verdict),
+1 error, 2 not root, 3 something left behind or changed, 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(REPO))
+
+import run_bench as rb  # noqa: E402  (log, percentile, Interrupted, root netns snapshot)
+from bench_health import on_signal, root_state, stats  # noqa: E402
+from nd_lab import NdLab  # noqa: E402
+from netdiag.worlds import Lab  # noqa: E402
+from netdiag.worlds.host import OUTSIDE_IP  # noqa: E402
+from runtime.kernel.ns import netns  # noqa: E402
+
+LINE_GOAL, DIAGNOSIS_GOAL, FIRST_PORT = 1.0, 3.0, 8300
+
+
+def setup(nd: NdLab) -> int:
+    nd.nd("network", "create", "--subnet", "10.92.0.0/24", "bw")
+    nd.nd("run", "-d", "--name", "cli", "--network", "bw", "busybox", "sleep", "3600")
+    rules = ("table inet wbench { chain forward_filter { type filter hook forward priority 0; policy accept; "
+             f"ip daddr {OUTSIDE_IP} tcp dport {FIRST_PORT}-{FIRST_PORT + 99} drop; }}; }}")
+    p = nd.lab.run_in(None, ["nft", "-f", "-"], input=rules, capture_output=True, text=True, timeout=30)
+    if p.returncode:
+        raise RuntimeError(f"nft: {p.stderr.strip()}")
+    return nd.inspect("cli")["State"]["Pid"]
+
+
+def reader(stream, lines: queue.Queue) -> None:
+    """Watch's JSON lines with their arrival times."""
+    for line in stream:
+        lines.put((time.time(), json.loads(line)))
+
+
+def one_run(pid: int, port: int, lines: queue.Queue, timeout: float = 15.0) -> dict:
+    with netns(f"/proc/{pid}/ns/net"):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    try:
+        t0 = time.time()
+        try:
+            s.connect((OUTSIDE_IP, port))
+        except BlockingIOError:
+            pass
+        out: dict = {}
+        flow = None
+        deadline = time.monotonic() + timeout
+        while "to_diagnosis" not in out:
+            try:
+                arrived, obj = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                raise RuntimeError(f"port {port}: watch said nothing within {timeout:g} s (seen: {out})") from None
+            if obj["type"] == "event" and obj["dst"]["port"] == port and "to_line" not in out:
+                flow = obj["flow"]
+                out.update(to_line=arrived - t0, rto=obj["time"] - t0, watch=arrived - obj["time"])
+            elif obj["type"] == "diagnosis" and obj["flow"] == flow:
+                if obj["cause"] != "FIREWALL_DROP":
+                    raise RuntimeError(f"port {port}: diagnosed {obj['cause']}: {obj['summary']}")
+                out.update(to_diagnosis=arrived - t0, diagnosed_in=obj["seconds"])
+        return out
+    finally:
+        s.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=10, help="dropped SYNs, each a new flow (10, at most 100)")
+    ap.add_argument("--json", metavar="FILE", help="write the samples and stats as JSON")
+    args = ap.parse_args(argv)
+    if not 1 <= args.runs <= 100:
+        ap.error("1 <= --runs <= 100")
+    if os.geteuid() != 0:
+        print("bench_watch: needs root (network namespaces, tracefs)", file=sys.stderr)
+        return 2
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, on_signal)
+    lab = Lab(name=f"ndbw-{os.getpid()}")
+    before = root_state()
+    rc, left, watch = 0, [], None
+    try:
+        rb.log(f"lab: creating {lab.name}")
+        lab.create()
+        nd = NdLab(lab, str(Path(sys.executable).with_name("netdiag")))
+        pid = setup(nd)
+        watch = subprocess.Popen([nd.bin, "watch", "--container", "cli", "--json"], env=lab.env, preexec_fn=lab.enter(),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=reader, args=(watch.stdout, lines), daemon=True).start()
+        start = lines.get(timeout=30)[1]
+        if start.get("type") != "start":
+            raise RuntimeError(f"watch did not start: {start}")
+        samples = []
+        for i in range(args.runs):
+            samples.append(one_run(pid, FIRST_PORT + i, lines))
+            rb.log(f"run {i + 1}/{args.runs}: line {samples[-1]['to_line']:.2f}s, diagnosis {samples[-1]['to_diagnosis']:.2f}s")
+        report = {"runs": args.runs, "load": os.getloadavg(), "samples": samples,
+                  "stats": {k: stats([s[k] for s in samples]) for k in samples[0]}}
+        print(f"\n{'figure':<14} {'median':>8} {'p90':>7} {'max':>7}")
+        for k, st in report["stats"].items():
+            print(f"{k:<14} {st['median']:>8.3f} {st['p90']:>7.3f} {st['max']:>7.3f}")
+        line, diag = report["stats"]["to_line"]["median"], report["stats"]["to_diagnosis"]["median"]
+        report["ratio"] = {"to_line": line / LINE_GOAL, "to_diagnosis": diag / DIAGNOSIS_GOAL}
+        print(f"\ndropped SYN to its line: median {line:.2f} s = {line / LINE_GOAL:.2f}x of {LINE_GOAL:g} s "
+              f"(the kernel's first retransmit alone: {report['stats']['rto']['median']:.2f} s); "
+              f"to its diagnosis: {diag:.2f} s = {diag / DIAGNOSIS_GOAL:.2f}x of {DIAGNOSIS_GOAL:g} s")
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2))
+    except rb.Interrupted as e:
+        rb.log(str(e))
+        rc = 130
+    except Exception as e:  # noqa: BLE001 - report, then clean up
+        rb.log(f"error: {e}")
+        rc = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if watch is not None:
+            watch.terminate()  # SIGTERM: watch removes its tracefs instance and ends
+            try:
+                watch.wait(15)
+            except subprocess.TimeoutExpired:
+                watch.kill()
+                watch.wait()
+                left.append("watch did not end on SIGTERM")
+        lab.destroy()
+        left += lab.leaks()
+        if root_state() != before:
+            left.append("the root network namespace changed during the run")
+        if left:
+            print(f"LEFT BEHIND: {left}", file=sys.stderr)
+            rc = 3
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
