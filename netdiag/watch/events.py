@@ -16,15 +16,14 @@ from __future__ import annotations
 import errno
 import os
 import re
-import secrets
 import select
 import signal
 import time
 
-from ..probe.children import Child, send_line
+from ..probe.children import send_line
 # the drop tracer's tracefs helpers: one way to make, fill and remove a private instance
-from ..probe.tracers import (INSTANCE_PREFIX, _cleaning_up, _in_private_tracefs, _private_mount_ns, _raise_stop, _read, _rmdir_instance, _Stop,
-                             _tracefs_root, _write, drop_filter, remove_instance)
+from ..probe.tracers import (InstanceChild, _cleaning_up, _in_private_tracefs, _private_mount_ns, _raise_stop, _read,
+                             _rmdir_instance, _Stop, _tracefs_root, _write, drop_filter)
 
 FLUSH = 0.1  # seconds a window lasts: most of an event's delay to its line
 MAX_KEYS = 500  # distinct keys a window keeps; events beyond are counted as lost
@@ -175,17 +174,13 @@ def _reader_main(ctl: int, rep: int, name: str, reasons: list[str]) -> None:
         _rmdir_instance(inst)
 
 
-class EventSource:
+class EventSource(InstanceChild):
     """The reader child, seen from the parent: start(), then lines() as they come, close() (which
     also removes the instance if the child could not)."""
 
     def __init__(self, reasons: list[str] | None = None):
-        from runtime.kernel.syscalls import proc_start_time
-
-        # PID-START-TOKEN, as the drop tracer's: system prune tells a dead owner from a reused pid
-        self.name = f"{INSTANCE_PREFIX}{os.getpid()}-{proc_start_time(os.getpid()) or 0}-{secrets.token_hex(4)}"
         reasons = list(reasons or [])
-        self.child = Child(lambda ctl, rep: _reader_main(ctl, rep, self.name, reasons), signal.SIGTERM)
+        super().__init__(lambda ctl, rep, name: _reader_main(ctl, rep, name, reasons))
         self.notes: list[str] = []
 
     def start(self, timeout: float = 5.0) -> "EventSource":
@@ -197,10 +192,6 @@ class EventSource:
             raise OSError(errno.EIO, f"cannot read the kernel's events through tracefs: {why}")
         self.notes = first.get("notes", [])
         return self
-
-    @property
-    def fd(self) -> int:
-        return self.child.rep
 
     def lines(self, deadline: float) -> list[dict]:
         """Every aggregated event the child has sent by `deadline` (at least one unless it passed)."""
@@ -216,13 +207,3 @@ class EventSource:
     @property
     def ended(self) -> bool:
         return self.child.eof
-
-    def close(self) -> None:
-        if self.child.pid is None:
-            self.child.close(grace=0)
-            return
-        if not self.child.close(grace=3.0):
-            try:  # it was killed before it could clean up
-                remove_instance(self.name)
-            except (OSError, ValueError):
-                pass
