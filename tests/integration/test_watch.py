@@ -143,6 +143,53 @@ def test_sigterm_ends_watch_and_leaves_nothing(lab):
     assert not os.path.exists(f"/proc/{proc.pid}")
 
 
+def _children() -> list[int]:
+    out = []
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/children") as f:
+            out += [int(x) for x in f.read().split()]
+    return out
+
+
+def test_ctrl_c_while_reading_leaves_no_instance_child_or_fd():
+    """In-process, as test_live_probe checks a probe: ^C lands while the loop waits for events."""
+    import gc
+    import threading
+
+    from netdiag.watch.events import EventSource
+
+    fds = set(os.listdir("/proc/self/fd"))  # as test_live_probe's `clean` fixture checks a probe
+    source = EventSource()
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            source.start()
+            assert own_instances(os.getpid()) == [source.name]
+            timer.start()
+            while True:
+                source.lines(time.monotonic() + 0.25)
+        finally:
+            source.close()
+    timer.join()
+    gc.collect()
+    assert _children() == [] and own_instances(os.getpid()) == []
+    assert set(os.listdir("/proc/self/fd")) - fds == set(), "a pipe of the reader was left open"
+
+
+def test_sigkill_of_watch_still_removes_its_instance(lab):
+    """No finally runs in a killed watch: its reader, told by the kernel (PR_SET_PDEATHSIG), removes
+    the instance itself."""
+    proc = start_watch(lab, "--no-diagnose")
+    try:
+        read_start(proc)
+        proc.kill()
+        proc.wait()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert wait_for(lambda: own_instances(proc.pid) == [], timeout=5), own_instances(proc.pid)
+
+
 def test_bad_input_exits_2_before_anything_starts(lab):
     for args, said in ((["--for", "soon"], "Invalid --for duration"), (["--reason", "BOGUS"], "no drop reason BOGUS"),
                        (["--container", "nosuch"], "No such target: nosuch"), (["--metrics", "9464"], "Invalid --metrics address"), (["--network", "nonet"], "on network 'nonet'")):
