@@ -15,6 +15,7 @@ from runtime.errors import NetdiagError
 # answer that will not come only delays the line (the bench: 3.4 s from a dropped SYN to its
 # diagnosis with 2 s).
 PROBE_TIMEOUT = 1.0
+MAX_WAITING = 20  # flows waiting for a diagnosis; beyond, new flows are shown undiagnosed (a scan, a storm)
 
 
 def brief(d, seconds: float) -> dict:
@@ -36,14 +37,21 @@ class Diagnoser:
         self.todo: queue.Queue = queue.Queue()
         self.results: queue.Queue = queue.Queue()
         self.stopping = threading.Event()
+        # flows whose probe has started and whose result the session has not taken yet: their new
+        # events may be the probe's (the session discards an id once it took the result)
+        self.probing: set[int] = set()
         self.thread = threading.Thread(target=self._run, name="watch-diagnoser", daemon=True)
 
     def start(self) -> "Diagnoser":
         self.thread.start()
         return self
 
-    def submit(self, flow_id: int, src: str, dst: str, proto: str, port: int) -> None:
+    def submit(self, flow_id: int, src: str, dst: str, proto: str, port: int) -> bool:
+        """Queue a diagnosis; False (nothing queued) when MAX_WAITING flows already wait."""
+        if self.todo.qsize() >= MAX_WAITING:
+            return False
         self.todo.put((flow_id, src, dst, proto, port))
+        return True
 
     def done(self) -> list[tuple[int, dict, int | None]]:
         out = []
@@ -64,6 +72,7 @@ class Diagnoser:
                 continue
             try:
                 if not self.stopping.is_set():
+                    self.probing.add(job[0])
                     self.results.put(self._one(*job))
             finally:
                 self.todo.task_done()

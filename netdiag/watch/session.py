@@ -23,7 +23,7 @@ class Session:
         self.source = EventSource(list(reasons))
         self.diagnoser = (Diagnoser(probe_timeout) if probe_timeout else Diagnoser()) if diagnose else None
         self.flows, self.drops, self.limit = Flows(), DropCounts(), RateLimit(EVENT_LINES)
-        self.events = self.lost = 0
+        self.events = self.lost = self.undiagnosed = 0
         self.causes: dict[str, int] = {}
 
     def run(self, duration: float | None = None) -> dict:
@@ -66,7 +66,7 @@ class Session:
         summary = {"type": "end", "seconds": round(time.monotonic() - started, 2), "interrupted": interrupted,
                    "flows": len(self.flows), "events": sum(f.count for f in self.flows.by_key.values()),
                    "event_lines_suppressed": self.limit.suppressed, "lost": self.lost,
-                   "drops": dict(self.drops.total), "diagnoses": dict(self.causes)}
+                   "drops": dict(self.drops.total), "diagnoses": dict(self.causes), "undiagnosed": self.undiagnosed}
         self.view.end(summary)
         return summary
 
@@ -87,7 +87,7 @@ class Session:
         if not self.scope.keeps(ev["src"], ev["dst"]):
             return
         known = self.flows.get(ev)
-        if known is not None and known.diagnosing and ev["sport"] not in known.sports:
+        if known is not None and self.diagnoser and known.id in self.diagnoser.probing and ev["sport"] not in known.sports:
             known.held.append(ev)  # a new source port while our probe runs: maybe the probe's own
             return
         src, dst = self.scope.endpoint(ev["src"]), self.scope.endpoint(ev["dst"])
@@ -105,8 +105,8 @@ class Session:
                              "src": {"ip": ev["src"], "port": ev["sport"], "label": src["label"]},
                              "dst": {"ip": ev["dst"], "port": ev["dport"], "label": dst["label"]}})
         if new and self.diagnoser and src["target"]:
-            flow.diagnosing = True
-            self.diagnoser.submit(flow.id, src["target"], ev["dst"], "tcp", ev["dport"])
+            flow.diagnosing = self.diagnoser.submit(flow.id, src["target"], ev["dst"], "tcp", ev["dport"])
+            self.undiagnosed += not flow.diagnosing
 
     def _diagnosed(self) -> None:
         if not self.diagnoser:
@@ -115,6 +115,7 @@ class Session:
         for flow_id, brief, sport in self.diagnoser.done():
             flow = by_id[flow_id]
             flow.diagnosis, flow.diagnosing = brief, False
+            self.diagnoser.probing.discard(flow_id)
             if sport:
                 self.flows.ignore_probe(flow.src["ip"], sport)
             held, flow.held = flow.held, []

@@ -104,10 +104,11 @@ class _Scope:
 
 class _Diagnoser:
     def __init__(self):
-        self.submitted, self.results = [], []
+        self.submitted, self.results, self.probing = [], [], set()
 
     def submit(self, *job):
         self.submitted.append(job)
+        return True
 
     def done(self):
         out, self.results = self.results, []
@@ -120,21 +121,24 @@ def test_events_of_a_flow_under_diagnosis_wait_for_the_probes_port():
     s.diagnoser = _Diagnoser()
     s._event(_ev(sport=40000))
     assert s.diagnoser.submitted == [(1, "client", "203.0.113.1", "tcp", 82)]
+    s._event(_ev(sport=40001))  # queued, not probing yet: no probe of ours to mistake it for
+    s.diagnoser.probing.add(1)
     s._event(_ev(sport=51000))  # the probe's SYN retransmitted, or another client connect: not known yet
     s._event(_ev(sport=40000))
     s._event(_ev(sport=40002))
     flow = s.flows.get(_ev())
-    assert flow.count == 2 and len(flow.held) == 2
+    assert flow.count == 3 and len(flow.held) == 2
     brief = {"verdict": "blocked", "cause": "FIREWALL_DROP", "summary": "dropped", "fix": "delete it",
              "fix_command": "nft delete rule inet t f handle 3", "fix_checked": True, "seconds": 2.1,
              "hop": {"n": 2, "label": "host", "interface": "eth0", "direction": "forward"}}
     s.diagnoser.results.append((1, brief, 51000))
     s._diagnosed()
-    assert flow.count == 3 and flow.held == [] and flow.diagnosis == brief and s.causes == {"FIREWALL_DROP": 1}
+    assert flow.count == 4 and flow.held == [] and flow.diagnosis == brief and s.causes == {"FIREWALL_DROP": 1}
+    assert s.diagnoser.probing == set()
     s._event(_ev(sport=51000))  # late: still the probe's
-    assert flow.count == 3
+    assert flow.count == 4
     lines = [json.loads(x) for x in out.getvalue().splitlines()]
-    assert [x["src"]["port"] for x in lines if x["type"] == "event"] == [40000, 40000, 40002]
+    assert [x["src"]["port"] for x in lines if x["type"] == "event"] == [40000, 40001, 40000, 40002]
     for obj in lines:
         jsonschema.validate(obj, schema("watch"))
 
@@ -158,3 +162,11 @@ def test_metrics_address_is_addr_colon_port():
     for bad in ("9464", "localhost:80", "127.0.0.1:0", "127.0.0.1:http"):
         with pytest.raises(InvalidArgument):
             parse_address(bad)
+
+
+def test_a_storm_of_new_flows_waits_for_at_most_max_waiting_diagnoses():
+    from netdiag.watch import diagnoser
+
+    d = diagnoser.Diagnoser()  # not started: the queue only fills
+    assert all(d.submit(i, "client", "203.0.113.1", "tcp", 80) for i in range(diagnoser.MAX_WAITING))
+    assert not d.submit(99, "client", "203.0.113.1", "tcp", 80)
