@@ -5,6 +5,8 @@ private mount namespace, as `trace`'s drop tracer does; never the top-level inst
   tcp:tcp_receive_reset   a socket got a RST: a refused connect, or a reset connection ("reset")
   skb:kfree_skb           a packet the kernel dropped, with its reason and location ("drop"); the
                           event names no address or namespace, so drops are host-wide counts
+  sock:inet_sock_set_state  a TCP connect that completed, SYN_SENT -> ESTABLISHED ("established"):
+                          what marks a failing flow recovered (no source port: they sum per flow)
 
 The child aggregates what it reads for FLUSH seconds and sends one JSON line per key and window:
 a burst of thousands of events costs the parent a few lines (the rate limit; at most MAX_KEYS keys
@@ -27,12 +29,14 @@ from ..probe.tracers import (InstanceChild, _cleaning_up, _in_private_tracefs, _
 
 FLUSH = 0.1  # seconds a window lasts: most of an event's delay to its line
 MAX_KEYS = 500  # distinct keys a window keeps; events beyond are counted as lost
-TCP_SYN_SENT = 2
-AF_INET = 2
-EVENTS = {"unanswered": "tcp/tcp_retransmit_skb", "reset": "tcp/tcp_receive_reset", "drop": "skb/kfree_skb"}
+TCP_ESTABLISHED, TCP_SYN_SENT = 1, 2
+AF_INET, IPPROTO_TCP = 2, 6
+EVENTS = {"unanswered": "tcp/tcp_retransmit_skb", "reset": "tcp/tcp_receive_reset", "drop": "skb/kfree_skb",
+          "established": "sock/inet_sock_set_state"}
 
 _TIME = r"\s(\d+\.\d+):\s"
 _TCP = re.compile(_TIME + r"(tcp_retransmit_skb|tcp_receive_reset):.*?\bsport=(\d+) dport=(\d+) saddr=(\S+) daddr=(\S+)")
+_ESTABLISHED = re.compile(_TIME + r"inet_sock_set_state:.*?\bdport=(\d+) saddr=(\S+) daddr=(\S+)")
 _DROP = re.compile(_TIME + r"kfree_skb:.*?protocol=(\d+)\s+location=(\S+)\s+reason[:=]\s*(\S+)")
 _LOST = re.compile(r"\[LOST (\d+) EVENTS\]")
 
@@ -45,6 +49,10 @@ def parse_line(line: str) -> dict | None:
         kind = "unanswered" if m.group(2) == "tcp_retransmit_skb" else "reset"
         return {"kind": kind, "ts": float(m.group(1)), "sport": int(m.group(3)), "dport": int(m.group(4)),
                 "src": m.group(5), "dst": m.group(6)}
+    m = _ESTABLISHED.search(line)
+    if m:
+        return {"kind": "established", "ts": float(m.group(1)), "dport": int(m.group(2)), "src": m.group(3),
+                "dst": m.group(4)}
     m = _DROP.search(line)
     if m:
         return {"kind": "drop", "ts": float(m.group(1)), "protocol": int(m.group(2)), "location": m.group(3),
@@ -110,7 +118,9 @@ def _setup(inst: str, reasons: list[str]) -> list[str]:
         except OSError as e:
             notes.append(f"{path} not set ({e.strerror})")
     filters = {"unanswered": f"state == {TCP_SYN_SENT} && family == {AF_INET}", "reset": f"family == {AF_INET}",
-               "drop": reason_filter(_read(f"{inst}/events/skb/kfree_skb/format"), reasons)}
+               "drop": reason_filter(_read(f"{inst}/events/skb/kfree_skb/format"), reasons),
+               "established": f"protocol == {IPPROTO_TCP} && family == {AF_INET} && oldstate == {TCP_SYN_SENT} && "
+                              f"newstate == {TCP_ESTABLISHED}"}
     for kind, event in EVENTS.items():
         if filters[kind]:
             _write(f"{inst}/events/{event}/filter", filters[kind])

@@ -29,12 +29,14 @@ class Flow:
     diagnosis: dict | None = None
     diagnosing: bool = False
     held: list[dict] = field(default_factory=list)  # events that may be our probe's, until its diagnosis says
+    recovered: float | None = None  # when a connect of this flow completed after its last failure
 
     def to_json(self, final: bool = False) -> dict:
         return {"type": "flow", "id": self.id, "kind": self.kind, "proto": self.proto, "count": self.count,
                 "src": {"ip": self.src["ip"], "label": self.src["label"]},
                 "dst": {"ip": self.dst["ip"], "port": self.dport, "label": self.dst["label"]},
-                "first_seen": round(self.first, 3), "last_seen": round(self.last, 3), "final": final}
+                "first_seen": round(self.first, 3), "last_seen": round(self.last, 3),
+                "recovered": round(self.recovered, 3) if self.recovered else None, "final": final}
 
     def text(self) -> str:
         return f"{self.src['label']} -> {self.dst['label']}" + (f" ({self.dst['ip']})" if self.dst["label"] != self.dst["ip"] else "") \
@@ -61,6 +63,8 @@ class Flows:
             flow = self.by_key[key] = Flow(len(self.by_key) + 1, ev["kind"], src, dst, ev["dport"], wall(ev["ts"]), wall(ev["ts"]))
         flow.count += ev["count"]
         flow.last = max(flow.last, wall(ev["last_ts"]))
+        if flow.recovered and flow.recovered < flow.last:
+            flow.recovered = None  # failing again
         flow.sports[ev["sport"]] = flow.sports.get(ev["sport"], 0) + ev["count"]
         return flow, new
 
@@ -71,9 +75,20 @@ class Flows:
             if flow.src["ip"] == src_ip and sport in flow.sports:
                 flow.count -= flow.sports.pop(sport)
 
+    def recovered(self, ev: dict) -> list[Flow]:
+        """The failing flows an "established" event (a connect that completed) marks recovered."""
+        when = wall(ev["last_ts"])
+        out = []
+        for kind in KINDS:
+            flow = self.by_key.get((kind, ev["src"], ev["dst"], ev["dport"]))
+            if flow is not None and flow.count > 0 and not flow.recovered and when > flow.last:
+                flow.recovered = when
+                out.append(flow)
+        return out
+
     def by_impact(self) -> list[Flow]:
-        """Most events first, then the most recent."""
-        return sorted((f for f in self.by_key.values() if f.count > 0), key=lambda f: (-f.count, -f.last))
+        """Failing before recovered, then most events first, then the most recent."""
+        return sorted((f for f in self.by_key.values() if f.count > 0), key=lambda f: (bool(f.recovered), -f.count, -f.last))
 
     def __len__(self) -> int:
         return sum(1 for f in self.by_key.values() if f.count > 0)

@@ -86,6 +86,10 @@ class Session:
             return
         if not self.scope.keeps(ev["src"], ev["dst"]):
             return
+        if kind == "established":
+            for flow in self.flows.recovered(ev):
+                self.view.flow(flow)
+            return
         known = self.flows.get(ev)
         if known is not None and self.diagnoser and known.id in self.diagnoser.probing and ev["sport"] not in known.sports:
             known.held.append(ev)  # a new source port while our probe runs: maybe the probe's own

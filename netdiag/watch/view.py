@@ -68,7 +68,9 @@ class LineView(JsonView):
         if final:
             d = flow.diagnosis
             self.emit(f"#{flow.id} {flow.kind} {flow.text()} x{flow.count} {_clock(flow.first)}-{_clock(flow.last)}"
-                      + (f"  {_diagnosis_text(d)}" if d else ""))
+                      + (f" recovered {_clock(flow.recovered)}" if flow.recovered else "") + (f"  {_diagnosis_text(d)}" if d else ""))
+        elif flow.recovered:
+            self.emit(f"{_clock(flow.recovered)} flow #{flow.id} recovered: a connect completed: {flow.text()}")
         else:
             self.emit(f"{_clock(flow.first)} new flow #{flow.id}: {KINDS[flow.kind]}: {flow.text()}")
 
@@ -129,9 +131,10 @@ class TableView(LineView):
             d = f.diagnosis
             hop = d["hop"] if d else None
             cause = (d["cause"] or d["verdict"]) if d else ("diagnosing…" if f.diagnosing else "")
+            cause += " (recovered)" if f.recovered else ""
             t.add_row(str(f.id), f.kind, f.text(), str(f.count), f"{int(now - f.last)}s ago", cause,
                       f"{hop['n']} {hop['label']} {hop['interface']}" if hop else "",
-                      (d.get("fix_command") or d.get("fix") or "") if d else "", style="red" if d and d.get("cause") else None)
+                      (d.get("fix_command") or d.get("fix") or "") if d else "", style="red" if d and d.get("cause") and not f.recovered else None)
         if self.drop_totals:
             top = sorted(self.drop_totals.items(), key=lambda x: -x[1])[:6]
             t.caption = "drops (host-wide): " + ", ".join(f"{r} {n}" for r, n in top)

@@ -76,23 +76,52 @@ def scrape(lab) -> dict:
             for fam in text_string_to_metric_families(p.stdout) for s in fam.samples}
 
 
+class Lines:
+    """watch's JSON lines as they come (a thread reads them), for a test that acts on what it saw."""
+
+    def __init__(self, proc):
+        import threading
+
+        self.seen: list[dict] = []
+        self.thread = threading.Thread(target=lambda: self.seen.extend(json.loads(x) for x in proc.stdout), daemon=True)
+        self.thread.start()
+
+    def find(self, pred) -> dict | None:
+        return next((x for x in list(self.seen) if pred(x)), None)
+
+
+def apply_fix(lab, command: str) -> None:
+    """Run the fix watch printed, as root on the lab host (as test_trace applies trace's)."""
+    env = {**lab.env, "PATH": os.path.dirname(sys.executable) + os.pathsep + lab.env.get("PATH", "")}
+    p = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=env, timeout=60, preexec_fn=lab.enter())
+    assert p.returncode == 0, (command, p.stderr)
+
+
 def test_watch_sees_attributes_and_diagnoses_only_the_failing_flows(lab):
-    proc = start_watch(lab, "--container", "client", "--for", "10", "--metrics", f"127.0.0.1:{METRICS}")
+    proc = start_watch(lab, "--container", "client", "--for", "9", "--metrics", f"127.0.0.1:{METRICS}")
     try:
         start = read_start(proc)
+        lines = Lines(proc)
         assert own_instances(proc.pid) == [start["instance"]]
         assert connect(lab, OPEN).returncode == 0
         assert connect(lab, REFUSED).returncode != 0
         assert connect(lab, DROPPED).returncode != 0
+        flow_of = {}
+        assert wait_for(lambda: flow_of.update(lines.find(lambda x: x["type"] == "flow" and x["dst"]["port"] == DROPPED) or {})
+                        or lines.find(lambda x: x["type"] == "diagnosis" and x["flow"] == flow_of.get("id")), timeout=6)
         firewall = ("netdiag_watch_diagnoses_total", (("cause", "FIREWALL_DROP"),))
-        assert wait_for(lambda: firewall in scrape(lab), timeout=6)
         metrics = scrape(lab)
-        out, err = proc.communicate(timeout=60)
+        fix = lines.find(lambda x: x["type"] == "diagnosis" and x["flow"] == flow_of["id"])["fix_command"]
+        apply_fix(lab, fix)  # the printed fix, applied: the next connect completes and the flow is marked recovered
+        assert connect(lab, DROPPED).returncode == 0
+        proc.wait(timeout=60)  # the reader thread has stdout; stderr is short
+        lines.thread.join(5)
+        err = proc.stderr.read()
     finally:
         proc.kill()
         proc.wait()
     assert proc.returncode == 0, err
-    lines = [start] + [json.loads(x) for x in out.splitlines()]
+    lines = [start] + lines.seen
     for obj in lines:
         jsonschema.validate(obj, WATCH_SCHEMA)
     flows = {f["dst"]["port"]: f for f in lines if f["type"] == "flow" and f["final"]}
@@ -103,6 +132,7 @@ def test_watch_sees_attributes_and_diagnoses_only_the_failing_flows(lab):
         assert f["src"]["label"] == "client" and f["src"]["ip"].startswith("10.247.31.")
         assert f["dst"]["ip"] == OUTSIDE_IP and f["dst"]["label"] == f"ns:{lab.outside}"
     assert dropped["count"] >= 2 and dropped["last_seen"] > dropped["first_seen"]  # SYN retransmits, grouped
+    assert dropped["recovered"] > dropped["last_seen"] and refused["recovered"] is None
     causes = {d["flow"]: d for d in lines if d["type"] == "diagnosis"}
     assert causes[refused["id"]]["cause"] == "NO_LISTENER", causes
     blocked = causes[dropped["id"]]

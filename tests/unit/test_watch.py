@@ -170,3 +170,22 @@ def test_a_storm_of_new_flows_waits_for_at_most_max_waiting_diagnoses():
     d = diagnoser.Diagnoser()  # not started: the queue only fills
     assert all(d.submit(i, "client", "203.0.113.1", "tcp", 80) for i in range(diagnoser.MAX_WAITING))
     assert not d.submit(99, "client", "203.0.113.1", "tcp", 80)
+
+
+def test_a_completed_connect_marks_its_failing_flow_recovered_until_it_fails_again():
+    line = ("   wget-77 [000] ..s1. 34780.5: inet_sock_set_state: family=AF_INET protocol=IPPROTO_TCP sport=40100 "
+            "dport=82 saddr=10.247.31.2 daddr=203.0.113.1 saddrv6=::ffff:10.247.31.2 daddrv6=::ffff:203.0.113.1 "
+            "oldstate=TCP_SYN_SENT newstate=TCP_ESTABLISHED")
+    assert events.parse_line(line) == {"kind": "established", "ts": 34780.5, "dport": 82, "src": "10.247.31.2",
+                                       "dst": "203.0.113.1"}
+    flows = Flows()
+    t = time.monotonic()
+    flow, _ = flows.add(_ev(ts=t - 2), SRC, DST)
+    ok = {"kind": "established", "src": SRC["ip"], "dst": DST["ip"], "dport": 82, "count": 1}
+    assert flows.recovered({**ok, "ts": t - 3, "last_ts": t - 3}) == []  # before the failure: no news
+    assert flows.recovered({**ok, "ts": t - 1, "last_ts": t - 1}) == [flow] and flow.recovered
+    assert flows.recovered({**ok, "ts": t, "last_ts": t}) == []  # marked once
+    other, _ = flows.add(_ev(kind="reset", dport=81, ts=t - 2), SRC, DST)
+    assert [f.id for f in flows.by_impact()] == [other.id, flow.id]  # failing first
+    flows.add(_ev(ts=t + 1), SRC, DST)
+    assert flow.recovered is None  # failing again
