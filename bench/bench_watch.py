@@ -14,7 +14,12 @@ cli's namespace to a new port (a new flow each time) and notes the time. From wa
 | `watch` | of that, watch's own: the event's time to the line's arrival (tracefs, the reader's 0.1 s window, the loop) |
 | `to diagnosis` | connect() to the arrival of the flow's diagnosis line |
 
-    sudo .venv/bin/python bench/bench_watch.py [--runs N] [--json FILE]
+Then what watch itself costs: its CPU (the CLI and its reader child, from /proc: user + system
+time) over `--storm-seconds` idle, and over as long a storm of `--storm-rate` refused connects a
+second from cli's namespace (each answered by a RST at once: a `tcp_receive_reset` event each, one
+flow), as a share of one core.
+
+    sudo .venv/bin/python bench/bench_watch.py [--runs N] [--storm-rate N] [--storm-seconds S] [--json FILE]
 
 Nothing changes in the root network namespace (compared before and after); the lab is destroyed
 at the end, also on failure or Ctrl-C. Exit codes: 0 ok (goal met or not: see the verdict),
@@ -46,7 +51,7 @@ from netdiag.worlds import Lab  # noqa: E402
 from netdiag.worlds.host import OUTSIDE_IP  # noqa: E402
 from runtime.kernel.ns import netns  # noqa: E402
 
-LINE_GOAL, DIAGNOSIS_GOAL, FIRST_PORT = 1.0, 3.0, 8300
+LINE_GOAL, DIAGNOSIS_GOAL, FIRST_PORT, REFUSED_PORT = 1.0, 3.0, 8300, 8400
 
 
 def setup(nd: NdLab) -> int:
@@ -95,13 +100,64 @@ def one_run(pid: int, port: int, lines: queue.Queue, timeout: float = 15.0) -> d
         s.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its live children (watch's reader), in seconds."""
+    pids = [pid]
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as f:
+            pids += [int(x) for x in f.read().split()]
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def storm(pid: int, rate: int, seconds: float) -> int:
+    """`rate` refused connects a second from cli's namespace for `seconds`; how many were made."""
+    made, batch = 0, max(rate // 100, 1)
+    start = time.monotonic()
+    with netns(f"/proc/{pid}/ns/net"):  # this thread only: sockets made here live in cli's namespace
+        while time.monotonic() - start < seconds:
+            socks = []
+            for _ in range(batch):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+                try:
+                    s.connect((OUTSIDE_IP, REFUSED_PORT))
+                except BlockingIOError:
+                    pass
+                socks.append(s)
+            made += batch
+            time.sleep(max(start + made / rate - time.monotonic(), 0))
+            for s in socks:
+                s.close()
+    return made
+
+
+def cost(watch_pid: int, pid: int, rate: int, seconds: float) -> dict:
+    t0, c0 = time.monotonic(), cpu_seconds(watch_pid)
+    time.sleep(seconds)
+    idle = (cpu_seconds(watch_pid) - c0) / (time.monotonic() - t0)
+    t0, c0 = time.monotonic(), cpu_seconds(watch_pid)
+    made = storm(pid, rate, seconds)
+    busy = (cpu_seconds(watch_pid) - c0) / (time.monotonic() - t0)
+    return {"idle_core_share": idle, "storm_core_share": busy, "storm_connects": made,
+            "storm_rate": made / seconds}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=10, help="dropped SYNs, each a new flow (10, at most 100)")
+    ap.add_argument("--storm-rate", type=int, default=2000, help="refused connects a second in the storm (2000)")
+    ap.add_argument("--storm-seconds", type=float, default=5.0, help="how long the storm and the idle reference last (5)")
     ap.add_argument("--json", metavar="FILE", help="write the samples and stats as JSON")
     args = ap.parse_args(argv)
-    if not 1 <= args.runs <= 100:
-        ap.error("1 <= --runs <= 100")
+    if not 1 <= args.runs <= 100 or not 1 <= args.storm_rate <= 20000 or not 0 < args.storm_seconds <= 60:
+        ap.error("1 <= --runs <= 100, 1 <= --storm-rate <= 20000, 0 < --storm-seconds <= 60")
     if os.geteuid() != 0:
         print("bench_watch: needs root (network namespaces, tracefs)", file=sys.stderr)
         return 2
@@ -136,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ndropped SYN to its line: median {line:.2f} s = {line / LINE_GOAL:.2f}x of {LINE_GOAL:g} s "
               f"(the kernel's first retransmit alone: {report['stats']['rto']['median']:.2f} s); "
               f"to its diagnosis: {diag:.2f} s = {diag / DIAGNOSIS_GOAL:.2f}x of {DIAGNOSIS_GOAL:g} s")
+        report["cost"] = c = cost(watch.pid, pid, args.storm_rate, args.storm_seconds)
+        print(f"watch's CPU: idle {100 * c['idle_core_share']:.1f}% of a core; under {c['storm_rate']:.0f} refused "
+              f"connects/s {100 * c['storm_core_share']:.1f}% of a core")
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=2))
     except rb.Interrupted as e:
