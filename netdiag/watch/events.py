@@ -150,10 +150,10 @@ def _reader_main(ctl: int, rep: int, name: str, reasons: list[str]) -> None:
     _private_mount_ns()
     inst = f"{_tracefs_root()}/instances/{name}"
     os.mkdir(inst, 0o700)
-    pipe = None
+    pipe: list[int] = []  # the open trace_pipe, closed once
     try:
         notes = _setup(inst, reasons)
-        pipe = os.open(f"{inst}/trace_pipe", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        pipe.append(os.open(f"{inst}/trace_pipe", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
         send_line(rep, {"ready": True, "notes": notes})
         poller = select.poll()
         poller.register(ctl, select.POLLIN)
@@ -161,7 +161,7 @@ def _reader_main(ctl: int, rep: int, name: str, reasons: list[str]) -> None:
         while True:
             if poller.poll(FLUSH * 1000 / 4):
                 break  # EOF (or a line): the parent is done, or gone
-            lines, tail = _pipe_lines(pipe, tail)
+            lines, tail = _pipe_lines(pipe[0], tail)
             for line in lines:
                 ev = parse_line(line)
                 if ev:
@@ -173,15 +173,32 @@ def _reader_main(ctl: int, rep: int, name: str, reasons: list[str]) -> None:
     except (_Stop, BrokenPipeError):
         pass
     finally:
-        _cleaning_up()
-        if pipe is not None:
-            os.close(pipe)
-        for event in EVENTS.values():
-            try:
-                _write(f"{inst}/events/{event}/enable", "0")
-            except OSError:
-                pass
-        _rmdir_instance(inst)
+        _to_the_end(lambda: _remove(inst, pipe))
+
+
+def _remove(inst: str, pipe: list[int]) -> None:
+    """Close the trace pipe, disable the events, remove the instance: each step may run again."""
+    while pipe:
+        os.close(pipe.pop())
+    for event in EVENTS.values():
+        try:
+            _write(f"{inst}/events/{event}/enable", "0")
+        except OSError:
+            pass
+    _rmdir_instance(inst)
+
+
+def _to_the_end(cleanup) -> None:
+    """Run the clean-up to its end. A dying parent brings EOF and SIGTERM together: the loop may end
+    on the EOF and the signal's handler then raise _Stop anywhere in here, before _cleaning_up()
+    ignores it; the steps are idempotent, so they run again."""
+    while True:
+        try:
+            _cleaning_up()
+            cleanup()
+            return
+        except _Stop:
+            continue
 
 
 class EventSource(InstanceChild):

@@ -98,7 +98,7 @@ def apply_fix(lab, command: str) -> None:
 
 
 def test_watch_sees_attributes_and_diagnoses_only_the_failing_flows(lab):
-    proc = start_watch(lab, "--container", "client", "--for", "9", "--metrics", f"127.0.0.1:{METRICS}")
+    proc = start_watch(lab, "--container", "client", "--for", "12", "--metrics", f"127.0.0.1:{METRICS}")
     try:
         start = read_start(proc)
         lines = Lines(proc)
@@ -108,7 +108,7 @@ def test_watch_sees_attributes_and_diagnoses_only_the_failing_flows(lab):
         assert connect(lab, DROPPED).returncode != 0
         flow_of = {}
         assert wait_for(lambda: flow_of.update(lines.find(lambda x: x["type"] == "flow" and x["dst"]["port"] == DROPPED) or {})
-                        or lines.find(lambda x: x["type"] == "diagnosis" and x["flow"] == flow_of.get("id")), timeout=6)
+                        or lines.find(lambda x: x["type"] == "diagnosis" and x["flow"] == flow_of.get("id")), timeout=10)
         firewall = ("netdiag_watch_diagnoses_total", (("cause", "FIREWALL_DROP"),))
         metrics = scrape(lab)
         fix = lines.find(lambda x: x["type"] == "diagnosis" and x["flow"] == flow_of["id"])["fix_command"]
