@@ -153,10 +153,10 @@ def test_watch_sees_attributes_and_diagnoses_only_the_failing_flows(lab):
 
 
 def test_sigterm_ends_watch_and_leaves_nothing(lab):
-    proc = start_watch(lab, "--network", "wnet", "--no-diagnose")
+    proc = start_watch(lab, "--network", "wnet", "--ns", lab.outside, "--no-diagnose")
     try:
         start = read_start(proc)
-        assert start["watching"] == ["client"]
+        assert start["watching"] == ["client", f"ns:{lab.outside}"]
         assert connect(lab, REFUSED).returncode != 0
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
