@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from runtime.errors import InvalidArgument
 
-from ..snapshot_model import Model
+from ..snapshot_model import Model, ns_path
 
 
 def target_of(meta: dict) -> str:
@@ -44,12 +44,15 @@ class Scope:
             targets += _network_members(model, net)
         self.filtered = bool(targets)
         self.watched: dict[str, str] = {}  # address -> target of the watched namespace that has it
+        self.paths: dict[str, str] = {}  # address -> a path to enter that namespace by
         for target in targets:
             ns = model.resolve(target)  # raises UnknownTarget (exit 2) for a name that names nothing
+            meta = model.namespaces.meta(ns["id"])
             for a in ns["addresses"]:  # IPv4, as the events are
                 ip = a.get("local") or a["address"]
                 if not ip.startswith("127."):
-                    self.watched[ip] = target_of(model.namespaces.meta(ns["id"]))
+                    self.watched[ip] = target_of(meta)
+                    self.paths[ip] = ns_path(meta)
         self._owners: dict[str, dict] = {}
 
     def _beside_host(self, ns_id: str) -> bool:
@@ -61,6 +64,25 @@ class Scope:
 
     def keeps(self, src: str, dst: str) -> bool:
         return not self.filtered or src in self.watched or dst in self.watched
+
+    def confirms(self, ev: dict) -> bool:
+        """Whether a new flow's first event is a watched namespace's own. Another namespace may have
+        the same address (labs on one machine, pods of two nodes): an unanswered connect from a
+        watched address counts only if that namespace has the socket, still waiting (SYN_SENT). A
+        reset leaves no socket to ask, and a connect to a watched namespace comes from elsewhere:
+        those are taken by their address."""
+        path = self.paths.get(ev["src"]) if self.filtered and ev["kind"] == "unanswered" else None
+        if path is None:
+            return True
+        from runtime.kernel import sockdiag
+        from runtime.kernel.ns import netns
+
+        try:
+            with netns(path):
+                waiting = sockdiag.connecting()
+        except OSError:
+            return True  # the namespace is gone or cannot be entered: the address is all there is
+        return (ev["src"], ev["sport"], ev["dst"], ev["dport"]) in waiting
 
     def endpoint(self, ip: str) -> dict:
         """{"ip", "label", "target"}: the namespace that has `ip` (target None: nobody seen here)."""

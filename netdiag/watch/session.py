@@ -23,7 +23,7 @@ class Session:
         self.source = EventSource(list(reasons))
         self.diagnoser = (Diagnoser(probe_timeout) if probe_timeout else Diagnoser()) if diagnose else None
         self.flows, self.drops, self.limit = Flows(), DropCounts(), RateLimit(EVENT_LINES)
-        self.events = self.lost = self.undiagnosed = 0
+        self.events = self.lost = self.undiagnosed = self.elsewhere = 0
         self.causes: dict[str, int] = {}
 
     def run(self, duration: float | None = None) -> dict:
@@ -66,7 +66,8 @@ class Session:
         summary = {"type": "end", "seconds": round(time.monotonic() - started, 2), "interrupted": interrupted,
                    "flows": len(self.flows), "events": sum(f.count for f in self.flows.by_key.values()),
                    "event_lines_suppressed": self.limit.suppressed, "lost": self.lost,
-                   "drops": dict(self.drops.total), "diagnoses": dict(self.causes), "undiagnosed": self.undiagnosed}
+                   "drops": dict(self.drops.total), "diagnoses": dict(self.causes), "undiagnosed": self.undiagnosed,
+                   "elsewhere": self.elsewhere}
         self.view.end(summary)
         return summary
 
@@ -91,6 +92,9 @@ class Session:
                 self.view.flow(flow)
             return
         known = self.flows.get(ev)
+        if known is None and not self.scope.confirms(ev):
+            self.elsewhere += ev["count"]  # a namespace not watched that has the same address
+            return
         if known is not None and self.diagnoser and known.id in self.diagnoser.probing and ev["sport"] not in known.sports:
             known.held.append(ev)  # a new source port while our probe runs: maybe the probe's own
             return

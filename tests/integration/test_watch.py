@@ -23,7 +23,7 @@ from tests.unit.test_schemas import schema
 
 pytestmark = pytest.mark.integration
 WATCH_SCHEMA = schema("watch")
-SUBNET, OPEN, REFUSED, DROPPED, METRICS = "10.247.31.0/24", 80, 81, 82, 9464
+SUBNET, OPEN, REFUSED, DROPPED, TWIN, METRICS = "10.247.31.0/24", 80, 81, 82, 84, 9464
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +40,43 @@ def lab(tmp_path_factory):
                  f"ip daddr {OUTSIDE_IP} tcp dport {DROPPED} drop; }}; }}")
         p = w.run_in(None, ["nft", "-f", "-"], input=rules, capture_output=True, text=True, timeout=30)
         assert p.returncode == 0, p.stderr
+        w.twin = make_twin(f"{w.name}-twin", w.inspect("client")["NetworkSettings"]["Networks"]["wnet"]["IPAddress"])
         yield w
     finally:
+        subprocess.run(["ip", "netns", "del", f"{w.name}-twin"], capture_output=True)
         w.destroy()
     assert not w.leaks(), f"left behind: {w.leaks()}"
+    assert not os.path.exists(f"/run/netns/{w.name}-twin")
+
+
+def make_twin(name: str, ip: str) -> str:
+    """A namespace with the client's own address (as another lab's container may have): its
+    connects go nowhere (no one answers ARP) and are retransmitted like the client's."""
+    def sh(*argv):
+        subprocess.run(["ip", "-n", name, *argv], check=True, capture_output=True)
+
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+    sh("link", "add", "t0", "type", "veth", "peer", "name", "t1")
+    sh("addr", "add", f"{ip}/24", "dev", "t0")
+    for dev in ("t0", "t1"):
+        sh("link", "set", dev, "up")
+    sh("route", "add", "default", "dev", "t0")
+    return f"/run/netns/{name}"
+
+
+def twin_connect(lab, port: int):
+    """A connect from the twin, left waiting (close it after)."""
+    import socket
+
+    from runtime.kernel.ns import netns
+
+    with netns(lab.twin):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    try:
+        s.connect((OUTSIDE_IP, port))
+    except BlockingIOError:
+        pass
+    return s
 
 
 def start_watch(lab, *args):
@@ -103,6 +136,7 @@ def test_watch_sees_attributes_and_diagnoses_only_the_failing_flows(lab):
         start = read_start(proc)
         lines = Lines(proc)
         assert own_instances(proc.pid) == [start["instance"]]
+        twin = twin_connect(lab, TWIN)  # the client's address, another namespace: not the client's flow
         assert connect(lab, OPEN).returncode == 0
         assert connect(lab, REFUSED).returncode != 0
         assert connect(lab, DROPPED).returncode != 0
@@ -114,6 +148,7 @@ def test_watch_sees_attributes_and_diagnoses_only_the_failing_flows(lab):
         fix = lines.find(lambda x: x["type"] == "diagnosis" and x["flow"] == flow_of["id"])["fix_command"]
         apply_fix(lab, fix)  # the printed fix, applied: the next connect completes and the flow is marked recovered
         assert connect(lab, DROPPED).returncode == 0
+        twin.close()
         proc.wait(timeout=60)  # the reader thread has stdout; stderr is short
         lines.thread.join(5)
         err = proc.stderr.read()
@@ -143,7 +178,7 @@ def test_watch_sees_attributes_and_diagnoses_only_the_failing_flows(lab):
     assert probe and not any(e["type"] == "event" and e["src"]["port"] == probe for e in lines), probe
     assert any(d["type"] == "drops" and d["reason"] == "NETFILTER_DROP" for d in lines)
     end = lines[-1]
-    assert end["type"] == "end" and end["flows"] == 2 and not end["interrupted"]
+    assert end["type"] == "end" and end["flows"] == 2 and not end["interrupted"] and end["elsewhere"] >= 1
     refused_key = ("netdiag_watch_failed_connects_total",
                    (("dst", f"ns:{lab.outside}"), ("kind", "reset"), ("port", str(REFUSED)), ("src", "client")))
     assert metrics[refused_key] == refused["count"], metrics

@@ -98,6 +98,9 @@ class _Scope:
     def keeps(self, src, dst):
         return src in self.watched or dst in self.watched
 
+    def confirms(self, ev):
+        return True
+
     def endpoint(self, ip):
         return SRC if ip == SRC["ip"] else DST
 
