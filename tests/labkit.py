@@ -3,10 +3,27 @@ tests, the demo, the scenarios and the benches share one way of building and tea
 host-in-a-host; this module adds only test conveniences."""
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 from netdiag.worlds import ClusterLab, DockerLab, Lab
+
+
+def open_fds() -> dict[str, str]:
+    """This process's open descriptors and what each is (a leak check that names what leaked)."""
+    out = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the listing's own fd, closed by now
+            pass
+    return out
+
+
+def fds_left(before: dict[str, str]) -> dict[str, str]:
+    """Descriptors open now that were not open (as the same thing) before."""
+    return {fd: what for fd, what in open_fds().items() if before.get(fd) != what}
 
 
 def wait_for(pred, timeout: float = 5.0) -> bool:

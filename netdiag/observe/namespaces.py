@@ -5,11 +5,11 @@ both: by asking the kernel which namespace has the peer's netnsid. Same interfac
 file's namespaces (netdiag.snapshot_model.LoadedNamespaces)."""
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 from runtime.kernel import addr
 from runtime.kernel.ns import NsidQuery, netns
+from runtime.kernel.syscalls import open_owned
 
 from . import collect
 from .discover import NsRef
@@ -172,13 +172,11 @@ class LazyNamespaces(Mapping):
                     if other_id == ns_id:
                         continue
                     try:
-                        fd = os.open(other.path, os.O_RDONLY | os.O_CLOEXEC)
+                        other_file = open_owned(other.path)
                     except OSError:
                         continue
-                    try:
-                        nsid = q.nsid(fd)
-                    finally:
-                        os.close(fd)
+                    with other_file:
+                        nsid = q.nsid(other_file.fileno())
                     if nsid in wanted:
                         found[nsid] = other_id
         except OSError:

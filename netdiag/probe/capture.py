@@ -4,12 +4,12 @@ ICMP errors, which quote the probe); frames are kept with kernel timestamps for 
 from __future__ import annotations
 
 import ctypes
-import os
 import time
 import socket
 import struct
 
 from runtime.kernel.ns import netns
+from runtime.kernel.syscalls import open_owned
 
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
@@ -85,11 +85,11 @@ class Capture:
         self.error: str | None = None
         self.frames: list[dict] = []
         self.frames_left_out = 0
-        nsfd = None
+        nsfile = None
         try:
             # opened here first: a path that cannot be opened is this capture's error, not an exception
-            nsfd = os.open(hop.ns_path, os.O_RDONLY | os.O_CLOEXEC)
-            with netns(f"/proc/self/fd/{nsfd}"):
+            nsfile = open_owned(hop.ns_path)
+            with netns(f"/proc/self/fd/{nsfile.fileno()}"):
                 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: receives nothing yet
                 try:
                     try:
@@ -108,8 +108,8 @@ class Capture:
         except OSError as e:
             self.error = f"cannot capture on {hop.ifname} in {hop.ns_path}: {e.strerror or e}"
         finally:
-            if nsfd is not None:
-                os.close(nsfd)
+            if nsfile is not None:
+                nsfile.close()
 
     def read(self, mark: int, proto: str, keep: int = 0) -> dict:
         """What passed this hop; the first `keep` matching frames go to self.frames."""

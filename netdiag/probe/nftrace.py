@@ -22,6 +22,7 @@ Tables are removed by `Session.close()` (also on exceptions); tables of dead pro
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
 import secrets
@@ -287,8 +288,8 @@ def describe(ev: dict) -> str:
 # -- a tracing session --------------------------------------------------------------------------------
 
 class _Ns:
-    def __init__(self, path: str, fd: int, sock: socket.socket, names: dict[int, str]):
-        self.path, self.fd, self.sock, self.names = path, fd, sock, names
+    def __init__(self, path: str, file: io.FileIO, sock: socket.socket, names: dict[int, str]):
+        self.path, self.file, self.sock, self.names = path, file, sock, names
         self.armed = False
 
 
@@ -301,6 +302,7 @@ class Session:
     def __init__(self, ns_paths, proto: str, *, name: str | None = None, keep_raw: bool = False):
         from runtime.kernel import link, traceevents
         from runtime.kernel.ns import netns
+        from runtime.kernel.syscalls import open_owned
 
         if proto not in PROTOS:
             raise ValueError(f"unknown protocol {proto!r}")
@@ -313,23 +315,23 @@ class Session:
         self.lost = 0
         seen_inodes = set()
         for path in ns_paths:
-            fd = sock = None
+            nsfile = sock = None
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                st = os.fstat(fd)
+                nsfile = open_owned(path)
+                st = os.fstat(nsfile.fileno())
                 if (st.st_dev, st.st_ino) in seen_inodes:  # /run/netns/X and /proc/PID/ns/net of one namespace
-                    os.close(fd)
+                    nsfile.close()
                     continue
-                with netns(f"/proc/self/fd/{fd}"):
+                with netns(f"/proc/self/fd/{nsfile.fileno()}"):
                     sock = traceevents.subscribe()
                     names = {x["index"]: x["name"] for x in link.dump()}
                 seen_inodes.add((st.st_dev, st.st_ino))
-                self.ns.append(_Ns(path, fd, sock, names))
-            except BaseException as e:  # a Ctrl-C here too: this namespace's fd and socket are no one else's yet
+                self.ns.append(_Ns(path, nsfile, sock, names))
+            except BaseException as e:  # a Ctrl-C here too (closing twice is harmless: both are objects)
                 if sock is not None:
                     sock.close()
-                if fd is not None:
-                    os.close(fd)
+                if nsfile is not None:
+                    nsfile.close()
                 if not isinstance(e, OSError):
                     raise
                 self.notes.append(f"nftrace: cannot subscribe in {path}: {e.strerror or e}")
@@ -343,7 +345,7 @@ class Session:
         text = script(self.name, self.proto, mark)
         for ns in self.ns:
             try:
-                with netns(f"/proc/self/fd/{ns.fd}"):
+                with netns(f"/proc/self/fd/{ns.file.fileno()}"):
                     ns.armed = True  # set first: a transaction interrupted half-way is still cleaned up
                     nft.run(text)
             except Exception as e:  # noqa: BLE001 - KernelError, OSError: this namespace is a note
@@ -402,7 +404,7 @@ class Session:
 
         def remove(ns: _Ns) -> None:
             try:
-                with netns(f"/proc/self/fd/{ns.fd}"):
+                with netns(f"/proc/self/fd/{ns.file.fileno()}"):
                     nft.run(_removal(self.name))
                 ns.armed = False
             except Exception as e:  # noqa: BLE001 - reported; `prune` finds it later
@@ -423,7 +425,7 @@ class Session:
         finally:
             for ns in self.ns:
                 ns.sock.close()
-                os.close(ns.fd)
+                ns.file.close()
             self.ns = []
         if self.lost:
             self.notes.append(f"nftrace: the kernel dropped trace events {self.lost} time(s) (socket buffer full)")

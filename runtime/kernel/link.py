@@ -5,13 +5,13 @@ costs ~20 ms), any link's settings (MAC, MTU, master, state, bridge-port flags) 
 from __future__ import annotations
 
 import errno
-import os
 import socket
 import struct
 
 from ..errors import KernelError
 from . import wire
 from .ns import netns
+from .syscalls import open_owned
 from .wire import IFLA
 
 
@@ -145,11 +145,8 @@ def veth_to_bridge(host_name: str, peer_name: str, peer_ns_path: str, bridge: st
     if br is None:
         raise KernelError(f"Bridge {bridge} is missing", "its network's device was deleted",
                           "recreate the network or run 'netdiag network ls' to restore it")
-    fd = os.open(peer_ns_path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        create_veth(host_name, peer_name, fd, mtu, peer_mac)
-    finally:
-        os.close(fd)
+    with open_owned(peer_ns_path) as peer_ns:
+        create_veth(host_name, peer_name, peer_ns.fileno(), mtu, peer_mac)
     idx = index(host_name)
     set_up(idx, master=br)
     set_port(host_name, hairpin=True)

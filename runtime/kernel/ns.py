@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 
 from . import wire
 from .syscalls import _libc, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, \
-    MS_REC, MS_SHARED, NS_FLAGS, mount, setns, umount, unshare
+    MS_REC, MS_SHARED, NS_FLAGS, mount, open_owned, setns, umount, unshare
 
 RUN_DIR = "/run/netns"
 
@@ -49,27 +49,23 @@ class Namespace:
     def inside(self) -> Iterator[None]:
         """This thread in the namespace for the block, back where it was after (also on errors).
         Only this thread moves: other threads keep theirs."""
-        target = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        target = open_owned(self.path)
         try:
-            home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        except BaseException:
-            os.close(target)
-            raise
-        try:
-            setns(target, CLONE_NEWNET)
-            yield
-        finally:
-            # A Ctrl-C is raised at the first call after it lands, in this block too: go home with
-            # one C call (a Python function could be interrupted before its syscall), then close
-            # each descriptor in a finally of its own, so that none is left open whatever is raised
+            home = open_owned("/proc/thread-self/ns/net")
             try:
-                if _libc.setns(home, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns back to the thread's namespace failed")
-            finally:
+                back = home.fileno()  # an int before leaving: the way home must be one C call
                 try:
-                    os.close(home)
+                    setns(target.fileno(), CLONE_NEWNET)
+                    yield
                 finally:
-                    os.close(target)
+                    # A Ctrl-C is raised at the first call after it lands, in this block too: go home
+                    # with one C call (a Python function could be interrupted before its syscall)
+                    if _libc.setns(back, CLONE_NEWNET) != 0:
+                        raise OSError(ctypes.get_errno(), "setns back to the thread's namespace failed")
+            finally:
+                home.close()
+        finally:
+            target.close()
 
     def join(self) -> None:
         """This thread into the namespace for good (a forked child, or a preexec_fn)."""
@@ -116,17 +112,17 @@ def join_process(pid: int, kinds: tuple[str, ...]) -> None:
     """This process into the namespaces `kinds` (in that order) of process `pid`, those it does not
     share already. All are opened before the first is joined: after "mnt" /proc is another one.
     Joining "pid" applies to children forked after."""
-    fds = []
+    files = []
     try:
         for kind in kinds:
             path = f"/proc/{pid}/ns/{kind}"
             if os.stat(path).st_ino != os.stat(f"/proc/self/ns/{kind}").st_ino:
-                fds.append((os.open(path, os.O_RDONLY | os.O_CLOEXEC), NS_FLAGS[kind]))
-        for fd, flag in fds:
-            setns(fd, flag)
+                files.append((open_owned(path), NS_FLAGS[kind]))
+        for f, flag in files:
+            setns(f.fileno(), flag)
     finally:
-        for fd, _ in fds:
-            os.close(fd)
+        for f, _ in files:
+            f.close()
 
 
 @contextlib.contextmanager
@@ -139,19 +135,16 @@ def own_pid_namespace_for_children() -> Iterator[None]:
     if os.stat(own).st_ino == os.stat(next_).st_ino:
         yield
         return
-    back = os.open(next_, os.O_RDONLY | os.O_CLOEXEC)
+    back = open_owned(next_)
     try:
-        fd = os.open(own, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            setns(fd, CLONE_NEWPID)
-        finally:
-            os.close(fd)
+        with open_owned(own) as f:
+            setns(f.fileno(), CLONE_NEWPID)
         try:
             yield
         finally:
-            setns(back, CLONE_NEWPID)
+            setns(back.fileno(), CLONE_NEWPID)
     finally:
-        os.close(back)
+        back.close()
 
 
 def _share_run_dir() -> None:

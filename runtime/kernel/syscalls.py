@@ -1,6 +1,7 @@
 """The few Linux syscalls Python 3.11's os module lacks, via libc (no subprocesses, no strings)."""
 import ctypes
 import errno
+import io
 import os
 
 from ..errors import KernelError
@@ -39,6 +40,14 @@ NS_FLAGS = {
     "net": CLONE_NEWNET,
     "cgroup": CLONE_NEWCGROUP,
 }
+
+
+def open_owned(path: str) -> io.FileIO:
+    """`path` opened read-only (O_CLOEXEC), held by an object from the moment it exists. CPython runs
+    a Ctrl-C's handler right after a call returns, before its result is stored: `fd = os.open(...)`
+    then loses the int and the descriptor stays open for good, where a FileIO dropped with the frame
+    closes itself. For namespace files opened in a process the user can interrupt."""
+    return io.FileIO(path, "r")
 
 
 def check(ret: int, what: str) -> int:

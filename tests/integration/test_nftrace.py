@@ -22,6 +22,7 @@ from netdiag.probe import nftrace, pcap
 from netdiag.probe.live import Hop, probe
 from tests.dockerkit import HAVE_DOCKER, IMAGE, docker_lab, root_netns_state
 from tests.integration.test_live_probe import _children, _own_instances
+from tests.labkit import fds_left, open_fds
 
 pytestmark = pytest.mark.integration
 PORT = 8080
@@ -57,7 +58,7 @@ def world(lab):
     """The lab's host and outside namespaces; afterwards: no trace table in them, none in the root
     namespace, whose ruleset and links are unchanged; no child, tracefs instance or fd left."""
     root = root_netns_state()
-    fds = set(os.listdir("/proc/self/fd"))
+    fds = open_fds()
     host, out = f"/run/netns/{lab.name}", f"/run/netns/{lab.outside}"
     socks: list[socket.socket] = []
     try:
@@ -69,7 +70,7 @@ def world(lab):
     assert trace_tables(None) == []
     assert root_netns_state() == root, "the root namespace changed"
     assert _children() == [] and _own_instances() == []
-    assert set(os.listdir("/proc/self/fd")) - fds == set(), "an fd was left open"
+    assert fds_left(fds) == {}, "an fd was left open"
 
 
 def listen(ns_path: str, socks: list, port: int = PORT) -> None:
