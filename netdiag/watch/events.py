@@ -22,6 +22,8 @@ import select
 import signal
 import time
 
+from runtime.kernel.syscalls import open_owned
+
 from ..probe.children import send_line
 # the drop tracer's tracefs helpers: one way to make, fill and remove a private instance
 from ..probe.tracers import (InstanceChild, _cleaning_up, _in_private_tracefs, _private_mount_ns, _raise_stop, _read,
@@ -128,14 +130,11 @@ def _setup(inst: str, reasons: list[str]) -> list[str]:
     return notes
 
 
-def _pipe_lines(fd: int, rest: bytes) -> tuple[list[str], bytes]:
+def _pipe_lines(pipe, rest: bytes) -> tuple[list[str], bytes]:
     """What trace_pipe has now (non-blocking), as whole lines, and the unfinished tail."""
     chunks = [rest]
     while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except BlockingIOError:
-            break
+        chunk = pipe.read(65536)  # None: nothing more now
         if not chunk:
             break
         chunks.append(chunk)
@@ -150,10 +149,13 @@ def _reader_main(ctl: int, rep: int, name: str, reasons: list[str]) -> None:
     _private_mount_ns()
     inst = f"{_tracefs_root()}/instances/{name}"
     os.mkdir(inst, 0o700)
-    pipe: list[int] = []  # the open trace_pipe, closed once
+    pipe: list = []  # the open trace_pipe, closed once
     try:
         notes = _setup(inst, reasons)
-        pipe.append(os.open(f"{inst}/trace_pipe", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+        # an object from the moment it exists (kernel.syscalls.open_owned): a stop signal landing right
+        # after the open cannot lose the descriptor, which would keep the instance busy (rmdir: EBUSY)
+        pipe.append(open_owned(f"{inst}/trace_pipe"))
+        os.set_blocking(pipe[0].fileno(), False)
         send_line(rep, {"ready": True, "notes": notes})
         poller = select.poll()
         poller.register(ctl, select.POLLIN)
@@ -179,7 +181,7 @@ def _reader_main(ctl: int, rep: int, name: str, reasons: list[str]) -> None:
 def _remove(inst: str, pipe: list[int]) -> None:
     """Close the trace pipe, disable the events, remove the instance: each step may run again."""
     while pipe:
-        os.close(pipe.pop())
+        pipe.pop().close()
     for event in EVENTS.values():
         try:
             _write(f"{inst}/events/{event}/enable", "0")

@@ -18,7 +18,7 @@ import pytest
 
 from netdiag.probe.live import list_instances
 from netdiag.worlds.host import OUTSIDE_IP
-from tests.labkit import World, wait_for
+from tests.labkit import World, fds_left, open_fds, wait_for
 from tests.unit.test_schemas import schema
 
 pytestmark = pytest.mark.integration
@@ -223,7 +223,7 @@ def test_ctrl_c_while_reading_leaves_no_instance_child_or_fd():
 
     from netdiag.watch.events import EventSource
 
-    fds = set(os.listdir("/proc/self/fd"))  # as test_live_probe's `clean` fixture checks a probe
+    fds = open_fds()  # as test_live_probe's `clean` fixture checks a probe
     children = set(_children())  # the module's lab has its servers
     source = EventSource()
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
@@ -239,7 +239,7 @@ def test_ctrl_c_while_reading_leaves_no_instance_child_or_fd():
     timer.join()
     gc.collect()
     assert set(_children()) - children == set() and own_instances(os.getpid()) == []
-    assert set(os.listdir("/proc/self/fd")) - fds == set(), "a pipe of the reader was left open"
+    assert fds_left(fds) == {}, "a pipe of the reader was left open"
 
 
 def test_sigkill_of_watch_still_removes_its_instance(lab):
