@@ -20,6 +20,7 @@ _MODULES = {
     "system": ("system", "version", "demo"),
     "observe": ("snapshot", "topo"),
     "trace": ("trace",),
+    "watch": ("watch",),
     "health": ("health", "explain"),
     "check": ("check",),
     "scenario": ("scenario",),

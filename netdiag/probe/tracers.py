@@ -195,15 +195,18 @@ def remove_instance(name: str) -> None:
     _in_private_tracefs(lambda root: _rmdir_instance(f"{root}/instances/{name}"))
 
 
-class DropTracer:
-    def __init__(self, max_life: float):
+class InstanceChild:
+    """A forked child that owns one private tracefs instance, named after this process:
+    `main(ctl, rep, name)` makes, reads and removes it; close() removes it when the child could not."""
+
+    def __init__(self, main: Callable[[int, int, str], None]):
         from runtime.kernel.syscalls import proc_start_time
 
         # PID-START-TOKEN: system prune tells a dead owner from a reused pid
         self.name = f"{INSTANCE_PREFIX}{os.getpid()}-{proc_start_time(os.getpid()) or 0}-{secrets.token_hex(4)}"
-        self.child = Child(lambda ctl, rep: _tracer_main(ctl, rep, self.name, max_life), signal.SIGTERM)
+        self.child = Child(lambda ctl, rep: main(ctl, rep, self.name), signal.SIGTERM)
 
-    def start(self) -> "DropTracer":
+    def start(self):
         self.child.start()
         return self
 
@@ -216,6 +219,11 @@ class DropTracer:
                 remove_instance(self.name)
             except (OSError, ValueError):
                 pass
+
+
+class DropTracer(InstanceChild):
+    def __init__(self, max_life: float):
+        super().__init__(lambda ctl, rep, name: _tracer_main(ctl, rep, name, max_life))
 
 
 # -- nftrace in a forked child -----------------------------------------------------------------------

@@ -7,6 +7,7 @@ import struct
 from . import wire
 
 SOCK_DIAG_BY_FAMILY = 20
+TCP_SYN_SENT = 1 << 2
 TCP_LISTEN = 1 << 10
 ALL_STATES = 0xFFF
 
@@ -21,6 +22,20 @@ def sockets(family: int, protocol: int, states: int) -> list[tuple[str, int, int
         src = socket.inet_ntop(family, data[body + 8: body + (12 if family == socket.AF_INET else 24)])
         inode = struct.unpack_from("=I", data, body + 68)[0]
         out.append((src, sport, inode))
+    return out
+
+
+def connecting() -> set[tuple[str, int, str, int]]:
+    """(local address, port, remote address, port) of this namespace's IPv4 TCP sockets whose
+    connect waits for an answer (SYN_SENT)."""
+    req = struct.pack("=BBBBI", socket.AF_INET, socket.IPPROTO_TCP, 0, 0, TCP_SYN_SENT) + bytes(48) + \
+        struct.pack("=II", 0xFFFFFFFF, 0xFFFFFFFF)
+    out = set()
+    for data, body, _ in wire.dump(SOCK_DIAG_BY_FAMILY, req, wire.NETLINK_SOCK_DIAG):
+        sport, dport = struct.unpack_from("!HH", data, body + 4)
+        src = socket.inet_ntop(socket.AF_INET, data[body + 8: body + 12])
+        dst = socket.inet_ntop(socket.AF_INET, data[body + 24: body + 28])
+        out.add((src, sport, dst, dport))
     return out
 
 

@@ -1,0 +1,8 @@
+"""`netdiag watch`: failing connections and dropped packets as they happen, each failing flow
+diagnosed once in the background. events (the kernel's tracepoints, read in a private tracefs
+instance by a forked child), scope (which namespaces are watched, and who owns an address),
+flows (repeats grouped into one line, pure), diagnoser (the existing pipeline, in a thread),
+view (plain lines, JSON lines, a live table), session (the loop that ties them together).
+
+May import: netdiag.diagnose, netdiag.observe, netdiag.probe, netdiag.reason, netdiag.schemas,
+netdiag.snapshot_model."""

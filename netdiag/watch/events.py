@@ -1,0 +1,238 @@
+"""The kernel's events for `watch`, read by a forked child from a private tracefs instance (in a
+private mount namespace, as `trace`'s drop tracer does; never the top-level instance):
+
+  tcp:tcp_retransmit_skb  in SYN_SENT: a connect whose SYN was not answered ("unanswered")
+  tcp:tcp_receive_reset   a socket got a RST: a refused connect, or a reset connection ("reset")
+  skb:kfree_skb           a packet the kernel dropped, with its reason and location ("drop"); the
+                          event names no address or namespace, so drops are host-wide counts
+  sock:inet_sock_set_state  a TCP connect that completed, SYN_SENT -> ESTABLISHED ("established"):
+                          what marks a failing flow recovered (no source port: they sum per flow)
+
+The child aggregates what it reads for FLUSH seconds and sends one JSON line per key and window:
+a burst of thousands of events costs the parent a few lines (the rate limit; at most MAX_KEYS keys
+a window, the rest counted as `lost`). It removes the instance when its control pipe closes (the
+parent is done or dead) and on SIGTERM (a dying parent sends it); what a SIGKILL leaves, `netdiag
+system prune` removes (the instance is named after the parent like the drop tracer's)."""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import select
+import signal
+import time
+
+from runtime.kernel.syscalls import open_owned
+
+from ..probe.children import send_line
+# the drop tracer's tracefs helpers: one way to make, fill and remove a private instance
+from ..probe.tracers import (InstanceChild, _cleaning_up, _in_private_tracefs, _private_mount_ns, _raise_stop, _read,
+                             _rmdir_instance, _Stop, _tracefs_root, _write, drop_filter)
+
+FLUSH = 0.1  # seconds a window lasts: most of an event's delay to its line
+MAX_KEYS = 500  # distinct keys a window keeps; events beyond are counted as lost
+TCP_ESTABLISHED, TCP_SYN_SENT = 1, 2
+AF_INET, IPPROTO_TCP = 2, 6
+EVENTS = {"unanswered": "tcp/tcp_retransmit_skb", "reset": "tcp/tcp_receive_reset", "drop": "skb/kfree_skb",
+          "established": "sock/inet_sock_set_state"}
+
+_TIME = r"\s(\d+\.\d+):\s"
+_TCP = re.compile(_TIME + r"(tcp_retransmit_skb|tcp_receive_reset):.*?\bsport=(\d+) dport=(\d+) saddr=(\S+) daddr=(\S+)")
+_ESTABLISHED = re.compile(_TIME + r"inet_sock_set_state:.*?\bdport=(\d+) saddr=(\S+) daddr=(\S+)")
+_DROP = re.compile(_TIME + r"kfree_skb:.*?protocol=(\d+)\s+location=(\S+)\s+reason[:=]\s*(\S+)")
+_LOST = re.compile(r"\[LOST (\d+) EVENTS\]")
+
+
+def parse_line(line: str) -> dict | None:
+    """One line of an instance's trace_pipe as an event: {kind, ts (CLOCK_MONOTONIC seconds), ...};
+    {"kind": "lost", "count"} for the kernel's own overrun note; None for anything else."""
+    m = _TCP.search(line)
+    if m:
+        kind = "unanswered" if m.group(2) == "tcp_retransmit_skb" else "reset"
+        return {"kind": kind, "ts": float(m.group(1)), "sport": int(m.group(3)), "dport": int(m.group(4)),
+                "src": m.group(5), "dst": m.group(6)}
+    m = _ESTABLISHED.search(line)
+    if m:
+        return {"kind": "established", "ts": float(m.group(1)), "dport": int(m.group(2)), "src": m.group(3),
+                "dst": m.group(4)}
+    m = _DROP.search(line)
+    if m:
+        return {"kind": "drop", "ts": float(m.group(1)), "protocol": int(m.group(2)), "location": m.group(3),
+                "reason": m.group(4)}
+    m = _LOST.search(line)
+    return {"kind": "lost", "count": int(m.group(1))} if m else None
+
+
+def reason_filter(format_text: str, reasons: list[str]) -> str | None:
+    """The kfree_skb filter for the drop reasons asked (numbers from the event's own format: the enum
+    moves between kernels); without any, the one that leaves out unannotated drops. Raises
+    ValueError naming a reason this kernel does not know."""
+    if not reasons:
+        return drop_filter(format_text)
+    known = {name: num for num, name in re.findall(r'\{\s*(\d+),\s*"(\w+)"\s*\}', format_text)}
+    unknown = [r for r in reasons if r.upper() not in known]
+    if unknown:
+        raise ValueError(f"this kernel has no drop reason {', '.join(unknown)}")
+    return " || ".join(f"reason == {known[r.upper()]}" for r in reasons)
+
+
+def check_reasons(reasons: list[str]) -> None:
+    """Raise ValueError for a drop reason this kernel does not know (before anything starts)."""
+    fmt = _in_private_tracefs(lambda root: _read(f"{root}/events/skb/kfree_skb/format"))
+    reason_filter(fmt, reasons)
+
+
+class Window:
+    """Events of one FLUSH window, aggregated by key (pure): what the child sends."""
+
+    def __init__(self):
+        self.keys: dict[tuple, dict] = {}
+        self.lost = 0
+
+    def add(self, ev: dict) -> None:
+        if ev["kind"] == "lost":
+            self.lost += ev["count"]
+            return
+        key = tuple(v for k, v in sorted(ev.items()) if k != "ts")
+        agg = self.keys.get(key)
+        if agg is not None:
+            agg["count"] += 1
+            agg["last_ts"] = ev["ts"]
+        elif len(self.keys) < MAX_KEYS:
+            self.keys[key] = {**ev, "count": 1, "last_ts": ev["ts"]}
+        else:
+            self.lost += 1
+
+    def drain(self) -> list[dict]:
+        out = list(self.keys.values())
+        if self.lost:
+            out.append({"kind": "lost", "count": self.lost})
+        self.keys, self.lost = {}, 0
+        return out
+
+
+def _setup(inst: str, reasons: list[str]) -> list[str]:
+    """Enable the events in the instance (its clock CLOCK_MONOTONIC, so the parent can date them)."""
+    notes = []
+    for path, value in (("buffer_size_kb", "1024"), ("trace_clock", "mono")):
+        try:
+            _write(f"{inst}/{path}", value)
+        except OSError as e:
+            notes.append(f"{path} not set ({e.strerror})")
+    filters = {"unanswered": f"state == {TCP_SYN_SENT} && family == {AF_INET}", "reset": f"family == {AF_INET}",
+               "drop": reason_filter(_read(f"{inst}/events/skb/kfree_skb/format"), reasons),
+               "established": f"protocol == {IPPROTO_TCP} && family == {AF_INET} && oldstate == {TCP_SYN_SENT} && "
+                              f"newstate == {TCP_ESTABLISHED}"}
+    for kind, event in EVENTS.items():
+        if filters[kind]:
+            _write(f"{inst}/events/{event}/filter", filters[kind])
+        _write(f"{inst}/events/{event}/enable", "1")
+    return notes
+
+
+def _pipe_lines(pipe, rest: bytes) -> tuple[list[str], bytes]:
+    """What trace_pipe has now (non-blocking), as whole lines, and the unfinished tail."""
+    chunks = [rest]
+    while True:
+        chunk = pipe.read(65536)  # None: nothing more now
+        if not chunk:
+            break
+        chunks.append(chunk)
+    *lines, tail = b"".join(chunks).split(b"\n")
+    return [x.decode(errors="replace") for x in lines], tail
+
+
+def _reader_main(ctl: int, rep: int, name: str, reasons: list[str]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C; we stop on EOF of ctl
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGHUP, _raise_stop)
+    _private_mount_ns()
+    inst = f"{_tracefs_root()}/instances/{name}"
+    os.mkdir(inst, 0o700)
+    pipe: list = []  # the open trace_pipe, closed once
+    try:
+        notes = _setup(inst, reasons)
+        # an object from the moment it exists (kernel.syscalls.open_owned): a stop signal landing right
+        # after the open cannot lose the descriptor, which would keep the instance busy (rmdir: EBUSY)
+        pipe.append(open_owned(f"{inst}/trace_pipe"))
+        os.set_blocking(pipe[0].fileno(), False)
+        send_line(rep, {"ready": True, "notes": notes})
+        poller = select.poll()
+        poller.register(ctl, select.POLLIN)
+        window, tail, flushed = Window(), b"", time.monotonic()
+        while True:
+            if poller.poll(FLUSH * 1000 / 4):
+                break  # EOF (or a line): the parent is done, or gone
+            lines, tail = _pipe_lines(pipe[0], tail)
+            for line in lines:
+                ev = parse_line(line)
+                if ev:
+                    window.add(ev)
+            if time.monotonic() - flushed >= FLUSH:
+                flushed = time.monotonic()
+                for agg in window.drain():
+                    send_line(rep, agg)
+    except (_Stop, BrokenPipeError):
+        pass
+    finally:
+        _to_the_end(lambda: _remove(inst, pipe))
+
+
+def _remove(inst: str, pipe: list[int]) -> None:
+    """Close the trace pipe, disable the events, remove the instance: each step may run again."""
+    while pipe:
+        pipe.pop().close()
+    for event in EVENTS.values():
+        try:
+            _write(f"{inst}/events/{event}/enable", "0")
+        except OSError:
+            pass
+    _rmdir_instance(inst)
+
+
+def _to_the_end(cleanup) -> None:
+    """Run the clean-up to its end. A dying parent brings EOF and SIGTERM together: the loop may end
+    on the EOF and the signal's handler then raise _Stop anywhere in here, before _cleaning_up()
+    ignores it; the steps are idempotent, so they run again."""
+    while True:
+        try:
+            _cleaning_up()
+            cleanup()
+            return
+        except _Stop:
+            continue
+
+
+class EventSource(InstanceChild):
+    """The reader child, seen from the parent: start(), then lines() as they come, close() (which
+    also removes the instance if the child could not)."""
+
+    def __init__(self, reasons: list[str] | None = None):
+        reasons = list(reasons or [])
+        super().__init__(lambda ctl, rep, name: _reader_main(ctl, rep, name, reasons))
+        self.notes: list[str] = []
+
+    def start(self, timeout: float = 5.0) -> "EventSource":
+        """Fork the reader and wait until its events are enabled; OSError when it could not."""
+        self.child.start()
+        first = self.child.recv(time.monotonic() + timeout)
+        if not first or not first.get("ready"):
+            why = (first or {}).get("error", "the event reader did not start")
+            raise OSError(errno.EIO, f"cannot read the kernel's events through tracefs: {why}")
+        self.notes = first.get("notes", [])
+        return self
+
+    def lines(self, deadline: float) -> list[dict]:
+        """Every aggregated event the child has sent by `deadline` (at least one unless it passed)."""
+        out = []
+        ev = self.child.recv(deadline)
+        while ev is not None:
+            if "error" in ev:
+                raise OSError(errno.EIO, f"the event reader failed: {ev['error']}")
+            out.append(ev)
+            ev = self.child.recv(time.monotonic())  # only what is already here
+        return out
+
+    @property
+    def ended(self) -> bool:
+        return self.child.eof

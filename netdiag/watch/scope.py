@@ -1,0 +1,100 @@
+"""Which namespaces `watch` watches, and who an address belongs to.
+
+The kernel's TCP events carry addresses, not namespaces: an event is kept when one of its
+addresses is on an interface of a watched namespace (`--ns`, `--container`, `--network`); with no
+filter every event is kept. Each address is attributed to the namespace that has it (a container
+before the host, as `trace` resolves an address), named as the user names it: the container's
+name, `ns:NAME`, `host` or `pid:N`; that name is also what a diagnosis starts from. Where several
+namespaces have the address (labs on one machine), the one a veth joins to this host is taken."""
+from __future__ import annotations
+
+from runtime.errors import InvalidArgument
+
+from ..snapshot_model import Model, ns_path
+
+
+def target_of(meta: dict) -> str:
+    """How `trace` would name this namespace (a diagnosis's SRC)."""
+    if meta["kind"] == "host":
+        return "host"
+    if meta["kind"] == "container" and meta.get("name"):
+        return meta["name"]
+    if meta.get("netns_names"):
+        return f"ns:{meta['netns_names'][0]}"
+    return f"pid:{meta['pids'][0]}" if meta.get("pids") else meta["id"]
+
+
+def _network_members(model: Model, network: str) -> list[str]:
+    names = [c["name"] for c in model.containers() if network in (c.get("networks") or {})]
+    if not names:
+        known = sorted({n for c in model.containers() for n in (c.get("networks") or {})})
+        raise InvalidArgument(f"No running container on network {network!r}", "watch --network follows the "
+                              "network's containers" + (f"; containers are on {', '.join(known)}" if known else ""),
+                              "list networks with 'netdiag network ls'")
+    return names
+
+
+class Scope:
+    """The watched namespaces of a model (all when `targets` is empty) and the owners of addresses."""
+
+    def __init__(self, model: Model, namespaces=(), containers=(), networks=()):
+        self.model = model
+        targets = [f"ns:{n}" for n in namespaces] + list(containers)
+        for net in networks:
+            targets += _network_members(model, net)
+        self.filtered = bool(targets)
+        self.watched: dict[str, str] = {}  # address -> target of the watched namespace that has it
+        self.paths: dict[str, str] = {}  # address -> a path to enter that namespace by
+        for target in targets:
+            ns = model.resolve(target)  # raises UnknownTarget (exit 2) for a name that names nothing
+            meta = model.namespaces.meta(ns["id"])
+            for a in ns["addresses"]:  # IPv4, as the events are
+                ip = a.get("local") or a["address"]
+                if not ip.startswith("127."):
+                    self.watched[ip] = target_of(meta)
+                    self.paths[ip] = ns_path(meta)
+        self._owners: dict[str, dict] = {}
+
+    def _beside_host(self, ns_id: str) -> bool:
+        """Whether a veth joins this namespace to the host's (where netdiag runs): of two namespaces
+        with one address (labs on one machine, each with its own "outside"), the one this host reaches."""
+        ns = self.model.namespaces.get(ns_id)
+        host = self.model.snap["host"]
+        return ns is not None and any((link.get("peer") or {}).get("ns") == host for link in ns["links"])
+
+    def keeps(self, src: str, dst: str) -> bool:
+        return not self.filtered or src in self.watched or dst in self.watched
+
+    def confirms(self, ev: dict) -> bool:
+        """Whether a new flow's first event is a watched namespace's own. Another namespace may have
+        the same address (labs on one machine, pods of two nodes): an unanswered connect from a
+        watched address counts only if that namespace has the socket, still waiting (SYN_SENT). A
+        reset leaves no socket to ask, and a connect to a watched namespace comes from elsewhere:
+        those are taken by their address."""
+        path = self.paths.get(ev["src"]) if self.filtered and ev["kind"] == "unanswered" else None
+        if path is None:
+            return True
+        from runtime.kernel import sockdiag
+        from runtime.kernel.ns import netns
+
+        try:
+            with netns(path):
+                waiting = sockdiag.connecting()
+        except OSError:
+            return True  # the namespace is gone or cannot be entered: the address is all there is
+        return (ev["src"], ev["sport"], ev["dst"], ev["dport"]) in waiting
+
+    def endpoint(self, ip: str) -> dict:
+        """{"ip", "label", "target"}: the namespace that has `ip` (target None: nobody seen here)."""
+        if ip not in self._owners:
+            if ip in self.watched:
+                target = self.watched[ip]
+                meta = self.model.namespaces.meta(self.model.resolve(target)["id"])
+            else:
+                owners = self.model.owners_of(ip)
+                if len(owners) > 1:
+                    owners.sort(key=lambda i: (not self._beside_host(i), self.model.namespaces.meta(i)["kind"] != "container"))
+                meta = self.model.namespaces.meta(owners[0]) if owners else None
+                target = target_of(meta) if meta else None
+            self._owners[ip] = {"ip": ip, "label": target or ip, "target": target}
+        return self._owners[ip]

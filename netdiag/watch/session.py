@@ -1,0 +1,136 @@
+"""The watch loop: the kernel's events in, filtered to the watched namespaces, grouped into flows,
+each new flow handed to the diagnoser, everything shown by the view. Ends at `duration`, or on
+Ctrl-C / SIGTERM (KeyboardInterrupt here): the reader child removes its tracefs instance, a
+diagnosis under way finishes (its probe cleans up after itself), then the flows are shown once more."""
+from __future__ import annotations
+
+import time
+
+from .diagnoser import Diagnoser
+from .events import EventSource
+from .flows import DropCounts, Flows, RateLimit, wall
+from .scope import Scope
+
+TICK = 0.25  # the loop's pace: the view's refresh and the diagnoses' pick-up
+DROP_PERIOD = 1.0  # drops are reported summed over this period
+EVENT_LINES = 20  # event lines a second at most (the counts stay exact)
+FINAL_GRACE = 15.0  # at --for's end, how long pending diagnoses may still take
+
+
+class Session:
+    def __init__(self, scope: Scope, view, *, reasons=(), diagnose: bool = True, probe_timeout: float | None = None, metrics=None):
+        self.scope, self.view, self.metrics = scope, view, metrics
+        self.source = EventSource(list(reasons))
+        self.diagnoser = (Diagnoser(probe_timeout) if probe_timeout else Diagnoser()) if diagnose else None
+        self.flows, self.drops, self.limit = Flows(), DropCounts(), RateLimit(EVENT_LINES)
+        self.events = self.lost = self.undiagnosed = self.elsewhere = 0
+        self.causes: dict[str, int] = {}
+
+    def run(self, duration: float | None = None) -> dict:
+        started = time.monotonic()
+        end = started + duration if duration else float("inf")
+        interrupted = False
+        try:
+            self.source.start()  # forked before the diagnoser's thread exists
+            self.view.started({"watching": sorted(set(self.scope.watched.values())), "for": duration,
+                               "notes": self.source.notes, "instance": self.source.name})
+            if self.diagnoser:
+                self.diagnoser.start()
+            next_drops = time.monotonic() + DROP_PERIOD
+            while time.monotonic() < end:
+                for ev in self.source.lines(min(end, time.monotonic() + TICK)):
+                    self._event(ev)
+                if self.source.ended:
+                    raise OSError("the event reader ended early")
+                self._diagnosed()
+                if time.monotonic() >= next_drops:
+                    next_drops = time.monotonic() + DROP_PERIOD
+                    for d in self.drops.drain():
+                        self.view.drops(d)
+                self.view.tick(self.flows)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            self.source.close()
+            if self.diagnoser:
+                if not interrupted:  # --for ended: the flows seen last get their diagnosis too
+                    self._wait_diagnoses(time.monotonic() + FINAL_GRACE)
+                self.diagnoser.stop()
+                self._diagnosed()
+            self.view.tick(self.flows)
+            self.view.close()
+        for d in self.drops.drain():
+            self.view.drops(d)
+        for flow in self.flows.by_impact():
+            self.view.flow(flow, final=True)
+        summary = {"type": "end", "seconds": round(time.monotonic() - started, 2), "interrupted": interrupted,
+                   "flows": len(self.flows), "events": sum(f.count for f in self.flows.by_key.values()),
+                   "event_lines_suppressed": self.limit.suppressed, "lost": self.lost,
+                   "drops": dict(self.drops.total), "diagnoses": dict(self.causes), "undiagnosed": self.undiagnosed,
+                   "elsewhere": self.elsewhere}
+        self.view.end(summary)
+        return summary
+
+    def _wait_diagnoses(self, deadline: float) -> None:
+        while self.diagnoser.busy() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def _event(self, ev: dict) -> None:
+        kind = ev["kind"]
+        if kind == "lost":
+            self.lost += ev["count"]
+            return
+        if kind == "drop":
+            self.drops.add(ev)
+            if self.metrics:
+                self.metrics.drop(ev["reason"], ev["count"])
+            return
+        if not self.scope.keeps(ev["src"], ev["dst"]):
+            return
+        if kind == "established":
+            for flow in self.flows.recovered(ev):
+                self.view.flow(flow)
+            return
+        known = self.flows.get(ev)
+        if known is None and not self.scope.confirms(ev):
+            self.elsewhere += ev["count"]  # a namespace not watched that has the same address
+            return
+        if known is not None and self.diagnoser and known.id in self.diagnoser.probing and ev["sport"] not in known.sports:
+            known.held.append(ev)  # a new source port while our probe runs: maybe the probe's own
+            return
+        src, dst = self.scope.endpoint(ev["src"]), self.scope.endpoint(ev["dst"])
+        added = self.flows.add(ev, src, dst)
+        if added is None:
+            return  # our own probe's
+        flow, new = added
+        if self.metrics:
+            self.metrics.connect(kind, src["label"], dst["label"], ev["dport"], ev["count"])
+        if new:
+            self.view.flow(flow)
+        if self.limit.allow():
+            self.view.event({"type": "event", "time": round(wall(ev["ts"]), 3), "kind": kind, "proto": "tcp",
+                             "count": ev["count"], "flow": flow.id,
+                             "src": {"ip": ev["src"], "port": ev["sport"], "label": src["label"]},
+                             "dst": {"ip": ev["dst"], "port": ev["dport"], "label": dst["label"]}})
+        if new and self.diagnoser and src["target"]:
+            flow.diagnosing = self.diagnoser.submit(flow.id, src["target"], ev["dst"], "tcp", ev["dport"])
+            self.undiagnosed += not flow.diagnosing
+
+    def _diagnosed(self) -> None:
+        if not self.diagnoser:
+            return
+        by_id = {f.id: f for f in self.flows.by_key.values()}
+        for flow_id, brief, sport in self.diagnoser.done():
+            flow = by_id[flow_id]
+            flow.diagnosis, flow.diagnosing = brief, False
+            self.diagnoser.probing.discard(flow_id)
+            if sport:
+                self.flows.ignore_probe(flow.src["ip"], sport)
+            held, flow.held = flow.held, []
+            for ev in held:  # counted now, but for the probe's
+                self._event(ev)
+            key = brief["cause"] or brief["verdict"]
+            self.causes[key] = self.causes.get(key, 0) + 1
+            if self.metrics:
+                self.metrics.diagnosis(key)
+            self.view.diagnosis({"type": "diagnosis", "flow": flow_id, **brief, "probe_sport": sport})

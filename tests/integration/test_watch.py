@@ -1,0 +1,263 @@
+"""`netdiag watch` in one lab (shared by the module's tests: the suite's time budget): a client
+container on a network with a subnet no other test uses, connecting to the outside namespace
+through the lab host: to a server that answers (port 80), to a port nothing listens on (81,
+refused), and to a port a rule in the lab host's forward hook drops (82, unanswered). watch must
+see exactly the two failing flows, attribute them to the client and the outside namespace, name
+each cause, print only what its schema documents, count them on its metrics endpoint (scraped
+and parsed inside the lab), and leave nothing behind: no tracefs
+instance, no child, also when it is stopped by SIGTERM."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jsonschema
+import pytest
+
+from netdiag.probe.live import list_instances
+from netdiag.worlds.host import OUTSIDE_IP
+from tests.labkit import World, fds_left, open_fds, wait_for
+from tests.unit.test_schemas import schema
+
+pytestmark = pytest.mark.integration
+WATCH_SCHEMA = schema("watch")
+SUBNET, OPEN, REFUSED, DROPPED, TWIN, METRICS = "10.247.31.0/24", 80, 81, 82, 84, 9464
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("watch")
+    w = World(state_dir=tmp / "ndroot")
+    w.create()
+    try:
+        w.ok("network", "create", "--subnet", SUBNET, "wnet")
+        w.ok("run", "-d", "--name", "client", "--network", "wnet", "busybox", "sleep", "600")
+        w.outside_server(tmp, port=OPEN)
+        w.outside_server(tmp, port=DROPPED)  # served, so the printed fix (delete the rule) is the whole fix
+        rules = ("table inet wtest { chain forward_filter { type filter hook forward priority 0; policy accept; "
+                 f"ip daddr {OUTSIDE_IP} tcp dport {DROPPED} drop; }}; }}")
+        p = w.run_in(None, ["nft", "-f", "-"], input=rules, capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        w.twin = make_twin(f"{w.name}-twin", w.inspect("client")["NetworkSettings"]["Networks"]["wnet"]["IPAddress"])
+        yield w
+    finally:
+        subprocess.run(["ip", "netns", "del", f"{w.name}-twin"], capture_output=True)
+        w.destroy()
+    assert not w.leaks(), f"left behind: {w.leaks()}"
+    assert not os.path.exists(f"/run/netns/{w.name}-twin")
+
+
+def make_twin(name: str, ip: str) -> str:
+    """A namespace with the client's own address (as another lab's container may have): its
+    connects go nowhere (no one answers ARP) and are retransmitted like the client's."""
+    def sh(*argv):
+        subprocess.run(["ip", "-n", name, *argv], check=True, capture_output=True)
+
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+    sh("link", "add", "t0", "type", "veth", "peer", "name", "t1")
+    sh("addr", "add", f"{ip}/24", "dev", "t0")
+    for dev in ("t0", "t1"):
+        sh("link", "set", dev, "up")
+    sh("route", "add", "default", "dev", "t0")
+    return f"/run/netns/{name}"
+
+
+def twin_connect(lab, port: int):
+    """A connect from the twin, left waiting (close it after)."""
+    import socket
+
+    from runtime.kernel.ns import netns
+
+    with netns(lab.twin):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    try:
+        s.connect((OUTSIDE_IP, port))
+    except BlockingIOError:
+        pass
+    return s
+
+
+def start_watch(lab, *args):
+    return subprocess.Popen([sys.executable, "-m", "netdiag", "watch", "--json", *args], env=lab.env,
+                            preexec_fn=lab.enter(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def read_start(proc) -> dict:
+    first = json.loads(proc.stdout.readline() or "{}")
+    assert first.get("type") == "start", (first, proc.stderr.read() if proc.poll() is not None else "")
+    return first
+
+
+def connect(lab, port: int, seconds: int = 3) -> subprocess.CompletedProcess:
+    return lab.run("exec", "client", "timeout", str(seconds), "wget", "-q", "-O", "-", f"http://{OUTSIDE_IP}:{port}/", timeout=20)
+
+
+def own_instances(pid: int) -> list[str]:
+    return [n for n in list_instances() if n.startswith(f"netdiag-{pid}-")]
+
+
+def scrape(lab) -> dict:
+    """The metrics endpoint, scraped inside the lab (where watch bound it) and parsed."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    p = lab.run_in(None, ["timeout", "3", "busybox", "wget", "-q", "-O", "-", f"http://127.0.0.1:{METRICS}/metrics"],
+                   capture_output=True, text=True, timeout=10)
+    assert p.returncode == 0, p.stderr
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(p.stdout) for s in fam.samples}
+
+
+class Lines:
+    """watch's JSON lines as they come (a thread reads them), for a test that acts on what it saw."""
+
+    def __init__(self, proc):
+        import threading
+
+        self.seen: list[dict] = []
+        self.thread = threading.Thread(target=lambda: self.seen.extend(json.loads(x) for x in proc.stdout), daemon=True)
+        self.thread.start()
+
+    def find(self, pred) -> dict | None:
+        return next((x for x in list(self.seen) if pred(x)), None)
+
+
+def apply_fix(lab, command: str) -> None:
+    """Run the fix watch printed, as root on the lab host (as test_trace applies trace's)."""
+    env = {**lab.env, "PATH": os.path.dirname(sys.executable) + os.pathsep + lab.env.get("PATH", "")}
+    p = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=env, timeout=60, preexec_fn=lab.enter())
+    assert p.returncode == 0, (command, p.stderr)
+
+
+def test_watch_sees_attributes_and_diagnoses_only_the_failing_flows(lab):
+    proc = start_watch(lab, "--container", "client", "--for", "12", "--metrics", f"127.0.0.1:{METRICS}")
+    try:
+        start = read_start(proc)
+        lines = Lines(proc)
+        assert own_instances(proc.pid) == [start["instance"]]
+        twin = twin_connect(lab, TWIN)  # the client's address, another namespace: not the client's flow
+        assert connect(lab, OPEN).returncode == 0
+        assert connect(lab, REFUSED).returncode != 0
+        assert connect(lab, DROPPED, seconds=4).returncode != 0  # the SYN's retransmits at 1 s and 3 s: grouped
+        flow_of = {}
+        assert wait_for(lambda: flow_of.update(lines.find(lambda x: x["type"] == "flow" and x["dst"]["port"] == DROPPED) or {})
+                        or lines.find(lambda x: x["type"] == "diagnosis" and x["flow"] == flow_of.get("id")), timeout=10)
+        firewall = ("netdiag_watch_diagnoses_total", (("cause", "FIREWALL_DROP"),))
+        metrics = scrape(lab)
+        fix = lines.find(lambda x: x["type"] == "diagnosis" and x["flow"] == flow_of["id"])["fix_command"]
+        apply_fix(lab, fix)  # the printed fix, applied: the next connect completes and the flow is marked recovered
+        assert connect(lab, DROPPED).returncode == 0
+        twin.close()
+        proc.wait(timeout=60)  # the reader thread has stdout; stderr is short
+        lines.thread.join(5)
+        err = proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, err
+    lines = [start] + lines.seen
+    for obj in lines:
+        jsonschema.validate(obj, WATCH_SCHEMA)
+    flows = {f["dst"]["port"]: f for f in lines if f["type"] == "flow" and f["final"]}
+    assert sorted(flows) == [REFUSED, DROPPED], flows  # the answered connect is no flow
+    refused, dropped = flows[REFUSED], flows[DROPPED]
+    assert (refused["kind"], dropped["kind"]) == ("reset", "unanswered")
+    for f in (refused, dropped):
+        assert f["src"]["label"] == "client" and f["src"]["ip"].startswith("10.247.31.")
+        assert f["dst"]["ip"] == OUTSIDE_IP and f["dst"]["label"] == f"ns:{lab.outside}"
+    assert dropped["count"] >= 2 and dropped["last_seen"] > dropped["first_seen"]  # SYN retransmits, grouped
+    assert dropped["recovered"] > dropped["last_seen"] and refused["recovered"] is None
+    causes = {d["flow"]: d for d in lines if d["type"] == "diagnosis"}
+    assert causes[refused["id"]]["cause"] == "NO_LISTENER", causes
+    blocked = causes[dropped["id"]]
+    assert blocked["cause"] == "FIREWALL_DROP" and blocked["fix_checked"] is True, blocked
+    assert blocked["hop"]["label"] == "host" and blocked["hop"]["direction"] == "forward", blocked
+    assert "wtest" in blocked["fix_command"], blocked
+    probe = blocked["probe_sport"]  # the diagnosis's own SYN is dropped too: never counted as the client's
+    assert probe and not any(e["type"] == "event" and e["src"]["port"] == probe for e in lines), probe
+    assert any(d["type"] == "drops" and d["reason"] == "NETFILTER_DROP" for d in lines)
+    end = lines[-1]
+    assert end["type"] == "end" and end["flows"] == 2 and not end["interrupted"] and end["elsewhere"] >= 1
+    refused_key = ("netdiag_watch_failed_connects_total",
+                   (("dst", f"ns:{lab.outside}"), ("kind", "reset"), ("port", str(REFUSED)), ("src", "client")))
+    assert metrics[refused_key] == refused["count"], metrics
+    assert metrics[firewall] == 1 and metrics[("netdiag_watch_diagnoses_total", (("cause", "NO_LISTENER"),))] == 1
+    assert metrics[("netdiag_watch_drops_total", (("reason", "NETFILTER_DROP"),))] >= 1
+    assert own_instances(proc.pid) == []
+
+
+def test_sigterm_ends_watch_and_leaves_nothing(lab):
+    proc = start_watch(lab, "--network", "wnet", "--ns", lab.outside, "--no-diagnose")
+    try:
+        start = read_start(proc)
+        assert start["watching"] == ["client", f"ns:{lab.outside}"]
+        assert connect(lab, REFUSED).returncode != 0
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, err
+    lines = [json.loads(x) for x in out.splitlines()]
+    assert [f["dst"]["port"] for f in lines if f["type"] == "flow" and f["final"]] == [REFUSED]
+    assert not any(x["type"] == "diagnosis" for x in lines)
+    assert lines[-1]["type"] == "end" and lines[-1]["interrupted"] is True
+    assert own_instances(proc.pid) == []
+    assert not os.path.exists(f"/proc/{proc.pid}")
+
+
+def _children() -> list[int]:
+    out = []
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/children") as f:
+            out += [int(x) for x in f.read().split()]
+    return out
+
+
+def test_ctrl_c_while_reading_leaves_no_instance_child_or_fd():
+    """In-process, as test_live_probe checks a probe: ^C lands while the loop waits for events."""
+    import gc
+    import threading
+
+    from netdiag.watch.events import EventSource
+
+    fds = open_fds()  # as test_live_probe's `clean` fixture checks a probe
+    children = set(_children())  # the module's lab has its servers
+    source = EventSource()
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            source.start()
+            assert own_instances(os.getpid()) == [source.name]
+            timer.start()
+            while True:
+                source.lines(time.monotonic() + 0.25)
+        finally:
+            source.close()
+    timer.join()
+    gc.collect()
+    assert set(_children()) - children == set() and own_instances(os.getpid()) == []
+    assert fds_left(fds) == {}, "a pipe of the reader was left open"
+
+
+def test_sigkill_of_watch_still_removes_its_instance(lab):
+    """No finally runs in a killed watch: its reader, told by the kernel (PR_SET_PDEATHSIG), removes
+    the instance itself."""
+    proc = start_watch(lab, "--no-diagnose")
+    try:
+        read_start(proc)
+        proc.kill()
+        proc.wait()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert wait_for(lambda: own_instances(proc.pid) == [], timeout=5), own_instances(proc.pid)
+
+
+def test_bad_input_exits_2_before_anything_starts(lab):
+    for args, said in ((["--for", "soon"], "Invalid --for duration"), (["--reason", "BOGUS"], "no drop reason BOGUS"),
+                       (["--container", "nosuch"], "No such target: nosuch"), (["--metrics", "9464"], "Invalid --metrics address"), (["--network", "nonet"], "on network 'nonet'")):
+        p = lab.run("watch", *args, timeout=30)
+        assert p.returncode == 2 and said in p.stderr and "Traceback" not in p.stderr, (args, p.stderr)
