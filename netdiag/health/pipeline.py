@@ -22,7 +22,7 @@ from runtime.errors import InvalidArgument, NetdiagError, NotFound, PermissionDe
 
 from ..probe.handshakes import burst
 from ..reason import fixes
-from ..reason.fixes import in_ns, recreate
+from ..reason.fixes import in_ns, owner_cli, recreate
 from ..reason.result import Diagnosis, FixClaim, Hop
 from . import classify, fix_proofs, resolve
 from .lb_probe import LbProbe
@@ -329,7 +329,7 @@ def dns_hint(model, src: Source, name: str) -> dict:
     detail = f"{name} is a {target.get('runtime') or ''} container ({where})".replace("  ", " ")
     mine = set((src.container or {}).get("networks") or {})
     user_nets = [k for k in nets if k not in ("bridge", "host", "none")]
-    cli = "docker" if (src.container or {}).get("runtime") == "docker" else "netdiag"
+    cli = owner_cli((src.container or {}).get("runtime"))
     if src.container is None:
         return {"detail": detail + f", but {src.label} is no container: it resolves through {src.files.where}",
                 "fix": f"use the address ({where}), or add the name to {src.files.hosts} (manual: {src.label} is on no "

@@ -23,7 +23,7 @@ from dataclasses import replace
 
 from ..rulesets.iptables_nft import ruleset_for
 from . import firewalld, fixes
-from .fixes import Fix
+from .fixes import Fix, owner_cli
 from .stop import Stop
 
 _IFACE_KEYS = {"iifname", "oifname", "iif", "oif"}
@@ -161,7 +161,7 @@ def _in_subnet(ip: str, net: dict) -> bool:
 
 
 def _cli(net: dict) -> str:
-    return "docker" if net.get("runtime") == "docker" else "netdiag"
+    return owner_cli(net.get("runtime"))
 
 
 def explain_drop(model, ns: dict, hook: str, pkt, step, src_ns: dict | None = None) -> Stop:

@@ -35,6 +35,15 @@ class Fix:
         return head + "".join(f"; or: {a}" for a in self.alternatives)
 
 
+# the CLI of the engine that manages a runtime's containers and networks: a fix at the owner's level
+OWNER_CLIS = {"docker": "docker", "podman": "podman"}
+
+
+def owner_cli(runtime: str | None) -> str:
+    """`docker`, `podman` or `netdiag`: the command a user runs for what that runtime manages."""
+    return OWNER_CLIS.get(runtime or "", "netdiag")
+
+
 NO_IMAGE = "manual: the model does not know the container's image, so no command is given"
 
 
@@ -46,7 +55,7 @@ def recreate(c: dict, *extra: str, network: str | None = None) -> str:
     which only its compose file may change (`no_command` says why)."""
     if not can_recreate(c):
         return ""
-    cli = "docker" if c.get("runtime") == "docker" else "netdiag"
+    cli = owner_cli(c.get("runtime"))
     mode = network or c.get("network_mode") or "bridge"
     args = [cli, "run", "-d", "--name", c["name"]]
     if mode not in ("bridge", "default"):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .dockerd import make_busybox_rootfs
 from .host import Lab
-from .leftovers import Tracked, mounts_under
+from .leftovers import NETNS_DIR, Tracked, mounts_under
 
 IMAGE = "localhost/bbox"  # the busybox image every Podman world has (podman import names it so)
 # Podman's host paths, each made private to the world: bound from the work directory (kept
@@ -69,10 +69,13 @@ def find_podman() -> str | None:
     return tools.find("podman")
 
 
-def _private_mounts(work: Path) -> None:
-    """In a fresh mount namespace (the keeper's, before it execs): Podman's host paths private."""
+def _private_mounts(work: Path, netns_names: tuple[str, ...]) -> None:
+    """In a fresh mount namespace (the keeper's, before it execs): Podman's host paths private. The
+    world's own named namespaces (`netns_names`) stay visible under the private /run/netns, so
+    `ns:NAME` names them there as on the machine."""
     from runtime.kernel.syscalls import CLONE_NEWNS, MS_BIND, MS_PRIVATE, MS_RDONLY, MS_REC, mount, unshare
 
+    kept = {name: os.open(f"{NETNS_DIR}/{name}", os.O_RDONLY | os.O_CLOEXEC) for name in netns_names}
     unshare(CLONE_NEWNS)
     mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing mounted here shows in the machine's namespace
     for path, sub in BOUND.items():
@@ -81,6 +84,10 @@ def _private_mounts(work: Path) -> None:
     for path in TMPFS:
         os.makedirs(path, exist_ok=True)
         mount("tmpfs", path, "tmpfs", 0, "mode=1777" if path in ("/dev/shm", "/var/tmp") else "mode=0755")
+    for name, fd in kept.items():
+        open(f"{NETNS_DIR}/{name}", "x").close()
+        mount(f"/proc/self/fd/{fd}", f"{NETNS_DIR}/{name}", None, MS_BIND)
+        os.close(fd)
     for path in HIDDEN:
         if os.path.isdir(path):
             mount("tmpfs", path, "tmpfs", MS_RDONLY, "mode=0555")
@@ -120,7 +127,7 @@ class PodmanLab(Lab):
 
         def keeper_setup() -> None:
             enter_lab()
-            _private_mounts(work)
+            _private_mounts(work, (self.name, self.outside))
 
         self.keeper = subprocess.Popen([sys.executable, "-I", "-S", "-c", KEEPER_CODE, str(self.work)],
                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
