@@ -53,6 +53,7 @@ def container_from_inspect(d: dict) -> dict:
     return {
         "runtime": "podman", "id": d["Id"], "name": d["Name"], "image": d.get("ImageName") or config.get("Image", ""),
         "pid": (d.get("State") or {}).get("Pid") or 0,
+        "monitor_pid": (d.get("State") or {}).get("ConmonPid") or 0,  # conmon: it holds the published ports
         "command": [d["Path"], *(d.get("Args") or [])] if d.get("Path") else [],
         "entrypoint": [entrypoint] if isinstance(entrypoint, str) and entrypoint else list(entrypoint or []),
         "state": (d.get("State") or {}).get("Status", ""),

@@ -60,7 +60,7 @@ def recreate(c: dict, *extra: str, network: str | None = None) -> str:
     args = [cli, "run", "-d", "--name", c["name"]]
     if mode not in ("bridge", "default"):
         args += ["--network", mode]
-    for flag in dict.fromkeys(_publish_flag(p) for p in c.get("ports", [])):  # Docker lists 0.0.0.0 and :: alike
+    for flag in dict.fromkeys(publish_flag(p) for p in c.get("ports", [])):  # Docker lists 0.0.0.0 and :: alike
         args += ["-p", flag]
     command = list(c.get("command") or [])
     if c.get("entrypoint") and command:  # the command starts with the image's entrypoint: say so, or it runs twice
@@ -89,7 +89,7 @@ def no_command(c: dict | None) -> str:
             "that service only); a container recreated by hand would leave the stack, so no command is given")
 
 
-def _publish_flag(p: dict) -> str:
+def publish_flag(p: dict) -> str:
     """`-p`'s value for a published port as the model records it (a range where it is one)."""
     host = f"{p['host_ip']}:" if p.get("host_ip") not in ("", "0.0.0.0", "::", None) else ""
     hp, he = p["host_port"], p.get("host_end") or p["host_port"]
