@@ -190,7 +190,9 @@ class Model:
         if not hits:
             hits = self._compose_service(ref)
         if len(hits) > 1:
-            raise NetdiagError(f"{ref!r} matches {len(hits)} containers", "", "give more of the id, or the name")
+            engines = sorted({c.get("runtime") or "netdiag" for c in hits})
+            raise NetdiagError(f"{ref!r} matches {len(hits)} containers", "", "name it with its engine: " + ", ".join(
+                f"{e}:{ref}" for e in engines) if len(engines) == len(hits) else "give more of the id, or the name")
         return hits[0] if hits else None
 
     def _engine_container(self, engine: str, ref: str) -> dict | None:
