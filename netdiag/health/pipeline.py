@@ -38,7 +38,11 @@ def container_of(model, ns: dict) -> dict | None:
 
 
 def find_container(model, ref: str) -> dict | None:
-    """A container by name, id or unique id prefix (like Docker), or None."""
+    """A container by name, id or unique id prefix (like Docker), or None; `podman:web` names one engine's."""
+    from netdiag.snapshot_model import ENGINES
+
+    if ref.partition(":")[0] in ENGINES:
+        return model.container(ref)
     ref = ref.lstrip("/")
     hits = [c for c in model.containers() if ref in (c["name"], c["id"])]
     if not hits and len(ref) >= 3 and all(ch in "0123456789abcdef" for ch in ref):

@@ -46,6 +46,14 @@ def containers(podman: str) -> list[dict]:
     return [container_from_inspect(d) for d in (_podman_json(podman, "inspect", "--type", "container", *ids) if ids else [])]
 
 
+def inspect(cid: str) -> dict:
+    """`podman inspect` of one container (explain reads its health check from it)."""
+    podman = podman_here()
+    if podman is None:
+        raise OSError("no Podman container runs on this host (no conmon in this network and mount namespace)")
+    return _podman_json(podman, "inspect", "--type", "container", cid)[0]
+
+
 def container_from_inspect(d: dict) -> dict:
     """One `podman inspect` record as the model's container (docker_api's shape)."""
     settings, config, host = d.get("NetworkSettings") or {}, d.get("Config") or {}, d.get("HostConfig") or {}

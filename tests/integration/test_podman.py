@@ -39,6 +39,8 @@ def world(tmp_path_factory):
         lab.podman("network", "create", "--subnet", "10.89.7.0/24", "appnet")
         lab.podman("run", "-d", "--name", "web", "--network", "appnet", "-p", "8080:80", lab.image, "sh", "-c", PAGE)
         lab.podman("run", "-d", "--name", "cli", "--network", "appnet", lab.image, "sleep", "600")
+        lab.podman("run", "-d", "--name", "sick", "--network", "appnet", "--health-cmd", "wget -qO- http://127.0.0.1:81/",
+                   "--health-interval", "1h", lab.image, "httpd", "-f", "-p", "80")
         for net, subnet in (("isoa", "10.89.8.0/24"), ("isob", "10.89.9.0/24")):
             lab.podman("network", "create", "-o", "isolate=true", "--subnet", subnet, net)
             lab.podman("run", "-d", "--name", f"in-{net}", "--network", net, lab.image, "sh", "-c", PAGE)
@@ -139,3 +141,20 @@ def test_flushed_hostport_dnat_is_port_not_published_with_podmans_fix(world):
     assert after["verdict"] == "delivered", after["summary"]
     got = world.outside_run("timeout", "5", "wget", "-qO-", f"http://{HOST_IP}:8080/")
     assert got.stdout.strip() == "hello-podman"
+
+
+def test_health_from_a_podman_container_resolves_through_aardvark_dns(world):
+    """`web` is resolved the way cli resolves it: the network's DNS server (aardvark-dns)."""
+    p = world.netdiag("health", "http://web/", "--from", "podman:cli", "--json")
+    res = _json(p)
+    assert (p.returncode, res["healthy"], res["status"]) == (0, True, 200), res["summary"]
+
+
+def test_explain_a_podman_containers_failing_health_check(world):
+    """Podman's health check (run once by hand: without systemd nothing schedules it) is read from
+    `podman inspect` and re-run from the container: nothing listens on the port it asks."""
+    world.podman("healthcheck", "run", "sick", check=False)
+    p = world.netdiag("explain", "podman:sick", "--json")
+    res = _json(p)
+    assert (res["runtime"], res["failing_streak"]) == ("podman", 1), res
+    assert res["health"]["cause"] == "NO_LISTENER", res["health"]["summary"]
