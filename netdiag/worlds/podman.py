@@ -14,10 +14,15 @@ keeper's mount namespace goes, every mount in it goes too: the machine keeps not
     lab.netdiag("inspect", "--net", "podman:web")
     lab.destroy()                     # containers, conmon, aardvark-dns, keeper, mounts, lab
 
+`PodmanHost` is the Podman part alone, for a lab made elsewhere (a scenario's): found again from
+any process by its work directory (on the keeper's command line, with what the machine had before
+it started in `host.json`), so a `scenario stop` in another process removes it.
+
 Root here lacks CAP_SYS_RESOURCE: Podman's default ulimits fail, so containers.conf sets lower ones.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -29,7 +34,7 @@ from pathlib import Path
 
 from .dockerd import make_busybox_rootfs
 from .host import Lab
-from .leftovers import NETNS_DIR, Tracked, mounts_under
+from .leftovers import NETNS_DIR, Tracked, mounts_under, pids_mentioning
 
 IMAGE = "localhost/bbox"  # the busybox image every Podman world has (podman import names it so)
 # Podman's host paths, each made private to the world: bound from the work directory (kept
@@ -93,47 +98,44 @@ def _private_mounts(work: Path, netns_names: tuple[str, ...]) -> None:
             mount("tmpfs", path, "tmpfs", MS_RDONLY, "mode=0555")
 
 
-class PodmanLab(Lab):
-    """A host lab running rootful Podman in its own mount namespace; `podman(...)` runs its CLI."""
+class PodmanHost:
+    """Rootful Podman on the host that network namespace `netns` (a name under /run/netns) plays, in
+    a mount namespace of its own held by a keeper process; all its state in `work`. `netns_names`
+    are the world's named namespaces, kept visible (by name) inside the private /run/netns."""
 
-    def __init__(self, name: str | None = None, state_dir: Path | None = None, image: str = IMAGE):
-        super().__init__(name, state_dir)
-        self.image = image
-        self.work: Path | None = None
+    def __init__(self, netns: str, work: Path, netns_names: tuple[str, ...] = (), image: str = IMAGE):
+        self.netns, self.work, self.image = netns, Path(work), image
+        self.netns_names = tuple(dict.fromkeys((netns, *netns_names)))
         self.keeper: subprocess.Popen | None = None
-        self._podman_left: list[str] = []
-        self.created_paths: list[str] = []
 
-    # -- building -------------------------------------------------------------------------------
-    def _build(self) -> None:
-        super()._build()
+    # -- life -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Podman's private paths, the keeper, and the busybox image; RuntimeError without podman."""
         if find_podman() is None:
             raise RuntimeError("podman is not installed (Debian: apt-get install podman netavark aardvark-dns crun; "
                                "scripts/setup does it)")
-        self.work = Path(tempfile.mkdtemp(prefix="ndpod-"))
         etc = self.work / "etc"
         if os.path.isdir("/etc/containers"):  # the host's registries and policy, never its networks
             shutil.copytree("/etc/containers", etc, ignore=shutil.ignore_patterns("networks", "containers.conf", "storage.conf"))
-        etc.mkdir(exist_ok=True)
+        etc.mkdir(parents=True, exist_ok=True)
         (etc / "containers.conf").write_text(CONTAINERS_CONF)
         (etc / "storage.conf").write_text(STORAGE_CONF)
-        (self.work / "storage").mkdir()
+        (self.work / "storage").mkdir(exist_ok=True)
         # bind targets that did not exist are made on the machine (empty dirs): removed again at the end
-        self.created_paths = [p for p in (*BOUND, *TMPFS) if not os.path.exists(p)]
+        created = [p for p in (*BOUND, *TMPFS) if not os.path.exists(p)]
+        (self.work / "host.json").write_text(json.dumps({"netns": self.netns, "created_paths": created}))
         from runtime.kernel.ns import Namespace
 
-        enter_lab = Namespace.named(self.name).preexec()
-        work = self.work
+        enter_lab, work, names = Namespace.named(self.netns).preexec(), self.work, self.netns_names
 
         def keeper_setup() -> None:
             enter_lab()
-            _private_mounts(work, (self.name, self.outside))
+            _private_mounts(work, names)
 
         self.keeper = subprocess.Popen([sys.executable, "-I", "-S", "-c", KEEPER_CODE, str(self.work)],
                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                        start_new_session=True, preexec_fn=keeper_setup)
         self._wait_keeper()
-        self.env = {**self.env, "CONTAINERS_CONF": "/etc/containers/containers.conf"}
         self.import_busybox(self.image)
 
     def _wait_keeper(self) -> None:
@@ -141,7 +143,7 @@ class PodmanLab(Lab):
         mine = os.stat("/proc/self/ns/mnt").st_ino
         while time.monotonic() < deadline:
             if self.keeper.poll() is not None:
-                raise RuntimeError(f"the Podman world's mount-namespace keeper exited {self.keeper.returncode}")
+                raise RuntimeError(f"the Podman host's mount-namespace keeper exited {self.keeper.returncode}")
             try:
                 if os.stat(f"/proc/{self.keeper.pid}/ns/mnt").st_ino != mine and \
                         os.path.exists(f"/proc/{self.keeper.pid}/root/run/libpod"):
@@ -149,14 +151,43 @@ class PodmanLab(Lab):
             except OSError:
                 pass
             time.sleep(0.02)
-        raise RuntimeError("the Podman world's mount-namespace keeper did not start")
+        raise RuntimeError("the Podman host's mount-namespace keeper did not start")
+
+    def keeper_pid(self) -> int | None:
+        """The keeper's pid while it runs: the process we started, or the one whose command line
+        names this work directory (from another process)."""
+        if self.keeper is not None:
+            return self.keeper.pid if self.keeper.poll() is None else None
+        for pid in pids_mentioning(str(self.work)):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if KEEPER_CODE.encode() in argv and str(self.work).encode() in argv:
+                return pid
+        return None
+
+    # -- using it ---------------------------------------------------------------------------------
+    def enter(self):
+        """A preexec_fn that moves a child onto the Podman host: the keeper's network and mount namespaces."""
+        pid = self.keeper_pid()
+        if pid is None:
+            raise RuntimeError(f"the Podman host of {self.netns} is not running")
+        from runtime.kernel.ns import join_process
+
+        return lambda: join_process(pid, ("net", "mnt"))
+
+    def run(self, argv, **kw) -> subprocess.CompletedProcess:
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        return subprocess.run(list(argv), preexec_fn=self.enter(), **kw)
 
     def import_busybox(self, tag: str) -> None:
         rootfs = self.work / "rootfs"
         make_busybox_rootfs(rootfs)
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
         try:
-            p = self.run_in(None, ["podman", "import", "-q", "-", tag], stdin=tar.stdout, env=self.env, timeout=120)
+            p = self.run(["podman", "import", "-q", "-", tag], stdin=tar.stdout, timeout=120)
         finally:
             tar.stdout.close()
             tar.wait()
@@ -164,38 +195,20 @@ class PodmanLab(Lab):
         if tar.returncode != 0 or p.returncode != 0:
             raise RuntimeError(f"podman import failed: {p.stderr.strip()[-400:]}")
 
-    # -- running things in it -------------------------------------------------------------------
-    def enter(self, where: str | None = None):
-        """The world's host is the keeper's network and mount namespaces (Podman's state is there)."""
-        if where not in (None, "host") or self.keeper is None:
-            return super().enter(where)
-        from runtime.kernel.ns import join_process
-
-        pid = self.keeper.pid
-        return lambda: join_process(pid, ("net", "mnt"))
-
-    def podman(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-        """The podman CLI on the world's host; RuntimeError on a failure when `check`."""
-        p = self.run_in(None, ["podman", *args], env=self.env, timeout=timeout)
-        if check and p.returncode != 0:
-            raise RuntimeError(f"podman {' '.join(args)} exited {p.returncode}: {p.stderr.strip()[-600:]}")
-        return p
-
-    # -- tearing down ---------------------------------------------------------------------------
-    def _world_pids(self) -> list[int]:
-        """Every process of the world's Podman: in the keeper's mount namespace (conmon, aardvark-dns,
-        podman), or in a network namespace of the lab's host or of Podman's (the containers)."""
-        pid = self.keeper.pid
+    # -- tearing down -----------------------------------------------------------------------------
+    def _pids(self, keeper: int) -> list[int]:
+        """Every process of this Podman host: in the keeper's mount namespace (conmon, aardvark-dns,
+        podman), or in a network namespace of the host or of Podman's (the containers)."""
         try:
-            mnt = os.stat(f"/proc/{pid}/ns/mnt").st_ino
-            nets = {os.stat(f"/proc/{pid}/ns/net").st_ino}
-            run_netns = Path(f"/proc/{pid}/root/run/netns")
+            mnt = os.stat(f"/proc/{keeper}/ns/mnt").st_ino
+            nets = {os.stat(f"/proc/{keeper}/ns/net").st_ino}
+            run_netns = Path(f"/proc/{keeper}/root/run/netns")
             nets |= {os.stat(p).st_ino for p in run_netns.iterdir()} if run_netns.is_dir() else set()
         except OSError:
             return []
         out = []
         for d in Path("/proc").iterdir():
-            if not d.name.isdigit() or int(d.name) in (pid, os.getpid()):
+            if not d.name.isdigit() or int(d.name) in (keeper, os.getpid()):
                 continue
             try:
                 if os.stat(d / "ns/mnt").st_ino == mnt or os.stat(d / "ns/net").st_ino in nets:
@@ -204,43 +217,76 @@ class PodmanLab(Lab):
                 pass
         return out
 
-    def _remove_podman(self) -> list[str]:
+    def remove(self) -> list[str]:
+        """Containers (netavark removes its rules and bridges), conmon, aardvark-dns, the keeper (its
+        mount namespace and every mount in it go with it), the paths made on the machine, the work
+        directory. Works from any process; returns what could not be removed."""
         left: list[str] = []
-        if self.keeper is None or self.keeper.poll() is not None:
-            return left
-        try:  # the clean way first: netavark removes its rules and bridges, conmon ends
-            self.podman("rm", "-a", "-f", "-t", "0", check=False, timeout=60)
-        except subprocess.TimeoutExpired:
-            left.append("podman rm -af timed out")
-        tracked = Tracked()
-        tracked.add(self._world_pids())
-        tracked.signal_all(signal.SIGKILL)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while tracked.running() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self.keeper.kill()  # its mount namespace, and every mount in it, goes with it
-        self.keeper.wait(5)
-        if tracked.running():
-            left.append(f"processes {sorted(tracked.running())}")
+        keeper = self.keeper_pid()
+        if keeper is not None:
+            try:
+                self.run(["podman", "rm", "-a", "-f", "-t", "0"], timeout=60)
+            except subprocess.TimeoutExpired:
+                left.append("podman rm -af timed out")
+            tracked = Tracked()
+            tracked.add([*self._pids(keeper), keeper])
+            tracked.signal_all(signal.SIGKILL)
+            deadline = time.monotonic() + STOP_TIMEOUT
+            while tracked.running() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self.keeper is not None:
+                self.keeper.wait(5)
+            if tracked.running():
+                left.append(f"processes {sorted(tracked.running())}")
+        try:
+            created = json.loads((self.work / "host.json").read_text()).get("created_paths", [])
+        except (OSError, ValueError):
+            created = []
+        for p in created:
+            if os.path.isdir(p) and not os.listdir(p) and not mounts_under(Path(p)):
+                os.rmdir(p)
+        left += [f"path {p} made for the Podman host" for p in created if os.path.exists(p)]
+        if not mounts_under(self.work):
+            shutil.rmtree(self.work, ignore_errors=True)
+        if self.work.exists():
+            left.append(f"dir {self.work}")
         return left
 
+
+class PodmanLab(Lab):
+    """A host lab that is a rootful Podman host (PodmanHost); `podman(...)` runs its CLI there."""
+
+    def __init__(self, name: str | None = None, state_dir: Path | None = None, image: str = IMAGE):
+        super().__init__(name, state_dir)
+        self.image = image
+        self.engine: PodmanHost | None = None
+        self._podman_left: list[str] = []
+
+    def _build(self) -> None:
+        super()._build()
+        self.engine = PodmanHost(self.name, Path(tempfile.mkdtemp(prefix="ndpod-")), (self.outside,), self.image)
+        self.engine.start()
+
+    def enter(self, where: str | None = None):
+        """The world's host is the keeper's network and mount namespaces (Podman's state is there)."""
+        if where not in (None, "host") or self.engine is None or self.engine.keeper_pid() is None:
+            return super().enter(where)
+        return self.engine.enter()
+
+    def podman(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        """The podman CLI on the world's host; RuntimeError on a failure when `check`."""
+        p = self.run_in(None, ["podman", *args], env=self.env, timeout=timeout)
+        if check and p.returncode != 0:
+            raise RuntimeError(f"podman {' '.join(args)} exited {p.returncode}: {p.stderr.strip()[-600:]}")
+        return p
+
     def destroy(self) -> None:
-        """Podman's processes and the keeper first (they live in the lab's namespace), then the lab."""
+        """Podman first (its containers live in the lab's namespace), then the lab, whatever fails."""
         try:
-            self._podman_left = self._remove_podman()
+            if self.engine is not None:
+                self._podman_left = self.engine.remove()
         finally:
-            try:
-                for p in self.created_paths:
-                    if os.path.isdir(p) and not os.listdir(p) and not mounts_under(Path(p)):
-                        os.rmdir(p)
-                if self.work is not None and not mounts_under(self.work):
-                    shutil.rmtree(self.work, ignore_errors=True)
-            finally:
-                super().destroy()
+            super().destroy()
 
     def _leftovers(self) -> list[str]:
-        out = [f"podman: {x}" for x in self._podman_left]
-        if self.work is not None and self.work.exists():
-            out.append(f"podman: dir {self.work}")
-        out += [f"podman: path {p} made by the world" for p in self.created_paths if os.path.exists(p)]
-        return out + super()._leftovers()
+        return [f"podman: {x}" for x in self._podman_left] + super()._leftovers()
