@@ -110,28 +110,33 @@ class DeliverySteps:
     def reserved_not_forwarded(self, ns: dict, pkt: Packet, s: dict) -> None:
         """The host's listener on a published port is the publishing container's own monitor (Podman's
         conmon holds each published port so nothing else takes it; it never answers): the request
-        reached the host itself, so the runtime's DNAT for the port is missing (flushed). The fix is
-        the owner's: it writes its rules again from its own state."""
+        reached the host itself, so the runtime's DNAT for the port was flushed or is no longer
+        reached (its chain unhooked: then the jump back is the kernel-level alternative). The fix
+        is the owner's: it writes its rules again from its own state."""
         c = next((c for c in self.model.containers() if c.get("monitor_pid") and c["monitor_pid"] == s.get("pid")
                   and any(p["proto"] == pkt.proto and p["host_port"] <= pkt.dport <= (p.get("host_end") or p["host_port"])
                           for p in c.get("ports", []))), None)
         if c is None:
             return
         cli = fixes.owner_cli(c.get("runtime"))
+        orphan = unhooked_dnat_stop(ns, pkt)
+        kernel_level = [orphan.fix.command] if orphan and orphan.fix and orphan.fix.command else []
         raise Stop("blocked", "PORT_NOT_PUBLISHED",
-                   f"{pkt.proto.upper()} port {pkt.dport} is published by {c['name']}, but no rule in {ns['label']} forwards it to the "
-                   f"container any more (its DNAT is gone, e.g. flushed): the connection lands on the port's reservation "
-                   f"socket, held by {c['name']}'s monitor ({s.get('process') or 'pid'} {s['pid']}), which never answers",
+                   f"{pkt.proto.upper()} port {pkt.dport} is published by {c['name']}, but no rule in {ns['label']} forwards it "
+                   "to the container any more (" + ("its DNAT chain is no longer jumped to" if orphan else "its DNAT is gone, "
+                   "e.g. flushed") + "): the connection lands on the port's reservation socket, held by "
+                   f"{c['name']}'s monitor ({s.get('process') or 'pid'} {s['pid']}), which never answers",
                    Fix(f"{cli} network reload {shlex.quote(c['name'])}",
                        advice=f"{cli} writes the firewall rules of {c['name']}'s networks again (its published ports "
                        "included) from its own state; re-running the container with the same -p does it too, but replaces it",
-                       alternatives=[fixes.recreate(c)] if fixes.can_recreate(c) else [],
+                       alternatives=([fixes.recreate(c)] if fixes.can_recreate(c) else []) + kernel_level,
                        why_unchecked=f"the rules are written by {cli}'s network backend from its own state, which the "
                        "model does not hold: applied, the trace shows it"),
                    [{"kind": HELD_PORT, "detail": f"{ns['label']}: {s['proto']} {s['local']}:{s['port']} held by "
                      f"{s.get('process') or 'a process'} (pid {s['pid']}), the monitor of {c.get('runtime')} container {c['name']}"},
                     {"kind": "port", "detail": f"container {c['name']} ({c.get('runtime')}) publishes "
-                     + ", ".join(fixes.publish_flag(p) for p in c["ports"]) + f"; no DNAT in {ns['label']} matches {pkt.dst}:{pkt.dport}"}])
+                     + ", ".join(fixes.publish_flag(p) for p in c["ports"]) + f"; no DNAT in {ns['label']} matches {pkt.dst}:{pkt.dport}"},
+                    *(orphan.evidence if orphan else [])])
 
     def unpublished(self, pkt: Packet) -> None:
         """Nothing on the host has the port: is there a container that serves it but was never

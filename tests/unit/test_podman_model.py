@@ -65,6 +65,9 @@ def test_a_flushed_hostport_dnat_is_port_not_published_with_podmans_fix():
     assert r.summary.startswith("TCP port 8080 is published by web, but no rule in host forwards it")
     assert fix.command == "podman network reload web" and fix.apply is None and fix.why_unchecked
     assert fix.alternatives[0].startswith("podman rm -f web && podman run -d --name web --network appnet -p 8080:80/tcp ")
+    # only the entry chain was flushed: netavark's per-network DNAT chain is still there, unhooked
+    assert "its DNAT chain is no longer jumped to" in r.summary
+    assert fix.alternatives[1].startswith("iptables -t nat -I NETAVARK-HOSTPORT-DNAT -p tcp -m multiport --dports 8080 -j NETAVARK-DN-")
     assert any(e.kind == "port_reservation" and "conmon" in e.detail for e in r.evidence)
 
 
