@@ -191,7 +191,7 @@ class Model:
             hits = self._compose_service(ref)
         if len(hits) > 1:
             engines = sorted({c.get("runtime") or "netdiag" for c in hits})
-            raise NetdiagError(f"{ref!r} matches {len(hits)} containers", "", "name it with its engine: " + ", ".join(
+            raise InvalidArgument(f"{ref!r} matches {len(hits)} containers", "", "name it with its engine: " + ", ".join(
                 f"{e}:{ref}" for e in engines) if len(engines) == len(hits) else "give more of the id, or the name")
         return hits[0] if hits else None
 
@@ -200,7 +200,7 @@ class Model:
         hits = [c for c in mine if c["name"] == ref or c["id"] == ref] or \
             [c for c in mine if len(ref) >= 3 and c["id"].startswith(ref)]
         if len(hits) > 1:
-            raise NetdiagError(f"{engine}:{ref!r} matches {len(hits)} containers", "", "give more of the id, or the name")
+            raise InvalidArgument(f"{engine}:{ref!r} matches {len(hits)} containers", "", "give more of the id, or the name")
         return hits[0] if hits else None
 
     def _compose_service(self, ref: str) -> list[dict]:

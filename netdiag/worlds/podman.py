@@ -33,10 +33,11 @@ import time
 from pathlib import Path
 
 from .dockerd import make_busybox_rootfs
+from .docker import DockerLab
 from .host import Lab
 from .leftovers import NETNS_DIR, Tracked, mounts_under, pids_mentioning
 
-IMAGE = "localhost/bbox"  # the busybox image every Podman world has (podman import names it so)
+PODMAN_IMAGE = "localhost/bbox"  # the busybox image every Podman world has (podman import names it so)
 # Podman's host paths, each made private to the world: bound from the work directory (kept
 # state: images, network configs) or a fresh tmpfs (run-time state that dies with the keeper)
 BOUND = {"/var/lib/containers": "storage", "/etc/containers": "etc"}
@@ -103,7 +104,7 @@ class PodmanHost:
     a mount namespace of its own held by a keeper process; all its state in `work`. `netns_names`
     are the world's named namespaces, kept visible (by name) inside the private /run/netns."""
 
-    def __init__(self, netns: str, work: Path, netns_names: tuple[str, ...] = (), image: str = IMAGE):
+    def __init__(self, netns: str, work: Path, netns_names: tuple[str, ...] = (), image: str = PODMAN_IMAGE):
         self.netns, self.work, self.image = netns, Path(work), image
         self.netns_names = tuple(dict.fromkeys((netns, *netns_names)))
         self.keeper: subprocess.Popen | None = None
@@ -197,25 +198,37 @@ class PodmanHost:
 
     # -- tearing down -----------------------------------------------------------------------------
     def _pids(self, keeper: int) -> list[int]:
-        """Every process of this Podman host: in the keeper's mount namespace (conmon, aardvark-dns,
-        podman), or in a network namespace of the host or of Podman's (the containers)."""
+        """Every process of this Podman host: those in the keeper's mount namespace (podman, conmon,
+        aardvark-dns), those in Podman's network namespaces, and their descendants (a container's
+        processes are conmon's children, in a mount namespace of their own). Not every process of
+        the lab's network namespace: another engine (a dockerd) may live there too."""
+        from runtime.kernel.procs import stat_fields
+
         try:
             mnt = os.stat(f"/proc/{keeper}/ns/mnt").st_ino
-            nets = {os.stat(f"/proc/{keeper}/ns/net").st_ino}
             run_netns = Path(f"/proc/{keeper}/root/run/netns")
-            nets |= {os.stat(p).st_ino for p in run_netns.iterdir()} if run_netns.is_dir() else set()
+            nets = {os.stat(p).st_ino for p in run_netns.iterdir() if p.name.startswith("netns-")} if run_netns.is_dir() else set()
         except OSError:
             return []
-        out = []
+        parent, found = {}, set()
         for d in Path("/proc").iterdir():
             if not d.name.isdigit() or int(d.name) in (keeper, os.getpid()):
                 continue
+            pid = int(d.name)
             try:
                 if os.stat(d / "ns/mnt").st_ino == mnt or os.stat(d / "ns/net").st_ino in nets:
-                    out.append(int(d.name))
+                    found.add(pid)
             except OSError:
-                pass
-        return out
+                continue
+            fields = stat_fields(pid)
+            if fields:
+                parent[pid] = int(fields[1])
+        grown = True
+        while grown:  # descendants of what was found
+            more = {pid for pid, ppid in parent.items() if ppid in found and pid not in found}
+            found |= more
+            grown = bool(more)
+        return sorted(found)
 
     def remove(self) -> list[str]:
         """Containers (netavark removes its rules and bridges), conmon, aardvark-dns, the keeper (its
@@ -253,25 +266,24 @@ class PodmanHost:
         return left
 
 
-class PodmanLab(Lab):
-    """A host lab that is a rootful Podman host (PodmanHost); `podman(...)` runs its CLI there."""
+class _PodmanOnTheHost:
+    """What makes a host lab (Lab or DockerLab, mixed in before it) a Podman host too: a PodmanHost
+    on its namespace, run_in/netdiag as the host entering Podman's namespaces, removed first."""
 
-    def __init__(self, name: str | None = None, state_dir: Path | None = None, image: str = IMAGE):
-        super().__init__(name, state_dir)
-        self.image = image
-        self.engine: PodmanHost | None = None
-        self._podman_left: list[str] = []
+    image: str
+    podman_host: PodmanHost | None = None
+    _podman_left: tuple[str, ...] | list[str] = ()
 
     def _build(self) -> None:
         super()._build()
-        self.engine = PodmanHost(self.name, Path(tempfile.mkdtemp(prefix="ndpod-")), (self.outside,), self.image)
-        self.engine.start()
+        self.podman_host = PodmanHost(self.name, Path(tempfile.mkdtemp(prefix="ndpod-")), (self.outside,), PODMAN_IMAGE)
+        self.podman_host.start()
 
     def enter(self, where: str | None = None):
         """The world's host is the keeper's network and mount namespaces (Podman's state is there)."""
-        if where not in (None, "host") or self.engine is None or self.engine.keeper_pid() is None:
+        if where not in (None, "host") or self.podman_host is None or self.podman_host.keeper_pid() is None:
             return super().enter(where)
-        return self.engine.enter()
+        return self.podman_host.enter()
 
     def podman(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         """The podman CLI on the world's host; RuntimeError on a failure when `check`."""
@@ -281,12 +293,36 @@ class PodmanLab(Lab):
         return p
 
     def destroy(self) -> None:
-        """Podman first (its containers live in the lab's namespace), then the lab, whatever fails."""
+        """Podman first (its containers live in the lab's namespace), then the rest, whatever fails."""
         try:
-            if self.engine is not None:
-                self._podman_left = self.engine.remove()
+            if self.podman_host is not None:
+                self._podman_left = self.podman_host.remove()
         finally:
             super().destroy()
 
     def _leftovers(self) -> list[str]:
         return [f"podman: {x}" for x in self._podman_left] + super()._leftovers()
+
+
+class PodmanLab(_PodmanOnTheHost, Lab):
+    """A host lab that is a rootful Podman host (PodmanHost); `podman(...)` runs its CLI there."""
+
+    def __init__(self, name: str | None = None, state_dir: Path | None = None):
+        super().__init__(name, state_dir)
+        self.image = PODMAN_IMAGE
+
+
+class PodmanDockerLab(_PodmanOnTheHost, DockerLab):
+    """A host lab where a Docker engine (DockerLab: `docker(...)`, its image `image`) and rootful
+    Podman (`podman(...)`, its image `podman_image`) both run, as on hosts that have both."""
+
+    podman_image = PODMAN_IMAGE
+
+    def _build(self) -> None:
+        super()._build()
+        # podman reads DOCKER_CONFIG's config.json for registry logins and refuses to run when the
+        # variable names a directory without one (DockerLab's client directory starts empty)
+        config = Path(self.env["DOCKER_CONFIG"]) / "config.json"
+        if not config.exists():
+            config.parent.mkdir(parents=True, exist_ok=True)
+            config.write_text("{}\n")

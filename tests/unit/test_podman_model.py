@@ -13,7 +13,7 @@ from netdiag.observe.podman_cli import container_from_inspect, network_from_ls
 from netdiag.reason.static_trace import run_static
 from netdiag.snapshot_model import Model
 from netdiag.worlds import HOST_IP
-from runtime.errors import NetdiagError
+from runtime.errors import InvalidArgument
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "podman"
 HEALTHY, FLUSHED = (json.loads((FIXTURES / f).read_text()) for f in ("healthy.json", "flushed.json"))
@@ -48,7 +48,7 @@ def test_a_target_names_a_podman_container_by_its_engine():
     assert m.container("netdiag:web")["id"] == "f" * 64
     assert m.container(f"podman:{web['id'][:12]}")["id"] == web["id"]
     assert m.container("podman:nosuch") is None
-    with pytest.raises(NetdiagError, match="matches 2 containers"):
+    with pytest.raises(InvalidArgument, match="matches 2 containers"):  # bad input: exit 2
         m.container("web")
 
 
