@@ -161,6 +161,7 @@ def test_flushed_hostport_dnat_is_port_not_published_with_podmans_fix(world):
         assert (res["verdict"], res["cause"]) == ("blocked", "PORT_NOT_PUBLISHED"), res["summary"]
         assert res["hops"][res["blocked_at"] - 1]["label"] == "host"
         assert res["fix_command"] == "podman network reload web"
+        assert res["fix_check"]["delivers"] is True  # its DNAT for this flow, on a copy of the model
         assert res["reconciled"].startswith("static and live agree"), res["reconciled"]
         got = _fetch_from_docker(world, 1)
         assert got.returncode != 0 and not got.stdout  # connects to conmon's socket, and nothing ever answers

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from netdiag.observe.podman_cli import container_from_inspect, network_from_ls
-from netdiag.reason.static_trace import run_static
+from netdiag.reason import fixes
+from netdiag.reason.static_trace import run_static, trace
 from netdiag.snapshot_model import Model
 from netdiag.worlds import HOST_IP
 from runtime.errors import InvalidArgument
@@ -19,6 +20,7 @@ FIXTURES = Path(__file__).parent.parent / "fixtures" / "podman"
 HEALTHY, FLUSHED = (json.loads((FIXTURES / f).read_text()) for f in ("healthy.json", "flushed.json"))
 OUTSIDE = (FIXTURES / "outside.txt").read_text().strip()
 PUBLISHED = dict(proto="tcp", port=8080)
+WEB_IP = next(c for c in HEALTHY["containers"] if c["name"] == "web")["networks"]["appnet"]["ip"]
 
 
 def test_podman_inspect_becomes_the_models_container():
@@ -58,12 +60,22 @@ def test_a_healthy_published_port_is_delivered_through_netavarks_dnat():
     assert r.hops[-1].label == "web (podman container)" and r.hops[-1].interface == "tcp/80"
 
 
-def test_a_flushed_hostport_dnat_is_port_not_published_with_podmans_fix():
-    r, fix = run_static(Model(copy.deepcopy(FLUSHED)), OUTSIDE, HOST_IP, **PUBLISHED)
+@pytest.mark.parametrize("src", [OUTSIDE, "host", "podman:cli"])
+def test_a_flushed_hostport_dnat_is_port_not_published_with_podmans_fix_checked_on_the_model(src):
+    m = Model(copy.deepcopy(FLUSHED))
+    r, fix = run_static(m, src, HOST_IP, **PUBLISHED)
     assert (r.verdict, r.cause) == ("blocked", "PORT_NOT_PUBLISHED"), r.summary
     assert r.hops[r.blocked_at - 1].label == "host" and r.hops[r.blocked_at - 1].interface == "tcp/8080"
+    assert fix.command == "podman network reload web"
+    # what the owner's command does for this flow, on a copy of the model and as a replica's commands
+    assert fixes.check(m, fix, lambda copy_: trace(copy_, src, HOST_IP, **PUBLISHED))["delivers"] is True
+    assert fix.kernel == " && ".join(f"iptables -t nat -I {chain} -d {HOST_IP} -p tcp --dport 8080 -j DNAT --to-destination "
+                                     f"{WEB_IP}:80" for chain in ("PREROUTING", "OUTPUT"))
+
+
+def test_the_reservation_diagnosis_names_the_monitor_and_the_orphan_chain():
+    r, fix = run_static(Model(copy.deepcopy(FLUSHED)), OUTSIDE, HOST_IP, **PUBLISHED)
     assert r.summary.startswith("TCP port 8080 is published by web, but no rule in host forwards it")
-    assert fix.command == "podman network reload web" and fix.apply is None and fix.why_unchecked
     assert fix.alternatives[0].startswith("podman rm -f web && podman run -d --name web --network appnet -p 8080:80/tcp ")
     # only the entry chain was flushed: netavark's per-network DNAT chain is still there, unhooked
     assert "its DNAT chain is no longer jumped to" in r.summary
