@@ -91,3 +91,22 @@ def test_a_listener_that_is_no_containers_monitor_is_a_server():
         c.pop("monitor_pid")
     r, _ = run_static(Model(snap), OUTSIDE, HOST_IP, **PUBLISHED)
     assert r.verdict == "delivered" and r.hops[-1].label == "host", r.summary
+
+
+def test_podman_is_asked_only_where_a_podman_container_shares_our_namespaces(monkeypatch):
+    """Discovery runs podman only when a conmon lives in this network and mount namespace: a
+    Podman world's conmon (another network or mount namespace: a lab's) never makes netdiag run
+    podman where it runs, e.g. in the machine's own namespace."""
+    from netdiag.observe import podman_cli
+    from runtime.kernel import procs, tools
+
+    inodes = {"self": (1, 10), 101: (2, 10), 102: (1, 20), 103: (1, 10)}
+    monkeypatch.setattr(podman_cli, "_ns_inodes", lambda pid: inodes.get(pid))
+    monkeypatch.setattr(tools, "find", lambda name: f"/usr/bin/{name}")
+    conmons = []
+    monkeypatch.setattr(procs, "pids_named", lambda match: list(conmons))
+    assert podman_cli.podman_here() is None  # no container at all
+    conmons[:] = [101, 102]  # one in another network namespace, one in another mount namespace
+    assert podman_cli.podman_here() is None
+    conmons.append(103)
+    assert podman_cli.podman_here() == "/usr/bin/podman"
