@@ -14,9 +14,11 @@ keeper's mount namespace goes, every mount in it goes too: the machine keeps not
     lab.netdiag("inspect", "--net", "podman:web")
     lab.destroy()                     # containers, conmon, aardvark-dns, keeper, mounts, lab
 
-`PodmanHost` is the Podman part alone, for a lab made elsewhere (a scenario's): found again from
-any process by its work directory (on the keeper's command line, with what the machine had before
-it started in `host.json`), so a `scenario stop` in another process removes it.
+`PodmanDockerLab` is a DockerLab that is a Podman host too (both engines, as on hosts that have
+both). `PodmanHost` is the Podman part alone, for a lab made elsewhere (a scenario's): found again
+from any process by its work directory (on the keeper's command line, with what the machine had
+before it started in `host.json`), so a `scenario stop` in another process removes it. Containers
+run without cgroups of their own (crun, cgroups = "disabled"): nothing to remove under /sys/fs/cgroup.
 
 Root here lacks CAP_SYS_RESOURCE: Podman's default ulimits fail, so containers.conf sets lower ones.
 """
@@ -32,8 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .dockerd import make_busybox_rootfs
 from .docker import DockerLab
+from .dockerd import make_busybox_rootfs
 from .host import Lab
 from .leftovers import NETNS_DIR, Tracked, mounts_under, pids_mentioning
 
