@@ -14,6 +14,8 @@ from .rulesets.nft_text import rule_text
 from .schemas import SNAPSHOT
 
 SCHEMA = SNAPSHOT
+# the engines whose containers a target may name with a prefix: `podman:web`, `docker:web`, `netdiag:web`
+ENGINES = ("netdiag", "docker", "podman")
 
 
 def ns_path(ns: dict) -> str | None:
@@ -179,13 +181,26 @@ class Model:
             raise err(f"Cannot read namespace {ns_id}", why, "run netdiag as root" if "CAP_SYS_ADMIN" in why else "") from None
 
     def container(self, ref: str) -> dict | None:
+        engine, _, name = ref.partition(":")
+        if name and engine in ENGINES:  # `podman:web`: that engine's container, where names of two engines meet
+            return self._engine_container(engine, name)
         hits = [c for c in self.containers() if c["name"] == ref.lstrip("/") or c["id"] == ref]
         if not hits and len(ref) >= 3 and all(ch in "0123456789abcdef" for ch in ref):
             hits = [c for c in self.containers() if c["id"].startswith(ref)]
         if not hits:
             hits = self._compose_service(ref)
         if len(hits) > 1:
-            raise NetdiagError(f"{ref!r} matches {len(hits)} containers", "", "give more of the id, or the name")
+            engines = sorted({c.get("runtime") or "netdiag" for c in hits})
+            raise InvalidArgument(f"{ref!r} matches {len(hits)} containers", "", "name it with its engine: " + ", ".join(
+                f"{e}:{ref}" for e in engines) if len(engines) == len(hits) else "give more of the id, or the name")
+        return hits[0] if hits else None
+
+    def _engine_container(self, engine: str, ref: str) -> dict | None:
+        mine = [c for c in self.containers() if c.get("runtime") == engine]
+        hits = [c for c in mine if c["name"] == ref or c["id"] == ref] or \
+            [c for c in mine if len(ref) >= 3 and c["id"].startswith(ref)]
+        if len(hits) > 1:
+            raise InvalidArgument(f"{engine}:{ref!r} matches {len(hits)} containers", "", "give more of the id, or the name")
         return hits[0] if hits else None
 
     def _compose_service(self, ref: str) -> list[dict]:

@@ -11,7 +11,7 @@ import shlex
 from runtime.errors import NotFound
 
 from ..reason import routing
-from ..reason.fixes import in_ns, no_command, recreate
+from ..reason.fixes import in_ns, no_command, owner_cli, recreate
 
 WILDCARD = {"0.0.0.0", "::"}  # "::" without v6only takes IPv4 too (busybox httpd binds it)
 
@@ -99,7 +99,7 @@ def internal(p: dict, model) -> dict:
         raise NotFound(f"No network {p['network']!r} on this host", "", "list them with 'netdiag network ls' (and 'docker network ls')")
     n = nets[0]
     is_internal = bool(n.get("internal"))
-    cli = "docker" if n.get("runtime") == "docker" else "netdiag"
+    cli = owner_cli(n.get("runtime"))
     out = {"expected": "internal" if p["expect"] else "not internal", "observed": "internal" if is_internal else "not internal",
            "evidence": [{"kind": "network", "detail": f"{cli} network {n['name']} ({n.get('driver', 'bridge')}, "
                                                        f"{n.get('subnet') or 'no subnet'}): internal={str(is_internal).lower()}"}]}

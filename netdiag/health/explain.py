@@ -1,7 +1,7 @@
 """`netdiag explain CONTAINER` and `netdiag explain --lb haproxy[:SOCKET]`: why a container is
 unhealthy, why a load balancer's servers are DOWN.
 
-A container: its health check (Docker's JSON, from netdiag's `inspect` or a Docker engine's API),
+A container: its health check (Docker's JSON, from netdiag's `inspect`, a Docker engine's API or `podman inspect`),
 status, failing streak and last outputs; a wget/curl/nc check is re-run as `netdiag health` from
 the container's own namespace, which names the network cause behind it.
 
@@ -60,17 +60,30 @@ def _docker_inspect(cid: str) -> dict:
         raise CannotDiagnose(f"Cannot read Docker container {cid[:12]}", str(e), "is the Docker engine running?") from None
 
 
+def _podman_inspect(cid: str) -> dict:
+    """Podman's record of the container (Docker's shape: Config.Healthcheck, State.Health)."""
+    from ..observe import podman_cli
+
+    try:
+        return podman_cli.inspect(cid)
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired) as e:
+        raise CannotDiagnose(f"Cannot read Podman container {cid[:12]}", str(e), "does it still run ('podman ps')?") from None
+
+
+INSPECTORS = {"docker": _docker_inspect, "podman": _podman_inspect}
+
+
 def explain_container(ref: str, *, timeout: float | None = None, model=None) -> dict:
     from netdiag.observe.snapshot import live_model
 
     model = model or live_model()
     c = find_container(model, ref)
     if c is None:
-        raise InvalidArgument(f"No such container: {ref}", "netdiag knows its own containers and a Docker engine's",
-                              "list them with 'netdiag ps' (or 'docker ps')")
+        raise InvalidArgument(f"No such container: {ref}", "netdiag knows its own containers, a Docker engine's and Podman's",
+                              "list them with 'netdiag ps' (or 'docker ps', 'podman ps')")
     if not re.fullmatch(r"[0-9a-f]{12,64}", c["id"]):
         raise CannotDiagnose(f"Unexpected container id {c['id']!r}", "", "")
-    detail = _docker_inspect(c["id"]) if c.get("runtime") == "docker" else _netdiag_inspect(c["id"])
+    detail = INSPECTORS.get(c.get("runtime") or "", _netdiag_inspect)(c["id"])
     hc = (detail.get("Config") or {}).get("Healthcheck") or {}
     test = hc.get("Test") or []
     if not test or test[0] == "NONE":

@@ -22,7 +22,7 @@ from runtime.errors import InvalidArgument, NetdiagError, NotFound, PermissionDe
 
 from ..probe.handshakes import burst
 from ..reason import fixes
-from ..reason.fixes import in_ns, recreate
+from ..reason.fixes import in_ns, owner_cli, recreate
 from ..reason.result import Diagnosis, FixClaim, Hop
 from . import classify, fix_proofs, resolve
 from .lb_probe import LbProbe
@@ -38,7 +38,11 @@ def container_of(model, ns: dict) -> dict | None:
 
 
 def find_container(model, ref: str) -> dict | None:
-    """A container by name, id or unique id prefix (like Docker), or None."""
+    """A container by name, id or unique id prefix (like Docker), or None; `podman:web` names one engine's."""
+    from netdiag.snapshot_model import ENGINES
+
+    if ref.partition(":")[0] in ENGINES:
+        return model.container(ref)
     ref = ref.lstrip("/")
     hits = [c for c in model.containers() if ref in (c["name"], c["id"])]
     if not hits and len(ref) >= 3 and all(ch in "0123456789abcdef" for ch in ref):
@@ -329,7 +333,7 @@ def dns_hint(model, src: Source, name: str) -> dict:
     detail = f"{name} is a {target.get('runtime') or ''} container ({where})".replace("  ", " ")
     mine = set((src.container or {}).get("networks") or {})
     user_nets = [k for k in nets if k not in ("bridge", "host", "none")]
-    cli = "docker" if (src.container or {}).get("runtime") == "docker" else "netdiag"
+    cli = owner_cli((src.container or {}).get("runtime"))
     if src.container is None:
         return {"detail": detail + f", but {src.label} is no container: it resolves through {src.files.where}",
                 "fix": f"use the address ({where}), or add the name to {src.files.hosts} (manual: {src.label} is on no "

@@ -1,8 +1,9 @@
-"""Namespace discovery: who owns each network namespace: netdiag containers, Docker containers, `ip netns` names, any
+"""Namespace discovery: who owns each network namespace: netdiag containers, Docker and Podman containers, `ip netns` names, any
 process, and the namespace netdiag runs in. A namespace is known by its inode ("ns-<inode>")."""
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +14,7 @@ class NsRef:
     path: str                    # something to open for setns: /run/netns/X or /proc/PID/ns/net
     kind: str = "pid"            # host | container | netns | pid
     name: str = ""
-    runtime: str = ""            # netdiag | docker | ""
+    runtime: str = ""            # netdiag | docker | podman | ""
     container: dict = field(default_factory=dict)
     pids: list[int] = field(default_factory=list)
     netns_names: list[str] = field(default_factory=list)
@@ -121,7 +122,7 @@ def _name_other_roots_containers(refs: dict[int, NsRef]) -> None:
 
 
 def discover(errors: list[dict]) -> tuple[dict[int, NsRef], list[dict], list[dict]]:
-    """Every network namespace visible from here, with its owner. Returns (refs, containers, docker networks)."""
+    """Every network namespace visible from here, with its owner. Returns (refs, containers, Docker's and Podman's networks)."""
     refs: dict[int, NsRef] = {}
     host_ino = _inode("/proc/self/ns/net")
     refs[host_ino] = NsRef(host_ino, _host_path(), kind="host", name="host", pids=[os.getpid()])
@@ -173,6 +174,15 @@ def discover(errors: list[dict]) -> tuple[dict[int, NsRef], list[dict], list[dic
             docker_nets = docker_api.networks(sock)
         except OSError as e:
             errors.append({"what": f"Docker API at {sock}", "error": str(e)})
+    from . import podman_cli
+
+    podman = podman_cli.podman_here()
+    if podman:
+        try:
+            containers += podman_cli.containers(podman)
+            docker_nets += podman_cli.networks(podman)
+        except (OSError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
+            errors.append({"what": "Podman (podman inspect, podman network ls)", "error": str(e)})
     for c in containers:
         ino = _inode(f"/proc/{c['pid']}/ns/net") if c.get("pid") else None
         if ino is None or ino in outside:

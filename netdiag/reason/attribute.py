@@ -23,7 +23,7 @@ from dataclasses import replace
 
 from ..rulesets.iptables_nft import ruleset_for
 from . import firewalld, fixes
-from .fixes import Fix
+from .fixes import Fix, owner_cli
 from .stop import Stop
 
 _IFACE_KEYS = {"iifname", "oifname", "iif", "oif"}
@@ -161,7 +161,7 @@ def _in_subnet(ip: str, net: dict) -> bool:
 
 
 def _cli(net: dict) -> str:
-    return "docker" if net.get("runtime") == "docker" else "netdiag"
+    return owner_cli(net.get("runtime"))
 
 
 def explain_drop(model, ns: dict, hook: str, pkt, step, src_ns: dict | None = None) -> Stop:
@@ -236,7 +236,10 @@ def explain_drop(model, ns: dict, hook: str, pkt, step, src_ns: dict | None = No
         bridge = ours["bridge"] if ours is not None else plain
         what = f"network {ours['name']} (bridge {bridge})" if ours is not None else \
             f"bridge {bridge} (a plain Linux bridge, no network of {', '.join(sorted({n.get('runtime') or '?' for n in governed}))})"
-        manager = ", ".join(sorted({n.get("runtime") or "?" for n in governed}))
+        # the victim's own runtime may govern other networks in the chain too (netavark's isolation
+        # rules name their bridges): the other manager is who governs the rest
+        others = [n for n in governed if ours is None or n.get("runtime") != ours.get("runtime")] or governed
+        manager = ", ".join(sorted({n.get("runtime") or "?" for n in others}))
         user_chain = next((c for c in _items(ns) if "chain" in c and
                            (c["chain"]["family"], c["chain"]["table"], c["chain"]["name"]) == (step.family, step.table, "DOCKER-USER")), None)
         chain = "DOCKER-USER" if user_chain else step.chain
@@ -251,7 +254,7 @@ def explain_drop(model, ns: dict, hook: str, pkt, step, src_ns: dict | None = No
             if user_chain and ours is not None and ours.get("runtime") == "netdiag" else []
         return Stop("blocked", "FOREIGN_FIREWALL",
                     f"{where} belongs to the firewall of another network manager ({manager}: it governs "
-                    f"{', '.join(sorted(n['name'] for n in governed))}), and its {'policy' if step.verdict.startswith('policy') else 'catch-all rule'} "
+                    f"{', '.join(sorted(n['name'] for n in others))}), and its {'policy' if step.verdict.startswith('policy') else 'catch-all rule'} "
                     f"drops the traffic of {what}, which it does not manage",
                     Fix(cmd, apply, advice=f"accept {bridge}'s traffic in both directions in {chain}, "
                         + ("Docker's documented place for other people's rules" if chain == "DOCKER-USER" else "before the policy"),

@@ -35,6 +35,15 @@ class Fix:
         return head + "".join(f"; or: {a}" for a in self.alternatives)
 
 
+# the CLI of the engine that manages a runtime's containers and networks: a fix at the owner's level
+OWNER_CLIS = {"docker": "docker", "podman": "podman"}
+
+
+def owner_cli(runtime: str | None) -> str:
+    """`docker`, `podman` or `netdiag`: the command a user runs for what that runtime manages."""
+    return OWNER_CLIS.get(runtime or "", "netdiag")
+
+
 NO_IMAGE = "manual: the model does not know the container's image, so no command is given"
 
 
@@ -46,12 +55,12 @@ def recreate(c: dict, *extra: str, network: str | None = None) -> str:
     which only its compose file may change (`no_command` says why)."""
     if not can_recreate(c):
         return ""
-    cli = "docker" if c.get("runtime") == "docker" else "netdiag"
+    cli = owner_cli(c.get("runtime"))
     mode = network or c.get("network_mode") or "bridge"
     args = [cli, "run", "-d", "--name", c["name"]]
     if mode not in ("bridge", "default"):
         args += ["--network", mode]
-    for flag in dict.fromkeys(_publish_flag(p) for p in c.get("ports", [])):  # Docker lists 0.0.0.0 and :: alike
+    for flag in dict.fromkeys(publish_flag(p) for p in c.get("ports", [])):  # Docker lists 0.0.0.0 and :: alike
         args += ["-p", flag]
     command = list(c.get("command") or [])
     if c.get("entrypoint") and command:  # the command starts with the image's entrypoint: say so, or it runs twice
@@ -80,7 +89,7 @@ def no_command(c: dict | None) -> str:
             "that service only); a container recreated by hand would leave the stack, so no command is given")
 
 
-def _publish_flag(p: dict) -> str:
+def publish_flag(p: dict) -> str:
     """`-p`'s value for a published port as the model records it (a range where it is one)."""
     host = f"{p['host_ip']}:" if p.get("host_ip") not in ("", "0.0.0.0", "::", None) else ""
     hp, he = p["host_port"], p.get("host_end") or p["host_port"]

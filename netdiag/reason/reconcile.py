@@ -25,6 +25,9 @@ from .nftables import Packet, Step, rule_text
 from .result import Diagnosis, Evidence, Hop
 from .stop import sentence
 
+# evidence of a published port's listener that only holds the port (Podman's conmon): a TCP
+# handshake with it completes although the port is not forwarded (trace_delivery)
+HELD_PORT = "port_reservation"
 REFUSED_CAUSES = {"NO_LISTENER", "LISTENER_LOOPBACK_ONLY", "PORT_NOT_PUBLISHED"}
 DELIVERED = {"connected", "replied"}
 LOST = {"timeout", "unreachable", "too_big"}
@@ -90,6 +93,10 @@ def merge(model, result: Diagnosis, live, static_fix=None) -> Fix | None:
              or (static == "blocked" and outcome == "refused" and " rejects " in result.summary))
     if agree:
         result.reconciled = "static and live agree"
+        return None
+    if static == "blocked" and outcome == "connected" and any(e.kind == HELD_PORT for e in result.evidence):
+        result.reconciled = ("static and live agree: the handshake completes with the socket that only holds the port "
+                             "(the kernel accepts into its backlog), and nothing behind it ever answers")
         return None
     result.reconciled = f"DISAGREE: the static path says {static}" + (f" ({cause})" if cause else "") + \
         f", the live probe {outcome} ({live.detail})"

@@ -3,12 +3,14 @@ none does (nothing listens, a listener on loopback only, a DNAT to the wrong por
 published). A part (mixin) of static_trace.Trace."""
 from __future__ import annotations
 
+import shlex
 from dataclasses import replace
 
 from ..snapshot_model import Model
 from . import fixes
 from .fixes import Fix
 from .nftables import Packet
+from .reconcile import HELD_PORT
 from .stop import Stop
 from .unhooked_dnat import unhooked_dnat_stop
 
@@ -24,6 +26,8 @@ class DeliverySteps:
         fits = [s for s in socks if s["local"] in (pkt.dst, "0.0.0.0", "::") or s["local"] == f"::ffff:{pkt.dst}"]
         if fits:
             s = fits[0]
+            if ns["kind"] == "host":
+                self.reserved_not_forwarded(ns, pkt, s)
             self.note("socket", f"{ns['label']}: {s.get('process') or 'a process'} listens on {s['local']}:{s['port']}/{s['proto']}")
             return {"ns": ns, "pkt": pkt}
         loop = [s for s in socks if s.get("loopback_only")]
@@ -103,6 +107,39 @@ class DeliverySteps:
                            [{"kind": "port", "detail": f"container {c['name']} ({c.get('runtime')}) publishes "
                              f"{p['host_ip']}:{p['host_port']}->{p['ctr_port']}/{p['proto']}"}])
 
+    def reserved_not_forwarded(self, ns: dict, pkt: Packet, s: dict) -> None:
+        """The host's listener on a published port is the publishing container's own monitor (Podman's
+        conmon holds each published port so nothing else takes it; it never answers): the request
+        reached the host itself, so the runtime's DNAT for the port was flushed or is no longer
+        reached (its chain unhooked: then the jump back is the kernel-level alternative). The fix
+        is the owner's: it writes its rules again from its own state."""
+        c = next((c for c in self.model.containers() if c.get("monitor_pid") and c["monitor_pid"] == s.get("pid")
+                  and any(p["proto"] == pkt.proto and p["host_port"] <= pkt.dport <= (p.get("host_end") or p["host_port"])
+                          for p in c.get("ports", []))), None)
+        if c is None:
+            return
+        cli = fixes.owner_cli(c.get("runtime"))
+        apply, kernel = _port_forward(ns, pkt, c)
+        orphan = unhooked_dnat_stop(ns, pkt)
+        kernel_level = [orphan.fix.command] if orphan and orphan.fix and orphan.fix.command else []
+        raise Stop("blocked", "PORT_NOT_PUBLISHED",
+                   f"{pkt.proto.upper()} port {pkt.dport} is published by {c['name']}, but no rule in {ns['label']} forwards it "
+                   "to the container any more (" + ("its DNAT chain is no longer jumped to" if orphan else "its DNAT is gone, "
+                   "e.g. flushed") + "): the connection lands on the port's reservation socket, held by "
+                   f"{c['name']}'s monitor ({s.get('process') or 'pid'} {s['pid']}), which never answers",
+                   Fix(f"{cli} network reload {shlex.quote(c['name'])}", apply,
+                       advice=f"{cli} writes the firewall rules of {c['name']}'s networks again (its published ports "
+                       "included) from its own state; re-running the container with the same -p does it too, but replaces it",
+                       alternatives=([fixes.recreate(c)] if fixes.can_recreate(c) else []) + kernel_level,
+                       why_unchecked="" if apply else f"the rules are written by {cli}'s network backend from its own "
+                       "state, and the model does not know the container's address: applied, the trace shows it",
+                       kernel=kernel),
+                   [{"kind": HELD_PORT, "detail": f"{ns['label']}: {s['proto']} {s['local']}:{s['port']} held by "
+                     f"{s.get('process') or 'a process'} (pid {s['pid']}), the monitor of {c.get('runtime')} container {c['name']}"},
+                    {"kind": "port", "detail": f"container {c['name']} ({c.get('runtime')}) publishes "
+                     + ", ".join(fixes.publish_flag(p) for p in c["ports"]) + f"; no DNAT in {ns['label']} matches {pkt.dst}:{pkt.dport}"},
+                    *(orphan.evidence if orphan else [])])
+
     def unpublished(self, pkt: Packet) -> None:
         """Nothing on the host has the port: is there a container that serves it but was never
         published? One listening on that very port, else one that publishes nothing at all."""
@@ -126,6 +163,31 @@ class DeliverySteps:
                        why_unchecked="publishing adds a DNAT rule and a new container, which the model cannot add"),
                    [{"kind": "socket", "detail": f"container {c['name']} listens on {port}/{self.proto} and publishes "
                      + (", ".join(f"{p['host_port']}->{p['ctr_port']}" for p in c.get("ports") or []) or "nothing")}])
+
+
+def _port_forward(ns: dict, pkt: Packet, c: dict) -> tuple:
+    """The part of the owner's rules this flow needs (a DNAT of the published port to the
+    container, in nat PREROUTING for what arrives and OUTPUT for the host's own connections), as
+    an edit of a model copy and as iptables commands a replica can run instead of the owner's
+    command. (None, "") when the model has no address of the container."""
+    ip = next((n["ip"] for n in (c.get("networks") or {}).values() if n.get("ip")), None)
+    port = next((p for p in c.get("ports", []) if p["proto"] == pkt.proto
+                 and p["host_port"] <= pkt.dport <= (p.get("host_end") or p["host_port"])), None)
+    if not ip or port is None:
+        return None, ""
+    to = port["ctr_port"] + pkt.dport - port["host_port"]
+    rule = [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": pkt.dst}},
+            {"match": {"op": "==", "left": {"payload": {"protocol": pkt.proto, "field": "dport"}}, "right": pkt.dport}},
+            {"dnat": {"addr": ip, "port": to}}]
+    chains = ("PREROUTING", "OUTPUT")
+    edits = [fixes.insert_rules(ns["id"], "ip", "nat", chain, [rule]) for chain in chains]
+
+    def apply(model, ov):
+        for edit in edits:
+            edit(model, ov)
+    kernel = " && ".join(fixes.in_ns(ns, ["iptables", "-t", "nat", "-I", chain, "-d", pkt.dst, "-p", pkt.proto, "--dport",
+                                          str(pkt.dport), "-j", "DNAT", "--to-destination", f"{ip}:{to}"]) for chain in chains)
+    return apply, kernel
 
 
 def _loopback_listener_fix(model: Model, ns: dict, s: dict, who: str, apply) -> Fix:

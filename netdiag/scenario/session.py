@@ -64,8 +64,8 @@ class Session(ScenarioWorld):
         return cls(scenario, Lab(name=rec["lab"], state_dir=Path(rec["state_dir"])))
 
     def remove(self) -> None:
-        """Its Docker engine, every process in its namespaces, the containers, the lab."""
-        self._docker_left = self.stop_docker()
+        """Its Docker engine and Podman, every process in its namespaces, the containers, the lab."""
+        self._docker_left = self.stop_docker() + self.stop_podman()
         kill_world(self.lab)
         image_registry.remove(self.lab)
         shutil.rmtree(haproxy_dir(self.lab), ignore_errors=True)
@@ -121,6 +121,11 @@ class Session(ScenarioWorld):
         if world.get("docker"):
             say("Docker installed and started on the host (a real engine, Docker's default networking)")
             self.start_docker()
+        if world.get("podman"):
+            say("Podman on the host (rootful, netavark and aardvark-dns)")
+            self.start_podman()
+            for argv in world["podman"]:
+                self.run(argv)
 
     def docker_engine(self):
         """The scenario host's Docker engine (netdiag/worlds/dockerd.py), the same one in every process:
@@ -171,6 +176,36 @@ class Session(ScenarioWorld):
             return self.docker_engine().remove()
         except RuntimeError:  # Docker not installed: no engine ever started
             return []
+
+    def podman_host(self):
+        """The scenario host's Podman (netdiag/worlds/podman.py), the same in every process: its
+        work directory is in the scenario's record. None when the world has no Podman."""
+        from ..worlds.podman import PodmanHost
+
+        work = (registry.get(self.scenario.name) or {}).get("podman")
+        if getattr(self, "_podman", None) is None and work:
+            self._podman = PodmanHost(self.lab.name, Path(work), tuple(self.namespaces()[1:]))
+        return getattr(self, "_podman", None)
+
+    def start_podman(self) -> None:
+        rec = registry.get(self.scenario.name) or {"name": self.scenario.name}
+        registry.save({**rec, "podman": str(self.root / "podman")})  # before it starts: a stop from any process finds it
+        try:
+            self.podman_host().start()
+        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+            raise StepFailed(f"Podman of scenario {self.scenario.name} did not start", str(e), "run scripts/setup") from None
+
+    def stop_podman(self) -> list[str]:
+        host = self.podman_host()
+        return [f"podman: {x}" for x in host.remove()] if host is not None else []
+
+    def enter(self, where: str | None = None):
+        """On a Podman host the lab host is also Podman's mount namespace: steps, netdiag and the
+        scenario's shell run there, where Podman's state is."""
+        host = self.podman_host() if where in (None, "lab") else None
+        if host is not None and host.keeper_pid() is not None:
+            return host.enter()
+        return super().enter(where)
 
     def start_haproxy(self, lb: dict) -> None:
         """A real HAProxy (master-worker: SIGUSR2 to ${haproxy_pid:NAME} reloads

@@ -8,6 +8,8 @@ links, mounts, cgroups, nftables tables, processes; [] after destroy()).
                 sysctls, its own netdiag state and cgroup parent)
     cluster.py  ClusterLab: hosts on one underlay bridge and a real etcd (overlay networks)
     docker.py   DockerLab: a host lab running its own dockerd (the engine: dockerd.py)
+    podman.py   PodmanLab: a host lab that is a rootful Podman host (netavark, aardvark-dns), its own
+                mount namespace keeping Podman's fixed host paths private; PodmanDockerLab: Docker too
     leftovers.py  finding and removing what worlds leave: processes, mounts, cgroups, namespaces
     registry.py   LabRegistry: Debian's docker-registry in one of a world's namespaces (TLS, htpasswd,
                   or Bearer tokens from registry_token.py)
@@ -22,6 +24,7 @@ from .base import World
 from .cluster import STORE_IP, UNDERLAY_PREFIX, ClusterHost, ClusterLab
 from .docker import DockerLab
 from .host import BRIDGE_NF_SYSCTLS, FRESH_SYSCTLS, HOST_IP, OUTSIDE_IP, Lab, fresh_sysctls
+from .podman import PodmanDockerLab, PodmanLab
 
-__all__ = ["World", "Lab", "ClusterLab", "ClusterHost", "DockerLab", "fresh_sysctls", "FRESH_SYSCTLS",
+__all__ = ["World", "Lab", "ClusterLab", "ClusterHost", "DockerLab", "PodmanLab", "PodmanDockerLab", "fresh_sysctls", "FRESH_SYSCTLS",
            "BRIDGE_NF_SYSCTLS", "HOST_IP", "OUTSIDE_IP", "STORE_IP", "UNDERLAY_PREFIX"]

@@ -13,6 +13,7 @@ _DOT_EDGE_STYLE = {"veth": {"penwidth": "1.5"}, "bridge": {"color": "#2e7d32"},
 # namespaces: each engine's containers, plain namespaces and the host drawn three different ways
 _DOT_CLUSTER_STYLE = {"netdiag": {"style": "rounded,filled", "fillcolor": "#eef6ff", "color": "#54aeff"},
                       "docker": {"style": "rounded,filled,bold", "fillcolor": "#e3f6f3", "color": "#0a7d6e"},
+                      "podman": {"style": "rounded,filled,bold", "fillcolor": "#f5ecff", "color": "#8250df"},
                       "plain": {"style": "rounded,dashed", "color": "#d4a72c"},
                       "host": {"style": "rounded,filled", "fillcolor": "#f6f8fa"}}
 _DOT_ISOLATED = {"color": "#bf8700", "fontcolor": "#7d4e00", "peripheries": "2"}
@@ -68,7 +69,7 @@ def _cluster_kind(ns: dict) -> str:
     if ns["is_host"]:
         return "host"
     if ns["ns_kind"] == "container":
-        return "docker" if ns["engine"] == "docker" else "netdiag"
+        return ns["engine"] if ns["engine"] in ("docker", "podman") else "netdiag"
     return "plain"
 
 

@@ -28,7 +28,7 @@ def hop_label(n: dict) -> str:
                     for m in n["trace_marks"])
 
 
-ENGINE_NAMES = {"netdiag": "netdiag", "docker": "Docker"}
+ENGINE_NAMES = {"netdiag": "netdiag", "docker": "Docker", "podman": "Podman"}
 # what an isolation mark means, said once where there is room (tree, DOT, the SVG's tooltip)
 MARK_HELP = {"icc=false": "its containers cannot reach each other", "internal": "no traffic in or out of it"}
 

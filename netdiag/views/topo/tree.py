@@ -8,7 +8,7 @@ from .graph import View, graph
 from .labels import TRACE_MARK, hop_label, mark_text, network_text, ns_kind_text, trace_summary, vxlan_text
 
 # the engine that runs a container, told apart at a glance (and in words: "(Docker container)")
-_NS_STYLE = {"netdiag": "bold cyan", "docker": "bold blue"}
+_NS_STYLE = {"netdiag": "bold cyan", "docker": "bold blue", "podman": "bold magenta"}
 
 
 def render_tree(snapshot: dict, trace: dict | None = None) -> Tree:
