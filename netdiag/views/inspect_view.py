@@ -58,7 +58,8 @@ def view(model: Model, target: str) -> dict:
                or any(k.startswith(f"net.ipv4.conf.{i['name']}.") for i in interfaces)}
     return {
         "target": target, "namespace": {"id": ns["id"], "kind": ns["kind"], "label": ns["label"], "netns_names": ns.get("netns_names", [])},
-        "container": {k: c.get(k) for k in ("runtime", "id", "name", "image", "pid")} if c else None,
+        "container": {**{k: c.get(k) for k in ("runtime", "id", "name", "image", "pid")}, "networks": sorted(c.get("networks") or {})}
+        if c else None,
         "interfaces": interfaces, "routes": routes, "rules": [r for r in ns["rules"] if r["table"] not in (253, 254, 255)],
         "neighbours": ns["neighbours"], "sockets": sockets, "resolv_conf": ns.get("resolv_conf"), "sysctls": sysctls,
         "host_side": host_side, "overlay": overlays, "findings": notes,
