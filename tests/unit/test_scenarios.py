@@ -34,7 +34,7 @@ ONE_HOST_VARS = ("lab", "outside", "outside_ns", "host_ip", "outside_ip", "ip", 
 # a pull's own causes (a scenario whose diagnosis is `netdiag pull`): runtime.registry.errors
 PULL_CAUSES = {"CONNECT_FAILED", "TLS_UNKNOWN_AUTHORITY", "TLS_NAME_MISMATCH", "TLS_FAILED", "UNAUTHORIZED", "DENIED",
                "NOT_FOUND", "RATE_LIMITED", "BAD_CONTENT"}
-CLUSTER_VARS = ("lab", "host_ip", "store", "store_ip", "ip", "mac", "pid", "vxlan", "file")
+CLUSTER_VARS = ("lab", "host_ip", "store", "store_ip", "ip", "mac", "pid", "vxlan", "cni_conf", "file")
 
 
 @pytest.mark.parametrize("name", ALL)
