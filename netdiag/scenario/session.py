@@ -92,7 +92,10 @@ class Session(ScenarioWorld):
 
     def shell_target(self, name: str | None) -> tuple[dict, object, str | None, str | None]:
         """Where `netdiag scenario shell SCENARIO [NAME]` goes: (env, preexec_fn, the container to
-        exec into or None, the host or None for the lab host). Always the lab host; NAME is a container."""
+        exec into or None, the host or None for the lab host). Always the lab host; NAME is a container,
+        or a pod (a shell in its network namespace, as `nsenter -n` gives one)."""
+        if name is not None and pods.has(self.root, name):
+            return self.env(), self.enter(name), None, None
         return self.env(), self.enter(), name, None
 
     # -- building the world ----------------------------------------------------------------------------

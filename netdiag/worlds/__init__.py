@@ -8,6 +8,8 @@ links, mounts, cgroups, nftables tables, processes; [] after destroy()).
                 sysctls, its own netdiag state and cgroup parent)
     cluster.py  ClusterLab: hosts on one underlay bridge and a real etcd (overlay networks)
     docker.py   DockerLab: a host lab running its own dockerd (the engine: dockerd.py)
+    flannel.py  FlannelLab: Kubernetes-like nodes with flannel's vxlan layout (cni0, flannel.1, conflist cbr0)
+    kubelet.py  KubeletPods: pods on a world's host made as a kubelet's runtime makes them (CNI ADD/DEL)
     leftovers.py  finding and removing what worlds leave: processes, mounts, cgroups, namespaces
     registry.py   LabRegistry: Debian's docker-registry in one of a world's namespaces (TLS, htpasswd,
                   or Bearer tokens from registry_token.py)

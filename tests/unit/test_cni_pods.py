@@ -67,3 +67,66 @@ def test_a_pod_is_found_by_cni_id_and_by_its_namespace_name():
 def test_the_bridge_plugins_masquerade_chain_is_libcnis_name():
     chain = masquerade_chain("k8s-pod-network", CID)
     assert len(chain) == 28 and chain.startswith("CNI-") and chain != masquerade_chain("k8s-pod-network", CID[::-1])
+
+
+# -- what the plugins' chains lack (netdiag.reason.cni_plugins), on iptables-nft-save text as the plugins leave it --
+POD_IP, NET = "10.88.0.3", "k8s-pod-network"
+FILTER = f"""*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:CNI-ADMIN - [0:0]
+:CNI-FORWARD - [0:0]
+-A FORWARD -m comment --comment "CNI firewall plugin rules" -j CNI-FORWARD
+-A CNI-FORWARD -m comment --comment "CNI firewall plugin admin overrides" -j CNI-ADMIN
+-A CNI-FORWARD -d {POD_IP}/32 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A CNI-FORWARD -s {POD_IP}/32 -j ACCEPT
+COMMIT
+"""
+
+
+def _model(filter_text: str, nat_text: str = "") -> Model:
+    pod = {"runtime": "cni", "id": CID, "name": f"cni:{CID[:12]}", "pid": 0, "ports": [], "networks": {NET: {
+        "ip": POD_IP, "prefix": 24, "ip_masq": True, "firewall_admin_chain": "CNI-ADMIN"}}}
+    host = {"id": "ns-1", "kind": "host", "label": "host", "netns_names": [], "iptables_save": {"ip": filter_text + nat_text}}
+    return Model({"schema": SCHEMA, "host": "ns-1", "namespaces": {"ns-1": host}, "containers": [pod]})
+
+
+def _forward_drop(model: Model):
+    from netdiag.reason import cni_plugins
+    from netdiag.reason.nftables import Packet, Step
+
+    step = Step("ip", "filter", "FORWARD", None, "policy drop", "", "policy drop")
+    return cni_plugins.firewall_stop(model, model.host, "forward", Packet(POD_IP, "203.0.113.1", "tcp", 40000, 80), step,
+                                     "ip filter FORWARD", [], True)
+
+
+def test_the_firewall_plugins_rules_all_there_name_nothing_and_a_flushed_chain_gets_exactly_the_missing_ones():
+    assert _forward_drop(_model(FILTER)) is None  # the drop is someone else's: not this cause
+    flushed = "\n".join(line for line in FILTER.splitlines() if not line.startswith("-A CNI-FORWARD")) + "\n"
+    stop = _forward_drop(_model(flushed))
+    assert stop.cause == "FIREWALL_DROP" and f"cni:{CID[:12]} ({POD_IP}, network {NET})" in stop.summary
+    assert stop.fix.command == (
+        "iptables -t filter -I CNI-FORWARD 1 -m comment --comment 'CNI firewall plugin admin overrides' -j CNI-ADMIN && "
+        f"iptables -t filter -A CNI-FORWARD -d {POD_IP} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT && "
+        f"iptables -t filter -A CNI-FORWARD -s {POD_IP} -j ACCEPT")
+    gone = "\n".join(line for line in FILTER.splitlines() if "CNI-FORWARD" not in line) + "\n"  # chain and jump deleted
+    assert _forward_drop(_model(gone)).fix.command.startswith(
+        "iptables -t filter -N CNI-FORWARD && iptables -t filter -I FORWARD 1 -m comment --comment 'CNI firewall plugin rules'")
+
+
+def test_the_bridge_plugins_masquerade_comes_back_with_its_chain_name_and_comment():
+    from netdiag.reason import cni_plugins
+
+    chain = masquerade_chain(NET, CID)
+    nat = f"""*nat
+:POSTROUTING ACCEPT [0:0]
+:{chain} - [0:0]
+-A POSTROUTING -s {POD_IP}/32 -m comment --comment "name: \\"{NET}\\" id: \\"{CID}\\"" -j {chain}
+COMMIT
+"""
+    fix, what = cni_plugins.masquerade_fix(_model(FILTER, nat), _model(FILTER, nat).host, POD_IP)
+    assert f"chain {chain} is empty" in what
+    comment = f"'name: \"{NET}\" id: \"{CID}\"'"
+    assert fix.command == (f"iptables -t nat -A {chain} -d 10.88.0.0/24 -j ACCEPT -m comment --comment {comment} && "
+                           f"iptables -t nat -A {chain} '!' -d 224.0.0.0/4 -j MASQUERADE -m comment --comment {comment}")
