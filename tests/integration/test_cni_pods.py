@@ -141,7 +141,7 @@ def test_a_flushed_firewall_plugin_chain_under_a_dropping_forward_is_put_back_as
         assert node.client_get("http://203.0.113.1/") == "outside\n"
         lab.in_lab("iptables", "-F", "CNI-FORWARD")
         assert node.client_get("http://203.0.113.1/") is None
-        code, result = node.trace(client.name, "203.0.113.1", "--port", "80")
+        code, result = node.trace(client.name, "203.0.113.1", "--port", "80", "--static")  # the wget is the live proof
         assert code == 1 and result["cause"] == "FIREWALL_DROP", result["summary"]
         assert f"the accept the CNI firewall plugin wrote for {client.name} ({client.ip}" in result["summary"]
         assert result["fix_command"] == (
@@ -168,7 +168,7 @@ def test_a_flushed_masquerade_chain_of_the_bridge_plugin_is_no_nat_and_its_rules
     try:
         lab.in_lab("iptables", "-t", "nat", "-F", chain)
         assert node.client_get("http://203.0.113.1/") is None
-        code, result = node.trace(client.name, "203.0.113.1", "--port", "80")
+        code, result = node.trace(client.name, "203.0.113.1", "--port", "80", "--static")
         assert code == 1 and result["cause"] == "NO_NAT", result["summary"]
         assert f"the masquerade the CNI bridge plugin (ipMasq) wrote for {client.name}" in result["summary"]
         assert result["fix_command"].startswith(f"iptables -t nat -A {chain} -d 10.88.0.0/24 -j ACCEPT -m comment"), \
@@ -199,7 +199,7 @@ def test_two_pods_with_one_hostport_the_first_dnat_wins_and_the_named_pod_gets_i
         assert result["reconciled"].startswith("static and live agree"), result["reconciled"]
         node.apply(result)
         assert lab.outside_get("http://203.0.113.2:8080/").stdout == "web-v2\n"
-        code, result = node.trace(f"ns:{lab.outside}", web2.name, "--port", "8080")
+        code, result = node.trace(f"ns:{lab.outside}", web2.name, "--port", "8080", "--static")
         assert code == 0 and f"reaches {web2.name}" in result["summary"], result["summary"]
     finally:
         node.pods.remove(web2)
