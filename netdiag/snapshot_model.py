@@ -237,7 +237,7 @@ class Model:
         except ValueError:
             names = [c["name"] for c in self.containers()] + [c["compose"]["service"] for c in self.containers() if c.get("compose")]
             raise UnknownTarget(f"No such target: {target}", _did_you_mean(target, names) or
-                                "a target is a running container's name or id, ns:NAME, pid:N, host, or an IP address",
+                                "a target is a running container's name or id, cni:ID (a CNI pod), ns:NAME, pid:N, host, or an IP address",
                                 "list containers with 'netdiag ps' and namespaces with 'ip netns list'", target=target) from None
         owner = self.owner_of_ip(str(ip))
         if owner is None:

@@ -109,3 +109,29 @@ def conflict_stop(trace, end_ns: dict, pod: dict, dst_ip: str) -> Stop:
                 Fix(cmd, fixes.remove_rule(where["id"], jump.family, jump.table, jump.chain, jump.handle),
                     advice=f"hands the port to {pod['name']} now by removing {winner}'s jump to its DNAT ({winner} keeps "
                     f"running, without the port; its CNI CHECK then fails); to settle it, {owner}"), evidence)
+
+
+def shared_ports(model, c: dict) -> list[str]:
+    """Findings for `inspect --net`: each host port `c` publishes that another container or pod
+    publishes too, and which of them the host's DNAT sends it to (a packet from outside evaluated
+    at the host's prerouting hook: the rules decide, not the order anyone asked)."""
+    from . import routing
+    from .nftables import Packet, evaluate
+
+    out = []
+    host = model.host
+    uplink = next((r.get("dev") for r in host["routes"] if r.get("table") == 254 and r.get("dst") in ("default", "0.0.0.0/0")), None)
+    addr = next((a["address"] for a in host["addresses"] if a["ifname"] == uplink), None)
+    for p in c.get("ports", []):
+        others = [o for o in model.containers() if o is not c and o.get("id") != c.get("id") and any(
+            q["proto"] == p["proto"] and q["host_port"] == p["host_port"] for q in o.get("ports", []))]
+        if not others or addr is None:
+            continue
+        pkt = Packet(src="192.0.2.1", dst=addr, proto=p["proto"], sport=40000, dport=p["host_port"], iif=uplink)
+        res = evaluate(ruleset_for(host), "prerouting", pkt, chain_type=None, local_addrs=routing.local_addresses(host))
+        winner = _pod_at(model, res.packet.dst) if "dnat" in res.packet.ct_status else None
+        who = winner["name"] if winner else "none of them"
+        out.append(f"host port {p['host_port']}/{p['proto']} is published by {', '.join(o['name'] for o in others)} too; "
+                   f"the host's DNAT sends it to {who}" + ("" if winner is c or (winner or {}).get("id") == c.get("id")
+                                                           else f": {c['name']} does not get it"))
+    return out

@@ -190,6 +190,9 @@ def test_two_pods_with_one_hostport_the_first_dnat_wins_and_the_named_pod_gets_i
         assert code == 0 and f"reaches {web.name}" in result["summary"], result["summary"]
         conflict = [e["detail"] for e in result["evidence"] if e["kind"] == "hostport_conflict"]
         assert conflict and f"to {web.ip}:80 ({web.name}), wins; never reached: to {web2.ip}:80 ({web2.name})" in conflict[0], conflict
+        loser = json.loads(lab.ok("inspect", "--net", web2.name, "--json"))["findings"]
+        assert f"host port 8080/tcp is published by {web.name} too; the host's DNAT sends it to {web.name}: " \
+               f"{web2.name} does not get it" in loser, loser
         # the pod that lost, by the hostPort it publishes: through the node, to the other pod
         code, result = node.trace(f"ns:{lab.outside}", web2.name, "--port", "8080")
         assert code == 1 and result["cause"] == "HOSTPORT_CONFLICT", result["summary"]
