@@ -294,11 +294,11 @@ def flannel_of(spec: dict) -> dict | None:
     return spec["world"]["cluster"].get("flannel")
 
 
-def make_lab(name: str | None, state_dir: Path, names: list[str], spec: dict) -> ClusterLab:
+def make_lab(name: str | None, state_dir: Path, names: list[str], spec: dict | None = None) -> ClusterLab:
     """A ClusterLab whose hosts carry the scenario's names: namespace LAB-NAME, state STATE/NAME,
     underlay address 198.51.100.N in the world's order; with `cluster.flannel`, Kubernetes nodes
     with flannel's vxlan layout (netdiag/worlds/flannel.py: no store, pods on `cni:cbr0`)."""
-    flannel = flannel_of(spec)
+    flannel = flannel_of(spec) if spec else None
     if flannel is not None:
         from ..worlds.flannel import FlannelLab
 
