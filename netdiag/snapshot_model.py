@@ -187,6 +187,10 @@ class Model:
         hits = [c for c in self.containers() if c["name"] == ref.lstrip("/") or c["id"] == ref]
         if not hits and len(ref) >= 3 and all(ch in "0123456789abcdef" for ch in ref):
             hits = [c for c in self.containers() if c["id"].startswith(ref)]
+        if not hits and ref.startswith("cni:") and len(ref) >= 7:  # a CNI pod by more (or less) of its id
+            hits = [c for c in self.containers() if c["runtime"] == "cni" and c["id"].startswith(ref[4:])]
+        if not hits:  # a CNI pod by its namespace's name, as a kubelet's runtime named it (cni-<uuid>)
+            hits = [c for c in self.containers() if ref in c.get("netns_names", ())]
         if not hits:
             hits = self._compose_service(ref)
         if len(hits) > 1:
@@ -248,7 +252,7 @@ class Model:
         except ValueError:
             names = [c["name"] for c in self.containers()] + [c["compose"]["service"] for c in self.containers() if c.get("compose")]
             raise UnknownTarget(f"No such target: {target}", _did_you_mean(target, names) or
-                                "a target is a running container's name or id, ns:NAME, pid:N, host, or an IP address",
+                                "a target is a running container's name or id, cni:ID (a CNI pod), ns:NAME, pid:N, host, or an IP address",
                                 "list containers with 'netdiag ps' and namespaces with 'ip netns list'", target=target) from None
         owner = self.owner_of_ip(str(ip))
         if owner is None:

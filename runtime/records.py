@@ -142,3 +142,47 @@ def recorded_pids(root: Path) -> set[int]:
     member = load(Path(root) / "cluster" / "member.json") or {}
     pids.add(int(member.get("agent_pid") or 0))
     return pids - {0, os.getpid()}
+
+
+def cni_attachments() -> list[dict]:
+    """Every attachment in the CNI result cache (libcni's files: a kubelet's runtime's, Podman's,
+    netdiag's own) with what made it: network name, container id, interface, the namespace (the
+    cache's `netns`, else the result's sandbox), its endpoint (address, gateway, MAC, host veth), the hostPorts asked for and
+    the conflist's plugins, bridge and range. `own` marks netdiag's (its pinned namespaces)."""
+    import base64
+
+    from . import paths
+    from .errors import NetdiagError
+    from .networks.cni import conflist, driver, invoke
+
+    pins = str(paths.root() / "cni" / "netns") + "/"
+    out = []
+    for path, doc in invoke.cached_all():
+        result, ifname = doc["result"], str(doc.get("ifName") or "")
+        sandbox = next((i.get("sandbox") for i in result.get("interfaces") or []
+                        if isinstance(i, dict) and i.get("sandbox") and i.get("name") == ifname), "")
+        netns = str(doc.get("netns") or sandbox or "")
+        try:
+            conf = conflist.from_cache(base64.b64decode(str(doc.get("config", ""))), path)
+        except (ValueError, NetdiagError):
+            conf = None
+        subnet, gateway = conf.ipam_range() if conf else ("", "")
+        caps = doc.get("capabilityArgs") if isinstance(doc.get("capabilityArgs"), dict) else {}
+        out.append({"file": path, "network": str(doc.get("networkName") or ""), "container_id": str(doc.get("containerId") or ""),
+                    "ifname": ifname, "netns": netns, "own": netns.startswith(pins),
+                    "endpoint": driver.endpoint_from_result(result, ifname, conf.bridge_device() if conf else ""),
+                    "port_mappings": [p for p in caps.get("portMappings") or [] if isinstance(p, dict)],
+                    "plugins": [p["type"] for p in conf.plugins] if conf else [], **_rule_writers(conf),
+                    "bridge": conf.bridge_device() if conf else "", "subnet": subnet, "gateway": gateway})
+    return out
+
+
+def _rule_writers(conf) -> dict:
+    """What decides the iptables rules a conflist's plugins write for a pod: the bridge plugin's
+    ipMasq (its CNI-<hash> masquerade chain), the firewall plugin's iptables admin chain ("" when
+    it has no firewall plugin, or one whose backend is firewalld)."""
+    plugins = conf.plugins if conf else ()
+    firewall = next((p for p in plugins if p["type"] == "firewall"), None)
+    return {"ip_masq": any(p["type"] == "bridge" and p.get("ipMasq") is True for p in plugins),
+            "firewall_admin_chain": str(firewall.get("iptablesAdminChainName") or "CNI-ADMIN")
+            if firewall is not None and firewall.get("backend", "iptables") == "iptables" else ""}

@@ -175,7 +175,7 @@ def inspect(
 def _is_net_target(ref: str) -> bool:
     import ipaddress
 
-    if ref == "host" or ref.startswith(("ns:", "pid:")):
+    if ref == "host" or ref.startswith(("ns:", "pid:", "cni:")):
         return True
     try:
         ipaddress.ip_address(ref)

@@ -14,7 +14,7 @@ class NsRef:
     path: str                    # something to open for setns: /run/netns/X or /proc/PID/ns/net
     kind: str = "pid"            # host | container | netns | pid
     name: str = ""
-    runtime: str = ""            # netdiag | docker | podman | ""
+    runtime: str = ""            # netdiag | docker | podman | cni | ""
     container: dict = field(default_factory=dict)
     pids: list[int] = field(default_factory=list)
     netns_names: list[str] = field(default_factory=list)
@@ -27,6 +27,8 @@ class NsRef:
     def label(self) -> str:
         if self.kind == "host":
             return "host"
+        if self.kind == "container" and self.runtime == "cni":
+            return f"{self.name} (CNI pod on {', '.join(self.container.get('networks') or {}) or '?'})"
         if self.kind == "container":
             return f"{self.name} ({self.runtime} container)"
         if self.kind == "netns":
@@ -122,7 +124,8 @@ def _name_other_roots_containers(refs: dict[int, NsRef]) -> None:
 
 
 def discover(errors: list[dict]) -> tuple[dict[int, NsRef], list[dict], list[dict]]:
-    """Every network namespace visible from here, with its owner. Returns (refs, containers, Docker's and Podman's networks)."""
+    """Every network namespace visible from here, with its owner. Returns (refs, containers, other
+    runtimes' networks: Docker's, Podman's, and the CNI networks of pods in the CNI result cache)."""
     refs: dict[int, NsRef] = {}
     host_ino = _inode("/proc/self/ns/net")
     refs[host_ino] = NsRef(host_ino, _host_path(), kind="host", name="host", pids=[os.getpid()])
@@ -194,6 +197,9 @@ def discover(errors: list[dict]) -> tuple[dict[int, NsRef], list[dict], list[dic
         ref.kind, ref.name, ref.runtime, ref.container = "container", c["name"], c["runtime"], c
         ref.path = f"/proc/{c['pid']}/ns/net"
     _name_other_roots_containers(refs)
+    from .cni_pods import add_pods
+
+    docker_nets += add_pods(refs, containers, outside, errors)  # a kubelet's pods: the CNI result cache
     for ref in refs.values():
         ref.pids.sort()
         if ref.kind == "pid" and ref.pids:

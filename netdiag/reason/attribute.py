@@ -12,7 +12,9 @@ settings, which table governs them), never from a chain's name or a rule's comme
                      but not this packet's network (Docker's FORWARD policy and a netdiag network), or
                      the catch-all reject of a running firewalld's table for what enters on a bridge in
                      no firewalld zone (netdiag/reason/firewalld.py: fixed with firewall-cmd);
-  FIREWALL_DROP      anything else: the rule is named, with the command that removes it.
+  FIREWALL_DROP      a policy drop that a pod's CNI firewall plugin accept would have passed, were it
+                     there (netdiag/reason/cni_plugins.py: its own rules written back); anything
+                     else: the rule is named, with the command that removes it.
 Pure: reads the model only.
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ import shlex
 from dataclasses import replace
 
 from ..rulesets.iptables_nft import ruleset_for
-from . import firewalld, fixes
+from . import cni_plugins, firewalld, fixes
 from .fixes import Fix, owner_cli
 from .stop import Stop
 
@@ -179,6 +181,8 @@ def explain_drop(model, ns: dict, hook: str, pkt, step, src_ns: dict | None = No
     src = (src_ns or {}).get("name") or (src_ns or {}).get("label", "")
     src_ctr = src_ns if (src_ns or {}).get("kind") == "container" else None
 
+    if (cni := cni_plugins.firewall_stop(model, ns, hook, pkt, step, where, ev, policy)) is not None:
+        return cni  # a pod's accept that its CNI firewall plugin wrote is gone
     if iface_rule and in_net is not None and in_net is out_net and in_net["name"] in named and not icc_enabled(in_net):
         return Stop("blocked", "ICC_DISABLED",
                     f"containers on network {in_net['name']} may not talk to each other (enable_icc=false): {where} drops {pkt.src} -> {pkt.dst}",

@@ -27,4 +27,5 @@ CAUSES = {
     "SUBNET_OVERLAP": "two networks use overlapping addresses",
     "FOREIGN_FIREWALL": "another manager's firewall (e.g. Docker's FORWARD policy drop) kills traffic of a network it does not manage",
     "INTERNAL_NETWORK": "the network is internal (--internal): nothing enters or leaves it",
+    "HOSTPORT_CONFLICT": "two pods publish the same host port; the first DNAT wins and the other never gets the traffic",
 }

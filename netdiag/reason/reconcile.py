@@ -87,6 +87,10 @@ def merge(model, result: Diagnosis, live, static_fix=None) -> Fix | None:
         return _kernel_decides(model, result, answer, ns_by_path, None, reply=True)
     if static == "blocked" and cause == "MTU_BLACKHOLE" and result.proto == "tcp" and outcome in DELIVERED:
         return _path_mtu_discovered(result, outcome)
+    if static == "blocked" and cause == "HOSTPORT_CONFLICT" and outcome in DELIVERED:
+        # the probe gets an answer: from the pod that won the port, where the static path ends
+        result.reconciled = f"static and live agree: the probe {outcome}, at the pod that has the port (hop {last_seen})"
+        return None
     agree = ((static == "delivered" and outcome in DELIVERED)
              or (static == "blocked" and cause in REFUSED_CAUSES and outcome == "refused")
              or (static == "blocked" and cause not in REFUSED_CAUSES and outcome in LOST)

@@ -15,7 +15,7 @@ from runtime.errors import NotFound
 
 from ..snapshot_model import Model
 from ..rulesets.iptables_nft import ruleset_for
-from . import attribute, fixes, overlay, routing, vpn
+from . import attribute, fixes, hostports, overlay, routing, vpn
 from .fixes import Fix
 from .nftables import Packet, evaluate
 from .result import Diagnosis, Evidence, FixClaim, Hop, Reply
@@ -78,6 +78,8 @@ class Trace(RouteSteps, LinkSteps, DeliverySteps, VxlanSteps):
         if not res.packet_exact and res.packet.dst == pkt.dst and ("dnat" in res.packet.ct_status or any(
                 u.get("verdict") == "dnat" and u.get("changes_outcome") for u in res.unknown)):
             res.packet = self.published_target(ns, res.packet)
+        if hook in ("prerouting", "output") and self.leg == "request" and "dnat" in res.packet.ct_status - pkt.ct_status:
+            hostports.note_rivals(self, ns, pkt, res)  # another DNAT for the same port (pods' colliding hostPorts)
         return res
 
     def published_target(self, ns: dict, pkt: Packet) -> Packet:
@@ -415,6 +417,9 @@ def run_static(model: Model, src: str, dst: str, *, proto: str = "tcp", port: in
     text; diagnose.py checks it on a copy of the model)."""
     src_ns = model.resolve(src)
     dst_ip = destination_ip(model, src_ns, dst)
+    via_node = hostports.target(model, src_ns, dst, proto, port)  # a CNI pod by its hostPort: through the node
+    if via_node is not None:
+        dst_ip = via_node[0]
     t = Trace(model, proto, port, size, src_ns=src_ns)
     verdict, cause, summary, fix, blocked_at, reply = "delivered", None, "", None, None, None
     try:
@@ -425,6 +430,8 @@ def run_static(model: Model, src: str, dst: str, *, proto: str = "tcp", port: in
                        "nothing can reach it over the network", _none_fix(model, ns, model.container_of(src_ns)),
                        [{"kind": "link", "detail": f"{ns['label']} links: " + ", ".join(link["name"] for link in ns["links"])}])
         end, pkt = t.run(src_ns, dst_ip)
+        if via_node is not None and end["ns"]["id"] != via_node[1].get("ns"):
+            raise hostports.conflict_stop(t, end["ns"], via_node[1], dst_ip)
         summary = f"{proto.upper()} {'port ' + str(port) + ' ' if proto != 'icmp' else ''}from {src_ns['label']} reaches {end['ns']['label']}"
         if pkt.dst != dst_ip or pkt.dport != port:
             summary += f" (via {pkt.dst}:{pkt.dport})" if proto != "icmp" else f" (via {pkt.dst})"

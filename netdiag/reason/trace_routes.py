@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from . import fixes, routing, vpn
+from . import cni_plugins, fixes, routing, vpn
 from .fixes import Fix
 from .stop import Stop
 
@@ -54,7 +54,10 @@ class RouteSteps:
             hop, net, subnet = leaving
             self.blocked_hop = hop.n
             host = self.model.namespaces[hop.namespace]
-            if net is not None:  # a runtime's network made without masquerade: route it upstream, or masquerade again
+            cni = cni_plugins.masquerade_fix(self.model, host, dst) if net is not None and net.get("runtime") == "cni" else None
+            if cni is not None:  # a pod's masquerade, written by its CNI bridge plugin, is gone: put it back
+                fix, what = cni[0], f"network {net['name']}"
+            elif net is not None:  # a runtime's network made without masquerade: route it upstream, or masquerade again
                 fix.alternatives.append(f"masquerade {net['name']} again: recreate it without "
                                         "-o com.docker.network.bridge.enable_ip_masquerade=false")
                 what = f"network {net['name']}"
@@ -69,8 +72,8 @@ class RouteSteps:
                 what = f"subnet {subnet}, which {host['label']} routes"
             return Stop("blocked", "NO_NAT",
                         f"the packet reaches its destination, but its private source {dst} ({what}) left {hop.label} "
-                        f"through {hop.interface} without masquerade, and {ns['label']} {word} {dst}, so replies are lost",
-                        fix, evidence)
+                        f"through {hop.interface} without masquerade, and {ns['label']} {word} {dst}, so replies are lost"
+                        + (f": {cni[1]}" if cni else ""), fix, evidence)
         reached = self.reached or ns
         where = f"{ns['label']} {word} {dst}" if reached is ns else f"on the way back {ns['label']} {word} {dst}"
         return Stop("blocked", "NO_ROUTE", f"the request reaches {reached['label']}, but {where}: "

@@ -21,18 +21,18 @@ def unhooked_dnat_stop(ns: dict, pkt: Packet) -> Stop | None:
     items = ruleset_for(ns).get("nftables", [])
     chains = [i["chain"] for i in items if "chain" in i]
     rules = [i["rule"] for i in items if "rule" in i]
-    jumped = {(r["family"], r["table"], _target(e)) for r in rules for e in r["expr"] if _target(e)}
+    jumped = {(r["family"], r["table"], jump_target(e)) for r in rules for e in r["expr"] if jump_target(e)}
     for chain in chains:
         key = (chain["family"], chain["table"], chain["name"])
         if chain.get("hook") or key in jumped:
             continue
         own = [r for r in rules if (r["family"], r["table"], r["chain"]) == key]
-        dnat = next((r for r in own if _dnat(r) and _matches(r, pkt)), None)
+        dnat = next((r for r in own if dnat_of(r) and dnat_matches(r, pkt)), None)
         if dnat is None:
             continue
-        to = _dnat(dnat)
+        to = dnat_of(dnat)
         dest = f"{to.get('addr', '')}" + (f":{to['port']}" if to.get("port") else "")
-        ports = sorted({p for r in own if _dnat(r) for p in _dports(r, pkt.proto)})
+        ports = sorted({p for r in own if dnat_of(r) for p in _dports(r, pkt.proto)})
         entry = _entry_chain(chains, rules, chain)
         summary = (f"{ns['label']} has a DNAT of {pkt.proto} port {pkt.dport} to {dest} in chain {chain['table']} {chain['name']}, "
                    "but no rule jumps to that chain any more (its entry rule was removed, e.g. by a flush), so the port is "
@@ -58,7 +58,7 @@ def unhooked_dnat_stop(ns: dict, pkt: Packet) -> Stop | None:
     return None
 
 
-def _target(expr) -> str | None:
+def jump_target(expr) -> str | None:
     if isinstance(expr, dict):
         for verb in ("jump", "goto"):
             if isinstance(expr.get(verb), dict):
@@ -66,7 +66,7 @@ def _target(expr) -> str | None:
     return None
 
 
-def _dnat(rule: dict) -> dict | None:
+def dnat_of(rule: dict) -> dict | None:
     return next((e["dnat"] for e in rule["expr"] if isinstance(e, dict) and isinstance(e.get("dnat"), dict)), None)
 
 
@@ -81,7 +81,7 @@ def _dports(rule: dict, proto: str) -> list[int]:
     return out
 
 
-def _matches(rule: dict, pkt: Packet) -> bool:
+def dnat_matches(rule: dict, pkt: Packet) -> bool:
     """Every match of the DNAT rule is one this packet meets: its protocol's destination port, and
     where given its destination address. A match of any other kind: not claimed (False)."""
     saw_port = False
@@ -109,10 +109,10 @@ def _entry_chain(chains: list[dict], rules: list[dict], orphan: dict) -> dict | 
     rules (none, after a flush) all jump to chains that DNAT: where the orphan hung before."""
     family, table = orphan["family"], orphan["table"]
     base = {c["name"] for c in chains if (c["family"], c["table"]) == (family, table) and c.get("hook") == "prerouting"}
-    from_base = {_target(e) for r in rules if (r["family"], r["table"]) == (family, table) and r["chain"] in base
-                 for e in r["expr"] if _target(e)}
-    dnat_chains = {r["chain"] for r in rules if (r["family"], r["table"]) == (family, table) and _dnat(r)}
+    from_base = {jump_target(e) for r in rules if (r["family"], r["table"]) == (family, table) and r["chain"] in base
+                 for e in r["expr"] if jump_target(e)}
+    dnat_chains = {r["chain"] for r in rules if (r["family"], r["table"]) == (family, table) and dnat_of(r)}
     found = [c for c in chains if (c["family"], c["table"]) == (family, table) and c["name"] in from_base and not c.get("hook")
-             and all(_target(e) in dnat_chains for r in rules if (r["family"], r["table"], r["chain"]) == (family, table, c["name"])
-                     for e in r["expr"] if _target(e) or _dnat(r))]
+             and all(jump_target(e) in dnat_chains for r in rules if (r["family"], r["table"], r["chain"]) == (family, table, c["name"])
+                     for e in r["expr"] if jump_target(e) or dnat_of(r))]
     return found[0] if len(found) == 1 else None

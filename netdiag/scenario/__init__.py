@@ -9,7 +9,8 @@ things run), session.py builds, grades and tears down a one-host world, cluster.
 several hosts with a real etcd (world.py: their one start skeleton, diagnosis and grader on
 netdiag.worlds' interface; common.py: steps and commands both share), registry.py remembers which are
 running (and which replays), verdict.py grades a diagnosis (a trace's, a health check's, a pull's);
-image_registry.py gives a one-host world its image registry (`world.registry`). replay.py (planned by replay_plan.py, pure) goes the
+image_registry.py gives a one-host world its image registry (`world.registry`), pods.py its
+Kubernetes node's CNI pods (`world.cni`, `world.pods`). replay.py (planned by replay_plan.py, pure) goes the
 other way: a real host's snapshot rebuilt as namespaces, with stand-in servers (standin.py).
 May import netdiag.worlds, netdiag.yamlfile, netdiag.schemas, runtime.state/paths/errors, and
 runtime.kernel (replay only).

@@ -21,7 +21,7 @@ is killed, then the lab is removed and `leaks()` says what is left.
 Variables: ${lab}, ${host_ip} (the first host's underlay address) and ${host_ip:HOST} (that host's,
 its VTEP), ${store} (`ns:` + the store's namespace: a machine on the underlay that is no member),
 ${store_ip}, ${ip:CONTAINER[:NETWORK]}, ${mac:CONTAINER[:NETWORK]}, ${pid:CONTAINER}, ${vxlan:NETWORK} (the overlay
-network's VXLAN device on the hosts) and ${file:NAME}.
+network's VXLAN device on the hosts), ${cni_conf:HOST} (the host's CNI conflist directory) and ${file:NAME}.
 """
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ from .placement import host_names
 from .world import ScenarioWorld
 
 SETTLE_TIMEOUT = 20.0
-VARIABLES = ("lab", "host_ip", "store", "store_ip", "ip:CONTAINER[:NETWORK]", "mac:CONTAINER[:NETWORK]", "pid:CONTAINER", "vxlan:NETWORK", "file:NAME")
+VARIABLES = ("lab", "host_ip", "store", "store_ip", "ip:CONTAINER[:NETWORK]", "mac:CONTAINER[:NETWORK]", "pid:CONTAINER", "vxlan:NETWORK",
+             "cni_conf:HOST", "file:NAME")
 
 
 def is_cluster(scenario: Scenario) -> bool:
@@ -64,10 +65,13 @@ class ClusterSession(ScenarioWorld):
     @classmethod
     def claim(cls, scenario: Scenario) -> "ClusterSession":
         names = host_names(scenario.spec)
-        return cls(scenario, registry.claim(scenario.name, scenario.slug, lambda root: make_lab(None, root, names), hosts=names),
-                   names)
+        return cls(scenario, registry.claim(scenario.name, scenario.slug, lambda root: make_lab(None, root, names, scenario.spec),
+                                            hosts=names), names)
 
     def describe(self) -> str:
+        if flannel_of(self.scenario.spec) is not None:
+            return (f"Kubernetes-like nodes {', '.join(f'{n} ({h.address})' for n, h in self.hosts.items())} with flannel's "
+                    f"vxlan layout (cni0, flannel.1 MTU {self.lab.vxlan_mtu}, conflist cbr0 with pod MTU {self.lab.pod_mtu})")
         return (f"cluster lab {self.lab.name}: hosts " + ", ".join(f"{n} ({h.address})" for n, h in self.hosts.items())
                 + f" on one underlay, etcd at {STORE_IP}")
 
@@ -81,7 +85,7 @@ class ClusterSession(ScenarioWorld):
     def attach(cls, scenario: Scenario) -> "ClusterSession":
         rec = registry.of_running(scenario.name, scenario.slug)
         names = rec.get("hosts") or host_names(scenario.spec)
-        return cls(scenario, make_lab(rec["lab"], Path(rec["state_dir"]), names), names)
+        return cls(scenario, make_lab(rec["lab"], Path(rec["state_dir"]), names, scenario.spec), names)
 
     def remove(self) -> None:
         """Every process in its namespaces (etcd, agents, monitors, a learner's shells), the hosts,
@@ -129,7 +133,7 @@ class ClusterSession(ScenarioWorld):
     # -- building the world ----------------------------------------------------------------------------
     def build(self, say) -> None:
         world = self.scenario.spec["world"]
-        for name, h in self.hosts.items():
+        for name, h in self.hosts.items() if flannel_of(self.scenario.spec) is None else ():  # flannel's nodes: no store
             say(f"{name} joins the cluster (VTEP {h.address})")
             self.run(["netdiag", "cluster", "join", "--store", self.lab.store_url, "--advertise", h.address, "--name", name], name)
         for net in world.get("networks", []):
@@ -265,6 +269,8 @@ class ClusterSession(ScenarioWorld):
                 return value
             if key == "pid" and arg and net is None:  # a container's init: `nsenter -t PID -n` enters it
                 return str(self.pid_of(arg))
+            if key == "cni_conf" and arg in self.hosts and net is None:  # the host's CNI configuration directory
+                return self.hosts[arg].env.get("NETDIAG_CNI_CONF_DIR") or "/etc/cni/net.d"
             if key == "vxlan" and arg and net is None:
                 return self.vxlan_device(arg)
             if key in fixed and arg is None:
@@ -284,7 +290,17 @@ class ClusterSession(ScenarioWorld):
                          "a host has one once a container of it is on the network", "")
 
 
-def make_lab(name: str | None, state_dir: Path, names: list[str]) -> ClusterLab:
+def flannel_of(spec: dict) -> dict | None:
+    return spec["world"]["cluster"].get("flannel")
+
+
+def make_lab(name: str | None, state_dir: Path, names: list[str], spec: dict | None = None) -> ClusterLab:
     """A ClusterLab whose hosts carry the scenario's names: namespace LAB-NAME, state STATE/NAME,
-    underlay address 198.51.100.N in the world's order."""
+    underlay address 198.51.100.N in the world's order; with `cluster.flannel`, Kubernetes nodes
+    with flannel's vxlan layout (netdiag/worlds/flannel.py: no store, pods on `cni:cbr0`)."""
+    flannel = flannel_of(spec) if spec else None
+    if flannel is not None:
+        from ..worlds.flannel import FlannelLab
+
+        return FlannelLab(name=name, state_dir=state_dir, names=names, pod_mtu=flannel.get("pod_mtu"))
     return ClusterLab(name=name, state_dir=state_dir, names=names)

@@ -8,9 +8,9 @@ def host_names(spec: dict) -> list[str]:
 
 
 def world_names(spec: dict) -> set[str]:
-    """The containers a world has: its `containers` and those a step starts with `--name`."""
+    """The containers a world has: its `containers`, its pods and those a step starts with `--name`."""
     world = spec.get("world") or {}
-    names = {c["name"] for c in world.get("containers", [])} | {lb["name"] for lb in world.get("haproxy", [])}
+    names = {c["name"] for c in world.get("containers", []) + world.get("pods", [])} | {lb["name"] for lb in world.get("haproxy", [])}
     for step in steps_of(spec):
         if "--name" in step["run"][:-1]:
             names.add(step["run"][step["run"].index("--name") + 1])

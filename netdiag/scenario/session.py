@@ -23,7 +23,8 @@ from pathlib import Path
 from runtime.errors import InvalidArgument, NetdiagError, NotFound
 
 from ..worlds import HOST_IP, OUTSIDE_IP, Lab
-from . import image_registry, registry
+from ..worlds.leftovers import netns_left
+from . import image_registry, pods, registry
 from .common import STEP_TIMEOUT, _VAR, StepFailed, container_argv, kill_in, netns_inodes, network_argv
 from .library import Scenario
 from .world import ScenarioWorld
@@ -68,6 +69,7 @@ class Session(ScenarioWorld):
         self._docker_left = self.stop_docker() + self.stop_podman()
         kill_world(self.lab)
         image_registry.remove(self.lab)
+        pods.remove(self.root)
         shutil.rmtree(haproxy_dir(self.lab), ignore_errors=True)
         with contextlib.suppress(OSError):  # the parent, once no scenario uses it
             haproxy_dir(self.lab).parent.rmdir()
@@ -75,13 +77,13 @@ class Session(ScenarioWorld):
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _leftovers(self) -> list[str]:
-        return getattr(self, "_docker_left", []) + self.lab._leftovers() + \
+        return getattr(self, "_docker_left", []) + self.lab._leftovers() + netns_left(pods.netns_names(self.root)) + \
             [str(p) for p in [haproxy_dir(self.lab), Path("/run/netns") / image_registry.namespace(self.lab)] if p.exists()]
 
     def namespaces(self) -> list[str]:
         """Every named network namespace of the world: the lab host, its outside, a registry's behind it."""
         behind = [image_registry.namespace(self.lab)] if (image_registry.spec_of(self.scenario.spec) or {}).get("behind") else []
-        return [self.lab.name, self.lab.outside, *behind]
+        return [self.lab.name, self.lab.outside, *behind, *pods.netns_names(self.root)]
 
     def containers(self) -> list[str]:
         """The world's containers, as its own `netdiag ps -a` sees them."""
@@ -90,7 +92,10 @@ class Session(ScenarioWorld):
 
     def shell_target(self, name: str | None) -> tuple[dict, object, str | None, str | None]:
         """Where `netdiag scenario shell SCENARIO [NAME]` goes: (env, preexec_fn, the container to
-        exec into or None, the host or None for the lab host). Always the lab host; NAME is a container."""
+        exec into or None, the host or None for the lab host). Always the lab host; NAME is a container,
+        or a pod (a shell in its network namespace, as `nsenter -n` gives one)."""
+        if name is not None and pods.has(self.root, name):
+            return self.env(), self.enter(name), None, None
         return self.env(), self.enter(), name, None
 
     # -- building the world ----------------------------------------------------------------------------
@@ -112,6 +117,7 @@ class Session(ScenarioWorld):
             self.run(container_argv(c))
             for net in c.get("connect", []):
                 self.run(["netdiag", "network", "connect", net, c["name"]])
+        pods.build(self, say)  # a Kubernetes node's pods, made by its kubelet's runtime
         if world.get("registry"):
             image_registry.start(self, world["registry"], say)
         stack = world.get("compose")
@@ -259,7 +265,7 @@ class Session(ScenarioWorld):
     def env(self) -> dict:
         path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
         reg = image_registry.env(self.root) if world_has_registry(self.scenario) else {}
-        return {**self.lab.env, "PATH": path, **reg, **self.docker_env()}
+        return {**self.lab.env, "PATH": path, **reg, **self.docker_env(), **pods.env(self.root, self.scenario.spec)}
 
     def env_of(self, where: str | None = None) -> dict:
         return self.env()
@@ -268,6 +274,8 @@ class Session(ScenarioWorld):
         """The lab host (None or "lab"), its outside ("outside"), or a container's namespace."""
         if where in (None, "lab", "outside"):
             return self.lab.namespace(where if where == "outside" else None)
+        if pods.has(self.root, where):
+            return pods.namespace(self.root, where)
         return f"/proc/{self.pid_of(where)}/ns/net"
 
     def inspect(self, name: str) -> dict:
@@ -291,7 +299,8 @@ class Session(ScenarioWorld):
                 "certs_d": str(image_registry.certs_d(self.root))}
 
     def expand(self, text: str, **extra) -> str:
-        """${lab} ${outside} ${outside_ns} ${host_ip} ${outside_ip} ${ip:CTR} ${ip:CTR:NET} ${pid:CTR}, and `extra`."""
+        """${lab} ${outside} ${outside_ns} ${host_ip} ${outside_ip} ${ip:CTR} ${ip:CTR:NET} ${pid:CTR}, a pod's
+        ${pod:POD} ${pod_id:POD} ${pod_ns:POD} ${ip:POD} (scenario/pods.py), and `extra`."""
         fixed = {"lab": self.lab.name, "outside": f"ns:{self.lab.outside}", "outside_ns": self.lab.outside,
                  "host_ip": HOST_IP, "outside_ip": OUTSIDE_IP, **self.registry_vars(), **extra}
 
@@ -306,6 +315,8 @@ class Session(ScenarioWorld):
                     return self.haproxy_path(arg, "pid").read_text().split()[0]
                 except (OSError, IndexError):
                     raise StepFailed(f"${{haproxy_pid:{arg}}}: HAProxy {arg} is not running", "", "") from None
+            if (key in pods.VARIABLES or key == "ip" and net is None) and arg and pods.has(self.root, arg):
+                return pods.var(self.root, key, arg)
             if key == "pid" and arg and net is None:  # a container's init: `nsenter -t PID -n` enters it
                 return str(self.pid_of(arg))
             if key == "ip" and arg:
@@ -317,7 +328,7 @@ class Session(ScenarioWorld):
             if key in fixed and arg is None:
                 return fixed[key]
             raise InvalidArgument(f"Unknown variable ${{{m.group(0)[2:-1]}}} in scenario {self.scenario.name}",
-                                  "known: lab, outside, outside_ns, host_ip, outside_ip, registry, registry_ip, certs_d, ip:CONTAINER[:NETWORK], pid:CONTAINER, file:NAME, haproxy_cfg:NAME, haproxy_pid:NAME", "")
+                                  "known: lab, outside, outside_ns, host_ip, outside_ip, registry, registry_ip, certs_d, ip:CONTAINER[:NETWORK], pid:CONTAINER, file:NAME, haproxy_cfg:NAME, haproxy_pid:NAME, pod:POD, pod_id:POD, pod_ns:POD", "")
 
         return _VAR.sub(one, text)
 

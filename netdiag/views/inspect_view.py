@@ -4,7 +4,7 @@ ports and the nftables rules that mention it. Pure over the model."""
 from __future__ import annotations
 
 from ..snapshot_model import Model
-from ..reason import overlay
+from ..reason import hostports, overlay
 
 
 def view(model: Model, target: str) -> dict:
@@ -50,6 +50,8 @@ def view(model: Model, target: str) -> dict:
             what = " and ".join(w for w, miss in (("FDB", m["fdb"]), ("ARP", m["arp"])) if miss)
             notes.append(f"{link['name']}: no {what} entry for {m['name']} ({m['ip']}, {m['mac']} on {m['host']} at {m['vtep']}), "
                          "which the cluster store lists: its traffic cannot reach it")
+    if c is not None and c.get("ports") and ns["kind"] != "host":
+        notes += hostports.shared_ports(model, c)  # pods' hostPorts collide: portmap refuses nothing
     routes = [r for r in ns["routes"] if r["table"] != 255]
     if ns["kind"] == "container" and not any(r["dst"] == "default" for r in routes) and len(ns["links"]) > 1:
         notes.append("no default route: only directly connected subnets are reachable")
@@ -58,7 +60,8 @@ def view(model: Model, target: str) -> dict:
                or any(k.startswith(f"net.ipv4.conf.{i['name']}.") for i in interfaces)}
     return {
         "target": target, "namespace": {"id": ns["id"], "kind": ns["kind"], "label": ns["label"], "netns_names": ns.get("netns_names", [])},
-        "container": {k: c.get(k) for k in ("runtime", "id", "name", "image", "pid")} if c else None,
+        "container": {**{k: c.get(k) for k in ("runtime", "id", "name", "image", "pid")}, "networks": sorted(c.get("networks") or {})}
+        if c else None,
         "interfaces": interfaces, "routes": routes, "rules": [r for r in ns["rules"] if r["table"] not in (253, 254, 255)],
         "neighbours": ns["neighbours"], "sockets": sockets, "resolv_conf": ns.get("resolv_conf"), "sysctls": sysctls,
         "host_side": host_side, "overlay": overlays, "findings": notes,

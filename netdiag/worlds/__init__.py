@@ -10,6 +10,8 @@ links, mounts, cgroups, nftables tables, processes; [] after destroy()).
     docker.py   DockerLab: a host lab running its own dockerd (the engine: dockerd.py)
     podman.py   PodmanLab: a host lab that is a rootful Podman host (netavark, aardvark-dns), its own
                 mount namespace keeping Podman's fixed host paths private; PodmanDockerLab: Docker too
+    flannel.py  FlannelLab: Kubernetes-like nodes with flannel's vxlan layout (cni0, flannel.1, conflist cbr0)
+    kubelet.py  KubeletPods: pods on a world's host made as a kubelet's runtime makes them (CNI ADD/DEL)
     leftovers.py  finding and removing what worlds leave: processes, mounts, cgroups, namespaces
     registry.py   LabRegistry: Debian's docker-registry in one of a world's namespaces (TLS, htpasswd,
                   or Bearer tokens from registry_token.py)

@@ -45,12 +45,14 @@ class FlannelLab(ClusterLab):
     """Nodes node1..nodeN with flannel's layout (see the module's docstring)."""
 
     def __init__(self, nodes: int = 2, name: str | None = None, state_dir: Path | None = None, mtu: int = 1500,
-                 pod_mtu: int | None = None):
+                 pod_mtu: int | None = None, names: list[str] | None = None):
         """`pod_mtu` larger than the VXLAN's (underlay - 50) plants the classic fault: pods send
-        frames flannel.1 cannot carry."""
-        super().__init__(name=name, state_dir=state_dir, mtu=mtu, names=[f"node{i + 1}" for i in range(nodes)])
+        frames flannel.1 cannot carry. `names`: the nodes' names (default node1..nodeN)."""
+        super().__init__(name=name, state_dir=state_dir, mtu=mtu, names=names or [f"node{i + 1}" for i in range(nodes)])
         self.vxlan_mtu = mtu - 50
         self.pod_mtu = pod_mtu or self.vxlan_mtu
+        for host in self.hosts:  # known before the build: another process attached to the world finds it too
+            host.env["NETDIAG_CNI_CONF_DIR"] = str(host.state_dir / "net.d")
 
     def start_store(self, timeout: float = 20.0) -> None:
         """No cluster store: the overlay is programmed statically, as flanneld would from its leases."""
@@ -59,7 +61,7 @@ class FlannelLab(ClusterLab):
         super()._build()
         for n, host in enumerate(self.hosts, start=1):
             self._wire(n, host)
-            host.env["NETDIAG_CNI_CONF_DIR"] = str(self.write_conflist(n))
+            self.write_conflist(n)
 
     def _wire(self, n: int, host) -> None:
         from runtime.kernel import addr, fdb, link, neigh, ns, route, sysctl, vxlan

@@ -40,7 +40,7 @@ import shutil
 from pathlib import Path
 
 from .base import World
-from .leftovers import cgroup_parents, kill_recorded, mounts_under, netns_left, processes_left, remove_cgroups
+from .leftovers import cgroup_parents, kill_recorded, mounts_under, netns_left, processes_left, remove_cgroups, unmount_under
 
 OUTSIDE_IP, HOST_IP, PREFIX = "203.0.113.1", "203.0.113.2", 24
 
@@ -113,6 +113,8 @@ class Lab(World):
         remove_cgroups(self.cgroup_parent, lambda: kill_recorded(self.state_dir, self.cgroup_parent))
         for name in (self.name, self.outside):
             ns.remove(name)
+        # CNI attachments pin their container's namespace until DEL: a world torn down without it keeps them
+        unmount_under(self.state_dir / "cni" / "netns")
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def _leftovers(self) -> list[str]:

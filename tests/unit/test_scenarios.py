@@ -29,12 +29,12 @@ def test_the_library_has_at_least_twelve_scenarios_easy_to_hard():
     assert [int(n[:2]) for n in ALL] == list(range(1, len(ALL) + 1))  # numbered in order, no gaps
 
 
-ONE_HOST_VARS = ("lab", "outside", "outside_ns", "host_ip", "outside_ip", "ip", "file", "haproxy_cfg", "haproxy_pid", "stats", "pid",
+ONE_HOST_VARS = ("lab", "outside", "outside_ns", "host_ip", "outside_ip", "ip", "file", "haproxy_cfg", "haproxy_pid", "stats", "pid", "pod", "pod_id", "pod_ns",
                  "registry", "registry_ip", "certs_d")
 # a pull's own causes (a scenario whose diagnosis is `netdiag pull`): runtime.registry.errors
 PULL_CAUSES = {"CONNECT_FAILED", "TLS_UNKNOWN_AUTHORITY", "TLS_NAME_MISMATCH", "TLS_FAILED", "UNAUTHORIZED", "DENIED",
                "NOT_FOUND", "RATE_LIMITED", "BAD_CONTENT"}
-CLUSTER_VARS = ("lab", "host_ip", "store", "store_ip", "ip", "mac", "pid", "vxlan", "file")
+CLUSTER_VARS = ("lab", "host_ip", "store", "store_ip", "ip", "mac", "pid", "vxlan", "cni_conf", "file")
 
 
 @pytest.mark.parametrize("name", ALL)

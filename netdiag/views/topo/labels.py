@@ -28,7 +28,7 @@ def hop_label(n: dict) -> str:
                     for m in n["trace_marks"])
 
 
-ENGINE_NAMES = {"netdiag": "netdiag", "docker": "Docker", "podman": "Podman"}
+ENGINE_NAMES = {"netdiag": "netdiag", "docker": "Docker", "podman": "Podman", "cni": "CNI"}
 # what an isolation mark means, said once where there is room (tree, DOT, the SVG's tooltip)
 MARK_HELP = {"icc=false": "its containers cannot reach each other", "internal": "no traffic in or out of it"}
 
@@ -38,9 +38,11 @@ def engine_name(engine: str) -> str:
 
 
 def ns_kind_text(ns: dict) -> str:
-    """'netdiag container', 'Docker container', or the namespace's kind (host, netns, pid)."""
+    """'netdiag container', 'Docker container', 'CNI pod' (another runtime's, wired by the CNI
+    plugins), or the namespace's kind (host, netns, pid)."""
     if ns["ns_kind"] == "container":
-        return " ".join(x for x in (engine_name(ns.get("engine", "")), "container") if x)
+        what = "pod" if ns.get("engine") == "cni" else "container"
+        return " ".join(x for x in (engine_name(ns.get("engine", "")), what) if x)
     return ns["ns_kind"]
 
 

@@ -4,6 +4,7 @@ conflist, the way a Kubernetes node's container runtime does (libcni's behaviour
 conflist: finding and validating a network configuration list (NETDIAG_CNI_CONF_DIR, CNI_PATH);
 invoke: running the plugins with ADD/CHECK/DEL as the CNI spec says, the result cache (libcni's
 `cniCacheV1` files); driver: the `cni` network driver behind runtime.networks.drivers, whose
-records (`cni:NAME`) hold netdiag's endpoints like a bridge network's. May import what
+records (`cni:NAME`) hold netdiag's endpoints like a bridge network's; sandbox: ADD/DEL of a pod
+sandbox as a kubelet's runtime does it, for attachments netdiag does not own. May import what
 runtime.networks may; nothing of runtime.networks imports it but drivers.
 """

@@ -186,16 +186,9 @@ def _del(net: dict, cid: str, endpoint: dict, current: conflist.ConfList | None 
     """DEL with the conflist and capability arguments the attachment was made with (cached), else
     the current conflist and `caps` (a failed ADD's: nothing was cached)."""
     ifname, pin = endpoint.get("Interface") or "eth0", Path(endpoint.get("Netns") or pin_path(cid, "eth0"))
-    conf = invoke.cached_conf(conf_name(net), cid, ifname) or current
-    if conf is None:
-        try:
-            conf = conflist.load(conf_name(net))
-        except NetdiagError:
-            conf = None  # no plugin can be told: nothing netdiag can undo but its own pin and record
-    if conf is not None:
-        cached = invoke.cached(conf.name, cid, ifname) or {}
-        netns = str(pin) if _pinned(pin) else ""  # the spec lets DEL run without a namespace left
-        invoke.delete(conf, invoke.RuntimeConf(cid, netns, ifname, cached.get("capabilityArgs") or caps or {}))
+    netns = str(pin) if _pinned(pin) else ""  # the spec lets DEL run without a namespace left
+    # without any conflist, no plugin can be told: nothing netdiag can undo but its own pin and record
+    invoke.delete_attachment(conf_name(net), cid, ifname, netns, current, caps)
     _forget(net, cid, pin)
 
 

@@ -144,6 +144,22 @@ def delete(conf: conflist.ConfList, rt: RuntimeConf) -> None:
     cache_path(conf.name, rt.container_id, rt.ifname).unlink(missing_ok=True)
 
 
+def delete_attachment(net: str, container_id: str, ifname: str, netns: str,
+                      current: conflist.ConfList | None = None, caps: dict | None = None) -> bool:
+    """DEL an attachment with the conflist and capability arguments it was made with (cached),
+    else `current` or the conflist as it is now and `caps` (a failed ADD's: nothing was cached).
+    False when no conflist is left to tell the plugins anything (nothing was run)."""
+    conf = cached_conf(net, container_id, ifname) or current
+    if conf is None:
+        try:
+            conf = conflist.load(net)
+        except NetdiagError:
+            return False
+    entry = cached(conf.name, container_id, ifname) or {}
+    delete(conf, RuntimeConf(container_id, netns, ifname, entry.get("capabilityArgs") or caps or {}))
+    return True
+
+
 # -- the result cache (libcni's file format, so other CNI tools read netdiag's attachments) ---------
 def cache_path(net: str, container_id: str, ifname: str) -> Path:
     return conflist.cache_dir() / "results" / f"{net}-{container_id}-{ifname}"
@@ -168,6 +184,25 @@ def cached(net: str, container_id: str, ifname: str) -> dict | None:
     except NetdiagError:
         return None
     return doc if isinstance(doc, dict) and doc.get("kind") == CACHE_KIND else None
+
+
+def cached_all() -> list[tuple[str, dict]]:
+    """Every usable entry of the result cache, as (file, document): libcni's files, whoever wrote
+    them (a kubelet's runtime, Podman, netdiag), in file-name order."""
+    d = conflist.cache_dir() / "results"
+    try:
+        names = sorted(p.name for p in d.iterdir())
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        try:
+            doc = bounded.loads_json(bounded.read_bytes(d / name, conflist.MAX_CONF), str(d / name))
+        except NetdiagError:
+            continue
+        if isinstance(doc, dict) and doc.get("kind") == CACHE_KIND and isinstance(doc.get("result"), dict):
+            out.append((str(d / name), doc))
+    return out
 
 
 def cached_result(net: str, rt: RuntimeConf) -> dict | None:
