@@ -32,6 +32,8 @@ class Collected(JsonView):
     def emit(self, obj: dict) -> None:
         self.objects.append(obj)
 
+    event = drops = diagnosis = end = emit  # JsonView binds its own emit to these names
+
     def tick(self, flows) -> None:
         if self.cancel is not None and self.cancel.is_set() and not self.cancelled:
             self.cancelled = True  # once: the session ticks again while it cleans up
@@ -76,7 +78,7 @@ def verdict(objects: list[dict], p: dict) -> dict:
     """The check's result from the session's objects: failed when a flow failed (or a drop of a
     named reason was seen), each flow with its diagnosis; the first flow (the most events) gives
     the result's cause, hop and fix."""
-    diagnoses = {o["flow"]: o for o in objects if o.get("type") == "diagnosis"}
+    diagnoses = {o["flow"]: {k: v for k, v in o.items() if k not in ("type", "flow")} for o in objects if o.get("type") == "diagnosis"}
     flows = [{**o, "diagnosis": diagnoses.get(o["id"])} for o in objects if o.get("type") == "flow" and o.get("final")]
     for f in flows:
         for k in ("type", "final"):

@@ -28,6 +28,7 @@ MEDIA = {"application/json": "json", "application/vnd.netdiag-json": "json",
 CONTENT_TYPE = {"json": "application/json", "junit": "application/xml; charset=utf-8", "tap": "text/x-tap; charset=utf-8",
                 "text": "text/plain; charset=utf-8"}
 STOP_GRACE = 30.0  # how long a stopping server waits for the run under way (probes clean up after themselves)
+CLIENT_TIMEOUT = 10.0  # seconds a connection may take to send its request
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -130,6 +131,7 @@ def serve(results: Results, files: list[str], addr: str, port: int, *, cancel: t
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "netdiag-check"
+        timeout = CLIENT_TIMEOUT  # a client that connects and says nothing holds its thread no longer
 
         def do_GET(self) -> None:
             self._answer(body=True)
@@ -162,7 +164,7 @@ def serve(results: Results, files: list[str], addr: str, port: int, *, cancel: t
 
     class Server(ThreadingHTTPServer):
         address_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
-        daemon_threads = True
+        daemon_threads = False  # server_close() waits for them: a request answered as it stops gets its whole answer
 
     try:
         httpd = Server((addr, port), Handler)
@@ -176,5 +178,5 @@ def serve(results: Results, files: list[str], addr: str, port: int, *, cancel: t
         pass
     finally:
         cancel.set()
-        httpd.server_close()
         results.idle(STOP_GRACE)
+        httpd.server_close()
