@@ -10,7 +10,6 @@ another. Other paths are 404. The server binds where netdiag runs (its network n
 """
 from __future__ import annotations
 
-import ipaddress
 import threading
 import time
 from dataclasses import dataclass
@@ -32,18 +31,15 @@ CLIENT_TIMEOUT = 10.0  # seconds a connection may take to send its request
 
 
 def parse_address(text: str) -> tuple[str, int]:
-    """ADDR:PORT (IPv4, or [IPv6]:PORT) -> (addr, port); InvalidArgument (exit 2) otherwise."""
-    host, sep, port = text.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    """ADDR:PORT (IPv4, or [IPv6]:PORT) -> (addr, port); InvalidArgument (exit 2) otherwise. The
+    same syntax as watch --metrics (its parser), named after --serve."""
+    from ..watch.metrics import parse_address as parse
+
     try:
-        ipaddress.ip_address(host)
-        number = int(port)
-    except ValueError:
-        number = 0
-    if not sep or not 1 <= number <= 65535:
+        return parse(text)
+    except InvalidArgument:
         raise InvalidArgument(f"Invalid --serve address {text!r}", "it is ADDR:PORT, an IP address of this host and a port",
-                              "e.g. --serve 127.0.0.1:8080, or 0.0.0.0:8080 for every address")
-    return host, number
+                              "e.g. --serve 127.0.0.1:8080, or 0.0.0.0:8080 for every address") from None
 
 
 def negotiate(accept: str | None, default: str = "json") -> str:

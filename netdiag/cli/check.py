@@ -78,15 +78,15 @@ def check(
     Exit codes: 0 all passed, 1 some failed, 2 invalid file, 3 could not run."""
     from runtime.errors import InvalidArgument
 
+    if fmt is not None and fmt not in FORMATS:
+        raise InvalidArgument(f"Unknown --format {fmt!r}", f"it is one of {', '.join(FORMATS)}", "")
+    if not 1 <= parallel <= 64:
+        raise InvalidArgument(f"Invalid --parallel {parallel}", "from 1 to 64 checks at a time", "")
     if serve is not None:
         _serve(files, serve, cache, fmt, snapshot=snapshot, parallel=parallel, fail_fast=fail_fast, retry=_seconds(retry_timeout),
                var=var, refused={"-o": output, "--generate": generate, "--verify-fix": verify_fix})
         raise typer.Exit(0)
     fmt = fmt or "text"
-    if fmt not in FORMATS:
-        raise InvalidArgument(f"Unknown --format {fmt!r}", f"it is one of {', '.join(FORMATS)}", "")
-    if not 1 <= parallel <= 64:
-        raise InvalidArgument(f"Invalid --parallel {parallel}", "from 1 to 64 checks at a time", "")
     if generate:
         if files:
             raise InvalidArgument("--generate takes no check file", "it writes one", "give -o FILE to choose where")
@@ -139,8 +139,6 @@ def _serve(files, address: str, cache: str, fmt: str | None, *, snapshot, parall
     if given:
         raise InvalidArgument(f"{given[0]} does not go with --serve", "--serve answers each request with the report",
                               "leave it out, or run the checks once without --serve")
-    if fmt is not None and fmt not in FORMATS:
-        raise InvalidArgument(f"Unknown --format {fmt!r}", f"it is one of {', '.join(FORMATS)}", "")
     if not files:
         raise InvalidArgument("No check file given", "", "e.g. netdiag check checks.yaml --serve 127.0.0.1:8080")
     suite = spec.load(list(files), cli_vars=dict(spec.parse_var(v) for v in var or []))

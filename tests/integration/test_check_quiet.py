@@ -183,7 +183,6 @@ def test_served_checks_answer_503_then_200_in_each_format_and_stop_cleanly(lab):
 def test_bad_serve_input_exits_2(lab):
     path = check_file(lab, "one.yaml", "checks:\n  - quiet: {for: 1s, container: client}\n")
     for args, said in ((["--serve", "8080"], "Invalid --serve address '8080'"),
-                       (["--serve", "127.0.0.1:99999"], "Invalid --serve address"),
                        (["--serve", "127.0.0.1:8080", "--cache", "soon"], "Invalid --cache"),
                        (["--serve", "127.0.0.1:8080", "-o", "x.json"], "-o does not go with --serve"),
                        (["--serve", "192.0.2.77:8080"], "Cannot serve on 192.0.2.77:8080")):
