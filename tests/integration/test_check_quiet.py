@@ -82,13 +82,13 @@ def check_file(lab, name: str, body: str) -> str:
     return str(path)
 
 
-def get(lab, path: str = "/healthz", accept: str | None = None):
-    """An HTTP GET from inside the lab (the socket is made in its namespace): status, headers, body."""
+def get(lab, path: str = "/healthz", accept: str | None = None, method: str = "GET"):
+    """An HTTP request from inside the lab (the socket is made in its namespace): status, headers, body."""
     with netns(lab.namespace()):
         conn = http.client.HTTPConnection("127.0.0.1", SERVE, timeout=60)
         conn.connect()
     try:
-        conn.request("GET", path, headers={"Accept": accept} if accept else {})
+        conn.request(method, path, headers={"Accept": accept} if accept else {})
         r = conn.getresponse()
         return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read().decode()
     finally:
@@ -126,12 +126,12 @@ def test_served_checks_answer_503_then_200_in_each_format_and_stop_cleanly(lab):
   - name: nothing fails from the client
     quiet: {{for: 2s, container: client}}
 """)
-    proc = lab.popen("check", path, "--serve", f"127.0.0.1:{SERVE}", "--cache", "1s", stdout=subprocess.PIPE,
+    proc = lab.popen("check", path, "--serve", f"127.0.0.1:{SERVE}", "--cache", "2s", stdout=subprocess.PIPE,
                      stderr=subprocess.PIPE, text=True)
     try:
         said = proc.stderr.readline()
         assert said.startswith(f"serving 2 checks on http://127.0.0.1:{SERVE}/healthz"), (said, proc.poll())
-        traffic = failing_traffic(lab, 2.0)
+        traffic = failing_traffic(lab, 2.5)
         answers = {}
         asking = [threading.Thread(target=lambda a=a: answers.__setitem__(a, get(lab, accept=a)))
                   for a in ("application/json", "text/x-tap")]
@@ -139,7 +139,7 @@ def test_served_checks_answer_503_then_200_in_each_format_and_stop_cleanly(lab):
             t.start()
         for t in asking:
             t.join(60)
-        traffic.join(10)
+        answered = time.monotonic()  # run 1 is kept until 2 s after about now
         (js, jh, jbody), (ts, th, tbody) = answers["application/json"], answers["text/x-tap"]
         assert (js, ts) == (503, 503) and jh["x-netdiag-run"] == th["x-netdiag-run"] == "1"  # one run for both
         assert jh["content-type"] == "application/json" and th["content-type"].startswith("text/x-tap")
@@ -153,12 +153,16 @@ def test_served_checks_answer_503_then_200_in_each_format_and_stop_cleanly(lab):
         assert xs == 503 and xh["x-netdiag-run"] == "1" and "age" in xh
         failure = ET.fromstring(xbody).find(".//testcase[@name='nothing fails from the client']/failure")
         assert failure is not None and "2 failing flow(s)" in failure.get("message") and "FIREWALL_DROP" in failure.text
+        hs, hh, hbody = get(lab, method="HEAD")  # as a load balancer may ask: the status alone
+        assert (hs, hh["x-netdiag-run"], hbody) == (503, "1", "") and int(hh["content-length"]) > 0
         assert get(lab, "/metrics")[0] == 404
-        time.sleep(1.1)  # the cache expired, and nothing fails any more
+        traffic.join(10)
+        time.sleep(max(0.0, answered + 2.1 - time.monotonic()))  # the cache expired, and nothing fails any more
         ok, oh, obody = get(lab)
+        answered = time.monotonic()
         assert ok == 200 and oh["x-netdiag-run"] == "2", obody
         assert [c["status"] for c in json.loads(obody)["checks"]] == ["passed", "passed"]
-        time.sleep(1.1)
+        time.sleep(max(0.0, answered + 2.1 - time.monotonic()))
         third = threading.Thread(target=lambda: answers.__setitem__("third", get(lab)), daemon=True)
         third.start()  # a run under way (its quiet window has 2 s to go) when SIGTERM comes
         assert wait_for(lambda: bool(own_instances(proc.pid)), timeout=10)
