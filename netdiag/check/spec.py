@@ -544,7 +544,8 @@ def _quiet(p: dict) -> dict:
     for t in listed.get("container", []):
         _target(t, "container")
     return {"for": _seconds(p.get("for", 10), "for"), "containers": listed.get("container", []), "networks": listed.get("network", []),
-            "namespaces": listed.get("ns", []), "reasons": [r.upper() for r in listed.get("reason", [])]}
+            "namespaces": [n[3:] if n.startswith("ns:") else n for n in listed.get("ns", [])],  # ns: edge or ns: "ns:edge"
+            "reasons": [r.upper() for r in listed.get("reason", [])]}
 
 
 NORMALISE = {"command": _command, "quiet": _quiet, "reach": _reach, "http": _http, "dns": _dns, "mtu": _mtu, "latency": _latency, "listening": _listening,

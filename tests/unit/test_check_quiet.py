@@ -42,8 +42,10 @@ def test_the_quiet_kind_in_a_file(tmp_path):
     path = write(tmp_path, "q.yaml", """checks:
   - quiet: {for: 3s, container: web, network: [front, back], ns: edge, reason: netfilter_drop}
   - quiet: {}
+  - quiet: {ns: ["ns:edge", core]}
 """)
-    a, b = spec.load([path], environ={}).checks
+    a, b, c = spec.load([path], environ={}).checks
+    assert c.params["namespaces"] == ["edge", "core"]  # as watch --ns takes them, written either way
     assert a.params == {"for": 3.0, "containers": ["web"], "networks": ["front", "back"], "namespaces": ["edge"],
                         "reasons": ["NETFILTER_DROP"]}
     assert a.name == "no failing flow for 3s in web, network front, network back, ns:edge"
@@ -141,6 +143,29 @@ def test_the_collecting_view_prints_nothing(capsys):
     view.close()
     assert capsys.readouterr().out == ""
     assert [o["type"] for o in view.objects] == ["start", "event", "drops", "diagnosis", "flow", "end"]
+
+
+def test_a_host_that_cannot_be_watched_is_could_not_run(monkeypatch):
+    from netdiag.watch import events, session
+
+    class NoTracefs:
+        def __init__(self, scope, view, **kw):
+            pass
+
+        def run(self, seconds):
+            raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(session, "Session", NoTracefs)
+    monkeypatch.setattr("netdiag.watch.scope.Scope", lambda model, **kw: None)
+    r = quiet.quiet(PARAMS, None, live=True)
+    assert r["status"] == "error" and "Permission denied (watch needs root and tracefs)" in r["summary"]
+
+    def unknown(reasons):
+        raise ValueError("this kernel has no drop reason NOPE")
+
+    monkeypatch.setattr(events, "check_reasons", unknown)
+    r = quiet.quiet({**PARAMS, "reasons": ["NOPE"]}, None, live=True)
+    assert r["status"] == "error" and r["summary"] == "could not run: this kernel has no drop reason NOPE"
 
 
 @pytest.mark.parametrize("accept,fmt", [
