@@ -45,18 +45,20 @@ def quiet(p: dict, model, *, live: bool, cancel: threading.Event | None = None) 
     from ..watch.scope import Scope
     from ..watch.session import Session
 
-    expected = f"no failing flow for {p['for']:g}s"
+    def not_run(why: str) -> dict:
+        return {"status": "error", "summary": why, "expected": f"no failing flow for {p['for']:g}s", "observed": "not watched"}
+
+    scope = Scope(model, namespaces=p["namespaces"], containers=p["containers"], networks=p["networks"])
+    view = Collected(cancel)
     try:
         if p["reasons"]:
-            check_reasons(p["reasons"])
-        scope = Scope(model, namespaces=p["namespaces"], containers=p["containers"], networks=p["networks"])
-        view = Collected(cancel)
+            try:
+                check_reasons(p["reasons"])
+            except ValueError as e:  # a drop reason this kernel does not know
+                return not_run(f"could not run: {e}")
         Session(scope, view, reasons=p["reasons"]).run(p["for"])
-    except ValueError as e:  # a drop reason this kernel does not know
-        return {"status": "error", "summary": f"could not run: {e}", "expected": expected, "observed": "not watched"}
     except OSError as e:
-        return {"status": "error", "summary": f"could not watch the kernel's events: {e.strerror or e} (watch needs root and tracefs)",
-                "expected": expected, "observed": "not watched"}
+        return not_run(f"could not watch the kernel's events: {e.strerror or e} (watch needs root and tracefs)")
     end = view.objects[-1] if view.objects and view.objects[-1].get("type") == "end" else {}
     if end.get("interrupted") and not view.cancelled:
         raise KeyboardInterrupt  # Ctrl-C reached the session (a check run in the main thread): stop the run
