@@ -3,7 +3,6 @@ process, and the namespace netdiag runs in. A namespace is known by its inode ("
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,15 +176,11 @@ def discover(errors: list[dict]) -> tuple[dict[int, NsRef], list[dict], list[dic
             docker_nets = docker_api.networks(sock)
         except OSError as e:
             errors.append({"what": f"Docker API at {sock}", "error": str(e)})
-    from . import podman_cli
+    from . import podman_state
 
-    podman = podman_cli.podman_here()
-    if podman:
-        try:
-            containers += podman_cli.containers(podman)
-            docker_nets += podman_cli.networks(podman)
-        except (OSError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
-            errors.append({"what": "Podman (podman inspect, podman network ls)", "error": str(e)})
+    podman_containers, podman_nets = podman_state.discover(errors)
+    containers += podman_containers
+    docker_nets += podman_nets
     for c in containers:
         ino = _inode(f"/proc/{c['pid']}/ns/net") if c.get("pid") else None
         if ino is None or ino in outside:

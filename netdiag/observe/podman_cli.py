@@ -22,15 +22,19 @@ def _ns_inodes(pid: int | str) -> tuple[int, int] | None:
         return None
 
 
-def podman_here() -> str | None:
-    """The podman CLI when a Podman container runs on this host (see the module's docstring)."""
-    from runtime.kernel import tools
+def conmon_here() -> bool:
+    """A Podman container runs on this host: a conmon shares our network and mount namespaces."""
     from runtime.kernel.procs import pids_named
 
     mine = _ns_inodes("self")
-    if not any(_ns_inodes(pid) == mine for pid in pids_named(lambda comm: comm == "conmon")):
-        return None
-    return tools.find("podman")
+    return any(_ns_inodes(pid) == mine for pid in pids_named(lambda comm: comm == "conmon"))
+
+
+def podman_here() -> str | None:
+    """The podman CLI when a Podman container runs on this host (see the module's docstring)."""
+    from runtime.kernel import tools
+
+    return tools.find("podman") if conmon_here() else None
 
 
 def _podman_json(podman: str, *args: str):

@@ -122,6 +122,31 @@ def test_discovery_names_podman_containers_and_networks(world):
     assert "web (Podman container) eth0 10.89.7." in topo.stdout
 
 
+READ_BOTH_WAYS = """
+import json
+from netdiag.observe import podman_cli, podman_state
+db = podman_state.database()
+print(json.dumps({"db": db, "files": [podman_state.containers(db), podman_state.networks()],
+                  "cli": [podman_cli.containers("podman"), podman_cli.networks("podman")]}, sort_keys=True))
+"""
+
+
+def test_podmans_files_say_what_its_cli_says(world):
+    """Discovery reads libpod's state database and netavark's files instead of running podman
+    (bench_podman_discovery: 26x faster at 20 containers): what it reads equals podman's own
+    inspect and network ls, for every running container and network of the world."""
+    import sys
+
+    p = world.run_in(None, [sys.executable, "-c", READ_BOTH_WAYS], env=world.env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    got = json.loads(p.stdout)
+    assert got["db"], "no bolt_state.db on the world's Podman host"
+    from operator import itemgetter
+
+    files, cli = ([sorted(part, key=itemgetter("id")) for part in pair] for pair in (got["files"], got["cli"]))
+    assert len(cli[0]) == 5 and files == cli
+
+
 def test_trace_between_podman_containers_hop_by_hop(world):
     res = _json(world.netdiag("trace", "podman:cli", "podman:web", "--port", "80", "--json"))
     assert res["verdict"] == "delivered", res["summary"]
