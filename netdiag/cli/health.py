@@ -249,6 +249,12 @@ def render_explain(r: dict, title: str = "") -> None:
         elif r.get("note"):
             con.print(f"[bold]note[/] {escape(r['note'])}")
         return
+    if r["kind"] == "pod":
+        con.print(f"[bold]{escape(r['container'])}[/] (CNI pod): a kubelet's TCP probe of its ports from the host")
+        for c in r["checks"]:
+            render_health(c["health"])
+        con.print(f"[bold]summary[/] {escape(r['summary'])}")
+        return
     con.print(f"[bold]HAProxy[/] pid {r['pid']} in {escape(r['namespace'])}, stats {escape(r['socket'])}"
               + (f", config {escape(r['config'])}" if r.get("config") else ""))
     for s in r["servers"]:

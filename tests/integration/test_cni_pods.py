@@ -210,6 +210,33 @@ def test_two_pods_with_one_hostport_the_first_dnat_wins_and_the_named_pod_gets_i
     assert lab.outside_get("http://203.0.113.2:8080/").stdout == "web-v1\n"
 
 
+def test_a_pod_is_a_health_target_by_cni_id_and_explained_as_a_kubelets_probe(node):
+    """No resolver knows a pod: health resolves `cni:ID` from the model (a full id or its short
+    name) and checks the pod's address; explain probes its ports from the host as a kubelet does."""
+    lab, web, client = node.lab, node.web, node.client
+    for name in (web.name, f"cni:{web.id}"):
+        p = lab.run("health", f"{name}:80", "--from", client.name, "--http", "/", "--json", timeout=60)
+        doc = json.loads(p.stdout)
+        assert p.returncode == 0 and doc["healthy"] and doc["address"] == web.ip, p.stdout + p.stderr
+        assert doc["target"] == f"http://{web.ip}:80/ ({web.name})" and doc["timings"]["dns"] is None, doc["target"]
+    unknown = lab.run("health", "cni:0123456789ab:80", "--from", client.name, timeout=60)
+    assert unknown.returncode == 2 and "No CNI pod" in unknown.stderr, unknown.stderr
+
+    p = lab.run("explain", web.name, "--json", timeout=60)
+    doc = json.loads(p.stdout)
+    assert p.returncode == 0 and doc["kind"] == "pod" and [c["port"] for c in doc["checks"]] == [80], p.stdout + p.stderr
+    shown = lab.run("explain", web.name, timeout=60)
+    assert shown.returncode == 0 and f"{web.name} (CNI pod): a kubelet's TCP probe" in shown.stdout, shown.stdout + shown.stderr
+    silent = node.pods.add(NET, ports=["9091:81"])  # publishes a port nothing listens on
+    try:
+        p = lab.run("explain", f"cni:{silent.id}", "--json", timeout=60)
+        doc = json.loads(p.stdout)
+        assert p.returncode == 1 and doc["health"]["cause"] == "NO_LISTENER", p.stdout + p.stderr
+        assert doc["summary"].startswith(f"a kubelet's TCP probe of {silent.name} from the host fails at port 81"), doc["summary"]
+    finally:
+        node.pods.remove(silent)
+
+
 def test_del_of_a_kubelet_pod_takes_its_cache_entry_and_rules(node):
     lab = node.lab
     pod = node.pods.add(NET, ports=["9090:80"])
