@@ -28,6 +28,8 @@ class NsRef:
             return "host"
         if self.kind == "container" and self.runtime == "cni":
             return f"{self.name} (CNI pod on {', '.join(self.container.get('networks') or {}) or '?'})"
+        if self.kind == "container" and self.container.get("infra"):  # a Podman pod: its infra container holds the namespace
+            return f"{self.name} ({self.runtime} pod: {', '.join(self.container.get('members') or []) or 'no other container'})"
         if self.kind == "container":
             return f"{self.name} ({self.runtime} container)"
         if self.kind == "netns":
@@ -191,6 +193,7 @@ def discover(errors: list[dict]) -> tuple[dict[int, NsRef], list[dict], list[dic
             continue  # --network host or container:X: the namespace is the host's or X's, named after them
         ref.kind, ref.name, ref.runtime, ref.container = "container", c["name"], c["runtime"], c
         ref.path = f"/proc/{c['pid']}/ns/net"
+    podman_state.name_pods(refs, containers)
     _name_other_roots_containers(refs)
     from .cni_pods import add_pods
 

@@ -51,6 +51,7 @@ def containers(db_path: str) -> list[dict]:
     out = []
     try:
         with BoltDB(db_path) as db:
+            pods = _pods(db)
             ctrs = db.root.bucket(b"ctr")
             for cid, bucket in (ctrs.buckets() if ctrs else ()):
                 state = json.loads(bucket.get(b"state") or b"{}")
@@ -59,10 +60,43 @@ def containers(db_path: str) -> list[dict]:
                 config = json.loads(bucket.get(b"config") or b"{}")
                 nets = bucket.bucket(b"networks")
                 options = {k.decode(): json.loads(v) for k, v, sub in (nets.items() if nets else ()) if not sub}
-                out.append(_container(config, state, options))
+                out.append(_container(config, state, options, pods.get(config.get("pod") or "")))
     except BoltError as e:
         raise ValueError(str(e)) from e
+    return share_namespaces(out)
+
+
+def name_pods(refs: dict, found: list[dict]) -> None:
+    """A Podman pod is one endpoint: the namespace its infra container holds is named after the
+    pod, and the containers sharing it (its members) are listed on the infra container."""
+    for infra in found:
+        if infra.get("runtime") != "podman" or not infra.get("infra") or not infra.get("ns"):
+            continue
+        infra["members"] = sorted(c["name"] for c in found if c.get("network_mode") == f"container:{infra['id']}")
+        ref = refs.get(int(infra["ns"].removeprefix("ns-")))
+        if ref is not None and ref.container is infra:
+            ref.name = infra["pod"]
+
+
+def _pods(db) -> dict[str, tuple[str, str]]:
+    """Podman's pods: id -> (name, its infra container's id)."""
+    out = {}
+    bucket = db.root.bucket(b"pod")
+    for pid, pod in (bucket.buckets() if bucket else ()):
+        config, state = json.loads(pod.get(b"config") or b"{}"), json.loads(pod.get(b"state") or b"{}")
+        out[pid.decode()] = (str(config.get("name") or ""), str(state.get("InfraContainerID") or ""))
     return out
+
+
+def share_namespaces(found: list[dict]) -> list[dict]:
+    """A container in another's network namespace (a pod's member, in its infra container's) has
+    that one's networks and published ports, as `podman inspect` shows them."""
+    by_id = {c["id"]: c for c in found}
+    for c in found:
+        owner = by_id.get(str(c.get("network_mode") or "").removeprefix("container:"))
+        if owner is not None and owner is not c:
+            c["networks"], c["ports"] = owner["networks"], owner["ports"]
+    return found
 
 
 def _alive(pid: int, conmon: int) -> bool:
@@ -72,7 +106,7 @@ def _alive(pid: int, conmon: int) -> bool:
     return bool(fields) and int(fields[1]) == conmon
 
 
-def _container(config: dict, state: dict, options: dict[str, dict]) -> dict:
+def _container(config: dict, state: dict, options: dict[str, dict], pod: tuple[str, str] | None) -> dict:
     args = ((config.get("spec") or {}).get("process") or {}).get("args") or []
     entrypoint = config.get("entrypoint") or []
     status = state.get("networkStatus") or {}
@@ -95,6 +129,7 @@ def _container(config: dict, state: dict, options: dict[str, dict]) -> dict:
         "state": "running", "networks": networks, "ports": _ports(config.get("newPortMappings") or []),
         # as podman_cli: a netavark network's container names its network, as Docker's do
         "network_mode": next(iter(networks), "") if mode == "bridge" else mode,
+        "pod": pod[0] if pod else "", "infra": bool(pod) and pod[1] == config["id"],
     }
 
 

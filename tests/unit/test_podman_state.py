@@ -75,3 +75,29 @@ def test_networks_from_netavark_files_and_the_default(tmp_path, monkeypatch):
     monkeypatch.setenv("CONTAINERS_CONF", str(conf))
     default = podman_state._default_network()
     assert default["subnets"] == [{"subnet": "10.77.0.0/16", "gateway": "10.77.0.1"}] and default["name"] == "podman"
+
+
+POD_FIXTURE = FIXTURE.with_name("bolt_state_pod.db.gz")  # `web`, and pod `mypod` on appnet (9090->80): infra, m1, m2
+
+
+def test_a_pods_members_share_its_infra_containers_networks_and_the_pod_is_one_endpoint(tmp_path, monkeypatch):
+    from netdiag.observe.discover import NsRef
+    from netdiag.views.topo.graph import _containers_by_ns, _ns_name
+
+    path = tmp_path / "pod.db"
+    path.write_bytes(gzip.decompress(POD_FIXTURE.read_bytes()))
+    monkeypatch.setattr(podman_state, "_alive", lambda pid, conmon: True)
+    got = {c["name"]: c for c in podman_state.containers(str(path))}
+    infra = next(c for c in got.values() if c["infra"])
+    assert infra["pod"] == "mypod" and infra["name"].endswith("-infra") and not got["web"]["infra"] and got["web"]["pod"] == ""
+    for m in ("m1", "m2"):  # as `podman inspect` shows a member: the infra's networks and ports
+        assert got[m]["pod"] == "mypod" and not got[m]["infra"] and got[m]["network_mode"] == f"container:{infra['id']}"
+        assert got[m]["networks"] == infra["networks"] and got[m]["ports"] == [
+            {"proto": "tcp", "ctr_port": 80, "host_ip": "", "host_port": 9090}]
+    for c in got.values():
+        c["ns"] = "ns-7" if c["pod"] else "ns-8"
+    ref = NsRef(7, "/proc/1/ns/net", kind="container", name=infra["name"], runtime="podman", container=infra)
+    podman_state.name_pods({7: ref}, list(got.values()))
+    assert ref.label() == "mypod (podman pod: m1, m2)"
+    by_ns = _containers_by_ns({"containers": [got["m1"], infra, got["m2"]]})
+    assert by_ns["ns-7"] is infra and _ns_name({"id": "ns-7"}, infra) == "mypod"  # topo draws the pod, not a member
