@@ -14,7 +14,6 @@ for readers); this reader takes a shared one, so it never reads a half-written t
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import mmap
 import os
 import struct

@@ -34,9 +34,17 @@ def _toml(path: str) -> dict:
         return {}
 
 
+def _first_conf(env: str, name: str) -> dict:
+    """A containers config file as Podman picks it: $ENV, else /etc/containers/NAME, else the distribution's."""
+    for path in (os.environ.get(env), f"/etc/containers/{name}", f"/usr/share/containers/{name}"):
+        if path and os.path.isfile(path):
+            return _toml(path)
+    return {}
+
+
 def _graph_root() -> str:
-    conf = os.environ.get("CONTAINERS_STORAGE_CONF") or "/etc/containers/storage.conf"
-    return str((_toml(conf).get("storage") or {}).get("graphroot") or "/var/lib/containers/storage")
+    conf = _first_conf("CONTAINERS_STORAGE_CONF", "storage.conf")
+    return str((conf.get("storage") or {}).get("graphroot") or "/var/lib/containers/storage")
 
 
 def database() -> str | None:
@@ -161,7 +169,7 @@ def networks() -> list[dict]:
 
 def _default_network() -> dict:
     """Podman's built-in network, with containers.conf's subnet where it sets one."""
-    conf = _toml(os.environ.get("CONTAINERS_CONF") or "/etc/containers/containers.conf").get("network") or {}
+    conf = _first_conf("CONTAINERS_CONF", "containers.conf").get("network") or {}
     subnet = str(conf.get("default_subnet") or "")
     if not subnet:
         return dict(DEFAULT_NETWORK)

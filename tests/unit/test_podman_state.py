@@ -101,3 +101,13 @@ def test_a_pods_members_share_its_infra_containers_networks_and_the_pod_is_one_e
     assert ref.label() == "mypod (podman pod: m1, m2)"
     by_ns = _containers_by_ns({"containers": [got["m1"], infra, got["m2"]]})
     assert by_ns["ns-7"] is infra and _ns_name({"id": "ns-7"}, infra) == "mypod"  # topo draws the pod, not a member
+
+
+def test_the_database_is_found_under_storage_confs_graph_root(tmp_path, monkeypatch):
+    conf = tmp_path / "storage.conf"
+    conf.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{tmp_path / "graph"}"\n')
+    monkeypatch.setenv("CONTAINERS_STORAGE_CONF", str(conf))
+    assert podman_state.database() is None  # no database: discovery asks the podman CLI
+    (tmp_path / "graph" / "libpod").mkdir(parents=True)
+    (tmp_path / "graph" / "libpod" / "bolt_state.db").write_bytes(b"")
+    assert podman_state.database() == str(tmp_path / "graph" / "libpod" / "bolt_state.db")
