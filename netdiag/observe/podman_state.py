@@ -167,6 +167,11 @@ def networks() -> list[dict]:
     return [network_from_ls(n) for n in found if n.get("name") and n.get("id")]
 
 
+def cni_backend() -> bool:
+    """Podman set to its CNI network backend: its networks are conflists, not netavark's files."""
+    return (_first_conf("CONTAINERS_CONF", "containers.conf").get("network") or {}).get("network_backend") == "cni"
+
+
 def _default_network() -> dict:
     """Podman's built-in network, with containers.conf's subnet where it sets one."""
     conf = _first_conf("CONTAINERS_CONF", "containers.conf").get("network") or {}
@@ -189,7 +194,7 @@ def discover(errors: list[dict]) -> tuple[list[dict], list[dict]]:
     if not podman_cli.conmon_here():
         return [], []
     db = database()
-    if db is not None:
+    if db is not None and not cni_backend():
         try:
             return containers(db), networks()
         except (OSError, ValueError, KeyError, TypeError) as e:

@@ -111,3 +111,12 @@ def test_the_database_is_found_under_storage_confs_graph_root(tmp_path, monkeypa
     (tmp_path / "graph" / "libpod").mkdir(parents=True)
     (tmp_path / "graph" / "libpod" / "bolt_state.db").write_bytes(b"")
     assert podman_state.database() == str(tmp_path / "graph" / "libpod" / "bolt_state.db")
+
+
+def test_a_podman_on_the_cni_backend_is_asked_through_its_cli(tmp_path, monkeypatch):
+    conf = tmp_path / "containers.conf"
+    conf.write_text('[network]\nnetwork_backend = "cni"\n')
+    monkeypatch.setenv("CONTAINERS_CONF", str(conf))
+    assert podman_state.cni_backend()
+    conf.write_text('[network]\nnetwork_backend = "netavark"\n')
+    assert not podman_state.cni_backend()
