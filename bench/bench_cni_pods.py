@@ -47,7 +47,7 @@ for _ in range(int(sys.argv[1])):
     refs, containers, nets = discover.discover([])
     times.append(time.perf_counter() - t)
 print(json.dumps({"median_ms": statistics.median(times) * 1000, "min_ms": min(times) * 1000,
-                  "by_runtime": {r: sum(1 for c in containers if c["runtime"] == r) for r in ("netdiag", "cni")}}))
+                  "by_runtime": {r: sum(1 for c in containers if c["runtime"] == r) for r in {c["runtime"] for c in containers}}}))
 """
 
 
@@ -105,8 +105,10 @@ def cni_phase(lab: Lab, count: int, runs: int) -> dict:
             raise RuntimeError(f"pods left behind: {left}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def compare(argv, doc: str, make_lab, phase, runtime: str, what: str) -> int:
+    """Both phases in one lab (`make_lab(state_dir)`): netdiag's own, then `phase(lab, count, runs)`
+    whose endpoints are of `runtime`; prints the ratio against the goal. Shared by the discovery benches."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--count", type=int, default=200)
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--json")
@@ -114,24 +116,32 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         log("needs root")
         return 2
-    lab = Lab(state_dir=Path(tempfile.mkdtemp(prefix="ndbench-cni-")) / "root")
+    lab = make_lab(Path(tempfile.mkdtemp(prefix=f"ndbench-{runtime}-")) / "root")
     try:
         lab.create()
         own = netdiag_phase(lab, a.count, a.runs)
-        cni = cni_phase(lab, a.count, a.runs)
+        other = phase(lab, a.count, a.runs)
     finally:
         lab.destroy()
         shutil.rmtree(lab.state_dir.parent, ignore_errors=True)
     left = lab.leaks()
-    ratio = cni["median_ms"] / own["median_ms"]
-    out = {"count": a.count, "runs": a.runs, "netdiag": own, "cni": cni, "ratio": ratio, "goal": GOAL_RATIO,
+    found = other["by_runtime"].get(runtime, 0)
+    if found != a.count:
+        log(f"discovery found {found} of the {a.count} {what}")
+        return 1
+    ratio = other["median_ms"] / own["median_ms"]
+    out = {"count": a.count, "runs": a.runs, "netdiag": own, runtime: other, "ratio": ratio, "goal": GOAL_RATIO,
            "met": ratio <= GOAL_RATIO, "left": left}
-    print(f"discovery with {a.count} netdiag containers: {own['median_ms']:.1f} ms (found {own['by_runtime']['netdiag']}); "
-          f"with {a.count} CNI pods: {cni['median_ms']:.1f} ms (found {cni['by_runtime']['cni']}); "
+    print(f"discovery with {a.count} netdiag containers: {own['median_ms']:.1f} ms (found {own['by_runtime'].get('netdiag', 0)}); "
+          f"with {a.count} {what}: {other['median_ms']:.1f} ms (found {found}); "
           f"ratio {ratio:.2f}x (goal <= {GOAL_RATIO}x: {'met' if ratio <= GOAL_RATIO else 'NOT met'})")
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1))
     return 3 if left else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return compare(argv, __doc__, lambda state_dir: Lab(state_dir=state_dir), cni_phase, "cni", "CNI pods")
 
 
 if __name__ == "__main__":

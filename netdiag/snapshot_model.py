@@ -184,7 +184,8 @@ class Model:
         engine, _, name = ref.partition(":")
         if name and engine in ENGINES:  # `podman:web`: that engine's container, where names of two engines meet
             return self._engine_container(engine, name)
-        hits = [c for c in self.containers() if c["name"] == ref.lstrip("/") or c["id"] == ref]
+        hits = [c for c in self.containers() if c["name"] == ref.lstrip("/") or c["id"] == ref] or \
+            [c for c in self.containers() if c.get("infra") and c.get("pod") == ref]  # a Podman pod: its infra container
         if not hits and len(ref) >= 3 and all(ch in "0123456789abcdef" for ch in ref):
             hits = [c for c in self.containers() if c["id"].startswith(ref)]
         if not hits and ref.startswith("cni:") and len(ref) >= 7:  # a CNI pod by more (or less) of its id
@@ -202,6 +203,7 @@ class Model:
     def _engine_container(self, engine: str, ref: str) -> dict | None:
         mine = [c for c in self.containers() if c.get("runtime") == engine]
         hits = [c for c in mine if c["name"] == ref or c["id"] == ref] or \
+            [c for c in mine if c.get("infra") and c.get("pod") == ref] or \
             [c for c in mine if len(ref) >= 3 and c["id"].startswith(ref)]
         if len(hits) > 1:
             raise InvalidArgument(f"{engine}:{ref!r} matches {len(hits)} containers", "", "give more of the id, or the name")

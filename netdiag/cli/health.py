@@ -21,7 +21,7 @@ def _exit_for(result: dict) -> int:
 
 @app.command()
 def health(
-    target: str = typer.Argument(..., help="NAME_OR_IP:PORT, or a URL (http://NAME[:PORT]/PATH)"),
+    target: str = typer.Argument(..., help="NAME_OR_IP:PORT, cni:ID:PORT (a CNI pod, resolved from the model), or a URL (http://NAME[:PORT]/PATH)"),
     src: str = typer.Option(..., "--from", help="Check from here: a container name or id, ns:NAME, pid:N or host"),
     tcp: bool = typer.Option(False, "--tcp", help="A TCP connect only (the default for NAME:PORT)"),
     http: Optional[str] = typer.Option(None, "--http", help="An HTTP GET of PATH (the default for a URL)"),
@@ -248,6 +248,12 @@ def render_explain(r: dict, title: str = "") -> None:
             render_health(r["health"])
         elif r.get("note"):
             con.print(f"[bold]note[/] {escape(r['note'])}")
+        return
+    if r["kind"] == "pod":
+        con.print(f"[bold]{escape(r['container'])}[/] (CNI pod): a kubelet's TCP probe of its ports from the host")
+        for c in r["checks"]:
+            render_health(c["health"])
+        con.print(f"[bold]summary[/] {escape(r['summary'])}")
         return
     con.print(f"[bold]HAProxy[/] pid {r['pid']} in {escape(r['namespace'])}, stats {escape(r['socket'])}"
               + (f", config {escape(r['config'])}" if r.get("config") else ""))

@@ -1,6 +1,7 @@
 """`netdiag explain CONTAINER` and `netdiag explain --lb haproxy[:SOCKET]`: why a container is
 unhealthy, why a load balancer's servers are DOWN.
 
+A kubelet's CNI pod (`cni:ID`): a kubelet's TCP probe of its ports from the host (explain_pod).
 A container: its health check (Docker's JSON, from netdiag's `inspect`, a Docker engine's API or `podman inspect`),
 status, failing streak and last outputs; a wget/curl/nc check is re-run as `netdiag health` from
 the container's own namespace, which names the network cause behind it.
@@ -81,6 +82,10 @@ def explain_container(ref: str, *, timeout: float | None = None, model=None) -> 
     if c is None:
         raise InvalidArgument(f"No such container: {ref}", "netdiag knows its own containers, a Docker engine's and Podman's",
                               "list them with 'netdiag ps' (or 'docker ps', 'podman ps')")
+    if c.get("runtime") == "cni":
+        from .explain_pod import explain_pod
+
+        return explain_pod(c, model, timeout)
     if not re.fullmatch(r"[0-9a-f]{12,64}", c["id"]):
         raise CannotDiagnose(f"Unexpected container id {c['id']!r}", "", "")
     detail = INSPECTORS.get(c.get("runtime") or "", _netdiag_inspect)(c["id"])
@@ -316,7 +321,7 @@ def _lb_summary(servers: list[dict], proc, path: str, ns: dict) -> dict:
 def fix_commands(result: dict) -> list[str]:
     """The fix commands of an explanation, once each, in order."""
     found = []
-    if result["kind"] == "container":
+    if result["kind"] in ("container", "pod"):
         found.append((result.get("health") or {}).get("fix_command"))
     else:
         for s in result["servers"]:

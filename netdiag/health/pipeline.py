@@ -38,10 +38,13 @@ def container_of(model, ns: dict) -> dict | None:
 
 
 def find_container(model, ref: str) -> dict | None:
-    """A container by name, id or unique id prefix (like Docker), or None; `podman:web` names one engine's."""
+    """A container by name, id or unique id prefix (like Docker), or None; `podman:web` names one
+    engine's, `cni:ID` a CNI pod."""
     from netdiag.snapshot_model import ENGINES
 
-    if ref.partition(":")[0] in ENGINES:
+    from .spec import MODEL_NAMED
+
+    if ref.partition(":")[0] in ENGINES or ref.startswith(MODEL_NAMED):
         return model.container(ref)
     ref = ref.lstrip("/")
     hits = [c for c in model.containers() if ref in (c["name"], c["id"])]
@@ -164,8 +167,27 @@ def run_health(spec: Spec, src_target: str, *, model=None, probe_timeout: float 
     from netdiag.observe.snapshot import live_model
 
     model = model or live_model()
+    spec = model_named(model, spec)
     src = Source(model, src_target)
     return conclude(model, spec, src, measure(spec, src, progress), probe_timeout=probe_timeout)
+
+
+def model_named(model, spec: Spec) -> Spec:
+    """A target named as only the model knows it (`cni:ID`: a CNI pod, in no resolver) checked at
+    the pod's address, the name kept for what is shown; other specs as they are."""
+    from dataclasses import replace
+
+    from .spec import MODEL_NAMED
+
+    if not spec.host.startswith(MODEL_NAMED):
+        return spec
+    pod = model.container(spec.host)
+    ip = next((e.get("ip") for e in ((pod or {}).get("networks") or {}).values() if e.get("ip")), None)
+    if pod is None or ip is None:
+        raise InvalidArgument(f"Unknown target {spec.host!r}", "no CNI pod with an address has that id on this host",
+                              "list the pods with 'netdiag topo' (cni:ID, or the pod's namespace name with --from)")
+    header = spec.host_header or (ip if spec.port == 80 else f"{ip}:{spec.port}")
+    return replace(spec, host=ip, endpoint=pod["name"], host_header=header)
 
 
 def _series(checks: list[dict]) -> dict:

@@ -30,6 +30,7 @@ class Spec:
     url: str = ""             # the URL given, if one was
     method: str = "GET"       # HAProxy's checks may use another (OPTIONS by default)
     connect_timeout: float | None = None  # HAProxy's own limit on the handshake (None: the whole timeout)
+    endpoint: str = ""        # a name the model resolved to `host` (a CNI pod, `cni:ID`, which no DNS knows)
 
     @property
     def is_ip(self) -> bool:
@@ -40,16 +41,16 @@ class Spec:
         return self.host_header or (self.host if self.port == 80 else f"{self.host}:{self.port}")
 
     def show(self) -> str:
-        if self.mode == "http":
-            return self.url or f"http://{self.host}:{self.port}{self.path}"
-        return f"{self.host}:{self.port}"
+        shown = (self.url or f"http://{self.host}:{self.port}{self.path}") if self.mode == "http" else f"{self.host}:{self.port}"
+        return f"{shown} ({self.endpoint})" if self.endpoint else shown
 
     def to_dict(self) -> dict:
         return {"type": self.mode, "host": self.host, "port": self.port,
                 "method": self.method if self.mode == "http" else None, "path": self.path if self.mode == "http" else None,
                 "host_header": self.header_host if self.mode == "http" else None,
                 "expect": expect_text(self.expect) if self.mode == "http" else None,
-                "timeout": self.timeout, "count": self.count, "interval": self.interval if self.count > 1 else None}
+                "timeout": self.timeout, "count": self.count, "interval": self.interval if self.count > 1 else None,
+                **({"endpoint": self.endpoint} if self.endpoint else {})}
 
 
 def is_ipv4(text: str) -> bool:
@@ -57,6 +58,17 @@ def is_ipv4(text: str) -> bool:
         return ipaddress.ip_address(text).version == 4
     except ValueError:
         return False
+
+
+MODEL_NAMED = "cni:"  # endpoints no resolver knows, named as the model names them (a kubelet's CNI pods)
+
+
+def check_endpoint(name: str) -> str:
+    """`cni:ID`: a CNI pod by (a prefix of) its container id, resolved from the model, not by DNS."""
+    if re.fullmatch(r"cni:[A-Za-z0-9][A-Za-z0-9_.-]{2,127}", name):
+        return name
+    raise InvalidArgument(f"Invalid target {name!r}", "cni:ID names a CNI pod by its container id (or its first 3+ characters)",
+                          "e.g. cni:4f2a9c1b7d3e:80 (netdiag topo lists the pods)")
 
 
 def check_host(host: str, what: str = "host") -> str:
@@ -165,7 +177,7 @@ def parse(target: str, *, tcp: bool = False, http: str | None = None, host: str 
         name, sep, port_text = target.rpartition(":")
         if not sep or not name:
             raise InvalidArgument(f"Invalid target {target!r}", "a target is NAME_OR_IP:PORT or a URL", "e.g. web:80 or http://web/health")
-        name, port = check_host(name), check_port(port_text)
+        name, port = check_endpoint(name) if name.startswith(MODEL_NAMED) else check_host(name), check_port(port_text)
         mode = "http" if http is not None else "tcp"
         path = check_path(http) if http is not None else "/"
     if mode == "tcp" and (host or expect):

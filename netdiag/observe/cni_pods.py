@@ -2,7 +2,8 @@
 namespace with an attachment in the CNI result cache (libcni's files, in the cache directory of
 the host observed: /var/lib/cni, or a lab's own, see runtime.networks.cni.conflist.cache_dir)
 becomes an endpoint of the model, named `cni:<short id>` (and still `ns:<name>` by its namespace),
-owned by "cni" with its network name. netdiag's own CNI attachments are its containers already;
+owned by "cni" with its network name. netdiag's own CNI attachments are its containers already
+(their endpoints get the conflist's rule-writing plugins, as pods have them);
 an entry whose namespace is gone (a DEL that never ran) names nothing that can be traced and is
 reported as such."""
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 
 PREFIX = "cni:"
+RECORD_PREFIX = "cni:"  # netdiag's record of conflist NAME (runtime.networks.cni.driver.record_name)
 SHORT = 12
 
 
@@ -27,10 +29,13 @@ def add_pods(refs: dict, containers: list[dict], outside: set, errors: list[dict
     except Exception as e:  # noqa: BLE001 - a broken cache must not hide the rest
         errors.append({"what": "the CNI result cache", "error": str(e)})
         return []
-    mine = {c["id"] for c in containers if c.get("runtime") == "netdiag"}
+    mine = {c["id"]: c for c in containers if c.get("runtime") == "netdiag"}
     pods: dict[str, dict] = {}
     for a in attachments:
-        if a["own"] or a["container_id"] in mine or not a["container_id"]:
+        if a["container_id"] in mine:
+            _add_rule_writers(mine[a["container_id"]], a)
+            continue
+        if a["own"] or not a["container_id"]:
             continue
         try:
             ino = os.stat(a["netns"]).st_ino if a["netns"] else None
@@ -54,6 +59,15 @@ def add_pods(refs: dict, containers: list[dict], outside: set, errors: list[dict
                          for p in a["port_mappings"] if str(p.get("hostPort", "")).isdigit() and str(p.get("containerPort", "")).isdigit()]
         ref.kind, ref.name, ref.runtime, ref.container, ref.path = "container", pod["name"], "cni", pod, a["netns"]
     return _networks(attachments, pods)
+
+
+def _add_rule_writers(container: dict, a: dict) -> None:
+    """netdiag's own `run --network cni:NAME` container: what its conflist's plugins write into the
+    host's iptables (cni_plugins names them when missing), as for a kubelet's pod, on its endpoint."""
+    e = (container.get("networks") or {}).get(RECORD_PREFIX + a["network"])
+    if e is not None and e.get("ip") and e.get("interface", a["ifname"]) == a["ifname"]:
+        e.update(plugins=a["plugins"], ip_masq=a["ip_masq"], firewall_admin_chain=a["firewall_admin_chain"],
+                 cni_network=a["network"])
 
 
 def _pod(a: dict, ref, ino: int) -> dict:

@@ -3,7 +3,6 @@ process, and the namespace netdiag runs in. A namespace is known by its inode ("
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +28,8 @@ class NsRef:
             return "host"
         if self.kind == "container" and self.runtime == "cni":
             return f"{self.name} (CNI pod on {', '.join(self.container.get('networks') or {}) or '?'})"
+        if self.kind == "container" and self.container.get("infra"):  # a Podman pod: its infra container holds the namespace
+            return f"{self.name} ({self.runtime} pod: {', '.join(self.container.get('members') or []) or 'no other container'})"
         if self.kind == "container":
             return f"{self.name} ({self.runtime} container)"
         if self.kind == "netns":
@@ -177,15 +178,11 @@ def discover(errors: list[dict]) -> tuple[dict[int, NsRef], list[dict], list[dic
             docker_nets = docker_api.networks(sock)
         except OSError as e:
             errors.append({"what": f"Docker API at {sock}", "error": str(e)})
-    from . import podman_cli
+    from . import podman_state
 
-    podman = podman_cli.podman_here()
-    if podman:
-        try:
-            containers += podman_cli.containers(podman)
-            docker_nets += podman_cli.networks(podman)
-        except (OSError, ValueError, KeyError, subprocess.TimeoutExpired) as e:
-            errors.append({"what": "Podman (podman inspect, podman network ls)", "error": str(e)})
+    podman_containers, podman_nets = podman_state.discover(errors)
+    containers += podman_containers
+    docker_nets += podman_nets
     for c in containers:
         ino = _inode(f"/proc/{c['pid']}/ns/net") if c.get("pid") else None
         if ino is None or ino in outside:
@@ -196,6 +193,7 @@ def discover(errors: list[dict]) -> tuple[dict[int, NsRef], list[dict], list[dic
             continue  # --network host or container:X: the namespace is the host's or X's, named after them
         ref.kind, ref.name, ref.runtime, ref.container = "container", c["name"], c["runtime"], c
         ref.path = f"/proc/{c['pid']}/ns/net"
+    podman_state.name_pods(refs, containers)
     _name_other_roots_containers(refs)
     from .cni_pods import add_pods
 

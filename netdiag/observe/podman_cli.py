@@ -22,15 +22,19 @@ def _ns_inodes(pid: int | str) -> tuple[int, int] | None:
         return None
 
 
-def podman_here() -> str | None:
-    """The podman CLI when a Podman container runs on this host (see the module's docstring)."""
-    from runtime.kernel import tools
+def conmon_here() -> bool:
+    """A Podman container runs on this host: a conmon shares our network and mount namespaces."""
     from runtime.kernel.procs import pids_named
 
     mine = _ns_inodes("self")
-    if not any(_ns_inodes(pid) == mine for pid in pids_named(lambda comm: comm == "conmon")):
-        return None
-    return tools.find("podman")
+    return any(_ns_inodes(pid) == mine for pid in pids_named(lambda comm: comm == "conmon"))
+
+
+def podman_here() -> str | None:
+    """The podman CLI when a Podman container runs on this host (see the module's docstring)."""
+    from runtime.kernel import tools
+
+    return tools.find("podman") if conmon_here() else None
 
 
 def _podman_json(podman: str, *args: str):
@@ -42,8 +46,12 @@ def _podman_json(podman: str, *args: str):
 
 def containers(podman: str) -> list[dict]:
     """Running containers with their pid, networks and published ports (Podman's own words)."""
-    ids = [c["Id"] for c in _podman_json(podman, "ps", "--format", "json") if c.get("State") == "running"]
-    return [container_from_inspect(d) for d in (_podman_json(podman, "inspect", "--type", "container", *ids) if ids else [])]
+    running = {c["Id"]: c for c in _podman_json(podman, "ps", "--pod", "--format", "json") if c.get("State") == "running"}
+    found = [container_from_inspect(d) for d in (_podman_json(podman, "inspect", "--type", "container", *running) if running else [])]
+    for c in found:  # the pod it is in, and whether it is the pod's infra container (holding its namespaces)
+        listed = running.get(c["id"]) or {}
+        c["pod"], c["infra"] = str(listed.get("PodName") or ""), bool(listed.get("IsInfra"))
+    return found
 
 
 def inspect(cid: str) -> dict:

@@ -43,9 +43,20 @@ def pod_comment(network: str, container_id: str) -> str:
 
 
 def pods_at(model, ip: str) -> list[tuple[dict, str, dict]]:
-    """(pod, network name, its endpoint) of the CNI pods that have `ip`."""
-    return [(c, name, e) for c in model.containers() if c.get("runtime") == "cni"
-            for name, e in (c.get("networks") or {}).items() if e.get("ip") == ip]
+    """(pod, CNI network name, its endpoint) of what the CNI plugins attached with `ip`: a
+    kubelet's pods and netdiag's own `run --network cni:NAME` containers (their endpoint names
+    the conflist, `cni_network`; their record's network is `cni:NAME`)."""
+    return [(c, e.get("cni_network") or name, e) for c in model.containers()
+            for name, e in (c.get("networks") or {}).items()
+            if e.get("ip") == ip and (c.get("runtime") == "cni" or e.get("cni_network"))]
+
+
+def _readd(pod: dict) -> str:
+    """Who writes the plugins' rules again: for netdiag's own container its next start (netdiag
+    runs ADD then); for a kubelet's pod only a new sandbox."""
+    if pod.get("runtime") == "netdiag":
+        return f"or restart it: 'netdiag restart {pod['name']}' runs the plugins' DEL and ADD, which writes them again"
+    return "no plugin repairs them: only a new sandbox (the pod deleted and recreated) is ADDed again"
 
 
 class _Saved:
@@ -105,8 +116,7 @@ def firewall_stop(model, ns: dict, hook: str, pkt, step, where: str, ev: list, p
                     f"{pod['name']} ({e['ip']}, network {network}) at its ADD is gone from {FIREWALL_CHAIN} (a flush?)",
                     Fix(" && ".join(commands), apply,
                         advice=f"the firewall plugin's own rules for {pod['name']}, as it writes them at ADD; its CHECK "
-                        "fails until they are back, and no plugin repairs them: only a new sandbox (the pod deleted and "
-                        "recreated) is ADDed again"),
+                        f"fails until they are back; {_readd(pod)}"),
                     ev + [{"kind": "cni", "detail": f"{pod['name']}: conflist {network} runs the firewall plugin (iptables); "
                            f"missing: {lines}"}])
     return None
@@ -163,7 +173,7 @@ def masquerade_fix(model, host: dict, pod_ip: str) -> tuple[Fix, str] | None:
                 f"{'chain ' + chain + ' is empty' if saved.chain('nat', chain) == [] else 'its rules are missing'}")
         fix = Fix(" && ".join(_in(host, "-t", "nat", *argv) for argv, _, _ in missing), _apply_all(host["id"], "nat", missing),
                   advice=f"the bridge plugin's own masquerade for {pod['name']} (chain {chain}), as it writes it at ADD; "
-                  "no plugin repairs it: only a new sandbox (the pod deleted and recreated) is ADDed again")
+                  f"{_readd(pod)}")
         return fix, what
     return None
 

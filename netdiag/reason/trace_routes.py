@@ -54,7 +54,7 @@ class RouteSteps:
             hop, net, subnet = leaving
             self.blocked_hop = hop.n
             host = self.model.namespaces[hop.namespace]
-            cni = cni_plugins.masquerade_fix(self.model, host, dst) if net is not None and net.get("runtime") == "cni" else None
+            cni = cni_plugins.masquerade_fix(self.model, host, dst) if net is not None and "cni" in (net.get("runtime"), net.get("driver")) else None
             if cni is not None:  # a pod's masquerade, written by its CNI bridge plugin, is gone: put it back
                 fix, what = cni[0], f"network {net['name']}"
             elif net is not None:  # a runtime's network made without masquerade: route it upstream, or masquerade again

@@ -180,6 +180,47 @@ def test_a_flushed_masquerade_chain_of_the_bridge_plugin_is_no_nat_and_its_rules
         node.restore("nat", before)
 
 
+def test_netdiags_own_cni_container_gets_the_plugins_causes_too(node):
+    """`netdiag run --network cni:NET` on the kubelet's conflist: its plugins wrote the same rules
+    for netdiag's container, so a flushed firewall chain or masquerade chain is named as the
+    plugin's missing lines for it (read from the CNI cache, as for pods), and the fix works."""
+    from netdiag.reason.cni_plugins import masquerade_chain
+
+    lab = node.lab
+    lab.ok("run", "-d", "--name", "own", "--network", f"cni:{NET}", "busybox", "sleep", "300")
+    filter_before, nat_before = node.saved("filter"), node.saved("nat")
+    try:
+        own = json.loads(lab.ok("inspect", "own"))[0]
+        cid, ip = own["Id"], own["NetworkSettings"]["Networks"][f"cni:{NET}"]["IPAddress"]
+
+        def get() -> bool:
+            return lab.ok("exec", "own", "sh", "-c", "timeout 3 wget -qO- http://203.0.113.1/ || true").strip() == "outside"
+
+        assert get()
+        lab.in_lab("iptables", "-P", "FORWARD", "DROP")
+        lab.in_lab("iptables", "-F", "CNI-FORWARD")
+        code, result = node.trace("own", "203.0.113.1", "--port", "80", "--static")
+        assert code == 1 and result["cause"] == "FIREWALL_DROP", result["summary"]
+        assert f"the accept the CNI firewall plugin wrote for own ({ip}, network {NET})" in result["summary"], result["summary"]
+        assert "netdiag restart own" in result["fix"], result["fix"]
+        node.apply(result)
+        assert get()
+
+        chain = masquerade_chain(NET, cid)
+        lab.in_lab("iptables", "-t", "nat", "-F", chain)
+        assert not get()
+        code, result = node.trace("own", "203.0.113.1", "--port", "80", "--static")
+        assert code == 1 and result["cause"] == "NO_NAT", result["summary"]
+        assert "the masquerade the CNI bridge plugin (ipMasq) wrote for own" in result["summary"], result["summary"]
+        assert result["fix_command"].startswith(f"iptables -t nat -A {chain} -d 10.88.0.0/24 -j ACCEPT"), result["fix_command"]
+        node.apply(result)
+        assert get()
+    finally:
+        node.restore("filter", filter_before)
+        node.restore("nat", nat_before)
+        lab.ok("rm", "-f", "own")
+
+
 def test_two_pods_with_one_hostport_the_first_dnat_wins_and_the_named_pod_gets_it_after_the_fix(node):
     lab, web = node.lab, node.web
     before = node.saved("nat")
@@ -208,6 +249,33 @@ def test_two_pods_with_one_hostport_the_first_dnat_wins_and_the_named_pod_gets_i
         node.pods.remove(web2)
         node.restore("nat", before)
     assert lab.outside_get("http://203.0.113.2:8080/").stdout == "web-v1\n"
+
+
+def test_a_pod_is_a_health_target_by_cni_id_and_explained_as_a_kubelets_probe(node):
+    """No resolver knows a pod: health resolves `cni:ID` from the model (a full id or its short
+    name) and checks the pod's address; explain probes its ports from the host as a kubelet does."""
+    lab, web, client = node.lab, node.web, node.client
+    for name in (web.name, f"cni:{web.id}"):
+        p = lab.run("health", f"{name}:80", "--from", client.name, "--http", "/", "--json", timeout=60)
+        doc = json.loads(p.stdout)
+        assert p.returncode == 0 and doc["healthy"] and doc["address"] == web.ip, p.stdout + p.stderr
+        assert doc["target"] == f"http://{web.ip}:80/ ({web.name})" and doc["timings"]["dns"] is None, doc["target"]
+    unknown = lab.run("health", "cni:0123456789ab:80", "--from", client.name, timeout=60)
+    assert unknown.returncode == 2 and "No CNI pod" in unknown.stderr, unknown.stderr
+
+    p = lab.run("explain", web.name, "--json", timeout=60)
+    doc = json.loads(p.stdout)
+    assert p.returncode == 0 and doc["kind"] == "pod" and [c["port"] for c in doc["checks"]] == [80], p.stdout + p.stderr
+    shown = lab.run("explain", web.name, timeout=60)
+    assert shown.returncode == 0 and f"{web.name} (CNI pod): a kubelet's TCP probe" in shown.stdout, shown.stdout + shown.stderr
+    silent = node.pods.add(NET, ports=["9091:81"])  # publishes a port nothing listens on
+    try:
+        p = lab.run("explain", f"cni:{silent.id}", "--json", timeout=60)
+        doc = json.loads(p.stdout)
+        assert p.returncode == 1 and doc["health"]["cause"] == "NO_LISTENER", p.stdout + p.stderr
+        assert doc["summary"].startswith(f"a kubelet's TCP probe of {silent.name} from the host fails at port 81"), doc["summary"]
+    finally:
+        node.pods.remove(silent)
 
 
 def test_del_of_a_kubelet_pod_takes_its_cache_entry_and_rules(node):

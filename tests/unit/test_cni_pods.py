@@ -130,3 +130,28 @@ COMMIT
     comment = f"'name: \"{NET}\" id: \"{CID}\"'"
     assert fix.command == (f"iptables -t nat -A {chain} -d 10.88.0.0/24 -j ACCEPT -m comment --comment {comment} && "
                            f"iptables -t nat -A {chain} '!' -d 224.0.0.0/4 -j MASQUERADE -m comment --comment {comment}")
+
+
+def test_netdiags_own_cni_container_carries_its_conflists_rule_writers(monkeypatch):
+    """netdiag's `run --network cni:NET` container is no pod, yet its plugins wrote the same rules:
+    its endpoint (record network `cni:NET`) gets them from its cache entry, so pods_at finds it."""
+    from netdiag.observe import cni_pods
+    from netdiag.reason import cni_plugins
+
+    mine = {"runtime": "netdiag", "id": CID, "name": "own", "networks": {
+        f"cni:{NET}": {"ip": POD_IP, "prefix": 24, "interface": "eth0"}, "bridge": {"ip": "172.17.0.2", "prefix": 16}}}
+    attachment = {"own": True, "container_id": CID, "network": NET, "ifname": "eth0", "netns": "/pinned",
+                  "plugins": ["bridge", "firewall"], "ip_masq": True, "firewall_admin_chain": "CNI-ADMIN"}
+    monkeypatch.setattr(records, "cni_attachments", lambda: [attachment])
+    containers = [mine]
+    assert cni_pods.add_pods({}, containers, set(), []) == [] and containers == [mine]  # no pod made of it
+    e = mine["networks"][f"cni:{NET}"]
+    assert (e["cni_network"], e["ip_masq"], e["firewall_admin_chain"]) == (NET, True, "CNI-ADMIN")
+    assert "cni_network" not in mine["networks"]["bridge"]
+
+    class M:
+        def containers(self):
+            return containers
+
+    assert cni_plugins.pods_at(M(), POD_IP) == [(mine, NET, e)]  # the conflist's name: libcni's chain name uses it
+    assert cni_plugins.pods_at(M(), "172.17.0.2") == []

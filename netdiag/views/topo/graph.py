@@ -33,7 +33,10 @@ def graph(snapshot: dict, *, trace: dict | None = None) -> dict:
 
 
 def _containers_by_ns(snapshot: dict) -> dict[str, dict]:
-    return {c["ns"]: c for c in snapshot.get("containers") or [] if c.get("ns")}
+    """Each namespace's container: the one that holds it, not one joined to it (`container:X`, a pod's member)."""
+    found = snapshot.get("containers") or []
+    joined = [c for c in found if c.get("ns") and str(c.get("network_mode") or "").startswith("container:")]
+    return {c["ns"]: c for c in [*joined, *(c for c in found if c.get("ns") and c not in joined)]}
 
 
 def _bridge_networks(snapshot: dict) -> dict[str, str]:
@@ -66,6 +69,8 @@ def _ordered_namespaces(namespaces: dict, host: str | None) -> list[dict]:
 
 
 def _ns_name(ns: dict, container: dict | None) -> str:
+    if container and container.get("infra") and container.get("pod"):  # a Podman pod, named as Podman names it
+        return container["pod"]
     if container and container.get("name"):
         return container["name"]
     return ns.get("name") or ns.get("label") or ns["id"]
@@ -75,7 +80,8 @@ def _ns_node(ns: dict, host: str | None, container: dict | None) -> dict:
     info = None
     if container:
         info = {"id": container.get("id", ""), "name": container.get("name", ""), "image": container.get("image", ""),
-                "runtime": container.get("runtime", ""), "ports": container.get("ports") or []}
+                "runtime": container.get("runtime", ""), "ports": container.get("ports") or [],
+                **({"members": container.get("members") or []} if container.get("infra") else {})}
     runtime = ns.get("runtime") or (info or {}).get("runtime") or ""
     # engine: who runs the container in it ("netdiag", "docker"); "" for the host and plain namespaces
     engine = runtime if ns.get("kind") == "container" else ""

@@ -41,6 +41,9 @@ def ns_kind_text(ns: dict) -> str:
     """'netdiag container', 'Docker container', 'CNI pod' (another runtime's, wired by the CNI
     plugins), or the namespace's kind (host, netns, pid)."""
     if ns["ns_kind"] == "container":
+        members = (ns.get("container") or {}).get("members")
+        if members is not None:  # a Podman pod: its infra container's namespace, shared by its members
+            return f"{engine_name(ns.get('engine', ''))} pod: {', '.join(members) or 'no other container'}"
         what = "pod" if ns.get("engine") == "cni" else "container"
         return " ".join(x for x in (engine_name(ns.get("engine", "")), what) if x)
     return ns["ns_kind"]
