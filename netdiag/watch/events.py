@@ -174,7 +174,7 @@ def _setup(inst: str, reasons: list[str]) -> list[str]:
                # of the namespace (another namespace may have the same address)
                "icmp": f"type == {ICMP_DEST_UNREACH} && (code == {ICMP_FRAG_NEEDED} || ulen != 0)"}
     for kind, event in EVENTS.items():
-        if not os.path.isdir(f"{inst}/events/{event}"):  # an older kernel (icmp_send came in 6.13)
+        if not os.path.isdir(f"{inst}/events/{event}"):  # an older kernel (icmp_send is recent)
             notes.append(f"this kernel has no {event.replace('/', ':')} event: its {kind} flows are not seen")
             continue
         if kind == "reset_sent":  # a refused connect only (no socket), not an aborted connection

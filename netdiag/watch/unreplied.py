@@ -9,10 +9,12 @@ connection dropped before conntrack confirms it (a drop in the forward hook of t
 tracking it) makes no event there: only a namespace it passed before counts it."""
 from __future__ import annotations
 
+import os
 import time
 
 DEADLINE = 2.0  # seconds a UDP query or a ping may wait for its answer (DNS's first retry comes at 1-5 s)
 MAX_PENDING = 20000  # entries waiting for their deadline; beyond, new ones are counted as lost
+GONE_CHECK = 5.0  # seconds between two looks for watched namespaces that are gone (a container stopped)
 IPPROTO_ICMP, IPPROTO_UDP = 1, 17
 ICMP_ECHO = 8
 IPS_SEEN_REPLY = 1 << 1
@@ -85,6 +87,7 @@ class ConntrackEvents:
         self.sockets: dict[str | None, object] = {}
         self.tracker = Unreplied(deadline)
         self.notes: list[str] = []
+        self.checked = time.monotonic()
 
     def watch(self, paths) -> None:
         """Subscribe to the namespaces at `paths` not subscribed yet (one gone already is skipped), and
@@ -106,6 +109,9 @@ class ConntrackEvents:
         from runtime.kernel import conntrack
 
         now = time.monotonic() if now is None else now
+        if now - self.checked >= GONE_CHECK:  # a socket keeps its namespace alive: let go of those gone
+            self.checked = now
+            self.watch([p for p in self.sockets if p is None or os.path.exists(p)])
         out = []
         for path, sock in list(self.sockets.items()):
             try:

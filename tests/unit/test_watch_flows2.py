@@ -168,3 +168,27 @@ def test_an_address_no_watched_namespace_has_rescans_once_and_a_late_container_c
     assert lines[0]["type"] == "scope" and lines[0]["added"] == ["late"]
     assert [x["src"]["label"] for x in lines if x["type"] == "flow"] == ["late"]
     assert s.flows.get(late).count == 2
+
+
+def test_conntrack_sockets_of_namespaces_gone_are_let_go(monkeypatch, tmp_path):
+    """A socket keeps its namespace alive: one whose namespace left the scope or is gone is closed."""
+    from netdiag.watch import unreplied
+
+    class Sock:
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(conntrack, "subscribe", lambda path: Sock())
+    monkeypatch.setattr(conntrack, "read_events", lambda sock: ([], 0))
+    alive, gone = tmp_path / "alive", tmp_path / "gone"
+    alive.touch()
+    events_ = unreplied.ConntrackEvents()
+    events_.watch([None, str(alive), str(gone), "/left/scope"])
+    left = events_.sockets["/left/scope"]
+    events_.watch([None, str(alive), str(gone)])
+    assert left.closed and set(events_.sockets) == {None, str(alive), str(gone)}
+    dead = events_.sockets[str(gone)]
+    events_.poll(now=events_.checked + unreplied.GONE_CHECK)
+    assert dead.closed and set(events_.sockets) == {None, str(alive)}
