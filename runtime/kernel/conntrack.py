@@ -7,8 +7,9 @@ import errno
 import socket
 import struct
 
-from . import wire
+from . import sockfilter, wire
 from .ns import netns
+from .sockfilter import JEQ, LDB, LDH, RET
 
 IPCTNL_MSG_CT_NEW, IPCTNL_MSG_CT_GET, IPCTNL_MSG_CT_DELETE = 0, 1, 2
 NFNL_SUBSYS_CTNETLINK = 1
@@ -20,6 +21,25 @@ CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT, CTA_PROTO_ICMP_ID, CTA_PR
 NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, NFNLGRP_CONNTRACK_DESTROY = 1, 2, 3
 NLM_F_CREATE = 0x400
 IPS_SEEN_REPLY = 1 << 1
+# Where an IPv4 event says its protocol: the original tuple is a message's first attribute, its
+# addresses two fixed-size attributes, then the protocol number's attribute (nla_len 5, type 1;
+# loaded big-endian: 0x0500, 0x0100). Offsets from the netlink header.
+FAMILY_AT, PROTO_NLA_AT, PROTO_AT = 16, 48, 52
+# The kernel drops IPv6 and TCP events before they are queued (TCP is the tracepoints' business: a
+# busy host's connects would cost watch thousands of messages a second); a message not laid out as
+# expected is kept, for the decoder to judge.
+UDP_AND_ICMP = sockfilter.assemble([
+    ("", LDB, "", "", FAMILY_AT),
+    ("", JEQ, "", "drop", socket.AF_INET),
+    ("", LDH, "", "", PROTO_NLA_AT),
+    ("", JEQ, "", "keep", 0x0500),
+    ("", LDH, "", "", PROTO_NLA_AT + 2),
+    ("", JEQ, "", "keep", 0x0100),
+    ("", LDB, "", "", PROTO_AT),
+    ("", JEQ, "drop", "keep", socket.IPPROTO_TCP),
+    ("keep", RET, "", "", 0xFFFFFFFF),
+    ("drop", RET, "", "", 0),
+])
 SO_RCVBUFFORCE = 33
 RCVBUF = 4 << 20  # a burst of new flows (a scan) arrives at once: room for tens of thousands of events
 
@@ -62,6 +82,7 @@ def subscribe(path: str | None) -> socket.socket:
             sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
         except OSError:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        sockfilter.attach(sock, UDP_AND_ICMP)
         groups = (1 << (NFNLGRP_CONNTRACK_NEW - 1)) | (1 << (NFNLGRP_CONNTRACK_UPDATE - 1)) | (1 << (NFNLGRP_CONNTRACK_DESTROY - 1))
         sock.bind((0, groups))
     except OSError:

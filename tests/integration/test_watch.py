@@ -193,14 +193,17 @@ def test_sigterm_ends_watch_and_leaves_nothing(lab):
         start = read_start(proc)
         assert start["watching"] == ["client", f"ns:{lab.outside}"]
         assert connect(lab, REFUSED).returncode != 0
-        time.sleep(0.5)
+        lines = Lines(proc)  # both sides' flows seen (however loaded the machine), then SIGTERM
+        assert wait_for(lambda: len([x for x in lines.seen if x["type"] == "flow"]) >= 2, timeout=10), lines.seen
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
+        proc.wait(timeout=10)
+        lines.thread.join(5)
+        err = proc.stderr.read()
     finally:
         proc.kill()
         proc.wait()
     assert proc.returncode == 0, err
-    lines = [json.loads(x) for x in out.splitlines()]
+    lines = lines.seen
     # the client's connect refused, and the outside refusing it (a RST sent, to the lab host's NAT address)
     assert sorted((f["kind"], f["dst"]["port"]) for f in lines if f["type"] == "flow" and f["final"]) == \
         [("reset", REFUSED), ("reset_sent", REFUSED)]
