@@ -123,6 +123,15 @@ class Lines:
         return next((x for x in list(self.seen) if pred(x)), None)
 
 
+def stop_when(proc, lines: Lines, seen, timeout: float) -> str:
+    """SIGTERM to watch once `seen()` holds (its lines read so far), then its end read: its stderr."""
+    assert wait_for(seen, timeout=timeout), lines.seen
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=20)
+    lines.thread.join(5)
+    return proc.stderr.read()
+
+
 def apply_fix(lab, command: str) -> None:
     """Run the fix watch printed, as root on the lab host (as test_trace applies trace's)."""
     env = {**lab.env, "PATH": os.path.dirname(sys.executable) + os.pathsep + lab.env.get("PATH", "")}
@@ -194,11 +203,7 @@ def test_sigterm_ends_watch_and_leaves_nothing(lab):
         assert start["watching"] == ["client", f"ns:{lab.outside}"]
         assert connect(lab, REFUSED).returncode != 0
         lines = Lines(proc)  # both sides' flows seen (however loaded the machine), then SIGTERM
-        assert wait_for(lambda: len([x for x in lines.seen if x["type"] == "flow"]) >= 2, timeout=10), lines.seen
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=10)
-        lines.thread.join(5)
-        err = proc.stderr.read()
+        err = stop_when(proc, lines, lambda: len([x for x in lines.seen if x["type"] == "flow"]) >= 2, timeout=10)
     finally:
         proc.kill()
         proc.wait()
@@ -343,12 +348,8 @@ def test_udp_without_a_reply_and_an_mtu_black_hole_are_flows_diagnosed(more):
         _nowait(stall, (OUTSIDE_IP, STALL))
         assert wait_for(lambda: stall.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 and stall.send(b"x" * 20000),
                         timeout=3)  # connected (small packets pass), then full-size segments die at the MTU step
-        # ended as soon as both are diagnosed (SIGTERM): the test takes no longer than watch needs
-        assert wait_for(lambda: len([x for x in lines.seen if x["type"] == "diagnosis"]) >= 2, timeout=20), lines.seen
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
-        lines.thread.join(5)
-        err = proc.stderr.read()
+        # ended as soon as both are diagnosed: the test takes no longer than watch needs
+        err = stop_when(proc, lines, lambda: len([x for x in lines.seen if x["type"] == "diagnosis"]) >= 2, timeout=20)
     finally:
         proc.kill()
         proc.wait()
@@ -382,13 +383,9 @@ def test_the_servers_side_and_a_container_started_later(more):
         assert connect(lab, REFUSED).returncode != 0
         lab.ok("run", "-d", "--name", "late", "--network", "wnet", "busybox", "sh", "-c",
                f"sleep 0.5; timeout 2 wget -q -O - http://{OUTSIDE_IP}:{REFUSED}/; sleep 600")
-        assert wait_for(lambda: lines.find(lambda x: x["type"] == "flow" and x["src"]["label"] == "late"), timeout=15), lines.seen
-        assert wait_for(lambda: lines.find(lambda x: x["type"] == "flow" and x["kind"] == "synack_unanswered"), timeout=5)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
-        lines.thread.join(5)
+        err = stop_when(proc, lines, lambda: lines.find(lambda x: x["type"] == "flow" and x["src"]["label"] == "late")
+                        and lines.find(lambda x: x["type"] == "flow" and x["kind"] == "synack_unanswered"), timeout=15)
         synack.close()
-        err = proc.stderr.read()
     finally:
         proc.kill()
         proc.wait()
