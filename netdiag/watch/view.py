@@ -35,7 +35,10 @@ class JsonView:
     def started(self, info: dict) -> None:
         self.emit({"type": "start", **info})
 
-    event = drops = diagnosis = end = scope = emit
+    event = drops = diagnosis = end = emit
+
+    def scope(self, s: dict) -> None:  # through self.emit: a view that collects instead of printing gets it too
+        self.emit(s)
 
     def flow(self, flow: Flow, final: bool = False) -> None:
         self.emit(flow.to_json(final))
