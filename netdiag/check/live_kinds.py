@@ -6,6 +6,7 @@ check carries that engine's diagnosis (cause, hop, evidence, a checked fix):
 - http, latency: netdiag.health (a load balancer's probe from the source namespace; a failure is
   diagnosed there); dns: netdiag.health.resolve (the source's own resolver). Skipped on a snapshot.
 - lb: HAProxy's stats socket, sampled; a failing server's check is re-run by netdiag.health.explain.
+- quiet: a `netdiag watch` session for a window (quiet.py); every failing flow fails it, diagnosed.
 
 Each takes the check's params and the model and returns {"status", "summary", "expected",
 "observed", ...} (runner.py adds the rest).
@@ -268,4 +269,6 @@ def command(p: dict, model, *, live: bool) -> dict:
             "evidence": [{"kind": "output", "detail": line} for line in lines[-8:]]}
 
 
-LIVE = {"command": command, "reach": reach, "mtu": mtu, "http": http, "latency": latency, "dns": dns, "lb": lb}
+from .quiet import quiet  # noqa: E402  (the watch-backed kind has a module of its own)
+
+LIVE = {"command": command, "quiet": quiet, "reach": reach, "mtu": mtu, "http": http, "latency": latency, "dns": dns, "lb": lb}

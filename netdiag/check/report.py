@@ -34,6 +34,13 @@ def summary_line(s: dict) -> str:
     return f"{s['total']} check{'s' if s['total'] != 1 else ''}: {', '.join(parts)} in {s['duration']:.1f}s"
 
 
+def shown_evidence(r: dict) -> list[dict]:
+    """The evidence a report shows: the first six items, and every failing flow a quiet check lists
+    (each is a finding with its own diagnosis, not a supporting detail)."""
+    evidence = r.get("evidence") or []
+    return [e for e in evidence if e.get("kind") == "flow"] + [e for e in evidence if e.get("kind") != "flow"][:6]
+
+
 # -- text ----------------------------------------------------------------------------------------------
 def details(r: dict) -> list[str]:
     """What a failed (or unrun) check says beyond its name: the lines under it."""
@@ -49,7 +56,7 @@ def details(r: dict) -> list[str]:
             out.append("hop    " + " ".join(str(x) for x in (f"#{hop['n']}" if hop.get("n") else None, hop.get("label"),
                                                                hop.get("interface"), hop.get("kind"), hop.get("direction")) if x)
                        + (f": {hop['detail']}" if hop.get("detail") else ""))
-        for e in (r.get("evidence") or [])[:6]:
+        for e in shown_evidence(r):
             out.append(f"  {e.get('kind')}: {e.get('detail')}")
         if r.get("fix"):
             out.append(f"fix    {r['fix']}")
@@ -153,7 +160,7 @@ def tap(results: list[dict], s: dict) -> str:
             block = {"message": r["summary"], "severity": "fail" if r["status"] == "failed" else "error",
                      "at": f"{r['file']}:{r['line']}", "kind": r["kind"], "expected": r.get("expected"), "seen": r.get("observed"),
                      "cause": r.get("cause"), "hop": r.get("hop"), "fix": r.get("fix") or None, "fix_command": r.get("fix_command"),
-                     "evidence": [e.get("detail") for e in (r.get("evidence") or [])[:6]] or None}
+                     "evidence": [e.get("detail") for e in shown_evidence(r)] or None}
             text = yaml.safe_dump({k: v for k, v in block.items() if v is not None}, sort_keys=False, allow_unicode=True, width=1000)
             out += ["  ---", *("  " + ln for ln in text.rstrip("\n").split("\n")), "  ..."]
     out.append(f"# {summary_line(s)}")

@@ -27,8 +27,8 @@ from runtime.errors import InvalidArgument
 from ..schemas import path as schema_path
 
 KINDS = ("reach", "http", "dns", "mtu", "latency", "listening", "published", "internal", "route", "no_listener", "lb",
-         "command")
-PROBE_ONLY = frozenset({"http", "dns", "latency", "lb", "command"})  # need a real answer: skipped on a snapshot
+         "command", "quiet")
+PROBE_ONLY = frozenset({"http", "dns", "latency", "lb", "command", "quiet"})  # need a real answer: skipped on a snapshot
 STATIC = frozenset({"listening", "published", "internal", "route", "no_listener"})  # the model alone
 # reach and mtu: the trace pipeline live, its static path on a snapshot
 DEFAULT_PROBE_TIMEOUT = 1.0
@@ -539,7 +539,16 @@ def _command(p: dict) -> dict:
     return {"run": [str(a) for a in p["run"]], "exit": p.get("exit", 0), "within": _seconds(p.get("within", 60), "within")}
 
 
-NORMALISE = {"command": _command, "reach": _reach, "http": _http, "dns": _dns, "mtu": _mtu, "latency": _latency, "listening": _listening,
+def _quiet(p: dict) -> dict:
+    listed = {k: [v] if isinstance(v, str) else list(v) for k, v in p.items() if k in ("container", "network", "ns", "reason")}
+    for t in listed.get("container", []):
+        _target(t, "container")
+    return {"for": _seconds(p.get("for", 10), "for"), "containers": listed.get("container", []), "networks": listed.get("network", []),
+            "namespaces": [n[3:] if n.startswith("ns:") else n for n in listed.get("ns", [])],  # ns: edge or ns: "ns:edge"
+            "reasons": [r.upper() for r in listed.get("reason", [])]}
+
+
+NORMALISE = {"command": _command, "quiet": _quiet, "reach": _reach, "http": _http, "dns": _dns, "mtu": _mtu, "latency": _latency, "listening": _listening,
              "published": _published, "internal": _internal, "route": _route, "no_listener": _no_listener, "lb": _lb}
 
 
@@ -573,6 +582,9 @@ def describe(kind: str, p: dict) -> str:
                 + (f" for {p['for']:g}s" if p["for"] else ""))
     if kind == "command":
         return f"`{' '.join(p['run'])}` exits {p['exit']}"
+    if kind == "quiet":
+        where = [*p["containers"], *(f"network {n}" for n in p["networks"]), *(f"ns:{n}" for n in p["namespaces"])]
+        return f"no failing flow for {p['for']:g}s " + (f"in {', '.join(where)}" if where else "on this host")
     if kind == "route":
         return (f"{p['in']} has {'a' if p['expect'] else 'no'} route to {p['to']}" + (f" via {p['via']}" if p["via"] else "")
                 + (f" dev {p['dev']}" if p["dev"] else ""))

@@ -17,7 +17,8 @@ FORMATS = ("text", "json", "junit", "tap")
 @app.command()
 def check(
     files: Optional[List[str]] = typer.Argument(None, help="Check files (YAML); several run as one suite"),
-    fmt: str = typer.Option("text", "--format", "-f", help="text, json (one object per check), junit (XML) or tap (TAP 13)"),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f", help="text, json (one object per check), junit (XML) or tap (TAP 13); "
+                                      "default text (with --serve: json, when the Accept header names none)"),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Write the report (or --generate's file) to FILE; progress stays on the terminal"),
     snapshot: Optional[str] = typer.Option(None, "--snapshot", help="Check a snapshot file, offline and without root: static checks and static paths; probe-only checks are skipped"),
     parallel: int = typer.Option(4, "--parallel", "-j", help="Run N checks at a time (probes never mix: each has its own mark)"),
@@ -27,6 +28,9 @@ def check(
     generate: bool = typer.Option(False, "--generate", help="Write a starting check file from what runs now (pairs that talk, published ports)"),
     verify_fix: bool = typer.Option(False, "--verify-fix", help="Prove each failed reach/mtu check's fix live on a throwaway "
                                     "replica (fresh namespaces rebuilt from the model; the host is never changed): needs root"),
+    serve: Optional[str] = typer.Option(None, "--serve", help="Serve the checks on ADDR:PORT: GET /healthz runs them and answers "
+                                        "200 (all passed) or 503 with the report (JSON, or JUnit/TAP by the Accept header)"),
+    cache: str = typer.Option("5s", "--cache", help="With --serve: answer with the last run's results for this long (0: run each time)"),
 ):
     """Check the network the way CI needs it: pass, or fail with the reason.
 
@@ -57,22 +61,32 @@ def check(
         - internal: {network: back}
         - route: {in: web, to: default}
         - no_listener: {port: 5432}    # no container on 0.0.0.0:5432
+        - quiet: {for: 10s, network: front}   # no connect fails meanwhile
 
     reach and mtu run the trace pipeline (a live probe and the kernel's
     packet trace; the static path on --snapshot), http and latency the
     health engine, dns the source's own resolver, command runs a program
-    (an argument list); the others read the model, so they also run on
+    (an argument list), quiet runs `watch` for its window (after the other
+    checks); the others read the model, so they also run on
     --snapshot without root. Every failed check
     names its cause code, the hop and the fix. The whole format:
     netdiag/schemas/checkfile.schema.json and the README (Checks in CI).
 
+    --serve ADDR:PORT keeps running (Ctrl-C or SIGTERM stop it): GET /healthz
+    runs the checks (results kept for --cache), 200 or 503 with the report.
+
     Exit codes: 0 all passed, 1 some failed, 2 invalid file, 3 could not run."""
     from runtime.errors import InvalidArgument
 
-    if fmt not in FORMATS:
+    if fmt is not None and fmt not in FORMATS:
         raise InvalidArgument(f"Unknown --format {fmt!r}", f"it is one of {', '.join(FORMATS)}", "")
     if not 1 <= parallel <= 64:
         raise InvalidArgument(f"Invalid --parallel {parallel}", "from 1 to 64 checks at a time", "")
+    if serve is not None:
+        _serve(files, serve, cache, fmt, snapshot=snapshot, parallel=parallel, fail_fast=fail_fast, retry=_seconds(retry_timeout),
+               var=var, refused={"-o": output, "--generate": generate, "--verify-fix": verify_fix})
+        raise typer.Exit(0)
+    fmt = fmt or "text"
     if generate:
         if files:
             raise InvalidArgument("--generate takes no check file", "it writes one", "give -o FILE to choose where")
@@ -106,6 +120,47 @@ def check(
     if not output and fmt != "text":
         sys.stdout.write(text)
     raise typer.Exit(report.exit_code(results))
+
+
+def _serve(files, address: str, cache: str, fmt: str | None, *, snapshot, parallel: int, fail_fast: bool, retry: float, var,
+           refused: dict) -> None:
+    """check FILE --serve: parse and print here; the serving is netdiag/check/serve.py."""
+    import signal
+    import threading
+
+    from runtime.errors import InvalidArgument
+
+    from ..check import report, serve, spec
+    from ..check.runner import run_checks
+
+    addr, port = serve.parse_address(address)
+    cache_s = _seconds(cache, "--cache")
+    given = [flag for flag, value in refused.items() if value]
+    if given:
+        raise InvalidArgument(f"{given[0]} does not go with --serve", "--serve answers each request with the report",
+                              "leave it out, or run the checks once without --serve")
+    if not files:
+        raise InvalidArgument("No check file given", "", "e.g. netdiag check checks.yaml --serve 127.0.0.1:8080")
+    suite = spec.load(list(files), cli_vars=dict(spec.parse_var(v) for v in var or []))
+    factory = _model_factory(snapshot)
+    cancel = threading.Event()
+
+    def run():
+        t0 = time.monotonic()
+        results = run_checks(suite.checks, factory, snapshot=snapshot is not None, parallel=parallel, fail_fast=fail_fast,
+                             retry_timeout=retry, cancel=cancel)
+        return results, report.summary(results, time.monotonic() - t0)
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    n = len(suite.checks)
+    # SIGTERM stops it as Ctrl-C does: the run under way is cancelled and waited for
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.default_int_handler(signum, frame))
+    serve.serve(serve.Results(run, cache_s), suite.files, addr, port, cancel=cancel, default=fmt or "json", log=say,
+                ready=lambda: say(f"serving {n} check{'s' if n != 1 else ''} on http://{address}{serve.PATH} "
+                                  f"(results kept {cache_s:g}s); Ctrl-C stops"))
+    say("stopped")
 
 
 class _Verifier:
@@ -146,12 +201,12 @@ def _write(path: str, text: str) -> None:
         raise InvalidArgument(f"Cannot write {path}", e.strerror or str(e), "check the -o path") from None
 
 
-def _seconds(text: str) -> float:
+def _seconds(text: str, option: str = "--retry-timeout") -> float:
     if text.strip() in ("0", "0s", ""):
         return 0.0
     from runtime.validate import duration
 
-    return duration(text, "--retry-timeout")
+    return duration(text, option)
 
 
 def _model_factory(snapshot: str | None):
