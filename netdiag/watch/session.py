@@ -156,6 +156,11 @@ class Session:
         added = self.scope.rescan(live_model())
         self.next_rescan = time.monotonic() + RESCAN
         self.conntrack.watch(self.scope.conntrack_paths())
+        for flow in self.flows.by_key.values():  # flows of an address nobody had: named now if it is found
+            if not flow.src["target"]:
+                flow.src = self.scope.endpoint(flow.src["ip"])
+            if not flow.dst["target"]:
+                flow.dst = self.scope.endpoint(flow.dst["ip"])
         if added:
             self.view.scope({"type": "scope", "time": round(time.time(), 3), "watching": sorted(set(self.scope.watched.values())),
                              "added": added})

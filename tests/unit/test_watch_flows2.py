@@ -192,3 +192,32 @@ def test_conntrack_sockets_of_namespaces_gone_are_let_go(monkeypatch, tmp_path):
     dead = events_.sockets[str(gone)]
     events_.poll(now=events_.checked + unreplied.GONE_CHECK)
     assert dead.closed and set(events_.sockets) == {None, str(alive)}
+
+
+class _Late(_Rescanning):
+    """A container whose first event comes before the host lists it: the first rescan misses it."""
+
+    def rescan(self, model):
+        if self.rescans == 0:
+            self.rescans = 1
+            return []
+        return super().rescan(model)
+
+
+def test_a_flow_first_named_by_its_address_is_named_once_a_later_rescan_finds_its_container(monkeypatch):
+    import netdiag.observe.snapshot as snapshot
+    from netdiag.watch import session
+
+    monkeypatch.setattr(snapshot, "live_model", lambda: None)
+    out = io.StringIO()
+    scope = _Late()
+    s = Session(scope, JsonView(out), diagnose=False)
+    ev = {"kind": "reset", "src": "10.247.31.9", "sport": 40000, "dst": "10.247.31.2", "dport": 81, "count": 1,
+          "ts": 5.0, "last_ts": 5.0}
+    s._event(ev)  # kept (a watched destination), its source not found yet
+    flow = s.flows.get(ev)
+    assert flow.src["label"] == "10.247.31.9" and scope.rescans == 1
+    s.next_rescan = s.forget_at = 0.0  # RESCAN and RECHECK passed
+    s._event({**ev, "sport": 40001})
+    assert scope.rescans == 2 and flow.src["label"] == "late" and flow.count == 2
+    assert session.RECHECK <= 5  # a retrying client is named within a few seconds
