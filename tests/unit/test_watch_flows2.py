@@ -151,15 +151,22 @@ class _Rescanning(_Scope):
         return {"ip": ip, "label": self.watched.get(ip, ip), "target": self.watched.get(ip)}
 
 
-def test_an_address_no_watched_namespace_has_rescans_once_and_a_late_container_comes_into_scope(monkeypatch):
+def _rescanning_session(monkeypatch, scope):
     import netdiag.observe.snapshot as snapshot
 
     monkeypatch.setattr(snapshot, "live_model", lambda: None)
     out = io.StringIO()
-    scope = _Rescanning()
-    s = Session(scope, JsonView(out), diagnose=False)
-    late = {"kind": "reset", "src": "10.247.31.9", "sport": 40000, "dst": "203.0.113.9", "dport": 81, "count": 1,
-            "ts": 5.0, "last_ts": 5.0}
+    return Session(scope, JsonView(out), diagnose=False), scope, out
+
+
+def _late_event(dst: str) -> dict:
+    """A refused connect from 10.247.31.9, an address of a container started after watch."""
+    return {"kind": "reset", "src": "10.247.31.9", "sport": 40000, "dst": dst, "dport": 81, "count": 1, "ts": 5.0, "last_ts": 5.0}
+
+
+def test_an_address_no_watched_namespace_has_rescans_once_and_a_late_container_comes_into_scope(monkeypatch):
+    s, scope, out = _rescanning_session(monkeypatch, _Rescanning())
+    late = _late_event(dst="203.0.113.9")
     s._event(late)
     s._event({**late, "sport": 40001})  # known now: no second rescan
     s._event({**late, "src": "10.9.9.9"})  # a stranger, but within RESCAN of the last: not looked for yet
@@ -205,15 +212,10 @@ class _Late(_Rescanning):
 
 
 def test_a_flow_first_named_by_its_address_is_named_once_a_later_rescan_finds_its_container(monkeypatch):
-    import netdiag.observe.snapshot as snapshot
     from netdiag.watch import session
 
-    monkeypatch.setattr(snapshot, "live_model", lambda: None)
-    out = io.StringIO()
-    scope = _Late()
-    s = Session(scope, JsonView(out), diagnose=False)
-    ev = {"kind": "reset", "src": "10.247.31.9", "sport": 40000, "dst": "10.247.31.2", "dport": 81, "count": 1,
-          "ts": 5.0, "last_ts": 5.0}
+    s, scope, _ = _rescanning_session(monkeypatch, _Late())
+    ev = _late_event(dst="10.247.31.2")
     s._event(ev)  # kept (a watched destination), its source not found yet
     flow = s.flows.get(ev)
     assert flow.src["label"] == "10.247.31.9" and scope.rescans == 1
