@@ -275,6 +275,7 @@ def test_bad_input_exits_2_before_anything_starts(lab):
 
 # -- part 2: UDP without a reply, ICMP errors, SYN-ACKs, sent resets, stalls, late containers -------
 UDP_CLOSED, STALL, SYNACK_DROPPED, NARROW_MTU = 85, 86, 88, 1400
+NOBODY = "203.0.113.77"  # on the lab host's outside link, where nobody answers ARP for it
 
 
 @pytest.fixture(scope="module")
@@ -381,12 +382,14 @@ def test_the_servers_side_and_a_container_started_later(more):
         synack = client_socket(lab)
         _nowait(synack, (OUTSIDE_IP, SYNACK_DROPPED))
         assert connect(lab, REFUSED).returncode != 0
+        assert lab.run("exec", "client", "ping", "-c", "1", "-W", "1", NOBODY, timeout=20).returncode != 0
         # a client that retries: its first refusal may come before the host lists it (then the flow
         # is named by its address until a later event's rescan finds it)
         lab.ok("run", "-d", "--name", "late", "--network", "wnet", "busybox", "sh", "-c",
                f"for i in 1 2 3 4 5 6; do timeout 1 wget -q -O - http://{OUTSIDE_IP}:{REFUSED}/; sleep 1; done; sleep 600")
         err = stop_when(proc, lines, lambda: lines.find(lambda x: x["type"] == "scope" and "late" in x["added"])
-                        and lines.find(lambda x: x["type"] == "flow" and x["kind"] == "synack_unanswered"), timeout=15)
+                        and lines.find(lambda x: x["type"] == "flow" and x["kind"] == "synack_unanswered")
+                        and lines.find(lambda x: x["type"] == "flow" and x["proto"] == "icmp"), timeout=15)
         synack.close()
     finally:
         proc.kill()
@@ -398,6 +401,9 @@ def test_the_servers_side_and_a_container_started_later(more):
     flows = final_flows(lines.seen)
     # the outside answers for NATed connects: the lab host's address is who connected, as it sees it
     assert {("synack_unanswered", "tcp", "host", SYNACK_DROPPED), ("reset_sent", "tcp", "host", REFUSED),
-            ("reset", "tcp", "client", REFUSED), ("reset", "tcp", "late", REFUSED)} <= set(flows), sorted(flows)
+            ("reset", "tcp", "client", REFUSED), ("reset", "tcp", "late", REFUSED),
+            ("unreplied", "icmp", "client", 0)} <= set(flows), sorted(flows)
+    ping = flows[("unreplied", "icmp", "client", 0)]  # conntrack's echo without a reply, to an address nobody has
+    assert ping["dst"]["ip"] == NOBODY and ping["dst"]["label"] == NOBODY
     scope = [x for x in lines.seen if x["type"] == "scope"]
     assert scope and scope[0]["added"] == ["late"] and "late" in scope[0]["watching"], scope

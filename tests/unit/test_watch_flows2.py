@@ -223,3 +223,20 @@ def test_a_flow_first_named_by_its_address_is_named_once_a_later_rescan_finds_it
     s._event({**ev, "sport": 40001})
     assert scope.rescans == 2 and flow.src["label"] == "late" and flow.count == 2
     assert session.RECHECK <= 5  # a retrying client is named within a few seconds
+
+
+def test_metrics_count_connects_and_the_other_failing_flows_apart():
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from netdiag.watch.metrics import Metrics
+
+    m = Metrics()
+    m.failed("reset", "tcp", "client", "ns:out", 81, 2)
+    m.failed("unreplied", "udp", "client", "ns:out", 85, 3)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(generate_latest(m.registry).decode()) for s in fam.samples}
+    assert samples[("netdiag_watch_failed_connects_total",
+                    (("dst", "ns:out"), ("kind", "reset"), ("port", "81"), ("src", "client")))] == 2
+    assert samples[("netdiag_watch_failed_flows_total",
+                    (("dst", "ns:out"), ("kind", "unreplied"), ("port", "85"), ("proto", "udp"), ("src", "client")))] == 3
