@@ -22,6 +22,8 @@ FINAL_GRACE = 15.0  # at --for's end, how long pending diagnoses may still take
 RESCAN = 1.0  # seconds between two rescans of the host for a filtered scope (containers started since)
 RECHECK = 3.0  # an address a rescan did not find is looked up again after this long (a container still starting)
 FULL_SIZE = 1460  # a stalled connection is diagnosed with a full-size packet (a bulk transfer's, DF set)
+STALL_MIN = 2  # data retransmits of one connection that make it a stalled flow
+MAX_CONNECTIONS = 10000  # connections whose retransmits are remembered
 PROBE_PROTO = {"tcp": "tcp", "udp": "udp", "icmp": "icmp", "ip": "icmp"}  # a flow's protocol -> its probe's
 
 
@@ -34,6 +36,7 @@ class Session:
         self.events = self.lost = self.undiagnosed = self.elsewhere = 0
         self.causes: dict[str, int] = {}
         self.conntrack = ConntrackEvents()
+        self.retransmits: dict[tuple, dict] = {}  # connection -> its data retransmits so far (-1: stalled)
         self.looked_up: set[str] = set()  # addresses rescans have looked for (forgotten every RECHECK s)
         self.next_rescan = self.forget_at = 0.0
 
@@ -107,6 +110,10 @@ class Session:
             for flow in self.flows.recovered(ev):
                 self.view.flow(flow)
             return
+        if kind == "stalled":
+            ev = self._stalled(ev)
+            if ev is None:
+                return
         known = self.flows.get(ev)
         if known is None and not self.scope.confirms(ev):
             self.elsewhere += ev["count"]  # a namespace not watched that has the same address
@@ -134,6 +141,22 @@ class Session:
             size = FULL_SIZE if kind == "stalled" else 0
             flow.diagnosing = self.diagnoser.submit(flow.id, src["target"], ev["dst"], PROBE_PROTO[flow.proto], ev["dport"], size)
             self.undiagnosed += not flow.diagnosing
+
+    def _stalled(self, ev: dict) -> dict | None:
+        """A connection's data retransmits, once there are STALL_MIN of them (with what came before);
+        None before: one retransmit is a lost packet any busy link has, repeated ones a stall."""
+        conn = (ev["src"], ev["sport"], ev["dst"], ev["dport"])
+        seen = self.retransmits.pop(conn, None)
+        if seen is not None and seen["count"] < 0:  # this connection already counts as stalled
+            return ev
+        total = (seen["count"] if seen else 0) + ev["count"]
+        if total < STALL_MIN:
+            if len(self.retransmits) >= MAX_CONNECTIONS:
+                self.retransmits.pop(next(iter(self.retransmits)))  # the oldest: a busy host's stray losses
+            self.retransmits[conn] = {"count": total, "ts": seen["ts"] if seen else ev["ts"]}
+            return None
+        self.retransmits[conn] = {"count": -1}
+        return {**ev, "count": total, "ts": seen["ts"] if seen else ev["ts"]}
 
     def _attributed(self, ev: dict) -> bool:
         return bool(self.scope.endpoint(ev["src"])["target"] and self.scope.endpoint(ev["dst"])["target"])

@@ -118,7 +118,7 @@ def test_each_kind_is_diagnosed_with_its_own_probe_and_printed_as_its_schema_say
     s.diagnoser = _Diagnoser()
     base = {"src": SRC["ip"], "dst": DST["ip"], "count": 1, "ts": 5.0, "last_ts": 5.0}
     s._event({**base, "kind": "unreplied", "proto": "udp", "sport": 5353, "dport": 85})
-    s._event({**base, "kind": "stalled", "sport": 41000, "dport": 86})
+    s._event({**base, "kind": "stalled", "sport": 41000, "dport": 86, "count": 2})
     s._event({**base, "kind": "unreplied", "proto": "icmp", "sport": 77, "dport": 0})
     s._event({**base, "kind": "frag_needed", "proto": "ip", "sport": 0, "dport": 0})
     # a "fragmentation needed" alone is path MTU discovery at work: not diagnosed (a stall that follows is)
@@ -240,3 +240,16 @@ def test_metrics_count_connects_and_the_other_failing_flows_apart():
                     (("dst", "ns:out"), ("kind", "reset"), ("port", "81"), ("src", "client")))] == 2
     assert samples[("netdiag_watch_failed_flows_total",
                     (("dst", "ns:out"), ("kind", "unreplied"), ("port", "85"), ("proto", "udp"), ("src", "client")))] == 3
+
+
+def test_one_lost_packet_is_no_stall_and_repeated_retransmits_are():
+    s = Session(_Scope(), JsonView(io.StringIO()), diagnose=False)
+    ev = {"kind": "stalled", "src": SRC["ip"], "sport": 41000, "dst": DST["ip"], "dport": 86, "count": 1, "ts": 5.0, "last_ts": 5.0}
+    s._event(ev)
+    s._event({**ev, "sport": 41001})  # another connection's one loss
+    assert len(s.flows) == 0
+    s._event({**ev, "ts": 5.6, "last_ts": 5.6})  # the first connection again: stalled, counted from its first
+    (flow,) = s.flows.by_impact()
+    assert flow.count == 2 and flow.sports == {41000: 2}
+    s._event({**ev, "ts": 7.0, "last_ts": 7.0})
+    assert flow.count == 3
