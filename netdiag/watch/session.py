@@ -159,7 +159,10 @@ class Session:
         return {**ev, "count": total, "ts": seen["ts"] if seen else ev["ts"]}
 
     def _attributed(self, ev: dict) -> bool:
-        return bool(self.scope.endpoint(ev["src"])["target"] and self.scope.endpoint(ev["dst"])["target"])
+        """Whether both addresses are named. A namespace known only by a process (pid:N) may be a
+        container the host had not listed yet when it was looked up: worth another look too."""
+        names = (self.scope.endpoint(ev["src"])["target"], self.scope.endpoint(ev["dst"])["target"])
+        return all(n and not n.startswith("pid:") for n in names)
 
     def _rescanned(self, ev: dict) -> bool:
         """For an event of a filtered scope that no watched namespace has an address of, or whose
@@ -179,11 +182,11 @@ class Session:
         added = self.scope.rescan(live_model())
         self.next_rescan = time.monotonic() + RESCAN
         self.conntrack.watch(self.scope.conntrack_paths())
-        for flow in self.flows.by_key.values():  # flows of an address nobody had: named now if it is found
-            if not flow.src["target"]:
-                flow.src = self.scope.endpoint(flow.src["ip"])
-            if not flow.dst["target"]:
-                flow.dst = self.scope.endpoint(flow.dst["ip"])
+        # flows named before the host listed their container (by address, or as pid:N while it
+        # started): named as the rescan finds them; a name whose namespace is gone is kept
+        for flow in self.flows.by_key.values():
+            src, dst = self.scope.endpoint(flow.src["ip"]), self.scope.endpoint(flow.dst["ip"])
+            flow.src, flow.dst = src if src["target"] else flow.src, dst if dst["target"] else flow.dst
         if added:
             self.view.scope({"type": "scope", "time": round(time.time(), 3), "watching": sorted(set(self.scope.watched.values())),
                              "added": added})

@@ -202,23 +202,31 @@ def test_conntrack_sockets_of_namespaces_gone_are_let_go(monkeypatch, tmp_path):
 
 
 class _Late(_Rescanning):
-    """A container whose first event comes before the host lists it: the first rescan misses it."""
+    """A container whose first event comes before the host lists it: the first rescan sees its
+    namespace only by its process (pid:N), the second as the container."""
 
     def rescan(self, model):
         if self.rescans == 0:
             self.rescans = 1
+            self.watched_by_pid = True
             return []
+        self.watched_by_pid = False
         return super().rescan(model)
 
+    def endpoint(self, ip):
+        if ip == "10.247.31.9" and getattr(self, "watched_by_pid", False):
+            return {"ip": ip, "label": "pid:4242", "target": "pid:4242"}
+        return super().endpoint(ip)
 
-def test_a_flow_first_named_by_its_address_is_named_once_a_later_rescan_finds_its_container(monkeypatch):
+
+def test_a_flow_first_named_by_its_process_is_named_once_a_later_rescan_finds_its_container(monkeypatch):
     from netdiag.watch import session
 
     s, scope, _ = _rescanning_session(monkeypatch, _Late())
     ev = _late_event(dst="10.247.31.2")
-    s._event(ev)  # kept (a watched destination), its source not found yet
+    s._event(ev)  # kept (a watched destination), its source a namespace without a container yet
     flow = s.flows.get(ev)
-    assert flow.src["label"] == "10.247.31.9" and scope.rescans == 1
+    assert flow.src["label"] == "pid:4242" and scope.rescans == 1
     s.next_rescan = s.forget_at = 0.0  # RESCAN and RECHECK passed
     s._event({**ev, "sport": 40001})
     assert scope.rescans == 2 and flow.src["label"] == "late" and flow.count == 2
