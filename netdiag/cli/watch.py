@@ -23,11 +23,13 @@ def watch(
     """Show failing connections and dropped packets as they happen, each failing flow diagnosed.
 
     From the kernel's own tracepoints (read in a private tracefs instance, nothing changed in
-    anyone's rules): TCP connects whose SYN is not answered, connects refused or reset (RST), and
-    the kernel's drop reasons (host-wide: a drop event names no address). Repeats are grouped
-    into one flow per source, destination and port; each new flow is diagnosed once with the same
+    anyone's rules): TCP connects whose SYN or SYN-ACK is not answered, connects refused or reset
+    (RST received or sent), stalled connections (data retransmitted), ICMP unreachable and
+    fragmentation needed, and the kernel's drop reasons (host-wide: a drop event names no address);
+    from conntrack's events, UDP flows and pings without a reply. Repeats are grouped into one flow
+    per kind, protocol, source, destination and port; each new flow is diagnosed once with the same
     pipeline as `trace` (its own probe), and its cause, hop and checked fix are shown next to it.
-    Needs root."""
+    With --network/--container, containers started later come into scope. Needs root."""
     import os
     import signal
 

@@ -3,19 +3,18 @@ classic BPF filter that keeps only IPv4 frames carrying the mark (and VXLAN, dec
 ICMP errors, which quote the probe); frames are kept with kernel timestamps for a pcap."""
 from __future__ import annotations
 
-import ctypes
 import time
 import socket
 import struct
 
 from runtime.kernel.ns import netns
+from runtime.kernel.sockfilter import JEQ, JSET, LDB, LDB_IND, LDH, LDH_IND, LDXB_MSH, RET, assemble, attach
 from runtime.kernel.syscalls import open_owned
 
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
 VXLAN_PORTS = (4789, 8472)
 PACKET_OUTGOING = 4
-SO_ATTACH_FILTER = 26
 SO_RCVBUFFORCE = 33
 SOL_PACKET, PACKET_AUXDATA, SO_TIMESTAMPNS = 263, 8, 35
 SNAPLEN = 256  # enough for outer Ethernet/IP/UDP/VXLAN + inner Ethernet/IP/L4, or an ICMP error's quote
@@ -36,7 +35,6 @@ def _bpf_program(mark: int) -> list[tuple[int, int, int, int]]:
     """Keep IPv4 frames (first fragments) that are TCP/UDP with port `mark` either way, ICMP with id
     `mark`, ICMP errors (checked in userspace: do they quote our packet?), and VXLAN (decoded in
     userspace). Truncated to SNAPLEN bytes."""
-    LDH, LDB, LDXB_MSH, LDH_IND, LDB_IND, JEQ, JSET, RET = 0x28, 0x30, 0xB1, 0x48, 0x50, 0x15, 0x45, 0x06
     prog = [
         ("", LDH, "", "", 12),
         ("", JEQ, "", "drop", ETH_P_IP),
@@ -63,19 +61,7 @@ def _bpf_program(mark: int) -> list[tuple[int, int, int, int]]:
         ("accept", RET, "", "", SNAPLEN),
         ("drop", RET, "", "", 0),
     ]
-    labels = {ins[0]: i for i, ins in enumerate(prog) if ins[0]}
-    out = []
-    for i, (_, code, jt, jf, k) in enumerate(prog):
-        rel = lambda target: labels[target] - i - 1 if target else 0  # noqa: E731
-        out.append((code, rel(jt), rel(jf), k))
-    return out
-
-
-def _attach_filter(sock: socket.socket, prog: list[tuple[int, int, int, int]]) -> None:
-    raw = b"".join(struct.pack("HBBI", *ins) for ins in prog)
-    buf = ctypes.create_string_buffer(raw)
-    fprog = struct.pack("HL", len(prog), ctypes.addressof(buf))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)  # the kernel copies the program
+    return assemble(prog)
 
 
 class Capture:
@@ -96,7 +82,7 @@ class Capture:
                         s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, CAPTURE_RCVBUF)
                     except OSError:
                         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CAPTURE_RCVBUF)
-                    _attach_filter(s, _bpf_program(mark))
+                    attach(s, _bpf_program(mark))
                     s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)  # the kernel's receive time, for the pcap
                     s.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)  # the frame's length before SNAPLEN
                     s.bind((hop.ifname, ETH_P_ALL))  # resolved in the socket's (the hop's) namespace

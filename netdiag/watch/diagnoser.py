@@ -30,7 +30,7 @@ def brief(d, seconds: float) -> dict:
 
 
 class Diagnoser:
-    """submit(flow_id, src_target, dst_ip, proto, port); done() yields (flow_id, brief, probe_sport)."""
+    """submit(flow_id, src_target, dst_ip, proto, port, size); done() yields (flow_id, brief, probe_sport)."""
 
     def __init__(self, timeout: float = PROBE_TIMEOUT):
         self.timeout = timeout
@@ -46,11 +46,12 @@ class Diagnoser:
         self.thread.start()
         return self
 
-    def submit(self, flow_id: int, src: str, dst: str, proto: str, port: int) -> bool:
-        """Queue a diagnosis; False (nothing queued) when MAX_WAITING flows already wait."""
+    def submit(self, flow_id: int, src: str, dst: str, proto: str, port: int, size: int = 0) -> bool:
+        """Queue a diagnosis (`size`: the probe's payload, 0 the smallest); False (nothing queued)
+        when MAX_WAITING flows already wait."""
         if self.todo.qsize() >= MAX_WAITING:
             return False
-        self.todo.put((flow_id, src, dst, proto, port))
+        self.todo.put((flow_id, src, dst, proto, port, size))
         return True
 
     def done(self) -> list[tuple[int, dict, int | None]]:
@@ -77,14 +78,14 @@ class Diagnoser:
             finally:
                 self.todo.task_done()
 
-    def _one(self, flow_id: int, src: str, dst: str, proto: str, port: int) -> tuple[int, dict, int | None]:
+    def _one(self, flow_id: int, src: str, dst: str, proto: str, port: int, size: int) -> tuple[int, dict, int | None]:
         from ..diagnose import diagnose
         from ..observe.snapshot import live_model
 
         started = time.monotonic()
         record: list = []
         try:
-            d = diagnose(live_model(), src, dst, proto=proto, port=port, timeout=self.timeout,
+            d = diagnose(live_model(), src, dst, proto=proto, port=port, size=size, timeout=self.timeout,
                          host_evidence=False, record=record)
         except (NetdiagError, OSError) as e:
             return flow_id, {"verdict": "unknown", "cause": None, "summary": f"could not diagnose: {e}", "hop": None,

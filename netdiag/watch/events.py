@@ -1,12 +1,23 @@
 """The kernel's events for `watch`, read by a forked child from a private tracefs instance (in a
 private mount namespace, as `trace`'s drop tracer does; never the top-level instance):
 
-  tcp:tcp_retransmit_skb  in SYN_SENT: a connect whose SYN was not answered ("unanswered")
+  tcp:tcp_retransmit_skb  in SYN_SENT: a connect whose SYN was not answered ("unanswered"); in
+                          ESTABLISHED: data not acknowledged, a connection that stalls ("stalled":
+                          an MTU black hole's sign)
+  tcp:tcp_retransmit_synack  a server's SYN-ACK not acknowledged ("synack_unanswered")
   tcp:tcp_receive_reset   a socket got a RST: a refused connect, or a reset connection ("reset")
+  tcp:tcp_send_reset      this kernel refused a connect (a RST for no socket, "reset_sent")
+  icmp:icmp_send          an ICMP "destination unreachable" sent about a packet: "frag_needed"
+                          (code 4, the packet is larger than the next link's MTU, any protocol) or
+                          "unreachable" (about a UDP packet: a port, a host or a network unreachable)
   skb:kfree_skb           a packet the kernel dropped, with its reason and location ("drop"); the
                           event names no address or namespace, so drops are host-wide counts
   sock:inet_sock_set_state  a TCP connect that completed, SYN_SENT -> ESTABLISHED ("established"):
                           what marks a failing flow recovered (no source port: they sum per flow)
+
+Every failing event names its flow the same way: src (and sport) the side that connects or sends,
+dst and dport the side it wants, whichever side the kernel reported from (a SYN-ACK's, a RST's and
+an ICMP error's addresses are turned round to that).
 
 The child aggregates what it reads for FLUSH seconds and sends one JSON line per key and window:
 a burst of thousands of events costs the parent a few lines (the rate limit; at most MAX_KEYS keys
@@ -33,11 +44,20 @@ FLUSH = 0.1  # seconds a window lasts: most of an event's delay to its line
 MAX_KEYS = 500  # distinct keys a window keeps; events beyond are counted as lost
 TCP_ESTABLISHED, TCP_SYN_SENT = 1, 2
 AF_INET, IPPROTO_TCP = 2, 6
+ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED = 3, 4
+# the port range Linux picks connect()'s source ports from (ip_local_port_range's default): of a
+# stalled connection's two ports, the one outside it is the service's
+EPHEMERAL = range(32768, 61000)
 EVENTS = {"unanswered": "tcp/tcp_retransmit_skb", "reset": "tcp/tcp_receive_reset", "drop": "skb/kfree_skb",
-          "established": "sock/inet_sock_set_state"}
+          "established": "sock/inet_sock_set_state", "synack_unanswered": "tcp/tcp_retransmit_synack",
+          "reset_sent": "tcp/tcp_send_reset", "icmp": "icmp/icmp_send"}
 
 _TIME = r"\s(\d+\.\d+):\s"
-_TCP = re.compile(_TIME + r"(tcp_retransmit_skb|tcp_receive_reset):.*?\bsport=(\d+) dport=(\d+) saddr=(\S+) daddr=(\S+)")
+_TCP = re.compile(_TIME + r"(tcp_retransmit_skb|tcp_receive_reset|tcp_retransmit_synack):.*?\bsport=(\d+) dport=(\d+) "
+                  r"saddr=(\S+) daddr=(\S+)(?:.*?\bstate=(\w+))?")
+_IP_PORT = r"(\d+\.\d+\.\d+\.\d+):(\d+)"
+_SENT_RESET = re.compile(_TIME + r"tcp_send_reset:.*?\bsrc=" + _IP_PORT + r" dest=" + _IP_PORT)
+_ICMP = re.compile(_TIME + r"icmp_send:.*?\btype=(\d+), code=(\d+)\. From " + _IP_PORT + r" to " + _IP_PORT + r" ulen=(\d+)")
 _ESTABLISHED = re.compile(_TIME + r"inet_sock_set_state:.*?\bdport=(\d+) saddr=(\S+) daddr=(\S+)")
 _DROP = re.compile(_TIME + r"kfree_skb:.*?protocol=(\d+)\s+location=(\S+)\s+reason[:=]\s*(\S+)")
 _LOST = re.compile(r"\[LOST (\d+) EVENTS\]")
@@ -48,9 +68,24 @@ def parse_line(line: str) -> dict | None:
     {"kind": "lost", "count"} for the kernel's own overrun note; None for anything else."""
     m = _TCP.search(line)
     if m:
-        kind = "unanswered" if m.group(2) == "tcp_retransmit_skb" else "reset"
-        return {"kind": kind, "ts": float(m.group(1)), "sport": int(m.group(3)), "dport": int(m.group(4)),
-                "src": m.group(5), "dst": m.group(6)}
+        ts, event, sport, dport, saddr, daddr, state = m.groups()
+        ev = {"ts": float(ts), "sport": int(sport), "dport": int(dport), "src": saddr, "dst": daddr}
+        if event == "tcp_receive_reset":
+            return {"kind": "reset", **ev}
+        if event == "tcp_retransmit_synack":  # reported by the server: its peer is the one connecting
+            return {"kind": "synack_unanswered", **_turned(ev)}
+        if state == "TCP_ESTABLISHED":
+            return {"kind": "stalled", **(_turned(ev) if ev["sport"] not in EPHEMERAL and ev["dport"] in EPHEMERAL else ev)}
+        return {"kind": "unanswered", **ev}
+    m = _SENT_RESET.search(line)
+    if m:  # the RST's source is the refusing side
+        return {"kind": "reset_sent", "ts": float(m.group(1)), "src": m.group(4), "sport": int(m.group(5)),
+                "dst": m.group(2), "dport": int(m.group(3))}
+    m = _ICMP.search(line)
+    if m:  # the addresses and (UDP's) ports are the offending packet's own
+        ts, typ, code, src, sport, dst, dport, ulen = m.groups()
+        return {"kind": "frag_needed" if int(code) == ICMP_FRAG_NEEDED else "unreachable", "ts": float(ts),
+                "proto": "udp" if int(ulen) else "ip", "src": src, "sport": int(sport), "dst": dst, "dport": int(dport)}
     m = _ESTABLISHED.search(line)
     if m:
         return {"kind": "established", "ts": float(m.group(1)), "dport": int(m.group(2)), "src": m.group(3),
@@ -63,13 +98,23 @@ def parse_line(line: str) -> dict | None:
     return {"kind": "lost", "count": int(m.group(1))} if m else None
 
 
+def _turned(ev: dict) -> dict:
+    """An event reported by the side that was connected to, as its connecting side sees it."""
+    return {**ev, "src": ev["dst"], "sport": ev["dport"], "dst": ev["src"], "dport": ev["sport"]}
+
+
+def _symbols(format_text: str) -> dict[str, str]:
+    """An event format's enum names -> their numbers (they move between kernels)."""
+    return {name: num for num, name in re.findall(r'\{\s*(\d+),\s*"(\w+)"\s*\}', format_text)}
+
+
 def reason_filter(format_text: str, reasons: list[str]) -> str | None:
     """The kfree_skb filter for the drop reasons asked (numbers from the event's own format: the enum
     moves between kernels); without any, the one that leaves out unannotated drops. Raises
     ValueError naming a reason this kernel does not know."""
     if not reasons:
         return drop_filter(format_text)
-    known = {name: num for num, name in re.findall(r'\{\s*(\d+),\s*"(\w+)"\s*\}', format_text)}
+    known = _symbols(format_text)
     unknown = [r for r in reasons if r.upper() not in known]
     if unknown:
         raise ValueError(f"this kernel has no drop reason {', '.join(unknown)}")
@@ -119,15 +164,32 @@ def _setup(inst: str, reasons: list[str]) -> list[str]:
             _write(f"{inst}/{path}", value)
         except OSError as e:
             notes.append(f"{path} not set ({e.strerror})")
-    filters = {"unanswered": f"state == {TCP_SYN_SENT} && family == {AF_INET}", "reset": f"family == {AF_INET}",
+    filters = {"unanswered": f"(state == {TCP_SYN_SENT} || state == {TCP_ESTABLISHED}) && family == {AF_INET}",
+               "reset": f"family == {AF_INET}", "synack_unanswered": f"family == {AF_INET}",
                "drop": reason_filter(_read(f"{inst}/events/skb/kfree_skb/format"), reasons),
                "established": f"protocol == {IPPROTO_TCP} && family == {AF_INET} && oldstate == {TCP_SYN_SENT} && "
-                              f"newstate == {TCP_ESTABLISHED}"}
+                              f"newstate == {TCP_ESTABLISHED}",
+               # about a UDP packet (ports known), or a "fragmentation needed" about any: an unreachable
+               # about a TCP packet is left to TCP's own events, which are checked against the sockets
+               # of the namespace (another namespace may have the same address)
+               "icmp": f"type == {ICMP_DEST_UNREACH} && (code == {ICMP_FRAG_NEEDED} || ulen != 0)"}
     for kind, event in EVENTS.items():
-        if filters[kind]:
+        if not os.path.isdir(f"{inst}/events/{event}"):  # an older kernel (icmp_send is recent)
+            notes.append(f"this kernel has no {event.replace('/', ':')} event: its {kind} flows are not seen")
+            continue
+        if kind == "reset_sent":  # a refused connect only (no socket), not an aborted connection
+            filters[kind] = sent_reset_filter(_read(f"{inst}/events/{event}/format"))
+        if filters.get(kind):
             _write(f"{inst}/events/{event}/filter", filters[kind])
         _write(f"{inst}/events/{event}/enable", "1")
     return notes
+
+
+def sent_reset_filter(format_text: str) -> str | None:
+    """tcp_send_reset's filter for RSTs that refuse a connect (reason NO_SOCKET); None (every RST)
+    on a kernel whose event has no reason."""
+    number = _symbols(format_text).get("NO_SOCKET")
+    return f"reason == {number}" if number and "sk_rst_reason reason" in format_text else None
 
 
 def _pipe_lines(pipe, rest: bytes) -> tuple[list[str], bytes]:

@@ -6,7 +6,21 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-KINDS = {"unanswered": "SYN not answered (retransmitted)", "reset": "refused or reset (RST received)"}
+KINDS = {"unanswered": "SYN not answered (retransmitted)", "reset": "refused or reset (RST received)",
+         "synack_unanswered": "SYN-ACK not answered (the server retransmitted it)",
+         "reset_sent": "refused (a RST sent: no socket for it)",
+         "stalled": "data not acknowledged (retransmitted on an established connection)",
+         "unreplied": "no reply (conntrack saw no answer)",
+         "unreachable": "ICMP destination unreachable sent about it",
+         "frag_needed": "ICMP fragmentation needed sent about it (larger than the next link's MTU)"}
+# what ends a failing flow: a TCP connect that completes, or a reply conntrack sees
+RECOVERS = {"established": ("unanswered", "reset", "synack_unanswered", "reset_sent", "stalled"),
+            "replied": ("unreplied", "unreachable")}
+
+
+def key_of(ev: dict, kind: str | None = None) -> tuple:
+    """A flow's identity: kind, protocol, source address, destination address and port."""
+    return (kind or ev["kind"], ev.get("proto", "tcp"), ev["src"], ev["dst"], ev["dport"])
 
 
 def wall(ts_monotonic: float) -> float:
@@ -40,7 +54,7 @@ class Flow:
 
     def text(self) -> str:
         return f"{self.src['label']} -> {self.dst['label']}" + (f" ({self.dst['ip']})" if self.dst["label"] != self.dst["ip"] else "") \
-            + f" {self.proto}/{self.dport}"
+            + (f" {self.proto}/{self.dport}" if self.proto in ("tcp", "udp") else f" {self.proto}")
 
 
 class Flows:
@@ -49,18 +63,19 @@ class Flows:
         self.ignored: set[tuple] = set()  # (src ip, source port): watch's own probes
 
     def get(self, ev: dict) -> Flow | None:
-        return self.by_key.get((ev["kind"], ev["src"], ev["dst"], ev["dport"]))
+        return self.by_key.get(key_of(ev))
 
     def add(self, ev: dict, src: dict, dst: dict) -> tuple[Flow, bool] | None:
         """Count an aggregated event ({kind, src, sport, dst, dport, count, ts, last_ts}) in its flow;
         (flow, new). None for an event of one of our own probes."""
         if (ev["src"], ev["sport"]) in self.ignored:
             return None
-        key = (ev["kind"], ev["src"], ev["dst"], ev["dport"])
+        key = key_of(ev)
         flow = self.by_key.get(key)
         new = flow is None
         if new:
-            flow = self.by_key[key] = Flow(len(self.by_key) + 1, ev["kind"], src, dst, ev["dport"], wall(ev["ts"]), wall(ev["ts"]))
+            flow = self.by_key[key] = Flow(len(self.by_key) + 1, ev["kind"], src, dst, ev["dport"], wall(ev["ts"]),
+                                           wall(ev["ts"]), proto=ev.get("proto", "tcp"))
         flow.count += ev["count"]
         flow.last = max(flow.last, wall(ev["last_ts"]))
         if flow.recovered and flow.recovered < flow.last:
@@ -76,11 +91,12 @@ class Flows:
                 flow.count -= flow.sports.pop(sport)
 
     def recovered(self, ev: dict) -> list[Flow]:
-        """The failing flows an "established" event (a connect that completed) marks recovered."""
+        """The failing flows an "established" event (a connect that completed) or a "replied" one (a
+        UDP or ICMP answer) marks recovered."""
         when = wall(ev["last_ts"])
         out = []
-        for kind in KINDS:
-            flow = self.by_key.get((kind, ev["src"], ev["dst"], ev["dport"]))
+        for kind in RECOVERS[ev["kind"]]:
+            flow = self.by_key.get(key_of(ev, kind))
             if flow is not None and flow.count > 0 and not flow.recovered and when > flow.last:
                 flow.recovered = when
                 out.append(flow)

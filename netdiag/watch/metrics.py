@@ -1,6 +1,6 @@
 """`watch --metrics ADDR:PORT`: what watch counts, as Prometheus metrics (prometheus-client's own
 registry and HTTP server, so a dashboard or an alert can scrape it): failed connects by kind and
-endpoints, the kernel's drops by reason (host-wide), diagnoses by cause. The server runs in a
+endpoints, the other failing flows (UDP/ICMP, ICMP errors, SYN-ACKs, stalls), the kernel's drops by reason (host-wide), diagnoses by cause. The server runs in a
 thread of watch and stops with it; it binds in the namespace watch runs in."""
 from __future__ import annotations
 
@@ -32,6 +32,10 @@ class Metrics:
         self.connects = Counter("netdiag_watch_failed_connects", "TCP connects not answered (SYN retransmitted) or "
                                 "answered by a RST, by kind, source, destination and port",
                                 ["kind", "src", "dst", "port"], registry=self.registry)
+        self.no_reply = Counter("netdiag_watch_failed_flows", "Other failing flows: UDP or ICMP without a reply "
+                                "(conntrack), ICMP errors sent, SYN-ACKs not answered, refusals sent, stalled "
+                                "connections; by kind, protocol, source, destination and port",
+                                ["kind", "proto", "src", "dst", "port"], registry=self.registry)
         self.drops = Counter("netdiag_watch_drops", "Packets the kernel dropped (skb:kfree_skb), by reason; host-wide",
                              ["reason"], registry=self.registry)
         self.diagnoses = Counter("netdiag_watch_diagnoses", "Failing flows diagnosed, by cause (or verdict when none)",
@@ -48,8 +52,13 @@ class Metrics:
                                   "choose a free port and an address of this host") from None
         return self
 
-    def connect(self, kind: str, src: str, dst: str, port: int, count: int) -> None:
-        self.connects.labels(kind, src, dst, str(port)).inc(count)
+    def failed(self, kind: str, proto: str, src: str, dst: str, port: int, count: int) -> None:
+        """A failing flow's events: a connect the client saw fail (SYN unanswered, RST received) in
+        failed_connects, as before; every other kind in failed_flows."""
+        if kind in ("unanswered", "reset"):
+            self.connects.labels(kind, src, dst, str(port)).inc(count)
+        else:
+            self.no_reply.labels(kind, proto, src, dst, str(port)).inc(count)
 
     def drop(self, reason: str, count: int) -> None:
         self.drops.labels(reason).inc(count)

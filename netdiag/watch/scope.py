@@ -38,22 +38,57 @@ class Scope:
     """The watched namespaces of a model (all when `targets` is empty) and the owners of addresses."""
 
     def __init__(self, model: Model, namespaces=(), containers=(), networks=()):
+        self.args = (tuple(namespaces), tuple(containers), tuple(networks))
+        self.filtered = bool(namespaces or containers or networks)
+        self._resolve(model, strict=True)
+
+    def _resolve(self, model: Model, strict: bool) -> None:
+        """Read the watched namespaces from `model`. Strict (at the start): a name that names nothing
+        is bad input; later (a rescan) a network may have no container left, or a container be gone."""
+        namespaces, containers, networks = self.args
         self.model = model
         targets = [f"ns:{n}" for n in namespaces] + list(containers)
         for net in networks:
-            targets += _network_members(model, net)
-        self.filtered = bool(targets)
+            try:
+                targets += _network_members(model, net)
+            except InvalidArgument:
+                if strict:
+                    raise
         self.watched: dict[str, str] = {}  # address -> target of the watched namespace that has it
         self.paths: dict[str, str] = {}  # address -> a path to enter that namespace by
-        for target in targets:
-            ns = model.resolve(target)  # raises UnknownTarget (exit 2) for a name that names nothing
+        self.others: dict[str, str | None] = {}  # watched target (not the host) -> its path
+        for target in dict.fromkeys(targets):
+            try:
+                ns = model.resolve(target)  # raises UnknownTarget (exit 2) for a name that names nothing
+            except InvalidArgument:
+                if strict:
+                    raise
+                continue
             meta = model.namespaces.meta(ns["id"])
             for a in ns["addresses"]:  # IPv4, as the events are
                 ip = a.get("local") or a["address"]
                 if not ip.startswith("127."):
                     self.watched[ip] = target_of(meta)
                     self.paths[ip] = ns_path(meta)
+            if meta["kind"] != "host":
+                self.others[target_of(meta)] = ns_path(meta)
         self._owners: dict[str, dict] = {}
+
+    def rescan(self, model: Model) -> list[str]:
+        """The scope again from a newer model (containers started since, or gone): the targets
+        watched now that were not before."""
+        before = set(self.watched.values())
+        self._resolve(model, strict=False)
+        return sorted(set(self.watched.values()) - before)
+
+    def conntrack_paths(self) -> list[str | None]:
+        """The namespaces whose conntrack events count: watch's own (None: the host, which routes and
+        NATs its containers' flows) and the watched ones, or every one the model has without a filter."""
+        if self.filtered:
+            paths = self.others.values()
+        else:
+            paths = (ns_path(m) for m in self.model.metas() if m["kind"] != "host")
+        return list(dict.fromkeys([None, *(p for p in paths if p)]))
 
     def _beside_host(self, ns_id: str) -> bool:
         """Whether a veth joins this namespace to the host's (where netdiag runs): of two namespaces

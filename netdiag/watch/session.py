@@ -1,20 +1,30 @@
 """The watch loop: the kernel's events in, filtered to the watched namespaces, grouped into flows,
 each new flow handed to the diagnoser, everything shown by the view. Ends at `duration`, or on
 Ctrl-C / SIGTERM (KeyboardInterrupt here): the reader child removes its tracefs instance, a
-diagnosis under way finishes (its probe cleans up after itself), then the flows are shown once more."""
+diagnosis under way finishes (its probe cleans up after itself), then the flows are shown once more.
+Beside the tracepoints, the conntrack events of the namespaces that have them (UDP and ICMP flows
+without a reply) are read in the loop itself. A filtered scope follows what starts later: an event
+with an address it has not looked up yet rescans the host (at most once per RESCAN seconds)."""
 from __future__ import annotations
 
 import time
 
 from .diagnoser import Diagnoser
 from .events import EventSource
-from .flows import DropCounts, Flows, RateLimit, wall
+from .flows import RECOVERS, DropCounts, Flows, RateLimit, wall
 from .scope import Scope
+from .unreplied import ConntrackEvents
 
 TICK = 0.25  # the loop's pace: the view's refresh and the diagnoses' pick-up
 DROP_PERIOD = 1.0  # drops are reported summed over this period
 EVENT_LINES = 20  # event lines a second at most (the counts stay exact)
 FINAL_GRACE = 15.0  # at --for's end, how long pending diagnoses may still take
+RESCAN = 1.0  # seconds between two rescans of the host for a filtered scope (containers started since)
+RECHECK = 3.0  # an address a rescan did not find is looked up again after this long (a container still starting)
+FULL_SIZE = 1460  # a stalled connection is diagnosed with a full-size packet (a bulk transfer's, DF set)
+STALL_MIN = 2  # data retransmits of one connection that make it a stalled flow
+MAX_CONNECTIONS = 10000  # connections whose retransmits are remembered
+PROBE_PROTO = {"tcp": "tcp", "udp": "udp", "icmp": "icmp", "ip": "icmp"}  # a flow's protocol -> its probe's
 
 
 class Session:
@@ -25,6 +35,10 @@ class Session:
         self.flows, self.drops, self.limit = Flows(), DropCounts(), RateLimit(EVENT_LINES)
         self.events = self.lost = self.undiagnosed = self.elsewhere = 0
         self.causes: dict[str, int] = {}
+        self.conntrack = ConntrackEvents()
+        self.retransmits: dict[tuple, dict] = {}  # connection -> its data retransmits so far (-1: stalled)
+        self.looked_up: set[str] = set()  # addresses rescans have looked for (forgotten every RECHECK s)
+        self.next_rescan = self.forget_at = 0.0
 
     def run(self, duration: float | None = None) -> dict:
         started = time.monotonic()
@@ -32,13 +46,14 @@ class Session:
         interrupted = False
         try:
             self.source.start()  # forked before the diagnoser's thread exists
+            self.conntrack.watch(self.scope.conntrack_paths())
             self.view.started({"watching": sorted(set(self.scope.watched.values())), "for": duration,
-                               "notes": self.source.notes, "instance": self.source.name})
+                               "notes": self.source.notes + self.conntrack.notes, "instance": self.source.name})
             if self.diagnoser:
                 self.diagnoser.start()
             next_drops = time.monotonic() + DROP_PERIOD
             while time.monotonic() < end:
-                for ev in self.source.lines(min(end, time.monotonic() + TICK)):
+                for ev in self.source.lines(min(end, time.monotonic() + TICK)) + self.conntrack.poll():
                     self._event(ev)
                 if self.source.ended:
                     raise OSError("the event reader ended early")
@@ -52,6 +67,7 @@ class Session:
             interrupted = True
         finally:
             self.source.close()
+            self.conntrack.close()
             if self.diagnoser:
                 if not interrupted:  # --for ended: the flows seen last get their diagnosis too
                     self._wait_diagnoses(time.monotonic() + FINAL_GRACE)
@@ -65,7 +81,7 @@ class Session:
             self.view.flow(flow, final=True)
         summary = {"type": "end", "seconds": round(time.monotonic() - started, 2), "interrupted": interrupted,
                    "flows": len(self.flows), "events": sum(f.count for f in self.flows.by_key.values()),
-                   "event_lines_suppressed": self.limit.suppressed, "lost": self.lost,
+                   "event_lines_suppressed": self.limit.suppressed, "lost": self.lost + self.conntrack.tracker.lost,
                    "drops": dict(self.drops.total), "diagnoses": dict(self.causes), "undiagnosed": self.undiagnosed,
                    "elsewhere": self.elsewhere}
         self.view.end(summary)
@@ -85,12 +101,19 @@ class Session:
             if self.metrics:
                 self.metrics.drop(ev["reason"], ev["count"])
             return
-        if not self.scope.keeps(ev["src"], ev["dst"]):
+        kept = self.scope.keeps(ev["src"], ev["dst"])
+        if (not kept or not self._attributed(ev)) and self._rescanned(ev):
+            kept = self.scope.keeps(ev["src"], ev["dst"])
+        if not kept:
             return
-        if kind == "established":
+        if kind in RECOVERS:
             for flow in self.flows.recovered(ev):
                 self.view.flow(flow)
             return
+        if kind == "stalled":
+            ev = self._stalled(ev)
+            if ev is None:
+                return
         known = self.flows.get(ev)
         if known is None and not self.scope.confirms(ev):
             self.elsewhere += ev["count"]  # a namespace not watched that has the same address
@@ -104,17 +127,70 @@ class Session:
             return  # our own probe's
         flow, new = added
         if self.metrics:
-            self.metrics.connect(kind, src["label"], dst["label"], ev["dport"], ev["count"])
+            self.metrics.failed(kind, flow.proto, src["label"], dst["label"], ev["dport"], ev["count"])
         if new:
             self.view.flow(flow)
         if self.limit.allow():
-            self.view.event({"type": "event", "time": round(wall(ev["ts"]), 3), "kind": kind, "proto": "tcp",
+            self.view.event({"type": "event", "time": round(wall(ev["ts"]), 3), "kind": kind, "proto": flow.proto,
                              "count": ev["count"], "flow": flow.id,
                              "src": {"ip": ev["src"], "port": ev["sport"], "label": src["label"]},
                              "dst": {"ip": ev["dst"], "port": ev["dport"], "label": dst["label"]}})
-        if new and self.diagnoser and src["target"]:
-            flow.diagnosing = self.diagnoser.submit(flow.id, src["target"], ev["dst"], "tcp", ev["dport"])
+        # a "fragmentation needed" sent is path MTU discovery at work, no failure by itself: when
+        # the connection then stalls (the ICMP lost), the stalled flow is diagnosed
+        if new and self.diagnoser and src["target"] and kind != "frag_needed":
+            size = FULL_SIZE if kind == "stalled" else 0
+            flow.diagnosing = self.diagnoser.submit(flow.id, src["target"], ev["dst"], PROBE_PROTO[flow.proto], ev["dport"], size)
             self.undiagnosed += not flow.diagnosing
+
+    def _stalled(self, ev: dict) -> dict | None:
+        """A connection's data retransmits, once there are STALL_MIN of them (with what came before);
+        None before: one retransmit is a lost packet any busy link has, repeated ones a stall."""
+        conn = (ev["src"], ev["sport"], ev["dst"], ev["dport"])
+        seen = self.retransmits.pop(conn, None)
+        if seen is not None and seen["count"] < 0:  # this connection already counts as stalled
+            return ev
+        total = (seen["count"] if seen else 0) + ev["count"]
+        if total < STALL_MIN:
+            if len(self.retransmits) >= MAX_CONNECTIONS:
+                self.retransmits.pop(next(iter(self.retransmits)))  # the oldest: a busy host's stray losses
+            self.retransmits[conn] = {"count": total, "ts": seen["ts"] if seen else ev["ts"]}
+            return None
+        self.retransmits[conn] = {"count": -1}
+        return {**ev, "count": total, "ts": seen["ts"] if seen else ev["ts"]}
+
+    def _attributed(self, ev: dict) -> bool:
+        """Whether both addresses are named. A namespace known only by a process (pid:N) may be a
+        container the host had not listed yet when it was looked up: worth another look too."""
+        names = (self.scope.endpoint(ev["src"])["target"], self.scope.endpoint(ev["dst"])["target"])
+        return all(n and not n.startswith("pid:") for n in names)
+
+    def _rescanned(self, ev: dict) -> bool:
+        """For an event of a filtered scope that no watched namespace has an address of, or whose
+        address nobody has: whether the host was rescanned for namespaces started since (when one of
+        its addresses was not looked for yet, at most every RESCAN s). A rescan also subscribes to
+        the new namespaces' conntrack events."""
+        now = time.monotonic()
+        if not self.scope.filtered or now < self.next_rescan:
+            return False
+        if now >= self.forget_at:
+            self.looked_up, self.forget_at = set(), now + RECHECK
+        if {ev["src"], ev["dst"]} <= self.looked_up:
+            return False
+        from ..observe.snapshot import live_model
+
+        self.looked_up |= {ev["src"], ev["dst"]}
+        added = self.scope.rescan(live_model())
+        self.next_rescan = time.monotonic() + RESCAN
+        self.conntrack.watch(self.scope.conntrack_paths())
+        # flows named before the host listed their container (by address, or as pid:N while it
+        # started): named as the rescan finds them; a name whose namespace is gone is kept
+        for flow in self.flows.by_key.values():
+            src, dst = self.scope.endpoint(flow.src["ip"]), self.scope.endpoint(flow.dst["ip"])
+            flow.src, flow.dst = src if src["target"] else flow.src, dst if dst["target"] else flow.dst
+        if added:
+            self.view.scope({"type": "scope", "time": round(time.time(), 3), "watching": sorted(set(self.scope.watched.values())),
+                             "added": added})
+        return True
 
     def _diagnosed(self) -> None:
         if not self.diagnoser:

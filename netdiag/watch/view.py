@@ -37,6 +37,9 @@ class JsonView:
 
     event = drops = diagnosis = end = emit
 
+    def scope(self, s: dict) -> None:  # through self.emit: a view that collects instead of printing gets it too
+        self.emit(s)
+
     def flow(self, flow: Flow, final: bool = False) -> None:
         self.emit(flow.to_json(final))
 
@@ -62,7 +65,10 @@ class LineView(JsonView):
 
     def event(self, ev: dict) -> None:
         self.emit(f"{_clock(ev['time'])} {ev['kind']:<10} {ev['src']['label']}:{ev['src']['port']} -> "
-                  f"{ev['dst']['label']} ({ev['dst']['ip']}) tcp/{ev['dst']['port']}" + (f" x{ev['count']}" if ev["count"] > 1 else ""))
+                  f"{ev['dst']['label']} ({ev['dst']['ip']}) {ev['proto']}/{ev['dst']['port']}" + (f" x{ev['count']}" if ev["count"] > 1 else ""))
+
+    def scope(self, s: dict) -> None:
+        self.emit(f"{_clock(s['time'])} started since: {', '.join(s['added'])}: watched too")
 
     def flow(self, flow: Flow, final: bool = False) -> None:
         if final:
@@ -70,7 +76,8 @@ class LineView(JsonView):
             self.emit(f"#{flow.id} {flow.kind} {flow.text()} x{flow.count} {_clock(flow.first)}-{_clock(flow.last)}"
                       + (f" recovered {_clock(flow.recovered)}" if flow.recovered else "") + (f"  {_diagnosis_text(d)}" if d else ""))
         elif flow.recovered:
-            self.emit(f"{_clock(flow.recovered)} flow #{flow.id} recovered: a connect completed: {flow.text()}")
+            self.emit(f"{_clock(flow.recovered)} flow #{flow.id} recovered: " + ("a connect completed" if flow.proto == "tcp" else "a reply came")
+                      + f": {flow.text()}")
         else:
             self.emit(f"{_clock(flow.first)} new flow #{flow.id}: {KINDS[flow.kind]}: {flow.text()}")
 

@@ -123,6 +123,15 @@ class Lines:
         return next((x for x in list(self.seen) if pred(x)), None)
 
 
+def stop_when(proc, lines: Lines, seen, timeout: float) -> str:
+    """SIGTERM to watch once `seen()` holds (its lines read so far), then its end read: its stderr."""
+    assert wait_for(seen, timeout=timeout), [x for x in lines.seen if x["type"] in ("flow", "scope")]
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=20)
+    lines.thread.join(5)
+    return proc.stderr.read()
+
+
 def apply_fix(lab, command: str) -> None:
     """Run the fix watch printed, as root on the lab host (as test_trace applies trace's)."""
     env = {**lab.env, "PATH": os.path.dirname(sys.executable) + os.pathsep + lab.env.get("PATH", "")}
@@ -193,15 +202,16 @@ def test_sigterm_ends_watch_and_leaves_nothing(lab):
         start = read_start(proc)
         assert start["watching"] == ["client", f"ns:{lab.outside}"]
         assert connect(lab, REFUSED).returncode != 0
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
+        lines = Lines(proc)  # both sides' flows seen (however loaded the machine), then SIGTERM
+        err = stop_when(proc, lines, lambda: len([x for x in lines.seen if x["type"] == "flow"]) >= 2, timeout=10)
     finally:
         proc.kill()
         proc.wait()
     assert proc.returncode == 0, err
-    lines = [json.loads(x) for x in out.splitlines()]
-    assert [f["dst"]["port"] for f in lines if f["type"] == "flow" and f["final"]] == [REFUSED]
+    lines = lines.seen
+    # the client's connect refused, and the outside refusing it (a RST sent, to the lab host's NAT address)
+    assert sorted((f["kind"], f["dst"]["port"]) for f in lines if f["type"] == "flow" and f["final"]) == \
+        [("reset", REFUSED), ("reset_sent", REFUSED)]
     assert not any(x["type"] == "diagnosis" for x in lines)
     assert lines[-1]["type"] == "end" and lines[-1]["interrupted"] is True
     assert own_instances(proc.pid) == []
@@ -261,3 +271,139 @@ def test_bad_input_exits_2_before_anything_starts(lab):
                        (["--container", "nosuch"], "No such target: nosuch"), (["--metrics", "9464"], "Invalid --metrics address"), (["--network", "nonet"], "on network 'nonet'")):
         p = lab.run("watch", *args, timeout=30)
         assert p.returncode == 2 and said in p.stderr and "Traceback" not in p.stderr, (args, p.stderr)
+
+
+# -- part 2: UDP without a reply, ICMP errors, SYN-ACKs, sent resets, stalls, late containers -------
+UDP_CLOSED, STALL, SYNACK_DROPPED, NARROW_MTU = 85, 86, 88, 1400
+NOBODY = "203.0.113.77"  # on the lab host's outside link, where nobody answers ARP for it
+
+
+@pytest.fixture(scope="module")
+def more(lab):
+    """Listeners the kernel answers for (no server program): 86 takes the stalled upload, 88 the
+    connect whose SYN-ACKs the lab host drops on their way back."""
+    import socket
+
+    from runtime.kernel.ns import netns
+
+    listeners = []
+    with netns(lab.namespace(lab.outside)):
+        for port in (STALL, SYNACK_DROPPED):
+            s = socket.socket()
+            s.bind((OUTSIDE_IP, port))
+            s.listen(16)
+            listeners.append(s)
+    rule = (f"add rule inet wtest forward_filter ip saddr {OUTSIDE_IP} tcp sport {SYNACK_DROPPED} "
+            "tcp flags & (syn | ack) == syn | ack drop\n")
+    p = lab.run_in(None, ["nft", "-f", "-"], input=rule, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    try:
+        yield lab
+    finally:
+        for s in listeners:
+            s.close()
+
+
+def client_socket(lab, kind=None):
+    """A non-blocking socket made in the client container's namespace (the test speaks for it)."""
+    import socket
+
+    from runtime.kernel.ns import netns
+
+    with netns(f"/proc/{lab.inspect('client')['State']['Pid']}/ns/net"):
+        return socket.socket(socket.AF_INET, (kind or socket.SOCK_STREAM) | socket.SOCK_NONBLOCK)
+
+
+def _nowait(s, addr) -> None:
+    try:
+        s.connect(addr)
+    except BlockingIOError:
+        pass
+
+
+def narrow_mtu(lab, on: bool) -> None:
+    """An MTU black hole on the lab host's way out: eth0 at 1400 and its ICMP 'fragmentation needed'
+    dropped where it is sent (output), so the client never learns."""
+    lab.in_lab("ip", "link", "set", "eth0", "mtu", str(NARROW_MTU if on else 1500))
+    rules = ("table inet wmtu { chain out { type filter hook output priority 0; "
+             "icmp type destination-unreachable icmp code frag-needed drop; }; }" if on else "delete table inet wmtu")
+    p = lab.run_in(None, ["nft", "-f", "-"], input=rules, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0 or not on, p.stderr
+
+
+def final_flows(lines) -> dict:
+    return {(f["kind"], f["proto"], f["src"]["label"], f["dst"]["port"]): f for f in lines if f["type"] == "flow" and f["final"]}
+
+
+def test_udp_without_a_reply_and_an_mtu_black_hole_are_flows_diagnosed(more):
+    lab = more
+    import socket
+
+    udp, stall = client_socket(lab, socket.SOCK_DGRAM), client_socket(lab)
+    proc = start_watch(lab, "--container", "client")
+    narrow_mtu(lab, True)
+    try:
+        read_start(proc)
+        lines = Lines(proc)
+        udp.sendto(b"query", (OUTSIDE_IP, UDP_CLOSED))  # nobody listens: no answer
+        _nowait(stall, (OUTSIDE_IP, STALL))
+        assert wait_for(lambda: stall.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 and stall.send(b"x" * 20000),
+                        timeout=3)  # connected (small packets pass), then full-size segments die at the MTU step
+        # ended as soon as both are diagnosed: the test takes no longer than watch needs
+        err = stop_when(proc, lines, lambda: len([x for x in lines.seen if x["type"] == "diagnosis"]) >= 2, timeout=20)
+    finally:
+        proc.kill()
+        proc.wait()
+        for s in (udp, stall):
+            s.close()
+        narrow_mtu(lab, False)
+    assert proc.returncode == 0, err
+    for obj in lines.seen:
+        jsonschema.validate(obj, WATCH_SCHEMA)
+    flows = final_flows(lines.seen)
+    client = {k: f for k, f in flows.items() if k[2] == "client"}
+    # the lab host's ICMP "fragmentation needed" is sent (and then dropped): seen, not diagnosed
+    assert set(client) == {("unreplied", "udp", "client", UDP_CLOSED), ("stalled", "tcp", "client", STALL),
+                           ("frag_needed", "ip", "client", 0)}, sorted(flows)
+    assert all(f["dst"]["label"] == f"ns:{lab.outside}" for f in client.values())
+    causes = {d["flow"]: d for d in lines.seen if d["type"] == "diagnosis"}
+    udp_flow, stalled = client[("unreplied", "udp", "client", UDP_CLOSED)], client[("stalled", "tcp", "client", STALL)]
+    assert causes[udp_flow["id"]]["cause"] == "NO_LISTENER", causes[udp_flow["id"]]
+    assert causes[stalled["id"]]["cause"] == "MTU_BLACKHOLE", causes[stalled["id"]]
+    assert stalled["count"] >= 2 and client[("frag_needed", "ip", "client", 0)]["id"] not in causes
+
+
+def test_the_servers_side_and_a_container_started_later(more):
+    lab = more
+    proc = start_watch(lab, "--network", "wnet", "--ns", lab.outside, "--no-diagnose")
+    try:
+        read_start(proc)
+        lines = Lines(proc)
+        synack = client_socket(lab)
+        _nowait(synack, (OUTSIDE_IP, SYNACK_DROPPED))
+        assert connect(lab, REFUSED).returncode != 0
+        assert lab.run("exec", "client", "ping", "-c", "1", "-W", "1", NOBODY, timeout=20).returncode != 0
+        # a client that retries: its first refusal may come before the host lists it (then the flow
+        # is named by its address until a later event's rescan finds it)
+        lab.ok("run", "-d", "--name", "late", "--network", "wnet", "busybox", "sh", "-c",
+               f"for i in 1 2 3 4 5 6; do timeout 1 wget -q -O - http://{OUTSIDE_IP}:{REFUSED}/; sleep 1; done; sleep 600")
+        err = stop_when(proc, lines, lambda: lines.find(lambda x: x["type"] == "scope" and "late" in x["added"])
+                        and lines.find(lambda x: x["type"] == "flow" and x["kind"] == "synack_unanswered")
+                        and lines.find(lambda x: x["type"] == "flow" and x["proto"] == "icmp"), timeout=15)
+        synack.close()
+    finally:
+        proc.kill()
+        proc.wait()
+        lab.run("rm", "-f", "late", timeout=30)
+    assert proc.returncode == 0, err
+    for obj in lines.seen:
+        jsonschema.validate(obj, WATCH_SCHEMA)
+    flows = final_flows(lines.seen)
+    # the outside answers for NATed connects: the lab host's address is who connected, as it sees it
+    assert {("synack_unanswered", "tcp", "host", SYNACK_DROPPED), ("reset_sent", "tcp", "host", REFUSED),
+            ("reset", "tcp", "client", REFUSED), ("reset", "tcp", "late", REFUSED),
+            ("unreplied", "icmp", "client", 0)} <= set(flows), sorted(flows)
+    ping = flows[("unreplied", "icmp", "client", 0)]  # conntrack's echo without a reply, to an address nobody has
+    assert ping["dst"]["ip"] == NOBODY and ping["dst"]["label"] == NOBODY
+    scope = [x for x in lines.seen if x["type"] == "scope"]
+    assert scope and scope[0]["added"] == ["late"] and "late" in scope[0]["watching"], scope

@@ -123,7 +123,7 @@ def test_events_of_a_flow_under_diagnosis_wait_for_the_probes_port():
     s = Session(_Scope(), JsonView(out), diagnose=False)
     s.diagnoser = _Diagnoser()
     s._event(_ev(sport=40000))
-    assert s.diagnoser.submitted == [(1, "client", "203.0.113.1", "tcp", 82)]
+    assert s.diagnoser.submitted == [(1, "client", "203.0.113.1", "tcp", 82, 0)]
     s._event(_ev(sport=40001))  # queued, not probing yet: no probe of ours to mistake it for
     s.diagnoser.probing.add(1)
     s._event(_ev(sport=51000))  # the probe's SYN retransmitted, or another client connect: not known yet
