@@ -14,6 +14,15 @@ from collections.abc import Iterator
 from . import paths
 from .errors import NetdiagError
 
+
+def now_iso() -> str:
+    """UTC now, as records and logs write it: datetime's isoformat(timespec="microseconds") with a
+    Z, without importing datetime (every `run` writes several: start-up time is measured)."""
+    import time
+
+    seconds, ns = divmod(time.time_ns(), 10 ** 9)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ns // 1000:06d}Z"
+
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 

@@ -24,11 +24,7 @@ _NOUN = ("turing", "hopper", "lovelace", "torvalds", "ritchie", "thompson", "knu
          "floyd", "jacobson", "mockapetris")
 
 
-def now_iso() -> str:
-    """UTC now as datetime's isoformat(timespec="microseconds") with a Z, without importing
-    datetime (every `run` writes one: start-up time is measured)."""
-    seconds, ns = divmod(time.time_ns(), 10 ** 9)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ns // 1000:06d}Z"
+now_iso = state.now_iso
 
 
 def _utc_iso(timestamp: float) -> str:
