@@ -22,7 +22,7 @@ import errno
 import os
 import socket
 import struct
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from . import wire
 from .syscalls import _libc, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, \

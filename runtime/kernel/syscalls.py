@@ -5,7 +5,7 @@ import errno
 import io
 import os
 import signal
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..errors import KernelError
 from .procs import pid_alive, proc_start_time  # noqa: F401  (where callers have long found them)

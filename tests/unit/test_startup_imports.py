@@ -21,7 +21,8 @@ from netdiag.cli.run_cmd import fast_parse, parser
 # third-party modules no start-up path needs, and the stdlib ones whose import was cut from them
 HEAVY = {"scapy", "pyroute2", "rich", "httpx", "httpcore", "anyio", "fastjsonschema", "jsonschema", "typer", "click",
          "prometheus_client", "yaml", "junitparser", "etcd3gw", "pydantic", "asyncio", "ssl", "http", "email", "xml"}
-STDLIB_CUT = {"dataclasses", "inspect", "secrets", "tarfile", "argparse", "subprocess", "traceback", "datetime", "threading"}
+STDLIB_CUT = {"dataclasses", "inspect", "secrets", "tarfile", "argparse", "subprocess", "traceback", "datetime", "threading",
+              "typing"}
 CLI_ONLY = {"typer", "click", "rich"}  # what `--help` needs (typer's help is drawn with rich), no other command
 
 RUN_PATH = [
