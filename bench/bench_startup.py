@@ -11,11 +11,16 @@ run, each engine on a lab host of its own, every row a fresh process timed round
           podman-*     the same with Podman where installed (PodmanLab: rootful podman 4.3, crun, netavark)
     goals nd-none <= 0.35x docker-none, nd-bridge <= 0.40x docker-bridge; the ratios to Podman are shown too.
 
+`--before DIR` adds netdiag's four rows again (`before-*`) for another checkout of netdiag (a git
+worktree of the revision before a change), run by the same interpreter with DIR first on
+PYTHONPATH and on the same lab: before and after in one run.
+
 `--importtime` adds `python -X importtime` profiles of netdiag's commands (run_bench.import_profile):
 the top-level imports and their sum. A PYTHONDONTWRITEBYTECODE in the environment makes every
 start compile netdiag's sources: the bench byte-compiles them first, as scripts/setup does.
 
-    sudo .venv/bin/python bench/bench_startup.py [--runs N] [--warmup N] [--no-podman] [--importtime] [--json FILE]
+    sudo .venv/bin/python bench/bench_startup.py [--runs N] [--warmup N] [--no-docker] [--no-podman]
+                                                 [--before DIR] [--importtime] [--json FILE]
 
 Nothing runs in the machine's root namespace: each engine is inside its lab (their nsenter command
 lines are what is timed), and the labs are destroyed at the end, also on failure or Ctrl-C; what
@@ -56,9 +61,9 @@ def _on_signal(signum, _frame):
     raise rb.Interrupted(f"interrupted by {signal.Signals(signum).name}")
 
 
-def byte_compile() -> None:
+def byte_compile(tree: Path) -> None:
     """What scripts/setup does: without .pyc files every cold start compiles netdiag's sources."""
-    subprocess.run([sys.executable, "-m", "compileall", "-q", "netdiag", "runtime"], cwd=REPO, check=True,
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "netdiag", "runtime"], cwd=tree, check=True,
                    stdout=subprocess.DEVNULL)
 
 
@@ -79,6 +84,9 @@ def measure(args, labs: dict) -> dict:
     nd_bin = str(Path(sys.executable).with_name("netdiag"))
     rows = [bn.Series("py-floor", nd_enter + [sys.executable, "-c", "pass"], nd_lab.env)]
     rows += [bn.Series(name, nd_enter + [nd_bin, *argv], nd_lab.env) for name, argv in ND_COMMANDS.items()]
+    if args.before:
+        env = {**nd_lab.env, "PYTHONPATH": str(Path(args.before).resolve())}
+        rows += [bn.Series(name.replace("nd-", "before-"), nd_enter + [nd_bin, *argv], env) for name, argv in ND_COMMANDS.items()]
     nd_lab.netdiag("run", "-d", "--network", "none", "--name", "idle", "busybox", "sleep", "3600", check=True)
     if "docker" in labs:
         dk: DockerLab = labs["docker"]
@@ -96,6 +104,7 @@ def measure(args, labs: dict) -> dict:
     med = {k: v["median_ms"] for k, v in stats.items()}
     ratios = {f"{nd}/{eng}-{kind}": ratio(med, nd, f"{eng}-{kind}")
               for eng in ("docker", "podman") for kind, nd in (("none", "nd-none"), ("bridge", "nd-bridge"), ("ps", "nd-ps"))}
+    ratios.update({f"{nd}/{nd.replace('nd-', 'before-')}": ratio(med, nd, nd.replace("nd-", "before-")) for nd in ND_COMMANDS})
     ratios = {k: v for k, v in ratios.items() if v is not None}
     print(f"\n== start-up, {args.runs} rounds after {args.warmup} warm-up(s), load {load0[0]} -> {bn.loadavg()[0]}")
     print(bn.fmt_table(stats))
@@ -132,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=2, help="untimed runs per row first (default 2)")
     ap.add_argument("--no-docker", action="store_true", help="skip Docker")
     ap.add_argument("--no-podman", action="store_true", help="skip Podman")
+    ap.add_argument("--before", metavar="DIR", help="also time the netdiag checkout in DIR (before-* rows)")
     ap.add_argument("--importtime", action="store_true", help="also profile netdiag's imports per command")
     ap.add_argument("--json", metavar="FILE", help="write the numbers as JSON")
     args = ap.parse_args(argv)
@@ -148,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if os.environ.get("PYTHONDONTWRITEBYTECODE"):
             bn.log("note: PYTHONDONTWRITEBYTECODE is set: byte-compiling netdiag and runtime first (as scripts/setup does)")
-        byte_compile()
+        for tree in (REPO, *([Path(args.before)] if args.before else [])):
+            byte_compile(tree)
         labs["netdiag"] = Lab().create()
         if not args.no_docker:
             try:
