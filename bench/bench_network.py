@@ -5,7 +5,7 @@ measured in the same run.
 1. start:      `netdiag run --rm busybox true` on the default bridge, against `--network none`
                (the network's own cost), against a shell script doing the same veth/bridge/netns
                steps with `ip` (the floor), and against `docker run --rm` on Docker's default
-               bridge (a private dockerd). Goal: netdiag bridge run <= 0.5x Docker.
+               bridge (a private dockerd). Goal: netdiag bridge run <= 0.40x Docker (issue 24; it was 0.5x).
 2. publish:    `netdiag run -d -p 20000-20999:20000-20999` against `-p 8080:80`. Goal: <= 1.5x.
 3. attach:     `netdiag run -d --network benchnet` with 500 containers already on the network
                against 10. Goal: <= 2x.
@@ -52,7 +52,7 @@ import run_bench as rb  # noqa: E402  (helpers shared with the cold-CLI bench)
 from nd_lab import NdLab  # noqa: E402
 from netdiag.worlds import HOST_IP, Lab, fresh_sysctls# noqa: E402
 
-GOAL_START = 0.5        # netdiag bridge run <= 0.5 x docker bridge run
+GOAL_START = 0.40       # netdiag bridge run <= 0.40 x docker bridge run (issue 24; it was 0.5)
 GOAL_PUBLISH = 1.5      # 1000-port range <= 1.5 x one port
 GOAL_ATTACH = 2.0       # attach at 500 <= 2 x attach at 10
 GOAL_THROUGHPUT = 0.85  # bridge / published >= 0.85 x direct veth

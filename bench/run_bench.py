@@ -2,7 +2,7 @@
 """Cold-CLI container start: `netdiag run --rm --network none busybox true` against
 `unshare --fork --pid --mount --uts --ipc --net true` (the kernel's floor) and, where a Docker
 engine is installed, `docker run --rm --network none` on a private dockerd. Goal: netdiag's median
-at most 0.5x Docker's.
+at most 0.35x Docker's (issue 24; it was 0.5x).
 
 Every command is a fresh process (time.perf_counter around subprocess.run), run inside a throwaway
 network namespace made for this bench. Nothing in the root network namespace is touched: the
@@ -40,7 +40,7 @@ from netdiag.worlds.dockerd import Dockerd, find_docker_cli, find_dockerd, remov
 from netdiag.worlds.leftovers import (  # noqa: E402,F401  (re-exported: the other benches use them from here)
     Tracked, mounts_under, pids_mentioning, remove_cgroup_tree, unmount_under)
 
-GOAL_RATIO = 0.5
+GOAL_RATIO = 0.35  # issue 24 (it was 0.5); bench_startup.py measures the same beside Docker's bridge and Podman
 CONFINEMENT_GOAL = 1.10  # Docker's default confinement may cost at most 10% of a `run --rm`
 
 

@@ -18,7 +18,7 @@ import ctypes
 import errno
 import os
 import stat
-from typing import Callable
+from collections.abc import Callable
 
 SYS_openat2 = 437  # the same number on x86_64 and aarch64 (new syscalls share one table)
 RESOLVE_NO_MAGICLINKS = 0x02

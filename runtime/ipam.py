@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 from ipaddress import IPv4Address, IPv4Network
-from typing import Iterable
+from collections.abc import Iterable
 
 from .errors import Conflict, InvalidArgument
 

@@ -9,10 +9,19 @@ import fcntl
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from collections.abc import Iterator
 
 from . import paths
 from .errors import NetdiagError
+
+
+def now_iso() -> str:
+    """UTC now, as records and logs write it: datetime's isoformat(timespec="microseconds") with a
+    Z, without importing datetime (every `run` writes several: start-up time is measured)."""
+    import time
+
+    seconds, ns = divmod(time.time_ns(), 10 ** 9)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ns // 1000:06d}Z"
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -91,11 +100,11 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def _json(data: Any) -> bytes:
+def _json(data: object) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
 
-def write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: object) -> None:
     _write_atomic(Path(path), _json(data))
 
 
@@ -136,7 +145,7 @@ def reserve(path: Path) -> bool:
         return False
 
 
-def write_json_reserved(path: Path, data: Any) -> None:
+def write_json_reserved(path: Path, data: object) -> None:
     """write_json that falls back to the record's spare (see `reserve`) when the disk is full, and
     makes the spare again afterwards. DiskFull only when there is no spare or the record outgrew it."""
     path = Path(path)
@@ -182,7 +191,7 @@ _KINDS = {dict: "an object", list: "an array", str: "a string", int: "a number",
           type(None): "null"}
 
 
-def read_json(path: Path, default: Any = None, *, expect: type | None = None) -> Any:
+def read_json(path: Path, default: object = None, *, expect: type | None = None) -> object:
     """The JSON in `path`, or `default` when there is no such file. Raises CorruptRecord when the
     file cannot be read or parsed, or (with `expect`) holds another type than `expect`."""
     try:

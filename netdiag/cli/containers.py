@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from .app import app
-from .output import for_each, inspected, listing
+from .output import for_each, inspected
 
 _CMD_CTX = {"allow_interspersed_args": False, "help_option_names": ["--help"]}
 
@@ -21,11 +21,6 @@ def run(ctx: typer.Context):
     raise typer.Exit(run_main(list(ctx.args)))
 
 
-PS_COLUMNS = [("CONTAINER ID", "ID"), ("IMAGE", "Image"), ("COMMAND", "Command"), ("CREATED", "RunningFor"),
-              ("STATUS", "Status"), ("PORTS", "Ports"), ("NAMES", "Names")]
-PS_HEADERS = {"CreatedAt": "CREATED AT", "State": "STATE", "Networks": "NETWORKS", "Labels": "LABELS"}  # Docker's
-
-
 @app.command()
 def ps(
     all: bool = typer.Option(False, "-a", "--all", help="Show stopped containers too"),
@@ -35,14 +30,9 @@ def ps(
     json_out: bool = typer.Option(False, "--json", help="Same as --format json"),
 ):
     """List containers (like `docker ps`)."""
-    from runtime.api import containers
+    from .ps_cmd import show  # main() reaches it without typer for the command lines ps_cmd.parse reads
 
-    items = containers.listing(all, filter_)
-    listing(items, PS_COLUMNS, quiet=quiet, as_json=json_out, format_=format, headers=PS_HEADERS)
-    for i in items:  # on stderr, so scripts reading the list still get only the list
-        if "Error" in i:
-            print(f"netdiag: warning: container {i['ID']} is dead: {i['Error']}. "
-                  f"Remove it with 'netdiag rm -f {i['ID']}' or 'netdiag system prune'", file=sys.stderr)
+    show(all, quiet, filter_, format, json_out)
 
 
 @app.command("exec", context_settings=_CMD_CTX)

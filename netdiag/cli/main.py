@@ -63,6 +63,17 @@ def main() -> None:
             from .run_cmd import main as run_main
 
             sys.exit(run_main(sys.argv[2:]))
+        if sys.argv[1:] in (["version"], ["--version"], ["-v"]):  # app.py's and system.py's answers, without typer
+            from netdiag import __version__
+
+            print(f"netdiag {'' if sys.argv[1] == 'version' else 'version '}{__version__}")
+            sys.exit(0)
+        if sys.argv[1:2] == ["ps"]:  # ps_cmd reads what scripts type; help and usage errors stay typer's
+            from .ps_cmd import main as ps_main
+
+            rc = ps_main(sys.argv[2:])
+            if rc is not None:
+                sys.exit(rc)
         if sys.argv[1:2] == ["pull"]:  # a pull of what is here is one request: no typer either (pull_cmd.py)
             from .pull_cmd import main as pull_main
 

@@ -1,9 +1,14 @@
-"""`netdiag run`, the hottest command, parsed with argparse: importing typer and click costs about
+"""`netdiag run`, the hottest command, parsed without typer: importing typer and click costs about
 40 ms, a third of a container's whole start. The options are declared once, in OPTIONS; typer only
-lists the command in `netdiag --help` and hands its arguments over (see containers.py)."""
+lists the command in `netdiag --help` and hands its arguments over (see containers.py).
+
+`fast_parse` reads the command lines people and scripts type (no argparse: its import, gettext's
+and building the parser cost ~10 ms more); anything it does not fully understand (--help, an
+abbreviated or unknown option, a value that looks like an option, a bad number) goes to the
+argparse parser, whose answers and errors stay the reference (tests/unit/test_startup_imports.py
+checks the two agree)."""
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -60,14 +65,16 @@ OPTIONS = [
 RUN_FAILED = 125
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.print_usage(sys.stderr)
-        print(f"netdiag run: error: {message}\nSee 'netdiag run --help'.", file=sys.stderr)
-        sys.exit(RUN_FAILED)
+def parser():
+    """The argparse parser: the reference for every command line, and the one that explains errors."""
+    import argparse
 
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str):
+            self.print_usage(sys.stderr)
+            print(f"netdiag run: error: {message}\nSee 'netdiag run --help'.", file=sys.stderr)
+            sys.exit(RUN_FAILED)
 
-def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="netdiag run", description=HELP, add_help=False,
                                 usage="netdiag run [OPTIONS] IMAGE [COMMAND [ARG...]]")
     p.add_argument("--help", action="help", help="Show this message and exit")
@@ -84,6 +91,69 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+_BY_FLAG = {flag: (dest, kind) for dest, flags, kind, _default, _help in OPTIONS for flag in flags}
+_CONVERT = {"int": int, "float": float}
+
+
+def fast_parse(argv: list[str]):
+    """The parsed options as argparse would give them, or None when argparse should read `argv`."""
+    from types import SimpleNamespace
+
+    opts = {dest: (list(default) if kind == "list" else default) for dest, _flags, kind, default, _help in OPTIONS}
+
+    def take(flag: str, value: str | None) -> bool:
+        dest, kind = _BY_FLAG[flag]
+        if kind == "flag":
+            if value is not None:
+                return False
+            opts[dest] = True
+            return True
+        if value is None or value.startswith("-"):  # argparse's own reading of such values differs
+            return False
+        if kind == "list":
+            opts[dest].append(value)
+        else:
+            try:
+                opts[dest] = _CONVERT[kind](value) if kind in _CONVERT else value
+            except ValueError:
+                return False
+        return True
+
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("-") or arg == "-":
+            if "--" in argv[i + 1:]:
+                return None  # argparse drops a "--" from the command
+            return SimpleNamespace(**opts, image=arg, command=argv[i + 1:])
+        i += 1
+        flag, eq, value = arg.partition("=")
+        if arg.startswith("--") and eq and flag in _BY_FLAG:  # --name=web
+            if not take(flag, value):
+                return None
+            continue
+        if arg in _BY_FLAG:
+            if _BY_FLAG[arg][1] == "flag":
+                take(arg, None)
+                continue
+            if i == len(argv) or not take(arg, argv[i]):
+                return None
+            i += 1
+            continue
+        if arg.startswith("--") or len(arg) < 3:
+            return None  # --help, an abbreviation, an unknown option
+        # short options together: -dit, or -eVALUE
+        if _BY_FLAG.get(arg[:2], ("", "flag"))[1] != "flag":
+            if not take(arg[:2], arg[2:]):
+                return None
+            continue
+        if not all(_BY_FLAG.get(f"-{ch}", ("", ""))[1] == "flag" for ch in arg[1:]):
+            return None
+        for ch in arg[1:]:
+            take(f"-{ch}", None)
+    return None  # no image: argparse says so
+
+
 def _ulimit(text: str) -> dict:
     name, _, limits = text.partition("=")
     soft, _, hard = limits.partition(":")
@@ -91,7 +161,7 @@ def _ulimit(text: str) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    a = parser().parse_args(argv)
+    a = fast_parse(argv) or parser().parse_args(argv)
     from runtime import validate
     from runtime.api import containers
     from runtime.errors import NetdiagError

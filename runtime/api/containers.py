@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
-from ..containers import container_records, lifecycle
+from ..containers import container_records
 from ..errors import ContainerError, InvalidArgument, NotFound
 from . import require_root
 
@@ -21,16 +21,16 @@ def run(image_ref: str, command: list[str], *, name: str | None = None, detach: 
 
     require_root("run a container")
     img = _image_or_pull(image_ref, images)
-    c = lifecycle.create(lifecycle.build_config(img, image_ref, command, **config), name)
+    c = _lifecycle().create(_lifecycle().build_config(img, image_ref, command, **config), name)
     try:
         if more_networks:
             from ..containers import endpoints
 
             for network, aliases in more_networks.items():
                 endpoints.connect(c, network, None, list(aliases))
-        status = lifecycle.start(c, attach=not detach, interactive=interactive)
+        status = _lifecycle().start(c, attach=not detach, interactive=interactive)
     except BaseException:
-        lifecycle.remove_stopped(c)
+        _lifecycle().remove_stopped(c)
         raise
     return c, status
 
@@ -58,9 +58,23 @@ def _image_or_pull(image_ref: str, images):
     return images.get(image_ref)
 
 
-wait_exit = lifecycle.wait_exit
-signal_number = lifecycle.signal_number
 get = container_records.get
+
+
+def wait_exit(status_fd: int, c: container_records.Container) -> int:
+    return _lifecycle().wait_exit(status_fd, c)
+
+
+def signal_number(name: str) -> int:
+    return _lifecycle().signal_number(name)
+
+
+def _lifecycle():
+    """lifecycle (the monitor, images, cgroups, security): imported by what starts or stops a
+    container, never by `ps`, which only reads records."""
+    from ..containers import lifecycle
+
+    return lifecycle
 
 
 def listing(all_: bool = False, filters: list[str] = ()) -> list[dict]:
@@ -209,22 +223,22 @@ def _usable(c: container_records.Container) -> container_records.Container:
 
 
 def stop(ref: str, timeout: float | None = None) -> None:
-    lifecycle.stop(container_records.get(ref), timeout)
+    _lifecycle().stop(container_records.get(ref), timeout)
 
 
 def kill(ref: str, signal_name: str = "KILL") -> None:
-    lifecycle.kill(container_records.get(ref), lifecycle.signal_number(signal_name))
+    _lifecycle().kill(container_records.get(ref), _lifecycle().signal_number(signal_name))
 
 
 def remove(ref: str, *, force: bool = False) -> None:
-    lifecycle.remove(container_records.get(ref), force)
+    _lifecycle().remove(container_records.get(ref), force)
 
 
 def start(ref: str, *, attach: bool = False) -> tuple[container_records.Container, int]:
     """Start a stopped container; attached, the status pipe to wait_exit on."""
     require_root("start a container")
     c = _usable(container_records.get(ref))
-    status = lifecycle.start(c, attach=attach)
+    status = _lifecycle().start(c, attach=attach)
     if not attach:
         os.close(status)
     return c, status
@@ -233,8 +247,8 @@ def start(ref: str, *, attach: bool = False) -> tuple[container_records.Containe
 def restart(ref: str, timeout: float | None = None) -> None:
     require_root("restart a container")
     c = _usable(container_records.get(ref))
-    lifecycle.stop(c, timeout)
-    os.close(lifecycle.start(container_records.get(c.id)))
+    _lifecycle().stop(c, timeout)
+    os.close(_lifecycle().start(container_records.get(c.id)))
 
 
 def inspect(ref: str, type_: str | None = None) -> dict:
@@ -258,4 +272,4 @@ def inspect(ref: str, type_: str | None = None) -> dict:
 
 
 def prune() -> list[str]:
-    return lifecycle.prune()
+    return _lifecycle().prune()

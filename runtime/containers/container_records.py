@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import errno
 import os
-import random
-import secrets
-import shutil
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import paths, state
 from ..errors import Conflict, InvalidArgument, NotFound
-from ..kernel.syscalls import pid_alive
+from ..kernel.procs import pid_alive  # not syscalls: ps needs no ctypes
 
 RUNNING, CREATED, EXITED, DEAD = "running", "created", "exited", "dead"
 
@@ -29,17 +24,33 @@ _NOUN = ("turing", "hopper", "lovelace", "torvalds", "ritchie", "thompson", "knu
          "floyd", "jacobson", "mockapetris")
 
 
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+now_iso = state.now_iso
 
 
-@dataclass
+def _utc_iso(timestamp: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
 class Container:
-    id: str
-    config: dict
-    state: dict
-    broken: str = ""  # why its record cannot be used ("" when it can): shown as a dead container
-    unsupervised: bool = False  # running, but its monitor died: no logs, health checks or exit record
+    """A container's record (a plain class: a dataclass would import dataclasses and inspect on
+    every `ps` and `run`)."""
+
+    _FIELDS = ("id", "config", "state", "broken", "unsupervised")
+
+    def __init__(self, id: str, config: dict, state: dict, broken: str = "", unsupervised: bool = False):
+        self.id, self.config, self.state = id, config, state
+        self.broken = broken  # why its record cannot be used ("" when it can): shown as a dead container
+        self.unsupervised = unsupervised  # running, but its monitor died: no logs, health checks or exit record
+
+    def __repr__(self) -> str:
+        return f"Container(id={self.id!r}, broken={self.broken!r}, unsupervised={self.unsupervised!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Container) and all(getattr(self, k) == getattr(other, k) for k in self._FIELDS)
+
+    __hash__ = None  # mutable, like the dataclass it was
 
     @property
     def name(self) -> str:
@@ -69,17 +80,23 @@ class Container:
 
 
 def new_id() -> str:
-    return secrets.token_hex(32)
+    return os.urandom(32).hex()  # what secrets.token_hex(32) does, without importing secrets (hmac, hashlib, random)
+
+
+def _below(n: int) -> int:
+    """A random number in [0, n) for names (a modulo bias this small does not matter there)."""
+    return int.from_bytes(os.urandom(8), "little") % n
 
 
 def _free_name(used) -> str:
     """Docker-style adjective_noun; once those run low (400 of them), a number is appended."""
-    rng = random.Random()
     for attempt in range(1000):
-        name = f"{rng.choice(_ADJ)}_{rng.choice(_NOUN)}" + (f"{rng.randrange(1, 10 ** (2 + attempt // 100))}" if attempt >= 20 else "")
+        name = f"{_ADJ[_below(len(_ADJ))]}_{_NOUN[_below(len(_NOUN))]}"
+        if attempt >= 20:
+            name += str(1 + _below(10 ** (2 + attempt // 100) - 1))
         if name not in used:
             return name
-    return f"{rng.choice(_ADJ)}_{rng.choice(_NOUN)}_{secrets.token_hex(4)}"
+    return f"{_ADJ[_below(len(_ADJ))]}_{_NOUN[_below(len(_NOUN))]}_{os.urandom(4).hex()}"
 
 
 def _names_in_use() -> dict[str, str]:
@@ -112,6 +129,8 @@ def create_record(config: dict, name: str | None) -> Container:
                     raise OSError(errno.ENOSPC, "no room for the state record's spare", str(c.dir))
                 state.write_json(c.dir / "config.json", c.config)  # last: it makes the record visible
         except BaseException:
+            import shutil
+
             shutil.rmtree(c.dir, ignore_errors=True)
             raise
     return c
@@ -146,7 +165,7 @@ def _broken(d: Path, cfg: dict, e: state.CorruptRecord) -> Container:
     """A dead container for an unusable record: what config there is, else a skeleton named by its
     short id (the name is in the lost file)."""
     try:
-        created = datetime.fromtimestamp(d.stat().st_mtime, timezone.utc).isoformat().replace("+00:00", "Z")
+        created = _utc_iso(d.stat().st_mtime)
     except OSError:
         created = ""
     skeleton = {"Id": d.name, "Name": d.name[:12], "Created": created, "Path": "", "Args": [], "Image": "",
@@ -181,7 +200,7 @@ def _exit_mark(c: Container) -> tuple[int, str] | None:
     if not found:
         return None
     mtime, code = max(found)
-    return code, datetime.fromtimestamp(mtime, timezone.utc).isoformat().replace("+00:00", "Z")
+    return code, _utc_iso(mtime)
 
 
 def clear_exit_markers(c: Container) -> None:
@@ -250,6 +269,8 @@ def get(ref: str) -> Container:
 
 
 def delete_record(c: Container) -> None:
+    import shutil
+
     shutil.rmtree(c.dir, ignore_errors=True)
 
 
@@ -278,7 +299,28 @@ def human_duration(seconds: float) -> str:
     return f"{hours // 24 // 365} years"
 
 
+def _days_since_epoch(y: int, m: int, d: int) -> int:
+    """Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's days_from_civil)."""
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m - 3 if m > 2 else m + 9) + 2) // 5 + d - 1
+    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+
+
 def parse_iso(ts: str) -> float:
+    """Seconds since the epoch of a record's timestamp. The form now_iso writes is read by hand:
+    `ps` reads one per container, and datetime's import would be most of that work."""
+    if isinstance(ts, str) and len(ts) == 27 and ts[4] + ts[7] + ts[10] + ts[13] + ts[16] + ts[19] + ts[26] == "--T::.Z":
+        try:
+            fields = [int(ts[a:b]) for a, b in ((0, 4), (5, 7), (8, 10), (11, 13), (14, 16), (17, 19), (20, 26))]
+        except ValueError:
+            fields = None
+        if fields and 1 <= fields[1] <= 12 and 1 <= fields[2] <= 31 and fields[3] < 24 and fields[4] < 60 and fields[5] < 60:
+            y, mo, d, h, mi, sec, us = fields
+            return _days_since_epoch(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec + us / 1e6
+    from datetime import datetime
+
     try:
         return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
     except (ValueError, AttributeError):

@@ -22,7 +22,8 @@ import os
 import struct
 import sys
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from collections import namedtuple  # not typing.NamedTuple: typing costs every `run` ~3 ms of imports
+from collections.abc import Iterable
 
 from ..errors import InvalidArgument, KernelError
 from ..kernel.syscalls import libc
@@ -36,12 +37,11 @@ DEV_TYPE = {"b": 1, "c": 2}  # BPF_DEVCG_DEV_BLOCK, _CHAR: the low 16 bits of ac
 _ACCESS = {"r": ACC_READ, "w": ACC_WRITE, "m": ACC_MKNOD}
 
 
-class Rule(NamedTuple):
-    allow: bool
-    type: str  # "a" (every device), "b" or "c"
-    major: int  # WILDCARD for *
-    minor: int
-    access: int  # ACC_* bits
+class Rule(namedtuple("Rule", "allow type major minor access")):
+    """allow: bool; type: "a" (every device), "b" or "c"; major, minor: numbers, WILDCARD for *;
+    access: ACC_* bits."""
+
+    __slots__ = ()
 
 
 def parse(allow: bool, text: str) -> Rule:
@@ -120,16 +120,16 @@ BPF_JNE, BPF_EXIT = 0x50, 0x90  # jump operations (BPF_JMP: 64-bit compare)
 R0, R1, R2, R3, R4, R5 = range(6)
 
 
-class Insn(NamedTuple):
-    code: int
-    dst: int = 0
-    src: int = 0
-    off: int | str = 0  # a jump's target: the name of a Label, resolved by assemble()
-    imm: int = 0
+class Insn(namedtuple("Insn", "code dst src off imm", defaults=(0, 0, 0, 0))):
+    """One instruction; a jump's `off` may be the name of a Label, resolved by assemble()."""
+
+    __slots__ = ()
 
 
-class Label(NamedTuple):
-    name: str  # marks the next instruction; takes no space
+class Label(namedtuple("Label", "name")):
+    """Marks the next instruction; takes no space."""
+
+    __slots__ = ()
 
 
 def ldx_w(dst: int, src: int, off: int) -> Insn:  # dst = *(u32 *)(src + off)

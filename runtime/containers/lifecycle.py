@@ -6,7 +6,6 @@ import errno
 import os
 import select
 import signal
-import socket
 from pathlib import Path
 
 from .. import state, validate
@@ -218,7 +217,7 @@ def _create(config: dict, name: str | None) -> container_records.Container:
             (c.dir / d).mkdir()
         if not c.config["Config"]["Hostname"]:
             c.config["Config"]["Hostname"] = (owner.config["Config"]["Hostname"] if owner else c.id[:12]) \
-                if config["HostConfig"]["NetworkMode"] != "host" else socket.gethostname()
+                if config["HostConfig"]["NetworkMode"] != "host" else os.uname().nodename
             state.write_json(c.dir / "config.json", c.config)
         _write_etc_files(c)
     except BaseException:

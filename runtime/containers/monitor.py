@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import traceback
 from pathlib import Path
 
 from ..kernel import syscalls as sc, sysctl
@@ -92,6 +91,8 @@ def _detached(body) -> int:
             _send(w, error=why, fix=e.fix, code=125)
         except BaseException:  # noqa: BLE001 - said to the waiting CLI, then the monitor dies
             code = 1
+            import traceback
+
             _send(w, error=traceback.format_exc(limit=3))
         os._exit(code)
     os.close(w)

@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import NamedTuple
+from collections import namedtuple  # not typing.NamedTuple: typing costs every `run` ~3 ms of imports
 
 from .. import state
 
@@ -44,18 +44,18 @@ class ProfileError(ValueError):
     """The profile is not a valid Docker seccomp profile; the message says where."""
 
 
-class Rule(NamedTuple):
-    names: tuple[str, ...]
-    action: str
-    errno: int | None
-    args: tuple[tuple[int, int, int, str], ...] = ()  # (index, value, valueTwo, op)
+class Rule(namedtuple("Rule", "names action errno args", defaults=((),))):
+    """names: tuple of syscall names; action: SCMP_ACT_*; errno: int or None; args: tuple of
+    (index, value, valueTwo, op)."""
+
+    __slots__ = ()
 
 
-class Filter(NamedTuple):
-    default_action: str
-    default_errno: int | None
-    arches: tuple[str, ...]
-    rules: tuple[Rule, ...]
+class Filter(namedtuple("Filter", "default_action default_errno arches rules")):
+    """default_action: SCMP_ACT_*; default_errno: int or None; arches: tuple of SCMP_ARCH_*;
+    rules: tuple of Rule."""
+
+    __slots__ = ()
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(self).encode()).hexdigest()

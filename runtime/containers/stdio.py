@@ -5,12 +5,13 @@ import errno
 import json
 import os
 import select
-from datetime import datetime, timezone
 from pathlib import Path
 
 
 def _ts() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    from ..state import now_iso
+
+    return now_iso()
 
 
 LOG_NOTICE = "netdiag: "  # how the lines netdiag itself puts in a log begin (`logs` looks for them)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shutil
 from pathlib import Path
 
@@ -34,7 +33,7 @@ def parse(spec: str) -> dict:
                               "other than /", _FIX)
     if source.startswith("/"):
         return {"Type": "bind", "Source": source, "Destination": dest, "RW": mode == "rw"}
-    name = source or secrets.token_hex(32)  # Docker names an anonymous volume by 64 hex digits
+    name = source or os.urandom(32).hex()  # Docker names an anonymous volume by 64 hex digits
     if not NAME.fullmatch(name):
         raise InvalidArgument(f"Invalid volume name {name!r}", "a volume name is letters, digits and _.- (a host path starts with /)",
                               _FIX)

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import state
@@ -57,6 +55,9 @@ def ensure(ref: str = BUSYBOX_REF):
             "install Debian's busybox-static",
         )
     # List applets with their install paths (bin/sh, sbin/ip, usr/bin/wget...). Fixed argv, no shell.
+    import subprocess
+    from datetime import datetime, timezone
+
     applets = subprocess.run([str(binary), "--list-full"], capture_output=True, text=True, check=True).stdout.split()
     with adding(f"install the built-in {ref} image"), state.scratch_dir("busybox") as tmp:
         rootfs = tmp / "rootfs"

@@ -11,7 +11,7 @@ client uses the domain and path. Pure: shared by the store, the builder and the 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections import namedtuple
 
 from ..errors import InvalidArgument
 
@@ -36,12 +36,12 @@ _IDENTIFIER = re.compile(r"^[a-f0-9]{64}$")
 _DIGEST_HEX = {"sha256": 64, "sha384": 96, "sha512": 128}  # go-digest's registered algorithms
 
 
-@dataclass(frozen=True)
-class Reference:
-    domain: str   # "docker.io", "127.0.0.1:5000", "[fc00::1]:5000", "localhost"
-    path: str     # the repository in that registry: "library/busybox"
-    tag: str = ""
-    digest: str = ""
+class Reference(namedtuple("Reference", "domain path tag digest", defaults=("", ""))):
+    """domain: "docker.io", "127.0.0.1:5000", "[fc00::1]:5000", "localhost"; path: the repository in
+    that registry ("library/busybox"); tag and digest "" when not given. A named tuple, immutable
+    and hashable as the frozen dataclass it was, without importing dataclasses on every `run`."""
+
+    __slots__ = ()
 
     @property
     def name(self) -> str:

@@ -11,26 +11,38 @@ import contextlib
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 from .. import paths, state
 from ..errors import Conflict, ImageError, InvalidArgument, NotFound
-from . import layers, oci
+from . import oci
 from .oci import CONFIG_TYPE, LAYER_TYPE, MANIFEST_TYPE, REF_ANNOTATION  # noqa: F401 - the store's vocabulary
 from .refs import normalize
 
 
-@dataclass
 class Image:
-    id: str  # sha256:<config digest>
-    manifest_digest: str
-    config: dict  # the whole OCI image config (config, rootfs, history, created...)
-    layers: list[str]  # layer digests, bottom first
-    tags: list[str] = field(default_factory=list)
-    size: int = 0
-    broken: str = ""  # why its manifest or config cannot be read ("" when they can)
+    """A stored image (a plain class: a dataclass imports dataclasses and inspect on every `run`)."""
+
+    _FIELDS = ("id", "manifest_digest", "config", "layers", "tags", "size", "broken")
+
+    def __init__(self, id: str, manifest_digest: str, config: dict, layers: list[str], tags: list[str] | None = None,
+                 size: int = 0, broken: str = ""):
+        self.id = id  # sha256:<config digest>
+        self.manifest_digest = manifest_digest
+        self.config = config  # the whole OCI image config (config, rootfs, history, created...)
+        self.layers = layers  # layer digests, bottom first
+        self.tags = [] if tags is None else tags
+        self.size = size
+        self.broken = broken  # why its manifest or config cannot be read ("" when they can)
+
+    def __repr__(self) -> str:
+        return f"Image(id={self.id!r}, tags={self.tags!r}, broken={self.broken!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Image) and all(getattr(self, k) == getattr(other, k) for k in self._FIELDS)
+
+    __hash__ = None  # mutable, like the dataclass it was
 
     @property
     def short_id(self) -> str:
@@ -69,6 +81,8 @@ def _json_bytes(obj: dict) -> bytes:
 
 def put_layer_file(tar_path: Path) -> str:
     """Move a finished layer tar into the store; returns its digest."""
+    from . import layers  # hashlib and tarfile: not needed to run an extracted image
+
     digest = layers.file_digest(tar_path)
     p = blob_path(digest)
     if p.exists():
@@ -301,6 +315,8 @@ def layer_dir(digest: str) -> Path:
             return d
         tmp = d.with_name(f".{d.name}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
+        from . import layers
+
         layers.extract_layer(blob_path(digest), tmp, f"layer {_hex(digest)[:12]}")
         os.replace(tmp, d)
     return d

@@ -22,8 +22,7 @@ import errno
 import os
 import socket
 import struct
-import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from . import wire
 from .syscalls import _libc, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID, MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, \
@@ -174,6 +173,8 @@ def create(name: str) -> str:
             mount("/proc/thread-self/ns/net", path, None, MS_BIND)
         except BaseException as e:  # noqa: BLE001 - raised in the caller's thread below
             failed.append(e)
+
+    import threading  # only to make a named namespace: not on every command's path
 
     worker = threading.Thread(target=bind, name=f"netns-create-{name}")
     worker.start()

@@ -3,7 +3,7 @@ by the labs that start their own), and the fields of /proc/PID/stat, parsed in o
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 
 def stat_fields(pid: int) -> list[str] | None:
@@ -32,3 +32,27 @@ def pids_named(match: Callable[[str], bool]) -> list[int]:
         if match(comm):
             out.append(int(entry.name))
     return out
+
+
+def pid_alive(pid: int, start_time: int | None = None) -> bool:
+    """True if `pid` exists (and, when given, is the same process: same start time)."""
+    if pid <= 0:
+        return False
+    if start_time is None:
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    st = proc_start_time(pid)
+    return st is not None and st == start_time
+
+
+def proc_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (start time in clock ticks): guards against pid reuse."""
+    fields = stat_fields(pid)
+    if fields is None or fields[0] == "Z":  # a zombie has exited; only its parent's wait is missing
+        return None
+    return int(fields[19])

@@ -5,9 +5,10 @@ import errno
 import io
 import os
 import signal
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..errors import KernelError
+from .procs import pid_alive, proc_start_time  # noqa: F401  (where callers have long found them)
 
 # glibc's soname, loaded directly: ctypes.util.find_library would spawn `ldconfig -p` on every command.
 # The one libc handle: other modules call libc.syscall/prctl/capset through it.
@@ -132,32 +133,6 @@ def require_root(action: str) -> None:
             "creating namespaces, mounts and cgroups needs root (CAP_SYS_ADMIN)",
             "run the command as root, e.g. with sudo",
         )
-
-
-def pid_alive(pid: int, start_time: int | None = None) -> bool:
-    """True if `pid` exists (and, when given, is the same process: same start time)."""
-    if pid <= 0:
-        return False
-    if start_time is None:
-        try:
-            os.kill(pid, 0)
-            return True
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-    st = proc_start_time(pid)
-    return st is not None and st == start_time
-
-
-def proc_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (start time in clock ticks): guards against pid reuse."""
-    from .procs import stat_fields
-
-    fields = stat_fields(pid)
-    if fields is None or fields[0] == "Z":  # a zombie has exited; only its parent's wait is missing
-        return None
-    return int(fields[19])
 
 
 __all__ = [n for n in dir() if not n.startswith("_")] + ["errno"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 
 from ..errors import KernelError
 
@@ -43,5 +42,7 @@ def run(argv: list[str], *, ns=None, timeout: float = 60, env: dict | None = Non
     """Run `argv` (argv[0] from tool()) with no stdin, capturing its text output; in the network
     namespace `ns` (a Namespace) when given, else in the calling thread's. Raises OSError and
     subprocess.TimeoutExpired; a non-zero exit is the caller's to judge."""
+    import subprocess  # not at the top: a bridge `run` imports this module and rarely runs a tool
+
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env,
                           preexec_fn=ns.preexec() if ns is not None else None)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from collections import namedtuple
 
 from ..kernel import nft
 from ..errors import Conflict, InvalidArgument
@@ -37,33 +37,24 @@ _NETID = re.compile(r"^[0-9a-fA-F]{1,64}$")
 _CTRID = re.compile(r"^[A-Za-z0-9_.-]{0,128}$")
 
 
-@dataclass(frozen=True)
-class NetSpec:
-    """One bridge network."""
+# Named tuples, immutable and hashable as the frozen dataclasses they were: every bridge `run` builds
+# them, and dataclasses (with inspect) would cost it ~7 ms of imports.
+class NetSpec(namedtuple("NetSpec", "id bridge subnet gateway internal icc masquerade ports", defaults=((),))):
+    """One bridge network. id: the network id (hex); bridge: its device ("docker0", "br-0123456789ab");
+    subnet "172.17.0.0/16", gateway "172.17.0.1"; internal: nothing in or out of the bridge except
+    between its containers; icc: its containers may talk to each other; masquerade:
+    enable_ip_masquerade; ports: the host-side veth names of its endpoints (used when icc is False)."""
 
-    id: str  # network id (hex)
-    bridge: str  # bridge device, e.g. "docker0" or "br-0123456789ab"
-    subnet: str  # "172.17.0.0/16"
-    gateway: str  # "172.17.0.1"
-    internal: bool  # nothing in or out of the bridge except between its containers
-    icc: bool  # containers on this bridge may talk to each other
-    masquerade: bool  # enable_ip_masquerade
-    ports: tuple[str, ...] = ()  # host-side veth names of its endpoints (used when icc is False)
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class PortSpec:
-    """One published port or port range (-p [HOSTIP:]H[-H2]:C[-C2][/udp])."""
+class PortSpec(namedtuple("PortSpec", "proto host_ip host_start host_end ctr_ip ctr_start ctr_end bridge container",
+                          defaults=("",))):
+    """One published port or port range (-p [HOSTIP:]H[-H2]:C[-C2][/udp]). proto "tcp" or "udp";
+    host_ip None for every local address, "127.0.0.1" for loopback only, else that address;
+    bridge: the bridge the container is on; container: its id (for the rule comment)."""
 
-    proto: str  # "tcp" | "udp"
-    host_ip: str | None  # None = every local address; "127.0.0.1" = loopback only; else that address
-    host_start: int
-    host_end: int
-    ctr_ip: str
-    ctr_start: int
-    ctr_end: int
-    bridge: str  # the bridge the container is on
-    container: str = ""  # container id (for the rule comment)
+    __slots__ = ()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,10 +7,9 @@ under the network's lock, so parallel `run`s never hand out one address twice.
 from __future__ import annotations
 
 import contextlib
-import secrets
-from datetime import datetime, timezone
+import os
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 from .. import paths, state
 from ..errors import Conflict, InvalidArgument, NotFound
@@ -36,7 +35,7 @@ def _path(net_id: str) -> Path:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return state.now_iso()
 
 
 def list_all() -> list[dict]:
@@ -173,7 +172,7 @@ def new_record(name: str, driver: str, *, subnet: str = "", gateway: str = "", i
             entry["IPRange"] = ip_range
         ipam_cfg.append(entry)
     return {
-        "Name": name, "Id": secrets.token_hex(32), "Created": now_iso(), "Scope": "local", "Driver": driver,
+        "Name": name, "Id": os.urandom(32).hex(), "Created": now_iso(), "Scope": "local", "Driver": driver,
         "EnableIPv6": False, "IPAM": {"Driver": "default", "Options": {}, "Config": ipam_cfg},
         "Internal": internal, "Attachable": False, "Ingress": False, "ConfigOnly": False,
         "Options": dict(options or {}), "Labels": dict(labels or {}), "Containers": {}, "netdiag": {},

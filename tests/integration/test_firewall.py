@@ -469,7 +469,7 @@ def test_real_packets(world):
     assert connect(ns["host"], "172.31.0.2", 80) == "172.31.0.1"
 
     # internal: no way out, no way in (not even published)
-    internal = [nets[0].__class__(**{**nets[0].__dict__, "internal": True}), nets[1]]
+    internal = [nets[0]._replace(internal=True), nets[1]]
     in_netns(ns["host"], firewall.apply, internal, ports)
     assert connect(ns["ctr"], "198.51.100.2", 7000) == "TIMEOUT"
     assert connect(ns["client"], "198.51.100.1", 8080) == "TIMEOUT"

@@ -215,3 +215,17 @@ def test_inspect_shows_published_ports_as_dockers_port_bindings():
                                    "53/udp": [{"HostIp": "", "HostPort": ""}],
                                    "9000/tcp": [{"HostIp": "", "HostPort": "9000"}],
                                    "9001/tcp": [{"HostIp": "", "HostPort": "9001"}]}
+
+
+def test_record_timestamps_read_without_datetime_agree_with_datetime():
+    import datetime
+    import random
+
+    from runtime.containers.container_records import now_iso, parse_iso
+
+    rng = random.Random(24)
+    for t in [0.0, 951782400.5, 4102444799.999999] + [rng.uniform(0, 4e9) for _ in range(2000)]:  # 2000-02-29, 2099-12-31
+        ts = datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        assert abs(parse_iso(ts) - datetime.datetime.fromisoformat(ts[:-1] + "+00:00").timestamp()) < 1e-6, ts
+    assert now_iso().endswith("Z") and len(now_iso()) == 27
+    assert parse_iso("2026-12-07T23:40:36Z") == datetime.datetime(2026, 12, 7, 23, 40, 36, tzinfo=datetime.timezone.utc).timestamp()

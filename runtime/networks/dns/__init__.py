@@ -26,6 +26,20 @@ Layout: codec.py (DNS messages), config.py (the records file as the server reads
 (the process), control.py (spawn, start, stop), records.py (the runtime writes each network's
 records file, and the overlays' one). The server imports only codec and config (and kernel.ns).
 """
-from .codec import CLASS_IN, TTL, UDP_MAX, MalformedPacket, Query, parse_query, build_query, build_response, Response, parse_response, A, NS, CNAME, PTR, AAAA, ANY, NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED  # noqa: F401
-from .config import Config, load_config, parse_upstream  # noqa: F401
 from .control import reap, spawn, start, stop  # noqa: F401
+
+# codec's and config's names are loaded on first use (PEP 562): every container started on a
+# bridge imports this package for its records, and codec's and config's dataclasses would cost
+# that `run` ~7 ms (dataclasses imports inspect)
+_LAZY = {**dict.fromkeys(("CLASS_IN", "TTL", "UDP_MAX", "MalformedPacket", "Query", "parse_query", "build_query",
+                          "build_response", "Response", "parse_response", "A", "NS", "CNAME", "PTR", "AAAA", "ANY",
+                          "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"), "codec"),
+         **dict.fromkeys(("Config", "load_config", "parse_upstream"), "config")}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
