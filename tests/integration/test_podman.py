@@ -264,3 +264,25 @@ def test_both_engines_containers_are_traced_across_engines(world):
     assert ambiguous.returncode == 2 and "docker:web, podman:web" in ambiguous.stderr, ambiguous.stderr
     topo = world.netdiag("topo")
     assert "docker0" in topo.stdout and "dweb (Docker container)" in topo.stdout, topo.stdout
+
+
+def test_netdiags_containers_beside_both_engines_are_traced_with_theirs(world):
+    """netdiag's own runtime on the same host as Docker and Podman: its containers are endpoints
+    beside theirs, and a trace crosses from each engine's container to another's published port."""
+    run = world.netdiag("run", "-d", "--name", "nweb", "-p", "8081:80", "busybox", "sh", "-c", PAGE)
+    assert run.returncode == 0, run.stderr
+    try:
+        to_netdiag = _json(world.netdiag("trace", "podman:cli", HOST_IP, "--port", "8081", "--json"))
+        assert to_netdiag["verdict"] == "delivered", to_netdiag["summary"]
+        request = [h["label"] for h in to_netdiag["hops"] if h.get("leg") != "reply"]
+        assert (request[0], request[-1]) == ("cli (podman container)", "nweb (netdiag container)"), request
+
+        to_podman = _json(world.netdiag("trace", "nweb", HOST_IP, "--port", "8080", "--json"))
+        assert to_podman["verdict"] == "delivered", to_podman["summary"]
+        request = [h["label"] for h in to_podman["hops"] if h.get("leg") != "reply"]
+        assert (request[0], request[-1]) == ("nweb (netdiag container)", "web (podman container)"), request
+
+        topo = world.netdiag("topo").stdout
+        assert all(s in topo for s in ("nweb (netdiag container)", "dweb (Docker container)", "cli (Podman container)")), topo
+    finally:
+        world.netdiag("rm", "-f", "nweb")
