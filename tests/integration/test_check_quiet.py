@@ -20,11 +20,11 @@ import pytest
 
 from netdiag.worlds.host import OUTSIDE_IP
 from runtime.kernel.ns import netns
-from tests.integration.test_watch import own_instances
+from tests.integration.test_watch import DROPPED, OPEN, REFUSED, failing_flows, own_instances
 from tests.labkit import World, wait_for
 
 pytestmark = pytest.mark.integration
-SUBNET, OPEN, REFUSED, DROPPED, SERVE = "10.247.41.0/24", 80, 81, 82, 8089
+SUBNET, SERVE = "10.247.41.0/24", 8089
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +33,7 @@ def lab(tmp_path_factory):
     w = World(state_dir=tmp / "ndroot")
     w.create()
     try:
-        w.ok("network", "create", "--subnet", SUBNET, "qnet")
-        w.ok("run", "-d", "--name", "client", "--network", "qnet", "busybox", "sleep", "600")
-        w.outside_server(tmp, port=OPEN)
-        w.outside_server(tmp, port=DROPPED)  # served, so the printed fix (delete the rule) is the whole fix
-        rules = ("table inet qtest { chain forward_filter { type filter hook forward priority 0; policy accept; "
-                 f"ip daddr {OUTSIDE_IP} tcp dport {DROPPED} drop; }}; }}")
-        p = w.run_in(None, ["nft", "-f", "-"], input=rules, capture_output=True, text=True, timeout=30)
-        assert p.returncode == 0, p.stderr
+        failing_flows(w, tmp, SUBNET, "qnet", "qtest")
         w.client_ns = f"/proc/{w.inspect('client')['State']['Pid']}/ns/net"
         w.tmp = tmp
         yield w

@@ -26,20 +26,27 @@ WATCH_SCHEMA = schema("watch")
 SUBNET, OPEN, REFUSED, DROPPED, TWIN, METRICS = "10.247.31.0/24", 80, 81, 82, 84, 9464
 
 
+def failing_flows(w: World, tmp, subnet: str, network: str, table: str) -> None:
+    """A container `client` on `network`, the outside serving OPEN and DROPPED (nobody on REFUSED),
+    and a rule in the host's forward hook (nft table `table`) dropping DROPPED: from the client one
+    flow works, one is refused, one is dropped."""
+    w.ok("network", "create", "--subnet", subnet, network)
+    w.ok("run", "-d", "--name", "client", "--network", network, "busybox", "sleep", "600")
+    w.outside_server(tmp, port=OPEN)
+    w.outside_server(tmp, port=DROPPED)  # served, so the printed fix (delete the rule) is the whole fix
+    rules = (f"table inet {table} {{ chain forward_filter {{ type filter hook forward priority 0; policy accept; "
+             f"ip daddr {OUTSIDE_IP} tcp dport {DROPPED} drop; }}; }}")
+    p = w.run_in(None, ["nft", "-f", "-"], input=rules, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("watch")
     w = World(state_dir=tmp / "ndroot")
     w.create()
     try:
-        w.ok("network", "create", "--subnet", SUBNET, "wnet")
-        w.ok("run", "-d", "--name", "client", "--network", "wnet", "busybox", "sleep", "600")
-        w.outside_server(tmp, port=OPEN)
-        w.outside_server(tmp, port=DROPPED)  # served, so the printed fix (delete the rule) is the whole fix
-        rules = ("table inet wtest { chain forward_filter { type filter hook forward priority 0; policy accept; "
-                 f"ip daddr {OUTSIDE_IP} tcp dport {DROPPED} drop; }}; }}")
-        p = w.run_in(None, ["nft", "-f", "-"], input=rules, capture_output=True, text=True, timeout=30)
-        assert p.returncode == 0, p.stderr
+        failing_flows(w, tmp, SUBNET, "wnet", "wtest")
         w.twin = make_twin(f"{w.name}-twin", w.inspect("client")["NetworkSettings"]["Networks"]["wnet"]["IPAddress"])
         yield w
     finally:
