@@ -82,17 +82,21 @@ def listing(all_: bool = False, filters: list[str] = ()) -> list[dict]:
     filter asks for others. Filters are Docker's (name=, label=KEY[=VALUE], status=, network=,
     ancestor=, id=): values of one key match any, different keys must all match."""
     from ..containers import endpoints
+    from ..networks import network_records
     from ..networks.ports import describe
 
     checks = _filters(filters)  # every filter is checked before anything is listed
     out = []
+    networks = None  # read once, when the first running container is listed
     for c in container_records.list_all():
         if not ((all_ or "status" in checks or c.running) and all(any(ok(c) for ok in alts) for alts in checks.values())):
             continue
         cmd = " ".join([c.config.get("Path", "")] + list(c.config.get("Args", [])))
         cmd = f'"{cmd[:20]}…"' if len(cmd) > 20 else f'"{cmd}"'
         created_at = container_records.parse_iso(c.config.get("Created", ""))
-        eps = endpoints.endpoints(c) if c.running else {}
+        if c.running and networks is None:
+            networks = network_records.attachable()
+        eps = endpoints.endpoints(c, networks) if c.running else {}
         ports = ", ".join(describe(p) for e in eps.values() for p in e.get("Ports", []))
         labels = (c.config.get("Config") or {}).get("Labels") or {}
         out.append({"ID": c.id[:12], "Image": c.config.get("ImageRef", ""), "Command": cmd,

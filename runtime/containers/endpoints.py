@@ -131,10 +131,15 @@ def detach_all(c: container_records.Container) -> None:
             drivers.of(net).detach(net, c.id)
 
 
-def endpoints(c: container_records.Container) -> dict[str, dict]:
-    from ..networks import network_records as nets
+def endpoints(c: container_records.Container, networks: list[dict] | None = None) -> dict[str, dict]:
+    """c's endpoints by network name. A caller asking for many containers passes the records of
+    `attachable()` read once: each network record holds every endpoint, so reading them again per
+    container made `ps` of N containers on one network read N records of N endpoints."""
+    if networks is None:
+        from ..networks import network_records as nets
 
-    return {n["Name"]: n["Containers"][c.id] for n in nets.attachable() if c.id in n["Containers"]}
+        networks = nets.attachable()
+    return {n["Name"]: n["Containers"][c.id] for n in networks if c.id in n["Containers"]}
 
 
 def write_etc(c: container_records.Container) -> None:
