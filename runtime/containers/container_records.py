@@ -100,9 +100,26 @@ def _free_name(used) -> str:
 
 
 def _names_in_use() -> dict[str, str]:
+    """{name: id} of every record, from the configs alone: a name is taken whatever the container's
+    state, so the state records and the processes (two /proc reads each) of N containers are not
+    read on every `run`. An unusable config is read as list_all() reads it."""
+    d = paths.containers_dir()
     out = {}
-    for c in list_all():
-        out[c.name] = c.id
+    for sub in (d.iterdir() if d.is_dir() else ()):
+        if not sub.is_dir() or sub.name.startswith("."):
+            continue
+        try:
+            cfg = state.read_json(sub / "config.json", expect=dict)
+        except state.CorruptRecord:
+            cfg = {}
+        if cfg is None:  # being created: its name is not reserved yet (list_all skips it too)
+            continue
+        if all(isinstance(cfg.get(k), kind) for k, kind in _CONFIG_SHAPE):
+            out[cfg["Name"]] = sub.name
+        else:
+            c = _load_dir(sub)
+            if c:
+                out[c.name] = c.id
     return out
 
 

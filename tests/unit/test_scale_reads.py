@@ -45,3 +45,25 @@ def test_ps_reads_the_network_records_once_and_still_shows_each_containers_ports
     assert "8080->80/tcp" in rows["web"]["Ports"] and rows["c0"]["Ports"] == ""
     assert all(r["Networks"] == "front" and r["State"] == "running" for r in rows.values()) and web
 
+
+def test_a_new_name_is_checked_against_every_record_without_reading_states_or_processes(root, monkeypatch):
+    from runtime import state
+    from runtime.containers import container_records
+    from runtime.errors import Conflict
+
+    net = {"Name": "front", "Containers": {}}
+    running = _running_on(net, "web", "10.9.0.2", [])
+    dead_state = _running_on(net, "db", "10.9.0.3", [])
+    (container_records.paths.containers_dir() / dead_state / "state.json").write_bytes(b"{broken")
+    half_made = container_records.paths.containers_dir() / ("f" * 64)
+    half_made.mkdir()  # a killed `run` left a directory without its config: no name reserved
+    real_read = state.read_json
+    monkeypatch.setattr(state, "read_json", lambda p, *a, **k: (_ for _ in ()).throw(AssertionError(p))
+                        if p.name == "state.json" else real_read(p, *a, **k))
+    monkeypatch.setattr(container_records, "pid_alive", lambda *a: (_ for _ in ()).throw(AssertionError("/proc")))
+
+    assert container_records._names_in_use() == {"web": running, "db": dead_state}
+    for taken in ("web", "db"):
+        with pytest.raises(Conflict):
+            container_records.create_record({"Config": {}, "HostConfig": {}}, taken)
+    assert container_records.create_record({"Config": {}, "HostConfig": {}}, "cache").name == "cache"
