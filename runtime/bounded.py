@@ -142,18 +142,19 @@ def load_json(path: str | os.PathLike, limit: int = MAX_JSON, display: str | Non
 
 def depth(value, stop: int) -> int:
     """How deep lists and dicts nest in `value` (a scalar is 0), without recursion; gives up once
-    past `stop`. Shared objects (YAML aliases) are visited once per path, so bound them first."""
-    deepest, todo = 0, [(value, 1)]
-    while todo:
-        v, d = todo.pop()
-        if isinstance(v, dict):
-            v = v.values()
-        elif not isinstance(v, list):
-            continue
-        deepest = max(deepest, d)
+    past `stop`. Shared objects (YAML aliases) are visited once per path, so bound them first.
+    Level by level: every node of a 500-container snapshot passes here, and a stack of (node, depth)
+    pairs cost twice as much."""
+    level = [value] if isinstance(value, (dict, list)) else []
+    deepest = 0
+    while level:
+        deepest += 1
         if deepest > stop:
             return deepest
-        todo.extend((x, d + 1) for x in v if isinstance(x, (dict, list)))
+        below = []
+        for v in level:
+            below += [x for x in (v.values() if isinstance(v, dict) else v) if isinstance(x, (dict, list))]
+        level = below
     return deepest
 
 

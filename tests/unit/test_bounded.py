@@ -88,6 +88,17 @@ def test_json_nesting_is_limited_without_recursion():
     assert e.what.startswith("d.json:2: not valid JSON") and "SECRET" not in str(e)
 
 
+def test_depth_is_the_deepest_branch_of_a_wide_document_and_stops_past_the_limit():
+    def reference(v):  # the definition, recursively
+        kids = list(v.values()) if isinstance(v, dict) else v if isinstance(v, list) else None
+        return 0 if kids is None else 1 + max((reference(k) for k in kids), default=0)
+
+    wide = {"ns": {str(i): {"links": [{"name": f"eth{i}", "addrs": [[]] * (i % 4)}]} for i in range(300)}, "n": 1}
+    shapes = [1, "s", None, [], {}, [1, [2, [3]]], {"a": [], "b": {"c": {"d": [{}]}}}, wide]
+    assert [bounded.depth(v, 100) for v in shapes] == [reference(v) for v in shapes]
+    assert bounded.depth(wide, 3) > 3 and bounded.depth(wide, reference(wide)) == reference(wide)
+
+
 # ------------------------------------------------------------------------------ YAML
 
 def test_an_alias_bomb_is_refused_quickly_in_little_memory():
