@@ -3,6 +3,7 @@ fixture (taken by `netdiag snapshot` in a lab) and a diagnosis made over it. Liv
 checked against the same schemas in the integration tests (test_observe, test_trace)."""
 import copy
 import json
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -87,3 +88,29 @@ def test_a_big_snapshot_is_checked_whole_by_the_compiled_validator_that_names_no
     assert len(checkers) > 10 and not any("locals" in f.__code__.co_names for f in checkers)
     doc["namespaces"]["9000400"]["links"][-1]["master"] = 7
     assert not valid(doc)
+
+
+def test_the_compiled_schema_is_kept_like_bytecode_and_read_back(tmp_path, monkeypatch):
+    """Generating and compiling the validator cost ~0.2 s of every `trace --snapshot`: it is kept
+    beside the package's bytecode, read back by the next process, and not written when bytecode
+    may not be."""
+    import fastjsonschema
+
+    from netdiag import schemas
+
+    snap = {**schema("snapshot"), "$schema": "http://json-schema.org/draft-07/schema#"}
+    monkeypatch.setattr(schemas, "DIR", tmp_path)
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    assert schemas._compile(snap, {})(FIXTURE) == FIXTURE and not (tmp_path / "__pycache__").exists()
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    schemas._compile(snap, {})
+    assert [p.suffix for p in (tmp_path / "__pycache__").iterdir()] == [".marshal"]
+    generated = []
+    monkeypatch.setattr(fastjsonschema, "_factory", lambda *a: generated.append(a))
+    valid = schemas._compile(snap, {})
+    assert not generated
+    assert valid(FIXTURE) == FIXTURE
+    bad = copy.deepcopy(FIXTURE)
+    bad["namespaces"][bad["host"]]["links"] = "eth0"
+    with pytest.raises(fastjsonschema.JsonSchemaException):
+        valid(bad)
