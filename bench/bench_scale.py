@@ -168,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for tree in (REPO, *([Path(args.before)] if args.before else [])):
             bs.byte_compile(tree)  # without .pyc files (PYTHONDONTWRITEBYTECODE) every command compiles netdiag
+            # the snapshot schema's compiled validator, kept with the bytecode where netdiag keeps it (as scripts/setup does)
+            bn.subprocess.run([sys.executable, "-c", "from netdiag.schemas import _fast; _fast('snapshot')"], cwd=tree,
+                              env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}, check=True)
         lab = Lab().create()
         ctx = NdLab(lab, str(Path(sys.executable).with_name("netdiag")))
         report = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "cpus": os.cpu_count(),
