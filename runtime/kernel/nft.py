@@ -5,6 +5,7 @@ as one netlink batch, so a script is applied as a single transaction (all of it 
 """
 import ctypes
 import json
+import os
 import re
 import threading
 
@@ -19,6 +20,12 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,255}$")
 
 _lib = None
 _lib_lock = threading.Lock()
+# libnftables is not thread-safe (its JSON printer and symbol tables are global): two threads in
+# it at once abort or crash the process (`check --parallel` reading rulesets did, as SIGSEGV).
+# One call at a time; a fork waits for the call in flight, so no child inherits it half-done.
+_call_lock = threading.Lock()
+os.register_at_fork(before=_call_lock.acquire, after_in_parent=_call_lock.release,
+                    after_in_child=_call_lock.release)
 
 
 def _load():
@@ -61,19 +68,20 @@ def run(script: str, *, json_out: bool = False) -> str:
     data = script.encode()
     if b"\0" in data:
         raise InvalidArgument("Refusing an nft script with a NUL byte", "libnftables reads C strings")
-    ctx = lib.nft_ctx_new(NFT_CTX_DEFAULT)
-    if not ctx:
-        raise KernelError("Cannot create an nftables context", "nft_ctx_new returned NULL (out of memory?)")
-    try:
-        if lib.nft_ctx_buffer_output(ctx) or lib.nft_ctx_buffer_error(ctx):
-            raise KernelError("Cannot set up nftables output buffers", "nft_ctx_buffer_output/error failed")
-        if json_out:
-            lib.nft_ctx_output_set_flags(ctx, lib.nft_ctx_output_get_flags(ctx) | NFT_CTX_OUTPUT_JSON)
-        rc = lib.nft_run_cmd_from_buffer(ctx, data)
-        out = (lib.nft_ctx_get_output_buffer(ctx) or b"").decode(errors="replace")
-        err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace")
-    finally:
-        lib.nft_ctx_free(ctx)
+    with _call_lock:
+        ctx = lib.nft_ctx_new(NFT_CTX_DEFAULT)
+        if not ctx:
+            raise KernelError("Cannot create an nftables context", "nft_ctx_new returned NULL (out of memory?)")
+        try:
+            if lib.nft_ctx_buffer_output(ctx) or lib.nft_ctx_buffer_error(ctx):
+                raise KernelError("Cannot set up nftables output buffers", "nft_ctx_buffer_output/error failed")
+            if json_out:
+                lib.nft_ctx_output_set_flags(ctx, lib.nft_ctx_output_get_flags(ctx) | NFT_CTX_OUTPUT_JSON)
+            rc = lib.nft_run_cmd_from_buffer(ctx, data)
+            out = (lib.nft_ctx_get_output_buffer(ctx) or b"").decode(errors="replace")
+            err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace")
+        finally:
+            lib.nft_ctx_free(ctx)
     if rc != 0:
         first = script.strip().splitlines()[0] if script.strip() else ""
         raise KernelError(
