@@ -16,7 +16,7 @@ import time
 
 from .. import state
 from ..containers import container_records, execute, lifecycle, toolbox, volumes
-from ..errors import ContainerError
+from ..errors import ContainerError, NotFound
 from ..images import store as images
 from . import require_root
 
@@ -61,7 +61,8 @@ def debug(target_ref: str, command: list[str], *, image: str = DEFAULT_IMAGE, in
         while started and c.dir.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         if (c.dir / "config.json").exists():  # it never started, or its monitor is stuck
-            lifecycle.remove(container_records.get(c.id), force=True)
+            with contextlib.suppress(NotFound):  # unless the monitor got there first after all
+                lifecycle.remove(container_records.get(c.id), force=True)
 
 
 @contextlib.contextmanager

@@ -129,16 +129,20 @@ def start(c: container_records.Container, argv: list[str], *, keep_stdin: bool =
     errout_r, errout_w = os.pipe2(os.O_CLOEXEC)
     pid_r, pid_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    relay = os.fork()
-    if relay == 0:  # pragma: no cover - the relay
-        try:
-            for fd, target in ((in_r, 0), (out_w, 1), (errout_w, 2)):
-                os.dup2(fd, target)  # dup2's copy is inheritable; the originals close below
-            _close_all_but({0, 1, 2, pid_w, err_w})
-            _relay(c, plan, argv, env, workdir, user, tty, keep_stdin, winsize, pid_w, err_w)
-        except BaseException as e:  # noqa: BLE001
-            _report(err_w, e)
-            os._exit(126)
+    # The children are born with these blocked: each gives them its own meaning first (_relay).
+    # Inherited, the CLI's Python handlers would turn a Ctrl-C or TERM that reaches the command
+    # before its exec into an exception, reported as "Cannot exec" instead of the command's death.
+    with sc.signals_blocked(*_FORWARDED):
+        relay = os.fork()
+        if relay == 0:  # pragma: no cover - the relay
+            try:
+                for fd, target in ((in_r, 0), (out_w, 1), (errout_w, 2)):
+                    os.dup2(fd, target)  # dup2's copy is inheritable; the originals close below
+                _close_all_but({0, 1, 2, pid_w, err_w})
+                _relay(c, plan, argv, env, workdir, user, tty, keep_stdin, winsize, pid_w, err_w)
+            except BaseException as e:  # noqa: BLE001
+                _report(err_w, e)
+                os._exit(126)
     for fd in (in_r, out_w, errout_w, pid_w, err_w):
         os.close(fd)
     if not keep_stdin:
@@ -180,6 +184,7 @@ def _relay(c, plan, argv, env, workdir, user, tty, keep_stdin, winsize, pid_w, e
     cmd = os.fork()
     if cmd == 0:
         try:
+            _signals_to(signal.SIG_DFL)  # a signal before the exec kills the command, as it would after
             os.close(pid_w)
             sc.check(sc.libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PDEATHSIG)")
             os.setsid()  # no controlling terminal: /dev/tty is ENXIO, unless the pty below becomes it
@@ -195,17 +200,24 @@ def _relay(c, plan, argv, env, workdir, user, tty, keep_stdin, winsize, pid_w, e
         except BaseException as e:  # noqa: BLE001
             _report(err_w, e)
             os._exit(126)
+    _signals_to(signal.SIG_IGN)  # the CLI signals the command itself; the relay outlives it to report its code
     os.close(err_w)
     os.write(pid_w, struct.pack("i", cmd))
     os.close(pid_w)
-    for sig in _FORWARDED:  # the CLI signals the command itself; the relay outlives it to report its code
-        signal.signal(sig, signal.SIG_IGN)
     if tty:
         os.close(slave)
         _proxy(master, keep_stdin)
     _, status = os.waitpid(cmd, 0)
     code = os.waitstatus_to_exitcode(status)
     os._exit(128 - code if code < 0 else code)
+
+
+def _signals_to(disposition) -> None:  # pragma: no cover - in the relay and the command
+    """In a child of start(), born with the forwarded signals blocked: give them `disposition`, then
+    take them (one pending since the fork acts now, with its new meaning)."""
+    for sig in _FORWARDED:
+        signal.signal(sig, disposition)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
 
 
 def _proxy(master: int, keep_stdin: bool) -> None:  # pragma: no cover - runs in the relay

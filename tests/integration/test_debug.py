@@ -79,7 +79,7 @@ def _holds_keeper(pid: int) -> bool:
         return False
 
 
-def test_a_killed_debug_leaves_no_toolbox_behind(lab):
+def test_a_killed_debug_leaves_no_toolbox_behind(lab, tmp_path):
     """The toolbox's keeper reads a FIFO whose one writer is the CLI: SIGKILL cannot skip its removal."""
     import os
     import signal
@@ -90,13 +90,15 @@ def test_a_killed_debug_leaves_no_toolbox_behind(lab):
     lab.ok("run", "-d", "--name", "web", "busybox", "sleep", "600")
     names = lambda: sorted(lab.ok("ps", "-a", "--format", "{{.Names}}").split())  # noqa: E731
     for sig in (signal.SIGKILL, signal.SIGTERM):
-        cli = lab.popen("debug", "web", "--", "sleep", "60", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        err = tmp_path / f"stderr-{sig}"
+        with open(err, "w") as f:
+            cli = lab.popen("debug", "web", "--", "sleep", "60", stdout=subprocess.DEVNULL, stderr=f)
         try:
             # once the CLI holds the keeper's FIFO (a few ms after the toolbox is listed: a kill
             # inside that window leaves the toolbox until `rm -f`, as README says)
             assert wait_for(lambda: len(names()) == 2 and _holds_keeper(cli.pid), 15), names()
             os.kill(cli.pid, sig)
-            assert cli.wait(10) == (-sig if sig == signal.SIGKILL else 128 + sig)
+            assert cli.wait(10) == (-sig if sig == signal.SIGKILL else 128 + sig), err.read_text()
         finally:
             cli.kill()
             cli.wait()

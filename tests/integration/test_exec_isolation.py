@@ -124,6 +124,35 @@ def test_ctrl_c_and_exit_codes_reach_through_the_relay(lab):
     assert lab.run("exec", "sig", "sh", "-c", "kill -TERM $$").returncode == 128 + signal.SIGTERM
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def test_a_signal_that_reaches_the_command_before_its_exec_kills_it_like_after(lab):
+    """The command is forked from the relay, which is forked from the CLI: a Ctrl-C forwarded in the
+    few ms before its exec used to meet the CLI's Python handler (KeyboardInterrupt, reported as
+    "Cannot exec"). Signalled as soon as it exists, it dies of the signal: exit 130, no error."""
+    import signal
+
+    lab.ok("run", "-d", "--name", "sig", "busybox", "sleep", "600")
+    for _ in range(15):
+        p = lab.popen("exec", "sig", "sleep", "60", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            cmd = []
+            while not cmd and p.poll() is None:
+                cmd = [c for relay in _children(p.pid) for c in _children(relay)]
+            os.kill(cmd[0], signal.SIGINT)
+            err = p.communicate(timeout=20)[1].decode()
+        finally:
+            p.kill()
+            p.wait()
+        assert p.returncode == 128 + signal.SIGINT and "Cannot exec" not in err, (p.returncode, err)
+
+
 def test_a_health_check_runs_inside_the_containers_pid_namespace(lab):
     """A health check is the container's process, not the host's: /proc/self exists in the
     container's /proc only for a process of its PID namespace (else it could signal host PIDs)."""
