@@ -3,6 +3,7 @@
 
 Heavy modules (scapy, pyroute2, rich tables) are imported inside commands, never here.
 """
+import faulthandler
 import sys
 
 from runtime.errors import NetdiagError
@@ -58,6 +59,9 @@ def _stopped_container(e: NetdiagError) -> NetdiagError:
 
 
 def main() -> None:
+    # a crash in a C library (libnftables, libseccomp, libc through ctypes) prints every thread's
+    # Python stack on stderr, not a bare "exit -11"
+    faulthandler.enable()
     try:
         if sys.argv[1:2] == ["run"]:  # the hot path: no typer, no click (see run_cmd.py)
             from .run_cmd import main as run_main
