@@ -13,7 +13,13 @@ private mount namespace, as `trace`'s drop tracer does; never the top-level inst
   skb:kfree_skb           a packet the kernel dropped, with its reason and location ("drop"); the
                           event names no address or namespace, so drops are host-wide counts
   sock:inet_sock_set_state  a TCP connect that completed, SYN_SENT -> ESTABLISHED ("established"):
-                          what marks a failing flow recovered (no source port: they sum per flow)
+                          what marks a failing flow recovered (no source port: they sum per flow);
+                          and each connect's start (-> SYN_SENT) and end, for "pending" below
+
+A SYN is known lost only at its first retransmit, after the initial RTO of 1 s. The child keeps the
+connects under way (Pending): one still waiting PENDING s after its SYN is sent as "pending"
+(the parent turns it into the flow's first "unanswered" event), so a dropped SYN's line comes
+before its retransmit; a connect that is answered later than that marks its flow recovered.
 
 Every failing event names its flow the same way: src (and sport) the side that connects or sends,
 dst and dport the side it wants, whichever side the kernel reported from (a SYN-ACK's, a RST's and
@@ -41,6 +47,8 @@ from ..probe.tracers import (InstanceChild, _cleaning_up, _in_private_tracefs, _
                              _rmdir_instance, _Stop, _tracefs_root, _write, drop_filter)
 
 FLUSH = 0.1  # seconds a window lasts: most of an event's delay to its line
+PENDING = 0.5  # seconds a SYN may wait for its answer before its connect counts as unanswered
+MAX_PENDING = 20000  # connects under way the child keeps track of (the oldest are forgotten beyond)
 MAX_KEYS = 500  # distinct keys a window keeps; events beyond are counted as lost
 TCP_ESTABLISHED, TCP_SYN_SENT = 1, 2
 AF_INET, IPPROTO_TCP = 2, 6
@@ -58,15 +66,22 @@ _TCP = re.compile(_TIME + r"(tcp_retransmit_skb|tcp_receive_reset|tcp_retransmit
 _IP_PORT = r"(\d+\.\d+\.\d+\.\d+):(\d+)"
 _SENT_RESET = re.compile(_TIME + r"tcp_send_reset:.*?\bsrc=" + _IP_PORT + r" dest=" + _IP_PORT)
 _ICMP = re.compile(_TIME + r"icmp_send:.*?\btype=(\d+), code=(\d+)\. From " + _IP_PORT + r" to " + _IP_PORT + r" ulen=(\d+)")
-_ESTABLISHED = re.compile(_TIME + r"inet_sock_set_state:.*?\bdport=(\d+) saddr=(\S+) daddr=(\S+)")
+_STATE = re.compile(_TIME + r"inet_sock_set_state:.*?\bdport=(\d+) saddr=(\S+) daddr=(\S+) .*?"
+                    r"oldstate=(\w+) newstate=(\w+)")
 _DROP = re.compile(_TIME + r"kfree_skb:.*?protocol=(\d+)\s+location=(\S+)\s+reason[:=]\s*(\S+)")
 _LOST = re.compile(r"\[LOST (\d+) EVENTS\]")
 
 
 def parse_line(line: str) -> dict | None:
     """One line of an instance's trace_pipe as an event: {kind, ts (CLOCK_MONOTONIC seconds), ...};
-    {"kind": "lost", "count"} for the kernel's own overrun note; None for anything else."""
-    m = _TCP.search(line)
+    {"kind": "lost", "count"} for the kernel's own overrun note; None for anything else. The most
+    frequent event (every connect's state changes) is tried first, each regex only on its event."""
+    m = _STATE.search(line) if "inet_sock_set_state:" in line else None
+    if m:  # a connect's start ("connecting": its source port is not chosen yet), success, or end
+        ts, dport, src, dst, old, new = m.groups()
+        kind = "connecting" if new == "TCP_SYN_SENT" else "established" if new == "TCP_ESTABLISHED" else "connect_ended"
+        return {"kind": kind, "ts": float(ts), "dport": int(dport), "src": src, "dst": dst}
+    m = _TCP.search(line) if " tcp_re" in line else None
     if m:
         ts, event, sport, dport, saddr, daddr, state = m.groups()
         ev = {"ts": float(ts), "sport": int(sport), "dport": int(dport), "src": saddr, "dst": daddr}
@@ -77,20 +92,16 @@ def parse_line(line: str) -> dict | None:
         if state == "TCP_ESTABLISHED":
             return {"kind": "stalled", **(_turned(ev) if ev["sport"] not in EPHEMERAL and ev["dport"] in EPHEMERAL else ev)}
         return {"kind": "unanswered", **ev}
-    m = _SENT_RESET.search(line)
+    m = _SENT_RESET.search(line) if "tcp_send_reset:" in line else None
     if m:  # the RST's source is the refusing side
         return {"kind": "reset_sent", "ts": float(m.group(1)), "src": m.group(4), "sport": int(m.group(5)),
                 "dst": m.group(2), "dport": int(m.group(3))}
-    m = _ICMP.search(line)
+    m = _ICMP.search(line) if "icmp_send:" in line else None
     if m:  # the addresses and (UDP's) ports are the offending packet's own
         ts, typ, code, src, sport, dst, dport, ulen = m.groups()
         return {"kind": "frag_needed" if int(code) == ICMP_FRAG_NEEDED else "unreachable", "ts": float(ts),
                 "proto": "udp" if int(ulen) else "ip", "src": src, "sport": int(sport), "dst": dst, "dport": int(dport)}
-    m = _ESTABLISHED.search(line)
-    if m:
-        return {"kind": "established", "ts": float(m.group(1)), "dport": int(m.group(2)), "src": m.group(3),
-                "dst": m.group(4)}
-    m = _DROP.search(line)
+    m = _DROP.search(line) if "kfree_skb:" in line else None
     if m:
         return {"kind": "drop", "ts": float(m.group(1)), "protocol": int(m.group(2)), "location": m.group(3),
                 "reason": m.group(4)}
@@ -156,6 +167,47 @@ class Window:
         return out
 
 
+class Pending:
+    """The connects under way, by (source, destination, port) (pure): the oldest of a key ends
+    first. due() gives, once each, those still waiting PENDING s after their SYN, and those that
+    ended unanswered after waiting that long (read late: the reader may lag behind the kernel)."""
+
+    def __init__(self):
+        self.waiting: dict[tuple, list] = {}  # key -> [[ts, reported], ...] oldest first
+        self.size = 0
+        self.ended_late: list[dict] = []
+
+    def add(self, ev: dict) -> None:
+        """A connect's start ("connecting"), or its success or end (anything else)."""
+        key = (ev["src"], ev["dst"], ev["dport"])
+        if ev["kind"] != "connecting":
+            starts = self.waiting.get(key)
+            if starts:
+                ts, reported = starts.pop(0)
+                self.size -= 1
+                if not starts:
+                    del self.waiting[key]
+                if ev["kind"] == "connect_ended" and not reported and ev["ts"] - ts >= PENDING:
+                    self.ended_late.append({"kind": "pending", "ts": ts, "src": key[0], "dst": key[1], "dport": key[2],
+                                            "count": 1, "last_ts": ts, "ended": True})
+            return
+        if self.size >= MAX_PENDING:  # forget the oldest key's connects (a host opening thousands at once)
+            self.size -= len(self.waiting.pop(next(iter(self.waiting))))
+        self.waiting.setdefault(key, []).append([ev["ts"], False])
+        self.size += 1
+
+    def due(self, now: float) -> list[dict]:
+        out, self.ended_late = self.ended_late, []
+        for (src, dst, dport), starts in self.waiting.items():
+            late = [s for s in starts if not s[1] and s[0] <= now - PENDING]
+            for s in late:
+                s[1] = True
+            if late:
+                out.append({"kind": "pending", "ts": late[0][0], "src": src, "dst": dst, "dport": dport,
+                            "count": len(late), "last_ts": late[-1][0]})
+        return out
+
+
 def _setup(inst: str, reasons: list[str]) -> list[str]:
     """Enable the events in the instance (its clock CLOCK_MONOTONIC, so the parent can date them)."""
     notes = []
@@ -167,8 +219,8 @@ def _setup(inst: str, reasons: list[str]) -> list[str]:
     filters = {"unanswered": f"(state == {TCP_SYN_SENT} || state == {TCP_ESTABLISHED}) && family == {AF_INET}",
                "reset": f"family == {AF_INET}", "synack_unanswered": f"family == {AF_INET}",
                "drop": reason_filter(_read(f"{inst}/events/skb/kfree_skb/format"), reasons),
-               "established": f"protocol == {IPPROTO_TCP} && family == {AF_INET} && oldstate == {TCP_SYN_SENT} && "
-                              f"newstate == {TCP_ESTABLISHED}",
+               "established": f"protocol == {IPPROTO_TCP} && family == {AF_INET} && "
+                              f"(oldstate == {TCP_SYN_SENT} || newstate == {TCP_SYN_SENT})",
                # about a UDP packet (ports known), or a "fragmentation needed" about any: an unreachable
                # about a TCP packet is left to TCP's own events, which are checked against the sockets
                # of the namespace (another namespace may have the same address)
@@ -221,18 +273,20 @@ def _reader_main(ctl: int, rep: int, name: str, reasons: list[str]) -> None:
         send_line(rep, {"ready": True, "notes": notes})
         poller = select.poll()
         poller.register(ctl, select.POLLIN)
-        window, tail, flushed = Window(), b"", time.monotonic()
+        window, pending, tail, flushed = Window(), Pending(), b"", time.monotonic()
         while True:
             if poller.poll(FLUSH * 1000 / 4):
                 break  # EOF (or a line): the parent is done, or gone
             lines, tail = _pipe_lines(pipe[0], tail)
             for line in lines:
                 ev = parse_line(line)
-                if ev:
+                if ev and ev["kind"] in ("connecting", "established", "connect_ended"):
+                    pending.add(ev)
+                if ev and ev["kind"] not in ("connecting", "connect_ended"):
                     window.add(ev)
             if time.monotonic() - flushed >= FLUSH:
                 flushed = time.monotonic()
-                for agg in window.drain():
+                for agg in pending.due(flushed) + window.drain():  # a connect's first sign before its retransmits
                     send_line(rep, agg)
     except (_Stop, BrokenPipeError):
         pass

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-KINDS = {"unanswered": "SYN not answered (retransmitted)", "reset": "refused or reset (RST received)",
+KINDS = {"unanswered": "SYN not answered (for 0.5 s, or retransmitted)", "reset": "refused or reset (RST received)",
          "synack_unanswered": "SYN-ACK not answered (the server retransmitted it)",
          "reset_sent": "refused (a RST sent: no socket for it)",
          "stalled": "data not acknowledged (retransmitted on an established connection)",

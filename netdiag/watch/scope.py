@@ -106,18 +106,31 @@ class Scope:
         watched address counts only if that namespace has the socket, still waiting (SYN_SENT). A
         reset leaves no socket to ask, and a connect to a watched namespace comes from elsewhere:
         those are taken by their address."""
-        path = self.paths.get(ev["src"]) if self.filtered and ev["kind"] == "unanswered" else None
+        waiting = self._connecting(ev) if ev["kind"] == "unanswered" else None
+        return waiting is None or (ev["src"], ev["sport"], ev["dst"], ev["dport"]) in waiting
+
+    def connecting_port(self, ev: dict) -> int | None:
+        """The source port of the source namespace's socket still connecting to the event's
+        destination; 0 when no namespace of the scope is asked; None when it has no such socket."""
+        waiting = self._connecting(ev)
+        if waiting is None:
+            return 0
+        return next((sport for src, sport, dst, dport in waiting if (src, dst, dport) == (ev["src"], ev["dst"], ev["dport"])), None)
+
+    def _connecting(self, ev: dict) -> set | None:
+        """The connects under way in the watched namespace with the event's source address; None
+        when the scope is not filtered, or that namespace is gone (the address is all there is)."""
+        path = self.paths.get(ev["src"]) if self.filtered else None
         if path is None:
-            return True
+            return None
         from runtime.kernel import sockdiag
         from runtime.kernel.ns import netns
 
         try:
             with netns(path):
-                waiting = sockdiag.connecting()
+                return sockdiag.connecting()
         except OSError:
-            return True  # the namespace is gone or cannot be entered: the address is all there is
-        return (ev["src"], ev["sport"], ev["dst"], ev["dport"]) in waiting
+            return None
 
     def endpoint(self, ip: str) -> dict:
         """{"ip", "label", "target"}: the namespace that has `ip` (target None: nobody seen here)."""

@@ -114,6 +114,11 @@ class Session:
             ev = self._stalled(ev)
             if ev is None:
                 return
+        if kind == "pending":
+            ev = self._pending(ev)
+            if ev is None:
+                return
+            kind = ev["kind"]
         known = self.flows.get(ev)
         if known is None and not self.scope.confirms(ev):
             self.elsewhere += ev["count"]  # a namespace not watched that has the same address
@@ -157,6 +162,24 @@ class Session:
             return None
         self.retransmits[conn] = {"count": -1}
         return {**ev, "count": total, "ts": seen["ts"] if seen else ev["ts"]}
+
+    def _pending(self, ev: dict) -> dict | None:
+        """A connect still waiting for its SYN's answer (events.PENDING s): the first "unanswered"
+        event of its flow, a second before the retransmit says so. Its source port, not chosen yet
+        when the connect began, is the waiting socket's (0 where no namespace of the scope was
+        asked, or the connect has ended: taken by its address, as a reset is); None when the flow
+        is failing already (its retransmits count) or the watched namespace has no such socket
+        (the same address elsewhere)."""
+        ended = ev.get("ended", False)
+        ev = {**{k: v for k, v in ev.items() if k != "ended"}, "kind": "unanswered", "sport": 0}
+        known = self.flows.get(ev)
+        if known is not None and not known.recovered:
+            return None
+        port = 0 if ended else self.scope.connecting_port(ev)
+        if port is None:
+            self.elsewhere += ev["count"]
+            return None
+        return {**ev, "sport": port}
 
     def _attributed(self, ev: dict) -> bool:
         """Whether both addresses are named. A namespace known only by a process (pid:N) may be a

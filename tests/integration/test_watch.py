@@ -23,7 +23,7 @@ from tests.unit.test_schemas import schema
 
 pytestmark = pytest.mark.integration
 WATCH_SCHEMA = schema("watch")
-SUBNET, OPEN, REFUSED, DROPPED, TWIN, METRICS = "10.247.31.0/24", 80, 81, 82, 84, 9464
+SUBNET, OPEN, REFUSED, DROPPED, GIVEN_UP, TWIN, METRICS = "10.247.31.0/24", 80, 81, 82, 83, 84, 9464
 
 
 def failing_flows(w: World, tmp, subnet: str, network: str, table: str) -> None:
@@ -201,6 +201,46 @@ def test_watch_sees_attributes_and_diagnoses_only_the_failing_flows(lab):
     assert metrics[firewall] == 1 and metrics[("netdiag_watch_diagnoses_total", (("cause", "NO_LISTENER"),))] == 1
     assert metrics[("netdiag_watch_drops_total", (("reason", "NETFILTER_DROP"),))] >= 1
     assert own_instances(proc.pid) == []
+
+
+def test_a_connect_waiting_half_a_second_is_a_flow_dated_by_its_first_syn(lab):
+    """The kernel retransmits a SYN only after 1 s (and a client whose connect timeout is shorter, a
+    health checker's, never makes one). watch counts a connect still waiting after 0.5 s
+    (events.PENDING) as unanswered, dated by its first SYN, with the waiting socket's port."""
+    import socket
+
+    from runtime.kernel.ns import netns
+
+    rule = f"table inet wgiveup {{ chain f {{ type filter hook forward priority 0; ip daddr {OUTSIDE_IP} tcp dport {GIVEN_UP} drop; }}; }}"
+    assert lab.run_in(None, ["nft", "-f", "-"], input=rule, text=True, timeout=30).returncode == 0
+    proc = start_watch(lab, "--container", "client", "--no-diagnose")
+    try:
+        read_start(proc)
+        lines = Lines(proc)
+        with netns(f"/proc/{lab.inspect('client')['State']['Pid']}/ns/net"):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        started = time.time()
+        try:
+            s.connect((OUTSIDE_IP, GIVEN_UP))
+        except BlockingIOError:
+            pass
+        sport = s.getsockname()[1]
+        try:
+            err = stop_when(proc, lines, lambda: lines.find(lambda x: x["type"] == "flow" and x["dst"]["port"] == GIVEN_UP), timeout=10)
+        finally:
+            s.close()
+    finally:
+        proc.kill()
+        proc.wait()
+        lab.run_in(None, ["nft", "delete", "table", "inet", "wgiveup"], timeout=30)
+    assert proc.returncode == 0, err
+    flow = lines.find(lambda x: x["type"] == "flow" and x["final"] and x["dst"]["port"] == GIVEN_UP)
+    assert (flow["kind"], flow["src"]["label"]) == ("unanswered", "client"), flow
+    assert flow["first_seen"] - started < 0.5, (flow, started)  # the first SYN's time, not a retransmit's
+    first = lines.find(lambda x: x["type"] == "event" and x["flow"] == flow["id"])
+    assert first["kind"] == "unanswered" and first["src"]["port"] == sport, first
+    for obj in lines.seen:
+        jsonschema.validate(obj, WATCH_SCHEMA)
 
 
 def test_sigterm_ends_watch_and_leaves_nothing(lab):

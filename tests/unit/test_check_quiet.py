@@ -78,7 +78,7 @@ def test_each_failing_flow_fails_it_with_its_diagnosis():
     assert r["flows"][1]["recovered"] == 104.0  # it failed in the window: recovering later does not pass it
     assert (r["cause"], r["hop"]["interface"], r["fix"]) == ("NO_LISTENER", "eth0", "undo NO_LISTENER")
     details = "\n".join(e["detail"] for e in r["evidence"])
-    assert "#2 client -> ns:out (203.0.113.1) tcp/82: SYN not answered (retransmitted) x3 (recovered): FIREWALL_DROP at hop 2 " \
+    assert "#2 client -> ns:out (203.0.113.1) tcp/82: SYN not answered (for 0.5 s, or retransmitted) x3 (recovered): FIREWALL_DROP at hop 2 " \
            "(host eth0): FIREWALL_DROP happened; fix: nft delete rule inet t f handle 4 (checked ✓)" in details
     assert "host-wide: NETFILTER_DROP 4" in details  # drops are evidence, not failures, unless named
     assert quiet.verdict(session(drops={"NETFILTER_DROP": 4}), PARAMS)["status"] == "passed"

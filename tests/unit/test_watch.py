@@ -192,3 +192,84 @@ def test_a_completed_connect_marks_its_failing_flow_recovered_until_it_fails_aga
     assert [f.id for f in flows.by_impact()] == [other.id, flow.id]  # failing first
     flows.add(_ev(ts=t + 1), SRC, DST)
     assert flow.recovered is None  # failing again
+
+
+def _state(ts, old, new, sport=0):
+    return (f"   curl-77 [000] ..... {ts}: inet_sock_set_state: family=AF_INET protocol=IPPROTO_TCP sport={sport} "
+            "dport=82 saddr=10.247.31.2 daddr=203.0.113.1 saddrv6=::ffff:10.247.31.2 daddrv6=::ffff:203.0.113.1 "
+            f"oldstate={old} newstate={new}")
+
+
+def test_a_connect_waiting_half_a_second_is_pending_once_and_one_answered_or_ended_is_not():
+    connecting = events.parse_line(_state(100.0, "TCP_CLOSE", "TCP_SYN_SENT"))
+    assert connecting == {"kind": "connecting", "ts": 100.0, "dport": 82, "src": "10.247.31.2", "dst": "203.0.113.1"}
+    ended = events.parse_line(_state(100.2, "TCP_SYN_SENT", "TCP_CLOSE", 40100))
+    answered = events.parse_line(_state(100.3, "TCP_SYN_SENT", "TCP_ESTABLISHED", 40101))
+    assert (ended["kind"], answered["kind"]) == ("connect_ended", "established")
+    p = events.Pending()
+    for ev in (connecting, {**connecting, "ts": 100.1}, {**connecting, "ts": 100.2}):
+        p.add(ev)
+    p.add(ended)  # the oldest ends first (refused, or given up)
+    assert p.due(100.0 + events.PENDING - 0.01) == []
+    due = p.due(100.2 + events.PENDING)
+    assert due == [{"kind": "pending", "ts": 100.1, "last_ts": 100.2, "src": "10.247.31.2", "dst": "203.0.113.1",
+                    "dport": 82, "count": 2}]
+    assert p.due(200.0) == []  # each connect once
+    p.add(answered)
+    p.add(answered)
+    assert p.waiting == {} and p.size == 0
+    p.add(answered)  # a connect that began before watch did: nothing to end
+    assert p.size == 0
+
+
+def test_pending_connects_are_bounded(monkeypatch):
+    monkeypatch.setattr(events, "MAX_PENDING", 3)
+    p = events.Pending()
+    for i in range(5):
+        p.add({"kind": "connecting", "ts": float(i), "src": "10.0.0.1", "dst": f"10.0.1.{i}", "dport": 80})
+    assert p.size == 3 and [k[1] for k in p.waiting] == ["10.0.1.2", "10.0.1.3", "10.0.1.4"]
+
+
+class _WatchedScope(_Scope):
+    """A filtered scope whose namespace has one connect waiting, from port 40123."""
+
+    def __init__(self, waiting=True):
+        self.waiting = waiting
+
+    def connecting_port(self, ev):
+        return 40123 if self.waiting else None
+
+
+def test_a_pending_connect_opens_its_flow_with_the_waiting_sockets_port_once():
+    out = io.StringIO()
+    s = Session(_WatchedScope(), JsonView(out), diagnose=False)
+    s.diagnoser = _Diagnoser()
+    t = time.monotonic()
+    pending = {"kind": "pending", "src": SRC["ip"], "dst": DST["ip"], "dport": 82, "count": 1, "ts": t, "last_ts": t}
+    s._event(pending)
+    flow = s.flows.get(_ev())
+    assert flow.kind == "unanswered" and flow.count == 1 and flow.sports == {40123: 1}
+    event = [json.loads(x) for x in out.getvalue().splitlines() if '"event"' in x][0]
+    assert event["kind"] == "unanswered" and event["src"]["port"] == 40123
+    jsonschema.validate(event, schema("watch"))
+    assert s.diagnoser.submitted == [(1, "client", "203.0.113.1", "tcp", 82, 0)]
+    s._event({**pending, "ts": t + 0.1, "last_ts": t + 0.1})  # failing already: its retransmits count
+    s._event(_ev(sport=40123, ts=t + 1))  # the retransmit
+    assert flow.count == 2 and len(s.diagnoser.submitted) == 1
+    other = Session(_WatchedScope(waiting=False), JsonView(io.StringIO()), diagnose=False)
+    other._event(pending)  # the watched namespace has no such connect: the address is someone else's
+    assert len(other.flows) == 0 and other.elsewhere == 1
+
+
+def test_a_connect_that_ended_unanswered_after_waiting_is_pending_even_when_read_late():
+    p = events.Pending()
+    start = {"kind": "connecting", "ts": 100.0, "src": "10.0.0.1", "dst": "10.0.1.1", "dport": 80}
+    p.add(start)
+    p.add({**start, "kind": "connect_ended", "ts": 100.0 + events.PENDING + 0.2})  # both read in one batch
+    p.add(start)
+    p.add({**start, "kind": "connect_ended", "ts": 100.1})  # refused at once: no flow of this kind
+    p.add(start)
+    p.add({**start, "kind": "established", "ts": 101.0})  # slow, but answered
+    assert p.due(100.0) == [{"kind": "pending", "ts": 100.0, "src": "10.0.0.1", "dst": "10.0.1.1", "dport": 80,
+                             "count": 1, "last_ts": 100.0, "ended": True}]
+    assert p.due(200.0) == [] and p.size == 0
