@@ -198,7 +198,8 @@ def _start(c: container_records.Container, lower_dirs: list[Path], status_w: int
     child = os.fork()
     if child == 0:  # pragma: no cover - becomes the container
         for fd in (c2m_r, m2c_w, out_r, err_r, status_w):
-            os.close(fd)
+            if fd is not None:  # a restart by the shared supervisor has no CLI waiting
+                os.close(fd)
         _init(c, lower_dirs, own_net, (cli_in, out_w, err_w), c2m_w, m2c_r, plan, shared)
     for fd in (c2m_w, m2c_r, out_w, err_w, cli_in):
         os.close(fd)
