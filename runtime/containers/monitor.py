@@ -243,6 +243,18 @@ def _start(c: container_records.Container, lower_dirs: list[Path], status_w: int
     me = monitor_pid
     container_records.clear_exit_markers(c)
     try:
+        c.state = container_records.get(c.id).state  # the record as it is now, not as it was at fork
+    except NetdiagError:
+        pass
+    if c.state.get("StopRequested") and c.state.get("RestartCount"):
+        # a stop that came while a restart was starting: it found the container exited and
+        # returned; the restart gives way (its record would otherwise lose the stop's mark)
+        try:
+            endpoints.detach_all(c)
+        except Exception:  # noqa: BLE001 - the start fails anyway; prune removes what stays
+            pass
+        return fail(137, "stopped while its restart was starting")
+    try:
         c.save_state(Status=container_records.RUNNING, Pid=child, PidStart=sc.proc_start_time(child), MonitorPid=me,
                      MonitorStart=sc.proc_start_time(me), StartedAt=container_records.now_iso(), FinishedAt="",
                      SharedMonitor=me != os.getpid(),

@@ -110,6 +110,7 @@ class _Watched:
                  exit_unknown: str = ""):
         self.c, self.pid, self.pidfd, self.pipes, self.lowers = c, pid, pidfd, pipes, lowers
         self.exit_unknown = exit_unknown  # adopted: not our child, its exit code cannot be known
+        self.held_open: int | None = None
         self.log, self.health = monitor._log_and_health(c)
         self.checking = False
 
@@ -232,17 +233,19 @@ class Supervisor:
         sock = self.sockets.pop(fd)
         self.sel.unregister(sock)
         try:
-            msg, fds, _, _ = socket.recv_fds(sock, 1024, 3)
+            msg, fds, _, _ = socket.recv_fds(sock, 1024, 4)
         finally:
             sock.close()
         os.waitpid(pid, 0)  # the starter ends once it has told us; the init is ours now (subreaper)
-        if not msg or len(fds) != 3:
+        if not msg or len(fds) < 3:
             for f in fds:
                 os.close(f)
             return
         init = json.loads(msg)["pid"]
-        pidfd, out_r, err_r = fds
-        self._watch(_Watched(container_records.get(cid), init, pidfd, {out_r: "stdout", err_r: "stderr"}, lowers))
+        pidfd, out_r, err_r, *held = fds
+        w = _Watched(container_records.get(cid), init, pidfd, {out_r: "stdout", err_r: "stderr"}, lowers)
+        w.held_open = held[0] if held else None  # -t/-i without a CLI: a stdin that never ends, while it runs
+        self._watch(w)
 
     def _watch(self, w: _Watched) -> None:
         self.watched[w.c.id] = w
@@ -301,6 +304,8 @@ class Supervisor:
                 w.log.write(stream, data)
             os.close(fd)
         w.log.close()
+        if w.held_open is not None:
+            os.close(w.held_open)
         if w.exit_unknown:
             os.close(w.pidfd)
             return monitor.finish_unsupervised(w.c, w.exit_unknown, w.log.dropped_total)
@@ -344,7 +349,8 @@ def _starter(cid: str, lowers: list[Path], status_w: int | None, reply: socket.s
         return 1
     if run is None:
         return 1
-    socket.send_fds(reply, [json.dumps({"pid": run.pid}).encode()], [run.pidfd, run.out_r, run.err_r])
+    fds = [run.pidfd, run.out_r, run.err_r] + ([run.held_open] if run.held_open is not None else [])
+    socket.send_fds(reply, [json.dumps({"pid": run.pid}).encode()], fds)
     return 0
 
 
