@@ -1,8 +1,8 @@
 """The per-container monitor: starts the container, records its state, keeps its logs, reaps it.
 
-Why a monitor per container and not a daemon: `-d` containers must outlive the CLI, and a monitor
-per container (like conmon or containerd-shim) gives that without a daemon to install, start and
-keep alive; one crashing affects one container, and the CLI stays a plain command.
+Attached and interactive runs have one of their own (it lives as long as their CLI); detached
+containers are started by the same code (_start, finish, restart_delay) in the host's shared
+supervisor (supervisor.py), which costs one interpreter for all of them instead of ~10 MiB each.
 
 CLI --fork--> [setsid, fork again] monitor --unshare(NEWPID)+fork--> container init (PID 1)
 Pipes: monitor -> CLI status (JSON lines: started/error/exit); init -> monitor ready/error
