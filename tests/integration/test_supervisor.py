@@ -1,5 +1,6 @@
 """Detached containers share one supervisor per host (issue 24: ~1 MiB PSS per container at 10):
-it reaps them, so their exit codes are recorded, keeps their logs, and exits with the last one."""
+it reaps them, so their exit codes are recorded, keeps their logs, exits with the last one, and
+the next one adopts what a crashed one left (exit code then unknown, and said)."""
 import json
 import os
 import signal
@@ -43,5 +44,18 @@ def test_detached_containers_share_one_supervisor_that_records_exits_and_leaves_
     assert wait_for(lambda: not _alive(sup), 10)  # nothing left to supervise: it went
     assert not (lab.root / "supervisor.sock").exists()
     lab.ok("start", "s1")  # and the next start brings one up again
-    assert lab.inspect("s1")["State"]["Running"] and _state(lab, "s1")["MonitorPid"] != sup
-    lab.ok("rm", "-f", "s1")
+    sup2 = _state(lab, "s1")["MonitorPid"]
+    assert lab.inspect("s1")["State"]["Running"] and sup2 != sup
+
+    os.kill(sup2, signal.SIGKILL)  # a supervisor crash: s1 runs on, unsupervised
+    assert wait_for(lambda: "unsupervised" in lab.ok("ps"), 10)
+    lab.ok("run", "-d", "--name", "s4", "--network", "none", "busybox", "sleep", "60")
+    sup3 = _state(lab, "s4")["MonitorPid"]
+    assert _state(lab, "s1")["MonitorPid"] == sup3 != sup2  # the next supervisor adopted it
+    assert "unsupervised" not in lab.ok("ps")
+    os.kill(lab.inspect("s1")["State"]["Pid"], signal.SIGKILL)
+    assert wait_for(lambda: lab.inspect("s1")["State"]["Status"] == "exited", 10)
+    st = lab.inspect("s1")["State"]
+    assert st["ExitCode"] == 255 and "exit code unknown" in st["Error"], st  # the loss is said
+    lab.ok("rm", "-f", "s1", "s4")
+    assert wait_for(lambda: not _alive(sup3), 10)
