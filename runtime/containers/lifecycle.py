@@ -261,7 +261,11 @@ def start(c: container_records.Container, *, attach: bool = False, interactive: 
             raise OSError(errno.ENOSPC, "no room for the state record's spare", str(c.dir))
         lowers = lower_dirs(c)  # extracts the image's layers on first use
     container_records.running_netns_owner(c.config["HostConfig"])  # a clear error now, not from the monitor
-    return monitor.spawn(c, lowers, attach=attach, interactive=interactive)
+    if attach or interactive:  # a monitor of its own, living as long as the CLI attached to it
+        return monitor.spawn(c, lowers, attach=attach, interactive=interactive)
+    from . import supervisor
+
+    return monitor.check_started(c, supervisor.request_start(c, lowers))
 
 
 def wait_exit(status_fd: int, c: container_records.Container) -> int:
@@ -342,9 +346,33 @@ def adopt_unsupervised() -> list[str]:
 
 
 def _wait_monitor(c: container_records.Container) -> None:
+    """Until the exit is recorded: a monitor of its own ends then; the shared supervisor writes it."""
+    if c.state.get("SharedMonitor"):
+        return _wait_recorded(c, 5)
     mpid = int(c.state.get("MonitorPid") or 0)
     if mpid and not _wait_pid_gone(mpid, c.state.get("MonitorStart"), 5):
         raise ContainerError(f"The monitor of container {c.name} did not finish", "it may be stuck", "run 'netdiag rm -f' on it")
+
+
+def _wait_recorded(c: container_records.Container, timeout: float) -> None:
+    """Poll the record until the supervisor recorded this run's exit (or its supervisor died)."""
+    import time
+
+    from ..kernel.syscalls import pid_alive
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            fresh = container_records.get(c.id)
+        except NetdiagError:
+            return  # removed meanwhile (--rm)
+        if fresh.state.get("Pid") != c.pid or fresh.status != container_records.RUNNING or fresh.unsupervised:
+            return
+        if not pid_alive(int(fresh.state.get("MonitorPid") or 0), fresh.state.get("MonitorStart")):
+            return
+        time.sleep(0.01)
+    raise ContainerError(f"The supervisor did not record the exit of container {c.name}", "it may be stuck",
+                         "run 'netdiag rm -f' on it")
 
 
 def kill(c: container_records.Container, sig: int = signal.SIGKILL) -> None:

@@ -1,8 +1,8 @@
 """The per-container monitor: starts the container, records its state, keeps its logs, reaps it.
 
-Why a monitor per container and not a daemon: `-d` containers must outlive the CLI, and a monitor
-per container (like conmon or containerd-shim) gives that without a daemon to install, start and
-keep alive; one crashing affects one container, and the CLI stays a plain command.
+Attached and interactive runs have one of their own (it lives as long as their CLI); detached
+containers are started by the same code (_start, finish, restart_delay) in the host's shared
+supervisor (supervisor.py), which costs one interpreter for all of them instead of ~10 MiB each.
 
 CLI --fork--> [setsid, fork again] monitor --unshare(NEWPID)+fork--> container init (PID 1)
 Pipes: monitor -> CLI status (JSON lines: started/error/exit); init -> monitor ready/error
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 from ..kernel import syscalls as sc, sysctl
@@ -29,7 +30,11 @@ def spawn(c: container_records.Container, lower_dirs: list[Path], *, attach: boo
 
     Raises ContainerError (with the init's own message) when the container cannot start."""
     plan = security.plan(c.config["HostConfig"])  # seccomp compiled (or read from its cache) here, once
-    r = _detached(lambda w: _monitor(c, lower_dirs, w, attach, interactive, plan))
+    return check_started(c, _detached(lambda w: _monitor(c, lower_dirs, w, attach, interactive, plan)))
+
+
+def check_started(c: container_records.Container, r: int) -> int:
+    """`r` once its first status says the container started; else the ContainerError saying why."""
     msg = read_status(r)
     if msg is None or "error" in msg:
         os.close(r)
@@ -124,8 +129,45 @@ def _argv(cfg: dict) -> list[str]:
     return list(cfg.get("Entrypoint") or []) + list(cfg.get("Cmd") or [])
 
 
+class Started:
+    """A container _start() left running: its init (pid, pidfd), the read ends of its output pipes,
+    what an attached CLI gets a copy on, the stdin kept open, the CLI's status pipe (None once closed)."""
+
+    def __init__(self, pid: int, pidfd: int, out_r: int, err_r: int, cli_out: int | None, cli_err: int | None,
+                 held_open: int | None, status_w: int | None):
+        self.pid, self.pidfd, self.out_r, self.err_r = pid, pidfd, out_r, err_r
+        self.cli_out, self.cli_err, self.held_open, self.status_w = cli_out, cli_err, held_open, status_w
+
+
 def _monitor(c: container_records.Container, lower_dirs: list[Path], status_w: int, attach: bool, interactive: bool,
              plan: security.Plan) -> None:
+    """A monitor of its own (attached runs, and where no shared supervisor is used): start, copy, reap."""
+    run = _start(c, lower_dirs, status_w, attach, interactive, plan, os.getpid())
+    if run is None:
+        return
+    log, health = _log_and_health(c)
+    try:
+        pump({run.out_r: "stdout", run.err_r: "stderr"}, {"stdout": run.cli_out, "stderr": run.cli_err}, log, run.pidfd,
+             on_tick=health.tick if health else None, tick=health.interval if health else None)
+    except Exception:  # noqa: BLE001 - whatever broke the copying, the exit must still be recorded
+        for fd in (run.out_r, run.err_r):  # the container's writes fail (EPIPE) instead of blocking forever
+            os.close(fd)
+    log.close()
+    _, status = os.waitpid(run.pid, 0)
+    if run.held_open is not None:
+        os.close(run.held_open)
+    code, oom = finish(c, os.waitstatus_to_exitcode(status), log.dropped_total)
+    _send(run.status_w, exit=code, oom=oom)
+    delay = restart_delay(c, code)
+    if delay is not None:  # the next run has a monitor of its own; this one ends
+        time.sleep(delay)
+        restart(c.id, _spawn_again(lower_dirs))
+
+
+def _start(c: container_records.Container, lower_dirs: list[Path], status_w: int, attach: bool, interactive: bool,
+           plan: security.Plan, monitor_pid: int) -> Started | None:
+    """Everything up to a running container (None when it failed; the CLI was told why): the
+    namespaces, cgroup, network, the record saying RUNNING with `monitor_pid` as its monitor."""
     host = c.config["HostConfig"]
     devnull = os.open("/dev/null", os.O_RDWR)
     # the container reads stdin from a pipe the monitor fills, never the CLI's own descriptor:
@@ -156,7 +198,8 @@ def _monitor(c: container_records.Container, lower_dirs: list[Path], status_w: i
     child = os.fork()
     if child == 0:  # pragma: no cover - becomes the container
         for fd in (c2m_r, m2c_w, out_r, err_r, status_w):
-            os.close(fd)
+            if fd is not None:  # a restart by the shared supervisor has no CLI waiting
+                os.close(fd)
         _init(c, lower_dirs, own_net, (cli_in, out_w, err_w), c2m_w, m2c_r, plan, shared)
     for fd in (c2m_w, m2c_r, out_w, err_w, cli_in):
         os.close(fd)
@@ -197,11 +240,24 @@ def _monitor(c: container_records.Container, lower_dirs: list[Path], status_w: i
     if err:
         return fail(*_init_error(err))
 
-    me = os.getpid()
+    me = monitor_pid
     container_records.clear_exit_markers(c)
+    try:
+        c.state = container_records.get(c.id).state  # the record as it is now, not as it was at fork
+    except NetdiagError:
+        pass
+    if c.state.get("StopRequested") and c.state.get("RestartCount"):
+        # a stop that came while a restart was starting: it found the container exited and
+        # returned; the restart gives way (its record would otherwise lose the stop's mark)
+        try:
+            endpoints.detach_all(c)
+        except Exception:  # noqa: BLE001 - the start fails anyway; prune removes what stays
+            pass
+        return fail(137, "stopped while its restart was starting")
     try:
         c.save_state(Status=container_records.RUNNING, Pid=child, PidStart=sc.proc_start_time(child), MonitorPid=me,
                      MonitorStart=sc.proc_start_time(me), StartedAt=container_records.now_iso(), FinishedAt="",
+                     SharedMonitor=me != os.getpid(),
                      ExitCode=0, Error="", OOMKilled=False, LogLinesDropped=0, must_land=True)
     except state.DiskFull as e:  # no record of a running container: it must not run unrecorded
         try:
@@ -210,22 +266,15 @@ def _monitor(c: container_records.Container, lower_dirs: list[Path], status_w: i
             pass
         return fail(125, _what_why(e), e.fix)
     _send(status_w, started=child)
-    if not attach:
+    if not attach and status_w is not None:
         os.close(status_w)
         status_w = None
+    return Started(child, pidfd, out_r, err_r, cli_out, cli_err, held_open, status_w)
 
-    log, health = _log_and_health(c)
-    try:
-        pump({out_r: "stdout", err_r: "stderr"}, {"stdout": cli_out, "stderr": cli_err}, log, pidfd,
-             on_tick=health.tick if health else None, tick=health.interval if health else None)
-    except Exception:  # noqa: BLE001 - whatever broke the copying, the exit must still be recorded
-        for fd in (out_r, err_r):  # the container's writes fail (EPIPE) instead of blocking forever
-            os.close(fd)
-    log.close()
-    _, status = os.waitpid(child, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if held_open is not None:
-        os.close(held_open)
+
+def finish(c: container_records.Container, code: int, dropped: int) -> tuple[int, bool]:
+    """After the init was reaped (`code` as waitstatus_to_exitcode gives it): endpoints, cgroup,
+    the exit record; returns the exit code as recorded (128+N for a signal) and whether OOM killed it."""
     code = 128 - code if code < 0 else code
     oom = cgroups.oom_killed(c.id)
     try:
@@ -233,42 +282,50 @@ def _monitor(c: container_records.Container, lower_dirs: list[Path], status_w: i
     except Exception:  # noqa: BLE001 - the exit must be recorded even if a rule cannot be removed
         pass
     _remove_cgroups(c)
-    _record_exit(c, code, oom, log.dropped_total)
-    _send(status_w, exit=code, oom=oom)
-    _restart_if_due(c, code, lower_dirs)
+    _record_exit(c, code, oom, dropped)
+    return code, oom
 
 
-def _restart_if_due(c: container_records.Container, code: int, lower_dirs: list[Path]) -> None:
-    """Docker's restart policies, by this monitor once the exit is recorded: always and
-    unless-stopped restart after any exit, on-failure[:N] after a non-zero one (at most N times);
-    never a container a command stopped, killed or removed (they mark it StopRequested first).
-    The delay doubles from 100 ms up to a minute, and starts again after a run of 10 s or more, as
-    Docker's does. The next run has a monitor of its own; this one ends."""
-    import time
-
+def restart_delay(c: container_records.Container, code: int) -> float | None:
+    """Docker's restart policies, once the exit is recorded: how long to wait before the next run
+    (None: no restart). always and unless-stopped restart after any exit, on-failure[:N] after a
+    non-zero one (at most N times); never a container a command stopped, killed or removed (they
+    mark it StopRequested first). The delay doubles from 100 ms up to a minute, and starts again
+    after a run of 10 s or more, as Docker's does."""
     policy = c.config["HostConfig"].get("RestartPolicy") or {}
     try:
         fresh = container_records.get(c.id)
     except NetdiagError:  # removed meanwhile
-        return
+        return None
     count, limit = int(fresh.state.get("RestartCount") or 0), int(policy.get("MaximumRetryCount") or 0)
     if not policy.get("Name") or fresh.state.get("StopRequested") or (
             policy["Name"] == "on-failure" and (code == 0 or (limit and count >= limit))):
-        return
+        return None
     ran = time.time() - container_records.parse_iso(fresh.state.get("StartedAt") or "")
-    time.sleep(0.1 if ran >= 10 else min(0.1 * 2 ** count, 60))
+    return 0.1 if ran >= 10 else min(0.1 * 2 ** count, 60)
+
+
+def restart(cid: str, launch) -> None:
+    """The next run after restart_delay(): `launch(fresh_container)` starts it (a monitor of its own,
+    or the shared supervisor's starter), unless a command stopped, removed or started it meanwhile."""
     try:
-        fresh = container_records.get(c.id)
+        fresh = container_records.get(cid)
         if fresh.state.get("StopRequested") or fresh.status != container_records.EXITED:
             return  # stopped, removed or started by a command during the delay
-        fresh.save_state(RestartCount=count + 1)
-        sc.own_pid_ns_for_children()  # the last run's PID namespace died with its init
-        os.close(spawn(fresh, lower_dirs, attach=False, interactive=False))
+        fresh.save_state(RestartCount=int(fresh.state.get("RestartCount") or 0) + 1)
+        launch(fresh)
     except NetdiagError as e:  # the record says why it did not come back; ps shows it exited
         try:
-            container_records.get(c.id).save_state(Error=f"restart failed: {_what_why(e)}")
+            container_records.get(cid).save_state(Error=f"restart failed: {_what_why(e)}")
         except NetdiagError:
             pass
+
+
+def _spawn_again(lower_dirs: list[Path]):
+    def launch(fresh: container_records.Container) -> None:
+        sc.own_pid_ns_for_children()  # the last run's PID namespace died with its init
+        os.close(spawn(fresh, lower_dirs, attach=False, interactive=False))
+    return launch
 
 
 def _record_exit(c: container_records.Container, code: int, oom: bool, dropped: int) -> None:
