@@ -340,9 +340,13 @@ def _finish_if_unsupervised(c: container_records.Container) -> None:
 
 
 def adopt_unsupervised() -> list[str]:
-    """`system repair`: a new monitor for every running container whose monitor died. Names the
-    containers adopted."""
-    return [c.name for c in container_records.list_all() if c.unsupervised and monitor.adopt(c)]
+    """`system repair`: the host's supervisor adopts every running container whose monitor died.
+    Names the containers adopted."""
+    if not any(c.unsupervised for c in container_records.list_all()):
+        return []  # no supervisor started for nothing
+    from . import supervisor
+
+    return supervisor.request_adoption()
 
 
 def _wait_monitor(c: container_records.Container) -> None:

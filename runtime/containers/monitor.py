@@ -476,9 +476,9 @@ def _health_ticker(c: container_records.Container):
     return Ticker.for_container(c)
 
 
-# -- adopting a container whose monitor died (`netdiag system repair`) ---------------------------
+# -- adopting a container whose monitor died (`netdiag system repair`: the supervisor adopts) -----
 #
-# What a new monitor can take over: the init's exit (a pidfd works for any process, not only a
+# What the supervisor can take over: the init's exit (a pidfd works for any process, not only a
 # child), its output (opening /proc/PID/fd/1 of a pipe gives a new read end of that same pipe, so
 # logging resumes; what the container wrote while no one read was lost, and a writer without a
 # SIGPIPE handler was killed by it), its health checks, and the cleanup at exit (endpoints,
@@ -488,20 +488,6 @@ def _health_ticker(c: container_records.Container):
 
 ADOPTED_EXIT = ("exit code unknown: its monitor had died and 'netdiag system repair' adopted it; "
                 "only a process's parent learns its exit code")
-
-
-def adopt(c: container_records.Container) -> int:
-    """Give an unsupervised container a new monitor; returns its pid (0 when there was nothing to
-    adopt: it exited meanwhile, or another repair adopted it first)."""
-    r = _detached(lambda w: _adopting(c.id, w))
-    try:
-        msg = read_status(r)
-    finally:
-        os.close(r)
-    if msg is None or "error" in msg:
-        raise ContainerError(f"Cannot adopt container {c.name}", (msg or {}).get("error", "its new monitor died at once"),
-                             f"stop it with 'netdiag rm -f {c.name}'")
-    return int(msg.get("adopted") or 0)
 
 
 def _reopen_output(pid: int) -> dict[int, str]:
@@ -521,38 +507,6 @@ def _reopen_output(pid: int) -> dict[int, str]:
         seen.add(os.fstat(fd).st_ino)
         out[fd] = stream
     return out
-
-
-def _adopting(cid: str, status_w: int) -> None:
-    devnull = os.open("/dev/null", os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    with state.locked(f"adopt-{cid[:16]}"):  # two repairs at once adopt it once
-        c = container_records.get(cid)
-        if not c.unsupervised:
-            return _send(status_w, adopted=0)
-        try:
-            pidfd = os.pidfd_open(c.pid)
-        except ProcessLookupError:
-            return _send(status_w, adopted=0)
-        if not sc.pid_alive(c.pid, c.state.get("PidStart")):  # the pid was reused before the pidfd
-            os.close(pidfd)
-            return _send(status_w, adopted=0)
-        sources = _reopen_output(c.pid)
-        me = os.getpid()
-        c.save_state(MonitorPid=me, MonitorStart=sc.proc_start_time(me), must_land=True)
-    _send(status_w, adopted=me)
-    os.close(status_w)
-
-    log, health = _log_and_health(c)
-    try:
-        pump(sources, {}, log, pidfd, on_tick=health.tick if health else None, tick=health.interval if health else None)
-    except Exception:  # noqa: BLE001 - the exit is recorded whatever broke the copying
-        pass
-    log.close()
-    finish_unsupervised(c, ADOPTED_EXIT, log.dropped_total)
 
 
 def finish_unsupervised(c: container_records.Container, why: str, dropped: int = 0) -> None:

@@ -46,8 +46,29 @@ def socket_path() -> Path:
 def request_start(c: container_records.Container, lower_dirs: list[Path]) -> int:
     """Ask the host's supervisor (started here if none answers) to start `c`; returns the read end
     of the status pipe its starter reports on, as monitor.spawn's monitor does."""
+    return _request({"start": c.id, "lowers": [str(d) for d in lower_dirs]})
+
+
+def request_adoption() -> list[str]:
+    """`system repair`: the host's supervisor (started here if none answers) adopts every running
+    container without a monitor (a crashed supervisor's, a dead attached monitor's); their names."""
+    r = _request({"adopt": True})
+    try:
+        msg = monitor.read_status(r)
+    finally:
+        os.close(r)
+    if msg is None:
+        from ..errors import ContainerError
+
+        raise ContainerError("Cannot adopt the unsupervised containers", "the supervisor died while adopting them",
+                             "run 'netdiag system repair' again; 'netdiag rm -f NAME' stops one")
+    return msg["adopted"]
+
+
+def _request(req: dict) -> int:
+    """Send one request with the write end of a fresh status pipe; its read end."""
     r, w = os.pipe()
-    msg = json.dumps({"start": c.id, "lowers": [str(d) for d in lower_dirs]}).encode()
+    msg = json.dumps(req).encode()
     try:
         with state.locked("supervisor"):  # the supervisor exits only under this lock, never mid-request
             sock = _connect() or _launch()
@@ -126,6 +147,7 @@ class Supervisor:
         self.restart_lowers: dict[str, list[Path]] = {}  # cid -> its image's layers, until its restart timer
         self.sockets: dict[int, socket.socket] = {}  # starters' reply sockets by fd (kept open while registered)
         self.me = os.getpid()
+        self.adopted: list[str] = []  # adopted at start, not reported yet: the launching request may be a repair
 
     def run(self) -> None:
         devnull = os.open("/dev/null", os.O_RDWR)
@@ -146,7 +168,7 @@ class Supervisor:
         listener.listen(64)
         listener.setblocking(False)
         self.sel.register(listener, selectors.EVENT_READ, ("listen", None))
-        self._adopt_all()
+        self.adopted = self._adopt_all()
         monitor._send(self.ready_w, ready=self.me)
         os.close(self.ready_w)
         while True:
@@ -207,6 +229,11 @@ class Supervisor:
         if not fds:
             return
         req = json.loads(msg)
+        if req.get("adopt"):
+            adopted, self.adopted = self.adopted + self._adopt_all(), []
+            monitor._send(fds[0], adopted=adopted)
+            os.close(fds[0])
+            return
         self._start(req["start"], [Path(d) for d in req["lowers"]], fds[0])
 
     def _start(self, cid: str, lowers: list[Path], status_w: int | None) -> None:
@@ -318,8 +345,10 @@ class Supervisor:
             self._timer(delay, "restart", cid)
 
     # -- adopting ----------------------------------------------------------------------------------
-    def _adopt_all(self) -> None:
-        """Containers a dead supervisor or monitor left: output, health and cleanup, exit code lost."""
+    def _adopt_all(self) -> list[str]:
+        """Containers a dead supervisor or monitor left: output, health and cleanup, exit code lost.
+        Their names."""
+        names = []
         for found in container_records.list_all():
             if not found.unsupervised:
                 continue
@@ -336,6 +365,8 @@ class Supervisor:
                     continue
                 c.save_state(MonitorPid=self.me, MonitorStart=sc.proc_start_time(self.me), SharedMonitor=True)
                 self._watch(_Watched(c, c.pid, pidfd, monitor._reopen_output(c.pid), [], monitor.ADOPTED_EXIT))
+                names.append(c.name)
+        return names
 
 
 def _starter(cid: str, lowers: list[Path], status_w: int | None, reply: socket.socket, supervisor_pid: int) -> int:

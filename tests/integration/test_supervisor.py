@@ -59,3 +59,34 @@ def test_detached_containers_share_one_supervisor_that_records_exits_and_leaves_
     assert st["ExitCode"] == 255 and "exit code unknown" in st["Error"], st  # the loss is said
     lab.ok("rm", "-f", "s1", "s4")
     assert wait_for(lambda: not _alive(sup3), 10)
+
+
+def test_repair_asks_the_running_supervisor_to_adopt_a_container_whose_own_monitor_died(lab):
+    """An attached run keeps a monitor of its own; killed (with its CLI), its container runs on
+    unsupervised. `system repair` hands it to the supervisor already running for a detached one."""
+    import subprocess
+
+    lab.ok("run", "-d", "--name", "keep", "--network", "none", "busybox", "sleep", "60")
+    sup = _state(lab, "keep")["MonitorPid"]
+    cli = lab.popen("run", "--name", "fg", "--network", "none", "busybox", "sh", "-c", "echo up; exec sleep 60",
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert cli.stdout.readline() == b"up\n"
+        own = _state(lab, "fg")["MonitorPid"]
+        assert own != sup
+        os.kill(own, signal.SIGKILL)
+        cli.kill()
+        cli.wait()
+        assert wait_for(lambda: "unsupervised" in lab.ok("ps"), 10)
+        out = lab.ok("system", "repair")
+        assert "fg" in out and "keep" not in out.split(":")[-1], out
+        assert _state(lab, "fg")["MonitorPid"] == sup and "unsupervised" not in lab.ok("ps")
+        os.kill(lab.inspect("fg")["State"]["Pid"], signal.SIGKILL)  # its exit is the supervisor's to record now
+        assert wait_for(lambda: lab.inspect("fg")["State"]["Status"] == "exited", 10)
+        st = lab.inspect("fg")["State"]
+        assert st["ExitCode"] == 255 and "exit code unknown" in st["Error"], st
+    finally:
+        cli.kill()
+        cli.wait()
+    lab.ok("rm", "-f", "fg", "keep")
+    assert wait_for(lambda: not _alive(sup), 10)
