@@ -10,8 +10,8 @@ cli's namespace to a new port (a new flow each time) and notes the time. From wa
 | figure | what it is |
 | --- | --- |
 | `to line` | the SYN's connect() to the arrival of watch's event line for it |
-| `rto` | of that, the kernel's: connect() to the event's own time (the first SYN retransmit: the initial RTO, 1 s) |
-| `watch` | of that, watch's own: the event's time to the line's arrival (tracefs, the reader's 0.1 s window, the loop) |
+| `rto` | of that, connect() to the event's own time: the first SYN's (a connect still waiting after 0.5 s, since 2026-12-08: about 0) or, before, the first SYN retransmit's (the initial RTO, 1 s) |
+| `watch` | of that, watch's own: the event's time to the line's arrival (the 0.5 s wait for an answer, tracefs, the reader's 0.1 s window, the loop) |
 | `to diagnosis` | connect() to the arrival of the flow's diagnosis line |
 
 Then what watch itself costs: its CPU (the CLI and its reader child, from /proc: user + system
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         line, diag = report["stats"]["to_line"]["median"], report["stats"]["to_diagnosis"]["median"]
         report["ratio"] = {"to_line": line / LINE_GOAL, "to_diagnosis": diag / DIAGNOSIS_GOAL}
         print(f"\ndropped SYN to its line: median {line:.2f} s = {line / LINE_GOAL:.2f}x of {LINE_GOAL:g} s "
-              f"(the kernel's first retransmit alone: {report['stats']['rto']['median']:.2f} s); "
+              f"(the event's own time after connect(): {report['stats']['rto']['median']:.2f} s); "
               f"to its diagnosis: {diag:.2f} s = {diag / DIAGNOSIS_GOAL:.2f}x of {DIAGNOSIS_GOAL:g} s")
         report["cost"] = c = cost(watch.proc.pid, pid, args.storm_rate, args.storm_seconds)
         print(f"watch's CPU: idle {100 * c['idle_core_share']:.1f}% of a core; under {c['storm_rate']:.0f} refused "

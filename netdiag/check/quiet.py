@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 
 from ..watch.flows import KINDS
-from ..watch.view import JsonView, _diagnosis_text  # watch's own one line for a diagnosis
+from ..watch.view import JsonView, diagnosis_text as watch_line  # watch's one line for a diagnosis
 
 MAX_LISTED = 20  # flows named in the summary's evidence; the JSON's `flows` has all of them
 
@@ -73,7 +73,7 @@ def flow_text(f: dict) -> str:
 
 
 def diagnosis_text(d: dict | None) -> str:
-    return _diagnosis_text(d) if d else "not diagnosed"
+    return watch_line(d) if d else "not diagnosed"
 
 
 def verdict(objects: list[dict], p: dict) -> dict:

@@ -14,7 +14,7 @@ def _clock(epoch: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(epoch))
 
 
-def _diagnosis_text(d: dict) -> str:
+def diagnosis_text(d: dict) -> str:
     if not d.get("cause"):
         return f"{d['verdict']}: {d['summary']}"
     hop = d.get("hop")
@@ -74,7 +74,7 @@ class LineView(JsonView):
         if final:
             d = flow.diagnosis
             self.emit(f"#{flow.id} {flow.kind} {flow.text()} x{flow.count} {_clock(flow.first)}-{_clock(flow.last)}"
-                      + (f" recovered {_clock(flow.recovered)}" if flow.recovered else "") + (f"  {_diagnosis_text(d)}" if d else ""))
+                      + (f" recovered {_clock(flow.recovered)}" if flow.recovered else "") + (f"  {diagnosis_text(d)}" if d else ""))
         elif flow.recovered:
             self.emit(f"{_clock(flow.recovered)} flow #{flow.id} recovered: " + ("a connect completed" if flow.proto == "tcp" else "a reply came")
                       + f": {flow.text()}")
@@ -85,7 +85,7 @@ class LineView(JsonView):
         self.emit(f"{_clock(d['time'])} dropped  {d['count']} x {d['reason']} at {d['location']} (host-wide)")
 
     def diagnosis(self, d: dict) -> None:
-        self.emit(f"  #{d['flow']} {_diagnosis_text(d)}")
+        self.emit(f"  #{d['flow']} {diagnosis_text(d)}")
 
     def end(self, summary: dict) -> None:
         drops = ", ".join(f"{r} {n}" for r, n in sorted(summary["drops"].items(), key=lambda x: -x[1])) or "none"
