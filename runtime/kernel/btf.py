@@ -38,6 +38,7 @@ class BTF:
         self._str_end = self._strings + str_len
         self.types: list[tuple[int, str, int, int, int]] = [(0, "", 0, 0, 0)]  # (kind, name, vlen|flag, size/type, offset)
         self._structs: dict[str, int] = {}
+        self._enums: dict[str, int] = {}
         pos, end = hdr_len + type_off, hdr_len + type_off + type_len
         while pos < end:
             name_off, info, size_or_type = struct.unpack_from(order + "III", data, pos)
@@ -46,6 +47,8 @@ class BTF:
             self.types.append((kind, name, info, size_or_type, pos + 12))
             if kind == KIND_STRUCT and name and name not in self._structs:
                 self._structs[name] = len(self.types) - 1
+            elif kind in (KIND_ENUM, KIND_ENUM64) and name and name not in self._enums:
+                self._enums[name] = len(self.types) - 1
             pos += 12 + _EXTRA_FIXED.get(kind, 0) + _EXTRA_PER_ITEM.get(kind, 0) * vlen
 
     @classmethod
@@ -110,3 +113,19 @@ class BTF:
         if bits % 8:
             raise BTFError(f"{struct_name}.{path} is a bitfield")
         return bits // 8
+
+    def enum(self, name: str) -> dict[str, int]:
+        """An enum's names -> values (an enum moves between kernels: the drop reasons do)."""
+        try:
+            kind, _name, info, _size, pos = self.types[self._enums[name]]
+        except KeyError:
+            raise BTFError(f"this kernel's BTF has no enum {name}") from None
+        out = {}
+        for i in range(info & 0xFFFF):
+            if kind == KIND_ENUM:
+                name_off, value = struct.unpack_from(self._order + "Ii", self._data, pos + 8 * i)
+            else:
+                name_off, lo, hi = struct.unpack_from(self._order + "III", self._data, pos + 12 * i)
+                value = hi << 32 | lo
+            out[self._name(name_off)] = value
+        return out
