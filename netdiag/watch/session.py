@@ -97,9 +97,7 @@ class Session:
             self.lost += ev["count"]
             return
         if kind == "drop":
-            self.drops.add(ev)
-            if self.metrics:
-                self.metrics.drop(ev["reason"], ev["count"])
+            self._drop(ev)
             return
         kept = self.scope.keeps(ev["src"], ev["dst"])
         if (not kept or not self._attributed(ev)) and self._rescanned(ev):
@@ -146,6 +144,18 @@ class Session:
             size = FULL_SIZE if kind == "stalled" else 0
             flow.diagnosing = self.diagnoser.submit(flow.id, src["target"], ev["dst"], PROBE_PROTO[flow.proto], ev["dport"], size)
             self.undiagnosed += not flow.diagnosing
+
+    def _drop(self, ev: dict) -> None:
+        """A drop count: placed when the in-kernel counter says where (its namespace and device),
+        left out when that is outside a filtered scope; host-wide when read from tracefs."""
+        place = None
+        if "netns" in ev:
+            place = self.scope.drop_place(ev["netns"], ev["ifindex"])
+            if place is None:
+                return
+        self.drops.add(ev, place)
+        if self.metrics:
+            self.metrics.drop(ev["reason"], (place or {}).get("endpoint") or "", ev["count"])
 
     def _stalled(self, ev: dict) -> dict | None:
         """A connection's data retransmits, once there are STALL_MIN of them (with what came before);
