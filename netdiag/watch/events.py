@@ -307,9 +307,9 @@ def _reader_main(ctl: int, rep: int, name: str, reasons: list[str]) -> None:
     except (_Stop, BrokenPipeError):
         pass
     finally:
-        if counter:
-            counter.close()  # its fds also close when this process dies, whatever kills it
-        _to_the_end(lambda: _remove(inst, pipe))
+        # the instance first: closing the counter's fds (they would close with this process too,
+        # whatever kills it) waits for the kernel's RCU grace periods, seconds on a busy machine
+        _to_the_end(lambda: (_remove(inst, pipe), counter and counter.close()))
 
 
 def _drop_counter(reasons: list[str]):
