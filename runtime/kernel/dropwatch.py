@@ -165,10 +165,6 @@ class Counter:
         self.seen = now
         return out
 
-    @property
-    def full(self) -> bool:
-        return len(self.seen) >= MAX_KEYS
-
     def close(self) -> None:
         while self.fds:
             os.close(self.fds.pop())

@@ -128,3 +128,34 @@ def test_drop_lines_carry_their_place_or_say_host_wide():
         jsonschema.validate(d, schema("watch"))
     with pytest.raises(jsonschema.ValidationError):  # a placed line is not also host-wide
         jsonschema.validate({**lines[0], "scope": "host"}, schema("watch"))
+
+
+def test_without_btf_or_bpf_the_counter_says_why_and_watch_falls_back(monkeypatch):
+    from runtime.kernel.btf import BTF, BTFError
+
+    def no_file(path=None):
+        raise FileNotFoundError(2, "No such file")
+
+    monkeypatch.setattr(BTF, "load", staticmethod(no_file))
+    assert dropwatch.start() == (None, "no kernel BTF (/sys/kernel/btf/vmlinux)")
+
+    class _OldKernel:
+        def enum(self, name):
+            raise BTFError("this kernel's BTF has no enum skb_drop_reason")
+
+    monkeypatch.setattr(BTF, "load", staticmethod(lambda path=None: _OldKernel()))
+    counter, why = dropwatch.start()
+    assert counter is None and "no enum skb_drop_reason" in why
+
+    class _Kernel:
+        enum = staticmethod(lambda name: {"SKB_DROP_REASON_NOT_SPECIFIED": 2})
+        offset = staticmethod(lambda struct_name, path: 8)
+
+    def refused(*args):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(BTF, "load", staticmethod(lambda path=None: _Kernel()))
+    monkeypatch.setattr(bpf, "map_create", refused)
+    assert dropwatch.start() == (None, "bpf() refused the drop counter: Operation not permitted")
+    with pytest.raises(ValueError):  # a reason this kernel lacks is bad input, whatever path runs
+        dropwatch.start(["NETFILTER_DROP"])
