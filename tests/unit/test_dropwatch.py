@@ -159,3 +159,26 @@ def test_without_btf_or_bpf_the_counter_says_why_and_watch_falls_back(monkeypatc
     assert dropwatch.start() == (None, "bpf() refused the drop counter: Operation not permitted")
     with pytest.raises(ValueError):  # a reason this kernel lacks is bad input, whatever path runs
         dropwatch.start(["NETFILTER_DROP"])
+
+
+def test_watch_counts_placed_drops_by_endpoint_and_leaves_out_those_its_scope_does_not_keep():
+    import io
+
+    from netdiag.watch.metrics import Metrics
+    from netdiag.watch.session import Session
+    from netdiag.watch.view import JsonView
+
+    class _Scope:
+        def drop_place(self, inode, ifindex):
+            return {"endpoint": "api", "device": "eth0", "device_of": None} if inode == API else None
+
+    s = Session(_Scope(), JsonView(io.StringIO()), diagnose=False, metrics=Metrics())
+    ev = {"kind": "drop", "reason": "NETFILTER_DROP", "location": "nft_do_chain+0x8", "protocol": 2048, "ts": 1.0,
+          "last_ts": 1.0, "ifindex": 2, "count": 3}
+    s._event({**ev, "netns": API})
+    s._event({**ev, "netns": WEB})  # not watched
+    s._event({k: v for k, v in ev.items() if k != "ifindex"})  # from tracefs: host-wide
+    assert [(d.get("endpoint"), d["count"]) for d in s.drops.drain()] == [("api", 3), (None, 3)]
+    sample = s.metrics.registry.get_sample_value
+    assert sample("netdiag_watch_drops_total", {"reason": "NETFILTER_DROP", "endpoint": "api"}) == 3
+    assert sample("netdiag_watch_drops_total", {"reason": "NETFILTER_DROP", "endpoint": ""}) == 3
