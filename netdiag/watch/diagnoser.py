@@ -32,7 +32,8 @@ def brief(d, seconds: float) -> dict:
 
 class Diagnoser:
     """submit(flow_id, src_target, dst_ip, proto, port, size); done() yields (flow_id, brief, probe_sport):
-    the brief's `probe_sports`, when it has them, are the ports of every connection it made (HTTP's too)."""
+    the brief's `probe_sports` are the ports of every connection it made (HTTP's too), its
+    `probe_connects` how many of them completed a connect."""
 
     def __init__(self, timeout: float = PROBE_TIMEOUT):
         self.timeout = timeout
@@ -93,12 +94,16 @@ class Diagnoser:
         except (NetdiagError, OSError) as e:
             return flow_id, line("unknown", None, f"could not diagnose: {e}", None, None, None, None,
                                  time.monotonic() - started, "reach"), None
-        sport = record[0]["live"]["sport"] if record else None
+        live = record[0]["live"] if record else {}
+        sport = live.get("sport")
         out, ports = brief(d, time.monotonic() - started), []
         if asks_http(out, proto) and not self.stopping.is_set():  # Ctrl-C: reach's answer, no request more
             out, ports = diagnose_http(model, src, dst, port, out, probe_timeout=self.timeout, started=started)
         # the source ports of every connection the diagnosis made: their events are not the flow's
         out["probe_sports"] = [p for p in [sport] if p] + ports
+        # and the connects it completed (the session takes them from the flow's recoveries, then
+        # drops the key): the HTTP request's, and the reach probe's when it connected
+        out["probe_connects"] = len(ports) + (proto == "tcp" and live.get("outcome") == "connected")
         return flow_id, out, sport
 
     def stop(self, grace: float = 10.0) -> None:

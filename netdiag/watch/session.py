@@ -150,8 +150,8 @@ class Session:
             self.undiagnosed += not flow.diagnosing
 
     def _held_recovery(self, ev: dict) -> bool:
-        """A connect completing while its flow is diagnosed may be the diagnosis's own HTTP request
-        (a connect event names no source port): held until the diagnosis says how many it made."""
+        """A connect completing while its flow is diagnosed may be the diagnosis's own (reach's probe,
+        the HTTP request; a connect event names no source port): held until it says how many it made."""
         if ev["kind"] != "established" or not self.diagnoser:
             return False
         flows = [f for f in (self.flows.by_key.get(key_of(ev, k)) for k in RECOVERS["established"])
@@ -239,9 +239,9 @@ class Session:
             for port in {sport, *brief.get("probe_sports", ())} - {None, 0}:  # the reach probe's, HTTP's connections
                 self.flows.ignore_probe(flow.src["ip"], port)
             held, flow.held = flow.held, []
-            own = len(set(brief.get("probe_sports", ())) - {sport})  # the HTTP request's connects, each completed
+            own = brief.pop("probe_connects", 0)  # the connects the diagnosis completed
             for ev in held:  # counted now, but for the probe's
-                if ev["kind"] == "established" and own:  # not a recovery: the request's own connect
+                if ev["kind"] == "established" and own:  # not a recovery: the diagnosis's own connect
                     taken = min(own, ev["count"])
                     own -= taken
                     if taken == ev["count"]:

@@ -47,7 +47,8 @@ def test_health_diagnoses_only_a_delivered_tcp_flow_whose_port_answers_http():
 
 
 def _line(d: dict) -> dict:
-    return {"type": "diagnosis", "flow": 1, "probe_sport": 51000, **d}
+    """The line the session prints of a diagnosis (it takes probe_connects)."""
+    return {"type": "diagnosis", "flow": 1, "probe_sport": 51000, **{k: v for k, v in d.items() if k != "probe_connects"}}
 
 
 def test_healths_result_becomes_a_diagnosis_line_of_the_same_shape():
@@ -80,7 +81,7 @@ class _Pipelines:
 
         def diagnose(model, src, dst, *, record, **kw):
             self.calls.append(f"reach {src} {dst} {kw['proto']}/{kw['port']} size {kw['size']}")
-            record.append({"live": {"sport": 51000}})
+            record.append({"live": {"sport": 51000, "outcome": "connected" if reach.verdict == "delivered" else "timeout"}})
             return reach
 
         def measure(spec, source, progress=None):
@@ -113,6 +114,7 @@ def test_a_delivered_probe_and_an_http_answer_are_diagnosed_by_health(monkeypatc
     assert (flow_id, sport) == (7, 51000) and fake.closed
     assert (out["by"], out["cause"], out["verdict"], out["fix_checked"]) == ("health", "MTU_BLACKHOLE", "blocked", True)
     assert out["probe_sports"] == [51000, 45000]  # the reach probe's and the HTTP request's connection
+    assert out["probe_connects"] == 2  # both connected
     jsonschema.validate(_line(out), schema("watch"))
 
 
@@ -122,7 +124,7 @@ def test_no_http_answer_leaves_reachs_diagnosis_saying_what_the_request_got(monk
     assert "conclude" not in fake.calls and fake.closed  # the request's socket closed, health not asked
     assert (out["by"], out["verdict"], out["cause"]) == ("reach", "delivered", None)
     assert out["summary"].startswith("TCP port 87 from ns:cl reaches") and "no byte of the response" in out["summary"]
-    assert out["probe_sports"] == [51000, 45001]  # its connection was made all the same
+    assert (out["probe_sports"], out["probe_connects"]) == ([51000, 45001], 2)  # its connection was made all the same
     jsonschema.validate(_line(out), schema("watch"))
 
 
@@ -134,6 +136,7 @@ def test_a_blocked_probe_or_a_udp_flow_makes_no_http_request(monkeypatch):
     assert fake.calls == ["reach client 203.0.113.1 tcp/82 size 0"]
     assert (out["by"], out["cause"], out["hop"], out["probe_sports"]) == \
         ("reach", "FIREWALL_DROP", {"n": 1, "label": "host", "interface": "eth0", "direction": "forward"}, [51000])
+    assert out["probe_connects"] == 0  # the probe's SYN was dropped
     fake = _Pipelines(monkeypatch, _delivered(), HEAD_ONLY)
     _, out, _ = Diagnoser()._one(2, "client", "203.0.113.1", "udp", 53, 0)
     assert [c.split()[0] for c in fake.calls] == ["reach"] and out["by"] == "reach"
@@ -192,8 +195,9 @@ def test_the_request_asks_for_a_status_below_500_and_waits_healths_timeout():
 
 def test_the_http_requests_own_connect_does_not_mark_the_flow_recovered():
     """A completed connect names no source port: while the flow is diagnosed one is held, and the
-    diagnosis's own HTTP connects are taken from it; what is left is a real recovery."""
-    for connects, recovered in ((1, False), (2, True)):
+    diagnosis's own connects (reach's probe, the HTTP request) are taken from it; what is left is a
+    real recovery."""
+    for connects, recovered in ((2, False), (3, True)):
         out = io.StringIO()
         s = Session(_Scope(), JsonView(out), diagnose=False)
         s.diagnoser = _Diagnoser()
@@ -202,7 +206,8 @@ def test_the_http_requests_own_connect_does_not_mark_the_flow_recovered():
         s.diagnoser.probing.add(flow.id)
         s._event({k: v for k, v in _ev(kind="established", dport=87, count=connects).items() if k != "sport"})
         assert flow.recovered is None and len(flow.held) == 1
-        s.diagnoser.results.append((flow.id, {**health_line(MTU, 4.0), "probe_sports": [51000, 45000]}, 51000))
+        # reach's probe and the HTTP request each completed a connect
+        s.diagnoser.results.append((flow.id, {**health_line(MTU, 4.0), "probe_sports": [51000, 45000], "probe_connects": 2}, 51000))
         s._diagnosed()
         assert bool(flow.recovered) is recovered, connects
         assert [x["recovered"] is not None for x in map(json.loads, out.getvalue().splitlines()) if x["type"] == "flow"] == \
