@@ -8,14 +8,16 @@ an HTTP request from cl shows the answer dying on the way back (MTU_BLACKHOLE, b
 the fix watch prints, applied, makes the download work while a small answer (the control) works
 throughout."""
 import os
+import signal
 import subprocess
+import time
 
 import jsonschema
 import pytest
 
 from netdiag.worlds.host import HOST_IP, OUTSIDE_IP
-from tests.integration.test_watch import WATCH_SCHEMA, Lines, apply_fix, final_flows, read_start, start_watch
-from tests.labkit import World
+from tests.integration.test_watch import WATCH_SCHEMA, Lines, apply_fix, final_flows, own_instances, read_start, start_watch
+from tests.labkit import World, wait_for
 
 pytestmark = pytest.mark.integration
 SUBNET, GATEWAY, CLIENT, PORT = "10.247.37.0/24", "10.247.37.1", "10.247.37.2", 87
@@ -120,3 +122,43 @@ def test_a_large_answer_dying_on_the_way_back_is_diagnosed_by_health(lab):
     apply_fix(lab, d["fix_command"])  # the printed fix, applied: the large answer arrives, the small one still does
     assert len(get(lab, "/").stdout) == BIG
     assert get(lab, "/small.txt").stdout == "small\n"
+
+
+def requesting(lab, pid: int) -> bool:
+    """watch's own HTTP request is under way: a connection to the server in cl whose socket is
+    watch's (reach's probe is a forked child's)."""
+    p = subprocess.run(["nsenter", f"--net=/run/netns/{lab.cl}", "ss", "-tnpH", "dst", f"{OUTSIDE_IP}:{PORT}"],
+                       capture_output=True, text=True, timeout=10)
+    return f"pid={pid}," in p.stdout
+
+
+def test_sigterm_during_the_http_request_lets_it_finish_and_ends_clean(lab):
+    """SIGTERM (Ctrl-C likewise) while health's request is under way: the diagnosis finishes within
+    the diagnoser's grace and is shown, watch ends at once after, leaving no tracefs instance."""
+    lab.in_lab("ip", "link", "set", BRIDGE, "mtu", str(NARROW))  # the black hole again (the first test fixed it)
+    proc = start_watch(lab, "--ns", lab.cl)
+    client = None
+    try:
+        read_start(proc)
+        lines = Lines(proc)
+        client = get(lab, "/", seconds=10, wait=False)
+        assert wait_for(lambda: requesting(lab, proc.pid), timeout=15), lines.seen
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        took = time.monotonic() - signalled
+        lines.thread.join(5)
+        err = proc.stderr.read()
+    finally:
+        for p in (proc, client):
+            if p is not None:
+                p.kill()
+                p.wait()
+    assert proc.returncode == 0, err
+    for obj in lines.seen:
+        jsonschema.validate(obj, WATCH_SCHEMA)
+    d = next(x for x in lines.seen if x["type"] == "diagnosis")
+    assert (d["by"], d["cause"]) == ("health", "MTU_BLACKHOLE"), d
+    assert took < 10, took  # the diagnoser's grace (Diagnoser.stop), and the request's own bounds well within it
+    assert lines.seen[-1]["type"] == "end" and lines.seen[-1]["interrupted"] is True
+    assert own_instances(proc.pid) == []
