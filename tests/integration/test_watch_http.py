@@ -15,8 +15,9 @@ import time
 import jsonschema
 import pytest
 
+from netdiag.probe.live import list_instances
 from netdiag.worlds.host import HOST_IP, OUTSIDE_IP
-from tests.integration.test_watch import WATCH_SCHEMA, Lines, apply_fix, final_flows, own_instances, read_start, start_watch
+from tests.integration.test_watch import WATCH_SCHEMA, Lines, apply_fix, final_flows, read_start, start_watch
 from tests.labkit import World, wait_for
 
 pytestmark = pytest.mark.integration
@@ -83,18 +84,24 @@ def get(lab, path: str, seconds: int = 3, wait: bool = True):
     return subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 10)
 
 
-def test_a_large_answer_dying_on_the_way_back_is_diagnosed_by_health(lab):
-    assert get(lab, "/small.txt").stdout == "small\n"  # the control: a small answer fits
-    proc = start_watch(lab, "--ns", lab.cl, "--for", "6")
-    client = None
+def watch_a_download(lab, *args, stop_when=None) -> tuple[list[dict], float | None]:
+    """`watch --json --ns cl ARGS` while cl downloads the large answer (which dies on the way back);
+    with `stop_when(watch's pid)`, SIGTERM once it holds. Every line it printed (each checked
+    against the schema), and the seconds from the SIGTERM to its end."""
+    proc = start_watch(lab, "--ns", lab.cl, *args)
+    client = took = None
     try:
         start = read_start(proc)
         lines = Lines(proc)
-        client = get(lab, "/", seconds=5, wait=False)  # the headers arrive, the body's full-size segments die
-        proc.wait(timeout=60)  # --for's end, then the diagnosis under way finishes (FINAL_GRACE)
+        client = get(lab, "/", seconds=10, wait=False)  # the headers arrive, the body's full-size segments die
+        if stop_when is not None:
+            assert wait_for(lambda: stop_when(proc.pid), timeout=15), lines.seen
+            signalled = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)  # --for's end (or SIGTERM's), then the diagnosis under way finishes
+        took = time.monotonic() - signalled if stop_when is not None else None
         lines.thread.join(5)
         err = proc.stderr.read()
-        assert client.wait(timeout=10) != 0  # the download failed
     finally:
         for p in (proc, client):
             if p is not None:
@@ -104,6 +111,12 @@ def test_a_large_answer_dying_on_the_way_back_is_diagnosed_by_health(lab):
     seen = [start] + lines.seen
     for obj in seen:
         jsonschema.validate(obj, WATCH_SCHEMA)
+    return seen, took
+
+
+def test_a_large_answer_dying_on_the_way_back_is_diagnosed_by_health(lab):
+    assert get(lab, "/small.txt").stdout == "small\n"  # the control: a small answer fits
+    seen, _ = watch_a_download(lab, "--for", "6")
     flows = final_flows(seen)
     stalled = flows.get(("stalled", "tcp", f"ns:{lab.cl}", PORT))
     assert stalled, "\n".join(map(str, seen))
@@ -136,29 +149,9 @@ def test_sigterm_during_the_http_request_lets_it_finish_and_ends_clean(lab):
     """SIGTERM (Ctrl-C likewise) while health's request is under way: the diagnosis finishes within
     the diagnoser's grace and is shown, watch ends at once after, leaving no tracefs instance."""
     lab.in_lab("ip", "link", "set", BRIDGE, "mtu", str(NARROW))  # the black hole again (the first test fixed it)
-    proc = start_watch(lab, "--ns", lab.cl)
-    client = None
-    try:
-        read_start(proc)
-        lines = Lines(proc)
-        client = get(lab, "/", seconds=10, wait=False)
-        assert wait_for(lambda: requesting(lab, proc.pid), timeout=15), lines.seen
-        signalled = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-        took = time.monotonic() - signalled
-        lines.thread.join(5)
-        err = proc.stderr.read()
-    finally:
-        for p in (proc, client):
-            if p is not None:
-                p.kill()
-                p.wait()
-    assert proc.returncode == 0, err
-    for obj in lines.seen:
-        jsonschema.validate(obj, WATCH_SCHEMA)
-    d = next(x for x in lines.seen if x["type"] == "diagnosis")
+    seen, took = watch_a_download(lab, stop_when=lambda pid: requesting(lab, pid))
+    d = next(x for x in seen if x["type"] == "diagnosis")
     assert (d["by"], d["cause"]) == ("health", "MTU_BLACKHOLE"), d
     assert took < 10, took  # the diagnoser's grace (Diagnoser.stop), and the request's own bounds well within it
-    assert lines.seen[-1]["type"] == "end" and lines.seen[-1]["interrupted"] is True
-    assert own_instances(proc.pid) == []
+    assert seen[-1]["type"] == "end" and seen[-1]["interrupted"] is True
+    assert seen[0]["instance"] not in list_instances()
