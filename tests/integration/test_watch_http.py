@@ -71,8 +71,8 @@ def serve(lab, tmp) -> None:
     www.mkdir()
     (www / "index.html").write_text("x" * BIG)
     (www / "small.txt").write_text("small\n")
-    lab._procs.append(subprocess.Popen(["busybox", "httpd", "-f", "-p", f"{OUTSIDE_IP}:{PORT}", "-h", str(www)],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=lab.enter(lab.outside)))
+    lab.serve_in(lab.outside, ["busybox", "httpd", "-f", "-p", f"{OUTSIDE_IP}:{PORT}", "-h", str(www)],
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def get(lab, path: str, seconds: int = 3, wait: bool = True):
