@@ -78,8 +78,14 @@ class LabTools:
         www = tmp_path / f"www-{port}"
         www.mkdir(exist_ok=True)
         (www / "index.html").write_text(body)
-        p = subprocess.Popen(["busybox", "httpd", "-f", "-v", "-p", str(port), "-h", str(www)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=self.enter(self.outside))
+        return self.serve_in(self.outside, ["busybox", "httpd", "-f", "-v", "-p", str(port), "-h", str(www)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def serve_in(self, where: str | None, argv: list[str], **kw) -> subprocess.Popen:
+        """A server in the namespace `where` names, in a session of its own: destroy() kills it with
+        what it forked (busybox httpd's child per connection outlives its parent when the
+        connection hangs, e.g. behind an MTU black hole)."""
+        p = subprocess.Popen(argv, preexec_fn=self.enter(where), start_new_session=True, **kw)
         self._procs.append(p)
         return p
 
@@ -90,8 +96,13 @@ class LabTools:
         return self.run_in(None, ["timeout", str(timeout), "busybox", "wget", "-q", "-O", "-", url], timeout=timeout + 5)
 
     def destroy(self) -> None:
+        import signal
+
         for p in getattr(self, "_procs", []):
-            p.kill()
+            try:
+                os.killpg(p.pid, signal.SIGKILL)  # a server of serve_in, with its children
+            except ProcessLookupError:  # not a group leader: one process
+                p.kill()
             p.wait()
         super().destroy()
 

@@ -4,8 +4,8 @@ A `netdiag watch` session (netdiag.watch.session, the same events, grouping and 
 diagnoses as the command) runs on the watched namespaces for `for` seconds. Every failing flow
 it sees fails the check and is listed with the session's own diagnosis of it (cause, hop, checked
 fix); a flow that failed and then recovered within the window still fails it (it did time out or
-get refused), marked recovered. Drops are host-wide counts (a drop names no address): evidence,
-failing the check only for the reasons the check names.
+get refused), marked recovered. Drops (placed in the watched namespaces where watch can, else
+host-wide counts) are evidence, failing the check only for the reasons the check names.
 
 The session's objects are watch's JSON lines (netdiag/schemas/watch.schema.json), collected
 instead of printed; verdict() turns them into the check's result and is pure.
@@ -93,7 +93,10 @@ def verdict(objects: list[dict], p: dict) -> dict:
     expected = f"no failing flow for {p['for']:g}s" + (f" and no drop for {', '.join(p['reasons'])}" if p["reasons"] else "")
     evidence = [{"kind": "flow", "detail": f"{flow_text(f)}: {diagnosis_text(f['diagnosis'])}"} for f in flows[:MAX_LISTED]]
     if drops:
-        evidence.append({"kind": "drops", "detail": "host-wide: " + ", ".join(f"{r} {n}" for r, n in sorted(drops.items(), key=lambda x: -x[1]))})
+        # placed by watch's drop counter where it can; tracefs's fallback counts are host-wide
+        unplaced = any(o.get("type") == "drops" and o.get("scope") == "host" for o in objects)
+        evidence.append({"kind": "drops", "detail": ("host-wide" if unplaced else f"in {where}") + ": "
+                         + ", ".join(f"{r} {n}" for r, n in sorted(drops.items(), key=lambda x: -x[1]))})
     out = {"expected": expected, "flows": flows, "drops": drops, "evidence": evidence, "watched": watched}
     if end.get("interrupted"):
         return {**out, "status": "error", "observed": f"{len(flows)} failing flow(s) before it was stopped",

@@ -10,6 +10,7 @@ import signal
 import time
 
 from runtime.errors import NetdiagError
+from ..worlds.leftovers import pids_in  # noqa: F401 - also the tests' way to find a world's processes
 
 STEP_TIMEOUT = 120
 _VAR = re.compile(r"\$\{([a-z_]+)(?::([A-Za-z0-9_.-]+))?(?::([A-Za-z0-9_.-]+))?\}")
@@ -85,20 +86,6 @@ def netns_inodes(names, pids=()) -> set[int]:
         except OSError:
             pass
     return inodes
-
-
-def pids_in(inodes: set[int]) -> set[int]:
-    """Every process (but this one) whose network namespace is one of `inodes`."""
-    me, found = os.getpid(), set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            if os.stat(f"/proc/{entry.name}/ns/net").st_ino in inodes:
-                found.add(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 def kill_in(inodes: set[int], timeout: float = 5.0) -> set[int]:

@@ -1,7 +1,9 @@
 """Each new failing flow diagnosed once, in a background thread, with the one pipeline
 (`netdiag.diagnose`) on a fresh live model: the static path, then a probe of its own with the
 kernel's nftables trace; host evidence off (drop reasons and counters are host-wide, and watch
-reads those itself). Results go to a queue the session's loop drains: nothing prints from here."""
+reads those itself). A TCP flow whose probe is delivered failed past the handshake: when its port
+speaks HTTP, health's pipeline diagnoses it instead (http_diagnosis). Results go to a queue the
+session's loop drains: nothing prints from here."""
 from __future__ import annotations
 
 import queue
@@ -9,6 +11,8 @@ import threading
 import time
 
 from runtime.errors import NetdiagError
+
+from .http_diagnosis import asks_http, diagnose_http, line
 
 # The flow already failed: the probe only has to show where. A dropped probe is named by the
 # kernel's packet trace at once and a refused one answers at once, so waiting trace's 2 s for an
@@ -22,15 +26,14 @@ def brief(d, seconds: float) -> dict:
     """What watch shows of a Diagnosis: cause, the hop, the checked fix."""
     data = d.to_json()
     hop = next((h for h in data["hops"] if h["n"] == data.get("blocked_at")), None)
-    check = data.get("fix_check") or {}
-    return {"verdict": data["verdict"], "cause": data["cause"], "summary": data["summary"],
-            "hop": {k: hop[k] for k in ("n", "label", "interface", "direction")} if hop else None,
-            "fix": data["fix"] or None, "fix_command": data.get("fix_command"),
-            "fix_checked": check.get("delivers") if check.get("checked") else None, "seconds": round(seconds, 2)}
+    return line(data["verdict"], data["cause"], data["summary"], hop, data["fix"], data.get("fix_command"),
+                data.get("fix_check"), seconds, "reach")
 
 
 class Diagnoser:
-    """submit(flow_id, src_target, dst_ip, proto, port, size); done() yields (flow_id, brief, probe_sport)."""
+    """submit(flow_id, src_target, dst_ip, proto, port, size); done() yields (flow_id, brief, probe_sport):
+    the brief's `probe_sports` are the ports of every connection it made (HTTP's too), its
+    `probe_connects` how many of them completed a connect."""
 
     def __init__(self, timeout: float = PROBE_TIMEOUT):
         self.timeout = timeout
@@ -85,14 +88,23 @@ class Diagnoser:
         started = time.monotonic()
         record: list = []
         try:
-            d = diagnose(live_model(), src, dst, proto=proto, port=port, size=size, timeout=self.timeout,
+            model = live_model()
+            d = diagnose(model, src, dst, proto=proto, port=port, size=size, timeout=self.timeout,
                          host_evidence=False, record=record)
         except (NetdiagError, OSError) as e:
-            return flow_id, {"verdict": "unknown", "cause": None, "summary": f"could not diagnose: {e}", "hop": None,
-                             "fix": None, "fix_command": None, "fix_checked": None,
-                             "seconds": round(time.monotonic() - started, 2)}, None
-        sport = record[0]["live"]["sport"] if record else None
-        return flow_id, brief(d, time.monotonic() - started), sport
+            return flow_id, line("unknown", None, f"could not diagnose: {e}", None, None, None, None,
+                                 time.monotonic() - started, "reach"), None
+        live = record[0]["live"] if record else {}
+        sport = live.get("sport")
+        out, ports = brief(d, time.monotonic() - started), []
+        if asks_http(out, proto) and not self.stopping.is_set():  # Ctrl-C: reach's answer, no request more
+            out, ports = diagnose_http(model, src, dst, port, out, probe_timeout=self.timeout, started=started)
+        # the source ports of every connection the diagnosis made: their events are not the flow's
+        out["probe_sports"] = [p for p in [sport] if p] + ports
+        # and the connects it completed (the session takes them from the flow's recoveries, then
+        # drops the key): the HTTP request's, and the reach probe's when it connected
+        out["probe_connects"] = len(ports) + (proto == "tcp" and live.get("outcome") == "connected")
+        return flow_id, out, sport
 
     def stop(self, grace: float = 10.0) -> None:
         """Let a diagnosis under way finish (its probe's children and tables are removed by it),

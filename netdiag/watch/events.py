@@ -10,8 +10,11 @@ private mount namespace, as `trace`'s drop tracer does; never the top-level inst
   icmp:icmp_send          an ICMP "destination unreachable" sent about a packet: "frag_needed"
                           (code 4, the packet is larger than the next link's MTU, any protocol) or
                           "unreachable" (about a UDP packet: a port, a host or a network unreachable)
-  skb:kfree_skb           a packet the kernel dropped, with its reason and location ("drop"); the
-                          event names no address or namespace, so drops are host-wide counts
+  skb:kfree_skb           a packet the kernel dropped, with its reason and location ("drop"):
+                          counted in the kernel by runtime.kernel.dropwatch's eBPF program, with
+                          the namespace and device it was dropped in (read every DROP_READ s); where
+                          that cannot run (no BTF, bpf() refused), read here from tracefs as
+                          host-wide counts (the event names no address or namespace)
   sock:inet_sock_set_state  a TCP connect that completed, SYN_SENT -> ESTABLISHED ("established"):
                           what marks a failing flow recovered (no source port: they sum per flow);
                           and each connect's start (-> SYN_SENT) and end, for "pending" below
@@ -50,6 +53,7 @@ FLUSH = 0.1  # seconds a window lasts: most of an event's delay to its line
 PENDING = 0.5  # seconds a SYN may wait for its answer before its connect counts as unanswered
 MAX_PENDING = 20000  # connects under way the child keeps track of (the oldest are forgotten beyond)
 MAX_KEYS = 500  # distinct keys a window keeps; events beyond are counted as lost
+DROP_READ = 0.5  # seconds between two reads of the in-kernel drop counts
 TCP_ESTABLISHED, TCP_SYN_SENT = 1, 2
 AF_INET, IPPROTO_TCP = 2, 6
 ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED = 3, 4
@@ -208,8 +212,9 @@ class Pending:
         return out
 
 
-def _setup(inst: str, reasons: list[str]) -> list[str]:
-    """Enable the events in the instance (its clock CLOCK_MONOTONIC, so the parent can date them)."""
+def _setup(inst: str, reasons: list[str], skip: tuple = ()) -> list[str]:
+    """Enable the events in the instance (its clock CLOCK_MONOTONIC, so the parent can date them),
+    but those of the kinds in `skip` (drops the eBPF counter counts)."""
     notes = []
     for path, value in (("buffer_size_kb", "1024"), ("trace_clock", "mono")):
         try:
@@ -226,6 +231,8 @@ def _setup(inst: str, reasons: list[str]) -> list[str]:
                # of the namespace (another namespace may have the same address)
                "icmp": f"type == {ICMP_DEST_UNREACH} && (code == {ICMP_FRAG_NEEDED} || ulen != 0)"}
     for kind, event in EVENTS.items():
+        if kind in skip:
+            continue
         if not os.path.isdir(f"{inst}/events/{event}"):  # an older kernel (icmp_send is recent)
             notes.append(f"this kernel has no {event.replace('/', ':')} event: its {kind} flows are not seen")
             continue
@@ -264,8 +271,12 @@ def _reader_main(ctl: int, rep: int, name: str, reasons: list[str]) -> None:
     inst = f"{_tracefs_root()}/instances/{name}"
     os.mkdir(inst, 0o700)
     pipe: list = []  # the open trace_pipe, closed once
+    counter = None
     try:
-        notes = _setup(inst, reasons)
+        counter, why = _drop_counter(reasons)
+        notes = _setup(inst, reasons, skip=("drop",) if counter else ())
+        if why:
+            notes.append(f"drops are host-wide counts by reason (tracefs): {why}")
         # an object from the moment it exists (kernel.syscalls.open_owned): a stop signal landing right
         # after the open cannot lose the descriptor, which would keep the instance busy (rmdir: EBUSY)
         pipe.append(open_owned(f"{inst}/trace_pipe"))
@@ -274,6 +285,7 @@ def _reader_main(ctl: int, rep: int, name: str, reasons: list[str]) -> None:
         poller = select.poll()
         poller.register(ctl, select.POLLIN)
         window, pending, tail, flushed = Window(), Pending(), b"", time.monotonic()
+        drops_read = flushed
         while True:
             if poller.poll(FLUSH * 1000 / 4):
                 break  # EOF (or a line): the parent is done, or gone
@@ -288,10 +300,25 @@ def _reader_main(ctl: int, rep: int, name: str, reasons: list[str]) -> None:
                 flushed = time.monotonic()
                 for agg in pending.due(flushed) + window.drain():  # a connect's first sign before its retransmits
                     send_line(rep, agg)
+            if counter and time.monotonic() - drops_read >= DROP_READ:
+                drops_read = time.monotonic()
+                for d in counter.read():
+                    send_line(rep, {"kind": "drop", "ts": drops_read, "last_ts": drops_read, **d})
     except (_Stop, BrokenPipeError):
         pass
     finally:
-        _to_the_end(lambda: _remove(inst, pipe))
+        # the instance first: closing the counter's fds (they would close with this process too,
+        # whatever kills it) waits for the kernel's RCU grace periods, seconds on a busy machine
+        _to_the_end(lambda: (_remove(inst, pipe), counter and counter.close()))
+
+
+def _drop_counter(reasons: list[str]):
+    """(the in-kernel drop counter, "") or (None, why watch reads drops from tracefs instead)."""
+    if os.environ.get("NETDIAG_WATCH_DROPS") == "tracefs":  # the fallback, on purpose (its tests)
+        return None, "NETDIAG_WATCH_DROPS=tracefs"
+    from runtime.kernel import dropwatch
+
+    return dropwatch.start(reasons)
 
 
 def _remove(inst: str, pipe: list[int]) -> None:

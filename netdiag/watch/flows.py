@@ -111,22 +111,24 @@ class Flows:
 
 
 class DropCounts:
-    """kfree_skb drops by reason and location, host-wide (the event names no address), reported
-    once a period."""
+    """kfree_skb drops by reason, location and place (endpoint and device: the in-kernel counter's;
+    host-wide where the drop names none, or drops are read from tracefs), reported once a period."""
 
     def __init__(self):
         self.pending: dict[tuple, dict] = {}
         self.total: dict[str, int] = {}
 
-    def add(self, ev: dict) -> None:
-        key = (ev["reason"], ev["location"], ev["protocol"])
-        agg = self.pending.setdefault(key, {"reason": ev["reason"], "location": ev["location"],
-                                            "protocol": ev["protocol"], "count": 0, "first": wall(ev["ts"])})
+    def add(self, ev: dict, place: dict | None = None) -> None:
+        place = place or {}
+        where = {k: place[k] for k in ("endpoint", "device", "device_of") if place.get(k)}
+        key = (ev["reason"], ev["location"], ev["protocol"], *where.values())
+        agg = self.pending.setdefault(key, {"reason": ev["reason"], "location": ev["location"], "protocol": ev["protocol"],
+                                            "count": 0, "first": wall(ev["ts"]), **(where or {"scope": "host"})})
         agg["count"] += ev["count"]
         self.total[ev["reason"]] = self.total.get(ev["reason"], 0) + ev["count"]
 
     def drain(self) -> list[dict]:
-        out = [{"type": "drops", "time": round(d.pop("first"), 3), **d, "scope": "host"} for d in self.pending.values()]
+        out = [{"type": "drops", "time": round(d.pop("first"), 3), **d} for d in self.pending.values()]
         self.pending = {}
         return sorted(out, key=lambda d: -d["count"])
 

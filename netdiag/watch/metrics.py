@@ -1,6 +1,6 @@
 """`watch --metrics ADDR:PORT`: what watch counts, as Prometheus metrics (prometheus-client's own
 registry and HTTP server, so a dashboard or an alert can scrape it): failed connects by kind and
-endpoints, the other failing flows (UDP/ICMP, ICMP errors, SYN-ACKs, stalls), the kernel's drops by reason (host-wide), diagnoses by cause. The server runs in a
+endpoints, the other failing flows (UDP/ICMP, ICMP errors, SYN-ACKs, stalls), the kernel's drops by reason and endpoint, diagnoses by cause. The server runs in a
 thread of watch and stops with it; it binds in the namespace watch runs in."""
 from __future__ import annotations
 
@@ -36,8 +36,9 @@ class Metrics:
                                 "(conntrack), ICMP errors sent, SYN-ACKs not answered, refusals sent, stalled "
                                 "connections; by kind, protocol, source, destination and port",
                                 ["kind", "proto", "src", "dst", "port"], registry=self.registry)
-        self.drops = Counter("netdiag_watch_drops", "Packets the kernel dropped (skb:kfree_skb), by reason; host-wide",
-                             ["reason"], registry=self.registry)
+        self.drops = Counter("netdiag_watch_drops", "Packets the kernel dropped (skb:kfree_skb), by reason and the "
+                             "endpoint whose namespace dropped it (empty: not known, or host-wide counts)",
+                             ["reason", "endpoint"], registry=self.registry)
         self.diagnoses = Counter("netdiag_watch_diagnoses", "Failing flows diagnosed, by cause (or verdict when none)",
                                  ["cause"], registry=self.registry)
         self.server = self.thread = None
@@ -60,8 +61,8 @@ class Metrics:
         else:
             self.no_reply.labels(kind, proto, src, dst, str(port)).inc(count)
 
-    def drop(self, reason: str, count: int) -> None:
-        self.drops.labels(reason).inc(count)
+    def drop(self, reason: str, endpoint: str, count: int) -> None:
+        self.drops.labels(reason, endpoint).inc(count)
 
     def diagnosis(self, cause: str) -> None:
         self.diagnoses.labels(cause).inc()

@@ -57,6 +57,7 @@ class Scope:
         self.watched: dict[str, str] = {}  # address -> target of the watched namespace that has it
         self.paths: dict[str, str] = {}  # address -> a path to enter that namespace by
         self.others: dict[str, str | None] = {}  # watched target (not the host) -> its path
+        self.ns_ids: set[str] = set()  # the watched namespaces' ids ("ns-INODE")
         for target in dict.fromkeys(targets):
             try:
                 ns = model.resolve(target)  # raises UnknownTarget (exit 2) for a name that names nothing
@@ -65,6 +66,7 @@ class Scope:
                     raise
                 continue
             meta = model.namespaces.meta(ns["id"])
+            self.ns_ids.add(ns["id"])
             for a in ns["addresses"]:  # IPv4, as the events are
                 ip = a.get("local") or a["address"]
                 if not ip.startswith("127."):
@@ -73,12 +75,13 @@ class Scope:
             if meta["kind"] != "host":
                 self.others[target_of(meta)] = ns_path(meta)
         self._owners: dict[str, dict] = {}
+        self._places: dict[tuple[int, int], dict | None] = {}
 
     def rescan(self, model: Model) -> list[str]:
         """The scope again from a newer model (containers started since, or gone): the targets
         watched now that were not before."""
         before = set(self.watched.values())
-        self._resolve(model, strict=False)
+        self._resolve(model, strict=False)  # (the places of drops are looked up again too)
         return sorted(set(self.watched.values()) - before)
 
     def conntrack_paths(self) -> list[str | None]:
@@ -146,3 +149,39 @@ class Scope:
                 target = target_of(meta) if meta else None
             self._owners[ip] = {"ip": ip, "label": target or ip, "target": target}
         return self._owners[ip]
+
+    def drop_place(self, inode: int, ifindex: int) -> dict | None:
+        """Where a drop happened, from its namespace inode and ifindex (runtime.kernel.dropwatch):
+        {"endpoint": the namespace as trace names it, "device": the link's name or None, "device_of":
+        for a host-side veth the namespace at its other end, for a bridge its network}. Inode 0
+        (neither a device nor a socket) is {"endpoint": None} (unattributed). With a filter, None for
+        a drop outside the watched namespaces and their host-side veths and bridges (and for an
+        unattributed one: it may be anyone's)."""
+        key = (inode, ifindex)
+        if key not in self._places:
+            self._places[key] = self._place(inode, ifindex)
+        return self._places[key]
+
+    def _place(self, inode: int, ifindex: int) -> dict | None:
+        ns_id = f"ns-{inode}"
+        if not inode or ns_id not in self.model.namespaces:
+            # a namespace not seen when watch looked (or gone): named by its inode
+            return None if self.filtered else {"endpoint": f"netns:{inode}" if inode else None, "device": None, "device_of": None}
+        data = self.model.namespaces.get(ns_id) or {"links": []}
+        links = data["links"]
+        link = next((link for link in links if link["index"] == ifindex), None) if ifindex else None
+        peer_ns = ((link or {}).get("peer") or {}).get("ns")
+        device_of = None
+        watched = ns_id in self.ns_ids
+        host_side = ns_id == self.model.snap["host"]  # the host's end of a container's veth, its bridge
+        if host_side and peer_ns and peer_ns != ns_id and peer_ns in self.model.namespaces:
+            device_of = target_of(self.model.namespaces.meta(peer_ns))
+            watched = watched or peer_ns in self.ns_ids
+        elif host_side and link and link["kind"] == "bridge":
+            device_of = next((n["name"] for n in self.model.snap.get("networks", []) if n.get("bridge") == link["name"]), None)
+            members = (((m.get("peer") or {}).get("ns")) for m in links if m["master"] == link["name"])
+            watched = watched or any(m in self.ns_ids for m in members)
+        if self.filtered and not watched:
+            return None
+        return {"endpoint": target_of(self.model.namespaces.meta(ns_id)), "device": link["name"] if link else None,
+                "device_of": device_of}

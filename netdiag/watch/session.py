@@ -11,7 +11,7 @@ import time
 
 from .diagnoser import Diagnoser
 from .events import EventSource
-from .flows import RECOVERS, DropCounts, Flows, RateLimit, wall
+from .flows import RECOVERS, DropCounts, Flows, RateLimit, key_of, wall
 from .scope import Scope
 from .unreplied import ConntrackEvents
 
@@ -97,9 +97,7 @@ class Session:
             self.lost += ev["count"]
             return
         if kind == "drop":
-            self.drops.add(ev)
-            if self.metrics:
-                self.metrics.drop(ev["reason"], ev["count"])
+            self._drop(ev)
             return
         kept = self.scope.keeps(ev["src"], ev["dst"])
         if (not kept or not self._attributed(ev)) and self._rescanned(ev):
@@ -107,6 +105,8 @@ class Session:
         if not kept:
             return
         if kind in RECOVERS:
+            if self._held_recovery(ev):
+                return
             for flow in self.flows.recovered(ev):
                 self.view.flow(flow)
             return
@@ -146,6 +146,29 @@ class Session:
             size = FULL_SIZE if kind == "stalled" else 0
             flow.diagnosing = self.diagnoser.submit(flow.id, src["target"], ev["dst"], PROBE_PROTO[flow.proto], ev["dport"], size)
             self.undiagnosed += not flow.diagnosing
+
+    def _drop(self, ev: dict) -> None:
+        """A drop count: placed when the in-kernel counter says where (its namespace and device),
+        left out when that is outside a filtered scope; host-wide when read from tracefs."""
+        place = None
+        if "netns" in ev:
+            place = self.scope.drop_place(ev["netns"], ev["ifindex"])
+            if place is None:
+                return
+        self.drops.add(ev, place)
+        if self.metrics:
+            self.metrics.drop(ev["reason"], (place or {}).get("endpoint") or "", ev["count"])
+
+    def _held_recovery(self, ev: dict) -> bool:
+        """A connect completing while its flow is diagnosed may be the diagnosis's own (reach's probe,
+        the HTTP request; a connect event names no source port): held until it says how many it made."""
+        if ev["kind"] != "established" or not self.diagnoser:
+            return False
+        flows = [f for f in (self.flows.by_key.get(key_of(ev, k)) for k in RECOVERS["established"])
+                 if f is not None and f.id in self.diagnoser.probing]
+        for flow in flows[:1]:  # replayed once, for every flow of the key
+            flow.held.append(ev)
+        return bool(flows)
 
     def _stalled(self, ev: dict) -> dict | None:
         """A connection's data retransmits, once there are STALL_MIN of them (with what came before);
@@ -223,10 +246,17 @@ class Session:
             flow = by_id[flow_id]
             flow.diagnosis, flow.diagnosing = brief, False
             self.diagnoser.probing.discard(flow_id)
-            if sport:
-                self.flows.ignore_probe(flow.src["ip"], sport)
+            for port in {sport, *brief.get("probe_sports", ())} - {None, 0}:  # the reach probe's, HTTP's connections
+                self.flows.ignore_probe(flow.src["ip"], port)
             held, flow.held = flow.held, []
+            own = brief.pop("probe_connects", 0)  # the connects the diagnosis completed
             for ev in held:  # counted now, but for the probe's
+                if ev["kind"] == "established" and own:  # not a recovery: the diagnosis's own connect
+                    taken = min(own, ev["count"])
+                    own -= taken
+                    if taken == ev["count"]:
+                        continue
+                    ev = {**ev, "count": ev["count"] - taken}
                 self._event(ev)
             key = brief["cause"] or brief["verdict"]
             self.causes[key] = self.causes.get(key, 0) + 1

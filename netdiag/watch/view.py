@@ -24,6 +24,16 @@ def diagnosis_text(d: dict) -> str:
     return f"{d['cause']}{where}: {d['summary']}{fix}{checked}"
 
 
+def drop_place(d: dict) -> str:
+    """Where a drops line says the packets died: "in cli (eth0)", "in host (veth1a2b, cli's)"."""
+    if not d.get("endpoint"):
+        return "(host-wide)"
+    device = d.get("device") or ""
+    if device and d.get("device_of"):
+        device += f", {d['device_of']}'s"
+    return f"in {d['endpoint']}" + (f" ({device})" if device else "")
+
+
 class JsonView:
     def __init__(self, out=None):
         self.out = out or sys.stdout
@@ -82,7 +92,7 @@ class LineView(JsonView):
             self.emit(f"{_clock(flow.first)} new flow #{flow.id}: {KINDS[flow.kind]}: {flow.text()}")
 
     def drops(self, d: dict) -> None:
-        self.emit(f"{_clock(d['time'])} dropped  {d['count']} x {d['reason']} at {d['location']} (host-wide)")
+        self.emit(f"{_clock(d['time'])} dropped  {d['count']} x {d['reason']} at {d['location']} {drop_place(d)}")
 
     def diagnosis(self, d: dict) -> None:
         self.emit(f"  #{d['flow']} {diagnosis_text(d)}")
@@ -90,7 +100,7 @@ class LineView(JsonView):
     def end(self, summary: dict) -> None:
         drops = ", ".join(f"{r} {n}" for r, n in sorted(summary["drops"].items(), key=lambda x: -x[1])) or "none"
         self.emit(f"{summary['flows']} failing flow(s), {summary['events']} event(s) in {summary['seconds']:g}s; "
-                  f"drops by reason (host-wide): {drops}")
+                  f"drops by reason: {drops}")
 
 
 class TableView(LineView):
@@ -123,7 +133,8 @@ class TableView(LineView):
         pass
 
     def drops(self, d: dict) -> None:
-        self.drop_totals[d["reason"]] = self.drop_totals.get(d["reason"], 0) + d["count"]
+        key = f"{d['reason']} {drop_place(d)}"
+        self.drop_totals[key] = self.drop_totals.get(key, 0) + d["count"]
 
     def tick(self, flows) -> None:
         self.live.update(self._table(flows))
@@ -144,7 +155,7 @@ class TableView(LineView):
                       (d.get("fix_command") or d.get("fix") or "") if d else "", style="red" if d and d.get("cause") and not f.recovered else None)
         if self.drop_totals:
             top = sorted(self.drop_totals.items(), key=lambda x: -x[1])[:6]
-            t.caption = "drops (host-wide): " + ", ".join(f"{r} {n}" for r, n in top)
+            t.caption = "drops: " + ", ".join(f"{r} {n}" for r, n in top)
         return t
 
     def close(self) -> None:

@@ -40,7 +40,8 @@ import shutil
 from pathlib import Path
 
 from .base import World
-from .leftovers import cgroup_parents, kill_recorded, mounts_under, netns_left, processes_left, remove_cgroups, unmount_under
+from .leftovers import (cgroup_parents, kill_recorded, mounts_under, namespace_ids, netns_left, processes_in, processes_left,
+                        remove_cgroups, unmount_under)
 
 OUTSIDE_IP, HOST_IP, PREFIX = "203.0.113.1", "203.0.113.2", 24
 
@@ -87,6 +88,7 @@ class Lab(World):
         from runtime.kernel import addr, link, ns, route
 
         host, outside = ns.create(self.name), ns.create(self.outside)
+        self._namespaces = namespace_ids((host, outside))  # what leaks() looks for processes in
         for path in (host, outside):
             fresh_sysctls(path)
         with ns.netns(host):
@@ -118,14 +120,15 @@ class Lab(World):
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def _leftovers(self) -> list[str]:
-        """Namespaces, cgroups, mounts under the state dir, the state dir, and processes that name
-        it (netdiag's monitors and agents carry it in their environment)."""
+        """Namespaces, cgroups, mounts under the state dir, the state dir, processes that name it
+        (netdiag's monitors and agents carry it in their environment), and processes still in the
+        host's or the outside's namespace (a server's forked child)."""
         out = netns_left((self.name, self.outside))
         out += [f"cgroup {p}" for p in cgroup_parents(self.cgroup_parent) if p.exists()]
         out += [f"mount {m}" for m in mounts_under(self.state_dir)]
         if self.state_dir.exists():
             out.append(str(self.state_dir))
-        return out + processes_left(str(self.state_dir))
+        return out + processes_left(str(self.state_dir)) + processes_in(getattr(self, "_namespaces", {}))
 
     # -- running things in it ---------------------------------------------------------------------
     def namespace(self, where: str | None = None) -> str:

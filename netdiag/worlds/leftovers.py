@@ -43,6 +43,63 @@ def processes_left(needle: str, grace: float = 3.0) -> list[str]:
     return out
 
 
+def namespace_ids(paths) -> dict[int, int]:
+    """{inode: cookie} of the network namespaces at `paths` (those that can be entered)."""
+    from runtime.kernel import ns
+
+    out = {}
+    for path in paths:
+        try:
+            out[os.stat(path).st_ino] = ns.cookie(path)
+        except OSError:
+            pass
+    return out
+
+
+def pids_in(inodes) -> set[int]:
+    """Every process (but this one) whose network namespace has one of `inodes`."""
+    me, found = os.getpid(), set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            if os.stat(f"/proc/{entry.name}/ns/net").st_ino in inodes:
+                found.add(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def processes_in(ids: dict[int, int], grace: float = 3.0) -> list[str]:
+    """Processes still in a world's network namespaces (`ids` from namespace_ids: the namespace's
+    name may be gone, the process keeps it alive), after `grace` seconds for the killed to finish
+    dying. The cookie tells a namespace of the world from a later one that got its inode number."""
+    from runtime.kernel import ns
+
+    def left() -> list[int]:
+        out = []
+        for pid in pids_in(ids):
+            try:
+                path = f"/proc/{pid}/ns/net"
+                if ids.get(os.stat(path).st_ino) == ns.cookie(path):
+                    out.append(pid)
+            except OSError:  # gone meanwhile
+                continue
+        return out
+
+    deadline = time.monotonic() + grace
+    while (pids := left()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    out = []
+    for pid in pids:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:80]
+        except OSError:
+            continue
+        out.append(f"process {pid} in the world's namespace: {cmd}")
+    return out
+
+
 def root_namespace_state() -> frozenset[str]:
     """The nftables tables of the namespace this process runs in (the machine's root namespace,
     where tests and benches run): a world must leave them as it found them. Links are not compared:

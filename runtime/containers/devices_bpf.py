@@ -9,7 +9,7 @@ Three small parts:
   one device merge, a rule with the default's action removes access from an exception and may not
   punch a hole in a wildcard one), in runc's order;
 - the program: runc's devicefilter.go instruction for instruction (its test dumps are the reference,
-  tests/unit/test_devices_bpf.py), encoded as `struct bpf_insn` by a tiny assembler;
+  tests/unit/test_devices_bpf.py), encoded as `struct bpf_insn` by runtime.kernel.bpf's assembler;
 - the kernel: BPF_PROG_LOAD (again with the verifier's log when refused), BPF_PROG_ATTACH to the
   cgroup directory with BPF_F_ALLOW_MULTI, then programs attached there before are detached.
 """
@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import fcntl
 import os
-import struct
-import sys
 from pathlib import Path
 from collections import namedtuple  # not typing.NamedTuple: typing costs every `run` ~3 ms of imports
 from collections.abc import Iterable
 
 from ..errors import InvalidArgument, KernelError
-from ..kernel.syscalls import libc
+from ..kernel import bpf
+from ..kernel.bpf import (R0, R1, R2, R3, R4, R5, Insn, Label, and32_imm, assemble, exit_, jne_imm,  # noqa: F401
+                          jne_reg, ldx_w, mov32_imm, mov32_reg, rsh32_imm)
 
 # -- the rules ------------------------------------------------------------------------------------
 
@@ -110,76 +109,7 @@ def allows_all(rules: Iterable[tuple[bool, str]]) -> bool:
     return default_allow and not exceptions
 
 
-# -- the assembler: struct bpf_insn {u8 code; u8 dst_reg:4, src_reg:4; s16 off; s32 imm} ----------
-
-BPF_LDX, BPF_ALU, BPF_JMP = 0x01, 0x04, 0x05  # instruction classes (uapi/linux/bpf_common.h, bpf.h)
-BPF_W, BPF_MEM = 0x00, 0x60  # load size 32 bits, mode: from memory
-BPF_K, BPF_X = 0x00, 0x08  # operand: the immediate, or the source register
-BPF_AND, BPF_RSH, BPF_MOV = 0x50, 0x70, 0xB0  # ALU operations (BPF_ALU: on the low 32 bits)
-BPF_JNE, BPF_EXIT = 0x50, 0x90  # jump operations (BPF_JMP: 64-bit compare)
-R0, R1, R2, R3, R4, R5 = range(6)
-
-
-class Insn(namedtuple("Insn", "code dst src off imm", defaults=(0, 0, 0, 0))):
-    """One instruction; a jump's `off` may be the name of a Label, resolved by assemble()."""
-
-    __slots__ = ()
-
-
-class Label(namedtuple("Label", "name")):
-    """Marks the next instruction; takes no space."""
-
-    __slots__ = ()
-
-
-def ldx_w(dst: int, src: int, off: int) -> Insn:  # dst = *(u32 *)(src + off)
-    return Insn(BPF_LDX | BPF_MEM | BPF_W, dst, src, off)
-
-
-def and32_imm(dst: int, imm: int) -> Insn:  # dst &= imm
-    return Insn(BPF_ALU | BPF_AND | BPF_K, dst, imm=imm)
-
-
-def rsh32_imm(dst: int, imm: int) -> Insn:  # dst >>= imm
-    return Insn(BPF_ALU | BPF_RSH | BPF_K, dst, imm=imm)
-
-
-def mov32_imm(dst: int, imm: int) -> Insn:  # dst = imm
-    return Insn(BPF_ALU | BPF_MOV | BPF_K, dst, imm=imm)
-
-
-def mov32_reg(dst: int, src: int) -> Insn:  # dst = src
-    return Insn(BPF_ALU | BPF_MOV | BPF_X, dst, src)
-
-
-def jne_imm(dst: int, imm: int, target: str) -> Insn:  # if dst != imm goto target
-    return Insn(BPF_JMP | BPF_JNE | BPF_K, dst, off=target, imm=imm)
-
-
-def jne_reg(dst: int, src: int, target: str) -> Insn:  # if dst != src goto target
-    return Insn(BPF_JMP | BPF_JNE | BPF_X, dst, src, off=target)
-
-
-def exit_() -> Insn:  # return R0
-    return Insn(BPF_JMP | BPF_EXIT)
-
-
-def assemble(prog: list[Insn | Label]) -> bytes:
-    """8 bytes per instruction, native byte order; a jump's offset counts from the next one."""
-    at, n = {}, 0
-    for item in prog:
-        if isinstance(item, Label):
-            at[item.name] = n
-        else:
-            n += 1
-    out = bytearray()
-    for item in (i for i in prog if not isinstance(i, Label)):
-        off = at[item.off] - (len(out) // 8 + 1) if isinstance(item.off, str) else item.off
-        # the register nibbles are C bitfields: dst_reg is the first, the low one on little-endian
-        regs = item.dst | item.src << 4 if sys.byteorder == "little" else item.dst << 4 | item.src
-        out += struct.pack("=BBhi", item.code, regs, off, item.imm)
-    return bytes(out)
-
+# -- the assembler: runtime.kernel.bpf's (its names kept here: the device filter's tests use them) --
 
 def instructions(rules: Iterable[Rule]) -> list[Insn | Label]:
     """runc's device filter for `rules`: the first exception that matches decides, else the default."""
@@ -213,18 +143,11 @@ def program(rules: Iterable[tuple[bool, str]]) -> bytes:
 # -- the kernel -----------------------------------------------------------------------------------
 
 LICENSE = "Apache"  # runc's: the kernel only checks it for GPL-only helpers, which the filter calls none of
-_NR_BPF = {"x86_64": 321, "aarch64": 280}
-BPF_PROG_LOAD, BPF_PROG_ATTACH, BPF_PROG_DETACH, BPF_PROG_GET_FD_BY_ID, BPF_PROG_QUERY = 5, 8, 9, 13, 16
+BPF_PROG_ATTACH, BPF_PROG_DETACH, BPF_PROG_GET_FD_BY_ID, BPF_PROG_QUERY = 8, 9, 13, 16
 BPF_PROG_TYPE_CGROUP_DEVICE, BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI = 15, 6, 2
-_LOG_MIN, _LOG_MAX = 64 * 1024, 16 * 1024 * 1024 - 1  # runc's verifier log sizes (ENOSPC: grow)
 _MAX_PROGS = 64  # BPF_CGROUP_MAX_PROGS per cgroup and attach type
 
 _u32, _u64 = ctypes.c_uint32, ctypes.c_uint64
-
-
-class _ProgLoad(ctypes.Structure):  # the head of union bpf_attr for BPF_PROG_LOAD; the kernel zeroes the rest
-    _fields_ = [("prog_type", _u32), ("insn_cnt", _u32), ("insns", _u64), ("license", _u64),
-                ("log_level", _u32), ("log_size", _u32), ("log_buf", _u64)]
 
 
 class _Attach(ctypes.Structure):  # BPF_PROG_ATTACH, BPF_PROG_DETACH
@@ -241,51 +164,14 @@ class _GetFd(ctypes.Structure):  # BPF_PROG_GET_FD_BY_ID
     _fields_ = [("prog_id", _u32), ("next_id", _u32), ("open_flags", _u32)]
 
 
-def _bpf(cmd: int, attr: ctypes.Structure) -> int:
-    nr = _NR_BPF.get(os.uname().machine)
-    if nr is None:
-        raise KernelError(f"Cannot enforce the device allow-list on {os.uname().machine}",
-                          "netdiag knows the bpf() syscall number of x86_64 and aarch64 only",
-                          "run on one of those, or on a cgroup v1 host")
-    for _ in range(30):  # runc's bound on retries: a signal makes the verifier return EAGAIN
-        ret = libc.syscall(ctypes.c_long(nr), ctypes.c_long(cmd), ctypes.byref(attr),
-                            ctypes.c_ulong(ctypes.sizeof(attr)))
-        if ret >= 0:
-            return ret
-        err = ctypes.get_errno()
-        if not (err == errno.EINTR or err == errno.EAGAIN and cmd == BPF_PROG_LOAD):
-            break
-    raise OSError(err, os.strerror(err))
-
-
-def _bpf_fd(cmd: int, attr: ctypes.Structure) -> int:
-    fd = _bpf(cmd, attr)
-    if fd == 0:  # bpf() reads fd 0 as "none" in later calls: move it (the kernel set O_CLOEXEC)
-        fd = fcntl.fcntl(0, fcntl.F_DUPFD_CLOEXEC, 1)
-        os.close(0)
-    return fd
-
-
 def load(code: bytes, license: str = LICENSE) -> int:
     """The fd of the loaded program. A refusal raises KernelError with the verifier's own words."""
-    insns = ctypes.create_string_buffer(code, len(code))
-    lic = ctypes.create_string_buffer(license.encode())
-    attr = _ProgLoad(BPF_PROG_TYPE_CGROUP_DEVICE, len(code) // 8, ctypes.addressof(insns), ctypes.addressof(lic))
     try:
-        return _bpf_fd(BPF_PROG_LOAD, attr)
-    except OSError:
-        pass
-    size = _LOG_MIN
-    while True:  # again, with the log: the fast path has none (runc's way)
-        log = ctypes.create_string_buffer(size)
-        attr.log_level, attr.log_size, attr.log_buf = 1, size, ctypes.addressof(log)
-        try:
-            return _bpf_fd(BPF_PROG_LOAD, attr)
-        except OSError as e:
-            if e.errno == errno.ENOSPC and size < _LOG_MAX:
-                size = min(size * 8, _LOG_MAX)
-                continue
-            raise _error("load the device filter (BPF_PROG_LOAD)", e, log.value.decode(errors="replace").strip())
+        return bpf.load(code, BPF_PROG_TYPE_CGROUP_DEVICE, license)
+    except bpf.Refused as e:
+        raise _error("load the device filter (BPF_PROG_LOAD)", e, e.log) from None
+    except OSError as e:
+        raise _error("load the device filter (BPF_PROG_LOAD)", e) from None
 
 
 def attach(cgroup: Path, rules: Iterable[tuple[bool, str]]) -> bool:
@@ -331,7 +217,7 @@ def _programs(dfd: int, cgroup: Path) -> list[int]:
     ids = (_u32 * _MAX_PROGS)()
     attr = _Query(target_fd=dfd, attach_type=BPF_CGROUP_DEVICE, prog_ids=ctypes.addressof(ids), prog_cnt=_MAX_PROGS)
     try:
-        _bpf(BPF_PROG_QUERY, attr)
+        bpf.syscall(BPF_PROG_QUERY, attr)
     except OSError as e:
         raise _error(f"list the device programs of the cgroup {cgroup} (BPF_PROG_QUERY)", e) from None
     return list(ids[:attr.prog_cnt])
@@ -339,7 +225,7 @@ def _programs(dfd: int, cgroup: Path) -> list[int]:
 
 def _prog_fd(prog_id: int) -> int | None:
     try:
-        return _bpf_fd(BPF_PROG_GET_FD_BY_ID, _GetFd(prog_id))
+        return bpf.syscall_fd(BPF_PROG_GET_FD_BY_ID, _GetFd(prog_id))
     except OSError as e:
         # gone meanwhile, or hidden by an LSM policy: runc skips those, as they can only restrict more
         if e.errno in (errno.ENOENT, errno.EPERM, errno.EACCES):
@@ -349,7 +235,7 @@ def _prog_fd(prog_id: int) -> int | None:
 
 def _attach_cmd(cmd: int, dfd: int, prog: int, flags: int) -> None:
     try:
-        _bpf(cmd, _Attach(dfd, prog, BPF_CGROUP_DEVICE, flags))
+        bpf.syscall(cmd, _Attach(dfd, prog, BPF_CGROUP_DEVICE, flags))
     except OSError as e:
         raise _error("attach the device filter (BPF_PROG_ATTACH)" if cmd == BPF_PROG_ATTACH
                      else "detach the old device filter (BPF_PROG_DETACH)", e) from None

@@ -103,6 +103,16 @@ def enter(path: str) -> Callable[[], None]:
     return Namespace(path).preexec()
 
 
+SO_NETNS_COOKIE = 71
+
+
+def cookie(path: str) -> int:
+    """The network namespace's cookie: unique while the machine runs, where an inode number is
+    reused as soon as its namespace is gone (OSError when it cannot be entered)."""
+    with netns(path), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        return struct.unpack("=Q", s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0]
+
+
 def join(path: str) -> None:
     Namespace(path).join()
 

@@ -24,6 +24,7 @@ from tests.unit.test_schemas import schema
 pytestmark = pytest.mark.integration
 WATCH_SCHEMA = schema("watch")
 SUBNET, OPEN, REFUSED, DROPPED, GIVEN_UP, TWIN, METRICS = "10.247.31.0/24", 80, 81, 82, 83, 84, 9464
+CLIENT_DROPPED, HOST_DROPPED = 87, 89  # dropped in the client container's own namespace, in the lab host (drop_rules)
 
 
 def failing_flows(w: World, tmp, subnet: str, network: str, table: str) -> None:
@@ -86,8 +87,8 @@ def twin_connect(lab, port: int):
     return s
 
 
-def start_watch(lab, *args):
-    return subprocess.Popen([sys.executable, "-m", "netdiag", "watch", "--json", *args], env=lab.env,
+def start_watch(lab, *args, env=None):
+    return subprocess.Popen([sys.executable, "-m", "netdiag", "watch", "--json", *args], env={**lab.env, **(env or {})},
                             preexec_fn=lab.enter(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -199,7 +200,7 @@ def test_watch_sees_attributes_and_diagnoses_only_the_failing_flows(lab):
                    (("dst", f"ns:{lab.outside}"), ("kind", "reset"), ("port", str(REFUSED)), ("src", "client")))
     assert metrics[refused_key] == refused["count"], metrics
     assert metrics[firewall] == 1 and metrics[("netdiag_watch_diagnoses_total", (("cause", "NO_LISTENER"),))] == 1
-    assert metrics[("netdiag_watch_drops_total", (("reason", "NETFILTER_DROP"),))] >= 1
+    assert metrics[("netdiag_watch_drops_total", (("endpoint", "host"), ("reason", "NETFILTER_DROP")))] >= 1
     assert own_instances(proc.pid) == []
 
 
@@ -311,6 +312,129 @@ def test_sigkill_of_watch_still_removes_its_instance(lab):
         proc.kill()
         proc.wait()
     assert wait_for(lambda: own_instances(proc.pid) == [], timeout=5), own_instances(proc.pid)
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for tid in os.listdir(f"/proc/{p}/task") if os.path.isdir(f"/proc/{p}/task") else []:
+            try:
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    kids = [int(x) for x in f.read().split()]
+            except OSError:
+                continue
+            out += kids
+            todo += kids
+    return out
+
+
+def bpf_objects(pids) -> set[tuple[str, int]]:
+    """The eBPF programs, maps and links these processes hold, by id (their fds' fdinfo)."""
+    found = set()
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fdinfo")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                    info = f.read()
+            except OSError:
+                continue
+            for line in info.splitlines():
+                key, _, value = line.partition(":")
+                if key in ("prog_id", "map_id", "link_id"):
+                    found.add((key, int(value)))
+    return found
+
+
+def bpf_object_exists(kind: str, ident: int) -> bool:
+    """Whether the kernel still has the program, map or link `ident` (BPF_*_GET_FD_BY_ID)."""
+    import ctypes
+    import errno
+
+    from runtime.kernel import bpf
+
+    class _ById(ctypes.Structure):
+        _fields_ = [("id", ctypes.c_uint32), ("next_id", ctypes.c_uint32), ("open_flags", ctypes.c_uint32)]
+
+    cmd = {"prog_id": 13, "map_id": 14, "link_id": 30}[kind]  # BPF_PROG/MAP/LINK_GET_FD_BY_ID
+    try:
+        os.close(bpf.syscall(cmd, _ById(ident)))
+        return True
+    except OSError as e:
+        assert e.errno == errno.ENOENT, e
+        return False
+
+
+@pytest.fixture
+def drop_rules(lab):
+    """Two drops of the client's connects (the module's forward rule for DROPPED is fixed away by the
+    first test): HOST_DROPPED in the lab host's forward hook, CLIENT_DROPPED in the client
+    container's own namespace (its output hook)."""
+    net = f"--net=/proc/{lab.inspect('client')['State']['Pid']}/ns/net"
+    rule = f"table inet wclient {{ chain out {{ type filter hook output priority 0; tcp dport {CLIENT_DROPPED} drop; }}; }}"
+    p = subprocess.run(["nsenter", net, "nft", "-f", "-"], input=rule, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    rule = f"table inet wdrops {{ chain f {{ type filter hook forward priority 0; ip daddr {OUTSIDE_IP} tcp dport {HOST_DROPPED} drop; }}; }}"
+    try:
+        p = lab.run_in(None, ["nft", "-f", "-"], input=rule, capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        yield
+    finally:
+        lab.run_in(None, ["nft", "delete", "table", "inet", "wdrops"], capture_output=True, timeout=30)
+        subprocess.run(["nsenter", net, "nft", "delete", "table", "inet", "wclient"], capture_output=True, timeout=30)
+
+
+def test_drops_are_placed_where_they_happen_and_the_counter_goes_with_a_killed_watch(lab, drop_rules):
+    """The in-kernel drop counter (runtime.kernel.dropwatch): the lab host's forward-hook drop is
+    the host's, on the network's bridge; the client's own output-hook drop is the client's (no
+    device yet: its socket's namespace). A SIGKILLed watch leaves no program, map or link."""
+    proc = start_watch(lab, "--container", "client", "--no-diagnose")
+    try:
+        start = read_start(proc)
+        lines = Lines(proc)
+        held = bpf_objects([proc.pid, *_descendants(proc.pid)])
+        assert {k for k, _ in held} >= {"prog_id", "map_id"}, (held, start["notes"])
+        assert connect(lab, HOST_DROPPED, seconds=1).returncode != 0
+        assert connect(lab, CLIENT_DROPPED, seconds=1).returncode != 0
+        placed = lambda who: lines.find(lambda x: x["type"] == "drops" and x.get("endpoint") == who)  # noqa: E731
+        assert wait_for(lambda: placed("host") and placed("client"), timeout=10), lines.seen
+        proc.kill()
+        proc.wait()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert wait_for(lambda: not any(bpf_object_exists(k, i) for k, i in held), timeout=10), held
+    assert wait_for(lambda: own_instances(proc.pid) == [], timeout=5), own_instances(proc.pid)
+    for obj in lines.seen:
+        jsonschema.validate(obj, WATCH_SCHEMA)
+    host, client = placed("host"), placed("client")
+    assert host["reason"] == client["reason"] == "NETFILTER_DROP" and "scope" not in host, (host, client)
+    assert host["device_of"] == "wnet" and host["device"], host
+    assert client.get("device") is None and client["location"].startswith("nft_do_chain"), client
+    assert not any(x["type"] == "drops" and x.get("endpoint") not in ("host", "client") for x in lines.seen), lines.seen
+
+
+def test_without_the_counter_drops_are_host_wide_with_a_note(lab, drop_rules):
+    """The fallback (no BTF, bpf() refused; forced here): tracefs's kfree_skb, host-wide counts."""
+    proc = start_watch(lab, "--container", "client", "--no-diagnose", "--for", "3", env={"NETDIAG_WATCH_DROPS": "tracefs"})
+    try:
+        start = read_start(proc)
+        lines = Lines(proc)
+        counters = bpf_objects([proc.pid, *_descendants(proc.pid)])
+        assert connect(lab, HOST_DROPPED, seconds=1).returncode != 0
+        proc.wait(timeout=30)
+        lines.thread.join(5)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert any("drops are host-wide counts" in n for n in start["notes"]), start
+    drops = [x for x in lines.seen if x["type"] == "drops"]
+    assert drops and all(d["scope"] == "host" and "endpoint" not in d for d in drops), drops
+    assert counters == set()
 
 
 def test_bad_input_exits_2_before_anything_starts(lab):

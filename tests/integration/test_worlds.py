@@ -30,6 +30,26 @@ def test_a_host_lab(tmp_path):
     built_and_gone(Lab(state_dir=tmp_path / "lab"), use)
 
 
+def test_a_process_left_in_a_labs_namespace_is_a_leak_even_when_the_name_is_gone(tmp_path):
+    """A server's forked child (busybox httpd's, serving a hung connection) outlives its parent
+    and keeps the outside namespace alive after `ip netns del`: leaks() names it; a process in
+    a later namespace that got the freed one's inode number is not the lab's."""
+    import os
+    import signal
+    import subprocess
+
+    lab = Lab(state_dir=tmp_path / "lab").create()
+    stray = subprocess.Popen(["sleep", "600"], preexec_fn=lab.enter("outside"), start_new_session=True)
+    try:
+        lab.destroy()
+        left = lab.leaks()
+        assert len(left) == 1 and f"process {stray.pid} in the world's namespace: sleep 600" in left[0], left
+    finally:
+        os.killpg(stray.pid, signal.SIGKILL)
+        stray.wait()
+    assert lab.leaks() == []
+
+
 @pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd not installed")
 def test_a_cluster_with_etcd(tmp_path):
     def use(cl):

@@ -80,8 +80,12 @@ def test_each_failing_flow_fails_it_with_its_diagnosis():
     details = "\n".join(e["detail"] for e in r["evidence"])
     assert "#2 client -> ns:out (203.0.113.1) tcp/82: SYN not answered (for 0.5 s, or retransmitted) x3 (recovered): FIREWALL_DROP at hop 2 " \
            "(host eth0): FIREWALL_DROP happened; fix: nft delete rule inet t f handle 4 (checked ✓)" in details
-    assert "host-wide: NETFILTER_DROP 4" in details  # drops are evidence, not failures, unless named
+    assert "in client: NETFILTER_DROP 4" in details  # drops are evidence, not failures, unless named
     assert quiet.verdict(session(drops={"NETFILTER_DROP": 4}), PARAMS)["status"] == "passed"
+    unplaced = {"type": "drops", "time": 101.0, "reason": "NETFILTER_DROP", "location": "nft_do_chain+0x46f",
+                "protocol": 2048, "count": 4, "scope": "host"}  # tracefs's fallback: no place known
+    details = [e["detail"] for e in quiet.verdict(session(unplaced, drops={"NETFILTER_DROP": 4}), PARAMS)["evidence"]]
+    assert details == ["host-wide: NETFILTER_DROP 4"]
 
 
 def test_a_named_drop_reason_fails_it_and_a_stopped_window_could_not_run():
