@@ -19,6 +19,7 @@ Attached and interactive runs keep a monitor of their own (they live as long as 
 """
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import os
@@ -39,6 +40,21 @@ DRAIN_SECONDS = 1.0  # after an init died, what is still in its pipes is read fo
 
 def socket_path() -> Path:
     return paths.root() / "supervisor.sock"
+
+
+@contextlib.contextmanager
+def _address(path: Path):
+    """`path` as an AF_UNIX address: a socket's path may not exceed 107 bytes, and a state directory
+    may be deeper (a test's, a scenario's): a longer one is reached through /proc/self/fd of its
+    directory."""
+    if len(os.fsencode(path)) <= 100:
+        yield str(path)
+        return
+    d = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{d}/{path.name}"
+    finally:
+        os.close(d)
 
 
 # -- the CLI's side --------------------------------------------------------------------------------
@@ -84,7 +100,8 @@ def _request(req: dict) -> int:
 def _connect() -> socket.socket | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
-        sock.connect(str(socket_path()))
+        with _address(socket_path()) as address:
+            sock.connect(address)
         return sock
     except OSError:  # none there, or a dead one's socket file
         sock.close()
@@ -164,7 +181,8 @@ class Supervisor:
             path.unlink()
         except FileNotFoundError:
             pass
-        listener.bind(str(path))
+        with _address(path) as address:
+            listener.bind(address)
         listener.listen(64)
         listener.setblocking(False)
         self.sel.register(listener, selectors.EVENT_READ, ("listen", None))

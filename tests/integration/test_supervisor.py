@@ -90,3 +90,20 @@ def test_repair_asks_the_running_supervisor_to_adopt_a_container_whose_own_monit
         cli.wait()
     lab.ok("rm", "-f", "fg", "keep")
     assert wait_for(lambda: not _alive(sup), 10)
+
+
+def test_a_state_directory_deeper_than_a_socket_path_may_be_still_gets_its_supervisor(tmp_path):
+    """An AF_UNIX path is at most 107 bytes; a scenario's state directory under pytest's is longer
+    (every scenario failed: 'Cannot start the container supervisor')."""
+    from tests.labkit import World
+
+    w = World(state_dir=tmp_path / ("d" * 60) / ("e" * 60) / "root")
+    assert len(str(w.state_dir / "supervisor.sock")) > 108
+    w.create()
+    try:
+        w.ok("run", "-d", "--name", "deep", "--network", "none", "busybox", "sleep", "60")
+        assert _state(w, "deep")["MonitorPid"] and w.inspect("deep")["State"]["Running"]
+        w.ok("rm", "-f", "deep")
+    finally:
+        w.destroy()
+    assert w.leaks() == []
