@@ -24,7 +24,6 @@ import argparse
 import datetime
 import json
 import os
-import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -36,21 +35,11 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(REPO))
 
 import bench_network as bn  # noqa: E402  (log, loadavg, verdict)
+import engines  # noqa: E402  (the engines' labs, signals)
 import run_bench as rb  # noqa: E402  (Interrupted)
-from netdiag.worlds import DockerLab, Lab  # noqa: E402
 from netdiag.worlds.leftovers import pids_mentioning  # noqa: E402
-from netdiag.worlds.podman import PodmanLab, find_podman  # noqa: E402
 
 GOAL_MIB = 3.0
-_MAIN_PID = os.getpid()
-
-
-def _on_signal(signum, _frame):
-    if os.getpid() != _MAIN_PID:
-        os._exit(128 + signum)
-    raise rb.Interrupted(f"interrupted by {signal.Signals(signum).name}")
-
-
 def pss_kib(pid: int) -> int:
     """The process's proportional set size (0 when it is gone)."""
     try:
@@ -137,23 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("bench_memory: needs root (labs)", file=sys.stderr)
         return 2
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, _on_signal)
+    engines.unwind_on_signals()
     labs: dict = {}
     report: dict = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "load": [bn.loadavg()]}
     rc = 0
     try:
-        labs["netdiag"] = Lab().create()
-        if not args.no_docker:
-            try:
-                labs["docker"] = DockerLab().create()
-            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-                bn.log(f"docker unavailable: {e}")
-        if not args.no_podman and find_podman() is not None:
-            try:
-                labs["podman"] = PodmanLab().create()
-            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-                bn.log(f"podman unavailable: {e}")
+        for engine, what in engines.open_labs(labs, args.no_docker, args.no_podman).items():
+            bn.log(f"{engine}: {what}")
         report["memory"] = measure(labs, counts)
         report["load"].append(bn.loadavg())
         for n, row in report["memory"].items():
@@ -167,15 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         bn.log(f"bench_memory: error: {type(e).__name__}: {e}")
         rc = 1
     finally:
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(s, signal.SIG_IGN)
-        left = []
-        for lab in reversed(labs.values()):
-            try:
-                lab.destroy()
-            except Exception as e:  # noqa: BLE001 - every other lab still has to go
-                left.append(f"{lab.name}: destroy failed: {e}")
-            left += [f"{lab.name}: {x}" for x in lab.leaks()]
+        engines.hold_signals()
+        left = engines.close_labs(labs)
     if left:
         bn.log("bench_memory: LEFT BEHIND: " + "; ".join(left))
         rc = rc or 3

@@ -28,7 +28,6 @@ import argparse
 import datetime
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -44,20 +43,10 @@ sys.path.insert(0, str(REPO))
 import bench_memory as bm  # noqa: E402  (start, supervisors, pss_kib)
 import bench_network as bn  # noqa: E402  (log, loadavg, round_robin, fmt_table, Series)
 import bench_startup as bs  # noqa: E402  (measure: the start-up rows)
+import engines  # noqa: E402  (the engines' labs, signals)
 import run_bench as rb  # noqa: E402  (Interrupted)
-from netdiag.worlds import DockerLab, Lab  # noqa: E402
-from netdiag.worlds.podman import PodmanLab, find_podman  # noqa: E402
 
 TP_PORT = 5201
-_MAIN_PID = os.getpid()
-
-
-def _on_signal(signum, _frame):
-    if os.getpid() != _MAIN_PID:
-        os._exit(128 + signum)
-    raise rb.Interrupted(f"interrupted by {signal.Signals(signum).name}")
-
-
 def cli(engine: str, lab, *argv: str, timeout: float = 120) -> str:
     """One command of `engine`'s CLI on its lab host; its stdout (RuntimeError when it failed)."""
     if engine == "netdiag":
@@ -173,39 +162,6 @@ def table(report: dict, engines: list[str]) -> str:
     return "\n".join(lines)
 
 
-def open_labs(args) -> tuple[dict, dict]:
-    """The engines' labs (netdiag always; Docker and Podman unless skipped or missing) and what each is."""
-    labs, engines = {"netdiag": Lab().create()}, {}
-    if not args.no_docker:
-        try:
-            labs["docker"] = DockerLab().create()
-            engines["docker"] = labs["docker"].engine.server_version
-        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-            engines["docker"] = f"unavailable: {e}"
-    if not args.no_podman:
-        if find_podman() is None:
-            engines["podman"] = "not installed"
-        else:
-            try:
-                labs["podman"] = PodmanLab().create()
-                engines["podman"] = labs["podman"].podman("version", "--format", "{{.Client.Version}}").stdout.strip()
-            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-                engines["podman"] = f"unavailable: {e}"
-    return labs, engines
-
-
-def close_labs(labs: dict) -> list[str]:
-    """Destroy every lab (the last made first), whatever fails; what they left."""
-    left = []
-    for lab in reversed(labs.values()):
-        try:
-            lab.destroy()
-        except Exception as e:  # noqa: BLE001 - every other lab still has to go
-            left.append(f"{lab.name}: destroy failed: {e}")
-        left += [f"{lab.name}: {x}" for x in lab.leaks()]
-    return left
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5, help="timed rounds per workload (default 5)")
@@ -221,8 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("bench_side: needs root (labs: namespaces, cgroups, engines)", file=sys.stderr)
         return 2
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, _on_signal)
+    engines.unwind_on_signals()
     labs: dict = {}
     report: dict = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "cpus": os.cpu_count(),
                     "load": [bn.loadavg()], "parallel_n": args.parallel, "count": args.count}
@@ -230,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for tree in (REPO,):
             bs.byte_compile(tree)
-        labs, report["engines"] = open_labs(args)
+        report["engines"] = engines.open_labs(labs, args.no_docker, args.no_podman)
         bn.log(f"engines: {report['engines']}")
         report["startup"] = bs.measure(argparse.Namespace(runs=args.runs * 3, warmup=2, before=None), labs)
         report["parallel"] = {e: parallel_starts(e, lab, args.parallel, args.runs) for e, lab in labs.items()}
@@ -246,9 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         bn.log(f"bench_side: error: {type(e).__name__}: {e}")
         rc = 1
     finally:
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(s, signal.SIG_IGN)  # a second ^C must not cut the clean-up short
-        left = close_labs(labs)
+        engines.hold_signals()
+        left = engines.close_labs(labs)
     if left:
         bn.log("bench_side: LEFT BEHIND: " + "; ".join(left))
         rc = rc or 3

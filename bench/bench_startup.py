@@ -45,20 +45,14 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(REPO))
 
 import bench_network as bn  # noqa: E402  (Series, round_robin, fmt_table, verdict, loadavg)
+import engines  # noqa: E402  (the engines' labs, signals)
 import run_bench as rb  # noqa: E402  (import_profile, Interrupted)
 from netdiag.worlds import DockerLab, Lab  # noqa: E402
-from netdiag.worlds.podman import PodmanLab, find_podman  # noqa: E402
+from netdiag.worlds.podman import PodmanLab  # noqa: E402
 
 GOAL_NONE, GOAL_BRIDGE, GOAL_CLI_MS = 0.35, 0.40, 50.0
 ND_COMMANDS = {"nd-version": ["version"], "nd-ps": ["ps"], "nd-none": ["run", "--rm", "--network", "none", "busybox", "true"],
                "nd-bridge": ["run", "--rm", "busybox", "true"]}
-_MAIN_PID = os.getpid()
-
-
-def _on_signal(signum, _frame):
-    if os.getpid() != _MAIN_PID:  # a forked helper of a world: only the bench unwinds
-        os._exit(128 + signum)
-    raise rb.Interrupted(f"interrupted by {signal.Signals(signum).name}")
 
 
 def byte_compile(tree: Path) -> None:
@@ -153,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("bench_startup: needs root (labs: namespaces, cgroups, engines)", file=sys.stderr)
         return 2
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, _on_signal)
+    engines.unwind_on_signals()
     labs: dict = {}
     report: dict = {"engines": {}}
     rc = 0
@@ -163,22 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             bn.log("note: PYTHONDONTWRITEBYTECODE is set: byte-compiling netdiag and runtime first (as scripts/setup does)")
         for tree in (REPO, *([Path(args.before)] if args.before else [])):
             byte_compile(tree)
-        labs["netdiag"] = Lab().create()
-        if not args.no_docker:
-            try:
-                labs["docker"] = DockerLab().create()
-                report["engines"]["docker"] = labs["docker"].engine.server_version
-            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-                report["engines"]["docker"] = f"unavailable: {e}"
-        if not args.no_podman:
-            if find_podman() is None:
-                report["engines"]["podman"] = "not installed"
-            else:
-                try:
-                    labs["podman"] = PodmanLab().create()
-                    report["engines"]["podman"] = labs["podman"].podman("version", "--format", "{{.Client.Version}}").stdout.strip()
-                except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-                    report["engines"]["podman"] = f"unavailable: {e}"
+        report["engines"] = engines.open_labs(labs, args.no_docker, args.no_podman)
         bn.log(f"engines: {report['engines']}")
         report.update(date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
                       machine={"cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()},
@@ -193,16 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         bn.log(f"bench_startup: error: {type(e).__name__}: {e}")
         rc = 1
     finally:
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(s, signal.SIG_IGN)  # a second ^C must not cut the clean-up short
-        left = []
-        for lab in reversed(labs.values()):
-            try:
-                lab.destroy()
-            except Exception as e:  # noqa: BLE001 - every other lab still has to go
-                left.append(f"{lab.name}: destroy failed: {e}")
-            left += [f"{lab.name}: {x}" for x in lab.leaks()]
-        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        engines.hold_signals()
+        left = engines.close_labs(labs)
+        for s in engines.SIGNALS:
             signal.signal(s, signal.SIG_DFL)
     if left:
         bn.log("bench_startup: LEFT BEHIND: " + "; ".join(left))
