@@ -30,8 +30,13 @@ def netns_left(names) -> list[str]:
 def processes_left(needle: str, grace: float = 3.0) -> list[str]:
     """Processes whose command line or environment mentions `needle` (a world's own directory),
     after `grace` seconds for those already killed to finish dying."""
+    return _still(lambda: pids_mentioning(needle), grace, "process {pid}: {cmd}")
+
+
+def _still(find, grace: float, say: str) -> list[str]:
+    """`say` (with pid and cmd) for each process find() still returns after `grace` seconds."""
     deadline = time.monotonic() + grace
-    while (pids := pids_mentioning(needle)) and time.monotonic() < deadline:
+    while (pids := find()) and time.monotonic() < deadline:
         time.sleep(0.05)
     out = []
     for pid in pids:
@@ -39,7 +44,7 @@ def processes_left(needle: str, grace: float = 3.0) -> list[str]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:80]
         except OSError:
             continue
-        out.append(f"process {pid}: {cmd}")
+        out.append(say.format(pid=pid, cmd=cmd))
     return out
 
 
@@ -87,17 +92,7 @@ def processes_in(ids: dict[int, int], grace: float = 3.0) -> list[str]:
                 continue
         return out
 
-    deadline = time.monotonic() + grace
-    while (pids := left()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    out = []
-    for pid in pids:
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:80]
-        except OSError:
-            continue
-        out.append(f"process {pid} in the world's namespace: {cmd}")
-    return out
+    return _still(left, grace, "process {pid} in the world's namespace: {cmd}")
 
 
 def root_namespace_state() -> frozenset[str]:
