@@ -55,7 +55,7 @@ MAX_PENDING = 20000  # connects under way the child keeps track of (the oldest a
 MAX_KEYS = 500  # distinct keys a window keeps; events beyond are counted as lost
 DROP_READ = 0.5  # seconds between two reads of the in-kernel drop counts
 TCP_ESTABLISHED, TCP_SYN_SENT = 1, 2
-AF_INET, IPPROTO_TCP = 2, 6
+AF_INET, AF_INET6, IPPROTO_TCP = 2, 10, 6
 ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED = 3, 4
 # the port range Linux picks connect()'s source ports from (ip_local_port_range's default): of a
 # stalled connection's two ports, the one outside it is the service's
@@ -65,12 +65,16 @@ EVENTS = {"unanswered": "tcp/tcp_retransmit_skb", "reset": "tcp/tcp_receive_rese
           "reset_sent": "tcp/tcp_send_reset", "icmp": "icmp/icmp_send"}
 
 _TIME = r"\s(\d+\.\d+):\s"
+# an IPv6 socket (a server on [::]) carries IPv4 connections too: its events name them in the v4
+# fields and as ::ffff:a.b.c.d in the v6 ones; an event whose v6 addresses are not so mapped is an
+# IPv6 flow (not read yet)
+_V6 = r"(?: saddrv6=(\S+) daddrv6=(\S+))?"
 _TCP = re.compile(_TIME + r"(tcp_retransmit_skb|tcp_receive_reset|tcp_retransmit_synack):.*?\bsport=(\d+) dport=(\d+) "
-                  r"saddr=(\S+) daddr=(\S+)(?:.*?\bstate=(\w+))?")
+                  r"saddr=(\S+) daddr=(\S+)" + _V6 + r"(?:.*?\bstate=(\w+))?")
 _IP_PORT = r"(\d+\.\d+\.\d+\.\d+):(\d+)"
 _SENT_RESET = re.compile(_TIME + r"tcp_send_reset:.*?\bsrc=" + _IP_PORT + r" dest=" + _IP_PORT)
 _ICMP = re.compile(_TIME + r"icmp_send:.*?\btype=(\d+), code=(\d+)\. From " + _IP_PORT + r" to " + _IP_PORT + r" ulen=(\d+)")
-_STATE = re.compile(_TIME + r"inet_sock_set_state:.*?\bdport=(\d+) saddr=(\S+) daddr=(\S+) .*?"
+_STATE = re.compile(_TIME + r"inet_sock_set_state:.*?\bdport=(\d+) saddr=(\S+) daddr=(\S+)" + _V6 + r".*? "
                     r"oldstate=(\w+) newstate=(\w+)")
 _DROP = re.compile(_TIME + r"kfree_skb:.*?protocol=(\d+)\s+location=(\S+)\s+reason[:=]\s*(\S+)")
 _LOST = re.compile(r"\[LOST (\d+) EVENTS\]")
@@ -81,13 +85,13 @@ def parse_line(line: str) -> dict | None:
     {"kind": "lost", "count"} for the kernel's own overrun note; None for anything else. The most
     frequent event (every connect's state changes) is tried first, each regex only on its event."""
     m = _STATE.search(line) if "inet_sock_set_state:" in line else None
-    if m:  # a connect's start ("connecting": its source port is not chosen yet), success, or end
-        ts, dport, src, dst, old, new = m.groups()
+    if m and _ipv4(m.group(5), m.group(6)):  # a connect's start ("connecting": its source port is not chosen yet), success, or end
+        ts, dport, src, dst, _, _, old, new = m.groups()
         kind = "connecting" if new == "TCP_SYN_SENT" else "established" if new == "TCP_ESTABLISHED" else "connect_ended"
         return {"kind": kind, "ts": float(ts), "dport": int(dport), "src": src, "dst": dst}
     m = _TCP.search(line) if " tcp_re" in line else None
-    if m:
-        ts, event, sport, dport, saddr, daddr, state = m.groups()
+    if m and _ipv4(m.group(7), m.group(8)):
+        ts, event, sport, dport, saddr, daddr, _, _, state = m.groups()
         ev = {"ts": float(ts), "sport": int(sport), "dport": int(dport), "src": saddr, "dst": daddr}
         if event == "tcp_receive_reset":
             return {"kind": "reset", **ev}
@@ -111,6 +115,11 @@ def parse_line(line: str) -> dict | None:
                 "reason": m.group(4)}
     m = _LOST.search(line)
     return {"kind": "lost", "count": int(m.group(1))} if m else None
+
+
+def _ipv4(saddr_v6: str | None, daddr_v6: str | None) -> bool:
+    """Whether an event is about IPv4: no v6 fields, or v4-mapped ones (an IPv6 socket's IPv4 peer)."""
+    return all(a is None or a.startswith("::ffff:") for a in (saddr_v6, daddr_v6))
 
 
 def _turned(ev: dict) -> dict:
@@ -221,10 +230,11 @@ def _setup(inst: str, reasons: list[str], skip: tuple = ()) -> list[str]:
             _write(f"{inst}/{path}", value)
         except OSError as e:
             notes.append(f"{path} not set ({e.strerror})")
-    filters = {"unanswered": f"(state == {TCP_SYN_SENT} || state == {TCP_ESTABLISHED}) && family == {AF_INET}",
-               "reset": f"family == {AF_INET}", "synack_unanswered": f"family == {AF_INET}",
+    inet = f"(family == {AF_INET} || family == {AF_INET6})"  # IPv6 sockets carry IPv4 peers too (parse_line)
+    filters = {"unanswered": f"(state == {TCP_SYN_SENT} || state == {TCP_ESTABLISHED}) && {inet}",
+               "reset": inet, "synack_unanswered": inet,
                "drop": reason_filter(_read(f"{inst}/events/skb/kfree_skb/format"), reasons),
-               "established": f"protocol == {IPPROTO_TCP} && family == {AF_INET} && "
+               "established": f"protocol == {IPPROTO_TCP} && {inet} && "
                               f"(oldstate == {TCP_SYN_SENT} || newstate == {TCP_SYN_SENT})",
                # about a UDP packet (ports known), or a "fragmentation needed" about any: an unreachable
                # about a TCP packet is left to TCP's own events, which are checked against the sockets

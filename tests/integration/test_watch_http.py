@@ -65,13 +65,13 @@ def lab(tmp_path_factory):
 
 
 def serve(lab, tmp) -> None:
-    """busybox httpd in the outside namespace: a large index and a small file. Bound to the IPv4
-    address: a socket on [::] would be IPv6 (v4-mapped), whose retransmits watch does not read."""
+    """busybox httpd in the outside namespace: a large index and a small file. On [::], as it binds
+    by default: its sockets are IPv6 ones with v4-mapped peers, whose retransmits watch reads too."""
     www = tmp / "www"
     www.mkdir()
     (www / "index.html").write_text("x" * BIG)
     (www / "small.txt").write_text("small\n")
-    lab.serve_in(lab.outside, ["busybox", "httpd", "-f", "-p", f"{OUTSIDE_IP}:{PORT}", "-h", str(www)],
+    lab.serve_in(lab.outside, ["busybox", "httpd", "-f", "-p", str(PORT), "-h", str(www)],
                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

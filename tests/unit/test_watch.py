@@ -273,3 +273,17 @@ def test_a_connect_that_ended_unanswered_after_waiting_is_pending_even_when_read
     assert p.due(100.0) == [{"kind": "pending", "ts": 100.0, "src": "10.0.0.1", "dst": "10.0.1.1", "dport": 80,
                              "count": 1, "last_ts": 100.0, "ended": True}]
     assert p.due(200.0) == [] and p.size == 0
+
+
+def test_an_ipv6_sockets_ipv4_peer_is_read_and_an_ipv6_flow_is_left_out():
+    """A server on [::] (busybox httpd, nginx, Python's default) has IPv6 sockets whose IPv4 peers
+    the kernel reports in the v4 fields and as v4-mapped v6 ones; a pure IPv6 flow is not read yet."""
+    mapped = ("          <idle>-0       [001] ..s2. 500.25: tcp_retransmit_skb: skbaddr=00000000a1b2c3d4 "
+              "skaddr=00000000d4c3b2a1 family=AF_INET6 sport=87 dport=46006 saddr=203.0.113.1 daddr=10.247.31.2 "
+              "saddrv6=::ffff:203.0.113.1 daddrv6=::ffff:10.247.31.2 state=TCP_ESTABLISHED err=0")
+    assert events.parse_line(mapped) == {"kind": "stalled", "ts": 500.25, "src": "10.247.31.2", "sport": 46006,
+                                         "dst": "203.0.113.1", "dport": 87}  # the server's retransmit, turned round
+    v6 = mapped.replace("saddrv6=::ffff:203.0.113.1 daddrv6=::ffff:10.247.31.2", "saddrv6=fd00::1 daddrv6=fd00::2")
+    assert events.parse_line(v6) is None
+    state = _state(100.0, "TCP_CLOSE", "TCP_SYN_SENT")
+    assert events.parse_line(state.replace("saddrv6=::ffff:10.247.31.2", "saddrv6=fd00::1")) is None
