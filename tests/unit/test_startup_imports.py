@@ -31,7 +31,7 @@ RUN_PATH = [
     "runtime.containers.pid1", "runtime.containers.procenv", "runtime.containers.rootfs", "runtime.containers.seccomp",
     "runtime.containers.security", "runtime.containers.stdio", "runtime.containers.volumes", "runtime.fsroot",
     "runtime.images", "runtime.images.builtin", "runtime.images.oci", "runtime.images.refs", "runtime.images.store",
-    "runtime.ipam", "runtime.kernel.link", "runtime.kernel.ns", "runtime.kernel.procs", "runtime.kernel.syscalls",
+    "runtime.ipam", "runtime.kernel.bpf", "runtime.kernel.link", "runtime.kernel.ns", "runtime.kernel.procs", "runtime.kernel.syscalls",
     "runtime.kernel.sysctl", "runtime.kernel.wire", "runtime.networks.network_records", "runtime.networks.ports",
     "runtime.state", "runtime.validate",
 ]
