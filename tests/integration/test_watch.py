@@ -162,8 +162,9 @@ def test_watch_sees_attributes_and_diagnoses_only_the_failing_flows(lab):
                         or lines.find(lambda x: x["type"] == "diagnosis" and x["flow"] == flow_of.get("id")), timeout=10)
         firewall = ("netdiag_watch_diagnoses_total", (("cause", "FIREWALL_DROP"),))
         metrics = scrape(lab)
-        fix = lines.find(lambda x: x["type"] == "diagnosis" and x["flow"] == flow_of["id"])["fix_command"]
-        apply_fix(lab, fix)  # the printed fix, applied: the next connect completes and the flow is marked recovered
+        diagnosis = lines.find(lambda x: x["type"] == "diagnosis" and x["flow"] == flow_of["id"])
+        assert diagnosis["fix_command"], (diagnosis, [x for x in lines.seen if x["type"] in ("flow", "diagnosis")])
+        apply_fix(lab, diagnosis["fix_command"])  # the printed fix, applied: the next connect completes and the flow is marked recovered
         assert connect(lab, DROPPED).returncode == 0
         twin.close()
         proc.wait(timeout=60)  # the reader thread has stdout; stderr is short
