@@ -79,8 +79,8 @@ def get(lab, path: str, seconds: int = 3, wait: bool = True):
     """busybox wget from cl (its namespace entered by nsenter, as an admin would)."""
     argv = ["nsenter", f"--net=/run/netns/{lab.cl}", "timeout", str(seconds), "busybox", "wget", "-q", "-O", "-",
             f"http://{OUTSIDE_IP}:{PORT}{path}"]
-    if not wait:
-        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not wait:  # a session of its own: killed whole (timeout's wget, stuck behind the black hole, outlived it)
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     return subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 10)
 
 
@@ -103,10 +103,11 @@ def watch_a_download(lab, *args, stop_when=None) -> tuple[list[dict], float | No
         lines.thread.join(5)
         err = proc.stderr.read()
     finally:
-        for p in (proc, client):
-            if p is not None:
-                p.kill()
-                p.wait()
+        if client is not None:
+            os.killpg(client.pid, signal.SIGKILL)
+            client.wait()
+        proc.kill()
+        proc.wait()
     assert proc.returncode == 0, err
     seen = [start] + lines.seen
     for obj in seen:
