@@ -10,7 +10,7 @@ import signal
 import time
 
 from runtime.errors import NetdiagError
-from ..worlds.leftovers import pids_in  # noqa: F401 - also the tests' way to find a world's processes
+from ..worlds.leftovers import pids_in
 
 STEP_TIMEOUT = 120
 _VAR = re.compile(r"\$\{([a-z_]+)(?::([A-Za-z0-9_.-]+))?(?::([A-Za-z0-9_.-]+))?\}")

@@ -114,13 +114,14 @@ class Session:
             ev = self._stalled(ev)
             if ev is None:
                 return
+        confirmed = kind == "pending"  # _pending asked the namespace for the waiting socket already
         if kind == "pending":
             ev = self._pending(ev)
             if ev is None:
                 return
             kind = ev["kind"]
         known = self.flows.get(ev)
-        if known is None and not self.scope.confirms(ev):
+        if known is None and not confirmed and not self.scope.confirms(ev):
             self.elsewhere += ev["count"]  # a namespace not watched that has the same address
             return
         if known is not None and self.diagnoser and known.id in self.diagnoser.probing and ev["sport"] not in known.sports:

@@ -14,7 +14,8 @@ import time
 import pytest
 
 from netdiag.scenario import library, registry
-from netdiag.scenario.common import alive, netns_inodes, pids_in
+from netdiag.scenario.common import alive, netns_inodes
+from netdiag.worlds.leftovers import pids_in
 from netdiag.scenario.session import Session
 
 pytestmark = pytest.mark.integration
